@@ -1,0 +1,165 @@
+//! Error types: one enum per subsystem under the umbrella [`Error`].
+
+use std::io;
+use std::path::PathBuf;
+
+/// Result alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Errors from encoding and decoding keys, values and log entries.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// Bytes that do not decode as what they claim to be.
+    #[error("malformed {what}: {reason}")]
+    Malformed {
+        /// What was being decoded ("key", "entry", "value").
+        what: &'static str,
+        /// Why it was refused.
+        reason: String,
+    },
+}
+
+/// Errors from the segmented change log.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogError {
+    /// The requested LSN is older than the oldest entry still retained.
+    #[error("log entries after LSN {requested} are no longer retained (oldest retained LSN is {oldest})")]
+    Truncated {
+        /// The first LSN the caller asked for.
+        requested: u64,
+        /// The oldest LSN still in the log.
+        oldest: u64,
+    },
+    /// A record that is damaged somewhere other than a torn tail.
+    #[error("log segment {segment} is corrupt at offset {offset}: {reason}")]
+    Corrupt {
+        /// The segment file's name.
+        segment: String,
+        /// Byte offset of the bad record.
+        offset: u64,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// An I/O failure on a log file.
+    #[error("log I/O failed while {context}: {source}")]
+    Io {
+        /// What the log was doing.
+        context: String,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Errors from the store: its directory, its tables and its commits.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store was closed (by `close()`, or by itself after a fatal failure).
+    #[error("store {path} is closed{}", cause.as_ref().map(|c| format!(": {c}")).unwrap_or_default())]
+    Closed {
+        /// The store's directory.
+        path: PathBuf,
+        /// Why it closed itself, if it was not closed on request.
+        cause: Option<String>,
+    },
+    /// Another process (or another open handle in this one) owns the directory.
+    #[error("store {path} is already open in process {}", owner.map_or_else(|| "unknown".to_owned(), |p| p.to_string()))]
+    Locked {
+        /// The store's directory.
+        path: PathBuf,
+        /// The pid written by the owner, when readable.
+        owner: Option<u32>,
+    },
+    /// A write on a read-only store.
+    #[error("store {path} is read-only")]
+    ReadOnly {
+        /// The store's directory.
+        path: PathBuf,
+    },
+    /// A key, value or entry over its configured limit.
+    #[error("{what} of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// "key", "value" or "transaction".
+        what: &'static str,
+        /// Its encoded size.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A table name that is malformed or reserved.
+    #[error("invalid table name {name:?}: {reason}")]
+    InvalidTable {
+        /// The name given.
+        name: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// A call that would wait forever on a lock the calling thread holds.
+    #[error("{0}")]
+    WouldDeadlock(&'static str),
+    /// The redb file or the store's metadata is damaged or foreign.
+    #[error("store is corrupt: {reason}")]
+    Corrupt {
+        /// What was found.
+        reason: String,
+    },
+    /// An I/O failure on the store's directory or files.
+    #[error("{context} {}: {source}", path.display())]
+    Io {
+        /// What the store was doing.
+        context: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// A failure inside redb that is not corruption.
+    #[error("storage engine failed: {0}")]
+    Engine(#[source] redb::Error),
+}
+
+/// Every error the core returns.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// See [`CodecError`].
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// See [`LogError`].
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// See [`StoreError`].
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<redb::Error> for StoreError {
+    fn from(err: redb::Error) -> Self {
+        match err {
+            redb::Error::Corrupted(reason) => StoreError::Corrupt { reason },
+            other => StoreError::Engine(other),
+        }
+    }
+}
+
+macro_rules! redb_into_store_error {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(err: $t) -> Self {
+                Error::Store(StoreError::from(redb::Error::from(err)))
+            }
+        }
+    )*};
+}
+redb_into_store_error!(
+    redb::Error,
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError,
+    redb::DatabaseError
+);

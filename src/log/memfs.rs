@@ -1,0 +1,195 @@
+//! An in-memory [`LogFs`] that can freeze at a chosen operation and then produce the image a
+//! power loss would leave: only what was fdatasync'ed (and directory entries that were
+//! synced) survives, plus, at random, part of what the page cache had not written back.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use super::{LogFs, SegmentFile};
+
+#[derive(Default)]
+struct FsState {
+    files: BTreeMap<String, Arc<MemFile>>,
+    durable_names: BTreeSet<String>,
+    ops_until_freeze: Option<u64>,
+    frozen: bool,
+}
+
+impl FsState {
+    /// Counts one mutating operation; `Err` once the freeze point has passed.
+    fn tick(&mut self) -> io::Result<()> {
+        if let Some(left) = self.ops_until_freeze.as_mut() {
+            if *left == 0 {
+                self.frozen = true;
+            } else {
+                *left -= 1;
+            }
+        }
+        if self.frozen {
+            Err(io::Error::other("simulated power loss"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[derive(Default)]
+struct MemFile {
+    data: Mutex<Vec<u8>>,
+    synced: Mutex<Vec<u8>>,
+}
+
+/// See the module docs.
+#[derive(Clone, Default)]
+pub(super) struct MemFs {
+    state: Arc<Mutex<FsState>>,
+}
+
+struct Handle {
+    fs: MemFs,
+    file: Arc<MemFile>,
+}
+
+/// A tiny deterministic generator, so a failing seed can be replayed.
+pub(super) struct Rng(pub u64);
+
+impl Rng {
+    pub(super) fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % bound.max(1)
+    }
+}
+
+impl MemFs {
+    /// Every mutating operation after the next `ops` fails and changes nothing.
+    pub(super) fn freeze_after(&self, ops: u64) {
+        self.state.lock().unwrap().ops_until_freeze = Some(ops);
+    }
+
+    /// The files a power loss at this moment would leave behind.
+    pub(super) fn crash_image(&self, rng: &mut Rng) -> MemFs {
+        let state = self.state.lock().unwrap();
+        let mut image = FsState::default();
+        for name in &state.durable_names {
+            let Some(file) = state.files.get(name) else { continue };
+            let mut kept = file.synced.lock().unwrap().clone();
+            let data = file.data.lock().unwrap();
+            if rng.below(2) == 0 {
+                // Part of the unsynced data reached the disk before the power went.
+                let upto = rng.below(data.len() as u64 + 1) as usize;
+                if kept.len() < upto {
+                    kept.resize(upto, 0);
+                }
+                kept[..upto].copy_from_slice(&data[..upto]);
+            }
+            let copy = MemFile {
+                data: Mutex::new(kept.clone()),
+                synced: Mutex::new(kept),
+            };
+            image.files.insert(name.clone(), Arc::new(copy));
+            image.durable_names.insert(name.clone());
+        }
+        MemFs {
+            state: Arc::new(Mutex::new(image)),
+        }
+    }
+
+    /// Flips one byte of a file, as a disk error would.
+    pub(super) fn flip_byte(&self, name: &str, offset: usize) {
+        let state = self.state.lock().unwrap();
+        let file = &state.files[name];
+        for buf in [&file.data, &file.synced] {
+            buf.lock().unwrap()[offset] ^= 0x5a;
+        }
+    }
+
+    /// The current length of the data written to a file, ignoring trailing zeros.
+    pub(super) fn written_len(&self, name: &str) -> usize {
+        let state = self.state.lock().unwrap();
+        let data = state.files[name].data.lock().unwrap();
+        data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
+    }
+
+    pub(super) fn names(&self) -> Vec<String> {
+        self.state.lock().unwrap().files.keys().cloned().collect()
+    }
+}
+
+impl LogFs for MemFs {
+    fn list(&self) -> io::Result<Vec<String>> {
+        Ok(self.names())
+    }
+
+    fn open(&self, name: &str, create: bool) -> io::Result<Arc<dyn SegmentFile>> {
+        let mut state = self.state.lock().unwrap();
+        let file = match state.files.get(name) {
+            Some(file) => Arc::clone(file),
+            None if create => {
+                state.tick()?;
+                let file = Arc::new(MemFile::default());
+                state.files.insert(name.to_owned(), Arc::clone(&file));
+                file
+            }
+            None => return Err(io::Error::from(io::ErrorKind::NotFound)),
+        };
+        Ok(Arc::new(Handle { fs: self.clone(), file }))
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        let mut state = self.state.lock().unwrap();
+        state.tick()?;
+        state.files.remove(name);
+        Ok(())
+    }
+
+    fn sync_dir(&self) -> io::Result<()> {
+        let mut state = self.state.lock().unwrap();
+        state.tick()?;
+        state.durable_names = state.files.keys().cloned().collect();
+        Ok(())
+    }
+}
+
+impl SegmentFile for Handle {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let data = self.file.data.lock().unwrap();
+        let start = (offset as usize).min(data.len());
+        let n = buf.len().min(data.len() - start);
+        buf[..n].copy_from_slice(&data[start..start + n]);
+        Ok(n)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.fs.state.lock().unwrap().tick()?;
+        let mut data = self.file.data.lock().unwrap();
+        let end = offset as usize + buf.len();
+        if data.len() < end {
+            data.resize(end, 0);
+        }
+        data[offset as usize..end].copy_from_slice(buf);
+        Ok(())
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.fs.state.lock().unwrap().tick()?;
+        let data = self.file.data.lock().unwrap().clone();
+        *self.file.synced.lock().unwrap() = data;
+        Ok(())
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.data.lock().unwrap().len() as u64)
+    }
+
+    fn preallocate(&self, len: u64) -> io::Result<()> {
+        self.fs.state.lock().unwrap().tick()?;
+        let mut data = self.file.data.lock().unwrap();
+        if (data.len() as u64) < len {
+            data.resize(len as usize, 0);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,440 @@
+//! The segmented change log: append + fdatasync, recovery with torn-tail cutting, reading from
+//! an LSN, and dropping whole segments. It knows no tables and no sockets.
+//!
+//! Segments are files named by the LSN of their first record (`00000000000000000001.seg`).
+//! Only the last segment is ever written; every record is framed by [`crate::codec`].
+//! Group commit lives one level up: the store batches records and hands each batch here.
+
+mod fs;
+#[cfg(test)]
+mod memfs;
+mod scan;
+#[cfg(test)]
+mod tests;
+
+use std::sync::{Arc, Mutex, RwLock};
+
+pub use fs::{DirFs, LogFs, SegmentFile};
+use scan::{ChunkReader, Next};
+
+use crate::codec::{self, Entry};
+use crate::error::{LogError, Result};
+
+const SEGMENT_SUFFIX: &str = ".seg";
+
+/// How the log writes.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// A new segment is started once the current one holds this many bytes.
+    pub segment_bytes: u64,
+    /// `fdatasync` every batch and `fsync` the directory on segment changes.
+    pub fsync: bool,
+    /// The largest record accepted, on write and on read.
+    pub max_record_bytes: usize,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 64 << 20,
+            fsync: true,
+            max_record_bytes: 1 << 30,
+        }
+    }
+}
+
+struct Segment {
+    first_lsn: u64,
+    name: String,
+    file: Arc<dyn SegmentFile>,
+}
+
+/// Where the writer stands: the end of the last segment and the next LSN to write.
+struct Tail {
+    offset: u64,
+    next_lsn: u64,
+}
+
+/// A reading position in the log, kept by each consumer.
+#[derive(Debug, Clone)]
+pub struct LogPosition {
+    next_lsn: u64,
+    /// `(first LSN of a segment, byte offset)` where `next_lsn` was found last time.
+    hint: Option<(u64, u64)>,
+}
+
+impl LogPosition {
+    /// A position whose next entry is the one after `lsn`.
+    #[must_use]
+    pub fn after(lsn: u64) -> Self {
+        Self {
+            next_lsn: lsn + 1,
+            hint: None,
+        }
+    }
+
+    /// The LSN of the next entry this position will read.
+    #[must_use]
+    pub fn next_lsn(&self) -> u64 {
+        self.next_lsn
+    }
+}
+
+/// The append-only, segmented log of a store.
+pub struct Log {
+    fs: Box<dyn LogFs>,
+    options: LogOptions,
+    segments: RwLock<Vec<Arc<Segment>>>,
+    tail: Mutex<Tail>,
+}
+
+fn segment_name(first_lsn: u64) -> String {
+    format!("{first_lsn:020}{SEGMENT_SUFFIX}")
+}
+
+fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> LogError {
+    let context = context.into();
+    move |source| LogError::Io { context, source }
+}
+
+fn corrupt(segment: &str, offset: u64, reason: impl Into<String>) -> LogError {
+    LogError::Corrupt {
+        segment: segment.to_owned(),
+        offset,
+        reason: reason.into(),
+    }
+}
+
+impl Log {
+    /// Opens (or creates) the log, recovering it against `checkpoint_lsn`, the last LSN the
+    /// tables are known to hold. Every entry after it is passed to `replay`, in order.
+    ///
+    /// A bad record is cut as a torn tail only if it is in the last segment, after the
+    /// checkpoint, and no valid record follows it; anything else is [`LogError::Corrupt`].
+    ///
+    /// # Errors
+    /// Corruption, a gap in the LSNs, a log that ends before `checkpoint_lsn`, I/O failures,
+    /// or an error returned by `replay`.
+    pub fn open(
+        fs: Box<dyn LogFs>,
+        options: LogOptions,
+        checkpoint_lsn: u64,
+        mut replay: impl FnMut(Entry) -> Result<()>,
+    ) -> Result<Self> {
+        let mut firsts: Vec<u64> = fs
+            .list()
+            .map_err(io_error("listing the log directory"))?
+            .iter()
+            .filter_map(|name| name.strip_suffix(SEGMENT_SUFFIX)?.parse().ok())
+            .collect();
+        firsts.sort_unstable();
+        let mut segments = Vec::with_capacity(firsts.len());
+        for first_lsn in firsts {
+            let name = segment_name(first_lsn);
+            let file = fs.open(&name, false).map_err(io_error(format!("opening {name}")))?;
+            segments.push(Arc::new(Segment { first_lsn, name, file }));
+        }
+        let log = Self {
+            fs,
+            options,
+            segments: RwLock::new(Vec::new()),
+            tail: Mutex::new(Tail {
+                offset: 0,
+                next_lsn: checkpoint_lsn + 1,
+            }),
+        };
+        if segments.is_empty() {
+            let segment = log.create_segment(checkpoint_lsn + 1)?;
+            segments.push(segment);
+        } else {
+            let tail = log.recover(&segments, checkpoint_lsn, &mut replay)?;
+            *log.tail.lock().expect("invariant: no panic while holding the tail lock") = tail;
+        }
+        *log.segments.write().expect("invariant: no panic while holding the segment list") = segments;
+        Ok(log)
+    }
+
+    fn recover(
+        &self,
+        segments: &[Arc<Segment>],
+        checkpoint_lsn: u64,
+        replay: &mut impl FnMut(Entry) -> Result<()>,
+    ) -> Result<Tail> {
+        let start = checkpoint_lsn + 1;
+        let Some(first_index) = segments.iter().rposition(|s| s.first_lsn <= start) else {
+            return Err(corrupt(
+                &segments[0].name,
+                0,
+                format!("the log starts after LSN {start}, which the tables have not applied"),
+            )
+            .into());
+        };
+        let mut expected = segments[first_index].first_lsn;
+        let last_index = segments.len() - 1;
+        for (index, segment) in segments.iter().enumerate().skip(first_index) {
+            if segment.first_lsn != expected {
+                return Err(corrupt(
+                    &segment.name,
+                    0,
+                    format!("expected the segment to start at LSN {expected}"),
+                )
+                .into());
+            }
+            let len = segment.file.len().map_err(io_error(format!("sizing {}", segment.name)))?;
+            let mut data = vec![0u8; usize::try_from(len).map_err(|_| corrupt(&segment.name, 0, "too large"))?];
+            let read = segment
+                .file
+                .read_at(&mut data, 0)
+                .map_err(io_error(format!("reading {}", segment.name)))?;
+            data.truncate(read);
+            let mut offset = 0usize;
+            loop {
+                match scan::next_record(&data, offset, self.options.max_record_bytes) {
+                    Next::Record { payload, end } => {
+                        let lsn = codec::payload_lsn(payload).unwrap_or(0);
+                        if lsn != expected {
+                            return Err(corrupt(&segment.name, offset as u64, format!("found LSN {lsn}, expected {expected}")).into());
+                        }
+                        if lsn >= start {
+                            let entry = codec::decode_entry(payload)
+                                .map_err(|e| corrupt(&segment.name, offset as u64, e.to_string()))?;
+                            replay(entry)?;
+                        }
+                        expected += 1;
+                        offset = end;
+                    }
+                    Next::End => break,
+                    Next::Bad { reason } => {
+                        let torn = index == last_index
+                            && expected > checkpoint_lsn
+                            && !scan::valid_record_after(&data, offset + 1, expected, self.options.max_record_bytes);
+                        if !torn {
+                            return Err(corrupt(&segment.name, offset as u64, reason).into());
+                        }
+                        tracing::warn!(segment = %segment.name, offset, lsn = expected, %reason, "cutting a torn tail from the log");
+                        self.zero_tail(segment, &data, offset)?;
+                        break;
+                    }
+                }
+            }
+            if index == last_index {
+                if expected <= checkpoint_lsn {
+                    return Err(corrupt(
+                        &segment.name,
+                        offset as u64,
+                        format!("the log ends at LSN {} but the tables have applied LSN {checkpoint_lsn}", expected - 1),
+                    )
+                    .into());
+                }
+                return Ok(Tail {
+                    offset: offset as u64,
+                    next_lsn: expected,
+                });
+            }
+        }
+        unreachable!("the loop returns at the last segment")
+    }
+
+    /// Overwrites a torn tail with zeros so that later appends never sit before old garbage.
+    fn zero_tail(&self, segment: &Segment, data: &[u8], from: usize) -> Result<()> {
+        let end = data.iter().rposition(|&b| b != 0).map_or(from, |last| last + 1);
+        if end > from {
+            segment
+                .file
+                .write_at(&vec![0u8; end - from], from as u64)
+                .map_err(io_error(format!("cutting the torn tail of {}", segment.name)))?;
+            if self.options.fsync {
+                segment
+                    .file
+                    .sync_data()
+                    .map_err(io_error(format!("syncing {}", segment.name)))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn create_segment(&self, first_lsn: u64) -> Result<Arc<Segment>> {
+        let name = segment_name(first_lsn);
+        let file = self
+            .fs
+            .open(&name, true)
+            .map_err(io_error(format!("creating {name}")))?;
+        file.preallocate(self.options.segment_bytes)
+            .map_err(io_error(format!("preallocating {name}")))?;
+        if self.options.fsync {
+            file.sync_data().map_err(io_error(format!("syncing {name}")))?;
+            self.fs.sync_dir().map_err(io_error("syncing the log directory"))?;
+        }
+        Ok(Arc::new(Segment { first_lsn, name, file }))
+    }
+
+    /// The LSN the next appended record must carry.
+    #[must_use]
+    pub fn next_lsn(&self) -> u64 {
+        self.tail.lock().expect("invariant: no panic while holding the tail lock").next_lsn
+    }
+
+    /// The oldest LSN still retained.
+    #[must_use]
+    pub fn oldest_lsn(&self) -> u64 {
+        self.segments.read().expect("invariant: no panic while holding the segment list")[0].first_lsn
+    }
+
+    /// Bytes held by the retained segments (as written, not as preallocated).
+    #[must_use]
+    pub fn retained_bytes(&self) -> u64 {
+        let segments = self.segments.read().expect("invariant: no panic while holding the segment list");
+        let tail = self.tail.lock().expect("invariant: no panic while holding the tail lock");
+        let full = segments.len().saturating_sub(1) as u64 * self.options.segment_bytes;
+        full + tail.offset
+    }
+
+    /// Appends framed records holding LSNs `next_lsn()..=last_lsn` and, with `fsync`, makes
+    /// them durable before returning. Called by one writer at a time (the commit leader).
+    ///
+    /// # Errors
+    /// An I/O failure. After a failed sync the file's state is unknown: the caller must stop
+    /// writing (a failed `fdatasync` is never retried).
+    pub fn append(&self, records: &[u8], last_lsn: u64) -> Result<()> {
+        let mut tail = self.tail.lock().expect("invariant: no panic while holding the tail lock");
+        if tail.offset >= self.options.segment_bytes {
+            let segment = self.create_segment(tail.next_lsn)?;
+            self.segments
+                .write()
+                .expect("invariant: no panic while holding the segment list")
+                .push(segment);
+            tail.offset = 0;
+        }
+        let segment = Arc::clone(
+            self.segments
+                .read()
+                .expect("invariant: no panic while holding the segment list")
+                .last()
+                .expect("invariant: the log always has a segment"),
+        );
+        segment
+            .file
+            .write_at(records, tail.offset)
+            .map_err(io_error(format!("appending to {}", segment.name)))?;
+        if self.options.fsync {
+            segment
+                .file
+                .sync_data()
+                .map_err(io_error(format!("fdatasync of {}", segment.name)))?;
+        }
+        tail.offset += records.len() as u64;
+        tail.next_lsn = last_lsn + 1;
+        Ok(())
+    }
+
+    /// Reads entries from `position` up to `up_to` (inclusive), at most `max_entries`, and
+    /// stops after the entry that crosses `max_bytes`. Advances `position`.
+    ///
+    /// # Errors
+    /// [`LogError::Truncated`] if the position is before the oldest retained entry,
+    /// [`LogError::Corrupt`] for a damaged record, I/O failures.
+    pub fn read(&self, position: &mut LogPosition, up_to: u64, max_entries: usize, max_bytes: usize) -> Result<Vec<Entry>> {
+        let mut entries = Vec::new();
+        self.read_payloads(position, up_to, max_entries, max_bytes, |segment, offset, payload| {
+            let entry = codec::decode_entry(payload).map_err(|e| corrupt(segment, offset, e.to_string()))?;
+            entries.push(entry);
+            Ok(())
+        })?;
+        Ok(entries)
+    }
+
+    fn read_payloads(
+        &self,
+        position: &mut LogPosition,
+        up_to: u64,
+        max_entries: usize,
+        max_bytes: usize,
+        mut deliver: impl FnMut(&str, u64, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        if position.next_lsn > up_to || max_entries == 0 {
+            return Ok(());
+        }
+        let segments = self
+            .segments
+            .read()
+            .expect("invariant: no panic while holding the segment list")
+            .clone();
+        let oldest = segments[0].first_lsn;
+        if position.next_lsn < oldest {
+            return Err(LogError::Truncated {
+                requested: position.next_lsn,
+                oldest,
+            }
+            .into());
+        }
+        let mut index = segments
+            .iter()
+            .rposition(|s| s.first_lsn <= position.next_lsn)
+            .expect("invariant: next_lsn >= the first segment's LSN");
+        let (mut expected, mut offset) = match position.hint {
+            Some((first, offset)) if first == segments[index].first_lsn => (position.next_lsn, offset),
+            _ => (segments[index].first_lsn, 0),
+        };
+        let (mut delivered, mut bytes) = (0usize, 0usize);
+        let mut reader = ChunkReader::new(Arc::clone(&segments[index].file));
+        while position.next_lsn <= up_to && delivered < max_entries && bytes < max_bytes {
+            let segment = &segments[index];
+            match reader
+                .next_record(offset, self.options.max_record_bytes)
+                .map_err(io_error(format!("reading {}", segment.name)))?
+            {
+                Next::Record { payload, end } => {
+                    let lsn = codec::payload_lsn(payload).unwrap_or(0);
+                    if lsn != expected {
+                        return Err(corrupt(&segment.name, offset, format!("found LSN {lsn}, expected {expected}")).into());
+                    }
+                    if lsn == position.next_lsn {
+                        deliver(&segment.name, offset, payload)?;
+                        delivered += 1;
+                        bytes += payload.len();
+                        position.next_lsn += 1;
+                    }
+                    expected += 1;
+                    offset = end as u64;
+                }
+                Next::End if index + 1 < segments.len() => {
+                    index += 1;
+                    if segments[index].first_lsn != expected {
+                        return Err(corrupt(&segments[index].name, 0, format!("expected the segment to start at LSN {expected}")).into());
+                    }
+                    reader = ChunkReader::new(Arc::clone(&segments[index].file));
+                    offset = 0;
+                }
+                Next::End => {
+                    return Err(corrupt(&segment.name, offset, format!("the log ends before LSN {up_to}")).into());
+                }
+                Next::Bad { reason } => return Err(corrupt(&segment.name, offset, reason).into()),
+            }
+        }
+        position.hint = Some((segments[index].first_lsn, offset));
+        Ok(())
+    }
+
+    /// Removes whole segments whose every entry is before `lsn`; never the last segment.
+    /// Returns how many were removed.
+    ///
+    /// # Errors
+    /// An I/O failure removing a file or syncing the directory.
+    pub fn drop_before(&self, lsn: u64) -> Result<usize> {
+        let mut segments = self
+            .segments
+            .write()
+            .expect("invariant: no panic while holding the segment list");
+        let mut removed = 0;
+        while segments.len() > 1 && segments[1].first_lsn <= lsn {
+            let name = segments[0].name.clone();
+            self.fs.remove(&name).map_err(io_error(format!("removing {name}")))?;
+            segments.remove(0);
+            removed += 1;
+        }
+        if removed > 0 && self.options.fsync {
+            self.fs.sync_dir().map_err(io_error("syncing the log directory"))?;
+        }
+        Ok(removed)
+    }
+}

@@ -1,0 +1,118 @@
+//! Finding records in segment bytes: the one place that knows where a record ends.
+
+use std::io;
+use std::sync::Arc;
+
+use super::SegmentFile;
+use crate::codec::{payload_lsn, RECORD_HEADER_LEN};
+
+/// The smallest payload: LSN, epoch, timestamp and an op count.
+const MIN_PAYLOAD: usize = 28;
+
+/// What lies at an offset of a segment.
+pub(super) enum Next<'a> {
+    /// A record whose CRC checks; `end` is the offset just past it.
+    Record { payload: &'a [u8], end: usize },
+    /// Nothing more was written: only zeros (preallocated space) or the end of the file.
+    End,
+    /// Something that is not a valid record.
+    Bad { reason: String },
+}
+
+/// Parses the record at `offset` of `data` (bytes from that segment's start).
+pub(super) fn next_record(data: &[u8], offset: usize, max_record: usize) -> Next<'_> {
+    let rest = data.get(offset..).unwrap_or_default();
+    if rest.iter().all(|&b| b == 0) {
+        return Next::End;
+    }
+    if rest.len() < RECORD_HEADER_LEN {
+        return Next::Bad {
+            reason: "truncated record header".to_owned(),
+        };
+    }
+    let len = u32::from_le_bytes(rest[0..4].try_into().expect("invariant: 4 bytes")) as usize;
+    let crc = u32::from_le_bytes(rest[4..8].try_into().expect("invariant: 4 bytes"));
+    if !(MIN_PAYLOAD..=max_record).contains(&len) {
+        return Next::Bad {
+            reason: format!("implausible record length {len}"),
+        };
+    }
+    let Some(payload) = rest.get(RECORD_HEADER_LEN..RECORD_HEADER_LEN + len) else {
+        return Next::Bad {
+            reason: "truncated record".to_owned(),
+        };
+    };
+    if crc32c::crc32c(payload) != crc {
+        return Next::Bad {
+            reason: "record checksum mismatch".to_owned(),
+        };
+    }
+    Next::Record {
+        payload,
+        end: offset + RECORD_HEADER_LEN + len,
+    }
+}
+
+/// Whether any valid record with an LSN at or after `lsn` starts at or after `from`.
+/// Separates a torn tail (nothing valid follows) from damage in the middle of the log.
+pub(super) fn valid_record_after(data: &[u8], from: usize, lsn: u64, max_record: usize) -> bool {
+    let plausible = lsn..lsn.saturating_add(1 << 32);
+    (from..data.len().saturating_sub(RECORD_HEADER_LEN + MIN_PAYLOAD)).any(|offset| {
+        let lsn_at = payload_lsn(&data[offset + RECORD_HEADER_LEN..]).unwrap_or(0);
+        plausible.contains(&lsn_at) && matches!(next_record(data, offset, max_record), Next::Record { .. })
+    })
+}
+
+/// Buffered positional reads of one segment, for consumers that follow the log.
+pub(super) struct ChunkReader {
+    file: Arc<dyn SegmentFile>,
+    buf: Vec<u8>,
+    buf_start: u64,
+}
+
+const CHUNK: usize = 1 << 20;
+
+impl ChunkReader {
+    pub(super) fn new(file: Arc<dyn SegmentFile>) -> Self {
+        Self {
+            file,
+            buf: Vec::new(),
+            buf_start: 0,
+        }
+    }
+
+    /// Makes `buf` hold at least `len` bytes from `offset` (fewer at the end of the file).
+    fn fill(&mut self, offset: u64, len: usize) -> io::Result<()> {
+        let have = offset >= self.buf_start && offset + len as u64 <= self.buf_start + self.buf.len() as u64;
+        if !have {
+            self.buf.resize(len.max(CHUNK), 0);
+            let read = self.file.read_at(&mut self.buf, offset)?;
+            self.buf.truncate(read);
+            self.buf_start = offset;
+        }
+        Ok(())
+    }
+
+    /// The record at `offset`; `end` in the answer is an absolute offset.
+    pub(super) fn next_record(&mut self, offset: u64, max_record: usize) -> io::Result<Next<'_>> {
+        self.fill(offset, RECORD_HEADER_LEN)?;
+        let at = (offset - self.buf_start) as usize;
+        if let Some(header) = self.buf.get(at..at + RECORD_HEADER_LEN) {
+            let len = u32::from_le_bytes(header[0..4].try_into().expect("invariant: 4 bytes")) as usize;
+            if len <= max_record {
+                self.fill(offset, RECORD_HEADER_LEN + len)?;
+            }
+        }
+        let at = (offset - self.buf_start) as usize;
+        let window = &self.buf[at..];
+        // Only the zeros of this window are checked for the end: preallocated space is
+        // zero to the end of the file, and a record never starts with a zero length.
+        Ok(match next_record(window, 0, max_record) {
+            Next::Record { payload, end } => Next::Record {
+                payload,
+                end: end + offset as usize,
+            },
+            other => other,
+        })
+    }
+}
