@@ -200,10 +200,11 @@ fn power_loss_at_any_point_keeps_every_acknowledged_entry() {
         let (log, _) = open(&fs, 600, 0).unwrap();
         fs.freeze_after(rng.below(120));
         let mut acked = 0u64;
-        let mut next = 0usize;
+        let (mut next, mut attempted) = (0usize, 0usize);
         while next < entries.len() {
             let take = 1 + rng.below(4) as usize;
             let batch = &entries[next..(next + take).min(entries.len())];
+            attempted = next + batch.len();
             if log.append(&frame(batch), batch.last().unwrap().lsn).is_err() {
                 break;
             }
@@ -215,7 +216,7 @@ fn power_loss_at_any_point_keeps_every_acknowledged_entry() {
         let (log, replayed) = open(&image, 600, 0).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         let survived = replayed.len() as u64;
         interrupted += usize::from(acked < entries.len() as u64);
-        cut_short += usize::from(survived < next as u64);
+        cut_short += usize::from(survived < attempted as u64);
         assert!(survived >= acked, "seed {seed}: lost acknowledged entries ({survived} < {acked})");
         assert_eq!(replayed, entries[..replayed.len()], "seed {seed}");
         let more = written(survived + 3, seed + 1);
