@@ -1,6 +1,28 @@
-//! replikv: replicated key-value stores with a durable change log.
+//! replikv: replicated key-value stores built on one durable change log.
+//!
+//! Every committed transaction is one CRC-framed entry of a segmented log, fdatasync'ed
+//! (with group commit) before it becomes visible; redb tables are applied from the log in
+//! LSN order. The Python package `replikv` wraps this crate (feature `python`).
+//!
+//! ```
+//! use replikv::codec::{encode_key, KeyRef, Op};
+//! use replikv::store::{Store, StoreOptions};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = Store::open(dir.path().join("db"), StoreOptions::default())?;
+//! let key = encode_key(KeyRef::Str("ana@example.com"));
+//! let lsn = store.commit(vec![Op { table: "subscribers".into(), key: key.clone(), value: Some(b"\x80".to_vec()) }])?;
+//! assert_eq!(lsn, 1);
+//! assert_eq!(store.get_with("subscribers", &key, |v| v.map(<[u8]>::to_vec))?, Some(b"\x80".to_vec()));
+//! store.close()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
 pub mod codec;
 pub mod error;
 pub mod log;
+#[cfg(feature = "python")]
+mod python;
+pub mod store;
 
 pub use error::{Error, Result};

@@ -1,0 +1,60 @@
+"""The exception hierarchy of replikv: everything it raises on purpose is a ``ReplikvError``.
+
+Errors that come from the operating system also subclass the matching ``OSError``, so
+``except FileNotFoundError`` and ``except PermissionError`` work as usual.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CorruptionError",
+    "LogTruncated",
+    "ReadOnlyError",
+    "ReplikvError",
+    "ReplikvOSError",
+    "StoreClosed",
+    "StoreLockedError",
+    "StoreNotFoundError",
+    "StorePermissionError",
+    "ValueTooLarge",
+]
+
+
+class ReplikvError(Exception):
+    """Base class of every replikv error."""
+
+
+class StoreClosed(ReplikvError):
+    """The store was closed, by ``close()`` or by itself after a failed write to disk."""
+
+
+class ReadOnlyError(ReplikvError):
+    """A write on a read-only store (a replica's store)."""
+
+
+class CorruptionError(ReplikvError):
+    """The log, the tables or a stored value is damaged or not a replikv file."""
+
+
+class ValueTooLarge(ReplikvError, ValueError):
+    """A key, value or transaction is over its configured size limit."""
+
+
+class LogTruncated(ReplikvError):
+    """The requested LSN is older than the oldest entry the log still retains."""
+
+
+class ReplikvOSError(ReplikvError, OSError):
+    """An operating-system failure on the store's files."""
+
+
+class StoreNotFoundError(ReplikvOSError, FileNotFoundError):
+    """A path (or its parent directory) does not exist."""
+
+
+class StorePermissionError(ReplikvOSError, PermissionError):
+    """The store's files cannot be accessed with this process's permissions."""
+
+
+class StoreLockedError(ReplikvOSError, BlockingIOError):
+    """The store directory is already open in another process (its pid is in the message)."""

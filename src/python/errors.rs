@@ -1,0 +1,90 @@
+//! The one mapping from core errors to the Python exception hierarchy of DESIGN §4, and the
+//! one chokepoint that runs core calls (optionally without the GIL) and turns panics into
+//! `ReplikvError` instead of letting `PanicException` escape `except Exception`.
+
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+
+use crate::error::{CodecError, Error, LogError, StoreError};
+
+/// Instantiates `replikv.exceptions.<name>(*args)` as a `PyErr`.
+pub(crate) fn raise<'py, A: pyo3::call::PyCallArgs<'py>>(py: Python<'py>, name: &str, args: A) -> PyErr {
+    let built = py
+        .import("replikv.exceptions")
+        .and_then(|module| module.getattr(name))
+        .and_then(|class| class.call1(args));
+    match built {
+        Ok(instance) => PyErr::from_value(instance),
+        Err(err) => err,
+    }
+}
+
+fn os_error(py: Python<'_>, source: &io::Error, message: String, path: Option<String>) -> PyErr {
+    let class = match source.kind() {
+        io::ErrorKind::NotFound => "StoreNotFoundError",
+        io::ErrorKind::PermissionDenied => "StorePermissionError",
+        _ => "ReplikvOSError",
+    };
+    let errno = source.raw_os_error().unwrap_or(0);
+    raise(py, class, (errno, message, path))
+}
+
+/// Maps a core error to its Python exception.
+pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
+    let message = err.to_string();
+    match err {
+        Error::Store(StoreError::Closed { .. }) => raise(py, "StoreClosed", (message,)),
+        Error::Store(StoreError::Locked { path, .. }) => raise(
+            py,
+            "StoreLockedError",
+            (libc::EWOULDBLOCK, message, path.display().to_string()),
+        ),
+        Error::Store(StoreError::ReadOnly { .. }) => raise(py, "ReadOnlyError", (message,)),
+        Error::Store(StoreError::TooLarge { .. }) => raise(py, "ValueTooLarge", (message,)),
+        Error::Store(StoreError::InvalidTable { .. }) => PyValueError::new_err(message),
+        Error::Store(StoreError::WouldDeadlock(_)) => PyRuntimeError::new_err(message),
+        Error::Store(StoreError::Corrupt { .. })
+        | Error::Log(LogError::Corrupt { .. })
+        | Error::Codec(CodecError::Malformed { .. }) => raise(py, "CorruptionError", (message,)),
+        Error::Store(StoreError::Io { path, source, .. }) => {
+            os_error(py, &source, message, Some(path.display().to_string()))
+        }
+        Error::Log(LogError::Io { source, .. }) => os_error(py, &source, message, None),
+        Error::Store(StoreError::Engine(redb::Error::Io(source))) => os_error(py, &source, message, None),
+        Error::Log(LogError::Truncated { .. }) => raise(py, "LogTruncated", (message,)),
+        _ => raise(py, "ReplikvError", (message,)),
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
+}
+
+/// Runs a core call with the GIL held, mapping its error and catching panics.
+pub(crate) fn run<T>(py: Python<'_>, f: impl FnOnce() -> crate::Result<T>) -> PyResult<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(to_py(py, err)),
+        Err(payload) => Err(raise(
+            py,
+            "ReplikvError",
+            (format!("internal error (a bug in replikv): {}", panic_message(&*payload)),),
+        )),
+    }
+}
+
+/// Like [`run`], with the GIL released: for waits (fsync, locks) and bulk work only.
+pub(crate) fn run_detached<T: Send>(py: Python<'_>, f: impl FnOnce() -> crate::Result<T> + Send) -> PyResult<T> {
+    let outcome = py.detach(|| catch_unwind(AssertUnwindSafe(f)));
+    run(py, || match outcome {
+        Ok(result) => result,
+        Err(payload) => std::panic::resume_unwind(payload),
+    })
+}

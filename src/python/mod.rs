@@ -1,0 +1,24 @@
+//! The Python module `replikv._core`: thin wrappers over the core. The only place that
+//! names pyo3.
+
+mod errors;
+mod store;
+mod types;
+mod value;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+mod _core {
+    #[pymodule_export]
+    use super::store::{PyChanges, PyScan, PyStore, PyTransaction};
+    #[pymodule_export]
+    use super::types::{PyChange, PyChecksum, PyOp, PyReceipt};
+
+    use super::*;
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add("__version__", env!("CARGO_PKG_VERSION"))
+    }
+}

@@ -1,0 +1,530 @@
+//! `Store`, `Transaction` and the iterators over rows and changes.
+
+use std::collections::VecDeque;
+use std::ops::Bound as Limit;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString, PyTuple};
+
+use super::errors::{run, run_detached};
+use super::types::{PyChange, PyChecksum, PyReceipt};
+use super::value::{decode_py_key, decode_py_value, encode_py_key, encode_py_value};
+use crate::codec::Op;
+use crate::log::LogPosition;
+use crate::store::{Store, StoreOptions, Transaction};
+
+/// How many rows `put_many` encodes between two progress calls.
+const PROGRESS_EVERY: usize = 8192;
+
+/// A replikv store: a directory with a durable change log and redb tables.
+#[pyclass(frozen, subclass, module = "replikv._core", name = "Store")]
+pub(crate) struct PyStore {
+    pub(crate) store: Store,
+}
+
+fn put_op(table: &str, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<Op> {
+    Ok(Op {
+        table: table.to_owned(),
+        key: encode_py_key(key)?,
+        value: Some(encode_py_value(value)?),
+    })
+}
+
+#[pymethods]
+impl PyStore {
+    #[new]
+    #[pyo3(signature = (path, *, fsync = true, max_key_bytes = 4096, max_value_bytes = 16 << 20,
+        max_transaction_bytes = 256 << 20, segment_bytes = 64 << 20, checkpoint_entries = 10_000,
+        checkpoint_seconds = 5.0))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        fsync: bool,
+        max_key_bytes: usize,
+        max_value_bytes: usize,
+        max_transaction_bytes: usize,
+        segment_bytes: u64,
+        checkpoint_entries: u64,
+        checkpoint_seconds: f64,
+    ) -> PyResult<Self> {
+        let checkpoint_interval = Duration::try_from_secs_f64(checkpoint_seconds)
+            .map_err(|_| PyValueError::new_err("checkpoint_seconds must be a non-negative number"))?;
+        let options = StoreOptions {
+            fsync,
+            max_key_bytes,
+            max_value_bytes,
+            max_transaction_bytes,
+            segment_bytes,
+            checkpoint_entries,
+            checkpoint_interval,
+        };
+        let store = run_detached(py, || Store::open(&path, options))?;
+        Ok(Self { store })
+    }
+
+    /// The store's directory.
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.store.path().to_path_buf()
+    }
+
+    /// The last LSN that is durable and visible.
+    #[getter]
+    fn last_lsn(&self) -> u64 {
+        self.store.last_lsn()
+    }
+
+    /// The store's epoch.
+    #[getter]
+    fn epoch(&self) -> u64 {
+        self.store.epoch()
+    }
+
+    /// Whether the store is closed.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.store.is_closed()
+    }
+
+    /// Writes `value` under `key`; returns once durable and visible.
+    fn put(&self, py: Python<'_>, table: &str, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<PyReceipt> {
+        let op = put_op(table, key, value)?;
+        let lsn = run_detached(py, || self.store.commit(vec![op]))?;
+        Ok(PyReceipt::local(lsn))
+    }
+
+    /// Deletes `key` (a no-op on the data if it is absent, still one logged transaction).
+    fn delete(&self, py: Python<'_>, table: &str, key: &Bound<'_, PyAny>) -> PyResult<PyReceipt> {
+        let op = Op {
+            table: table.to_owned(),
+            key: encode_py_key(key)?,
+            value: None,
+        };
+        let lsn = run_detached(py, || self.store.commit(vec![op]))?;
+        Ok(PyReceipt::local(lsn))
+    }
+
+    /// The value under `key`, or `default`.
+    #[pyo3(signature = (table, key, default = None))]
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        table: &str,
+        key: &Bound<'py, PyAny>,
+        default: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let key = encode_py_key(key)?;
+        let found = run(py, || self.store.get_with(table, &key, |v| v.map(|bytes| decode_py_value(py, bytes))))?;
+        match found {
+            Some(value) => value,
+            None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
+        }
+    }
+
+    /// Whether `key` exists in `table`.
+    fn contains(&self, py: Python<'_>, table: &str, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let key = encode_py_key(key)?;
+        run(py, || self.store.get_with(table, &key, |v| v.is_some()))
+    }
+
+    /// Number of rows in `table` (0 for a table never written).
+    fn count(&self, py: Python<'_>, table: &str) -> PyResult<u64> {
+        run(py, || self.store.table_sum(table)).map(|sum| sum.rows)
+    }
+
+    /// Writes every `(key, value)` row in one transaction (one log entry).
+    #[pyo3(signature = (table, rows, progress = None))]
+    fn put_many(
+        &self,
+        py: Python<'_>,
+        table: &str,
+        rows: &Bound<'_, PyAny>,
+        progress: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<PyReceipt> {
+        crate::store::validate_table_name(table).map_err(|e| super::errors::to_py(py, e))?;
+        let rows = if rows.hasattr("items")? { rows.call_method0("items")? } else { rows.clone() };
+        let mut ops = Vec::with_capacity(rows.len().unwrap_or(0));
+        for row in rows.try_iter()? {
+            let row = row?;
+            let pair = row
+                .cast::<PyTuple>()
+                .ok()
+                .filter(|t| t.len() == 2)
+                .ok_or_else(|| PyTypeError::new_err("each row must be a (key, value) tuple"))?;
+            ops.push(put_op(table, &pair.get_item(0)?, &pair.get_item(1)?)?);
+            if let Some(callback) = &progress {
+                if ops.len() % PROGRESS_EVERY == 0 {
+                    callback.call1((ops.len(),))?;
+                }
+            }
+        }
+        let count = ops.len();
+        let lsn = run_detached(py, || self.store.commit(ops))?;
+        if let Some(callback) = &progress {
+            callback.call1((count,))?;
+        }
+        Ok(PyReceipt::local(lsn))
+    }
+
+    /// A transaction; use it as a context manager.
+    fn transaction(&self) -> PyTransaction {
+        PyTransaction {
+            store: self.store.clone(),
+            state: Mutex::new(TxState::NotStarted),
+        }
+    }
+
+    /// Names of the tables written so far.
+    fn tables(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        run(py, || self.store.tables())
+    }
+
+    /// Rows of `table` in key order (within a type: int < str < bytes).
+    #[pyo3(signature = (table, *, prefix = None, start = None, end = None, reverse = false, limit = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn scan(
+        &self,
+        table: &str,
+        prefix: Option<&Bound<'_, PyAny>>,
+        start: Option<&Bound<'_, PyAny>>,
+        end: Option<&Bound<'_, PyAny>>,
+        reverse: bool,
+        limit: Option<usize>,
+    ) -> PyResult<PyScan> {
+        let mut lower = start.map(encode_py_key).transpose()?.map_or(Limit::Unbounded, Limit::Included);
+        let mut upper = end.map(encode_py_key).transpose()?.map_or(Limit::Unbounded, Limit::Excluded);
+        if let Some(prefix) = prefix {
+            if !(prefix.is_instance_of::<PyString>() || prefix.is_instance_of::<PyBytes>()) {
+                return Err(PyTypeError::new_err("prefix must be str or bytes"));
+            }
+            let low = encode_py_key(prefix)?;
+            let high = prefix_end(&low);
+            if match &lower { Limit::Included(l) => *l < low, _ => true } {
+                lower = Limit::Included(low);
+            }
+            if match &upper { Limit::Excluded(u) => *u > high, _ => true } {
+                upper = Limit::Excluded(high);
+            }
+        }
+        Ok(PyScan {
+            store: self.store.clone(),
+            state: Mutex::new(ScanState {
+                table: table.to_owned(),
+                lower,
+                upper,
+                reverse,
+                remaining: limit.unwrap_or(usize::MAX),
+                buffer: VecDeque::new(),
+                exhausted: false,
+            }),
+        })
+    }
+
+    /// Entries of the change log with LSN greater than `since`, oldest first.
+    #[pyo3(signature = (since = 0, limit = None))]
+    fn changes(&self, py: Python<'_>, since: u64, limit: Option<usize>) -> PyResult<PyChanges> {
+        let oldest = run(py, || self.store.oldest_lsn())?;
+        if since + 1 < oldest {
+            return Err(super::errors::raise(
+                py,
+                "LogTruncated",
+                (format!("log entries after LSN {since} are no longer retained (oldest retained LSN is {oldest})"),),
+            ));
+        }
+        Ok(PyChanges {
+            store: self.store.clone(),
+            state: Mutex::new((LogPosition::after(since), limit.unwrap_or(usize::MAX), VecDeque::new())),
+        })
+    }
+
+    /// Per-table checksums and row counts at one LSN, read atomically.
+    fn checksum(&self, py: Python<'_>) -> PyResult<PyChecksum> {
+        let sums = run(py, || self.store.checksum())?;
+        PyChecksum::new(py, sums)
+    }
+
+    /// Flushes, checkpoints and releases every file of the store.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        run_detached(py, || self.store.close())
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        let this = slf.get();
+        let class = slf.get_type().name()?;
+        let path = this.store.path().display().to_string();
+        if this.store.is_closed() {
+            return Ok(format!("<{class} {path:?} closed>"));
+        }
+        Ok(format!("<{class} {path:?} last_lsn={} epoch={}>", this.store.last_lsn(), this.store.epoch()))
+    }
+}
+
+fn as_slice(bound: &Limit<Vec<u8>>) -> Limit<&[u8]> {
+    bound.as_ref().map(Vec::as_slice)
+}
+
+/// The smallest byte string greater than every string starting with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // Only reachable for an all-0xff prefix, which encoded keys never are (the tag is < 0xff).
+    vec![0xff; prefix.len() + 1]
+}
+
+enum TxState {
+    NotStarted,
+    Open(Transaction),
+    /// Taken out by a call in progress (the lock is never held across a GIL release).
+    Busy,
+    Committed(u64),
+    Aborted,
+}
+
+/// A serializable transaction: commit on a clean exit, abort on an exception.
+#[pyclass(frozen, module = "replikv._core", name = "Transaction")]
+pub(crate) struct PyTransaction {
+    store: Store,
+    state: Mutex<TxState>,
+}
+
+impl PyTransaction {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TxState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes the open transaction out (beginning it if needed) for one call.
+    fn take(&self, py: Python<'_>) -> PyResult<Transaction> {
+        let previous = std::mem::replace(&mut *self.lock(), TxState::Busy);
+        match previous {
+            TxState::Open(tx) => Ok(tx),
+            TxState::NotStarted => {
+                let store = self.store.clone();
+                run_detached(py, move || store.begin()).inspect_err(|_| *self.lock() = TxState::NotStarted)
+            }
+            other => {
+                let message = match &other {
+                    TxState::Busy => "the transaction is in use by another thread",
+                    TxState::Committed(_) => "the transaction has already committed",
+                    _ => "the transaction was aborted",
+                };
+                *self.lock() = other;
+                Err(PyRuntimeError::new_err(message))
+            }
+        }
+    }
+
+    fn with_tx<R>(&self, py: Python<'_>, f: impl FnOnce(&mut Transaction) -> PyResult<R>) -> PyResult<R> {
+        let mut tx = self.take(py)?;
+        let result = f(&mut tx);
+        *self.lock() = TxState::Open(tx);
+        result
+    }
+}
+
+#[pymethods]
+impl PyTransaction {
+    fn __enter__(slf: Py<Self>, py: Python<'_>) -> PyResult<Py<Self>> {
+        slf.get().with_tx(py, |_| Ok(()))?;
+        Ok(slf)
+    }
+
+    #[pyo3(signature = (exc_type, _exc = None, _tb = None))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        exc_type: Option<&Bound<'_, PyAny>>,
+        _exc: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        if exc_type.is_some_and(|t| !t.is_none()) {
+            self.abort();
+        } else {
+            self.commit(py)?;
+        }
+        Ok(false)
+    }
+
+    /// Writes `value` under `key` when the transaction commits.
+    fn put(&self, py: Python<'_>, table: &str, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let key = encode_py_key(key)?;
+        let value = encode_py_value(value)?;
+        self.with_tx(py, |tx| run(py, || tx.put(table, key, value)))
+    }
+
+    /// Deletes `key` when the transaction commits.
+    fn delete(&self, py: Python<'_>, table: &str, key: &Bound<'_, PyAny>) -> PyResult<()> {
+        let key = encode_py_key(key)?;
+        self.with_tx(py, |tx| run(py, || tx.delete(table, key)))
+    }
+
+    /// Reads `key`, seeing this transaction's own writes.
+    #[pyo3(signature = (table, key, default = None))]
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        table: &str,
+        key: &Bound<'py, PyAny>,
+        default: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let key = encode_py_key(key)?;
+        let mut tx = self.take(py)?;
+        // Waiting for earlier commits to become visible is a wait: release the GIL for it.
+        let (ready, mut tx) = py.detach(move || {
+            let ready = tx.ready_to_read();
+            (ready, tx)
+        });
+        let found = run(py, || ready).and_then(|()| run(py, || tx.get_with(table, &key, |v| v.map(|b| decode_py_value(py, b)))));
+        *self.lock() = TxState::Open(tx);
+        match found? {
+            Some(value) => value,
+            None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
+        }
+    }
+
+    /// Commits now (the context manager does this on a clean exit).
+    fn commit(&self, py: Python<'_>) -> PyResult<PyReceipt> {
+        let tx = self.take(py)?;
+        match run_detached(py, move || tx.commit()) {
+            Ok(lsn) => {
+                *self.lock() = TxState::Committed(lsn);
+                Ok(PyReceipt::local(lsn))
+            }
+            Err(err) => {
+                *self.lock() = TxState::Aborted;
+                Err(err)
+            }
+        }
+    }
+
+    /// Discards every write of the transaction and releases the writer lock.
+    fn abort(&self) {
+        let previous = std::mem::replace(&mut *self.lock(), TxState::Aborted);
+        if let TxState::Committed(lsn) = previous {
+            *self.lock() = TxState::Committed(lsn);
+        }
+    }
+
+    /// The receipt once committed, else `None`.
+    #[getter]
+    fn receipt(&self) -> Option<PyReceipt> {
+        match &*self.lock() {
+            TxState::Committed(lsn) => Some(PyReceipt::local(*lsn)),
+            _ => None,
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        let state = match &*self.lock() {
+            TxState::NotStarted => "not started".to_owned(),
+            TxState::Open(tx) => format!("open, {} pending op(s)", tx.len()),
+            TxState::Busy => "busy".to_owned(),
+            TxState::Committed(lsn) => format!("committed at LSN {lsn}"),
+            TxState::Aborted => "aborted".to_owned(),
+        };
+        format!("<Transaction on {:?}: {state}>", self.store.path().display().to_string())
+    }
+}
+
+struct ScanState {
+    table: String,
+    lower: Limit<Vec<u8>>,
+    upper: Limit<Vec<u8>>,
+    reverse: bool,
+    remaining: usize,
+    buffer: VecDeque<(Vec<u8>, Vec<u8>)>,
+    exhausted: bool,
+}
+
+/// Batch size of a scan: each batch is one read transaction.
+const SCAN_BATCH: usize = 512;
+
+/// An iterator of `(key, value)` rows.
+#[pyclass(frozen, module = "replikv._core", name = "Scan")]
+pub(crate) struct PyScan {
+    store: Store,
+    state: Mutex<ScanState>,
+}
+
+#[pymethods]
+impl PyScan {
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if state.buffer.is_empty() && !state.exhausted && state.remaining > 0 {
+            let want = state.remaining.min(SCAN_BATCH);
+            let batch = run(py, || {
+                self.store
+                    .scan(&state.table, as_slice(&state.lower), as_slice(&state.upper), state.reverse, want)
+            })?;
+            state.exhausted = batch.len() < want;
+            state.remaining -= batch.len();
+            if let Some((last, _)) = batch.last() {
+                // The next batch starts after the last key seen.
+                if state.reverse {
+                    state.upper = Limit::Excluded(last.clone());
+                } else {
+                    state.lower = Limit::Excluded(last.clone());
+                }
+            }
+            state.buffer.extend(batch);
+        }
+        let Some((key, value)) = state.buffer.pop_front() else {
+            return Ok(None);
+        };
+        drop(state);
+        let pair = (decode_py_key(py, &key)?, decode_py_value(py, &value)?);
+        Ok(Some(PyTuple::new(py, [pair.0, pair.1])?))
+    }
+}
+
+/// An iterator of [`PyChange`] entries read from the log.
+#[pyclass(frozen, module = "replikv._core", name = "Changes")]
+pub(crate) struct PyChanges {
+    store: Store,
+    state: Mutex<(LogPosition, usize, VecDeque<crate::codec::Entry>)>,
+}
+
+#[pymethods]
+impl PyChanges {
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<PyChange>> {
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (position, remaining, buffer) = &mut *state;
+        if buffer.is_empty() && *remaining > 0 {
+            let batch = run(py, || self.store.read_log(position, (*remaining).min(256), 8 << 20))?;
+            *remaining -= batch.len();
+            buffer.extend(batch);
+        }
+        let Some(entry) = buffer.pop_front() else {
+            return Ok(None);
+        };
+        drop(state);
+        PyChange::from_entry(py, entry).map(Some)
+    }
+}

@@ -1,0 +1,163 @@
+//! Small result types: Receipt, Change, Op, Checksum.
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use super::value::{decode_py_key, decode_py_value, unix_to_datetime};
+use crate::codec::Entry;
+
+/// What a write returns: its LSN and how durable it is.
+#[pyclass(frozen, get_all, eq, module = "replikv._core", name = "Receipt")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PyReceipt {
+    pub lsn: u64,
+    pub durability: String,
+    pub acked_by: Vec<String>,
+    pub degraded: bool,
+}
+
+impl PyReceipt {
+    pub(crate) fn local(lsn: u64) -> Self {
+        Self {
+            lsn,
+            durability: "local".to_owned(),
+            acked_by: Vec::new(),
+            degraded: false,
+        }
+    }
+}
+
+#[pymethods]
+impl PyReceipt {
+    fn __repr__(&self) -> String {
+        format!(
+            "Receipt(lsn={}, durability={:?}, acked_by={:?}, degraded={})",
+            self.lsn,
+            self.durability,
+            self.acked_by,
+            if self.degraded { "True" } else { "False" }
+        )
+    }
+}
+
+/// One operation of a change: a put or a delete.
+#[pyclass(frozen, get_all, module = "replikv._core", name = "Op")]
+pub(crate) struct PyOp {
+    pub kind: &'static str,
+    pub table: String,
+    pub key: Py<PyAny>,
+    pub value: Py<PyAny>,
+}
+
+#[pymethods]
+impl PyOp {
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let key = self.key.bind(py).repr()?;
+        if self.kind == "put" {
+            let value = self.value.bind(py).repr()?;
+            Ok(format!("Op(kind='put', table={:?}, key={key}, value={value})", self.table))
+        } else {
+            Ok(format!("Op(kind='delete', table={:?}, key={key})", self.table))
+        }
+    }
+
+    fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let Ok(other) = other.cast::<Self>() else { return Ok(false) };
+        let other = other.get();
+        Ok(self.kind == other.kind
+            && self.table == other.table
+            && self.key.bind(py).eq(other.key.bind(py))?
+            && self.value.bind(py).eq(other.value.bind(py))?)
+    }
+}
+
+/// One committed transaction read back from the change log.
+#[pyclass(frozen, get_all, module = "replikv._core", name = "Change")]
+pub(crate) struct PyChange {
+    pub lsn: u64,
+    pub epoch: u64,
+    pub timestamp: Py<PyAny>,
+    pub ops: Vec<Py<PyOp>>,
+}
+
+impl PyChange {
+    pub(crate) fn from_entry(py: Python<'_>, entry: Entry) -> PyResult<Self> {
+        let ms = i64::try_from(entry.timestamp_ms).unwrap_or(i64::MAX);
+        let timestamp = unix_to_datetime(py, ms.div_euclid(1000), (ms.rem_euclid(1000) * 1_000_000) as u32)?.unbind();
+        let mut ops = Vec::with_capacity(entry.ops.len());
+        for op in entry.ops {
+            let (kind, value) = match &op.value {
+                Some(bytes) => ("put", decode_py_value(py, bytes)?.unbind()),
+                None => ("delete", py.None()),
+            };
+            let op = PyOp {
+                kind,
+                table: op.table,
+                key: decode_py_key(py, &op.key)?.unbind(),
+                value,
+            };
+            ops.push(Py::new(py, op)?);
+        }
+        Ok(Self {
+            lsn: entry.lsn,
+            epoch: entry.epoch,
+            timestamp,
+            ops,
+        })
+    }
+}
+
+#[pymethods]
+impl PyChange {
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let when = self.timestamp.bind(py).call_method0("isoformat")?;
+        Ok(format!(
+            "Change(lsn={}, epoch={}, timestamp='{when}', ops=<{} op{}>)",
+            self.lsn,
+            self.epoch,
+            self.ops.len(),
+            if self.ops.len() == 1 { "" } else { "s" }
+        ))
+    }
+}
+
+/// Per-table checksums and row counts of a store at one LSN.
+#[pyclass(frozen, get_all, module = "replikv._core", name = "Checksum")]
+pub(crate) struct PyChecksum {
+    pub lsn: u64,
+    pub tables: Py<PyDict>,
+    pub rows: Py<PyDict>,
+}
+
+impl PyChecksum {
+    pub(crate) fn new(py: Python<'_>, sums: crate::store::Checksum) -> PyResult<Self> {
+        let tables = PyDict::new(py);
+        let rows = PyDict::new(py);
+        for (name, sum) in sums.tables {
+            tables.set_item(&name, sum.checksum)?;
+            rows.set_item(&name, sum.rows)?;
+        }
+        Ok(Self {
+            lsn: sums.lsn,
+            tables: tables.unbind(),
+            rows: rows.unbind(),
+        })
+    }
+}
+
+#[pymethods]
+impl PyChecksum {
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let mut parts = Vec::new();
+        for (name, sum) in self.tables.bind(py).iter() {
+            parts.push(format!("{}: {:#018x}", name.repr()?, sum.extract::<u64>()?));
+        }
+        Ok(format!("Checksum(lsn={}, tables={{{}}})", self.lsn, parts.join(", ")))
+    }
+
+    fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let Ok(other) = other.cast::<Self>() else { return Ok(false) };
+        let other = other.get();
+        Ok(self.lsn == other.lsn && self.tables.bind(py).eq(other.tables.bind(py))?)
+    }
+}

@@ -1,0 +1,263 @@
+//! The commit pipeline of DESIGN §1: take an LSN and frame the record under one lock; one
+//! leader writes and fdatasyncs the waiting batch, applies it to the tables in one redb
+//! transaction, then advances `visible_lsn` and wakes the writers it carried.
+
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::thread::ThreadId;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::codec::{frame_record, Op};
+
+/// An entry whose LSN is taken but that is not yet durable and applied.
+pub(crate) struct Pending {
+    pub lsn: u64,
+    pub ops: Vec<Op>,
+}
+
+/// A batch handed to the leader.
+pub(crate) struct Batch {
+    pub records: Vec<u8>,
+    pub entries: Vec<Pending>,
+    pub checkpoint: bool,
+}
+
+/// When the leader makes its redb commit durable.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CheckpointPolicy {
+    pub entries: u64,
+    pub interval: Duration,
+}
+
+pub(crate) struct State {
+    next_lsn: u64,
+    epoch: u64,
+    last_timestamp_ms: u64,
+    records: Vec<u8>,
+    pending: Vec<Pending>,
+    leading: bool,
+    visible_lsn: u64,
+    /// `Some(cause)` once closed; the cause is `None` for a requested close.
+    closed: Option<Option<String>>,
+    /// The thread whose transaction holds the writer lock.
+    writer: Option<ThreadId>,
+    since_checkpoint: u64,
+    last_checkpoint: Instant,
+}
+
+pub(crate) struct Pipeline {
+    state: Mutex<State>,
+    /// Signalled when `visible_lsn` advances, a batch fails, or the store closes.
+    visible: Condvar,
+    /// Signalled when a transaction releases the writer lock.
+    writer_free: Condvar,
+    policy: CheckpointPolicy,
+}
+
+/// Why a commit did not become visible.
+pub(crate) enum Refused {
+    Closed(Option<String>),
+    WouldDeadlock,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Pipeline {
+    pub(crate) fn new(next_lsn: u64, epoch: u64, policy: CheckpointPolicy) -> Self {
+        Self {
+            state: Mutex::new(State {
+                next_lsn,
+                epoch,
+                last_timestamp_ms: 0,
+                records: Vec::new(),
+                pending: Vec::new(),
+                leading: false,
+                visible_lsn: next_lsn - 1,
+                closed: None,
+                writer: None,
+                since_checkpoint: 0,
+                last_checkpoint: Instant::now(),
+            }),
+            visible: Condvar::new(),
+            writer_free: Condvar::new(),
+            policy,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic never happens while the state lock is held (all I/O runs outside it), so
+        // a poisoned lock can only come from a bug; keep serving rather than abort.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn visible_lsn(&self) -> u64 {
+        self.lock().visible_lsn
+    }
+
+    pub(crate) fn epoch(&self) -> u64 {
+        self.lock().epoch
+    }
+
+    pub(crate) fn closed(&self) -> Option<Option<String>> {
+        self.lock().closed.clone()
+    }
+
+    /// Waits until no transaction holds the writer lock (refusing if this thread holds it).
+    fn wait_writer_free<'a>(&'a self, mut state: MutexGuard<'a, State>) -> Result<MutexGuard<'a, State>, Refused> {
+        let me = std::thread::current().id();
+        loop {
+            if let Some(cause) = &state.closed {
+                return Err(Refused::Closed(cause.clone()));
+            }
+            match state.writer {
+                None => return Ok(state),
+                Some(owner) if owner == me => return Err(Refused::WouldDeadlock),
+                Some(_) => {
+                    state = self
+                        .writer_free
+                        .wait(state)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+            }
+        }
+    }
+
+    /// Takes the writer lock for a transaction on this thread.
+    pub(crate) fn acquire_writer(&self) -> Result<(), Refused> {
+        let mut state = self.wait_writer_free(self.lock())?;
+        state.writer = Some(std::thread::current().id());
+        Ok(())
+    }
+
+    /// Releases the writer lock (transaction aborted or read-only).
+    pub(crate) fn release_writer(&self) {
+        self.lock().writer = None;
+        self.writer_free.notify_all();
+    }
+
+    /// Enqueues one encoded entry and returns its LSN. `holds_writer` is set when the
+    /// calling transaction owns the writer lock; it is released in the same critical section.
+    pub(crate) fn enqueue(&self, body: &[u8], body_crc: u32, ops: Vec<Op>, holds_writer: bool) -> Result<u64, Refused> {
+        let mut state = if holds_writer {
+            let state = self.lock();
+            if let Some(cause) = &state.closed {
+                return Err(Refused::Closed(cause.clone()));
+            }
+            state
+        } else {
+            self.wait_writer_free(self.lock())?
+        };
+        let lsn = state.next_lsn;
+        state.next_lsn += 1;
+        let timestamp_ms = now_ms().max(state.last_timestamp_ms);
+        state.last_timestamp_ms = timestamp_ms;
+        let epoch = state.epoch;
+        frame_record(&mut state.records, lsn, epoch, timestamp_ms, body, body_crc);
+        state.pending.push(Pending { lsn, ops });
+        if holds_writer {
+            state.writer = None;
+            drop(state);
+            self.writer_free.notify_all();
+        }
+        Ok(lsn)
+    }
+
+    /// The last LSN handed out (visible or not).
+    pub(crate) fn last_assigned(&self) -> u64 {
+        self.lock().next_lsn - 1
+    }
+
+    /// Waits until `lsn` is visible, leading batches while no one else does.
+    pub(crate) fn wait_visible(&self, lsn: u64, flush: &dyn Fn(&Batch) -> crate::Result<()>) -> Result<(), Refused> {
+        let mut state = self.lock();
+        loop {
+            if state.visible_lsn >= lsn {
+                return Ok(());
+            }
+            if let Some(Some(cause)) = &state.closed {
+                return Err(Refused::Closed(Some(cause.clone())));
+            }
+            if !state.leading && !state.pending.is_empty() {
+                state = self.lead(state, flush);
+            } else {
+                state = self.visible.wait(state).unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+        }
+    }
+
+    fn lead<'a>(&'a self, mut state: MutexGuard<'a, State>, flush: &dyn Fn(&Batch) -> crate::Result<()>) -> MutexGuard<'a, State> {
+        state.leading = true;
+        let entries = std::mem::take(&mut state.pending);
+        let count = entries.len() as u64;
+        let last = entries.last().expect("invariant: lead is only called with pending entries").lsn;
+        let checkpoint = state.since_checkpoint + count >= self.policy.entries
+            || state.last_checkpoint.elapsed() >= self.policy.interval;
+        let batch = Batch {
+            records: std::mem::take(&mut state.records),
+            entries,
+            checkpoint,
+        };
+        drop(state);
+        let result = flush(&batch);
+        let mut state = self.lock();
+        state.leading = false;
+        match result {
+            Ok(()) => {
+                state.visible_lsn = last;
+                if checkpoint {
+                    state.since_checkpoint = 0;
+                    state.last_checkpoint = Instant::now();
+                } else {
+                    state.since_checkpoint += count;
+                }
+            }
+            Err(err) => {
+                // A failed fdatasync is never retried: the file's state is unknown.
+                tracing::error!(error = %err, "commit failed; the store closes itself");
+                state.closed = Some(Some(err.to_string()));
+            }
+        }
+        // Reuse the record buffer's allocation for the next batch.
+        if state.records.is_empty() {
+            let mut records = batch.records;
+            records.clear();
+            state.records = records;
+        }
+        self.visible.notify_all();
+        state
+    }
+
+    /// Waits up to `timeout` for `visible_lsn` to reach `lsn`; returns the visible LSN.
+    pub(crate) fn wait_for(&self, lsn: u64, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.lock();
+        while state.visible_lsn < lsn && state.closed.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            state = self
+                .visible
+                .wait_timeout(state, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        state.visible_lsn
+    }
+
+    /// Refuses every later commit; returns false if it was already closed.
+    pub(crate) fn mark_closed(&self) -> bool {
+        let mut state = self.lock();
+        if state.closed.is_some() {
+            return false;
+        }
+        state.closed = Some(None);
+        drop(state);
+        self.visible.notify_all();
+        self.writer_free.notify_all();
+        true
+    }
+}

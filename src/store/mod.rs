@@ -1,0 +1,452 @@
+//! The store: a directory holding the change log (the commit point) and the redb tables
+//! applied from it. See DESIGN §1 for the commit pipeline and recovery.
+
+mod commit;
+mod dirlock;
+mod tables;
+mod transaction;
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use commit::{Batch, CheckpointPolicy, Pipeline, Refused};
+use dirlock::DirLock;
+pub use tables::TableSum;
+use tables::Tables;
+pub use transaction::Transaction;
+
+use crate::codec::{encode_ops, Entry, Op};
+use crate::error::{Result, StoreError};
+use crate::log::{DirFs, Log, LogOptions, LogPosition};
+
+/// How a store is opened.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// `fdatasync` the log on every commit (group commit shares it between writers).
+    /// `false` is for scratch data: a crash of the machine may lose recent writes.
+    pub fsync: bool,
+    /// Largest encoded key, in bytes.
+    pub max_key_bytes: usize,
+    /// Largest encoded value, in bytes.
+    pub max_value_bytes: usize,
+    /// Largest encoded transaction (one log record), in bytes.
+    pub max_transaction_bytes: usize,
+    /// Size at which the log starts a new segment.
+    pub segment_bytes: u64,
+    /// A durable redb checkpoint after this many entries...
+    pub checkpoint_entries: u64,
+    /// ...or after this much time, whichever comes first.
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            fsync: true,
+            max_key_bytes: 4096,
+            max_value_bytes: 16 << 20,
+            max_transaction_bytes: 256 << 20,
+            segment_bytes: 64 << 20,
+            checkpoint_entries: 10_000,
+            checkpoint_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A table's checksum state at one LSN, as returned by [`Store::checksum`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checksum {
+    /// The LSN the sums were read at.
+    pub lsn: u64,
+    /// Per table: row count and checksum.
+    pub tables: BTreeMap<String, TableSum>,
+}
+
+struct Open {
+    tables: Tables,
+    log: Log,
+    _lock: DirLock,
+}
+
+struct Inner {
+    path: PathBuf,
+    options: StoreOptions,
+    pipeline: Pipeline,
+    // Field order matters only in that `open` is dropped (files released) by `close()`,
+    // not by the last handle: transactions and iterators may outlive a close.
+    open: RwLock<Option<Open>>,
+}
+
+/// A replikv store. Cheap to clone: clones share one open store.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .field("last_lsn", &self.last_lsn())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks a table name: `[A-Za-z0-9_.-]{1,64}`, not starting with `__` (internal).
+///
+/// # Errors
+/// [`StoreError::InvalidTable`] with the reason.
+pub fn validate_table_name(name: &str) -> Result<()> {
+    let reason = if name.is_empty() || name.len() > 64 {
+        Some("must be 1 to 64 characters long")
+    } else if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
+        Some("may only contain letters, digits, '_', '.' and '-'")
+    } else if name.starts_with("__") {
+        Some("names starting with '__' are reserved")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(StoreError::InvalidTable {
+            name: name.to_owned(),
+            reason,
+        }
+        .into()),
+        None => Ok(()),
+    }
+}
+
+fn dir_io(context: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
+    let path = path.to_path_buf();
+    move |source| StoreError::Io { context, path, source }
+}
+
+impl Store {
+    /// Opens the store at `path`, creating the directory (not its parents) if missing, and
+    /// recovers it: the log is replayed into the tables after their last checkpoint.
+    ///
+    /// # Errors
+    /// I/O failures (missing parent, permissions), [`StoreError::Locked`] if another handle
+    /// owns the directory, corruption of the log or of the redb file.
+    pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        match std::fs::create_dir(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => {}
+            other => other.map_err(dir_io("cannot create store directory", &path))?,
+        }
+        let lock = DirLock::acquire(&path)?;
+        let log_dir = path.join("log");
+        match std::fs::create_dir(&log_dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            other => other.map_err(dir_io("cannot create log directory", &log_dir))?,
+        }
+        let (tables, meta) = Tables::open(&path.join("tables.redb"))?;
+        let log_options = LogOptions {
+            segment_bytes: options.segment_bytes,
+            fsync: options.fsync,
+            max_record_bytes: options.max_transaction_bytes,
+        };
+        let mut replay = Vec::new();
+        let mut replay_bytes = 0usize;
+        let mut replayed = 0u64;
+        let log = Log::open(Box::new(DirFs::new(&log_dir)), log_options, meta.applied_lsn, |entry| {
+            replay_bytes += entry.ops.iter().map(|op| op.key.len() + op.value.as_ref().map_or(0, Vec::len)).sum::<usize>();
+            replay.push(entry);
+            replayed += 1;
+            if replay.len() >= 4096 || replay_bytes >= 64 << 20 {
+                apply_entries(&tables, &replay, false)?;
+                replay.clear();
+                replay_bytes = 0;
+            }
+            Ok(())
+        })?;
+        apply_entries(&tables, &replay, false)?;
+        if replayed > 0 {
+            tracing::info!(path = %path.display(), replayed, "replayed the log after the last checkpoint");
+            tables.checkpoint()?;
+        }
+        let policy = CheckpointPolicy {
+            entries: options.checkpoint_entries.max(1),
+            interval: options.checkpoint_interval,
+        };
+        let pipeline = Pipeline::new(log.next_lsn(), meta.epoch, policy);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                options,
+                pipeline,
+                open: RwLock::new(Some(Open {
+                    tables,
+                    log,
+                    _lock: lock,
+                })),
+            }),
+        })
+    }
+
+    /// The store's directory.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The options it was opened with.
+    #[must_use]
+    pub fn options(&self) -> &StoreOptions {
+        &self.inner.options
+    }
+
+    fn closed_error(&self, cause: Option<String>) -> crate::Error {
+        StoreError::Closed {
+            path: self.inner.path.clone(),
+            cause,
+        }
+        .into()
+    }
+
+    fn open_state(&self) -> Result<RwLockReadGuard<'_, Option<Open>>> {
+        let guard = self.inner.open.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if guard.is_none() {
+            return Err(self.closed_error(self.inner.pipeline.closed().flatten()));
+        }
+        Ok(guard)
+    }
+
+    fn with_open<R>(&self, f: impl FnOnce(&Open) -> Result<R>) -> Result<R> {
+        let guard = self.open_state()?;
+        f(guard.as_ref().expect("invariant: open_state checked it is open"))
+    }
+
+    fn refused(&self, refused: Refused) -> crate::Error {
+        match refused {
+            Refused::Closed(cause) => self.closed_error(cause),
+            Refused::WouldDeadlock => StoreError::WouldDeadlock(
+                "this thread holds an open transaction on this store: write through the transaction, or finish it first",
+            )
+            .into(),
+        }
+    }
+
+    /// Checks sizes and names, and encodes the body of an entry.
+    fn encode(&self, ops: &[Op]) -> Result<(Vec<u8>, u32)> {
+        let options = &self.inner.options;
+        for op in ops {
+            validate_table_name(&op.table)?;
+            check_size("key", op.key.len(), options.max_key_bytes)?;
+            if let Some(value) = &op.value {
+                check_size("value", value.len(), options.max_value_bytes)?;
+            }
+        }
+        let body = encode_ops(ops);
+        check_size("transaction", body.len() + 32, options.max_transaction_bytes)?;
+        let crc = crc32c::crc32c(&body);
+        Ok((body, crc))
+    }
+
+    /// Commits `ops` as one transaction and returns its LSN once it is durable and visible.
+    /// An empty `ops` commits nothing and returns the current visible LSN.
+    ///
+    /// # Errors
+    /// Invalid names or sizes (nothing is written, no LSN is taken), a closed store, or the
+    /// failure that closed it.
+    pub fn commit(&self, ops: Vec<Op>) -> Result<u64> {
+        self.commit_inner(ops, false)
+    }
+
+    fn commit_inner(&self, ops: Vec<Op>, holds_writer: bool) -> Result<u64> {
+        if ops.is_empty() {
+            if holds_writer {
+                self.inner.pipeline.release_writer();
+            }
+            return Ok(self.last_lsn());
+        }
+        let encoded = self.encode(&ops);
+        let (body, crc) = match encoded {
+            Ok(encoded) => encoded,
+            Err(e) => {
+                if holds_writer {
+                    self.inner.pipeline.release_writer();
+                }
+                return Err(e);
+            }
+        };
+        let lsn = self
+            .inner
+            .pipeline
+            .enqueue(&body, crc, ops, holds_writer)
+            .map_err(|r| self.refused(r))?;
+        self.wait_visible(lsn)?;
+        Ok(lsn)
+    }
+
+    fn wait_visible(&self, lsn: u64) -> Result<()> {
+        let flush = |batch: &Batch| self.flush(batch);
+        self.inner.pipeline.wait_visible(lsn, &flush).map_err(|r| self.refused(r))
+    }
+
+    /// The leader's work: append + fdatasync, then apply to redb.
+    fn flush(&self, batch: &Batch) -> Result<()> {
+        self.with_open(|open| {
+            let last = batch.entries.last().map_or(0, |e| e.lsn);
+            open.log.append(&batch.records, last)?;
+            open.tables.apply(
+                batch.entries.iter().map(|e| (e.lsn, e.ops.as_slice())),
+                batch.checkpoint && self.inner.options.fsync,
+            )
+        })
+    }
+
+    /// Begins a transaction: it holds the writer lock until it commits or is dropped.
+    ///
+    /// # Errors
+    /// A closed store, or a transaction already open on this thread.
+    pub fn begin(&self) -> Result<Transaction> {
+        self.inner.pipeline.acquire_writer().map_err(|r| self.refused(r))?;
+        Ok(Transaction::new(self.clone()))
+    }
+
+    /// Waits until every LSN handed out so far is visible (used by transactions that read).
+    fn drain(&self) -> Result<()> {
+        self.wait_visible(self.inner.pipeline.last_assigned())
+    }
+
+    /// Calls `f` with the value of `key` (encoded) in `table`, or `None`.
+    ///
+    /// # Errors
+    /// A closed store or a storage failure.
+    pub fn get_with<R>(&self, table: &str, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R> {
+        self.with_open(|open| open.tables.get_with(table, key, f))
+    }
+
+    /// Up to `limit` rows of `table` between two encoded-key bounds, in order or reversed.
+    ///
+    /// # Errors
+    /// A closed store or a storage failure.
+    pub fn scan(&self, table: &str, lower: Bound<&[u8]>, upper: Bound<&[u8]>, reverse: bool, limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.with_open(|open| open.tables.scan(table, lower, upper, reverse, limit))
+    }
+
+    /// Row count and checksum of one table.
+    ///
+    /// # Errors
+    /// A closed store or a storage failure.
+    pub fn table_sum(&self, table: &str) -> Result<TableSum> {
+        self.with_open(|open| open.tables.sum(table))
+    }
+
+    /// Names of the tables that have been written, in order.
+    ///
+    /// # Errors
+    /// A closed store or a storage failure.
+    pub fn tables(&self) -> Result<Vec<String>> {
+        Ok(self.checksum()?.tables.into_keys().collect())
+    }
+
+    /// Per-table row counts and checksums at one LSN, read atomically: O(tables).
+    ///
+    /// # Errors
+    /// A closed store or a storage failure.
+    pub fn checksum(&self) -> Result<Checksum> {
+        self.with_open(|open| {
+            let (lsn, tables) = open.tables.sums()?;
+            Ok(Checksum { lsn, tables })
+        })
+    }
+
+    /// The last LSN that is durable and visible to readers.
+    #[must_use]
+    pub fn last_lsn(&self) -> u64 {
+        self.inner.pipeline.visible_lsn()
+    }
+
+    /// The store's epoch (raised by promotions).
+    #[must_use]
+    pub fn epoch(&self) -> u64 {
+        self.inner.pipeline.epoch()
+    }
+
+    /// The oldest LSN the log still holds.
+    ///
+    /// # Errors
+    /// A closed store.
+    pub fn oldest_lsn(&self) -> Result<u64> {
+        self.with_open(|open| Ok(open.log.oldest_lsn()))
+    }
+
+    /// Reads visible entries from `position`, at most `max_entries` and about `max_bytes`.
+    ///
+    /// # Errors
+    /// [`crate::error::LogError::Truncated`] below the retained log, corruption, I/O.
+    pub fn read_log(&self, position: &mut LogPosition, max_entries: usize, max_bytes: usize) -> Result<Vec<Entry>> {
+        let visible = self.last_lsn();
+        self.with_open(|open| open.log.read(position, visible, max_entries, max_bytes))
+    }
+
+    /// Blocks until an entry after `lsn` is visible or `timeout` passes, without polling.
+    /// Returns the visible LSN.
+    #[must_use]
+    pub fn wait_for_lsn(&self, lsn: u64, timeout: Duration) -> u64 {
+        self.inner.pipeline.wait_for(lsn, timeout)
+    }
+
+    /// Drops whole log segments before `lsn`, never past the tables' durable checkpoint.
+    /// Returns how many segments were removed.
+    ///
+    /// # Errors
+    /// A closed store or an I/O failure.
+    pub fn drop_log_before(&self, lsn: u64) -> Result<usize> {
+        self.drain()?;
+        self.with_open(|open| {
+            open.tables.checkpoint()?;
+            open.log.drop_before(lsn.min(self.last_lsn() + 1))
+        })
+    }
+
+    /// Whether the store has been closed (on request or by a fatal failure).
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.inner.pipeline.closed().is_some()
+    }
+
+    /// Flushes what is pending, checkpoints the tables and releases every file.
+    /// Closing twice is a no-op.
+    ///
+    /// # Errors
+    /// The final checkpoint failed (the log still holds every committed entry).
+    pub fn close(&self) -> Result<()> {
+        let first = self.inner.pipeline.mark_closed();
+        if first {
+            // Entries that already took an LSN are flushed; later commits are refused.
+            let _ = self.drain();
+        }
+        let open = self
+            .inner
+            .open
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(open) = open {
+            if self.inner.options.fsync && self.inner.pipeline.closed().flatten().is_none() {
+                open.tables.checkpoint()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn apply_entries(tables: &Tables, entries: &[Entry], durable: bool) -> Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    tables.apply(entries.iter().map(|e| (e.lsn, e.ops.as_slice())), durable)
+}
+
+fn check_size(what: &'static str, size: usize, limit: usize) -> Result<()> {
+    if size > limit {
+        return Err(StoreError::TooLarge { what, size, limit }.into());
+    }
+    Ok(())
+}
