@@ -141,6 +141,10 @@ impl From<redb::Error> for StoreError {
     fn from(err: redb::Error) -> Self {
         match err {
             redb::Error::Corrupted(reason) => StoreError::Corrupt { reason },
+            // redb reports a file that is not a redb database as invalid data.
+            redb::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => StoreError::Corrupt {
+                reason: io.to_string(),
+            },
             other => StoreError::Engine(other),
         }
     }

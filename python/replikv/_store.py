@@ -39,7 +39,7 @@ class Store(_core.Store):
         """A view of one table as a ``MutableMapping`` (the table need not exist yet)."""
         return Table(self, name)
 
-    def put_many(  # type: ignore[override]
+    def put_many(
         self,
         table: str,
         rows: Iterable[tuple[Key, Any]] | Mapping[Key, Any],

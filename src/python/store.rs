@@ -37,8 +37,8 @@ fn put_op(table: &str, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyRe
 #[pymethods]
 impl PyStore {
     #[new]
-    #[pyo3(signature = (path, *, fsync = true, max_key_bytes = 4096, max_value_bytes = 16 << 20,
-        max_transaction_bytes = 256 << 20, segment_bytes = 64 << 20, checkpoint_entries = 10_000,
+    #[pyo3(signature = (path, *, fsync = true, max_key_bytes = 4096, max_value_bytes = 16_777_216,
+        max_transaction_bytes = 268_435_456, segment_bytes = 67_108_864, checkpoint_entries = 10_000,
         checkpoint_seconds = 5.0))]
     #[allow(clippy::too_many_arguments)]
     fn new(

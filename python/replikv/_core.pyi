@@ -1,0 +1,206 @@
+"""Type stubs for the native module ``replikv._core`` (checked by ``mypy.stubtest``)."""
+
+import datetime
+import os
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, final
+
+from typing_extensions import Self, disjoint_base
+
+__version__: str
+__all__ = [
+    "Change",
+    "Changes",
+    "Checksum",
+    "Op",
+    "Receipt",
+    "Scan",
+    "Store",
+    "Transaction",
+    "__version__",
+]
+
+_Key = str | bytes | int
+
+@final
+class Receipt:
+    """What a write returns: its LSN and how durable it is."""
+
+    @property
+    def lsn(self) -> int: ...
+    @property
+    def durability(self) -> str:
+        """``'local'``, ``'async'`` or ``'sync'``."""
+    @property
+    def acked_by(self) -> list[str]:
+        """Names of the replicas that acknowledged a sync write."""
+    @property
+    def degraded(self) -> bool:
+        """True if a sync write fell back to local durability after a timeout."""
+    def __eq__(self, other: object, /) -> bool: ...
+    def __ne__(self, other: object, /) -> bool: ...
+    __hash__: None  # type: ignore[assignment]
+
+@final
+class Op:
+    """One operation of a change."""
+
+    @property
+    def kind(self) -> str:
+        """``'put'`` or ``'delete'``."""
+    @property
+    def table(self) -> str: ...
+    @property
+    def key(self) -> _Key: ...
+    @property
+    def value(self) -> Any:
+        """The value written (``None`` for a delete)."""
+    def __eq__(self, other: object, /) -> bool: ...
+    __hash__: None  # type: ignore[assignment]
+
+@final
+class Change:
+    """One committed transaction, read back from the change log."""
+
+    @property
+    def lsn(self) -> int: ...
+    @property
+    def epoch(self) -> int: ...
+    @property
+    def timestamp(self) -> datetime.datetime:
+        """Commit time, an aware UTC datetime (millisecond precision)."""
+    @property
+    def ops(self) -> list[Op]: ...
+
+@final
+class Checksum:
+    """Per-table checksums and row counts of a store at one LSN."""
+
+    @property
+    def lsn(self) -> int: ...
+    @property
+    def tables(self) -> dict[str, int]:
+        """Order-independent checksum of each table's rows."""
+    @property
+    def rows(self) -> dict[str, int]:
+        """Row count of each table."""
+    def __eq__(self, other: object, /) -> bool: ...
+    __hash__: None  # type: ignore[assignment]
+
+@final
+class Scan:
+    """An iterator of ``(key, value)`` rows in key order."""
+
+    def __iter__(self) -> Scan: ...
+    def __next__(self) -> tuple[_Key, Any]: ...
+
+@final
+class Changes:
+    """An iterator of :class:`Change` entries, oldest first."""
+
+    def __iter__(self) -> Changes: ...
+    def __next__(self) -> Change: ...
+
+@final
+class Transaction:
+    """A serializable transaction: commits on a clean ``with`` exit, aborts on an exception.
+
+    It holds the store's writer lock from its first use until it ends; its reads see its
+    own pending writes.
+    """
+
+    def __enter__(self) -> Transaction: ...
+    def __exit__(self, exc_type: object, _exc: object = None, _tb: object = None) -> bool: ...
+    def put(self, table: str, key: _Key, value: Any) -> None:
+        """Writes ``value`` under ``key`` when the transaction commits."""
+    def delete(self, table: str, key: _Key) -> None:
+        """Deletes ``key`` when the transaction commits."""
+    def get(self, table: str, key: _Key, default: Any = None) -> Any:
+        """Reads ``key``, seeing this transaction's own writes first."""
+    def commit(self) -> Receipt:
+        """Commits now; a transaction without writes takes no LSN."""
+    def abort(self) -> None:
+        """Discards the transaction's writes and releases the writer lock."""
+    @property
+    def receipt(self) -> Receipt | None:
+        """The receipt once committed, else ``None``."""
+
+@disjoint_base
+class Store:
+    """A replikv store: a directory with a durable change log and redb tables."""
+
+    def __new__(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        fsync: bool = True,
+        max_key_bytes: int = 4096,
+        max_value_bytes: int = 16777216,
+        max_transaction_bytes: int = 268435456,
+        segment_bytes: int = 67108864,
+        checkpoint_entries: int = 10000,
+        checkpoint_seconds: float = 5.0,
+    ) -> Self: ...
+    @property
+    def path(self) -> str:
+        """The store's directory."""
+    @property
+    def last_lsn(self) -> int:
+        """The last LSN that is durable and visible to readers."""
+    @property
+    def epoch(self) -> int:
+        """The store's epoch (raised by promotions)."""
+    @property
+    def closed(self) -> bool:
+        """Whether the store is closed."""
+    def put(self, table: str, key: _Key, value: Any) -> Receipt:
+        """Writes ``value`` under ``key``; returns once durable and visible.
+
+        Raises:
+            TypeError: a key or value of an unsupported type.
+            OverflowError: an int outside 64 bits.
+            ValueTooLarge: a key or value over its limit.
+            StoreClosed: the store is closed.
+        """
+    def delete(self, table: str, key: _Key) -> Receipt:
+        """Deletes ``key`` (logged even if it is absent)."""
+    def get(self, table: str, key: _Key, default: Any = None) -> Any:
+        """The value under ``key``, or ``default``."""
+    def contains(self, table: str, key: _Key) -> bool:
+        """Whether ``key`` exists in ``table``."""
+    def count(self, table: str) -> int:
+        """Number of rows in ``table`` (0 for a table never written)."""
+    def put_many(
+        self,
+        table: str,
+        rows: Iterable[tuple[_Key, Any]] | Mapping[_Key, Any],
+        progress: Callable[[int], object] | None = None,
+    ) -> Receipt:
+        """Writes every ``(key, value)`` row in one transaction (one log entry)."""
+    def transaction(self) -> Transaction:
+        """A serializable transaction; use it as a context manager."""
+    def tables(self) -> list[str]:
+        """Names of the tables written so far, in order."""
+    def scan(
+        self,
+        table: str,
+        *,
+        prefix: str | bytes | None = None,
+        start: _Key | None = None,
+        end: _Key | None = None,
+        reverse: bool = False,
+        limit: int | None = None,
+    ) -> Scan:
+        """Rows of ``table`` in key order (ints, then str, then bytes); ``end`` is exclusive."""
+    def changes(self, since: int = 0, limit: int | None = None) -> Changes:
+        """Entries of the change log with LSN greater than ``since``.
+
+        Raises:
+            LogTruncated: ``since`` is older than the retained log.
+        """
+    def checksum(self) -> Checksum:
+        """Per-table checksums and row counts at one LSN, read atomically (O(tables))."""
+    def close(self) -> None:
+        """Flushes, checkpoints and releases every file; closing twice is harmless."""
+    def __enter__(self) -> Store: ...
+    def __exit__(self, *_exc: object) -> bool: ...

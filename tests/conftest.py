@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import replikv
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[replikv.Store]:
+    with replikv.Store(tmp_path / "db") as opened:
+        yield opened
+
+
+@pytest.fixture
+def open_store(tmp_path: Path) -> Iterator[Callable[..., replikv.Store]]:
+    """Opens stores under tmp_path by name; closes whatever is still open at the end."""
+    opened: list[replikv.Store] = []
+
+    def factory(name: str = "db", **options: Any) -> replikv.Store:
+        s = replikv.Store(tmp_path / name, **options)
+        opened.append(s)
+        return s
+
+    yield factory
+    for s in opened:
+        s.close()

@@ -1,0 +1,193 @@
+"""Bad input is refused with a clear exception, takes no LSN and leaves the data intact."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import replikv
+
+
+def assert_untouched(store: replikv.Store) -> None:
+    assert store.last_lsn == 1
+    assert store.get("t", "keep") == "kept"
+
+
+@pytest.fixture
+def seeded(store: replikv.Store) -> replikv.Store:
+    store.put("t", "keep", "kept")
+    return store
+
+
+@pytest.mark.parametrize("key", [True, 1.5, None, ["k"], ("k",), bytearray(b"k")])
+def test_unsupported_key_types_are_type_errors(seeded: replikv.Store, key: object) -> None:
+    with pytest.raises(TypeError):
+        seeded.put("t", key, 1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        seeded.get("t", key)  # type: ignore[arg-type]
+    assert_untouched(seeded)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        object(),
+        {1: "int dict key"},
+        {"set": {1, 2}},
+        dt.datetime(2026, 1, 1),  # naive
+        dt.date(2026, 1, 1),
+        lambda: None,
+    ],
+)
+def test_unsupported_values_are_type_errors_and_never_pickled(
+    seeded: replikv.Store, value: object
+) -> None:
+    with pytest.raises(TypeError):
+        seeded.put("t", "k", value)
+    assert_untouched(seeded)
+
+
+def test_out_of_range_ints_are_overflow_errors(seeded: replikv.Store) -> None:
+    with pytest.raises(OverflowError):
+        seeded.put("t", 2**63, 1)
+    with pytest.raises(OverflowError):
+        seeded.put("t", "k", {"n": -(2**63) - 1})
+    assert_untouched(seeded)
+
+
+def test_deeply_nested_values_are_refused_not_a_crash(seeded: replikv.Store) -> None:
+    value: object = 1
+    for _ in range(1000):
+        value = [value]
+    with pytest.raises(ValueError, match="nested"):
+        seeded.put("t", "k", value)
+    assert_untouched(seeded)
+
+
+@pytest.mark.parametrize("name", ["", "a b", "x" * 65, "__meta", "café", "t/../u"])
+def test_invalid_or_reserved_table_names_are_value_errors(
+    seeded: replikv.Store, name: str
+) -> None:
+    with pytest.raises(ValueError, match="table name"):
+        seeded.put(name, "k", 1)
+    with pytest.raises(ValueError, match="table name"):
+        seeded.put_many(name, [("k", 1)])
+    assert_untouched(seeded)
+
+
+def test_values_and_keys_over_the_limit_raise_value_too_large(tmp_path: Path) -> None:
+    with replikv.Store(tmp_path / "db", max_value_bytes=1000, max_key_bytes=64) as s:
+        s.put("t", "keep", "kept")
+        with pytest.raises(replikv.ValueTooLarge, match="value of"):
+            s.put("t", "k", "x" * 2000)
+        with pytest.raises(replikv.ValueTooLarge, match="key of"):
+            s.put("t", "k" * 100, 1)
+        with pytest.raises(ValueError):  # ValueTooLarge is also a ValueError
+            s.put("t", "k", b"\0" * 5000)
+        with s.transaction() as tx, pytest.raises(replikv.ValueTooLarge):
+            tx.put("t", "k", "x" * 2000)
+        assert_untouched(s)
+
+
+def test_transactions_over_the_limit_raise_value_too_large(tmp_path: Path) -> None:
+    with replikv.Store(tmp_path / "db", max_transaction_bytes=10_000) as s:
+        s.put("t", "keep", "kept")
+        with pytest.raises(replikv.ValueTooLarge, match="transaction"):
+            s.put_many("t", [(i, "x" * 100) for i in range(500)])
+        assert_untouched(s)
+
+
+def test_a_path_in_a_missing_directory_is_file_not_found(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError) as info:
+        replikv.Store(tmp_path / "missing" / "db")
+    assert isinstance(info.value, replikv.ReplikvError)
+
+
+def test_a_directory_without_permission_is_permission_error(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    code = (
+        "import replikv, sys\n"
+        "try:\n"
+        f"    replikv.Store({str(locked / 'db')!r})\n"
+        "except PermissionError as e:\n"
+        "    sys.exit(3 if isinstance(e, replikv.ReplikvError) else 4)\n"
+    )
+    # Root ignores permissions: the child runs without the capabilities that let it.
+    prefix = (
+        ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner"]
+        if os.geteuid() == 0
+        else []
+    )
+    result = subprocess.run(
+        [*prefix, sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 3, result.stderr
+
+
+def test_a_path_that_is_a_file_is_an_os_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a store")
+    with pytest.raises(OSError) as info:
+        replikv.Store(tmp_path / "file")
+    assert isinstance(info.value, replikv.ReplikvError)
+
+
+def test_a_corrupt_redb_file_is_a_corruption_error(tmp_path: Path) -> None:
+    with replikv.Store(tmp_path / "db") as s:
+        s.put("t", "k", 1)
+    tables = tmp_path / "db" / "tables.redb"
+    tables.write_bytes(os.urandom(tables.stat().st_size))
+    with pytest.raises(replikv.CorruptionError):
+        replikv.Store(tmp_path / "db")
+
+
+def test_a_foreign_file_in_place_of_the_tables_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "db").mkdir()
+    (tmp_path / "db" / "tables.redb").write_text("hello, I am a text file\n" * 100)
+    with pytest.raises(replikv.ReplikvError):
+        replikv.Store(tmp_path / "db")
+
+
+def test_a_log_segment_damaged_before_its_tail_is_a_corruption_error(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    with replikv.Store(path, segment_bytes=4096) as s:
+        for i in range(200):
+            s.put("t", i, "x" * 50)
+    segments = sorted((path / "log").iterdir())
+    assert len(segments) > 2
+    first = segments[0]
+    data = bytearray(first.read_bytes())
+    data[100] ^= 0xFF
+    first.write_bytes(bytes(data))
+    with replikv.Store(path, segment_bytes=4096) as s:
+        # The damage is before the checkpoint: opening does not need it, reading it fails.
+        assert s.count("t") == 200
+        with pytest.raises(replikv.CorruptionError, match="corrupt"):
+            list(s.changes())
+
+
+def test_a_torn_tail_is_cut_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    s = replikv.Store(path, checkpoint_entries=1_000_000, checkpoint_seconds=3600)
+    for i in range(10):
+        s.put("t", i, i)
+    segment = next((path / "log").iterdir())
+    data = bytearray(segment.read_bytes())
+    end = len(data.rstrip(b"\0"))
+    s.close()
+    # Simulate a torn last write: garbage in place of the final record's last bytes, and
+    # tables that had only checkpointed up to a point before it (a fresh redb file).
+    data[end - 3 : end] = b"\xde\xad\xbe"
+    segment.write_bytes(bytes(data))
+    (path / "tables.redb").unlink()
+    with replikv.Store(path) as reopened:
+        assert reopened.last_lsn == 9
+        assert [k for k, _ in reopened.scan("t")] == list(range(9))
+        assert reopened.put("t", "after", 1).lsn == 10
+    with replikv.Store(path) as again:
+        assert again.last_lsn == 10
