@@ -43,7 +43,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,9 +73,9 @@ class Config:
     put_ops: int = 400
     put_reps: int = 7
     threads: int = 16
-    thread_ops: int = 150
-    single_thread_ops: int = 600
-    thread_reps: int = 3
+    thread_ops: int = 300
+    single_thread_ops: int = 1000
+    thread_reps: int = 5
     sqlite_thread_ops: int = 40
     sqlite_single_thread_ops: int = 300
     sqlite_thread_reps: int = 2
@@ -318,6 +318,17 @@ def filesystem_of(path: Path) -> str:
         return "unknown"
 
 
+def machine_load() -> str:
+    """Load average and I/O pressure: other work on the machine moves fsync-bound figures."""
+    parts = []
+    with suppress(OSError):
+        parts.append("loadavg " + " ".join(Path("/proc/loadavg").read_text().split()[:3]))
+    with suppress(OSError, IndexError):
+        some = Path("/proc/pressure/io").read_text().splitlines()[0].split()
+        parts.append("io pressure " + " ".join(some[1:3]))
+    return ", ".join(parts) or "unknown"
+
+
 # --------------------------------------------------------------------------------------
 # 1. single durable put from one thread
 
@@ -495,6 +506,28 @@ def bench_threads(base: Path, cfg: Config, report: Report) -> None:
         finally:
             store.close()
 
+        # context: the same work without fsync is the CPU ceiling of this machine
+        scratch_store = replikv.Store(str(d / "nofsync"), fsync=False)
+        try:
+
+            def put_scratch(_i: int, rows: list[Row]) -> int:
+                put = scratch_store.put
+                for key, value in rows:
+                    put(TABLE, key, value)
+                return len(rows)
+
+            run_threads(put_scratch, work_for(n, 10), 60)
+            cpu_one: list[float] = []
+            cpu_many: list[float] = []
+            for threads, ops, out in [
+                (1, cfg.single_thread_ops, cpu_one),
+                (n, cfg.thread_ops, cpu_many),
+            ]:
+                elapsed, done = run_threads(put_scratch, work_for(threads, ops), 120)
+                out.append(done / elapsed)
+        finally:
+            scratch_store.close()
+
         conn_lock = threading.Lock()
         locked_retries = [0]
         conns: list[sqlite3.Connection] = []
@@ -537,6 +570,8 @@ def bench_threads(base: Path, cfg: Config, report: Report) -> None:
 
     show("replikv, 1 thread", fmt_runs(one, "puts/s", 0))
     show(f"replikv, {n} threads (one Store)", fmt_runs(many, "puts/s", 0))
+    show("context: replikv fsync=False, 1 thread", fmt_runs(cpu_one, "puts/s", 0))
+    show(f"context: replikv fsync=False, {n} threads", fmt_runs(cpu_many, "puts/s", 0))
     show("sqlite3, 1 thread", fmt_runs(sq_one, "commits/s", 0))
     show(f"sqlite3, {n} threads (one connection each)", fmt_runs(sq_many, "commits/s", 0))
     print(
@@ -547,6 +582,14 @@ def bench_threads(base: Path, cfg: Config, report: Report) -> None:
     m_one, m_many = statistics.median(one), statistics.median(many)
     s_one, s_many = statistics.median(sq_one), statistics.median(sq_many)
     report.higher(f"{n} threads vs 1 (replikv)", m_many, m_one, "puts/s", "1 thread", 5.0)
+    report.higher(
+        f"{n} thr fsync=False vs 1 durable",
+        statistics.median(cpu_many),
+        m_one,
+        "puts/s",
+        "1 thread",
+        None,
+    )
     report.higher(f"{n} threads vs 1 (sqlite3)", s_many, s_one, "commits/s", "1 thread", None)
     report.higher(f"{n} threads: replikv vs sqlite3", m_many, s_many, "puts/s", "sqlite3", None)
 
@@ -689,10 +732,12 @@ def bench_reopen(base: Path, cfg: Config, report: Report) -> None:
     section(f"reopen: open a store of {n:,} keys after its writer was killed with SIGKILL")
     print(
         f"  checkpoint setting: checkpoint_entries={cfg.checkpoint_entries}, "
-        f"checkpoint_seconds={cfg.checkpoint_seconds:g} (a durable redb checkpoint after that "
-        "many entries or seconds;"
+        f"checkpoint_seconds={cfg.checkpoint_seconds:g}"
     )
-    print("  the open replays the log after the last checkpoint, so that bounds recovery)")
+    print(
+        "  (a durable redb checkpoint after that many entries or seconds; the open replays\n"
+        "   the log after the last checkpoint, so that setting bounds recovery)"
+    )
     with scratch(base, "reopen") as d:
         path = d / "replikv"
         cmd = [
@@ -820,6 +865,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"SQLite {sqlite3.sqlite_version}, {os.cpu_count()} CPUs, {platform.platform()}"
     )
     print(f"temporary directory {base} on {filesystem_of(base)}")
+    print(f"machine load at start: {machine_load()}")
     print(
         f"keys: 16-byte str (e.g. {make_key(1234)!r}); values: dicts of "
         f"{len(json.dumps(sample))} bytes as JSON, e.g. {json.dumps(sample)}"
@@ -842,6 +888,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         shutil.rmtree(base, ignore_errors=True)
     report.print_summary()
+    print(f"machine load at end: {machine_load()}")
     print(f"total time {time.perf_counter() - started:.1f} s")
     return 0
 

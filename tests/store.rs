@@ -56,7 +56,8 @@ fn options_checkpoint_every(entries: u64) -> StoreOptions {
 /// drop makes its non-durable commits durable.
 fn crash_image(dir: &Path, image: &Path) {
     std::fs::create_dir_all(image.join("log")).expect("the image directory is created");
-    std::fs::copy(dir.join("tables.redb"), image.join("tables.redb")).expect("tables.redb is copied");
+    std::fs::copy(dir.join("tables.redb"), image.join("tables.redb"))
+        .expect("tables.redb is copied");
     for segment in segment_files(dir) {
         let name = segment.file_name().expect("a segment file name");
         std::fs::copy(&segment, image.join("log").join(name)).expect("a segment is copied");
@@ -74,7 +75,9 @@ fn durable_applied_lsn(dir: &Path) -> u64 {
     std::fs::copy(dir.join("tables.redb"), &copy).expect("tables.redb is copied");
     let db = redb::Database::open(&copy).expect("the redb file opens");
     let txn = db.begin_read().expect("a read transaction begins");
-    let meta = txn.open_table(META).expect("the store's metadata table exists");
+    let meta = txn
+        .open_table(META)
+        .expect("the store's metadata table exists");
     let applied = meta
         .get("applied_lsn")
         .expect("the metadata table is readable")
@@ -95,8 +98,12 @@ fn segment_files(dir: &Path) -> Vec<PathBuf> {
 
 /// Opens without letting a panic escape, so that "an error, not a panic" is what is checked.
 fn open_without_panic(dir: &Path, options: StoreOptions) -> replikv::Result<Store> {
-    catch_unwind(AssertUnwindSafe(|| Store::open(dir, options)))
-        .unwrap_or_else(|_| panic!("Store::open panicked on a damaged store at {}", dir.display()))
+    catch_unwind(AssertUnwindSafe(|| Store::open(dir, options))).unwrap_or_else(|_| {
+        panic!(
+            "Store::open panicked on a damaged store at {}",
+            dir.display()
+        )
+    })
 }
 
 #[test]
@@ -104,37 +111,71 @@ fn test_put_get_delete_round_trip_with_dense_lsns_from_one() -> TestResult {
     let tmp = tempfile::tempdir()?;
     let store = Store::open(tmp.path().join("db"), StoreOptions::default())?;
     assert_eq!(store.last_lsn(), 0, "a new store has committed nothing");
-    assert_eq!(get(&store, "subscribers", "ana"), None, "a table never written reads as empty");
+    assert_eq!(
+        get(&store, "subscribers", "ana"),
+        None,
+        "a table never written reads as empty"
+    );
 
-    assert_eq!(store.commit(vec![put("subscribers", "ana", b"\x81\xa1n\xa3Ana")])?, 1);
+    assert_eq!(
+        store.commit(vec![put("subscribers", "ana", b"\x81\xa1n\xa3Ana")])?,
+        1
+    );
     assert_eq!(store.last_lsn(), 1);
     assert_eq!(store.commit(vec![put("subscribers", "bo", b"bo-1")])?, 2);
     assert_eq!(store.last_lsn(), 2);
     let two_ops = vec![put("subscribers", "bo", b"bo-2"), put("events", "e1", b"")];
-    assert_eq!(store.commit(two_ops)?, 3, "a transaction of several ops takes one LSN");
+    assert_eq!(
+        store.commit(two_ops)?,
+        3,
+        "a transaction of several ops takes one LSN"
+    );
     assert_eq!(store.last_lsn(), 3);
 
-    assert_eq!(get(&store, "subscribers", "ana"), Some(b"\x81\xa1n\xa3Ana".to_vec()));
-    assert_eq!(get(&store, "subscribers", "bo"), Some(b"bo-2".to_vec()), "the later put wins");
-    assert_eq!(get(&store, "events", "e1"), Some(Vec::new()), "an empty value is a value");
-    assert_eq!(get(&store, "events", "bo"), None, "tables do not share keys");
+    assert_eq!(
+        get(&store, "subscribers", "ana"),
+        Some(b"\x81\xa1n\xa3Ana".to_vec())
+    );
+    assert_eq!(
+        get(&store, "subscribers", "bo"),
+        Some(b"bo-2".to_vec()),
+        "the later put wins"
+    );
+    assert_eq!(
+        get(&store, "events", "e1"),
+        Some(Vec::new()),
+        "an empty value is a value"
+    );
+    assert_eq!(
+        get(&store, "events", "bo"),
+        None,
+        "tables do not share keys"
+    );
 
     assert_eq!(store.commit(vec![delete("subscribers", "ana")])?, 4);
     assert_eq!(store.last_lsn(), 4);
-    assert_eq!(get(&store, "subscribers", "ana"), None, "a deleted key reads as None");
+    assert_eq!(
+        get(&store, "subscribers", "ana"),
+        None,
+        "a deleted key reads as None"
+    );
     assert_eq!(get(&store, "subscribers", "bo"), Some(b"bo-2".to_vec()));
     assert_eq!(
         store.commit(vec![delete("subscribers", "never-written")])?,
         5,
         "deleting a missing key is still a committed entry"
     );
-    assert_eq!(store.tables()?, vec!["events".to_owned(), "subscribers".to_owned()]);
+    assert_eq!(
+        store.tables()?,
+        vec!["events".to_owned(), "subscribers".to_owned()]
+    );
     store.close()?;
     Ok(())
 }
 
 #[test]
-fn test_reopen_after_close_keeps_data_and_continues_lsns_and_a_second_opener_is_locked_out() -> TestResult {
+fn test_reopen_after_close_keeps_data_and_continues_lsns_and_a_second_opener_is_locked_out(
+) -> TestResult {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path().join("db");
     let store = Store::open(&dir, StoreOptions::default())?;
@@ -142,14 +183,22 @@ fn test_reopen_after_close_keeps_data_and_continues_lsns_and_a_second_opener_is_
     match Store::open(&dir, StoreOptions::default()) {
         Err(Error::Store(StoreError::Locked { path, owner })) => {
             assert_eq!(path, dir);
-            assert_eq!(owner, Some(std::process::id()), "the error names the owning pid");
+            assert_eq!(
+                owner,
+                Some(std::process::id()),
+                "the error names the owning pid"
+            );
         }
         other => panic!("a second open of an open store must be Locked, got {other:?}"),
     }
 
     for i in 1..=5u8 {
         let lsn = store.commit(vec![put("templates", &format!("t{i}"), &[i; 3])])?;
-        assert_eq!(lsn, u64::from(i), "the refused opener did not disturb the owner");
+        assert_eq!(
+            lsn,
+            u64::from(i),
+            "the refused opener did not disturb the owner"
+        );
     }
     store.commit(vec![delete("templates", "t2")])?;
     let before = store.checksum()?;
@@ -159,11 +208,17 @@ fn test_reopen_after_close_keeps_data_and_continues_lsns_and_a_second_opener_is_
     store.close()?;
     assert!(clone.is_closed());
     assert!(
-        matches!(clone.get_with("templates", &key("t1"), |_| ()), Err(Error::Store(StoreError::Closed { .. }))),
+        matches!(
+            clone.get_with("templates", &key("t1"), |_| ()),
+            Err(Error::Store(StoreError::Closed { .. }))
+        ),
         "a closed store refuses reads"
     );
     assert!(
-        matches!(clone.commit(vec![put("templates", "late", b"x")]), Err(Error::Store(StoreError::Closed { .. }))),
+        matches!(
+            clone.commit(vec![put("templates", "late", b"x")]),
+            Err(Error::Store(StoreError::Closed { .. }))
+        ),
         "a closed store refuses writes"
     );
 
@@ -171,18 +226,34 @@ fn test_reopen_after_close_keeps_data_and_continues_lsns_and_a_second_opener_is_
     assert_eq!(reopened.last_lsn(), 6);
     assert_eq!(reopened.checksum()?, before);
     for i in [1u8, 3, 4, 5] {
-        assert_eq!(get(&reopened, "templates", &format!("t{i}")), Some(vec![i; 3]));
+        assert_eq!(
+            get(&reopened, "templates", &format!("t{i}")),
+            Some(vec![i; 3])
+        );
     }
-    assert_eq!(get(&reopened, "templates", "t2"), None, "the delete survived the reopen");
-    assert_eq!(get(&reopened, "templates", "late"), None, "the refused write left no trace");
-    assert_eq!(reopened.commit(vec![put("templates", "t7", b"7")])?, 7, "LSNs continue densely");
+    assert_eq!(
+        get(&reopened, "templates", "t2"),
+        None,
+        "the delete survived the reopen"
+    );
+    assert_eq!(
+        get(&reopened, "templates", "late"),
+        None,
+        "the refused write left no trace"
+    );
+    assert_eq!(
+        reopened.commit(vec![put("templates", "t7", b"7")])?,
+        7,
+        "LSNs continue densely"
+    );
     drop(clone);
     reopened.close()?;
     Ok(())
 }
 
 #[test]
-fn test_reopen_after_drop_without_close_or_a_crash_replays_the_log_after_the_last_checkpoint() -> TestResult {
+fn test_reopen_after_drop_without_close_or_a_crash_replays_the_log_after_the_last_checkpoint(
+) -> TestResult {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path().join("db");
     let image = tmp.path().join("crashed");
@@ -194,7 +265,9 @@ fn test_reopen_after_drop_without_close_or_a_crash_replays_the_log_after_the_las
         };
         store.commit(vec![op, put("events", &format!("e{i}"), &[i])])?;
     }
-    let rows: Vec<_> = (0..5).map(|i| get(&store, "subscribers", &format!("s{i}"))).collect();
+    let rows: Vec<_> = (0..5)
+        .map(|i| get(&store, "subscribers", &format!("s{i}")))
+        .collect();
     let before = store.checksum()?;
     assert_eq!(before.lsn, 11);
     crash_image(&dir, &image);
@@ -202,32 +275,59 @@ fn test_reopen_after_drop_without_close_or_a_crash_replays_the_log_after_the_las
     drop(store);
 
     let durable = durable_applied_lsn(&image);
-    assert!(durable < 11, "precondition: the crashed tables ({durable}) must lag the log (11)");
+    assert!(
+        durable < 11,
+        "precondition: the crashed tables ({durable}) must lag the log (11)"
+    );
 
     for reopen_dir in [&dir, &image] {
         let reopened = Store::open(reopen_dir, options_checkpoint_every(3))?;
         let at = reopen_dir.display();
         assert_eq!(reopened.last_lsn(), 11, "{at}");
-        assert_eq!(reopened.checksum()?, before, "{at}: the tables equal the tables before the drop");
-        let rows_after: Vec<_> = (0..5).map(|i| get(&reopened, "subscribers", &format!("s{i}"))).collect();
+        assert_eq!(
+            reopened.checksum()?,
+            before,
+            "{at}: the tables equal the tables before the drop"
+        );
+        let rows_after: Vec<_> = (0..5)
+            .map(|i| get(&reopened, "subscribers", &format!("s{i}")))
+            .collect();
         assert_eq!(rows_after, rows, "{at}");
         for i in 0..11u8 {
-            assert_eq!(get(&reopened, "events", &format!("e{i}")), Some(vec![i]), "{at}");
+            assert_eq!(
+                get(&reopened, "events", &format!("e{i}")),
+                Some(vec![i]),
+                "{at}"
+            );
         }
-        assert_eq!(reopened.commit(vec![put("events", "after", b"x")])?, 12, "{at}: LSNs continue densely");
+        assert_eq!(
+            reopened.commit(vec![put("events", "after", b"x")])?,
+            12,
+            "{at}: LSNs continue densely"
+        );
         reopened.close()?;
     }
     Ok(())
 }
 
 #[test]
-fn test_checksums_are_equal_for_equal_ops_differ_on_a_changed_value_and_ignore_order() -> TestResult {
+fn test_checksums_are_equal_for_equal_ops_differ_on_a_changed_value_and_ignore_order() -> TestResult
+{
     let tmp = tempfile::tempdir()?;
     let ops = [
-        vec![put("subscribers", "ana", b"1"), put("subscribers", "bo", b"2")],
+        vec![
+            put("subscribers", "ana", b"1"),
+            put("subscribers", "bo", b"2"),
+        ],
         vec![put("templates", "welcome", b"hello")],
-        vec![put("subscribers", "ana", b"1b"), delete("subscribers", "bo")],
-        vec![put("subscribers", "cy", b"3"), delete("templates", "missing")],
+        vec![
+            put("subscribers", "ana", b"1b"),
+            delete("subscribers", "bo"),
+        ],
+        vec![
+            put("subscribers", "cy", b"3"),
+            delete("templates", "missing"),
+        ],
     ];
     let a = Store::open(tmp.path().join("a"), StoreOptions::default())?;
     let b = Store::open(tmp.path().join("b"), StoreOptions::default())?;
@@ -237,16 +337,28 @@ fn test_checksums_are_equal_for_equal_ops_differ_on_a_changed_value_and_ignore_o
     }
     let sum_a = a.checksum()?;
     assert_eq!(sum_a.lsn, 4);
-    assert_eq!(sum_a.tables["subscribers"].rows, 2, "ana and cy are live; bo was deleted");
+    assert_eq!(
+        sum_a.tables["subscribers"].rows, 2,
+        "ana and cy are live; bo was deleted"
+    );
     assert_eq!(sum_a.tables["templates"].rows, 1);
     assert_eq!(sum_a.tables, b.checksum()?.tables);
     assert_eq!(a.table_sum("subscribers")?, sum_a.tables["subscribers"]);
 
     b.commit(vec![put("subscribers", "cy", b"3-changed")])?;
     let sum_b = b.checksum()?;
-    assert_ne!(sum_a.tables["subscribers"], sum_b.tables["subscribers"], "one changed value changes the sum");
-    assert_eq!(sum_b.tables["subscribers"].rows, 2, "an overwrite does not add a row");
-    assert_eq!(sum_a.tables["templates"], sum_b.tables["templates"], "other tables are unaffected");
+    assert_ne!(
+        sum_a.tables["subscribers"], sum_b.tables["subscribers"],
+        "one changed value changes the sum"
+    );
+    assert_eq!(
+        sum_b.tables["subscribers"].rows, 2,
+        "an overwrite does not add a row"
+    );
+    assert_eq!(
+        sum_a.tables["templates"], sum_b.tables["templates"],
+        "other tables are unaffected"
+    );
 
     let ab = Store::open(tmp.path().join("ab"), StoreOptions::default())?;
     let ba = Store::open(tmp.path().join("ba"), StoreOptions::default())?;
@@ -254,7 +366,11 @@ fn test_checksums_are_equal_for_equal_ops_differ_on_a_changed_value_and_ignore_o
     ab.commit(vec![put("t", "b", b"vb")])?;
     ba.commit(vec![put("t", "b", b"vb")])?;
     ba.commit(vec![put("t", "a", b"va")])?;
-    assert_eq!(ab.checksum()?.tables, ba.checksum()?.tables, "insertion order does not matter");
+    assert_eq!(
+        ab.checksum()?.tables,
+        ba.checksum()?.tables,
+        "insertion order does not matter"
+    );
     assert_ne!(ab.table_sum("t")?.checksum, 0);
 
     for store in [a, b, ab, ba] {
@@ -267,10 +383,10 @@ fn test_checksums_are_equal_for_equal_ops_differ_on_a_changed_value_and_ignore_o
 fn test_replaying_read_log_from_zero_into_an_empty_store_reproduces_its_checksums() -> TestResult {
     let tmp = tempfile::tempdir()?;
     let source = Store::open(tmp.path().join("source"), StoreOptions::default())?;
-    for i in 0..40u32 {
-        let mut ops = vec![put("events", &format!("e{i}"), &i.to_le_bytes())];
+    for i in 0..40u8 {
+        let mut ops = vec![put("events", &format!("e{i}"), &[i, i])];
         if i % 3 == 0 {
-            ops.push(put("subscribers", &format!("s{}", i % 7), &[i as u8; 40]));
+            ops.push(put("subscribers", &format!("s{}", i % 7), &[i; 40]));
         }
         if i % 5 == 4 {
             ops.push(delete("events", &format!("e{}", i - 2)));
@@ -288,8 +404,15 @@ fn test_replaying_read_log_from_zero_into_an_empty_store_reproduces_its_checksum
             break;
         }
         for entry in entries {
-            assert_eq!(entry.lsn, expected_lsn, "read_log yields every LSN once, in order");
-            assert_eq!(copy.commit(entry.ops)?, entry.lsn, "the copy commits at the same LSN");
+            assert_eq!(
+                entry.lsn, expected_lsn,
+                "read_log yields every LSN once, in order"
+            );
+            assert_eq!(
+                copy.commit(entry.ops)?,
+                entry.lsn,
+                "the copy commits at the same LSN"
+            );
             expected_lsn += 1;
         }
     }
@@ -302,14 +425,18 @@ fn test_replaying_read_log_from_zero_into_an_empty_store_reproduces_its_checksum
 }
 
 #[test]
-fn test_transaction_reads_own_writes_and_aborted_empty_or_refused_writes_take_no_lsn() -> TestResult {
+fn test_transaction_reads_own_writes_and_aborted_empty_or_refused_writes_take_no_lsn() -> TestResult
+{
     let tmp = tempfile::tempdir()?;
     let options = StoreOptions {
         max_value_bytes: 1024,
         ..StoreOptions::default()
     };
     let store = Store::open(tmp.path().join("db"), options)?;
-    store.commit(vec![put("subscribers", "ana", b"old"), put("subscribers", "bo", b"bo")])?;
+    store.commit(vec![
+        put("subscribers", "ana", b"old"),
+        put("subscribers", "bo", b"bo"),
+    ])?;
 
     let mut tx = store.begin()?;
     tx.put("subscribers", key("ana"), b"new".to_vec())?;
@@ -318,11 +445,23 @@ fn test_transaction_reads_own_writes_and_aborted_empty_or_refused_writes_take_no
     let read = |tx: &mut replikv::store::Transaction, text: &str| {
         tx.get_with("subscribers", &key(text), |v| v.map(<[u8]>::to_vec))
     };
-    assert_eq!(read(&mut tx, "ana")?, Some(b"new".to_vec()), "a transaction sees its own put");
-    assert_eq!(read(&mut tx, "bo")?, None, "a transaction sees its own delete");
+    assert_eq!(
+        read(&mut tx, "ana")?,
+        Some(b"new".to_vec()),
+        "a transaction sees its own put"
+    );
+    assert_eq!(
+        read(&mut tx, "bo")?,
+        None,
+        "a transaction sees its own delete"
+    );
     assert_eq!(read(&mut tx, "cy")?, Some(b"cy".to_vec()));
     assert_eq!(read(&mut tx, "dee")?, None);
-    assert_eq!(get(&store, "subscribers", "ana"), Some(b"old".to_vec()), "others see nothing before commit");
+    assert_eq!(
+        get(&store, "subscribers", "ana"),
+        Some(b"old".to_vec()),
+        "others see nothing before commit"
+    );
     assert_eq!(tx.len(), 3);
     drop(tx);
     assert_eq!(store.last_lsn(), 1, "an aborted transaction takes no LSN");
@@ -332,7 +471,11 @@ fn test_transaction_reads_own_writes_and_aborted_empty_or_refused_writes_take_no
 
     let empty = store.begin()?;
     assert!(empty.is_empty());
-    assert_eq!(empty.commit()?, 1, "an empty commit returns the visible LSN");
+    assert_eq!(
+        empty.commit()?,
+        1,
+        "an empty commit returns the visible LSN"
+    );
     assert_eq!(store.last_lsn(), 1, "an empty commit takes no LSN");
     assert_eq!(store.commit(Vec::new())?, 1);
 
@@ -345,14 +488,23 @@ fn test_transaction_reads_own_writes_and_aborted_empty_or_refused_writes_take_no
         );
         let mut tx = store.begin()?;
         assert!(
-            matches!(tx.put(bad, key("k"), b"v".to_vec()), Err(Error::Store(StoreError::InvalidTable { .. }))),
+            matches!(
+                tx.put(bad, key("k"), b"v".to_vec()),
+                Err(Error::Store(StoreError::InvalidTable { .. }))
+            ),
             "a transaction refuses table name {bad:?} at the put"
         );
-        assert!(matches!(tx.delete(bad, key("k")), Err(Error::Store(StoreError::InvalidTable { .. }))));
+        assert!(matches!(
+            tx.delete(bad, key("k")),
+            Err(Error::Store(StoreError::InvalidTable { .. }))
+        ));
         assert!(tx.is_empty(), "a refused op is not recorded");
         assert_eq!(tx.commit()?, 1);
     }
-    assert!(store.commit(vec![put(&"t".repeat(64), "k", b"v")]).is_ok(), "64 characters are allowed");
+    assert!(
+        store.commit(vec![put(&"t".repeat(64), "k", b"v")]).is_ok(),
+        "64 characters are allowed"
+    );
     assert_eq!(store.last_lsn(), 2);
 
     let big_key = Op {
@@ -374,21 +526,39 @@ fn test_transaction_reads_own_writes_and_aborted_empty_or_refused_writes_take_no
         Err(Error::Store(StoreError::TooLarge { what: "value", .. }))
     ));
     drop(tx);
-    assert!(store.commit(vec![put("subscribers", "max", &[0u8; 1024])]).is_ok(), "the limit itself is allowed");
+    assert!(
+        store
+            .commit(vec![put("subscribers", "max", &[0u8; 1024])])
+            .is_ok(),
+        "the limit itself is allowed"
+    );
 
     assert_eq!(store.last_lsn(), 3, "refused writes took no LSN");
-    assert_eq!(get(&store, "subscribers", "ok"), None, "a refused transaction applied none of its ops");
+    assert_eq!(
+        get(&store, "subscribers", "ok"),
+        None,
+        "a refused transaction applied none of its ops"
+    );
     assert_eq!(get(&store, "subscribers", "big"), None);
-    assert_eq!(store.commit(vec![put("subscribers", "last", b"x")])?, 4, "LSNs stay dense");
+    assert_eq!(
+        store.commit(vec![put("subscribers", "last", b"x")])?,
+        4,
+        "LSNs stay dense"
+    );
     let entries = store.read_log(&mut LogPosition::after(0), usize::MAX, usize::MAX)?;
     let lsns: Vec<u64> = entries.iter().map(|e| e.lsn).collect();
-    assert_eq!(lsns, vec![1, 2, 3, 4], "the log holds only the committed entries");
+    assert_eq!(
+        lsns,
+        vec![1, 2, 3, 4],
+        "the log holds only the committed entries"
+    );
     store.close()?;
     Ok(())
 }
 
 #[test]
-fn test_group_commit_from_eight_threads_gives_unique_dense_lsns_and_every_write_is_readable() -> TestResult {
+fn test_group_commit_from_eight_threads_gives_unique_dense_lsns_and_every_write_is_readable(
+) -> TestResult {
     const THREADS: usize = 8;
     const COMMITS: usize = 50;
     let tmp = tempfile::tempdir()?;
@@ -401,13 +571,18 @@ fn test_group_commit_from_eight_threads_gives_unique_dense_lsns_and_every_write_
                     (0..COMMITS)
                         .map(|i| {
                             let name = format!("w{t}-{i}");
-                            store.commit(vec![put("events", &name, name.as_bytes())]).expect("a commit succeeds")
+                            store
+                                .commit(vec![put("events", &name, name.as_bytes())])
+                                .expect("a commit succeeds")
                         })
                         .collect::<Vec<u64>>()
                 })
             })
             .collect();
-        workers.into_iter().flat_map(|w| w.join().expect("a writer thread finished")).collect()
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("a writer thread finished"))
+            .collect()
     });
     lsns.sort_unstable();
     let expected: Vec<u64> = (1..=(THREADS * COMMITS) as u64).collect();
@@ -416,7 +591,11 @@ fn test_group_commit_from_eight_threads_gives_unique_dense_lsns_and_every_write_
     for t in 0..THREADS {
         for i in 0..COMMITS {
             let name = format!("w{t}-{i}");
-            assert_eq!(get(&store, "events", &name), Some(name.clone().into_bytes()), "{name} is readable");
+            assert_eq!(
+                get(&store, "events", &name),
+                Some(name.clone().into_bytes()),
+                "{name} is readable"
+            );
         }
     }
     assert_eq!(store.table_sum("events")?.rows, expected.len() as u64);
@@ -428,7 +607,11 @@ fn test_group_commit_from_eight_threads_gives_unique_dense_lsns_and_every_write_
 fn test_wait_for_lsn_wakes_when_another_thread_commits() -> TestResult {
     let tmp = tempfile::tempdir()?;
     let store = Store::open(tmp.path().join("db"), StoreOptions::default())?;
-    assert_eq!(store.wait_for_lsn(1, Duration::ZERO), 0, "nothing is visible yet");
+    assert_eq!(
+        store.wait_for_lsn(1, Duration::ZERO),
+        0,
+        "nothing is visible yet"
+    );
 
     let (sender, receiver) = mpsc::channel();
     let waiter = {
@@ -448,7 +631,11 @@ fn test_wait_for_lsn_wakes_when_another_thread_commits() -> TestResult {
     assert_eq!(visible, 1);
     waiter.join().expect("the waiter finished");
 
-    assert_eq!(store.wait_for_lsn(1, Duration::from_secs(600)), 1, "an already visible LSN returns at once");
+    assert_eq!(
+        store.wait_for_lsn(1, Duration::from_secs(600)),
+        1,
+        "an already visible LSN returns at once"
+    );
     store.close()?;
     Ok(())
 }
@@ -457,14 +644,27 @@ fn test_wait_for_lsn_wakes_when_another_thread_commits() -> TestResult {
 /// and its new content.
 fn damage_first_segment(dir: &Path) -> (String, Vec<u8>) {
     let segments = segment_files(dir);
-    assert!(segments.len() >= 3, "precondition: several segments, got {}", segments.len());
+    assert!(
+        segments.len() >= 3,
+        "precondition: several segments, got {}",
+        segments.len()
+    );
     let first = &segments[0];
     let mut bytes = std::fs::read(first).expect("the first segment is readable");
-    let written = bytes.iter().rposition(|&b| b != 0).map_or(0, |last| last + 1);
-    assert!(written > 1024, "precondition: the first segment holds records");
+    let written = bytes
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |last| last + 1);
+    assert!(
+        written > 1024,
+        "precondition: the first segment holds records"
+    );
     bytes[written / 2] ^= 0xff;
     std::fs::write(first, &bytes).expect("the first segment is writable");
-    let name = first.file_name().and_then(|n| n.to_str()).expect("a UTF-8 segment name");
+    let name = first
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("a UTF-8 segment name");
     (name.to_owned(), bytes)
 }
 
@@ -478,14 +678,18 @@ fn test_corruption_in_a_non_last_segment_is_an_error_not_a_panic() -> TestResult
         ..options_checkpoint_every(u64::MAX)
     };
     let store = Store::open(&dir, options.clone())?;
-    for i in 0..64u32 {
-        store.commit(vec![put("events", &format!("e{i}"), &[i as u8; 200])])?;
+    for i in 0..64u8 {
+        store.commit(vec![put("events", &format!("e{i}"), &[i; 200])])?;
     }
     crash_image(&dir, &image);
     drop(store);
 
     // After a crash no checkpoint covers the first segment: recovery must read through it.
-    assert_eq!(durable_applied_lsn(&image), 0, "precondition: no checkpoint covers the first segment");
+    assert_eq!(
+        durable_applied_lsn(&image),
+        0,
+        "precondition: no checkpoint covers the first segment"
+    );
     let (damaged, bytes) = damage_first_segment(&image);
     for attempt in 0..2 {
         match open_without_panic(&image, options.clone()) {
@@ -495,7 +699,11 @@ fn test_corruption_in_a_non_last_segment_is_an_error_not_a_panic() -> TestResult
             other => panic!("open #{attempt} of a store with a damaged middle segment must fail as Corrupt, got {other:?}"),
         }
     }
-    assert_eq!(std::fs::read(image.join("log").join(&damaged))?, bytes, "a failed open does not rewrite the segment");
+    assert_eq!(
+        std::fs::read(image.join("log").join(&damaged))?,
+        bytes,
+        "a failed open does not rewrite the segment"
+    );
 
     // After a drop the tables cover the whole log, so the open may skip the damaged segment,
     // but reading the log through it must still report it.
@@ -522,14 +730,26 @@ fn test_corruption_in_a_non_last_segment_is_an_error_not_a_panic() -> TestResult
 fn test_a_garbage_or_foreign_tables_file_is_an_error_not_a_panic() -> TestResult {
     let tmp = tempfile::tempdir()?;
 
-    let garbage: Vec<u8> = (0..16_384u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-    for (name, content) in [("noise", garbage.as_slice()), ("short", b"not a redb file".as_slice())] {
+    let garbage: Vec<u8> = (0..16_384u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13).to_le_bytes()[0])
+        .collect();
+    for (name, content) in [
+        ("noise", garbage.as_slice()),
+        ("short", b"not a redb file".as_slice()),
+    ] {
         let dir = tmp.path().join(name);
         std::fs::create_dir(&dir)?;
         std::fs::write(dir.join("tables.redb"), content)?;
         let result = open_without_panic(&dir, StoreOptions::default());
-        assert!(matches!(result, Err(Error::Store(_))), "{name}: a garbage tables.redb must be refused, got {result:?}");
-        assert_eq!(std::fs::read(dir.join("tables.redb"))?, content, "{name}: the file is left as it was");
+        assert!(
+            matches!(result, Err(Error::Store(_))),
+            "{name}: a garbage tables.redb must be refused, got {result:?}"
+        );
+        assert_eq!(
+            std::fs::read(dir.join("tables.redb"))?,
+            content,
+            "{name}: the file is left as it was"
+        );
     }
 
     // A valid redb file that some other program wrote is not a replikv store.
@@ -538,7 +758,8 @@ fn test_a_garbage_or_foreign_tables_file_is_an_error_not_a_panic() -> TestResult
     {
         let db = redb::Database::create(dir.join("tables.redb"))?;
         let txn = db.begin_write()?;
-        txn.open_table(redb::TableDefinition::<&str, &str>::new("theirs"))?.insert("k", "v")?;
+        txn.open_table(redb::TableDefinition::<&str, &str>::new("theirs"))?
+            .insert("k", "v")?;
         txn.commit()?;
     }
     let result = open_without_panic(&dir, StoreOptions::default());
@@ -546,5 +767,47 @@ fn test_a_garbage_or_foreign_tables_file_is_an_error_not_a_panic() -> TestResult
         matches!(result, Err(Error::Store(StoreError::Corrupt { .. }))),
         "a foreign redb file must be refused as Corrupt, got {result:?}"
     );
+    Ok(())
+}
+
+#[test]
+fn test_reopening_with_a_smaller_transaction_limit_never_drops_a_committed_entry() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("db");
+    let image = tmp.path().join("crashed");
+    let store = Store::open(&dir, options_checkpoint_every(u64::MAX))?;
+    store.commit(vec![put("events", "small", b"s")])?;
+    assert_eq!(
+        store.commit(vec![put("templates", "big", &[7u8; 100_000])])?,
+        2
+    );
+    crash_image(&dir, &image);
+    drop(store);
+
+    let smaller = StoreOptions {
+        max_transaction_bytes: 64 << 10,
+        ..options_checkpoint_every(u64::MAX)
+    };
+    // Refusing to open is acceptable; cutting the durable entry as a "torn tail" is not.
+    match open_without_panic(&image, smaller) {
+        Ok(reopened) => {
+            assert_eq!(
+                reopened.last_lsn(),
+                2,
+                "the committed LSN 2 must survive the reopen"
+            );
+            assert_eq!(get(&reopened, "templates", "big"), Some(vec![7u8; 100_000]));
+            reopened.close()?;
+        }
+        Err(err) => eprintln!("refused with a smaller limit: {err}"),
+    }
+    let original = Store::open(&image, options_checkpoint_every(u64::MAX))?;
+    assert_eq!(
+        original.last_lsn(),
+        2,
+        "the entry is still there with the original limit"
+    );
+    assert_eq!(get(&original, "templates", "big"), Some(vec![7u8; 100_000]));
+    original.close()?;
     Ok(())
 }

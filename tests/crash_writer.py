@@ -1,0 +1,33 @@
+"""Child process of the crash test: writes transactions in a loop and reports each one that
+returned, as ``<lsn> <i>`` on stdout, until it is killed."""
+
+from __future__ import annotations
+
+import sys
+
+import replikv
+
+
+def main(path: str, start: int) -> None:
+    store = replikv.Store(path, checkpoint_entries=50)
+    print("ready", store.last_lsn, flush=True)
+    i = start
+    while True:
+        if i % 7 == 0:
+            receipt = store.put_many("bulk", [(f"b{i}-{j}", {"i": i, "j": j}) for j in range(200)])
+        else:
+            with store.transaction() as tx:
+                # Two keys that must always agree: a transaction is all or nothing.
+                tx.put("pairs", f"a{i}", {"i": i, "pad": "x" * (i % 300)})
+                tx.put("pairs", f"b{i}", {"i": i})
+                if i % 5 == 0:
+                    tx.delete("pairs", f"a{i - 5}")
+                    tx.delete("pairs", f"b{i - 5}")
+            receipt = tx.receipt  # type: ignore[assignment]
+        assert receipt is not None
+        print(receipt.lsn, i, flush=True)
+        i += 1
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]))
