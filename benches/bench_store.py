@@ -2,7 +2,7 @@
 
 Run it from the repository with the package installed (``replikv`` importable)::
 
-    python benches/bench_store.py            # every scenario, about 1-2 minutes on 2 cores
+    python benches/bench_store.py            # every scenario, about 20-40 s on 2 cores
     python benches/bench_store.py --quick    # a fast smoke run with small counts
     python benches/bench_store.py --only get --dir /some/disk
 

@@ -97,6 +97,14 @@ pub enum StoreError {
         /// Why it was refused.
         reason: &'static str,
     },
+    /// A store option outside its allowed range.
+    #[error("invalid option {name}: {reason}")]
+    InvalidOption {
+        /// The option's name.
+        name: &'static str,
+        /// The allowed range.
+        reason: String,
+    },
     /// A call that would wait forever on a lock the calling thread holds.
     #[error("{0}")]
     WouldDeadlock(&'static str),
@@ -142,9 +150,11 @@ impl From<redb::Error> for StoreError {
         match err {
             redb::Error::Corrupted(reason) => StoreError::Corrupt { reason },
             // redb reports a file that is not a redb database as invalid data.
-            redb::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => StoreError::Corrupt {
-                reason: io.to_string(),
-            },
+            redb::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+                StoreError::Corrupt {
+                    reason: io.to_string(),
+                }
+            }
             other => StoreError::Engine(other),
         }
     }

@@ -425,6 +425,7 @@ fn test_replaying_read_log_from_zero_into_an_empty_store_reproduces_its_checksum
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // one scenario: each refusal is checked against the same LSN count
 fn test_transaction_reads_own_writes_and_aborted_empty_or_refused_writes_take_no_lsn() -> TestResult
 {
     let tmp = tempfile::tempdir()?;

@@ -14,6 +14,10 @@ use crate::error::CodecError;
 
 /// Bytes of `payload_len` and `crc` in front of every record.
 pub const RECORD_HEADER_LEN: usize = 8;
+/// The largest record payload the format allows (2 GiB). Readers accept anything up to
+/// this, whatever limit the writer was configured with, so a record that was committed is
+/// never mistaken for garbage after a configuration change.
+pub const MAX_RECORD_BYTES: usize = 1 << 31;
 const PAYLOAD_HEADER_LEN: usize = 24;
 const KIND_PUT: u8 = 1;
 const KIND_DELETE: u8 = 2;
@@ -55,7 +59,11 @@ pub fn encode_ops(ops: &[Op]) -> Vec<u8> {
     out.extend_from_slice(&len_u32(ops.len()).to_le_bytes());
     for op in ops {
         let table = &op.table.as_bytes()[..op.table.len().min(255)];
-        out.push(if op.value.is_some() { KIND_PUT } else { KIND_DELETE });
+        out.push(if op.value.is_some() {
+            KIND_PUT
+        } else {
+            KIND_DELETE
+        });
         out.push(table.len() as u8);
         out.extend_from_slice(table);
         out.extend_from_slice(&len_u32(op.key.len()).to_le_bytes());
@@ -69,11 +77,19 @@ pub fn encode_ops(ops: &[Op]) -> Vec<u8> {
 }
 
 fn len_u32(len: usize) -> u32 {
-    u32::try_from(len).expect("invariant: keys, values and op counts are limited below 4 GiB before encoding")
+    u32::try_from(len)
+        .expect("invariant: keys, values and op counts are limited below 4 GiB before encoding")
 }
 
 /// Appends one framed record to `out`; `body_crc` is `crc32c(body)`.
-pub fn frame_record(out: &mut Vec<u8>, lsn: u64, epoch: u64, timestamp_ms: u64, body: &[u8], body_crc: u32) {
+pub fn frame_record(
+    out: &mut Vec<u8>,
+    lsn: u64,
+    epoch: u64,
+    timestamp_ms: u64,
+    body: &[u8],
+    body_crc: u32,
+) {
     let mut header = [0u8; PAYLOAD_HEADER_LEN];
     header[0..8].copy_from_slice(&lsn.to_le_bytes());
     header[8..16].copy_from_slice(&epoch.to_le_bytes());
@@ -90,7 +106,9 @@ pub fn frame_record(out: &mut Vec<u8>, lsn: u64, epoch: u64, timestamp_ms: u64, 
 /// Reads the LSN of a payload without decoding the rest (`None` if it is too short).
 #[must_use]
 pub fn payload_lsn(payload: &[u8]) -> Option<u64> {
-    payload.get(0..8).map(|b| u64::from_le_bytes(b.try_into().expect("invariant: slice of 8")))
+    payload
+        .get(0..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("invariant: slice of 8")))
 }
 
 /// Decodes a record payload (its CRC already checked) into an [`Entry`].
@@ -156,11 +174,15 @@ impl<'a> Cursor<'a> {
     }
 
     fn u32(&mut self) -> Result<u32, CodecError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("invariant: took 4")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("invariant: took 4"),
+        ))
     }
 
     fn u64(&mut self) -> Result<u64, CodecError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("invariant: took 8")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("invariant: took 8"),
+        ))
     }
 }
 
@@ -205,13 +227,20 @@ mod tests {
 
     #[test]
     fn truncated_payload_is_malformed_not_a_panic() {
-        let ops = vec![Op { table: "t".into(), key: b"k".to_vec(), value: Some(b"v".to_vec()) }];
+        let ops = vec![Op {
+            table: "t".into(),
+            key: b"k".to_vec(),
+            value: Some(b"v".to_vec()),
+        }];
         let body = encode_ops(&ops);
         let mut record = Vec::new();
         frame_record(&mut record, 1, 1, 0, &body, crc32c::crc32c(&body));
         let payload = &record[RECORD_HEADER_LEN..];
         for cut in 0..payload.len() {
-            assert!(decode_entry(&payload[..cut]).is_err(), "cut at {cut} must be refused");
+            assert!(
+                decode_entry(&payload[..cut]).is_err(),
+                "cut at {cut} must be refused"
+            );
         }
     }
 }

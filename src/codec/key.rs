@@ -57,7 +57,9 @@ pub fn decode_key(bytes: &[u8]) -> Result<KeyRef<'_>, CodecError> {
             let raw: [u8; 8] = payload
                 .try_into()
                 .map_err(|_| malformed("an int key must have 8 payload bytes"))?;
-            Ok(KeyRef::Int((u64::from_be_bytes(raw) ^ INT_SIGN_FLIP) as i64))
+            Ok(KeyRef::Int(
+                (u64::from_be_bytes(raw) ^ INT_SIGN_FLIP) as i64,
+            ))
         }
         TAG_STR => std::str::from_utf8(payload)
             .map(KeyRef::Str)
@@ -100,7 +102,10 @@ mod tests {
         let raw = encode_key(KeyRef::Bytes(b"42"));
         assert_ne!(int, text);
         assert_ne!(text, raw);
-        assert!(int < text && text < raw, "ints sort before str, str before bytes");
+        assert!(
+            int < text && text < raw,
+            "ints sort before str, str before bytes"
+        );
     }
 
     #[test]

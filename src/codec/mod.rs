@@ -1,10 +1,13 @@
 //! Encodings with explicit byte order: keys (ordered, type-tagged), log entries, and the
-//! MessagePack timestamp extension used for datetime values.
+//! `MessagePack` timestamp extension used for datetime values.
 
 mod entry;
 mod key;
 mod timestamp;
 
-pub use entry::{decode_entry, encode_ops, frame_record, payload_lsn, Entry, Op, RECORD_HEADER_LEN};
+pub use entry::{
+    decode_entry, encode_ops, frame_record, payload_lsn, Entry, Op, MAX_RECORD_BYTES,
+    RECORD_HEADER_LEN,
+};
 pub use key::{decode_key, encode_key, KeyRef};
 pub use timestamp::{decode_timestamp, encode_timestamp};

@@ -1,4 +1,4 @@
-//! The MessagePack timestamp extension (type -1) payloads, big-endian as the spec says.
+//! The `MessagePack` timestamp extension (type -1) payloads, big-endian as the spec says.
 
 /// The payload for `secs` and `nanos` since the Unix epoch, in its smallest form:
 /// 4 bytes (seconds only), 8 bytes (30-bit nanos + 34-bit seconds) or 12 bytes.

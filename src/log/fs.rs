@@ -47,11 +47,11 @@ pub trait SegmentFile: Send + Sync {
     /// # Errors
     /// The sync fails; the caller must treat the file's state as unknown.
     fn sync_data(&self) -> io::Result<()>;
-    /// The file's length in bytes.
+    /// The file's size in bytes.
     ///
     /// # Errors
-    /// The length cannot be read.
-    fn len(&self) -> io::Result<u64>;
+    /// The size cannot be read.
+    fn size(&self) -> io::Result<u64>;
     /// Reserves `len` bytes of zeros so that appends do not grow the file.
     ///
     /// # Errors
@@ -69,7 +69,9 @@ impl DirFs {
     /// A log directory at `dir`, which must exist.
     #[must_use]
     pub fn new(dir: &Path) -> Self {
-        Self { dir: dir.to_path_buf() }
+        Self {
+            dir: dir.to_path_buf(),
+        }
     }
 }
 
@@ -125,19 +127,20 @@ impl SegmentFile for File {
         File::sync_data(self)
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.metadata()?.len())
     }
 
+    #[allow(unsafe_code)]
     fn preallocate(&self, len: u64) -> io::Result<()> {
         use std::os::fd::AsRawFd;
-        let len = libc::off_t::try_from(len).map_err(|_| io::Error::other("segment size overflows off_t"))?;
+        let len = libc::off_t::try_from(len)
+            .map_err(|_| io::Error::other("segment size overflows off_t"))?;
         // SAFETY: the descriptor is owned by `self` and open for writing for the whole call.
         let rc = unsafe { libc::posix_fallocate(self.as_raw_fd(), 0, len) };
         match rc {
-            0 => Ok(()),
-            // Filesystems without fallocate: appends simply grow the file.
-            libc::EOPNOTSUPP | libc::EINVAL => Ok(()),
+            // On filesystems without fallocate, appends simply grow the file.
+            0 | libc::EOPNOTSUPP | libc::EINVAL => Ok(()),
             errno => Err(io::Error::from_raw_os_error(errno)),
         }
     }

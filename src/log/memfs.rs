@@ -74,7 +74,9 @@ impl MemFs {
         let state = self.state.lock().unwrap();
         let mut image = FsState::default();
         for name in &state.durable_names {
-            let Some(file) = state.files.get(name) else { continue };
+            let Some(file) = state.files.get(name) else {
+                continue;
+            };
             let mut kept = file.synced.lock().unwrap().clone();
             let data = file.data.lock().unwrap();
             if rng.below(2) == 0 {
@@ -135,7 +137,10 @@ impl LogFs for MemFs {
             }
             None => return Err(io::Error::from(io::ErrorKind::NotFound)),
         };
-        Ok(Arc::new(Handle { fs: self.clone(), file }))
+        Ok(Arc::new(Handle {
+            fs: self.clone(),
+            file,
+        }))
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
@@ -180,7 +185,7 @@ impl SegmentFile for Handle {
         Ok(())
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.file.data.lock().unwrap().len() as u64)
     }
 

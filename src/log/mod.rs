@@ -29,8 +29,6 @@ pub struct LogOptions {
     pub segment_bytes: u64,
     /// `fdatasync` every batch and `fsync` the directory on segment changes.
     pub fsync: bool,
-    /// The largest record accepted, on write and on read.
-    pub max_record_bytes: usize,
 }
 
 impl Default for LogOptions {
@@ -38,7 +36,6 @@ impl Default for LogOptions {
         Self {
             segment_bytes: 64 << 20,
             fsync: true,
-            max_record_bytes: 1 << 30,
         }
     }
 }
@@ -131,8 +128,14 @@ impl Log {
         let mut segments = Vec::with_capacity(firsts.len());
         for first_lsn in firsts {
             let name = segment_name(first_lsn);
-            let file = fs.open(&name, false).map_err(io_error(format!("opening {name}")))?;
-            segments.push(Arc::new(Segment { first_lsn, name, file }));
+            let file = fs
+                .open(&name, false)
+                .map_err(io_error(format!("opening {name}")))?;
+            segments.push(Arc::new(Segment {
+                first_lsn,
+                name,
+                file,
+            }));
         }
         let log = Self {
             fs,
@@ -148,9 +151,13 @@ impl Log {
             segments.push(segment);
         } else {
             let tail = log.recover(&segments, checkpoint_lsn, &mut replay)?;
-            *log.tail.lock().expect("invariant: no panic while holding the tail lock") = tail;
+            *log.tail
+                .lock()
+                .expect("invariant: no panic while holding the tail lock") = tail;
         }
-        *log.segments.write().expect("invariant: no panic while holding the segment list") = segments;
+        *log.segments
+            .write()
+            .expect("invariant: no panic while holding the segment list") = segments;
         Ok(log)
     }
 
@@ -180,8 +187,15 @@ impl Log {
                 )
                 .into());
             }
-            let len = segment.file.len().map_err(io_error(format!("sizing {}", segment.name)))?;
-            let mut data = vec![0u8; usize::try_from(len).map_err(|_| corrupt(&segment.name, 0, "too large"))?];
+            let len = segment
+                .file
+                .size()
+                .map_err(io_error(format!("sizing {}", segment.name)))?;
+            let mut data =
+                vec![
+                    0u8;
+                    usize::try_from(len).map_err(|_| corrupt(&segment.name, 0, "too large"))?
+                ];
             let read = segment
                 .file
                 .read_at(&mut data, 0)
@@ -189,15 +203,21 @@ impl Log {
             data.truncate(read);
             let mut offset = 0usize;
             loop {
-                match scan::next_record(&data, offset, self.options.max_record_bytes) {
+                match scan::next_record(&data, offset) {
                     Next::Record { payload, end } => {
                         let lsn = codec::payload_lsn(payload).unwrap_or(0);
                         if lsn != expected {
-                            return Err(corrupt(&segment.name, offset as u64, format!("found LSN {lsn}, expected {expected}")).into());
+                            return Err(corrupt(
+                                &segment.name,
+                                offset as u64,
+                                format!("found LSN {lsn}, expected {expected}"),
+                            )
+                            .into());
                         }
                         if lsn >= start {
-                            let entry = codec::decode_entry(payload)
-                                .map_err(|e| corrupt(&segment.name, offset as u64, e.to_string()))?;
+                            let entry = codec::decode_entry(payload).map_err(|e| {
+                                corrupt(&segment.name, offset as u64, e.to_string())
+                            })?;
                             replay(entry)?;
                         }
                         expected += 1;
@@ -207,7 +227,7 @@ impl Log {
                     Next::Bad { reason } => {
                         let torn = index == last_index
                             && expected > checkpoint_lsn
-                            && !scan::valid_record_after(&data, offset + 1, expected, self.options.max_record_bytes);
+                            && !scan::valid_record_after(&data, offset + 1, expected);
                         if !torn {
                             return Err(corrupt(&segment.name, offset as u64, reason).into());
                         }
@@ -237,12 +257,18 @@ impl Log {
 
     /// Overwrites a torn tail with zeros so that later appends never sit before old garbage.
     fn zero_tail(&self, segment: &Segment, data: &[u8], from: usize) -> Result<()> {
-        let end = data.iter().rposition(|&b| b != 0).map_or(from, |last| last + 1);
+        let end = data
+            .iter()
+            .rposition(|&b| b != 0)
+            .map_or(from, |last| last + 1);
         if end > from {
             segment
                 .file
                 .write_at(&vec![0u8; end - from], from as u64)
-                .map_err(io_error(format!("cutting the torn tail of {}", segment.name)))?;
+                .map_err(io_error(format!(
+                    "cutting the torn tail of {}",
+                    segment.name
+                )))?;
             if self.options.fsync {
                 segment
                     .file
@@ -262,29 +288,48 @@ impl Log {
         file.preallocate(self.options.segment_bytes)
             .map_err(io_error(format!("preallocating {name}")))?;
         if self.options.fsync {
-            file.sync_data().map_err(io_error(format!("syncing {name}")))?;
-            self.fs.sync_dir().map_err(io_error("syncing the log directory"))?;
+            file.sync_data()
+                .map_err(io_error(format!("syncing {name}")))?;
+            self.fs
+                .sync_dir()
+                .map_err(io_error("syncing the log directory"))?;
         }
-        Ok(Arc::new(Segment { first_lsn, name, file }))
+        Ok(Arc::new(Segment {
+            first_lsn,
+            name,
+            file,
+        }))
     }
 
     /// The LSN the next appended record must carry.
     #[must_use]
     pub fn next_lsn(&self) -> u64 {
-        self.tail.lock().expect("invariant: no panic while holding the tail lock").next_lsn
+        self.tail
+            .lock()
+            .expect("invariant: no panic while holding the tail lock")
+            .next_lsn
     }
 
     /// The oldest LSN still retained.
     #[must_use]
     pub fn oldest_lsn(&self) -> u64 {
-        self.segments.read().expect("invariant: no panic while holding the segment list")[0].first_lsn
+        self.segments
+            .read()
+            .expect("invariant: no panic while holding the segment list")[0]
+            .first_lsn
     }
 
     /// Bytes held by the retained segments (as written, not as preallocated).
     #[must_use]
     pub fn retained_bytes(&self) -> u64 {
-        let segments = self.segments.read().expect("invariant: no panic while holding the segment list");
-        let tail = self.tail.lock().expect("invariant: no panic while holding the tail lock");
+        let segments = self
+            .segments
+            .read()
+            .expect("invariant: no panic while holding the segment list");
+        let tail = self
+            .tail
+            .lock()
+            .expect("invariant: no panic while holding the tail lock");
         let full = segments.len().saturating_sub(1) as u64 * self.options.segment_bytes;
         full + tail.offset
     }
@@ -296,7 +341,10 @@ impl Log {
     /// An I/O failure. After a failed sync the file's state is unknown: the caller must stop
     /// writing (a failed `fdatasync` is never retried).
     pub fn append(&self, records: &[u8], last_lsn: u64) -> Result<()> {
-        let mut tail = self.tail.lock().expect("invariant: no panic while holding the tail lock");
+        let mut tail = self
+            .tail
+            .lock()
+            .expect("invariant: no panic while holding the tail lock");
         if tail.offset >= self.options.segment_bytes {
             let segment = self.create_segment(tail.next_lsn)?;
             self.segments
@@ -333,13 +381,26 @@ impl Log {
     /// # Errors
     /// [`LogError::Truncated`] if the position is before the oldest retained entry,
     /// [`LogError::Corrupt`] for a damaged record, I/O failures.
-    pub fn read(&self, position: &mut LogPosition, up_to: u64, max_entries: usize, max_bytes: usize) -> Result<Vec<Entry>> {
+    pub fn read(
+        &self,
+        position: &mut LogPosition,
+        up_to: u64,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>> {
         let mut entries = Vec::new();
-        self.read_payloads(position, up_to, max_entries, max_bytes, |segment, offset, payload| {
-            let entry = codec::decode_entry(payload).map_err(|e| corrupt(segment, offset, e.to_string()))?;
-            entries.push(entry);
-            Ok(())
-        })?;
+        self.read_payloads(
+            position,
+            up_to,
+            max_entries,
+            max_bytes,
+            |segment, offset, payload| {
+                let entry = codec::decode_entry(payload)
+                    .map_err(|e| corrupt(segment, offset, e.to_string()))?;
+                entries.push(entry);
+                Ok(())
+            },
+        )?;
         Ok(entries)
     }
 
@@ -372,7 +433,9 @@ impl Log {
             .rposition(|s| s.first_lsn <= position.next_lsn)
             .expect("invariant: next_lsn >= the first segment's LSN");
         let (mut expected, mut offset) = match position.hint {
-            Some((first, offset)) if first == segments[index].first_lsn => (position.next_lsn, offset),
+            Some((first, offset)) if first == segments[index].first_lsn => {
+                (position.next_lsn, offset)
+            }
             _ => (segments[index].first_lsn, 0),
         };
         let (mut delivered, mut bytes) = (0usize, 0usize);
@@ -380,13 +443,18 @@ impl Log {
         while position.next_lsn <= up_to && delivered < max_entries && bytes < max_bytes {
             let segment = &segments[index];
             match reader
-                .next_record(offset, self.options.max_record_bytes)
+                .next_record(offset)
                 .map_err(io_error(format!("reading {}", segment.name)))?
             {
                 Next::Record { payload, end } => {
                     let lsn = codec::payload_lsn(payload).unwrap_or(0);
                     if lsn != expected {
-                        return Err(corrupt(&segment.name, offset, format!("found LSN {lsn}, expected {expected}")).into());
+                        return Err(corrupt(
+                            &segment.name,
+                            offset,
+                            format!("found LSN {lsn}, expected {expected}"),
+                        )
+                        .into());
                     }
                     if lsn == position.next_lsn {
                         deliver(&segment.name, offset, payload)?;
@@ -400,13 +468,23 @@ impl Log {
                 Next::End if index + 1 < segments.len() => {
                     index += 1;
                     if segments[index].first_lsn != expected {
-                        return Err(corrupt(&segments[index].name, 0, format!("expected the segment to start at LSN {expected}")).into());
+                        return Err(corrupt(
+                            &segments[index].name,
+                            0,
+                            format!("expected the segment to start at LSN {expected}"),
+                        )
+                        .into());
                     }
                     reader = ChunkReader::new(Arc::clone(&segments[index].file));
                     offset = 0;
                 }
                 Next::End => {
-                    return Err(corrupt(&segment.name, offset, format!("the log ends before LSN {up_to}")).into());
+                    return Err(corrupt(
+                        &segment.name,
+                        offset,
+                        format!("the log ends before LSN {up_to}"),
+                    )
+                    .into());
                 }
                 Next::Bad { reason } => return Err(corrupt(&segment.name, offset, reason).into()),
             }
@@ -428,12 +506,16 @@ impl Log {
         let mut removed = 0;
         while segments.len() > 1 && segments[1].first_lsn <= lsn {
             let name = segments[0].name.clone();
-            self.fs.remove(&name).map_err(io_error(format!("removing {name}")))?;
+            self.fs
+                .remove(&name)
+                .map_err(io_error(format!("removing {name}")))?;
             segments.remove(0);
             removed += 1;
         }
         if removed > 0 && self.options.fsync {
-            self.fs.sync_dir().map_err(io_error("syncing the log directory"))?;
+            self.fs
+                .sync_dir()
+                .map_err(io_error("syncing the log directory"))?;
         }
         Ok(removed)
     }

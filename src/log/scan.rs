@@ -4,7 +4,7 @@ use std::io;
 use std::sync::Arc;
 
 use super::SegmentFile;
-use crate::codec::{payload_lsn, RECORD_HEADER_LEN};
+use crate::codec::{payload_lsn, MAX_RECORD_BYTES, RECORD_HEADER_LEN};
 
 /// The smallest payload: LSN, epoch, timestamp and an op count.
 const MIN_PAYLOAD: usize = 28;
@@ -20,7 +20,7 @@ pub(super) enum Next<'a> {
 }
 
 /// Parses the record at `offset` of `data` (bytes from that segment's start).
-pub(super) fn next_record(data: &[u8], offset: usize, max_record: usize) -> Next<'_> {
+pub(super) fn next_record(data: &[u8], offset: usize) -> Next<'_> {
     let rest = data.get(offset..).unwrap_or_default();
     if rest.iter().all(|&b| b == 0) {
         return Next::End;
@@ -32,7 +32,7 @@ pub(super) fn next_record(data: &[u8], offset: usize, max_record: usize) -> Next
     }
     let len = u32::from_le_bytes(rest[0..4].try_into().expect("invariant: 4 bytes")) as usize;
     let crc = u32::from_le_bytes(rest[4..8].try_into().expect("invariant: 4 bytes"));
-    if !(MIN_PAYLOAD..=max_record).contains(&len) {
+    if !(MIN_PAYLOAD..=MAX_RECORD_BYTES).contains(&len) {
         return Next::Bad {
             reason: format!("implausible record length {len}"),
         };
@@ -55,11 +55,11 @@ pub(super) fn next_record(data: &[u8], offset: usize, max_record: usize) -> Next
 
 /// Whether any valid record with an LSN at or after `lsn` starts at or after `from`.
 /// Separates a torn tail (nothing valid follows) from damage in the middle of the log.
-pub(super) fn valid_record_after(data: &[u8], from: usize, lsn: u64, max_record: usize) -> bool {
+pub(super) fn valid_record_after(data: &[u8], from: usize, lsn: u64) -> bool {
     let plausible = lsn..lsn.saturating_add(1 << 32);
     (from..data.len().saturating_sub(RECORD_HEADER_LEN + MIN_PAYLOAD)).any(|offset| {
         let lsn_at = payload_lsn(&data[offset + RECORD_HEADER_LEN..]).unwrap_or(0);
-        plausible.contains(&lsn_at) && matches!(next_record(data, offset, max_record), Next::Record { .. })
+        plausible.contains(&lsn_at) && matches!(next_record(data, offset), Next::Record { .. })
     })
 }
 
@@ -83,9 +83,12 @@ impl ChunkReader {
 
     /// Makes `buf` hold at least `len` bytes from `offset` (fewer at the end of the file).
     fn fill(&mut self, offset: u64, len: usize) -> io::Result<()> {
-        let have = offset >= self.buf_start && offset + len as u64 <= self.buf_start + self.buf.len() as u64;
+        let have = offset >= self.buf_start
+            && offset + len as u64 <= self.buf_start + self.buf.len() as u64;
         if !have {
-            self.buf.resize(len.max(CHUNK), 0);
+            // Never size a buffer by an unchecked length field beyond what the file holds.
+            let available = self.file.size()?.saturating_sub(offset) as usize;
+            self.buf.resize(len.max(CHUNK).min(available), 0);
             let read = self.file.read_at(&mut self.buf, offset)?;
             self.buf.truncate(read);
             self.buf_start = offset;
@@ -94,12 +97,13 @@ impl ChunkReader {
     }
 
     /// The record at `offset`; `end` in the answer is an absolute offset.
-    pub(super) fn next_record(&mut self, offset: u64, max_record: usize) -> io::Result<Next<'_>> {
+    pub(super) fn next_record(&mut self, offset: u64) -> io::Result<Next<'_>> {
         self.fill(offset, RECORD_HEADER_LEN)?;
         let at = (offset - self.buf_start) as usize;
         if let Some(header) = self.buf.get(at..at + RECORD_HEADER_LEN) {
-            let len = u32::from_le_bytes(header[0..4].try_into().expect("invariant: 4 bytes")) as usize;
-            if len <= max_record {
+            let len =
+                u32::from_le_bytes(header[0..4].try_into().expect("invariant: 4 bytes")) as usize;
+            if len <= MAX_RECORD_BYTES {
                 self.fill(offset, RECORD_HEADER_LEN + len)?;
             }
         }
@@ -107,7 +111,7 @@ impl ChunkReader {
         let window = &self.buf[at..];
         // Only the zeros of this window are checked for the end: preallocated space is
         // zero to the end of the file, and a record never starts with a zero length.
-        Ok(match next_record(window, 0, max_record) {
+        Ok(match next_record(window, 0) {
             Next::Record { payload, end } => Next::Record {
                 payload,
                 end: end + offset as usize,

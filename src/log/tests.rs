@@ -7,7 +7,6 @@ fn options(segment_bytes: u64) -> LogOptions {
     LogOptions {
         segment_bytes,
         fsync: true,
-        max_record_bytes: 1 << 20,
     }
 }
 
@@ -31,22 +30,35 @@ fn frame(entries: &[Entry]) -> Vec<u8> {
     let mut out = Vec::new();
     for e in entries {
         let body = encode_ops(&e.ops);
-        frame_record(&mut out, e.lsn, e.epoch, e.timestamp_ms, &body, crc32c::crc32c(&body));
+        frame_record(
+            &mut out,
+            e.lsn,
+            e.epoch,
+            e.timestamp_ms,
+            &body,
+            crc32c::crc32c(&body),
+        );
     }
     out
 }
 
 fn open(fs: &MemFs, segment_bytes: u64, checkpoint: u64) -> Result<(Log, Vec<Entry>)> {
     let mut replayed = Vec::new();
-    let log = Log::open(Box::new(fs.clone()), options(segment_bytes), checkpoint, |e| {
-        replayed.push(e);
-        Ok(())
-    })?;
+    let log = Log::open(
+        Box::new(fs.clone()),
+        options(segment_bytes),
+        checkpoint,
+        |e| {
+            replayed.push(e);
+            Ok(())
+        },
+    )?;
     Ok((log, replayed))
 }
 
 fn append_all(log: &Log, entries: &[Entry]) {
-    log.append(&frame(entries), entries.last().unwrap().lsn).unwrap();
+    log.append(&frame(entries), entries.last().unwrap().lsn)
+        .unwrap();
 }
 
 fn written(count: u64, seed: u64) -> Vec<Entry> {
@@ -54,7 +66,7 @@ fn written(count: u64, seed: u64) -> Vec<Entry> {
     (1..=count).map(|lsn| entry(lsn, &mut rng)).collect()
 }
 
-fn is_corrupt(result: Result<(Log, Vec<Entry>)>) -> bool {
+fn is_corrupt(result: &Result<(Log, Vec<Entry>)>) -> bool {
     matches!(result, Err(Error::Log(LogError::Corrupt { .. })))
 }
 
@@ -94,7 +106,11 @@ fn reading_from_any_lsn_crosses_segments_in_order() {
         assert_eq!(seen, entries[start as usize..]);
     }
     let mut position = LogPosition::after(0);
-    assert_eq!(log.read(&mut position, 5, 100, usize::MAX).unwrap().len(), 5, "stops at up_to");
+    assert_eq!(
+        log.read(&mut position, 5, 100, usize::MAX).unwrap().len(),
+        5,
+        "stops at up_to"
+    );
 }
 
 #[test]
@@ -124,7 +140,7 @@ fn damage_followed_by_valid_records_is_corruption() {
     append_all(&log, &written(10, 5));
     drop(log);
     fs.flip_byte(&segment_name(1), 20);
-    assert!(is_corrupt(open(&fs, 1 << 20, 0)));
+    assert!(is_corrupt(&open(&fs, 1 << 20, 0)));
 }
 
 #[test]
@@ -139,7 +155,7 @@ fn damage_in_an_earlier_segment_is_corruption() {
     let first = segment_name(1);
     let end = fs.written_len(&first);
     fs.flip_byte(&first, end - 1);
-    assert!(is_corrupt(open(&fs, 400, 0)));
+    assert!(is_corrupt(&open(&fs, 400, 0)));
 }
 
 #[test]
@@ -151,7 +167,10 @@ fn damage_at_or_before_the_checkpoint_is_corruption() {
     let name = segment_name(1);
     let end = fs.written_len(&name);
     fs.flip_byte(&name, end - 1);
-    assert!(is_corrupt(open(&fs, 1 << 20, 10)), "LSN 10 was already applied durably");
+    assert!(
+        is_corrupt(&open(&fs, 1 << 20, 10)),
+        "LSN 10 was already applied durably"
+    );
 }
 
 #[test]
@@ -160,7 +179,7 @@ fn a_log_that_ends_before_the_checkpoint_is_corruption() {
     let (log, _) = open(&fs, 1 << 20, 0).unwrap();
     append_all(&log, &written(5, 5));
     drop(log);
-    assert!(is_corrupt(open(&fs, 1 << 20, 8)));
+    assert!(is_corrupt(&open(&fs, 1 << 20, 8)));
 }
 
 #[test]
@@ -181,7 +200,10 @@ fn dropped_segments_are_reported_as_truncated() {
         Err(Error::Log(LogError::Truncated { .. }))
     ));
     let mut position = LogPosition::after(oldest - 1);
-    assert_eq!(log.read(&mut position, 40, 100, usize::MAX).unwrap(), entries[oldest as usize - 1..]);
+    assert_eq!(
+        log.read(&mut position, 40, 100, usize::MAX).unwrap(),
+        entries[oldest as usize - 1..]
+    );
     drop(log);
     let (log, replayed) = open(&fs, 400, 30).unwrap();
     assert_eq!(replayed, entries[30..]);
@@ -205,7 +227,10 @@ fn power_loss_at_any_point_keeps_every_acknowledged_entry() {
             let take = 1 + rng.below(4) as usize;
             let batch = &entries[next..(next + take).min(entries.len())];
             attempted = next + batch.len();
-            if log.append(&frame(batch), batch.last().unwrap().lsn).is_err() {
+            if log
+                .append(&frame(batch), batch.last().unwrap().lsn)
+                .is_err()
+            {
                 break;
             }
             next += batch.len();
@@ -217,14 +242,29 @@ fn power_loss_at_any_point_keeps_every_acknowledged_entry() {
         let survived = replayed.len() as u64;
         interrupted += usize::from(acked < entries.len() as u64);
         cut_short += usize::from(survived < attempted as u64);
-        assert!(survived >= acked, "seed {seed}: lost acknowledged entries ({survived} < {acked})");
+        assert!(
+            survived >= acked,
+            "seed {seed}: lost acknowledged entries ({survived} < {acked})"
+        );
         assert_eq!(replayed, entries[..replayed.len()], "seed {seed}");
         let more = written(survived + 3, seed + 1);
         append_all(&log, &more[survived as usize..]);
         drop(log);
-        let (_, again) = open(&image, 600, 0).unwrap_or_else(|e| panic!("seed {seed} after recovery: {e}"));
-        assert_eq!(again[..survived as usize], entries[..survived as usize], "seed {seed}");
-        assert_eq!(again[survived as usize..], more[survived as usize..], "seed {seed}");
+        let (_, again) =
+            open(&image, 600, 0).unwrap_or_else(|e| panic!("seed {seed} after recovery: {e}"));
+        assert_eq!(
+            again[..survived as usize],
+            entries[..survived as usize],
+            "seed {seed}"
+        );
+        assert_eq!(
+            again[survived as usize..],
+            more[survived as usize..],
+            "seed {seed}"
+        );
     }
-    assert!(interrupted > 100 && cut_short > 10, "the freeze points must hit mid-stream ({interrupted}, {cut_short})");
+    assert!(
+        interrupted > 100 && cut_short > 10,
+        "the freeze points must hit mid-stream ({interrupted}, {cut_short})"
+    );
 }

@@ -11,7 +11,11 @@ use pyo3::prelude::*;
 use crate::error::{CodecError, Error, LogError, StoreError};
 
 /// Instantiates `replikv.exceptions.<name>(*args)` as a `PyErr`.
-pub(crate) fn raise<'py, A: pyo3::call::PyCallArgs<'py>>(py: Python<'py>, name: &str, args: A) -> PyErr {
+pub(crate) fn raise<'py, A: pyo3::call::PyCallArgs<'py>>(
+    py: Python<'py>,
+    name: &str,
+    args: A,
+) -> PyErr {
     let built = py
         .import("replikv.exceptions")
         .and_then(|module| module.getattr(name))
@@ -44,7 +48,9 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
         ),
         Error::Store(StoreError::ReadOnly { .. }) => raise(py, "ReadOnlyError", (message,)),
         Error::Store(StoreError::TooLarge { .. }) => raise(py, "ValueTooLarge", (message,)),
-        Error::Store(StoreError::InvalidTable { .. }) => PyValueError::new_err(message),
+        Error::Store(StoreError::InvalidTable { .. } | StoreError::InvalidOption { .. }) => {
+            PyValueError::new_err(message)
+        }
         Error::Store(StoreError::WouldDeadlock(_)) => PyRuntimeError::new_err(message),
         Error::Store(StoreError::Corrupt { .. })
         | Error::Log(LogError::Corrupt { .. })
@@ -52,8 +58,10 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
         Error::Store(StoreError::Io { path, source, .. }) => {
             os_error(py, &source, message, Some(path.display().to_string()))
         }
-        Error::Log(LogError::Io { source, .. }) => os_error(py, &source, message, None),
-        Error::Store(StoreError::Engine(redb::Error::Io(source))) => os_error(py, &source, message, None),
+        Error::Log(LogError::Io { source, .. })
+        | Error::Store(StoreError::Engine(redb::Error::Io(source))) => {
+            os_error(py, &source, message, None)
+        }
         Error::Log(LogError::Truncated { .. }) => raise(py, "LogTruncated", (message,)),
         _ => raise(py, "ReplikvError", (message,)),
     }
@@ -75,13 +83,19 @@ pub(crate) fn run<T>(py: Python<'_>, f: impl FnOnce() -> crate::Result<T>) -> Py
         Err(payload) => Err(raise(
             py,
             "ReplikvError",
-            (format!("internal error (a bug in replikv): {}", panic_message(&*payload)),),
+            (format!(
+                "internal error (a bug in replikv): {}",
+                panic_message(&*payload)
+            ),),
         )),
     }
 }
 
 /// Like [`run`], with the GIL released: for waits (fsync, locks) and bulk work only.
-pub(crate) fn run_detached<T: Send>(py: Python<'_>, f: impl FnOnce() -> crate::Result<T> + Send) -> PyResult<T> {
+pub(crate) fn run_detached<T: Send>(
+    py: Python<'_>,
+    f: impl FnOnce() -> crate::Result<T> + Send,
+) -> PyResult<T> {
     let outcome = py.detach(|| catch_unwind(AssertUnwindSafe(f)));
     run(py, || match outcome {
         Ok(result) => result,

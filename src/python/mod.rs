@@ -6,7 +6,7 @@ mod store;
 mod types;
 mod value;
 
-use pyo3::prelude::*;
+use pyo3::pymodule;
 
 #[pymodule]
 mod _core {
@@ -15,7 +15,7 @@ mod _core {
     #[pymodule_export]
     use super::types::{PyChange, PyChecksum, PyOp, PyReceipt};
 
-    use super::*;
+    use pyo3::prelude::{Bound, PyModule, PyModuleMethods, PyResult};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -43,7 +43,7 @@ impl PyStore {
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
-        path: PathBuf,
+        path: &Bound<'_, PyAny>,
         fsync: bool,
         max_key_bytes: usize,
         max_value_bytes: usize,
@@ -52,8 +52,10 @@ impl PyStore {
         checkpoint_entries: u64,
         checkpoint_seconds: f64,
     ) -> PyResult<Self> {
-        let checkpoint_interval = Duration::try_from_secs_f64(checkpoint_seconds)
-            .map_err(|_| PyValueError::new_err("checkpoint_seconds must be a non-negative number"))?;
+        let checkpoint_interval =
+            Duration::try_from_secs_f64(checkpoint_seconds).map_err(|_| {
+                PyValueError::new_err("checkpoint_seconds must be a non-negative number")
+            })?;
         let options = StoreOptions {
             fsync,
             max_key_bytes,
@@ -63,6 +65,7 @@ impl PyStore {
             checkpoint_entries,
             checkpoint_interval,
         };
+        let path: PathBuf = path.extract()?;
         let store = run_detached(py, || Store::open(&path, options))?;
         Ok(Self { store })
     }
@@ -92,7 +95,13 @@ impl PyStore {
     }
 
     /// Writes `value` under `key`; returns once durable and visible.
-    fn put(&self, py: Python<'_>, table: &str, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<PyReceipt> {
+    fn put(
+        &self,
+        py: Python<'_>,
+        table: &str,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<PyReceipt> {
         let op = put_op(table, key, value)?;
         let lsn = run_detached(py, || self.store.commit(vec![op]))?;
         Ok(PyReceipt::local(lsn))
@@ -119,7 +128,10 @@ impl PyStore {
         default: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let key = encode_py_key(key)?;
-        let found = run(py, || self.store.get_with(table, &key, |v| v.map(|bytes| decode_py_value(py, bytes))))?;
+        let found = run(py, || {
+            self.store
+                .get_with(table, &key, |v| v.map(|bytes| decode_py_value(py, bytes)))
+        })?;
         match found {
             Some(value) => value,
             None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
@@ -144,10 +156,14 @@ impl PyStore {
         py: Python<'_>,
         table: &str,
         rows: &Bound<'_, PyAny>,
-        progress: Option<Bound<'_, PyAny>>,
+        progress: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyReceipt> {
         crate::store::validate_table_name(table).map_err(|e| super::errors::to_py(py, e))?;
-        let rows = if rows.hasattr("items")? { rows.call_method0("items")? } else { rows.clone() };
+        let rows = if rows.hasattr("items")? {
+            rows.call_method0("items")?
+        } else {
+            rows.clone()
+        };
         let mut ops = Vec::with_capacity(rows.len().unwrap_or(0));
         for row in rows.try_iter()? {
             let row = row?;
@@ -157,7 +173,7 @@ impl PyStore {
                 .filter(|t| t.len() == 2)
                 .ok_or_else(|| PyTypeError::new_err("each row must be a (key, value) tuple"))?;
             ops.push(put_op(table, &pair.get_item(0)?, &pair.get_item(1)?)?);
-            if let Some(callback) = &progress {
+            if let Some(callback) = progress {
                 if ops.len() % PROGRESS_EVERY == 0 {
                     callback.call1((ops.len(),))?;
                 }
@@ -165,7 +181,7 @@ impl PyStore {
         }
         let count = ops.len();
         let lsn = run_detached(py, || self.store.commit(ops))?;
-        if let Some(callback) = &progress {
+        if let Some(callback) = progress {
             callback.call1((count,))?;
         }
         Ok(PyReceipt::local(lsn))
@@ -196,18 +212,30 @@ impl PyStore {
         reverse: bool,
         limit: Option<usize>,
     ) -> PyResult<PyScan> {
-        let mut lower = start.map(encode_py_key).transpose()?.map_or(Limit::Unbounded, Limit::Included);
-        let mut upper = end.map(encode_py_key).transpose()?.map_or(Limit::Unbounded, Limit::Excluded);
+        let mut lower = start
+            .map(encode_py_key)
+            .transpose()?
+            .map_or(Limit::Unbounded, Limit::Included);
+        let mut upper = end
+            .map(encode_py_key)
+            .transpose()?
+            .map_or(Limit::Unbounded, Limit::Excluded);
         if let Some(prefix) = prefix {
             if !(prefix.is_instance_of::<PyString>() || prefix.is_instance_of::<PyBytes>()) {
                 return Err(PyTypeError::new_err("prefix must be str or bytes"));
             }
             let low = encode_py_key(prefix)?;
             let high = prefix_end(&low);
-            if match &lower { Limit::Included(l) => *l < low, _ => true } {
+            if match &lower {
+                Limit::Included(l) => *l < low,
+                _ => true,
+            } {
                 lower = Limit::Included(low);
             }
-            if match &upper { Limit::Excluded(u) => *u > high, _ => true } {
+            if match &upper {
+                Limit::Excluded(u) => *u > high,
+                _ => true,
+            } {
                 upper = Limit::Excluded(high);
             }
         }
@@ -238,7 +266,11 @@ impl PyStore {
         }
         Ok(PyChanges {
             store: self.store.clone(),
-            state: Mutex::new((LogPosition::after(since), limit.unwrap_or(usize::MAX), VecDeque::new())),
+            state: Mutex::new((
+                LogPosition::after(since),
+                limit.unwrap_or(usize::MAX),
+                VecDeque::new(),
+            )),
         })
     }
 
@@ -270,7 +302,11 @@ impl PyStore {
         if this.store.is_closed() {
             return Ok(format!("<{class} {path:?} closed>"));
         }
-        Ok(format!("<{class} {path:?} last_lsn={} epoch={}>", this.store.last_lsn(), this.store.epoch()))
+        Ok(format!(
+            "<{class} {path:?} last_lsn={} epoch={}>",
+            this.store.last_lsn(),
+            this.store.epoch()
+        ))
     }
 }
 
@@ -309,7 +345,9 @@ pub(crate) struct PyTransaction {
 
 impl PyTransaction {
     fn lock(&self) -> std::sync::MutexGuard<'_, TxState> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Takes the open transaction out (beginning it if needed) for one call.
@@ -319,7 +357,8 @@ impl PyTransaction {
             TxState::Open(tx) => Ok(tx),
             TxState::NotStarted => {
                 let store = self.store.clone();
-                run_detached(py, move || store.begin()).inspect_err(|_| *self.lock() = TxState::NotStarted)
+                run_detached(py, move || store.begin())
+                    .inspect_err(|_| *self.lock() = TxState::NotStarted)
             }
             other => {
                 let message = match &other {
@@ -333,7 +372,11 @@ impl PyTransaction {
         }
     }
 
-    fn with_tx<R>(&self, py: Python<'_>, f: impl FnOnce(&mut Transaction) -> PyResult<R>) -> PyResult<R> {
+    fn with_tx<R>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut Transaction) -> PyResult<R>,
+    ) -> PyResult<R> {
         let mut tx = self.take(py)?;
         let result = f(&mut tx);
         *self.lock() = TxState::Open(tx);
@@ -365,7 +408,13 @@ impl PyTransaction {
     }
 
     /// Writes `value` under `key` when the transaction commits.
-    fn put(&self, py: Python<'_>, table: &str, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn put(
+        &self,
+        py: Python<'_>,
+        table: &str,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         let key = encode_py_key(key)?;
         let value = encode_py_value(value)?;
         self.with_tx(py, |tx| run(py, || tx.put(table, key, value)))
@@ -393,7 +442,11 @@ impl PyTransaction {
             let ready = tx.ready_to_read();
             (ready, tx)
         });
-        let found = run(py, || ready).and_then(|()| run(py, || tx.get_with(table, &key, |v| v.map(|b| decode_py_value(py, b)))));
+        let found = run(py, || ready).and_then(|()| {
+            run(py, || {
+                tx.get_with(table, &key, |v| v.map(|b| decode_py_value(py, b)))
+            })
+        });
         *self.lock() = TxState::Open(tx);
         match found? {
             Some(value) => value,
@@ -441,7 +494,10 @@ impl PyTransaction {
             TxState::Committed(lsn) => format!("committed at LSN {lsn}"),
             TxState::Aborted => "aborted".to_owned(),
         };
-        format!("<Transaction on {:?}: {state}>", self.store.path().display().to_string())
+        format!(
+            "<Transaction on {:?}: {state}>",
+            self.store.path().display().to_string()
+        )
     }
 }
 
@@ -472,12 +528,20 @@ impl PyScan {
     }
 
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
-        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if state.buffer.is_empty() && !state.exhausted && state.remaining > 0 {
             let want = state.remaining.min(SCAN_BATCH);
             let batch = run(py, || {
-                self.store
-                    .scan(&state.table, as_slice(&state.lower), as_slice(&state.upper), state.reverse, want)
+                self.store.scan(
+                    &state.table,
+                    as_slice(&state.lower),
+                    as_slice(&state.upper),
+                    state.reverse,
+                    want,
+                )
             })?;
             state.exhausted = batch.len() < want;
             state.remaining -= batch.len();
@@ -514,10 +578,16 @@ impl PyChanges {
     }
 
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<PyChange>> {
-        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let (position, remaining, buffer) = &mut *state;
         if buffer.is_empty() && *remaining > 0 {
-            let batch = run(py, || self.store.read_log(position, (*remaining).min(256), 8 << 20))?;
+            let batch = run(py, || {
+                self.store
+                    .read_log(position, (*remaining).min(256), 8 << 20)
+            })?;
             *remaining -= batch.len();
             buffer.extend(batch);
         }

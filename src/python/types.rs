@@ -55,14 +55,22 @@ impl PyOp {
         let key = self.key.bind(py).repr()?;
         if self.kind == "put" {
             let value = self.value.bind(py).repr()?;
-            Ok(format!("Op(kind='put', table={:?}, key={key}, value={value})", self.table))
+            Ok(format!(
+                "Op(kind='put', table={:?}, key={key}, value={value})",
+                self.table
+            ))
         } else {
-            Ok(format!("Op(kind='delete', table={:?}, key={key})", self.table))
+            Ok(format!(
+                "Op(kind='delete', table={:?}, key={key})",
+                self.table
+            ))
         }
     }
 
     fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let Ok(other) = other.cast::<Self>() else { return Ok(false) };
+        let Ok(other) = other.cast::<Self>() else {
+            return Ok(false);
+        };
         let other = other.get();
         Ok(self.kind == other.kind
             && self.table == other.table
@@ -83,7 +91,12 @@ pub(crate) struct PyChange {
 impl PyChange {
     pub(crate) fn from_entry(py: Python<'_>, entry: Entry) -> PyResult<Self> {
         let ms = i64::try_from(entry.timestamp_ms).unwrap_or(i64::MAX);
-        let timestamp = unix_to_datetime(py, ms.div_euclid(1000), (ms.rem_euclid(1000) * 1_000_000) as u32)?.unbind();
+        let timestamp = unix_to_datetime(
+            py,
+            ms.div_euclid(1000),
+            (ms.rem_euclid(1000) * 1_000_000) as u32,
+        )?
+        .unbind();
         let mut ops = Vec::with_capacity(entry.ops.len());
         for op in entry.ops {
             let (kind, value) = match &op.value {
@@ -152,11 +165,17 @@ impl PyChecksum {
         for (name, sum) in self.tables.bind(py).iter() {
             parts.push(format!("{}: {:#018x}", name.repr()?, sum.extract::<u64>()?));
         }
-        Ok(format!("Checksum(lsn={}, tables={{{}}})", self.lsn, parts.join(", ")))
+        Ok(format!(
+            "Checksum(lsn={}, tables={{{}}})",
+            self.lsn,
+            parts.join(", ")
+        ))
     }
 
     fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let Ok(other) = other.cast::<Self>() else { return Ok(false) };
+        let Ok(other) = other.cast::<Self>() else {
+            return Ok(false);
+        };
         let other = other.get();
         Ok(self.lsn == other.lsn && self.tables.bind(py).eq(other.tables.bind(py))?)
     }

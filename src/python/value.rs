@@ -1,4 +1,4 @@
-//! Python values <-> MessagePack through serde, and Python keys <-> ordered key bytes.
+//! Python values <-> `MessagePack` through serde, and Python keys <-> ordered key bytes.
 //! Only the types of DESIGN §4 are accepted; nothing is ever pickled.
 
 use std::cell::RefCell;
@@ -7,7 +7,9 @@ use std::fmt;
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyBytes, PyDateTime, PyDelta, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{
+    PyBool, PyBytes, PyDateTime, PyDelta, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple,
+};
 use serde::de::{self, DeserializeSeed, Visitor};
 use serde::ser::{self, Serialize, SerializeMap, SerializeSeq, Serializer};
 
@@ -15,7 +17,7 @@ use crate::codec::{decode_key, decode_timestamp, encode_key, encode_timestamp, K
 
 /// Values nested deeper than this are refused (a guard against runaway recursion).
 const MAX_DEPTH: u32 = 128;
-/// MessagePack's timestamp extension type.
+/// The `MessagePack` timestamp extension type.
 const TIMESTAMP_EXT: i8 = -1;
 
 /// Encodes a Python key: `str`, `bytes` or a 64-bit `int` (never `bool`).
@@ -27,7 +29,9 @@ pub(crate) fn encode_py_key(key: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
         return Ok(encode_key(KeyRef::Bytes(b.as_bytes())));
     }
     if key.is_instance_of::<PyBool>() {
-        return Err(PyTypeError::new_err("bool is not a valid key type (use int, str or bytes)"));
+        return Err(PyTypeError::new_err(
+            "bool is not a valid key type (use int, str or bytes)",
+        ));
     }
     if let Ok(i) = key.cast::<PyInt>() {
         let value: i64 = i
@@ -57,7 +61,10 @@ fn utc_epoch(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
         .get_or_try_init(py, || -> PyResult<Py<PyAny>> {
             let datetime = py.import("datetime")?;
             let utc = datetime.getattr("timezone")?.getattr("utc")?;
-            Ok(datetime.getattr("datetime")?.call1((1970, 1, 1, 0, 0, 0, 0, utc))?.unbind())
+            Ok(datetime
+                .getattr("datetime")?
+                .call1((1970, 1, 1, 0, 0, 0, 0, utc))?
+                .unbind())
         })
         .map(|epoch| epoch.bind(py))
 }
@@ -77,16 +84,21 @@ pub(crate) fn datetime_to_unix(dt: &Bound<'_, PyAny>) -> PyResult<(i64, u32)> {
 }
 
 /// The aware UTC datetime for seconds and nanoseconds since the Unix epoch.
-pub(crate) fn unix_to_datetime(py: Python<'_>, secs: i64, nanos: u32) -> PyResult<Bound<'_, PyAny>> {
+pub(crate) fn unix_to_datetime(
+    py: Python<'_>,
+    secs: i64,
+    nanos: u32,
+) -> PyResult<Bound<'_, PyAny>> {
     let days = secs.div_euclid(86_400);
     let seconds = secs.rem_euclid(86_400);
-    let days = i32::try_from(days).map_err(|_| PyOverflowError::new_err("timestamp out of range"))?;
+    let days =
+        i32::try_from(days).map_err(|_| PyOverflowError::new_err("timestamp out of range"))?;
     let delta = PyDelta::new(py, days, seconds as i32, (nanos / 1_000) as i32, true)?;
     utc_epoch(py)?.call_method1("__add__", (delta,))
 }
 
 /// A Python object being serialized; a refusal is kept in `failure` so that the caller can
-/// raise the precise Python exception (TypeError, OverflowError) rather than a generic one.
+/// raise the precise Python exception (`TypeError`, `OverflowError`) rather than a generic one.
 pub(crate) struct PyValue<'a, 'py> {
     obj: &'a Bound<'py, PyAny>,
     depth: u32,
@@ -113,7 +125,9 @@ impl Serialize for PyValue<'_, '_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let obj = self.obj;
         if self.depth > MAX_DEPTH {
-            return Err(self.fail(PyValueError::new_err(format!("values nested deeper than {MAX_DEPTH} levels are refused"))));
+            return Err(self.fail(PyValueError::new_err(format!(
+                "values nested deeper than {MAX_DEPTH} levels are refused"
+            ))));
         }
         if obj.is_none() {
             return s.serialize_unit();
@@ -124,7 +138,9 @@ impl Serialize for PyValue<'_, '_> {
         if let Ok(i) = obj.cast::<PyInt>() {
             return match i.extract::<i64>() {
                 Ok(v) => s.serialize_i64(v),
-                Err(_) => Err(self.fail(PyOverflowError::new_err("int values must fit in 64 bits (signed)"))),
+                Err(_) => Err(self.fail(PyOverflowError::new_err(
+                    "int values must fit in 64 bits (signed)",
+                ))),
             };
         }
         if let Ok(f) = obj.cast::<PyFloat>() {
@@ -143,8 +159,14 @@ impl Serialize for PyValue<'_, '_> {
             let mut map = s.serialize_map(Some(dict.len()))?;
             for (k, v) in dict.iter() {
                 if !k.is_instance_of::<PyString>() {
-                    let name = k.get_type().name().map(|n| n.to_string()).unwrap_or_default();
-                    return Err(self.fail(PyTypeError::new_err(format!("dict keys in values must be str, not {name}"))));
+                    let name = k
+                        .get_type()
+                        .name()
+                        .map(|n| n.to_string())
+                        .unwrap_or_default();
+                    return Err(self.fail(PyTypeError::new_err(format!(
+                        "dict keys in values must be str, not {name}"
+                    ))));
                 }
                 map.serialize_entry(&self.child(&k), &self.child(&v))?;
             }
@@ -172,7 +194,11 @@ impl Serialize for PyValue<'_, '_> {
                 &(TIMESTAMP_EXT, serde_bytes::Bytes::new(&payload)),
             );
         }
-        let name = obj.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+        let name = obj
+            .get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_default();
         Err(self.fail(PyTypeError::new_err(format!(
             "cannot store a value of type {name}: values are None, bool, int, float, str, bytes, \
              list, tuple, dict with str keys, aware datetime, or nestings of these"
@@ -180,11 +206,15 @@ impl Serialize for PyValue<'_, '_> {
     }
 }
 
-/// Encodes a Python value as MessagePack.
+/// Encodes a Python value as `MessagePack`.
 pub(crate) fn encode_py_value(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     let failure = RefCell::new(None);
     let mut out = Vec::with_capacity(64);
-    let value = PyValue { obj, depth: 0, failure: &failure };
+    let value = PyValue {
+        obj,
+        depth: 0,
+        failure: &failure,
+    };
     match value.serialize(&mut rmp_serde::Serializer::new(&mut out)) {
         Ok(()) => Ok(out),
         Err(err) => Err(failure
@@ -193,12 +223,16 @@ pub(crate) fn encode_py_value(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     }
 }
 
-/// Decodes stored MessagePack into Python objects.
+/// Decodes stored `MessagePack` into Python objects.
 pub(crate) fn decode_py_value<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
     let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
-    PySeed { py, depth: 0 }
-        .deserialize(&mut de)
-        .map_err(|e| super::errors::raise(py, "CorruptionError", (format!("a stored value does not decode: {e}"),)))
+    PySeed { py, depth: 0 }.deserialize(&mut de).map_err(|e| {
+        super::errors::raise(
+            py,
+            "CorruptionError",
+            (format!("a stored value does not decode: {e}"),),
+        )
+    })
 }
 
 #[derive(Clone, Copy)]
@@ -261,7 +295,10 @@ impl<'de, 'py> Visitor<'de> for PySeed<'py> {
 
     fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let list = PyList::empty(self.py);
-        let child = PySeed { depth: self.depth + 1, ..self };
+        let child = PySeed {
+            depth: self.depth + 1,
+            ..self
+        };
         while let Some(item) = seq.next_element_seed(child)? {
             list.append(item).map_err(py_err)?;
         }
@@ -270,7 +307,10 @@ impl<'de, 'py> Visitor<'de> for PySeed<'py> {
 
     fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let dict = PyDict::new(self.py);
-        let child = PySeed { depth: self.depth + 1, ..self };
+        let child = PySeed {
+            depth: self.depth + 1,
+            ..self
+        };
         while let Some((k, v)) = map.next_entry_seed(child, child)? {
             dict.set_item(k, v).map_err(py_err)?;
         }
@@ -282,7 +322,8 @@ impl<'de, 'py> Visitor<'de> for PySeed<'py> {
         if tag != TIMESTAMP_EXT {
             return Err(de::Error::custom(format!("unknown extension type {tag}")));
         }
-        let (secs, nanos) = decode_timestamp(&payload).ok_or_else(|| de::Error::custom("malformed timestamp"))?;
+        let (secs, nanos) =
+            decode_timestamp(&payload).ok_or_else(|| de::Error::custom("malformed timestamp"))?;
         unix_to_datetime(self.py, secs, nanos).map_err(py_err)
     }
 }

@@ -36,8 +36,7 @@ pub(crate) struct State {
     pending: Vec<Pending>,
     leading: bool,
     visible_lsn: u64,
-    /// `Some(cause)` once closed; the cause is `None` for a requested close.
-    closed: Option<Option<String>>,
+    closed: Option<Closed>,
     /// The thread whose transaction holds the writer lock.
     writer: Option<ThreadId>,
     since_checkpoint: u64,
@@ -51,6 +50,22 @@ pub(crate) struct Pipeline {
     /// Signalled when a transaction releases the writer lock.
     writer_free: Condvar,
     policy: CheckpointPolicy,
+}
+
+/// Why the pipeline stopped taking commits.
+#[derive(Debug, Clone)]
+pub(crate) enum Closed {
+    Requested,
+    Failed(String),
+}
+
+impl Closed {
+    fn cause(&self) -> Option<String> {
+        match self {
+            Closed::Requested => None,
+            Closed::Failed(cause) => Some(cause.clone()),
+        }
+    }
 }
 
 /// Why a commit did not become visible.
@@ -90,7 +105,9 @@ impl Pipeline {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic never happens while the state lock is held (all I/O runs outside it), so
         // a poisoned lock can only come from a bug; keep serving rather than abort.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(crate) fn visible_lsn(&self) -> u64 {
@@ -101,16 +118,24 @@ impl Pipeline {
         self.lock().epoch
     }
 
-    pub(crate) fn closed(&self) -> Option<Option<String>> {
-        self.lock().closed.clone()
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed.is_some()
+    }
+
+    /// The failure that closed the pipeline, if one did.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.lock().closed.as_ref().and_then(Closed::cause)
     }
 
     /// Waits until no transaction holds the writer lock (refusing if this thread holds it).
-    fn wait_writer_free<'a>(&'a self, mut state: MutexGuard<'a, State>) -> Result<MutexGuard<'a, State>, Refused> {
+    fn wait_writer_free<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State>,
+    ) -> Result<MutexGuard<'a, State>, Refused> {
         let me = std::thread::current().id();
         loop {
-            if let Some(cause) = &state.closed {
-                return Err(Refused::Closed(cause.clone()));
+            if let Some(closed) = &state.closed {
+                return Err(Refused::Closed(closed.cause()));
             }
             match state.writer {
                 None => return Ok(state),
@@ -140,11 +165,17 @@ impl Pipeline {
 
     /// Enqueues one encoded entry and returns its LSN. `holds_writer` is set when the
     /// calling transaction owns the writer lock; it is released in the same critical section.
-    pub(crate) fn enqueue(&self, body: &[u8], body_crc: u32, ops: Vec<Op>, holds_writer: bool) -> Result<u64, Refused> {
+    pub(crate) fn enqueue(
+        &self,
+        body: &[u8],
+        body_crc: u32,
+        ops: Vec<Op>,
+        holds_writer: bool,
+    ) -> Result<u64, Refused> {
         let mut state = if holds_writer {
             let state = self.lock();
-            if let Some(cause) = &state.closed {
-                return Err(Refused::Closed(cause.clone()));
+            if let Some(closed) = &state.closed {
+                return Err(Refused::Closed(closed.cause()));
             }
             state
         } else {
@@ -171,28 +202,42 @@ impl Pipeline {
     }
 
     /// Waits until `lsn` is visible, leading batches while no one else does.
-    pub(crate) fn wait_visible(&self, lsn: u64, flush: &dyn Fn(&Batch) -> crate::Result<()>) -> Result<(), Refused> {
+    pub(crate) fn wait_visible(
+        &self,
+        lsn: u64,
+        flush: &dyn Fn(&Batch) -> crate::Result<()>,
+    ) -> Result<(), Refused> {
         let mut state = self.lock();
         loop {
             if state.visible_lsn >= lsn {
                 return Ok(());
             }
-            if let Some(Some(cause)) = &state.closed {
+            if let Some(Closed::Failed(cause)) = &state.closed {
                 return Err(Refused::Closed(Some(cause.clone())));
             }
             if !state.leading && !state.pending.is_empty() {
                 state = self.lead(state, flush);
             } else {
-                state = self.visible.wait(state).unwrap_or_else(std::sync::PoisonError::into_inner);
+                state = self
+                    .visible
+                    .wait(state)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
             }
         }
     }
 
-    fn lead<'a>(&'a self, mut state: MutexGuard<'a, State>, flush: &dyn Fn(&Batch) -> crate::Result<()>) -> MutexGuard<'a, State> {
+    fn lead<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State>,
+        flush: &dyn Fn(&Batch) -> crate::Result<()>,
+    ) -> MutexGuard<'a, State> {
         state.leading = true;
         let entries = std::mem::take(&mut state.pending);
         let count = entries.len() as u64;
-        let last = entries.last().expect("invariant: lead is only called with pending entries").lsn;
+        let last = entries
+            .last()
+            .expect("invariant: lead is only called with pending entries")
+            .lsn;
         let checkpoint = state.since_checkpoint + count >= self.policy.entries
             || state.last_checkpoint.elapsed() >= self.policy.interval;
         let batch = Batch {
@@ -217,7 +262,7 @@ impl Pipeline {
             Err(err) => {
                 // A failed fdatasync is never retried: the file's state is unknown.
                 tracing::error!(error = %err, "commit failed; the store closes itself");
-                state.closed = Some(Some(err.to_string()));
+                state.closed = Some(Closed::Failed(err.to_string()));
             }
         }
         // Reuse the record buffer's allocation for the next batch.
@@ -254,7 +299,7 @@ impl Pipeline {
         if state.closed.is_some() {
             return false;
         }
-        state.closed = Some(None);
+        state.closed = Some(Closed::Requested);
         drop(state);
         self.visible.notify_all();
         self.writer_free.notify_all();

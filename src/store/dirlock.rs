@@ -14,6 +14,7 @@ pub(crate) struct DirLock {
 }
 
 impl DirLock {
+    #[allow(unsafe_code)]
     pub(crate) fn acquire(dir: &Path) -> Result<Self> {
         let path = dir.join("LOCK");
         let io = |source| StoreError::Io {
@@ -35,7 +36,10 @@ impl DirLock {
                 return Err(io(err).into());
             }
             let mut text = String::new();
-            let owner = file.read_to_string(&mut text).ok().and_then(|_| text.trim().parse().ok());
+            let owner = file
+                .read_to_string(&mut text)
+                .ok()
+                .and_then(|_| text.trim().parse().ok());
             return Err(StoreError::Locked {
                 path: dir.to_path_buf(),
                 owner,

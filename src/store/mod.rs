@@ -18,7 +18,7 @@ pub use tables::TableSum;
 use tables::Tables;
 pub use transaction::Transaction;
 
-use crate::codec::{encode_ops, Entry, Op};
+use crate::codec::{encode_ops, Entry, Op, MAX_RECORD_BYTES};
 use crate::error::{Result, StoreError};
 use crate::log::{DirFs, Log, LogOptions, LogPosition};
 
@@ -40,6 +40,38 @@ pub struct StoreOptions {
     pub checkpoint_entries: u64,
     /// ...or after this much time, whichever comes first.
     pub checkpoint_interval: Duration,
+}
+
+impl StoreOptions {
+    /// Checks that the limits fit the record format.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidOption`] naming the first option out of range.
+    pub fn validate(&self) -> Result<()> {
+        let limit = MAX_RECORD_BYTES - 64;
+        let checks = [
+            ("max_transaction_bytes", self.max_transaction_bytes),
+            ("max_value_bytes", self.max_value_bytes),
+            ("max_key_bytes", self.max_key_bytes),
+        ];
+        for (name, value) in checks {
+            if value == 0 || value > limit {
+                return Err(StoreError::InvalidOption {
+                    name,
+                    reason: format!("must be between 1 and {limit} bytes"),
+                }
+                .into());
+            }
+        }
+        if self.segment_bytes < 4096 {
+            return Err(StoreError::InvalidOption {
+                name: "segment_bytes",
+                reason: "must be at least 4096".to_owned(),
+            }
+            .into());
+        }
+        Ok(())
+    }
 }
 
 impl Default for StoreOptions {
@@ -102,7 +134,10 @@ impl std::fmt::Debug for Store {
 pub fn validate_table_name(name: &str) -> Result<()> {
     let reason = if name.is_empty() || name.len() > 64 {
         Some("must be 1 to 64 characters long")
-    } else if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
         Some("may only contain letters, digits, '_', '.' and '-'")
     } else if name.starts_with("__") {
         Some("names starting with '__' are reserved")
@@ -121,7 +156,11 @@ pub fn validate_table_name(name: &str) -> Result<()> {
 
 fn dir_io(context: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
     let path = path.to_path_buf();
-    move |source| StoreError::Io { context, path, source }
+    move |source| StoreError::Io {
+        context,
+        path,
+        source,
+    }
 }
 
 impl Store {
@@ -132,6 +171,7 @@ impl Store {
     /// I/O failures (missing parent, permissions), [`StoreError::Locked`] if another handle
     /// owns the directory, corruption of the log or of the redb file.
     pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self> {
+        options.validate()?;
         let path = path.as_ref().to_path_buf();
         match std::fs::create_dir(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => {}
@@ -147,22 +187,30 @@ impl Store {
         let log_options = LogOptions {
             segment_bytes: options.segment_bytes,
             fsync: options.fsync,
-            max_record_bytes: options.max_transaction_bytes,
         };
         let mut replay = Vec::new();
         let mut replay_bytes = 0usize;
         let mut replayed = 0u64;
-        let log = Log::open(Box::new(DirFs::new(&log_dir)), log_options, meta.applied_lsn, |entry| {
-            replay_bytes += entry.ops.iter().map(|op| op.key.len() + op.value.as_ref().map_or(0, Vec::len)).sum::<usize>();
-            replay.push(entry);
-            replayed += 1;
-            if replay.len() >= 4096 || replay_bytes >= 64 << 20 {
-                apply_entries(&tables, &replay, false)?;
-                replay.clear();
-                replay_bytes = 0;
-            }
-            Ok(())
-        })?;
+        let log = Log::open(
+            Box::new(DirFs::new(&log_dir)),
+            log_options,
+            meta.applied_lsn,
+            |entry| {
+                replay_bytes += entry
+                    .ops
+                    .iter()
+                    .map(|op| op.key.len() + op.value.as_ref().map_or(0, Vec::len))
+                    .sum::<usize>();
+                replay.push(entry);
+                replayed += 1;
+                if replay.len() >= 4096 || replay_bytes >= 64 << 20 {
+                    apply_entries(&tables, &replay, false)?;
+                    replay.clear();
+                    replay_bytes = 0;
+                }
+                Ok(())
+            },
+        )?;
         apply_entries(&tables, &replay, false)?;
         if replayed > 0 {
             tracing::info!(path = %path.display(), replayed, "replayed the log after the last checkpoint");
@@ -208,16 +256,22 @@ impl Store {
     }
 
     fn open_state(&self) -> Result<RwLockReadGuard<'_, Option<Open>>> {
-        let guard = self.inner.open.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let guard = self
+            .inner
+            .open
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if guard.is_none() {
-            return Err(self.closed_error(self.inner.pipeline.closed().flatten()));
+            return Err(self.closed_error(self.inner.pipeline.failure()));
         }
         Ok(guard)
     }
 
     fn with_open<R>(&self, f: impl FnOnce(&Open) -> Result<R>) -> Result<R> {
         let guard = self.open_state()?;
-        f(guard.as_ref().expect("invariant: open_state checked it is open"))
+        f(guard
+            .as_ref()
+            .expect("invariant: open_state checked it is open"))
     }
 
     fn refused(&self, refused: Refused) -> crate::Error {
@@ -241,7 +295,11 @@ impl Store {
             }
         }
         let body = encode_ops(ops);
-        check_size("transaction", body.len() + 32, options.max_transaction_bytes)?;
+        check_size(
+            "transaction",
+            body.len() + 32,
+            options.max_transaction_bytes,
+        )?;
         let crc = crc32c::crc32c(&body);
         Ok((body, crc))
     }
@@ -284,7 +342,10 @@ impl Store {
 
     fn wait_visible(&self, lsn: u64) -> Result<()> {
         let flush = |batch: &Batch| self.flush(batch);
-        self.inner.pipeline.wait_visible(lsn, &flush).map_err(|r| self.refused(r))
+        self.inner
+            .pipeline
+            .wait_visible(lsn, &flush)
+            .map_err(|r| self.refused(r))
     }
 
     /// The leader's work: append + fdatasync, then apply to redb.
@@ -304,7 +365,10 @@ impl Store {
     /// # Errors
     /// A closed store, or a transaction already open on this thread.
     pub fn begin(&self) -> Result<Transaction> {
-        self.inner.pipeline.acquire_writer().map_err(|r| self.refused(r))?;
+        self.inner
+            .pipeline
+            .acquire_writer()
+            .map_err(|r| self.refused(r))?;
         Ok(Transaction::new(self.clone()))
     }
 
@@ -317,7 +381,12 @@ impl Store {
     ///
     /// # Errors
     /// A closed store or a storage failure.
-    pub fn get_with<R>(&self, table: &str, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R> {
+    pub fn get_with<R>(
+        &self,
+        table: &str,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Result<R> {
         self.with_open(|open| open.tables.get_with(table, key, f))
     }
 
@@ -325,7 +394,14 @@ impl Store {
     ///
     /// # Errors
     /// A closed store or a storage failure.
-    pub fn scan(&self, table: &str, lower: Bound<&[u8]>, upper: Bound<&[u8]>, reverse: bool, limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    pub fn scan(
+        &self,
+        table: &str,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         self.with_open(|open| open.tables.scan(table, lower, upper, reverse, limit))
     }
 
@@ -380,13 +456,18 @@ impl Store {
     ///
     /// # Errors
     /// [`crate::error::LogError::Truncated`] below the retained log, corruption, I/O.
-    pub fn read_log(&self, position: &mut LogPosition, max_entries: usize, max_bytes: usize) -> Result<Vec<Entry>> {
+    pub fn read_log(
+        &self,
+        position: &mut LogPosition,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>> {
         let visible = self.last_lsn();
         self.with_open(|open| open.log.read(position, visible, max_entries, max_bytes))
     }
 
-    /// Blocks until an entry after `lsn` is visible or `timeout` passes, without polling.
-    /// Returns the visible LSN.
+    /// Blocks until `lsn` is visible (or the store closes, or `timeout` passes), without
+    /// polling. Returns the visible LSN, which may be below `lsn` after a timeout.
     #[must_use]
     pub fn wait_for_lsn(&self, lsn: u64, timeout: Duration) -> u64 {
         self.inner.pipeline.wait_for(lsn, timeout)
@@ -408,7 +489,7 @@ impl Store {
     /// Whether the store has been closed (on request or by a fatal failure).
     #[must_use]
     pub fn is_closed(&self) -> bool {
-        self.inner.pipeline.closed().is_some()
+        self.inner.pipeline.is_closed()
     }
 
     /// Flushes what is pending, checkpoints the tables and releases every file.
@@ -429,7 +510,7 @@ impl Store {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
         if let Some(open) = open {
-            if self.inner.options.fsync && self.inner.pipeline.closed().flatten().is_none() {
+            if self.inner.options.fsync && self.inner.pipeline.failure().is_none() {
                 open.tables.checkpoint()?;
             }
         }

@@ -64,8 +64,14 @@ impl Tables {
         let txn = self.db.begin_read()?;
         if let Some(meta) = missing_is_none(txn.open_table(META))? {
             let read = |key: &str| -> Result<Option<u64>> { Ok(meta.get(key)?.map(|v| v.value())) };
-            return match (read("format_version")?, read("applied_lsn")?, read("epoch")?) {
-                (Some(FORMAT_VERSION), Some(applied_lsn), Some(epoch)) => Ok(Meta { applied_lsn, epoch }),
+            return match (
+                read("format_version")?,
+                read("applied_lsn")?,
+                read("epoch")?,
+            ) {
+                (Some(FORMAT_VERSION), Some(applied_lsn), Some(epoch)) => {
+                    Ok(Meta { applied_lsn, epoch })
+                }
                 (Some(other), ..) if other != FORMAT_VERSION => Err(StoreError::Corrupt {
                     reason: format!("unsupported format version {other}"),
                 }
@@ -78,7 +84,8 @@ impl Tables {
         }
         if txn.list_tables()?.next().is_some() {
             return Err(StoreError::Corrupt {
-                reason: "the redb file holds tables but no replikv metadata: not a replikv store".to_owned(),
+                reason: "the redb file holds tables but no replikv metadata: not a replikv store"
+                    .to_owned(),
             }
             .into());
         }
@@ -93,14 +100,25 @@ impl Tables {
             write.open_table(STATS)?;
         }
         write.commit()?;
-        Ok(Meta { applied_lsn: 0, epoch: 1 })
+        Ok(Meta {
+            applied_lsn: 0,
+            epoch: 1,
+        })
     }
 
     /// Applies whole entries in LSN order in one redb transaction that also records the last
     /// LSN as `applied_lsn`. `durable` makes it a checkpoint (an fsync'ed commit).
-    pub(crate) fn apply<'a>(&self, entries: impl IntoIterator<Item = (u64, &'a [Op])>, durable: bool) -> Result<()> {
+    pub(crate) fn apply<'a>(
+        &self,
+        entries: impl IntoIterator<Item = (u64, &'a [Op])>,
+        durable: bool,
+    ) -> Result<()> {
         let mut txn = self.db.begin_write()?;
-        txn.set_durability(if durable { Durability::Immediate } else { Durability::None })?;
+        txn.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })?;
         {
             let mut stats_table = txn.open_table(STATS)?;
             let mut stats: HashMap<&str, TableSum> = HashMap::new();
@@ -153,13 +171,18 @@ impl Tables {
     }
 
     /// Calls `f` with the value stored under `key`, read in one read transaction.
-    pub(crate) fn get_with<R>(&self, table: &str, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R> {
+    pub(crate) fn get_with<R>(
+        &self,
+        table: &str,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Result<R> {
         let txn = self.db.begin_read()?;
         let Some(table) = missing_is_none(txn.open_table(data_table(table)))? else {
             return Ok(f(None));
         };
         let value = table.get(key)?;
-        Ok(f(value.as_ref().map(|v| v.value())))
+        Ok(f(value.as_ref().map(redb::AccessGuard::value)))
     }
 
     /// Up to `limit` rows between the bounds, in key order or reversed.
@@ -180,28 +203,27 @@ impl Tables {
             return Ok(Vec::new());
         }
         let range = table.range::<&[u8]>((lower, upper))?;
-        let mut rows = Vec::new();
-        let mut push = |item: Result<(redb::AccessGuard<'_, &[u8]>, redb::AccessGuard<'_, &[u8]>), redb::StorageError>| -> Result<()> {
-            let (k, v) = item?;
-            rows.push((k.value().to_vec(), v.value().to_vec()));
-            Ok(())
-        };
-        if reverse {
-            for item in range.rev().take(limit) {
-                push(item)?;
-            }
+        let ordered: Box<dyn Iterator<Item = _>> = if reverse {
+            Box::new(range.rev())
         } else {
-            for item in range.take(limit) {
-                push(item)?;
-            }
-        }
-        Ok(rows)
+            Box::new(range)
+        };
+        ordered
+            .take(limit)
+            .map(|item| {
+                let (k, v) = item?;
+                Ok((k.value().to_vec(), v.value().to_vec()))
+            })
+            .collect()
     }
 
     /// The applied LSN and every table's row count and checksum, read atomically.
     pub(crate) fn sums(&self) -> Result<(u64, BTreeMap<String, TableSum>)> {
         let txn = self.db.begin_read()?;
-        let applied = txn.open_table(META)?.get("applied_lsn")?.map_or(0, |v| v.value());
+        let applied = txn
+            .open_table(META)?
+            .get("applied_lsn")?
+            .map_or(0, |v| v.value());
         let mut sums = BTreeMap::new();
         for item in txn.open_table(STATS)?.iter()? {
             let (name, value) = item?;
@@ -214,7 +236,10 @@ impl Tables {
     /// One table's row count and checksum (zero for a table never written).
     pub(crate) fn sum(&self, table: &str) -> Result<TableSum> {
         let txn = self.db.begin_read()?;
-        let (rows, checksum) = txn.open_table(STATS)?.get(table)?.map_or((0, 0), |v| v.value());
+        let (rows, checksum) = txn
+            .open_table(STATS)?
+            .get(table)?
+            .map_or((0, 0), |v| v.value());
         Ok(TableSum { rows, checksum })
     }
 }

@@ -24,7 +24,7 @@ impl std::fmt::Debug for Transaction {
             .field("store", &self.store.path())
             .field("ops", &self.ops.len())
             .field("finished", &self.finished)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -42,7 +42,8 @@ impl Transaction {
     fn record(&mut self, op: Op) -> Result<()> {
         // Refuse bad input at the call that made it, not at commit.
         self.store.encode(std::slice::from_ref(&op))?;
-        self.latest.insert((op.table.clone(), op.key.clone()), self.ops.len());
+        self.latest
+            .insert((op.table.clone(), op.key.clone()), self.ops.len());
         self.ops.push(op);
         Ok(())
     }
@@ -75,7 +76,12 @@ impl Transaction {
     ///
     /// # Errors
     /// A closed store or a storage failure.
-    pub fn get_with<R>(&mut self, table: &str, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R> {
+    pub fn get_with<R>(
+        &mut self,
+        table: &str,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Result<R> {
         if let Some(&index) = self.latest.get(&(table.to_owned(), key.to_vec())) {
             return Ok(f(self.ops[index].value.as_deref()));
         }
