@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 import replikv
 
 
@@ -70,9 +69,7 @@ def test_deeply_nested_values_are_refused_not_a_crash(seeded: replikv.Store) -> 
 
 
 @pytest.mark.parametrize("name", ["", "a b", "x" * 65, "__meta", "café", "t/../u"])
-def test_invalid_or_reserved_table_names_are_value_errors(
-    seeded: replikv.Store, name: str
-) -> None:
+def test_invalid_or_reserved_table_names_are_value_errors(seeded: replikv.Store, name: str) -> None:
     with pytest.raises(ValueError, match="table name"):
         seeded.put(name, "k", 1)
     with pytest.raises(ValueError, match="table name"):

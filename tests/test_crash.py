@@ -77,8 +77,8 @@ def test_kill_9_at_random_moments_loses_no_returned_write(tmp_path: Path) -> Non
                 expected = f"b{i}-199" if i % 7 == 0 else f"b{i}"
                 assert expected in keys, f"round {round_}: LSN {lsn} does not hold write {i}"
             # Pairs always agree: no half transaction survived.
-            a_keys = {k[1:] for k in store.table("pairs").keys(prefix="a")}
-            b_keys = {k[1:] for k in store.table("pairs").keys(prefix="b")}
+            a_keys = {str(k)[1:] for k in store.table("pairs").keys(prefix="a")}
+            b_keys = {str(k)[1:] for k in store.table("pairs").keys(prefix="b")}
             assert a_keys == b_keys, f"round {round_}: half a transaction survived"
             copy = replikv.Store(tmp_path / f"replay{round_}", fsync=False)
             try:

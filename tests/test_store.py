@@ -10,7 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 import replikv
 
 UTC = dt.timezone.utc
@@ -110,7 +109,7 @@ def test_scan_prefix_start_end_reverse_and_limit(store: replikv.Store) -> None:
     everything = [k for k, _ in store.scan("subscribers")]
     assert everything == sorted(emails)
     with pytest.raises(TypeError):
-        store.scan("subscribers", prefix=5)
+        store.scan("subscribers", prefix=5)  # type: ignore[arg-type]
 
 
 def test_table_is_a_mutable_mapping(store: replikv.Store) -> None:

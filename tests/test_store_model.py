@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import hypothesis.strategies as st
+import replikv
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-
-import replikv
 
 TABLES = st.sampled_from(["subscribers", "events", "templates"])
 KEYS = st.one_of(
@@ -36,7 +35,11 @@ VALUES = st.recursive(
     max_leaves=8,
 )
 WRITES = st.lists(
-    st.tuples(TABLES, KEYS, st.one_of(st.none().map(lambda _: ("delete",)), VALUES.map(lambda v: ("put", v)))),
+    st.tuples(
+        TABLES,
+        KEYS,
+        st.one_of(st.none().map(lambda _: ("delete",)), VALUES.map(lambda v: ("put", v))),
+    ),
     max_size=6,
 )
 

@@ -173,7 +173,7 @@ class Store:
     def put_many(
         self,
         table: str,
-        rows: Iterable[tuple[_Key, Any]] | Mapping[_Key, Any],
+        rows: Iterable[tuple[_Key, Any]] | Mapping[Any, Any],
         progress: Callable[[int], object] | None = None,
     ) -> Receipt:
         """Writes every ``(key, value)`` row in one transaction (one log entry)."""
@@ -202,5 +202,5 @@ class Store:
         """Per-table checksums and row counts at one LSN, read atomically (O(tables))."""
     def close(self) -> None:
         """Flushes, checkpoints and releases every file; closing twice is harmless."""
-    def __enter__(self) -> Store: ...
+    def __enter__(self) -> Self: ...
     def __exit__(self, *_exc: object) -> bool: ...

@@ -42,7 +42,7 @@ class Store(_core.Store):
     def put_many(
         self,
         table: str,
-        rows: Iterable[tuple[Key, Any]] | Mapping[Key, Any],
+        rows: Iterable[tuple[Key, Any]] | Mapping[Any, Any],
         progress: bool | Callable[[int], object] | None = None,
     ) -> _core.Receipt:
         """Writes every ``(key, value)`` row in one transaction (one log entry).
@@ -62,7 +62,7 @@ class Store(_core.Store):
         return super().put_many(table, rows, progress=callback)
 
     def _put_many_with_bar(
-        self, table: str, rows: Iterable[tuple[Key, Any]] | Mapping[Key, Any]
+        self, table: str, rows: Iterable[tuple[Key, Any]] | Mapping[Any, Any]
     ) -> _core.Receipt:
         from tqdm.auto import tqdm
 
