@@ -4,7 +4,7 @@ use std::io;
 use std::sync::Arc;
 
 use super::SegmentFile;
-use crate::codec::{payload_lsn, MAX_RECORD_BYTES, RECORD_HEADER_LEN};
+use crate::codec::{payload_lsn, record_crc, MAX_RECORD_BYTES, RECORD_HEADER_LEN};
 
 /// The smallest payload: LSN, epoch, timestamp and an op count.
 const MIN_PAYLOAD: usize = 28;
@@ -42,7 +42,7 @@ pub(super) fn next_record(data: &[u8], offset: usize) -> Next<'_> {
             reason: "truncated record".to_owned(),
         };
     };
-    if crc32c::crc32c(payload) != crc {
+    if record_crc(payload) != crc {
         return Next::Bad {
             reason: "record checksum mismatch".to_owned(),
         };
