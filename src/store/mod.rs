@@ -3,6 +3,7 @@
 
 mod commit;
 mod dirlock;
+mod overlay;
 mod tables;
 mod transaction;
 
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use commit::{Batch, CheckpointPolicy, Pipeline, Refused};
 use dirlock::DirLock;
+use overlay::Overlay;
 pub use tables::TableSum;
 use tables::Tables;
 pub use transaction::Transaction;
@@ -99,6 +101,7 @@ pub struct Checksum {
 
 struct Open {
     tables: Tables,
+    overlay: Overlay,
     log: Log,
     _lock: DirLock,
 }
@@ -221,6 +224,8 @@ impl Store {
             interval: options.checkpoint_interval,
         };
         let pipeline = Pipeline::new(log.next_lsn(), meta.epoch, policy);
+        let (applied, sums) = tables.sums()?;
+        let overlay = Overlay::new(applied, sums);
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
@@ -228,6 +233,7 @@ impl Store {
                 pipeline,
                 open: RwLock::new(Some(Open {
                     tables,
+                    overlay,
                     log,
                     _lock: lock,
                 })),
@@ -348,15 +354,27 @@ impl Store {
             .map_err(|r| self.refused(r))
     }
 
-    /// The leader's work: append + fdatasync, then apply to redb.
+    /// The leader's work: append + fdatasync, then apply to the overlay (or, for a bulk
+    /// batch, straight to redb), moving the overlay into redb when full or at a checkpoint.
     fn flush(&self, batch: &Batch) -> Result<()> {
         self.with_open(|open| {
             let last = batch.entries.last().map_or(0, |e| e.lsn);
             open.log.append(&batch.records, last)?;
-            open.tables.apply(
-                batch.entries.iter().map(|e| (e.lsn, e.ops.as_slice())),
-                batch.checkpoint && self.inner.options.fsync,
-            )
+            let durable = batch.checkpoint && self.inner.options.fsync;
+            let ops = batch.entries.iter().map(|e| e.ops.len()).sum();
+            if Overlay::is_bulk(ops) {
+                open.overlay.flush(&open.tables, false)?;
+                open.tables.apply(
+                    batch.entries.iter().map(|e| (e.lsn, e.ops.as_slice())),
+                    durable,
+                )?;
+                return open.overlay.reload(&open.tables);
+            }
+            open.overlay.apply(&open.tables, &batch.entries)?;
+            if durable || open.overlay.is_full() {
+                open.overlay.flush(&open.tables, durable)?;
+            }
+            Ok(())
         })
     }
 
@@ -387,7 +405,7 @@ impl Store {
         key: &[u8],
         f: impl FnOnce(Option<&[u8]>) -> R,
     ) -> Result<R> {
-        self.with_open(|open| open.tables.get_with(table, key, f))
+        self.with_open(|open| open.overlay.get_with(&open.tables, table, key, f))
     }
 
     /// Up to `limit` rows of `table` between two encoded-key bounds, in order or reversed.
@@ -402,7 +420,10 @@ impl Store {
         reverse: bool,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.with_open(|open| open.tables.scan(table, lower, upper, reverse, limit))
+        self.with_open(|open| {
+            open.overlay
+                .scan(&open.tables, table, (lower, upper), reverse, limit)
+        })
     }
 
     /// Row count and checksum of one table.
@@ -410,7 +431,15 @@ impl Store {
     /// # Errors
     /// A closed store or a storage failure.
     pub fn table_sum(&self, table: &str) -> Result<TableSum> {
-        self.with_open(|open| open.tables.sum(table))
+        self.with_open(|open| {
+            Ok(open
+                .overlay
+                .sums()
+                .1
+                .get(table)
+                .copied()
+                .unwrap_or_default())
+        })
     }
 
     /// Names of the tables that have been written, in order.
@@ -427,7 +456,7 @@ impl Store {
     /// A closed store or a storage failure.
     pub fn checksum(&self) -> Result<Checksum> {
         self.with_open(|open| {
-            let (lsn, tables) = open.tables.sums()?;
+            let (lsn, tables) = open.overlay.sums();
             Ok(Checksum { lsn, tables })
         })
     }
@@ -481,7 +510,7 @@ impl Store {
     pub fn drop_log_before(&self, lsn: u64) -> Result<usize> {
         self.drain()?;
         self.with_open(|open| {
-            open.tables.checkpoint()?;
+            open.overlay.flush(&open.tables, true)?;
             open.log.drop_before(lsn.min(self.last_lsn() + 1))
         })
     }
@@ -510,8 +539,8 @@ impl Store {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
         if let Some(open) = open {
-            if self.inner.options.fsync && self.inner.pipeline.failure().is_none() {
-                open.tables.checkpoint()?;
+            if self.inner.pipeline.failure().is_none() {
+                open.overlay.flush(&open.tables, self.inner.options.fsync)?;
             }
         }
         Ok(())

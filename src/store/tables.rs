@@ -20,7 +20,7 @@ fn data_table(name: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
 
 /// The contribution of one row to its table's checksum. Checksums are wrapping sums of
 /// these, so they are independent of order and updated in O(1) per write.
-fn row_hash(key: &[u8], value: &[u8]) -> u64 {
+pub(crate) fn row_hash(key: &[u8], value: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64_with_seed(value, xxhash_rust::xxh3::xxh3_64(key))
 }
 
@@ -170,51 +170,9 @@ impl Tables {
         Ok(())
     }
 
-    /// Calls `f` with the value stored under `key`, read in one read transaction.
-    pub(crate) fn get_with<R>(
-        &self,
-        table: &str,
-        key: &[u8],
-        f: impl FnOnce(Option<&[u8]>) -> R,
-    ) -> Result<R> {
-        let txn = self.db.begin_read()?;
-        let Some(table) = missing_is_none(txn.open_table(data_table(table)))? else {
-            return Ok(f(None));
-        };
-        let value = table.get(key)?;
-        Ok(f(value.as_ref().map(redb::AccessGuard::value)))
-    }
-
-    /// Up to `limit` rows between the bounds, in key order or reversed.
-    pub(crate) fn scan(
-        &self,
-        table: &str,
-        lower: Bound<&[u8]>,
-        upper: Bound<&[u8]>,
-        reverse: bool,
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let txn = self.db.begin_read()?;
-        let Some(table) = missing_is_none(txn.open_table(data_table(table)))? else {
-            return Ok(Vec::new());
-        };
-        if matches!((lower, upper), (Bound::Included(l) | Bound::Excluded(l), Bound::Included(u) | Bound::Excluded(u)) if l > u)
-        {
-            return Ok(Vec::new());
-        }
-        let range = table.range::<&[u8]>((lower, upper))?;
-        let ordered: Box<dyn Iterator<Item = _>> = if reverse {
-            Box::new(range.rev())
-        } else {
-            Box::new(range)
-        };
-        ordered
-            .take(limit)
-            .map(|item| {
-                let (k, v) = item?;
-                Ok((k.value().to_vec(), v.value().to_vec()))
-            })
-            .collect()
+    /// A consistent read view of the tables as last committed.
+    pub(crate) fn snapshot(&self) -> Result<Snapshot> {
+        Ok(Snapshot(self.db.begin_read()?))
     }
 
     /// The applied LSN and every table's row count and checksum, read atomically.
@@ -232,14 +190,151 @@ impl Tables {
         }
         Ok((applied, sums))
     }
+}
 
-    /// One table's row count and checksum (zero for a table never written).
-    pub(crate) fn sum(&self, table: &str) -> Result<TableSum> {
-        let txn = self.db.begin_read()?;
-        let (rows, checksum) = txn
-            .open_table(STATS)?
-            .get(table)?
-            .map_or((0, 0), |v| v.value());
-        Ok(TableSum { rows, checksum })
+/// A read transaction: every read through it sees one committed state.
+pub(crate) struct Snapshot(redb::ReadTransaction);
+
+/// A row read from redb.
+pub(crate) type Row = (Vec<u8>, Vec<u8>);
+type Guards<'a> = (
+    redb::AccessGuard<'a, &'static [u8]>,
+    redb::AccessGuard<'a, &'static [u8]>,
+);
+
+fn owned_row(item: Result<Guards<'_>, redb::StorageError>) -> Result<Row> {
+    let (k, v) = item?;
+    Ok((k.value().to_vec(), v.value().to_vec()))
+}
+
+/// A row as the overlay holds it: `None` is a delete not yet applied to redb.
+pub(crate) type PendingRow = (Vec<u8>, Option<Vec<u8>>);
+
+impl Snapshot {
+    /// Calls `f` with the value stored under `key`.
+    pub(crate) fn get_with<R>(
+        &self,
+        table: &str,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Result<R> {
+        let Some(table) = missing_is_none(self.0.open_table(data_table(table)))? else {
+            return Ok(f(None));
+        };
+        let value = table.get(key)?;
+        Ok(f(value.as_ref().map(redb::AccessGuard::value)))
+    }
+
+    /// Up to `limit` rows between the bounds, in key order or reversed, with `pending`
+    /// (rows not yet in redb, sorted in the same direction) taking precedence.
+    pub(crate) fn scan(
+        &self,
+        table: &str,
+        (lower, upper): (Bound<&[u8]>, Bound<&[u8]>),
+        reverse: bool,
+        limit: usize,
+        pending: Vec<PendingRow>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        if matches!((lower, upper), (Bound::Included(l) | Bound::Excluded(l), Bound::Included(u) | Bound::Excluded(u)) if l > u)
+        {
+            return Ok(Vec::new());
+        }
+        let table = missing_is_none(self.0.open_table(data_table(table)))?;
+        let base: Box<dyn Iterator<Item = Result<Row>>> = match &table {
+            None => Box::new(std::iter::empty()),
+            Some(table) => {
+                let range = table.range::<&[u8]>((lower, upper))?;
+                if reverse {
+                    Box::new(range.rev().map(owned_row))
+                } else {
+                    Box::new(range.map(owned_row))
+                }
+            }
+        };
+        merge(base, pending, reverse, limit)
+    }
+}
+
+/// Merges rows from redb with pending rows (both sorted in the scan's direction); on equal
+/// keys the pending row wins, and a pending delete hides the key.
+fn merge(
+    base: impl Iterator<Item = Result<Row>>,
+    pending: Vec<PendingRow>,
+    reverse: bool,
+    limit: usize,
+) -> Result<Vec<Row>> {
+    let mut base = base.peekable();
+    let mut pending = pending.into_iter().peekable();
+    let mut out = Vec::new();
+    while out.len() < limit {
+        if let Some(Err(_)) = base.peek() {
+            return Err(base
+                .next()
+                .expect("invariant: peeked")
+                .expect_err("invariant: peeked an error"));
+        }
+        let order = match (base.peek(), pending.peek()) {
+            (None, None) => break,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some(Ok((b, _))), Some((p, _))) => {
+                let order = b.cmp(p);
+                if reverse {
+                    order.reverse()
+                } else {
+                    order
+                }
+            }
+            (Some(Err(_)), _) => unreachable!("errors are returned above"),
+        };
+        if order.is_lt() {
+            out.push(base.next().expect("invariant: peeked")?);
+            continue;
+        }
+        if order.is_eq() {
+            base.next();
+        }
+        let (key, value) = pending.next().expect("invariant: peeked");
+        if let Some(value) = value {
+            out.push((key, value));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    proptest! {
+        /// The merge equals applying the pending rows to a `BTreeMap` of the base rows.
+        #[test]
+        fn merge_matches_a_btreemap_model(
+            base in proptest::collection::btree_map(0u8..40, any::<u8>(), 0..30),
+            pending in proptest::collection::btree_map(0u8..40, proptest::option::of(any::<u8>()), 0..30),
+            reverse: bool,
+            limit in 0usize..50,
+        ) {
+            let mut model: BTreeMap<Vec<u8>, Vec<u8>> = base.iter().map(|(k, v)| (vec![*k], vec![*v])).collect();
+            for (k, v) in &pending {
+                match v {
+                    Some(v) => { model.insert(vec![*k], vec![*v]); }
+                    None => { model.remove(&vec![*k]); }
+                }
+            }
+            let mut expected: Vec<_> = model.into_iter().collect();
+            let mut base_rows: Vec<_> = base.iter().map(|(k, v)| Ok((vec![*k], vec![*v]))).collect();
+            let mut pending_rows: Vec<_> = pending.iter().map(|(k, v)| (vec![*k], v.map(|v| vec![v]))).collect();
+            if reverse {
+                expected.reverse();
+                base_rows.reverse();
+                pending_rows.reverse();
+            }
+            expected.truncate(limit);
+            let merged = merge(base_rows.into_iter(), pending_rows, reverse, limit).unwrap();
+            prop_assert_eq!(merged, expected);
+        }
     }
 }
