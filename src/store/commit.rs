@@ -41,12 +41,20 @@ pub(crate) struct State {
     writer: Option<ThreadId>,
     since_checkpoint: u64,
     last_checkpoint: Instant,
+    /// The last LSN of the batch being flushed, and which of `Pipeline::batch_done` its
+    /// writers wait on (writers of the next batch wait on the other one).
+    in_flight_last: u64,
+    in_flight_slot: usize,
 }
 
 pub(crate) struct Pipeline {
     state: Mutex<State>,
     /// Signalled when `visible_lsn` advances, a batch fails, or the store closes.
     visible: Condvar,
+    /// Writers wait here, split by batch so that a flush wakes only the writers it carried
+    /// (and one writer of the next batch, to lead it): waking every writer each time
+    /// costs a context switch per writer on every batch.
+    batch_done: [Condvar; 2],
     /// Signalled when a transaction releases the writer lock.
     writer_free: Condvar,
     policy: CheckpointPolicy,
@@ -95,8 +103,11 @@ impl Pipeline {
                 writer: None,
                 since_checkpoint: 0,
                 last_checkpoint: Instant::now(),
+                in_flight_last: 0,
+                in_flight_slot: 0,
             }),
             visible: Condvar::new(),
+            batch_done: [Condvar::new(), Condvar::new()],
             writer_free: Condvar::new(),
             policy,
         }
@@ -218,8 +229,12 @@ impl Pipeline {
             if !state.leading && !state.pending.is_empty() {
                 state = self.lead(state, flush);
             } else {
-                state = self
-                    .visible
+                let slot = if state.leading && lsn <= state.in_flight_last {
+                    state.in_flight_slot
+                } else {
+                    1 - state.in_flight_slot
+                };
+                state = self.batch_done[slot]
                     .wait(state)
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
             }
@@ -238,6 +253,9 @@ impl Pipeline {
             .last()
             .expect("invariant: lead is only called with pending entries")
             .lsn;
+        // The writers of this batch were waiting as "next batch": they are in flight now.
+        state.in_flight_last = last;
+        state.in_flight_slot = 1 - state.in_flight_slot;
         let checkpoint = state.since_checkpoint + count >= self.policy.entries
             || state.last_checkpoint.elapsed() >= self.policy.interval;
         let batch = Batch {
@@ -272,6 +290,14 @@ impl Pipeline {
             state.records = records;
         }
         self.visible.notify_all();
+        if state.closed.is_some() {
+            self.batch_done.iter().for_each(Condvar::notify_all);
+        } else {
+            self.batch_done[state.in_flight_slot].notify_all();
+            if !state.pending.is_empty() {
+                self.batch_done[1 - state.in_flight_slot].notify_one();
+            }
+        }
         state
     }
 
@@ -302,6 +328,7 @@ impl Pipeline {
         state.closed = Some(Closed::Requested);
         drop(state);
         self.visible.notify_all();
+        self.batch_done.iter().for_each(Condvar::notify_all);
         self.writer_free.notify_all();
         true
     }
