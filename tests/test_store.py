@@ -416,3 +416,21 @@ def test_fsync_false_store_still_round_trips_and_reopens(tmp_path: Path) -> None
         s.put_many("t", [(i, i) for i in range(100)])
     with replikv.Store(tmp_path / "scratch", fsync=False) as s:
         assert s.count("t") == 100
+
+
+def test_dropped_log_segments_raise_log_truncated_for_older_changes(tmp_path: Path) -> None:
+    with replikv.Store(tmp_path / "db", segment_bytes=4096) as s:
+        for i in range(300):
+            s.put("events", i, {"n": i, "pad": "x" * 40})
+        assert s.oldest_lsn == 1
+        removed = s.drop_log_before(200)
+        assert removed > 0
+        oldest = s.oldest_lsn
+        assert 1 < oldest <= 200
+        with pytest.raises(replikv.LogTruncated, match=f"oldest retained LSN is {oldest}"):
+            s.changes(since=0)
+        assert [c.lsn for c in s.changes(since=oldest - 1)] == list(range(oldest, 301))
+        assert s.count("events") == 300, "dropping the log never drops table rows"
+    with replikv.Store(tmp_path / "db", segment_bytes=4096) as s:
+        assert s.oldest_lsn == oldest
+        assert s.count("events") == 300

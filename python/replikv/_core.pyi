@@ -198,6 +198,16 @@ class Store:
         Raises:
             LogTruncated: ``since`` is older than the retained log.
         """
+    @property
+    def oldest_lsn(self) -> int:
+        """The oldest LSN the change log still holds (``changes(since=oldest_lsn - 1)``)."""
+    def drop_log_before(self, lsn: int) -> int:
+        """Removes whole log segments that hold only entries before ``lsn``.
+
+        Never removes what the tables have not durably checkpointed; the store checkpoints
+        first. Returns how many segments were removed. Readers asking for older entries
+        get ``LogTruncated``.
+        """
     def checksum(self) -> Checksum:
         """Per-table checksums and row counts at one LSN, read atomically (O(tables))."""
     def close(self) -> None:

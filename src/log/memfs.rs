@@ -42,7 +42,7 @@ struct MemFile {
 
 /// See the module docs.
 #[derive(Clone, Default)]
-pub(super) struct MemFs {
+pub(crate) struct MemFs {
     state: Arc<Mutex<FsState>>,
 }
 
@@ -52,7 +52,7 @@ struct Handle {
 }
 
 /// A tiny deterministic generator, so a failing seed can be replayed.
-pub(super) struct Rng(pub u64);
+pub(crate) struct Rng(pub u64);
 
 impl Rng {
     pub(super) fn below(&mut self, bound: u64) -> u64 {
@@ -65,7 +65,7 @@ impl Rng {
 
 impl MemFs {
     /// Every mutating operation after the next `ops` fails and changes nothing.
-    pub(super) fn freeze_after(&self, ops: u64) {
+    pub(crate) fn freeze_after(&self, ops: u64) {
         self.state.lock().unwrap().ops_until_freeze = Some(ops);
     }
 

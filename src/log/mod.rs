@@ -7,7 +7,7 @@
 
 mod fs;
 #[cfg(test)]
-mod memfs;
+pub(crate) mod memfs;
 mod scan;
 #[cfg(test)]
 mod tests;

@@ -274,6 +274,17 @@ impl PyStore {
         })
     }
 
+    /// The oldest LSN the change log still holds.
+    #[getter]
+    fn oldest_lsn(&self, py: Python<'_>) -> PyResult<u64> {
+        run(py, || self.store.oldest_lsn())
+    }
+
+    /// Removes whole log segments that hold only entries before `lsn`; returns how many.
+    fn drop_log_before(&self, py: Python<'_>, lsn: u64) -> PyResult<usize> {
+        run_detached(py, || self.store.drop_log_before(lsn))
+    }
+
     /// Per-table checksums and row counts at one LSN, read atomically.
     fn checksum(&self, py: Python<'_>) -> PyResult<PyChecksum> {
         let sums = run(py, || self.store.checksum())?;

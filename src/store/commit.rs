@@ -2,6 +2,7 @@
 //! leader writes and fdatasyncs the waiting batch, applies it to the tables in one redb
 //! transaction, then advances `visible_lsn` and wakes the writers it carried.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -58,6 +59,8 @@ pub(crate) struct Pipeline {
     /// Signalled when a transaction releases the writer lock.
     writer_free: Condvar,
     policy: CheckpointPolicy,
+    /// Set once a flush failed: readers check it without taking the state lock.
+    failed: AtomicBool,
 }
 
 /// Why the pipeline stopped taking commits.
@@ -110,6 +113,7 @@ impl Pipeline {
             batch_done: [Condvar::new(), Condvar::new()],
             writer_free: Condvar::new(),
             policy,
+            failed: AtomicBool::new(false),
         }
     }
 
@@ -131,6 +135,11 @@ impl Pipeline {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.lock().closed.is_some()
+    }
+
+    /// Whether a flush failed (cheap: no lock).
+    pub(crate) fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
     }
 
     /// The failure that closed the pipeline, if one did.
@@ -281,6 +290,7 @@ impl Pipeline {
                 // A failed fdatasync is never retried: the file's state is unknown.
                 tracing::error!(error = %err, "commit failed; the store closes itself");
                 state.closed = Some(Closed::Failed(err.to_string()));
+                self.failed.store(true, Ordering::Release);
             }
         }
         // Reuse the record buffer's allocation for the next batch.

@@ -22,7 +22,7 @@ pub use transaction::Transaction;
 
 use crate::codec::{encode_ops, Entry, Op, MAX_RECORD_BYTES};
 use crate::error::{Result, StoreError};
-use crate::log::{DirFs, Log, LogOptions, LogPosition};
+use crate::log::{DirFs, Log, LogFs, LogOptions, LogPosition};
 
 /// How a store is opened.
 #[derive(Debug, Clone)]
@@ -174,18 +174,31 @@ impl Store {
     /// I/O failures (missing parent, permissions), [`StoreError::Locked`] if another handle
     /// owns the directory, corruption of the log or of the redb file.
     pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self> {
+        let log_dir = path.as_ref().join("log");
+        Self::open_with(path.as_ref(), options, |_| {
+            match std::fs::create_dir(&log_dir) {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                other => other.map_err(dir_io("cannot create log directory", &log_dir))?,
+            }
+            Ok(Box::new(DirFs::new(&log_dir)))
+        })
+    }
+
+    /// Opens a store whose log lives in the file layer made by `log_fs` (called once the
+    /// directory is locked): tests use it to inject failures.
+    fn open_with(
+        path: &Path,
+        options: StoreOptions,
+        log_fs: impl FnOnce(&Path) -> Result<Box<dyn LogFs>>,
+    ) -> Result<Self> {
         options.validate()?;
-        let path = path.as_ref().to_path_buf();
+        let path = path.to_path_buf();
         match std::fs::create_dir(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => {}
             other => other.map_err(dir_io("cannot create store directory", &path))?,
         }
         let lock = DirLock::acquire(&path)?;
-        let log_dir = path.join("log");
-        match std::fs::create_dir(&log_dir) {
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            other => other.map_err(dir_io("cannot create log directory", &log_dir))?,
-        }
+        let log_fs = log_fs(&path)?;
         let (tables, meta) = Tables::open(&path.join("tables.redb"))?;
         let log_options = LogOptions {
             segment_bytes: options.segment_bytes,
@@ -194,26 +207,21 @@ impl Store {
         let mut replay = Vec::new();
         let mut replay_bytes = 0usize;
         let mut replayed = 0u64;
-        let log = Log::open(
-            Box::new(DirFs::new(&log_dir)),
-            log_options,
-            meta.applied_lsn,
-            |entry| {
-                replay_bytes += entry
-                    .ops
-                    .iter()
-                    .map(|op| op.key.len() + op.value.as_ref().map_or(0, Vec::len))
-                    .sum::<usize>();
-                replay.push(entry);
-                replayed += 1;
-                if replay.len() >= 4096 || replay_bytes >= 64 << 20 {
-                    apply_entries(&tables, &replay, false)?;
-                    replay.clear();
-                    replay_bytes = 0;
-                }
-                Ok(())
-            },
-        )?;
+        let log = Log::open(log_fs, log_options, meta.applied_lsn, |entry| {
+            replay_bytes += entry
+                .ops
+                .iter()
+                .map(|op| op.key.len() + op.value.as_ref().map_or(0, Vec::len))
+                .sum::<usize>();
+            replay.push(entry);
+            replayed += 1;
+            if replay.len() >= 4096 || replay_bytes >= 64 << 20 {
+                apply_entries(&tables, &replay, false)?;
+                replay.clear();
+                replay_bytes = 0;
+            }
+            Ok(())
+        })?;
         apply_entries(&tables, &replay, false)?;
         if replayed > 0 {
             tracing::info!(path = %path.display(), replayed, "replayed the log after the last checkpoint");
@@ -267,7 +275,8 @@ impl Store {
             .open
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if guard.is_none() {
+        // After a failed write the store refuses reads too: it closed itself.
+        if guard.is_none() || self.inner.pipeline.has_failed() {
             return Err(self.closed_error(self.inner.pipeline.failure()));
         }
         Ok(guard)
@@ -559,4 +568,50 @@ fn check_size(what: &'static str, size: usize, limit: usize) -> Result<()> {
         return Err(StoreError::TooLarge { what, size, limit }.into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{encode_key, KeyRef};
+    use crate::error::Error;
+    use crate::log::memfs::MemFs;
+
+    fn put(key: &str) -> Vec<Op> {
+        vec![Op {
+            table: "t".to_owned(),
+            key: encode_key(KeyRef::Str(key)),
+            value: Some(b"\xc3".to_vec()),
+        }]
+    }
+
+    #[test]
+    fn a_failed_fdatasync_closes_the_store_and_is_never_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = MemFs::default();
+        let log_fs = fs.clone();
+        let store = Store::open_with(&dir.path().join("db"), StoreOptions::default(), |_| {
+            Ok(Box::new(log_fs))
+        })
+        .unwrap();
+        assert_eq!(store.commit(put("a")).unwrap(), 1);
+        // The next write reaches the file, its fdatasync fails.
+        fs.freeze_after(1);
+        let failed = store.commit(put("b")).unwrap_err();
+        assert!(failed.to_string().contains("fdatasync"), "{failed}");
+        assert!(store.is_closed());
+        assert_eq!(store.last_lsn(), 1, "the failed write never became visible");
+        match store.commit(put("c")) {
+            Err(Error::Store(StoreError::Closed {
+                cause: Some(cause), ..
+            })) => {
+                assert!(cause.contains("fdatasync"), "{cause}");
+            }
+            other => panic!("expected a closed store naming the cause, got {other:?}"),
+        }
+        assert!(matches!(
+            store.get_with("t", &encode_key(KeyRef::Str("a")), |v| v.is_some()),
+            Err(Error::Store(StoreError::Closed { cause: Some(_), .. }))
+        ));
+    }
 }
