@@ -517,11 +517,16 @@ impl Store {
     /// # Errors
     /// A closed store or an I/O failure.
     pub fn drop_log_before(&self, lsn: u64) -> Result<usize> {
-        self.drain()?;
-        self.with_open(|open| {
+        // Holding the writer lock with nothing in flight makes this thread the only one
+        // that may touch the overlay and redb, as the commit leader normally is.
+        let mut exclusive = self.begin()?;
+        exclusive.ready_to_read()?;
+        let dropped = self.with_open(|open| {
             open.overlay.flush(&open.tables, true)?;
             open.log.drop_before(lsn.min(self.last_lsn() + 1))
-        })
+        });
+        drop(exclusive);
+        dropped
     }
 
     /// Whether the store has been closed (on request or by a fatal failure).
