@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import replikv
 
@@ -161,54 +161,42 @@ class Report:
     def add(self, verdict: Verdict) -> None:
         self.verdicts.append(verdict)
 
-    def at_most(
-        self, scenario: str, ours: float, theirs: float, unit: str, other: str, limit: float
+    def compare(
+        self,
+        scenario: str,
+        ours: float,
+        theirs: float,
+        unit: str,
+        other: str,
+        limit: float | None,
+        *,
+        kind: Literal["at_most", "faster", "higher"],
     ) -> None:
-        """Target: ``ours <= limit * theirs`` (costs)."""
-        ratio = ours / theirs
-        self.add(
-            Verdict(
-                scenario,
-                f"{ours:,.1f} {unit}",
-                f"{theirs:,.1f} {unit} ({other})",
-                ratio,
-                f"{ratio:.2f}x {other}",
-                f"<= {limit:g}x",
-                ratio <= limit,
-            )
-        )
+        """One ratio of two figures; ``limit=None`` reports it as context, with no target.
 
-    def faster(
-        self, scenario: str, ours: float, theirs: float, unit: str, other: str, limit: float | None
-    ) -> None:
-        """Target: ``theirs / ours >= limit`` (costs: lower is better)."""
-        ratio = theirs / ours
+        ``kind`` says how the ratio reads and what the target is:
+          at_most  costs: ``ours / theirs <= limit``, shown as "1.10x floor"
+          faster   costs (lower is better): ``theirs / ours >= limit``, "2.00x faster"
+          higher   throughputs (higher is better): ``ours / theirs >= limit``, "5.00x"
+        """
+        ratio = theirs / ours if kind == "faster" else ours / theirs
+        digits = 0 if kind == "higher" else 1
+        word = {"at_most": f" {other}", "faster": " faster", "higher": ""}[kind]
+        if limit is None:
+            target, passed = "context", None
+        elif kind == "at_most":
+            target, passed = f"<= {limit:g}x", ratio <= limit
+        else:
+            target, passed = f">= {limit:g}x{word}", ratio >= limit
         self.add(
             Verdict(
                 scenario,
-                f"{ours:,.1f} {unit}",
-                f"{theirs:,.1f} {unit} ({other})",
+                f"{ours:,.{digits}f} {unit}",
+                f"{theirs:,.{digits}f} {unit} ({other})",
                 ratio,
-                f"{ratio:.2f}x faster",
-                "context" if limit is None else f">= {limit:g}x faster",
-                None if limit is None else ratio >= limit,
-            )
-        )
-
-    def higher(
-        self, scenario: str, ours: float, theirs: float, unit: str, other: str, limit: float | None
-    ) -> None:
-        """Target: ``ours / theirs >= limit`` (throughputs: higher is better)."""
-        ratio = ours / theirs
-        self.add(
-            Verdict(
-                scenario,
-                f"{ours:,.0f} {unit}",
-                f"{theirs:,.0f} {unit} ({other})",
-                ratio,
-                f"{ratio:.2f}x",
-                "context" if limit is None else f">= {limit:g}x",
-                None if limit is None else ratio >= limit,
+                f"{ratio:.2f}x{word}",
+                target,
+                passed,
             )
         )
 
@@ -417,19 +405,20 @@ def bench_put(base: Path, cfg: Config, report: Report) -> None:
         f"{slice_ops}, after {cfg.put_warmup} warm-up puts; medians over reps)"
     )
     med = {name: statistics.median(v) for name, v in per_op.items()}
-    report.at_most("put vs floor", med["replikv"], med["floor"], "us/op", "floor", 1.5)
-    report.faster("put vs sqlite3", med["replikv"], med["sqlite3"], "us/op", "sqlite3", 1.3)
-    ratio = med["replikv"] / med["prealloc"]
-    report.add(
-        Verdict(
-            "put vs fallocated write",
-            f"{med['replikv']:,.1f} us/op",
-            f"{med['prealloc']:,.1f} us/op (pwrite)",
-            ratio,
-            f"{ratio:.2f}x pwrite",
-            "context",
-            None,
-        )
+    report.compare(
+        "put vs floor", med["replikv"], med["floor"], "us/op", "floor", 1.5, kind="at_most"
+    )
+    report.compare(
+        "put vs sqlite3", med["replikv"], med["sqlite3"], "us/op", "sqlite3", 1.3, kind="faster"
+    )
+    report.compare(
+        "put vs fallocated write",
+        med["replikv"],
+        med["prealloc"],
+        "us/op",
+        "pwrite",
+        None,
+        kind="at_most",
     )
 
 
@@ -471,6 +460,18 @@ def run_threads(
     return elapsed, sum(done)
 
 
+def put_worker(store: replikv.Store) -> Callable[[int, list[Row]], int]:
+    """A ``run_threads`` worker that puts its rows into ``store``, one put per row."""
+
+    def put_rows(_i: int, rows: list[Row]) -> int:
+        put = store.put
+        for key, value in rows:
+            put(TABLE, key, value)
+        return len(rows)
+
+    return put_rows
+
+
 def bench_threads(base: Path, cfg: Config, report: Report) -> None:
     n = cfg.threads
     section(f"threads: durable puts from {n} Python threads vs one thread (group commit)")
@@ -484,13 +485,7 @@ def bench_threads(base: Path, cfg: Config, report: Report) -> None:
     with scratch(base, "threads") as d:
         store = open_store(d / "replikv")
         try:
-
-            def put_rows(_i: int, rows: list[Row]) -> int:
-                put = store.put
-                for key, value in rows:
-                    put(TABLE, key, value)
-                return len(rows)
-
+            put_rows = put_worker(store)
             # warm-up: both shapes once
             run_threads(put_rows, work_for(1, 50), 60)
             run_threads(put_rows, work_for(n, 10), 60)
@@ -509,13 +504,7 @@ def bench_threads(base: Path, cfg: Config, report: Report) -> None:
         # context: the same work without fsync is the CPU ceiling of this machine
         scratch_store = replikv.Store(str(d / "nofsync"), fsync=False)
         try:
-
-            def put_scratch(_i: int, rows: list[Row]) -> int:
-                put = scratch_store.put
-                for key, value in rows:
-                    put(TABLE, key, value)
-                return len(rows)
-
+            put_scratch = put_worker(scratch_store)
             run_threads(put_scratch, work_for(n, 10), 60)
             cpu_one: list[float] = []
             cpu_many: list[float] = []
@@ -581,17 +570,14 @@ def bench_threads(base: Path, cfg: Config, report: Report) -> None:
     )
     m_one, m_many = statistics.median(one), statistics.median(many)
     s_one, s_many = statistics.median(sq_one), statistics.median(sq_many)
-    report.higher(f"{n} threads vs 1 (replikv)", m_many, m_one, "puts/s", "1 thread", 5.0)
-    report.higher(
-        f"{n} thr fsync=False vs 1 durable",
-        statistics.median(cpu_many),
-        m_one,
-        "puts/s",
-        "1 thread",
-        None,
-    )
-    report.higher(f"{n} threads vs 1 (sqlite3)", s_many, s_one, "commits/s", "1 thread", None)
-    report.higher(f"{n} threads: replikv vs sqlite3", m_many, s_many, "puts/s", "sqlite3", None)
+    cpu_many_median = statistics.median(cpu_many)
+    for scenario, ours, theirs, unit, other, limit in [
+        (f"{n} threads vs 1 (replikv)", m_many, m_one, "puts/s", "1 thread", 5.0),
+        (f"{n} thr fsync=False vs 1 durable", cpu_many_median, m_one, "puts/s", "1 thread", None),
+        (f"{n} threads vs 1 (sqlite3)", s_many, s_one, "commits/s", "1 thread", None),
+        (f"{n} threads: replikv vs sqlite3", m_many, s_many, "puts/s", "sqlite3", None),
+    ]:
+        report.compare(scenario, ours, theirs, unit, other, limit, kind="higher")
 
 
 # --------------------------------------------------------------------------------------
@@ -640,7 +626,7 @@ def bench_get(base: Path, cfg: Config, report: Report) -> None:
     show("sqlite3 SELECT v WHERE k=? + json.loads", fmt_runs(us["sqlite3"], "us/op", 2))
     print(f"  ({cfg.get_reps} reps of {len(order):,} random gets, same keys for both)")
     ours_us, theirs_us = statistics.median(us["replikv"]), statistics.median(us["sqlite3"])
-    report.faster("get vs sqlite3", ours_us, theirs_us, "us/op", "sqlite3", 3.0)
+    report.compare("get vs sqlite3", ours_us, theirs_us, "us/op", "sqlite3", 3.0, kind="faster")
 
 
 # --------------------------------------------------------------------------------------
@@ -697,7 +683,9 @@ def bench_put_many(base: Path, cfg: Config, report: Report) -> None:
         f"  ({cfg.put_many_reps} reps, each into a fresh store/database; per row: replikv "
         f"{ours_ms * 1e3 / n:.2f} us, sqlite3 {theirs_ms * 1e3 / n:.2f} us)"
     )
-    report.faster(f"put_many {n // 1000}k vs sqlite3", ours_ms, theirs_ms, "ms", "sqlite3", 2.0)
+    report.compare(
+        f"put_many {n // 1000}k vs sqlite3", ours_ms, theirs_ms, "ms", "sqlite3", 2.0, kind="faster"
+    )
 
 
 # --------------------------------------------------------------------------------------

@@ -105,6 +105,14 @@ pub enum StoreError {
         /// The allowed range.
         reason: String,
     },
+    /// A replicated entry that does not follow the store's last LSN.
+    #[error("replicated entry {got} does not follow this store's last LSN (expected {expected})")]
+    OutOfOrder {
+        /// The LSN the store expected.
+        expected: u64,
+        /// The LSN it was given.
+        got: u64,
+    },
     /// A call that would wait forever on a lock the calling thread holds.
     #[error("{0}")]
     WouldDeadlock(&'static str),

@@ -104,6 +104,14 @@ pub fn frame_record(
     out.extend_from_slice(body);
 }
 
+/// Appends one framed record around an already encoded `payload` (as shipped by a primary).
+pub fn frame_payload(out: &mut Vec<u8>, payload: &[u8]) {
+    out.reserve(RECORD_HEADER_LEN + payload.len());
+    out.extend_from_slice(&len_u32(payload.len()).to_le_bytes());
+    out.extend_from_slice(&record_crc(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
 /// The CRC a record carries for `payload` (see the module docs for its definition).
 #[must_use]
 pub fn record_crc(payload: &[u8]) -> u32 {

@@ -77,6 +77,36 @@ impl LogPosition {
     }
 }
 
+/// One entry as the log stores it: its payload, and what identifies it across stores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEntry {
+    /// The entry's LSN.
+    pub lsn: u64,
+    /// The epoch it was committed in.
+    pub epoch: u64,
+    /// Its record CRC: with the LSN and epoch, this identifies the entry (a resume point
+    /// compares all three to find where two stores' histories fork).
+    pub crc: u32,
+    /// The payload (header and body), exactly as stored.
+    pub payload: Vec<u8>,
+}
+
+impl RawEntry {
+    fn new(payload: Vec<u8>) -> Self {
+        let read = |at: usize| {
+            u64::from_le_bytes(payload[at..at + 8].try_into().expect("invariant: 8 bytes"))
+        };
+        // A payload read from the log passed its CRC check and is at least a header long.
+        let (lsn, epoch) = (read(0), read(8));
+        Self {
+            lsn,
+            epoch,
+            crc: codec::record_crc(&payload),
+            payload,
+        }
+    }
+}
+
 /// The append-only, segmented log of a store.
 pub struct Log {
     fs: Box<dyn LogFs>,
@@ -401,6 +431,25 @@ impl Log {
                 Ok(())
             },
         )?;
+        Ok(entries)
+    }
+
+    /// Like [`Log::read`], but hands out each entry's payload as stored, for shipping.
+    ///
+    /// # Errors
+    /// As [`Log::read`].
+    pub fn read_raw(
+        &self,
+        position: &mut LogPosition,
+        up_to: u64,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<RawEntry>> {
+        let mut entries = Vec::new();
+        self.read_payloads(position, up_to, max_entries, max_bytes, |_, _, payload| {
+            entries.push(RawEntry::new(payload.to_vec()));
+            Ok(())
+        })?;
         Ok(entries)
     }
 

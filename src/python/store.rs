@@ -64,6 +64,7 @@ impl PyStore {
             segment_bytes,
             checkpoint_entries,
             checkpoint_interval,
+            follower: false,
         };
         let path: PathBuf = path.extract()?;
         let store = run_detached(py, || Store::open(&path, options))?;

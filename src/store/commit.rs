@@ -7,7 +7,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::codec::{frame_record, Op};
+use crate::codec::{frame_payload, frame_record, Op};
 
 /// An entry whose LSN is taken but that is not yet durable and applied.
 pub(crate) struct Pending {
@@ -83,6 +83,11 @@ impl Closed {
 pub(crate) enum Refused {
     Closed(Option<String>),
     WouldDeadlock,
+    /// A replicated entry whose LSN is not the next one.
+    OutOfOrder {
+        expected: u64,
+        got: u64,
+    },
 }
 
 fn now_ms() -> u64 {
@@ -214,6 +219,34 @@ impl Pipeline {
             self.writer_free.notify_all();
         }
         Ok(lsn)
+    }
+
+    /// Enqueues an entry committed elsewhere (a primary's), keeping its LSN, epoch and
+    /// timestamp: `payload` is stored byte for byte.
+    pub(crate) fn enqueue_replicated(
+        &self,
+        payload: &[u8],
+        lsn: u64,
+        epoch: u64,
+        timestamp_ms: u64,
+        ops: Vec<Op>,
+    ) -> Result<(), Refused> {
+        let mut state = self.lock();
+        if let Some(closed) = &state.closed {
+            return Err(Refused::Closed(closed.cause()));
+        }
+        if lsn != state.next_lsn {
+            return Err(Refused::OutOfOrder {
+                expected: state.next_lsn,
+                got: lsn,
+            });
+        }
+        state.next_lsn += 1;
+        state.epoch = state.epoch.max(epoch);
+        state.last_timestamp_ms = state.last_timestamp_ms.max(timestamp_ms);
+        frame_payload(&mut state.records, payload);
+        state.pending.push(Pending { lsn, ops });
+        Ok(())
     }
 
     /// The last LSN handed out (visible or not).

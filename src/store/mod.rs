@@ -20,9 +20,9 @@ pub use tables::TableSum;
 use tables::Tables;
 pub use transaction::Transaction;
 
-use crate::codec::{encode_ops, Entry, Op, MAX_RECORD_BYTES};
+use crate::codec::{decode_entry, encode_ops, Entry, Op, MAX_RECORD_BYTES};
 use crate::error::{Result, StoreError};
-use crate::log::{DirFs, Log, LogFs, LogOptions, LogPosition};
+use crate::log::{DirFs, Log, LogFs, LogOptions, LogPosition, RawEntry};
 
 /// How a store is opened.
 #[derive(Debug, Clone)]
@@ -42,6 +42,9 @@ pub struct StoreOptions {
     pub checkpoint_entries: u64,
     /// ...or after this much time, whichever comes first.
     pub checkpoint_interval: Duration,
+    /// A replica's store: user writes are refused with [`StoreError::ReadOnly`]; entries
+    /// arrive through [`Store::append_replicated`] with the primary's LSNs.
+    pub follower: bool,
 }
 
 impl StoreOptions {
@@ -86,6 +89,7 @@ impl Default for StoreOptions {
             segment_bytes: 64 << 20,
             checkpoint_entries: 10_000,
             checkpoint_interval: Duration::from_secs(5),
+            follower: false,
         }
     }
 }
@@ -292,6 +296,7 @@ impl Store {
     fn refused(&self, refused: Refused) -> crate::Error {
         match refused {
             Refused::Closed(cause) => self.closed_error(cause),
+            Refused::OutOfOrder { expected, got } => StoreError::OutOfOrder { expected, got }.into(),
             Refused::WouldDeadlock => StoreError::WouldDeadlock(
                 "this thread holds an open transaction on this store: write through the transaction, or finish it first",
             )
@@ -330,6 +335,9 @@ impl Store {
     }
 
     fn commit_inner(&self, ops: Vec<Op>, holds_writer: bool) -> Result<u64> {
+        if self.inner.options.follower {
+            return Err(self.read_only());
+        }
         if ops.is_empty() {
             if holds_writer {
                 self.inner.pipeline.release_writer();
@@ -392,11 +400,85 @@ impl Store {
     /// # Errors
     /// A closed store, or a transaction already open on this thread.
     pub fn begin(&self) -> Result<Transaction> {
+        if self.inner.options.follower {
+            return Err(self.read_only());
+        }
         self.inner
             .pipeline
             .acquire_writer()
             .map_err(|r| self.refused(r))?;
         Ok(Transaction::new(self.clone()))
+    }
+
+    fn read_only(&self) -> crate::Error {
+        StoreError::ReadOnly {
+            path: self.inner.path.clone(),
+        }
+        .into()
+    }
+
+    /// Appends entries committed by a primary, in LSN order, keeping their LSNs, epochs and
+    /// timestamps, and returns the last LSN once they are durable and visible. Each entry
+    /// is applied whole. Only a follower store accepts them.
+    ///
+    /// # Errors
+    /// [`StoreError::ReadOnly`] on a store that is not a follower, [`StoreError::OutOfOrder`]
+    /// for a gap or a repeat, a payload that does not decode, a closed store.
+    pub fn append_replicated(&self, payloads: Vec<Vec<u8>>) -> Result<u64> {
+        if !self.inner.options.follower {
+            return Err(StoreError::ReadOnly {
+                path: self.inner.path.clone(),
+            }
+            .into());
+        }
+        let mut last = self.last_lsn();
+        for payload in payloads {
+            let entry = decode_entry(&payload)?;
+            self.inner
+                .pipeline
+                .enqueue_replicated(
+                    &payload,
+                    entry.lsn,
+                    entry.epoch,
+                    entry.timestamp_ms,
+                    entry.ops,
+                )
+                .map_err(|r| self.refused(r))?;
+            last = entry.lsn;
+        }
+        self.wait_visible(last)?;
+        Ok(last)
+    }
+
+    /// Reads visible entries from `position` as stored, for shipping to replicas.
+    ///
+    /// # Errors
+    /// As [`Store::read_log`].
+    pub fn read_log_raw(
+        &self,
+        position: &mut LogPosition,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<RawEntry>> {
+        let visible = self.last_lsn();
+        self.with_open(|open| open.log.read_raw(position, visible, max_entries, max_bytes))
+    }
+
+    /// The identity `(epoch, crc)` of the visible entry at `lsn`, or `None` past the end.
+    /// LSN 0 (before the first entry) is `(0, 0)`.
+    ///
+    /// # Errors
+    /// [`crate::error::LogError::Truncated`] if `lsn` is no longer retained, corruption, I/O.
+    pub fn entry_id(&self, lsn: u64) -> Result<Option<(u64, u32)>> {
+        if lsn == 0 {
+            return Ok(Some((0, 0)));
+        }
+        if lsn > self.last_lsn() {
+            return Ok(None);
+        }
+        let mut position = LogPosition::after(lsn - 1);
+        let entries = self.read_log_raw(&mut position, 1, usize::MAX)?;
+        Ok(entries.first().map(|e| (e.epoch, e.crc)))
     }
 
     /// Waits until every LSN handed out so far is visible (used by transactions that read).
