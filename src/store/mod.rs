@@ -431,23 +431,38 @@ impl Store {
             }
             .into());
         }
-        let mut last = self.last_lsn();
-        for payload in payloads {
-            let entry = decode_entry(&payload)?;
-            self.inner
-                .pipeline
-                .enqueue_replicated(
-                    &payload,
-                    entry.lsn,
-                    entry.epoch,
-                    entry.timestamp_ms,
-                    entry.ops,
-                )
-                .map_err(|r| self.refused(r))?;
-            last = entry.lsn;
+        // Decode every payload before enqueuing any: a bad one refuses the whole call.
+        let entries = payloads
+            .iter()
+            .map(|payload| decode_entry(payload))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut last = None;
+        let mut refused = None;
+        for (payload, entry) in payloads.iter().zip(entries) {
+            let lsn = entry.lsn;
+            let enqueued = self.inner.pipeline.enqueue_replicated(
+                payload,
+                lsn,
+                entry.epoch,
+                entry.timestamp_ms,
+                entry.ops,
+            );
+            match enqueued {
+                Ok(()) => last = Some(lsn),
+                Err(r) => {
+                    refused = Some(self.refused(r));
+                    break;
+                }
+            }
         }
-        self.wait_visible(last)?;
-        Ok(last)
+        // What was enqueued is made visible even when a later entry was refused.
+        if let Some(lsn) = last {
+            self.wait_visible(lsn)?;
+        }
+        match refused {
+            Some(err) => Err(err),
+            None => Ok(self.last_lsn()),
+        }
     }
 
     /// Reads visible entries from `position` as stored, for shipping to replicas.
