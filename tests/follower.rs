@@ -49,8 +49,8 @@ fn a_follower_applying_the_primarys_entries_has_equal_checksums_and_entry_ids() 
     let follower = Store::open(dir.path().join("follower"), follower_options())?;
     let payloads = all_payloads(&primary)?;
     let (first, rest) = payloads.split_at(20);
-    assert_eq!(follower.append_replicated(first.to_vec())?, 20);
-    assert_eq!(follower.append_replicated(rest.to_vec())?, 51);
+    assert_eq!(follower.append_replicated(first)?, 20);
+    assert_eq!(follower.append_replicated(rest)?, 51);
     assert_eq!(follower.checksum()?, primary.checksum()?);
     for lsn in [0, 1, 20, 51] {
         assert_eq!(
@@ -84,7 +84,7 @@ fn a_follower_refuses_user_writes_and_entries_out_of_order() -> TestResult {
         Err(Error::Store(StoreError::ReadOnly { .. }))
     ));
     let payloads = all_payloads(&primary)?;
-    let gap = follower.append_replicated(vec![payloads[1].clone()]);
+    let gap = follower.append_replicated(&payloads[1..2]);
     assert!(
         matches!(
             gap,
@@ -95,8 +95,8 @@ fn a_follower_refuses_user_writes_and_entries_out_of_order() -> TestResult {
         ),
         "{gap:?}"
     );
-    assert_eq!(follower.append_replicated(payloads[..2].to_vec())?, 2);
-    let repeat = follower.append_replicated(vec![payloads[1].clone()]);
+    assert_eq!(follower.append_replicated(&payloads[..2])?, 2);
+    let repeat = follower.append_replicated(&payloads[1..2]);
     assert!(
         matches!(
             repeat,
@@ -108,7 +108,7 @@ fn a_follower_refuses_user_writes_and_entries_out_of_order() -> TestResult {
         "{repeat:?}"
     );
     assert_eq!(follower.last_lsn(), 2);
-    let garbage = follower.append_replicated(vec![vec![0xff; 40]]);
+    let garbage = follower.append_replicated(&[vec![0xff; 40]]);
     assert!(
         garbage.is_err(),
         "a payload that does not decode is refused"
@@ -116,7 +116,7 @@ fn a_follower_refuses_user_writes_and_entries_out_of_order() -> TestResult {
     assert_eq!(follower.last_lsn(), 2);
     assert!(
         matches!(
-            primary.append_replicated(vec![payloads[0].clone()]),
+            primary.append_replicated(&payloads[..1]),
             Err(Error::Store(StoreError::ReadOnly { .. }))
         ),
         "a primary takes no replicated entries"

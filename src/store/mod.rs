@@ -424,7 +424,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::ReadOnly`] on a store that is not a follower, [`StoreError::OutOfOrder`]
     /// for a gap or a repeat, a payload that does not decode, a closed store.
-    pub fn append_replicated(&self, payloads: Vec<Vec<u8>>) -> Result<u64> {
+    pub fn append_replicated(&self, payloads: &[Vec<u8>]) -> Result<u64> {
         if !self.inner.options.follower {
             return Err(StoreError::ReadOnly {
                 path: self.inner.path.clone(),
