@@ -138,6 +138,50 @@ pub enum StoreError {
     Engine(#[source] redb::Error),
 }
 
+/// Errors of replication: the wire protocol, the handshake, and the network under them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplicationError {
+    /// A frame or message that breaks the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The peer speaks another protocol version.
+    #[error("protocol version mismatch: we speak {ours}, the peer {theirs}")]
+    Version {
+        /// Our version.
+        ours: u8,
+        /// The peer's.
+        theirs: u8,
+    },
+    /// The token proof failed, or the peer is not allowed.
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    /// The peer's history forks from the primary's.
+    #[error("diverged: {0}")]
+    Diverged(String),
+    /// The peer needs a snapshot before it can stream.
+    #[error("needs a snapshot: {0}")]
+    NeedsSnapshot(String),
+    /// A newer epoch exists: this side is deposed.
+    #[error("fenced: {0}")]
+    Fenced(String),
+    /// The other side refused the connection.
+    #[error("refused by the peer: {0}")]
+    Refused(String),
+    /// A wait that did not finish in time.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// A network failure.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+}
+
 /// Every error the core returns.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -151,6 +195,9 @@ pub enum Error {
     /// See [`StoreError`].
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// See [`ReplicationError`].
+    #[error(transparent)]
+    Replication(#[from] ReplicationError),
 }
 
 impl From<redb::Error> for StoreError {

@@ -21,8 +21,10 @@
 pub mod codec;
 pub mod error;
 pub mod log;
+pub mod net;
 #[cfg(feature = "python")]
 mod python;
+pub mod replication;
 pub mod store;
 
 pub use error::{Error, Result};

@@ -84,6 +84,8 @@ pub struct RawEntry {
     pub lsn: u64,
     /// The epoch it was committed in.
     pub epoch: u64,
+    /// Its commit time, milliseconds since the Unix epoch (the primary's clock).
+    pub timestamp_ms: u64,
     /// Its record CRC: with the LSN and epoch, this identifies the entry (a resume point
     /// compares all three to find where two stores' histories fork).
     pub crc: u32,
@@ -97,10 +99,11 @@ impl RawEntry {
             u64::from_le_bytes(payload[at..at + 8].try_into().expect("invariant: 8 bytes"))
         };
         // A payload read from the log passed its CRC check and is at least a header long.
-        let (lsn, epoch) = (read(0), read(8));
+        let (lsn, epoch, timestamp_ms) = (read(0), read(8), read(16));
         Self {
             lsn,
             epoch,
+            timestamp_ms,
             crc: codec::record_crc(&payload),
             payload,
         }

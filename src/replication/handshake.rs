@@ -1,0 +1,233 @@
+//! The handshake's decisions, free of sockets: token proofs, who may connect, and where a
+//! peer may resume.
+
+use std::net::IpAddr;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+use super::protocol::RefuseCode;
+
+/// Domain separation: a proof made by one side can never be replayed as the other's.
+const PEER_ROLE: &[u8] = b"replikv/1 peer";
+const PRIMARY_ROLE: &[u8] = b"replikv/1 primary";
+
+/// Which side proves the token.
+#[derive(Debug, Clone, Copy)]
+pub enum Role {
+    /// The connecting replica or consumer.
+    Peer,
+    /// The primary.
+    Primary,
+}
+
+impl Role {
+    fn label(self) -> &'static [u8] {
+        match self {
+            Role::Peer => PEER_ROLE,
+            Role::Primary => PRIMARY_ROLE,
+        }
+    }
+}
+
+fn mac(token: &[u8], role: Role, nonce: &[u8]) -> Hmac<Sha256> {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(token)
+        .expect("invariant: HMAC takes keys of any length");
+    mac.update(role.label());
+    mac.update(nonce);
+    mac
+}
+
+/// 32 random bytes for a challenge.
+///
+/// # Panics
+/// If the operating system has no randomness to give (nothing sensible can go on).
+#[must_use]
+pub fn nonce() -> Vec<u8> {
+    let mut bytes = vec![0u8; 32];
+    getrandom::fill(&mut bytes).expect("invariant: the OS random source is available");
+    bytes
+}
+
+/// HMAC-SHA256 proof that `role` knows `token`, bound to the other side's `nonce`. The
+/// token itself never crosses the wire.
+#[must_use]
+pub fn prove(token: &[u8], role: Role, nonce: &[u8]) -> Vec<u8> {
+    mac(token, role, nonce).finalize().into_bytes().to_vec()
+}
+
+/// Checks a proof in constant time.
+#[must_use]
+pub fn verify(token: &[u8], role: Role, nonce: &[u8], proof: &[u8]) -> bool {
+    mac(token, role, nonce).verify_slice(proof).is_ok()
+}
+
+/// Whether a peer may connect: with a token anyone who proves it may; without one, only
+/// peers on this machine (loopback), so that an unconfigured primary is never open to the
+/// network.
+#[must_use]
+pub fn peer_allowed(token_configured: bool, peer: IpAddr) -> bool {
+    token_configured || peer.is_loopback() || peer.to_canonical().is_loopback()
+}
+
+/// What the primary holds about one LSN of its log, for a resume decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogView {
+    /// The oldest LSN the log retains.
+    pub oldest_lsn: u64,
+    /// The last visible LSN.
+    pub last_lsn: u64,
+    /// The primary's `(epoch, crc)` at the peer's resume point, if it retains it.
+    pub id_at_resume: Option<(u64, u32)>,
+}
+
+/// Where a peer that says it holds everything up to `flushed_lsn` (identified by
+/// `flushed_id`) may resume: after `flushed_lsn`, or refused with a reason.
+///
+/// # Errors
+/// The refusal code and a reason for a person.
+pub fn resume_decision(
+    flushed_lsn: u64,
+    flushed_id: (u64, u32),
+    log: LogView,
+) -> Result<u64, (RefuseCode, String)> {
+    if flushed_lsn > log.last_lsn {
+        return Err((
+            RefuseCode::Diverged,
+            format!(
+                "the peer has LSN {flushed_lsn} but the primary's log ends at {}: it holds writes the primary does not",
+                log.last_lsn
+            ),
+        ));
+    }
+    if flushed_lsn > 0 && flushed_lsn < log.oldest_lsn {
+        return Err((
+            RefuseCode::NeedsSnapshot,
+            format!(
+                "the peer's position {flushed_lsn} is older than the primary's log (oldest retained LSN {})",
+                log.oldest_lsn
+            ),
+        ));
+    }
+    if flushed_lsn == 0 && log.oldest_lsn > 1 {
+        return Err((
+            RefuseCode::NeedsSnapshot,
+            format!(
+                "an empty peer needs a snapshot: the log starts at LSN {}",
+                log.oldest_lsn
+            ),
+        ));
+    }
+    match log.id_at_resume {
+        Some(id) if id == flushed_id => Ok(flushed_lsn),
+        Some((epoch, crc)) => Err((
+            RefuseCode::Diverged,
+            format!(
+                "histories fork at LSN {flushed_lsn}: the peer has (epoch {}, crc {:#010x}), the primary (epoch {epoch}, crc {crc:#010x})",
+                flushed_id.0, flushed_id.1
+            ),
+        )),
+        None => Err((RefuseCode::NeedsSnapshot, format!("LSN {flushed_lsn} is not retained"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn a_proof_verifies_only_with_the_same_token_role_and_nonce() {
+        let n = nonce();
+        let proof = prove(b"secret", Role::Peer, &n);
+        assert!(verify(b"secret", Role::Peer, &n, &proof));
+        assert!(!verify(b"other", Role::Peer, &n, &proof));
+        assert!(
+            !verify(b"secret", Role::Primary, &n, &proof),
+            "a peer proof is not a primary proof"
+        );
+        assert!(!verify(b"secret", Role::Peer, &nonce(), &proof));
+        assert!(!verify(b"secret", Role::Peer, &n, &proof[..31]));
+        assert_ne!(n, nonce(), "nonces are fresh");
+    }
+
+    #[test]
+    fn without_a_token_only_loopback_peers_are_allowed() {
+        assert!(peer_allowed(false, IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        assert!(peer_allowed(false, IpAddr::V4(Ipv4Addr::new(127, 8, 0, 1))));
+        assert!(peer_allowed(false, IpAddr::V6(Ipv6Addr::LOCALHOST)));
+        assert!(peer_allowed(
+            false,
+            IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped())
+        ));
+        assert!(!peer_allowed(false, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5))));
+        assert!(!peer_allowed(
+            false,
+            IpAddr::V4(Ipv4Addr::new(192, 168, 1, 2))
+        ));
+        assert!(!peer_allowed(
+            false,
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1))
+        ));
+        assert!(peer_allowed(true, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5))));
+    }
+
+    fn view(oldest: u64, last: u64, id: Option<(u64, u32)>) -> LogView {
+        LogView {
+            oldest_lsn: oldest,
+            last_lsn: last,
+            id_at_resume: id,
+        }
+    }
+
+    #[test]
+    fn a_peer_resumes_where_its_history_matches() {
+        assert_eq!(resume_decision(0, (0, 0), view(1, 10, Some((0, 0)))), Ok(0));
+        assert_eq!(
+            resume_decision(7, (1, 42), view(1, 10, Some((1, 42)))),
+            Ok(7)
+        );
+        assert_eq!(
+            resume_decision(10, (1, 42), view(5, 10, Some((1, 42)))),
+            Ok(10)
+        );
+    }
+
+    #[test]
+    fn a_fork_or_a_peer_ahead_is_diverged() {
+        assert_eq!(
+            resume_decision(7, (1, 42), view(1, 10, Some((1, 43))))
+                .unwrap_err()
+                .0,
+            RefuseCode::Diverged
+        );
+        assert_eq!(
+            resume_decision(7, (2, 42), view(1, 10, Some((1, 42))))
+                .unwrap_err()
+                .0,
+            RefuseCode::Diverged
+        );
+        assert_eq!(
+            resume_decision(11, (1, 42), view(1, 10, None))
+                .unwrap_err()
+                .0,
+            RefuseCode::Diverged
+        );
+    }
+
+    #[test]
+    fn a_position_older_than_the_log_needs_a_snapshot() {
+        assert_eq!(
+            resume_decision(3, (1, 42), view(5, 10, None))
+                .unwrap_err()
+                .0,
+            RefuseCode::NeedsSnapshot
+        );
+        assert_eq!(
+            resume_decision(0, (0, 0), view(5, 10, Some((0, 0))))
+                .unwrap_err()
+                .0,
+            RefuseCode::NeedsSnapshot
+        );
+    }
+}

@@ -1,0 +1,8 @@
+//! Replication: the wire protocol, the handshake's decisions, and (in `net`) the primary
+//! and replica that speak them over TCP.
+
+pub mod handshake;
+pub mod primary;
+pub mod protocol;
+pub mod replica;
+pub mod status;

@@ -1,0 +1,605 @@
+//! The primary side: a TCP server that streams the store's log to replicas.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_bytes::ByteBuf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use super::handshake::{self, LogView, Role};
+use super::protocol::{
+    read_frame, read_frame_within, write_frame, Message, RefuseCode, MAX_FRAME_BYTES,
+};
+use super::status::{lag_seconds, now_ms, LinkState, ReplicaLink};
+use crate::error::{ReplicationError, Result};
+use crate::log::{LogPosition, RawEntry};
+use crate::net::runtime;
+use crate::store::Store;
+
+/// How long a peer has to answer during the handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Entries read from the log per batch at most.
+const BATCH_ENTRIES: usize = 4096;
+/// Room left in a frame for the message around the payloads.
+const FRAME_SLACK: usize = 1024;
+
+/// How a primary serves its replicas.
+#[derive(Debug, Clone)]
+pub struct PrimaryOptions {
+    /// Address to listen on (`host:port`; port 0 picks a free one).
+    pub listen: String,
+    /// Shared token; without one only loopback peers may connect.
+    pub token: Option<String>,
+    /// Entries are shipped in batches at most this often (zero ships eagerly).
+    pub ship_interval: Duration,
+    /// Bytes of entries per batch at most (one entry larger than this still goes alone).
+    pub max_batch_bytes: usize,
+    /// How often an idle connection carries a heartbeat.
+    pub heartbeat_interval: Duration,
+}
+
+impl Default for PrimaryOptions {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:0".to_owned(),
+            token: None,
+            ship_interval: Duration::from_millis(50),
+            max_batch_bytes: 4 << 20,
+            heartbeat_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+struct Link {
+    status: ReplicaLink,
+    generation: u64,
+    /// Shipped but unacknowledged entries: `(lsn, commit ms, bytes)`.
+    unacked: VecDeque<(u64, u64, u64)>,
+    stop: watch::Sender<bool>,
+}
+
+struct Shared {
+    store: Store,
+    options: PrimaryOptions,
+    links: Mutex<BTreeMap<String, Link>>,
+    generations: AtomicU64,
+    rejected: AtomicU64,
+    last_rejection: Mutex<Option<String>>,
+    visible: watch::Sender<u64>,
+    last_commit_ms: AtomicU64,
+}
+
+/// A running primary. Dropping it (or [`Primary::close`]) stops the server.
+pub struct Primary {
+    shared: Arc<Shared>,
+    address: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    notifier: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// What [`Primary::status`] reports.
+#[derive(Debug, Clone)]
+pub struct PrimaryStatus {
+    /// The primary's last LSN.
+    pub last_lsn: u64,
+    /// Its epoch.
+    pub epoch: u64,
+    /// Connections refused since start.
+    pub rejected: u64,
+    /// Why the last one was refused.
+    pub last_rejection: Option<String>,
+    /// Every replica seen since start.
+    pub replicas: Vec<ReplicaLink>,
+}
+
+fn io_err(context: &str) -> impl FnOnce(std::io::Error) -> ReplicationError + '_ {
+    move |source| ReplicationError::Io {
+        context: context.to_owned(),
+        source,
+    }
+}
+
+impl Primary {
+    /// Starts serving `store`'s log.
+    ///
+    /// # Errors
+    /// The address cannot be bound.
+    pub fn start(store: Store, options: PrimaryOptions) -> Result<Self> {
+        let listener = runtime()
+            .block_on(TcpListener::bind(&options.listen))
+            .map_err(io_err(&format!("cannot listen on {}", options.listen)))?;
+        let address = listener
+            .local_addr()
+            .map_err(io_err("reading the bound address"))?;
+        let (visible, _) = watch::channel(store.last_lsn());
+        let shared = Arc::new(Shared {
+            store,
+            options,
+            links: Mutex::new(BTreeMap::new()),
+            generations: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            last_rejection: Mutex::new(None),
+            visible,
+            last_commit_ms: AtomicU64::new(0),
+        });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        runtime().spawn(accept_loop(
+            Arc::clone(&shared),
+            listener,
+            shutdown_rx.clone(),
+        ));
+        let notifier = {
+            let shared = Arc::clone(&shared);
+            let shutdown_rx = shutdown_rx.clone();
+            std::thread::Builder::new()
+                .name("replikv-notify".into())
+                .spawn(move || notify_loop(&shared, &shutdown_rx))
+                .map_err(io_err("starting the notifier thread"))?
+        };
+        tracing::info!(%address, "primary listening");
+        Ok(Self {
+            shared,
+            address,
+            shutdown,
+            notifier: Mutex::new(Some(notifier)),
+        })
+    }
+
+    /// The address it listens on (with the real port when 0 was asked for).
+    #[must_use]
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The store it serves.
+    #[must_use]
+    pub fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    /// Per-replica state and lag.
+    #[must_use]
+    pub fn status(&self) -> PrimaryStatus {
+        let last_lsn = self.shared.store.last_lsn();
+        let now = now_ms();
+        let links = lock(&self.shared.links);
+        let replicas = links
+            .values()
+            .map(|link| {
+                let mut status = link.status.clone();
+                status.lag_lsn = last_lsn.saturating_sub(status.acked_lsn);
+                status.lag_bytes = link.unacked.iter().map(|(_, _, bytes)| bytes).sum();
+                let oldest_missing = if status.lag_lsn == 0 {
+                    None
+                } else {
+                    link.unacked
+                        .front()
+                        .map(|(_, commit, _)| *commit)
+                        .or(Some(status.last_seen_ms.min(now)))
+                };
+                status.lag_seconds = lag_seconds(oldest_missing, now);
+                status
+            })
+            .collect();
+        PrimaryStatus {
+            last_lsn,
+            epoch: self.shared.store.epoch(),
+            rejected: self.shared.rejected.load(Ordering::Relaxed),
+            last_rejection: lock(&self.shared.last_rejection).clone(),
+            replicas,
+        }
+    }
+
+    /// Blocks until at least `replicas` replicas acknowledged `lsn`, or `timeout` passes.
+    /// Returns how many have (like Redis `WAIT`).
+    #[must_use]
+    pub fn wait_for(&self, lsn: u64, replicas: usize, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let acked = lock(&self.shared.links)
+                .values()
+                .filter(|l| l.status.acked_lsn >= lsn)
+                .count();
+            if acked >= replicas || Instant::now() >= deadline {
+                return acked;
+            }
+            std::thread::sleep(
+                Duration::from_millis(2).min(deadline.saturating_duration_since(Instant::now())),
+            );
+        }
+    }
+
+    /// Stops the server and every connection; the store stays open.
+    pub fn close(&self) {
+        if self.shutdown.send_replace(true) {
+            return;
+        }
+        for link in lock(&self.shared.links).values() {
+            link.stop.send_replace(true);
+        }
+        if let Some(handle) = lock(&self.notifier).take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Primary {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Turns the store's visibility (a condition variable) into a watch channel for the tasks.
+fn notify_loop(shared: &Shared, shutdown: &watch::Receiver<bool>) {
+    let mut last = shared.store.last_lsn();
+    while !*shutdown.borrow() && !shared.store.is_closed() {
+        let visible = shared
+            .store
+            .wait_for_lsn(last + 1, Duration::from_millis(50));
+        if visible != last {
+            last = visible;
+            shared.visible.send_replace(visible);
+        }
+    }
+}
+
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(pair) => pair,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                if !handshake::peer_allowed(shared.options.token.is_some(), peer.ip()) {
+                    shared.reject(&peer, "no token is configured, so only loopback peers may connect");
+                    continue;
+                }
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(serve(Arc::clone(&shared), stream, peer, shutdown.clone()));
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn reject(&self, peer: &SocketAddr, reason: &str) {
+        tracing::warn!(%peer, %reason, "refused a replication connection");
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.last_rejection) = Some(format!("{peer}: {reason}"));
+    }
+
+    fn token(&self) -> &[u8] {
+        self.options.token.as_deref().unwrap_or("").as_bytes()
+    }
+
+    /// Registers a connection for `name`, stopping an older one for the same name.
+    fn register(&self, name: &str, peer: &SocketAddr, acked: u64) -> (u64, watch::Receiver<bool>) {
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+        let (stop, stop_rx) = watch::channel(false);
+        let link = Link {
+            status: ReplicaLink {
+                name: name.to_owned(),
+                address: peer.to_string(),
+                state: LinkState::CatchingUp,
+                sent_lsn: acked,
+                acked_lsn: acked,
+                lag_lsn: 0,
+                lag_bytes: 0,
+                lag_seconds: 0.0,
+                last_seen_ms: now_ms(),
+            },
+            generation,
+            unacked: VecDeque::new(),
+            stop,
+        };
+        if let Some(old) = lock(&self.links).insert(name.to_owned(), link) {
+            old.stop.send_replace(true);
+        }
+        (generation, stop_rx)
+    }
+
+    fn update(&self, name: &str, generation: u64, f: impl FnOnce(&mut Link)) {
+        if let Some(link) = lock(&self.links).get_mut(name) {
+            if link.generation == generation {
+                f(link);
+            }
+        }
+    }
+}
+
+async fn serve(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) {
+    let (mut reader, mut writer) = stream.into_split();
+    let name = match accept(&shared, &mut reader, &mut writer, &peer).await {
+        Ok(accepted) => accepted,
+        Err((reason, code)) => {
+            shared.reject(&peer, &reason);
+            if let Some(code) = code {
+                let _ = write_frame(&mut writer, &Message::Refused { reason, code }).await;
+            }
+            return;
+        }
+    };
+    let (name, flushed_lsn) = name;
+    let (generation, stop) = shared.register(&name, &peer, flushed_lsn);
+    let result = stream_to(
+        &shared,
+        &name,
+        generation,
+        flushed_lsn,
+        reader,
+        writer,
+        stop,
+        shutdown,
+    )
+    .await;
+    if let Err(err) = &result {
+        tracing::info!(replica = %name, error = %err, "replica connection ended");
+    }
+    shared.update(&name, generation, |link| {
+        link.status.state = LinkState::Disconnected;
+    });
+}
+
+type Refusal = (String, Option<RefuseCode>);
+
+/// The handshake: challenge, proof, resume decision, welcome. Returns the peer's name and
+/// the LSN after which it streams.
+async fn accept(
+    shared: &Shared,
+    reader: &mut OwnedReadHalf,
+    writer: &mut OwnedWriteHalf,
+    peer: &SocketAddr,
+) -> Result<(String, u64), Refusal> {
+    let no_code = |e: ReplicationError| (e.to_string(), None);
+    let nonce = handshake::nonce();
+    write_frame(
+        writer,
+        &Message::Challenge {
+            nonce: ByteBuf::from(nonce.clone()),
+        },
+    )
+    .await
+    .map_err(no_code)?;
+    let hello = read_frame_within(reader, HANDSHAKE_TIMEOUT, "hello")
+        .await
+        .map_err(no_code)?;
+    let Message::Hello {
+        kind,
+        name,
+        proof,
+        nonce: peer_nonce,
+        epoch,
+        flushed_lsn,
+        flushed_id,
+    } = hello
+    else {
+        return Err(("expected a hello".to_owned(), Some(RefuseCode::Protocol)));
+    };
+    if !handshake::verify(shared.token(), Role::Peer, &nonce, &proof) {
+        return Err(("wrong token".to_owned(), Some(RefuseCode::Auth)));
+    }
+    if crate::store::validate_table_name(&name).is_err() {
+        return Err((
+            format!("invalid replica name {name:?}"),
+            Some(RefuseCode::Protocol),
+        ));
+    }
+    let store = shared.store.clone();
+    let primary_epoch = store.epoch();
+    if epoch > primary_epoch {
+        return Err((
+            format!("{peer} has seen epoch {epoch}, newer than this primary's {primary_epoch}"),
+            Some(RefuseCode::Fenced),
+        ));
+    }
+    let view = tokio::task::spawn_blocking(move || -> Result<LogView> {
+        Ok(LogView {
+            oldest_lsn: store.oldest_lsn()?,
+            last_lsn: store.last_lsn(),
+            id_at_resume: store.entry_id(flushed_lsn).ok().flatten(),
+        })
+    })
+    .await
+    .map_err(|e| (e.to_string(), None))?
+    .map_err(|e| (e.to_string(), None))?;
+    handshake::resume_decision(flushed_lsn, flushed_id, view)
+        .map_err(|(code, reason)| (reason, Some(code)))?;
+    let welcome = Message::Welcome {
+        proof: ByteBuf::from(handshake::prove(shared.token(), Role::Primary, &peer_nonce)),
+        epoch: primary_epoch,
+        last_lsn: view.last_lsn,
+    };
+    write_frame(writer, &welcome).await.map_err(no_code)?;
+    tracing::info!(%peer, replica = %name, ?kind, from_lsn = flushed_lsn, "replica connected");
+    Ok((name, flushed_lsn))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn stream_to(
+    shared: &Arc<Shared>,
+    name: &str,
+    generation: u64,
+    from_lsn: u64,
+    reader: OwnedReadHalf,
+    mut writer: OwnedWriteHalf,
+    mut stop: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ReplicationError> {
+    let mut acks = tokio::spawn(read_acks(
+        Arc::clone(shared),
+        name.to_owned(),
+        generation,
+        reader,
+    ));
+    let mut visible = shared.visible.subscribe();
+    let mut heartbeat = tokio::time::interval(shared.options.heartbeat_interval);
+    let mut position = LogPosition::after(from_lsn);
+    let mut last_ship: Option<Instant> = None;
+    let result = loop {
+        if shared.store.last_lsn() >= position.next_lsn() {
+            if let Some(wait) =
+                last_ship.map(|at| shared.options.ship_interval.saturating_sub(at.elapsed()))
+            {
+                if !wait.is_zero() {
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        _ = stop.changed() => break Ok(()),
+                        _ = shutdown.changed() => break Ok(()),
+                        _ = &mut acks => break Ok(()),
+                    }
+                }
+            }
+            let store = shared.store.clone();
+            let max_bytes = shared.options.max_batch_bytes;
+            let (batch, moved) = tokio::task::spawn_blocking(move || {
+                let batch = store.read_log_raw(&mut position, BATCH_ENTRIES, max_bytes);
+                (batch, position)
+            })
+            .await
+            .map_err(|e| ReplicationError::Protocol(format!("log reader failed: {e}")))?;
+            position = moved;
+            let batch = batch
+                .map_err(|e| ReplicationError::Protocol(format!("cannot read the log: {e}")))?;
+            if let Err(err) = ship(shared, name, generation, &mut writer, batch).await {
+                break Err(err);
+            }
+            last_ship = Some(Instant::now());
+            continue;
+        }
+        tokio::select! {
+            _ = visible.changed() => {}
+            _ = heartbeat.tick() => {
+                let beat = Message::Heartbeat {
+                    last_lsn: shared.store.last_lsn(),
+                    last_commit_ms: shared.last_commit_ms.load(Ordering::Relaxed),
+                    now_ms: now_ms(),
+                };
+                if let Err(err) = write_frame(&mut writer, &beat).await {
+                    break Err(err);
+                }
+            }
+            _ = stop.changed() => break Ok(()),
+            _ = shutdown.changed() => break Ok(()),
+            _ = &mut acks => break Ok(()),
+        }
+    };
+    acks.abort();
+    result
+}
+
+/// Sends a batch: whole entries packed into frames, an entry larger than a frame in parts.
+async fn ship(
+    shared: &Shared,
+    name: &str,
+    generation: u64,
+    writer: &mut OwnedWriteHalf,
+    batch: Vec<RawEntry>,
+) -> Result<(), ReplicationError> {
+    let Some(last) = batch.last() else {
+        return Ok(());
+    };
+    let (last_lsn, last_commit) = (last.lsn, last.timestamp_ms);
+    let shipped: Vec<(u64, u64, u64)> = batch
+        .iter()
+        .map(|e| (e.lsn, e.timestamp_ms, e.payload.len() as u64))
+        .collect();
+    let limit = MAX_FRAME_BYTES - FRAME_SLACK;
+    let mut frame: Vec<ByteBuf> = Vec::new();
+    let mut frame_bytes = 0;
+    for entry in batch {
+        let size = entry.payload.len() + 16;
+        if !frame.is_empty() && frame_bytes + size > limit {
+            write_frame(
+                writer,
+                &Message::Entries {
+                    payloads: std::mem::take(&mut frame),
+                },
+            )
+            .await?;
+            frame_bytes = 0;
+        }
+        if size > limit {
+            let total = entry.payload.len() as u64;
+            for (index, chunk) in entry.payload.chunks(limit).enumerate() {
+                let part = Message::EntryPart {
+                    total,
+                    offset: (index * limit) as u64,
+                    data: ByteBuf::from(chunk.to_vec()),
+                };
+                write_frame(writer, &part).await?;
+            }
+            continue;
+        }
+        frame_bytes += size;
+        frame.push(ByteBuf::from(entry.payload));
+    }
+    if !frame.is_empty() {
+        write_frame(writer, &Message::Entries { payloads: frame }).await?;
+    }
+    shared
+        .last_commit_ms
+        .fetch_max(last_commit, Ordering::Relaxed);
+    let primary_last = shared.store.last_lsn();
+    shared.update(name, generation, |link| {
+        link.status.sent_lsn = last_lsn;
+        link.status.state = if last_lsn >= primary_last {
+            LinkState::Streaming
+        } else {
+            LinkState::CatchingUp
+        };
+        link.unacked.extend(shipped);
+    });
+    Ok(())
+}
+
+async fn read_acks(shared: Arc<Shared>, name: String, generation: u64, mut reader: OwnedReadHalf) {
+    loop {
+        match read_frame(&mut reader).await {
+            Ok(Message::Ack { flushed_lsn, .. }) => shared.update(&name, generation, |link| {
+                link.status.acked_lsn = link.status.acked_lsn.max(flushed_lsn);
+                link.status.last_seen_ms = now_ms();
+                while link
+                    .unacked
+                    .front()
+                    .is_some_and(|(lsn, _, _)| *lsn <= flushed_lsn)
+                {
+                    link.unacked.pop_front();
+                }
+            }),
+            Ok(other) => {
+                tracing::warn!(replica = %name, message = ?other.type_byte(), "unexpected message from a replica");
+                return;
+            }
+            Err(err) => {
+                tracing::debug!(replica = %name, error = %err, "replica stream ended");
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,426 @@
+//! The replica side: follows a primary over TCP, appending its entries to a follower store,
+//! and reconnects with backoff after any failure.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_bytes::ByteBuf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::handshake::{self, Role};
+use super::protocol::{read_frame, read_frame_within, write_frame, Message, PeerKind, RefuseCode};
+use super::status::LinkState;
+use crate::error::{ReplicationError, Result};
+use crate::net::runtime;
+use crate::store::{Store, StoreOptions};
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a replica follows its primary.
+#[derive(Debug, Clone)]
+pub struct ReplicaOptions {
+    /// The primary's address.
+    pub primary: String,
+    /// Shared token (must match the primary's).
+    pub token: Option<String>,
+    /// This replica's name: its slot on the primary.
+    pub name: String,
+    /// Longest wait between reconnection attempts.
+    pub max_backoff: Duration,
+    /// Options of the replica's own store (`follower` is forced on).
+    pub store: StoreOptions,
+}
+
+/// What a replica knows about its link and lag.
+#[derive(Debug, Clone)]
+pub struct ReplicaState {
+    /// The link's state.
+    pub state: LinkState,
+    /// The primary's last LSN, as last heard.
+    pub primary_last_lsn: u64,
+    /// The primary's epoch, as last heard.
+    pub primary_epoch: u64,
+    /// The primary's clock at the last heartbeat, and when it arrived here.
+    heartbeat: Option<(u64, Instant)>,
+    /// Commit time (primary's clock) of the last entry applied here.
+    pub applied_commit_ms: u64,
+    /// Why the link last failed.
+    pub last_error: Option<String>,
+    /// Successful handshakes so far.
+    pub connections: u64,
+}
+
+impl ReplicaState {
+    /// The primary's clock now, estimated from its last heartbeat.
+    #[must_use]
+    pub fn primary_now_ms(&self) -> Option<u64> {
+        self.heartbeat.map(|(at, received)| {
+            at + u64::try_from(received.elapsed().as_millis()).unwrap_or(u64::MAX)
+        })
+    }
+}
+
+struct Shared {
+    store: Store,
+    options: ReplicaOptions,
+    state: Mutex<ReplicaState>,
+}
+
+/// A running replica.
+pub struct Replica {
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Replica {
+    /// Opens (or creates) the follower store at `path` and starts following.
+    ///
+    /// # Errors
+    /// The store cannot be opened.
+    pub fn start(path: impl AsRef<std::path::Path>, options: ReplicaOptions) -> Result<Self> {
+        let store_options = StoreOptions {
+            follower: true,
+            ..options.store.clone()
+        };
+        let store = Store::open(path, store_options)?;
+        let shared = Arc::new(Shared {
+            store,
+            options,
+            state: Mutex::new(ReplicaState {
+                state: LinkState::Connecting,
+                primary_last_lsn: 0,
+                primary_epoch: 0,
+                heartbeat: None,
+                applied_commit_ms: 0,
+                last_error: None,
+                connections: 0,
+            }),
+        });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let task = runtime().spawn(follow(Arc::clone(&shared), shutdown_rx));
+        Ok(Self {
+            shared,
+            shutdown,
+            task: Mutex::new(Some(task)),
+        })
+    }
+
+    /// The replica's store (read-only for users).
+    #[must_use]
+    pub fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    /// Its name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.shared.options.name
+    }
+
+    /// The primary's address.
+    #[must_use]
+    pub fn primary(&self) -> &str {
+        &self.shared.options.primary
+    }
+
+    /// A copy of its link state.
+    #[must_use]
+    pub fn state(&self) -> ReplicaState {
+        lock(&self.shared.state).clone()
+    }
+
+    /// Stops following and closes the store.
+    ///
+    /// # Errors
+    /// Closing the store failed.
+    pub fn close(&self) -> Result<()> {
+        self.shutdown.send_replace(true);
+        if let Some(task) = lock(&self.task).take() {
+            // The task ends at its next await point; wait so no append races the close.
+            let _ = runtime().block_on(task);
+        }
+        self.shared.store.close()
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+/// Whether retrying cannot help.
+fn is_final(err: &ReplicationError) -> bool {
+    matches!(
+        err,
+        ReplicationError::Auth(_)
+            | ReplicationError::Diverged(_)
+            | ReplicationError::NeedsSnapshot(_)
+            | ReplicationError::Fenced(_)
+            | ReplicationError::Version { .. }
+    )
+}
+
+async fn follow(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        lock(&shared.state).state = LinkState::Connecting;
+        let mut connected = false;
+        let result = session(&shared, &mut shutdown, &mut connected).await;
+        {
+            let mut state = lock(&shared.state);
+            match result {
+                Ok(()) => return,
+                Err(err) if is_final(&err) => {
+                    tracing::error!(primary = %shared.options.primary, error = %err, "replication stopped");
+                    state.state = LinkState::Failed;
+                    state.last_error = Some(err.to_string());
+                    return;
+                }
+                Err(err) => {
+                    tracing::info!(primary = %shared.options.primary, error = %err, "replication link lost; retrying");
+                    state.state = LinkState::Disconnected;
+                    state.last_error = Some(err.to_string());
+                }
+            }
+        }
+        if connected {
+            backoff = Duration::from_millis(50);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => return,
+        }
+        backoff = (backoff * 2).min(shared.options.max_backoff);
+    }
+}
+
+fn refused(code: RefuseCode, reason: String) -> ReplicationError {
+    match code {
+        RefuseCode::Auth => ReplicationError::Auth(reason),
+        RefuseCode::Diverged => ReplicationError::Diverged(reason),
+        RefuseCode::NeedsSnapshot => ReplicationError::NeedsSnapshot(reason),
+        RefuseCode::Fenced => ReplicationError::Fenced(reason),
+        RefuseCode::Protocol => ReplicationError::Refused(reason),
+    }
+}
+
+/// Reassembles an entry sent in parts.
+#[derive(Default)]
+struct Parts {
+    buffer: Vec<u8>,
+}
+
+impl Parts {
+    /// Adds a part; returns the whole entry once its last part arrived.
+    fn push(
+        &mut self,
+        total: u64,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<Option<Vec<u8>>, ReplicationError> {
+        let total = usize::try_from(total)
+            .ok()
+            .filter(|t| *t <= crate::codec::MAX_RECORD_BYTES);
+        let Some(total) = total else {
+            return Err(ReplicationError::Protocol(
+                "an entry part claims an impossible size".into(),
+            ));
+        };
+        if offset != self.buffer.len() as u64 || self.buffer.len() + data.len() > total {
+            return Err(ReplicationError::Protocol(
+                "entry parts out of order".into(),
+            ));
+        }
+        self.buffer.extend_from_slice(data);
+        Ok((self.buffer.len() == total).then(|| std::mem::take(&mut self.buffer)))
+    }
+}
+
+/// Connects and runs the handshake; returns the stream halves and the resume point.
+async fn connect(
+    shared: &Arc<Shared>,
+) -> Result<(OwnedReadHalf, OwnedWriteHalf, u64), ReplicationError> {
+    let options = &shared.options;
+    let token = options.token.as_deref().unwrap_or("").as_bytes();
+    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(&options.primary))
+        .await
+        .map_err(|_| ReplicationError::Timeout(format!("connecting to {}", options.primary)))?
+        .map_err(|source| ReplicationError::Io {
+            context: format!("connecting to {}", options.primary),
+            source,
+        })?;
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = stream.into_split();
+    let Message::Challenge { nonce } =
+        read_frame_within(&mut reader, HANDSHAKE_TIMEOUT, "challenge").await?
+    else {
+        return Err(ReplicationError::Protocol("expected a challenge".into()));
+    };
+    let store = shared.store.clone();
+    let (flushed_lsn, flushed_id) =
+        tokio::task::spawn_blocking(move || -> Result<(u64, (u64, u32))> {
+            let lsn = store.last_lsn();
+            Ok((lsn, store.entry_id(lsn)?.unwrap_or((0, 0))))
+        })
+        .await
+        .map_err(|e| ReplicationError::Protocol(e.to_string()))?
+        .map_err(|e| ReplicationError::Protocol(format!("cannot read the local log: {e}")))?;
+    let my_nonce = handshake::nonce();
+    let hello = Message::Hello {
+        kind: PeerKind::Replica,
+        name: options.name.clone(),
+        proof: ByteBuf::from(handshake::prove(token, Role::Peer, &nonce)),
+        nonce: ByteBuf::from(my_nonce.clone()),
+        epoch: shared.store.epoch(),
+        flushed_lsn,
+        flushed_id,
+    };
+    write_frame(&mut writer, &hello).await?;
+    match read_frame_within(&mut reader, HANDSHAKE_TIMEOUT, "welcome").await? {
+        Message::Welcome {
+            proof,
+            epoch,
+            last_lsn,
+        } => {
+            if !handshake::verify(token, Role::Primary, &my_nonce, &proof) {
+                return Err(ReplicationError::Auth(
+                    "the primary could not prove the token".into(),
+                ));
+            }
+            let mut state = lock(&shared.state);
+            state.primary_epoch = epoch;
+            state.primary_last_lsn = last_lsn;
+            state.connections += 1;
+            state.last_error = None;
+            state.state = if flushed_lsn >= last_lsn {
+                LinkState::Streaming
+            } else {
+                LinkState::CatchingUp
+            };
+        }
+        Message::Refused { reason, code } => return Err(refused(code, reason)),
+        _ => return Err(ReplicationError::Protocol("expected a welcome".into())),
+    }
+    Ok((reader, writer, flushed_lsn))
+}
+
+async fn session(
+    shared: &Arc<Shared>,
+    shutdown: &mut watch::Receiver<bool>,
+    connected: &mut bool,
+) -> Result<(), ReplicationError> {
+    let (mut reader, mut writer, flushed_lsn) = connect(shared).await?;
+    let options = &shared.options;
+    *connected = true;
+    tracing::info!(primary = %options.primary, from_lsn = flushed_lsn, "following");
+    let mut parts = Parts::default();
+    loop {
+        let message = tokio::select! {
+            _ = shutdown.changed() => return Ok(()),
+            message = read_frame(&mut reader) => message?,
+        };
+        let payloads = match message {
+            Message::Entries { payloads } => payloads.into_iter().map(ByteBuf::into_vec).collect(),
+            Message::EntryPart {
+                total,
+                offset,
+                data,
+            } => match parts.push(total, offset, &data)? {
+                Some(entry) => vec![entry],
+                None => continue,
+            },
+            Message::Heartbeat {
+                last_lsn, now_ms, ..
+            } => {
+                {
+                    let mut state = lock(&shared.state);
+                    state.primary_last_lsn = state.primary_last_lsn.max(last_lsn);
+                    state.heartbeat = Some((now_ms, Instant::now()));
+                    if shared.store.last_lsn() >= state.primary_last_lsn {
+                        state.state = LinkState::Streaming;
+                    }
+                }
+                let applied = shared.store.last_lsn();
+                write_frame(
+                    &mut writer,
+                    &Message::Ack {
+                        flushed_lsn: applied,
+                        applied_lsn: applied,
+                    },
+                )
+                .await?;
+                continue;
+            }
+            Message::Refused { reason, code } => return Err(refused(code, reason)),
+            _ => {
+                return Err(ReplicationError::Protocol(
+                    "unexpected message from the primary".into(),
+                ))
+            }
+        };
+        let commit_ms = payloads
+            .last()
+            .and_then(|p: &Vec<u8>| p.get(16..24))
+            .map_or(0, |b| {
+                u64::from_le_bytes(b.try_into().expect("invariant: 8 bytes"))
+            });
+        let store = shared.store.clone();
+        let applied = tokio::task::spawn_blocking(move || store.append_replicated(&payloads))
+            .await
+            .map_err(|e| ReplicationError::Protocol(e.to_string()))?
+            .map_err(|e| {
+                ReplicationError::Protocol(format!("cannot apply replicated entries: {e}"))
+            })?;
+        {
+            let mut state = lock(&shared.state);
+            state.applied_commit_ms = state.applied_commit_ms.max(commit_ms);
+            state.primary_last_lsn = state.primary_last_lsn.max(applied);
+            state.state = if applied >= state.primary_last_lsn {
+                LinkState::Streaming
+            } else {
+                LinkState::CatchingUp
+            };
+        }
+        write_frame(
+            &mut writer,
+            &Message::Ack {
+                flushed_lsn: applied,
+                applied_lsn: applied,
+            },
+        )
+        .await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_reassemble_in_order_and_refuse_anything_else() {
+        let mut parts = Parts::default();
+        assert_eq!(parts.push(6, 0, b"abc").unwrap(), None);
+        assert_eq!(parts.push(6, 3, b"def").unwrap(), Some(b"abcdef".to_vec()));
+        let mut parts = Parts::default();
+        assert!(parts.push(6, 3, b"def").is_err(), "a gap");
+        let mut parts = Parts::default();
+        assert!(parts.push(4, 0, b"abcdef").is_err(), "more than the total");
+        assert!(
+            Parts::default().push(u64::MAX, 0, b"a").is_err(),
+            "an impossible size"
+        );
+    }
+}

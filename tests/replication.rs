@@ -1,0 +1,204 @@
+//! Replication over real TCP on 127.0.0.1: streaming, resume, big entries, refusals.
+
+use std::time::{Duration, Instant};
+
+use replikv::codec::{encode_key, KeyRef, Op};
+use replikv::replication::primary::{Primary, PrimaryOptions};
+use replikv::replication::replica::{Replica, ReplicaOptions};
+use replikv::replication::status::LinkState;
+use replikv::store::{Store, StoreOptions};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+fn put(key: &str, value: Vec<u8>) -> Vec<Op> {
+    vec![Op {
+        table: "t".to_owned(),
+        key: encode_key(KeyRef::Str(key)),
+        value: Some(value),
+    }]
+}
+
+fn primary_options(token: Option<&str>) -> PrimaryOptions {
+    PrimaryOptions {
+        token: token.map(str::to_owned),
+        ship_interval: Duration::from_millis(5),
+        ..PrimaryOptions::default()
+    }
+}
+
+fn replica_options(primary: &Primary, token: Option<&str>, name: &str) -> ReplicaOptions {
+    ReplicaOptions {
+        primary: primary.address().to_string(),
+        token: token.map(str::to_owned),
+        name: name.to_owned(),
+        max_backoff: Duration::from_millis(200),
+        store: StoreOptions::default(),
+    }
+}
+
+/// Polls `check` for up to 30 s (a bound for a hung test, not a speed target).
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_replica_streams_every_entry_and_ends_with_the_primarys_checksums() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path().join("primary"), StoreOptions::default())?;
+    for i in 0..20 {
+        store.commit(put(&format!("before{i}"), vec![0xc0]))?;
+    }
+    let primary = Primary::start(store.clone(), primary_options(Some("s3cret")))?;
+    let replica = Replica::start(
+        dir.path().join("replica"),
+        replica_options(&primary, Some("s3cret"), "eu-1"),
+    )?;
+    for i in 0..200 {
+        store.commit(put(&format!("after{i}"), vec![0xa1, b'x']))?;
+    }
+    eventually("the replica to catch up", || {
+        replica.store().last_lsn() == 220
+    });
+    assert_eq!(replica.store().checksum()?, store.checksum()?);
+    eventually("the ack to reach the primary", || {
+        primary.wait_for(220, 1, Duration::from_millis(10)) == 1
+    });
+    let status = primary.status();
+    assert_eq!(status.replicas.len(), 1);
+    assert_eq!(status.replicas[0].name, "eu-1");
+    assert_eq!(status.replicas[0].acked_lsn, 220);
+    assert_eq!(status.replicas[0].lag_lsn, 0);
+    assert!(matches!(replica.state().state, LinkState::Streaming));
+    replica.close()?;
+    primary.close();
+    Ok(())
+}
+
+#[test]
+fn a_restarted_replica_resumes_where_it_stopped() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path().join("primary"), StoreOptions::default())?;
+    let primary = Primary::start(store.clone(), primary_options(None))?;
+    let replica = Replica::start(
+        dir.path().join("replica"),
+        replica_options(&primary, None, "r1"),
+    )?;
+    for i in 0..50 {
+        store.commit(put(&format!("a{i}"), vec![0x01]))?;
+    }
+    eventually("the first half", || replica.store().last_lsn() == 50);
+    replica.close()?;
+    drop(replica);
+    for i in 0..50 {
+        store.commit(put(&format!("b{i}"), vec![0x02]))?;
+    }
+    let replica = Replica::start(
+        dir.path().join("replica"),
+        replica_options(&primary, None, "r1"),
+    )?;
+    eventually("the second half", || replica.store().last_lsn() == 100);
+    assert_eq!(replica.store().checksum()?, store.checksum()?);
+    assert_eq!(
+        replica.state().connections,
+        1,
+        "one connection after the restart"
+    );
+    Ok(())
+}
+
+#[test]
+fn an_entry_larger_than_a_frame_arrives_whole() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path().join("primary"), StoreOptions::default())?;
+    let primary = Primary::start(store.clone(), primary_options(None))?;
+    let replica = Replica::start(
+        dir.path().join("replica"),
+        replica_options(&primary, None, "big"),
+    )?;
+    let ops: Vec<Op> = (0..40)
+        .map(|i| Op {
+            table: "blobs".into(),
+            key: encode_key(KeyRef::Int(i)),
+            value: Some(vec![i as u8; 1 << 20]),
+        })
+        .collect();
+    store.commit(ops)?;
+    eventually("the 40 MiB entry", || replica.store().last_lsn() == 1);
+    assert_eq!(replica.store().checksum()?, store.checksum()?);
+    Ok(())
+}
+
+#[test]
+fn a_wrong_token_is_refused_and_counted_while_others_keep_streaming() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path().join("primary"), StoreOptions::default())?;
+    let primary = Primary::start(store.clone(), primary_options(Some("right")))?;
+    let good = Replica::start(
+        dir.path().join("good"),
+        replica_options(&primary, Some("right"), "good"),
+    )?;
+    let bad = Replica::start(
+        dir.path().join("bad"),
+        replica_options(&primary, Some("wrong"), "bad"),
+    )?;
+    store.commit(put("k", vec![0x01]))?;
+    eventually("the bad replica to give up", || {
+        bad.state().state == LinkState::Failed
+    });
+    assert!(bad
+        .state()
+        .last_error
+        .unwrap_or_default()
+        .contains("authentication"));
+    eventually("the good replica", || good.store().last_lsn() == 1);
+    assert!(primary.status().rejected >= 1);
+    assert_eq!(bad.store().last_lsn(), 0);
+    Ok(())
+}
+
+#[test]
+fn a_replica_whose_history_forks_is_refused_as_diverged() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let other = Store::open(dir.path().join("other"), StoreOptions::default())?;
+    other.commit(put("theirs", vec![0x09]))?;
+    let mut position = replikv::log::LogPosition::after(0);
+    let foreign: Vec<Vec<u8>> = other
+        .read_log_raw(&mut position, 10, usize::MAX)?
+        .into_iter()
+        .map(|e| e.payload)
+        .collect();
+    let forked = Store::open(
+        dir.path().join("replica"),
+        StoreOptions {
+            follower: true,
+            ..StoreOptions::default()
+        },
+    )?;
+    forked.append_replicated(&foreign)?;
+    forked.close()?;
+    let store = Store::open(dir.path().join("primary"), StoreOptions::default())?;
+    store.commit(put("ours", vec![0x01]))?;
+    let primary = Primary::start(store.clone(), primary_options(None))?;
+    let replica = Replica::start(
+        dir.path().join("replica"),
+        replica_options(&primary, None, "forked"),
+    )?;
+    eventually("the divergence to be detected", || {
+        replica.state().state == LinkState::Failed
+    });
+    assert!(replica
+        .state()
+        .last_error
+        .unwrap_or_default()
+        .contains("diverged"));
+    assert_eq!(
+        replica.store().checksum()?.tables.len(),
+        1,
+        "nothing was streamed over the fork"
+    );
+    Ok(())
+}
