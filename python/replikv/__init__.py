@@ -5,8 +5,8 @@ Start with :class:`Store`; see the README for replicas and the cache.
 
 from __future__ import annotations
 
-from ._core import Change, Changes, Checksum, Op, Receipt, Scan, Transaction, __version__
-from ._store import Store, Table
+from ._core import Change, Changes, Checksum, Op, Receipt, Scan, Store, Transaction, __version__
+from ._store import Table
 from .exceptions import (
     CorruptionError,
     LogTruncated,

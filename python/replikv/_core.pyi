@@ -5,7 +5,9 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, final
 
-from typing_extensions import Self, disjoint_base
+from typing_extensions import Self
+
+from replikv._store import Table
 
 __version__: str
 __all__ = [
@@ -125,7 +127,7 @@ class Transaction:
     def receipt(self) -> Receipt | None:
         """The receipt once committed, else ``None``."""
 
-@disjoint_base
+@final
 class Store:
     """A replikv store: a directory with a durable change log and redb tables."""
 
@@ -174,9 +176,18 @@ class Store:
         self,
         table: str,
         rows: Iterable[tuple[_Key, Any]] | Mapping[Any, Any],
-        progress: Callable[[int], object] | None = None,
+        progress: bool | Callable[[int], object] | None = None,
     ) -> Receipt:
-        """Writes every ``(key, value)`` row in one transaction (one log entry)."""
+        """Writes every ``(key, value)`` row in one transaction (one log entry).
+
+        Args:
+            table: the table to write.
+            rows: an iterable of ``(key, value)`` tuples, or a mapping.
+            progress: ``True`` shows a progress bar (tqdm, notebook-aware); a callable is
+                called with the number of rows encoded so far.
+        """
+    def table(self, name: str) -> Table:
+        """A view of one table as a ``MutableMapping`` (the table need not exist yet)."""
     def transaction(self) -> Transaction:
         """A serializable transaction; use it as a context manager."""
     def tables(self) -> list[str]:

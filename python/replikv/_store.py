@@ -1,8 +1,8 @@
-"""The Python face of ``Store``: progress bars for bulk loads and tables as mappings."""
+"""Pure-Python helpers of ``Store``: tables as mappings and the bulk-load progress bar."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 from . import _core
@@ -11,71 +11,24 @@ Key = str | bytes | int
 _MISSING = object()
 
 
-class Store(_core.Store):
-    """A replikv store: a directory with a durable change log and redb tables.
+class ProgressBar:
+    """The bar ``put_many(..., progress=True)`` shows: tqdm, notebook-aware.
 
-    Every write is one transaction and one log entry; it returns once it is durable
-    (fdatasync'ed, shared between concurrent writers) and visible to readers.
-
-    Args:
-        path: the store's directory; created if missing (its parent must exist).
-        fsync: make every commit durable. ``False`` is for scratch data only.
-        max_key_bytes: largest encoded key.
-        max_value_bytes: largest encoded value.
-        max_transaction_bytes: largest transaction (one log entry).
-        segment_bytes: size at which the log starts a new segment file.
-        checkpoint_entries: a durable checkpoint of the tables after this many entries...
-        checkpoint_seconds: ...or this many seconds; bounds the replay after a crash.
-
-    Example:
-        >>> import replikv, tempfile
-        >>> with replikv.Store(tempfile.mkdtemp() + "/db") as store:
-        ...     receipt = store.put("subscribers", "ana@example.com", {"opted_in": True})
-        ...     store.get("subscribers", "ana@example.com")
-        {'opted_in': True}
+    Called with the number of rows encoded so far; closed by ``put_many`` when done.
     """
 
-    def table(self, name: str) -> Table:
-        """A view of one table as a ``MutableMapping`` (the table need not exist yet)."""
-        return Table(self, name)
-
-    def put_many(
-        self,
-        table: str,
-        rows: Iterable[tuple[Key, Any]] | Mapping[Any, Any],
-        progress: bool | Callable[[int], object] | None = None,
-    ) -> _core.Receipt:
-        """Writes every ``(key, value)`` row in one transaction (one log entry).
-
-        Args:
-            table: the table to write.
-            rows: an iterable of ``(key, value)`` pairs, or a mapping.
-            progress: ``True`` shows a progress bar (tqdm, notebook-aware); a callable is
-                called with the number of rows encoded so far.
-
-        Returns:
-            The receipt of the single transaction.
-        """
-        if progress is True:
-            return self._put_many_with_bar(table, rows)
-        callback = progress if callable(progress) else None
-        return super().put_many(table, rows, progress=callback)
-
-    def _put_many_with_bar(
-        self, table: str, rows: Iterable[tuple[Key, Any]] | Mapping[Any, Any]
-    ) -> _core.Receipt:
+    def __init__(self, description: str, total: int | None) -> None:
         from tqdm.auto import tqdm
 
-        total = len(rows) if isinstance(rows, Mapping | list | tuple) else None
-        with tqdm(total=total, desc=f"put_many {table}", unit="rows") as bar:
-            last = 0
+        self._bar = tqdm(total=total, desc=description, unit="rows")
+        self._done = 0
 
-            def advance(done: int) -> None:
-                nonlocal last
-                bar.update(done - last)
-                last = done
+    def __call__(self, done: int) -> None:
+        self._bar.update(done - self._done)
+        self._done = done
 
-            return super().put_many(table, rows, progress=advance)
+    def close(self) -> None:
+        self._bar.close()
 
 
 class Table(MutableMapping[Key, Any]):

@@ -26,8 +26,8 @@ from typing import Any
 from tqdm import tqdm
 
 from . import __version__
-from ._core import Change, Checksum
-from ._store import Key, Store
+from ._core import Change, Checksum, Store
+from ._store import Key
 from .exceptions import ReplikvError
 
 UTC = dt.timezone.utc

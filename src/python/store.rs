@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyString, PyTuple};
 
 use super::errors::{run, run_detached};
 use super::types::{PyChange, PyChecksum, PyReceipt};
@@ -21,7 +21,7 @@ use crate::store::{Store, StoreOptions, Transaction};
 const PROGRESS_EVERY: usize = 8192;
 
 /// A replikv store: a directory with a durable change log and redb tables.
-#[pyclass(frozen, subclass, module = "replikv._core", name = "Store")]
+#[pyclass(frozen, module = "replikv._core", name = "Store")]
 pub(crate) struct PyStore {
     pub(crate) store: Store,
 }
@@ -150,7 +150,8 @@ impl PyStore {
         run(py, || self.store.table_sum(table)).map(|sum| sum.rows)
     }
 
-    /// Writes every `(key, value)` row in one transaction (one log entry).
+    /// Writes every `(key, value)` row in one transaction (one log entry). `progress=True`
+    /// shows a progress bar; a callable is called with the number of rows encoded so far.
     #[pyo3(signature = (table, rows, progress = None))]
     fn put_many(
         &self,
@@ -165,27 +166,24 @@ impl PyStore {
         } else {
             rows.clone()
         };
-        let mut ops = Vec::with_capacity(rows.len().unwrap_or(0));
-        for row in rows.try_iter()? {
-            let row = row?;
-            let pair = row
-                .cast::<PyTuple>()
-                .ok()
-                .filter(|t| t.len() == 2)
-                .ok_or_else(|| PyTypeError::new_err("each row must be a (key, value) tuple"))?;
-            ops.push(put_op(table, &pair.get_item(0)?, &pair.get_item(1)?)?);
-            if let Some(callback) = progress {
-                if ops.len() % PROGRESS_EVERY == 0 {
-                    callback.call1((ops.len(),))?;
-                }
-            }
+        let total = rows.len().ok();
+        let callback = match progress {
+            Some(flag) if flag.is_instance_of::<PyBool>() => match flag.is_truthy()? {
+                true => Some(py.import("replikv._store")?.getattr("ProgressBar")?.call1((format!("put_many {table}"), total))?),
+                false => None,
+            },
+            other => other.filter(|p| !p.is_none()).cloned(),
+        };
+        let result = self.encode_and_commit(py, table, &rows, total, callback.as_ref());
+        if let Some(bar) = callback.as_ref().filter(|c| c.hasattr("close").unwrap_or(false)) {
+            bar.call_method0("close")?;
         }
-        let count = ops.len();
-        let lsn = run_detached(py, || self.store.commit(ops))?;
-        if let Some(callback) = progress {
-            callback.call1((count,))?;
-        }
-        Ok(PyReceipt::local(lsn))
+        result
+    }
+
+    /// A view of one table as a mutable mapping (the table need not exist yet).
+    fn table<'py>(slf: &Bound<'py, Self>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+        slf.py().import("replikv._store")?.getattr("Table")?.call1((slf, name))
     }
 
     /// A transaction; use it as a context manager.
@@ -324,6 +322,39 @@ impl PyStore {
 
 fn as_slice(bound: &Limit<Vec<u8>>) -> Limit<&[u8]> {
     bound.as_ref().map(Vec::as_slice)
+}
+
+impl PyStore {
+    fn encode_and_commit(
+        &self,
+        py: Python<'_>,
+        table: &str,
+        rows: &Bound<'_, PyAny>,
+        total: Option<usize>,
+        progress: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyReceipt> {
+        let mut ops = Vec::with_capacity(total.unwrap_or(0));
+        for row in rows.try_iter()? {
+            let row = row?;
+            let pair = row
+                .cast::<PyTuple>()
+                .ok()
+                .filter(|t| t.len() == 2)
+                .ok_or_else(|| PyTypeError::new_err("each row must be a (key, value) tuple"))?;
+            ops.push(put_op(table, &pair.get_item(0)?, &pair.get_item(1)?)?);
+            if let Some(callback) = progress {
+                if ops.len() % PROGRESS_EVERY == 0 {
+                    callback.call1((ops.len(),))?;
+                }
+            }
+        }
+        let count = ops.len();
+        let lsn = run_detached(py, || self.store.commit(ops))?;
+        if let Some(callback) = progress {
+            callback.call1((count,))?;
+        }
+        Ok(PyReceipt::local(lsn))
+    }
 }
 
 /// The smallest byte string greater than every string starting with `prefix`.
