@@ -168,14 +168,21 @@ impl PyStore {
         };
         let total = rows.len().ok();
         let callback = match progress {
-            Some(flag) if flag.is_instance_of::<PyBool>() => match flag.is_truthy()? {
-                true => Some(py.import("replikv._store")?.getattr("ProgressBar")?.call1((format!("put_many {table}"), total))?),
-                false => None,
-            },
+            Some(flag) if flag.is_instance_of::<PyBool>() => {
+                if flag.is_truthy()? {
+                    let bar = py.import("replikv._store")?.getattr("ProgressBar")?;
+                    Some(bar.call1((format!("put_many {table}"), total))?)
+                } else {
+                    None
+                }
+            }
             other => other.filter(|p| !p.is_none()).cloned(),
         };
         let result = self.encode_and_commit(py, table, &rows, total, callback.as_ref());
-        if let Some(bar) = callback.as_ref().filter(|c| c.hasattr("close").unwrap_or(false)) {
+        if let Some(bar) = callback
+            .as_ref()
+            .filter(|c| c.hasattr("close").unwrap_or(false))
+        {
             bar.call_method0("close")?;
         }
         result
@@ -183,7 +190,10 @@ impl PyStore {
 
     /// A view of one table as a mutable mapping (the table need not exist yet).
     fn table<'py>(slf: &Bound<'py, Self>, name: &str) -> PyResult<Bound<'py, PyAny>> {
-        slf.py().import("replikv._store")?.getattr("Table")?.call1((slf, name))
+        slf.py()
+            .import("replikv._store")?
+            .getattr("Table")?
+            .call1((slf, name))
     }
 
     /// A transaction; use it as a context manager.
