@@ -66,7 +66,11 @@ pub enum StoreError {
         cause: Option<String>,
     },
     /// Another process (or another open handle in this one) owns the directory.
-    #[error("store {path} is already open in process {}", owner.map_or_else(|| "unknown".to_owned(), |p| p.to_string()))]
+    #[error("store {path} is already open {}", match owner {
+        Some(pid) if *pid == std::process::id() => "in this process: close the other Store object first".to_owned(),
+        Some(pid) => format!("in process {pid}"),
+        None => "in another process".to_owned(),
+    })]
     Locked {
         /// The store's directory.
         path: PathBuf,

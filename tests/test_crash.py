@@ -50,10 +50,10 @@ def run_until_killed(path: Path, start: int, rng: random.Random) -> list[tuple[i
             child.wait(timeout=30)
     assert child.returncode == -signal.SIGKILL, err
     returned = []
-    for line in out.splitlines():
+    for line in out.splitlines(keepends=True):
         parts = line.split()
-        # The last line may be cut by the kill; only whole lines were reported.
-        if len(parts) == 2 and line.endswith(parts[1]):
+        # The last line may be cut by the kill: only lines that ended were reported.
+        if line.endswith("\n") and len(parts) == 2:
             returned.append((int(parts[0]), int(parts[1])))
     return returned
 

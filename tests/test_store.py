@@ -365,7 +365,7 @@ def test_a_second_process_gets_an_error_naming_the_owner_pid(
     )
     assert result.returncode == 3, result.stderr
     assert f"process {os.getpid()}" in result.stdout
-    with pytest.raises(replikv.StoreLockedError, match=str(os.getpid())):
+    with pytest.raises(replikv.StoreLockedError, match="in this process"):
         replikv.Store(tmp_path / "db")
 
 
@@ -434,3 +434,45 @@ def test_dropped_log_segments_raise_log_truncated_for_older_changes(tmp_path: Pa
     with replikv.Store(tmp_path / "db", segment_bytes=4096) as s:
         assert s.oldest_lsn == oldest
         assert s.count("events") == 300
+
+
+def test_bulk_loads_and_small_writes_interleave_like_a_dict(tmp_path: Path) -> None:
+    # Small writes live in an in-memory overlay until it is moved into redb; a bulk load
+    # (thousands of rows) goes to redb directly. Reads must see one consistent table.
+    model: dict[int, object] = {}
+    with replikv.Store(tmp_path / "db", checkpoint_entries=7) as s:
+        for round_ in range(3):
+            for i in range(300):
+                key = (i * 7919 + round_) % 9000
+                if i % 5 == 0:
+                    s.delete("t", key)
+                    model.pop(key, None)
+                else:
+                    s.put("t", key, {"r": round_, "i": i})
+                    model[key] = {"r": round_, "i": i}
+            bulk = {k: {"bulk": round_} for k in range(round_ * 1000, round_ * 1000 + 5000)}
+            s.put_many("t", bulk)
+            model.update(bulk)
+            assert s.count("t") == len(model)
+            assert dict(s.scan("t")) == model
+            assert [k for k, _ in s.scan("t", start=2500, end=2600)] == sorted(
+                k for k in model if 2500 <= k < 2600
+            )
+            assert [k for k, _ in s.scan("t", reverse=True, limit=5)] == sorted(model)[::-1][:5]
+        checksum = s.checksum()
+    with replikv.Store(tmp_path / "db") as s:
+        assert dict(s.scan("t")) == model
+        assert s.checksum() == checksum
+
+
+def test_reads_of_invalid_or_reserved_table_names_are_value_errors(store: replikv.Store) -> None:
+    for name in ["__meta", "a b", ""]:
+        with pytest.raises(ValueError, match="table name"):
+            store.get(name, "k")
+        with pytest.raises(ValueError, match="table name"):
+            list(store.scan(name))
+
+
+def test_reopening_a_store_open_in_this_process_says_so(store: replikv.Store) -> None:
+    with pytest.raises(replikv.StoreLockedError, match="in this process"):
+        replikv.Store(store.path)

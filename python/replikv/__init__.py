@@ -5,12 +5,31 @@ Start with :class:`Store`; see the README for replicas and the cache.
 
 from __future__ import annotations
 
-from ._core import Change, Changes, Checksum, Op, Receipt, Scan, Store, Transaction, __version__
+from ._core import (
+    Change,
+    Changes,
+    Checksum,
+    Op,
+    Primary,
+    Receipt,
+    Replica,
+    ReplicaInfo,
+    Scan,
+    Store,
+    Transaction,
+    __version__,
+)
 from ._store import Table
 from .exceptions import (
+    AuthError,
     CorruptionError,
+    DivergedError,
+    FencedError,
     LogTruncated,
+    ProtocolError,
     ReadOnlyError,
+    ReplicationError,
+    ReplicationTimeout,
     ReplikvError,
     ReplikvOSError,
     StoreClosed,
@@ -21,14 +40,23 @@ from .exceptions import (
 )
 
 __all__ = [
+    "AuthError",
     "Change",
     "Changes",
     "Checksum",
     "CorruptionError",
+    "DivergedError",
+    "FencedError",
     "LogTruncated",
     "Op",
+    "Primary",
+    "ProtocolError",
     "ReadOnlyError",
     "Receipt",
+    "Replica",
+    "ReplicaInfo",
+    "ReplicationError",
+    "ReplicationTimeout",
     "ReplikvError",
     "ReplikvOSError",
     "Scan",

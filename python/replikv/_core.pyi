@@ -2,6 +2,7 @@
 
 import datetime
 import os
+import pathlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, final
 
@@ -15,7 +16,10 @@ __all__ = [
     "Changes",
     "Checksum",
     "Op",
+    "Primary",
     "Receipt",
+    "Replica",
+    "ReplicaInfo",
     "Scan",
     "Store",
     "Transaction",
@@ -144,7 +148,7 @@ class Store:
         checkpoint_seconds: float = 5.0,
     ) -> Self: ...
     @property
-    def path(self) -> str:
+    def path(self) -> pathlib.Path:
         """The store's directory."""
     @property
     def last_lsn(self) -> int:
@@ -223,5 +227,114 @@ class Store:
         """Per-table checksums and row counts at one LSN, read atomically (O(tables))."""
     def close(self) -> None:
         """Flushes, checkpoints and releases every file; closing twice is harmless."""
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *_exc: object) -> bool: ...
+
+@final
+class ReplicaInfo:
+    """One replica as the primary sees it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def address(self) -> str: ...
+    @property
+    def state(self) -> str:
+        """``'catching_up'``, ``'streaming'`` or ``'disconnected'``."""
+    @property
+    def sent_lsn(self) -> int: ...
+    @property
+    def acked_lsn(self) -> int:
+        """The last LSN the replica reported durable."""
+    @property
+    def lag_lsn(self) -> int: ...
+    @property
+    def lag_bytes(self) -> int:
+        """Bytes shipped but not yet acknowledged."""
+    @property
+    def lag_seconds(self) -> float:
+        """Age of its oldest missing entry, on the primary's clock."""
+    @property
+    def last_seen(self) -> datetime.datetime: ...
+
+@final
+class Primary:
+    """Serves a store's change log to replicas over TCP (asynchronous replication).
+
+    Writers never wait for the network: entries are shipped in batches at most every
+    ``ship_interval`` seconds. Without a ``token`` only loopback peers may connect.
+    """
+
+    def __new__(
+        cls,
+        store: Store,
+        *,
+        listen: str = "127.0.0.1:0",
+        token: str | None = None,
+        ship_interval: float = 0.05,
+        max_batch_bytes: int = 4194304,
+        heartbeat_interval: float = 0.5,
+    ) -> Self: ...
+    @property
+    def address(self) -> str:
+        """``host:port`` replicas connect to (the real port if 0 was asked for)."""
+    @property
+    def store(self) -> Store: ...
+    @property
+    def epoch(self) -> int: ...
+    @property
+    def rejected(self) -> int:
+        """Connections refused since start (wrong token, garbage, another version...)."""
+    @property
+    def last_rejection(self) -> str | None: ...
+    def status(self) -> list[ReplicaInfo]:
+        """Every replica seen since start, with its state and lag."""
+    def wait_for(self, lsn: int, replicas: int = 1, timeout: float = 2.0) -> int:
+        """Waits until ``replicas`` replicas acknowledged ``lsn``; returns how many did."""
+    def close(self) -> None:
+        """Stops serving; the store stays open."""
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *_exc: object) -> bool: ...
+
+@final
+class Replica:
+    """Follows a primary into a local store that readers can use while it applies.
+
+    It reconnects by itself after any failure and resumes from its own log.
+    """
+
+    def __new__(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        primary: str,
+        token: str | None = None,
+        name: str | None = None,
+        fsync: bool = True,
+        max_backoff: float = 2.0,
+    ) -> Self: ...
+    @property
+    def store(self) -> Store:
+        """The replica's store; writes raise ``ReadOnlyError``."""
+    @property
+    def name(self) -> str:
+        """Its name: its slot on the primary (defaults to the directory's name)."""
+    @property
+    def applied_lsn(self) -> int: ...
+    def wait_for(self, lsn: int, timeout: float = 5.0) -> bool:
+        """Waits until ``lsn`` is applied here; returns whether it was in time."""
+    def get(
+        self, table: str, key: _Key, default: Any = None, *, min_lsn: int = 0, timeout: float = 1.0
+    ) -> Any:
+        """Reads ``key`` once ``min_lsn`` is applied (read-your-writes).
+
+        Raises:
+            ReplicationTimeout: ``min_lsn`` was not applied within ``timeout``.
+        """
+    def status(self) -> dict[str, Any]:
+        """state, applied_lsn, flushed_lsn, primary_last_lsn, lag_lsn, lag_seconds, epoch,
+        connections, last_error."""
+    def close(self) -> None:
+        """Stops following and closes the store."""
     def __enter__(self) -> Self: ...
     def __exit__(self, *_exc: object) -> bool: ...

@@ -7,9 +7,15 @@ Errors that come from the operating system also subclass the matching ``OSError`
 from __future__ import annotations
 
 __all__ = [
+    "AuthError",
     "CorruptionError",
+    "DivergedError",
+    "FencedError",
     "LogTruncated",
+    "ProtocolError",
     "ReadOnlyError",
+    "ReplicationError",
+    "ReplicationTimeout",
     "ReplikvError",
     "ReplikvOSError",
     "StoreClosed",
@@ -58,3 +64,31 @@ class StorePermissionError(ReplikvOSError, PermissionError):
 
 class StoreLockedError(ReplikvOSError, BlockingIOError):
     """The store directory is already open in another process (its pid is in the message)."""
+
+
+class ReplicationError(ReplikvError):
+    """Replication failed or cannot go on."""
+
+
+class ReplicationTimeout(ReplicationError):
+    """A wait for replication did not finish in time; ``lsn`` is the LSN waited for."""
+
+    def __init__(self, message: str, lsn: int | None = None) -> None:
+        super().__init__(message)
+        self.lsn = lsn
+
+
+class FencedError(ReplicationError):
+    """A newer epoch exists: this primary was deposed and may not take acknowledged writes."""
+
+
+class DivergedError(ReplicationError):
+    """The two stores' histories fork; the replica needs an explicit resync."""
+
+
+class AuthError(ReplikvError):
+    """The shared token did not match (or the peer is not allowed)."""
+
+
+class ProtocolError(ReplikvError):
+    """The peer broke the wire protocol or speaks another version of it."""

@@ -99,6 +99,44 @@ impl MemFs {
         }
     }
 
+    /// The files a kill -9 at this moment would leave: everything written survives (the
+    /// page cache outlives the process), but only what was synced is durable.
+    pub(super) fn restart_image(&self) -> MemFs {
+        self.image(|file| {
+            (
+                file.data.lock().unwrap().clone(),
+                file.synced.lock().unwrap().clone(),
+            )
+        })
+    }
+
+    /// The files a power loss would leave, keeping exactly what was synced.
+    pub(super) fn power_loss_image(&self) -> MemFs {
+        self.image(|file| {
+            let synced = file.synced.lock().unwrap().clone();
+            (synced.clone(), synced)
+        })
+    }
+
+    fn image(&self, contents: impl Fn(&MemFile) -> (Vec<u8>, Vec<u8>)) -> MemFs {
+        let state = self.state.lock().unwrap();
+        let mut image = FsState::default();
+        for name in &state.durable_names {
+            if let Some(file) = state.files.get(name) {
+                let (data, synced) = contents(file);
+                let copy = MemFile {
+                    data: Mutex::new(data),
+                    synced: Mutex::new(synced),
+                };
+                image.files.insert(name.clone(), Arc::new(copy));
+                image.durable_names.insert(name.clone());
+            }
+        }
+        MemFs {
+            state: Arc::new(Mutex::new(image)),
+        }
+    }
+
     /// Flips one byte of a file, as a disk error would.
     pub(super) fn flip_byte(&self, name: &str, offset: usize) {
         let state = self.state.lock().unwrap();

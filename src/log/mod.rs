@@ -65,7 +65,7 @@ impl LogPosition {
     #[must_use]
     pub fn after(lsn: u64) -> Self {
         Self {
-            next_lsn: lsn + 1,
+            next_lsn: lsn.saturating_add(1),
             hint: None,
         }
     }
@@ -278,6 +278,15 @@ impl Log {
                         format!("the log ends at LSN {} but the tables have applied LSN {checkpoint_lsn}", expected - 1),
                     )
                     .into());
+                }
+                // What was replayed may have reached the page cache without its
+                // fdatasync (a kill -9, a failed sync): make it durable before anything
+                // built on it is, or a later power loss could take back visible writes.
+                if self.options.fsync {
+                    segment
+                        .file
+                        .sync_data()
+                        .map_err(io_error(format!("syncing {}", segment.name)))?;
                 }
                 return Ok(Tail {
                     offset: offset as u64,

@@ -268,3 +268,30 @@ fn power_loss_at_any_point_keeps_every_acknowledged_entry() {
         "the freeze points must hit mid-stream ({interrupted}, {cut_short})"
     );
 }
+
+/// A record that reached the page cache but whose fdatasync failed is replayed on restart;
+/// recovery must make it durable before the store builds on it, or a later power loss takes
+/// back what readers already saw (and leaves tables ahead of the log).
+#[test]
+fn recovery_makes_the_replayed_tail_durable_before_returning() {
+    let fs = MemFs::default();
+    let entries = written(6, 21);
+    let (log, _) = open(&fs, 1 << 20, 0).unwrap();
+    append_all(&log, &entries[..3]);
+    // The next batch is written, then its fdatasync fails.
+    fs.freeze_after(1);
+    assert!(log.append(&frame(&entries[3..]), 6).is_err());
+    drop(log);
+    let restarted = fs.restart_image();
+    let (log, replayed) = open(&restarted, 1 << 20, 0).unwrap();
+    assert_eq!(
+        replayed, entries,
+        "the page cache still held the unsynced batch"
+    );
+    drop(log);
+    let (_, after_power_loss) = open(&restarted.power_loss_image(), 1 << 20, 0).unwrap();
+    assert_eq!(
+        after_power_loss, entries,
+        "what recovery replayed was made durable"
+    );
+}

@@ -8,7 +8,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
-use crate::error::{CodecError, Error, LogError, StoreError};
+use crate::error::{CodecError, Error, LogError, ReplicationError, StoreError};
 
 /// Instantiates `replikv.exceptions.<name>(*args)` as a `PyErr`.
 pub(crate) fn raise<'py, A: pyo3::call::PyCallArgs<'py>>(
@@ -64,6 +64,17 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
             os_error(py, &source, message, None)
         }
         Error::Log(LogError::Truncated { .. }) => raise(py, "LogTruncated", (message,)),
+        Error::Replication(err) => {
+            let class = match err {
+                ReplicationError::Auth(_) => "AuthError",
+                ReplicationError::Protocol(_) | ReplicationError::Version { .. } => "ProtocolError",
+                ReplicationError::Diverged(_) => "DivergedError",
+                ReplicationError::Fenced(_) => "FencedError",
+                ReplicationError::Timeout(_) => "ReplicationTimeout",
+                _ => "ReplicationError",
+            };
+            raise(py, class, (message,))
+        }
         _ => raise(py, "ReplikvError", (message,)),
     }
 }

@@ -2,6 +2,7 @@
 //! names pyo3.
 
 mod errors;
+mod replication;
 mod store;
 mod types;
 mod value;
@@ -10,6 +11,8 @@ use pyo3::pymodule;
 
 #[pymodule]
 mod _core {
+    #[pymodule_export]
+    use super::replication::{PyPrimary, PyReplica, PyReplicaInfo};
     #[pymodule_export]
     use super::store::{PyChanges, PyScan, PyStore, PyTransaction};
     #[pymodule_export]

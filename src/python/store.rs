@@ -121,7 +121,7 @@ impl PyStore {
 
     /// The value under `key`, or `default`.
     #[pyo3(signature = (table, key, default = None))]
-    fn get<'py>(
+    pub(crate) fn get<'py>(
         &self,
         py: Python<'py>,
         table: &str,
@@ -343,7 +343,8 @@ impl PyStore {
         total: Option<usize>,
         progress: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyReceipt> {
-        let mut ops = Vec::with_capacity(total.unwrap_or(0));
+        // `__len__` is only a hint: never let it size an allocation beyond reason.
+        let mut ops = Vec::with_capacity(total.unwrap_or(0).min(1 << 16));
         for row in rows.try_iter()? {
             let row = row?;
             let pair = row

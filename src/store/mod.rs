@@ -235,7 +235,15 @@ impl Store {
             entries: options.checkpoint_entries.max(1),
             interval: options.checkpoint_interval,
         };
-        let pipeline = Pipeline::new(log.next_lsn(), meta.epoch, policy);
+        // The epoch is the newest of the tables' and the last logged entry's: a follower
+        // learns epochs from the entries it appends.
+        let last_lsn = log.next_lsn() - 1;
+        let mut last = LogPosition::after(last_lsn.saturating_sub(1));
+        let logged_epoch = log
+            .read_raw(&mut last, last_lsn, 1, usize::MAX)?
+            .first()
+            .map_or(0, |e| e.epoch);
+        let pipeline = Pipeline::new(log.next_lsn(), meta.epoch.max(logged_epoch), policy);
         let (applied, sums) = tables.sums()?;
         let overlay = Overlay::new(applied, sums);
         Ok(Self {
@@ -511,6 +519,7 @@ impl Store {
         key: &[u8],
         f: impl FnOnce(Option<&[u8]>) -> R,
     ) -> Result<R> {
+        validate_table_name(table)?;
         self.with_open(|open| open.overlay.get_with(&open.tables, table, key, f))
     }
 
@@ -526,6 +535,7 @@ impl Store {
         reverse: bool,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        validate_table_name(table)?;
         self.with_open(|open| {
             open.overlay
                 .scan(&open.tables, table, (lower, upper), reverse, limit)
@@ -537,6 +547,7 @@ impl Store {
     /// # Errors
     /// A closed store or a storage failure.
     pub fn table_sum(&self, table: &str) -> Result<TableSum> {
+        validate_table_name(table)?;
         self.with_open(|open| {
             Ok(open
                 .overlay

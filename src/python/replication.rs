@@ -1,0 +1,371 @@
+//! `Primary` and `Replica`: thin wrappers over the core's replication.
+
+use std::time::{Duration, Instant};
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+
+use super::errors::{raise, run_detached};
+use super::store::PyStore;
+use super::value::unix_to_datetime;
+use crate::replication::primary::{Primary, PrimaryOptions};
+use crate::replication::replica::{Replica, ReplicaOptions};
+use crate::replication::status::{lag_seconds, ReplicaLink};
+use crate::store::StoreOptions;
+
+/// How long a blocking wait sleeps between checks for Ctrl-C.
+const SIGNAL_CHECK: Duration = Duration::from_millis(50);
+
+fn seconds(name: &str, value: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(value).map_err(|_| {
+        PyValueError::new_err(format!("{name} must be a non-negative number of seconds"))
+    })
+}
+
+/// Waits in slices, releasing the GIL, until `done` or `timeout`, checking for Ctrl-C.
+fn wait_until(
+    py: Python<'_>,
+    timeout: Duration,
+    mut done: impl FnMut() -> bool + Send,
+) -> PyResult<bool> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let slice = left.min(SIGNAL_CHECK);
+        let finished = py.detach(|| {
+            let until = Instant::now() + slice;
+            loop {
+                if done() {
+                    return true;
+                }
+                if Instant::now() >= until {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        if finished {
+            return Ok(true);
+        }
+        py.check_signals()?;
+        if left.is_zero() {
+            return Ok(false);
+        }
+    }
+}
+
+/// One replica as the primary sees it.
+#[pyclass(frozen, get_all, module = "replikv._core", name = "ReplicaInfo")]
+pub(crate) struct PyReplicaInfo {
+    name: String,
+    address: String,
+    state: &'static str,
+    sent_lsn: u64,
+    acked_lsn: u64,
+    lag_lsn: u64,
+    lag_bytes: u64,
+    lag_seconds: f64,
+    last_seen: Py<PyAny>,
+}
+
+impl PyReplicaInfo {
+    fn new(py: Python<'_>, link: ReplicaLink) -> PyResult<Self> {
+        let ms = i64::try_from(link.last_seen_ms).unwrap_or(i64::MAX);
+        let last_seen = unix_to_datetime(
+            py,
+            ms.div_euclid(1000),
+            (ms.rem_euclid(1000) * 1_000_000) as u32,
+        )?
+        .unbind();
+        Ok(Self {
+            name: link.name,
+            address: link.address,
+            state: link.state.name(),
+            sent_lsn: link.sent_lsn,
+            acked_lsn: link.acked_lsn,
+            lag_lsn: link.lag_lsn,
+            lag_bytes: link.lag_bytes,
+            lag_seconds: link.lag_seconds,
+            last_seen,
+        })
+    }
+}
+
+#[pymethods]
+impl PyReplicaInfo {
+    fn __repr__(&self) -> String {
+        format!(
+            "ReplicaInfo(name={:?}, state={:?}, acked_lsn={}, lag_lsn={}, lag_seconds={:.3})",
+            self.name, self.state, self.acked_lsn, self.lag_lsn, self.lag_seconds
+        )
+    }
+}
+
+/// Serves a store's change log to replicas over TCP.
+#[pyclass(frozen, module = "replikv._core", name = "Primary")]
+pub(crate) struct PyPrimary {
+    primary: Primary,
+    store: Py<PyStore>,
+}
+
+#[pymethods]
+impl PyPrimary {
+    #[new]
+    #[pyo3(signature = (store, *, listen = "127.0.0.1:0", token = None, ship_interval = 0.05,
+        max_batch_bytes = 4_194_304, heartbeat_interval = 0.5))]
+    fn new(
+        py: Python<'_>,
+        store: Py<PyStore>,
+        listen: &str,
+        token: Option<String>,
+        ship_interval: f64,
+        max_batch_bytes: usize,
+        heartbeat_interval: f64,
+    ) -> PyResult<Self> {
+        let options = PrimaryOptions {
+            listen: listen.to_owned(),
+            token,
+            ship_interval: seconds("ship_interval", ship_interval)?,
+            max_batch_bytes,
+            heartbeat_interval: seconds("heartbeat_interval", heartbeat_interval)?
+                .max(Duration::from_millis(10)),
+        };
+        let core = store.get().store.clone();
+        let primary = run_detached(py, move || Primary::start(core, options))?;
+        Ok(Self { primary, store })
+    }
+
+    /// The address replicas connect to.
+    #[getter]
+    fn address(&self) -> String {
+        self.primary.address().to_string()
+    }
+
+    /// The store being served.
+    #[getter]
+    fn store(&self, py: Python<'_>) -> Py<PyStore> {
+        self.store.clone_ref(py)
+    }
+
+    /// The store's epoch.
+    #[getter]
+    fn epoch(&self) -> u64 {
+        self.primary.store().epoch()
+    }
+
+    /// Connections refused since start (bad token, garbage, wrong version, ...).
+    #[getter]
+    fn rejected(&self) -> u64 {
+        self.primary.status().rejected
+    }
+
+    /// Why the last connection was refused, if any was.
+    #[getter]
+    fn last_rejection(&self) -> Option<String> {
+        self.primary.status().last_rejection
+    }
+
+    /// Every replica seen since start, with its state and lag.
+    fn status(&self, py: Python<'_>) -> PyResult<Vec<PyReplicaInfo>> {
+        self.primary
+            .status()
+            .replicas
+            .into_iter()
+            .map(|link| PyReplicaInfo::new(py, link))
+            .collect()
+    }
+
+    /// Waits until `replicas` replicas acknowledged `lsn` (or `timeout`); returns how many did.
+    #[pyo3(signature = (lsn, replicas = 1, timeout = 2.0))]
+    fn wait_for(&self, py: Python<'_>, lsn: u64, replicas: usize, timeout: f64) -> PyResult<usize> {
+        let timeout = seconds("timeout", timeout)?;
+        wait_until(py, timeout, || {
+            self.primary.wait_for(lsn, replicas, Duration::ZERO) >= replicas
+        })?;
+        Ok(self.primary.wait_for(lsn, replicas, Duration::ZERO))
+    }
+
+    /// Stops serving; the store stays open.
+    fn close(&self, py: Python<'_>) {
+        py.detach(|| self.primary.close());
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> bool {
+        self.close(py);
+        false
+    }
+
+    fn __repr__(&self) -> String {
+        let status = self.primary.status();
+        format!(
+            "<Primary {} last_lsn={} epoch={} replicas={}>",
+            self.primary.address(),
+            status.last_lsn,
+            status.epoch,
+            status.replicas.len()
+        )
+    }
+}
+
+/// Follows a primary into a local, read-only store.
+#[pyclass(frozen, module = "replikv._core", name = "Replica")]
+pub(crate) struct PyReplica {
+    replica: Replica,
+    store: Py<PyStore>,
+}
+
+#[pymethods]
+impl PyReplica {
+    #[new]
+    #[pyo3(signature = (path, *, primary, token = None, name = None, fsync = true, max_backoff = 2.0))]
+    fn new(
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        primary: String,
+        token: Option<String>,
+        name: Option<String>,
+        fsync: bool,
+        max_backoff: f64,
+    ) -> PyResult<Self> {
+        let name = match name {
+            Some(name) => name,
+            None => path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .filter(|n| crate::store::validate_table_name(n).is_ok())
+                .ok_or_else(|| {
+                    PyValueError::new_err(
+                        "give the replica a name= (letters, digits, '_', '.', '-')",
+                    )
+                })?
+                .to_owned(),
+        };
+        crate::store::validate_table_name(&name).map_err(|_| {
+            PyValueError::new_err(format!(
+                "invalid replica name {name:?}: use letters, digits, '_', '.', '-'"
+            ))
+        })?;
+        let options = ReplicaOptions {
+            primary,
+            token,
+            name,
+            max_backoff: seconds("max_backoff", max_backoff)?.max(Duration::from_millis(10)),
+            store: StoreOptions {
+                fsync,
+                ..StoreOptions::default()
+            },
+        };
+        let replica = run_detached(py, move || Replica::start(path, options))?;
+        let store = Py::new(
+            py,
+            PyStore {
+                store: replica.store().clone(),
+            },
+        )?;
+        Ok(Self { replica, store })
+    }
+
+    /// The replica's store: readable while it applies; writes raise `ReadOnlyError`.
+    #[getter]
+    fn store(&self, py: Python<'_>) -> Py<PyStore> {
+        self.store.clone_ref(py)
+    }
+
+    /// The replica's name (its slot on the primary).
+    #[getter]
+    fn name(&self) -> String {
+        self.replica.name().to_owned()
+    }
+
+    /// The last LSN applied here.
+    #[getter]
+    fn applied_lsn(&self) -> u64 {
+        self.replica.store().last_lsn()
+    }
+
+    /// Waits until `lsn` is applied here; returns whether it was within `timeout`.
+    #[pyo3(signature = (lsn, timeout = 5.0))]
+    fn wait_for(&self, py: Python<'_>, lsn: u64, timeout: f64) -> PyResult<bool> {
+        let timeout = seconds("timeout", timeout)?;
+        wait_until(py, timeout, || self.replica.store().last_lsn() >= lsn)
+    }
+
+    /// Reads `key` once the replica has applied `min_lsn` (read-your-writes).
+    #[pyo3(signature = (table, key, default = None, *, min_lsn = 0, timeout = 1.0))]
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        table: &str,
+        key: &Bound<'py, PyAny>,
+        default: Option<Bound<'py, PyAny>>,
+        min_lsn: u64,
+        timeout: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if !self.wait_for(py, min_lsn, timeout)? {
+            let applied = self.replica.store().last_lsn();
+            let message =
+                format!("the replica has applied LSN {applied}, not {min_lsn}, after {timeout} s");
+            return Err(raise(py, "ReplicationTimeout", (message, min_lsn)));
+        }
+        self.store.bind(py).get().get(py, table, key, default)
+    }
+
+    /// The link's state and lag: `state`, `applied_lsn`, `primary_last_lsn`, `lag_lsn`,
+    /// `lag_seconds`, `epoch`, `connections`, `last_error`.
+    fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        let state = self.replica.state();
+        let applied = self.replica.store().last_lsn();
+        let lag_lsn = state.primary_last_lsn.saturating_sub(applied);
+        // Measured on the primary's clock: its heartbeat time plus what elapsed here since.
+        let lag = match (lag_lsn, state.primary_now_ms()) {
+            (0, _) => 0.0,
+            (_, Some(now)) => lag_seconds(Some(state.applied_commit_ms.max(1)), now),
+            (_, None) => f64::NAN,
+        };
+        let status = pyo3::types::PyDict::new(py);
+        status.set_item("name", self.replica.name())?;
+        status.set_item("primary", self.replica.primary())?;
+        status.set_item("state", state.state.name())?;
+        status.set_item("applied_lsn", applied)?;
+        status.set_item("flushed_lsn", applied)?;
+        status.set_item("primary_last_lsn", state.primary_last_lsn)?;
+        status.set_item("lag_lsn", lag_lsn)?;
+        status.set_item("lag_seconds", lag)?;
+        status.set_item("epoch", state.primary_epoch)?;
+        status.set_item("connections", state.connections)?;
+        status.set_item("last_error", state.last_error)?;
+        Ok(status)
+    }
+
+    /// Stops following and closes the store.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        run_detached(py, || self.replica.close())
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        let state = self.replica.state();
+        format!(
+            "<Replica {:?} of {} state={} applied_lsn={}>",
+            self.replica.name(),
+            self.replica.primary(),
+            state.state.name(),
+            self.replica.store().last_lsn()
+        )
+    }
+}

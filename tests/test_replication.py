@@ -1,0 +1,199 @@
+"""Asynchronous replication over TCP on 127.0.0.1 with real sockets and processes."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import replikv
+
+TOKEN = "t0ken"
+CHILD = Path(__file__).with_name("replica_child.py")
+
+
+def eventually(what: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Polls `check` (a bound for a hung test, not a speed target)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def primary(tmp_path: Path) -> Iterator[replikv.Primary]:
+    store = replikv.Store(tmp_path / "primary")
+    with replikv.Primary(store, token=TOKEN, ship_interval=0.01) as p:
+        yield p
+    store.close()
+
+
+def test_replicas_receive_every_write_and_match_the_primarys_checksums(
+    primary: replikv.Primary, tmp_path: Path
+) -> None:
+    store = primary.store
+    store.put_many("subscribers", [(f"s{i}@example.com", {"n": i}) for i in range(1000)])
+    with (
+        replikv.Replica(tmp_path / "eu-1", primary=primary.address, token=TOKEN) as eu,
+        replikv.Replica(tmp_path / "us-1", primary=primary.address, token=TOKEN) as us,
+    ):
+        for i in range(100):
+            with store.transaction() as tx:
+                tx.put("events", i, {"type": "open"})
+                tx.delete("subscribers", f"s{i}@example.com")
+        last = store.last_lsn
+        assert eu.wait_for(last, timeout=30) and us.wait_for(last, timeout=30)
+        assert eu.store.checksum() == store.checksum() == us.store.checksum()
+        assert primary.wait_for(last, replicas=2, timeout=30) == 2
+        infos = {info.name: info for info in primary.status()}
+        assert set(infos) == {"eu-1", "us-1"}
+        assert all(i.acked_lsn == last and i.lag_lsn == 0 for i in infos.values())
+        assert eu.status()["state"] == "streaming"
+        assert "eu-1" in repr(eu) and "Primary" in repr(primary)
+
+
+def test_a_replica_store_is_read_only_and_serves_read_your_writes(
+    primary: replikv.Primary, tmp_path: Path
+) -> None:
+    with replikv.Replica(tmp_path / "r", primary=primary.address, token=TOKEN) as replica:
+        with pytest.raises(replikv.ReadOnlyError):
+            replica.store.put("t", "k", 1)
+        with pytest.raises(replikv.ReadOnlyError):
+            replica.store.transaction().put("t", "k", 1)
+        receipt = primary.store.put("t", "k", {"v": 1})
+        assert replica.get("t", "k", min_lsn=receipt.lsn, timeout=30) == {"v": 1}
+        with pytest.raises(replikv.ReplicationTimeout) as info:
+            replica.get("t", "k", min_lsn=receipt.lsn + 1000, timeout=0.2)
+        assert info.value.lsn == receipt.lsn + 1000
+
+
+def test_replica_readers_never_see_half_a_transaction(
+    primary: replikv.Primary, tmp_path: Path
+) -> None:
+    stop = threading.Event()
+    torn: list[tuple[object, object]] = []
+    with replikv.Replica(tmp_path / "r", primary=primary.address, token=TOKEN) as replica:
+
+        def read() -> None:
+            while not stop.is_set():
+                a, b = replica.store.get("pair", "a"), replica.store.get("pair", "b")
+                # b is written after a in each transaction; reading a first, b can only be
+                # newer or equal: never older.
+                if a is not None and (b is None or b < a):
+                    torn.append((a, b))
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        for i in range(300):
+            with primary.store.transaction() as tx:
+                tx.put("pair", "a", i)
+                tx.put("pair", "b", i)
+        assert replica.wait_for(primary.store.last_lsn, timeout=30)
+        stop.set()
+        reader.join()
+    assert torn == []
+
+
+def test_a_replica_killed_mid_stream_resumes_without_gaps_or_repeats(
+    primary: replikv.Primary, tmp_path: Path
+) -> None:
+    path = tmp_path / "child"
+    writer_done = threading.Event()
+
+    def write() -> None:
+        for i in range(2000):
+            primary.store.put("events", i, {"i": i})
+        writer_done.set()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    for _ in range(3):
+        with subprocess.Popen(
+            [sys.executable, str(CHILD), str(path), primary.address],
+            stdout=subprocess.PIPE,
+            text=True,
+        ) as child:
+            try:
+                assert child.stdout is not None
+                assert child.stdout.readline().startswith("ready")
+                time.sleep(0.3)
+            finally:
+                child.send_signal(signal.SIGKILL)
+                child.wait(timeout=30)
+            assert child.returncode == -signal.SIGKILL
+    thread.join()
+    assert writer_done.is_set()
+    with replikv.Replica(path, primary=primary.address, token=TOKEN, name="child") as replica:
+        assert replica.wait_for(primary.store.last_lsn, timeout=60)
+        assert replica.store.checksum() == primary.store.checksum()
+        lsns = [c.lsn for c in replica.store.changes()]
+        assert lsns == list(range(1, primary.store.last_lsn + 1)), "no entry skipped or doubled"
+
+
+def garbage_probes(address: str) -> list[bytes]:
+    good_len = struct.pack(">I", 10)
+    return [
+        b"\x00\x01garbage that is not a frame\r\n" * 3,
+        struct.pack(">I", 0xFFFFFFF0) + b"\x01\x02",  # an oversized length
+        good_len + b"\x01\x02abc",  # a truncated frame, then the connection closes
+        struct.pack(">I", 8) + b"\x63\x02\x00\x00\x00\x00\x00\x00",  # another version
+        b"GET / HTTP/1.1\r\nHost: " + address.encode() + b"\r\n\r\n",
+    ]
+
+
+def test_garbage_on_the_primarys_port_is_refused_counted_and_harmless(
+    primary: replikv.Primary, tmp_path: Path
+) -> None:
+    with replikv.Replica(tmp_path / "r", primary=primary.address, token=TOKEN) as replica:
+        host, port = primary.address.rsplit(":", 1)
+        for probe in garbage_probes(primary.address):
+            with socket.create_connection((host, int(port)), timeout=10) as sock:
+                sock.recv(4096)  # the challenge
+                sock.sendall(probe)
+                sock.shutdown(socket.SHUT_WR)
+                sock.settimeout(10)
+                try:
+                    while sock.recv(4096):
+                        pass
+                except OSError:
+                    pass
+        eventually("every probe to be refused", lambda: primary.rejected >= 5)
+        assert primary.last_rejection is not None
+        receipt = primary.store.put("t", "still", "works")
+        assert replica.get("t", "still", min_lsn=receipt.lsn, timeout=30) == "works"
+
+
+def test_a_wrong_token_is_refused_with_auth_and_not_retried(
+    primary: replikv.Primary, tmp_path: Path
+) -> None:
+    with replikv.Replica(tmp_path / "r", primary=primary.address, token="wrong") as replica:
+        eventually("the replica to give up", lambda: replica.status()["state"] == "failed")
+        assert "authentication" in str(replica.status()["last_error"])
+    assert primary.rejected >= 1
+
+
+def test_replicas_reconnect_after_the_primary_restarts(tmp_path: Path) -> None:
+    store = replikv.Store(tmp_path / "primary")
+    first = replikv.Primary(store, token=TOKEN, ship_interval=0.01)
+    address = first.address
+    with replikv.Replica(tmp_path / "r", primary=address, token=TOKEN, max_backoff=0.2) as replica:
+        assert replica.wait_for(store.put("t", 1, "before").lsn, timeout=30)
+        first.close()
+        store.put("t", 2, "while down")
+        eventually("the replica to notice", lambda: replica.status()["state"] != "streaming")
+        second = replikv.Primary(store, listen=address, token=TOKEN, ship_interval=0.01)
+        try:
+            receipt = store.put("t", 3, "after")
+            assert replica.get("t", 3, min_lsn=receipt.lsn, timeout=30) == "after"
+            assert replica.store.checksum() == store.checksum()
+            assert replica.status()["connections"] >= 2
+        finally:
+            second.close()
+    store.close()
