@@ -202,3 +202,24 @@ fn a_replica_whose_history_forks_is_refused_as_diverged() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn a_monitor_gets_the_status_report_with_the_token_and_is_refused_without() -> TestResult {
+    use replikv::replication::monitor::fetch_status;
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path().join("primary"), StoreOptions::default())?;
+    let primary = Primary::start(store.clone(), primary_options(Some("tok")))?;
+    let replica = Replica::start(
+        dir.path().join("replica"),
+        replica_options(&primary, Some("tok"), "r1"),
+    )?;
+    store.commit(put("k", vec![0x01]))?;
+    eventually("the replica", || replica.store().last_lsn() == 1);
+    let address = primary.address().to_string();
+    let report = fetch_status(&address, Some("tok"), Duration::from_secs(10))?;
+    assert_eq!(report.last_lsn, 1);
+    assert_eq!(report.replicas.len(), 1);
+    assert_eq!(report.replicas[0].name, "r1");
+    assert!(fetch_status(&address, Some("nope"), Duration::from_secs(10)).is_err());
+    Ok(())
+}

@@ -24,6 +24,7 @@ __all__ = [
     "Store",
     "Transaction",
     "__version__",
+    "fetch_status",
 ]
 
 _Key = str | bytes | int
@@ -338,3 +339,10 @@ class Replica:
         """Stops following and closes the store."""
     def __enter__(self) -> Self: ...
     def __exit__(self, *_exc: object) -> bool: ...
+
+def fetch_status(address: str, *, token: str | None = None, timeout: float = 5.0) -> dict[str, Any]:
+    """Asks the primary at ``address`` for its status.
+
+    Returns:
+        ``last_lsn``, ``epoch``, ``rejected`` and ``replicas`` (a list of :class:`ReplicaInfo`).
+    """

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from . import __version__
 from ._core import Change, Checksum, Store
+from ._serve import add_commands
 from ._store import Key
 from .exceptions import ReplikvError
 
@@ -94,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep", action="store_true", help="keep the store and print where it is")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(run=_run_demo)
+    add_commands(commands)
     return parser
 
 

@@ -12,7 +12,7 @@ use pyo3::pymodule;
 #[pymodule]
 mod _core {
     #[pymodule_export]
-    use super::replication::{PyPrimary, PyReplica, PyReplicaInfo};
+    use super::replication::{fetch_status, PyPrimary, PyReplica, PyReplicaInfo};
     #[pymodule_export]
     use super::store::{PyChanges, PyScan, PyStore, PyTransaction};
     #[pymodule_export]

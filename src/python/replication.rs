@@ -369,3 +369,32 @@ impl PyReplica {
         )
     }
 }
+
+/// Asks the primary at `address` for its status: `last_lsn`, `epoch`, `rejected` and
+/// `replicas` (a list of `ReplicaInfo`).
+#[pyfunction]
+#[pyo3(signature = (address, *, token = None, timeout = 5.0))]
+pub(crate) fn fetch_status<'py>(
+    py: Python<'py>,
+    address: &str,
+    token: Option<String>,
+    timeout: f64,
+) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+    let timeout = seconds("timeout", timeout)?;
+    let address = address.to_owned();
+    let report = run_detached(py, move || {
+        crate::replication::monitor::fetch_status(&address, token.as_deref(), timeout)
+            .map_err(crate::Error::from)
+    })?;
+    let status = pyo3::types::PyDict::new(py);
+    status.set_item("last_lsn", report.last_lsn)?;
+    status.set_item("epoch", report.epoch)?;
+    status.set_item("rejected", report.rejected)?;
+    let replicas = report
+        .replicas
+        .into_iter()
+        .map(|link| PyReplicaInfo::new(py, link))
+        .collect::<PyResult<Vec<_>>>()?;
+    status.set_item("replicas", replicas)?;
+    Ok(status)
+}

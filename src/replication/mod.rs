@@ -2,6 +2,7 @@
 //! and replica that speak them over TCP.
 
 pub mod handshake;
+pub mod monitor;
 pub mod primary;
 pub mod protocol;
 pub mod replica;

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use super::handshake::{self, LogView, Role};
 use super::protocol::{
-    read_frame, read_frame_within, write_frame, Message, RefuseCode, MAX_FRAME_BYTES,
+    read_frame, read_frame_within, write_frame, Message, PeerKind, RefuseCode, MAX_FRAME_BYTES,
 };
 use super::status::{lag_seconds, now_ms, LinkState, ReplicaLink};
 use crate::error::{ReplicationError, Result};
@@ -165,34 +165,7 @@ impl Primary {
     /// Per-replica state and lag.
     #[must_use]
     pub fn status(&self) -> PrimaryStatus {
-        let last_lsn = self.shared.store.last_lsn();
-        let now = now_ms();
-        let links = lock(&self.shared.links);
-        let replicas = links
-            .values()
-            .map(|link| {
-                let mut status = link.status.clone();
-                status.lag_lsn = last_lsn.saturating_sub(status.acked_lsn);
-                status.lag_bytes = link.unacked.iter().map(|(_, _, bytes)| bytes).sum();
-                let oldest_missing = if status.lag_lsn == 0 {
-                    None
-                } else {
-                    link.unacked
-                        .front()
-                        .map(|(_, commit, _)| *commit)
-                        .or(Some(status.last_seen_ms.min(now)))
-                };
-                status.lag_seconds = lag_seconds(oldest_missing, now);
-                status
-            })
-            .collect();
-        PrimaryStatus {
-            last_lsn,
-            epoch: self.shared.store.epoch(),
-            rejected: self.shared.rejected.load(Ordering::Relaxed),
-            last_rejection: lock(&self.shared.last_rejection).clone(),
-            replicas,
-        }
+        self.shared.status()
     }
 
     /// Blocks until at least `replicas` replicas acknowledged `lsn`, or `timeout` passes.
@@ -283,6 +256,37 @@ async fn accept_loop(
 }
 
 impl Shared {
+    fn status(&self) -> PrimaryStatus {
+        let last_lsn = self.store.last_lsn();
+        let now = now_ms();
+        let links = lock(&self.links);
+        let replicas = links
+            .values()
+            .map(|link| {
+                let mut status = link.status.clone();
+                status.lag_lsn = last_lsn.saturating_sub(status.acked_lsn);
+                status.lag_bytes = link.unacked.iter().map(|(_, _, bytes)| bytes).sum();
+                let oldest_missing = if status.lag_lsn == 0 {
+                    None
+                } else {
+                    link.unacked
+                        .front()
+                        .map(|(_, commit, _)| *commit)
+                        .or(Some(status.last_seen_ms.min(now)))
+                };
+                status.lag_seconds = lag_seconds(oldest_missing, now);
+                status
+            })
+            .collect();
+        PrimaryStatus {
+            last_lsn,
+            epoch: self.store.epoch(),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            last_rejection: lock(&self.last_rejection).clone(),
+            replicas,
+        }
+    }
+
     fn reject(&self, peer: &SocketAddr, reason: &str) {
         tracing::warn!(%peer, %reason, "refused a replication connection");
         self.rejected.fetch_add(1, Ordering::Relaxed);
@@ -345,7 +349,13 @@ async fn serve(
             return;
         }
     };
-    let (name, flushed_lsn) = name;
+    let Accepted::Stream {
+        name,
+        from_lsn: flushed_lsn,
+    } = name
+    else {
+        return;
+    };
     let (generation, stop) = shared.register(&name, &peer, flushed_lsn);
     let result = stream_to(
         &shared,
@@ -368,14 +378,21 @@ async fn serve(
 
 type Refusal = (String, Option<RefuseCode>);
 
-/// The handshake: challenge, proof, resume decision, welcome. Returns the peer's name and
-/// the LSN after which it streams.
+/// What a successful handshake leads to.
+enum Accepted {
+    /// A replica (or consumer) to stream to, after `from_lsn`.
+    Stream { name: String, from_lsn: u64 },
+    /// A monitor that got its status report.
+    Monitor,
+}
+
+/// The handshake: challenge, proof, resume decision, welcome.
 async fn accept(
     shared: &Shared,
     reader: &mut OwnedReadHalf,
     writer: &mut OwnedWriteHalf,
     peer: &SocketAddr,
-) -> Result<(String, u64), Refusal> {
+) -> Result<Accepted, Refusal> {
     let no_code = |e: ReplicationError| (e.to_string(), None);
     let nonce = handshake::nonce();
     write_frame(
@@ -403,6 +420,17 @@ async fn accept(
     };
     if !handshake::verify(shared.token(), Role::Peer, &nonce, &proof) {
         return Err(("wrong token".to_owned(), Some(RefuseCode::Auth)));
+    }
+    if kind == PeerKind::Monitor {
+        let status = shared.status();
+        let report = Message::Status {
+            last_lsn: status.last_lsn,
+            epoch: status.epoch,
+            rejected: status.rejected,
+            replicas: status.replicas,
+        };
+        write_frame(writer, &report).await.map_err(no_code)?;
+        return Ok(Accepted::Monitor);
     }
     if crate::store::validate_table_name(&name).is_err() {
         return Err((
@@ -437,7 +465,10 @@ async fn accept(
     };
     write_frame(writer, &welcome).await.map_err(no_code)?;
     tracing::info!(%peer, replica = %name, ?kind, from_lsn = flushed_lsn, "replica connected");
-    Ok((name, flushed_lsn))
+    Ok(Accepted::Stream {
+        name,
+        from_lsn: flushed_lsn,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]

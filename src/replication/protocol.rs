@@ -14,6 +14,7 @@ use serde_bytes::ByteBuf;
 use serde_derive::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::status::ReplicaLink;
 use crate::error::ReplicationError;
 
 /// The protocol version this build speaks.
@@ -30,10 +31,12 @@ pub enum PeerKind {
     Replica,
     /// A consumer (a cache node, an analytics reader): no slot, no data.
     Consumer,
+    /// A monitor (`replikv status`): gets one status report, then the connection ends.
+    Monitor,
 }
 
 /// Every message of the protocol.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Message {
     /// Primary -> peer, first: a fresh nonce to prove the token with.
     Challenge {
@@ -94,6 +97,17 @@ pub enum Message {
         /// Last LSN its readers see.
         applied_lsn: u64,
     },
+    /// Primary -> monitor: the primary's position and its replicas.
+    Status {
+        /// The primary's last LSN.
+        last_lsn: u64,
+        /// Its epoch.
+        epoch: u64,
+        /// Connections refused since it started.
+        rejected: u64,
+        /// Every replica it has seen.
+        replicas: Vec<ReplicaLink>,
+    },
     /// Primary -> replica: the primary's position and clock, sent when idle too, so that
     /// lag in seconds is measured against one clock.
     Heartbeat {
@@ -134,6 +148,7 @@ impl Message {
             Message::EntryPart { .. } => 6,
             Message::Ack { .. } => 7,
             Message::Heartbeat { .. } => 8,
+            Message::Status { .. } => 9,
         }
     }
 }

@@ -2,6 +2,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use serde_derive::{Deserialize, Serialize};
+
 /// Milliseconds since the Unix epoch, by this machine's clock.
 #[must_use]
 pub fn now_ms() -> u64 {
@@ -11,7 +13,7 @@ pub fn now_ms() -> u64 {
 }
 
 /// Where a replica stands in its life cycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LinkState {
     /// Trying to reach the other side.
     Connecting,
@@ -40,7 +42,7 @@ impl LinkState {
 }
 
 /// One replica as the primary sees it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReplicaLink {
     /// Its name (slot).
     pub name: String,

@@ -1,0 +1,171 @@
+"""``replikv primary``, ``replikv replica`` and ``replikv status``: replication from a shell."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from ._core import Primary, Replica, ReplicaInfo, Store, fetch_status
+from .exceptions import ReplikvError
+
+TOKEN_ENV = "REPLIKV_TOKEN"
+
+
+def add_commands(commands: Any) -> None:
+    """Adds the replication subcommands to the ``replikv`` parser."""
+    token_help = f"shared token (default: ${TOKEN_ENV}; without one, loopback peers only)"
+    primary = commands.add_parser(
+        "primary",
+        help="serve a store's change log to replicas",
+        description="Open (or create) a store and serve it to replicas until interrupted.",
+    )
+    primary.add_argument("--data", type=Path, required=True, metavar="DIR", help="store directory")
+    primary.add_argument("--listen", default="127.0.0.1:7400", metavar="ADDR", help="host:port")
+    primary.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=token_help)
+    primary.add_argument(
+        "--ship-interval", type=float, default=0.05, metavar="S", help="seconds between batches"
+    )
+    primary.add_argument(
+        "--status-every", type=float, default=0.0, metavar="S", help="print the replicas every S s"
+    )
+    primary.set_defaults(run=_run_primary)
+
+    replica = commands.add_parser(
+        "replica",
+        help="follow a primary into a local read-only store",
+        description="Follow a primary until interrupted; resumes where it stopped.",
+    )
+    replica.add_argument("--data", type=Path, required=True, metavar="DIR", help="store directory")
+    replica.add_argument("--primary", required=True, metavar="ADDR", help="the primary's host:port")
+    replica.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=token_help)
+    replica.add_argument("--name", help="slot name on the primary (default: the directory's name)")
+    replica.add_argument(
+        "--status-every", type=float, default=1.0, metavar="S", help="print progress every S s"
+    )
+    replica.set_defaults(run=_run_replica)
+
+    status = commands.add_parser(
+        "status",
+        help="show a primary's replicas, their state and lag",
+        description="Ask a running primary for its replicas' state and lag.",
+    )
+    status.add_argument("address", metavar="ADDR", help="the primary's host:port")
+    status.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=token_help)
+    status.add_argument("--timeout", type=float, default=5.0, metavar="S")
+    status.set_defaults(run=_run_status)
+
+
+class _Stop(Exception):
+    """SIGTERM, turned into an exception so that `finally` blocks close what is open."""
+
+
+def _stop_on_sigterm() -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise _Stop
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _serve_until_stopped(every: float, report: Any) -> None:
+    try:
+        while True:
+            time.sleep(every if every > 0 else 3600)
+            if every > 0:
+                report()
+    except (KeyboardInterrupt, _Stop):
+        print("stopping", flush=True)
+
+
+def _run_primary(args: argparse.Namespace) -> int:
+    _stop_on_sigterm()
+    try:
+        store = Store(args.data)
+    except (ReplikvError, OSError) as problem:
+        print(f"replikv primary: error: {problem}", file=sys.stderr)
+        return 1
+    try:
+        with Primary(
+            store, listen=args.listen, token=args.token, ship_interval=args.ship_interval
+        ) as primary:
+            print(
+                f"primary serving {store.path} on {primary.address} "
+                f"(last LSN {store.last_lsn}, epoch {store.epoch})",
+                flush=True,
+            )
+            _serve_until_stopped(args.status_every, lambda: _print_replicas(primary.status()))
+    except (ReplikvError, OSError) as problem:
+        print(f"replikv primary: error: {problem}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    return 0
+
+
+def _run_replica(args: argparse.Namespace) -> int:
+    _stop_on_sigterm()
+    try:
+        with Replica(args.data, primary=args.primary, token=args.token, name=args.name) as replica:
+            print(f"replica {replica.name!r} following {args.primary} into {args.data}", flush=True)
+
+            def progress() -> None:
+                s = replica.status()
+                print(
+                    f"{s['state']:<12} applied LSN {s['applied_lsn']:>10,}  "
+                    f"lag {s['lag_lsn']:,} entries / {s['lag_seconds']:.3f} s"
+                    + (f"  ({s['last_error']})" if s["last_error"] else ""),
+                    flush=True,
+                )
+
+            _serve_until_stopped(args.status_every, progress)
+    except (ReplikvError, OSError, ValueError) as problem:
+        print(f"replikv replica: error: {problem}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    try:
+        report = fetch_status(args.address, token=args.token, timeout=args.timeout)
+    except (ReplikvError, OSError) as problem:
+        print(f"replikv status: error: {problem}", file=sys.stderr)
+        return 1
+    print(
+        f"primary {args.address}: last LSN {report['last_lsn']:,}, epoch {report['epoch']}, "
+        f"{report['rejected']} refused connection(s)"
+    )
+    _print_replicas(report["replicas"])
+    return 0
+
+
+def _print_replicas(replicas: list[ReplicaInfo]) -> None:
+    if not replicas:
+        print("  no replica has connected")
+        return
+    header = ("name", "address", "state", "sent", "acked", "lag", "lag s", "lag bytes", "last seen")
+    rows = [header]
+    now = dt.datetime.now(dt.timezone.utc)
+    for r in replicas:
+        seen = (now - r.last_seen).total_seconds()
+        rows.append(
+            (
+                r.name,
+                r.address,
+                r.state,
+                f"{r.sent_lsn:,}",
+                f"{r.acked_lsn:,}",
+                f"{r.lag_lsn:,}",
+                f"{r.lag_seconds:.3f}",
+                f"{r.lag_bytes:,}",
+                f"{seen:.1f} s ago",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))

@@ -1,0 +1,80 @@
+//! `replikv status`: asks a primary for its replicas' state and lag.
+
+use std::time::Duration;
+
+use serde_bytes::ByteBuf;
+use tokio::net::TcpStream;
+
+use super::handshake::{self, Role};
+use super::primary::PrimaryStatus;
+use super::protocol::{read_frame_within, write_frame, Message, PeerKind};
+use crate::error::ReplicationError;
+use crate::net::runtime;
+
+/// Connects to the primary at `address`, proves `token`, and returns its status report.
+///
+/// # Errors
+/// The primary cannot be reached within `timeout`, refuses the token, or answers with
+/// something other than a report.
+pub fn fetch_status(
+    address: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<PrimaryStatus, ReplicationError> {
+    runtime().block_on(async {
+        tokio::time::timeout(
+            timeout,
+            ask(address, token.unwrap_or("").as_bytes(), timeout),
+        )
+        .await
+        .map_err(|_| {
+            ReplicationError::Timeout(format!("no status from {address} within {timeout:?}"))
+        })?
+    })
+}
+
+async fn ask(
+    address: &str,
+    token: &[u8],
+    timeout: Duration,
+) -> Result<PrimaryStatus, ReplicationError> {
+    let stream = TcpStream::connect(address)
+        .await
+        .map_err(|source| ReplicationError::Io {
+            context: format!("connecting to {address}"),
+            source,
+        })?;
+    let (mut reader, mut writer) = stream.into_split();
+    let Message::Challenge { nonce } = read_frame_within(&mut reader, timeout, "challenge").await?
+    else {
+        return Err(ReplicationError::Protocol("expected a challenge".into()));
+    };
+    let hello = Message::Hello {
+        kind: PeerKind::Monitor,
+        name: "status".into(),
+        proof: ByteBuf::from(handshake::prove(token, Role::Peer, &nonce)),
+        nonce: ByteBuf::from(handshake::nonce()),
+        epoch: 0,
+        flushed_lsn: 0,
+        flushed_id: (0, 0),
+    };
+    write_frame(&mut writer, &hello).await?;
+    match read_frame_within(&mut reader, timeout, "status report").await? {
+        Message::Status {
+            last_lsn,
+            epoch,
+            rejected,
+            replicas,
+        } => Ok(PrimaryStatus {
+            last_lsn,
+            epoch,
+            rejected,
+            last_rejection: None,
+            replicas,
+        }),
+        Message::Refused { reason, .. } => Err(ReplicationError::Auth(reason)),
+        _ => Err(ReplicationError::Protocol(
+            "expected a status report".into(),
+        )),
+    }
+}

@@ -1,0 +1,101 @@
+"""replikv primary / replica / status as real processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import replikv
+
+ENV = {**os.environ, "REPLIKV_TOKEN": "cli-t0ken", "PYTHONUNBUFFERED": "1"}
+
+
+@contextmanager
+def running(*args: str) -> Iterator[subprocess.Popen[str]]:
+    with subprocess.Popen(
+        [sys.executable, "-m", "replikv", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    ) as process:
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=30)
+
+
+def first_line(process: subprocess.Popen[str]) -> str:
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    assert line, process.stderr.read() if process.stderr else "no output"
+    return line
+
+
+def test_primary_replica_and_status_commands_work_together(tmp_path: Path) -> None:
+    with replikv.Store(tmp_path / "primary") as store:
+        store.put_many("subscribers", [(f"s{i}", {"n": i}) for i in range(500)])
+        checksum = store.checksum()
+    with running("primary", "--data", str(tmp_path / "primary"), "--listen", "127.0.0.1:0") as p:
+        line = first_line(p)
+        match = re.search(r"on (127\.0\.0\.1:\d+)", line)
+        assert match, line
+        address = match.group(1)
+        with running(
+            "replica",
+            "--data",
+            str(tmp_path / "eu-1"),
+            "--primary",
+            address,
+            "--status-every",
+            "0.1",
+        ) as r:
+            assert "following" in first_line(r)
+            deadline = time.monotonic() + 60
+            while True:
+                progress = first_line(r)
+                if "streaming" in progress and "applied LSN          1" in progress:
+                    break
+                assert time.monotonic() < deadline, progress
+            status = subprocess.run(
+                [sys.executable, "-m", "replikv", "status", address],
+                capture_output=True,
+                text=True,
+                env=ENV,
+                timeout=60,
+            )
+            assert status.returncode == 0, status.stderr
+            assert "eu-1" in status.stdout and "streaming" in status.stdout
+            r.send_signal(signal.SIGTERM)
+            assert r.wait(timeout=30) == 0
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=30) == 0
+    with replikv.Store(tmp_path / "eu-1") as copy:
+        assert copy.checksum() == checksum
+
+
+def test_status_with_a_wrong_token_fails_clearly(tmp_path: Path) -> None:
+    with running("primary", "--data", str(tmp_path / "p"), "--listen", "127.0.0.1:0") as p:
+        address = re.search(r"on (127\.0\.0\.1:\d+)", first_line(p)).group(1)  # type: ignore[union-attr]
+        status = subprocess.run(
+            [sys.executable, "-m", "replikv", "status", address, "--token", "wrong"],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=60,
+        )
+        assert status.returncode == 1
+        assert "replikv status: error" in status.stderr
