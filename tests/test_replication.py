@@ -197,3 +197,61 @@ def test_replicas_reconnect_after_the_primary_restarts(tmp_path: Path) -> None:
         finally:
             second.close()
     store.close()
+
+
+def test_slots_keep_the_log_for_absent_replicas_until_dropped(tmp_path: Path) -> None:
+    store = replikv.Store(tmp_path / "primary", segment_bytes=4096)
+    primary = replikv.Primary(store, token=TOKEN, ship_interval=0.01)
+    try:
+        replica = replikv.Replica(tmp_path / "away", primary=primary.address, token=TOKEN)
+        for i in range(100):
+            store.put("events", i, {"pad": "x" * 60})
+        assert replica.wait_for(store.last_lsn, timeout=30)
+        assert primary.wait_for(store.last_lsn, replicas=1, timeout=30) == 1
+        primary.retain()
+        kept_from = store.oldest_lsn
+        assert kept_from > 1, "segments every slot has acknowledged are dropped"
+        assert kept_from <= store.last_lsn + 1
+        replica.close()
+        away_at = store.last_lsn
+        for i in range(100, 400):
+            store.put("events", i, {"pad": "x" * 60})
+        primary.retain()
+        assert store.oldest_lsn <= away_at + 1, "the absent replica's slot pins the log"
+        assert [s["name"] for s in primary.slots()] == ["away"]
+        assert primary.slots()[0]["acked_lsn"] == away_at
+        # The replica comes back and catches up from its slot.
+        with replikv.Replica(tmp_path / "away", primary=primary.address, token=TOKEN) as back:
+            assert back.wait_for(store.last_lsn, timeout=30)
+            assert back.store.checksum() == store.checksum()
+        assert primary.drop_slot("away") is True
+        assert primary.drop_slot("away") is False
+        primary.retain()
+        assert store.oldest_lsn > away_at + 1, "without slots the log is dropped up to the end"
+    finally:
+        primary.close()
+        store.close()
+
+
+def test_slots_survive_a_primary_restart(tmp_path: Path) -> None:
+    store = replikv.Store(tmp_path / "primary")
+    primary = replikv.Primary(store, token=TOKEN, ship_interval=0.01)
+    with primary, replikv.Replica(tmp_path / "r", primary=primary.address, token=TOKEN) as replica:
+        assert replica.wait_for(store.put("t", 1, 1).lsn, timeout=30)
+        assert primary.wait_for(store.last_lsn, timeout=30) == 1
+    with replikv.Primary(store, token=TOKEN) as primary:
+        assert [(s["name"], s["acked_lsn"]) for s in primary.slots()] == [("r", 1)]
+    store.close()
+
+
+def test_a_replica_behind_the_retained_log_is_told_it_needs_a_snapshot(tmp_path: Path) -> None:
+    store = replikv.Store(tmp_path / "primary", segment_bytes=4096)
+    with replikv.Primary(store, token=TOKEN, retain_bytes=8192) as primary:
+        for i in range(300):
+            store.put("events", i, {"pad": "x" * 60})
+        primary.retain()
+        assert store.oldest_lsn > 1
+        with replikv.Replica(tmp_path / "new", primary=primary.address, token=TOKEN) as replica:
+            eventually("the refusal", lambda: replica.status()["state"] == "failed")
+            assert "snapshot" in str(replica.status()["last_error"])
+    store.close()

@@ -275,6 +275,8 @@ class Primary:
         ship_interval: float = 0.05,
         max_batch_bytes: int = 4194304,
         heartbeat_interval: float = 0.5,
+        retain_bytes: int | None = None,
+        retain_seconds: float | None = None,
     ) -> Self: ...
     @property
     def address(self) -> str:
@@ -290,6 +292,14 @@ class Primary:
     def last_rejection(self) -> str | None: ...
     def status(self) -> list[ReplicaInfo]:
         """Every replica seen since start, with its state and lag."""
+    def slots(self) -> list[dict[str, Any]]:
+        """The durable slots: ``name``, ``acked_lsn`` and ``created`` of each replica the
+        log is kept for (a slot outlives its connection and the primary's restarts)."""
+    def drop_slot(self, name: str) -> bool:
+        """Drops a replica's slot; returns whether it existed."""
+    def retain(self) -> int:
+        """Drops the log segments no slot needs (within ``retain_bytes`` /
+        ``retain_seconds``) now rather than at the next tick; returns how many."""
     def wait_for(self, lsn: int, replicas: int = 1, timeout: float = 2.0) -> int:
         """Waits until ``replicas`` replicas acknowledged ``lsn``; returns how many did."""
     def close(self) -> None:

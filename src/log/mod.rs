@@ -77,6 +77,15 @@ impl LogPosition {
     }
 }
 
+/// A retained segment, as [`Log::segments`] lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// The LSN of its first entry.
+    pub first_lsn: u64,
+    /// The bytes it holds.
+    pub bytes: u64,
+}
+
 /// One entry as the log stores it: its payload, and what identifies it across stores.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawEntry {
@@ -361,19 +370,41 @@ impl Log {
             .first_lsn
     }
 
-    /// Bytes held by the retained segments (as written, not as preallocated).
-    #[must_use]
-    pub fn retained_bytes(&self) -> u64 {
+    /// The retained segments, oldest first: each one's first LSN and the bytes it holds
+    /// (the last one as written so far, the others as their files' sizes).
+    ///
+    /// # Errors
+    /// A segment's size cannot be read.
+    pub fn segments(&self) -> Result<Vec<SegmentInfo>> {
         let segments = self
             .segments
             .read()
-            .expect("invariant: no panic while holding the segment list");
+            .expect("invariant: no panic while holding the segment list")
+            .clone();
         let tail = self
             .tail
             .lock()
-            .expect("invariant: no panic while holding the tail lock");
-        let full = segments.len().saturating_sub(1) as u64 * self.options.segment_bytes;
-        full + tail.offset
+            .expect("invariant: no panic while holding the tail lock")
+            .offset;
+        let last = segments.len() - 1;
+        segments
+            .iter()
+            .enumerate()
+            .map(|(index, segment)| {
+                let bytes = if index == last {
+                    tail
+                } else {
+                    segment
+                        .file
+                        .size()
+                        .map_err(io_error(format!("sizing {}", segment.name)))?
+                };
+                Ok(SegmentInfo {
+                    first_lsn: segment.first_lsn,
+                    bytes,
+                })
+            })
+            .collect()
     }
 
     /// Appends framed records holding LSNs `next_lsn()..=last_lsn` and, with `fsync`, makes

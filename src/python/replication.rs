@@ -113,7 +113,9 @@ pub(crate) struct PyPrimary {
 impl PyPrimary {
     #[new]
     #[pyo3(signature = (store, *, listen = "127.0.0.1:0", token = None, ship_interval = 0.05,
-        max_batch_bytes = 4_194_304, heartbeat_interval = 0.5))]
+        max_batch_bytes = 4_194_304, heartbeat_interval = 0.5, retain_bytes = None,
+        retain_seconds = None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         store: Py<PyStore>,
@@ -122,6 +124,8 @@ impl PyPrimary {
         ship_interval: f64,
         max_batch_bytes: usize,
         heartbeat_interval: f64,
+        retain_bytes: Option<u64>,
+        retain_seconds: Option<f64>,
     ) -> PyResult<Self> {
         let options = PrimaryOptions {
             listen: listen.to_owned(),
@@ -130,6 +134,11 @@ impl PyPrimary {
             max_batch_bytes,
             heartbeat_interval: seconds("heartbeat_interval", heartbeat_interval)?
                 .max(Duration::from_millis(10)),
+            retain_bytes,
+            retain_seconds: retain_seconds
+                .map(|s| seconds("retain_seconds", s))
+                .transpose()?,
+            ..PrimaryOptions::default()
         };
         let core = store.get().store.clone();
         let primary = run_detached(py, move || Primary::start(core, options))?;
@@ -164,6 +173,38 @@ impl PyPrimary {
     #[getter]
     fn last_rejection(&self) -> Option<String> {
         self.primary.status().last_rejection
+    }
+
+    /// The durable slots: `name`, `acked_lsn` and `created` of each replica the log is kept for.
+    fn slots<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, pyo3::types::PyDict>>> {
+        self.primary
+            .slots()
+            .into_iter()
+            .map(|slot| {
+                let row = pyo3::types::PyDict::new(py);
+                row.set_item("name", slot.name)?;
+                row.set_item("acked_lsn", slot.acked_lsn)?;
+                let ms = i64::try_from(slot.created_ms).unwrap_or(i64::MAX);
+                let created = unix_to_datetime(
+                    py,
+                    ms.div_euclid(1000),
+                    (ms.rem_euclid(1000) * 1_000_000) as u32,
+                )?;
+                row.set_item("created", created)?;
+                Ok(row)
+            })
+            .collect()
+    }
+
+    /// Drops a replica's slot (the log is no longer kept for it); returns whether it existed.
+    fn drop_slot(&self, py: Python<'_>, name: &str) -> PyResult<bool> {
+        run_detached(py, || self.primary.drop_slot(name))
+    }
+
+    /// Applies retention now: persists the slots and drops the log segments no slot needs
+    /// (within the caps). Returns how many segments were dropped.
+    fn retain(&self, py: Python<'_>) -> PyResult<usize> {
+        run_detached(py, || self.primary.retain())
     }
 
     /// Every replica seen since start, with its state and lag.

@@ -6,4 +6,5 @@ pub mod monitor;
 pub mod primary;
 pub mod protocol;
 pub mod replica;
+pub mod slots;
 pub mod status;

@@ -15,6 +15,7 @@ use super::handshake::{self, LogView, Role};
 use super::protocol::{
     read_frame, read_frame_within, write_frame, Message, PeerKind, RefuseCode, MAX_FRAME_BYTES,
 };
+use super::slots::{Slot, Slots};
 use super::status::{lag_seconds, now_ms, LinkState, ReplicaLink};
 use crate::error::{ReplicationError, Result};
 use crate::log::{LogPosition, RawEntry};
@@ -41,6 +42,14 @@ pub struct PrimaryOptions {
     pub max_batch_bytes: usize,
     /// How often an idle connection carries a heartbeat.
     pub heartbeat_interval: Duration,
+    /// Keep at most this many bytes of log, even if a slot still needs them (that replica
+    /// will then need a snapshot). `None`: no cap.
+    pub retain_bytes: Option<u64>,
+    /// Drop log segments whose entries are all older than this, even if a slot still needs
+    /// them. `None`: no cap.
+    pub retain_seconds: Option<Duration>,
+    /// How often slots are persisted and retention runs.
+    pub retention_interval: Duration,
 }
 
 impl Default for PrimaryOptions {
@@ -51,6 +60,9 @@ impl Default for PrimaryOptions {
             ship_interval: Duration::from_millis(50),
             max_batch_bytes: 4 << 20,
             heartbeat_interval: Duration::from_millis(500),
+            retain_bytes: None,
+            retain_seconds: None,
+            retention_interval: Duration::from_secs(1),
         }
     }
 }
@@ -65,6 +77,7 @@ struct Link {
 
 struct Shared {
     store: Store,
+    slots: Slots,
     options: PrimaryOptions,
     links: Mutex<BTreeMap<String, Link>>,
     generations: AtomicU64,
@@ -116,8 +129,10 @@ impl Primary {
         let address = listener
             .local_addr()
             .map_err(io_err("reading the bound address"))?;
+        let slots = Slots::load(store.path())?;
         let (visible, _) = watch::channel(store.last_lsn());
         let shared = Arc::new(Shared {
+            slots,
             store,
             options,
             links: Mutex::new(BTreeMap::new()),
@@ -133,6 +148,7 @@ impl Primary {
             listener,
             shutdown_rx.clone(),
         ));
+        runtime().spawn(retention_loop(Arc::clone(&shared), shutdown_rx.clone()));
         let notifier = {
             let shared = Arc::clone(&shared);
             let shutdown_rx = shutdown_rx.clone();
@@ -187,6 +203,30 @@ impl Primary {
         }
     }
 
+    /// The durable slots: one per replica name, with the LSN it acknowledged.
+    #[must_use]
+    pub fn slots(&self) -> Vec<Slot> {
+        self.shared.slots.list()
+    }
+
+    /// Drops a slot, so that the log is no longer kept for that replica. Returns whether
+    /// it existed. A replica that connects again gets a new slot.
+    ///
+    /// # Errors
+    /// Persisting the change failed.
+    pub fn drop_slot(&self, name: &str) -> Result<bool> {
+        self.shared.slots.drop_slot(name)
+    }
+
+    /// Persists the slots and drops the log segments no slot needs (within the caps), now
+    /// rather than at the next retention tick. Returns how many segments were dropped.
+    ///
+    /// # Errors
+    /// An I/O failure.
+    pub fn retain(&self) -> Result<usize> {
+        self.shared.retain()
+    }
+
     /// Stops the server and every connection; the store stays open.
     pub fn close(&self) {
         if self.shutdown.send_replace(true) {
@@ -197,6 +237,9 @@ impl Primary {
         }
         if let Some(handle) = lock(&self.notifier).take() {
             let _ = handle.join();
+        }
+        if let Err(err) = self.shared.slots.persist() {
+            tracing::warn!(error = %err, "could not persist the replication slots");
         }
     }
 }
@@ -223,6 +266,23 @@ fn notify_loop(shared: &Shared, shutdown: &watch::Receiver<bool>) {
         if visible != last {
             last = visible;
             shared.visible.send_replace(visible);
+        }
+    }
+}
+
+async fn retention_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(shared.options.retention_interval);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => {
+                let shared = Arc::clone(&shared);
+                match tokio::task::spawn_blocking(move || shared.retain()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(err)) => tracing::warn!(error = %err, "log retention failed"),
+                    Err(err) => tracing::warn!(error = %err, "log retention panicked"),
+                }
+            }
         }
     }
 }
@@ -256,6 +316,52 @@ async fn accept_loop(
 }
 
 impl Shared {
+    /// Persists the slots, then drops whole log segments before the oldest slot's position,
+    /// moved forward as far as the byte and age caps demand.
+    fn retain(&self) -> Result<usize> {
+        self.slots.persist()?;
+        let segments = self.store.log_segments()?;
+        if segments.len() < 2 {
+            return Ok(0);
+        }
+        let last = self.store.last_lsn();
+        let mut before = self.slots.min_acked().map_or(last + 1, |acked| acked + 1);
+        if let Some(cap) = self.options.retain_bytes {
+            let mut total: u64 = segments.iter().map(|s| s.bytes).sum();
+            for pair in segments.windows(2) {
+                if total <= cap {
+                    break;
+                }
+                total -= pair[0].bytes;
+                before = before.max(pair[1].first_lsn);
+            }
+        }
+        if let Some(max_age) = self.options.retain_seconds {
+            let oldest_kept_ms =
+                now_ms().saturating_sub(u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX));
+            for pair in segments.windows(2) {
+                // A segment's newest entry is the one just before the next segment starts.
+                let mut position = LogPosition::after(pair[1].first_lsn.saturating_sub(2));
+                let newest = self.store.read_log_raw(&mut position, 1, usize::MAX)?;
+                if newest
+                    .first()
+                    .is_none_or(|e| e.timestamp_ms >= oldest_kept_ms)
+                {
+                    break;
+                }
+                before = before.max(pair[1].first_lsn);
+            }
+        }
+        if before < segments[1].first_lsn {
+            return Ok(0);
+        }
+        let dropped = self.store.drop_log_before(before)?;
+        if dropped > 0 {
+            tracing::info!(dropped, before, "dropped log segments no replica needs");
+        }
+        Ok(dropped)
+    }
+
     fn status(&self) -> PrimaryStatus {
         let last_lsn = self.store.last_lsn();
         let now = now_ms();
@@ -458,6 +564,12 @@ async fn accept(
     .map_err(|e| (e.to_string(), None))?;
     handshake::resume_decision(flushed_lsn, flushed_id, view)
         .map_err(|(code, reason)| (reason, Some(code)))?;
+    if kind == PeerKind::Replica {
+        shared
+            .slots
+            .ensure(&name, flushed_lsn)
+            .map_err(|e| (e.to_string(), None))?;
+    }
     let welcome = Message::Welcome {
         proof: ByteBuf::from(handshake::prove(shared.token(), Role::Primary, &peer_nonce)),
         epoch: primary_epoch,
@@ -613,6 +725,7 @@ async fn read_acks(shared: Arc<Shared>, name: String, generation: u64, mut reade
     loop {
         match read_frame(&mut reader).await {
             Ok(Message::Ack { flushed_lsn, .. }) => shared.update(&name, generation, |link| {
+                shared.slots.advance(&name, flushed_lsn);
                 link.status.acked_lsn = link.status.acked_lsn.max(flushed_lsn);
                 link.status.last_seen_ms = now_ms();
                 while link

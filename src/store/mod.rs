@@ -22,7 +22,7 @@ pub use transaction::Transaction;
 
 use crate::codec::{decode_entry, encode_ops, Entry, Op, MAX_RECORD_BYTES};
 use crate::error::{Result, StoreError};
-use crate::log::{DirFs, Log, LogFs, LogOptions, LogPosition, RawEntry};
+use crate::log::{DirFs, Log, LogFs, LogOptions, LogPosition, RawEntry, SegmentInfo};
 
 /// How a store is opened.
 #[derive(Debug, Clone)]
@@ -596,6 +596,14 @@ impl Store {
     /// A closed store.
     pub fn oldest_lsn(&self) -> Result<u64> {
         self.with_open(|open| Ok(open.log.oldest_lsn()))
+    }
+
+    /// The log's retained segments, oldest first.
+    ///
+    /// # Errors
+    /// A closed store or an I/O failure.
+    pub fn log_segments(&self) -> Result<Vec<SegmentInfo>> {
+        self.with_open(|open| open.log.segments())
     }
 
     /// Reads visible entries from `position`, at most `max_entries` and about `max_bytes`.
