@@ -123,3 +123,103 @@ fn a_follower_refuses_user_writes_and_entries_out_of_order() -> TestResult {
     );
     Ok(())
 }
+
+fn copy_snapshot(primary: &Store, follower: &Store) -> Result<u64, Error> {
+    let view = primary.snapshot_view()?;
+    let mut installer = follower.begin_install(view.lsn, view.epoch)?;
+    for table in view.sums.keys() {
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let rows = view.rows(table, after.as_deref(), 7)?;
+            let Some((last, _)) = rows.last() else { break };
+            after = Some(last.clone());
+            installer.add(table, rows)?;
+        }
+    }
+    installer.finish(&view.sums)?;
+    Ok(view.lsn)
+}
+
+#[test]
+fn a_snapshot_installs_every_table_at_one_lsn_and_streaming_continues_after_it() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let primary = Store::open(dir.path().join("primary"), StoreOptions::default())?;
+    for i in 0..40 {
+        primary.commit(vec![
+            put("subscribers", &format!("s{i}"), b"\x01"),
+            put("events", &format!("e{i}"), b"\x02"),
+        ])?;
+    }
+    let follower = Store::open(dir.path().join("follower"), follower_options())?;
+    follower.append_replicated(&all_payloads(&primary)?[..5])?;
+    let lsn = copy_snapshot(&primary, &follower)?;
+    assert_eq!(lsn, 40);
+    assert_eq!(follower.last_lsn(), 40);
+    assert_eq!(follower.checksum()?, primary.checksum()?);
+    assert_eq!(
+        follower.oldest_lsn()?,
+        41,
+        "the follower's log starts after the snapshot"
+    );
+    primary.commit(vec![put("events", "later", b"\x03")])?;
+    let mut position = LogPosition::after(40);
+    let later: Vec<Vec<u8>> = primary
+        .read_log_raw(&mut position, 10, usize::MAX)?
+        .into_iter()
+        .map(|e| e.payload)
+        .collect();
+    assert_eq!(follower.append_replicated(&later)?, 41);
+    assert_eq!(follower.checksum()?, primary.checksum()?);
+    follower.close()?;
+    let reopened = Store::open(dir.path().join("follower"), follower_options())?;
+    assert_eq!(reopened.checksum()?, primary.checksum()?);
+    Ok(())
+}
+
+#[test]
+fn a_snapshot_interrupted_before_its_commit_point_leaves_the_old_state() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let primary = Store::open(dir.path().join("primary"), StoreOptions::default())?;
+    for i in 0..10 {
+        primary.commit(vec![put("t", &format!("k{i}"), b"\x01")])?;
+    }
+    let follower = Store::open(dir.path().join("follower"), follower_options())?;
+    follower.append_replicated(&all_payloads(&primary)?[..3])?;
+    let before = follower.checksum()?;
+    let view = primary.snapshot_view()?;
+    let mut installer = follower.begin_install(view.lsn, view.epoch)?;
+    installer.add("t", view.rows("t", None, 100)?)?;
+    drop(installer);
+    follower.close()?;
+    assert!(
+        dir.path().join("follower/incoming").exists(),
+        "staged, not committed"
+    );
+    let reopened = Store::open(dir.path().join("follower"), follower_options())?;
+    assert_eq!(reopened.checksum()?, before);
+    assert!(
+        !dir.path().join("follower/incoming").exists(),
+        "the incomplete staging is removed"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_snapshot_whose_checksums_do_not_match_is_refused_and_nothing_changes() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let primary = Store::open(dir.path().join("primary"), StoreOptions::default())?;
+    for i in 0..10 {
+        primary.commit(vec![put("t", &format!("k{i}"), b"\x01")])?;
+    }
+    let follower = Store::open(dir.path().join("follower"), follower_options())?;
+    let view = primary.snapshot_view()?;
+    let mut installer = follower.begin_install(view.lsn, view.epoch)?;
+    installer.add("t", view.rows("t", None, 5)?)?;
+    assert!(matches!(
+        installer.finish(&view.sums),
+        Err(Error::Store(StoreError::Corrupt { .. }))
+    ));
+    assert_eq!(follower.last_lsn(), 0);
+    assert!(follower.checksum()?.tables.is_empty());
+    Ok(())
+}

@@ -249,6 +249,20 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Restarts the sequence after a snapshot was swapped in (nothing may be pending).
+    pub(crate) fn reset(&self, next_lsn: u64, epoch: u64) {
+        let mut state = self.lock();
+        debug_assert!(
+            state.pending.is_empty() && !state.leading,
+            "a swap happens between appends"
+        );
+        state.next_lsn = next_lsn;
+        state.visible_lsn = next_lsn - 1;
+        state.epoch = epoch;
+        drop(state);
+        self.visible.notify_all();
+    }
+
     /// The last LSN handed out (visible or not).
     pub(crate) fn last_assigned(&self) -> u64 {
         self.lock().next_lsn - 1

@@ -3,6 +3,7 @@
 
 mod commit;
 mod dirlock;
+mod install;
 mod overlay;
 mod tables;
 mod transaction;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use commit::{Batch, CheckpointPolicy, Pipeline, Refused};
 use dirlock::DirLock;
+pub use install::{Installer, SnapshotView};
 use overlay::Overlay;
 pub use tables::TableSum;
 use tables::Tables;
@@ -203,49 +205,19 @@ impl Store {
         }
         let lock = DirLock::acquire(&path)?;
         let log_fs = log_fs(&path)?;
-        let (tables, meta) = Tables::open(&path.join("tables.redb"))?;
-        let log_options = LogOptions {
-            segment_bytes: options.segment_bytes,
-            fsync: options.fsync,
-        };
-        let mut replay = Vec::new();
-        let mut replay_bytes = 0usize;
-        let mut replayed = 0u64;
-        let log = Log::open(log_fs, log_options, meta.applied_lsn, |entry| {
-            replay_bytes += entry
-                .ops
-                .iter()
-                .map(|op| op.key.len() + op.value.as_ref().map_or(0, Vec::len))
-                .sum::<usize>();
-            replay.push(entry);
-            replayed += 1;
-            if replay.len() >= 4096 || replay_bytes >= 64 << 20 {
-                apply_entries(&tables, &replay, false)?;
-                replay.clear();
-                replay_bytes = 0;
-            }
-            Ok(())
-        })?;
-        apply_entries(&tables, &replay, false)?;
-        if replayed > 0 {
-            tracing::info!(path = %path.display(), replayed, "replayed the log after the last checkpoint");
-            tables.checkpoint()?;
-        }
+        install::finish_install(&path)?;
+        let parts = Parts::recover(&path, &options, log_fs)?;
         let policy = CheckpointPolicy {
             entries: options.checkpoint_entries.max(1),
             interval: options.checkpoint_interval,
         };
-        // The epoch is the newest of the tables' and the last logged entry's: a follower
-        // learns epochs from the entries it appends.
-        let last_lsn = log.next_lsn() - 1;
-        let mut last = LogPosition::after(last_lsn.saturating_sub(1));
-        let logged_epoch = log
-            .read_raw(&mut last, last_lsn, 1, usize::MAX)?
-            .first()
-            .map_or(0, |e| e.epoch);
-        let pipeline = Pipeline::new(log.next_lsn(), meta.epoch.max(logged_epoch), policy);
-        let (applied, sums) = tables.sums()?;
-        let overlay = Overlay::new(applied, sums);
+        let pipeline = Pipeline::new(parts.next_lsn, parts.epoch, policy);
+        let Parts {
+            tables,
+            overlay,
+            log,
+            ..
+        } = parts;
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
@@ -401,6 +373,16 @@ impl Store {
             }
             Ok(())
         })
+    }
+
+    /// Takes the writer lock without the follower check: for work that must be the only
+    /// one touching the overlay and redb (snapshots, dropping log segments).
+    fn begin_exclusive(&self) -> Result<Transaction> {
+        self.inner
+            .pipeline
+            .acquire_writer()
+            .map_err(|r| self.refused(r))?;
+        Ok(Transaction::new(self.clone()))
     }
 
     /// Begins a transaction: it holds the writer lock until it commits or is dropped.
@@ -635,7 +617,7 @@ impl Store {
     pub fn drop_log_before(&self, lsn: u64) -> Result<usize> {
         // Holding the writer lock with nothing in flight makes this thread the only one
         // that may touch the overlay and redb, as the commit leader normally is.
-        let mut exclusive = self.begin()?;
+        let mut exclusive = self.begin_exclusive()?;
         exclusive.ready_to_read()?;
         let dropped = self.with_open(|open| {
             open.overlay.flush(&open.tables, true)?;
@@ -674,6 +656,68 @@ impl Store {
             }
         }
         Ok(())
+    }
+}
+
+/// A store's files, opened and recovered: what `Open` holds besides the directory lock.
+struct Parts {
+    tables: Tables,
+    overlay: Overlay,
+    log: Log,
+    next_lsn: u64,
+    epoch: u64,
+}
+
+impl Parts {
+    /// Opens the tables and the log and replays the log after the tables' checkpoint.
+    fn recover(path: &Path, options: &StoreOptions, log_fs: Box<dyn LogFs>) -> Result<Self> {
+        let (tables, meta) = Tables::open(&path.join("tables.redb"))?;
+        let log_options = LogOptions {
+            segment_bytes: options.segment_bytes,
+            fsync: options.fsync,
+        };
+        let mut replay = Vec::new();
+        let mut replay_bytes = 0usize;
+        let mut replayed = 0u64;
+        let log = Log::open(log_fs, log_options, meta.applied_lsn, |entry| {
+            replay_bytes += entry
+                .ops
+                .iter()
+                .map(|op| op.key.len() + op.value.as_ref().map_or(0, Vec::len))
+                .sum::<usize>();
+            replay.push(entry);
+            replayed += 1;
+            if replay.len() >= 4096 || replay_bytes >= 64 << 20 {
+                apply_entries(&tables, &replay, false)?;
+                replay.clear();
+                replay_bytes = 0;
+            }
+            Ok(())
+        })?;
+        apply_entries(&tables, &replay, false)?;
+        if replayed > 0 {
+            tracing::info!(path = %path.display(), replayed, "replayed the log after the last checkpoint");
+            tables.checkpoint()?;
+        }
+        // The epoch is the newest of the tables' and the last logged entry's: a follower
+        // learns epochs from the entries it appends.
+        let last_lsn = log.next_lsn() - 1;
+        let logged_epoch = if last_lsn >= log.oldest_lsn() {
+            let mut last = LogPosition::after(last_lsn - 1);
+            log.read_raw(&mut last, last_lsn, 1, usize::MAX)?
+                .first()
+                .map_or(0, |e| e.epoch)
+        } else {
+            0
+        };
+        let (applied, sums) = tables.sums()?;
+        Ok(Self {
+            overlay: Overlay::new(applied, sums),
+            next_lsn: log.next_lsn(),
+            epoch: meta.epoch.max(logged_epoch),
+            tables,
+            log,
+        })
     }
 }
 

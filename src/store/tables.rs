@@ -162,6 +162,19 @@ impl Tables {
         Ok(())
     }
 
+    /// Records, durably, that the tables hold the state at `lsn` in `epoch` (a snapshot).
+    pub(crate) fn set_position(&self, lsn: u64, epoch: u64) -> Result<()> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        {
+            let mut meta = txn.open_table(META)?;
+            meta.insert("applied_lsn", lsn)?;
+            meta.insert("epoch", epoch)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
     /// An fsync'ed commit that makes every earlier non-durable commit durable.
     pub(crate) fn checkpoint(&self) -> Result<()> {
         let mut txn = self.db.begin_write()?;
