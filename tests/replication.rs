@@ -223,3 +223,53 @@ fn a_monitor_gets_the_status_report_with_the_token_and_is_refused_without() -> T
     assert!(fetch_status(&address, Some("nope"), Duration::from_secs(10)).is_err());
     Ok(())
 }
+
+#[test]
+fn a_replica_behind_the_retained_log_is_reseeded_by_a_snapshot_and_converges() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let options = StoreOptions {
+        segment_bytes: 4096,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(dir.path().join("primary"), options)?;
+    for i in 0..300 {
+        store.commit(put(&format!("k{i}"), vec![0xa5; 30]))?;
+    }
+    let primary = Primary::start(
+        store.clone(),
+        PrimaryOptions {
+            retain_bytes: Some(8192),
+            ..primary_options(None)
+        },
+    )?;
+    primary.retain()?;
+    assert!(store.oldest_lsn()? > 1, "the log was cut");
+    let replica = Replica::start(
+        dir.path().join("replica"),
+        replica_options(&primary, None, "late"),
+    )?;
+    eventually("the snapshot", || replica.state().snapshots == 1);
+    for i in 0..20 {
+        store.commit(put(&format!("after{i}"), vec![0x01]))?;
+    }
+    eventually("the stream after it", || {
+        replica.store().last_lsn() == store.last_lsn()
+    });
+    assert_eq!(replica.store().checksum()?, store.checksum()?);
+    replica.close()?;
+    drop(replica);
+    let again = Replica::start(
+        dir.path().join("replica"),
+        replica_options(&primary, None, "late"),
+    )?;
+    store.commit(put("last", vec![0x02]))?;
+    eventually("a plain resume", || {
+        again.store().last_lsn() == store.last_lsn()
+    });
+    assert_eq!(
+        again.state().snapshots,
+        0,
+        "a resume inside the log needs no snapshot"
+    );
+    Ok(())
+}

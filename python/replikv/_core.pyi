@@ -241,7 +241,7 @@ class ReplicaInfo:
     def address(self) -> str: ...
     @property
     def state(self) -> str:
-        """``'catching_up'``, ``'streaming'`` or ``'disconnected'``."""
+        """``'snapshot'``, ``'catching_up'``, ``'streaming'`` or ``'disconnected'``."""
     @property
     def sent_lsn(self) -> int: ...
     @property
@@ -344,7 +344,8 @@ class Replica:
         """
     def status(self) -> dict[str, Any]:
         """state, applied_lsn, flushed_lsn, primary_last_lsn, lag_lsn, lag_seconds, epoch,
-        connections, last_error."""
+        connections, snapshots (installed so far), snapshot_progress ((rows received, rows
+        in all) while a snapshot arrives, else None), last_error."""
     def close(self) -> None:
         """Stops following and closes the store."""
     def __enter__(self) -> Self: ...

@@ -358,7 +358,8 @@ impl PyReplica {
     }
 
     /// The link's state and lag: `state`, `applied_lsn`, `primary_last_lsn`, `lag_lsn`,
-    /// `lag_seconds`, `epoch`, `connections`, `last_error`.
+    /// `lag_seconds`, `epoch`, `connections`, `snapshots` (installed so far),
+    /// `snapshot_progress` (rows received and rows in all, while one arrives), `last_error`.
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
         let state = self.replica.state();
         let applied = self.replica.store().last_lsn();
@@ -380,6 +381,8 @@ impl PyReplica {
         status.set_item("lag_seconds", lag)?;
         status.set_item("epoch", state.primary_epoch)?;
         status.set_item("connections", state.connections)?;
+        status.set_item("snapshots", state.snapshots)?;
+        status.set_item("snapshot_progress", state.snapshot)?;
         status.set_item("last_error", state.last_error)?;
         Ok(status)
     }

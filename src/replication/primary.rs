@@ -26,6 +26,10 @@ use crate::store::Store;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Entries read from the log per batch at most.
 const BATCH_ENTRIES: usize = 4096;
+/// Rows read from a snapshot per batch, and bytes of rows per frame (a single row larger
+/// than a frame cannot exist: values are capped well below it).
+const SNAPSHOT_ROWS: usize = 4096;
+const SNAPSHOT_FRAME_BYTES: usize = 1 << 20;
 /// Room left in a frame for the message around the payloads.
 const FRAME_SLACK: usize = 1024;
 
@@ -457,12 +461,27 @@ async fn serve(
     };
     let Accepted::Stream {
         name,
-        from_lsn: flushed_lsn,
+        from_lsn,
+        snapshot,
     } = name
     else {
         return;
     };
-    let (generation, stop) = shared.register(&name, &peer, flushed_lsn);
+    let (generation, stop) = shared.register(&name, &peer, from_lsn);
+    let flushed_lsn = if snapshot {
+        match send_snapshot(&shared, &name, generation, &mut writer).await {
+            Ok(lsn) => lsn,
+            Err(err) => {
+                tracing::warn!(replica = %name, error = %err, "sending a snapshot failed");
+                shared.update(&name, generation, |link| {
+                    link.status.state = LinkState::Disconnected;
+                });
+                return;
+            }
+        }
+    } else {
+        from_lsn
+    };
     let result = stream_to(
         &shared,
         &name,
@@ -486,8 +505,12 @@ type Refusal = (String, Option<RefuseCode>);
 
 /// What a successful handshake leads to.
 enum Accepted {
-    /// A replica (or consumer) to stream to, after `from_lsn`.
-    Stream { name: String, from_lsn: u64 },
+    /// A replica (or consumer) to stream to, after `from_lsn` or after a snapshot.
+    Stream {
+        name: String,
+        from_lsn: u64,
+        snapshot: bool,
+    },
     /// A monitor that got its status report.
     Monitor,
 }
@@ -562,24 +585,34 @@ async fn accept(
     .await
     .map_err(|e| (e.to_string(), None))?
     .map_err(|e| (e.to_string(), None))?;
-    handshake::resume_decision(flushed_lsn, flushed_id, view)
-        .map_err(|(code, reason)| (reason, Some(code)))?;
+    // A replica whose position left the log is re-seeded by a snapshot; a fork is never
+    // papered over that way (it needs an explicit resync).
+    let snapshot = match handshake::resume_decision(flushed_lsn, flushed_id, view) {
+        Ok(_) => false,
+        Err((RefuseCode::NeedsSnapshot, _)) if kind == PeerKind::Replica => true,
+        Err((code, reason)) => return Err((reason, Some(code))),
+    };
     if kind == PeerKind::Replica {
+        // Pin the log from here before any snapshot is taken: retention cannot then cut
+        // the entries that will follow it.
+        let pin = if snapshot { view.last_lsn } else { flushed_lsn };
         shared
             .slots
-            .ensure(&name, flushed_lsn)
+            .ensure(&name, pin)
             .map_err(|e| (e.to_string(), None))?;
     }
     let welcome = Message::Welcome {
         proof: ByteBuf::from(handshake::prove(shared.token(), Role::Primary, &peer_nonce)),
         epoch: primary_epoch,
         last_lsn: view.last_lsn,
+        snapshot,
     };
     write_frame(writer, &welcome).await.map_err(no_code)?;
     tracing::info!(%peer, replica = %name, ?kind, from_lsn = flushed_lsn, "replica connected");
     Ok(Accepted::Stream {
         name,
         from_lsn: flushed_lsn,
+        snapshot,
     })
 }
 
@@ -654,6 +687,90 @@ async fn stream_to(
     };
     acks.abort();
     result
+}
+
+/// Sends a consistent copy of every table, in frames of about `SNAPSHOT_FRAME_BYTES`, and
+/// returns the LSN it reflects (streaming resumes after it).
+async fn send_snapshot(
+    shared: &Arc<Shared>,
+    name: &str,
+    generation: u64,
+    writer: &mut OwnedWriteHalf,
+) -> Result<u64, ReplicationError> {
+    let store = shared.store.clone();
+    let view = tokio::task::spawn_blocking(move || store.snapshot_view())
+        .await
+        .map_err(|e| ReplicationError::Protocol(e.to_string()))?
+        .map_err(|e| ReplicationError::Protocol(format!("cannot take a snapshot: {e}")))?;
+    shared
+        .slots
+        .ensure(name, view.lsn)
+        .map_err(|e| ReplicationError::Protocol(format!("cannot pin the slot: {e}")))?;
+    shared.update(name, generation, |link| {
+        link.status.state = LinkState::Snapshot;
+        link.status.sent_lsn = view.lsn;
+    });
+    let tables = view
+        .sums
+        .iter()
+        .map(|(t, s)| (t.clone(), s.rows, s.checksum))
+        .collect();
+    write_frame(
+        writer,
+        &Message::SnapshotBegin {
+            lsn: view.lsn,
+            epoch: view.epoch,
+            tables,
+        },
+    )
+    .await?;
+    let lsn = view.lsn;
+    let names: Vec<String> = view.sums.keys().cloned().collect();
+    let view = Arc::new(view);
+    for table in names {
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let (reader, table_name, from) = (Arc::clone(&view), table.clone(), after.clone());
+            let rows = tokio::task::spawn_blocking(move || {
+                reader.rows(&table_name, from.as_deref(), SNAPSHOT_ROWS)
+            })
+            .await
+            .map_err(|e| ReplicationError::Protocol(e.to_string()))?
+            .map_err(|e| ReplicationError::Protocol(format!("cannot read the snapshot: {e}")))?;
+            let Some((last, _)) = rows.last() else { break };
+            after = Some(last.clone());
+            let mut frame = Vec::new();
+            let mut bytes = 0;
+            for (key, value) in rows {
+                bytes += key.len() + value.len() + 8;
+                frame.push((ByteBuf::from(key), ByteBuf::from(value)));
+                if bytes >= SNAPSHOT_FRAME_BYTES {
+                    write_frame(
+                        writer,
+                        &Message::SnapshotRows {
+                            table: table.clone(),
+                            rows: std::mem::take(&mut frame),
+                        },
+                    )
+                    .await?;
+                    bytes = 0;
+                }
+            }
+            if !frame.is_empty() {
+                write_frame(
+                    writer,
+                    &Message::SnapshotRows {
+                        table: table.clone(),
+                        rows: frame,
+                    },
+                )
+                .await?;
+            }
+        }
+    }
+    write_frame(writer, &Message::SnapshotEnd).await?;
+    tracing::info!(replica = %name, lsn, "snapshot sent");
+    Ok(lsn)
 }
 
 /// Sends a batch: whole entries packed into frames, an entry larger than a frame in parts.

@@ -19,8 +19,9 @@ use crate::error::ReplicationError;
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u8 = 1;
-/// The largest frame accepted (after the length field).
-pub const MAX_FRAME_BYTES: usize = 16 << 20;
+/// The largest frame accepted (after the length field). Entries larger than this travel in
+/// parts; a single snapshot row (key and value) must fit in one frame.
+pub const MAX_FRAME_BYTES: usize = 64 << 20;
 /// Bytes of version, type and CRC around a payload.
 const FRAME_OVERHEAD: usize = 6;
 
@@ -60,7 +61,7 @@ pub enum Message {
         /// `(epoch, crc)` of its entry at `flushed_lsn`, compared with the primary's.
         flushed_id: (u64, u32),
     },
-    /// Primary -> peer: accepted; entries after `flushed_lsn` follow.
+    /// Primary -> peer: accepted; a snapshot (if `snapshot`) and then entries follow.
     Welcome {
         /// HMAC-SHA256 of the peer's nonce under the token.
         proof: ByteBuf,
@@ -68,7 +69,27 @@ pub enum Message {
         epoch: u64,
         /// The primary's last LSN.
         last_lsn: u64,
+        /// The peer's position is no longer in the log: a snapshot comes first.
+        snapshot: bool,
     },
+    /// Primary -> replica: a snapshot of every table at `lsn` starts.
+    SnapshotBegin {
+        /// The LSN the snapshot reflects; entries after it follow the snapshot.
+        lsn: u64,
+        /// The epoch at that LSN.
+        epoch: u64,
+        /// Each table's name, row count and checksum, to check the copy against.
+        tables: Vec<(String, u64, u64)>,
+    },
+    /// Primary -> replica: rows of one table, in key order.
+    SnapshotRows {
+        /// The table.
+        table: String,
+        /// Keys and values as stored.
+        rows: Vec<(ByteBuf, ByteBuf)>,
+    },
+    /// Primary -> replica: the snapshot is complete.
+    SnapshotEnd,
     /// Either side: the connection is refused or ended, and why.
     Refused {
         /// Why, for a person.
@@ -149,6 +170,9 @@ impl Message {
             Message::Ack { .. } => 7,
             Message::Heartbeat { .. } => 8,
             Message::Status { .. } => 9,
+            Message::SnapshotBegin { .. } => 10,
+            Message::SnapshotRows { .. } => 11,
+            Message::SnapshotEnd => 12,
         }
     }
 }
@@ -311,7 +335,18 @@ mod tests {
                 proof: ByteBuf::from(vec![3; 32]),
                 epoch: 3,
                 last_lsn: 120,
+                snapshot: true,
             },
+            Message::SnapshotBegin {
+                lsn: 9,
+                epoch: 1,
+                tables: vec![("t".into(), 2, 77)],
+            },
+            Message::SnapshotRows {
+                table: "t".into(),
+                rows: vec![(ByteBuf::from(vec![1]), ByteBuf::from(vec![2]))],
+            },
+            Message::SnapshotEnd,
             Message::Refused {
                 reason: "no".into(),
                 code: RefuseCode::Diverged,

@@ -50,6 +50,10 @@ pub struct ReplicaState {
     pub last_error: Option<String>,
     /// Successful handshakes so far.
     pub connections: u64,
+    /// While a snapshot is received: rows received and rows in all.
+    pub snapshot: Option<(u64, u64)>,
+    /// Snapshots installed so far.
+    pub snapshots: u64,
 }
 
 impl ReplicaState {
@@ -103,6 +107,8 @@ impl Replica {
                 applied_commit_ms: 0,
                 last_error: None,
                 connections: 0,
+                snapshot: None,
+                snapshots: 0,
             }),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -294,27 +300,98 @@ async fn connect(
             proof,
             epoch,
             last_lsn,
+            snapshot,
         } => {
             if !handshake::verify(token, Role::Primary, &my_nonce, &proof) {
                 return Err(ReplicationError::Auth(
                     "the primary could not prove the token".into(),
                 ));
             }
-            let mut state = lock(&shared.state);
-            state.primary_epoch = epoch;
-            state.primary_last_lsn = last_lsn;
-            state.connections += 1;
-            state.last_error = None;
-            state.state = if flushed_lsn >= last_lsn {
-                LinkState::Streaming
-            } else {
-                LinkState::CatchingUp
-            };
+            {
+                let mut state = lock(&shared.state);
+                state.primary_epoch = epoch;
+                state.primary_last_lsn = last_lsn;
+                state.connections += 1;
+                state.last_error = None;
+                state.state = if snapshot {
+                    LinkState::Snapshot
+                } else if flushed_lsn >= last_lsn {
+                    LinkState::Streaming
+                } else {
+                    LinkState::CatchingUp
+                };
+            }
+            if snapshot {
+                let lsn = receive_snapshot(shared, &mut reader).await?;
+                return Ok((reader, writer, lsn));
+            }
         }
         Message::Refused { reason, code } => return Err(refused(code, reason)),
         _ => return Err(ReplicationError::Protocol("expected a welcome".into())),
     }
     Ok((reader, writer, flushed_lsn))
+}
+
+/// Receives a snapshot into a staging area and swaps it in; returns its LSN.
+async fn receive_snapshot(
+    shared: &Arc<Shared>,
+    reader: &mut OwnedReadHalf,
+) -> Result<u64, ReplicationError> {
+    let failed =
+        |e: crate::Error| ReplicationError::Protocol(format!("cannot install the snapshot: {e}"));
+    let joined = |e: tokio::task::JoinError| ReplicationError::Protocol(e.to_string());
+    let Message::SnapshotBegin { lsn, epoch, tables } =
+        read_frame_within(reader, HANDSHAKE_TIMEOUT, "a snapshot").await?
+    else {
+        return Err(ReplicationError::Protocol("expected a snapshot".into()));
+    };
+    let total: u64 = tables.iter().map(|(_, rows, _)| rows).sum();
+    tracing::info!(lsn, rows = total, "receiving a snapshot");
+    {
+        let mut state = lock(&shared.state);
+        state.snapshot = Some((0, total));
+    }
+    let store = shared.store.clone();
+    let mut installer = tokio::task::spawn_blocking(move || store.begin_install(lsn, epoch))
+        .await
+        .map_err(joined)?
+        .map_err(failed)?;
+    loop {
+        match read_frame(reader).await? {
+            Message::SnapshotRows { table, rows } => {
+                let rows = rows
+                    .into_iter()
+                    .map(|(k, v)| (k.into_vec(), v.into_vec()))
+                    .collect();
+                installer = tokio::task::spawn_blocking(move || {
+                    installer.add(&table, rows).map(|()| installer)
+                })
+                .await
+                .map_err(joined)?
+                .map_err(failed)?;
+                lock(&shared.state).snapshot = Some((installer.rows(), total));
+            }
+            Message::SnapshotEnd => break,
+            _ => {
+                return Err(ReplicationError::Protocol(
+                    "unexpected message in a snapshot".into(),
+                ))
+            }
+        }
+    }
+    let expected = tables
+        .into_iter()
+        .map(|(name, rows, checksum)| (name, crate::store::TableSum { rows, checksum }))
+        .collect();
+    tokio::task::spawn_blocking(move || installer.finish(&expected))
+        .await
+        .map_err(joined)?
+        .map_err(failed)?;
+    let mut state = lock(&shared.state);
+    state.snapshot = None;
+    state.snapshots += 1;
+    state.state = LinkState::CatchingUp;
+    Ok(lsn)
 }
 
 async fn session(

@@ -17,6 +17,8 @@ pub fn now_ms() -> u64 {
 pub enum LinkState {
     /// Trying to reach the other side.
     Connecting,
+    /// Receiving a snapshot (its position was no longer in the primary's log).
+    Snapshot,
     /// Behind, and being sent the backlog.
     CatchingUp,
     /// Up to date, receiving entries as they commit.
@@ -33,6 +35,7 @@ impl LinkState {
     pub fn name(self) -> &'static str {
         match self {
             LinkState::Connecting => "connecting",
+            LinkState::Snapshot => "snapshot",
             LinkState::CatchingUp => "catching_up",
             LinkState::Streaming => "streaming",
             LinkState::Disconnected => "disconnected",
