@@ -272,3 +272,43 @@ def test_a_replica_behind_the_retained_log_gets_a_snapshot_and_readers_never_see
             assert replica.store.checksum() == store.checksum()
             assert replica.status()["snapshot_progress"] is None
     store.close()
+
+
+def test_a_cut_link_shows_growing_lag_and_the_replica_reconnects_by_itself(
+    primary: replikv.Primary, tmp_path: Path
+) -> None:
+    from proxy import Proxy
+
+    with (
+        Proxy(primary.address) as proxy,
+        replikv.Replica(
+            tmp_path / "r", primary=proxy.address, token=TOKEN, max_backoff=0.2
+        ) as replica,
+    ):
+        store = primary.store
+        assert replica.wait_for(store.put("t", 0, 0).lsn, timeout=30)
+        eventually("an idle replica at zero lag", lambda: primary.status()[0].lag_lsn == 0)
+        proxy.cut()
+        for i in range(1, 50):
+            store.put("t", i, i)
+        time.sleep(0.3)
+        info = primary.status()[0]
+        assert info.lag_lsn > 0 and info.lag_seconds > 0, info
+        assert replica.applied_lsn < store.last_lsn
+        proxy.restore()
+        assert replica.wait_for(store.last_lsn, timeout=30)
+        eventually("the lag to return to zero", lambda: primary.status()[0].lag_lsn == 0)
+        assert replica.status()["connections"] >= 2
+        assert replica.store.checksum() == store.checksum()
+
+
+def test_a_slow_link_delays_but_loses_nothing(primary: replikv.Primary, tmp_path: Path) -> None:
+    from proxy import Proxy
+
+    with Proxy(primary.address) as proxy:
+        proxy.delay = 0.05
+        with replikv.Replica(tmp_path / "r", primary=proxy.address, token=TOKEN) as replica:
+            for i in range(30):
+                primary.store.put("t", i, i)
+            assert replica.wait_for(primary.store.last_lsn, timeout=60)
+            assert replica.store.checksum() == primary.store.checksum()
