@@ -16,6 +16,7 @@ import random
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
@@ -26,7 +27,7 @@ from typing import Any
 from tqdm import tqdm
 
 from . import __version__
-from ._core import Change, Checksum, Store
+from ._core import Change, Checksum, Primary, Replica, Store
 from ._serve import add_commands
 from ._store import Key
 from .exceptions import ReplikvError
@@ -210,12 +211,14 @@ class _Timings:
     get_micros: list[float] = field(default_factory=list)
     close_seconds: float = 0.0
     reopen_seconds: float = 0.0
+    catch_up_seconds: float = 0.0
     steps: dict[str, float] = field(default_factory=dict)
 
 
 GET_SAMPLES = 10_000
 PUT_SAMPLES = 200
 TAIL_ENTRIES = 4
+REPLICATION_SECONDS = 1.5
 OPS_SHOWN_PER_ENTRY = 2
 NOBODY = "nobody@example.invalid"
 LINE_WIDTH = 100
@@ -259,6 +262,9 @@ class _Demo:
             step_started = time.perf_counter()
             store = self._reopen(store)
             self.timings.steps["close and reopen"] = time.perf_counter() - step_started
+            step_started = time.perf_counter()
+            self._replicate(store)
+            self.timings.steps["replication"] = time.perf_counter() - step_started
             self._summary(store.checksum(), time.perf_counter() - started)
         finally:
             store.close()
@@ -467,6 +473,84 @@ class _Demo:
             raise ReplikvError(f"the store changed across close and reopen in {self.store_dir}")
         return store
 
+    # 9. Replication ---------------------------------------------------------------------------
+
+    def _replicate(self, store: Store) -> None:
+        _heading("9. Replication: two replicas on 127.0.0.1 follow the store")
+        with tempfile.TemporaryDirectory(prefix="replikv-demo-replicas-") as replicas_dir:
+            primary = Primary(store, ship_interval=0.05)
+            try:
+                _code("primary = replikv.Primary(store, listen='127.0.0.1:0', ship_interval=0.05)")
+                _result(f"{primary!r}")
+                started = time.perf_counter()
+                replicas = [
+                    Replica(Path(replicas_dir) / name, primary=primary.address, name=name)
+                    for name in ("eu-1", "us-1")
+                ]
+                try:
+                    self._follow(store, primary, replicas, started)
+                finally:
+                    for replica in replicas:
+                        replica.close()
+            finally:
+                primary.close()
+
+    def _follow(
+        self, store: Store, primary: Primary, replicas: list[Replica], started: float
+    ) -> None:
+        _code("replica = replikv.Replica(dir, primary=primary.address, name='eu-1')  # and 'us-1'")
+        target = store.last_lsn
+        for replica in replicas:
+            if not replica.wait_for(target, timeout=120):
+                raise ReplikvError(f"replica {replica.name} did not catch up: {replica.status()}")
+        self.timings.catch_up_seconds = time.perf_counter() - started
+        rows = sum(store.count(table) for table in store.tables())
+        _say(
+            f"  both replicas caught up with {target:,} log entries ({rows:,} rows) "
+            f"in {self.timings.catch_up_seconds:.2f} s"
+        )
+        _say("\n  Writes go on (events in small transactions); the lag while they stream:")
+        done = threading.Event()
+        workload = threading.Thread(target=self._stream_events, args=(store, done))
+        workload.start()
+        samples = []
+        while not done.wait(0.25):
+            samples.append(primary.status())
+        workload.join()
+        lag_rows = [
+            (
+                f"{sample_number * 0.25:.2f} s",
+                *(
+                    f"{info.lag_lsn:>4} entries / {info.lag_seconds * 1000:5.1f} ms"
+                    for info in sample
+                ),
+            )
+            for sample_number, sample in enumerate(samples, start=1)
+        ]
+        names = [info.name for info in samples[0]] if samples else []
+        _table(("after", *(f"lag of {name}" for name in names)), lag_rows, "<" + ">" * len(names))
+        for replica in replicas:
+            replica.wait_for(store.last_lsn, timeout=60)
+        primary_checksum = store.checksum()
+        _say()
+        for replica in replicas:
+            same = replica.store.checksum() == primary_checksum
+            _say(f"  >>> {replica.name}.store.checksum() == store.checksum()  # {same}")
+            if not same:
+                raise ReplikvError(f"replica {replica.name} differs from the primary")
+
+    def _stream_events(self, store: Store, done: threading.Event) -> None:
+        """Writes events, five per transaction, for ``REPLICATION_SECONDS``."""
+        try:
+            events = self.data.events(first_id=10_000_000, random_source="replicated")
+            deadline = time.perf_counter() + REPLICATION_SECONDS
+            while time.perf_counter() < deadline:
+                with store.transaction() as tx:
+                    for event_id, event in itertools.islice(events, 5):
+                        tx.put("events", event_id, event)
+        finally:
+            done.set()
+
     # Summary ---------------------------------------------------------------------------------
 
     def _summary(self, checksum: Checksum, total_seconds: float) -> None:
@@ -491,6 +575,7 @@ class _Demo:
             ("durable put", _median_and_p99(self.timings.put_micros)),
             ("get", _median_and_p99(self.timings.get_micros)),
             ("reopen", f"{self.timings.reopen_seconds * 1000:.1f} ms"),
+            ("replica catch-up", f"{self.timings.catch_up_seconds:.2f} s (two replicas)"),
             ("last LSN", f"{checksum.lsn:,}"),
             ("time by step", steps),
             ("total time", f"{total_seconds:.1f} s"),
