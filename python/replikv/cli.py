@@ -218,7 +218,9 @@ class _Timings:
 GET_SAMPLES = 10_000
 PUT_SAMPLES = 200
 TAIL_ENTRIES = 4
-REPLICATION_SECONDS = 1.5
+REPLICATED_TRANSACTIONS = 2_000
+REPLICATED_EVENTS = 5
+LAG_SAMPLE_SECONDS = 0.1
 OPS_SHOWN_PER_ENTRY = 2
 NOBODY = "nobody@example.invalid"
 LINE_WIDTH = 100
@@ -509,23 +511,26 @@ class _Demo:
             f"  both replicas caught up with {target:,} log entries ({rows:,} rows) "
             f"in {self.timings.catch_up_seconds:.2f} s"
         )
-        _say("\n  Writes go on (events in small transactions); the lag while they stream:")
+        _say(
+            f"\n  Writes go on ({REPLICATED_TRANSACTIONS:,} transactions of "
+            f"{REPLICATED_EVENTS} events); the lag while they stream:"
+        )
         done = threading.Event()
         workload = threading.Thread(target=self._stream_events, args=(store, done))
         workload.start()
         samples = []
-        while not done.wait(0.25):
+        while not done.wait(LAG_SAMPLE_SECONDS):
             samples.append(primary.status())
         workload.join()
         lag_rows = [
             (
-                f"{sample_number * 0.25:.2f} s",
+                f"{sample_number * LAG_SAMPLE_SECONDS:.1f} s",
                 *(
                     f"{info.lag_lsn:>4} entries / {info.lag_seconds * 1000:5.1f} ms"
                     for info in sample
                 ),
             )
-            for sample_number, sample in enumerate(samples, start=1)
+            for sample_number, sample in enumerate(samples[:10], start=1)
         ]
         names = [info.name for info in samples[0]] if samples else []
         _table(("after", *(f"lag of {name}" for name in names)), lag_rows, "<" + ">" * len(names))
@@ -540,13 +545,12 @@ class _Demo:
                 raise ReplikvError(f"replica {replica.name} differs from the primary")
 
     def _stream_events(self, store: Store, done: threading.Event) -> None:
-        """Writes events, five per transaction, for ``REPLICATION_SECONDS``."""
+        """Writes ``REPLICATED_TRANSACTIONS`` transactions of ``REPLICATED_EVENTS`` events."""
         try:
             events = self.data.events(first_id=10_000_000, random_source="replicated")
-            deadline = time.perf_counter() + REPLICATION_SECONDS
-            while time.perf_counter() < deadline:
+            for _ in range(REPLICATED_TRANSACTIONS):
                 with store.transaction() as tx:
-                    for event_id, event in itertools.islice(events, 5):
+                    for event_id, event in itertools.islice(events, REPLICATED_EVENTS):
                         tx.put("events", event_id, event)
         finally:
             done.set()
