@@ -312,3 +312,31 @@ def test_a_slow_link_delays_but_loses_nothing(primary: replikv.Primary, tmp_path
                 primary.store.put("t", i, i)
             assert replica.wait_for(primary.store.last_lsn, timeout=60)
             assert replica.store.checksum() == primary.store.checksum()
+
+
+def test_a_new_connection_for_a_name_replaces_a_half_open_one(
+    primary: replikv.Primary, tmp_path: Path
+) -> None:
+    with subprocess.Popen(
+        [sys.executable, str(CHILD), str(tmp_path / "frozen"), primary.address],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as child:
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline().startswith("ready")
+            eventually("the child to connect", lambda: len(primary.status()) == 1)
+            frozen_address = primary.status()[0].address
+            # A frozen process keeps its socket open: its connection is half-open.
+            child.send_signal(signal.SIGSTOP)
+            with replikv.Replica(
+                tmp_path / "fresh", primary=primary.address, token=TOKEN, name="child"
+            ) as fresh:
+                receipt = primary.store.put("t", "k", 1)
+                assert fresh.get("t", "k", min_lsn=receipt.lsn, timeout=30) == 1
+                [info] = primary.status()
+                assert info.name == "child" and info.address != frozen_address
+                eventually("its ack", lambda: primary.status()[0].acked_lsn == receipt.lsn)
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait(timeout=30)

@@ -231,3 +231,38 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The resume decision never panics, and it only lets a peer resume from a position
+        /// the primary retains and whose identity matches exactly.
+        #[test]
+        fn resume_decisions_are_total_and_only_accept_matching_positions(
+            flushed in 0u64..50, peer_id: (u64, u32),
+            oldest in 1u64..40, extra in 0u64..30, id in proptest::option::of(any::<(u64, u32)>()),
+        ) {
+            let log = LogView { oldest_lsn: oldest, last_lsn: oldest - 1 + extra, id_at_resume: id };
+            if let Ok(from) = resume_decision(flushed, peer_id, log) {
+                prop_assert_eq!(from, flushed);
+                prop_assert!(flushed <= log.last_lsn);
+                prop_assert_eq!(Some(peer_id), id);
+            }
+        }
+
+        /// Proofs over arbitrary tokens and nonces verify with the same inputs only.
+        #[test]
+        fn proofs_verify_only_with_their_own_inputs(
+            token in proptest::collection::vec(any::<u8>(), 0..64),
+            nonce in proptest::collection::vec(any::<u8>(), 0..64),
+            other in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let proof = prove(&token, Role::Peer, &nonce);
+            prop_assert!(verify(&token, Role::Peer, &nonce, &proof));
+            prop_assert_eq!(verify(&other, Role::Peer, &nonce, &proof), other == token);
+        }
+    }
+}
