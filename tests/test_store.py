@@ -476,3 +476,12 @@ def test_reads_of_invalid_or_reserved_table_names_are_value_errors(store: replik
 def test_reopening_a_store_open_in_this_process_says_so(store: replikv.Store) -> None:
     with pytest.raises(replikv.StoreLockedError, match="in this process"):
         replikv.Store(store.path)
+
+
+def test_a_changes_iterator_stays_exhausted_once_it_ends(store: replikv.Store) -> None:
+    store.put("t", 1, 1)
+    changes = store.changes()
+    assert [c.lsn for c in changes] == [1]
+    store.put("t", 2, 2)
+    assert list(changes) == [], "an exhausted iterator does not come back to life"
+    assert [c.lsn for c in store.changes(since=1)] == [2]

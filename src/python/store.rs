@@ -646,6 +646,9 @@ impl PyChanges {
             buffer.extend(batch);
         }
         let Some(entry) = buffer.pop_front() else {
+            // Once exhausted, stay exhausted (the iterator protocol): entries committed
+            // later are read by a new `changes(since=...)`.
+            *remaining = 0;
             return Ok(None);
         };
         drop(state);
