@@ -117,6 +117,9 @@ pub enum StoreError {
         /// The LSN it was given.
         got: u64,
     },
+    /// The writer lock stayed held by another thread's transaction (a bounded wait ended).
+    #[error("another thread's transaction holds the writer lock")]
+    Busy,
     /// A call that would wait forever on a lock the calling thread holds.
     #[error("{0}")]
     WouldDeadlock(&'static str),

@@ -485,3 +485,37 @@ def test_a_changes_iterator_stays_exhausted_once_it_ends(store: replikv.Store) -
     store.put("t", 2, 2)
     assert list(changes) == [], "an exhausted iterator does not come back to life"
     assert [c.lsn for c in store.changes(since=1)] == [2]
+
+
+def test_ctrl_c_interrupts_a_write_waiting_for_another_threads_transaction(
+    store: replikv.Store,
+) -> None:
+    import os
+    import signal
+
+    holding = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with store.transaction() as tx:
+            tx.put("t", "held", 1)
+            holding.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(30)
+        timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            store.put("t", "blocked", 1)
+        with pytest.raises(KeyboardInterrupt):
+            threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+            store.transaction().put("t", "blocked", 1)
+    finally:
+        release.set()
+        holder.join()
+    assert store.get("t", "held") == 1
+    assert store.get("t", "blocked") is None
+    assert store.put("t", "after", 1).lsn == 2

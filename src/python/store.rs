@@ -104,6 +104,7 @@ impl PyStore {
         value: &Bound<'_, PyAny>,
     ) -> PyResult<PyReceipt> {
         let op = put_op(table, key, value)?;
+        wait_for_writer(py, &self.store)?;
         let lsn = run_detached(py, || self.store.commit(vec![op]))?;
         Ok(PyReceipt::local(lsn))
     }
@@ -115,6 +116,7 @@ impl PyStore {
             key: encode_py_key(key)?,
             value: None,
         };
+        wait_for_writer(py, &self.store)?;
         let lsn = run_detached(py, || self.store.commit(vec![op]))?;
         Ok(PyReceipt::local(lsn))
     }
@@ -360,11 +362,30 @@ impl PyStore {
             }
         }
         let count = ops.len();
+        wait_for_writer(py, &self.store)?;
         let lsn = run_detached(py, || self.store.commit(ops))?;
         if let Some(callback) = progress {
             callback.call1((count,))?;
         }
         Ok(PyReceipt::local(lsn))
+    }
+}
+
+/// How long a blocking wait runs before it checks for Ctrl-C.
+const SIGNAL_CHECK: Duration = Duration::from_millis(50);
+
+/// Waits while another thread's transaction holds the writer lock, staying interruptible
+/// (Ctrl-C raises `KeyboardInterrupt`). The common case, a free lock, costs one check
+/// without releasing the GIL.
+fn wait_for_writer(py: Python<'_>, store: &Store) -> PyResult<()> {
+    if run(py, || store.writer_free_within(Duration::ZERO))? {
+        return Ok(());
+    }
+    loop {
+        if run_detached(py, || store.writer_free_within(SIGNAL_CHECK))? {
+            return Ok(());
+        }
+        py.check_signals()?;
     }
 }
 
@@ -410,9 +431,19 @@ impl PyTransaction {
         match previous {
             TxState::Open(tx) => Ok(tx),
             TxState::NotStarted => {
-                let store = self.store.clone();
-                run_detached(py, move || store.begin())
-                    .inspect_err(|_| *self.lock() = TxState::NotStarted)
+                let begun = loop {
+                    let store = self.store.clone();
+                    match run_detached(py, move || store.begin_within(SIGNAL_CHECK)) {
+                        Ok(Some(tx)) => break Ok(tx),
+                        Ok(None) => {
+                            if let Err(interrupted) = py.check_signals() {
+                                break Err(interrupted);
+                            }
+                        }
+                        Err(err) => break Err(err),
+                    }
+                };
+                begun.inspect_err(|_| *self.lock() = TxState::NotStarted)
             }
             other => {
                 let message = match &other {

@@ -88,6 +88,8 @@ pub(crate) enum Refused {
         expected: u64,
         got: u64,
     },
+    /// The writer lock was still held when the caller's patience ran out.
+    Busy,
 }
 
 fn now_ms() -> u64 {
@@ -152,10 +154,12 @@ impl Pipeline {
         self.lock().closed.as_ref().and_then(Closed::cause)
     }
 
-    /// Waits until no transaction holds the writer lock (refusing if this thread holds it).
+    /// Waits until no transaction holds the writer lock (refusing if this thread holds it),
+    /// or until `deadline` ([`Refused::Busy`]).
     fn wait_writer_free<'a>(
         &'a self,
         mut state: MutexGuard<'a, State>,
+        deadline: Option<Instant>,
     ) -> Result<MutexGuard<'a, State>, Refused> {
         let me = std::thread::current().id();
         loop {
@@ -166,20 +170,37 @@ impl Pipeline {
                 None => return Ok(state),
                 Some(owner) if owner == me => return Err(Refused::WouldDeadlock),
                 Some(_) => {
-                    state = self
-                        .writer_free
-                        .wait(state)
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    state = match deadline {
+                        None => self
+                            .writer_free
+                            .wait(state)
+                            .unwrap_or_else(std::sync::PoisonError::into_inner),
+                        Some(deadline) => {
+                            let left = deadline.saturating_duration_since(Instant::now());
+                            if left.is_zero() {
+                                return Err(Refused::Busy);
+                            }
+                            self.writer_free
+                                .wait_timeout(state, left)
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .0
+                        }
+                    };
                 }
             }
         }
     }
 
-    /// Takes the writer lock for a transaction on this thread.
-    pub(crate) fn acquire_writer(&self) -> Result<(), Refused> {
-        let mut state = self.wait_writer_free(self.lock())?;
+    /// Takes the writer lock for a transaction on this thread, waiting until `deadline`.
+    pub(crate) fn acquire_writer(&self, deadline: Option<Instant>) -> Result<(), Refused> {
+        let mut state = self.wait_writer_free(self.lock(), deadline)?;
         state.writer = Some(std::thread::current().id());
         Ok(())
+    }
+
+    /// Waits until no transaction holds the writer lock, or `deadline` passes (`Busy`).
+    pub(crate) fn writer_free_by(&self, deadline: Instant) -> Result<(), Refused> {
+        self.wait_writer_free(self.lock(), Some(deadline)).map(drop)
     }
 
     /// Releases the writer lock (transaction aborted or read-only).
@@ -204,7 +225,7 @@ impl Pipeline {
             }
             state
         } else {
-            self.wait_writer_free(self.lock())?
+            self.wait_writer_free(self.lock(), None)?
         };
         let lsn = state.next_lsn;
         state.next_lsn += 1;

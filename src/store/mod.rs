@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use commit::{Batch, CheckpointPolicy, Pipeline, Refused};
 use dirlock::DirLock;
@@ -277,6 +277,7 @@ impl Store {
         match refused {
             Refused::Closed(cause) => self.closed_error(cause),
             Refused::OutOfOrder { expected, got } => StoreError::OutOfOrder { expected, got }.into(),
+            Refused::Busy => StoreError::Busy.into(),
             Refused::WouldDeadlock => StoreError::WouldDeadlock(
                 "this thread holds an open transaction on this store: write through the transaction, or finish it first",
             )
@@ -380,9 +381,46 @@ impl Store {
     fn begin_exclusive(&self) -> Result<Transaction> {
         self.inner
             .pipeline
-            .acquire_writer()
+            .acquire_writer(None)
             .map_err(|r| self.refused(r))?;
         Ok(Transaction::new(self.clone()))
+    }
+
+    /// Waits up to `patience` for no transaction to hold the writer lock; returns whether
+    /// it is free. For callers that must stay interruptible (Ctrl-C) while a long
+    /// transaction runs on another thread.
+    ///
+    /// # Errors
+    /// A closed store, or a transaction already open on this thread.
+    pub fn writer_free_within(&self, patience: Duration) -> Result<bool> {
+        match self
+            .inner
+            .pipeline
+            .writer_free_by(Instant::now() + patience)
+        {
+            Ok(()) => Ok(true),
+            Err(Refused::Busy) => Ok(false),
+            Err(refused) => Err(self.refused(refused)),
+        }
+    }
+
+    /// Begins a transaction if the writer lock comes free within `patience`.
+    ///
+    /// # Errors
+    /// As [`Store::begin`].
+    pub fn begin_within(&self, patience: Duration) -> Result<Option<Transaction>> {
+        if self.inner.options.follower {
+            return Err(self.read_only());
+        }
+        match self
+            .inner
+            .pipeline
+            .acquire_writer(Some(Instant::now() + patience))
+        {
+            Ok(()) => Ok(Some(Transaction::new(self.clone()))),
+            Err(Refused::Busy) => Ok(None),
+            Err(refused) => Err(self.refused(refused)),
+        }
     }
 
     /// Begins a transaction: it holds the writer lock until it commits or is dropped.
@@ -395,7 +433,7 @@ impl Store {
         }
         self.inner
             .pipeline
-            .acquire_writer()
+            .acquire_writer(None)
             .map_err(|r| self.refused(r))?;
         Ok(Transaction::new(self.clone()))
     }
