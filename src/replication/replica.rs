@@ -332,6 +332,19 @@ async fn connect(
     Ok((reader, writer, flushed_lsn))
 }
 
+/// Acknowledges everything up to `lsn`: a follower applies each entry as it appends it, so
+/// what is durable in its log is also what its readers see.
+async fn ack(writer: &mut OwnedWriteHalf, lsn: u64) -> Result<(), ReplicationError> {
+    write_frame(
+        writer,
+        &Message::Ack {
+            flushed_lsn: lsn,
+            applied_lsn: lsn,
+        },
+    )
+    .await
+}
+
 /// Receives a snapshot into a staging area and swaps it in; returns its LSN.
 async fn receive_snapshot(
     shared: &Arc<Shared>,
@@ -430,15 +443,7 @@ async fn session(
                         state.state = LinkState::Streaming;
                     }
                 }
-                let applied = shared.store.last_lsn();
-                write_frame(
-                    &mut writer,
-                    &Message::Ack {
-                        flushed_lsn: applied,
-                        applied_lsn: applied,
-                    },
-                )
-                .await?;
+                ack(&mut writer, shared.store.last_lsn()).await?;
                 continue;
             }
             Message::Refused { reason, code } => return Err(refused(code, reason)),
@@ -471,14 +476,7 @@ async fn session(
                 LinkState::CatchingUp
             };
         }
-        write_frame(
-            &mut writer,
-            &Message::Ack {
-                flushed_lsn: applied,
-                applied_lsn: applied,
-            },
-        )
-        .await?;
+        ack(&mut writer, applied).await?;
     }
 }
 
