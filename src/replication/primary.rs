@@ -261,15 +261,22 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Turns the store's visibility (a condition variable) into a watch channel for the tasks.
+///
+/// Wakes only while some connection listens, and at most once per `ship_interval`: nothing
+/// ships more often, and a wake per commit would cost the writers a context switch each.
 fn notify_loop(shared: &Shared, shutdown: &watch::Receiver<bool>) {
+    let idle = Duration::from_millis(50);
     let mut last = shared.store.last_lsn();
     while !*shutdown.borrow() && !shared.store.is_closed() {
-        let visible = shared
-            .store
-            .wait_for_lsn(last + 1, Duration::from_millis(50));
+        if shared.visible.receiver_count() == 0 {
+            std::thread::sleep(idle);
+            continue;
+        }
+        let visible = shared.store.wait_for_lsn(last + 1, idle);
         if visible != last {
             last = visible;
             shared.visible.send_replace(visible);
+            std::thread::sleep(shared.options.ship_interval);
         }
     }
 }
@@ -320,16 +327,17 @@ async fn accept_loop(
 }
 
 impl Shared {
-    /// Persists the slots, then drops whole log segments before the oldest slot's position,
-    /// moved forward as far as the byte and age caps demand.
+    /// Persists the slots, then drops whole log segments before the oldest slot's position
+    /// (nothing without slots), moved forward as far as the byte and age caps demand.
     fn retain(&self) -> Result<usize> {
         self.slots.persist()?;
         let segments = self.store.log_segments()?;
         if segments.len() < 2 {
             return Ok(0);
         }
-        let last = self.store.last_lsn();
-        let mut before = self.slots.min_acked().map_or(last + 1, |acked| acked + 1);
+        // Without slots nothing is dropped for want of readers: the log is also the change
+        // history of `changes()`; only the caps bound it then.
+        let mut before = self.slots.min_acked().map_or(0, |acked| acked + 1);
         if let Some(cap) = self.options.retain_bytes {
             let mut total: u64 = segments.iter().map(|s| s.bytes).sum();
             for pair in segments.windows(2) {
@@ -638,9 +646,14 @@ async fn stream_to(
     let mut position = LogPosition::after(from_lsn);
     let mut last_ship: Option<Instant> = None;
     let result = loop {
-        if shared.store.last_lsn() >= position.next_lsn() {
-            if let Some(wait) =
-                last_ship.map(|at| shared.options.ship_interval.saturating_sub(at.elapsed()))
+        let backlog = (shared.store.last_lsn() + 1).saturating_sub(position.next_lsn());
+        if backlog > 0 {
+            // A replica behind by a full batch or more is caught up as fast as it can take
+            // entries; the interval only paces a replica that keeps up.
+            let paced = backlog < BATCH_ENTRIES as u64;
+            if let Some(wait) = last_ship
+                .filter(|_| paced)
+                .map(|at| shared.options.ship_interval.saturating_sub(at.elapsed()))
             {
                 if !wait.is_zero() {
                     tokio::select! {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_bytes::ByteBuf;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::handshake::{self, Role};
 use super::protocol::{read_frame, read_frame_within, write_frame, Message, PeerKind, RefuseCode};
@@ -412,29 +412,57 @@ async fn session(
     shutdown: &mut watch::Receiver<bool>,
     connected: &mut bool,
 ) -> Result<(), ReplicationError> {
-    let (mut reader, mut writer, flushed_lsn) = connect(shared).await?;
-    let options = &shared.options;
+    let (reader, mut writer, flushed_lsn) = connect(shared).await?;
     *connected = true;
-    tracing::info!(primary = %options.primary, from_lsn = flushed_lsn, "following");
+    tracing::info!(primary = %shared.options.primary, from_lsn = flushed_lsn, "following");
+    // Frames are read ahead while a batch is applied, so that everything that arrived
+    // meanwhile is applied next in one append (one fdatasync): a replica keeps up with a
+    // primary that ships every commit on its own.
+    let (frames, mut inbox) = mpsc::channel(READ_AHEAD_FRAMES);
+    let _read_ahead = ReadAhead(tokio::spawn(read_frames(reader, frames)));
     let mut parts = Parts::default();
     loop {
-        let message = tokio::select! {
+        let first = tokio::select! {
             _ = shutdown.changed() => return Ok(()),
-            message = read_frame(&mut reader) => message?,
+            frame = inbox.recv() => frame.unwrap_or_else(|| Err(ReplicationError::Protocol("the stream ended".into())))?,
         };
-        let payloads = match message {
-            Message::Entries { payloads } => payloads.into_iter().map(ByteBuf::into_vec).collect(),
-            Message::EntryPart {
-                total,
-                offset,
-                data,
-            } => match parts.push(total, offset, &data)? {
-                Some(entry) => vec![entry],
-                None => continue,
-            },
-            Message::Heartbeat {
+        let mut payloads: Vec<Vec<u8>> = Vec::new();
+        let mut bytes = 0;
+        let mut other = None;
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            match message {
+                Message::Entries { payloads: batch } => {
+                    bytes += batch.iter().map(|p| p.len()).sum::<usize>();
+                    payloads.extend(batch.into_iter().map(ByteBuf::into_vec));
+                }
+                Message::EntryPart {
+                    total,
+                    offset,
+                    data,
+                } => {
+                    bytes += data.len();
+                    payloads.extend(parts.push(total, offset, &data)?);
+                }
+                message => {
+                    other = Some(message);
+                    break;
+                }
+            }
+            if bytes < APPLY_BATCH_BYTES {
+                if let Ok(frame) = inbox.try_recv() {
+                    next = Some(frame?);
+                }
+            }
+        }
+        if !payloads.is_empty() {
+            apply(shared, &mut writer, payloads).await?;
+        }
+        match other {
+            None => {}
+            Some(Message::Heartbeat {
                 last_lsn, now_ms, ..
-            } => {
+            }) => {
                 {
                     let mut state = lock(&shared.state);
                     state.primary_last_lsn = state.primary_last_lsn.max(last_lsn);
@@ -444,40 +472,69 @@ async fn session(
                     }
                 }
                 ack(&mut writer, shared.store.last_lsn()).await?;
-                continue;
             }
-            Message::Refused { reason, code } => return Err(refused(code, reason)),
-            _ => {
+            Some(Message::Refused { reason, code }) => return Err(refused(code, reason)),
+            Some(_) => {
                 return Err(ReplicationError::Protocol(
                     "unexpected message from the primary".into(),
                 ))
             }
-        };
-        let commit_ms = payloads
-            .last()
-            .and_then(|p: &Vec<u8>| p.get(16..24))
-            .map_or(0, |b| {
-                u64::from_le_bytes(b.try_into().expect("invariant: 8 bytes"))
-            });
-        let store = shared.store.clone();
-        let applied = tokio::task::spawn_blocking(move || store.append_replicated(&payloads))
-            .await
-            .map_err(|e| ReplicationError::Protocol(e.to_string()))?
-            .map_err(|e| {
-                ReplicationError::Protocol(format!("cannot apply replicated entries: {e}"))
-            })?;
-        {
-            let mut state = lock(&shared.state);
-            state.applied_commit_ms = state.applied_commit_ms.max(commit_ms);
-            state.primary_last_lsn = state.primary_last_lsn.max(applied);
-            state.state = if applied >= state.primary_last_lsn {
-                LinkState::Streaming
-            } else {
-                LinkState::CatchingUp
-            };
         }
-        ack(&mut writer, applied).await?;
     }
+}
+
+/// Frames read ahead of the applier, at most.
+const READ_AHEAD_FRAMES: usize = 64;
+/// Bytes of entries applied in one append, at most (more wait for the next).
+const APPLY_BATCH_BYTES: usize = 32 << 20;
+
+/// Aborts the read-ahead task when the session ends, however it ends.
+struct ReadAhead(tokio::task::JoinHandle<()>);
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn read_frames(
+    mut reader: OwnedReadHalf,
+    frames: mpsc::Sender<Result<Message, ReplicationError>>,
+) {
+    loop {
+        let frame = read_frame(&mut reader).await;
+        let failed = frame.is_err();
+        if frames.send(frame).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// Appends and applies a batch of entries, then acknowledges it.
+async fn apply(
+    shared: &Arc<Shared>,
+    writer: &mut OwnedWriteHalf,
+    payloads: Vec<Vec<u8>>,
+) -> Result<(), ReplicationError> {
+    let commit_ms = payloads.last().and_then(|p| p.get(16..24)).map_or(0, |b| {
+        u64::from_le_bytes(b.try_into().expect("invariant: 8 bytes"))
+    });
+    let store = shared.store.clone();
+    let applied = tokio::task::spawn_blocking(move || store.append_replicated(&payloads))
+        .await
+        .map_err(|e| ReplicationError::Protocol(e.to_string()))?
+        .map_err(|e| ReplicationError::Protocol(format!("cannot apply replicated entries: {e}")))?;
+    {
+        let mut state = lock(&shared.state);
+        state.applied_commit_ms = state.applied_commit_ms.max(commit_ms);
+        state.primary_last_lsn = state.primary_last_lsn.max(applied);
+        state.state = if applied >= state.primary_last_lsn {
+            LinkState::Streaming
+        } else {
+            LinkState::CatchingUp
+        };
+    }
+    ack(writer, applied).await
 }
 
 #[cfg(test)]
