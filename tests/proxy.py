@@ -1,5 +1,6 @@
 """A TCP proxy on 127.0.0.1 for fault tests: it forwards to a target and can cut the link
-(drop every connection and refuse new ones) or delay every chunk it forwards."""
+(drop every connection and refuse new ones), stall it (keep the sockets, forward nothing)
+or delay every chunk it forwards."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ class Proxy:
         self._cut = False
         self._closed = False
         self.delay = 0.0
+        self.stalled = False
         self._threads = [threading.Thread(target=self._accept, daemon=True)]
         self._threads[0].start()
 
@@ -93,6 +95,8 @@ class Proxy:
             while chunk := source.recv(65536):
                 if self.delay:
                     time.sleep(self.delay)
+                while self.stalled:  # keep the sockets open, forward nothing
+                    time.sleep(0.01)
                 sink.sendall(chunk)
         for sock in (source, sink):
             with contextlib.suppress(OSError):

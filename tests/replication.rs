@@ -249,6 +249,18 @@ fn a_replica_behind_the_retained_log_is_reseeded_by_a_snapshot_and_converges() -
         replica_options(&primary, None, "late"),
     )?;
     eventually("the snapshot", || replica.state().snapshots == 1);
+    // A restart right after the snapshot resumes from it: the log after a snapshot starts
+    // after its LSN, and the snapshot recorded that entry's identity.
+    replica.close()?;
+    drop(replica);
+    let replica = Replica::start(
+        dir.path().join("replica"),
+        replica_options(&primary, None, "late"),
+    )?;
+    eventually("the reconnection", || {
+        replica.state().connections == 1 && replica.state().state == LinkState::Streaming
+    });
+    assert_eq!(replica.state().snapshots, 0, "no second snapshot");
     for i in 0..20 {
         store.commit(put(&format!("after{i}"), vec![0x01]))?;
     }
@@ -270,6 +282,64 @@ fn a_replica_behind_the_retained_log_is_reseeded_by_a_snapshot_and_converges() -
         again.state().snapshots,
         0,
         "a resume inside the log needs no snapshot"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_store_of_another_lineage_behind_the_log_is_refused_not_overwritten() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let options = StoreOptions {
+        segment_bytes: 4096,
+        ..StoreOptions::default()
+    };
+    // A follower that holds another primary's history.
+    let other = Store::open(dir.path().join("other"), StoreOptions::default())?;
+    for i in 0..5 {
+        other.commit(put(&format!("theirs{i}"), vec![0x09]))?;
+    }
+    let mut position = replikv::log::LogPosition::after(0);
+    let theirs: Vec<Vec<u8>> = other
+        .read_log_raw(&mut position, 10, usize::MAX)?
+        .into_iter()
+        .map(|e| e.payload)
+        .collect();
+    let foreign = Store::open(
+        dir.path().join("replica"),
+        StoreOptions {
+            follower: true,
+            ..StoreOptions::default()
+        },
+    )?;
+    foreign.append_replicated(&theirs)?;
+    foreign.close()?;
+    let store = Store::open(dir.path().join("primary"), options)?;
+    for i in 0..300 {
+        store.commit(put(&format!("k{i}"), vec![0xa5; 30]))?;
+    }
+    let primary = Primary::start(
+        store.clone(),
+        PrimaryOptions {
+            retain_bytes: Some(8192),
+            ..primary_options(None)
+        },
+    )?;
+    primary.retain()?;
+    assert!(store.oldest_lsn()? > 6);
+    let replica = Replica::start(
+        dir.path().join("replica"),
+        replica_options(&primary, None, "foreign"),
+    )?;
+    eventually("the refusal", || replica.state().state == LinkState::Failed);
+    assert!(replica
+        .state()
+        .last_error
+        .unwrap_or_default()
+        .contains("lineage"));
+    assert_eq!(
+        replica.store().last_lsn(),
+        5,
+        "its own history is untouched"
     );
     Ok(())
 }

@@ -138,13 +138,27 @@ def test_a_replica_killed_mid_stream_resumes_without_gaps_or_repeats(
         assert lsns == list(range(1, primary.store.last_lsn + 1)), "no entry skipped or doubled"
 
 
+def crc32c(data: bytes) -> int:
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+def versioned_frame(version: int) -> bytes:
+    body = bytes([version, 2]) + b"\x90"  # a Hello type byte and an empty payload
+    return struct.pack(">I", len(body) + 4) + body + struct.pack(">I", crc32c(body))
+
+
 def garbage_probes(address: str) -> list[bytes]:
     good_len = struct.pack(">I", 10)
     return [
         b"\x00\x01garbage that is not a frame\r\n" * 3,
         struct.pack(">I", 0xFFFFFFF0) + b"\x01\x02",  # an oversized length
         good_len + b"\x01\x02abc",  # a truncated frame, then the connection closes
-        struct.pack(">I", 8) + b"\x63\x02\x00\x00\x00\x00\x00\x00",  # another version
+        versioned_frame(99),  # another protocol version, with a valid checksum
         b"GET / HTTP/1.1\r\nHost: " + address.encode() + b"\r\n\r\n",
     ]
 
@@ -165,6 +179,13 @@ def test_garbage_on_the_primarys_port_is_refused_counted_and_harmless(
                         pass
         eventually("every probe to be refused", lambda: primary.rejected >= 5)
         assert primary.last_rejection is not None
+        # The version probe was refused for its version, not for a bad checksum.
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.recv(4096)
+            sock.sendall(versioned_frame(99))
+            with contextlib.suppress(OSError):
+                sock.recv(4096)
+        eventually("the version refusal", lambda: "version" in str(primary.last_rejection))
         receipt = primary.store.put("t", "still", "works")
         assert replica.get("t", "still", min_lsn=receipt.lsn, timeout=30) == "works"
 
@@ -223,6 +244,7 @@ def test_slots_keep_the_log_for_absent_replicas_until_dropped(tmp_path: Path) ->
         with replikv.Replica(tmp_path / "away", primary=primary.address, token=TOKEN) as back:
             assert back.wait_for(store.last_lsn, timeout=30)
             assert back.store.checksum() == store.checksum()
+            assert back.status()["snapshots"] == 0, "it caught up from its slot, not a snapshot"
         assert primary.drop_slot("away") is True
         assert primary.drop_slot("away") is False
         primary.retain()
@@ -340,3 +362,24 @@ def test_a_new_connection_for_a_name_replaces_a_half_open_one(
         finally:
             child.send_signal(signal.SIGKILL)
             child.wait(timeout=30)
+
+
+def test_a_stalled_link_is_dropped_and_the_replica_reconnects(
+    primary: replikv.Primary, tmp_path: Path
+) -> None:
+    from proxy import Proxy
+
+    with (
+        Proxy(primary.address) as proxy,
+        replikv.Replica(
+            tmp_path / "r", primary=proxy.address, token=TOKEN, max_backoff=0.2
+        ) as replica,
+    ):
+        assert replica.wait_for(primary.store.put("t", 0, 0).lsn, timeout=30)
+        proxy.stalled = True  # the sockets stay open; nothing gets through
+        primary.store.put("t", 1, 1)
+        eventually("the silence to be noticed", lambda: replica.status()["state"] != "streaming")
+        proxy.stalled = False
+        receipt = primary.store.put("t", 2, 2)
+        assert replica.get("t", 2, min_lsn=receipt.lsn, timeout=60) == 2
+        assert replica.status()["connections"] >= 2

@@ -57,6 +57,7 @@ async fn ask(
         epoch: 0,
         flushed_lsn: 0,
         flushed_id: (0, 0),
+        lineage: 0,
     };
     write_frame(&mut writer, &hello).await?;
     match read_frame_within(&mut reader, timeout, "status report").await? {

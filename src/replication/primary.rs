@@ -22,6 +22,8 @@ use crate::log::{LogPosition, RawEntry};
 use crate::net::runtime;
 use crate::store::Store;
 
+/// The longest heartbeat interval (replicas drop a link silent for 5 s).
+const MAX_HEARTBEAT: Duration = Duration::from_secs(2);
 /// How long a peer has to answer during the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Entries read from the log per batch at most.
@@ -72,6 +74,7 @@ impl Default for PrimaryOptions {
 }
 
 struct Link {
+    kind: PeerKind,
     status: ReplicaLink,
     generation: u64,
     /// Shipped but unacknowledged entries: `(lsn, commit ms, bytes)`.
@@ -126,7 +129,11 @@ impl Primary {
     ///
     /// # Errors
     /// The address cannot be bound.
-    pub fn start(store: Store, options: PrimaryOptions) -> Result<Self> {
+    pub fn start(store: Store, mut options: PrimaryOptions) -> Result<Self> {
+        // An empty token is no token: it must not open a primary to every peer.
+        options.token = options.token.filter(|token| !token.is_empty());
+        // Replicas drop a link that stays silent for 5 s: heartbeat well within that.
+        options.heartbeat_interval = options.heartbeat_interval.min(MAX_HEARTBEAT);
         let listener = runtime()
             .block_on(TcpListener::bind(&options.listen))
             .map_err(io_err(&format!("cannot listen on {}", options.listen)))?;
@@ -327,6 +334,17 @@ async fn accept_loop(
 }
 
 impl Shared {
+    /// The status report a monitor gets.
+    fn report(&self) -> Message {
+        let status = self.status();
+        Message::Status {
+            last_lsn: status.last_lsn,
+            epoch: status.epoch,
+            rejected: status.rejected,
+            replicas: status.replicas,
+        }
+    }
+
     /// Persists the slots, then drops whole log segments before the oldest slot's position
     /// (nothing without slots), moved forward as far as the byte and age caps demand.
     fn retain(&self) -> Result<usize> {
@@ -337,7 +355,8 @@ impl Shared {
         }
         // Without slots nothing is dropped for want of readers: the log is also the change
         // history of `changes()`; only the caps bound it then.
-        let mut before = self.slots.min_acked().map_or(0, |acked| acked + 1);
+        // The entry at a slot's position stays: a resume checks its identity.
+        let mut before = self.slots.min_acked().unwrap_or(0);
         if let Some(cap) = self.options.retain_bytes {
             let mut total: u64 = segments.iter().map(|s| s.bytes).sum();
             for pair in segments.windows(2) {
@@ -416,10 +435,17 @@ impl Shared {
     }
 
     /// Registers a connection for `name`, stopping an older one for the same name.
-    fn register(&self, name: &str, peer: &SocketAddr, acked: u64) -> (u64, watch::Receiver<bool>) {
+    fn register(
+        &self,
+        kind: PeerKind,
+        name: &str,
+        peer: &SocketAddr,
+        acked: u64,
+    ) -> (u64, watch::Receiver<bool>) {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
         let (stop, stop_rx) = watch::channel(false);
         let link = Link {
+            kind,
             status: ReplicaLink {
                 name: name.to_owned(),
                 address: peer.to_string(),
@@ -468,6 +494,7 @@ async fn serve(
         }
     };
     let Accepted::Stream {
+        kind,
         name,
         from_lsn,
         snapshot,
@@ -475,7 +502,7 @@ async fn serve(
     else {
         return;
     };
-    let (generation, stop) = shared.register(&name, &peer, from_lsn);
+    let (generation, stop) = shared.register(kind, &name, &peer, from_lsn);
     let flushed_lsn = if snapshot {
         match send_snapshot(&shared, &name, generation, &mut writer).await {
             Ok(lsn) => lsn,
@@ -515,6 +542,7 @@ type Refusal = (String, Option<RefuseCode>);
 enum Accepted {
     /// A replica (or consumer) to stream to, after `from_lsn` or after a snapshot.
     Stream {
+        kind: PeerKind,
         name: String,
         from_lsn: u64,
         snapshot: bool,
@@ -551,6 +579,7 @@ async fn accept(
         epoch,
         flushed_lsn,
         flushed_id,
+        lineage,
     } = hello
     else {
         return Err(("expected a hello".to_owned(), Some(RefuseCode::Protocol)));
@@ -559,14 +588,9 @@ async fn accept(
         return Err(("wrong token".to_owned(), Some(RefuseCode::Auth)));
     }
     if kind == PeerKind::Monitor {
-        let status = shared.status();
-        let report = Message::Status {
-            last_lsn: status.last_lsn,
-            epoch: status.epoch,
-            rejected: status.rejected,
-            replicas: status.replicas,
-        };
-        write_frame(writer, &report).await.map_err(no_code)?;
+        write_frame(writer, &shared.report())
+            .await
+            .map_err(no_code)?;
         return Ok(Accepted::Monitor);
     }
     if crate::store::validate_table_name(&name).is_err() {
@@ -595,11 +619,16 @@ async fn accept(
     .map_err(|e| (e.to_string(), None))?;
     // A replica whose position left the log is re-seeded by a snapshot; a fork is never
     // papered over that way (it needs an explicit resync).
-    let snapshot = match handshake::resume_decision(flushed_lsn, flushed_id, view) {
-        Ok(_) => false,
-        Err((RefuseCode::NeedsSnapshot, _)) if kind == PeerKind::Replica => true,
-        Err((code, reason)) => return Err((reason, Some(code))),
-    };
+    let primary_lineage = shared.store.lineage().map_err(|e| (e.to_string(), None))?;
+    let snapshot = needs_snapshot(
+        kind,
+        peer,
+        flushed_lsn,
+        flushed_id,
+        lineage,
+        primary_lineage,
+        view,
+    )?;
     if kind == PeerKind::Replica {
         // Pin the log from here before any snapshot is taken: retention cannot then cut
         // the entries that will follow it.
@@ -614,14 +643,52 @@ async fn accept(
         epoch: primary_epoch,
         last_lsn: view.last_lsn,
         snapshot,
+        lineage: primary_lineage,
     };
     write_frame(writer, &welcome).await.map_err(no_code)?;
     tracing::info!(%peer, replica = %name, ?kind, from_lsn = flushed_lsn, "replica connected");
+    // Links are named by replica; other kinds of peer never take a replica's place.
+    let name = if kind == PeerKind::Replica {
+        name
+    } else {
+        format!("{name} ({kind:?})")
+    };
     Ok(Accepted::Stream {
+        kind,
         name,
         from_lsn: flushed_lsn,
         snapshot,
     })
+}
+
+/// Whether the peer may stream from its position (`false`), must first be re-seeded by a
+/// snapshot (`true`), or is refused. Only an empty store, or one of this primary's lineage,
+/// may be replaced by a snapshot: anything else holds another history that a snapshot
+/// would silently overwrite.
+fn needs_snapshot(
+    kind: PeerKind,
+    peer: &SocketAddr,
+    flushed_lsn: u64,
+    flushed_id: (u64, u32),
+    lineage: u64,
+    primary_lineage: u64,
+    view: LogView,
+) -> Result<bool, Refusal> {
+    match handshake::resume_decision(flushed_lsn, flushed_id, view) {
+        Ok(_) => Ok(false),
+        Err((RefuseCode::NeedsSnapshot, _))
+            if kind == PeerKind::Replica && (flushed_lsn == 0 || lineage == primary_lineage) =>
+        {
+            Ok(true)
+        }
+        Err((RefuseCode::NeedsSnapshot, _)) if kind == PeerKind::Replica => Err((
+            format!(
+                "{peer} holds another store's history (a different lineage): resync it explicitly"
+            ),
+            Some(RefuseCode::Diverged),
+        )),
+        Err((code, reason)) => Err((reason, Some(code))),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -733,6 +800,8 @@ async fn send_snapshot(
         &Message::SnapshotBegin {
             lsn: view.lsn,
             epoch: view.epoch,
+            id: view.id,
+            lineage: view.lineage,
             tables,
         },
     )
@@ -852,10 +921,20 @@ async fn ship(
 }
 
 async fn read_acks(shared: Arc<Shared>, name: String, generation: u64, mut reader: OwnedReadHalf) {
+    // A healthy peer acks every heartbeat: silence for several of them means a stalled link.
+    let silence = shared.options.heartbeat_interval * 4 + Duration::from_secs(1);
     loop {
-        match read_frame(&mut reader).await {
+        let Ok(frame) = tokio::time::timeout(silence, read_frame(&mut reader)).await else {
+            tracing::info!(replica = %name, "no ack for {silence:?}: dropping the link");
+            return;
+        };
+        match frame {
             Ok(Message::Ack { flushed_lsn, .. }) => shared.update(&name, generation, |link| {
-                shared.slots.advance(&name, flushed_lsn);
+                // Nobody acks what was never sent; only a replica moves its slot.
+                let flushed_lsn = flushed_lsn.min(link.status.sent_lsn);
+                if link.kind == PeerKind::Replica {
+                    shared.slots.advance(&name, flushed_lsn);
+                }
                 link.status.acked_lsn = link.status.acked_lsn.max(flushed_lsn);
                 link.status.last_seen_ms = now_ms();
                 while link

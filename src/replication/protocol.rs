@@ -60,6 +60,8 @@ pub enum Message {
         flushed_lsn: u64,
         /// `(epoch, crc)` of its entry at `flushed_lsn`, compared with the primary's.
         flushed_id: (u64, u32),
+        /// The lineage of its store's history (see `Store::lineage`).
+        lineage: u64,
     },
     /// Primary -> peer: accepted; a snapshot (if `snapshot`) and then entries follow.
     Welcome {
@@ -71,6 +73,8 @@ pub enum Message {
         last_lsn: u64,
         /// The peer's position is no longer in the log: a snapshot comes first.
         snapshot: bool,
+        /// The primary's lineage, which an empty replica takes on.
+        lineage: u64,
     },
     /// Primary -> replica: a snapshot of every table at `lsn` starts.
     SnapshotBegin {
@@ -78,6 +82,10 @@ pub enum Message {
         lsn: u64,
         /// The epoch at that LSN.
         epoch: u64,
+        /// The identity `(epoch, crc)` of the entry at `lsn`.
+        id: (u64, u32),
+        /// The primary's lineage.
+        lineage: u64,
         /// Each table's name, row count and checksum, to check the copy against.
         tables: Vec<(String, u64, u64)>,
     },
@@ -330,16 +338,20 @@ mod tests {
                 epoch: 3,
                 flushed_lsn: 99,
                 flushed_id: (2, 0xdead_beef),
+                lineage: 77,
             },
             Message::Welcome {
                 proof: ByteBuf::from(vec![3; 32]),
                 epoch: 3,
                 last_lsn: 120,
                 snapshot: true,
+                lineage: 77,
             },
             Message::SnapshotBegin {
                 lsn: 9,
                 epoch: 1,
+                id: (1, 5),
+                lineage: 77,
                 tables: vec![("t".into(), 2, 77)],
             },
             Message::SnapshotRows {

@@ -90,7 +90,8 @@ impl Replica {
     ///
     /// # Errors
     /// The store cannot be opened.
-    pub fn start(path: impl AsRef<std::path::Path>, options: ReplicaOptions) -> Result<Self> {
+    pub fn start(path: impl AsRef<std::path::Path>, mut options: ReplicaOptions) -> Result<Self> {
+        options.token = options.token.filter(|token| !token.is_empty());
         let store_options = StoreOptions {
             follower: true,
             ..options.store.clone()
@@ -184,7 +185,12 @@ async fn follow(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         }
         lock(&shared.state).state = LinkState::Connecting;
         let mut connected = false;
-        let result = session(&shared, &mut shutdown, &mut connected).await;
+        let mut stop = shutdown.clone();
+        // A close must not wait on a stalled primary: the session is dropped mid-await.
+        let result = tokio::select! {
+            result = session(&shared, &mut shutdown, &mut connected) => result,
+            _ = stop.changed() => Ok(()),
+        };
         {
             let mut state = lock(&shared.state);
             match result {
@@ -276,10 +282,14 @@ async fn connect(
         return Err(ReplicationError::Protocol("expected a challenge".into()));
     };
     let store = shared.store.clone();
-    let (flushed_lsn, flushed_id) =
-        tokio::task::spawn_blocking(move || -> Result<(u64, (u64, u32))> {
+    let (flushed_lsn, flushed_id, lineage) =
+        tokio::task::spawn_blocking(move || -> Result<(u64, (u64, u32), u64)> {
             let lsn = store.last_lsn();
-            Ok((lsn, store.entry_id(lsn)?.unwrap_or((0, 0))))
+            Ok((
+                lsn,
+                store.entry_id(lsn)?.unwrap_or((0, 0)),
+                store.lineage()?,
+            ))
         })
         .await
         .map_err(|e| ReplicationError::Protocol(e.to_string()))?
@@ -293,6 +303,7 @@ async fn connect(
         epoch: shared.store.epoch(),
         flushed_lsn,
         flushed_id,
+        lineage,
     };
     write_frame(&mut writer, &hello).await?;
     match read_frame_within(&mut reader, HANDSHAKE_TIMEOUT, "welcome").await? {
@@ -301,11 +312,22 @@ async fn connect(
             epoch,
             last_lsn,
             snapshot,
+            lineage: primary_lineage,
         } => {
             if !handshake::verify(token, Role::Primary, &my_nonce, &proof) {
                 return Err(ReplicationError::Auth(
                     "the primary could not prove the token".into(),
                 ));
+            }
+            if flushed_lsn == 0 && lineage != primary_lineage {
+                // An empty replica joins its primary's history.
+                let store = shared.store.clone();
+                tokio::task::spawn_blocking(move || store.adopt_lineage(primary_lineage))
+                    .await
+                    .map_err(|e| ReplicationError::Protocol(e.to_string()))?
+                    .map_err(|e| {
+                        ReplicationError::Protocol(format!("cannot record the lineage: {e}"))
+                    })?;
             }
             {
                 let mut state = lock(&shared.state);
@@ -353,8 +375,13 @@ async fn receive_snapshot(
     let failed =
         |e: crate::Error| ReplicationError::Protocol(format!("cannot install the snapshot: {e}"));
     let joined = |e: tokio::task::JoinError| ReplicationError::Protocol(e.to_string());
-    let Message::SnapshotBegin { lsn, epoch, tables } =
-        read_frame_within(reader, HANDSHAKE_TIMEOUT, "a snapshot").await?
+    let Message::SnapshotBegin {
+        lsn,
+        epoch,
+        id,
+        lineage,
+        tables,
+    } = read_frame_within(reader, HANDSHAKE_TIMEOUT, "a snapshot").await?
     else {
         return Err(ReplicationError::Protocol("expected a snapshot".into()));
     };
@@ -365,12 +392,13 @@ async fn receive_snapshot(
         state.snapshot = Some((0, total));
     }
     let store = shared.store.clone();
-    let mut installer = tokio::task::spawn_blocking(move || store.begin_install(lsn, epoch))
-        .await
-        .map_err(joined)?
-        .map_err(failed)?;
+    let mut installer =
+        tokio::task::spawn_blocking(move || store.begin_install(lsn, epoch, id, lineage))
+            .await
+            .map_err(joined)?
+            .map_err(failed)?;
     loop {
-        match read_frame(reader).await? {
+        match read_frame_within(reader, IDLE_TIMEOUT, "snapshot rows").await? {
             Message::SnapshotRows { table, rows } => {
                 let rows = rows
                     .into_iter()
@@ -483,6 +511,8 @@ async fn session(
     }
 }
 
+/// How long a link may stay silent before the replica drops it and reconnects.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Frames read ahead of the applier, at most.
 const READ_AHEAD_FRAMES: usize = 64;
 /// Bytes of entries applied in one append, at most (more wait for the next).
@@ -502,7 +532,15 @@ async fn read_frames(
     frames: mpsc::Sender<Result<Message, ReplicationError>>,
 ) {
     loop {
-        let frame = read_frame(&mut reader).await;
+        // The primary sends at least a heartbeat every interval: silence means a stalled
+        // link, which is dropped so that the replica reconnects.
+        let frame = tokio::time::timeout(IDLE_TIMEOUT, read_frame(&mut reader))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ReplicationError::Timeout(format!(
+                    "nothing from the primary for {IDLE_TIMEOUT:?}"
+                )))
+            });
         let failed = frame.is_err();
         if frames.send(frame).await.is_err() || failed {
             return;

@@ -30,6 +30,10 @@ pub struct SnapshotView {
     pub lsn: u64,
     /// The epoch at that LSN.
     pub epoch: u64,
+    /// The identity `(epoch, crc)` of the entry at `lsn`.
+    pub id: (u64, u32),
+    /// The lineage of the store it was taken from.
+    pub lineage: u64,
     /// Every table's row count and checksum at that LSN.
     pub sums: BTreeMap<String, TableSum>,
     snapshot: Snapshot,
@@ -59,6 +63,8 @@ pub struct Installer {
     tables: Tables,
     lsn: u64,
     epoch: u64,
+    id: (u64, u32),
+    lineage: u64,
     rows: u64,
 }
 
@@ -123,19 +129,30 @@ impl Store {
             Ok(SnapshotView {
                 lsn,
                 epoch: self.epoch(),
+                id: (0, 0),
+                lineage: 0,
                 sums,
                 snapshot: open.tables.snapshot()?,
             })
         });
         drop(exclusive);
-        view
+        let mut view = view?;
+        view.id = self.entry_id(view.lsn)?.unwrap_or((0, 0));
+        view.lineage = self.lineage()?;
+        Ok(view)
     }
 
     /// Starts installing a snapshot taken at `lsn` (follower stores only).
     ///
     /// # Errors
     /// [`StoreError::ReadOnly`] on a store that is not a follower; I/O failures.
-    pub fn begin_install(&self, lsn: u64, epoch: u64) -> Result<Installer> {
+    pub fn begin_install(
+        &self,
+        lsn: u64,
+        epoch: u64,
+        id: (u64, u32),
+        lineage: u64,
+    ) -> Result<Installer> {
         if !self.inner.options.follower {
             return Err(self.read_only());
         }
@@ -149,6 +166,8 @@ impl Store {
             tables,
             lsn,
             epoch,
+            id,
+            lineage,
             rows: 0,
         })
     }
@@ -233,7 +252,8 @@ impl Installer {
             }
             .into());
         }
-        self.tables.set_position(self.lsn, self.epoch)?;
+        self.tables
+            .set_position(self.lsn, self.epoch, self.id, self.lineage)?;
         drop(self.tables);
         let log_dir = self.staging.join("log");
         std::fs::create_dir(&log_dir).map_err(dir_io("cannot create", &log_dir))?;

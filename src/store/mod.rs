@@ -519,9 +519,47 @@ impl Store {
         if lsn > self.last_lsn() {
             return Ok(None);
         }
+        // Right after a snapshot the log starts after its LSN: the snapshot recorded the
+        // identity of the entry it was taken at.
+        let base = self.with_open(|open| {
+            if lsn >= open.log.oldest_lsn() || open.tables.meta("base_lsn")? != Some(lsn) {
+                return Ok(None);
+            }
+            let epoch = open.tables.meta("base_epoch")?.unwrap_or(0);
+            let crc = open.tables.meta("base_crc")?.unwrap_or(0);
+            Ok(Some((epoch, u32::try_from(crc).unwrap_or(0))))
+        })?;
+        if base.is_some() {
+            return Ok(base);
+        }
         let mut position = LogPosition::after(lsn - 1);
         let entries = self.read_log_raw(&mut position, 1, usize::MAX)?;
         Ok(entries.first().map(|e| (e.epoch, e.crc)))
+    }
+
+    /// The identity of this store's history: random at creation, inherited by replicas
+    /// from their primary. A snapshot may only replace a store of the same lineage (or an
+    /// empty one).
+    ///
+    /// # Errors
+    /// A closed store or a storage failure.
+    pub fn lineage(&self) -> Result<u64> {
+        self.with_open(|open| Ok(open.tables.meta("lineage")?.unwrap_or(0)))
+    }
+
+    /// Takes on the lineage of the primary an empty follower starts to follow.
+    ///
+    /// # Errors
+    /// [`StoreError::ReadOnly`] unless this is an empty follower; storage failures.
+    pub fn adopt_lineage(&self, lineage: u64) -> Result<()> {
+        if !self.inner.options.follower || self.last_lsn() != 0 {
+            return Err(self.read_only());
+        }
+        let mut exclusive = self.begin_exclusive()?;
+        exclusive.ready_to_read()?;
+        let adopted = self.with_open(|open| open.tables.write_meta(&[("lineage", lineage)]));
+        drop(exclusive);
+        adopted
     }
 
     /// Waits until every LSN handed out so far is visible (used by transactions that read).

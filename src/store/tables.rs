@@ -43,6 +43,13 @@ pub(crate) struct Tables {
     db: Database,
 }
 
+/// A random identity for a new store's history; replicas inherit their primary's.
+fn new_lineage() -> u64 {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("invariant: the OS random source is available");
+    u64::from_le_bytes(bytes)
+}
+
 fn missing_is_none<T>(result: Result<T, TableError>) -> Result<Option<T>> {
     match result {
         Ok(table) => Ok(Some(table)),
@@ -97,6 +104,7 @@ impl Tables {
             meta.insert("format_version", FORMAT_VERSION)?;
             meta.insert("applied_lsn", 0)?;
             meta.insert("epoch", 1)?;
+            meta.insert("lineage", new_lineage())?;
             write.open_table(STATS)?;
         }
         write.commit()?;
@@ -163,16 +171,44 @@ impl Tables {
     }
 
     /// Records, durably, that the tables hold the state at `lsn` in `epoch` (a snapshot).
-    pub(crate) fn set_position(&self, lsn: u64, epoch: u64) -> Result<()> {
+    /// `base` is the identity `(epoch, crc)` of the entry at `lsn` on the store the snapshot
+    /// came from, and `lineage` that store's: a resume right after the snapshot is checked
+    /// against them, since the log that follows starts after `lsn`.
+    pub(crate) fn set_position(
+        &self,
+        lsn: u64,
+        epoch: u64,
+        base: (u64, u32),
+        lineage: u64,
+    ) -> Result<()> {
+        self.write_meta(&[
+            ("applied_lsn", lsn),
+            ("epoch", epoch),
+            ("base_lsn", lsn),
+            ("base_epoch", base.0),
+            ("base_crc", u64::from(base.1)),
+            ("lineage", lineage),
+        ])
+    }
+
+    /// Durably writes metadata values (by the one thread that writes redb).
+    pub(crate) fn write_meta(&self, values: &[(&str, u64)]) -> Result<()> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         {
             let mut meta = txn.open_table(META)?;
-            meta.insert("applied_lsn", lsn)?;
-            meta.insert("epoch", epoch)?;
+            for (key, value) in values {
+                meta.insert(*key, *value)?;
+            }
         }
         txn.commit()?;
         Ok(())
+    }
+
+    /// A metadata value, if set.
+    pub(crate) fn meta(&self, key: &str) -> Result<Option<u64>> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(META)?.get(key)?.map(|v| v.value()))
     }
 
     /// An fsync'ed commit that makes every earlier non-durable commit durable.
