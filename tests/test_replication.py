@@ -383,3 +383,48 @@ def test_a_stalled_link_is_dropped_and_the_replica_reconnects(
         receipt = primary.store.put("t", 2, 2)
         assert replica.get("t", 2, min_lsn=receipt.lsn, timeout=60) == 2
         assert replica.status()["connections"] >= 2
+
+
+def test_a_closed_primary_frees_its_port_at_once(tmp_path: Path) -> None:
+    store = replikv.Store(tmp_path / "primary")
+    try:
+        address = "127.0.0.1:0"
+        for _ in range(5):
+            primary = replikv.Primary(store, listen=address, token=TOKEN)
+            address = primary.address
+            with replikv.Replica(tmp_path / "r", primary=address, token=TOKEN) as replica:
+                assert replica.wait_for(store.put("t", 1, 1).lsn, timeout=30)
+                primary.close()
+    finally:
+        store.close()
+
+
+def test_a_snapshot_completes_while_writes_and_a_byte_cap_keep_cutting_the_log(
+    tmp_path: Path,
+) -> None:
+    store = replikv.Store(tmp_path / "primary", segment_bytes=4096)
+    store.put_many("bulk", [(i, {"pad": "x" * 40}) for i in range(20_000)])
+    stop = threading.Event()
+
+    def write() -> None:
+        i = 0
+        while not stop.is_set():
+            store.put("live", i % 500, i)
+            i += 1
+
+    with replikv.Primary(store, token=TOKEN, retain_bytes=8192, ship_interval=0.01) as primary:
+        primary.retain()
+        writer = threading.Thread(target=write)
+        writer.start()
+        try:
+            with replikv.Replica(tmp_path / "r", primary=primary.address, token=TOKEN) as replica:
+                eventually("the snapshot", lambda: replica.status()["snapshots"] >= 1, timeout=60)
+                stop.set()
+                writer.join()
+                assert replica.wait_for(store.last_lsn, timeout=60)
+                assert replica.store.checksum() == store.checksum()
+                assert replica.status()["snapshots"] == 1, "one snapshot, not one per cut"
+        finally:
+            stop.set()
+            writer.join()
+    store.close()

@@ -7,7 +7,7 @@ use tokio::net::TcpStream;
 
 use super::handshake::{self, Role};
 use super::primary::PrimaryStatus;
-use super::protocol::{read_frame_within, write_frame, Message, PeerKind};
+use super::protocol::{read_frame_within, read_handshake_frame, write_frame, Message, PeerKind};
 use crate::error::ReplicationError;
 use crate::net::runtime;
 
@@ -45,7 +45,8 @@ async fn ask(
             source,
         })?;
     let (mut reader, mut writer) = stream.into_split();
-    let Message::Challenge { nonce } = read_frame_within(&mut reader, timeout, "challenge").await?
+    let Message::Challenge { nonce } =
+        read_handshake_frame(&mut reader, timeout, "challenge").await?
     else {
         return Err(ReplicationError::Protocol("expected a challenge".into()));
     };

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use super::handshake::{self, LogView, Role};
 use super::protocol::{
-    read_frame, read_frame_within, write_frame, Message, PeerKind, RefuseCode, MAX_FRAME_BYTES,
+    read_frame, read_handshake_frame, write_frame, Message, PeerKind, RefuseCode, MAX_FRAME_BYTES,
 };
 use super::slots::{Slot, Slots};
 use super::status::{lag_seconds, now_ms, LinkState, ReplicaLink};
@@ -24,6 +24,8 @@ use crate::store::Store;
 
 /// The longest heartbeat interval (replicas drop a link silent for 5 s).
 const MAX_HEARTBEAT: Duration = Duration::from_secs(2);
+/// Connections served at once, at most (more are refused and counted).
+const MAX_CONNECTIONS: usize = 256;
 /// How long a peer has to answer during the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Entries read from the log per batch at most.
@@ -100,6 +102,7 @@ pub struct Primary {
     address: SocketAddr,
     shutdown: watch::Sender<bool>,
     notifier: Mutex<Option<std::thread::JoinHandle<()>>>,
+    server: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// What [`Primary::status`] reports.
@@ -154,7 +157,7 @@ impl Primary {
             last_commit_ms: AtomicU64::new(0),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
-        runtime().spawn(accept_loop(
+        let server = runtime().spawn(accept_loop(
             Arc::clone(&shared),
             listener,
             shutdown_rx.clone(),
@@ -174,6 +177,7 @@ impl Primary {
             address,
             shutdown,
             notifier: Mutex::new(Some(notifier)),
+            server: Mutex::new(Some(server)),
         })
     }
 
@@ -249,6 +253,13 @@ impl Primary {
         if let Some(handle) = lock(&self.notifier).take() {
             let _ = handle.join();
         }
+        let server = lock(&self.server).take();
+        // Waiting needs a thread outside the runtime (a Python caller is); inside it the
+        // server still stops, a moment later.
+        if let (Some(server), Err(_)) = (server, tokio::runtime::Handle::try_current()) {
+            let _ = runtime()
+                .block_on(async { tokio::time::timeout(Duration::from_secs(10), server).await });
+        }
         if let Err(err) = self.shared.slots.persist() {
             tracing::warn!(error = %err, "could not persist the replication slots");
         }
@@ -310,9 +321,17 @@ async fn accept_loop(
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // Every connection is a task of this set: the loop aborts them all before it ends, so
+    // that `close()` returns only when nothing of the server runs or holds the port.
+    let mut connections = tokio::task::JoinSet::new();
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         tokio::select! {
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => {
+                connections.shutdown().await;
+                return;
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(pair) => pair,
@@ -326,8 +345,16 @@ async fn accept_loop(
                     shared.reject(&peer, "no token is configured, so only loopback peers may connect");
                     continue;
                 }
+                let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                    shared.reject(&peer, "too many connections");
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(serve(Arc::clone(&shared), stream, peer, shutdown.clone()));
+                let serving = serve(Arc::clone(&shared), stream, peer, shutdown.clone());
+                connections.spawn(async move {
+                    serving.await;
+                    drop(permit);
+                });
             }
         }
     }
@@ -382,6 +409,10 @@ impl Shared {
                 }
                 before = before.max(pair[1].first_lsn);
             }
+        }
+        // A replica being seeded keeps the log it will stream from, whatever the caps say.
+        if let Some(pinned) = self.slots.min_pinned() {
+            before = before.min(pinned);
         }
         if before < segments[1].first_lsn {
             return Ok(0);
@@ -531,6 +562,7 @@ async fn serve(
     if let Err(err) = &result {
         tracing::info!(replica = %name, error = %err, "replica connection ended");
     }
+    shared.slots.unpin(&name);
     shared.update(&name, generation, |link| {
         link.status.state = LinkState::Disconnected;
     });
@@ -568,7 +600,7 @@ async fn accept(
     )
     .await
     .map_err(no_code)?;
-    let hello = read_frame_within(reader, HANDSHAKE_TIMEOUT, "hello")
+    let hello = read_handshake_frame(reader, HANDSHAKE_TIMEOUT, "hello")
         .await
         .map_err(no_code)?;
     let Message::Hello {
@@ -635,7 +667,7 @@ async fn accept(
         let pin = if snapshot { view.last_lsn } else { flushed_lsn };
         shared
             .slots
-            .ensure(&name, pin)
+            .ensure(&name, pin, snapshot)
             .map_err(|e| (e.to_string(), None))?;
     }
     let welcome = Message::Welcome {
@@ -784,7 +816,7 @@ async fn send_snapshot(
         .map_err(|e| ReplicationError::Protocol(format!("cannot take a snapshot: {e}")))?;
     shared
         .slots
-        .ensure(name, view.lsn)
+        .ensure(name, view.lsn, true)
         .map_err(|e| ReplicationError::Protocol(format!("cannot pin the slot: {e}")))?;
     shared.update(name, generation, |link| {
         link.status.state = LinkState::Snapshot;

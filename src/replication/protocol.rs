@@ -22,6 +22,8 @@ pub const PROTOCOL_VERSION: u8 = 1;
 /// The largest frame accepted (after the length field). Entries larger than this travel in
 /// parts; a single snapshot row (key and value) must fit in one frame.
 pub const MAX_FRAME_BYTES: usize = 64 << 20;
+/// The largest handshake frame (challenge, hello, welcome).
+pub const HANDSHAKE_FRAME_BYTES: usize = 64 << 10;
 /// Bytes of version, type and CRC around a payload.
 const FRAME_OVERHEAD: usize = 6;
 
@@ -272,12 +274,26 @@ fn io(context: &str) -> impl FnOnce(std::io::Error) -> ReplicationError + '_ {
 /// # Errors
 /// I/O failures (including a closed connection) and protocol violations.
 pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Message, ReplicationError> {
+    read_frame_up_to(reader, MAX_FRAME_BYTES).await
+}
+
+/// Reads one frame of at most `limit` bytes: before a peer has proved the token, frames
+/// are kept small, so that a stranger cannot make the primary allocate much.
+async fn read_frame_up_to<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    limit: usize,
+) -> Result<Message, ReplicationError> {
     let mut header = [0u8; 4];
     reader
         .read_exact(&mut header)
         .await
         .map_err(io("reading a frame"))?;
     let len = check_frame_len(header)?;
+    if len > limit {
+        return Err(ReplicationError::Protocol(format!(
+            "a {len}-byte frame where at most {limit} bytes are allowed"
+        )));
+    }
     let mut body = vec![0u8; len];
     reader
         .read_exact(&mut body)
@@ -296,6 +312,20 @@ pub async fn read_frame_within<R: AsyncRead + Unpin>(
     what: &str,
 ) -> Result<Message, ReplicationError> {
     tokio::time::timeout(timeout, read_frame(reader))
+        .await
+        .map_err(|_| ReplicationError::Timeout(format!("no {what} within {timeout:?}")))?
+}
+
+/// Reads one handshake frame (at most [`HANDSHAKE_FRAME_BYTES`]), or fails after `timeout`.
+///
+/// # Errors
+/// As [`read_frame_within`], and a frame over the handshake limit.
+pub async fn read_handshake_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    timeout: Duration,
+    what: &str,
+) -> Result<Message, ReplicationError> {
+    tokio::time::timeout(timeout, read_frame_up_to(reader, HANDSHAKE_FRAME_BYTES))
         .await
         .map_err(|_| ReplicationError::Timeout(format!("no {what} within {timeout:?}")))?
 }

@@ -10,7 +10,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use super::handshake::{self, Role};
-use super::protocol::{read_frame, read_frame_within, write_frame, Message, PeerKind, RefuseCode};
+use super::protocol::{
+    read_frame, read_frame_within, read_handshake_frame, write_frame, Message, PeerKind, RefuseCode,
+};
 use super::status::LinkState;
 use crate::error::{ReplicationError, Result};
 use crate::net::runtime;
@@ -277,7 +279,7 @@ async fn connect(
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
     let Message::Challenge { nonce } =
-        read_frame_within(&mut reader, HANDSHAKE_TIMEOUT, "challenge").await?
+        read_handshake_frame(&mut reader, HANDSHAKE_TIMEOUT, "challenge").await?
     else {
         return Err(ReplicationError::Protocol("expected a challenge".into()));
     };
@@ -306,7 +308,7 @@ async fn connect(
         lineage,
     };
     write_frame(&mut writer, &hello).await?;
-    match read_frame_within(&mut reader, HANDSHAKE_TIMEOUT, "welcome").await? {
+    match read_handshake_frame(&mut reader, HANDSHAKE_TIMEOUT, "welcome").await? {
         Message::Welcome {
             proof,
             epoch,

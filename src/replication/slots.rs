@@ -24,6 +24,10 @@ pub struct Slot {
     pub acked_lsn: u64,
     /// When the slot was created (ms since the Unix epoch).
     pub created_ms: u64,
+    /// Set while a snapshot is sent to the replica, until its first ack: retention caps may
+    /// not cut the log it will stream from, or it would need a snapshot again, forever.
+    #[serde(default)]
+    pub pinned: bool,
 }
 
 #[derive(Default)]
@@ -81,7 +85,7 @@ impl Slots {
     ///
     /// # Errors
     /// Persisting a new slot failed.
-    pub fn ensure(&self, name: &str, acked_lsn: u64) -> Result<()> {
+    pub fn ensure(&self, name: &str, acked_lsn: u64, pinned: bool) -> Result<()> {
         let created = {
             let mut state = self.lock();
             let created = !state.slots.contains_key(name);
@@ -89,8 +93,10 @@ impl Slots {
                 name: name.to_owned(),
                 acked_lsn,
                 created_ms: now_ms(),
+                pinned,
             });
             slot.acked_lsn = acked_lsn;
+            slot.pinned = pinned;
             state.dirty = true;
             created
         };
@@ -104,8 +110,9 @@ impl Slots {
     pub fn advance(&self, name: &str, acked_lsn: u64) {
         let mut state = self.lock();
         if let Some(slot) = state.slots.get_mut(name) {
-            if acked_lsn > slot.acked_lsn {
-                slot.acked_lsn = acked_lsn;
+            if acked_lsn > slot.acked_lsn || slot.pinned {
+                slot.acked_lsn = slot.acked_lsn.max(acked_lsn);
+                slot.pinned = false;
                 state.dirty = true;
             }
         }
@@ -129,6 +136,29 @@ impl Slots {
     #[must_use]
     pub fn list(&self) -> Vec<Slot> {
         self.lock().slots.values().cloned().collect()
+    }
+
+    /// Unpins a slot whose replica went away before it acknowledged its snapshot: the caps
+    /// apply to it again (it will get a new snapshot when it returns).
+    pub fn unpin(&self, name: &str) {
+        let mut state = self.lock();
+        if let Some(slot) = state.slots.get_mut(name) {
+            if slot.pinned {
+                slot.pinned = false;
+                state.dirty = true;
+            }
+        }
+    }
+
+    /// The oldest position among pinned slots (`None` if none is pinned).
+    #[must_use]
+    pub fn min_pinned(&self) -> Option<u64> {
+        self.lock()
+            .slots
+            .values()
+            .filter(|s| s.pinned)
+            .map(|s| s.acked_lsn)
+            .min()
     }
 
     /// The oldest acknowledged LSN among the slots (`None` without slots).
@@ -177,18 +207,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let slots = Slots::load(dir.path()).unwrap();
         assert_eq!(slots.min_acked(), None);
-        slots.ensure("eu-1", 5).unwrap();
-        slots.ensure("us-1", 9).unwrap();
+        slots.ensure("eu-1", 5, false).unwrap();
+        slots.ensure("us-1", 9, true).unwrap();
         slots.advance("eu-1", 7);
         slots.advance("eu-1", 6);
         slots.advance("unknown", 100);
         assert_eq!(slots.min_acked(), Some(7));
+        assert_eq!(slots.min_pinned(), Some(9), "pinned until its first ack");
         slots.persist().unwrap();
         let reloaded = Slots::load(dir.path()).unwrap();
         assert_eq!(reloaded.list(), slots.list());
         assert!(reloaded.drop_slot("eu-1").unwrap());
         assert!(!reloaded.drop_slot("eu-1").unwrap());
-        assert_eq!(Slots::load(dir.path()).unwrap().min_acked(), Some(9));
+        let last = Slots::load(dir.path()).unwrap();
+        assert_eq!(last.min_acked(), Some(9));
+        last.advance("us-1", 9);
+        assert_eq!(last.min_pinned(), None, "an ack unpins");
     }
 
     #[test]
