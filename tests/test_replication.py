@@ -413,7 +413,10 @@ def test_a_snapshot_completes_while_writes_and_a_byte_cap_keep_cutting_the_log(
             i += 1
 
     with replikv.Primary(store, token=TOKEN, retain_bytes=8192, ship_interval=0.01) as primary:
+        for i in range(3):  # the big entry's segment is full: these start the next one
+            store.put("live", i, i)
         primary.retain()
+        assert store.oldest_lsn > 1, "a new replica needs a snapshot"
         writer = threading.Thread(target=write)
         writer.start()
         try:
@@ -428,3 +431,24 @@ def test_a_snapshot_completes_while_writes_and_a_byte_cap_keep_cutting_the_log(
             stop.set()
             writer.join()
     store.close()
+
+
+def test_lag_in_seconds_counts_from_the_oldest_missing_commit_not_from_idle_time(
+    primary: replikv.Primary, tmp_path: Path
+) -> None:
+    from proxy import Proxy
+
+    with (
+        Proxy(primary.address) as proxy,
+        replikv.Replica(tmp_path / "r", primary=proxy.address, token=TOKEN) as replica,
+    ):
+        assert replica.wait_for(primary.store.put("t", 0, 0).lsn, timeout=30)
+        eventually("zero lag", lambda: primary.status()[0].lag_lsn == 0)
+        time.sleep(3.0)  # idle: the lag of an idle, caught-up replica is zero
+        assert primary.status()[0].lag_seconds == 0.0
+        proxy.cut()
+        primary.store.put("t", 1, 1)
+        info = primary.status()[0]
+        assert info.lag_lsn == 1
+        # Measured from the missing entry's commit, a moment ago: not from the idle 3 s.
+        assert 0.0 <= info.lag_seconds < 2.5, info

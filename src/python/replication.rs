@@ -364,11 +364,15 @@ impl PyReplica {
         let state = self.replica.state();
         let applied = self.replica.store().last_lsn();
         let lag_lsn = state.primary_last_lsn.saturating_sub(applied);
-        // Measured on the primary's clock: its heartbeat time plus what elapsed here since.
+        // On the primary's clock: the commit time of the oldest entry missing here (from
+        // its last heartbeat) against its clock now (that heartbeat plus what elapsed here).
         let lag = match (lag_lsn, state.primary_now_ms()) {
             (0, _) => 0.0,
-            (_, Some(now)) => lag_seconds(Some(state.applied_commit_ms.max(1)), now),
-            (_, None) => f64::NAN,
+            (_, Some(now)) if state.oldest_missing_ms > 0 => {
+                lag_seconds(Some(state.oldest_missing_ms), now)
+            }
+            // Behind, but no heartbeat has said since when yet.
+            _ => f64::NAN,
         };
         let status = pyo3::types::PyDict::new(py);
         status.set_item("name", self.replica.name())?;

@@ -93,7 +93,6 @@ struct Shared {
     rejected: AtomicU64,
     last_rejection: Mutex<Option<String>>,
     visible: watch::Sender<u64>,
-    last_commit_ms: AtomicU64,
 }
 
 /// A running primary. Dropping it (or [`Primary::close`]) stops the server.
@@ -154,7 +153,6 @@ impl Primary {
             rejected: AtomicU64::new(0),
             last_rejection: Mutex::new(None),
             visible,
-            last_commit_ms: AtomicU64::new(0),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let server = runtime().spawn(accept_loop(
@@ -424,6 +422,23 @@ impl Shared {
         Ok(dropped)
     }
 
+    /// The commit time of the first entry after `acked` (`None` if there is none yet):
+    /// from the shipped-but-unacked list when it starts there, else from the log.
+    fn oldest_missing_ms(&self, acked: u64, shipped: Option<(u64, u64)>) -> Option<u64> {
+        if acked >= self.store.last_lsn() {
+            return None;
+        }
+        if let Some((lsn, commit)) = shipped.filter(|(lsn, _)| *lsn == acked + 1) {
+            debug_assert_eq!(lsn, acked + 1);
+            return Some(commit);
+        }
+        let mut position = LogPosition::after(acked);
+        self.store
+            .read_log_raw(&mut position, 1, usize::MAX)
+            .ok()
+            .and_then(|entries| entries.first().map(|e| e.timestamp_ms))
+    }
+
     fn status(&self) -> PrimaryStatus {
         let last_lsn = self.store.last_lsn();
         let now = now_ms();
@@ -434,14 +449,8 @@ impl Shared {
                 let mut status = link.status.clone();
                 status.lag_lsn = last_lsn.saturating_sub(status.acked_lsn);
                 status.lag_bytes = link.unacked.iter().map(|(_, _, bytes)| bytes).sum();
-                let oldest_missing = if status.lag_lsn == 0 {
-                    None
-                } else {
-                    link.unacked
-                        .front()
-                        .map(|(_, commit, _)| *commit)
-                        .or(Some(status.last_seen_ms.min(now)))
-                };
+                let shipped = link.unacked.front().map(|(lsn, commit, _)| (*lsn, *commit));
+                let oldest_missing = self.oldest_missing_ms(status.acked_lsn, shipped);
                 status.lag_seconds = lag_seconds(oldest_missing, now);
                 status
             })
@@ -783,9 +792,10 @@ async fn stream_to(
         tokio::select! {
             _ = visible.changed() => {}
             _ = heartbeat.tick() => {
+                let acked = lock(&shared.links).get(name).map_or(from_lsn, |l| l.status.acked_lsn);
                 let beat = Message::Heartbeat {
                     last_lsn: shared.store.last_lsn(),
-                    last_commit_ms: shared.last_commit_ms.load(Ordering::Relaxed),
+                    oldest_missing_ms: shared.oldest_missing_ms(acked, None).unwrap_or(0),
                     now_ms: now_ms(),
                 };
                 if let Err(err) = write_frame(&mut writer, &beat).await {
@@ -898,7 +908,7 @@ async fn ship(
     let Some(last) = batch.last() else {
         return Ok(());
     };
-    let (last_lsn, last_commit) = (last.lsn, last.timestamp_ms);
+    let last_lsn = last.lsn;
     let shipped: Vec<(u64, u64, u64)> = batch
         .iter()
         .map(|e| (e.lsn, e.timestamp_ms, e.payload.len() as u64))
@@ -936,9 +946,6 @@ async fn ship(
     if !frame.is_empty() {
         write_frame(writer, &Message::Entries { payloads: frame }).await?;
     }
-    shared
-        .last_commit_ms
-        .fetch_max(last_commit, Ordering::Relaxed);
     let primary_last = shared.store.last_lsn();
     shared.update(name, generation, |link| {
         link.status.sent_lsn = last_lsn;

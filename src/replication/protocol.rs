@@ -144,8 +144,9 @@ pub enum Message {
     Heartbeat {
         /// The primary's last visible LSN.
         last_lsn: u64,
-        /// The commit time of that entry (ms since the Unix epoch, primary's clock).
-        last_commit_ms: u64,
+        /// Commit time of the oldest entry this peer has not acknowledged (ms since the
+        /// Unix epoch, primary's clock; 0 when it has them all): its lag starts there.
+        oldest_missing_ms: u64,
         /// The primary's clock now (ms since the Unix epoch).
         now_ms: u64,
     },
@@ -407,7 +408,7 @@ mod tests {
             },
             Message::Heartbeat {
                 last_lsn: 7,
-                last_commit_ms: 1,
+                oldest_missing_ms: 1,
                 now_ms: 2,
             },
         ]

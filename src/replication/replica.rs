@@ -46,8 +46,9 @@ pub struct ReplicaState {
     pub primary_epoch: u64,
     /// The primary's clock at the last heartbeat, and when it arrived here.
     heartbeat: Option<(u64, Instant)>,
-    /// Commit time (primary's clock) of the last entry applied here.
-    pub applied_commit_ms: u64,
+    /// Commit time (primary's clock) of the oldest entry missing here, as of the last
+    /// heartbeat (0 when none was missing).
+    pub oldest_missing_ms: u64,
     /// Why the link last failed.
     pub last_error: Option<String>,
     /// Successful handshakes so far.
@@ -107,7 +108,7 @@ impl Replica {
                 primary_last_lsn: 0,
                 primary_epoch: 0,
                 heartbeat: None,
-                applied_commit_ms: 0,
+                oldest_missing_ms: 0,
                 last_error: None,
                 connections: 0,
                 snapshot: None,
@@ -491,12 +492,15 @@ async fn session(
         match other {
             None => {}
             Some(Message::Heartbeat {
-                last_lsn, now_ms, ..
+                last_lsn,
+                oldest_missing_ms,
+                now_ms,
             }) => {
                 {
                     let mut state = lock(&shared.state);
                     state.primary_last_lsn = state.primary_last_lsn.max(last_lsn);
                     state.heartbeat = Some((now_ms, Instant::now()));
+                    state.oldest_missing_ms = oldest_missing_ms;
                     if shared.store.last_lsn() >= state.primary_last_lsn {
                         state.state = LinkState::Streaming;
                     }
@@ -556,9 +560,6 @@ async fn apply(
     writer: &mut OwnedWriteHalf,
     payloads: Vec<Vec<u8>>,
 ) -> Result<(), ReplicationError> {
-    let commit_ms = payloads.last().and_then(|p| p.get(16..24)).map_or(0, |b| {
-        u64::from_le_bytes(b.try_into().expect("invariant: 8 bytes"))
-    });
     let store = shared.store.clone();
     let applied = tokio::task::spawn_blocking(move || store.append_replicated(&payloads))
         .await
@@ -566,7 +567,6 @@ async fn apply(
         .map_err(|e| ReplicationError::Protocol(format!("cannot apply replicated entries: {e}")))?;
     {
         let mut state = lock(&shared.state);
-        state.applied_commit_ms = state.applied_commit_ms.max(commit_ms);
         state.primary_last_lsn = state.primary_last_lsn.max(applied);
         state.state = if applied >= state.primary_last_lsn {
             LinkState::Streaming
