@@ -36,6 +36,28 @@ fn replica_options(primary: &Primary, token: Option<&str>, name: &str) -> Replic
     }
 }
 
+/// Makes `<dir>/replica` a follower holding `entries` entries of another store's history.
+fn follower_of_another_store(dir: &std::path::Path, entries: usize) -> TestResult {
+    let other = Store::open(dir.join("other"), StoreOptions::default())?;
+    for i in 0..entries {
+        other.commit(put(&format!("theirs{i}"), vec![0x09]))?;
+    }
+    let mut position = replikv::log::LogPosition::after(0);
+    let theirs: Vec<Vec<u8>> = other
+        .read_log_raw(&mut position, usize::MAX, usize::MAX)?
+        .into_iter()
+        .map(|e| e.payload)
+        .collect();
+    let options = StoreOptions {
+        follower: true,
+        ..StoreOptions::default()
+    };
+    let follower = Store::open(dir.join("replica"), options)?;
+    follower.append_replicated(&theirs)?;
+    follower.close()?;
+    Ok(())
+}
+
 /// Polls `check` for up to 30 s (a bound for a hung test, not a speed target).
 fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -163,23 +185,7 @@ fn a_wrong_token_is_refused_and_counted_while_others_keep_streaming() -> TestRes
 #[test]
 fn a_replica_whose_history_forks_is_refused_as_diverged() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let other = Store::open(dir.path().join("other"), StoreOptions::default())?;
-    other.commit(put("theirs", vec![0x09]))?;
-    let mut position = replikv::log::LogPosition::after(0);
-    let foreign: Vec<Vec<u8>> = other
-        .read_log_raw(&mut position, 10, usize::MAX)?
-        .into_iter()
-        .map(|e| e.payload)
-        .collect();
-    let forked = Store::open(
-        dir.path().join("replica"),
-        StoreOptions {
-            follower: true,
-            ..StoreOptions::default()
-        },
-    )?;
-    forked.append_replicated(&foreign)?;
-    forked.close()?;
+    follower_of_another_store(dir.path(), 1)?;
     let store = Store::open(dir.path().join("primary"), StoreOptions::default())?;
     store.commit(put("ours", vec![0x01]))?;
     let primary = Primary::start(store.clone(), primary_options(None))?;
@@ -293,26 +299,7 @@ fn a_store_of_another_lineage_behind_the_log_is_refused_not_overwritten() -> Tes
         segment_bytes: 4096,
         ..StoreOptions::default()
     };
-    // A follower that holds another primary's history.
-    let other = Store::open(dir.path().join("other"), StoreOptions::default())?;
-    for i in 0..5 {
-        other.commit(put(&format!("theirs{i}"), vec![0x09]))?;
-    }
-    let mut position = replikv::log::LogPosition::after(0);
-    let theirs: Vec<Vec<u8>> = other
-        .read_log_raw(&mut position, 10, usize::MAX)?
-        .into_iter()
-        .map(|e| e.payload)
-        .collect();
-    let foreign = Store::open(
-        dir.path().join("replica"),
-        StoreOptions {
-            follower: true,
-            ..StoreOptions::default()
-        },
-    )?;
-    foreign.append_replicated(&theirs)?;
-    foreign.close()?;
+    follower_of_another_store(dir.path(), 5)?;
     let store = Store::open(dir.path().join("primary"), options)?;
     for i in 0..300 {
         store.commit(put(&format!("k{i}"), vec![0xa5; 30]))?;
