@@ -24,6 +24,8 @@ use crate::store::Store;
 
 /// The longest heartbeat interval (replicas drop a link silent for 5 s).
 const MAX_HEARTBEAT: Duration = Duration::from_secs(2);
+/// A backlog this small is read on the async task itself (see `stream_to`).
+const INLINE_READ_ENTRIES: u64 = 64;
 /// Connections served at once, at most (more are refused and counted).
 const MAX_CONNECTIONS: usize = 256;
 /// How long a peer has to answer during the handshake.
@@ -774,13 +776,20 @@ async fn stream_to(
             }
             let store = shared.store.clone();
             let max_bytes = shared.options.max_batch_bytes;
-            let (batch, moved) = tokio::task::spawn_blocking(move || {
-                let batch = store.read_log_raw(&mut position, BATCH_ENTRIES, max_bytes);
-                (batch, position)
-            })
-            .await
-            .map_err(|e| ReplicationError::Protocol(format!("log reader failed: {e}")))?;
-            position = moved;
+            // A few fresh entries are still in the page cache: reading them here costs less
+            // than a hop to the blocking pool, which shows in the lag of eager shipping.
+            let batch = if backlog <= INLINE_READ_ENTRIES {
+                store.read_log_raw(&mut position, BATCH_ENTRIES, max_bytes)
+            } else {
+                let (batch, moved) = tokio::task::spawn_blocking(move || {
+                    let batch = store.read_log_raw(&mut position, BATCH_ENTRIES, max_bytes);
+                    (batch, position)
+                })
+                .await
+                .map_err(|e| ReplicationError::Protocol(format!("log reader failed: {e}")))?;
+                position = moved;
+                batch
+            };
             let batch = batch
                 .map_err(|e| ReplicationError::Protocol(format!("cannot read the log: {e}")))?;
             if let Err(err) = ship(shared, name, generation, &mut writer, batch).await {
