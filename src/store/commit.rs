@@ -61,6 +61,8 @@ pub(crate) struct Pipeline {
     policy: CheckpointPolicy,
     /// Set once a flush failed: readers check it without taking the state lock.
     failed: AtomicBool,
+    /// Mirrors `State::writer.is_some()` for checks that must not take the state lock.
+    writer_held: AtomicBool,
 }
 
 /// Why the pipeline stopped taking commits.
@@ -121,6 +123,7 @@ impl Pipeline {
             writer_free: Condvar::new(),
             policy,
             failed: AtomicBool::new(false),
+            writer_held: AtomicBool::new(false),
         }
     }
 
@@ -195,6 +198,7 @@ impl Pipeline {
     pub(crate) fn acquire_writer(&self, deadline: Option<Instant>) -> Result<(), Refused> {
         let mut state = self.wait_writer_free(self.lock(), deadline)?;
         state.writer = Some(std::thread::current().id());
+        self.writer_held.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -206,7 +210,14 @@ impl Pipeline {
     /// Releases the writer lock (transaction aborted or read-only).
     pub(crate) fn release_writer(&self) {
         self.lock().writer = None;
+        self.writer_held.store(false, Ordering::Release);
         self.writer_free.notify_all();
+    }
+
+    /// Whether a transaction may hold the writer lock, without taking any lock: a `false`
+    /// lets a blind write skip the interruptible wait.
+    pub(crate) fn writer_maybe_held(&self) -> bool {
+        self.writer_held.load(Ordering::Acquire)
     }
 
     /// Enqueues one encoded entry and returns its LSN. `holds_writer` is set when the
@@ -236,6 +247,7 @@ impl Pipeline {
         state.pending.push(Pending { lsn, ops });
         if holds_writer {
             state.writer = None;
+            self.writer_held.store(false, Ordering::Release);
             drop(state);
             self.writer_free.notify_all();
         }

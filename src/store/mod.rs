@@ -404,6 +404,12 @@ impl Store {
         }
     }
 
+    /// Whether another transaction may hold the writer lock (a check without locking).
+    #[must_use]
+    pub fn writer_maybe_busy(&self) -> bool {
+        self.inner.pipeline.writer_maybe_held()
+    }
+
     /// Begins a transaction if the writer lock comes free within `patience`.
     ///
     /// # Errors
