@@ -154,8 +154,10 @@ impl Replica {
     /// Closing the store failed.
     pub fn close(&self) -> Result<()> {
         self.shutdown.send_replace(true);
-        if let Some(task) = lock(&self.task).take() {
-            // The task ends at its next await point; wait so no append races the close.
+        let task = lock(&self.task).take();
+        // The task ends at its next await point; wait so no append races the close. Only a
+        // thread outside the runtime can wait (the store's close drains appends anyway).
+        if let (Some(task), Err(_)) = (task, tokio::runtime::Handle::try_current()) {
             let _ = runtime().block_on(task);
         }
         self.shared.store.close()
