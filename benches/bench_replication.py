@@ -67,6 +67,7 @@ from bench_store import (
     Report,
     Row,
     Verdict,
+    bench_parser,
     filesystem_of,
     fmt_runs,
     machine_load,
@@ -144,6 +145,25 @@ def percentile(sorted_values: Sequence[float], p: float) -> float:
     """Nearest-rank percentile of an already sorted, non-empty sequence."""
     rank = max(1, math.ceil(p / 100 * len(sorted_values)))
     return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def timed_bulk_load(path: Path, total: int, batch: int, *, fsync: bool) -> float:
+    """Seconds spent in put_many loading ``total`` rows in ``batch``-row transactions into a
+    fresh store at ``path`` (removed afterwards); row generation is not counted."""
+    seconds = 0.0
+    store = replikv.Store(str(path), fsync=fsync)
+    try:
+        for lo, count in chunks(total, batch):
+            rows = make_rows(count, start=lo)
+            gc.collect()
+            start = time.perf_counter()
+            store.put_many(TABLE, rows)
+            seconds += time.perf_counter() - start
+            del rows
+    finally:
+        store.close()
+    shutil.rmtree(path)
+    return seconds
 
 
 def chunks(total: int, size: int) -> list[tuple[int, int]]:
@@ -805,19 +825,7 @@ def bench_catchup(base: Path, cfg: Config, report: Report, fixed: bool) -> None:
         shutil.rmtree(d / "local")
 
         # context: the same rows as put_many batches (one entry per chunk), a bulk load
-        bulk_s = 0.0
-        bulk = replikv.Store(str(d / "bulk"), fsync=False)
-        try:
-            for lo, count in chunks(n, cfg.chunk):
-                rows = make_rows(count, start=lo)
-                gc.collect()
-                start = time.perf_counter()
-                bulk.put_many(TABLE, rows)
-                bulk_s += time.perf_counter() - start
-                del rows
-        finally:
-            bulk.close()
-        shutil.rmtree(d / "bulk")
+        bulk_s = timed_bulk_load(d / "bulk", n, cfg.chunk, fsync=False)
 
         store = replikv.Store(str(d / "primary"), fsync=True)
         try:
@@ -887,19 +895,7 @@ def bench_snapshot(base: Path, cfg: Config, report: Report) -> None:
     section(f"snapshot: a fresh replica seeded by a snapshot of {m:,} keys")
     with scratch(base, "snapshot") as d:
         # local: the same rows with put_many into a fresh (durable) store
-        local_s = 0.0
-        local = replikv.Store(str(d / "local"), fsync=True)
-        try:
-            for lo, count in chunks(m, batch):
-                rows = make_rows(count, start=lo)
-                gc.collect()
-                start = time.perf_counter()
-                local.put_many(TABLE, rows)
-                local_s += time.perf_counter() - start
-                del rows
-        finally:
-            local.close()
-        shutil.rmtree(d / "local")
+        local_s = timed_bulk_load(d / "local", m, batch, fsync=True)
 
         store = replikv.Store(str(d / "primary"), fsync=True, segment_bytes=MiB)
         primary: replikv.Primary | None = None
@@ -981,12 +977,7 @@ def bench_snapshot(base: Path, cfg: Config, report: Report) -> None:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="small counts for a smoke run")
-    parser.add_argument("--only", choices=SCENARIOS, help="run one scenario")
-    parser.add_argument(
-        "--dir", default="/tmp", help="where the temporary directory goes (default /tmp)"
-    )
+    parser = bench_parser(__doc__, SCENARIOS)
     parser.add_argument(
         "--entries", type=int, help="entries in the catch-up scenario (default 1,000,000)"
     )

@@ -811,13 +811,19 @@ def bench_reopen(base: Path, cfg: Config, report: Report) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+def bench_parser(doc: str | None, scenarios: Sequence[str]) -> argparse.ArgumentParser:
+    """The options every benchmark runner takes: --quick, --only and --dir."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0] if doc else None)
     parser.add_argument("--quick", action="store_true", help="small counts for a smoke run")
-    parser.add_argument("--only", choices=SCENARIOS, help="run one scenario")
+    parser.add_argument("--only", choices=scenarios, help="run one scenario")
     parser.add_argument(
         "--dir", default="/tmp", help="where the temporary directory goes (default /tmp)"
     )
+    return parser
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = bench_parser(__doc__, SCENARIOS)
     parser.add_argument("--reopen-keys", type=int, help="keys in the reopen scenario")
     parser.add_argument(
         "--checkpoint-entries",
