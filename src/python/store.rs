@@ -135,10 +135,7 @@ impl PyStore {
             self.store
                 .get_with(table, &key, |v| v.map(|bytes| decode_py_value(py, bytes)))
         })?;
-        match found {
-            Some(value) => value,
-            None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
-        }
+        value_or(py, found, default)
     }
 
     /// Whether `key` exists in `table`.
@@ -371,6 +368,18 @@ impl PyStore {
     }
 }
 
+/// A stored value (decoded, or the error decoding it), or the caller's default.
+fn value_or<'py>(
+    py: Python<'py>,
+    found: Option<PyResult<Bound<'py, PyAny>>>,
+    default: Option<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    match found {
+        Some(value) => value,
+        None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
+    }
+}
+
 /// How long a blocking wait runs before it checks for Ctrl-C.
 const SIGNAL_CHECK: Duration = Duration::from_millis(50);
 
@@ -533,10 +542,7 @@ impl PyTransaction {
             })
         });
         *self.lock() = TxState::Open(tx);
-        match found? {
-            Some(value) => value,
-            None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
-        }
+        value_or(py, found?, default)
     }
 
     /// Commits now (the context manager does this on a clean exit).
