@@ -1,6 +1,7 @@
 //! The Python module `replikv._core`: thin wrappers over the core. The only place that
 //! names pyo3.
 
+mod args;
 mod errors;
 mod replication;
 mod store;

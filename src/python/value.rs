@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::fmt;
 
-use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyOverflowError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{
@@ -19,6 +19,10 @@ use crate::codec::{decode_key, decode_timestamp, encode_key, encode_timestamp, K
 const MAX_DEPTH: u32 = 128;
 /// The `MessagePack` timestamp extension type.
 const TIMESTAMP_EXT: i8 = -1;
+/// Seconds since the Unix epoch of 0001-01-01T00:00:00Z and of the last second of
+/// 9999-12-31 (UTC): the range a Python `datetime` can hold once converted to UTC.
+const MIN_UNIX_SECONDS: i64 = -62_135_596_800;
+const MAX_UNIX_SECONDS: i64 = 253_402_300_799;
 
 /// Encodes a Python key: `str`, `bytes` or a 64-bit `int` (never `bool`).
 pub(crate) fn encode_py_key(key: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
@@ -80,7 +84,21 @@ pub(crate) fn datetime_to_unix(dt: &Bound<'_, PyAny>) -> PyResult<(i64, u32)> {
     let days: i64 = delta.getattr("days")?.extract()?;
     let seconds: i64 = delta.getattr("seconds")?.extract()?;
     let micros: u32 = delta.getattr("microseconds")?.extract()?;
-    Ok((days * 86_400 + seconds, micros * 1_000))
+    let unix = days
+        .checked_mul(86_400)
+        .and_then(|s| s.checked_add(seconds))
+        .filter(|s| (MIN_UNIX_SECONDS..=MAX_UNIX_SECONDS).contains(s))
+        .ok_or_else(|| {
+            // A value stored anyway could never be read back as a datetime.
+            PyOverflowError::new_err(format!(
+                "{} is outside years 1-9999 once converted to UTC, so it could not be read back",
+                dt.repr().map(|r| r.to_string()).unwrap_or_default()
+            ))
+        })?;
+    if micros >= 1_000_000 {
+        return Err(PyValueError::new_err("datetime microseconds out of range"));
+    }
+    Ok((unix, micros * 1_000))
 }
 
 /// The aware UTC datetime for seconds and nanoseconds since the Unix epoch.
@@ -156,8 +174,23 @@ impl Serialize for PyValue<'_, '_> {
             return s.serialize_bytes(bytes.as_bytes());
         }
         if let Ok(dict) = obj.cast::<PyDict>() {
-            let mut map = s.serialize_map(Some(dict.len()))?;
-            for (k, v) in dict.iter() {
+            // Encoding a datetime runs Python code (`utcoffset`, a finalizer, another
+            // thread): the dict may change under us. Check its size before every step (it
+            // is what pyo3's iterator would panic on) and never write fewer entries than
+            // the map's header promised.
+            let len = dict.len();
+            let changed = || {
+                PyRuntimeError::new_err("dictionary changed size while it was being stored")
+            };
+            let mut map = s.serialize_map(Some(len))?;
+            let mut entries = dict.iter();
+            for _ in 0..len {
+                if dict.len() != len {
+                    return Err(self.fail(changed()));
+                }
+                let Some((k, v)) = entries.next() else {
+                    return Err(self.fail(changed()));
+                };
                 if !k.is_instance_of::<PyString>() {
                     let name = k
                         .get_type()
@@ -170,12 +203,32 @@ impl Serialize for PyValue<'_, '_> {
                 }
                 map.serialize_entry(&self.child(&k), &self.child(&v))?;
             }
+            if dict.len() != len || entries.next().is_some() {
+                return Err(self.fail(PyRuntimeError::new_err(
+                    "dictionary keys changed while it was being stored",
+                )));
+            }
             return map.end();
         }
         if let Ok(list) = obj.cast::<PyList>() {
-            let mut seq = s.serialize_seq(Some(list.len()))?;
-            for item in list.iter() {
+            let len = list.len();
+            let mut seq = s.serialize_seq(Some(len))?;
+            for index in 0..len {
+                // As for dicts: the header's length is the number of items written.
+                let item = match list.get_item(index) {
+                    Ok(item) if list.len() == len => item,
+                    _ => {
+                        return Err(self.fail(PyRuntimeError::new_err(
+                            "list changed size while it was being stored",
+                        )))
+                    }
+                };
                 seq.serialize_element(&self.child(&item))?;
+            }
+            if list.len() != len {
+                return Err(self.fail(PyRuntimeError::new_err(
+                    "list changed size while it was being stored",
+                )));
             }
             return seq.end();
         }
@@ -206,7 +259,8 @@ impl Serialize for PyValue<'_, '_> {
     }
 }
 
-/// Encodes a Python value as `MessagePack`.
+/// Encodes a Python value as `MessagePack`. A value refused part-way leaves nothing behind:
+/// the partial encoding is dropped with the error.
 pub(crate) fn encode_py_value(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     let failure = RefCell::new(None);
     let mut out = Vec::with_capacity(64);
@@ -215,7 +269,10 @@ pub(crate) fn encode_py_value(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
         depth: 0,
         failure: &failure,
     };
-    match value.serialize(&mut rmp_serde::Serializer::new(&mut out)) {
+    let encoded = super::errors::run(obj.py(), || {
+        Ok(value.serialize(&mut rmp_serde::Serializer::new(&mut out)))
+    })?;
+    match encoded {
         Ok(()) => Ok(out),
         Err(err) => Err(failure
             .into_inner()

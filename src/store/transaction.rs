@@ -129,7 +129,9 @@ impl Transaction {
 
 impl Drop for Transaction {
     fn drop(&mut self) {
-        if !self.finished {
+        // In a forked child the lock state is a copy that nobody else uses (and its mutex
+        // may have been held by a thread that does not exist there).
+        if !self.finished && !self.store.inner.owner.inherited() {
             self.store.inner.pipeline.release_writer();
         }
     }
