@@ -78,9 +78,11 @@ pub enum StoreError {
         owner: Option<u32>,
     },
     /// A handle used in a process forked after it was opened (it belongs to the parent).
-    #[error("store {path} was opened by process {owner} and cannot be used in process {pid}, \
+    #[error(
+        "store {path} was opened by process {owner} and cannot be used in process {pid}, \
              which inherited it through fork(): open the store in the child after the fork, \
-             or start workers with the 'spawn' method (multiprocessing.get_context(\"spawn\"))")]
+             or start workers with the 'spawn' method (multiprocessing.get_context(\"spawn\"))"
+    )]
     Inherited {
         /// The store's directory.
         path: PathBuf,

@@ -82,9 +82,9 @@ def test_invalid_or_reserved_table_names_are_value_errors(seeded: replikv.Store,
 def test_values_and_keys_over_the_limit_raise_value_too_large(tmp_path: Path) -> None:
     with replikv.Store(tmp_path / "db", max_value_bytes=1000, max_key_bytes=64) as s:
         s.put("t", "keep", "kept")
-        with pytest.raises(replikv.ValueTooLarge, match="value of .* max_value_bytes"):
+        with pytest.raises(replikv.ValueTooLarge, match=r"value of .* max_value_bytes"):
             s.put("t", "k", "x" * 2000)
-        with pytest.raises(replikv.ValueTooLarge, match="key of .* max_key_bytes"):
+        with pytest.raises(replikv.ValueTooLarge, match=r"key of .* max_key_bytes"):
             s.put("t", "k" * 100, 1)
         with pytest.raises(ValueError):  # ValueTooLarge is also a ValueError
             s.put("t", "k", b"\0" * 5000)
@@ -98,10 +98,18 @@ def test_transactions_over_the_limit_raise_value_too_large(tmp_path: Path) -> No
         s.put("t", "keep", "kept")
         with pytest.raises(replikv.ValueTooLarge, match="max_transaction_bytes"):
             s.put_many("t", [(i, "x" * 100) for i in range(500)])
-        with pytest.raises(replikv.ValueTooLarge, match="max_transaction_bytes"):
-            with s.transaction() as tx:
-                for i in range(500):
+        with s.transaction() as tx:
+            # The write that takes it over the limit is refused; earlier ones stay pending.
+            for i in range(500):
+                try:
                     tx.put("t", i, "x" * 100)
+                except replikv.ValueTooLarge as refused:
+                    assert "max_transaction_bytes" in str(refused)
+                    assert 50 < i < 100
+                    break
+            else:
+                raise AssertionError("the transaction never reached its limit")
+            tx.abort()
         assert_untouched(s)
 
 

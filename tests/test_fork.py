@@ -89,7 +89,8 @@ def _replicate_in_child(base: str) -> object:
         replikv.Replica(Path(base) / "child-replica", primary=primary.address) as replica,
     ):
         receipt = store.put("t", "k", {"from": os.getpid()})
-        return replica.get("t", "k", min_lsn=receipt.lsn, timeout=30)
+        replicated = replica.get("t", "k", min_lsn=receipt.lsn, timeout=30)
+    return replicated
 
 
 def test_a_forked_child_can_open_and_replicate_its_own_stores(tmp_path: Path) -> None:

@@ -19,8 +19,8 @@ CHILD = textwrap.dedent(
     import replikv
 
     store = replikv.Store(sys.argv[1])
-    rows = [(f"user{i}@example.com", {"name": "x" * 40, "n": i, "tags": ["a", "b"]})
-            for i in range(int(sys.argv[2]))]
+    profile = {"name": "x" * 40, "n": 7, "tags": ["a", "b"], "opted_in": True}
+    rows = [(f"user{i}@example.com", profile) for i in range(int(sys.argv[2]))]
     print("encoding", flush=True)
     started = time.monotonic()
     outcome = {}

@@ -8,6 +8,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import replikv
@@ -74,8 +75,9 @@ def test_interval_settings_out_of_range_are_value_errors(tmp_path: Path, seconds
         replikv.Store(tmp_path / "db", checkpoint_seconds=seconds)
     with replikv.Store(tmp_path / "db") as store:
         for option in ("ship_interval", "heartbeat_interval", "retain_seconds"):
+            options: dict[str, Any] = {option: seconds}
             with pytest.raises(ValueError, match=option):
-                replikv.Primary(store, **{option: seconds})
+                replikv.Primary(store, **options)
     with pytest.raises(ValueError, match="max_backoff"):
         replikv.Replica(tmp_path / "r", primary="127.0.0.1:9", max_backoff=seconds)
     with pytest.raises(ValueError, match="timeout"):

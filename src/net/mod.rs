@@ -14,7 +14,7 @@ struct Started {
 
 /// The runtime in use. Published runtimes are leaked, never freed (an inherited one cannot
 /// even be shut down: its threads are gone), so a pointer once stored stays valid. A lock
-/// would not do: a mutex held by another thread at fork() stays locked forever in the child.
+/// would not do: a mutex held by another thread at `fork()` stays locked forever in the child.
 static CURRENT: AtomicPtr<Started> = AtomicPtr::new(std::ptr::null_mut());
 
 #[allow(unsafe_code)]

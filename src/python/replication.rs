@@ -1,5 +1,6 @@
 //! `Primary` and `Replica`: thin wrappers over the core's replication.
 
+use std::fmt::Write;
 use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PyValueError;
@@ -18,7 +19,7 @@ use crate::store::{Store, StoreOptions};
 /// How long a blocking wait sleeps between checks for Ctrl-C.
 const SIGNAL_CHECK: Duration = Duration::from_millis(50);
 
-/// Refuses a primary or replica inherited through fork() (see `crate::fork`).
+/// Refuses a primary or replica inherited through `fork()` (see `crate::fork`).
 fn owned(py: Python<'_>, store: &Store) -> PyResult<()> {
     run(py, || store.check_process())
 }
@@ -32,7 +33,9 @@ fn wait_until(
 ) -> PyResult<bool> {
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     loop {
-        let left = deadline.map_or(SIGNAL_CHECK, |d| d.saturating_duration_since(Instant::now()));
+        let left = deadline.map_or(SIGNAL_CHECK, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
         let slice = left.min(SIGNAL_CHECK);
         let finished = py.detach(|| {
             let until = Instant::now() + slice;
@@ -228,13 +231,7 @@ impl PyPrimary {
     /// Waits until `replicas` replicas acknowledged `lsn` (or `timeout`, in seconds; an
     /// infinite timeout waits for ever); returns how many did.
     #[pyo3(signature = (lsn, replicas = 1, timeout = 2.0))]
-    fn wait_for(
-        &self,
-        py: Python<'_>,
-        lsn: i128,
-        replicas: i128,
-        timeout: f64,
-    ) -> PyResult<usize> {
+    fn wait_for(&self, py: Python<'_>, lsn: i128, replicas: i128, timeout: f64) -> PyResult<usize> {
         owned(py, self.primary.store())?;
         let lsn = non_negative("lsn", lsn)?;
         let replicas = usize::try_from(non_negative("replicas", replicas)?).unwrap_or(usize::MAX);
@@ -385,10 +382,7 @@ impl PyReplica {
                 format!("the replica has applied LSN {applied}, not {min_lsn}, after {timeout} s");
             let state = self.replica.state();
             if let Some(error) = state.last_error {
-                message.push_str(&format!(
-                    " (its link is {}: {error})",
-                    state.state.name()
-                ));
+                let _ = write!(message, " (its link is {}: {error})", state.state.name());
             }
             return Err(raise(py, "ReplicationTimeout", (message, min_lsn)));
         }

@@ -136,7 +136,9 @@ impl PyStore {
         let key = encode_py_key(key)?;
         // Copied out, then decoded: decoding runs Python code (a finalizer, a thread
         // switch), which must never happen while the store's locks are held.
-        let found = run(py, || self.store.get_with(table, &key, |v| v.map(<[u8]>::to_vec)))?;
+        let found = run(py, || {
+            self.store.get_with(table, &key, |v| v.map(<[u8]>::to_vec))
+        })?;
         value_or(py, found, default)
     }
 
@@ -596,9 +598,11 @@ impl PyTransaction {
         _exc: Option<&Bound<'_, PyAny>>,
         _tb: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
+        let finished = matches!(&*self.lock(), TxState::Committed(_) | TxState::Aborted);
         if exc_type.is_some_and(|t| !t.is_none()) {
             self.abort();
-        } else {
+        } else if !finished {
+            // A block that already committed or aborted explicitly ends as it chose.
             self.commit(py)?;
         }
         Ok(false)
@@ -639,9 +643,8 @@ impl PyTransaction {
             let ready = tx.ready_to_read();
             (ready, tx)
         });
-        let found = run(py, || ready).and_then(|()| {
-            run(py, || tx.get_with(table, &key, |v| v.map(<[u8]>::to_vec)))
-        });
+        let found = run(py, || ready)
+            .and_then(|()| run(py, || tx.get_with(table, &key, |v| v.map(<[u8]>::to_vec))));
         *self.lock() = TxState::Open(tx);
         value_or(py, found?, default)
     }

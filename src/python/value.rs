@@ -139,6 +139,71 @@ impl<'py> PyValue<'_, 'py> {
     }
 }
 
+/// Encoding a datetime runs Python code (a pure-Python `utcoffset`, a finalizer, a switch
+/// to another thread), so a dict or list may change while it is encoded. Each step checks
+/// the size first (what pyo3's dict iterator would otherwise panic on), and a container is
+/// never given fewer or more entries than its header promised: a change is a
+/// `RuntimeError`, as Python raises for a dict changed during iteration.
+fn changed(what: &str) -> PyErr {
+    PyRuntimeError::new_err(format!("{what} changed size while it was being stored"))
+}
+
+impl<'py> PyValue<'_, 'py> {
+    fn serialize_dict<S: Serializer>(
+        &self,
+        dict: &Bound<'py, PyDict>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let len = dict.len();
+        let mut map = s.serialize_map(Some(len))?;
+        let mut entries = dict.iter();
+        for _ in 0..len {
+            if dict.len() != len {
+                return Err(self.fail(changed("dictionary")));
+            }
+            let Some((k, v)) = entries.next() else {
+                return Err(self.fail(changed("dictionary")));
+            };
+            if !k.is_instance_of::<PyString>() {
+                let name = k
+                    .get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default();
+                return Err(self.fail(PyTypeError::new_err(format!(
+                    "dict keys in values must be str, not {name}"
+                ))));
+            }
+            map.serialize_entry(&self.child(&k), &self.child(&v))?;
+        }
+        // Same size but other keys: the iterator still has some to give.
+        if dict.len() != len || entries.next().is_some() {
+            return Err(self.fail(changed("dictionary")));
+        }
+        map.end()
+    }
+
+    fn serialize_list<S: Serializer>(
+        &self,
+        list: &Bound<'py, PyList>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let len = list.len();
+        let mut seq = s.serialize_seq(Some(len))?;
+        for index in 0..len {
+            let item = match list.get_item(index) {
+                Ok(item) if list.len() == len => item,
+                _ => return Err(self.fail(changed("list"))),
+            };
+            seq.serialize_element(&self.child(&item))?;
+        }
+        if list.len() != len {
+            return Err(self.fail(changed("list")));
+        }
+        seq.end()
+    }
+}
+
 impl Serialize for PyValue<'_, '_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let obj = self.obj;
@@ -174,63 +239,10 @@ impl Serialize for PyValue<'_, '_> {
             return s.serialize_bytes(bytes.as_bytes());
         }
         if let Ok(dict) = obj.cast::<PyDict>() {
-            // Encoding a datetime runs Python code (`utcoffset`, a finalizer, another
-            // thread): the dict may change under us. Check its size before every step (it
-            // is what pyo3's iterator would panic on) and never write fewer entries than
-            // the map's header promised.
-            let len = dict.len();
-            let changed = || {
-                PyRuntimeError::new_err("dictionary changed size while it was being stored")
-            };
-            let mut map = s.serialize_map(Some(len))?;
-            let mut entries = dict.iter();
-            for _ in 0..len {
-                if dict.len() != len {
-                    return Err(self.fail(changed()));
-                }
-                let Some((k, v)) = entries.next() else {
-                    return Err(self.fail(changed()));
-                };
-                if !k.is_instance_of::<PyString>() {
-                    let name = k
-                        .get_type()
-                        .name()
-                        .map(|n| n.to_string())
-                        .unwrap_or_default();
-                    return Err(self.fail(PyTypeError::new_err(format!(
-                        "dict keys in values must be str, not {name}"
-                    ))));
-                }
-                map.serialize_entry(&self.child(&k), &self.child(&v))?;
-            }
-            if dict.len() != len || entries.next().is_some() {
-                return Err(self.fail(PyRuntimeError::new_err(
-                    "dictionary keys changed while it was being stored",
-                )));
-            }
-            return map.end();
+            return self.serialize_dict(dict, s);
         }
         if let Ok(list) = obj.cast::<PyList>() {
-            let len = list.len();
-            let mut seq = s.serialize_seq(Some(len))?;
-            for index in 0..len {
-                // As for dicts: the header's length is the number of items written.
-                let item = match list.get_item(index) {
-                    Ok(item) if list.len() == len => item,
-                    _ => {
-                        return Err(self.fail(PyRuntimeError::new_err(
-                            "list changed size while it was being stored",
-                        )))
-                    }
-                };
-                seq.serialize_element(&self.child(&item))?;
-            }
-            if list.len() != len {
-                return Err(self.fail(PyRuntimeError::new_err(
-                    "list changed size while it was being stored",
-                )));
-            }
-            return seq.end();
+            return self.serialize_list(list, s);
         }
         if let Ok(tuple) = obj.cast::<PyTuple>() {
             let mut seq = s.serialize_seq(Some(tuple.len()))?;

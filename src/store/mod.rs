@@ -269,7 +269,7 @@ impl Store {
         .into()
     }
 
-    /// Refuses a handle inherited through fork() (see [`crate::fork`]).
+    /// Refuses a handle inherited through `fork()` (see [`crate::fork`]).
     ///
     /// # Errors
     /// [`StoreError::Inherited`] in a process forked after the store was opened.
