@@ -96,3 +96,21 @@ def test_out_of_range_lsns_in_waits_are_clear_errors(
         assert name
     with pytest.raises(expected, match="replicas"):
         primary.wait_for(1, replicas=lsn)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("segment_bytes", 2**63), ("segment_bytes", 100), ("max_key_bytes", 2**64 - 1)],
+)
+def test_store_size_options_out_of_range_are_value_errors(
+    tmp_path: Path, option: str, value: int
+) -> None:
+    options: dict[str, Any] = {option: value}
+    with pytest.raises(ValueError, match=option):
+        replikv.Store(tmp_path / "db", **options)
+
+
+@pytest.mark.parametrize("value", [0, 100, 2**40])
+def test_a_primary_batch_size_out_of_range_is_a_value_error(tmp_path: Path, value: int) -> None:
+    with replikv.Store(tmp_path / "db") as store, pytest.raises(ValueError, match="max_batch"):
+        replikv.Primary(store, max_batch_bytes=value)

@@ -12,9 +12,13 @@ use super::errors::{raise, run, run_detached};
 use super::store::PyStore;
 use super::value::unix_to_datetime;
 use crate::replication::primary::{Primary, PrimaryOptions};
+use crate::replication::protocol::MAX_FRAME_BYTES;
 use crate::replication::replica::{Replica, ReplicaOptions};
 use crate::replication::status::{lag_seconds, LinkState, ReplicaLink};
 use crate::store::{Store, StoreOptions};
+
+/// The smallest `max_batch_bytes`: a batch must have room for at least a small entry.
+const MIN_BATCH_BYTES: usize = 4096;
 
 /// How long a blocking wait sleeps between checks for Ctrl-C.
 const SIGNAL_CHECK: Duration = Duration::from_millis(50);
@@ -131,6 +135,11 @@ impl PyPrimary {
         retain_bytes: Option<u64>,
         retain_seconds: Option<f64>,
     ) -> PyResult<Self> {
+        if !(MIN_BATCH_BYTES..=MAX_FRAME_BYTES).contains(&max_batch_bytes) {
+            return Err(PyValueError::new_err(format!(
+                "max_batch_bytes must be between {MIN_BATCH_BYTES} and {MAX_FRAME_BYTES} (a frame)"
+            )));
+        }
         let options = PrimaryOptions {
             listen: listen.to_owned(),
             token,

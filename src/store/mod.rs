@@ -27,6 +27,9 @@ use crate::error::{Result, StoreError};
 use crate::fork::Owner;
 use crate::log::{DirFs, Log, LogFs, LogOptions, LogPosition, RawEntry, SegmentInfo};
 
+/// The largest log segment accepted (1 TiB): segments are preallocated whole.
+const MAX_SEGMENT_BYTES: u64 = 1 << 40;
+
 /// How a store is opened.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -71,10 +74,10 @@ impl StoreOptions {
                 .into());
             }
         }
-        if self.segment_bytes < 4096 {
+        if !(4096..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
             return Err(StoreError::InvalidOption {
                 name: "segment_bytes",
-                reason: "must be at least 4096".to_owned(),
+                reason: format!("must be between 4096 and {MAX_SEGMENT_BYTES} bytes"),
             }
             .into());
         }
