@@ -18,6 +18,8 @@ from ._core import (
     Store,
     Transaction,
     __version__,
+    decode_value,
+    encode_value,
 )
 from ._store import Table
 from .exceptions import (
@@ -71,4 +73,6 @@ __all__ = [
     "Transaction",
     "ValueTooLarge",
     "__version__",
+    "decode_value",
+    "encode_value",
 ]

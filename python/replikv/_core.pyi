@@ -24,6 +24,8 @@ __all__ = [
     "Store",
     "Transaction",
     "__version__",
+    "decode_value",
+    "encode_value",
     "fetch_status",
 ]
 
@@ -383,4 +385,20 @@ def fetch_status(address: str, *, token: str | None = None, timeout: float = 5.0
 
     Returns:
         ``last_lsn``, ``epoch``, ``rejected`` and ``replicas`` (a list of :class:`ReplicaInfo`).
+    """
+
+def encode_value(value: Any, /) -> bytes:
+    """The MessagePack bytes replikv stores for ``value`` (what a cache node's GET returns).
+
+    Raises:
+        TypeError: a type replikv does not store (nothing is ever pickled).
+        OverflowError: an int outside 64 bits, a datetime outside years 1-9999 in UTC.
+        RuntimeError: a dict or list changed while it was encoded.
+    """
+
+def decode_value(data: bytes, /) -> Any:
+    """The value of MessagePack bytes as replikv stores them (see ``encode_value``).
+
+    Raises:
+        ValueError: the bytes are not exactly one replikv value.
     """

@@ -18,6 +18,8 @@ mod _core {
     use super::store::{PyChanges, PyScan, PyStore, PyTransaction};
     #[pymodule_export]
     use super::types::{PyChange, PyChecksum, PyOp, PyReceipt};
+    #[pymodule_export]
+    use super::value::{decode_value, encode_value};
 
     use pyo3::prelude::{Bound, PyModule, PyModuleMethods, PyResult};
 

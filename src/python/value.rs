@@ -304,6 +304,37 @@ pub(crate) fn decode_py_value<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bo
     })
 }
 
+/// `replikv.encode_value`: the `MessagePack` bytes replikv stores for a value (and that a
+/// cache node returns for `GET`).
+#[pyfunction]
+#[pyo3(signature = (value, /))]
+pub(crate) fn encode_value<'py>(value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    let encoded = encode_py_value(value)?;
+    Ok(PyBytes::new(value.py(), &encoded))
+}
+
+/// `replikv.decode_value`: the value of `MessagePack` bytes as replikv stores them. Bytes
+/// that are not exactly one such value (trailing bytes included) are a `ValueError`.
+#[pyfunction]
+#[pyo3(signature = (data, /))]
+pub(crate) fn decode_value<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    let refused = |reason: String| PyValueError::new_err(format!("not a replikv value: {reason}"));
+    // A reader that advances `rest`, so that what follows the value can be seen.
+    let mut rest = data;
+    let mut de = rmp_serde::Deserializer::new(&mut rest);
+    let value = PySeed { py, depth: 0 }
+        .deserialize(&mut de)
+        .map_err(|e| refused(e.to_string()))?;
+    drop(de);
+    if !rest.is_empty() {
+        return Err(refused(format!(
+            "{} bytes follow the end of the value",
+            rest.len()
+        )));
+    }
+    Ok(value)
+}
+
 #[derive(Clone, Copy)]
 struct PySeed<'py> {
     py: Python<'py>,
