@@ -62,3 +62,39 @@ impl Owner {
         self.pid
     }
 }
+
+/// A value whose drop must not run in a forked child: a replication handle's drop stops
+/// tasks on the parent's runtime, whose threads (and any lock they held at `fork()`) do not
+/// exist there. In the child the value is leaked instead; the process's exit frees it.
+pub struct ParentOnly<T> {
+    value: Option<T>,
+    owner: Owner,
+}
+
+impl<T> ParentOnly<T> {
+    /// Wraps a value made in the current process.
+    pub fn new(value: T) -> Self {
+        Self {
+            value: Some(value),
+            owner: Owner::current(),
+        }
+    }
+}
+
+impl<T> std::ops::Deref for ParentOnly<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        self.value
+            .as_ref()
+            .expect("invariant: the value is only taken out by drop")
+    }
+}
+
+impl<T> Drop for ParentOnly<T> {
+    fn drop(&mut self) {
+        if self.owner.inherited() {
+            std::mem::forget(self.value.take());
+        }
+    }
+}

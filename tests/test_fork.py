@@ -6,6 +6,8 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -128,4 +130,36 @@ def test_an_inherited_transaction_is_refused_and_releases_nothing_in_the_parent(
     assert os.waitstatus_to_exitcode(status) == 0
     assert tx.commit().lsn == 1
     assert store.get("t", "pending") == 1
+    store.close()
+
+
+def test_a_child_dropping_inherited_replication_handles_exits_and_the_parent_goes_on(
+    tmp_path: Path,
+) -> None:
+    store = replikv.Store(tmp_path / "primary")
+    held: list[object] = [store]
+    held.append(replikv.Primary(store, ship_interval=0.01))
+    primary = held[1]
+    assert isinstance(primary, replikv.Primary)
+    held.append(replikv.Replica(tmp_path / "replica", primary=primary.address))
+    del primary
+    pid = os.fork()
+    if pid == 0:  # the child: the only references go, so every handle is dropped here
+        held.clear()
+        gc.collect()
+        os._exit(0)
+    deadline = time.monotonic() + 30
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise AssertionError("the child hung dropping the handles it inherited")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    _, primary, replica = held
+    assert isinstance(primary, replikv.Primary) and isinstance(replica, replikv.Replica)
+    receipt = store.put("t", "k", "after the fork")
+    assert replica.get("t", "k", min_lsn=receipt.lsn, timeout=30) == "after the fork"
+    replica.close()
+    primary.close()
     store.close()

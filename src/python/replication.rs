@@ -11,6 +11,7 @@ use super::args::{non_negative, seconds, timeout as wait_limit};
 use super::errors::{raise, run, run_detached};
 use super::store::PyStore;
 use super::value::unix_to_datetime;
+use crate::fork::ParentOnly;
 use crate::replication::primary::{Primary, PrimaryOptions};
 use crate::replication::protocol::MAX_FRAME_BYTES;
 use crate::replication::replica::{Replica, ReplicaOptions};
@@ -113,7 +114,7 @@ impl PyReplicaInfo {
 /// Serves a store's change log to replicas over TCP.
 #[pyclass(frozen, module = "replikv._core", name = "Primary")]
 pub(crate) struct PyPrimary {
-    primary: Primary,
+    primary: ParentOnly<Primary>,
     store: Py<PyStore>,
 }
 
@@ -155,7 +156,10 @@ impl PyPrimary {
         };
         let core = store.get().store.clone();
         let primary = run_detached(py, move || Primary::start(core, options))?;
-        Ok(Self { primary, store })
+        Ok(Self {
+            primary: ParentOnly::new(primary),
+            store,
+        })
     }
 
     /// The address replicas connect to.
@@ -286,7 +290,7 @@ impl PyPrimary {
 /// Follows a primary into a local, read-only store.
 #[pyclass(frozen, module = "replikv._core", name = "Replica")]
 pub(crate) struct PyReplica {
-    replica: Replica,
+    replica: ParentOnly<Replica>,
     store: Py<PyStore>,
 }
 
@@ -338,7 +342,10 @@ impl PyReplica {
                 store: replica.store().clone(),
             },
         )?;
-        Ok(Self { replica, store })
+        Ok(Self {
+            replica: ParentOnly::new(replica),
+            store,
+        })
     }
 
     /// The replica's store: readable while it applies; writes raise `ReadOnlyError`.
