@@ -1,8 +1,13 @@
-//! The process's tokio runtime, shared by every server and client of the core.
+//! The process's tokio runtime and what every server and client of the core shares:
+//! connection caps, write timeouts, tasks tied to their owner.
+
+pub mod admission;
+pub mod stall;
 
 use std::sync::OnceLock;
 
 use tokio::runtime::Runtime;
+use tokio::task::JoinHandle;
 
 /// One tokio runtime per process, started on first use and owned by the core.
 ///
@@ -18,4 +23,14 @@ pub fn runtime() -> &'static Runtime {
             .build()
             .expect("invariant: the tokio runtime can start its threads")
     })
+}
+
+/// A task that is aborted when this handle is dropped, however its owner ends (returns,
+/// fails, or is itself cancelled).
+pub struct AbortOnDrop<T>(pub JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
