@@ -146,6 +146,8 @@ pub enum Message {
         last_lsn: u64,
         /// Commit time of the oldest entry this peer has not acknowledged (ms since the
         /// Unix epoch, primary's clock; 0 when it has them all): its lag starts there.
+        /// Exact for an entry shipped to it; for one not shipped yet, when the primary saw
+        /// it become visible (at most about one `ship_interval` after its commit).
         oldest_missing_ms: u64,
         /// The primary's clock now (ms since the Unix epoch).
         now_ms: u64,
