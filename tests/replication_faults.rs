@@ -401,6 +401,8 @@ fn dropping_a_primary_signals_its_tasks_and_returns_without_waiting_for_them() -
     });
     store.commit(put("t", "k", vec![0x01]))?;
     eventually("the shipment", || replica.store().last_lsn() == 1);
+    // The notifier polls every 50 ms: by now it has seen the commit and is pausing.
+    std::thread::sleep(Duration::from_millis(500));
     let (dropped, done) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         drop(primary);

@@ -544,3 +544,15 @@ def test_a_damaged_slots_file_is_a_corruption_error(tmp_path: Path) -> None:
             assert [s["name"] for s in primary.slots()] == ["eu-1"]
     finally:
         store.close()
+
+
+def test_a_collected_primary_stops_without_waiting_for_its_tasks(tmp_path: Path) -> None:
+    # In a child process: a drop that blocks holds the GIL, which would hang this one.
+    done = subprocess.run(
+        [sys.executable, str(CHILD.with_name("primary_drop_child.py")), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,  # a bound for a hung test, far below the notifier's 600 s pause
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["collected", "port-free"]
