@@ -696,7 +696,7 @@ async fn snapshot_then_stream(
 /// newer strangers first), takes an authenticated place (held until the connection ends),
 /// and is welcomed or refused.
 async fn handshake<'a>(
-    shared: &'a Shared,
+    shared: &'a Arc<Shared>,
     reader: &mut OwnedReadHalf,
     writer: &mut Writer,
     peer: &SocketAddr,
@@ -770,7 +770,7 @@ async fn authenticate(
 /// The authenticated part: a monitor gets its report; a replica or consumer gets the
 /// resume decision (its slot created, or pinned for a snapshot) and a welcome.
 async fn welcome<'a>(
-    shared: &'a Shared,
+    shared: &'a Arc<Shared>,
     writer: &mut Writer,
     peer: &SocketAddr,
     hello: Hello,
@@ -828,21 +828,21 @@ async fn welcome<'a>(
     // A replica's slot is pinned from here, before any snapshot is taken: retention cannot
     // then cut the entries that will follow it.
     let start = if snapshot {
-        Start::Snapshot(
-            shared
-                .slots
-                .pin(&name, view.last_lsn)
-                .map_err(|e| internal(&e))?,
-        )
+        Start::Snapshot(shared.slots.pin(&name, view.last_lsn))
     } else {
         if kind == PeerKind::Replica {
-            shared
-                .slots
-                .ensure(&name, flushed_lsn)
-                .map_err(|e| internal(&e))?;
+            shared.slots.ensure(&name, flushed_lsn);
         }
         Start::After(flushed_lsn)
     };
+    if kind == PeerKind::Replica {
+        // The slot is on disk before the replica is welcomed (an fsync: off the runtime).
+        let persisting = Arc::clone(shared);
+        tokio::task::spawn_blocking(move || persisting.slots.persist())
+            .await
+            .map_err(|e| internal(&e))?
+            .map_err(|e| internal(&e))?;
+    }
     let welcome = Message::Welcome {
         proof: ByteBuf::from(handshake::prove(shared.token(), Role::Primary, &peer_nonce)),
         epoch: primary_epoch,

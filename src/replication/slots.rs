@@ -253,60 +253,43 @@ impl Slots {
         Ok(loaded)
     }
 
-    /// Creates the slot if it is new, or moves it to where the replica says it stands.
-    /// A new slot is persisted before this returns.
-    ///
-    /// # Errors
-    /// Persisting a new slot failed.
-    pub fn ensure(&self, name: &str, acked_lsn: u64) -> Result<()> {
-        self.place(name, acked_lsn, None)
+    /// Creates the slot if it is new, or moves it to where the replica says it stands
+    /// (on disk at the next [`Slots::persist`]).
+    pub fn ensure(&self, name: &str, acked_lsn: u64) {
+        self.place(name, acked_lsn, None);
     }
 
     /// Like [`Slots::ensure`], and pins the slot against the retention caps until the
     /// replica's first ack or until the returned pin is dropped, whichever comes first.
-    ///
-    /// # Errors
-    /// Persisting a new slot failed (the slot is not pinned then).
-    pub fn pin(&self, name: &str, acked_lsn: u64) -> Result<SlotPin<'_>> {
+    pub fn pin(&self, name: &str, acked_lsn: u64) -> SlotPin<'_> {
         let id = {
             let mut state = lock(&self.state);
             state.pins += 1;
             state.pins
         };
-        self.place(name, acked_lsn, Some(id))?;
-        Ok(SlotPin {
+        self.place(name, acked_lsn, Some(id));
+        SlotPin {
             slots: self,
             name: name.to_owned(),
             id,
-        })
+        }
     }
 
-    fn place(&self, name: &str, acked_lsn: u64, pin: Option<u64>) -> Result<()> {
-        let created = {
-            let mut state = lock(&self.state);
-            let created = !state.slots.contains_key(name);
-            let slot = state
-                .slots
-                .entry(name.to_owned())
-                .or_insert_with(|| SlotState {
-                    acked_lsn,
-                    created_ms: now_ms(),
-                    pin: None,
-                });
-            slot.acked_lsn = acked_lsn;
-            if pin.is_some() {
-                slot.pin = pin;
-            }
-            state.dirty = true;
-            created
-        };
-        if created {
-            if let Err(err) = self.persist() {
-                self.release(name, pin);
-                return Err(err);
-            }
+    fn place(&self, name: &str, acked_lsn: u64, pin: Option<u64>) {
+        let mut state = lock(&self.state);
+        let slot = state
+            .slots
+            .entry(name.to_owned())
+            .or_insert_with(|| SlotState {
+                acked_lsn,
+                created_ms: now_ms(),
+                pin: None,
+            });
+        slot.acked_lsn = acked_lsn;
+        if pin.is_some() {
+            slot.pin = pin;
         }
-        Ok(())
+        state.dirty = true;
     }
 
     /// Records an acknowledgement (persisted by the next [`Slots::persist`]): the first
@@ -353,13 +336,10 @@ impl Slots {
     }
 
     /// Unpins `name` if `pin` still holds it (a newer connection may have pinned it since).
-    fn release(&self, name: &str, pin: Option<u64>) {
-        if pin.is_none() {
-            return;
-        }
+    fn release(&self, name: &str, pin: u64) {
         let mut state = lock(&self.state);
         if let Some(slot) = state.slots.get_mut(name) {
-            if slot.pin == pin {
+            if slot.pin == Some(pin) {
                 slot.pin = None;
             }
         }
@@ -466,7 +446,7 @@ impl SlotPin<'_> {
 
 impl Drop for SlotPin<'_> {
     fn drop(&mut self) {
-        self.slots.release(&self.name, Some(self.id));
+        self.slots.release(&self.name, self.id);
     }
 }
 
@@ -479,8 +459,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let slots = Slots::load(dir.path()).unwrap();
         assert_eq!(slots.min_acked(), None);
-        slots.ensure("eu-1", 5).unwrap();
-        let pin = slots.pin("us-1", 9).unwrap();
+        slots.ensure("eu-1", 5);
+        let pin = slots.pin("us-1", 9);
         slots.advance("eu-1", 7);
         slots.advance("eu-1", 6);
         slots.advance("unknown", 100);
@@ -511,13 +491,13 @@ mod tests {
     fn a_pin_is_released_when_its_holder_ends_and_never_releases_a_newer_one() {
         let dir = tempfile::tempdir().unwrap();
         let slots = Slots::load(dir.path()).unwrap();
-        let first = slots.pin("eu-1", 5).unwrap();
+        let first = slots.pin("eu-1", 5);
         first.move_to(8);
         assert_eq!(slots.min_pinned(), Some(8));
         drop(first);
         assert_eq!(slots.min_pinned(), None, "dropping the pin unpins");
-        let old = slots.pin("eu-1", 10).unwrap();
-        let new = slots.pin("eu-1", 12).unwrap();
+        let old = slots.pin("eu-1", 10);
+        let new = slots.pin("eu-1", 12);
         old.move_to(3);
         drop(old);
         assert_eq!(
@@ -542,8 +522,8 @@ mod tests {
 
     fn two_slots(dir: &Path) {
         let slots = Slots::load(dir).unwrap();
-        slots.ensure("eu-1", 1234).unwrap();
-        slots.ensure("us-west", 99).unwrap();
+        slots.ensure("eu-1", 1234);
+        slots.ensure("us-west", 99);
         slots.persist().unwrap();
     }
 
@@ -584,7 +564,7 @@ mod tests {
                 let slots = &slots;
                 scope.spawn(move || {
                     for step in 0..25 {
-                        slots.ensure(&format!("r{thread}"), step).unwrap();
+                        slots.ensure(&format!("r{thread}"), step);
                         slots.persist().unwrap();
                     }
                 });
