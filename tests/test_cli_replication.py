@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -99,3 +100,23 @@ def test_status_with_a_wrong_token_fails_clearly(tmp_path: Path) -> None:
         )
         assert status.returncode == 1
         assert "replikv status: error" in status.stderr
+
+
+def test_status_gets_in_while_strangers_hold_hundreds_of_sockets_open(tmp_path: Path) -> None:
+    with running("primary", "--data", str(tmp_path / "p"), "--listen", "127.0.0.1:0") as p:
+        address = re.search(r"on (127\.0\.0\.1:\d+)", first_line(p)).group(1)  # type: ignore[union-attr]
+        host, port = address.rsplit(":", 1)
+        idle = [socket.create_connection((host, int(port)), timeout=10) for _ in range(300)]
+        try:
+            status = subprocess.run(
+                [sys.executable, "-m", "replikv", "status", address],
+                capture_output=True,
+                text=True,
+                env=ENV,
+                timeout=60,
+            )
+            assert status.returncode == 0, status.stderr
+            assert "early eof" not in status.stderr
+        finally:
+            for sock in idle:
+                sock.close()

@@ -452,3 +452,107 @@ def test_lag_in_seconds_counts_from_the_oldest_missing_commit_not_from_idle_time
         assert info.lag_lsn == 1
         # Measured from the missing entry's commit, a moment ago: not from the idle 3 s.
         assert 0.0 <= info.lag_seconds < 2.5, info
+
+
+RETAIN_BYTES = 1 << 20
+
+
+@contextlib.contextmanager
+def child_replica_mid_snapshot(
+    tmp_path: Path,
+) -> Iterator[tuple[replikv.Primary, subprocess.Popen[str], int]]:
+    """A primary with a 1 MiB byte cap whose log was cut, and a replica process stopped
+    (SIGSTOP) while the primary sends it a 48 MiB snapshot, larger than any socket buffer.
+    Yields the primary, the stopped child and the LSN its slot was pinned at."""
+    store = replikv.Store(tmp_path / "primary", segment_bytes=256 << 10)
+    for i in range(48):
+        store.put("bulk", i, b"\x5a" * (1 << 20))
+    with replikv.Primary(
+        store, token=TOKEN, retain_bytes=RETAIN_BYTES, heartbeat_interval=0.1, ship_interval=0.01
+    ) as primary:
+        primary.retain()
+        assert store.oldest_lsn > 1, "a new replica needs a snapshot"
+        pinned_at = store.last_lsn
+        with subprocess.Popen(
+            [sys.executable, str(CHILD), str(tmp_path / "child"), primary.address],
+            stdout=subprocess.PIPE,
+            text=True,
+        ) as child:
+            try:
+                eventually(
+                    "the snapshot to start",
+                    lambda: any(i.state == "snapshot" for i in primary.status()),
+                )
+                child.send_signal(signal.SIGSTOP)
+                [info] = primary.status()
+                assert info.state == "snapshot", "stopped before its snapshot was installed"
+                yield primary, child, pinned_at
+            finally:
+                child.send_signal(signal.SIGKILL)
+                child.wait(timeout=30)
+    store.close()
+
+
+def assert_the_byte_cap_cuts_past(primary: replikv.Primary, lsn: int) -> None:
+    """Writes past the cap and applies retention until the log starts after `lsn`."""
+    store = primary.store
+
+    def cut() -> bool:
+        store.put("more", store.last_lsn, b"\x11" * (512 << 10))
+        primary.retain()
+        return store.oldest_lsn > lsn
+
+    eventually("the byte cap to cut the log past the snapshot's pin", cut)
+
+
+def test_a_replica_killed_mid_snapshot_leaves_no_pinned_slot_and_the_byte_cap_holds(
+    tmp_path: Path,
+) -> None:
+    with child_replica_mid_snapshot(tmp_path) as (primary, child, pinned_at):
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+        assert_the_byte_cap_cuts_past(primary, pinned_at)
+
+
+def test_a_replica_frozen_mid_snapshot_is_dropped_and_the_byte_cap_holds(tmp_path: Path) -> None:
+    with child_replica_mid_snapshot(tmp_path) as (primary, _, pinned_at):
+        eventually(
+            "the frozen link to be dropped",
+            lambda: primary.status()[0].state == "disconnected",
+        )
+        assert_the_byte_cap_cuts_past(primary, pinned_at)
+
+
+def test_a_damaged_slots_file_is_a_corruption_error(tmp_path: Path) -> None:
+    store = replikv.Store(tmp_path / "primary")
+    try:
+        with (
+            replikv.Primary(store, token=TOKEN) as primary,
+            replikv.Replica(tmp_path / "r", primary=primary.address, token=TOKEN, name="eu-1") as r,
+        ):
+            assert r.wait_for(store.put("t", 1, 1).lsn, timeout=30)
+            assert primary.wait_for(store.last_lsn, timeout=30) == 1
+        path = tmp_path / "primary" / "replication-slots"
+        good = path.read_bytes()
+        # A flip inside the name that still spells a valid name: "fu-1".
+        at = good.index(b"eu-1")
+        path.write_bytes(good[:at] + b"f" + good[at + 1 :])
+        with pytest.raises(replikv.CorruptionError, match="replication-slots"):
+            replikv.Primary(store, token=TOKEN)
+        path.write_bytes(good)
+        with replikv.Primary(store, token=TOKEN) as primary:
+            assert [s["name"] for s in primary.slots()] == ["eu-1"]
+    finally:
+        store.close()
+
+
+def test_a_collected_primary_stops_without_waiting_for_its_tasks(tmp_path: Path) -> None:
+    # In a child process: a drop that blocks holds the GIL, which would hang this one.
+    done = subprocess.run(
+        [sys.executable, str(CHILD.with_name("primary_drop_child.py")), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,  # a bound for a hung test, far below the notifier's 600 s pause
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["collected", "port-free"]

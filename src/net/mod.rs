@@ -1,8 +1,13 @@
-//! The process's tokio runtime, shared by every server and client of the core.
+//! The process's tokio runtime and what every server and client of the core shares:
+//! connection caps, write timeouts, tasks tied to their owner.
+
+pub mod admission;
+pub mod stall;
 
 use std::sync::atomic::{AtomicPtr, Ordering};
 
 use tokio::runtime::Runtime;
+use tokio::task::JoinHandle;
 
 use crate::fork::Owner;
 
@@ -60,5 +65,15 @@ pub fn runtime() -> &'static Runtime {
             // Another thread started one first: the loop returns that one.
             discard_unpublished(fresh);
         }
+    }
+}
+
+/// A task that is aborted when this handle is dropped, however its owner ends (returns,
+/// fails, or is itself cancelled).
+pub struct AbortOnDrop<T>(pub JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

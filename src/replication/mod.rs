@@ -1,6 +1,7 @@
 //! Replication: the wire protocol, the handshake's decisions, and (in `net`) the primary
 //! and replica that speak them over TCP.
 
+pub mod commit_times;
 pub mod handshake;
 pub mod monitor;
 pub mod primary;

@@ -10,6 +10,7 @@ use super::primary::PrimaryStatus;
 use super::protocol::{read_frame_within, read_handshake_frame, write_frame, Message, PeerKind};
 use crate::error::ReplicationError;
 use crate::net::runtime;
+use crate::net::stall::StallWriter;
 
 /// Connects to the primary at `address`, proves `token`, and returns its status report.
 ///
@@ -44,11 +45,12 @@ async fn ask(
             context: format!("connecting to {address}"),
             source,
         })?;
-    let (mut reader, mut writer) = stream.into_split();
-    let Message::Challenge { nonce } =
-        read_handshake_frame(&mut reader, timeout, "challenge").await?
-    else {
-        return Err(ReplicationError::Protocol("expected a challenge".into()));
+    let (mut reader, writer) = stream.into_split();
+    let mut writer = StallWriter::new(writer, timeout);
+    let nonce = match read_handshake_frame(&mut reader, timeout, "challenge").await? {
+        Message::Challenge { nonce } => nonce,
+        Message::Refused { reason, code } => return Err(code.into_error(reason)),
+        _ => return Err(ReplicationError::Protocol("expected a challenge".into())),
     };
     let hello = Message::Hello {
         kind: PeerKind::Monitor,
@@ -74,7 +76,7 @@ async fn ask(
             last_rejection: None,
             replicas,
         }),
-        Message::Refused { reason, .. } => Err(ReplicationError::Auth(reason)),
+        Message::Refused { reason, code } => Err(code.into_error(reason)),
         _ => Err(ReplicationError::Protocol(
             "expected a status report".into(),
         )),

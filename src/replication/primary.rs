@@ -3,33 +3,39 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_bytes::ByteBuf;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit};
 
+use super::commit_times::CommitTimes;
 use super::handshake::{self, LogView, Role};
 use super::protocol::{
     read_frame, read_handshake_frame, write_frame, Message, PeerKind, RefuseCode, MAX_FRAME_BYTES,
 };
-use super::slots::{Slot, Slots};
+use super::slots::{Slot, SlotPin, Slots};
 use super::status::{lag_seconds, now_ms, LinkState, ReplicaLink};
 use crate::error::{ReplicationError, Result};
 use crate::log::{LogPosition, RawEntry};
-use crate::net::runtime;
+use crate::net::admission::{Admission, Ticket};
+use crate::net::stall::StallWriter;
+use crate::net::{runtime, AbortOnDrop};
 use crate::store::Store;
 
 /// The longest heartbeat interval (replicas drop a link silent for 5 s).
 const MAX_HEARTBEAT: Duration = Duration::from_secs(2);
 /// A backlog this small is read on the async task itself (see `stream_to`).
 const INLINE_READ_ENTRIES: u64 = 64;
-/// Connections served at once, at most (more are refused and counted).
-const MAX_CONNECTIONS: usize = 256;
-/// How long a peer has to answer during the handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Replicas, consumers and monitors served at once, at most (more are refused as busy).
+const MAX_AUTHENTICATED: usize = 256;
+/// Connections that have not proved the token yet, at most: a newer one displaces the
+/// oldest, so that strangers holding sockets open never lock out replicas and monitors.
+const MAX_UNAUTHENTICATED: usize = 32;
+/// How long a new connection has to prove the token.
+const AUTH_DEADLINE: Duration = Duration::from_secs(5);
 /// Entries read from the log per batch at most.
 const BATCH_ENTRIES: usize = 4096;
 /// Rows read from a snapshot per batch, and bytes of rows per frame (a single row larger
@@ -62,6 +68,16 @@ pub struct PrimaryOptions {
     pub retention_interval: Duration,
 }
 
+impl PrimaryOptions {
+    /// A link that takes no bytes, or sends no ack, for this long is dropped, whatever it
+    /// is doing (streaming, receiving a snapshot, answering the handshake): four
+    /// heartbeats and a second.
+    #[must_use]
+    pub fn stall_timeout(&self) -> Duration {
+        self.heartbeat_interval * 4 + Duration::from_secs(1)
+    }
+}
+
 impl Default for PrimaryOptions {
     fn default() -> Self {
         Self {
@@ -77,13 +93,50 @@ impl Default for PrimaryOptions {
     }
 }
 
+/// An entry shipped to a peer and not acknowledged yet.
+struct InFlight {
+    lsn: u64,
+    commit_ms: u64,
+    bytes: u64,
+}
+
 struct Link {
     kind: PeerKind,
     status: ReplicaLink,
     generation: u64,
-    /// Shipped but unacknowledged entries: `(lsn, commit ms, bytes)`.
-    unacked: VecDeque<(u64, u64, u64)>,
+    /// Shipped but unacknowledged entries, oldest first, and their bytes in all.
+    in_flight: VecDeque<InFlight>,
+    in_flight_bytes: u64,
     stop: watch::Sender<bool>,
+}
+
+impl Link {
+    /// The commit time of the oldest entry this peer lacks (`None` when it lacks none):
+    /// exact for an entry in flight, else when the first entry not shipped to it became
+    /// visible. Never reads the log: heartbeats and `status()` call it under the lock.
+    fn oldest_missing_ms(&self, last_lsn: u64, times: &CommitTimes) -> Option<u64> {
+        if self.status.acked_lsn >= last_lsn {
+            return None;
+        }
+        if let Some(oldest) = self.in_flight.front() {
+            return Some(oldest.commit_ms);
+        }
+        (self.status.sent_lsn < last_lsn)
+            .then(|| times.visible_by(self.status.sent_lsn + 1))
+            .flatten()
+    }
+
+    /// Records a cumulative ack; returns the LSN acknowledged (never beyond what was sent).
+    fn acknowledge(&mut self, flushed_lsn: u64) -> u64 {
+        let flushed_lsn = flushed_lsn.min(self.status.sent_lsn);
+        self.status.acked_lsn = self.status.acked_lsn.max(flushed_lsn);
+        self.status.last_seen_ms = now_ms();
+        while let Some(oldest) = self.in_flight.front().filter(|e| e.lsn <= flushed_lsn) {
+            self.in_flight_bytes -= oldest.bytes;
+            self.in_flight.pop_front();
+        }
+        flushed_lsn
+    }
 }
 
 struct Shared {
@@ -95,16 +148,24 @@ struct Shared {
     rejected: AtomicU64,
     last_rejection: Mutex<Option<String>>,
     visible: watch::Sender<u64>,
+    commit_times: CommitTimes,
+    admission: Arc<Admission>,
 }
 
-/// A running primary. Dropping it (or [`Primary::close`]) stops the server.
+/// A running primary. [`Primary::close`] stops the server and waits for it; dropping it
+/// only signals the stop (it may run where blocking is not allowed, e.g. with the GIL).
 pub struct Primary {
     shared: Arc<Shared>,
     address: SocketAddr,
     shutdown: watch::Sender<bool>,
+    /// Dropped to wake the notifier thread, which then ends.
+    wake_notifier: Mutex<Option<mpsc::Sender<()>>>,
     notifier: Mutex<Option<std::thread::JoinHandle<()>>>,
     server: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
+
+/// The writing half of a connection: every write fails after the stall timeout.
+type Writer = StallWriter<OwnedWriteHalf>;
 
 /// What [`Primary::status`] reports.
 #[derive(Debug, Clone)]
@@ -148,6 +209,7 @@ impl Primary {
         let (visible, _) = watch::channel(store.last_lsn());
         let shared = Arc::new(Shared {
             slots,
+            commit_times: CommitTimes::new(store.last_lsn(), now_ms()),
             store,
             options,
             links: Mutex::new(BTreeMap::new()),
@@ -155,6 +217,7 @@ impl Primary {
             rejected: AtomicU64::new(0),
             last_rejection: Mutex::new(None),
             visible,
+            admission: Admission::new(MAX_UNAUTHENTICATED, MAX_AUTHENTICATED),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let server = runtime().spawn(accept_loop(
@@ -162,20 +225,27 @@ impl Primary {
             listener,
             shutdown_rx.clone(),
         ));
-        runtime().spawn(retention_loop(Arc::clone(&shared), shutdown_rx.clone()));
+        runtime().spawn(retention_loop(Arc::clone(&shared), shutdown_rx));
+        let (wake_notifier, woken) = mpsc::channel();
         let notifier = {
             let shared = Arc::clone(&shared);
-            let shutdown_rx = shutdown_rx.clone();
             std::thread::Builder::new()
                 .name("replikv-notify".into())
-                .spawn(move || notify_loop(&shared, &shutdown_rx))
-                .map_err(io_err("starting the notifier thread"))?
+                .spawn(move || notify_loop(&shared, &woken))
+        };
+        let notifier = match notifier {
+            Ok(notifier) => notifier,
+            Err(err) => {
+                shutdown.send_replace(true);
+                return Err(io_err("starting the notifier thread")(err).into());
+            }
         };
         tracing::info!(%address, "primary listening");
         Ok(Self {
             shared,
             address,
             shutdown,
+            wake_notifier: Mutex::new(Some(wake_notifier)),
             notifier: Mutex::new(Some(notifier)),
             server: Mutex::new(Some(server)),
         })
@@ -242,14 +312,19 @@ impl Primary {
         self.shared.retain()
     }
 
-    /// Stops the server and every connection; the store stays open.
-    pub fn close(&self) {
-        if self.shutdown.send_replace(true) {
-            return;
-        }
+    /// Signals the server, every connection and the notifier to stop; waits for nothing.
+    fn signal_stop(&self) {
+        self.shutdown.send_replace(true);
+        drop(lock(&self.wake_notifier).take());
         for link in lock(&self.shared.links).values() {
             link.stop.send_replace(true);
         }
+    }
+
+    /// Stops the server and every connection, waits until the port is free and persists
+    /// the slots; the store stays open.
+    pub fn close(&self) {
+        self.signal_stop();
         if let Some(handle) = lock(&self.notifier).take() {
             let _ = handle.join();
         }
@@ -267,8 +342,10 @@ impl Primary {
 }
 
 impl Drop for Primary {
+    /// Only signals the stop: the tasks end at their next await point and the retention
+    /// task persists the slots a last time. Waiting belongs to [`Primary::close`].
     fn drop(&mut self) {
-        self.close();
+        self.signal_stop();
     }
 }
 
@@ -278,23 +355,26 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Turns the store's visibility (a condition variable) into a watch channel for the tasks.
+/// Turns the store's visibility (a condition variable) into a watch channel for the tasks,
+/// and samples when entries became visible (see [`CommitTimes`]).
 ///
-/// Wakes only while some connection listens, and at most once per `ship_interval`: nothing
-/// ships more often, and a wake per commit would cost the writers a context switch each.
-fn notify_loop(shared: &Shared, shutdown: &watch::Receiver<bool>) {
+/// Wakes at most once per `ship_interval`: nothing ships more often, and a wake per commit
+/// would cost the writers a context switch each. Ends when `woken` disconnects.
+fn notify_loop(shared: &Shared, woken: &mpsc::Receiver<()>) {
     let idle = Duration::from_millis(50);
     let mut last = shared.store.last_lsn();
-    while !*shutdown.borrow() && !shared.store.is_closed() {
-        if shared.visible.receiver_count() == 0 {
-            std::thread::sleep(idle);
-            continue;
-        }
+    while !shared.store.is_closed() {
         let visible = shared.store.wait_for_lsn(last + 1, idle);
-        if visible != last {
+        let pause = if visible == last {
+            Duration::ZERO
+        } else {
             last = visible;
+            shared.commit_times.record(visible, now_ms());
             shared.visible.send_replace(visible);
-            std::thread::sleep(shared.options.ship_interval);
+            shared.options.ship_interval
+        };
+        if let Err(mpsc::RecvTimeoutError::Disconnected) = woken.recv_timeout(pause) {
+            return;
         }
     }
 }
@@ -303,7 +383,16 @@ async fn retention_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
     let mut tick = tokio::time::interval(shared.options.retention_interval);
     loop {
         tokio::select! {
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => {
+                // A primary that is dropped rather than closed keeps its last acks.
+                let slots = Arc::clone(&shared);
+                match tokio::task::spawn_blocking(move || slots.slots.persist()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(err)) => tracing::warn!(error = %err, "could not persist the replication slots"),
+                    Err(err) => tracing::warn!(error = %err, "persisting the replication slots panicked"),
+                }
+                return;
+            }
             _ = tick.tick() => {
                 let shared = Arc::clone(&shared);
                 match tokio::task::spawn_blocking(move || shared.retain()).await {
@@ -324,7 +413,6 @@ async fn accept_loop(
     // Every connection is a task of this set: the loop aborts them all before it ends, so
     // that `close()` returns only when nothing of the server runs or holds the port.
     let mut connections = tokio::task::JoinSet::new();
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         tokio::select! {
             _ = shutdown.changed() => {
@@ -341,20 +429,9 @@ async fn accept_loop(
                         continue;
                     }
                 };
-                if !handshake::peer_allowed(shared.options.token.is_some(), peer.ip()) {
-                    shared.reject(&peer, "no token is configured, so only loopback peers may connect");
-                    continue;
-                }
-                let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-                    shared.reject(&peer, "too many connections");
-                    continue;
-                };
+                let ticket = shared.admission.admit();
                 let _ = stream.set_nodelay(true);
-                let serving = serve(Arc::clone(&shared), stream, peer, shutdown.clone());
-                connections.spawn(async move {
-                    serving.await;
-                    drop(permit);
-                });
+                connections.spawn(serve(Arc::clone(&shared), stream, peer, ticket, shutdown.clone()));
             }
         }
     }
@@ -424,36 +501,18 @@ impl Shared {
         Ok(dropped)
     }
 
-    /// The commit time of the first entry after `acked` (`None` if there is none yet):
-    /// from the shipped-but-unacked list when it starts there, else from the log.
-    fn oldest_missing_ms(&self, acked: u64, shipped: Option<(u64, u64)>) -> Option<u64> {
-        if acked >= self.store.last_lsn() {
-            return None;
-        }
-        if let Some((lsn, commit)) = shipped.filter(|(lsn, _)| *lsn == acked + 1) {
-            debug_assert_eq!(lsn, acked + 1);
-            return Some(commit);
-        }
-        let mut position = LogPosition::after(acked);
-        self.store
-            .read_log_raw(&mut position, 1, usize::MAX)
-            .ok()
-            .and_then(|entries| entries.first().map(|e| e.timestamp_ms))
-    }
-
+    /// Every link's state and lag: in memory only, so cheap enough for any caller.
     fn status(&self) -> PrimaryStatus {
         let last_lsn = self.store.last_lsn();
         let now = now_ms();
-        let links = lock(&self.links);
-        let replicas = links
+        let replicas = lock(&self.links)
             .values()
             .map(|link| {
                 let mut status = link.status.clone();
                 status.lag_lsn = last_lsn.saturating_sub(status.acked_lsn);
-                status.lag_bytes = link.unacked.iter().map(|(_, _, bytes)| bytes).sum();
-                let shipped = link.unacked.front().map(|(lsn, commit, _)| (*lsn, *commit));
-                let oldest_missing = self.oldest_missing_ms(status.acked_lsn, shipped);
-                status.lag_seconds = lag_seconds(oldest_missing, now);
+                status.lag_bytes = link.in_flight_bytes;
+                status.lag_seconds =
+                    lag_seconds(link.oldest_missing_ms(last_lsn, &self.commit_times), now);
                 status
             })
             .collect();
@@ -500,7 +559,8 @@ impl Shared {
                 last_seen_ms: now_ms(),
             },
             generation,
-            unacked: VecDeque::new(),
+            in_flight: VecDeque::new(),
+            in_flight_bytes: 0,
             stop,
         };
         if let Some(old) = lock(&self.links).insert(name.to_owned(), link) {
@@ -509,29 +569,85 @@ impl Shared {
         (generation, stop_rx)
     }
 
-    fn update(&self, name: &str, generation: u64, f: impl FnOnce(&mut Link)) {
-        if let Some(link) = lock(&self.links).get_mut(name) {
-            if link.generation == generation {
-                f(link);
-            }
+    /// Runs `f` on the link of `name` if it is still the connection `generation`.
+    fn update<T>(&self, name: &str, generation: u64, f: impl FnOnce(&mut Link) -> T) -> Option<T> {
+        lock(&self.links)
+            .get_mut(name)
+            .filter(|link| link.generation == generation)
+            .map(f)
+    }
+}
+
+/// A refused connection: the code and reason sent to the peer, logged and counted.
+struct Refusal {
+    code: RefuseCode,
+    reason: String,
+}
+
+impl Refusal {
+    fn new(code: RefuseCode, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
         }
     }
+}
+
+impl From<ReplicationError> for Refusal {
+    fn from(err: ReplicationError) -> Self {
+        Self::new(RefuseCode::Protocol, err.to_string())
+    }
+}
+
+/// What a peer said in its hello, once its proof verified.
+struct Hello {
+    kind: PeerKind,
+    name: String,
+    nonce: ByteBuf,
+    epoch: u64,
+    flushed_lsn: u64,
+    flushed_id: (u64, u32),
+    lineage: u64,
+}
+
+/// Where streaming to an accepted replica or consumer starts.
+enum Start<'a> {
+    /// After this LSN, which the peer holds.
+    After(u64),
+    /// After a snapshot; the pin keeps the log it will stream from until its first ack or
+    /// until the connection ends, however it ends.
+    Snapshot(SlotPin<'a>),
+}
+
+/// What a successful handshake leads to.
+enum Accepted<'a> {
+    /// A replica (or consumer) to stream to.
+    Stream {
+        kind: PeerKind,
+        name: String,
+        from_lsn: u64,
+        start: Start<'a>,
+    },
+    /// A monitor that got its status report.
+    Monitor,
 }
 
 async fn serve(
     shared: Arc<Shared>,
     stream: TcpStream,
     peer: SocketAddr,
+    ticket: Ticket,
     shutdown: watch::Receiver<bool>,
 ) {
-    let (mut reader, mut writer) = stream.into_split();
-    let name = match accept(&shared, &mut reader, &mut writer, &peer).await {
+    let (mut reader, writer) = stream.into_split();
+    let mut writer = StallWriter::new(writer, shared.options.stall_timeout());
+    let (accepted, _place) = match handshake(&shared, &mut reader, &mut writer, &peer, ticket).await
+    {
         Ok(accepted) => accepted,
-        Err((reason, code)) => {
+        Err(Refusal { code, reason }) => {
             shared.reject(&peer, &reason);
-            if let Some(code) = code {
-                let _ = write_frame(&mut writer, &Message::Refused { reason, code }).await;
-            }
+            // Best effort: a peer that is gone or stalled does not get it.
+            let _ = write_frame(&mut writer, &Message::Refused { reason, code }).await;
             return;
         }
     };
@@ -539,69 +655,83 @@ async fn serve(
         kind,
         name,
         from_lsn,
-        snapshot,
-    } = name
+        start,
+    } = accepted
     else {
         return;
     };
-    let (generation, stop) = shared.register(kind, &name, &peer, from_lsn);
-    let flushed_lsn = if snapshot {
-        match send_snapshot(&shared, &name, generation, &mut writer).await {
-            Ok(lsn) => lsn,
-            Err(err) => {
-                tracing::warn!(replica = %name, error = %err, "sending a snapshot failed");
-                shared.update(&name, generation, |link| {
-                    link.status.state = LinkState::Disconnected;
-                });
-                return;
-            }
-        }
-    } else {
-        from_lsn
+    let (generation, mut stop) = shared.register(kind, &name, &peer, from_lsn);
+    let mut shutdown = shutdown;
+    let result = tokio::select! {
+        result = snapshot_then_stream(&shared, &name, generation, &start, reader, writer) => result,
+        _ = stop.changed() => Ok(()),
+        _ = shutdown.changed() => Ok(()),
     };
-    let result = stream_to(
-        &shared,
-        &name,
-        generation,
-        flushed_lsn,
-        reader,
-        writer,
-        stop,
-        shutdown,
-    )
-    .await;
     if let Err(err) = &result {
         tracing::info!(replica = %name, error = %err, "replica connection ended");
     }
-    shared.slots.unpin(&name);
     shared.update(&name, generation, |link| {
         link.status.state = LinkState::Disconnected;
     });
+    // Unpins the slot if the replica never acked its snapshot.
+    drop(start);
 }
 
-type Refusal = (String, Option<RefuseCode>);
-
-/// What a successful handshake leads to.
-enum Accepted {
-    /// A replica (or consumer) to stream to, after `from_lsn` or after a snapshot.
-    Stream {
-        kind: PeerKind,
-        name: String,
-        from_lsn: u64,
-        snapshot: bool,
-    },
-    /// A monitor that got its status report.
-    Monitor,
+async fn snapshot_then_stream(
+    shared: &Arc<Shared>,
+    name: &str,
+    generation: u64,
+    start: &Start<'_>,
+    reader: OwnedReadHalf,
+    mut writer: Writer,
+) -> Result<(), ReplicationError> {
+    let from_lsn = match start {
+        Start::After(lsn) => *lsn,
+        Start::Snapshot(pin) => send_snapshot(shared, name, generation, pin, &mut writer).await?,
+    };
+    stream_to(shared, name, generation, from_lsn, reader, writer).await
 }
 
-/// The handshake: challenge, proof, resume decision, welcome.
-async fn accept(
+/// The handshake: the peer proves the token within [`AUTH_DEADLINE`] (or is displaced by
+/// newer strangers first), takes an authenticated place (held until the connection ends),
+/// and is welcomed or refused.
+async fn handshake<'a>(
+    shared: &'a Arc<Shared>,
+    reader: &mut OwnedReadHalf,
+    writer: &mut Writer,
+    peer: &SocketAddr,
+    mut ticket: Ticket,
+) -> Result<(Accepted<'a>, OwnedSemaphorePermit), Refusal> {
+    if !handshake::peer_allowed(shared.options.token.is_some(), peer.ip()) {
+        return Err(Refusal::new(
+            RefuseCode::Auth,
+            "no token is configured, so only loopback peers may connect",
+        ));
+    }
+    let hello = tokio::select! {
+        hello = tokio::time::timeout(AUTH_DEADLINE, authenticate(shared, reader, writer)) => {
+            hello.map_err(|_| Refusal::new(RefuseCode::Protocol, format!("no valid hello within {AUTH_DEADLINE:?}")))??
+        }
+        () = ticket.displaced() => return Err(Refusal::new(
+            RefuseCode::Busy,
+            format!("displaced: more than {MAX_UNAUTHENTICATED} connections were waiting to authenticate"),
+        )),
+    };
+    let Some(permit) = ticket.authenticated() else {
+        return Err(Refusal::new(
+            RefuseCode::Busy,
+            format!("{MAX_AUTHENTICATED} peers are connected already: retry later"),
+        ));
+    };
+    Ok((welcome(shared, writer, peer, hello).await?, permit))
+}
+
+/// The unauthenticated part: a challenge, and a hello whose proof verifies.
+async fn authenticate(
     shared: &Shared,
     reader: &mut OwnedReadHalf,
-    writer: &mut OwnedWriteHalf,
-    peer: &SocketAddr,
-) -> Result<Accepted, Refusal> {
-    let no_code = |e: ReplicationError| (e.to_string(), None);
+    writer: &mut Writer,
+) -> Result<Hello, Refusal> {
     let nonce = handshake::nonce();
     write_frame(
         writer,
@@ -609,11 +739,7 @@ async fn accept(
             nonce: ByteBuf::from(nonce.clone()),
         },
     )
-    .await
-    .map_err(no_code)?;
-    let hello = read_handshake_frame(reader, HANDSHAKE_TIMEOUT, "hello")
-        .await
-        .map_err(no_code)?;
+    .await?;
     let Message::Hello {
         kind,
         name,
@@ -623,33 +749,60 @@ async fn accept(
         flushed_lsn,
         flushed_id,
         lineage,
-    } = hello
+    } = read_handshake_frame(reader, AUTH_DEADLINE, "hello").await?
     else {
-        return Err(("expected a hello".to_owned(), Some(RefuseCode::Protocol)));
+        return Err(Refusal::new(RefuseCode::Protocol, "expected a hello"));
     };
     if !handshake::verify(shared.token(), Role::Peer, &nonce, &proof) {
-        return Err(("wrong token".to_owned(), Some(RefuseCode::Auth)));
+        return Err(Refusal::new(RefuseCode::Auth, "wrong token"));
     }
+    Ok(Hello {
+        kind,
+        name,
+        nonce: peer_nonce,
+        epoch,
+        flushed_lsn,
+        flushed_id,
+        lineage,
+    })
+}
+
+/// The authenticated part: a monitor gets its report; a replica or consumer gets the
+/// resume decision (its slot created, or pinned for a snapshot) and a welcome.
+async fn welcome<'a>(
+    shared: &'a Arc<Shared>,
+    writer: &mut Writer,
+    peer: &SocketAddr,
+    hello: Hello,
+) -> Result<Accepted<'a>, Refusal> {
+    let Hello {
+        kind,
+        name,
+        nonce: peer_nonce,
+        epoch,
+        flushed_lsn,
+        flushed_id,
+        lineage,
+    } = hello;
     if kind == PeerKind::Monitor {
-        write_frame(writer, &shared.report())
-            .await
-            .map_err(no_code)?;
+        write_frame(writer, &shared.report()).await?;
         return Ok(Accepted::Monitor);
     }
     if crate::store::validate_table_name(&name).is_err() {
-        return Err((
+        return Err(Refusal::new(
+            RefuseCode::Protocol,
             format!("invalid replica name {name:?}"),
-            Some(RefuseCode::Protocol),
         ));
     }
     let store = shared.store.clone();
     let primary_epoch = store.epoch();
     if epoch > primary_epoch {
-        return Err((
+        return Err(Refusal::new(
+            RefuseCode::Fenced,
             format!("{peer} has seen epoch {epoch}, newer than this primary's {primary_epoch}"),
-            Some(RefuseCode::Fenced),
         ));
     }
+    let internal = |e: &dyn std::fmt::Display| Refusal::new(RefuseCode::Protocol, e.to_string());
     let view = tokio::task::spawn_blocking(move || -> Result<LogView> {
         Ok(LogView {
             oldest_lsn: store.oldest_lsn()?,
@@ -658,11 +811,11 @@ async fn accept(
         })
     })
     .await
-    .map_err(|e| (e.to_string(), None))?
-    .map_err(|e| (e.to_string(), None))?;
+    .map_err(|e| internal(&e))?
+    .map_err(|e| internal(&e))?;
     // A replica whose position left the log is re-seeded by a snapshot; a fork is never
     // papered over that way (it needs an explicit resync).
-    let primary_lineage = shared.store.lineage().map_err(|e| (e.to_string(), None))?;
+    let primary_lineage = shared.store.lineage().map_err(|e| internal(&e))?;
     let snapshot = needs_snapshot(
         kind,
         peer,
@@ -672,14 +825,23 @@ async fn accept(
         primary_lineage,
         view,
     )?;
+    // A replica's slot is pinned from here, before any snapshot is taken: retention cannot
+    // then cut the entries that will follow it.
+    let start = if snapshot {
+        Start::Snapshot(shared.slots.pin(&name, view.last_lsn))
+    } else {
+        if kind == PeerKind::Replica {
+            shared.slots.ensure(&name, flushed_lsn);
+        }
+        Start::After(flushed_lsn)
+    };
     if kind == PeerKind::Replica {
-        // Pin the log from here before any snapshot is taken: retention cannot then cut
-        // the entries that will follow it.
-        let pin = if snapshot { view.last_lsn } else { flushed_lsn };
-        shared
-            .slots
-            .ensure(&name, pin, snapshot)
-            .map_err(|e| (e.to_string(), None))?;
+        // The slot is on disk before the replica is welcomed (an fsync: off the runtime).
+        let persisting = Arc::clone(shared);
+        tokio::task::spawn_blocking(move || persisting.slots.persist())
+            .await
+            .map_err(|e| internal(&e))?
+            .map_err(|e| internal(&e))?;
     }
     let welcome = Message::Welcome {
         proof: ByteBuf::from(handshake::prove(shared.token(), Role::Primary, &peer_nonce)),
@@ -688,7 +850,7 @@ async fn accept(
         snapshot,
         lineage: primary_lineage,
     };
-    write_frame(writer, &welcome).await.map_err(no_code)?;
+    write_frame(writer, &welcome).await?;
     tracing::info!(%peer, replica = %name, ?kind, from_lsn = flushed_lsn, "replica connected");
     // Links are named by replica; other kinds of peer never take a replica's place.
     let name = if kind == PeerKind::Replica {
@@ -700,7 +862,7 @@ async fn accept(
         kind,
         name,
         from_lsn: flushed_lsn,
-        snapshot,
+        start,
     })
 }
 
@@ -724,38 +886,37 @@ fn needs_snapshot(
         {
             Ok(true)
         }
-        Err((RefuseCode::NeedsSnapshot, _)) if kind == PeerKind::Replica => Err((
+        Err((RefuseCode::NeedsSnapshot, _)) if kind == PeerKind::Replica => Err(Refusal::new(
+            RefuseCode::Diverged,
             format!(
                 "{peer} holds another store's history (a different lineage): resync it explicitly"
             ),
-            Some(RefuseCode::Diverged),
         )),
-        Err((code, reason)) => Err((reason, Some(code))),
+        Err((code, reason)) => Err(Refusal::new(code, reason)),
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Streams entries after `from_lsn` with heartbeats while idle, until the peer's acks stop
+/// (its reader ends: silence, garbage or a closed connection) or a write stalls.
 async fn stream_to(
     shared: &Arc<Shared>,
     name: &str,
     generation: u64,
     from_lsn: u64,
     reader: OwnedReadHalf,
-    mut writer: OwnedWriteHalf,
-    mut stop: watch::Receiver<bool>,
-    mut shutdown: watch::Receiver<bool>,
+    mut writer: Writer,
 ) -> Result<(), ReplicationError> {
-    let mut acks = tokio::spawn(read_acks(
+    let mut acks = AbortOnDrop(tokio::spawn(read_acks(
         Arc::clone(shared),
         name.to_owned(),
         generation,
         reader,
-    ));
+    )));
     let mut visible = shared.visible.subscribe();
     let mut heartbeat = tokio::time::interval(shared.options.heartbeat_interval);
     let mut position = LogPosition::after(from_lsn);
     let mut last_ship: Option<Instant> = None;
-    let result = loop {
+    loop {
         let backlog = (shared.store.last_lsn() + 1).saturating_sub(position.next_lsn());
         if backlog > 0 {
             // A replica behind by a full batch or more is caught up as fast as it can take
@@ -768,9 +929,7 @@ async fn stream_to(
                 if !wait.is_zero() {
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
-                        _ = stop.changed() => break Ok(()),
-                        _ = shutdown.changed() => break Ok(()),
-                        _ = &mut acks => break Ok(()),
+                        _ = &mut acks.0 => return Ok(()),
                     }
                 }
             }
@@ -792,32 +951,24 @@ async fn stream_to(
             };
             let batch = batch
                 .map_err(|e| ReplicationError::Protocol(format!("cannot read the log: {e}")))?;
-            if let Err(err) = ship(shared, name, generation, &mut writer, batch).await {
-                break Err(err);
-            }
+            ship(shared, name, generation, &mut writer, batch).await?;
             last_ship = Some(Instant::now());
             continue;
         }
         tokio::select! {
             _ = visible.changed() => {}
             _ = heartbeat.tick() => {
-                let acked = lock(&shared.links).get(name).map_or(from_lsn, |l| l.status.acked_lsn);
-                let beat = Message::Heartbeat {
-                    last_lsn: shared.store.last_lsn(),
-                    oldest_missing_ms: shared.oldest_missing_ms(acked, None).unwrap_or(0),
-                    now_ms: now_ms(),
-                };
-                if let Err(err) = write_frame(&mut writer, &beat).await {
-                    break Err(err);
-                }
+                let last_lsn = shared.store.last_lsn();
+                let oldest_missing_ms = shared
+                    .update(name, generation, |link| link.oldest_missing_ms(last_lsn, &shared.commit_times))
+                    .flatten()
+                    .unwrap_or(0);
+                let beat = Message::Heartbeat { last_lsn, oldest_missing_ms, now_ms: now_ms() };
+                write_frame(&mut writer, &beat).await?;
             }
-            _ = stop.changed() => break Ok(()),
-            _ = shutdown.changed() => break Ok(()),
-            _ = &mut acks => break Ok(()),
+            _ = &mut acks.0 => return Ok(()),
         }
-    };
-    acks.abort();
-    result
+    }
 }
 
 /// Sends a consistent copy of every table, in frames of about `SNAPSHOT_FRAME_BYTES`, and
@@ -826,17 +977,15 @@ async fn send_snapshot(
     shared: &Arc<Shared>,
     name: &str,
     generation: u64,
-    writer: &mut OwnedWriteHalf,
+    pin: &SlotPin<'_>,
+    writer: &mut Writer,
 ) -> Result<u64, ReplicationError> {
     let store = shared.store.clone();
     let view = tokio::task::spawn_blocking(move || store.snapshot_view())
         .await
         .map_err(|e| ReplicationError::Protocol(e.to_string()))?
         .map_err(|e| ReplicationError::Protocol(format!("cannot take a snapshot: {e}")))?;
-    shared
-        .slots
-        .ensure(name, view.lsn, true)
-        .map_err(|e| ReplicationError::Protocol(format!("cannot pin the slot: {e}")))?;
+    pin.move_to(view.lsn);
     shared.update(name, generation, |link| {
         link.status.state = LinkState::Snapshot;
         link.status.sent_lsn = view.lsn;
@@ -911,16 +1060,20 @@ async fn ship(
     shared: &Shared,
     name: &str,
     generation: u64,
-    writer: &mut OwnedWriteHalf,
+    writer: &mut Writer,
     batch: Vec<RawEntry>,
 ) -> Result<(), ReplicationError> {
     let Some(last) = batch.last() else {
         return Ok(());
     };
     let last_lsn = last.lsn;
-    let shipped: Vec<(u64, u64, u64)> = batch
+    let shipped: Vec<InFlight> = batch
         .iter()
-        .map(|e| (e.lsn, e.timestamp_ms, e.payload.len() as u64))
+        .map(|e| InFlight {
+            lsn: e.lsn,
+            commit_ms: e.timestamp_ms,
+            bytes: e.payload.len() as u64,
+        })
         .collect();
     let limit = MAX_FRAME_BYTES - FRAME_SLACK;
     let mut frame: Vec<ByteBuf> = Vec::new();
@@ -963,36 +1116,30 @@ async fn ship(
         } else {
             LinkState::CatchingUp
         };
-        link.unacked.extend(shipped);
+        link.in_flight_bytes += shipped.iter().map(|e| e.bytes).sum::<u64>();
+        link.in_flight.extend(shipped);
     });
     Ok(())
 }
 
 async fn read_acks(shared: Arc<Shared>, name: String, generation: u64, mut reader: OwnedReadHalf) {
     // A healthy peer acks every heartbeat: silence for several of them means a stalled link.
-    let silence = shared.options.heartbeat_interval * 4 + Duration::from_secs(1);
+    let silence = shared.options.stall_timeout();
     loop {
         let Ok(frame) = tokio::time::timeout(silence, read_frame(&mut reader)).await else {
             tracing::info!(replica = %name, "no ack for {silence:?}: dropping the link");
             return;
         };
         match frame {
-            Ok(Message::Ack { flushed_lsn, .. }) => shared.update(&name, generation, |link| {
-                // Nobody acks what was never sent; only a replica moves its slot.
-                let flushed_lsn = flushed_lsn.min(link.status.sent_lsn);
-                if link.kind == PeerKind::Replica {
-                    shared.slots.advance(&name, flushed_lsn);
+            Ok(Message::Ack { flushed_lsn, .. }) => {
+                let acked = shared.update(&name, generation, |link| {
+                    (link.kind, link.acknowledge(flushed_lsn))
+                });
+                // Only a replica moves its slot (its first ack also unpins it).
+                if let Some((PeerKind::Replica, acked)) = acked {
+                    shared.slots.advance(&name, acked);
                 }
-                link.status.acked_lsn = link.status.acked_lsn.max(flushed_lsn);
-                link.status.last_seen_ms = now_ms();
-                while link
-                    .unacked
-                    .front()
-                    .is_some_and(|(lsn, _, _)| *lsn <= flushed_lsn)
-                {
-                    link.unacked.pop_front();
-                }
-            }),
+            }
             Ok(other) => {
                 tracing::warn!(replica = %name, message = ?other.type_byte(), "unexpected message from a replica");
                 return;

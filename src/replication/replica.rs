@@ -11,11 +11,12 @@ use tokio::sync::{mpsc, watch};
 
 use super::handshake::{self, Role};
 use super::protocol::{
-    read_frame, read_frame_within, read_handshake_frame, write_frame, Message, PeerKind, RefuseCode,
+    read_frame, read_frame_within, read_handshake_frame, write_frame, Message, PeerKind,
 };
 use super::status::LinkState;
 use crate::error::{ReplicationError, Result};
-use crate::net::runtime;
+use crate::net::stall::StallWriter;
+use crate::net::{runtime, AbortOnDrop};
 use crate::store::{Store, StoreOptions};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -224,16 +225,6 @@ async fn follow(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-fn refused(code: RefuseCode, reason: String) -> ReplicationError {
-    match code {
-        RefuseCode::Auth => ReplicationError::Auth(reason),
-        RefuseCode::Diverged => ReplicationError::Diverged(reason),
-        RefuseCode::NeedsSnapshot => ReplicationError::NeedsSnapshot(reason),
-        RefuseCode::Fenced => ReplicationError::Fenced(reason),
-        RefuseCode::Protocol => ReplicationError::Refused(reason),
-    }
-}
-
 /// Reassembles an entry sent in parts.
 #[derive(Default)]
 struct Parts {
@@ -266,10 +257,11 @@ impl Parts {
     }
 }
 
+/// The writing half of the link: a primary that stops reading fails the write.
+type Writer = StallWriter<OwnedWriteHalf>;
+
 /// Connects and runs the handshake; returns the stream halves and the resume point.
-async fn connect(
-    shared: &Arc<Shared>,
-) -> Result<(OwnedReadHalf, OwnedWriteHalf, u64), ReplicationError> {
+async fn connect(shared: &Arc<Shared>) -> Result<(OwnedReadHalf, Writer, u64), ReplicationError> {
     let options = &shared.options;
     let token = options.token.as_deref().unwrap_or("").as_bytes();
     let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(&options.primary))
@@ -280,11 +272,12 @@ async fn connect(
             source,
         })?;
     let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.into_split();
-    let Message::Challenge { nonce } =
-        read_handshake_frame(&mut reader, HANDSHAKE_TIMEOUT, "challenge").await?
-    else {
-        return Err(ReplicationError::Protocol("expected a challenge".into()));
+    let (mut reader, writer) = stream.into_split();
+    let mut writer = StallWriter::new(writer, IDLE_TIMEOUT);
+    let nonce = match read_handshake_frame(&mut reader, HANDSHAKE_TIMEOUT, "challenge").await? {
+        Message::Challenge { nonce } => nonce,
+        Message::Refused { reason, code } => return Err(code.into_error(reason)),
+        _ => return Err(ReplicationError::Protocol("expected a challenge".into())),
     };
     let store = shared.store.clone();
     let (flushed_lsn, flushed_id, lineage) =
@@ -353,7 +346,7 @@ async fn connect(
                 return Ok((reader, writer, lsn));
             }
         }
-        Message::Refused { reason, code } => return Err(refused(code, reason)),
+        Message::Refused { reason, code } => return Err(code.into_error(reason)),
         _ => return Err(ReplicationError::Protocol("expected a welcome".into())),
     }
     Ok((reader, writer, flushed_lsn))
@@ -361,7 +354,7 @@ async fn connect(
 
 /// Acknowledges everything up to `lsn`: a follower applies each entry as it appends it, so
 /// what is durable in its log is also what its readers see.
-async fn ack(writer: &mut OwnedWriteHalf, lsn: u64) -> Result<(), ReplicationError> {
+async fn ack(writer: &mut Writer, lsn: u64) -> Result<(), ReplicationError> {
     write_frame(
         writer,
         &Message::Ack {
@@ -452,7 +445,7 @@ async fn session(
     // meanwhile is applied next in one append (one fdatasync): a replica keeps up with a
     // primary that ships every commit on its own.
     let (frames, mut inbox) = mpsc::channel(READ_AHEAD_FRAMES);
-    let _read_ahead = ReadAhead(tokio::spawn(read_frames(reader, frames)));
+    let _read_ahead = AbortOnDrop(tokio::spawn(read_frames(reader, frames)));
     let mut parts = Parts::default();
     loop {
         let first = tokio::select! {
@@ -509,7 +502,7 @@ async fn session(
                 }
                 ack(&mut writer, shared.store.last_lsn()).await?;
             }
-            Some(Message::Refused { reason, code }) => return Err(refused(code, reason)),
+            Some(Message::Refused { reason, code }) => return Err(code.into_error(reason)),
             Some(_) => {
                 return Err(ReplicationError::Protocol(
                     "unexpected message from the primary".into(),
@@ -525,15 +518,6 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 const READ_AHEAD_FRAMES: usize = 64;
 /// Bytes of entries applied in one append, at most (more wait for the next).
 const APPLY_BATCH_BYTES: usize = 32 << 20;
-
-/// Aborts the read-ahead task when the session ends, however it ends.
-struct ReadAhead(tokio::task::JoinHandle<()>);
-
-impl Drop for ReadAhead {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
 
 async fn read_frames(
     mut reader: OwnedReadHalf,
@@ -559,7 +543,7 @@ async fn read_frames(
 /// Appends and applies a batch of entries, then acknowledges it.
 async fn apply(
     shared: &Arc<Shared>,
-    writer: &mut OwnedWriteHalf,
+    writer: &mut Writer,
     payloads: Vec<Vec<u8>>,
 ) -> Result<(), ReplicationError> {
     let store = shared.store.clone();

@@ -1,0 +1,124 @@
+//! A write timeout that every write of a connection goes through: a peer that stops taking
+//! bytes (frozen, or simply not reading) fails the write after a while instead of holding
+//! the connection, and what it pins, forever.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::AsyncWrite;
+use tokio::time::Sleep;
+
+/// Wraps a writer so that any write, flush or shutdown that makes no progress for `stall`
+/// fails with [`io::ErrorKind::TimedOut`]. A slow peer that keeps taking bytes is fine:
+/// the clock restarts at every byte accepted.
+pub struct StallWriter<W> {
+    inner: W,
+    stall: Duration,
+    /// Armed when the inner writer first could not make progress.
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl<W> StallWriter<W> {
+    /// Wraps `inner`, failing writes stuck for `stall`.
+    pub fn new(inner: W, stall: Duration) -> Self {
+        Self {
+            inner,
+            stall,
+            deadline: None,
+        }
+    }
+
+    /// What a stuck operation returns: `Pending` until the deadline, then the error.
+    fn poll_stalled<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        let stall = self.stall;
+        let deadline = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+        match deadline.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) => {
+                self.deadline = None;
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the peer took no bytes for {stall:?}"),
+                )))
+            }
+        }
+    }
+
+    fn progressed<T>(
+        &mut self,
+        poll: Poll<io::Result<T>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<T>> {
+        match poll {
+            Poll::Ready(result) => {
+                self.deadline = None;
+                Poll::Ready(result)
+            }
+            Poll::Pending => self.poll_stalled(cx),
+        }
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for StallWriter<W> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.progressed(poll, cx)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_flush(cx);
+        this.progressed(poll, cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.progressed(poll, cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_writer_that_takes_nothing_fails_after_the_stall_and_a_slow_one_does_not() {
+        // A pipe with a small buffer that nobody reads: the write sticks.
+        let (ours, _theirs) = tokio::io::duplex(16);
+        let mut writer = StallWriter::new(ours, Duration::from_secs(3));
+        let err = writer.write_all(&[7; 64]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+
+        // A reader that takes a byte a second never lets 3 s pass without progress.
+        let (ours, mut theirs) = tokio::io::duplex(1);
+        let mut writer = StallWriter::new(ours, Duration::from_secs(3));
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut byte = [0u8; 1];
+            while tokio::io::AsyncReadExt::read(&mut theirs, &mut byte)
+                .await
+                .unwrap()
+                == 1
+            {
+                got.push(byte[0]);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            got
+        });
+        writer.write_all(&[9; 10]).await.unwrap();
+        drop(writer);
+        assert_eq!(reader.await.unwrap(), vec![9; 10]);
+    }
+}
