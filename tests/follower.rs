@@ -301,15 +301,38 @@ fn a_detached_replica_store_is_writable_with_a_lineage_of_its_own() -> TestResul
 }
 
 #[test]
-fn a_plain_store_opened_as_a_follower_becomes_a_replicas_store() -> TestResult {
+fn a_plain_store_becomes_a_replicas_once_it_takes_on_a_primarys_history_not_on_open() -> TestResult
+{
     let dir = tempfile::tempdir()?;
+    let primary = Store::open(dir.path().join("primary"), StoreOptions::default())?;
+    primary.commit(vec![put("t", "a", b"\x01")])?;
     let path = dir.path().join("store");
     Store::open(&path, StoreOptions::default())?.close()?;
+    // Opened as a follower by mistake (a wrong --data): nothing is marked.
     Store::open(&path, follower_options())?.close()?;
     let plain = Store::open(&path, StoreOptions::default())?;
+    assert_eq!(plain.read_only_reason(), None);
+    plain.close()?;
+    // Following for real: the first entry marks it before it is applied.
+    let follower = Store::open(&path, follower_options())?;
+    follower.append_replicated(&all_payloads(&primary)?)?;
+    follower.close()?;
+    let plain = Store::open(&path, StoreOptions::default())?;
     assert!(is_read_only(
-        &plain.commit(vec![put("t", "a", b"\x01")]),
+        &plain.commit(vec![put("t", "b", b"\x01")]),
         ReadOnlyReason::BelongsToReplica
     ));
+    plain.close()?;
+    // A store that adopted a lineage is a replica's too, even before its first entry.
+    let adopted = dir.path().join("adopted");
+    Store::open(&adopted, StoreOptions::default())?.close()?;
+    let follower = Store::open(&adopted, follower_options())?;
+    follower.adopt_lineage(primary.lineage()?)?;
+    follower.close()?;
+    let plain = Store::open(&adopted, StoreOptions::default())?;
+    assert_eq!(
+        plain.read_only_reason(),
+        Some(ReadOnlyReason::BelongsToReplica)
+    );
     Ok(())
 }

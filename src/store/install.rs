@@ -186,6 +186,9 @@ impl Store {
             Box::new(DirFs::new(&log_dir)),
         )?;
         self.inner.pipeline.reset(parts.next_lsn, parts.epoch);
+        self.inner
+            .marked_follower
+            .store(parts.follower, std::sync::atomic::Ordering::Release);
         *guard = Some(Open {
             tables: parts.tables,
             overlay: parts.overlay,

@@ -12,6 +12,7 @@ mod transaction;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
@@ -47,9 +48,11 @@ pub struct StoreOptions {
     /// ...or after this much time, whichever comes first.
     pub checkpoint_interval: Duration,
     /// A replica's store: user writes are refused with [`StoreError::ReadOnly`]; entries
-    /// arrive through [`Store::append_replicated`] with the primary's LSNs. Opening a store
-    /// as a follower marks it durably: opened later without this option, it is read-only
-    /// until [`Store::detach`].
+    /// arrive through [`Store::append_replicated`] with the primary's LSNs. A follower is
+    /// marked durably when its tables are created, or when it first takes on a primary's
+    /// history (a lineage, an entry, a snapshot): opened later without this option, it is
+    /// read-only until [`Store::detach`]. A mere open marks nothing, so pointing a replica
+    /// at the wrong directory by mistake does not lock that store.
     pub follower: bool,
 }
 
@@ -122,6 +125,8 @@ struct Inner {
     pipeline: Pipeline,
     /// Why user writes are refused, if they are (fixed at open).
     read_only: Option<ReadOnlyReason>,
+    /// The tables are durably marked as a replica's.
+    marked_follower: AtomicBool,
     // Field order matters only in that `open` is dropped (files released) by `close()`,
     // not by the last handle: transactions and iterators may outlive a close.
     open: RwLock<Option<Open>>,
@@ -237,6 +242,7 @@ impl Store {
                 options,
                 pipeline,
                 read_only,
+                marked_follower: AtomicBool::new(parts.follower),
                 open: RwLock::new(Some(Open {
                     tables,
                     overlay,
@@ -495,6 +501,9 @@ impl Store {
             .iter()
             .map(|payload| decode_entry(payload))
             .collect::<Result<Vec<_>, _>>()?;
+        if !entries.is_empty() {
+            self.mark_follower(None)?;
+        }
         let mut last = None;
         let mut refused = None;
         for (payload, entry) in payloads.iter().zip(entries) {
@@ -586,11 +595,23 @@ impl Store {
         if !self.inner.options.follower || self.last_lsn() != 0 {
             return Err(self.read_only(ReadOnlyReason::NotAFollower));
         }
+        self.mark_follower(Some(lineage))
+    }
+
+    /// Durably marks this follower's tables as a replica's (and adopts `lineage` if given),
+    /// before it first takes on a primary's history. Marking twice writes nothing.
+    fn mark_follower(&self, lineage: Option<u64>) -> Result<()> {
+        if lineage.is_none() && self.inner.marked_follower.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        // The writer lock with nothing in flight: this thread alone writes redb.
         let mut exclusive = self.begin_exclusive()?;
         exclusive.ready_to_read()?;
-        let adopted = self.with_open(|open| open.tables.write_meta(&[("lineage", lineage)]));
+        let marked = self.with_open(|open| open.tables.set_follower(lineage));
         drop(exclusive);
-        adopted
+        marked?;
+        self.inner.marked_follower.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// Waits until every LSN handed out so far is visible (used by transactions that read).

@@ -74,7 +74,7 @@ fn damaged(table: &str, key: &[u8], damage: Damage) -> crate::Error {
 pub(crate) struct Meta {
     pub applied_lsn: u64,
     pub epoch: u64,
-    /// A replica owns the store: only a follower may write to it.
+    /// The store belongs to a replica: only a follower may write to it.
     pub follower: bool,
 }
 
@@ -106,8 +106,9 @@ fn missing_is_none<T>(result: Result<T, TableError>) -> Result<Option<T>> {
 
 impl Tables {
     /// Opens or creates the redb file and reads its metadata, migrating an older format.
-    /// `follower` marks the store durably as a replica's (a new one in the transaction that
-    /// creates it, so no window exists in which a replica's store is unmarked but holds data).
+    /// `follower` marks a new store durably as a replica's, in the transaction that creates
+    /// it: no window exists in which a new replica's store is unmarked. An existing store is
+    /// marked by [`Tables::set_follower`] once it takes on a primary's history.
     pub(crate) fn open(path: &Path, follower: bool) -> Result<(Self, Meta)> {
         let db = Database::create(path)?;
         let tables = Self { db };
@@ -140,14 +141,10 @@ impl Tables {
                     )))
                 }
             }
-            if follower && !marked {
-                tracing::info!("the store now belongs to a replica: plain opens are read-only");
-                self.write_meta(&[(FOLLOWER, 1)])?;
-            }
             return Ok(Meta {
                 applied_lsn,
                 epoch,
-                follower: follower || marked,
+                follower: marked,
             });
         }
         if txn.list_tables()?.next().is_some() {
@@ -317,6 +314,14 @@ impl Tables {
         }
         txn.commit()?;
         Ok(())
+    }
+
+    /// Durably marks the store as a replica's, and `lineage` as its history if given.
+    pub(crate) fn set_follower(&self, lineage: Option<u64>) -> Result<()> {
+        match lineage {
+            Some(lineage) => self.write_meta(&[(FOLLOWER, 1), ("lineage", lineage)]),
+            None => self.write_meta(&[(FOLLOWER, 1)]),
+        }
     }
 
     /// Makes a replica's store a standalone one: not a follower, with a lineage of its own
