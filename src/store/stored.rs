@@ -15,13 +15,28 @@ use crate::codec::{decode_key, KeyRef};
 /// Bytes the CRC adds to every stored value.
 pub(crate) const CRC_LEN: usize = 4;
 
-/// The CRC of one row.
+/// Longest table name (see `validate_table_name`).
+const MAX_TABLE_LEN: usize = 64;
+
+/// The CRC of one row. Each CRC pass has a fixed cost of several nanoseconds, most of the
+/// cost for a small row: `table | 0x00 | key_len` is assembled on the stack and covered in
+/// one pass, so a read costs three passes, not five.
 fn row_crc(table: &str, key: &[u8], value: &[u8]) -> u32 {
-    let mut crc = crc32c::crc32c(table.as_bytes());
-    crc = crc32c::crc32c_append(crc, &[0]);
-    crc = crc32c::crc32c_append(crc, &(key.len() as u32).to_le_bytes());
-    crc = crc32c::crc32c_append(crc, key);
-    crc32c::crc32c_append(crc, value)
+    let key_len = (key.len() as u32).to_le_bytes();
+    let mut header = [0u8; MAX_TABLE_LEN + 5];
+    let crc = match header.get_mut(..table.len() + 5) {
+        Some(header) => {
+            let (name, rest) = header.split_at_mut(table.len());
+            name.copy_from_slice(table.as_bytes());
+            rest[1..].copy_from_slice(&key_len);
+            crc32c::crc32c(header)
+        }
+        // Longer names are never valid tables; cover them the slow way all the same.
+        None => [table.as_bytes(), &[0], &key_len]
+            .iter()
+            .fold(0, |crc, part| crc32c::crc32c_append(crc, part)),
+    };
+    crc32c::crc32c_append(crc32c::crc32c_append(crc, key), value)
 }
 
 /// Writes the stored form of `value` into `out` (cleared first, so one buffer serves a
@@ -174,5 +189,22 @@ mod tests {
             Err(Damage::Truncated(3)),
             "shorter than a CRC"
         );
+    }
+
+    #[test]
+    fn the_crc_covers_table_nul_key_length_key_and_value_in_that_order() {
+        let mut framed = b"subscribers\x00".to_vec();
+        framed.extend_from_slice(&4u32.to_le_bytes());
+        framed.extend_from_slice(b"\x02ana\x81\xc3");
+        assert_eq!(
+            row_crc("subscribers", b"\x02ana", b"\x81\xc3"),
+            crc32c::crc32c(&framed)
+        );
+        let long = "t".repeat(MAX_TABLE_LEN + 1);
+        let mut framed = long.clone().into_bytes();
+        framed.push(0);
+        framed.extend_from_slice(&1u32.to_le_bytes());
+        framed.extend_from_slice(b"kv");
+        assert_eq!(row_crc(&long, b"k", b"v"), crc32c::crc32c(&framed));
     }
 }
