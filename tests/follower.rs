@@ -336,3 +336,42 @@ fn a_plain_store_becomes_a_replicas_once_it_takes_on_a_primarys_history_not_on_o
     );
     Ok(())
 }
+
+#[test]
+fn exclusive_work_on_a_follower_never_races_its_replicated_appends() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let primary = Store::open(dir.path().join("primary"), StoreOptions::default())?;
+    for i in 0..2000 {
+        primary.commit(vec![put("t", &format!("k{i}"), b"\x01")])?;
+    }
+    let fast = StoreOptions {
+        fsync: false,
+        ..follower_options()
+    };
+    let follower = Store::open(dir.path().join("follower"), fast)?;
+    let payloads = all_payloads(&primary)?;
+    let appender = {
+        let follower = follower.clone();
+        std::thread::spawn(move || -> Result<(), Error> {
+            for payload in payloads.chunks(1) {
+                follower.append_replicated(payload)?;
+            }
+            Ok(())
+        })
+    };
+    // Scrub moves pending rows into redb: it must be the only one touching them meanwhile.
+    while !appender.is_finished() {
+        let report = follower.scrub(&mut |_| true)?;
+        assert!(report.ok(), "{report:?}");
+    }
+    appender.join().expect("the appender does not panic")?;
+    assert_eq!(follower.checksum()?, primary.checksum()?);
+    follower.close()?;
+    let reopened = Store::open(dir.path().join("follower"), follower_options())?;
+    assert_eq!(reopened.checksum()?, primary.checksum()?);
+    for i in [0, 999, 1999] {
+        let key = encode_key(KeyRef::Str(&format!("k{i}")));
+        assert!(reopened.get_with("t", &key, |v| v.is_some())?, "k{i}");
+    }
+    Ok(())
+}

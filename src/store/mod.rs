@@ -771,10 +771,10 @@ impl Store {
     }
 
     /// Reads every row of every table, checks each row's CRC, and recomputes each table's
-    /// row count and checksum against the stats the store keeps. Writers are held only
-    /// while pending writes move into redb; the check runs on a read snapshot.
-    /// `progress` gets the rows checked so far now and then; returning `false` stops early
-    /// (the report is then incomplete).
+    /// row count and checksum against the stats the store keeps. Writers (and replicated
+    /// appends) are held only while pending writes move into redb; the check runs on a
+    /// read snapshot. `progress` gets the rows checked so far now and then; returning
+    /// `false` stops early (the report is then incomplete).
     ///
     /// # Errors
     /// A closed store, or a storage failure outside the rows.
