@@ -77,6 +77,20 @@ pub enum StoreError {
         /// The pid written by the owner, when readable.
         owner: Option<u32>,
     },
+    /// A handle used in a process forked after it was opened (it belongs to the parent).
+    #[error(
+        "store {path} was opened by process {owner} and cannot be used in process {pid}, \
+             which inherited it through fork(): open the store in the child after the fork, \
+             or start workers with the 'spawn' method (multiprocessing.get_context(\"spawn\"))"
+    )]
+    Inherited {
+        /// The store's directory.
+        path: PathBuf,
+        /// The process that opened it.
+        owner: u32,
+        /// The process that tried to use it.
+        pid: u32,
+    },
     /// A write on a read-only store.
     #[error("store {path} is read-only: {}", why.explain(path))]
     ReadOnly {
@@ -86,7 +100,12 @@ pub enum StoreError {
         why: ReadOnlyReason,
     },
     /// A key, value or entry over its configured limit.
-    #[error("{what} of {size} bytes exceeds the limit of {limit} bytes")]
+    #[error("{what} of {size} bytes exceeds the limit of {limit} bytes set by max_{what}_bytes: \
+             {}", if *what == "transaction" {
+                 "split the write into smaller transactions, or open the Store with a larger max_transaction_bytes"
+             } else {
+                 "open the Store with a larger limit"
+             })]
     TooLarge {
         /// "key", "value" or "transaction".
         what: &'static str,

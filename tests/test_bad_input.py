@@ -6,7 +6,9 @@ import datetime as dt
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import replikv
@@ -80,9 +82,9 @@ def test_invalid_or_reserved_table_names_are_value_errors(seeded: replikv.Store,
 def test_values_and_keys_over_the_limit_raise_value_too_large(tmp_path: Path) -> None:
     with replikv.Store(tmp_path / "db", max_value_bytes=1000, max_key_bytes=64) as s:
         s.put("t", "keep", "kept")
-        with pytest.raises(replikv.ValueTooLarge, match="value of"):
+        with pytest.raises(replikv.ValueTooLarge, match=r"value of .* max_value_bytes"):
             s.put("t", "k", "x" * 2000)
-        with pytest.raises(replikv.ValueTooLarge, match="key of"):
+        with pytest.raises(replikv.ValueTooLarge, match=r"key of .* max_key_bytes"):
             s.put("t", "k" * 100, 1)
         with pytest.raises(ValueError):  # ValueTooLarge is also a ValueError
             s.put("t", "k", b"\0" * 5000)
@@ -94,15 +96,113 @@ def test_values_and_keys_over_the_limit_raise_value_too_large(tmp_path: Path) ->
 def test_transactions_over_the_limit_raise_value_too_large(tmp_path: Path) -> None:
     with replikv.Store(tmp_path / "db", max_transaction_bytes=10_000) as s:
         s.put("t", "keep", "kept")
-        with pytest.raises(replikv.ValueTooLarge, match="transaction"):
+        with pytest.raises(replikv.ValueTooLarge, match="max_transaction_bytes"):
             s.put_many("t", [(i, "x" * 100) for i in range(500)])
+        with s.transaction() as tx:
+            # The write that takes it over the limit is refused; earlier ones stay pending.
+            for i in range(500):
+                try:
+                    tx.put("t", i, "x" * 100)
+                except replikv.ValueTooLarge as refused:
+                    assert "max_transaction_bytes" in str(refused)
+                    assert 50 < i < 100
+                    break
+            else:
+                raise AssertionError("the transaction never reached its limit")
+            tx.abort()
         assert_untouched(s)
 
 
-def test_a_path_in_a_missing_directory_is_file_not_found(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError) as info:
-        replikv.Store(tmp_path / "missing" / "db")
-    assert isinstance(info.value, replikv.ReplikvError)
+def test_put_many_stops_reading_rows_once_over_the_transaction_limit(tmp_path: Path) -> None:
+    consumed = 0
+
+    def rows() -> Iterator[tuple[int, str]]:
+        nonlocal consumed
+        for i in range(1_000_000):
+            consumed += 1
+            yield i, "x" * 1000
+
+    with replikv.Store(tmp_path / "db", max_transaction_bytes=100_000) as s:
+        s.put("t", "keep", "kept")
+        with pytest.raises(replikv.ValueTooLarge, match="smaller batches"):
+            s.put_many("t", rows())
+        # It stopped at the limit (about 100 rows of 1 kB), not after buffering every row.
+        assert consumed < 200
+        assert_untouched(s)
+
+
+class MutatingZone(dt.tzinfo):
+    """A pure-Python tzinfo (as pytz's are) whose utcoffset changes a container."""
+
+    def __init__(self, mutate: Callable[[], None]) -> None:
+        self.mutate = mutate
+
+    def utcoffset(self, when: dt.datetime | None) -> dt.timedelta:
+        self.mutate()
+        return dt.timedelta(0)
+
+    def dst(self, when: dt.datetime | None) -> dt.timedelta:
+        return dt.timedelta(0)
+
+    def tzname(self, when: dt.datetime | None) -> str:
+        return "Mutating"
+
+
+@pytest.mark.parametrize("change", ["shrink", "grow"])
+@pytest.mark.parametrize("kind", ["dict", "list"])
+def test_a_container_changed_while_encoded_is_a_runtime_error_not_a_panic(
+    seeded: replikv.Store, kind: str, change: str
+) -> None:
+    def fresh() -> Any:
+        container: Any = {} if kind == "dict" else []
+
+        def mutate() -> None:
+            if change == "shrink":
+                container.clear()
+            elif kind == "dict":
+                container.update(extra=1, more=2)
+            else:
+                container.extend([1, 2])
+
+        when = dt.datetime(2026, 1, 1, tzinfo=MutatingZone(mutate))
+        if kind == "dict":
+            container.update(at=when, b=2, c=3)
+        else:
+            container.extend([when, 2, 3])
+        return container
+
+    with pytest.raises(RuntimeError, match="changed"):
+        seeded.put("t", "k", {"nested": fresh()})
+    with pytest.raises(RuntimeError, match="changed"):
+        seeded.put_many("t", [("k2", 1), ("k", fresh())])
+    with pytest.raises(RuntimeError, match="changed"), seeded.transaction() as tx:
+        tx.put("t", "k", [fresh()])
+    assert_untouched(seeded)
+    assert [c.lsn for c in seeded.changes()] == [1]
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.changes(since=-1),
+        lambda s: s.changes(limit=-1),
+        lambda s: s.scan("t", limit=-5),
+        lambda s: s.drop_log_before(-1),
+    ],
+)
+def test_negative_positions_are_value_errors_with_a_sentence(
+    seeded: replikv.Store, call: Callable[[replikv.Store], object]
+) -> None:
+    with pytest.raises(ValueError, match="must be 0 or more, not -"):
+        call(seeded)
+    assert_untouched(seeded)
+
+
+def test_positions_beyond_64_bits_are_overflow_errors(seeded: replikv.Store) -> None:
+    with pytest.raises(OverflowError):
+        seeded.changes(since=2**64)
+    assert list(seeded.changes(since=2**64 - 1)) == []
+    assert_untouched(seeded)
 
 
 def test_a_directory_without_permission_is_permission_error(tmp_path: Path) -> None:

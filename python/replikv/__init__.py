@@ -20,6 +20,8 @@ from ._core import (
     Store,
     Transaction,
     __version__,
+    decode_value,
+    encode_value,
 )
 from ._store import Table
 from .exceptions import (
@@ -27,6 +29,7 @@ from .exceptions import (
     CorruptionError,
     DivergedError,
     FencedError,
+    InheritedHandleError,
     LogTruncated,
     ProtocolError,
     ReadOnlyError,
@@ -50,6 +53,7 @@ __all__ = [
     "Damage",
     "DivergedError",
     "FencedError",
+    "InheritedHandleError",
     "LogTruncated",
     "Op",
     "Primary",
@@ -73,4 +77,6 @@ __all__ = [
     "Transaction",
     "ValueTooLarge",
     "__version__",
+    "decode_value",
+    "encode_value",
 ]

@@ -26,6 +26,8 @@ __all__ = [
     "Store",
     "Transaction",
     "__version__",
+    "decode_value",
+    "encode_value",
     "fetch_status",
 ]
 
@@ -192,11 +194,25 @@ class Store:
             rows: an iterable of ``(key, value)`` tuples, or a mapping.
             progress: ``True`` shows a progress bar (tqdm, notebook-aware); a callable is
                 called with the number of rows encoded so far.
+
+        Ctrl-C while the rows are encoded raises ``KeyboardInterrupt`` with nothing
+        written. Past the commit point the rows are stored whatever happens: an exception
+        raised then (Ctrl-C during the fdatasync, a failing progress callback) carries
+        the receipt as ``.receipt`` and a note saying so.
+
+        Raises:
+            ValueTooLarge: the rows exceed ``max_transaction_bytes``; raised at the row
+                that crosses it, before the rest are read.
         """
     def table(self, name: str) -> Table:
         """A view of one table as a ``MutableMapping`` (the table need not exist yet)."""
     def transaction(self) -> Transaction:
-        """A serializable transaction; use it as a context manager."""
+        """A serializable transaction; use it as a context manager.
+
+        From its first operation until it commits or aborts it holds the store's writer
+        lock: other writers wait. One collected without commit or abort emits a
+        ``ResourceWarning`` naming where it was opened.
+        """
     def tables(self) -> list[str]:
         """Names of the tables written so far, in order."""
     def scan(
@@ -338,7 +354,11 @@ class Primary:
         """Drops the log segments no slot needs (within ``retain_bytes`` /
         ``retain_seconds``) now rather than at the next tick; returns how many."""
     def wait_for(self, lsn: int, replicas: int = 1, timeout: float = 2.0) -> int:
-        """Waits until ``replicas`` replicas acknowledged ``lsn``; returns how many did."""
+        """Waits until ``replicas`` replicas acknowledged ``lsn``; returns how many did.
+
+        ``timeout`` is in seconds; ``float("inf")`` (or any timeout over a century) waits
+        for ever, a negative or NaN one is a ``ValueError``.
+        """
     def close(self) -> None:
         """Stops serving; the store stays open."""
     def __enter__(self) -> Self: ...
@@ -370,14 +390,23 @@ class Replica:
     @property
     def applied_lsn(self) -> int: ...
     def wait_for(self, lsn: int, timeout: float = 5.0) -> bool:
-        """Waits until ``lsn`` is applied here; returns whether it was in time."""
+        """Waits until ``lsn`` is applied here; returns whether it was in time.
+
+        ``timeout`` is in seconds; ``float("inf")`` waits for ever.
+
+        Raises:
+            ReplicationError: the link failed for good (a wrong token, a diverged
+                history): the primary's reason, rather than a wait for nothing.
+        """
     def get(
         self, table: str, key: _Key, default: Any = None, *, min_lsn: int = 0, timeout: float = 1.0
     ) -> Any:
         """Reads ``key`` once ``min_lsn`` is applied (read-your-writes).
 
         Raises:
-            ReplicationTimeout: ``min_lsn`` was not applied within ``timeout``.
+            ReplicationTimeout: ``min_lsn`` was not applied within ``timeout`` (the message
+                says what the link last failed on, if anything).
+            ReplicationError: the link failed for good, with the primary's reason.
         """
     def status(self) -> dict[str, Any]:
         """state, applied_lsn, flushed_lsn, primary_last_lsn, lag_lsn, lag_seconds, epoch,
@@ -393,6 +422,22 @@ def fetch_status(address: str, *, token: str | None = None, timeout: float = 5.0
 
     Returns:
         ``last_lsn``, ``epoch``, ``rejected`` and ``replicas`` (a list of :class:`ReplicaInfo`).
+    """
+
+def encode_value(value: Any, /) -> bytes:
+    """The MessagePack bytes replikv stores for ``value`` (what a cache node's GET returns).
+
+    Raises:
+        TypeError: a type replikv does not store (nothing is ever pickled).
+        OverflowError: an int outside 64 bits, a datetime outside years 1-9999 in UTC.
+        RuntimeError: a dict or list changed while it was encoded.
+    """
+
+def decode_value(data: bytes, /) -> Any:
+    """The value of MessagePack bytes as replikv stores them (see ``encode_value``).
+
+    Raises:
+        ValueError: the bytes are not exactly one replikv value.
     """
 
 @final

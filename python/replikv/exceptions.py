@@ -11,6 +11,7 @@ __all__ = [
     "CorruptionError",
     "DivergedError",
     "FencedError",
+    "InheritedHandleError",
     "LogTruncated",
     "ProtocolError",
     "ReadOnlyError",
@@ -32,6 +33,16 @@ class ReplikvError(Exception):
 
 class StoreClosed(ReplikvError):
     """The store was closed, by ``close()`` or by itself after a failed write to disk."""
+
+
+class InheritedHandleError(ReplikvError):
+    """A store, transaction, iterator, primary or replica used in a child process.
+
+    A handle belongs to the process that opened it. A child made by ``fork()`` (the default
+    start method of ``multiprocessing`` on Linux) inherits a copy that must not touch the
+    parent's files: open the store in the child after the fork, or start the workers with
+    ``multiprocessing.get_context("spawn")``.
+    """
 
 
 class ReadOnlyError(ReplikvError):

@@ -1,21 +1,64 @@
 //! The process's tokio runtime, shared by every server and client of the core.
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use tokio::runtime::Runtime;
 
-/// One tokio runtime per process, started on first use and owned by the core.
+use crate::fork::Owner;
+
+/// A runtime and the process it was started in.
+struct Started {
+    owner: Owner,
+    runtime: Runtime,
+}
+
+/// The runtime in use. Published runtimes are leaked, never freed (an inherited one cannot
+/// even be shut down: its threads are gone), so a pointer once stored stays valid. A lock
+/// would not do: a mutex held by another thread at `fork()` stays locked forever in the child.
+static CURRENT: AtomicPtr<Started> = AtomicPtr::new(std::ptr::null_mut());
+
+#[allow(unsafe_code)]
+fn published(ptr: *mut Started) -> Option<&'static Started> {
+    // SAFETY: only pointers from `Box::into_raw` are stored in CURRENT, and they are never
+    // freed once stored.
+    unsafe { ptr.as_ref() }
+}
+
+#[allow(unsafe_code)]
+fn discard_unpublished(ptr: *mut Started) {
+    // SAFETY: `ptr` came from `Box::into_raw` and lost the race to be stored, so nothing
+    // else refers to it.
+    let started = unsafe { Box::from_raw(ptr) };
+    started.runtime.shutdown_background();
+}
+
+/// One tokio runtime per process, started on first use and owned by the core. A child
+/// forked after it started gets its own: the parent's worker threads do not exist there.
 ///
 /// # Panics
 /// If the operating system refuses to start its threads (nothing can run without them).
 pub fn runtime() -> &'static Runtime {
-    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
+    loop {
+        let seen = CURRENT.load(Ordering::Acquire);
+        if let Some(started) = published(seen).filter(|s| !s.owner.inherited()) {
+            return &started.runtime;
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("replikv-net")
             .enable_all()
             .build()
-            .expect("invariant: the tokio runtime can start its threads")
-    })
+            .expect("invariant: the tokio runtime can start its threads");
+        let fresh = Box::into_raw(Box::new(Started {
+            owner: Owner::current(),
+            runtime,
+        }));
+        if CURRENT
+            .compare_exchange(seen, fresh, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            // Another thread started one first: the loop returns that one.
+            discard_unpublished(fresh);
+        }
+    }
 }

@@ -47,6 +47,7 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
             (libc::EWOULDBLOCK, message, path.display().to_string()),
         ),
         Error::Store(StoreError::ReadOnly { .. }) => raise(py, "ReadOnlyError", (message,)),
+        Error::Store(StoreError::Inherited { .. }) => raise(py, "InheritedHandleError", (message,)),
         Error::Store(StoreError::OutOfOrder { .. }) => raise(py, "ReplicationError", (message,)),
         Error::Store(StoreError::TooLarge { .. }) => raise(py, "ValueTooLarge", (message,)),
         Error::Store(StoreError::InvalidTable { .. } | StoreError::InvalidOption { .. }) => {

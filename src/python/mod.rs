@@ -1,6 +1,7 @@
 //! The Python module `replikv._core`: thin wrappers over the core. The only place that
 //! names pyo3.
 
+mod args;
 mod errors;
 mod replication;
 mod scrub;
@@ -20,6 +21,8 @@ mod _core {
     use super::store::{PyChanges, PyScan, PyStore, PyTransaction};
     #[pymodule_export]
     use super::types::{PyChange, PyChecksum, PyOp, PyReceipt};
+    #[pymodule_export]
+    use super::value::{decode_value, encode_value};
 
     use pyo3::prelude::{Bound, PyModule, PyModuleMethods, PyResult};
 

@@ -1,37 +1,45 @@
 //! `Primary` and `Replica`: thin wrappers over the core's replication.
 
+use std::fmt::Write;
 use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use super::errors::{raise, run_detached};
+use super::args::{non_negative, seconds, timeout as wait_limit};
+use super::errors::{raise, run, run_detached};
 use super::store::PyStore;
 use super::value::unix_to_datetime;
 use crate::replication::primary::{Primary, PrimaryOptions};
+use crate::replication::protocol::MAX_FRAME_BYTES;
 use crate::replication::replica::{Replica, ReplicaOptions};
-use crate::replication::status::{lag_seconds, ReplicaLink};
-use crate::store::StoreOptions;
+use crate::replication::status::{lag_seconds, LinkState, ReplicaLink};
+use crate::store::{Store, StoreOptions};
+
+/// The smallest `max_batch_bytes`: a batch must have room for at least a small entry.
+const MIN_BATCH_BYTES: usize = 4096;
 
 /// How long a blocking wait sleeps between checks for Ctrl-C.
 const SIGNAL_CHECK: Duration = Duration::from_millis(50);
 
-fn seconds(name: &str, value: f64) -> PyResult<Duration> {
-    Duration::try_from_secs_f64(value).map_err(|_| {
-        PyValueError::new_err(format!("{name} must be a non-negative number of seconds"))
-    })
+/// Refuses a primary or replica inherited through `fork()` (see `crate::fork`).
+fn owned(py: Python<'_>, store: &Store) -> PyResult<()> {
+    run(py, || store.check_process())
 }
 
-/// Waits in slices, releasing the GIL, until `done` or `timeout`, checking for Ctrl-C.
+/// Waits in slices, releasing the GIL, until `done` or `timeout` (`None`: no limit),
+/// checking for Ctrl-C.
 fn wait_until(
     py: Python<'_>,
-    timeout: Duration,
+    timeout: Option<Duration>,
     mut done: impl FnMut() -> bool + Send,
 ) -> PyResult<bool> {
-    let deadline = Instant::now() + timeout;
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.map_or(SIGNAL_CHECK, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
         let slice = left.min(SIGNAL_CHECK);
         let finished = py.detach(|| {
             let until = Instant::now() + slice;
@@ -127,6 +135,11 @@ impl PyPrimary {
         retain_bytes: Option<u64>,
         retain_seconds: Option<f64>,
     ) -> PyResult<Self> {
+        if !(MIN_BATCH_BYTES..=MAX_FRAME_BYTES).contains(&max_batch_bytes) {
+            return Err(PyValueError::new_err(format!(
+                "max_batch_bytes must be between {MIN_BATCH_BYTES} and {MAX_FRAME_BYTES} (a frame)"
+            )));
+        }
         let options = PrimaryOptions {
             listen: listen.to_owned(),
             token,
@@ -159,24 +172,28 @@ impl PyPrimary {
 
     /// The store's epoch.
     #[getter]
-    fn epoch(&self) -> u64 {
-        self.primary.store().epoch()
+    fn epoch(&self, py: Python<'_>) -> PyResult<u64> {
+        owned(py, self.primary.store())?;
+        Ok(self.primary.store().epoch())
     }
 
     /// Connections refused since start (bad token, garbage, wrong version, ...).
     #[getter]
-    fn rejected(&self) -> u64 {
-        self.primary.status().rejected
+    fn rejected(&self, py: Python<'_>) -> PyResult<u64> {
+        owned(py, self.primary.store())?;
+        Ok(self.primary.status().rejected)
     }
 
     /// Why the last connection was refused, if any was.
     #[getter]
-    fn last_rejection(&self) -> Option<String> {
-        self.primary.status().last_rejection
+    fn last_rejection(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        owned(py, self.primary.store())?;
+        Ok(self.primary.status().last_rejection)
     }
 
     /// The durable slots: `name`, `acked_lsn` and `created` of each replica the log is kept for.
     fn slots<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, pyo3::types::PyDict>>> {
+        owned(py, self.primary.store())?;
         self.primary
             .slots()
             .into_iter()
@@ -198,17 +215,20 @@ impl PyPrimary {
 
     /// Drops a replica's slot (the log is no longer kept for it); returns whether it existed.
     fn drop_slot(&self, py: Python<'_>, name: &str) -> PyResult<bool> {
+        owned(py, self.primary.store())?;
         run_detached(py, || self.primary.drop_slot(name))
     }
 
     /// Applies retention now: persists the slots and drops the log segments no slot needs
     /// (within the caps). Returns how many segments were dropped.
     fn retain(&self, py: Python<'_>) -> PyResult<usize> {
+        owned(py, self.primary.store())?;
         run_detached(py, || self.primary.retain())
     }
 
     /// Every replica seen since start, with its state and lag.
     fn status(&self, py: Python<'_>) -> PyResult<Vec<PyReplicaInfo>> {
+        owned(py, self.primary.store())?;
         self.primary
             .status()
             .replicas
@@ -217,10 +237,14 @@ impl PyPrimary {
             .collect()
     }
 
-    /// Waits until `replicas` replicas acknowledged `lsn` (or `timeout`); returns how many did.
+    /// Waits until `replicas` replicas acknowledged `lsn` (or `timeout`, in seconds; an
+    /// infinite timeout waits for ever); returns how many did.
     #[pyo3(signature = (lsn, replicas = 1, timeout = 2.0))]
-    fn wait_for(&self, py: Python<'_>, lsn: u64, replicas: usize, timeout: f64) -> PyResult<usize> {
-        let timeout = seconds("timeout", timeout)?;
+    fn wait_for(&self, py: Python<'_>, lsn: i128, replicas: i128, timeout: f64) -> PyResult<usize> {
+        owned(py, self.primary.store())?;
+        let lsn = non_negative("lsn", lsn)?;
+        let replicas = usize::try_from(non_negative("replicas", replicas)?).unwrap_or(usize::MAX);
+        let timeout = wait_limit("timeout", timeout)?;
         wait_until(py, timeout, || {
             self.primary.wait_for(lsn, replicas, Duration::ZERO) >= replicas
         })?;
@@ -228,8 +252,10 @@ impl PyPrimary {
     }
 
     /// Stops serving; the store stays open.
-    fn close(&self, py: Python<'_>) {
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        owned(py, self.primary.store())?;
         py.detach(|| self.primary.close());
+        Ok(())
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -237,12 +263,15 @@ impl PyPrimary {
     }
 
     #[pyo3(signature = (*_exc))]
-    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> bool {
-        self.close(py);
-        false
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
     }
 
     fn __repr__(&self) -> String {
+        if let Err(err) = self.primary.store().check_process() {
+            return format!("<Primary {}: {err}>", self.primary.address());
+        }
         let status = self.primary.status();
         format!(
             "<Primary {} last_lsn={} epoch={} replicas={}>",
@@ -326,15 +355,21 @@ impl PyReplica {
 
     /// The last LSN applied here.
     #[getter]
-    fn applied_lsn(&self) -> u64 {
-        self.replica.store().last_lsn()
+    fn applied_lsn(&self, py: Python<'_>) -> PyResult<u64> {
+        owned(py, self.replica.store())?;
+        Ok(self.replica.store().last_lsn())
     }
 
-    /// Waits until `lsn` is applied here; returns whether it was within `timeout`.
+    /// Waits until `lsn` is applied here; returns whether it was within `timeout` (in
+    /// seconds; an infinite timeout waits for ever).
+    ///
+    /// Raises `ReplicationError` with the primary's reason once the link has failed for
+    /// good (a wrong token, a diverged history), rather than waiting for nothing.
     #[pyo3(signature = (lsn, timeout = 5.0))]
-    fn wait_for(&self, py: Python<'_>, lsn: u64, timeout: f64) -> PyResult<bool> {
-        let timeout = seconds("timeout", timeout)?;
-        wait_until(py, timeout, || self.replica.store().last_lsn() >= lsn)
+    fn wait_for(&self, py: Python<'_>, lsn: i128, timeout: f64) -> PyResult<bool> {
+        let lsn = non_negative("lsn", lsn)?;
+        let timeout = wait_limit("timeout", timeout)?;
+        self.wait_applied(py, lsn, timeout)
     }
 
     /// Reads `key` once the replica has applied `min_lsn` (read-your-writes).
@@ -345,13 +380,19 @@ impl PyReplica {
         table: &str,
         key: &Bound<'py, PyAny>,
         default: Option<Bound<'py, PyAny>>,
-        min_lsn: u64,
+        min_lsn: i128,
         timeout: f64,
     ) -> PyResult<Bound<'py, PyAny>> {
-        if !self.wait_for(py, min_lsn, timeout)? {
+        let min_lsn = non_negative("min_lsn", min_lsn)?;
+        let limit = wait_limit("timeout", timeout)?;
+        if !self.wait_applied(py, min_lsn, limit)? {
             let applied = self.replica.store().last_lsn();
-            let message =
+            let mut message =
                 format!("the replica has applied LSN {applied}, not {min_lsn}, after {timeout} s");
+            let state = self.replica.state();
+            if let Some(error) = state.last_error {
+                let _ = write!(message, " (its link is {}: {error})", state.state.name());
+            }
             return Err(raise(py, "ReplicationTimeout", (message, min_lsn)));
         }
         self.store.bind(py).get().get(py, table, key, default)
@@ -361,6 +402,7 @@ impl PyReplica {
     /// `lag_seconds`, `epoch`, `connections`, `snapshots` (installed so far),
     /// `snapshot_progress` (rows received and rows in all, while one arrives), `last_error`.
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        owned(py, self.replica.store())?;
         let state = self.replica.state();
         let applied = self.replica.store().last_lsn();
         let lag_lsn = state.primary_last_lsn.saturating_sub(applied);
@@ -393,6 +435,7 @@ impl PyReplica {
 
     /// Stops following and closes the store.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
+        owned(py, self.replica.store())?;
         run_detached(py, || self.replica.close())
     }
 
@@ -407,6 +450,9 @@ impl PyReplica {
     }
 
     fn __repr__(&self) -> String {
+        if let Err(err) = self.replica.store().check_process() {
+            return format!("<Replica {:?}: {err}>", self.replica.name());
+        }
         let state = self.replica.state();
         format!(
             "<Replica {:?} of {} state={} applied_lsn={}>",
@@ -415,6 +461,33 @@ impl PyReplica {
             state.state.name(),
             self.replica.store().last_lsn()
         )
+    }
+}
+
+impl PyReplica {
+    /// Waits until `lsn` is applied here (or `timeout`); a link that failed for good
+    /// raises its reason instead of letting the caller wait for nothing.
+    fn wait_applied(&self, py: Python<'_>, lsn: u64, timeout: Option<Duration>) -> PyResult<bool> {
+        owned(py, self.replica.store())?;
+        let store = self.replica.store();
+        let replica = &self.replica;
+        wait_until(py, timeout, || {
+            store.last_lsn() >= lsn || replica.state().state == LinkState::Failed
+        })?;
+        if store.last_lsn() >= lsn {
+            return Ok(true);
+        }
+        let state = replica.state();
+        if state.state == LinkState::Failed {
+            let reason = state.last_error.unwrap_or_default();
+            let message = format!(
+                "replica {:?} stopped following {} and will not reach LSN {lsn}: {reason}",
+                replica.name(),
+                replica.primary()
+            );
+            return Err(raise(py, "ReplicationError", (message,)));
+        }
+        Ok(false)
     }
 }
 

@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyString, PyTuple};
 
+use super::args::{non_negative, seconds};
 use super::errors::{run, run_detached};
 use super::types::{PyChange, PyChecksum, PyReceipt};
 use super::value::{decode_py_key, decode_py_value, encode_py_key, encode_py_value};
@@ -19,6 +20,8 @@ use crate::store::{Store, StoreOptions, Transaction};
 
 /// How many rows `put_many` encodes between two progress calls.
 const PROGRESS_EVERY: usize = 8192;
+/// How many rows `put_many` encodes between two checks for Ctrl-C (a few milliseconds).
+const SIGNAL_EVERY: usize = 1024;
 
 /// A replikv store: a directory with a durable change log and redb tables.
 #[pyclass(frozen, module = "replikv._core", name = "Store")]
@@ -52,10 +55,7 @@ impl PyStore {
         checkpoint_entries: u64,
         checkpoint_seconds: f64,
     ) -> PyResult<Self> {
-        let checkpoint_interval =
-            Duration::try_from_secs_f64(checkpoint_seconds).map_err(|_| {
-                PyValueError::new_err("checkpoint_seconds must be a non-negative number")
-            })?;
+        let checkpoint_interval = seconds("checkpoint_seconds", checkpoint_seconds)?;
         let options = StoreOptions {
             fsync,
             max_key_bytes,
@@ -79,20 +79,23 @@ impl PyStore {
 
     /// The last LSN that is durable and visible.
     #[getter]
-    fn last_lsn(&self) -> u64 {
-        self.store.last_lsn()
+    fn last_lsn(&self, py: Python<'_>) -> PyResult<u64> {
+        run(py, || self.store.check_process())?;
+        Ok(self.store.last_lsn())
     }
 
     /// The store's epoch.
     #[getter]
-    fn epoch(&self) -> u64 {
-        self.store.epoch()
+    fn epoch(&self, py: Python<'_>) -> PyResult<u64> {
+        run(py, || self.store.check_process())?;
+        Ok(self.store.epoch())
     }
 
     /// Whether the store is closed.
     #[getter]
-    fn closed(&self) -> bool {
-        self.store.is_closed()
+    fn closed(&self, py: Python<'_>) -> PyResult<bool> {
+        run(py, || self.store.check_process())?;
+        Ok(self.store.is_closed())
     }
 
     /// Writes `value` under `key`; returns once durable and visible.
@@ -131,9 +134,10 @@ impl PyStore {
         default: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let key = encode_py_key(key)?;
+        // Copied out, then decoded: decoding runs Python code (a finalizer, a thread
+        // switch), which must never happen while the store's locks are held.
         let found = run(py, || {
-            self.store
-                .get_with(table, &key, |v| v.map(|bytes| decode_py_value(py, bytes)))
+            self.store.get_with(table, &key, |v| v.map(<[u8]>::to_vec))
         })?;
         value_or(py, found, default)
     }
@@ -178,13 +182,14 @@ impl PyStore {
             other => other.filter(|p| !p.is_none()).cloned(),
         };
         let result = self.encode_and_commit(py, table, &rows, total, callback.as_ref());
-        if let Some(bar) = callback
-            .as_ref()
-            .filter(|c| c.hasattr("close").unwrap_or(false))
-        {
-            bar.call_method0("close")?;
+        let closed = match callback.filter(|c| c.hasattr("close").unwrap_or(false)) {
+            Some(bar) => bar.call_method0("close").map(drop),
+            None => Ok(()),
+        };
+        match (result, closed) {
+            (Ok(receipt), Err(err)) => Err(committed_anyway(py, err, receipt)),
+            (result, _) => result,
         }
-        result
     }
 
     /// A view of one table as a mutable mapping (the table need not exist yet).
@@ -195,11 +200,13 @@ impl PyStore {
             .call1((slf, name))
     }
 
-    /// A transaction; use it as a context manager.
-    fn transaction(&self) -> PyTransaction {
+    /// A transaction; use it as a context manager. From its first operation until it
+    /// commits or aborts it holds the store's writer lock: other writers wait for it.
+    fn transaction(&self, py: Python<'_>) -> PyTransaction {
         PyTransaction {
             store: self.store.clone(),
             state: Mutex::new(TxState::NotStarted),
+            opened_at: caller_location(py),
         }
     }
 
@@ -218,8 +225,9 @@ impl PyStore {
         start: Option<&Bound<'_, PyAny>>,
         end: Option<&Bound<'_, PyAny>>,
         reverse: bool,
-        limit: Option<usize>,
+        limit: Option<i128>,
     ) -> PyResult<PyScan> {
+        let limit = limit.map(|l| non_negative("limit", l)).transpose()?;
         let mut lower = start
             .map(encode_py_key)
             .transpose()?
@@ -254,7 +262,7 @@ impl PyStore {
                 lower,
                 upper,
                 reverse,
-                remaining: limit.unwrap_or(usize::MAX),
+                remaining: limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX)),
                 buffer: VecDeque::new(),
                 exhausted: false,
             }),
@@ -263,9 +271,11 @@ impl PyStore {
 
     /// Entries of the change log with LSN greater than `since`, oldest first.
     #[pyo3(signature = (since = 0, limit = None))]
-    fn changes(&self, py: Python<'_>, since: u64, limit: Option<usize>) -> PyResult<PyChanges> {
+    fn changes(&self, py: Python<'_>, since: i128, limit: Option<i128>) -> PyResult<PyChanges> {
+        let since = non_negative("since", since)?;
+        let limit = limit.map(|l| non_negative("limit", l)).transpose()?;
         let oldest = run(py, || self.store.oldest_lsn())?;
-        if since + 1 < oldest {
+        if since.saturating_add(1) < oldest {
             return Err(super::errors::raise(
                 py,
                 "LogTruncated",
@@ -276,7 +286,7 @@ impl PyStore {
             store: self.store.clone(),
             state: Mutex::new((
                 LogPosition::after(since),
-                limit.unwrap_or(usize::MAX),
+                limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX)),
                 VecDeque::new(),
             )),
         })
@@ -289,7 +299,8 @@ impl PyStore {
     }
 
     /// Removes whole log segments that hold only entries before `lsn`; returns how many.
-    fn drop_log_before(&self, py: Python<'_>, lsn: u64) -> PyResult<usize> {
+    fn drop_log_before(&self, py: Python<'_>, lsn: i128) -> PyResult<usize> {
+        let lsn = non_negative("lsn", lsn)?;
         run_detached(py, || self.store.drop_log_before(lsn))
     }
 
@@ -318,6 +329,9 @@ impl PyStore {
         let this = slf.get();
         let class = slf.get_type().name()?;
         let path = this.store.path().display().to_string();
+        if let Err(err) = this.store.check_process() {
+            return Ok(format!("<{class} {path:?}: {err}>"));
+        }
         if this.store.is_closed() {
             return Ok(format!("<{class} {path:?} closed>"));
         }
@@ -370,6 +384,10 @@ impl PyStore {
     ) -> PyResult<PyReceipt> {
         // `__len__` is only a hint: never let it size an allocation beyond reason.
         let mut ops = Vec::with_capacity(total.unwrap_or(0).min(1 << 16));
+        let limit = self.store.options().max_transaction_bytes;
+        // A lower bound of the entry's size: stop as soon as it is certainly too large,
+        // not after every row is in memory.
+        let mut bytes = 0usize;
         for row in rows.try_iter()? {
             let row = row?;
             let pair = row
@@ -377,31 +395,77 @@ impl PyStore {
                 .ok()
                 .filter(|t| t.len() == 2)
                 .ok_or_else(|| PyTypeError::new_err("each row must be a (key, value) tuple"))?;
-            ops.push(put_op(table, &pair.get_item(0)?, &pair.get_item(1)?)?);
+            let op = put_op(table, &pair.get_item(0)?, &pair.get_item(1)?)?;
+            bytes += op.table.len() + op.key.len() + op.value.as_ref().map_or(0, Vec::len);
+            if bytes > limit {
+                let message = format!(
+                    "put_many rows exceed max_transaction_bytes ({limit} bytes) at row {}: \
+                     write them in smaller batches, or open the Store with a larger \
+                     max_transaction_bytes",
+                    ops.len() + 1
+                );
+                return Err(super::errors::raise(py, "ValueTooLarge", (message,)));
+            }
+            ops.push(op);
+            // Before the commit point Ctrl-C aborts with nothing written.
+            if ops.len() % SIGNAL_EVERY == 0 {
+                py.check_signals()?;
+            }
             if let Some(callback) = progress {
                 if ops.len() % PROGRESS_EVERY == 0 {
                     callback.call1((ops.len(),))?;
                 }
             }
         }
+        py.check_signals()?;
         let count = ops.len();
         wait_for_writer(py, &self.store)?;
         let lsn = run_detached(py, || self.store.commit(ops))?;
-        if let Some(callback) = progress {
-            callback.call1((count,))?;
+        let receipt = PyReceipt::local(lsn);
+        // Past the commit point the rows are stored: anything raised now (Ctrl-C during
+        // the commit, a failing progress callback) carries the receipt.
+        let finished = match progress {
+            Some(callback) => callback.call1((count,)).map(drop),
+            None => Ok(()),
+        };
+        match finished.and_then(|()| py.check_signals()) {
+            Ok(()) => Ok(receipt),
+            Err(err) => Err(committed_anyway(py, err, receipt)),
         }
-        Ok(PyReceipt::local(lsn))
     }
 }
 
-/// A stored value (decoded, or the error decoding it), or the caller's default.
+/// An exception raised after a write's commit point (Ctrl-C pressed during the commit, a
+/// progress callback that failed): the interpreter raises a pending `KeyboardInterrupt` as
+/// soon as the call returns, before the caller could store a returned receipt, so the
+/// receipt travels on the exception (`.receipt`) with a note saying the rows are stored.
+fn committed_anyway(py: Python<'_>, err: PyErr, receipt: PyReceipt) -> PyErr {
+    let note = format!(
+        "the write was already committed at LSN {} when this was raised: its rows are \
+         stored, and its receipt is this exception's .receipt",
+        receipt.lsn
+    );
+    let value = err.value(py);
+    let annotated = value.setattr("receipt", receipt).and_then(|()| {
+        if value.hasattr("add_note")? {
+            value.call_method1("add_note", (note,)).map(drop)
+        } else {
+            value.setattr("__notes__", vec![note])
+        }
+    });
+    // An exception that refuses attributes is still raised as it is.
+    drop(annotated);
+    err
+}
+
+/// A stored value, decoded, or the caller's default.
 fn value_or<'py>(
     py: Python<'py>,
-    found: Option<PyResult<Bound<'py, PyAny>>>,
+    found: Option<Vec<u8>>,
     default: Option<Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     match found {
-        Some(value) => value,
+        Some(bytes) => decode_py_value(py, &bytes),
         None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
     }
 }
@@ -451,6 +515,46 @@ enum TxState {
 pub(crate) struct PyTransaction {
     store: Store,
     state: Mutex<TxState>,
+    /// `file:line` of the Python code that opened it, for the warning of a leaked one.
+    opened_at: String,
+}
+
+/// `file:line` of the Python code calling into the module (native calls push no frame).
+fn caller_location(py: Python<'_>) -> String {
+    let location = py
+        .import("sys")
+        .and_then(|sys| sys.getattr("_getframe")?.call1((0,)))
+        .and_then(|frame| {
+            let file: String = frame.getattr("f_code")?.getattr("co_filename")?.extract()?;
+            let line: u32 = frame.getattr("f_lineno")?.extract()?;
+            Ok(format!("{file}:{line}"))
+        });
+    location.unwrap_or_else(|_| "an unknown place".to_owned())
+}
+
+impl Drop for PyTransaction {
+    fn drop(&mut self) {
+        let state = self
+            .state
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !matches!(state, TxState::Open(_)) || self.store.check_process().is_err() {
+            return;
+        }
+        let message = format!(
+            "a Transaction opened at {} was garbage-collected without commit() or abort(): \
+             it held the store's writer lock until now and its writes are discarded; use it \
+             as a context manager ('with store.transaction() as tx:')",
+            self.opened_at
+        );
+        Python::attach(|py| {
+            let category = py.get_type::<pyo3::exceptions::PyResourceWarning>();
+            let message = std::ffi::CString::new(message).unwrap_or_default();
+            if let Err(err) = PyErr::warn(py, category.as_any(), &message, 1) {
+                err.write_unraisable(py, None);
+            }
+        });
+    }
 }
 
 impl PyTransaction {
@@ -462,6 +566,7 @@ impl PyTransaction {
 
     /// Takes the open transaction out (beginning it if needed) for one call.
     fn take(&self, py: Python<'_>) -> PyResult<Transaction> {
+        run(py, || self.store.check_process())?;
         let previous = std::mem::replace(&mut *self.lock(), TxState::Busy);
         match previous {
             TxState::Open(tx) => Ok(tx),
@@ -519,9 +624,11 @@ impl PyTransaction {
         _exc: Option<&Bound<'_, PyAny>>,
         _tb: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
+        let finished = matches!(&*self.lock(), TxState::Committed(_) | TxState::Aborted);
         if exc_type.is_some_and(|t| !t.is_none()) {
             self.abort();
-        } else {
+        } else if !finished {
+            // A block that already committed or aborted explicitly ends as it chose.
             self.commit(py)?;
         }
         Ok(false)
@@ -562,11 +669,8 @@ impl PyTransaction {
             let ready = tx.ready_to_read();
             (ready, tx)
         });
-        let found = run(py, || ready).and_then(|()| {
-            run(py, || {
-                tx.get_with(table, &key, |v| v.map(|b| decode_py_value(py, b)))
-            })
-        });
+        let found = run(py, || ready)
+            .and_then(|()| run(py, || tx.get_with(table, &key, |v| v.map(<[u8]>::to_vec))));
         *self.lock() = TxState::Open(tx);
         value_or(py, found?, default)
     }
@@ -645,6 +749,7 @@ impl PyScan {
     }
 
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        run(py, || self.store.check_process())?;
         let mut state = self
             .state
             .lock()
@@ -695,6 +800,7 @@ impl PyChanges {
     }
 
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<PyChange>> {
+        run(py, || self.store.check_process())?;
         let mut state = self
             .state
             .lock()

@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::fmt;
 
-use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyOverflowError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{
@@ -19,6 +19,10 @@ use crate::codec::{decode_key, decode_timestamp, encode_key, encode_timestamp, K
 const MAX_DEPTH: u32 = 128;
 /// The `MessagePack` timestamp extension type.
 const TIMESTAMP_EXT: i8 = -1;
+/// Seconds since the Unix epoch of 0001-01-01T00:00:00Z and of the last second of
+/// 9999-12-31 (UTC): the range a Python `datetime` can hold once converted to UTC.
+const MIN_UNIX_SECONDS: i64 = -62_135_596_800;
+const MAX_UNIX_SECONDS: i64 = 253_402_300_799;
 
 /// Encodes a Python key: `str`, `bytes` or a 64-bit `int` (never `bool`).
 pub(crate) fn encode_py_key(key: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
@@ -80,7 +84,21 @@ pub(crate) fn datetime_to_unix(dt: &Bound<'_, PyAny>) -> PyResult<(i64, u32)> {
     let days: i64 = delta.getattr("days")?.extract()?;
     let seconds: i64 = delta.getattr("seconds")?.extract()?;
     let micros: u32 = delta.getattr("microseconds")?.extract()?;
-    Ok((days * 86_400 + seconds, micros * 1_000))
+    let unix = days
+        .checked_mul(86_400)
+        .and_then(|s| s.checked_add(seconds))
+        .filter(|s| (MIN_UNIX_SECONDS..=MAX_UNIX_SECONDS).contains(s))
+        .ok_or_else(|| {
+            // A value stored anyway could never be read back as a datetime.
+            PyOverflowError::new_err(format!(
+                "{} is outside years 1-9999 once converted to UTC, so it could not be read back",
+                dt.repr().map(|r| r.to_string()).unwrap_or_default()
+            ))
+        })?;
+    if micros >= 1_000_000 {
+        return Err(PyValueError::new_err("datetime microseconds out of range"));
+    }
+    Ok((unix, micros * 1_000))
 }
 
 /// The aware UTC datetime for seconds and nanoseconds since the Unix epoch.
@@ -121,6 +139,71 @@ impl<'py> PyValue<'_, 'py> {
     }
 }
 
+/// Encoding a datetime runs Python code (a pure-Python `utcoffset`, a finalizer, a switch
+/// to another thread), so a dict or list may change while it is encoded. Each step checks
+/// the size first (what pyo3's dict iterator would otherwise panic on), and a container is
+/// never given fewer or more entries than its header promised: a change is a
+/// `RuntimeError`, as Python raises for a dict changed during iteration.
+fn changed(what: &str) -> PyErr {
+    PyRuntimeError::new_err(format!("{what} changed size while it was being stored"))
+}
+
+impl<'py> PyValue<'_, 'py> {
+    fn serialize_dict<S: Serializer>(
+        &self,
+        dict: &Bound<'py, PyDict>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let len = dict.len();
+        let mut map = s.serialize_map(Some(len))?;
+        let mut entries = dict.iter();
+        for _ in 0..len {
+            if dict.len() != len {
+                return Err(self.fail(changed("dictionary")));
+            }
+            let Some((k, v)) = entries.next() else {
+                return Err(self.fail(changed("dictionary")));
+            };
+            if !k.is_instance_of::<PyString>() {
+                let name = k
+                    .get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default();
+                return Err(self.fail(PyTypeError::new_err(format!(
+                    "dict keys in values must be str, not {name}"
+                ))));
+            }
+            map.serialize_entry(&self.child(&k), &self.child(&v))?;
+        }
+        // Same size but other keys: the iterator still has some to give.
+        if dict.len() != len || entries.next().is_some() {
+            return Err(self.fail(changed("dictionary")));
+        }
+        map.end()
+    }
+
+    fn serialize_list<S: Serializer>(
+        &self,
+        list: &Bound<'py, PyList>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let len = list.len();
+        let mut seq = s.serialize_seq(Some(len))?;
+        for index in 0..len {
+            let item = match list.get_item(index) {
+                Ok(item) if list.len() == len => item,
+                _ => return Err(self.fail(changed("list"))),
+            };
+            seq.serialize_element(&self.child(&item))?;
+        }
+        if list.len() != len {
+            return Err(self.fail(changed("list")));
+        }
+        seq.end()
+    }
+}
+
 impl Serialize for PyValue<'_, '_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let obj = self.obj;
@@ -156,28 +239,10 @@ impl Serialize for PyValue<'_, '_> {
             return s.serialize_bytes(bytes.as_bytes());
         }
         if let Ok(dict) = obj.cast::<PyDict>() {
-            let mut map = s.serialize_map(Some(dict.len()))?;
-            for (k, v) in dict.iter() {
-                if !k.is_instance_of::<PyString>() {
-                    let name = k
-                        .get_type()
-                        .name()
-                        .map(|n| n.to_string())
-                        .unwrap_or_default();
-                    return Err(self.fail(PyTypeError::new_err(format!(
-                        "dict keys in values must be str, not {name}"
-                    ))));
-                }
-                map.serialize_entry(&self.child(&k), &self.child(&v))?;
-            }
-            return map.end();
+            return self.serialize_dict(dict, s);
         }
         if let Ok(list) = obj.cast::<PyList>() {
-            let mut seq = s.serialize_seq(Some(list.len()))?;
-            for item in list.iter() {
-                seq.serialize_element(&self.child(&item))?;
-            }
-            return seq.end();
+            return self.serialize_list(list, s);
         }
         if let Ok(tuple) = obj.cast::<PyTuple>() {
             let mut seq = s.serialize_seq(Some(tuple.len()))?;
@@ -206,7 +271,8 @@ impl Serialize for PyValue<'_, '_> {
     }
 }
 
-/// Encodes a Python value as `MessagePack`.
+/// Encodes a Python value as `MessagePack`. A value refused part-way leaves nothing behind:
+/// the partial encoding is dropped with the error.
 pub(crate) fn encode_py_value(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     let failure = RefCell::new(None);
     let mut out = Vec::with_capacity(64);
@@ -215,7 +281,10 @@ pub(crate) fn encode_py_value(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
         depth: 0,
         failure: &failure,
     };
-    match value.serialize(&mut rmp_serde::Serializer::new(&mut out)) {
+    let encoded = super::errors::run(obj.py(), || {
+        Ok(value.serialize(&mut rmp_serde::Serializer::new(&mut out)))
+    })?;
+    match encoded {
         Ok(()) => Ok(out),
         Err(err) => Err(failure
             .into_inner()
@@ -233,6 +302,37 @@ pub(crate) fn decode_py_value<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bo
             (format!("a stored value does not decode: {e}"),),
         )
     })
+}
+
+/// `replikv.encode_value`: the `MessagePack` bytes replikv stores for a value (and that a
+/// cache node returns for `GET`).
+#[pyfunction]
+#[pyo3(signature = (value, /))]
+pub(crate) fn encode_value<'py>(value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    let encoded = encode_py_value(value)?;
+    Ok(PyBytes::new(value.py(), &encoded))
+}
+
+/// `replikv.decode_value`: the value of `MessagePack` bytes as replikv stores them. Bytes
+/// that are not exactly one such value (trailing bytes included) are a `ValueError`.
+#[pyfunction]
+#[pyo3(signature = (data, /))]
+pub(crate) fn decode_value<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    let refused = |reason: String| PyValueError::new_err(format!("not a replikv value: {reason}"));
+    // A reader that advances `rest`, so that what follows the value can be seen.
+    let mut rest = data;
+    let mut de = rmp_serde::Deserializer::new(&mut rest);
+    let value = PySeed { py, depth: 0 }
+        .deserialize(&mut de)
+        .map_err(|e| refused(e.to_string()))?;
+    drop(de);
+    if !rest.is_empty() {
+        return Err(refused(format!(
+            "{} bytes follow the end of the value",
+            rest.len()
+        )));
+    }
+    Ok(value)
 }
 
 #[derive(Clone, Copy)]

@@ -27,7 +27,11 @@ pub use transaction::Transaction;
 
 use crate::codec::{decode_entry, encode_ops, Entry, Op, MAX_RECORD_BYTES};
 use crate::error::{ReadOnlyReason, Result, StoreError};
+use crate::fork::Owner;
 use crate::log::{DirFs, Log, LogFs, LogOptions, LogPosition, RawEntry, SegmentInfo};
+
+/// The largest log segment accepted (1 TiB): segments are preallocated whole.
+const MAX_SEGMENT_BYTES: u64 = 1 << 40;
 
 /// How a store is opened.
 #[derive(Debug, Clone)]
@@ -77,10 +81,10 @@ impl StoreOptions {
                 .into());
             }
         }
-        if self.segment_bytes < 4096 {
+        if !(4096..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
             return Err(StoreError::InvalidOption {
                 name: "segment_bytes",
-                reason: "must be at least 4096".to_owned(),
+                reason: format!("must be between 4096 and {MAX_SEGMENT_BYTES} bytes"),
             }
             .into());
         }
@@ -122,6 +126,8 @@ struct Open {
 struct Inner {
     path: PathBuf,
     options: StoreOptions,
+    /// The process that opened the store: a child forked from it may not use it.
+    owner: Owner,
     pipeline: Pipeline,
     /// Why user writes are refused, if they are (fixed at open).
     read_only: Option<ReadOnlyReason>,
@@ -130,6 +136,21 @@ struct Inner {
     // Field order matters only in that `open` is dropped (files released) by `close()`,
     // not by the last handle: transactions and iterators may outlive a close.
     open: RwLock<Option<Open>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // In a forked child the files and the lock are the parent's: closing them here
+        // (redb writes its header on drop) would change the parent's store under it.
+        if self.owner.inherited() {
+            let open = self
+                .open
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            std::mem::forget(open);
+        }
+    }
 }
 
 /// A replikv store. Cheap to clone: clones share one open store.
@@ -184,7 +205,7 @@ fn dir_io(context: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> 
 }
 
 impl Store {
-    /// Opens the store at `path`, creating the directory (not its parents) if missing, and
+    /// Opens the store at `path`, creating the directory and its parents if missing, and
     /// recovers it: the log is replayed into the tables after their last checkpoint.
     ///
     /// # Errors
@@ -210,10 +231,7 @@ impl Store {
     ) -> Result<Self> {
         options.validate()?;
         let path = path.to_path_buf();
-        match std::fs::create_dir(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => {}
-            other => other.map_err(dir_io("cannot create store directory", &path))?,
-        }
+        create_dirs(&path).map_err(dir_io("cannot create store directory", &path))?;
         let lock = DirLock::acquire(&path)?;
         let log_fs = log_fs(&path)?;
         install::finish_install(&path)?;
@@ -240,6 +258,7 @@ impl Store {
             inner: Arc::new(Inner {
                 path,
                 options,
+                owner: Owner::current(),
                 pipeline,
                 read_only,
                 marked_follower: AtomicBool::new(parts.follower),
@@ -273,7 +292,25 @@ impl Store {
         .into()
     }
 
+    /// Refuses a handle inherited through `fork()` (see [`crate::fork`]).
+    ///
+    /// # Errors
+    /// [`StoreError::Inherited`] in a process forked after the store was opened.
+    pub fn check_process(&self) -> Result<()> {
+        let owner = &self.inner.owner;
+        if owner.inherited() {
+            return Err(StoreError::Inherited {
+                path: self.inner.path.clone(),
+                owner: owner.pid(),
+                pid: std::process::id(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
     fn open_state(&self) -> Result<RwLockReadGuard<'_, Option<Open>>> {
+        self.check_process()?;
         let guard = self
             .inner
             .open
@@ -336,6 +373,7 @@ impl Store {
     }
 
     fn commit_inner(&self, ops: Vec<Op>, holds_writer: bool) -> Result<u64> {
+        self.check_process()?;
         if let Err(refused) = self.check_writable() {
             if holds_writer {
                 self.inner.pipeline.release_writer();
@@ -402,6 +440,7 @@ impl Store {
     /// Takes the writer lock without the follower check: for work that must be the only
     /// one touching the overlay and redb (snapshots, dropping log segments).
     fn begin_exclusive(&self) -> Result<Transaction> {
+        self.check_process()?;
         self.inner
             .pipeline
             .acquire_writer(None)
@@ -416,6 +455,7 @@ impl Store {
     /// # Errors
     /// A closed store, or a transaction already open on this thread.
     pub fn writer_free_within(&self, patience: Duration) -> Result<bool> {
+        self.check_process()?;
         match self
             .inner
             .pipeline
@@ -438,6 +478,7 @@ impl Store {
     /// # Errors
     /// As [`Store::begin`].
     pub fn begin_within(&self, patience: Duration) -> Result<Option<Transaction>> {
+        self.check_process()?;
         self.check_writable()?;
         match self
             .inner
@@ -455,6 +496,7 @@ impl Store {
     /// # Errors
     /// A closed store, or a transaction already open on this thread.
     pub fn begin(&self) -> Result<Transaction> {
+        self.check_process()?;
         self.check_writable()?;
         self.inner
             .pipeline
@@ -493,6 +535,7 @@ impl Store {
     /// [`StoreError::ReadOnly`] on a store that is not a follower, [`StoreError::OutOfOrder`]
     /// for a gap or a repeat, a payload that does not decode, a closed store.
     pub fn append_replicated(&self, payloads: &[Vec<u8>]) -> Result<u64> {
+        self.check_process()?;
         if !self.inner.options.follower {
             return Err(self.read_only(ReadOnlyReason::NotAFollower));
         }
@@ -830,6 +873,7 @@ impl Store {
     /// # Errors
     /// The final checkpoint failed (the log still holds every committed entry).
     pub fn close(&self) -> Result<()> {
+        self.check_process()?;
         let first = self.inner.pipeline.mark_closed();
         if first {
             // Entries that already took an LSN are flushed; later commits are refused.
@@ -920,6 +964,38 @@ fn apply_entries(tables: &Tables, entries: &[Entry], durable: bool) -> Result<()
         return Ok(());
     }
     tables.apply(entries.iter().map(|e| (e.lsn, e.ops.as_slice())), durable)
+}
+
+/// Creates `path` and any missing parents, and fsyncs the directory that holds each one
+/// created, so that a store created just before a power loss is still found after it.
+fn create_dirs(path: &Path) -> std::io::Result<()> {
+    let mut missing = Vec::new();
+    let mut dir = path;
+    while !dir.exists() {
+        missing.push(dir);
+        match dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => dir = parent,
+            _ => break,
+        }
+    }
+    if missing.is_empty() {
+        if !path.is_dir() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a file that is not a directory is in the way",
+            ));
+        }
+        return Ok(());
+    }
+    std::fs::create_dir_all(path)?;
+    for created in missing {
+        let parent = created
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn check_size(what: &'static str, size: usize, limit: usize) -> Result<()> {

@@ -13,6 +13,9 @@ pub struct Transaction {
     ops: Vec<Op>,
     /// For each `(table, key)` written, the index of its latest op in `ops`.
     latest: HashMap<(String, Vec<u8>), usize>,
+    /// A lower bound of the encoded entry's size: a write that takes it over
+    /// `max_transaction_bytes` is refused then, not after every write is in memory.
+    bytes: usize,
     /// Set once every earlier commit is visible, so reads of the tables are current.
     drained: bool,
     finished: bool,
@@ -34,6 +37,7 @@ impl Transaction {
             store,
             ops: Vec::new(),
             latest: HashMap::new(),
+            bytes: 0,
             drained: false,
             finished: false,
         }
@@ -42,6 +46,18 @@ impl Transaction {
     fn record(&mut self, op: Op) -> Result<()> {
         // Refuse bad input at the call that made it, not at commit.
         self.store.encode(std::slice::from_ref(&op))?;
+        let bytes =
+            self.bytes + op.table.len() + op.key.len() + op.value.as_ref().map_or(0, Vec::len);
+        let limit = self.store.options().max_transaction_bytes;
+        if bytes > limit {
+            return Err(crate::error::StoreError::TooLarge {
+                what: "transaction",
+                size: bytes,
+                limit,
+            }
+            .into());
+        }
+        self.bytes = bytes;
         self.latest
             .insert((op.table.clone(), op.key.clone()), self.ops.len());
         self.ops.push(op);
@@ -129,7 +145,9 @@ impl Transaction {
 
 impl Drop for Transaction {
     fn drop(&mut self) {
-        if !self.finished {
+        // In a forked child the lock state is a copy that nobody else uses (and its mutex
+        // may have been held by a thread that does not exist there).
+        if !self.finished && !self.store.inner.owner.inherited() {
             self.store.inner.pipeline.release_writer();
         }
     }

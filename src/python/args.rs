@@ -1,0 +1,52 @@
+//! Numeric arguments from Python, checked before any arithmetic: a negative position, a NaN
+//! timeout or `sys.maxsize` seconds must be a clear exception or a documented meaning,
+//! never an overflow panic deep inside.
+
+use std::time::Duration;
+
+use pyo3::exceptions::{PyOverflowError, PyValueError};
+use pyo3::prelude::*;
+
+/// Longest interval or duration setting accepted: far beyond any real use, and small
+/// enough that adding it to any clock reading cannot overflow.
+const MAX_SETTING_SECONDS: f64 = 100.0 * 365.25 * 86_400.0;
+
+/// A non-negative integer argument (an LSN, a position, a count). Taken from Python as an
+/// `i128` so that a negative value gets this message rather than pyo3's "can't convert
+/// negative int to unsigned".
+pub(crate) fn non_negative(name: &str, value: i128) -> PyResult<u64> {
+    if value < 0 {
+        return Err(PyValueError::new_err(format!(
+            "{name} must be 0 or more, not {value}"
+        )));
+    }
+    u64::try_from(value)
+        .map_err(|_| PyOverflowError::new_err(format!("{name} must fit in 64 bits, not {value}")))
+}
+
+fn finite_seconds(name: &str, value: f64) -> PyResult<f64> {
+    if value.is_nan() || value < 0.0 {
+        return Err(PyValueError::new_err(format!(
+            "{name} must be a non-negative number of seconds, not {value}"
+        )));
+    }
+    Ok(value)
+}
+
+/// An interval or duration setting, in seconds (at most a century).
+pub(crate) fn seconds(name: &str, value: f64) -> PyResult<Duration> {
+    let value = finite_seconds(name, value)?;
+    if value > MAX_SETTING_SECONDS {
+        return Err(PyValueError::new_err(format!(
+            "{name} must be at most {MAX_SETTING_SECONDS:.0} seconds (a century), not {value}"
+        )));
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+/// How long a wait may last: `None` means no limit, which any timeout longer than a
+/// century (`float("inf")`, `sys.maxsize`) stands for.
+pub(crate) fn timeout(name: &str, value: f64) -> PyResult<Option<Duration>> {
+    let value = finite_seconds(name, value)?;
+    Ok((value <= MAX_SETTING_SECONDS).then(|| Duration::from_secs_f64(value)))
+}

@@ -1,0 +1,75 @@
+"""What a newcomer meets first: paths, forgotten transactions, a replica that is refused."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import replikv
+
+
+def test_a_store_path_in_missing_directories_is_created(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "nested" / "primary"
+    with replikv.Store(path) as store:
+        assert store.put("t", "k", 1).lsn == 1
+    with replikv.Store(path) as again:
+        assert again.get("t", "k") == 1
+
+
+def test_a_file_in_the_way_of_a_store_directory_is_an_os_error(tmp_path: Path) -> None:
+    (tmp_path / "data").write_text("a file, not a directory")
+    with pytest.raises(OSError) as info:
+        replikv.Store(tmp_path / "data" / "primary")
+    assert isinstance(info.value, replikv.ReplikvError)
+
+
+def open_and_forget(store: replikv.Store) -> None:
+    tx = store.transaction()
+    tx.put("t", "k", 1)  # takes the writer lock
+    del tx
+
+
+def test_a_transaction_collected_without_commit_warns_where_it_was_opened(
+    store: replikv.Store,
+) -> None:
+    with pytest.warns(ResourceWarning, match=r"test_first_use\.py:\d+.*writer lock") as caught:
+        open_and_forget(store)
+        gc.collect()
+    assert len(caught) == 1
+    # Its writes were discarded and the lock released: the next writer gets in.
+    assert store.put("t", "other", 2).lsn == 1
+    assert store.get("t", "k") is None
+
+
+def test_transactions_that_finish_do_not_warn(store: replikv.Store) -> None:
+    with store.transaction() as tx:
+        tx.put("t", "k", 1)
+    aborted = store.transaction()
+    aborted.put("t", "k", 2)
+    aborted.abort()
+    unused = store.transaction()
+    del tx, aborted, unused
+    gc.collect()  # filterwarnings=error: any ResourceWarning fails this test
+
+
+@pytest.fixture
+def primary(tmp_path: Path) -> Iterator[replikv.Primary]:
+    store = replikv.Store(tmp_path / "primary")
+    with replikv.Primary(store, token="right") as served:
+        served.store.put("t", "k", 1)
+        yield served
+    store.close()
+
+
+def test_a_replica_with_a_wrong_token_says_so_where_the_user_looks(
+    primary: replikv.Primary, tmp_path: Path
+) -> None:
+    with replikv.Replica(tmp_path / "r", primary=primary.address, token="wrong") as replica:
+        with pytest.raises(replikv.ReplicationError, match="authentication") as info:
+            replica.get("t", "k", min_lsn=1, timeout=30)
+        assert not isinstance(info.value, replikv.ReplicationTimeout)
+        with pytest.raises(replikv.ReplicationError, match="authentication"):
+            replica.wait_for(1, timeout=30)
+        assert replica.status()["state"] == "failed"
