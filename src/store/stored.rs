@@ -71,6 +71,12 @@ impl std::fmt::Display for Damage {
     }
 }
 
+/// The value part of stored bytes, unchecked (all of them if they are too short to hold
+/// a CRC): for uses that need the bytes but not their soundness.
+pub(crate) fn without_crc(stored: &[u8]) -> &[u8] {
+    &stored[..stored.len().saturating_sub(CRC_LEN)]
+}
+
 /// Checks a stored value and returns the value without its CRC (a borrow: no copy).
 ///
 /// # Errors

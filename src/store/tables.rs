@@ -11,7 +11,7 @@ use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableError, TableHandle,
 };
 
-use super::stored::{seal_into, unseal, Damage};
+use super::stored::{seal_into, unseal, without_crc, Damage};
 use crate::codec::Op;
 use crate::error::{Result, StoreError};
 
@@ -43,22 +43,13 @@ pub struct TableSum {
     pub checksum: u64,
 }
 
-/// The hash of a row as stored, for the checksum update of an overwrite or a delete. A
-/// damaged row's original hash is unknown: the write replaces the damaged value, but the
-/// table's checksum stays off (scrub and `verify()` report it) until the store is re-seeded.
-fn stored_row_hash(table: &str, key: &[u8], stored: &[u8]) -> u64 {
-    match unseal(table, key, stored) {
-        Ok(value) => row_hash(key, value),
-        Err(damage) => {
-            tracing::error!(
-                table,
-                key = %super::stored::describe_key(key),
-                %damage,
-                "overwriting a damaged row: the table's checksum no longer matches its rows"
-            );
-            row_hash(key, stored)
-        }
-    }
+/// The hash of a row as stored, for the checksum update of an overwrite or a delete. The
+/// CRC is not checked here: hashing needs only the value's bytes, and checking would cost
+/// a CRC pass on every overwrite. A write over a damaged row replaces the damaged value,
+/// but the damaged row's original hash is unknown, so the table's checksum stays off until
+/// the store is re-seeded; scrub and `verify()` report it.
+fn stored_row_hash(key: &[u8], stored: &[u8]) -> u64 {
+    row_hash(key, without_crc(stored))
 }
 
 fn damaged(table: &str, key: &[u8], damage: Damage) -> crate::Error {
@@ -264,9 +255,9 @@ impl Tables {
                     };
                     if let Some(old) = old {
                         sum.rows -= 1;
-                        sum.checksum =
-                            sum.checksum
-                                .wrapping_sub(stored_row_hash(name, &op.key, old.value()));
+                        sum.checksum = sum
+                            .checksum
+                            .wrapping_sub(stored_row_hash(&op.key, old.value()));
                     }
                 }
             }
@@ -468,7 +459,7 @@ impl Snapshot {
     /// a write over a damaged row does not fail).
     pub(crate) fn row_hash(&self, table: &str, key: &[u8]) -> Result<Option<u64>> {
         self.stored_with(table, key, |stored| {
-            stored.map(|stored| stored_row_hash(table, key, stored))
+            stored.map(|stored| stored_row_hash(key, stored))
         })
     }
 
