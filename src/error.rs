@@ -92,10 +92,12 @@ pub enum StoreError {
         pid: u32,
     },
     /// A write on a read-only store.
-    #[error("store {path} is read-only")]
+    #[error("store {path} is read-only: {}", why.explain(path))]
     ReadOnly {
         /// The store's directory.
         path: PathBuf,
+        /// Why it is read-only.
+        why: ReadOnlyReason,
     },
     /// A key, value or entry over its configured limit.
     #[error("{what} of {size} bytes exceeds the limit of {limit} bytes set by max_{what}_bytes: \
@@ -142,6 +144,20 @@ pub enum StoreError {
     /// A call that would wait forever on a lock the calling thread holds.
     #[error("{0}")]
     WouldDeadlock(&'static str),
+    /// A stored row whose bytes are not what was written (its CRC does not match).
+    #[error(
+        "store is corrupt: table '{table}', key {}: {reason}; re-seed the store from a replica \
+         (see the README, \"Damaged stores\")",
+        crate::store::describe_key(key)
+    )]
+    DamagedRow {
+        /// The table the row is in.
+        table: String,
+        /// The row's encoded key.
+        key: Vec<u8>,
+        /// What the check found.
+        reason: String,
+    },
     /// The redb file or the store's metadata is damaged or foreign.
     #[error("store is corrupt: {reason}")]
     Corrupt {
@@ -162,6 +178,38 @@ pub enum StoreError {
     /// A failure inside redb that is not corruption.
     #[error("storage engine failed: {0}")]
     Engine(#[source] redb::Error),
+}
+
+/// Why a store refuses a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReadOnlyReason {
+    /// The store of a running replica: writes go to its primary.
+    Replica,
+    /// A replica's directory opened as a plain store: writing would fork it from its
+    /// primary's history, and it could never follow again.
+    BelongsToReplica,
+    /// Entries committed elsewhere are only accepted by a replica's store.
+    NotAFollower,
+}
+
+impl ReadOnlyReason {
+    fn explain(self, path: &std::path::Path) -> String {
+        match self {
+            ReadOnlyReason::Replica => "it is a replica's store; write to its primary".to_owned(),
+            ReadOnlyReason::BelongsToReplica => format!(
+                "it belongs to a replica (it follows a primary, and a write here would fork it \
+                 from the primary's history). Reads work. To keep following, open it with \
+                 replikv.Replica; to write to it as a standalone store, detach it first with \
+                 replikv.Store.detach('{0}') or `replikv detach {0}` (it can then never follow \
+                 that primary again; promotion is not available yet)",
+                path.display()
+            ),
+            ReadOnlyReason::NotAFollower => {
+                "only a replica's store accepts entries committed by a primary".to_owned()
+            }
+        }
+    }
 }
 
 /// Errors of replication: the wire protocol, the handshake, and the network under them.

@@ -1,7 +1,7 @@
 //! A follower store takes a primary's entries byte for byte and ends with its tables.
 
 use replikv::codec::{encode_key, KeyRef, Op};
-use replikv::error::{Error, StoreError};
+use replikv::error::{Error, ReadOnlyReason, StoreError};
 use replikv::log::LogPosition;
 use replikv::store::{Store, StoreOptions};
 
@@ -221,5 +221,157 @@ fn a_snapshot_whose_checksums_do_not_match_is_refused_and_nothing_changes() -> T
     ));
     assert_eq!(follower.last_lsn(), 0);
     assert!(follower.checksum()?.tables.is_empty());
+    Ok(())
+}
+
+fn is_read_only(result: &Result<u64, Error>, why: ReadOnlyReason) -> bool {
+    matches!(result, Err(Error::Store(StoreError::ReadOnly { why: w, .. })) if *w == why)
+}
+
+#[test]
+fn a_replicas_store_opened_as_a_plain_store_is_read_only_and_says_how_to_detach() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let primary = Store::open(dir.path().join("primary"), StoreOptions::default())?;
+    primary.commit(vec![put("t", "a", b"\x01")])?;
+    // A new follower is marked in the transaction that creates its tables: even one that
+    // never received an entry is a replica's.
+    for (name, entries) in [("empty", 0), ("following", 1)] {
+        let path = dir.path().join(name);
+        let follower = Store::open(&path, follower_options())?;
+        follower.append_replicated(&all_payloads(&primary)?[..entries])?;
+        follower.close()?;
+        let plain = Store::open(&path, StoreOptions::default())?;
+        assert_eq!(
+            plain.read_only_reason(),
+            Some(ReadOnlyReason::BelongsToReplica)
+        );
+        let refused = plain.commit(vec![put("t", "b", b"\x02")]);
+        let message = refused.as_ref().map_err(ToString::to_string).unwrap_err();
+        assert!(
+            message.contains("belongs to a replica") && message.contains("replikv detach"),
+            "{message}"
+        );
+        assert!(is_read_only(&refused, ReadOnlyReason::BelongsToReplica));
+        assert!(plain.begin().is_err(), "transactions are refused too");
+        assert_eq!(plain.last_lsn(), entries as u64, "nothing was written");
+        assert_eq!(
+            plain.get_with("t", &encode_key(KeyRef::Str("a")), |v| v.is_some())?,
+            entries == 1,
+            "reads work"
+        );
+        plain.close()?;
+        // Opened as a follower again, it resumes where it was.
+        let follower = Store::open(&path, follower_options())?;
+        assert_eq!(follower.last_lsn(), entries as u64);
+        follower.close()?;
+    }
+    Ok(())
+}
+
+#[test]
+fn a_detached_replica_store_is_writable_with_a_lineage_of_its_own() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let primary = Store::open(dir.path().join("primary"), StoreOptions::default())?;
+    primary.commit(vec![put("t", "a", b"\x01")])?;
+    let path = dir.path().join("replica");
+    let follower = Store::open(&path, follower_options())?;
+    follower.adopt_lineage(primary.lineage()?)?;
+    follower.append_replicated(&all_payloads(&primary)?)?;
+    assert!(
+        matches!(
+            Store::detach(&path),
+            Err(Error::Store(StoreError::Locked { .. }))
+        ),
+        "a running replica is never detached under it"
+    );
+    follower.close()?;
+    assert!(Store::detach(&path)?, "it was a replica's store");
+    assert!(!Store::detach(&path)?, "detaching twice changes nothing");
+    let detached = Store::open(&path, StoreOptions::default())?;
+    assert_eq!(detached.read_only_reason(), None);
+    assert_ne!(detached.lineage()?, primary.lineage()?);
+    assert_eq!(detached.commit(vec![put("t", "b", b"\x02")])?, 2);
+    detached.close()?;
+    assert!(
+        Store::detach(dir.path().join("missing")).is_err(),
+        "no store is created by detach"
+    );
+    assert!(!dir.path().join("missing").exists());
+    Ok(())
+}
+
+#[test]
+fn a_plain_store_becomes_a_replicas_once_it_takes_on_a_primarys_history_not_on_open() -> TestResult
+{
+    let dir = tempfile::tempdir()?;
+    let primary = Store::open(dir.path().join("primary"), StoreOptions::default())?;
+    primary.commit(vec![put("t", "a", b"\x01")])?;
+    let path = dir.path().join("store");
+    Store::open(&path, StoreOptions::default())?.close()?;
+    // Opened as a follower by mistake (a wrong --data): nothing is marked.
+    Store::open(&path, follower_options())?.close()?;
+    let plain = Store::open(&path, StoreOptions::default())?;
+    assert_eq!(plain.read_only_reason(), None);
+    plain.close()?;
+    // Following for real: the first entry marks it before it is applied.
+    let follower = Store::open(&path, follower_options())?;
+    follower.append_replicated(&all_payloads(&primary)?)?;
+    follower.close()?;
+    let plain = Store::open(&path, StoreOptions::default())?;
+    assert!(is_read_only(
+        &plain.commit(vec![put("t", "b", b"\x01")]),
+        ReadOnlyReason::BelongsToReplica
+    ));
+    plain.close()?;
+    // A store that adopted a lineage is a replica's too, even before its first entry.
+    let adopted = dir.path().join("adopted");
+    Store::open(&adopted, StoreOptions::default())?.close()?;
+    let follower = Store::open(&adopted, follower_options())?;
+    follower.adopt_lineage(primary.lineage()?)?;
+    follower.close()?;
+    let plain = Store::open(&adopted, StoreOptions::default())?;
+    assert_eq!(
+        plain.read_only_reason(),
+        Some(ReadOnlyReason::BelongsToReplica)
+    );
+    Ok(())
+}
+
+#[test]
+fn exclusive_work_on_a_follower_never_races_its_replicated_appends() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let primary = Store::open(dir.path().join("primary"), StoreOptions::default())?;
+    for i in 0..2000 {
+        primary.commit(vec![put("t", &format!("k{i}"), b"\x01")])?;
+    }
+    let fast = StoreOptions {
+        fsync: false,
+        ..follower_options()
+    };
+    let follower = Store::open(dir.path().join("follower"), fast)?;
+    let payloads = all_payloads(&primary)?;
+    let appender = {
+        let follower = follower.clone();
+        std::thread::spawn(move || -> Result<(), Error> {
+            for payload in payloads.chunks(1) {
+                follower.append_replicated(payload)?;
+            }
+            Ok(())
+        })
+    };
+    // Scrub moves pending rows into redb: it must be the only one touching them meanwhile.
+    while !appender.is_finished() {
+        let report = follower.scrub(&mut |_| true)?;
+        assert!(report.ok(), "{report:?}");
+    }
+    appender.join().expect("the appender does not panic")?;
+    assert_eq!(follower.checksum()?, primary.checksum()?);
+    follower.close()?;
+    let reopened = Store::open(dir.path().join("follower"), follower_options())?;
+    assert_eq!(reopened.checksum()?, primary.checksum()?);
+    for i in [0, 999, 1999] {
+        let key = encode_key(KeyRef::Str(&format!("k{i}")));
+        assert!(reopened.get_with("t", &key, |v| v.is_some())?, "k{i}");
+    }
     Ok(())
 }

@@ -15,12 +15,14 @@ __all__ = [
     "Change",
     "Changes",
     "Checksum",
+    "Damage",
     "Op",
     "Primary",
     "Receipt",
     "Replica",
     "ReplicaInfo",
     "Scan",
+    "ScrubReport",
     "Store",
     "Transaction",
     "__version__",
@@ -246,6 +248,41 @@ class Store:
         """Flushes, checkpoints and releases every file; closing twice is harmless."""
     def __enter__(self) -> Self: ...
     def __exit__(self, *_exc: object) -> bool: ...
+    @property
+    def read_only(self) -> bool:
+        """Whether writes are refused: the store belongs to a replica (see :meth:`detach`)."""
+    def scrub(self, *, progress: bool | Callable[[int], object] | None = None) -> ScrubReport:
+        """Checks every stored row's CRC, and each table's rows against its recorded stats.
+
+        Pending writes move into the tables first; the check then runs on a read snapshot,
+        so writers are not held while it reads.
+
+        Args:
+            progress: ``True`` shows a progress bar; a callable is called with the number
+                of rows checked so far.
+
+        Returns:
+            A :class:`ScrubReport`; ``report.ok`` is false if anything is damaged. To
+            recover a damaged store, re-seed it from a replica (see the README).
+
+        Raises:
+            KeyboardInterrupt: Ctrl-C stops the scrub (so does an exception raised by the
+                progress callback).
+        """
+    @staticmethod
+    def detach(path: str | os.PathLike[str]) -> bool:
+        """Makes a replica's store a standalone, writable store.
+
+        Its history forks from the primary's: it can never follow that primary again (a
+        new replica re-seeds from a snapshot instead).
+
+        Returns:
+            ``False`` if the store did not belong to a replica (nothing changes).
+
+        Raises:
+            StoreNotFoundError: no store at ``path``.
+            StoreLockedError: a replica (or another handle) has it open.
+        """
 
 @final
 class ReplicaInfo:
@@ -402,3 +439,40 @@ def decode_value(data: bytes, /) -> Any:
     Raises:
         ValueError: the bytes are not exactly one replikv value.
     """
+
+@final
+class Damage:
+    """One damaged row, or a table whose rows disagree with its recorded stats."""
+
+    @property
+    def table(self) -> str: ...
+    @property
+    def key(self) -> _Key | None:
+        """The damaged row's key; ``None`` for damage to the table as a whole."""
+    @property
+    def reason(self) -> str: ...
+    def to_dict(self) -> dict[str, Any]:
+        """``{"table": ..., "key": ..., "reason": ...}``."""
+
+@final
+class ScrubReport:
+    """What :meth:`Store.scrub` found."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def lsn(self) -> int:
+        """The LSN of the state that was checked."""
+    @property
+    def ok(self) -> bool:
+        """Nothing is damaged."""
+    @property
+    def rows_checked(self) -> int: ...
+    @property
+    def tables(self) -> dict[str, int]:
+        """Rows checked per table."""
+    @property
+    def damaged(self) -> list[Damage]:
+        """Every problem found, in table and key order."""
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain dicts and lists (for JSON or pandas)."""

@@ -123,11 +123,50 @@ def _run_replica(args: argparse.Namespace) -> int:
                     flush=True,
                 )
 
-            _serve_until_stopped(args.status_every, progress)
+            failure = _follow_until_stopped(replica, args.status_every, progress)
     except (ReplikvError, OSError, ValueError) as problem:
         print(f"replikv replica: error: {problem}", file=sys.stderr)
         return 1
+    if failure is not None:
+        print(f"replikv replica: error: {failure}", file=sys.stderr)
+        print(_recovery(failure, args.data), file=sys.stderr)
+        return 1
     return 0
+
+
+def _follow_until_stopped(replica: Replica, every: float, report: Any) -> str | None:
+    """Runs until interrupted, or until replication stops for good: returns why it stopped."""
+    tick = 0.2
+    since_report = 0.0
+    try:
+        while True:
+            time.sleep(tick)
+            status = replica.status()
+            if status["state"] == "failed":
+                report()
+                return str(status["last_error"])
+            since_report += tick
+            if every > 0 and since_report >= every:
+                since_report = 0.0
+                report()
+    except (KeyboardInterrupt, _Stop):
+        print("stopping", flush=True)
+    return None
+
+
+def _recovery(failure: str, data: Path) -> str:
+    """What to do about a replica that stopped following for good."""
+    if failure.startswith("diverged"):
+        return (
+            f"{data} holds a history that is not the primary's, so it can never follow it. "
+            "To recover, move the directory aside (keep it if its extra writes matter: "
+            f"replikv.Store({str(data)!r}) reads it) and start the replica again on a new "
+            f"directory, which re-seeds from a snapshot of the primary:\n"
+            f"  mv {data} {data}.diverged && replikv replica --data {data} ..."
+        )
+    if failure.startswith("authentication"):
+        return "Check that the replica's --token (or $REPLIKV_TOKEN) is the primary's."
+    return "The replica cannot follow this primary; see the error above."
 
 
 def _run_status(args: argparse.Namespace) -> int:

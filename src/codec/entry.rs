@@ -218,7 +218,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn framed_entries_decode_to_what_was_encoded(
+        fn fuzz_framed_entries_decode_to_what_was_encoded(
             lsn: u64, epoch: u64, ts: u64,
             ops in proptest::collection::vec(op_strategy(), 0..10),
         ) {
@@ -236,8 +236,32 @@ mod tests {
         }
 
         #[test]
-        fn decoding_arbitrary_payloads_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        fn fuzz_decoding_arbitrary_payloads_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = decode_entry(&bytes);
+        }
+
+        /// A valid payload with bits flipped decodes to an error or to an entry that encodes
+        /// back to exactly those bytes (the decoder accepts only the canonical form).
+        #[test]
+        fn fuzz_flipped_payloads_fail_or_decode_canonically(
+            lsn: u64, epoch: u64, ts: u64,
+            ops in proptest::collection::vec(op_strategy(), 0..6),
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), 1u8..), 1..4),
+        ) {
+            let body = encode_ops(&ops);
+            let mut record = Vec::new();
+            frame_record(&mut record, lsn, epoch, ts, &body, crc32c::crc32c(&body));
+            let mut payload = record.split_off(RECORD_HEADER_LEN);
+            let len = payload.len();
+            for (at, mask) in &flips {
+                payload[at.index(len)] ^= mask;
+            }
+            if let Ok(entry) = decode_entry(&payload) {
+                let body = encode_ops(&entry.ops);
+                let mut again = Vec::new();
+                frame_record(&mut again, entry.lsn, entry.epoch, entry.timestamp_ms, &body, 0);
+                prop_assert_eq!(&again[RECORD_HEADER_LEN..], &payload[..]);
+            }
         }
     }
 

@@ -54,7 +54,7 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
             PyValueError::new_err(message)
         }
         Error::Store(StoreError::WouldDeadlock(_)) => PyRuntimeError::new_err(message),
-        Error::Store(StoreError::Corrupt { .. })
+        Error::Store(StoreError::Corrupt { .. } | StoreError::DamagedRow { .. })
         | Error::Log(LogError::Corrupt { .. })
         | Error::Codec(CodecError::Malformed { .. }) => raise(py, "CorruptionError", (message,)),
         Error::Store(StoreError::Io { path, source, .. }) => {

@@ -4,6 +4,7 @@
 mod args;
 mod errors;
 mod replication;
+mod scrub;
 mod store;
 mod types;
 mod value;
@@ -14,6 +15,8 @@ use pyo3::pymodule;
 mod _core {
     #[pymodule_export]
     use super::replication::{fetch_status, PyPrimary, PyReplica, PyReplicaInfo};
+    #[pymodule_export]
+    use super::scrub::{PyDamage, PyScrubReport};
     #[pymodule_export]
     use super::store::{PyChanges, PyScan, PyStore, PyTransaction};
     #[pymodule_export]

@@ -341,6 +341,32 @@ impl PyStore {
             this.store.epoch()
         ))
     }
+
+    /// Whether writes are refused: a replica's store (see `Store.detach`).
+    #[getter]
+    fn read_only(&self) -> bool {
+        self.store.read_only_reason().is_some()
+    }
+
+    /// Checks every stored row's CRC and each table's row count and checksum against the
+    /// stats the store keeps. `progress=True` shows a progress bar; a callable is called
+    /// with the number of rows checked so far.
+    #[pyo3(signature = (*, progress = None))]
+    fn scrub(
+        &self,
+        py: Python<'_>,
+        progress: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<super::scrub::PyScrubReport> {
+        super::scrub::scrub(py, &self.store, progress)
+    }
+
+    /// Makes a replica's store at `path` a standalone, writable store that can never follow
+    /// its primary again. Returns False if it was not a replica's store.
+    #[staticmethod]
+    fn detach(py: Python<'_>, path: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let path: PathBuf = path.extract()?;
+        run_detached(py, || Store::detach(&path))
+    }
 }
 
 fn as_slice(bound: &Limit<Vec<u8>>) -> Limit<&[u8]> {

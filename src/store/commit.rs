@@ -255,7 +255,9 @@ impl Pipeline {
     }
 
     /// Enqueues an entry committed elsewhere (a primary's), keeping its LSN, epoch and
-    /// timestamp: `payload` is stored byte for byte.
+    /// timestamp: `payload` is stored byte for byte. Like a user write it waits while the
+    /// writer lock is held, so that exclusive work (snapshots, scrub, dropping segments) is
+    /// the only one touching the overlay on a follower too.
     pub(crate) fn enqueue_replicated(
         &self,
         payload: &[u8],
@@ -264,10 +266,7 @@ impl Pipeline {
         timestamp_ms: u64,
         ops: Vec<Op>,
     ) -> Result<(), Refused> {
-        let mut state = self.lock();
-        if let Some(closed) = &state.closed {
-            return Err(Refused::Closed(closed.cause()));
-        }
+        let mut state = self.wait_writer_free(self.lock(), None)?;
         if lsn != state.next_lsn {
             return Err(Refused::OutOfOrder {
                 expected: state.next_lsn,

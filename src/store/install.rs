@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use super::tables::{Snapshot, TableSum, Tables};
 use super::{dir_io, validate_table_name, Open, Parts, Store};
 use crate::codec::Op;
-use crate::error::{Result, StoreError};
+use crate::error::{ReadOnlyReason, Result, StoreError};
 use crate::log::{DirFs, Log, LogOptions};
 
 const INCOMING: &str = "incoming";
@@ -120,26 +120,15 @@ impl Store {
     /// # Errors
     /// A closed store or a storage failure.
     pub fn snapshot_view(&self) -> Result<SnapshotView> {
-        // The writer lock with nothing in flight: this thread alone touches the overlay.
-        let mut exclusive = self.begin_exclusive()?;
-        exclusive.ready_to_read()?;
-        let view = self.with_open(|open| {
-            open.overlay.flush(&open.tables, false)?;
-            let (lsn, sums) = open.overlay.sums();
-            Ok(SnapshotView {
-                lsn,
-                epoch: self.epoch(),
-                id: (0, 0),
-                lineage: 0,
-                sums,
-                snapshot: open.tables.snapshot()?,
-            })
-        });
-        drop(exclusive);
-        let mut view = view?;
-        view.id = self.entry_id(view.lsn)?.unwrap_or((0, 0));
-        view.lineage = self.lineage()?;
-        Ok(view)
+        let (lsn, epoch, sums, snapshot) = self.flushed_snapshot()?;
+        Ok(SnapshotView {
+            lsn,
+            epoch,
+            id: self.entry_id(lsn)?.unwrap_or((0, 0)),
+            lineage: self.lineage()?,
+            sums,
+            snapshot,
+        })
     }
 
     /// Starts installing a snapshot taken at `lsn` (follower stores only).
@@ -154,12 +143,12 @@ impl Store {
         lineage: u64,
     ) -> Result<Installer> {
         if !self.inner.options.follower {
-            return Err(self.read_only());
+            return Err(self.read_only(ReadOnlyReason::NotAFollower));
         }
         let staging = self.inner.path.join(INCOMING);
         remove_dir(&staging)?;
         std::fs::create_dir(&staging).map_err(dir_io("cannot create", &staging))?;
-        let (tables, _) = Tables::open(&staging.join("tables.redb"))?;
+        let (tables, _) = Tables::open(&staging.join("tables.redb"), true)?;
         Ok(Installer {
             store: self.clone(),
             staging,
@@ -197,6 +186,9 @@ impl Store {
             Box::new(DirFs::new(&log_dir)),
         )?;
         self.inner.pipeline.reset(parts.next_lsn, parts.epoch);
+        self.inner
+            .marked_follower
+            .store(parts.follower, std::sync::atomic::Ordering::Release);
         *guard = Some(Open {
             tables: parts.tables,
             overlay: parts.overlay,

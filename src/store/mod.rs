@@ -5,12 +5,14 @@ mod commit;
 mod dirlock;
 mod install;
 mod overlay;
+mod stored;
 mod tables;
 mod transaction;
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
@@ -18,12 +20,13 @@ use commit::{Batch, CheckpointPolicy, Pipeline, Refused};
 use dirlock::DirLock;
 pub use install::{Installer, SnapshotView};
 use overlay::Overlay;
-pub use tables::TableSum;
-use tables::Tables;
+pub use stored::describe_key;
+pub use tables::{ScrubDamage, ScrubReport, TableSum};
+use tables::{Snapshot, Tables};
 pub use transaction::Transaction;
 
 use crate::codec::{decode_entry, encode_ops, Entry, Op, MAX_RECORD_BYTES};
-use crate::error::{Result, StoreError};
+use crate::error::{ReadOnlyReason, Result, StoreError};
 use crate::fork::Owner;
 use crate::log::{DirFs, Log, LogFs, LogOptions, LogPosition, RawEntry, SegmentInfo};
 
@@ -49,7 +52,11 @@ pub struct StoreOptions {
     /// ...or after this much time, whichever comes first.
     pub checkpoint_interval: Duration,
     /// A replica's store: user writes are refused with [`StoreError::ReadOnly`]; entries
-    /// arrive through [`Store::append_replicated`] with the primary's LSNs.
+    /// arrive through [`Store::append_replicated`] with the primary's LSNs. A follower is
+    /// marked durably when its tables are created, or when it first takes on a primary's
+    /// history (a lineage, an entry, a snapshot): opened later without this option, it is
+    /// read-only until [`Store::detach`]. A mere open marks nothing, so pointing a replica
+    /// at the wrong directory by mistake does not lock that store.
     pub follower: bool,
 }
 
@@ -122,6 +129,10 @@ struct Inner {
     /// The process that opened the store: a child forked from it may not use it.
     owner: Owner,
     pipeline: Pipeline,
+    /// Why user writes are refused, if they are (fixed at open).
+    read_only: Option<ReadOnlyReason>,
+    /// The tables are durably marked as a replica's.
+    marked_follower: AtomicBool,
     // Field order matters only in that `open` is dropped (files released) by `close()`,
     // not by the last handle: transactions and iterators may outlive a close.
     open: RwLock<Option<Open>>,
@@ -230,6 +241,13 @@ impl Store {
             interval: options.checkpoint_interval,
         };
         let pipeline = Pipeline::new(parts.next_lsn, parts.epoch, policy);
+        let read_only = if options.follower {
+            Some(ReadOnlyReason::Replica)
+        } else if parts.follower {
+            Some(ReadOnlyReason::BelongsToReplica)
+        } else {
+            None
+        };
         let Parts {
             tables,
             overlay,
@@ -242,6 +260,8 @@ impl Store {
                 options,
                 owner: Owner::current(),
                 pipeline,
+                read_only,
+                marked_follower: AtomicBool::new(parts.follower),
                 open: RwLock::new(Some(Open {
                     tables,
                     overlay,
@@ -354,8 +374,11 @@ impl Store {
 
     fn commit_inner(&self, ops: Vec<Op>, holds_writer: bool) -> Result<u64> {
         self.check_process()?;
-        if self.inner.options.follower {
-            return Err(self.read_only());
+        if let Err(refused) = self.check_writable() {
+            if holds_writer {
+                self.inner.pipeline.release_writer();
+            }
+            return Err(refused);
         }
         if ops.is_empty() {
             if holds_writer {
@@ -456,9 +479,7 @@ impl Store {
     /// As [`Store::begin`].
     pub fn begin_within(&self, patience: Duration) -> Result<Option<Transaction>> {
         self.check_process()?;
-        if self.inner.options.follower {
-            return Err(self.read_only());
-        }
+        self.check_writable()?;
         match self
             .inner
             .pipeline
@@ -476,9 +497,7 @@ impl Store {
     /// A closed store, or a transaction already open on this thread.
     pub fn begin(&self) -> Result<Transaction> {
         self.check_process()?;
-        if self.inner.options.follower {
-            return Err(self.read_only());
-        }
+        self.check_writable()?;
         self.inner
             .pipeline
             .acquire_writer(None)
@@ -486,11 +505,26 @@ impl Store {
         Ok(Transaction::new(self.clone()))
     }
 
-    fn read_only(&self) -> crate::Error {
+    fn read_only(&self, why: ReadOnlyReason) -> crate::Error {
         StoreError::ReadOnly {
             path: self.inner.path.clone(),
+            why,
         }
         .into()
+    }
+
+    /// Refuses user writes on a replica's store.
+    fn check_writable(&self) -> Result<()> {
+        match self.inner.read_only {
+            Some(why) => Err(self.read_only(why)),
+            None => Ok(()),
+        }
+    }
+
+    /// Why user writes are refused (a replica's store), or `None` if they are accepted.
+    #[must_use]
+    pub fn read_only_reason(&self) -> Option<ReadOnlyReason> {
+        self.inner.read_only
     }
 
     /// Appends entries committed by a primary, in LSN order, keeping their LSNs, epochs and
@@ -503,16 +537,16 @@ impl Store {
     pub fn append_replicated(&self, payloads: &[Vec<u8>]) -> Result<u64> {
         self.check_process()?;
         if !self.inner.options.follower {
-            return Err(StoreError::ReadOnly {
-                path: self.inner.path.clone(),
-            }
-            .into());
+            return Err(self.read_only(ReadOnlyReason::NotAFollower));
         }
         // Decode every payload before enqueuing any: a bad one refuses the whole call.
         let entries = payloads
             .iter()
             .map(|payload| decode_entry(payload))
             .collect::<Result<Vec<_>, _>>()?;
+        if !entries.is_empty() {
+            self.mark_follower(None)?;
+        }
         let mut last = None;
         let mut refused = None;
         for (payload, entry) in payloads.iter().zip(entries) {
@@ -602,13 +636,25 @@ impl Store {
     /// [`StoreError::ReadOnly`] unless this is an empty follower; storage failures.
     pub fn adopt_lineage(&self, lineage: u64) -> Result<()> {
         if !self.inner.options.follower || self.last_lsn() != 0 {
-            return Err(self.read_only());
+            return Err(self.read_only(ReadOnlyReason::NotAFollower));
         }
+        self.mark_follower(Some(lineage))
+    }
+
+    /// Durably marks this follower's tables as a replica's (and adopts `lineage` if given),
+    /// before it first takes on a primary's history. Marking twice writes nothing.
+    fn mark_follower(&self, lineage: Option<u64>) -> Result<()> {
+        if lineage.is_none() && self.inner.marked_follower.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        // The writer lock with nothing in flight: this thread alone writes redb.
         let mut exclusive = self.begin_exclusive()?;
         exclusive.ready_to_read()?;
-        let adopted = self.with_open(|open| open.tables.write_meta(&[("lineage", lineage)]));
+        let marked = self.with_open(|open| open.tables.set_follower(lineage));
         drop(exclusive);
-        adopted
+        marked?;
+        self.inner.marked_follower.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// Waits until every LSN handed out so far is visible (used by transactions that read).
@@ -752,6 +798,69 @@ impl Store {
         dropped
     }
 
+    /// A redb read view of every visible commit, with its LSN, epoch and table sums: the
+    /// overlay is moved into redb first, holding writers only meanwhile.
+    fn flushed_snapshot(&self) -> Result<(u64, u64, BTreeMap<String, TableSum>, Snapshot)> {
+        // The writer lock with nothing in flight: this thread alone touches the overlay.
+        let mut exclusive = self.begin_exclusive()?;
+        exclusive.ready_to_read()?;
+        let flushed = self.with_open(|open| {
+            open.overlay.flush(&open.tables, false)?;
+            let (lsn, sums) = open.overlay.sums();
+            Ok((lsn, self.epoch(), sums, open.tables.snapshot()?))
+        });
+        drop(exclusive);
+        flushed
+    }
+
+    /// Reads every row of every table, checks each row's CRC, and recomputes each table's
+    /// row count and checksum against the stats the store keeps. Writers (and replicated
+    /// appends) are held only while pending writes move into redb; the check runs on a
+    /// read snapshot. `progress` gets the rows checked so far now and then; returning
+    /// `false` stops early (the report is then incomplete).
+    ///
+    /// # Errors
+    /// A closed store, or a storage failure outside the rows.
+    pub fn scrub(&self, progress: &mut dyn FnMut(u64) -> bool) -> Result<ScrubReport> {
+        let (.., snapshot) = self.flushed_snapshot()?;
+        let report = snapshot.scrub(progress)?;
+        if report.damaged.is_empty() {
+            tracing::info!(path = %self.inner.path.display(), rows = report.rows_checked(), "scrub found no damage");
+        } else {
+            tracing::error!(path = %self.inner.path.display(), damaged = report.damaged.len(), "scrub found damage");
+        }
+        Ok(report)
+    }
+
+    /// Makes the replica's store at `path` a standalone, writable store with a history of
+    /// its own: it can never follow its primary again (a new replica re-seeds instead).
+    /// Returns `false` (and changes nothing) if the store did not belong to a replica.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] (not found) if `path` holds no store, [`StoreError::Locked`] while
+    /// a replica or another handle has it open, I/O failures, corruption.
+    pub fn detach(path: impl AsRef<Path>) -> Result<bool> {
+        let path = path.as_ref();
+        let tables = path.join("tables.redb");
+        if !tables.is_file() {
+            return Err(dir_io("no replikv store to detach at", path)(
+                std::io::ErrorKind::NotFound.into(),
+            )
+            .into());
+        }
+        let store = Self::open(path, StoreOptions::default())?;
+        let detached = store.read_only_reason() == Some(ReadOnlyReason::BelongsToReplica);
+        if detached {
+            let mut exclusive = store.begin_exclusive()?;
+            exclusive.ready_to_read()?;
+            store.with_open(|open| open.tables.detach())?;
+            drop(exclusive);
+            tracing::warn!(path = %path.display(), "detached a replica's store: it is writable and can never follow its primary again");
+        }
+        store.close()?;
+        Ok(detached)
+    }
+
     /// Whether the store has been closed (on request or by a fatal failure).
     #[must_use]
     pub fn is_closed(&self) -> bool {
@@ -792,12 +901,14 @@ struct Parts {
     log: Log,
     next_lsn: u64,
     epoch: u64,
+    /// The store is marked as a replica's.
+    follower: bool,
 }
 
 impl Parts {
     /// Opens the tables and the log and replays the log after the tables' checkpoint.
     fn recover(path: &Path, options: &StoreOptions, log_fs: Box<dyn LogFs>) -> Result<Self> {
-        let (tables, meta) = Tables::open(&path.join("tables.redb"))?;
+        let (tables, meta) = Tables::open(&path.join("tables.redb"), options.follower)?;
         let log_options = LogOptions {
             segment_bytes: options.segment_bytes,
             fsync: options.fsync,
@@ -841,6 +952,7 @@ impl Parts {
             overlay: Overlay::new(applied, sums),
             next_lsn: log.next_lsn(),
             epoch: meta.epoch.max(logged_epoch),
+            follower: meta.follower,
             tables,
             log,
         })

@@ -83,9 +83,7 @@ impl Overlay {
                 let rows = state.rows.entry(op.table.clone()).or_default();
                 let old_hash = match rows.get(&op.key) {
                     Some(pending) => pending.as_ref().map(|old| row_hash(&op.key, old)),
-                    None => snapshot.get_with(&op.table, &op.key, |old| {
-                        old.map(|old| row_hash(&op.key, old))
-                    })?,
+                    None => snapshot.row_hash(&op.table, &op.key)?,
                 };
                 let sum = state.sums.entry(op.table.clone()).or_default();
                 if let Some(old_hash) = old_hash {

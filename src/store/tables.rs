@@ -1,18 +1,28 @@
 //! The materialized state in redb: one redb table per user table, plus `__meta` (applied LSN,
-//! epoch, format) and `__stats` (per table: row count and order-independent checksum).
+//! epoch, format, lineage, whether a replica owns the store) and `__stats` (per table: row
+//! count and order-independent checksum). Every stored value carries its CRC
+//! ([`super::stored`]); it is added here on the way in and checked on the way out.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::Path;
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableError};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableError, TableHandle,
+};
 
+use super::stored::{seal_into, unseal, without_crc, Damage};
 use crate::codec::Op;
 use crate::error::{Result, StoreError};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("__meta");
 const STATS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("__stats");
-const FORMAT_VERSION: u64 = 1;
+/// Format 2 added the per-value CRC; format 1 files are migrated on open.
+const FORMAT_VERSION: u64 = 2;
+/// The metadata key set (to 1) while the store belongs to a replica.
+const FOLLOWER: &str = "follower";
+/// Rows a migration reads per batch (it rewrites them before reading on).
+const MIGRATION_BATCH: usize = 4096;
 
 fn data_table(name: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
     TableDefinition::new(name)
@@ -33,10 +43,30 @@ pub struct TableSum {
     pub checksum: u64,
 }
 
+/// The hash of a row as stored, for the checksum update of an overwrite or a delete. The
+/// CRC is not checked here: hashing needs only the value's bytes, and checking would cost
+/// a CRC pass on every overwrite. A write over a damaged row replaces the damaged value,
+/// but the damaged row's original hash is unknown, so the table's checksum stays off until
+/// the store is re-seeded; scrub and `verify()` report it.
+fn stored_row_hash(key: &[u8], stored: &[u8]) -> u64 {
+    row_hash(key, without_crc(stored))
+}
+
+fn damaged(table: &str, key: &[u8], damage: Damage) -> crate::Error {
+    StoreError::DamagedRow {
+        table: table.to_owned(),
+        key: key.to_vec(),
+        reason: damage.to_string(),
+    }
+    .into()
+}
+
 /// What the redb file says about itself on open.
 pub(crate) struct Meta {
     pub applied_lsn: u64,
     pub epoch: u64,
+    /// The store belongs to a replica: only a follower may write to it.
+    pub follower: bool,
 }
 
 pub(crate) struct Tables {
@@ -50,6 +80,13 @@ fn new_lineage() -> u64 {
     u64::from_le_bytes(bytes)
 }
 
+fn corrupt(reason: &str) -> crate::Error {
+    StoreError::Corrupt {
+        reason: reason.to_owned(),
+    }
+    .into()
+}
+
 fn missing_is_none<T>(result: Result<T, TableError>) -> Result<Option<T>> {
     match result {
         Ok(table) => Ok(Some(table)),
@@ -59,42 +96,52 @@ fn missing_is_none<T>(result: Result<T, TableError>) -> Result<Option<T>> {
 }
 
 impl Tables {
-    /// Opens or creates the redb file and reads its metadata.
-    pub(crate) fn open(path: &Path) -> Result<(Self, Meta)> {
+    /// Opens or creates the redb file and reads its metadata, migrating an older format.
+    /// `follower` marks a new store durably as a replica's, in the transaction that creates
+    /// it: no window exists in which a new replica's store is unmarked. An existing store is
+    /// marked by [`Tables::set_follower`] once it takes on a primary's history.
+    pub(crate) fn open(path: &Path, follower: bool) -> Result<(Self, Meta)> {
         let db = Database::create(path)?;
         let tables = Self { db };
-        let meta = tables.init_meta()?;
+        let meta = tables.init_meta(follower)?;
         Ok((tables, meta))
     }
 
-    fn init_meta(&self) -> Result<Meta> {
+    fn init_meta(&self, follower: bool) -> Result<Meta> {
         let txn = self.db.begin_read()?;
         if let Some(meta) = missing_is_none(txn.open_table(META))? {
             let read = |key: &str| -> Result<Option<u64>> { Ok(meta.get(key)?.map(|v| v.value())) };
-            return match (
+            let (version, applied_lsn, epoch, marked) = (
                 read("format_version")?,
                 read("applied_lsn")?,
                 read("epoch")?,
-            ) {
-                (Some(FORMAT_VERSION), Some(applied_lsn), Some(epoch)) => {
-                    Ok(Meta { applied_lsn, epoch })
-                }
-                (Some(other), ..) if other != FORMAT_VERSION => Err(StoreError::Corrupt {
-                    reason: format!("unsupported format version {other}"),
-                }
-                .into()),
-                _ => Err(StoreError::Corrupt {
-                    reason: "the metadata table is incomplete".to_owned(),
-                }
-                .into()),
+                read(FOLLOWER)? == Some(1),
+            );
+            drop((meta, txn));
+            let (Some(version), Some(applied_lsn), Some(epoch)) = (version, applied_lsn, epoch)
+            else {
+                return Err(corrupt("the metadata table is incomplete"));
             };
+            match version {
+                FORMAT_VERSION => {}
+                1 => self.migrate_from_1()?,
+                other => {
+                    return Err(corrupt(&format!(
+                        "unsupported format version {other} (this replikv reads versions 1 \
+                         to {FORMAT_VERSION}: the store was written by a newer release)"
+                    )))
+                }
+            }
+            return Ok(Meta {
+                applied_lsn,
+                epoch,
+                follower: marked,
+            });
         }
         if txn.list_tables()?.next().is_some() {
-            return Err(StoreError::Corrupt {
-                reason: "the redb file holds tables but no replikv metadata: not a replikv store"
-                    .to_owned(),
-            }
-            .into());
+            return Err(corrupt(
+                "the redb file holds tables but no replikv metadata: not a replikv store",
+            ));
         }
         drop(txn);
         let mut write = self.db.begin_write()?;
@@ -105,13 +152,64 @@ impl Tables {
             meta.insert("applied_lsn", 0)?;
             meta.insert("epoch", 1)?;
             meta.insert("lineage", new_lineage())?;
+            if follower {
+                meta.insert(FOLLOWER, 1)?;
+            }
             write.open_table(STATS)?;
         }
         write.commit()?;
         Ok(Meta {
             applied_lsn: 0,
             epoch: 1,
+            follower,
         })
+    }
+
+    /// Rewrites every row of a format-1 file with its CRC, in one durable transaction (a
+    /// crash leaves the file at format 1, and the next open migrates it again).
+    fn migrate_from_1(&self) -> Result<()> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        let names: Vec<String> = txn
+            .list_tables()?
+            .map(|handle| handle.name().to_owned())
+            .filter(|name| !name.starts_with("__"))
+            .collect();
+        let mut rows = 0u64;
+        let mut sealed = Vec::new();
+        for name in &names {
+            let mut table = txn.open_table(data_table(name))?;
+            let mut after: Option<Vec<u8>> = None;
+            loop {
+                let lower = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+                let batch = table
+                    .range::<&[u8]>((lower, Bound::Unbounded))?
+                    .take(MIGRATION_BATCH)
+                    .map(|item| {
+                        let (key, value) = item?;
+                        Ok((key.value().to_vec(), value.value().to_vec()))
+                    })
+                    .collect::<Result<Vec<Row>>>()?;
+                let Some((last, _)) = batch.last() else {
+                    break;
+                };
+                after = Some(last.clone());
+                for (key, value) in &batch {
+                    seal_into(&mut sealed, name, key, value);
+                    table.insert(key.as_slice(), sealed.as_slice())?;
+                }
+                rows += batch.len() as u64;
+            }
+        }
+        txn.open_table(META)?
+            .insert("format_version", FORMAT_VERSION)?;
+        txn.commit()?;
+        tracing::info!(
+            tables = names.len(),
+            rows,
+            "migrated the tables from format 1 to {FORMAT_VERSION}: every value now carries its CRC"
+        );
+        Ok(())
     }
 
     /// Applies whole entries in LSN order in one redb transaction that also records the last
@@ -132,6 +230,7 @@ impl Tables {
             let mut stats: HashMap<&str, TableSum> = HashMap::new();
             let mut open = HashMap::new();
             let mut last_lsn = None;
+            let mut sealed = Vec::new();
             for (lsn, ops) in entries {
                 last_lsn = Some(lsn);
                 for op in ops {
@@ -149,13 +248,16 @@ impl Tables {
                         Some(value) => {
                             sum.rows += 1;
                             sum.checksum = sum.checksum.wrapping_add(row_hash(&op.key, value));
-                            table.insert(op.key.as_slice(), value.as_slice())?
+                            seal_into(&mut sealed, name, &op.key, value);
+                            table.insert(op.key.as_slice(), sealed.as_slice())?
                         }
                         None => table.remove(op.key.as_slice())?,
                     };
                     if let Some(old) = old {
                         sum.rows -= 1;
-                        sum.checksum = sum.checksum.wrapping_sub(row_hash(&op.key, old.value()));
+                        sum.checksum = sum
+                            .checksum
+                            .wrapping_sub(stored_row_hash(&op.key, old.value()));
                     }
                 }
             }
@@ -205,6 +307,20 @@ impl Tables {
         Ok(())
     }
 
+    /// Durably marks the store as a replica's, and `lineage` as its history if given.
+    pub(crate) fn set_follower(&self, lineage: Option<u64>) -> Result<()> {
+        match lineage {
+            Some(lineage) => self.write_meta(&[(FOLLOWER, 1), ("lineage", lineage)]),
+            None => self.write_meta(&[(FOLLOWER, 1)]),
+        }
+    }
+
+    /// Makes a replica's store a standalone one: not a follower, with a lineage of its own
+    /// (its history forks from the primary's here, so it can never follow it again).
+    pub(crate) fn detach(&self) -> Result<()> {
+        self.write_meta(&[(FOLLOWER, 0), ("lineage", new_lineage())])
+    }
+
     /// A metadata value, if set.
     pub(crate) fn meta(&self, key: &str) -> Result<Option<u64>> {
         let txn = self.db.begin_read()?;
@@ -241,6 +357,48 @@ impl Tables {
     }
 }
 
+/// Scrub calls its progress callback after this many rows.
+pub(crate) const SCRUB_PROGRESS_EVERY: u64 = 65_536;
+
+/// One problem a scrub found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScrubDamage {
+    /// The table it is in.
+    pub table: String,
+    /// The damaged row's encoded key; `None` for damage to the table as a whole (its stats
+    /// disagree with its rows, or part of it cannot be read).
+    pub key: Option<Vec<u8>>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// What [`crate::Store::scrub`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScrubReport {
+    /// The LSN of the state that was checked.
+    pub lsn: u64,
+    /// Per table: the rows checked.
+    pub tables: BTreeMap<String, u64>,
+    /// Every problem found, in table and key order.
+    pub damaged: Vec<ScrubDamage>,
+    /// `false` if the scrub was stopped before it checked every row.
+    pub complete: bool,
+}
+
+impl ScrubReport {
+    /// Whether every row was checked and nothing is damaged.
+    #[must_use]
+    pub fn ok(&self) -> bool {
+        self.complete && self.damaged.is_empty()
+    }
+
+    /// Rows checked in all tables.
+    #[must_use]
+    pub fn rows_checked(&self) -> u64 {
+        self.tables.values().sum()
+    }
+}
+
 /// A read transaction: every read through it sees one committed state.
 pub(crate) struct Snapshot(redb::ReadTransaction);
 
@@ -251,17 +409,20 @@ type Guards<'a> = (
     redb::AccessGuard<'a, &'static [u8]>,
 );
 
-fn owned_row(item: Result<Guards<'_>, redb::StorageError>) -> Result<Row> {
-    let (k, v) = item?;
-    Ok((k.value().to_vec(), v.value().to_vec()))
+/// Checks a row read from redb and copies it out without its CRC.
+fn owned_row(table: &str, item: Result<Guards<'_>, redb::StorageError>) -> Result<Row> {
+    let (key, stored) = item?;
+    let key = key.value();
+    let value = unseal(table, key, stored.value()).map_err(|d| damaged(table, key, d))?;
+    Ok((key.to_vec(), value.to_vec()))
 }
 
 /// A row as the overlay holds it: `None` is a delete not yet applied to redb.
 pub(crate) type PendingRow = (Vec<u8>, Option<Vec<u8>>);
 
 impl Snapshot {
-    /// Calls `f` with the value stored under `key`.
-    pub(crate) fn get_with<R>(
+    /// Calls `f` with the bytes stored under `key` (value and CRC), unchecked.
+    fn stored_with<R>(
         &self,
         table: &str,
         key: &[u8],
@@ -270,8 +431,36 @@ impl Snapshot {
         let Some(table) = missing_is_none(self.0.open_table(data_table(table)))? else {
             return Ok(f(None));
         };
-        let value = table.get(key)?;
-        Ok(f(value.as_ref().map(redb::AccessGuard::value)))
+        let stored = table.get(key)?;
+        Ok(f(stored.as_ref().map(redb::AccessGuard::value)))
+    }
+
+    /// Calls `f` with the value stored under `key`, once its CRC checks (on the borrowed
+    /// bytes: a read copies nothing).
+    ///
+    /// # Errors
+    /// [`StoreError::DamagedRow`] if the stored bytes fail their check.
+    pub(crate) fn get_with<R>(
+        &self,
+        table: &str,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Result<R> {
+        self.stored_with(table, key, |stored| match stored {
+            None => Ok(f(None)),
+            Some(stored) => match unseal(table, key, stored) {
+                Ok(value) => Ok(f(Some(value))),
+                Err(damage) => Err(damaged(table, key, damage)),
+            },
+        })?
+    }
+
+    /// The checksum contribution of the row under `key`, if any (see [`stored_row_hash`]:
+    /// a write over a damaged row does not fail).
+    pub(crate) fn row_hash(&self, table: &str, key: &[u8]) -> Result<Option<u64>> {
+        self.stored_with(table, key, |stored| {
+            stored.map(|stored| stored_row_hash(key, stored))
+        })
     }
 
     /// Up to `limit` rows between the bounds, in key order or reversed, with `pending`
@@ -288,19 +477,120 @@ impl Snapshot {
         {
             return Ok(Vec::new());
         }
-        let table = missing_is_none(self.0.open_table(data_table(table)))?;
+        let name = table;
+        let table = missing_is_none(self.0.open_table(data_table(name)))?;
+        let checked = |item| owned_row(name, item);
         let base: Box<dyn Iterator<Item = Result<Row>>> = match &table {
             None => Box::new(std::iter::empty()),
             Some(table) => {
                 let range = table.range::<&[u8]>((lower, upper))?;
                 if reverse {
-                    Box::new(range.rev().map(owned_row))
+                    Box::new(range.rev().map(checked))
                 } else {
-                    Box::new(range.map(owned_row))
+                    Box::new(range.map(checked))
                 }
             }
         };
         merge(base, pending, reverse, limit)
+    }
+}
+
+impl Snapshot {
+    /// Reads every stored row, checks its CRC, and recomputes each table's row count and
+    /// checksum against the stats recorded beside the rows. `progress` is called with the
+    /// rows checked so far every [`SCRUB_PROGRESS_EVERY`] rows; returning `false` stops
+    /// the scrub (the report then says it is incomplete).
+    ///
+    /// # Errors
+    /// A storage failure outside the rows (the metadata or the table list).
+    pub(crate) fn scrub(&self, progress: &mut dyn FnMut(u64) -> bool) -> Result<ScrubReport> {
+        let lsn = self
+            .0
+            .open_table(META)?
+            .get("applied_lsn")?
+            .map_or(0, |v| v.value());
+        let mut recorded = BTreeMap::new();
+        for item in self.0.open_table(STATS)?.iter()? {
+            let (name, value) = item?;
+            let (rows, checksum) = value.value();
+            recorded.insert(name.value().to_owned(), TableSum { rows, checksum });
+        }
+        let mut names: Vec<String> = self
+            .0
+            .list_tables()?
+            .map(|handle| handle.name().to_owned())
+            .filter(|name| !name.starts_with("__"))
+            .chain(recorded.keys().cloned())
+            .collect();
+        names.sort();
+        names.dedup();
+        let mut report = ScrubReport {
+            lsn,
+            tables: BTreeMap::new(),
+            damaged: Vec::new(),
+            complete: true,
+        };
+        let mut checked = 0u64;
+        for name in names {
+            let mut found = TableSum::default();
+            let mut damaged_rows = 0u64;
+            if let Some(table) = missing_is_none(self.0.open_table(data_table(&name)))? {
+                for item in table.iter()? {
+                    let (key, stored) = match item {
+                        Ok(row) => row,
+                        Err(err) => {
+                            report.damaged.push(ScrubDamage {
+                                table: name.clone(),
+                                key: None,
+                                reason: format!("the rest of the table cannot be read: {err}"),
+                            });
+                            break;
+                        }
+                    };
+                    let key = key.value();
+                    found.rows += 1;
+                    match unseal(&name, key, stored.value()) {
+                        Ok(value) => {
+                            found.checksum = found.checksum.wrapping_add(row_hash(key, value));
+                        }
+                        Err(damage) => {
+                            damaged_rows += 1;
+                            report.damaged.push(ScrubDamage {
+                                table: name.clone(),
+                                key: Some(key.to_vec()),
+                                reason: damage.to_string(),
+                            });
+                        }
+                    }
+                    checked += 1;
+                    if checked.is_multiple_of(SCRUB_PROGRESS_EVERY) && !progress(checked) {
+                        report.complete = false;
+                        return Ok(report);
+                    }
+                }
+            }
+            let expected = recorded.get(&name).copied().unwrap_or_default();
+            // A damaged row's original hash is unknown: only the count can be compared.
+            let agrees = if damaged_rows > 0 {
+                found.rows == expected.rows
+            } else {
+                found == expected
+            };
+            if !agrees {
+                report.damaged.push(ScrubDamage {
+                    table: name.clone(),
+                    key: None,
+                    reason: format!(
+                        "the table holds {} rows with checksum {:#018x}, its recorded stats say \
+                         {} rows with checksum {:#018x}",
+                        found.rows, found.checksum, expected.rows, expected.checksum
+                    ),
+                });
+            }
+            report.tables.insert(name, found.rows);
+        }
+        progress(checked);
+        Ok(report)
     }
 }
 

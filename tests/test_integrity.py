@@ -1,0 +1,184 @@
+"""Issue 6, items 2 and 3: a replica's directory is read-only outside its replica, and damage
+to the tables file is reported (naming table and key) instead of being returned as data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import replikv
+from replikv import cli
+
+TOKEN = "t0ken"
+CANARY = "consent-granted-2026-11-25-canary!"
+
+
+def flip_inside(path: Path, needle: bytes) -> int:
+    """Flips one bit in the middle of every copy of `needle` in the file; returns how many.
+
+    redb may keep stale copies in free pages; one of the copies is the live row.
+    """
+    data = bytearray(path.read_bytes())
+    copies = 0
+    at = data.find(needle)
+    while at >= 0:
+        data[at + len(needle) // 2] ^= 0x01
+        copies += 1
+        at = data.find(needle, at + 1)
+    path.write_bytes(bytes(data))
+    return copies
+
+
+def damaged_store(directory: Path) -> None:
+    with replikv.Store(directory) as store:
+        store.put("subscribers", "ana@example.com", {"consent": CANARY})
+        store.put("subscribers", "bob@example.com", {"consent": "no"})
+        store.put("events", 1, {"type": "open"})
+    assert flip_inside(directory / "tables.redb", CANARY.encode()) >= 1
+
+
+def test_a_byte_flipped_in_a_stored_value_is_a_corruption_error_naming_table_and_key(
+    tmp_path: Path,
+) -> None:
+    damaged_store(tmp_path / "db")
+    with replikv.Store(tmp_path / "db") as store:
+        with pytest.raises(replikv.CorruptionError, match=r"'subscribers'.*'ana@example\.com'"):
+            store.get("subscribers", "ana@example.com")
+        with pytest.raises(replikv.CorruptionError, match=r"ana@example\.com"):
+            list(store.scan("subscribers"))
+        with pytest.raises(replikv.CorruptionError, match=r"ana@example\.com"):
+            dict(store.table("subscribers"))
+        assert store.get("subscribers", "bob@example.com") == {"consent": "no"}
+        assert store.get("events", 1) == {"type": "open"}
+
+        report = store.scrub()
+        assert not report.ok
+        assert report.rows_checked == 3
+        assert report.tables == {"events": 1, "subscribers": 2}
+        [damage] = report.damaged
+        assert (damage.table, damage.key) == ("subscribers", "ana@example.com")
+        assert "CRC" in damage.reason
+        assert "DAMAGED" in repr(report) and "ana@example.com" in repr(report)
+        assert json.loads(json.dumps(report.to_dict()))["damaged"][0]["key"] == "ana@example.com"
+
+
+def test_scrub_of_a_sound_store_reports_every_table_and_calls_progress(tmp_path: Path) -> None:
+    with replikv.Store(tmp_path / "db") as store:
+        store.put_many("events", [(i, {"n": i}) for i in range(70_000)])
+        store.put("subscribers", "ana@example.com", {"n": 1})  # still in memory, not in redb
+        seen: list[int] = []
+        report = store.scrub(progress=seen.append)
+        assert report.ok and report.damaged == []
+        assert report.tables == {"events": 70_000, "subscribers": 1}
+        assert report.rows_checked == 70_001 and report.lsn == store.last_lsn
+        assert seen[0] == 65_536 and seen[-1] == 70_001, "progress during the scan and at its end"
+        assert str(tmp_path / "db") in repr(report) and " ok:" in repr(report)
+        assert report.to_dict()["ok"] is True
+
+        def interrupt(_: int) -> None:
+            raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            store.scrub(progress=interrupt)
+
+
+def test_replikv_scrub_exits_nonzero_on_damage_and_zero_when_sound(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with replikv.Store(tmp_path / "sound") as store:
+        store.put("t", "k", 1)
+    assert cli.main(["scrub", "--quiet", str(tmp_path / "sound")]) == 0
+    assert "no damage found" in capsys.readouterr().out
+
+    damaged_store(tmp_path / "db")
+    assert cli.main(["scrub", "--quiet", str(tmp_path / "db")]) == 1
+    out = capsys.readouterr().out
+    assert "subscribers, key 'ana@example.com'" in out and "re-seed" in out
+    assert cli.main(["scrub", "--json", str(tmp_path / "db")]) == 1
+    assert json.loads(capsys.readouterr().out)["ok"] is False
+
+    assert cli.main(["scrub", str(tmp_path / "missing")]) == 1
+    assert "not a replikv store" in capsys.readouterr().err
+    assert not (tmp_path / "missing").exists(), "scrub never creates a store"
+
+
+def test_a_replicas_directory_opened_as_a_store_is_read_only_until_detached(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with replikv.Store(tmp_path / "primary") as source:
+        source.put("subscribers", "ana@example.com", {"opted_in": True})
+        with (
+            replikv.Primary(source, token=TOKEN, ship_interval=0.01) as primary,
+            replikv.Replica(tmp_path / "replica", primary=primary.address, token=TOKEN) as replica,
+        ):
+            assert replica.wait_for(source.last_lsn, timeout=30)
+    with replikv.Store(tmp_path / "replica") as store:
+        assert store.get("subscribers", "ana@example.com") == {"opted_in": True}
+        writes: list[Callable[[], object]] = [
+            lambda: store.put("subscribers", "bob@example.com", {}),
+            lambda: store.delete("subscribers", "ana@example.com"),
+            lambda: store.put_many("subscribers", [("bob@example.com", {})]),
+            lambda: store.transaction().put("subscribers", "bob@example.com", {}),
+        ]
+        for write in writes:
+            with pytest.raises(replikv.ReadOnlyError, match="belongs to a replica") as refused:
+                write()
+            assert "replikv detach" in str(refused.value)
+            assert "Store.detach" in str(refused.value)
+        assert store.last_lsn == 1
+        assert store.read_only
+
+    # A replica that never reached its primary is marked too: its tables were created so.
+    with replikv.Replica(tmp_path / "never", primary="127.0.0.1:1", token=TOKEN):
+        pass
+    with replikv.Store(tmp_path / "never") as store:
+        assert store.read_only
+
+    with (
+        replikv.Replica(tmp_path / "replica", primary="127.0.0.1:1", token=TOKEN),
+        pytest.raises(replikv.StoreLockedError),
+    ):
+        replikv.Store.detach(tmp_path / "replica")
+    assert cli.main(["detach", str(tmp_path / "replica")]) == 0
+    assert "can never follow" in capsys.readouterr().out
+    assert replikv.Store.detach(tmp_path / "replica") is False, "already detached"
+    with replikv.Store(tmp_path / "replica") as store:
+        assert not store.read_only
+        assert store.put("subscribers", "bob@example.com", {}).lsn == 2
+    with pytest.raises(replikv.StoreNotFoundError):
+        replikv.Store.detach(tmp_path / "missing")
+
+
+def test_replikv_replica_on_a_diverged_directory_exits_nonzero_and_says_how_to_recover(
+    tmp_path: Path,
+) -> None:
+    with replikv.Store(tmp_path / "other") as other:
+        other.put("t", "k", "a write the primary never had")
+    with replikv.Store(tmp_path / "primary") as source:
+        source.put("t", "k", "the primary's")
+        with replikv.Primary(source, token=TOKEN) as primary:
+            command = ["replica", "--data", str(tmp_path / "other"), "--primary", primary.address]
+            result = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "replikv",
+                    *command,
+                    "--token",
+                    TOKEN,
+                    "--status-every",
+                    "0",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+    assert result.returncode == 1, result
+    assert "diverged" in result.stderr
+    assert f"mv {tmp_path / 'other'} {tmp_path / 'other'}.diverged" in result.stderr
+    assert "re-seeds from a snapshot" in result.stderr
