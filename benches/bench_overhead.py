@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shlex
 import statistics
@@ -128,6 +129,8 @@ def instructions(python: str, kind: str) -> float:
                 capture_output=True,
                 text=True,
                 timeout=900,
+                # str hashing is randomized per process: fix it, so counts repeat exactly.
+                env={**os.environ, "PYTHONHASHSEED": "0"},
             )
         collected = [line for line in run.stderr.splitlines() if "Collected" in line]
         totals.append(int(collected[-1].split(":")[-1].strip()))
@@ -198,7 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("CPU instructions per call (callgrind; the same for the same build and input)")
         for kind in ("get", "put"):
             ours = instructions(sys.executable, kind)
-            line = f"{kind + ' (fsync=False for put)':42} {ours:12,.0f}"
+            label = "get" if kind == "get" else "put (fsync=False)"
+            line = f"{label:42} {ours:12,.0f}"
             if args.baseline:
                 theirs = instructions(args.baseline, kind)
                 line += f" {theirs:12,.0f} {ours / theirs:7.3f}x"

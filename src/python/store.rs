@@ -134,10 +134,11 @@ impl PyStore {
         default: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let key = encode_py_key(key)?;
-        // Copied out, then decoded: decoding runs Python code (a finalizer, a thread
-        // switch), which must never happen while the store's locks are held.
+        // Decoding runs Python code (a finalizer, a thread switch): `get_with` calls it
+        // with none of the store's locks held.
         let found = run(py, || {
-            self.store.get_with(table, &key, |v| v.map(<[u8]>::to_vec))
+            self.store
+                .get_with(table, &key, |v| v.map(|bytes| decode_py_value(py, bytes)))
         })?;
         value_or(py, found, default)
     }
@@ -458,14 +459,14 @@ fn committed_anyway(py: Python<'_>, err: PyErr, receipt: PyReceipt) -> PyErr {
     err
 }
 
-/// A stored value, decoded, or the caller's default.
+/// A stored value (decoded, or the error decoding it), or the caller's default.
 fn value_or<'py>(
     py: Python<'py>,
-    found: Option<Vec<u8>>,
+    found: Option<PyResult<Bound<'py, PyAny>>>,
     default: Option<Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     match found {
-        Some(bytes) => decode_py_value(py, &bytes),
+        Some(value) => value,
         None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
     }
 }
@@ -669,8 +670,11 @@ impl PyTransaction {
             let ready = tx.ready_to_read();
             (ready, tx)
         });
-        let found = run(py, || ready)
-            .and_then(|()| run(py, || tx.get_with(table, &key, |v| v.map(<[u8]>::to_vec))));
+        let found = run(py, || ready).and_then(|()| {
+            run(py, || {
+                tx.get_with(table, &key, |v| v.map(|b| decode_py_value(py, b)))
+            })
+        });
         *self.lock() = TxState::Open(tx);
         value_or(py, found?, default)
     }

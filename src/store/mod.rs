@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use commit::{Batch, CheckpointPolicy, Pipeline, Refused};
 use dirlock::DirLock;
 pub use install::{Installer, SnapshotView};
-use overlay::Overlay;
+use overlay::{Found, Overlay};
 pub use stored::describe_key;
 pub use tables::{ScrubDamage, ScrubReport, TableSum};
 use tables::{Snapshot, Tables};
@@ -673,7 +673,12 @@ impl Store {
         f: impl FnOnce(Option<&[u8]>) -> R,
     ) -> Result<R> {
         validate_table_name(table)?;
-        self.with_open(|open| open.overlay.get_with(&open.tables, table, key, f))
+        // `f` runs with no lock of the store held: it may run code that needs the store
+        // (a Python finalizer calling close(), another thread's write).
+        match self.with_open(|open| open.overlay.lookup(&open.tables, table, key))? {
+            Found::Pending(value) => Ok(f(value.as_deref())),
+            Found::In(snapshot) => snapshot.get_with(table, key, f),
+        }
     }
 
     /// Up to `limit` rows of `table` between two encoded-key bounds, in order or reversed.

@@ -18,6 +18,14 @@ use super::tables::{row_hash, PendingRow, Snapshot, TableSum, Tables};
 use crate::codec::Op;
 use crate::error::Result;
 
+/// Where a key's current value is, as [`Overlay::lookup`] found it.
+pub(crate) enum Found {
+    /// Written but not yet in redb (`None`: deleted).
+    Pending(Option<Vec<u8>>),
+    /// In redb, as of this snapshot.
+    In(Snapshot),
+}
+
 /// The overlay is moved into redb once it holds this many rows...
 const MAX_ROWS: usize = 4096;
 /// ...or this many bytes of keys and values.
@@ -147,22 +155,15 @@ impl Overlay {
         Ok(())
     }
 
-    /// Calls `f` with the current value of `key`.
-    pub(crate) fn get_with<R>(
-        &self,
-        tables: &Tables,
-        table: &str,
-        key: &[u8],
-        f: impl FnOnce(Option<&[u8]>) -> R,
-    ) -> Result<R> {
-        let snapshot = {
-            let state = self.read();
-            if let Some(pending) = state.rows.get(table).and_then(|rows| rows.get(key)) {
-                return Ok(f(pending.as_deref()));
-            }
-            tables.snapshot()?
-        };
-        snapshot.get_with(table, key, f)
+    /// Where the current value of `key` is: a copy of a pending row, or the redb snapshot
+    /// to read it from. Either is used after the overlay's lock is released.
+    pub(crate) fn lookup(&self, tables: &Tables, table: &str, key: &[u8]) -> Result<Found> {
+        let state = self.read();
+        if let Some(pending) = state.rows.get(table).and_then(|rows| rows.get(key)) {
+            return Ok(Found::Pending(pending.clone()));
+        }
+        // Taken under the lock: a flush commits redb before it clears the overlay.
+        Ok(Found::In(tables.snapshot()?))
     }
 
     /// Up to `limit` current rows between the bounds, in order or reversed.
