@@ -41,23 +41,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from bench_store import make_value
+
 FIGURES = ("get_us", "put_nosync_us", "put_durable_us")
 LABELS = {
     "get_us": "get (dict value, random key of 100k)",
     "put_nosync_us": "put, fsync=False (CPU path)",
     "put_durable_us": "put, durable (fdatasync)",
 }
-
-
-def make_value(i: int) -> dict[str, object]:
-    """The same ~100-byte subscriber dict as bench_store.py."""
-    return {
-        "email": f"u{i:07d}@example.com",
-        "name": f"User {i % 100_000}",
-        "opted_in": i % 3 != 0,
-        "score": i % 1000,
-        "tags": ["news"],
-    }
 
 
 def child(directory: str, keys: int, gets: int, puts: int, durable_puts: int) -> None:

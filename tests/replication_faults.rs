@@ -92,6 +92,23 @@ fn assert_the_byte_cap_holds(store: &Store, primary: &Primary) -> TestResult {
     Ok(())
 }
 
+/// A store at `dir/primary` and a primary serving it with the test token.
+fn serve(
+    dir: &std::path::Path,
+    store: StoreOptions,
+    primary: PrimaryOptions,
+) -> Result<(Store, Primary), Box<dyn std::error::Error>> {
+    let store = Store::open(dir.join("primary"), store)?;
+    let primary = Primary::start(
+        store.clone(),
+        PrimaryOptions {
+            token: Some(TOKEN.to_owned()),
+            ..primary
+        },
+    )?;
+    Ok((store, primary))
+}
+
 fn pinned(primary: &Primary, name: &str) -> bool {
     primary.slots().iter().any(|s| s.name == name && s.pinned)
 }
@@ -197,11 +214,10 @@ fn a_peer_frozen_mid_snapshot_is_dropped_after_the_stall_timeout_and_the_cap_hol
 #[test]
 fn a_peer_that_stops_reading_while_streaming_is_dropped_after_the_stall_timeout() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let store = Store::open(dir.path().join("primary"), StoreOptions::default())?;
-    let primary = Primary::start(
-        store.clone(),
+    let (store, primary) = serve(
+        dir.path(),
+        StoreOptions::default(),
         PrimaryOptions {
-            token: Some(TOKEN.to_owned()),
             heartbeat_interval: Duration::from_millis(100),
             ..PrimaryOptions::default()
         },
@@ -229,11 +245,10 @@ fn a_peer_that_stops_reading_while_streaming_is_dropped_after_the_stall_timeout(
 #[test]
 fn strangers_holding_sockets_open_never_lock_out_monitors_or_replicas() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let store = Store::open(dir.path().join("primary"), StoreOptions::default())?;
-    let primary = Primary::start(
-        store.clone(),
+    let (store, primary) = serve(
+        dir.path(),
+        StoreOptions::default(),
         PrimaryOptions {
-            token: Some(TOKEN.to_owned()),
             ship_interval: Duration::from_millis(5),
             ..PrimaryOptions::default()
         },
@@ -279,17 +294,13 @@ fn strangers_holding_sockets_open_never_lock_out_monitors_or_replicas() -> TestR
 #[test]
 fn a_heartbeat_reports_the_lag_of_entries_in_flight_even_after_the_log_was_cut() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let store = Store::open(
-        dir.path().join("primary"),
+    let (store, primary) = serve(
+        dir.path(),
         StoreOptions {
             segment_bytes: 4096,
             ..StoreOptions::default()
         },
-    )?;
-    let primary = Primary::start(
-        store.clone(),
         PrimaryOptions {
-            token: Some(TOKEN.to_owned()),
             ship_interval: Duration::from_millis(5),
             heartbeat_interval: Duration::from_millis(50),
             retain_bytes: Some(8192),
@@ -374,13 +385,12 @@ fn a_damaged_slots_file_stops_the_primary_with_a_corruption_error() -> TestResul
 #[test]
 fn dropping_a_primary_signals_its_tasks_and_returns_without_waiting_for_them() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let store = Store::open(dir.path().join("primary"), StoreOptions::default())?;
     // After each shipment the notifier pauses for ship_interval: a drop that waited for
     // it would take ten minutes.
-    let primary = Primary::start(
-        store.clone(),
+    let (store, primary) = serve(
+        dir.path(),
+        StoreOptions::default(),
         PrimaryOptions {
-            token: Some(TOKEN.to_owned()),
             ship_interval: Duration::from_secs(600),
             ..PrimaryOptions::default()
         },

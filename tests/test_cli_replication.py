@@ -71,13 +71,7 @@ def test_primary_replica_and_status_commands_work_together(tmp_path: Path) -> No
                 if "streaming" in progress and "applied LSN          1" in progress:
                     break
                 assert time.monotonic() < deadline, progress
-            status = subprocess.run(
-                [sys.executable, "-m", "replikv", "status", address],
-                capture_output=True,
-                text=True,
-                env=ENV,
-                timeout=60,
-            )
+            status = replikv_status(address)
             assert status.returncode == 0, status.stderr
             assert "eu-1" in status.stdout and "streaming" in status.stdout
             r.send_signal(signal.SIGTERM)
@@ -88,16 +82,21 @@ def test_primary_replica_and_status_commands_work_together(tmp_path: Path) -> No
         assert copy.checksum() == checksum
 
 
+def replikv_status(address: str, *options: str) -> subprocess.CompletedProcess[str]:
+    """Runs `replikv status ADDRESS [OPTIONS]` as a user would, bounded in time."""
+    return subprocess.run(
+        [sys.executable, "-m", "replikv", "status", address, *options],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=60,
+    )
+
+
 def test_status_with_a_wrong_token_fails_clearly(tmp_path: Path) -> None:
     with running("primary", "--data", str(tmp_path / "p"), "--listen", "127.0.0.1:0") as p:
         address = re.search(r"on (127\.0\.0\.1:\d+)", first_line(p)).group(1)  # type: ignore[union-attr]
-        status = subprocess.run(
-            [sys.executable, "-m", "replikv", "status", address, "--token", "wrong"],
-            capture_output=True,
-            text=True,
-            env=ENV,
-            timeout=60,
-        )
+        status = replikv_status(address, "--token", "wrong")
         assert status.returncode == 1
         assert "replikv status: error" in status.stderr
 
@@ -108,13 +107,7 @@ def test_status_gets_in_while_strangers_hold_hundreds_of_sockets_open(tmp_path: 
         host, port = address.rsplit(":", 1)
         idle = [socket.create_connection((host, int(port)), timeout=10) for _ in range(300)]
         try:
-            status = subprocess.run(
-                [sys.executable, "-m", "replikv", "status", address],
-                capture_output=True,
-                text=True,
-                env=ENV,
-                timeout=60,
-            )
+            status = replikv_status(address)
             assert status.returncode == 0, status.stderr
             assert "early eof" not in status.stderr
         finally:

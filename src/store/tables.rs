@@ -47,7 +47,7 @@ pub struct TableSum {
 /// CRC is not checked here: hashing needs only the value's bytes, and checking would cost
 /// a CRC pass on every overwrite. A write over a damaged row replaces the damaged value,
 /// but the damaged row's original hash is unknown, so the table's checksum stays off until
-/// the store is re-seeded; scrub and `verify()` report it.
+/// the store is re-seeded; scrub reports it.
 fn stored_row_hash(key: &[u8], stored: &[u8]) -> u64 {
     row_hash(key, without_crc(stored))
 }
