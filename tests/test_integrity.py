@@ -54,6 +54,9 @@ def test_a_byte_flipped_in_a_stored_value_is_a_corruption_error_naming_table_and
             dict(store.table("subscribers"))
         assert store.get("subscribers", "bob@example.com") == {"consent": "no"}
         assert store.get("events", 1) == {"type": "open"}
+        # An existence check reads no value: the damaged row still exists.
+        assert store.contains("subscribers", "ana@example.com")
+        assert "ana@example.com" in store.table("subscribers")
 
         report = store.scrub()
         assert not report.ok

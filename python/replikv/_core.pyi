@@ -178,7 +178,7 @@ class Store:
     def get(self, table: str, key: _Key, default: Any = None) -> Any:
         """The value under ``key``, or ``default``."""
     def contains(self, table: str, key: _Key) -> bool:
-        """Whether ``key`` exists in ``table``."""
+        """Whether ``key`` exists in ``table`` (the value is not read, so not checked)."""
     def count(self, table: str) -> int:
         """Number of rows in ``table`` (0 for a table never written)."""
     def put_many(

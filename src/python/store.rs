@@ -146,7 +146,7 @@ impl PyStore {
     /// Whether `key` exists in `table`.
     fn contains(&self, py: Python<'_>, table: &str, key: &Bound<'_, PyAny>) -> PyResult<bool> {
         let key = encode_py_key(key)?;
-        run(py, || self.store.get_with(table, &key, |v| v.is_some()))
+        run(py, || self.store.contains(table, &key))
     }
 
     /// Number of rows in `table` (0 for a table never written).

@@ -681,6 +681,19 @@ impl Store {
         }
     }
 
+    /// Whether `key` (encoded) exists in `table`. Unlike a read it does not check the
+    /// value's CRC: it never reads the value.
+    ///
+    /// # Errors
+    /// A closed store or a storage failure.
+    pub fn contains(&self, table: &str, key: &[u8]) -> Result<bool> {
+        validate_table_name(table)?;
+        match self.with_open(|open| open.overlay.lookup(&open.tables, table, key))? {
+            Found::Pending(value) => Ok(value.is_some()),
+            Found::In(snapshot) => snapshot.contains(table, key),
+        }
+    }
+
     /// Up to `limit` rows of `table` between two encoded-key bounds, in order or reversed.
     ///
     /// # Errors

@@ -455,6 +455,13 @@ impl Snapshot {
         })?
     }
 
+    /// Whether a row is stored under `key`. Its value is not read, so not checked either:
+    /// whether a key exists does not depend on its value, and reading the value would cost
+    /// a cache miss that an existence check otherwise never pays.
+    pub(crate) fn contains(&self, table: &str, key: &[u8]) -> Result<bool> {
+        self.stored_with(table, key, |stored| stored.is_some())
+    }
+
     /// The checksum contribution of the row under `key`, if any (see [`stored_row_hash`]:
     /// a write over a damaged row does not fail).
     pub(crate) fn row_hash(&self, table: &str, key: &[u8]) -> Result<Option<u64>> {
