@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,3 +75,39 @@ def test_a_replica_with_a_wrong_token_says_so_where_the_user_looks(
         with pytest.raises(replikv.ReplicationError, match="authentication"):
             replica.wait_for(1, timeout=30)
         assert replica.status()["state"] == "failed"
+
+
+GC_DURING_DECODE = """
+import gc, sys
+import replikv
+
+store = replikv.Store(sys.argv[1])
+store.put("t", "k", {"nested": [{"n": i} for i in range(50)]})
+closed = []
+
+def close_on_first_collection(phase: str, info: dict) -> None:
+    # Python code run by the garbage collector while get() builds the value's dicts.
+    if phase == "start" and not closed:
+        closed.append(True)
+        store.close()
+
+gc.collect()
+gc.set_threshold(1)
+gc.callbacks.append(close_on_first_collection)
+value = store.get("t", "k")
+gc.callbacks.clear()
+print("decoded", len(value["nested"]), "closed", store.closed)
+"""
+
+
+def test_python_code_run_while_a_value_is_decoded_may_use_the_store(tmp_path: Path) -> None:
+    """Decoding runs no store lock: a collection (or a finalizer) that closes the store
+    in the middle of get() would deadlock on the lock get() held."""
+    result = subprocess.run(
+        [sys.executable, "-c", GC_DURING_DECODE, str(tmp_path / "db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "decoded 50 closed True"
