@@ -24,6 +24,13 @@ pub(crate) fn non_negative(name: &str, value: i128) -> PyResult<u64> {
         .map_err(|_| PyOverflowError::new_err(format!("{name} must fit in 64 bits, not {value}")))
 }
 
+/// An optional `limit=` argument: how many items at most (`None`: no limit).
+pub(crate) fn limit(value: Option<i128>) -> PyResult<usize> {
+    value.map_or(Ok(usize::MAX), |l| {
+        non_negative("limit", l).map(|l| usize::try_from(l).unwrap_or(usize::MAX))
+    })
+}
+
 fn finite_seconds(name: &str, value: f64) -> PyResult<f64> {
     if value.is_nan() || value < 0.0 {
         return Err(PyValueError::new_err(format!(

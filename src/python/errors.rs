@@ -88,6 +88,11 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".to_owned())
 }
 
+/// Refuses a handle used in a process forked after it was opened (see `crate::fork`).
+pub(crate) fn owned(py: Python<'_>, store: &crate::store::Store) -> PyResult<()> {
+    run(py, || store.check_process())
+}
+
 /// Runs a core call with the GIL held, mapping its error and catching panics.
 pub(crate) fn run<T>(py: Python<'_>, f: impl FnOnce() -> crate::Result<T>) -> PyResult<T> {
     match catch_unwind(AssertUnwindSafe(f)) {

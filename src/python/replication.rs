@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
 use super::args::{non_negative, seconds, timeout as wait_limit};
-use super::errors::{raise, run, run_detached};
+use super::errors::{owned, raise, run_detached};
 use super::store::PyStore;
 use super::value::unix_to_datetime;
 use crate::fork::ParentOnly;
@@ -16,18 +16,13 @@ use crate::replication::primary::{Primary, PrimaryOptions};
 use crate::replication::protocol::MAX_FRAME_BYTES;
 use crate::replication::replica::{Replica, ReplicaOptions};
 use crate::replication::status::{lag_seconds, LinkState, ReplicaLink};
-use crate::store::{Store, StoreOptions};
+use crate::store::StoreOptions;
 
 /// The smallest `max_batch_bytes`: a batch must have room for at least a small entry.
 const MIN_BATCH_BYTES: usize = 4096;
 
 /// How long a blocking wait sleeps between checks for Ctrl-C.
 const SIGNAL_CHECK: Duration = Duration::from_millis(50);
-
-/// Refuses a primary or replica inherited through `fork()` (see `crate::fork`).
-fn owned(py: Python<'_>, store: &Store) -> PyResult<()> {
-    run(py, || store.check_process())
-}
 
 /// Waits in slices, releasing the GIL, until `done` or `timeout` (`None`: no limit),
 /// checking for Ctrl-C.

@@ -3,9 +3,10 @@
 use std::fmt::Write;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList};
 
 use super::errors::run_detached;
+use super::store::Progress;
 use super::value::decode_py_key;
 use crate::store::{ScrubReport, Store};
 
@@ -135,23 +136,13 @@ pub(crate) fn scrub(
     store: &Store,
     progress: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<PyScrubReport> {
-    let shows_bar =
-        progress.is_some_and(|p| p.is_instance_of::<PyBool>() && p.is_truthy().unwrap_or(false));
-    let callback: Option<Bound<'_, PyAny>> = match progress {
-        Some(flag) if flag.is_instance_of::<PyBool>() => {
-            if shows_bar {
-                let total: u64 = store
-                    .checksum()
-                    .map_or(0, |sums| sums.tables.values().map(|s| s.rows).sum());
-                let bar = py.import("replikv._store")?.getattr("ProgressBar")?;
-                Some(bar.call1((format!("scrub {}", store.path().display()), total))?)
-            } else {
-                None
-            }
-        }
-        other => other.filter(|p| !p.is_none()).cloned(),
-    };
-    let callback_ref = callback.as_ref().map(|c| c.clone().unbind());
+    let description = format!("scrub {}", store.path().display());
+    let progress = Progress::new(py, progress, &description, || {
+        store
+            .checksum()
+            .map_or(0, |sums| sums.tables.values().map(|s| s.rows).sum::<u64>())
+    })?;
+    let callback_ref = progress.callback().map(|c| c.clone().unbind());
     let mut stopped: Option<PyErr> = None;
     let report = run_detached(py, || {
         store.scrub(&mut |checked| {
@@ -171,9 +162,7 @@ pub(crate) fn scrub(
             })
         })
     });
-    if let Some(bar) = callback.as_ref().filter(|_| shows_bar) {
-        bar.call_method0("close")?;
-    }
+    progress.finish()?;
     let report = report?;
     if let Some(err) = stopped {
         return Err(err);

@@ -10,8 +10,8 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyString, PyTuple};
 
-use super::args::{non_negative, seconds};
-use super::errors::{run, run_detached};
+use super::args::{limit as limit_arg, non_negative, seconds};
+use super::errors::{owned, run, run_detached};
 use super::types::{PyChange, PyChecksum, PyReceipt};
 use super::value::{decode_py_key, decode_py_value, encode_py_key, encode_py_value};
 use crate::codec::Op;
@@ -80,21 +80,21 @@ impl PyStore {
     /// The last LSN that is durable and visible.
     #[getter]
     fn last_lsn(&self, py: Python<'_>) -> PyResult<u64> {
-        run(py, || self.store.check_process())?;
+        owned(py, &self.store)?;
         Ok(self.store.last_lsn())
     }
 
     /// The store's epoch.
     #[getter]
     fn epoch(&self, py: Python<'_>) -> PyResult<u64> {
-        run(py, || self.store.check_process())?;
+        owned(py, &self.store)?;
         Ok(self.store.epoch())
     }
 
     /// Whether the store is closed.
     #[getter]
     fn closed(&self, py: Python<'_>) -> PyResult<bool> {
-        run(py, || self.store.check_process())?;
+        owned(py, &self.store)?;
         Ok(self.store.is_closed())
     }
 
@@ -171,23 +171,9 @@ impl PyStore {
             rows.clone()
         };
         let total = rows.len().ok();
-        let callback = match progress {
-            Some(flag) if flag.is_instance_of::<PyBool>() => {
-                if flag.is_truthy()? {
-                    let bar = py.import("replikv._store")?.getattr("ProgressBar")?;
-                    Some(bar.call1((format!("put_many {table}"), total))?)
-                } else {
-                    None
-                }
-            }
-            other => other.filter(|p| !p.is_none()).cloned(),
-        };
-        let result = self.encode_and_commit(py, table, &rows, total, callback.as_ref());
-        let closed = match callback.filter(|c| c.hasattr("close").unwrap_or(false)) {
-            Some(bar) => bar.call_method0("close").map(drop),
-            None => Ok(()),
-        };
-        match (result, closed) {
+        let progress = Progress::new(py, progress, &format!("put_many {table}"), || total)?;
+        let result = self.encode_and_commit(py, table, &rows, total, progress.callback());
+        match (result, progress.finish()) {
             (Ok(receipt), Err(err)) => Err(committed_anyway(py, err, receipt)),
             (result, _) => result,
         }
@@ -228,7 +214,7 @@ impl PyStore {
         reverse: bool,
         limit: Option<i128>,
     ) -> PyResult<PyScan> {
-        let limit = limit.map(|l| non_negative("limit", l)).transpose()?;
+        let remaining = limit_arg(limit)?;
         let mut lower = start
             .map(encode_py_key)
             .transpose()?
@@ -263,7 +249,7 @@ impl PyStore {
                 lower,
                 upper,
                 reverse,
-                remaining: limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX)),
+                remaining,
                 buffer: VecDeque::new(),
                 exhausted: false,
             }),
@@ -274,7 +260,7 @@ impl PyStore {
     #[pyo3(signature = (since = 0, limit = None))]
     fn changes(&self, py: Python<'_>, since: i128, limit: Option<i128>) -> PyResult<PyChanges> {
         let since = non_negative("since", since)?;
-        let limit = limit.map(|l| non_negative("limit", l)).transpose()?;
+        let remaining = limit_arg(limit)?;
         let oldest = run(py, || self.store.oldest_lsn())?;
         if since.saturating_add(1) < oldest {
             return Err(super::errors::raise(
@@ -285,11 +271,7 @@ impl PyStore {
         }
         Ok(PyChanges {
             store: self.store.clone(),
-            state: Mutex::new((
-                LogPosition::after(since),
-                limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX)),
-                VecDeque::new(),
-            )),
+            state: Mutex::new((LogPosition::after(since), remaining, VecDeque::new())),
         })
     }
 
@@ -436,6 +418,57 @@ impl PyStore {
     }
 }
 
+/// What a `progress=` argument stands for: `True` is a progress bar (made and closed here),
+/// a callable is called with the count so far, `False` or `None` is nothing.
+pub(crate) struct Progress<'py> {
+    callback: Option<Bound<'py, PyAny>>,
+    owns_bar: bool,
+}
+
+impl<'py> Progress<'py> {
+    /// `total` is asked for only when a bar is shown.
+    pub(crate) fn new<T: IntoPyObject<'py>>(
+        py: Python<'py>,
+        progress: Option<&Bound<'py, PyAny>>,
+        description: &str,
+        total: impl FnOnce() -> T,
+    ) -> PyResult<Self> {
+        let Some(progress) = progress.filter(|p| !p.is_none()) else {
+            return Ok(Self {
+                callback: None,
+                owns_bar: false,
+            });
+        };
+        if !progress.is_instance_of::<PyBool>() {
+            return Ok(Self {
+                callback: Some(progress.clone()),
+                owns_bar: false,
+            });
+        }
+        let callback = if progress.is_truthy()? {
+            let bar = py.import("replikv._store")?.getattr("ProgressBar")?;
+            Some(bar.call1((description, total()))?)
+        } else {
+            None
+        };
+        let owns_bar = callback.is_some();
+        Ok(Self { callback, owns_bar })
+    }
+
+    /// The callable to call with the count so far, if any.
+    pub(crate) fn callback(&self) -> Option<&Bound<'py, PyAny>> {
+        self.callback.as_ref()
+    }
+
+    /// Closes the bar this made (a caller's callable is left as it is).
+    pub(crate) fn finish(self) -> PyResult<()> {
+        match self.callback.filter(|_| self.owns_bar) {
+            Some(bar) => bar.call_method0("close").map(drop),
+            None => Ok(()),
+        }
+    }
+}
+
 /// An exception raised after a write's commit point (Ctrl-C pressed during the commit, a
 /// progress callback that failed): the interpreter raises a pending `KeyboardInterrupt` as
 /// soon as the call returns, before the caller could store a returned receipt, so the
@@ -567,7 +600,7 @@ impl PyTransaction {
 
     /// Takes the open transaction out (beginning it if needed) for one call.
     fn take(&self, py: Python<'_>) -> PyResult<Transaction> {
-        run(py, || self.store.check_process())?;
+        owned(py, &self.store)?;
         let previous = std::mem::replace(&mut *self.lock(), TxState::Busy);
         match previous {
             TxState::Open(tx) => Ok(tx),
@@ -753,7 +786,7 @@ impl PyScan {
     }
 
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
-        run(py, || self.store.check_process())?;
+        owned(py, &self.store)?;
         let mut state = self
             .state
             .lock()
@@ -804,7 +837,7 @@ impl PyChanges {
     }
 
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<PyChange>> {
-        run(py, || self.store.check_process())?;
+        owned(py, &self.store)?;
         let mut state = self
             .state
             .lock()
