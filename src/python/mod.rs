@@ -3,9 +3,11 @@
 
 mod args;
 mod errors;
+mod iter;
 mod replication;
 mod scrub;
 mod store;
+mod transaction;
 mod types;
 mod value;
 
@@ -14,11 +16,15 @@ use pyo3::pymodule;
 #[pymodule]
 mod _core {
     #[pymodule_export]
+    use super::iter::{PyChanges, PyScan};
+    #[pymodule_export]
     use super::replication::{fetch_status, PyPrimary, PyReplica, PyReplicaInfo};
     #[pymodule_export]
     use super::scrub::{PyDamage, PyScrubReport};
     #[pymodule_export]
-    use super::store::{PyChanges, PyScan, PyStore, PyTransaction};
+    use super::store::PyStore;
+    #[pymodule_export]
+    use super::transaction::PyTransaction;
     #[pymodule_export]
     use super::types::{PyChange, PyChecksum, PyOp, PyReceipt};
     #[pymodule_export]

@@ -1,22 +1,21 @@
-//! `Store`, `Transaction` and the iterators over rows and changes.
+//! `Store`: the Python class of a store, and the `progress=` helper of its bulk calls.
 
-use std::collections::VecDeque;
 use std::ops::Bound as Limit;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::Duration;
 
-use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyString, PyTuple};
 
 use super::args::{limit as limit_arg, non_negative, seconds};
 use super::errors::{owned, run, run_detached};
-use super::types::{PyChange, PyChecksum, PyReceipt};
-use super::value::{decode_py_key, decode_py_value, encode_py_key, encode_py_value};
+use super::iter::{prefix_end, PyChanges, PyScan};
+use super::transaction::PyTransaction;
+use super::types::{PyChecksum, PyReceipt};
+use super::value::{decode_py_value, encode_py_key, encode_py_value};
 use crate::codec::Op;
-use crate::log::LogPosition;
-use crate::store::{Store, StoreOptions, Transaction};
+use crate::store::{Store, StoreOptions};
 
 /// How many rows `put_many` encodes between two progress calls.
 const PROGRESS_EVERY: usize = 8192;
@@ -190,11 +189,7 @@ impl PyStore {
     /// A transaction; use it as a context manager. From its first operation until it
     /// commits or aborts it holds the store's writer lock: other writers wait for it.
     fn transaction(&self, py: Python<'_>) -> PyTransaction {
-        PyTransaction {
-            store: self.store.clone(),
-            state: Mutex::new(TxState::NotStarted),
-            opened_at: caller_location(py),
-        }
+        PyTransaction::new(py, self.store.clone())
     }
 
     /// Names of the tables written so far.
@@ -242,18 +237,13 @@ impl PyStore {
                 upper = Limit::Excluded(high);
             }
         }
-        Ok(PyScan {
-            store: self.store.clone(),
-            state: Mutex::new(ScanState {
-                table: table.to_owned(),
-                lower,
-                upper,
-                reverse,
-                remaining,
-                buffer: VecDeque::new(),
-                exhausted: false,
-            }),
-        })
+        Ok(PyScan::new(
+            self.store.clone(),
+            table,
+            (lower, upper),
+            reverse,
+            remaining,
+        ))
     }
 
     /// Entries of the change log with LSN greater than `since`, oldest first.
@@ -269,10 +259,7 @@ impl PyStore {
                 (format!("log entries after LSN {since} are no longer retained (oldest retained LSN is {oldest})"),),
             ));
         }
-        Ok(PyChanges {
-            store: self.store.clone(),
-            state: Mutex::new((LogPosition::after(since), remaining, VecDeque::new())),
-        })
+        Ok(PyChanges::new(self.store.clone(), since, remaining))
     }
 
     /// The oldest LSN the change log still holds.
@@ -350,10 +337,6 @@ impl PyStore {
         let path: PathBuf = path.extract()?;
         run_detached(py, || Store::detach(&path))
     }
-}
-
-fn as_slice(bound: &Limit<Vec<u8>>) -> Limit<&[u8]> {
-    bound.as_ref().map(Vec::as_slice)
 }
 
 impl PyStore {
@@ -493,7 +476,7 @@ fn committed_anyway(py: Python<'_>, err: PyErr, receipt: PyReceipt) -> PyErr {
 }
 
 /// A stored value (decoded, or the error decoding it), or the caller's default.
-fn value_or<'py>(
+pub(crate) fn value_or<'py>(
     py: Python<'py>,
     found: Option<PyResult<Bound<'py, PyAny>>>,
     default: Option<Bound<'py, PyAny>>,
@@ -505,7 +488,7 @@ fn value_or<'py>(
 }
 
 /// How long a blocking wait runs before it checks for Ctrl-C.
-const SIGNAL_CHECK: Duration = Duration::from_millis(50);
+pub(crate) const SIGNAL_CHECK: Duration = Duration::from_millis(50);
 
 /// Waits while another thread's transaction holds the writer lock, staying interruptible
 /// (Ctrl-C raises `KeyboardInterrupt`). The common case, a free lock, costs one atomic
@@ -519,345 +502,5 @@ fn wait_for_writer(py: Python<'_>, store: &Store) -> PyResult<()> {
             return Ok(());
         }
         py.check_signals()?;
-    }
-}
-
-/// The smallest byte string greater than every string starting with `prefix`.
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    // Only reachable for an all-0xff prefix, which encoded keys never are (the tag is < 0xff).
-    vec![0xff; prefix.len() + 1]
-}
-
-enum TxState {
-    NotStarted,
-    Open(Transaction),
-    /// Taken out by a call in progress (the lock is never held across a GIL release).
-    Busy,
-    Committed(u64),
-    Aborted,
-}
-
-/// A serializable transaction: commit on a clean exit, abort on an exception.
-#[pyclass(frozen, module = "replikv._core", name = "Transaction")]
-pub(crate) struct PyTransaction {
-    store: Store,
-    state: Mutex<TxState>,
-    /// `file:line` of the Python code that opened it, for the warning of a leaked one.
-    opened_at: String,
-}
-
-/// `file:line` of the Python code calling into the module (native calls push no frame).
-fn caller_location(py: Python<'_>) -> String {
-    let location = py
-        .import("sys")
-        .and_then(|sys| sys.getattr("_getframe")?.call1((0,)))
-        .and_then(|frame| {
-            let file: String = frame.getattr("f_code")?.getattr("co_filename")?.extract()?;
-            let line: u32 = frame.getattr("f_lineno")?.extract()?;
-            Ok(format!("{file}:{line}"))
-        });
-    location.unwrap_or_else(|_| "an unknown place".to_owned())
-}
-
-impl Drop for PyTransaction {
-    fn drop(&mut self) {
-        let state = self
-            .state
-            .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !matches!(state, TxState::Open(_)) || self.store.check_process().is_err() {
-            return;
-        }
-        let message = format!(
-            "a Transaction opened at {} was garbage-collected without commit() or abort(): \
-             it held the store's writer lock until now and its writes are discarded; use it \
-             as a context manager ('with store.transaction() as tx:')",
-            self.opened_at
-        );
-        Python::attach(|py| {
-            let category = py.get_type::<pyo3::exceptions::PyResourceWarning>();
-            let message = std::ffi::CString::new(message).unwrap_or_default();
-            if let Err(err) = PyErr::warn(py, category.as_any(), &message, 1) {
-                err.write_unraisable(py, None);
-            }
-        });
-    }
-}
-
-impl PyTransaction {
-    fn lock(&self) -> std::sync::MutexGuard<'_, TxState> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Takes the open transaction out (beginning it if needed) for one call.
-    fn take(&self, py: Python<'_>) -> PyResult<Transaction> {
-        owned(py, &self.store)?;
-        let previous = std::mem::replace(&mut *self.lock(), TxState::Busy);
-        match previous {
-            TxState::Open(tx) => Ok(tx),
-            TxState::NotStarted => {
-                let begun = loop {
-                    let store = self.store.clone();
-                    match run_detached(py, move || store.begin_within(SIGNAL_CHECK)) {
-                        Ok(Some(tx)) => break Ok(tx),
-                        Ok(None) => {
-                            if let Err(interrupted) = py.check_signals() {
-                                break Err(interrupted);
-                            }
-                        }
-                        Err(err) => break Err(err),
-                    }
-                };
-                begun.inspect_err(|_| *self.lock() = TxState::NotStarted)
-            }
-            other => {
-                let message = match &other {
-                    TxState::Busy => "the transaction is in use by another thread",
-                    TxState::Committed(_) => "the transaction has already committed",
-                    _ => "the transaction was aborted",
-                };
-                *self.lock() = other;
-                Err(PyRuntimeError::new_err(message))
-            }
-        }
-    }
-
-    fn with_tx<R>(
-        &self,
-        py: Python<'_>,
-        f: impl FnOnce(&mut Transaction) -> PyResult<R>,
-    ) -> PyResult<R> {
-        let mut tx = self.take(py)?;
-        let result = f(&mut tx);
-        *self.lock() = TxState::Open(tx);
-        result
-    }
-}
-
-#[pymethods]
-impl PyTransaction {
-    fn __enter__(slf: Py<Self>, py: Python<'_>) -> PyResult<Py<Self>> {
-        slf.get().with_tx(py, |_| Ok(()))?;
-        Ok(slf)
-    }
-
-    #[pyo3(signature = (exc_type, _exc = None, _tb = None))]
-    fn __exit__(
-        &self,
-        py: Python<'_>,
-        exc_type: Option<&Bound<'_, PyAny>>,
-        _exc: Option<&Bound<'_, PyAny>>,
-        _tb: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<bool> {
-        let finished = matches!(&*self.lock(), TxState::Committed(_) | TxState::Aborted);
-        if exc_type.is_some_and(|t| !t.is_none()) {
-            self.abort();
-        } else if !finished {
-            // A block that already committed or aborted explicitly ends as it chose.
-            self.commit(py)?;
-        }
-        Ok(false)
-    }
-
-    /// Writes `value` under `key` when the transaction commits.
-    fn put(
-        &self,
-        py: Python<'_>,
-        table: &str,
-        key: &Bound<'_, PyAny>,
-        value: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
-        let key = encode_py_key(key)?;
-        let value = encode_py_value(value)?;
-        self.with_tx(py, |tx| run(py, || tx.put(table, key, value)))
-    }
-
-    /// Deletes `key` when the transaction commits.
-    fn delete(&self, py: Python<'_>, table: &str, key: &Bound<'_, PyAny>) -> PyResult<()> {
-        let key = encode_py_key(key)?;
-        self.with_tx(py, |tx| run(py, || tx.delete(table, key)))
-    }
-
-    /// Reads `key`, seeing this transaction's own writes.
-    #[pyo3(signature = (table, key, default = None))]
-    fn get<'py>(
-        &self,
-        py: Python<'py>,
-        table: &str,
-        key: &Bound<'py, PyAny>,
-        default: Option<Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let key = encode_py_key(key)?;
-        let mut tx = self.take(py)?;
-        // Waiting for earlier commits to become visible is a wait: release the GIL for it.
-        let (ready, mut tx) = py.detach(move || {
-            let ready = tx.ready_to_read();
-            (ready, tx)
-        });
-        let found = run(py, || ready).and_then(|()| {
-            run(py, || {
-                tx.get_with(table, &key, |v| v.map(|b| decode_py_value(py, b)))
-            })
-        });
-        *self.lock() = TxState::Open(tx);
-        value_or(py, found?, default)
-    }
-
-    /// Commits now (the context manager does this on a clean exit).
-    fn commit(&self, py: Python<'_>) -> PyResult<PyReceipt> {
-        let tx = self.take(py)?;
-        match run_detached(py, move || tx.commit()) {
-            Ok(lsn) => {
-                *self.lock() = TxState::Committed(lsn);
-                Ok(PyReceipt::local(lsn))
-            }
-            Err(err) => {
-                *self.lock() = TxState::Aborted;
-                Err(err)
-            }
-        }
-    }
-
-    /// Discards every write of the transaction and releases the writer lock.
-    fn abort(&self) {
-        let previous = std::mem::replace(&mut *self.lock(), TxState::Aborted);
-        if let TxState::Committed(lsn) = previous {
-            *self.lock() = TxState::Committed(lsn);
-        }
-    }
-
-    /// The receipt once committed, else `None`.
-    #[getter]
-    fn receipt(&self) -> Option<PyReceipt> {
-        match &*self.lock() {
-            TxState::Committed(lsn) => Some(PyReceipt::local(*lsn)),
-            _ => None,
-        }
-    }
-
-    fn __repr__(&self) -> String {
-        let state = match &*self.lock() {
-            TxState::NotStarted => "not started".to_owned(),
-            TxState::Open(tx) => format!("open, {} pending op(s)", tx.len()),
-            TxState::Busy => "busy".to_owned(),
-            TxState::Committed(lsn) => format!("committed at LSN {lsn}"),
-            TxState::Aborted => "aborted".to_owned(),
-        };
-        format!(
-            "<Transaction on {:?}: {state}>",
-            self.store.path().display().to_string()
-        )
-    }
-}
-
-struct ScanState {
-    table: String,
-    lower: Limit<Vec<u8>>,
-    upper: Limit<Vec<u8>>,
-    reverse: bool,
-    remaining: usize,
-    buffer: VecDeque<(Vec<u8>, Vec<u8>)>,
-    exhausted: bool,
-}
-
-/// Batch size of a scan: each batch is one read transaction.
-const SCAN_BATCH: usize = 512;
-
-/// An iterator of `(key, value)` rows.
-#[pyclass(frozen, module = "replikv._core", name = "Scan")]
-pub(crate) struct PyScan {
-    store: Store,
-    state: Mutex<ScanState>,
-}
-
-#[pymethods]
-impl PyScan {
-    fn __iter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
-        owned(py, &self.store)?;
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if state.buffer.is_empty() && !state.exhausted && state.remaining > 0 {
-            let want = state.remaining.min(SCAN_BATCH);
-            let batch = run(py, || {
-                self.store.scan(
-                    &state.table,
-                    as_slice(&state.lower),
-                    as_slice(&state.upper),
-                    state.reverse,
-                    want,
-                )
-            })?;
-            state.exhausted = batch.len() < want;
-            state.remaining -= batch.len();
-            if let Some((last, _)) = batch.last() {
-                // The next batch starts after the last key seen.
-                if state.reverse {
-                    state.upper = Limit::Excluded(last.clone());
-                } else {
-                    state.lower = Limit::Excluded(last.clone());
-                }
-            }
-            state.buffer.extend(batch);
-        }
-        let Some((key, value)) = state.buffer.pop_front() else {
-            return Ok(None);
-        };
-        drop(state);
-        let pair = (decode_py_key(py, &key)?, decode_py_value(py, &value)?);
-        Ok(Some(PyTuple::new(py, [pair.0, pair.1])?))
-    }
-}
-
-/// An iterator of [`PyChange`] entries read from the log.
-#[pyclass(frozen, module = "replikv._core", name = "Changes")]
-pub(crate) struct PyChanges {
-    store: Store,
-    state: Mutex<(LogPosition, usize, VecDeque<crate::codec::Entry>)>,
-}
-
-#[pymethods]
-impl PyChanges {
-    fn __iter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __next__(&self, py: Python<'_>) -> PyResult<Option<PyChange>> {
-        owned(py, &self.store)?;
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (position, remaining, buffer) = &mut *state;
-        if buffer.is_empty() && *remaining > 0 {
-            let batch = run(py, || {
-                self.store
-                    .read_log(position, (*remaining).min(256), 8 << 20)
-            })?;
-            *remaining -= batch.len();
-            buffer.extend(batch);
-        }
-        let Some(entry) = buffer.pop_front() else {
-            // Once exhausted, stay exhausted (the iterator protocol): entries committed
-            // later are read by a new `changes(since=...)`.
-            *remaining = 0;
-            return Ok(None);
-        };
-        drop(state);
-        PyChange::from_entry(py, entry).map(Some)
     }
 }

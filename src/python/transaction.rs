@@ -1,0 +1,246 @@
+//! `Transaction`: a serializable transaction driven from Python, and the warning for one
+//! that is collected while it holds the writer lock.
+
+use std::sync::Mutex;
+
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+
+use super::errors::{owned, run, run_detached};
+use super::store::{value_or, SIGNAL_CHECK};
+use super::types::PyReceipt;
+use super::value::{decode_py_value, encode_py_key, encode_py_value};
+use crate::store::{Store, Transaction};
+
+enum TxState {
+    NotStarted,
+    Open(Transaction),
+    /// Taken out by a call in progress (the lock is never held across a GIL release).
+    Busy,
+    Committed(u64),
+    Aborted,
+}
+
+/// A serializable transaction: commit on a clean exit, abort on an exception.
+#[pyclass(frozen, module = "replikv._core", name = "Transaction")]
+pub(crate) struct PyTransaction {
+    store: Store,
+    state: Mutex<TxState>,
+    /// `file:line` of the Python code that opened it, for the warning of a leaked one.
+    opened_at: String,
+}
+
+/// `file:line` of the Python code calling into the module (native calls push no frame).
+fn caller_location(py: Python<'_>) -> String {
+    let location = py
+        .import("sys")
+        .and_then(|sys| sys.getattr("_getframe")?.call1((0,)))
+        .and_then(|frame| {
+            let file: String = frame.getattr("f_code")?.getattr("co_filename")?.extract()?;
+            let line: u32 = frame.getattr("f_lineno")?.extract()?;
+            Ok(format!("{file}:{line}"))
+        });
+    location.unwrap_or_else(|_| "an unknown place".to_owned())
+}
+
+impl Drop for PyTransaction {
+    fn drop(&mut self) {
+        let state = self
+            .state
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !matches!(state, TxState::Open(_)) || self.store.check_process().is_err() {
+            return;
+        }
+        let message = format!(
+            "a Transaction opened at {} was garbage-collected without commit() or abort(): \
+             it held the store's writer lock until now and its writes are discarded; use it \
+             as a context manager ('with store.transaction() as tx:')",
+            self.opened_at
+        );
+        Python::attach(|py| {
+            let category = py.get_type::<pyo3::exceptions::PyResourceWarning>();
+            let message = std::ffi::CString::new(message).unwrap_or_default();
+            if let Err(err) = PyErr::warn(py, category.as_any(), &message, 1) {
+                err.write_unraisable(py, None);
+            }
+        });
+    }
+}
+
+impl PyTransaction {
+    /// A transaction on `store`, not begun yet, remembering where Python opened it.
+    pub(crate) fn new(py: Python<'_>, store: Store) -> Self {
+        Self {
+            store,
+            state: Mutex::new(TxState::NotStarted),
+            opened_at: caller_location(py),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TxState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes the open transaction out (beginning it if needed) for one call.
+    fn take(&self, py: Python<'_>) -> PyResult<Transaction> {
+        owned(py, &self.store)?;
+        let previous = std::mem::replace(&mut *self.lock(), TxState::Busy);
+        match previous {
+            TxState::Open(tx) => Ok(tx),
+            TxState::NotStarted => {
+                let begun = loop {
+                    let store = self.store.clone();
+                    match run_detached(py, move || store.begin_within(SIGNAL_CHECK)) {
+                        Ok(Some(tx)) => break Ok(tx),
+                        Ok(None) => {
+                            if let Err(interrupted) = py.check_signals() {
+                                break Err(interrupted);
+                            }
+                        }
+                        Err(err) => break Err(err),
+                    }
+                };
+                begun.inspect_err(|_| *self.lock() = TxState::NotStarted)
+            }
+            other => {
+                let message = match &other {
+                    TxState::Busy => "the transaction is in use by another thread",
+                    TxState::Committed(_) => "the transaction has already committed",
+                    _ => "the transaction was aborted",
+                };
+                *self.lock() = other;
+                Err(PyRuntimeError::new_err(message))
+            }
+        }
+    }
+
+    fn with_tx<R>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut Transaction) -> PyResult<R>,
+    ) -> PyResult<R> {
+        let mut tx = self.take(py)?;
+        let result = f(&mut tx);
+        *self.lock() = TxState::Open(tx);
+        result
+    }
+}
+
+#[pymethods]
+impl PyTransaction {
+    fn __enter__(slf: Py<Self>, py: Python<'_>) -> PyResult<Py<Self>> {
+        slf.get().with_tx(py, |_| Ok(()))?;
+        Ok(slf)
+    }
+
+    #[pyo3(signature = (exc_type, _exc = None, _tb = None))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        exc_type: Option<&Bound<'_, PyAny>>,
+        _exc: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        let finished = matches!(&*self.lock(), TxState::Committed(_) | TxState::Aborted);
+        if exc_type.is_some_and(|t| !t.is_none()) {
+            self.abort();
+        } else if !finished {
+            // A block that already committed or aborted explicitly ends as it chose.
+            self.commit(py)?;
+        }
+        Ok(false)
+    }
+
+    /// Writes `value` under `key` when the transaction commits.
+    fn put(
+        &self,
+        py: Python<'_>,
+        table: &str,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let key = encode_py_key(key)?;
+        let value = encode_py_value(value)?;
+        self.with_tx(py, |tx| run(py, || tx.put(table, key, value)))
+    }
+
+    /// Deletes `key` when the transaction commits.
+    fn delete(&self, py: Python<'_>, table: &str, key: &Bound<'_, PyAny>) -> PyResult<()> {
+        let key = encode_py_key(key)?;
+        self.with_tx(py, |tx| run(py, || tx.delete(table, key)))
+    }
+
+    /// Reads `key`, seeing this transaction's own writes.
+    #[pyo3(signature = (table, key, default = None))]
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        table: &str,
+        key: &Bound<'py, PyAny>,
+        default: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let key = encode_py_key(key)?;
+        let mut tx = self.take(py)?;
+        // Waiting for earlier commits to become visible is a wait: release the GIL for it.
+        let (ready, mut tx) = py.detach(move || {
+            let ready = tx.ready_to_read();
+            (ready, tx)
+        });
+        let found = run(py, || ready).and_then(|()| {
+            run(py, || {
+                tx.get_with(table, &key, |v| v.map(|b| decode_py_value(py, b)))
+            })
+        });
+        *self.lock() = TxState::Open(tx);
+        value_or(py, found?, default)
+    }
+
+    /// Commits now (the context manager does this on a clean exit).
+    fn commit(&self, py: Python<'_>) -> PyResult<PyReceipt> {
+        let tx = self.take(py)?;
+        match run_detached(py, move || tx.commit()) {
+            Ok(lsn) => {
+                *self.lock() = TxState::Committed(lsn);
+                Ok(PyReceipt::local(lsn))
+            }
+            Err(err) => {
+                *self.lock() = TxState::Aborted;
+                Err(err)
+            }
+        }
+    }
+
+    /// Discards every write of the transaction and releases the writer lock.
+    fn abort(&self) {
+        let previous = std::mem::replace(&mut *self.lock(), TxState::Aborted);
+        if let TxState::Committed(lsn) = previous {
+            *self.lock() = TxState::Committed(lsn);
+        }
+    }
+
+    /// The receipt once committed, else `None`.
+    #[getter]
+    fn receipt(&self) -> Option<PyReceipt> {
+        match &*self.lock() {
+            TxState::Committed(lsn) => Some(PyReceipt::local(*lsn)),
+            _ => None,
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        let state = match &*self.lock() {
+            TxState::NotStarted => "not started".to_owned(),
+            TxState::Open(tx) => format!("open, {} pending op(s)", tx.len()),
+            TxState::Busy => "busy".to_owned(),
+            TxState::Committed(lsn) => format!("committed at LSN {lsn}"),
+            TxState::Aborted => "aborted".to_owned(),
+        };
+        format!(
+            "<Transaction on {:?}: {state}>",
+            self.store.path().display().to_string()
+        )
+    }
+}
