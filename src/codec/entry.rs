@@ -127,6 +127,14 @@ pub fn payload_lsn(payload: &[u8]) -> Option<u64> {
         .map(|b| u64::from_le_bytes(b.try_into().expect("invariant: slice of 8")))
 }
 
+/// Reads the epoch of a payload without decoding the rest (`None` if it is too short).
+#[must_use]
+pub fn payload_epoch(payload: &[u8]) -> Option<u64> {
+    payload
+        .get(8..16)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("invariant: slice of 8")))
+}
+
 /// Decodes a record payload (its CRC already checked) into an [`Entry`].
 ///
 /// # Errors
@@ -231,6 +239,7 @@ mod tests {
             prop_assert_eq!(len, payload.len());
             prop_assert_eq!(crc, record_crc(payload), "the framed CRC is the one readers check");
             prop_assert_eq!(payload_lsn(payload), Some(lsn));
+            prop_assert_eq!(payload_epoch(payload), Some(epoch));
             let entry = decode_entry(payload).unwrap();
             prop_assert_eq!(entry, Entry { lsn, epoch, timestamp_ms: ts, ops });
         }

@@ -3,6 +3,7 @@
 
 pub mod commit_times;
 pub mod handshake;
+pub mod machine;
 pub mod monitor;
 pub mod primary;
 pub mod protocol;

@@ -1,0 +1,525 @@
+//! The primary's protocol decisions as a pure state machine: which peer gets which entries
+//! and when, heartbeats, stalled links, cumulative acks and the quorum LSN that releases
+//! synchronous writers. No sockets, no clock reads, no threads: the caller passes the time
+//! in and carries out the [`LinkAction`]s; `net/` glue does it over TCP, the simulator over
+//! a fake network.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::replication::protocol::PeerKind;
+use crate::replication::status::LinkState;
+
+/// Time as the machine sees it: microseconds on the caller's monotonic clock.
+pub type Micros = u64;
+
+/// The timing and quorum rules of a primary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrimaryConfig {
+    /// Replicas (that fsync) which must hold an entry before a sync write of it returns.
+    pub quorum: usize,
+    /// Entries ship in batches at most this often while a peer keeps up (0: eagerly).
+    pub ship_interval: Micros,
+    /// A peer that was sent nothing for this long gets a heartbeat.
+    pub heartbeat_interval: Micros,
+    /// A peer that acked nothing for this long is dropped.
+    pub stall_timeout: Micros,
+    /// A peer behind by this many entries or more is caught up without pacing.
+    pub catch_up_entries: u64,
+}
+
+/// Identifies one connection of a peer: a newer connection under the same name replaces
+/// it, and every event of the older one is ignored from then on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LinkId {
+    /// The peer's name (a replica's slot name).
+    pub name: String,
+    /// Which connection of that name.
+    pub generation: u64,
+}
+
+/// An entry shipped to a peer and not acknowledged yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shipped {
+    /// Its LSN.
+    pub lsn: u64,
+    /// When it committed (ms since the Unix epoch, the primary's clock).
+    pub commit_ms: u64,
+    /// Its size as shipped.
+    pub bytes: u64,
+}
+
+/// One peer as the primary tracks it.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// Its current connection.
+    pub id: LinkId,
+    /// Replica or consumer.
+    pub kind: PeerKind,
+    /// Whether it fsyncs what it acks (only such replicas count toward a quorum).
+    pub durable: bool,
+    /// Where it stands.
+    pub state: LinkState,
+    /// The last LSN handed to the transport for it (recorded before the frames are
+    /// written, so an ack can never outrun it).
+    pub sent_lsn: u64,
+    /// The last LSN it acknowledged as durable in its log.
+    pub acked_lsn: u64,
+    /// The last LSN its readers see.
+    pub applied_lsn: u64,
+    /// Shipped and not acknowledged, oldest first.
+    pub in_flight: VecDeque<Shipped>,
+    /// Their bytes in all.
+    pub in_flight_bytes: u64,
+    last_ship: Option<Micros>,
+    last_send: Micros,
+    last_heard: Micros,
+}
+
+impl Peer {
+    /// Whether its acks count toward the quorum: a replica that fsyncs, connected or not
+    /// (a replica that went away still holds what it acked).
+    #[must_use]
+    pub fn counts(&self) -> bool {
+        self.kind == PeerKind::Replica && self.durable
+    }
+}
+
+/// What the transport should do for one link now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkAction {
+    /// Read entries after `after_lsn`, up to `up_to_lsn` (as many as a batch holds), call
+    /// [`PrimaryMachine::shipping`] with them, then send them.
+    Ship {
+        /// The peer has everything up to here.
+        after_lsn: u64,
+        /// The last visible LSN.
+        up_to_lsn: u64,
+    },
+    /// Send a heartbeat carrying the primary's last LSN.
+    Heartbeat {
+        /// The primary's last visible LSN.
+        last_lsn: u64,
+    },
+    /// Drop the connection: the peer acked nothing for the stall timeout.
+    Drop,
+    /// Nothing to do before this time (or before new entries or an ack arrive).
+    WaitUntil(Micros),
+}
+
+/// What an ack changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AckOutcome {
+    /// The replica's slot may move to this LSN (replicas only).
+    pub slot_lsn: Option<u64>,
+    /// The quorum LSN rose to this: sync writers at or below it may return.
+    pub quorum_lsn: Option<u64>,
+}
+
+/// The whole primary side of the protocol.
+#[derive(Debug, Clone)]
+pub struct PrimaryMachine {
+    config: PrimaryConfig,
+    visible_lsn: u64,
+    peers: BTreeMap<String, Peer>,
+    generations: u64,
+    quorum_lsn: u64,
+    #[cfg(test)]
+    pub(crate) planted: Planted,
+}
+
+/// Bugs that can be planted on purpose, to show that the simulator catches them.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Planted {
+    /// Count consumers (and replicas that do not fsync) toward the quorum.
+    pub count_everyone: bool,
+}
+
+impl PrimaryMachine {
+    /// A primary whose log is visible up to `visible_lsn`.
+    #[must_use]
+    pub fn new(config: PrimaryConfig, visible_lsn: u64) -> Self {
+        Self {
+            config,
+            visible_lsn,
+            peers: BTreeMap::new(),
+            generations: 0,
+            quorum_lsn: 0,
+            #[cfg(test)]
+            planted: Planted::default(),
+        }
+    }
+
+    /// Its rules.
+    #[must_use]
+    pub fn config(&self) -> &PrimaryConfig {
+        &self.config
+    }
+
+    /// The last visible LSN it knows of.
+    #[must_use]
+    pub fn visible_lsn(&self) -> u64 {
+        self.visible_lsn
+    }
+
+    /// The highest LSN that `quorum` counting replicas have acknowledged (0 if none).
+    #[must_use]
+    pub fn quorum_lsn(&self) -> u64 {
+        self.quorum_lsn
+    }
+
+    /// Every peer seen, by name.
+    pub fn peers(&self) -> impl Iterator<Item = &Peer> {
+        self.peers.values()
+    }
+
+    /// The peer of a live connection.
+    #[must_use]
+    pub fn peer(&self, id: &LinkId) -> Option<&Peer> {
+        self.peers.get(&id.name).filter(|p| p.id == *id)
+    }
+
+    /// Counting replicas, connected or not.
+    #[must_use]
+    pub fn counting_replicas(&self) -> usize {
+        self.peers.values().filter(|p| self.counts(p)).count()
+    }
+
+    /// Counting replicas connected now.
+    #[must_use]
+    pub fn connected_counting_replicas(&self) -> usize {
+        self.peers
+            .values()
+            .filter(|p| self.counts(p) && is_connected(p.state))
+            .count()
+    }
+
+    /// Names of the counting replicas that acknowledged `lsn`, in name order.
+    #[must_use]
+    pub fn acked_by(&self, lsn: u64) -> Vec<String> {
+        self.peers
+            .values()
+            .filter(|p| self.counts(p) && p.acked_lsn >= lsn)
+            .map(|p| p.id.name.clone())
+            .collect()
+    }
+
+    #[cfg_attr(not(test), allow(clippy::unused_self))]
+    fn counts(&self, peer: &Peer) -> bool {
+        #[cfg(test)]
+        if self.planted.count_everyone {
+            return true;
+        }
+        peer.counts()
+    }
+
+    /// A peer connected: a replica resumes after `resumed_lsn` (the LSN it holds), or after
+    /// a snapshot at that LSN. An older connection of the same name is replaced; its id is
+    /// returned so that the transport closes it.
+    pub fn connect(
+        &mut self,
+        name: &str,
+        kind: PeerKind,
+        durable: bool,
+        resumed_lsn: u64,
+        now: Micros,
+    ) -> (LinkId, Option<LinkId>) {
+        self.generations += 1;
+        let id = LinkId {
+            name: name.to_owned(),
+            generation: self.generations,
+        };
+        // A reconnecting peer holds what it says it holds (a replica whose directory was
+        // replaced holds less than it once acked); the quorum LSN never moves back.
+        let replaced = self
+            .peers
+            .get(name)
+            .filter(|p| is_connected(p.state))
+            .map(|p| p.id.clone());
+        let peer = Peer {
+            id: id.clone(),
+            kind,
+            durable,
+            state: LinkState::CatchingUp,
+            sent_lsn: resumed_lsn,
+            acked_lsn: resumed_lsn,
+            applied_lsn: resumed_lsn,
+            in_flight: VecDeque::new(),
+            in_flight_bytes: 0,
+            last_ship: None,
+            last_send: now,
+            last_heard: now,
+        };
+        self.peers.insert(name.to_owned(), peer);
+        (id, replaced)
+    }
+
+    /// A snapshot at `lsn` is being sent to the peer: it streams after it.
+    pub fn snapshot_started(&mut self, id: &LinkId, lsn: u64, now: Micros) {
+        if let Some(peer) = self.live(id) {
+            peer.state = LinkState::Snapshot;
+            peer.sent_lsn = lsn;
+            peer.last_send = now;
+        }
+    }
+
+    /// The connection ended (closed, failed or dropped). The peer's acks stay: what a
+    /// replica acked is in its log whether it is connected or not.
+    pub fn disconnect(&mut self, id: &LinkId) {
+        if let Some(peer) = self.live(id) {
+            peer.state = LinkState::Disconnected;
+            peer.in_flight.clear();
+            peer.in_flight_bytes = 0;
+        }
+    }
+
+    /// Forgets a peer (its slot was dropped); the quorum LSN never moves back.
+    pub fn forget(&mut self, name: &str) {
+        self.peers.remove(name);
+    }
+
+    /// Entries up to `lsn` are durable and visible.
+    pub fn visible(&mut self, lsn: u64) {
+        self.visible_lsn = self.visible_lsn.max(lsn);
+    }
+
+    fn live(&mut self, id: &LinkId) -> Option<&mut Peer> {
+        self.peers
+            .get_mut(&id.name)
+            .filter(|p| p.id == *id && is_connected(p.state))
+    }
+
+    /// What the transport should do for `id` now.
+    #[must_use]
+    pub fn poll(&self, id: &LinkId, now: Micros) -> LinkAction {
+        let Some(peer) = self.peers.get(&id.name).filter(|p| p.id == *id) else {
+            return LinkAction::Drop;
+        };
+        if !is_connected(peer.state) {
+            return LinkAction::Drop;
+        }
+        if now.saturating_sub(peer.last_heard) >= self.config.stall_timeout {
+            return LinkAction::Drop;
+        }
+        let stall_at = peer.last_heard + self.config.stall_timeout;
+        let beat_at = peer.last_send + self.config.heartbeat_interval;
+        if peer.state != LinkState::Snapshot && peer.sent_lsn < self.visible_lsn {
+            // A peer behind by a whole batch is caught up as fast as it takes entries; the
+            // interval only paces one that keeps up.
+            let backlog = self.visible_lsn - peer.sent_lsn;
+            let ship_at = match peer.last_ship {
+                Some(at) if backlog < self.config.catch_up_entries => {
+                    at + self.config.ship_interval
+                }
+                _ => now,
+            };
+            if ship_at <= now {
+                return LinkAction::Ship {
+                    after_lsn: peer.sent_lsn,
+                    up_to_lsn: self.visible_lsn,
+                };
+            }
+            return LinkAction::WaitUntil(ship_at.min(beat_at).min(stall_at));
+        }
+        if beat_at <= now {
+            return LinkAction::Heartbeat {
+                last_lsn: self.visible_lsn,
+            };
+        }
+        LinkAction::WaitUntil(beat_at.min(stall_at))
+    }
+
+    /// The transport is about to send `entries` (consecutive, after the peer's `sent_lsn`)
+    /// to `id`. Recorded before the frames leave, so that the fastest ack finds them sent.
+    pub fn shipping(&mut self, id: &LinkId, entries: &[Shipped], now: Micros) {
+        let visible = self.visible_lsn;
+        let Some(peer) = self.live(id) else { return };
+        let Some(last) = entries.last() else { return };
+        peer.sent_lsn = peer.sent_lsn.max(last.lsn);
+        peer.last_ship = Some(now);
+        peer.last_send = now;
+        peer.in_flight_bytes += entries.iter().map(|e| e.bytes).sum::<u64>();
+        peer.in_flight.extend(entries.iter().copied());
+        peer.state = if peer.sent_lsn >= visible {
+            LinkState::Streaming
+        } else {
+            LinkState::CatchingUp
+        };
+    }
+
+    /// A heartbeat is about to be sent to `id`.
+    pub fn heartbeat_sent(&mut self, id: &LinkId, now: Micros) {
+        if let Some(peer) = self.live(id) {
+            peer.last_send = now;
+        }
+    }
+
+    /// A cumulative ack from `id`: its log is durable up to `flushed_lsn` and its readers
+    /// see up to `applied_lsn`. An ack beyond what was sent is a confused peer: it is held
+    /// to `sent_lsn`, which the transport records before it writes.
+    pub fn ack(
+        &mut self,
+        id: &LinkId,
+        flushed_lsn: u64,
+        applied_lsn: u64,
+        now: Micros,
+    ) -> AckOutcome {
+        let Some(peer) = self.live(id) else {
+            return AckOutcome::default();
+        };
+        let flushed_lsn = flushed_lsn.min(peer.sent_lsn);
+        peer.last_heard = now;
+        peer.acked_lsn = peer.acked_lsn.max(flushed_lsn);
+        peer.applied_lsn = peer.applied_lsn.max(applied_lsn.min(peer.sent_lsn));
+        while let Some(oldest) = peer.in_flight.front().filter(|e| e.lsn <= flushed_lsn) {
+            peer.in_flight_bytes -= oldest.bytes;
+            peer.in_flight.pop_front();
+        }
+        let slot_lsn = (peer.kind == PeerKind::Replica).then_some(peer.acked_lsn);
+        let quorum = self.recount();
+        AckOutcome {
+            slot_lsn,
+            quorum_lsn: quorum,
+        }
+    }
+
+    /// Recomputes the quorum LSN; returns it if it rose.
+    fn recount(&mut self) -> Option<u64> {
+        let acks = self
+            .peers
+            .values()
+            .filter(|p| self.counts(p))
+            .map(|p| p.acked_lsn);
+        let lsn = super::quorum_lsn(acks, self.config.quorum);
+        (lsn > self.quorum_lsn).then(|| {
+            self.quorum_lsn = lsn;
+            lsn
+        })
+    }
+
+    /// The commit time of the oldest entry `id` lacks, when it is in flight (`None` if
+    /// nothing is in flight; the caller knows commit times of entries never shipped).
+    #[must_use]
+    pub fn oldest_in_flight_ms(&self, name: &str) -> Option<u64> {
+        self.peers
+            .get(name)
+            .and_then(|p| p.in_flight.front())
+            .map(|e| e.commit_ms)
+    }
+}
+
+fn is_connected(state: LinkState) -> bool {
+    !matches!(state, LinkState::Disconnected | LinkState::Failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> PrimaryConfig {
+        PrimaryConfig {
+            quorum: 2,
+            ship_interval: 50_000,
+            heartbeat_interval: 500_000,
+            stall_timeout: 3_000_000,
+            catch_up_entries: 4096,
+        }
+    }
+
+    fn shipped(lsns: std::ops::RangeInclusive<u64>) -> Vec<Shipped> {
+        lsns.map(|lsn| Shipped {
+            lsn,
+            commit_ms: lsn,
+            bytes: 10,
+        })
+        .collect()
+    }
+
+    #[test]
+    fn a_fast_ack_is_never_clamped_below_what_was_handed_to_the_transport() {
+        let mut m = PrimaryMachine::new(config(), 0);
+        let (a, _) = m.connect("a", PeerKind::Replica, true, 0, 0);
+        m.visible(3);
+        assert_eq!(
+            m.poll(&a, 0),
+            LinkAction::Ship {
+                after_lsn: 0,
+                up_to_lsn: 3
+            }
+        );
+        m.shipping(&a, &shipped(1..=3), 0);
+        // The ack arrives before the transport finished writing: it still counts whole.
+        let outcome = m.ack(&a, 3, 3, 10);
+        assert_eq!(outcome.slot_lsn, Some(3));
+        assert_eq!(m.peer(&a).unwrap().acked_lsn, 3);
+        assert_eq!(m.peer(&a).unwrap().in_flight_bytes, 0);
+    }
+
+    #[test]
+    fn the_quorum_counts_only_replicas_that_fsync_and_never_moves_back() {
+        let mut m = PrimaryMachine::new(config(), 10);
+        let (a, _) = m.connect("a", PeerKind::Replica, true, 0, 0);
+        let (cache, _) = m.connect("cache", PeerKind::Consumer, false, 0, 0);
+        let (lazy, _) = m.connect("nofsync", PeerKind::Replica, false, 0, 0);
+        let (b, _) = m.connect("b", PeerKind::Replica, true, 0, 0);
+        for id in [&a, &cache, &lazy, &b] {
+            m.shipping(id, &shipped(1..=10), 0);
+        }
+        assert_eq!(m.ack(&cache, 10, 10, 1).quorum_lsn, None);
+        assert_eq!(m.ack(&lazy, 10, 10, 1).quorum_lsn, None);
+        assert_eq!(m.ack(&a, 7, 7, 1).quorum_lsn, None, "one of two");
+        assert_eq!(m.ack(&b, 9, 9, 1).quorum_lsn, Some(7));
+        assert_eq!(m.acked_by(7), vec!["a".to_owned(), "b".to_owned()]);
+        assert_eq!(m.acked_by(9), vec!["b".to_owned()]);
+        m.disconnect(&a);
+        assert_eq!(m.quorum_lsn(), 7, "a replica that left keeps what it acked");
+        assert_eq!(m.counting_replicas(), 2);
+        assert_eq!(m.connected_counting_replicas(), 1);
+    }
+
+    #[test]
+    fn a_peer_that_keeps_up_is_paced_and_one_far_behind_is_not() {
+        let mut m = PrimaryMachine::new(config(), 1);
+        let (a, _) = m.connect("a", PeerKind::Replica, true, 0, 0);
+        m.shipping(&a, &shipped(1..=1), 0);
+        m.visible(2);
+        assert_eq!(m.poll(&a, 10), LinkAction::WaitUntil(50_000));
+        assert!(matches!(m.poll(&a, 50_000), LinkAction::Ship { .. }));
+        m.visible(10_000);
+        assert!(matches!(m.poll(&a, 10), LinkAction::Ship { .. }));
+    }
+
+    #[test]
+    fn an_idle_link_gets_heartbeats_and_a_silent_one_is_dropped() {
+        let mut m = PrimaryMachine::new(config(), 0);
+        let (a, _) = m.connect("a", PeerKind::Replica, true, 0, 0);
+        assert_eq!(m.poll(&a, 100), LinkAction::WaitUntil(500_000));
+        assert_eq!(m.poll(&a, 500_000), LinkAction::Heartbeat { last_lsn: 0 });
+        m.heartbeat_sent(&a, 500_000);
+        assert_eq!(m.poll(&a, 600_000), LinkAction::WaitUntil(1_000_000));
+        assert_eq!(m.poll(&a, 3_000_000), LinkAction::Drop);
+        m.ack(&a, 0, 0, 2_900_000);
+        assert!(matches!(
+            m.poll(&a, 3_000_000),
+            LinkAction::Heartbeat { .. }
+        ));
+    }
+
+    #[test]
+    fn events_of_a_replaced_connection_are_ignored() {
+        let mut m = PrimaryMachine::new(config(), 5);
+        let (old, _) = m.connect("a", PeerKind::Replica, true, 0, 0);
+        m.shipping(&old, &shipped(1..=5), 0);
+        let (new, replaced) = m.connect("a", PeerKind::Replica, true, 2, 1);
+        assert_eq!(replaced, Some(old.clone()));
+        assert_eq!(m.ack(&old, 5, 5, 2), AckOutcome::default());
+        assert_eq!(m.poll(&old, 2), LinkAction::Drop);
+        assert_eq!(
+            m.poll(&new, 2),
+            LinkAction::Ship {
+                after_lsn: 2,
+                up_to_lsn: 5
+            }
+        );
+    }
+}

@@ -1,0 +1,397 @@
+//! The replica's protocol decisions as a pure state machine: which entries to append (whole,
+//! in LSN order, never from an older epoch), and what to acknowledge (only what its log
+//! holds durably). The caller carries out [`ReplicaAction`]s on a real or simulated disk
+//! and reports back with [`ReplicaMachine::durable`].
+
+use crate::codec::{payload_epoch, payload_lsn, MAX_RECORD_BYTES};
+use crate::error::ReplicationError;
+use crate::replication::protocol::Message;
+use crate::replication::status::LinkState;
+
+/// What the replica's transport and disk should do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplicaAction {
+    /// Append these whole entries, in order, to the log; report with `durable` once they
+    /// are fsynced.
+    Append(Vec<Vec<u8>>),
+    /// Send a cumulative acknowledgement.
+    Ack {
+        /// Durable in the log up to here.
+        flushed_lsn: u64,
+        /// Visible to readers up to here.
+        applied_lsn: u64,
+    },
+}
+
+/// The whole replica side of the protocol, for one store.
+#[derive(Debug, Clone)]
+pub struct ReplicaMachine {
+    flushed_lsn: u64,
+    applied_lsn: u64,
+    appended_lsn: u64,
+    epoch: u64,
+    primary_last_lsn: u64,
+    state: LinkState,
+    parts: Vec<u8>,
+    #[cfg(test)]
+    pub(crate) planted: Planted,
+}
+
+/// Bugs that can be planted on purpose, to show that the simulator catches them.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Planted {
+    /// Acknowledge entries as soon as they are appended, before they are durable.
+    pub ack_before_fsync: bool,
+}
+
+impl ReplicaMachine {
+    /// A replica whose log is durable up to `flushed_lsn`, applied up to `applied_lsn`,
+    /// and which has seen `epoch`.
+    #[must_use]
+    pub fn new(flushed_lsn: u64, applied_lsn: u64, epoch: u64) -> Self {
+        Self {
+            flushed_lsn,
+            applied_lsn,
+            appended_lsn: flushed_lsn,
+            epoch,
+            primary_last_lsn: 0,
+            state: LinkState::Connecting,
+            parts: Vec::new(),
+            #[cfg(test)]
+            planted: Planted::default(),
+        }
+    }
+
+    /// Durable in its log up to here: what its acks carry, and where a resume starts.
+    #[must_use]
+    pub fn flushed_lsn(&self) -> u64 {
+        self.flushed_lsn
+    }
+
+    /// Visible to its readers up to here.
+    #[must_use]
+    pub fn applied_lsn(&self) -> u64 {
+        self.applied_lsn
+    }
+
+    /// The highest epoch it has seen.
+    #[must_use]
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The primary's last LSN, as last heard.
+    #[must_use]
+    pub fn primary_last_lsn(&self) -> u64 {
+        self.primary_last_lsn
+    }
+
+    /// Where the link stands.
+    #[must_use]
+    pub fn state(&self) -> LinkState {
+        self.state
+    }
+
+    /// The primary welcomed it: a snapshot or entries follow.
+    ///
+    /// # Errors
+    /// [`ReplicationError::Fenced`] if the primary's epoch is older than one already seen.
+    pub fn welcomed(
+        &mut self,
+        primary_epoch: u64,
+        primary_last_lsn: u64,
+        snapshot: bool,
+    ) -> Result<(), ReplicationError> {
+        if primary_epoch < self.epoch {
+            return Err(ReplicationError::Fenced(format!(
+                "the primary is at epoch {primary_epoch}, older than epoch {} seen here",
+                self.epoch
+            )));
+        }
+        self.epoch = primary_epoch;
+        self.primary_last_lsn = primary_last_lsn;
+        self.parts.clear();
+        // Entries appended but not yet durable stay in the log: a resume may repeat them.
+        self.state = if snapshot {
+            LinkState::Snapshot
+        } else {
+            LinkState::CatchingUp
+        };
+        Ok(())
+    }
+
+    /// A snapshot at `lsn` replaced the store's contents.
+    pub fn installed(&mut self, lsn: u64, epoch: u64) {
+        self.flushed_lsn = lsn;
+        self.applied_lsn = lsn;
+        self.appended_lsn = lsn;
+        self.epoch = self.epoch.max(epoch);
+        self.state = LinkState::CatchingUp;
+    }
+
+    /// The link ended: a part-received entry is dropped (it will be sent again).
+    pub fn disconnected(&mut self) {
+        self.parts.clear();
+        self.state = LinkState::Disconnected;
+    }
+
+    /// A message from the primary, after the handshake.
+    ///
+    /// # Errors
+    /// A gap, an entry from an older epoch, a malformed part, a refusal, or a message that
+    /// has no place in the stream: the link must be dropped (nothing of it was appended).
+    pub fn receive(&mut self, message: Message) -> Result<Vec<ReplicaAction>, ReplicationError> {
+        match message {
+            Message::Entries { payloads } => {
+                let payloads = payloads.into_iter().map(serde_bytes::ByteBuf::into_vec);
+                self.accept(payloads.collect())
+            }
+            Message::EntryPart {
+                total,
+                offset,
+                data,
+            } => match self.part(total, offset, &data)? {
+                Some(entry) => self.accept(vec![entry]),
+                None => Ok(Vec::new()),
+            },
+            Message::Heartbeat { last_lsn, .. } => {
+                self.primary_last_lsn = self.primary_last_lsn.max(last_lsn);
+                self.settle();
+                Ok(vec![self.ack()])
+            }
+            Message::Refused { reason, code } => Err(code.into_error(reason)),
+            other => Err(ReplicationError::Protocol(format!(
+                "unexpected message from the primary (type {})",
+                other.type_byte()
+            ))),
+        }
+    }
+
+    /// Entries up to `flushed_lsn` are durable in the log and visible up to `applied_lsn`.
+    pub fn durable(&mut self, flushed_lsn: u64, applied_lsn: u64) -> ReplicaAction {
+        self.flushed_lsn = self.flushed_lsn.max(flushed_lsn.min(self.appended_lsn));
+        self.applied_lsn = self.applied_lsn.max(applied_lsn.min(self.flushed_lsn));
+        self.settle();
+        self.ack()
+    }
+
+    /// The disk lost what was not durable (a crash): appending resumes after the log.
+    pub fn restarted(&mut self) {
+        self.appended_lsn = self.flushed_lsn;
+        self.parts.clear();
+        self.state = LinkState::Connecting;
+    }
+
+    fn ack(&self) -> ReplicaAction {
+        ReplicaAction::Ack {
+            flushed_lsn: self.flushed_lsn,
+            applied_lsn: self.applied_lsn,
+        }
+    }
+
+    fn settle(&mut self) {
+        self.primary_last_lsn = self.primary_last_lsn.max(self.appended_lsn);
+        if matches!(self.state, LinkState::CatchingUp | LinkState::Streaming) {
+            self.state = if self.flushed_lsn >= self.primary_last_lsn {
+                LinkState::Streaming
+            } else {
+                LinkState::CatchingUp
+            };
+        }
+    }
+
+    /// Checks a batch whole before anything of it is appended: consecutive LSNs after the
+    /// log (repeats of what it already holds are skipped), epochs never going back.
+    fn accept(&mut self, payloads: Vec<Vec<u8>>) -> Result<Vec<ReplicaAction>, ReplicationError> {
+        if !matches!(self.state, LinkState::CatchingUp | LinkState::Streaming) {
+            return Err(ReplicationError::Protocol(
+                "entries before the stream started".into(),
+            ));
+        }
+        let mut next = self.appended_lsn + 1;
+        let mut epoch = self.epoch;
+        let mut fresh = Vec::with_capacity(payloads.len());
+        for payload in payloads {
+            let (Some(lsn), Some(entry_epoch)) = (payload_lsn(&payload), payload_epoch(&payload))
+            else {
+                return Err(ReplicationError::Protocol("a truncated entry".into()));
+            };
+            if lsn < next && fresh.is_empty() {
+                continue;
+            }
+            if lsn != next {
+                return Err(ReplicationError::Protocol(format!(
+                    "entry {lsn} arrived where {next} was expected"
+                )));
+            }
+            if entry_epoch < epoch {
+                return Err(ReplicationError::Fenced(format!(
+                    "entry {lsn} is from epoch {entry_epoch}, older than epoch {epoch}"
+                )));
+            }
+            epoch = entry_epoch;
+            next += 1;
+            fresh.push(payload);
+        }
+        if fresh.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.appended_lsn = next - 1;
+        self.epoch = epoch;
+        self.primary_last_lsn = self.primary_last_lsn.max(self.appended_lsn);
+        #[cfg(test)]
+        if self.planted.ack_before_fsync {
+            let early = ReplicaAction::Ack {
+                flushed_lsn: self.appended_lsn,
+                applied_lsn: self.applied_lsn,
+            };
+            return Ok(vec![ReplicaAction::Append(fresh), early]);
+        }
+        Ok(vec![ReplicaAction::Append(fresh)])
+    }
+
+    /// Adds a part of an entry too large for one frame; returns the entry once whole.
+    fn part(
+        &mut self,
+        total: u64,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<Option<Vec<u8>>, ReplicationError> {
+        let total = usize::try_from(total)
+            .ok()
+            .filter(|t| *t <= MAX_RECORD_BYTES);
+        let Some(total) = total else {
+            return Err(ReplicationError::Protocol(
+                "an entry part claims an impossible size".into(),
+            ));
+        };
+        if offset != self.parts.len() as u64 || self.parts.len() + data.len() > total {
+            self.parts.clear();
+            return Err(ReplicationError::Protocol(
+                "entry parts out of order".into(),
+            ));
+        }
+        self.parts.extend_from_slice(data);
+        Ok((self.parts.len() == total).then(|| std::mem::take(&mut self.parts)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_bytes::ByteBuf;
+
+    fn entry(lsn: u64, epoch: u64) -> Vec<u8> {
+        let body = crate::codec::encode_ops(&[]);
+        let mut record = Vec::new();
+        crate::codec::frame_record(&mut record, lsn, epoch, 0, &body, crc32c::crc32c(&body));
+        record.split_off(crate::codec::RECORD_HEADER_LEN)
+    }
+
+    fn entries(lsns: std::ops::RangeInclusive<u64>, epoch: u64) -> Message {
+        Message::Entries {
+            payloads: lsns.map(|l| ByteBuf::from(entry(l, epoch))).collect(),
+        }
+    }
+
+    fn streaming() -> ReplicaMachine {
+        let mut m = ReplicaMachine::new(0, 0, 1);
+        m.welcomed(1, 0, false).unwrap();
+        m
+    }
+
+    #[test]
+    fn acks_carry_only_what_is_durable() {
+        let mut m = streaming();
+        let actions = m.receive(entries(1..=3, 1)).unwrap();
+        assert!(matches!(&actions[..], [ReplicaAction::Append(p)] if p.len() == 3));
+        let beat = Message::Heartbeat {
+            last_lsn: 3,
+            oldest_missing_ms: 0,
+            now_ms: 0,
+        };
+        assert_eq!(
+            m.receive(beat).unwrap(),
+            vec![ReplicaAction::Ack {
+                flushed_lsn: 0,
+                applied_lsn: 0
+            }]
+        );
+        assert_eq!(
+            m.durable(3, 3),
+            ReplicaAction::Ack {
+                flushed_lsn: 3,
+                applied_lsn: 3
+            }
+        );
+        assert_eq!(m.state(), LinkState::Streaming);
+        // A disk that claims more than was appended is held to what was.
+        m.durable(9, 9);
+        assert_eq!(m.flushed_lsn(), 3);
+    }
+
+    #[test]
+    fn a_gap_or_an_older_epoch_is_refused_whole_and_repeats_are_skipped() {
+        let mut m = streaming();
+        m.receive(entries(1..=2, 1)).unwrap();
+        assert!(m.receive(entries(4..=5, 1)).is_err(), "a gap");
+        assert!(matches!(
+            m.receive(entries(3..=3, 0)),
+            Err(ReplicationError::Fenced(_))
+        ));
+        let actions = m.receive(entries(1..=4, 2)).unwrap();
+        let [ReplicaAction::Append(fresh)] = &actions[..] else {
+            panic!("{actions:?}")
+        };
+        let lsns: Vec<_> = fresh.iter().map(|p| payload_lsn(p).unwrap()).collect();
+        assert_eq!(lsns, vec![3, 4], "1 and 2 are held already");
+        assert_eq!(m.epoch(), 2);
+    }
+
+    #[test]
+    fn a_crash_forgets_what_was_not_durable_and_a_resume_repeats_it() {
+        let mut m = streaming();
+        m.receive(entries(1..=4, 1)).unwrap();
+        m.durable(2, 2);
+        m.restarted();
+        m.welcomed(1, 4, false).unwrap();
+        let actions = m.receive(entries(3..=4, 1)).unwrap();
+        assert!(matches!(&actions[..], [ReplicaAction::Append(p)] if p.len() == 2));
+    }
+
+    #[test]
+    fn a_deposed_primary_is_fenced_at_the_welcome() {
+        let mut m = ReplicaMachine::new(5, 5, 3);
+        assert!(matches!(
+            m.welcomed(2, 9, false),
+            Err(ReplicationError::Fenced(_))
+        ));
+    }
+
+    #[test]
+    fn parts_reassemble_in_order_and_refuse_anything_else() {
+        let whole = entry(1, 1);
+        let (a, b) = whole.split_at(10);
+        let total = whole.len() as u64;
+        let mut m = streaming();
+        let part = |offset: usize, data: &[u8]| Message::EntryPart {
+            total,
+            offset: offset as u64,
+            data: ByteBuf::from(data.to_vec()),
+        };
+        assert!(m.receive(part(0, a)).unwrap().is_empty());
+        assert_eq!(
+            m.receive(part(10, b)).unwrap(),
+            vec![ReplicaAction::Append(vec![whole.clone()])]
+        );
+        let mut m = streaming();
+        assert!(m.receive(part(10, b)).is_err(), "a gap");
+        let impossible = Message::EntryPart {
+            total: u64::MAX,
+            offset: 0,
+            data: ByteBuf::from(vec![1]),
+        };
+        assert!(streaming().receive(impossible).is_err());
+    }
+}
