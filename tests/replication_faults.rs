@@ -157,6 +157,7 @@ impl RawPeer {
             flushed_lsn: 0,
             flushed_id: (0, 0),
             lineage: 0,
+            durable: false,
         })?;
         let welcome = peer.recv()?;
         Ok((peer, welcome))

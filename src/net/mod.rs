@@ -2,6 +2,8 @@
 //! connection caps, write timeouts, tasks tied to their owner.
 
 pub mod admission;
+pub mod client;
+pub mod server;
 pub mod stall;
 
 use std::sync::atomic::{AtomicPtr, Ordering};

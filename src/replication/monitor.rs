@@ -61,6 +61,7 @@ async fn ask(
         flushed_lsn: 0,
         flushed_id: (0, 0),
         lineage: 0,
+        durable: false,
     };
     write_frame(&mut writer, &hello).await?;
     match read_frame_within(&mut reader, timeout, "status report").await? {

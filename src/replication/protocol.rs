@@ -64,6 +64,10 @@ pub enum Message {
         flushed_id: (u64, u32),
         /// The lineage of its store's history (see `Store::lineage`).
         lineage: u64,
+        /// Whether it fsyncs what it acks: only such replicas count toward a quorum. A
+        /// peer that does not say is taken not to.
+        #[serde(default)]
+        durable: bool,
     },
     /// Primary -> peer: accepted; a snapshot (if `snapshot`) and then entries follow.
     Welcome {
@@ -388,6 +392,7 @@ mod tests {
                 flushed_lsn: 99,
                 flushed_id: (2, 0xdead_beef),
                 lineage: 77,
+                durable: true,
             },
             Message::Welcome {
                 proof: ByteBuf::from(vec![3; 32]),
@@ -562,10 +567,16 @@ mod fuzz {
                 ".{0,20}",
                 bytes(40),
                 bytes(40),
-                any::<(u64, u64, (u64, u32), u64)>()
+                any::<(u64, u64, (u64, u32), u64, bool)>()
             )
                 .prop_map(
-                    |(kind, name, proof, nonce, (epoch, flushed_lsn, flushed_id, lineage))| {
+                    |(
+                        kind,
+                        name,
+                        proof,
+                        nonce,
+                        (epoch, flushed_lsn, flushed_id, lineage, durable),
+                    )| {
                         Message::Hello {
                             kind,
                             name,
@@ -575,6 +586,7 @@ mod fuzz {
                             flushed_lsn,
                             flushed_id,
                             lineage,
+                            durable,
                         }
                     }
                 ),

@@ -263,6 +263,16 @@ impl PrimaryMachine {
         }
     }
 
+    /// The snapshot was sent whole: entries after it follow, and the peer has the stall
+    /// timeout from now to ack (installing it took no acks).
+    pub fn snapshot_sent(&mut self, id: &LinkId, now: Micros) {
+        if let Some(peer) = self.live(id).filter(|p| p.state == LinkState::Snapshot) {
+            peer.state = LinkState::CatchingUp;
+            peer.last_heard = now;
+            peer.last_send = now;
+        }
+    }
+
     /// The connection ended (closed, failed or dropped). The peer's acks stay: what a
     /// replica acked is in its log whether it is connected or not.
     pub fn disconnect(&mut self, id: &LinkId) {
@@ -395,16 +405,6 @@ impl PrimaryMachine {
             self.quorum_lsn = lsn;
             lsn
         })
-    }
-
-    /// The commit time of the oldest entry `id` lacks, when it is in flight (`None` if
-    /// nothing is in flight; the caller knows commit times of entries never shipped).
-    #[must_use]
-    pub fn oldest_in_flight_ms(&self, name: &str) -> Option<u64> {
-        self.peers
-            .get(name)
-            .and_then(|p| p.in_flight.front())
-            .map(|e| e.commit_ms)
     }
 }
 

@@ -1,0 +1,61 @@
+//! The TCP accept loop every server of the core runs: connection caps, and a graceful
+//! shutdown that returns only once no connection task runs or holds the port.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use super::admission::{Admission, Ticket};
+
+/// A new connection, handed to the server's handler.
+pub struct Incoming {
+    /// The socket (with `TCP_NODELAY` set).
+    pub stream: TcpStream,
+    /// Who connected.
+    pub peer: SocketAddr,
+    /// Its place in the connection caps.
+    pub ticket: Ticket,
+    /// Becomes `true` when the server shuts down.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Accepts connections on `listener` and runs `handle` for each as a task, until
+/// `shutdown` becomes `true`; then aborts every connection task and waits for them.
+pub async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    admission: Arc<Admission>,
+    mut shutdown: watch::Receiver<bool>,
+    handle: F,
+) where
+    F: Fn(Incoming) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => {
+                connections.shutdown().await;
+                return;
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(pair) => pair,
+                    Err(err) => {
+                        // Out of descriptors, typically: back off instead of spinning.
+                        tracing::warn!(error = %err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let ticket = admission.admit();
+                connections.spawn(handle(Incoming { stream, peer, ticket, shutdown: shutdown.clone() }));
+            }
+        }
+    }
+}

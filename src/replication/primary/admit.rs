@@ -1,0 +1,349 @@
+//! Admitting a connection: the token challenge within a deadline and the connection caps,
+//! then the resume decision (stream from the log, seed by a snapshot, or refuse).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_bytes::ByteBuf;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::snapshot::send_snapshot;
+use super::stream::stream_to;
+use super::{Shared, Writer, MAX_AUTHENTICATED, MAX_UNAUTHENTICATED};
+use crate::error::{ReplicationError, Result};
+use crate::net::admission::Ticket;
+use crate::net::server::Incoming;
+use crate::net::stall::StallWriter;
+use crate::replication::handshake::{self, LogView, Role};
+use crate::replication::machine::LinkId;
+use crate::replication::protocol::{
+    read_handshake_frame, write_frame, Message, PeerKind, RefuseCode,
+};
+use crate::replication::slots::SlotPin;
+
+/// How long a new connection has to prove the token.
+const AUTH_DEADLINE: Duration = Duration::from_secs(5);
+
+/// A refused connection: the code and reason sent to the peer, logged and counted.
+struct Refusal {
+    code: RefuseCode,
+    reason: String,
+}
+
+impl Refusal {
+    fn new(code: RefuseCode, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<ReplicationError> for Refusal {
+    fn from(err: ReplicationError) -> Self {
+        Self::new(RefuseCode::Protocol, err.to_string())
+    }
+}
+
+/// What a peer said in its hello, once its proof verified.
+struct Hello {
+    kind: PeerKind,
+    name: String,
+    nonce: ByteBuf,
+    epoch: u64,
+    flushed_lsn: u64,
+    flushed_id: (u64, u32),
+    lineage: u64,
+    durable: bool,
+}
+
+/// Where streaming to an accepted replica or consumer starts.
+enum Start<'a> {
+    /// From the log, after the LSN the peer holds.
+    Log,
+    /// After a snapshot; the pin keeps the log it will stream from until its first ack or
+    /// until the connection ends, however it ends.
+    Snapshot(SlotPin<'a>),
+}
+
+/// What a successful handshake leads to.
+enum Accepted<'a> {
+    /// A replica (or consumer) to stream to.
+    Stream {
+        kind: PeerKind,
+        /// Whether the peer fsyncs what it acks.
+        durable: bool,
+        name: String,
+        from_lsn: u64,
+        start: Start<'a>,
+    },
+    /// A monitor that got its status report.
+    Monitor,
+}
+
+/// Serves one connection: the handshake, then a snapshot if needed and the stream.
+pub(super) async fn serve(shared: Arc<Shared>, incoming: Incoming) {
+    let Incoming {
+        stream,
+        peer,
+        ticket,
+        mut shutdown,
+    } = incoming;
+    let (mut reader, writer) = stream.into_split();
+    let mut writer = StallWriter::new(writer, shared.options.stall_timeout());
+    let (accepted, _place) = match handshake(&shared, &mut reader, &mut writer, &peer, ticket).await
+    {
+        Ok(accepted) => accepted,
+        Err(Refusal { code, reason }) => {
+            shared.reject(&peer, &reason);
+            // Best effort: a peer that is gone or stalled does not get it.
+            let _ = write_frame(&mut writer, &Message::Refused { reason, code }).await;
+            return;
+        }
+    };
+    let Accepted::Stream {
+        kind,
+        durable,
+        name,
+        from_lsn,
+        start,
+    } = accepted
+    else {
+        return;
+    };
+    let (id, mut stop) = shared.connect(kind, durable, &name, &peer, from_lsn);
+    let result = tokio::select! {
+        result = snapshot_then_stream(&shared, &id, &start, reader, writer) => result,
+        _ = stop.changed() => Ok(()),
+        _ = shutdown.changed() => Ok(()),
+    };
+    if let Err(err) = &result {
+        tracing::info!(replica = %name, error = %err, "replica connection ended");
+    }
+    shared.machine(|m| m.disconnect(&id));
+    // Unpins the slot if the replica never acked its snapshot.
+    drop(start);
+}
+
+async fn snapshot_then_stream(
+    shared: &Arc<Shared>,
+    id: &LinkId,
+    start: &Start<'_>,
+    reader: OwnedReadHalf,
+    mut writer: Writer,
+) -> Result<(), ReplicationError> {
+    if let Start::Snapshot(pin) = start {
+        send_snapshot(shared, id, pin, &mut writer).await?;
+    }
+    stream_to(shared, id, reader, writer).await
+}
+
+/// The handshake: the peer proves the token within [`AUTH_DEADLINE`] (or is displaced by
+/// newer strangers first), takes an authenticated place (held until the connection ends),
+/// and is welcomed or refused.
+async fn handshake<'a>(
+    shared: &'a Arc<Shared>,
+    reader: &mut OwnedReadHalf,
+    writer: &mut Writer,
+    peer: &SocketAddr,
+    mut ticket: Ticket,
+) -> Result<(Accepted<'a>, OwnedSemaphorePermit), Refusal> {
+    if !handshake::peer_allowed(shared.options.token.is_some(), peer.ip()) {
+        return Err(Refusal::new(
+            RefuseCode::Auth,
+            "no token is configured, so only loopback peers may connect",
+        ));
+    }
+    let hello = tokio::select! {
+        hello = tokio::time::timeout(AUTH_DEADLINE, authenticate(shared, reader, writer)) => {
+            hello.map_err(|_| Refusal::new(RefuseCode::Protocol, format!("no valid hello within {AUTH_DEADLINE:?}")))??
+        }
+        () = ticket.displaced() => return Err(Refusal::new(
+            RefuseCode::Busy,
+            format!("displaced: more than {MAX_UNAUTHENTICATED} connections were waiting to authenticate"),
+        )),
+    };
+    let Some(permit) = ticket.authenticated() else {
+        return Err(Refusal::new(
+            RefuseCode::Busy,
+            format!("{MAX_AUTHENTICATED} peers are connected already: retry later"),
+        ));
+    };
+    Ok((welcome(shared, writer, peer, hello).await?, permit))
+}
+
+/// The unauthenticated part: a challenge, and a hello whose proof verifies.
+async fn authenticate(
+    shared: &Shared,
+    reader: &mut OwnedReadHalf,
+    writer: &mut Writer,
+) -> Result<Hello, Refusal> {
+    let nonce = handshake::nonce();
+    write_frame(
+        writer,
+        &Message::Challenge {
+            nonce: ByteBuf::from(nonce.clone()),
+        },
+    )
+    .await?;
+    let Message::Hello {
+        kind,
+        name,
+        proof,
+        nonce: peer_nonce,
+        epoch,
+        flushed_lsn,
+        flushed_id,
+        lineage,
+        durable,
+    } = read_handshake_frame(reader, AUTH_DEADLINE, "hello").await?
+    else {
+        return Err(Refusal::new(RefuseCode::Protocol, "expected a hello"));
+    };
+    if !handshake::verify(shared.token(), Role::Peer, &nonce, &proof) {
+        return Err(Refusal::new(RefuseCode::Auth, "wrong token"));
+    }
+    Ok(Hello {
+        kind,
+        name,
+        nonce: peer_nonce,
+        epoch,
+        flushed_lsn,
+        flushed_id,
+        lineage,
+        durable,
+    })
+}
+
+/// The authenticated part: a monitor gets its report; a replica or consumer gets the
+/// resume decision (its slot created, or pinned for a snapshot) and a welcome.
+async fn welcome<'a>(
+    shared: &'a Arc<Shared>,
+    writer: &mut Writer,
+    peer: &SocketAddr,
+    hello: Hello,
+) -> Result<Accepted<'a>, Refusal> {
+    let Hello {
+        kind,
+        name,
+        nonce: peer_nonce,
+        epoch,
+        flushed_lsn,
+        flushed_id,
+        lineage,
+        durable,
+    } = hello;
+    if kind == PeerKind::Monitor {
+        write_frame(writer, &shared.report()).await?;
+        return Ok(Accepted::Monitor);
+    }
+    if crate::store::validate_table_name(&name).is_err() {
+        return Err(Refusal::new(
+            RefuseCode::Protocol,
+            format!("invalid replica name {name:?}"),
+        ));
+    }
+    let store = shared.store.clone();
+    let primary_epoch = store.epoch();
+    if epoch > primary_epoch {
+        return Err(Refusal::new(
+            RefuseCode::Fenced,
+            format!("{peer} has seen epoch {epoch}, newer than this primary's {primary_epoch}"),
+        ));
+    }
+    let internal = |e: &dyn std::fmt::Display| Refusal::new(RefuseCode::Protocol, e.to_string());
+    let view = tokio::task::spawn_blocking(move || -> Result<LogView> {
+        Ok(LogView {
+            oldest_lsn: store.oldest_lsn()?,
+            last_lsn: store.last_lsn(),
+            id_at_resume: store.entry_id(flushed_lsn).ok().flatten(),
+        })
+    })
+    .await
+    .map_err(|e| internal(&e))?
+    .map_err(|e| internal(&e))?;
+    // A replica whose position left the log is re-seeded by a snapshot; a fork is never
+    // papered over that way (it needs an explicit resync).
+    let primary_lineage = shared.store.lineage().map_err(|e| internal(&e))?;
+    let snapshot = needs_snapshot(
+        kind,
+        peer,
+        flushed_lsn,
+        flushed_id,
+        lineage,
+        primary_lineage,
+        view,
+    )?;
+    // A replica's slot is pinned from here, before any snapshot is taken: retention cannot
+    // then cut the entries that will follow it.
+    let start = if snapshot {
+        Start::Snapshot(shared.slots.pin(&name, view.last_lsn))
+    } else {
+        if kind == PeerKind::Replica {
+            shared.slots.ensure(&name, flushed_lsn);
+        }
+        Start::Log
+    };
+    if kind == PeerKind::Replica {
+        // The slot is on disk before the replica is welcomed (an fsync: off the runtime).
+        let persisting = Arc::clone(shared);
+        tokio::task::spawn_blocking(move || persisting.slots.persist())
+            .await
+            .map_err(|e| internal(&e))?
+            .map_err(|e| internal(&e))?;
+    }
+    let welcome = Message::Welcome {
+        proof: ByteBuf::from(handshake::prove(shared.token(), Role::Primary, &peer_nonce)),
+        epoch: primary_epoch,
+        last_lsn: view.last_lsn,
+        snapshot,
+        lineage: primary_lineage,
+    };
+    write_frame(writer, &welcome).await?;
+    tracing::info!(%peer, replica = %name, ?kind, from_lsn = flushed_lsn, "replica connected");
+    // Links are named by replica; other kinds of peer never take a replica's place.
+    let name = if kind == PeerKind::Replica {
+        name
+    } else {
+        format!("{name} ({kind:?})")
+    };
+    Ok(Accepted::Stream {
+        kind,
+        durable,
+        name,
+        from_lsn: flushed_lsn,
+        start,
+    })
+}
+
+/// Whether the peer may stream from its position (`false`), must first be re-seeded by a
+/// snapshot (`true`), or is refused. Only an empty store, or one of this primary's lineage,
+/// may be replaced by a snapshot: anything else holds another history that a snapshot
+/// would silently overwrite.
+fn needs_snapshot(
+    kind: PeerKind,
+    peer: &SocketAddr,
+    flushed_lsn: u64,
+    flushed_id: (u64, u32),
+    lineage: u64,
+    primary_lineage: u64,
+    view: LogView,
+) -> Result<bool, Refusal> {
+    match handshake::resume_decision(flushed_lsn, flushed_id, view) {
+        Ok(_) => Ok(false),
+        Err((RefuseCode::NeedsSnapshot, _))
+            if kind == PeerKind::Replica && (flushed_lsn == 0 || lineage == primary_lineage) =>
+        {
+            Ok(true)
+        }
+        Err((RefuseCode::NeedsSnapshot, _)) if kind == PeerKind::Replica => Err(Refusal::new(
+            RefuseCode::Diverged,
+            format!(
+                "{peer} holds another store's history (a different lineage): resync it explicitly"
+            ),
+        )),
+        Err((code, reason)) => Err(Refusal::new(code, reason)),
+    }
+}

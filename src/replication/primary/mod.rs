@@ -1,0 +1,566 @@
+//! The primary side: a TCP server that streams the store's log to replicas.
+
+mod admit;
+mod snapshot;
+mod stream;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::commit_times::CommitTimes;
+use super::machine::{LinkId, Micros, Peer, PrimaryConfig, PrimaryMachine};
+use super::protocol::{Message, PeerKind};
+use super::retention::{self, RetentionCaps};
+use super::slots::{Slot, Slots};
+use super::status::{lag_seconds, now_ms, ReplicaLink};
+use crate::error::{ReplicationError, Result};
+use crate::log::LogPosition;
+use crate::net::admission::Admission;
+use crate::net::runtime;
+use crate::net::server::accept_loop;
+use crate::net::stall::StallWriter;
+use crate::store::Store;
+
+/// The longest heartbeat interval (replicas drop a link silent for 5 s).
+const MAX_HEARTBEAT: Duration = Duration::from_secs(2);
+/// Replicas, consumers and monitors served at once, at most (more are refused as busy).
+const MAX_AUTHENTICATED: usize = 256;
+/// Connections that have not proved the token yet, at most: a newer one displaces the
+/// oldest, so that strangers holding sockets open never lock out replicas and monitors.
+const MAX_UNAUTHENTICATED: usize = 32;
+
+/// How a primary serves its replicas.
+#[derive(Debug, Clone)]
+pub struct PrimaryOptions {
+    /// Address to listen on (`host:port`; port 0 picks a free one).
+    pub listen: String,
+    /// Shared token; without one only loopback peers may connect.
+    pub token: Option<String>,
+    /// Entries are shipped in batches at most this often (zero ships eagerly).
+    pub ship_interval: Duration,
+    /// Bytes of entries per batch at most (one entry larger than this still goes alone).
+    pub max_batch_bytes: usize,
+    /// How often an idle connection carries a heartbeat.
+    pub heartbeat_interval: Duration,
+    /// Keep at most this many bytes of log, even if a slot still needs them (that replica
+    /// will then need a snapshot). `None`: no cap.
+    pub retain_bytes: Option<u64>,
+    /// Drop log segments whose entries are all older than this, even if a slot still needs
+    /// them. `None`: no cap.
+    pub retain_seconds: Option<Duration>,
+    /// How often slots are persisted and retention runs.
+    pub retention_interval: Duration,
+}
+
+impl PrimaryOptions {
+    /// A link that takes no bytes, or sends no ack, for this long is dropped, whatever it
+    /// is doing (streaming, receiving a snapshot, answering the handshake): four
+    /// heartbeats and a second.
+    #[must_use]
+    pub fn stall_timeout(&self) -> Duration {
+        self.heartbeat_interval * 4 + Duration::from_secs(1)
+    }
+
+    /// The protocol's rules, as the state machine takes them.
+    fn machine_config(&self) -> PrimaryConfig {
+        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        PrimaryConfig {
+            quorum: 1,
+            ship_interval: micros(self.ship_interval),
+            heartbeat_interval: micros(self.heartbeat_interval),
+            stall_timeout: micros(self.stall_timeout()),
+            catch_up_entries: 4096,
+        }
+    }
+}
+
+impl Default for PrimaryOptions {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:0".to_owned(),
+            token: None,
+            ship_interval: Duration::from_millis(50),
+            max_batch_bytes: 4 << 20,
+            heartbeat_interval: Duration::from_millis(500),
+            retain_bytes: None,
+            retain_seconds: None,
+            retention_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The protocol's state and, per peer, what only the transport needs: one lock for both.
+struct Links {
+    machine: PrimaryMachine,
+    wires: BTreeMap<String, Wire>,
+}
+
+/// The transport side of a peer's current (or last) connection.
+struct Wire {
+    address: String,
+    stop: watch::Sender<bool>,
+    last_seen_ms: u64,
+}
+
+/// The commit time of the oldest entry `peer` lacks (`None` when it lacks none): exact for
+/// an entry in flight, else when the first entry not shipped to it became visible. Never
+/// reads the log: heartbeats and `status()` call it under the lock.
+fn oldest_missing_ms(peer: &Peer, last_lsn: u64, times: &CommitTimes) -> Option<u64> {
+    if peer.acked_lsn >= last_lsn {
+        return None;
+    }
+    if let Some(oldest) = peer.in_flight.front() {
+        return Some(oldest.commit_ms);
+    }
+    (peer.sent_lsn < last_lsn)
+        .then(|| times.visible_by(peer.sent_lsn + 1))
+        .flatten()
+}
+
+struct Shared {
+    store: Store,
+    slots: Slots,
+    options: PrimaryOptions,
+    links: Mutex<Links>,
+    /// Notified (with `links` locked) whenever an ack arrives.
+    acked: Condvar,
+    /// The origin of the machine's clock.
+    started: Instant,
+    rejected: AtomicU64,
+    last_rejection: Mutex<Option<String>>,
+    visible: watch::Sender<u64>,
+    commit_times: CommitTimes,
+    admission: Arc<Admission>,
+}
+
+/// A running primary. [`Primary::close`] stops the server and waits for it; dropping it
+/// only signals the stop (it may run where blocking is not allowed, e.g. with the GIL).
+pub struct Primary {
+    shared: Arc<Shared>,
+    address: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    /// Dropped to wake the notifier thread, which then ends.
+    wake_notifier: Mutex<Option<mpsc::Sender<()>>>,
+    notifier: Mutex<Option<std::thread::JoinHandle<()>>>,
+    server: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// The writing half of a connection: every write fails after the stall timeout.
+type Writer = StallWriter<OwnedWriteHalf>;
+
+/// What [`Primary::status`] reports.
+#[derive(Debug, Clone)]
+pub struct PrimaryStatus {
+    /// The primary's last LSN.
+    pub last_lsn: u64,
+    /// Its epoch.
+    pub epoch: u64,
+    /// Connections refused since start.
+    pub rejected: u64,
+    /// Why the last one was refused.
+    pub last_rejection: Option<String>,
+    /// Every replica seen since start.
+    pub replicas: Vec<ReplicaLink>,
+}
+
+fn io_err(context: &str) -> impl FnOnce(std::io::Error) -> ReplicationError + '_ {
+    move |source| ReplicationError::Io {
+        context: context.to_owned(),
+        source,
+    }
+}
+
+impl Primary {
+    /// Starts serving `store`'s log.
+    ///
+    /// # Errors
+    /// The address cannot be bound.
+    pub fn start(store: Store, mut options: PrimaryOptions) -> Result<Self> {
+        // An empty token is no token: it must not open a primary to every peer.
+        options.token = options.token.filter(|token| !token.is_empty());
+        // Replicas drop a link that stays silent for 5 s: heartbeat well within that.
+        options.heartbeat_interval = options.heartbeat_interval.min(MAX_HEARTBEAT);
+        let listener = runtime()
+            .block_on(TcpListener::bind(&options.listen))
+            .map_err(io_err(&format!("cannot listen on {}", options.listen)))?;
+        let address = listener
+            .local_addr()
+            .map_err(io_err("reading the bound address"))?;
+        let slots = Slots::load(store.path())?;
+        let (visible, _) = watch::channel(store.last_lsn());
+        let machine = PrimaryMachine::new(options.machine_config(), store.last_lsn());
+        let shared = Arc::new(Shared {
+            slots,
+            commit_times: CommitTimes::new(store.last_lsn(), now_ms()),
+            store,
+            options,
+            links: Mutex::new(Links {
+                machine,
+                wires: BTreeMap::new(),
+            }),
+            acked: Condvar::new(),
+            started: Instant::now(),
+            rejected: AtomicU64::new(0),
+            last_rejection: Mutex::new(None),
+            visible,
+            admission: Admission::new(MAX_UNAUTHENTICATED, MAX_AUTHENTICATED),
+        });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let server = {
+            let shared = Arc::clone(&shared);
+            let admission = Arc::clone(&shared.admission);
+            runtime().spawn(accept_loop(
+                listener,
+                admission,
+                shutdown_rx.clone(),
+                move |incoming| admit::serve(Arc::clone(&shared), incoming),
+            ))
+        };
+        runtime().spawn(retention_loop(Arc::clone(&shared), shutdown_rx));
+        let (wake_notifier, woken) = mpsc::channel();
+        let notifier = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("replikv-notify".into())
+                .spawn(move || notify_loop(&shared, &woken))
+        };
+        let notifier = match notifier {
+            Ok(notifier) => notifier,
+            Err(err) => {
+                shutdown.send_replace(true);
+                return Err(io_err("starting the notifier thread")(err).into());
+            }
+        };
+        tracing::info!(%address, "primary listening");
+        Ok(Self {
+            shared,
+            address,
+            shutdown,
+            wake_notifier: Mutex::new(Some(wake_notifier)),
+            notifier: Mutex::new(Some(notifier)),
+            server: Mutex::new(Some(server)),
+        })
+    }
+
+    /// The address it listens on (with the real port when 0 was asked for).
+    #[must_use]
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The store it serves.
+    #[must_use]
+    pub fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    /// Per-replica state and lag.
+    #[must_use]
+    pub fn status(&self) -> PrimaryStatus {
+        self.shared.status()
+    }
+
+    /// Blocks until at least `replicas` replicas acknowledged `lsn` as durable, or
+    /// `timeout` passes. Returns how many have (like Redis `WAIT`). Only replicas that
+    /// fsync count: consumers and replicas with `fsync=False` never do.
+    #[must_use]
+    pub fn wait_for(&self, lsn: u64, replicas: usize, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        let mut links = lock(&self.shared.links);
+        loop {
+            let acked = links.machine.acked_by(lsn).len();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if acked >= replicas || left.is_zero() {
+                return acked;
+            }
+            links = self
+                .shared
+                .acked
+                .wait_timeout(links, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// The durable slots: one per replica name, with the LSN it acknowledged.
+    #[must_use]
+    pub fn slots(&self) -> Vec<Slot> {
+        self.shared.slots.list()
+    }
+
+    /// Drops a slot, so that the log is no longer kept for that replica. Returns whether
+    /// it existed. A replica that connects again gets a new slot.
+    ///
+    /// # Errors
+    /// Persisting the change failed.
+    pub fn drop_slot(&self, name: &str) -> Result<bool> {
+        self.shared.slots.drop_slot(name)
+    }
+
+    /// Persists the slots and drops the log segments no slot needs (within the caps), now
+    /// rather than at the next retention tick. Returns how many segments were dropped.
+    ///
+    /// # Errors
+    /// An I/O failure.
+    pub fn retain(&self) -> Result<usize> {
+        self.shared.retain()
+    }
+
+    /// Signals the server, every connection and the notifier to stop; waits for nothing.
+    fn signal_stop(&self) {
+        self.shutdown.send_replace(true);
+        drop(lock(&self.wake_notifier).take());
+        for wire in lock(&self.shared.links).wires.values() {
+            wire.stop.send_replace(true);
+        }
+    }
+
+    /// Stops the server and every connection, waits until the port is free and persists
+    /// the slots; the store stays open.
+    pub fn close(&self) {
+        self.signal_stop();
+        if let Some(handle) = lock(&self.notifier).take() {
+            let _ = handle.join();
+        }
+        let server = lock(&self.server).take();
+        // Waiting needs a thread outside the runtime (a Python caller is); inside it the
+        // server still stops, a moment later.
+        if let (Some(server), Err(_)) = (server, tokio::runtime::Handle::try_current()) {
+            let _ = runtime()
+                .block_on(async { tokio::time::timeout(Duration::from_secs(10), server).await });
+        }
+        if let Err(err) = self.shared.slots.persist() {
+            tracing::warn!(error = %err, "could not persist the replication slots");
+        }
+    }
+}
+
+impl Drop for Primary {
+    /// Only signals the stop: the tasks end at their next await point and the retention
+    /// task persists the slots a last time. Waiting belongs to [`Primary::close`].
+    fn drop(&mut self) {
+        self.signal_stop();
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Turns the store's visibility (a condition variable) into a watch channel for the tasks,
+/// and samples when entries became visible (see [`CommitTimes`]).
+///
+/// Wakes at most once per `ship_interval`: nothing ships more often, and a wake per commit
+/// would cost the writers a context switch each. Ends when `woken` disconnects.
+fn notify_loop(shared: &Shared, woken: &mpsc::Receiver<()>) {
+    let idle = Duration::from_millis(50);
+    let mut last = shared.store.last_lsn();
+    while !shared.store.is_closed() {
+        let visible = shared.store.wait_for_lsn(last + 1, idle);
+        let pause = if visible == last {
+            Duration::ZERO
+        } else {
+            last = visible;
+            shared.commit_times.record(visible, now_ms());
+            shared.visible.send_replace(visible);
+            shared.options.ship_interval
+        };
+        if let Err(mpsc::RecvTimeoutError::Disconnected) = woken.recv_timeout(pause) {
+            return;
+        }
+    }
+}
+
+async fn retention_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(shared.options.retention_interval);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => {
+                // A primary that is dropped rather than closed keeps its last acks.
+                let slots = Arc::clone(&shared);
+                match tokio::task::spawn_blocking(move || slots.slots.persist()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(err)) => tracing::warn!(error = %err, "could not persist the replication slots"),
+                    Err(err) => tracing::warn!(error = %err, "persisting the replication slots panicked"),
+                }
+                return;
+            }
+            _ = tick.tick() => {
+                let shared = Arc::clone(&shared);
+                match tokio::task::spawn_blocking(move || shared.retain()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(err)) => tracing::warn!(error = %err, "log retention failed"),
+                    Err(err) => tracing::warn!(error = %err, "log retention panicked"),
+                }
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// The status report a monitor gets.
+    fn report(&self) -> Message {
+        let status = self.status();
+        Message::Status {
+            last_lsn: status.last_lsn,
+            epoch: status.epoch,
+            rejected: status.rejected,
+            replicas: status.replicas,
+        }
+    }
+
+    /// Persists the slots, then drops whole log segments no slot needs, within the caps
+    /// (see [`retention::drop_before`]).
+    fn retain(&self) -> Result<usize> {
+        self.slots.persist()?;
+        let segments = self.store.log_segments()?;
+        let older_than_ms = self.options.retain_seconds.map(|max_age| {
+            now_ms().saturating_sub(u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX))
+        });
+        let caps = RetentionCaps {
+            bytes: self.options.retain_bytes,
+            older_than_ms,
+        };
+        let mut failed = None;
+        // A segment's newest entry is the one just before the next segment starts.
+        let newest_ms = |index: usize| {
+            let next_first = segments.get(index + 1)?.first_lsn;
+            let mut position = LogPosition::after(next_first.saturating_sub(2));
+            match self.store.read_log_raw(&mut position, 1, usize::MAX) {
+                Ok(entries) => entries.first().map(|e| e.timestamp_ms),
+                Err(err) => {
+                    failed = Some(err);
+                    None
+                }
+            }
+        };
+        let cut = retention::drop_before(
+            &segments,
+            newest_ms,
+            self.slots.min_acked(),
+            self.slots.min_pinned(),
+            caps,
+        );
+        if let Some(err) = failed {
+            return Err(err);
+        }
+        let Some(before) = cut else { return Ok(0) };
+        let dropped = self.store.drop_log_before(before)?;
+        if dropped > 0 {
+            tracing::info!(dropped, before, "dropped log segments no replica needs");
+        }
+        Ok(dropped)
+    }
+
+    /// The machine's clock: microseconds since the primary started.
+    fn now_us(&self) -> Micros {
+        u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Every link's state and lag: in memory only, so cheap enough for any caller.
+    fn status(&self) -> PrimaryStatus {
+        let last_lsn = self.store.last_lsn();
+        let now = now_ms();
+        let links = lock(&self.links);
+        let replicas = links
+            .machine
+            .peers()
+            .map(|peer| {
+                let wire = links.wires.get(&peer.id.name);
+                let oldest_missing = oldest_missing_ms(peer, last_lsn, &self.commit_times);
+                ReplicaLink {
+                    name: peer.id.name.clone(),
+                    address: wire.map(|w| w.address.clone()).unwrap_or_default(),
+                    state: peer.state,
+                    sent_lsn: peer.sent_lsn,
+                    acked_lsn: peer.acked_lsn,
+                    lag_lsn: last_lsn.saturating_sub(peer.acked_lsn),
+                    lag_bytes: peer.in_flight_bytes,
+                    lag_seconds: lag_seconds(oldest_missing, now),
+                    last_seen_ms: wire.map_or(0, |w| w.last_seen_ms),
+                }
+            })
+            .collect();
+        drop(links);
+        PrimaryStatus {
+            last_lsn,
+            epoch: self.store.epoch(),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            last_rejection: lock(&self.last_rejection).clone(),
+            replicas,
+        }
+    }
+
+    fn reject(&self, peer: &SocketAddr, reason: &str) {
+        tracing::warn!(%peer, %reason, "refused a replication connection");
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.last_rejection) = Some(format!("{peer}: {reason}"));
+    }
+
+    fn token(&self) -> &[u8] {
+        self.options.token.as_deref().unwrap_or("").as_bytes()
+    }
+
+    /// Registers a connection for `name` that holds everything up to `from_lsn`, stopping
+    /// an older one for the same name.
+    fn connect(
+        &self,
+        kind: PeerKind,
+        durable: bool,
+        name: &str,
+        peer: &SocketAddr,
+        from_lsn: u64,
+    ) -> (LinkId, watch::Receiver<bool>) {
+        let (stop, stop_rx) = watch::channel(false);
+        let now = self.now_us();
+        let mut links = lock(&self.links);
+        let (id, _replaced) = links.machine.connect(name, kind, durable, from_lsn, now);
+        let wire = Wire {
+            address: peer.to_string(),
+            stop,
+            last_seen_ms: now_ms(),
+        };
+        if let Some(old) = links.wires.insert(name.to_owned(), wire) {
+            old.stop.send_replace(true);
+        }
+        (id, stop_rx)
+    }
+
+    /// A cumulative ack from `id`: moves the machine, wakes whoever waits on acks, and
+    /// moves a replica's slot.
+    fn acknowledge(&self, id: &LinkId, flushed_lsn: u64, applied_lsn: u64) {
+        let now = self.now_us();
+        let mut links = lock(&self.links);
+        let outcome = links.machine.ack(id, flushed_lsn, applied_lsn, now);
+        if let Some(wire) = links.wires.get_mut(&id.name) {
+            wire.last_seen_ms = now_ms();
+        }
+        drop(links);
+        self.acked.notify_all();
+        // Only a replica moves its slot (its first ack also unpins it).
+        if let Some(lsn) = outcome.slot_lsn {
+            self.slots.advance(&id.name, lsn);
+        }
+    }
+
+    /// The commit time of the oldest entry `id` lacks, if it lacks any.
+    fn oldest_missing_ms(&self, id: &LinkId, last_lsn: u64) -> Option<u64> {
+        let links = lock(&self.links);
+        let peer = links.machine.peer(id)?;
+        oldest_missing_ms(peer, last_lsn, &self.commit_times)
+    }
+
+    /// Runs `f` on the protocol state.
+    fn machine<T>(&self, f: impl FnOnce(&mut PrimaryMachine) -> T) -> T {
+        f(&mut lock(&self.links).machine)
+    }
+}

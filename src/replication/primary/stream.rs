@@ -1,0 +1,180 @@
+//! Streaming to one peer: the [`PrimaryMachine`] decides (ship, heartbeat, drop, wait);
+//! this glue reads the log, frames entries and reads the peer's acks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_bytes::ByteBuf;
+use tokio::net::tcp::OwnedReadHalf;
+
+use super::{Shared, Writer};
+use crate::error::ReplicationError;
+use crate::log::{LogPosition, RawEntry};
+use crate::net::AbortOnDrop;
+use crate::replication::machine::{LinkAction, LinkId, Shipped};
+use crate::replication::protocol::{read_frame, write_frame, Message, MAX_FRAME_BYTES};
+use crate::replication::status::now_ms;
+
+/// A backlog this small is read on the async task itself.
+const INLINE_READ_ENTRIES: u64 = 64;
+/// Entries read from the log per batch at most.
+const BATCH_ENTRIES: usize = 4096;
+/// Room left in a frame for the message around the payloads.
+const FRAME_SLACK: usize = 1024;
+
+/// Streams entries to `id` as the machine decides, until it drops the link (no ack for
+/// the stall timeout), the peer's reader ends (garbage or a closed connection) or a
+/// write stalls.
+pub(super) async fn stream_to(
+    shared: &Arc<Shared>,
+    id: &LinkId,
+    reader: OwnedReadHalf,
+    mut writer: Writer,
+) -> Result<(), ReplicationError> {
+    let mut acks = AbortOnDrop(tokio::spawn(read_acks(
+        Arc::clone(shared),
+        id.clone(),
+        reader,
+    )));
+    let mut visible = shared.visible.subscribe();
+    let mut position: Option<LogPosition> = None;
+    loop {
+        let now = shared.now_us();
+        let last_lsn = shared.store.last_lsn();
+        let action = shared.machine(|m| {
+            m.visible(last_lsn);
+            m.poll(id, now)
+        });
+        match action {
+            LinkAction::Drop => {
+                tracing::info!(replica = %id.name, "no ack within the stall timeout: dropping the link");
+                return Ok(());
+            }
+            LinkAction::Heartbeat { last_lsn } => {
+                let oldest_missing_ms = shared.oldest_missing_ms(id, last_lsn).unwrap_or(0);
+                shared.machine(|m| m.heartbeat_sent(id, now));
+                let beat = Message::Heartbeat {
+                    last_lsn,
+                    oldest_missing_ms,
+                    now_ms: now_ms(),
+                };
+                write_frame(&mut writer, &beat).await?;
+            }
+            LinkAction::Ship {
+                after_lsn,
+                up_to_lsn,
+            } => {
+                let from = position
+                    .filter(|p| p.next_lsn() == after_lsn + 1)
+                    .unwrap_or_else(|| LogPosition::after(after_lsn));
+                let (batch, moved) = read_batch(shared, from, up_to_lsn - after_lsn).await?;
+                if batch.is_empty() {
+                    // Visible entries always read back: an empty batch would spin forever.
+                    return Err(ReplicationError::Protocol(format!(
+                        "the log returned no entry after {after_lsn} (visible: {up_to_lsn})"
+                    )));
+                }
+                position = Some(moved);
+                let shipped: Vec<Shipped> = batch
+                    .iter()
+                    .map(|e| Shipped {
+                        lsn: e.lsn,
+                        commit_ms: e.timestamp_ms,
+                        bytes: e.payload.len() as u64,
+                    })
+                    .collect();
+                // Recorded before the frames leave: the fastest ack finds them sent.
+                shared.machine(|m| m.shipping(id, &shipped, now));
+                send_entries(&mut writer, batch).await?;
+            }
+            LinkAction::WaitUntil(at) => {
+                let wait = Duration::from_micros(at.saturating_sub(shared.now_us()));
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    _ = visible.changed() => {}
+                    _ = &mut acks.0 => return Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// Reads the next batch of visible entries from `position`.
+async fn read_batch(
+    shared: &Arc<Shared>,
+    mut position: LogPosition,
+    backlog: u64,
+) -> Result<(Vec<RawEntry>, LogPosition), ReplicationError> {
+    let store = shared.store.clone();
+    let max_bytes = shared.options.max_batch_bytes;
+    // A few fresh entries are still in the page cache: reading them here costs less than a
+    // hop to the blocking pool, which shows in the lag of eager shipping.
+    let (batch, position) = if backlog <= INLINE_READ_ENTRIES {
+        let batch = store.read_log_raw(&mut position, BATCH_ENTRIES, max_bytes);
+        (batch, position)
+    } else {
+        tokio::task::spawn_blocking(move || {
+            let batch = store.read_log_raw(&mut position, BATCH_ENTRIES, max_bytes);
+            (batch, position)
+        })
+        .await
+        .map_err(|e| ReplicationError::Protocol(format!("log reader failed: {e}")))?
+    };
+    let batch =
+        batch.map_err(|e| ReplicationError::Protocol(format!("cannot read the log: {e}")))?;
+    Ok((batch, position))
+}
+
+/// Sends a batch: whole entries packed into frames, an entry larger than a frame in parts.
+async fn send_entries(writer: &mut Writer, batch: Vec<RawEntry>) -> Result<(), ReplicationError> {
+    let limit = MAX_FRAME_BYTES - FRAME_SLACK;
+    let mut frame: Vec<ByteBuf> = Vec::new();
+    let mut frame_bytes = 0;
+    for entry in batch {
+        let size = entry.payload.len() + 16;
+        if !frame.is_empty() && frame_bytes + size > limit {
+            let payloads = std::mem::take(&mut frame);
+            write_frame(writer, &Message::Entries { payloads }).await?;
+            frame_bytes = 0;
+        }
+        if size > limit {
+            let total = entry.payload.len() as u64;
+            for (index, chunk) in entry.payload.chunks(limit).enumerate() {
+                let part = Message::EntryPart {
+                    total,
+                    offset: (index * limit) as u64,
+                    data: ByteBuf::from(chunk.to_vec()),
+                };
+                write_frame(writer, &part).await?;
+            }
+            continue;
+        }
+        frame_bytes += size;
+        frame.push(ByteBuf::from(entry.payload));
+    }
+    if !frame.is_empty() {
+        write_frame(writer, &Message::Entries { payloads: frame }).await?;
+    }
+    Ok(())
+}
+
+/// Hands every ack of `id` to the machine; ends at the first other message, a broken frame
+/// or a closed connection (silence is the machine's to judge).
+async fn read_acks(shared: Arc<Shared>, id: LinkId, mut reader: OwnedReadHalf) {
+    loop {
+        match read_frame(&mut reader).await {
+            Ok(Message::Ack {
+                flushed_lsn,
+                applied_lsn,
+            }) => shared.acknowledge(&id, flushed_lsn, applied_lsn),
+            Ok(other) => {
+                tracing::warn!(replica = %id.name, message = ?other.type_byte(), "unexpected message from a replica");
+                return;
+            }
+            Err(err) => {
+                tracing::debug!(replica = %id.name, error = %err, "replica stream ended");
+                return;
+            }
+        }
+    }
+}

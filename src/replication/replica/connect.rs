@@ -1,0 +1,184 @@
+//! Joining a primary: connect, prove the token both ways, say where this store stands, and
+//! take a snapshot first when the primary no longer has the log after it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_bytes::ByteBuf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+use super::{lock, Shared, IDLE_TIMEOUT};
+use crate::error::{ReplicationError, Result};
+use crate::net::client;
+use crate::net::stall::StallWriter;
+use crate::replication::handshake::{self, Role};
+use crate::replication::machine::ReplicaMachine;
+use crate::replication::protocol::{
+    read_frame_within, read_handshake_frame, write_frame, Message, PeerKind,
+};
+
+/// How long connecting, each handshake step and a snapshot's first frame may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The writing half of the link: a primary that stops reading fails the write.
+pub(super) type Writer = StallWriter<OwnedWriteHalf>;
+
+/// Connects and runs the handshake (and a snapshot, if one is needed); returns the stream
+/// halves and the protocol state, welcomed and positioned after what the store holds.
+pub(super) async fn connect(
+    shared: &Arc<Shared>,
+) -> Result<(OwnedReadHalf, Writer, ReplicaMachine), ReplicationError> {
+    let options = &shared.options;
+    let token = options.token.as_deref().unwrap_or("").as_bytes();
+    let stream = client::connect(&options.primary, HANDSHAKE_TIMEOUT)
+        .await
+        .map_err(|source| ReplicationError::Io {
+            context: format!("connecting to {}", options.primary),
+            source,
+        })?;
+    let (mut reader, writer) = stream.into_split();
+    let mut writer = StallWriter::new(writer, IDLE_TIMEOUT);
+    let nonce = match read_handshake_frame(&mut reader, HANDSHAKE_TIMEOUT, "challenge").await? {
+        Message::Challenge { nonce } => nonce,
+        Message::Refused { reason, code } => return Err(code.into_error(reason)),
+        _ => return Err(ReplicationError::Protocol("expected a challenge".into())),
+    };
+    let store = shared.store.clone();
+    let (flushed_lsn, flushed_id, lineage) =
+        tokio::task::spawn_blocking(move || -> Result<(u64, (u64, u32), u64)> {
+            let lsn = store.last_lsn();
+            Ok((
+                lsn,
+                store.entry_id(lsn)?.unwrap_or((0, 0)),
+                store.lineage()?,
+            ))
+        })
+        .await
+        .map_err(|e| ReplicationError::Protocol(e.to_string()))?
+        .map_err(|e| ReplicationError::Protocol(format!("cannot read the local log: {e}")))?;
+    let my_nonce = handshake::nonce();
+    let hello = Message::Hello {
+        kind: PeerKind::Replica,
+        name: options.name.clone(),
+        proof: ByteBuf::from(handshake::prove(token, Role::Peer, &nonce)),
+        nonce: ByteBuf::from(my_nonce.clone()),
+        epoch: shared.store.epoch(),
+        flushed_lsn,
+        flushed_id,
+        lineage,
+        durable: shared.store.options().fsync,
+    };
+    write_frame(&mut writer, &hello).await?;
+    match read_handshake_frame(&mut reader, HANDSHAKE_TIMEOUT, "welcome").await? {
+        Message::Welcome {
+            proof,
+            epoch,
+            last_lsn,
+            snapshot,
+            lineage: primary_lineage,
+        } => {
+            if !handshake::verify(token, Role::Primary, &my_nonce, &proof) {
+                return Err(ReplicationError::Auth(
+                    "the primary could not prove the token".into(),
+                ));
+            }
+            if flushed_lsn == 0 && lineage != primary_lineage {
+                // An empty replica joins its primary's history.
+                let store = shared.store.clone();
+                tokio::task::spawn_blocking(move || store.adopt_lineage(primary_lineage))
+                    .await
+                    .map_err(|e| ReplicationError::Protocol(e.to_string()))?
+                    .map_err(|e| {
+                        ReplicationError::Protocol(format!("cannot record the lineage: {e}"))
+                    })?;
+            }
+            // A follower applies each entry as it appends it: what is durable in its log
+            // is also what its readers see.
+            let mut machine = ReplicaMachine::new(flushed_lsn, flushed_lsn, shared.store.epoch());
+            machine.welcomed(epoch, last_lsn, snapshot)?;
+            {
+                let mut state = lock(&shared.state);
+                state.primary_epoch = epoch;
+                state.primary_last_lsn = last_lsn;
+                state.connections += 1;
+                state.last_error = None;
+                state.state = machine.state();
+            }
+            if snapshot {
+                let (lsn, epoch) = receive_snapshot(shared, &mut reader).await?;
+                machine.installed(lsn, epoch);
+                lock(&shared.state).state = machine.state();
+            }
+            Ok((reader, writer, machine))
+        }
+        Message::Refused { reason, code } => Err(code.into_error(reason)),
+        _ => Err(ReplicationError::Protocol("expected a welcome".into())),
+    }
+}
+
+/// Receives a snapshot into a staging area and swaps it in; returns its LSN and epoch.
+async fn receive_snapshot(
+    shared: &Arc<Shared>,
+    reader: &mut OwnedReadHalf,
+) -> Result<(u64, u64), ReplicationError> {
+    let failed =
+        |e: crate::Error| ReplicationError::Protocol(format!("cannot install the snapshot: {e}"));
+    let joined = |e: tokio::task::JoinError| ReplicationError::Protocol(e.to_string());
+    let Message::SnapshotBegin {
+        lsn,
+        epoch,
+        id,
+        lineage,
+        tables,
+    } = read_frame_within(reader, HANDSHAKE_TIMEOUT, "a snapshot").await?
+    else {
+        return Err(ReplicationError::Protocol("expected a snapshot".into()));
+    };
+    let total: u64 = tables.iter().map(|(_, rows, _)| rows).sum();
+    tracing::info!(lsn, rows = total, "receiving a snapshot");
+    {
+        let mut state = lock(&shared.state);
+        state.snapshot = Some((0, total));
+    }
+    let store = shared.store.clone();
+    let mut installer =
+        tokio::task::spawn_blocking(move || store.begin_install(lsn, epoch, id, lineage))
+            .await
+            .map_err(joined)?
+            .map_err(failed)?;
+    loop {
+        match read_frame_within(reader, IDLE_TIMEOUT, "snapshot rows").await? {
+            Message::SnapshotRows { table, rows } => {
+                let rows = rows
+                    .into_iter()
+                    .map(|(k, v)| (k.into_vec(), v.into_vec()))
+                    .collect();
+                installer = tokio::task::spawn_blocking(move || {
+                    installer.add(&table, rows).map(|()| installer)
+                })
+                .await
+                .map_err(joined)?
+                .map_err(failed)?;
+                lock(&shared.state).snapshot = Some((installer.rows(), total));
+            }
+            Message::SnapshotEnd => break,
+            _ => {
+                return Err(ReplicationError::Protocol(
+                    "unexpected message in a snapshot".into(),
+                ))
+            }
+        }
+    }
+    let expected = tables
+        .into_iter()
+        .map(|(name, rows, checksum)| (name, crate::store::TableSum { rows, checksum }))
+        .collect();
+    tokio::task::spawn_blocking(move || installer.finish(&expected))
+        .await
+        .map_err(joined)?
+        .map_err(failed)?;
+    let mut state = lock(&shared.state);
+    state.snapshot = None;
+    state.snapshots += 1;
+    Ok((lsn, epoch))
+}

@@ -1,0 +1,223 @@
+//! The replica side: follows a primary over TCP, appending its entries to a follower store,
+//! and reconnects with backoff after any failure.
+
+mod connect;
+mod session;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::status::LinkState;
+use crate::error::{ReplicationError, Result};
+use crate::net::client::Backoff;
+use crate::net::runtime;
+use crate::store::{Store, StoreOptions};
+use session::session;
+
+/// How long a link may stay silent before the replica drops it and reconnects.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How a replica follows its primary.
+#[derive(Debug, Clone)]
+pub struct ReplicaOptions {
+    /// The primary's address.
+    pub primary: String,
+    /// Shared token (must match the primary's).
+    pub token: Option<String>,
+    /// This replica's name: its slot on the primary.
+    pub name: String,
+    /// Longest wait between reconnection attempts.
+    pub max_backoff: Duration,
+    /// Options of the replica's own store (`follower` is forced on).
+    pub store: StoreOptions,
+}
+
+/// What a replica knows about its link and lag.
+#[derive(Debug, Clone)]
+pub struct ReplicaState {
+    /// The link's state.
+    pub state: LinkState,
+    /// The primary's last LSN, as last heard.
+    pub primary_last_lsn: u64,
+    /// The primary's epoch, as last heard.
+    pub primary_epoch: u64,
+    /// The primary's clock at the last heartbeat, and when it arrived here.
+    heartbeat: Option<(u64, Instant)>,
+    /// Commit time (primary's clock) of the oldest entry missing here, as of the last
+    /// heartbeat (0 when none was missing).
+    pub oldest_missing_ms: u64,
+    /// Why the link last failed.
+    pub last_error: Option<String>,
+    /// Successful handshakes so far.
+    pub connections: u64,
+    /// While a snapshot is received: rows received and rows in all.
+    pub snapshot: Option<(u64, u64)>,
+    /// Snapshots installed so far.
+    pub snapshots: u64,
+}
+
+impl ReplicaState {
+    /// The primary's clock now, estimated from its last heartbeat.
+    #[must_use]
+    pub fn primary_now_ms(&self) -> Option<u64> {
+        self.heartbeat.map(|(at, received)| {
+            at + u64::try_from(received.elapsed().as_millis()).unwrap_or(u64::MAX)
+        })
+    }
+}
+
+struct Shared {
+    store: Store,
+    options: ReplicaOptions,
+    state: Mutex<ReplicaState>,
+}
+
+/// A running replica.
+pub struct Replica {
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Replica {
+    /// Opens (or creates) the follower store at `path` and starts following.
+    ///
+    /// # Errors
+    /// The store cannot be opened.
+    pub fn start(path: impl AsRef<std::path::Path>, mut options: ReplicaOptions) -> Result<Self> {
+        options.token = options.token.filter(|token| !token.is_empty());
+        let store_options = StoreOptions {
+            follower: true,
+            ..options.store.clone()
+        };
+        let store = Store::open(path, store_options)?;
+        let shared = Arc::new(Shared {
+            store,
+            options,
+            state: Mutex::new(ReplicaState {
+                state: LinkState::Connecting,
+                primary_last_lsn: 0,
+                primary_epoch: 0,
+                heartbeat: None,
+                oldest_missing_ms: 0,
+                last_error: None,
+                connections: 0,
+                snapshot: None,
+                snapshots: 0,
+            }),
+        });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let task = runtime().spawn(follow(Arc::clone(&shared), shutdown_rx));
+        Ok(Self {
+            shared,
+            shutdown,
+            task: Mutex::new(Some(task)),
+        })
+    }
+
+    /// The replica's store (read-only for users).
+    #[must_use]
+    pub fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    /// Its name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.shared.options.name
+    }
+
+    /// The primary's address.
+    #[must_use]
+    pub fn primary(&self) -> &str {
+        &self.shared.options.primary
+    }
+
+    /// A copy of its link state.
+    #[must_use]
+    pub fn state(&self) -> ReplicaState {
+        lock(&self.shared.state).clone()
+    }
+
+    /// Stops following and closes the store.
+    ///
+    /// # Errors
+    /// Closing the store failed.
+    pub fn close(&self) -> Result<()> {
+        self.shutdown.send_replace(true);
+        let task = lock(&self.task).take();
+        // The task ends at its next await point; wait so no append races the close. Only a
+        // thread outside the runtime can wait (the store's close drains appends anyway).
+        if let (Some(task), Err(_)) = (task, tokio::runtime::Handle::try_current()) {
+            let _ = runtime().block_on(task);
+        }
+        self.shared.store.close()
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+/// Whether retrying cannot help.
+fn is_final(err: &ReplicationError) -> bool {
+    matches!(
+        err,
+        ReplicationError::Auth(_)
+            | ReplicationError::Diverged(_)
+            | ReplicationError::NeedsSnapshot(_)
+            | ReplicationError::Fenced(_)
+            | ReplicationError::Version { .. }
+    )
+}
+
+async fn follow(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut backoff = Backoff::new(Duration::from_millis(50), shared.options.max_backoff);
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        lock(&shared.state).state = LinkState::Connecting;
+        let mut connected = false;
+        let mut stop = shutdown.clone();
+        // A close must not wait on a stalled primary: the session is dropped mid-await.
+        let result = tokio::select! {
+            result = session(&shared, &mut shutdown, &mut connected) => result,
+            _ = stop.changed() => Ok(()),
+        };
+        {
+            let mut state = lock(&shared.state);
+            match result {
+                Ok(()) => return,
+                Err(err) if is_final(&err) => {
+                    tracing::error!(primary = %shared.options.primary, error = %err, "replication stopped");
+                    state.state = LinkState::Failed;
+                    state.last_error = Some(err.to_string());
+                    return;
+                }
+                Err(err) => {
+                    tracing::info!(primary = %shared.options.primary, error = %err, "replication link lost; retrying");
+                    state.state = LinkState::Disconnected;
+                    state.last_error = Some(err.to_string());
+                }
+            }
+        }
+        if connected {
+            backoff.reset();
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff.next_delay()) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Following a primary once connected: the [`ReplicaMachine`] checks every message and
+//! says what to append and what to acknowledge; this glue reads frames ahead, appends
+//! through the store and writes the acks.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::{mpsc, watch};
+
+use super::connect::{connect, Writer};
+use super::{lock, Shared, IDLE_TIMEOUT};
+use crate::error::ReplicationError;
+use crate::net::AbortOnDrop;
+use crate::replication::machine::{ReplicaAction, ReplicaMachine};
+use crate::replication::protocol::{read_frame, write_frame, Message};
+
+/// Frames read ahead of the applier, at most.
+const READ_AHEAD_FRAMES: usize = 64;
+/// Bytes of entries applied in one append, at most (more wait for the next).
+const APPLY_BATCH_BYTES: usize = 32 << 20;
+
+/// One connection's life: connect, then append and acknowledge until the link fails or
+/// `shutdown` is signalled. Sets `connected` once the handshake succeeded.
+pub(super) async fn session(
+    shared: &Arc<Shared>,
+    shutdown: &mut watch::Receiver<bool>,
+    connected: &mut bool,
+) -> Result<(), ReplicationError> {
+    let (reader, mut writer, mut machine) = connect(shared).await?;
+    *connected = true;
+    tracing::info!(primary = %shared.options.primary, from_lsn = machine.flushed_lsn(), "following");
+    // Frames are read ahead while a batch is applied, so that everything that arrived
+    // meanwhile is applied next in one append (one fdatasync): a replica keeps up with a
+    // primary that ships every commit on its own.
+    let (frames, mut inbox) = mpsc::channel(READ_AHEAD_FRAMES);
+    let _read_ahead = AbortOnDrop(tokio::spawn(read_frames(reader, frames)));
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.changed() => return Ok(()),
+            frame = inbox.recv() => frame.unwrap_or_else(|| Err(ReplicationError::Protocol("the stream ended".into())))?,
+        };
+        let mut pending: Vec<Vec<u8>> = Vec::new();
+        let mut bytes = 0;
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            let entries = matches!(message, Message::Entries { .. } | Message::EntryPart { .. });
+            if !entries {
+                // Whatever comes after entries is answered once they are durable.
+                flush(
+                    shared,
+                    &mut machine,
+                    &mut writer,
+                    std::mem::take(&mut pending),
+                )
+                .await?;
+                observe(shared, &machine, &message);
+            }
+            for action in machine.receive(message)? {
+                match action {
+                    ReplicaAction::Append(payloads) => {
+                        bytes += payloads.iter().map(Vec::len).sum::<usize>();
+                        pending.extend(payloads);
+                    }
+                    ack @ ReplicaAction::Ack { .. } => send_ack(&mut writer, ack).await?,
+                }
+            }
+            if entries && bytes < APPLY_BATCH_BYTES {
+                if let Ok(frame) = inbox.try_recv() {
+                    next = Some(frame?);
+                }
+            }
+        }
+        flush(shared, &mut machine, &mut writer, pending).await?;
+    }
+}
+
+/// Records what a heartbeat says about the primary, for status and lag.
+fn observe(shared: &Shared, machine: &ReplicaMachine, message: &Message) {
+    if let Message::Heartbeat {
+        last_lsn,
+        oldest_missing_ms,
+        now_ms,
+    } = message
+    {
+        let mut state = lock(&shared.state);
+        state.primary_last_lsn = state.primary_last_lsn.max(*last_lsn);
+        state.heartbeat = Some((*now_ms, Instant::now()));
+        state.oldest_missing_ms = *oldest_missing_ms;
+        state.state = machine.state();
+    }
+}
+
+async fn send_ack(writer: &mut Writer, action: ReplicaAction) -> Result<(), ReplicationError> {
+    if let ReplicaAction::Ack {
+        flushed_lsn,
+        applied_lsn,
+    } = action
+    {
+        let ack = Message::Ack {
+            flushed_lsn,
+            applied_lsn,
+        };
+        write_frame(writer, &ack).await?;
+    }
+    Ok(())
+}
+
+/// Appends and applies `payloads` (durable when the call returns), then acknowledges.
+async fn flush(
+    shared: &Arc<Shared>,
+    machine: &mut ReplicaMachine,
+    writer: &mut Writer,
+    payloads: Vec<Vec<u8>>,
+) -> Result<(), ReplicationError> {
+    if payloads.is_empty() {
+        return Ok(());
+    }
+    let store = shared.store.clone();
+    let applied = tokio::task::spawn_blocking(move || store.append_replicated(&payloads))
+        .await
+        .map_err(|e| ReplicationError::Protocol(e.to_string()))?
+        .map_err(|e| ReplicationError::Protocol(format!("cannot apply replicated entries: {e}")))?;
+    let ack = machine.durable(applied, applied);
+    {
+        let mut state = lock(&shared.state);
+        state.primary_last_lsn = state.primary_last_lsn.max(machine.primary_last_lsn());
+        state.state = machine.state();
+    }
+    send_ack(writer, ack).await
+}
+
+async fn read_frames(
+    mut reader: OwnedReadHalf,
+    frames: mpsc::Sender<Result<Message, ReplicationError>>,
+) {
+    loop {
+        // The primary sends at least a heartbeat every interval: silence means a stalled
+        // link, which is dropped so that the replica reconnects.
+        let frame = tokio::time::timeout(IDLE_TIMEOUT, read_frame(&mut reader))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ReplicationError::Timeout(format!(
+                    "nothing from the primary for {IDLE_TIMEOUT:?}"
+                )))
+            });
+        let failed = frame.is_err();
+        if frames.send(frame).await.is_err() || failed {
+            return;
+        }
+    }
+}
