@@ -20,6 +20,7 @@
 
 pub mod codec;
 pub mod error;
+pub mod follow;
 pub mod fork;
 pub mod log;
 pub mod net;

@@ -3,6 +3,7 @@
 
 mod commit;
 mod dirlock;
+mod follow;
 mod install;
 mod overlay;
 mod stored;

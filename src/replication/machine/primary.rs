@@ -19,7 +19,8 @@ pub struct PrimaryConfig {
     pub quorum: usize,
     /// Entries ship in batches at most this often while a peer keeps up (0: eagerly).
     pub ship_interval: Micros,
-    /// A peer that was sent nothing for this long gets a heartbeat.
+    /// How often a peer gets a heartbeat (its clock sample and the primary's last LSN),
+    /// whether or not entries flow.
     pub heartbeat_interval: Micros,
     /// A peer that acked nothing for this long is dropped.
     pub stall_timeout: Micros,
@@ -71,7 +72,7 @@ pub struct Peer {
     /// Their bytes in all.
     pub in_flight_bytes: u64,
     last_ship: Option<Micros>,
-    last_send: Micros,
+    last_beat: Micros,
     last_heard: Micros,
 }
 
@@ -247,7 +248,7 @@ impl PrimaryMachine {
             in_flight: VecDeque::new(),
             in_flight_bytes: 0,
             last_ship: None,
-            last_send: now,
+            last_beat: now,
             last_heard: now,
         };
         self.peers.insert(name.to_owned(), peer);
@@ -255,11 +256,10 @@ impl PrimaryMachine {
     }
 
     /// A snapshot at `lsn` is being sent to the peer: it streams after it.
-    pub fn snapshot_started(&mut self, id: &LinkId, lsn: u64, now: Micros) {
+    pub fn snapshot_started(&mut self, id: &LinkId, lsn: u64) {
         if let Some(peer) = self.live(id) {
             peer.state = LinkState::Snapshot;
             peer.sent_lsn = lsn;
-            peer.last_send = now;
         }
     }
 
@@ -269,7 +269,6 @@ impl PrimaryMachine {
         if let Some(peer) = self.live(id).filter(|p| p.state == LinkState::Snapshot) {
             peer.state = LinkState::CatchingUp;
             peer.last_heard = now;
-            peer.last_send = now;
         }
     }
 
@@ -312,7 +311,14 @@ impl PrimaryMachine {
             return LinkAction::Drop;
         }
         let stall_at = peer.last_heard + self.config.stall_timeout;
-        let beat_at = peer.last_send + self.config.heartbeat_interval;
+        let beat_at = peer.last_beat + self.config.heartbeat_interval;
+        // Heartbeats go out on time even while entries flow: they carry the clock samples
+        // that lag is measured with, and a peer acks at least those.
+        if beat_at <= now {
+            return LinkAction::Heartbeat {
+                last_lsn: self.visible_lsn,
+            };
+        }
         if peer.state != LinkState::Snapshot && peer.sent_lsn < self.visible_lsn {
             // A peer behind by a whole batch is caught up as fast as it takes entries; the
             // interval only paces one that keeps up.
@@ -331,11 +337,6 @@ impl PrimaryMachine {
             }
             return LinkAction::WaitUntil(ship_at.min(beat_at).min(stall_at));
         }
-        if beat_at <= now {
-            return LinkAction::Heartbeat {
-                last_lsn: self.visible_lsn,
-            };
-        }
         LinkAction::WaitUntil(beat_at.min(stall_at))
     }
 
@@ -347,7 +348,6 @@ impl PrimaryMachine {
         let Some(last) = entries.last() else { return };
         peer.sent_lsn = peer.sent_lsn.max(last.lsn);
         peer.last_ship = Some(now);
-        peer.last_send = now;
         peer.in_flight_bytes += entries.iter().map(|e| e.bytes).sum::<u64>();
         peer.in_flight.extend(entries.iter().copied());
         peer.state = if peer.sent_lsn >= visible {
@@ -360,7 +360,7 @@ impl PrimaryMachine {
     /// A heartbeat is about to be sent to `id`.
     pub fn heartbeat_sent(&mut self, id: &LinkId, now: Micros) {
         if let Some(peer) = self.live(id) {
-            peer.last_send = now;
+            peer.last_beat = now;
         }
     }
 
@@ -503,6 +503,17 @@ mod tests {
             m.poll(&a, 3_000_000),
             LinkAction::Heartbeat { .. }
         ));
+    }
+
+    #[test]
+    fn heartbeats_go_out_on_time_while_a_backlog_ships() {
+        let mut m = PrimaryMachine::new(config(), 100_000);
+        let (a, _) = m.connect("a", PeerKind::Replica, true, 0, 0);
+        m.shipping(&a, &shipped(1..=4096), 400_000);
+        assert!(matches!(m.poll(&a, 499_999), LinkAction::Ship { .. }));
+        assert!(matches!(m.poll(&a, 500_000), LinkAction::Heartbeat { .. }));
+        m.heartbeat_sent(&a, 500_000);
+        assert!(matches!(m.poll(&a, 500_001), LinkAction::Ship { .. }));
     }
 
     #[test]

@@ -29,8 +29,7 @@ pub(super) async fn send_snapshot(
         .map_err(|e| ReplicationError::Protocol(e.to_string()))?
         .map_err(|e| ReplicationError::Protocol(format!("cannot take a snapshot: {e}")))?;
     pin.move_to(view.lsn);
-    let now = shared.now_us();
-    shared.machine(|m| m.snapshot_started(id, view.lsn, now));
+    shared.machine(|m| m.snapshot_started(id, view.lsn));
     let tables = view
         .sums
         .iter()

@@ -8,7 +8,8 @@ use serde_bytes::ByteBuf;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::{lock, Shared, IDLE_TIMEOUT};
-use crate::error::{ReplicationError, Result};
+use crate::error::ReplicationError;
+use crate::follow::{self, SnapshotStart};
 use crate::net::client;
 use crate::net::stall::StallWriter;
 use crate::replication::handshake::{self, Role};
@@ -43,30 +44,26 @@ pub(super) async fn connect(
         Message::Refused { reason, code } => return Err(code.into_error(reason)),
         _ => return Err(ReplicationError::Protocol("expected a challenge".into())),
     };
-    let store = shared.store.clone();
-    let (flushed_lsn, flushed_id, lineage) =
-        tokio::task::spawn_blocking(move || -> Result<(u64, (u64, u32), u64)> {
-            let lsn = store.last_lsn();
-            Ok((
-                lsn,
-                store.entry_id(lsn)?.unwrap_or((0, 0)),
-                store.lineage()?,
-            ))
-        })
+    let consumer = Arc::clone(&shared.consumer);
+    let position = tokio::task::spawn_blocking(move || consumer.position())
         .await
         .map_err(|e| ReplicationError::Protocol(e.to_string()))?
         .map_err(|e| ReplicationError::Protocol(format!("cannot read the local log: {e}")))?;
     let my_nonce = handshake::nonce();
+    let kind = match shared.consumer.role() {
+        follow::Role::Replica => PeerKind::Replica,
+        follow::Role::Consumer => PeerKind::Consumer,
+    };
     let hello = Message::Hello {
-        kind: PeerKind::Replica,
+        kind,
         name: options.name.clone(),
         proof: ByteBuf::from(handshake::prove(token, Role::Peer, &nonce)),
         nonce: ByteBuf::from(my_nonce.clone()),
-        epoch: shared.store.epoch(),
-        flushed_lsn,
-        flushed_id,
-        lineage,
-        durable: shared.store.options().fsync,
+        epoch: position.epoch,
+        flushed_lsn: position.flushed_lsn,
+        flushed_id: position.id,
+        lineage: position.lineage,
+        durable: shared.consumer.durable(),
     };
     write_frame(&mut writer, &hello).await?;
     match read_handshake_frame(&mut reader, HANDSHAKE_TIMEOUT, "welcome").await? {
@@ -82,19 +79,18 @@ pub(super) async fn connect(
                     "the primary could not prove the token".into(),
                 ));
             }
-            if flushed_lsn == 0 && lineage != primary_lineage {
+            if position.flushed_lsn == 0 && position.lineage != primary_lineage {
                 // An empty replica joins its primary's history.
-                let store = shared.store.clone();
-                tokio::task::spawn_blocking(move || store.adopt_lineage(primary_lineage))
+                let consumer = Arc::clone(&shared.consumer);
+                tokio::task::spawn_blocking(move || consumer.join_lineage(primary_lineage))
                     .await
                     .map_err(|e| ReplicationError::Protocol(e.to_string()))?
                     .map_err(|e| {
                         ReplicationError::Protocol(format!("cannot record the lineage: {e}"))
                     })?;
             }
-            // A follower applies each entry as it appends it: what is durable in its log
-            // is also what its readers see.
-            let mut machine = ReplicaMachine::new(flushed_lsn, flushed_lsn, shared.store.epoch());
+            let mut machine =
+                ReplicaMachine::new(position.flushed_lsn, position.applied_lsn, position.epoch);
             machine.welcomed(epoch, last_lsn, snapshot)?;
             {
                 let mut state = lock(&shared.state);
@@ -140,12 +136,17 @@ async fn receive_snapshot(
         let mut state = lock(&shared.state);
         state.snapshot = Some((0, total));
     }
-    let store = shared.store.clone();
-    let mut installer =
-        tokio::task::spawn_blocking(move || store.begin_install(lsn, epoch, id, lineage))
-            .await
-            .map_err(joined)?
-            .map_err(failed)?;
+    let consumer = Arc::clone(&shared.consumer);
+    let start = SnapshotStart {
+        lsn,
+        epoch,
+        id,
+        lineage,
+    };
+    let mut installer = tokio::task::spawn_blocking(move || consumer.begin_snapshot(start))
+        .await
+        .map_err(joined)?
+        .map_err(failed)?;
     loop {
         match read_frame_within(reader, IDLE_TIMEOUT, "snapshot rows").await? {
             Message::SnapshotRows { table, rows } => {
@@ -169,11 +170,7 @@ async fn receive_snapshot(
             }
         }
     }
-    let expected = tables
-        .into_iter()
-        .map(|(name, rows, checksum)| (name, crate::store::TableSum { rows, checksum }))
-        .collect();
-    tokio::task::spawn_blocking(move || installer.finish(&expected))
+    tokio::task::spawn_blocking(move || installer.finish(&tables))
         .await
         .map_err(joined)?
         .map_err(failed)?;

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use super::status::LinkState;
 use crate::error::{ReplicationError, Result};
+use crate::follow::LogConsumer;
 use crate::net::client::Backoff;
 use crate::net::runtime;
 use crate::store::{Store, StoreOptions};
@@ -69,13 +70,14 @@ impl ReplicaState {
 }
 
 struct Shared {
-    store: Store,
+    consumer: Arc<dyn LogConsumer>,
     options: ReplicaOptions,
     state: Mutex<ReplicaState>,
 }
 
 /// A running replica.
 pub struct Replica {
+    store: Store,
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -100,7 +102,7 @@ impl Replica {
         };
         let store = Store::open(path, store_options)?;
         let shared = Arc::new(Shared {
-            store,
+            consumer: Arc::new(store.clone()),
             options,
             state: Mutex::new(ReplicaState {
                 state: LinkState::Connecting,
@@ -117,6 +119,7 @@ impl Replica {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let task = runtime().spawn(follow(Arc::clone(&shared), shutdown_rx));
         Ok(Self {
+            store,
             shared,
             shutdown,
             task: Mutex::new(Some(task)),
@@ -126,7 +129,7 @@ impl Replica {
     /// The replica's store (read-only for users).
     #[must_use]
     pub fn store(&self) -> &Store {
-        &self.shared.store
+        &self.store
     }
 
     /// Its name.
@@ -159,7 +162,7 @@ impl Replica {
         if let (Some(task), Err(_)) = (task, tokio::runtime::Handle::try_current()) {
             let _ = runtime().block_on(task);
         }
-        self.shared.store.close()
+        self.store.close()
     }
 }
 

@@ -116,12 +116,12 @@ async fn flush(
     if payloads.is_empty() {
         return Ok(());
     }
-    let store = shared.store.clone();
-    let applied = tokio::task::spawn_blocking(move || store.append_replicated(&payloads))
+    let consumer = Arc::clone(&shared.consumer);
+    let (flushed, applied) = tokio::task::spawn_blocking(move || consumer.apply(&payloads))
         .await
         .map_err(|e| ReplicationError::Protocol(e.to_string()))?
         .map_err(|e| ReplicationError::Protocol(format!("cannot apply replicated entries: {e}")))?;
-    let ack = machine.durable(applied, applied);
+    let ack = machine.durable(flushed, applied);
     {
         let mut state = lock(&shared.state);
         state.primary_last_lsn = state.primary_last_lsn.max(machine.primary_last_lsn());

@@ -1,0 +1,90 @@
+//! Following a primary's log: what a follower does with each entry, and where it resumes.
+//!
+//! The replication glue drives any [`LogConsumer`] the same way (handshake, resume, whole
+//! entries in LSN order, acks): a replica's follower store is one, and a cache node's
+//! invalidator will be another. Only a consumer whose [`Role`] is `Replica` and which is
+//! [`LogConsumer::durable`] can ever count toward a primary's quorum.
+
+use crate::error::Result;
+
+/// What a follower is to its primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Holds a copy of the data and a durable slot on the primary (the log is kept for it).
+    Replica,
+    /// Reacts to entries (a cache's invalidations) and keeps no slot.
+    Consumer,
+}
+
+/// Where a follower stands: what it holds, to resume after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// Durable up to here (what acks carry, where a resume starts).
+    pub flushed_lsn: u64,
+    /// Visible to its readers up to here.
+    pub applied_lsn: u64,
+    /// The identity `(epoch, crc)` of its entry at `flushed_lsn` (`(0, 0)` before any).
+    pub id: (u64, u32),
+    /// The lineage of the history it holds.
+    pub lineage: u64,
+    /// The highest epoch it has seen.
+    pub epoch: u64,
+}
+
+/// A snapshot about to be received: the primary's state at one LSN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotStart {
+    /// The LSN it reflects; entries after it follow.
+    pub lsn: u64,
+    /// The epoch at that LSN.
+    pub epoch: u64,
+    /// The identity `(epoch, crc)` of the entry at `lsn`.
+    pub id: (u64, u32),
+    /// The primary's lineage.
+    pub lineage: u64,
+}
+
+/// Receives a snapshot's rows, then checks and installs them whole.
+pub trait SnapshotSink: Send {
+    /// Adds rows of `table`, in key order.
+    ///
+    /// # Errors
+    /// A storage failure, or rows out of order.
+    fn add(&mut self, table: &str, rows: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()>;
+    /// Rows added so far.
+    fn rows(&self) -> u64;
+    /// Checks every table against `(name, rows, checksum)` and swaps the copy in.
+    ///
+    /// # Errors
+    /// A mismatch (nothing is installed), or a storage failure.
+    fn finish(self: Box<Self>, expected: &[(String, u64, u64)]) -> Result<()>;
+}
+
+/// Something that follows a primary's log.
+pub trait LogConsumer: Send + Sync + 'static {
+    /// What it is to the primary.
+    fn role(&self) -> Role;
+    /// Whether what [`LogConsumer::apply`] reports as flushed is fsynced.
+    fn durable(&self) -> bool;
+    /// Where it stands now.
+    ///
+    /// # Errors
+    /// Its state cannot be read.
+    fn position(&self) -> Result<Position>;
+    /// Takes on the primary's lineage (an empty follower joins its primary's history).
+    ///
+    /// # Errors
+    /// The change cannot be recorded.
+    fn join_lineage(&self, lineage: u64) -> Result<()>;
+    /// Applies whole entries (log payloads), consecutive after what it holds; returns its
+    /// `(flushed_lsn, applied_lsn)` once they are durable (if it is durable) and visible.
+    ///
+    /// # Errors
+    /// A gap, a repeat, a payload that does not decode: nothing of the bad entry applies.
+    fn apply(&self, payloads: &[Vec<u8>]) -> Result<(u64, u64)>;
+    /// Starts receiving a snapshot that replaces everything it holds.
+    ///
+    /// # Errors
+    /// It cannot take snapshots, or a storage failure.
+    fn begin_snapshot(&self, start: SnapshotStart) -> Result<Box<dyn SnapshotSink>>;
+}
