@@ -212,7 +212,7 @@ impl ReadOnlyReason {
     }
 }
 
-/// Errors of replication: the wire protocol, the handshake, and the network under them.
+/// Errors of replication: the wire protocol, the handshake, and the histories of stores.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReplicationError {
@@ -231,21 +231,58 @@ pub enum ReplicationError {
     #[error("authentication failed: {0}")]
     Auth(String),
     /// The peer's history forks from the primary's.
-    #[error("diverged: {0}")]
-    Diverged(String),
+    #[error("diverged{}: {reason}", fork_lsn.map(|lsn| format!(" at LSN {lsn}")).unwrap_or_default())]
+    Diverged {
+        /// The first LSN at which the two histories differ, where it is known.
+        fork_lsn: Option<u64>,
+        /// What differs, for a person.
+        reason: String,
+    },
     /// The peer needs a snapshot before it can stream.
     #[error("needs a snapshot: {0}")]
     NeedsSnapshot(String),
-    /// A newer epoch exists: this side is deposed.
-    #[error("fenced: {0}")]
-    Fenced(String),
+    /// A newer epoch exists: the side that learns it is deposed or talking to a deposed one.
+    #[error("fenced by epoch {epoch}: {reason}")]
+    Fenced {
+        /// The newest epoch involved.
+        epoch: u64,
+        /// Who is fenced and why, for a person.
+        reason: String,
+    },
     /// The other side refused the connection.
-    #[error("refused by the peer: {0}")]
-    Refused(String),
-    /// A wait that did not finish in time.
-    #[error("timed out: {0}")]
-    Timeout(String),
-    /// A network failure.
+    #[error("refused by the peer: {reason}")]
+    Refused {
+        /// Why, as the peer said it.
+        reason: String,
+    },
+    /// A network failure under the protocol.
+    #[error(transparent)]
+    Net(#[from] NetError),
+}
+
+/// Errors of the network: listening, connecting, and links that break or go silent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetError {
+    /// The address cannot be listened on (in use, not ours, not permitted).
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The address asked for.
+        address: String,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The peer cannot be reached.
+    #[error("cannot connect to {address}: {source}")]
+    Connect {
+        /// The peer's address.
+        address: String,
+        /// The operating system's error (`TimedOut` when it took too long).
+        #[source]
+        source: io::Error,
+    },
+    /// A link failed while in use.
     #[error("{context}: {source}")]
     Io {
         /// What was being done.
@@ -254,6 +291,25 @@ pub enum ReplicationError {
         #[source]
         source: io::Error,
     },
+    /// The peer sent nothing for too long.
+    #[error("timed out: {context}")]
+    TimedOut {
+        /// What was awaited, and for how long.
+        context: String,
+    },
+}
+
+impl NetError {
+    /// The operating system's error behind it, if any.
+    #[must_use]
+    pub fn io_source(&self) -> Option<&io::Error> {
+        match self {
+            NetError::Listen { source, .. }
+            | NetError::Connect { source, .. }
+            | NetError::Io { source, .. } => Some(source),
+            NetError::TimedOut { .. } => None,
+        }
+    }
 }
 
 /// Every error the core returns.
@@ -272,6 +328,9 @@ pub enum Error {
     /// See [`ReplicationError`].
     #[error(transparent)]
     Replication(#[from] ReplicationError),
+    /// See [`NetError`].
+    #[error(transparent)]
+    Net(#[from] NetError),
 }
 
 impl From<redb::Error> for StoreError {

@@ -77,6 +77,15 @@ class StoreLockedError(ReplikvOSError, BlockingIOError):
     """The store directory is already open in another process (its pid is in the message)."""
 
 
+class NetworkError(ReplikvOSError):
+    """A network failure: an address that cannot be listened on, a peer that cannot be
+    reached, a link that broke. ``errno`` is the operating system's error number."""
+
+
+class NetworkTimeout(NetworkError, TimeoutError):
+    """A peer did not answer, or went silent, for too long."""
+
+
 class ReplicationError(ReplikvError):
     """Replication failed or cannot go on."""
 
@@ -90,11 +99,21 @@ class ReplicationTimeout(ReplicationError):
 
 
 class FencedError(ReplicationError):
-    """A newer epoch exists: this primary was deposed and may not take acknowledged writes."""
+    """A newer epoch exists: this primary was deposed and may not take acknowledged writes.
+    ``epoch`` is the newest epoch involved."""
+
+    def __init__(self, message: str, epoch: int = 0) -> None:
+        super().__init__(message)
+        self.epoch = epoch
 
 
 class DivergedError(ReplicationError):
-    """The two stores' histories fork; the replica needs an explicit resync."""
+    """The two stores' histories fork; the replica needs an explicit resync. ``fork_lsn``
+    is the first LSN at which they differ, when it is known (else ``None``)."""
+
+    def __init__(self, message: str, fork_lsn: int | None = None) -> None:
+        super().__init__(message)
+        self.fork_lsn = fork_lsn
 
 
 class AuthError(ReplikvError):

@@ -10,6 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::admission::{Admission, Ticket};
+use crate::error::NetError;
 
 /// A new connection, handed to the server's handler.
 pub struct Incoming {
@@ -21,6 +22,21 @@ pub struct Incoming {
     pub ticket: Ticket,
     /// Becomes `true` when the server shuts down.
     pub shutdown: watch::Receiver<bool>,
+}
+
+/// Listens on `address` (`host:port`; port 0 picks a free one); returns the listener and
+/// the address it really got.
+///
+/// # Errors
+/// [`NetError::Listen`]: the address is in use, not local, or not permitted.
+pub async fn bind(address: &str) -> Result<(TcpListener, SocketAddr), NetError> {
+    let failed = |source| NetError::Listen {
+        address: address.to_owned(),
+        source,
+    };
+    let listener = TcpListener::bind(address).await.map_err(failed)?;
+    let bound = listener.local_addr().map_err(failed)?;
+    Ok((listener, bound))
 }
 
 /// Accepts connections on `listener` and runs `handle` for each as a task, until

@@ -8,7 +8,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
-use crate::error::{CodecError, Error, LogError, ReplicationError, StoreError};
+use crate::error::{CodecError, Error, LogError, NetError, ReplicationError, StoreError};
 
 /// Instantiates `replikv.exceptions.<name>(*args)` as a `PyErr`.
 pub(crate) fn raise<'py, A: pyo3::call::PyCallArgs<'py>>(
@@ -34,6 +34,17 @@ fn os_error(py: Python<'_>, source: &io::Error, message: String, path: Option<St
     };
     let errno = source.raw_os_error().unwrap_or(0);
     raise(py, class, (errno, message, path))
+}
+
+/// A network failure as an `OSError` subclass carrying the operating system's errno.
+fn net_error(py: Python<'_>, err: &NetError, message: String) -> PyErr {
+    match err.io_source() {
+        Some(source) if source.kind() != io::ErrorKind::TimedOut => {
+            let errno = source.raw_os_error().unwrap_or(0);
+            raise(py, "NetworkError", (errno, message))
+        }
+        _ => raise(py, "NetworkTimeout", (libc::ETIMEDOUT, message)),
+    }
 }
 
 /// Maps a core error to its Python exception.
@@ -65,13 +76,19 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
             os_error(py, &source, message, None)
         }
         Error::Log(LogError::Truncated { .. }) => raise(py, "LogTruncated", (message,)),
+        Error::Replication(ReplicationError::Net(err)) | Error::Net(err) => {
+            net_error(py, &err, message)
+        }
+        Error::Replication(ReplicationError::Diverged { fork_lsn, .. }) => {
+            raise(py, "DivergedError", (message, fork_lsn))
+        }
+        Error::Replication(ReplicationError::Fenced { epoch, .. }) => {
+            raise(py, "FencedError", (message, epoch))
+        }
         Error::Replication(err) => {
             let class = match err {
                 ReplicationError::Auth(_) => "AuthError",
                 ReplicationError::Protocol(_) | ReplicationError::Version { .. } => "ProtocolError",
-                ReplicationError::Diverged(_) => "DivergedError",
-                ReplicationError::Fenced(_) => "FencedError",
-                ReplicationError::Timeout(_) => "ReplicationTimeout",
                 _ => "ReplicationError",
             };
             raise(py, class, (message,))

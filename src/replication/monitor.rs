@@ -3,12 +3,12 @@
 use std::time::Duration;
 
 use serde_bytes::ByteBuf;
-use tokio::net::TcpStream;
 
 use super::handshake::{self, Role};
 use super::primary::PrimaryStatus;
 use super::protocol::{read_frame_within, read_handshake_frame, write_frame, Message, PeerKind};
-use crate::error::ReplicationError;
+use crate::error::{NetError, ReplicationError};
+use crate::net::client;
 use crate::net::runtime;
 use crate::net::stall::StallWriter;
 
@@ -28,8 +28,8 @@ pub fn fetch_status(
             ask(address, token.unwrap_or("").as_bytes(), timeout),
         )
         .await
-        .map_err(|_| {
-            ReplicationError::Timeout(format!("no status from {address} within {timeout:?}"))
+        .map_err(|_| NetError::TimedOut {
+            context: format!("no status from {address} within {timeout:?}"),
         })?
     })
 }
@@ -39,17 +39,17 @@ async fn ask(
     token: &[u8],
     timeout: Duration,
 ) -> Result<PrimaryStatus, ReplicationError> {
-    let stream = TcpStream::connect(address)
+    let stream = client::connect(address, timeout)
         .await
-        .map_err(|source| ReplicationError::Io {
-            context: format!("connecting to {address}"),
+        .map_err(|source| NetError::Connect {
+            address: address.to_owned(),
             source,
         })?;
     let (mut reader, writer) = stream.into_split();
     let mut writer = StallWriter::new(writer, timeout);
     let nonce = match read_handshake_frame(&mut reader, timeout, "challenge").await? {
         Message::Challenge { nonce } => nonce,
-        Message::Refused { reason, code } => return Err(code.into_error(reason)),
+        Message::Refused { reason, code } => return Err(code.into_error(reason, 0)),
         _ => return Err(ReplicationError::Protocol("expected a challenge".into())),
     };
     let hello = Message::Hello {
@@ -77,7 +77,7 @@ async fn ask(
             last_rejection: None,
             replicas,
         }),
-        Message::Refused { reason, code } => Err(code.into_error(reason)),
+        Message::Refused { reason, code } => Err(code.into_error(reason, 0)),
         _ => Err(ReplicationError::Protocol(
             "expected a status report".into(),
         )),

@@ -15,7 +15,7 @@ use serde_derive::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::status::ReplicaLink;
-use crate::error::ReplicationError;
+use crate::error::{NetError, ReplicationError};
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -177,15 +177,19 @@ pub enum RefuseCode {
 }
 
 impl RefuseCode {
-    /// The error a peer reports for a refusal with this code.
+    /// The error a peer reports for a refusal with this code; `epoch` is the newest epoch
+    /// the peer knows of (what a fencing refusal is about).
     #[must_use]
-    pub fn into_error(self, reason: String) -> ReplicationError {
+    pub fn into_error(self, reason: String, epoch: u64) -> ReplicationError {
         match self {
             RefuseCode::Auth => ReplicationError::Auth(reason),
-            RefuseCode::Diverged => ReplicationError::Diverged(reason),
+            RefuseCode::Diverged => ReplicationError::Diverged {
+                fork_lsn: None,
+                reason,
+            },
             RefuseCode::NeedsSnapshot => ReplicationError::NeedsSnapshot(reason),
-            RefuseCode::Fenced => ReplicationError::Fenced(reason),
-            RefuseCode::Protocol | RefuseCode::Busy => ReplicationError::Refused(reason),
+            RefuseCode::Fenced => ReplicationError::Fenced { epoch, reason },
+            RefuseCode::Protocol | RefuseCode::Busy => ReplicationError::Refused { reason },
         }
     }
 }
@@ -287,9 +291,12 @@ pub fn decode_frame_body(body: &[u8]) -> Result<Message, ReplicationError> {
 }
 
 fn io(context: &str) -> impl FnOnce(std::io::Error) -> ReplicationError + '_ {
-    move |source| ReplicationError::Io {
-        context: context.to_owned(),
-        source,
+    move |source| {
+        NetError::Io {
+            context: context.to_owned(),
+            source,
+        }
+        .into()
     }
 }
 
@@ -329,7 +336,7 @@ async fn read_frame_up_to<R: AsyncRead + Unpin>(
 /// Reads one frame, or fails after `timeout`.
 ///
 /// # Errors
-/// As [`read_frame`], and [`ReplicationError::Timeout`].
+/// As [`read_frame`], and [`NetError::TimedOut`].
 pub async fn read_frame_within<R: AsyncRead + Unpin>(
     reader: &mut R,
     timeout: Duration,
@@ -337,7 +344,14 @@ pub async fn read_frame_within<R: AsyncRead + Unpin>(
 ) -> Result<Message, ReplicationError> {
     tokio::time::timeout(timeout, read_frame(reader))
         .await
-        .map_err(|_| ReplicationError::Timeout(format!("no {what} within {timeout:?}")))?
+        .map_err(|_| timed_out(what, timeout))?
+}
+
+fn timed_out(what: &str, timeout: Duration) -> ReplicationError {
+    NetError::TimedOut {
+        context: format!("no {what} within {timeout:?}"),
+    }
+    .into()
 }
 
 /// Reads one handshake frame (at most [`HANDSHAKE_FRAME_BYTES`]), or fails after `timeout`.
@@ -351,7 +365,7 @@ pub async fn read_handshake_frame<R: AsyncRead + Unpin>(
 ) -> Result<Message, ReplicationError> {
     tokio::time::timeout(timeout, read_frame_up_to(reader, HANDSHAKE_FRAME_BYTES))
         .await
-        .map_err(|_| ReplicationError::Timeout(format!("no {what} within {timeout:?}")))?
+        .map_err(|_| timed_out(what, timeout))?
 }
 
 /// Writes one frame.

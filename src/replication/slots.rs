@@ -22,7 +22,7 @@ use std::sync::Mutex;
 use serde_derive::{Deserialize, Serialize};
 
 use super::status::now_ms;
-use crate::error::{ReplicationError, Result, StoreError};
+use crate::error::{Result, StoreError};
 
 const FILE: &str = "replication-slots";
 const MAGIC: &[u8; 8] = b"RKVSLOTS";
@@ -187,9 +187,13 @@ pub struct Slots {
     temporaries: AtomicU64,
 }
 
-fn io(context: &str, path: &Path) -> impl FnOnce(std::io::Error) -> ReplicationError {
-    let context = format!("{context} {}", path.display());
-    move |source| ReplicationError::Io { context, source }
+fn io(context: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
+    let path = path.to_owned();
+    move |source| StoreError::Io {
+        context,
+        path,
+        source,
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -223,7 +227,7 @@ impl Slots {
                 }
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Vec::new(), false),
-            Err(e) => return Err(io("reading", &path)(e).into()),
+            Err(e) => return Err(io("reading replication slots", &path)(e).into()),
         };
         let slots = records
             .into_iter()
@@ -403,7 +407,7 @@ impl Slots {
         write().map_err(|e| {
             let _ = std::fs::remove_file(&temporary);
             lock(&self.state).dirty = true;
-            io("writing", &self.path)(e).into()
+            io("writing replication slots", &self.path)(e).into()
         })
     }
 }

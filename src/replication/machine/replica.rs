@@ -104,10 +104,13 @@ impl ReplicaMachine {
         snapshot: bool,
     ) -> Result<(), ReplicationError> {
         if primary_epoch < self.epoch {
-            return Err(ReplicationError::Fenced(format!(
-                "the primary is at epoch {primary_epoch}, older than epoch {} seen here",
-                self.epoch
-            )));
+            return Err(ReplicationError::Fenced {
+                epoch: self.epoch,
+                reason: format!(
+                    "the primary is at epoch {primary_epoch}, older than epoch {} seen here",
+                    self.epoch
+                ),
+            });
         }
         self.epoch = primary_epoch;
         self.primary_last_lsn = primary_last_lsn;
@@ -160,7 +163,7 @@ impl ReplicaMachine {
                 self.settle();
                 Ok(vec![self.ack()])
             }
-            Message::Refused { reason, code } => Err(code.into_error(reason)),
+            Message::Refused { reason, code } => Err(code.into_error(reason, self.epoch)),
             other => Err(ReplicationError::Protocol(format!(
                 "unexpected message from the primary (type {})",
                 other.type_byte()
@@ -226,9 +229,12 @@ impl ReplicaMachine {
                 )));
             }
             if entry_epoch < epoch {
-                return Err(ReplicationError::Fenced(format!(
-                    "entry {lsn} is from epoch {entry_epoch}, older than epoch {epoch}"
-                )));
+                return Err(ReplicationError::Fenced {
+                    epoch,
+                    reason: format!(
+                        "entry {lsn} is from epoch {entry_epoch}, older than epoch {epoch}"
+                    ),
+                });
             }
             epoch = entry_epoch;
             next += 1;
@@ -338,7 +344,7 @@ mod tests {
         assert!(m.receive(entries(4..=5, 1)).is_err(), "a gap");
         assert!(matches!(
             m.receive(entries(3..=3, 0)),
-            Err(ReplicationError::Fenced(_))
+            Err(ReplicationError::Fenced { epoch: 1, .. })
         ));
         let actions = m.receive(entries(1..=4, 2)).unwrap();
         let [ReplicaAction::Append(fresh)] = &actions[..] else {
@@ -365,7 +371,7 @@ mod tests {
         let mut m = ReplicaMachine::new(5, 5, 3);
         assert!(matches!(
             m.welcomed(2, 9, false),
-            Err(ReplicationError::Fenced(_))
+            Err(ReplicationError::Fenced { epoch: 3, .. })
         ));
     }
 

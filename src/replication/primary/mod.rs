@@ -11,7 +11,6 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::commit_times::CommitTimes;
@@ -20,11 +19,11 @@ use super::protocol::{Message, PeerKind};
 use super::retention::{self, RetentionCaps};
 use super::slots::{Slot, Slots};
 use super::status::{lag_seconds, now_ms, ReplicaLink};
-use crate::error::{ReplicationError, Result};
+use crate::error::{NetError, Result};
 use crate::log::LogPosition;
 use crate::net::admission::Admission;
 use crate::net::runtime;
-use crate::net::server::accept_loop;
+use crate::net::server::{accept_loop, bind};
 use crate::net::stall::StallWriter;
 use crate::store::Store;
 
@@ -170,13 +169,6 @@ pub struct PrimaryStatus {
     pub replicas: Vec<ReplicaLink>,
 }
 
-fn io_err(context: &str) -> impl FnOnce(std::io::Error) -> ReplicationError + '_ {
-    move |source| ReplicationError::Io {
-        context: context.to_owned(),
-        source,
-    }
-}
-
 impl Primary {
     /// Starts serving `store`'s log.
     ///
@@ -187,12 +179,7 @@ impl Primary {
         options.token = options.token.filter(|token| !token.is_empty());
         // Replicas drop a link that stays silent for 5 s: heartbeat well within that.
         options.heartbeat_interval = options.heartbeat_interval.min(MAX_HEARTBEAT);
-        let listener = runtime()
-            .block_on(TcpListener::bind(&options.listen))
-            .map_err(io_err(&format!("cannot listen on {}", options.listen)))?;
-        let address = listener
-            .local_addr()
-            .map_err(io_err("reading the bound address"))?;
+        let (listener, address) = runtime().block_on(bind(&options.listen))?;
         let slots = Slots::load(store.path())?;
         let (visible, _) = watch::channel(store.last_lsn());
         let machine = PrimaryMachine::new(options.machine_config(), store.last_lsn());
@@ -235,7 +222,12 @@ impl Primary {
             Ok(notifier) => notifier,
             Err(err) => {
                 shutdown.send_replace(true);
-                return Err(io_err("starting the notifier thread")(err).into());
+                let context = "starting the notifier thread".to_owned();
+                return Err(NetError::Io {
+                    context,
+                    source: err,
+                }
+                .into());
             }
         };
         tracing::info!(%address, "primary listening");

@@ -8,7 +8,7 @@ use serde_bytes::ByteBuf;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::{lock, Shared, IDLE_TIMEOUT};
-use crate::error::ReplicationError;
+use crate::error::{NetError, ReplicationError};
 use crate::follow::{self, SnapshotStart};
 use crate::net::client;
 use crate::net::stall::StallWriter;
@@ -33,15 +33,15 @@ pub(super) async fn connect(
     let token = options.token.as_deref().unwrap_or("").as_bytes();
     let stream = client::connect(&options.primary, HANDSHAKE_TIMEOUT)
         .await
-        .map_err(|source| ReplicationError::Io {
-            context: format!("connecting to {}", options.primary),
+        .map_err(|source| NetError::Connect {
+            address: options.primary.clone(),
             source,
         })?;
     let (mut reader, writer) = stream.into_split();
     let mut writer = StallWriter::new(writer, IDLE_TIMEOUT);
     let nonce = match read_handshake_frame(&mut reader, HANDSHAKE_TIMEOUT, "challenge").await? {
         Message::Challenge { nonce } => nonce,
-        Message::Refused { reason, code } => return Err(code.into_error(reason)),
+        Message::Refused { reason, code } => return Err(code.into_error(reason, 0)),
         _ => return Err(ReplicationError::Protocol("expected a challenge".into())),
     };
     let consumer = Arc::clone(&shared.consumer);
@@ -107,7 +107,7 @@ pub(super) async fn connect(
             }
             Ok((reader, writer, machine))
         }
-        Message::Refused { reason, code } => Err(code.into_error(reason)),
+        Message::Refused { reason, code } => Err(code.into_error(reason, position.epoch)),
         _ => Err(ReplicationError::Protocol("expected a welcome".into())),
     }
 }

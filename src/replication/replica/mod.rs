@@ -177,9 +177,9 @@ fn is_final(err: &ReplicationError) -> bool {
     matches!(
         err,
         ReplicationError::Auth(_)
-            | ReplicationError::Diverged(_)
+            | ReplicationError::Diverged { .. }
             | ReplicationError::NeedsSnapshot(_)
-            | ReplicationError::Fenced(_)
+            | ReplicationError::Fenced { .. }
             | ReplicationError::Version { .. }
     )
 }

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::connect::{connect, Writer};
 use super::{lock, Shared, IDLE_TIMEOUT};
-use crate::error::ReplicationError;
+use crate::error::{NetError, ReplicationError};
 use crate::net::AbortOnDrop;
 use crate::replication::machine::{ReplicaAction, ReplicaMachine};
 use crate::replication::protocol::{read_frame, write_frame, Message};
@@ -140,9 +140,10 @@ async fn read_frames(
         let frame = tokio::time::timeout(IDLE_TIMEOUT, read_frame(&mut reader))
             .await
             .unwrap_or_else(|_| {
-                Err(ReplicationError::Timeout(format!(
-                    "nothing from the primary for {IDLE_TIMEOUT:?}"
-                )))
+                Err(NetError::TimedOut {
+                    context: format!("nothing from the primary for {IDLE_TIMEOUT:?}"),
+                }
+                .into())
             });
         let failed = frame.is_err();
         if frames.send(frame).await.is_err() || failed {
