@@ -59,7 +59,10 @@ fn primary_needing_snapshots(
         },
     )?;
     for i in 0..mib {
-        store.commit(put("bulk", &format!("row{i:04}"), vec![0x5a; 1 << 20]))?;
+        store.commit(
+            put("bulk", &format!("row{i:04}"), vec![0x5a; 1 << 20]),
+            None,
+        )?;
     }
     let primary = Primary::start(
         store.clone(),
@@ -81,7 +84,7 @@ fn primary_needing_snapshots(
 /// dropped while the log is over it, all but the last one).
 fn assert_the_byte_cap_holds(store: &Store, primary: &Primary) -> TestResult {
     for i in 0..8 {
-        store.commit(put("more", &format!("m{i}"), vec![0x11; 512 << 10]))?;
+        store.commit(put("more", &format!("m{i}"), vec![0x11; 512 << 10]), None)?;
     }
     eventually("the byte cap to hold", || {
         primary.retain().is_ok_and(|_| {
@@ -157,6 +160,7 @@ impl RawPeer {
             flushed_lsn: 0,
             flushed_id: (0, 0),
             lineage: 0,
+            fsync: true,
         })?;
         let welcome = peer.recv()?;
         Ok((peer, welcome))
@@ -232,7 +236,7 @@ fn a_peer_that_stops_reading_while_streaming_is_dropped_after_the_stall_timeout(
     ));
     // More than any socket buffer holds, and the peer reads none of it.
     for i in 0..24 {
-        store.commit(put("t", &format!("k{i}"), vec![0x33; 1 << 20]))?;
+        store.commit(put("t", &format!("k{i}"), vec![0x33; 1 << 20]), None)?;
     }
     eventually("the deaf link to be dropped", || {
         primary.status().replicas[0].state == LinkState::Disconnected
@@ -269,7 +273,7 @@ fn strangers_holding_sockets_open_never_lock_out_monitors_or_replicas() -> TestR
             store: StoreOptions::default(),
         },
     )?;
-    store.commit(put("t", "k", vec![0x01]))?;
+    store.commit(put("t", "k", vec![0x01]), None)?;
     eventually("the replica to stream", || replica.store().last_lsn() == 1);
     // The oldest strangers were told why they were dropped, not just hung up on.
     // (A stranger displaced before its task ran gets no challenge first.)
@@ -310,7 +314,7 @@ fn a_heartbeat_reports_the_lag_of_entries_in_flight_even_after_the_log_was_cut()
     let (mut peer, _) = RawPeer::hello(&primary, PeerKind::Replica, "slow")?;
     let before = replikv::replication::status::now_ms();
     for i in 0..300 {
-        store.commit(put("t", &format!("k{i}"), vec![0xa5; 30]))?;
+        store.commit(put("t", &format!("k{i}"), vec![0xa5; 30]), None)?;
     }
     // Everything is shipped; the peer acks nothing past 0, so entry 1 stays its oldest
     // missing one, and then the cap cuts it from the log.
@@ -409,7 +413,7 @@ fn dropping_a_primary_signals_its_tasks_and_returns_without_waiting_for_them() -
     eventually("the replica to connect", || {
         replica.state().connections == 1
     });
-    store.commit(put("t", "k", vec![0x01]))?;
+    store.commit(put("t", "k", vec![0x01]), None)?;
     eventually("the shipment", || replica.store().last_lsn() == 1);
     // The notifier polls every 50 ms: by now it has seen the commit and is pausing.
     std::thread::sleep(Duration::from_millis(500));

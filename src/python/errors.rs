@@ -48,7 +48,9 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
         ),
         Error::Store(StoreError::ReadOnly { .. }) => raise(py, "ReadOnlyError", (message,)),
         Error::Store(StoreError::Inherited { .. }) => raise(py, "InheritedHandleError", (message,)),
-        Error::Store(StoreError::OutOfOrder { .. }) => raise(py, "ReplicationError", (message,)),
+        Error::Store(StoreError::OutOfOrder { .. } | StoreError::AlreadyServed { .. }) => {
+            raise(py, "ReplicationError", (message,))
+        }
         Error::Store(StoreError::TooLarge { .. }) => raise(py, "ValueTooLarge", (message,)),
         Error::Store(StoreError::InvalidTable { .. } | StoreError::InvalidOption { .. }) => {
             PyValueError::new_err(message)
@@ -65,13 +67,16 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
             os_error(py, &source, message, None)
         }
         Error::Log(LogError::Truncated { .. }) => raise(py, "LogTruncated", (message,)),
+        Error::Replication(ReplicationError::Timeout { lsn, acked_by }) => {
+            raise(py, "ReplicationTimeout", (message, lsn, acked_by))
+        }
         Error::Replication(err) => {
             let class = match err {
                 ReplicationError::Auth(_) => "AuthError",
                 ReplicationError::Protocol(_) | ReplicationError::Version { .. } => "ProtocolError",
                 ReplicationError::Diverged(_) => "DivergedError",
                 ReplicationError::Fenced(_) => "FencedError",
-                ReplicationError::Timeout(_) => "ReplicationTimeout",
+                ReplicationError::NoResponse(_) => "ReplicationTimeout",
                 _ => "ReplicationError",
             };
             raise(py, class, (message,))

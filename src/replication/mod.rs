@@ -6,6 +6,7 @@ pub mod handshake;
 pub mod monitor;
 pub mod primary;
 pub mod protocol;
+pub mod quorum;
 pub mod replica;
 pub mod slots;
 pub mod status;

@@ -16,14 +16,15 @@ use super::handshake::{self, LogView, Role};
 use super::protocol::{
     read_frame, read_handshake_frame, write_frame, Message, PeerKind, RefuseCode, MAX_FRAME_BYTES,
 };
+use super::quorum::{SyncOptions, SyncWaiters};
 use super::slots::{Slot, SlotPin, Slots};
-use super::status::{lag_seconds, now_ms, LinkState, ReplicaLink};
+use super::status::{lag_seconds, now_ms, LinkState, ReplicaLink, SyncRole, SyncState};
 use crate::error::{ReplicationError, Result};
 use crate::log::{LogPosition, RawEntry};
 use crate::net::admission::{Admission, Ticket};
 use crate::net::stall::StallWriter;
 use crate::net::{runtime, AbortOnDrop};
-use crate::store::Store;
+use crate::store::{Registration, Store};
 
 /// The longest heartbeat interval (replicas drop a link silent for 5 s).
 const MAX_HEARTBEAT: Duration = Duration::from_secs(2);
@@ -66,6 +67,8 @@ pub struct PrimaryOptions {
     pub retain_seconds: Option<Duration>,
     /// How often slots are persisted and retention runs.
     pub retention_interval: Duration,
+    /// Quorum, timeout and per-table modes of sync writes.
+    pub sync: SyncOptions,
 }
 
 impl PrimaryOptions {
@@ -89,6 +92,7 @@ impl Default for PrimaryOptions {
             retain_bytes: None,
             retain_seconds: None,
             retention_interval: Duration::from_secs(1),
+            sync: SyncOptions::default(),
         }
     }
 }
@@ -126,7 +130,8 @@ impl Link {
             .flatten()
     }
 
-    /// Records a cumulative ack; returns the LSN acknowledged (never beyond what was sent).
+    /// Records a cumulative ack; returns the LSN acknowledged (never beyond what was sent:
+    /// `ship` records what it sends before writing it, so an honest ack is never clamped).
     fn acknowledge(&mut self, flushed_lsn: u64) -> u64 {
         let flushed_lsn = flushed_lsn.min(self.status.sent_lsn);
         self.status.acked_lsn = self.status.acked_lsn.max(flushed_lsn);
@@ -150,6 +155,7 @@ struct Shared {
     visible: watch::Sender<u64>,
     commit_times: CommitTimes,
     admission: Arc<Admission>,
+    sync: Arc<SyncWaiters>,
 }
 
 /// A running primary. [`Primary::close`] stops the server and waits for it; dropping it
@@ -162,6 +168,8 @@ pub struct Primary {
     wake_notifier: Mutex<Option<mpsc::Sender<()>>>,
     notifier: Mutex<Option<std::thread::JoinHandle<()>>>,
     server: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Keeps this primary registered on its store for sync writes until it stops.
+    registration: Mutex<Option<Registration>>,
 }
 
 /// The writing half of a connection: every write fails after the stall timeout.
@@ -180,6 +188,8 @@ pub struct PrimaryStatus {
     pub last_rejection: Option<String>,
     /// Every replica seen since start.
     pub replicas: Vec<ReplicaLink>,
+    /// Whether sync writes can complete now.
+    pub sync_state: SyncState,
 }
 
 fn io_err(context: &str) -> impl FnOnce(std::io::Error) -> ReplicationError + '_ {
@@ -193,12 +203,14 @@ impl Primary {
     /// Starts serving `store`'s log.
     ///
     /// # Errors
-    /// The address cannot be bound.
+    /// Another primary serves the store, or the address cannot be bound.
     pub fn start(store: Store, mut options: PrimaryOptions) -> Result<Self> {
         // An empty token is no token: it must not open a primary to every peer.
         options.token = options.token.filter(|token| !token.is_empty());
         // Replicas drop a link that stays silent for 5 s: heartbeat well within that.
         options.heartbeat_interval = options.heartbeat_interval.min(MAX_HEARTBEAT);
+        let sync = Arc::new(SyncWaiters::new(options.sync.clone()));
+        let registration = store.serve_replication(Arc::clone(&sync) as _)?;
         let listener = runtime()
             .block_on(TcpListener::bind(&options.listen))
             .map_err(io_err(&format!("cannot listen on {}", options.listen)))?;
@@ -218,6 +230,7 @@ impl Primary {
             last_rejection: Mutex::new(None),
             visible,
             admission: Admission::new(MAX_UNAUTHENTICATED, MAX_AUTHENTICATED),
+            sync,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let server = runtime().spawn(accept_loop(
@@ -248,6 +261,7 @@ impl Primary {
             wake_notifier: Mutex::new(Some(wake_notifier)),
             notifier: Mutex::new(Some(notifier)),
             server: Mutex::new(Some(server)),
+            registration: Mutex::new(Some(registration)),
         })
     }
 
@@ -269,23 +283,12 @@ impl Primary {
         self.shared.status()
     }
 
-    /// Blocks until at least `replicas` replicas acknowledged `lsn`, or `timeout` passes.
-    /// Returns how many have (like Redis `WAIT`).
+    /// Blocks until at least `replicas` replicas that count toward the quorum (they fsync;
+    /// consumers never count) acknowledged `lsn` as durable, or `timeout` passes. Returns
+    /// how many have (like Redis `WAIT`).
     #[must_use]
     pub fn wait_for(&self, lsn: u64, replicas: usize, timeout: Duration) -> usize {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let acked = lock(&self.shared.links)
-                .values()
-                .filter(|l| l.status.acked_lsn >= lsn)
-                .count();
-            if acked >= replicas || Instant::now() >= deadline {
-                return acked;
-            }
-            std::thread::sleep(
-                Duration::from_millis(2).min(deadline.saturating_duration_since(Instant::now())),
-            );
-        }
+        self.shared.sync.wait_count(lsn, replicas, timeout)
     }
 
     /// The durable slots: one per replica name, with the LSN it acknowledged.
@@ -300,6 +303,7 @@ impl Primary {
     /// # Errors
     /// Persisting the change failed.
     pub fn drop_slot(&self, name: &str) -> Result<bool> {
+        self.shared.sync.forget(name);
         self.shared.slots.drop_slot(name)
     }
 
@@ -314,6 +318,8 @@ impl Primary {
 
     /// Signals the server, every connection and the notifier to stop; waits for nothing.
     fn signal_stop(&self) {
+        // A stopped primary acknowledges nothing: sync writes are refused from here.
+        drop(lock(&self.registration).take());
         self.shutdown.send_replace(true);
         drop(lock(&self.wake_notifier).take());
         for link in lock(&self.shared.links).values() {
@@ -446,6 +452,7 @@ impl Shared {
             epoch: status.epoch,
             rejected: status.rejected,
             replicas: status.replicas,
+            sync_state: status.sync_state,
         }
     }
 
@@ -505,7 +512,7 @@ impl Shared {
     fn status(&self) -> PrimaryStatus {
         let last_lsn = self.store.last_lsn();
         let now = now_ms();
-        let replicas = lock(&self.links)
+        let replicas: Vec<ReplicaLink> = lock(&self.links)
             .values()
             .map(|link| {
                 let mut status = link.status.clone();
@@ -521,6 +528,14 @@ impl Shared {
             epoch: self.store.epoch(),
             rejected: self.rejected.load(Ordering::Relaxed),
             last_rejection: lock(&self.last_rejection).clone(),
+            sync_state: SyncState::of(
+                replicas
+                    .iter()
+                    .filter(|r| r.sync_state == SyncRole::Quorum && r.state.is_connected())
+                    .count(),
+                self.sync.counting(),
+                self.sync.options().quorum,
+            ),
             replicas,
         }
     }
@@ -535,14 +550,20 @@ impl Shared {
         self.options.token.as_deref().unwrap_or("").as_bytes()
     }
 
-    /// Registers a connection for `name`, stopping an older one for the same name.
+    /// Registers a connection for `name`, stopping an older one for the same name. A
+    /// replica also becomes a member of the quorum, counting if it fsyncs.
     fn register(
         &self,
         kind: PeerKind,
         name: &str,
         peer: &SocketAddr,
         acked: u64,
+        fsync: bool,
     ) -> (u64, watch::Receiver<bool>) {
+        let counts = kind == PeerKind::Replica && fsync;
+        if kind == PeerKind::Replica {
+            self.sync.register(name, counts, acked);
+        }
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
         let (stop, stop_rx) = watch::channel(false);
         let link = Link {
@@ -557,6 +578,11 @@ impl Shared {
                 lag_bytes: 0,
                 lag_seconds: 0.0,
                 last_seen_ms: now_ms(),
+                sync_state: if counts {
+                    SyncRole::Quorum
+                } else {
+                    SyncRole::Async
+                },
             },
             generation,
             in_flight: VecDeque::new(),
@@ -608,6 +634,7 @@ struct Hello {
     flushed_lsn: u64,
     flushed_id: (u64, u32),
     lineage: u64,
+    fsync: bool,
 }
 
 /// Where streaming to an accepted replica or consumer starts.
@@ -627,6 +654,7 @@ enum Accepted<'a> {
         name: String,
         from_lsn: u64,
         start: Start<'a>,
+        fsync: bool,
     },
     /// A monitor that got its status report.
     Monitor,
@@ -656,11 +684,12 @@ async fn serve(
         name,
         from_lsn,
         start,
+        fsync,
     } = accepted
     else {
         return;
     };
-    let (generation, mut stop) = shared.register(kind, &name, &peer, from_lsn);
+    let (generation, mut stop) = shared.register(kind, &name, &peer, from_lsn, fsync);
     let mut shutdown = shutdown;
     let result = tokio::select! {
         result = snapshot_then_stream(&shared, &name, generation, &start, reader, writer) => result,
@@ -749,6 +778,7 @@ async fn authenticate(
         flushed_lsn,
         flushed_id,
         lineage,
+        fsync,
     } = read_handshake_frame(reader, AUTH_DEADLINE, "hello").await?
     else {
         return Err(Refusal::new(RefuseCode::Protocol, "expected a hello"));
@@ -764,6 +794,7 @@ async fn authenticate(
         flushed_lsn,
         flushed_id,
         lineage,
+        fsync,
     })
 }
 
@@ -783,6 +814,7 @@ async fn welcome<'a>(
         flushed_lsn,
         flushed_id,
         lineage,
+        fsync,
     } = hello;
     if kind == PeerKind::Monitor {
         write_frame(writer, &shared.report()).await?;
@@ -863,6 +895,7 @@ async fn welcome<'a>(
         name,
         from_lsn: flushed_lsn,
         start,
+        fsync,
     })
 }
 
@@ -1075,6 +1108,20 @@ async fn ship(
             bytes: e.payload.len() as u64,
         })
         .collect();
+    // Recorded before the frames go out: a replica may ack them before `write_frame`
+    // returns, and an ack beyond `sent_lsn` would be clamped (a sync writer would then
+    // wait for the next ack, up to a heartbeat). A failed write ends the link anyway.
+    let primary_last = shared.store.last_lsn();
+    shared.update(name, generation, |link| {
+        link.status.sent_lsn = last_lsn;
+        link.status.state = if last_lsn >= primary_last {
+            LinkState::Streaming
+        } else {
+            LinkState::CatchingUp
+        };
+        link.in_flight_bytes += shipped.iter().map(|e| e.bytes).sum::<u64>();
+        link.in_flight.extend(shipped);
+    });
     let limit = MAX_FRAME_BYTES - FRAME_SLACK;
     let mut frame: Vec<ByteBuf> = Vec::new();
     let mut frame_bytes = 0;
@@ -1108,17 +1155,6 @@ async fn ship(
     if !frame.is_empty() {
         write_frame(writer, &Message::Entries { payloads: frame }).await?;
     }
-    let primary_last = shared.store.last_lsn();
-    shared.update(name, generation, |link| {
-        link.status.sent_lsn = last_lsn;
-        link.status.state = if last_lsn >= primary_last {
-            LinkState::Streaming
-        } else {
-            LinkState::CatchingUp
-        };
-        link.in_flight_bytes += shipped.iter().map(|e| e.bytes).sum::<u64>();
-        link.in_flight.extend(shipped);
-    });
     Ok(())
 }
 
@@ -1135,9 +1171,11 @@ async fn read_acks(shared: Arc<Shared>, name: String, generation: u64, mut reade
                 let acked = shared.update(&name, generation, |link| {
                     (link.kind, link.acknowledge(flushed_lsn))
                 });
-                // Only a replica moves its slot (its first ack also unpins it).
+                // Only a replica moves its slot (its first ack also unpins it) and may
+                // release sync writers (if it counts).
                 if let Some((PeerKind::Replica, acked)) = acked {
                     shared.slots.advance(&name, acked);
+                    shared.sync.acknowledge(&name, acked);
                 }
             }
             Ok(other) => {

@@ -14,7 +14,7 @@ use serde_bytes::ByteBuf;
 use serde_derive::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::status::ReplicaLink;
+use super::status::{ReplicaLink, SyncState};
 use crate::error::ReplicationError;
 
 /// The protocol version this build speaks.
@@ -64,6 +64,10 @@ pub enum Message {
         flushed_id: (u64, u32),
         /// The lineage of its store's history (see `Store::lineage`).
         lineage: u64,
+        /// Whether it fsyncs its log, so that its acks may count toward a quorum. Absent
+        /// (an older peer): it does not count.
+        #[serde(default)]
+        fsync: bool,
     },
     /// Primary -> peer: accepted; a snapshot (if `snapshot`) and then entries follow.
     Welcome {
@@ -138,6 +142,10 @@ pub enum Message {
         rejected: u64,
         /// Every replica it has seen.
         replicas: Vec<ReplicaLink>,
+        /// Whether sync writes can complete (absent from older primaries, which cannot
+        /// take sync writes: unavailable).
+        #[serde(default)]
+        sync_state: SyncState,
     },
     /// Primary -> replica: the primary's position and clock, sent when idle too, so that
     /// lag in seconds is measured against one clock.
@@ -325,7 +333,7 @@ async fn read_frame_up_to<R: AsyncRead + Unpin>(
 /// Reads one frame, or fails after `timeout`.
 ///
 /// # Errors
-/// As [`read_frame`], and [`ReplicationError::Timeout`].
+/// As [`read_frame`], and [`ReplicationError::NoResponse`].
 pub async fn read_frame_within<R: AsyncRead + Unpin>(
     reader: &mut R,
     timeout: Duration,
@@ -333,7 +341,7 @@ pub async fn read_frame_within<R: AsyncRead + Unpin>(
 ) -> Result<Message, ReplicationError> {
     tokio::time::timeout(timeout, read_frame(reader))
         .await
-        .map_err(|_| ReplicationError::Timeout(format!("no {what} within {timeout:?}")))?
+        .map_err(|_| ReplicationError::NoResponse(format!("no {what} within {timeout:?}")))?
 }
 
 /// Reads one handshake frame (at most [`HANDSHAKE_FRAME_BYTES`]), or fails after `timeout`.
@@ -347,7 +355,7 @@ pub async fn read_handshake_frame<R: AsyncRead + Unpin>(
 ) -> Result<Message, ReplicationError> {
     tokio::time::timeout(timeout, read_frame_up_to(reader, HANDSHAKE_FRAME_BYTES))
         .await
-        .map_err(|_| ReplicationError::Timeout(format!("no {what} within {timeout:?}")))?
+        .map_err(|_| ReplicationError::NoResponse(format!("no {what} within {timeout:?}")))?
 }
 
 /// Writes one frame.
@@ -388,6 +396,7 @@ mod tests {
                 flushed_lsn: 99,
                 flushed_id: (2, 0xdead_beef),
                 lineage: 77,
+                fsync: true,
             },
             Message::Welcome {
                 proof: ByteBuf::from(vec![3; 32]),
@@ -485,7 +494,7 @@ mod tests {
 #[cfg(test)]
 mod fuzz {
     use super::*;
-    use crate::replication::status::{LinkState, ReplicaLink};
+    use crate::replication::status::{LinkState, ReplicaLink, SyncRole};
     use proptest::collection::vec;
     use proptest::prelude::*;
 
@@ -528,6 +537,7 @@ mod fuzz {
             any::<(u64, u64, u64, u64)>(),
             0.0..1e9f64,
             any::<u64>(),
+            prop_oneof![Just(SyncRole::Quorum), Just(SyncRole::Async)],
         )
             .prop_map(
                 |(
@@ -537,6 +547,7 @@ mod fuzz {
                     (sent_lsn, acked_lsn, lag_lsn, lag_bytes),
                     lag_seconds,
                     last_seen_ms,
+                    sync_state,
                 )| {
                     ReplicaLink {
                         name,
@@ -548,6 +559,7 @@ mod fuzz {
                         lag_bytes,
                         lag_seconds,
                         last_seen_ms,
+                        sync_state,
                     }
                 },
             )
@@ -562,10 +574,16 @@ mod fuzz {
                 ".{0,20}",
                 bytes(40),
                 bytes(40),
-                any::<(u64, u64, (u64, u32), u64)>()
+                any::<(u64, u64, (u64, u32), u64, bool)>()
             )
                 .prop_map(
-                    |(kind, name, proof, nonce, (epoch, flushed_lsn, flushed_id, lineage))| {
+                    |(
+                        kind,
+                        name,
+                        proof,
+                        nonce,
+                        (epoch, flushed_lsn, flushed_id, lineage, fsync),
+                    )| {
                         Message::Hello {
                             kind,
                             name,
@@ -575,6 +593,7 @@ mod fuzz {
                             flushed_lsn,
                             flushed_id,
                             lineage,
+                            fsync,
                         }
                     }
                 ),
@@ -628,7 +647,8 @@ mod fuzz {
                     last_lsn,
                     epoch,
                     rejected,
-                    replicas
+                    replicas,
+                    sync_state: SyncState::Degraded,
                 }
             ),
         ]

@@ -266,7 +266,7 @@ async fn connect(shared: &Arc<Shared>) -> Result<(OwnedReadHalf, Writer, u64), R
     let token = options.token.as_deref().unwrap_or("").as_bytes();
     let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(&options.primary))
         .await
-        .map_err(|_| ReplicationError::Timeout(format!("connecting to {}", options.primary)))?
+        .map_err(|_| ReplicationError::NoResponse(format!("connecting to {}", options.primary)))?
         .map_err(|source| ReplicationError::Io {
             context: format!("connecting to {}", options.primary),
             source,
@@ -302,6 +302,7 @@ async fn connect(shared: &Arc<Shared>) -> Result<(OwnedReadHalf, Writer, u64), R
         flushed_lsn,
         flushed_id,
         lineage,
+        fsync: options.store.fsync,
     };
     write_frame(&mut writer, &hello).await?;
     match read_handshake_frame(&mut reader, HANDSHAKE_TIMEOUT, "welcome").await? {
@@ -529,7 +530,7 @@ async fn read_frames(
         let frame = tokio::time::timeout(IDLE_TIMEOUT, read_frame(&mut reader))
             .await
             .unwrap_or_else(|_| {
-                Err(ReplicationError::Timeout(format!(
+                Err(ReplicationError::NoResponse(format!(
                     "nothing from the primary for {IDLE_TIMEOUT:?}"
                 )))
             });
