@@ -1,6 +1,7 @@
 //! Replication under faults, over real TCP on 127.0.0.1 with real files: peers that die,
 //! freeze, stop reading or send garbage mid-snapshot; strangers holding sockets open;
-//! heartbeats after the log was cut; a primary dropped while its tasks are busy.
+//! heartbeats after the log was cut; a primary dropped while its tasks are busy; a
+//! consumer acking as if it were a replica.
 //!
 //! The misbehaving peers are raw sockets speaking the protocol by hand, so that each fault
 //! happens at an exact point of the exchange.
@@ -10,6 +11,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use replikv::codec::{encode_key, KeyRef, Op};
+use replikv::error::{Error, ReplicationError};
 use replikv::replication::handshake::{self, Role};
 use replikv::replication::monitor::fetch_status;
 use replikv::replication::primary::{Primary, PrimaryOptions};
@@ -17,8 +19,8 @@ use replikv::replication::protocol::{
     check_frame_len, decode_frame_body, encode_frame, Message, PeerKind, RefuseCode,
 };
 use replikv::replication::replica::{Replica, ReplicaOptions};
-use replikv::replication::status::LinkState;
-use replikv::store::{Store, StoreOptions};
+use replikv::replication::status::{LinkState, SyncRole};
+use replikv::store::{Durability, Store, StoreOptions};
 use serde_bytes::ByteBuf;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -429,5 +431,52 @@ fn dropping_a_primary_signals_its_tasks_and_returns_without_waiting_for_them() -
         std::net::TcpListener::bind(address).is_ok()
     });
     replica.close()?;
+    Ok(())
+}
+
+#[test]
+fn a_consumers_ack_never_counts_toward_wait_for_or_a_sync_quorum() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (store, primary) = serve(
+        dir.path(),
+        StoreOptions::default(),
+        PrimaryOptions {
+            ship_interval: Duration::ZERO,
+            ..PrimaryOptions::default()
+        },
+    )?;
+    let lsn = store.commit(put("t", "k", vec![0x01]), None)?.lsn;
+    // It even claims to fsync: a consumer keeps no data, so its ack proves nothing.
+    let (mut consumer, welcome) = RawPeer::hello(&primary, PeerKind::Consumer, "cache")?;
+    assert!(
+        matches!(
+            welcome,
+            Message::Welcome {
+                snapshot: false,
+                ..
+            }
+        ),
+        "{welcome:?}"
+    );
+    while !matches!(consumer.recv()?, Message::Entries { .. }) {}
+    consumer.send(&Message::Ack {
+        flushed_lsn: lsn,
+        applied_lsn: lsn,
+    })?;
+    eventually("the consumer's ack to be recorded", || {
+        primary.status().replicas.iter().any(|r| r.acked_lsn == lsn)
+    });
+    assert_eq!(primary.wait_for(lsn, 1, Duration::ZERO), 0);
+    assert_eq!(primary.status().replicas[0].sync_state, SyncRole::Async);
+    let refused = store.commit(put("t", "k", vec![0x02]), Some(Durability::Sync));
+    assert!(
+        matches!(
+            refused,
+            Err(Error::Replication(ReplicationError::SyncUnavailable(_)))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(store.last_lsn(), lsn, "a refused sync write takes no LSN");
+    primary.close();
     Ok(())
 }
