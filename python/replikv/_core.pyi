@@ -461,7 +461,8 @@ class Replica:
             ReplicationError: the link failed for good, with the primary's reason.
         """
     def status(self) -> dict[str, Any]:
-        """state, applied_lsn, flushed_lsn, primary_last_lsn, lag_lsn, lag_seconds, epoch,
+        """state, flushed_lsn (durable in its log: what its acks carry), applied_lsn (what
+        its readers see; today equal), primary_last_lsn, lag_lsn, lag_seconds, epoch,
         connections, snapshots (installed so far), snapshot_progress ((rows received, rows
         in all) while a snapshot arrives, else None), last_error."""
     def close(self) -> None:
@@ -473,7 +474,8 @@ def fetch_status(address: str, *, token: str | None = None, timeout: float = 5.0
     """Asks the primary at ``address`` for its status.
 
     Returns:
-        ``last_lsn``, ``epoch``, ``rejected`` and ``replicas`` (a list of :class:`ReplicaInfo`).
+        ``last_lsn``, ``epoch``, ``rejected``, ``sync_state`` (as ``Primary.sync_state``)
+        and ``replicas`` (a list of :class:`ReplicaInfo`).
     """
 
 def encode_value(value: Any, /) -> bytes:

@@ -470,8 +470,9 @@ impl PyReplica {
         self.store.bind(py).get().get(py, table, key, default)
     }
 
-    /// The link's state and lag: `state`, `applied_lsn`, `primary_last_lsn`, `lag_lsn`,
-    /// `lag_seconds`, `epoch`, `connections`, `snapshots` (installed so far),
+    /// The link's state and lag: `state`, `flushed_lsn` (durable in its log: what its acks
+    /// carry), `applied_lsn` (what its readers see; today equal), `primary_last_lsn`,
+    /// `lag_lsn`, `lag_seconds`, `epoch`, `connections`, `snapshots` (installed so far),
     /// `snapshot_progress` (rows received and rows in all, while one arrives), `last_error`.
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
         owned(py, self.replica.store())?;
@@ -492,6 +493,8 @@ impl PyReplica {
         status.set_item("name", self.replica.name())?;
         status.set_item("primary", self.replica.primary())?;
         status.set_item("state", state.state.name())?;
+        // A follower applies each batch as it makes it durable: the two positions are
+        // reported apart so that callers never rely on that.
         status.set_item("applied_lsn", applied)?;
         status.set_item("flushed_lsn", applied)?;
         status.set_item("primary_last_lsn", state.primary_last_lsn)?;
@@ -563,8 +566,8 @@ impl PyReplica {
     }
 }
 
-/// Asks the primary at `address` for its status: `last_lsn`, `epoch`, `rejected` and
-/// `replicas` (a list of `ReplicaInfo`).
+/// Asks the primary at `address` for its status: `last_lsn`, `epoch`, `rejected`,
+/// `sync_state` (as `Primary.sync_state`) and `replicas` (a list of `ReplicaInfo`).
 #[pyfunction]
 #[pyo3(signature = (address, *, token = None, timeout = 5.0))]
 pub(crate) fn fetch_status<'py>(
