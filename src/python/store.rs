@@ -538,6 +538,11 @@ fn commit_ops(
 /// `KeyboardInterrupt` then carries the receipt so far (`.receipt`; a sync write not yet
 /// acknowledged by its quorum is marked degraded), since the write is committed.
 pub(crate) fn await_receipt(py: Python<'_>, committed: &Committed) -> PyResult<PyReceipt> {
+    // Local and async writes settle at once: asking costs no GIL release, which a busy
+    // interpreter can make cost up to its switch interval.
+    if let Some(receipt) = run(py, || committed.wait(Duration::ZERO))? {
+        return Ok(receipt.into());
+    }
     loop {
         if let Some(receipt) = run_detached(py, || committed.wait(SIGNAL_CHECK))? {
             return Ok(receipt.into());
