@@ -284,6 +284,7 @@ def test_table_modes_and_default_durability_pick_each_writes_durability(
         [info] = primary.status()
         assert (info.name, info.sync_state) == ("a", "quorum")
         assert replikv._core.fetch_status(primary.address, token=TOKEN)["sync_state"] == "ok"
+        assert "sync_state=ok" in repr(primary)
         primary.close()
         assert store.put("events", 4, "open").durability == "local"
         restarted = replikv.Primary(

@@ -343,11 +343,12 @@ impl PyPrimary {
         }
         let status = self.primary.status();
         format!(
-            "<Primary {} last_lsn={} epoch={} replicas={}>",
+            "<Primary {} last_lsn={} epoch={} replicas={} sync_state={}>",
             self.primary.address(),
             status.last_lsn,
             status.epoch,
-            status.replicas.len()
+            status.replicas.len(),
+            status.sync_state.name()
         )
     }
 }

@@ -480,6 +480,50 @@ mod tests {
     }
 
     #[test]
+    fn a_hello_from_a_peer_that_predates_the_fsync_field_reads_as_not_fsyncing() {
+        /// The first two messages as a peer without the `fsync` field encodes them.
+        #[derive(Serialize)]
+        #[allow(dead_code)] // `Challenge` is never built: it keeps `Hello` at its index.
+        enum Older {
+            Challenge {
+                nonce: ByteBuf,
+            },
+            Hello {
+                kind: PeerKind,
+                name: String,
+                proof: ByteBuf,
+                nonce: ByteBuf,
+                epoch: u64,
+                flushed_lsn: u64,
+                flushed_id: (u64, u32),
+                lineage: u64,
+            },
+        }
+        let older = Older::Hello {
+            kind: PeerKind::Replica,
+            name: "eu-1".into(),
+            proof: ByteBuf::from(vec![1; 32]),
+            nonce: ByteBuf::from(vec![2; 32]),
+            epoch: 3,
+            flushed_lsn: 99,
+            flushed_id: (2, 7),
+            lineage: 77,
+        };
+        let decoded: Message = rmp_serde::from_slice(&rmp_serde::to_vec(&older).unwrap()).unwrap();
+        assert!(
+            matches!(
+                decoded,
+                Message::Hello {
+                    fsync: false,
+                    flushed_lsn: 99,
+                    ..
+                }
+            ),
+            "{decoded:?}"
+        );
+    }
+
+    #[test]
     fn a_message_too_large_for_a_frame_is_refused_on_encode() {
         let huge = Message::Entries {
             payloads: vec![ByteBuf::from(vec![0; MAX_FRAME_BYTES])],
