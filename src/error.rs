@@ -138,6 +138,12 @@ pub enum StoreError {
         /// The LSN it was given.
         got: u64,
     },
+    /// A second primary for a store that a primary serves already.
+    #[error("store {path} is already served by a Primary: close that one first")]
+    AlreadyServed {
+        /// The store's directory.
+        path: PathBuf,
+    },
     /// The writer lock stayed held by another thread's transaction (a bounded wait ended).
     #[error("another thread's transaction holds the writer lock")]
     Busy,
@@ -255,6 +261,23 @@ pub enum ReplicationError {
         /// Why, as the peer said it.
         reason: String,
     },
+    /// A sync write whose quorum did not acknowledge it within the sync timeout. It is
+    /// committed locally (and shipped as an async write would be).
+    #[error(
+        "sync write at LSN {lsn} was not acknowledged by a quorum of replicas within the \
+         sync timeout (acknowledged by {}); it is committed on the primary: \
+         Primary.wait_for(lsn, replicas=quorum) can confirm it later",
+        if acked_by.is_empty() { "none".to_owned() } else { acked_by.join(", ") }
+    )]
+    Timeout {
+        /// The write's LSN.
+        lsn: u64,
+        /// The counting replicas that had acknowledged it.
+        acked_by: Vec<String>,
+    },
+    /// A sync write refused before it committed: it could not be acknowledged.
+    #[error("sync write refused: {0}")]
+    SyncUnavailable(String),
     /// A network failure under the protocol.
     #[error(transparent)]
     Net(#[from] NetError),

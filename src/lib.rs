@@ -6,13 +6,14 @@
 //!
 //! ```
 //! use replikv::codec::{encode_key, KeyRef, Op};
-//! use replikv::store::{Store, StoreOptions};
+//! use replikv::store::{Durability, Store, StoreOptions};
 //!
 //! let dir = tempfile::tempdir()?;
 //! let store = Store::open(dir.path().join("db"), StoreOptions::default())?;
 //! let key = encode_key(KeyRef::Str("ana@example.com"));
-//! let lsn = store.commit(vec![Op { table: "subscribers".into(), key: key.clone(), value: Some(b"\x80".to_vec()) }])?;
-//! assert_eq!(lsn, 1);
+//! let receipt = store.commit(vec![Op { table: "subscribers".into(), key: key.clone(), value: Some(b"\x80".to_vec()) }], None)?;
+//! // No primary serves this store: the write is durable here only.
+//! assert_eq!((receipt.lsn, receipt.durability), (1, Durability::Local));
 //! assert_eq!(store.get_with("subscribers", &key, |v| v.map(<[u8]>::to_vec))?, Some(b"\x80".to_vec()));
 //! store.close()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())

@@ -36,16 +36,22 @@ fn a_follower_applying_the_primarys_entries_has_equal_checksums_and_entry_ids() 
     let dir = tempfile::tempdir()?;
     let primary = Store::open(dir.path().join("primary"), StoreOptions::default())?;
     for i in 0..50 {
-        primary.commit(vec![
-            put("subscribers", &format!("s{i}"), b"\x81\xa1a\x01"),
-            put("events", &format!("e{i}"), b"\xc0"),
-        ])?;
+        primary.commit(
+            vec![
+                put("subscribers", &format!("s{i}"), b"\x81\xa1a\x01"),
+                put("events", &format!("e{i}"), b"\xc0"),
+            ],
+            None,
+        )?;
     }
-    primary.commit(vec![Op {
-        table: "subscribers".into(),
-        key: encode_key(KeyRef::Str("s3")),
-        value: None,
-    }])?;
+    primary.commit(
+        vec![Op {
+            table: "subscribers".into(),
+            key: encode_key(KeyRef::Str("s3")),
+            value: None,
+        }],
+        None,
+    )?;
     let follower = Store::open(dir.path().join("follower"), follower_options())?;
     let payloads = all_payloads(&primary)?;
     let (first, rest) = payloads.split_at(20);
@@ -72,11 +78,11 @@ fn a_follower_refuses_user_writes_and_entries_out_of_order() -> TestResult {
     let dir = tempfile::tempdir()?;
     let primary = Store::open(dir.path().join("primary"), StoreOptions::default())?;
     for i in 0..5 {
-        primary.commit(vec![put("t", &format!("k{i}"), b"\x01")])?;
+        primary.commit(vec![put("t", &format!("k{i}"), b"\x01")], None)?;
     }
     let follower = Store::open(dir.path().join("follower"), follower_options())?;
     assert!(matches!(
-        follower.commit(vec![put("t", "x", b"\x01")]),
+        follower.commit(vec![put("t", "x", b"\x01")], None),
         Err(Error::Store(StoreError::ReadOnly { .. }))
     ));
     assert!(matches!(
@@ -145,10 +151,13 @@ fn a_snapshot_installs_every_table_at_one_lsn_and_streaming_continues_after_it()
     let dir = tempfile::tempdir()?;
     let primary = Store::open(dir.path().join("primary"), StoreOptions::default())?;
     for i in 0..40 {
-        primary.commit(vec![
-            put("subscribers", &format!("s{i}"), b"\x01"),
-            put("events", &format!("e{i}"), b"\x02"),
-        ])?;
+        primary.commit(
+            vec![
+                put("subscribers", &format!("s{i}"), b"\x01"),
+                put("events", &format!("e{i}"), b"\x02"),
+            ],
+            None,
+        )?;
     }
     let follower = Store::open(dir.path().join("follower"), follower_options())?;
     follower.append_replicated(&all_payloads(&primary)?[..5])?;
@@ -161,7 +170,7 @@ fn a_snapshot_installs_every_table_at_one_lsn_and_streaming_continues_after_it()
         41,
         "the follower's log starts after the snapshot"
     );
-    primary.commit(vec![put("events", "later", b"\x03")])?;
+    primary.commit(vec![put("events", "later", b"\x03")], None)?;
     let mut position = LogPosition::after(40);
     let later: Vec<Vec<u8>> = primary
         .read_log_raw(&mut position, 10, usize::MAX)?
@@ -181,7 +190,7 @@ fn a_snapshot_interrupted_before_its_commit_point_leaves_the_old_state() -> Test
     let dir = tempfile::tempdir()?;
     let primary = Store::open(dir.path().join("primary"), StoreOptions::default())?;
     for i in 0..10 {
-        primary.commit(vec![put("t", &format!("k{i}"), b"\x01")])?;
+        primary.commit(vec![put("t", &format!("k{i}"), b"\x01")], None)?;
     }
     let follower = Store::open(dir.path().join("follower"), follower_options())?;
     follower.append_replicated(&all_payloads(&primary)?[..3])?;
@@ -209,7 +218,7 @@ fn a_snapshot_whose_checksums_do_not_match_is_refused_and_nothing_changes() -> T
     let dir = tempfile::tempdir()?;
     let primary = Store::open(dir.path().join("primary"), StoreOptions::default())?;
     for i in 0..10 {
-        primary.commit(vec![put("t", &format!("k{i}"), b"\x01")])?;
+        primary.commit(vec![put("t", &format!("k{i}"), b"\x01")], None)?;
     }
     let follower = Store::open(dir.path().join("follower"), follower_options())?;
     let view = primary.snapshot_view()?;
@@ -224,7 +233,7 @@ fn a_snapshot_whose_checksums_do_not_match_is_refused_and_nothing_changes() -> T
     Ok(())
 }
 
-fn is_read_only(result: &Result<u64, Error>, why: ReadOnlyReason) -> bool {
+fn is_read_only<T>(result: &Result<T, Error>, why: ReadOnlyReason) -> bool {
     matches!(result, Err(Error::Store(StoreError::ReadOnly { why: w, .. })) if *w == why)
 }
 
@@ -232,7 +241,7 @@ fn is_read_only(result: &Result<u64, Error>, why: ReadOnlyReason) -> bool {
 fn a_replicas_store_opened_as_a_plain_store_is_read_only_and_says_how_to_detach() -> TestResult {
     let dir = tempfile::tempdir()?;
     let primary = Store::open(dir.path().join("primary"), StoreOptions::default())?;
-    primary.commit(vec![put("t", "a", b"\x01")])?;
+    primary.commit(vec![put("t", "a", b"\x01")], None)?;
     // A new follower is marked in the transaction that creates its tables: even one that
     // never received an entry is a replica's.
     for (name, entries) in [("empty", 0), ("following", 1)] {
@@ -245,7 +254,7 @@ fn a_replicas_store_opened_as_a_plain_store_is_read_only_and_says_how_to_detach(
             plain.read_only_reason(),
             Some(ReadOnlyReason::BelongsToReplica)
         );
-        let refused = plain.commit(vec![put("t", "b", b"\x02")]);
+        let refused = plain.commit(vec![put("t", "b", b"\x02")], None);
         let message = refused.as_ref().map_err(ToString::to_string).unwrap_err();
         assert!(
             message.contains("belongs to a replica") && message.contains("replikv detach"),
@@ -272,7 +281,7 @@ fn a_replicas_store_opened_as_a_plain_store_is_read_only_and_says_how_to_detach(
 fn a_detached_replica_store_is_writable_with_a_lineage_of_its_own() -> TestResult {
     let dir = tempfile::tempdir()?;
     let primary = Store::open(dir.path().join("primary"), StoreOptions::default())?;
-    primary.commit(vec![put("t", "a", b"\x01")])?;
+    primary.commit(vec![put("t", "a", b"\x01")], None)?;
     let path = dir.path().join("replica");
     let follower = Store::open(&path, follower_options())?;
     follower.adopt_lineage(primary.lineage()?)?;
@@ -290,7 +299,7 @@ fn a_detached_replica_store_is_writable_with_a_lineage_of_its_own() -> TestResul
     let detached = Store::open(&path, StoreOptions::default())?;
     assert_eq!(detached.read_only_reason(), None);
     assert_ne!(detached.lineage()?, primary.lineage()?);
-    assert_eq!(detached.commit(vec![put("t", "b", b"\x02")])?, 2);
+    assert_eq!(detached.commit(vec![put("t", "b", b"\x02")], None)?.lsn, 2);
     detached.close()?;
     assert!(
         Store::detach(dir.path().join("missing")).is_err(),
@@ -305,7 +314,7 @@ fn a_plain_store_becomes_a_replicas_once_it_takes_on_a_primarys_history_not_on_o
 {
     let dir = tempfile::tempdir()?;
     let primary = Store::open(dir.path().join("primary"), StoreOptions::default())?;
-    primary.commit(vec![put("t", "a", b"\x01")])?;
+    primary.commit(vec![put("t", "a", b"\x01")], None)?;
     let path = dir.path().join("store");
     Store::open(&path, StoreOptions::default())?.close()?;
     // Opened as a follower by mistake (a wrong --data): nothing is marked.
@@ -319,7 +328,7 @@ fn a_plain_store_becomes_a_replicas_once_it_takes_on_a_primarys_history_not_on_o
     follower.close()?;
     let plain = Store::open(&path, StoreOptions::default())?;
     assert!(is_read_only(
-        &plain.commit(vec![put("t", "b", b"\x01")]),
+        &plain.commit(vec![put("t", "b", b"\x01")], None),
         ReadOnlyReason::BelongsToReplica
     ));
     plain.close()?;
@@ -342,7 +351,7 @@ fn exclusive_work_on_a_follower_never_races_its_replicated_appends() -> TestResu
     let dir = tempfile::tempdir()?;
     let primary = Store::open(dir.path().join("primary"), StoreOptions::default())?;
     for i in 0..2000 {
-        primary.commit(vec![put("t", &format!("k{i}"), b"\x01")])?;
+        primary.commit(vec![put("t", &format!("k{i}"), b"\x01")], None)?;
     }
     let fast = StoreOptions {
         fsync: false,

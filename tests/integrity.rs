@@ -47,11 +47,14 @@ fn flip_inside(path: &Path, needle: &[u8]) -> usize {
 
 fn store_with_canary(dir: &Path) -> Result<(), Error> {
     let store = Store::open(dir, StoreOptions::default())?;
-    store.commit(vec![
-        put("subscribers", "ana@example.com", CANARY),
-        put("subscribers", "bob@example.com", b"\xc3"),
-        put("events", "e1", b"\xc2"),
-    ])?;
+    store.commit(
+        vec![
+            put("subscribers", "ana@example.com", CANARY),
+            put("subscribers", "bob@example.com", b"\xc3"),
+            put("events", "e1", b"\xc2"),
+        ],
+        None,
+    )?;
     store.close()
 }
 
@@ -109,7 +112,7 @@ fn a_byte_flipped_in_a_stored_value_is_reported_by_get_scan_and_scrub() -> TestR
     assert!(report.damaged[0].reason.contains("CRC"));
 
     // Overwriting the damaged row repairs the row, never fails the write.
-    store.commit(vec![put("subscribers", "ana@example.com", b"\xc2")])?;
+    store.commit(vec![put("subscribers", "ana@example.com", b"\xc2")], None)?;
     store.close()?;
     let store = Store::open(dir.path(), StoreOptions::default())?;
     assert_eq!(
@@ -131,13 +134,16 @@ fn scrub_of_a_sound_store_checks_every_row_including_unflushed_writes() -> TestR
     let dir = tempfile::tempdir()?;
     let store = Store::open(dir.path(), StoreOptions::default())?;
     for i in 0..100 {
-        store.commit(vec![put("t", &format!("k{i:03}"), &[0x01])])?;
+        store.commit(vec![put("t", &format!("k{i:03}"), &[0x01])], None)?;
     }
-    store.commit(vec![Op {
-        table: "t".into(),
-        key: key("k007"),
-        value: None,
-    }])?;
+    store.commit(
+        vec![Op {
+            table: "t".into(),
+            key: key("k007"),
+            value: None,
+        }],
+        None,
+    )?;
     let report = store.scrub(&mut |_| true)?;
     assert!(report.ok(), "{report:?}");
     assert_eq!(report.rows_checked(), 99);
@@ -217,7 +223,7 @@ fn a_format_1_store_is_migrated_on_open_and_keeps_its_data_and_checksums() -> Te
             )
         })
         .collect();
-    store.commit(rows)?;
+    store.commit(rows, None)?;
     let before = store.checksum()?;
     store.close()?;
     let tables = dir.path().join("tables.redb");

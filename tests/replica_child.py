@@ -8,8 +8,8 @@ import time
 import replikv
 
 
-def main(path: str, primary: str) -> None:
-    replica = replikv.Replica(path, primary=primary, name="child", token="t0ken")
+def main(path: str, primary: str, name: str = "child") -> None:
+    replica = replikv.Replica(path, primary=primary, name=name, token="t0ken")
     print("ready", flush=True)
     while True:
         time.sleep(0.01)
@@ -17,4 +17,4 @@ def main(path: str, primary: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:4])

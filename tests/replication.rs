@@ -40,7 +40,7 @@ fn replica_options(primary: &Primary, token: Option<&str>, name: &str) -> Replic
 fn follower_of_another_store(dir: &std::path::Path, entries: usize) -> TestResult {
     let other = Store::open(dir.join("other"), StoreOptions::default())?;
     for i in 0..entries {
-        other.commit(put(&format!("theirs{i}"), vec![0x09]))?;
+        other.commit(put(&format!("theirs{i}"), vec![0x09]), None)?;
     }
     let mut position = replikv::log::LogPosition::after(0);
     let theirs: Vec<Vec<u8>> = other
@@ -72,7 +72,7 @@ fn a_replica_streams_every_entry_and_ends_with_the_primarys_checksums() -> TestR
     let dir = tempfile::tempdir()?;
     let store = Store::open(dir.path().join("primary"), StoreOptions::default())?;
     for i in 0..20 {
-        store.commit(put(&format!("before{i}"), vec![0xc0]))?;
+        store.commit(put(&format!("before{i}"), vec![0xc0]), None)?;
     }
     let primary = Primary::start(store.clone(), primary_options(Some("s3cret")))?;
     let replica = Replica::start(
@@ -80,7 +80,7 @@ fn a_replica_streams_every_entry_and_ends_with_the_primarys_checksums() -> TestR
         replica_options(&primary, Some("s3cret"), "eu-1"),
     )?;
     for i in 0..200 {
-        store.commit(put(&format!("after{i}"), vec![0xa1, b'x']))?;
+        store.commit(put(&format!("after{i}"), vec![0xa1, b'x']), None)?;
     }
     eventually("the replica to catch up", || {
         replica.store().last_lsn() == 220
@@ -110,13 +110,13 @@ fn a_restarted_replica_resumes_where_it_stopped() -> TestResult {
         replica_options(&primary, None, "r1"),
     )?;
     for i in 0..50 {
-        store.commit(put(&format!("a{i}"), vec![0x01]))?;
+        store.commit(put(&format!("a{i}"), vec![0x01]), None)?;
     }
     eventually("the first half", || replica.store().last_lsn() == 50);
     replica.close()?;
     drop(replica);
     for i in 0..50 {
-        store.commit(put(&format!("b{i}"), vec![0x02]))?;
+        store.commit(put(&format!("b{i}"), vec![0x02]), None)?;
     }
     let replica = Replica::start(
         dir.path().join("replica"),
@@ -148,7 +148,7 @@ fn an_entry_larger_than_a_frame_arrives_whole() -> TestResult {
             value: Some(vec![i as u8; 1 << 20]),
         })
         .collect();
-    store.commit(ops)?;
+    store.commit(ops, None)?;
     eventually("the 40 MiB entry", || replica.store().last_lsn() == 1);
     assert_eq!(replica.store().checksum()?, store.checksum()?);
     Ok(())
@@ -167,7 +167,7 @@ fn a_wrong_token_is_refused_and_counted_while_others_keep_streaming() -> TestRes
         dir.path().join("bad"),
         replica_options(&primary, Some("wrong"), "bad"),
     )?;
-    store.commit(put("k", vec![0x01]))?;
+    store.commit(put("k", vec![0x01]), None)?;
     eventually("the bad replica to give up", || {
         bad.state().state == LinkState::Failed
     });
@@ -187,7 +187,7 @@ fn a_replica_whose_history_forks_is_refused_as_diverged() -> TestResult {
     let dir = tempfile::tempdir()?;
     follower_of_another_store(dir.path(), 1)?;
     let store = Store::open(dir.path().join("primary"), StoreOptions::default())?;
-    store.commit(put("ours", vec![0x01]))?;
+    store.commit(put("ours", vec![0x01]), None)?;
     let primary = Primary::start(store.clone(), primary_options(None))?;
     let replica = Replica::start(
         dir.path().join("replica"),
@@ -219,7 +219,7 @@ fn a_monitor_gets_the_status_report_with_the_token_and_is_refused_without() -> T
         dir.path().join("replica"),
         replica_options(&primary, Some("tok"), "r1"),
     )?;
-    store.commit(put("k", vec![0x01]))?;
+    store.commit(put("k", vec![0x01]), None)?;
     eventually("the replica", || replica.store().last_lsn() == 1);
     let address = primary.address().to_string();
     let report = fetch_status(&address, Some("tok"), Duration::from_secs(10))?;
@@ -239,7 +239,7 @@ fn a_replica_behind_the_retained_log_is_reseeded_by_a_snapshot_and_converges() -
     };
     let store = Store::open(dir.path().join("primary"), options)?;
     for i in 0..300 {
-        store.commit(put(&format!("k{i}"), vec![0xa5; 30]))?;
+        store.commit(put(&format!("k{i}"), vec![0xa5; 30]), None)?;
     }
     let primary = Primary::start(
         store.clone(),
@@ -268,7 +268,7 @@ fn a_replica_behind_the_retained_log_is_reseeded_by_a_snapshot_and_converges() -
     });
     assert_eq!(replica.state().snapshots, 0, "no second snapshot");
     for i in 0..20 {
-        store.commit(put(&format!("after{i}"), vec![0x01]))?;
+        store.commit(put(&format!("after{i}"), vec![0x01]), None)?;
     }
     eventually("the stream after it", || {
         replica.store().last_lsn() == store.last_lsn()
@@ -280,7 +280,7 @@ fn a_replica_behind_the_retained_log_is_reseeded_by_a_snapshot_and_converges() -
         dir.path().join("replica"),
         replica_options(&primary, None, "late"),
     )?;
-    store.commit(put("last", vec![0x02]))?;
+    store.commit(put("last", vec![0x02]), None)?;
     eventually("a plain resume", || {
         again.store().last_lsn() == store.last_lsn()
     });
@@ -302,7 +302,7 @@ fn a_store_of_another_lineage_behind_the_log_is_refused_not_overwritten() -> Tes
     follower_of_another_store(dir.path(), 5)?;
     let store = Store::open(dir.path().join("primary"), options)?;
     for i in 0..300 {
-        store.commit(put(&format!("k{i}"), vec![0xa5; 30]))?;
+        store.commit(put(&format!("k{i}"), vec![0xa5; 30]), None)?;
     }
     let primary = Primary::start(
         store.clone(),

@@ -1,6 +1,7 @@
 //! Replication under faults, over real TCP on 127.0.0.1 with real files: peers that die,
 //! freeze, stop reading or send garbage mid-snapshot; strangers holding sockets open;
-//! heartbeats after the log was cut; a primary dropped while its tasks are busy.
+//! heartbeats after the log was cut; a primary dropped while its tasks are busy; a
+//! consumer acking as if it were a replica.
 //!
 //! The misbehaving peers are raw sockets speaking the protocol by hand, so that each fault
 //! happens at an exact point of the exchange.
@@ -10,6 +11,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use replikv::codec::{encode_key, KeyRef, Op};
+use replikv::error::{Error, ReplicationError};
 use replikv::replication::handshake::{self, Role};
 use replikv::replication::monitor::fetch_status;
 use replikv::replication::primary::{Primary, PrimaryOptions};
@@ -17,8 +19,8 @@ use replikv::replication::protocol::{
     check_frame_len, decode_frame_body, encode_frame, Message, PeerKind, RefuseCode,
 };
 use replikv::replication::replica::{Replica, ReplicaOptions};
-use replikv::replication::status::LinkState;
-use replikv::store::{Store, StoreOptions};
+use replikv::replication::status::{LinkState, SyncRole};
+use replikv::store::{Durability, Store, StoreOptions};
 use serde_bytes::ByteBuf;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -59,7 +61,10 @@ fn primary_needing_snapshots(
         },
     )?;
     for i in 0..mib {
-        store.commit(put("bulk", &format!("row{i:04}"), vec![0x5a; 1 << 20]))?;
+        store.commit(
+            put("bulk", &format!("row{i:04}"), vec![0x5a; 1 << 20]),
+            None,
+        )?;
     }
     let primary = Primary::start(
         store.clone(),
@@ -81,7 +86,7 @@ fn primary_needing_snapshots(
 /// dropped while the log is over it, all but the last one).
 fn assert_the_byte_cap_holds(store: &Store, primary: &Primary) -> TestResult {
     for i in 0..8 {
-        store.commit(put("more", &format!("m{i}"), vec![0x11; 512 << 10]))?;
+        store.commit(put("more", &format!("m{i}"), vec![0x11; 512 << 10]), None)?;
     }
     eventually("the byte cap to hold", || {
         primary.retain().is_ok_and(|_| {
@@ -157,7 +162,7 @@ impl RawPeer {
             flushed_lsn: 0,
             flushed_id: (0, 0),
             lineage: 0,
-            durable: false,
+            fsync: true,
         })?;
         let welcome = peer.recv()?;
         Ok((peer, welcome))
@@ -233,7 +238,7 @@ fn a_peer_that_stops_reading_while_streaming_is_dropped_after_the_stall_timeout(
     ));
     // More than any socket buffer holds, and the peer reads none of it.
     for i in 0..24 {
-        store.commit(put("t", &format!("k{i}"), vec![0x33; 1 << 20]))?;
+        store.commit(put("t", &format!("k{i}"), vec![0x33; 1 << 20]), None)?;
     }
     eventually("the deaf link to be dropped", || {
         primary.status().replicas[0].state == LinkState::Disconnected
@@ -270,7 +275,7 @@ fn strangers_holding_sockets_open_never_lock_out_monitors_or_replicas() -> TestR
             store: StoreOptions::default(),
         },
     )?;
-    store.commit(put("t", "k", vec![0x01]))?;
+    store.commit(put("t", "k", vec![0x01]), None)?;
     eventually("the replica to stream", || replica.store().last_lsn() == 1);
     // The oldest strangers were told why they were dropped, not just hung up on.
     // (A stranger displaced before its task ran gets no challenge first.)
@@ -311,7 +316,7 @@ fn a_heartbeat_reports_the_lag_of_entries_in_flight_even_after_the_log_was_cut()
     let (mut peer, _) = RawPeer::hello(&primary, PeerKind::Replica, "slow")?;
     let before = replikv::replication::status::now_ms();
     for i in 0..300 {
-        store.commit(put("t", &format!("k{i}"), vec![0xa5; 30]))?;
+        store.commit(put("t", &format!("k{i}"), vec![0xa5; 30]), None)?;
     }
     // Everything is shipped; the peer acks nothing past 0, so entry 1 stays its oldest
     // missing one, and then the cap cuts it from the log.
@@ -410,7 +415,7 @@ fn dropping_a_primary_signals_its_tasks_and_returns_without_waiting_for_them() -
     eventually("the replica to connect", || {
         replica.state().connections == 1
     });
-    store.commit(put("t", "k", vec![0x01]))?;
+    store.commit(put("t", "k", vec![0x01]), None)?;
     eventually("the shipment", || replica.store().last_lsn() == 1);
     // The notifier polls every 50 ms: by now it has seen the commit and is pausing.
     std::thread::sleep(Duration::from_millis(500));
@@ -426,5 +431,52 @@ fn dropping_a_primary_signals_its_tasks_and_returns_without_waiting_for_them() -
         std::net::TcpListener::bind(address).is_ok()
     });
     replica.close()?;
+    Ok(())
+}
+
+#[test]
+fn a_consumers_ack_never_counts_toward_wait_for_or_a_sync_quorum() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (store, primary) = serve(
+        dir.path(),
+        StoreOptions::default(),
+        PrimaryOptions {
+            ship_interval: Duration::ZERO,
+            ..PrimaryOptions::default()
+        },
+    )?;
+    let lsn = store.commit(put("t", "k", vec![0x01]), None)?.lsn;
+    // It even claims to fsync: a consumer keeps no data, so its ack proves nothing.
+    let (mut consumer, welcome) = RawPeer::hello(&primary, PeerKind::Consumer, "cache")?;
+    assert!(
+        matches!(
+            welcome,
+            Message::Welcome {
+                snapshot: false,
+                ..
+            }
+        ),
+        "{welcome:?}"
+    );
+    while !matches!(consumer.recv()?, Message::Entries { .. }) {}
+    consumer.send(&Message::Ack {
+        flushed_lsn: lsn,
+        applied_lsn: lsn,
+    })?;
+    eventually("the consumer's ack to be recorded", || {
+        primary.status().replicas.iter().any(|r| r.acked_lsn == lsn)
+    });
+    assert_eq!(primary.wait_for(lsn, 1, Duration::ZERO), 0);
+    assert_eq!(primary.status().replicas[0].sync_state, SyncRole::Async);
+    let refused = store.commit(put("t", "k", vec![0x02]), Some(Durability::Sync));
+    assert!(
+        matches!(
+            refused,
+            Err(Error::Replication(ReplicationError::SyncUnavailable(_)))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(store.last_lsn(), lsn, "a refused sync write takes no LSN");
+    primary.close();
     Ok(())
 }

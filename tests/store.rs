@@ -118,15 +118,22 @@ fn test_put_get_delete_round_trip_with_dense_lsns_from_one() -> TestResult {
     );
 
     assert_eq!(
-        store.commit(vec![put("subscribers", "ana", b"\x81\xa1n\xa3Ana")])?,
+        store
+            .commit(vec![put("subscribers", "ana", b"\x81\xa1n\xa3Ana")], None)?
+            .lsn,
         1
     );
     assert_eq!(store.last_lsn(), 1);
-    assert_eq!(store.commit(vec![put("subscribers", "bo", b"bo-1")])?, 2);
+    assert_eq!(
+        store
+            .commit(vec![put("subscribers", "bo", b"bo-1")], None)?
+            .lsn,
+        2
+    );
     assert_eq!(store.last_lsn(), 2);
     let two_ops = vec![put("subscribers", "bo", b"bo-2"), put("events", "e1", b"")];
     assert_eq!(
-        store.commit(two_ops)?,
+        store.commit(two_ops, None)?.lsn,
         3,
         "a transaction of several ops takes one LSN"
     );
@@ -152,7 +159,10 @@ fn test_put_get_delete_round_trip_with_dense_lsns_from_one() -> TestResult {
         "tables do not share keys"
     );
 
-    assert_eq!(store.commit(vec![delete("subscribers", "ana")])?, 4);
+    assert_eq!(
+        store.commit(vec![delete("subscribers", "ana")], None)?.lsn,
+        4
+    );
     assert_eq!(store.last_lsn(), 4);
     assert_eq!(
         get(&store, "subscribers", "ana"),
@@ -161,7 +171,9 @@ fn test_put_get_delete_round_trip_with_dense_lsns_from_one() -> TestResult {
     );
     assert_eq!(get(&store, "subscribers", "bo"), Some(b"bo-2".to_vec()));
     assert_eq!(
-        store.commit(vec![delete("subscribers", "never-written")])?,
+        store
+            .commit(vec![delete("subscribers", "never-written")], None)?
+            .lsn,
         5,
         "deleting a missing key is still a committed entry"
     );
@@ -193,14 +205,16 @@ fn test_reopen_after_close_keeps_data_and_continues_lsns_and_a_second_opener_is_
     }
 
     for i in 1..=5u8 {
-        let lsn = store.commit(vec![put("templates", &format!("t{i}"), &[i; 3])])?;
+        let lsn = store
+            .commit(vec![put("templates", &format!("t{i}"), &[i; 3])], None)?
+            .lsn;
         assert_eq!(
             lsn,
             u64::from(i),
             "the refused opener did not disturb the owner"
         );
     }
-    store.commit(vec![delete("templates", "t2")])?;
+    store.commit(vec![delete("templates", "t2")], None)?;
     let before = store.checksum()?;
 
     // A clone outlives close(): close() itself, not the last handle, must release the files.
@@ -216,7 +230,7 @@ fn test_reopen_after_close_keeps_data_and_continues_lsns_and_a_second_opener_is_
     );
     assert!(
         matches!(
-            clone.commit(vec![put("templates", "late", b"x")]),
+            clone.commit(vec![put("templates", "late", b"x")], None),
             Err(Error::Store(StoreError::Closed { .. }))
         ),
         "a closed store refuses writes"
@@ -242,7 +256,9 @@ fn test_reopen_after_close_keeps_data_and_continues_lsns_and_a_second_opener_is_
         "the refused write left no trace"
     );
     assert_eq!(
-        reopened.commit(vec![put("templates", "t7", b"7")])?,
+        reopened
+            .commit(vec![put("templates", "t7", b"7")], None)?
+            .lsn,
         7,
         "LSNs continue densely"
     );
@@ -263,7 +279,7 @@ fn test_reopen_after_drop_without_close_or_a_crash_replays_the_log_after_the_las
             3 => delete("subscribers", &format!("s{}", i - 1)),
             _ => put("subscribers", &format!("s{}", i % 5), &[i; 16]),
         };
-        store.commit(vec![op, put("events", &format!("e{i}"), &[i])])?;
+        store.commit(vec![op, put("events", &format!("e{i}"), &[i])], None)?;
     }
     let rows: Vec<_> = (0..5)
         .map(|i| get(&store, "subscribers", &format!("s{i}")))
@@ -301,7 +317,9 @@ fn test_reopen_after_drop_without_close_or_a_crash_replays_the_log_after_the_las
             );
         }
         assert_eq!(
-            reopened.commit(vec![put("events", "after", b"x")])?,
+            reopened
+                .commit(vec![put("events", "after", b"x")], None)?
+                .lsn,
             12,
             "{at}: LSNs continue densely"
         );
@@ -332,8 +350,8 @@ fn test_checksums_are_equal_for_equal_ops_differ_on_a_changed_value_and_ignore_o
     let a = Store::open(tmp.path().join("a"), StoreOptions::default())?;
     let b = Store::open(tmp.path().join("b"), StoreOptions::default())?;
     for transaction in &ops {
-        a.commit(transaction.clone())?;
-        b.commit(transaction.clone())?;
+        a.commit(transaction.clone(), None)?;
+        b.commit(transaction.clone(), None)?;
     }
     let sum_a = a.checksum()?;
     assert_eq!(sum_a.lsn, 4);
@@ -345,7 +363,7 @@ fn test_checksums_are_equal_for_equal_ops_differ_on_a_changed_value_and_ignore_o
     assert_eq!(sum_a.tables, b.checksum()?.tables);
     assert_eq!(a.table_sum("subscribers")?, sum_a.tables["subscribers"]);
 
-    b.commit(vec![put("subscribers", "cy", b"3-changed")])?;
+    b.commit(vec![put("subscribers", "cy", b"3-changed")], None)?;
     let sum_b = b.checksum()?;
     assert_ne!(
         sum_a.tables["subscribers"], sum_b.tables["subscribers"],
@@ -362,10 +380,10 @@ fn test_checksums_are_equal_for_equal_ops_differ_on_a_changed_value_and_ignore_o
 
     let ab = Store::open(tmp.path().join("ab"), StoreOptions::default())?;
     let ba = Store::open(tmp.path().join("ba"), StoreOptions::default())?;
-    ab.commit(vec![put("t", "a", b"va")])?;
-    ab.commit(vec![put("t", "b", b"vb")])?;
-    ba.commit(vec![put("t", "b", b"vb")])?;
-    ba.commit(vec![put("t", "a", b"va")])?;
+    ab.commit(vec![put("t", "a", b"va")], None)?;
+    ab.commit(vec![put("t", "b", b"vb")], None)?;
+    ba.commit(vec![put("t", "b", b"vb")], None)?;
+    ba.commit(vec![put("t", "a", b"va")], None)?;
     assert_eq!(
         ab.checksum()?.tables,
         ba.checksum()?.tables,
@@ -391,7 +409,7 @@ fn test_replaying_read_log_from_zero_into_an_empty_store_reproduces_its_checksum
         if i % 5 == 4 {
             ops.push(delete("events", &format!("e{}", i - 2)));
         }
-        source.commit(ops)?;
+        source.commit(ops, None)?;
     }
 
     let copy = Store::open(tmp.path().join("copy"), StoreOptions::default())?;
@@ -409,7 +427,7 @@ fn test_replaying_read_log_from_zero_into_an_empty_store_reproduces_its_checksum
                 "read_log yields every LSN once, in order"
             );
             assert_eq!(
-                copy.commit(entry.ops)?,
+                copy.commit(entry.ops, None)?.lsn,
                 entry.lsn,
                 "the copy commits at the same LSN"
             );
@@ -434,10 +452,13 @@ fn test_transaction_reads_own_writes_and_aborted_empty_or_refused_writes_take_no
         ..StoreOptions::default()
     };
     let store = Store::open(tmp.path().join("db"), options)?;
-    store.commit(vec![
-        put("subscribers", "ana", b"old"),
-        put("subscribers", "bo", b"bo"),
-    ])?;
+    store.commit(
+        vec![
+            put("subscribers", "ana", b"old"),
+            put("subscribers", "bo", b"bo"),
+        ],
+        None,
+    )?;
 
     let mut tx = store.begin()?;
     tx.put("subscribers", key("ana"), b"new".to_vec())?;
@@ -473,16 +494,19 @@ fn test_transaction_reads_own_writes_and_aborted_empty_or_refused_writes_take_no
     let empty = store.begin()?;
     assert!(empty.is_empty());
     assert_eq!(
-        empty.commit()?,
+        empty.commit(None)?.lsn,
         1,
         "an empty commit returns the visible LSN"
     );
     assert_eq!(store.last_lsn(), 1, "an empty commit takes no LSN");
-    assert_eq!(store.commit(Vec::new())?, 1);
+    assert_eq!(store.commit(Vec::new(), None)?.lsn, 1);
 
     let long_name = "t".repeat(65);
     for bad in ["__x", "", "a b", long_name.as_str()] {
-        let refused = store.commit(vec![put("subscribers", "ok", b"ok"), put(bad, "k", b"v")]);
+        let refused = store.commit(
+            vec![put("subscribers", "ok", b"ok"), put(bad, "k", b"v")],
+            None,
+        );
         assert!(
             matches!(refused, Err(Error::Store(StoreError::InvalidTable { ref name, .. })) if name == bad),
             "table name {bad:?} must be refused, got {refused:?}"
@@ -500,10 +524,12 @@ fn test_transaction_reads_own_writes_and_aborted_empty_or_refused_writes_take_no
             Err(Error::Store(StoreError::InvalidTable { .. }))
         ));
         assert!(tx.is_empty(), "a refused op is not recorded");
-        assert_eq!(tx.commit()?, 1);
+        assert_eq!(tx.commit(None)?.lsn, 1);
     }
     assert!(
-        store.commit(vec![put(&"t".repeat(64), "k", b"v")]).is_ok(),
+        store
+            .commit(vec![put(&"t".repeat(64), "k", b"v")], None)
+            .is_ok(),
         "64 characters are allowed"
     );
     assert_eq!(store.last_lsn(), 2);
@@ -514,11 +540,11 @@ fn test_transaction_reads_own_writes_and_aborted_empty_or_refused_writes_take_no
         value: Some(b"v".to_vec()),
     };
     assert!(matches!(
-        store.commit(vec![big_key]),
+        store.commit(vec![big_key], None),
         Err(Error::Store(StoreError::TooLarge { what: "key", .. }))
     ));
     assert!(matches!(
-        store.commit(vec![put("subscribers", "big", &[0u8; 1025])]),
+        store.commit(vec![put("subscribers", "big", &[0u8; 1025])], None),
         Err(Error::Store(StoreError::TooLarge { what: "value", .. }))
     ));
     let mut tx = store.begin()?;
@@ -529,7 +555,7 @@ fn test_transaction_reads_own_writes_and_aborted_empty_or_refused_writes_take_no
     drop(tx);
     assert!(
         store
-            .commit(vec![put("subscribers", "max", &[0u8; 1024])])
+            .commit(vec![put("subscribers", "max", &[0u8; 1024])], None)
             .is_ok(),
         "the limit itself is allowed"
     );
@@ -542,7 +568,9 @@ fn test_transaction_reads_own_writes_and_aborted_empty_or_refused_writes_take_no
     );
     assert_eq!(get(&store, "subscribers", "big"), None);
     assert_eq!(
-        store.commit(vec![put("subscribers", "last", b"x")])?,
+        store
+            .commit(vec![put("subscribers", "last", b"x")], None)?
+            .lsn,
         4,
         "LSNs stay dense"
     );
@@ -573,8 +601,9 @@ fn test_group_commit_from_eight_threads_gives_unique_dense_lsns_and_every_write_
                         .map(|i| {
                             let name = format!("w{t}-{i}");
                             store
-                                .commit(vec![put("events", &name, name.as_bytes())])
+                                .commit(vec![put("events", &name, name.as_bytes())], None)
                                 .expect("a commit succeeds")
+                                .lsn
                         })
                         .collect::<Vec<u64>>()
                 })
@@ -624,7 +653,7 @@ fn test_wait_for_lsn_wakes_when_another_thread_commits() -> TestResult {
     };
     // Give the waiter a chance to block first; correctness does not depend on it.
     thread::sleep(Duration::from_millis(50));
-    assert_eq!(store.commit(vec![put("events", "e", b"x")])?, 1);
+    assert_eq!(store.commit(vec![put("events", "e", b"x")], None)?.lsn, 1);
     // The bound only tells "woken by the commit" from "woken by its own 600 s timeout".
     let visible = receiver
         .recv_timeout(Duration::from_secs(120))
@@ -680,7 +709,7 @@ fn test_corruption_in_a_non_last_segment_is_an_error_not_a_panic() -> TestResult
     };
     let store = Store::open(&dir, options.clone())?;
     for i in 0..64u8 {
-        store.commit(vec![put("events", &format!("e{i}"), &[i; 200])])?;
+        store.commit(vec![put("events", &format!("e{i}"), &[i; 200])], None)?;
     }
     crash_image(&dir, &image);
     drop(store);
@@ -777,9 +806,11 @@ fn test_reopening_with_a_smaller_transaction_limit_never_drops_a_committed_entry
     let dir = tmp.path().join("db");
     let image = tmp.path().join("crashed");
     let store = Store::open(&dir, options_checkpoint_every(u64::MAX))?;
-    store.commit(vec![put("events", "small", b"s")])?;
+    store.commit(vec![put("events", "small", b"s")], None)?;
     assert_eq!(
-        store.commit(vec![put("templates", "big", &[7u8; 100_000])])?,
+        store
+            .commit(vec![put("templates", "big", &[7u8; 100_000])], None)?
+            .lsn,
         2
     );
     crash_image(&dir, &image);

@@ -113,3 +113,27 @@ def test_status_gets_in_while_strangers_hold_hundreds_of_sockets_open(tmp_path: 
         finally:
             for sock in idle:
                 sock.close()
+
+
+def test_primary_sync_options_show_in_its_banner_and_in_status(tmp_path: Path) -> None:
+    sync = ("--quorum", "1", "--sync-tables", "subscribers,consent", "--on-timeout", "degrade")
+    args = ("primary", "--data", str(tmp_path / "p"), "--listen", "127.0.0.1:0", *sync)
+    with running(*args) as p:
+        banner = first_line(p)
+        assert "quorum 1, sync tables subscribers, consent" in banner, banner
+        address = re.search(r"on (127\.0\.0\.1:\d+)", banner).group(1)  # type: ignore[union-attr]
+        assert "sync writes unavailable" in replikv_status(address).stdout
+        with running("replica", "--data", str(tmp_path / "eu-1"), "--primary", address) as r:
+            assert "following" in first_line(r)
+            deadline = time.monotonic() + 60
+            while "sync writes ok" not in (status := replikv_status(address).stdout):
+                assert time.monotonic() < deadline, status
+            assert re.search(r"eu-1 .* quorum ", status), status
+
+
+def test_primary_refuses_a_quorum_below_one_clearly(tmp_path: Path) -> None:
+    args = ("primary", "--data", str(tmp_path / "p"), "--listen", "127.0.0.1:0", "--quorum", "0")
+    with running(*args) as p:
+        assert p.wait(timeout=60) == 1
+        assert p.stderr is not None
+        assert "quorum must be 1 or more" in p.stderr.read()

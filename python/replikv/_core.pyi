@@ -41,13 +41,14 @@ class Receipt:
     def lsn(self) -> int: ...
     @property
     def durability(self) -> str:
-        """``'local'``, ``'async'`` or ``'sync'``."""
+        """``'local'`` (no primary serves the store), ``'async'`` or ``'sync'``."""
     @property
     def acked_by(self) -> list[str]:
-        """Names of the replicas that acknowledged a sync write."""
+        """Names of the replicas that held a sync write durably when the call returned."""
     @property
     def degraded(self) -> bool:
-        """True if a sync write fell back to local durability after a timeout."""
+        """True if a sync write returned without its quorum: ``sync_timeout`` passed with
+        ``on_timeout="degrade"``, or its wait was interrupted (Ctrl-C)."""
     def __eq__(self, other: object, /) -> bool: ...
     def __ne__(self, other: object, /) -> bool: ...
     __hash__: None  # type: ignore[assignment]
@@ -164,17 +165,32 @@ class Store:
     @property
     def closed(self) -> bool:
         """Whether the store is closed."""
-    def put(self, table: str, key: _Key, value: Any) -> Receipt:
+    def put(self, table: str, key: _Key, value: Any, *, durability: str | None = None) -> Receipt:
         """Writes ``value`` under ``key``; returns once durable and visible.
+
+        Args:
+            table: the table to write.
+            key: the key.
+            value: the value.
+            durability: ``"async"``, ``"sync"`` (returns once ``quorum`` replicas of the
+                serving ``Primary`` hold the write durably) or ``None`` (the default of
+                the table, set by the ``Primary``).
+
+        A Ctrl-C while a sync write waits for its replicas raises ``KeyboardInterrupt``
+        carrying the receipt as ``.receipt``: the write is committed locally.
 
         Raises:
             TypeError: a key or value of an unsupported type.
             OverflowError: an int outside 64 bits.
             ValueTooLarge: a key or value over its limit.
             StoreClosed: the store is closed.
+            ReplicationError: a sync write that no ``Primary`` serves, or with fewer
+                replicas that fsync than the quorum (refused: nothing is written).
+            ReplicationTimeout: a sync write not acknowledged within ``sync_timeout``
+                (committed locally; ``.lsn`` and ``.acked_by`` say where it stands).
         """
-    def delete(self, table: str, key: _Key) -> Receipt:
-        """Deletes ``key`` (logged even if it is absent)."""
+    def delete(self, table: str, key: _Key, *, durability: str | None = None) -> Receipt:
+        """Deletes ``key`` (logged even if it is absent); ``durability`` as for ``put``."""
     def get(self, table: str, key: _Key, default: Any = None) -> Any:
         """The value under ``key``, or ``default``."""
     def contains(self, table: str, key: _Key) -> bool:
@@ -186,6 +202,8 @@ class Store:
         table: str,
         rows: Iterable[tuple[_Key, Any]] | Mapping[Any, Any],
         progress: bool | Callable[[int], object] | None = None,
+        *,
+        durability: str | None = None,
     ) -> Receipt:
         """Writes every ``(key, value)`` row in one transaction (one log entry).
 
@@ -194,6 +212,7 @@ class Store:
             rows: an iterable of ``(key, value)`` tuples, or a mapping.
             progress: ``True`` shows a progress bar (tqdm, notebook-aware); a callable is
                 called with the number of rows encoded so far.
+            durability: as for ``put``.
 
         Ctrl-C while the rows are encoded raises ``KeyboardInterrupt`` with nothing
         written. Past the commit point the rows are stored whatever happens: an exception
@@ -206,8 +225,11 @@ class Store:
         """
     def table(self, name: str) -> Table:
         """A view of one table as a ``MutableMapping`` (the table need not exist yet)."""
-    def transaction(self) -> Transaction:
+    def transaction(self, *, durability: str | None = None) -> Transaction:
         """A serializable transaction; use it as a context manager.
+
+        ``durability`` applies to its commit, as for ``put``: ``None`` makes it sync if
+        any table it writes is sync by default.
 
         From its first operation until it commits or aborts it holds the store's writer
         lock: other writers wait. One collected without commit or abort emits a
@@ -310,13 +332,30 @@ class ReplicaInfo:
         """Age of its oldest missing entry, on the primary's clock."""
     @property
     def last_seen(self) -> datetime.datetime: ...
+    @property
+    def sync_state(self) -> str:
+        """``'quorum'`` if its acks count toward sync writes (a replica that fsyncs),
+        ``'async'`` if they never do (``fsync=False``, or a consumer)."""
 
 @final
 class Primary:
-    """Serves a store's change log to replicas over TCP (asynchronous replication).
+    """Serves a store's change log to replicas over TCP.
 
-    Writers never wait for the network: entries are shipped in batches at most every
-    ``ship_interval`` seconds. Without a ``token`` only loopback peers may connect.
+    Async writers never wait for the network: entries are shipped in batches at most
+    every ``ship_interval`` seconds. A sync write returns once ``quorum`` replicas that
+    fsync hold it durably. Without a ``token`` only loopback peers may connect.
+
+    Args:
+        quorum: replicas that must acknowledge a sync write (1 or more).
+        sync_timeout: seconds a sync write waits for them.
+        on_timeout: ``"raise"`` (``ReplicationTimeout``) or ``"degrade"`` (a receipt
+            with ``degraded=True``); the write is committed locally either way.
+        table_modes: ``{table: "sync" | "async"}``, the default durability per table.
+        default_durability: that of the other tables (``"async"`` or ``"sync"``).
+
+    Raises:
+        ReplicationError: another ``Primary`` serves the store.
+        ValueError: a setting out of range.
     """
 
     def __new__(
@@ -330,6 +369,11 @@ class Primary:
         heartbeat_interval: float = 0.5,
         retain_bytes: int | None = None,
         retain_seconds: float | None = None,
+        quorum: int = 1,
+        sync_timeout: float = 5.0,
+        on_timeout: str = "raise",
+        table_modes: Mapping[str, str] | None = None,
+        default_durability: str = "async",
     ) -> Self: ...
     @property
     def address(self) -> str:
@@ -343,6 +387,12 @@ class Primary:
         """Connections refused since start (wrong token, garbage, another version...)."""
     @property
     def last_rejection(self) -> str | None: ...
+    @property
+    def sync_state(self) -> str:
+        """``'ok'`` (at least ``quorum`` replicas that fsync are connected),
+        ``'degraded'`` (enough are registered but fewer are connected: sync writes wait
+        and may time out) or ``'unavailable'`` (fewer are registered: sync writes are
+        refused)."""
     def status(self) -> list[ReplicaInfo]:
         """Every replica seen since start, with its state and lag."""
     def slots(self) -> list[dict[str, Any]]:
@@ -354,7 +404,9 @@ class Primary:
         """Drops the log segments no slot needs (within ``retain_bytes`` /
         ``retain_seconds``) now rather than at the next tick; returns how many."""
     def wait_for(self, lsn: int, replicas: int = 1, timeout: float = 2.0) -> int:
-        """Waits until ``replicas`` replicas acknowledged ``lsn``; returns how many did.
+        """Waits until ``replicas`` replicas acknowledged ``lsn`` as durable; returns how
+        many did. Only replicas that count toward the quorum are counted (never
+        consumers or replicas with ``fsync=False``).
 
         ``timeout`` is in seconds; ``float("inf")`` (or any timeout over a century) waits
         for ever, a negative or NaN one is a ``ValueError``.
@@ -409,7 +461,8 @@ class Replica:
             ReplicationError: the link failed for good, with the primary's reason.
         """
     def status(self) -> dict[str, Any]:
-        """state, applied_lsn, flushed_lsn, primary_last_lsn, lag_lsn, lag_seconds, epoch,
+        """state, flushed_lsn (durable in its log: what its acks carry), applied_lsn (what
+        its readers see; today equal), primary_last_lsn, lag_lsn, lag_seconds, epoch,
         connections, snapshots (installed so far), snapshot_progress ((rows received, rows
         in all) while a snapshot arrives, else None), last_error."""
     def close(self) -> None:
@@ -421,7 +474,8 @@ def fetch_status(address: str, *, token: str | None = None, timeout: float = 5.0
     """Asks the primary at ``address`` for its status.
 
     Returns:
-        ``last_lsn``, ``epoch``, ``rejected`` and ``replicas`` (a list of :class:`ReplicaInfo`).
+        ``last_lsn``, ``epoch``, ``rejected``, ``sync_state`` (as ``Primary.sync_state``)
+        and ``replicas`` (a list of :class:`ReplicaInfo`).
     """
 
 def encode_value(value: Any, /) -> bytes:

@@ -35,6 +35,24 @@ def add_commands(commands: Any) -> None:
     primary.add_argument(
         "--status-every", type=float, default=0.0, metavar="S", help="print the replicas every S s"
     )
+    primary.add_argument(
+        "--quorum", type=int, default=1, metavar="N", help="replicas that must hold a sync write"
+    )
+    primary.add_argument(
+        "--sync-tables",
+        default="",
+        metavar="T1,T2",
+        help="tables whose writes are sync by default (the others are async)",
+    )
+    primary.add_argument(
+        "--sync-timeout", type=float, default=5.0, metavar="S", help="how long a sync write waits"
+    )
+    primary.add_argument(
+        "--on-timeout",
+        choices=("raise", "degrade"),
+        default="raise",
+        help="what a sync write does when its quorum is not reached in time",
+    )
     primary.set_defaults(run=_run_primary)
 
     replica = commands.add_parser(
@@ -90,17 +108,26 @@ def _run_primary(args: argparse.Namespace) -> int:
     except (ReplikvError, OSError) as problem:
         print(f"replikv primary: error: {problem}", file=sys.stderr)
         return 1
+    sync_tables = [table.strip() for table in args.sync_tables.split(",") if table.strip()]
     try:
         with Primary(
-            store, listen=args.listen, token=args.token, ship_interval=args.ship_interval
+            store,
+            listen=args.listen,
+            token=args.token,
+            ship_interval=args.ship_interval,
+            quorum=args.quorum,
+            sync_timeout=args.sync_timeout,
+            on_timeout=args.on_timeout,
+            table_modes=dict.fromkeys(sync_tables, "sync"),
         ) as primary:
+            sync = f"sync tables {', '.join(sync_tables)}" if sync_tables else "no sync tables"
             print(
                 f"primary serving {store.path} on {primary.address} "
-                f"(last LSN {store.last_lsn}, epoch {store.epoch})",
+                f"(last LSN {store.last_lsn}, epoch {store.epoch}; quorum {args.quorum}, {sync})",
                 flush=True,
             )
             _serve_until_stopped(args.status_every, lambda: _print_replicas(primary.status()))
-    except (ReplikvError, OSError) as problem:
+    except (ReplikvError, OSError, ValueError) as problem:
         print(f"replikv primary: error: {problem}", file=sys.stderr)
         return 1
     finally:
@@ -177,7 +204,7 @@ def _run_status(args: argparse.Namespace) -> int:
         return 1
     print(
         f"primary {args.address}: last LSN {report['last_lsn']:,}, epoch {report['epoch']}, "
-        f"{report['rejected']} refused connection(s)"
+        f"{report['rejected']} refused connection(s), sync writes {report['sync_state']}"
     )
     _print_replicas(report["replicas"])
     return 0
@@ -187,7 +214,18 @@ def _print_replicas(replicas: list[ReplicaInfo]) -> None:
     if not replicas:
         print("  no replica has connected")
         return
-    header = ("name", "address", "state", "sent", "acked", "lag", "lag s", "lag bytes", "last seen")
+    header = (
+        "name",
+        "address",
+        "state",
+        "sync",
+        "sent",
+        "acked",
+        "lag",
+        "lag s",
+        "lag bytes",
+        "last seen",
+    )
     rows = [header]
     now = dt.datetime.now(dt.timezone.utc)
     for r in replicas:
@@ -197,6 +235,7 @@ def _print_replicas(replicas: list[ReplicaInfo]) -> None:
                 r.name,
                 r.address,
                 r.state,
+                r.sync_state,
                 f"{r.sent_lsn:,}",
                 f"{r.acked_lsn:,}",
                 f"{r.lag_lsn:,}",

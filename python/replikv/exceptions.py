@@ -6,6 +6,8 @@ Errors that come from the operating system also subclass the matching ``OSError`
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 __all__ = [
     "AuthError",
     "CorruptionError",
@@ -91,11 +93,17 @@ class ReplicationError(ReplikvError):
 
 
 class ReplicationTimeout(ReplicationError):
-    """A wait for replication did not finish in time; ``lsn`` is the LSN waited for."""
+    """A wait for replication did not finish in time.
 
-    def __init__(self, message: str, lsn: int | None = None) -> None:
+    ``lsn`` is the LSN waited for (``None`` for a wait on a peer, such as a status
+    request). For a sync write, the write is committed on the primary at ``lsn``, and
+    ``acked_by`` names the replicas that held it durably when the wait ended.
+    """
+
+    def __init__(self, message: str, lsn: int | None = None, acked_by: Iterable[str] = ()) -> None:
         super().__init__(message)
         self.lsn = lsn
+        self.acked_by = list(acked_by)
 
 
 class FencedError(ReplicationError):

@@ -7,6 +7,8 @@ use std::time::Duration;
 use pyo3::exceptions::{PyOverflowError, PyValueError};
 use pyo3::prelude::*;
 
+use crate::store::Durability;
+
 /// Longest interval or duration setting accepted: far beyond any real use, and small
 /// enough that adding it to any clock reading cannot overflow.
 const MAX_SETTING_SECONDS: f64 = 100.0 * 365.25 * 86_400.0;
@@ -56,4 +58,23 @@ pub(crate) fn seconds(name: &str, value: f64) -> PyResult<Duration> {
 pub(crate) fn timeout(name: &str, value: f64) -> PyResult<Option<Duration>> {
     let value = finite_seconds(name, value)?;
     Ok((value <= MAX_SETTING_SECONDS).then(|| Duration::from_secs_f64(value)))
+}
+
+/// A durability setting: `"async"` or `"sync"`.
+pub(crate) fn durability_setting(name: &str, value: &str) -> PyResult<Durability> {
+    match value {
+        "async" => Ok(Durability::Async),
+        "sync" => Ok(Durability::Sync),
+        other => Err(PyValueError::new_err(format!(
+            "{name} must be 'async' or 'sync', not {other:?}"
+        ))),
+    }
+}
+
+/// A write's `durability=` argument: `"async"`, `"sync"`, or `None` for the default of the
+/// tables it writes.
+pub(crate) fn durability(value: Option<&str>) -> PyResult<Option<Durability>> {
+    value
+        .map(|value| durability_setting("durability", value))
+        .transpose()
 }

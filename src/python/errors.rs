@@ -59,7 +59,9 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
         ),
         Error::Store(StoreError::ReadOnly { .. }) => raise(py, "ReadOnlyError", (message,)),
         Error::Store(StoreError::Inherited { .. }) => raise(py, "InheritedHandleError", (message,)),
-        Error::Store(StoreError::OutOfOrder { .. }) => raise(py, "ReplicationError", (message,)),
+        Error::Store(StoreError::OutOfOrder { .. } | StoreError::AlreadyServed { .. }) => {
+            raise(py, "ReplicationError", (message,))
+        }
         Error::Store(StoreError::TooLarge { .. }) => raise(py, "ValueTooLarge", (message,)),
         Error::Store(StoreError::InvalidTable { .. } | StoreError::InvalidOption { .. }) => {
             PyValueError::new_err(message)
@@ -84,6 +86,9 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
         }
         Error::Replication(ReplicationError::Fenced { epoch, .. }) => {
             raise(py, "FencedError", (message, epoch))
+        }
+        Error::Replication(ReplicationError::Timeout { lsn, acked_by }) => {
+            raise(py, "ReplicationTimeout", (message, lsn, acked_by))
         }
         Error::Replication(err) => {
             let class = match err {

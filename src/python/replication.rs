@@ -1,5 +1,6 @@
 //! `Primary` and `Replica`: thin wrappers over the core's replication.
 
+use std::collections::HashMap;
 use std::fmt::Write;
 use std::time::{Duration, Instant};
 
@@ -7,16 +8,17 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use super::args::{non_negative, seconds, timeout as wait_limit};
+use super::args::{durability_setting, non_negative, seconds, timeout as wait_limit};
 use super::errors::{owned, raise, run_detached};
 use super::store::PyStore;
 use super::value::unix_to_datetime;
 use crate::fork::ParentOnly;
 use crate::replication::primary::{Primary, PrimaryOptions};
 use crate::replication::protocol::MAX_FRAME_BYTES;
+use crate::replication::quorum::SyncOptions;
 use crate::replication::replica::{Replica, ReplicaOptions};
 use crate::replication::status::{lag_seconds, LinkState, ReplicaLink};
-use crate::store::StoreOptions;
+use crate::store::{OnTimeout, StoreOptions};
 
 /// The smallest `max_batch_bytes`: a batch must have room for at least a small entry.
 const MIN_BATCH_BYTES: usize = 4096;
@@ -59,6 +61,46 @@ fn wait_until(
     }
 }
 
+/// The sync-write settings of a `Primary`, checked.
+fn sync_options(
+    quorum: i128,
+    sync_timeout: f64,
+    on_timeout: &str,
+    table_modes: HashMap<String, String>,
+    default_durability: &str,
+) -> PyResult<SyncOptions> {
+    if quorum < 1 {
+        return Err(PyValueError::new_err(format!(
+            "quorum must be 1 or more, not {quorum}"
+        )));
+    }
+    let on_timeout = match on_timeout {
+        "raise" => OnTimeout::Raise,
+        "degrade" => OnTimeout::Degrade,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "on_timeout must be 'raise' or 'degrade', not {other:?}"
+            )))
+        }
+    };
+    let table_modes = table_modes
+        .into_iter()
+        .map(|(table, mode)| {
+            crate::store::validate_table_name(&table)
+                .map_err(|e| PyValueError::new_err(format!("table_modes: {e}")))?;
+            let mode = durability_setting(&format!("table_modes[{table:?}]"), &mode)?;
+            Ok((table, mode))
+        })
+        .collect::<PyResult<_>>()?;
+    Ok(SyncOptions {
+        quorum: usize::try_from(quorum).unwrap_or(usize::MAX),
+        sync_timeout: seconds("sync_timeout", sync_timeout)?,
+        on_timeout,
+        table_modes,
+        default_durability: durability_setting("default_durability", default_durability)?,
+    })
+}
+
 /// One replica as the primary sees it.
 #[pyclass(frozen, get_all, module = "replikv._core", name = "ReplicaInfo")]
 pub(crate) struct PyReplicaInfo {
@@ -71,6 +113,7 @@ pub(crate) struct PyReplicaInfo {
     lag_bytes: u64,
     lag_seconds: f64,
     last_seen: Py<PyAny>,
+    sync_state: &'static str,
 }
 
 impl PyReplicaInfo {
@@ -92,6 +135,7 @@ impl PyReplicaInfo {
             lag_bytes: link.lag_bytes,
             lag_seconds: link.lag_seconds,
             last_seen,
+            sync_state: link.sync_state.name(),
         })
     }
 }
@@ -100,8 +144,9 @@ impl PyReplicaInfo {
 impl PyReplicaInfo {
     fn __repr__(&self) -> String {
         format!(
-            "ReplicaInfo(name={:?}, state={:?}, acked_lsn={}, lag_lsn={}, lag_seconds={:.3})",
-            self.name, self.state, self.acked_lsn, self.lag_lsn, self.lag_seconds
+            "ReplicaInfo(name={:?}, state={:?}, sync_state={:?}, acked_lsn={}, lag_lsn={}, \
+             lag_seconds={:.3})",
+            self.name, self.state, self.sync_state, self.acked_lsn, self.lag_lsn, self.lag_seconds
         )
     }
 }
@@ -118,7 +163,8 @@ impl PyPrimary {
     #[new]
     #[pyo3(signature = (store, *, listen = "127.0.0.1:0", token = None, ship_interval = 0.05,
         max_batch_bytes = 4_194_304, heartbeat_interval = 0.5, retain_bytes = None,
-        retain_seconds = None))]
+        retain_seconds = None, quorum = 1, sync_timeout = 5.0, on_timeout = "raise",
+        table_modes = None, default_durability = "async"))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -130,7 +176,19 @@ impl PyPrimary {
         heartbeat_interval: f64,
         retain_bytes: Option<u64>,
         retain_seconds: Option<f64>,
+        quorum: i128,
+        sync_timeout: f64,
+        on_timeout: &str,
+        table_modes: Option<HashMap<String, String>>,
+        default_durability: &str,
     ) -> PyResult<Self> {
+        let sync = sync_options(
+            quorum,
+            sync_timeout,
+            on_timeout,
+            table_modes.unwrap_or_default(),
+            default_durability,
+        )?;
         if !(MIN_BATCH_BYTES..=MAX_FRAME_BYTES).contains(&max_batch_bytes) {
             return Err(PyValueError::new_err(format!(
                 "max_batch_bytes must be between {MIN_BATCH_BYTES} and {MAX_FRAME_BYTES} (a frame)"
@@ -147,6 +205,7 @@ impl PyPrimary {
             retain_seconds: retain_seconds
                 .map(|s| seconds("retain_seconds", s))
                 .transpose()?,
+            sync,
             ..PrimaryOptions::default()
         };
         let core = store.get().store.clone();
@@ -225,6 +284,16 @@ impl PyPrimary {
         run_detached(py, || self.primary.retain())
     }
 
+    /// Whether sync writes can complete now: "ok" (at least `quorum` replicas that fsync
+    /// are connected), "degraded" (enough are registered but fewer are connected: sync
+    /// writes wait and may time out) or "unavailable" (fewer are registered: sync writes
+    /// are refused).
+    #[getter]
+    fn sync_state(&self, py: Python<'_>) -> PyResult<&'static str> {
+        owned(py, self.primary.store())?;
+        Ok(self.primary.status().sync_state.name())
+    }
+
     /// Every replica seen since start, with its state and lag.
     fn status(&self, py: Python<'_>) -> PyResult<Vec<PyReplicaInfo>> {
         owned(py, self.primary.store())?;
@@ -236,8 +305,9 @@ impl PyPrimary {
             .collect()
     }
 
-    /// Waits until `replicas` replicas acknowledged `lsn` (or `timeout`, in seconds; an
-    /// infinite timeout waits for ever); returns how many did.
+    /// Waits until `replicas` replicas acknowledged `lsn` as durable (or `timeout`, in
+    /// seconds; an infinite timeout waits for ever); returns how many did. Only replicas
+    /// that count toward the quorum are counted (never consumers or `fsync=False` ones).
     #[pyo3(signature = (lsn, replicas = 1, timeout = 2.0))]
     fn wait_for(&self, py: Python<'_>, lsn: i128, replicas: i128, timeout: f64) -> PyResult<usize> {
         owned(py, self.primary.store())?;
@@ -273,11 +343,12 @@ impl PyPrimary {
         }
         let status = self.primary.status();
         format!(
-            "<Primary {} last_lsn={} epoch={} replicas={}>",
+            "<Primary {} last_lsn={} epoch={} replicas={} sync_state={}>",
             self.primary.address(),
             status.last_lsn,
             status.epoch,
-            status.replicas.len()
+            status.replicas.len(),
+            status.sync_state.name()
         )
     }
 }
@@ -400,8 +471,9 @@ impl PyReplica {
         self.store.bind(py).get().get(py, table, key, default)
     }
 
-    /// The link's state and lag: `state`, `applied_lsn`, `primary_last_lsn`, `lag_lsn`,
-    /// `lag_seconds`, `epoch`, `connections`, `snapshots` (installed so far),
+    /// The link's state and lag: `state`, `flushed_lsn` (durable in its log: what its acks
+    /// carry), `applied_lsn` (what its readers see; today equal), `primary_last_lsn`,
+    /// `lag_lsn`, `lag_seconds`, `epoch`, `connections`, `snapshots` (installed so far),
     /// `snapshot_progress` (rows received and rows in all, while one arrives), `last_error`.
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
         owned(py, self.replica.store())?;
@@ -422,6 +494,8 @@ impl PyReplica {
         status.set_item("name", self.replica.name())?;
         status.set_item("primary", self.replica.primary())?;
         status.set_item("state", state.state.name())?;
+        // A follower applies each batch as it makes it durable: the two positions are
+        // reported apart so that callers never rely on that.
         status.set_item("applied_lsn", applied)?;
         status.set_item("flushed_lsn", applied)?;
         status.set_item("primary_last_lsn", state.primary_last_lsn)?;
@@ -493,8 +567,8 @@ impl PyReplica {
     }
 }
 
-/// Asks the primary at `address` for its status: `last_lsn`, `epoch`, `rejected` and
-/// `replicas` (a list of `ReplicaInfo`).
+/// Asks the primary at `address` for its status: `last_lsn`, `epoch`, `rejected`,
+/// `sync_state` (as `Primary.sync_state`) and `replicas` (a list of `ReplicaInfo`).
 #[pyfunction]
 #[pyo3(signature = (address, *, token = None, timeout = 5.0))]
 pub(crate) fn fetch_status<'py>(
@@ -513,6 +587,7 @@ pub(crate) fn fetch_status<'py>(
     status.set_item("last_lsn", report.last_lsn)?;
     status.set_item("epoch", report.epoch)?;
     status.set_item("rejected", report.rejected)?;
+    status.set_item("sync_state", report.sync_state.name())?;
     let replicas = report
         .replicas
         .into_iter()

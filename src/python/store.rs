@@ -8,14 +8,14 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyString, PyTuple};
 
-use super::args::{limit as limit_arg, non_negative, seconds};
+use super::args::{durability as durability_arg, limit as limit_arg, non_negative, seconds};
 use super::errors::{owned, run, run_detached};
 use super::iter::{prefix_end, PyChanges, PyScan};
 use super::transaction::PyTransaction;
 use super::types::{PyChecksum, PyReceipt};
 use super::value::{decode_py_value, encode_py_key, encode_py_value};
 use crate::codec::Op;
-use crate::store::{Store, StoreOptions};
+use crate::store::{Committed, Durability, Store, StoreOptions};
 
 /// How many rows `put_many` encodes between two progress calls.
 const PROGRESS_EVERY: usize = 8192;
@@ -97,30 +97,38 @@ impl PyStore {
         Ok(self.store.is_closed())
     }
 
-    /// Writes `value` under `key`; returns once durable and visible.
+    /// Writes `value` under `key`; returns once durable and visible (and, for a sync
+    /// write, acknowledged by a quorum of replicas).
+    #[pyo3(signature = (table, key, value, *, durability = None))]
     fn put(
         &self,
         py: Python<'_>,
         table: &str,
         key: &Bound<'_, PyAny>,
         value: &Bound<'_, PyAny>,
+        durability: Option<&str>,
     ) -> PyResult<PyReceipt> {
+        let durability = durability_arg(durability)?;
         let op = put_op(table, key, value)?;
-        wait_for_writer(py, &self.store)?;
-        let lsn = run_detached(py, || self.store.commit(vec![op]))?;
-        Ok(PyReceipt::local(lsn))
+        commit_ops(py, &self.store, vec![op], durability)
     }
 
     /// Deletes `key` (a no-op on the data if it is absent, still one logged transaction).
-    fn delete(&self, py: Python<'_>, table: &str, key: &Bound<'_, PyAny>) -> PyResult<PyReceipt> {
+    #[pyo3(signature = (table, key, *, durability = None))]
+    fn delete(
+        &self,
+        py: Python<'_>,
+        table: &str,
+        key: &Bound<'_, PyAny>,
+        durability: Option<&str>,
+    ) -> PyResult<PyReceipt> {
+        let durability = durability_arg(durability)?;
         let op = Op {
             table: table.to_owned(),
             key: encode_py_key(key)?,
             value: None,
         };
-        wait_for_writer(py, &self.store)?;
-        let lsn = run_detached(py, || self.store.commit(vec![op]))?;
-        Ok(PyReceipt::local(lsn))
+        commit_ops(py, &self.store, vec![op], durability)
     }
 
     /// The value under `key`, or `default`.
@@ -155,14 +163,16 @@ impl PyStore {
 
     /// Writes every `(key, value)` row in one transaction (one log entry). `progress=True`
     /// shows a progress bar; a callable is called with the number of rows encoded so far.
-    #[pyo3(signature = (table, rows, progress = None))]
+    #[pyo3(signature = (table, rows, progress = None, *, durability = None))]
     fn put_many(
         &self,
         py: Python<'_>,
         table: &str,
         rows: &Bound<'_, PyAny>,
         progress: Option<&Bound<'_, PyAny>>,
+        durability: Option<&str>,
     ) -> PyResult<PyReceipt> {
+        let durability = durability_arg(durability)?;
         crate::store::validate_table_name(table).map_err(|e| super::errors::to_py(py, e))?;
         let rows = if rows.hasattr("items")? {
             rows.call_method0("items")?
@@ -171,7 +181,8 @@ impl PyStore {
         };
         let total = rows.len().ok();
         let progress = Progress::new(py, progress, &format!("put_many {table}"), || total)?;
-        let result = self.encode_and_commit(py, table, &rows, total, progress.callback());
+        let result =
+            self.encode_and_commit(py, table, &rows, total, progress.callback(), durability);
         match (result, progress.finish()) {
             (Ok(receipt), Err(err)) => Err(committed_anyway(py, err, receipt)),
             (result, _) => result,
@@ -188,8 +199,14 @@ impl PyStore {
 
     /// A transaction; use it as a context manager. From its first operation until it
     /// commits or aborts it holds the store's writer lock: other writers wait for it.
-    fn transaction(&self, py: Python<'_>) -> PyTransaction {
-        PyTransaction::new(py, self.store.clone())
+    /// `durability` applies to its commit, as on `put`.
+    #[pyo3(signature = (*, durability = None))]
+    fn transaction(&self, py: Python<'_>, durability: Option<&str>) -> PyResult<PyTransaction> {
+        Ok(PyTransaction::new(
+            py,
+            self.store.clone(),
+            durability_arg(durability)?,
+        ))
     }
 
     /// Names of the tables written so far.
@@ -347,6 +364,7 @@ impl PyStore {
         rows: &Bound<'_, PyAny>,
         total: Option<usize>,
         progress: Option<&Bound<'_, PyAny>>,
+        durability: Option<Durability>,
     ) -> PyResult<PyReceipt> {
         // `__len__` is only a hint: never let it size an allocation beyond reason.
         let mut ops = Vec::with_capacity(total.unwrap_or(0).min(1 << 16));
@@ -385,9 +403,7 @@ impl PyStore {
         }
         py.check_signals()?;
         let count = ops.len();
-        wait_for_writer(py, &self.store)?;
-        let lsn = run_detached(py, || self.store.commit(ops))?;
-        let receipt = PyReceipt::local(lsn);
+        let receipt = commit_ops(py, &self.store, ops, durability)?;
         // Past the commit point the rows are stored: anything raised now (Ctrl-C during
         // the commit, a failing progress callback) carries the receipt.
         let finished = match progress {
@@ -502,5 +518,41 @@ fn wait_for_writer(py: Python<'_>, store: &Store) -> PyResult<()> {
             return Ok(());
         }
         py.check_signals()?;
+    }
+}
+
+/// Commits `ops` once the writer lock is free, then waits for the durability asked for;
+/// both waits stay interruptible.
+fn commit_ops(
+    py: Python<'_>,
+    store: &Store,
+    ops: Vec<Op>,
+    durability: Option<Durability>,
+) -> PyResult<PyReceipt> {
+    wait_for_writer(py, store)?;
+    let committed = run_detached(py, || store.commit_pending(ops, durability))?;
+    await_receipt(py, &committed)
+}
+
+/// Waits for a committed write's receipt in slices, checking for Ctrl-C between them: a
+/// `KeyboardInterrupt` then carries the receipt so far (`.receipt`; a sync write not yet
+/// acknowledged by its quorum is marked degraded), since the write is committed.
+pub(crate) fn await_receipt(py: Python<'_>, committed: &Committed) -> PyResult<PyReceipt> {
+    // Local and async writes settle at once: asking costs no GIL release, which a busy
+    // interpreter can make cost up to its switch interval.
+    if let Some(receipt) = run(py, || committed.wait(Duration::ZERO))? {
+        return Ok(receipt.into());
+    }
+    loop {
+        if let Some(receipt) = run_detached(py, || committed.wait(SIGNAL_CHECK))? {
+            return Ok(receipt.into());
+        }
+        if let Err(interrupted) = py.check_signals() {
+            return Err(committed_anyway(
+                py,
+                interrupted,
+                committed.abandoned().into(),
+            ));
+        }
     }
 }

@@ -7,17 +7,17 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
 use super::errors::{owned, run, run_detached};
-use super::store::{value_or, SIGNAL_CHECK};
+use super::store::{await_receipt, value_or, SIGNAL_CHECK};
 use super::types::PyReceipt;
 use super::value::{decode_py_value, encode_py_key, encode_py_value};
-use crate::store::{Store, Transaction};
+use crate::store::{Durability, Store, Transaction};
 
 enum TxState {
     NotStarted,
     Open(Transaction),
     /// Taken out by a call in progress (the lock is never held across a GIL release).
     Busy,
-    Committed(u64),
+    Committed(PyReceipt),
     Aborted,
 }
 
@@ -25,6 +25,8 @@ enum TxState {
 #[pyclass(frozen, module = "replikv._core", name = "Transaction")]
 pub(crate) struct PyTransaction {
     store: Store,
+    /// The durability its commit asks for (`None`: the default of the tables written).
+    durability: Option<Durability>,
     state: Mutex<TxState>,
     /// `file:line` of the Python code that opened it, for the warning of a leaked one.
     opened_at: String,
@@ -70,9 +72,10 @@ impl Drop for PyTransaction {
 
 impl PyTransaction {
     /// A transaction on `store`, not begun yet, remembering where Python opened it.
-    pub(crate) fn new(py: Python<'_>, store: Store) -> Self {
+    pub(crate) fn new(py: Python<'_>, store: Store, durability: Option<Durability>) -> Self {
         Self {
             store,
+            durability,
             state: Mutex::new(TxState::NotStarted),
             opened_at: caller_location(py),
         }
@@ -201,23 +204,28 @@ impl PyTransaction {
     /// Commits now (the context manager does this on a clean exit).
     fn commit(&self, py: Python<'_>) -> PyResult<PyReceipt> {
         let tx = self.take(py)?;
-        match run_detached(py, move || tx.commit()) {
-            Ok(lsn) => {
-                *self.lock() = TxState::Committed(lsn);
-                Ok(PyReceipt::local(lsn))
-            }
+        let durability = self.durability;
+        let committed = match run_detached(py, move || tx.commit_pending(durability)) {
+            Ok(committed) => committed,
             Err(err) => {
                 *self.lock() = TxState::Aborted;
-                Err(err)
+                return Err(err);
             }
-        }
+        };
+        // Committed from here, even if the wait for replicas fails or is interrupted.
+        let receipt = await_receipt(py, &committed);
+        *self.lock() = TxState::Committed(match &receipt {
+            Ok(receipt) => receipt.clone(),
+            Err(_) => committed.abandoned().into(),
+        });
+        receipt
     }
 
     /// Discards every write of the transaction and releases the writer lock.
     fn abort(&self) {
         let previous = std::mem::replace(&mut *self.lock(), TxState::Aborted);
-        if let TxState::Committed(lsn) = previous {
-            *self.lock() = TxState::Committed(lsn);
+        if let TxState::Committed(receipt) = previous {
+            *self.lock() = TxState::Committed(receipt);
         }
     }
 
@@ -225,7 +233,7 @@ impl PyTransaction {
     #[getter]
     fn receipt(&self) -> Option<PyReceipt> {
         match &*self.lock() {
-            TxState::Committed(lsn) => Some(PyReceipt::local(*lsn)),
+            TxState::Committed(receipt) => Some(receipt.clone()),
             _ => None,
         }
     }
@@ -235,7 +243,7 @@ impl PyTransaction {
             TxState::NotStarted => "not started".to_owned(),
             TxState::Open(tx) => format!("open, {} pending op(s)", tx.len()),
             TxState::Busy => "busy".to_owned(),
-            TxState::Committed(lsn) => format!("committed at LSN {lsn}"),
+            TxState::Committed(receipt) => format!("committed at LSN {}", receipt.lsn),
             TxState::Aborted => "aborted".to_owned(),
         };
         format!(

@@ -5,8 +5,12 @@ use pyo3::types::PyDict;
 
 use super::value::{decode_py_key, decode_py_value, unix_to_datetime};
 use crate::codec::Entry;
+use crate::store::Receipt;
 
-/// What a write returns: its LSN and how durable it is.
+/// What a write returns: its LSN, how durable it is (`durability`: "local" when no primary
+/// serves the store, "async" or "sync"), the replicas that acknowledged a sync write, and
+/// whether a sync write degraded (its quorum was not reached in time, or the wait was
+/// interrupted).
 #[pyclass(frozen, get_all, eq, module = "replikv._core", name = "Receipt")]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PyReceipt {
@@ -16,13 +20,13 @@ pub(crate) struct PyReceipt {
     pub degraded: bool,
 }
 
-impl PyReceipt {
-    pub(crate) fn local(lsn: u64) -> Self {
+impl From<Receipt> for PyReceipt {
+    fn from(receipt: Receipt) -> Self {
         Self {
-            lsn,
-            durability: "local".to_owned(),
-            acked_by: Vec::new(),
-            degraded: false,
+            lsn: receipt.lsn,
+            durability: receipt.durability.name().to_owned(),
+            acked_by: receipt.acked_by,
+            degraded: receipt.degraded,
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod machine;
 pub mod monitor;
 pub mod primary;
 pub mod protocol;
+pub mod quorum;
 pub mod replica;
 pub mod retention;
 pub mod slots;

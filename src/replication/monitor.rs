@@ -61,7 +61,7 @@ async fn ask(
         flushed_lsn: 0,
         flushed_id: (0, 0),
         lineage: 0,
-        durable: false,
+        fsync: false,
     };
     write_frame(&mut writer, &hello).await?;
     match read_frame_within(&mut reader, timeout, "status report").await? {
@@ -70,12 +70,14 @@ async fn ask(
             epoch,
             rejected,
             replicas,
+            sync_state,
         } => Ok(PrimaryStatus {
             last_lsn,
             epoch,
             rejected,
             last_rejection: None,
             replicas,
+            sync_state,
         }),
         Message::Refused { reason, code } => Err(code.into_error(reason, 0)),
         _ => Err(ReplicationError::Protocol(

@@ -14,7 +14,7 @@ use serde_bytes::ByteBuf;
 use serde_derive::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::status::ReplicaLink;
+use super::status::{ReplicaLink, SyncState};
 use crate::error::{NetError, ReplicationError};
 
 /// The protocol version this build speaks.
@@ -64,10 +64,10 @@ pub enum Message {
         flushed_id: (u64, u32),
         /// The lineage of its store's history (see `Store::lineage`).
         lineage: u64,
-        /// Whether it fsyncs what it acks: only such replicas count toward a quorum. A
-        /// peer that does not say is taken not to.
+        /// Whether it fsyncs its log, so that its acks may count toward a quorum. Absent
+        /// (an older peer): it does not count.
         #[serde(default)]
-        durable: bool,
+        fsync: bool,
     },
     /// Primary -> peer: accepted; a snapshot (if `snapshot`) and then entries follow.
     Welcome {
@@ -142,6 +142,10 @@ pub enum Message {
         rejected: u64,
         /// Every replica it has seen.
         replicas: Vec<ReplicaLink>,
+        /// Whether sync writes can complete (absent from older primaries, which cannot
+        /// take sync writes: unavailable).
+        #[serde(default)]
+        sync_state: SyncState,
     },
     /// Primary -> replica: the primary's position and clock, sent when idle too, so that
     /// lag in seconds is measured against one clock.
@@ -406,7 +410,7 @@ mod tests {
                 flushed_lsn: 99,
                 flushed_id: (2, 0xdead_beef),
                 lineage: 77,
-                durable: true,
+                fsync: true,
             },
             Message::Welcome {
                 proof: ByteBuf::from(vec![3; 32]),
@@ -490,6 +494,50 @@ mod tests {
     }
 
     #[test]
+    fn a_hello_from_a_peer_that_predates_the_fsync_field_reads_as_not_fsyncing() {
+        /// The first two messages as a peer without the `fsync` field encodes them.
+        #[derive(Serialize)]
+        #[allow(dead_code)] // `Challenge` is never built: it keeps `Hello` at its index.
+        enum Older {
+            Challenge {
+                nonce: ByteBuf,
+            },
+            Hello {
+                kind: PeerKind,
+                name: String,
+                proof: ByteBuf,
+                nonce: ByteBuf,
+                epoch: u64,
+                flushed_lsn: u64,
+                flushed_id: (u64, u32),
+                lineage: u64,
+            },
+        }
+        let older = Older::Hello {
+            kind: PeerKind::Replica,
+            name: "eu-1".into(),
+            proof: ByteBuf::from(vec![1; 32]),
+            nonce: ByteBuf::from(vec![2; 32]),
+            epoch: 3,
+            flushed_lsn: 99,
+            flushed_id: (2, 7),
+            lineage: 77,
+        };
+        let decoded: Message = rmp_serde::from_slice(&rmp_serde::to_vec(&older).unwrap()).unwrap();
+        assert!(
+            matches!(
+                decoded,
+                Message::Hello {
+                    fsync: false,
+                    flushed_lsn: 99,
+                    ..
+                }
+            ),
+            "{decoded:?}"
+        );
+    }
+
+    #[test]
     fn a_message_too_large_for_a_frame_is_refused_on_encode() {
         let huge = Message::Entries {
             payloads: vec![ByteBuf::from(vec![0; MAX_FRAME_BYTES])],
@@ -504,7 +552,7 @@ mod tests {
 #[cfg(test)]
 mod fuzz {
     use super::*;
-    use crate::replication::status::{LinkState, ReplicaLink};
+    use crate::replication::status::{LinkState, ReplicaLink, SyncRole};
     use proptest::collection::vec;
     use proptest::prelude::*;
 
@@ -547,6 +595,7 @@ mod fuzz {
             any::<(u64, u64, u64, u64)>(),
             0.0..1e9f64,
             any::<u64>(),
+            prop_oneof![Just(SyncRole::Quorum), Just(SyncRole::Async)],
         )
             .prop_map(
                 |(
@@ -556,6 +605,7 @@ mod fuzz {
                     (sent_lsn, acked_lsn, lag_lsn, lag_bytes),
                     lag_seconds,
                     last_seen_ms,
+                    sync_state,
                 )| {
                     ReplicaLink {
                         name,
@@ -567,6 +617,7 @@ mod fuzz {
                         lag_bytes,
                         lag_seconds,
                         last_seen_ms,
+                        sync_state,
                     }
                 },
             )
@@ -589,7 +640,7 @@ mod fuzz {
                         name,
                         proof,
                         nonce,
-                        (epoch, flushed_lsn, flushed_id, lineage, durable),
+                        (epoch, flushed_lsn, flushed_id, lineage, fsync),
                     )| {
                         Message::Hello {
                             kind,
@@ -600,7 +651,7 @@ mod fuzz {
                             flushed_lsn,
                             flushed_id,
                             lineage,
-                            durable,
+                            fsync,
                         }
                     }
                 ),
@@ -654,7 +705,8 @@ mod fuzz {
                     last_lsn,
                     epoch,
                     rejected,
-                    replicas
+                    replicas,
+                    sync_state: SyncState::Degraded,
                 }
             ),
         ]

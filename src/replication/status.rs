@@ -30,6 +30,15 @@ pub enum LinkState {
 }
 
 impl LinkState {
+    /// Whether the link is up (it may still be catching up).
+    #[must_use]
+    pub fn is_connected(self) -> bool {
+        matches!(
+            self,
+            LinkState::Snapshot | LinkState::CatchingUp | LinkState::Streaming
+        )
+    }
+
     /// The name shown to users.
     #[must_use]
     pub fn name(self) -> &'static str {
@@ -40,6 +49,65 @@ impl LinkState {
             LinkState::Streaming => "streaming",
             LinkState::Disconnected => "disconnected",
             LinkState::Failed => "failed",
+        }
+    }
+}
+
+/// Whether a peer's acks count toward the quorum of sync writes (the words of
+/// `PostgreSQL`'s `pg_stat_replication.sync_state`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SyncRole {
+    /// A replica that fsyncs: its acks count.
+    Quorum,
+    /// A replica with `fsync=False`, or a consumer: its acks never count.
+    #[default]
+    Async,
+}
+
+impl SyncRole {
+    /// The name shown to users: `"quorum"` or `"async"`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            SyncRole::Quorum => "quorum",
+            SyncRole::Async => "async",
+        }
+    }
+}
+
+/// Whether a primary can take sync writes now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SyncState {
+    /// At least `quorum` counting replicas are connected: sync writes complete.
+    Ok,
+    /// Enough counting replicas are registered but fewer than `quorum` are connected: sync
+    /// writes commit and wait, and time out unless enough of them come back.
+    Degraded,
+    /// Fewer counting replicas than `quorum` are registered: sync writes are refused.
+    #[default]
+    Unavailable,
+}
+
+impl SyncState {
+    /// The state of a primary with `connected` and `registered` counting replicas.
+    #[must_use]
+    pub fn of(connected: usize, registered: usize, quorum: usize) -> Self {
+        if registered < quorum {
+            SyncState::Unavailable
+        } else if connected < quorum {
+            SyncState::Degraded
+        } else {
+            SyncState::Ok
+        }
+    }
+
+    /// The name shown to users: `"ok"`, `"degraded"` or `"unavailable"`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            SyncState::Ok => "ok",
+            SyncState::Degraded => "degraded",
+            SyncState::Unavailable => "unavailable",
         }
     }
 }
@@ -65,6 +133,9 @@ pub struct ReplicaLink {
     pub lag_seconds: f64,
     /// When the primary last heard from it (ms since the Unix epoch).
     pub last_seen_ms: u64,
+    /// Whether its acks count toward the quorum (absent from older primaries: async).
+    #[serde(default)]
+    pub sync_state: SyncRole,
 }
 
 /// The lag in seconds of a peer that has applied up to an entry committed at
@@ -79,6 +150,13 @@ pub fn lag_seconds(oldest_missing_commit_ms: Option<u64>, now_ms: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sync_state_is_unavailable_below_the_quorum_registered_and_degraded_below_it_connected() {
+        assert_eq!(SyncState::of(0, 1, 2), SyncState::Unavailable);
+        assert_eq!(SyncState::of(1, 3, 2), SyncState::Degraded);
+        assert_eq!(SyncState::of(2, 3, 2), SyncState::Ok);
+    }
 
     #[test]
     fn lag_is_zero_when_nothing_is_missing_and_measured_on_one_clock_otherwise() {

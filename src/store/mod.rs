@@ -3,6 +3,7 @@
 
 mod commit;
 mod dirlock;
+mod durability;
 mod follow;
 mod install;
 mod overlay;
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use commit::{Batch, CheckpointPolicy, Pipeline, Refused};
 use dirlock::DirLock;
+pub use durability::{Committed, Durability, OnTimeout, Receipt, Registration, SyncReplication};
 pub use install::{Installer, SnapshotView};
 use overlay::{Found, Overlay};
 pub use stored::describe_key;
@@ -134,6 +136,8 @@ struct Inner {
     read_only: Option<ReadOnlyReason>,
     /// The tables are durably marked as a replica's.
     marked_follower: AtomicBool,
+    /// The primary serving this store, if one does: sync commits wait through it.
+    replication: durability::Registry,
     // Field order matters only in that `open` is dropped (files released) by `close()`,
     // not by the last handle: transactions and iterators may outlive a close.
     open: RwLock<Option<Open>>,
@@ -263,6 +267,7 @@ impl Store {
                 pipeline,
                 read_only,
                 marked_follower: AtomicBool::new(parts.follower),
+                replication: durability::Registry::default(),
                 open: RwLock::new(Some(Open {
                     tables,
                     overlay,
@@ -363,47 +368,72 @@ impl Store {
         Ok((body, crc))
     }
 
-    /// Commits `ops` as one transaction and returns its LSN once it is durable and visible.
-    /// An empty `ops` commits nothing and returns the current visible LSN.
+    /// Commits `ops` as one transaction with `durability` (`None`: the strongest default
+    /// of the tables written) and returns its receipt once the write has it: durable and
+    /// visible here, and for a sync write acknowledged by a quorum of replicas.
+    /// An empty `ops` commits nothing and returns a receipt for the current visible LSN.
     ///
     /// # Errors
-    /// Invalid names or sizes (nothing is written, no LSN is taken), a closed store, or the
-    /// failure that closed it.
-    pub fn commit(&self, ops: Vec<Op>) -> Result<u64> {
-        self.commit_inner(ops, false)
+    /// Invalid names or sizes, or a sync write that cannot be acknowledged (no primary
+    /// serves the store, fewer replicas than the quorum): nothing is written, no LSN is
+    /// taken. A closed store, or the failure that closed it. A sync write whose quorum is
+    /// not reached within the sync timeout: [`crate::error::ReplicationError::Timeout`]
+    /// (committed locally) unless the primary degrades instead.
+    pub fn commit(&self, ops: Vec<Op>, durability: Option<Durability>) -> Result<Receipt> {
+        self.commit_pending(ops, durability)?.finish()
     }
 
-    fn commit_inner(&self, ops: Vec<Op>, holds_writer: bool) -> Result<u64> {
+    /// Commits `ops` locally, like [`Store::commit`], and returns before waiting for any
+    /// replica: [`Committed::wait`] then waits in slices (for callers that stay
+    /// interruptible).
+    ///
+    /// # Errors
+    /// As [`Store::commit`], except the sync timeout.
+    pub fn commit_pending(
+        &self,
+        ops: Vec<Op>,
+        durability: Option<Durability>,
+    ) -> Result<Committed> {
+        self.commit_inner(ops, durability, false)
+    }
+
+    fn commit_inner(
+        &self,
+        ops: Vec<Op>,
+        durability: Option<Durability>,
+        holds_writer: bool,
+    ) -> Result<Committed> {
         self.check_process()?;
-        if let Err(refused) = self.check_writable() {
-            if holds_writer {
-                self.inner.pipeline.release_writer();
+        let checked = self
+            .check_writable()
+            .and_then(|()| self.resolve_durability(&ops, durability))
+            .and_then(|resolved| Ok((resolved, self.encode(&ops)?)));
+        let ((durability, replication), (body, crc)) = match checked {
+            Ok(checked) => checked,
+            Err(refused) => {
+                if holds_writer {
+                    self.inner.pipeline.release_writer();
+                }
+                return Err(refused);
             }
-            return Err(refused);
-        }
+        };
         if ops.is_empty() {
             if holds_writer {
                 self.inner.pipeline.release_writer();
             }
-            return Ok(self.last_lsn());
+            return Ok(durability::committed(
+                self.last_lsn(),
+                durability,
+                replication,
+            ));
         }
-        let encoded = self.encode(&ops);
-        let (body, crc) = match encoded {
-            Ok(encoded) => encoded,
-            Err(e) => {
-                if holds_writer {
-                    self.inner.pipeline.release_writer();
-                }
-                return Err(e);
-            }
-        };
         let lsn = self
             .inner
             .pipeline
             .enqueue(&body, crc, ops, holds_writer)
             .map_err(|r| self.refused(r))?;
         self.wait_visible(lsn)?;
-        Ok(lsn)
+        Ok(durability::committed(lsn, durability, replication))
     }
 
     fn wait_visible(&self, lsn: u64) -> Result<()> {
@@ -1048,14 +1078,14 @@ mod tests {
             Ok(Box::new(log_fs))
         })
         .unwrap();
-        assert_eq!(store.commit(put("a")).unwrap(), 1);
+        assert_eq!(store.commit(put("a"), None).unwrap().lsn, 1);
         // The next write reaches the file, its fdatasync fails.
         fs.freeze_after(1);
-        let failed = store.commit(put("b")).unwrap_err();
+        let failed = store.commit(put("b"), None).unwrap_err();
         assert!(failed.to_string().contains("fdatasync"), "{failed}");
         assert!(store.is_closed());
         assert_eq!(store.last_lsn(), 1, "the failed write never became visible");
-        match store.commit(put("c")) {
+        match store.commit(put("c"), None) {
             Err(Error::Store(StoreError::Closed {
                 cause: Some(cause), ..
             })) => {

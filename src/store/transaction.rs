@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::Store;
+use super::{Committed, Durability, Receipt, Store};
 use crate::codec::Op;
 use crate::error::Result;
 
@@ -131,15 +131,24 @@ impl Transaction {
         self.ops.is_empty()
     }
 
-    /// Commits as one log entry and returns its LSN once visible. A transaction without
-    /// writes appends nothing and returns the visible LSN.
+    /// Commits as one log entry with `durability` (see [`Store::commit`]) and returns its
+    /// receipt. A transaction without writes appends nothing: its receipt is for the
+    /// visible LSN.
     ///
     /// # Errors
-    /// A closed store or the failure that closed it.
-    pub fn commit(mut self) -> Result<u64> {
+    /// As [`Store::commit`].
+    pub fn commit(self, durability: Option<Durability>) -> Result<Receipt> {
+        self.commit_pending(durability)?.finish()
+    }
+
+    /// Commits locally, like [`Transaction::commit`], without waiting for any replica.
+    ///
+    /// # Errors
+    /// As [`Store::commit_pending`].
+    pub fn commit_pending(mut self, durability: Option<Durability>) -> Result<Committed> {
         self.finished = true;
         let ops = std::mem::take(&mut self.ops);
-        self.store.commit_inner(ops, true)
+        self.store.commit_inner(ops, durability, true)
     }
 }
 

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::replication::protocol::PeerKind;
+use crate::replication::quorum::{quorum_lsn, QuorumView};
 use crate::replication::status::LinkState;
 
 /// Time as the machine sees it: microseconds on the caller's monotonic clock.
@@ -193,6 +194,20 @@ impl PrimaryMachine {
             .values()
             .filter(|p| self.counts(p) && is_connected(p.state))
             .count()
+    }
+
+    /// The quorum as sync writers need it: the quorum LSN and every counting replica's ack.
+    #[must_use]
+    pub fn quorum_view(&self) -> QuorumView {
+        QuorumView {
+            quorum_lsn: self.quorum_lsn,
+            acked: self
+                .peers
+                .values()
+                .filter(|p| self.counts(p))
+                .map(|p| (p.id.name.clone(), p.acked_lsn))
+                .collect(),
+        }
     }
 
     /// Names of the counting replicas that acknowledged `lsn`, in name order.
@@ -400,7 +415,7 @@ impl PrimaryMachine {
             .values()
             .filter(|p| self.counts(p))
             .map(|p| p.acked_lsn);
-        let lsn = super::quorum_lsn(acks, self.config.quorum);
+        let lsn = quorum_lsn(acks, self.config.quorum);
         (lsn > self.quorum_lsn).then(|| {
             self.quorum_lsn = lsn;
             lsn

@@ -197,7 +197,7 @@ async fn authenticate(
         flushed_lsn,
         flushed_id,
         lineage,
-        durable,
+        fsync,
     } = read_handshake_frame(reader, AUTH_DEADLINE, "hello").await?
     else {
         return Err(Refusal::new(RefuseCode::Protocol, "expected a hello"));
@@ -213,7 +213,7 @@ async fn authenticate(
         flushed_lsn,
         flushed_id,
         lineage,
-        durable,
+        durable: fsync,
     })
 }
 

@@ -7,7 +7,7 @@ mod stream;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::net::tcp::OwnedWriteHalf;
@@ -16,16 +16,17 @@ use tokio::sync::watch;
 use super::commit_times::CommitTimes;
 use super::machine::{LinkId, Micros, Peer, PrimaryConfig, PrimaryMachine};
 use super::protocol::{Message, PeerKind};
+use super::quorum::{SyncOptions, SyncWaiters};
 use super::retention::{self, RetentionCaps};
 use super::slots::{Slot, Slots};
-use super::status::{lag_seconds, now_ms, ReplicaLink};
+use super::status::{lag_seconds, now_ms, ReplicaLink, SyncRole, SyncState};
 use crate::error::{NetError, Result};
 use crate::log::LogPosition;
 use crate::net::admission::Admission;
 use crate::net::runtime;
 use crate::net::server::{accept_loop, bind};
 use crate::net::stall::StallWriter;
-use crate::store::Store;
+use crate::store::{Registration, Store};
 
 /// The longest heartbeat interval (replicas drop a link silent for 5 s).
 const MAX_HEARTBEAT: Duration = Duration::from_secs(2);
@@ -56,6 +57,8 @@ pub struct PrimaryOptions {
     pub retain_seconds: Option<Duration>,
     /// How often slots are persisted and retention runs.
     pub retention_interval: Duration,
+    /// Quorum, timeout and per-table modes of sync writes.
+    pub sync: SyncOptions,
 }
 
 impl PrimaryOptions {
@@ -71,7 +74,7 @@ impl PrimaryOptions {
     fn machine_config(&self) -> PrimaryConfig {
         let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         PrimaryConfig {
-            quorum: 1,
+            quorum: self.sync.quorum,
             ship_interval: micros(self.ship_interval),
             heartbeat_interval: micros(self.heartbeat_interval),
             stall_timeout: micros(self.stall_timeout()),
@@ -91,6 +94,7 @@ impl Default for PrimaryOptions {
             retain_bytes: None,
             retain_seconds: None,
             retention_interval: Duration::from_secs(1),
+            sync: SyncOptions::default(),
         }
     }
 }
@@ -128,8 +132,8 @@ struct Shared {
     slots: Slots,
     options: PrimaryOptions,
     links: Mutex<Links>,
-    /// Notified (with `links` locked) whenever an ack arrives.
-    acked: Condvar,
+    /// The sync writers' view of the quorum, published by the machine after each change.
+    sync: Arc<SyncWaiters>,
     /// The origin of the machine's clock.
     started: Instant,
     rejected: AtomicU64,
@@ -149,6 +153,8 @@ pub struct Primary {
     wake_notifier: Mutex<Option<mpsc::Sender<()>>>,
     notifier: Mutex<Option<std::thread::JoinHandle<()>>>,
     server: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Keeps this primary registered on its store for sync writes until it stops.
+    registration: Mutex<Option<Registration>>,
 }
 
 /// The writing half of a connection: every write fails after the stall timeout.
@@ -167,6 +173,8 @@ pub struct PrimaryStatus {
     pub last_rejection: Option<String>,
     /// Every replica seen since start.
     pub replicas: Vec<ReplicaLink>,
+    /// Whether sync writes can complete now.
+    pub sync_state: SyncState,
 }
 
 impl Primary {
@@ -179,6 +187,8 @@ impl Primary {
         options.token = options.token.filter(|token| !token.is_empty());
         // Replicas drop a link that stays silent for 5 s: heartbeat well within that.
         options.heartbeat_interval = options.heartbeat_interval.min(MAX_HEARTBEAT);
+        let sync = Arc::new(SyncWaiters::new(options.sync.clone()));
+        let registration = store.serve_replication(Arc::clone(&sync) as _)?;
         let (listener, address) = runtime().block_on(bind(&options.listen))?;
         let slots = Slots::load(store.path())?;
         let (visible, _) = watch::channel(store.last_lsn());
@@ -192,7 +202,7 @@ impl Primary {
                 machine,
                 wires: BTreeMap::new(),
             }),
-            acked: Condvar::new(),
+            sync,
             started: Instant::now(),
             rejected: AtomicU64::new(0),
             last_rejection: Mutex::new(None),
@@ -238,6 +248,7 @@ impl Primary {
             wake_notifier: Mutex::new(Some(wake_notifier)),
             notifier: Mutex::new(Some(notifier)),
             server: Mutex::new(Some(server)),
+            registration: Mutex::new(Some(registration)),
         })
     }
 
@@ -264,21 +275,7 @@ impl Primary {
     /// fsync count: consumers and replicas with `fsync=False` never do.
     #[must_use]
     pub fn wait_for(&self, lsn: u64, replicas: usize, timeout: Duration) -> usize {
-        let deadline = Instant::now() + timeout;
-        let mut links = lock(&self.shared.links);
-        loop {
-            let acked = links.machine.acked_by(lsn).len();
-            let left = deadline.saturating_duration_since(Instant::now());
-            if acked >= replicas || left.is_zero() {
-                return acked;
-            }
-            links = self
-                .shared
-                .acked
-                .wait_timeout(links, left)
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0;
-        }
+        self.shared.sync.wait_count(lsn, replicas, timeout)
     }
 
     /// The durable slots: one per replica name, with the LSN it acknowledged.
@@ -293,6 +290,11 @@ impl Primary {
     /// # Errors
     /// Persisting the change failed.
     pub fn drop_slot(&self, name: &str) -> Result<bool> {
+        {
+            let mut links = lock(&self.shared.links);
+            links.machine.forget(name);
+            self.shared.sync.publish(links.machine.quorum_view());
+        }
         self.shared.slots.drop_slot(name)
     }
 
@@ -307,6 +309,8 @@ impl Primary {
 
     /// Signals the server, every connection and the notifier to stop; waits for nothing.
     fn signal_stop(&self) {
+        // A stopped primary acknowledges nothing: sync writes are refused from here.
+        drop(lock(&self.registration).take());
         self.shutdown.send_replace(true);
         drop(lock(&self.wake_notifier).take());
         for wire in lock(&self.shared.links).wires.values() {
@@ -407,6 +411,7 @@ impl Shared {
             epoch: status.epoch,
             rejected: status.rejected,
             replicas: status.replicas,
+            sync_state: status.sync_state,
         }
     }
 
@@ -479,9 +484,19 @@ impl Shared {
                     lag_bytes: peer.in_flight_bytes,
                     lag_seconds: lag_seconds(oldest_missing, now),
                     last_seen_ms: wire.map_or(0, |w| w.last_seen_ms),
+                    sync_state: if peer.counts() {
+                        SyncRole::Quorum
+                    } else {
+                        SyncRole::Async
+                    },
                 }
             })
             .collect();
+        let sync_state = SyncState::of(
+            links.machine.connected_counting_replicas(),
+            links.machine.counting_replicas(),
+            self.options.sync.quorum,
+        );
         drop(links);
         PrimaryStatus {
             last_lsn,
@@ -489,6 +504,7 @@ impl Shared {
             rejected: self.rejected.load(Ordering::Relaxed),
             last_rejection: lock(&self.last_rejection).clone(),
             replicas,
+            sync_state,
         }
     }
 
@@ -516,6 +532,7 @@ impl Shared {
         let now = self.now_us();
         let mut links = lock(&self.links);
         let (id, _replaced) = links.machine.connect(name, kind, durable, from_lsn, now);
+        self.sync.publish(links.machine.quorum_view());
         let wire = Wire {
             address: peer.to_string(),
             stop,
@@ -536,8 +553,10 @@ impl Shared {
         if let Some(wire) = links.wires.get_mut(&id.name) {
             wire.last_seen_ms = now_ms();
         }
+        if outcome.quorum_lsn.is_some() || outcome.slot_lsn.is_some() {
+            self.sync.publish(links.machine.quorum_view());
+        }
         drop(links);
-        self.acked.notify_all();
         // Only a replica moves its slot (its first ack also unpins it).
         if let Some(lsn) = outcome.slot_lsn {
             self.slots.advance(&id.name, lsn);

@@ -63,7 +63,7 @@ pub(super) async fn connect(
         flushed_lsn: position.flushed_lsn,
         flushed_id: position.id,
         lineage: position.lineage,
-        durable: shared.consumer.durable(),
+        fsync: shared.consumer.durable(),
     };
     write_frame(&mut writer, &hello).await?;
     match read_handshake_frame(&mut reader, HANDSHAKE_TIMEOUT, "welcome").await? {

@@ -1,0 +1,198 @@
+//! What a synchronous write costs against the physical path it cannot avoid, measured in
+//! one run on one machine:
+//!
+//! * a local durable commit (append + fdatasync + apply),
+//! * a replica's durable append of the same entry,
+//! * one loopback TCP round trip,
+//! * a sync write with quorum 1 (the primary and the replica in this process),
+//!
+//! and how 16 concurrent sync writers compare with one (acks are cumulative, so one
+//! round trip releases many writers). Run with
+//! `cargo bench --no-default-features --bench sync` (`-- --quick` for a smoke run).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use replikv::codec::{encode_key, KeyRef, Op};
+use replikv::log::LogPosition;
+use replikv::replication::primary::{Primary, PrimaryOptions};
+use replikv::replication::quorum::SyncOptions;
+use replikv::replication::replica::{Replica, ReplicaOptions};
+use replikv::store::{Durability, Store, StoreOptions};
+
+type Outcome<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+fn op(i: usize) -> Op {
+    Op {
+        table: "consent".into(),
+        key: encode_key(KeyRef::Str(&format!("user{i:011}@x"))),
+        value: Some(vec![0xa5; 100]),
+    }
+}
+
+/// The median of `samples`, in microseconds.
+fn median_us(mut samples: Vec<Duration>) -> f64 {
+    samples.sort_unstable();
+    samples[samples.len() / 2].as_secs_f64() * 1e6
+}
+
+fn time_each(count: usize, mut f: impl FnMut(usize) -> Outcome) -> Outcome<Vec<Duration>> {
+    let mut samples = Vec::with_capacity(count);
+    for i in 0..count {
+        let started = Instant::now();
+        f(i)?;
+        samples.push(started.elapsed());
+    }
+    Ok(samples)
+}
+
+/// A local durable commit, and a follower's durable append of the same entries.
+fn local_and_replica_append(dir: &std::path::Path, count: usize) -> Outcome<(f64, f64)> {
+    let local = Store::open(dir.join("local"), StoreOptions::default())?;
+    let commits = time_each(count, |i| {
+        local.commit(vec![op(i)], None)?;
+        Ok(())
+    })?;
+    let mut position = LogPosition::after(0);
+    let entries = local.read_log_raw(&mut position, count, usize::MAX)?;
+    let follower = Store::open(
+        dir.join("follower"),
+        StoreOptions {
+            follower: true,
+            ..StoreOptions::default()
+        },
+    )?;
+    let appends = time_each(entries.len(), |i| {
+        follower.append_replicated(&[entries[i].payload.clone()])?;
+        Ok(())
+    })?;
+    local.close()?;
+    follower.close()?;
+    Ok((median_us(commits), median_us(appends)))
+}
+
+/// One loopback round trip of 64 bytes each way.
+fn round_trip(count: usize) -> Outcome<f64> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let address = listener.local_addr()?;
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut peer, _) = listener.accept()?;
+        peer.set_nodelay(true)?;
+        let mut buffer = [0u8; 64];
+        while peer.read_exact(&mut buffer).is_ok() {
+            peer.write_all(&buffer)?;
+        }
+        Ok(())
+    });
+    let mut client = TcpStream::connect(address)?;
+    client.set_nodelay(true)?;
+    let mut buffer = [7u8; 64];
+    let samples = time_each(count, |_| {
+        client.write_all(&buffer)?;
+        client.read_exact(&mut buffer)?;
+        Ok(())
+    })?;
+    drop(client);
+    let _ = echo.join();
+    Ok(median_us(samples))
+}
+
+struct Served {
+    store: Store,
+    primary: Primary,
+    replica: Replica,
+}
+
+fn serve(dir: &std::path::Path) -> Outcome<Served> {
+    let store = Store::open(dir.join("primary"), StoreOptions::default())?;
+    let primary = Primary::start(
+        store.clone(),
+        PrimaryOptions {
+            ship_interval: Duration::ZERO,
+            sync: SyncOptions::default(),
+            ..PrimaryOptions::default()
+        },
+    )?;
+    let replica = Replica::start(
+        dir.join("replica"),
+        ReplicaOptions {
+            primary: primary.address().to_string(),
+            token: None,
+            name: "r1".into(),
+            max_backoff: Duration::from_millis(100),
+            store: StoreOptions::default(),
+        },
+    )?;
+    // The first sync write waits until the replica registered.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.commit(vec![op(0)], Some(Durability::Sync)).is_err() {
+        if Instant::now() > deadline {
+            return Err("the replica never registered".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(Served {
+        store,
+        primary,
+        replica,
+    })
+}
+
+/// Sync writes per second from `writers` threads, each committing `each` writes.
+fn sync_throughput(store: &Store, writers: usize, each: usize) -> Outcome<f64> {
+    let store = Arc::new(store.clone());
+    let started = Instant::now();
+    let threads: Vec<_> = (0..writers)
+        .map(|w| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || -> replikv::Result<()> {
+                for i in 0..each {
+                    store.commit(vec![op(w * each + i)], Some(Durability::Sync))?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().map_err(|_| "a writer panicked")??;
+    }
+    let total = u32::try_from(writers * each)?;
+    Ok(f64::from(total) / started.elapsed().as_secs_f64())
+}
+
+fn main() -> Outcome {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let count = if quick { 50 } else { 400 };
+    let dir = tempfile::tempdir()?;
+    let (commit_us, append_us) = local_and_replica_append(dir.path(), count)?;
+    let rtt_us = round_trip(count * 5)?;
+    let served = serve(dir.path())?;
+    let sync_samples = time_each(count, |i| {
+        served.store.commit(vec![op(i)], Some(Durability::Sync))?;
+        Ok(())
+    })?;
+    let sync_us = median_us(sync_samples);
+    let path_us = commit_us + append_us + rtt_us;
+    println!("local durable commit        {commit_us:9.1} us");
+    println!("replica durable append      {append_us:9.1} us");
+    println!("loopback round trip         {rtt_us:9.1} us");
+    println!("physical serial path (sum)  {path_us:9.1} us");
+    println!(
+        "sync write, quorum 1        {sync_us:9.1} us   {:.2}x the path (target <= 1.2x)",
+        sync_us / path_us
+    );
+    let each = if quick { 20 } else { 200 };
+    let one = sync_throughput(&served.store, 1, each * 4)?;
+    let sixteen = sync_throughput(&served.store, 16, each)?;
+    println!("1 sync writer               {one:9.0} writes/s");
+    println!(
+        "16 sync writers             {sixteen:9.0} writes/s   {:.1}x one writer (target >= 5x)",
+        sixteen / one
+    );
+    served.primary.close();
+    served.replica.close()?;
+    served.store.close()?;
+    Ok(())
+}

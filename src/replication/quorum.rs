@@ -1,0 +1,302 @@
+//! Quorum acknowledgement of sync writes: which LSN a quorum of replicas holds durably, and
+//! the waiters that sync writers block on until it covers their LSN.
+//!
+//! Acks are cumulative: one ack that moves the quorum LSN releases every writer at or below
+//! it at once (group commit), never one round trip per writer. Who counts (replicas that
+//! fsync; never consumers) is the primary's machine's decision: the waiters only mirror
+//! the [`QuorumView`] it publishes after each change.
+
+use std::collections::HashMap;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::error::{ReplicationError, Result};
+use crate::store::{Durability, OnTimeout, SyncReplication};
+
+/// The highest LSN that at least `quorum` of the given flushed LSNs reach: the
+/// `quorum`-th highest of them, or 0 when there are fewer than `quorum` (or `quorum` is 0).
+#[must_use]
+pub fn quorum_lsn(flushed: impl IntoIterator<Item = u64>, quorum: usize) -> u64 {
+    let mut flushed: Vec<u64> = flushed.into_iter().collect();
+    if quorum == 0 || flushed.len() < quorum {
+        return 0;
+    }
+    let (_, kth, _) = flushed.select_nth_unstable_by(quorum - 1, |a, b| b.cmp(a));
+    *kth
+}
+
+/// How a primary treats sync writes.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Replicas that must hold a sync write durably before it returns (at least 1).
+    pub quorum: usize,
+    /// How long a sync write waits for them.
+    pub sync_timeout: Duration,
+    /// What it does then.
+    pub on_timeout: OnTimeout,
+    /// Per-table default durability.
+    pub table_modes: HashMap<String, Durability>,
+    /// Durability of writes to the other tables.
+    pub default_durability: Durability,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        Self {
+            quorum: 1,
+            sync_timeout: Duration::from_secs(5),
+            on_timeout: OnTimeout::Raise,
+            table_modes: HashMap::new(),
+            default_durability: Durability::Async,
+        }
+    }
+}
+
+/// The quorum as the primary's machine last computed it: the only input of the waiters,
+/// so that the rules (who counts, what the quorum LSN is) live in one place, the machine.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QuorumView {
+    /// The highest LSN that a quorum of counting replicas holds durably.
+    pub quorum_lsn: u64,
+    /// Every replica that counts (connected or not) and the LSN it acknowledged, by name.
+    pub acked: Vec<(String, u64)>,
+}
+
+impl QuorumView {
+    fn acked_by(&self, lsn: u64) -> Vec<String> {
+        self.acked
+            .iter()
+            .filter(|(_, acked)| *acked >= lsn)
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+}
+
+/// The sync writers waiting on acks; implements [`SyncReplication`] for the store a
+/// primary serves.
+pub struct SyncWaiters {
+    options: SyncOptions,
+    view: Mutex<QuorumView>,
+    /// Signalled whenever the view changes.
+    changed: Condvar,
+}
+
+impl SyncWaiters {
+    /// No replica yet.
+    #[must_use]
+    pub fn new(options: SyncOptions) -> Self {
+        Self {
+            options,
+            view: Mutex::new(QuorumView::default()),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// The options it was made with.
+    #[must_use]
+    pub fn options(&self) -> &SyncOptions {
+        &self.options
+    }
+
+    fn lock(&self) -> MutexGuard<'_, QuorumView> {
+        // Nothing panics while the lock is held; a poisoned lock is still consistent.
+        self.view
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes the machine's latest view and wakes every waiter it may release.
+    pub fn publish(&self, view: QuorumView) {
+        let mut current = self.lock();
+        if *current == view {
+            return;
+        }
+        *current = view;
+        drop(current);
+        self.changed.notify_all();
+    }
+
+    /// How many replicas that fsync are known (and so can count toward the quorum).
+    #[must_use]
+    pub fn counting(&self) -> usize {
+        self.lock().acked.len()
+    }
+
+    /// Waits until `done` holds for the view or `timeout` passes; returns the last view.
+    fn wait_until(&self, timeout: Duration, done: impl Fn(&QuorumView) -> bool) -> QuorumView {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut view = self.lock();
+        loop {
+            let left = deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            if done(&view) || left.is_zero() {
+                return view.clone();
+            }
+            view = self
+                .changed
+                .wait_timeout(view, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Waits up to `timeout` until `replicas` counting replicas acked `lsn`; returns how
+    /// many have (like Redis `WAIT`).
+    #[must_use]
+    pub fn wait_count(&self, lsn: u64, replicas: usize, timeout: Duration) -> usize {
+        let view = self.wait_until(timeout, |v| v.acked_by(lsn).len() >= replicas);
+        view.acked_by(lsn).len()
+    }
+}
+
+impl SyncReplication for SyncWaiters {
+    fn default_for(&self, table: &str) -> Durability {
+        self.options
+            .table_modes
+            .get(table)
+            .copied()
+            .unwrap_or(self.options.default_durability)
+    }
+
+    fn check_sync(&self) -> Result<()> {
+        let counting = self.counting();
+        let quorum = self.options.quorum;
+        if counting < quorum {
+            return Err(ReplicationError::SyncUnavailable(format!(
+                "the quorum is {quorum} but only {counting} replica(s) that fsync are \
+                 registered (replicas with fsync=False and consumers never count): connect \
+                 more replicas, or lower quorum="
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
+    fn wait_quorum(&self, lsn: u64, patience: Duration) -> Option<Vec<String>> {
+        let view = self.wait_until(patience, |v| v.quorum_lsn >= lsn);
+        (view.quorum_lsn >= lsn).then(|| view.acked_by(lsn))
+    }
+
+    fn acked_by(&self, lsn: u64) -> Vec<String> {
+        self.lock().acked_by(lsn)
+    }
+
+    fn sync_timeout(&self) -> Duration {
+        self.options.sync_timeout
+    }
+
+    fn on_timeout(&self) -> OnTimeout {
+        self.options.on_timeout
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The model: the largest LSN that at least `quorum` acks reach, found by trying each.
+    fn model(flushed: &[u64], quorum: usize) -> u64 {
+        if quorum == 0 {
+            return 0;
+        }
+        flushed
+            .iter()
+            .copied()
+            .filter(|&candidate| flushed.iter().filter(|&&f| f >= candidate).count() >= quorum)
+            .max()
+            .unwrap_or(0)
+    }
+
+    proptest! {
+        #[test]
+        fn quorum_lsn_is_the_highest_lsn_that_a_quorum_of_acks_reach(
+            flushed in proptest::collection::vec(0u64..50, 0..8),
+            quorum in 0usize..10,
+        ) {
+            prop_assert_eq!(quorum_lsn(flushed.iter().copied(), quorum), model(&flushed, quorum));
+        }
+    }
+
+    fn waiters(quorum: usize) -> Arc<SyncWaiters> {
+        Arc::new(SyncWaiters::new(SyncOptions {
+            quorum,
+            ..SyncOptions::default()
+        }))
+    }
+
+    fn view(quorum: usize, acked: &[(&str, u64)]) -> QuorumView {
+        QuorumView {
+            quorum_lsn: quorum_lsn(acked.iter().map(|(_, lsn)| *lsn), quorum),
+            acked: acked
+                .iter()
+                .map(|(n, lsn)| ((*n).to_owned(), *lsn))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn one_ack_that_completes_the_quorum_releases_every_waiter_at_or_below_it() {
+        let waiters = waiters(2);
+        waiters.publish(view(2, &[("a", 0), ("b", 0), ("c", 0)]));
+        let sync_writers: Vec<_> = (1..=40u64)
+            .map(|lsn| {
+                let waiters = Arc::clone(&waiters);
+                std::thread::spawn(move || waiters.wait_quorum(lsn, Duration::from_secs(30)))
+            })
+            .collect();
+        waiters.publish(view(2, &[("a", 40), ("b", 0), ("c", 0)]));
+        assert!(
+            waiters.wait_quorum(1, Duration::ZERO).is_none(),
+            "one ack of two is not a quorum"
+        );
+        waiters.publish(view(2, &[("a", 40), ("b", 0), ("c", 40)]));
+        for writer in sync_writers {
+            let acked_by = writer.join().expect("a waiter never panics");
+            assert_eq!(acked_by, Some(vec!["a".to_owned(), "c".to_owned()]));
+        }
+    }
+
+    #[test]
+    fn a_waiter_past_the_quorum_lsn_keeps_waiting() {
+        let waiters = waiters(1);
+        waiters.publish(view(1, &[("a", 5)]));
+        assert_eq!(
+            waiters.wait_quorum(5, Duration::ZERO),
+            Some(vec!["a".to_owned()])
+        );
+        assert_eq!(waiters.wait_quorum(6, Duration::from_millis(1)), None);
+    }
+
+    #[test]
+    fn sync_is_refused_without_enough_counting_replicas() {
+        let waiters = waiters(1);
+        assert!(
+            waiters.check_sync().is_err(),
+            "no counting replica is known"
+        );
+        assert_eq!(waiters.wait_count(9, 1, Duration::ZERO), 0);
+        waiters.publish(view(1, &[("durable", 9)]));
+        assert!(waiters.check_sync().is_ok());
+        assert_eq!(waiters.wait_count(9, 1, Duration::ZERO), 1);
+        waiters.publish(view(1, &[]));
+        assert!(
+            waiters.check_sync().is_err(),
+            "a dropped slot no longer counts"
+        );
+    }
+
+    #[test]
+    fn table_modes_override_the_default_durability() {
+        let waiters = SyncWaiters::new(SyncOptions {
+            table_modes: HashMap::from([("consent".to_owned(), Durability::Sync)]),
+            ..SyncOptions::default()
+        });
+        assert_eq!(waiters.default_for("consent"), Durability::Sync);
+        assert_eq!(waiters.default_for("events"), Durability::Async);
+    }
+}
