@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
+
 use crate::error::{ReplicationError, Result};
 use crate::store::{Durability, OnTimeout, SyncReplication};
 
@@ -79,6 +81,9 @@ pub struct SyncWaiters {
     view: Mutex<QuorumView>,
     /// Signalled whenever the view changes.
     changed: Condvar,
+    /// The highest LSN a sync writer waits for: shipping watches it, so that a sync
+    /// write never waits for the ship interval.
+    wanted: watch::Sender<u64>,
 }
 
 impl SyncWaiters {
@@ -89,6 +94,7 @@ impl SyncWaiters {
             options,
             view: Mutex::new(QuorumView::default()),
             changed: Condvar::new(),
+            wanted: watch::Sender::new(0),
         }
     }
 
@@ -114,6 +120,12 @@ impl SyncWaiters {
         *current = view;
         drop(current);
         self.changed.notify_all();
+    }
+
+    /// The highest LSN a sync writer waits for, as it rises.
+    #[must_use]
+    pub fn wanted(&self) -> watch::Receiver<u64> {
+        self.wanted.subscribe()
     }
 
     /// How many replicas that fsync are known (and so can count toward the quorum).
@@ -174,6 +186,11 @@ impl SyncReplication for SyncWaiters {
     }
 
     fn wait_quorum(&self, lsn: u64, patience: Duration) -> Option<Vec<String>> {
+        self.wanted.send_if_modified(|wanted| {
+            let rises = lsn > *wanted;
+            *wanted = (*wanted).max(lsn);
+            rises
+        });
         let view = self.wait_until(patience, |v| v.quorum_lsn >= lsn);
         (view.quorum_lsn >= lsn).then(|| view.acked_by(lsn))
     }

@@ -125,6 +125,7 @@ pub struct PrimaryMachine {
     peers: BTreeMap<String, Peer>,
     generations: u64,
     quorum_lsn: u64,
+    sync_wanted_lsn: u64,
     #[cfg(test)]
     pub(crate) planted: Planted,
 }
@@ -147,6 +148,7 @@ impl PrimaryMachine {
             peers: BTreeMap::new(),
             generations: 0,
             quorum_lsn: 0,
+            sync_wanted_lsn: 0,
             #[cfg(test)]
             planted: Planted::default(),
         }
@@ -302,6 +304,12 @@ impl PrimaryMachine {
         self.peers.remove(name);
     }
 
+    /// A sync writer waits for `lsn`: counting replicas get it without waiting for the
+    /// ship interval (pacing batches async writes; it must not delay a sync one).
+    pub fn sync_wanted(&mut self, lsn: u64) {
+        self.sync_wanted_lsn = self.sync_wanted_lsn.max(lsn);
+    }
+
     /// Entries up to `lsn` are durable and visible.
     pub fn visible(&mut self, lsn: u64) {
         self.visible_lsn = self.visible_lsn.max(lsn);
@@ -338,8 +346,9 @@ impl PrimaryMachine {
             // A peer behind by a whole batch is caught up as fast as it takes entries; the
             // interval only paces one that keeps up.
             let backlog = self.visible_lsn - peer.sent_lsn;
+            let urgent = self.counts(peer) && peer.sent_lsn < self.sync_wanted_lsn;
             let ship_at = match peer.last_ship {
-                Some(at) if backlog < self.config.catch_up_entries => {
+                Some(at) if backlog < self.config.catch_up_entries && !urgent => {
                     at + self.config.ship_interval
                 }
                 _ => now,
@@ -502,6 +511,23 @@ mod tests {
         assert!(matches!(m.poll(&a, 50_000), LinkAction::Ship { .. }));
         m.visible(10_000);
         assert!(matches!(m.poll(&a, 10), LinkAction::Ship { .. }));
+    }
+
+    #[test]
+    fn a_sync_writer_is_shipped_to_counting_replicas_without_waiting_for_the_interval() {
+        let mut m = PrimaryMachine::new(config(), 1);
+        let (a, _) = m.connect("a", PeerKind::Replica, true, 0, 0);
+        let (cache, _) = m.connect("cache", PeerKind::Consumer, false, 0, 0);
+        m.shipping(&a, &shipped(1..=1), 0);
+        m.shipping(&cache, &shipped(1..=1), 0);
+        m.visible(2);
+        m.sync_wanted(2);
+        assert!(matches!(m.poll(&a, 10), LinkAction::Ship { .. }));
+        assert_eq!(
+            m.poll(&cache, 10),
+            LinkAction::WaitUntil(50_000),
+            "a consumer keeps its pace"
+        );
     }
 
     #[test]

@@ -37,12 +37,15 @@ pub(super) async fn stream_to(
         reader,
     )));
     let mut visible = shared.visible.subscribe();
+    let mut wanted = shared.sync.wanted();
     let mut position: Option<LogPosition> = None;
     loop {
         let now = shared.now_us();
         let last_lsn = shared.store.last_lsn();
+        let sync_wanted = *wanted.borrow_and_update();
         let action = shared.machine(|m| {
             m.visible(last_lsn);
+            m.sync_wanted(sync_wanted);
             m.poll(id, now)
         });
         match action {
@@ -92,6 +95,7 @@ pub(super) async fn stream_to(
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
                     _ = visible.changed() => {}
+                    _ = wanted.changed() => {}
                     _ = &mut acks.0 => return Ok(()),
                 }
             }
