@@ -203,7 +203,7 @@ class Report:
     def info(self, scenario: str, ours: str, other: str = "", target: str = "report") -> None:
         self.add(Verdict(scenario, ours, other, float("nan"), "", target, None))
 
-    def print_summary(self) -> None:
+    def print_summary(self, issue: str = "issue 2") -> None:
         headers = ("scenario", "replikv", "alternative", "ratio", "target", "result")
         rows = [
             (v.scenario, v.replikv, v.other, v.ratio_text, v.target_text, v.result)
@@ -212,7 +212,7 @@ class Report:
         widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
         line = "  ".join("-" * w for w in widths)
         print()
-        print("Summary (ratios from this run; targets from issue 2)")
+        print(f"Summary (ratios from this run; targets from {issue})")
         print(line)
         print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
         print(line)
