@@ -8,5 +8,6 @@ pub mod monitor;
 pub mod primary;
 pub mod protocol;
 pub mod replica;
+pub mod sim;
 pub mod slots;
 pub mod status;
