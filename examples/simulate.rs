@@ -80,11 +80,7 @@ fn main() -> ExitCode {
             }
             Err(failure) => {
                 eprintln!("{failure}");
-                eprintln!(
-                    "replay: cargo run --release --no-default-features --example simulate -- \
-                     --seeds 1 --start {seed} --replicas {} --quorum {} --lazy {} --consumers {}",
-                    config.replicas, config.quorum, config.lazy_replicas, config.consumers
-                );
+                eprintln!("replay: {}", config.replay_command(seed));
                 return ExitCode::FAILURE;
             }
         }

@@ -86,7 +86,7 @@ impl<E> Timeline<E> {
     }
 
     /// The next event with its sequence number, the clock moved to its time.
-    pub fn next(&mut self) -> Option<(u64, E)> {
+    pub fn pop(&mut self) -> Option<(u64, E)> {
         let ((at, sequence), event) = self.queue.pop_first()?;
         self.now = at;
         Some((sequence, event))
@@ -120,7 +120,7 @@ mod tests {
         timeline.at(10, "b");
         timeline.at(5, "a");
         timeline.at(10, "c");
-        let order: Vec<_> = std::iter::from_fn(|| timeline.next().map(|(_, e)| e)).collect();
+        let order: Vec<_> = std::iter::from_fn(|| timeline.pop().map(|(_, e)| e)).collect();
         assert_eq!(order, vec!["a", "b", "c"]);
         assert_eq!(timeline.now(), 10);
     }

@@ -1,5 +1,5 @@
-//! A deterministic simulation of replication, in the manner of FoundationDB and
-//! TigerBeetle's VOPR: a primary, replicas, replicas that do not fsync and consumers, driven
+//! A deterministic simulation of replication, in the manner of `FoundationDB` and
+//! `TigerBeetle`'s VOPR: a primary, replicas, replicas that do not fsync and consumers, driven
 //! through the real state machines ([`PrimaryMachine`](super::machine::PrimaryMachine),
 //! [`ReplicaMachine`](super::machine::ReplicaMachine)) over a simulated network, clock and
 //! disk, with writers issuing sync and async writes while connections are cut, peers are
@@ -78,6 +78,18 @@ impl Default for Config {
             #[cfg(test)]
             planted: Planted::default(),
         }
+    }
+}
+
+impl Config {
+    /// The command that replays `seed` of this configuration.
+    #[must_use]
+    pub fn replay_command(&self, seed: u64) -> String {
+        format!(
+            "cargo run --release --no-default-features --example simulate -- --seeds 1 \
+             --start {seed} --replicas {} --quorum {} --lazy {} --consumers {}",
+            self.replicas, self.quorum, self.lazy_replicas, self.consumers
+        )
     }
 }
 
@@ -168,7 +180,7 @@ impl Simulation {
     ///
     /// # Panics
     /// If `config.quorum` is not in `1..=config.replicas` (no run could satisfy it).
-    pub fn run(seed: u64, config: &Config) -> Result<Report, Box<Failure>> {
+    pub fn run(seed: u64, config: &Config) -> Result<Report, Failure> {
         assert!(
             (1..=config.replicas).contains(&config.quorum),
             "the quorum must be between 1 and the number of replicas that fsync"

@@ -107,14 +107,12 @@ impl World {
             Frame::Wire(message) => machine.receive(message),
             Frame::Hello { .. } => unreachable!("the primary never says hello"),
         };
-        match outcome {
-            Ok(actions) => self.perform(node, actions),
-            Err(_) => {
-                self.report.faults.refused += 1;
-                self.peer_drops(node);
-                Ok(())
-            }
+        if let Ok(actions) = outcome {
+            return self.perform(node, actions);
         }
+        self.report.faults.refused += 1;
+        self.peer_drops(node);
+        Ok(())
     }
 
     fn perform(&mut self, node: usize, actions: Vec<ReplicaAction>) -> Result<(), Violation> {

@@ -193,9 +193,9 @@ impl World {
     }
 
     /// Runs until the primary is lost or everyone caught up; checks after every step.
-    pub fn run(mut self) -> Result<Report, Box<Failure>> {
+    pub fn run(mut self) -> Result<Report, Failure> {
         let deadline = self.config.run_for + self.config.catch_up_within;
-        while let Some((sequence, event)) = self.timeline.next() {
+        while let Some((sequence, event)) = self.timeline.pop() {
             self.report.steps += 1;
             self.trace
                 .record(self.report.steps, self.timeline.now(), &event);
@@ -226,15 +226,15 @@ impl World {
         ]
     }
 
-    fn fail(&self, violation: Violation) -> Box<Failure> {
-        Box::new(Failure {
+    fn fail(&self, violation: Violation) -> Failure {
+        Failure {
             seed: self.seed,
             step: self.report.steps,
             at: self.timeline.now(),
             invariant: violation.invariant,
             detail: violation.detail,
             trace_tail: self.trace.tail(),
-        })
+        }
     }
 
     fn handle(&mut self, event: Event) -> Result<(), Violation> {
