@@ -106,6 +106,7 @@ impl World {
                 .find(|p| p.id.name == link.name)
                 .map(|p| (p.acked_lsn, p.applied_lsn))
         };
+        self.report.faults.stale_acks += 1;
         let before = acked(self);
         let now = self.timeline.now();
         let outcome = self.primary.ack(&link, flushed_lsn, applied_lsn, now);

@@ -108,6 +108,34 @@ impl World {
         Ok(())
     }
 
+    /// Promise 3 once the primary is lost: every peer loses its page cache too (the
+    /// worst case), and at least `quorum` counting replicas still hold, durably and byte
+    /// for byte, every entry up to the last sync write returned to a writer.
+    pub(super) fn after_primary_loss(&mut self) -> Result<(), Violation> {
+        let lsn = self.sync_returned_lsn;
+        let expected = self.log.checksum(lsn);
+        for node in &mut self.nodes {
+            node.disk.crash();
+        }
+        let holding = self
+            .nodes
+            .iter()
+            .filter(|n| n.counts() && n.disk.checksum(lsn) == expected)
+            .count();
+        if holding >= self.config.quorum {
+            return Ok(());
+        }
+        Err(Violation::new(
+            Invariant::SyncWriteDurable,
+            format!(
+                "the primary is lost and only {holding} counting replicas hold sync write \
+                 {lsn} (quorum {}); their logs: {}",
+                self.config.quorum,
+                self.positions(|n| n.disk.len())
+            ),
+        ))
+    }
+
     /// Whether the run may end: everything committed is durable on the primary, every
     /// sync write returned, and every peer is connected and holds and shows it all.
     pub(super) fn settled(&self) -> bool {

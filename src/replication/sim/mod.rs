@@ -23,6 +23,7 @@ mod faults;
 mod invariants;
 mod network;
 mod peer;
+mod primary;
 mod world;
 
 #[cfg(test)]
@@ -126,6 +127,8 @@ pub struct FaultCounts {
     pub crashes: u64,
     /// Frames of an old connection that arrived after it was replaced or closed.
     pub stale_frames: u64,
+    /// Of those, acks handed to the primary's machine under the closed link's id.
+    pub stale_acks: u64,
     /// Entry frames duplicated or reordered within one connection.
     pub misordered: u64,
     /// Links a peer dropped because a frame was refused.
