@@ -58,22 +58,28 @@ impl Violation {
 impl World {
     /// Every invariant that can be checked on the state, in O(peers).
     pub(super) fn check(&self) -> Result<(), Violation> {
-        let holding = self
-            .nodes
-            .iter()
-            .filter(|n| n.counts() && n.disk.durable_lsn() >= self.sync_returned_lsn)
-            .count();
-        if holding < self.config.quorum {
-            return Err(Violation::new(
-                Invariant::SyncWriteDurable,
-                format!(
-                    "sync write {} returned, fsynced on {holding} counting replicas of the \
-                     quorum {} (durable: {})",
-                    self.sync_returned_lsn,
-                    self.config.quorum,
-                    self.positions(|n| n.disk.durable_lsn())
-                ),
-            ));
+        // The primary's quorum LSN releases writers: it must be true before any writer
+        // relies on it, and so must every sync write that returned.
+        for (what, lsn) in [
+            ("the primary's quorum LSN", self.primary.quorum_lsn()),
+            ("the last sync write returned", self.sync_returned_lsn),
+        ] {
+            let holding = self
+                .nodes
+                .iter()
+                .filter(|n| n.counts() && n.disk.durable_lsn() >= lsn)
+                .count();
+            if holding < self.config.quorum {
+                return Err(Violation::new(
+                    Invariant::SyncWriteDurable,
+                    format!(
+                        "{what} is {lsn}, fsynced on {holding} counting replicas of the \
+                         quorum {} (durable: {})",
+                        self.config.quorum,
+                        self.positions(|n| n.disk.durable_lsn())
+                    ),
+                ));
+            }
         }
         for node in &self.nodes {
             let applied = node.machine.applied_lsn();
