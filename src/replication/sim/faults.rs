@@ -216,7 +216,7 @@ impl World {
         }
     }
 
-    /// Whether the primary's machine still drives a link for `name` (for the trace).
+    /// Where the primary's machine thinks the peer `name` stands (for the liveness report).
     pub(super) fn link_state(&self, name: &str) -> Option<LinkState> {
         self.primary
             .peers()

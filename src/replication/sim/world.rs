@@ -1,5 +1,5 @@
-//! The simulated world and its primary side: writers, the primary's log and fsyncs, and
-//! the primary's end of every link, driven by `PrimaryMachine::poll`.
+//! The simulated world: its events, the run loop that checks the invariants after every
+//! step, the writers, and the primary's log with its group-committed fsyncs.
 
 use std::collections::VecDeque;
 
@@ -67,14 +67,23 @@ pub(super) enum Event {
 /// The timing of one run, drawn from its seed so that seeds cover calm and stormy worlds.
 #[derive(Debug, Clone)]
 pub(super) struct Params {
+    /// One-way network delays are drawn from 20 us up to this.
     pub max_delay: Micros,
+    /// Fsync latencies are drawn from 20 us up to this.
     pub max_fsync: Micros,
+    /// The mean time between two writes.
     pub write_gap: Micros,
+    /// The share of writes that are sync.
     pub sync_per_mille: u64,
+    /// The mean time between two faults.
     pub fault_gap: Micros,
+    /// The share of frames of which a copy arrives late, maybe on a replaced connection.
     pub stale_per_mille: u64,
+    /// The share of entry frames repeated or reordered within their connection.
     pub misorder_per_mille: u64,
+    /// The share of entries shipped in parts, as entries too large for one frame are.
     pub split_per_mille: u64,
+    /// The most entries one `Ship` reads.
     pub batch: u64,
 }
 
