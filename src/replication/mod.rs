@@ -10,5 +10,6 @@ pub mod protocol;
 pub mod quorum;
 pub mod replica;
 pub mod retention;
+pub mod sim;
 pub mod slots;
 pub mod status;

@@ -33,6 +33,8 @@ pub struct ReplicaMachine {
     primary_last_lsn: u64,
     state: LinkState,
     parts: Vec<u8>,
+    /// The size the first part of the entry in `parts` announced.
+    parts_total: usize,
     #[cfg(test)]
     pub(crate) planted: Planted,
 }
@@ -58,6 +60,7 @@ impl ReplicaMachine {
             primary_last_lsn: 0,
             state: LinkState::Connecting,
             parts: Vec::new(),
+            parts_total: 0,
             #[cfg(test)]
             planted: Planted::default(),
         }
@@ -241,7 +244,9 @@ impl ReplicaMachine {
             fresh.push(payload);
         }
         if fresh.is_empty() {
-            return Ok(Vec::new());
+            // Only repeats of what it holds: say so, or the primary (whose sent position
+            // moved past them) hears nothing until the next heartbeat.
+            return Ok(vec![self.ack()]);
         }
         self.appended_lsn = next - 1;
         self.epoch = epoch;
@@ -272,12 +277,19 @@ impl ReplicaMachine {
                 "an entry part claims an impossible size".into(),
             ));
         };
-        if offset != self.parts.len() as u64 || self.parts.len() + data.len() > total {
+        // A part of another entry that happens to continue at the right offset (a repeat
+        // or a reordered frame) must not be glued on: its size gives it away.
+        let another_entry = !self.parts.is_empty() && total != self.parts_total;
+        if another_entry
+            || offset != self.parts.len() as u64
+            || self.parts.len() + data.len() > total
+        {
             self.parts.clear();
             return Err(ReplicationError::Protocol(
                 "entry parts out of order".into(),
             ));
         }
+        self.parts_total = total;
         self.parts.extend_from_slice(data);
         Ok((self.parts.len() == total).then(|| std::mem::take(&mut self.parts)))
     }
@@ -346,6 +358,15 @@ mod tests {
             m.receive(entries(3..=3, 0)),
             Err(ReplicationError::Fenced { epoch: 1, .. })
         ));
+        m.durable(2, 2);
+        assert_eq!(
+            m.receive(entries(1..=2, 1)).unwrap(),
+            vec![ReplicaAction::Ack {
+                flushed_lsn: 2,
+                applied_lsn: 2
+            }],
+            "a batch of repeats only is acknowledged at once"
+        );
         let actions = m.receive(entries(1..=4, 2)).unwrap();
         let [ReplicaAction::Append(fresh)] = &actions[..] else {
             panic!("{actions:?}")
@@ -373,6 +394,32 @@ mod tests {
             m.welcomed(2, 9, false),
             Err(ReplicationError::Fenced { epoch: 3, .. })
         ));
+    }
+
+    /// Found by the simulator (seed 13453 of the first version): the head of entry 160,
+    /// then the tail of an earlier, larger entry repeated late at the same offset, were
+    /// glued into one "entry 160" and appended.
+    #[test]
+    fn a_part_of_another_entry_is_never_glued_onto_the_one_in_progress() {
+        let mut m = streaming();
+        let (first, other) = (entry(1, 1), entry(7, 1));
+        let mut longer = other.clone();
+        longer.extend_from_slice(&[0; 14]);
+        let head = Message::EntryPart {
+            total: first.len() as u64,
+            offset: 0,
+            data: ByteBuf::from(first[..20].to_vec()),
+        };
+        let tail_of_another = Message::EntryPart {
+            total: longer.len() as u64,
+            offset: 20,
+            data: ByteBuf::from(longer[20..].to_vec()),
+        };
+        assert!(m.receive(head).unwrap().is_empty());
+        assert!(
+            m.receive(tail_of_another).is_err(),
+            "refused, never appended"
+        );
     }
 
     #[test]

@@ -1,0 +1,293 @@
+//! The promises checked after every step, the liveness check at the end, and the trace
+//! that a failure prints and a determinism test hashes.
+
+use std::collections::VecDeque;
+use std::fmt;
+
+use super::disk::chain;
+use super::network::{Frame, Side};
+use super::world::{Event, World};
+use crate::codec::payload_lsn;
+use crate::replication::machine::Micros;
+use crate::replication::protocol::Message;
+
+/// A promise of DESIGN §3 as the simulator checks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invariant {
+    /// Promise 3: a sync write returned to its writer is fsynced on at least `quorum`
+    /// counting replicas (checked after every step, and so when the primary is lost).
+    SyncWriteDurable,
+    /// Promise 5: a peer's log is always a prefix of the primary's, entry by entry, whole.
+    PrefixOfPrimaryLog,
+    /// Promise 5: a peer's applied state hashes equal to the primary's at that LSN.
+    EqualChecksums,
+    /// A replica that fsyncs never acks (nor claims flushed) past what it fsynced.
+    AckOnlyFsynced,
+    /// An ack that arrives on a connection the primary closed changes nothing.
+    StaleFrameIgnored,
+    /// After the faults stop, every peer catches up within the bound.
+    CatchUp,
+}
+
+impl fmt::Display for Invariant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Invariant::SyncWriteDurable => "sync write durable on a quorum",
+            Invariant::PrefixOfPrimaryLog => "peer log is a prefix of the primary's",
+            Invariant::EqualChecksums => "equal checksums at equal applied LSN",
+            Invariant::AckOnlyFsynced => "acks only what is fsynced",
+            Invariant::StaleFrameIgnored => "stale frames are ignored",
+            Invariant::CatchUp => "every peer catches up after healing",
+        })
+    }
+}
+
+/// An invariant that failed, and what was seen.
+#[derive(Debug)]
+pub(super) struct Violation {
+    pub invariant: Invariant,
+    pub detail: String,
+}
+
+impl Violation {
+    pub fn new(invariant: Invariant, detail: String) -> Self {
+        Self { invariant, detail }
+    }
+}
+
+impl World {
+    /// Every invariant that can be checked on the state, in O(peers).
+    pub(super) fn check(&self) -> Result<(), Violation> {
+        // The primary's quorum LSN releases writers: it must be true before any writer
+        // relies on it, and so must every sync write that returned.
+        for (what, lsn) in [
+            ("the primary's quorum LSN", self.primary.quorum_lsn()),
+            ("the last sync write returned", self.sync_returned_lsn),
+        ] {
+            let holding = self
+                .nodes
+                .iter()
+                .filter(|n| n.counts() && n.disk.durable_lsn() >= lsn)
+                .count();
+            if holding < self.config.quorum {
+                return Err(Violation::new(
+                    Invariant::SyncWriteDurable,
+                    format!(
+                        "{what} is {lsn}, fsynced on {holding} counting replicas of the \
+                         quorum {} (durable: {})",
+                        self.config.quorum,
+                        self.positions(|n| n.disk.durable_lsn())
+                    ),
+                ));
+            }
+        }
+        for node in &self.nodes {
+            let applied = node.machine.applied_lsn();
+            let Some(checksum) = node.disk.checksum(applied) else {
+                return Err(Violation::new(
+                    Invariant::PrefixOfPrimaryLog,
+                    format!(
+                        "{} shows LSN {applied} with {} entries in its log",
+                        node.name,
+                        node.disk.len()
+                    ),
+                ));
+            };
+            if Some(checksum) != self.log.checksum(applied) {
+                return Err(Violation::new(
+                    Invariant::EqualChecksums,
+                    format!("{} differs from the primary at LSN {applied}", node.name),
+                ));
+            }
+            if node.fsync && node.machine.flushed_lsn() > node.disk.durable_lsn() {
+                return Err(Violation::new(
+                    Invariant::AckOnlyFsynced,
+                    format!(
+                        "{} claims flushed_lsn {} with its disk durable up to {}",
+                        node.name,
+                        node.machine.flushed_lsn(),
+                        node.disk.durable_lsn()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Promise 3 once the primary is lost: every peer loses its page cache too (the
+    /// worst case), and at least `quorum` counting replicas still hold, durably and byte
+    /// for byte, every entry up to the last sync write returned to a writer.
+    pub(super) fn after_primary_loss(&mut self) -> Result<(), Violation> {
+        let lsn = self.sync_returned_lsn;
+        let expected = self.log.checksum(lsn);
+        for node in &mut self.nodes {
+            node.disk.crash();
+        }
+        let holding = self
+            .nodes
+            .iter()
+            .filter(|n| n.counts() && n.disk.checksum(lsn) == expected)
+            .count();
+        if holding >= self.config.quorum {
+            return Ok(());
+        }
+        Err(Violation::new(
+            Invariant::SyncWriteDurable,
+            format!(
+                "the primary is lost and only {holding} counting replicas hold sync write \
+                 {lsn} (quorum {}); their logs: {}",
+                self.config.quorum,
+                self.positions(|n| n.disk.len())
+            ),
+        ))
+    }
+
+    /// Whether the run may end: everything committed is durable on the primary, every
+    /// sync write returned, and every peer is connected and holds and shows it all.
+    pub(super) fn settled(&self) -> bool {
+        let last = self.log.len();
+        self.log.durable_lsn() == last
+            && self.sync_waiting.is_empty()
+            && self.nodes.iter().all(|n| {
+                n.up && n.conn.is_some()
+                    && n.machine.flushed_lsn() == last
+                    && n.machine.applied_lsn() == last
+            })
+    }
+
+    /// The liveness failure: who is behind, and where the primary thinks they are.
+    pub(super) fn lagging(&self) -> Violation {
+        let detail = self
+            .nodes
+            .iter()
+            .map(|n| {
+                format!(
+                    "{} up={} connected={} applied={} link={:?}",
+                    n.name,
+                    n.up,
+                    n.conn.is_some(),
+                    n.machine.applied_lsn(),
+                    self.link_state(&n.name)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        Violation::new(
+            Invariant::CatchUp,
+            format!(
+                "primary at {} (sync writes waiting: {}) and not caught up: {detail}",
+                self.log.len(),
+                self.sync_waiting.len()
+            ),
+        )
+    }
+
+    fn positions(&self, position: impl Fn(&super::peer::Node) -> u64) -> String {
+        let all: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("{}={}", n.name, position(n)))
+            .collect();
+        all.join(", ")
+    }
+}
+
+/// The last steps of a run, for a failure to print, and a hash of all of them.
+#[derive(Debug, Default)]
+pub(super) struct Trace {
+    tail: VecDeque<(u64, Micros, Event)>,
+    hash: u64,
+}
+
+/// Steps a failure shows.
+const TAIL: usize = 40;
+
+impl Trace {
+    /// Notes the step about to run.
+    pub fn record(&mut self, step: u64, at: Micros, event: &Event) {
+        if self.tail.len() == TAIL {
+            self.tail.pop_front();
+        }
+        // Described only if a failure prints it: formatting every step would cost more
+        // than the step.
+        self.tail.push_back((step, at, event.clone()));
+    }
+
+    /// Folds a step's time, sequence and outcome into the hash.
+    pub fn fold(&mut self, at: Micros, sequence: u64, outcome: [u64; 3]) {
+        let mut bytes = [0u8; 40];
+        for (slot, value) in bytes
+            .chunks_exact_mut(8)
+            .zip([at, sequence].into_iter().chain(outcome))
+        {
+            slot.copy_from_slice(&value.to_le_bytes());
+        }
+        self.hash = chain(self.hash, &bytes);
+    }
+
+    /// The hash of every step so far.
+    pub fn hash(&self) -> u64 {
+        self.hash
+    }
+
+    /// The last steps, oldest first.
+    pub fn tail(&self) -> Vec<String> {
+        self.tail
+            .iter()
+            .map(|(step, at, event)| format!("step {step} t={at}us {}", describe(event)))
+            .collect()
+    }
+}
+
+fn describe(event: &Event) -> String {
+    match event {
+        Event::Deliver {
+            generation,
+            to,
+            frame,
+        } => format!(
+            "deliver on #{generation} to {}: {}",
+            side(*to),
+            frame_name(frame)
+        ),
+        Event::Stale {
+            generation,
+            to,
+            frame,
+            ..
+        } => format!(
+            "late frame of #{generation} to {}: {}",
+            side(*to),
+            frame_name(frame)
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
+/// A frame as a person reads it: entries by LSN, not by bytes.
+fn frame_name(frame: &Frame) -> String {
+    match frame {
+        Frame::Wire(Message::Entries { payloads }) => {
+            let lsns: Vec<_> = payloads.iter().filter_map(|p| payload_lsn(p)).collect();
+            format!("entries {lsns:?}")
+        }
+        Frame::Wire(Message::EntryPart {
+            total,
+            offset,
+            data,
+        }) => {
+            format!(
+                "entry part {offset}..{} of {total}",
+                offset + data.len() as u64
+            )
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+fn side(to: Side) -> &'static str {
+    match to {
+        Side::Primary => "primary",
+        Side::Peer => "peer",
+    }
+}

@@ -1,0 +1,290 @@
+//! The peers' side of the world: each peer's machine, disk and connection, and what it
+//! does with frames, fsyncs, crashes and restarts.
+
+use super::disk::SimDisk;
+use super::invariants::{Invariant, Violation};
+use super::network::{Frame, Side};
+use super::world::{Event, World, EPOCH};
+use crate::codec::payload_lsn;
+use crate::replication::machine::{Micros, ReplicaAction, ReplicaMachine};
+use crate::replication::protocol::{Message, PeerKind};
+
+/// One replica or consumer.
+#[derive(Debug, Clone)]
+pub(super) struct Node {
+    /// Its slot name.
+    pub name: String,
+    /// Replica or consumer.
+    pub kind: PeerKind,
+    /// Whether it fsyncs before it acks (else it acks its page cache).
+    pub fsync: bool,
+    pub machine: ReplicaMachine,
+    pub disk: SimDisk,
+    /// Its end of its current connection, while it believes it is connected.
+    pub conn: Option<u64>,
+    /// False while crashed.
+    pub up: bool,
+    /// Connection attempts fail until then.
+    pub partitioned_until: Micros,
+    /// Plants `ReplicaMachine.planted.ack_before_fsync` in every machine it starts.
+    #[cfg(test)]
+    pub ack_before_fsync: bool,
+}
+
+impl Node {
+    pub fn new(index: usize, kind: PeerKind, fsync: bool) -> Self {
+        let role = match (kind, fsync) {
+            (PeerKind::Replica, true) => "replica",
+            (PeerKind::Replica, false) => "lazy",
+            _ => "consumer",
+        };
+        Self {
+            name: format!("{role}-{index}"),
+            kind,
+            fsync,
+            machine: ReplicaMachine::new(0, 0, EPOCH),
+            disk: SimDisk::default(),
+            conn: None,
+            up: true,
+            partitioned_until: 0,
+            #[cfg(test)]
+            ack_before_fsync: false,
+        }
+    }
+
+    /// Whether its acks count toward the quorum.
+    pub fn counts(&self) -> bool {
+        self.kind == PeerKind::Replica && self.fsync
+    }
+
+    /// A machine started from what the disk holds durably, as a restarted process.
+    pub fn fresh_machine(&self) -> ReplicaMachine {
+        let durable = self.disk.durable_lsn();
+        #[allow(unused_mut)] // planted bugs exist in test builds only
+        let mut machine = ReplicaMachine::new(durable, durable, EPOCH);
+        #[cfg(test)]
+        {
+            machine.planted.ack_before_fsync = self.ack_before_fsync;
+        }
+        machine
+    }
+}
+
+impl World {
+    fn backoff(&mut self) -> Micros {
+        self.rng.between(1_000, 20_000)
+    }
+
+    pub(super) fn connect(&mut self, node: usize) {
+        let now = self.timeline.now();
+        let peer = &self.nodes[node];
+        if !peer.up || peer.conn.is_some() {
+            return;
+        }
+        if now < peer.partitioned_until {
+            let backoff = self.backoff();
+            self.timeline.after(backoff, Event::Connect { node });
+            return;
+        }
+        let generation = self.net.open(node);
+        let flushed_lsn = self.nodes[node].machine.flushed_lsn();
+        self.nodes[node].conn = Some(generation);
+        self.send(generation, Side::Primary, Frame::Hello { flushed_lsn });
+    }
+
+    pub(super) fn peer_receives(&mut self, generation: u64, frame: Frame) -> Result<(), Violation> {
+        let Some(node) = self.nodes.iter().position(|n| n.conn == Some(generation)) else {
+            return Ok(());
+        };
+        if !self.net.alive(generation) {
+            return Ok(());
+        }
+        let machine = &mut self.nodes[node].machine;
+        let outcome = match frame {
+            Frame::Welcome { last_lsn } => {
+                machine.welcomed(EPOCH, last_lsn, false).map(|()| vec![])
+            }
+            Frame::Wire(message) => machine.receive(message),
+            Frame::Hello { .. } => unreachable!("the primary never says hello"),
+        };
+        if let Ok(actions) = outcome {
+            return self.perform(node, actions);
+        }
+        self.report.faults.refused += 1;
+        self.peer_drops(node);
+        Ok(())
+    }
+
+    fn perform(&mut self, node: usize, actions: Vec<ReplicaAction>) -> Result<(), Violation> {
+        for action in actions {
+            match action {
+                ReplicaAction::Append(payloads) => {
+                    for payload in payloads {
+                        self.check_append(node, &payload)?;
+                        self.nodes[node].disk.append(payload);
+                    }
+                    let peer = &mut self.nodes[node];
+                    if peer.fsync {
+                        self.start_peer_fsync(node);
+                    } else {
+                        // Without fsync the page cache is what it holds and acks.
+                        let lsn = peer.disk.len();
+                        let ack = peer.machine.durable(lsn, lsn);
+                        self.send_ack(node, &ack)?;
+                    }
+                }
+                ack @ ReplicaAction::Ack { .. } => self.send_ack(node, &ack)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Promise 5, as it happens: an entry goes to a peer's log only whole, next in order,
+    /// and equal to the primary's entry at that LSN.
+    fn check_append(&self, node: usize, payload: &[u8]) -> Result<(), Violation> {
+        let disk = &self.nodes[node].disk;
+        let lsn = disk.len() + 1;
+        if self.log.entry(lsn) == Some(payload) {
+            return Ok(());
+        }
+        Err(Violation::new(
+            Invariant::PrefixOfPrimaryLog,
+            format!(
+                "{} appended an entry claiming LSN {:?} as its entry {lsn}, which differs \
+                 from the primary's",
+                self.nodes[node].name,
+                payload_lsn(payload)
+            ),
+        ))
+    }
+
+    /// Sends an ack, after checking that a peer that fsyncs acks only what it fsynced.
+    fn send_ack(&mut self, node: usize, ack: &ReplicaAction) -> Result<(), Violation> {
+        let ReplicaAction::Ack {
+            flushed_lsn,
+            applied_lsn,
+        } = *ack
+        else {
+            unreachable!("only acks are sent")
+        };
+        let peer = &self.nodes[node];
+        if peer.fsync && flushed_lsn > peer.disk.durable_lsn() {
+            return Err(Violation::new(
+                Invariant::AckOnlyFsynced,
+                format!(
+                    "{} acked flushed_lsn {flushed_lsn} with its disk durable up to {}",
+                    peer.name,
+                    peer.disk.durable_lsn()
+                ),
+            ));
+        }
+        if let Some(generation) = peer.conn {
+            let ack = Message::Ack {
+                flushed_lsn,
+                applied_lsn,
+            };
+            self.send(generation, Side::Primary, Frame::Wire(ack));
+        }
+        Ok(())
+    }
+
+    fn start_peer_fsync(&mut self, node: usize) {
+        if let Some((lsn, incarnation)) = self.nodes[node].disk.start_fsync() {
+            let latency = self.rng.between(20, self.params.max_fsync);
+            self.timeline.after(
+                latency,
+                Event::PeerFsynced {
+                    node,
+                    lsn,
+                    incarnation,
+                },
+            );
+        }
+    }
+
+    pub(super) fn peer_fsynced(
+        &mut self,
+        node: usize,
+        lsn: u64,
+        incarnation: u64,
+    ) -> Result<(), Violation> {
+        let peer = &mut self.nodes[node];
+        if !peer.disk.fsynced(lsn, incarnation) {
+            return Ok(());
+        }
+        let ack = peer.machine.durable(lsn, lsn);
+        self.send_ack(node, &ack)?;
+        self.start_peer_fsync(node);
+        Ok(())
+    }
+
+    /// The peer closes its connection (a refused frame); it reconnects after a backoff.
+    fn peer_drops(&mut self, node: usize) {
+        let Some(generation) = self.nodes[node].conn.take() else {
+            return;
+        };
+        self.nodes[node].machine.disconnected();
+        if self.net.cut(generation) {
+            let delay = self.delay();
+            self.timeline.after(
+                delay,
+                Event::SeeCut {
+                    node,
+                    generation,
+                    side: Side::Primary,
+                },
+            );
+        }
+        let backoff = self.backoff();
+        self.timeline.after(backoff, Event::Connect { node });
+    }
+
+    /// The peer's end notices its connection ended; it reconnects after a backoff.
+    pub(super) fn peer_sees_cut(&mut self, node: usize, generation: u64) {
+        if self.nodes[node].conn == Some(generation) {
+            self.nodes[node].conn = None;
+            self.nodes[node].machine.disconnected();
+            let backoff = self.backoff();
+            self.timeline.after(backoff, Event::Connect { node });
+        }
+    }
+
+    /// Power loss on a peer: its connection dies (the primary may never hear of it and
+    /// must time the link out), its page cache is gone, and it restarts later from its
+    /// durable log, either as a new process or with the machine told it `restarted`.
+    pub(super) fn crash(&mut self, node: usize) {
+        if !self.nodes[node].up {
+            return;
+        }
+        self.report.faults.crashes += 1;
+        self.nodes[node].up = false;
+        if let Some(generation) = self.nodes[node].conn.take() {
+            if self.net.cut(generation) && self.rng.chance(500) {
+                let delay = self.delay();
+                self.timeline.after(
+                    delay,
+                    Event::SeeCut {
+                        node,
+                        generation,
+                        side: Side::Primary,
+                    },
+                );
+            }
+        }
+        let as_process = self.rng.chance(500);
+        let peer = &mut self.nodes[node];
+        peer.disk.crash();
+        if peer.fsync && !as_process {
+            peer.machine.restarted();
+        } else {
+            peer.machine = peer.fresh_machine();
+        }
+        let downtime = self.rng.between(1_000, 50_000);
+        self.timeline.after(downtime, Event::Restart { node });
+    }
+
+    pub(super) fn restart(&mut self, node: usize) {
+        self.nodes[node].up = true;
+        self.connect(node);
+    }
+}
