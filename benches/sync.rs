@@ -48,55 +48,84 @@ fn time_each(count: usize, mut f: impl FnMut(usize) -> Outcome) -> Outcome<Vec<D
     Ok(samples)
 }
 
-/// A local durable commit, and a follower's durable append of the same entries.
-fn local_and_replica_append(dir: &std::path::Path, count: usize) -> Outcome<(f64, f64)> {
-    let local = Store::open(dir.join("local"), StoreOptions::default())?;
-    let commits = time_each(count, |i| {
-        local.commit(vec![op(i)], None)?;
-        Ok(())
-    })?;
-    let mut position = LogPosition::after(0);
-    let entries = local.read_log_raw(&mut position, count, usize::MAX)?;
-    let follower = Store::open(
-        dir.join("follower"),
-        StoreOptions {
-            follower: true,
-            ..StoreOptions::default()
-        },
-    )?;
-    let appends = time_each(entries.len(), |i| {
-        follower.append_replicated(&[entries[i].payload.clone()])?;
-        Ok(())
-    })?;
-    local.close()?;
-    follower.close()?;
-    Ok((median_us(commits), median_us(appends)))
+/// A plain store and a follower store, side by side on one disk.
+struct Local {
+    store: Store,
+    follower: Store,
+    position: LogPosition,
 }
 
-/// One loopback round trip of 64 bytes each way.
-fn round_trip(count: usize) -> Outcome<f64> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let address = listener.local_addr()?;
-    let echo = std::thread::spawn(move || -> std::io::Result<()> {
-        let (mut peer, _) = listener.accept()?;
-        peer.set_nodelay(true)?;
-        let mut buffer = [0u8; 64];
-        while peer.read_exact(&mut buffer).is_ok() {
-            peer.write_all(&buffer)?;
-        }
-        Ok(())
-    });
-    let mut client = TcpStream::connect(address)?;
-    client.set_nodelay(true)?;
-    let mut buffer = [7u8; 64];
-    let samples = time_each(count, |_| {
-        client.write_all(&buffer)?;
-        client.read_exact(&mut buffer)?;
-        Ok(())
-    })?;
-    drop(client);
-    let _ = echo.join();
-    Ok(median_us(samples))
+impl Local {
+    fn open(dir: &std::path::Path) -> Outcome<Self> {
+        let follower = StoreOptions {
+            follower: true,
+            ..StoreOptions::default()
+        };
+        Ok(Self {
+            store: Store::open(dir.join("local"), StoreOptions::default())?,
+            follower: Store::open(dir.join("follower"), follower)?,
+            position: LogPosition::after(0),
+        })
+    }
+
+    /// `count` local durable commits, then a follower's durable append of each of those
+    /// entries: the median of each, in microseconds.
+    fn measure(&mut self, count: usize) -> Outcome<(f64, f64)> {
+        let commits = time_each(count, |i| {
+            self.store.commit(vec![op(i)], None)?;
+            Ok(())
+        })?;
+        let entries = self
+            .store
+            .read_log_raw(&mut self.position, count, usize::MAX)?;
+        let appends = time_each(entries.len(), |i| {
+            self.follower
+                .append_replicated(&[entries[i].payload.clone()])?;
+            Ok(())
+        })?;
+        Ok((median_us(commits), median_us(appends)))
+    }
+}
+
+/// A loopback TCP connection to an echo thread.
+struct Echo {
+    client: TcpStream,
+    thread: std::thread::JoinHandle<std::io::Result<()>>,
+}
+
+impl Echo {
+    fn start() -> Outcome<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let address = listener.local_addr()?;
+        let thread = std::thread::spawn(move || -> std::io::Result<()> {
+            let (mut peer, _) = listener.accept()?;
+            peer.set_nodelay(true)?;
+            let mut buffer = [0u8; 64];
+            while peer.read_exact(&mut buffer).is_ok() {
+                peer.write_all(&buffer)?;
+            }
+            Ok(())
+        });
+        let client = TcpStream::connect(address)?;
+        client.set_nodelay(true)?;
+        Ok(Self { client, thread })
+    }
+
+    /// The median of `count` round trips of 64 bytes each way, in microseconds.
+    fn measure(&mut self, count: usize) -> Outcome<f64> {
+        let mut buffer = [7u8; 64];
+        let samples = time_each(count, |_| {
+            self.client.write_all(&buffer)?;
+            self.client.read_exact(&mut buffer)?;
+            Ok(())
+        })?;
+        Ok(median_us(samples))
+    }
+
+    fn stop(self) {
+        drop(self.client);
+        let _ = self.thread.join();
+    }
 }
 
 struct Served {
@@ -162,19 +191,38 @@ fn sync_throughput(store: &Store, writers: usize, each: usize) -> Outcome<f64> {
     Ok(f64::from(total) / started.elapsed().as_secs_f64())
 }
 
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_unstable_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
 fn main() -> Outcome {
     let quick = std::env::args().any(|a| a == "--quick");
-    let count = if quick { 50 } else { 400 };
+    let (rounds, count) = if quick { (2, 25) } else { (7, 100) };
     let dir = tempfile::tempdir()?;
-    let (commit_us, append_us) = local_and_replica_append(dir.path(), count)?;
-    let rtt_us = round_trip(count * 5)?;
+    let mut local = Local::open(dir.path())?;
+    let mut echo = Echo::start()?;
     let served = serve(dir.path())?;
-    let sync_samples = time_each(count, |i| {
-        served.store.commit(vec![op(i)], Some(Durability::Sync))?;
-        Ok(())
-    })?;
-    let sync_us = median_us(sync_samples);
+    // Rounds interleave the four measurements, so that the disk's drift over the run
+    // (about 20% here) weighs on all of them alike.
+    let (mut commit, mut append, mut rtt, mut sync) = (vec![], vec![], vec![], vec![]);
+    for round in 0..rounds {
+        let (commit_us, append_us) = local.measure(count)?;
+        commit.push(commit_us);
+        append.push(append_us);
+        rtt.push(echo.measure(count)?);
+        let samples = time_each(count, |i| {
+            let key = round * count + i;
+            served.store.commit(vec![op(key)], Some(Durability::Sync))?;
+            Ok(())
+        })?;
+        sync.push(median_us(samples));
+    }
+    echo.stop();
+    let (commit_us, append_us) = (median(&mut commit), median(&mut append));
+    let (rtt_us, sync_us) = (median(&mut rtt), median(&mut sync));
     let path_us = commit_us + append_us + rtt_us;
+    println!("medians of {rounds} interleaved rounds of {count}");
     println!("local durable commit        {commit_us:9.1} us");
     println!("replica durable append      {append_us:9.1} us");
     println!("loopback round trip         {rtt_us:9.1} us");
@@ -194,5 +242,7 @@ fn main() -> Outcome {
     served.primary.close();
     served.replica.close()?;
     served.store.close()?;
+    local.store.close()?;
+    local.follower.close()?;
     Ok(())
 }
