@@ -935,8 +935,9 @@ async fn stream_to(
             }
             let store = shared.store.clone();
             let max_bytes = shared.options.max_batch_bytes;
-            // A few fresh entries are still in the page cache: reading them here costs less
-            // than a hop to the blocking pool, which shows in the lag of eager shipping.
+            // A small backlog is among the newest records, which the store keeps in memory:
+            // reading it here costs no system call, and less than a hop to the blocking
+            // pool, which would show in the lag of eager shipping.
             let batch = if backlog <= INLINE_READ_ENTRIES {
                 store.read_log_raw(&mut position, BATCH_ENTRIES, max_bytes)
             } else {
