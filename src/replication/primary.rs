@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_bytes::ByteBuf;
@@ -23,7 +23,7 @@ use crate::log::{LogPosition, RawEntry};
 use crate::net::admission::{Admission, Ticket};
 use crate::net::stall::StallWriter;
 use crate::net::{runtime, AbortOnDrop};
-use crate::store::Store;
+use crate::store::{Store, VisibleSubscription};
 
 /// The longest heartbeat interval (replicas drop a link silent for 5 s).
 const MAX_HEARTBEAT: Duration = Duration::from_secs(2);
@@ -147,6 +147,7 @@ struct Shared {
     generations: AtomicU64,
     rejected: AtomicU64,
     last_rejection: Mutex<Option<String>>,
+    /// The newest visible LSN, which streaming tasks wait on (see [`Shared::entries_visible`]).
     visible: watch::Sender<u64>,
     commit_times: CommitTimes,
     admission: Arc<Admission>,
@@ -158,9 +159,8 @@ pub struct Primary {
     shared: Arc<Shared>,
     address: SocketAddr,
     shutdown: watch::Sender<bool>,
-    /// Dropped to wake the notifier thread, which then ends.
-    wake_notifier: Mutex<Option<mpsc::Sender<()>>>,
-    notifier: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Tells the tasks of every batch the store makes visible (see [`Shared::visible`]).
+    _visible: VisibleSubscription,
     server: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -219,6 +219,14 @@ impl Primary {
             visible,
             admission: Admission::new(MAX_UNAUTHENTICATED, MAX_AUTHENTICATED),
         });
+        // Subscribed before any replica can connect. Weak: the store holds the listener,
+        // and `Shared` holds the store.
+        let subscriber = Arc::downgrade(&shared);
+        let visible = shared.store.on_visible(move |lsn| {
+            if let Some(shared) = subscriber.upgrade() {
+                shared.entries_visible(lsn);
+            }
+        });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let server = runtime().spawn(accept_loop(
             Arc::clone(&shared),
@@ -226,27 +234,12 @@ impl Primary {
             shutdown_rx.clone(),
         ));
         runtime().spawn(retention_loop(Arc::clone(&shared), shutdown_rx));
-        let (wake_notifier, woken) = mpsc::channel();
-        let notifier = {
-            let shared = Arc::clone(&shared);
-            std::thread::Builder::new()
-                .name("replikv-notify".into())
-                .spawn(move || notify_loop(&shared, &woken))
-        };
-        let notifier = match notifier {
-            Ok(notifier) => notifier,
-            Err(err) => {
-                shutdown.send_replace(true);
-                return Err(io_err("starting the notifier thread")(err).into());
-            }
-        };
         tracing::info!(%address, "primary listening");
         Ok(Self {
             shared,
             address,
             shutdown,
-            wake_notifier: Mutex::new(Some(wake_notifier)),
-            notifier: Mutex::new(Some(notifier)),
+            _visible: visible,
             server: Mutex::new(Some(server)),
         })
     }
@@ -312,10 +305,9 @@ impl Primary {
         self.shared.retain()
     }
 
-    /// Signals the server, every connection and the notifier to stop; waits for nothing.
+    /// Signals the server and every connection to stop; waits for nothing.
     fn signal_stop(&self) {
         self.shutdown.send_replace(true);
-        drop(lock(&self.wake_notifier).take());
         for link in lock(&self.shared.links).values() {
             link.stop.send_replace(true);
         }
@@ -325,9 +317,6 @@ impl Primary {
     /// the slots; the store stays open.
     pub fn close(&self) {
         self.signal_stop();
-        if let Some(handle) = lock(&self.notifier).take() {
-            let _ = handle.join();
-        }
         let server = lock(&self.server).take();
         // Waiting needs a thread outside the runtime (a Python caller is); inside it the
         // server still stops, a moment later.
@@ -353,30 +342,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Turns the store's visibility (a condition variable) into a watch channel for the tasks,
-/// and samples when entries became visible (see [`CommitTimes`]).
-///
-/// Wakes at most once per `ship_interval`: nothing ships more often, and a wake per commit
-/// would cost the writers a context switch each. Ends when `woken` disconnects.
-fn notify_loop(shared: &Shared, woken: &mpsc::Receiver<()>) {
-    let idle = Duration::from_millis(50);
-    let mut last = shared.store.last_lsn();
-    while !shared.store.is_closed() {
-        let visible = shared.store.wait_for_lsn(last + 1, idle);
-        let pause = if visible == last {
-            Duration::ZERO
-        } else {
-            last = visible;
-            shared.commit_times.record(visible, now_ms());
-            shared.visible.send_replace(visible);
-            shared.options.ship_interval
-        };
-        if let Err(mpsc::RecvTimeoutError::Disconnected) = woken.recv_timeout(pause) {
-            return;
-        }
-    }
 }
 
 async fn retention_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
@@ -438,6 +403,20 @@ async fn accept_loop(
 }
 
 impl Shared {
+    /// Hears from the store that entries up to `lsn` are visible (once per group-commit
+    /// batch, on the thread that led it): dates them (see [`CommitTimes`]) and wakes the
+    /// streaming tasks parked waiting for entries. A task that is shipping, or pacing itself
+    /// to `ship_interval`, is not woken: it finds the entries when it next looks, so one
+    /// wake-up carries every batch made visible meanwhile.
+    fn entries_visible(&self, lsn: u64) {
+        self.commit_times.record(lsn, now_ms());
+        self.visible.send_if_modified(|seen| {
+            let newer = lsn > *seen;
+            *seen = (*seen).max(lsn);
+            newer
+        });
+    }
+
     /// The status report a monitor gets.
     fn report(&self) -> Message {
         let status = self.status();

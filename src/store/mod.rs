@@ -153,6 +153,19 @@ impl Drop for Inner {
     }
 }
 
+/// A listener registered by [`Store::on_visible`]; dropping it unsubscribes.
+#[must_use = "dropping the subscription unsubscribes the listener"]
+pub struct VisibleSubscription {
+    store: Store,
+    id: u64,
+}
+
+impl Drop for VisibleSubscription {
+    fn drop(&mut self) {
+        self.store.inner.pipeline.unsubscribe(self.id);
+    }
+}
+
 /// A replikv store. Cheap to clone: clones share one open store.
 #[derive(Clone)]
 pub struct Store {
@@ -791,11 +804,21 @@ impl Store {
         self.with_open(|open| open.log.read(position, visible, max_entries, max_bytes))
     }
 
-    /// Blocks until `lsn` is visible (or the store closes, or `timeout` passes), without
-    /// polling. Returns the visible LSN, which may be below `lsn` after a timeout.
-    #[must_use]
-    pub fn wait_for_lsn(&self, lsn: u64, timeout: Duration) -> u64 {
-        self.inner.pipeline.wait_for(lsn, timeout)
+    /// Calls `listener` with the new visible LSN each time entries become visible, until
+    /// the subscription is dropped: once per group-commit batch (not per writer), on the
+    /// thread that led it, after its writers were woken and with no lock of the store held;
+    /// and after a snapshot is swapped in. Calls may overlap and arrive out of order: keep
+    /// the largest LSN. The listener runs on a writer's thread, so it must be quick (wake
+    /// someone, never do I/O), and must not subscribe or unsubscribe.
+    pub fn on_visible(
+        &self,
+        listener: impl Fn(u64) + Send + Sync + 'static,
+    ) -> VisibleSubscription {
+        let id = self.inner.pipeline.subscribe(Arc::new(listener));
+        VisibleSubscription {
+            store: self.clone(),
+            id,
+        }
     }
 
     /// Drops whole log segments before `lsn`, never past the tables' durable checkpoint.
