@@ -47,6 +47,10 @@ pub(crate) struct State {
     /// writers wait on (writers of the next batch wait on the other one).
     in_flight_last: u64,
     in_flight_slot: usize,
+    /// Writers waiting on each of `Pipeline::batch_done`: a condvar with no waiter is not
+    /// notified, as a notify costs a futex syscall even then (a lone writer leads its own
+    /// batches, so nobody ever waits for it).
+    waiting: [usize; 2],
 }
 
 /// Told the new visible LSN (see [`Pipeline::subscribe`]).
@@ -123,6 +127,7 @@ impl Pipeline {
                 last_checkpoint: Instant::now(),
                 in_flight_last: 0,
                 in_flight_slot: 0,
+                waiting: [0; 2],
             }),
             listeners: RwLock::new(Vec::new()),
             next_listener: AtomicU64::new(0),
@@ -369,9 +374,11 @@ impl Pipeline {
                 } else {
                     1 - state.in_flight_slot
                 };
+                state.waiting[slot] += 1;
                 state = self.batch_done[slot]
                     .wait(state)
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
+                state.waiting[slot] -= 1;
             }
         }
     }
@@ -428,9 +435,12 @@ impl Pipeline {
         if state.closed.is_some() {
             self.batch_done.iter().for_each(Condvar::notify_all);
         } else {
-            self.batch_done[state.in_flight_slot].notify_all();
-            if !state.pending.is_empty() {
-                self.batch_done[1 - state.in_flight_slot].notify_one();
+            let (carried, next) = (state.in_flight_slot, 1 - state.in_flight_slot);
+            if state.waiting[carried] > 0 {
+                self.batch_done[carried].notify_all();
+            }
+            if !state.pending.is_empty() && state.waiting[next] > 0 {
+                self.batch_done[next].notify_one();
             }
         }
         state
