@@ -1102,7 +1102,10 @@ async fn ship(
     Ok(())
 }
 
-async fn read_acks(shared: Arc<Shared>, name: String, generation: u64, mut reader: OwnedReadHalf) {
+async fn read_acks(shared: Arc<Shared>, name: String, generation: u64, reader: OwnedReadHalf) {
+    // Buffered: a frame's length and body then take one read, not two (an eager replica
+    // acks every batch it applies).
+    let mut reader = tokio::io::BufReader::new(reader);
     // A healthy peer acks every heartbeat: silence for several of them means a stalled link.
     let silence = shared.options.stall_timeout();
     loop {
