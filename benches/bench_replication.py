@@ -13,10 +13,12 @@ is used. The targets come from issue 3 ("Speed"); this script reports PASS/MISS,
 fails on a timing.
 
 Scenarios:
-  throughput  durable single-writer puts on a primary with two async replicas attached (each
-              a child process running ``replikv.Replica``) vs a plain store with no replica,
-              interleaved in slices; a primary with no replica connected as context; then the
-              same for ``put_many`` of 100k rows (no target)
+  throughput  durable single-writer puts on a primary with async replicas attached (each a
+              child process running ``replikv.Replica``) vs a plain store with no replica,
+              interleaved in slices: one replica at the default ``ship_interval``, one
+              replica with eager shipping (``ship_interval=0``, issue 7), two replicas at the
+              default; a primary with no replica connected as context; then the same for
+              ``put_many`` of 100k rows with two replicas (no target)
   lag         two writer threads doing durable puts for a few seconds; per entry, the time
               the replica (in this process, so one clock) has applied its LSN minus the time
               the primary's put returned; for ``ship_interval=0`` and ``0.05``
@@ -39,7 +41,6 @@ import argparse
 import bisect
 import contextlib
 import gc
-import io
 import json
 import math
 import os
@@ -80,7 +81,7 @@ from bench_store import (
 )
 
 SCENARIOS = ("throughput", "lag", "catchup", "snapshot")
-ISSUE = "issue 3"
+ISSUE = "issues 3 and 7"
 LOOPBACK = "127.0.0.1:0"
 DEFAULT_SHIP_INTERVAL = 0.05
 MiB = 1 << 20
@@ -206,14 +207,6 @@ def wait_acked(primary: replikv.Primary, lsn: int, replicas: int, limit_s: float
 
 def same_tables(a: replikv.Checksum, b: replikv.Checksum) -> bool:
     return a.lsn == b.lsn and a.tables == b.tables and a.rows == b.rows
-
-
-def print_summary(report: Report) -> None:
-    """``Report.print_summary`` of bench_store, naming this benchmark's issue."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        report.print_summary()
-    print(out.getvalue().replace("targets from issue 2", f"targets from {ISSUE}"), end="")
 
 
 # --------------------------------------------------------------------------------------
@@ -358,45 +351,51 @@ def put_many_block(w: Writer, rows: list[Row], times: int) -> None:
     w.rows += len(rows) * times
 
 
+def start_replicated(
+    d: Path, name: str, replicas: int, ship_interval: float, wait_s: float
+) -> tuple[Writer, list[ChildReplica]]:
+    """A durable store served by a primary with ``replicas`` child-process replicas, all
+    connected and caught up; the caller closes the primary, the store and the children."""
+    store = replikv.Store(str(d / name), fsync=True)
+    primary = replikv.Primary(store, listen=LOOPBACK, ship_interval=ship_interval)
+    children = [
+        ChildReplica(d / f"{name}-replica-{i}", primary.address, f"replica-{i}")
+        for i in range(1, replicas + 1)
+    ]
+    for child in children:
+        child.wait_ready(60)
+    wait_acked(primary, store.put(TABLE, "warm-up", {"i": 0}).lsn, replicas, wait_s)
+    label = f"{replicas} replica{'s' if replicas > 1 else ''}, ship_interval={ship_interval:g}"
+    return Writer(label, store, primary, replicas), children
+
+
 def bench_throughput(base: Path, cfg: Config, report: Report) -> None:
     section(
-        "throughput: durable single-writer puts, primary with 2 async replicas (child "
-        "processes) vs no replica"
+        "throughput: durable single-writer puts on a primary with 1 or 2 async replicas "
+        "(child processes) vs no replica"
     )
     pool = make_rows(cfg.put_pool)
     many_rows = make_rows(cfg.put_many_rows, prefix="m")
     children: list[ChildReplica] = []
-    stores: list[replikv.Store] = []
-    primaries: list[replikv.Primary] = []
+    writers: list[Writer] = []
     finals: list[dict[str, Any] | None] = []
     with scratch(base, "throughput") as d:
         try:
-            repl_store = replikv.Store(str(d / "primary"), fsync=True)
-            stores.append(repl_store)
-            repl_primary = replikv.Primary(
-                repl_store, listen=LOOPBACK, ship_interval=DEFAULT_SHIP_INTERVAL
-            )
-            primaries.append(repl_primary)
+            for name, replicas, ship_interval in (
+                ("one", 1, DEFAULT_SHIP_INTERVAL),
+                ("eager", 1, 0.0),
+                ("two", 2, DEFAULT_SHIP_INTERVAL),
+            ):
+                writer, started = start_replicated(d, name, replicas, ship_interval, cfg.wait_s)
+                writers.append(writer)
+                children += started
+            one, eager, two = writers
             lonely_store = replikv.Store(str(d / "lonely"), fsync=True)
-            stores.append(lonely_store)
             lonely_primary = replikv.Primary(lonely_store, listen=LOOPBACK)
-            primaries.append(lonely_primary)
-            plain_store = replikv.Store(str(d / "plain"), fsync=True)
-            stores.append(plain_store)
-
-            for i in (1, 2):
-                children.append(
-                    ChildReplica(d / f"replica-{i}", repl_primary.address, f"replica-{i}")
-                )
-            for child in children:
-                child.wait_ready(60)
-            first = repl_store.put(TABLE, "warm-up", {"i": 0}).lsn
-            wait_acked(repl_primary, first, 2, 60)
-
-            with_replicas = Writer("2 replicas", repl_store, repl_primary, replicas=2)
             lonely = Writer("primary, 0 replicas", lonely_store, lonely_primary)
-            plain = Writer("plain store", plain_store)
-            writers = [with_replicas, lonely, plain]
+            writers.append(lonely)
+            plain = Writer("plain store", replikv.Store(str(d / "plain"), fsync=True))
+            writers.append(plain)
             # warm-up: a short slice each
             for w in writers:
                 put_slice(w, pool, min(0.2, cfg.slice_s))
@@ -412,11 +411,11 @@ def bench_throughput(base: Path, cfg: Config, report: Report) -> None:
                     put_slice(w, pool, cfg.slice_s)
                     per_round[w.name].append((w.puts - before_puts) / (w.put_s - before_s))
                     w.settle(cfg.wait_s)
-            put_settle_s = with_replicas.settle_s
+            put_settle_s = {w.name: w.settle_s for w in writers if w.replicas}
 
             # put_many: two systems, blocks of back-to-back put_many
-            many = [with_replicas, plain]
-            with_replicas.settle_s = 0.0
+            many = [two, plain]
+            two.settle_s = 0.0
             for w in many:  # warm-up
                 put_many_block(w, many_rows, 1)
                 w.settle(cfg.wait_s)
@@ -429,22 +428,25 @@ def bench_throughput(base: Path, cfg: Config, report: Report) -> None:
                     put_many_block(w, many_rows, cfg.put_many_per_block)
                     many_round[w.name].append((w.rows - before_rows) / (w.rows_s - before_s))
                     w.settle(cfg.wait_s)
-            many_settle_s = with_replicas.settle_s
+            many_settle_s = two.settle_s
 
-            final_lsn = repl_store.last_lsn
-            wait_acked(repl_primary, final_lsn, 2, cfg.wait_s)
-            primary_sum = repl_store.checksum()
-            infos = [(r.name, r.state, r.acked_lsn) for r in repl_primary.status()]
+            sums: list[replikv.Checksum] = []
+            infos: list[tuple[str, str, int]] = []
+            for w in (one, eager, two):
+                assert w.primary is not None
+                wait_acked(w.primary, w.store.last_lsn, w.replicas, cfg.wait_s)
+                sums += [w.store.checksum()] * w.replicas
+                infos += [(f"{w.name}: {r.name}", r.state, r.acked_lsn) for r in w.primary.status()]
             for child in children:
                 finals.append(child.stop())
             children.clear()
         finally:
             for child in children:
                 child.stop()
-            for primary in primaries:
-                primary.close()
-            for store in stores:
-                store.close()
+            for w in writers:
+                if w.primary is not None:
+                    w.primary.close()
+                w.store.close()
 
     rates = {w.name: w.puts / w.put_s for w in writers}
     for w in writers:
@@ -455,11 +457,12 @@ def bench_throughput(base: Path, cfg: Config, report: Report) -> None:
         )
     print(
         f"  ({cfg.rounds} rounds of one {cfg.slice_s:g} s slice per system, order rotated; "
-        f"{with_replicas.puts:,} puts with replicas; ship_interval={DEFAULT_SHIP_INTERVAL:g})"
+        f"{two.puts:,} puts with 2 replicas)"
     )
     print(
-        f"  (after each slice the replicas were let catch up outside the timing: "
-        f"{put_settle_s * 1e3:,.0f} ms in all, about one ship_interval per slice)"
+        "  (after each slice the replicas were let catch up outside the timing: "
+        + ", ".join(f"{name} {s * 1e3:,.0f} ms" for name, s in put_settle_s.items())
+        + " in all)"
     )
     many_rates = {w.name: w.rows / w.rows_s for w in many}
     for w in many:
@@ -473,25 +476,26 @@ def bench_throughput(base: Path, cfg: Config, report: Report) -> None:
         f"system; replicas then caught up in {many_settle_s:,.2f} s in all, outside the timing)"
     )
     ok = all(
-        f is not None and f["lsn"] == primary_sum.lsn and f["tables"] == primary_sum.tables
-        for f in finals
+        f is not None and f["lsn"] == s.lsn and f["tables"] == s.tables
+        for f, s in zip(finals, sums, strict=True)
     )
     show(
         "replicas at the end",
-        f"{', '.join(f'{n} {s} acked {a}' for n, s, a in infos)}; checksums equal to the "
-        f"primary's at LSN {primary_sum.lsn}: {ok}",
+        f"{', '.join(f'{n} {s} acked {a}' for n, s, a in infos)}; checksums equal to their "
+        f"primary's: {ok}",
     )
     if not ok:
         report.notes.append(f"throughput: replica checksums differ from the primary's: {finals}")
-    report.compare(
-        "put, 2 replicas vs none",
-        rates[with_replicas.name],
-        rates[plain.name],
-        "puts/s",
-        "no replica",
-        PUT_RATIO_TARGET,
-        kind="higher",
-    )
+    for w in (one, eager, two):
+        report.compare(
+            f"put, {w.name} vs none",
+            rates[w.name],
+            rates[plain.name],
+            "puts/s",
+            "no replica",
+            PUT_RATIO_TARGET,
+            kind="higher",
+        )
     report.compare(
         "put, primary w/o replica vs none",
         rates[lonely.name],
@@ -503,7 +507,7 @@ def bench_throughput(base: Path, cfg: Config, report: Report) -> None:
     )
     report.compare(
         f"put_many {cfg.put_many_rows // 1000}k, 2 replicas vs none",
-        many_rates[with_replicas.name],
+        many_rates[two.name],
         many_rates[plain.name],
         "rows/s",
         "no replica",
@@ -1030,7 +1034,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 benches[name](base, cfg, report)
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    print_summary(report)
+    report.print_summary(ISSUE)
     print(f"machine load at end: {machine_load()}")
     print(f"total time {time.perf_counter() - started:.1f} s")
     return 0

@@ -3,7 +3,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -634,37 +634,50 @@ fn test_group_commit_from_eight_threads_gives_unique_dense_lsns_and_every_write_
 }
 
 #[test]
-fn test_wait_for_lsn_wakes_when_another_thread_commits() -> TestResult {
+fn test_visibility_listener_hears_each_batch_once_with_no_store_lock_held() -> TestResult {
     let tmp = tempfile::tempdir()?;
     let store = Store::open(tmp.path().join("db"), StoreOptions::default())?;
-    assert_eq!(
-        store.wait_for_lsn(1, Duration::ZERO),
-        0,
-        "nothing is visible yet"
-    );
-
-    let (sender, receiver) = mpsc::channel();
-    let waiter = {
-        let store = store.clone();
-        thread::spawn(move || {
-            let visible = store.wait_for_lsn(1, Duration::from_secs(600));
-            sender.send(visible).expect("the test is still listening");
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let subscription = {
+        let (heard, store) = (Arc::clone(&heard), store.clone());
+        store.clone().on_visible(move |lsn| {
+            // Reading the store here would deadlock if the leader still held its lock.
+            assert!(store.last_lsn() >= lsn, "told before {lsn} was visible");
+            heard.lock().expect("no panic while holding it").push(lsn);
         })
     };
-    // Give the waiter a chance to block first; correctness does not depend on it.
-    thread::sleep(Duration::from_millis(50));
-    assert_eq!(store.commit(vec![put("events", "e", b"x")], None)?.lsn, 1);
-    // The bound only tells "woken by the commit" from "woken by its own 600 s timeout".
-    let visible = receiver
-        .recv_timeout(Duration::from_secs(120))
-        .expect("wait_for_lsn did not wake up when LSN 1 became visible");
-    assert_eq!(visible, 1);
-    waiter.join().expect("the waiter finished");
+    for key in ["a", "b", "c"] {
+        store.commit(vec![put("events", key, b"x")], None)?;
+    }
+    assert_eq!(*heard.lock().expect("not poisoned"), [1, 2, 3]);
 
+    // Concurrent writers share batches: at most one call per batch, never one per writer
+    // beyond that, and the last call reaches the last LSN.
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let store = store.clone();
+            thread::spawn(move || {
+                for i in 0..50 {
+                    store
+                        .commit(vec![put("events", &format!("{w}-{i}"), b"x")], None)
+                        .expect("the store is open");
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().expect("the writer finished");
+    }
+    let calls = heard.lock().expect("not poisoned").clone();
+    assert!(calls.len() <= 403, "{} calls for 403 commits", calls.len());
+    assert_eq!(calls.iter().max(), Some(&store.last_lsn()));
+
+    drop(subscription);
+    store.commit(vec![put("events", "after", b"x")], None)?;
     assert_eq!(
-        store.wait_for_lsn(1, Duration::from_secs(600)),
-        1,
-        "an already visible LSN returns at once"
+        heard.lock().expect("not poisoned").len(),
+        calls.len(),
+        "unsubscribed"
     );
     store.close()?;
     Ok(())

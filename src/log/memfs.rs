@@ -14,6 +14,8 @@ struct FsState {
     durable_names: BTreeSet<String>,
     ops_until_freeze: Option<u64>,
     frozen: bool,
+    /// Calls that read a file (`read_at` and `size`).
+    reads: u64,
 }
 
 impl FsState {
@@ -153,6 +155,11 @@ impl MemFs {
         data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
     }
 
+    /// How many times a file was read or sized so far.
+    pub(super) fn reads(&self) -> u64 {
+        self.state.lock().unwrap().reads
+    }
+
     pub(super) fn names(&self) -> Vec<String> {
         self.state.lock().unwrap().files.keys().cloned().collect()
     }
@@ -198,6 +205,7 @@ impl LogFs for MemFs {
 
 impl SegmentFile for Handle {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.fs.state.lock().unwrap().reads += 1;
         let data = self.file.data.lock().unwrap();
         let start = (offset as usize).min(data.len());
         let n = buf.len().min(data.len() - start);
@@ -224,6 +232,7 @@ impl SegmentFile for Handle {
     }
 
     fn size(&self) -> io::Result<u64> {
+        self.fs.state.lock().unwrap().reads += 1;
         Ok(self.file.data.lock().unwrap().len() as u64)
     }
 

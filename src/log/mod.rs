@@ -8,6 +8,7 @@
 mod fs;
 #[cfg(test)]
 pub(crate) mod memfs;
+mod recent;
 mod scan;
 #[cfg(test)]
 mod tests;
@@ -15,6 +16,7 @@ mod tests;
 use std::sync::{Arc, Mutex, RwLock};
 
 pub use fs::{DirFs, LogFs, SegmentFile};
+use recent::{Appended, Recent};
 use scan::{ChunkReader, Next};
 
 use crate::codec::{self, Entry};
@@ -29,6 +31,9 @@ pub struct LogOptions {
     pub segment_bytes: u64,
     /// `fdatasync` every batch and `fsync` the directory on segment changes.
     pub fsync: bool,
+    /// Bytes of the newest appended records also kept in memory, so that readers that
+    /// follow the end of the log read them without touching the files.
+    pub recent_bytes: usize,
 }
 
 impl Default for LogOptions {
@@ -36,6 +41,7 @@ impl Default for LogOptions {
         Self {
             segment_bytes: 64 << 20,
             fsync: true,
+            recent_bytes: 4 << 20,
         }
     }
 }
@@ -125,6 +131,7 @@ pub struct Log {
     options: LogOptions,
     segments: RwLock<Vec<Arc<Segment>>>,
     tail: Mutex<Tail>,
+    recent: Recent,
 }
 
 fn segment_name(first_lsn: u64) -> String {
@@ -181,6 +188,7 @@ impl Log {
         }
         let log = Self {
             fs,
+            recent: Recent::new(options.recent_bytes),
             options,
             segments: RwLock::new(Vec::new()),
             tail: Mutex::new(Tail {
@@ -443,6 +451,13 @@ impl Log {
                 .sync_data()
                 .map_err(io_error(format!("fdatasync of {}", segment.name)))?;
         }
+        self.recent.keep(
+            segment.first_lsn,
+            tail.offset,
+            tail.next_lsn,
+            last_lsn,
+            records,
+        );
         tail.offset += records.len() as u64;
         tail.next_lsn = last_lsn + 1;
         Ok(())
@@ -519,6 +534,9 @@ impl Log {
                 oldest,
             }
             .into());
+        }
+        if let Some(batches) = self.recent.from(position.next_lsn, up_to, max_entries) {
+            return read_kept(&batches, position, up_to, max_entries, max_bytes, deliver);
         }
         let mut index = segments
             .iter()
@@ -611,4 +629,60 @@ impl Log {
         }
         Ok(removed)
     }
+}
+
+/// [`Log::read_payloads`] from batches kept in memory (see [`Recent`]), which hold every
+/// entry from `position` to the end of the log.
+fn read_kept(
+    batches: &[Arc<Appended>],
+    position: &mut LogPosition,
+    up_to: u64,
+    max_entries: usize,
+    max_bytes: usize,
+    mut deliver: impl FnMut(&str, u64, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let (mut delivered, mut bytes) = (0usize, 0usize);
+    for batch in batches {
+        let name = segment_name(batch.segment_first_lsn);
+        let end = batch.offset + batch.records.len() as u64;
+        // The hint, where it points into this batch, saves walking its first records.
+        let mut at = match position.hint {
+            Some((segment, offset))
+                if segment == batch.segment_first_lsn && (batch.offset..end).contains(&offset) =>
+            {
+                offset - batch.offset
+            }
+            _ => 0,
+        };
+        while at < batch.records.len() as u64
+            && position.next_lsn <= up_to
+            && delivered < max_entries
+            && bytes < max_bytes
+        {
+            let offset = batch.offset + at;
+            let (payload, record_end) = match scan::next_record(&batch.records, at as usize) {
+                Next::Record { payload, end } => (payload, end),
+                Next::End => return Err(corrupt(&name, offset, "a kept batch ends early").into()),
+                Next::Bad { reason } => return Err(corrupt(&name, offset, reason).into()),
+            };
+            let lsn = codec::payload_lsn(payload).unwrap_or(0);
+            if lsn > position.next_lsn {
+                return Err(corrupt(
+                    &name,
+                    offset,
+                    format!("found LSN {lsn}, expected {}", position.next_lsn),
+                )
+                .into());
+            }
+            if lsn == position.next_lsn {
+                deliver(&name, offset, payload)?;
+                delivered += 1;
+                bytes += payload.len();
+                position.next_lsn += 1;
+            }
+            at = record_end as u64;
+            position.hint = Some((batch.segment_first_lsn, batch.offset + at));
+        }
+    }
+    Ok(())
 }

@@ -3,10 +3,13 @@ use super::*;
 use crate::codec::{encode_ops, frame_record, Op};
 use crate::error::Error;
 
+/// Options keeping no records in memory: every read goes to the files, as right after an
+/// open (the tests of the records kept in memory ask for some).
 fn options(segment_bytes: u64) -> LogOptions {
     LogOptions {
         segment_bytes,
         fsync: true,
+        recent_bytes: 0,
     }
 }
 
@@ -43,16 +46,15 @@ fn frame(entries: &[Entry]) -> Vec<u8> {
 }
 
 fn open(fs: &MemFs, segment_bytes: u64, checkpoint: u64) -> Result<(Log, Vec<Entry>)> {
+    open_with(fs, options(segment_bytes), checkpoint)
+}
+
+fn open_with(fs: &MemFs, options: LogOptions, checkpoint: u64) -> Result<(Log, Vec<Entry>)> {
     let mut replayed = Vec::new();
-    let log = Log::open(
-        Box::new(fs.clone()),
-        options(segment_bytes),
-        checkpoint,
-        |e| {
-            replayed.push(e);
-            Ok(())
-        },
-    )?;
+    let log = Log::open(Box::new(fs.clone()), options, checkpoint, |e| {
+        replayed.push(e);
+        Ok(())
+    })?;
     Ok((log, replayed))
 }
 
@@ -294,6 +296,120 @@ fn recovery_makes_the_replayed_tail_durable_before_returning() {
         after_power_loss, entries,
         "what recovery replayed was made durable"
     );
+}
+
+/// Reads raw entries from `position` up to `up_to` in steps of `step` entries.
+fn read_raw_all(log: &Log, position: &mut LogPosition, up_to: u64, step: usize) -> Vec<RawEntry> {
+    let mut read = Vec::new();
+    loop {
+        let batch = log.read_raw(position, up_to, step, usize::MAX).unwrap();
+        if batch.is_empty() {
+            return read;
+        }
+        read.extend(batch);
+    }
+}
+
+/// The records kept in memory are the records in the files: for every start position and
+/// step, across segment rolls, before and after the oldest batches are trimmed away (and a
+/// reader whose position was trimmed away goes on from the files). The newest batch is
+/// read with no file access at all.
+#[test]
+fn records_kept_in_memory_read_as_the_files_do() {
+    let fs = MemFs::default();
+    let entries = written(80, 17);
+    let kept = LogOptions {
+        recent_bytes: 1200,
+        ..options(500)
+    };
+    let (log, _) = open_with(&fs, kept, 0).unwrap();
+    let mut rng = Rng(99);
+    let mut keeping_up = LogPosition::after(0);
+    let mut followed = Vec::new();
+    let mut next = 0;
+    while next < entries.len() {
+        let take = (1 + rng.below(4) as usize).min(entries.len() - next);
+        let batch = &entries[next..next + take];
+        append_all(&log, batch);
+        next += take;
+        let last = next as u64;
+        // A reader that keeps up, a few entries at a time.
+        followed.extend(read_raw_all(
+            &log,
+            &mut keeping_up,
+            last,
+            1 + rng.below(3) as usize,
+        ));
+        let reads = fs.reads();
+        let mut newest = LogPosition::after(batch[0].lsn - 1);
+        let from_memory = log
+            .read_raw(&mut newest, last, usize::MAX, usize::MAX)
+            .unwrap();
+        assert_eq!(fs.reads(), reads, "the newest batch is read from memory");
+        assert_eq!(
+            from_memory.iter().map(|e| e.lsn).collect::<Vec<_>>(),
+            batch.iter().map(|e| e.lsn).collect::<Vec<_>>()
+        );
+    }
+    assert!(fs.names().len() > 3, "small segments must roll over");
+    // The same log read from its files only, as a reopened log reads it.
+    let (files, _) = open(&fs, 500, 80).unwrap();
+    let everything = read_raw_all(&files, &mut LogPosition::after(0), 80, usize::MAX);
+    assert_eq!(everything.len(), 80);
+    assert_eq!(followed, everything, "the reader that kept up");
+    let reads = fs.reads();
+    assert_eq!(
+        read_raw_all(&log, &mut LogPosition::after(0), 80, 7),
+        everything
+    );
+    assert!(
+        fs.reads() > reads,
+        "the oldest batches were trimmed from memory"
+    );
+    for start in 0..80 {
+        for step in [1, 2, 5, 100] {
+            let mut position = LogPosition::after(start);
+            let read = read_raw_all(&log, &mut position, 80, step);
+            assert_eq!(read, everything[start as usize..], "from {start} by {step}");
+        }
+    }
+    // A reader whose position is trimmed away from memory goes on from the files where its
+    // last read from memory left it.
+    let mut position = LogPosition::after(78);
+    assert_eq!(
+        log.read_raw(&mut position, 80, 1, usize::MAX).unwrap(),
+        everything[78..79]
+    );
+    append_all(&log, &written(120, 17)[80..]);
+    let rest = read_raw_all(&log, &mut position, 120, 3);
+    let (files, _) = open(&fs, 500, 120).unwrap();
+    assert_eq!(
+        rest,
+        read_raw_all(&files, &mut LogPosition::after(79), 120, 100)
+    );
+    assert_eq!(rest.len(), 41);
+}
+
+/// Reads from memory stop at `up_to` (the store passes its visible LSN, so that only
+/// durable, visible entries leave it), however many entries were appended past it.
+#[test]
+fn records_kept_in_memory_are_read_no_further_than_up_to() {
+    let fs = MemFs::default();
+    let entries = written(10, 5);
+    let kept = LogOptions {
+        recent_bytes: 1 << 20,
+        ..options(1 << 20)
+    };
+    let (log, _) = open_with(&fs, kept, 0).unwrap();
+    append_all(&log, &entries);
+    let reads = fs.reads();
+    let mut position = LogPosition::after(0);
+    let read = read_raw_all(&log, &mut position, 4, usize::MAX);
+    assert_eq!(read.iter().map(|e| e.lsn).collect::<Vec<_>>(), [1, 2, 3, 4]);
+    assert_eq!(position.next_lsn(), 5);
+    let read = log.read(&mut position, 10, usize::MAX, usize::MAX).unwrap();
+    assert_eq!(read, entries[4..]);
+    assert_eq!(fs.reads(), reads, "all of it from memory");
 }
 
 /// Rewrites a file's written bytes through the file layer, as a damaged disk would.

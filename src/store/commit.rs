@@ -1,9 +1,10 @@
 //! The commit pipeline of DESIGN §1: take an LSN and frame the record under one lock; one
 //! leader writes and fdatasyncs the waiting batch, applies it to the tables in one redb
-//! transaction, then advances `visible_lsn` and wakes the writers it carried.
+//! transaction, then advances `visible_lsn`, wakes the writers it carried and tells the
+//! visibility listeners.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -46,12 +47,21 @@ pub(crate) struct State {
     /// writers wait on (writers of the next batch wait on the other one).
     in_flight_last: u64,
     in_flight_slot: usize,
+    /// Writers waiting on each of `Pipeline::batch_done`: a condvar with no waiter is not
+    /// notified, as a notify costs a futex syscall even then (a lone writer leads its own
+    /// batches, so nobody ever waits for it).
+    waiting: [usize; 2],
 }
+
+/// Told the new visible LSN (see [`Pipeline::subscribe`]).
+pub(crate) type Listener = Arc<dyn Fn(u64) + Send + Sync>;
 
 pub(crate) struct Pipeline {
     state: Mutex<State>,
-    /// Signalled when `visible_lsn` advances, a batch fails, or the store closes.
-    visible: Condvar,
+    /// Called once per batch made visible, by its leader with no lock held, and after a
+    /// reset; each with the id that unsubscribes it.
+    listeners: RwLock<Vec<(u64, Listener)>>,
+    next_listener: AtomicU64,
     /// Writers wait here, split by batch so that a flush wakes only the writers it carried
     /// (and one writer of the next batch, to lead it): waking every writer each time
     /// costs a context switch per writer on every batch.
@@ -117,8 +127,10 @@ impl Pipeline {
                 last_checkpoint: Instant::now(),
                 in_flight_last: 0,
                 in_flight_slot: 0,
+                waiting: [0; 2],
             }),
-            visible: Condvar::new(),
+            listeners: RwLock::new(Vec::new()),
+            next_listener: AtomicU64::new(0),
             batch_done: [Condvar::new(), Condvar::new()],
             writer_free: Condvar::new(),
             policy,
@@ -137,6 +149,38 @@ impl Pipeline {
 
     pub(crate) fn visible_lsn(&self) -> u64 {
         self.lock().visible_lsn
+    }
+
+    /// Calls `listener` with the visible LSN each time it advances, until unsubscribed
+    /// with the id returned. Calls may overlap and arrive out of order (two leaders in a
+    /// row): a listener keeps the largest LSN it was told. It must be quick and must not
+    /// subscribe or unsubscribe: it runs on a writer's thread.
+    pub(crate) fn subscribe(&self, listener: Listener) -> u64 {
+        let id = self.next_listener.fetch_add(1, Ordering::Relaxed);
+        self.listeners_mut().push((id, listener));
+        id
+    }
+
+    pub(crate) fn unsubscribe(&self, id: u64) {
+        self.listeners_mut()
+            .retain(|(listening, _)| *listening != id);
+    }
+
+    fn listeners_mut(&self) -> std::sync::RwLockWriteGuard<'_, Vec<(u64, Listener)>> {
+        // Listeners never run under the write lock, so it is never poisoned by one.
+        self.listeners
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn announce(&self, visible_lsn: u64) {
+        let listeners = self
+            .listeners
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (_, listener) in listeners.iter() {
+            listener(visible_lsn);
+        }
     }
 
     pub(crate) fn epoch(&self) -> u64 {
@@ -292,7 +336,7 @@ impl Pipeline {
         state.visible_lsn = next_lsn - 1;
         state.epoch = epoch;
         drop(state);
-        self.visible.notify_all();
+        self.announce(next_lsn - 1);
     }
 
     /// The last LSN handed out (visible or not).
@@ -316,15 +360,25 @@ impl Pipeline {
             }
             if !state.leading && !state.pending.is_empty() {
                 state = self.lead(state, flush);
+                // The batch led held `lsn`: unless it failed, it is visible now. The
+                // listeners hear of it once per batch, from here, with no lock held.
+                if state.visible_lsn >= lsn {
+                    let visible_lsn = state.visible_lsn;
+                    drop(state);
+                    self.announce(visible_lsn);
+                    return Ok(());
+                }
             } else {
                 let slot = if state.leading && lsn <= state.in_flight_last {
                     state.in_flight_slot
                 } else {
                     1 - state.in_flight_slot
                 };
+                state.waiting[slot] += 1;
                 state = self.batch_done[slot]
                     .wait(state)
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
+                state.waiting[slot] -= 1;
             }
         }
     }
@@ -378,34 +432,18 @@ impl Pipeline {
             records.clear();
             state.records = records;
         }
-        self.visible.notify_all();
         if state.closed.is_some() {
             self.batch_done.iter().for_each(Condvar::notify_all);
         } else {
-            self.batch_done[state.in_flight_slot].notify_all();
-            if !state.pending.is_empty() {
-                self.batch_done[1 - state.in_flight_slot].notify_one();
+            let (carried, next) = (state.in_flight_slot, 1 - state.in_flight_slot);
+            if state.waiting[carried] > 0 {
+                self.batch_done[carried].notify_all();
+            }
+            if !state.pending.is_empty() && state.waiting[next] > 0 {
+                self.batch_done[next].notify_one();
             }
         }
         state
-    }
-
-    /// Waits up to `timeout` for `visible_lsn` to reach `lsn`; returns the visible LSN.
-    pub(crate) fn wait_for(&self, lsn: u64, timeout: Duration) -> u64 {
-        let deadline = Instant::now() + timeout;
-        let mut state = self.lock();
-        while state.visible_lsn < lsn && state.closed.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            state = self
-                .visible
-                .wait_timeout(state, left)
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0;
-        }
-        state.visible_lsn
     }
 
     /// Refuses every later commit; returns false if it was already closed.
@@ -416,7 +454,6 @@ impl Pipeline {
         }
         state.closed = Some(Closed::Requested);
         drop(state);
-        self.visible.notify_all();
         self.batch_done.iter().for_each(Condvar::notify_all);
         self.writer_free.notify_all();
         true

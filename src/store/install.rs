@@ -252,6 +252,7 @@ impl Installer {
         let options = LogOptions {
             segment_bytes: self.store.inner.options.segment_bytes,
             fsync: true,
+            ..LogOptions::default()
         };
         drop(Log::open(
             Box::new(DirFs::new(&log_dir)),

@@ -158,6 +158,19 @@ impl Drop for Inner {
     }
 }
 
+/// A listener registered by [`Store::on_visible`]; dropping it unsubscribes.
+#[must_use = "dropping the subscription unsubscribes the listener"]
+pub struct VisibleSubscription {
+    store: Store,
+    id: u64,
+}
+
+impl Drop for VisibleSubscription {
+    fn drop(&mut self) {
+        self.store.inner.pipeline.unsubscribe(self.id);
+    }
+}
+
 /// A replikv store. Cheap to clone: clones share one open store.
 #[derive(Clone)]
 pub struct Store {
@@ -822,11 +835,21 @@ impl Store {
         self.with_open(|open| open.log.read(position, visible, max_entries, max_bytes))
     }
 
-    /// Blocks until `lsn` is visible (or the store closes, or `timeout` passes), without
-    /// polling. Returns the visible LSN, which may be below `lsn` after a timeout.
-    #[must_use]
-    pub fn wait_for_lsn(&self, lsn: u64, timeout: Duration) -> u64 {
-        self.inner.pipeline.wait_for(lsn, timeout)
+    /// Calls `listener` with the new visible LSN each time entries become visible, until
+    /// the subscription is dropped: once per group-commit batch (not per writer), on the
+    /// thread that led it, after its writers were woken and with no lock of the store held;
+    /// and after a snapshot is swapped in. Calls may overlap and arrive out of order: keep
+    /// the largest LSN. The listener runs on a writer's thread, so it must be quick (wake
+    /// someone, never do I/O), and must not subscribe or unsubscribe.
+    pub fn on_visible(
+        &self,
+        listener: impl Fn(u64) + Send + Sync + 'static,
+    ) -> VisibleSubscription {
+        let id = self.inner.pipeline.subscribe(Arc::new(listener));
+        VisibleSubscription {
+            store: self.clone(),
+            id,
+        }
     }
 
     /// Drops whole log segments before `lsn`, never past the tables' durable checkpoint.
@@ -961,6 +984,7 @@ impl Parts {
         let log_options = LogOptions {
             segment_bytes: options.segment_bytes,
             fsync: options.fsync,
+            ..LogOptions::default()
         };
         let mut replay = Vec::new();
         let mut replay_bytes = 0usize;
@@ -1067,6 +1091,83 @@ mod tests {
             key: encode_key(KeyRef::Str(key)),
             value: Some(b"\xc3".to_vec()),
         }]
+    }
+
+    /// Every raw entry of `store`, read in steps of `step` entries.
+    fn read_all(store: &Store, step: usize) -> Vec<RawEntry> {
+        let mut position = LogPosition::after(0);
+        let mut read = Vec::new();
+        loop {
+            let batch = store.read_log_raw(&mut position, step, usize::MAX).unwrap();
+            if batch.is_empty() {
+                return read;
+            }
+            read.extend(batch);
+        }
+    }
+
+    /// Shipping reads the newest entries from memory: on a primary while commits run (never
+    /// past the visible LSN), and on a follower that appends a primary's entries, they are
+    /// the entries its files hold once reopened, across segment rolls.
+    #[test]
+    fn entries_read_while_committing_are_visible_and_equal_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = StoreOptions {
+            segment_bytes: 4096,
+            ..StoreOptions::default()
+        };
+        let primary = Store::open(dir.path().join("primary"), small.clone()).unwrap();
+        let writer = {
+            let primary = primary.clone();
+            std::thread::spawn(move || {
+                for i in 0..300 {
+                    primary.commit(put(&format!("key-{i}")), None).unwrap();
+                }
+            })
+        };
+        let mut position = LogPosition::after(0);
+        let mut shipped = Vec::new();
+        loop {
+            let writing = !writer.is_finished();
+            let batch = primary.read_log_raw(&mut position, 7, usize::MAX).unwrap();
+            let visible = primary.last_lsn();
+            assert!(
+                batch.iter().all(|e| e.lsn <= visible),
+                "read past {visible}"
+            );
+            if batch.is_empty() && !writing {
+                break;
+            }
+            shipped.extend(batch);
+        }
+        writer.join().unwrap();
+        assert_eq!(shipped.len(), 300);
+        let follower = Store::open(
+            dir.path().join("follower"),
+            StoreOptions {
+                follower: true,
+                ..small.clone()
+            },
+        )
+        .unwrap();
+        for chunk in shipped.chunks(11) {
+            let payloads: Vec<Vec<u8>> = chunk.iter().map(|e| e.payload.clone()).collect();
+            follower.append_replicated(&payloads).unwrap();
+        }
+        assert_eq!(read_all(&follower, 5), shipped);
+        assert!(primary.log_segments().unwrap().len() > 3, "segments rolled");
+        for (name, store) in [("primary", primary), ("follower", follower)] {
+            store.close().unwrap();
+            let reopened = Store::open(
+                dir.path().join(name),
+                StoreOptions {
+                    follower: name == "follower",
+                    ..small.clone()
+                },
+            )
+            .unwrap();
+            assert_eq!(read_all(&reopened, 300), shipped, "{name}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ mod stream;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::net::tcp::OwnedWriteHalf;
@@ -20,13 +20,13 @@ use super::quorum::{SyncOptions, SyncWaiters};
 use super::retention::{self, RetentionCaps};
 use super::slots::{Slot, Slots};
 use super::status::{lag_seconds, now_ms, ReplicaLink, SyncRole, SyncState};
-use crate::error::{NetError, Result};
+use crate::error::Result;
 use crate::log::LogPosition;
 use crate::net::admission::Admission;
 use crate::net::runtime;
 use crate::net::server::{accept_loop, bind};
 use crate::net::stall::StallWriter;
-use crate::store::{Registration, Store};
+use crate::store::{Registration, Store, VisibleSubscription};
 
 /// The longest heartbeat interval (replicas drop a link silent for 5 s).
 const MAX_HEARTBEAT: Duration = Duration::from_secs(2);
@@ -138,6 +138,7 @@ struct Shared {
     started: Instant,
     rejected: AtomicU64,
     last_rejection: Mutex<Option<String>>,
+    /// The newest visible LSN, which streaming tasks wait on (see [`Shared::entries_visible`]).
     visible: watch::Sender<u64>,
     commit_times: CommitTimes,
     admission: Arc<Admission>,
@@ -149,9 +150,8 @@ pub struct Primary {
     shared: Arc<Shared>,
     address: SocketAddr,
     shutdown: watch::Sender<bool>,
-    /// Dropped to wake the notifier thread, which then ends.
-    wake_notifier: Mutex<Option<mpsc::Sender<()>>>,
-    notifier: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Tells the tasks of every batch the store makes visible (see [`Shared::visible`]).
+    _visible: VisibleSubscription,
     server: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Keeps this primary registered on its store for sync writes until it stops.
     registration: Mutex<Option<Registration>>,
@@ -209,6 +209,14 @@ impl Primary {
             visible,
             admission: Admission::new(MAX_UNAUTHENTICATED, MAX_AUTHENTICATED),
         });
+        // Subscribed before any replica can connect. Weak: the store holds the listener,
+        // and `Shared` holds the store.
+        let subscriber = Arc::downgrade(&shared);
+        let visible = shared.store.on_visible(move |lsn| {
+            if let Some(shared) = subscriber.upgrade() {
+                shared.entries_visible(lsn);
+            }
+        });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let server = {
             let shared = Arc::clone(&shared);
@@ -221,32 +229,12 @@ impl Primary {
             ))
         };
         runtime().spawn(retention_loop(Arc::clone(&shared), shutdown_rx));
-        let (wake_notifier, woken) = mpsc::channel();
-        let notifier = {
-            let shared = Arc::clone(&shared);
-            std::thread::Builder::new()
-                .name("replikv-notify".into())
-                .spawn(move || notify_loop(&shared, &woken))
-        };
-        let notifier = match notifier {
-            Ok(notifier) => notifier,
-            Err(err) => {
-                shutdown.send_replace(true);
-                let context = "starting the notifier thread".to_owned();
-                return Err(NetError::Io {
-                    context,
-                    source: err,
-                }
-                .into());
-            }
-        };
         tracing::info!(%address, "primary listening");
         Ok(Self {
             shared,
             address,
             shutdown,
-            wake_notifier: Mutex::new(Some(wake_notifier)),
-            notifier: Mutex::new(Some(notifier)),
+            _visible: visible,
             server: Mutex::new(Some(server)),
             registration: Mutex::new(Some(registration)),
         })
@@ -307,12 +295,11 @@ impl Primary {
         self.shared.retain()
     }
 
-    /// Signals the server, every connection and the notifier to stop; waits for nothing.
+    /// Signals the server and every connection to stop; waits for nothing.
     fn signal_stop(&self) {
         // A stopped primary acknowledges nothing: sync writes are refused from here.
         drop(lock(&self.registration).take());
         self.shutdown.send_replace(true);
-        drop(lock(&self.wake_notifier).take());
         for wire in lock(&self.shared.links).wires.values() {
             wire.stop.send_replace(true);
         }
@@ -322,9 +309,6 @@ impl Primary {
     /// the slots; the store stays open.
     pub fn close(&self) {
         self.signal_stop();
-        if let Some(handle) = lock(&self.notifier).take() {
-            let _ = handle.join();
-        }
         let server = lock(&self.server).take();
         // Waiting needs a thread outside the runtime (a Python caller is); inside it the
         // server still stops, a moment later.
@@ -350,30 +334,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Turns the store's visibility (a condition variable) into a watch channel for the tasks,
-/// and samples when entries became visible (see [`CommitTimes`]).
-///
-/// Wakes at most once per `ship_interval`: nothing ships more often, and a wake per commit
-/// would cost the writers a context switch each. Ends when `woken` disconnects.
-fn notify_loop(shared: &Shared, woken: &mpsc::Receiver<()>) {
-    let idle = Duration::from_millis(50);
-    let mut last = shared.store.last_lsn();
-    while !shared.store.is_closed() {
-        let visible = shared.store.wait_for_lsn(last + 1, idle);
-        let pause = if visible == last {
-            Duration::ZERO
-        } else {
-            last = visible;
-            shared.commit_times.record(visible, now_ms());
-            shared.visible.send_replace(visible);
-            shared.options.ship_interval
-        };
-        if let Err(mpsc::RecvTimeoutError::Disconnected) = woken.recv_timeout(pause) {
-            return;
-        }
-    }
 }
 
 async fn retention_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
@@ -403,6 +363,20 @@ async fn retention_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
 }
 
 impl Shared {
+    /// Hears from the store that entries up to `lsn` are visible (once per group-commit
+    /// batch, on the thread that led it): dates them (see [`CommitTimes`]) and wakes the
+    /// streaming tasks parked waiting for entries. A task that is shipping, or pacing itself
+    /// to `ship_interval`, is not woken: it finds the entries when it next looks, so one
+    /// wake-up carries every batch made visible meanwhile.
+    fn entries_visible(&self, lsn: u64) {
+        self.commit_times.record(lsn, now_ms());
+        self.visible.send_if_modified(|seen| {
+            let newer = lsn > *seen;
+            *seen = (*seen).max(lsn);
+            newer
+        });
+    }
+
     /// The status report a monitor gets.
     fn report(&self) -> Message {
         let status = self.status();

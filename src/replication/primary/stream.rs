@@ -111,8 +111,9 @@ async fn read_batch(
 ) -> Result<(Vec<RawEntry>, LogPosition), ReplicationError> {
     let store = shared.store.clone();
     let max_bytes = shared.options.max_batch_bytes;
-    // A few fresh entries are still in the page cache: reading them here costs less than a
-    // hop to the blocking pool, which shows in the lag of eager shipping.
+    // A small backlog is among the newest records, which the store keeps in memory: reading
+    // it here costs no system call, and less than a hop to the blocking pool, which would
+    // show in the lag of eager shipping.
     let (batch, position) = if backlog <= INLINE_READ_ENTRIES {
         let batch = store.read_log_raw(&mut position, BATCH_ENTRIES, max_bytes);
         (batch, position)
@@ -164,7 +165,10 @@ async fn send_entries(writer: &mut Writer, batch: Vec<RawEntry>) -> Result<(), R
 
 /// Hands every ack of `id` to the machine; ends at the first other message, a broken frame
 /// or a closed connection (silence is the machine's to judge).
-async fn read_acks(shared: Arc<Shared>, id: LinkId, mut reader: OwnedReadHalf) {
+async fn read_acks(shared: Arc<Shared>, id: LinkId, reader: OwnedReadHalf) {
+    // Buffered: a frame's length and body then take one read, not two (an eager replica
+    // acks every batch it applies).
+    let mut reader = tokio::io::BufReader::new(reader);
     loop {
         match read_frame(&mut reader).await {
             Ok(Message::Ack {
