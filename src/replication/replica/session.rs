@@ -116,10 +116,10 @@ async fn flush(
     if payloads.is_empty() {
         return Ok(());
     }
-    let consumer = Arc::clone(&shared.consumer);
-    let (flushed, applied) = tokio::task::spawn_blocking(move || consumer.apply(&payloads))
-        .await
-        .map_err(|e| ReplicationError::Protocol(e.to_string()))?
+    // Applied on this worker, which tokio hands its other tasks off from while it blocks:
+    // a hop to the blocking pool cost an eager replica about a third of its append time.
+    let consumer = &shared.consumer;
+    let (flushed, applied) = tokio::task::block_in_place(|| consumer.apply(&payloads))
         .map_err(|e| ReplicationError::Protocol(format!("cannot apply replicated entries: {e}")))?;
     let ack = machine.durable(flushed, applied);
     {
