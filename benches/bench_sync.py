@@ -17,8 +17,9 @@ Scenarios:
             same primary, and vs a plain store (context)
   writers   sync writes from 16 threads vs from one thread (acks are cumulative: one ack
             releases every writer it covers)
-  async     one async writer on a primary with two replicas, alone and while a second
-            thread does sync writes, vs the same writer on a plain store
+  async     one async writer on a primary with two replicas vs on a plain store; and
+            the same while a second thread does sync writes, vs while a second thread does
+            plain writes on the plain store (two writers share the disk either way)
 """
 
 from __future__ import annotations
@@ -187,12 +188,26 @@ def async_rate(store: replikv.Store, seconds: float, row: int) -> tuple[float, i
     return done / (time.perf_counter() - started), row + done
 
 
-def sync_writer(store: replikv.Store, stop: threading.Event) -> None:
-    """Sync writes, one at a time, until ``stop`` is set."""
+def second_writer(store: replikv.Store, durability: str | None, stop: threading.Event) -> None:
+    """Writes to the sync table one at a time until ``stop`` is set."""
     i = 0
     while not stop.is_set():
-        store.put(SYNC_TABLE, make_key(i), i, durability="sync")
+        store.put(SYNC_TABLE, make_key(i), i, durability=durability)
         i += 1
+
+
+def rate_beside(
+    store: replikv.Store, durability: str | None, seconds: float, row: int
+) -> tuple[float, int]:
+    """``async_rate`` while a second thread writes with ``durability``."""
+    stop = threading.Event()
+    thread = threading.Thread(target=second_writer, args=(store, durability, stop))
+    thread.start()
+    try:
+        return async_rate(store, seconds, row)
+    finally:
+        stop.set()
+        thread.join()
 
 
 def bench_async(base: Path, cfg: Config, report: Report) -> None:
@@ -200,6 +215,7 @@ def bench_async(base: Path, cfg: Config, report: Report) -> None:
     alone: list[float] = []
     beside: list[float] = []
     plain_rates: list[float] = []
+    plain_beside: list[float] = []
     with served(base, 2, cfg) as system, scratch(base, "plain") as plain_dir:
         plain = replikv.Store(plain_dir / "store")
         row = 0
@@ -208,30 +224,35 @@ def bench_async(base: Path, cfg: Config, report: Report) -> None:
             plain_rates.append(rate)
             rate, row = async_rate(system.store, cfg.slice_s, row)
             alone.append(rate)
-            stop = threading.Event()
-            thread = threading.Thread(target=sync_writer, args=(system.store, stop))
-            thread.start()
-            try:
-                rate, row = async_rate(system.store, cfg.slice_s, row)
-            finally:
-                stop.set()
-                thread.join()
+            rate, row = rate_beside(system.store, "sync", cfg.slice_s, row)
             beside.append(rate)
+            rate, row = rate_beside(plain, None, cfg.slice_s, row)
+            plain_beside.append(rate)
         plain.close()
     show("async writer, plain store", fmt_runs(plain_rates, "puts/s", 0))
     show("async writer, two replicas", fmt_runs(alone, "puts/s", 0))
     show("async writer, two replicas + a sync writer", fmt_runs(beside, "puts/s", 0))
-    plain_median = statistics.median(plain_rates)
-    for label, rates in (("alone", alone), ("beside a sync writer", beside)):
-        report.compare(
-            f"async writer with two replicas, {label}",
-            statistics.median(rates),
-            plain_median,
-            "puts/s",
-            "no replica",
-            ASYNC_RATIO_TARGET,
-            kind="higher",
-        )
+    show("async writer, plain store + a second writer", fmt_runs(plain_beside, "puts/s", 0))
+    report.compare(
+        "async writer with two replicas vs none",
+        statistics.median(alone),
+        statistics.median(plain_rates),
+        "puts/s",
+        "no replica",
+        ASYNC_RATIO_TARGET,
+        kind="higher",
+    )
+    # A second writer slows the first on any store (they share the disk): the sync
+    # writer's cost to async writers is measured against a second, local writer.
+    report.compare(
+        "async writer beside a sync writer (two replicas) vs beside a local writer",
+        statistics.median(beside),
+        statistics.median(plain_beside),
+        "puts/s",
+        "no replica",
+        ASYNC_RATIO_TARGET,
+        kind="higher",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
