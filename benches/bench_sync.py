@@ -249,7 +249,7 @@ def bench_async(base: Path, cfg: Config, report: Report) -> None:
         statistics.median(beside),
         statistics.median(plain_beside),
         "puts/s",
-        "no replica",
+        "plain store, 2 writers",
         ASYNC_RATIO_TARGET,
         kind="higher",
     )
