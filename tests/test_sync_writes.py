@@ -241,6 +241,35 @@ def test_sync_is_refused_before_commit_without_a_primary_or_enough_replicas(
             primary.store.put("consent", "ana", True, durability="sync")
 
 
+def test_a_restarted_primary_makes_sync_writes_wait_for_its_registered_replicas(
+    tmp_path: Path,
+) -> None:
+    """Slots remember which replicas fsync: after a restart, before any replica is back,
+    a sync write waits for its quorum instead of being refused."""
+    store = replikv.Store(tmp_path / "primary")
+    try:
+        first = replikv.Primary(store, token=TOKEN, ship_interval=0.0)
+        address = first.address
+        with replikv.Replica(
+            tmp_path / "eu-1", primary=address, token=TOKEN, name="eu-1", max_backoff=0.2
+        ) as replica:
+            eventually("the replica to connect", lambda: connected(first) == {"eu-1"})
+            assert store.put("consent", "ana", True, durability="sync").acked_by == ["eu-1"]
+            first.close()
+            assert [(s["name"], s["fsync"]) for s in first.slots()] == [("eu-1", True)]
+            with replikv.Primary(
+                store, listen=address, token=TOKEN, ship_interval=0.0, sync_timeout=60.0
+            ) as second:
+                assert second.sync_state == "degraded", "registered, not connected yet"
+                receipt = store.put("consent", "bob", True, durability="sync")
+                assert receipt.acked_by == ["eu-1"]
+                assert not receipt.degraded
+                replica.wait_for(receipt.lsn, timeout=30)
+                assert replica.get("consent", "bob") is True
+    finally:
+        store.close()
+
+
 def test_replicas_without_fsync_never_count_toward_the_quorum_or_wait_for(
     tmp_path: Path,
 ) -> None:

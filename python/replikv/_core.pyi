@@ -396,8 +396,9 @@ class Primary:
     def status(self) -> list[ReplicaInfo]:
         """Every replica seen since start, with its state and lag."""
     def slots(self) -> list[dict[str, Any]]:
-        """The durable slots: ``name``, ``acked_lsn`` and ``created`` of each replica the
-        log is kept for (a slot outlives its connection and the primary's restarts)."""
+        """The durable slots: ``name``, ``acked_lsn``, ``created`` and ``fsync`` (whether
+        the replica said it fsyncs, so counts toward the quorum) of each replica the log is
+        kept for (a slot outlives its connection and the primary's restarts)."""
     def drop_slot(self, name: str) -> bool:
         """Drops a replica's slot; returns whether it existed."""
     def retain(self) -> int:

@@ -249,7 +249,8 @@ impl PyPrimary {
         Ok(self.primary.status().last_rejection)
     }
 
-    /// The durable slots: `name`, `acked_lsn` and `created` of each replica the log is kept for.
+    /// The durable slots: `name`, `acked_lsn`, `created` and `fsync` of each replica the log
+    /// is kept for.
     fn slots<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, pyo3::types::PyDict>>> {
         owned(py, self.primary.store())?;
         self.primary
@@ -259,6 +260,7 @@ impl PyPrimary {
                 let row = pyo3::types::PyDict::new(py);
                 row.set_item("name", slot.name)?;
                 row.set_item("acked_lsn", slot.acked_lsn)?;
+                row.set_item("fsync", slot.fsync)?;
                 let ms = i64::try_from(slot.created_ms).unwrap_or(i64::MAX);
                 let created = unix_to_datetime(
                     py,

@@ -43,6 +43,8 @@ pub struct Slot {
     /// Set while a snapshot is sent to the replica, until its first ack: retention caps may
     /// not cut the log it will stream from, or it would need a snapshot again, forever.
     pub pinned: bool,
+    /// Whether the replica said it fsyncs (only then does it count toward a quorum).
+    pub fsync: bool,
 }
 
 /// A slot as the file stores it.
@@ -51,10 +53,11 @@ struct Record {
     name: String,
     acked_lsn: u64,
     created_ms: u64,
-    /// Present in files of the first format. A pin never outlives the connection that
-    /// made it (none survives a restart), so it is read and ignored.
-    #[serde(default, skip_serializing)]
-    pinned: bool,
+    /// Whether the replica fsyncs. Absent from older files: taken as not (a replica that
+    /// does is counted again once it reconnects). Older builds read it as the pin they
+    /// ignore, so a file with it still opens there.
+    #[serde(default)]
+    fsync: bool,
 }
 
 /// Encodes the slots file.
@@ -119,33 +122,31 @@ fn decode(bytes: &[u8]) -> Result<Decoded, String> {
 /// The first format: a bare `MessagePack` array. With no checksum, the best check left is
 /// that it re-encodes to exactly the bytes read (nothing trailing, nothing non-canonical).
 fn decode_legacy(bytes: &[u8]) -> Result<Vec<Record>, String> {
-    let records: Vec<Record> = rmp_serde::from_slice(bytes)
+    let records: Vec<LegacyRecord> = rmp_serde::from_slice(bytes)
         .map_err(|e| format!("is neither a slots file nor one of the first format: {e}"))?;
-    let with_pins: Vec<LegacyRecord<'_>> = records.iter().map(LegacyRecord::from).collect();
-    if rmp_serde::to_vec(&with_pins).ok().as_deref() != Some(bytes) {
+    if rmp_serde::to_vec(&records).ok().as_deref() != Some(bytes) {
         return Err("a file of the first format with unexpected bytes".to_owned());
     }
+    // A pin never outlives the connection that made it (none survives a restart).
+    let records = records
+        .into_iter()
+        .map(|legacy| Record {
+            name: legacy.name,
+            acked_lsn: legacy.acked_lsn,
+            created_ms: legacy.created_ms,
+            fsync: false,
+        })
+        .collect();
     validate(records)
 }
 
-/// A record as the first format wrote it (with its pin), to compare encodings.
-#[derive(Serialize)]
-struct LegacyRecord<'a> {
-    name: &'a str,
+/// A record as the first format wrote it (with its pin).
+#[derive(Serialize, Deserialize)]
+struct LegacyRecord {
+    name: String,
     acked_lsn: u64,
     created_ms: u64,
     pinned: bool,
-}
-
-impl<'a> From<&'a Record> for LegacyRecord<'a> {
-    fn from(record: &'a Record) -> Self {
-        Self {
-            name: &record.name,
-            acked_lsn: record.acked_lsn,
-            created_ms: record.created_ms,
-            pinned: record.pinned,
-        }
-    }
 }
 
 /// Names are replica names (checked at the handshake) and unique.
@@ -166,6 +167,7 @@ fn validate(records: Vec<Record>) -> Result<Vec<Record>, String> {
 struct SlotState {
     acked_lsn: u64,
     created_ms: u64,
+    fsync: bool,
     /// The pin that holds the log for a snapshot, by its owner's id.
     pin: Option<u64>,
 }
@@ -235,6 +237,7 @@ impl Slots {
                 let state = SlotState {
                     acked_lsn: record.acked_lsn,
                     created_ms: record.created_ms,
+                    fsync: record.fsync,
                     pin: None,
                 };
                 (record.name, state)
@@ -258,20 +261,20 @@ impl Slots {
     }
 
     /// Creates the slot if it is new, or moves it to where the replica says it stands
-    /// (on disk at the next [`Slots::persist`]).
-    pub fn ensure(&self, name: &str, acked_lsn: u64) {
-        self.place(name, acked_lsn, None);
+    /// (on disk at the next [`Slots::persist`]); `fsync` is what the replica said of itself.
+    pub fn ensure(&self, name: &str, acked_lsn: u64, fsync: bool) {
+        self.place(name, acked_lsn, fsync, None);
     }
 
     /// Like [`Slots::ensure`], and pins the slot against the retention caps until the
     /// replica's first ack or until the returned pin is dropped, whichever comes first.
-    pub fn pin(&self, name: &str, acked_lsn: u64) -> SlotPin<'_> {
+    pub fn pin(&self, name: &str, acked_lsn: u64, fsync: bool) -> SlotPin<'_> {
         let id = {
             let mut state = lock(&self.state);
             state.pins += 1;
             state.pins
         };
-        self.place(name, acked_lsn, Some(id));
+        self.place(name, acked_lsn, fsync, Some(id));
         SlotPin {
             slots: self,
             name: name.to_owned(),
@@ -279,7 +282,7 @@ impl Slots {
         }
     }
 
-    fn place(&self, name: &str, acked_lsn: u64, pin: Option<u64>) {
+    fn place(&self, name: &str, acked_lsn: u64, fsync: bool, pin: Option<u64>) {
         let mut state = lock(&self.state);
         let slot = state
             .slots
@@ -287,9 +290,11 @@ impl Slots {
             .or_insert_with(|| SlotState {
                 acked_lsn,
                 created_ms: now_ms(),
+                fsync,
                 pin: None,
             });
         slot.acked_lsn = acked_lsn;
+        slot.fsync = fsync;
         if pin.is_some() {
             slot.pin = pin;
         }
@@ -335,6 +340,7 @@ impl Slots {
                 acked_lsn: slot.acked_lsn,
                 created_ms: slot.created_ms,
                 pinned: slot.pin.is_some(),
+                fsync: slot.fsync,
             })
             .collect()
     }
@@ -387,7 +393,7 @@ impl Slots {
                     name: name.clone(),
                     acked_lsn: slot.acked_lsn,
                     created_ms: slot.created_ms,
-                    pinned: false,
+                    fsync: slot.fsync,
                 })
                 .collect()
         };
@@ -463,8 +469,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let slots = Slots::load(dir.path()).unwrap();
         assert_eq!(slots.min_acked(), None);
-        slots.ensure("eu-1", 5);
-        let pin = slots.pin("us-1", 9);
+        slots.ensure("eu-1", 5, true);
+        let pin = slots.pin("us-1", 9, false);
         slots.advance("eu-1", 7);
         slots.advance("eu-1", 6);
         slots.advance("unknown", 100);
@@ -495,13 +501,13 @@ mod tests {
     fn a_pin_is_released_when_its_holder_ends_and_never_releases_a_newer_one() {
         let dir = tempfile::tempdir().unwrap();
         let slots = Slots::load(dir.path()).unwrap();
-        let first = slots.pin("eu-1", 5);
+        let first = slots.pin("eu-1", 5, true);
         first.move_to(8);
         assert_eq!(slots.min_pinned(), Some(8));
         drop(first);
         assert_eq!(slots.min_pinned(), None, "dropping the pin unpins");
-        let old = slots.pin("eu-1", 10);
-        let new = slots.pin("eu-1", 12);
+        let old = slots.pin("eu-1", 10, true);
+        let new = slots.pin("eu-1", 12, true);
         old.move_to(3);
         drop(old);
         assert_eq!(
@@ -526,8 +532,8 @@ mod tests {
 
     fn two_slots(dir: &Path) {
         let slots = Slots::load(dir).unwrap();
-        slots.ensure("eu-1", 1234);
-        slots.ensure("us-west", 99);
+        slots.ensure("eu-1", 1234, true);
+        slots.ensure("us-west", 99, false);
         slots.persist().unwrap();
     }
 
@@ -568,7 +574,7 @@ mod tests {
                 let slots = &slots;
                 scope.spawn(move || {
                     for step in 0..25 {
-                        slots.ensure(&format!("r{thread}"), step);
+                        slots.ensure(&format!("r{thread}"), step, true);
                         slots.persist().unwrap();
                     }
                 });
@@ -588,17 +594,57 @@ mod tests {
     }
 
     #[test]
+    fn the_fsync_flag_is_absent_from_older_files_and_ignored_by_older_builds() {
+        /// A record as builds before the flag wrote and read it.
+        #[derive(Serialize, Deserialize)]
+        struct Older {
+            name: String,
+            acked_lsn: u64,
+            created_ms: u64,
+            #[serde(default, skip_serializing)]
+            pinned: bool,
+        }
+        let older = vec![Older {
+            name: "eu-1".into(),
+            acked_lsn: 7,
+            created_ms: 1,
+            pinned: false,
+        }];
+        let read: Vec<Record> = rmp_serde::from_slice(&rmp_serde::to_vec(&older).unwrap()).unwrap();
+        assert!(
+            !read[0].fsync,
+            "an older file says nothing: not counted until it reconnects"
+        );
+        let newer = vec![Record {
+            name: "eu-1".into(),
+            acked_lsn: 7,
+            created_ms: 1,
+            fsync: true,
+        }];
+        let by_older: Vec<Older> =
+            rmp_serde::from_slice(&rmp_serde::to_vec(&newer).unwrap()).unwrap();
+        assert_eq!(
+            by_older[0].acked_lsn, 7,
+            "an older build still reads the file"
+        );
+        assert!(
+            by_older[0].pinned,
+            "where it reads the flag as a pin, which it ignores"
+        );
+    }
+
+    #[test]
     fn a_slots_file_of_the_first_format_loads_and_is_rewritten_with_a_checksum() {
         let dir = tempfile::tempdir().unwrap();
         let first_format = vec![
             LegacyRecord {
-                name: "eu-1",
+                name: "eu-1".into(),
                 acked_lsn: 70,
                 created_ms: 1_700_000_000_000,
                 pinned: true,
             },
             LegacyRecord {
-                name: "us-1",
+                name: "us-1".into(),
                 acked_lsn: 42,
                 created_ms: 1_700_000_000_001,
                 pinned: false,
@@ -617,6 +663,10 @@ mod tests {
             .collect();
         assert_eq!(listed, [("eu-1".to_owned(), 70), ("us-1".to_owned(), 42)]);
         assert_eq!(slots.min_pinned(), None, "an old pin is not restored");
+        assert!(
+            slots.list().iter().all(|s| !s.fsync),
+            "an old pin is not read as fsync"
+        );
         let rewritten = std::fs::read(dir.path().join(FILE)).unwrap();
         assert!(rewritten.starts_with(MAGIC), "rewritten in the new format");
         assert_eq!(Slots::load(dir.path()).unwrap().list(), slots.list());
@@ -636,12 +686,13 @@ mod fuzz {
             "[A-Za-z0-9][A-Za-z0-9_.-]{0,63}",
             any::<u64>(),
             any::<u64>(),
+            any::<bool>(),
         )
-            .prop_map(|(name, acked_lsn, created_ms)| Record {
+            .prop_map(|(name, acked_lsn, created_ms, fsync)| Record {
                 name,
                 acked_lsn,
                 created_ms,
-                pinned: false,
+                fsync,
             })
     }
 

@@ -272,6 +272,18 @@ impl PrimaryMachine {
         (id, replaced)
     }
 
+    /// A replica known from its durable slot, not connected since this primary started.
+    /// It is registered (a sync write waits for it to come back rather than being refused,
+    /// if it said it fsyncs) but holds nothing proven until it acks again: a slot's LSN may
+    /// be a snapshot's that was never acknowledged.
+    pub fn remember(&mut self, name: &str, durable: bool, now: Micros) {
+        if self.peers.contains_key(name) {
+            return;
+        }
+        let (id, _) = self.connect(name, PeerKind::Replica, durable, 0, now);
+        self.disconnect(&id);
+    }
+
     /// A snapshot at `lsn` is being sent to the peer: it streams after it.
     pub fn snapshot_started(&mut self, id: &LinkId, lsn: u64) {
         if let Some(peer) = self.live(id) {
@@ -555,6 +567,20 @@ mod tests {
         assert!(matches!(m.poll(&a, 500_000), LinkAction::Heartbeat { .. }));
         m.heartbeat_sent(&a, 500_000);
         assert!(matches!(m.poll(&a, 500_001), LinkAction::Ship { .. }));
+    }
+
+    #[test]
+    fn a_replica_remembered_from_its_slot_is_registered_but_proves_nothing_until_it_acks() {
+        let mut m = PrimaryMachine::new(config(), 50);
+        m.remember("a", true, 0);
+        m.remember("lazy", false, 0);
+        assert_eq!(m.counting_replicas(), 1);
+        assert_eq!(m.connected_counting_replicas(), 0);
+        assert!(m.acked_by(1).is_empty());
+        let (a, _) = m.connect("a", PeerKind::Replica, true, 40, 1);
+        m.shipping(&a, &shipped(41..=50), 1);
+        m.ack(&a, 45, 45, 2);
+        assert_eq!(m.acked_by(45), vec!["a".to_owned()]);
     }
 
     #[test]

@@ -279,10 +279,10 @@ async fn welcome<'a>(
     // A replica's slot is pinned from here, before any snapshot is taken: retention cannot
     // then cut the entries that will follow it.
     let start = if snapshot {
-        Start::Snapshot(shared.slots.pin(&name, view.last_lsn))
+        Start::Snapshot(shared.slots.pin(&name, view.last_lsn, durable))
     } else {
         if kind == PeerKind::Replica {
-            shared.slots.ensure(&name, flushed_lsn);
+            shared.slots.ensure(&name, flushed_lsn, durable);
         }
         Start::Log
     };

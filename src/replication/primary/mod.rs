@@ -192,7 +192,11 @@ impl Primary {
         let (listener, address) = runtime().block_on(bind(&options.listen))?;
         let slots = Slots::load(store.path())?;
         let (visible, _) = watch::channel(store.last_lsn());
-        let machine = PrimaryMachine::new(options.machine_config(), store.last_lsn());
+        let mut machine = PrimaryMachine::new(options.machine_config(), store.last_lsn());
+        for slot in slots.list() {
+            machine.remember(&slot.name, slot.fsync, 0);
+        }
+        sync.publish(machine.quorum_view());
         let shared = Arc::new(Shared {
             slots,
             commit_times: CommitTimes::new(store.last_lsn(), now_ms()),
