@@ -131,9 +131,11 @@ async fn flush(
 }
 
 async fn read_frames(
-    mut reader: OwnedReadHalf,
+    reader: OwnedReadHalf,
     frames: mpsc::Sender<Result<Message, ReplicationError>>,
 ) {
+    // Buffered: a small frame's length and body then take one read, not two.
+    let mut reader = tokio::io::BufReader::new(reader);
     loop {
         // The primary sends at least a heartbeat every interval: silence means a stalled
         // link, which is dropped so that the replica reconnects.
