@@ -124,6 +124,10 @@ pub enum Message {
         offset: u64,
         /// The slice.
         data: ByteBuf,
+        /// The entry's LSN, so that a slice of another entry is never glued on (0 from a
+        /// primary that predates the field: the size is then the only check).
+        #[serde(default)]
+        lsn: u64,
     },
     /// Replica -> primary: cumulative acknowledgement.
     Ack {
@@ -442,6 +446,7 @@ mod tests {
                 total: 100,
                 offset: 50,
                 data: ByteBuf::from(vec![5; 50]),
+                lsn: 12,
             },
             Message::Ack {
                 flushed_lsn: 5,
@@ -682,11 +687,12 @@ mod fuzz {
             Just(Message::SnapshotEnd),
             (".{0,40}", refuse_code()).prop_map(|(reason, code)| Message::Refused { reason, code }),
             vec(bytes(60), 0..5).prop_map(|payloads| Message::Entries { payloads }),
-            (any::<u64>(), any::<u64>(), bytes(60)).prop_map(|(total, offset, data)| {
+            (any::<(u64, u64, u64)>(), bytes(60)).prop_map(|((total, offset, lsn), data)| {
                 Message::EntryPart {
                     total,
                     offset,
                     data,
+                    lsn,
                 }
             }),
             any::<(u64, u64)>().prop_map(|(flushed_lsn, applied_lsn)| Message::Ack {

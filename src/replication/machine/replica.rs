@@ -35,6 +35,7 @@ pub struct ReplicaMachine {
     parts: Vec<u8>,
     /// The size the first part of the entry in `parts` announced.
     parts_total: usize,
+    parts_lsn: u64,
     #[cfg(test)]
     pub(crate) planted: Planted,
 }
@@ -61,6 +62,7 @@ impl ReplicaMachine {
             state: LinkState::Connecting,
             parts: Vec::new(),
             parts_total: 0,
+            parts_lsn: 0,
             #[cfg(test)]
             planted: Planted::default(),
         }
@@ -157,7 +159,8 @@ impl ReplicaMachine {
                 total,
                 offset,
                 data,
-            } => match self.part(total, offset, &data)? {
+                lsn,
+            } => match self.part(total, offset, &data, lsn)? {
                 Some(entry) => self.accept(vec![entry]),
                 None => Ok(Vec::new()),
             },
@@ -268,6 +271,7 @@ impl ReplicaMachine {
         total: u64,
         offset: u64,
         data: &[u8],
+        lsn: u64,
     ) -> Result<Option<Vec<u8>>, ReplicationError> {
         let total = usize::try_from(total)
             .ok()
@@ -278,8 +282,10 @@ impl ReplicaMachine {
             ));
         };
         // A part of another entry that happens to continue at the right offset (a repeat
-        // or a reordered frame) must not be glued on: its size gives it away.
-        let another_entry = !self.parts.is_empty() && total != self.parts_total;
+        // or a reordered frame) must not be glued on: its LSN gives it away (its size too,
+        // from a primary that sends no LSN).
+        let another_entry =
+            !self.parts.is_empty() && (total != self.parts_total || lsn != self.parts_lsn);
         if another_entry
             || offset != self.parts.len() as u64
             || self.parts.len() + data.len() > total
@@ -290,6 +296,7 @@ impl ReplicaMachine {
             ));
         }
         self.parts_total = total;
+        self.parts_lsn = lsn;
         self.parts.extend_from_slice(data);
         Ok((self.parts.len() == total).then(|| std::mem::take(&mut self.parts)))
     }
@@ -409,16 +416,41 @@ mod tests {
             total: first.len() as u64,
             offset: 0,
             data: ByteBuf::from(first[..20].to_vec()),
+            lsn: 0,
         };
         let tail_of_another = Message::EntryPart {
             total: longer.len() as u64,
             offset: 20,
             data: ByteBuf::from(longer[20..].to_vec()),
+            lsn: 0,
         };
         assert!(m.receive(head).unwrap().is_empty());
         assert!(
             m.receive(tail_of_another).is_err(),
             "refused, never appended"
+        );
+    }
+
+    /// With the LSN on every part, even a slice of an entry of the very same size is told
+    /// apart (the size alone cannot).
+    #[test]
+    fn a_part_of_an_equal_size_entry_is_refused_by_its_lsn() {
+        let mut m = streaming();
+        let (first, second) = (entry(1, 1), entry(2, 1));
+        assert_eq!(first.len(), second.len());
+        let part = |payload: &[u8], lsn: u64, from: usize, to: usize| Message::EntryPart {
+            total: payload.len() as u64,
+            offset: from as u64,
+            data: ByteBuf::from(payload[from..to].to_vec()),
+            lsn,
+        };
+        assert!(m.receive(part(&first, 1, 0, 20)).unwrap().is_empty());
+        assert!(m.receive(part(&second, 2, 20, second.len())).is_err());
+        let mut m = streaming();
+        assert!(m.receive(part(&first, 1, 0, 20)).unwrap().is_empty());
+        assert_eq!(
+            m.receive(part(&first, 1, 20, first.len())).unwrap(),
+            vec![ReplicaAction::Append(vec![first.clone()])]
         );
     }
 
@@ -432,6 +464,7 @@ mod tests {
             total,
             offset: offset as u64,
             data: ByteBuf::from(data.to_vec()),
+            lsn: 1,
         };
         assert!(m.receive(part(0, a)).unwrap().is_empty());
         assert_eq!(
@@ -444,6 +477,7 @@ mod tests {
             total: u64::MAX,
             offset: 0,
             data: ByteBuf::from(vec![1]),
+            lsn: 1,
         };
         assert!(streaming().receive(impossible).is_err());
     }

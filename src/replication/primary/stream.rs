@@ -149,6 +149,7 @@ async fn send_entries(writer: &mut Writer, batch: Vec<RawEntry>) -> Result<(), R
                     total,
                     offset: (index * limit) as u64,
                     data: ByteBuf::from(chunk.to_vec()),
+                    lsn: entry.lsn,
                 };
                 write_frame(writer, &part).await?;
             }

@@ -31,13 +31,13 @@ impl World {
             };
             self.timeline.after(late, stale);
         }
-        // Only whole-entry frames: an entry part names no entry (just a size and an
-        // offset), so a repeated tail of an equal-size entry at the same offset cannot be
-        // told from the real one, and no check in the replica machine can refuse it. Parts
-        // are safe only because TCP never repeats nor reorders; seed 88702 of an earlier
-        // version glued such a tail on. Giving `EntryPart` the entry's LSN would let the
-        // machine refuse it, and this fault strike parts too.
-        let entries = matches!(frame, Frame::Wire(Message::Entries { .. }));
+        // Entry frames, whole or in parts: every part names its entry's LSN, so a repeated
+        // tail of an equal-size entry at the same offset is refused too (seed 88702 of a
+        // version without the LSN glued one on).
+        let entries = matches!(
+            frame,
+            Frame::Wire(Message::Entries { .. } | Message::EntryPart { .. })
+        );
         let misorder = entries && !self.healed && self.rng.chance(self.params.misorder_per_mille);
         if misorder {
             self.report.faults.misordered += 1;

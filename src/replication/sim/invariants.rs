@@ -275,9 +275,10 @@ fn frame_name(frame: &Frame) -> String {
             total,
             offset,
             data,
+            lsn,
         }) => {
             format!(
-                "entry part {offset}..{} of {total}",
+                "entry {lsn} part {offset}..{} of {total}",
                 offset + data.len() as u64
             )
         }

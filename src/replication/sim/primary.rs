@@ -86,6 +86,7 @@ impl World {
                     total: payload.len() as u64,
                     offset: offset as u64,
                     data: ByteBuf::from(data.to_vec()),
+                    lsn,
                 };
                 self.send(generation, Side::Peer, Frame::Wire(part));
             }
