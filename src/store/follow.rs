@@ -1,13 +1,156 @@
-//! A follower store as a [`LogConsumer`]: the log it appends to is its own, with the
-//! primary's LSNs, so what it reports as flushed is what its log holds.
+//! A follower store: the primary's entries appended with their own LSNs, the lineage it
+//! shares with its primary, the read-only guard on user writes, and the [`LogConsumer`]
+//! the replication glue drives (what it reports as flushed is what its log holds).
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::Ordering;
 
 use super::install::Installer;
 use super::tables::TableSum;
-use super::Store;
-use crate::error::Result;
+use super::{dir_io, Store, StoreOptions};
+use crate::codec::decode_entry;
+use crate::error::{ReadOnlyReason, Result, StoreError};
 use crate::follow::{LogConsumer, Position, Role, SnapshotSink, SnapshotStart};
+
+impl Store {
+    pub(super) fn read_only(&self, why: ReadOnlyReason) -> crate::Error {
+        StoreError::ReadOnly {
+            path: self.inner.path.clone(),
+            why,
+        }
+        .into()
+    }
+
+    /// Refuses user writes on a replica's store.
+    pub(super) fn check_writable(&self) -> Result<()> {
+        match self.inner.read_only {
+            Some(why) => Err(self.read_only(why)),
+            None => Ok(()),
+        }
+    }
+
+    /// Why user writes are refused (a replica's store), or `None` if they are accepted.
+    #[must_use]
+    pub fn read_only_reason(&self) -> Option<ReadOnlyReason> {
+        self.inner.read_only
+    }
+
+    /// Appends entries committed by a primary, in LSN order, keeping their LSNs, epochs and
+    /// timestamps, and returns the last LSN once they are durable and visible. Each entry
+    /// is applied whole. Only a follower store accepts them.
+    ///
+    /// # Errors
+    /// [`StoreError::ReadOnly`] on a store that is not a follower, [`StoreError::OutOfOrder`]
+    /// for a gap or a repeat, a payload that does not decode, a closed store.
+    pub fn append_replicated(&self, payloads: &[Vec<u8>]) -> Result<u64> {
+        self.check_process()?;
+        if !self.inner.options.follower {
+            return Err(self.read_only(ReadOnlyReason::NotAFollower));
+        }
+        // Decode every payload before enqueuing any: a bad one refuses the whole call.
+        let entries = payloads
+            .iter()
+            .map(|payload| decode_entry(payload))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !entries.is_empty() {
+            self.mark_follower(None)?;
+        }
+        let mut last = None;
+        let mut refused = None;
+        for (payload, entry) in payloads.iter().zip(entries) {
+            let lsn = entry.lsn;
+            let enqueued = self.inner.pipeline.enqueue_replicated(
+                payload,
+                lsn,
+                entry.epoch,
+                entry.timestamp_ms,
+                entry.ops,
+            );
+            match enqueued {
+                Ok(()) => last = Some(lsn),
+                Err(r) => {
+                    refused = Some(self.refused(r));
+                    break;
+                }
+            }
+        }
+        // What was enqueued is made visible even when a later entry was refused.
+        if let Some(lsn) = last {
+            self.wait_visible(lsn)?;
+        }
+        match refused {
+            Some(err) => Err(err),
+            None => Ok(self.last_lsn()),
+        }
+    }
+
+    /// The identity of this store's history: random at creation, inherited by replicas
+    /// from their primary. A snapshot may only replace a store of the same lineage (or an
+    /// empty one).
+    ///
+    /// # Errors
+    /// A closed store or a storage failure.
+    pub fn lineage(&self) -> Result<u64> {
+        self.with_open(|open| Ok(open.tables.meta("lineage")?.unwrap_or(0)))
+    }
+
+    /// Takes on the lineage of the primary an empty follower starts to follow.
+    ///
+    /// # Errors
+    /// [`StoreError::ReadOnly`] unless this is an empty follower; storage failures.
+    pub fn adopt_lineage(&self, lineage: u64) -> Result<()> {
+        if !self.inner.options.follower || self.last_lsn() != 0 {
+            return Err(self.read_only(ReadOnlyReason::NotAFollower));
+        }
+        self.mark_follower(Some(lineage))
+    }
+
+    /// Durably marks this follower's tables as a replica's (and adopts `lineage` if given),
+    /// before it first takes on a primary's history. Marking twice writes nothing.
+    pub(super) fn mark_follower(&self, lineage: Option<u64>) -> Result<()> {
+        if lineage.is_none() && self.inner.marked_follower.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        // The writer lock with nothing in flight: this thread alone writes redb.
+        let mut exclusive = self.begin_exclusive()?;
+        exclusive.ready_to_read()?;
+        let marked = self.with_open(|open| open.tables.set_follower(lineage));
+        drop(exclusive);
+        marked?;
+        self.inner.marked_follower.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Makes the replica's store at `path` a standalone, writable store with a history of
+    /// its own: it can never follow its primary again (a new replica re-seeds instead).
+    /// Returns `false` (and changes nothing) if the store did not belong to a replica.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] (not found) if `path` holds no store, [`StoreError::Locked`] while
+    /// a replica or another handle has it open, I/O failures, corruption.
+    pub fn detach(path: impl AsRef<Path>) -> Result<bool> {
+        let path = path.as_ref();
+        let tables = path.join("tables.redb");
+        if !tables.is_file() {
+            return Err(dir_io("no replikv store to detach at", path)(
+                std::io::ErrorKind::NotFound.into(),
+            )
+            .into());
+        }
+        let store = Self::open(path, StoreOptions::default())?;
+        let detached = store.read_only_reason() == Some(ReadOnlyReason::BelongsToReplica);
+        if detached {
+            let mut exclusive = store.begin_exclusive()?;
+            exclusive.ready_to_read()?;
+            store.with_open(|open| open.tables.detach())?;
+            drop(exclusive);
+            tracing::warn!(path = %path.display(), "detached a replica's store: it is writable and can never follow its primary again");
+        }
+        store.close()?;
+        Ok(detached)
+    }
+}
 
 impl LogConsumer for Store {
     fn role(&self) -> Role {

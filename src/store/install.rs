@@ -12,8 +12,9 @@ use std::fs::File;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
+use super::recover::Parts;
 use super::tables::{Snapshot, TableSum, Tables};
-use super::{dir_io, validate_table_name, Open, Parts, Store};
+use super::{dir_io, validate_table_name, Open, Store};
 use crate::codec::Op;
 use crate::error::{ReadOnlyReason, Result, StoreError};
 use crate::log::{DirFs, Log, LogOptions};

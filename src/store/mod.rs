@@ -5,8 +5,10 @@ mod commit;
 mod dirlock;
 mod durability;
 mod follow;
+mod history;
 mod install;
 mod overlay;
+mod recover;
 mod stored;
 mod tables;
 mod transaction;
@@ -14,7 +16,7 @@ mod transaction;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
@@ -23,15 +25,16 @@ use dirlock::DirLock;
 pub use durability::{Committed, Durability, OnTimeout, Receipt, Registration, SyncReplication};
 pub use install::{Installer, SnapshotView};
 use overlay::{Found, Overlay};
+use recover::{create_dirs, Parts};
 pub use stored::describe_key;
 pub use tables::{ScrubDamage, ScrubReport, TableSum};
 use tables::{Snapshot, Tables};
 pub use transaction::Transaction;
 
-use crate::codec::{decode_entry, encode_ops, Entry, Op, MAX_RECORD_BYTES};
+use crate::codec::{encode_ops, Op, MAX_RECORD_BYTES};
 use crate::error::{ReadOnlyReason, Result, StoreError};
 use crate::fork::Owner;
-use crate::log::{DirFs, Log, LogFs, LogOptions, LogPosition, RawEntry, SegmentInfo};
+use crate::log::{DirFs, Log, LogFs};
 
 /// The largest log segment accepted (1 TiB): segments are preallocated whole.
 const MAX_SEGMENT_BYTES: u64 = 1 << 40;
@@ -549,158 +552,6 @@ impl Store {
         Ok(Transaction::new(self.clone()))
     }
 
-    fn read_only(&self, why: ReadOnlyReason) -> crate::Error {
-        StoreError::ReadOnly {
-            path: self.inner.path.clone(),
-            why,
-        }
-        .into()
-    }
-
-    /// Refuses user writes on a replica's store.
-    fn check_writable(&self) -> Result<()> {
-        match self.inner.read_only {
-            Some(why) => Err(self.read_only(why)),
-            None => Ok(()),
-        }
-    }
-
-    /// Why user writes are refused (a replica's store), or `None` if they are accepted.
-    #[must_use]
-    pub fn read_only_reason(&self) -> Option<ReadOnlyReason> {
-        self.inner.read_only
-    }
-
-    /// Appends entries committed by a primary, in LSN order, keeping their LSNs, epochs and
-    /// timestamps, and returns the last LSN once they are durable and visible. Each entry
-    /// is applied whole. Only a follower store accepts them.
-    ///
-    /// # Errors
-    /// [`StoreError::ReadOnly`] on a store that is not a follower, [`StoreError::OutOfOrder`]
-    /// for a gap or a repeat, a payload that does not decode, a closed store.
-    pub fn append_replicated(&self, payloads: &[Vec<u8>]) -> Result<u64> {
-        self.check_process()?;
-        if !self.inner.options.follower {
-            return Err(self.read_only(ReadOnlyReason::NotAFollower));
-        }
-        // Decode every payload before enqueuing any: a bad one refuses the whole call.
-        let entries = payloads
-            .iter()
-            .map(|payload| decode_entry(payload))
-            .collect::<Result<Vec<_>, _>>()?;
-        if !entries.is_empty() {
-            self.mark_follower(None)?;
-        }
-        let mut last = None;
-        let mut refused = None;
-        for (payload, entry) in payloads.iter().zip(entries) {
-            let lsn = entry.lsn;
-            let enqueued = self.inner.pipeline.enqueue_replicated(
-                payload,
-                lsn,
-                entry.epoch,
-                entry.timestamp_ms,
-                entry.ops,
-            );
-            match enqueued {
-                Ok(()) => last = Some(lsn),
-                Err(r) => {
-                    refused = Some(self.refused(r));
-                    break;
-                }
-            }
-        }
-        // What was enqueued is made visible even when a later entry was refused.
-        if let Some(lsn) = last {
-            self.wait_visible(lsn)?;
-        }
-        match refused {
-            Some(err) => Err(err),
-            None => Ok(self.last_lsn()),
-        }
-    }
-
-    /// Reads visible entries from `position` as stored, for shipping to replicas.
-    ///
-    /// # Errors
-    /// As [`Store::read_log`].
-    pub fn read_log_raw(
-        &self,
-        position: &mut LogPosition,
-        max_entries: usize,
-        max_bytes: usize,
-    ) -> Result<Vec<RawEntry>> {
-        let visible = self.last_lsn();
-        self.with_open(|open| open.log.read_raw(position, visible, max_entries, max_bytes))
-    }
-
-    /// The identity `(epoch, crc)` of the visible entry at `lsn`, or `None` past the end.
-    /// LSN 0 (before the first entry) is `(0, 0)`.
-    ///
-    /// # Errors
-    /// [`crate::error::LogError::Truncated`] if `lsn` is no longer retained, corruption, I/O.
-    pub fn entry_id(&self, lsn: u64) -> Result<Option<(u64, u32)>> {
-        if lsn == 0 {
-            return Ok(Some((0, 0)));
-        }
-        if lsn > self.last_lsn() {
-            return Ok(None);
-        }
-        // Right after a snapshot the log starts after its LSN: the snapshot recorded the
-        // identity of the entry it was taken at.
-        let base = self.with_open(|open| {
-            if lsn >= open.log.oldest_lsn() || open.tables.meta("base_lsn")? != Some(lsn) {
-                return Ok(None);
-            }
-            let epoch = open.tables.meta("base_epoch")?.unwrap_or(0);
-            let crc = open.tables.meta("base_crc")?.unwrap_or(0);
-            Ok(Some((epoch, u32::try_from(crc).unwrap_or(0))))
-        })?;
-        if base.is_some() {
-            return Ok(base);
-        }
-        let mut position = LogPosition::after(lsn - 1);
-        let entries = self.read_log_raw(&mut position, 1, usize::MAX)?;
-        Ok(entries.first().map(|e| (e.epoch, e.crc)))
-    }
-
-    /// The identity of this store's history: random at creation, inherited by replicas
-    /// from their primary. A snapshot may only replace a store of the same lineage (or an
-    /// empty one).
-    ///
-    /// # Errors
-    /// A closed store or a storage failure.
-    pub fn lineage(&self) -> Result<u64> {
-        self.with_open(|open| Ok(open.tables.meta("lineage")?.unwrap_or(0)))
-    }
-
-    /// Takes on the lineage of the primary an empty follower starts to follow.
-    ///
-    /// # Errors
-    /// [`StoreError::ReadOnly`] unless this is an empty follower; storage failures.
-    pub fn adopt_lineage(&self, lineage: u64) -> Result<()> {
-        if !self.inner.options.follower || self.last_lsn() != 0 {
-            return Err(self.read_only(ReadOnlyReason::NotAFollower));
-        }
-        self.mark_follower(Some(lineage))
-    }
-
-    /// Durably marks this follower's tables as a replica's (and adopts `lineage` if given),
-    /// before it first takes on a primary's history. Marking twice writes nothing.
-    fn mark_follower(&self, lineage: Option<u64>) -> Result<()> {
-        if lineage.is_none() && self.inner.marked_follower.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        // The writer lock with nothing in flight: this thread alone writes redb.
-        let mut exclusive = self.begin_exclusive()?;
-        exclusive.ready_to_read()?;
-        let marked = self.with_open(|open| open.tables.set_follower(lineage));
-        drop(exclusive);
-        marked?;
-        self.inner.marked_follower.store(true, Ordering::Release);
-        Ok(())
-    }
-
     /// Waits until every LSN handed out so far is visible (used by transactions that read).
     fn drain(&self) -> Result<()> {
         self.wait_visible(self.inner.pipeline.last_assigned())
@@ -805,71 +656,6 @@ impl Store {
         self.inner.pipeline.epoch()
     }
 
-    /// The oldest LSN the log still holds.
-    ///
-    /// # Errors
-    /// A closed store.
-    pub fn oldest_lsn(&self) -> Result<u64> {
-        self.with_open(|open| Ok(open.log.oldest_lsn()))
-    }
-
-    /// The log's retained segments, oldest first.
-    ///
-    /// # Errors
-    /// A closed store or an I/O failure.
-    pub fn log_segments(&self) -> Result<Vec<SegmentInfo>> {
-        self.with_open(|open| open.log.segments())
-    }
-
-    /// Reads visible entries from `position`, at most `max_entries` and about `max_bytes`.
-    ///
-    /// # Errors
-    /// [`crate::error::LogError::Truncated`] below the retained log, corruption, I/O.
-    pub fn read_log(
-        &self,
-        position: &mut LogPosition,
-        max_entries: usize,
-        max_bytes: usize,
-    ) -> Result<Vec<Entry>> {
-        let visible = self.last_lsn();
-        self.with_open(|open| open.log.read(position, visible, max_entries, max_bytes))
-    }
-
-    /// Calls `listener` with the new visible LSN each time entries become visible, until
-    /// the subscription is dropped: once per group-commit batch (not per writer), on the
-    /// thread that led it, after its writers were woken and with no lock of the store held;
-    /// and after a snapshot is swapped in. Calls may overlap and arrive out of order: keep
-    /// the largest LSN. The listener runs on a writer's thread, so it must be quick (wake
-    /// someone, never do I/O), and must not subscribe or unsubscribe.
-    pub fn on_visible(
-        &self,
-        listener: impl Fn(u64) + Send + Sync + 'static,
-    ) -> VisibleSubscription {
-        let id = self.inner.pipeline.subscribe(Arc::new(listener));
-        VisibleSubscription {
-            store: self.clone(),
-            id,
-        }
-    }
-
-    /// Drops whole log segments before `lsn`, never past the tables' durable checkpoint.
-    /// Returns how many segments were removed.
-    ///
-    /// # Errors
-    /// A closed store or an I/O failure.
-    pub fn drop_log_before(&self, lsn: u64) -> Result<usize> {
-        // Holding the writer lock with nothing in flight makes this thread the only one
-        // that may touch the overlay and redb, as the commit leader normally is.
-        let mut exclusive = self.begin_exclusive()?;
-        exclusive.ready_to_read()?;
-        let dropped = self.with_open(|open| {
-            open.overlay.flush(&open.tables, true)?;
-            open.log.drop_before(lsn.min(self.last_lsn() + 1))
-        });
-        drop(exclusive);
-        dropped
-    }
-
     /// A redb read view of every visible commit, with its LSN, epoch and table sums: the
     /// overlay is moved into redb first, holding writers only meanwhile.
     fn flushed_snapshot(&self) -> Result<(u64, u64, BTreeMap<String, TableSum>, Snapshot)> {
@@ -902,35 +688,6 @@ impl Store {
             tracing::error!(path = %self.inner.path.display(), damaged = report.damaged.len(), "scrub found damage");
         }
         Ok(report)
-    }
-
-    /// Makes the replica's store at `path` a standalone, writable store with a history of
-    /// its own: it can never follow its primary again (a new replica re-seeds instead).
-    /// Returns `false` (and changes nothing) if the store did not belong to a replica.
-    ///
-    /// # Errors
-    /// [`StoreError::Io`] (not found) if `path` holds no store, [`StoreError::Locked`] while
-    /// a replica or another handle has it open, I/O failures, corruption.
-    pub fn detach(path: impl AsRef<Path>) -> Result<bool> {
-        let path = path.as_ref();
-        let tables = path.join("tables.redb");
-        if !tables.is_file() {
-            return Err(dir_io("no replikv store to detach at", path)(
-                std::io::ErrorKind::NotFound.into(),
-            )
-            .into());
-        }
-        let store = Self::open(path, StoreOptions::default())?;
-        let detached = store.read_only_reason() == Some(ReadOnlyReason::BelongsToReplica);
-        if detached {
-            let mut exclusive = store.begin_exclusive()?;
-            exclusive.ready_to_read()?;
-            store.with_open(|open| open.tables.detach())?;
-            drop(exclusive);
-            tracing::warn!(path = %path.display(), "detached a replica's store: it is writable and can never follow its primary again");
-        }
-        store.close()?;
-        Ok(detached)
     }
 
     /// Whether the store has been closed (on request or by a fatal failure).
@@ -966,111 +723,6 @@ impl Store {
     }
 }
 
-/// A store's files, opened and recovered: what `Open` holds besides the directory lock.
-struct Parts {
-    tables: Tables,
-    overlay: Overlay,
-    log: Log,
-    next_lsn: u64,
-    epoch: u64,
-    /// The store is marked as a replica's.
-    follower: bool,
-}
-
-impl Parts {
-    /// Opens the tables and the log and replays the log after the tables' checkpoint.
-    fn recover(path: &Path, options: &StoreOptions, log_fs: Box<dyn LogFs>) -> Result<Self> {
-        let (tables, meta) = Tables::open(&path.join("tables.redb"), options.follower)?;
-        let log_options = LogOptions {
-            segment_bytes: options.segment_bytes,
-            fsync: options.fsync,
-            ..LogOptions::default()
-        };
-        let mut replay = Vec::new();
-        let mut replay_bytes = 0usize;
-        let mut replayed = 0u64;
-        let log = Log::open(log_fs, log_options, meta.applied_lsn, |entry| {
-            replay_bytes += entry
-                .ops
-                .iter()
-                .map(|op| op.key.len() + op.value.as_ref().map_or(0, Vec::len))
-                .sum::<usize>();
-            replay.push(entry);
-            replayed += 1;
-            if replay.len() >= 4096 || replay_bytes >= 64 << 20 {
-                apply_entries(&tables, &replay, false)?;
-                replay.clear();
-                replay_bytes = 0;
-            }
-            Ok(())
-        })?;
-        apply_entries(&tables, &replay, false)?;
-        if replayed > 0 {
-            tracing::info!(path = %path.display(), replayed, "replayed the log after the last checkpoint");
-            tables.checkpoint()?;
-        }
-        // The epoch is the newest of the tables' and the last logged entry's: a follower
-        // learns epochs from the entries it appends.
-        let last_lsn = log.next_lsn() - 1;
-        let logged_epoch = if last_lsn >= log.oldest_lsn() {
-            let mut last = LogPosition::after(last_lsn - 1);
-            log.read_raw(&mut last, last_lsn, 1, usize::MAX)?
-                .first()
-                .map_or(0, |e| e.epoch)
-        } else {
-            0
-        };
-        let (applied, sums) = tables.sums()?;
-        Ok(Self {
-            overlay: Overlay::new(applied, sums),
-            next_lsn: log.next_lsn(),
-            epoch: meta.epoch.max(logged_epoch),
-            follower: meta.follower,
-            tables,
-            log,
-        })
-    }
-}
-
-fn apply_entries(tables: &Tables, entries: &[Entry], durable: bool) -> Result<()> {
-    if entries.is_empty() {
-        return Ok(());
-    }
-    tables.apply(entries.iter().map(|e| (e.lsn, e.ops.as_slice())), durable)
-}
-
-/// Creates `path` and any missing parents, and fsyncs the directory that holds each one
-/// created, so that a store created just before a power loss is still found after it.
-fn create_dirs(path: &Path) -> std::io::Result<()> {
-    let mut missing = Vec::new();
-    let mut dir = path;
-    while !dir.exists() {
-        missing.push(dir);
-        match dir.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => dir = parent,
-            _ => break,
-        }
-    }
-    if missing.is_empty() {
-        if !path.is_dir() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "a file that is not a directory is in the way",
-            ));
-        }
-        return Ok(());
-    }
-    std::fs::create_dir_all(path)?;
-    for created in missing {
-        let parent = created
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::File::open(parent)?.sync_all()?;
-    }
-    Ok(())
-}
-
 fn check_size(what: &'static str, size: usize, limit: usize) -> Result<()> {
     if size > limit {
         return Err(StoreError::TooLarge { what, size, limit }.into());
@@ -1084,6 +736,7 @@ mod tests {
     use crate::codec::{encode_key, KeyRef};
     use crate::error::Error;
     use crate::log::memfs::MemFs;
+    use crate::log::{LogPosition, RawEntry};
 
     fn put(key: &str) -> Vec<Op> {
         vec![Op {

@@ -1,0 +1,120 @@
+//! Opening a store's files after any crash: the tables, the log, and the replay of the log
+//! after the tables' last checkpoint.
+
+use std::path::Path;
+
+use super::overlay::Overlay;
+use super::tables::Tables;
+use super::StoreOptions;
+use crate::codec::Entry;
+use crate::error::Result;
+use crate::log::{Log, LogFs, LogOptions, LogPosition};
+
+/// A store's files, opened and recovered: what `Open` holds besides the directory lock.
+pub(super) struct Parts {
+    pub(super) tables: Tables,
+    pub(super) overlay: Overlay,
+    pub(super) log: Log,
+    pub(super) next_lsn: u64,
+    pub(super) epoch: u64,
+    /// The store is marked as a replica's.
+    pub(super) follower: bool,
+}
+
+impl Parts {
+    /// Opens the tables and the log and replays the log after the tables' checkpoint.
+    pub(super) fn recover(
+        path: &Path,
+        options: &StoreOptions,
+        log_fs: Box<dyn LogFs>,
+    ) -> Result<Self> {
+        let (tables, meta) = Tables::open(&path.join("tables.redb"), options.follower)?;
+        let log_options = LogOptions {
+            segment_bytes: options.segment_bytes,
+            fsync: options.fsync,
+            ..LogOptions::default()
+        };
+        let mut replay = Vec::new();
+        let mut replay_bytes = 0usize;
+        let mut replayed = 0u64;
+        let log = Log::open(log_fs, log_options, meta.applied_lsn, |entry| {
+            replay_bytes += entry
+                .ops
+                .iter()
+                .map(|op| op.key.len() + op.value.as_ref().map_or(0, Vec::len))
+                .sum::<usize>();
+            replay.push(entry);
+            replayed += 1;
+            if replay.len() >= 4096 || replay_bytes >= 64 << 20 {
+                apply_entries(&tables, &replay, false)?;
+                replay.clear();
+                replay_bytes = 0;
+            }
+            Ok(())
+        })?;
+        apply_entries(&tables, &replay, false)?;
+        if replayed > 0 {
+            tracing::info!(path = %path.display(), replayed, "replayed the log after the last checkpoint");
+            tables.checkpoint()?;
+        }
+        // The epoch is the newest of the tables' and the last logged entry's: a follower
+        // learns epochs from the entries it appends.
+        let last_lsn = log.next_lsn() - 1;
+        let logged_epoch = if last_lsn >= log.oldest_lsn() {
+            let mut last = LogPosition::after(last_lsn - 1);
+            log.read_raw(&mut last, last_lsn, 1, usize::MAX)?
+                .first()
+                .map_or(0, |e| e.epoch)
+        } else {
+            0
+        };
+        let (applied, sums) = tables.sums()?;
+        Ok(Self {
+            overlay: Overlay::new(applied, sums),
+            next_lsn: log.next_lsn(),
+            epoch: meta.epoch.max(logged_epoch),
+            follower: meta.follower,
+            tables,
+            log,
+        })
+    }
+}
+
+fn apply_entries(tables: &Tables, entries: &[Entry], durable: bool) -> Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    tables.apply(entries.iter().map(|e| (e.lsn, e.ops.as_slice())), durable)
+}
+
+/// Creates `path` and any missing parents, and fsyncs the directory that holds each one
+/// created, so that a store created just before a power loss is still found after it.
+pub(super) fn create_dirs(path: &Path) -> std::io::Result<()> {
+    let mut missing = Vec::new();
+    let mut dir = path;
+    while !dir.exists() {
+        missing.push(dir);
+        match dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => dir = parent,
+            _ => break,
+        }
+    }
+    if missing.is_empty() {
+        if !path.is_dir() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a file that is not a directory is in the way",
+            ));
+        }
+        return Ok(());
+    }
+    std::fs::create_dir_all(path)?;
+    for created in missing {
+        let parent = created
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
