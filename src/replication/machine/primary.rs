@@ -333,6 +333,12 @@ impl PrimaryMachine {
             .filter(|p| p.id == *id && is_connected(p.state))
     }
 
+    /// Whether `id` has been sent every visible entry (so new ones are news to it).
+    #[must_use]
+    pub fn caught_up(&self, id: &LinkId) -> bool {
+        self.peer(id).is_none_or(|p| p.sent_lsn >= self.visible_lsn)
+    }
+
     /// What the transport should do for `id` now.
     #[must_use]
     pub fn poll(&self, id: &LinkId, now: Micros) -> LinkAction {
@@ -518,7 +524,9 @@ mod tests {
         let mut m = PrimaryMachine::new(config(), 1);
         let (a, _) = m.connect("a", PeerKind::Replica, true, 0, 0);
         m.shipping(&a, &shipped(1..=1), 0);
+        assert!(m.caught_up(&a));
         m.visible(2);
+        assert!(!m.caught_up(&a), "entry 2 waits for the pace");
         assert_eq!(m.poll(&a, 10), LinkAction::WaitUntil(50_000));
         assert!(matches!(m.poll(&a, 50_000), LinkAction::Ship { .. }));
         m.visible(10_000);

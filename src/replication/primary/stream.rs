@@ -43,10 +43,10 @@ pub(super) async fn stream_to(
         let now = shared.now_us();
         let last_lsn = shared.store.last_lsn();
         let sync_wanted = *wanted.borrow_and_update();
-        let action = shared.machine(|m| {
+        let (action, idle) = shared.machine(|m| {
             m.visible(last_lsn);
             m.sync_wanted(sync_wanted);
-            m.poll(id, now)
+            (m.poll(id, now), m.caught_up(id))
         });
         match action {
             LinkAction::Drop => {
@@ -92,9 +92,12 @@ pub(super) async fn stream_to(
             }
             LinkAction::WaitUntil(at) => {
                 let wait = Duration::from_micros(at.saturating_sub(shared.now_us()));
+                // New entries matter only to a link that has shipped everything: one that
+                // paces itself ships them at its time anyway, and waking it on each commit
+                // cost the writers a context switch per commit and link.
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
-                    _ = visible.changed() => {}
+                    _ = visible.changed(), if idle => {}
                     _ = wanted.changed() => {}
                     _ = &mut acks.0 => return Ok(()),
                 }
