@@ -18,11 +18,12 @@ SMALL = ["--subscribers", f"{SUBSCRIBERS}", "--events", f"{EVENTS}", "--batch-si
 SMALL += ["--seed", "7"]
 # What the demo writes after loading: one template is deleted; one consent_changed event and
 # 200 latency-probe events are added.
-# The replication step writes 2,000 transactions of 5 events while two replicas follow.
+# The replication step writes 2,000 transactions of 5 events while two replicas follow, then
+# one sync write of a subscriber's profile.
 EXPECTED_ROWS = {"subscribers": SUBSCRIBERS, "templates": 5, "events": EVENTS + 1 + 200 + 10_000}
 EXPECTED_LOADED = {"subscribers": SUBSCRIBERS, "templates": 6, "events": EVENTS}
 # One put_many per batch, a put, a delete, the transaction, then 200 single puts.
-EXPECTED_LAST_LSN = 1 + 1 + EVENTS // BATCH + 3 + 200 + 2_000
+EXPECTED_LAST_LSN = 1 + 1 + EVENTS // BATCH + 3 + 200 + 2_000 + 1
 
 SUMMARY_ROW = re.compile(
     r"^  (?P<table>[a-z]+)\s+(?P<loaded>[\d,]+)\s+(?P<rate>[\d,]+|-)\s+(?P<rows>[\d,]+)"

@@ -264,6 +264,10 @@ def test_a_restarted_primary_makes_sync_writes_wait_for_its_registered_replicas(
                 receipt = store.put("consent", "bob", True, durability="sync")
                 assert receipt.acked_by == ["eu-1"]
                 assert not receipt.degraded
+                assert repr(receipt) == (
+                    f"Receipt(lsn={receipt.lsn}, durability='sync', acked_by=['eu-1'], "
+                    "degraded=False)"
+                )
                 replica.wait_for(receipt.lsn, timeout=30)
                 assert replica.get("consent", "bob") is True
     finally:

@@ -620,6 +620,11 @@ class _Demo:
         ]
         names = [info.name for info in samples[0]] if samples else []
         _table(("after", *(f"lag of {name}" for name in names)), lag_rows, "<" + ">" * len(names))
+        featured = self.featured
+        _say("\n  Consent must never be lost: a sync write returns once a replica holds it on disk")
+        _code(f"store.put('subscribers', {featured!r}, profile, durability='sync')")
+        profile = store.get("subscribers", featured)
+        _result(f"{store.put('subscribers', featured, profile, durability='sync')}")
         for replica in replicas:
             replica.wait_for(store.last_lsn, timeout=60)
         primary_checksum = store.checksum()

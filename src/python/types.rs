@@ -33,12 +33,15 @@ impl From<Receipt> for PyReceipt {
 
 #[pymethods]
 impl PyReceipt {
+    /// Written as Python writes the same values (replica names need no escaping: they are
+    /// letters, digits, '_', '.' and '-').
     fn __repr__(&self) -> String {
+        let acked_by: Vec<String> = self.acked_by.iter().map(|n| format!("'{n}'")).collect();
         format!(
-            "Receipt(lsn={}, durability={:?}, acked_by={:?}, degraded={})",
+            "Receipt(lsn={}, durability='{}', acked_by=[{}], degraded={})",
             self.lsn,
             self.durability,
-            self.acked_by,
+            acked_by.join(", "),
             if self.degraded { "True" } else { "False" }
         )
     }
