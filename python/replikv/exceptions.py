@@ -95,9 +95,10 @@ class ReplicationError(ReplikvError):
 class ReplicationTimeout(ReplicationError):
     """A wait for replication did not finish in time.
 
-    ``lsn`` is the LSN waited for (``None`` for a wait on a peer, such as a status
-    request). For a sync write, the write is committed on the primary at ``lsn``, and
-    ``acked_by`` names the replicas that held it durably when the wait ended.
+    ``lsn`` is the LSN waited for: a sync write's (the write is committed on the primary
+    at ``lsn``, and ``acked_by`` names the replicas that held it durably when the wait
+    ended), or the ``min_lsn`` of a replica read. A peer that does not answer raises
+    ``NetworkTimeout`` instead.
     """
 
     def __init__(self, message: str, lsn: int | None = None, acked_by: Iterable[str] = ()) -> None:
