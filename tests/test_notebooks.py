@@ -22,11 +22,20 @@ def test_every_notebook_has_an_expectation() -> None:
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_runs_without_errors(path: Path, tmp_path: Path) -> None:
+def test_notebook_runs_without_errors_and_removes_its_files(
+    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     notebook = nbformat.read(path, as_version=4)  # type: ignore[no-untyped-call]
-    resources = {"metadata": {"path": str(tmp_path)}}
+    resources = {"metadata": {"path": str(tmp_path / "cwd")}}
+    (tmp_path / "cwd").mkdir()
+    # The kernel inherits TMPDIR: whatever the notebook puts in a temporary directory lands
+    # here, and must be gone once it ran (each run used to leave a store behind in /tmp).
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
     client = NotebookClient(notebook, timeout=120, kernel_name="python3", resources=resources)
     client.execute()
+    assert not list(scratch.glob("replikv-*")), "the notebook left its files behind"
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     texts = "".join(str(o.get("data", {}).get("text/plain", "")) for o in outputs)
