@@ -9,3 +9,15 @@ pub use primary::{
     AckOutcome, LinkAction, LinkId, Micros, Peer, PrimaryConfig, PrimaryMachine, Shipped,
 };
 pub use replica::{ReplicaAction, ReplicaMachine};
+
+/// Bugs that can be planted in the machines on purpose, to show that the simulator
+/// catches them.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Planted {
+    /// The primary counts consumers (and replicas that do not fsync) toward the quorum.
+    pub count_everyone: bool,
+    /// A replica acknowledges entries as soon as they are appended, before they are
+    /// durable.
+    pub ack_before_fsync: bool,
+}

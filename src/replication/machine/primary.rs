@@ -6,6 +6,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+#[cfg(test)]
+use super::Planted;
 use crate::replication::protocol::PeerKind;
 use crate::replication::quorum::{quorum_lsn, QuorumView};
 use crate::replication::status::LinkState;
@@ -128,14 +130,6 @@ pub struct PrimaryMachine {
     sync_wanted_lsn: u64,
     #[cfg(test)]
     pub(crate) planted: Planted,
-}
-
-/// Bugs that can be planted on purpose, to show that the simulator catches them.
-#[cfg(test)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Planted {
-    /// Count consumers (and replicas that do not fsync) toward the quorum.
-    pub count_everyone: bool,
 }
 
 impl PrimaryMachine {

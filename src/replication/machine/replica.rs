@@ -3,6 +3,8 @@
 //! holds durably). The caller carries out [`ReplicaAction`]s on a real or simulated disk
 //! and reports back with [`ReplicaMachine::durable`].
 
+#[cfg(test)]
+use super::Planted;
 use crate::codec::{payload_epoch, payload_lsn, MAX_RECORD_BYTES};
 use crate::error::ReplicationError;
 use crate::replication::protocol::Message;
@@ -38,14 +40,6 @@ pub struct ReplicaMachine {
     parts_lsn: u64,
     #[cfg(test)]
     pub(crate) planted: Planted,
-}
-
-/// Bugs that can be planted on purpose, to show that the simulator catches them.
-#[cfg(test)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Planted {
-    /// Acknowledge entries as soon as they are appended, before they are durable.
-    pub ack_before_fsync: bool,
 }
 
 impl ReplicaMachine {

@@ -166,13 +166,7 @@ impl World {
         if self.net.cut(generation) {
             self.report.faults.cuts += 1;
             for side in [Side::Primary, Side::Peer] {
-                let delay = self.delay();
-                let event = Event::SeeCut {
-                    node,
-                    generation,
-                    side,
-                };
-                self.timeline.after(delay, event);
+                self.tell_cut(node, generation, side);
             }
         }
     }
@@ -198,13 +192,7 @@ impl World {
         };
         self.timeline.after(read_timeout, event);
         if self.rng.chance(500) {
-            let delay = self.delay();
-            let event = Event::SeeCut {
-                node,
-                generation,
-                side: Side::Primary,
-            };
-            self.timeline.after(delay, event);
+            self.tell_cut(node, generation, Side::Primary);
         }
     }
 

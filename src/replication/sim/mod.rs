@@ -36,6 +36,8 @@ pub use disk::SimDisk;
 pub use invariants::Invariant;
 
 use crate::replication::machine::Micros;
+#[cfg(test)]
+use crate::replication::machine::Planted;
 
 /// The shape of a simulated deployment and how long it is shaken.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,16 +57,6 @@ pub struct Config {
     /// Bugs planted on purpose, to prove the simulator catches them.
     #[cfg(test)]
     pub(crate) planted: Planted,
-}
-
-/// Bugs the tests plant in the machines.
-#[cfg(test)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Planted {
-    /// `PrimaryMachine.planted.count_everyone`.
-    pub count_everyone: bool,
-    /// `ReplicaMachine.planted.ack_before_fsync`.
-    pub ack_before_fsync: bool,
 }
 
 impl Default for Config {

@@ -6,6 +6,8 @@ use super::invariants::{Invariant, Violation};
 use super::network::{Frame, Side};
 use super::world::{Event, World, EPOCH};
 use crate::codec::payload_lsn;
+#[cfg(test)]
+use crate::replication::machine::Planted;
 use crate::replication::machine::{Micros, ReplicaAction, ReplicaMachine};
 use crate::replication::protocol::{Message, PeerKind};
 
@@ -26,9 +28,9 @@ pub(super) struct Node {
     pub up: bool,
     /// Connection attempts fail until then.
     pub partitioned_until: Micros,
-    /// Plants `ReplicaMachine.planted.ack_before_fsync` in every machine it starts.
+    /// Bugs planted in every machine it starts.
     #[cfg(test)]
-    pub ack_before_fsync: bool,
+    pub planted: Planted,
 }
 
 impl Node {
@@ -48,7 +50,7 @@ impl Node {
             up: true,
             partitioned_until: 0,
             #[cfg(test)]
-            ack_before_fsync: false,
+            planted: Planted::default(),
         }
     }
 
@@ -64,7 +66,7 @@ impl Node {
         let mut machine = ReplicaMachine::new(durable, durable, EPOCH);
         #[cfg(test)]
         {
-            machine.planted.ack_before_fsync = self.ack_before_fsync;
+            machine.planted = self.planted;
         }
         machine
     }
@@ -225,15 +227,7 @@ impl World {
         };
         self.nodes[node].machine.disconnected();
         if self.net.cut(generation) {
-            let delay = self.delay();
-            self.timeline.after(
-                delay,
-                Event::SeeCut {
-                    node,
-                    generation,
-                    side: Side::Primary,
-                },
-            );
+            self.tell_cut(node, generation, Side::Primary);
         }
         let backoff = self.backoff();
         self.timeline.after(backoff, Event::Connect { node });
@@ -260,15 +254,7 @@ impl World {
         self.nodes[node].up = false;
         if let Some(generation) = self.nodes[node].conn.take() {
             if self.net.cut(generation) && self.rng.chance(500) {
-                let delay = self.delay();
-                self.timeline.after(
-                    delay,
-                    Event::SeeCut {
-                        node,
-                        generation,
-                        side: Side::Primary,
-                    },
-                );
+                self.tell_cut(node, generation, Side::Primary);
             }
         }
         let as_process = self.rng.chance(500);

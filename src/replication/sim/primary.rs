@@ -167,15 +167,7 @@ impl World {
             self.primary.disconnect(&link);
         }
         if self.net.cut(generation) {
-            let delay = self.delay();
-            self.timeline.after(
-                delay,
-                Event::SeeCut {
-                    node,
-                    generation,
-                    side: Side::Peer,
-                },
-            );
+            self.tell_cut(node, generation, Side::Peer);
         }
         self.net.sweep();
     }

@@ -132,7 +132,7 @@ impl World {
         let mut primary = PrimaryMachine::new(primary_config, 0);
         #[cfg(test)]
         {
-            primary.planted.count_everyone = config.planted.count_everyone;
+            primary.planted = config.planted;
         }
         let kinds = std::iter::repeat_n((PeerKind::Replica, true), config.replicas)
             .chain(std::iter::repeat_n(
@@ -150,7 +150,7 @@ impl World {
             .collect();
         #[cfg(test)]
         for node in &mut nodes {
-            node.ack_before_fsync = config.planted.ack_before_fsync;
+            node.planted = config.planted;
             node.machine = node.fresh_machine();
         }
         let mut world = Self {
@@ -378,5 +378,17 @@ impl World {
     /// A network delay of this run.
     pub(super) fn delay(&mut self) -> Micros {
         self.rng.between(20, self.params.max_delay)
+    }
+
+    /// The `side` of `node`'s connection `generation` notices it was cut, a network delay
+    /// from now.
+    pub(super) fn tell_cut(&mut self, node: usize, generation: u64, side: Side) {
+        let delay = self.delay();
+        let event = Event::SeeCut {
+            node,
+            generation,
+            side,
+        };
+        self.timeline.after(delay, event);
     }
 }
