@@ -33,9 +33,14 @@ fn op(i: usize) -> Op {
 }
 
 /// The median of `samples`, in microseconds.
-fn median_us(mut samples: Vec<Duration>) -> f64 {
-    samples.sort_unstable();
-    samples[samples.len() / 2].as_secs_f64() * 1e6
+fn median_us(samples: &[Duration]) -> f64 {
+    let mut micros: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e6).collect();
+    median(&mut micros)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_unstable_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 fn time_each(count: usize, mut f: impl FnMut(usize) -> Outcome) -> Outcome<Vec<Duration>> {
@@ -83,7 +88,7 @@ impl Local {
                 .append_replicated(&[entries[i].payload.clone()])?;
             Ok(())
         })?;
-        Ok((median_us(commits), median_us(appends)))
+        Ok((median_us(&commits), median_us(&appends)))
     }
 }
 
@@ -119,7 +124,7 @@ impl Echo {
             self.client.read_exact(&mut buffer)?;
             Ok(())
         })?;
-        Ok(median_us(samples))
+        Ok(median_us(&samples))
     }
 
     fn stop(self) {
@@ -191,11 +196,6 @@ fn sync_throughput(store: &Store, writers: usize, each: usize) -> Outcome<f64> {
     Ok(f64::from(total) / started.elapsed().as_secs_f64())
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_unstable_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 fn main() -> Outcome {
     let quick = std::env::args().any(|a| a == "--quick");
     let (rounds, count) = if quick { (2, 25) } else { (7, 100) };
@@ -216,7 +216,7 @@ fn main() -> Outcome {
             served.store.commit(vec![op(key)], Some(Durability::Sync))?;
             Ok(())
         })?;
-        sync.push(median_us(samples));
+        sync.push(median_us(&samples));
     }
     echo.stop();
     let (commit_us, append_us) = (median(&mut commit), median(&mut append));
