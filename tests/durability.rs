@@ -47,12 +47,12 @@ impl SyncReplication for Scripted {
         }
     }
 
-    fn wait_quorum(&self, lsn: u64, patience: Duration) -> Option<Vec<String>> {
+    fn wait_quorum(&self, lsn: u64, patience: Duration) -> replikv::Result<Option<Vec<String>>> {
         if self.acked.load(Ordering::SeqCst) >= lsn {
-            return Some(self.acked_by(lsn));
+            return Ok(Some(self.acked_by(lsn)));
         }
         std::thread::sleep(patience);
-        None
+        Ok(None)
     }
 
     fn acked_by(&self, lsn: u64) -> Vec<String> {

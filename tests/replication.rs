@@ -1,40 +1,16 @@
 //! Replication over real TCP on 127.0.0.1: streaming, resume, big entries, refusals.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use replikv::codec::{encode_key, KeyRef, Op};
 use replikv::replication::primary::{Primary, PrimaryOptions};
-use replikv::replication::replica::{Replica, ReplicaOptions};
+use replikv::replication::replica::Replica;
 use replikv::replication::status::LinkState;
 use replikv::store::{Store, StoreOptions};
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+mod common;
 
-fn put(key: &str, value: Vec<u8>) -> Vec<Op> {
-    vec![Op {
-        table: "t".to_owned(),
-        key: encode_key(KeyRef::Str(key)),
-        value: Some(value),
-    }]
-}
-
-fn primary_options(token: Option<&str>) -> PrimaryOptions {
-    PrimaryOptions {
-        token: token.map(str::to_owned),
-        ship_interval: Duration::from_millis(5),
-        ..PrimaryOptions::default()
-    }
-}
-
-fn replica_options(primary: &Primary, token: Option<&str>, name: &str) -> ReplicaOptions {
-    ReplicaOptions {
-        primary: primary.address().to_string(),
-        token: token.map(str::to_owned),
-        name: name.to_owned(),
-        max_backoff: Duration::from_millis(200),
-        store: StoreOptions::default(),
-    }
-}
+use common::{eventually, primary_options, put, replica_options, TestResult};
 
 /// Makes `<dir>/replica` a follower holding `entries` entries of another store's history.
 fn follower_of_another_store(dir: &std::path::Path, entries: usize) -> TestResult {
@@ -56,15 +32,6 @@ fn follower_of_another_store(dir: &std::path::Path, entries: usize) -> TestResul
     follower.append_replicated(&theirs)?;
     follower.close()?;
     Ok(())
-}
-
-/// Polls `check` for up to 30 s (a bound for a hung test, not a speed target).
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]

@@ -163,6 +163,7 @@ impl RawPeer {
             flushed_id: (0, 0),
             lineage: 0,
             fsync: true,
+            history: Vec::new(),
         })?;
         let welcome = peer.recv()?;
         Ok((peer, welcome))
@@ -285,7 +286,7 @@ fn strangers_holding_sockets_open_never_lock_out_monitors_or_replicas() -> TestR
         other => other,
     };
     match refusal {
-        Message::Refused { code, reason } => {
+        Message::Refused { code, reason, .. } => {
             assert_eq!(code, RefuseCode::Busy);
             assert!(reason.contains("waiting to authenticate"), "{reason}");
         }
@@ -323,7 +324,7 @@ fn a_heartbeat_reports_the_lag_of_entries_in_flight_even_after_the_log_was_cut()
     let mut received = 0;
     while received < 300 {
         match peer.recv()? {
-            Message::Entries { payloads } => received += payloads.len(),
+            Message::Entries { payloads, .. } => received += payloads.len(),
             Message::Heartbeat { .. } => peer.send(&Message::Ack {
                 flushed_lsn: 0,
                 applied_lsn: 0,

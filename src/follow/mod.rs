@@ -17,7 +17,7 @@ pub enum Role {
 }
 
 /// Where a follower stands: what it holds, to resume after.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Position {
     /// Durable up to here (what acks carry, where a resume starts).
     pub flushed_lsn: u64,
@@ -29,10 +29,12 @@ pub struct Position {
     pub lineage: u64,
     /// The highest epoch it has seen.
     pub epoch: u64,
+    /// The epochs its log went through, `(epoch, start_lsn)` (empty if it keeps none).
+    pub history: Vec<(u64, u64)>,
 }
 
 /// A snapshot about to be received: the primary's state at one LSN.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotStart {
     /// The LSN it reflects; entries after it follow.
     pub lsn: u64,
@@ -42,6 +44,8 @@ pub struct SnapshotStart {
     pub id: (u64, u32),
     /// The primary's lineage.
     pub lineage: u64,
+    /// The epochs the primary's log went through up to `lsn`: `(epoch, start_lsn)`.
+    pub history: Vec<(u64, u64)>,
 }
 
 /// Receives a snapshot's rows, then checks and installs them whole.
@@ -76,6 +80,12 @@ pub trait LogConsumer: Send + Sync + 'static {
     /// # Errors
     /// The change cannot be recorded.
     fn join_lineage(&self, lineage: u64) -> Result<()>;
+    /// Records, durably if it is durable, that `epoch` exists: from now on it refuses
+    /// frames from primaries of older epochs, even after a restart.
+    ///
+    /// # Errors
+    /// The change cannot be recorded.
+    fn raise_epoch(&self, epoch: u64) -> Result<()>;
     /// Applies whole entries (log payloads), consecutive after what it holds; returns its
     /// `(flushed_lsn, applied_lsn)` once they are durable (if it is durable) and visible.
     ///

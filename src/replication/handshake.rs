@@ -79,29 +79,65 @@ pub struct LogView {
     pub last_lsn: u64,
     /// The primary's `(epoch, crc)` at the peer's resume point, if it retains it.
     pub id_at_resume: Option<(u64, u32)>,
+    /// Where the peer's epoch history first disagrees with the primary's (see
+    /// [`crate::store::fork_lsn`]); `None` if it agrees, or the peer sent no history.
+    pub fork_lsn: Option<u64>,
+}
+
+/// Why a peer may not resume where it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// The refusal code sent to the peer.
+    pub code: RefuseCode,
+    /// Why, for a person.
+    pub reason: String,
+    /// For a divergence: the first LSN the histories disagree on, if known.
+    pub fork_lsn: Option<u64>,
+}
+
+fn denied(code: RefuseCode, reason: String) -> Denied {
+    Denied {
+        code,
+        reason,
+        fork_lsn: None,
+    }
 }
 
 /// Where a peer that says it holds everything up to `flushed_lsn` (identified by
-/// `flushed_id`) may resume: after `flushed_lsn`, or refused with a reason.
+/// `flushed_id`) may resume: after `flushed_lsn`, or refused with a reason. A fork is
+/// found before anything else: a diverged peer is never re-seeded by a snapshot, which
+/// would silently drop the entries only it holds.
 ///
 /// # Errors
-/// The refusal code and a reason for a person.
+/// The refusal code and a reason for a person (and the fork LSN of a divergence).
 pub fn resume_decision(
     flushed_lsn: u64,
     flushed_id: (u64, u32),
     log: LogView,
-) -> Result<u64, (RefuseCode, String)> {
+) -> Result<u64, Denied> {
+    if let Some(fork) = log.fork_lsn {
+        return Err(Denied {
+            code: RefuseCode::Diverged,
+            reason: format!(
+                "the peer's history forks from the primary's at LSN {fork}: it holds {} \
+                 entries from there that the primary does not have",
+                flushed_lsn.saturating_sub(fork) + 1
+            ),
+            fork_lsn: Some(fork),
+        });
+    }
     if flushed_lsn > log.last_lsn {
-        return Err((
-            RefuseCode::Diverged,
-            format!(
+        return Err(Denied {
+            code: RefuseCode::Diverged,
+            reason: format!(
                 "the peer has LSN {flushed_lsn} but the primary's log ends at {}: it holds writes the primary does not",
                 log.last_lsn
             ),
-        ));
+            fork_lsn: Some(log.last_lsn + 1),
+        });
     }
     if flushed_lsn > 0 && flushed_lsn < log.oldest_lsn {
-        return Err((
+        return Err(denied(
             RefuseCode::NeedsSnapshot,
             format!(
                 "the peer's position {flushed_lsn} is older than the primary's log (oldest retained LSN {})",
@@ -110,7 +146,7 @@ pub fn resume_decision(
         ));
     }
     if flushed_lsn == 0 && log.oldest_lsn > 1 {
-        return Err((
+        return Err(denied(
             RefuseCode::NeedsSnapshot,
             format!(
                 "an empty peer needs a snapshot: the log starts at LSN {}",
@@ -120,14 +156,17 @@ pub fn resume_decision(
     }
     match log.id_at_resume {
         Some(id) if id == flushed_id => Ok(flushed_lsn),
-        Some((epoch, crc)) => Err((
+        Some((epoch, crc)) => Err(denied(
             RefuseCode::Diverged,
             format!(
                 "histories fork at LSN {flushed_lsn}: the peer has (epoch {}, crc {:#010x}), the primary (epoch {epoch}, crc {crc:#010x})",
                 flushed_id.0, flushed_id.1
             ),
         )),
-        None => Err((RefuseCode::NeedsSnapshot, format!("LSN {flushed_lsn} is not retained"))),
+        None => Err(denied(
+            RefuseCode::NeedsSnapshot,
+            format!("LSN {flushed_lsn} is not retained"),
+        )),
     }
 }
 
@@ -177,6 +216,7 @@ mod tests {
             oldest_lsn: oldest,
             last_lsn: last,
             id_at_resume: id,
+            fork_lsn: None,
         }
     }
 
@@ -198,20 +238,42 @@ mod tests {
         assert_eq!(
             resume_decision(7, (1, 42), view(1, 10, Some((1, 43))))
                 .unwrap_err()
-                .0,
+                .code,
             RefuseCode::Diverged
         );
         assert_eq!(
             resume_decision(7, (2, 42), view(1, 10, Some((1, 42))))
                 .unwrap_err()
-                .0,
+                .code,
             RefuseCode::Diverged
         );
         assert_eq!(
-            resume_decision(11, (1, 42), view(1, 10, None))
-                .unwrap_err()
-                .0,
-            RefuseCode::Diverged
+            resume_decision(11, (1, 42), view(1, 10, None)).unwrap_err(),
+            Denied {
+                code: RefuseCode::Diverged,
+                reason: "the peer has LSN 11 but the primary's log ends at 10: it holds writes the primary does not".into(),
+                fork_lsn: Some(11),
+            }
+        );
+    }
+
+    #[test]
+    fn a_fork_in_the_epoch_histories_wins_over_everything_else() {
+        // Even a position the primary no longer retains is refused as diverged, with
+        // the fork, rather than re-seeded.
+        let forked = LogView {
+            fork_lsn: Some(4),
+            ..view(5, 10, None)
+        };
+        let denied = resume_decision(7, (1, 42), forked).unwrap_err();
+        assert_eq!(
+            (denied.code, denied.fork_lsn),
+            (RefuseCode::Diverged, Some(4))
+        );
+        assert!(
+            denied.reason.contains("holds 4 entries"),
+            "{}",
+            denied.reason
         );
     }
 
@@ -220,13 +282,13 @@ mod tests {
         assert_eq!(
             resume_decision(3, (1, 42), view(5, 10, None))
                 .unwrap_err()
-                .0,
+                .code,
             RefuseCode::NeedsSnapshot
         );
         assert_eq!(
             resume_decision(0, (0, 0), view(5, 10, Some((0, 0))))
                 .unwrap_err()
-                .0,
+                .code,
             RefuseCode::NeedsSnapshot
         );
     }
@@ -245,7 +307,7 @@ mod fuzz {
             flushed in 0u64..50, peer_id: (u64, u32),
             oldest in 1u64..40, extra in 0u64..30, id in proptest::option::of(any::<(u64, u32)>()),
         ) {
-            let log = LogView { oldest_lsn: oldest, last_lsn: oldest - 1 + extra, id_at_resume: id };
+            let log = LogView { oldest_lsn: oldest, last_lsn: oldest - 1 + extra, id_at_resume: id, fork_lsn: None };
             if let Ok(from) = resume_decision(flushed, peer_id, log) {
                 prop_assert_eq!(from, flushed);
                 prop_assert!(flushed <= log.last_lsn);

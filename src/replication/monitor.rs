@@ -6,7 +6,9 @@ use serde_bytes::ByteBuf;
 
 use super::handshake::{self, Role};
 use super::primary::PrimaryStatus;
-use super::protocol::{read_frame_within, read_handshake_frame, write_frame, Message, PeerKind};
+use super::protocol::{
+    read_frame_within, read_handshake_frame, unexpected, write_frame, Message, PeerKind,
+};
 use crate::error::{NetError, ReplicationError};
 use crate::net::client;
 use crate::net::runtime;
@@ -49,8 +51,7 @@ async fn ask(
     let mut writer = StallWriter::new(writer, timeout);
     let nonce = match read_handshake_frame(&mut reader, timeout, "challenge").await? {
         Message::Challenge { nonce } => nonce,
-        Message::Refused { reason, code } => return Err(code.into_error(reason, 0)),
-        _ => return Err(ReplicationError::Protocol("expected a challenge".into())),
+        other => return Err(unexpected(other, "a challenge")),
     };
     let hello = Message::Hello {
         kind: PeerKind::Monitor,
@@ -62,6 +63,7 @@ async fn ask(
         flushed_id: (0, 0),
         lineage: 0,
         fsync: false,
+        history: Vec::new(),
     };
     write_frame(&mut writer, &hello).await?;
     match read_frame_within(&mut reader, timeout, "status report").await? {
@@ -79,9 +81,6 @@ async fn ask(
             replicas,
             sync_state,
         }),
-        Message::Refused { reason, code } => Err(code.into_error(reason, 0)),
-        _ => Err(ReplicationError::Protocol(
-            "expected a status report".into(),
-        )),
+        other => Err(unexpected(other, "a status report")),
     }
 }

@@ -68,6 +68,11 @@ pub enum Message {
         /// (an older peer): it does not count.
         #[serde(default)]
         fsync: bool,
+        /// The epochs its log went through, `(epoch, start_lsn)`: where it forks from the
+        /// primary's history is the first LSN they disagree on. Absent (an older peer):
+        /// only the entry at `flushed_lsn` is compared.
+        #[serde(default)]
+        history: Vec<(u64, u64)>,
     },
     /// Primary -> peer: accepted; a snapshot (if `snapshot`) and then entries follow.
     Welcome {
@@ -94,6 +99,10 @@ pub enum Message {
         lineage: u64,
         /// Each table's name, row count and checksum, to check the copy against.
         tables: Vec<(String, u64, u64)>,
+        /// The epochs the primary's log went through up to `lsn` (absent from an older
+        /// primary, whose log was all epoch 1).
+        #[serde(default)]
+        history: Vec<(u64, u64)>,
     },
     /// Primary -> replica: rows of one table, in key order.
     SnapshotRows {
@@ -110,11 +119,21 @@ pub enum Message {
         reason: String,
         /// Why, for a program.
         code: RefuseCode,
+        /// The sender's epoch (0 from an older peer): a fencing refusal's newer epoch.
+        #[serde(default)]
+        epoch: u64,
+        /// For a divergence: the first LSN at which the histories differ, if known.
+        #[serde(default)]
+        fork_lsn: Option<u64>,
     },
     /// Primary -> replica: whole entries with consecutive LSNs, as the log stores them.
     Entries {
         /// Entry payloads.
         payloads: Vec<ByteBuf>,
+        /// The sender's epoch (0 from an older primary: not checked). A replica that has
+        /// seen a newer epoch refuses the frame: its sender is deposed.
+        #[serde(default)]
+        epoch: u64,
     },
     /// Primary -> replica: a slice of an entry too large for one frame.
     EntryPart {
@@ -163,6 +182,9 @@ pub enum Message {
         oldest_missing_ms: u64,
         /// The primary's clock now (ms since the Unix epoch).
         now_ms: u64,
+        /// The sender's epoch, as in `Entries`.
+        #[serde(default)]
+        epoch: u64,
     },
 }
 
@@ -186,15 +208,12 @@ pub enum RefuseCode {
 
 impl RefuseCode {
     /// The error a peer reports for a refusal with this code; `epoch` is the newest epoch
-    /// the peer knows of (what a fencing refusal is about).
+    /// known (what a fencing refusal is about), `fork_lsn` where a divergence starts.
     #[must_use]
-    pub fn into_error(self, reason: String, epoch: u64) -> ReplicationError {
+    pub fn into_error(self, reason: String, epoch: u64, fork_lsn: Option<u64>) -> ReplicationError {
         match self {
             RefuseCode::Auth => ReplicationError::Auth(reason),
-            RefuseCode::Diverged => ReplicationError::Diverged {
-                fork_lsn: None,
-                reason,
-            },
+            RefuseCode::Diverged => ReplicationError::Diverged { fork_lsn, reason },
             RefuseCode::NeedsSnapshot => ReplicationError::NeedsSnapshot(reason),
             RefuseCode::Fenced => ReplicationError::Fenced { epoch, reason },
             RefuseCode::Protocol | RefuseCode::Busy => ReplicationError::Refused { reason },
@@ -202,7 +221,31 @@ impl RefuseCode {
     }
 }
 
+/// The error for a message that is not the one `expected`: the refusal it carries, or a
+/// protocol error.
+#[must_use]
+pub fn unexpected(message: Message, expected: &str) -> ReplicationError {
+    message
+        .refusal(0)
+        .unwrap_or_else(|| ReplicationError::Protocol(format!("expected {expected}")))
+}
+
 impl Message {
+    /// The error a refusal stands for (`None` for any other message); `known_epoch` is the
+    /// newest epoch the receiver knows of, for a fencing refusal from an older sender.
+    #[must_use]
+    pub fn refusal(self, known_epoch: u64) -> Option<ReplicationError> {
+        match self {
+            Message::Refused {
+                reason,
+                code,
+                epoch,
+                fork_lsn,
+            } => Some(code.into_error(reason, epoch.max(known_epoch), fork_lsn)),
+            _ => None,
+        }
+    }
+
     /// The frame type byte of this message.
     #[must_use]
     pub fn type_byte(&self) -> u8 {
@@ -415,6 +458,7 @@ mod tests {
                 flushed_id: (2, 0xdead_beef),
                 lineage: 77,
                 fsync: true,
+                history: vec![(1, 1), (3, 50)],
             },
             Message::Welcome {
                 proof: ByteBuf::from(vec![3; 32]),
@@ -429,6 +473,7 @@ mod tests {
                 id: (1, 5),
                 lineage: 77,
                 tables: vec![("t".into(), 2, 77)],
+                history: vec![(1, 1)],
             },
             Message::SnapshotRows {
                 table: "t".into(),
@@ -438,9 +483,12 @@ mod tests {
             Message::Refused {
                 reason: "no".into(),
                 code: RefuseCode::Diverged,
+                epoch: 2,
+                fork_lsn: Some(17),
             },
             Message::Entries {
                 payloads: vec![ByteBuf::from(vec![9; 40]), ByteBuf::from(vec![8; 50])],
+                epoch: 3,
             },
             Message::EntryPart {
                 total: 100,
@@ -456,6 +504,7 @@ mod tests {
                 last_lsn: 7,
                 oldest_missing_ms: 1,
                 now_ms: 2,
+                epoch: 3,
             },
         ]
     }
@@ -546,6 +595,7 @@ mod tests {
     fn a_message_too_large_for_a_frame_is_refused_on_encode() {
         let huge = Message::Entries {
             payloads: vec![ByteBuf::from(vec![0; MAX_FRAME_BYTES])],
+            epoch: 1,
         };
         assert!(encode_frame(&huge).is_err());
     }
@@ -628,38 +678,46 @@ mod fuzz {
             )
     }
 
-    /// Every message, with arbitrary fields.
-    fn message() -> impl Strategy<Value = Message> {
-        prop_oneof![
-            bytes(40).prop_map(|nonce| Message::Challenge { nonce }),
-            (
-                peer_kind(),
-                ".{0,20}",
-                bytes(40),
-                bytes(40),
-                any::<(u64, u64, (u64, u32), u64, bool)>()
-            )
-                .prop_map(
-                    |(
+    /// A hello with arbitrary fields.
+    fn hello() -> impl Strategy<Value = Message> {
+        (
+            peer_kind(),
+            ".{0,20}",
+            bytes(40),
+            bytes(40),
+            any::<(u64, u64, (u64, u32), u64, bool)>(),
+            vec(any::<(u64, u64)>(), 0..3),
+        )
+            .prop_map(
+                |(
+                    kind,
+                    name,
+                    proof,
+                    nonce,
+                    (epoch, flushed_lsn, flushed_id, lineage, fsync),
+                    history,
+                )| {
+                    Message::Hello {
                         kind,
                         name,
                         proof,
                         nonce,
-                        (epoch, flushed_lsn, flushed_id, lineage, fsync),
-                    )| {
-                        Message::Hello {
-                            kind,
-                            name,
-                            proof,
-                            nonce,
-                            epoch,
-                            flushed_lsn,
-                            flushed_id,
-                            lineage,
-                            fsync,
-                        }
+                        epoch,
+                        flushed_lsn,
+                        flushed_id,
+                        lineage,
+                        fsync,
+                        history,
                     }
-                ),
+                },
+            )
+    }
+
+    /// Every message, with arbitrary fields.
+    fn message() -> impl Strategy<Value = Message> {
+        prop_oneof![
+            bytes(40).prop_map(|nonce| Message::Challenge { nonce }),
+            hello(),
             (bytes(40), any::<(u64, u64, bool, u64)>()).prop_map(
                 |(proof, (epoch, last_lsn, snapshot, lineage))| Message::Welcome {
                     proof,
@@ -671,22 +729,32 @@ mod fuzz {
             ),
             (
                 any::<(u64, u64, (u64, u32), u64)>(),
-                vec((".{0,10}", any::<u64>(), any::<u64>()), 0..4)
+                vec((".{0,10}", any::<u64>(), any::<u64>()), 0..4),
+                vec(any::<(u64, u64)>(), 0..3)
             )
-                .prop_map(|((lsn, epoch, id, lineage), tables)| {
+                .prop_map(|((lsn, epoch, id, lineage), tables, history)| {
                     Message::SnapshotBegin {
                         lsn,
                         epoch,
                         id,
                         lineage,
                         tables,
+                        history,
                     }
                 }),
             (".{0,10}", vec((bytes(20), bytes(40)), 0..4))
                 .prop_map(|(table, rows)| Message::SnapshotRows { table, rows }),
             Just(Message::SnapshotEnd),
-            (".{0,40}", refuse_code()).prop_map(|(reason, code)| Message::Refused { reason, code }),
-            vec(bytes(60), 0..5).prop_map(|payloads| Message::Entries { payloads }),
+            (".{0,40}", refuse_code(), any::<(u64, Option<u64>)>()).prop_map(
+                |(reason, code, (epoch, fork_lsn))| Message::Refused {
+                    reason,
+                    code,
+                    epoch,
+                    fork_lsn
+                }
+            ),
+            (vec(bytes(60), 0..5), any::<u64>())
+                .prop_map(|(payloads, epoch)| Message::Entries { payloads, epoch }),
             (any::<(u64, u64, u64)>(), bytes(60)).prop_map(|((total, offset, lsn), data)| {
                 Message::EntryPart {
                     total,
@@ -699,13 +767,16 @@ mod fuzz {
                 flushed_lsn,
                 applied_lsn
             }),
-            any::<(u64, u64, u64)>().prop_map(|(last_lsn, oldest_missing_ms, now_ms)| {
-                Message::Heartbeat {
-                    last_lsn,
-                    oldest_missing_ms,
-                    now_ms,
+            any::<(u64, u64, u64, u64)>().prop_map(
+                |(last_lsn, oldest_missing_ms, now_ms, epoch)| {
+                    Message::Heartbeat {
+                        last_lsn,
+                        oldest_missing_ms,
+                        now_ms,
+                        epoch,
+                    }
                 }
-            }),
+            ),
             (any::<(u64, u64, u64)>(), vec(link(), 0..3)).prop_map(
                 |((last_lsn, epoch, rejected), replicas)| Message::Status {
                     last_lsn,

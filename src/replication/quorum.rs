@@ -7,6 +7,7 @@
 //! the [`QuorumView`] it publishes after each change.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -84,6 +85,9 @@ pub struct SyncWaiters {
     /// The highest LSN a sync writer waits for: shipping watches it, so that a sync
     /// write never waits for the ship interval.
     wanted: watch::Sender<u64>,
+    /// The newer epoch this primary learned of (0 while it is not deposed): every sync
+    /// write not acknowledged yet fails with [`ReplicationError::Fenced`].
+    fenced: AtomicU64,
 }
 
 impl SyncWaiters {
@@ -95,6 +99,7 @@ impl SyncWaiters {
             view: Mutex::new(QuorumView::default()),
             changed: Condvar::new(),
             wanted: watch::Sender::new(0),
+            fenced: AtomicU64::new(0),
         }
     }
 
@@ -122,6 +127,27 @@ impl SyncWaiters {
         self.changed.notify_all();
     }
 
+    /// The primary learned of the newer `epoch`: it is deposed, and every sync writer
+    /// still waiting fails (no quorum can form for it any more).
+    pub fn fence(&self, epoch: u64) {
+        let view = self.lock();
+        self.fenced.fetch_max(epoch, Ordering::AcqRel);
+        drop(view);
+        self.changed.notify_all();
+    }
+
+    fn fenced_error(&self) -> Option<ReplicationError> {
+        let epoch = self.fenced.load(Ordering::Acquire);
+        (epoch > 0).then(|| ReplicationError::Fenced {
+            epoch,
+            reason: format!(
+                "this primary was deposed (epoch {epoch} began elsewhere) before a quorum \
+                 acknowledged the write; it is committed here only, and the new primary \
+                 may not have it"
+            ),
+        })
+    }
+
     /// The highest LSN a sync writer waits for, as it rises.
     #[must_use]
     pub fn wanted(&self) -> watch::Receiver<u64> {
@@ -142,7 +168,7 @@ impl SyncWaiters {
             let left = deadline.map_or(Duration::MAX, |d| {
                 d.saturating_duration_since(Instant::now())
             });
-            if done(&view) || left.is_zero() {
+            if done(&view) || left.is_zero() || self.fenced.load(Ordering::Acquire) > 0 {
                 return view.clone();
             }
             view = self
@@ -172,6 +198,9 @@ impl SyncReplication for SyncWaiters {
     }
 
     fn check_sync(&self) -> Result<()> {
+        if let Some(fenced) = self.fenced_error() {
+            return Err(fenced.into());
+        }
         let counting = self.counting();
         let quorum = self.options.quorum;
         if counting < quorum {
@@ -185,14 +214,22 @@ impl SyncReplication for SyncWaiters {
         Ok(())
     }
 
-    fn wait_quorum(&self, lsn: u64, patience: Duration) -> Option<Vec<String>> {
+    fn wait_quorum(&self, lsn: u64, patience: Duration) -> Result<Option<Vec<String>>> {
         self.wanted.send_if_modified(|wanted| {
             let rises = lsn > *wanted;
             *wanted = (*wanted).max(lsn);
             rises
         });
         let view = self.wait_until(patience, |v| v.quorum_lsn >= lsn);
-        (view.quorum_lsn >= lsn).then(|| view.acked_by(lsn))
+        if view.quorum_lsn >= lsn {
+            // Acknowledged by a quorum before or after a deposition, the write is on
+            // enough replicas for any promotion to find it.
+            return Ok(Some(view.acked_by(lsn)));
+        }
+        match self.fenced_error() {
+            Some(fenced) => Err(fenced.into()),
+            None => Ok(None),
+        }
     }
 
     fn acked_by(&self, lsn: u64) -> Vec<String> {
@@ -263,12 +300,14 @@ mod tests {
         let sync_writers: Vec<_> = (1..=40u64)
             .map(|lsn| {
                 let waiters = Arc::clone(&waiters);
-                std::thread::spawn(move || waiters.wait_quorum(lsn, Duration::from_secs(30)))
+                std::thread::spawn(move || {
+                    waiters.wait_quorum(lsn, Duration::from_secs(30)).unwrap()
+                })
             })
             .collect();
         waiters.publish(view(2, &[("a", 40), ("b", 0), ("c", 0)]));
         assert!(
-            waiters.wait_quorum(1, Duration::ZERO).is_none(),
+            waiters.wait_quorum(1, Duration::ZERO).unwrap().is_none(),
             "one ack of two is not a quorum"
         );
         waiters.publish(view(2, &[("a", 40), ("b", 0), ("c", 40)]));
@@ -283,10 +322,46 @@ mod tests {
         let waiters = waiters(1);
         waiters.publish(view(1, &[("a", 5)]));
         assert_eq!(
-            waiters.wait_quorum(5, Duration::ZERO),
+            waiters.wait_quorum(5, Duration::ZERO).unwrap(),
             Some(vec!["a".to_owned()])
         );
-        assert_eq!(waiters.wait_quorum(6, Duration::from_millis(1)), None);
+        assert_eq!(
+            waiters.wait_quorum(6, Duration::from_millis(1)).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn a_deposed_primary_fails_its_waiting_sync_writers_but_keeps_what_a_quorum_holds() {
+        let waiters = Arc::new(waiters(1));
+        waiters.publish(view(1, &[("a", 5)]));
+        let waiting = {
+            let waiters = Arc::clone(&waiters);
+            std::thread::spawn(move || waiters.wait_quorum(9, Duration::from_secs(30)))
+        };
+        // Let the writer block, then depose the primary: it fails at once, not at 30 s.
+        std::thread::sleep(Duration::from_millis(20));
+        waiters.fence(4);
+        let outcome = waiting.join().expect("a waiter never panics");
+        assert!(
+            matches!(
+                outcome,
+                Err(crate::Error::Replication(ReplicationError::Fenced {
+                    epoch: 4,
+                    ..
+                }))
+            ),
+            "{outcome:?}"
+        );
+        assert_eq!(
+            waiters.wait_quorum(5, Duration::ZERO).unwrap(),
+            Some(vec!["a".to_owned()]),
+            "a write a quorum holds stays acknowledged"
+        );
+        assert!(matches!(
+            waiters.check_sync(),
+            Err(crate::Error::Replication(ReplicationError::Fenced { .. }))
+        ));
     }
 
     #[test]

@@ -183,10 +183,6 @@ impl Pipeline {
         }
     }
 
-    pub(crate) fn epoch(&self) -> u64 {
-        self.lock().epoch
-    }
-
     pub(crate) fn is_closed(&self) -> bool {
         self.lock().closed.is_some()
     }
@@ -323,6 +319,11 @@ impl Pipeline {
         frame_payload(&mut state.records, payload);
         state.pending.push(Pending { lsn, ops });
         Ok(())
+    }
+
+    /// Local commits from now on carry `epoch` (nothing may be pending).
+    pub(crate) fn begin_epoch(&self, epoch: u64) {
+        self.lock().epoch = epoch;
     }
 
     /// Restarts the sequence after a snapshot was swapped in (nothing may be pending).

@@ -68,7 +68,10 @@ pub trait SyncReplication: Send + Sync {
     fn check_sync(&self) -> Result<()>;
     /// Waits up to `patience` until a quorum of counting replicas acked a flushed LSN at or
     /// past `lsn`; returns those that did, or `None` if the quorum is not there yet.
-    fn wait_quorum(&self, lsn: u64, patience: Duration) -> Option<Vec<String>>;
+    ///
+    /// # Errors
+    /// [`ReplicationError::Fenced`] once the primary is deposed: no quorum can form.
+    fn wait_quorum(&self, lsn: u64, patience: Duration) -> Result<Option<Vec<String>>>;
     /// The counting replicas that acked a flushed LSN at or past `lsn` so far.
     fn acked_by(&self, lsn: u64) -> Vec<String>;
     /// How long a sync write waits for its quorum.
@@ -162,13 +165,15 @@ impl Committed {
     ///
     /// # Errors
     /// [`ReplicationError::Timeout`] once the sync timeout passed without a quorum, if the
-    /// primary's `on_timeout` is [`OnTimeout::Raise`].
+    /// primary's `on_timeout` is [`OnTimeout::Raise`]; [`ReplicationError::Fenced`] if the
+    /// primary was deposed first (whatever `on_timeout` says: a deposed primary's write is
+    /// never reported as merely degraded).
     pub fn wait(&self, patience: Duration) -> Result<Option<Receipt>> {
         let Some((replication, deadline)) = &self.sync else {
             return Ok(Some(self.receipt(Vec::new(), false)));
         };
         let left = deadline.saturating_duration_since(Instant::now());
-        if let Some(acked_by) = replication.wait_quorum(self.lsn, patience.min(left)) {
+        if let Some(acked_by) = replication.wait_quorum(self.lsn, patience.min(left))? {
             return Ok(Some(self.receipt(acked_by, false)));
         }
         if Instant::now() < *deadline {
@@ -204,8 +209,8 @@ impl Committed {
         match &self.sync {
             None => self.receipt(Vec::new(), false),
             Some((replication, _)) => match replication.wait_quorum(self.lsn, Duration::ZERO) {
-                Some(acked_by) => self.receipt(acked_by, false),
-                None => self.receipt(replication.acked_by(self.lsn), true),
+                Ok(Some(acked_by)) => self.receipt(acked_by, false),
+                Ok(None) | Err(_) => self.receipt(replication.acked_by(self.lsn), true),
             },
         }
     }

@@ -10,7 +10,7 @@ use super::install::Installer;
 use super::tables::TableSum;
 use super::{dir_io, Store, StoreOptions};
 use crate::codec::decode_entry;
-use crate::error::{ReadOnlyReason, Result, StoreError};
+use crate::error::{ReadOnlyReason, ReplicationError, Result, StoreError};
 use crate::follow::{LogConsumer, Position, Role, SnapshotSink, SnapshotStart};
 
 impl Store {
@@ -26,7 +26,7 @@ impl Store {
     pub(super) fn check_writable(&self) -> Result<()> {
         match self.inner.read_only {
             Some(why) => Err(self.read_only(why)),
-            None => Ok(()),
+            None => self.check_epoch(),
         }
     }
 
@@ -60,6 +60,29 @@ impl Store {
         let mut refused = None;
         for (payload, entry) in payloads.iter().zip(entries) {
             let lsn = entry.lsn;
+            let own = self.own_epoch();
+            if entry.epoch < own {
+                refused = Some(
+                    ReplicationError::Diverged {
+                        fork_lsn: Some(lsn),
+                        reason: format!(
+                            "entry {lsn} is from epoch {}, older than epoch {own} that this \
+                             log already reached",
+                            entry.epoch
+                        ),
+                    }
+                    .into(),
+                );
+                break;
+            }
+            if entry.epoch > own {
+                // The epoch's start is durable before its first entry is appended: the
+                // history never misses an epoch the log holds.
+                if let Some(lsn) = last {
+                    self.wait_visible(lsn)?;
+                }
+                self.begin_epoch_at(entry.epoch, lsn)?;
+            }
             let enqueued = self.inner.pipeline.enqueue_replicated(
                 payload,
                 lsn,
@@ -171,11 +194,16 @@ impl LogConsumer for Store {
             id: self.entry_id(lsn)?.unwrap_or((0, 0)),
             lineage: self.lineage()?,
             epoch: self.epoch(),
+            history: self.epoch_history().pairs().to_vec(),
         })
     }
 
     fn join_lineage(&self, lineage: u64) -> Result<()> {
         self.adopt_lineage(lineage)
+    }
+
+    fn raise_epoch(&self, epoch: u64) -> Result<()> {
+        Store::raise_epoch(self, epoch).map(drop)
     }
 
     fn apply(&self, payloads: &[Vec<u8>]) -> Result<(u64, u64)> {
@@ -184,7 +212,7 @@ impl LogConsumer for Store {
     }
 
     fn begin_snapshot(&self, start: SnapshotStart) -> Result<Box<dyn SnapshotSink>> {
-        let installer = self.begin_install(start.lsn, start.epoch, start.id, start.lineage)?;
+        let installer = self.begin_install(start)?;
         Ok(Box::new(installer))
     }
 }

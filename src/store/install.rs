@@ -12,11 +12,13 @@ use std::fs::File;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
+use super::epochs::EpochHistory;
 use super::recover::Parts;
 use super::tables::{Snapshot, TableSum, Tables};
 use super::{dir_io, validate_table_name, Open, Store};
 use crate::codec::Op;
 use crate::error::{ReadOnlyReason, Result, StoreError};
+use crate::follow::SnapshotStart;
 use crate::log::{DirFs, Log, LogOptions};
 
 const INCOMING: &str = "incoming";
@@ -35,12 +37,26 @@ pub struct SnapshotView {
     pub id: (u64, u32),
     /// The lineage of the store it was taken from.
     pub lineage: u64,
+    /// The epochs its log went through up to `lsn`.
+    pub history: EpochHistory,
     /// Every table's row count and checksum at that LSN.
     pub sums: BTreeMap<String, TableSum>,
     snapshot: Snapshot,
 }
 
 impl SnapshotView {
+    /// What a follower installing this view starts from.
+    #[must_use]
+    pub fn start(&self) -> SnapshotStart {
+        SnapshotStart {
+            lsn: self.lsn,
+            epoch: self.epoch,
+            id: self.id,
+            lineage: self.lineage,
+            history: self.history.pairs().to_vec(),
+        }
+    }
+
     /// Up to `limit` rows of `table` after the key `after` (from the start if `None`).
     ///
     /// # Errors
@@ -62,10 +78,8 @@ pub struct Installer {
     store: Store,
     staging: PathBuf,
     tables: Tables,
-    lsn: u64,
-    epoch: u64,
-    id: (u64, u32),
-    lineage: u64,
+    start: SnapshotStart,
+    history: EpochHistory,
     rows: u64,
 }
 
@@ -127,25 +141,28 @@ impl Store {
             epoch,
             id: self.entry_id(lsn)?.unwrap_or((0, 0)),
             lineage: self.lineage()?,
+            history: self.epoch_history().up_to(lsn),
             sums,
             snapshot,
         })
     }
 
-    /// Starts installing a snapshot taken at `lsn` (follower stores only).
+    /// Starts installing a snapshot taken at `start.lsn` (follower stores only).
     ///
     /// # Errors
     /// [`StoreError::ReadOnly`] on a store that is not a follower; I/O failures.
-    pub fn begin_install(
-        &self,
-        lsn: u64,
-        epoch: u64,
-        id: (u64, u32),
-        lineage: u64,
-    ) -> Result<Installer> {
+    pub fn begin_install(&self, start: SnapshotStart) -> Result<Installer> {
         if !self.inner.options.follower {
             return Err(self.read_only(ReadOnlyReason::NotAFollower));
         }
+        // A primary that sends no history predates it: its log was all epoch 1.
+        let history = if start.history.is_empty() {
+            EpochHistory::default()
+        } else {
+            EpochHistory::new(start.history.clone()).map_err(|reason| StoreError::Corrupt {
+                reason: format!("the snapshot's epoch history is invalid: {reason}"),
+            })?
+        };
         let staging = self.inner.path.join(INCOMING);
         remove_dir(&staging)?;
         std::fs::create_dir(&staging).map_err(dir_io("cannot create", &staging))?;
@@ -154,10 +171,8 @@ impl Store {
             store: self.clone(),
             staging,
             tables,
-            lsn,
-            epoch,
-            id,
-            lineage,
+            start,
+            history,
             rows: 0,
         })
     }
@@ -186,7 +201,10 @@ impl Store {
             &self.inner.options,
             Box::new(DirFs::new(&log_dir)),
         )?;
-        self.inner.pipeline.reset(parts.next_lsn, parts.epoch);
+        self.inner
+            .pipeline
+            .reset(parts.next_lsn, parts.history.last_epoch());
+        self.reset_epochs(parts.history, parts.epoch);
         self.inner
             .marked_follower
             .store(parts.follower, std::sync::atomic::Ordering::Release);
@@ -245,8 +263,10 @@ impl Installer {
             }
             .into());
         }
+        let start = &self.start;
+        self.tables.set_epochs(self.history.pairs(), start.epoch)?;
         self.tables
-            .set_position(self.lsn, self.epoch, self.id, self.lineage)?;
+            .set_position(start.lsn, start.epoch, start.id, start.lineage)?;
         drop(self.tables);
         let log_dir = self.staging.join("log");
         std::fs::create_dir(&log_dir).map_err(dir_io("cannot create", &log_dir))?;
@@ -258,7 +278,7 @@ impl Installer {
         drop(Log::open(
             Box::new(DirFs::new(&log_dir)),
             options,
-            self.lsn,
+            self.start.lsn,
             |_| Ok(()),
         )?);
         let marker = self.staging.join(COMPLETE);
@@ -266,7 +286,11 @@ impl Installer {
             .and_then(|f| f.sync_all())
             .map_err(dir_io("cannot write", &marker))?;
         sync_dir(&self.staging)?;
-        tracing::info!(lsn = self.lsn, rows = self.rows, "installing a snapshot");
+        tracing::info!(
+            lsn = self.start.lsn,
+            rows = self.rows,
+            "installing a snapshot"
+        );
         self.store.swap_in()
     }
 }

@@ -4,6 +4,7 @@
 mod commit;
 mod dirlock;
 mod durability;
+mod epochs;
 mod follow;
 mod history;
 mod install;
@@ -23,6 +24,8 @@ use std::time::{Duration, Instant};
 use commit::{Batch, CheckpointPolicy, Pipeline, Refused};
 use dirlock::DirLock;
 pub use durability::{Committed, Durability, OnTimeout, Receipt, Registration, SyncReplication};
+use epochs::Epochs;
+pub use epochs::{fork_lsn, EpochHistory};
 pub use install::{Installer, SnapshotView};
 use overlay::{Found, Overlay};
 use recover::{create_dirs, Parts};
@@ -141,6 +144,8 @@ struct Inner {
     marked_follower: AtomicBool,
     /// The primary serving this store, if one does: sync commits wait through it.
     replication: durability::Registry,
+    /// The epoch history and the highest epoch seen.
+    epochs: Epochs,
     // Field order matters only in that `open` is dropped (files released) by `close()`,
     // not by the last handle: transactions and iterators may outlive a close.
     open: RwLock<Option<Open>>,
@@ -261,7 +266,7 @@ impl Store {
             entries: options.checkpoint_entries.max(1),
             interval: options.checkpoint_interval,
         };
-        let pipeline = Pipeline::new(parts.next_lsn, parts.epoch, policy);
+        let pipeline = Pipeline::new(parts.next_lsn, parts.history.last_epoch(), policy);
         let read_only = if options.follower {
             Some(ReadOnlyReason::Replica)
         } else if parts.follower {
@@ -284,6 +289,7 @@ impl Store {
                 read_only,
                 marked_follower: AtomicBool::new(parts.follower),
                 replication: durability::Registry::default(),
+                epochs: Epochs::new(parts.history, parts.epoch),
                 open: RwLock::new(Some(Open {
                     tables,
                     overlay,
@@ -648,12 +654,6 @@ impl Store {
     #[must_use]
     pub fn last_lsn(&self) -> u64 {
         self.inner.pipeline.visible_lsn()
-    }
-
-    /// The store's epoch (raised by promotions).
-    #[must_use]
-    pub fn epoch(&self) -> u64 {
-        self.inner.pipeline.epoch()
     }
 
     /// A redb read view of every visible commit, with its LSN, epoch and table sums: the

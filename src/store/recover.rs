@@ -3,12 +3,13 @@
 
 use std::path::Path;
 
+use super::epochs::EpochHistory;
 use super::overlay::Overlay;
 use super::tables::Tables;
 use super::StoreOptions;
 use crate::codec::Entry;
-use crate::error::Result;
-use crate::log::{Log, LogFs, LogOptions, LogPosition};
+use crate::error::{Result, StoreError};
+use crate::log::{Log, LogFs, LogOptions};
 
 /// A store's files, opened and recovered: what `Open` holds besides the directory lock.
 pub(super) struct Parts {
@@ -16,7 +17,9 @@ pub(super) struct Parts {
     pub(super) overlay: Overlay,
     pub(super) log: Log,
     pub(super) next_lsn: u64,
+    /// The highest epoch seen, as recorded.
     pub(super) epoch: u64,
+    pub(super) history: EpochHistory,
     /// The store is marked as a replica's.
     pub(super) follower: bool,
 }
@@ -57,22 +60,21 @@ impl Parts {
             tracing::info!(path = %path.display(), replayed, "replayed the log after the last checkpoint");
             tables.checkpoint()?;
         }
-        // The epoch is the newest of the tables' and the last logged entry's: a follower
-        // learns epochs from the entries it appends.
-        let last_lsn = log.next_lsn() - 1;
-        let logged_epoch = if last_lsn >= log.oldest_lsn() {
-            let mut last = LogPosition::after(last_lsn - 1);
-            log.read_raw(&mut last, last_lsn, 1, usize::MAX)?
-                .first()
-                .map_or(0, |e| e.epoch)
+        // A store written before epochs had a history was in epoch 1 all along.
+        let pairs = tables.epochs()?;
+        let history = if pairs.is_empty() {
+            EpochHistory::default()
         } else {
-            0
+            EpochHistory::new(pairs).map_err(|reason| StoreError::Corrupt {
+                reason: format!("the epoch history is damaged: {reason}"),
+            })?
         };
         let (applied, sums) = tables.sums()?;
         Ok(Self {
             overlay: Overlay::new(applied, sums),
             next_lsn: log.next_lsn(),
-            epoch: meta.epoch.max(logged_epoch),
+            epoch: meta.epoch,
+            history,
             follower: meta.follower,
             tables,
             log,

@@ -17,6 +17,8 @@ use crate::error::{Result, StoreError};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("__meta");
 const STATS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("__stats");
+/// The epoch history: epoch -> the LSN of its first entry.
+const EPOCHS: TableDefinition<u64, u64> = TableDefinition::new("__epochs");
 /// Format 2 added the per-value CRC; format 1 files are migrated on open.
 const FORMAT_VERSION: u64 = 2;
 /// The metadata key set (to 1) while the store belongs to a replica.
@@ -156,6 +158,7 @@ impl Tables {
                 meta.insert(FOLLOWER, 1)?;
             }
             write.open_table(STATS)?;
+            write.open_table(EPOCHS)?.insert(1, 1)?;
         }
         write.commit()?;
         Ok(Meta {
@@ -319,6 +322,38 @@ impl Tables {
     /// (its history forks from the primary's here, so it can never follow it again).
     pub(crate) fn detach(&self) -> Result<()> {
         self.write_meta(&[(FOLLOWER, 0), ("lineage", new_lineage())])
+    }
+
+    /// The epoch history as stored, `(epoch, start_lsn)` oldest first; empty in a store
+    /// written before epochs had a history (all of it was epoch 1).
+    pub(crate) fn epochs(&self) -> Result<Vec<(u64, u64)>> {
+        let txn = self.db.begin_read()?;
+        let Some(table) = missing_is_none(txn.open_table(EPOCHS))? else {
+            return Ok(Vec::new());
+        };
+        table
+            .iter()?
+            .map(|item| {
+                let (epoch, start) = item?;
+                Ok((epoch.value(), start.value()))
+            })
+            .collect()
+    }
+
+    /// Durably replaces the epoch history, and records `seen` as the highest epoch seen.
+    pub(crate) fn set_epochs(&self, pairs: &[(u64, u64)], seen: u64) -> Result<()> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        {
+            let mut table = txn.open_table(EPOCHS)?;
+            table.retain(|_, _| false)?;
+            for &(epoch, start) in pairs {
+                table.insert(epoch, start)?;
+            }
+            txn.open_table(META)?.insert("epoch", seen)?;
+        }
+        txn.commit()?;
+        Ok(())
     }
 
     /// A metadata value, if set.

@@ -31,7 +31,10 @@ pub struct ReplicaMachine {
     flushed_lsn: u64,
     applied_lsn: u64,
     appended_lsn: u64,
+    /// The highest epoch seen: frames from a primary of an older one are refused.
     epoch: u64,
+    /// The epoch of the last entry appended: the log's epochs never go back.
+    entry_epoch: u64,
     primary_last_lsn: u64,
     state: LinkState,
     parts: Vec<u8>,
@@ -43,15 +46,16 @@ pub struct ReplicaMachine {
 }
 
 impl ReplicaMachine {
-    /// A replica whose log is durable up to `flushed_lsn`, applied up to `applied_lsn`,
-    /// and which has seen `epoch`.
+    /// A replica whose log is durable up to `flushed_lsn` (an entry of `entry_epoch`),
+    /// applied up to `applied_lsn`, and which has seen `epoch`.
     #[must_use]
-    pub fn new(flushed_lsn: u64, applied_lsn: u64, epoch: u64) -> Self {
+    pub fn new(flushed_lsn: u64, applied_lsn: u64, epoch: u64, entry_epoch: u64) -> Self {
         Self {
             flushed_lsn,
             applied_lsn,
             appended_lsn: flushed_lsn,
-            epoch,
+            epoch: epoch.max(entry_epoch),
+            entry_epoch,
             primary_last_lsn: 0,
             state: LinkState::Connecting,
             parts: Vec::new(),
@@ -123,11 +127,12 @@ impl ReplicaMachine {
         Ok(())
     }
 
-    /// A snapshot at `lsn` replaced the store's contents.
+    /// A snapshot at `lsn` (an entry of `epoch`) replaced the store's contents.
     pub fn installed(&mut self, lsn: u64, epoch: u64) {
         self.flushed_lsn = lsn;
         self.applied_lsn = lsn;
         self.appended_lsn = lsn;
+        self.entry_epoch = epoch;
         self.epoch = self.epoch.max(epoch);
         self.state = LinkState::CatchingUp;
     }
@@ -145,7 +150,8 @@ impl ReplicaMachine {
     /// has no place in the stream: the link must be dropped (nothing of it was appended).
     pub fn receive(&mut self, message: Message) -> Result<Vec<ReplicaAction>, ReplicationError> {
         match message {
-            Message::Entries { payloads } => {
+            Message::Entries { payloads, epoch } => {
+                self.check_sender(epoch)?;
                 let payloads = payloads.into_iter().map(serde_bytes::ByteBuf::into_vec);
                 self.accept(payloads.collect())
             }
@@ -158,17 +164,44 @@ impl ReplicaMachine {
                 Some(entry) => self.accept(vec![entry]),
                 None => Ok(Vec::new()),
             },
-            Message::Heartbeat { last_lsn, .. } => {
+            Message::Heartbeat {
+                last_lsn, epoch, ..
+            } => {
+                self.check_sender(epoch)?;
                 self.primary_last_lsn = self.primary_last_lsn.max(last_lsn);
                 self.settle();
                 Ok(vec![self.ack()])
             }
-            Message::Refused { reason, code } => Err(code.into_error(reason, self.epoch)),
-            other => Err(ReplicationError::Protocol(format!(
-                "unexpected message from the primary (type {})",
-                other.type_byte()
-            ))),
+            other => {
+                let kind = other.type_byte();
+                Err(other.refusal(self.epoch).unwrap_or_else(|| {
+                    ReplicationError::Protocol(format!(
+                        "unexpected message from the primary (type {kind})"
+                    ))
+                }))
+            }
         }
+    }
+
+    /// Refuses a frame from a primary of an older epoch than one seen here: it was deposed
+    /// (0 is a primary that predates the field, whose welcome was checked).
+    fn check_sender(&self, epoch: u64) -> Result<(), ReplicationError> {
+        if epoch != 0 && epoch < self.epoch {
+            return Err(ReplicationError::Fenced {
+                epoch: self.epoch,
+                reason: format!(
+                    "the primary is at epoch {epoch}, but epoch {} began elsewhere: it was deposed",
+                    self.epoch
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// A newer epoch was seen elsewhere (a promotion raised it, durably): frames from
+    /// primaries of older epochs are refused from now on.
+    pub fn raise(&mut self, epoch: u64) {
+        self.epoch = self.epoch.max(epoch);
     }
 
     /// Entries up to `flushed_lsn` are durable in the log and visible up to `applied_lsn`.
@@ -213,7 +246,7 @@ impl ReplicaMachine {
             ));
         }
         let mut next = self.appended_lsn + 1;
-        let mut epoch = self.epoch;
+        let mut epoch = self.entry_epoch;
         let mut fresh = Vec::with_capacity(payloads.len());
         for payload in payloads {
             let (Some(lsn), Some(entry_epoch)) = (payload_lsn(&payload), payload_epoch(&payload))
@@ -229,12 +262,16 @@ impl ReplicaMachine {
                 )));
             }
             if entry_epoch < epoch {
-                return Err(ReplicationError::Fenced {
-                    epoch,
-                    reason: format!(
-                        "entry {lsn} is from epoch {entry_epoch}, older than epoch {epoch}"
-                    ),
-                });
+                return Err(ReplicationError::Protocol(format!(
+                    "entry {lsn} is from epoch {entry_epoch}, older than the entry before it \
+                     (epoch {epoch}): a log's epochs never go back"
+                )));
+            }
+            if entry_epoch > self.epoch {
+                return Err(ReplicationError::Protocol(format!(
+                    "entry {lsn} is from epoch {entry_epoch}, newer than its primary's ({})",
+                    self.epoch
+                )));
             }
             epoch = entry_epoch;
             next += 1;
@@ -246,7 +283,7 @@ impl ReplicaMachine {
             return Ok(vec![self.ack()]);
         }
         self.appended_lsn = next - 1;
-        self.epoch = epoch;
+        self.entry_epoch = epoch;
         self.primary_last_lsn = self.primary_last_lsn.max(self.appended_lsn);
         #[cfg(test)]
         if self.planted.ack_before_fsync {
@@ -308,15 +345,17 @@ mod tests {
         record.split_off(crate::codec::RECORD_HEADER_LEN)
     }
 
+    /// Entries of `epoch`, sent by a primary of `epoch` (the newest a test uses: 2).
     fn entries(lsns: std::ops::RangeInclusive<u64>, epoch: u64) -> Message {
         Message::Entries {
             payloads: lsns.map(|l| ByteBuf::from(entry(l, epoch))).collect(),
+            epoch: 2,
         }
     }
 
     fn streaming() -> ReplicaMachine {
-        let mut m = ReplicaMachine::new(0, 0, 1);
-        m.welcomed(1, 0, false).unwrap();
+        let mut m = ReplicaMachine::new(0, 0, 1, 0);
+        m.welcomed(2, 0, false).unwrap();
         m
     }
 
@@ -329,6 +368,7 @@ mod tests {
             last_lsn: 3,
             oldest_missing_ms: 0,
             now_ms: 0,
+            epoch: 2,
         };
         assert_eq!(
             m.receive(beat).unwrap(),
@@ -351,14 +391,24 @@ mod tests {
     }
 
     #[test]
-    fn a_gap_or_an_older_epoch_is_refused_whole_and_repeats_are_skipped() {
+    fn a_gap_or_epochs_going_back_are_refused_whole_and_repeats_are_skipped() {
         let mut m = streaming();
         m.receive(entries(1..=2, 1)).unwrap();
         assert!(m.receive(entries(4..=5, 1)).is_err(), "a gap");
-        assert!(matches!(
-            m.receive(entries(3..=3, 0)),
-            Err(ReplicationError::Fenced { epoch: 1, .. })
-        ));
+        assert!(
+            matches!(
+                m.receive(entries(3..=3, 0)),
+                Err(ReplicationError::Protocol(_))
+            ),
+            "an entry of an older epoch than the one before it"
+        );
+        assert!(
+            matches!(
+                m.receive(entries(3..=3, 3)),
+                Err(ReplicationError::Protocol(_))
+            ),
+            "an entry of a newer epoch than its primary's"
+        );
         m.durable(2, 2);
         assert_eq!(
             m.receive(entries(1..=2, 1)).unwrap(),
@@ -374,7 +424,6 @@ mod tests {
         };
         let lsns: Vec<_> = fresh.iter().map(|p| payload_lsn(p).unwrap()).collect();
         assert_eq!(lsns, vec![3, 4], "1 and 2 are held already");
-        assert_eq!(m.epoch(), 2);
     }
 
     #[test]
@@ -383,18 +432,54 @@ mod tests {
         m.receive(entries(1..=4, 1)).unwrap();
         m.durable(2, 2);
         m.restarted();
-        m.welcomed(1, 4, false).unwrap();
+        m.welcomed(2, 4, false).unwrap();
         let actions = m.receive(entries(3..=4, 1)).unwrap();
         assert!(matches!(&actions[..], [ReplicaAction::Append(p)] if p.len() == 2));
     }
 
     #[test]
     fn a_deposed_primary_is_fenced_at_the_welcome() {
-        let mut m = ReplicaMachine::new(5, 5, 3);
+        let mut m = ReplicaMachine::new(5, 5, 3, 2);
         assert!(matches!(
             m.welcomed(2, 9, false),
             Err(ReplicationError::Fenced { epoch: 3, .. })
         ));
+    }
+
+    #[test]
+    fn frames_from_a_primary_of_an_older_epoch_are_fenced() {
+        // Welcomed at epoch 2, then it learns of epoch 3 (raised by a promotion).
+        let mut m = streaming();
+        m.raise(3);
+        let old = Message::Entries {
+            payloads: vec![ByteBuf::from(entry(1, 2))],
+            epoch: 2,
+        };
+        assert!(matches!(
+            m.receive(old),
+            Err(ReplicationError::Fenced { epoch: 3, .. })
+        ));
+        let beat = Message::Heartbeat {
+            last_lsn: 1,
+            oldest_missing_ms: 0,
+            now_ms: 0,
+            epoch: 2,
+        };
+        assert!(matches!(
+            m.receive(beat),
+            Err(ReplicationError::Fenced { epoch: 3, .. })
+        ));
+        assert_eq!(m.flushed_lsn(), 0, "nothing of it was taken");
+        // A new primary of epoch 3 ships the old epoch's entries, then its own.
+        let mut m = ReplicaMachine::new(0, 0, 3, 0);
+        m.welcomed(3, 2, false).unwrap();
+        let catch_up = Message::Entries {
+            payloads: vec![ByteBuf::from(entry(1, 2)), ByteBuf::from(entry(2, 3))],
+            epoch: 3,
+        };
+        assert!(
+            matches!(&m.receive(catch_up).unwrap()[..], [ReplicaAction::Append(p)] if p.len() == 2)
+        );
     }
 
     /// Found by the simulator (seed 13453 of the first version): the head of entry 160,

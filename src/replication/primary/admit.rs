@@ -16,12 +16,13 @@ use crate::error::{ReplicationError, Result};
 use crate::net::admission::Ticket;
 use crate::net::server::Incoming;
 use crate::net::stall::StallWriter;
-use crate::replication::handshake::{self, LogView, Role};
+use crate::replication::handshake::{self, Denied, LogView, Role};
 use crate::replication::machine::LinkId;
 use crate::replication::protocol::{
     read_handshake_frame, write_frame, Message, PeerKind, RefuseCode,
 };
 use crate::replication::slots::SlotPin;
+use crate::store::{fork_lsn, EpochHistory};
 
 /// How long a new connection has to prove the token.
 const AUTH_DEADLINE: Duration = Duration::from_secs(5);
@@ -30,6 +31,7 @@ const AUTH_DEADLINE: Duration = Duration::from_secs(5);
 struct Refusal {
     code: RefuseCode,
     reason: String,
+    fork_lsn: Option<u64>,
 }
 
 impl Refusal {
@@ -37,6 +39,17 @@ impl Refusal {
         Self {
             code,
             reason: reason.into(),
+            fork_lsn: None,
+        }
+    }
+}
+
+impl From<Denied> for Refusal {
+    fn from(denied: Denied) -> Self {
+        Self {
+            code: denied.code,
+            reason: denied.reason,
+            fork_lsn: denied.fork_lsn,
         }
     }
 }
@@ -57,6 +70,8 @@ struct Hello {
     flushed_id: (u64, u32),
     lineage: u64,
     durable: bool,
+    /// Its epoch history (empty from an older peer).
+    history: Vec<(u64, u64)>,
 }
 
 /// Where streaming to an accepted replica or consumer starts.
@@ -96,10 +111,20 @@ pub(super) async fn serve(shared: Arc<Shared>, incoming: Incoming) {
     let (accepted, _place) = match handshake(&shared, &mut reader, &mut writer, &peer, ticket).await
     {
         Ok(accepted) => accepted,
-        Err(Refusal { code, reason }) => {
+        Err(Refusal {
+            code,
+            reason,
+            fork_lsn,
+        }) => {
             shared.reject(&peer, &reason);
+            let refused = Message::Refused {
+                reason,
+                code,
+                epoch: shared.store.epoch(),
+                fork_lsn,
+            };
             // Best effort: a peer that is gone or stalled does not get it.
-            let _ = write_frame(&mut writer, &Message::Refused { reason, code }).await;
+            let _ = write_frame(&mut writer, &refused).await;
             return;
         }
     };
@@ -198,6 +223,7 @@ async fn authenticate(
         flushed_id,
         lineage,
         fsync,
+        history,
     } = read_handshake_frame(reader, AUTH_DEADLINE, "hello").await?
     else {
         return Err(Refusal::new(RefuseCode::Protocol, "expected a hello"));
@@ -214,6 +240,7 @@ async fn authenticate(
         flushed_id,
         lineage,
         durable: fsync,
+        history,
     })
 }
 
@@ -234,6 +261,7 @@ async fn welcome<'a>(
         flushed_id,
         lineage,
         durable,
+        history,
     } = hello;
     if kind == PeerKind::Monitor {
         write_frame(writer, &shared.report()).await?;
@@ -245,25 +273,8 @@ async fn welcome<'a>(
             format!("invalid replica name {name:?}"),
         ));
     }
-    let store = shared.store.clone();
-    let primary_epoch = store.epoch();
-    if epoch > primary_epoch {
-        return Err(Refusal::new(
-            RefuseCode::Fenced,
-            format!("{peer} has seen epoch {epoch}, newer than this primary's {primary_epoch}"),
-        ));
-    }
+    let view = log_view(shared, peer, epoch, flushed_lsn, history).await?;
     let internal = |e: &dyn std::fmt::Display| Refusal::new(RefuseCode::Protocol, e.to_string());
-    let view = tokio::task::spawn_blocking(move || -> Result<LogView> {
-        Ok(LogView {
-            oldest_lsn: store.oldest_lsn()?,
-            last_lsn: store.last_lsn(),
-            id_at_resume: store.entry_id(flushed_lsn).ok().flatten(),
-        })
-    })
-    .await
-    .map_err(|e| internal(&e))?
-    .map_err(|e| internal(&e))?;
     // A replica whose position left the log is re-seeded by a snapshot; a fork is never
     // papered over that way (it needs an explicit resync).
     let primary_lineage = shared.store.lineage().map_err(|e| internal(&e))?;
@@ -296,7 +307,7 @@ async fn welcome<'a>(
     }
     let welcome = Message::Welcome {
         proof: ByteBuf::from(handshake::prove(shared.token(), Role::Primary, &peer_nonce)),
-        epoch: primary_epoch,
+        epoch: shared.store.own_epoch(),
         last_lsn: view.last_lsn,
         snapshot,
         lineage: primary_lineage,
@@ -318,6 +329,56 @@ async fn welcome<'a>(
     })
 }
 
+/// The epoch checks, then what the log holds for a peer at `flushed_lsn` with `history`.
+/// A peer that has seen a newer epoch deposes this primary; a deposed primary streams to
+/// nobody (its entries from then on are not the new primary's: a replica that took them
+/// would diverge).
+async fn log_view(
+    shared: &Arc<Shared>,
+    peer: &SocketAddr,
+    epoch: u64,
+    flushed_lsn: u64,
+    history: Vec<(u64, u64)>,
+) -> Result<LogView, Refusal> {
+    let store = shared.store.clone();
+    let primary_epoch = store.epoch();
+    if epoch > primary_epoch {
+        shared.fence(epoch).await;
+        return Err(Refusal::new(
+            RefuseCode::Fenced,
+            format!("{peer} has seen epoch {epoch}, newer than this primary's {primary_epoch}"),
+        ));
+    }
+    if let Err(deposed) = store.check_epoch() {
+        return Err(Refusal::new(RefuseCode::Fenced, deposed.to_string()));
+    }
+    let internal = |e: &dyn std::fmt::Display| Refusal::new(RefuseCode::Protocol, e.to_string());
+    let peer_history = if history.is_empty() {
+        None
+    } else {
+        Some(EpochHistory::new(history).map_err(|reason| {
+            Refusal::new(
+                RefuseCode::Protocol,
+                format!("invalid epoch history: {reason}"),
+            )
+        })?)
+    };
+    tokio::task::spawn_blocking(move || -> Result<LogView> {
+        let last_lsn = store.last_lsn();
+        Ok(LogView {
+            oldest_lsn: store.oldest_lsn()?,
+            last_lsn,
+            id_at_resume: store.entry_id(flushed_lsn).ok().flatten(),
+            fork_lsn: peer_history.and_then(|theirs| {
+                fork_lsn(&store.epoch_history(), last_lsn, &theirs, flushed_lsn)
+            }),
+        })
+    })
+    .await
+    .map_err(|e| internal(&e))?
+    .map_err(|e| internal(&e))
+}
+
 /// Whether the peer may stream from its position (`false`), must first be re-seeded by a
 /// snapshot (`true`), or is refused. Only an empty store, or one of this primary's lineage,
 /// may be replaced by a snapshot: anything else holds another history that a snapshot
@@ -333,17 +394,21 @@ fn needs_snapshot(
 ) -> Result<bool, Refusal> {
     match handshake::resume_decision(flushed_lsn, flushed_id, view) {
         Ok(_) => Ok(false),
-        Err((RefuseCode::NeedsSnapshot, _))
-            if kind == PeerKind::Replica && (flushed_lsn == 0 || lineage == primary_lineage) =>
-        {
+        Err(Denied {
+            code: RefuseCode::NeedsSnapshot,
+            ..
+        }) if kind == PeerKind::Replica && (flushed_lsn == 0 || lineage == primary_lineage) => {
             Ok(true)
         }
-        Err((RefuseCode::NeedsSnapshot, _)) if kind == PeerKind::Replica => Err(Refusal::new(
+        Err(Denied {
+            code: RefuseCode::NeedsSnapshot,
+            ..
+        }) if kind == PeerKind::Replica => Err(Refusal::new(
             RefuseCode::Diverged,
             format!(
                 "{peer} holds another store's history (a different lineage): resync it explicitly"
             ),
         )),
-        Err((code, reason)) => Err(Refusal::new(code, reason)),
+        Err(denied) => Err(denied.into()),
     }
 }

@@ -541,6 +541,29 @@ impl Shared {
         }
     }
 
+    /// Learned that `epoch` began elsewhere (a replica was promoted): sync writers still
+    /// waiting fail with [`ReplicationError::Fenced`], the store durably records the epoch
+    /// and refuses writes, and every link stops, so that no replica takes an entry from
+    /// this deposed primary again. Nothing happens for an epoch not newer than the store's.
+    async fn fence(self: &Arc<Self>, epoch: u64) {
+        if epoch <= self.store.epoch() {
+            return;
+        }
+        self.sync.fence(epoch);
+        let store = self.store.clone();
+        let raised = tokio::task::spawn_blocking(move || store.raise_epoch(epoch)).await;
+        if !matches!(raised, Ok(Ok(_))) {
+            tracing::error!(epoch, result = ?raised, "could not record the newer epoch durably; writes stay refused until restart");
+        }
+        tracing::warn!(
+            epoch,
+            "deposed: epoch {epoch} began elsewhere; this primary takes no more writes"
+        );
+        for wire in lock(&self.links).wires.values() {
+            wire.stop.send_replace(true);
+        }
+    }
+
     /// The commit time of the oldest entry `id` lacks, if it lacks any.
     fn oldest_missing_ms(&self, id: &LinkId, last_lsn: u64) -> Option<u64> {
         let links = lock(&self.links);

@@ -43,6 +43,7 @@ pub(super) async fn send_snapshot(
             id: view.id,
             lineage: view.lineage,
             tables,
+            history: view.history.pairs().to_vec(),
         },
     )
     .await?;

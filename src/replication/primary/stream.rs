@@ -12,7 +12,7 @@ use crate::error::ReplicationError;
 use crate::log::{LogPosition, RawEntry};
 use crate::net::AbortOnDrop;
 use crate::replication::machine::{LinkAction, LinkId, Shipped};
-use crate::replication::protocol::{read_frame, write_frame, Message, MAX_FRAME_BYTES};
+use crate::replication::protocol::{read_frame, write_frame, Message, RefuseCode, MAX_FRAME_BYTES};
 use crate::replication::status::now_ms;
 
 /// A backlog this small is read on the async task itself.
@@ -60,6 +60,7 @@ pub(super) async fn stream_to(
                     last_lsn,
                     oldest_missing_ms,
                     now_ms: now_ms(),
+                    epoch: shared.store.own_epoch(),
                 };
                 write_frame(&mut writer, &beat).await?;
             }
@@ -88,7 +89,7 @@ pub(super) async fn stream_to(
                     .collect();
                 // Recorded before the frames leave: the fastest ack finds them sent.
                 shared.machine(|m| m.shipping(id, &shipped, now));
-                send_entries(&mut writer, batch).await?;
+                send_entries(&mut writer, batch, shared.store.own_epoch()).await?;
             }
             LinkAction::WaitUntil(at) => {
                 let wait = Duration::from_micros(at.saturating_sub(shared.now_us()));
@@ -133,8 +134,13 @@ async fn read_batch(
     Ok((batch, position))
 }
 
-/// Sends a batch: whole entries packed into frames, an entry larger than a frame in parts.
-async fn send_entries(writer: &mut Writer, batch: Vec<RawEntry>) -> Result<(), ReplicationError> {
+/// Sends a batch: whole entries packed into frames, an entry larger than a frame in parts;
+/// `epoch` is this primary's.
+async fn send_entries(
+    writer: &mut Writer,
+    batch: Vec<RawEntry>,
+    epoch: u64,
+) -> Result<(), ReplicationError> {
     let limit = MAX_FRAME_BYTES - FRAME_SLACK;
     let mut frame: Vec<ByteBuf> = Vec::new();
     let mut frame_bytes = 0;
@@ -142,7 +148,7 @@ async fn send_entries(writer: &mut Writer, batch: Vec<RawEntry>) -> Result<(), R
         let size = entry.payload.len() + 16;
         if !frame.is_empty() && frame_bytes + size > limit {
             let payloads = std::mem::take(&mut frame);
-            write_frame(writer, &Message::Entries { payloads }).await?;
+            write_frame(writer, &Message::Entries { payloads, epoch }).await?;
             frame_bytes = 0;
         }
         if size > limit {
@@ -162,7 +168,11 @@ async fn send_entries(writer: &mut Writer, batch: Vec<RawEntry>) -> Result<(), R
         frame.push(ByteBuf::from(entry.payload));
     }
     if !frame.is_empty() {
-        write_frame(writer, &Message::Entries { payloads: frame }).await?;
+        let entries = Message::Entries {
+            payloads: frame,
+            epoch,
+        };
+        write_frame(writer, &entries).await?;
     }
     Ok(())
 }
@@ -179,6 +189,16 @@ async fn read_acks(shared: Arc<Shared>, id: LinkId, reader: OwnedReadHalf) {
                 flushed_lsn,
                 applied_lsn,
             }) => shared.acknowledge(&id, flushed_lsn, applied_lsn),
+            Ok(Message::Refused {
+                code: RefuseCode::Fenced,
+                epoch,
+                reason,
+                ..
+            }) => {
+                tracing::warn!(replica = %id.name, epoch, %reason, "a replica has seen a newer epoch");
+                shared.fence(epoch).await;
+                return;
+            }
             Ok(other) => {
                 tracing::warn!(replica = %id.name, message = ?other.type_byte(), "unexpected message from a replica");
                 return;

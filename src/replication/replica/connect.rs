@@ -15,7 +15,7 @@ use crate::net::stall::StallWriter;
 use crate::replication::handshake::{self, Role};
 use crate::replication::machine::ReplicaMachine;
 use crate::replication::protocol::{
-    read_frame_within, read_handshake_frame, write_frame, Message, PeerKind,
+    read_frame_within, read_handshake_frame, unexpected, write_frame, Message, PeerKind,
 };
 
 /// How long connecting, each handshake step and a snapshot's first frame may take.
@@ -41,8 +41,7 @@ pub(super) async fn connect(
     let mut writer = StallWriter::new(writer, IDLE_TIMEOUT);
     let nonce = match read_handshake_frame(&mut reader, HANDSHAKE_TIMEOUT, "challenge").await? {
         Message::Challenge { nonce } => nonce,
-        Message::Refused { reason, code } => return Err(code.into_error(reason, 0)),
-        _ => return Err(ReplicationError::Protocol("expected a challenge".into())),
+        other => return Err(unexpected(other, "a challenge")),
     };
     let consumer = Arc::clone(&shared.consumer);
     let position = tokio::task::spawn_blocking(move || consumer.position())
@@ -64,6 +63,7 @@ pub(super) async fn connect(
         flushed_id: position.id,
         lineage: position.lineage,
         fsync: shared.consumer.durable(),
+        history: position.history.clone(),
     };
     write_frame(&mut writer, &hello).await?;
     match read_handshake_frame(&mut reader, HANDSHAKE_TIMEOUT, "welcome").await? {
@@ -89,9 +89,24 @@ pub(super) async fn connect(
                         ReplicationError::Protocol(format!("cannot record the lineage: {e}"))
                     })?;
             }
-            let mut machine =
-                ReplicaMachine::new(position.flushed_lsn, position.applied_lsn, position.epoch);
+            let mut machine = ReplicaMachine::new(
+                position.flushed_lsn,
+                position.applied_lsn,
+                position.epoch,
+                position.id.0,
+            );
             machine.welcomed(epoch, last_lsn, snapshot)?;
+            if epoch > position.epoch {
+                // Remembered durably before anything of the new epoch is taken: this
+                // replica never goes back to a primary of an older epoch.
+                let consumer = Arc::clone(&shared.consumer);
+                tokio::task::spawn_blocking(move || consumer.raise_epoch(epoch))
+                    .await
+                    .map_err(|e| ReplicationError::Protocol(e.to_string()))?
+                    .map_err(|e| {
+                        ReplicationError::Protocol(format!("cannot record epoch {epoch}: {e}"))
+                    })?;
+            }
             {
                 let mut state = lock(&shared.state);
                 state.primary_epoch = epoch;
@@ -107,8 +122,9 @@ pub(super) async fn connect(
             }
             Ok((reader, writer, machine))
         }
-        Message::Refused { reason, code } => Err(code.into_error(reason, position.epoch)),
-        _ => Err(ReplicationError::Protocol("expected a welcome".into())),
+        other => Err(other
+            .refusal(position.epoch)
+            .unwrap_or_else(|| ReplicationError::Protocol("expected a welcome".into()))),
     }
 }
 
@@ -126,6 +142,7 @@ async fn receive_snapshot(
         id,
         lineage,
         tables,
+        history,
     } = read_frame_within(reader, HANDSHAKE_TIMEOUT, "a snapshot").await?
     else {
         return Err(ReplicationError::Protocol("expected a snapshot".into()));
@@ -142,6 +159,7 @@ async fn receive_snapshot(
         epoch,
         id,
         lineage,
+        history,
     };
     let mut installer = tokio::task::spawn_blocking(move || consumer.begin_snapshot(start))
         .await

@@ -13,7 +13,7 @@ use super::{lock, Shared, IDLE_TIMEOUT};
 use crate::error::{NetError, ReplicationError};
 use crate::net::AbortOnDrop;
 use crate::replication::machine::{ReplicaAction, ReplicaMachine};
-use crate::replication::protocol::{read_frame, write_frame, Message};
+use crate::replication::protocol::{read_frame, write_frame, Message, RefuseCode};
 
 /// Frames read ahead of the applier, at most.
 const READ_AHEAD_FRAMES: usize = 64;
@@ -56,7 +56,14 @@ pub(super) async fn session(
                 .await?;
                 observe(shared, &machine, &message);
             }
-            for action in machine.receive(message)? {
+            let actions = match machine.receive(message) {
+                Ok(actions) => actions,
+                Err(err) => {
+                    tell_fenced(&mut writer, &err).await;
+                    return Err(err);
+                }
+            };
+            for action in actions {
                 match action {
                     ReplicaAction::Append(payloads) => {
                         bytes += payloads.iter().map(Vec::len).sum::<usize>();
@@ -81,6 +88,7 @@ fn observe(shared: &Shared, machine: &ReplicaMachine, message: &Message) {
         last_lsn,
         oldest_missing_ms,
         now_ms,
+        ..
     } = message
     {
         let mut state = lock(&shared.state);
@@ -88,6 +96,20 @@ fn observe(shared: &Shared, machine: &ReplicaMachine, message: &Message) {
         state.heartbeat = Some((*now_ms, Instant::now()));
         state.oldest_missing_ms = *oldest_missing_ms;
         state.state = machine.state();
+    }
+}
+
+/// Tells a primary it is deposed (best effort: the link is dropped anyway), so that it
+/// stops taking writes at once rather than when a promotion reaches it.
+async fn tell_fenced(writer: &mut Writer, err: &ReplicationError) {
+    if let ReplicationError::Fenced { epoch, reason } = err {
+        let refused = Message::Refused {
+            reason: reason.clone(),
+            code: RefuseCode::Fenced,
+            epoch: *epoch,
+            fork_lsn: None,
+        };
+        let _ = write_frame(writer, &refused).await;
     }
 }
 

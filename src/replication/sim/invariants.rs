@@ -267,7 +267,7 @@ fn describe(event: &Event) -> String {
 /// A frame as a person reads it: entries by LSN, not by bytes.
 fn frame_name(frame: &Frame) -> String {
     match frame {
-        Frame::Wire(Message::Entries { payloads }) => {
+        Frame::Wire(Message::Entries { payloads, .. }) => {
             let lsns: Vec<_> = payloads.iter().filter_map(|p| payload_lsn(p)).collect();
             format!("entries {lsns:?}")
         }

@@ -44,7 +44,7 @@ impl Node {
             name: format!("{role}-{index}"),
             kind,
             fsync,
-            machine: ReplicaMachine::new(0, 0, EPOCH),
+            machine: ReplicaMachine::new(0, 0, EPOCH, 0),
             disk: SimDisk::default(),
             conn: None,
             up: true,
@@ -63,7 +63,7 @@ impl Node {
     pub fn fresh_machine(&self) -> ReplicaMachine {
         let durable = self.disk.durable_lsn();
         #[allow(unused_mut)] // planted bugs exist in test builds only
-        let mut machine = ReplicaMachine::new(durable, durable, EPOCH);
+        let mut machine = ReplicaMachine::new(durable, durable, EPOCH, EPOCH);
         #[cfg(test)]
         {
             machine.planted = self.planted;

@@ -4,7 +4,7 @@
 use serde_bytes::ByteBuf;
 
 use super::network::{Frame, Side};
-use super::world::{Event, World};
+use super::world::{Event, World, EPOCH};
 use crate::replication::machine::{LinkAction, LinkId, Shipped};
 use crate::replication::protocol::Message;
 
@@ -38,6 +38,7 @@ impl World {
                         last_lsn,
                         oldest_missing_ms: 0,
                         now_ms: now / 1_000,
+                        epoch: EPOCH,
                     };
                     self.send(generation, Side::Peer, Frame::Wire(beat));
                 }
@@ -100,7 +101,10 @@ impl World {
             self.send(
                 generation,
                 Side::Peer,
-                Frame::Wire(Message::Entries { payloads }),
+                Frame::Wire(Message::Entries {
+                    payloads,
+                    epoch: EPOCH,
+                }),
             );
         }
     }

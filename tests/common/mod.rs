@@ -1,0 +1,46 @@
+//! Helpers shared by the replication tests over real TCP on 127.0.0.1.
+
+use std::time::{Duration, Instant};
+
+use replikv::codec::{encode_key, KeyRef, Op};
+use replikv::replication::primary::{Primary, PrimaryOptions};
+use replikv::replication::replica::ReplicaOptions;
+use replikv::store::StoreOptions;
+
+pub type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// A one-op transaction that puts `value` at `key` in table `t`.
+pub fn put(key: &str, value: Vec<u8>) -> Vec<Op> {
+    vec![Op {
+        table: "t".to_owned(),
+        key: encode_key(KeyRef::Str(key)),
+        value: Some(value),
+    }]
+}
+
+pub fn primary_options(token: Option<&str>) -> PrimaryOptions {
+    PrimaryOptions {
+        token: token.map(str::to_owned),
+        ship_interval: Duration::from_millis(5),
+        ..PrimaryOptions::default()
+    }
+}
+
+pub fn replica_options(primary: &Primary, token: Option<&str>, name: &str) -> ReplicaOptions {
+    ReplicaOptions {
+        primary: primary.address().to_string(),
+        token: token.map(str::to_owned),
+        name: name.to_owned(),
+        max_backoff: Duration::from_millis(200),
+        store: StoreOptions::default(),
+    }
+}
+
+/// Polls `check` for up to 30 s (a bound for a hung test, not a speed target).
+pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
