@@ -19,7 +19,7 @@ use replikv::codec::{encode_key, KeyRef, Op};
 use replikv::log::LogPosition;
 use replikv::replication::primary::{Primary, PrimaryOptions};
 use replikv::replication::quorum::SyncOptions;
-use replikv::replication::replica::{Replica, ReplicaOptions};
+use replikv::replication::replica::{OnDiverge, Replica, ReplicaOptions};
 use replikv::store::{Durability, Store, StoreOptions};
 
 type Outcome<T = ()> = Result<T, Box<dyn std::error::Error>>;
@@ -157,6 +157,7 @@ fn serve(dir: &std::path::Path) -> Outcome<Served> {
             name: "r1".into(),
             max_backoff: Duration::from_millis(100),
             store: StoreOptions::default(),
+            on_diverge: OnDiverge::Stop,
         },
     )?;
     // The first sync write waits until the replica registered.

@@ -5,13 +5,14 @@
 use std::path::Path;
 use std::time::Duration;
 
+use replikv::codec::{encode_key, KeyRef};
 use replikv::error::{Error, ReplicationError};
 use replikv::log::LogPosition;
 use replikv::replication::primary::{Primary, PrimaryOptions};
 use replikv::replication::quorum::SyncOptions;
-use replikv::replication::replica::Replica;
+use replikv::replication::replica::{OnDiverge, Replica, ReplicaOptions};
 use replikv::replication::status::LinkState;
-use replikv::store::{Durability, Store, StoreOptions};
+use replikv::store::{read_divergence_report, Durability, Store, StoreOptions};
 
 mod common;
 
@@ -198,6 +199,65 @@ fn a_replica_holding_entries_the_new_primary_never_had_is_refused_with_the_fork(
     );
     assert_eq!(replica.store().last_lsn(), 14, "nothing was merged");
     assert_eq!(replica.store().epoch_history().pairs(), &[(1, 1)]);
+    // The loss account: exactly the old primary's entries 11..=14 and their keys.
+    let account = replica.state().diverged.expect("the loss account");
+    assert_eq!(
+        (account.fork_lsn, account.last_lsn, account.entries),
+        (11, 14, 4)
+    );
+    let keys: Vec<_> = (0..4)
+        .map(|i| encode_key(KeyRef::Str(&format!("a{i}"))))
+        .collect();
+    assert_eq!(
+        account.touched["t"].iter().cloned().collect::<Vec<_>>(),
+        keys
+    );
+    Ok(())
+}
+
+#[test]
+fn a_resync_keeps_the_local_only_entries_in_a_report_then_follows_from_scratch() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    two_histories(dir.path(), 10, 4, 3)?;
+    let a = Store::open(dir.path().join("a"), StoreOptions::default())?;
+    let old = Primary::start(a.clone(), primary_options(None))?;
+    let replica = Replica::start(
+        dir.path().join("replica"),
+        replica_options(&old, None, "eu-1"),
+    )?;
+    eventually("the replica to reach LSN 14", || {
+        replica.store().last_lsn() == 14
+    });
+    replica.close()?;
+    old.close();
+    let b = Store::open(dir.path().join("b"), StoreOptions::default())?;
+    let new = Primary::start(b.clone(), primary_options(None))?;
+    let options = ReplicaOptions {
+        on_diverge: OnDiverge::Resync,
+        ..replica_options(&new, None, "eu-1")
+    };
+    let replica = Replica::start(dir.path().join("replica"), options)?;
+    eventually("the resynced replica to converge", || {
+        replica.store().checksum().ok() == b.checksum().ok()
+    });
+    let state = replica.state();
+    assert_eq!(state.resyncs, 1);
+    let resynced = state.last_resync.expect("the resync");
+    assert_eq!(resynced.divergence.entries, 4);
+    let report = read_divergence_report(&resynced.report)?;
+    assert_eq!(report.fork_lsn, 11);
+    assert_eq!(report.primary, new.address().to_string());
+    let lsns: Vec<u64> = report.entries.iter().map(|e| e.lsn).collect();
+    assert_eq!(lsns, vec![11, 12, 13, 14]);
+    assert!(report.entries.iter().all(|e| e.epoch == 1));
+    assert_eq!(replica.store().epoch_history(), b.epoch_history());
+    // A damaged report is refused, never half read.
+    let mut bytes = std::fs::read(&resynced.report)?;
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    let damaged = dir.path().join("damaged.rkvd");
+    std::fs::write(&damaged, bytes)?;
+    assert!(read_divergence_report(&damaged).is_err());
     Ok(())
 }
 

@@ -18,7 +18,7 @@ use replikv::replication::primary::{Primary, PrimaryOptions};
 use replikv::replication::protocol::{
     check_frame_len, decode_frame_body, encode_frame, Message, PeerKind, RefuseCode,
 };
-use replikv::replication::replica::{Replica, ReplicaOptions};
+use replikv::replication::replica::{OnDiverge, Replica, ReplicaOptions};
 use replikv::replication::status::{LinkState, SyncRole};
 use replikv::store::{Durability, Store, StoreOptions};
 use serde_bytes::ByteBuf;
@@ -274,6 +274,7 @@ fn strangers_holding_sockets_open_never_lock_out_monitors_or_replicas() -> TestR
             name: "late".to_owned(),
             max_backoff: Duration::from_millis(200),
             store: StoreOptions::default(),
+            on_diverge: OnDiverge::Stop,
         },
     )?;
     store.commit(put("t", "k", vec![0x01]), None)?;
@@ -411,6 +412,7 @@ fn dropping_a_primary_signals_its_tasks_and_returns_without_waiting_for_them() -
             name: "r".to_owned(),
             max_backoff: Duration::from_millis(200),
             store: StoreOptions::default(),
+            on_diverge: OnDiverge::Stop,
         },
     )?;
     eventually("the replica to connect", || {

@@ -182,6 +182,6 @@ def test_replikv_replica_on_a_diverged_directory_exits_nonzero_and_says_how_to_r
                 check=False,
             )
     assert result.returncode == 1, result
-    assert "diverged" in result.stderr
-    assert f"mv {tmp_path / 'other'} {tmp_path / 'other'}.diverged" in result.stderr
-    assert "re-seeds from a snapshot" in result.stderr
+    assert "diverged" in result.stderr and "1 local-only entries" in result.stderr
+    assert f"replikv replica --data {tmp_path / 'other'} --resync" in result.stderr
+    assert "replikv.read_diverged(path)" in result.stderr

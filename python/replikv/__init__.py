@@ -23,6 +23,7 @@ from ._core import (
     decode_value,
     encode_value,
 )
+from ._diverged import DivergenceReport, read_diverged
 from ._store import Table
 from .exceptions import (
     AuthError,
@@ -54,6 +55,7 @@ __all__ = [
     "CorruptionError",
     "Damage",
     "DivergedError",
+    "DivergenceReport",
     "FencedError",
     "InheritedHandleError",
     "LogTruncated",
@@ -83,4 +85,5 @@ __all__ = [
     "__version__",
     "decode_value",
     "encode_value",
+    "read_diverged",
 ]

@@ -4,7 +4,7 @@ import datetime
 import os
 import pathlib
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, final
+from typing import Any, Literal, final
 
 from typing_extensions import Self
 
@@ -29,6 +29,7 @@ __all__ = [
     "decode_value",
     "encode_value",
     "fetch_status",
+    "read_diverged_report",
 ]
 
 _Key = str | bytes | int
@@ -161,7 +162,11 @@ class Store:
         """The last LSN that is durable and visible to readers."""
     @property
     def epoch(self) -> int:
-        """The store's epoch (raised by promotions)."""
+        """The highest epoch the store has seen (promotions raise it; a store that has seen
+        a newer epoch than its own entries carry is deposed and refuses writes)."""
+    @property
+    def epoch_history(self) -> list[tuple[int, int]]:
+        """The epochs its log went through: ``(epoch, start_lsn)`` pairs, oldest first."""
     @property
     def closed(self) -> bool:
         """Whether the store is closed."""
@@ -433,7 +438,13 @@ class Replica:
         name: str | None = None,
         fsync: bool = True,
         max_backoff: float = 2.0,
-    ) -> Self: ...
+        on_diverge: Literal["stop", "resync"] = "stop",
+    ) -> Self:
+        """``on_diverge``: what to do when this store's history forks from the
+        primary's. ``"stop"`` (the default) stops following and raises ``DivergedError``
+        with the loss account from ``wait_for`` and ``get``; ``"resync"`` writes the
+        local-only entries to a report file in ``<path>/diverged/`` (see
+        :func:`replikv.read_diverged`), discards everything and re-seeds."""
     @property
     def store(self) -> Store:
         """The replica's store; writes raise ``ReadOnlyError``."""
@@ -478,6 +489,12 @@ def fetch_status(address: str, *, token: str | None = None, timeout: float = 5.0
         ``last_lsn``, ``epoch``, ``rejected``, ``sync_state`` (as ``Primary.sync_state``)
         and ``replicas`` (a list of :class:`ReplicaInfo`).
     """
+
+def read_diverged_report(
+    path: str | os.PathLike[str],
+) -> tuple[int, str, datetime.datetime, list[Change]]:
+    """Reads a divergence report file: ``(fork_lsn, primary, written_at, entries)``.
+    Use :func:`replikv.read_diverged`, which wraps it."""
 
 def encode_value(value: Any, /) -> bytes:
     """The MessagePack bytes replikv stores for ``value`` (what a cache node's GET returns).

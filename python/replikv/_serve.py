@@ -67,6 +67,14 @@ def add_commands(commands: Any) -> None:
     replica.add_argument(
         "--status-every", type=float, default=1.0, metavar="S", help="print progress every S s"
     )
+    replica.add_argument(
+        "--resync",
+        action="store_true",
+        help=(
+            "if this store's history forks from the primary's, keep its local-only entries "
+            "in a report file under DIR/diverged/ and re-seed (default: stop with the account)"
+        ),
+    )
     replica.set_defaults(run=_run_replica)
 
     status = commands.add_parser(
@@ -138,7 +146,13 @@ def _run_primary(args: argparse.Namespace) -> int:
 def _run_replica(args: argparse.Namespace) -> int:
     _stop_on_sigterm()
     try:
-        with Replica(args.data, primary=args.primary, token=args.token, name=args.name) as replica:
+        with Replica(
+            args.data,
+            primary=args.primary,
+            token=args.token,
+            name=args.name,
+            on_diverge="resync" if args.resync else "stop",
+        ) as replica:
             print(f"replica {replica.name!r} following {args.primary} into {args.data}", flush=True)
 
             def progress() -> None:
@@ -149,6 +163,16 @@ def _run_replica(args: argparse.Namespace) -> int:
                     + (f"  ({s['last_error']})" if s["last_error"] else ""),
                     flush=True,
                 )
+                if s["resyncs"] > resyncs[0]:
+                    resyncs[0] = s["resyncs"]
+                    last = s["last_resync"]
+                    print(
+                        f"resynced: {last['entries']:,} local-only entries from LSN "
+                        f"{last['fork_lsn']:,} kept in {last['report']}",
+                        flush=True,
+                    )
+
+            resyncs = [0]
 
             failure = _follow_until_stopped(replica, args.status_every, progress)
     except (ReplikvError, OSError, ValueError) as problem:
@@ -186,10 +210,10 @@ def _recovery(failure: str, data: Path) -> str:
     if failure.startswith("diverged"):
         return (
             f"{data} holds a history that is not the primary's, so it can never follow it. "
-            "To recover, move the directory aside (keep it if its extra writes matter: "
-            f"replikv.Store({str(data)!r}) reads it) and start the replica again on a new "
-            f"directory, which re-seeds from a snapshot of the primary:\n"
-            f"  mv {data} {data}.diverged && replikv replica --data {data} ..."
+            "To recover, start the replica again with --resync: it keeps the entries only "
+            f"it holds in a report file under {data}/diverged/ (replikv.read_diverged(path) "
+            "reads it) and re-seeds from the primary:\n"
+            f"  replikv replica --data {data} --resync ..."
         )
     if failure.startswith("authentication"):
         return "Check that the replica's --token (or $REPLIKV_TOKEN) is the primary's."

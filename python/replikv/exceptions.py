@@ -7,6 +7,7 @@ Errors that come from the operating system also subclass the matching ``OSError`
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 __all__ = [
     "AuthError",
@@ -117,12 +118,26 @@ class FencedError(ReplicationError):
 
 
 class DivergedError(ReplicationError):
-    """The two stores' histories fork; the replica needs an explicit resync. ``fork_lsn``
-    is the first LSN at which they differ, when it is known (else ``None``)."""
+    """The two stores' histories fork; the replica needs an explicit resync.
 
-    def __init__(self, message: str, fork_lsn: int | None = None) -> None:
+    ``fork_lsn`` is the first LSN at which they differ, when it is known (else ``None``).
+    A replica stopped on a fork also gives the loss account: ``entries`` (how many entries
+    only it holds, from the fork on) and ``tables`` (``{table: [key, ...]}``, the keys they
+    touched). ``Replica(..., on_diverge="resync")`` keeps those entries in a report file
+    (see :func:`replikv.read_diverged`) and re-seeds.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        fork_lsn: int | None = None,
+        entries: int | None = None,
+        tables: dict[str, list[Any]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.fork_lsn = fork_lsn
+        self.entries = entries
+        self.tables = dict(tables or {})
 
 
 class AuthError(ReplikvError):

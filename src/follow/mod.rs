@@ -5,6 +5,9 @@
 //! invalidator will be another. Only a consumer whose [`Role`] is `Replica` and which is
 //! [`LogConsumer::durable`] can ever count toward a primary's quorum.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
 use crate::error::Result;
 
 /// What a follower is to its primary.
@@ -46,6 +49,45 @@ pub struct SnapshotStart {
     pub lineage: u64,
     /// The epochs the primary's log went through up to `lsn`: `(epoch, start_lsn)`.
     pub history: Vec<(u64, u64)>,
+}
+
+/// What a store holds beyond a fork.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Divergence {
+    /// The first LSN its history does not share with the primary's.
+    pub fork_lsn: u64,
+    /// Its last LSN.
+    pub last_lsn: u64,
+    /// Entries from the fork on (0 if it holds nothing past the fork).
+    pub entries: u64,
+    /// The keys (as encoded) those entries touched, by table.
+    pub touched: BTreeMap<String, BTreeSet<Vec<u8>>>,
+}
+
+impl Divergence {
+    /// "3 entries (LSN 11 to 13) touching subscribers (2 keys), events (1 key)".
+    #[must_use]
+    pub fn summary(&self) -> String {
+        let tables: Vec<String> = self
+            .touched
+            .iter()
+            .map(|(table, keys)| {
+                let plural = if keys.len() == 1 { "" } else { "s" };
+                format!("{table} ({} key{plural})", keys.len())
+            })
+            .collect();
+        format!(
+            "{} local-only entries (LSN {} to {}) touching {}",
+            self.entries,
+            self.fork_lsn,
+            self.last_lsn,
+            if tables.is_empty() {
+                "no table".to_owned()
+            } else {
+                tables.join(", ")
+            }
+        )
+    }
 }
 
 /// Receives a snapshot's rows, then checks and installs them whole.
@@ -97,4 +139,16 @@ pub trait LogConsumer: Send + Sync + 'static {
     /// # Errors
     /// It cannot take snapshots, or a storage failure.
     fn begin_snapshot(&self, start: SnapshotStart) -> Result<Box<dyn SnapshotSink>>;
+    /// What it holds from `fork_lsn` on, which its primary never had (the loss account).
+    ///
+    /// # Errors
+    /// Its log no longer holds `fork_lsn`, or cannot be read.
+    fn divergence(&self, fork_lsn: u64) -> Result<Divergence>;
+    /// Writes what it holds from `fork_lsn` on to a new report in `report_dir` (durably),
+    /// then discards everything so that it follows `primary` again from scratch; returns
+    /// the report's path.
+    ///
+    /// # Errors
+    /// The report cannot be written (nothing is discarded then), or the discard failed.
+    fn resync(&self, fork_lsn: u64, primary: &str, report_dir: &Path) -> Result<PathBuf>;
 }

@@ -2,6 +2,7 @@
 //! names pyo3.
 
 mod args;
+mod diverged;
 mod errors;
 mod iter;
 mod replication;
@@ -15,6 +16,8 @@ use pyo3::pymodule;
 
 #[pymodule]
 mod _core {
+    #[pymodule_export]
+    use super::diverged::read_diverged_report;
     #[pymodule_export]
     use super::iter::{PyChanges, PyScan};
     #[pymodule_export]

@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
 use super::args::{durability_setting, non_negative, seconds, timeout as wait_limit};
+use super::diverged::{account, diverged_error};
 use super::errors::{owned, raise, run_detached};
 use super::store::PyStore;
 use super::value::unix_to_datetime;
@@ -16,7 +17,7 @@ use crate::fork::ParentOnly;
 use crate::replication::primary::{Primary, PrimaryOptions};
 use crate::replication::protocol::MAX_FRAME_BYTES;
 use crate::replication::quorum::SyncOptions;
-use crate::replication::replica::{Replica, ReplicaOptions};
+use crate::replication::replica::{OnDiverge, Replica, ReplicaOptions};
 use crate::replication::status::{lag_seconds, LinkState, ReplicaLink};
 use crate::store::{OnTimeout, StoreOptions};
 
@@ -365,7 +366,8 @@ pub(crate) struct PyReplica {
 #[pymethods]
 impl PyReplica {
     #[new]
-    #[pyo3(signature = (path, *, primary, token = None, name = None, fsync = true, max_backoff = 2.0))]
+    #[pyo3(signature = (path, *, primary, token = None, name = None, fsync = true, max_backoff = 2.0, on_diverge = "stop"))]
+    #[allow(clippy::too_many_arguments)] // the keyword arguments of the Python API
     fn new(
         py: Python<'_>,
         path: std::path::PathBuf,
@@ -374,7 +376,17 @@ impl PyReplica {
         name: Option<String>,
         fsync: bool,
         max_backoff: f64,
+        on_diverge: &str,
     ) -> PyResult<Self> {
+        let on_diverge = match on_diverge {
+            "stop" => OnDiverge::Stop,
+            "resync" => OnDiverge::Resync,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "on_diverge must be 'stop' or 'resync', not {other:?}"
+                )))
+            }
+        };
         let name = match name {
             Some(name) => name,
             None => path
@@ -402,6 +414,7 @@ impl PyReplica {
                 fsync,
                 ..StoreOptions::default()
             },
+            on_diverge,
         };
         let replica = run_detached(py, move || Replica::start(path, options))?;
         let store = Py::new(
@@ -508,6 +521,22 @@ impl PyReplica {
         status.set_item("snapshots", state.snapshots)?;
         status.set_item("snapshot_progress", state.snapshot)?;
         status.set_item("last_error", state.last_error)?;
+        let diverged = state
+            .diverged
+            .as_ref()
+            .map(|divergence| account(py, divergence))
+            .transpose()?;
+        status.set_item("diverged", diverged)?;
+        status.set_item("resyncs", state.resyncs)?;
+        let last_resync = match &state.last_resync {
+            Some(resynced) => {
+                let last = account(py, &resynced.divergence)?;
+                last.set_item("report", resynced.report.display().to_string())?;
+                Some(last)
+            }
+            None => None,
+        };
+        status.set_item("last_resync", last_resync)?;
         Ok(status)
     }
 
@@ -563,6 +592,9 @@ impl PyReplica {
                 replica.name(),
                 replica.primary()
             );
+            if let Some(divergence) = &state.diverged {
+                return Err(diverged_error(py, message, divergence));
+            }
             return Err(raise(py, "ReplicationError", (message,)));
         }
         Ok(false)

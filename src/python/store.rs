@@ -83,11 +83,18 @@ impl PyStore {
         Ok(self.store.last_lsn())
     }
 
-    /// The store's epoch.
+    /// The highest epoch the store has seen (promotions raise it).
     #[getter]
     fn epoch(&self, py: Python<'_>) -> PyResult<u64> {
         owned(py, &self.store)?;
         Ok(self.store.epoch())
+    }
+
+    /// The epochs its log went through: `(epoch, start_lsn)` pairs, oldest first.
+    #[getter]
+    fn epoch_history(&self, py: Python<'_>) -> PyResult<Vec<(u64, u64)>> {
+        owned(py, &self.store)?;
+        Ok(self.store.epoch_history().pairs().to_vec())
     }
 
     /// Whether the store is closed.

@@ -3,7 +3,7 @@
 //! the replication glue drives (what it reports as flushed is what its log holds).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use super::install::Installer;
@@ -11,7 +11,7 @@ use super::tables::TableSum;
 use super::{dir_io, Store, StoreOptions};
 use crate::codec::decode_entry;
 use crate::error::{ReadOnlyReason, ReplicationError, Result, StoreError};
-use crate::follow::{LogConsumer, Position, Role, SnapshotSink, SnapshotStart};
+use crate::follow::{Divergence, LogConsumer, Position, Role, SnapshotSink, SnapshotStart};
 
 impl Store {
     pub(super) fn read_only(&self, why: ReadOnlyReason) -> crate::Error {
@@ -214,6 +214,16 @@ impl LogConsumer for Store {
     fn begin_snapshot(&self, start: SnapshotStart) -> Result<Box<dyn SnapshotSink>> {
         let installer = self.begin_install(start)?;
         Ok(Box::new(installer))
+    }
+
+    fn divergence(&self, fork_lsn: u64) -> Result<Divergence> {
+        Store::divergence(self, fork_lsn)
+    }
+
+    fn resync(&self, fork_lsn: u64, primary: &str, report_dir: &Path) -> Result<PathBuf> {
+        let report = self.write_divergence_report(fork_lsn, primary, report_dir)?;
+        self.discard_all()?;
+        Ok(report)
     }
 }
 

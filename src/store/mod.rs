@@ -3,6 +3,7 @@
 
 mod commit;
 mod dirlock;
+mod diverged;
 mod durability;
 mod epochs;
 mod follow;
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use commit::{Batch, CheckpointPolicy, Pipeline, Refused};
 use dirlock::DirLock;
+pub use diverged::{read_divergence_report, DivergenceReport};
 pub use durability::{Committed, Durability, OnTimeout, Receipt, Registration, SyncReplication};
 use epochs::Epochs;
 pub use epochs::{fork_lsn, EpochHistory};

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use replikv::codec::{encode_key, KeyRef, Op};
 use replikv::replication::primary::{Primary, PrimaryOptions};
-use replikv::replication::replica::ReplicaOptions;
+use replikv::replication::replica::{OnDiverge, ReplicaOptions};
 use replikv::store::StoreOptions;
 
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -33,6 +33,7 @@ pub fn replica_options(primary: &Primary, token: Option<&str>, name: &str) -> Re
         name: name.to_owned(),
         max_backoff: Duration::from_millis(200),
         store: StoreOptions::default(),
+        on_diverge: OnDiverge::Stop,
     }
 }
 

@@ -275,18 +275,21 @@ async fn welcome<'a>(
     }
     let view = log_view(shared, peer, epoch, flushed_lsn, history).await?;
     let internal = |e: &dyn std::fmt::Display| Refusal::new(RefuseCode::Protocol, e.to_string());
+    let primary_lineage = shared.store.lineage().map_err(|e| internal(&e))?;
+    if flushed_lsn > 0 && lineage != primary_lineage {
+        // Another lineage shares no entry with this store: everything it holds is its own.
+        return Err(Refusal {
+            code: RefuseCode::Diverged,
+            reason: format!(
+                "{peer} holds another store's history (a different lineage): all of its \
+                 {flushed_lsn} entries are its own"
+            ),
+            fork_lsn: Some(1),
+        });
+    }
     // A replica whose position left the log is re-seeded by a snapshot; a fork is never
     // papered over that way (it needs an explicit resync).
-    let primary_lineage = shared.store.lineage().map_err(|e| internal(&e))?;
-    let snapshot = needs_snapshot(
-        kind,
-        peer,
-        flushed_lsn,
-        flushed_id,
-        lineage,
-        primary_lineage,
-        view,
-    )?;
+    let snapshot = needs_snapshot(kind, flushed_lsn, flushed_id, view)?;
     // A replica's slot is pinned from here, before any snapshot is taken: retention cannot
     // then cut the entries that will follow it.
     let start = if snapshot {
@@ -380,16 +383,12 @@ async fn log_view(
 }
 
 /// Whether the peer may stream from its position (`false`), must first be re-seeded by a
-/// snapshot (`true`), or is refused. Only an empty store, or one of this primary's lineage,
-/// may be replaced by a snapshot: anything else holds another history that a snapshot
-/// would silently overwrite.
+/// snapshot (`true`), or is refused. Only a replica is re-seeded, and never one that
+/// diverged (its fork was found first).
 fn needs_snapshot(
     kind: PeerKind,
-    peer: &SocketAddr,
     flushed_lsn: u64,
     flushed_id: (u64, u32),
-    lineage: u64,
-    primary_lineage: u64,
     view: LogView,
 ) -> Result<bool, Refusal> {
     match handshake::resume_decision(flushed_lsn, flushed_id, view) {
@@ -397,18 +396,7 @@ fn needs_snapshot(
         Err(Denied {
             code: RefuseCode::NeedsSnapshot,
             ..
-        }) if kind == PeerKind::Replica && (flushed_lsn == 0 || lineage == primary_lineage) => {
-            Ok(true)
-        }
-        Err(Denied {
-            code: RefuseCode::NeedsSnapshot,
-            ..
-        }) if kind == PeerKind::Replica => Err(Refusal::new(
-            RefuseCode::Diverged,
-            format!(
-                "{peer} holds another store's history (a different lineage): resync it explicitly"
-            ),
-        )),
+        }) if kind == PeerKind::Replica => Ok(true),
         Err(denied) => Err(denied.into()),
     }
 }

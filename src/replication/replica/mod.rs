@@ -2,6 +2,7 @@
 //! and reconnects with backoff after any failure.
 
 mod connect;
+mod diverge;
 mod session;
 
 use std::sync::{Arc, Mutex};
@@ -11,10 +12,11 @@ use tokio::sync::watch;
 
 use super::status::LinkState;
 use crate::error::{ReplicationError, Result};
-use crate::follow::LogConsumer;
+use crate::follow::{Divergence, LogConsumer};
 use crate::net::client::Backoff;
 use crate::net::runtime;
 use crate::store::{Store, StoreOptions};
+pub use diverge::{OnDiverge, Resynced};
 use session::session;
 
 /// How long a link may stay silent before the replica drops it and reconnects.
@@ -33,6 +35,8 @@ pub struct ReplicaOptions {
     pub max_backoff: Duration,
     /// Options of the replica's own store (`follower` is forced on).
     pub store: StoreOptions,
+    /// What it does when its history forks from the primary's.
+    pub on_diverge: OnDiverge,
 }
 
 /// What a replica knows about its link and lag.
@@ -57,6 +61,12 @@ pub struct ReplicaState {
     pub snapshot: Option<(u64, u64)>,
     /// Snapshots installed so far.
     pub snapshots: u64,
+    /// While stopped on a divergence: what only this replica holds.
+    pub diverged: Option<Divergence>,
+    /// Resyncs done so far, and the last one.
+    pub resyncs: u64,
+    /// The last resync: what it discarded, and the report that keeps it.
+    pub last_resync: Option<Resynced>,
 }
 
 impl ReplicaState {
@@ -72,6 +82,8 @@ impl ReplicaState {
 struct Shared {
     consumer: Arc<dyn LogConsumer>,
     options: ReplicaOptions,
+    /// Where divergence reports go: `diverged/` in the store's directory.
+    report_dir: std::path::PathBuf,
     state: Mutex<ReplicaState>,
 }
 
@@ -104,6 +116,7 @@ impl Replica {
         let shared = Arc::new(Shared {
             consumer: Arc::new(store.clone()),
             options,
+            report_dir: store.path().join("diverged"),
             state: Mutex::new(ReplicaState {
                 state: LinkState::Connecting,
                 primary_last_lsn: 0,
@@ -114,6 +127,9 @@ impl Replica {
                 connections: 0,
                 snapshot: None,
                 snapshots: 0,
+                diverged: None,
+                resyncs: 0,
+                last_resync: None,
             }),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -194,10 +210,17 @@ async fn follow(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         let mut connected = false;
         let mut stop = shutdown.clone();
         // A close must not wait on a stalled primary: the session is dropped mid-await.
-        let result = tokio::select! {
+        let mut result = tokio::select! {
             result = session(&shared, &mut shutdown, &mut connected) => result,
             _ = stop.changed() => Ok(()),
         };
+        if let Err(ReplicationError::Diverged { fork_lsn, reason }) = result {
+            result = match diverge::handle(&shared, fork_lsn, reason).await {
+                // Resynced: an empty store follows again at once.
+                Ok(()) => continue,
+                Err(err) => Err(err),
+            };
+        }
         {
             let mut state = lock(&shared.state);
             match result {
