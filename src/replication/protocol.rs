@@ -185,6 +185,13 @@ pub enum Message {
         /// The sender's epoch, as in `Entries`.
         #[serde(default)]
         epoch: u64,
+        /// Its sync quorum, and how many registered replicas could count toward it (0
+        /// from an older primary): what a promotion must reach, `members - quorum + 1`.
+        #[serde(default)]
+        quorum: u64,
+        /// See `quorum`.
+        #[serde(default)]
+        members: u64,
     },
 }
 
@@ -505,6 +512,8 @@ mod tests {
                 oldest_missing_ms: 1,
                 now_ms: 2,
                 epoch: 3,
+                quorum: 2,
+                members: 3,
             },
         ]
     }
@@ -767,13 +776,15 @@ mod fuzz {
                 flushed_lsn,
                 applied_lsn
             }),
-            any::<(u64, u64, u64, u64)>().prop_map(
-                |(last_lsn, oldest_missing_ms, now_ms, epoch)| {
+            any::<(u64, u64, u64, u64, (u64, u64))>().prop_map(
+                |(last_lsn, oldest_missing_ms, now_ms, epoch, (quorum, members))| {
                     Message::Heartbeat {
                         last_lsn,
                         oldest_missing_ms,
                         now_ms,
                         epoch,
+                        quorum,
+                        members,
                     }
                 }
             ),

@@ -22,9 +22,9 @@ impl Store {
         .into()
     }
 
-    /// Refuses user writes on a replica's store.
+    /// Refuses user writes on a replica's store, and on a deposed primary's.
     pub(super) fn check_writable(&self) -> Result<()> {
-        match self.inner.read_only {
+        match self.read_only_reason() {
             Some(why) => Err(self.read_only(why)),
             None => self.check_epoch(),
         }
@@ -33,7 +33,40 @@ impl Store {
     /// Why user writes are refused (a replica's store), or `None` if they are accepted.
     #[must_use]
     pub fn read_only_reason(&self) -> Option<ReadOnlyReason> {
-        self.inner.read_only
+        *self
+            .inner
+            .read_only
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether this store follows a primary (it takes replicated entries, not user writes).
+    fn is_follower(&self) -> bool {
+        self.read_only_reason() == Some(ReadOnlyReason::Replica)
+    }
+
+    /// Makes a follower store a primary's, at run time (a promotion): durably unmarked as a
+    /// replica's, it takes user writes and no replicated entries from now on. Its lineage
+    /// stays, so the other replicas can follow it. The caller begins a new epoch next.
+    ///
+    /// # Errors
+    /// [`StoreError::ReadOnly`] unless it is a follower; a closed store or a storage
+    /// failure (it stays a follower then).
+    pub fn stop_following(&self) -> Result<()> {
+        if !self.is_follower() {
+            return Err(self.read_only(ReadOnlyReason::NotAFollower));
+        }
+        let mut exclusive = self.begin_exclusive()?;
+        exclusive.ready_to_read()?;
+        self.with_open(|open| open.tables.set_follower_flag(false))?;
+        *self
+            .inner
+            .read_only
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        self.inner.marked_follower.store(false, Ordering::Release);
+        drop(exclusive);
+        Ok(())
     }
 
     /// Appends entries committed by a primary, in LSN order, keeping their LSNs, epochs and
@@ -45,7 +78,7 @@ impl Store {
     /// for a gap or a repeat, a payload that does not decode, a closed store.
     pub fn append_replicated(&self, payloads: &[Vec<u8>]) -> Result<u64> {
         self.check_process()?;
-        if !self.inner.options.follower {
+        if !self.is_follower() {
             return Err(self.read_only(ReadOnlyReason::NotAFollower));
         }
         // Decode every payload before enqueuing any: a bad one refuses the whole call.
@@ -123,7 +156,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::ReadOnly`] unless this is an empty follower; storage failures.
     pub fn adopt_lineage(&self, lineage: u64) -> Result<()> {
-        if !self.inner.options.follower || self.last_lsn() != 0 {
+        if !self.is_follower() || self.last_lsn() != 0 {
             return Err(self.read_only(ReadOnlyReason::NotAFollower));
         }
         self.mark_follower(Some(lineage))

@@ -152,7 +152,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::ReadOnly`] on a store that is not a follower; I/O failures.
     pub fn begin_install(&self, start: SnapshotStart) -> Result<Installer> {
-        if !self.inner.options.follower {
+        if self.read_only_reason() != Some(ReadOnlyReason::Replica) {
             return Err(self.read_only(ReadOnlyReason::NotAFollower));
         }
         // A primary that sends no history predates it: its log was all epoch 1.

@@ -140,8 +140,9 @@ struct Inner {
     /// The process that opened the store: a child forked from it may not use it.
     owner: Owner,
     pipeline: Pipeline,
-    /// Why user writes are refused, if they are (fixed at open).
-    read_only: Option<ReadOnlyReason>,
+    /// Why user writes are refused, if they are: fixed at open, except that a promotion
+    /// makes a follower writable.
+    read_only: std::sync::Mutex<Option<ReadOnlyReason>>,
     /// The tables are durably marked as a replica's.
     marked_follower: AtomicBool,
     /// The primary serving this store, if one does: sync commits wait through it.
@@ -288,7 +289,7 @@ impl Store {
                 options,
                 owner: Owner::current(),
                 pipeline,
-                read_only,
+                read_only: std::sync::Mutex::new(read_only),
                 marked_follower: AtomicBool::new(parts.follower),
                 replication: durability::Registry::default(),
                 epochs: Epochs::new(parts.history, parts.epoch),

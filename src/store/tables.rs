@@ -318,6 +318,11 @@ impl Tables {
         }
     }
 
+    /// Durably marks the store as a replica's, or (a promotion) as a primary's.
+    pub(crate) fn set_follower_flag(&self, follower: bool) -> Result<()> {
+        self.write_meta(&[(FOLLOWER, u64::from(follower))])
+    }
+
     /// Makes a replica's store a standalone one: not a follower, with a lineage of its own
     /// (its history forks from the primary's here, so it can never follow it again).
     pub(crate) fn detach(&self) -> Result<()> {

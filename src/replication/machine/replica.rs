@@ -369,6 +369,8 @@ mod tests {
             oldest_missing_ms: 0,
             now_ms: 0,
             epoch: 2,
+            quorum: 0,
+            members: 0,
         };
         assert_eq!(
             m.receive(beat).unwrap(),
@@ -464,6 +466,8 @@ mod tests {
             oldest_missing_ms: 0,
             now_ms: 0,
             epoch: 2,
+            quorum: 0,
+            members: 0,
         };
         assert!(matches!(
             m.receive(beat),

@@ -61,6 +61,8 @@ pub(super) async fn stream_to(
                     oldest_missing_ms,
                     now_ms: now_ms(),
                     epoch: shared.store.own_epoch(),
+                    quorum: shared.sync.options().quorum as u64,
+                    members: shared.sync.counting() as u64,
                 };
                 write_frame(&mut writer, &beat).await?;
             }

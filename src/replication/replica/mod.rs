@@ -3,6 +3,7 @@
 
 mod connect;
 mod diverge;
+mod promote;
 mod session;
 
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,7 @@ use crate::net::client::Backoff;
 use crate::net::runtime;
 use crate::store::{Store, StoreOptions};
 pub use diverge::{OnDiverge, Resynced};
+pub use promote::Promotion;
 use session::session;
 
 /// How long a link may stay silent before the replica drops it and reconnects.
@@ -48,6 +50,11 @@ pub struct ReplicaState {
     pub primary_last_lsn: u64,
     /// The primary's epoch, as last heard.
     pub primary_epoch: u64,
+    /// The primary's sync quorum and its registered replicas that count toward it, as
+    /// last heard (0 before a heartbeat): what a promotion must reach.
+    pub primary_quorum: u64,
+    /// See `primary_quorum`.
+    pub primary_members: u64,
     /// The primary's clock at the last heartbeat, and when it arrived here.
     heartbeat: Option<(u64, Instant)>,
     /// Commit time (primary's clock) of the oldest entry missing here, as of the last
@@ -93,6 +100,9 @@ pub struct Replica {
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Set once promoted: the store then belongs to the new primary, and closing the
+    /// replica leaves it open.
+    promoted: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -121,6 +131,8 @@ impl Replica {
                 state: LinkState::Connecting,
                 primary_last_lsn: 0,
                 primary_epoch: 0,
+                primary_quorum: 0,
+                primary_members: 0,
                 heartbeat: None,
                 oldest_missing_ms: 0,
                 last_error: None,
@@ -139,6 +151,7 @@ impl Replica {
             shared,
             shutdown,
             task: Mutex::new(Some(task)),
+            promoted: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -166,19 +179,28 @@ impl Replica {
         lock(&self.shared.state).clone()
     }
 
-    /// Stops following and closes the store.
+    /// Stops following and closes the store (unless it was promoted: its store is then
+    /// the new primary's).
     ///
     /// # Errors
     /// Closing the store failed.
     pub fn close(&self) -> Result<()> {
+        self.stop_task();
+        if self.promoted.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
+        self.store.close()
+    }
+
+    /// Stops the follow task and waits for it to end, so that no append races what comes
+    /// next. Only a thread outside the runtime can wait (a store's close drains appends
+    /// anyway).
+    fn stop_task(&self) {
         self.shutdown.send_replace(true);
         let task = lock(&self.task).take();
-        // The task ends at its next await point; wait so no append races the close. Only a
-        // thread outside the runtime can wait (the store's close drains appends anyway).
         if let (Some(task), Err(_)) = (task, tokio::runtime::Handle::try_current()) {
             let _ = runtime().block_on(task);
         }
-        self.store.close()
     }
 }
 

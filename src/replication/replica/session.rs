@@ -88,10 +88,14 @@ fn observe(shared: &Shared, machine: &ReplicaMachine, message: &Message) {
         last_lsn,
         oldest_missing_ms,
         now_ms,
+        quorum,
+        members,
         ..
     } = message
     {
         let mut state = lock(&shared.state);
+        state.primary_quorum = *quorum;
+        state.primary_members = *members;
         state.primary_last_lsn = state.primary_last_lsn.max(*last_lsn);
         state.heartbeat = Some((*now_ms, Instant::now()));
         state.oldest_missing_ms = *oldest_missing_ms;

@@ -39,6 +39,8 @@ impl World {
                         oldest_missing_ms: 0,
                         now_ms: now / 1_000,
                         epoch: EPOCH,
+                        quorum: 0,
+                        members: 0,
                     };
                     self.send(generation, Side::Peer, Frame::Wire(beat));
                 }

@@ -1,0 +1,131 @@
+//! Promotion over real TCP on 127.0.0.1: a replica becomes the primary of a new epoch
+//! without reopening its store, keeps every acknowledged sync write, and the old
+//! primary's unshipped async writes are the exact loss account when it tries to follow.
+
+use std::time::Duration;
+
+use replikv::error::{Error, ReplicationError};
+use replikv::replication::primary::{Primary, PrimaryOptions};
+use replikv::replication::replica::{OnDiverge, Replica, ReplicaOptions};
+use replikv::replication::status::LinkState;
+use replikv::store::{Durability, Store, StoreOptions};
+
+mod common;
+
+use common::{eventually, primary_options, put, replica_options, TestResult};
+
+#[test]
+fn a_promoted_replica_keeps_every_sync_write_and_the_old_primary_accounts_for_the_rest(
+) -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let old_store = Store::open(dir.path().join("old"), StoreOptions::default())?;
+    // Async entries wait 60 s to ship; a sync write ships at once.
+    let lazy = PrimaryOptions {
+        ship_interval: Duration::from_secs(60),
+        heartbeat_interval: Duration::from_millis(20),
+        ..primary_options(None)
+    };
+    let old = Primary::start(old_store.clone(), lazy)?;
+    let replica = Replica::start(dir.path().join("eu-1"), replica_options(&old, None, "eu-1"))?;
+    eventually("eu-1 to register", || old.status().replicas.len() == 1);
+    for i in 0..5 {
+        old_store.commit(
+            put(&format!("consent{i}"), vec![0x01]),
+            Some(Durability::Sync),
+        )?;
+    }
+    let acknowledged = old_store.last_lsn();
+    for i in 0..3 {
+        old_store.commit(
+            put(&format!("event{i}"), vec![0x02]),
+            Some(Durability::Async),
+        )?;
+    }
+    let old_last = old_store.last_lsn();
+    eventually("a heartbeat with the old primary's last LSN", || {
+        let state = replica.state();
+        state.primary_last_lsn == old_last && state.primary_members == 1
+    });
+    old.close();
+    old_store.close()?;
+
+    let (new, promotion) = replica.promote(primary_options(None), false)?;
+    assert_eq!(promotion.epoch, 2);
+    assert_eq!(promotion.start_lsn, acknowledged + 1);
+    assert_eq!(promotion.reached, vec!["eu-1".to_owned()]);
+    assert!(!promotion.forced);
+    assert_eq!(promotion.possible_loss, Some((acknowledged + 1, old_last)));
+    let store = new.store().clone();
+    assert_eq!(
+        store.last_lsn(),
+        acknowledged,
+        "every acknowledged sync write is here"
+    );
+    let receipt = store.commit(put("after", vec![0x03]), None)?;
+    assert_eq!(store.entry_id(receipt.lsn)?.map(|id| id.0), Some(2));
+    replica.close()?;
+    assert!(
+        !store.is_closed(),
+        "the promoted store belongs to the new primary"
+    );
+
+    // The old primary's directory, following the new primary, is refused with exactly
+    // its three unshipped async entries as the account.
+    let options = ReplicaOptions {
+        on_diverge: OnDiverge::Stop,
+        ..replica_options(&new, None, "old")
+    };
+    let rejoining = Replica::start(dir.path().join("old"), options)?;
+    eventually("the old primary's divergence", || {
+        rejoining.state().state == LinkState::Failed
+    });
+    let account = rejoining.state().diverged.expect("the loss account");
+    assert_eq!(
+        (account.fork_lsn, account.last_lsn, account.entries),
+        (acknowledged + 1, old_last, 3)
+    );
+    assert_eq!(
+        rejoining.store().last_lsn(),
+        old_last,
+        "nothing was merged or dropped"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_promotion_that_cannot_reach_enough_members_is_refused_unless_forced() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path().join("primary"), StoreOptions::default())?;
+    let options = PrimaryOptions {
+        heartbeat_interval: Duration::from_millis(20),
+        ..primary_options(None)
+    };
+    let primary = Primary::start(store.clone(), options)?;
+    let eu1 = Replica::start(
+        dir.path().join("eu-1"),
+        replica_options(&primary, None, "eu-1"),
+    )?;
+    let us1 = Replica::start(
+        dir.path().join("us-1"),
+        replica_options(&primary, None, "us-1"),
+    )?;
+    store.commit(put("k", vec![0x01]), None)?;
+    eventually("both replicas to hear of two members", || {
+        eu1.state().primary_members == 2 && us1.state().primary_members == 2
+    });
+    let refused = eu1.promote(primary_options(None), false);
+    assert!(
+        matches!(&refused, Err(Error::Replication(ReplicationError::Refused { reason }))
+            if reason.contains("must reach 2")),
+        "{:?}",
+        refused.err()
+    );
+    eventually("eu-1 to keep following", || {
+        eu1.store().last_lsn() == 1 && eu1.state().state == LinkState::Streaming
+    });
+    primary.close();
+    let (_forced, promotion) = eu1.promote(primary_options(None), true)?;
+    assert!(promotion.forced);
+    assert_eq!((promotion.needed, promotion.epoch), (2, 2));
+    Ok(())
+}
