@@ -5,6 +5,8 @@
 //! invalidator will be another. Only a consumer whose [`Role`] is `Replica` and which is
 //! [`LogConsumer::durable`] can ever count toward a primary's quorum.
 
+use serde_derive::{Deserialize, Serialize};
+
 use crate::error::Result;
 
 /// What a follower is to its primary.
@@ -29,6 +31,16 @@ pub struct Position {
     pub lineage: u64,
     /// The highest epoch it has seen.
     pub epoch: u64,
+}
+
+/// A follower's per-table sums at one LSN, `(table, rows, checksum)` as snapshots carry
+/// them: what `Primary::verify` compares with the primary's at the same LSN.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SumsAt {
+    /// The LSN the sums were taken at.
+    pub lsn: u64,
+    /// Per table: name, row count, checksum.
+    pub tables: Vec<(String, u64, u64)>,
 }
 
 /// A snapshot about to be received: the primary's state at one LSN.
@@ -87,4 +99,13 @@ pub trait LogConsumer: Send + Sync + 'static {
     /// # Errors
     /// It cannot take snapshots, or a storage failure.
     fn begin_snapshot(&self, start: SnapshotStart) -> Result<Box<dyn SnapshotSink>>;
+    /// Its recent per-table sums at `since_lsn` or later, oldest first. A consumer that
+    /// keeps no data has none.
+    ///
+    /// # Errors
+    /// Its state cannot be read.
+    fn recent_sums(&self, since_lsn: u64) -> Result<Vec<SumsAt>> {
+        let _ = since_lsn;
+        Ok(Vec::new())
+    }
 }
