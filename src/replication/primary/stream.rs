@@ -39,7 +39,11 @@ pub(super) async fn stream_to(
     let mut visible = shared.visible.subscribe();
     let mut wanted = shared.sync.wanted();
     let mut position: Option<LogPosition> = None;
+    let mut requests = shared.verify_links.register(&id.name);
     loop {
+        while let Some(request) = requests.pending() {
+            write_frame(&mut writer, &request).await?;
+        }
         let now = shared.now_us();
         let last_lsn = shared.store.last_lsn();
         let sync_wanted = *wanted.borrow_and_update();
@@ -99,6 +103,7 @@ pub(super) async fn stream_to(
                     () = tokio::time::sleep(wait) => {}
                     _ = visible.changed(), if idle => {}
                     _ = wanted.changed() => {}
+                    Some(request) = requests.next() => write_frame(&mut writer, &request).await?,
                     _ = &mut acks.0 => return Ok(()),
                 }
             }
@@ -179,6 +184,9 @@ async fn read_acks(shared: Arc<Shared>, id: LinkId, reader: OwnedReadHalf) {
                 flushed_lsn,
                 applied_lsn,
             }) => shared.acknowledge(&id, flushed_lsn, applied_lsn),
+            Ok(Message::VerifyReply { id: request, sums }) => {
+                shared.verify_links.reply(&id.name, request, sums);
+            }
             Ok(other) => {
                 tracing::warn!(replica = %id.name, message = ?other.type_byte(), "unexpected message from a replica");
                 return;
