@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use replikv::codec::{encode_key, KeyRef, Op};
+use replikv::replication::monitor::fetch_verify;
 use replikv::replication::primary::{Primary, PrimaryOptions};
 use replikv::replication::replica::{Replica, ReplicaOptions};
 use replikv::replication::verify::{Verdict, VerifyReport};
@@ -207,6 +208,22 @@ fn a_row_changed_behind_a_stopped_replicas_back_is_reported_different() -> TestR
         (us_check.name.as_str(), us_check.verdict),
         ("us-1", Verdict::Equal),
         "{report}"
+    );
+    // `replikv verify` gets the same answer over the wire.
+    let fetched = fetch_verify(
+        &primary.address().to_string(),
+        None,
+        Duration::from_secs(30),
+    )?;
+    let verdicts: Vec<_> = fetched
+        .replicas
+        .iter()
+        .map(|r| (r.name.as_str(), r.verdict))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [("eu-1", Verdict::Different), ("us-1", Verdict::Equal)],
+        "{fetched}"
     );
     // The change is consistent: scrub, which checks a file against itself, sees nothing.
     assert!(eu.store().scrub(&mut |_| true)?.ok());
