@@ -421,8 +421,9 @@ class Primary:
 
         Replicas apply the same entries in other batches, so both sides keep the sums of
         their recent batches and the greatest LSN both hold is compared; this works under
-        a steady write load. A replica that is not connected, does not answer within
-        ``timeout`` seconds, or is too far behind is reported as not comparable, with why.
+        a steady write load. A replica that is not streaming, does not answer within
+        ``timeout`` seconds (at most an hour), or is too far behind is reported as not
+        comparable, with why.
 
         Raises:
             StoreClosed: the store was closed.

@@ -7,8 +7,11 @@ use std::collections::{BTreeMap, VecDeque};
 use super::tables::TableSum;
 use super::Checksum;
 
-/// Records kept, at most: at a few thousand batches a second, about the last second of a
-/// busy primary, which covers a replica that lags by a few ship intervals.
+/// Records kept, at most. A replica answers a verification once it applied everything
+/// shipped before the request, so its newest record is at the primary's last shipped LSN,
+/// a batch end the primary recorded a round trip earlier: the primary needs its records
+/// for about a round trip, and 4096 (a second or more of fsynced batches) leave a wide
+/// margin, also for replicas still catching up. Each record is O(tables).
 const CAPACITY: usize = 4096;
 
 /// A bounded ring of checksums, oldest first, with increasing LSNs.

@@ -277,7 +277,7 @@ impl Primary {
 
     /// Compares each replica's per-table checksums with this primary's at an LSN both
     /// recorded recently (DESIGN §3.5): equal, different, or not comparable yet (with why:
-    /// not connected, no answer within `timeout`, too far behind).
+    /// not streaming, no answer within `timeout` (at most an hour), too far behind).
     ///
     /// # Errors
     /// The store is closed.

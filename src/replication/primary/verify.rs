@@ -18,6 +18,9 @@ use crate::replication::verify::{compare, ReplicaCheck, Verdict, VerifyReport};
 /// How long a verification that a verifier peer (`replikv verify`) asked for waits for
 /// the replicas' answers.
 pub(super) const VERIFIER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longer timeouts are cut to this (answers take a round trip; `Duration::MAX` must not
+/// overflow the deadline).
+const LONGEST_VERIFY: Duration = Duration::from_secs(3600);
 /// Why a replica without a stream link is not comparable.
 const NOT_STREAMING: &str = "not streaming (disconnected, or receiving a snapshot)";
 /// How long a verification waits before it asks a replica again when their rings share
@@ -135,9 +138,10 @@ async fn answer(asked: Option<oneshot::Receiver<Vec<SumsAt>>>, deadline: Instant
 }
 
 impl Shared {
-    /// Compares every replica's sums with the primary's, asking again (until `timeout`)
-    /// those whose rings share no LSN yet.
+    /// Compares every replica's sums with the primary's, asking again (until `timeout`,
+    /// at most an hour) those whose rings share no LSN yet.
     pub(super) async fn verify(&self, timeout: Duration) -> Result<VerifyReport> {
+        let timeout = timeout.min(LONGEST_VERIFY);
         let deadline = Instant::now() + timeout;
         let lsn = self.store.last_lsn();
         let mut pending: Vec<String> = self.machine(|m| {
