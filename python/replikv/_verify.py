@@ -9,9 +9,8 @@ import sys
 from typing import Any
 
 from . import _core
+from ._serve import TOKEN_ENV
 from .exceptions import ReplikvError
-
-TOKEN_ENV = "REPLIKV_TOKEN"
 
 EXIT_EQUAL = 0
 EXIT_DIFFERENT = 1
@@ -39,7 +38,13 @@ def add_command(commands: Any) -> None:
         default=os.environ.get(TOKEN_ENV),
         help=f"shared token (default: ${TOKEN_ENV}; without one, loopback peers only)",
     )
-    verify.add_argument("--timeout", type=float, default=10.0, metavar="S")
+    verify.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds to wait for the report (default: 10)",
+    )
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.set_defaults(run=_run_verify)
 
