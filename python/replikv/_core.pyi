@@ -21,15 +21,18 @@ __all__ = [
     "Receipt",
     "Replica",
     "ReplicaInfo",
+    "ReplicaVerify",
     "Scan",
     "ScrubReport",
     "Store",
     "Transaction",
+    "VerifyReport",
     "__version__",
     "decode_value",
     "encode_value",
     "fetch_status",
     "read_diverged_report",
+    "fetch_verify",
 ]
 
 _Key = str | bytes | int
@@ -417,6 +420,19 @@ class Primary:
         ``timeout`` is in seconds; ``float("inf")`` (or any timeout over a century) waits
         for ever, a negative or NaN one is a ``ValueError``.
         """
+    def verify(self, timeout: float = 5.0) -> VerifyReport:
+        """Compares each replica's per-table row counts and checksums with this primary's
+        at an LSN both recorded recently.
+
+        Replicas apply the same entries in other batches, so both sides keep the sums of
+        their recent batches and the greatest LSN both hold is compared; this works under
+        a steady write load. A replica that is not streaming, does not answer within
+        ``timeout`` seconds (at most an hour), or is too far behind is reported as not
+        comparable, with why.
+
+        Raises:
+            StoreClosed: the store was closed.
+        """
     def close(self) -> None:
         """Stops serving; the store stays open."""
     def __enter__(self) -> Self: ...
@@ -495,6 +511,50 @@ def read_diverged_report(
 ) -> tuple[int, str, datetime.datetime, list[Change]]:
     """Reads a divergence report file: ``(fork_lsn, primary, written_at, entries)``.
     Use :func:`replikv.read_diverged`, which wraps it."""
+
+def fetch_verify(address: str, *, token: str | None = None, timeout: float = 10.0) -> VerifyReport:
+    """Asks the primary at ``address`` to verify its replicas (``Primary.verify`` with its
+    5 s timeout) and returns the report."""
+
+@final
+class ReplicaVerify:
+    """How one replica's tables compare with the primary's."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def verdict(self) -> str:
+        """``'equal'``, ``'different'`` or ``'not comparable'``."""
+    @property
+    def lsn(self) -> int | None:
+        """The LSN both sides' checksums were taken at; ``None`` if not comparable."""
+    @property
+    def reason(self) -> str | None:
+        """Why it is not comparable (not connected, no answer, too far behind)."""
+    @property
+    def tables(self) -> dict[str, str]:
+        """Per table: ``'equal'`` or ``'different'`` (empty when not comparable)."""
+    def to_dict(self) -> dict[str, Any]:
+        """The comparison as plain dicts, with both sides' rows and checksums per table."""
+
+@final
+class VerifyReport:
+    """What :meth:`Primary.verify` found."""
+
+    @property
+    def ok(self) -> bool:
+        """No replica differs (replicas not comparable yet do not make it false)."""
+    @property
+    def lsn(self) -> int:
+        """The primary's last LSN when it asked."""
+    @property
+    def compared(self) -> int:
+        """How many replicas were compared (equal or different)."""
+    @property
+    def replicas(self) -> list[ReplicaVerify]:
+        """Every replica with a slot or a connection, in name order."""
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain dicts and lists (for JSON)."""
 
 def encode_value(value: Any, /) -> bytes:
     """The MessagePack bytes replikv stores for ``value`` (what a cache node's GET returns).

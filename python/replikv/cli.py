@@ -31,6 +31,7 @@ from . import __version__
 from ._core import Change, Checksum, Primary, Replica, Store
 from ._serve import add_commands
 from ._store import Key
+from ._verify import add_command as add_verify_command
 from .exceptions import ReplikvError
 
 UTC = dt.timezone.utc
@@ -98,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(run=_run_demo)
     add_commands(commands)
+    add_verify_command(commands)
     scrub = commands.add_parser(
         "scrub",
         help="check every stored row of a store; exits 1 if anything is damaged",

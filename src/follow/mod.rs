@@ -8,6 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use serde_derive::{Deserialize, Serialize};
+
 use crate::error::Result;
 
 /// What a follower is to its primary.
@@ -34,6 +36,16 @@ pub struct Position {
     pub epoch: u64,
     /// The epochs its log went through, `(epoch, start_lsn)` (empty if it keeps none).
     pub history: Vec<(u64, u64)>,
+}
+
+/// A follower's per-table sums at one LSN, `(table, rows, checksum)` as snapshots carry
+/// them: what `Primary::verify` compares with the primary's at the same LSN.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SumsAt {
+    /// The LSN the sums were taken at.
+    pub lsn: u64,
+    /// Per table: name, row count, checksum.
+    pub tables: Vec<(String, u64, u64)>,
 }
 
 /// A snapshot about to be received: the primary's state at one LSN.
@@ -151,4 +163,13 @@ pub trait LogConsumer: Send + Sync + 'static {
     /// # Errors
     /// The report cannot be written (nothing is discarded then), or the discard failed.
     fn resync(&self, fork_lsn: u64, primary: &str, report_dir: &Path) -> Result<PathBuf>;
+    /// Its recent per-table sums at `since_lsn` or later, oldest first. A consumer that
+    /// keeps no data has none.
+    ///
+    /// # Errors
+    /// Its state cannot be read.
+    fn recent_sums(&self, since_lsn: u64) -> Result<Vec<SumsAt>> {
+        let _ = since_lsn;
+        Ok(Vec::new())
+    }
 }

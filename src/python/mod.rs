@@ -11,6 +11,7 @@ mod store;
 mod transaction;
 mod types;
 mod value;
+mod verify;
 
 use pyo3::pymodule;
 
@@ -32,6 +33,8 @@ mod _core {
     use super::types::{PyChange, PyChecksum, PyOp, PyReceipt};
     #[pymodule_export]
     use super::value::{decode_value, encode_value};
+    #[pymodule_export]
+    use super::verify::{fetch_verify, PyReplicaVerify, PyVerifyReport};
 
     use pyo3::prelude::{Bound, PyModule, PyModuleMethods, PyResult};
 

@@ -13,7 +13,9 @@ use super::diverged::{account, diverged_error};
 use super::errors::{owned, raise, run_detached};
 use super::store::PyStore;
 use super::value::unix_to_datetime;
+use super::verify::PyVerifyReport;
 use crate::fork::ParentOnly;
+use crate::net::runtime;
 use crate::replication::primary::{Primary, PrimaryOptions};
 use crate::replication::protocol::MAX_FRAME_BYTES;
 use crate::replication::quorum::SyncOptions;
@@ -321,6 +323,22 @@ impl PyPrimary {
             self.primary.wait_for(lsn, replicas, Duration::ZERO) >= replicas
         })?;
         Ok(self.primary.wait_for(lsn, replicas, Duration::ZERO))
+    }
+
+    /// Compares each replica's per-table checksums with this primary's at an LSN both
+    /// recorded (waiting up to `timeout` seconds for answers); returns a `VerifyReport`.
+    #[pyo3(signature = (timeout = 5.0))]
+    fn verify(&self, py: Python<'_>, timeout: f64) -> PyResult<PyVerifyReport> {
+        owned(py, self.primary.store())?;
+        let timeout = seconds("timeout", timeout)?;
+        let task = self.primary.spawn_verify(timeout);
+        wait_until(py, None, || task.is_finished())?;
+        let report = run_detached(py, || {
+            runtime()
+                .block_on(task)
+                .unwrap_or_else(|failed| std::panic::resume_unwind(failed.into_panic()))
+        })?;
+        Ok(report.into())
     }
 
     /// Stops serving; the store stays open.

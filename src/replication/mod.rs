@@ -13,3 +13,4 @@ pub mod retention;
 pub mod sim;
 pub mod slots;
 pub mod status;
+pub mod verify;

@@ -1,4 +1,5 @@
-//! `replikv status`: asks a primary for its replicas' state and lag.
+//! `replikv status` and `replikv verify`: one question to a primary (its replicas' state
+//! and lag, or how their tables compare with its own), one report back.
 
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use super::primary::PrimaryStatus;
 use super::protocol::{
     read_frame_within, read_handshake_frame, unexpected, write_frame, Message, PeerKind,
 };
+use super::verify::VerifyReport;
 use crate::error::{NetError, ReplicationError};
 use crate::net::client;
 use crate::net::runtime;
@@ -24,49 +26,7 @@ pub fn fetch_status(
     token: Option<&str>,
     timeout: Duration,
 ) -> Result<PrimaryStatus, ReplicationError> {
-    runtime().block_on(async {
-        tokio::time::timeout(
-            timeout,
-            ask(address, token.unwrap_or("").as_bytes(), timeout),
-        )
-        .await
-        .map_err(|_| NetError::TimedOut {
-            context: format!("no status from {address} within {timeout:?}"),
-        })?
-    })
-}
-
-async fn ask(
-    address: &str,
-    token: &[u8],
-    timeout: Duration,
-) -> Result<PrimaryStatus, ReplicationError> {
-    let stream = client::connect(address, timeout)
-        .await
-        .map_err(|source| NetError::Connect {
-            address: address.to_owned(),
-            source,
-        })?;
-    let (mut reader, writer) = stream.into_split();
-    let mut writer = StallWriter::new(writer, timeout);
-    let nonce = match read_handshake_frame(&mut reader, timeout, "challenge").await? {
-        Message::Challenge { nonce } => nonce,
-        other => return Err(unexpected(other, "a challenge")),
-    };
-    let hello = Message::Hello {
-        kind: PeerKind::Monitor,
-        name: "status".into(),
-        proof: ByteBuf::from(handshake::prove(token, Role::Peer, &nonce)),
-        nonce: ByteBuf::from(handshake::nonce()),
-        epoch: 0,
-        flushed_lsn: 0,
-        flushed_id: (0, 0),
-        lineage: 0,
-        fsync: false,
-        history: Vec::new(),
-    };
-    write_frame(&mut writer, &hello).await?;
-    match read_frame_within(&mut reader, timeout, "status report").await? {
+    match ask(address, token, timeout, PeerKind::Monitor, "status report")? {
         Message::Status {
             last_lsn,
             epoch,
@@ -82,5 +42,79 @@ async fn ask(
             sync_state,
         }),
         other => Err(unexpected(other, "a status report")),
+    }
+}
+
+/// Connects to the primary at `address`, proves `token`, and returns how its replicas'
+/// tables compare with its own (the primary gives its replicas 5 s to answer: `timeout`
+/// should be longer).
+///
+/// # Errors
+/// As [`fetch_status`].
+pub fn fetch_verify(
+    address: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<VerifyReport, ReplicationError> {
+    match ask(address, token, timeout, PeerKind::Verifier, "verify report")? {
+        Message::VerifyReport { report } => Ok(report),
+        other => Err(unexpected(other, "a verify report")),
+    }
+}
+
+/// The handshake as `kind`, then the one report the primary sends such a peer.
+fn ask(
+    address: &str,
+    token: Option<&str>,
+    timeout: Duration,
+    kind: PeerKind,
+    what: &str,
+) -> Result<Message, ReplicationError> {
+    let token = token.unwrap_or("").as_bytes();
+    runtime().block_on(async {
+        tokio::time::timeout(timeout, exchange(address, token, timeout, kind, what))
+            .await
+            .map_err(|_| NetError::TimedOut {
+                context: format!("no {what} from {address} within {timeout:?}"),
+            })?
+    })
+}
+
+async fn exchange(
+    address: &str,
+    token: &[u8],
+    timeout: Duration,
+    kind: PeerKind,
+    what: &str,
+) -> Result<Message, ReplicationError> {
+    let stream = client::connect(address, timeout)
+        .await
+        .map_err(|source| NetError::Connect {
+            address: address.to_owned(),
+            source,
+        })?;
+    let (mut reader, writer) = stream.into_split();
+    let mut writer = StallWriter::new(writer, timeout);
+    let nonce = match read_handshake_frame(&mut reader, timeout, "challenge").await? {
+        Message::Challenge { nonce } => nonce,
+        other => return Err(unexpected(other, "a challenge")),
+    };
+    let hello = Message::Hello {
+        kind,
+        name: "status".into(),
+        proof: ByteBuf::from(handshake::prove(token, Role::Peer, &nonce)),
+        nonce: ByteBuf::from(handshake::nonce()),
+        epoch: 0,
+        flushed_lsn: 0,
+        flushed_id: (0, 0),
+        lineage: 0,
+        fsync: false,
+        history: Vec::new(),
+    };
+    write_frame(&mut writer, &hello).await?;
+    let report = read_frame_within(&mut reader, timeout, what).await?;
+    match report.clone().refusal(0) {
+        Some(refused) => Err(refused),
+        None => Ok(report),
     }
 }

@@ -15,7 +15,9 @@ use serde_derive::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::status::{ReplicaLink, SyncState};
+use super::verify::VerifyReport;
 use crate::error::{NetError, ReplicationError};
+use crate::follow::SumsAt;
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -36,6 +38,9 @@ pub enum PeerKind {
     Consumer,
     /// A monitor (`replikv status`): gets one status report, then the connection ends.
     Monitor,
+    /// A verifier (`replikv verify`): gets one [`Message::VerifyReport`], then the
+    /// connection ends.
+    Verifier,
 }
 
 /// Every message of the protocol.
@@ -193,6 +198,26 @@ pub enum Message {
         #[serde(default)]
         members: u64,
     },
+    /// Primary -> replica: send your recent per-table sums (answered once the entries
+    /// received before it are applied).
+    VerifyRequest {
+        /// Names the request, for the reply.
+        id: u64,
+        /// Sums taken before this LSN are of no use to the primary (it no longer has its own).
+        since_lsn: u64,
+    },
+    /// Replica -> primary: its recent per-table sums, oldest first.
+    VerifyReply {
+        /// The request's id.
+        id: u64,
+        /// Sums at LSNs at or after the request's `since_lsn`.
+        sums: Vec<SumsAt>,
+    },
+    /// Primary -> verifier: how its replicas' tables compare with its own.
+    VerifyReport {
+        /// The comparison, per replica and table.
+        report: VerifyReport,
+    },
 }
 
 /// Why a connection was refused.
@@ -269,6 +294,9 @@ impl Message {
             Message::SnapshotBegin { .. } => 10,
             Message::SnapshotRows { .. } => 11,
             Message::SnapshotEnd => 12,
+            Message::VerifyRequest { .. } => 13,
+            Message::VerifyReply { .. } => 14,
+            Message::VerifyReport { .. } => 15,
         }
     }
 }
@@ -514,6 +542,26 @@ mod tests {
                 epoch: 3,
                 quorum: 2,
                 members: 3,
+            },
+            Message::VerifyRequest {
+                id: 4,
+                since_lsn: 30,
+            },
+            Message::VerifyReply {
+                id: 4,
+                sums: vec![SumsAt {
+                    lsn: 31,
+                    tables: vec![("t".into(), 2, 77)],
+                }],
+            },
+            Message::VerifyReport {
+                report: VerifyReport {
+                    lsn: 32,
+                    replicas: vec![crate::replication::verify::ReplicaCheck::not_comparable(
+                        "eu-1",
+                        "not connected".into(),
+                    )],
+                },
             },
         ]
     }

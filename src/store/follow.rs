@@ -8,10 +8,11 @@ use std::sync::atomic::Ordering;
 
 use super::install::Installer;
 use super::tables::TableSum;
+use super::Checksum;
 use super::{dir_io, Store, StoreOptions};
 use crate::codec::decode_entry;
 use crate::error::{ReadOnlyReason, ReplicationError, Result, StoreError};
-use crate::follow::{Divergence, LogConsumer, Position, Role, SnapshotSink, SnapshotStart};
+use crate::follow::{Divergence, LogConsumer, Position, Role, SnapshotSink, SnapshotStart, SumsAt};
 
 impl Store {
     pub(super) fn read_only(&self, why: ReadOnlyReason) -> crate::Error {
@@ -257,6 +258,28 @@ impl LogConsumer for Store {
         let report = self.write_divergence_report(fork_lsn, primary, report_dir)?;
         self.discard_all()?;
         Ok(report)
+    }
+
+    fn recent_sums(&self, since_lsn: u64) -> Result<Vec<SumsAt>> {
+        Ok(self
+            .recent_checksums(since_lsn)?
+            .into_iter()
+            .map(SumsAt::from)
+            .collect())
+    }
+}
+
+impl From<Checksum> for SumsAt {
+    fn from(checksum: Checksum) -> Self {
+        let tables = checksum
+            .tables
+            .into_iter()
+            .map(|(name, sum)| (name, sum.rows, sum.checksum))
+            .collect();
+        Self {
+            lsn: checksum.lsn,
+            tables,
+        }
     }
 }
 

@@ -12,6 +12,7 @@ mod install;
 mod overlay;
 mod recover;
 mod stored;
+mod sum_history;
 mod tables;
 mod transaction;
 
@@ -651,6 +652,16 @@ impl Store {
             let (lsn, tables) = open.overlay.sums();
             Ok(Checksum { lsn, tables })
         })
+    }
+
+    /// Per-table sums recorded as recent batches became visible (at `since_lsn` or later,
+    /// oldest first, a bounded number): a primary and its replica compare them at an LSN
+    /// both recorded.
+    ///
+    /// # Errors
+    /// A closed store.
+    pub fn recent_checksums(&self, since_lsn: u64) -> Result<Vec<Checksum>> {
+        self.with_open(|open| Ok(open.overlay.history(since_lsn)))
     }
 
     /// The last LSN that is durable and visible to readers.

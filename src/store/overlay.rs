@@ -14,6 +14,7 @@ use std::ops::Bound;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::commit::Pending;
+use super::sum_history::SumHistory;
 use super::tables::{row_hash, PendingRow, Snapshot, TableSum, Tables};
 use crate::codec::Op;
 use crate::error::Result;
@@ -40,6 +41,8 @@ struct State {
     lsn: u64,
     row_count: usize,
     bytes: usize,
+    /// `(lsn, sums)` after each batch, for `Primary::verify`.
+    history: SumHistory,
 }
 
 pub(crate) struct Overlay {
@@ -49,10 +52,13 @@ pub(crate) struct Overlay {
 impl Overlay {
     /// An empty overlay over tables whose state is `(lsn, sums)`.
     pub(crate) fn new(lsn: u64, sums: BTreeMap<String, TableSum>) -> Self {
+        let mut history = SumHistory::default();
+        history.record(lsn, &sums);
         Self {
             state: RwLock::new(State {
                 sums,
                 lsn,
+                history,
                 ..State::default()
             }),
         }
@@ -109,6 +115,7 @@ impl Overlay {
             }
             state.lsn = entry.lsn;
         }
+        state.history.record(state.lsn, &state.sums);
         Ok(())
     }
 
@@ -151,6 +158,7 @@ impl Overlay {
             "the overlay is flushed before a direct apply"
         );
         state.lsn = lsn;
+        state.history.record(lsn, &sums);
         state.sums = sums;
         Ok(())
     }
@@ -195,6 +203,11 @@ impl Overlay {
             (tables.snapshot()?, pending)
         };
         snapshot.scan(table, bounds, reverse, limit, pending)
+    }
+
+    /// The sums recorded after each batch at `since_lsn` or later, oldest first.
+    pub(crate) fn history(&self, since_lsn: u64) -> Vec<super::Checksum> {
+        self.read().history.since(since_lsn)
     }
 
     /// The applied LSN and every table's sums, read atomically.

@@ -1,4 +1,6 @@
 //! Helpers shared by the replication tests over real TCP on 127.0.0.1.
+// Each test crate compiles this module and uses a subset of it.
+#![allow(dead_code)]
 
 use std::time::{Duration, Instant};
 

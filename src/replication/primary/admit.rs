@@ -11,6 +11,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::snapshot::send_snapshot;
 use super::stream::stream_to;
+use super::verify::VERIFIER_TIMEOUT;
 use super::{Shared, Writer, MAX_AUTHENTICATED, MAX_UNAUTHENTICATED};
 use crate::error::{ReplicationError, Result};
 use crate::net::admission::Ticket;
@@ -94,7 +95,7 @@ enum Accepted<'a> {
         from_lsn: u64,
         start: Start<'a>,
     },
-    /// A monitor that got its status report.
+    /// A monitor or a verifier that got its report.
     Monitor,
 }
 
@@ -265,6 +266,14 @@ async fn welcome<'a>(
     } = hello;
     if kind == PeerKind::Monitor {
         write_frame(writer, &shared.report()).await?;
+        return Ok(Accepted::Monitor);
+    }
+    if kind == PeerKind::Verifier {
+        let report = shared
+            .verify(VERIFIER_TIMEOUT)
+            .await
+            .map_err(|e| Refusal::new(RefuseCode::Protocol, e.to_string()))?;
+        write_frame(writer, &Message::VerifyReport { report }).await?;
         return Ok(Accepted::Monitor);
     }
     if crate::store::validate_table_name(&name).is_err() {

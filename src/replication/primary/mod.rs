@@ -3,6 +3,7 @@
 mod admit;
 mod snapshot;
 mod stream;
+mod verify;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use super::quorum::{SyncOptions, SyncWaiters};
 use super::retention::{self, RetentionCaps};
 use super::slots::{Slot, Slots};
 use super::status::{lag_seconds, now_ms, ReplicaLink, SyncRole, SyncState};
+use super::verify::VerifyReport;
 use crate::error::Result;
 use crate::log::LogPosition;
 use crate::net::admission::Admission;
@@ -142,6 +144,8 @@ struct Shared {
     visible: watch::Sender<u64>,
     commit_times: CommitTimes,
     admission: Arc<Admission>,
+    /// The stream links a verification asks for their replicas' sums.
+    verify_links: verify::VerifyLinks,
 }
 
 /// A running primary. [`Primary::close`] stops the server and waits for it; dropping it
@@ -212,6 +216,7 @@ impl Primary {
             last_rejection: Mutex::new(None),
             visible,
             admission: Admission::new(MAX_UNAUTHENTICATED, MAX_AUTHENTICATED),
+            verify_links: verify::VerifyLinks::default(),
         });
         // Subscribed before any replica can connect. Weak: the store holds the listener,
         // and `Shared` holds the store.
@@ -268,6 +273,24 @@ impl Primary {
     #[must_use]
     pub fn wait_for(&self, lsn: u64, replicas: usize, timeout: Duration) -> usize {
         self.shared.sync.wait_count(lsn, replicas, timeout)
+    }
+
+    /// Compares each replica's per-table checksums with this primary's at an LSN both
+    /// recorded recently (DESIGN §3.5): equal, different, or not comparable yet (with why:
+    /// not streaming, no answer within `timeout` (at most an hour), too far behind).
+    ///
+    /// # Errors
+    /// The store is closed.
+    pub fn verify(&self, timeout: Duration) -> Result<VerifyReport> {
+        runtime().block_on(self.shared.verify(timeout))
+    }
+
+    /// Starts [`Primary::verify`] on the runtime, for a caller that waits in its own way
+    /// (Python checks for Ctrl-C meanwhile).
+    #[must_use]
+    pub fn spawn_verify(&self, timeout: Duration) -> tokio::task::JoinHandle<Result<VerifyReport>> {
+        let shared = Arc::clone(&self.shared);
+        runtime().spawn(async move { shared.verify(timeout).await })
     }
 
     /// The durable slots: one per replica name, with the LSN it acknowledged.

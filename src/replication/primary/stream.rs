@@ -39,7 +39,11 @@ pub(super) async fn stream_to(
     let mut visible = shared.visible.subscribe();
     let mut wanted = shared.sync.wanted();
     let mut position: Option<LogPosition> = None;
+    let mut requests = shared.verify_links.register(&id.name);
     loop {
+        while let Some(request) = requests.pending() {
+            write_frame(&mut writer, &request).await?;
+        }
         let now = shared.now_us();
         let last_lsn = shared.store.last_lsn();
         let sync_wanted = *wanted.borrow_and_update();
@@ -102,6 +106,7 @@ pub(super) async fn stream_to(
                     () = tokio::time::sleep(wait) => {}
                     _ = visible.changed(), if idle => {}
                     _ = wanted.changed() => {}
+                    Some(request) = requests.next() => write_frame(&mut writer, &request).await?,
                     _ = &mut acks.0 => return Ok(()),
                 }
             }
@@ -200,6 +205,9 @@ async fn read_acks(shared: Arc<Shared>, id: LinkId, reader: OwnedReadHalf) {
                 tracing::warn!(replica = %id.name, epoch, %reason, "a replica has seen a newer epoch");
                 shared.fence(epoch).await;
                 return;
+            }
+            Ok(Message::VerifyReply { id: request, sums }) => {
+                shared.verify_links.reply(&id.name, request, sums);
             }
             Ok(other) => {
                 tracing::warn!(replica = %id.name, message = ?other.type_byte(), "unexpected message from a replica");

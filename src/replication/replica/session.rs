@@ -56,6 +56,10 @@ pub(super) async fn session(
                 .await?;
                 observe(shared, &machine, &message);
             }
+            if let Message::VerifyRequest { id, since_lsn } = message {
+                answer_verify(shared, &mut writer, id, since_lsn).await?;
+                continue;
+            }
             let actions = match machine.receive(message) {
                 Ok(actions) => actions,
                 Err(err) => {
@@ -115,6 +119,21 @@ async fn tell_fenced(writer: &mut Writer, err: &ReplicationError) {
         };
         let _ = write_frame(writer, &refused).await;
     }
+}
+
+/// Answers a verification with the sums of what is applied (the entries received before
+/// the request were flushed above).
+async fn answer_verify(
+    shared: &Shared,
+    writer: &mut Writer,
+    id: u64,
+    since_lsn: u64,
+) -> Result<(), ReplicationError> {
+    let sums = shared
+        .consumer
+        .recent_sums(since_lsn)
+        .map_err(|e| ReplicationError::Protocol(format!("cannot read the sums to verify: {e}")))?;
+    write_frame(writer, &Message::VerifyReply { id, sums }).await
 }
 
 async fn send_ack(writer: &mut Writer, action: ReplicaAction) -> Result<(), ReplicationError> {
