@@ -18,6 +18,7 @@ __all__ = [
     "Damage",
     "Op",
     "Primary",
+    "Promotion",
     "Receipt",
     "Replica",
     "ReplicaInfo",
@@ -31,8 +32,8 @@ __all__ = [
     "decode_value",
     "encode_value",
     "fetch_status",
-    "read_diverged_report",
     "fetch_verify",
+    "read_diverged_report",
 ]
 
 _Key = str | bytes | int
@@ -384,6 +385,10 @@ class Primary:
         default_durability: str = "async",
     ) -> Self: ...
     @property
+    def promotion(self) -> Promotion | None:
+        """What the promotion that made this primary did; ``None`` for a primary started
+        as one."""
+    @property
     def address(self) -> str:
         """``host:port`` replicas connect to (the real port if 0 was asked for)."""
     @property
@@ -439,6 +444,30 @@ class Primary:
     def __exit__(self, *_exc: object) -> bool: ...
 
 @final
+class Promotion:
+    """What a promotion did."""
+
+    @property
+    def epoch(self) -> int:
+        """The new epoch."""
+    @property
+    def start_lsn(self) -> int:
+        """The first LSN of the new epoch."""
+    @property
+    def reached(self) -> list[str]:
+        """The members reached, by name (the promoted replica included)."""
+    @property
+    def needed(self) -> int:
+        """How many members the rule asked for (``members - quorum + 1``; 0 if unknown)."""
+    @property
+    def forced(self) -> bool:
+        """Whether ``force=True`` promoted past the rule."""
+    @property
+    def possible_loss(self) -> tuple[int, int] | None:
+        """``(first, last)``: the LSNs the old primary had committed (as last heard) that
+        the new primary lacks (async writes; sync ones too only if forced), or ``None``."""
+
+@final
 class Replica:
     """Follows a primary into a local store that readers can use while it applies.
 
@@ -492,9 +521,34 @@ class Replica:
         """state, flushed_lsn (durable in its log: what its acks carry), applied_lsn (what
         its readers see; today equal), primary_last_lsn, lag_lsn, lag_seconds, epoch,
         connections, snapshots (installed so far), snapshot_progress ((rows received, rows
-        in all) while a snapshot arrives, else None), last_error."""
+        in all) while a snapshot arrives, else None), last_error; primary_quorum and
+        primary_members (the old primary's quorum and its replicas that count toward it,
+        from its heartbeats: what a promotion must reach); diverged (the loss
+        account while stopped on a fork: fork_lsn, last_lsn, entries, tables), resyncs and
+        last_resync (the last resync's account and its report path)."""
+    def promote(
+        self,
+        *,
+        listen: str = "127.0.0.1:0",
+        token: str | None = None,
+        force: bool = False,
+        ship_interval: float = 0.05,
+        quorum: int = 1,
+        sync_timeout: float = 5.0,
+        on_timeout: str = "raise",
+        table_modes: Mapping[str, str] | None = None,
+        default_durability: str = "async",
+    ) -> Primary:
+        """Stops following and makes this replica's store the primary of a new epoch,
+        without reopening it; returns the new :class:`Primary` (see its ``promotion``).
+
+        Raises ``ReplicationError`` (and keeps following) unless this replica alone holds
+        every acknowledged sync write (the old primary's ``quorum`` equalled its number of
+        replicas, as its heartbeats said) or ``force=True``. The store then belongs to the
+        new primary: closing the replica leaves it open.
+        """
     def close(self) -> None:
-        """Stops following and closes the store."""
+        """Stops following and closes the store (unless it was promoted)."""
     def __enter__(self) -> Self: ...
     def __exit__(self, *_exc: object) -> bool: ...
 

@@ -5,6 +5,8 @@ mod args;
 mod diverged;
 mod errors;
 mod iter;
+mod primary;
+mod replica;
 mod replication;
 mod scrub;
 mod store;
@@ -22,7 +24,11 @@ mod _core {
     #[pymodule_export]
     use super::iter::{PyChanges, PyScan};
     #[pymodule_export]
-    use super::replication::{fetch_status, PyPrimary, PyReplica, PyReplicaInfo};
+    use super::primary::{PyPrimary, PyPromotion};
+    #[pymodule_export]
+    use super::replica::PyReplica;
+    #[pymodule_export]
+    use super::replication::{fetch_status, PyReplicaInfo};
     #[pymodule_export]
     use super::scrub::{PyDamage, PyScrubReport};
     #[pymodule_export]

@@ -1,0 +1,317 @@
+//! `Replica`: follows a primary into a local, read-only store; promotes it at run time.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+
+use super::args::{non_negative, seconds, timeout as wait_limit};
+use super::diverged::{account, diverged_error};
+use super::errors::{owned, raise, run_detached};
+use super::primary::{PyPrimary, PyPromotion};
+use super::replication::{wait_until, PrimaryArgs};
+use super::store::PyStore;
+use crate::fork::ParentOnly;
+use crate::replication::replica::{OnDiverge, Replica, ReplicaOptions};
+use crate::replication::status::{lag_seconds, LinkState};
+use crate::store::StoreOptions;
+
+/// Follows a primary into a local, read-only store.
+#[pyclass(frozen, module = "replikv._core", name = "Replica")]
+pub(crate) struct PyReplica {
+    replica: ParentOnly<Replica>,
+    store: Py<PyStore>,
+}
+
+#[pymethods]
+impl PyReplica {
+    #[new]
+    #[pyo3(signature = (path, *, primary, token = None, name = None, fsync = true, max_backoff = 2.0, on_diverge = "stop"))]
+    #[allow(clippy::too_many_arguments)] // the keyword arguments of the Python API
+    fn new(
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        primary: String,
+        token: Option<String>,
+        name: Option<String>,
+        fsync: bool,
+        max_backoff: f64,
+        on_diverge: &str,
+    ) -> PyResult<Self> {
+        let on_diverge = match on_diverge {
+            "stop" => OnDiverge::Stop,
+            "resync" => OnDiverge::Resync,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "on_diverge must be 'stop' or 'resync', not {other:?}"
+                )))
+            }
+        };
+        let name = match name {
+            Some(name) => name,
+            None => path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .filter(|n| crate::store::validate_table_name(n).is_ok())
+                .ok_or_else(|| {
+                    PyValueError::new_err(
+                        "give the replica a name= (letters, digits, '_', '.', '-')",
+                    )
+                })?
+                .to_owned(),
+        };
+        crate::store::validate_table_name(&name).map_err(|_| {
+            PyValueError::new_err(format!(
+                "invalid replica name {name:?}: use letters, digits, '_', '.', '-'"
+            ))
+        })?;
+        let options = ReplicaOptions {
+            primary,
+            token,
+            name,
+            max_backoff: seconds("max_backoff", max_backoff)?.max(Duration::from_millis(10)),
+            store: StoreOptions {
+                fsync,
+                ..StoreOptions::default()
+            },
+            on_diverge,
+        };
+        let replica = run_detached(py, move || Replica::start(path, options))?;
+        let store = Py::new(
+            py,
+            PyStore {
+                store: replica.store().clone(),
+            },
+        )?;
+        Ok(Self {
+            replica: ParentOnly::new(replica),
+            store,
+        })
+    }
+
+    /// The replica's store: readable while it applies; writes raise `ReadOnlyError`.
+    #[getter]
+    fn store(&self, py: Python<'_>) -> Py<PyStore> {
+        self.store.clone_ref(py)
+    }
+
+    /// The replica's name (its slot on the primary).
+    #[getter]
+    fn name(&self) -> String {
+        self.replica.name().to_owned()
+    }
+
+    /// The last LSN applied here.
+    #[getter]
+    fn applied_lsn(&self, py: Python<'_>) -> PyResult<u64> {
+        owned(py, self.replica.store())?;
+        Ok(self.replica.store().last_lsn())
+    }
+
+    /// Waits until `lsn` is applied here; returns whether it was within `timeout` (in
+    /// seconds; an infinite timeout waits for ever).
+    ///
+    /// Raises `ReplicationError` with the primary's reason once the link has failed for
+    /// good (a wrong token, a diverged history), rather than waiting for nothing.
+    #[pyo3(signature = (lsn, timeout = 5.0))]
+    fn wait_for(&self, py: Python<'_>, lsn: i128, timeout: f64) -> PyResult<bool> {
+        let lsn = non_negative("lsn", lsn)?;
+        let timeout = wait_limit("timeout", timeout)?;
+        self.wait_applied(py, lsn, timeout)
+    }
+
+    /// Reads `key` once the replica has applied `min_lsn` (read-your-writes).
+    #[pyo3(signature = (table, key, default = None, *, min_lsn = 0, timeout = 1.0))]
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        table: &str,
+        key: &Bound<'py, PyAny>,
+        default: Option<Bound<'py, PyAny>>,
+        min_lsn: i128,
+        timeout: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let min_lsn = non_negative("min_lsn", min_lsn)?;
+        let limit = wait_limit("timeout", timeout)?;
+        if !self.wait_applied(py, min_lsn, limit)? {
+            let applied = self.replica.store().last_lsn();
+            let mut message =
+                format!("the replica has applied LSN {applied}, not {min_lsn}, after {timeout} s");
+            let state = self.replica.state();
+            if let Some(error) = state.last_error {
+                let _ = write!(message, " (its link is {}: {error})", state.state.name());
+            }
+            return Err(raise(py, "ReplicationTimeout", (message, min_lsn)));
+        }
+        self.store.bind(py).get().get(py, table, key, default)
+    }
+
+    /// The link's state and lag: `state`, `flushed_lsn` (durable in its log: what its acks
+    /// carry), `applied_lsn` (what its readers see; today equal), `primary_last_lsn`,
+    /// `lag_lsn`, `lag_seconds`, `epoch`, `connections`, `snapshots` (installed so far),
+    /// `snapshot_progress` (rows received and rows in all, while one arrives), `last_error`.
+    fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        owned(py, self.replica.store())?;
+        let state = self.replica.state();
+        let applied = self.replica.store().last_lsn();
+        let lag_lsn = state.primary_last_lsn.saturating_sub(applied);
+        // On the primary's clock: the commit time of the oldest entry missing here (from
+        // its last heartbeat) against its clock now (that heartbeat plus what elapsed here).
+        let lag = match (lag_lsn, state.primary_now_ms()) {
+            (0, _) => 0.0,
+            (_, Some(now)) if state.oldest_missing_ms > 0 => {
+                lag_seconds(Some(state.oldest_missing_ms), now)
+            }
+            // Behind, but no heartbeat has said since when yet.
+            _ => f64::NAN,
+        };
+        let status = pyo3::types::PyDict::new(py);
+        status.set_item("name", self.replica.name())?;
+        status.set_item("primary", self.replica.primary())?;
+        status.set_item("state", state.state.name())?;
+        // A follower applies each batch as it makes it durable: the two positions are
+        // reported apart so that callers never rely on that.
+        status.set_item("applied_lsn", applied)?;
+        status.set_item("flushed_lsn", applied)?;
+        status.set_item("primary_last_lsn", state.primary_last_lsn)?;
+        status.set_item("lag_lsn", lag_lsn)?;
+        status.set_item("lag_seconds", lag)?;
+        status.set_item("epoch", state.primary_epoch)?;
+        status.set_item("primary_quorum", state.primary_quorum)?;
+        status.set_item("primary_members", state.primary_members)?;
+        status.set_item("connections", state.connections)?;
+        status.set_item("snapshots", state.snapshots)?;
+        status.set_item("snapshot_progress", state.snapshot)?;
+        status.set_item("last_error", state.last_error)?;
+        let diverged = state
+            .diverged
+            .as_ref()
+            .map(|divergence| account(py, divergence))
+            .transpose()?;
+        status.set_item("diverged", diverged)?;
+        status.set_item("resyncs", state.resyncs)?;
+        let last_resync = match &state.last_resync {
+            Some(resynced) => {
+                let last = account(py, &resynced.divergence)?;
+                last.set_item("report", resynced.report.display().to_string())?;
+                Some(last)
+            }
+            None => None,
+        };
+        status.set_item("last_resync", last_resync)?;
+        Ok(status)
+    }
+
+    /// Stops following and makes this replica's store the primary of a new epoch, served
+    /// with the given options (as `Primary(...)` takes them; `quorum` and the sync
+    /// settings start fresh: no replica follows it yet). Returns the new `Primary`; its
+    /// `promotion` says what happened.
+    ///
+    /// It refuses (`ReplicationError`, and keeps following) unless it alone is enough to
+    /// hold every acknowledged sync write (the old primary's `quorum` equals its number
+    /// of replicas), unless `force=True`, whose report names the possible loss. The store
+    /// then belongs to the new primary: closing the replica leaves it open.
+    #[pyo3(signature = (*, listen = "127.0.0.1:0", token = None, force = false,
+        ship_interval = 0.05, quorum = 1, sync_timeout = 5.0, on_timeout = "raise",
+        table_modes = None, default_durability = "async"))]
+    #[allow(clippy::too_many_arguments)] // the keyword arguments of the Python API
+    fn promote(
+        &self,
+        py: Python<'_>,
+        listen: &str,
+        token: Option<String>,
+        force: bool,
+        ship_interval: f64,
+        quorum: i128,
+        sync_timeout: f64,
+        on_timeout: &str,
+        table_modes: Option<std::collections::HashMap<String, String>>,
+        default_durability: &str,
+    ) -> PyResult<PyPrimary> {
+        owned(py, self.replica.store())?;
+        let options = PrimaryArgs {
+            listen,
+            token,
+            ship_interval,
+            max_batch_bytes: 4 << 20,
+            heartbeat_interval: 0.5,
+            retain_bytes: None,
+            retain_seconds: None,
+            quorum,
+            sync_timeout,
+            on_timeout,
+            table_modes,
+            default_durability,
+        }
+        .options()?;
+        let replica = &self.replica;
+        let (primary, promotion) = run_detached(py, move || replica.promote(options, force))?;
+        Ok(PyPrimary {
+            primary: ParentOnly::new(primary),
+            store: self.store.clone_ref(py),
+            promotion: Some(Py::new(py, PyPromotion::from(promotion))?),
+        })
+    }
+
+    /// Stops following and closes the store.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        owned(py, self.replica.store())?;
+        run_detached(py, || self.replica.close())
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        if let Err(err) = self.replica.store().check_process() {
+            return format!("<Replica {:?}: {err}>", self.replica.name());
+        }
+        let state = self.replica.state();
+        format!(
+            "<Replica {:?} of {} state={} applied_lsn={}>",
+            self.replica.name(),
+            self.replica.primary(),
+            state.state.name(),
+            self.replica.store().last_lsn()
+        )
+    }
+}
+
+impl PyReplica {
+    /// Waits until `lsn` is applied here (or `timeout`); a link that failed for good
+    /// raises its reason instead of letting the caller wait for nothing.
+    fn wait_applied(&self, py: Python<'_>, lsn: u64, timeout: Option<Duration>) -> PyResult<bool> {
+        owned(py, self.replica.store())?;
+        let store = self.replica.store();
+        let replica = &self.replica;
+        wait_until(py, timeout, || {
+            store.last_lsn() >= lsn || replica.state().state == LinkState::Failed
+        })?;
+        if store.last_lsn() >= lsn {
+            return Ok(true);
+        }
+        let state = replica.state();
+        if state.state == LinkState::Failed {
+            let reason = state.last_error.unwrap_or_default();
+            let message = format!(
+                "replica {:?} stopped following {} and will not reach LSN {lsn}: {reason}",
+                replica.name(),
+                replica.primary()
+            );
+            if let Some(divergence) = &state.diverged {
+                return Err(diverged_error(py, message, divergence));
+            }
+            return Err(raise(py, "ReplicationError", (message,)));
+        }
+        Ok(false)
+    }
+}
