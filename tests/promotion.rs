@@ -129,3 +129,59 @@ fn a_promotion_that_cannot_reach_enough_members_is_refused_unless_forced() -> Te
     assert_eq!((promotion.needed, promotion.epoch), (2, 2));
     Ok(())
 }
+
+#[test]
+fn the_other_replica_re_pointed_at_the_promoted_one_follows_it_from_its_position() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path().join("primary"), StoreOptions::default())?;
+    // Quorum 2 of 2: every acknowledged write is on both, so either alone may promote.
+    let options = PrimaryOptions {
+        heartbeat_interval: Duration::from_millis(20),
+        sync: replikv::replication::quorum::SyncOptions {
+            quorum: 2,
+            ..replikv::replication::quorum::SyncOptions::default()
+        },
+        ..primary_options(None)
+    };
+    let primary = Primary::start(store.clone(), options)?;
+    let eu1 = Replica::start(
+        dir.path().join("eu-1"),
+        replica_options(&primary, None, "eu-1"),
+    )?;
+    let us1 = Replica::start(
+        dir.path().join("us-1"),
+        replica_options(&primary, None, "us-1"),
+    )?;
+    eventually("both replicas to register", || {
+        primary.status().replicas.len() == 2
+    });
+    for i in 0..10 {
+        store.commit(
+            put(&format!("consent{i}"), vec![0x01]),
+            Some(Durability::Sync),
+        )?;
+    }
+    eventually("a heartbeat saying quorum 2 of 2", || {
+        eu1.state().primary_members == 2 && eu1.state().primary_quorum == 2
+    });
+    primary.close();
+    store.close()?;
+    let (new, promotion) = eu1.promote(primary_options(None), false)?;
+    assert_eq!((promotion.needed, promotion.start_lsn), (1, 11));
+    us1.follow(&new.address().to_string())?;
+    eventually("us-1 to register with the new primary", || {
+        new.status().replicas.len() == 1
+    });
+    let receipt = new
+        .store()
+        .commit(put("after", vec![0x02]), Some(Durability::Sync))?;
+    assert_eq!(receipt.acked_by, vec!["us-1".to_owned()]);
+    eventually("us-1 to follow the new primary", || {
+        us1.store().last_lsn() == receipt.lsn
+    });
+    assert_eq!(us1.store().epoch_history().pairs(), &[(1, 1), (2, 11)]);
+    assert_eq!(us1.store().checksum()?, new.store().checksum()?);
+    assert_eq!(us1.state().connections, 2, "it resumed, no snapshot");
+    assert_eq!(us1.state().snapshots, 0);
+    Ok(())
+}

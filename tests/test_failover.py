@@ -111,3 +111,33 @@ def test_a_promoted_replica_holds_every_acknowledged_sync_write_and_the_loss_is_
             assert rejoining.wait_for(store.last_lsn, timeout=30)
     new.close()
     store.close()
+
+
+def test_the_other_replica_re_pointed_at_the_promoted_one_follows_it(tmp_path: Path) -> None:
+    store = replikv.Store(tmp_path / "primary")
+    primary = replikv.Primary(store, token=TOKEN, quorum=2, heartbeat_interval=0.02)
+    eu1 = replikv.Replica(tmp_path / "eu-1", primary=primary.address, token=TOKEN)
+    us1 = replikv.Replica(tmp_path / "us-1", primary=primary.address, token=TOKEN)
+    wait("both replicas", lambda: primary.sync_state == "ok")
+    for i in range(10):
+        store.put("consent", f"c{i}", True, durability="sync")
+    # Quorum 2 of 2: every acknowledged write is on both, so eu-1 alone may promote.
+    wait("a heartbeat", lambda: eu1.status()["primary_members"] == 2)
+    primary.close()
+    store.close()
+    new = eu1.promote(token=TOKEN, quorum=1)
+    assert new.promotion is not None and new.promotion.needed == 1
+    assert "Promotion(epoch=2, start_lsn=11" in repr(new.promotion)
+    us1.follow(new.address)
+    wait("us-1 to register with the new primary", lambda: new.sync_state == "ok")
+    receipt = new.store.put("consent", "after", True, durability="sync")
+    assert receipt.acked_by == ["us-1"]
+    assert us1.wait_for(receipt.lsn, timeout=30)
+    assert us1.store.checksum() == new.store.checksum()
+    assert us1.store.epoch_history == [(1, 1), (2, 11)]
+    with pytest.raises(replikv.ReplicationError, match="was promoted"):
+        eu1.follow(new.address)
+    us1.close()
+    eu1.close()
+    new.close()
+    new.store.close()

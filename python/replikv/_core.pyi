@@ -547,6 +547,11 @@ class Replica:
         replicas, as its heartbeats said) or ``force=True``. The store then belongs to the
         new primary: closing the replica leaves it open.
         """
+    def follow(self, address: str) -> None:
+        """Follows the primary at ``address`` from now on (after a promotion elsewhere),
+        continuing from its own position when its history matches the new primary's; a
+        fork is handled as ``on_diverge`` says. Raises ``ReplicationError`` once this
+        replica was itself promoted."""
     def close(self) -> None:
         """Stops following and closes the store (unless it was promoted)."""
     def __enter__(self) -> Self: ...

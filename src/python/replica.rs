@@ -255,6 +255,14 @@ impl PyReplica {
         })
     }
 
+    /// Follows the primary at `address` from now on (after a promotion elsewhere),
+    /// continuing from its own position when its history matches the new primary's; a
+    /// fork is handled as `on_diverge` says.
+    fn follow(&self, py: Python<'_>, address: &str) -> PyResult<()> {
+        owned(py, self.replica.store())?;
+        run_detached(py, || self.replica.follow(address))
+    }
+
     /// Stops following and closes the store.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         owned(py, self.replica.store())?;

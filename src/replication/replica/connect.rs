@@ -31,12 +31,10 @@ pub(super) async fn connect(
 ) -> Result<(OwnedReadHalf, Writer, ReplicaMachine), ReplicationError> {
     let options = &shared.options;
     let token = options.token.as_deref().unwrap_or("").as_bytes();
-    let stream = client::connect(&options.primary, HANDSHAKE_TIMEOUT)
+    let address = shared.primary();
+    let stream = client::connect(&address, HANDSHAKE_TIMEOUT)
         .await
-        .map_err(|source| NetError::Connect {
-            address: options.primary.clone(),
-            source,
-        })?;
+        .map_err(|source| NetError::Connect { address, source })?;
     let (mut reader, writer) = stream.into_split();
     let mut writer = StallWriter::new(writer, IDLE_TIMEOUT);
     let nonce = match read_handshake_frame(&mut reader, HANDSHAKE_TIMEOUT, "challenge").await? {

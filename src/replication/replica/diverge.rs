@@ -64,7 +64,7 @@ pub(super) async fn handle(
         return Err(ReplicationError::Diverged { fork_lsn, reason });
     }
     let consumer = Arc::clone(&shared.consumer);
-    let primary = shared.options.primary.clone();
+    let primary = shared.primary();
     let report_dir = shared.report_dir.clone();
     let report = tokio::task::spawn_blocking(move || consumer.resync(fork, &primary, &report_dir))
         .await
@@ -74,7 +74,7 @@ pub(super) async fn handle(
             reason: format!("{reason}; the resync failed: {err}"),
         })?;
     tracing::warn!(
-        primary = %shared.options.primary,
+        primary = %shared.primary(),
         report = %report.display(),
         account = %divergence.summary(),
         "diverged: the local-only entries are in the report; re-seeding from the primary"

@@ -89,9 +89,18 @@ impl ReplicaState {
 struct Shared {
     consumer: Arc<dyn LogConsumer>,
     options: ReplicaOptions,
+    /// The primary it follows: `options.primary` until re-pointed with `follow`.
+    primary: Mutex<String>,
     /// Where divergence reports go: `diverged/` in the store's directory.
     report_dir: std::path::PathBuf,
     state: Mutex<ReplicaState>,
+}
+
+impl Shared {
+    /// The address of the primary it follows now.
+    fn primary(&self) -> String {
+        lock(&self.primary).clone()
+    }
 }
 
 /// A running replica.
@@ -125,6 +134,7 @@ impl Replica {
         let store = Store::open(path, store_options)?;
         let shared = Arc::new(Shared {
             consumer: Arc::new(store.clone()),
+            primary: Mutex::new(options.primary.clone()),
             options,
             report_dir: store.path().join("diverged"),
             state: Mutex::new(ReplicaState {
@@ -167,10 +177,47 @@ impl Replica {
         &self.shared.options.name
     }
 
-    /// The primary's address.
+    /// The address of the primary it follows.
     #[must_use]
-    pub fn primary(&self) -> &str {
-        &self.shared.options.primary
+    pub fn primary(&self) -> String {
+        self.shared.primary()
+    }
+
+    /// Follows the primary at `address` from now on (after a promotion elsewhere, say),
+    /// continuing from its own position when its history matches the new primary's (a
+    /// fork is handled as `on_diverge` says). Nothing changes if it is already following
+    /// `address`.
+    ///
+    /// # Errors
+    /// [`ReplicationError::Refused`] once this replica was promoted (its store is a
+    /// primary's now).
+    pub fn follow(&self, address: &str) -> Result<()> {
+        if self.promoted.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(ReplicationError::Refused {
+                reason: format!("{:?} was promoted: it follows nobody", self.name()),
+            }
+            .into());
+        }
+        if self.primary() == address {
+            return Ok(());
+        }
+        self.stop_task();
+        address.clone_into(&mut lock(&self.shared.primary));
+        {
+            let mut state = lock(&self.shared.state);
+            state.state = LinkState::Connecting;
+            state.last_error = None;
+            state.diverged = None;
+            state.primary_last_lsn = 0;
+            state.primary_quorum = 0;
+            state.primary_members = 0;
+            state.heartbeat = None;
+        }
+        tracing::info!(replica = %self.name(), primary = %address, "re-pointed");
+        self.shutdown.send_replace(false);
+        let task = runtime().spawn(follow(Arc::clone(&self.shared), self.shutdown.subscribe()));
+        *lock(&self.task) = Some(task);
+        Ok(())
     }
 
     /// A copy of its link state.
@@ -248,13 +295,13 @@ async fn follow(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             match result {
                 Ok(()) => return,
                 Err(err) if is_final(&err) => {
-                    tracing::error!(primary = %shared.options.primary, error = %err, "replication stopped");
+                    tracing::error!(primary = %shared.primary(), error = %err, "replication stopped");
                     state.state = LinkState::Failed;
                     state.last_error = Some(err.to_string());
                     return;
                 }
                 Err(err) => {
-                    tracing::info!(primary = %shared.options.primary, error = %err, "replication link lost; retrying");
+                    tracing::info!(primary = %shared.primary(), error = %err, "replication link lost; retrying");
                     state.state = LinkState::Disconnected;
                     state.last_error = Some(err.to_string());
                 }

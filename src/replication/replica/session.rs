@@ -29,7 +29,7 @@ pub(super) async fn session(
 ) -> Result<(), ReplicationError> {
     let (reader, mut writer, mut machine) = connect(shared).await?;
     *connected = true;
-    tracing::info!(primary = %shared.options.primary, from_lsn = machine.flushed_lsn(), "following");
+    tracing::info!(primary = %shared.primary(), from_lsn = machine.flushed_lsn(), "following");
     // Frames are read ahead while a batch is applied, so that everything that arrived
     // meanwhile is applied next in one append (one fdatasync): a replica keeps up with a
     // primary that ships every commit on its own.
