@@ -27,7 +27,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from . import __version__
+from . import __version__, _demo_failover
 from ._core import Change, Checksum, Primary, Replica, Store
 from ._serve import add_commands
 from ._store import Key
@@ -355,6 +355,9 @@ class _Demo:
             step_started = time.perf_counter()
             self._replicate(store)
             self.timings.steps["replication"] = time.perf_counter() - step_started
+            step_started = time.perf_counter()
+            self._failover()
+            self.timings.steps["failover"] = time.perf_counter() - step_started
             self._summary(store.checksum(), time.perf_counter() - started)
         finally:
             store.close()
@@ -647,6 +650,11 @@ class _Demo:
                         tx.put("events", event_id, event)
         finally:
             done.set()
+
+    def _failover(self) -> None:
+        _heading("10. Failover: the primary dies mid-stream; its sync replica is promoted")
+        with tempfile.TemporaryDirectory(prefix="replikv-demo-failover-") as workdir:
+            _demo_failover.act(Path(workdir), _say, _code)
 
     # Summary ---------------------------------------------------------------------------------
 

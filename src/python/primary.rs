@@ -57,11 +57,12 @@ impl PyPromotion {
             Some((first, last)) => format!("LSN {first} to {last}"),
             None => "none".to_owned(),
         };
+        let reached: Vec<String> = self.reached.iter().map(|n| format!("'{n}'")).collect();
         format!(
-            "Promotion(epoch={}, start_lsn={}, reached={:?}, forced={}, possible_loss={loss})",
+            "Promotion(epoch={}, start_lsn={}, reached=[{}], forced={}, possible_loss={loss})",
             self.epoch,
             self.start_lsn,
-            self.reached,
+            reached.join(", "),
             if self.forced { "True" } else { "False" }
         )
     }

@@ -1,0 +1,130 @@
+"""The failover act of ``replikv demo``: a primary in a child process takes sync consent
+writes and async open events; it is killed (SIGKILL) mid-stream; its replica is promoted;
+then the account: acknowledged sync writes lost (none), and the async entries lost, read
+from the dead primary's directory when it tries to follow the new primary.
+
+Run as ``python -m replikv._demo_failover DIR`` it is that child: the primary."""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ._core import Primary, Replica, Store
+from .exceptions import DivergedError, ReplikvError
+
+#: How long the child writes before it is killed.
+RUN_SECONDS = 1.0
+#: Async events wait this long to ship: the kill loses the ones not shipped yet.
+EVENTS_SHIP_INTERVAL = 0.5
+#: Consent changes are rarer than opens.
+CONSENT_EVERY = 0.02
+
+
+def serve_until_killed(path: Path) -> None:
+    """The child: a primary whose consent writes are sync and whose open events are async
+    (a steady stream from a thread); it prints each sync write as its call returns, until
+    it is killed."""
+    store = Store(path)
+    primary = Primary(
+        store,
+        quorum=1,
+        sync_timeout=60,
+        table_modes={"consent": "sync"},
+        ship_interval=EVENTS_SHIP_INTERVAL,
+        heartbeat_interval=0.05,
+    )
+    print(f"listening {primary.address}", flush=True)
+    while primary.sync_state != "ok":
+        time.sleep(0.01)
+
+    def opens() -> None:
+        for event in itertools.count():
+            store.put("events", event, {"type": "open", "campaign": "black-friday"})
+
+    threading.Thread(target=opens, daemon=True).start()
+    for i in itertools.count():
+        store.put("consent", f"user{i}@example.com", {"opted_in": i % 3 != 0})
+        print(f"sync user{i}@example.com", flush=True)
+        time.sleep(CONSENT_EVERY)
+
+
+def act(
+    workdir: Path,
+    say: Callable[[str], None],
+    code: Callable[[str], None],
+) -> tuple[int, int]:
+    """Runs the act in `workdir`; returns (acknowledged sync writes, async entries lost)."""
+    old, eu1_dir = workdir / "primary", workdir / "eu-1"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "replikv._demo_failover", str(old)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    lines: list[str] = []
+    try:
+        address = child.stdout.readline().split()[-1]
+        reader = threading.Thread(target=lambda: lines.extend(child.stdout or []), daemon=True)
+        eu1 = Replica(eu1_dir, primary=address, name="eu-1")
+        reader.start()
+        say(f"  a primary in process {child.pid} takes sync consent writes and async events;")
+        say("  replica eu-1 follows it (quorum 1: eu-1 alone holds every acknowledged write)")
+        deadline = time.monotonic() + 30
+        while eu1.status()["primary_members"] != 1 or not lines:
+            if time.monotonic() > deadline:
+                raise ReplikvError(f"the failover primary never got going: {eu1.status()}")
+            time.sleep(0.01)
+        time.sleep(RUN_SECONDS)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    reader.join(timeout=30)
+    child.stdout.close()
+    acked = [line.split()[1] for line in lines if line.startswith("sync ")]
+    say(f"  killed it with SIGKILL after {len(acked):,} sync writes returned")
+
+    code("new_primary = replica.promote()")
+    new = eu1.promote()
+    say(f"  {new.promotion!r}")
+    say("  (possible_loss is what eu-1 had heard; the dead primary's directory tells exactly)")
+    store = new.store
+    lost_sync = [key for key in acked if store.get("consent", key) is None]
+    try:
+        with Store(old) as dead:
+            dead_last = dead.last_lsn
+        say(f"  acknowledged sync writes lost: {len(lost_sync)}")
+        lost = dead_last - store.last_lsn
+        if lost > 0:
+            # The dead primary's directory tries to follow the new primary: refused, with
+            # the account of what only it holds.
+            code("replikv.Replica(old_primary_dir, primary=new_primary.address).wait_for(...)")
+            with Replica(old, primary=new.address, name="old-primary") as rejoining:
+                try:
+                    rejoining.wait_for(dead_last + 1, timeout=30)
+                    raise ReplikvError("the dead primary's directory followed without a fork")
+                except DivergedError as account:
+                    keys = ", ".join(f"{t}: {len(k)} keys" for t, k in account.tables.items())
+                    say(
+                        f"  DivergedError: async entries lost: {account.entries} (LSN "
+                        f"{account.fork_lsn} to {dead_last}; {keys})"
+                    )
+        else:
+            say("  async entries lost: 0 (the replica had every entry)")
+    finally:
+        eu1.close()
+        new.close()
+        store.close()
+    if lost_sync:
+        raise ReplikvError(f"acknowledged sync writes were lost: {lost_sync}")
+    return len(acked), max(lost, 0)
+
+
+if __name__ == "__main__":
+    serve_until_killed(Path(sys.argv[1]))
