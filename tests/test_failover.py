@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import replikv
+from proxy import Proxy
 
 TOKEN = "t0ken"
 CHILD = Path(__file__).with_name("failover_child.py")
@@ -138,6 +139,48 @@ def test_the_other_replica_re_pointed_at_the_promoted_one_follows_it(tmp_path: P
     with pytest.raises(replikv.ReplicationError, match="was promoted"):
         eu1.follow(new.address)
     us1.close()
+    eu1.close()
+    new.close()
+    new.store.close()
+
+
+def test_split_brain_the_cut_off_primary_never_acknowledges_and_is_fenced_when_the_link_returns(
+    tmp_path: Path,
+) -> None:
+    store = replikv.Store(tmp_path / "old")
+    old = replikv.Primary(store, token=TOKEN, quorum=1, sync_timeout=0.5, heartbeat_interval=0.02)
+    with Proxy(old.address) as link:
+        eu1 = replikv.Replica(tmp_path / "eu-1", primary=link.address, token=TOKEN, name="eu-1")
+        wait("eu-1", lambda: old.sync_state == "ok")
+        acked = [store.put("consent", f"c{i}", True, durability="sync") for i in range(5)]
+        wait("a heartbeat", lambda: eu1.status()["primary_members"] == 1)
+        link.cut()
+        # Cut off, the old primary keeps running: no sync write of its succeeds.
+        for i in range(3):
+            with pytest.raises(replikv.ReplicationTimeout):
+                store.put("consent", f"cut{i}", True, durability="sync")
+        new = eu1.promote(token=TOKEN)
+        with pytest.raises(replikv.ReplicationTimeout):
+            store.put("consent", "still-cut", True, durability="sync")
+        # The link returns: the promotion's announcement reaches the old primary.
+        link.restore()
+        wait("the old primary to be deposed", lambda: store.epoch == 2)
+        with pytest.raises(replikv.FencedError) as fenced:
+            store.put("consent", "after", True)
+        assert fenced.value.epoch == 2
+    assert all(new.store.get("consent", f"c{i}") for i in range(5)), acked
+    old.close()
+    local_only = store.last_lsn - new.store.last_lsn
+    store.close()
+    # Its divergence is reported, not merged: the four timed-out sync writes.
+    with (
+        replikv.Replica(tmp_path / "old", primary=new.address, token=TOKEN, name="old") as back,
+        pytest.raises(replikv.DivergedError) as diverged,
+    ):
+        back.wait_for(new.store.last_lsn + local_only + 1, timeout=30)
+    assert diverged.value.entries == local_only == 4
+    assert diverged.value.tables == {"consent": ["cut0", "cut1", "cut2", "still-cut"]}
+    assert new.store.get("consent", "cut0") is None
     eu1.close()
     new.close()
     new.store.close()

@@ -62,6 +62,39 @@ pub fn fetch_verify(
     }
 }
 
+/// Tells the primary at `address` that `epoch` exists (a promotion made it): a primary of
+/// an older epoch is deposed by hearing it (its sync writers fail, it takes no more
+/// writes). Returns once that primary has heard it.
+///
+/// # Errors
+/// The primary could not be reached or answered otherwise: try again later.
+pub async fn announce_epoch(
+    address: &str,
+    token: &[u8],
+    epoch: u64,
+    timeout: Duration,
+) -> Result<(), ReplicationError> {
+    let answer = tokio::time::timeout(
+        timeout,
+        exchange(
+            address,
+            token,
+            timeout,
+            (PeerKind::Monitor, epoch),
+            "status report",
+        ),
+    )
+    .await
+    .map_err(|_| NetError::TimedOut {
+        context: format!("no answer from {address} within {timeout:?}"),
+    })?;
+    match answer {
+        // Deposed now, or it had heard of the epoch already.
+        Ok(_) | Err(ReplicationError::Fenced { .. }) => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
 /// The handshake as `kind`, then the one report the primary sends such a peer.
 fn ask(
     address: &str,
@@ -72,7 +105,7 @@ fn ask(
 ) -> Result<Message, ReplicationError> {
     let token = token.unwrap_or("").as_bytes();
     runtime().block_on(async {
-        tokio::time::timeout(timeout, exchange(address, token, timeout, kind, what))
+        tokio::time::timeout(timeout, exchange(address, token, timeout, (kind, 0), what))
             .await
             .map_err(|_| NetError::TimedOut {
                 context: format!("no {what} from {address} within {timeout:?}"),
@@ -84,7 +117,7 @@ async fn exchange(
     address: &str,
     token: &[u8],
     timeout: Duration,
-    kind: PeerKind,
+    (kind, epoch): (PeerKind, u64),
     what: &str,
 ) -> Result<Message, ReplicationError> {
     let stream = client::connect(address, timeout)
@@ -104,7 +137,7 @@ async fn exchange(
         name: "status".into(),
         proof: ByteBuf::from(handshake::prove(token, Role::Peer, &nonce)),
         nonce: ByteBuf::from(handshake::nonce()),
-        epoch: 0,
+        epoch,
         flushed_lsn: 0,
         flushed_id: (0, 0),
         lineage: 0,

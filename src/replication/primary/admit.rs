@@ -264,6 +264,16 @@ async fn welcome<'a>(
         durable,
         history,
     } = hello;
+    let primary_epoch = shared.store.epoch();
+    if epoch > primary_epoch {
+        // Another store was promoted (any peer that proves the token may say so, a
+        // monitor sent by the promotion too): this one is deposed and takes no writes.
+        shared.fence(epoch).await;
+        return Err(Refusal::new(
+            RefuseCode::Fenced,
+            format!("{peer} has seen epoch {epoch}, newer than this primary's {primary_epoch}"),
+        ));
+    }
     if kind == PeerKind::Monitor {
         write_frame(writer, &shared.report()).await?;
         return Ok(Accepted::Monitor);
@@ -282,7 +292,7 @@ async fn welcome<'a>(
             format!("invalid replica name {name:?}"),
         ));
     }
-    let view = log_view(shared, peer, epoch, flushed_lsn, history).await?;
+    let view = log_view(shared, flushed_lsn, history).await?;
     let internal = |e: &dyn std::fmt::Display| Refusal::new(RefuseCode::Protocol, e.to_string());
     let primary_lineage = shared.store.lineage().map_err(|e| internal(&e))?;
     if flushed_lsn > 0 && lineage != primary_lineage {
@@ -341,26 +351,15 @@ async fn welcome<'a>(
     })
 }
 
-/// The epoch checks, then what the log holds for a peer at `flushed_lsn` with `history`.
-/// A peer that has seen a newer epoch deposes this primary; a deposed primary streams to
-/// nobody (its entries from then on are not the new primary's: a replica that took them
-/// would diverge).
+/// What the log holds for a peer at `flushed_lsn` with `history`. A deposed primary
+/// streams to nobody (its entries from then on are not the new primary's: a replica that
+/// took them would diverge).
 async fn log_view(
     shared: &Arc<Shared>,
-    peer: &SocketAddr,
-    epoch: u64,
     flushed_lsn: u64,
     history: Vec<(u64, u64)>,
 ) -> Result<LogView, Refusal> {
     let store = shared.store.clone();
-    let primary_epoch = store.epoch();
-    if epoch > primary_epoch {
-        shared.fence(epoch).await;
-        return Err(Refusal::new(
-            RefuseCode::Fenced,
-            format!("{peer} has seen epoch {epoch}, newer than this primary's {primary_epoch}"),
-        ));
-    }
     if let Err(deposed) = store.check_epoch() {
         return Err(Refusal::new(RefuseCode::Fenced, deposed.to_string()));
     }

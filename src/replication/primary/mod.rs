@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use super::commit_times::CommitTimes;
 use super::machine::{LinkId, Micros, Peer, PrimaryConfig, PrimaryMachine};
+use super::monitor::announce_epoch;
 use super::protocol::{Message, PeerKind};
 use super::quorum::{SyncOptions, SyncWaiters};
 use super::retention::{self, RetentionCaps};
@@ -25,6 +26,7 @@ use super::verify::VerifyReport;
 use crate::error::Result;
 use crate::log::LogPosition;
 use crate::net::admission::Admission;
+use crate::net::client::Backoff;
 use crate::net::runtime;
 use crate::net::server::{accept_loop, bind};
 use crate::net::stall::StallWriter;
@@ -323,6 +325,34 @@ impl Primary {
     }
 
     /// Signals the server and every connection to stop; waits for nothing.
+    /// Keeps telling the primary at `address` (the one this store was promoted away from)
+    /// about this primary's epoch, in the background with backoff, until it has heard it
+    /// or this primary stops: a deposed primary that is merely cut off learns it is
+    /// deposed as soon as the link returns, and then takes no more writes.
+    pub fn depose(&self, address: String) {
+        let epoch = self.shared.store.own_epoch();
+        let token = self.shared.options.token.clone().unwrap_or_default();
+        let mut stop = self.shutdown.subscribe();
+        runtime().spawn(async move {
+            let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+            loop {
+                let told =
+                    announce_epoch(&address, token.as_bytes(), epoch, Duration::from_secs(5));
+                match told.await {
+                    Ok(()) => {
+                        tracing::info!(%address, epoch, "the former primary has heard of the new epoch");
+                        return;
+                    }
+                    Err(err) => tracing::debug!(%address, error = %err, "the former primary is not reachable yet"),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(backoff.next_delay()) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+    }
+
     fn signal_stop(&self) {
         // A stopped primary acknowledges nothing: sync writes are refused from here.
         drop(lock(&self.registration).take());

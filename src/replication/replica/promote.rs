@@ -91,6 +91,8 @@ impl Replica {
         };
         tracing::warn!(replica = %self.name(), epoch, start_lsn = flushed + 1, forced = promotion.forced, "promoted");
         let primary = Primary::start(store, options)?;
+        // The former primary may only be cut off: it must learn it is deposed.
+        primary.depose(self.primary());
         Ok((primary, promotion))
     }
 }
