@@ -102,6 +102,9 @@ impl VerifyLinks {
         link.requests
             .send(Message::VerifyRequest { id, since_lsn })
             .ok()?;
+        // Requests whose verification gave up (timed out) are forgotten here: a replica
+        // that never answers cannot make the map grow.
+        link.waiting.retain(|_, waiting| !waiting.is_closed());
         link.waiting.insert(id, reply);
         Some(answer)
     }
