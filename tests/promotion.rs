@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use replikv::error::{Error, ReplicationError};
 use replikv::replication::primary::{Primary, PrimaryOptions};
-use replikv::replication::replica::{OnDiverge, Replica, ReplicaOptions};
+use replikv::replication::replica::{promote_stopped, OnDiverge, Replica, ReplicaOptions};
 use replikv::replication::status::LinkState;
 use replikv::store::{Durability, Store, StoreOptions};
 
@@ -183,5 +183,43 @@ fn the_other_replica_re_pointed_at_the_promoted_one_follows_it_from_its_position
     assert_eq!(us1.store().checksum()?, new.store().checksum()?);
     assert_eq!(us1.state().connections, 2, "it resumed, no snapshot");
     assert_eq!(us1.state().snapshots, 0);
+    Ok(())
+}
+
+#[test]
+fn a_stopped_replica_is_promoted_offline_by_what_its_primary_last_said() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path().join("primary"), StoreOptions::default())?;
+    let options = PrimaryOptions {
+        heartbeat_interval: Duration::from_millis(20),
+        ..primary_options(None)
+    };
+    let primary = Primary::start(store.clone(), options)?;
+    let replica = Replica::start(
+        dir.path().join("eu-1"),
+        replica_options(&primary, None, "eu-1"),
+    )?;
+    eventually("eu-1 to register", || primary.status().replicas.len() == 1);
+    let lsn = store
+        .commit(put("k", vec![0x01]), Some(Durability::Sync))?
+        .lsn;
+    eventually("eu-1 to remember quorum 1 of 1", || {
+        replica.store().primary_quorum().ok() == Some((1, 1))
+    });
+    replica.close()?;
+    primary.close();
+    // A replica restarted with its primary gone still knows it may promote.
+    let restarted = Replica::start(
+        dir.path().join("eu-1"),
+        replica_options(&primary, None, "eu-1"),
+    )?;
+    assert_eq!(restarted.state().primary_members, 1);
+    restarted.close()?;
+    let promotion = promote_stopped(&dir.path().join("eu-1"), false)?;
+    assert_eq!((promotion.epoch, promotion.start_lsn), (2, lsn + 1));
+    let promoted = Store::open(dir.path().join("eu-1"), StoreOptions::default())?;
+    assert_eq!(promoted.read_only_reason(), None, "a primary's store now");
+    let next = promoted.commit(put("after", vec![0x02]), None)?.lsn;
+    assert_eq!(promoted.entry_id(next)?.map(|id| id.0), Some(2));
     Ok(())
 }

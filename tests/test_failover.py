@@ -184,3 +184,25 @@ def test_split_brain_the_cut_off_primary_never_acknowledges_and_is_fenced_when_t
     eu1.close()
     new.close()
     new.store.close()
+
+
+def test_replikv_promote_promotes_a_stopped_replica_by_the_rule(tmp_path: Path) -> None:
+    store = replikv.Store(tmp_path / "primary")
+    with (
+        replikv.Primary(store, token=TOKEN, heartbeat_interval=0.02) as primary,
+        replikv.Replica(tmp_path / "eu-1", primary=primary.address, token=TOKEN) as eu1,
+    ):
+        wait("eu-1", lambda: primary.sync_state == "ok")
+        lsn = store.put("consent", "ana", True, durability="sync").lsn
+        wait("a heartbeat", lambda: eu1.status()["primary_members"] == 1)
+    store.close()
+    from replikv import cli
+
+    assert cli.main(["promote", str(tmp_path / "missing")]) == 1
+    assert cli.main(["promote", str(tmp_path / "eu-1")]) == 0
+    with replikv.Store(tmp_path / "eu-1") as promoted:
+        assert promoted.epoch_history == [(1, 1), (2, lsn + 1)]
+        assert promoted.put("consent", "bob", True).lsn == lsn + 1
+    # Promoting it again: it is no replica's store any more.
+    with pytest.raises(replikv.ReadOnlyError):
+        replikv.promote_stopped(tmp_path / "eu-1")

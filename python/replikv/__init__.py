@@ -25,6 +25,7 @@ from ._core import (
     __version__,
     decode_value,
     encode_value,
+    promote_stopped,
 )
 from ._diverged import DivergenceReport, read_diverged
 from ._store import Table
@@ -91,5 +92,6 @@ __all__ = [
     "__version__",
     "decode_value",
     "encode_value",
+    "promote_stopped",
     "read_diverged",
 ]

@@ -33,6 +33,7 @@ __all__ = [
     "encode_value",
     "fetch_status",
     "fetch_verify",
+    "promote_stopped",
     "read_diverged_report",
 ]
 
@@ -564,6 +565,14 @@ def fetch_status(address: str, *, token: str | None = None, timeout: float = 5.0
         ``last_lsn``, ``epoch``, ``rejected``, ``sync_state`` (as ``Primary.sync_state``)
         and ``replicas`` (a list of :class:`ReplicaInfo`).
     """
+
+def promote_stopped(path: str | os.PathLike[str], *, force: bool = False) -> Promotion:
+    """Makes a stopped replica's store the primary of a new epoch, by the rule
+    :meth:`Replica.promote` follows (with what its primary's heartbeats last said), without
+    serving it: ``Primary(Store(path))`` or ``replikv primary --data DIR`` serves it next.
+
+    Raises ``ReplicationError`` (nothing changes) when the rule is not met and ``force`` is
+    not set; ``StoreLockedError`` while a replica runs on it."""
 
 def read_diverged_report(
     path: str | os.PathLike[str],

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from ._core import Primary, Replica, ReplicaInfo, Store, fetch_status
+from ._core import Primary, Replica, ReplicaInfo, Store, fetch_status, promote_stopped
 from .exceptions import ReplikvError
 
 TOKEN_ENV = "REPLIKV_TOKEN"
@@ -76,6 +76,24 @@ def add_commands(commands: Any) -> None:
         ),
     )
     replica.set_defaults(run=_run_replica)
+
+    promote = commands.add_parser(
+        "promote",
+        help="make a stopped replica's directory the primary of a new epoch",
+        description=(
+            "Promote a stopped replica (its primary is gone): by the rule a live promotion "
+            "follows, it must alone hold every acknowledged sync write (its primary's quorum "
+            "equalled its number of replicas, as the last heartbeats said). Then serve it "
+            "with `replikv primary --data DIR`."
+        ),
+    )
+    promote.add_argument("dir", type=Path, metavar="DIR", help="the stopped replica's directory")
+    promote.add_argument(
+        "--force",
+        action="store_true",
+        help="promote even when the rule is not met (acknowledged sync writes may be lost)",
+    )
+    promote.set_defaults(run=_run_promote)
 
     status = commands.add_parser(
         "status",
@@ -218,6 +236,20 @@ def _recovery(failure: str, data: Path) -> str:
     if failure.startswith("authentication"):
         return "Check that the replica's --token (or $REPLIKV_TOKEN) is the primary's."
     return "The replica cannot follow this primary; see the error above."
+
+
+def _run_promote(args: argparse.Namespace) -> int:
+    if not (args.dir / "tables.redb").is_file():
+        print(f"replikv promote: error: no replikv store at {args.dir}", file=sys.stderr)
+        return 1
+    try:
+        promotion = promote_stopped(args.dir, force=args.force)
+    except (ReplikvError, OSError) as failure:
+        print(f"replikv promote: error: {failure}", file=sys.stderr)
+        return 1
+    print(f"{args.dir} promoted: {promotion!r}")
+    print(f"serve it with: replikv primary --data {args.dir}")
+    return 0
 
 
 def _run_status(args: argparse.Namespace) -> int:

@@ -140,6 +140,15 @@ pub trait LogConsumer: Send + Sync + 'static {
     /// # Errors
     /// The change cannot be recorded.
     fn raise_epoch(&self, epoch: u64) -> Result<()>;
+    /// Remembers what its primary's heartbeats said a promotion must reach (its quorum and
+    /// how many replicas count toward it), durably if it keeps data; a consumer need not.
+    ///
+    /// # Errors
+    /// The change cannot be recorded.
+    fn remember_quorum(&self, quorum: u64, members: u64) -> Result<()> {
+        let _ = (quorum, members);
+        Ok(())
+    }
     /// Applies whole entries (log payloads), consecutive after what it holds; returns its
     /// `(flushed_lsn, applied_lsn)` once they are durable (if it is durable) and visible.
     ///

@@ -24,7 +24,7 @@ mod _core {
     #[pymodule_export]
     use super::iter::{PyChanges, PyScan};
     #[pymodule_export]
-    use super::primary::{PyPrimary, PyPromotion};
+    use super::primary::{promote_stopped, PyPrimary, PyPromotion};
     #[pymodule_export]
     use super::replica::PyReplica;
     #[pymodule_export]

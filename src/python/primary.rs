@@ -50,6 +50,22 @@ impl From<Promotion> for PyPromotion {
     }
 }
 
+/// Makes a stopped replica's store at `path` the primary of a new epoch, by the rule
+/// `Replica.promote` follows (with what its primary's heartbeats last said), without
+/// serving it: `Primary(Store(path))` or `replikv primary --data DIR` serves it next.
+#[pyfunction]
+#[pyo3(signature = (path, *, force = false))]
+pub(crate) fn promote_stopped(
+    py: Python<'_>,
+    path: std::path::PathBuf,
+    force: bool,
+) -> PyResult<PyPromotion> {
+    let promotion = run_detached(py, move || {
+        crate::replication::replica::promote_stopped(&path, force)
+    })?;
+    Ok(PyPromotion::from(promotion))
+}
+
 #[pymethods]
 impl PyPromotion {
     fn __repr__(&self) -> String {

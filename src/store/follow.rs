@@ -46,15 +46,21 @@ impl Store {
         self.read_only_reason() == Some(ReadOnlyReason::Replica)
     }
 
-    /// Makes a follower store a primary's, at run time (a promotion): durably unmarked as a
-    /// replica's, it takes user writes and no replicated entries from now on. Its lineage
-    /// stays, so the other replicas can follow it. The caller begins a new epoch next.
+    /// Makes a replica's store (a follower, or one opened plainly) a primary's, at run time
+    /// (a promotion): durably unmarked as a replica's, it takes user writes and no
+    /// replicated entries from now on. Its lineage stays, so the other replicas can follow
+    /// it. The caller begins a new epoch next.
     ///
     /// # Errors
-    /// [`StoreError::ReadOnly`] unless it is a follower; a closed store or a storage
-    /// failure (it stays a follower then).
+    /// [`StoreError::ReadOnly`] unless it is a replica's store; a closed store or a storage
+    /// failure (it stays a replica's then).
     pub fn stop_following(&self) -> Result<()> {
-        if !self.is_follower() {
+        let replicas = [ReadOnlyReason::Replica, ReadOnlyReason::BelongsToReplica];
+        if !replicas.contains(
+            &self
+                .read_only_reason()
+                .unwrap_or(ReadOnlyReason::NotAFollower),
+        ) {
             return Err(self.read_only(ReadOnlyReason::NotAFollower));
         }
         let mut exclusive = self.begin_exclusive()?;
@@ -152,6 +158,49 @@ impl Store {
         self.with_open(|open| Ok(open.tables.meta("lineage")?.unwrap_or(0)))
     }
 
+    /// Durably remembers what the primary's heartbeats said a promotion must reach: its
+    /// quorum and how many replicas count toward it (read back by
+    /// [`Store::primary_quorum`], also after a restart with the primary gone), and whether
+    /// this store, fsyncing, was one of them.
+    ///
+    /// # Errors
+    /// A closed store or a storage failure.
+    pub fn remember_primary_quorum(&self, quorum: u64, members: u64) -> Result<()> {
+        let mut exclusive = self.begin_exclusive()?;
+        exclusive.ready_to_read()?;
+        let written = self.with_open(|open| {
+            open.tables.write_meta(&[
+                ("primary_quorum", quorum),
+                ("primary_members", members),
+                ("counted", u64::from(self.inner.options.fsync)),
+            ])
+        });
+        drop(exclusive);
+        written
+    }
+
+    /// The primary's `(quorum, members)` as last remembered, `(0, 0)` if never heard.
+    ///
+    /// # Errors
+    /// A closed store or a storage failure.
+    pub fn primary_quorum(&self) -> Result<(u64, u64)> {
+        self.with_open(|open| {
+            Ok((
+                open.tables.meta("primary_quorum")?.unwrap_or(0),
+                open.tables.meta("primary_members")?.unwrap_or(0),
+            ))
+        })
+    }
+
+    /// Whether this store fsynced while it followed (so counted toward the quorum), as
+    /// remembered with the primary's quorum.
+    ///
+    /// # Errors
+    /// A closed store or a storage failure.
+    pub fn was_counted(&self) -> Result<bool> {
+        self.with_open(|open| Ok(open.tables.meta("counted")? == Some(1)))
+    }
+
     /// Takes on the lineage of the primary an empty follower starts to follow.
     ///
     /// # Errors
@@ -238,6 +287,10 @@ impl LogConsumer for Store {
 
     fn raise_epoch(&self, epoch: u64) -> Result<()> {
         Store::raise_epoch(self, epoch).map(drop)
+    }
+
+    fn remember_quorum(&self, quorum: u64, members: u64) -> Result<()> {
+        self.remember_primary_quorum(quorum, members)
     }
 
     fn apply(&self, payloads: &[Vec<u8>]) -> Result<(u64, u64)> {

@@ -18,7 +18,7 @@ use crate::net::client::Backoff;
 use crate::net::runtime;
 use crate::store::{Store, StoreOptions};
 pub use diverge::{OnDiverge, Resynced};
-pub use promote::Promotion;
+pub use promote::{promote_stopped, Promotion};
 use session::session;
 
 /// How long a link may stay silent before the replica drops it and reconnects.
@@ -132,6 +132,7 @@ impl Replica {
             ..options.store.clone()
         };
         let store = Store::open(path, store_options)?;
+        let (primary_quorum, primary_members) = store.primary_quorum()?;
         let shared = Arc::new(Shared {
             consumer: Arc::new(store.clone()),
             primary: Mutex::new(options.primary.clone()),
@@ -141,8 +142,8 @@ impl Replica {
                 state: LinkState::Connecting,
                 primary_last_lsn: 0,
                 primary_epoch: 0,
-                primary_quorum: 0,
-                primary_members: 0,
+                primary_quorum,
+                primary_members,
                 heartbeat: None,
                 oldest_missing_ms: 0,
                 last_error: None,

@@ -97,9 +97,23 @@ fn observe(shared: &Shared, machine: &ReplicaMachine, message: &Message) {
         ..
     } = message
     {
+        let (quorum, members) = (*quorum, *members);
+        let known = {
+            let state = lock(&shared.state);
+            (state.primary_quorum, state.primary_members)
+        };
+        if quorum > 0 && (quorum, members) != known {
+            // On disk before it shows (a change is rare): a replica restarted after its
+            // primary died can still promote.
+            let remembered =
+                tokio::task::block_in_place(|| shared.consumer.remember_quorum(quorum, members));
+            if let Err(err) = remembered {
+                tracing::warn!(error = %err, "could not remember the primary's quorum");
+            }
+        }
         let mut state = lock(&shared.state);
-        state.primary_quorum = *quorum;
-        state.primary_members = *members;
+        state.primary_quorum = quorum;
+        state.primary_members = members;
         state.primary_last_lsn = state.primary_last_lsn.max(*last_lsn);
         state.heartbeat = Some((*now_ms, Instant::now()));
         state.oldest_missing_ms = *oldest_missing_ms;
