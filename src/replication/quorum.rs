@@ -185,12 +185,15 @@ impl SyncReplication for SyncWaiters {
         Ok(())
     }
 
-    fn wait_quorum(&self, lsn: u64, patience: Duration) -> Option<Vec<String>> {
+    fn will_wait(&self, lsn: u64) {
         self.wanted.send_if_modified(|wanted| {
             let rises = lsn > *wanted;
             *wanted = (*wanted).max(lsn);
             rises
         });
+    }
+
+    fn wait_quorum(&self, lsn: u64, patience: Duration) -> Option<Vec<String>> {
         let view = self.wait_until(patience, |v| v.quorum_lsn >= lsn);
         (view.quorum_lsn >= lsn).then(|| view.acked_by(lsn))
     }
