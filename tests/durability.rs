@@ -47,6 +47,8 @@ impl SyncReplication for Scripted {
         }
     }
 
+    fn will_wait(&self, _lsn: u64) {}
+
     fn wait_quorum(&self, lsn: u64, patience: Duration) -> replikv::Result<Option<Vec<String>>> {
         if self.acked.load(Ordering::SeqCst) >= lsn {
             return Ok(Some(self.acked_by(lsn)));

@@ -352,8 +352,10 @@ class Primary:
     """Serves a store's change log to replicas over TCP.
 
     Async writers never wait for the network: entries are shipped in batches at most
-    every ``ship_interval`` seconds. A sync write returns once ``quorum`` replicas that
-    fsync hold it durably. Without a ``token`` only loopback peers may connect.
+    every ``ship_interval`` seconds (``0``: within about a millisecond, so that a replica
+    fsyncs once per batch rather than once per write). A sync write ships at once and
+    returns once ``quorum`` replicas that fsync hold it durably. Without a ``token`` only
+    loopback peers may connect.
 
     Args:
         quorum: replicas that must acknowledge a sync write (1 or more).

@@ -20,7 +20,11 @@ use crate::error::{NetError, ReplicationError};
 use crate::follow::SumsAt;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// Version 2 (issue 8) added fields to `Hello`, `Entries`, `Heartbeat`, `Refused` and
+/// `SnapshotBegin`, and the verification messages. A peer of version 1 cannot decode those
+/// longer messages (`MessagePack` arrays with more elements than it expects): the
+/// version byte makes the two refuse each other with a clear error instead.
+pub const PROTOCOL_VERSION: u8 = 2;
 /// The largest frame accepted (after the length field). Entries larger than this travel in
 /// parts; a single snapshot row (key and value) must fit in one frame.
 pub const MAX_FRAME_BYTES: usize = 64 << 20;

@@ -214,12 +214,15 @@ impl SyncReplication for SyncWaiters {
         Ok(())
     }
 
-    fn wait_quorum(&self, lsn: u64, patience: Duration) -> Result<Option<Vec<String>>> {
+    fn will_wait(&self, lsn: u64) {
         self.wanted.send_if_modified(|wanted| {
             let rises = lsn > *wanted;
             *wanted = (*wanted).max(lsn);
             rises
         });
+    }
+
+    fn wait_quorum(&self, lsn: u64, patience: Duration) -> Result<Option<Vec<String>>> {
         let view = self.wait_until(patience, |v| v.quorum_lsn >= lsn);
         if view.quorum_lsn >= lsn {
             // Acknowledged by a quorum before or after a deposition, the write is on

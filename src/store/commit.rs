@@ -262,12 +262,14 @@ impl Pipeline {
 
     /// Enqueues one encoded entry and returns its LSN. `holds_writer` is set when the
     /// calling transaction owns the writer lock; it is released in the same critical section.
+    /// `taken` hears the LSN before any leader can take the entry (so before it is visible).
     pub(crate) fn enqueue(
         &self,
         body: &[u8],
         body_crc: u32,
         ops: Vec<Op>,
         holds_writer: bool,
+        taken: impl FnOnce(u64),
     ) -> Result<u64, Refused> {
         let mut state = if holds_writer {
             let state = self.lock();
@@ -285,6 +287,7 @@ impl Pipeline {
         let epoch = state.epoch;
         frame_record(&mut state.records, lsn, epoch, timestamp_ms, body, body_crc);
         state.pending.push(Pending { lsn, ops });
+        taken(lsn);
         if holds_writer {
             state.writer = None;
             self.writer_held.store(false, Ordering::Release);

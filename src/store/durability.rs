@@ -66,6 +66,11 @@ pub trait SyncReplication: Send + Sync {
     /// # Errors
     /// [`ReplicationError::SyncUnavailable`] saying why.
     fn check_sync(&self) -> Result<()>;
+    /// A sync write took `lsn` and will wait for its quorum. Called before any leader can
+    /// make the write visible (under the commit pipeline's lock: it must be quick), so that
+    /// the entry is always shipped as awaited (its replicas fsync it at once), and a link
+    /// that paces itself ships it without waiting for its interval.
+    fn will_wait(&self, lsn: u64);
     /// Waits up to `patience` until a quorum of counting replicas acked a flushed LSN at or
     /// past `lsn`; returns those that did, or `None` if the quorum is not there yet.
     ///

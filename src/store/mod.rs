@@ -456,7 +456,11 @@ impl Store {
         let lsn = self
             .inner
             .pipeline
-            .enqueue(&body, crc, ops, holds_writer)
+            .enqueue(&body, crc, ops, holds_writer, |lsn| {
+                if let Some(replication) = &replication {
+                    replication.will_wait(lsn);
+                }
+            })
             .map_err(|r| self.refused(r))?;
         self.wait_visible(lsn)?;
         Ok(durability::committed(lsn, durability, replication))

@@ -36,6 +36,11 @@ use crate::store::{Registration, Store, VisibleSubscription};
 const MAX_HEARTBEAT: Duration = Duration::from_secs(2);
 /// Replicas, consumers and monitors served at once, at most (more are refused as busy).
 const MAX_AUTHENTICATED: usize = 256;
+/// A link that keeps up ships entries no sync writer waits for at most this often, even
+/// with a zero `ship_interval`: a replica fsyncs each batch it gets, so a primary with one
+/// durable writer that shipped every commit on its own would double the fsyncs of a disk
+/// that the two share. Entries a sync writer waits for ship at once.
+const MIN_SHIP_INTERVAL: Duration = Duration::from_millis(1);
 /// Connections that have not proved the token yet, at most: a newer one displaces the
 /// oldest, so that strangers holding sockets open never lock out replicas and monitors.
 const MAX_UNAUTHENTICATED: usize = 32;
@@ -47,7 +52,8 @@ pub struct PrimaryOptions {
     pub listen: String,
     /// Shared token; without one only loopback peers may connect.
     pub token: Option<String>,
-    /// Entries are shipped in batches at most this often (zero ships eagerly).
+    /// Entries are shipped in batches at most this often (zero ships eagerly: within about
+    /// a millisecond, and at once when a sync writer waits for them).
     pub ship_interval: Duration,
     /// Bytes of entries per batch at most (one entry larger than this still goes alone).
     pub max_batch_bytes: usize,
@@ -79,7 +85,7 @@ impl PrimaryOptions {
         let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         PrimaryConfig {
             quorum: self.sync.quorum,
-            ship_interval: micros(self.ship_interval),
+            ship_interval: micros(self.ship_interval.max(MIN_SHIP_INTERVAL)),
             heartbeat_interval: micros(self.heartbeat_interval),
             stall_timeout: micros(self.stall_timeout()),
             catch_up_entries: 4096,
@@ -627,5 +633,21 @@ impl Shared {
     /// Runs `f` on the protocol state.
     fn machine<T>(&self, f: impl FnOnce(&mut PrimaryMachine) -> T) -> T {
         f(&mut lock(&self.links).machine)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_eager_link_still_batches_entries_no_sync_writer_waits_for() {
+        let eager = PrimaryOptions {
+            ship_interval: Duration::ZERO,
+            ..PrimaryOptions::default()
+        };
+        assert_eq!(eager.machine_config().ship_interval, 1_000);
+        let paced = PrimaryOptions::default();
+        assert_eq!(paced.machine_config().ship_interval, 50_000);
     }
 }

@@ -101,11 +101,13 @@ pub(super) async fn stream_to(
                 let wait = Duration::from_micros(at.saturating_sub(shared.now_us()));
                 // New entries matter only to a link that has shipped everything: one that
                 // paces itself ships them at its time anyway, and waking it on each commit
-                // cost the writers a context switch per commit and link.
+                // cost the writers a context switch per commit and link. A sync writer's
+                // wish matters only to a link that paces itself: an idle one wakes for the
+                // entry itself, and a second wake-up per sync write costs it a loop.
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
                     _ = visible.changed(), if idle => {}
-                    _ = wanted.changed() => {}
+                    _ = wanted.changed(), if !idle => {}
                     Some(request) = requests.next() => write_frame(&mut writer, &request).await?,
                     _ = &mut acks.0 => return Ok(()),
                 }
