@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import replikv
 
 WRITER = Path(__file__).with_name("crash_writer.py")
@@ -58,6 +59,9 @@ def run_until_killed(path: Path, start: int, rng: random.Random) -> list[tuple[i
     return returned
 
 
+# Twenty kills, each followed by a reopen and a replay of the whole log so far: about 100 s
+# alone on 2 cores, more beside other tests. The bound catches a hang, not slowness.
+@pytest.mark.timeout(300)
 def test_kill_9_at_random_moments_loses_no_returned_write(tmp_path: Path) -> None:
     rng = random.Random(int.from_bytes(os.urandom(4), "big"))
     path = tmp_path / "db"
