@@ -165,26 +165,30 @@ fn two_histories(dir: &Path, shared: usize, a_only: usize, b_only: usize) -> Tes
     Ok(())
 }
 
-#[test]
-fn a_replica_holding_entries_the_new_primary_never_had_is_refused_with_the_fork() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    two_histories(dir.path(), 10, 4, 3)?;
-    // A replica follows the old primary to its end (LSN 14, epoch 1).
-    let a = Store::open(dir.path().join("a"), StoreOptions::default())?;
+/// `two_histories(10, 4, 3)`, and `<dir>/replica` made to follow the old primary to its
+/// end (LSN 14, epoch 1); returns the new primary's store and the primary serving it
+/// (epoch 2 from LSN 11).
+fn replica_past_the_fork(dir: &Path) -> Result<(Store, Primary), Box<dyn std::error::Error>> {
+    two_histories(dir, 10, 4, 3)?;
+    let a = Store::open(dir.join("a"), StoreOptions::default())?;
     let old = Primary::start(a.clone(), primary_options(None))?;
-    let replica = Replica::start(
-        dir.path().join("replica"),
-        replica_options(&old, None, "eu-1"),
-    )?;
+    let replica = Replica::start(dir.join("replica"), replica_options(&old, None, "eu-1"))?;
     eventually("the replica to reach LSN 14", || {
         replica.store().last_lsn() == 14
     });
     replica.close()?;
     old.close();
+    let b = Store::open(dir.join("b"), StoreOptions::default())?;
+    let new = Primary::start(b.clone(), primary_options(None))?;
+    Ok((b, new))
+}
+
+#[test]
+fn a_replica_holding_entries_the_new_primary_never_had_is_refused_with_the_fork() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (_b, new) = replica_past_the_fork(dir.path())?;
     // Pointed at the new primary (epoch 2 from LSN 11), it is refused: entries 11..=14
     // are the old primary's only.
-    let b = Store::open(dir.path().join("b"), StoreOptions::default())?;
-    let new = Primary::start(b.clone(), primary_options(None))?;
     let replica = Replica::start(
         dir.path().join("replica"),
         replica_options(&new, None, "eu-1"),
@@ -218,20 +222,7 @@ fn a_replica_holding_entries_the_new_primary_never_had_is_refused_with_the_fork(
 #[test]
 fn a_resync_keeps_the_local_only_entries_in_a_report_then_follows_from_scratch() -> TestResult {
     let dir = tempfile::tempdir()?;
-    two_histories(dir.path(), 10, 4, 3)?;
-    let a = Store::open(dir.path().join("a"), StoreOptions::default())?;
-    let old = Primary::start(a.clone(), primary_options(None))?;
-    let replica = Replica::start(
-        dir.path().join("replica"),
-        replica_options(&old, None, "eu-1"),
-    )?;
-    eventually("the replica to reach LSN 14", || {
-        replica.store().last_lsn() == 14
-    });
-    replica.close()?;
-    old.close();
-    let b = Store::open(dir.path().join("b"), StoreOptions::default())?;
-    let new = Primary::start(b.clone(), primary_options(None))?;
+    let (b, new) = replica_past_the_fork(dir.path())?;
     let options = ReplicaOptions {
         on_diverge: OnDiverge::Resync,
         ..replica_options(&new, None, "eu-1")

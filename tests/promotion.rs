@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use replikv::error::{Error, ReplicationError};
 use replikv::replication::primary::{Primary, PrimaryOptions};
+use replikv::replication::quorum::SyncOptions;
 use replikv::replication::replica::{promote_stopped, OnDiverge, Replica, ReplicaOptions};
 use replikv::replication::status::LinkState;
 use replikv::store::{Durability, Store, StoreOptions};
@@ -13,6 +14,22 @@ use replikv::store::{Durability, Store, StoreOptions};
 mod common;
 
 use common::{eventually, primary_options, put, replica_options, TestResult};
+
+/// A primary serving `<dir>/primary` with sync `quorum`, whose heartbeats (which tell
+/// replicas the quorum and the members) come every 20 ms.
+fn fast_primary(dir: &std::path::Path, quorum: usize) -> replikv::Result<(Store, Primary)> {
+    let store = Store::open(dir.join("primary"), StoreOptions::default())?;
+    let options = PrimaryOptions {
+        heartbeat_interval: Duration::from_millis(20),
+        sync: SyncOptions {
+            quorum,
+            ..SyncOptions::default()
+        },
+        ..primary_options(None)
+    };
+    let primary = Primary::start(store.clone(), options)?;
+    Ok((store, primary))
+}
 
 #[test]
 fn a_promoted_replica_keeps_every_sync_write_and_the_old_primary_accounts_for_the_rest(
@@ -95,12 +112,7 @@ fn a_promoted_replica_keeps_every_sync_write_and_the_old_primary_accounts_for_th
 #[test]
 fn a_promotion_that_cannot_reach_enough_members_is_refused_unless_forced() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let store = Store::open(dir.path().join("primary"), StoreOptions::default())?;
-    let options = PrimaryOptions {
-        heartbeat_interval: Duration::from_millis(20),
-        ..primary_options(None)
-    };
-    let primary = Primary::start(store.clone(), options)?;
+    let (store, primary) = fast_primary(dir.path(), 1)?;
     let eu1 = Replica::start(
         dir.path().join("eu-1"),
         replica_options(&primary, None, "eu-1"),
@@ -133,17 +145,8 @@ fn a_promotion_that_cannot_reach_enough_members_is_refused_unless_forced() -> Te
 #[test]
 fn the_other_replica_re_pointed_at_the_promoted_one_follows_it_from_its_position() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let store = Store::open(dir.path().join("primary"), StoreOptions::default())?;
     // Quorum 2 of 2: every acknowledged write is on both, so either alone may promote.
-    let options = PrimaryOptions {
-        heartbeat_interval: Duration::from_millis(20),
-        sync: replikv::replication::quorum::SyncOptions {
-            quorum: 2,
-            ..replikv::replication::quorum::SyncOptions::default()
-        },
-        ..primary_options(None)
-    };
-    let primary = Primary::start(store.clone(), options)?;
+    let (store, primary) = fast_primary(dir.path(), 2)?;
     let eu1 = Replica::start(
         dir.path().join("eu-1"),
         replica_options(&primary, None, "eu-1"),
@@ -189,12 +192,7 @@ fn the_other_replica_re_pointed_at_the_promoted_one_follows_it_from_its_position
 #[test]
 fn a_stopped_replica_is_promoted_offline_by_what_its_primary_last_said() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let store = Store::open(dir.path().join("primary"), StoreOptions::default())?;
-    let options = PrimaryOptions {
-        heartbeat_interval: Duration::from_millis(20),
-        ..primary_options(None)
-    };
-    let primary = Primary::start(store.clone(), options)?;
+    let (store, primary) = fast_primary(dir.path(), 1)?;
     let replica = Replica::start(
         dir.path().join("eu-1"),
         replica_options(&primary, None, "eu-1"),
