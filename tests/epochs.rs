@@ -16,7 +16,7 @@ use replikv::store::{read_divergence_report, Durability, Store, StoreOptions};
 
 mod common;
 
-use common::{eventually, primary_options, put, replica_options, TestResult};
+use common::{eventually, primary_options, put, replica_options, start_replica, TestResult};
 
 /// The epoch of a fencing refusal, if `result` is one.
 fn fenced<T>(result: Result<T, Error>) -> Option<u64> {
@@ -284,7 +284,7 @@ fn a_deposed_primary_fails_its_sync_writers_and_takes_no_more_writes() -> TestRe
         ..primary_options(None)
     };
     let old = Primary::start(a.clone(), options)?;
-    let eu1 = Replica::start(dir.path().join("eu-1"), replica_options(&old, None, "eu-1"))?;
+    let eu1 = start_replica(dir.path(), &old, "eu-1")?;
     eventually("eu-1 to catch up", || eu1.store().last_lsn() == 10);
     eu1.close()?;
     let writer = {
@@ -295,11 +295,11 @@ fn a_deposed_primary_fails_its_sync_writers_and_takes_no_more_writes() -> TestRe
     // A replica of the new primary (epoch 2) reaches the old one: the old one is deposed.
     let b = Store::open(dir.path().join("b"), StoreOptions::default())?;
     let new = Primary::start(b.clone(), primary_options(None))?;
-    let eu2 = Replica::start(dir.path().join("eu-2"), replica_options(&new, None, "eu-2"))?;
+    let eu2 = start_replica(dir.path(), &new, "eu-2")?;
     eventually("eu-2 to catch up", || eu2.store().last_lsn() == 11);
     assert_eq!(eu2.store().epoch(), 2);
     eu2.close()?;
-    let stray = Replica::start(dir.path().join("eu-2"), replica_options(&old, None, "eu-2"))?;
+    let stray = start_replica(dir.path(), &old, "eu-2")?;
     let outcome = writer.join().expect("the writer never panics");
     assert_eq!(
         fenced(outcome),

@@ -13,7 +13,7 @@ use replikv::store::{Durability, Store, StoreOptions};
 
 mod common;
 
-use common::{eventually, primary_options, put, replica_options, TestResult};
+use common::{eventually, primary_options, put, replica_options, start_replica, TestResult};
 
 /// A primary serving `<dir>/primary` with sync `quorum`, whose heartbeats (which tell
 /// replicas the quorum and the members) come every 20 ms.
@@ -43,7 +43,7 @@ fn a_promoted_replica_keeps_every_sync_write_and_the_old_primary_accounts_for_th
         ..primary_options(None)
     };
     let old = Primary::start(old_store.clone(), lazy)?;
-    let replica = Replica::start(dir.path().join("eu-1"), replica_options(&old, None, "eu-1"))?;
+    let replica = start_replica(dir.path(), &old, "eu-1")?;
     eventually("eu-1 to register", || old.status().replicas.len() == 1);
     for i in 0..5 {
         old_store.commit(
@@ -113,14 +113,8 @@ fn a_promoted_replica_keeps_every_sync_write_and_the_old_primary_accounts_for_th
 fn a_promotion_that_cannot_reach_enough_members_is_refused_unless_forced() -> TestResult {
     let dir = tempfile::tempdir()?;
     let (store, primary) = fast_primary(dir.path(), 1)?;
-    let eu1 = Replica::start(
-        dir.path().join("eu-1"),
-        replica_options(&primary, None, "eu-1"),
-    )?;
-    let us1 = Replica::start(
-        dir.path().join("us-1"),
-        replica_options(&primary, None, "us-1"),
-    )?;
+    let eu1 = start_replica(dir.path(), &primary, "eu-1")?;
+    let us1 = start_replica(dir.path(), &primary, "us-1")?;
     store.commit(put("k", vec![0x01]), None)?;
     eventually("both replicas to hear of two members", || {
         eu1.state().primary_members == 2 && us1.state().primary_members == 2
@@ -147,14 +141,8 @@ fn the_other_replica_re_pointed_at_the_promoted_one_follows_it_from_its_position
     let dir = tempfile::tempdir()?;
     // Quorum 2 of 2: every acknowledged write is on both, so either alone may promote.
     let (store, primary) = fast_primary(dir.path(), 2)?;
-    let eu1 = Replica::start(
-        dir.path().join("eu-1"),
-        replica_options(&primary, None, "eu-1"),
-    )?;
-    let us1 = Replica::start(
-        dir.path().join("us-1"),
-        replica_options(&primary, None, "us-1"),
-    )?;
+    let eu1 = start_replica(dir.path(), &primary, "eu-1")?;
+    let us1 = start_replica(dir.path(), &primary, "us-1")?;
     eventually("both replicas to register", || {
         primary.status().replicas.len() == 2
     });
@@ -193,10 +181,7 @@ fn the_other_replica_re_pointed_at_the_promoted_one_follows_it_from_its_position
 fn a_stopped_replica_is_promoted_offline_by_what_its_primary_last_said() -> TestResult {
     let dir = tempfile::tempdir()?;
     let (store, primary) = fast_primary(dir.path(), 1)?;
-    let replica = Replica::start(
-        dir.path().join("eu-1"),
-        replica_options(&primary, None, "eu-1"),
-    )?;
+    let replica = start_replica(dir.path(), &primary, "eu-1")?;
     eventually("eu-1 to register", || primary.status().replicas.len() == 1);
     let lsn = store
         .commit(put("k", vec![0x01]), Some(Durability::Sync))?
@@ -207,10 +192,7 @@ fn a_stopped_replica_is_promoted_offline_by_what_its_primary_last_said() -> Test
     replica.close()?;
     primary.close();
     // A replica restarted with its primary gone still knows it may promote.
-    let restarted = Replica::start(
-        dir.path().join("eu-1"),
-        replica_options(&primary, None, "eu-1"),
-    )?;
+    let restarted = start_replica(dir.path(), &primary, "eu-1")?;
     assert_eq!(restarted.state().primary_members, 1);
     restarted.close()?;
     let promotion = promote_stopped(&dir.path().join("eu-1"), false)?;

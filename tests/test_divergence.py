@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import replikv
+from polling import eventually
 
 TOKEN = "t0ken"
 
@@ -21,10 +22,7 @@ TOKEN = "t0ken"
 def resynced(replica: replikv.Replica, lsn: int) -> None:
     """Waits (bounded) until the replica resynced and applied `lsn` of its primary: its own
     store already had an LSN that high before the resync."""
-    deadline = time.monotonic() + 30
-    while replica.status()["resyncs"] == 0:
-        assert time.monotonic() < deadline, replica.status()
-        time.sleep(0.01)
+    eventually("the resync", lambda: replica.status()["resyncs"] > 0)
     assert replica.wait_for(lsn, timeout=30)
 
 

@@ -7,58 +7,16 @@ holds beyond the promoted store's position."""
 from __future__ import annotations
 
 import random
-import signal
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import replikv
+from polling import eventually
 from proxy import Proxy
+from replikv._demo_failover import follow_until_killed
 
 TOKEN = "t0ken"
-CHILD = Path(__file__).with_name("failover_child.py")
 ROUNDS = 20
-
-
-def wait(what: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Polls `check` (a bound for a hung test, not a speed target)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
-
-
-def run_until_killed(path: Path, tmp: Path, run_for: float) -> tuple[list[str], replikv.Replica]:
-    """Starts the primary child, follows it with a replica in this process, SIGKILLs the
-    child after `run_for` seconds of writes; returns the consent keys whose sync write
-    returned, and the replica (still open, its primary gone)."""
-    child = subprocess.Popen(
-        [sys.executable, str(CHILD), str(path), TOKEN], stdout=subprocess.PIPE, text=True
-    )
-    assert child.stdout is not None
-    try:
-        first = child.stdout.readline()
-        assert first.startswith("listening "), first
-        address = first.split()[1]
-        lines: list[str] = []
-        reader = threading.Thread(target=lambda: lines.extend(child.stdout or []), daemon=True)
-        replica = replikv.Replica(tmp / "eu-1", primary=address, token=TOKEN, name="eu-1")
-        reader.start()
-        wait("the first sync write", lambda: any(line.startswith("acked") for line in lines))
-        # Its heartbeats tell it how many members a promotion must reach.
-        wait("a heartbeat", lambda: replica.status()["primary_members"] == 1)
-        time.sleep(run_for)
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=30)
-    reader.join(timeout=30)
-    child.stdout.close()
-    acked = [line.split()[1] for line in lines if line.startswith("acked ")]
-    return acked, replica
 
 
 @pytest.mark.parametrize("round_", range(ROUNDS))
@@ -67,12 +25,13 @@ def test_a_promoted_replica_holds_every_acknowledged_sync_write_and_the_loss_is_
 ) -> None:
     rng = random.Random(round_)
     old = tmp_path / "old"
-    acked, replica = run_until_killed(old, tmp_path, rng.uniform(0.3, 1.2))
+    # The demo's primary child: sync consent writes, a steady stream of async opens.
+    acked, replica = follow_until_killed(old, tmp_path / "eu-1", rng.uniform(0.3, 1.2))
     assert acked, "the primary acknowledged sync writes before it was killed"
     status = replica.status()
     assert (status["primary_quorum"], status["primary_members"]) == (1, 1)
 
-    new = replica.promote(token=TOKEN)
+    new = replica.promote()
     promotion = new.promotion
     assert promotion is not None and not promotion.forced
     assert (promotion.epoch, promotion.reached) == (2, ["eu-1"])
@@ -97,7 +56,7 @@ def test_a_promoted_replica_holds_every_acknowledged_sync_write_and_the_loss_is_
     lost_consent = set(map(str, expected.get("consent", [])))
     assert not lost_consent & set(acked), "an acknowledged sync write is beyond the position"
 
-    with replikv.Replica(old, primary=new.address, token=TOKEN, name="old") as rejoining:
+    with replikv.Replica(old, primary=new.address, name="old") as rejoining:
         if beyond:
             with pytest.raises(replikv.DivergedError) as raised:
                 rejoining.wait_for(dead_last + 1, timeout=30)
@@ -119,18 +78,18 @@ def test_the_other_replica_re_pointed_at_the_promoted_one_follows_it(tmp_path: P
     primary = replikv.Primary(store, token=TOKEN, quorum=2, heartbeat_interval=0.02)
     eu1 = replikv.Replica(tmp_path / "eu-1", primary=primary.address, token=TOKEN)
     us1 = replikv.Replica(tmp_path / "us-1", primary=primary.address, token=TOKEN)
-    wait("both replicas", lambda: primary.sync_state == "ok")
+    eventually("both replicas", lambda: primary.sync_state == "ok")
     for i in range(10):
         store.put("consent", f"c{i}", True, durability="sync")
     # Quorum 2 of 2: every acknowledged write is on both, so eu-1 alone may promote.
-    wait("a heartbeat", lambda: eu1.status()["primary_members"] == 2)
+    eventually("a heartbeat", lambda: eu1.status()["primary_members"] == 2)
     primary.close()
     store.close()
     new = eu1.promote(token=TOKEN, quorum=1)
     assert new.promotion is not None and new.promotion.needed == 1
     assert "Promotion(epoch=2, start_lsn=11" in repr(new.promotion)
     us1.follow(new.address)
-    wait("us-1 to register with the new primary", lambda: new.sync_state == "ok")
+    eventually("us-1 to register with the new primary", lambda: new.sync_state == "ok")
     receipt = new.store.put("consent", "after", True, durability="sync")
     assert receipt.acked_by == ["us-1"]
     assert us1.wait_for(receipt.lsn, timeout=30)
@@ -151,9 +110,9 @@ def test_split_brain_the_cut_off_primary_never_acknowledges_and_is_fenced_when_t
     old = replikv.Primary(store, token=TOKEN, quorum=1, sync_timeout=0.5, heartbeat_interval=0.02)
     with Proxy(old.address) as link:
         eu1 = replikv.Replica(tmp_path / "eu-1", primary=link.address, token=TOKEN, name="eu-1")
-        wait("eu-1", lambda: old.sync_state == "ok")
+        eventually("eu-1", lambda: old.sync_state == "ok")
         acked = [store.put("consent", f"c{i}", True, durability="sync") for i in range(5)]
-        wait("a heartbeat", lambda: eu1.status()["primary_members"] == 1)
+        eventually("a heartbeat", lambda: eu1.status()["primary_members"] == 1)
         link.cut()
         # Cut off, the old primary keeps running: no sync write of its succeeds.
         for i in range(3):
@@ -164,7 +123,7 @@ def test_split_brain_the_cut_off_primary_never_acknowledges_and_is_fenced_when_t
             store.put("consent", "still-cut", True, durability="sync")
         # The link returns: the promotion's announcement reaches the old primary.
         link.restore()
-        wait("the old primary to be deposed", lambda: store.epoch == 2)
+        eventually("the old primary to be deposed", lambda: store.epoch == 2)
         with pytest.raises(replikv.FencedError) as fenced:
             store.put("consent", "after", True)
         assert fenced.value.epoch == 2
@@ -192,9 +151,9 @@ def test_replikv_promote_promotes_a_stopped_replica_by_the_rule(tmp_path: Path) 
         replikv.Primary(store, token=TOKEN, heartbeat_interval=0.02) as primary,
         replikv.Replica(tmp_path / "eu-1", primary=primary.address, token=TOKEN) as eu1,
     ):
-        wait("eu-1", lambda: primary.sync_state == "ok")
+        eventually("eu-1", lambda: primary.sync_state == "ok")
         lsn = store.put("consent", "ana", True, durability="sync").lsn
-        wait("a heartbeat", lambda: eu1.status()["primary_members"] == 1)
+        eventually("a heartbeat", lambda: eu1.status()["primary_members"] == 1)
     store.close()
     from replikv import cli
 

@@ -10,22 +10,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import replikv
+from polling import eventually
 
 TOKEN = "t0ken"
 CHILD = Path(__file__).with_name("replica_child.py")
-
-
-def eventually(what: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Polls `check` (a bound for a hung test, not a speed target)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 @pytest.fixture

@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 import replikv
+from polling import eventually
 from proxy import Proxy
-from test_replication import CHILD, TOKEN, eventually
+from test_replication import CHILD, TOKEN
 
 
 @contextmanager

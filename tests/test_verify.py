@@ -12,25 +12,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import replikv
+from polling import eventually
 from replikv import _core, _verify
 from replikv.cli import main
 
 TOKEN = "v3rify"
 NOT_STREAMING = "not streaming (disconnected, or receiving a snapshot)"
-
-
-def eventually(what: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Polls `check` (a bound for a hung test, not a speed target)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 @pytest.fixture

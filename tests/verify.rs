@@ -10,13 +10,12 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use replikv::codec::{encode_key, KeyRef, Op};
 use replikv::replication::monitor::fetch_verify;
 use replikv::replication::primary::{Primary, PrimaryOptions};
-use replikv::replication::replica::Replica;
 use replikv::replication::verify::{Verdict, VerifyReport};
 use replikv::store::{Store, StoreOptions};
 
 mod common;
 
-use common::{eventually, replica_options, TestResult};
+use common::{eventually, start_replica, TestResult};
 
 const STATS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("__stats");
 
@@ -26,10 +25,6 @@ fn put(table: &str, key: &str, value: &[u8]) -> Vec<Op> {
         key: encode_key(KeyRef::Str(key)),
         value: Some(value.to_vec()),
     }]
-}
-
-fn start_replica(dir: &Path, primary: &Primary, name: &str) -> replikv::Result<Replica> {
-    Replica::start(dir.join(name), replica_options(primary, None, name))
 }
 
 /// Commits to `events` from another thread until the returned flag is set.

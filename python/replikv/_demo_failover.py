@@ -55,13 +55,11 @@ def serve_until_killed(path: Path) -> None:
         time.sleep(CONSENT_EVERY)
 
 
-def act(
-    workdir: Path,
-    say: Callable[[str], None],
-    code: Callable[[str], None],
-) -> tuple[int, int]:
-    """Runs the act in `workdir`; returns (acknowledged sync writes, async entries lost)."""
-    old, eu1_dir = workdir / "primary", workdir / "eu-1"
+def follow_until_killed(old: Path, replica_dir: Path, run_for: float) -> tuple[list[str], Replica]:
+    """Starts the primary child on `old`, follows it with a replica in `replica_dir` and
+    kills the child with SIGKILL after `run_for` seconds of writes (once the replica has
+    heard the primary's quorum). Returns the consent keys whose sync write returned, and
+    the replica (open, its primary gone)."""
     child = subprocess.Popen(
         [sys.executable, "-m", "replikv._demo_failover", str(old)],
         stdout=subprocess.PIPE,
@@ -72,22 +70,32 @@ def act(
     try:
         address = child.stdout.readline().split()[-1]
         reader = threading.Thread(target=lambda: lines.extend(child.stdout or []), daemon=True)
-        eu1 = Replica(eu1_dir, primary=address, name="eu-1")
+        replica = Replica(replica_dir, primary=address, name=replica_dir.name)
         reader.start()
-        say(f"  a primary in process {child.pid} takes sync consent writes and async events;")
-        say("  replica eu-1 follows it (quorum 1: eu-1 alone holds every acknowledged write)")
         deadline = time.monotonic() + 30
-        while eu1.status()["primary_members"] != 1 or not lines:
+        while replica.status()["primary_members"] != 1 or not lines:
             if time.monotonic() > deadline:
-                raise ReplikvError(f"the failover primary never got going: {eu1.status()}")
+                raise ReplikvError(f"the failover primary never got going: {replica.status()}")
             time.sleep(0.01)
-        time.sleep(RUN_SECONDS)
+        time.sleep(run_for)
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=30)
     reader.join(timeout=30)
     child.stdout.close()
-    acked = [line.split()[1] for line in lines if line.startswith("sync ")]
+    return [line.split()[1] for line in lines if line.startswith("sync ")], replica
+
+
+def act(
+    workdir: Path,
+    say: Callable[[str], None],
+    code: Callable[[str], None],
+) -> tuple[int, int]:
+    """Runs the act in `workdir`; returns (acknowledged sync writes, async entries lost)."""
+    old = workdir / "primary"
+    acked, eu1 = follow_until_killed(old, workdir / "eu-1", RUN_SECONDS)
+    say("  a primary in a child process took sync consent writes and async events;")
+    say("  replica eu-1 followed it (quorum 1: eu-1 alone holds every acknowledged write)")
     say(f"  killed it with SIGKILL after {len(acked):,} sync writes returned")
 
     code("new_primary = replica.promote()")

@@ -95,11 +95,14 @@ pub struct Denied {
     pub fork_lsn: Option<u64>,
 }
 
-fn denied(code: RefuseCode, reason: String) -> Denied {
-    Denied {
-        code,
-        reason,
-        fork_lsn: None,
+impl Denied {
+    /// A refusal with no fork to report.
+    pub fn new(code: RefuseCode, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+            fork_lsn: None,
+        }
     }
 }
 
@@ -137,7 +140,7 @@ pub fn resume_decision(
         });
     }
     if flushed_lsn > 0 && flushed_lsn < log.oldest_lsn {
-        return Err(denied(
+        return Err(Denied::new(
             RefuseCode::NeedsSnapshot,
             format!(
                 "the peer's position {flushed_lsn} is older than the primary's log (oldest retained LSN {})",
@@ -146,7 +149,7 @@ pub fn resume_decision(
         ));
     }
     if flushed_lsn == 0 && log.oldest_lsn > 1 {
-        return Err(denied(
+        return Err(Denied::new(
             RefuseCode::NeedsSnapshot,
             format!(
                 "an empty peer needs a snapshot: the log starts at LSN {}",
@@ -156,14 +159,14 @@ pub fn resume_decision(
     }
     match log.id_at_resume {
         Some(id) if id == flushed_id => Ok(flushed_lsn),
-        Some((epoch, crc)) => Err(denied(
+        Some((epoch, crc)) => Err(Denied::new(
             RefuseCode::Diverged,
             format!(
                 "histories fork at LSN {flushed_lsn}: the peer has (epoch {}, crc {:#010x}), the primary (epoch {epoch}, crc {crc:#010x})",
                 flushed_id.0, flushed_id.1
             ),
         )),
-        None => Err(denied(
+        None => Err(Denied::new(
             RefuseCode::NeedsSnapshot,
             format!("LSN {flushed_lsn} is not retained"),
         )),

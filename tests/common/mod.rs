@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use replikv::codec::{encode_key, KeyRef, Op};
 use replikv::replication::primary::{Primary, PrimaryOptions};
-use replikv::replication::replica::{OnDiverge, ReplicaOptions};
+use replikv::replication::replica::{OnDiverge, Replica, ReplicaOptions};
 use replikv::store::StoreOptions;
 
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -46,4 +46,13 @@ pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// A replica named `name` of `primary` (no token), in `<dir>/<name>`.
+pub fn start_replica(
+    dir: &std::path::Path,
+    primary: &Primary,
+    name: &str,
+) -> replikv::Result<Replica> {
+    Replica::start(dir.join(name), replica_options(primary, None, name))
 }

@@ -198,12 +198,6 @@ impl ReplicaMachine {
         Ok(())
     }
 
-    /// A newer epoch was seen elsewhere (a promotion raised it, durably): frames from
-    /// primaries of older epochs are refused from now on.
-    pub fn raise(&mut self, epoch: u64) {
-        self.epoch = self.epoch.max(epoch);
-    }
-
     /// Entries up to `flushed_lsn` are durable in the log and visible up to `applied_lsn`.
     pub fn durable(&mut self, flushed_lsn: u64, applied_lsn: u64) -> ReplicaAction {
         self.flushed_lsn = self.flushed_lsn.max(flushed_lsn.min(self.appended_lsn));
@@ -450,9 +444,10 @@ mod tests {
 
     #[test]
     fn frames_from_a_primary_of_an_older_epoch_are_fenced() {
-        // Welcomed at epoch 2, then it learns of epoch 3 (raised by a promotion).
-        let mut m = streaming();
-        m.raise(3);
+        // A replica that has seen epoch 3 (welcomed by a newer primary before), handed
+        // frames that a primary of epoch 2 sends.
+        let mut m = ReplicaMachine::new(0, 0, 3, 0);
+        m.welcomed(3, 0, false).unwrap();
         let old = Message::Entries {
             payloads: vec![ByteBuf::from(entry(1, 2))],
             epoch: 2,

@@ -28,34 +28,8 @@ use crate::store::{fork_lsn, EpochHistory};
 /// How long a new connection has to prove the token.
 const AUTH_DEADLINE: Duration = Duration::from_secs(5);
 
-/// A refused connection: the code and reason sent to the peer, logged and counted.
-struct Refusal {
-    code: RefuseCode,
-    reason: String,
-    fork_lsn: Option<u64>,
-}
-
-impl Refusal {
-    fn new(code: RefuseCode, reason: impl Into<String>) -> Self {
-        Self {
-            code,
-            reason: reason.into(),
-            fork_lsn: None,
-        }
-    }
-}
-
-impl From<Denied> for Refusal {
-    fn from(denied: Denied) -> Self {
-        Self {
-            code: denied.code,
-            reason: denied.reason,
-            fork_lsn: denied.fork_lsn,
-        }
-    }
-}
-
-impl From<ReplicationError> for Refusal {
+/// A failure while admitting a peer refuses it as a protocol error.
+impl From<ReplicationError> for Denied {
     fn from(err: ReplicationError) -> Self {
         Self::new(RefuseCode::Protocol, err.to_string())
     }
@@ -112,7 +86,7 @@ pub(super) async fn serve(shared: Arc<Shared>, incoming: Incoming) {
     let (accepted, _place) = match handshake(&shared, &mut reader, &mut writer, &peer, ticket).await
     {
         Ok(accepted) => accepted,
-        Err(Refusal {
+        Err(Denied {
             code,
             reason,
             fork_lsn,
@@ -175,24 +149,24 @@ async fn handshake<'a>(
     writer: &mut Writer,
     peer: &SocketAddr,
     mut ticket: Ticket,
-) -> Result<(Accepted<'a>, OwnedSemaphorePermit), Refusal> {
+) -> Result<(Accepted<'a>, OwnedSemaphorePermit), Denied> {
     if !handshake::peer_allowed(shared.options.token.is_some(), peer.ip()) {
-        return Err(Refusal::new(
+        return Err(Denied::new(
             RefuseCode::Auth,
             "no token is configured, so only loopback peers may connect",
         ));
     }
     let hello = tokio::select! {
         hello = tokio::time::timeout(AUTH_DEADLINE, authenticate(shared, reader, writer)) => {
-            hello.map_err(|_| Refusal::new(RefuseCode::Protocol, format!("no valid hello within {AUTH_DEADLINE:?}")))??
+            hello.map_err(|_| Denied::new(RefuseCode::Protocol, format!("no valid hello within {AUTH_DEADLINE:?}")))??
         }
-        () = ticket.displaced() => return Err(Refusal::new(
+        () = ticket.displaced() => return Err(Denied::new(
             RefuseCode::Busy,
             format!("displaced: more than {MAX_UNAUTHENTICATED} connections were waiting to authenticate"),
         )),
     };
     let Some(permit) = ticket.authenticated() else {
-        return Err(Refusal::new(
+        return Err(Denied::new(
             RefuseCode::Busy,
             format!("{MAX_AUTHENTICATED} peers are connected already: retry later"),
         ));
@@ -205,7 +179,7 @@ async fn authenticate(
     shared: &Shared,
     reader: &mut OwnedReadHalf,
     writer: &mut Writer,
-) -> Result<Hello, Refusal> {
+) -> Result<Hello, Denied> {
     let nonce = handshake::nonce();
     write_frame(
         writer,
@@ -227,10 +201,10 @@ async fn authenticate(
         history,
     } = read_handshake_frame(reader, AUTH_DEADLINE, "hello").await?
     else {
-        return Err(Refusal::new(RefuseCode::Protocol, "expected a hello"));
+        return Err(Denied::new(RefuseCode::Protocol, "expected a hello"));
     };
     if !handshake::verify(shared.token(), Role::Peer, &nonce, &proof) {
-        return Err(Refusal::new(RefuseCode::Auth, "wrong token"));
+        return Err(Denied::new(RefuseCode::Auth, "wrong token"));
     }
     Ok(Hello {
         kind,
@@ -252,7 +226,7 @@ async fn welcome<'a>(
     writer: &mut Writer,
     peer: &SocketAddr,
     hello: Hello,
-) -> Result<Accepted<'a>, Refusal> {
+) -> Result<Accepted<'a>, Denied> {
     let Hello {
         kind,
         name,
@@ -269,7 +243,7 @@ async fn welcome<'a>(
         // Another store was promoted (any peer that proves the token may say so, a
         // monitor sent by the promotion too): this one is deposed and takes no writes.
         shared.fence(epoch).await;
-        return Err(Refusal::new(
+        return Err(Denied::new(
             RefuseCode::Fenced,
             format!("{peer} has seen epoch {epoch}, newer than this primary's {primary_epoch}"),
         ));
@@ -282,22 +256,22 @@ async fn welcome<'a>(
         let report = shared
             .verify(VERIFIER_TIMEOUT)
             .await
-            .map_err(|e| Refusal::new(RefuseCode::Protocol, e.to_string()))?;
+            .map_err(|e| Denied::new(RefuseCode::Protocol, e.to_string()))?;
         write_frame(writer, &Message::VerifyReport { report }).await?;
         return Ok(Accepted::Monitor);
     }
     if crate::store::validate_table_name(&name).is_err() {
-        return Err(Refusal::new(
+        return Err(Denied::new(
             RefuseCode::Protocol,
             format!("invalid replica name {name:?}"),
         ));
     }
     let view = log_view(shared, flushed_lsn, history).await?;
-    let internal = |e: &dyn std::fmt::Display| Refusal::new(RefuseCode::Protocol, e.to_string());
+    let internal = |e: &dyn std::fmt::Display| Denied::new(RefuseCode::Protocol, e.to_string());
     let primary_lineage = shared.store.lineage().map_err(|e| internal(&e))?;
     if flushed_lsn > 0 && lineage != primary_lineage {
         // Another lineage shares no entry with this store: everything it holds is its own.
-        return Err(Refusal {
+        return Err(Denied {
             code: RefuseCode::Diverged,
             reason: format!(
                 "{peer} holds another store's history (a different lineage): all of its \
@@ -358,17 +332,17 @@ async fn log_view(
     shared: &Arc<Shared>,
     flushed_lsn: u64,
     history: Vec<(u64, u64)>,
-) -> Result<LogView, Refusal> {
+) -> Result<LogView, Denied> {
     let store = shared.store.clone();
     if let Err(deposed) = store.check_epoch() {
-        return Err(Refusal::new(RefuseCode::Fenced, deposed.to_string()));
+        return Err(Denied::new(RefuseCode::Fenced, deposed.to_string()));
     }
-    let internal = |e: &dyn std::fmt::Display| Refusal::new(RefuseCode::Protocol, e.to_string());
+    let internal = |e: &dyn std::fmt::Display| Denied::new(RefuseCode::Protocol, e.to_string());
     let peer_history = if history.is_empty() {
         None
     } else {
         Some(EpochHistory::new(history).map_err(|reason| {
-            Refusal::new(
+            Denied::new(
                 RefuseCode::Protocol,
                 format!("invalid epoch history: {reason}"),
             )
@@ -398,13 +372,13 @@ fn needs_snapshot(
     flushed_lsn: u64,
     flushed_id: (u64, u32),
     view: LogView,
-) -> Result<bool, Refusal> {
+) -> Result<bool, Denied> {
     match handshake::resume_decision(flushed_lsn, flushed_id, view) {
         Ok(_) => Ok(false),
         Err(Denied {
             code: RefuseCode::NeedsSnapshot,
             ..
         }) if kind == PeerKind::Replica => Ok(true),
-        Err(denied) => Err(denied.into()),
+        Err(denied) => Err(denied),
     }
 }
