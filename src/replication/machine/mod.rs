@@ -3,6 +3,7 @@
 //! them for real, and `sim` drives them over a seeded fake network, clock and disk.
 
 pub mod primary;
+pub mod promotion;
 pub mod replica;
 
 pub use primary::{

@@ -1,0 +1,361 @@
+//! Promotion's decisions (DESIGN §1), with no sockets or clocks: a member's answer to a
+//! candidate, and the candidate's count of those answers.
+//!
+//! The rule: a sync write returns once `quorum` of the `members` counting replicas hold it,
+//! so any `members - quorum + 1` of them include one that holds every acknowledged write.
+//! A candidate asks every member it knows of to raise its epoch to the candidate's new one;
+//! a member grants an epoch only if it is newer than every epoch it has seen, and records it
+//! durably before it answers, so that no two candidates are ever granted the same epoch by
+//! one member. Once enough members granted, the candidate adopts the longest log among
+//! them (fetching what it lacks from the member that holds it) and starts its epoch after
+//! it.
+
+use std::collections::BTreeMap;
+
+use crate::store::{fork_lsn, EpochHistory};
+
+/// Whether a member that has seen `seen` grants `epoch` to a candidate: only a newer one,
+/// so that a member grants each epoch at most once.
+#[must_use]
+pub fn grants(seen: u64, epoch: u64) -> bool {
+    epoch > seen
+}
+
+/// How many counting members a promotion must reach: `members - quorum + 1`, or `None`
+/// while the primary's `quorum` and `members` are unknown (0).
+#[must_use]
+pub fn needed(quorum: u64, members: u64) -> Option<u64> {
+    (quorum > 0 && members > 0).then(|| members.saturating_sub(quorum) + 1)
+}
+
+/// A member's log as it reports it when it grants an epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberLog {
+    /// Its name.
+    pub name: String,
+    /// The last LSN durable in its log.
+    pub flushed_lsn: u64,
+    /// The epochs its log went through.
+    pub history: EpochHistory,
+    /// Whether it counts toward the quorum (it fsyncs).
+    pub counted: bool,
+}
+
+impl MemberLog {
+    /// `(epoch, lsn)` of its last entry: logs compare by it.
+    fn last_id(&self) -> (u64, u64) {
+        (self.history.epoch_at(self.flushed_lsn), self.flushed_lsn)
+    }
+}
+
+/// What a promotion does once it has won.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The new epoch.
+    pub epoch: u64,
+    /// The last LSN of the old epochs: the end of the newest log among the members reached.
+    pub adopt_lsn: u64,
+    /// Where to fetch the entries after the candidate's own log, up to `adopt_lsn`, from
+    /// (`None` when the candidate holds them all).
+    pub fetch_from: Option<String>,
+    /// The members that granted the epoch, the candidate first.
+    pub reached: Vec<String>,
+    /// Whether it was forced past the rule.
+    pub forced: bool,
+}
+
+/// Why a promotion cannot win.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Defeat {
+    /// A member has seen `epoch` (not older than the candidate's): another promotion got
+    /// there first.
+    Outbid {
+        /// Who refused.
+        member: String,
+        /// The epoch it has seen.
+        epoch: u64,
+    },
+    /// Too few counting members granted the epoch, and every answer is in.
+    TooFew {
+        /// Counting members that granted (the candidate included if it counts).
+        counted: u64,
+        /// How many the rule asks for (`None`: unknown).
+        needed: Option<u64>,
+        /// Members that could not be asked, and why.
+        unreachable: Vec<(String, String)>,
+    },
+    /// A member holds a newer log than the candidate's that does not contain it: the
+    /// candidate's entries from `fork_lsn` on were never the newer epoch's, and adopting
+    /// that log would silently drop them (promote that member instead, or resync this
+    /// one).
+    Forked {
+        /// The member.
+        member: String,
+        /// The first LSN at which their logs differ.
+        fork_lsn: u64,
+    },
+}
+
+/// Where a promotion stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answers that could change the outcome are still out.
+    Waiting,
+    /// It may promote.
+    Won(Plan),
+    /// It may not.
+    Lost(Defeat),
+}
+
+/// A candidate's count of its members' answers.
+#[derive(Debug, Clone)]
+pub struct Election {
+    epoch: u64,
+    needed: Option<u64>,
+    own: MemberLog,
+    /// Every other member asked, and its answer once in.
+    answers: BTreeMap<String, Option<Answer>>,
+}
+
+/// A member's answer to a candidate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// It raised its epoch durably; this is its log.
+    Granted(MemberLog),
+    /// It has seen `seen`, not older than the candidate's epoch.
+    Refused {
+        /// The newest epoch it has seen.
+        seen: u64,
+    },
+    /// It could not be asked (unreachable, or it failed): why.
+    Unreachable(String),
+}
+
+impl Election {
+    /// A candidate with log `own`, which has durably raised itself to `epoch`, about to ask
+    /// `peers`; `needed` as [`needed`] says.
+    #[must_use]
+    pub fn new(epoch: u64, needed: Option<u64>, own: MemberLog, peers: &[String]) -> Self {
+        let answers = peers
+            .iter()
+            .filter(|peer| **peer != own.name)
+            .map(|peer| (peer.clone(), None))
+            .collect();
+        Self {
+            epoch,
+            needed,
+            own,
+            answers,
+        }
+    }
+
+    /// The epoch it stands for.
+    #[must_use]
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Records `member`'s answer (answers from members not asked are ignored, as are
+    /// second answers).
+    pub fn answer(&mut self, member: &str, answer: Answer) {
+        if let Some(slot @ None) = self.answers.get_mut(member) {
+            *slot = Some(answer);
+        }
+    }
+
+    /// The members that granted, the candidate first.
+    fn granted(&self) -> impl Iterator<Item = &MemberLog> {
+        std::iter::once(&self.own).chain(self.answers.values().filter_map(|a| match a {
+            Some(Answer::Granted(log)) => Some(log),
+            _ => None,
+        }))
+    }
+
+    fn counted(&self) -> u64 {
+        self.granted().filter(|log| log.counted).count() as u64
+    }
+
+    /// Where it stands. `finished`: no more answers will come (all are in, or the caller
+    /// stopped waiting). While enough members granted but answers are still out, it waits
+    /// (a later answer may hold a longer log, which loses fewer async writes); `force`
+    /// wins with whoever granted once `finished`, reporting the possible loss.
+    #[must_use]
+    pub fn outcome(&self, finished: bool, force: bool) -> Outcome {
+        if let Some((member, seen)) = self.answers.iter().find_map(|(name, a)| match a {
+            Some(Answer::Refused { seen }) if *seen >= self.epoch => Some((name, *seen)),
+            _ => None,
+        }) {
+            return Outcome::Lost(Defeat::Outbid {
+                member: member.clone(),
+                epoch: seen,
+            });
+        }
+        let all_in = self.answers.values().all(Option::is_some);
+        let enough = self.needed.is_some_and(|needed| self.counted() >= needed);
+        if !(all_in || finished) {
+            return Outcome::Waiting;
+        }
+        if !enough && !force {
+            return Outcome::Lost(Defeat::TooFew {
+                counted: self.counted(),
+                needed: self.needed,
+                unreachable: self
+                    .answers
+                    .iter()
+                    .filter_map(|(name, a)| match a {
+                        Some(Answer::Unreachable(why)) => Some((name.clone(), why.clone())),
+                        None => Some((name.clone(), "no answer".to_owned())),
+                        _ => None,
+                    })
+                    .collect(),
+            });
+        }
+        self.plan(!enough)
+    }
+
+    fn plan(&self, forced: bool) -> Outcome {
+        let own = &self.own;
+        // The newest log: the one whose last entry has the highest epoch, then the longest
+        // (a log that went on in a newer epoch holds what that epoch's primary acknowledged);
+        // among equals the candidate's own, then the first by name.
+        let longest = self.granted().fold(own, |best, log| {
+            if log.last_id() > best.last_id() {
+                log
+            } else {
+                best
+            }
+        });
+        if longest.name != own.name {
+            let fork = fork_lsn(
+                &own.history,
+                own.flushed_lsn,
+                &longest.history,
+                longest.flushed_lsn,
+            );
+            if let Some(fork_lsn) = fork.filter(|&lsn| lsn <= own.flushed_lsn) {
+                return Outcome::Lost(Defeat::Forked {
+                    member: longest.name.clone(),
+                    fork_lsn,
+                });
+            }
+        }
+        Outcome::Won(Plan {
+            epoch: self.epoch,
+            adopt_lsn: longest.flushed_lsn,
+            fetch_from: (longest.name != own.name).then(|| longest.name.clone()),
+            reached: self.granted().map(|log| log.name.clone()).collect(),
+            forced,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(name: &str, flushed_lsn: u64, history: &[(u64, u64)]) -> MemberLog {
+        MemberLog {
+            name: name.into(),
+            flushed_lsn,
+            history: EpochHistory::new(history.to_vec()).unwrap(),
+            counted: true,
+        }
+    }
+
+    fn peers(names: &[&str]) -> Vec<String> {
+        names.iter().map(|&n| n.to_owned()).collect()
+    }
+
+    #[test]
+    fn a_member_grants_only_an_epoch_newer_than_any_it_has_seen() {
+        assert!(grants(3, 4));
+        assert!(!grants(4, 4));
+        assert!(!grants(5, 4));
+    }
+
+    #[test]
+    fn the_rule_asks_for_members_minus_quorum_plus_one() {
+        assert_eq!(needed(1, 2), Some(2));
+        assert_eq!(needed(2, 3), Some(2));
+        assert_eq!(needed(2, 2), Some(1));
+        assert_eq!(needed(0, 2), None);
+    }
+
+    #[test]
+    fn it_waits_for_every_answer_then_adopts_the_longest_log() {
+        let mut e = Election::new(
+            2,
+            Some(2),
+            log("a", 10, &[(1, 1)]),
+            &peers(&["a", "b", "c"]),
+        );
+        assert_eq!(e.outcome(false, false), Outcome::Waiting);
+        e.answer("b", Answer::Granted(log("b", 12, &[(1, 1)])));
+        assert_eq!(e.outcome(false, false), Outcome::Waiting, "c may hold more");
+        e.answer("c", Answer::Unreachable("refused".into()));
+        let Outcome::Won(plan) = e.outcome(false, false) else {
+            panic!("two of three granted")
+        };
+        assert_eq!(plan.adopt_lsn, 12);
+        assert_eq!(plan.fetch_from.as_deref(), Some("b"));
+        assert_eq!(plan.reached, peers(&["a", "b"]));
+        assert!(!plan.forced);
+    }
+
+    #[test]
+    fn too_few_lose_unless_forced_and_a_newer_epoch_always_loses() {
+        let mut e = Election::new(2, Some(2), log("a", 10, &[(1, 1)]), &peers(&["b"]));
+        e.answer("b", Answer::Unreachable("timed out".into()));
+        assert!(matches!(
+            e.outcome(true, false),
+            Outcome::Lost(Defeat::TooFew { counted: 1, .. })
+        ));
+        let Outcome::Won(plan) = e.outcome(true, true) else {
+            panic!("force wins")
+        };
+        assert!(plan.forced);
+        let mut e = Election::new(2, Some(1), log("a", 10, &[(1, 1)]), &peers(&["b"]));
+        e.answer("b", Answer::Refused { seen: 2 });
+        assert!(matches!(
+            e.outcome(true, true),
+            Outcome::Lost(Defeat::Outbid { epoch: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn a_candidate_that_does_not_count_needs_others_to_count() {
+        let mut own = log("lazy", 10, &[(1, 1)]);
+        own.counted = false;
+        let e = Election::new(2, Some(1), own, &[]);
+        assert!(matches!(
+            e.outcome(true, false),
+            Outcome::Lost(Defeat::TooFew { .. })
+        ));
+    }
+
+    #[test]
+    fn a_log_that_went_on_in_a_newer_epoch_wins_over_a_longer_older_one() {
+        let mut e = Election::new(4, Some(1), log("a", 11, &[(1, 1), (2, 8)]), &peers(&["b"]));
+        e.answer(
+            "b",
+            Answer::Granted(log("b", 10, &[(1, 1), (2, 8), (3, 10)])),
+        );
+        assert!(matches!(
+            e.outcome(true, false),
+            Outcome::Lost(Defeat::Forked { fork_lsn: 10, .. })
+        ));
+    }
+
+    #[test]
+    fn a_longer_log_that_forked_from_the_candidates_is_never_adopted() {
+        let mut e = Election::new(4, Some(1), log("a", 10, &[(1, 1), (2, 8)]), &peers(&["b"]));
+        e.answer("b", Answer::Granted(log("b", 12, &[(1, 1), (3, 8)])));
+        assert_eq!(
+            e.outcome(true, false),
+            Outcome::Lost(Defeat::Forked {
+                member: "b".into(),
+                fork_lsn: 8
+            })
+        );
+    }
+}
