@@ -158,6 +158,7 @@ fn serve(dir: &std::path::Path) -> Outcome<Served> {
             max_backoff: Duration::from_millis(100),
             store: StoreOptions::default(),
             on_diverge: OnDiverge::Stop,
+            listen: None,
         },
     )?;
     // The first sync write waits until the replica registered.

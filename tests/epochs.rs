@@ -225,6 +225,7 @@ fn a_resync_keeps_the_local_only_entries_in_a_report_then_follows_from_scratch()
     let (b, new) = replica_past_the_fork(dir.path())?;
     let options = ReplicaOptions {
         on_diverge: OnDiverge::Resync,
+        listen: None,
         ..replica_options(&new, None, "eu-1")
     };
     let replica = Replica::start(dir.path().join("replica"), options)?;

@@ -90,6 +90,7 @@ fn a_promoted_replica_keeps_every_sync_write_and_the_old_primary_accounts_for_th
     // its three unshipped async entries as the account.
     let options = ReplicaOptions {
         on_diverge: OnDiverge::Stop,
+        listen: None,
         ..replica_options(&new, None, "old")
     };
     let rejoining = Replica::start(dir.path().join("old"), options)?;

@@ -164,6 +164,7 @@ impl RawPeer {
             lineage: 0,
             fsync: true,
             history: Vec::new(),
+            listen: None,
         })?;
         let welcome = peer.recv()?;
         Ok((peer, welcome))
@@ -275,6 +276,7 @@ fn strangers_holding_sockets_open_never_lock_out_monitors_or_replicas() -> TestR
             max_backoff: Duration::from_millis(200),
             store: StoreOptions::default(),
             on_diverge: OnDiverge::Stop,
+            listen: None,
         },
     )?;
     store.commit(put("t", "k", vec![0x01]), None)?;
@@ -413,6 +415,7 @@ fn dropping_a_primary_signals_its_tasks_and_returns_without_waiting_for_them() -
             max_backoff: Duration::from_millis(200),
             store: StoreOptions::default(),
             on_diverge: OnDiverge::Stop,
+            listen: None,
         },
     )?;
     eventually("the replica to connect", || {

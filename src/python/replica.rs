@@ -28,7 +28,7 @@ pub(crate) struct PyReplica {
 #[pymethods]
 impl PyReplica {
     #[new]
-    #[pyo3(signature = (path, *, primary, token = None, name = None, fsync = true, max_backoff = 2.0, on_diverge = "stop"))]
+    #[pyo3(signature = (path, *, primary, token = None, name = None, fsync = true, max_backoff = 2.0, on_diverge = "stop", listen = None))]
     #[allow(clippy::too_many_arguments)] // the keyword arguments of the Python API
     fn new(
         py: Python<'_>,
@@ -39,6 +39,7 @@ impl PyReplica {
         fsync: bool,
         max_backoff: f64,
         on_diverge: &str,
+        listen: Option<String>,
     ) -> PyResult<Self> {
         let on_diverge = match on_diverge {
             "stop" => OnDiverge::Stop,
@@ -77,6 +78,7 @@ impl PyReplica {
                 ..StoreOptions::default()
             },
             on_diverge,
+            listen,
         };
         let replica = run_detached(py, move || Replica::start(path, options))?;
         let store = Py::new(
@@ -181,6 +183,7 @@ impl PyReplica {
         status.set_item("epoch", state.primary_epoch)?;
         status.set_item("primary_quorum", state.primary_quorum)?;
         status.set_item("primary_members", state.primary_members)?;
+        status.set_item("primary_peers", state.primary_peers)?;
         status.set_item("connections", state.connections)?;
         status.set_item("snapshots", state.snapshots)?;
         status.set_item("snapshot_progress", state.snapshot)?;
@@ -204,23 +207,25 @@ impl PyReplica {
         Ok(status)
     }
 
-    /// Stops following and makes this replica's store the primary of a new epoch, served
-    /// with the given options (as `Primary(...)` takes them; `quorum` and the sync
-    /// settings start fresh: no replica follows it yet). Returns the new `Primary`; its
-    /// `promotion` says what happened.
+    /// Promotes this replica: asks the members its primary's heartbeats named (replicas
+    /// started with `listen=`) to raise their epoch, and once `members - quorum + 1` of
+    /// them (itself included) granted it, adopts the newest log among them (fetching what
+    /// it lacks), and serves it with the given options (as `Primary(...)` takes them;
+    /// `listen` defaults to this replica's own `listen` address, `token` to its token).
+    /// The members that granted follow it. Returns the new `Primary`; its `promotion`
+    /// says what happened.
     ///
-    /// It refuses (`ReplicationError`, and keeps following) unless it alone is enough to
-    /// hold every acknowledged sync write (the old primary's `quorum` equals its number
-    /// of replicas), unless `force=True`, whose report names the possible loss. The store
-    /// then belongs to the new primary: closing the replica leaves it open.
-    #[pyo3(signature = (*, listen = "127.0.0.1:0", token = None, force = false,
+    /// It refuses (`ReplicationError`) when too few members can be reached, unless
+    /// `force=True`, whose report names the possible loss. The store then belongs to the
+    /// new primary: closing the replica leaves it open.
+    #[pyo3(signature = (*, listen = None, token = None, force = false,
         ship_interval = 0.05, quorum = 1, sync_timeout = 5.0, on_timeout = "raise",
         table_modes = None, default_durability = "async"))]
     #[allow(clippy::too_many_arguments)] // the keyword arguments of the Python API
     fn promote(
         &self,
         py: Python<'_>,
-        listen: &str,
+        listen: Option<String>,
         token: Option<String>,
         force: bool,
         ship_interval: f64,
@@ -230,9 +235,15 @@ impl PyReplica {
         table_modes: Option<std::collections::HashMap<String, String>>,
         default_durability: &str,
     ) -> PyResult<PyPrimary> {
+        let listen = listen.unwrap_or_else(|| {
+            self.replica
+                .listen_address()
+                .map_or_else(|| "127.0.0.1:0".to_owned(), |address| address.to_string())
+        });
+        let token = token.or_else(|| self.replica.token().map(str::to_owned));
         owned(py, self.replica.store())?;
         let options = PrimaryArgs {
-            listen,
+            listen: &listen,
             token,
             ship_interval,
             max_batch_bytes: 4 << 20,
@@ -253,6 +264,14 @@ impl PyReplica {
             store: self.store.clone_ref(py),
             promotion: Some(Py::new(py, PyPromotion::from(promotion))?),
         })
+    }
+
+    /// Where it answers other members (and serves once promoted), if it listens.
+    #[getter]
+    fn listen_address(&self) -> Option<String> {
+        self.replica
+            .listen_address()
+            .map(|address| address.to_string())
     }
 
     /// Follows the primary at `address` from now on (after a promotion elsewhere),

@@ -10,6 +10,7 @@ pub mod protocol;
 pub mod quorum;
 pub mod replica;
 pub mod retention;
+pub mod ship;
 pub mod sim;
 pub mod slots;
 pub mod status;

@@ -143,6 +143,7 @@ async fn exchange(
         lineage: 0,
         fsync: false,
         history: Vec::new(),
+        listen: None,
     };
     write_frame(&mut writer, &hello).await?;
     let report = read_frame_within(&mut reader, timeout, what).await?;

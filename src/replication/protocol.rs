@@ -45,6 +45,9 @@ pub enum PeerKind {
     /// A verifier (`replikv verify`): gets one [`Message::VerifyReport`], then the
     /// connection ends.
     Verifier,
+    /// A replica being promoted, at another replica's member address: its `Hello` asks
+    /// the member to raise its epoch to the hello's `epoch` ([`Message::Granted`] answers).
+    Candidate,
 }
 
 /// Every message of the protocol.
@@ -82,6 +85,10 @@ pub enum Message {
         /// only the entry at `flushed_lsn` is compared.
         #[serde(default)]
         history: Vec<(u64, u64)>,
+        /// Where it answers other members (a promotion asks there), and where it serves
+        /// replication once promoted; `None` if it does not listen.
+        #[serde(default)]
+        listen: Option<String>,
     },
     /// Primary -> peer: accepted; a snapshot (if `snapshot`) and then entries follow.
     Welcome {
@@ -201,6 +208,10 @@ pub enum Message {
         /// See `quorum`.
         #[serde(default)]
         members: u64,
+        /// The replicas that count toward the quorum and listen for other members:
+        /// `(name, address)`, which a promotion asks to raise their epoch.
+        #[serde(default)]
+        peers: Vec<(String, String)>,
     },
     /// Primary -> replica: send your recent per-table sums (answered once the entries
     /// received before it are applied).
@@ -221,6 +232,31 @@ pub enum Message {
     VerifyReport {
         /// The comparison, per replica and table.
         report: VerifyReport,
+    },
+    /// Member -> candidate: it proved the token back and durably raised its epoch to the
+    /// candidate's; this is its log, which it no longer extends from an older primary.
+    Granted {
+        /// HMAC-SHA256 of the candidate's nonce under the token.
+        proof: ByteBuf,
+        /// The last LSN durable in its log.
+        flushed_lsn: u64,
+        /// The epochs its log went through, `(epoch, start_lsn)`.
+        history: Vec<(u64, u64)>,
+        /// Whether it fsyncs its log (counts toward the quorum).
+        counted: bool,
+    },
+    /// Candidate -> member: send the entries after `after_lsn` up to `up_to_lsn` (as
+    /// `Entries` and `EntryPart` frames).
+    Fetch {
+        /// The candidate's last LSN.
+        after_lsn: u64,
+        /// The last LSN it needs.
+        up_to_lsn: u64,
+    },
+    /// Candidate -> member: it is the primary now, at `address`; follow it.
+    Lead {
+        /// The new primary's address.
+        address: String,
     },
 }
 
@@ -301,6 +337,9 @@ impl Message {
             Message::VerifyRequest { .. } => 13,
             Message::VerifyReply { .. } => 14,
             Message::VerifyReport { .. } => 15,
+            Message::Granted { .. } => 16,
+            Message::Fetch { .. } => 17,
+            Message::Lead { .. } => 18,
         }
     }
 }
@@ -498,6 +537,7 @@ mod tests {
                 lineage: 77,
                 fsync: true,
                 history: vec![(1, 1), (3, 50)],
+                listen: Some("127.0.0.1:7402".into()),
             },
             Message::Welcome {
                 proof: ByteBuf::from(vec![3; 32]),
@@ -546,6 +586,7 @@ mod tests {
                 epoch: 3,
                 quorum: 2,
                 members: 3,
+                peers: vec![("eu-2".into(), "127.0.0.1:7403".into())],
             },
             Message::VerifyRequest {
                 id: 4,
@@ -566,6 +607,19 @@ mod tests {
                         "not connected".into(),
                     )],
                 },
+            },
+            Message::Granted {
+                proof: ByteBuf::from(vec![4; 32]),
+                flushed_lsn: 40,
+                history: vec![(1, 1), (2, 30)],
+                counted: true,
+            },
+            Message::Fetch {
+                after_lsn: 38,
+                up_to_lsn: 40,
+            },
+            Message::Lead {
+                address: "127.0.0.1:7401".into(),
             },
         ]
     }
@@ -680,7 +734,9 @@ mod fuzz {
         prop_oneof![
             Just(PeerKind::Replica),
             Just(PeerKind::Consumer),
-            Just(PeerKind::Monitor)
+            Just(PeerKind::Monitor),
+            Just(PeerKind::Verifier),
+            Just(PeerKind::Candidate)
         ]
     }
 
@@ -748,6 +804,7 @@ mod fuzz {
             bytes(40),
             any::<(u64, u64, (u64, u32), u64, bool)>(),
             vec(any::<(u64, u64)>(), 0..3),
+            proptest::option::of(".{0,20}"),
         )
             .prop_map(
                 |(
@@ -757,6 +814,7 @@ mod fuzz {
                     nonce,
                     (epoch, flushed_lsn, flushed_id, lineage, fsync),
                     history,
+                    listen,
                 )| {
                     Message::Hello {
                         kind,
@@ -769,6 +827,7 @@ mod fuzz {
                         lineage,
                         fsync,
                         history,
+                        listen,
                     }
                 },
             )
@@ -828,18 +887,41 @@ mod fuzz {
                 flushed_lsn,
                 applied_lsn
             }),
-            any::<(u64, u64, u64, u64, (u64, u64))>().prop_map(
-                |(last_lsn, oldest_missing_ms, now_ms, epoch, (quorum, members))| {
-                    Message::Heartbeat {
-                        last_lsn,
-                        oldest_missing_ms,
-                        now_ms,
-                        epoch,
-                        quorum,
-                        members,
+            (
+                any::<(u64, u64, u64, u64, (u64, u64))>(),
+                vec((".{0,10}", ".{0,20}"), 0..3)
+            )
+                .prop_map(
+                    |((last_lsn, oldest_missing_ms, now_ms, epoch, (quorum, members)), peers)| {
+                        Message::Heartbeat {
+                            last_lsn,
+                            oldest_missing_ms,
+                            now_ms,
+                            epoch,
+                            quorum,
+                            members,
+                            peers,
+                        }
                     }
-                }
-            ),
+                ),
+            (
+                bytes(40),
+                any::<(u64, bool)>(),
+                vec(any::<(u64, u64)>(), 0..3)
+            )
+                .prop_map(|(proof, (flushed_lsn, counted), history)| {
+                    Message::Granted {
+                        proof,
+                        flushed_lsn,
+                        history,
+                        counted,
+                    }
+                }),
+            any::<(u64, u64)>().prop_map(|(after_lsn, up_to_lsn)| Message::Fetch {
+                after_lsn,
+                up_to_lsn
+            }),
+            ".{0,30}".prop_map(|address| Message::Lead { address }),
             (any::<(u64, u64, u64)>(), vec(link(), 0..3)).prop_map(
                 |((last_lsn, epoch, rejected), replicas)| Message::Status {
                     last_lsn,

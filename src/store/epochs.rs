@@ -209,8 +209,8 @@ impl Store {
     /// reached members hold). Other stores that learn of the epoch are deposed.
     ///
     /// # Errors
-    /// [`ReplicationError::Fenced`] unless `epoch` is newer than every epoch this store has
-    /// seen; [`StoreError::ReadOnly`](crate::error::StoreError::ReadOnly) on a replica's
+    /// [`ReplicationError::Fenced`] if this store has seen a newer epoch, or its own writes
+    /// carry `epoch` already; [`StoreError::ReadOnly`](crate::error::StoreError::ReadOnly) on a replica's
     /// store; a closed store or a storage failure (nothing changes then).
     pub fn begin_epoch(&self, epoch: u64) -> Result<()> {
         if let Some(why) = self.read_only_reason() {
@@ -219,7 +219,9 @@ impl Store {
         let mut exclusive = self.begin_exclusive()?;
         exclusive.ready_to_read()?;
         let seen = self.epoch();
-        if epoch <= seen {
+        // A promotion raises the epoch first (as its members do), so an epoch equal to
+        // the one seen is this store's to begin, unless its own writes carry it already.
+        if epoch < seen || epoch <= self.own_epoch() {
             return Err(ReplicationError::Fenced {
                 epoch: seen,
                 reason: format!("epoch {epoch} is not newer than epoch {seen}, already seen here"),

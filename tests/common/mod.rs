@@ -36,6 +36,7 @@ pub fn replica_options(primary: &Primary, token: Option<&str>, name: &str) -> Re
         max_backoff: Duration::from_millis(200),
         store: StoreOptions::default(),
         on_diverge: OnDiverge::Stop,
+        listen: None,
     }
 }
 

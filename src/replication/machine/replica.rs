@@ -365,6 +365,7 @@ mod tests {
             epoch: 2,
             quorum: 0,
             members: 0,
+            peers: Vec::new(),
         };
         assert_eq!(
             m.receive(beat).unwrap(),
@@ -463,6 +464,7 @@ mod tests {
             epoch: 2,
             quorum: 0,
             members: 0,
+            peers: Vec::new(),
         };
         assert!(matches!(
             m.receive(beat),

@@ -47,6 +47,8 @@ struct Hello {
     durable: bool,
     /// Its epoch history (empty from an older peer).
     history: Vec<(u64, u64)>,
+    /// Where it answers other members, if it listens.
+    listen: Option<String>,
 }
 
 /// Where streaming to an accepted replica or consumer starts.
@@ -199,6 +201,7 @@ async fn authenticate(
         lineage,
         fsync,
         history,
+        listen,
     } = read_handshake_frame(reader, AUTH_DEADLINE, "hello").await?
     else {
         return Err(Denied::new(RefuseCode::Protocol, "expected a hello"));
@@ -216,6 +219,7 @@ async fn authenticate(
         lineage,
         durable: fsync,
         history,
+        listen,
     })
 }
 
@@ -237,6 +241,7 @@ async fn welcome<'a>(
         lineage,
         durable,
         history,
+        listen,
     } = hello;
     let primary_epoch = shared.store.epoch();
     if epoch > primary_epoch {
@@ -294,6 +299,7 @@ async fn welcome<'a>(
         Start::Log
     };
     if kind == PeerKind::Replica {
+        shared.members.learn(&name, durable, listen);
         // The slot is on disk before the replica is welcomed (an fsync: off the runtime).
         let persisting = Arc::clone(shared);
         tokio::task::spawn_blocking(move || persisting.slots.persist())

@@ -1,6 +1,7 @@
 //! The primary side: a TCP server that streams the store's log to replicas.
 
 mod admit;
+mod members;
 mod snapshot;
 mod stream;
 mod verify;
@@ -154,6 +155,8 @@ struct Shared {
     admission: Arc<Admission>,
     /// The stream links a verification asks for their replicas' sums.
     verify_links: verify::VerifyLinks,
+    /// Where its counting replicas answer a promotion (heartbeats tell them each other's).
+    members: members::Members,
 }
 
 /// A running primary. [`Primary::close`] stops the server and waits for it; dropping it
@@ -225,6 +228,7 @@ impl Primary {
             visible,
             admission: Admission::new(MAX_UNAUTHENTICATED, MAX_AUTHENTICATED),
             verify_links: verify::VerifyLinks::default(),
+            members: members::Members::default(),
         });
         // Subscribed before any replica can connect. Weak: the store holds the listener,
         // and `Shared` holds the store.
@@ -318,6 +322,7 @@ impl Primary {
             links.machine.forget(name);
             self.shared.sync.publish(links.machine.quorum_view());
         }
+        self.shared.members.forget(name);
         self.shared.slots.drop_slot(name)
     }
 

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_bytes::ByteBuf;
 use tokio::net::tcp::OwnedReadHalf;
 
 use super::{Shared, Writer};
@@ -12,15 +11,14 @@ use crate::error::ReplicationError;
 use crate::log::{LogPosition, RawEntry};
 use crate::net::AbortOnDrop;
 use crate::replication::machine::{LinkAction, LinkId, Shipped};
-use crate::replication::protocol::{read_frame, write_frame, Message, RefuseCode, MAX_FRAME_BYTES};
+use crate::replication::protocol::{read_frame, write_frame, Message, RefuseCode};
+use crate::replication::ship::send_entries;
 use crate::replication::status::now_ms;
 
 /// A backlog this small is read on the async task itself.
 const INLINE_READ_ENTRIES: u64 = 64;
 /// Entries read from the log per batch at most.
 const BATCH_ENTRIES: usize = 4096;
-/// Room left in a frame for the message around the payloads.
-const FRAME_SLACK: usize = 1024;
 
 /// Streams entries to `id` as the machine decides, until it drops the link (no ack for
 /// the stall timeout), the peer's reader ends (garbage or a closed connection) or a
@@ -67,6 +65,7 @@ pub(super) async fn stream_to(
                     epoch: shared.store.own_epoch(),
                     quorum: shared.sync.options().quorum as u64,
                     members: shared.sync.counting() as u64,
+                    peers: shared.members.addresses(),
                 };
                 write_frame(&mut writer, &beat).await?;
             }
@@ -141,49 +140,6 @@ async fn read_batch(
     let batch =
         batch.map_err(|e| ReplicationError::Protocol(format!("cannot read the log: {e}")))?;
     Ok((batch, position))
-}
-
-/// Sends a batch: whole entries packed into frames, an entry larger than a frame in parts;
-/// `epoch` is this primary's.
-async fn send_entries(
-    writer: &mut Writer,
-    batch: Vec<RawEntry>,
-    epoch: u64,
-) -> Result<(), ReplicationError> {
-    let limit = MAX_FRAME_BYTES - FRAME_SLACK;
-    let mut frame: Vec<ByteBuf> = Vec::new();
-    let mut frame_bytes = 0;
-    for entry in batch {
-        let size = entry.payload.len() + 16;
-        if !frame.is_empty() && frame_bytes + size > limit {
-            let payloads = std::mem::take(&mut frame);
-            write_frame(writer, &Message::Entries { payloads, epoch }).await?;
-            frame_bytes = 0;
-        }
-        if size > limit {
-            let total = entry.payload.len() as u64;
-            for (index, chunk) in entry.payload.chunks(limit).enumerate() {
-                let part = Message::EntryPart {
-                    total,
-                    offset: (index * limit) as u64,
-                    data: ByteBuf::from(chunk.to_vec()),
-                    lsn: entry.lsn,
-                };
-                write_frame(writer, &part).await?;
-            }
-            continue;
-        }
-        frame_bytes += size;
-        frame.push(ByteBuf::from(entry.payload));
-    }
-    if !frame.is_empty() {
-        let entries = Message::Entries {
-            payloads: frame,
-            epoch,
-        };
-        write_frame(writer, &entries).await?;
-    }
-    Ok(())
 }
 
 /// Hands every ack of `id` to the machine; ends at the first other message, a broken frame

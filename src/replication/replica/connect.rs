@@ -62,6 +62,7 @@ pub(super) async fn connect(
         lineage: position.lineage,
         fsync: shared.consumer.durable(),
         history: position.history.clone(),
+        listen: shared.listen.map(|address| address.to_string()),
     };
     write_frame(&mut writer, &hello).await?;
     match read_handshake_frame(&mut reader, HANDSHAKE_TIMEOUT, "welcome").await? {

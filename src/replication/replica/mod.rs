@@ -3,6 +3,8 @@
 
 mod connect;
 mod diverge;
+mod elect;
+mod member;
 mod promote;
 mod session;
 
@@ -39,6 +41,10 @@ pub struct ReplicaOptions {
     pub store: StoreOptions,
     /// What it does when its history forks from the primary's.
     pub on_diverge: OnDiverge,
+    /// Where it answers other members (`host:port`, port 0 picks one): a promotion
+    /// elsewhere asks it there to raise its epoch, and a promotion of this replica serves
+    /// there by default. `None`: it does not listen, and no promotion can count it.
+    pub listen: Option<String>,
 }
 
 /// What a replica knows about its link and lag.
@@ -55,6 +61,9 @@ pub struct ReplicaState {
     pub primary_quorum: u64,
     /// See `primary_quorum`.
     pub primary_members: u64,
+    /// The primary's members that listen, `(name, address)`, as last heard: whom a
+    /// promotion of this replica asks.
+    pub primary_peers: Vec<(String, String)>,
     /// The primary's clock at the last heartbeat, and when it arrived here.
     heartbeat: Option<(u64, Instant)>,
     /// Commit time (primary's clock) of the oldest entry missing here, as of the last
@@ -94,12 +103,39 @@ struct Shared {
     /// Where divergence reports go: `diverged/` in the store's directory.
     report_dir: std::path::PathBuf,
     state: Mutex<ReplicaState>,
+    /// The address it answers members at, once bound.
+    listen: Option<std::net::SocketAddr>,
+    /// The newest epoch a candidate was granted here. Held while a batch is appended, and
+    /// while an epoch is granted: once granted, nothing more from an older primary is
+    /// appended, so the log the candidate was told of is final.
+    granted: Mutex<u64>,
+    /// Ends the current link or backoff at once (a re-point, or a grant that deposed the
+    /// primary): the follow loop connects again to [`Shared::primary`].
+    kick: tokio::sync::Notify,
 }
 
 impl Shared {
     /// The address of the primary it follows now.
     fn primary(&self) -> String {
         lock(&self.primary).clone()
+    }
+
+    /// Follows `address` from now on: the current link (if any) ends, and the next one
+    /// goes there.
+    fn repoint(&self, address: &str) {
+        address.clone_into(&mut lock(&self.primary));
+        {
+            let mut state = lock(&self.state);
+            state.state = LinkState::Connecting;
+            state.last_error = None;
+            state.diverged = None;
+            // The quorum and members stay as last heard until the new primary says
+            // otherwise: a promotion may need them.
+            state.primary_last_lsn = 0;
+            state.heartbeat = None;
+        }
+        tracing::info!(replica = %self.options.name, primary = %address, "re-pointed");
+        self.kick.notify_one();
     }
 }
 
@@ -109,6 +145,8 @@ pub struct Replica {
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The member server, while it listens.
+    member: Mutex<Option<member::Server>>,
     /// Set once promoted: the store then belongs to the new primary, and closing the
     /// replica leaves it open.
     promoted: std::sync::atomic::AtomicBool,
@@ -133,6 +171,10 @@ impl Replica {
         };
         let store = Store::open(path, store_options)?;
         let (primary_quorum, primary_members) = store.primary_quorum()?;
+        let listener = match &options.listen {
+            Some(address) => Some(runtime().block_on(crate::net::server::bind(address))?),
+            None => None,
+        };
         let shared = Arc::new(Shared {
             consumer: Arc::new(store.clone()),
             primary: Mutex::new(options.primary.clone()),
@@ -144,6 +186,7 @@ impl Replica {
                 primary_epoch: 0,
                 primary_quorum,
                 primary_members,
+                primary_peers: Vec::new(),
                 heartbeat: None,
                 oldest_missing_ms: 0,
                 last_error: None,
@@ -154,6 +197,12 @@ impl Replica {
                 resyncs: 0,
                 last_resync: None,
             }),
+            listen: listener.as_ref().map(|(_, bound)| *bound),
+            granted: Mutex::new(0),
+            kick: tokio::sync::Notify::new(),
+        });
+        let member = listener.map(|(listener, _)| {
+            member::Server::start(Arc::clone(&shared), store.clone(), listener)
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let task = runtime().spawn(follow(Arc::clone(&shared), shutdown_rx));
@@ -162,6 +211,7 @@ impl Replica {
             shared,
             shutdown,
             task: Mutex::new(Some(task)),
+            member: Mutex::new(member),
             promoted: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -184,6 +234,18 @@ impl Replica {
         self.shared.primary()
     }
 
+    /// The token it proves to its primary, if any.
+    #[must_use]
+    pub fn token(&self) -> Option<&str> {
+        self.shared.options.token.as_deref()
+    }
+
+    /// The address it answers other members at, if it listens.
+    #[must_use]
+    pub fn listen_address(&self) -> Option<std::net::SocketAddr> {
+        self.shared.listen
+    }
+
     /// Follows the primary at `address` from now on (after a promotion elsewhere, say),
     /// continuing from its own position when its history matches the new primary's (a
     /// fork is handled as `on_diverge` says). Nothing changes if it is already following
@@ -202,22 +264,7 @@ impl Replica {
         if self.primary() == address {
             return Ok(());
         }
-        self.stop_task();
-        address.clone_into(&mut lock(&self.shared.primary));
-        {
-            let mut state = lock(&self.shared.state);
-            state.state = LinkState::Connecting;
-            state.last_error = None;
-            state.diverged = None;
-            state.primary_last_lsn = 0;
-            state.primary_quorum = 0;
-            state.primary_members = 0;
-            state.heartbeat = None;
-        }
-        tracing::info!(replica = %self.name(), primary = %address, "re-pointed");
-        self.shutdown.send_replace(false);
-        let task = runtime().spawn(follow(Arc::clone(&self.shared), self.shutdown.subscribe()));
-        *lock(&self.task) = Some(task);
+        self.shared.repoint(address);
         Ok(())
     }
 
@@ -234,6 +281,7 @@ impl Replica {
     /// Closing the store failed.
     pub fn close(&self) -> Result<()> {
         self.stop_task();
+        self.stop_member_server();
         if self.promoted.load(std::sync::atomic::Ordering::Acquire) {
             return Ok(());
         }
@@ -248,6 +296,23 @@ impl Replica {
         let task = lock(&self.task).take();
         if let (Some(task), Err(_)) = (task, tokio::runtime::Handle::try_current()) {
             let _ = runtime().block_on(task);
+        }
+    }
+}
+
+impl Replica {
+    /// Starts following again (after a promotion that did not win): to the same primary,
+    /// which a raised epoch may now refuse until a promotion's lead re-points it.
+    fn start_task(&self) {
+        self.shutdown.send_replace(false);
+        let task = runtime().spawn(follow(Arc::clone(&self.shared), self.shutdown.subscribe()));
+        *lock(&self.task) = Some(task);
+    }
+
+    /// Stops answering members and frees the member address (a promotion may serve there).
+    fn stop_member_server(&self) {
+        if let Some(server) = lock(&self.member).take() {
+            server.stop();
         }
     }
 }
@@ -279,10 +344,12 @@ async fn follow(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         lock(&shared.state).state = LinkState::Connecting;
         let mut connected = false;
         let mut stop = shutdown.clone();
-        // A close must not wait on a stalled primary: the session is dropped mid-await.
+        // A close must not wait on a stalled primary: the session is dropped mid-await; a
+        // kick ends it too, and the loop connects again (to a new address, maybe).
         let mut result = tokio::select! {
             result = session(&shared, &mut shutdown, &mut connected) => result,
             _ = stop.changed() => Ok(()),
+            () = shared.kick.notified() => continue,
         };
         if let Err(ReplicationError::Diverged { fork_lsn, reason }) = result {
             result = match diverge::handle(&shared, fork_lsn, reason).await {
@@ -291,21 +358,32 @@ async fn follow(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                 Err(err) => Err(err),
             };
         }
-        {
+        let stopped = {
             let mut state = lock(&shared.state);
             match result {
                 Ok(()) => return,
-                Err(err) if is_final(&err) => {
-                    tracing::error!(primary = %shared.primary(), error = %err, "replication stopped");
-                    state.state = LinkState::Failed;
-                    state.last_error = Some(err.to_string());
-                    return;
-                }
                 Err(err) => {
-                    tracing::info!(primary = %shared.primary(), error = %err, "replication link lost; retrying");
-                    state.state = LinkState::Disconnected;
+                    let stopped = is_final(&err);
+                    if stopped {
+                        tracing::error!(primary = %shared.primary(), error = %err, "replication stopped");
+                    } else {
+                        tracing::info!(primary = %shared.primary(), error = %err, "replication link lost; retrying");
+                    }
+                    state.state = if stopped {
+                        LinkState::Failed
+                    } else {
+                        LinkState::Disconnected
+                    };
                     state.last_error = Some(err.to_string());
+                    stopped
                 }
+            }
+        };
+        if stopped {
+            // Until re-pointed (a promotion elsewhere tells it where) or closed.
+            tokio::select! {
+                () = shared.kick.notified() => continue,
+                _ = shutdown.changed() => return,
             }
         }
         if connected {
@@ -313,6 +391,7 @@ async fn follow(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         }
         tokio::select! {
             () = tokio::time::sleep(backoff.next_delay()) => {}
+            () = shared.kick.notified() => backoff.reset(),
             _ = shutdown.changed() => return,
         }
     }

@@ -1,17 +1,22 @@
 //! Promotion (DESIGN §1): a replica becomes the primary of a new epoch, at run time and
 //! without reopening its store.
 //!
-//! The rule: a sync write is acknowledged once `quorum` of the `members` registered
-//! replicas hold it, so any `members - quorum + 1` of them include one that holds every
-//! acknowledged write. This build reaches only the promoted replica itself, so it promotes
-//! when that suffices (`members <= quorum`, e.g. one replica with quorum 1) and refuses
-//! otherwise, unless `force`, which reports the range no reached member holds.
+//! The rule (see [`crate::replication::machine::promotion`]): a sync write is acknowledged
+//! once `quorum` of the `members` counting replicas hold it, so any `members - quorum + 1`
+//! of them include one that holds every acknowledged write. A running replica asks the
+//! members its primary's heartbeats named; a stopped one (`replikv promote DIR`) reaches
+//! only itself. Without enough members it refuses, unless `force`, which reports the
+//! possible loss.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
-use super::Replica;
+use super::elect::{self, Ballot, Link};
+use super::{lock, Replica};
 use crate::error::{ReplicationError, Result};
+use crate::net::runtime;
+use crate::replication::machine::promotion::{needed, Defeat, Election, MemberLog, Outcome, Plan};
 use crate::replication::primary::{Primary, PrimaryOptions};
 use crate::store::{Store, StoreOptions};
 
@@ -35,33 +40,26 @@ pub struct Promotion {
     pub possible_loss: Option<(u64, u64)>,
 }
 
-/// The promotion rule for a replica alone: how many members the old primary's
-/// `quorum` and `members` ask a promotion to reach (0 if unknown), and why this replica
-/// alone is not enough (`None` when it is).
-fn rule(quorum: u64, members: u64, counted: bool) -> (u64, Option<String>) {
-    let needed = if quorum == 0 || members == 0 {
-        0
-    } else {
-        members.saturating_sub(quorum) + 1
-    };
-    let refusal = if needed == 0 {
-        Some(
+/// Why a promotion with what a replica heard (`needed` members, `counted` itself, `peers`
+/// it can ask) cannot win however the members answer (`None` when it may try).
+fn hopeless(needed: Option<u64>, counted: bool, peers: usize) -> Option<String> {
+    let Some(needed) = needed else {
+        return Some(
             "no heartbeat from the primary told how many members a promotion must reach".to_owned(),
-        )
-    } else if !counted {
-        Some(
-            "this replica does not fsync (fsync=False): it may not hold the acknowledged writes"
-                .to_owned(),
-        )
-    } else if needed > 1 {
-        Some(format!(
-            "the primary had {members} replicas and quorum {quorum}: a promotion must reach \
-             {needed} of them, and reaching other members is not built yet"
-        ))
-    } else {
-        None
+        );
     };
-    (needed, refusal)
+    let reachable = u64::from(counted) + peers as u64;
+    (reachable < needed).then(|| {
+        let own = if counted {
+            ""
+        } else {
+            " (this replica does not fsync, so it does not count)"
+        };
+        format!(
+            "a promotion must reach {needed} members that fsync, and only {reachable} are \
+             known{own}: the others do not listen (start replicas with listen=)"
+        )
+    })
 }
 
 fn refused(name: &str, reason: &str) -> crate::Error {
@@ -84,72 +82,195 @@ fn refused(name: &str, reason: &str) -> crate::Error {
 pub fn promote_stopped(path: &Path, force: bool) -> Result<Promotion> {
     // Opened as a plain store: only a replica's store (read-only then) may be promoted.
     let store = Store::open(path, StoreOptions::default())?;
-    let heard = (store.primary_quorum()?, store.was_counted()?);
-    let promoted = promote_store(&store, &path.display().to_string(), heard, force, None);
+    let (quorum, members) = store.primary_quorum()?;
+    let needed = needed(quorum, members);
+    let refusal = hopeless(needed, store.was_counted()?, 0);
+    if let (Some(reason), false) = (&refusal, force) {
+        return Err(refused(&path.display().to_string(), reason));
+    }
+    let promoted = begin(
+        &store,
+        &path.display().to_string(),
+        needed,
+        refusal.is_some(),
+    );
     store.close()?;
     promoted
 }
 
-/// Applies the rule to `store` (a follower) with what its primary's heartbeats said
-/// (`(quorum, members)`, and whether it counted), then switches it to the next epoch.
-/// `last_heard` is the old primary's last LSN as a running replica heard it.
-fn promote_store(
-    store: &Store,
-    name: &str,
-    ((quorum, members), counted): ((u64, u64), bool),
-    force: bool,
-    last_heard: Option<u64>,
-) -> Result<Promotion> {
-    let (needed, refusal) = rule(quorum, members, counted);
-    if let (Some(reason), false) = (&refusal, force) {
-        return Err(refused(name, reason));
-    }
+/// Makes `store` (a stopped replica's, which alone holds enough) the primary of the next
+/// epoch.
+fn begin(store: &Store, name: &str, needed: Option<u64>, forced: bool) -> Result<Promotion> {
     let flushed = store.last_lsn();
     store.stop_following()?;
     let epoch = store.epoch() + 1;
     store.begin_epoch(epoch)?;
-    let promotion = Promotion {
+    tracing::warn!(%name, epoch, start_lsn = flushed + 1, forced, "promoted");
+    Ok(Promotion {
         epoch,
         start_lsn: flushed + 1,
         reached: vec![name.to_owned()],
-        needed,
-        forced: refusal.is_some(),
-        possible_loss: last_heard
-            .filter(|&last| last > flushed)
-            .map(|last| (flushed + 1, last)),
-    };
-    tracing::warn!(%name, epoch, start_lsn = flushed + 1, forced = promotion.forced, "promoted");
-    Ok(promotion)
+        needed: needed.unwrap_or(0),
+        forced,
+        possible_loss: None,
+    })
+}
+
+/// Why a promotion lost, for a person.
+fn defeat_reason(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Lost(Defeat::Outbid { member, epoch }) => {
+            format!("member {member:?} has seen epoch {epoch}: another promotion got there first")
+        }
+        Outcome::Lost(Defeat::TooFew {
+            counted,
+            needed,
+            unreachable,
+        }) => {
+            let missing: Vec<String> = unreachable
+                .iter()
+                .map(|(name, why)| format!("{name} ({why})"))
+                .collect();
+            format!(
+                "only {counted} of the {} members a promotion must reach granted its epoch; \
+                 not reached: {}",
+                needed.unwrap_or(0),
+                if missing.is_empty() {
+                    "none".to_owned()
+                } else {
+                    missing.join(", ")
+                }
+            )
+        }
+        Outcome::Lost(Defeat::Forked { member, fork_lsn }) => format!(
+            "member {member:?} holds a newer log that forked from this replica's at LSN \
+             {fork_lsn}: promote {member:?} instead, or resync this replica"
+        ),
+        Outcome::Won(_) | Outcome::Waiting => "the promotion did not finish".to_owned(),
+    }
 }
 
 impl Replica {
-    /// Stops following, makes this replica's store the primary of a new epoch (one above
-    /// the highest it has seen) and serves it with `options`.
+    /// Promotes this replica by the rule of DESIGN §1: asks every member its primary's
+    /// heartbeats named to raise its epoch to a new one, and once `members - quorum + 1`
+    /// members that fsync granted it (itself included), adopts the newest log among them
+    /// (fetching what it lacks), begins its epoch after it and serves it with `options`.
+    /// The members that granted then follow it; the old primary is told it is deposed.
     ///
     /// # Errors
-    /// [`ReplicationError::Refused`] when the rule is not met (too many members to reach,
-    /// no heartbeat heard yet, or a replica that does not fsync) and `force` is not set:
-    /// nothing changes then, and it keeps following. A storage failure, or the primary
-    /// cannot listen.
+    /// [`ReplicationError::Refused`] when the rule cannot be met (too few members known or
+    /// answering, no heartbeat heard yet) and `force` is not set, when another promotion
+    /// got a member first, or when a member holds a newer log that forked from this one.
+    /// A refusal before any member was asked changes nothing; after, the members that
+    /// granted keep the raised epoch (the old primary is deposed for them), and this
+    /// replica follows again. A storage failure, or the primary cannot listen.
     pub fn promote(&self, options: PrimaryOptions, force: bool) -> Result<(Primary, Promotion)> {
-        // Checked first, while it still follows: a refusal changes nothing.
         let state = self.state();
-        let heard = (
-            (state.primary_quorum, state.primary_members),
-            self.shared.consumer.durable(),
-        );
-        let (_, refusal) = rule(heard.0 .0, heard.0 .1, heard.1);
-        if let (Some(reason), false) = (&refusal, force) {
-            return Err(refused(self.name(), reason));
+        let needed = needed(state.primary_quorum, state.primary_members);
+        let counted = self.shared.consumer.durable();
+        let peers: Vec<(String, String)> = state
+            .primary_peers
+            .iter()
+            .filter(|(name, _)| name != self.name())
+            .cloned()
+            .collect();
+        // Checked first, while it still follows: a refusal changes nothing.
+        if let (Some(reason), false) = (hopeless(needed, counted, peers.len()), force) {
+            return Err(refused(self.name(), &reason));
         }
         self.stop_task();
-        let store = self.store.clone();
-        let last = Some(state.primary_last_lsn);
-        let promotion = promote_store(&store, self.name(), heard, force, last)?;
+        let epoch = self.store.epoch() + 1;
+        if !self.grant_self(epoch)? {
+            self.start_task();
+            return Err(refused(
+                self.name(),
+                "another promotion raised its epoch first",
+            ));
+        }
+        let own = MemberLog {
+            name: self.name().to_owned(),
+            flushed_lsn: self.store.last_lsn(),
+            history: self.store.epoch_history(),
+            counted,
+        };
+        let names: Vec<String> = peers.iter().map(|(name, _)| name.clone()).collect();
+        let election = Election::new(epoch, needed, own, &names);
+        let token = self.shared.options.token.clone().unwrap_or_default();
+        let ballot = Ballot {
+            token: token.as_bytes(),
+            name: self.name(),
+            epoch,
+        };
+        let (outcome, links) = runtime().block_on(elect::run(election, peers, &ballot, force));
+        let Outcome::Won(plan) = outcome else {
+            self.start_task();
+            return Err(refused(self.name(), &defeat_reason(&outcome)));
+        };
+        let promotion = Promotion {
+            epoch,
+            start_lsn: plan.adopt_lsn + 1,
+            reached: plan.reached.clone(),
+            needed: needed.unwrap_or(0),
+            forced: plan.forced,
+            possible_loss: (state.primary_last_lsn > plan.adopt_lsn)
+                .then_some((plan.adopt_lsn + 1, state.primary_last_lsn)),
+        };
+        let primary = self.take_over(&plan, links, options)?;
+        tracing::warn!(name = %self.name(), epoch, start_lsn = promotion.start_lsn, reached = ?promotion.reached, forced = promotion.forced, "promoted");
+        Ok((primary, promotion))
+    }
+
+    /// Raises its own epoch to `epoch` as a member would for a candidate (nothing more is
+    /// appended from an older primary); false if it had seen that epoch already.
+    fn grant_self(&self, epoch: u64) -> Result<bool> {
+        let mut granted = lock(&self.shared.granted);
+        let rose = self.store.raise_epoch(epoch)?;
+        if rose {
+            *granted = epoch;
+        }
+        Ok(rose)
+    }
+
+    /// After winning: fetches what the adopted log holds beyond this one, begins the epoch,
+    /// serves it, and tells the members that granted to follow.
+    fn take_over(
+        &self,
+        plan: &Plan,
+        mut links: BTreeMap<String, Link>,
+        options: PrimaryOptions,
+    ) -> Result<Primary> {
+        if let Some(from) = &plan.fetch_from {
+            let fetched = match links.get_mut(from) {
+                Some(link) => {
+                    runtime().block_on(link.fetch(&self.store, plan.epoch, plan.adopt_lsn))
+                }
+                None => Err(ReplicationError::Protocol(format!("no link to {from:?}"))),
+            };
+            if let Err(err) = fetched {
+                self.start_task();
+                return Err(refused(
+                    self.name(),
+                    &format!(
+                        "fetching LSN {} from {from:?} failed: {err}",
+                        plan.adopt_lsn
+                    ),
+                ));
+            }
+        }
+        // A primary answers no promotion: its member address may be the one it serves at.
+        self.stop_member_server();
+        self.store.stop_following()?;
+        self.store.begin_epoch(plan.epoch)?;
         self.promoted.store(true, Ordering::Release);
-        let primary = Primary::start(store, options)?;
+        let primary = Primary::start(self.store.clone(), options)?;
+        let address = primary.address().to_string();
+        runtime().block_on(async {
+            for link in links.into_values() {
+                link.lead(&address).await;
+            }
+        });
         // The former primary may only be cut off: it must learn it is deposed.
         primary.depose(self.primary());
-        Ok((primary, promotion))
+        Ok(primary)
     }
 }

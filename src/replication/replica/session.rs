@@ -94,6 +94,7 @@ fn observe(shared: &Shared, machine: &ReplicaMachine, message: &Message) {
         now_ms,
         quorum,
         members,
+        peers,
         ..
     } = message
     {
@@ -114,6 +115,9 @@ fn observe(shared: &Shared, machine: &ReplicaMachine, message: &Message) {
         let mut state = lock(&shared.state);
         state.primary_quorum = quorum;
         state.primary_members = members;
+        if quorum > 0 {
+            state.primary_peers.clone_from(peers);
+        }
         state.primary_last_lsn = state.primary_last_lsn.max(*last_lsn);
         state.heartbeat = Some((*now_ms, Instant::now()));
         state.oldest_missing_ms = *oldest_missing_ms;
@@ -178,8 +182,24 @@ async fn flush(
     // Applied on this worker, which tokio hands its other tasks off from while it blocks:
     // a hop to the blocking pool cost an eager replica about a third of its append time.
     let consumer = &shared.consumer;
-    let (flushed, applied) = tokio::task::block_in_place(|| consumer.apply(&payloads))
-        .map_err(|e| ReplicationError::Protocol(format!("cannot apply replicated entries: {e}")))?;
+    let (flushed, applied) = tokio::task::block_in_place(|| {
+        let granted = lock(&shared.granted);
+        if *granted > machine.epoch() {
+            // A candidate was told this log is final: the primary is deposed.
+            return Err(ReplicationError::Fenced {
+                epoch: *granted,
+                reason: format!(
+                    "epoch {} was granted to a promotion here: the primary of epoch {} is \
+                     deposed",
+                    *granted,
+                    machine.epoch()
+                ),
+            });
+        }
+        consumer.apply(&payloads).map_err(|e| {
+            ReplicationError::Protocol(format!("cannot apply replicated entries: {e}"))
+        })
+    })?;
     let ack = machine.durable(flushed, applied);
     {
         let mut state = lock(&shared.state);

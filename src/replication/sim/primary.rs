@@ -41,6 +41,7 @@ impl World {
                         epoch: EPOCH,
                         quorum: 0,
                         members: 0,
+                        peers: Vec::new(),
                     };
                     self.send(generation, Side::Peer, Frame::Wire(beat));
                 }

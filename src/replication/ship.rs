@@ -1,0 +1,58 @@
+//! Sending entries: whole entries packed into frames, an entry larger than a frame in
+//! parts. A primary ships its log this way, and a member sends a candidate what it lacks.
+
+use serde_bytes::ByteBuf;
+use tokio::io::AsyncWrite;
+
+use super::protocol::{write_frame, Message, MAX_FRAME_BYTES};
+use crate::error::ReplicationError;
+use crate::log::RawEntry;
+
+/// Room left in a frame for the message around the payloads.
+const FRAME_SLACK: usize = 1024;
+
+/// Sends a batch: whole entries packed into frames, an entry larger than a frame in parts;
+/// `epoch` is the sender's.
+///
+/// # Errors
+/// A write fails (or stalls past the writer's limit).
+pub async fn send_entries<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    batch: Vec<RawEntry>,
+    epoch: u64,
+) -> Result<(), ReplicationError> {
+    let limit = MAX_FRAME_BYTES - FRAME_SLACK;
+    let mut frame: Vec<ByteBuf> = Vec::new();
+    let mut frame_bytes = 0;
+    for entry in batch {
+        let size = entry.payload.len() + 16;
+        if !frame.is_empty() && frame_bytes + size > limit {
+            let payloads = std::mem::take(&mut frame);
+            write_frame(writer, &Message::Entries { payloads, epoch }).await?;
+            frame_bytes = 0;
+        }
+        if size > limit {
+            let total = entry.payload.len() as u64;
+            for (index, chunk) in entry.payload.chunks(limit).enumerate() {
+                let part = Message::EntryPart {
+                    total,
+                    offset: (index * limit) as u64,
+                    data: ByteBuf::from(chunk.to_vec()),
+                    lsn: entry.lsn,
+                };
+                write_frame(writer, &part).await?;
+            }
+            continue;
+        }
+        frame_bytes += size;
+        frame.push(ByteBuf::from(entry.payload));
+    }
+    if !frame.is_empty() {
+        let entries = Message::Entries {
+            payloads: frame,
+            epoch,
+        };
+        write_frame(writer, &entries).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! Promotion that reaches other members, over real TCP on 127.0.0.1: with quorum 1 of two
+//! replicas, either may hold the last acknowledged write, so a promotion must ask the
+//! other, adopt the longer log (fetching what it lacks), and lead the other afterwards.
+
+use std::time::Duration;
+
+use replikv::error::{Error, ReplicationError};
+use replikv::replication::primary::{Primary, PrimaryOptions};
+use replikv::replication::quorum::SyncOptions;
+use replikv::replication::replica::Replica;
+use replikv::replication::status::LinkState;
+use replikv::store::{Durability, Store, StoreOptions};
+
+mod common;
+
+use common::{eventually, primary_options, put, replica_options, TestResult};
+
+/// A primary with sync quorum 1 whose heartbeats (quorum, members and their addresses)
+/// come every 20 ms.
+fn primary(dir: &std::path::Path) -> replikv::Result<(Store, Primary)> {
+    let store = Store::open(dir.join("primary"), StoreOptions::default())?;
+    let options = PrimaryOptions {
+        heartbeat_interval: Duration::from_millis(20),
+        sync: SyncOptions {
+            quorum: 1,
+            ..SyncOptions::default()
+        },
+        ..primary_options(None)
+    };
+    let primary = Primary::start(store.clone(), options)?;
+    Ok((store, primary))
+}
+
+/// A replica that answers other members on a port of its own.
+fn member(dir: &std::path::Path, primary: &Primary, name: &str) -> replikv::Result<Replica> {
+    let options = replikv::replication::replica::ReplicaOptions {
+        listen: Some("127.0.0.1:0".to_owned()),
+        ..replica_options(primary, None, name)
+    };
+    Replica::start(dir.join(name), options)
+}
+
+fn sync_writes(store: &Store, prefix: &str, count: usize) -> replikv::Result<()> {
+    for i in 0..count {
+        store.commit(
+            put(&format!("{prefix}{i}"), vec![0x01]),
+            Some(Durability::Sync),
+        )?;
+    }
+    Ok(())
+}
+
+#[test]
+fn a_promotion_asks_the_other_member_fetches_what_it_lacks_and_leads_it() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (store, primary) = primary(dir.path())?;
+    let eu1 = member(dir.path(), &primary, "eu-1")?;
+    let us1 = member(dir.path(), &primary, "us-1")?;
+    eventually("both to register", || primary.status().replicas.len() == 2);
+    sync_writes(&store, "a", 10)?;
+    eventually("both to hold 10 entries and know both members", || {
+        [&eu1, &us1]
+            .iter()
+            .all(|r| r.store().last_lsn() == 10 && r.state().primary_peers.len() == 2)
+    });
+    // eu-1 loses its primary; us-1 alone acknowledges the next five sync writes.
+    eu1.follow("127.0.0.1:1")?;
+    sync_writes(&store, "b", 5)?;
+    assert_eq!((eu1.store().last_lsn(), us1.store().last_lsn()), (10, 15));
+    primary.close();
+    let (promoted, promotion) = eu1.promote(primary_options(None), false)?;
+    assert_eq!((promotion.epoch, promotion.start_lsn), (2, 16));
+    assert_eq!(promotion.reached, ["eu-1", "us-1"]);
+    assert_eq!((promotion.needed, promotion.forced), (2, false));
+    for i in 0..5 {
+        let key = replikv::codec::encode_key(replikv::codec::KeyRef::Str(&format!("b{i}")));
+        assert!(
+            promoted.store().contains("t", &key)?,
+            "acknowledged write b{i} was fetched from us-1"
+        );
+    }
+    eventually("us-1 to follow the promoted replica", || {
+        us1.primary() == promoted.address().to_string() && us1.state().state == LinkState::Streaming
+    });
+    promoted
+        .store()
+        .commit(put("after", vec![0x02]), Some(Durability::Sync))?;
+    eventually("us-1 to receive the new epoch's first write", || {
+        us1.store().last_lsn() == 16
+    });
+    assert_eq!(us1.store().epoch_history().pairs(), &[(1, 1), (2, 16)]);
+    promoted.close();
+    Ok(())
+}
+
+#[test]
+fn a_member_that_granted_a_newer_epoch_appends_nothing_more_from_the_old_primary() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (store, primary) = primary(dir.path())?;
+    let eu1 = member(dir.path(), &primary, "eu-1")?;
+    let us1 = member(dir.path(), &primary, "us-1")?;
+    eventually("both to register", || primary.status().replicas.len() == 2);
+    sync_writes(&store, "a", 3)?;
+    eventually("both to know both members", || {
+        [&eu1, &us1]
+            .iter()
+            .all(|r| r.store().last_lsn() == 3 && r.state().primary_peers.len() == 2)
+    });
+    // The old primary keeps running: eu-1's promotion deposes it through us-1.
+    let (promoted, promotion) = eu1.promote(primary_options(None), false)?;
+    assert_eq!(promotion.reached, ["eu-1", "us-1"]);
+    let refused = store.commit(put("late", vec![0x03]), Some(Durability::Sync));
+    assert!(
+        matches!(
+            refused,
+            Err(Error::Replication(
+                ReplicationError::Fenced { .. } | ReplicationError::Timeout { .. }
+            ))
+        ),
+        "the deposed primary acknowledged a sync write: {refused:?}"
+    );
+    eventually("us-1 to follow the promoted replica", || {
+        us1.primary() == promoted.address().to_string()
+    });
+    assert_eq!(
+        us1.store().last_lsn(),
+        3,
+        "nothing of the old primary after the grant"
+    );
+    promoted.close();
+    primary.close();
+    Ok(())
+}
+
+#[test]
+fn a_promotion_whose_members_do_not_listen_is_refused_before_anything_changes() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (store, primary) = primary(dir.path())?;
+    let eu1 = member(dir.path(), &primary, "eu-1")?;
+    // us-1 counts toward the quorum but does not listen: nobody can ask it.
+    let us1 = Replica::start(
+        dir.path().join("us-1"),
+        replica_options(&primary, None, "us-1"),
+    )?;
+    eventually("both to register", || primary.status().replicas.len() == 2);
+    sync_writes(&store, "a", 2)?;
+    eventually("eu-1 to hear of two members", || {
+        eu1.state().primary_members == 2 && us1.store().last_lsn() == 2
+    });
+    let refused = eu1.promote(primary_options(None), false);
+    assert!(
+        matches!(&refused, Err(Error::Replication(ReplicationError::Refused { reason }))
+            if reason.contains("must reach 2") && reason.contains("listen")),
+        "{:?}",
+        refused.err()
+    );
+    assert_eq!(
+        eu1.store().epoch(),
+        1,
+        "a refusal before asking changes nothing"
+    );
+    primary.close();
+    Ok(())
+}
