@@ -25,26 +25,36 @@ def test_a_promoted_replica_holds_every_acknowledged_sync_write_and_the_loss_is_
 ) -> None:
     rng = random.Random(round_)
     old = tmp_path / "old"
-    # The demo's primary child: sync consent writes, a steady stream of async opens.
-    acked, replica = follow_until_killed(old, tmp_path / "eu-1", rng.uniform(0.3, 1.2))
+    # The demo's primary child: sync consent writes (quorum 1 of two replicas, so either
+    # may hold the last acknowledged one), a steady stream of async opens.
+    acked, replicas = follow_until_killed(
+        old, [tmp_path / "eu-1", tmp_path / "us-1"], rng.uniform(0.3, 1.2)
+    )
     assert acked, "the primary acknowledged sync writes before it was killed"
-    status = replica.status()
-    assert (status["primary_quorum"], status["primary_members"]) == (1, 1)
+    for replica in replicas:
+        status = replica.status()
+        assert (status["primary_quorum"], status["primary_members"]) == (1, 2)
+    replica, other = replicas if rng.random() < 0.5 else replicas[::-1]
 
     new = replica.promote()
     promotion = new.promotion
     assert promotion is not None and not promotion.forced
-    assert (promotion.epoch, promotion.reached) == (2, ["eu-1"])
+    assert (promotion.epoch, sorted(promotion.reached)) == (2, ["eu-1", "us-1"])
     store = new.store
     missing = [k for k in acked if store.get("consent", k) is None]
     assert missing == [], f"acknowledged sync writes lost: {missing}"
-    assert store.last_lsn == promotion.start_lsn - 1
+    position = store.last_lsn
+    assert position == promotion.start_lsn - 1
     replica.close()
     assert not store.closed, "the promoted store belongs to the new primary"
+    # The other member granted the epoch and follows the promoted replica.
+    store.put("consent", "after-failover", {"opted_in": True})
+    assert other.wait_for(store.last_lsn, timeout=30)
+    other.close()
 
     # What the old primary's log holds beyond the promoted store's position.
     with replikv.Store(old) as dead:
-        beyond = list(dead.changes(since=store.last_lsn))
+        beyond = list(dead.changes(since=position))
         dead_last = dead.last_lsn
     expected: dict[str, list[object]] = {}
     for change in beyond:
@@ -61,7 +71,7 @@ def test_a_promoted_replica_holds_every_acknowledged_sync_write_and_the_loss_is_
             with pytest.raises(replikv.DivergedError) as raised:
                 rejoining.wait_for(dead_last + 1, timeout=30)
             error = raised.value
-            assert (error.fork_lsn, error.entries) == (store.last_lsn + 1, len(beyond))
+            assert (error.fork_lsn, error.entries) == (position + 1, len(beyond))
             assert {t: sorted(map(str, k)) for t, k in error.tables.items()} == {
                 t: sorted(map(str, k)) for t, k in expected.items()
             }

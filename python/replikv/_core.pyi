@@ -487,12 +487,21 @@ class Replica:
         fsync: bool = True,
         max_backoff: float = 2.0,
         on_diverge: Literal["stop", "resync"] = "stop",
+        listen: str | None = None,
     ) -> Self:
         """``on_diverge``: what to do when this store's history forks from the
         primary's. ``"stop"`` (the default) stops following and raises ``DivergedError``
         with the loss account from ``wait_for`` and ``get``; ``"resync"`` writes the
         local-only entries to a report file in ``<path>/diverged/`` (see
-        :func:`replikv.read_diverged`), discards everything and re-seeds."""
+        :func:`replikv.read_diverged`), discards everything and re-seeds.
+
+        ``listen``: ``host:port`` (port 0 picks one) where this replica answers other
+        members: a promotion of another replica asks it there to raise its epoch, and a
+        promotion of this one serves there by default. Without it, no promotion can count
+        this replica."""
+    @property
+    def listen_address(self) -> str | None:
+        """Where it answers other members, if it listens."""
     @property
     def store(self) -> Store:
         """The replica's store; writes raise ``ReadOnlyError``."""
@@ -526,13 +535,14 @@ class Replica:
         connections, snapshots (installed so far), snapshot_progress ((rows received, rows
         in all) while a snapshot arrives, else None), last_error; primary_quorum and
         primary_members (the old primary's quorum and its replicas that count toward it,
-        from its heartbeats: what a promotion must reach); diverged (the loss
+        from its heartbeats: what a promotion must reach), primary_peers (those members
+        that listen, as ``(name, address)`` pairs: whom a promotion asks); diverged (the loss
         account while stopped on a fork: fork_lsn, last_lsn, entries, tables), resyncs and
         last_resync (the last resync's account and its report path)."""
     def promote(
         self,
         *,
-        listen: str = "127.0.0.1:0",
+        listen: str | None = None,
         token: str | None = None,
         force: bool = False,
         ship_interval: float = 0.05,
@@ -542,13 +552,22 @@ class Replica:
         table_modes: Mapping[str, str] | None = None,
         default_durability: str = "async",
     ) -> Primary:
-        """Stops following and makes this replica's store the primary of a new epoch,
-        without reopening it; returns the new :class:`Primary` (see its ``promotion``).
+        """Makes this replica the primary of a new epoch, without reopening its store;
+        returns the new :class:`Primary` (see its ``promotion``).
 
-        Raises ``ReplicationError`` (and keeps following) unless this replica alone holds
-        every acknowledged sync write (the old primary's ``quorum`` equalled its number of
-        replicas, as its heartbeats said) or ``force=True``. The store then belongs to the
-        new primary: closing the replica leaves it open.
+        By the rule of DESIGN §1, it asks the members its primary's heartbeats named
+        (replicas started with ``listen=``) to raise their epoch, and once
+        ``members - quorum + 1`` of those that fsync granted it (itself included), it
+        adopts the newest log among them (fetching what it lacks) and serves it on
+        ``listen`` (default: its own ``listen`` address, else a free port) with ``token``
+        (default: its own). The members that granted then follow it, and the old primary
+        is told it is deposed.
+
+        Raises ``ReplicationError`` when too few members can be reached (nothing changes
+        when that is known before asking), when another promotion got a member first, or
+        when a member holds a newer log that forked from this one; ``force=True``
+        promotes with whoever granted and reports the possible loss. The store then
+        belongs to the new primary: closing the replica leaves it open.
         """
     def follow(self, address: str) -> None:
         """Follows the primary at ``address`` from now on (after a promotion elsewhere),

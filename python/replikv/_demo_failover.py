@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ._core import Primary, Replica, Store
@@ -55,11 +55,14 @@ def serve_until_killed(path: Path) -> None:
         time.sleep(CONSENT_EVERY)
 
 
-def follow_until_killed(old: Path, replica_dir: Path, run_for: float) -> tuple[list[str], Replica]:
-    """Starts the primary child on `old`, follows it with a replica in `replica_dir` and
-    kills the child with SIGKILL after `run_for` seconds of writes (once the replica has
-    heard the primary's quorum). Returns the consent keys whose sync write returned, and
-    the replica (open, its primary gone)."""
+def follow_until_killed(
+    old: Path, replica_dirs: Sequence[Path], run_for: float
+) -> tuple[list[str], list[Replica]]:
+    """Starts the primary child on `old`, follows it with a replica in each of
+    `replica_dirs` (each answering other members on a port of its own, so that a promotion
+    can ask them), and kills the child with SIGKILL after `run_for` seconds of writes (once
+    every replica has heard of all the members). Returns the consent keys whose sync write
+    returned, and the replicas (open, their primary gone)."""
     child = subprocess.Popen(
         [sys.executable, "-m", "replikv._demo_failover", str(old)],
         stdout=subprocess.PIPE,
@@ -67,15 +70,21 @@ def follow_until_killed(old: Path, replica_dir: Path, run_for: float) -> tuple[l
     )
     assert child.stdout is not None
     lines: list[str] = []
+    replicas: list[Replica] = []
     try:
         address = child.stdout.readline().split()[-1]
         reader = threading.Thread(target=lambda: lines.extend(child.stdout or []), daemon=True)
-        replica = Replica(replica_dir, primary=address, name=replica_dir.name)
+        for directory in replica_dirs:
+            replicas.append(
+                Replica(directory, primary=address, name=directory.name, listen="127.0.0.1:0")
+            )
         reader.start()
         deadline = time.monotonic() + 30
-        while replica.status()["primary_members"] != 1 or not lines:
+        members = len(replicas)
+        while not lines or any(len(r.status()["primary_peers"]) != members for r in replicas):
             if time.monotonic() > deadline:
-                raise ReplikvError(f"the failover primary never got going: {replica.status()}")
+                states = [r.status() for r in replicas]
+                raise ReplikvError(f"the failover primary never got going: {states}")
             time.sleep(0.01)
         time.sleep(run_for)
     finally:
@@ -83,7 +92,7 @@ def follow_until_killed(old: Path, replica_dir: Path, run_for: float) -> tuple[l
         child.wait(timeout=30)
     reader.join(timeout=30)
     child.stdout.close()
-    return [line.split()[1] for line in lines if line.startswith("sync ")], replica
+    return [line.split()[1] for line in lines if line.startswith("sync ")], replicas
 
 
 def act(
@@ -93,15 +102,17 @@ def act(
 ) -> tuple[int, int]:
     """Runs the act in `workdir`; returns (acknowledged sync writes, async entries lost)."""
     old = workdir / "primary"
-    acked, eu1 = follow_until_killed(old, workdir / "eu-1", RUN_SECONDS)
+    acked, (eu1, us1) = follow_until_killed(old, [workdir / "eu-1", workdir / "us-1"], RUN_SECONDS)
     say("  a primary in a child process took sync consent writes and async events;")
-    say("  replica eu-1 followed it (quorum 1: eu-1 alone holds every acknowledged write)")
+    say("  replicas eu-1 and us-1 followed it with quorum 1: either may hold the last")
+    say("  acknowledged write, so a promotion must reach both (members - quorum + 1 = 2)")
     say(f"  killed it with SIGKILL after {len(acked):,} sync writes returned")
 
     code("new_primary = replica.promote()")
     new = eu1.promote()
     say(f"  {new.promotion!r}")
-    say("  (possible_loss is what eu-1 had heard; the dead primary's directory tells exactly)")
+    say("  (us-1 granted the new epoch and now follows eu-1; possible_loss is what eu-1")
+    say("  had heard, and the dead primary's directory tells exactly)")
     store = new.store
     lost_sync = [key for key in acked if store.get("consent", key) is None]
     try:
@@ -127,6 +138,7 @@ def act(
             say("  async entries lost: 0 (the replica had every entry)")
     finally:
         eu1.close()
+        us1.close()
         new.close()
         store.close()
     if lost_sync:

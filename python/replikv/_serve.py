@@ -65,6 +65,14 @@ def add_commands(commands: Any) -> None:
     replica.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=token_help)
     replica.add_argument("--name", help="slot name on the primary (default: the directory's name)")
     replica.add_argument(
+        "--listen",
+        metavar="ADDR",
+        help=(
+            "host:port where other members ask this replica to raise its epoch when one of "
+            "them is promoted (without it, a promotion cannot count this replica)"
+        ),
+    )
+    replica.add_argument(
         "--status-every", type=float, default=1.0, metavar="S", help="print progress every S s"
     )
     replica.add_argument(
@@ -81,10 +89,12 @@ def add_commands(commands: Any) -> None:
         "promote",
         help="make a stopped replica's directory the primary of a new epoch",
         description=(
-            "Promote a stopped replica (its primary is gone): by the rule a live promotion "
-            "follows, it must alone hold every acknowledged sync write (its primary's quorum "
-            "equalled its number of replicas, as the last heartbeats said). Then serve it "
-            "with `replikv primary --data DIR`."
+            "Promote a stopped replica (its primary is gone). A stopped replica reaches no "
+            "other member, so by the rule a live promotion follows it must alone hold every "
+            "acknowledged sync write (its primary's quorum equalled its number of replicas, "
+            "as the last heartbeats said); a running replica started with --listen can "
+            "reach the others (Replica.promote). Then serve it with "
+            "`replikv primary --data DIR`."
         ),
     )
     promote.add_argument("dir", type=Path, metavar="DIR", help="the stopped replica's directory")
@@ -170,8 +180,11 @@ def _run_replica(args: argparse.Namespace) -> int:
             token=args.token,
             name=args.name,
             on_diverge="resync" if args.resync else "stop",
+            listen=args.listen,
         ) as replica:
             print(f"replica {replica.name!r} following {args.primary} into {args.data}", flush=True)
+            if replica.listen_address is not None:
+                print(f"answering other members at {replica.listen_address}", flush=True)
 
             def progress() -> None:
                 s = replica.status()
@@ -207,13 +220,22 @@ def _follow_until_stopped(replica: Replica, every: float, report: Any) -> str | 
     """Runs until interrupted, or until replication stops for good: returns why it stopped."""
     tick = 0.2
     since_report = 0.0
+    fenced_told = ""
     try:
         while True:
             time.sleep(tick)
             status = replica.status()
+            failure = str(status["last_error"])
+            if status["state"] == "failed" and failure.startswith("fenced"):
+                # Its primary was deposed: a promotion's lead (or `replikv follow`)
+                # re-points it, so it waits rather than exits.
+                if failure != fenced_told:
+                    fenced_told = failure
+                    print(f"waiting to be re-pointed: {failure}", flush=True)
+                continue
             if status["state"] == "failed":
                 report()
-                return str(status["last_error"])
+                return failure
             since_report += tick
             if every > 0 and since_report >= every:
                 since_report = 0.0
