@@ -6,17 +6,17 @@ Run it from the repository with the package installed (``replikv`` importable)::
     python benches/bench_failover.py            # 1M rows, about a minute on 2 cores
     python benches/bench_failover.py --quick    # a fast smoke run
 
-A primary with two replicas (quorum 2, so either replica alone holds every acknowledged
-write and may promote) is loaded and let catch up, then closed. ``eu-1`` is promoted at
-run time; ``us-1`` is re-pointed at it; a sync write then needs ``us-1``'s ack. The
-alternative is what a user would do without a runtime promotion, measured in the same run
-on ``us-1``'s twin: stop the replica, detach its directory, reopen it as a store and serve
-it. Everything runs on 127.0.0.1; this script never fails on a timing.
+A primary with two replicas that answer each other (quorum 1 of 2, so a promotion must
+reach both: members - quorum + 1 = 2) is loaded and let catch up, then closed. ``eu-1`` is
+promoted at run time: it asks ``us-1`` to raise its epoch, and ``us-1`` then follows it;
+a sync write then needs ``us-1``'s ack. The alternative is what a user would do without a
+runtime promotion, measured in the same run on a third replica (one that does not fsync,
+so it does not count as a member): stop it, detach its directory, reopen it as a store and
+serve it. Everything runs on 127.0.0.1; this script never fails on a timing.
 """
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -58,27 +58,26 @@ def bench_promotion(base: Path, cfg: Config, report: Report) -> None:
     section(f"promotion: a store of {cfg.rows:,} rows, primary closed, eu-1 promoted")
     with scratch(base, "failover") as d:
         store = replikv.Store(d / "primary")
-        primary = replikv.Primary(store, listen=LOOPBACK, quorum=2, heartbeat_interval=0.05)
-        eu1 = replikv.Replica(d / "eu-1", primary=primary.address, name="eu-1")
-        us1 = replikv.Replica(d / "us-1", primary=primary.address, name="us-1")
+        primary = replikv.Primary(store, listen=LOOPBACK, quorum=1, heartbeat_interval=0.05)
+        eu1, us1 = (
+            replikv.Replica(d / name, primary=primary.address, name=name, listen=LOOPBACK)
+            for name in ("eu-1", "us-1")
+        )
+        twin = replikv.Replica(d / "twin", primary=primary.address, name="twin", fsync=False)
         for start in range(0, cfg.rows, cfg.batch):
             store.put_many("subscribers", make_rows(min(cfg.batch, cfg.rows - start), start))
         last = store.put("consent", "ana@example.com", True, durability="sync").lsn
-        for replica in (eu1, us1):
+        for replica in (eu1, us1, twin):
             if not replica.wait_for(last, timeout=cfg.wait_s):
                 raise RuntimeError(f"{replica.name} did not catch up")
-        wait("a heartbeat", lambda: eu1.status()["primary_members"] == 2, cfg.wait_s)
+        wait("a heartbeat", lambda: len(eu1.status()["primary_peers"]) == 2, cfg.wait_s)
+        twin.close()
         primary.close()
         store.close()
-        # The twin of us-1's directory, for the alternative below.
-        us1.close()
-        shutil.copytree(d / "us-1", d / "twin")
-        us1 = replikv.Replica(d / "us-1", primary="127.0.0.1:1", name="us-1")
 
         started = time.perf_counter()
         new = eu1.promote(quorum=1)
         promoted_s = time.perf_counter() - started
-        us1.follow(new.address)
         wait("us-1 to register", lambda: new.sync_state == "ok", cfg.wait_s)
         new.store.put("consent", "bob@example.com", True, durability="sync")
         first_sync_s = time.perf_counter() - started
@@ -87,12 +86,12 @@ def bench_promotion(base: Path, cfg: Config, report: Report) -> None:
 
         started = time.perf_counter()
         replikv.Store.detach(d / "twin")
-        twin = replikv.Store(d / "twin")
-        twin_primary = replikv.Primary(twin, listen=LOOPBACK)
+        reopened = replikv.Store(d / "twin")
+        twin_primary = replikv.Primary(reopened, listen=LOOPBACK)
         reopen_s = time.perf_counter() - started
         show("detach + reopen + serve (the alternative)", f"{reopen_s * 1000:,.1f} ms")
         twin_primary.close()
-        twin.close()
+        reopened.close()
         us1.close()
         eu1.close()
         new.close()
