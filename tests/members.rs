@@ -50,19 +50,30 @@ fn sync_writes(store: &Store, prefix: &str, count: usize) -> replikv::Result<()>
     Ok(())
 }
 
+/// A primary (quorum 1) with two listening members, `eu-1` and `us-1`, that hold `writes`
+/// sync writes and know each other's addresses.
+fn two_members(
+    dir: &std::path::Path,
+    writes: usize,
+) -> replikv::Result<(Store, Primary, Replica, Replica)> {
+    let (store, primary) = primary(dir)?;
+    let eu1 = member(dir, &primary, "eu-1")?;
+    let us1 = member(dir, &primary, "us-1")?;
+    eventually("both to register", || primary.status().replicas.len() == 2);
+    sync_writes(&store, "a", writes)?;
+    let last = store.last_lsn();
+    eventually("both to hold every write and know both members", || {
+        [&eu1, &us1]
+            .iter()
+            .all(|r| r.store().last_lsn() == last && r.state().primary_peers.len() == 2)
+    });
+    Ok((store, primary, eu1, us1))
+}
+
 #[test]
 fn a_promotion_asks_the_other_member_fetches_what_it_lacks_and_leads_it() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let (store, primary) = primary(dir.path())?;
-    let eu1 = member(dir.path(), &primary, "eu-1")?;
-    let us1 = member(dir.path(), &primary, "us-1")?;
-    eventually("both to register", || primary.status().replicas.len() == 2);
-    sync_writes(&store, "a", 10)?;
-    eventually("both to hold 10 entries and know both members", || {
-        [&eu1, &us1]
-            .iter()
-            .all(|r| r.store().last_lsn() == 10 && r.state().primary_peers.len() == 2)
-    });
+    let (store, primary, eu1, us1) = two_members(dir.path(), 10)?;
     // eu-1 loses its primary; us-1 alone acknowledges the next five sync writes.
     eu1.follow("127.0.0.1:1")?;
     sync_writes(&store, "b", 5)?;
@@ -96,16 +107,7 @@ fn a_promotion_asks_the_other_member_fetches_what_it_lacks_and_leads_it() -> Tes
 #[test]
 fn a_member_that_granted_a_newer_epoch_appends_nothing_more_from_the_old_primary() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let (store, primary) = primary(dir.path())?;
-    let eu1 = member(dir.path(), &primary, "eu-1")?;
-    let us1 = member(dir.path(), &primary, "us-1")?;
-    eventually("both to register", || primary.status().replicas.len() == 2);
-    sync_writes(&store, "a", 3)?;
-    eventually("both to know both members", || {
-        [&eu1, &us1]
-            .iter()
-            .all(|r| r.store().last_lsn() == 3 && r.state().primary_peers.len() == 2)
-    });
+    let (store, primary, eu1, us1) = two_members(dir.path(), 3)?;
     // The old primary keeps running: eu-1's promotion deposes it through us-1.
     let (promoted, promotion) = eu1.promote(primary_options(None), false)?;
     assert_eq!(promotion.reached, ["eu-1", "us-1"]);

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use serde_bytes::ByteBuf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::handshake::{self, Role};
 use super::primary::PrimaryStatus;
@@ -120,6 +121,26 @@ async fn exchange(
     (kind, epoch): (PeerKind, u64),
     what: &str,
 ) -> Result<Message, ReplicationError> {
+    let (mut reader, mut writer, nonce) = dial(address, timeout, timeout).await?;
+    let hello = holding_nothing(kind, "status", token, &nonce, &handshake::nonce(), epoch);
+    write_frame(&mut writer, &hello).await?;
+    let report = read_frame_within(&mut reader, timeout, what).await?;
+    match report.clone().refusal(0) {
+        Some(refused) => Err(refused),
+        None => Ok(report),
+    }
+}
+
+/// Connects to `address` (within `timeout`) and reads the server's challenge; returns the
+/// stream's halves (writes fail after `stall`) and the challenge's nonce.
+///
+/// # Errors
+/// The server cannot be reached, or sends anything but a challenge.
+pub(crate) async fn dial(
+    address: &str,
+    timeout: Duration,
+    stall: Duration,
+) -> Result<(OwnedReadHalf, StallWriter<OwnedWriteHalf>, ByteBuf), ReplicationError> {
     let stream = client::connect(address, timeout)
         .await
         .map_err(|source| NetError::Connect {
@@ -127,16 +148,29 @@ async fn exchange(
             source,
         })?;
     let (mut reader, writer) = stream.into_split();
-    let mut writer = StallWriter::new(writer, timeout);
-    let nonce = match read_handshake_frame(&mut reader, timeout, "challenge").await? {
-        Message::Challenge { nonce } => nonce,
-        other => return Err(unexpected(other, "a challenge")),
-    };
-    let hello = Message::Hello {
+    let writer = StallWriter::new(writer, stall);
+    match read_handshake_frame(&mut reader, timeout, "challenge").await? {
+        Message::Challenge { nonce } => Ok((reader, writer, nonce)),
+        other => Err(unexpected(other, "a challenge")),
+    }
+}
+
+/// The hello of a peer that holds no log (a monitor, a verifier, a candidate asking a
+/// member): its `kind`, `name`, proof of `token` for the server's `nonce`, its own nonce
+/// and the newest `epoch` it knows.
+pub(crate) fn holding_nothing(
+    kind: PeerKind,
+    name: &str,
+    token: &[u8],
+    nonce: &[u8],
+    own_nonce: &[u8],
+    epoch: u64,
+) -> Message {
+    Message::Hello {
         kind,
-        name: "status".into(),
-        proof: ByteBuf::from(handshake::prove(token, Role::Peer, &nonce)),
-        nonce: ByteBuf::from(handshake::nonce()),
+        name: name.to_owned(),
+        proof: ByteBuf::from(handshake::prove(token, Role::Peer, nonce)),
+        nonce: ByteBuf::from(own_nonce.to_vec()),
         epoch,
         flushed_lsn: 0,
         flushed_id: (0, 0),
@@ -144,11 +178,5 @@ async fn exchange(
         fsync: false,
         history: Vec::new(),
         listen: None,
-    };
-    write_frame(&mut writer, &hello).await?;
-    let report = read_frame_within(&mut reader, timeout, what).await?;
-    match report.clone().refusal(0) {
-        Some(refused) => Err(refused),
-        None => Ok(report),
     }
 }

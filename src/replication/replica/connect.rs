@@ -8,14 +8,14 @@ use serde_bytes::ByteBuf;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::{lock, Shared, IDLE_TIMEOUT};
-use crate::error::{NetError, ReplicationError};
+use crate::error::ReplicationError;
 use crate::follow::{self, SnapshotStart};
-use crate::net::client;
 use crate::net::stall::StallWriter;
 use crate::replication::handshake::{self, Role};
 use crate::replication::machine::ReplicaMachine;
+use crate::replication::monitor::dial;
 use crate::replication::protocol::{
-    read_frame_within, read_handshake_frame, unexpected, write_frame, Message, PeerKind,
+    read_frame_within, read_handshake_frame, write_frame, Message, PeerKind,
 };
 
 /// How long connecting, each handshake step and a snapshot's first frame may take.
@@ -31,16 +31,8 @@ pub(super) async fn connect(
 ) -> Result<(OwnedReadHalf, Writer, ReplicaMachine), ReplicationError> {
     let options = &shared.options;
     let token = options.token.as_deref().unwrap_or("").as_bytes();
-    let address = shared.primary();
-    let stream = client::connect(&address, HANDSHAKE_TIMEOUT)
-        .await
-        .map_err(|source| NetError::Connect { address, source })?;
-    let (mut reader, writer) = stream.into_split();
-    let mut writer = StallWriter::new(writer, IDLE_TIMEOUT);
-    let nonce = match read_handshake_frame(&mut reader, HANDSHAKE_TIMEOUT, "challenge").await? {
-        Message::Challenge { nonce } => nonce,
-        other => return Err(unexpected(other, "a challenge")),
-    };
+    let (mut reader, mut writer, nonce) =
+        dial(&shared.primary(), HANDSHAKE_TIMEOUT, IDLE_TIMEOUT).await?;
     let consumer = Arc::clone(&shared.consumer);
     let position = tokio::task::spawn_blocking(move || consumer.position())
         .await

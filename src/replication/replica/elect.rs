@@ -5,18 +5,17 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde_bytes::ByteBuf;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::error::{NetError, ReplicationError};
 use crate::follow::LogConsumer;
-use crate::net::client;
 use crate::net::stall::StallWriter;
 use crate::replication::handshake::{self, Role};
 use crate::replication::machine::promotion::{Answer, Election, MemberLog, Outcome};
 use crate::replication::machine::{ReplicaAction, ReplicaMachine};
+use crate::replication::monitor::{dial, holding_nothing};
 use crate::replication::protocol::{
     read_frame_within, read_handshake_frame, unexpected, write_frame, Message, PeerKind,
 };
@@ -105,32 +104,16 @@ async fn ask(
     candidate: &str,
     epoch: u64,
 ) -> Result<(MemberLog, Link), ReplicationError> {
-    let stream = client::connect(address, ASK_TIMEOUT)
-        .await
-        .map_err(|source| NetError::Connect {
-            address: address.to_owned(),
-            source,
-        })?;
-    let (mut reader, writer) = stream.into_split();
-    let mut writer = StallWriter::new(writer, ASK_TIMEOUT);
-    let nonce = match read_handshake_frame(&mut reader, ASK_TIMEOUT, "challenge").await? {
-        Message::Challenge { nonce } => nonce,
-        other => return Err(unexpected(other, "a challenge")),
-    };
+    let (mut reader, mut writer, nonce) = dial(address, ASK_TIMEOUT, ASK_TIMEOUT).await?;
     let my_nonce = handshake::nonce();
-    let hello = Message::Hello {
-        kind: PeerKind::Candidate,
-        name: candidate.to_owned(),
-        proof: ByteBuf::from(handshake::prove(token, Role::Peer, &nonce)),
-        nonce: ByteBuf::from(my_nonce.clone()),
+    let hello = holding_nothing(
+        PeerKind::Candidate,
+        candidate,
+        token,
+        &nonce,
+        &my_nonce,
         epoch,
-        flushed_lsn: 0,
-        flushed_id: (0, 0),
-        lineage: 0,
-        fsync: false,
-        history: Vec::new(),
-        listen: None,
-    };
+    );
     write_frame(&mut writer, &hello).await?;
     match read_handshake_frame(&mut reader, ASK_TIMEOUT, "grant").await? {
         Message::Granted {
