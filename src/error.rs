@@ -247,6 +247,13 @@ pub enum ReplicationError {
     /// The peer needs a snapshot before it can stream.
     #[error("needs a snapshot: {0}")]
     NeedsSnapshot(String),
+    /// Writes are paused for a moment (a switchover): retry, at the new primary once it
+    /// is named.
+    #[error("writes are paused: {reason}")]
+    Paused {
+        /// Why, and where to write next.
+        reason: String,
+    },
     /// A newer epoch exists: the side that learns it is deposed or talking to a deposed one.
     #[error("fenced by epoch {epoch}: {reason}")]
     Fenced {

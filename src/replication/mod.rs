@@ -2,6 +2,7 @@
 //! and replica that speak them over TCP.
 
 pub mod commit_times;
+pub mod handover;
 pub mod handshake;
 pub mod machine;
 pub mod monitor;

@@ -253,10 +253,21 @@ pub enum Message {
         /// The last LSN it needs.
         up_to_lsn: u64,
     },
-    /// Candidate -> member: it is the primary now, at `address`; follow it.
+    /// Candidate -> member, or primary -> replica after a switchover: the primary is at
+    /// `address` now; follow it.
     Lead {
         /// The new primary's address.
         address: String,
+    },
+    /// Primary -> the replica a switchover hands over to, after every entry, with writes
+    /// paused: become the primary of `epoch` after `last_lsn`, with these settings.
+    Handover {
+        /// The new epoch.
+        epoch: u64,
+        /// The old primary's last LSN, which the replica has acknowledged.
+        last_lsn: u64,
+        /// The old primary's settings.
+        settings: super::handover::Settings,
     },
 }
 
@@ -340,6 +351,7 @@ impl Message {
             Message::Granted { .. } => 16,
             Message::Fetch { .. } => 17,
             Message::Lead { .. } => 18,
+            Message::Handover { .. } => 19,
         }
     }
 }

@@ -27,6 +27,8 @@ pub enum LinkState {
     Disconnected,
     /// Stopped for good: a refusal that retrying cannot fix (divergence, auth).
     Failed,
+    /// A planned switchover made it the primary: it follows nobody now.
+    Promoted,
 }
 
 impl LinkState {
@@ -49,6 +51,7 @@ impl LinkState {
             LinkState::Streaming => "streaming",
             LinkState::Disconnected => "disconnected",
             LinkState::Failed => "failed",
+            LinkState::Promoted => "promoted",
         }
     }
 }

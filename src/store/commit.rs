@@ -51,6 +51,9 @@ pub(crate) struct State {
     /// notified, as a notify costs a futex syscall even then (a lone writer leads its own
     /// batches, so nobody ever waits for it).
     waiting: [usize; 2],
+    /// While set, user writes are refused with this reason (a switchover hands the log to
+    /// another store): checked where the LSN is taken, so none slips in after.
+    paused: Option<String>,
 }
 
 /// Told the new visible LSN (see [`Pipeline::subscribe`]).
@@ -73,6 +76,8 @@ pub(crate) struct Pipeline {
     failed: AtomicBool,
     /// Mirrors `State::writer.is_some()` for checks that must not take the state lock.
     writer_held: AtomicBool,
+    /// Mirrors `State::paused.is_some()`, for the check before a write is encoded.
+    paused: AtomicBool,
 }
 
 /// Why the pipeline stopped taking commits.
@@ -102,6 +107,8 @@ pub(crate) enum Refused {
     },
     /// The writer lock was still held when the caller's patience ran out.
     Busy,
+    /// User writes are paused, for this reason.
+    Paused(String),
 }
 
 pub(super) fn now_ms() -> u64 {
@@ -128,6 +135,7 @@ impl Pipeline {
                 in_flight_last: 0,
                 in_flight_slot: 0,
                 waiting: [0; 2],
+                paused: None,
             }),
             listeners: RwLock::new(Vec::new()),
             next_listener: AtomicU64::new(0),
@@ -136,6 +144,7 @@ impl Pipeline {
             policy,
             failed: AtomicBool::new(false),
             writer_held: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
         }
     }
 
@@ -280,6 +289,15 @@ impl Pipeline {
         } else {
             self.wait_writer_free(self.lock(), None)?
         };
+        if let Some(reason) = state.paused.clone() {
+            if holds_writer {
+                state.writer = None;
+                self.writer_held.store(false, Ordering::Release);
+                drop(state);
+                self.writer_free.notify_all();
+            }
+            return Err(Refused::Paused(reason));
+        }
         let lsn = state.next_lsn;
         state.next_lsn += 1;
         let timestamp_ms = now_ms().max(state.last_timestamp_ms);
@@ -295,6 +313,30 @@ impl Pipeline {
             self.writer_free.notify_all();
         }
         Ok(lsn)
+    }
+
+    /// Refuses user writes from now on with `reason` (replicated entries still go in);
+    /// returns the last LSN taken, which becomes visible as usual.
+    pub(crate) fn pause(&self, reason: String) -> u64 {
+        let mut state = self.lock();
+        state.paused = Some(reason);
+        self.paused.store(true, Ordering::Release);
+        state.next_lsn - 1
+    }
+
+    /// Takes user writes again.
+    pub(crate) fn resume(&self) {
+        self.lock().paused = None;
+        self.paused.store(false, Ordering::Release);
+    }
+
+    /// Why user writes are paused, if they are (cheap when they are not). A write that
+    /// passes this check is still refused where its LSN would be taken.
+    pub(crate) fn paused(&self) -> Option<String> {
+        if !self.paused.load(Ordering::Acquire) {
+            return None;
+        }
+        self.lock().paused.clone()
     }
 
     /// Enqueues an entry committed elsewhere (a primary's), keeping its LSN, epoch and

@@ -23,8 +23,12 @@ impl Store {
         .into()
     }
 
-    /// Refuses user writes on a replica's store, and on a deposed primary's.
+    /// Refuses user writes while they are paused (a switchover: retryable), on a replica's
+    /// store, and on a deposed primary's.
     pub(super) fn check_writable(&self) -> Result<()> {
+        if let Some(reason) = self.inner.pipeline.paused() {
+            return Err(crate::error::ReplicationError::Paused { reason }.into());
+        }
         match self.read_only_reason() {
             Some(why) => Err(self.read_only(why)),
             None => self.check_epoch(),

@@ -7,6 +7,7 @@ mod diverged;
 mod durability;
 mod epochs;
 mod follow;
+mod handover;
 mod history;
 mod install;
 mod overlay;
@@ -38,7 +39,7 @@ use tables::{Snapshot, Tables};
 pub use transaction::Transaction;
 
 use crate::codec::{encode_ops, Op, MAX_RECORD_BYTES};
-use crate::error::{ReadOnlyReason, Result, StoreError};
+use crate::error::{ReadOnlyReason, ReplicationError, Result, StoreError};
 use crate::fork::Owner;
 use crate::log::{DirFs, Log, LogFs};
 
@@ -367,6 +368,7 @@ impl Store {
             Refused::Closed(cause) => self.closed_error(cause),
             Refused::OutOfOrder { expected, got } => StoreError::OutOfOrder { expected, got }.into(),
             Refused::Busy => StoreError::Busy.into(),
+            Refused::Paused(reason) => ReplicationError::Paused { reason }.into(),
             Refused::WouldDeadlock => StoreError::WouldDeadlock(
                 "this thread holds an open transaction on this store: write through the transaction, or finish it first",
             )

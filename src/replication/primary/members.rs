@@ -28,6 +28,11 @@ impl Members {
         self.lock().remove(name);
     }
 
+    /// Where the member `name` answers, if it is one.
+    pub(super) fn address_of(&self, name: &str) -> Option<String> {
+        self.lock().get(name).cloned()
+    }
+
     /// Every member's `(name, address)`, by name.
     pub(super) fn addresses(&self) -> Vec<(String, String)> {
         self.lock()

@@ -4,7 +4,10 @@ mod admit;
 mod members;
 mod snapshot;
 mod stream;
+mod switchover;
 mod verify;
+
+pub use switchover::Switchover;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -40,7 +40,8 @@ pub(super) async fn stream_to(
     let mut requests = shared.verify_links.register(&id.name);
     loop {
         while let Some(request) = requests.pending() {
-            write_frame(&mut writer, &request).await?;
+            write_frame(&mut writer, &request.message).await?;
+            request.sent();
         }
         let now = shared.now_us();
         let last_lsn = shared.store.last_lsn();
@@ -107,7 +108,10 @@ pub(super) async fn stream_to(
                     () = tokio::time::sleep(wait) => {}
                     _ = visible.changed(), if idle => {}
                     _ = wanted.changed(), if !idle => {}
-                    Some(request) = requests.next() => write_frame(&mut writer, &request).await?,
+                    Some(request) = requests.next() => {
+                        write_frame(&mut writer, &request.message).await?;
+                        request.sent();
+                    }
                     _ = &mut acks.0 => return Ok(()),
                 }
             }

@@ -27,7 +27,8 @@ const NOT_STREAMING: &str = "not streaming (disconnected, or receiving a snapsho
 /// no LSN yet.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
-/// The stream links that can carry a verify request, by replica name.
+/// The stream links that can carry a message the stream does not make itself (a verify
+/// request, a switchover's handover or lead), by replica name.
 #[derive(Default)]
 pub(super) struct VerifyLinks {
     links: Mutex<BTreeMap<String, Link>>,
@@ -37,8 +38,23 @@ pub(super) struct VerifyLinks {
 struct Link {
     /// Tells one connection from a newer one of the same name.
     serial: u64,
-    requests: mpsc::UnboundedSender<Message>,
+    requests: mpsc::UnboundedSender<Request>,
     waiting: HashMap<u64, oneshot::Sender<Vec<SumsAt>>>,
+}
+
+/// A message for a stream link to send, and who waits until it is written.
+pub(super) struct Request {
+    pub message: Message,
+    pub written: Option<oneshot::Sender<()>>,
+}
+
+impl Request {
+    /// Tells the waiter (if any) that the message was written.
+    pub(super) fn sent(self) {
+        if let Some(written) = self.written {
+            let _ = written.send(());
+        }
+    }
 }
 
 /// A stream link's end of the registry: the requests to send to its peer. Dropping it
@@ -47,17 +63,17 @@ pub(super) struct LinkRequests<'a> {
     links: &'a VerifyLinks,
     name: String,
     serial: u64,
-    receiver: mpsc::UnboundedReceiver<Message>,
+    receiver: mpsc::UnboundedReceiver<Request>,
 }
 
 impl LinkRequests<'_> {
     /// The next request to send; waits for one.
-    pub(super) async fn next(&mut self) -> Option<Message> {
+    pub(super) async fn next(&mut self) -> Option<Request> {
         self.receiver.recv().await
     }
 
     /// A request waiting to be sent, if any.
-    pub(super) fn pending(&mut self) -> Option<Message> {
+    pub(super) fn pending(&mut self) -> Option<Request> {
         self.receiver.try_recv().ok()
     }
 }
@@ -99,14 +115,33 @@ impl VerifyLinks {
         let mut links = lock(&self.links);
         let link = links.get_mut(name)?;
         let (reply, answer) = oneshot::channel();
-        link.requests
-            .send(Message::VerifyRequest { id, since_lsn })
-            .ok()?;
+        let request = Request {
+            message: Message::VerifyRequest { id, since_lsn },
+            written: None,
+        };
+        link.requests.send(request).ok()?;
         // Requests whose verification gave up (timed out) are forgotten here: a replica
         // that never answers cannot make the map grow.
         link.waiting.retain(|_, waiting| !waiting.is_closed());
         link.waiting.insert(id, reply);
         Some(answer)
+    }
+
+    /// Queues `message` to `name`'s link; the receiver hears once it is written. `None`
+    /// if it has no link.
+    pub(super) fn tell(&self, name: &str, message: Message) -> Option<oneshot::Receiver<()>> {
+        let (written, heard) = oneshot::channel();
+        let request = Request {
+            message,
+            written: Some(written),
+        };
+        lock(&self.links).get(name)?.requests.send(request).ok()?;
+        Some(heard)
+    }
+
+    /// The names of the links registered now.
+    pub(super) fn names(&self) -> Vec<String> {
+        lock(&self.links).keys().cloned().collect()
     }
 
     /// Hands `name`'s reply to the verification waiting for it (a late one is dropped).

@@ -4,6 +4,7 @@
 mod connect;
 mod diverge;
 mod elect;
+mod handover;
 mod member;
 mod promote;
 mod session;
@@ -112,12 +113,25 @@ struct Shared {
     /// Ends the current link or backoff at once (a re-point, or a grant that deposed the
     /// primary): the follow loop connects again to [`Shared::primary`].
     kick: tokio::sync::Notify,
+    /// The replica's store (what `consumer` applies to).
+    store: Store,
+    /// The member server, while it listens.
+    member: Mutex<Option<member::Server>>,
+    /// The primary a switchover made of this replica, until its owner takes it.
+    handed_over: Mutex<Option<crate::replication::primary::Primary>>,
 }
 
 impl Shared {
     /// The address of the primary it follows now.
     fn primary(&self) -> String {
         lock(&self.primary).clone()
+    }
+
+    /// Stops answering members and frees the member address.
+    fn stop_member_server(&self) {
+        if let Some(server) = lock(&self.member).take() {
+            server.stop();
+        }
     }
 
     /// Follows `address` from now on: the current link (if any) ends, and the next one
@@ -145,8 +159,6 @@ pub struct Replica {
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// The member server, while it listens.
-    member: Mutex<Option<member::Server>>,
     /// Set once promoted: the store then belongs to the new primary, and closing the
     /// replica leaves it open.
     promoted: std::sync::atomic::AtomicBool,
@@ -163,13 +175,22 @@ impl Replica {
     ///
     /// # Errors
     /// The store cannot be opened.
-    pub fn start(path: impl AsRef<std::path::Path>, mut options: ReplicaOptions) -> Result<Self> {
-        options.token = options.token.filter(|token| !token.is_empty());
+    pub fn start(path: impl AsRef<std::path::Path>, options: ReplicaOptions) -> Result<Self> {
         let store_options = StoreOptions {
             follower: true,
             ..options.store.clone()
         };
         let store = Store::open(path, store_options)?;
+        Self::attach(store, options)
+    }
+
+    /// Follows with `store`, already open and following (see [`Store::start_following`]):
+    /// the old primary of a switchover becomes a replica this way.
+    ///
+    /// # Errors
+    /// The store cannot be read, or the member address cannot be bound.
+    pub fn attach(store: Store, mut options: ReplicaOptions) -> Result<Self> {
+        options.token = options.token.filter(|token| !token.is_empty());
         let (primary_quorum, primary_members) = store.primary_quorum()?;
         let listener = match &options.listen {
             Some(address) => Some(runtime().block_on(crate::net::server::bind(address))?),
@@ -200,10 +221,14 @@ impl Replica {
             listen: listener.as_ref().map(|(_, bound)| *bound),
             granted: Mutex::new(0),
             kick: tokio::sync::Notify::new(),
+            store: store.clone(),
+            member: Mutex::new(None),
+            handed_over: Mutex::new(None),
         });
-        let member = listener.map(|(listener, _)| {
-            member::Server::start(Arc::clone(&shared), store.clone(), listener)
-        });
+        if let Some((listener, _)) = listener {
+            let server = member::Server::start(Arc::clone(&shared), listener);
+            *lock(&shared.member) = Some(server);
+        }
         let (shutdown, shutdown_rx) = watch::channel(false);
         let task = runtime().spawn(follow(Arc::clone(&shared), shutdown_rx));
         Ok(Self {
@@ -211,7 +236,6 @@ impl Replica {
             shared,
             shutdown,
             task: Mutex::new(Some(task)),
-            member: Mutex::new(member),
             promoted: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -282,6 +306,10 @@ impl Replica {
     pub fn close(&self) -> Result<()> {
         self.stop_task();
         self.stop_member_server();
+        // A switchover made it a primary that nobody took: it closes with the replica.
+        if let Some(primary) = lock(&self.shared.handed_over).take() {
+            primary.close();
+        }
         if self.promoted.load(std::sync::atomic::Ordering::Acquire) {
             return Ok(());
         }
@@ -311,9 +339,19 @@ impl Replica {
 
     /// Stops answering members and frees the member address (a promotion may serve there).
     fn stop_member_server(&self) {
-        if let Some(server) = lock(&self.member).take() {
-            server.stop();
+        self.shared.stop_member_server();
+    }
+
+    /// The primary a planned switchover made of this replica, once (its caller owns it
+    /// from then on; closing the replica leaves its store open).
+    #[must_use]
+    pub fn take_handed_over(&self) -> Option<crate::replication::primary::Primary> {
+        let primary = lock(&self.shared.handed_over).take();
+        if primary.is_some() {
+            self.promoted
+                .store(true, std::sync::atomic::Ordering::Release);
         }
+        primary
     }
 }
 

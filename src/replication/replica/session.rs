@@ -9,6 +9,7 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{mpsc, watch};
 
 use super::connect::{connect, Writer};
+use super::handover::take_over;
 use super::{lock, Shared, IDLE_TIMEOUT};
 use crate::error::{NetError, ReplicationError};
 use crate::net::AbortOnDrop;
@@ -56,9 +57,22 @@ pub(super) async fn session(
                 .await?;
                 observe(shared, &machine, &message);
             }
-            if let Message::VerifyRequest { id, since_lsn } = message {
-                answer_verify(shared, &mut writer, id, since_lsn).await?;
-                continue;
+            match message {
+                Message::VerifyRequest { id, since_lsn } => {
+                    answer_verify(shared, &mut writer, id, since_lsn).await?;
+                    continue;
+                }
+                Message::Lead { address } => {
+                    // A switchover elsewhere: the link ends at the next await.
+                    shared.repoint(&address);
+                    continue;
+                }
+                Message::Handover {
+                    epoch,
+                    last_lsn,
+                    settings,
+                } => return take_over(shared, &machine, epoch, last_lsn, settings).await,
+                _ => {}
             }
             let actions = match machine.receive(message) {
                 Ok(actions) => actions,

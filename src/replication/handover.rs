@@ -1,0 +1,140 @@
+//! What a planned switchover hands to the new primary with the log: the old primary's
+//! settings, so that sync writes behave the same before and after.
+
+use std::time::Duration;
+
+use serde_derive::{Deserialize, Serialize};
+
+use super::primary::PrimaryOptions;
+use super::quorum::SyncOptions;
+use crate::store::{Durability, OnTimeout};
+
+/// A primary's settings as they travel in [`Message::Handover`](super::protocol::Message).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// `ship_interval`, in microseconds.
+    pub ship_interval_us: u64,
+    /// `max_batch_bytes`.
+    pub max_batch_bytes: u64,
+    /// `heartbeat_interval`, in milliseconds.
+    pub heartbeat_interval_ms: u64,
+    /// `retain_bytes`.
+    pub retain_bytes: Option<u64>,
+    /// `retain_seconds`.
+    pub retain_seconds: Option<u64>,
+    /// The sync quorum.
+    pub quorum: u64,
+    /// The sync timeout, in milliseconds.
+    pub sync_timeout_ms: u64,
+    /// Whether a sync write that times out degrades (else it raises).
+    pub degrade: bool,
+    /// Per-table durability: `(table, sync)`.
+    pub tables: Vec<(String, bool)>,
+    /// Whether writes to other tables are sync.
+    pub default_sync: bool,
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn sync(durability: Durability) -> bool {
+    durability == Durability::Sync
+}
+
+fn durability(sync: bool) -> Durability {
+    if sync {
+        Durability::Sync
+    } else {
+        Durability::Async
+    }
+}
+
+impl Settings {
+    /// The settings of `options`.
+    #[must_use]
+    pub fn of(options: &PrimaryOptions) -> Self {
+        let mut tables: Vec<(String, bool)> = options
+            .sync
+            .table_modes
+            .iter()
+            .map(|(table, mode)| (table.clone(), sync(*mode)))
+            .collect();
+        tables.sort();
+        Self {
+            ship_interval_us: u64::try_from(options.ship_interval.as_micros()).unwrap_or(u64::MAX),
+            max_batch_bytes: options.max_batch_bytes as u64,
+            heartbeat_interval_ms: millis(options.heartbeat_interval),
+            retain_bytes: options.retain_bytes,
+            retain_seconds: options.retain_seconds.map(|d| d.as_secs()),
+            quorum: options.sync.quorum as u64,
+            sync_timeout_ms: millis(options.sync.sync_timeout),
+            degrade: options.sync.on_timeout == OnTimeout::Degrade,
+            tables,
+            default_sync: sync(options.sync.default_durability),
+        }
+    }
+
+    /// Options that serve with these settings on `listen`, proving `token`.
+    #[must_use]
+    pub fn options(&self, listen: String, token: Option<String>) -> PrimaryOptions {
+        PrimaryOptions {
+            listen,
+            token,
+            ship_interval: Duration::from_micros(self.ship_interval_us),
+            max_batch_bytes: usize::try_from(self.max_batch_bytes).unwrap_or(usize::MAX),
+            heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
+            retain_bytes: self.retain_bytes,
+            retain_seconds: self.retain_seconds.map(Duration::from_secs),
+            sync: SyncOptions {
+                quorum: usize::try_from(self.quorum).unwrap_or(usize::MAX),
+                sync_timeout: Duration::from_millis(self.sync_timeout_ms),
+                on_timeout: if self.degrade {
+                    OnTimeout::Degrade
+                } else {
+                    OnTimeout::Raise
+                },
+                table_modes: self
+                    .tables
+                    .iter()
+                    .map(|(table, sync)| (table.clone(), durability(*sync)))
+                    .collect(),
+                default_durability: durability(self.default_sync),
+            },
+            ..PrimaryOptions::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_carry_every_option_a_switchover_keeps() {
+        let options = PrimaryOptions {
+            ship_interval: Duration::from_millis(7),
+            heartbeat_interval: Duration::from_millis(30),
+            retain_bytes: Some(1 << 20),
+            retain_seconds: Some(Duration::from_secs(60)),
+            sync: SyncOptions {
+                quorum: 2,
+                sync_timeout: Duration::from_millis(1500),
+                on_timeout: OnTimeout::Degrade,
+                table_modes: [("consent".to_owned(), Durability::Sync)].into(),
+                default_durability: Durability::Async,
+            },
+            ..PrimaryOptions::default()
+        };
+        let back = Settings::of(&options).options("127.0.0.1:7401".into(), Some("t".into()));
+        assert_eq!(back.ship_interval, options.ship_interval);
+        assert_eq!(back.heartbeat_interval, options.heartbeat_interval);
+        assert_eq!(back.retain_bytes, options.retain_bytes);
+        assert_eq!(back.retain_seconds, options.retain_seconds);
+        assert_eq!(back.sync.quorum, 2);
+        assert_eq!(back.sync.sync_timeout, options.sync.sync_timeout);
+        assert_eq!(back.sync.on_timeout, OnTimeout::Degrade);
+        assert_eq!(back.sync.table_modes, options.sync.table_modes);
+        assert_eq!(back.listen, "127.0.0.1:7401");
+    }
+}

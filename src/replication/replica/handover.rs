@@ -1,0 +1,65 @@
+//! The replica side of a planned switchover: once it holds everything the old primary
+//! wrote (writes are paused there), it becomes the primary of the next epoch with the old
+//! primary's settings, on its own member address, at run time.
+
+use std::sync::Arc;
+
+use super::{lock, Shared};
+use crate::error::ReplicationError;
+use crate::replication::handover::Settings;
+use crate::replication::machine::ReplicaMachine;
+use crate::replication::primary::Primary;
+use crate::replication::status::LinkState;
+
+/// Takes over from the primary that sent the handover; ends the follow task on success.
+pub(super) async fn take_over(
+    shared: &Arc<Shared>,
+    machine: &ReplicaMachine,
+    epoch: u64,
+    last_lsn: u64,
+    settings: Settings,
+) -> Result<(), ReplicationError> {
+    let refused = |reason: String| ReplicationError::Refused { reason };
+    if machine.flushed_lsn() != last_lsn {
+        return Err(refused(format!(
+            "a switchover needs LSN {last_lsn} here, which holds {}",
+            machine.flushed_lsn()
+        )));
+    }
+    let listen = shared
+        .listen
+        .ok_or_else(|| refused("a switchover needs a replica that listens (listen=)".to_owned()))?;
+    // Starting a primary blocks on the runtime (it binds, and waits for the member server
+    // to free the address): a thread of its own, not a runtime worker.
+    let (done, outcome) = tokio::sync::oneshot::channel();
+    let taking = Arc::clone(shared);
+    std::thread::spawn(move || {
+        let _ = done.send(become_primary(&taking, epoch, &settings, listen));
+    });
+    let primary = outcome
+        .await
+        .map_err(|_| refused("the switchover's thread ended".to_owned()))?
+        .map_err(|err| refused(format!("cannot take over as the primary: {err}")))?;
+    tracing::warn!(replica = %shared.options.name, epoch, from_lsn = last_lsn + 1, address = %primary.address(), "took over as the primary");
+    *lock(&shared.handed_over) = Some(primary);
+    lock(&shared.state).state = LinkState::Promoted;
+    Ok(())
+}
+
+fn become_primary(
+    shared: &Shared,
+    epoch: u64,
+    settings: &Settings,
+    listen: std::net::SocketAddr,
+) -> crate::Result<Primary> {
+    shared.stop_member_server();
+    {
+        let mut granted = lock(&shared.granted);
+        shared.store.raise_epoch(epoch)?;
+        *granted = epoch;
+    }
+    shared.store.stop_following()?;
+    shared.store.begin_epoch(epoch)?;
+    let options = settings.options(listen.to_string(), shared.options.token.clone());
+    Primary::start(shared.store.clone(), options)
+}

@@ -1,0 +1,153 @@
+//! Planned switchover over real TCP on 127.0.0.1, under a steady write load: no write lost,
+//! none refused except with the retryable `Paused` error (or, once over, by the old
+//! primary's store, which follows the new one), and every replica follows the new primary.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use replikv::codec::{encode_key, KeyRef};
+use replikv::error::{Error, ReplicationError, StoreError};
+use replikv::replication::primary::{Primary, PrimaryOptions};
+use replikv::replication::quorum::SyncOptions;
+use replikv::replication::replica::{Replica, ReplicaOptions};
+use replikv::replication::status::LinkState;
+use replikv::store::{Durability, Store, StoreOptions};
+
+mod common;
+
+use common::{eventually, primary_options, put, replica_options, TestResult};
+
+fn member(dir: &std::path::Path, primary: &Primary, name: &str) -> replikv::Result<Replica> {
+    let options = ReplicaOptions {
+        listen: Some("127.0.0.1:0".to_owned()),
+        ..replica_options(primary, None, name)
+    };
+    Replica::start(dir.join(name), options)
+}
+
+/// Writes sync until told to stop or refused for good; returns the keys whose write
+/// returned, and how many were paused.
+fn write_until_refused(store: &Store, stop: &AtomicBool) -> (Vec<String>, u64) {
+    let mut returned = Vec::new();
+    let mut paused = 0;
+    for i in 0.. {
+        if stop.load(Ordering::Acquire) {
+            break;
+        }
+        let key = format!("w{i}");
+        match store.commit(put(&key, vec![0x01]), Some(Durability::Sync)) {
+            Ok(_) => returned.push(key),
+            Err(Error::Replication(ReplicationError::Paused { .. })) => paused += 1,
+            Err(Error::Store(StoreError::ReadOnly { .. })) => break,
+            Err(other) => panic!("a write failed with a non-retryable error: {other}"),
+        }
+    }
+    (returned, paused)
+}
+
+#[test]
+fn a_switchover_under_load_loses_nothing_and_the_old_primary_follows_the_new_one() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path().join("primary"), StoreOptions::default())?;
+    let options = PrimaryOptions {
+        heartbeat_interval: Duration::from_millis(20),
+        sync: SyncOptions {
+            quorum: 1,
+            ..SyncOptions::default()
+        },
+        ..primary_options(None)
+    };
+    let primary = Primary::start(store.clone(), options)?;
+    let old_address = primary.address().to_string();
+    let eu1 = member(dir.path(), &primary, "eu-1")?;
+    let us1 = member(dir.path(), &primary, "us-1")?;
+    eventually("both to register", || primary.status().replicas.len() == 2);
+    eventually("both to be members", || {
+        eu1.state().primary_peers.len() == 2 && us1.state().primary_peers.len() == 2
+    });
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (store, stop) = (store.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || write_until_refused(&store, &stop))
+    };
+    eventually("some writes", || store.last_lsn() >= 50);
+    let switched = primary.switchover("eu-1", Duration::from_secs(10))?;
+    let (returned, _paused) = writer.join().expect("the writer never panics");
+    stop.store(true, Ordering::Release);
+    assert!(!returned.is_empty());
+    assert_eq!(switched.to, "eu-1");
+    assert_eq!(switched.epoch, 2);
+
+    let new = eu1.take_handed_over().expect("eu-1 became the primary");
+    assert_eq!(new.address().to_string(), switched.address);
+    assert_eq!(eu1.state().state, LinkState::Promoted);
+    assert_eq!(
+        new.store().last_lsn(),
+        switched.last_lsn,
+        "it holds exactly the old log"
+    );
+    for key in &returned {
+        let key = encode_key(KeyRef::Str(key));
+        assert!(
+            new.store().contains("t", &key)?,
+            "a returned write is on the new primary"
+        );
+    }
+    assert_eq!(
+        new.store().epoch_history().pairs(),
+        &[(1, 1), (2, switched.last_lsn + 1)]
+    );
+
+    // The old primary's store follows the new one, from its own position (no resync).
+    let old = Replica::attach(
+        store.clone(),
+        ReplicaOptions {
+            primary: switched.address.clone(),
+            listen: Some(old_address),
+            ..replica_options(&new, None, "old")
+        },
+    )?;
+    eventually("us-1 to follow the new primary", || {
+        us1.primary() == switched.address
+    });
+    eventually("both to register with the new primary", || {
+        new.status().replicas.len() == 2
+    });
+    let receipt = new
+        .store()
+        .commit(put("after", vec![0x02]), Some(Durability::Sync))?;
+    eventually("both to receive the new epoch's first write", || {
+        old.store().last_lsn() == receipt.lsn && us1.store().last_lsn() == receipt.lsn
+    });
+    assert_eq!(old.state().resyncs, 0);
+    assert_eq!(old.store().checksum()?, new.store().checksum()?);
+    old.close()?;
+    us1.close()?;
+    new.close();
+    eu1.close()?;
+    Ok(())
+}
+
+#[test]
+fn a_switchover_to_a_replica_that_does_not_listen_changes_nothing() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path().join("primary"), StoreOptions::default())?;
+    let primary = Primary::start(store.clone(), primary_options(None))?;
+    let eu1 = Replica::start(
+        dir.path().join("eu-1"),
+        replica_options(&primary, None, "eu-1"),
+    )?;
+    eventually("eu-1 to register", || primary.status().replicas.len() == 1);
+    let refused = primary.switchover("eu-1", Duration::from_secs(5));
+    assert!(
+        matches!(&refused, Err(Error::Replication(ReplicationError::Refused { reason }))
+            if reason.contains("listen")),
+        "{refused:?}"
+    );
+    store.commit(put("still", vec![0x01]), None)?;
+    eu1.close()?;
+    primary.close();
+    Ok(())
+}
