@@ -20,6 +20,7 @@ from ._core import (
     Scan,
     ScrubReport,
     Store,
+    Switchover,
     Transaction,
     VerifyReport,
     __version__,
@@ -49,6 +50,7 @@ from .exceptions import (
     StoreNotFoundError,
     StorePermissionError,
     ValueTooLarge,
+    WritesPausedError,
 )
 
 __all__ = [
@@ -85,10 +87,12 @@ __all__ = [
     "StoreLockedError",
     "StoreNotFoundError",
     "StorePermissionError",
+    "Switchover",
     "Table",
     "Transaction",
     "ValueTooLarge",
     "VerifyReport",
+    "WritesPausedError",
     "__version__",
     "decode_value",
     "encode_value",

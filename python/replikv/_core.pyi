@@ -441,10 +441,61 @@ class Primary:
         Raises:
             StoreClosed: the store was closed.
         """
+    def switchover(
+        self,
+        to: str,
+        *,
+        timeout: float = 10.0,
+        name: str | None = None,
+        listen: str | None = None,
+    ) -> Switchover:
+        """Hands this primary's log to the replica named ``to`` (one that fsyncs and was
+        started with ``listen=``), with zero loss and no resync.
+
+        Writes pause (``WritesPausedError``, retryable) at an exact LSN; once ``to`` holds
+        it, ``to`` becomes the primary of the next epoch, serving on its ``listen``
+        address with this primary's settings (quorum, table modes, intervals), and this
+        primary's other replicas are told to follow it. This primary is then closed and
+        its store becomes a replica of the new primary, named ``name`` (default: the
+        directory's name), answering members on ``listen`` (default: this primary's
+        address): ``Switchover.replica``. On the replica's side, ``Replica.promoted`` is
+        the new ``Primary``.
+
+        Each step waits at most ``timeout`` seconds.
+
+        Raises:
+            ReplicationError: ``to`` does not listen, is not connected or does not catch
+                up in time (writes resume here and nothing changed); or it was told to take
+                over and did not answer in time (this primary is deposed anyway, as ``to``
+                may have taken over: check it).
+        """
     def close(self) -> None:
         """Stops serving; the store stays open."""
     def __enter__(self) -> Self: ...
     def __exit__(self, *_exc: object) -> bool: ...
+
+@final
+class Switchover:
+    """What a planned switchover did."""
+
+    @property
+    def to(self) -> str:
+        """The replica that is the primary now."""
+    @property
+    def address(self) -> str:
+        """Where it serves."""
+    @property
+    def epoch(self) -> int:
+        """Its epoch."""
+    @property
+    def last_lsn(self) -> int:
+        """The old primary's last LSN: the new epoch starts after it."""
+    @property
+    def paused(self) -> float:
+        """Seconds writes were refused with ``WritesPausedError``."""
+    @property
+    def replica(self) -> Replica:
+        """The old primary's store, following the new primary."""
 
 @final
 class Promotion:
@@ -502,6 +553,11 @@ class Replica:
     @property
     def listen_address(self) -> str | None:
         """Where it answers other members, if it listens."""
+    @property
+    def promoted(self) -> Primary | None:
+        """The ``Primary`` a planned switchover made of this replica (serving on its
+        ``listen`` address with the old primary's settings), or ``None``. Once asked for,
+        it is the caller's; before that, closing the replica closes it too."""
     @property
     def store(self) -> Store:
         """The replica's store; writes raise ``ReadOnlyError``."""

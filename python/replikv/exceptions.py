@@ -27,6 +27,7 @@ __all__ = [
     "StoreNotFoundError",
     "StorePermissionError",
     "ValueTooLarge",
+    "WritesPausedError",
 ]
 
 
@@ -115,6 +116,12 @@ class FencedError(ReplicationError):
     def __init__(self, message: str, epoch: int = 0) -> None:
         super().__init__(message)
         self.epoch = epoch
+
+
+class WritesPausedError(ReplicationError):
+    """Writes are paused for a moment (a planned switchover hands the log to another
+    primary): retry, at the new primary the message names once the switchover is over.
+    Nothing of the refused write was committed."""
 
 
 class DivergedError(ReplicationError):

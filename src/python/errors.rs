@@ -94,6 +94,7 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
             let class = match err {
                 ReplicationError::Auth(_) => "AuthError",
                 ReplicationError::Protocol(_) | ReplicationError::Version { .. } => "ProtocolError",
+                ReplicationError::Paused { .. } => "WritesPausedError",
                 _ => "ReplicationError",
             };
             raise(py, class, (message,))

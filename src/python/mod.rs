@@ -10,6 +10,7 @@ mod replica;
 mod replication;
 mod scrub;
 mod store;
+mod switchover;
 mod transaction;
 mod types;
 mod value;
@@ -33,6 +34,8 @@ mod _core {
     use super::scrub::{PyDamage, PyScrubReport};
     #[pymodule_export]
     use super::store::PyStore;
+    #[pymodule_export]
+    use super::switchover::PySwitchover;
     #[pymodule_export]
     use super::transaction::PyTransaction;
     #[pymodule_export]

@@ -141,6 +141,20 @@ impl PyPrimary {
         })
     }
 
+    /// Hands the log to the replica named `to` (one that fsyncs and listens) and makes
+    /// this primary's store its replica: see the stubs.
+    #[pyo3(signature = (to, *, timeout = 10.0, name = None, listen = None))]
+    fn switchover(
+        &self,
+        py: Python<'_>,
+        to: &str,
+        timeout: f64,
+        name: Option<String>,
+        listen: Option<String>,
+    ) -> PyResult<super::switchover::PySwitchover> {
+        super::switchover::switch_over(py, self, to, timeout, name, listen)
+    }
+
     /// What the promotion that made this primary did, or `None` for a primary started
     /// as one.
     #[getter]

@@ -23,6 +23,30 @@ use crate::store::StoreOptions;
 pub(crate) struct PyReplica {
     replica: ParentOnly<Replica>,
     store: Py<PyStore>,
+    /// The primary a switchover made of it, once asked for.
+    promoted: std::sync::Mutex<Option<Py<PyPrimary>>>,
+}
+
+/// A replica's name by default: its directory's, if that is a valid name.
+pub(super) fn default_name(path: &std::path::Path) -> PyResult<String> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| crate::store::validate_table_name(n).is_ok())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            PyValueError::new_err("give the replica a name= (letters, digits, '_', '.', '-')")
+        })
+}
+
+impl PyReplica {
+    /// Wraps a running replica whose store is `store`.
+    pub(super) fn attached(replica: ParentOnly<Replica>, store: Py<PyStore>) -> Self {
+        Self {
+            replica,
+            store,
+            promoted: std::sync::Mutex::new(None),
+        }
+    }
 }
 
 #[pymethods]
@@ -52,16 +76,7 @@ impl PyReplica {
         };
         let name = match name {
             Some(name) => name,
-            None => path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .filter(|n| crate::store::validate_table_name(n).is_ok())
-                .ok_or_else(|| {
-                    PyValueError::new_err(
-                        "give the replica a name= (letters, digits, '_', '.', '-')",
-                    )
-                })?
-                .to_owned(),
+            None => default_name(&path)?,
         };
         crate::store::validate_table_name(&name).map_err(|_| {
             PyValueError::new_err(format!(
@@ -87,10 +102,7 @@ impl PyReplica {
                 store: replica.store().clone(),
             },
         )?;
-        Ok(Self {
-            replica: ParentOnly::new(replica),
-            store,
-        })
+        Ok(Self::attached(ParentOnly::new(replica), store))
     }
 
     /// The replica's store: readable while it applies; writes raise `ReadOnlyError`.
@@ -264,6 +276,27 @@ impl PyReplica {
             store: self.store.clone_ref(py),
             promotion: Some(Py::new(py, PyPromotion::from(promotion))?),
         })
+    }
+
+    /// The `Primary` a planned switchover made of this replica (serving on its `listen`
+    /// address with the old primary's settings), or `None`.
+    #[getter]
+    fn promoted(&self, py: Python<'_>) -> PyResult<Option<Py<PyPrimary>>> {
+        let mut promoted = self
+            .promoted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if promoted.is_none() {
+            if let Some(primary) = self.replica.take_handed_over() {
+                let primary = PyPrimary {
+                    primary: ParentOnly::new(primary),
+                    store: self.store.clone_ref(py),
+                    promotion: None,
+                };
+                *promoted = Some(Py::new(py, primary)?);
+            }
+        }
+        Ok(promoted.as_ref().map(|p| p.clone_ref(py)))
     }
 
     /// Where it answers other members (and serves once promoted), if it listens.

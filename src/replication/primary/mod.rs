@@ -270,6 +270,12 @@ impl Primary {
         self.address
     }
 
+    /// The token its peers prove, if any.
+    #[must_use]
+    pub fn token(&self) -> Option<&str> {
+        self.shared.options.token.as_deref()
+    }
+
     /// The store it serves.
     #[must_use]
     pub fn store(&self) -> &Store {

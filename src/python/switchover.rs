@@ -1,0 +1,89 @@
+//! `Primary.switchover`: hands the primary's log to one of its replicas and makes the old
+//! primary's store follow it; and `Switchover`, the report of what it did.
+
+use std::time::Duration;
+
+use pyo3::prelude::*;
+
+use super::args::seconds;
+use super::errors::{owned, run_detached};
+use super::primary::PyPrimary;
+use super::replica::{default_name, PyReplica};
+use crate::fork::ParentOnly;
+use crate::replication::replica::{OnDiverge, Replica, ReplicaOptions};
+use crate::store::StoreOptions;
+
+/// What a planned switchover did: who is the primary now and where, its epoch, the last
+/// LSN of the old primary, how long writes were paused, and the old primary's store as a
+/// replica of the new one.
+#[pyclass(frozen, get_all, module = "replikv._core", name = "Switchover")]
+pub(crate) struct PySwitchover {
+    /// The replica that is the primary now.
+    to: String,
+    /// Where it serves.
+    address: String,
+    /// Its epoch.
+    epoch: u64,
+    /// The old primary's last LSN: the new epoch starts after it.
+    last_lsn: u64,
+    /// Seconds writes were refused (with `WritesPausedError`).
+    paused: f64,
+    /// The old primary's store, following the new primary.
+    replica: Py<PyReplica>,
+}
+
+#[pymethods]
+impl PySwitchover {
+    fn __repr__(&self) -> String {
+        format!(
+            "Switchover(to='{}', address='{}', epoch={}, last_lsn={}, paused={:.1} ms)",
+            self.to,
+            self.address,
+            self.epoch,
+            self.last_lsn,
+            self.paused * 1000.0
+        )
+    }
+}
+
+/// See `Primary.switchover` in the stubs.
+pub(super) fn switch_over(
+    py: Python<'_>,
+    primary: &PyPrimary,
+    to: &str,
+    timeout: f64,
+    name: Option<String>,
+    listen: Option<String>,
+) -> PyResult<PySwitchover> {
+    let store = primary.store.get().store.clone();
+    owned(py, &store)?;
+    let timeout = seconds("timeout", timeout)?.min(Duration::from_secs(3600));
+    let name = match name {
+        Some(name) => name,
+        None => default_name(store.path())?,
+    };
+    let core = &primary.primary;
+    let listen = listen.unwrap_or_else(|| core.address().to_string());
+    let token = core.token().map(str::to_owned);
+    let switched = run_detached(py, || core.switchover(to, timeout))?;
+    let options = ReplicaOptions {
+        primary: switched.address.clone(),
+        token,
+        name,
+        max_backoff: Duration::from_secs(2),
+        store: StoreOptions::default(),
+        on_diverge: OnDiverge::Stop,
+        listen: Some(listen),
+    };
+    let following = store.clone();
+    let replica = run_detached(py, move || Replica::attach(following, options))?;
+    let replica = PyReplica::attached(ParentOnly::new(replica), primary.store.clone_ref(py));
+    Ok(PySwitchover {
+        to: switched.to,
+        address: switched.address,
+        epoch: switched.epoch,
+        last_lsn: switched.last_lsn,
+        paused: switched.paused.as_secs_f64(),
+        replica: Py::new(py, replica)?,
+    })
+}
