@@ -67,14 +67,19 @@ impl EpochHistory {
     }
 
     /// Records that `epoch` starts at `start`, forgetting whatever the history said from
-    /// `start` on (entries there were never durable, or were cut by a resync). Returns
-    /// whether anything changed.
+    /// `start` on (entries there were never durable, or were cut by a resync); if the
+    /// history was already in `epoch` before `start`, that epoch goes on. Returns whether
+    /// anything changed.
     pub fn begin(&mut self, epoch: u64, start: u64) -> bool {
         if self.epoch_at(start) == epoch {
             return false;
         }
-        self.0.retain(|&(e, s)| s < start && e < epoch);
-        self.0.push((epoch, start.max(1)));
+        self.0.retain(|&(e, s)| s < start && e <= epoch);
+        match self.0.last() {
+            Some(&(last, _)) if last == epoch => {}
+            Some(_) => self.0.push((epoch, start.max(1))),
+            None => self.0.push((epoch, 1)),
+        }
         true
     }
 
@@ -314,6 +319,19 @@ mod tests {
         assert_eq!(h, history(&[(1, 1), (2, 11), (4, 15)]));
         assert!(h.begin(5, 100));
         assert_eq!(h.pairs().last(), Some(&(5, 100)));
+    }
+
+    #[test]
+    fn beginning_an_epoch_the_history_was_in_before_start_forgets_only_what_came_after() {
+        // A primary began epoch 2 at 20 and wrote nothing in it; the log goes on in
+        // epoch 1 from 20 (the promotion simulator's history became [(1, 20)], which
+        // starts past LSN 1 and says entries 1..=19 have no epoch).
+        let mut h = history(&[(1, 1), (2, 20)]);
+        assert!(h.begin(1, 20));
+        assert_eq!(h, history(&[(1, 1)]));
+        let mut h = history(&[(1, 1), (2, 10), (3, 20)]);
+        assert!(h.begin(2, 20));
+        assert_eq!(h, history(&[(1, 1), (2, 10)]), "10..=19 stay in epoch 2");
     }
 
     #[test]

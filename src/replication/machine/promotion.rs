@@ -21,11 +21,19 @@ pub fn grants(seen: u64, epoch: u64) -> bool {
     epoch > seen
 }
 
-/// How many counting members a promotion must reach: `members - quorum + 1`, or `None`
-/// while the primary's `quorum` and `members` are unknown (0).
+/// How many counting members a promotion must reach: `members - quorum + 1`, and never
+/// fewer than a majority, or `None` while the primary's `quorum` and `members` are unknown
+/// (0).
+///
+/// `members - quorum + 1` alone makes each promotion meet every quorum that acknowledged
+/// a write. The majority makes any two promotions of one epoch meet at a member, which
+/// grants that epoch to only one of them: without it (a quorum above half the members)
+/// two candidates could each win the same epoch from disjoint members, and two logs under
+/// one epoch history are a fork that `fork_lsn` cannot see (the promotion simulator found
+/// a member appending one such primary's entries after the other's).
 #[must_use]
 pub fn needed(quorum: u64, members: u64) -> Option<u64> {
-    (quorum > 0 && members > 0).then(|| members.saturating_sub(quorum) + 1)
+    (quorum > 0 && members > 0).then(|| (members.saturating_sub(quorum) + 1).max(members / 2 + 1))
 }
 
 /// A member's log as it reports it when it grants an epoch.
@@ -277,8 +285,32 @@ mod tests {
     fn the_rule_asks_for_members_minus_quorum_plus_one() {
         assert_eq!(needed(1, 2), Some(2));
         assert_eq!(needed(2, 3), Some(2));
-        assert_eq!(needed(2, 2), Some(1));
+        assert_eq!(needed(1, 5), Some(5));
         assert_eq!(needed(0, 2), None);
+    }
+
+    #[test]
+    fn the_rule_asks_for_a_majority_so_that_one_epoch_has_one_winner() {
+        // A quorum of every member would need only the candidate itself: two candidates
+        // could both win the same epoch, each granted by itself alone.
+        assert_eq!(needed(2, 2), Some(2));
+        assert_eq!(needed(3, 3), Some(2));
+        assert_eq!(needed(3, 4), Some(3));
+        assert_eq!(needed(4, 5), Some(3));
+        assert_eq!(needed(1, 1), Some(1));
+        for members in 1..=9 {
+            for quorum in 1..=members {
+                let needed = needed(quorum, members).unwrap();
+                assert!(
+                    2 * needed > members,
+                    "two winners of one epoch would share a member"
+                );
+                assert!(
+                    needed + quorum > members,
+                    "a promotion meets every write quorum"
+                );
+            }
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@ mod invariants;
 mod network;
 mod peer;
 mod primary;
+pub mod promotion;
 mod world;
 
 #[cfg(test)]
