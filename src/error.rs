@@ -262,10 +262,11 @@ pub enum ReplicationError {
         /// Who is fenced and why, for a person.
         reason: String,
     },
-    /// The other side refused the connection.
-    #[error("refused by the peer: {reason}")]
+    /// Refused: by the other side of a connection, or by a rule here (a promotion or a
+    /// switchover that cannot proceed).
+    #[error("refused: {reason}")]
     Refused {
-        /// Why, as the peer said it.
+        /// Why, for a person.
         reason: String,
     },
     /// A sync write whose quorum did not acknowledge it within the sync timeout. It is

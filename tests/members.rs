@@ -13,7 +13,7 @@ use replikv::store::{Durability, Store, StoreOptions};
 
 mod common;
 
-use common::{eventually, primary_options, put, replica_options, TestResult};
+use common::{eventually, primary_options, put, replica_options, start_member, TestResult};
 
 /// A primary with sync quorum 1 whose heartbeats (quorum, members and their addresses)
 /// come every 20 ms.
@@ -29,15 +29,6 @@ fn primary(dir: &std::path::Path) -> replikv::Result<(Store, Primary)> {
     };
     let primary = Primary::start(store.clone(), options)?;
     Ok((store, primary))
-}
-
-/// A replica that answers other members on a port of its own.
-fn member(dir: &std::path::Path, primary: &Primary, name: &str) -> replikv::Result<Replica> {
-    let options = replikv::replication::replica::ReplicaOptions {
-        listen: Some("127.0.0.1:0".to_owned()),
-        ..replica_options(primary, None, name)
-    };
-    Replica::start(dir.join(name), options)
 }
 
 fn sync_writes(store: &Store, prefix: &str, count: usize) -> replikv::Result<()> {
@@ -57,8 +48,8 @@ fn two_members(
     writes: usize,
 ) -> replikv::Result<(Store, Primary, Replica, Replica)> {
     let (store, primary) = primary(dir)?;
-    let eu1 = member(dir, &primary, "eu-1")?;
-    let us1 = member(dir, &primary, "us-1")?;
+    let eu1 = start_member(dir, &primary, "eu-1")?;
+    let us1 = start_member(dir, &primary, "us-1")?;
     eventually("both to register", || primary.status().replicas.len() == 2);
     sync_writes(&store, "a", writes)?;
     let last = store.last_lsn();
@@ -138,7 +129,7 @@ fn a_member_that_granted_a_newer_epoch_appends_nothing_more_from_the_old_primary
 fn a_promotion_whose_members_do_not_listen_is_refused_before_anything_changes() -> TestResult {
     let dir = tempfile::tempdir()?;
     let (store, primary) = primary(dir.path())?;
-    let eu1 = member(dir.path(), &primary, "eu-1")?;
+    let eu1 = start_member(dir.path(), &primary, "eu-1")?;
     // us-1 counts toward the quorum but does not listen: nobody can ask it.
     let us1 = Replica::start(
         dir.path().join("us-1"),

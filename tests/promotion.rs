@@ -13,7 +13,9 @@ use replikv::store::{Durability, Store, StoreOptions};
 
 mod common;
 
-use common::{eventually, primary_options, put, replica_options, start_replica, TestResult};
+use common::{
+    eventually, primary_options, put, replica_options, start_member, start_replica, TestResult,
+};
 
 /// A primary serving `<dir>/primary` with sync `quorum`, whose heartbeats (which tell
 /// replicas the quorum and the members) come every 20 ms.
@@ -140,12 +142,21 @@ fn a_promotion_that_cannot_reach_enough_members_is_refused_unless_forced() -> Te
 #[test]
 fn the_other_replica_re_pointed_at_the_promoted_one_follows_it_from_its_position() -> TestResult {
     let dir = tempfile::tempdir()?;
-    // Quorum 2 of 2: every acknowledged write is on both, so either alone may promote.
+    // Quorum 2 of 2: a promotion reaches both members (a majority); ap-1 does not fsync,
+    // so it is no member, and is re-pointed by hand.
     let (store, primary) = fast_primary(dir.path(), 2)?;
-    let eu1 = start_replica(dir.path(), &primary, "eu-1")?;
-    let us1 = start_replica(dir.path(), &primary, "us-1")?;
-    eventually("both replicas to register", || {
-        primary.status().replicas.len() == 2
+    let eu1 = start_member(dir.path(), &primary, "eu-1")?;
+    let us1 = start_member(dir.path(), &primary, "us-1")?;
+    let lazy = ReplicaOptions {
+        store: StoreOptions {
+            fsync: false,
+            ..StoreOptions::default()
+        },
+        ..replica_options(&primary, None, "ap-1")
+    };
+    let ap1 = Replica::start(dir.path().join("ap-1"), lazy)?;
+    eventually("the replicas to register", || {
+        primary.status().replicas.len() == 3
     });
     for i in 0..10 {
         store.commit(
@@ -153,28 +164,28 @@ fn the_other_replica_re_pointed_at_the_promoted_one_follows_it_from_its_position
             Some(Durability::Sync),
         )?;
     }
-    eventually("a heartbeat saying quorum 2 of 2", || {
-        eu1.state().primary_members == 2 && eu1.state().primary_quorum == 2
+    eventually("a heartbeat naming both members", || {
+        eu1.state().primary_peers.len() == 2 && ap1.store().last_lsn() == 10
     });
     primary.close();
     store.close()?;
     let (new, promotion) = eu1.promote(primary_options(None), false)?;
-    assert_eq!((promotion.needed, promotion.start_lsn), (1, 11));
-    us1.follow(&new.address().to_string())?;
-    eventually("us-1 to register with the new primary", || {
-        new.status().replicas.len() == 1
+    assert_eq!((promotion.needed, promotion.start_lsn), (2, 11));
+    ap1.follow(&new.address().to_string())?;
+    eventually("us-1 and ap-1 to register with the new primary", || {
+        new.status().replicas.len() == 2
     });
     let receipt = new
         .store()
         .commit(put("after", vec![0x02]), Some(Durability::Sync))?;
     assert_eq!(receipt.acked_by, vec!["us-1".to_owned()]);
-    eventually("us-1 to follow the new primary", || {
-        us1.store().last_lsn() == receipt.lsn
+    eventually("both to follow the new primary", || {
+        us1.store().last_lsn() == receipt.lsn && ap1.store().last_lsn() == receipt.lsn
     });
-    assert_eq!(us1.store().epoch_history().pairs(), &[(1, 1), (2, 11)]);
-    assert_eq!(us1.store().checksum()?, new.store().checksum()?);
-    assert_eq!(us1.state().connections, 2, "it resumed, no snapshot");
-    assert_eq!(us1.state().snapshots, 0);
+    assert_eq!(ap1.store().epoch_history().pairs(), &[(1, 1), (2, 11)]);
+    assert_eq!(ap1.store().checksum()?, new.store().checksum()?);
+    assert_eq!(ap1.state().connections, 2, "it resumed, no snapshot");
+    assert_eq!(ap1.state().snapshots, 0);
     Ok(())
 }
 

@@ -16,15 +16,7 @@ use replikv::store::{Durability, Store, StoreOptions};
 
 mod common;
 
-use common::{eventually, primary_options, put, replica_options, TestResult};
-
-fn member(dir: &std::path::Path, primary: &Primary, name: &str) -> replikv::Result<Replica> {
-    let options = ReplicaOptions {
-        listen: Some("127.0.0.1:0".to_owned()),
-        ..replica_options(primary, None, name)
-    };
-    Replica::start(dir.join(name), options)
-}
+use common::{eventually, primary_options, put, replica_options, start_member, TestResult};
 
 /// Writes sync until told to stop or refused for good; returns the keys whose write
 /// returned, and how many were paused.
@@ -60,8 +52,8 @@ fn a_switchover_under_load_loses_nothing_and_the_old_primary_follows_the_new_one
     };
     let primary = Primary::start(store.clone(), options)?;
     let old_address = primary.address().to_string();
-    let eu1 = member(dir.path(), &primary, "eu-1")?;
-    let us1 = member(dir.path(), &primary, "us-1")?;
+    let eu1 = start_member(dir.path(), &primary, "eu-1")?;
+    let us1 = start_member(dir.path(), &primary, "us-1")?;
     eventually("both to register", || primary.status().replicas.len() == 2);
     eventually("both to be members", || {
         eu1.state().primary_peers.len() == 2 && us1.state().primary_peers.len() == 2

@@ -86,27 +86,33 @@ def test_a_promoted_replica_holds_every_acknowledged_sync_write_and_the_loss_is_
 def test_the_other_replica_re_pointed_at_the_promoted_one_follows_it(tmp_path: Path) -> None:
     store = replikv.Store(tmp_path / "primary")
     primary = replikv.Primary(store, token=TOKEN, quorum=2, heartbeat_interval=0.02)
-    eu1 = replikv.Replica(tmp_path / "eu-1", primary=primary.address, token=TOKEN)
-    us1 = replikv.Replica(tmp_path / "us-1", primary=primary.address, token=TOKEN)
-    eventually("both replicas", lambda: primary.sync_state == "ok")
+    eu1, us1 = (
+        replikv.Replica(tmp_path / n, primary=primary.address, token=TOKEN, listen="127.0.0.1:0")
+        for n in ("eu-1", "us-1")
+    )
+    # ap-1 does not fsync: no member, so no promotion re-points it; it is re-pointed by hand.
+    ap1 = replikv.Replica(tmp_path / "ap-1", primary=primary.address, token=TOKEN, fsync=False)
+    eventually("both members", lambda: primary.sync_state == "ok")
     for i in range(10):
         store.put("consent", f"c{i}", True, durability="sync")
-    # Quorum 2 of 2: every acknowledged write is on both, so eu-1 alone may promote.
-    eventually("a heartbeat", lambda: eu1.status()["primary_members"] == 2)
+    # Quorum 2 of 2: a promotion must reach both members (a majority).
+    eventually("a heartbeat", lambda: len(eu1.status()["primary_peers"]) == 2)
+    assert ap1.wait_for(10, timeout=30)
     primary.close()
     store.close()
-    new = eu1.promote(token=TOKEN, quorum=1)
-    assert new.promotion is not None and new.promotion.needed == 1
-    assert "Promotion(epoch=2, start_lsn=11" in repr(new.promotion)
-    us1.follow(new.address)
-    eventually("us-1 to register with the new primary", lambda: new.sync_state == "ok")
+    new = eu1.promote(quorum=1)
+    assert new.promotion is not None and new.promotion.needed == 2
+    assert "Promotion(epoch=2, start_lsn=11, reached=['eu-1', 'us-1']" in repr(new.promotion)
+    ap1.follow(new.address)
+    eventually("both to register with the new primary", lambda: len(new.status()) == 2)
     receipt = new.store.put("consent", "after", True, durability="sync")
     assert receipt.acked_by == ["us-1"]
-    assert us1.wait_for(receipt.lsn, timeout=30)
-    assert us1.store.checksum() == new.store.checksum()
-    assert us1.store.epoch_history == [(1, 1), (2, 11)]
+    assert ap1.wait_for(receipt.lsn, timeout=30)
+    assert ap1.store.checksum() == new.store.checksum()
+    assert ap1.store.epoch_history == [(1, 1), (2, 11)]
     with pytest.raises(replikv.ReplicationError, match="was promoted"):
         eu1.follow(new.address)
+    ap1.close()
     us1.close()
     eu1.close()
     new.close()

@@ -26,6 +26,7 @@ __all__ = [
     "Scan",
     "ScrubReport",
     "Store",
+    "Switchover",
     "Transaction",
     "VerifyReport",
     "__version__",

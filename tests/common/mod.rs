@@ -57,3 +57,17 @@ pub fn start_replica(
 ) -> replikv::Result<Replica> {
     Replica::start(dir.join(name), replica_options(primary, None, name))
 }
+
+/// A replica named `name` of `primary` (no token), in `<dir>/<name>`, that answers other
+/// members on a port of its own (so that a promotion or a switchover can reach it).
+pub fn start_member(
+    dir: &std::path::Path,
+    primary: &Primary,
+    name: &str,
+) -> replikv::Result<Replica> {
+    let options = ReplicaOptions {
+        listen: Some("127.0.0.1:0".to_owned()),
+        ..replica_options(primary, None, name)
+    };
+    Replica::start(dir.join(name), options)
+}
