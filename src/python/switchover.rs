@@ -65,7 +65,7 @@ pub(super) fn switch_over(
     let core = &primary.primary;
     let listen = listen.unwrap_or_else(|| core.address().to_string());
     let token = core.token().map(str::to_owned);
-    let switched = run_detached(py, || core.switchover(to, timeout))?;
+    let switched = run_detached(py, || core.switchover(to, &name, timeout))?;
     let options = ReplicaOptions {
         primary: switched.address.clone(),
         token,

@@ -268,6 +268,11 @@ pub enum Message {
         last_lsn: u64,
         /// The old primary's settings.
         settings: super::handover::Settings,
+        /// The replicas that counted toward the old primary's quorum (the old primary
+        /// itself among them, under the name it follows with, and not the receiver): the
+        /// new primary expects them, so that a sync write waits for them rather than
+        /// being refused before they reconnect.
+        members: Vec<String>,
     },
 }
 
@@ -534,7 +539,7 @@ mod tests {
     }
 
     fn samples() -> Vec<Message> {
-        vec![
+        let mut all = vec![
             Message::Challenge {
                 nonce: ByteBuf::from(vec![7; 32]),
             },
@@ -600,6 +605,13 @@ mod tests {
                 members: 3,
                 peers: vec![("eu-2".into(), "127.0.0.1:7403".into())],
             },
+        ];
+        all.extend(verify_and_failover_samples());
+        all
+    }
+
+    fn verify_and_failover_samples() -> Vec<Message> {
+        vec![
             Message::VerifyRequest {
                 id: 4,
                 since_lsn: 30,
@@ -632,6 +644,14 @@ mod tests {
             },
             Message::Lead {
                 address: "127.0.0.1:7401".into(),
+            },
+            Message::Handover {
+                epoch: 3,
+                last_lsn: 40,
+                settings: crate::replication::handover::Settings::of(
+                    &crate::replication::primary::PrimaryOptions::default(),
+                ),
+                members: vec!["us-1".into(), "old".into()],
             },
         ]
     }

@@ -248,11 +248,18 @@ impl PrimaryMachine {
             .get(name)
             .filter(|p| is_connected(p.state))
             .map(|p| p.id.clone());
+        // A peer that holds everything visible streams at once (nothing would be shipped
+        // to it to say so while the primary is idle).
+        let state = if resumed_lsn >= self.visible_lsn {
+            LinkState::Streaming
+        } else {
+            LinkState::CatchingUp
+        };
         let peer = Peer {
             id: id.clone(),
             kind,
             durable,
-            state: LinkState::CatchingUp,
+            state,
             sent_lsn: resumed_lsn,
             acked_lsn: resumed_lsn,
             applied_lsn: resumed_lsn,

@@ -160,6 +160,9 @@ struct Shared {
     verify_links: verify::VerifyLinks,
     /// Where its counting replicas answer a promotion (heartbeats tell them each other's).
     members: members::Members,
+    /// A switchover waiting for its target to say it serves: the target's name, and where
+    /// to tell its address.
+    handing_over: Mutex<Option<(String, tokio::sync::oneshot::Sender<String>)>>,
 }
 
 /// A running primary. [`Primary::close`] stops the server and waits for it; dropping it
@@ -232,6 +235,7 @@ impl Primary {
             admission: Admission::new(MAX_UNAUTHENTICATED, MAX_AUTHENTICATED),
             verify_links: verify::VerifyLinks::default(),
             members: members::Members::default(),
+            handing_over: Mutex::new(None),
         });
         // Subscribed before any replica can connect. Weak: the store holds the listener,
         // and `Shared` holds the store.
@@ -268,6 +272,22 @@ impl Primary {
     #[must_use]
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// Expects the replicas `names`, which fsync and hold everything up to `lsn` (the
+    /// members of the primary a switchover took over from): their slots keep the log from
+    /// there, and a sync write waits for them (rather than being refused) until they
+    /// connect.
+    pub fn expect(&self, names: &[String], lsn: u64) {
+        let now = self.shared.now_us();
+        for name in names {
+            self.shared.slots.ensure(name, lsn, true);
+        }
+        let mut links = lock(&self.shared.links);
+        for name in names {
+            links.machine.remember(name, true, now);
+        }
+        self.shared.sync.publish(links.machine.quorum_view());
     }
 
     /// The token its peers prove, if any.
@@ -645,6 +665,17 @@ impl Shared {
     }
 
     /// Runs `f` on the protocol state.
+    /// `name` says it serves at `address`: the switchover waiting for it (if it hands over
+    /// to `name`) is done.
+    fn handed_over(&self, name: &str, address: String) {
+        let mut waiting = lock(&self.handing_over);
+        if waiting.as_ref().is_some_and(|(to, _)| to == name) {
+            if let Some((_, done)) = waiting.take() {
+                let _ = done.send(address);
+            }
+        }
+    }
+
     fn machine<T>(&self, f: impl FnOnce(&mut PrimaryMachine) -> T) -> T {
         f(&mut lock(&self.links).machine)
     }

@@ -171,6 +171,11 @@ async fn read_acks(shared: Arc<Shared>, id: LinkId, reader: OwnedReadHalf) {
             Ok(Message::VerifyReply { id: request, sums }) => {
                 shared.verify_links.reply(&id.name, request, sums);
             }
+            Ok(Message::Lead { address }) => {
+                // The replica a switchover handed over to serves now.
+                shared.handed_over(&id.name, address);
+                return;
+            }
             Ok(other) => {
                 tracing::warn!(replica = %id.name, message = ?other.type_byte(), "unexpected message from a replica");
                 return;

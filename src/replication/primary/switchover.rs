@@ -6,12 +6,12 @@
 
 use std::time::{Duration, Instant};
 
-use super::Primary;
+use super::{lock, Primary};
 use crate::error::{ReplicationError, Result};
 use crate::net::runtime;
 use crate::replication::handover::Settings;
-use crate::replication::monitor::fetch_status;
 use crate::replication::protocol::Message;
+use crate::store::SyncReplication;
 
 /// How often the switchover looks at the target's progress.
 const POLL: Duration = Duration::from_millis(1);
@@ -37,7 +37,8 @@ fn refused(reason: String) -> crate::Error {
 
 impl Primary {
     /// Hands this primary's log to the replica named `to` (one that fsyncs and listens)
-    /// and deposes this primary; each step waits at most `timeout`. The other replicas are
+    /// and deposes this primary, whose store will follow the new one as `follow_as`;
+    /// each step waits at most `timeout`. The other replicas are
     /// told to follow the new primary. Afterwards this primary is closed and its store
     /// follows nobody yet: [`crate::replication::replica::Replica::attach`] makes it the
     /// new primary's replica.
@@ -48,36 +49,46 @@ impl Primary {
     /// nothing changed. If the replica was told to take over but did not answer within
     /// `timeout`, this primary is deposed anyway (it may have taken over) and the error
     /// says so.
-    pub fn switchover(&self, to: &str, timeout: Duration) -> Result<Switchover> {
+    pub fn switchover(&self, to: &str, follow_as: &str, timeout: Duration) -> Result<Switchover> {
         let shared = &self.shared;
-        let address = shared.members.address_of(to).ok_or_else(|| {
-            refused(format!(
-                "{to:?} is not a replica that fsyncs and listens (start it with listen=)"
-            ))
-        })?;
+        let address = self.member(to, timeout)?;
         let started = Instant::now();
         let last_lsn = shared.store.pause_writes(format!(
             "a switchover to {to:?} at {address} is under way: retry there in a moment"
         ))?;
+        // Shipped at once, as for a sync writer, rather than at the next ship interval.
+        shared.sync.will_wait(last_lsn);
         let epoch = shared.store.epoch() + 1;
         let settings = Settings::of(&shared.options);
+        let mut members: Vec<String> = shared
+            .slots
+            .list()
+            .into_iter()
+            .filter(|slot| slot.fsync && slot.name != to)
+            .map(|slot| slot.name)
+            .collect();
+        members.push(follow_as.to_owned());
         let handover = Message::Handover {
             epoch,
             last_lsn,
             settings,
+            members,
         };
+        let (done, serving) = tokio::sync::oneshot::channel();
+        *lock(&shared.handing_over) = Some((to.to_owned(), done));
         if let Err(err) = self
             .caught_up(to, last_lsn, timeout)
             .and_then(|()| self.tell(to, handover, timeout))
         {
+            lock(&shared.handing_over).take();
             shared.store.resume_writes();
             return Err(err);
         }
-        let token = shared.options.token.clone();
-        let answered = until(timeout, || {
-            fetch_status(&address, token.as_deref(), timeout)
-                .is_ok_and(|status| status.epoch >= epoch)
-        });
+        // The target says where it serves, on its link, once it does.
+        let answered = runtime()
+            .block_on(async { tokio::time::timeout(timeout, serving).await })
+            .is_ok_and(|served| served.is_ok());
+        lock(&shared.handing_over).take();
         let paused = started.elapsed();
         // From here this primary never takes a write again, whatever the outcome.
         shared.sync.fence(epoch);
@@ -107,6 +118,30 @@ impl Primary {
             epoch,
             last_lsn,
             paused,
+        })
+    }
+
+    /// Where the member `to` answers; waits (at most `timeout`) for it to connect, but
+    /// not when it is connected and does not listen.
+    fn member(&self, to: &str, timeout: Duration) -> Result<String> {
+        let members = &self.shared.members;
+        let connected = || {
+            self.shared
+                .verify_links
+                .names()
+                .iter()
+                .any(|name| name == to)
+        };
+        until(timeout, || members.address_of(to).is_some() || connected());
+        members.address_of(to).ok_or_else(|| {
+            let why = if connected() {
+                "does not fsync or does not listen (start it with listen=)"
+            } else {
+                "is not connected"
+            };
+            refused(format!(
+                "{to:?} {why}: a switchover needs a member to hand over to"
+            ))
         })
     }
 

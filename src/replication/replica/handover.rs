@@ -11,14 +11,22 @@ use crate::replication::machine::ReplicaMachine;
 use crate::replication::primary::Primary;
 use crate::replication::status::LinkState;
 
-/// Takes over from the primary that sent the handover; ends the follow task on success.
+/// What the old primary handed over (see [`crate::replication::protocol::Message`]).
+pub(super) struct Handover {
+    pub epoch: u64,
+    pub last_lsn: u64,
+    pub settings: Settings,
+    pub members: Vec<String>,
+}
+
+/// Takes over from the primary that sent the handover; returns the address it serves at
+/// (the follow task ends then).
 pub(super) async fn take_over(
     shared: &Arc<Shared>,
     machine: &ReplicaMachine,
-    epoch: u64,
-    last_lsn: u64,
-    settings: Settings,
-) -> Result<(), ReplicationError> {
+    handover: Handover,
+) -> Result<String, ReplicationError> {
+    let (epoch, last_lsn) = (handover.epoch, handover.last_lsn);
     let refused = |reason: String| ReplicationError::Refused { reason };
     if machine.flushed_lsn() != last_lsn {
         return Err(refused(format!(
@@ -34,24 +42,25 @@ pub(super) async fn take_over(
     let (done, outcome) = tokio::sync::oneshot::channel();
     let taking = Arc::clone(shared);
     std::thread::spawn(move || {
-        let _ = done.send(become_primary(&taking, epoch, &settings, listen));
+        let _ = done.send(become_primary(&taking, &handover, listen));
     });
     let primary = outcome
         .await
         .map_err(|_| refused("the switchover's thread ended".to_owned()))?
         .map_err(|err| refused(format!("cannot take over as the primary: {err}")))?;
     tracing::warn!(replica = %shared.options.name, epoch, from_lsn = last_lsn + 1, address = %primary.address(), "took over as the primary");
+    let address = primary.address().to_string();
     *lock(&shared.handed_over) = Some(primary);
     lock(&shared.state).state = LinkState::Promoted;
-    Ok(())
+    Ok(address)
 }
 
 fn become_primary(
     shared: &Shared,
-    epoch: u64,
-    settings: &Settings,
+    handover: &Handover,
     listen: std::net::SocketAddr,
 ) -> crate::Result<Primary> {
+    let epoch = handover.epoch;
     shared.stop_member_server();
     {
         let mut granted = lock(&shared.granted);
@@ -60,6 +69,10 @@ fn become_primary(
     }
     shared.store.stop_following()?;
     shared.store.begin_epoch(epoch)?;
-    let options = settings.options(listen.to_string(), shared.options.token.clone());
-    Primary::start(shared.store.clone(), options)
+    let options = handover
+        .settings
+        .options(listen.to_string(), shared.options.token.clone());
+    let primary = Primary::start(shared.store.clone(), options)?;
+    primary.expect(&handover.members, handover.last_lsn);
+    Ok(primary)
 }

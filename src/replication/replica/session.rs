@@ -9,7 +9,7 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{mpsc, watch};
 
 use super::connect::{connect, Writer};
-use super::handover::take_over;
+use super::handover::{take_over, Handover};
 use super::{lock, Shared, IDLE_TIMEOUT};
 use crate::error::{NetError, ReplicationError};
 use crate::net::AbortOnDrop;
@@ -71,7 +71,19 @@ pub(super) async fn session(
                     epoch,
                     last_lsn,
                     settings,
-                } => return take_over(shared, &machine, epoch, last_lsn, settings).await,
+                    members,
+                } => {
+                    let handover = Handover {
+                        epoch,
+                        last_lsn,
+                        settings,
+                        members,
+                    };
+                    let address = take_over(shared, &machine, handover).await?;
+                    // The old primary waits for this to know the switchover is done.
+                    write_frame(&mut writer, &Message::Lead { address }).await?;
+                    return Ok(());
+                }
                 _ => {}
             }
             let actions = match machine.receive(message) {

@@ -1,0 +1,113 @@
+"""Planned switchover with real sockets on 127.0.0.1, under a steady write load (issue 8):
+no write whose call returned is lost, no write is refused except with the retryable
+WritesPausedError while the log changes hands, the old primary follows the new one
+without a resync, and the other replica is told to follow the new primary."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import replikv
+from polling import eventually
+
+
+class Writer:
+    """A client that writes sync consent changes and async events to whichever store is
+    the primary's now, retrying a paused write, until stopped."""
+
+    def __init__(self, store: replikv.Store) -> None:
+        self.store = store
+        self.returned: list[str] = []
+        self.paused = 0
+        self.failure: BaseException | None = None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        i = 0
+        try:
+            while not self.stop.is_set():
+                key = f"user{i}@example.com"
+                try:
+                    self.store.put("consent", key, {"opted_in": i % 2 == 0})
+                    self.store.put("events", i, {"type": "open"})
+                except replikv.WritesPausedError:
+                    self.paused += 1
+                    time.sleep(0.001)
+                    continue
+                except replikv.ReadOnlyError:
+                    # The old primary follows the new one now: the test points us there.
+                    time.sleep(0.001)
+                    continue
+                self.returned.append(key)
+                i += 1
+        except BaseException as failure:  # noqa: BLE001 - reported by the test
+            self.failure = failure
+
+
+@pytest.mark.timeout(120)
+def test_switchovers_under_load_lose_nothing_and_the_old_primary_follows(tmp_path: Path) -> None:
+    store = replikv.Store(tmp_path / "a")
+    primary = replikv.Primary(
+        store, quorum=1, table_modes={"consent": "sync"}, heartbeat_interval=0.02
+    )
+    replica = replikv.Replica(tmp_path / "b", primary=primary.address, listen="127.0.0.1:0")
+    other = replikv.Replica(tmp_path / "c", primary=primary.address, listen="127.0.0.1:0")
+    eventually("both replicas", lambda: len(primary.status()) == 2)
+    writer = Writer(store)
+    writer.thread.start()
+    switchovers = []
+    try:
+        for _ in range(3):
+            eventually("some writes", lambda: len(writer.returned) > 20)
+            switched = primary.switchover(replica.name)
+            switchovers.append(switched)
+            new = replica.promoted
+            assert new is not None and new.address == switched.address
+            writer.store = new.store
+            assert new.store.epoch_history[-1] == (switched.epoch, switched.last_lsn + 1)
+            primary, replica = new, switched.replica
+            # The old primary's store follows the new one from its position: no resync.
+            # (A primary's status lists the slots it kept from its earlier term too.)
+            eventually(
+                "the old primary to follow",
+                lambda: [r.state for r in primary.status()] == ["streaming"] * 2,
+            )
+            assert replica.status()["resyncs"] == 0
+            assert replica.status()["snapshots"] == 0
+    finally:
+        writer.stop.set()
+        writer.thread.join(timeout=30)
+    assert writer.failure is None, f"a write failed: {writer.failure!r}"
+    assert [s.epoch for s in switchovers] == [2, 3, 4]
+    assert [s.to for s in switchovers] == ["b", "a", "b"]
+    assert switchovers[0].paused < 5, repr(switchovers[0])
+
+    final = primary.store
+    missing = [key for key in writer.returned if final.get("consent", key) is None]
+    assert missing == [], f"returned writes lost: {missing[:5]}"
+    # Every store holds the same log: the other replica was led to each new primary.
+    last = final.put("events", "last", {"type": "click"}).lsn
+    for follower in (replica, other):
+        assert follower.wait_for(last, timeout=30)
+        assert follower.store.checksum() == final.checksum()
+    other.close()
+    replica.close()
+    primary.close()
+
+
+def test_a_switchover_to_a_replica_that_does_not_listen_is_refused_and_writes_go_on(
+    tmp_path: Path,
+) -> None:
+    store = replikv.Store(tmp_path / "a")
+    with replikv.Primary(store) as primary:
+        replica = replikv.Replica(tmp_path / "b", primary=primary.address)
+        eventually("the replica", lambda: len(primary.status()) == 1)
+        with pytest.raises(replikv.ReplicationError, match="listen"):
+            primary.switchover("b")
+        store.put("t", "k", 1)
+        replica.close()
+    store.close()
