@@ -44,7 +44,7 @@ class Writer:
                     continue
                 self.returned.append(key)
                 i += 1
-        except BaseException as failure:  # noqa: BLE001 - reported by the test
+        except BaseException as failure:  # reported by the test
             self.failure = failure
 
 
@@ -72,9 +72,10 @@ def test_switchovers_under_load_lose_nothing_and_the_old_primary_follows(tmp_pat
             primary, replica = new, switched.replica
             # The old primary's store follows the new one from its position: no resync.
             # (A primary's status lists the slots it kept from its earlier term too.)
+            serving = primary
             eventually(
                 "the old primary to follow",
-                lambda: [r.state for r in primary.status()] == ["streaming"] * 2,
+                lambda: [r.state for r in serving.status()] == ["streaming"] * 2,
             )
             assert replica.status()["resyncs"] == 0
             assert replica.status()["snapshots"] == 0
