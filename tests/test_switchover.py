@@ -5,6 +5,7 @@ without a resync, and the other replica is told to follow the new primary."""
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from pathlib import Path
@@ -48,10 +49,10 @@ class Writer:
             self.failure = failure
 
 
-def streaming(primary: replikv.Primary) -> int:
-    """How many of `primary`'s replicas stream (its status also lists the slots it kept
+def both_stream(primary: replikv.Primary) -> bool:
+    """Whether `primary`'s two replicas stream (its status also lists the slots it kept
     from an earlier term, disconnected until those replicas come back)."""
-    return sum(r.state == "streaming" for r in primary.status())
+    return sum(r.state == "streaming" for r in primary.status()) == 2
 
 
 @pytest.mark.timeout(120)
@@ -77,7 +78,7 @@ def test_switchovers_under_load_lose_nothing_and_the_old_primary_follows(tmp_pat
             assert new.store.epoch_history[-1] == (switched.epoch, switched.last_lsn + 1)
             primary, replica = new, switched.replica
             # The old primary's store follows the new one from its position: no resync.
-            eventually("the old primary to follow", lambda p=primary: streaming(p) == 2)
+            eventually("the old primary to follow", functools.partial(both_stream, primary))
             assert replica.status()["resyncs"] == 0
             assert replica.status()["snapshots"] == 0
     finally:
