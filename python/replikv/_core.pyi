@@ -36,6 +36,8 @@ __all__ = [
     "fetch_verify",
     "promote_stopped",
     "read_diverged_report",
+    "request_follow",
+    "request_switchover",
 ]
 
 _Key = str | bytes | int
@@ -470,10 +472,35 @@ class Primary:
                 over and did not answer in time (this primary is deposed anyway, as ``to``
                 may have taken over: check it).
         """
+    def serve_switchover_request(
+        self, *, timeout: float = 10.0, name: str | None = None, listen: str | None = None
+    ) -> Switchover | None:
+        """Carries out the switchover an operator asked for with ``replikv switchover``
+        (or :func:`request_switchover`), if one waits, as :meth:`switchover` does, and
+        tells the operator how it went; ``None`` if none waits. ``replikv primary`` calls
+        it every 0.2 s; a program serving a ``Primary`` calls it to take such requests
+        (unanswered, a request is refused after 30 s)."""
     def close(self) -> None:
         """Stops serving; the store stays open."""
     def __enter__(self) -> Self: ...
     def __exit__(self, *_exc: object) -> bool: ...
+
+def request_switchover(
+    address: str, to: str, *, token: str | None = None, timeout: float = 40.0
+) -> str:
+    """Asks the primary at ``address`` to hand over to its replica ``to`` (what ``replikv
+    switchover`` does); returns the new primary's address once it serves.
+
+    Raises:
+        ReplicationError: the switchover failed (its reason), or the primary's owner took
+            no request in time.
+    """
+
+def request_follow(
+    address: str, primary: str, *, token: str | None = None, timeout: float = 5.0
+) -> None:
+    """Tells the replica whose ``listen`` address is ``address`` to follow the primary at
+    ``primary`` from now on (what ``replikv follow`` does)."""
 
 @final
 class Switchover:

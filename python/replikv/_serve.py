@@ -5,14 +5,19 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import signal
 import sys
-import time
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-from ._core import Primary, Replica, ReplicaInfo, Store, fetch_status, promote_stopped
+from ._core import (
+    Primary,
+    Replica,
+    ReplicaInfo,
+    Store,
+    fetch_status,
+    promote_stopped,
+)
+from ._roles import run_roles, stop_on_sigterm
 from .exceptions import ReplikvError
 
 TOKEN_ENV = "REPLIKV_TOKEN"
@@ -116,29 +121,8 @@ def add_commands(commands: Any) -> None:
     status.set_defaults(run=_run_status)
 
 
-class _Stop(Exception):
-    """SIGTERM, turned into an exception so that `finally` blocks close what is open."""
-
-
-def _stop_on_sigterm() -> None:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise _Stop
-
-    signal.signal(signal.SIGTERM, handler)
-
-
-def _serve_until_stopped(every: float, report: Any) -> None:
-    try:
-        while True:
-            time.sleep(every if every > 0 else 3600)
-            if every > 0:
-                report()
-    except (KeyboardInterrupt, _Stop):
-        print("stopping", flush=True)
-
-
 def _run_primary(args: argparse.Namespace) -> int:
-    _stop_on_sigterm()
+    stop_on_sigterm()
     try:
         store = Store(args.data)
     except (ReplikvError, OSError) as problem:
@@ -162,17 +146,35 @@ def _run_primary(args: argparse.Namespace) -> int:
                 f"(last LSN {store.last_lsn}, epoch {store.epoch}; quorum {args.quorum}, {sync})",
                 flush=True,
             )
-            _serve_until_stopped(args.status_every, lambda: _print_replicas(primary.status()))
+            failure = run_roles(
+                primary,
+                args.status_every,
+                lambda serving: _print_replicas(serving.status()),
+                _replica_progress,
+            )
     except (ReplikvError, OSError, ValueError) as problem:
         print(f"replikv primary: error: {problem}", file=sys.stderr)
         return 1
     finally:
         store.close()
+    if failure is not None:
+        print(f"replikv primary: error: {failure}", file=sys.stderr)
+        return 1
     return 0
 
 
+def _replica_progress(replica: Replica) -> None:
+    s = replica.status()
+    print(
+        f"{s['state']:<12} applied LSN {s['applied_lsn']:>10,}  "
+        f"lag {s['lag_lsn']:,} entries / {s['lag_seconds']:.3f} s"
+        + (f"  ({s['last_error']})" if s["last_error"] else ""),
+        flush=True,
+    )
+
+
 def _run_replica(args: argparse.Namespace) -> int:
-    _stop_on_sigterm()
+    stop_on_sigterm()
     try:
         with Replica(
             args.data,
@@ -186,14 +188,11 @@ def _run_replica(args: argparse.Namespace) -> int:
             if replica.listen_address is not None:
                 print(f"answering other members at {replica.listen_address}", flush=True)
 
-            def progress() -> None:
-                s = replica.status()
-                print(
-                    f"{s['state']:<12} applied LSN {s['applied_lsn']:>10,}  "
-                    f"lag {s['lag_lsn']:,} entries / {s['lag_seconds']:.3f} s"
-                    + (f"  ({s['last_error']})" if s["last_error"] else ""),
-                    flush=True,
-                )
+            resyncs = [0]
+
+            def progress(following: Replica) -> None:
+                _replica_progress(following)
+                s = following.status()
                 if s["resyncs"] > resyncs[0]:
                     resyncs[0] = s["resyncs"]
                     last = s["last_resync"]
@@ -203,9 +202,12 @@ def _run_replica(args: argparse.Namespace) -> int:
                         flush=True,
                     )
 
-            resyncs = [0]
-
-            failure = _follow_until_stopped(replica, args.status_every, progress)
+            failure = run_roles(
+                replica,
+                args.status_every,
+                lambda serving: _print_replicas(serving.status()),
+                progress,
+            )
     except (ReplikvError, OSError, ValueError) as problem:
         print(f"replikv replica: error: {problem}", file=sys.stderr)
         return 1
@@ -214,35 +216,6 @@ def _run_replica(args: argparse.Namespace) -> int:
         print(_recovery(failure, args.data), file=sys.stderr)
         return 1
     return 0
-
-
-def _follow_until_stopped(replica: Replica, every: float, report: Any) -> str | None:
-    """Runs until interrupted, or until replication stops for good: returns why it stopped."""
-    tick = 0.2
-    since_report = 0.0
-    fenced_told = ""
-    try:
-        while True:
-            time.sleep(tick)
-            status = replica.status()
-            failure = str(status["last_error"])
-            if status["state"] == "failed" and failure.startswith("fenced"):
-                # Its primary was deposed: a promotion's lead (or `replikv follow`)
-                # re-points it, so it waits rather than exits.
-                if failure != fenced_told:
-                    fenced_told = failure
-                    print(f"waiting to be re-pointed: {failure}", flush=True)
-                continue
-            if status["state"] == "failed":
-                report()
-                return failure
-            since_report += tick
-            if every > 0 and since_report >= every:
-                since_report = 0.0
-                report()
-    except (KeyboardInterrupt, _Stop):
-        print("stopping", flush=True)
-    return None
 
 
 def _recovery(failure: str, data: Path) -> str:

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from . import __version__, _demo_failover
 from ._core import Change, Checksum, Primary, Replica, Store
+from ._operator import add_operator_commands
 from ._serve import add_commands
 from ._store import Key
 from ._verify import add_command as add_verify_command
@@ -99,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(run=_run_demo)
     add_commands(commands)
+    add_operator_commands(commands)
     add_verify_command(commands)
     scrub = commands.add_parser(
         "scrub",

@@ -35,7 +35,7 @@ mod _core {
     #[pymodule_export]
     use super::store::PyStore;
     #[pymodule_export]
-    use super::switchover::PySwitchover;
+    use super::switchover::{request_follow, request_switchover, PySwitchover};
     #[pymodule_export]
     use super::transaction::PyTransaction;
     #[pymodule_export]

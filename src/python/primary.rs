@@ -152,7 +152,21 @@ impl PyPrimary {
         name: Option<String>,
         listen: Option<String>,
     ) -> PyResult<super::switchover::PySwitchover> {
-        super::switchover::switch_over(py, self, to, timeout, name, listen)
+        let switched = super::switchover::switch_over(py, self, Some(to), timeout, name, listen)?;
+        Ok(switched.expect("invariant: a named switchover always reports"))
+    }
+
+    /// Carries out the switchover an operator asked for with `replikv switchover`, if one
+    /// waits (see the stubs).
+    #[pyo3(signature = (*, timeout = 10.0, name = None, listen = None))]
+    fn serve_switchover_request(
+        &self,
+        py: Python<'_>,
+        timeout: f64,
+        name: Option<String>,
+        listen: Option<String>,
+    ) -> PyResult<Option<super::switchover::PySwitchover>> {
+        super::switchover::switch_over(py, self, None, timeout, name, listen)
     }
 
     /// What the promotion that made this primary did, or `None` for a primary started

@@ -10,6 +10,7 @@ use super::errors::{owned, run_detached};
 use super::primary::PyPrimary;
 use super::replica::{default_name, PyReplica};
 use crate::fork::ParentOnly;
+use crate::replication::monitor;
 use crate::replication::replica::{OnDiverge, Replica, ReplicaOptions};
 use crate::store::StoreOptions;
 
@@ -46,15 +47,16 @@ impl PySwitchover {
     }
 }
 
-/// See `Primary.switchover` in the stubs.
+/// See `Primary.switchover` in the stubs; with `to` unset, the switchover an operator
+/// asked for (`Primary.serve_switchover_request`), if one waits.
 pub(super) fn switch_over(
     py: Python<'_>,
     primary: &PyPrimary,
-    to: &str,
+    to: Option<&str>,
     timeout: f64,
     name: Option<String>,
     listen: Option<String>,
-) -> PyResult<PySwitchover> {
+) -> PyResult<Option<PySwitchover>> {
     let store = primary.store.get().store.clone();
     owned(py, &store)?;
     let timeout = seconds("timeout", timeout)?.min(Duration::from_secs(3600));
@@ -65,7 +67,13 @@ pub(super) fn switch_over(
     let core = &primary.primary;
     let listen = listen.unwrap_or_else(|| core.address().to_string());
     let token = core.token().map(str::to_owned);
-    let switched = run_detached(py, || core.switchover(to, &name, timeout))?;
+    let switched = run_detached(py, || match to {
+        Some(to) => core.switchover(to, &name, timeout).map(Some),
+        None => core.serve_switchover_request(&name, timeout).transpose(),
+    })?;
+    let Some(switched) = switched else {
+        return Ok(None);
+    };
     let options = ReplicaOptions {
         primary: switched.address.clone(),
         token,
@@ -78,12 +86,46 @@ pub(super) fn switch_over(
     let following = store.clone();
     let replica = run_detached(py, move || Replica::attach(following, options))?;
     let replica = PyReplica::attached(ParentOnly::new(replica), primary.store.clone_ref(py));
-    Ok(PySwitchover {
+    Ok(Some(PySwitchover {
         to: switched.to,
         address: switched.address,
         epoch: switched.epoch,
         last_lsn: switched.last_lsn,
         paused: switched.paused.as_secs_f64(),
         replica: Py::new(py, replica)?,
+    }))
+}
+
+/// Asks the primary at `address` to hand over to its replica `to` (what `replikv
+/// switchover` does); returns the new primary's address.
+#[pyfunction]
+#[pyo3(signature = (address, to, *, token = None, timeout = 40.0))]
+pub(crate) fn request_switchover(
+    py: Python<'_>,
+    address: &str,
+    to: &str,
+    token: Option<&str>,
+    timeout: f64,
+) -> PyResult<String> {
+    let timeout = seconds("timeout", timeout)?;
+    run_detached(py, || {
+        monitor::request_switchover(address, to, token, timeout).map_err(crate::Error::from)
+    })
+}
+
+/// Tells the replica whose member address is `address` to follow the primary at
+/// `primary` (what `replikv follow` does).
+#[pyfunction]
+#[pyo3(signature = (address, primary, *, token = None, timeout = 5.0))]
+pub(crate) fn request_follow(
+    py: Python<'_>,
+    address: &str,
+    primary: &str,
+    token: Option<&str>,
+    timeout: f64,
+) -> PyResult<()> {
+    let timeout = seconds("timeout", timeout)?;
+    run_detached(py, || {
+        monitor::request_follow(address, primary, token, timeout).map_err(crate::Error::from)
     })
 }

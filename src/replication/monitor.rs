@@ -81,7 +81,8 @@ pub async fn announce_epoch(
             address,
             token,
             timeout,
-            (PeerKind::Monitor, epoch),
+            PeerKind::Monitor.into(),
+            epoch,
             "status report",
         ),
     )
@@ -96,17 +97,75 @@ pub async fn announce_epoch(
     }
 }
 
+/// Asks the primary at `address` to hand over to its replica `to` (`replikv switchover`);
+/// returns the new primary's address once it serves. The primary's owner carries it out
+/// (`replikv primary` does, with `Primary.serve_switchover_request`); `timeout` bounds
+/// the whole wait.
+///
+/// # Errors
+/// As [`fetch_status`]; the primary's refusal (the switchover failed, or its owner takes
+/// no requests), with its reason.
+pub fn request_switchover(
+    address: &str,
+    to: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<String, ReplicationError> {
+    let hello = Ask {
+        kind: PeerKind::Operator,
+        name: to,
+        instruction: None,
+    };
+    match ask(address, token, timeout, hello, "switchover")? {
+        Message::Lead { address } => Ok(address),
+        other => Err(unexpected(other, "the new primary's address")),
+    }
+}
+
+/// Tells the replica whose member address is `address` to follow the primary at
+/// `primary` from now on (`replikv follow`).
+///
+/// # Errors
+/// As [`fetch_status`], at the replica's member address.
+pub fn request_follow(
+    address: &str,
+    primary: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<(), ReplicationError> {
+    let lead = Message::Lead {
+        address: primary.to_owned(),
+    };
+    let hello = Ask {
+        kind: PeerKind::Operator,
+        name: "follow",
+        instruction: Some(lead),
+    };
+    match ask(address, token, timeout, hello, "acknowledgement")? {
+        Message::Lead { address } if address == primary => Ok(()),
+        other => Err(unexpected(other, "an acknowledgement")),
+    }
+}
+
+/// Who asks, by what name, and an instruction sent after the hello, if any.
+struct Ask<'a> {
+    kind: PeerKind,
+    name: &'a str,
+    instruction: Option<Message>,
+}
+
 /// The handshake as `kind`, then the one report the primary sends such a peer.
-fn ask(
+fn ask<'a>(
     address: &str,
     token: Option<&str>,
     timeout: Duration,
-    kind: PeerKind,
+    hello: impl Into<Ask<'a>>,
     what: &str,
 ) -> Result<Message, ReplicationError> {
     let token = token.unwrap_or("").as_bytes();
+    let hello = hello.into();
     runtime().block_on(async {
-        tokio::time::timeout(timeout, exchange(address, token, timeout, (kind, 0), what))
+        tokio::time::timeout(timeout, exchange(address, token, timeout, hello, 0, what))
             .await
             .map_err(|_| NetError::TimedOut {
                 context: format!("no {what} from {address} within {timeout:?}"),
@@ -114,16 +173,37 @@ fn ask(
     })
 }
 
+impl From<PeerKind> for Ask<'_> {
+    fn from(kind: PeerKind) -> Self {
+        Ask {
+            kind,
+            name: "status",
+            instruction: None,
+        }
+    }
+}
+
 async fn exchange(
     address: &str,
     token: &[u8],
     timeout: Duration,
-    (kind, epoch): (PeerKind, u64),
+    ask: Ask<'_>,
+    epoch: u64,
     what: &str,
 ) -> Result<Message, ReplicationError> {
     let (mut reader, mut writer, nonce) = dial(address, timeout, timeout).await?;
-    let hello = holding_nothing(kind, "status", token, &nonce, &handshake::nonce(), epoch);
+    let hello = holding_nothing(
+        ask.kind,
+        ask.name,
+        token,
+        &nonce,
+        &handshake::nonce(),
+        epoch,
+    );
     write_frame(&mut writer, &hello).await?;
+    if let Some(instruction) = &ask.instruction {
+        write_frame(&mut writer, instruction).await?;
+    }
     let report = read_frame_within(&mut reader, timeout, what).await?;
     match report.clone().refusal(0) {
         Some(refused) => Err(refused),

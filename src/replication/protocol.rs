@@ -48,6 +48,10 @@ pub enum PeerKind {
     /// A replica being promoted, at another replica's member address: its `Hello` asks
     /// the member to raise its epoch to the hello's `epoch` ([`Message::Granted`] answers).
     Candidate,
+    /// An operator's one instruction: at a primary, a switchover to the replica its
+    /// `Hello` names (`replikv switchover`); at a replica's member address, a
+    /// [`Message::Lead`] to follow (`replikv follow`). A `Lead` answers either.
+    Operator,
 }
 
 /// Every message of the protocol.
@@ -768,7 +772,8 @@ mod fuzz {
             Just(PeerKind::Consumer),
             Just(PeerKind::Monitor),
             Just(PeerKind::Verifier),
-            Just(PeerKind::Candidate)
+            Just(PeerKind::Candidate),
+            Just(PeerKind::Operator)
         ]
     }
 

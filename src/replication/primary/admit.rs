@@ -223,6 +223,38 @@ async fn authenticate(
     })
 }
 
+/// A peer with one question (a monitor, a verifier, an operator): its answer, and the
+/// connection ends. A candidate has none to ask a primary.
+async fn answer_once<'a>(
+    shared: &Arc<Shared>,
+    writer: &mut Writer,
+    kind: PeerKind,
+    name: String,
+) -> Result<Accepted<'a>, Denied> {
+    let answer = match kind {
+        PeerKind::Monitor => shared.report(),
+        PeerKind::Verifier => {
+            let report = shared
+                .verify(VERIFIER_TIMEOUT)
+                .await
+                .map_err(|e| Denied::new(RefuseCode::Protocol, e.to_string()))?;
+            Message::VerifyReport { report }
+        }
+        PeerKind::Operator => {
+            super::switchover::answer_request(shared, writer, name).await?;
+            return Ok(Accepted::Monitor);
+        }
+        PeerKind::Candidate | PeerKind::Replica | PeerKind::Consumer => {
+            return Err(Denied::new(
+                RefuseCode::Protocol,
+                "this is a primary: a promotion asks the replicas' member addresses",
+            ))
+        }
+    };
+    write_frame(writer, &answer).await?;
+    Ok(Accepted::Monitor)
+}
+
 /// The authenticated part: a monitor gets its report; a replica or consumer gets the
 /// resume decision (its slot created, or pinned for a snapshot) and a welcome.
 async fn welcome<'a>(
@@ -253,17 +285,8 @@ async fn welcome<'a>(
             format!("{peer} has seen epoch {epoch}, newer than this primary's {primary_epoch}"),
         ));
     }
-    if kind == PeerKind::Monitor {
-        write_frame(writer, &shared.report()).await?;
-        return Ok(Accepted::Monitor);
-    }
-    if kind == PeerKind::Verifier {
-        let report = shared
-            .verify(VERIFIER_TIMEOUT)
-            .await
-            .map_err(|e| Denied::new(RefuseCode::Protocol, e.to_string()))?;
-        write_frame(writer, &Message::VerifyReport { report }).await?;
-        return Ok(Accepted::Monitor);
+    if !matches!(kind, PeerKind::Replica | PeerKind::Consumer) {
+        return answer_once(shared, writer, kind, name).await;
     }
     if crate::store::validate_table_name(&name).is_err() {
         return Err(Denied::new(

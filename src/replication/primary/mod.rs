@@ -163,6 +163,8 @@ struct Shared {
     /// A switchover waiting for its target to say it serves: the target's name, and where
     /// to tell its address.
     handing_over: Mutex<Option<(String, tokio::sync::oneshot::Sender<String>)>>,
+    /// A switchover an operator asked for, until the owner carries it out.
+    requested: Mutex<Option<switchover::Request>>,
 }
 
 /// A running primary. [`Primary::close`] stops the server and waits for it; dropping it
@@ -236,6 +238,7 @@ impl Primary {
             verify_links: verify::VerifyLinks::default(),
             members: members::Members::default(),
             handing_over: Mutex::new(None),
+            requested: Mutex::new(None),
         });
         // Subscribed before any replica can connect. Weak: the store holds the listener,
         // and `Shared` holds the store.

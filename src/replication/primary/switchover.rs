@@ -6,12 +6,20 @@
 
 use std::time::{Duration, Instant};
 
+use tokio::sync::oneshot;
+
 use super::{lock, Primary};
 use crate::error::{ReplicationError, Result};
 use crate::net::runtime;
 use crate::replication::handover::Settings;
-use crate::replication::protocol::Message;
+use crate::replication::handshake::Denied;
+use crate::replication::protocol::{write_frame, Message, RefuseCode};
 use crate::store::SyncReplication;
+
+/// How long a switchover request (`replikv switchover`) waits for the primary's owner.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the switchover waits for the operator's answer to be written.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How often the switchover looks at the target's progress.
 const POLL: Duration = Duration::from_millis(1);
@@ -29,6 +37,91 @@ pub struct Switchover {
     pub last_lsn: u64,
     /// How long writes were refused: from the pause until the new primary served.
     pub paused: Duration,
+}
+
+/// A switchover an operator asked for over the wire, waiting for the primary's owner.
+pub(super) struct Request {
+    to: String,
+    answer: oneshot::Sender<Answer>,
+}
+
+/// How a requested switchover went (the new primary's address, or why it failed), and
+/// where the operator's connection says it has written that down.
+struct Answer {
+    outcome: std::result::Result<String, String>,
+    written: oneshot::Sender<()>,
+}
+
+/// Holds an operator's request to hand over to `to` until the primary's owner carries it
+/// out ([`Primary::serve_switchover_request`]), then answers the operator on `writer`:
+/// the new primary's address, or a refusal with the reason.
+///
+/// # Errors
+/// Another request is pending; the answer cannot be written.
+pub(super) async fn answer_request(
+    shared: &super::Shared,
+    writer: &mut super::Writer,
+    to: String,
+) -> std::result::Result<(), Denied> {
+    let (answer, answered) = oneshot::channel();
+    {
+        let mut pending = lock(&shared.requested);
+        if pending.is_some() {
+            return Err(Denied::new(
+                RefuseCode::Busy,
+                "another switchover request is pending",
+            ));
+        }
+        *pending = Some(Request { to, answer });
+    }
+    let (outcome, written) = if let Ok(Ok(Answer { outcome, written })) =
+        tokio::time::timeout(REQUEST_TIMEOUT, answered).await
+    {
+        (outcome, Some(written))
+    } else {
+        lock(&shared.requested).take();
+        let reason = format!(
+            "this primary's owner took no switchover request within {REQUEST_TIMEOUT:?}: \
+                 `replikv primary` takes them; a program serving a Primary calls \
+                 Primary.serve_switchover_request()"
+        );
+        (Err(reason), None)
+    };
+    let reply = match outcome {
+        Ok(address) => Message::Lead { address },
+        Err(reason) => Message::Refused {
+            reason,
+            code: RefuseCode::Protocol,
+            epoch: shared.store.epoch(),
+            fork_lsn: None,
+        },
+    };
+    let wrote = write_frame(writer, &reply).await;
+    if let Some(written) = written {
+        let _ = written.send(());
+    }
+    wrote.map_err(Denied::from)
+}
+
+impl Answer {
+    /// Tells the waiting operator how the switchover went, and waits (briefly) until it
+    /// is written: the server and its connections stop right after.
+    fn send(to: oneshot::Sender<Answer>, outcome: std::result::Result<String, String>) {
+        let (written, done) = oneshot::channel();
+        if to.send(Answer { outcome, written }).is_ok() {
+            let _ = runtime().block_on(async { tokio::time::timeout(ANSWER_TIMEOUT, done).await });
+        }
+    }
+}
+
+/// What [`Primary::hand_over`] came to.
+enum Handed {
+    /// The target serves: this primary closes and follows it.
+    Done(Switchover),
+    /// Nothing changed (writes resumed).
+    Unchanged(crate::Error),
+    /// The target was told to take over and did not confirm: this primary is deposed.
+    Deposed(crate::Error),
 }
 
 fn refused(reason: String) -> crate::Error {
@@ -50,12 +143,55 @@ impl Primary {
     /// `timeout`, this primary is deposed anyway (it may have taken over) and the error
     /// says so.
     pub fn switchover(&self, to: &str, follow_as: &str, timeout: Duration) -> Result<Switchover> {
+        self.switch(to, follow_as, timeout, None)
+    }
+
+    /// Hands over, tells the operator who asked (if one did), then closes this primary
+    /// unless nothing changed.
+    fn switch(
+        &self,
+        to: &str,
+        follow_as: &str,
+        timeout: Duration,
+        requester: Option<oneshot::Sender<Answer>>,
+    ) -> Result<Switchover> {
+        let handed = self.hand_over(to, follow_as, timeout);
+        if let Some(requester) = requester {
+            let outcome = match &handed {
+                Handed::Done(switched) => Ok(switched.address.clone()),
+                Handed::Unchanged(err) | Handed::Deposed(err) => Err(err.to_string()),
+            };
+            Answer::send(requester, outcome);
+        }
+        match handed {
+            Handed::Unchanged(err) => Err(err),
+            Handed::Deposed(err) => {
+                self.close();
+                Err(err)
+            }
+            Handed::Done(switched) => {
+                self.close();
+                self.shared.store.start_following()?;
+                tracing::warn!(to = %switched.to, address = %switched.address, epoch = switched.epoch, paused = ?switched.paused, "switched over");
+                Ok(switched)
+            }
+        }
+    }
+
+    /// Everything up to the target's confirmation, and the lead to the other replicas.
+    fn hand_over(&self, to: &str, follow_as: &str, timeout: Duration) -> Handed {
         let shared = &self.shared;
-        let address = self.member(to, timeout)?;
+        let address = match self.member(to, timeout) {
+            Ok(address) => address,
+            Err(err) => return Handed::Unchanged(err),
+        };
         let started = Instant::now();
-        let last_lsn = shared.store.pause_writes(format!(
+        let last_lsn = match shared.store.pause_writes(format!(
             "a switchover to {to:?} at {address} is under way: retry there in a moment"
-        ))?;
+        )) {
+            Ok(last_lsn) => last_lsn,
+            Err(err) => return Handed::Unchanged(err),
+        };
         // Shipped at once, as for a sync writer, rather than at the next ship interval.
         shared.sync.will_wait(last_lsn);
         let epoch = shared.store.epoch() + 1;
@@ -82,7 +218,7 @@ impl Primary {
         {
             lock(&shared.handing_over).take();
             shared.store.resume_writes();
-            return Err(err);
+            return Handed::Unchanged(err);
         }
         // The target says where it serves, on its link, once it does.
         let answered = runtime()
@@ -92,10 +228,11 @@ impl Primary {
         let paused = started.elapsed();
         // From here this primary never takes a write again, whatever the outcome.
         shared.sync.fence(epoch);
-        shared.store.raise_epoch(epoch)?;
+        if let Err(err) = shared.store.raise_epoch(epoch) {
+            return Handed::Deposed(err);
+        }
         if !answered {
-            self.close();
-            return Err(refused(format!(
+            return Handed::Deposed(refused(format!(
                 "{to:?} was told to take over as the primary of epoch {epoch} but did not \
                  answer within {timeout:?}: this primary is deposed; check {address}"
             )));
@@ -109,10 +246,7 @@ impl Primary {
                 let _ = self.tell(&name, lead, timeout);
             }
         }
-        self.close();
-        shared.store.start_following()?;
-        tracing::warn!(%to, %address, epoch, last_lsn, ?paused, "switched over");
-        Ok(Switchover {
+        Handed::Done(Switchover {
             to: to.to_owned(),
             address,
             epoch,
@@ -143,6 +277,18 @@ impl Primary {
                 "{to:?} {why}: a switchover needs a member to hand over to"
             ))
         })
+    }
+
+    /// Carries out the switchover an operator asked for (`replikv switchover`), if one
+    /// waits, as [`Primary::switchover`] does, and tells the operator how it went.
+    /// `None` if none waits.
+    pub fn serve_switchover_request(
+        &self,
+        follow_as: &str,
+        timeout: Duration,
+    ) -> Option<Result<Switchover>> {
+        let Request { to, answer } = lock(&self.shared.requested).take()?;
+        Some(self.switch(&to, follow_as, timeout, Some(answer)))
     }
 
     /// Waits until `to` has acknowledged `lsn` as durable.

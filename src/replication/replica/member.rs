@@ -92,7 +92,7 @@ async fn answer(
     };
     write_frame(&mut writer, &challenge).await?;
     let Message::Hello {
-        kind: PeerKind::Candidate,
+        kind: kind @ (PeerKind::Candidate | PeerKind::Operator),
         name,
         proof,
         nonce: their_nonce,
@@ -100,11 +100,15 @@ async fn answer(
         ..
     } = read_handshake_frame(&mut reader, STEP_TIMEOUT, "hello").await?
     else {
-        let reason = "this is a replica's member address: only a promotion asks here";
+        let reason = "this is a replica's member address: only a promotion or an operator \
+                      asks here";
         return refuse(&mut writer, RefuseCode::Protocol, store.epoch(), reason).await;
     };
     if !handshake::verify(token, Role::Peer, &nonce, &proof) {
         return refuse(&mut writer, RefuseCode::Auth, store.epoch(), "wrong token").await;
+    }
+    if kind == PeerKind::Operator {
+        return follow_as_told(shared, &mut reader, &mut writer).await;
     }
     let granted = tokio::task::block_in_place(|| grant(shared, store, epoch));
     let (flushed_lsn, history) = match granted {
@@ -203,6 +207,25 @@ async fn serve_candidate(
                 )))
             }
         }
+    }
+}
+
+/// An operator's instruction (`replikv follow`): a lead to follow, echoed once taken.
+async fn follow_as_told(
+    shared: &Shared,
+    reader: &mut OwnedReadHalf,
+    writer: &mut StallWriter<tokio::net::tcp::OwnedWriteHalf>,
+) -> Result<(), ReplicationError> {
+    match read_frame_within(reader, STEP_TIMEOUT, "an instruction").await? {
+        Message::Lead { address } => {
+            tracing::warn!(replica = %shared.options.name, primary = %address, "told to follow");
+            shared.repoint(&address);
+            write_frame(writer, &Message::Lead { address }).await
+        }
+        other => Err(ReplicationError::Protocol(format!(
+            "unexpected instruction (type {})",
+            other.type_byte()
+        ))),
     }
 }
 

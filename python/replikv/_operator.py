@@ -1,0 +1,73 @@
+"""An operator's instructions to running processes: ``replikv switchover`` (hand a
+primary's log to one of its replicas) and ``replikv follow`` (re-point a replica)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from ._core import request_follow, request_switchover
+from ._serve import TOKEN_ENV
+from .exceptions import ReplikvError
+
+
+def add_operator_commands(commands: Any) -> None:
+    """Adds ``switchover`` and ``follow`` to the ``replikv`` parser."""
+    token_help = f"shared token (default: ${TOKEN_ENV})"
+    switchover = commands.add_parser(
+        "switchover",
+        help="hand a running primary's log to one of its replicas, with no loss",
+        description=(
+            "Ask the primary at ADDR (a `replikv primary` process) to hand over to its "
+            "replica NAME (one started with --listen): writes pause at an exact LSN, NAME "
+            "takes over as the primary of the next epoch on its --listen address, the "
+            "other replicas follow it, and the old primary's process goes on as its "
+            "replica. Prints the new primary's address; exits 1 if the switchover failed "
+            "(the reason says whether anything changed)."
+        ),
+    )
+    switchover.add_argument("address", metavar="ADDR", help="the primary's host:port")
+    switchover.add_argument("--to", required=True, metavar="NAME", help="the replica's name")
+    switchover.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=token_help)
+    switchover.add_argument(
+        "--timeout", type=float, default=40.0, metavar="S", help="how long to wait in all"
+    )
+    switchover.set_defaults(run=_run_switchover)
+
+    follow = commands.add_parser(
+        "follow",
+        help="re-point a running replica at another primary",
+        description=(
+            "Tell the replica whose --listen address is ADDR (a `replikv replica` process) "
+            "to follow the primary at PRIMARY from now on, continuing from its own "
+            "position when their histories match (a fork is handled as the replica's "
+            "--resync says)."
+        ),
+    )
+    follow.add_argument("address", metavar="ADDR", help="the replica's --listen host:port")
+    follow.add_argument("--primary", required=True, metavar="PRIMARY", help="host:port")
+    follow.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=token_help)
+    follow.add_argument("--timeout", type=float, default=5.0, metavar="S")
+    follow.set_defaults(run=_run_follow)
+
+
+def _run_switchover(args: argparse.Namespace) -> int:
+    try:
+        address = request_switchover(args.address, args.to, token=args.token, timeout=args.timeout)
+    except (ReplikvError, OSError, ValueError) as failure:
+        print(f"replikv switchover: error: {failure}", file=sys.stderr)
+        return 1
+    print(f"{args.to} is the primary now, at {address}")
+    return 0
+
+
+def _run_follow(args: argparse.Namespace) -> int:
+    try:
+        request_follow(args.address, args.primary, token=args.token, timeout=args.timeout)
+    except (ReplikvError, OSError, ValueError) as failure:
+        print(f"replikv follow: error: {failure}", file=sys.stderr)
+        return 1
+    print(f"the replica at {args.address} follows {args.primary} now")
+    return 0

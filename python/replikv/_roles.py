@@ -1,0 +1,125 @@
+"""What a ``replikv primary`` or ``replikv replica`` process does while its role changes
+under it: a primary that an operator's switchover (``replikv switchover``) hands over goes
+on as the new primary's replica, and a replica that a switchover promotes serves as the
+primary, until the process is stopped (Ctrl-C or SIGTERM)."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from types import FrameType
+
+from ._core import Primary, Replica, Switchover
+
+#: How often the loops look at their role.
+TICK = 0.2
+
+
+class Stop(Exception):
+    """SIGTERM, turned into an exception so that `finally` blocks close what is open."""
+
+
+def stop_on_sigterm() -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise Stop
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def run_roles(
+    role: Primary | Replica,
+    every: float,
+    report_primary: Callable[[Primary], None],
+    report_replica: Callable[[Replica], None],
+) -> str | None:
+    """Serves or follows as `role` says, switching roles as switchovers go, until stopped
+    (returns ``None``) or until replication stops for good (returns why). The roles it
+    takes on after `role` are closed when it returns; `role` is the caller's."""
+    taken: list[Primary | Replica] = []
+    try:
+        while True:
+            if isinstance(role, Primary):
+                switched = serve_until_stopped(role, every, report_primary)
+                if switched is None:
+                    return None
+                print(describe(switched), flush=True)
+                role = switched.replica
+            else:
+                failure = follow_until_stopped(role, every, report_replica)
+                promoted = role.promoted
+                if promoted is None:
+                    return failure
+                print(
+                    f"promoted by a switchover: serving on {promoted.address} "
+                    f"(epoch {promoted.epoch})",
+                    flush=True,
+                )
+                role = promoted
+            taken.append(role)
+    finally:
+        for later in reversed(taken):
+            later.close()
+
+
+def describe(switched: Switchover) -> str:
+    replica = switched.replica
+    return (
+        f"handed over to {switched.to!r} at {switched.address} (epoch {switched.epoch}, "
+        f"writes paused {switched.paused * 1000:.1f} ms); following it as {replica.name!r}, "
+        f"answering members at {replica.listen_address}"
+    )
+
+
+def serve_until_stopped(
+    primary: Primary, every: float, report: Callable[[Primary], None]
+) -> Switchover | None:
+    """Serves until interrupted, or until an operator's switchover hands the log to a
+    replica: returns that switchover."""
+    since_report = 0.0
+    try:
+        while True:
+            time.sleep(TICK)
+            switched = primary.serve_switchover_request()
+            if switched is not None:
+                return switched
+            since_report += TICK
+            if every > 0 and since_report >= every:
+                since_report = 0.0
+                report(primary)
+    except (KeyboardInterrupt, Stop):
+        print("stopping", flush=True)
+    return None
+
+
+def follow_until_stopped(
+    replica: Replica, every: float, report: Callable[[Replica], None]
+) -> str | None:
+    """Follows until interrupted or promoted (returns ``None``), or until replication stops
+    for good: returns why it stopped."""
+    since_report = 0.0
+    fenced_told = ""
+    try:
+        while True:
+            time.sleep(TICK)
+            status = replica.status()
+            failure = str(status["last_error"])
+            if status["state"] == "promoted":
+                return None
+            if status["state"] == "failed" and failure.startswith("fenced"):
+                # Its primary was deposed: a promotion's lead (or `replikv follow`)
+                # re-points it, so it waits rather than exits.
+                if failure != fenced_told:
+                    fenced_told = failure
+                    print(f"waiting to be re-pointed: {failure}", flush=True)
+                continue
+            if status["state"] == "failed":
+                report(replica)
+                return failure
+            since_report += TICK
+            if every > 0 and since_report >= every:
+                since_report = 0.0
+                report(replica)
+    except (KeyboardInterrupt, Stop):
+        print("stopping", flush=True)
+    return None
