@@ -155,3 +155,25 @@ fn a_promotion_whose_members_do_not_listen_is_refused_before_anything_changes() 
     primary.close();
     Ok(())
 }
+
+#[test]
+fn a_replica_restarted_after_its_primary_died_still_asks_the_members() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (_store, primary, eu1, us1) = two_members(dir.path(), 4)?;
+    primary.close();
+    eu1.close()?;
+    // Restarted: no heartbeat will come, but the members' addresses were kept on disk.
+    let options = replikv::replication::replica::ReplicaOptions {
+        listen: Some("127.0.0.1:0".to_owned()),
+        ..replica_options(&primary, None, "eu-1")
+    };
+    let eu1 = Replica::start(dir.path().join("eu-1"), options)?;
+    assert_eq!(eu1.state().primary_peers.len(), 2);
+    let (promoted, promotion) = eu1.promote(primary_options(None), false)?;
+    assert_eq!(promotion.reached, ["eu-1", "us-1"]);
+    eventually("us-1 to follow the promoted replica", || {
+        us1.primary() == promoted.address().to_string()
+    });
+    promoted.close();
+    Ok(())
+}

@@ -6,6 +6,7 @@ mod diverge;
 mod elect;
 mod handover;
 mod member;
+mod members_file;
 mod promote;
 mod session;
 
@@ -207,7 +208,7 @@ impl Replica {
                 primary_epoch: 0,
                 primary_quorum,
                 primary_members,
-                primary_peers: Vec::new(),
+                primary_peers: members_file::load(store.path()),
                 heartbeat: None,
                 oldest_missing_ms: 0,
                 last_error: None,

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::connect::{connect, Writer};
 use super::handover::{take_over, Handover};
-use super::{lock, Shared, IDLE_TIMEOUT};
+use super::{lock, members_file, Shared, IDLE_TIMEOUT};
 use crate::error::{NetError, ReplicationError};
 use crate::net::AbortOnDrop;
 use crate::replication::machine::{ReplicaAction, ReplicaMachine};
@@ -129,6 +129,15 @@ fn observe(shared: &Shared, machine: &ReplicaMachine, message: &Message) {
             let state = lock(&shared.state);
             (state.primary_quorum, state.primary_members)
         };
+        let peers_changed = quorum > 0 && *peers != lock(&shared.state).primary_peers;
+        if peers_changed {
+            // Kept on disk too: a replica restarted after its primary died asks them.
+            let saved =
+                tokio::task::block_in_place(|| members_file::save(shared.store.path(), peers));
+            if let Err(err) = saved {
+                tracing::warn!(error = %err, "could not remember the primary's members");
+            }
+        }
         if quorum > 0 && (quorum, members) != known {
             // On disk before it shows (a change is rare): a replica restarted after its
             // primary died can still promote.
