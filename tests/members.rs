@@ -2,34 +2,17 @@
 //! replicas, either may hold the last acknowledged write, so a promotion must ask the
 //! other, adopt the longer log (fetching what it lacks), and lead the other afterwards.
 
-use std::time::Duration;
-
 use replikv::error::{Error, ReplicationError};
-use replikv::replication::primary::{Primary, PrimaryOptions};
-use replikv::replication::quorum::SyncOptions;
+use replikv::replication::primary::Primary;
 use replikv::replication::replica::Replica;
 use replikv::replication::status::LinkState;
-use replikv::store::{Durability, Store, StoreOptions};
+use replikv::store::{Durability, Store};
 
 mod common;
 
-use common::{eventually, primary_options, put, replica_options, start_member, TestResult};
-
-/// A primary with sync quorum 1 whose heartbeats (quorum, members and their addresses)
-/// come every 20 ms.
-fn primary(dir: &std::path::Path) -> replikv::Result<(Store, Primary)> {
-    let store = Store::open(dir.join("primary"), StoreOptions::default())?;
-    let options = PrimaryOptions {
-        heartbeat_interval: Duration::from_millis(20),
-        sync: SyncOptions {
-            quorum: 1,
-            ..SyncOptions::default()
-        },
-        ..primary_options(None)
-    };
-    let primary = Primary::start(store.clone(), options)?;
-    Ok((store, primary))
-}
+use common::{
+    eventually, fast_primary, primary_options, put, replica_options, start_member, TestResult,
+};
 
 fn sync_writes(store: &Store, prefix: &str, count: usize) -> replikv::Result<()> {
     for i in 0..count {
@@ -47,7 +30,7 @@ fn two_members(
     dir: &std::path::Path,
     writes: usize,
 ) -> replikv::Result<(Store, Primary, Replica, Replica)> {
-    let (store, primary) = primary(dir)?;
+    let (store, primary) = fast_primary(dir, 1)?;
     let eu1 = start_member(dir, &primary, "eu-1")?;
     let us1 = start_member(dir, &primary, "us-1")?;
     eventually("both to register", || primary.status().replicas.len() == 2);
@@ -128,7 +111,7 @@ fn a_member_that_granted_a_newer_epoch_appends_nothing_more_from_the_old_primary
 #[test]
 fn a_promotion_whose_members_do_not_listen_is_refused_before_anything_changes() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let (store, primary) = primary(dir.path())?;
+    let (store, primary) = fast_primary(dir.path(), 1)?;
     let eu1 = start_member(dir.path(), &primary, "eu-1")?;
     // us-1 counts toward the quorum but does not listen: nobody can ask it.
     let us1 = Replica::start(

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use replikv::error::{Error, ReplicationError};
 use replikv::replication::primary::{Primary, PrimaryOptions};
-use replikv::replication::quorum::SyncOptions;
 use replikv::replication::replica::{promote_stopped, OnDiverge, Replica, ReplicaOptions};
 use replikv::replication::status::LinkState;
 use replikv::store::{Durability, Store, StoreOptions};
@@ -14,24 +13,9 @@ use replikv::store::{Durability, Store, StoreOptions};
 mod common;
 
 use common::{
-    eventually, primary_options, put, replica_options, start_member, start_replica, TestResult,
+    eventually, fast_primary, primary_options, put, replica_options, start_member, start_replica,
+    TestResult,
 };
-
-/// A primary serving `<dir>/primary` with sync `quorum`, whose heartbeats (which tell
-/// replicas the quorum and the members) come every 20 ms.
-fn fast_primary(dir: &std::path::Path, quorum: usize) -> replikv::Result<(Store, Primary)> {
-    let store = Store::open(dir.join("primary"), StoreOptions::default())?;
-    let options = PrimaryOptions {
-        heartbeat_interval: Duration::from_millis(20),
-        sync: SyncOptions {
-            quorum,
-            ..SyncOptions::default()
-        },
-        ..primary_options(None)
-    };
-    let primary = Primary::start(store.clone(), options)?;
-    Ok((store, primary))
-}
 
 #[test]
 fn a_promoted_replica_keeps_every_sync_write_and_the_old_primary_accounts_for_the_rest(

@@ -8,15 +8,16 @@ use std::time::Duration;
 
 use replikv::codec::{encode_key, KeyRef};
 use replikv::error::{Error, ReplicationError, StoreError};
-use replikv::replication::primary::{Primary, PrimaryOptions};
-use replikv::replication::quorum::SyncOptions;
+use replikv::replication::primary::Primary;
 use replikv::replication::replica::{Replica, ReplicaOptions};
 use replikv::replication::status::LinkState;
 use replikv::store::{Durability, Store, StoreOptions};
 
 mod common;
 
-use common::{eventually, primary_options, put, replica_options, start_member, TestResult};
+use common::{
+    eventually, fast_primary, primary_options, put, replica_options, start_member, TestResult,
+};
 
 /// Writes sync until told to stop or refused for good; returns the keys whose write
 /// returned, and how many were paused.
@@ -41,16 +42,7 @@ fn write_until_refused(store: &Store, stop: &AtomicBool) -> (Vec<String>, u64) {
 #[test]
 fn a_switchover_under_load_loses_nothing_and_the_old_primary_follows_the_new_one() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let store = Store::open(dir.path().join("primary"), StoreOptions::default())?;
-    let options = PrimaryOptions {
-        heartbeat_interval: Duration::from_millis(20),
-        sync: SyncOptions {
-            quorum: 1,
-            ..SyncOptions::default()
-        },
-        ..primary_options(None)
-    };
-    let primary = Primary::start(store.clone(), options)?;
+    let (store, primary) = fast_primary(dir.path(), 1)?;
     let old_address = primary.address().to_string();
     let eu1 = start_member(dir.path(), &primary, "eu-1")?;
     let us1 = start_member(dir.path(), &primary, "us-1")?;

@@ -8,7 +8,9 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import FrameType
+from typing import TypeVar
 
 from ._core import Primary, Replica, Switchover
 
@@ -76,20 +78,14 @@ def serve_until_stopped(
 ) -> Switchover | None:
     """Serves until interrupted, or until an operator's switchover hands the log to a
     replica: returns that switchover."""
-    since_report = 0.0
-    try:
-        while True:
-            time.sleep(TICK)
-            switched = primary.serve_switchover_request()
-            if switched is not None:
-                return switched
-            since_report += TICK
-            if every > 0 and since_report >= every:
-                since_report = 0.0
-                report(primary)
-    except (KeyboardInterrupt, Stop):
-        print("stopping", flush=True)
-    return None
+    return poll_until_stopped(primary.serve_switchover_request, every, lambda: report(primary))
+
+
+@dataclass(frozen=True)
+class Ended:
+    """Why following ended: `failure` if replication stopped for good, else promoted."""
+
+    failure: str | None
 
 
 def follow_until_stopped(
@@ -97,29 +93,48 @@ def follow_until_stopped(
 ) -> str | None:
     """Follows until interrupted or promoted (returns ``None``), or until replication stops
     for good: returns why it stopped."""
+    told = [""]
+
+    def step() -> Ended | None:
+        status = replica.status()
+        failure = str(status["last_error"])
+        if status["state"] == "promoted":
+            return Ended(None)
+        if status["state"] == "failed" and failure.startswith("fenced"):
+            # Its primary was deposed: a promotion's lead (or `replikv follow`) re-points
+            # it, so it waits rather than exits.
+            if failure != told[0]:
+                told[0] = failure
+                print(f"waiting to be re-pointed: {failure}", flush=True)
+            return None
+        if status["state"] == "failed":
+            report(replica)
+            return Ended(failure)
+        return None
+
+    ended = poll_until_stopped(step, every, lambda: report(replica))
+    return None if ended is None else ended.failure
+
+
+T = TypeVar("T")
+
+
+def poll_until_stopped(
+    step: Callable[[], T | None], every: float, report: Callable[[], None]
+) -> T | None:
+    """Calls `step` every tick until it returns something (returned) or the process is
+    interrupted (``None``), reporting every `every` seconds (never if 0)."""
     since_report = 0.0
-    fenced_told = ""
     try:
         while True:
             time.sleep(TICK)
-            status = replica.status()
-            failure = str(status["last_error"])
-            if status["state"] == "promoted":
-                return None
-            if status["state"] == "failed" and failure.startswith("fenced"):
-                # Its primary was deposed: a promotion's lead (or `replikv follow`)
-                # re-points it, so it waits rather than exits.
-                if failure != fenced_told:
-                    fenced_told = failure
-                    print(f"waiting to be re-pointed: {failure}", flush=True)
-                continue
-            if status["state"] == "failed":
-                report(replica)
-                return failure
+            outcome = step()
+            if outcome is not None:
+                return outcome
             since_report += TICK
             if every > 0 and since_report >= every:
                 since_report = 0.0
-                report(replica)
+                report()
     except (KeyboardInterrupt, Stop):
         print("stopping", flush=True)
     return None

@@ -71,3 +71,22 @@ pub fn start_member(
     };
     Replica::start(dir.join(name), options)
 }
+
+/// A primary serving `<dir>/primary` with sync `quorum`, whose heartbeats (which tell
+/// replicas the quorum and the members) come every 20 ms.
+pub fn fast_primary(
+    dir: &std::path::Path,
+    quorum: usize,
+) -> replikv::Result<(replikv::store::Store, Primary)> {
+    let store = replikv::store::Store::open(dir.join("primary"), StoreOptions::default())?;
+    let options = PrimaryOptions {
+        heartbeat_interval: Duration::from_millis(20),
+        sync: replikv::replication::quorum::SyncOptions {
+            quorum,
+            ..replikv::replication::quorum::SyncOptions::default()
+        },
+        ..primary_options(None)
+    };
+    let primary = Primary::start(store.clone(), options)?;
+    Ok((store, primary))
+}
