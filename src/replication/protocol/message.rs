@@ -1,0 +1,341 @@
+//! The protocol's messages: what each peer kind may say, and refusals as errors.
+
+use serde_bytes::ByteBuf;
+use serde_derive::{Deserialize, Serialize};
+
+use crate::error::ReplicationError;
+use crate::follow::SumsAt;
+use crate::replication::status::{ReplicaLink, SyncState};
+use crate::replication::verify::VerifyReport;
+
+/// What a connecting peer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerKind {
+    /// A replica: holds a durable slot and a copy of the data.
+    Replica,
+    /// A consumer (a cache node, an analytics reader): no slot, no data.
+    Consumer,
+    /// A monitor (`replikv status`): gets one status report, then the connection ends.
+    Monitor,
+    /// A verifier (`replikv verify`): gets one [`Message::VerifyReport`], then the
+    /// connection ends.
+    Verifier,
+    /// A replica being promoted, at another replica's member address: its `Hello` asks
+    /// the member to raise its epoch to the hello's `epoch` ([`Message::Granted`] answers).
+    Candidate,
+    /// An operator's one instruction: at a primary, a switchover to the replica its
+    /// `Hello` names (`replikv switchover`); at a replica's member address, a
+    /// [`Message::Lead`] to follow (`replikv follow`). A `Lead` answers either.
+    Operator,
+}
+
+/// Every message of the protocol.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    /// Primary -> peer, first: a fresh nonce to prove the token with.
+    Challenge {
+        /// 32 random bytes.
+        nonce: ByteBuf,
+    },
+    /// Peer -> primary: who it is, proof of the token, and where it stands.
+    Hello {
+        /// Replica or consumer.
+        kind: PeerKind,
+        /// Its name (a replica's slot name).
+        name: String,
+        /// HMAC-SHA256 of the primary's nonce under the token.
+        proof: ByteBuf,
+        /// A nonce of its own, for the primary to prove the token back.
+        nonce: ByteBuf,
+        /// The highest epoch it has seen.
+        epoch: u64,
+        /// The last LSN durable in its log (its resume point).
+        flushed_lsn: u64,
+        /// `(epoch, crc)` of its entry at `flushed_lsn`, compared with the primary's.
+        flushed_id: (u64, u32),
+        /// The lineage of its store's history (see `Store::lineage`).
+        lineage: u64,
+        /// Whether it fsyncs its log, so that its acks may count toward a quorum. Absent
+        /// (an older peer): it does not count.
+        #[serde(default)]
+        fsync: bool,
+        /// The epochs its log went through, `(epoch, start_lsn)`: where it forks from the
+        /// primary's history is the first LSN they disagree on. Absent (an older peer):
+        /// only the entry at `flushed_lsn` is compared.
+        #[serde(default)]
+        history: Vec<(u64, u64)>,
+        /// Where it answers other members (a promotion asks there), and where it serves
+        /// replication once promoted; `None` if it does not listen.
+        #[serde(default)]
+        listen: Option<String>,
+    },
+    /// Primary -> peer: accepted; a snapshot (if `snapshot`) and then entries follow.
+    Welcome {
+        /// HMAC-SHA256 of the peer's nonce under the token.
+        proof: ByteBuf,
+        /// The primary's epoch.
+        epoch: u64,
+        /// The primary's last LSN.
+        last_lsn: u64,
+        /// The peer's position is no longer in the log: a snapshot comes first.
+        snapshot: bool,
+        /// The primary's lineage, which an empty replica takes on.
+        lineage: u64,
+    },
+    /// Primary -> replica: a snapshot of every table at `lsn` starts.
+    SnapshotBegin {
+        /// The LSN the snapshot reflects; entries after it follow the snapshot.
+        lsn: u64,
+        /// The epoch at that LSN.
+        epoch: u64,
+        /// The identity `(epoch, crc)` of the entry at `lsn`.
+        id: (u64, u32),
+        /// The primary's lineage.
+        lineage: u64,
+        /// Each table's name, row count and checksum, to check the copy against.
+        tables: Vec<(String, u64, u64)>,
+        /// The epochs the primary's log went through up to `lsn` (absent from an older
+        /// primary, whose log was all epoch 1).
+        #[serde(default)]
+        history: Vec<(u64, u64)>,
+    },
+    /// Primary -> replica: rows of one table, in key order.
+    SnapshotRows {
+        /// The table.
+        table: String,
+        /// Keys and values as stored.
+        rows: Vec<(ByteBuf, ByteBuf)>,
+    },
+    /// Primary -> replica: the snapshot is complete.
+    SnapshotEnd,
+    /// Either side: the connection is refused or ended, and why.
+    Refused {
+        /// Why, for a person.
+        reason: String,
+        /// Why, for a program.
+        code: RefuseCode,
+        /// The sender's epoch (0 from an older peer): a fencing refusal's newer epoch.
+        #[serde(default)]
+        epoch: u64,
+        /// For a divergence: the first LSN at which the histories differ, if known.
+        #[serde(default)]
+        fork_lsn: Option<u64>,
+    },
+    /// Primary -> replica: whole entries with consecutive LSNs, as the log stores them.
+    Entries {
+        /// Entry payloads.
+        payloads: Vec<ByteBuf>,
+        /// The sender's epoch (0 from an older primary: not checked). A replica that has
+        /// seen a newer epoch refuses the frame: its sender is deposed.
+        #[serde(default)]
+        epoch: u64,
+    },
+    /// Primary -> replica: a slice of an entry too large for one frame.
+    EntryPart {
+        /// The entry's total size in bytes.
+        total: u64,
+        /// Where this slice starts.
+        offset: u64,
+        /// The slice.
+        data: ByteBuf,
+        /// The entry's LSN, so that a slice of another entry is never glued on (0 from a
+        /// primary that predates the field: the size is then the only check).
+        #[serde(default)]
+        lsn: u64,
+    },
+    /// Replica -> primary: cumulative acknowledgement.
+    Ack {
+        /// Last LSN durable in the replica's log.
+        flushed_lsn: u64,
+        /// Last LSN its readers see.
+        applied_lsn: u64,
+    },
+    /// Primary -> monitor: the primary's position and its replicas.
+    Status {
+        /// The primary's last LSN.
+        last_lsn: u64,
+        /// Its epoch.
+        epoch: u64,
+        /// Connections refused since it started.
+        rejected: u64,
+        /// Every replica it has seen.
+        replicas: Vec<ReplicaLink>,
+        /// Whether sync writes can complete (absent from older primaries, which cannot
+        /// take sync writes: unavailable).
+        #[serde(default)]
+        sync_state: SyncState,
+    },
+    /// Primary -> replica: the primary's position and clock, sent when idle too, so that
+    /// lag in seconds is measured against one clock.
+    Heartbeat {
+        /// The primary's last visible LSN.
+        last_lsn: u64,
+        /// Commit time of the oldest entry this peer has not acknowledged (ms since the
+        /// Unix epoch, primary's clock; 0 when it has them all): its lag starts there.
+        /// Exact for an entry shipped to it; for one not shipped yet, when the primary saw
+        /// it become visible (at most about one `ship_interval` after its commit).
+        oldest_missing_ms: u64,
+        /// The primary's clock now (ms since the Unix epoch).
+        now_ms: u64,
+        /// The sender's epoch, as in `Entries`.
+        #[serde(default)]
+        epoch: u64,
+        /// Its sync quorum, and how many registered replicas could count toward it (0
+        /// from an older primary): what a promotion must reach, `members - quorum + 1`.
+        #[serde(default)]
+        quorum: u64,
+        /// See `quorum`.
+        #[serde(default)]
+        members: u64,
+        /// The replicas that count toward the quorum and listen for other members:
+        /// `(name, address)`, which a promotion asks to raise their epoch.
+        #[serde(default)]
+        peers: Vec<(String, String)>,
+    },
+    /// Primary -> replica: send your recent per-table sums (answered once the entries
+    /// received before it are applied).
+    VerifyRequest {
+        /// Names the request, for the reply.
+        id: u64,
+        /// Sums taken before this LSN are of no use to the primary (it no longer has its own).
+        since_lsn: u64,
+    },
+    /// Replica -> primary: its recent per-table sums, oldest first.
+    VerifyReply {
+        /// The request's id.
+        id: u64,
+        /// Sums at LSNs at or after the request's `since_lsn`.
+        sums: Vec<SumsAt>,
+    },
+    /// Primary -> verifier: how its replicas' tables compare with its own.
+    VerifyReport {
+        /// The comparison, per replica and table.
+        report: VerifyReport,
+    },
+    /// Member -> candidate: it proved the token back and durably raised its epoch to the
+    /// candidate's; this is its log, which it no longer extends from an older primary.
+    Granted {
+        /// HMAC-SHA256 of the candidate's nonce under the token.
+        proof: ByteBuf,
+        /// The last LSN durable in its log.
+        flushed_lsn: u64,
+        /// The epochs its log went through, `(epoch, start_lsn)`.
+        history: Vec<(u64, u64)>,
+        /// Whether it fsyncs its log (counts toward the quorum).
+        counted: bool,
+    },
+    /// Candidate -> member: send the entries after `after_lsn` up to `up_to_lsn` (as
+    /// `Entries` and `EntryPart` frames).
+    Fetch {
+        /// The candidate's last LSN.
+        after_lsn: u64,
+        /// The last LSN it needs.
+        up_to_lsn: u64,
+    },
+    /// Candidate -> member, or primary -> replica after a switchover: the primary is at
+    /// `address` now; follow it.
+    Lead {
+        /// The new primary's address.
+        address: String,
+    },
+    /// Primary -> the replica a switchover hands over to, after every entry, with writes
+    /// paused: become the primary of `epoch` after `last_lsn`, with these settings.
+    Handover {
+        /// The new epoch.
+        epoch: u64,
+        /// The old primary's last LSN, which the replica has acknowledged.
+        last_lsn: u64,
+        /// The old primary's settings.
+        settings: crate::replication::handover::Settings,
+        /// The replicas that counted toward the old primary's quorum (the old primary
+        /// itself among them, under the name it follows with, and not the receiver): the
+        /// new primary expects them, so that a sync write waits for them rather than
+        /// being refused before they reconnect.
+        members: Vec<String>,
+    },
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefuseCode {
+    /// The token proof did not verify.
+    Auth,
+    /// The peer's history forks from the primary's at its resume point.
+    Diverged,
+    /// The peer's resume point is no longer in the primary's log.
+    NeedsSnapshot,
+    /// The peer's epoch is newer than the primary's: the primary is deposed.
+    Fenced,
+    /// Anything else the protocol does not allow.
+    Protocol,
+    /// The primary is at a connection limit: retry later. (Peers older than this code
+    /// cannot decode it, and retry as for any undecodable frame.)
+    Busy,
+}
+
+impl RefuseCode {
+    /// The error a peer reports for a refusal with this code; `epoch` is the newest epoch
+    /// known (what a fencing refusal is about), `fork_lsn` where a divergence starts.
+    #[must_use]
+    pub fn into_error(self, reason: String, epoch: u64, fork_lsn: Option<u64>) -> ReplicationError {
+        match self {
+            RefuseCode::Auth => ReplicationError::Auth(reason),
+            RefuseCode::Diverged => ReplicationError::Diverged { fork_lsn, reason },
+            RefuseCode::NeedsSnapshot => ReplicationError::NeedsSnapshot(reason),
+            RefuseCode::Fenced => ReplicationError::Fenced { epoch, reason },
+            RefuseCode::Protocol | RefuseCode::Busy => ReplicationError::Refused { reason },
+        }
+    }
+}
+
+/// The error for a message that is not the one `expected`: the refusal it carries, or a
+/// protocol error.
+#[must_use]
+pub fn unexpected(message: Message, expected: &str) -> ReplicationError {
+    message
+        .refusal(0)
+        .unwrap_or_else(|| ReplicationError::Protocol(format!("expected {expected}")))
+}
+
+impl Message {
+    /// The error a refusal stands for (`None` for any other message); `known_epoch` is the
+    /// newest epoch the receiver knows of, for a fencing refusal from an older sender.
+    #[must_use]
+    pub fn refusal(self, known_epoch: u64) -> Option<ReplicationError> {
+        match self {
+            Message::Refused {
+                reason,
+                code,
+                epoch,
+                fork_lsn,
+            } => Some(code.into_error(reason, epoch.max(known_epoch), fork_lsn)),
+            _ => None,
+        }
+    }
+
+    /// The frame type byte of this message.
+    #[must_use]
+    pub fn type_byte(&self) -> u8 {
+        match self {
+            Message::Challenge { .. } => 1,
+            Message::Hello { .. } => 2,
+            Message::Welcome { .. } => 3,
+            Message::Refused { .. } => 4,
+            Message::Entries { .. } => 5,
+            Message::EntryPart { .. } => 6,
+            Message::Ack { .. } => 7,
+            Message::Heartbeat { .. } => 8,
+            Message::Status { .. } => 9,
+            Message::SnapshotBegin { .. } => 10,
+            Message::SnapshotRows { .. } => 11,
+            Message::SnapshotEnd => 12,
+            Message::VerifyRequest { .. } => 13,
+            Message::VerifyReply { .. } => 14,
+            Message::VerifyReport { .. } => 15,
+            Message::Granted { .. } => 16,
+            Message::Fetch { .. } => 17,
+            Message::Lead { .. } => 18,
+            Message::Handover { .. } => 19,
+        }
+    }
+}
