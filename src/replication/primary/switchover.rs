@@ -185,6 +185,12 @@ impl Primary {
             Ok(address) => address,
             Err(err) => return Handed::Unchanged(err),
         };
+        // Most of the catching up happens before the pause: a target that lags by a long
+        // backlog would otherwise hold writes for all of it; one that cannot catch up is
+        // found before any write waits.
+        if let Err(err) = self.caught_up(to, shared.store.last_lsn(), timeout) {
+            return Handed::Unchanged(err);
+        }
         let started = Instant::now();
         let last_lsn = match shared.store.pause_writes(format!(
             "a switchover to {to:?} at {address} is under way: retry there in a moment"
@@ -304,8 +310,8 @@ impl Primary {
             Ok(())
         } else {
             Err(refused(format!(
-                "{to:?} did not hold LSN {lsn} within {timeout:?} (it holds {}): writes \
-                 resumed here",
+                "{to:?} did not hold LSN {lsn} within {timeout:?} (it holds {}): nothing \
+                 changed, and writes go on here",
                 acked()
             )))
         }
