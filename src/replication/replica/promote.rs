@@ -257,6 +257,18 @@ impl Replica {
                 ));
             }
         }
+        // Another promotion may have asked this replica meanwhile (its member server still
+        // answers): then it lost, and it stays a replica.
+        if self.store.epoch() > plan.epoch {
+            self.start_task();
+            return Err(refused(
+                self.name(),
+                &format!(
+                    "epoch {} was granted to another promotion while this one ran",
+                    self.store.epoch()
+                ),
+            ));
+        }
         // A primary answers no promotion: its member address may be the one it serves at.
         self.stop_member_server();
         self.store.stop_following()?;
