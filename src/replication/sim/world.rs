@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 
 use super::clock::{SimRng, Timeline};
 use super::disk::SimDisk;
-use super::invariants::{Trace, Violation};
+use super::invariants::{describe, Trace, Violation};
 use super::network::{Frame, Network, Side};
 use super::peer::Node;
 use super::{Config, Failure, FaultCounts, Report};
@@ -203,7 +203,7 @@ impl World {
         while let Some((sequence, event)) = self.timeline.pop() {
             self.report.steps += 1;
             self.trace
-                .record(self.report.steps, self.timeline.now(), &event);
+                .push(self.report.steps, self.timeline.now(), event.clone());
             let outcome = if self.timeline.now() > deadline {
                 Err(self.lagging())
             } else {
@@ -239,14 +239,12 @@ impl World {
     }
 
     fn fail(&self, violation: Violation) -> Failure {
-        Failure {
-            seed: self.seed,
-            step: self.report.steps,
-            at: self.timeline.now(),
-            invariant: violation.invariant,
-            detail: violation.detail,
-            trace_tail: self.trace.tail(),
-        }
+        violation.failure(
+            self.seed,
+            (self.report.steps, self.timeline.now()),
+            self.trace.tail(describe),
+            self.config.replay_command(self.seed),
+        )
     }
 
     fn handle(&mut self, event: Event) -> Result<(), Violation> {

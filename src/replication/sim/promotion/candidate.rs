@@ -23,10 +23,18 @@ pub(super) struct Candidacy {
 
 impl World {
     fn candidacy(&mut self, member: usize, epoch: u64) -> Option<&mut Candidacy> {
-        match &mut self.members[member].role {
-            Role::Candidate(candidacy) if candidacy.epoch == epoch => Some(candidacy),
+        match self.role_in(member, epoch)? {
+            Role::Candidate(candidacy) => Some(candidacy),
             _ => None,
         }
+    }
+
+    /// Schedules `timeout`, made for `member`'s current incarnation, for when a candidate
+    /// stops waiting for answers or entries.
+    fn time_out(&mut self, member: usize, timeout: impl FnOnce(u64) -> Event) {
+        let incarnation = self.members[member].incarnation;
+        let wait = 6 * self.params.max_delay + 2_000;
+        self.timeline.after(wait, timeout(incarnation));
     }
 
     /// `member` starts a promotion, for the epoch after the newest it has seen.
@@ -71,14 +79,11 @@ impl World {
                 return Ok(());
             }
         }
-        let incarnation = self.members[member].incarnation;
-        let wait = 6 * self.params.max_delay + 2_000;
-        let timeout = Event::AskTimeout {
+        self.time_out(member, |incarnation| Event::AskTimeout {
             member,
             incarnation,
             epoch,
-        };
-        self.timeline.after(wait, timeout);
+        });
         // Alone, its own grant may already decide.
         self.decide(member, epoch, false)
     }
@@ -170,14 +175,11 @@ impl World {
             candidacy.fetching = Some(plan);
         }
         self.send(member, source, Msg::Fetch { epoch, from, to });
-        let incarnation = self.members[member].incarnation;
-        let wait = 6 * self.params.max_delay + 2_000;
-        let timeout = Event::FetchTimeout {
+        self.time_out(member, |incarnation| Event::FetchTimeout {
             member,
             incarnation,
             epoch,
-        };
-        self.timeline.after(wait, timeout);
+        });
         Ok(())
     }
 

@@ -38,11 +38,7 @@ impl fmt::Display for Invariant {
 }
 
 /// An invariant that failed, and what was seen.
-#[derive(Debug)]
-pub(super) struct Violation {
-    pub invariant: Invariant,
-    pub detail: String,
-}
+pub(super) type Violation = super::super::report::Violation<Invariant>;
 
 /// A sync write acknowledged to its writer.
 #[derive(Debug, Clone, Copy)]

@@ -38,8 +38,8 @@ impl Leading {
 
 impl World {
     fn leading(&mut self, member: usize, epoch: u64) -> Option<&mut Leading> {
-        match &mut self.members[member].role {
-            Role::Primary(leading) if leading.epoch == epoch => Some(leading),
+        match self.role_in(member, epoch)? {
+            Role::Primary(leading) => Some(leading),
             _ => None,
         }
     }

@@ -166,15 +166,12 @@ impl World {
     }
 
     fn fail(&self, violation: Violation) -> Failure {
-        Failure {
-            seed: self.seed,
-            step: self.report.steps,
-            at: self.timeline.now(),
-            invariant: violation.invariant,
-            detail: violation.detail,
-            trace_tail: self.trace.tail(),
-            replay: self.config.replay_command(self.seed),
-        }
+        violation.failure(
+            self.seed,
+            (self.report.steps, self.timeline.now()),
+            self.trace.tail(),
+            self.config.replay_command(self.seed),
+        )
     }
 
     fn handle(&mut self, event: Event) -> Result<(), Violation> {
@@ -342,6 +339,17 @@ impl World {
         self.promotions_left -= 1;
         let at = after + self.rng.between(1_000, 10_000);
         self.timeline.after(at, Event::Promote { member });
+    }
+
+    /// `member`'s role, while it is a candidate or primary of `epoch`.
+    pub fn role_in(&mut self, member: usize, epoch: u64) -> Option<&mut Role> {
+        let role = &mut self.members[member].role;
+        let of_epoch = match role {
+            Role::Follower => None,
+            Role::Candidate(candidacy) => Some(candidacy.epoch),
+            Role::Primary(leading) => Some(leading.epoch),
+        };
+        (of_epoch == Some(epoch)).then_some(role)
     }
 
     /// The bugs planted in this run (none outside tests).
