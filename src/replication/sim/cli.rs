@@ -2,6 +2,7 @@
 //! `--flag N` pairs, of which `--seeds` and `--start` choose the seeds and the others set
 //! the simulator's own configuration; and the command that replays one seed.
 
+use std::fmt::Write;
 use std::ops::Range;
 use std::process::ExitCode;
 
@@ -84,7 +85,8 @@ pub(crate) fn replay_command(example: &str, seed: u64, flags: &[(&str, u64)]) ->
          --start {seed}"
     );
     for (flag, value) in flags {
-        command.push_str(&format!(" --{flag} {value}"));
+        // Writing to a String cannot fail.
+        let _ = write!(command, " --{flag} {value}");
     }
     command
 }

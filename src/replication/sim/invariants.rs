@@ -56,13 +56,13 @@ impl World {
                 .iter()
                 .filter(|n| n.counts() && n.disk.durable_lsn() >= lsn)
                 .count();
-            if holding < self.config.quorum {
+            if holding < self.sim.config.quorum {
                 return Err(Violation::new(
                     Invariant::SyncWriteDurable,
                     format!(
                         "{what} is {lsn}, fsynced on {holding} counting replicas of the \
                          quorum {} (durable: {})",
-                        self.config.quorum,
+                        self.sim.config.quorum,
                         self.positions(|n| n.disk.durable_lsn())
                     ),
                 ));
@@ -115,7 +115,7 @@ impl World {
             .iter()
             .filter(|n| n.counts() && n.disk.checksum(lsn) == expected)
             .count();
-        if holding >= self.config.quorum {
+        if holding >= self.sim.config.quorum {
             return Ok(());
         }
         Err(Violation::new(
@@ -123,7 +123,7 @@ impl World {
             format!(
                 "the primary is lost and only {holding} counting replicas hold sync write \
                  {lsn} (quorum {}); their logs: {}",
-                self.config.quorum,
+                self.sim.config.quorum,
                 self.positions(|n| n.disk.len())
             ),
         ))

@@ -27,6 +27,7 @@ mod peer;
 mod primary;
 pub mod promotion;
 mod report;
+mod seeded;
 mod trace;
 mod world;
 

@@ -123,7 +123,7 @@ impl World {
             forced,
         };
         self.shadow.began.push(began);
-        let (step, now) = (self.report.steps, self.timeline.now());
+        let (step, now) = (self.report.steps, self.sim.timeline.now());
         self.trace.began(step, now, member, epoch);
         for acked in self.shadow.acked.clone() {
             self.kept(acked, began)?;

@@ -54,9 +54,10 @@ pub struct Config {
     /// writes may then be lost (and are counted, not flagged). Only with one candidate:
     /// two forced promotions can both win one epoch, and no rule could stop them.
     pub force: bool,
-    /// How long writers write and faults strike, in simulated microseconds.
+    /// How long a run lasts, in simulated microseconds: writers write and faults strike
+    /// until its end.
     pub run_for: Micros,
-    /// Bugs planted on purpose, to prove the simulator catches them.
+    /// Rules broken on purpose, to prove the simulator catches each.
     #[cfg(test)]
     pub(crate) planted: Planted,
 }
