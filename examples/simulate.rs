@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use replikv::replication::sim::cli::Seeds;
 use replikv::replication::sim::{Config, Failure, Simulation};
 
 const USAGE: &str = "usage: simulate [--seeds N] [--start S] [--replicas K] [--quorum Q] \
@@ -19,42 +20,32 @@ const USAGE: &str = "usage: simulate [--seeds N] [--start S] [--replicas K] [--q
 
 /// What the command line asked for.
 struct Args {
-    seeds: u64,
-    start: u64,
+    seeds: Seeds<Config>,
     threads: usize,
-    config: Config,
 }
 
-fn parse() -> Result<Args, String> {
-    let mut args = Args {
-        seeds: 1_000,
-        start: 0,
-        threads: std::thread::available_parallelism().map_or(1, usize::from),
-        config: Config::default(),
-    };
-    let mut words = std::env::args().skip(1);
-    while let Some(flag) = words.next() {
-        let value = words
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value"))?;
-        let number: u64 = value
-            .parse()
-            .map_err(|_| format!("{flag} wants a number, got {value:?}"))?;
-        match flag.as_str() {
-            "--seeds" => args.seeds = number,
-            "--start" => args.start = number,
-            "--threads" => args.threads = (number as usize).max(1),
-            "--replicas" => args.config.replicas = number as usize,
-            "--quorum" => args.config.quorum = number as usize,
-            "--lazy" => args.config.lazy_replicas = number as usize,
-            "--consumers" => args.config.consumers = number as usize,
-            _ => return Err(format!("unknown flag {flag}")),
+fn parse() -> Result<Args, ExitCode> {
+    let mut threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let flag = |config: &mut Config, flag: &str, number: u64| {
+        match flag {
+            "--threads" => threads = (number as usize).max(1),
+            "--replicas" => config.replicas = number as usize,
+            "--quorum" => config.quorum = number as usize,
+            "--lazy" => config.lazy_replicas = number as usize,
+            "--consumers" => config.consumers = number as usize,
+            _ => return false,
         }
-    }
-    if !(1..=args.config.replicas).contains(&args.config.quorum) {
-        return Err("--quorum must be between 1 and --replicas".into());
-    }
-    Ok(args)
+        true
+    };
+    let check = |config: &Config| {
+        if (1..=config.replicas).contains(&config.quorum) {
+            Ok(())
+        } else {
+            Err("--quorum must be between 1 and --replicas".into())
+        }
+    };
+    let seeds = Seeds::from_args(USAGE, flag, check)?;
+    Ok(Args { seeds, threads })
 }
 
 /// What the workers share: the next seed to run, totals, and the lowest failing seed.
@@ -101,16 +92,12 @@ fn work(shared: &Shared, config: &Config, end: u64) {
 fn main() -> ExitCode {
     let args = match parse() {
         Ok(args) => args,
-        Err(problem) => {
-            eprintln!("{problem}\n{USAGE}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    let config = &args.config;
-    let end = args.start + args.seeds;
+    let config = &args.seeds.config;
+    let (start, end) = (args.seeds.start, args.seeds.range().end);
     println!(
-        "seeds {}..{end} on {} threads: {} replicas (quorum {}), {} without fsync, {} consumers",
-        args.start,
+        "seeds {start}..{end} on {} threads: {} replicas (quorum {}), {} without fsync, {} consumers",
         args.threads,
         config.replicas,
         config.quorum,
@@ -118,7 +105,7 @@ fn main() -> ExitCode {
         config.consumers
     );
     let shared = Shared {
-        next: AtomicU64::new(args.start),
+        next: AtomicU64::new(start),
         done: AtomicU64::new(0),
         writes: AtomicU64::new(0),
         primary_lost: AtomicU64::new(0),
@@ -146,7 +133,6 @@ fn main() -> ExitCode {
     });
     if let Some(failure) = shared.failure.into_inner().expect("no worker panicked") {
         eprintln!("{failure}");
-        eprintln!("replay: {}", config.replay_command(failure.seed));
         return ExitCode::FAILURE;
     }
     let done = shared.done.load(Ordering::Relaxed);

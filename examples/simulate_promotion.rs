@@ -10,43 +10,24 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
+use replikv::replication::sim::cli::Seeds;
 use replikv::replication::sim::promotion::{Config, Simulation};
 
 const USAGE: &str = "usage: simulate_promotion [--seeds N] [--start S] [--members M] \
                      [--quorum Q] [--candidates 1|2] [--force 0|1]";
 
-/// What the command line asked for.
-struct Args {
-    seeds: u64,
-    start: u64,
-    config: Config,
+fn flag(config: &mut Config, flag: &str, number: u64) -> bool {
+    match flag {
+        "--members" => config.members = number as usize,
+        "--quorum" => config.quorum = number as usize,
+        "--candidates" => config.candidates = number as usize,
+        "--force" => config.force = number != 0,
+        _ => return false,
+    }
+    true
 }
 
-fn parse() -> Result<Args, String> {
-    let mut args = Args {
-        seeds: 1_000,
-        start: 0,
-        config: Config::default(),
-    };
-    let mut words = std::env::args().skip(1);
-    while let Some(flag) = words.next() {
-        let value = words
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value"))?;
-        let number: u64 = value
-            .parse()
-            .map_err(|_| format!("{flag} wants a number, got {value:?}"))?;
-        match flag.as_str() {
-            "--seeds" => args.seeds = number,
-            "--start" => args.start = number,
-            "--members" => args.config.members = number as usize,
-            "--quorum" => args.config.quorum = number as usize,
-            "--candidates" => args.config.candidates = number as usize,
-            "--force" => args.config.force = number != 0,
-            _ => return Err(format!("unknown flag {flag}")),
-        }
-    }
-    let config = &args.config;
+fn check(config: &Config) -> Result<(), String> {
     if config.members < 2 || !(1..=config.members).contains(&config.quorum) {
         return Err("--members must be at least 2, --quorum between 1 and --members".into());
     }
@@ -56,23 +37,19 @@ fn parse() -> Result<Args, String> {
     if config.force && config.candidates != 1 {
         return Err("--force 1 runs one candidate".into());
     }
-    Ok(args)
+    Ok(())
 }
 
 fn main() -> ExitCode {
-    let args = match parse() {
+    let args = match Seeds::from_args(USAGE, flag, check) {
         Ok(args) => args,
-        Err(problem) => {
-            eprintln!("{problem}\n{USAGE}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let config = &args.config;
-    let end = args.start + args.seeds;
-    println!("seeds {}..{end}: {config:?}", args.start);
+    println!("seeds {:?}: {config:?}", args.range());
     let started = Instant::now();
     let (mut promotions, mut acked, mut forced_losses) = (0, 0, 0);
-    for seed in args.start..end {
+    for seed in args.range() {
         match Simulation::run(seed, config) {
             Ok(report) => {
                 promotions += report.promotions;

@@ -19,9 +19,9 @@ impl World {
         };
         let (node, link) = (conn.node, conn.link.clone());
         let delay = self.delay();
-        let now = self.timeline.now();
-        if !self.healed && self.rng.chance(self.params.stale_per_mille) {
-            let late = delay + self.rng.between(self.params.max_delay, 200_000);
+        let now = self.sim.timeline.now();
+        if !self.healed && self.sim.rng.chance(self.sim.params.stale_per_mille) {
+            let late = delay + self.sim.rng.between(self.sim.params.max_delay, 200_000);
             let stale = Event::Stale {
                 node,
                 generation,
@@ -29,7 +29,7 @@ impl World {
                 link,
                 frame: frame.clone(),
             };
-            self.timeline.after(late, stale);
+            self.sim.timeline.after(late, stale);
         }
         // Entry frames, whole or in parts: every part names its entry's LSN, so a repeated
         // tail of an equal-size entry at the same offset is refused too (seed 88702 of a
@@ -38,27 +38,28 @@ impl World {
             frame,
             Frame::Wire(Message::Entries { .. } | Message::EntryPart { .. })
         );
-        let misorder = entries && !self.healed && self.rng.chance(self.params.misorder_per_mille);
+        let misorder =
+            entries && !self.healed && self.sim.rng.chance(self.sim.params.misorder_per_mille);
         if misorder {
             self.report.faults.misordered += 1;
-            if self.rng.chance(500) {
+            if self.sim.rng.chance(500) {
                 // A copy that arrives after frames sent later.
-                let extra = self.rng.between(1, 3 * self.params.max_delay);
+                let extra = self.sim.rng.between(1, 3 * self.sim.params.max_delay);
                 let copy = Event::Deliver {
                     generation,
                     to,
                     frame: frame.clone(),
                 };
-                self.timeline.after(delay + extra, copy);
+                self.sim.timeline.after(delay + extra, copy);
             } else {
                 // A frame that overtakes the ones sent before it.
-                let overtaking = self.rng.between(0, 20);
+                let overtaking = self.sim.rng.between(0, 20);
                 let event = Event::Deliver {
                     generation,
                     to,
                     frame,
                 };
-                self.timeline.after(overtaking, event);
+                self.sim.timeline.after(overtaking, event);
                 return;
             }
         }
@@ -68,7 +69,7 @@ impl World {
             to,
             frame,
         };
-        self.timeline.at(at, event);
+        self.sim.timeline.at(at, event);
     }
 
     /// A frame of connection `generation` arrives late. While that connection is still
@@ -111,7 +112,7 @@ impl World {
         };
         self.report.faults.stale_acks += 1;
         let before = acked(self);
-        let now = self.timeline.now();
+        let now = self.sim.timeline.now();
         let outcome = self.primary.ack(&link, flushed_lsn, applied_lsn, now);
         if outcome != AckOutcome::default() || acked(self) != before {
             return Err(Violation::new(
@@ -147,15 +148,15 @@ impl World {
         if self.healed {
             return;
         }
-        let node = self.rng.between(0, self.nodes.len() as u64 - 1) as usize;
-        match self.rng.between(0, 9) {
+        let node = self.sim.rng.between(0, self.nodes.len() as u64 - 1) as usize;
+        match self.sim.rng.between(0, 9) {
             0..=4 => self.cut(node),
             5..=7 => self.partition(node),
             _ => self.crash(node),
         }
-        let gap = self.params.fault_gap;
-        let next = self.rng.between(gap / 2, gap * 3 / 2);
-        self.timeline.after(next, Event::Fault);
+        let gap = self.sim.params.fault_gap;
+        let next = self.sim.rng.between(gap / 2, gap * 3 / 2);
+        self.sim.timeline.after(next, Event::Fault);
     }
 
     /// Cuts the peer's connection: what is in flight is lost, both ends notice later.
@@ -176,7 +177,7 @@ impl World {
     /// and reconnections fail until the partition ends.
     fn partition(&mut self, node: usize) {
         self.report.faults.partitions += 1;
-        let until = self.timeline.now() + self.rng.between(5_000, 100_000);
+        let until = self.sim.timeline.now() + self.sim.rng.between(5_000, 100_000);
         self.nodes[node].partitioned_until = until;
         let Some(generation) = self.nodes[node].conn else {
             return;
@@ -184,14 +185,14 @@ impl World {
         if !self.net.cut(generation) {
             return;
         }
-        let read_timeout = self.rng.between(self.params.max_delay, 60_000);
+        let read_timeout = self.sim.rng.between(self.sim.params.max_delay, 60_000);
         let event = Event::SeeCut {
             node,
             generation,
             side: Side::Peer,
         };
-        self.timeline.after(read_timeout, event);
-        if self.rng.chance(500) {
+        self.sim.timeline.after(read_timeout, event);
+        if self.sim.rng.chance(500) {
             self.tell_cut(node, generation, Side::Primary);
         }
     }

@@ -1,14 +1,11 @@
 //! The promises checked after every step, the liveness check at the end, and the trace
 //! that a failure prints and a determinism test hashes.
 
-use std::collections::VecDeque;
 use std::fmt;
 
-use super::disk::chain;
 use super::network::{Frame, Side};
 use super::world::{Event, World};
 use crate::codec::payload_lsn;
-use crate::replication::machine::Micros;
 use crate::replication::protocol::Message;
 
 /// A promise of DESIGN §3 as the simulator checks it.
@@ -43,17 +40,7 @@ impl fmt::Display for Invariant {
 }
 
 /// An invariant that failed, and what was seen.
-#[derive(Debug)]
-pub(super) struct Violation {
-    pub invariant: Invariant,
-    pub detail: String,
-}
-
-impl Violation {
-    pub fn new(invariant: Invariant, detail: String) -> Self {
-        Self { invariant, detail }
-    }
-}
+pub(super) type Violation = super::report::Violation<Invariant>;
 
 impl World {
     /// Every invariant that can be checked on the state, in O(peers).
@@ -69,13 +56,13 @@ impl World {
                 .iter()
                 .filter(|n| n.counts() && n.disk.durable_lsn() >= lsn)
                 .count();
-            if holding < self.config.quorum {
+            if holding < self.sim.config.quorum {
                 return Err(Violation::new(
                     Invariant::SyncWriteDurable,
                     format!(
                         "{what} is {lsn}, fsynced on {holding} counting replicas of the \
                          quorum {} (durable: {})",
-                        self.config.quorum,
+                        self.sim.config.quorum,
                         self.positions(|n| n.disk.durable_lsn())
                     ),
                 ));
@@ -128,7 +115,7 @@ impl World {
             .iter()
             .filter(|n| n.counts() && n.disk.checksum(lsn) == expected)
             .count();
-        if holding >= self.config.quorum {
+        if holding >= self.sim.config.quorum {
             return Ok(());
         }
         Err(Violation::new(
@@ -136,7 +123,7 @@ impl World {
             format!(
                 "the primary is lost and only {holding} counting replicas hold sync write \
                  {lsn} (quorum {}); their logs: {}",
-                self.config.quorum,
+                self.sim.config.quorum,
                 self.positions(|n| n.disk.len())
             ),
         ))
@@ -193,53 +180,13 @@ impl World {
 }
 
 /// The last steps of a run, for a failure to print, and a hash of all of them.
-#[derive(Debug, Default)]
-pub(super) struct Trace {
-    tail: VecDeque<(u64, Micros, Event)>,
-    hash: u64,
-}
+pub(super) type Trace = super::trace::Trace<Event, TAIL>;
 
 /// Steps a failure shows.
 const TAIL: usize = 40;
 
-impl Trace {
-    /// Notes the step about to run.
-    pub fn record(&mut self, step: u64, at: Micros, event: &Event) {
-        if self.tail.len() == TAIL {
-            self.tail.pop_front();
-        }
-        // Described only if a failure prints it: formatting every step would cost more
-        // than the step.
-        self.tail.push_back((step, at, event.clone()));
-    }
-
-    /// Folds a step's time, sequence and outcome into the hash.
-    pub fn fold(&mut self, at: Micros, sequence: u64, outcome: [u64; 3]) {
-        let mut bytes = [0u8; 40];
-        for (slot, value) in bytes
-            .chunks_exact_mut(8)
-            .zip([at, sequence].into_iter().chain(outcome))
-        {
-            slot.copy_from_slice(&value.to_le_bytes());
-        }
-        self.hash = chain(self.hash, &bytes);
-    }
-
-    /// The hash of every step so far.
-    pub fn hash(&self) -> u64 {
-        self.hash
-    }
-
-    /// The last steps, oldest first.
-    pub fn tail(&self) -> Vec<String> {
-        self.tail
-            .iter()
-            .map(|(step, at, event)| format!("step {step} t={at}us {}", describe(event)))
-            .collect()
-    }
-}
-
-fn describe(event: &Event) -> String {
+/// A step as a person reads it.
+pub(super) fn describe(event: &Event) -> String {
     match event {
         Event::Deliver {
             generation,

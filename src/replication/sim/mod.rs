@@ -17,6 +17,7 @@
 //! assert_eq!(report, Simulation::run(42, &Config::default()).unwrap());
 //! ```
 
+pub mod cli;
 mod clock;
 mod disk;
 mod faults;
@@ -25,12 +26,15 @@ mod network;
 mod peer;
 mod primary;
 pub mod promotion;
+mod report;
+mod seeded;
+mod trace;
 mod world;
 
 #[cfg(test)]
+mod seeds;
+#[cfg(test)]
 mod tests;
-
-use std::fmt;
 
 pub use clock::{SimRng, Timeline};
 pub use disk::SimDisk;
@@ -79,10 +83,15 @@ impl Config {
     /// The command that replays `seed` of this configuration.
     #[must_use]
     pub fn replay_command(&self, seed: u64) -> String {
-        format!(
-            "cargo run --release --no-default-features --example simulate -- --seeds 1 \
-             --start {seed} --replicas {} --quorum {} --lazy {} --consumers {}",
-            self.replicas, self.quorum, self.lazy_replicas, self.consumers
+        cli::replay_command(
+            "simulate",
+            seed,
+            &[
+                ("replicas", self.replicas as u64),
+                ("quorum", self.quorum as u64),
+                ("lazy", self.lazy_replicas as u64),
+                ("consumers", self.consumers as u64),
+            ],
         )
     }
 }
@@ -130,38 +139,9 @@ pub struct FaultCounts {
     pub dropped: u64,
 }
 
-/// A broken promise: the seed and step that replay it, and the last steps before it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    /// The seed of the run.
-    pub seed: u64,
-    /// The step (1-based event count) after which the invariant failed.
-    pub step: u64,
-    /// Simulated time of that step.
-    pub at: Micros,
-    /// Which promise broke.
-    pub invariant: Invariant,
-    /// What exactly was seen.
-    pub detail: String,
-    /// The last steps, oldest first.
-    pub trace_tail: Vec<String>,
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "seed {} broke `{}` at step {} (t={}us): {}",
-            self.seed, self.invariant, self.step, self.at, self.detail
-        )?;
-        for line in &self.trace_tail {
-            writeln!(f, "  {line}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for Failure {}
+/// A broken promise of this simulator: the seed and step that replay it, the last steps
+/// before it, and the command that replays it.
+pub type Failure = report::Failure<Invariant>;
 
 /// Runs seeded simulations.
 #[derive(Debug, Clone, Copy)]

@@ -74,18 +74,18 @@ impl Node {
 
 impl World {
     fn backoff(&mut self) -> Micros {
-        self.rng.between(1_000, 20_000)
+        self.sim.rng.between(1_000, 20_000)
     }
 
     pub(super) fn connect(&mut self, node: usize) {
-        let now = self.timeline.now();
+        let now = self.sim.timeline.now();
         let peer = &self.nodes[node];
         if !peer.up || peer.conn.is_some() {
             return;
         }
         if now < peer.partitioned_until {
             let backoff = self.backoff();
-            self.timeline.after(backoff, Event::Connect { node });
+            self.sim.timeline.after(backoff, Event::Connect { node });
             return;
         }
         let generation = self.net.open(node);
@@ -192,8 +192,8 @@ impl World {
 
     fn start_peer_fsync(&mut self, node: usize) {
         if let Some((lsn, incarnation)) = self.nodes[node].disk.start_fsync() {
-            let latency = self.rng.between(20, self.params.max_fsync);
-            self.timeline.after(
+            let latency = self.sim.rng.between(20, self.sim.params.max_fsync);
+            self.sim.timeline.after(
                 latency,
                 Event::PeerFsynced {
                     node,
@@ -230,7 +230,7 @@ impl World {
             self.tell_cut(node, generation, Side::Primary);
         }
         let backoff = self.backoff();
-        self.timeline.after(backoff, Event::Connect { node });
+        self.sim.timeline.after(backoff, Event::Connect { node });
     }
 
     /// The peer's end notices its connection ended; it reconnects after a backoff.
@@ -239,7 +239,7 @@ impl World {
             self.nodes[node].conn = None;
             self.nodes[node].machine.disconnected();
             let backoff = self.backoff();
-            self.timeline.after(backoff, Event::Connect { node });
+            self.sim.timeline.after(backoff, Event::Connect { node });
         }
     }
 
@@ -253,11 +253,11 @@ impl World {
         self.report.faults.crashes += 1;
         self.nodes[node].up = false;
         if let Some(generation) = self.nodes[node].conn.take() {
-            if self.net.cut(generation) && self.rng.chance(500) {
+            if self.net.cut(generation) && self.sim.rng.chance(500) {
                 self.tell_cut(node, generation, Side::Primary);
             }
         }
-        let as_process = self.rng.chance(500);
+        let as_process = self.sim.rng.chance(500);
         let peer = &mut self.nodes[node];
         peer.disk.crash();
         if peer.fsync && !as_process {
@@ -265,8 +265,8 @@ impl World {
         } else {
             peer.machine = peer.fresh_machine();
         }
-        let downtime = self.rng.between(1_000, 50_000);
-        self.timeline.after(downtime, Event::Restart { node });
+        let downtime = self.sim.rng.between(1_000, 50_000);
+        self.sim.timeline.after(downtime, Event::Restart { node });
     }
 
     pub(super) fn restart(&mut self, node: usize) {

@@ -26,7 +26,7 @@ impl World {
             else {
                 return;
             };
-            let now = self.timeline.now();
+            let now = self.sim.timeline.now();
             match self.primary.poll(&link, now) {
                 LinkAction::Ship {
                     after_lsn,
@@ -54,7 +54,7 @@ impl World {
                     let conn = self.net.conn_mut(generation).expect("checked above");
                     if conn.wake_at != Some(at) {
                         conn.wake_at = Some(at);
-                        self.timeline.at(at, Event::Poll { generation, at });
+                        self.sim.timeline.at(at, Event::Poll { generation, at });
                     }
                     return;
                 }
@@ -63,7 +63,7 @@ impl World {
     }
 
     fn ship(&mut self, generation: u64, link: &LinkId, after_lsn: u64, up_to_lsn: u64) {
-        let last = up_to_lsn.min(after_lsn + self.params.batch);
+        let last = up_to_lsn.min(after_lsn + self.sim.params.batch);
         let lsns = after_lsn + 1..=last;
         let shipped: Vec<Shipped> = lsns
             .clone()
@@ -73,18 +73,19 @@ impl World {
                 bytes: self.log.entry(lsn).map_or(0, |e| e.len() as u64),
             })
             .collect();
-        self.primary.shipping(link, &shipped, self.timeline.now());
+        self.primary
+            .shipping(link, &shipped, self.sim.timeline.now());
         let mut batch = Vec::new();
         for lsn in lsns {
             let payload = self.log.entry(lsn).expect("shipped entries are in the log");
-            if !self.rng.chance(self.params.split_per_mille) {
+            if !self.sim.rng.chance(self.sim.params.split_per_mille) {
                 batch.push(ByteBuf::from(payload.to_vec()));
                 continue;
             }
             // Too large for one frame, as the glue sends such entries: in parts.
             let payload = payload.to_vec();
             self.flush_batch(generation, &mut batch);
-            let cut = self.rng.between(1, payload.len() as u64 - 1) as usize;
+            let cut = self.sim.rng.between(1, payload.len() as u64 - 1) as usize;
             for (offset, data) in [(0, &payload[..cut]), (cut, &payload[cut..])] {
                 let part = Message::EntryPart {
                     total: payload.len() as u64,
@@ -131,7 +132,7 @@ impl World {
                 }),
                 Some(link),
             ) => {
-                let now = self.timeline.now();
+                let now = self.sim.timeline.now();
                 let outcome = self.primary.ack(&link, flushed_lsn, applied_lsn, now);
                 if outcome.quorum_lsn.is_some() {
                     self.release();
@@ -151,7 +152,7 @@ impl World {
             peer.kind,
             peer.fsync,
             flushed_lsn,
-            self.timeline.now(),
+            self.sim.timeline.now(),
         );
         if let Some(old) = replaced.and_then(|old| self.net.by_link(&old)) {
             self.report.faults.dropped += 1;

@@ -3,11 +3,11 @@
 
 use std::collections::VecDeque;
 
-use super::clock::{SimRng, Timeline};
 use super::disk::SimDisk;
-use super::invariants::{Trace, Violation};
+use super::invariants::{describe, Trace, Violation};
 use super::network::{Frame, Network, Side};
 use super::peer::Node;
+use super::seeded::Seeded;
 use super::{Config, Failure, FaultCounts, Report};
 use crate::codec::{encode_ops, frame_record, Op, RECORD_HEADER_LEN};
 use crate::replication::machine::{LinkId, Micros, PrimaryConfig, PrimaryMachine};
@@ -89,11 +89,7 @@ pub(super) struct Params {
 
 /// Everything in a run.
 pub(super) struct World {
-    pub seed: u64,
-    pub config: Config,
-    pub params: Params,
-    pub rng: SimRng,
-    pub timeline: Timeline<Event>,
+    pub sim: Seeded<Config, Params, Event>,
     pub net: Network,
     pub primary: PrimaryMachine,
     pub log: SimDisk,
@@ -109,8 +105,7 @@ pub(super) struct World {
 
 impl World {
     pub fn new(seed: u64, config: Config) -> Self {
-        let mut rng = SimRng::new(seed);
-        let params = Params {
+        let mut sim = Seeded::new(seed, config, |rng| Params {
             max_delay: rng.pick(&[200, 1_000, 5_000]),
             max_fsync: rng.pick(&[100, 1_000, 4_000]),
             write_gap: rng.pick(&[200, 1_000, 3_000]),
@@ -120,7 +115,8 @@ impl World {
             misorder_per_mille: rng.pick(&[0, 2, 10]),
             split_per_mille: rng.pick(&[0, 100]),
             batch: rng.pick(&[1, 4, 16]),
-        };
+        });
+        let (config, rng) = (&sim.config, &mut sim.rng);
         let primary_config = PrimaryConfig {
             quorum: config.quorum,
             ship_interval: rng.pick(&[0, 500, 2_000]),
@@ -154,7 +150,6 @@ impl World {
             node.machine = node.fresh_machine();
         }
         let mut world = Self {
-            seed,
             report: Report {
                 seed,
                 steps: 0,
@@ -165,10 +160,7 @@ impl World {
                 faults: FaultCounts::default(),
                 trace_hash: 0,
             },
-            config,
-            params,
-            rng,
-            timeline: Timeline::new(),
+            sim,
             net: Network::default(),
             primary,
             log: SimDisk::default(),
@@ -184,27 +176,29 @@ impl World {
 
     fn start(&mut self) {
         for node in 0..self.nodes.len() {
-            let at = self.rng.between(0, self.params.max_delay);
-            self.timeline.at(at, Event::Connect { node });
+            let at = self.sim.rng.between(0, self.sim.params.max_delay);
+            self.sim.timeline.at(at, Event::Connect { node });
         }
-        let sync = self.rng.chance(self.params.sync_per_mille);
-        self.timeline.at(0, Event::Write { sync });
-        self.timeline.at(self.params.fault_gap, Event::Fault);
-        self.timeline.at(self.config.run_for, Event::Heal);
-        if self.rng.chance(250) {
-            let at = self.rng.between(0, self.config.run_for);
-            self.timeline.at(at, Event::PrimaryLost);
+        let sync = self.sim.rng.chance(self.sim.params.sync_per_mille);
+        self.sim.timeline.at(0, Event::Write { sync });
+        self.sim
+            .timeline
+            .at(self.sim.params.fault_gap, Event::Fault);
+        self.sim.timeline.at(self.sim.config.run_for, Event::Heal);
+        if self.sim.rng.chance(250) {
+            let at = self.sim.rng.between(0, self.sim.config.run_for);
+            self.sim.timeline.at(at, Event::PrimaryLost);
         }
     }
 
     /// Runs until the primary is lost or everyone caught up; checks after every step.
     pub fn run(mut self) -> Result<Report, Failure> {
-        let deadline = self.config.run_for + self.config.catch_up_within;
-        while let Some((sequence, event)) = self.timeline.pop() {
+        let deadline = self.sim.config.run_for + self.sim.config.catch_up_within;
+        while let Some((sequence, event)) = self.sim.timeline.pop() {
             self.report.steps += 1;
             self.trace
-                .record(self.report.steps, self.timeline.now(), &event);
-            let outcome = if self.timeline.now() > deadline {
+                .push(self.report.steps, self.sim.timeline.now(), event.clone());
+            let outcome = if self.sim.timeline.now() > deadline {
                 Err(self.lagging())
             } else {
                 self.handle(event).and_then(|()| self.check())
@@ -220,12 +214,12 @@ impl World {
                 return Err(self.fail(violation));
             }
             self.trace
-                .fold(self.timeline.now(), sequence, self.outcome_digest());
+                .fold(self.sim.timeline.now(), sequence, self.outcome_digest());
             if self.report.primary_lost || (self.healed && self.settled()) {
                 break;
             }
         }
-        self.report.ended_at = self.timeline.now();
+        self.report.ended_at = self.sim.timeline.now();
         self.report.trace_hash = self.trace.hash();
         Ok(self.report)
     }
@@ -239,14 +233,12 @@ impl World {
     }
 
     fn fail(&self, violation: Violation) -> Failure {
-        Failure {
-            seed: self.seed,
-            step: self.report.steps,
-            at: self.timeline.now(),
-            invariant: violation.invariant,
-            detail: violation.detail,
-            trace_tail: self.trace.tail(),
-        }
+        violation.failure(
+            self.sim.seed,
+            (self.report.steps, self.sim.timeline.now()),
+            self.trace.tail(describe),
+            self.sim.config.replay_command(self.sim.seed),
+        )
     }
 
     fn handle(&mut self, event: Event) -> Result<(), Violation> {
@@ -319,32 +311,33 @@ impl World {
         }
         self.start_primary_fsync();
         if !self.healed {
-            let gap = self.rng.between(1, 2 * self.params.write_gap);
-            let sync = self.rng.chance(self.params.sync_per_mille);
-            self.timeline.after(gap, Event::Write { sync });
+            let gap = self.sim.rng.between(1, 2 * self.sim.params.write_gap);
+            let sync = self.sim.rng.chance(self.sim.params.sync_per_mille);
+            self.sim.timeline.after(gap, Event::Write { sync });
         }
     }
 
     /// A real entry payload (the codec's framing with a header stripped), so the replica
     /// machine reads its LSN and epoch as it would from the wire.
     fn entry(&mut self, lsn: u64) -> Vec<u8> {
-        let table = if self.rng.chance(500) {
+        let table = if self.sim.rng.chance(500) {
             "subscribers"
         } else {
             "events"
         };
-        let key = self.rng.next_u64().to_be_bytes().to_vec();
+        let key = self.sim.rng.next_u64().to_be_bytes().to_vec();
         let value = self
+            .sim
             .rng
             .chance(900)
-            .then(|| vec![0x80; self.rng.between(0, 40) as usize]);
+            .then(|| vec![0x80; self.sim.rng.between(0, 40) as usize]);
         let body = encode_ops(&[Op {
             table: table.to_owned(),
             key,
             value,
         }]);
         let mut record = Vec::new();
-        let now_ms = self.timeline.now() / 1_000;
+        let now_ms = self.sim.timeline.now() / 1_000;
         frame_record(
             &mut record,
             lsn,
@@ -358,8 +351,9 @@ impl World {
 
     fn start_primary_fsync(&mut self) {
         if let Some((lsn, incarnation)) = self.log.start_fsync() {
-            let latency = self.rng.between(20, self.params.max_fsync);
-            self.timeline
+            let latency = self.sim.rng.between(20, self.sim.params.max_fsync);
+            self.sim
+                .timeline
                 .after(latency, Event::PrimaryFsynced { lsn, incarnation });
         }
     }
@@ -377,7 +371,7 @@ impl World {
 
     /// A network delay of this run.
     pub(super) fn delay(&mut self) -> Micros {
-        self.rng.between(20, self.params.max_delay)
+        self.sim.rng.between(20, self.sim.params.max_delay)
     }
 
     /// The `side` of `node`'s connection `generation` notices it was cut, a network delay
@@ -389,6 +383,6 @@ impl World {
             generation,
             side,
         };
-        self.timeline.after(delay, event);
+        self.sim.timeline.after(delay, event);
     }
 }

@@ -23,10 +23,18 @@ pub(super) struct Candidacy {
 
 impl World {
     fn candidacy(&mut self, member: usize, epoch: u64) -> Option<&mut Candidacy> {
-        match &mut self.members[member].role {
-            Role::Candidate(candidacy) if candidacy.epoch == epoch => Some(candidacy),
+        match self.role_in(member, epoch)? {
+            Role::Candidate(candidacy) => Some(candidacy),
             _ => None,
         }
+    }
+
+    /// Schedules `timeout`, made for `member`'s current incarnation, for when a candidate
+    /// stops waiting for answers or entries.
+    fn time_out(&mut self, member: usize, timeout: impl FnOnce(u64) -> Event) {
+        let incarnation = self.members[member].incarnation;
+        let wait = 6 * self.sim.params.max_delay + 2_000;
+        self.sim.timeline.after(wait, timeout(incarnation));
     }
 
     /// `member` starts a promotion, for the epoch after the newest it has seen.
@@ -48,7 +56,10 @@ impl World {
         let Answer::Granted(own) = self.members[member].grant(epoch, planted.grant_equal) else {
             return Ok(());
         };
-        let mut needed = needed(self.config.quorum as u64, self.config.members as u64);
+        let mut needed = needed(
+            self.sim.config.quorum as u64,
+            self.sim.config.members as u64,
+        );
         if planted.one_grant_short {
             needed = needed.map(|count| count - 1);
         }
@@ -71,14 +82,11 @@ impl World {
                 return Ok(());
             }
         }
-        let incarnation = self.members[member].incarnation;
-        let wait = 6 * self.params.max_delay + 2_000;
-        let timeout = Event::AskTimeout {
+        self.time_out(member, |incarnation| Event::AskTimeout {
             member,
             incarnation,
             epoch,
-        };
-        self.timeline.after(wait, timeout);
+        });
         // Alone, its own grant may already decide.
         self.decide(member, epoch, false)
     }
@@ -123,7 +131,7 @@ impl World {
 
     /// Where the candidate of `epoch` stands, as its election says, and what it does.
     fn decide(&mut self, member: usize, epoch: u64, finished: bool) -> Result<(), Violation> {
-        let force = self.config.force;
+        let force = self.sim.config.force;
         let Some(candidacy) = self.candidacy(member, epoch) else {
             return Ok(());
         };
@@ -170,14 +178,11 @@ impl World {
             candidacy.fetching = Some(plan);
         }
         self.send(member, source, Msg::Fetch { epoch, from, to });
-        let incarnation = self.members[member].incarnation;
-        let wait = 6 * self.params.max_delay + 2_000;
-        let timeout = Event::FetchTimeout {
+        self.time_out(member, |incarnation| Event::FetchTimeout {
             member,
             incarnation,
             epoch,
-        };
-        self.timeline.after(wait, timeout);
+        });
         Ok(())
     }
 
@@ -195,7 +200,7 @@ impl World {
         else {
             return Ok(());
         };
-        let crash_after = self.rng.between(0, entries.len() as u64) as usize;
+        let crash_after = self.sim.rng.between(0, entries.len() as u64) as usize;
         for (index, entry) in entries.iter().enumerate() {
             if index == crash_after && self.crash_at(member, CrashPoint::MidFetch) {
                 return Ok(());
@@ -232,7 +237,7 @@ impl World {
         let own = &mut self.members[member];
         let last = own.last_lsn();
         own.history.begin(plan.epoch, last + 1);
-        own.role = Role::Primary(Leading::new(plan.epoch, self.config.members, last));
+        own.role = Role::Primary(Leading::new(plan.epoch, self.sim.config.members, last));
         self.report.promotions += 1;
         self.began(member, plan.epoch, plan.forced)?;
         if self.crash_at(member, CrashPoint::AfterBegin) {

@@ -38,11 +38,7 @@ impl fmt::Display for Invariant {
 }
 
 /// An invariant that failed, and what was seen.
-#[derive(Debug)]
-pub(super) struct Violation {
-    pub invariant: Invariant,
-    pub detail: String,
-}
+pub(super) type Violation = super::super::report::Violation<Invariant>;
 
 /// A sync write acknowledged to its writer.
 #[derive(Debug, Clone, Copy)]
@@ -127,7 +123,7 @@ impl World {
             forced,
         };
         self.shadow.began.push(began);
-        let (step, now) = (self.report.steps, self.timeline.now());
+        let (step, now) = (self.report.steps, self.sim.timeline.now());
         self.trace.began(step, now, member, epoch);
         for acked in self.shadow.acked.clone() {
             self.kept(acked, began)?;

@@ -33,7 +33,6 @@ mod world;
 mod tests;
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 pub use invariants::Invariant;
 
@@ -55,9 +54,10 @@ pub struct Config {
     /// writes may then be lost (and are counted, not flagged). Only with one candidate:
     /// two forced promotions can both win one epoch, and no rule could stop them.
     pub force: bool,
-    /// How long writers write and faults strike, in simulated microseconds.
+    /// How long a run lasts, in simulated microseconds: writers write and faults strike
+    /// until its end.
     pub run_for: Micros,
-    /// Bugs planted on purpose, to prove the simulator catches them.
+    /// Rules broken on purpose, to prove the simulator catches each.
     #[cfg(test)]
     pub(crate) planted: Planted,
 }
@@ -80,13 +80,15 @@ impl Config {
     /// The command that replays `seed` of this configuration.
     #[must_use]
     pub fn replay_command(&self, seed: u64) -> String {
-        format!(
-            "cargo run --release --no-default-features --example simulate_promotion -- \
-             --seeds 1 --start {seed} --members {} --quorum {} --candidates {} --force {}",
-            self.members,
-            self.quorum,
-            self.candidates,
-            u8::from(self.force)
+        super::cli::replay_command(
+            "simulate_promotion",
+            seed,
+            &[
+                ("members", self.members as u64),
+                ("quorum", self.quorum as u64),
+                ("candidates", self.candidates as u64),
+                ("force", u64::from(self.force)),
+            ],
         )
     }
 }
@@ -189,40 +191,9 @@ pub struct Report {
     pub trace_hash: u64,
 }
 
-/// A broken promise: the seed and step that replay it, and the last steps before it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    /// The seed of the run.
-    pub seed: u64,
-    /// The step (1-based event count) after which the invariant failed.
-    pub step: u64,
-    /// Simulated time of that step.
-    pub at: Micros,
-    /// Which promise broke.
-    pub invariant: Invariant,
-    /// What exactly was seen.
-    pub detail: String,
-    /// The last steps, oldest first.
-    pub trace_tail: Vec<String>,
-    /// The command that replays it.
-    pub replay: String,
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "seed {} broke `{}` at step {} (t={}us): {}",
-            self.seed, self.invariant, self.step, self.at, self.detail
-        )?;
-        for line in &self.trace_tail {
-            writeln!(f, "  {line}")?;
-        }
-        writeln!(f, "replay: {}", self.replay)
-    }
-}
-
-impl std::error::Error for Failure {}
+/// A broken promise of this simulator: the seed and step that replay it, the last steps
+/// before it, and the command that replays it.
+pub type Failure = super::report::Failure<Invariant>;
 
 /// Runs seeded simulations of promotion.
 #[derive(Debug, Clone, Copy)]

@@ -38,8 +38,8 @@ impl Leading {
 
 impl World {
     fn leading(&mut self, member: usize, epoch: u64) -> Option<&mut Leading> {
-        match &mut self.members[member].role {
-            Role::Primary(leading) if leading.epoch == epoch => Some(leading),
+        match self.role_in(member, epoch)? {
+            Role::Primary(leading) => Some(leading),
             _ => None,
         }
     }
@@ -47,9 +47,11 @@ impl World {
     /// A writer writes to one of the members that believe they are primary (more than
     /// one in a split brain).
     pub(super) fn write(&mut self, sync: bool) -> Result<(), Violation> {
-        let gap = self.rng.between(1, 2 * self.params.write_gap);
-        let sync_next = self.rng.chance(self.params.sync_per_mille);
-        self.timeline.after(gap, Event::Write { sync: sync_next });
+        let gap = self.sim.rng.between(1, 2 * self.sim.params.write_gap);
+        let sync_next = self.sim.rng.chance(self.sim.params.sync_per_mille);
+        self.sim
+            .timeline
+            .after(gap, Event::Write { sync: sync_next });
         let primaries: Vec<(usize, u64)> = (0..self.members.len())
             .filter(|&m| self.members[m].up)
             .filter_map(|m| self.members[m].leads().map(|epoch| (m, epoch)))
@@ -57,7 +59,7 @@ impl World {
         if primaries.is_empty() {
             return Ok(());
         }
-        let (member, epoch) = self.rng.pick(&primaries);
+        let (member, epoch) = self.sim.rng.pick(&primaries);
         self.writes += 1;
         self.report.writes += 1;
         let entry = Entry::after(self.members[member].log.last(), epoch, self.writes);
@@ -77,7 +79,7 @@ impl World {
         if !self.members[member].up || self.members[member].leads() != Some(epoch) {
             return;
         }
-        let batch = self.params.batch;
+        let batch = self.sim.params.batch;
         for other in 0..self.members.len() {
             let Some(leading) = self.leading(member, epoch) else {
                 return;
@@ -137,7 +139,7 @@ impl World {
     /// Acknowledges the sync writes that `quorum` members (the primary included) now
     /// hold durably.
     fn release(&mut self, member: usize, epoch: u64) -> Result<(), Violation> {
-        let quorum = self.config.quorum;
+        let quorum = self.sim.config.quorum;
         let own = self.members[member].last_lsn();
         let Some(leading) = self.leading(member, epoch) else {
             return Ok(());

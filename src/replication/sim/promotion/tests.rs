@@ -4,6 +4,7 @@
 //!
 //! `REPLIKV_SIM_SEEDS=N` sets the number of seeds per cluster shape.
 
+use super::super::seeds::{add_up, every_kind_struck, replays_exactly, seeds};
 use super::*;
 
 /// Seeds of each cluster shape in a CI run.
@@ -11,13 +12,6 @@ const CI_SEEDS: u64 = 500;
 
 /// Seeds within which a planted bug must be caught.
 const CATCH_WITHIN: u64 = 400;
-
-fn seeds() -> u64 {
-    std::env::var("REPLIKV_SIM_SEEDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(CI_SEEDS)
-}
 
 fn shape(members: usize, quorum: usize, candidates: usize, force: bool) -> Config {
     Config {
@@ -33,33 +27,27 @@ fn shape(members: usize, quorum: usize, candidates: usize, force: bool) -> Confi
 fn all_pass(configs: &[Config]) -> Report {
     let mut sum = Report::default();
     for config in configs {
-        for seed in 0..seeds() {
-            let report =
-                Simulation::run(seed, config).unwrap_or_else(|failure| panic!("{failure}"));
-            sum.writes += report.writes;
-            sum.sync_acked += report.sync_acked;
-            sum.promotions += report.promotions;
-            sum.outbid += report.outbid;
-            sum.too_few += report.too_few;
-            sum.forked += report.forked;
-            sum.deposed += report.deposed;
-            sum.diverged += report.diverged;
-            sum.fenced += report.fenced;
-            sum.partitions += report.partitions;
-            sum.split_brain |= report.split_brain;
-            sum.forced_losses += report.forced_losses;
-            for (point, count) in report.crashes {
-                *sum.crashes.entry(point).or_default() += count;
-            }
-        }
+        super::super::seeds::all_pass(
+            0..seeds(CI_SEEDS),
+            |seed| Simulation::run(seed, config),
+            |report| {
+                add_up!(sum, report; writes, sync_acked, promotions, outbid, too_few, forked,
+                    deposed, diverged, fenced, partitions, forced_losses);
+                sum.split_brain |= report.split_brain;
+                for (point, count) in report.crashes {
+                    *sum.crashes.entry(point).or_default() += count;
+                }
+            },
+        );
     }
     sum
 }
 
-fn first_failure(config: &Config) -> Failure {
-    (0..CATCH_WITHIN)
-        .find_map(|seed| Simulation::run(seed, config).err())
-        .expect("the planted bug is caught within the bound")
+/// Asserts that `config` with `plant` planted breaks one of `broken` within
+/// `CATCH_WITHIN` seeds; returns how.
+fn caught(mut config: Config, plant: impl FnOnce(&mut Planted), broken: &[Invariant]) -> Failure {
+    plant(&mut config.planted);
+    super::super::seeds::caught(CATCH_WITHIN, |seed| Simulation::run(seed, &config), broken)
 }
 
 #[test]
@@ -72,20 +60,8 @@ fn promotions_under_partitions_and_crashes_lose_no_acked_write_and_merge_no_fork
         shape(5, 4, 2, false),
         shape(3, 1, 1, false),
     ]);
-    // Every kind of event struck: a simulator that injects nothing proves nothing.
-    for (what, count) in [
-        ("sync writes acknowledged", sum.sync_acked),
-        ("epochs begun", sum.promotions),
-        ("promotions outbid", sum.outbid),
-        ("promotions with too few grants", sum.too_few),
-        ("promotions refused a forked newer log", sum.forked),
-        ("primaries deposed", sum.deposed),
-        ("streams refused as diverged", sum.diverged),
-        ("streams fenced", sum.fenced),
-        ("partitions", sum.partitions),
-    ] {
-        assert!(count > 0, "no {what} in {sum:?}");
-    }
+    every_kind_struck!(sum; sync_acked, promotions, outbid, too_few, forked, deposed, diverged,
+        fenced, partitions);
     assert!(sum.split_brain, "no split brain in {sum:?}");
     for point in CrashPoint::ALL {
         assert!(sum.crashes.contains_key(&point), "no crash at {point:?}");
@@ -112,61 +88,40 @@ fn a_forced_promotion_may_lose_acked_writes_but_fences_and_merges_nothing() {
     );
 }
 
-#[test]
-fn a_member_that_grants_an_epoch_it_has_seen_is_caught() {
-    let mut config = shape(3, 2, 2, false);
-    config.planted.grant_equal = true;
-    let failure = first_failure(&config);
-    assert!(
-        matches!(
-            failure.invariant,
-            Invariant::OnePrimaryPerEpoch | Invariant::NoSilentMerge
-        ),
-        "{failure}"
-    );
+/// A test for each planted bug: the cluster it is planted in, its switch in [`Planted`],
+/// and the promises it may break.
+macro_rules! planted_bugs_are_caught {
+    ($($(#[$doc:meta])* $test:ident: $shape:expr, $bug:ident => $($broken:ident)|+;)+) => {$(
+        $(#[$doc])*
+        #[test]
+        fn $test() {
+            caught($shape, |p| p.$bug = true, &[$(Invariant::$broken),+]);
+        }
+    )+};
 }
 
-#[test]
-fn a_candidate_that_wins_with_one_grant_too_few_is_caught() {
-    // One candidate: with two, both could win one epoch and merge first.
-    let mut config = shape(3, 2, 1, false);
-    config.planted.one_grant_short = true;
-    let failure = first_failure(&config);
-    assert_eq!(failure.invariant, Invariant::NoAckedWriteLost, "{failure}");
-}
-
-#[test]
-fn a_member_that_appends_without_the_fork_check_is_caught() {
-    let mut config = shape(3, 2, 2, false);
-    config.planted.skip_fork_check = true;
-    let failure = first_failure(&config);
-    assert_eq!(failure.invariant, Invariant::NoSilentMerge, "{failure}");
-}
-
-#[test]
-fn a_member_that_keeps_its_highest_epoch_seen_only_in_memory_is_caught() {
-    let mut config = shape(3, 2, 2, false);
-    config.planted.volatile_seen = true;
-    let failure = first_failure(&config);
-    assert_eq!(failure.invariant, Invariant::EpochsNeverGoDown, "{failure}");
+planted_bugs_are_caught! {
+    a_member_that_grants_an_epoch_it_has_seen_is_caught:
+        shape(3, 2, 2, false), grant_equal => OnePrimaryPerEpoch | NoSilentMerge;
+    /// One candidate: with two, both could win one epoch and merge first.
+    a_candidate_that_wins_with_one_grant_too_few_is_caught:
+        shape(3, 2, 1, false), one_grant_short => NoAckedWriteLost;
+    a_member_that_appends_without_the_fork_check_is_caught:
+        shape(3, 2, 2, false), skip_fork_check => NoSilentMerge;
+    a_member_that_keeps_its_highest_epoch_seen_only_in_memory_is_caught:
+        shape(3, 2, 2, false), volatile_seen => EpochsNeverGoDown;
 }
 
 #[test]
 fn a_seed_replays_exactly() {
-    let config = Config::default();
-    for seed in [0, 1, 2] {
-        let first = Simulation::run(seed, &config).expect("passes");
-        assert_eq!(Simulation::run(seed, &config).expect("passes"), first);
-    }
-    let hash = |seed| Simulation::run(seed, &config).expect("passes").trace_hash;
-    assert_ne!(hash(0), hash(1), "the trace hash tells runs apart");
+    replays_exactly(&Config::default(), Simulation::run, |r| r.trace_hash);
 }
 
 #[test]
 fn a_failure_names_its_seed_and_the_command_that_replays_it() {
     let mut config = shape(3, 2, 2, false);
     config.planted.skip_fork_check = true;
-    let failure = first_failure(&config);
+    let failure = caught(config.clone(), |_| {}, &[Invariant::NoSilentMerge]);
     let again = Simulation::run(failure.seed, &config).expect_err("it fails again");
     assert_eq!(again, failure);
     assert!(failure

@@ -1,9 +1,6 @@
 //! The trace of a run: its last lines, for a failure to print, and a hash of every step,
 //! for a determinism test to compare.
 
-use std::collections::VecDeque;
-
-use super::super::disk::chain;
 use super::network::Msg;
 use super::world::Event;
 use super::CrashPoint;
@@ -17,72 +14,46 @@ enum Line {
     Began(usize, u64),
 }
 
-/// The last steps of a run, for a failure to print, and a hash of all of them.
-#[derive(Debug, Default)]
-pub(super) struct Trace {
-    tail: VecDeque<(u64, Micros, Line)>,
-    hash: u64,
-}
-
 /// Lines a failure shows.
 const TAIL: usize = 60;
 
-impl Trace {
-    fn push(&mut self, step: u64, at: Micros, line: Line) {
-        if self.tail.len() == TAIL {
-            self.tail.pop_front();
-        }
-        // Described only if a failure prints it: formatting every step costs more than
-        // the step.
-        self.tail.push_back((step, at, line));
-    }
+/// The last steps of a run, for a failure to print, and a hash of all of them.
+#[derive(Debug, Default)]
+pub(super) struct Trace(super::super::trace::Trace<Line, TAIL>);
 
+impl Trace {
     /// Notes the step about to run.
     pub fn record(&mut self, step: u64, at: Micros, event: &Event) {
-        self.push(step, at, Line::Step(event.clone()));
+        self.0.push(step, at, Line::Step(event.clone()));
     }
 
     /// Notes that `member` crashed at `point`.
     pub fn note(&mut self, step: u64, at: Micros, member: usize, point: CrashPoint) {
-        self.push(step, at, Line::Crash(member, point));
+        self.0.push(step, at, Line::Crash(member, point));
     }
 
     /// Notes that `member` began `epoch`.
     pub fn began(&mut self, step: u64, at: Micros, member: usize, epoch: u64) {
-        self.push(step, at, Line::Began(member, epoch));
+        self.0.push(step, at, Line::Began(member, epoch));
     }
 
     /// Folds a step's time, sequence and outcome into the hash.
     pub fn fold(&mut self, at: Micros, sequence: u64, outcome: [u64; 3]) {
-        let mut bytes = [0u8; 40];
-        for (slot, value) in bytes
-            .chunks_exact_mut(8)
-            .zip([at, sequence].into_iter().chain(outcome))
-        {
-            slot.copy_from_slice(&value.to_le_bytes());
-        }
-        self.hash = chain(self.hash, &bytes);
+        self.0.fold(at, sequence, outcome);
     }
 
     /// The hash of every step so far.
     pub fn hash(&self) -> u64 {
-        self.hash
+        self.0.hash()
     }
 
     /// The last lines, oldest first.
     pub fn tail(&self) -> Vec<String> {
-        self.tail
-            .iter()
-            .map(|(step, at, line)| match line {
-                Line::Step(event) => format!("step {step} t={at}us {}", describe(event)),
-                Line::Crash(member, point) => {
-                    format!("step {step} t={at}us   m{member} crashes: {point:?}")
-                }
-                Line::Began(member, epoch) => {
-                    format!("step {step} t={at}us   m{member} begins epoch {epoch}")
-                }
-            })
-            .collect()
+        self.0.tail(|line| match line {
+            Line::Step(event) => describe(event),
+            Line::Crash(member, point) => format!("  m{member} crashes: {point:?}"),
+            Line::Began(member, epoch) => format!("  m{member} begins epoch {epoch}"),
+        })
     }
 }
 

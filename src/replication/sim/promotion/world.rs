@@ -3,7 +3,7 @@
 //! a cut that leaves it running), random crashes and partitions, and crashes at chosen
 //! points of a promotion.
 
-use super::super::clock::{SimRng, Timeline};
+use super::super::seeded::Seeded;
 use super::invariants::{Shadow, Violation};
 use super::member::{Member, Role};
 use super::network::{Links, Msg};
@@ -70,11 +70,7 @@ pub(super) struct Params {
 
 /// Everything in a run.
 pub(super) struct World {
-    pub seed: u64,
-    pub config: Config,
-    pub params: Params,
-    pub rng: SimRng,
-    pub timeline: Timeline<Event>,
+    pub sim: Seeded<Config, Params, Event>,
     pub links: Links,
     pub members: Vec<Member>,
     /// Write ids handed out so far.
@@ -88,8 +84,7 @@ pub(super) struct World {
 
 impl World {
     pub fn new(seed: u64, config: Config) -> Self {
-        let mut rng = SimRng::new(seed);
-        let params = Params {
+        let sim = Seeded::new(seed, config, |rng| Params {
             max_delay: rng.pick(&[200, 1_000, 3_000]),
             loss_per_mille: rng.pick(&[0, 10, 60]),
             write_gap: rng.pick(&[300, 1_000]),
@@ -98,17 +93,14 @@ impl World {
             crash_per_mille: rng.pick(&[0, 60, 200]),
             fault_gap: rng.pick(&[8_000, 25_000]),
             batch: rng.pick(&[2, 16]),
-        };
+        });
+        let config = &sim.config;
         let mut members: Vec<Member> = (0..config.members).map(Member::new).collect();
         members[0].role = Role::Primary(Leading::new(1, config.members, 0));
         let mut world = Self {
-            seed,
             links: Links::new(config.members),
             shadow: Shadow::new(&members),
             members,
-            params,
-            rng,
-            timeline: Timeline::new(),
             writes: 0,
             promotions_left: PROMOTIONS,
             report: Report {
@@ -116,44 +108,47 @@ impl World {
                 ..Report::default()
             },
             trace: Trace::default(),
-            config,
+            sim,
         };
         world.start();
         world
     }
 
     fn start(&mut self) {
-        self.timeline.at(0, Event::Write { sync: true });
+        self.sim.timeline.at(0, Event::Write { sync: true });
         self.tick_soon(0, 1);
-        self.timeline.at(self.params.fault_gap, Event::Fault);
+        self.sim
+            .timeline
+            .at(self.sim.params.fault_gap, Event::Fault);
         let fails_at = self
+            .sim
             .rng
-            .between(self.config.run_for / 5, self.config.run_for / 2);
-        self.timeline.at(fails_at, Event::PrimaryFails);
+            .between(self.sim.config.run_for / 5, self.sim.config.run_for / 2);
+        self.sim.timeline.at(fails_at, Event::PrimaryFails);
         // The candidates notice at about the same time: two promotions overlap.
-        let mut candidates: Vec<usize> = (1..self.config.members).collect();
-        for _ in 0..self.config.candidates {
-            let pick = self.rng.between(0, candidates.len() as u64 - 1) as usize;
+        let mut candidates: Vec<usize> = (1..self.sim.config.members).collect();
+        for _ in 0..self.sim.config.candidates {
+            let pick = self.sim.rng.between(0, candidates.len() as u64 - 1) as usize;
             let member = candidates.swap_remove(pick);
-            let notice = fails_at + self.rng.between(500, 5 * self.params.max_delay);
-            self.timeline.at(notice, Event::Promote { member });
+            let notice = fails_at + self.sim.rng.between(500, 5 * self.sim.params.max_delay);
+            self.sim.timeline.at(notice, Event::Promote { member });
         }
     }
 
     /// Runs until `config.run_for`; checks after every step.
     pub fn run(mut self) -> Result<Report, Failure> {
-        while let Some((sequence, event)) = self.timeline.pop() {
-            if self.timeline.now() > self.config.run_for {
+        while let Some((sequence, event)) = self.sim.timeline.pop() {
+            if self.sim.timeline.now() > self.sim.config.run_for {
                 break;
             }
             self.report.steps += 1;
             self.trace
-                .record(self.report.steps, self.timeline.now(), &event);
+                .record(self.report.steps, self.sim.timeline.now(), &event);
             if let Err(violation) = self.handle(event).and_then(|()| self.check()) {
                 return Err(self.fail(violation));
             }
             self.trace
-                .fold(self.timeline.now(), sequence, self.digest());
+                .fold(self.sim.timeline.now(), sequence, self.digest());
         }
         self.report.trace_hash = self.trace.hash();
         Ok(self.report)
@@ -166,15 +161,12 @@ impl World {
     }
 
     fn fail(&self, violation: Violation) -> Failure {
-        Failure {
-            seed: self.seed,
-            step: self.report.steps,
-            at: self.timeline.now(),
-            invariant: violation.invariant,
-            detail: violation.detail,
-            trace_tail: self.trace.tail(),
-            replay: self.config.replay_command(self.seed),
-        }
+        violation.failure(
+            self.sim.seed,
+            (self.report.steps, self.sim.timeline.now()),
+            self.trace.tail(),
+            self.sim.config.replay_command(self.sim.seed),
+        )
     }
 
     fn handle(&mut self, event: Event) -> Result<(), Violation> {
@@ -182,7 +174,7 @@ impl World {
             Event::Write { sync } => return self.write(sync),
             Event::Tick { member, epoch } => self.ship_all(member, epoch),
             Event::Deliver { from, to, msg } => {
-                let now = self.timeline.now();
+                let now = self.sim.timeline.now();
                 if self.members[to].up && !self.links.cut(from, to, now) {
                     return self.deliver(from, to, msg);
                 }
@@ -247,19 +239,19 @@ impl World {
     /// Sends `msg` over `from -> to`: lost if the link is cut or by chance, else FIFO
     /// after a random delay.
     pub fn send(&mut self, from: usize, to: usize, msg: Msg) {
-        let now = self.timeline.now();
-        if self.links.cut(from, to, now) || self.rng.chance(self.params.loss_per_mille) {
+        let now = self.sim.timeline.now();
+        if self.links.cut(from, to, now) || self.sim.rng.chance(self.sim.params.loss_per_mille) {
             return;
         }
-        let delay = self.rng.between(20, self.params.max_delay);
+        let delay = self.sim.rng.between(20, self.sim.params.max_delay);
         let at = self.links.arrival(from, to, now, delay);
-        self.timeline.at(at, Event::Deliver { from, to, msg });
+        self.sim.timeline.at(at, Event::Deliver { from, to, msg });
     }
 
     /// Schedules the next shipment of `member` as primary of `epoch`.
     pub fn tick_soon(&mut self, member: usize, epoch: u64) {
-        let at = self.rng.between(1, self.params.ship_interval);
-        self.timeline.after(at, Event::Tick { member, epoch });
+        let at = self.sim.rng.between(1, self.sim.params.ship_interval);
+        self.sim.timeline.after(at, Event::Tick { member, epoch });
     }
 
     /// The first primary crashes, or is cut off from some or all members and keeps
@@ -267,19 +259,19 @@ impl World {
     fn primary_fails(&mut self) {
         // Back (or deposed), it may try to promote itself, on a log a newer epoch may
         // have forked from; not beside a forced promotion, which must run alone.
-        if !self.config.force && self.rng.chance(500) {
-            let at = self.rng.between(5_000, self.config.run_for);
-            self.timeline.after(at, Event::Promote { member: 0 });
+        if !self.sim.config.force && self.sim.rng.chance(500) {
+            let at = self.sim.rng.between(5_000, self.sim.config.run_for);
+            self.sim.timeline.after(at, Event::Promote { member: 0 });
         }
-        if self.rng.chance(500) {
+        if self.sim.rng.chance(500) {
             self.crash(0, CrashPoint::PrimaryFails);
             return;
         }
         self.report.split_brain = true;
-        let until = self.timeline.now() + self.rng.between(5_000, self.config.run_for);
-        let everyone = self.rng.chance(500);
+        let until = self.sim.timeline.now() + self.sim.rng.between(5_000, self.sim.config.run_for);
+        let everyone = self.sim.rng.chance(500);
         for other in 1..self.members.len() {
-            if everyone || self.rng.chance(600) {
+            if everyone || self.sim.rng.chance(600) {
                 self.links.cut_between(0, other, until);
             }
         }
@@ -288,7 +280,7 @@ impl World {
     /// Crashes `member` with chance `crash_per_mille`, noting `point` in the trace.
     /// Returns whether it crashed.
     pub fn crash_at(&mut self, member: usize, point: CrashPoint) -> bool {
-        if !self.rng.chance(self.params.crash_per_mille) {
+        if !self.sim.rng.chance(self.sim.params.crash_per_mille) {
             return false;
         }
         self.crash(member, point);
@@ -299,7 +291,7 @@ impl World {
     /// candidate may try again once back.
     fn crash(&mut self, member: usize, point: CrashPoint) {
         self.trace
-            .note(self.report.steps, self.timeline.now(), member, point);
+            .note(self.report.steps, self.sim.timeline.now(), member, point);
         *self.report.crashes.entry(point).or_default() += 1;
         let was_candidate = matches!(self.members[member].role, Role::Candidate(_));
         self.members[member].crash();
@@ -307,8 +299,8 @@ impl World {
             let own = self.members[member].history.last_epoch();
             self.members[member].seen = own;
         }
-        let back = self.rng.between(1_000, 20_000);
-        self.timeline.after(back, Event::Restart { member });
+        let back = self.sim.rng.between(1_000, 20_000);
+        self.sim.timeline.after(back, Event::Restart { member });
         if was_candidate {
             self.retry_later(member, back);
         }
@@ -316,39 +308,50 @@ impl World {
 
     /// A random member crashes or is cut off from the others for a while.
     fn fault(&mut self) {
-        let member = self.rng.between(0, self.members.len() as u64 - 1) as usize;
-        if self.members[member].up && self.rng.chance(400) {
+        let member = self.sim.rng.between(0, self.members.len() as u64 - 1) as usize;
+        if self.members[member].up && self.sim.rng.chance(400) {
             self.crash(member, CrashPoint::Random);
         } else {
             self.report.partitions += 1;
-            let until = self.timeline.now() + self.rng.between(2_000, 20_000);
+            let until = self.sim.timeline.now() + self.sim.rng.between(2_000, 20_000);
             for other in 0..self.members.len() {
                 if other != member {
                     self.links.cut_between(member, other, until);
                 }
             }
         }
-        let gap = self.params.fault_gap;
-        let next = self.rng.between(gap / 2, gap * 3 / 2);
-        self.timeline.after(next, Event::Fault);
+        let gap = self.sim.params.fault_gap;
+        let next = self.sim.rng.between(gap / 2, gap * 3 / 2);
+        self.sim.timeline.after(next, Event::Fault);
     }
 
     /// Schedules another promotion by `member`, `after` from now or later, while the run
     /// has promotions left.
     pub fn retry_later(&mut self, member: usize, after: Micros) {
-        if self.promotions_left == 0 || !self.rng.chance(700) {
+        if self.promotions_left == 0 || !self.sim.rng.chance(700) {
             return;
         }
         self.promotions_left -= 1;
-        let at = after + self.rng.between(1_000, 10_000);
-        self.timeline.after(at, Event::Promote { member });
+        let at = after + self.sim.rng.between(1_000, 10_000);
+        self.sim.timeline.after(at, Event::Promote { member });
+    }
+
+    /// `member`'s role, while it is a candidate or primary of `epoch`.
+    pub fn role_in(&mut self, member: usize, epoch: u64) -> Option<&mut Role> {
+        let role = &mut self.members[member].role;
+        let of_epoch = match role {
+            Role::Follower => None,
+            Role::Candidate(candidacy) => Some(candidacy.epoch),
+            Role::Primary(leading) => Some(leading.epoch),
+        };
+        (of_epoch == Some(epoch)).then_some(role)
     }
 
     /// The bugs planted in this run (none outside tests).
     #[cfg_attr(not(test), allow(clippy::unused_self))] // tests plant them in the config
     pub fn planted(&self) -> Planted {
         #[cfg(test)]
-        return self.config.planted;
+        return self.sim.config.planted;
         #[cfg(not(test))]
         Planted::default()
     }
