@@ -297,3 +297,51 @@ fn a_store_of_another_lineage_behind_the_log_is_refused_not_overwritten() -> Tes
     );
     Ok(())
 }
+
+#[test]
+fn a_sync_writer_waiting_on_a_primary_that_stops_fails_at_once_not_at_its_timeout() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path().join("primary"), StoreOptions::default())?;
+    // A timeout far longer than the test: the old behaviour (a timeout error) shows as a
+    // different error, not as a slow pass.
+    let options = PrimaryOptions {
+        sync: replikv::replication::quorum::SyncOptions {
+            quorum: 1,
+            sync_timeout: Duration::from_secs(20),
+            ..replikv::replication::quorum::SyncOptions::default()
+        },
+        ..primary_options(None)
+    };
+    let primary = Primary::start(store.clone(), options)?;
+    let replica = Replica::start(
+        dir.path().join("eu-1"),
+        replica_options(&primary, None, "eu-1"),
+    )?;
+    eventually("eu-1 to register", || primary.status().replicas.len() == 1);
+    // Registered but gone: a sync write waits for it.
+    replica.close()?;
+    eventually("eu-1 to be gone", || {
+        !primary.status().replicas[0].state.is_connected()
+    });
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            store.commit(put("k", vec![0x01]), Some(replikv::store::Durability::Sync))
+        })
+    };
+    eventually("the write to be committed and waiting", || {
+        store.last_lsn() == 1
+    });
+    primary.close();
+    let outcome = writer.join().expect("the writer never panics");
+    assert!(
+        matches!(
+            &outcome,
+            Err(replikv::Error::Replication(
+                replikv::error::ReplicationError::Refused { reason }
+            )) if reason.contains("stopped") && reason.contains("LSN 1")
+        ),
+        "{outcome:?}"
+    );
+    Ok(())
+}

@@ -7,7 +7,7 @@
 //! the [`QuorumView`] it publishes after each change.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -88,6 +88,9 @@ pub struct SyncWaiters {
     /// The newer epoch this primary learned of (0 while it is not deposed): every sync
     /// write not acknowledged yet fails with [`ReplicationError::Fenced`].
     fenced: AtomicU64,
+    /// Set once the primary stopped: no acknowledgement can come any more, so every sync
+    /// writer still waiting fails at once rather than at its timeout.
+    stopped: AtomicBool,
 }
 
 impl SyncWaiters {
@@ -100,6 +103,7 @@ impl SyncWaiters {
             changed: Condvar::new(),
             wanted: watch::Sender::new(0),
             fenced: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
         }
     }
 
@@ -136,6 +140,15 @@ impl SyncWaiters {
         self.changed.notify_all();
     }
 
+    /// The primary stopped: every sync writer still waiting fails now (its write is
+    /// committed here; whether a replica holds it is unknown).
+    pub fn stop(&self) {
+        let view = self.lock();
+        self.stopped.store(true, Ordering::Release);
+        drop(view);
+        self.changed.notify_all();
+    }
+
     fn fenced_error(&self) -> Option<ReplicationError> {
         let epoch = self.fenced.load(Ordering::Acquire);
         (epoch > 0).then(|| ReplicationError::Fenced {
@@ -168,7 +181,11 @@ impl SyncWaiters {
             let left = deadline.map_or(Duration::MAX, |d| {
                 d.saturating_duration_since(Instant::now())
             });
-            if done(&view) || left.is_zero() || self.fenced.load(Ordering::Acquire) > 0 {
+            if done(&view)
+                || left.is_zero()
+                || self.fenced.load(Ordering::Acquire) > 0
+                || self.stopped.load(Ordering::Acquire)
+            {
                 return view.clone();
             }
             view = self
@@ -229,10 +246,25 @@ impl SyncReplication for SyncWaiters {
             // enough replicas for any promotion to find it.
             return Ok(Some(view.acked_by(lsn)));
         }
-        match self.fenced_error() {
-            Some(fenced) => Err(fenced.into()),
-            None => Ok(None),
+        if let Some(fenced) = self.fenced_error() {
+            return Err(fenced.into());
         }
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(ReplicationError::Refused {
+                reason: format!(
+                    "the primary stopped before a quorum acknowledged the sync write at LSN \
+                     {lsn} (acknowledged by {}): it is committed here; a replica may or may \
+                     not hold it",
+                    if view.acked_by(lsn).is_empty() {
+                        "none".to_owned()
+                    } else {
+                        view.acked_by(lsn).join(", ")
+                    }
+                ),
+            }
+            .into());
+        }
+        Ok(None)
     }
 
     fn acked_by(&self, lsn: u64) -> Vec<String> {

@@ -397,8 +397,10 @@ impl Primary {
     }
 
     fn signal_stop(&self) {
-        // A stopped primary acknowledges nothing: sync writes are refused from here.
+        // A stopped primary acknowledges nothing: sync writes are refused from here, and
+        // those still waiting fail now.
         drop(lock(&self.registration).take());
+        self.shared.sync.stop();
         self.shutdown.send_replace(true);
         for wire in lock(&self.shared.links).wires.values() {
             wire.stop.send_replace(true);
