@@ -172,11 +172,7 @@ fn a_row_changed_behind_a_stopped_replicas_back_is_reported_different() -> TestR
         ("eu-1", Verdict::Different),
         "{report}"
     );
-    let verdicts: Vec<_> = eu_check
-        .tables
-        .iter()
-        .map(|t| (t.table.as_str(), t.verdict))
-        .collect();
+    let verdicts = eu_check.table_verdicts();
     assert_eq!(
         verdicts,
         [

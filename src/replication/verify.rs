@@ -63,6 +63,15 @@ pub struct ReplicaCheck {
 }
 
 impl ReplicaCheck {
+    /// Each table's verdict, in name order.
+    #[must_use]
+    pub fn table_verdicts(&self) -> Vec<(&str, Verdict)> {
+        self.tables
+            .iter()
+            .map(|t| (t.table.as_str(), t.verdict))
+            .collect()
+    }
+
     /// A replica that could not be compared, and why.
     #[must_use]
     pub fn not_comparable(name: &str, reason: String) -> Self {
@@ -254,13 +263,8 @@ mod tests {
         let replica = [at(4, &[("a", 2, 21), ("b", 2, 5), ("c", 1, 1)])];
         let check = compare("r1", &primary, &replica);
         assert_eq!(check.verdict, Verdict::Different);
-        let verdicts: Vec<_> = check
-            .tables
-            .iter()
-            .map(|t| (t.table.as_str(), t.verdict))
-            .collect();
         assert_eq!(
-            verdicts,
+            check.table_verdicts(),
             [
                 ("a", Verdict::Different),
                 ("b", Verdict::Different),

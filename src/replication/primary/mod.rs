@@ -157,7 +157,7 @@ struct Shared {
     commit_times: CommitTimes,
     admission: Arc<Admission>,
     /// The stream links a verification asks for their replicas' sums.
-    verify_links: verify::VerifyLinks,
+    link_queues: verify::LinkQueues,
     /// Where its counting replicas answer a promotion (heartbeats tell them each other's).
     members: members::Members,
     /// A switchover waiting for its target to say it serves: the target's name, and where
@@ -235,7 +235,7 @@ impl Primary {
             last_rejection: Mutex::new(None),
             visible,
             admission: Admission::new(MAX_UNAUTHENTICATED, MAX_AUTHENTICATED),
-            verify_links: verify::VerifyLinks::default(),
+            link_queues: verify::LinkQueues::default(),
             members: members::Members::default(),
             handing_over: Mutex::new(None),
             requested: Mutex::new(None),

@@ -37,7 +37,7 @@ pub(super) async fn stream_to(
     let mut visible = shared.visible.subscribe();
     let mut wanted = shared.sync.wanted();
     let mut position: Option<LogPosition> = None;
-    let mut requests = shared.verify_links.register(&id.name);
+    let mut requests = shared.link_queues.register(&id.name);
     loop {
         while let Some(request) = requests.pending() {
             write_frame(&mut writer, &request.message).await?;
@@ -169,7 +169,7 @@ async fn read_acks(shared: Arc<Shared>, id: LinkId, reader: OwnedReadHalf) {
                 return;
             }
             Ok(Message::VerifyReply { id: request, sums }) => {
-                shared.verify_links.reply(&id.name, request, sums);
+                shared.link_queues.reply(&id.name, request, sums);
             }
             Ok(Message::Lead { address }) => {
                 // The replica a switchover handed over to serves now.

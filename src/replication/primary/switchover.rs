@@ -243,7 +243,7 @@ impl Primary {
                  answer within {timeout:?}: this primary is deposed; check {address}"
             )));
         }
-        for name in shared.verify_links.names() {
+        for name in shared.link_queues.names() {
             if name != to {
                 let lead = Message::Lead {
                     address: address.clone(),
@@ -267,7 +267,7 @@ impl Primary {
         let members = &self.shared.members;
         let connected = || {
             self.shared
-                .verify_links
+                .link_queues
                 .names()
                 .iter()
                 .any(|name| name == to)
@@ -321,7 +321,7 @@ impl Primary {
     fn tell(&self, to: &str, message: Message, timeout: Duration) -> Result<()> {
         let written = self
             .shared
-            .verify_links
+            .link_queues
             .tell(to, message)
             .ok_or_else(|| refused(format!("{to:?} is not connected")))?;
         match runtime().block_on(async { tokio::time::timeout(timeout, written).await }) {

@@ -30,7 +30,7 @@ const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// The stream links that can carry a message the stream does not make itself (a verify
 /// request, a switchover's handover or lead), by replica name.
 #[derive(Default)]
-pub(super) struct VerifyLinks {
+pub(super) struct LinkQueues {
     links: Mutex<BTreeMap<String, Link>>,
     next_id: AtomicU64,
 }
@@ -60,7 +60,7 @@ impl Request {
 /// A stream link's end of the registry: the requests to send to its peer. Dropping it
 /// unregisters the link (unless a newer connection of that name replaced it).
 pub(super) struct LinkRequests<'a> {
-    links: &'a VerifyLinks,
+    links: &'a LinkQueues,
     name: String,
     serial: u64,
     receiver: mpsc::UnboundedReceiver<Request>,
@@ -90,7 +90,7 @@ impl Drop for LinkRequests<'_> {
     }
 }
 
-impl VerifyLinks {
+impl LinkQueues {
     /// Registers the stream link of `name`, replacing an older one.
     pub(super) fn register(&self, name: &str) -> LinkRequests<'_> {
         let serial = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -195,7 +195,7 @@ impl Shared {
             let asked: Vec<_> = pending
                 .drain(..)
                 .map(|name| {
-                    let asked = self.verify_links.ask(&name, since_lsn);
+                    let asked = self.link_queues.ask(&name, since_lsn);
                     (name, asked)
                 })
                 .collect();
