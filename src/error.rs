@@ -343,6 +343,31 @@ impl NetError {
     }
 }
 
+/// Errors of the cache tier.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CacheError {
+    /// A log entry that does not follow the last one processed.
+    #[error("log entry {got} does not follow the last one processed ({processed})")]
+    OutOfOrder {
+        /// The last LSN processed.
+        processed: u64,
+        /// The LSN received.
+        got: u64,
+    },
+    /// A node answered something that is not what the command returns.
+    #[error("cache node {node}: {reason}")]
+    Reply {
+        /// The node's address.
+        node: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A setting that cannot work (a capacity of 0, a bad address).
+    #[error("invalid cache setting: {0}")]
+    Invalid(String),
+}
+
 /// Every error the core returns.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -362,6 +387,9 @@ pub enum Error {
     /// See [`NetError`].
     #[error(transparent)]
     Net(#[from] NetError),
+    /// See [`CacheError`].
+    #[error(transparent)]
+    Cache(#[from] CacheError),
 }
 
 impl From<redb::Error> for StoreError {

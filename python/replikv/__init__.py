@@ -6,6 +6,7 @@ Start with :class:`Store`; see the README for replicas and the cache.
 from __future__ import annotations
 
 from ._core import (
+    CacheNode,
     Change,
     Changes,
     Checksum,
@@ -32,6 +33,7 @@ from ._diverged import DivergenceReport, read_diverged
 from ._store import Table
 from .exceptions import (
     AuthError,
+    CacheError,
     CorruptionError,
     DivergedError,
     FencedError,
@@ -55,6 +57,8 @@ from .exceptions import (
 
 __all__ = [
     "AuthError",
+    "CacheError",
+    "CacheNode",
     "Change",
     "Changes",
     "Checksum",

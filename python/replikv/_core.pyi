@@ -781,3 +781,46 @@ class ScrubReport:
         """Every problem found, in table and key order."""
     def to_dict(self) -> dict[str, Any]:
         """The report as plain dicts and lists (for JSON or pandas)."""
+
+@final
+class CacheNode:
+    """An LRU cache node that speaks the Redis protocol (redis-cli, redis-py and
+    redis-benchmark work unchanged).
+
+    With ``follow=`` it consumes that primary's change log: each write drops (or, with
+    ``on_write="refresh"``, replaces) the keys it holds, so that once it has processed a
+    write's entry no read returns an older value. A cache key on the wire is
+    ``table:tag:key`` (tag ``i`` for an int, ``s`` for a str, ``b`` for bytes); ``GET``
+    returns the value's MessagePack bytes.
+    """
+
+    def __new__(
+        cls,
+        listen: str = "127.0.0.1:0",
+        *,
+        capacity: int = 100_000,
+        max_bytes: int | None = None,
+        ttl: float | None = None,
+        follow: str | None = None,
+        token: str | None = None,
+        name: str = "cache",
+        on_write: Literal["drop", "refresh"] = "drop",
+    ) -> Self:
+        """``capacity``: entries at most; ``max_bytes``: bytes at most, counting keys,
+        values and 96 bytes per entry; ``ttl``: seconds an entry stored without its own
+        TTL lives (``None``: until evicted or invalidated). ``token``: what clients must
+        give with ``AUTH`` (and what the followed primary expects)."""
+    @property
+    def address(self) -> str:
+        """``host:port`` it listens on (the real port if 0 was asked)."""
+    @property
+    def closed(self) -> bool: ...
+    def stats(self) -> dict[str, Any]:
+        """``hits``, ``misses``, ``hit_ratio``, ``evictions``, ``expirations``,
+        ``invalidations``, ``stale_fills_refused``, ``flushes``, ``keys``, ``bytes``,
+        ``processed_lsn``, ``processed_epoch``, ``log_lost``, ``forks``,
+        ``follow_state``, ``last_error``, ``clients``."""
+    def close(self) -> None:
+        """Stops following and serving; returns once the port is free."""
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *exc: object) -> bool: ...

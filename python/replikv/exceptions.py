@@ -153,3 +153,7 @@ class AuthError(ReplikvError):
 
 class ProtocolError(ReplikvError):
     """The peer broke the wire protocol or speaks another version of it."""
+
+
+class CacheError(ReplikvError):
+    """A cache node or the cache client failed (a closed node, a broken reply)."""

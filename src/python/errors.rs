@@ -8,7 +8,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
-use crate::error::{CodecError, Error, LogError, NetError, ReplicationError, StoreError};
+use crate::error::{
+    CacheError, CodecError, Error, LogError, NetError, ReplicationError, StoreError,
+};
 
 /// Instantiates `replikv.exceptions.<name>(*args)` as a `PyErr`.
 pub(crate) fn raise<'py, A: pyo3::call::PyCallArgs<'py>>(
@@ -99,6 +101,8 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
             };
             raise(py, class, (message,))
         }
+        Error::Cache(CacheError::Invalid(_)) => PyValueError::new_err(message),
+        Error::Cache(_) => raise(py, "CacheError", (message,)),
         _ => raise(py, "ReplikvError", (message,)),
     }
 }

@@ -2,6 +2,7 @@
 //! names pyo3.
 
 mod args;
+mod cache_node;
 mod diverged;
 mod errors;
 mod iter;
@@ -20,6 +21,8 @@ use pyo3::pymodule;
 
 #[pymodule]
 mod _core {
+    #[pymodule_export]
+    use super::cache_node::PyCacheNode;
     #[pymodule_export]
     use super::diverged::read_diverged_report;
     #[pymodule_export]

@@ -1,0 +1,163 @@
+//! The plain Redis key commands.
+
+use bytes::Bytes;
+
+use super::{integer, not_an_integer, syntax_error, Call, Outcome};
+use crate::cache::lru::{Fill, SetIf};
+use crate::cache::resp::Reply;
+
+fn key(arg: &[u8]) -> Bytes {
+    Bytes::copy_from_slice(arg)
+}
+
+fn too_large() -> Outcome {
+    Reply::Error("OOM the value is larger than the cache's byte bound".into()).into()
+}
+
+pub(super) fn get(call: &mut Call<'_>) -> Outcome {
+    match call.node.lru.get(&call.args[1], call.now_ms) {
+        Some((value, _)) => Reply::Bulk(value).into(),
+        None => Reply::Nil.into(),
+    }
+}
+
+/// A TTL argument in milliseconds: a positive count of `unit_ms`.
+fn ttl_ms(arg: &[u8], unit_ms: u64) -> Option<u64> {
+    let count = integer(arg)?;
+    u64::try_from(count)
+        .ok()
+        .filter(|&c| c > 0)
+        .and_then(|c| c.checked_mul(unit_ms))
+}
+
+pub(super) fn set(call: &mut Call<'_>) -> Outcome {
+    let mut condition = SetIf::Always;
+    let mut ttl = None;
+    let mut options = call.args[3..].iter();
+    while let Some(option) = options.next() {
+        match option.to_ascii_uppercase().as_slice() {
+            b"NX" if condition == SetIf::Always => condition = SetIf::Absent,
+            b"XX" if condition == SetIf::Always => condition = SetIf::Present,
+            unit @ (b"EX" | b"PX") if ttl.is_none() => {
+                let Some(count) = options.next() else {
+                    return syntax_error();
+                };
+                let unit_ms = if unit == b"EX" { 1000 } else { 1 };
+                if integer(count).is_none() {
+                    return not_an_integer();
+                }
+                let Some(ms) = ttl_ms(count, unit_ms) else {
+                    return Reply::Error("ERR invalid expire time in 'set' command".into()).into();
+                };
+                ttl = Some(ms);
+            }
+            _ => return syntax_error(),
+        }
+    }
+    let ttl = call.node.ttl_for(ttl);
+    let (name, value) = (key(&call.args[1]), key(&call.args[2]));
+    match call.node.lru.set(name, value, ttl, condition, call.now_ms) {
+        Ok(true) => Reply::Ok.into(),
+        Ok(false) => Reply::Nil.into(),
+        Err(_) => too_large(),
+    }
+}
+
+pub(super) fn del(call: &mut Call<'_>) -> Outcome {
+    let removed = call.args[1..]
+        .iter()
+        .filter(|k| call.node.lru.remove(k))
+        .count();
+    Reply::Int(removed as i64).into()
+}
+
+pub(super) fn exists(call: &mut Call<'_>) -> Outcome {
+    let now = call.now_ms;
+    let held = call.args[1..]
+        .iter()
+        .filter(|k| call.node.lru.contains(k, now))
+        .count();
+    Reply::Int(held as i64).into()
+}
+
+pub(super) fn mget(call: &mut Call<'_>) -> Outcome {
+    let now = call.now_ms;
+    let values = call.args[1..]
+        .iter()
+        .map(|k| match call.node.lru.get(k, now) {
+            Some((value, _)) => Reply::Bulk(value),
+            None => Reply::Nil,
+        })
+        .collect();
+    Reply::Array(values).into()
+}
+
+pub(super) fn mset(call: &mut Call<'_>) -> Outcome {
+    let pairs = &call.args[1..];
+    if !pairs.len().is_multiple_of(2) {
+        return super::wrong_arity(b"mset").into();
+    }
+    let ttl = call.node.ttl_for(None);
+    for pair in pairs.chunks_exact(2) {
+        let stored = call.node.lru.set(
+            key(&pair[0]),
+            key(&pair[1]),
+            ttl,
+            SetIf::Always,
+            call.now_ms,
+        );
+        if matches!(stored, Err(Fill::TooLarge)) {
+            return too_large();
+        }
+    }
+    Reply::Ok.into()
+}
+
+pub(super) fn expire(call: &mut Call<'_>) -> Outcome {
+    let unit_ms = if call.args[0].eq_ignore_ascii_case(b"EXPIRE") {
+        1000
+    } else {
+        1
+    };
+    let Some(count) = integer(&call.args[2]) else {
+        return not_an_integer();
+    };
+    if count <= 0 {
+        // A TTL already passed: Redis deletes the key.
+        let removed = call.node.lru.remove(&call.args[1]);
+        return Reply::Int(i64::from(removed)).into();
+    }
+    let Some(ms) = (count as u64).checked_mul(unit_ms) else {
+        return Reply::Error("ERR invalid expire time in 'expire' command".into()).into();
+    };
+    let held = call.node.lru.expire(&call.args[1], Some(ms), call.now_ms);
+    Reply::Int(i64::from(held)).into()
+}
+
+pub(super) fn ttl(call: &mut Call<'_>) -> Outcome {
+    let in_ms = call.args[0].eq_ignore_ascii_case(b"PTTL");
+    let left = match call.node.lru.ttl_left(&call.args[1], call.now_ms) {
+        None => -2,
+        Some(None) => -1,
+        Some(Some(ms)) if in_ms => i64::try_from(ms).unwrap_or(i64::MAX),
+        // Rounded to the nearest second, as Redis rounds it.
+        Some(Some(ms)) => i64::try_from(ms.saturating_add(500) / 1000).unwrap_or(i64::MAX),
+    };
+    Reply::Int(left).into()
+}
+
+pub(super) fn dbsize(call: &mut Call<'_>) -> Outcome {
+    Reply::Int(call.node.lru.len() as i64).into()
+}
+
+pub(super) fn flushall(call: &mut Call<'_>) -> Outcome {
+    match call.args.get(1).map(|a| a.to_ascii_uppercase()) {
+        None => {}
+        Some(mode) if mode == b"ASYNC" || mode == b"SYNC" => {}
+        Some(_) => return syntax_error(),
+    }
+    // Fills read before now may predate writes this node no longer remembers.
+    let processed = call.node.processed().lsn;
+    call.node.lru.flush(processed);
+    Reply::Ok.into()
+}

@@ -1,0 +1,182 @@
+//! Redis commands on a node: one pure function from a command's arguments (and the
+//! connection's session) to its reply. Unknown commands, wrong arity and bad arguments get
+//! the error texts Redis gives; the connection and the node go on.
+
+mod connection;
+mod keys;
+mod versioned;
+
+use super::node::Node;
+use super::resp::Reply;
+
+/// What one connection has negotiated.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// 2 or 3 (`HELLO`).
+    pub protocol: u8,
+    /// Whether it may run more than AUTH, HELLO, PING and QUIT.
+    pub authenticated: bool,
+    /// The name it gave (`CLIENT SETNAME`, `HELLO … SETNAME`).
+    pub name: Option<String>,
+    /// Its id, as `CLIENT ID` and `HELLO` report it.
+    pub id: u64,
+}
+
+impl Session {
+    /// A new connection's session: RESP2, authenticated only if the node has no token.
+    #[must_use]
+    pub fn new(id: u64, node: &Node) -> Self {
+        Self {
+            protocol: 2,
+            authenticated: node.options.token.is_none(),
+            name: None,
+            id,
+        }
+    }
+}
+
+/// A command's reply, and whether the connection closes after sending it.
+#[derive(Debug)]
+pub struct Outcome {
+    /// What to answer.
+    pub reply: Reply,
+    /// Close once it is sent (`QUIT`).
+    pub close: bool,
+}
+
+impl From<Reply> for Outcome {
+    fn from(reply: Reply) -> Self {
+        Self {
+            reply,
+            close: false,
+        }
+    }
+}
+
+/// Runs one command (name first in `args`, never empty) at `now_ms`.
+pub fn execute(node: &mut Node, session: &mut Session, args: &[Vec<u8>], now_ms: u64) -> Outcome {
+    let name = args[0].to_ascii_uppercase();
+    let outcome = run(node, session, &name, args, now_ms);
+    if matches!(outcome.reply, Reply::Error(_)) {
+        node.commands.1 += 1;
+    }
+    node.commands.0 += 1;
+    outcome
+}
+
+fn run(
+    node: &mut Node,
+    session: &mut Session,
+    name: &[u8],
+    args: &[Vec<u8>],
+    now_ms: u64,
+) -> Outcome {
+    let Some(&(_, arity, handler)) = COMMANDS.iter().find(|(n, _, _)| n.as_bytes() == name) else {
+        return unknown(args).into();
+    };
+    if !arity_ok(arity, args.len()) {
+        return wrong_arity(name).into();
+    }
+    if !session.authenticated && !matches!(name, b"AUTH" | b"HELLO" | b"PING" | b"QUIT") {
+        return Reply::Error("NOAUTH Authentication required.".into()).into();
+    }
+    handler(&mut Call {
+        node,
+        session,
+        args,
+        now_ms,
+    })
+}
+
+/// What a handler gets.
+struct Call<'a> {
+    node: &'a mut Node,
+    session: &'a mut Session,
+    args: &'a [Vec<u8>],
+    now_ms: u64,
+}
+
+type Handler = fn(&mut Call<'_>) -> Outcome;
+
+/// `(name, arity, handler)`: arity as Redis gives it, negative for "at least".
+const COMMANDS: &[(&str, i32, Handler)] = &[
+    ("GET", 2, keys::get),
+    ("SET", -3, keys::set),
+    ("DEL", -2, keys::del),
+    ("UNLINK", -2, keys::del),
+    ("EXISTS", -2, keys::exists),
+    ("MGET", -2, keys::mget),
+    ("MSET", -3, keys::mset),
+    ("EXPIRE", 3, keys::expire),
+    ("PEXPIRE", 3, keys::expire),
+    ("TTL", 2, keys::ttl),
+    ("PTTL", 2, keys::ttl),
+    ("DBSIZE", 1, keys::dbsize),
+    ("FLUSHALL", -1, keys::flushall),
+    ("FLUSHDB", -1, keys::flushall),
+    ("PING", -1, connection::ping),
+    ("ECHO", 2, connection::echo),
+    ("QUIT", -1, connection::quit),
+    ("HELLO", -1, connection::hello),
+    ("AUTH", -2, connection::auth),
+    ("CLIENT", -2, connection::client),
+    ("CONFIG", -2, connection::config),
+    ("COMMAND", -1, connection::command),
+    ("SELECT", 2, connection::select),
+    ("INFO", -1, connection::info),
+    ("RKV.GET", 2, versioned::get),
+    ("RKV.FILL", -5, versioned::fill),
+    ("RKV.INVALIDATE", -2, versioned::invalidate),
+    ("RKV.INVALIDATEPREFIX", 2, versioned::invalidate_prefix),
+    ("RKV.POSITION", 1, versioned::position),
+];
+
+fn arity_ok(arity: i32, given: usize) -> bool {
+    let given = i32::try_from(given).unwrap_or(i32::MAX);
+    if arity < 0 {
+        given >= -arity
+    } else {
+        given == arity
+    }
+}
+
+fn printable(arg: &[u8]) -> String {
+    let text = String::from_utf8_lossy(arg);
+    text.chars().take(128).collect()
+}
+
+fn unknown(args: &[Vec<u8>]) -> Reply {
+    let rest: Vec<String> = args[1..]
+        .iter()
+        .take(8)
+        .map(|a| format!("'{}'", printable(a)))
+        .collect();
+    Reply::Error(format!(
+        "ERR unknown command '{}', with args beginning with: {}",
+        printable(&args[0]),
+        rest.join(" ")
+    ))
+}
+
+fn wrong_arity(name: &[u8]) -> Reply {
+    Reply::Error(format!(
+        "ERR wrong number of arguments for '{}' command",
+        String::from_utf8_lossy(name).to_ascii_lowercase()
+    ))
+}
+
+fn syntax_error() -> Outcome {
+    Reply::Error("ERR syntax error".into()).into()
+}
+
+fn not_an_integer() -> Outcome {
+    Reply::Error("ERR value is not an integer or out of range".into()).into()
+}
+
+/// An argument as an integer (Redis's strict decimal form).
+fn integer(arg: &[u8]) -> Option<i64> {
+    std::str::from_utf8(arg).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,262 @@
+use super::*;
+use crate::cache::lru::{Bounds, OnWrite, Version};
+use crate::cache::node::NodeOptions;
+
+fn node(token: Option<&str>) -> Node {
+    Node::new(NodeOptions {
+        bounds: Bounds {
+            capacity: 100,
+            max_bytes: None,
+            tombstones: 100,
+        },
+        on_write: OnWrite::Drop,
+        ttl_ms: None,
+        token: token.map(str::to_owned),
+    })
+}
+
+struct Client {
+    node: Node,
+    session: Session,
+    now_ms: u64,
+}
+
+impl Client {
+    fn new(token: Option<&str>) -> Self {
+        let node = node(token);
+        let session = Session::new(1, &node);
+        Self {
+            node,
+            session,
+            now_ms: 0,
+        }
+    }
+
+    fn run(&mut self, line: &str) -> Reply {
+        let args: Vec<Vec<u8>> = line.split(' ').map(|a| a.as_bytes().to_vec()).collect();
+        execute(&mut self.node, &mut self.session, &args, self.now_ms).reply
+    }
+}
+
+fn bulk(text: &str) -> Reply {
+    Reply::Bulk(bytes::Bytes::copy_from_slice(text.as_bytes()))
+}
+
+fn error_starts(reply: &Reply, prefix: &str) -> bool {
+    matches!(reply, Reply::Error(text) if text.starts_with(prefix))
+}
+
+#[test]
+fn set_get_del_exists_behave_as_in_redis() {
+    let mut c = Client::new(None);
+    assert_eq!(c.run("SET k v"), Reply::Ok);
+    assert_eq!(c.run("GET k"), bulk("v"));
+    assert_eq!(c.run("EXISTS k k missing"), Reply::Int(2));
+    assert_eq!(c.run("DEL k missing"), Reply::Int(1));
+    assert_eq!(c.run("GET k"), Reply::Nil);
+    assert_eq!(c.run("DBSIZE"), Reply::Int(0));
+}
+
+#[test]
+fn set_nx_xx_and_expiry_options() {
+    let mut c = Client::new(None);
+    assert_eq!(c.run("SET k v XX"), Reply::Nil);
+    assert_eq!(c.run("SET k v NX"), Reply::Ok);
+    assert_eq!(c.run("SET k w NX"), Reply::Nil);
+    assert_eq!(c.run("SET k w XX PX 1500"), Reply::Ok);
+    assert_eq!(c.run("PTTL k"), Reply::Int(1500));
+    assert_eq!(c.run("TTL k"), Reply::Int(2));
+    c.now_ms = 1500;
+    assert_eq!(c.run("GET k"), Reply::Nil);
+    assert_eq!(c.run("TTL k"), Reply::Int(-2));
+    assert!(error_starts(
+        &c.run("SET k v EX 0"),
+        "ERR invalid expire time"
+    ));
+    assert!(error_starts(
+        &c.run("SET k v EX x"),
+        "ERR value is not an integer"
+    ));
+    assert!(error_starts(&c.run("SET k v NX XX"), "ERR syntax error"));
+    assert!(error_starts(&c.run("SET k v EX"), "ERR syntax error"));
+}
+
+#[test]
+fn expire_ttl_and_persistent_keys() {
+    let mut c = Client::new(None);
+    c.run("SET k v");
+    assert_eq!(c.run("TTL k"), Reply::Int(-1));
+    assert_eq!(c.run("EXPIRE k 10"), Reply::Int(1));
+    assert_eq!(c.run("PTTL k"), Reply::Int(10_000));
+    assert_eq!(c.run("PEXPIRE missing 10"), Reply::Int(0));
+    assert_eq!(c.run("EXPIRE k -1"), Reply::Int(1));
+    assert_eq!(c.run("EXISTS k"), Reply::Int(0));
+}
+
+#[test]
+fn mset_and_mget() {
+    let mut c = Client::new(None);
+    assert_eq!(c.run("MSET a 1 b 2"), Reply::Ok);
+    assert_eq!(
+        c.run("MGET a missing b"),
+        Reply::Array(vec![bulk("1"), Reply::Nil, bulk("2")])
+    );
+    assert!(error_starts(
+        &c.run("MSET a 1 b"),
+        "ERR wrong number of arguments"
+    ));
+}
+
+#[test]
+fn unknown_commands_and_wrong_arity_get_redis_errors() {
+    let mut c = Client::new(None);
+    assert!(error_starts(
+        &c.run("NOPE a b"),
+        "ERR unknown command 'NOPE'"
+    ));
+    assert!(error_starts(
+        &c.run("GET"),
+        "ERR wrong number of arguments for 'get'"
+    ));
+    assert!(error_starts(
+        &c.run("GET a b"),
+        "ERR wrong number of arguments"
+    ));
+    assert_eq!(c.node.commands, (3, 3));
+    assert_eq!(c.run("PING"), Reply::Status("PONG"));
+}
+
+#[test]
+fn a_token_allows_only_auth_hello_ping_and_quit_until_given() {
+    let mut c = Client::new(Some("s3cret"));
+    assert_eq!(c.run("PING"), Reply::Status("PONG"));
+    assert!(error_starts(&c.run("GET k"), "NOAUTH"));
+    assert!(error_starts(&c.run("HELLO 3"), "NOAUTH"));
+    assert!(error_starts(&c.run("AUTH wrong"), "WRONGPASS"));
+    assert!(error_starts(&c.run("GET k"), "NOAUTH"));
+    assert!(matches!(
+        c.run("HELLO 3 AUTH default s3cret"),
+        Reply::Map(_)
+    ));
+    assert_eq!(c.session.protocol, 3);
+    assert_eq!(c.run("GET k"), Reply::Nil);
+}
+
+#[test]
+fn hello_switches_protocols_and_refuses_unknown_versions() {
+    let mut c = Client::new(None);
+    let Reply::Map(fields) = c.run("HELLO 3 SETNAME job") else {
+        panic!("HELLO answers a map");
+    };
+    assert!(fields.contains(&(bulk("proto"), Reply::Int(3))));
+    assert_eq!(c.session.name.as_deref(), Some("job"));
+    assert!(error_starts(&c.run("HELLO 4"), "NOPROTO"));
+    assert_eq!(c.session.protocol, 3);
+    c.run("HELLO 2");
+    assert_eq!(c.session.protocol, 2);
+}
+
+#[test]
+fn client_config_and_command_answer_what_clients_ask_on_connect() {
+    let mut c = Client::new(None);
+    assert_eq!(c.run("CLIENT SETINFO lib-name redis-py"), Reply::Ok);
+    assert_eq!(c.run("CLIENT SETNAME me"), Reply::Ok);
+    assert_eq!(c.run("CLIENT GETNAME"), bulk("me"));
+    assert_eq!(
+        c.run("CONFIG GET save"),
+        Reply::Map(vec![(bulk("save"), bulk(""))])
+    );
+    let Reply::Map(all) = c.run("CONFIG GET *") else {
+        panic!("CONFIG GET answers a map");
+    };
+    assert!(all.len() >= 4);
+    assert_eq!(c.run("COMMAND DOCS"), Reply::Array(vec![]));
+    assert!(error_starts(
+        &c.run("CLIENT KILL x"),
+        "ERR unknown subcommand"
+    ));
+}
+
+#[test]
+fn info_reports_redis_counters_and_ours() {
+    let mut c = Client::new(None);
+    c.run("SET k v");
+    c.run("GET k");
+    c.run("GET missing");
+    let Reply::Bulk(info) = c.run("INFO") else {
+        panic!("INFO answers a bulk string");
+    };
+    let info = String::from_utf8(info.to_vec()).unwrap();
+    for line in [
+        "keyspace_hits:1",
+        "keyspace_misses:1",
+        "evicted_keys:0",
+        "expired_keys:0",
+    ] {
+        assert!(info.contains(line), "{line} in {info}");
+    }
+    assert!(info.contains("stale_fills_refused:0"));
+}
+
+#[test]
+fn a_versioned_fill_is_refused_once_a_newer_write_is_known() {
+    let mut c = Client::new(None);
+    c.node.lru.processed_through(Version { epoch: 1, lsn: 7 });
+    // A miss reports the position the reader's source must reach.
+    assert_eq!(
+        c.run("RKV.GET t:s:k"),
+        Reply::Array(vec![Reply::Nil, Reply::Int(1), Reply::Int(7)])
+    );
+    c.node.lru.written(
+        &bytes::Bytes::from_static(b"t:s:k"),
+        None,
+        Version { epoch: 1, lsn: 9 },
+        0,
+    );
+    assert_eq!(c.run("RKV.FILL t:s:k 1 8 old"), Reply::Int(0));
+    assert_eq!(c.run("RKV.FILL t:s:k 1 9 new PX 1000"), Reply::Int(1));
+    assert_eq!(
+        c.run("RKV.GET t:s:k"),
+        Reply::Array(vec![bulk("new"), Reply::Int(1), Reply::Int(9)])
+    );
+    assert!(error_starts(
+        &c.run("RKV.FILL t:s:k x 9 v"),
+        "ERR the version"
+    ));
+    assert!(error_starts(
+        &c.run("RKV.FILL t:s:k 1 9 v PX"),
+        "ERR syntax error"
+    ));
+    assert_eq!(c.run("RKV.INVALIDATE t:s:k other"), Reply::Int(1));
+    assert_eq!(
+        c.run("RKV.POSITION"),
+        Reply::Array(vec![Reply::Int(1), Reply::Int(7), bulk("none")])
+    );
+}
+
+#[test]
+fn flushall_refuses_fills_read_before_it() {
+    let mut c = Client::new(None);
+    c.node.lru.processed_through(Version { epoch: 1, lsn: 5 });
+    c.run("RKV.FILL k 1 5 v");
+    assert_eq!(c.run("FLUSHALL"), Reply::Ok);
+    assert_eq!(c.run("DBSIZE"), Reply::Int(0));
+    assert_eq!(c.run("RKV.FILL k 1 4 v"), Reply::Int(0));
+    assert_eq!(c.run("RKV.FILL k 1 5 v"), Reply::Int(1));
+}
+
+#[test]
+fn config_glob_patterns_match_without_backtracking() {
+    assert!(connection_glob("max*", "maxmemory"));
+    assert!(connection_glob("?ave", "save"));
+    assert!(!connection_glob("max*x", "maxmemory"));
+    let hostile = "*a".repeat(40) + "b";
+    assert!(!connection_glob(
+        &hostile,
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+    ));
+}
+
+fn connection_glob(pattern: &str, name: &str) -> bool {
+    connection::glob_matches(pattern.as_bytes(), name.as_bytes())
+}

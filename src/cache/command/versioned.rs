@@ -1,0 +1,97 @@
+//! replikv's own commands: versioned reads and fills ("set if newer"), invalidations from
+//! a client, and the node's log position.
+
+use bytes::Bytes;
+
+use super::{integer, Call, Outcome};
+use crate::cache::lru::{Fill, Version};
+use crate::cache::resp::Reply;
+
+fn version_reply(version: Version) -> [Reply; 2] {
+    [
+        Reply::Int(version.epoch as i64),
+        Reply::Int(version.lsn as i64),
+    ]
+}
+
+/// `RKV.GET key` → `[value, epoch, lsn]`: on a hit the value's version; on a miss nil and
+/// the node's processed position, which the reader's source must have reached
+/// (`min_lsn`) for its fill to be accepted.
+pub(super) fn get(call: &mut Call<'_>) -> Outcome {
+    let (value, version) = match call.node.lru.get(&call.args[1], call.now_ms) {
+        Some((value, version)) => (Reply::Bulk(value), version),
+        None => (Reply::Nil, call.node.processed()),
+    };
+    let [epoch, lsn] = version_reply(version);
+    Reply::Array(vec![value, epoch, lsn]).into()
+}
+
+/// An unsigned integer argument.
+fn unsigned(arg: &[u8]) -> Option<u64> {
+    integer(arg).and_then(|v| u64::try_from(v).ok())
+}
+
+/// `RKV.FILL key epoch lsn value [PX ms]` → 1 stored, 0 refused as stale.
+pub(super) fn fill(call: &mut Call<'_>) -> Outcome {
+    let (Some(epoch), Some(lsn)) = (unsigned(&call.args[2]), unsigned(&call.args[3])) else {
+        return Reply::Error("ERR the version's epoch and LSN must be unsigned integers".into())
+            .into();
+    };
+    let ttl = match &call.args[5..] {
+        [] => None,
+        [unit, ms] if unit.eq_ignore_ascii_case(b"PX") => match unsigned(ms).filter(|&m| m > 0) {
+            Some(ms) => Some(ms),
+            None => {
+                return Reply::Error("ERR invalid expire time in 'rkv.fill' command".into()).into()
+            }
+        },
+        _ => return super::syntax_error(),
+    };
+    let ttl = call.node.ttl_for(ttl);
+    let stored = call.node.lru.fill(
+        Bytes::copy_from_slice(&call.args[1]),
+        Bytes::copy_from_slice(&call.args[4]),
+        Version { epoch, lsn },
+        ttl,
+        call.now_ms,
+    );
+    match stored {
+        Fill::Stored => Reply::Int(1).into(),
+        Fill::Stale => Reply::Int(0).into(),
+        Fill::TooLarge => {
+            Reply::Error("OOM the value is larger than the cache's byte bound".into()).into()
+        }
+    }
+}
+
+/// `RKV.INVALIDATE key…` → how many were held (each is dropped).
+pub(super) fn invalidate(call: &mut Call<'_>) -> Outcome {
+    let dropped = call.args[1..]
+        .iter()
+        .filter(|k| call.node.lru.invalidate(k))
+        .count();
+    Reply::Int(dropped as i64).into()
+}
+
+/// `RKV.INVALIDATEPREFIX prefix` → how many held keys were dropped.
+pub(super) fn invalidate_prefix(call: &mut Call<'_>) -> Outcome {
+    let dropped = call.node.lru.remove_prefix(&call.args[1]);
+    Reply::Int(dropped as i64).into()
+}
+
+/// `RKV.POSITION` → `[epoch, lsn, state]`: the log processed so far and how the node
+/// follows it (a client uses a returning node only once it has caught up).
+pub(super) fn position(call: &mut Call<'_>) -> Outcome {
+    let [epoch, lsn] = version_reply(call.node.processed());
+    let state = if call.node.following.state.is_empty() {
+        "none"
+    } else {
+        call.node.following.state.as_str()
+    };
+    Reply::Array(vec![
+        epoch,
+        lsn,
+        Reply::Bulk(Bytes::copy_from_slice(state.as_bytes())),
+    ])
+    .into()
+}

@@ -1,0 +1,414 @@
+//! A cache node's memory: an LRU of versioned values bounded by entries and by bytes, with
+//! per-entry TTL, and the log's recent writes so that a fill older than a write it never
+//! saw is refused (DESIGN §1, guarantee 7). Pure: every call is told the time.
+
+use bytes::Bytes;
+use lru::LruCache;
+
+use super::tombstones::Tombstones;
+
+/// Bytes counted for each entry beyond its key and value: the LRU's node, the map's slot
+/// and the entry's fields, rounded up.
+pub const ENTRY_OVERHEAD: usize = 96;
+
+/// Where a value comes from: the `(epoch, lsn)` of the read snapshot that produced it. A
+/// plain `SET` from a Redis client has version `(0, 0)`: any fill replaces it and any write
+/// in the log drops it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Version {
+    /// The epoch of the snapshot's last entry.
+    pub epoch: u64,
+    /// The snapshot's LSN.
+    pub lsn: u64,
+}
+
+/// How big the cache may grow.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Entries at most.
+    pub capacity: usize,
+    /// Bytes at most (keys + values + [`ENTRY_OVERHEAD`] per entry), if bounded.
+    pub max_bytes: Option<usize>,
+    /// Recent log writes remembered at most (older ones raise the watermark).
+    pub tombstones: usize,
+}
+
+/// What the log's write of a held key does to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnWrite {
+    /// Drop the key: the next read loads it again.
+    Drop,
+    /// Store the written value (a delete drops the key).
+    Refresh,
+}
+
+/// Counters, as Redis's INFO and `Cache.stats()` name them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Reads that found a live value.
+    pub hits: u64,
+    /// Reads that found none.
+    pub misses: u64,
+    /// Entries dropped to make room.
+    pub evictions: u64,
+    /// Entries dropped because their TTL passed.
+    pub expirations: u64,
+    /// Held keys dropped or refreshed by a write (from the log or a client).
+    pub invalidations: u64,
+    /// Fills refused because a newer write or value was known.
+    pub stale_fills_refused: u64,
+    /// Times everything was dropped (FLUSHALL, a fork, a lost log position).
+    pub flushes: u64,
+}
+
+#[derive(Debug)]
+struct Cached {
+    value: Bytes,
+    version: Version,
+    expires_at_ms: Option<u64>,
+}
+
+/// Whether a fill was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fill {
+    /// Stored.
+    Stored,
+    /// Refused: the log wrote the key after the fill's snapshot, a newer value is cached,
+    /// or the snapshot is of an older epoch than the node has seen.
+    Stale,
+    /// Refused: the value alone is larger than the byte bound.
+    TooLarge,
+}
+
+/// When a plain `SET` stores its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetIf {
+    /// Always.
+    Always,
+    /// Only if the key holds no live value (`NX`).
+    Absent,
+    /// Only if it does (`XX`).
+    Present,
+}
+
+/// The versioned LRU of one cache node.
+#[derive(Debug)]
+pub struct VersionedLru {
+    entries: LruCache<Bytes, Cached>,
+    bytes: usize,
+    bounds: Bounds,
+    on_write: OnWrite,
+    tombstones: Tombstones,
+    /// The last log entry applied: `(epoch, lsn)`.
+    processed: Version,
+    counters: Counters,
+}
+
+fn footprint(key: &[u8], value: &[u8]) -> usize {
+    key.len() + value.len() + ENTRY_OVERHEAD
+}
+
+impl VersionedLru {
+    /// An empty cache within `bounds` (a capacity of 0 is taken as 1).
+    #[must_use]
+    pub fn new(bounds: Bounds, on_write: OnWrite) -> Self {
+        let bounds = Bounds {
+            capacity: bounds.capacity.max(1),
+            ..bounds
+        };
+        Self {
+            entries: LruCache::unbounded(),
+            bytes: 0,
+            bounds,
+            on_write,
+            tombstones: Tombstones::new(bounds.tombstones),
+            processed: Version::default(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// The live value of `key` and its version, marking it most recently used.
+    pub fn get(&mut self, key: &[u8], now_ms: u64) -> Option<(Bytes, Version)> {
+        let found = self.live(key, now_ms).map(|c| (c.value.clone(), c.version));
+        if found.is_some() {
+            self.counters.hits += 1;
+        } else {
+            self.counters.misses += 1;
+        }
+        found
+    }
+
+    /// The live entry of `key` (an expired one is dropped), marked most recently used;
+    /// counts no hit or miss.
+    fn live(&mut self, key: &[u8], now_ms: u64) -> Option<&Cached> {
+        let expired = self
+            .entries
+            .peek(key)
+            .is_some_and(|c| c.expires_at_ms.is_some_and(|at| at <= now_ms));
+        if expired {
+            self.remove(key);
+            self.counters.expirations += 1;
+            return None;
+        }
+        self.entries.get(key)
+    }
+
+    /// Whether `key` holds a live value (no hit or miss is counted, recency unchanged).
+    pub fn contains(&mut self, key: &[u8], now_ms: u64) -> bool {
+        match self.entries.peek(key) {
+            None => false,
+            Some(c) if c.expires_at_ms.is_some_and(|at| at <= now_ms) => {
+                self.remove(key);
+                self.counters.expirations += 1;
+                false
+            }
+            Some(_) => true,
+        }
+    }
+
+    /// A plain `SET`: stores `value` unversioned (any later write or fill replaces it), if
+    /// `condition` holds; returns whether it stored.
+    ///
+    /// # Errors
+    /// [`Fill::TooLarge`]: the value alone exceeds the byte bound (nothing changes).
+    pub fn set(
+        &mut self,
+        key: Bytes,
+        value: Bytes,
+        ttl_ms: Option<u64>,
+        condition: SetIf,
+        now_ms: u64,
+    ) -> Result<bool, Fill> {
+        let present = self.contains(&key, now_ms);
+        let allowed = match condition {
+            SetIf::Always => true,
+            SetIf::Absent => !present,
+            SetIf::Present => present,
+        };
+        if !allowed {
+            return Ok(false);
+        }
+        self.store(key, value, Version::default(), ttl_ms, now_ms)?;
+        Ok(true)
+    }
+
+    /// A versioned fill ("set if newer"): stored only if no write of `key` after the fill's
+    /// snapshot is known, no newer value is cached, and the snapshot is not of an older
+    /// epoch than the node has seen.
+    pub fn fill(
+        &mut self,
+        key: Bytes,
+        value: Bytes,
+        version: Version,
+        ttl_ms: Option<u64>,
+        now_ms: u64,
+    ) -> Fill {
+        let newer_cached = self
+            .entries
+            .peek(&key)
+            .is_some_and(|c| c.version.lsn > version.lsn);
+        if version.lsn < self.tombstones.floor(&key)
+            || version.epoch < self.processed.epoch
+            || newer_cached
+        {
+            self.counters.stale_fills_refused += 1;
+            return Fill::Stale;
+        }
+        match self.store(key, value, version, ttl_ms, now_ms) {
+            Ok(()) => Fill::Stored,
+            Err(refused) => refused,
+        }
+    }
+
+    fn store(
+        &mut self,
+        key: Bytes,
+        value: Bytes,
+        version: Version,
+        ttl_ms: Option<u64>,
+        now_ms: u64,
+    ) -> Result<(), Fill> {
+        let size = footprint(&key, &value);
+        if self.bounds.max_bytes.is_some_and(|max| size > max) {
+            return Err(Fill::TooLarge);
+        }
+        self.remove(&key);
+        self.bytes += size;
+        let cached = Cached {
+            value,
+            version,
+            expires_at_ms: ttl_ms.map(|ttl| now_ms.saturating_add(ttl)),
+        };
+        self.entries.push(key, cached);
+        self.make_room();
+        Ok(())
+    }
+
+    /// Evicts least recently used entries until both bounds hold.
+    fn make_room(&mut self) {
+        while self.entries.len() > self.bounds.capacity
+            || self.bounds.max_bytes.is_some_and(|max| self.bytes > max)
+        {
+            let Some((key, cached)) = self.entries.pop_lru() else {
+                return;
+            };
+            self.bytes -= footprint(&key, &cached.value);
+            self.counters.evictions += 1;
+        }
+    }
+
+    /// Drops `key`; returns whether it was held.
+    pub fn remove(&mut self, key: &[u8]) -> bool {
+        match self.entries.pop(key) {
+            Some(cached) => {
+                self.bytes -= footprint(key, &cached.value);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drops `key` because a client said it changed; returns whether it was held.
+    pub fn invalidate(&mut self, key: &[u8]) -> bool {
+        let held = self.remove(key);
+        if held {
+            self.counters.invalidations += 1;
+        }
+        held
+    }
+
+    /// Applies the log's write of `key` by the entry `at`: remembers it, and drops or
+    /// refreshes the key if held (`value` is `None` for a delete).
+    pub fn written(&mut self, key: &Bytes, value: Option<&Bytes>, at: Version, now_ms: u64) {
+        self.tombstones.record(key.clone(), at.lsn);
+        let Some(held) = self.entries.peek(key) else {
+            return;
+        };
+        if held.version.lsn >= at.lsn && held.version != Version::default() {
+            // A fill read after this write already holds a value at least this new.
+            return;
+        }
+        self.counters.invalidations += 1;
+        let ttl_left = held.expires_at_ms.map(|at_ms| at_ms.saturating_sub(now_ms));
+        match (self.on_write, value) {
+            (OnWrite::Refresh, Some(value)) => {
+                // Keeps the key's remaining TTL; a value too large is dropped instead.
+                if self
+                    .store(key.clone(), value.clone(), at, ttl_left, now_ms)
+                    .is_err()
+                {
+                    self.remove(key);
+                }
+            }
+            _ => {
+                self.remove(key);
+            }
+        }
+    }
+
+    /// Records that the log was applied up to `at`.
+    pub fn processed_through(&mut self, at: Version) {
+        self.processed = at;
+    }
+
+    /// The last log entry applied.
+    #[must_use]
+    pub fn processed(&self) -> Version {
+        self.processed
+    }
+
+    /// Drops everything and forgets every write up to `lsn`: fills older than it are
+    /// refused from now on (FLUSHALL, a fork, a lost log position).
+    pub fn flush(&mut self, lsn: u64) {
+        self.entries.clear();
+        self.bytes = 0;
+        self.tombstones.forget_through(lsn);
+        self.counters.flushes += 1;
+    }
+
+    /// Drops everything and starts over at `at` in a new history (a fork): what was
+    /// remembered of the old history no longer applies, so the watermark becomes exactly
+    /// `at.lsn`, and fills of an epoch older than `at.epoch` are refused.
+    pub fn restart(&mut self, at: Version) {
+        self.entries.clear();
+        self.bytes = 0;
+        self.tombstones = Tombstones::new(self.bounds.tombstones);
+        self.tombstones.forget_through(at.lsn);
+        self.processed = at;
+        self.counters.flushes += 1;
+    }
+
+    /// Sets the TTL of a live `key` (`None` removes it); returns whether the key is held.
+    pub fn expire(&mut self, key: &[u8], ttl_ms: Option<u64>, now_ms: u64) -> bool {
+        if !self.contains(key, now_ms) {
+            return false;
+        }
+        if let Some(cached) = self.entries.peek_mut(key) {
+            cached.expires_at_ms = ttl_ms.map(|ttl| now_ms.saturating_add(ttl));
+        }
+        true
+    }
+
+    /// The TTL left on `key`: `None` if not held, `Some(None)` if it never expires.
+    pub fn ttl_left(&mut self, key: &[u8], now_ms: u64) -> Option<Option<u64>> {
+        if !self.contains(key, now_ms) {
+            return None;
+        }
+        let cached = self.entries.peek(key)?;
+        Some(cached.expires_at_ms.map(|at| at.saturating_sub(now_ms)))
+    }
+
+    /// Drops the held keys that start with `prefix`; returns how many.
+    pub fn remove_prefix(&mut self, prefix: &[u8]) -> usize {
+        let doomed: Vec<Bytes> = self
+            .entries
+            .iter()
+            .filter(|(key, _)| key.starts_with(prefix))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in &doomed {
+            self.remove(key);
+        }
+        self.counters.invalidations += doomed.len() as u64;
+        doomed.len()
+    }
+
+    /// Entries held (expired ones not yet dropped included, as Redis's DBSIZE counts them).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing is held.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Bytes held, as the byte bound counts them.
+    #[must_use]
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The bounds it keeps.
+    #[must_use]
+    pub fn bounds(&self) -> Bounds {
+        self.bounds
+    }
+
+    /// Recent writes remembered, and the watermark below which writes are forgotten.
+    #[must_use]
+    pub fn tombstones(&self) -> (usize, u64) {
+        (self.tombstones.len(), self.tombstones.watermark())
+    }
+
+    /// The counters so far.
+    #[must_use]
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+}
+
+#[cfg(test)]
+mod tests;

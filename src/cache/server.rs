@@ -1,0 +1,258 @@
+//! The Redis-protocol server of a cache node: the accept loop of `net/` with its caps, and
+//! per connection a loop that reads what arrived, runs every whole command in it under one
+//! lock of the node, and answers them in one write (pipelines cost one round trip).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::task::JoinHandle;
+
+use super::command::{execute, Session};
+use super::node::Node;
+use super::resp::{encode, parse, Limits, Parse, Reply};
+use crate::error::NetError;
+use crate::net::admission::{Admission, Ticket};
+use crate::net::runtime;
+use crate::net::server::{accept_loop, bind, Incoming};
+use crate::net::stall::StallWriter;
+use crate::replication::handshake::peer_allowed;
+
+/// Connections that have not given the token yet, at most (the newest displaces the
+/// oldest), and connections served at once, at most (Redis's default `maxclients`).
+const MAX_UNAUTHENTICATED: usize = 128;
+const MAX_CLIENTS: usize = 10_000;
+/// A client that reads none of its replies for this long is dropped.
+const WRITE_STALL: Duration = Duration::from_secs(30);
+/// Bytes read per read call, at least.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A node's state and the clock its TTLs run on, shared by its connections and its log
+/// follower.
+#[derive(Debug)]
+pub struct Shared {
+    node: Mutex<Node>,
+    started: Instant,
+    next_client: std::sync::atomic::AtomicU64,
+}
+
+impl Shared {
+    /// Wraps `node`; its clock starts now.
+    #[must_use]
+    pub fn new(node: Node) -> Arc<Self> {
+        Arc::new(Self {
+            node: Mutex::new(node),
+            started: Instant::now(),
+            next_client: std::sync::atomic::AtomicU64::new(1),
+        })
+    }
+
+    /// The node, locked.
+    pub fn lock(&self) -> MutexGuard<'_, Node> {
+        // Commands never panic while holding it; a poisoned lock can only come from a bug,
+        // and serving on beats aborting the process.
+        self.node
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Milliseconds on the node's monotonic clock.
+    #[must_use]
+    pub fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// A listening node.
+pub struct Server {
+    address: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Listens on `listen` (`host:port`, port 0 picks one) and serves `shared`.
+    ///
+    /// # Errors
+    /// [`NetError::Listen`]: the address is in use, not local, or not permitted.
+    pub fn start(listen: &str, shared: Arc<Shared>) -> Result<Self, NetError> {
+        let (listener, address) = runtime().block_on(bind(listen))?;
+        let (shutdown, stop) = watch::channel(false);
+        let admission = Admission::new(MAX_UNAUTHENTICATED, MAX_CLIENTS);
+        let task = runtime().spawn(accept_loop(listener, admission, stop, move |incoming| {
+            let shared = Arc::clone(&shared);
+            async move {
+                let peer = incoming.peer;
+                if let Err(err) = serve(&shared, incoming).await {
+                    tracing::debug!(%peer, error = %err, "a cache client's connection ended");
+                }
+            }
+        }));
+        Ok(Self {
+            address,
+            shutdown,
+            task: Some(task),
+        })
+    }
+
+    /// The address it listens on (the real port if 0 was asked).
+    #[must_use]
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Stops listening, closes every connection and waits until the port is free (when
+    /// called from outside the runtime).
+    pub fn stop(&mut self) {
+        self.shutdown.send_replace(true);
+        if let Some(task) = self.task.take() {
+            if tokio::runtime::Handle::try_current().is_err() {
+                let _ = runtime().block_on(task);
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Counts the connection as open while alive.
+struct Open<'a>(&'a Shared);
+
+impl<'a> Open<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        let mut node = shared.lock();
+        node.clients.0 += 1;
+        node.clients.1 += 1;
+        Self(shared)
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.lock().clients.0 -= 1;
+    }
+}
+
+/// Where a connection stands in the caps: waiting for the token, or served.
+enum Place {
+    Waiting(Ticket),
+    Served { _permit: OwnedSemaphorePermit },
+}
+
+async fn serve(shared: &Shared, incoming: Incoming) -> std::io::Result<()> {
+    let Incoming {
+        stream,
+        peer,
+        ticket,
+        mut shutdown,
+    } = incoming;
+    let (mut reader, writer) = stream.into_split();
+    let mut writer = StallWriter::new(writer, WRITE_STALL);
+    let _open = Open::new(shared);
+    let token_configured = shared.lock().options.token.is_some();
+    if !peer_allowed(token_configured, peer.ip()) {
+        let refusal =
+            "-DENIED no token is configured, so only clients on this machine may connect\r\n";
+        return writer.write_all(refusal.as_bytes()).await;
+    }
+    let id = shared
+        .next_client
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut session = Session::new(id, &shared.lock());
+    let mut place = Place::Waiting(ticket);
+    let limits = Limits::default();
+    let mut input = BytesMut::with_capacity(READ_CHUNK);
+    let mut output = Vec::with_capacity(READ_CHUNK);
+    loop {
+        place = match place {
+            Place::Waiting(ticket) if session.authenticated => {
+                let Some(permit) = ticket.authenticated() else {
+                    let full = "-ERR max number of clients reached\r\n";
+                    return writer.write_all(full.as_bytes()).await;
+                };
+                Place::Served { _permit: permit }
+            }
+            other => other,
+        };
+        input.reserve(READ_CHUNK);
+        let read = match &mut place {
+            Place::Waiting(ticket) => tokio::select! {
+                read = reader.read_buf(&mut input) => read?,
+                () = ticket.displaced() => return Ok(()),
+                _ = shutdown.changed() => return Ok(()),
+            },
+            Place::Served { .. } => tokio::select! {
+                read = reader.read_buf(&mut input) => read?,
+                _ = shutdown.changed() => return Ok(()),
+            },
+        };
+        if read == 0 {
+            return Ok(());
+        }
+        let close = answer(shared, &mut session, &mut input, &limits, &mut output);
+        if !output.is_empty() {
+            writer.write_all(&output).await?;
+            output.clear();
+        }
+        if close {
+            return Ok(());
+        }
+    }
+}
+
+/// Runs every whole command in `input` (consuming them) and appends the replies to
+/// `output`; returns whether the connection closes.
+fn answer(
+    shared: &Shared,
+    session: &mut Session,
+    input: &mut BytesMut,
+    limits: &Limits,
+    output: &mut Vec<u8>,
+) -> bool {
+    let mut commands = Vec::new();
+    let mut used = 0;
+    loop {
+        match parse(&input[used..], limits) {
+            Parse::Command { args, used: took } => {
+                used += took;
+                if !args.is_empty() {
+                    commands.push(Ok(args));
+                }
+            }
+            Parse::Incomplete => break,
+            Parse::Invalid { error, skip } => {
+                used += skip;
+                commands.push(Err(error));
+            }
+        }
+    }
+    input.advance(used);
+    if commands.is_empty() {
+        return false;
+    }
+    let now_ms = shared.now_ms();
+    let mut node = shared.lock();
+    for command in commands {
+        match command {
+            Ok(args) => {
+                let outcome = execute(&mut node, session, &args, now_ms);
+                encode(&outcome.reply, session.protocol, output);
+                if outcome.close {
+                    return true;
+                }
+            }
+            Err(error) => {
+                node.commands.1 += 1;
+                encode(&Reply::Error(error), session.protocol, output);
+            }
+        }
+    }
+    false
+}

@@ -1,0 +1,187 @@
+"""A cache node against the clients people already use: redis-py with both protocols,
+raw sockets sending garbage, redis-benchmark; and its invalidation from a primary's log."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+import replikv
+
+from polling import eventually
+
+# redis-py 8 sends HELLO 3 by default (None); 2 and 3 ask for a protocol explicitly.
+PROTOCOLS = [None, 2, 3]
+
+
+@pytest.fixture
+def node() -> Iterator[replikv.CacheNode]:
+    with replikv.CacheNode(capacity=1000) as started:
+        yield started
+
+
+def client(node: replikv.CacheNode, protocol: int | None, **options: Any) -> redis.Redis:
+    host, port = node.address.rsplit(":", 1)
+    if protocol is not None:
+        options["protocol"] = protocol
+    return redis.Redis(host=host, port=int(port), socket_timeout=5, **options)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_redis_py_runs_every_listed_command(
+    node: replikv.CacheNode, protocol: int | None
+) -> None:
+    r = client(node, protocol)
+    assert r.ping() is True
+    assert r.echo("hi") == b"hi"
+    assert r.set("k", "v") is True
+    assert r.get("k") == b"v"
+    assert r.set("k", "w", nx=True) is None
+    assert r.set("k", "w", xx=True) is True
+    assert r.set("other", "x", xx=True) is None
+    assert r.set("t", "1", ex=100) is True
+    assert 99 <= r.ttl("t") <= 100
+    assert r.set("p", "1", px=5000) is True
+    assert 4000 < r.pttl("p") <= 5000
+    assert r.ttl("k") == -1
+    assert r.ttl("missing") == -2
+    assert r.expire("k", 50) is True
+    assert r.pexpire("k", 50_000) is True
+    assert r.expire("missing", 5) is False
+    assert r.exists("k", "t", "missing") == 2
+    assert r.mset({"a": "1", "b": "2"}) is True
+    assert r.mget(["a", "missing", "b"]) == [b"1", None, b"2"]
+    assert r.delete("a", "missing") == 1
+    assert r.dbsize() == 5
+    info = r.info()
+    assert info["keyspace_hits"] >= 2
+    assert "stale_fills_refused" in info
+    assert r.config_get("save") == {"save": ""}
+    r.client_setname("analytics")
+    assert r.client_getname() == "analytics"
+    assert r.flushall() is True
+    assert r.dbsize() == 0
+    r.close()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_errors_are_redis_errors_and_the_connection_goes_on(
+    node: replikv.CacheNode, protocol: int | None
+) -> None:
+    r = client(node, protocol)
+    with pytest.raises(redis.ResponseError, match="unknown command"):
+        r.execute_command("NOPE", "x")
+    with pytest.raises(redis.ResponseError, match="wrong number of arguments"):
+        r.execute_command("GET")
+    with pytest.raises(redis.ResponseError, match="syntax error"):
+        r.execute_command("SET", "k", "v", "BOGUS")
+    assert r.ping() is True
+    r.close()
+
+
+def raw_exchange(node: replikv.CacheNode, payload: bytes, replies: int) -> list[bytes]:
+    """Sends `payload` on a fresh socket and reads `replies` reply lines back."""
+    host, port = node.address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(payload)
+        data = b""
+        while data.count(b"\r\n") < replies:
+            chunk = sock.recv(65536)
+            assert chunk, f"the node closed the connection after {data!r}"
+            data += chunk
+    return data.split(b"\r\n")[:replies]
+
+
+def test_inline_commands_and_garbage_get_answers_not_a_dead_node(
+    node: replikv.CacheNode,
+) -> None:
+    assert raw_exchange(node, b"PING\r\n", 1) == [b"+PONG"]
+    lines = raw_exchange(node, b"*1\r\n$99999999999\r\nPING\r\n", 2)
+    assert lines[0].startswith(b"-ERR")
+    assert lines[1] == b"+PONG"
+    lines = raw_exchange(node, b"*x\r\n\x00\xff garbage\r\nPING\r\n", 3)
+    assert lines[0].startswith(b"-ERR")
+    assert lines[1].startswith(b"-ERR unknown command")
+    assert lines[2] == b"+PONG"
+    # The node still serves everyone.
+    assert client(node, 2).ping() is True
+
+
+def test_a_token_admits_only_auth_hello_ping_and_quit_until_given() -> None:
+    with replikv.CacheNode(token="s3cret") as guarded:
+        assert raw_exchange(guarded, b"PING\r\nGET k\r\n", 2) == [
+            b"+PONG",
+            b"-NOAUTH Authentication required.",
+        ]
+        with pytest.raises(redis.AuthenticationError):
+            client(guarded, 2, password="wrong").ping()
+        for protocol in PROTOCOLS:
+            r = client(guarded, protocol, password="s3cret")
+            assert r.set("k", "v") is True
+            assert r.get("k") == b"v"
+            r.close()
+
+
+def test_capacity_by_entries_is_never_exceeded() -> None:
+    with replikv.CacheNode(capacity=10, max_bytes=4096) as small:
+        r = client(small, 3)
+        for i in range(100):
+            r.set(f"k{i}", "x" * 50)
+            assert r.dbsize() <= 10
+        assert small.stats()["evictions"] == 90
+        assert small.stats()["bytes"] <= 4096
+        r.close()
+
+
+def test_a_write_in_the_log_drops_the_cached_key(store: replikv.Store) -> None:
+    with replikv.Primary(store, listen="127.0.0.1:0") as primary:
+        store.put("subscribers", "ana@example.com", {"opted_in": True})
+        with replikv.CacheNode(follow=primary.address) as cache:
+            eventually(
+                "the node follows the log",
+                lambda: cache.stats()["follow_state"] == "streaming",
+            )
+            # A fresh node starts at the primary's position, not at the log's beginning.
+            assert cache.stats()["processed_lsn"] == store.last_lsn
+            r = client(cache, 3)
+            key = "subscribers:s:ana@example.com"
+            value = replikv.encode_value({"opted_in": True})
+            lsn = store.last_lsn
+            assert r.execute_command("RKV.FILL", key, 1, lsn, value) == 1
+            assert r.get(key) == value
+            receipt = store.put("subscribers", "ana@example.com", {"opted_in": False})
+            eventually(
+                "the node processes the write",
+                lambda: cache.stats()["processed_lsn"] >= receipt.lsn,
+            )
+            assert r.get(key) is None
+            # A slow reader's value from before the write is refused.
+            assert r.execute_command("RKV.FILL", key, 1, lsn, value) == 0
+            assert cache.stats()["stale_fills_refused"] == 1
+            assert cache.stats()["invalidations"] == 1
+            r.close()
+
+
+@pytest.mark.skipif(
+    shutil.which("redis-benchmark") is None,
+    reason="redis-benchmark is not installed (dev/check installs Debian's redis-tools)",
+)
+def test_redis_benchmark_completes_without_errors(node: replikv.CacheNode) -> None:
+    host, port = node.address.rsplit(":", 1)
+    done = subprocess.run(
+        ["redis-benchmark", "-h", host, "-p", port, "-t", "ping,set,get"]
+        + ["-n", "2000", "-c", "10", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "error" not in (done.stdout + done.stderr).lower()
+    for test in ("PING_INLINE", "PING_MBULK", "SET", "GET"):
+        assert f"{test}:" in done.stdout, done.stdout
