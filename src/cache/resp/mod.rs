@@ -1,0 +1,21 @@
+//! RESP, the Redis protocol, without sockets: [`parse`] reads requests from the front of a
+//! buffer and [`encode`] writes replies, in protocol 2 or 3 (chosen by `HELLO`).
+//!
+//! Requests come as multibulk (`*<n>\r\n` then n × `$<len>\r\n<bytes>\r\n`), as client
+//! libraries send them, or inline (`SET key "a value"\n`), as people type them. Parsing
+//! keeps no state between calls: a caller parses the front of what it has read, drops the
+//! bytes used and parses again. For any buffer, a prefix of it parses to
+//! [`Parse::Incomplete`] or to exactly what the whole buffer parses to, so the outcome
+//! never depends on how the bytes were split across reads.
+
+mod inline;
+mod parse;
+mod reply;
+
+#[cfg(test)]
+mod fuzz;
+#[cfg(test)]
+mod tests;
+
+pub use parse::{parse, Limits, Parse};
+pub use reply::{encode, Reply};

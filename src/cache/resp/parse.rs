@@ -1,0 +1,215 @@
+//! Reading one request from the front of a buffer; multibulk here, inline in `inline`.
+
+use super::inline;
+
+/// Bounds on what a request may claim, checked before anything is allocated.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The longest argument, in bytes (Redis calls it `proto-max-bulk-len`).
+    pub max_bulk: usize,
+    /// The most arguments in one command, its name included.
+    pub max_args: usize,
+    /// The longest line without its line end: an inline command, or a `*`/`$` header.
+    pub max_inline: usize,
+}
+
+impl Default for Limits {
+    /// Redis's own bounds: 64 MiB arguments, 1,048,576 of them, 64 KiB lines.
+    fn default() -> Self {
+        Limits {
+            max_bulk: 64 << 20,
+            max_args: 1 << 20,
+            max_inline: 64 << 10,
+        }
+    }
+}
+
+/// The outcome of parsing the front of a buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parse {
+    /// One whole command: its arguments (command name first), and the bytes it used.
+    ///
+    /// `args` is empty for `*0`, `*-1` and a blank inline line: drop `used` bytes and
+    /// answer nothing, as Redis does.
+    Command {
+        /// The arguments, command name first.
+        args: Vec<Vec<u8>>,
+        /// How many bytes at the front of the buffer the command took.
+        used: usize,
+    },
+    /// The buffer holds only the start of a command: read more.
+    Incomplete,
+    /// Malformed input: answer `error` (a full RESP error text without the leading '-'
+    /// and without CRLF, e.g. "ERR Protocol error: invalid bulk length"), drop `skip`
+    /// bytes (more than 0) and go on parsing; the connection stays usable.
+    ///
+    /// What follows a broken multibulk header may be the argument bytes it announced,
+    /// which then parse as inline commands: Redis closes the connection instead, and a
+    /// server that does not trust its clients may do the same.
+    Invalid {
+        /// The error to answer, e.g. "ERR Protocol error: invalid bulk length".
+        error: String,
+        /// How many bytes at the front of the buffer to drop (at least 1).
+        skip: usize,
+    },
+}
+
+const INVALID_COUNT: &str = "ERR Protocol error: invalid multibulk length";
+const INVALID_BULK: &str = "ERR Protocol error: invalid bulk length";
+const LONG_COUNT: &str = "ERR Protocol error: too big mbulk count string";
+const LONG_BULK: &str = "ERR Protocol error: too big bulk count string";
+const NO_CRLF: &str = "ERR Protocol error: expected CRLF after bulk data";
+
+/// Parses the command at the front of `buf`, within `limits`.
+///
+/// Never panics and allocates only for a command wholly in `buf`: `used` and `skip` are
+/// always within `1..=buf.len()`.
+#[must_use]
+pub fn parse(buf: &[u8], limits: &Limits) -> Parse {
+    match buf.first() {
+        None => Parse::Incomplete,
+        Some(b'*') => multibulk(buf, limits),
+        Some(_) => inline::parse(buf, limits),
+    }
+}
+
+/// A [`Parse::Invalid`] answering `error` and dropping the first `skip` bytes.
+pub(super) fn invalid(error: impl Into<String>, skip: usize) -> Parse {
+    Parse::Invalid {
+        error: error.into(),
+        skip,
+    }
+}
+
+/// Where the line that starts at `start` ends: the index of its '\n' (at most
+/// `max_line + 1` bytes after `start`, room for a `max_line`-byte line and "\r"), or what
+/// to answer while there is none.
+pub(super) fn line_end(
+    buf: &[u8],
+    start: usize,
+    max_line: usize,
+    too_long: &str,
+) -> Result<usize, Parse> {
+    let rest = buf.get(start..).unwrap_or_default();
+    let window = &rest[..rest.len().min(max_line.saturating_add(2))];
+    match window.iter().position(|&byte| byte == b'\n') {
+        Some(offset) => Ok(start + offset),
+        // Skipping exactly the window, not all of `buf`, keeps the outcome the same
+        // however the bytes arrived.
+        None if window.len() == max_line.saturating_add(2) => {
+            Err(invalid(too_long, start + window.len()))
+        }
+        None => Err(Parse::Incomplete),
+    }
+}
+
+/// Reads the header line at `start` (a type byte, a decimal, "\r\n"): its number (`None`
+/// if it is not a well-formed decimal) and where the next line starts.
+fn header(
+    buf: &[u8],
+    start: usize,
+    limits: &Limits,
+    too_long: &str,
+) -> Result<(Option<i64>, usize), Parse> {
+    let newline = line_end(buf, start, limits.max_inline, too_long)?;
+    let number = buf
+        .get(start + 1..newline)
+        .and_then(|line| line.strip_suffix(b"\r"))
+        .and_then(decimal);
+    Ok((number, newline + 1))
+}
+
+/// An optional '-' and one or more ASCII digits, if the value fits an `i64`.
+fn decimal(text: &[u8]) -> Option<i64> {
+    let (negative, digits) = match text.strip_prefix(b"-") {
+        Some(digits) => (true, digits),
+        None => (false, text),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut value: i64 = 0;
+    for &digit in digits {
+        if !digit.is_ascii_digit() {
+            return None;
+        }
+        value = value
+            .checked_mul(10)?
+            .checked_add(i64::from(digit - b'0'))?;
+    }
+    Some(if negative { -value } else { value })
+}
+
+/// Parses a command that starts with '*'.
+fn multibulk(buf: &[u8], limits: &Limits) -> Parse {
+    let (count, first) = match header(buf, 0, limits, LONG_COUNT) {
+        Ok(header) => header,
+        Err(parse) => return parse,
+    };
+    let count = match count {
+        Some(0 | -1) => {
+            return Parse::Command {
+                args: Vec::new(),
+                used: first,
+            }
+        }
+        Some(count) => match usize::try_from(count) {
+            Ok(count) if count <= limits.max_args => count,
+            _ => return invalid(INVALID_COUNT, first),
+        },
+        None => return invalid(INVALID_COUNT, first),
+    };
+    // Two passes: the first proves the whole command is in `buf`, so a command still
+    // arriving costs no allocation and `count` below is backed by bytes present.
+    let used = match arguments(buf, first, count, limits, |_| {}) {
+        Ok(used) => used,
+        Err(parse) => return parse,
+    };
+    let mut args = Vec::with_capacity(count);
+    let again = arguments(buf, first, count, limits, |arg| args.push(arg.to_vec()));
+    debug_assert_eq!(again.ok(), Some(used), "both passes read the same bytes");
+    Parse::Command { args, used }
+}
+
+/// Reads the `count` bulk arguments from `at` on, handing each to `visit`: where the
+/// command ends, or what to answer instead.
+fn arguments(
+    buf: &[u8],
+    mut at: usize,
+    count: usize,
+    limits: &Limits,
+    mut visit: impl FnMut(&[u8]),
+) -> Result<usize, Parse> {
+    for _ in 0..count {
+        match buf.get(at) {
+            None => return Err(Parse::Incomplete),
+            Some(b'$') => {}
+            // Dropping only what came before lets a command sent after a short one parse.
+            Some(other) => {
+                return Err(invalid(
+                    format!(
+                        "ERR Protocol error: expected '$', got '{}'",
+                        other.escape_ascii()
+                    ),
+                    at,
+                ))
+            }
+        }
+        let (len, data) = header(buf, at, limits, LONG_BULK)?;
+        let len = len
+            .and_then(|len| usize::try_from(len).ok())
+            .filter(|&len| len <= limits.max_bulk)
+            .ok_or_else(|| invalid(INVALID_BULK, data))?;
+        let rest = buf.get(data..).unwrap_or_default();
+        if rest.len() < 2 || rest.len() - 2 < len {
+            return Err(Parse::Incomplete);
+        }
+        let (arg, after) = rest.split_at(len);
+        if !after.starts_with(b"\r\n") {
+            return Err(invalid(NO_CRLF, data + len + 2));
+        }
+        visit(arg);
+        at = data + len + 2;
+    }
+    Ok(at)
+}
