@@ -17,6 +17,7 @@ from ._core import (
     fetch_status,
     promote_stopped,
 )
+from ._cache_cli import node_info, print_node_status, speaks_first
 from ._roles import run_roles, stop_on_sigterm
 from .exceptions import ReplikvError
 
@@ -112,10 +113,13 @@ def add_commands(commands: Any) -> None:
 
     status = commands.add_parser(
         "status",
-        help="show a primary's replicas, their state and lag",
-        description="Ask a running primary for its replicas' state and lag.",
+        help="show a primary's replicas and their lag, or a cache node's stats",
+        description=(
+            "Ask a running primary for its replicas' state and lag, or a cache node for "
+            "its hit ratio, evictions, invalidations and log position."
+        ),
     )
-    status.add_argument("address", metavar="ADDR", help="the primary's host:port")
+    status.add_argument("address", metavar="ADDR", help="the primary's or cache node's host:port")
     status.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=token_help)
     status.add_argument("--timeout", type=float, default=5.0, metavar="S")
     status.set_defaults(run=_run_status)
@@ -249,6 +253,9 @@ def _run_promote(args: argparse.Namespace) -> int:
 
 def _run_status(args: argparse.Namespace) -> int:
     try:
+        if not speaks_first(args.address, args.timeout):
+            print_node_status(args.address, node_info(args.address, args.token, args.timeout))
+            return 0
         report = fetch_status(args.address, token=args.token, timeout=args.timeout)
     except (ReplikvError, OSError) as problem:
         print(f"replikv status: error: {problem}", file=sys.stderr)

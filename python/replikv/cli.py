@@ -28,6 +28,7 @@ from typing import Any
 from tqdm import tqdm
 
 from . import __version__, _demo_failover
+from ._cache_cli import add_command as add_cache_command
 from ._core import Change, Checksum, Primary, Replica, Store
 from ._operator import add_operator_commands
 from ._serve import add_commands
@@ -102,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     add_commands(commands)
     add_operator_commands(commands)
     add_verify_command(commands)
+    add_cache_command(commands)
     scrub = commands.add_parser(
         "scrub",
         help="check every stored row of a store; exits 1 if anything is damaged",

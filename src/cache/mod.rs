@@ -2,7 +2,7 @@
 //! consistent by the change log. The pieces without sockets or clocks (the versioned LRU,
 //! RESP, the commands) are pure; `server` and `cache_node` drive them over TCP.
 
-//TMP pub mod cache_node;
+pub mod cache_node;
 pub mod command;
 pub mod invalidator;
 pub mod lru;

@@ -208,7 +208,7 @@ async fn serve(shared: &Shared, incoming: Incoming) -> std::io::Result<()> {
 }
 
 /// Runs every whole command in `input` (consuming them) and appends the replies to
-/// `output`; returns whether the connection closes.
+/// `output`; returns whether the connection closes (`QUIT`, or a malformed multibulk).
 fn answer(
     shared: &Shared,
     session: &mut Session,
@@ -218,7 +218,8 @@ fn answer(
 ) -> bool {
     let mut commands = Vec::new();
     let mut used = 0;
-    loop {
+    let mut broken = false;
+    while !broken {
         match parse(&input[used..], limits) {
             Parse::Command { args, used: took } => {
                 used += took;
@@ -228,6 +229,10 @@ fn answer(
             }
             Parse::Incomplete => break,
             Parse::Invalid { error, skip } => {
+                // After a malformed multibulk request, the bytes that follow may be the
+                // data it announced, which must never run as commands: like Redis, answer
+                // and close. A malformed inline line is only that line.
+                broken = input[used] == b'*';
                 used += skip;
                 commands.push(Err(error));
             }
@@ -254,5 +259,5 @@ fn answer(
             }
         }
     }
-    false
+    broken
 }
