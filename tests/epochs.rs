@@ -236,7 +236,8 @@ fn a_resync_keeps_the_local_only_entries_in_a_report_then_follows_from_scratch()
     assert_eq!(state.resyncs, 1);
     let resynced = state.last_resync.expect("the resync");
     assert_eq!(resynced.divergence.entries, 4);
-    let report = read_divergence_report(&resynced.report)?;
+    let report_path = resynced.report.expect("a replica keeps a report");
+    let report = read_divergence_report(&report_path)?;
     assert_eq!(report.fork_lsn, 11);
     assert_eq!(report.primary, new.address().to_string());
     let lsns: Vec<u64> = report.entries.iter().map(|e| e.lsn).collect();
@@ -244,7 +245,7 @@ fn a_resync_keeps_the_local_only_entries_in_a_report_then_follows_from_scratch()
     assert!(report.entries.iter().all(|e| e.epoch == 1));
     assert_eq!(replica.store().epoch_history(), b.epoch_history());
     // A damaged report is refused, never half read.
-    let mut bytes = std::fs::read(&resynced.report)?;
+    let mut bytes = std::fs::read(&report_path)?;
     let last = bytes.len() - 1;
     bytes[last] ^= 0x40;
     let damaged = dir.path().join("damaged.rkvd");

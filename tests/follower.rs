@@ -132,7 +132,7 @@ fn a_follower_refuses_user_writes_and_entries_out_of_order() -> TestResult {
 
 fn copy_snapshot(primary: &Store, follower: &Store) -> Result<u64, Error> {
     let view = primary.snapshot_view()?;
-    let mut installer = follower.begin_install(view.start())?;
+    let mut installer = follower.begin_install(view.start.clone())?;
     for table in view.sums.keys() {
         let mut after: Option<Vec<u8>> = None;
         loop {
@@ -143,7 +143,7 @@ fn copy_snapshot(primary: &Store, follower: &Store) -> Result<u64, Error> {
         }
     }
     installer.finish(&view.sums)?;
-    Ok(view.lsn)
+    Ok(view.start.lsn)
 }
 
 #[test]
@@ -196,7 +196,7 @@ fn a_snapshot_interrupted_before_its_commit_point_leaves_the_old_state() -> Test
     follower.append_replicated(&all_payloads(&primary)?[..3])?;
     let before = follower.checksum()?;
     let view = primary.snapshot_view()?;
-    let mut installer = follower.begin_install(view.start())?;
+    let mut installer = follower.begin_install(view.start.clone())?;
     installer.add("t", view.rows("t", None, 100)?)?;
     drop(installer);
     follower.close()?;
@@ -222,7 +222,7 @@ fn a_snapshot_whose_checksums_do_not_match_is_refused_and_nothing_changes() -> T
     }
     let follower = Store::open(dir.path().join("follower"), follower_options())?;
     let view = primary.snapshot_view()?;
-    let mut installer = follower.begin_install(view.start())?;
+    let mut installer = follower.begin_install(view.start.clone())?;
     installer.add("t", view.rows("t", None, 5)?)?;
     assert!(matches!(
         installer.finish(&view.sums),

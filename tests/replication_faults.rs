@@ -451,19 +451,21 @@ fn a_consumers_ack_never_counts_toward_wait_for_or_a_sync_quorum() -> TestResult
             ..PrimaryOptions::default()
         },
     )?;
-    let lsn = store.commit(put("t", "k", vec![0x01]), None)?.lsn;
+    store.commit(put("t", "k", vec![0x01]), None)?;
     // It even claims to fsync: a consumer keeps no data, so its ack proves nothing.
     let (mut consumer, welcome) = RawPeer::hello(&primary, PeerKind::Consumer, "cache")?;
+    // A fresh consumer starts at the current LSN: a snapshot's header, no rows.
     assert!(
-        matches!(
-            welcome,
-            Message::Welcome {
-                snapshot: false,
-                ..
-            }
-        ),
+        matches!(welcome, Message::Welcome { snapshot: true, .. }),
         "{welcome:?}"
     );
+    let begin = consumer.recv()?;
+    assert!(
+        matches!(&begin, Message::SnapshotBegin { lsn: 1, tables, .. } if tables.is_empty()),
+        "{begin:?}"
+    );
+    assert!(matches!(consumer.recv()?, Message::SnapshotEnd));
+    let lsn = store.commit(put("t", "k", vec![0x01]), None)?.lsn;
     while !matches!(consumer.recv()?, Message::Entries { .. }) {}
     consumer.send(&Message::Ack {
         flushed_lsn: lsn,

@@ -1,12 +1,16 @@
 //! Following a primary's log: what a follower does with each entry, and where it resumes.
 //!
 //! The replication glue drives any [`LogConsumer`] the same way (handshake, resume, whole
-//! entries in LSN order, acks): a replica's follower store is one, and a cache node's
-//! invalidator will be another. Only a consumer whose [`Role`] is `Replica` and which is
-//! [`LogConsumer::durable`] can ever count toward a primary's quorum.
+//! entries in LSN order, acks): a replica's follower store is one (a `Replica` drives it),
+//! and any consumer that keeps no store is driven by a `Follower` (a cache node's
+//! invalidator will be one). Only a consumer whose [`Role`] is `Replica` and which is
+//! [`LogConsumer::durable`] can ever count toward a primary's quorum. A `Consumer` starts
+//! at the primary's current LSN when it is new or its position left the log (a snapshot's
+//! header, no rows: its [`SnapshotSink`] must accept an empty snapshot), and resyncs on a
+//! fork rather than stopping.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_derive::{Deserialize, Serialize};
 
@@ -155,23 +159,35 @@ pub trait LogConsumer: Send + Sync + 'static {
     /// # Errors
     /// A gap, a repeat, a payload that does not decode: nothing of the bad entry applies.
     fn apply(&self, payloads: &[Vec<u8>]) -> Result<(u64, u64)>;
-    /// Starts receiving a snapshot that replaces everything it holds.
+    /// Starts receiving a snapshot that replaces everything it holds. A consumer gets a
+    /// snapshot's header alone (no rows, no tables): what it held before may be stale from
+    /// then on (a cache flushes), and the entries after `start.lsn` follow.
     ///
     /// # Errors
     /// It cannot take snapshots, or a storage failure.
     fn begin_snapshot(&self, start: SnapshotStart) -> Result<Box<dyn SnapshotSink>>;
     /// What it holds from `fork_lsn` on, which its primary never had (the loss account).
+    /// A consumer that keeps no log holds nothing a primary could lose: no entries and no
+    /// keys, up to its position (the default).
     ///
     /// # Errors
     /// Its log no longer holds `fork_lsn`, or cannot be read.
-    fn divergence(&self, fork_lsn: u64) -> Result<Divergence>;
-    /// Writes what it holds from `fork_lsn` on to a new report in `report_dir` (durably),
-    /// then discards everything so that it follows `primary` again from scratch; returns
-    /// the report's path.
+    fn divergence(&self, fork_lsn: u64) -> Result<Divergence> {
+        Ok(Divergence {
+            fork_lsn,
+            last_lsn: self.position()?.flushed_lsn,
+            entries: 0,
+            touched: BTreeMap::new(),
+        })
+    }
+    /// Discards everything it holds, so that it follows `primary` again from scratch (from
+    /// LSN 0). One that keeps data first writes what it holds from `fork_lsn` on to a new
+    /// report, durably, and returns the report's path; one that keeps none (a cache)
+    /// writes nothing and returns `None`.
     ///
     /// # Errors
     /// The report cannot be written (nothing is discarded then), or the discard failed.
-    fn resync(&self, fork_lsn: u64, primary: &str, report_dir: &Path) -> Result<PathBuf>;
+    fn resync(&self, fork_lsn: u64, primary: &str) -> Result<Option<PathBuf>>;
     /// Its recent per-table sums at `since_lsn` or later, oldest first. A consumer that
     /// keeps no data has none.
     ///

@@ -210,7 +210,13 @@ impl PyReplica {
         let last_resync = match &state.last_resync {
             Some(resynced) => {
                 let last = account(py, &resynced.divergence)?;
-                last.set_item("report", resynced.report.display().to_string())?;
+                last.set_item(
+                    "report",
+                    resynced
+                        .report
+                        .as_ref()
+                        .map(|path| path.display().to_string()),
+                )?;
                 Some(last)
             }
             None => None,

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use super::protocol::RefuseCode;
+use super::protocol::{PeerKind, RefuseCode};
 
 /// Domain separation: a proof made by one side can never be replayed as the other's.
 const PEER_ROLE: &[u8] = b"replikv/1 peer";
@@ -173,6 +173,49 @@ pub fn resume_decision(
     }
 }
 
+/// How an admitted replica or consumer starts (see [`opening`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opening {
+    /// With the entries after the LSN it holds.
+    Resume,
+    /// With a snapshot of every table, then the entries after it.
+    Snapshot,
+    /// With a snapshot's header alone (where the stream goes on from, no rows), then the
+    /// entries after it.
+    Header,
+}
+
+/// How a peer of `kind` at `flushed_lsn` (identified by `flushed_id`) starts. A replica
+/// whose position left the log is re-seeded by a snapshot. A consumer keeps no data, so
+/// when its position left the log, or when it is fresh and the log holds entries, it
+/// starts at the primary's current LSN (a header-only snapshot) rather than streaming the
+/// whole history. A fork is refused either way (see [`resume_decision`]).
+///
+/// # Errors
+/// As [`resume_decision`], but never [`RefuseCode::NeedsSnapshot`] for a replica or a
+/// consumer.
+pub fn opening(
+    kind: PeerKind,
+    flushed_lsn: u64,
+    flushed_id: (u64, u32),
+    log: LogView,
+) -> Result<Opening, Denied> {
+    let consumer = kind == PeerKind::Consumer;
+    match resume_decision(flushed_lsn, flushed_id, log) {
+        Ok(_) if consumer && flushed_lsn == 0 && log.last_lsn > 0 => Ok(Opening::Header),
+        Ok(_) => Ok(Opening::Resume),
+        Err(Denied {
+            code: RefuseCode::NeedsSnapshot,
+            ..
+        }) if consumer => Ok(Opening::Header),
+        Err(Denied {
+            code: RefuseCode::NeedsSnapshot,
+            ..
+        }) if kind == PeerKind::Replica => Ok(Opening::Snapshot),
+        Err(denied) => Err(denied),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,6 +321,54 @@ mod tests {
             "{}",
             denied.reason
         );
+    }
+
+    #[test]
+    fn a_replica_behind_the_log_gets_a_snapshot_and_a_consumer_a_header() {
+        let behind = view(5, 10, None);
+        assert_eq!(
+            opening(PeerKind::Replica, 3, (1, 42), behind),
+            Ok(Opening::Snapshot)
+        );
+        assert_eq!(
+            opening(PeerKind::Consumer, 3, (1, 42), behind),
+            Ok(Opening::Header)
+        );
+        assert_eq!(
+            opening(PeerKind::Consumer, 0, (0, 0), behind),
+            Ok(Opening::Header)
+        );
+    }
+
+    #[test]
+    fn a_fresh_consumer_starts_at_the_current_lsn_and_a_fresh_replica_from_the_start() {
+        let whole = view(1, 10, Some((0, 0)));
+        assert_eq!(
+            opening(PeerKind::Consumer, 0, (0, 0), whole),
+            Ok(Opening::Header)
+        );
+        assert_eq!(
+            opening(PeerKind::Replica, 0, (0, 0), whole),
+            Ok(Opening::Resume)
+        );
+        let empty = view(1, 0, Some((0, 0)));
+        assert_eq!(
+            opening(PeerKind::Consumer, 0, (0, 0), empty),
+            Ok(Opening::Resume),
+            "an empty log has nothing to skip"
+        );
+        assert_eq!(
+            opening(PeerKind::Consumer, 7, (1, 42), view(1, 10, Some((1, 42)))),
+            Ok(Opening::Resume)
+        );
+    }
+
+    #[test]
+    fn a_consumer_that_forked_is_refused_as_diverged_not_seeded() {
+        let denied = opening(PeerKind::Consumer, 7, (1, 42), view(1, 10, Some((1, 43))));
+        assert_eq!(denied.unwrap_err().code, RefuseCode::Diverged);
+        let ahead = opening(PeerKind::Consumer, 11, (1, 42), view(5, 10, None));
+        assert_eq!(ahead.unwrap_err().code, RefuseCode::Diverged);
     }
 
     #[test]

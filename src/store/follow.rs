@@ -311,10 +311,12 @@ impl LogConsumer for Store {
         Store::divergence(self, fork_lsn)
     }
 
-    fn resync(&self, fork_lsn: u64, primary: &str, report_dir: &Path) -> Result<PathBuf> {
-        let report = self.write_divergence_report(fork_lsn, primary, report_dir)?;
+    /// The report goes to `diverged/` in the store's directory.
+    fn resync(&self, fork_lsn: u64, primary: &str) -> Result<Option<PathBuf>> {
+        let report_dir = self.path().join("diverged");
+        let report = self.write_divergence_report(fork_lsn, primary, &report_dir)?;
         self.discard_all()?;
-        Ok(report)
+        Ok(Some(report))
     }
 
     fn recent_sums(&self, since_lsn: u64) -> Result<Vec<SumsAt>> {

@@ -29,34 +29,14 @@ const STATE: [&str; 2] = ["tables.redb", "log"];
 
 /// A read view of every table at one LSN, for sending a snapshot.
 pub struct SnapshotView {
-    /// The LSN the view reflects.
-    pub lsn: u64,
-    /// The epoch at that LSN.
-    pub epoch: u64,
-    /// The identity `(epoch, crc)` of the entry at `lsn`.
-    pub id: (u64, u32),
-    /// The lineage of the store it was taken from.
-    pub lineage: u64,
-    /// The epochs its log went through up to `lsn`.
-    pub history: EpochHistory,
+    /// Where a follower installing this view starts from: its LSN, epoch and identity.
+    pub start: SnapshotStart,
     /// Every table's row count and checksum at that LSN.
     pub sums: BTreeMap<String, TableSum>,
     snapshot: Snapshot,
 }
 
 impl SnapshotView {
-    /// What a follower installing this view starts from.
-    #[must_use]
-    pub fn start(&self) -> SnapshotStart {
-        SnapshotStart {
-            lsn: self.lsn,
-            epoch: self.epoch,
-            id: self.id,
-            lineage: self.lineage,
-            history: self.history.pairs().to_vec(),
-        }
-    }
-
     /// Up to `limit` rows of `table` after the key `after` (from the start if `None`).
     ///
     /// # Errors
@@ -137,13 +117,30 @@ impl Store {
     pub fn snapshot_view(&self) -> Result<SnapshotView> {
         let (lsn, epoch, sums, snapshot) = self.flushed_snapshot()?;
         Ok(SnapshotView {
+            start: self.snapshot_start_at(lsn, epoch)?,
+            sums,
+            snapshot,
+        })
+    }
+
+    /// Where a snapshot taken now would start, without reading a row: the visible LSN,
+    /// its entry's identity, the lineage and the epochs up to it. A consumer that keeps no
+    /// data is seeded with this alone.
+    ///
+    /// # Errors
+    /// A closed store or a storage failure.
+    pub fn snapshot_start(&self) -> Result<SnapshotStart> {
+        self.snapshot_start_at(self.last_lsn(), self.epoch())
+    }
+
+    /// The start of a snapshot at `lsn`, taken while the store was at `epoch`.
+    fn snapshot_start_at(&self, lsn: u64, epoch: u64) -> Result<SnapshotStart> {
+        Ok(SnapshotStart {
             lsn,
             epoch,
             id: self.entry_id(lsn)?.unwrap_or((0, 0)),
             lineage: self.lineage()?,
-            history: self.epoch_history().up_to(lsn),
-            sums,
-            snapshot,
+            history: self.epoch_history().up_to(lsn).pairs().to_vec(),
         })
     }
 

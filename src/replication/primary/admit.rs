@@ -9,7 +9,7 @@ use serde_bytes::ByteBuf;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::snapshot::send_snapshot;
+use super::snapshot::{send_header, send_snapshot};
 use super::stream::stream_to;
 use super::verify::VERIFIER_TIMEOUT;
 use super::{Shared, Writer, MAX_AUTHENTICATED, MAX_UNAUTHENTICATED};
@@ -17,7 +17,7 @@ use crate::error::{ReplicationError, Result};
 use crate::net::admission::Ticket;
 use crate::net::server::Incoming;
 use crate::net::stall::StallWriter;
-use crate::replication::handshake::{self, Denied, LogView, Role};
+use crate::replication::handshake::{self, opening, Denied, LogView, Opening, Role};
 use crate::replication::machine::LinkId;
 use crate::replication::protocol::{
     read_handshake_frame, write_frame, Message, PeerKind, RefuseCode,
@@ -58,6 +58,8 @@ enum Start<'a> {
     /// After a snapshot; the pin keeps the log it will stream from until its first ack or
     /// until the connection ends, however it ends.
     Snapshot(SlotPin<'a>),
+    /// After a snapshot's header alone, at the visible LSN (a consumer: it has no slot).
+    Header,
 }
 
 /// What a successful handshake leads to.
@@ -136,8 +138,12 @@ async fn snapshot_then_stream(
     reader: OwnedReadHalf,
     mut writer: Writer,
 ) -> Result<(), ReplicationError> {
-    if let Start::Snapshot(pin) = start {
-        send_snapshot(shared, id, pin, &mut writer).await?;
+    match start {
+        Start::Log => {}
+        Start::Snapshot(pin) => {
+            send_snapshot(shared, id, pin, &mut writer).await?;
+        }
+        Start::Header => send_header(shared, id, &mut writer).await?,
     }
     stream_to(shared, id, reader, writer).await
 }
@@ -308,19 +314,20 @@ async fn welcome<'a>(
             fork_lsn: Some(1),
         });
     }
-    // A replica whose position left the log is re-seeded by a snapshot; a fork is never
-    // papered over that way (it needs an explicit resync).
-    let snapshot = needs_snapshot(kind, flushed_lsn, flushed_id, view)?;
-    // A replica's slot is pinned from here, before any snapshot is taken: retention cannot
-    // then cut the entries that will follow it.
-    let start = if snapshot {
-        Start::Snapshot(shared.slots.pin(&name, view.last_lsn, durable))
-    } else {
-        if kind == PeerKind::Replica {
-            shared.slots.ensure(&name, flushed_lsn, durable);
+    // A fork is never papered over by a snapshot (it needs an explicit resync).
+    let start = match opening(kind, flushed_lsn, flushed_id, view)? {
+        // A replica's slot is pinned from here, before the snapshot is taken: retention
+        // cannot then cut the entries that will follow it.
+        Opening::Snapshot => Start::Snapshot(shared.slots.pin(&name, view.last_lsn, durable)),
+        Opening::Header => Start::Header,
+        Opening::Resume => {
+            if kind == PeerKind::Replica {
+                shared.slots.ensure(&name, flushed_lsn, durable);
+            }
+            Start::Log
         }
-        Start::Log
     };
+    let snapshot = !matches!(start, Start::Log);
     if kind == PeerKind::Replica {
         shared.members.learn(&name, durable, listen);
         // The slot is on disk before the replica is welcomed (an fsync: off the runtime).
@@ -391,23 +398,4 @@ async fn log_view(
     .await
     .map_err(|e| internal(&e))?
     .map_err(|e| internal(&e))
-}
-
-/// Whether the peer may stream from its position (`false`), must first be re-seeded by a
-/// snapshot (`true`), or is refused. Only a replica is re-seeded, and never one that
-/// diverged (its fork was found first).
-fn needs_snapshot(
-    kind: PeerKind,
-    flushed_lsn: u64,
-    flushed_id: (u64, u32),
-    view: LogView,
-) -> Result<bool, Denied> {
-    match handshake::resume_decision(flushed_lsn, flushed_id, view) {
-        Ok(_) => Ok(false),
-        Err(Denied {
-            code: RefuseCode::NeedsSnapshot,
-            ..
-        }) if kind == PeerKind::Replica => Ok(true),
-        Err(denied) => Err(denied),
-    }
 }

@@ -1,4 +1,5 @@
-//! Seeding a replica whose position left the log: a consistent copy of every table.
+//! Seeding a peer before it streams: a replica whose position left the log gets a
+//! consistent copy of every table; a consumer, which keeps no data, gets the header alone.
 
 use std::sync::Arc;
 
@@ -6,6 +7,7 @@ use serde_bytes::ByteBuf;
 
 use super::{Shared, Writer};
 use crate::error::ReplicationError;
+use crate::follow::SnapshotStart;
 use crate::replication::machine::LinkId;
 use crate::replication::protocol::{write_frame, Message};
 use crate::replication::slots::SlotPin;
@@ -28,26 +30,14 @@ pub(super) async fn send_snapshot(
         .await
         .map_err(|e| ReplicationError::Protocol(e.to_string()))?
         .map_err(|e| ReplicationError::Protocol(format!("cannot take a snapshot: {e}")))?;
-    pin.move_to(view.lsn);
-    shared.machine(|m| m.snapshot_started(id, view.lsn));
+    pin.move_to(view.start.lsn);
     let tables = view
         .sums
         .iter()
         .map(|(t, s)| (t.clone(), s.rows, s.checksum))
         .collect();
-    write_frame(
-        writer,
-        &Message::SnapshotBegin {
-            lsn: view.lsn,
-            epoch: view.epoch,
-            id: view.id,
-            lineage: view.lineage,
-            tables,
-            history: view.history.pairs().to_vec(),
-        },
-    )
-    .await?;
-    let lsn = view.lsn;
+    begin(shared, id, view.start.clone(), tables, writer).await?;
+    let lsn = view.start.lsn;
     let names: Vec<String> = view.sums.keys().cloned().collect();
     let view = Arc::new(view);
     for table in names {
@@ -91,9 +81,59 @@ pub(super) async fn send_snapshot(
             }
         }
     }
+    end(shared, id, lsn, writer).await?;
+    Ok(lsn)
+}
+
+/// Sends a snapshot's header alone, at the visible LSN (streaming resumes after it): a
+/// consumer keeps no rows, so it only learns where the stream goes on from. Its tables
+/// list is empty, and no rows follow.
+pub(super) async fn send_header(
+    shared: &Arc<Shared>,
+    id: &LinkId,
+    writer: &mut Writer,
+) -> Result<(), ReplicationError> {
+    let store = shared.store.clone();
+    let start = tokio::task::spawn_blocking(move || store.snapshot_start())
+        .await
+        .map_err(|e| ReplicationError::Protocol(e.to_string()))?
+        .map_err(|e| ReplicationError::Protocol(format!("cannot take a snapshot: {e}")))?;
+    let lsn = start.lsn;
+    begin(shared, id, start, Vec::new(), writer).await?;
+    end(shared, id, lsn, writer).await
+}
+
+/// Starts a snapshot at `start.lsn` of `tables` (`(name, rows, checksum)`): the peer
+/// streams after it.
+async fn begin(
+    shared: &Shared,
+    id: &LinkId,
+    start: SnapshotStart,
+    tables: Vec<(String, u64, u64)>,
+    writer: &mut Writer,
+) -> Result<(), ReplicationError> {
+    shared.machine(|m| m.snapshot_started(id, start.lsn));
+    let begin = Message::SnapshotBegin {
+        lsn: start.lsn,
+        epoch: start.epoch,
+        id: start.id,
+        lineage: start.lineage,
+        tables,
+        history: start.history,
+    };
+    write_frame(writer, &begin).await
+}
+
+/// Ends the snapshot at `lsn`: entries after it follow.
+async fn end(
+    shared: &Shared,
+    id: &LinkId,
+    lsn: u64,
+    writer: &mut Writer,
+) -> Result<(), ReplicationError> {
     write_frame(writer, &Message::SnapshotEnd).await?;
-    tracing::info!(replica = %id.name, lsn, "snapshot sent");
+    tracing::info!(peer = %id.name, lsn, "snapshot sent");
     let now = shared.now_us();
     shared.machine(|m| m.snapshot_sent(id, now));
-    Ok(lsn)
+    Ok(())
 }

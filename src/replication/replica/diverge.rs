@@ -1,7 +1,8 @@
-//! A replica whose history forks from its primary's (DESIGN guarantees 4 and 6): it stops
-//! with the loss account (the entries only it holds, and the tables and keys they
-//! touched), or, only when asked to, writes those entries to a report file, discards
-//! everything and follows again from scratch. It never merges silently.
+//! A follower whose history forks from its primary's (DESIGN guarantees 4 and 6): a
+//! replica stops with the loss account (the entries only it holds, and the tables and keys
+//! they touched), or, only when asked to, writes those entries to a report file, discards
+//! everything and follows again from scratch. It never merges silently. A consumer that
+//! keeps no data always resyncs: it has nothing to lose.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,13 +26,14 @@ pub enum OnDiverge {
 pub struct Resynced {
     /// What was discarded.
     pub divergence: Divergence,
-    /// The report file holding the discarded entries.
-    pub report: PathBuf,
+    /// The report file holding the discarded entries (always one for a replica; none for
+    /// a consumer that keeps no data).
+    pub report: Option<PathBuf>,
 }
 
 /// Handles a refusal as diverged at `fork_lsn` (unknown: everything it holds is
-/// accounted for). Returns `Ok(())` once resynced (following goes on), or the error to
-/// stop with, its reason completed with the loss account.
+/// accounted for). Returns `Ok(())` once resynced (following goes on from scratch), or the
+/// error to stop with, its reason completed with the loss account.
 pub(super) async fn handle(
     shared: &Arc<Shared>,
     fork_lsn: Option<u64>,
@@ -54,7 +56,7 @@ pub(super) async fn handle(
             })
         }
     };
-    if shared.options.on_diverge == OnDiverge::Stop {
+    if shared.on_diverge == OnDiverge::Stop {
         let reason = format!(
             "{reason}; it holds {}: nothing was merged. Follow again with \
              on_diverge=\"resync\" to keep them in a report file and re-seed",
@@ -65,20 +67,27 @@ pub(super) async fn handle(
     }
     let consumer = Arc::clone(&shared.consumer);
     let primary = shared.primary();
-    let report_dir = shared.report_dir.clone();
-    let report = tokio::task::spawn_blocking(move || consumer.resync(fork, &primary, &report_dir))
+    let report = tokio::task::spawn_blocking(move || consumer.resync(fork, &primary))
         .await
         .map_err(|e| ReplicationError::Protocol(e.to_string()))?
         .map_err(|err| ReplicationError::Diverged {
             fork_lsn,
             reason: format!("{reason}; the resync failed: {err}"),
         })?;
-    tracing::warn!(
-        primary = %shared.primary(),
-        report = %report.display(),
-        account = %divergence.summary(),
-        "diverged: the local-only entries are in the report; re-seeding from the primary"
-    );
+    if let Some(report) = &report {
+        tracing::warn!(
+            primary = %shared.primary(),
+            report = %report.display(),
+            account = %divergence.summary(),
+            "diverged: the local-only entries are in the report; re-seeding from the primary"
+        );
+    } else {
+        tracing::warn!(
+            primary = %shared.primary(),
+            fork_lsn = fork,
+            "diverged: discarded everything; following again from scratch"
+        );
+    }
     let mut state = lock(&shared.state);
     state.resyncs += 1;
     state.last_resync = Some(Resynced { divergence, report });

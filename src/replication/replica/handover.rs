@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{lock, Shared};
+use super::{lock, Shared, StoreSide};
 use crate::error::ReplicationError;
 use crate::replication::handover::Settings;
 use crate::replication::machine::ReplicaMachine;
@@ -34,15 +34,18 @@ pub(super) async fn take_over(
             machine.flushed_lsn()
         )));
     }
+    let side = shared.store_side.clone().ok_or_else(|| {
+        refused("a switchover needs a replica, with a store of its own".to_owned())
+    })?;
     let listen = shared
         .listen
         .ok_or_else(|| refused("a switchover needs a replica that listens (listen=)".to_owned()))?;
     // Starting a primary blocks on the runtime (it binds, and waits for the member server
     // to free the address): a thread of its own, not a runtime worker.
     let (done, outcome) = tokio::sync::oneshot::channel();
-    let taking = Arc::clone(shared);
+    let (taking, taker) = (Arc::clone(shared), Arc::clone(&side));
     std::thread::spawn(move || {
-        let _ = done.send(become_primary(&taking, &handover, listen));
+        let _ = done.send(become_primary(&taking, &taker, &handover, listen));
     });
     let primary = outcome
         .await
@@ -50,29 +53,30 @@ pub(super) async fn take_over(
         .map_err(|err| refused(format!("cannot take over as the primary: {err}")))?;
     tracing::warn!(replica = %shared.options.name, epoch, from_lsn = last_lsn + 1, address = %primary.address(), "took over as the primary");
     let address = primary.address().to_string();
-    *lock(&shared.handed_over) = Some(primary);
+    *lock(&side.handed_over) = Some(primary);
     lock(&shared.state).state = LinkState::Promoted;
     Ok(address)
 }
 
 fn become_primary(
     shared: &Shared,
+    side: &StoreSide,
     handover: &Handover,
     listen: std::net::SocketAddr,
 ) -> crate::Result<Primary> {
     let epoch = handover.epoch;
-    shared.stop_member_server();
+    side.stop_member_server();
     {
         let mut granted = lock(&shared.granted);
-        shared.store.raise_epoch(epoch)?;
+        side.store.raise_epoch(epoch)?;
         *granted = epoch;
     }
-    shared.store.stop_following()?;
-    shared.store.begin_epoch(epoch)?;
+    side.store.stop_following()?;
+    side.store.begin_epoch(epoch)?;
     let options = handover
         .settings
         .options(listen.to_string(), shared.options.token.clone());
-    let primary = Primary::start(shared.store.clone(), options)?;
+    let primary = Primary::start(side.store.clone(), options)?;
     primary.expect(&handover.members, handover.last_lsn);
     Ok(primary)
 }

@@ -42,15 +42,15 @@ pub(super) struct Server {
 }
 
 impl Server {
-    /// Answers candidates on `listener` for the replica of `shared`.
-    pub(super) fn start(shared: Arc<Shared>, listener: TcpListener) -> Self {
+    /// Answers candidates on `listener` for the replica of `shared`, whose store is
+    /// `store`.
+    pub(super) fn start(shared: Arc<Shared>, store: Store, listener: TcpListener) -> Self {
         let (shutdown, stop) = watch::channel(false);
         let admission = Admission::new(MAX_WAITING, MAX_CANDIDATES);
         let task = runtime().spawn(accept_loop(listener, admission, stop, move |incoming| {
-            let shared = Arc::clone(&shared);
+            let (shared, store) = (Arc::clone(&shared), store.clone());
             async move {
                 let peer = incoming.peer;
-                let store = shared.store.clone();
                 if let Err(err) = answer(&shared, &store, incoming).await {
                     tracing::info!(%peer, error = %err, "a candidate's request ended");
                 }

@@ -1,9 +1,13 @@
-//! The replica side: follows a primary over TCP, appending its entries to a follower store,
-//! and reconnects with backoff after any failure.
+//! The follower side: follows a primary over TCP and reconnects with backoff after any
+//! failure. One follow loop serves two owners: a [`Replica`] appends the entries to a
+//! follower store of its own (which can then answer promotions, be promoted and take over
+//! in a switchover), and a [`Follower`] hands them to any [`LogConsumer`] that keeps no
+//! store (a cache's invalidator).
 
 mod connect;
 mod diverge;
 mod elect;
+mod follower;
 mod handover;
 mod member;
 mod members_file;
@@ -13,17 +17,15 @@ mod session;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
-
+use super::primary::Primary;
 use super::status::LinkState;
 use crate::error::{ReplicationError, Result};
 use crate::follow::{Divergence, LogConsumer};
-use crate::net::client::Backoff;
 use crate::net::runtime;
 use crate::store::{Store, StoreOptions};
 pub use diverge::{OnDiverge, Resynced};
+pub use follower::{Follower, FollowerOptions};
 pub use promote::{promote_stopped, Promotion};
-use session::session;
 
 /// How long a link may stay silent before the replica drops it and reconnects.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -88,6 +90,32 @@ pub struct ReplicaState {
 }
 
 impl ReplicaState {
+    /// Before the first connection: the primary's quorum, members and peers as last
+    /// heard (kept on disk by a replica; unknown to a new follower).
+    fn connecting(
+        primary_quorum: u64,
+        primary_members: u64,
+        primary_peers: Vec<(String, String)>,
+    ) -> Self {
+        Self {
+            state: LinkState::Connecting,
+            primary_last_lsn: 0,
+            primary_epoch: 0,
+            primary_quorum,
+            primary_members,
+            primary_peers,
+            heartbeat: None,
+            oldest_missing_ms: 0,
+            last_error: None,
+            connections: 0,
+            snapshot: None,
+            snapshots: 0,
+            diverged: None,
+            resyncs: 0,
+            last_resync: None,
+        }
+    }
+
     /// The primary's clock now, estimated from its last heartbeat.
     #[must_use]
     pub fn primary_now_ms(&self) -> Option<u64> {
@@ -97,13 +125,15 @@ impl ReplicaState {
     }
 }
 
+/// What the follow loop shares with its owner (a [`Replica`] or a [`Follower`]) and with
+/// a replica's member server.
 struct Shared {
     consumer: Arc<dyn LogConsumer>,
-    options: ReplicaOptions,
+    options: FollowerOptions,
+    /// What it does when its history forks from the primary's.
+    on_diverge: OnDiverge,
     /// The primary it follows: `options.primary` until re-pointed with `follow`.
     primary: Mutex<String>,
-    /// Where divergence reports go: `diverged/` in the store's directory.
-    report_dir: std::path::PathBuf,
     state: Mutex<ReplicaState>,
     /// The address it answers members at, once bound.
     listen: Option<std::net::SocketAddr>,
@@ -114,25 +144,56 @@ struct Shared {
     /// Ends the current link or backoff at once (a re-point, or a grant that deposed the
     /// primary): the follow loop connects again to [`Shared::primary`].
     kick: tokio::sync::Notify,
-    /// The replica's store (what `consumer` applies to).
+    /// A replica's store and what serves from it; `None` for a [`Follower`].
+    store_side: Option<Arc<StoreSide>>,
+}
+
+/// What only a replica has: the store its consumer applies to, the member server that
+/// answers from it, and the primary a switchover made of it.
+struct StoreSide {
     store: Store,
     /// The member server, while it listens.
     member: Mutex<Option<member::Server>>,
     /// The primary a switchover made of this replica, until its owner takes it.
-    handed_over: Mutex<Option<crate::replication::primary::Primary>>,
+    handed_over: Mutex<Option<Primary>>,
 }
 
-impl Shared {
-    /// The address of the primary it follows now.
-    fn primary(&self) -> String {
-        lock(&self.primary).clone()
-    }
-
+impl StoreSide {
     /// Stops answering members and frees the member address.
     fn stop_member_server(&self) {
         if let Some(server) = lock(&self.member).take() {
             server.stop();
         }
+    }
+}
+
+impl Shared {
+    /// The state a follow loop starts from. An empty token is no token.
+    fn new(
+        consumer: Arc<dyn LogConsumer>,
+        mut options: FollowerOptions,
+        on_diverge: OnDiverge,
+        state: ReplicaState,
+        listen: Option<std::net::SocketAddr>,
+        store_side: Option<Arc<StoreSide>>,
+    ) -> Arc<Self> {
+        options.token = options.token.filter(|token| !token.is_empty());
+        Arc::new(Self {
+            consumer,
+            primary: Mutex::new(options.primary.clone()),
+            options,
+            on_diverge,
+            state: Mutex::new(state),
+            listen,
+            granted: Mutex::new(0),
+            kick: tokio::sync::Notify::new(),
+            store_side,
+        })
+    }
+
+    /// The address of the primary it follows now.
+    fn primary(&self) -> String {
+        lock(&self.primary).clone()
     }
 
     /// Follows `address` from now on: the current link (if any) ends, and the next one
@@ -149,17 +210,15 @@ impl Shared {
             state.primary_last_lsn = 0;
             state.heartbeat = None;
         }
-        tracing::info!(replica = %self.options.name, primary = %address, "re-pointed");
+        tracing::info!(follower = %self.options.name, primary = %address, "re-pointed");
         self.kick.notify_one();
     }
 }
 
 /// A running replica.
 pub struct Replica {
-    store: Store,
-    shared: Arc<Shared>,
-    shutdown: watch::Sender<bool>,
-    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    side: Arc<StoreSide>,
+    follower: Follower,
     /// Set once promoted: the store then belongs to the new primary, and closing the
     /// replica leaves it open.
     promoted: std::sync::atomic::AtomicBool,
@@ -190,53 +249,43 @@ impl Replica {
     ///
     /// # Errors
     /// The store cannot be read, or the member address cannot be bound.
-    pub fn attach(store: Store, mut options: ReplicaOptions) -> Result<Self> {
-        options.token = options.token.filter(|token| !token.is_empty());
+    pub fn attach(store: Store, options: ReplicaOptions) -> Result<Self> {
         let (primary_quorum, primary_members) = store.primary_quorum()?;
+        let state = ReplicaState::connecting(
+            primary_quorum,
+            primary_members,
+            members_file::load(store.path()),
+        );
         let listener = match &options.listen {
             Some(address) => Some(runtime().block_on(crate::net::server::bind(address))?),
             None => None,
         };
-        let shared = Arc::new(Shared {
-            consumer: Arc::new(store.clone()),
-            primary: Mutex::new(options.primary.clone()),
-            options,
-            report_dir: store.path().join("diverged"),
-            state: Mutex::new(ReplicaState {
-                state: LinkState::Connecting,
-                primary_last_lsn: 0,
-                primary_epoch: 0,
-                primary_quorum,
-                primary_members,
-                primary_peers: members_file::load(store.path()),
-                heartbeat: None,
-                oldest_missing_ms: 0,
-                last_error: None,
-                connections: 0,
-                snapshot: None,
-                snapshots: 0,
-                diverged: None,
-                resyncs: 0,
-                last_resync: None,
-            }),
-            listen: listener.as_ref().map(|(_, bound)| *bound),
-            granted: Mutex::new(0),
-            kick: tokio::sync::Notify::new(),
+        let side = Arc::new(StoreSide {
             store: store.clone(),
             member: Mutex::new(None),
             handed_over: Mutex::new(None),
         });
+        let follow = FollowerOptions {
+            primary: options.primary,
+            token: options.token,
+            name: options.name,
+            max_backoff: options.max_backoff,
+        };
+        let shared = Shared::new(
+            Arc::new(store.clone()),
+            follow,
+            options.on_diverge,
+            state,
+            listener.as_ref().map(|(_, bound)| *bound),
+            Some(Arc::clone(&side)),
+        );
         if let Some((listener, _)) = listener {
-            let server = member::Server::start(Arc::clone(&shared), listener);
-            *lock(&shared.member) = Some(server);
+            let server = member::Server::start(Arc::clone(&shared), store, listener);
+            *lock(&side.member) = Some(server);
         }
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let task = runtime().spawn(follow(Arc::clone(&shared), shutdown_rx));
         Ok(Self {
-            store,
-            shared,
-            shutdown,
-            task: Mutex::new(Some(task)),
+            side,
+            follower: Follower::spawn(shared),
             promoted: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -244,31 +293,31 @@ impl Replica {
     /// The replica's store (read-only for users).
     #[must_use]
     pub fn store(&self) -> &Store {
-        &self.store
+        &self.side.store
     }
 
     /// Its name.
     #[must_use]
     pub fn name(&self) -> &str {
-        &self.shared.options.name
+        self.follower.name()
     }
 
     /// The address of the primary it follows.
     #[must_use]
     pub fn primary(&self) -> String {
-        self.shared.primary()
+        self.follower.primary()
     }
 
     /// The token it proves to its primary, if any.
     #[must_use]
     pub fn token(&self) -> Option<&str> {
-        self.shared.options.token.as_deref()
+        self.shared().options.token.as_deref()
     }
 
     /// The address it answers other members at, if it listens.
     #[must_use]
     pub fn listen_address(&self) -> Option<std::net::SocketAddr> {
-        self.shared.listen
+        self.shared().listen
     }
 
     /// Follows the primary at `address` from now on (after a promotion elsewhere, say),
@@ -286,17 +335,14 @@ impl Replica {
             }
             .into());
         }
-        if self.primary() == address {
-            return Ok(());
-        }
-        self.shared.repoint(address);
+        self.follower.follow(address);
         Ok(())
     }
 
     /// A copy of its link state.
     #[must_use]
     pub fn state(&self) -> ReplicaState {
-        lock(&self.shared.state).clone()
+        self.follower.state()
     }
 
     /// Stops following and closes the store (unless it was promoted: its store is then
@@ -305,133 +351,39 @@ impl Replica {
     /// # Errors
     /// Closing the store failed.
     pub fn close(&self) -> Result<()> {
-        self.stop_task();
-        self.stop_member_server();
+        // Stopped and waited for first, so that no append races the store's close.
+        self.follower.close();
+        self.side.stop_member_server();
         // A switchover made it a primary that nobody took: it closes with the replica.
-        if let Some(primary) = lock(&self.shared.handed_over).take() {
+        if let Some(primary) = lock(&self.side.handed_over).take() {
             primary.close();
         }
         if self.promoted.load(std::sync::atomic::Ordering::Acquire) {
             return Ok(());
         }
-        self.store.close()
-    }
-
-    /// Stops the follow task and waits for it to end, so that no append races what comes
-    /// next. Only a thread outside the runtime can wait (a store's close drains appends
-    /// anyway).
-    fn stop_task(&self) {
-        self.shutdown.send_replace(true);
-        let task = lock(&self.task).take();
-        if let (Some(task), Err(_)) = (task, tokio::runtime::Handle::try_current()) {
-            let _ = runtime().block_on(task);
-        }
-    }
-}
-
-impl Replica {
-    /// Starts following again (after a promotion that did not win): to the same primary,
-    /// which a raised epoch may now refuse until a promotion's lead re-points it.
-    fn start_task(&self) {
-        self.shutdown.send_replace(false);
-        let task = runtime().spawn(follow(Arc::clone(&self.shared), self.shutdown.subscribe()));
-        *lock(&self.task) = Some(task);
-    }
-
-    /// Stops answering members and frees the member address (a promotion may serve there).
-    fn stop_member_server(&self) {
-        self.shared.stop_member_server();
+        self.side.store.close()
     }
 
     /// The primary a planned switchover made of this replica, once (its caller owns it
     /// from then on; closing the replica leaves its store open).
     #[must_use]
-    pub fn take_handed_over(&self) -> Option<crate::replication::primary::Primary> {
-        let primary = lock(&self.shared.handed_over).take();
+    pub fn take_handed_over(&self) -> Option<Primary> {
+        let primary = lock(&self.side.handed_over).take();
         if primary.is_some() {
             self.promoted
                 .store(true, std::sync::atomic::Ordering::Release);
         }
         primary
     }
+
+    /// What its follow loop shares.
+    fn shared(&self) -> &Arc<Shared> {
+        &self.follower.shared
+    }
 }
 
 impl Drop for Replica {
     fn drop(&mut self) {
         let _ = self.close();
-    }
-}
-
-/// Whether retrying cannot help.
-fn is_final(err: &ReplicationError) -> bool {
-    matches!(
-        err,
-        ReplicationError::Auth(_)
-            | ReplicationError::Diverged { .. }
-            | ReplicationError::NeedsSnapshot(_)
-            | ReplicationError::Fenced { .. }
-            | ReplicationError::Version { .. }
-    )
-}
-
-async fn follow(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let mut backoff = Backoff::new(Duration::from_millis(50), shared.options.max_backoff);
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        lock(&shared.state).state = LinkState::Connecting;
-        let mut connected = false;
-        let mut stop = shutdown.clone();
-        // A close must not wait on a stalled primary: the session is dropped mid-await; a
-        // kick ends it too, and the loop connects again (to a new address, maybe).
-        let mut result = tokio::select! {
-            result = session(&shared, &mut shutdown, &mut connected) => result,
-            _ = stop.changed() => Ok(()),
-            () = shared.kick.notified() => continue,
-        };
-        if let Err(ReplicationError::Diverged { fork_lsn, reason }) = result {
-            result = match diverge::handle(&shared, fork_lsn, reason).await {
-                // Resynced: an empty store follows again at once.
-                Ok(()) => continue,
-                Err(err) => Err(err),
-            };
-        }
-        let stopped = {
-            let mut state = lock(&shared.state);
-            match result {
-                Ok(()) => return,
-                Err(err) => {
-                    let stopped = is_final(&err);
-                    if stopped {
-                        tracing::error!(primary = %shared.primary(), error = %err, "replication stopped");
-                    } else {
-                        tracing::info!(primary = %shared.primary(), error = %err, "replication link lost; retrying");
-                    }
-                    state.state = if stopped {
-                        LinkState::Failed
-                    } else {
-                        LinkState::Disconnected
-                    };
-                    state.last_error = Some(err.to_string());
-                    stopped
-                }
-            }
-        };
-        if stopped {
-            // Until re-pointed (a promotion elsewhere tells it where) or closed.
-            tokio::select! {
-                () = shared.kick.notified() => continue,
-                _ = shutdown.changed() => return,
-            }
-        }
-        if connected {
-            backoff.reset();
-        }
-        tokio::select! {
-            () = tokio::time::sleep(backoff.next_delay()) => {}
-            () = shared.kick.notified() => backoff.reset(),
-            _ = shutdown.changed() => return,
-        }
     }
 }

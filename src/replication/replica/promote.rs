@@ -167,7 +167,7 @@ impl Replica {
     pub fn promote(&self, options: PrimaryOptions, force: bool) -> Result<(Primary, Promotion)> {
         let state = self.state();
         let needed = needed(state.primary_quorum, state.primary_members);
-        let counted = self.shared.consumer.durable();
+        let counted = self.shared().consumer.durable();
         let peers: Vec<(String, String)> = state
             .primary_peers
             .iter()
@@ -178,10 +178,10 @@ impl Replica {
         if let (Some(reason), false) = (hopeless(needed, counted, peers.len()), force) {
             return Err(refused(self.name(), &reason));
         }
-        self.stop_task();
-        let epoch = self.store.epoch() + 1;
+        self.follower.close();
+        let epoch = self.store().epoch() + 1;
         if !self.grant_self(epoch)? {
-            self.start_task();
+            self.follower.restart();
             return Err(refused(
                 self.name(),
                 "another promotion raised its epoch first",
@@ -189,13 +189,13 @@ impl Replica {
         }
         let own = MemberLog {
             name: self.name().to_owned(),
-            flushed_lsn: self.store.last_lsn(),
-            history: self.store.epoch_history(),
+            flushed_lsn: self.store().last_lsn(),
+            history: self.store().epoch_history(),
             counted,
         };
         let names: Vec<String> = peers.iter().map(|(name, _)| name.clone()).collect();
         let election = Election::new(epoch, needed, own, &names);
-        let token = self.shared.options.token.clone().unwrap_or_default();
+        let token = self.shared().options.token.clone().unwrap_or_default();
         let ballot = Ballot {
             token: token.as_bytes(),
             name: self.name(),
@@ -203,7 +203,7 @@ impl Replica {
         };
         let (outcome, links) = runtime().block_on(elect::run(election, peers, &ballot, force));
         let Outcome::Won(plan) = outcome else {
-            self.start_task();
+            self.follower.restart();
             return Err(refused(self.name(), &defeat_reason(&outcome)));
         };
         let promotion = Promotion {
@@ -223,8 +223,8 @@ impl Replica {
     /// Raises its own epoch to `epoch` as a member would for a candidate (nothing more is
     /// appended from an older primary); false if it had seen that epoch already.
     fn grant_self(&self, epoch: u64) -> Result<bool> {
-        let mut granted = lock(&self.shared.granted);
-        let rose = self.store.raise_epoch(epoch)?;
+        let mut granted = lock(&self.shared().granted);
+        let rose = self.store().raise_epoch(epoch)?;
         if rose {
             *granted = epoch;
         }
@@ -242,12 +242,12 @@ impl Replica {
         if let Some(from) = &plan.fetch_from {
             let fetched = match links.get_mut(from) {
                 Some(link) => {
-                    runtime().block_on(link.fetch(&self.store, plan.epoch, plan.adopt_lsn))
+                    runtime().block_on(link.fetch(self.store(), plan.epoch, plan.adopt_lsn))
                 }
                 None => Err(ReplicationError::Protocol(format!("no link to {from:?}"))),
             };
             if let Err(err) = fetched {
-                self.start_task();
+                self.follower.restart();
                 return Err(refused(
                     self.name(),
                     &format!(
@@ -259,22 +259,22 @@ impl Replica {
         }
         // Another promotion may have asked this replica meanwhile (its member server still
         // answers): then it lost, and it stays a replica.
-        if self.store.epoch() > plan.epoch {
-            self.start_task();
+        if self.store().epoch() > plan.epoch {
+            self.follower.restart();
             return Err(refused(
                 self.name(),
                 &format!(
                     "epoch {} was granted to another promotion while this one ran",
-                    self.store.epoch()
+                    self.store().epoch()
                 ),
             ));
         }
         // A primary answers no promotion: its member address may be the one it serves at.
-        self.stop_member_server();
-        self.store.stop_following()?;
-        self.store.begin_epoch(plan.epoch)?;
+        self.side.stop_member_server();
+        self.store().stop_following()?;
+        self.store().begin_epoch(plan.epoch)?;
         self.promoted.store(true, Ordering::Release);
-        let primary = Primary::start(self.store.clone(), options)?;
+        let primary = Primary::start(self.store().clone(), options)?;
         let address = primary.address().to_string();
         runtime().block_on(async {
             for link in links.into_values() {

@@ -1,6 +1,6 @@
 //! Following a primary once connected: the [`ReplicaMachine`] checks every message and
-//! says what to append and what to acknowledge; this glue reads frames ahead, appends
-//! through the store and writes the acks.
+//! says what to append and what to acknowledge; this glue reads frames ahead, applies
+//! through the consumer and writes the acks.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -130,10 +130,10 @@ fn observe(shared: &Shared, machine: &ReplicaMachine, message: &Message) {
             (state.primary_quorum, state.primary_members)
         };
         let peers_changed = quorum > 0 && *peers != lock(&shared.state).primary_peers;
-        if peers_changed {
+        if let (true, Some(side)) = (peers_changed, &shared.store_side) {
             // Kept on disk too: a replica restarted after its primary died asks them.
             let saved =
-                tokio::task::block_in_place(|| members_file::save(shared.store.path(), peers));
+                tokio::task::block_in_place(|| members_file::save(side.store.path(), peers));
             if let Err(err) = saved {
                 tracing::warn!(error = %err, "could not remember the primary's members");
             }

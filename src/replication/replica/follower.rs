@@ -1,0 +1,201 @@
+//! Following a primary with any [`LogConsumer`], and the follow loop that a [`Replica`]
+//! runs too: connect, follow until the link fails, back off, connect again; a fork is
+//! handled as the owner's [`OnDiverge`] says.
+//!
+//! [`Replica`]: super::Replica
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::session::session;
+use super::{diverge, lock, OnDiverge, ReplicaState, Shared};
+use crate::error::{ReplicationError, Result};
+use crate::follow::{LogConsumer, Role};
+use crate::net::client::Backoff;
+use crate::net::runtime;
+use crate::replication::status::LinkState;
+
+/// How a [`Follower`] follows its primary.
+#[derive(Debug, Clone)]
+pub struct FollowerOptions {
+    /// The primary's address.
+    pub primary: String,
+    /// Shared token (must match the primary's).
+    pub token: Option<String>,
+    /// Its name, as the primary lists it.
+    pub name: String,
+    /// Longest wait between reconnection attempts.
+    pub max_backoff: Duration,
+}
+
+/// A running follower of a primary's log that feeds a [`LogConsumer`] keeping no store (a
+/// cache's invalidator): it never counts toward a quorum and holds no slot. A fresh one,
+/// or one whose position the primary's log no longer holds, starts at the primary's
+/// current LSN; on a fork it calls [`LogConsumer::resync`] and follows again from scratch,
+/// never stopping. [`Follower::close`] (or dropping it) stops it.
+pub struct Follower {
+    pub(super) shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Follower {
+    /// Starts following `options.primary` with `consumer`.
+    ///
+    /// # Errors
+    /// [`ReplicationError::Refused`] for a consumer whose role is [`Role::Replica`]: one
+    /// that keeps a copy of the data follows as a [`super::Replica`].
+    pub fn start(consumer: Arc<dyn LogConsumer>, options: FollowerOptions) -> Result<Self> {
+        if consumer.role() != Role::Consumer {
+            return Err(ReplicationError::Refused {
+                reason: format!(
+                    "{:?} keeps a copy of the data: it follows as a Replica, with a store",
+                    options.name
+                ),
+            }
+            .into());
+        }
+        let state = ReplicaState::connecting(0, 0, Vec::new());
+        let shared = Shared::new(consumer, options, OnDiverge::Resync, state, None, None);
+        Ok(Self::spawn(shared))
+    }
+
+    /// Starts the follow loop of `shared`.
+    pub(super) fn spawn(shared: Arc<Shared>) -> Self {
+        let (shutdown, stop) = watch::channel(false);
+        let task = runtime().spawn(follow(Arc::clone(&shared), stop));
+        Self {
+            shared,
+            shutdown,
+            task: Mutex::new(Some(task)),
+        }
+    }
+
+    /// Its name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.shared.options.name
+    }
+
+    /// The address of the primary it follows.
+    #[must_use]
+    pub fn primary(&self) -> String {
+        self.shared.primary()
+    }
+
+    /// A copy of its link state.
+    #[must_use]
+    pub fn state(&self) -> ReplicaState {
+        lock(&self.shared.state).clone()
+    }
+
+    /// Follows the primary at `address` from now on: the current link ends, and the next
+    /// one resumes from the consumer's position there. Nothing changes if it already
+    /// follows `address`.
+    pub fn follow(&self, address: &str) {
+        if self.shared.primary() != address {
+            self.shared.repoint(address);
+        }
+    }
+
+    /// Stops following and waits for the follow task to end, so that nothing is applied
+    /// after it returns. Only a thread outside the runtime can wait; inside it, the task
+    /// stops at its next await. Closing twice does nothing more.
+    pub fn close(&self) {
+        self.shutdown.send_replace(true);
+        let task = lock(&self.task).take();
+        if let (Some(task), Err(_)) = (task, tokio::runtime::Handle::try_current()) {
+            let _ = runtime().block_on(task);
+        }
+    }
+
+    /// Starts following again after [`Follower::close`] (a promotion that did not win): to
+    /// the same primary.
+    pub(super) fn restart(&self) {
+        self.shutdown.send_replace(false);
+        let task = runtime().spawn(follow(Arc::clone(&self.shared), self.shutdown.subscribe()));
+        *lock(&self.task) = Some(task);
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Whether retrying cannot help.
+fn is_final(err: &ReplicationError) -> bool {
+    matches!(
+        err,
+        ReplicationError::Auth(_)
+            | ReplicationError::Diverged { .. }
+            | ReplicationError::NeedsSnapshot(_)
+            | ReplicationError::Fenced { .. }
+            | ReplicationError::Version { .. }
+    )
+}
+
+/// Follows until `shutdown`: each session runs until its link fails; a failure that
+/// retrying cannot mend waits for a re-point.
+async fn follow(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut backoff = Backoff::new(Duration::from_millis(50), shared.options.max_backoff);
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        lock(&shared.state).state = LinkState::Connecting;
+        let mut connected = false;
+        let mut stop = shutdown.clone();
+        // A close must not wait on a stalled primary: the session is dropped mid-await; a
+        // kick ends it too, and the loop connects again (to a new address, maybe).
+        let result = tokio::select! {
+            result = session(&shared, &mut shutdown, &mut connected) => result,
+            _ = stop.changed() => Ok(()),
+            () = shared.kick.notified() => continue,
+        };
+        let failure = match result {
+            Ok(()) => return,
+            // Resynced: it follows again from scratch, after the backoff like any other
+            // attempt, so that a primary that keeps refusing it is not asked in a hot loop.
+            Err(ReplicationError::Diverged { fork_lsn, reason }) => {
+                diverge::handle(&shared, fork_lsn, reason).await.err()
+            }
+            Err(err) => Some(err),
+        };
+        if let Some(err) = failure {
+            let stopped = is_final(&err);
+            if stopped {
+                tracing::error!(primary = %shared.primary(), error = %err, "replication stopped");
+            } else {
+                tracing::info!(primary = %shared.primary(), error = %err, "replication link lost; retrying");
+            }
+            {
+                let mut state = lock(&shared.state);
+                state.state = if stopped {
+                    LinkState::Failed
+                } else {
+                    LinkState::Disconnected
+                };
+                state.last_error = Some(err.to_string());
+            }
+            if stopped {
+                // Until re-pointed (a promotion elsewhere tells it where) or closed.
+                tokio::select! {
+                    () = shared.kick.notified() => continue,
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
+        if connected {
+            backoff.reset();
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff.next_delay()) => {}
+            () = shared.kick.notified() => backoff.reset(),
+            _ = shutdown.changed() => return,
+        }
+    }
+}
