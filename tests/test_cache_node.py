@@ -57,13 +57,14 @@ def test_redis_py_runs_every_listed_command(
     assert r.mset({"a": "1", "b": "2"}) is True
     assert r.mget(["a", "missing", "b"]) == [b"1", None, b"2"]
     assert r.delete("a", "missing") == 1
-    assert r.dbsize() == 5
+    assert r.dbsize() == 4  # k, t, p, b
     info = r.info()
     assert info["keyspace_hits"] >= 2
     assert "stale_fills_refused" in info
     assert r.config_get("save") == {"save": ""}
     r.client_setname("analytics")
-    assert r.client_getname() == "analytics"
+    # redis-py decodes the name under RESP2 only (against Redis too).
+    assert r.client_getname() in ("analytics", b"analytics")
     assert r.flushall() is True
     assert r.dbsize() == 0
     r.close()

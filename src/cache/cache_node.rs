@@ -59,7 +59,7 @@ impl CacheNode {
     /// # Errors
     /// A capacity of 0 or a byte bound below one entry's overhead ([`CacheError::Invalid`]),
     /// or the address cannot be listened on.
-    pub fn start(options: CacheNodeOptions) -> Result<Self> {
+    pub fn start(options: &CacheNodeOptions) -> Result<Self> {
         if options.capacity == 0 {
             return Err(CacheError::Invalid("capacity must be at least 1".into()).into());
         }
@@ -149,7 +149,7 @@ async fn report(shared: Arc<Shared>, follower: Arc<Follower>) {
         ticks.tick().await;
         let state = follower.state();
         let mut node = shared.lock();
-        node.following.state = state.state.name().to_owned();
+        state.state.name().clone_into(&mut node.following.state);
         node.following.last_error = state.last_error;
     }
 }

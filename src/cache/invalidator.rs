@@ -2,7 +2,7 @@
 //! keys it wrote that the node holds and remembers them all, in LSN order. It keeps no
 //! data, so it never counts toward a quorum; a lost log position or a fork flushes it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -12,7 +12,7 @@ use super::server::Shared;
 use super::wire_key::wire_key_of_encoded;
 use crate::codec::{decode_entry, record_crc};
 use crate::error::{CacheError, Result};
-use crate::follow::{Divergence, LogConsumer, Position, Role, SnapshotSink, SnapshotStart};
+use crate::follow::{LogConsumer, Position, Role, SnapshotSink, SnapshotStart};
 
 /// Where the consumer stands in the log, beside the node's own processed position.
 #[derive(Debug, Default)]
@@ -149,27 +149,18 @@ impl LogConsumer for Invalidator {
         Ok(Box::new(Discard { rows: 0 }))
     }
 
-    fn divergence(&self, fork_lsn: u64) -> Result<Divergence> {
-        // A node keeps no writes of its own: nothing is lost when it forgets.
-        Ok(Divergence {
-            fork_lsn,
-            last_lsn: self.shared.lock().processed().lsn,
-            entries: 0,
-            touched: std::collections::BTreeMap::new(),
-        })
-    }
-
-    fn resync(&self, _fork_lsn: u64, _primary: &str, report_dir: &Path) -> Result<PathBuf> {
+    fn resync(&self, _fork_lsn: u64, _primary: &str) -> Result<Option<PathBuf>> {
         // History was rewritten (a new epoch): values cached from the old one may be gone
         // from the new. Everything goes now, and the node asks to start afresh from the
-        // primary's position (the snapshot that starts it begins the new history).
+        // primary's position (the snapshot that starts it begins the new history). A node
+        // keeps no writes of its own, so nothing is lost and no report is written.
         let mut cursor = self.cursor();
         let mut node = self.shared.lock();
         let processed = node.processed().lsn;
         node.lru.flush(processed);
         node.following.forks += 1;
         cursor.forked = true;
-        Ok(report_dir.to_path_buf())
+        Ok(None)
     }
 }
 

@@ -80,7 +80,7 @@ impl PyCacheNode {
             token,
             name: name.to_owned(),
         };
-        let node = run_detached(py, move || CacheNode::start(options))?;
+        let node = run_detached(py, move || CacheNode::start(&options))?;
         Ok(Self {
             address: node.address().to_string(),
             node: ParentOnly::new(Mutex::new(Some(node))),
@@ -134,12 +134,12 @@ impl PyCacheNode {
         stats.set_item("processed_epoch", processed.epoch)?;
         stats.set_item("log_lost", node.following.log_lost)?;
         stats.set_item("forks", node.following.forks)?;
-        let state = match (&self.follow, node.following.state.as_str()) {
+        let follow_state = match (&self.follow, node.following.state.as_str()) {
             (None, _) => "none",
             (Some(_), "") => "connecting",
-            (Some(_), state) => state,
+            (Some(_), link) => link,
         };
-        stats.set_item("follow_state", state)?;
+        stats.set_item("follow_state", follow_state)?;
         stats.set_item("last_error", node.following.last_error.clone())?;
         stats.set_item("clients", node.clients.0)?;
         Ok(stats)
