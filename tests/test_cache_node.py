@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 import redis
 import replikv
-
 from polling import eventually
 
 # redis-py 8 sends HELLO 3 by default (None); 2 and 3 ask for a protocol explicitly.
@@ -33,9 +32,7 @@ def client(node: replikv.CacheNode, protocol: int | None, **options: Any) -> red
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_redis_py_runs_every_listed_command(
-    node: replikv.CacheNode, protocol: int | None
-) -> None:
+def test_redis_py_runs_every_listed_command(node: replikv.CacheNode, protocol: int | None) -> None:
     r = client(node, protocol)
     assert r.ping() is True
     assert r.echo("hi") == b"hi"
@@ -76,13 +73,18 @@ def test_errors_are_redis_errors_and_the_connection_goes_on(
 ) -> None:
     r = client(node, protocol)
     with pytest.raises(redis.ResponseError, match="unknown command"):
-        r.execute_command("NOPE", "x")
+        command(r, "NOPE", "x")
     with pytest.raises(redis.ResponseError, match="wrong number of arguments"):
-        r.execute_command("GET")
+        command(r, "GET")
     with pytest.raises(redis.ResponseError, match="syntax error"):
-        r.execute_command("SET", "k", "v", "BOGUS")
+        command(r, "SET", "k", "v", "BOGUS")
     assert r.ping() is True
     r.close()
+
+
+def command(r: redis.Redis, *args: str | int | bytes) -> Any:
+    """Runs any command (redis-py leaves `execute_command` untyped)."""
+    return r.execute_command(*args)  # type: ignore[no-untyped-call]
 
 
 def raw_exchange(node: replikv.CacheNode, payload: bytes) -> list[bytes]:
@@ -162,7 +164,7 @@ def test_a_write_in_the_log_drops_the_cached_key(store: replikv.Store) -> None:
             key = "subscribers:s:ana@example.com"
             value = replikv.encode_value({"opted_in": True})
             lsn = store.last_lsn
-            assert r.execute_command("RKV.FILL", key, 1, lsn, value) == 1
+            assert command(r, "RKV.FILL", key, 1, lsn, value) == 1
             assert r.get(key) == value
             receipt = store.put("subscribers", "ana@example.com", {"opted_in": False})
             eventually(
@@ -171,7 +173,7 @@ def test_a_write_in_the_log_drops_the_cached_key(store: replikv.Store) -> None:
             )
             assert r.get(key) is None
             # A slow reader's value from before the write is refused.
-            assert r.execute_command("RKV.FILL", key, 1, lsn, value) == 0
+            assert command(r, "RKV.FILL", key, 1, lsn, value) == 0
             assert cache.stats()["stale_fills_refused"] == 1
             assert cache.stats()["invalidations"] == 1
             r.close()
@@ -183,9 +185,10 @@ def test_a_write_in_the_log_drops_the_cached_key(store: replikv.Store) -> None:
 )
 def test_redis_benchmark_completes_without_errors(node: replikv.CacheNode) -> None:
     host, port = node.address.rsplit(":", 1)
+    command = ["redis-benchmark", "-h", host, "-p", port, "-t", "ping,set,get"]
+    command.extend(["-n", "2000", "-c", "10", "-q"])
     done = subprocess.run(
-        ["redis-benchmark", "-h", host, "-p", port, "-t", "ping,set,get"]
-        + ["-n", "2000", "-c", "10", "-q"],
+        command,
         capture_output=True,
         text=True,
         timeout=120,

@@ -12,6 +12,7 @@ from replikv._store import Table
 
 __version__: str
 __all__ = [
+    "CacheNode",
     "Change",
     "Changes",
     "Checksum",

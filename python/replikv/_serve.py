@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ._cache_cli import node_info, print_node_status, speaks_first
 from ._core import (
     Primary,
     Replica,
@@ -17,7 +18,6 @@ from ._core import (
     fetch_status,
     promote_stopped,
 )
-from ._cache_cli import node_info, print_node_status, speaks_first
 from ._roles import run_roles, stop_on_sigterm
 from .exceptions import ReplikvError
 
