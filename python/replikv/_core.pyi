@@ -4,7 +4,7 @@ import datetime
 import os
 import pathlib
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Literal, final
+from typing import Any, Literal, ParamSpec, TypeVar, final
 
 from typing_extensions import Self
 
@@ -12,6 +12,7 @@ from replikv._store import Table
 
 __version__: str
 __all__ = [
+    "Cache",
     "CacheNode",
     "Change",
     "Changes",
@@ -42,6 +43,8 @@ __all__ = [
 ]
 
 _Key = str | bytes | int
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 @final
 class Receipt:
@@ -823,5 +826,56 @@ class CacheNode:
         ``follow_state``, ``last_error``, ``clients``."""
     def close(self) -> None:
         """Stops following and serving; returns once the port is free."""
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *exc: object) -> bool: ...
+
+@final
+class Cache:
+    """A read-through cache in front of a store.
+
+    With ``nodes`` it spreads keys over cache nodes by consistent hashing (``vnodes``
+    points per node); without, it keeps an LRU of ``capacity`` entries in this process,
+    invalidated directly by the source store's writes. On a miss it reads ``source`` (a
+    ``Store``, a ``Replica`` or a callable ``(table, key) -> value``), caches the value
+    with the version it was read at, and makes one load for concurrent misses of a key.
+    """
+
+    def __new__(
+        cls,
+        nodes: list[str] | None = None,
+        *,
+        source: Store | Replica | Callable[[str, _Key], Any] | None = None,
+        capacity: int = 10_000,
+        max_bytes: int | None = None,
+        ttl: float | None = None,
+        vnodes: int = 160,
+        token: str | None = None,
+        timeout: float = 1.0,
+    ) -> Self:
+        """``ttl``: seconds a cached value lives (``None``: until evicted or written).
+        ``timeout``: how long a node may take to answer before it is left out, and how
+        long a read through waits for a lagging replica."""
+    def get(
+        self, table: str, key: _Key, default: Any = None, *, read_through: bool = True
+    ) -> Any:
+        """The cached value, else the source's (then cached), else ``default``.
+        In-process, the cached object itself is returned: do not mutate it."""
+    def get_many(self, table: str, keys: Iterable[_Key]) -> dict[_Key, Any]:
+        """The values of the keys found (one pipelined round trip per node)."""
+    def set(self, table: str, key: _Key, value: Any, ttl: float | None = None) -> None:
+        """Caches ``value`` until a write of the key, its TTL or eviction."""
+    def invalidate(self, table: str, key: _Key) -> bool:
+        """Drops ``key``; returns whether it was cached."""
+    def invalidate_prefix(self, table: str, prefix: str | bytes | None = None) -> int:
+        """Drops the cached keys of ``table`` (starting with ``prefix``); returns how many."""
+    def stats(self) -> dict[str, Any]:
+        """``hits``, ``misses``, ``hit_ratio``, ``evictions``, ``expirations``,
+        ``invalidations``, ``stale_fills_refused``, ``loads``, ``loads_coalesced``,
+        ``load_seconds``; over nodes also ``nodes`` (each node's figures), ``errors``."""
+    def memoize(
+        self, ttl: float | None = None
+    ) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+        """A decorator caching a function's results by the ``repr`` of its arguments."""
+    def close(self) -> None: ...
     def __enter__(self) -> Self: ...
     def __exit__(self, *exc: object) -> bool: ...

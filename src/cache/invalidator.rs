@@ -112,7 +112,7 @@ impl LogConsumer for Invalidator {
             for op in &entry.ops {
                 let key = Bytes::from(wire_key_of_encoded(&op.table, &op.key)?);
                 let value = op.value.as_ref().map(|v| Bytes::copy_from_slice(v));
-                node.lru.written(&key, value.as_ref(), at, now_ms);
+                node.lru.written(&key, value, at, now_ms);
             }
             node.lru.processed_through(at);
             processed = at;

@@ -7,6 +7,18 @@ use lru::LruCache;
 
 use super::tombstones::Tombstones;
 
+/// What a value weighs against the byte bound.
+pub trait Weigh {
+    /// Its size in bytes.
+    fn weight(&self) -> usize;
+}
+
+impl Weigh for Bytes {
+    fn weight(&self) -> usize {
+        self.len()
+    }
+}
+
 /// Bytes counted for each entry beyond its key and value: the LRU's node, the map's slot
 /// and the entry's fields, rounded up.
 pub const ENTRY_OVERHEAD: usize = 96;
@@ -62,8 +74,8 @@ pub struct Counters {
 }
 
 #[derive(Debug)]
-struct Cached {
-    value: Bytes,
+struct Cached<V> {
+    value: V,
     version: Version,
     expires_at_ms: Option<u64>,
 }
@@ -91,10 +103,11 @@ pub enum SetIf {
     Present,
 }
 
-/// The versioned LRU of one cache node.
+/// The versioned LRU of one cache node (values as bytes), or of an in-process cache
+/// (values as the caller keeps them).
 #[derive(Debug)]
-pub struct VersionedLru {
-    entries: LruCache<Bytes, Cached>,
+pub struct VersionedLru<V = Bytes> {
+    entries: LruCache<Bytes, Cached<V>>,
     bytes: usize,
     bounds: Bounds,
     on_write: OnWrite,
@@ -104,11 +117,11 @@ pub struct VersionedLru {
     counters: Counters,
 }
 
-fn footprint(key: &[u8], value: &[u8]) -> usize {
-    key.len() + value.len() + ENTRY_OVERHEAD
+fn footprint(key: &[u8], value: &impl Weigh) -> usize {
+    key.len() + value.weight() + ENTRY_OVERHEAD
 }
 
-impl VersionedLru {
+impl<V: Weigh> VersionedLru<V> {
     /// An empty cache within `bounds` (a capacity of 0 is taken as 1).
     #[must_use]
     pub fn new(bounds: Bounds, on_write: OnWrite) -> Self {
@@ -128,19 +141,18 @@ impl VersionedLru {
     }
 
     /// The live value of `key` and its version, marking it most recently used.
-    pub fn get(&mut self, key: &[u8], now_ms: u64) -> Option<(Bytes, Version)> {
-        let found = self.live(key, now_ms).map(|c| (c.value.clone(), c.version));
-        if found.is_some() {
-            self.counters.hits += 1;
-        } else {
+    pub fn get(&mut self, key: &[u8], now_ms: u64) -> Option<(&V, Version)> {
+        if self.live(key, now_ms).is_none() {
             self.counters.misses += 1;
+            return None;
         }
-        found
+        self.counters.hits += 1;
+        self.entries.peek(key).map(|c| (&c.value, c.version))
     }
 
     /// The live entry of `key` (an expired one is dropped), marked most recently used;
     /// counts no hit or miss.
-    fn live(&mut self, key: &[u8], now_ms: u64) -> Option<&Cached> {
+    fn live(&mut self, key: &[u8], now_ms: u64) -> Option<&Cached<V>> {
         let expired = self
             .entries
             .peek(key)
@@ -174,7 +186,7 @@ impl VersionedLru {
     pub fn set(
         &mut self,
         key: Bytes,
-        value: Bytes,
+        value: V,
         ttl_ms: Option<u64>,
         condition: SetIf,
         now_ms: u64,
@@ -198,7 +210,7 @@ impl VersionedLru {
     pub fn fill(
         &mut self,
         key: Bytes,
-        value: Bytes,
+        value: V,
         version: Version,
         ttl_ms: Option<u64>,
         now_ms: u64,
@@ -223,7 +235,7 @@ impl VersionedLru {
     fn store(
         &mut self,
         key: Bytes,
-        value: Bytes,
+        value: V,
         version: Version,
         ttl_ms: Option<u64>,
         now_ms: u64,
@@ -279,7 +291,7 @@ impl VersionedLru {
 
     /// Applies the log's write of `key` by the entry `at`: remembers it, and drops or
     /// refreshes the key if held (`value` is `None` for a delete).
-    pub fn written(&mut self, key: &Bytes, value: Option<&Bytes>, at: Version, now_ms: u64) {
+    pub fn written(&mut self, key: &Bytes, value: Option<V>, at: Version, now_ms: u64) {
         self.tombstones.record(key.clone(), at.lsn);
         let Some(held) = self.entries.peek(key) else {
             return;
@@ -294,7 +306,7 @@ impl VersionedLru {
             (OnWrite::Refresh, Some(value)) => {
                 // Keeps the key's remaining TTL; a value too large is dropped instead.
                 if self
-                    .store(key.clone(), value.clone(), at, ttl_left, now_ms)
+                    .store(key.clone(), value, at, ttl_left, now_ms)
                     .is_err()
                 {
                     self.remove(key);

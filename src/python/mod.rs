@@ -2,6 +2,7 @@
 //! names pyo3.
 
 mod args;
+mod cache;
 mod cache_node;
 mod diverged;
 mod errors;
@@ -21,6 +22,8 @@ use pyo3::pymodule;
 
 #[pymodule]
 mod _core {
+    #[pymodule_export]
+    use super::cache::PyCache;
     #[pymodule_export]
     use super::cache_node::PyCacheNode;
     #[pymodule_export]

@@ -39,6 +39,11 @@ pub(super) fn default_name(path: &std::path::Path) -> PyResult<String> {
 }
 
 impl PyReplica {
+    /// The replica's store, for readers in Rust (a cache reading through it).
+    pub(super) fn store_handle(&self) -> crate::store::Store {
+        self.replica.store().clone()
+    }
+
     /// Wraps a running replica whose store is `store`.
     pub(super) fn attached(replica: ParentOnly<Replica>, store: Py<PyStore>) -> Self {
         Self {

@@ -26,11 +26,17 @@ const MAX_UNIX_SECONDS: i64 = 253_402_300_799;
 
 /// Encodes a Python key: `str`, `bytes` or a 64-bit `int` (never `bool`).
 pub(crate) fn encode_py_key(key: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    with_py_key(key, encode_key)
+}
+
+/// Calls `f` with a Python key as the core sees it: `str`, `bytes` or a 64-bit `int`
+/// (never `bool`).
+pub(crate) fn with_py_key<R>(key: &Bound<'_, PyAny>, f: impl FnOnce(KeyRef<'_>) -> R) -> PyResult<R> {
     if let Ok(s) = key.cast::<PyString>() {
-        return Ok(encode_key(KeyRef::Str(s.to_str()?)));
+        return Ok(f(KeyRef::Str(s.to_str()?)));
     }
     if let Ok(b) = key.cast::<PyBytes>() {
-        return Ok(encode_key(KeyRef::Bytes(b.as_bytes())));
+        return Ok(f(KeyRef::Bytes(b.as_bytes())));
     }
     if key.is_instance_of::<PyBool>() {
         return Err(PyTypeError::new_err(
@@ -41,7 +47,7 @@ pub(crate) fn encode_py_key(key: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
         let value: i64 = i
             .extract()
             .map_err(|_| PyOverflowError::new_err("int keys must fit in 64 bits"))?;
-        return Ok(encode_key(KeyRef::Int(value)));
+        return Ok(f(KeyRef::Int(value)));
     }
     Err(PyTypeError::new_err(format!(
         "keys must be str, bytes or int, not {}",

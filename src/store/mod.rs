@@ -16,6 +16,7 @@ mod stored;
 mod sum_history;
 mod tables;
 mod transaction;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -37,6 +38,7 @@ pub use stored::describe_key;
 pub use tables::{ScrubDamage, ScrubReport, TableSum};
 use tables::{Snapshot, Tables};
 pub use transaction::Transaction;
+pub use watch::WriteWatcher;
 
 use crate::codec::{encode_ops, Op, MAX_RECORD_BYTES};
 use crate::error::{ReadOnlyReason, ReplicationError, Result, StoreError};
@@ -151,6 +153,8 @@ struct Inner {
     replication: durability::Registry,
     /// The epoch history and the highest epoch seen.
     epochs: Epochs,
+    /// Told of every entry as it is applied (caches in front of the store).
+    watchers: watch::Watchers,
     // Field order matters only in that `open` is dropped (files released) by `close()`,
     // not by the last handle: transactions and iterators may outlive a close.
     open: RwLock<Option<Open>>,
@@ -295,6 +299,7 @@ impl Store {
                 marked_follower: AtomicBool::new(parts.follower),
                 replication: durability::Registry::default(),
                 epochs: Epochs::new(parts.history, parts.epoch),
+                watchers: watch::Watchers::default(),
                 open: RwLock::new(Some(Open {
                     tables,
                     overlay,
@@ -490,12 +495,16 @@ impl Store {
                     batch.entries.iter().map(|e| (e.lsn, e.ops.as_slice())),
                     durable,
                 )?;
-                return open.overlay.reload(&open.tables);
+                open.overlay.reload(&open.tables)?;
+            } else {
+                open.overlay.apply(&open.tables, &batch.entries)?;
+                if durable || open.overlay.is_full() {
+                    open.overlay.flush(&open.tables, durable)?;
+                }
             }
-            open.overlay.apply(&open.tables, &batch.entries)?;
-            if durable || open.overlay.is_full() {
-                open.overlay.flush(&open.tables, durable)?;
-            }
+            // Before the batch becomes visible: once a write returns, every cache in front
+            // of this store has dropped what it wrote.
+            self.inner.watchers.tell(&batch.entries);
             Ok(())
         })
     }

@@ -166,12 +166,23 @@ impl Overlay {
     /// Where the current value of `key` is: a copy of a pending row, or the redb snapshot
     /// to read it from. Either is used after the overlay's lock is released.
     pub(crate) fn lookup(&self, tables: &Tables, table: &str, key: &[u8]) -> Result<Found> {
+        self.lookup_at(tables, table, key).map(|(found, _)| found)
+    }
+
+    /// Like [`Overlay::lookup`], with the LSN of the state it reads (taken under the same
+    /// lock, so the value is exactly that state's).
+    pub(crate) fn lookup_at(
+        &self,
+        tables: &Tables,
+        table: &str,
+        key: &[u8],
+    ) -> Result<(Found, u64)> {
         let state = self.read();
         if let Some(pending) = state.rows.get(table).and_then(|rows| rows.get(key)) {
-            return Ok(Found::Pending(pending.clone()));
+            return Ok((Found::Pending(pending.clone()), state.lsn));
         }
         // Taken under the lock: a flush commits redb before it clears the overlay.
-        Ok(Found::In(tables.snapshot()?))
+        Ok((Found::In(tables.snapshot()?), state.lsn))
     }
 
     /// Up to `limit` current rows between the bounds, in order or reversed.

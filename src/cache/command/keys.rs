@@ -16,7 +16,7 @@ fn too_large() -> Outcome {
 
 pub(super) fn get(call: &mut Call<'_>) -> Outcome {
     match call.node.lru.get(&call.args[1], call.now_ms) {
-        Some((value, _)) => Reply::Bulk(value).into(),
+        Some((value, _)) => Reply::Bulk(value.clone()).into(),
         None => Reply::Nil.into(),
     }
 }
@@ -85,7 +85,7 @@ pub(super) fn mget(call: &mut Call<'_>) -> Outcome {
     let values = call.args[1..]
         .iter()
         .map(|k| match call.node.lru.get(k, now) {
-            Some((value, _)) => Reply::Bulk(value),
+            Some((value, _)) => Reply::Bulk(value.clone()),
             None => Reply::Nil,
         })
         .collect();

@@ -19,7 +19,7 @@ fn version_reply(version: Version) -> [Reply; 2] {
 /// (`min_lsn`) for its fill to be accepted.
 pub(super) fn get(call: &mut Call<'_>) -> Outcome {
     let (value, version) = match call.node.lru.get(&call.args[1], call.now_ms) {
-        Some((value, version)) => (Reply::Bulk(value), version),
+        Some((value, version)) => (Reply::Bulk(value.clone()), version),
         None => (Reply::Nil, call.node.processed()),
     };
     let [epoch, lsn] = version_reply(version);

@@ -86,7 +86,7 @@ fn a_fill_never_replaces_a_newer_value() {
         cache.fill(bytes("k"), bytes("v15"), at(15), None, 0),
         Fill::Stale
     );
-    assert_eq!(cache.get(b"k", 0).unwrap().0, bytes("v20"));
+    assert_eq!(cache.get(b"k", 0).unwrap().0, &bytes("v20"));
 }
 
 #[test]
@@ -108,7 +108,7 @@ fn a_plain_set_never_blocks_a_later_write_or_fill() {
 
 #[test]
 fn refresh_mode_stores_the_written_value_and_a_delete_drops() {
-    let mut cache = VersionedLru::new(
+    let mut cache: VersionedLru = VersionedLru::new(
         Bounds {
             capacity: 8,
             max_bytes: None,
@@ -117,12 +117,12 @@ fn refresh_mode_stores_the_written_value_and_a_delete_drops() {
         OnWrite::Refresh,
     );
     cache.fill(bytes("k"), bytes("v1"), at(1), None, 0);
-    cache.written(&bytes("k"), Some(&bytes("v2")), at(2), 0);
-    assert_eq!(cache.get(b"k", 0), Some((bytes("v2"), at(2))));
+    cache.written(&bytes("k"), Some(bytes("v2")), at(2), 0);
+    assert_eq!(cache.get(b"k", 0), Some((&bytes("v2"), at(2))));
     cache.written(&bytes("k"), None, at(3), 0);
     assert!(cache.get(b"k", 0).is_none());
     // A key not held is not filled by a write: only remembered.
-    cache.written(&bytes("other"), Some(&bytes("x")), at(4), 0);
+    cache.written(&bytes("other"), Some(bytes("x")), at(4), 0);
     assert!(cache.get(b"other", 0).is_none());
     assert_eq!(
         cache.fill(bytes("other"), bytes("x"), at(3), None, 0),
@@ -205,7 +205,7 @@ proptest! {
         capacity in 1usize..12,
         max_bytes in 150usize..2000,
     ) {
-        let mut cache = VersionedLru::new(
+        let mut cache: VersionedLru = VersionedLru::new(
             Bounds { capacity, max_bytes: Some(max_bytes), tombstones: 4 },
             OnWrite::Drop,
         );

@@ -1,0 +1,470 @@
+//! `Cache`: read-through caching in front of a store, in this process (a versioned LRU of
+//! Python objects, invalidated by the store's own writes) or over cache nodes (consistent
+//! hashing, versioned fills, invalidation from the primary's log).
+
+mod load;
+mod local;
+mod remote;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+
+use self::load::{read_store, Flights, Role, Source};
+use self::local::{Local, PyValue};
+use self::remote::Remote;
+use super::args::seconds;
+use super::errors::raise;
+use super::value::{decode_py_value, encode_py_value, with_py_key};
+use crate::cache::lru::{Fill, Version};
+use crate::cache::wire_key::{table_prefix, wire_key};
+use crate::codec::{encode_key, KeyRef};
+use crate::store::validate_table_name;
+
+/// Where cached values live.
+enum Backend {
+    Local(std::sync::Arc<Local>),
+    Remote(Remote),
+}
+
+/// What the client itself counts (hits and misses are the backend's in-process).
+#[derive(Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    loads: AtomicU64,
+    loads_coalesced: AtomicU64,
+    load_nanos: AtomicU64,
+    stale_fills_refused: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A read-through cache, in-process or over cache nodes.
+#[pyclass(frozen, module = "replikv._core", name = "Cache")]
+pub(crate) struct PyCache {
+    backend: Backend,
+    source: Source,
+    ttl_ms: Option<u64>,
+    /// How long a read through waits for a lagging replica to reach what the cache saw.
+    patience: Duration,
+    flights: Flights,
+    counters: Counters,
+    /// The watcher on the source store (in-process mode).
+    watching: Mutex<Option<u64>>,
+    closed: AtomicBool,
+}
+
+/// A TTL argument in milliseconds (`None`: none).
+fn ttl_ms(name: &str, ttl: Option<f64>) -> PyResult<Option<u64>> {
+    match ttl {
+        None => Ok(None),
+        Some(t) if t <= 0.0 => Err(PyValueError::new_err(format!(
+            "{name} must be more than 0 seconds, not {t}"
+        ))),
+        Some(t) => {
+            let ms = seconds(name, t)?.as_millis().max(1);
+            Ok(Some(u64::try_from(ms).unwrap_or(u64::MAX)))
+        }
+    }
+}
+
+/// The wire key of `key` in `table` (`table:tag:key`).
+fn wire_of(table: &str, key: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    validate_table_name(table).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    with_py_key(key, |k| wire_key(table, k))
+}
+
+impl PyCache {
+    fn check_open(&self, py: Python<'_>) -> PyResult<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(raise(py, "CacheError", ("the cache is closed",)));
+        }
+        Ok(())
+    }
+
+    /// The cached value of `wire`, if any (counted as a hit or a miss), and on a miss the
+    /// log position a read through must reach.
+    fn lookup(&self, py: Python<'_>, wire: &[u8]) -> PyResult<Result<Py<PyAny>, Version>> {
+        let found = match &self.backend {
+            Backend::Local(local) => match local.get(py, wire) {
+                Some(value) => Ok(value),
+                None => Err(local.processed()),
+            },
+            Backend::Remote(remote) => remote.get(py, wire)?,
+        };
+        bump(if found.is_ok() {
+            &self.counters.hits
+        } else {
+            &self.counters.misses
+        });
+        Ok(found)
+    }
+
+    /// Loads `key` from the source (one load per key at a time) and fills the cache.
+    fn read_through(
+        &self,
+        py: Python<'_>,
+        table: &str,
+        key: &Bound<'_, PyAny>,
+        wire: &[u8],
+        floor: Version,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        let (value, role) = self
+            .flights
+            .run(py, wire, floor.lsn, || self.load(py, table, key, wire, floor))?;
+        if role == Role::Joined {
+            bump(&self.counters.loads_coalesced);
+        }
+        Ok(value)
+    }
+
+    fn load(
+        &self,
+        py: Python<'_>,
+        table: &str,
+        key: &Bound<'_, PyAny>,
+        wire: &[u8],
+        floor: Version,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        let started = Instant::now();
+        bump(&self.counters.loads);
+        let loaded = match &self.source {
+            Source::Nothing => None,
+            Source::Store(store) => {
+                let encoded = with_py_key(key, encode_key)?;
+                let read = read_store(py, store, table, &encoded, floor.lsn, self.patience)?;
+                match read.bytes {
+                    None => None,
+                    Some(bytes) => {
+                        let value = decode_py_value(py, &bytes)?.unbind();
+                        // A replica that never reached what the cache saw gives a value
+                        // that is returned but not cached.
+                        let lsn = read.fresh.then(|| Version {
+                            epoch: store.epoch(),
+                            lsn: read.lsn,
+                        });
+                        Some((value, bytes, lsn))
+                    }
+                }
+            }
+            Source::Callable(source) => {
+                let value = source.bind(py).call1((table, key))?;
+                if value.is_none() {
+                    None
+                } else {
+                    let bytes = encode_py_value(&value)?;
+                    // Taken to read the newest state: at least what the cache has seen.
+                    Some((value.unbind(), bytes, Some(floor)))
+                }
+            }
+        };
+        let elapsed = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.counters
+            .load_nanos
+            .fetch_add(elapsed, Ordering::Relaxed);
+        let Some((value, bytes, version)) = loaded else {
+            return Ok(None);
+        };
+        if let Some(version) = version {
+            let stored = match &self.backend {
+                Backend::Local(local) => {
+                    let cached = PyValue::new(value.clone_ref(py), bytes.len());
+                    local.fill(Bytes::copy_from_slice(wire), cached, version.lsn, self.ttl_ms)
+                        == Fill::Stored
+                }
+                Backend::Remote(remote) => remote.fill(py, wire, version, &bytes, self.ttl_ms),
+            };
+            if !stored {
+                bump(&self.counters.stale_fills_refused);
+            }
+        }
+        Ok(Some(value))
+    }
+}
+
+#[pymethods]
+impl PyCache {
+    #[new]
+    #[pyo3(signature = (nodes = None, *, source = None, capacity = 10_000, max_bytes = None, ttl = None, vnodes = 160, token = None, timeout = 1.0))]
+    #[allow(clippy::too_many_arguments)] // the keyword arguments of the Python API
+    fn new(
+        py: Python<'_>,
+        nodes: Option<Vec<String>>,
+        source: Option<&Bound<'_, PyAny>>,
+        capacity: usize,
+        max_bytes: Option<usize>,
+        ttl: Option<f64>,
+        vnodes: usize,
+        token: Option<String>,
+        timeout: f64,
+    ) -> PyResult<Self> {
+        if capacity == 0 {
+            return Err(PyValueError::new_err("capacity must be at least 1"));
+        }
+        let source = Source::from_py(source)?;
+        let patience = seconds("timeout", timeout)?;
+        let watching = Mutex::new(None);
+        let backend = match nodes {
+            None => {
+                let local = Local::new(capacity, max_bytes);
+                if let Some(store) = source.store() {
+                    *watching.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                        Some(local.watch(store));
+                }
+                Backend::Local(local)
+            }
+            Some(nodes) => Backend::Remote(Remote::connect(py, nodes, vnodes, token, patience)?),
+        };
+        Ok(Self {
+            backend,
+            source,
+            ttl_ms: ttl_ms("ttl", ttl)?,
+            patience,
+            flights: Flights::default(),
+            counters: Counters::default(),
+            watching,
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// The value of `key` in `table`: cached, or read through from the source (and
+    /// cached), or `default`. `read_through=False` only looks in the cache. In-process,
+    /// the cached object itself is returned: do not mutate it.
+    #[pyo3(signature = (table, key, default = None, *, read_through = true))]
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        table: &str,
+        key: &Bound<'py, PyAny>,
+        default: Option<Bound<'py, PyAny>>,
+        read_through: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let wire = wire_of(table, key)?;
+        self.check_open(py)?;
+        let value = match self.lookup(py, &wire)? {
+            Ok(value) => Some(value),
+            Err(floor) if read_through => self.read_through(py, table, key, &wire, floor)?,
+            Err(_) => None,
+        };
+        Ok(match value {
+            Some(value) => value.into_bound(py),
+            None => default.unwrap_or_else(|| py.None().into_bound(py)),
+        })
+    }
+
+    /// The values of `keys` in `table`, as a dict holding the keys found (over nodes, one
+    /// pipelined round trip per node, then one read through per miss).
+    fn get_many<'py>(
+        &self,
+        py: Python<'py>,
+        table: &str,
+        keys: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        self.check_open(py)?;
+        let keys: Vec<Bound<'py, PyAny>> = keys.try_iter()?.collect::<PyResult<_>>()?;
+        let wires: Vec<Vec<u8>> = keys
+            .iter()
+            .map(|key| wire_of(table, key))
+            .collect::<PyResult<_>>()?;
+        let found: Vec<Result<Py<PyAny>, Version>> = match &self.backend {
+            Backend::Local(_) => wires
+                .iter()
+                .map(|wire| self.lookup(py, wire))
+                .collect::<PyResult<_>>()?,
+            Backend::Remote(remote) => {
+                let found = remote.get_many(py, &wires)?;
+                for item in &found {
+                    bump(if item.is_ok() {
+                        &self.counters.hits
+                    } else {
+                        &self.counters.misses
+                    });
+                }
+                found
+            }
+        };
+        let values = PyDict::new(py);
+        for ((key, wire), item) in keys.iter().zip(&wires).zip(found) {
+            let value = match item {
+                Ok(value) => Some(value),
+                Err(floor) => self.read_through(py, table, key, wire, floor)?,
+            };
+            if let Some(value) = value {
+                values.set_item(key, value)?;
+            }
+        }
+        Ok(values)
+    }
+
+    /// Caches `value` for `key` (until a write of the key in the source's log, its TTL or
+    /// eviction). Over nodes the value must be one a store can hold.
+    #[pyo3(signature = (table, key, value, ttl = None))]
+    fn set(
+        &self,
+        py: Python<'_>,
+        table: &str,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        ttl: Option<f64>,
+    ) -> PyResult<()> {
+        let wire = wire_of(table, key)?;
+        self.check_open(py)?;
+        let ttl = ttl_ms("ttl", ttl)?.or(self.ttl_ms);
+        match &self.backend {
+            Backend::Local(local) => {
+                let size = encode_py_value(value).map_or(0, |bytes| bytes.len());
+                let cached = PyValue::new(value.clone().unbind(), size);
+                local.set(Bytes::from(wire), cached, ttl).map_err(|_| {
+                    raise(py, "ValueTooLarge", ("the value is larger than max_bytes",))
+                })
+            }
+            Backend::Remote(remote) => remote.set(py, &wire, &encode_py_value(value)?, ttl),
+        }
+    }
+
+    /// Drops `key` from the cache; returns whether it was cached.
+    fn invalidate(&self, py: Python<'_>, table: &str, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let wire = wire_of(table, key)?;
+        self.check_open(py)?;
+        match &self.backend {
+            Backend::Local(local) => Ok(local.lock().invalidate(&wire)),
+            Backend::Remote(remote) => Ok(remote.invalidate(py, wire)? > 0),
+        }
+    }
+
+    /// Drops every cached key of `table` (starting with `prefix`, a str or bytes, when
+    /// given); returns how many were dropped.
+    #[pyo3(signature = (table, prefix = None))]
+    fn invalidate_prefix(
+        &self,
+        py: Python<'_>,
+        table: &str,
+        prefix: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<u64> {
+        validate_table_name(table).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        self.check_open(py)?;
+        let wire = match prefix {
+            None => table_prefix(table),
+            Some(prefix) => {
+                let wire = with_py_key(prefix, |k| match k {
+                    KeyRef::Int(_) => None,
+                    key => Some(wire_key(table, key)),
+                })?;
+                wire.ok_or_else(|| PyTypeError::new_err("a key prefix must be str or bytes"))?
+            }
+        };
+        match &self.backend {
+            Backend::Local(local) => Ok(local.lock().remove_prefix(&wire) as u64),
+            Backend::Remote(remote) => remote.invalidate_prefix(py, &wire),
+        }
+    }
+
+    /// `hits`, `misses`, `hit_ratio`, `evictions`, `expirations`, `invalidations`,
+    /// `stale_fills_refused`, `loads`, `loads_coalesced`, `load_seconds`, and over nodes
+    /// `nodes`: each node's own figures by address.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let stats = PyDict::new(py);
+        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let (hits, misses) = (read(&self.counters.hits), read(&self.counters.misses));
+        stats.set_item("hits", hits)?;
+        stats.set_item("misses", misses)?;
+        #[allow(clippy::cast_precision_loss)] // a ratio
+        let ratio = if hits + misses == 0 {
+            0.0
+        } else {
+            hits as f64 / (hits + misses) as f64
+        };
+        stats.set_item("hit_ratio", ratio)?;
+        stats.set_item("loads", read(&self.counters.loads))?;
+        stats.set_item("loads_coalesced", read(&self.counters.loads_coalesced))?;
+        #[allow(clippy::cast_precision_loss)] // seconds for people
+        let load_seconds = read(&self.counters.load_nanos) as f64 / 1e9;
+        stats.set_item("load_seconds", load_seconds)?;
+        let refused_here = read(&self.counters.stale_fills_refused);
+        match &self.backend {
+            Backend::Local(local) => {
+                let counters = local.lock().counters();
+                stats.set_item("evictions", counters.evictions)?;
+                stats.set_item("expirations", counters.expirations)?;
+                stats.set_item("invalidations", counters.invalidations)?;
+                stats.set_item("stale_fills_refused", refused_here)?;
+                stats.set_item("keys", local.lock().len())?;
+            }
+            Backend::Remote(remote) => remote.stats(py, &stats, refused_here)?,
+        }
+        Ok(stats)
+    }
+
+    /// A decorator that caches a function's results by its arguments (their `repr`), for
+    /// `ttl` seconds or until `invalidate_memoized`.
+    #[pyo3(signature = (ttl = None))]
+    fn memoize<'py>(slf: &Bound<'py, Self>, ttl: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        ttl_ms("ttl", ttl)?;
+        let py = slf.py();
+        py.import("replikv._memoize")?
+            .getattr("memoize")?
+            .call1((slf, ttl))
+    }
+
+    /// Stops watching the source and closes the connections to the nodes. Idempotent.
+    fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let watcher = self
+            .watching
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let (Some(id), Some(store)) = (watcher, self.source.store()) {
+            store.unwatch_writes(id);
+        }
+        if let Backend::Remote(remote) = &self.backend {
+            remote.close();
+        }
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, _exc: &Bound<'_, PyTuple>) -> bool {
+        self.close();
+        false
+    }
+
+    fn __repr__(&self) -> String {
+        let source = match &self.source {
+            Source::Nothing => "no source".to_owned(),
+            Source::Store(store) => format!("source={}", store.path().display()),
+            Source::Callable(_) => "source=<callable>".to_owned(),
+        };
+        let state = if self.closed.load(Ordering::Acquire) {
+            " closed"
+        } else {
+            ""
+        };
+        match &self.backend {
+            Backend::Local(local) => {
+                let lru = local.lock();
+                format!(
+                    "<Cache in-process keys={}/{} {source}{state}>",
+                    lru.len(),
+                    lru.bounds().capacity
+                )
+            }
+            Backend::Remote(remote) => {
+                format!("<Cache nodes={:?} {source}{state}>", remote.addresses())
+            }
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! The cache over nodes: the cluster client of `crate::cache::client`, with values
+//! decoded to Python and the nodes' own figures gathered for `stats()`.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use super::super::errors::run_detached;
+use super::super::value::decode_py_value;
+use crate::cache::client::{Cluster, ClusterOptions, Lookup};
+use crate::cache::lru::Version;
+
+/// How long a node that failed is left out before it is asked whether it caught up.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The INFO fields summed over the nodes into the cache's totals, with their names there.
+const SUMMED: [(&str, &str); 3] = [
+    ("evicted_keys", "evictions"),
+    ("expired_keys", "expirations"),
+    ("invalidations", "invalidations"),
+];
+
+pub(super) struct Remote {
+    cluster: Cluster,
+    addresses: Vec<String>,
+    /// Failures a read or a fill survived (the source answered instead), and the last.
+    failures: Mutex<(u64, Option<String>)>,
+}
+
+impl Remote {
+    pub(super) fn connect(
+        py: Python<'_>,
+        nodes: Vec<String>,
+        vnodes: usize,
+        token: Option<String>,
+        timeout: Duration,
+    ) -> PyResult<Self> {
+        let addresses = nodes.clone();
+        let options = ClusterOptions {
+            nodes,
+            token,
+            vnodes,
+            timeout,
+            retry_after: RETRY_AFTER,
+        };
+        let cluster = run_detached(py, move || Cluster::new(options))?;
+        Ok(Self {
+            cluster,
+            addresses,
+            failures: Mutex::new((0, None)),
+        })
+    }
+
+    pub(super) fn addresses(&self) -> &[String] {
+        &self.addresses
+    }
+
+    fn failed(&self, err: &crate::error::Error) {
+        let mut failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        failures.0 += 1;
+        failures.1 = Some(err.to_string());
+    }
+
+    /// A hit decoded, or on a miss the position a read through must reach. A cache that
+    /// cannot answer is a miss: the source answers instead (counted in `stats()`).
+    fn found(&self, py: Python<'_>, lookup: Lookup) -> PyResult<Result<Py<PyAny>, Version>> {
+        match lookup {
+            Lookup::Hit { value, version } => {
+                self.cluster.observe(version.lsn);
+                Ok(Ok(decode_py_value(py, &value)?.unbind()))
+            }
+            Lookup::Miss { at } => {
+                self.cluster.observe(at.lsn);
+                Ok(Err(at))
+            }
+            Lookup::Unavailable => Ok(Err(Version::default())),
+        }
+    }
+
+    pub(super) fn get(&self, py: Python<'_>, wire: &[u8]) -> PyResult<Result<Py<PyAny>, Version>> {
+        match run_detached(py, || Ok(self.cluster.get(wire))) {
+            Ok(Ok(lookup)) => self.found(py, lookup),
+            Ok(Err(err)) => {
+                self.failed(&err);
+                Ok(Err(Version::default()))
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    pub(super) fn get_many(
+        &self,
+        py: Python<'_>,
+        wires: &[Vec<u8>],
+    ) -> PyResult<Vec<Result<Py<PyAny>, Version>>> {
+        match run_detached(py, || Ok(self.cluster.get_many(wires)))? {
+            Ok(lookups) => lookups
+                .into_iter()
+                .map(|lookup| self.found(py, lookup))
+                .collect(),
+            Err(err) => {
+                self.failed(&err);
+                Ok(wires.iter().map(|_| Err(Version::default())).collect())
+            }
+        }
+    }
+
+    /// Fills `wire` if no newer write is known there; whether it was stored. A node that
+    /// cannot take it leaves the value uncached.
+    pub(super) fn fill(
+        &self,
+        py: Python<'_>,
+        wire: &[u8],
+        version: Version,
+        bytes: &[u8],
+        ttl_ms: Option<u64>,
+    ) -> bool {
+        let ttl = ttl_ms.map(Duration::from_millis);
+        match py.detach(|| self.cluster.fill(wire, version, bytes, ttl)) {
+            Ok(stored) => stored,
+            Err(err) => {
+                self.failed(&err);
+                false
+            }
+        }
+    }
+
+    pub(super) fn set(
+        &self,
+        py: Python<'_>,
+        wire: &[u8],
+        bytes: &[u8],
+        ttl_ms: Option<u64>,
+    ) -> PyResult<()> {
+        let ttl = ttl_ms.map(Duration::from_millis);
+        run_detached(py, || self.cluster.set(wire, bytes, ttl))
+    }
+
+    pub(super) fn invalidate(&self, py: Python<'_>, wire: Vec<u8>) -> PyResult<u64> {
+        run_detached(py, || self.cluster.invalidate(&[wire]))
+    }
+
+    pub(super) fn invalidate_prefix(&self, py: Python<'_>, prefix: &[u8]) -> PyResult<u64> {
+        run_detached(py, || self.cluster.invalidate_prefix(prefix))
+    }
+
+    /// Adds the nodes' figures to `stats`: totals, and `nodes` by address.
+    pub(super) fn stats(
+        &self,
+        py: Python<'_>,
+        stats: &Bound<'_, PyDict>,
+        stale_fills_refused: u64,
+    ) -> PyResult<()> {
+        let reports = py.detach(|| self.cluster.nodes());
+        let nodes = PyDict::new(py);
+        let mut totals = [0u64; SUMMED.len()];
+        for report in reports {
+            let node = PyDict::new(py);
+            node.set_item("state", report.state.name())?;
+            if let Some(info) = &report.info {
+                for (total, (field, name)) in totals.iter_mut().zip(SUMMED) {
+                    let value: u64 = info.get(field).and_then(|v| v.parse().ok()).unwrap_or(0);
+                    *total += value;
+                    node.set_item(name, value)?;
+                }
+                for field in ["keyspace_hits", "keyspace_misses", "keys", "processed_lsn"] {
+                    let value: u64 = info.get(field).and_then(|v| v.parse().ok()).unwrap_or(0);
+                    node.set_item(field.trim_start_matches("keyspace_"), value)?;
+                }
+            }
+            node.set_item("errors", report.errors)?;
+            nodes.set_item(&report.address, node)?;
+        }
+        for (total, (_, name)) in totals.iter().zip(SUMMED) {
+            stats.set_item(name, total)?;
+        }
+        stats.set_item("stale_fills_refused", stale_fills_refused)?;
+        let failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        stats.set_item("errors", failures.0)?;
+        stats.set_item("last_error", failures.1)?;
+        stats.set_item("nodes", nodes)?;
+        Ok(())
+    }
+
+    /// Closes the connections to the nodes.
+    pub(super) fn close(&self) {
+        self.cluster.close();
+    }
+}

@@ -1,0 +1,229 @@
+"""The in-process cache: read-through, invalidation by the store's own writes, the
+stale-set race, singleflight, TTL, bounds and the conveniences (memoize, defaults)."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import replikv
+
+
+@pytest.fixture
+def cache(store: replikv.Store) -> Iterator[replikv.Cache]:
+    with replikv.Cache(capacity=1000, source=store) as opened:
+        yield opened
+
+
+def test_a_miss_reads_through_and_the_next_read_hits(
+    store: replikv.Store, cache: replikv.Cache
+) -> None:
+    store.put("subscribers", "ana@example.com", {"name": "Ana"})
+    assert cache.get("subscribers", "ana@example.com") == {"name": "Ana"}
+    first = cache.get("subscribers", "ana@example.com")
+    assert cache.get("subscribers", "ana@example.com") is first
+    stats = cache.stats()
+    assert (stats["hits"], stats["misses"], stats["loads"]) == (2, 1, 1)
+    assert stats["hit_ratio"] == pytest.approx(2 / 3)
+    assert cache.get("subscribers", "nobody", default="?") == "?"
+    assert cache.get("subscribers", "ana@example.com", read_through=False) is first
+
+
+def test_a_write_to_the_store_drops_the_cached_value_before_it_returns(
+    store: replikv.Store, cache: replikv.Cache
+) -> None:
+    store.put("subscribers", 42, {"opted_in": True})
+    assert cache.get("subscribers", 42) == {"opted_in": True}
+    store.put("subscribers", 42, {"opted_in": False})
+    assert cache.get("subscribers", 42) == {"opted_in": False}
+    store.delete("subscribers", 42)
+    assert cache.get("subscribers", 42) is None
+    assert cache.stats()["invalidations"] == 2
+
+
+def test_keys_of_different_types_never_collide(
+    store: replikv.Store, cache: replikv.Cache
+) -> None:
+    store.put("t", 42, "int")
+    store.put("t", "42", "str")
+    store.put("t", b"42", "bytes")
+    assert [cache.get("t", k) for k in (42, "42", b"42")] == ["int", "str", "bytes"]
+
+
+def test_no_read_returns_a_value_older_than_a_write_that_returned(
+    store: replikv.Store, cache: replikv.Cache
+) -> None:
+    """The stale-set race: readers fill while writers write the same keys. Each writer
+    owns its keys, so after its put returns the cache must give exactly what it wrote;
+    after everyone stops, every cached value equals the store's."""
+    writers, keys_each = 3, 5
+    for w in range(writers):
+        for k in range(keys_each):
+            store.put("profiles", f"w{w}-{k}", 0)
+    stop = threading.Event()
+    stale: list[str] = []
+    errors: list[BaseException] = []
+
+    def write(w: int) -> None:
+        try:
+            version = 0
+            while not stop.is_set():
+                version += 1
+                key = f"w{w}-{version % keys_each}"
+                store.put("profiles", key, version)
+                seen = cache.get("profiles", key)
+                if seen != version:
+                    stale.append(f"{key}: wrote {version}, the cache gave {seen}")
+        except BaseException as failure:
+            errors.append(failure)
+
+    def read() -> None:
+        try:
+            rng = random.Random()
+            while not stop.is_set():
+                cache.get("profiles", f"w{rng.randrange(writers)}-{rng.randrange(keys_each)}")
+        except BaseException as failure:
+            errors.append(failure)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    threads += [threading.Thread(target=read) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(2.0)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors, errors
+    assert not stale, stale[:5]
+    for w in range(writers):
+        for k in range(keys_each):
+            key = f"w{w}-{k}"
+            assert cache.get("profiles", key) == store.get("profiles", key), key
+
+
+def test_concurrent_misses_of_one_key_make_one_load() -> None:
+    loads: list[str] = []
+    release = threading.Event()
+
+    def slow_source(table: str, key: object) -> str:
+        loads.append(f"{table}/{key}")
+        release.wait(10)
+        return "loaded"
+
+    with replikv.Cache(capacity=10, source=slow_source) as cache:
+        results: list[Any] = []
+        threads = [
+            threading.Thread(target=lambda: results.append(cache.get("templates", "welcome")))
+            for _ in range(32)
+        ]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 10
+        while cache.stats()["loads_coalesced"] < 31 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        release.set()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert results == ["loaded"] * 32
+        assert loads == ["templates/welcome"]
+        assert cache.stats()["loads"] == 1
+        assert cache.stats()["loads_coalesced"] == 31
+
+
+def test_a_failed_load_reaches_every_caller_waiting_for_it() -> None:
+    def broken(table: str, key: object) -> str:
+        time.sleep(0.2)
+        raise RuntimeError("source down")
+
+    with replikv.Cache(capacity=10, source=broken) as cache:
+        failures: list[BaseException] = []
+
+        def call() -> None:
+            try:
+                cache.get("t", "k")
+            except RuntimeError as failure:
+                failures.append(failure)
+
+        threads = [threading.Thread(target=call) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert len(failures) == 8
+
+
+def test_ttl_expires_entries(store: replikv.Store) -> None:
+    with replikv.Cache(capacity=10, source=store, ttl=0.05) as cache:
+        store.put("t", "k", 1)
+        cache.get("t", "k")
+        assert cache.get("t", "k", read_through=False) == 1
+        time.sleep(0.1)
+        assert cache.get("t", "k", read_through=False) is None
+        assert cache.stats()["expirations"] == 1
+
+
+def test_capacity_is_never_exceeded(store: replikv.Store) -> None:
+    with replikv.Cache(capacity=5, source=store) as cache:
+        for i in range(50):
+            store.put("t", i, i)
+            cache.get("t", i)
+            assert cache.stats()["keys"] <= 5
+        assert cache.stats()["evictions"] == 45
+
+
+def test_get_many_set_and_invalidations(store: replikv.Store, cache: replikv.Cache) -> None:
+    store.put_many("t", [("a", 1), ("b", 2)])
+    assert cache.get_many("t", ["a", "b", "missing"]) == {"a": 1, "b": 2}
+    cache.set("t", "c", {"by": "hand"})
+    assert cache.get("t", "c", read_through=False) == {"by": "hand"}
+    assert cache.invalidate("t", "a") is True
+    assert cache.invalidate("t", "a") is False
+    assert cache.invalidate_prefix("t", "b") == 1
+    assert cache.invalidate_prefix("t") == 1
+    with pytest.raises(TypeError):
+        cache.invalidate_prefix("t", 1)  # type: ignore[arg-type]
+
+
+def test_memoize_caches_by_arguments_until_invalidated() -> None:
+    calls: list[tuple[int, int]] = []
+    with replikv.Cache(capacity=100) as cache:
+
+        @cache.memoize(ttl=60)
+        def score(a: int, b: int = 0) -> int:
+            calls.append((a, b))
+            return a * 10 + b
+
+        assert score(1, b=2) == 12
+        assert score(1, b=2) == 12
+        assert score(2) == 20
+        assert calls == [(1, 2), (2, 0)]
+        assert score.invalidate(1, b=2) is True  # type: ignore[attr-defined]
+        assert score(1, b=2) == 12
+        assert calls == [(1, 2), (2, 0), (1, 2)]
+
+
+def test_bad_arguments_are_clear_errors(store: replikv.Store) -> None:
+    with pytest.raises(TypeError, match="source must be"):
+        replikv.Cache(source=3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="capacity"):
+        replikv.Cache(capacity=0)
+    with replikv.Cache(source=store) as cache:
+        with pytest.raises(ValueError):
+            cache.get("bad table!", "k")
+        with pytest.raises(TypeError):
+            cache.get("t", 1.5)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="ttl"):
+            cache.set("t", "k", 1, ttl=-1)
+    with pytest.raises(replikv.CacheError, match="closed"):
+        cache.get("t", "k")
+
+
+def test_repr_says_what_it_is(tmp_path: Path, store: replikv.Store) -> None:
+    with replikv.Cache(capacity=7, source=store) as cache:
+        assert "in-process keys=0/7" in repr(cache)
+        assert str(store.path) in repr(cache) or "source=" in repr(cache)

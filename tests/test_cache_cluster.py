@@ -1,0 +1,166 @@
+"""A cache over three cache-node processes following a primary's log, on 127.0.0.1:
+the stale-set race across processes, and a node killed and restarted during writes."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+
+import pytest
+import redis
+import replikv
+
+from polling import eventually
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+class NodeProcess:
+    """`replikv cache-node` in a child process."""
+
+    def __init__(self, follow: str, listen: str = "127.0.0.1:0") -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "replikv", "cache-node", "--listen", listen]
+            + ["--follow", follow, "--capacity", "10000"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=ENV,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        assert "listening on" in line, line + self.process.stderr.read()
+        self.address = line.split("listening on ")[1].split(",")[0].strip()
+
+    def processed_lsn(self) -> int:
+        host, port = self.address.rsplit(":", 1)
+        with redis.Redis(host=host, port=int(port), socket_timeout=5) as r:
+            return int(r.info()["processed_lsn"])
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=30)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@contextmanager
+def cluster(store: replikv.Store, count: int = 3) -> Iterator[tuple[replikv.Primary, list[NodeProcess]]]:
+    with replikv.Primary(store, listen="127.0.0.1:0", ship_interval=0.0) as primary, ExitStack() as stack:
+        nodes = []
+        for _ in range(count):
+            node = NodeProcess(primary.address)
+            stack.callback(node.stop)
+            nodes.append(node)
+        for node in nodes:
+            eventually("the node follows the log", lambda n=node: n.processed_lsn() >= store.last_lsn)
+        yield primary, nodes
+
+
+def caught_up(nodes: list[NodeProcess], lsn: int) -> None:
+    for node in nodes:
+        eventually(f"{node.address} processes LSN {lsn}", lambda n=node: n.processed_lsn() >= lsn)
+
+
+def test_no_read_through_the_nodes_returns_a_value_older_than_a_processed_write(
+    store: replikv.Store,
+) -> None:
+    keys = [f"user{i}@example.com" for i in range(30)]
+    for key in keys:
+        store.put("subscribers", key, 0)
+    with cluster(store) as (_, nodes):
+        with replikv.Cache([n.address for n in nodes], source=store) as cache:
+            stop = threading.Event()
+            stale: list[str] = []
+            errors: list[BaseException] = []
+
+            def write(owned: list[str]) -> None:
+                try:
+                    version = 0
+                    while not stop.is_set():
+                        version += 1
+                        key = owned[version % len(owned)]
+                        receipt = store.put("subscribers", key, version)
+                        caught_up(nodes, receipt.lsn)
+                        seen = cache.get("subscribers", key)
+                        if seen != version:
+                            stale.append(f"{key}: wrote {version}, the cache gave {seen}")
+                except BaseException as failure:
+                    errors.append(failure)
+
+            def read() -> None:
+                try:
+                    rng = random.Random()
+                    while not stop.is_set():
+                        cache.get("subscribers", rng.choice(keys))
+                except BaseException as failure:
+                    errors.append(failure)
+
+            threads = [threading.Thread(target=write, args=(keys[w::2],)) for w in range(2)]
+            threads += [threading.Thread(target=read) for _ in range(4)]
+            for thread in threads:
+                thread.start()
+            time.sleep(3.0)
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=60)
+            assert not errors, errors
+            assert not stale, stale[:5]
+            caught_up(nodes, store.last_lsn)
+            for key in keys:
+                assert cache.get("subscribers", key) == store.get("subscribers", key), key
+            assert cache.stats()["hits"] > 0
+
+
+def test_a_node_killed_and_restarted_during_writes_serves_no_stale_value(
+    store: replikv.Store,
+) -> None:
+    keys = [f"k{i}" for i in range(60)]
+    for key in keys:
+        store.put("profiles", key, 0)
+    with cluster(store) as (primary, nodes):
+        victim = nodes[0]
+        with replikv.Cache([n.address for n in nodes], source=store, timeout=0.5) as cache:
+            for key in keys:
+                assert cache.get("profiles", key) == 0
+            victim.kill()
+            survivors = nodes[1:]
+            for version in (1, 2):
+                for key in keys:
+                    receipt = store.put("profiles", key, version)
+                    caught_up(survivors, receipt.lsn)
+                    # Its keys moved to the next node on the ring: still never stale.
+                    assert cache.get("profiles", key) == version, key
+            # Back on its address: empty, it starts at the primary's position.
+            reborn = NodeProcess(primary.address, listen=victim.address)
+            try:
+                for key in keys:
+                    store.put("profiles", key, 3)
+                caught_up([reborn, *survivors], store.last_lsn)
+
+                def fresh_and_node_back() -> bool:
+                    # Every read is fresh while the client decides when to use the node.
+                    assert [cache.get("profiles", k) for k in keys] == [3] * len(keys)
+                    return bool(cache.stats()["nodes"][victim.address]["state"] == "up")
+
+                eventually("the client uses the node again", fresh_and_node_back)
+                assert cache.get_many("profiles", keys) == dict.fromkeys(keys, 3)
+            finally:
+                reborn.stop()
