@@ -366,6 +366,17 @@ pub enum CacheError {
     /// A setting that cannot work (a capacity of 0, a bad address).
     #[error("invalid cache setting: {0}")]
     Invalid(String),
+    /// A node sent bytes that are not a RESP reply; its connection is dropped.
+    #[error("cache node {node} broke the protocol: {reason}")]
+    Protocol {
+        /// The node's address.
+        node: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// No cache node could take the request: each one is down or catching up.
+    #[error("no cache node is available ({0})")]
+    Unavailable(String),
 }
 
 /// Every error the core returns.

@@ -89,7 +89,14 @@ impl CacheNode {
         let (follower, reporter) = match &options.follow {
             None => (None, None),
             Some(primary) => {
-                shared.lock().following.primary = Some(primary.clone());
+                {
+                    // A node that follows a log must never report "none" (a client would
+                    // take it as having nothing to catch up), not even before its first
+                    // state report.
+                    let mut node = shared.lock();
+                    node.following.primary = Some(primary.clone());
+                    "connecting".clone_into(&mut node.following.state);
+                }
                 let consumer = Arc::new(Invalidator::new(Arc::clone(&shared)));
                 let follower = Arc::new(Follower::start(
                     consumer,

@@ -1,8 +1,10 @@
 //! The cache tier (DESIGN §1, guarantee 7): LRU nodes that speak the Redis protocol, kept
 //! consistent by the change log. The pieces without sockets or clocks (the versioned LRU,
-//! RESP, the commands) are pure; `server` and `cache_node` drive them over TCP.
+//! RESP, the commands) are pure; `server` and `cache_node` drive them over TCP, and
+//! `client` spreads keys over many nodes.
 
 pub mod cache_node;
+pub mod client;
 pub mod command;
 pub mod invalidator;
 pub mod lru;
