@@ -331,7 +331,6 @@ def exact_lru_hit_ratio(trace: Sequence[int], capacity: int) -> float:
 def bench_ratio(base: Path, cfg: Config, report: Report) -> None:
     section("hit ratio, Zipf(0.99): three nodes vs one exact LRU of the same capacity")
     trace = zipf_trace(cfg.keys, cfg.trace)
-    rows = []
     for share in (0.01, 0.05, 0.20):
         capacity = int(cfg.keys * share)
         with ExitStack() as stack:
@@ -347,8 +346,10 @@ def bench_ratio(base: Path, cfg: Config, report: Report) -> None:
                 get("t", key)
             ours = cache.stats()["hit_ratio"]
         exact = exact_lru_hit_ratio(trace, capacity)
-        rows.append((share, capacity, ours, exact))
-        show(f"{share:.0%} of {cfg.keys:,} keys ({capacity:,})", f"3 nodes {ours:.2%}, one LRU {exact:.2%}")
+        show(
+            f"{share:.0%} of {cfg.keys:,} keys ({capacity:,})",
+            f"3 nodes {ours:.2%}, one LRU {exact:.2%}",
+        )
         report.compare(
             f"hit ratio at {share:.0%} (points below one LRU)",
             (exact - ours) * 100 + 1e-9,

@@ -83,7 +83,12 @@ fn commands(node: &CacheNode) -> u64 {
 fn test_get_fill_and_set_round_trip_with_versions_and_ttls() -> TestResult {
     let running = nodes(2);
     let cache = cluster(addresses(&running), Duration::from_secs(5));
-    assert_eq!(cache.get(b"test:a")?, Lookup::Miss { min_lsn: 0 });
+    assert_eq!(
+        cache.get(b"test:a")?,
+        Lookup::Miss {
+            at: Version::default()
+        }
+    );
     assert!(cache.fill(b"test:a", version(5), b"v5", None)?);
     assert_eq!(cache.get(b"test:a")?, hit(b"v5", version(5)));
     assert!(cache.fill(b"test:a", version(6), b"v6", None)?);
@@ -101,8 +106,14 @@ fn test_get_fill_and_set_round_trip_with_versions_and_ttls() -> TestResult {
         Some(Duration::from_micros(10))
     )?);
     eventually("the TTLs pass", || {
-        cache.get(b"test:c").ok() == Some(Lookup::Miss { min_lsn: 0 })
-            && cache.get(b"test:d").ok() == Some(Lookup::Miss { min_lsn: 0 })
+        cache.get(b"test:c").ok()
+            == Some(Lookup::Miss {
+                at: Version::default(),
+            })
+            && cache.get(b"test:d").ok()
+                == Some(Lookup::Miss {
+                    at: Version::default(),
+                })
     });
     Ok(())
 }
@@ -171,7 +182,12 @@ fn test_a_closed_node_is_marked_down_and_only_its_keys_move() -> TestResult {
     running[1].close();
     for key in &keys[1] {
         // Its keys are answered by another node, which does not hold them.
-        assert_eq!(cache.get(key)?, Lookup::Miss { min_lsn: 0 });
+        assert_eq!(
+            cache.get(key)?,
+            Lookup::Miss {
+                at: Version::default()
+            }
+        );
     }
     for key in keys[0].iter().chain(&keys[2]) {
         assert_eq!(cache.get(key)?, hit(key, version(1)));
@@ -216,9 +232,10 @@ fn test_a_node_failing_during_a_batch_has_its_keys_read_from_the_next_node() -> 
     running[2].close();
     let keys: Vec<Vec<u8>> = (0..3).flat_map(|node| keys_of(&all, node, 4)).collect();
     let lookups = cache.get_many(&keys)?;
-    assert!(lookups
-        .iter()
-        .all(|lookup| *lookup == Lookup::Miss { min_lsn: 0 }));
+    assert!(lookups.iter().all(|lookup| *lookup
+        == Lookup::Miss {
+            at: Version::default()
+        }));
     assert_eq!(cache.nodes()[2].standing, Standing::Down);
     Ok(())
 }
@@ -234,7 +251,12 @@ fn test_invalidations_reach_every_node_that_is_up() -> TestResult {
     let mut other = Conn::connect(&all[1], None, Duration::from_secs(2))?;
     other.pipeline(&[[b"RKV.FILL".as_slice(), &key, b"1", b"2", b"stand-in's"]])?;
     assert_eq!(cache.invalidate(std::slice::from_ref(&key))?, 2);
-    assert_eq!(cache.get(&key)?, Lookup::Miss { min_lsn: 0 });
+    assert_eq!(
+        cache.get(&key)?,
+        Lookup::Miss {
+            at: Version::default()
+        }
+    );
     assert_eq!(cache.invalidate(&[])?, 0);
 
     let many: Vec<Vec<u8>> = (0..3000)
@@ -362,7 +384,7 @@ fn test_a_returning_node_behind_the_log_serves_again_only_once_caught_up() -> Te
     let retry_after = Duration::from_millis(100);
     let cache = cluster(all.clone(), retry_after);
     let key = keys_of(&all, 0, 1).remove(0);
-    assert_eq!(cache.get(&key)?, Lookup::Miss { min_lsn: first_lsn });
+    assert!(matches!(cache.get(&key)?, Lookup::Miss { at } if at.lsn == first_lsn));
 
     // The owner goes away; the log moves on while no node can follow it.
     owner.close();
@@ -399,7 +421,7 @@ fn test_a_returning_node_behind_the_log_serves_again_only_once_caught_up() -> Te
     });
     eventually(
         "the returning node serves its keys again",
-        || matches!(cache.get(&key), Ok(Lookup::Miss { min_lsn }) if min_lsn >= last_lsn),
+        || matches!(cache.get(&key), Ok(Lookup::Miss { at }) if at.lsn >= last_lsn),
     );
     assert_eq!(cache.nodes()[0].standing, Standing::Up);
     Ok(())

@@ -46,9 +46,7 @@ def test_a_write_to_the_store_drops_the_cached_value_before_it_returns(
     assert cache.stats()["invalidations"] == 2
 
 
-def test_keys_of_different_types_never_collide(
-    store: replikv.Store, cache: replikv.Cache
-) -> None:
+def test_keys_of_different_types_never_collide(store: replikv.Store, cache: replikv.Cache) -> None:
     store.put("t", 42, "int")
     store.put("t", "42", "str")
     store.put("t", b"42", "bytes")

@@ -13,10 +13,8 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
-import pytest
 import redis
 import replikv
-
 from polling import eventually
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -26,15 +24,12 @@ class NodeProcess:
     """`replikv cache-node` in a child process."""
 
     def __init__(self, follow: str, listen: str = "127.0.0.1:0") -> None:
+        command = [sys.executable, "-m", "replikv", "cache-node", "--listen", listen]
+        command.extend(["--follow", follow, "--capacity", "10000"])
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "replikv", "cache-node", "--listen", listen]
-            + ["--follow", follow, "--capacity", "10000"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=ENV,
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV
         )
-        assert self.process.stdout is not None
+        assert self.process.stdout is not None and self.process.stderr is not None
         line = self.process.stdout.readline()
         assert "listening on" in line, line + self.process.stderr.read()
         self.address = line.split("listening on ")[1].split(",")[0].strip()
@@ -61,22 +56,29 @@ class NodeProcess:
                 stream.close()
 
 
+def caught_up(nodes: list[NodeProcess], lsn: int) -> None:
+    for node in nodes:
+
+        def processed(node: NodeProcess = node) -> bool:
+            return node.processed_lsn() >= lsn
+
+        eventually(f"{node.address} processes LSN {lsn}", processed)
+
+
 @contextmanager
-def cluster(store: replikv.Store, count: int = 3) -> Iterator[tuple[replikv.Primary, list[NodeProcess]]]:
-    with replikv.Primary(store, listen="127.0.0.1:0", ship_interval=0.0) as primary, ExitStack() as stack:
+def cluster(store: replikv.Store) -> Iterator[tuple[replikv.Primary, list[NodeProcess]]]:
+    """A primary serving `store` and three cache-node processes following it."""
+    with ExitStack() as stack:
+        primary = stack.enter_context(
+            replikv.Primary(store, listen="127.0.0.1:0", ship_interval=0.0)
+        )
         nodes = []
-        for _ in range(count):
+        for _ in range(3):
             node = NodeProcess(primary.address)
             stack.callback(node.stop)
             nodes.append(node)
-        for node in nodes:
-            eventually("the node follows the log", lambda n=node: n.processed_lsn() >= store.last_lsn)
+        caught_up(nodes, store.last_lsn)
         yield primary, nodes
-
-
-def caught_up(nodes: list[NodeProcess], lsn: int) -> None:
-    for node in nodes:
-        eventually(f"{node.address} processes LSN {lsn}", lambda n=node: n.processed_lsn() >= lsn)
 
 
 def test_no_read_through_the_nodes_returns_a_value_older_than_a_processed_write(
@@ -85,48 +87,50 @@ def test_no_read_through_the_nodes_returns_a_value_older_than_a_processed_write(
     keys = [f"user{i}@example.com" for i in range(30)]
     for key in keys:
         store.put("subscribers", key, 0)
-    with cluster(store) as (_, nodes):
-        with replikv.Cache([n.address for n in nodes], source=store) as cache:
-            stop = threading.Event()
-            stale: list[str] = []
-            errors: list[BaseException] = []
+    with (
+        cluster(store) as (_, nodes),
+        replikv.Cache([n.address for n in nodes], source=store) as cache,
+    ):
+        stop = threading.Event()
+        stale: list[str] = []
+        errors: list[BaseException] = []
 
-            def write(owned: list[str]) -> None:
-                try:
-                    version = 0
-                    while not stop.is_set():
-                        version += 1
-                        key = owned[version % len(owned)]
-                        receipt = store.put("subscribers", key, version)
-                        caught_up(nodes, receipt.lsn)
-                        seen = cache.get("subscribers", key)
-                        if seen != version:
-                            stale.append(f"{key}: wrote {version}, the cache gave {seen}")
-                except BaseException as failure:
-                    errors.append(failure)
+        def write(owned: list[str]) -> None:
+            try:
+                version = 0
+                while not stop.is_set():
+                    version += 1
+                    key = owned[version % len(owned)]
+                    receipt = store.put("subscribers", key, version)
+                    caught_up(nodes, receipt.lsn)
+                    seen = cache.get("subscribers", key)
+                    if seen != version:
+                        stale.append(f"{key}: wrote {version}, the cache gave {seen}")
+            except BaseException as failure:
+                errors.append(failure)
 
-            def read() -> None:
-                try:
-                    rng = random.Random()
-                    while not stop.is_set():
-                        cache.get("subscribers", rng.choice(keys))
-                except BaseException as failure:
-                    errors.append(failure)
+        def read() -> None:
+            try:
+                rng = random.Random()
+                while not stop.is_set():
+                    cache.get("subscribers", rng.choice(keys))
+            except BaseException as failure:
+                errors.append(failure)
 
-            threads = [threading.Thread(target=write, args=(keys[w::2],)) for w in range(2)]
-            threads += [threading.Thread(target=read) for _ in range(4)]
-            for thread in threads:
-                thread.start()
-            time.sleep(3.0)
-            stop.set()
-            for thread in threads:
-                thread.join(timeout=60)
-            assert not errors, errors
-            assert not stale, stale[:5]
-            caught_up(nodes, store.last_lsn)
-            for key in keys:
-                assert cache.get("subscribers", key) == store.get("subscribers", key), key
-            assert cache.stats()["hits"] > 0
+        threads = [threading.Thread(target=write, args=(keys[w::2],)) for w in range(2)]
+        threads += [threading.Thread(target=read) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(3.0)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not errors, errors
+        assert not stale, stale[:5]
+        caught_up(nodes, store.last_lsn)
+        for key in keys:
+            assert cache.get("subscribers", key) == store.get("subscribers", key), key
+        assert cache.stats()["hits"] > 0
 
 
 def test_a_node_killed_and_restarted_during_writes_serves_no_stale_value(

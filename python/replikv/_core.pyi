@@ -855,9 +855,7 @@ class Cache:
         """``ttl``: seconds a cached value lives (``None``: until evicted or written).
         ``timeout``: how long a node may take to answer before it is left out, and how
         long a read through waits for a lagging replica."""
-    def get(
-        self, table: str, key: _Key, default: Any = None, *, read_through: bool = True
-    ) -> Any:
+    def get(self, table: str, key: _Key, default: Any = None, *, read_through: bool = True) -> Any:
         """The cached value, else the source's (then cached), else ``default``.
         In-process, the cached object itself is returned: do not mutate it."""
     def get_many(self, table: str, keys: Iterable[_Key]) -> dict[_Key, Any]:
@@ -872,9 +870,7 @@ class Cache:
         """``hits``, ``misses``, ``hit_ratio``, ``evictions``, ``expirations``,
         ``invalidations``, ``stale_fills_refused``, ``loads``, ``loads_coalesced``,
         ``load_seconds``; over nodes also ``nodes`` (each node's figures), ``errors``."""
-    def memoize(
-        self, ttl: float | None = None
-    ) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    def memoize(self, ttl: float | None = None) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
         """A decorator caching a function's results by the ``repr`` of its arguments."""
     def close(self) -> None: ...
     def __enter__(self) -> Self: ...

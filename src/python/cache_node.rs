@@ -134,10 +134,10 @@ impl PyCacheNode {
         stats.set_item("processed_epoch", processed.epoch)?;
         stats.set_item("log_lost", node.following.log_lost)?;
         stats.set_item("forks", node.following.forks)?;
-        let follow_state = match (&self.follow, node.following.state.as_str()) {
-            (None, _) => "none",
-            (Some(_), "") => "connecting",
-            (Some(_), link) => link,
+        let follow_state = if self.follow.is_some() {
+            node.following.state.as_str()
+        } else {
+            "none"
         };
         stats.set_item("follow_state", follow_state)?;
         stats.set_item("last_error", node.following.last_error.clone())?;

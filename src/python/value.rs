@@ -31,7 +31,10 @@ pub(crate) fn encode_py_key(key: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
 
 /// Calls `f` with a Python key as the core sees it: `str`, `bytes` or a 64-bit `int`
 /// (never `bool`).
-pub(crate) fn with_py_key<R>(key: &Bound<'_, PyAny>, f: impl FnOnce(KeyRef<'_>) -> R) -> PyResult<R> {
+pub(crate) fn with_py_key<R>(
+    key: &Bound<'_, PyAny>,
+    f: impl FnOnce(KeyRef<'_>) -> R,
+) -> PyResult<R> {
     if let Ok(s) = key.cast::<PyString>() {
         return Ok(f(KeyRef::Str(s.to_str()?)));
     }

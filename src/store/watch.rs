@@ -68,7 +68,8 @@ impl Store {
     ) -> Result<(R, u64)> {
         validate_table_name(table)?;
         // `f` runs with no lock of the store held (it may be Python code).
-        let (found, lsn) = self.with_open(|open| open.overlay.lookup_at(&open.tables, table, key))?;
+        let (found, lsn) =
+            self.with_open(|open| open.overlay.lookup_at(&open.tables, table, key))?;
         let value = match found {
             Found::Pending(value) => f(value.as_deref()),
             Found::In(snapshot) => snapshot.get_with(table, key, f)?,

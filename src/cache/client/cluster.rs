@@ -56,11 +56,11 @@ pub enum Lookup {
         /// The `(epoch, lsn)` of the snapshot it was read from.
         version: Version,
     },
-    /// Not cached: read the source at `min_lsn` or later, then fill.
+    /// Not cached: read the source at `at.lsn` or later, then fill.
     Miss {
-        /// The node's processed log position, which the source must have reached for a
-        /// fill to be accepted.
-        min_lsn: u64,
+        /// The node's processed log position `(epoch, lsn)`: the source must have reached
+        /// it for a fill to be accepted, and a fill of an older epoch is refused.
+        at: Version,
     },
     /// No node could be asked: read the source.
     Unavailable,
@@ -305,9 +305,7 @@ impl Cluster {
         self.observe(version.lsn);
         match value {
             Value::Bulk(value) => Ok(Lookup::Hit { value, version }),
-            Value::Nil => Ok(Lookup::Miss {
-                min_lsn: version.lsn,
-            }),
+            Value::Nil => Ok(Lookup::Miss { at: version }),
             other => Err(self.refused(node, "RKV.GET", &other)),
         }
     }

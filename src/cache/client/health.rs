@@ -17,6 +17,18 @@ pub enum Standing {
     CatchingUp,
 }
 
+impl Standing {
+    /// The name shown to users: `"up"`, `"down"` or `"catching_up"`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Standing::Up => "up",
+            Standing::Down => "down",
+            Standing::CatchingUp => "catching_up",
+        }
+    }
+}
+
 /// A node's log position, as `RKV.POSITION` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Position {

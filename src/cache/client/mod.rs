@@ -20,8 +20,8 @@
 //! let key = b"subscribers:ana";
 //! let value = match cache.get(key)? {
 //!     Lookup::Hit { value, .. } => value,
-//!     Lookup::Miss { min_lsn } => {
-//!         let (value, version) = read_source(key, min_lsn);
+//!     Lookup::Miss { at } => {
+//!         let (value, version) = read_source(key, at.lsn);
 //!         // Refused if the node has seen a newer write of the key meanwhile.
 //!         cache.fill(key, version, &value, None)?;
 //!         value

@@ -116,9 +116,7 @@ impl Local {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         LOCKED.set(true);
-        Locked {
-            guard: Some(guard),
-        }
+        Locked { guard: Some(guard) }
     }
 
     pub(super) fn now_ms(&self) -> u64 {
@@ -134,7 +132,12 @@ impl Local {
     }
 
     /// A plain set (unversioned: any write of the key in the log drops it).
-    pub(super) fn set(&self, key: Bytes, value: PyValue, ttl_ms: Option<u64>) -> Result<bool, Fill> {
+    pub(super) fn set(
+        &self,
+        key: Bytes,
+        value: PyValue,
+        ttl_ms: Option<u64>,
+    ) -> Result<bool, Fill> {
         let now = self.now_ms();
         self.lock().set(key, value, ttl_ms, SetIf::Always, now)
     }

@@ -29,7 +29,7 @@ use crate::store::validate_table_name;
 /// Where cached values live.
 enum Backend {
     Local(std::sync::Arc<Local>),
-    Remote(Remote),
+    Remote(Box<Remote>),
 }
 
 /// What the client itself counts (hits and misses are the backend's in-process).
@@ -117,9 +117,9 @@ impl PyCache {
         wire: &[u8],
         floor: Version,
     ) -> PyResult<Option<Py<PyAny>>> {
-        let (value, role) = self
-            .flights
-            .run(py, wire, floor.lsn, || self.load(py, table, key, wire, floor))?;
+        let (value, role) = self.flights.run(py, wire, floor.lsn, || {
+            self.load(py, table, key, wire, floor)
+        })?;
         if role == Role::Joined {
             bump(&self.counters.loads_coalesced);
         }
@@ -177,8 +177,12 @@ impl PyCache {
             let stored = match &self.backend {
                 Backend::Local(local) => {
                     let cached = PyValue::new(value.clone_ref(py), bytes.len());
-                    local.fill(Bytes::copy_from_slice(wire), cached, version.lsn, self.ttl_ms)
-                        == Fill::Stored
+                    local.fill(
+                        Bytes::copy_from_slice(wire),
+                        cached,
+                        version.lsn,
+                        self.ttl_ms,
+                    ) == Fill::Stored
                 }
                 Backend::Remote(remote) => remote.fill(py, wire, version, &bytes, self.ttl_ms),
             };
@@ -216,12 +220,16 @@ impl PyCache {
             None => {
                 let local = Local::new(capacity, max_bytes);
                 if let Some(store) = source.store() {
-                    *watching.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    *watching
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) =
                         Some(local.watch(store));
                 }
                 Backend::Local(local)
             }
-            Some(nodes) => Backend::Remote(Remote::connect(py, nodes, vnodes, token, patience)?),
+            Some(nodes) => Backend::Remote(Box::new(Remote::connect(
+                py, nodes, vnodes, token, patience,
+            )?)),
         };
         Ok(Self {
             backend,
@@ -322,9 +330,12 @@ impl PyCache {
             Backend::Local(local) => {
                 let size = encode_py_value(value).map_or(0, |bytes| bytes.len());
                 let cached = PyValue::new(value.clone().unbind(), size);
-                local.set(Bytes::from(wire), cached, ttl).map_err(|_| {
-                    raise(py, "ValueTooLarge", ("the value is larger than max_bytes",))
-                })
+                local
+                    .set(Bytes::from(wire), cached, ttl)
+                    .map(drop)
+                    .map_err(|_| {
+                        raise(py, "ValueTooLarge", ("the value is larger than max_bytes",))
+                    })
             }
             Backend::Remote(remote) => remote.set(py, &wire, &encode_py_value(value)?, ttl),
         }
@@ -414,7 +425,7 @@ impl PyCache {
             .call1((slf, ttl))
     }
 
-    /// Stops watching the source and closes the connections to the nodes. Idempotent.
+    /// Stops watching the source; later calls raise `CacheError`. Idempotent.
     fn close(&self) {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
@@ -426,9 +437,6 @@ impl PyCache {
             .take();
         if let (Some(id), Some(store)) = (watcher, self.source.store()) {
             store.unwatch_writes(id);
-        }
-        if let Backend::Remote(remote) = &self.backend {
-            remote.close();
         }
     }
 

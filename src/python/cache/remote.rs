@@ -161,7 +161,7 @@ impl Remote {
         let mut totals = [0u64; SUMMED.len()];
         for report in reports {
             let node = PyDict::new(py);
-            node.set_item("state", report.state.name())?;
+            node.set_item("state", report.standing.name())?;
             if let Some(info) = &report.info {
                 for (total, (field, name)) in totals.iter_mut().zip(SUMMED) {
                     let value: u64 = info.get(field).and_then(|v| v.parse().ok()).unwrap_or(0);
@@ -173,7 +173,8 @@ impl Remote {
                     node.set_item(field.trim_start_matches("keyspace_"), value)?;
                 }
             }
-            node.set_item("errors", report.errors)?;
+            node.set_item("errors", report.failures)?;
+            node.set_item("last_error", &report.last_error)?;
             nodes.set_item(&report.address, node)?;
         }
         for (total, (_, name)) in totals.iter().zip(SUMMED) {
@@ -189,10 +190,5 @@ impl Remote {
         stats.set_item("last_error", failures.1)?;
         stats.set_item("nodes", nodes)?;
         Ok(())
-    }
-
-    /// Closes the connections to the nodes.
-    pub(super) fn close(&self) {
-        self.cluster.close();
     }
 }
