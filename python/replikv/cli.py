@@ -27,7 +27,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from . import __version__, _demo_failover
+from . import __version__, _demo_cache, _demo_failover
 from ._cache_cli import add_command as add_cache_command
 from ._core import Change, Checksum, Primary, Replica, Store
 from ._operator import add_operator_commands
@@ -360,6 +360,10 @@ class _Demo:
             self._replicate(store)
             self.timings.steps["replication"] = time.perf_counter() - step_started
             step_started = time.perf_counter()
+            _heading("10. A cache in front of the store: three nodes follow its change log")
+            _demo_cache.act(store, self.featured, _say, _code)
+            self.timings.steps["cache"] = time.perf_counter() - step_started
+            step_started = time.perf_counter()
             self._failover()
             self.timings.steps["failover"] = time.perf_counter() - step_started
             self._summary(store.checksum(), time.perf_counter() - started)
@@ -656,7 +660,7 @@ class _Demo:
             done.set()
 
     def _failover(self) -> None:
-        _heading("10. Failover: the primary dies mid-stream; its sync replica is promoted")
+        _heading("11. Failover: the primary dies mid-stream; its sync replica is promoted")
         with tempfile.TemporaryDirectory(prefix="replikv-demo-failover-") as workdir:
             _demo_failover.act(Path(workdir), _say, _code)
 

@@ -247,7 +247,7 @@ fn answer(
     for command in commands {
         match command {
             Ok(args) => {
-                let outcome = execute(&mut node, session, &args, now_ms);
+                let outcome = execute(&mut node, session, args, now_ms);
                 encode(&outcome.reply, session.protocol, output);
                 if outcome.close {
                     return true;

@@ -82,7 +82,9 @@ pub(super) fn auth(call: &mut Call<'_>) -> Outcome {
 
 pub(super) fn hello(call: &mut Call<'_>) -> Outcome {
     let mut protocol = call.session.protocol;
-    let mut rest = call.args[1..].iter();
+    // Copied: HELLO is rare, and `authenticate` needs the call while options are read.
+    let args = call.args.clone();
+    let mut rest = args[1..].iter();
     if let Some(version) = rest.next() {
         match integer(version) {
             Some(v @ (2 | 3)) => protocol = v as u8,

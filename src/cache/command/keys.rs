@@ -6,8 +6,9 @@ use super::{integer, not_an_integer, syntax_error, Call, Outcome};
 use crate::cache::lru::{Fill, SetIf};
 use crate::cache::resp::Reply;
 
-fn key(arg: &[u8]) -> Bytes {
-    Bytes::copy_from_slice(arg)
+/// Takes argument `index` (it is not read again) as stored bytes, without a copy.
+fn take(call: &mut Call<'_>, index: usize) -> Bytes {
+    Bytes::from(std::mem::take(&mut call.args[index]))
 }
 
 fn too_large() -> Outcome {
@@ -55,7 +56,7 @@ pub(super) fn set(call: &mut Call<'_>) -> Outcome {
         }
     }
     let ttl = call.node.ttl_for(ttl);
-    let (name, value) = (key(&call.args[1]), key(&call.args[2]));
+    let (name, value) = (take(call, 1), take(call, 2));
     match call.node.lru.set(name, value, ttl, condition, call.now_ms) {
         Ok(true) => Reply::Ok.into(),
         Ok(false) => Reply::Nil.into(),
@@ -93,19 +94,16 @@ pub(super) fn mget(call: &mut Call<'_>) -> Outcome {
 }
 
 pub(super) fn mset(call: &mut Call<'_>) -> Outcome {
-    let pairs = &call.args[1..];
-    if !pairs.len().is_multiple_of(2) {
+    if call.args.len().is_multiple_of(2) {
         return super::wrong_arity(b"mset").into();
     }
     let ttl = call.node.ttl_for(None);
-    for pair in pairs.chunks_exact(2) {
-        let stored = call.node.lru.set(
-            key(&pair[0]),
-            key(&pair[1]),
-            ttl,
-            SetIf::Always,
-            call.now_ms,
-        );
+    for pair in (1..call.args.len()).step_by(2) {
+        let (name, value) = (take(call, pair), take(call, pair + 1));
+        let stored = call
+            .node
+            .lru
+            .set(name, value, ttl, SetIf::Always, call.now_ms);
         if matches!(stored, Err(Fill::TooLarge)) {
             return too_large();
         }

@@ -53,10 +53,10 @@ impl From<Reply> for Outcome {
     }
 }
 
-/// Runs one command (name first in `args`, never empty) at `now_ms`.
-pub fn execute(node: &mut Node, session: &mut Session, args: &[Vec<u8>], now_ms: u64) -> Outcome {
-    let name = args[0].to_ascii_uppercase();
-    let outcome = run(node, session, &name, args, now_ms);
+/// Runs one command (name first in `args`, never empty) at `now_ms`. It takes the
+/// arguments: a stored key or value keeps their bytes without a copy.
+pub fn execute(node: &mut Node, session: &mut Session, args: Vec<Vec<u8>>, now_ms: u64) -> Outcome {
+    let outcome = run(node, session, args, now_ms);
     if matches!(outcome.reply, Reply::Error(_)) {
         node.commands.1 += 1;
     }
@@ -64,20 +64,18 @@ pub fn execute(node: &mut Node, session: &mut Session, args: &[Vec<u8>], now_ms:
     outcome
 }
 
-fn run(
-    node: &mut Node,
-    session: &mut Session,
-    name: &[u8],
-    args: &[Vec<u8>],
-    now_ms: u64,
-) -> Outcome {
-    let Some(&(_, arity, handler)) = COMMANDS.iter().find(|(n, _, _)| n.as_bytes() == name) else {
-        return unknown(args).into();
+fn run(node: &mut Node, session: &mut Session, args: Vec<Vec<u8>>, now_ms: u64) -> Outcome {
+    // Matched without upper-casing a copy: this runs for every command of a pipeline.
+    let found = COMMANDS
+        .iter()
+        .find(|(n, _, _)| n.as_bytes().eq_ignore_ascii_case(&args[0]));
+    let Some(&(name, arity, handler)) = found else {
+        return unknown(&args).into();
     };
     if !arity_ok(arity, args.len()) {
-        return wrong_arity(name).into();
+        return wrong_arity(name.as_bytes()).into();
     }
-    if !session.authenticated && !matches!(name, b"AUTH" | b"HELLO" | b"PING" | b"QUIT") {
+    if !session.authenticated && !matches!(name, "AUTH" | "HELLO" | "PING" | "QUIT") {
         return Reply::Error("NOAUTH Authentication required.".into()).into();
     }
     handler(&mut Call {
@@ -92,7 +90,7 @@ fn run(
 struct Call<'a> {
     node: &'a mut Node,
     session: &'a mut Session,
-    args: &'a [Vec<u8>],
+    args: Vec<Vec<u8>>,
     now_ms: u64,
 }
 

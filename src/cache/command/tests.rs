@@ -34,7 +34,7 @@ impl Client {
 
     fn run(&mut self, line: &str) -> Reply {
         let args: Vec<Vec<u8>> = line.split(' ').map(|a| a.as_bytes().to_vec()).collect();
-        execute(&mut self.node, &mut self.session, &args, self.now_ms).reply
+        execute(&mut self.node, &mut self.session, args, self.now_ms).reply
     }
 }
 

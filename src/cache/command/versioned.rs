@@ -48,13 +48,14 @@ pub(super) fn fill(call: &mut Call<'_>) -> Outcome {
         _ => return super::syntax_error(),
     };
     let ttl = call.node.ttl_for(ttl);
-    let stored = call.node.lru.fill(
-        Bytes::copy_from_slice(&call.args[1]),
-        Bytes::copy_from_slice(&call.args[4]),
-        Version { epoch, lsn },
-        ttl,
-        call.now_ms,
+    let (key, value) = (
+        Bytes::from(std::mem::take(&mut call.args[1])),
+        Bytes::from(std::mem::take(&mut call.args[4])),
     );
+    let stored = call
+        .node
+        .lru
+        .fill(key, value, Version { epoch, lsn }, ttl, call.now_ms);
     match stored {
         Fill::Stored => Reply::Int(1).into(),
         Fill::Stale => Reply::Int(0).into(),
