@@ -337,8 +337,7 @@ def bench_ratio(base: Path, cfg: Config, report: Report) -> None:
             # The same total capacity as the one LRU, split as evenly as it divides.
             shares = [capacity // 3 + (1 if i < capacity % 3 else 0) for i in range(3)]
             nodes = [
-                stack.enter_context(replikv.CacheNode(capacity=max(1, share)))
-                for share in shares
+                stack.enter_context(replikv.CacheNode(capacity=max(1, share))) for share in shares
             ]
             cache = stack.enter_context(
                 replikv.Cache([n.address for n in nodes], source=lambda table, key: key)

@@ -27,7 +27,7 @@ fn start_node(listen: &str, follow: Option<String>, token: Option<&str>) -> Cach
         on_write: OnWrite::Drop,
         follow,
         token: token.map(str::to_owned),
-        name: "cluster-test".to_owned(),
+        name: None,
     })
     .expect("a cache node starts on 127.0.0.1")
 }

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from typing import Any
 
 import redis
 import replikv
@@ -34,10 +35,13 @@ class NodeProcess:
         assert "listening on" in line, line + self.process.stderr.read()
         self.address = line.split("listening on ")[1].split(",")[0].strip()
 
-    def processed_lsn(self) -> int:
+    def info(self) -> dict[str, Any]:
         host, port = self.address.rsplit(":", 1)
         with redis.Redis(host=host, port=int(port), socket_timeout=5) as r:
-            return int(r.info()["processed_lsn"])
+            return dict(r.info())
+
+    def processed_lsn(self) -> int:
+        return int(self.info()["processed_lsn"])
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
@@ -77,6 +81,12 @@ def cluster(store: replikv.Store) -> Iterator[tuple[replikv.Primary, list[NodePr
             node = NodeProcess(primary.address)
             stack.callback(node.stop)
             nodes.append(node)
+        for node in nodes:
+
+            def streaming(node: NodeProcess = node) -> bool:
+                return bool(node.info()["follow_state"] == "streaming")
+
+            eventually(f"{node.address} follows the log", streaming)
         caught_up(nodes, store.last_lsn)
         yield primary, nodes
 
@@ -168,3 +178,25 @@ def test_a_node_killed_and_restarted_during_writes_serves_no_stale_value(
                 assert cache.get_many("profiles", keys) == dict.fromkeys(keys, 3)
             finally:
                 reborn.stop()
+
+
+def test_replikv_status_shows_a_nodes_figures(store: replikv.Store) -> None:
+    with cluster(store) as (_, nodes):
+        node = nodes[0]
+        with replikv.Cache([node.address], source=store) as cache:
+            store.put("t", "k", 1)
+            cache.get("t", "k")
+            cache.get("t", "k")
+        shown = subprocess.run(
+            [sys.executable, "-m", "replikv", "status", node.address],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=ENV,
+            check=False,
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert f"cache node {node.address}" in shown.stdout
+        assert "hit ratio 50.0%" in shown.stdout
+        assert "(streaming)" in shown.stdout
+        assert "keyspace_hits: 1" in shown.stdout

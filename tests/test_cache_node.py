@@ -110,6 +110,9 @@ def test_malformed_input_gets_errors_and_the_node_serves_on(
     node: replikv.CacheNode,
 ) -> None:
     assert raw_exchange(node, b"PING\r\n") == [b"+PONG"]
+    # QUIT answers, then closes (nothing after it runs).
+    assert raw_exchange(node, b"QUIT\r\nSET after quit\r\n") == [b"+OK"]
+    assert client(node, 2).exists("after") == 0
     # Inline garbage is one bad line: the connection goes on.
     lines = raw_exchange(node, b"\x00\xff garbage\r\nPING\r\n")
     assert lines[0].startswith(b"-ERR unknown command")

@@ -37,7 +37,7 @@ def add_command(commands: Any) -> None:
         default=os.environ.get(TOKEN_ENV),
         help=f"what clients give with AUTH, and the primary's token (default: ${TOKEN_ENV})",
     )
-    node.add_argument("--name", default="cache", help="its name on the primary")
+    node.add_argument("--name", help="its name on the primary (default: cache-PORT; one per node)")
     node.add_argument(
         "--on-write",
         choices=("drop", "refresh"),

@@ -807,13 +807,15 @@ class CacheNode:
         ttl: float | None = None,
         follow: str | None = None,
         token: str | None = None,
-        name: str = "cache",
+        name: str | None = None,
         on_write: Literal["drop", "refresh"] = "drop",
     ) -> Self:
         """``capacity``: entries at most; ``max_bytes``: bytes at most, counting keys,
         values and 96 bytes per entry; ``ttl``: seconds an entry stored without its own
         TTL lives (``None``: until evicted or invalidated). ``token``: what clients must
-        give with ``AUTH`` (and what the followed primary expects)."""
+        give with ``AUTH`` (and what the followed primary expects). ``name``: its name on
+        the primary, ``cache-<port>`` by default (nodes that follow one primary need
+        different names)."""
     @property
     def address(self) -> str:
         """``host:port`` it listens on (the real port if 0 was asked)."""

@@ -33,8 +33,9 @@ pub struct CacheNodeOptions {
     pub follow: Option<String>,
     /// The token of its clients and of the primary it follows.
     pub token: Option<String>,
-    /// Its name on the primary (consumers keep no slot).
-    pub name: String,
+    /// Its name on the primary (consumers keep no slot); `None`: `cache-<port>`, unique
+    /// among the nodes of one machine (two links under one name displace each other).
+    pub name: Option<String>,
 }
 
 impl CacheNodeOptions {
@@ -103,7 +104,10 @@ impl CacheNode {
                     FollowerOptions {
                         primary: primary.clone(),
                         token: options.token.clone(),
-                        name: options.name.clone(),
+                        name: options
+                            .name
+                            .clone()
+                            .unwrap_or_else(|| format!("cache-{}", server.address().port())),
                         max_backoff: Duration::from_secs(2),
                     },
                 )?);

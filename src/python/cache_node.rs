@@ -43,7 +43,7 @@ impl PyCacheNode {
 #[pymethods]
 impl PyCacheNode {
     #[new]
-    #[pyo3(signature = (listen = "127.0.0.1:0", *, capacity = 100_000, max_bytes = None, ttl = None, follow = None, token = None, name = "cache", on_write = "drop"))]
+    #[pyo3(signature = (listen = "127.0.0.1:0", *, capacity = 100_000, max_bytes = None, ttl = None, follow = None, token = None, name = None, on_write = "drop"))]
     #[allow(clippy::too_many_arguments)] // the keyword arguments of the Python API
     fn new(
         py: Python<'_>,
@@ -53,14 +53,16 @@ impl PyCacheNode {
         ttl: Option<f64>,
         follow: Option<String>,
         token: Option<String>,
-        name: &str,
+        name: Option<String>,
         on_write: &str,
     ) -> PyResult<Self> {
-        crate::store::validate_table_name(name).map_err(|_| {
-            PyValueError::new_err(format!(
-                "invalid node name {name:?}: use letters, digits, '_', '.', '-'"
-            ))
-        })?;
+        if let Some(name) = &name {
+            crate::store::validate_table_name(name).map_err(|_| {
+                PyValueError::new_err(format!(
+                    "invalid node name {name:?}: use letters, digits, '_', '.', '-'"
+                ))
+            })?;
+        }
         let ttl = match ttl {
             Some(ttl) if ttl <= 0.0 => {
                 return Err(PyValueError::new_err(format!(
@@ -78,7 +80,7 @@ impl PyCacheNode {
             on_write: self::on_write(on_write)?,
             follow: follow.clone(),
             token,
-            name: name.to_owned(),
+            name,
         };
         let node = run_detached(py, move || CacheNode::start(&options))?;
         Ok(Self {

@@ -102,6 +102,11 @@ pub(super) async fn session(
                     ack @ ReplicaAction::Ack { .. } => send_ack(&mut writer, ack).await?,
                 }
             }
+            if !entries {
+                // A heartbeat can settle the link (caught up with an idle primary) with no
+                // entry to apply: status shows it now, not after the next write.
+                lock(&shared.state).state = machine.state();
+            }
             if entries && bytes < APPLY_BATCH_BYTES {
                 if let Ok(frame) = inbox.try_recv() {
                     next = Some(frame?);

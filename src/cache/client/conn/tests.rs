@@ -19,7 +19,7 @@ fn node(token: Option<&str>) -> CacheNode {
         on_write: OnWrite::Drop,
         follow: None,
         token: token.map(str::to_owned),
-        name: "conn-test".into(),
+        name: None,
     })
     .expect("a node starts on a free port")
 }
