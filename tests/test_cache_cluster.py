@@ -4,12 +4,9 @@ the stale-set race across processes, and a node killed and restarted during writ
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -17,6 +14,7 @@ from typing import Any
 import redis
 import replikv
 from polling import eventually
+from stale_race import race
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
@@ -95,51 +93,18 @@ def test_no_read_through_the_nodes_returns_a_value_older_than_a_processed_write(
     store: replikv.Store,
 ) -> None:
     keys = [f"user{i}@example.com" for i in range(30)]
-    for key in keys:
-        store.put("subscribers", key, 0)
     with (
         cluster(store) as (_, nodes),
         replikv.Cache([n.address for n in nodes], source=store) as cache,
     ):
-        stop = threading.Event()
-        stale: list[str] = []
-        errors: list[BaseException] = []
-
-        def write(owned: list[str]) -> None:
-            try:
-                version = 0
-                while not stop.is_set():
-                    version += 1
-                    key = owned[version % len(owned)]
-                    receipt = store.put("subscribers", key, version)
-                    caught_up(nodes, receipt.lsn)
-                    seen = cache.get("subscribers", key)
-                    if seen != version:
-                        stale.append(f"{key}: wrote {version}, the cache gave {seen}")
-            except BaseException as failure:
-                errors.append(failure)
-
-        def read() -> None:
-            try:
-                rng = random.Random()
-                while not stop.is_set():
-                    cache.get("subscribers", rng.choice(keys))
-            except BaseException as failure:
-                errors.append(failure)
-
-        threads = [threading.Thread(target=write, args=(keys[w::2],)) for w in range(2)]
-        threads += [threading.Thread(target=read) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        time.sleep(3.0)
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=60)
-        assert not errors, errors
-        assert not stale, stale[:5]
-        caught_up(nodes, store.last_lsn)
-        for key in keys:
-            assert cache.get("subscribers", key) == store.get("subscribers", key), key
+        race(
+            store,
+            cache,
+            "subscribers",
+            [keys[0::2], keys[1::2]],
+            settle=lambda lsn: caught_up(nodes, lsn),
+            seconds=3.0,
+        )
         assert cache.stats()["hits"] > 0
 
 

@@ -19,11 +19,11 @@ SMALL += ["--seed", "7"]
 # What the demo writes after loading: one template is deleted; one consent_changed event and
 # 200 latency-probe events are added.
 # The replication step writes 2,000 transactions of 5 events while two replicas follow, then
-# one sync write of a subscriber's profile.
+# one sync write of a subscriber's profile. The cache step changes one profile's consent.
 EXPECTED_ROWS = {"subscribers": SUBSCRIBERS, "templates": 5, "events": EVENTS + 1 + 200 + 10_000}
 EXPECTED_LOADED = {"subscribers": SUBSCRIBERS, "templates": 6, "events": EVENTS}
 # One put_many per batch, a put, a delete, the transaction, then 200 single puts.
-EXPECTED_LAST_LSN = 1 + 1 + EVENTS // BATCH + 3 + 200 + 2_000 + 1
+EXPECTED_LAST_LSN = 1 + 1 + EVENTS // BATCH + 3 + 200 + 2_000 + 1 + 1
 
 SUMMARY_ROW = re.compile(
     r"^  (?P<table>[a-z]+)\s+(?P<loaded>[\d,]+)\s+(?P<rate>[\d,]+|-)\s+(?P<rows>[\d,]+)"
@@ -106,6 +106,17 @@ def test_demo_exits_zero_and_summarises_the_rows_it_loaded(demo: Run) -> None:
     assert demo.last_lsn() == EXPECTED_LAST_LSN
     for fact in ("durable put", "median", "p99", "get", "reopen", "total time"):
         assert fact in demo.summary
+
+
+def test_demo_shows_a_cache_its_hit_ratio_and_a_write_reaching_it(demo: Run) -> None:
+    out = demo.result.stdout
+    cache = out[out.index("10. A cache in front of the store") : out.index("11. Failover")]
+    assert cache.count("<CacheNode 127.0.0.1:") == 3
+    ratio = re.search(r"hit ratio (\d+\.\d)%", cache)
+    assert ratio is not None and float(ratio.group(1)) > 0, cache
+    assert "1 value(s) dropped" in cache
+    before, after = re.findall(r"\{'newsletter': (True|False)", cache)
+    assert before != after, cache
 
 
 def test_demo_shows_reads_a_transaction_a_scan_and_the_change_log(demo: Run) -> None:

@@ -9,6 +9,7 @@ import sys
 import time
 from typing import Any
 
+from ._args import positive
 from ._core import CacheNode
 from ._roles import Stop, stop_on_sigterm
 from .exceptions import ReplikvError
@@ -28,8 +29,8 @@ def add_command(commands: Any) -> None:
         ),
     )
     node.add_argument("--listen", default="127.0.0.1:7500", metavar="ADDR", help="host:port")
-    node.add_argument("--capacity", type=_count, default=100_000, metavar="N", help="entries")
-    node.add_argument("--max-bytes", type=_count, default=None, metavar="N", help="bytes")
+    node.add_argument("--capacity", type=positive, default=100_000, metavar="N", help="entries")
+    node.add_argument("--max-bytes", type=positive, default=None, metavar="N", help="bytes")
     node.add_argument("--ttl", type=float, default=None, metavar="S", help="default entry TTL")
     node.add_argument("--follow", metavar="ADDR", help="the primary whose log it follows")
     node.add_argument(
@@ -48,16 +49,6 @@ def add_command(commands: Any) -> None:
         "--status-every", type=float, default=0.0, metavar="S", help="print the stats every S s"
     )
     node.set_defaults(run=_run_cache_node)
-
-
-def _count(text: str) -> int:
-    try:
-        number = int(text.replace("_", "").replace(",", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
 
 
 def _run_cache_node(args: argparse.Namespace) -> int:

@@ -28,6 +28,7 @@ from typing import Any
 from tqdm import tqdm
 
 from . import __version__, _demo_cache, _demo_failover
+from ._args import positive
 from ._cache_cli import add_command as add_cache_command
 from ._core import Change, Checksum, Primary, Replica, Store
 from ._operator import add_operator_commands
@@ -69,21 +70,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--subscribers",
-        type=_positive,
+        type=positive,
         default=50_000,
         metavar="N",
         help="subscribers to generate (default: 50,000)",
     )
     demo.add_argument(
         "--events",
-        type=_positive,
+        type=positive,
         default=500_000,
         metavar="N",
         help="open/click events to generate (default: 500,000)",
     )
     demo.add_argument(
         "--batch-size",
-        type=_positive,
+        type=positive,
         default=50_000,
         metavar="N",
         help="rows per put_many transaction (default: 50,000)",
@@ -130,16 +131,6 @@ def _parser() -> argparse.ArgumentParser:
     detach.add_argument("dir", type=Path, metavar="DIR", help="the replica's directory")
     detach.set_defaults(run=_run_detach)
     return parser
-
-
-def _positive(text: str) -> int:
-    try:
-        number = int(text.replace("_", "").replace(",", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
 
 
 def _tolerate_unencodable_output() -> None:

@@ -90,6 +90,14 @@ impl PyCache {
         Ok(())
     }
 
+    fn count(&self, hit: bool) {
+        bump(if hit {
+            &self.counters.hits
+        } else {
+            &self.counters.misses
+        });
+    }
+
     /// The cached value of `wire`, if any (counted as a hit or a miss), and on a miss the
     /// log position a read through must reach.
     fn lookup(&self, py: Python<'_>, wire: &[u8]) -> PyResult<Result<Py<PyAny>, Version>> {
@@ -100,11 +108,7 @@ impl PyCache {
             },
             Backend::Remote(remote) => remote.get(py, wire)?,
         };
-        bump(if found.is_ok() {
-            &self.counters.hits
-        } else {
-            &self.counters.misses
-        });
+        self.count(found.is_ok());
         Ok(found)
     }
 
@@ -290,11 +294,7 @@ impl PyCache {
             Backend::Remote(remote) => {
                 let found = remote.get_many(py, &wires)?;
                 for item in &found {
-                    bump(if item.is_ok() {
-                        &self.counters.hits
-                    } else {
-                        &self.counters.misses
-                    });
+                    self.count(item.is_ok());
                 }
                 found
             }
