@@ -185,3 +185,21 @@ def test_repr_says_what_it_is(tmp_path: Path, store: replikv.Store) -> None:
     with replikv.Cache(capacity=7, source=store) as cache:
         assert "in-process keys=0/7" in repr(cache)
         assert str(store.path) in repr(cache) or "source=" in repr(cache)
+
+
+def test_a_replica_as_source_drops_what_the_primary_writes(
+    store: replikv.Store, tmp_path: Path
+) -> None:
+    with (
+        replikv.Primary(store, listen="127.0.0.1:0", ship_interval=0.0) as primary,
+        replikv.Replica(tmp_path / "replica", primary=primary.address, name="r1") as replica,
+        replikv.Cache(capacity=100, source=replica) as cache,
+    ):
+        receipt = store.put("subscribers", "ana", {"opted_in": True})
+        assert replica.wait_for(receipt.lsn, timeout=30)
+        assert cache.get("subscribers", "ana") == {"opted_in": True}
+        receipt = store.put("subscribers", "ana", {"opted_in": False})
+        assert replica.wait_for(receipt.lsn, timeout=30)
+        # The replica applied the write: the value cached from it is gone.
+        assert cache.get("subscribers", "ana", read_through=False) is None
+        assert cache.get("subscribers", "ana") == {"opted_in": False}
