@@ -109,6 +109,9 @@ pub enum SetIf {
 pub struct VersionedLru<V = Bytes> {
     entries: LruCache<Bytes, Cached<V>>,
     bytes: usize,
+    /// Entries with a TTL: while there are none, a read skips the expiry check (one hash
+    /// lookup per hit, not two).
+    expiring: usize,
     bounds: Bounds,
     on_write: OnWrite,
     tombstones: Tombstones,
@@ -132,6 +135,7 @@ impl<V: Weigh> VersionedLru<V> {
         Self {
             entries: LruCache::unbounded(),
             bytes: 0,
+            expiring: 0,
             bounds,
             on_write,
             tombstones: Tombstones::new(bounds.tombstones),
@@ -142,40 +146,44 @@ impl<V: Weigh> VersionedLru<V> {
 
     /// The live value of `key` and its version, marking it most recently used.
     pub fn get(&mut self, key: &[u8], now_ms: u64) -> Option<(&V, Version)> {
-        if self.live(key, now_ms).is_none() {
+        if self.expiring > 0 && self.expire_if_due(key, now_ms) {
             self.counters.misses += 1;
             return None;
         }
-        self.counters.hits += 1;
-        self.entries.peek(key).map(|c| (&c.value, c.version))
+        let Self {
+            entries, counters, ..
+        } = self;
+        if let Some(cached) = entries.get(key) {
+            counters.hits += 1;
+            Some((&cached.value, cached.version))
+        } else {
+            counters.misses += 1;
+            None
+        }
     }
 
-    /// The live entry of `key` (an expired one is dropped), marked most recently used;
-    /// counts no hit or miss.
-    fn live(&mut self, key: &[u8], now_ms: u64) -> Option<&Cached<V>> {
-        let expired = self
+    /// Whether any entry has a TTL (if none, reads need no clock).
+    #[must_use]
+    pub fn has_expiring(&self) -> bool {
+        self.expiring > 0
+    }
+
+    /// Drops `key` if its TTL has passed; returns whether it did.
+    fn expire_if_due(&mut self, key: &[u8], now_ms: u64) -> bool {
+        let due = self
             .entries
             .peek(key)
             .is_some_and(|c| c.expires_at_ms.is_some_and(|at| at <= now_ms));
-        if expired {
+        if due {
             self.remove(key);
             self.counters.expirations += 1;
-            return None;
         }
-        self.entries.get(key)
+        due
     }
 
     /// Whether `key` holds a live value (no hit or miss is counted, recency unchanged).
     pub fn contains(&mut self, key: &[u8], now_ms: u64) -> bool {
-        match self.entries.peek(key) {
-            None => false,
-            Some(c) if c.expires_at_ms.is_some_and(|at| at <= now_ms) => {
-                self.remove(key);
-                self.counters.expirations += 1;
-                false
-            }
-            Some(_) => true,
-        }
+        !self.expire_if_due(key, now_ms) && self.entries.contains(key)
     }
 
     /// A plain `SET`: stores `value` unversioned (any later write or fill replaces it), if
@@ -251,6 +259,9 @@ impl<V: Weigh> VersionedLru<V> {
             version,
             expires_at_ms: ttl_ms.map(|ttl| now_ms.saturating_add(ttl)),
         };
+        if cached.expires_at_ms.is_some() {
+            self.expiring += 1;
+        }
         self.entries.push(key, cached);
         self.make_room();
         Ok(())
@@ -264,8 +275,16 @@ impl<V: Weigh> VersionedLru<V> {
             let Some((key, cached)) = self.entries.pop_lru() else {
                 return;
             };
-            self.bytes -= footprint(&key, &cached.value);
+            self.forget(&key, &cached);
             self.counters.evictions += 1;
+        }
+    }
+
+    /// Takes a removed entry out of the counts.
+    fn forget(&mut self, key: &[u8], cached: &Cached<V>) {
+        self.bytes -= footprint(key, &cached.value);
+        if cached.expires_at_ms.is_some() {
+            self.expiring -= 1;
         }
     }
 
@@ -273,7 +292,7 @@ impl<V: Weigh> VersionedLru<V> {
     pub fn remove(&mut self, key: &[u8]) -> bool {
         match self.entries.pop(key) {
             Some(cached) => {
-                self.bytes -= footprint(key, &cached.value);
+                self.forget(key, &cached);
                 true
             }
             None => false,
@@ -334,6 +353,7 @@ impl<V: Weigh> VersionedLru<V> {
     pub fn flush(&mut self, lsn: u64) {
         self.entries.clear();
         self.bytes = 0;
+        self.expiring = 0;
         self.tombstones.forget_through(lsn);
         self.counters.flushes += 1;
     }
@@ -344,6 +364,7 @@ impl<V: Weigh> VersionedLru<V> {
     pub fn restart(&mut self, at: Version) {
         self.entries.clear();
         self.bytes = 0;
+        self.expiring = 0;
         self.tombstones = Tombstones::new(self.bounds.tombstones);
         self.tombstones.forget_through(at.lsn);
         self.processed = at;
@@ -356,7 +377,13 @@ impl<V: Weigh> VersionedLru<V> {
             return false;
         }
         if let Some(cached) = self.entries.peek_mut(key) {
+            let had = cached.expires_at_ms.is_some();
             cached.expires_at_ms = ttl_ms.map(|ttl| now_ms.saturating_add(ttl));
+            match (had, ttl_ms.is_some()) {
+                (false, true) => self.expiring += 1,
+                (true, false) => self.expiring -= 1,
+                _ => {}
+            }
         }
         true
     }

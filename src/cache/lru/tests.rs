@@ -219,7 +219,11 @@ proptest! {
                     cache.fill(Bytes::from(vec![k]), Bytes::from(vec![1; n]), version, Some(50), now);
                 }
                 Step::Set(k, n) => {
-                    let _ = cache.set(Bytes::from(vec![k]), Bytes::from(vec![2; n]), None, SetIf::Always, now);
+                    let ttl = (n % 3 == 0).then_some(40);
+                    let _ = cache.set(Bytes::from(vec![k]), Bytes::from(vec![2; n]), ttl, SetIf::Always, now);
+                    if n % 5 == 0 {
+                        cache.expire(&[k], (n % 2 == 0).then_some(10), now);
+                    }
                 }
                 Step::Get(k) => {
                     if let Some((_, version)) = cache.get(&[k], now) {
@@ -240,6 +244,8 @@ proptest! {
             prop_assert!(cache.bytes() <= max_bytes);
             let counted: usize = cache.entries.iter().map(|(k, c)| footprint(k, &c.value)).sum();
             prop_assert_eq!(counted, cache.bytes());
+            let expiring = cache.entries.iter().filter(|(_, c)| c.expires_at_ms.is_some()).count();
+            prop_assert_eq!(expiring, cache.expiring);
         }
     }
 }

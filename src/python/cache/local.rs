@@ -125,10 +125,10 @@ impl Local {
 
     /// The cached object of `key`, if live (a new reference to the same object).
     pub(super) fn get(&self, py: Python<'_>, key: &[u8]) -> Option<Py<PyAny>> {
-        let now = self.now_ms();
-        self.lock()
-            .get(key, now)
-            .and_then(|(value, _)| value.object(py))
+        let mut lru = self.lock();
+        // The clock is read only when some entry can expire: a hit is a few hundred ns.
+        let now = if lru.has_expiring() { self.now_ms() } else { 0 };
+        lru.get(key, now).and_then(|(value, _)| value.object(py))
     }
 
     /// A plain set (unversioned: any write of the key in the log drops it).
