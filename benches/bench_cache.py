@@ -179,7 +179,9 @@ def benchmark(address: str, cfg: Config, pipeline: int) -> dict[str, float]:
     """redis-benchmark's requests per second for SET and GET against `address`."""
     host, port = address.rsplit(":", 1)
     command = ["redis-benchmark", "-h", host, "-p", port, "-t", "set,get", "-c", "50"]
-    command += ["-n", str(cfg.bench_requests), "-P", str(pipeline), "-q", "-r", "10000"]
+    # Pipelined runs get proportionally more requests, so that each lasts as long.
+    requests = cfg.bench_requests * pipeline
+    command += ["-n", str(requests), "-P", str(pipeline), "-q", "-r", "10000"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=True)
     rates = {}
     for name, rate in re.findall(r"^(\w+): ([\d.]+) requests per second", done.stdout, re.M):

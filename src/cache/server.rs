@@ -9,14 +9,12 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{watch, OwnedSemaphorePermit};
-use tokio::task::JoinHandle;
 
 use super::command::{execute, Session};
 use super::node::Node;
 use super::resp::{encode, parse, Limits, Parse, Reply};
 use crate::error::NetError;
 use crate::net::admission::{Admission, Ticket};
-use crate::net::runtime;
 use crate::net::server::{accept_loop, bind, Incoming};
 use crate::net::stall::StallWriter;
 use crate::replication::handshake::peer_allowed;
@@ -66,23 +64,35 @@ impl Shared {
     }
 }
 
-/// A listening node.
+/// A listening node. It serves on a thread of its own with a single-threaded runtime, as
+/// Redis does: the node's state is then never contended between connections (only the
+/// log consumer, on the shared runtime, takes its lock too), and a busy node does not
+/// slow replication on the shared runtime.
 pub struct Server {
     address: SocketAddr,
     shutdown: watch::Sender<bool>,
-    task: Option<JoinHandle<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
     /// Listens on `listen` (`host:port`, port 0 picks one) and serves `shared`.
     ///
     /// # Errors
-    /// [`NetError::Listen`]: the address is in use, not local, or not permitted.
+    /// [`NetError::Listen`]: the address is in use, not local, or not permitted; or the
+    /// node's thread cannot start.
     pub fn start(listen: &str, shared: Arc<Shared>) -> Result<Self, NetError> {
-        let (listener, address) = runtime().block_on(bind(listen))?;
+        let failed = |source| NetError::Listen {
+            address: listen.to_owned(),
+            source,
+        };
+        let serving = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(failed)?;
+        let (listener, address) = serving.block_on(bind(listen))?;
         let (shutdown, stop) = watch::channel(false);
         let admission = Admission::new(MAX_UNAUTHENTICATED, MAX_CLIENTS);
-        let task = runtime().spawn(accept_loop(listener, admission, stop, move |incoming| {
+        let accepting = accept_loop(listener, admission, stop, move |incoming| {
             let shared = Arc::clone(&shared);
             async move {
                 let peer = incoming.peer;
@@ -90,11 +100,15 @@ impl Server {
                     tracing::debug!(%peer, error = %err, "a cache client's connection ended");
                 }
             }
-        }));
+        });
+        let thread = std::thread::Builder::new()
+            .name(format!("replikv-cache-{}", address.port()))
+            .spawn(move || serving.block_on(accepting))
+            .map_err(failed)?;
         Ok(Self {
             address,
             shutdown,
-            task: Some(task),
+            thread: Some(thread),
         })
     }
 
@@ -104,14 +118,13 @@ impl Server {
         self.address
     }
 
-    /// Stops listening, closes every connection and waits until the port is free (when
-    /// called from outside the runtime).
+    /// Stops listening, closes every connection and waits until the port is free.
     pub fn stop(&mut self) {
         self.shutdown.send_replace(true);
-        if let Some(task) = self.task.take() {
-            if tokio::runtime::Handle::try_current().is_err() {
-                let _ = runtime().block_on(task);
-            }
+        if let Some(thread) = self.thread.take() {
+            // The accept loop returns once every connection task ended; a panic there
+            // has nothing left to clean up.
+            let _ = thread.join();
         }
     }
 }
