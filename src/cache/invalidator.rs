@@ -183,3 +183,142 @@ impl SnapshotSink for Discard {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::lru::{Bounds, OnWrite};
+    use crate::cache::node::{Node, NodeOptions};
+    use crate::codec::{encode_key, encode_ops, frame_record, KeyRef, Op, RECORD_HEADER_LEN};
+
+    fn node() -> Arc<Shared> {
+        Shared::new(Node::new(NodeOptions {
+            bounds: Bounds {
+                capacity: 100,
+                max_bytes: None,
+                tombstones: 100,
+            },
+            on_write: OnWrite::Drop,
+            ttl_ms: None,
+            token: None,
+        }))
+    }
+
+    /// The log payload of an entry at `lsn` putting `key` into table `t`.
+    fn entry(lsn: u64, epoch: u64, key: &str) -> Vec<u8> {
+        let body = encode_ops(&[Op {
+            table: "t".into(),
+            key: encode_key(KeyRef::Str(key)),
+            value: Some(vec![0x01]),
+        }]);
+        let mut record = Vec::new();
+        frame_record(&mut record, lsn, epoch, 0, &body, crc32c::crc32c(&body));
+        record.split_off(RECORD_HEADER_LEN)
+    }
+
+    fn cache(shared: &Shared, key: &str, lsn: u64) {
+        let stored = shared.lock().lru.fill(
+            Bytes::copy_from_slice(format!("t:s:{key}").as_bytes()),
+            Bytes::from_static(b"v"),
+            Version { epoch: 1, lsn },
+            None,
+            0,
+        );
+        assert_eq!(stored, crate::cache::lru::Fill::Stored);
+    }
+
+    fn start(lsn: u64, epoch: u64) -> SnapshotStart {
+        SnapshotStart {
+            lsn,
+            epoch,
+            id: (epoch, 7),
+            lineage: 9,
+            history: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn entries_drop_what_they_wrote_in_order_and_a_gap_applies_nothing() {
+        let shared = node();
+        let invalidator = Invalidator::new(Arc::clone(&shared));
+        cache(&shared, "a", 0);
+        cache(&shared, "b", 0);
+        let applied = invalidator
+            .apply(&[entry(1, 1, "a"), entry(2, 1, "x")])
+            .unwrap();
+        assert_eq!(applied, (2, 2));
+        assert!(shared.lock().lru.get(b"t:s:a", 0).is_none());
+        assert!(shared.lock().lru.get(b"t:s:b", 0).is_some());
+        let position = invalidator.position().unwrap();
+        assert_eq!((position.flushed_lsn, position.id.0), (2, 1));
+        assert!(invalidator.apply(&[entry(4, 1, "b")]).is_err());
+        assert!(
+            shared.lock().lru.get(b"t:s:b", 0).is_some(),
+            "nothing of a gap"
+        );
+        assert!(invalidator.apply(&[vec![1, 2, 3]]).is_err());
+    }
+
+    #[test]
+    fn a_lost_log_position_flushes_counts_and_starts_at_the_snapshot() {
+        let shared = node();
+        let invalidator = Invalidator::new(Arc::clone(&shared));
+        invalidator.apply(&[entry(1, 1, "a")]).unwrap();
+        cache(&shared, "b", 1);
+        invalidator.begin_snapshot(start(50, 1)).unwrap();
+        let node = shared.lock();
+        assert!(node.lru.is_empty());
+        assert_eq!(node.following.log_lost, 1);
+        assert_eq!(node.processed(), Version { epoch: 1, lsn: 50 });
+        drop(node);
+        assert_eq!(invalidator.position().unwrap().id, (1, 7));
+        // Fills from before the snapshot are refused: their writes are unknown here.
+        let refused = shared.lock().lru.fill(
+            Bytes::from_static(b"t:s:b"),
+            Bytes::from_static(b"old"),
+            Version { epoch: 1, lsn: 49 },
+            None,
+            0,
+        );
+        assert_eq!(refused, crate::cache::lru::Fill::Stale);
+    }
+
+    #[test]
+    fn a_fork_flushes_asks_to_start_afresh_and_begins_the_new_history() {
+        let shared = node();
+        let invalidator = Invalidator::new(Arc::clone(&shared));
+        invalidator
+            .apply(&[entry(1, 1, "a"), entry(2, 1, "b")])
+            .unwrap();
+        cache(&shared, "c", 2);
+        assert_eq!(invalidator.resync(2, "127.0.0.1:1").unwrap(), None);
+        assert!(shared.lock().lru.is_empty());
+        assert_eq!(shared.lock().following.forks, 1);
+        assert_eq!(
+            invalidator.position().unwrap().flushed_lsn,
+            0,
+            "a fresh start"
+        );
+        // The new history is shorter: its fills at LSN 1 are not refused for being below
+        // the old history's position, but fills of the old epoch are.
+        invalidator.begin_snapshot(start(1, 2)).unwrap();
+        let mut node = shared.lock();
+        assert_eq!(node.following.log_lost, 0);
+        let new = node.lru.fill(
+            Bytes::from_static(b"t:s:c"),
+            Bytes::from_static(b"v"),
+            Version { epoch: 2, lsn: 1 },
+            None,
+            0,
+        );
+        assert_eq!(new, crate::cache::lru::Fill::Stored);
+        let old = node.lru.fill(
+            Bytes::from_static(b"t:s:d"),
+            Bytes::from_static(b"v"),
+            Version { epoch: 1, lsn: 2 },
+            None,
+            0,
+        );
+        assert_eq!(old, crate::cache::lru::Fill::Stale);
+    }
+}
