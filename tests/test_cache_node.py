@@ -135,6 +135,9 @@ def test_a_token_admits_only_auth_hello_ping_and_quit_until_given() -> None:
         ]
         with pytest.raises(redis.AuthenticationError):
             client(guarded, 2, password="wrong").ping()
+        # Before the token, a request may only be small: nothing large is buffered.
+        lines = raw_exchange(guarded, b"*2\r\n$3\r\nGET\r\n$100000\r\n" + b"x" * 1000)
+        assert len(lines) == 1 and lines[0].startswith(b"-ERR Protocol error"), lines
         for protocol in PROTOCOLS:
             r = client(guarded, protocol, password="s3cret")
             assert r.set("k", "v") is True

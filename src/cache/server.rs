@@ -23,6 +23,12 @@ use crate::replication::handshake::peer_allowed;
 /// oldest), and connections served at once, at most (Redis's default `maxclients`).
 const MAX_UNAUTHENTICATED: usize = 128;
 const MAX_CLIENTS: usize = 10_000;
+/// What a request may claim before its connection gave the token.
+const UNAUTHENTICATED: Limits = Limits {
+    max_bulk: 4 * 1024,
+    max_args: 16,
+    max_inline: 4 * 1024,
+};
 /// A client that reads none of its replies for this long is dropped.
 const WRITE_STALL: Duration = Duration::from_secs(30);
 /// Bytes read per read call, at least.
@@ -180,7 +186,7 @@ async fn serve(shared: &Shared, incoming: Incoming) -> std::io::Result<()> {
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut session = Session::new(id, &shared.lock());
     let mut place = Place::Waiting(ticket);
-    let limits = Limits::default();
+    let served = Limits::default();
     let mut input = BytesMut::with_capacity(READ_CHUNK);
     let mut output = Vec::with_capacity(READ_CHUNK);
     loop {
@@ -209,6 +215,13 @@ async fn serve(shared: &Shared, incoming: Incoming) -> std::io::Result<()> {
         if read == 0 {
             return Ok(());
         }
+        // Before the token is given a request may be small only (AUTH, HELLO, PING): a
+        // stranger cannot make the node buffer a large bulk string.
+        let limits = if session.authenticated {
+            served
+        } else {
+            UNAUTHENTICATED
+        };
         let close = answer(shared, &mut session, &mut input, &limits, &mut output);
         if !output.is_empty() {
             writer.write_all(&output).await?;
