@@ -160,6 +160,8 @@ fn a_row_changed_behind_a_stopped_replicas_back_is_reported_different() -> TestR
     rewrite_row_behind_its_back(&dir.path().join("eu-1"), "subscribers", "s7", &[0xc3])?;
     let eu = start_replica(dir.path(), &primary, "eu-1")?;
     let (stop, writer) = steady_writer(&store);
+    // Compared once it holds events too: a verify at LSN 100 would see one table only.
+    eventually("eu-1 to apply events", || eu.store().last_lsn() > 100);
     let report = verify_all_comparable(&primary)?;
     stop.store(true, Ordering::Relaxed);
     writer.join().expect("the writer does not panic");
