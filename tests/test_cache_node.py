@@ -204,3 +204,18 @@ def test_redis_benchmark_completes_without_errors(node: replikv.CacheNode) -> No
     assert "error" not in (done.stdout + done.stderr).lower()
     for test in ("PING_INLINE", "PING_MBULK", "SET", "GET"):
         assert f"{test}:" in done.stdout, done.stdout
+
+
+def test_a_cache_whose_nodes_are_down_reads_the_source_and_counts_no_stale_fill(
+    store: replikv.Store,
+) -> None:
+    node = replikv.CacheNode()
+    address = node.address
+    node.close()
+    store.put("subscribers", "ana", {"opted_in": True})
+    with replikv.Cache([address], source=store, timeout=0.2) as cache:
+        assert cache.get("subscribers", "ana") == {"opted_in": True}
+        stats = cache.stats()
+        assert stats["misses"] == 1
+        assert stats["stale_fills_refused"] == 0
+        assert stats["nodes"][address]["state"] == "down"

@@ -32,6 +32,10 @@ enum Backend {
     Remote(Box<Remote>),
 }
 
+/// On a miss, the log position a read through must reach; `None` when the cache could not
+/// answer (the source answers, and nothing is filled).
+type Floor = Option<Version>;
+
 /// What the client itself counts (hits and misses are the backend's in-process).
 #[derive(Default)]
 struct Counters {
@@ -100,11 +104,11 @@ impl PyCache {
 
     /// The cached value of `wire`, if any (counted as a hit or a miss), and on a miss the
     /// log position a read through must reach.
-    fn lookup(&self, py: Python<'_>, wire: &[u8]) -> PyResult<Result<Py<PyAny>, Version>> {
+    fn lookup(&self, py: Python<'_>, wire: &[u8]) -> PyResult<Result<Py<PyAny>, Floor>> {
         let found = match &self.backend {
             Backend::Local(local) => match local.get(py, wire) {
                 Some(value) => Ok(value),
-                None => Err(local.processed()),
+                None => Err(Some(local.processed())),
             },
             Backend::Remote(remote) => remote.get(py, wire)?,
         };
@@ -119,9 +123,10 @@ impl PyCache {
         table: &str,
         key: &Bound<'_, PyAny>,
         wire: &[u8],
-        floor: Version,
+        floor: Floor,
     ) -> PyResult<Option<Py<PyAny>>> {
-        let (value, role) = self.flights.run(py, wire, floor.lsn, || {
+        let at_least = floor.map_or(0, |f| f.lsn);
+        let (value, role) = self.flights.run(py, wire, at_least, || {
             self.load(py, table, key, wire, floor)
         })?;
         if role == Role::Joined {
@@ -136,7 +141,7 @@ impl PyCache {
         table: &str,
         key: &Bound<'_, PyAny>,
         wire: &[u8],
-        floor: Version,
+        floor: Floor,
     ) -> PyResult<Option<Py<PyAny>>> {
         let started = Instant::now();
         bump(&self.counters.loads);
@@ -144,14 +149,15 @@ impl PyCache {
             Source::Nothing => None,
             Source::Store(store) => {
                 let encoded = with_py_key(key, encode_key)?;
-                let read = read_store(py, store, table, &encoded, floor.lsn, self.patience)?;
+                let at_least = floor.map_or(0, |f| f.lsn);
+                let read = read_store(py, store, table, &encoded, at_least, self.patience)?;
                 match read.bytes {
                     None => None,
                     Some(bytes) => {
                         let value = decode_py_value(py, &bytes)?.unbind();
                         // A replica that never reached what the cache saw gives a value
                         // that is returned but not cached.
-                        let lsn = read.fresh.then(|| Version {
+                        let lsn = (floor.is_some() && read.fresh).then(|| Version {
                             epoch: store.epoch(),
                             lsn: read.lsn,
                         });
@@ -166,7 +172,7 @@ impl PyCache {
                 } else {
                     let bytes = encode_py_value(&value)?;
                     // Taken to read the newest state: at least what the cache has seen.
-                    Some((value.unbind(), bytes, Some(floor)))
+                    Some((value.unbind(), bytes, floor))
                 }
             }
         };
@@ -178,19 +184,17 @@ impl PyCache {
             return Ok(None);
         };
         if let Some(version) = version {
-            let stored = match &self.backend {
+            let stale = match &self.backend {
                 Backend::Local(local) => {
                     let cached = PyValue::new(value.clone_ref(py), bytes.len());
-                    local.fill(
-                        Bytes::copy_from_slice(wire),
-                        cached,
-                        version.lsn,
-                        self.ttl_ms,
-                    ) == Fill::Stored
+                    let wire = Bytes::copy_from_slice(wire);
+                    local.fill(wire, cached, version.lsn, self.ttl_ms) == Fill::Stale
                 }
-                Backend::Remote(remote) => remote.fill(py, wire, version, &bytes, self.ttl_ms),
+                Backend::Remote(remote) => {
+                    remote.fill(py, wire, version, &bytes, self.ttl_ms) == Some(false)
+                }
             };
-            if !stored {
+            if stale {
                 bump(&self.counters.stale_fills_refused);
             }
         }
@@ -286,7 +290,7 @@ impl PyCache {
             .iter()
             .map(|key| wire_of(table, key))
             .collect::<PyResult<_>>()?;
-        let found: Vec<Result<Py<PyAny>, Version>> = match &self.backend {
+        let found: Vec<Result<Py<PyAny>, Floor>> = match &self.backend {
             Backend::Local(_) => wires
                 .iter()
                 .map(|wire| self.lookup(py, wire))

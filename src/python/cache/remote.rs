@@ -9,6 +9,7 @@ use pyo3::types::PyDict;
 
 use super::super::errors::run_detached;
 use super::super::value::decode_py_value;
+use super::Floor;
 use crate::cache::client::{Cluster, ClusterOptions, Lookup};
 use crate::cache::lru::Version;
 
@@ -68,7 +69,7 @@ impl Remote {
 
     /// A hit decoded, or on a miss the position a read through must reach. A cache that
     /// cannot answer is a miss: the source answers instead (counted in `stats()`).
-    fn found(&self, py: Python<'_>, lookup: Lookup) -> PyResult<Result<Py<PyAny>, Version>> {
+    fn found(&self, py: Python<'_>, lookup: Lookup) -> PyResult<Result<Py<PyAny>, Floor>> {
         match lookup {
             Lookup::Hit { value, version } => {
                 self.cluster.observe(version.lsn);
@@ -76,18 +77,18 @@ impl Remote {
             }
             Lookup::Miss { at } => {
                 self.cluster.observe(at.lsn);
-                Ok(Err(at))
+                Ok(Err(Some(at)))
             }
-            Lookup::Unavailable => Ok(Err(Version::default())),
+            Lookup::Unavailable => Ok(Err(None)),
         }
     }
 
-    pub(super) fn get(&self, py: Python<'_>, wire: &[u8]) -> PyResult<Result<Py<PyAny>, Version>> {
+    pub(super) fn get(&self, py: Python<'_>, wire: &[u8]) -> PyResult<Result<Py<PyAny>, Floor>> {
         match run_detached(py, || Ok(self.cluster.get(wire))) {
             Ok(Ok(lookup)) => self.found(py, lookup),
             Ok(Err(err)) => {
                 self.failed(&err);
-                Ok(Err(Version::default()))
+                Ok(Err(None))
             }
             Err(err) => Err(err),
         }
@@ -97,7 +98,7 @@ impl Remote {
         &self,
         py: Python<'_>,
         wires: &[Vec<u8>],
-    ) -> PyResult<Vec<Result<Py<PyAny>, Version>>> {
+    ) -> PyResult<Vec<Result<Py<PyAny>, Floor>>> {
         match run_detached(py, || Ok(self.cluster.get_many(wires)))? {
             Ok(lookups) => lookups
                 .into_iter()
@@ -105,13 +106,13 @@ impl Remote {
                 .collect(),
             Err(err) => {
                 self.failed(&err);
-                Ok(wires.iter().map(|_| Err(Version::default())).collect())
+                Ok(wires.iter().map(|_| Err(None)).collect())
             }
         }
     }
 
-    /// Fills `wire` if no newer write is known there; whether it was stored. A node that
-    /// cannot take it leaves the value uncached.
+    /// Fills `wire` if no newer write is known there: whether it was stored, or `None`
+    /// if no node could take it (the value stays uncached; counted as a failure).
     pub(super) fn fill(
         &self,
         py: Python<'_>,
@@ -119,13 +120,13 @@ impl Remote {
         version: Version,
         bytes: &[u8],
         ttl_ms: Option<u64>,
-    ) -> bool {
+    ) -> Option<bool> {
         let ttl = ttl_ms.map(Duration::from_millis);
         match py.detach(|| self.cluster.fill(wire, version, bytes, ttl)) {
-            Ok(stored) => stored,
+            Ok(stored) => Some(stored),
             Err(err) => {
                 self.failed(&err);
-                false
+                None
             }
         }
     }
