@@ -19,6 +19,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod arrow;
 pub mod cache;
 pub mod codec;
 pub mod error;

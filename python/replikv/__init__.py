@@ -6,6 +6,7 @@ Start with :class:`Store`; see the README for replicas and the cache.
 from __future__ import annotations
 
 from ._core import (
+    ArrowStream,
     Cache,
     CacheNode,
     Change,
@@ -57,6 +58,7 @@ from .exceptions import (
 )
 
 __all__ = [
+    "ArrowStream",
     "AuthError",
     "Cache",
     "CacheError",

@@ -12,6 +12,7 @@ from replikv._store import Table
 
 __version__: str
 __all__ = [
+    "ArrowStream",
     "Cache",
     "CacheNode",
     "Change",
@@ -32,6 +33,7 @@ __all__ = [
     "Transaction",
     "VerifyReport",
     "__version__",
+    "decode_packed",
     "decode_value",
     "encode_value",
     "fetch_status",
@@ -265,6 +267,65 @@ class Store:
         limit: int | None = None,
     ) -> Scan:
         """Rows of ``table`` in key order (ints, then str, then bytes); ``end`` is exclusive."""
+    def arrow_stream(
+        self,
+        table: str,
+        *,
+        columns: list[str] | None = None,
+        prefix: str | bytes | None = None,
+        start: _Key | None = None,
+        end: _Key | None = None,
+        key_name: str = "key",
+        batch_rows: int = 65536,
+    ) -> ArrowStream:
+        """The rows of ``table`` as Arrow record batches read at one LSN (``Table.to_arrow``).
+
+        Raises:
+            ValueError: a value column has the key column's name, or ``batch_rows`` is 0.
+        """
+    def put_arrow(
+        self,
+        table: str,
+        data: Any,
+        *,
+        key: str,
+        naive: str = "refuse",
+        batch_rows: int | None = None,
+        progress: bool | Callable[[int], object] | None = None,
+        durability: str | None = None,
+    ) -> Receipt:
+        """Writes the rows of Arrow data (anything with ``__arrow_c_stream__``), keyed by the
+        column ``key``, converted column by column in Rust.
+
+        One transaction, or one per ``batch_rows`` rows (then the receipt is the last one's).
+        ``naive="utc"`` takes timestamps without a time zone as UTC; by default they are
+        refused.
+
+        Raises:
+            TypeError: a cell of a type that cannot be stored (the message names its key and
+                field).
+            OverflowError: a number out of range (named the same way).
+        """
+    def put_dataframe(
+        self,
+        table: str,
+        df: Any,
+        *,
+        key: str | None = None,
+        naive: str = "refuse",
+        batch_rows: int | None = None,
+        progress: bool | Callable[[int], object] | None = None,
+        durability: str | None = None,
+    ) -> Receipt:
+        """Writes the rows of a pandas DataFrame keyed by the column ``key`` (the index if
+        None); the other columns become each row's dict. NaN, None, ``pd.NA`` and ``pd.NaT``
+        are stored as None. Needs ``pip install 'replikv[pandas]'``.
+
+        Raises:
+            ImportError: pandas or pyarrow is not installed.
+            TypeError: a cell of a type that cannot be stored (the message names its key and
+                field).
+        """
     def changes(self, since: int = 0, limit: int | None = None) -> Changes:
         """Entries of the change log with LSN greater than ``since``.
 
@@ -732,6 +793,36 @@ class VerifyReport:
         """Every replica with a slot or a connection, in name order."""
     def to_dict(self) -> dict[str, Any]:
         """The report as plain dicts and lists (for JSON)."""
+
+@final
+class ArrowStream:
+    """A table's rows at one LSN as Arrow record batches (the Arrow PyCapsule interface).
+
+    Each ``__arrow_c_stream__`` call streams the same rows again.
+    """
+
+    def __arrow_c_stream__(self, requested_schema: object | None = None) -> object:
+        """A new Arrow C stream of the rows (a PyCapsule named ``arrow_array_stream``)."""
+    def __arrow_c_schema__(self) -> object:
+        """The schema of the rows (a PyCapsule named ``arrow_schema``)."""
+    @property
+    def table(self) -> str:
+        """The table the rows come from."""
+    @property
+    def lsn(self) -> int:
+        """The LSN the rows were read at."""
+    @property
+    def num_rows(self) -> int:
+        """How many rows a stream gives."""
+    @property
+    def column_names(self) -> list[str]:
+        """The column names, key first."""
+    @property
+    def packed_columns(self) -> list[str]:
+        """Columns that hold each value's MessagePack bytes (lists, dicts, mixed types)."""
+
+def decode_packed(array: Any) -> list[Any]:
+    """The values of a packed (MessagePack) Arrow column as Python objects (None for nulls)."""
 
 def encode_value(value: Any, /) -> bytes:
     """The MessagePack bytes replikv stores for ``value`` (what a cache node's GET returns).

@@ -105,3 +105,63 @@ class Table(MutableMapping[Key, Any]):
     ) -> Iterator[Any]:
         """Values in key order; same arguments as ``items``."""
         return (v for _, v in self.items(prefix, start, end, reverse, limit))
+
+    def to_arrow_batches(
+        self,
+        columns: list[str] | None = None,
+        prefix: str | bytes | None = None,
+        start: Key | None = None,
+        end: Key | None = None,
+        *,
+        key_name: str = "key",
+        batch_rows: int = 65_536,
+    ) -> _core.ArrowStream:
+        """The rows as a stream of Arrow record batches, read at one LSN.
+
+        The stream speaks the Arrow PyCapsule interface: ``pyarrow.table(s)``,
+        ``polars.from_arrow(s)`` and ``duckdb.sql("select ... from s")`` read it batch by
+        batch, so a table larger than memory can be queried. No pyarrow is needed.
+        The key is the first column (``key_name``); each dict field is a column (see the
+        README for the type rule).
+        """
+        return self.store.arrow_stream(
+            self.name,
+            columns=columns,
+            prefix=prefix,
+            start=start,
+            end=end,
+            key_name=key_name,
+            batch_rows=batch_rows,
+        )
+
+    def to_arrow(
+        self,
+        columns: list[str] | None = None,
+        prefix: str | bytes | None = None,
+        start: Key | None = None,
+        end: Key | None = None,
+        *,
+        key_name: str = "key",
+    ) -> Any:
+        """The rows as a ``pyarrow.Table`` (needs ``pip install 'replikv[arrow]'``)."""
+        from ._frames import require
+
+        pa = require("pyarrow", "arrow", "to_arrow")
+        return pa.table(self.to_arrow_batches(columns, prefix, start, end, key_name=key_name))
+
+    def to_pandas(
+        self,
+        columns: list[str] | None = None,
+        prefix: str | bytes | None = None,
+        start: Key | None = None,
+        end: Key | None = None,
+        *,
+        key_name: str = "key",
+    ) -> Any:
+        """The rows as a pandas DataFrame indexed by key (``to_arrow().to_pandas()``, with
+        nullable ints and bools kept as such and lists and dicts as Python objects; needs
+        ``pip install 'replikv[pandas]'``)."""
+        from ._frames import frame_from_stream
+
+        stream = self.to_arrow_batches(columns, prefix, start, end, key_name=key_name)
+        return frame_from_stream(stream, "to_pandas")

@@ -3,6 +3,7 @@
 
 mod entry;
 mod key;
+pub mod msgpack;
 mod timestamp;
 
 pub use entry::{

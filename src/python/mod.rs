@@ -2,6 +2,7 @@
 //! names pyo3.
 
 mod args;
+mod arrow;
 mod cache;
 mod cache_node;
 mod diverged;
@@ -22,6 +23,8 @@ use pyo3::pymodule;
 
 #[pymodule]
 mod _core {
+    #[pymodule_export]
+    use super::arrow::{decode_packed, PyArrowStream};
     #[pymodule_export]
     use super::cache::PyCache;
     #[pymodule_export]

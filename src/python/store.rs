@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyString, PyTuple};
 
 use super::args::{durability as durability_arg, limit as limit_arg, non_negative, seconds};
+use super::arrow::{put as put_arrow, stream as arrow_stream, Load, PyArrowStream};
 use super::errors::{owned, run, run_detached};
 use super::iter::{prefix_end, PyChanges, PyScan};
 use super::transaction::PyTransaction;
@@ -34,6 +35,46 @@ fn put_op(table: &str, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyRe
         key: encode_py_key(key)?,
         value: Some(encode_py_value(value)?),
     })
+}
+
+/// A lower and an upper bound of encoded keys.
+type KeyBounds = (Limit<Vec<u8>>, Limit<Vec<u8>>);
+
+/// The encoded-key bounds of `prefix=`, `start=` (included) and `end=` (excluded): the
+/// narrowest range inside all that are given.
+fn key_bounds(
+    prefix: Option<&Bound<'_, PyAny>>,
+    start: Option<&Bound<'_, PyAny>>,
+    end: Option<&Bound<'_, PyAny>>,
+) -> PyResult<KeyBounds> {
+    let mut lower = start
+        .map(encode_py_key)
+        .transpose()?
+        .map_or(Limit::Unbounded, Limit::Included);
+    let mut upper = end
+        .map(encode_py_key)
+        .transpose()?
+        .map_or(Limit::Unbounded, Limit::Excluded);
+    if let Some(prefix) = prefix {
+        if !(prefix.is_instance_of::<PyString>() || prefix.is_instance_of::<PyBytes>()) {
+            return Err(PyTypeError::new_err("prefix must be str or bytes"));
+        }
+        let low = encode_py_key(prefix)?;
+        let high = prefix_end(&low);
+        if match &lower {
+            Limit::Included(l) => *l < low,
+            _ => true,
+        } {
+            lower = Limit::Included(low);
+        }
+        if match &upper {
+            Limit::Excluded(u) => *u > high,
+            _ => true,
+        } {
+            upper = Limit::Excluded(high);
+        }
+    }
+    Ok((lower, upper))
 }
 
 #[pymethods]
@@ -234,33 +275,7 @@ impl PyStore {
         limit: Option<i128>,
     ) -> PyResult<PyScan> {
         let remaining = limit_arg(limit)?;
-        let mut lower = start
-            .map(encode_py_key)
-            .transpose()?
-            .map_or(Limit::Unbounded, Limit::Included);
-        let mut upper = end
-            .map(encode_py_key)
-            .transpose()?
-            .map_or(Limit::Unbounded, Limit::Excluded);
-        if let Some(prefix) = prefix {
-            if !(prefix.is_instance_of::<PyString>() || prefix.is_instance_of::<PyBytes>()) {
-                return Err(PyTypeError::new_err("prefix must be str or bytes"));
-            }
-            let low = encode_py_key(prefix)?;
-            let high = prefix_end(&low);
-            if match &lower {
-                Limit::Included(l) => *l < low,
-                _ => true,
-            } {
-                lower = Limit::Included(low);
-            }
-            if match &upper {
-                Limit::Excluded(u) => *u > high,
-                _ => true,
-            } {
-                upper = Limit::Excluded(high);
-            }
-        }
+        let (lower, upper) = key_bounds(prefix, start, end)?;
         Ok(PyScan::new(
             self.store.clone(),
             table,
@@ -268,6 +283,84 @@ impl PyStore {
             reverse,
             remaining,
         ))
+    }
+
+    /// The rows of `table` as Arrow record batches (read at one LSN), for pyarrow, polars
+    /// and `DuckDB`. `Table.to_arrow()` and `Table.to_pandas()` are built on it.
+    #[pyo3(signature = (table, *, columns = None, prefix = None, start = None, end = None,
+                        key_name = "key", batch_rows = 65_536))]
+    #[allow(clippy::too_many_arguments)]
+    fn arrow_stream(
+        &self,
+        py: Python<'_>,
+        table: &str,
+        columns: Option<Vec<String>>,
+        prefix: Option<&Bound<'_, PyAny>>,
+        start: Option<&Bound<'_, PyAny>>,
+        end: Option<&Bound<'_, PyAny>>,
+        key_name: &str,
+        batch_rows: usize,
+    ) -> PyResult<PyArrowStream> {
+        owned(py, &self.store)?;
+        let bounds = key_bounds(prefix, start, end)?;
+        arrow_stream(
+            py,
+            &self.store,
+            table,
+            bounds,
+            columns,
+            key_name,
+            batch_rows,
+        )
+    }
+
+    /// Writes the rows of Arrow data (anything with `__arrow_c_stream__`: a pyarrow Table,
+    /// a polars `DataFrame`, ...) into `table`, keyed by the column `key`, converted column
+    /// by column in Rust: one transaction, or one per `batch_rows` rows.
+    #[pyo3(signature = (table, data, *, key, naive = "refuse", batch_rows = None,
+                        progress = None, durability = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn put_arrow(
+        &self,
+        py: Python<'_>,
+        table: &str,
+        data: &Bound<'_, PyAny>,
+        key: &str,
+        naive: &str,
+        batch_rows: Option<usize>,
+        progress: Option<Bound<'_, PyAny>>,
+        durability: Option<&str>,
+    ) -> PyResult<PyReceipt> {
+        let load = Load::new(table, key, naive, batch_rows, progress, durability)?;
+        put_arrow(py, &self.store, data, &load)
+    }
+
+    /// Writes the rows of a pandas `DataFrame` into `table`, keyed by the column `key` (or
+    /// the index if `key` is None): columns go to Arrow in pandas' own code and are
+    /// encoded in Rust, never row by row in Python; object columns of lists and dicts are
+    /// encoded value by value in Rust.
+    #[pyo3(signature = (table, df, *, key = None, naive = "refuse", batch_rows = None,
+                        progress = None, durability = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn put_dataframe(
+        &self,
+        py: Python<'_>,
+        table: &str,
+        df: &Bound<'_, PyAny>,
+        key: Option<&str>,
+        naive: &str,
+        batch_rows: Option<usize>,
+        progress: Option<Bound<'_, PyAny>>,
+        durability: Option<&str>,
+    ) -> PyResult<PyReceipt> {
+        let (data, key, objects, order): (Bound<'_, PyAny>, String, _, Vec<String>) = py
+            .import("replikv._frames")?
+            .call_method1("dataframe_columns", (df, key))?
+            .extract()?;
+        let mut load = Load::new(table, &key, naive, batch_rows, progress, durability)?;
+        load.objects = objects;
+        load.order = Some(order);
+        put_arrow(py, &self.store, &data, &load)
     }
 
     /// Entries of the change log with LSN greater than `since`, oldest first.
@@ -530,7 +623,7 @@ fn wait_for_writer(py: Python<'_>, store: &Store) -> PyResult<()> {
 
 /// Commits `ops` once the writer lock is free, then waits for the durability asked for;
 /// both waits stay interruptible.
-fn commit_ops(
+pub(crate) fn commit_ops(
     py: Python<'_>,
     store: &Store,
     ops: Vec<Op>,

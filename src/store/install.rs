@@ -51,6 +51,20 @@ impl SnapshotView {
         self.snapshot
             .scan(table, (lower, Bound::Unbounded), false, limit, Vec::new())
     }
+
+    /// Calls `f` with each row of `table` between two encoded-key bounds, in key order,
+    /// borrowed (nothing is copied), until `f` returns `false`.
+    ///
+    /// # Errors
+    /// A row that fails its check; a storage failure.
+    pub fn visit(
+        &self,
+        table: &str,
+        bounds: (Bound<&[u8]>, Bound<&[u8]>),
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        self.snapshot.visit(table, bounds, f)
+    }
 }
 
 /// A snapshot being installed into a follower store.

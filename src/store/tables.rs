@@ -540,6 +540,36 @@ impl Snapshot {
         };
         merge(base, pending, reverse, limit)
     }
+
+    /// Calls `f` with each row between the bounds in key order (its value checked and
+    /// borrowed, nothing copied) until `f` returns `false`.
+    ///
+    /// # Errors
+    /// [`StoreError::DamagedRow`] for a row that fails its check; a storage failure.
+    pub(crate) fn visit(
+        &self,
+        table: &str,
+        bounds: (Bound<&[u8]>, Bound<&[u8]>),
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        if matches!(bounds, (Bound::Included(l) | Bound::Excluded(l), Bound::Included(u) | Bound::Excluded(u)) if l > u)
+        {
+            return Ok(());
+        }
+        let name = table;
+        let Some(table) = missing_is_none(self.0.open_table(data_table(name)))? else {
+            return Ok(());
+        };
+        for item in table.range::<&[u8]>(bounds)? {
+            let (key, stored) = item?;
+            let key = key.value();
+            let value = unseal(name, key, stored.value()).map_err(|d| damaged(name, key, d))?;
+            if !f(key, value) {
+                break;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Snapshot {

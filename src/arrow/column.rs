@@ -1,0 +1,171 @@
+//! One Arrow column being built from stored `MessagePack` values.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BinaryBuilder, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, NullBuilder,
+    StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow_array::ArrayRef;
+
+use super::shape::Kind;
+use crate::codec::msgpack::{decode_date, Item, Malformed, Reader};
+use crate::codec::{decode_timestamp, KeyRef};
+
+/// A value that does not fit the column's inferred kind: the table changed under the
+/// scan, which a snapshot rules out, or the bytes are not ours.
+#[derive(Debug, thiserror::Error)]
+pub enum Unfit {
+    /// The bytes do not decode.
+    #[error(transparent)]
+    Malformed(#[from] Malformed),
+    /// A value of another kind.
+    #[error("a {found:?} value in a {column:?} column")]
+    Kind {
+        /// The column's kind.
+        column: Kind,
+        /// The value's.
+        found: Kind,
+    },
+}
+
+/// A column builder of one [`Kind`].
+pub enum Column {
+    Null(NullBuilder),
+    Bool(BooleanBuilder),
+    Int(Int64Builder),
+    Float(Float64Builder),
+    Str(StringBuilder),
+    Bin(BinaryBuilder),
+    Timestamp(TimestampMicrosecondBuilder),
+    Date(Date32Builder),
+    Packed(BinaryBuilder),
+}
+
+const MICROS: i64 = 1_000_000;
+
+impl Column {
+    /// An empty column of `kind` with room for `rows`.
+    pub fn new(kind: Kind, rows: usize) -> Self {
+        match kind {
+            Kind::Null => Self::Null(NullBuilder::new()),
+            Kind::Bool => Self::Bool(BooleanBuilder::with_capacity(rows)),
+            Kind::Int => Self::Int(Int64Builder::with_capacity(rows)),
+            Kind::Float => Self::Float(Float64Builder::with_capacity(rows)),
+            Kind::Str => Self::Str(StringBuilder::with_capacity(rows, rows * 16)),
+            Kind::Bin => Self::Bin(BinaryBuilder::with_capacity(rows, rows * 16)),
+            Kind::Timestamp => Self::Timestamp(TimestampMicrosecondBuilder::with_capacity(rows)),
+            Kind::Date => Self::Date(Date32Builder::with_capacity(rows)),
+            Kind::Packed => Self::Packed(BinaryBuilder::with_capacity(rows, rows * 16)),
+        }
+    }
+
+    /// Appends a null.
+    pub fn push_null(&mut self) {
+        match self {
+            Self::Null(b) => b.append_null(),
+            Self::Bool(b) => b.append_null(),
+            Self::Int(b) => b.append_null(),
+            Self::Float(b) => b.append_null(),
+            Self::Str(b) => b.append_null(),
+            Self::Bin(b) | Self::Packed(b) => b.append_null(),
+            Self::Timestamp(b) => b.append_null(),
+            Self::Date(b) => b.append_null(),
+        }
+    }
+
+    /// Appends the whole value `raw` (one `MessagePack` value).
+    ///
+    /// # Errors
+    /// [`Unfit`] if it does not decode or is not of the column's kind.
+    pub fn push(&mut self, raw: &[u8]) -> Result<(), Unfit> {
+        if let Self::Packed(b) = self {
+            b.append_value(raw);
+            return Ok(());
+        }
+        let item = Reader::new(raw).item()?;
+        let unfit = |column: Kind| Unfit::Kind {
+            column,
+            found: Kind::of(item),
+        };
+        match (self, item) {
+            (column, Item::Nil) => column.push_null(),
+            (Self::Bool(b), Item::Bool(v)) => b.append_value(v),
+            (Self::Int(b), Item::Int(v)) => b.append_value(v),
+            (Self::Float(b), Item::Float(v)) => b.append_value(v),
+            // Ints in a float column become floats (exact up to 2^53), as pandas does.
+            #[allow(clippy::cast_precision_loss)]
+            (Self::Float(b), Item::Int(v)) => b.append_value(v as f64),
+            (Self::Str(b), Item::Str(v)) => b.append_value(v),
+            (Self::Bin(b), Item::Bin(v)) => b.append_value(v),
+            (Self::Timestamp(b), Item::Ext(_, payload)) => {
+                let (secs, nanos) = decode_timestamp(payload).ok_or(Malformed { at: 0 })?;
+                b.append_value(secs * MICROS + i64::from(nanos / 1_000));
+            }
+            (Self::Date(b), Item::Ext(_, payload)) => {
+                b.append_value(decode_date(payload).ok_or(Malformed { at: 0 })?);
+            }
+            (column, _) => return Err(unfit(column.kind())),
+        }
+        Ok(())
+    }
+
+    /// Appends a key (decoded), in the key column's kind.
+    pub fn push_key(&mut self, key: KeyRef<'_>) {
+        match (self, key) {
+            (Self::Int(b), KeyRef::Int(v)) => b.append_value(v),
+            (Self::Str(b), KeyRef::Str(v)) => b.append_value(v),
+            (Self::Bin(b), KeyRef::Bytes(v)) => b.append_value(v),
+            (Self::Packed(b), key) => {
+                let mut packed = Vec::with_capacity(16);
+                // Writing to a Vec cannot fail.
+                match key {
+                    KeyRef::Int(v) => drop(rmp::encode::write_sint(&mut packed, v)),
+                    KeyRef::Str(v) => drop(rmp::encode::write_str(&mut packed, v)),
+                    KeyRef::Bytes(v) => drop(rmp::encode::write_bin(&mut packed, v)),
+                }
+                b.append_value(&packed);
+            }
+            (column, _) => {
+                unreachable!("a key column's kind covers every key: {:?}", column.kind())
+            }
+        }
+    }
+
+    fn kind(&self) -> Kind {
+        match self {
+            Self::Null(_) => Kind::Null,
+            Self::Bool(_) => Kind::Bool,
+            Self::Int(_) => Kind::Int,
+            Self::Float(_) => Kind::Float,
+            Self::Str(_) => Kind::Str,
+            Self::Bin(_) => Kind::Bin,
+            Self::Timestamp(_) => Kind::Timestamp,
+            Self::Date(_) => Kind::Date,
+            Self::Packed(_) => Kind::Packed,
+        }
+    }
+
+    /// Bytes of variable-length data appended so far (what bounds a batch).
+    pub fn data_bytes(&self) -> usize {
+        match self {
+            Self::Str(b) => b.values_slice().len(),
+            Self::Bin(b) | Self::Packed(b) => b.values_slice().len(),
+            _ => 0,
+        }
+    }
+
+    /// The finished array; the builder is left empty for the next batch.
+    pub fn finish(&mut self) -> ArrayRef {
+        match self {
+            Self::Null(b) => Arc::new(b.finish()),
+            Self::Bool(b) => Arc::new(b.finish()),
+            Self::Int(b) => Arc::new(b.finish()),
+            Self::Float(b) => Arc::new(b.finish()),
+            Self::Str(b) => Arc::new(b.finish()),
+            Self::Bin(b) | Self::Packed(b) => Arc::new(b.finish()),
+            Self::Timestamp(b) => Arc::new(b.finish().with_timezone("UTC")),
+            Self::Date(b) => Arc::new(b.finish()),
+        }
+    }
+}

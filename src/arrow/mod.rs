@@ -1,0 +1,11 @@
+//! Arrow record batches built straight from stored values, and stored values from Arrow:
+//! the path by which tables reach pandas, polars and `DuckDB` without a Python loop.
+
+mod column;
+mod export;
+mod import;
+mod shape;
+
+pub use export::{Export, ExportRequest, Plan};
+pub use import::{cell_key, field_part, unpack, CellWriter, Naive, Refusal, RefusalKind};
+pub use shape::{Kind, Layout, Shape, ENCODING_KEY, PACKED, VALUE_COLUMN};

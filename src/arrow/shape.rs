@@ -1,0 +1,333 @@
+//! The Arrow schema of a table, inferred from its stored values over a whole scan.
+//!
+//! The rule for types: a column takes the one type its non-null values have. Ints and floats
+//! together make a float column (as pandas does). Any other mix, and every list, dict or
+//! unknown extension, makes a *packed* column: the value's own `MessagePack` bytes, marked
+//! with the field metadata `replikv.encoding = msgpack`, which `to_pandas` decodes back into
+//! Python objects. Packing keeps every value exact (an Arrow struct would give a dict keys it
+//! never had; refusing would make one odd row block the export of a table).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+use crate::codec::msgpack::{Item, Malformed, Reader, DATE_EXT, TIMESTAMP_EXT};
+use crate::codec::{decode_key, KeyRef};
+
+/// Field metadata key that marks a packed column.
+pub const ENCODING_KEY: &str = "replikv.encoding";
+/// Its value.
+pub const PACKED: &str = "msgpack";
+/// The column that holds whole values when not every value is a dict.
+pub const VALUE_COLUMN: &str = "value";
+
+/// The type of a column (or of the key column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// No non-null value seen.
+    Null,
+    /// `bool`.
+    Bool,
+    /// 64-bit signed integers.
+    Int,
+    /// 64-bit floats.
+    Float,
+    /// UTF-8 strings.
+    Str,
+    /// Byte strings.
+    Bin,
+    /// Aware datetimes, as microseconds since the epoch in UTC.
+    Timestamp,
+    /// Dates, as days since the epoch.
+    Date,
+    /// The value's own `MessagePack` bytes.
+    Packed,
+}
+
+impl Kind {
+    /// The kind of a value that starts with `item`.
+    #[must_use]
+    pub fn of(item: Item<'_>) -> Self {
+        match item {
+            Item::Nil => Self::Null,
+            Item::Bool(_) => Self::Bool,
+            Item::Int(_) => Self::Int,
+            Item::Float(_) => Self::Float,
+            Item::Str(_) => Self::Str,
+            Item::Bin(_) => Self::Bin,
+            Item::Ext(TIMESTAMP_EXT, _) => Self::Timestamp,
+            Item::Ext(DATE_EXT, _) => Self::Date,
+            Item::Uint(_) | Item::Ext(..) | Item::Array(_) | Item::Map(_) => Self::Packed,
+        }
+    }
+
+    /// The kind of a column holding values of both kinds.
+    #[must_use]
+    pub fn join(self, other: Self) -> Self {
+        match (self, other) {
+            (a, b) if a == b => a,
+            (Self::Null, k) | (k, Self::Null) => k,
+            (Self::Int, Self::Float) | (Self::Float, Self::Int) => Self::Float,
+            _ => Self::Packed,
+        }
+    }
+
+    /// The kind of a key.
+    #[must_use]
+    pub fn of_key(key: KeyRef<'_>) -> Self {
+        match key {
+            KeyRef::Int(_) => Self::Int,
+            KeyRef::Str(_) => Self::Str,
+            KeyRef::Bytes(_) => Self::Bin,
+        }
+    }
+
+    fn field(self, name: &str) -> Field {
+        let data_type = match self {
+            Self::Null => DataType::Null,
+            Self::Bool => DataType::Boolean,
+            Self::Int => DataType::Int64,
+            Self::Float => DataType::Float64,
+            Self::Str => DataType::Utf8,
+            Self::Bin | Self::Packed => DataType::Binary,
+            Self::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            Self::Date => DataType::Date32,
+        };
+        let field = Field::new(name, data_type, true);
+        if self == Self::Packed {
+            field.with_metadata(HashMap::from([(ENCODING_KEY.into(), PACKED.into())]))
+        } else {
+            field
+        }
+    }
+}
+
+/// What a scan found: the key's kind and each column's, in first-seen order (or in the
+/// order asked for).
+#[derive(Debug, Clone)]
+pub struct Shape {
+    key: Kind,
+    columns: Vec<(String, Kind)>,
+    index: HashMap<String, usize>,
+    /// Whether `columns` was given: then no other column is added.
+    fixed: bool,
+    /// Whether every value seen is a dict with string keys.
+    all_dicts: bool,
+    whole: Kind,
+    rows: u64,
+}
+
+/// How the values of a table become columns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// One column per dict field; a field a value lacks is null.
+    Fields(Vec<(String, Kind)>),
+    /// One column holding each whole value (some value is not a dict).
+    Whole(Kind),
+}
+
+impl Shape {
+    /// An empty shape; `columns` fixes the value columns and their order.
+    #[must_use]
+    pub fn new(columns: Option<&[String]>) -> Self {
+        let columns: Vec<(String, Kind)> = columns
+            .unwrap_or_default()
+            .iter()
+            .map(|name| (name.clone(), Kind::Null))
+            .collect();
+        let index = columns
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| (name.clone(), i))
+            .collect();
+        Self {
+            key: Kind::Null,
+            fixed: !columns.is_empty(),
+            columns,
+            index,
+            all_dicts: true,
+            whole: Kind::Null,
+            rows: 0,
+        }
+    }
+
+    /// Adds one row.
+    ///
+    /// # Errors
+    /// [`Malformed`] if the key or value does not decode.
+    pub fn observe(&mut self, key: &[u8], value: &[u8]) -> Result<(), Malformed> {
+        let key = decode_key(key).map_err(|_| Malformed { at: 0 })?;
+        self.key = self.key.join(Kind::of_key(key));
+        self.rows += 1;
+        let mut reader = Reader::new(value);
+        let first = reader.item()?;
+        self.whole = self.whole.join(Kind::of(first));
+        let Item::Map(len) = first else {
+            self.all_dicts = false;
+            return Ok(());
+        };
+        for _ in 0..len {
+            let Item::Str(name) = reader.item()? else {
+                self.all_dicts = false;
+                return Ok(());
+            };
+            let item = peek_kind(&mut reader)?;
+            match self.index.get(name) {
+                Some(&i) => self.columns[i].1 = self.columns[i].1.join(item),
+                None if !self.fixed => {
+                    self.index.insert(name.to_owned(), self.columns.len());
+                    self.columns.push((name.to_owned(), item));
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Rows seen.
+    #[must_use]
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// The key's kind.
+    #[must_use]
+    pub fn key(&self) -> Kind {
+        self.key
+    }
+
+    /// How values become columns.
+    #[must_use]
+    pub fn layout(&self) -> Layout {
+        if self.all_dicts || self.fixed {
+            Layout::Fields(self.columns.clone())
+        } else {
+            Layout::Whole(self.whole)
+        }
+    }
+
+    /// The Arrow schema: the key column named `key_name`, then the value columns.
+    #[must_use]
+    pub fn schema(&self, key_name: &str) -> SchemaRef {
+        let mut fields = vec![self.key.field(key_name)];
+        match self.layout() {
+            Layout::Fields(columns) => {
+                fields.extend(columns.iter().map(|(name, kind)| kind.field(name)));
+            }
+            Layout::Whole(kind) => fields.push(kind.field(VALUE_COLUMN)),
+        }
+        Arc::new(Schema::new(fields))
+    }
+}
+
+/// Reads the next whole value and gives its kind.
+fn peek_kind(reader: &mut Reader<'_>) -> Result<Kind, Malformed> {
+    let raw = reader.value()?;
+    Reader::new(raw).item().map(Kind::of)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::encode_key;
+
+    fn dict(fields: &[(&str, Item<'_>)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        rmp::encode::write_map_len(&mut out, fields.len() as u32).unwrap();
+        for (name, item) in fields {
+            rmp::encode::write_str(&mut out, name).unwrap();
+            match item {
+                Item::Nil => rmp::encode::write_nil(&mut out).unwrap(),
+                Item::Int(v) => drop(rmp::encode::write_sint(&mut out, *v).unwrap()),
+                Item::Float(v) => rmp::encode::write_f64(&mut out, *v).unwrap(),
+                Item::Str(v) => rmp::encode::write_str(&mut out, v).unwrap(),
+                Item::Array(0) => rmp::encode::write_array_len(&mut out, 0).map(drop).unwrap(),
+                other => panic!("not used in these tests: {other:?}"),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn kinds_join_by_the_documented_rule() {
+        assert_eq!(Kind::Null.join(Kind::Str), Kind::Str);
+        assert_eq!(Kind::Int.join(Kind::Float), Kind::Float);
+        assert_eq!(Kind::Float.join(Kind::Int), Kind::Float);
+        assert_eq!(Kind::Str.join(Kind::Int), Kind::Packed);
+        assert_eq!(Kind::Packed.join(Kind::Null), Kind::Packed);
+        assert_eq!(Kind::Date.join(Kind::Timestamp), Kind::Packed);
+    }
+
+    #[test]
+    fn columns_come_in_first_seen_order_with_joined_kinds() {
+        let mut shape = Shape::new(None);
+        let key = |k: &str| encode_key(KeyRef::Str(k));
+        shape
+            .observe(
+                &key("a"),
+                &dict(&[("n", Item::Int(1)), ("s", Item::Str("x"))]),
+            )
+            .unwrap();
+        shape
+            .observe(
+                &key("b"),
+                &dict(&[
+                    ("s", Item::Nil),
+                    ("n", Item::Float(0.5)),
+                    ("l", Item::Array(0)),
+                ]),
+            )
+            .unwrap();
+        assert_eq!(
+            shape.layout(),
+            Layout::Fields(vec![
+                ("n".into(), Kind::Float),
+                ("s".into(), Kind::Str),
+                ("l".into(), Kind::Packed)
+            ])
+        );
+        let schema = shape.schema("email");
+        assert_eq!(schema.field(0).name(), "email");
+        assert_eq!(schema.field(0).data_type(), &DataType::Utf8);
+        assert_eq!(
+            schema
+                .field(3)
+                .metadata()
+                .get(ENCODING_KEY)
+                .map(String::as_str),
+            Some(PACKED)
+        );
+    }
+
+    #[test]
+    fn asked_for_columns_are_the_only_ones_and_keep_their_order() {
+        let mut shape = Shape::new(Some(&["s".to_owned(), "absent".to_owned()]));
+        shape
+            .observe(
+                &encode_key(KeyRef::Int(1)),
+                &dict(&[("n", Item::Int(1)), ("s", Item::Str("x"))]),
+            )
+            .unwrap();
+        assert_eq!(
+            shape.layout(),
+            Layout::Fields(vec![("s".into(), Kind::Str), ("absent".into(), Kind::Null)])
+        );
+        assert_eq!(shape.key(), Kind::Int);
+    }
+
+    #[test]
+    fn a_value_that_is_not_a_dict_makes_one_whole_value_column() {
+        let mut shape = Shape::new(None);
+        shape
+            .observe(&encode_key(KeyRef::Int(1)), &dict(&[("n", Item::Int(1))]))
+            .unwrap();
+        let mut scalar = Vec::new();
+        rmp::encode::write_sint(&mut scalar, 5).unwrap();
+        shape
+            .observe(&encode_key(KeyRef::Bytes(b"k")), &scalar)
+            .unwrap();
+        assert_eq!(shape.layout(), Layout::Whole(Kind::Packed));
+        assert_eq!(shape.key(), Kind::Packed);
+    }
+}

@@ -1,0 +1,428 @@
+//! Arrow in and out: `ArrowStream` (a table's rows behind the Arrow `PyCapsule` interface)
+//! and the column-wise import behind `put_arrow` / `put_dataframe`.
+
+use std::ops::Bound as Limit;
+
+use arrow_array::{Array, ArrayRef, RecordBatchReader};
+use arrow_schema::SchemaRef;
+use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyCapsule, PyList};
+use pyo3_arrow::ffi::to_schema_pycapsule;
+use pyo3_arrow::{PyArray, PyRecordBatchReader};
+
+use super::store::{commit_ops, Progress};
+use super::types::PyReceipt;
+use super::value::{decode_py_value, encode_py_value};
+use crate::arrow::{
+    cell_key, field_part, unpack, CellWriter, ExportRequest, Naive, Plan, Refusal, RefusalKind,
+};
+use crate::codec::Op;
+use crate::store::{describe_key, Durability, Store};
+
+/// A table's rows at one LSN as Arrow record batches, behind the Arrow `PyCapsule` interface:
+/// `pyarrow.table(s)`, `polars.from_arrow(s)` and `DuckDB` read it without copies, batch by
+/// batch. Each `__arrow_c_stream__` call streams the same rows again.
+#[pyclass(frozen, module = "replikv._core", name = "ArrowStream")]
+pub(crate) struct PyArrowStream {
+    plan: Plan,
+}
+
+#[pymethods]
+impl PyArrowStream {
+    /// A new Arrow C stream of the rows (a `PyCapsule` named `arrow_array_stream`).
+    #[pyo3(signature = (requested_schema = None))]
+    fn __arrow_c_stream__<'py>(
+        &self,
+        py: Python<'py>,
+        requested_schema: Option<Bound<'py, PyCapsule>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let reader: Box<dyn RecordBatchReader + Send> = Box::new(self.plan.stream());
+        let reader = Bound::new(py, PyRecordBatchReader::new(reader))?;
+        reader.call_method1("__arrow_c_stream__", (requested_schema,))
+    }
+
+    /// The schema of the rows (a `PyCapsule` named `arrow_schema`).
+    fn __arrow_c_schema__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyCapsule>> {
+        Ok(to_schema_pycapsule(py, self.plan.schema().as_ref())?)
+    }
+
+    /// The table the rows come from.
+    #[getter]
+    fn table(&self) -> &str {
+        self.plan.table()
+    }
+
+    /// The LSN the rows were read at.
+    #[getter]
+    fn lsn(&self) -> u64 {
+        self.plan.lsn()
+    }
+
+    /// How many rows a stream gives.
+    #[getter]
+    fn num_rows(&self) -> u64 {
+        self.plan.rows()
+    }
+
+    /// The column names, key first.
+    #[getter]
+    fn column_names(&self) -> Vec<String> {
+        self.plan
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect()
+    }
+
+    /// Names of the columns that hold each value's `MessagePack` bytes (lists, dicts and
+    /// columns of mixed types).
+    #[getter]
+    fn packed_columns(&self) -> Vec<String> {
+        packed(&self.plan.schema())
+    }
+
+    fn __repr__(&self) -> String {
+        let schema = self.plan.schema();
+        let columns: Vec<String> = schema
+            .fields()
+            .iter()
+            .map(|f| format!("{}: {}", f.name(), f.data_type()))
+            .collect();
+        format!(
+            "<ArrowStream {}: {} rows at LSN {}; {}>",
+            self.plan.table(),
+            self.plan.rows(),
+            self.plan.lsn(),
+            columns.join(", ")
+        )
+    }
+}
+
+fn packed(schema: &SchemaRef) -> Vec<String> {
+    schema
+        .fields()
+        .iter()
+        .filter(|f| {
+            f.metadata()
+                .get(crate::arrow::ENCODING_KEY)
+                .map(String::as_str)
+                == Some(crate::arrow::PACKED)
+        })
+        .map(|f| f.name().clone())
+        .collect()
+}
+
+/// Prepares an export of `table` between two encoded-key bounds (one pass over a snapshot,
+/// with the GIL released).
+pub(crate) fn stream(
+    py: Python<'_>,
+    store: &Store,
+    table: &str,
+    bounds: (Limit<Vec<u8>>, Limit<Vec<u8>>),
+    columns: Option<Vec<String>>,
+    key_name: &str,
+    batch_rows: usize,
+) -> PyResult<PyArrowStream> {
+    crate::store::validate_table_name(table).map_err(|e| super::errors::to_py(py, e))?;
+    if batch_rows == 0 {
+        return Err(PyValueError::new_err("batch_rows must be positive"));
+    }
+    if columns
+        .as_ref()
+        .is_some_and(|c| c.iter().any(|n| n == key_name))
+    {
+        return Err(PyValueError::new_err(format!(
+            "a value column is named {key_name:?} like the key column: pass another key_name="
+        )));
+    }
+    let request = ExportRequest {
+        table: table.to_owned(),
+        bounds,
+        columns,
+        key_name: key_name.to_owned(),
+        batch_rows,
+    };
+    let plan = py
+        .detach(|| Plan::new(store, request))
+        .map_err(|e| super::errors::to_py(py, e))?;
+    if plan
+        .schema()
+        .fields()
+        .iter()
+        .skip(1)
+        .any(|f| f.name() == key_name)
+    {
+        return Err(PyValueError::new_err(format!(
+            "table {table} has a field named {key_name:?}, like the key column: pass another \
+             key_name="
+        )));
+    }
+    Ok(PyArrowStream { plan })
+}
+
+/// `replikv._core.decode_packed`: the values in a packed (`MessagePack`) Arrow column as a
+/// list of Python objects (`None` for nulls).
+#[pyfunction]
+pub(crate) fn decode_packed(py: Python<'_>, array: PyArray) -> PyResult<Bound<'_, PyList>> {
+    let array = array.into_inner().0;
+    let Some(binary) = arrow_array::cast::AsArray::as_binary_opt::<i32>(array.as_ref()) else {
+        return Err(PyTypeError::new_err(format!(
+            "a packed column is binary, not {}",
+            array.data_type()
+        )));
+    };
+    let list = PyList::empty(py);
+    for row in 0..binary.len() {
+        if binary.is_null(row) {
+            list.append(py.None())?;
+        } else {
+            list.append(decode_py_value(py, binary.value(row))?)?;
+        }
+    }
+    Ok(list)
+}
+
+/// A column of values being stored: Arrow cells, or Python objects (a `DataFrame`'s object
+/// columns, encoded by the value encoder).
+enum Source<'a, 'py> {
+    Arrow(CellWriter<'a>),
+    Objects(&'a Bound<'py, PyList>),
+}
+
+/// What a write of Arrow data needs besides the data.
+pub(crate) struct Load<'py> {
+    table: String,
+    key: String,
+    naive: Naive,
+    batch_rows: Option<usize>,
+    durability: Option<Durability>,
+    progress: Option<Bound<'py, PyAny>>,
+    /// Value columns held as Python objects, by name, in row order across all batches.
+    pub objects: Vec<(String, Bound<'py, PyList>)>,
+    /// The order of the value fields (`None`: the Arrow columns' order, then `objects`).
+    pub order: Option<Vec<String>>,
+}
+
+impl<'py> Load<'py> {
+    /// The arguments of `put_arrow`, checked.
+    pub(crate) fn new(
+        table: &str,
+        key: &str,
+        naive: &str,
+        batch_rows: Option<usize>,
+        progress: Option<Bound<'py, PyAny>>,
+        durability: Option<&str>,
+    ) -> PyResult<Self> {
+        let naive = match naive {
+            "refuse" => Naive::Refuse,
+            "utc" => Naive::Utc,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "naive must be \"refuse\" or \"utc\", not {other:?}"
+                )))
+            }
+        };
+        if batch_rows == Some(0) {
+            return Err(PyValueError::new_err("batch_rows must be positive"));
+        }
+        Ok(Self {
+            table: table.to_owned(),
+            key: key.to_owned(),
+            naive,
+            batch_rows,
+            durability: super::args::durability(durability)?,
+            progress,
+            objects: Vec::new(),
+            order: None,
+        })
+    }
+}
+
+fn refused(table: &str, key: &str, field: &str, refusal: &Refusal) -> PyErr {
+    let message = format!("{table}[{key}]{field}{}: {}", refusal.path, refusal.reason);
+    match refusal.kind {
+        RefusalKind::Type => PyTypeError::new_err(message),
+        RefusalKind::Overflow => PyOverflowError::new_err(message),
+        RefusalKind::Value => PyValueError::new_err(message),
+    }
+}
+
+/// The value columns of one Arrow batch, in the order the fields are stored.
+struct Batch<'a, 'py> {
+    load: &'a Load<'py>,
+    names: &'a [String],
+    sources: Vec<(String, Source<'a, 'py>)>,
+    keys: &'a dyn Array,
+    /// Rows before this batch (where its rows start in the object columns).
+    offset: usize,
+}
+
+impl<'a, 'py> Batch<'a, 'py> {
+    fn new(
+        load: &'a Load<'py>,
+        names: &'a [String],
+        schema: &'a SchemaRef,
+        columns: &'a [ArrayRef],
+        keys: &'a dyn Array,
+        offset: usize,
+    ) -> PyResult<Self> {
+        let mut sources = Vec::with_capacity(names.len());
+        for name in names {
+            let source = if let Ok(i) = schema.index_of(name) {
+                let field = Some(schema.field(i));
+                Source::Arrow(CellWriter::new(columns[i].as_ref(), field, load.naive))
+            } else if let Some((_, list)) = load.objects.iter().find(|(n, _)| n == name) {
+                Source::Objects(list)
+            } else {
+                return Err(PyValueError::new_err(format!(
+                    "no column '{}'",
+                    name.escape_debug()
+                )));
+            };
+            sources.push((field_part(name), source));
+        }
+        Ok(Self {
+            load,
+            names,
+            sources,
+            keys,
+            offset,
+        })
+    }
+
+    /// The write of row `row`.
+    fn op(&self, py: Python<'py>, row: usize) -> PyResult<Op> {
+        let table = &self.load.table;
+        let key = cell_key(self.keys, row).map_err(|r| {
+            let at = format!("<row {}>", self.offset + row);
+            refused(table, &at, &field_part(&self.load.key), &r)
+        })?;
+        let mut value = Vec::with_capacity(64);
+        rmp::encode::write_map_len(&mut value, self.names.len() as u32)
+            .expect("writing to a Vec cannot fail");
+        for ((part, source), name) in self.sources.iter().zip(self.names) {
+            rmp::encode::write_str(&mut value, name).expect("writing to a Vec cannot fail");
+            match source {
+                Source::Arrow(writer) => writer
+                    .write(row, &mut value)
+                    .map_err(|r| refused(table, &describe_key(&key), part, &r))?,
+                Source::Objects(list) => {
+                    let item = list.get_item(self.offset + row)?;
+                    let encoded = encode_py_value(&item).map_err(|e| {
+                        located(py, &e, &format!("{table}[{}]{part}", describe_key(&key)))
+                    })?;
+                    value.extend_from_slice(&encoded);
+                }
+            }
+        }
+        Ok(Op {
+            table: table.clone(),
+            key,
+            value: Some(value),
+        })
+    }
+}
+
+/// `err` with `place` in front of its message, of the same exception type.
+fn located(py: Python<'_>, err: &PyErr, place: &str) -> PyErr {
+    let message = format!("{place}: {}", err.value(py));
+    if err.is_instance_of::<PyOverflowError>(py) {
+        PyOverflowError::new_err(message)
+    } else if err.is_instance_of::<PyTypeError>(py) {
+        PyTypeError::new_err(message)
+    } else {
+        PyValueError::new_err(message)
+    }
+}
+
+/// The value fields in the order they are stored.
+fn field_order(load: &Load<'_>, schema: &SchemaRef) -> Vec<String> {
+    match &load.order {
+        Some(order) => order.clone(),
+        None => schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .filter(|n| *n != load.key)
+            .chain(load.objects.iter().map(|(n, _)| n.clone()))
+            .collect(),
+    }
+}
+
+/// Writes every row of an Arrow stream (anything with `__arrow_c_stream__`) into `table`:
+/// one transaction, or one per `batch_rows` rows. Returns the last transaction's receipt.
+pub(crate) fn put(
+    py: Python<'_>,
+    store: &Store,
+    data: &Bound<'_, PyAny>,
+    load: &Load<'_>,
+) -> PyResult<PyReceipt> {
+    crate::store::validate_table_name(&load.table).map_err(|e| super::errors::to_py(py, e))?;
+    let reader = data.extract::<PyRecordBatchReader>()?.into_reader()?;
+    let schema = reader.schema();
+    let key_index = schema.index_of(&load.key).map_err(|_| {
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        PyValueError::new_err(format!(
+            "no key column '{}' (the columns are: {})",
+            load.key.escape_debug(),
+            names.join(", ")
+        ))
+    })?;
+    let names = field_order(load, &schema);
+    let progress = Progress::new(
+        py,
+        load.progress.as_ref(),
+        &format!("put {}", load.table),
+        || None::<usize>,
+    )?;
+    let mut ops: Vec<Op> = Vec::new();
+    let mut receipt = None;
+    let mut written = 0usize;
+    let mut offset = 0usize;
+    for batch in reader {
+        let batch =
+            batch.map_err(|e| PyValueError::new_err(format!("cannot read the Arrow data: {e}")))?;
+        let columns: Vec<ArrayRef> = batch
+            .columns()
+            .iter()
+            .map(|c| unpack(c.clone()))
+            .collect::<Result<_, _>>()
+            .map_err(|r| PyTypeError::new_err(r.reason))?;
+        let rows = Batch::new(
+            load,
+            &names,
+            &schema,
+            &columns,
+            columns[key_index].as_ref(),
+            offset,
+        )?;
+        for row in 0..batch.num_rows() {
+            ops.push(rows.op(py, row)?);
+            if load.batch_rows.is_some_and(|n| ops.len() >= n) {
+                written += ops.len();
+                receipt = Some(commit_ops(
+                    py,
+                    store,
+                    std::mem::take(&mut ops),
+                    load.durability,
+                )?);
+                if let Some(callback) = progress.callback() {
+                    callback.call1((written,))?;
+                }
+            }
+        }
+        offset += batch.num_rows();
+        py.check_signals()?;
+    }
+    if !ops.is_empty() || receipt.is_none() {
+        written += ops.len();
+        receipt = Some(commit_ops(py, store, ops, load.durability)?);
+        if let Some(callback) = progress.callback() {
+            callback.call1((written,))?;
+        }
+    }
+    progress.finish()?;
+    Ok(receipt.expect("a transaction was committed"))
+}

@@ -1,0 +1,205 @@
+"""Arrow and pandas in and out: round trips, readers other than pyarrow, the type rule,
+refusals that name the key and field, and the extras' ImportError."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pytest
+import replikv
+
+UTC = dt.timezone.utc
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Any:
+    with replikv.Store(tmp_path / "s") as s:
+        yield s
+
+
+def profiles(n: int) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (
+            f"user{i:05d}@example.com",
+            {
+                "name": f"User {i}",
+                "age": 20 + i % 50,
+                "score": i / 7,
+                "opted_in": i % 3 == 0,
+                "signed_up": dt.datetime(2024, 1, 1, tzinfo=UTC) + dt.timedelta(hours=i),
+                "country": ["fr", "de", "es"][i % 3],
+            },
+        )
+        for i in range(n)
+    ]
+
+
+def test_to_arrow_gives_the_rows_scan_gives_with_one_column_per_field(store: Any) -> None:
+    rows = profiles(300)
+    store.put_many("subs", rows)
+    table = store.table("subs").to_arrow()
+    assert table.column_names == ["key", "name", "age", "score", "opted_in", "signed_up", "country"]
+    assert table.schema.field("age").type == pa.int64()
+    assert table.schema.field("signed_up").type == pa.timestamp("us", tz="UTC")
+    assert [(r.pop("key"), r) for r in table.to_pylist()] == list(store.scan("subs"))
+
+
+def test_polars_and_duckdb_read_the_stream_and_agree_with_scan(store: Any) -> None:
+    rows = profiles(500)
+    store.put_many("subs", rows)
+    stream = store.table("subs").to_arrow_batches(batch_rows=64)
+    frame = pl.from_arrow(pa.table(stream))
+    assert isinstance(frame, pl.DataFrame)
+    assert frame["key"].to_list() == [k for k, _ in rows]
+    assert frame["age"].to_list() == [v["age"] for _, v in rows]
+    relation = duckdb.sql(
+        "select country, count(*) as n, sum(age) as ages from stream"
+        " group by country order by country"
+    )
+    assert relation is not None
+    counts = relation.fetchall()
+    expected: dict[str, list[int]] = {}
+    for _, v in rows:
+        entry = expected.setdefault(v["country"], [0, 0])
+        entry[0] += 1
+        entry[1] += v["age"]
+    assert counts == [(c, n, a) for c, (n, a) in sorted(expected.items())]
+
+
+def test_a_stream_is_read_in_batches_at_one_lsn_and_can_be_read_again(store: Any) -> None:
+    store.put_many("subs", profiles(1000))
+    stream = store.table("subs").to_arrow_batches(batch_rows=128)
+    store.put("subs", "zzz-late@example.com", {"name": "late"})
+    reader = pa.RecordBatchReader.from_stream(stream)
+    sizes = [batch.num_rows for batch in reader]
+    assert sizes == [128] * 7 + [104]
+    again = pa.table(stream)
+    assert again.num_rows == stream.num_rows == 1000
+    assert "zzz-late@example.com" not in again.column("key").to_pylist()
+    assert stream.lsn == store.last_lsn - 1
+    assert "1000 rows" in repr(stream)
+
+
+def test_columns_and_key_ranges_narrow_the_export(store: Any) -> None:
+    store.put_many("subs", profiles(50))
+    table = store.table("subs").to_arrow(
+        columns=["age", "missing"], start="user00010@example.com", end="user00020@example.com"
+    )
+    assert table.column_names == ["key", "age", "missing"]
+    assert table.num_rows == 10
+    assert table.column("missing").null_count == 10
+    assert store.table("subs").to_arrow(prefix="user0004").num_rows == 10
+
+
+def test_mixed_types_lists_and_dicts_are_packed_and_come_back_as_python_objects(
+    store: Any,
+) -> None:
+    store.put("t", 1, {"mixed": "text", "tags": ["a", "b"], "n": 1})
+    store.put("t", 2, {"mixed": 5, "tags": [], "n": 2.5, "extra": {"deep": [1, None]}})
+    stream = store.table("t").to_arrow_batches()
+    assert sorted(stream.packed_columns) == ["extra", "mixed", "tags"]
+    table = pa.table(stream)
+    assert table.schema.field("n").type == pa.float64()
+    assert table.schema.field("tags").metadata == {b"replikv.encoding": b"msgpack"}
+    frame = store.table("t").to_pandas()
+    assert frame.loc[1, "mixed"] == "text" and frame.loc[2, "mixed"] == 5
+    assert frame.loc[1, "tags"] == ["a", "b"]
+    assert frame.loc[2, "extra"] == {"deep": [1, None]}
+    assert frame.loc[1, "extra"] is None
+    assert frame["n"].tolist() == [1.0, 2.5]
+
+
+def test_values_that_are_not_dicts_make_one_value_column(store: Any) -> None:
+    store.put_many("counters", [("a", 1), ("b", 2), ("c", None)])
+    table = store.table("counters").to_arrow()
+    assert table.column_names == ["key", "value"]
+    assert table.column("value").to_pylist() == [1, 2, None]
+
+
+def test_an_export_imports_back_unchanged(store: Any) -> None:
+    store.put("t", "a", {"tags": ["x", {"y": 1}], "when": dt.date(2024, 5, 1), "n": 3})
+    store.put("t", "b", {"tags": None, "when": None, "n": None})
+    store.put_arrow("copy", store.table("t").to_arrow(), key="key")
+    assert list(store.scan("copy")) == list(store.scan("t"))
+
+
+def test_put_arrow_takes_a_polars_frame_and_refuses_a_missing_key_column(store: Any) -> None:
+    frame = pl.DataFrame({"id": [3, 1, 2], "city": ["Lyon", None, "Oslo"], "n": [1.5, 2.0, None]})
+    receipt = store.put_arrow("cities", frame, key="id")
+    assert receipt.lsn == store.last_lsn
+    assert store.get("cities", 1) == {"city": None, "n": 2.0}
+    assert [k for k, _ in store.scan("cities")] == [1, 2, 3]
+    with pytest.raises(ValueError, match="no key column 'nope'"):
+        store.put_arrow("cities", frame, key="nope")
+
+
+def test_put_dataframe_in_batches_commits_one_transaction_per_batch(store: Any) -> None:
+    df = pd.DataFrame({"email": [f"u{i}" for i in range(25)], "n": range(25)})
+    seen: list[int] = []
+    before = store.last_lsn
+    store.put_dataframe("t", df, key="email", batch_rows=10, progress=seen.append)
+    assert store.last_lsn == before + 3
+    assert seen == [10, 20, 25]
+    assert len(store.table("t")) == 25
+
+
+def test_a_naive_datetime_column_is_refused_naming_key_and_field_unless_utc(store: Any) -> None:
+    df = pd.DataFrame(
+        {"email": ["a@x", "b@x"], "at": pd.to_datetime(["2024-01-01 10:00", "2024-01-02 00:00"])}
+    )
+    with pytest.raises(TypeError, match=r"^events\['a@x'\]\['at'\]: naive datetime"):
+        store.put_dataframe("events", df, key="email")
+    assert "events" not in store.tables()
+    store.put_dataframe("events", df, key="email", naive="utc")
+    assert store.get("events", "a@x") == {"at": dt.datetime(2024, 1, 1, 10, tzinfo=UTC)}
+
+
+@pytest.mark.parametrize(
+    ("column", "error", "message"),
+    [
+        (
+            pd.Series([np.uint64(1), np.uint64(2**63 + 5)], dtype="uint64"),
+            OverflowError,
+            r"t\[2\]\['v'\]: 9223372036854775813 does not fit",
+        ),
+        (
+            pd.Series([pd.Timedelta(1), pd.Timedelta(2)]),
+            TypeError,
+            r"t\[1\]\['v'\]: Arrow type Duration",
+        ),
+        (pd.Series([{"a": 1}, {"a": object()}]), TypeError, r"t\[2\]\['v'\]"),
+    ],
+)
+def test_each_refused_cell_names_its_key_and_field(
+    store: Any, column: Any, error: type[Exception], message: str
+) -> None:
+    df = pd.DataFrame({"id": [1, 2], "v": column})
+    with pytest.raises(error, match=message):
+        store.put_dataframe("t", df, key="id")
+    assert "t" not in store.tables()
+
+
+def test_a_null_key_is_refused_naming_its_row(store: Any) -> None:
+    table = pa.table({"id": pa.array(["a", None]), "v": [1, 2]})
+    with pytest.raises(ValueError, match=r"t\[<row 1>\]\['id'\]: the key is null"):
+        store.put_arrow("t", table, key="id")
+
+
+def test_without_pandas_the_error_names_the_extra_to_install(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.put("t", 1, {"a": 1})
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    with pytest.raises(ImportError, match=r"pip install 'replikv\[pandas\]'"):
+        store.table("t").to_pandas()
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    with pytest.raises(ImportError, match=r"pip install 'replikv\[arrow\]'"):
+        store.table("t").to_arrow()
