@@ -203,3 +203,14 @@ def test_without_pandas_the_error_names_the_extra_to_install(
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     with pytest.raises(ImportError, match=r"pip install 'replikv\[arrow\]'"):
         store.table("t").to_arrow()
+
+
+def test_asked_for_columns_are_null_in_values_that_are_not_dicts(store: Any) -> None:
+    store.put_many("t", [(1, {"a": 1, "b": "x"}), (2, 7), (3, {"b": "y", "a": 3}), (4, [1])])
+    table = store.table("t").to_arrow(columns=["a", "b"])
+    assert table.to_pylist() == [
+        {"key": 1, "a": 1, "b": "x"},
+        {"key": 2, "a": None, "b": None},
+        {"key": 3, "a": 3, "b": "y"},
+        {"key": 4, "a": None, "b": None},
+    ]

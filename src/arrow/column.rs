@@ -96,7 +96,9 @@ impl Column {
             // Ints in a float column become floats (exact up to 2^53), as pandas does.
             #[allow(clippy::cast_precision_loss)]
             (Self::Float(b), Item::Int(v)) => b.append_value(v as f64),
-            (Self::Str(b), Item::Str(v)) => b.append_value(v),
+            (Self::Str(b), Item::Str(v)) => {
+                b.append_value(std::str::from_utf8(v).map_err(|_| Malformed { at: 0 })?);
+            }
             (Self::Bin(b), Item::Bin(v)) => b.append_value(v),
             (Self::Timestamp(b), Item::Ext(_, payload)) => {
                 let (secs, nanos) = decode_timestamp(payload).ok_or(Malformed { at: 0 })?;

@@ -2,7 +2,6 @@
 //! infers the schema, a second builds batches of bounded size, one at a time, so a table
 //! larger than memory can be streamed.
 
-use std::collections::HashMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -10,7 +9,7 @@ use arrow_array::{ArrayRef, RecordBatch, RecordBatchOptions, RecordBatchReader};
 use arrow_schema::{ArrowError, SchemaRef};
 
 use super::column::{Column, Unfit};
-use super::shape::{Layout, Shape};
+use super::shape::{FieldIndex, Layout, Shape};
 use crate::codec::decode_key;
 use crate::codec::msgpack::{Item, Reader};
 use crate::error::{Result, StoreError};
@@ -59,7 +58,7 @@ struct Builders {
     key: Column,
     layout: Layout,
     columns: Vec<Column>,
-    index: HashMap<String, usize>,
+    index: FieldIndex,
     /// Which value columns the current row has given a value.
     filled: Vec<bool>,
 }
@@ -138,12 +137,8 @@ impl Plan {
             Layout::Whole(kind) => vec![Column::new(*kind, rows)],
         };
         let index = match &layout {
-            Layout::Fields(fields) => fields
-                .iter()
-                .enumerate()
-                .map(|(i, (name, _))| (name.clone(), i))
-                .collect(),
-            Layout::Whole(_) => HashMap::new(),
+            Layout::Fields(fields) => FieldIndex::new(fields.iter().map(|(name, _)| name.as_str())),
+            Layout::Whole(_) => FieldIndex::default(),
         };
         Export {
             view: self.view.clone(),
@@ -231,15 +226,19 @@ impl Builders {
         }
         filled.fill(false);
         let mut reader = Reader::new(value);
-        let Item::Map(len) = reader.item()? else {
-            unreachable!("a Fields layout is chosen only when every value is a dict")
+        // Asked-for columns are exported from any value: one that is not a dict has none of
+        // them, and a field that is not named by a string is not one of them.
+        let len = match reader.item()? {
+            Item::Map(len) => len,
+            _ => 0,
         };
-        for _ in 0..len {
-            let Item::Str(name) = reader.item()? else {
-                unreachable!("a Fields layout is chosen only for dicts with str keys")
-            };
+        for position in 0..len {
+            let name = reader.item()?;
             let raw = reader.value()?;
-            if let Some(&i) = self.index.get(name) {
+            let Item::Str(name) = name else {
+                continue;
+            };
+            if let Some(i) = self.index.find(position, name) {
                 // A repeated field (not something replikv writes) keeps its first value.
                 if !filled[i] {
                     filled[i] = true;

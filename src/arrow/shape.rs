@@ -109,7 +109,7 @@ impl Kind {
 pub struct Shape {
     key: Kind,
     columns: Vec<(String, Kind)>,
-    index: HashMap<String, usize>,
+    index: FieldIndex,
     /// Whether `columns` was given: then no other column is added.
     fixed: bool,
     /// Whether every value seen is a dict with string keys.
@@ -136,11 +136,7 @@ impl Shape {
             .iter()
             .map(|name| (name.clone(), Kind::Null))
             .collect();
-        let index = columns
-            .iter()
-            .enumerate()
-            .map(|(i, (name, _))| (name.clone(), i))
-            .collect();
+        let index = FieldIndex::new(columns.iter().map(|(name, _)| name.as_str()));
         Self {
             key: Kind::Null,
             fixed: !columns.is_empty(),
@@ -167,16 +163,17 @@ impl Shape {
             self.all_dicts = false;
             return Ok(());
         };
-        for _ in 0..len {
+        for position in 0..len {
             let Item::Str(name) = reader.item()? else {
                 self.all_dicts = false;
                 return Ok(());
             };
             let item = peek_kind(&mut reader)?;
-            match self.index.get(name) {
-                Some(&i) => self.columns[i].1 = self.columns[i].1.join(item),
+            match self.index.find(position, name) {
+                Some(i) => self.columns[i].1 = self.columns[i].1.join(item),
                 None if !self.fixed => {
-                    self.index.insert(name.to_owned(), self.columns.len());
+                    let name = std::str::from_utf8(name).map_err(|_| Malformed { at: 0 })?;
+                    self.index.add(position, name);
                     self.columns.push((name.to_owned(), item));
                 }
                 None => {}
@@ -221,6 +218,55 @@ impl Shape {
     }
 }
 
+/// Column numbers by field name, with a guess per position in a dict: rows of a table
+/// usually give their fields in the same order, so most lookups are one comparison of
+/// bytes, with no hashing.
+#[derive(Debug, Clone, Default)]
+pub struct FieldIndex {
+    names: Vec<String>,
+    by_name: HashMap<String, usize>,
+    guess: Vec<usize>,
+}
+
+impl FieldIndex {
+    /// An index of these names, numbered in order.
+    pub fn new<'a>(names: impl Iterator<Item = &'a str>) -> Self {
+        let mut index = Self::default();
+        for name in names {
+            index.by_name.insert(name.to_owned(), index.names.len());
+            index.names.push(name.to_owned());
+        }
+        index
+    }
+
+    /// The column of the field `name`, found at `position` in its dict.
+    pub fn find(&mut self, position: usize, name: &[u8]) -> Option<usize> {
+        if let Some(&guess) = self.guess.get(position) {
+            if self.names.get(guess).is_some_and(|n| n.as_bytes() == name) {
+                return Some(guess);
+            }
+        }
+        let found = *self.by_name.get(std::str::from_utf8(name).ok()?)?;
+        self.remember(position, found);
+        Some(found)
+    }
+
+    /// Numbers a new field, found at `position` in its dict.
+    pub fn add(&mut self, position: usize, name: &str) {
+        let column = self.names.len();
+        self.by_name.insert(name.to_owned(), column);
+        self.names.push(name.to_owned());
+        self.remember(position, column);
+    }
+
+    fn remember(&mut self, position: usize, column: usize) {
+        if position >= self.guess.len() {
+            self.guess.resize(position + 1, usize::MAX);
+        }
+        self.guess[position] = column;
+    }
+}
+
 /// Reads the next whole value and gives its kind.
 fn peek_kind(reader: &mut Reader<'_>) -> Result<Kind, Malformed> {
     let raw = reader.value()?;
@@ -241,7 +287,9 @@ mod tests {
                 Item::Nil => rmp::encode::write_nil(&mut out).unwrap(),
                 Item::Int(v) => drop(rmp::encode::write_sint(&mut out, *v).unwrap()),
                 Item::Float(v) => rmp::encode::write_f64(&mut out, *v).unwrap(),
-                Item::Str(v) => rmp::encode::write_str(&mut out, v).unwrap(),
+                Item::Str(v) => {
+                    rmp::encode::write_str(&mut out, std::str::from_utf8(v).unwrap()).unwrap()
+                }
                 Item::Array(0) => rmp::encode::write_array_len(&mut out, 0).map(drop).unwrap(),
                 other => panic!("not used in these tests: {other:?}"),
             }
@@ -266,7 +314,7 @@ mod tests {
         shape
             .observe(
                 &key("a"),
-                &dict(&[("n", Item::Int(1)), ("s", Item::Str("x"))]),
+                &dict(&[("n", Item::Int(1)), ("s", Item::Str(b"x"))]),
             )
             .unwrap();
         shape
@@ -306,7 +354,7 @@ mod tests {
         shape
             .observe(
                 &encode_key(KeyRef::Int(1)),
-                &dict(&[("n", Item::Int(1)), ("s", Item::Str("x"))]),
+                &dict(&[("n", Item::Int(1)), ("s", Item::Str(b"x"))]),
             )
             .unwrap();
         assert_eq!(
@@ -329,5 +377,19 @@ mod tests {
             .unwrap();
         assert_eq!(shape.layout(), Layout::Whole(Kind::Packed));
         assert_eq!(shape.key(), Kind::Packed);
+    }
+
+    #[test]
+    fn a_field_index_finds_fields_in_any_order() {
+        let mut index = FieldIndex::new(["a", "b"].into_iter());
+        assert_eq!(index.find(0, b"a"), Some(0));
+        assert_eq!(index.find(1, b"b"), Some(1));
+        assert_eq!(index.find(0, b"b"), Some(1));
+        assert_eq!(index.find(1, b"a"), Some(0));
+        assert_eq!(index.find(2, b"c"), None);
+        index.add(2, "c");
+        assert_eq!(index.find(2, b"c"), Some(2));
+        assert_eq!(index.find(0, b"c"), Some(2));
+        assert_eq!(index.find(0, b"\xff"), None);
     }
 }
