@@ -339,8 +339,9 @@ class Store:
         """Rows per table, bytes on disk (log, tables, other files), the oldest retained
         LSN and its commit time, and the last LSN."""
     def compact(self) -> int:
-        """Checkpoints, then gives the free pages of the tables file back to the file
-        system (after deletes and updates); returns the bytes reclaimed.
+        """Checkpoints, drops the log the retention policy lets go, then gives the free
+        pages of the tables file back to the file system (after deletes and updates);
+        returns the bytes reclaimed from the tables file.
 
         Writers wait for the whole compaction; readers wait only while it runs and never
         get an error or a partial state.

@@ -320,8 +320,8 @@ impl PyStore {
         PyStoreStats::new(py, self.store.path().display().to_string(), &stats)
     }
 
-    /// Checkpoints, then gives the free pages of the tables file back to the file system;
-    /// returns the bytes reclaimed.
+    /// Checkpoints, drops the log the retention policy lets go, then gives the free pages
+    /// of the tables file back to the file system; returns the bytes reclaimed there.
     fn compact(&self, py: Python<'_>) -> PyResult<u64> {
         let compaction = run_detached(py, || self.store.compact())?;
         Ok(compaction.reclaimed())

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::retention::LogHolds;
 use super::tables::Compacted;
 use super::{dir_io, Store};
 use crate::error::{Result, StoreError};
@@ -45,8 +46,9 @@ impl Store {
         done
     }
 
-    /// Checkpoints, then gives the free pages of the tables file back to the file system
-    /// (redb's compaction). Writers wait for the whole compaction; readers wait only while
+    /// Checkpoints, applies the retention policy to the log, then gives the free pages of
+    /// the tables file back to the file system (redb's compaction). Returns what it did to
+    /// the tables file. Writers wait for the whole compaction; readers wait only while
     /// it runs, never get an error, and never see a partial state.
     ///
     /// # Errors
@@ -64,6 +66,11 @@ impl Store {
         // With the writer lock held and nothing in flight, the overlay stays empty once
         // flushed: every row is in redb, and only this thread writes redb.
         self.with_open(|open| open.overlay.flush(&open.tables, true))?;
+        // The checkpoint covers the whole log now: what the policy lets go goes too (a
+        // primary serving the store applies it itself, with its slots).
+        if self.inner.replication.current().is_none() {
+            self.retain_log(self.retention_policy(), LogHolds::default())?;
+        }
         let bytes_before = size()?;
         let give_up = Instant::now() + GIVE_UP_AFTER;
         loop {
