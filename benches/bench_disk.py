@@ -51,7 +51,7 @@ BATCH = 10_000
 UPDATES = 3
 TARGET_RATIO = 1.2
 RSS_SLACK_BYTES = 100 * 1000 * 1000
-RSS_BATCH = 100_000
+RSS_BATCH = 10_000
 MiB = 1 << 20
 
 Row = tuple[str, dict[str, Any]]

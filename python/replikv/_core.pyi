@@ -28,6 +28,7 @@ __all__ = [
     "Scan",
     "ScrubReport",
     "Store",
+    "StoreStats",
     "Switchover",
     "Transaction",
     "VerifyReport",

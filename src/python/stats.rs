@@ -90,7 +90,7 @@ impl PyStoreStats {
         ))
     }
 
-    /// The stats as a plain dict (for logging, JSON or a DataFrame row).
+    /// The stats as a plain dict (for logging, JSON or a row of a data frame).
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let dict = PyDict::new(py);
         dict.set_item("path", &self.path)?;

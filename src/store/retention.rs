@@ -164,6 +164,62 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::{encode_key, KeyRef, Op};
+    use crate::store::StoreOptions;
+
+    fn put(store: &Store, i: u64) {
+        let op = Op {
+            table: "t".to_owned(),
+            key: encode_key(KeyRef::Int(i64::try_from(i).unwrap())),
+            value: Some(vec![0xc3; 100]),
+        };
+        store.commit(vec![op], None).unwrap();
+    }
+
+    /// Retention never drops a segment that recovery would replay: until a durable
+    /// checkpoint covers them, the segments stay, whatever the cap says. Once dropped, the
+    /// store reopens with every row and its log starts at the oldest retained segment.
+    #[test]
+    fn the_store_drops_no_segment_its_durable_checkpoint_does_not_cover() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            segment_bytes: 4096,
+            retain_bytes: None,
+            retain_seconds: None,
+            checkpoint_entries: u64::MAX,
+            checkpoint_interval: Duration::from_secs(3600),
+            ..StoreOptions::default()
+        };
+        let store = Store::open(dir.path(), options.clone()).unwrap();
+        for i in 0..300 {
+            put(&store, i);
+        }
+        let tiny = RetentionPolicy {
+            bytes: Some(4096),
+            age: None,
+        };
+        assert!(store.log_segments().unwrap().len() > 4);
+        assert_eq!(store.retain_log(tiny, LogHolds::default()).unwrap(), 0);
+        assert_eq!(store.oldest_lsn().unwrap(), 1, "nothing is checkpointed yet");
+        store.checkpoint().unwrap();
+        assert!(store.retain_log(tiny, LogHolds::default()).unwrap() > 0);
+        let oldest = store.oldest_lsn().unwrap();
+        assert!(oldest > 1);
+        let held = LogHolds {
+            min_acked: None,
+            min_pinned: Some(oldest),
+        };
+        for i in 300..600 {
+            put(&store, i);
+        }
+        store.checkpoint().unwrap();
+        assert_eq!(store.retain_log(tiny, held).unwrap(), 0, "a pin holds the log");
+        store.close().unwrap();
+        let reopened = Store::open(dir.path(), options).unwrap();
+        assert_eq!(reopened.oldest_lsn().unwrap(), oldest);
+        assert_eq!(reopened.table_sum("t").unwrap().rows, 600);
+        assert_eq!(reopened.last_lsn(), 600);
+    }
 
     fn segments() -> Vec<SegmentInfo> {
         [1, 101, 201, 301]
