@@ -200,7 +200,11 @@ mod tests {
         };
         assert!(store.log_segments().unwrap().len() > 4);
         assert_eq!(store.retain_log(tiny, LogHolds::default()).unwrap(), 0);
-        assert_eq!(store.oldest_lsn().unwrap(), 1, "nothing is checkpointed yet");
+        assert_eq!(
+            store.oldest_lsn().unwrap(),
+            1,
+            "nothing is checkpointed yet"
+        );
         store.checkpoint().unwrap();
         assert!(store.retain_log(tiny, LogHolds::default()).unwrap() > 0);
         let oldest = store.oldest_lsn().unwrap();
@@ -213,7 +217,11 @@ mod tests {
             put(&store, i);
         }
         store.checkpoint().unwrap();
-        assert_eq!(store.retain_log(tiny, held).unwrap(), 0, "a pin holds the log");
+        assert_eq!(
+            store.retain_log(tiny, held).unwrap(),
+            0,
+            "a pin holds the log"
+        );
         store.close().unwrap();
         let reopened = Store::open(dir.path(), options).unwrap();
         assert_eq!(reopened.oldest_lsn().unwrap(), oldest);
