@@ -9,6 +9,8 @@ import inspect
 import json
 import os
 import random
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -246,3 +248,37 @@ def test_kill_9_with_small_segments_and_retention_keeps_every_acknowledged_write
     with replikv.Store(path, **options) as store:
         # Applied as the store opens: recovery left every entry in the tables durably.
         eventually("retention to drop old segments", lambda: store.oldest_lsn > 1)
+
+
+LOADER = """
+import sys
+from pathlib import Path
+import replikv
+
+path, rows, cache_bytes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with replikv.Store(path, cache_bytes=cache_bytes) as store:
+    for start in range(0, rows, 10_000):
+        store.put_many(
+            "t",
+            [(f"k{i:015d}", {"email": f"u{i}@example.com", "n": i, "pad": "x" * 60})
+             for i in range(start, start + 10_000)],
+        )
+    status = Path("/proc/self/status").read_text().splitlines()
+    print(next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS")))
+"""
+
+
+# Loads 1M rows in a fresh process: about 20 s on 2 cores, more beside other tests.
+@pytest.mark.timeout(300)
+def test_cache_bytes_bounds_resident_memory_of_a_load_larger_than_it(tmp_path: Path) -> None:
+    cache_bytes = 16 * MiB
+    rows = 1_000_000  # about 110 MiB of tables: far more than the cache
+    out = subprocess.run(
+        [sys.executable, "-c", LOADER, str(tmp_path / "db"), str(rows), str(cache_bytes)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    ).stdout
+    resident = int(out.split()[-1])
+    assert resident <= cache_bytes + 100 * MiB, f"{resident / MiB:.0f} MiB resident"
