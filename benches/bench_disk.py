@@ -49,6 +49,7 @@ import replikv
 TABLE = "profiles"
 BATCH = 10_000
 UPDATES = 3
+FULL_ROWS = 1_000_000
 TARGET_RATIO = 1.2
 RSS_SLACK_BYTES = 100 * 1000 * 1000
 RSS_BATCH = 10_000
@@ -349,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.rss_child:
         rss_child(args.rss_child, args.rows)
         return 0
-    rows = args.rows or (20_000 if args.quick else 1_000_000)
+    rows = args.rows or (20_000 if args.quick else FULL_ROWS)
     rss_rows = args.rss_rows if args.rss_rows is not None else (0 if args.quick else 5_000_000)
     base = args.dir or Path(tempfile.gettempdir())
     print(
@@ -363,11 +364,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     sqlite_left, sqlite_vacuumed = run_sqlite(base, rows, logical, report)
     rocks = run_rocksdict(base, rows, logical, report)
     limit = TARGET_RATIO * sqlite_left.ratio
+    # The target is set for 1M rows: in a small run the log's last segment, preallocated
+    # whole (16 MiB under the default cap), outweighs the data.
+    full_size = rows >= FULL_ROWS
     report.verdict(
         f"after load + {UPDATES} updates + compact(): replikv {ours.ratio:.2f}x logical vs "
         f"sqlite3 as left {sqlite_left.ratio:.2f}x: {ours.ratio / sqlite_left.ratio:.2f}x "
-        f"(target <= {TARGET_RATIO}x)",
-        ours.ratio <= limit,
+        + (f"(target <= {TARGET_RATIO}x)" if full_size else "(the target applies to 1M rows)"),
+        ours.ratio <= limit if full_size else None,
     )
     report.verdict(
         f"vs sqlite3 after VACUUM {sqlite_vacuumed.ratio:.2f}x: "
