@@ -147,6 +147,10 @@ pub enum StoreError {
     /// The writer lock stayed held by another thread's transaction (a bounded wait ended).
     #[error("another thread's transaction holds the writer lock")]
     Busy,
+    /// Compaction found the tables held by long reads (a snapshot sent to a replica, a
+    /// scrub) for too long; nothing was changed.
+    #[error("compaction gave up: long reads (a snapshot being sent, a scrub) kept the tables busy; try again later")]
+    CompactionBlocked,
     /// A call that would wait forever on a lock the calling thread holds.
     #[error("{0}")]
     WouldDeadlock(&'static str),

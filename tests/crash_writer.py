@@ -1,15 +1,21 @@
-"""Child process of the crash test: writes transactions in a loop and reports each one that
-returned, as ``<lsn> <i>`` on stdout, until it is killed."""
+"""Child process of the crash tests: writes transactions in a loop and reports each one that
+returned, as ``<lsn> <i>`` on stdout, until it is killed.
+
+Arguments: the store's path, the first ``i``, and optionally the store's options as JSON
+(by default the whole log is kept, for tests that replay it).
+"""
 
 from __future__ import annotations
 
+import json
 import sys
+from typing import Any
 
 import replikv
 
 
-def main(path: str, start: int) -> None:
-    store = replikv.Store(path, checkpoint_entries=50)
+def main(path: str, start: int, options: dict[str, Any]) -> None:
+    store = replikv.Store(path, checkpoint_entries=50, **options)
     print("ready", store.last_lsn, flush=True)
     i = start
     while True:
@@ -30,4 +36,5 @@ def main(path: str, start: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    options = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {"retain_bytes": None}
+    main(sys.argv[1], int(sys.argv[2]), options)

@@ -32,9 +32,15 @@ def replay_into(source: replikv.Store, target: replikv.Store) -> list[int]:
     return lsns
 
 
-def run_until_killed(path: Path, start: int, rng: random.Random) -> list[tuple[int, int]]:
+def run_until_killed(
+    path: Path, start: int, rng: random.Random, options: str | None = None
+) -> list[tuple[int, int]]:
+    """Runs the writer on ``path`` (with the store ``options`` as JSON, if given) and kills
+    it with SIGKILL at a random moment; returns the ``(lsn, i)`` of every write it reported
+    as returned."""
+    extra = [] if options is None else [options]
     child = subprocess.Popen(
-        [sys.executable, str(WRITER), str(path), str(start)],
+        [sys.executable, str(WRITER), str(path), str(start), *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -73,7 +79,7 @@ def test_kill_9_at_random_moments_loses_no_returned_write(tmp_path: Path) -> Non
         reported.extend(returned)
         if returned:
             start = returned[-1][1] + 1
-        with replikv.Store(path) as store:
+        with replikv.Store(path, retain_bytes=None) as store:
             last = store.last_lsn
             logged = {c.lsn: c for c in store.changes()}
             for lsn, i in reported:

@@ -29,6 +29,7 @@ __all__ = [
     "Scan",
     "ScrubReport",
     "Store",
+    "StoreStats",
     "Switchover",
     "Transaction",
     "VerifyReport",
@@ -115,6 +116,43 @@ class Checksum:
     __hash__: None  # type: ignore[assignment]
 
 @final
+class StoreStats:
+    """Rows per table and bytes on disk of a store, from :meth:`Store.stats`.
+
+    Sizes are allocated bytes (``st_blocks * 512``, as ``du`` counts them), not apparent
+    lengths: log segments are preallocated. They add up to every file in the directory.
+    """
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def tables(self) -> dict[str, int]:
+        """Row count of each table."""
+    @property
+    def log_bytes(self) -> int:
+        """Bytes of the log's segment files."""
+    @property
+    def tables_bytes(self) -> int:
+        """Bytes of the tables file."""
+    @property
+    def other_bytes(self) -> int:
+        """Bytes of every other file (lock, replication slots, staging areas)."""
+    @property
+    def total_bytes(self) -> int:
+        """``log_bytes + tables_bytes + other_bytes``."""
+    @property
+    def oldest_lsn(self) -> int:
+        """The oldest LSN the log retains."""
+    @property
+    def oldest_time(self) -> datetime.datetime | None:
+        """Commit time of that entry (aware UTC), ``None`` if the log holds no entry."""
+    @property
+    def last_lsn(self) -> int:
+        """The last LSN that is durable and visible."""
+    def to_dict(self) -> dict[str, Any]:
+        """The stats as a plain dict."""
+
+@final
 class Scan:
     """An iterator of ``(key, value)`` rows in key order."""
 
@@ -154,7 +192,19 @@ class Transaction:
 
 @final
 class Store:
-    """A replikv store: a directory with a durable change log and redb tables."""
+    """A replikv store: a directory with a durable change log and redb tables.
+
+    Args:
+        segment_bytes: the largest log segment. Segments start at 1 MiB and double up to
+            it (and to a quarter of ``retain_bytes``), so an empty store is small on disk.
+        retain_bytes: keep about this many bytes of log at most (64 MiB by default):
+            older whole segments are dropped in the background once the tables' durable
+            checkpoint covers them. ``None`` keeps the whole log.
+        retain_seconds: drop log segments whose entries are all older than this (a week
+            by default). ``None``: no age limit. ``changes()`` below the retained log
+            raises ``LogTruncated``; a replica that falls behind it is re-seeded.
+        cache_bytes: the bound of the tables' page cache (128 MiB by default).
+    """
 
     def __new__(
         cls,
@@ -167,6 +217,9 @@ class Store:
         segment_bytes: int = 67108864,
         checkpoint_entries: int = 10000,
         checkpoint_seconds: float = 5.0,
+        retain_bytes: int | None = 67108864,
+        retain_seconds: float | None = 604800.0,
+        cache_bytes: int = 134217728,
     ) -> Self: ...
     @property
     def path(self) -> pathlib.Path:
@@ -344,6 +397,21 @@ class Store:
         """
     def checksum(self) -> Checksum:
         """Per-table checksums and row counts at one LSN, read atomically (O(tables))."""
+    def stats(self) -> StoreStats:
+        """Rows per table, bytes on disk (log, tables, other files), the oldest retained
+        LSN and its commit time, and the last LSN."""
+    def compact(self) -> int:
+        """Checkpoints, drops the log the retention policy lets go, then gives the free
+        pages of the tables file back to the file system (after deletes and updates);
+        returns the bytes reclaimed from the tables file.
+
+        Writers wait for the whole compaction; readers wait only while it runs and never
+        get an error or a partial state.
+
+        Raises:
+            ReplikvError: long reads (a snapshot sent to a replica, a scrub) kept the
+                tables busy for a minute; nothing was changed.
+        """
     def close(self) -> None:
         """Flushes, checkpoints and releases every file; closing twice is harmless."""
     def __enter__(self) -> Self: ...
@@ -432,6 +500,9 @@ class Primary:
             with ``degraded=True``); the write is committed locally either way.
         table_modes: ``{table: "sync" | "async"}``, the default durability per table.
         default_durability: that of the other tables (``"async"`` or ``"sync"``).
+        retain_bytes, retain_seconds: caps on the log while this primary serves the store
+            (``None``: the store's own). Within them the log is kept for every replica's
+            slot; a replica being seeded by a snapshot keeps its log whatever the caps.
 
     Raises:
         ReplicationError: another ``Primary`` serves the store.
@@ -486,8 +557,8 @@ class Primary:
     def drop_slot(self, name: str) -> bool:
         """Drops a replica's slot; returns whether it existed."""
     def retain(self) -> int:
-        """Drops the log segments no slot needs (within ``retain_bytes`` /
-        ``retain_seconds``) now rather than at the next tick; returns how many."""
+        """Checkpoints and drops the log segments no slot needs (within ``retain_bytes``
+        / ``retain_seconds``) now rather than at the next tick; returns how many."""
     def wait_for(self, lsn: int, replicas: int = 1, timeout: float = 2.0) -> int:
         """Waits until ``replicas`` replicas acknowledged ``lsn`` as durable; returns how
         many did. Only replicas that count toward the quorum are counted (never

@@ -27,8 +27,11 @@ const SEGMENT_SUFFIX: &str = ".seg";
 /// How the log writes.
 #[derive(Debug, Clone)]
 pub struct LogOptions {
-    /// A new segment is started once the current one holds this many bytes.
+    /// The largest segment: a new segment is started once the current one is full, each
+    /// one twice the size of the one before, from `first_segment_bytes` up to this size.
     pub segment_bytes: u64,
+    /// The size of the first segment of a new log: an empty store stays small on disk.
+    pub first_segment_bytes: u64,
     /// `fdatasync` every batch and `fsync` the directory on segment changes.
     pub fsync: bool,
     /// Bytes of the newest appended records also kept in memory, so that readers that
@@ -40,6 +43,7 @@ impl Default for LogOptions {
     fn default() -> Self {
         Self {
             segment_bytes: 64 << 20,
+            first_segment_bytes: 1 << 20,
             fsync: true,
             recent_bytes: 4 << 20,
         }
@@ -50,6 +54,9 @@ struct Segment {
     first_lsn: u64,
     name: String,
     file: Arc<dyn SegmentFile>,
+    /// The bytes it was preallocated to hold: the writer rolls to a new segment once the
+    /// tail reaches them (a batch that crosses them still lands whole in this one).
+    capacity: u64,
 }
 
 /// Where the writer stands: the end of the last segment and the next LSN to write.
@@ -180,10 +187,12 @@ impl Log {
             let file = fs
                 .open(&name, false)
                 .map_err(io_error(format!("opening {name}")))?;
+            let capacity = file.size().map_err(io_error(format!("sizing {name}")))?;
             segments.push(Arc::new(Segment {
                 first_lsn,
                 name,
                 file,
+                capacity,
             }));
         }
         let log = Self {
@@ -197,7 +206,8 @@ impl Log {
             }),
         };
         if segments.is_empty() {
-            let segment = log.create_segment(checkpoint_lsn + 1)?;
+            let first_bytes = log.options.first_segment_bytes;
+            let segment = log.create_segment(checkpoint_lsn + 1, first_bytes)?;
             segments.push(segment);
         } else {
             let tail = log.recover(&segments, checkpoint_lsn, &mut replay)?;
@@ -338,13 +348,15 @@ impl Log {
         Ok(())
     }
 
-    fn create_segment(&self, first_lsn: u64) -> Result<Arc<Segment>> {
+    /// Creates a segment preallocated to `bytes` (within the largest size allowed).
+    fn create_segment(&self, first_lsn: u64, bytes: u64) -> Result<Arc<Segment>> {
+        let capacity = bytes.clamp(1, self.options.segment_bytes.max(1));
         let name = segment_name(first_lsn);
         let file = self
             .fs
             .open(&name, true)
             .map_err(io_error(format!("creating {name}")))?;
-        file.preallocate(self.options.segment_bytes)
+        file.preallocate(capacity)
             .map_err(io_error(format!("preallocating {name}")))?;
         if self.options.fsync {
             file.sync_data()
@@ -357,6 +369,7 @@ impl Log {
             first_lsn,
             name,
             file,
+            capacity,
         }))
     }
 
@@ -426,21 +439,28 @@ impl Log {
             .tail
             .lock()
             .expect("invariant: no panic while holding the tail lock");
-        if tail.offset >= self.options.segment_bytes {
-            let segment = self.create_segment(tail.next_lsn)?;
-            self.segments
-                .write()
-                .expect("invariant: no panic while holding the segment list")
-                .push(segment);
-            tail.offset = 0;
-        }
-        let segment = Arc::clone(
+        let mut segment = Arc::clone(
             self.segments
                 .read()
                 .expect("invariant: no panic while holding the segment list")
                 .last()
                 .expect("invariant: the log always has a segment"),
         );
+        if tail.offset >= segment.capacity {
+            // Each segment doubles the last one's size up to the largest: a log that is
+            // written little stays small, one written much rolls (and is trimmed) rarely.
+            let bytes = segment
+                .capacity
+                .saturating_mul(2)
+                .max(self.options.first_segment_bytes);
+            let next = self.create_segment(tail.next_lsn, bytes)?;
+            self.segments
+                .write()
+                .expect("invariant: no panic while holding the segment list")
+                .push(Arc::clone(&next));
+            segment = next;
+            tail.offset = 0;
+        }
         segment
             .file
             .write_at(records, tail.offset)
@@ -604,30 +624,37 @@ impl Log {
     }
 
     /// Removes whole segments whose every entry is before `lsn`; never the last segment.
-    /// Returns how many were removed.
+    /// Returns how many were removed. The segments leave the list at once (appends and
+    /// readers do not wait for the files to go; a reader already in one reads it to its end).
     ///
     /// # Errors
     /// An I/O failure removing a file or syncing the directory.
     pub fn drop_before(&self, lsn: u64) -> Result<usize> {
-        let mut segments = self
-            .segments
-            .write()
-            .expect("invariant: no panic while holding the segment list");
-        let mut removed = 0;
-        while segments.len() > 1 && segments[1].first_lsn <= lsn {
-            let name = segments[0].name.clone();
+        let removed: Vec<Arc<Segment>> = {
+            let mut segments = self
+                .segments
+                .write()
+                .expect("invariant: no panic while holding the segment list");
+            let keep_from = segments
+                .iter()
+                .skip(1)
+                .take_while(|s| s.first_lsn <= lsn)
+                .count();
+            segments.drain(..keep_from).collect()
+        };
+        // A crash before the files are gone leaves old segments in front of the log:
+        // recovery starts at the checkpoint and reads past them, and they go next time.
+        for segment in &removed {
             self.fs
-                .remove(&name)
-                .map_err(io_error(format!("removing {name}")))?;
-            segments.remove(0);
-            removed += 1;
+                .remove(&segment.name)
+                .map_err(io_error(format!("removing {}", segment.name)))?;
         }
-        if removed > 0 && self.options.fsync {
+        if !removed.is_empty() && self.options.fsync {
             self.fs
                 .sync_dir()
                 .map_err(io_error("syncing the log directory"))?;
         }
-        Ok(removed)
+        Ok(removed.len())
     }
 }
 

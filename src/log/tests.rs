@@ -8,8 +8,17 @@ use crate::error::Error;
 fn options(segment_bytes: u64) -> LogOptions {
     LogOptions {
         segment_bytes,
+        first_segment_bytes: segment_bytes,
         fsync: true,
         recent_bytes: 0,
+    }
+}
+
+/// Options whose segments start at 150 bytes and double up to 1200: sizes vary in a log.
+fn growing() -> LogOptions {
+    LogOptions {
+        first_segment_bytes: 150,
+        ..options(1200)
     }
 }
 
@@ -214,6 +223,48 @@ fn dropped_segments_are_reported_as_truncated() {
 
 /// Power loss at a random operation: every acknowledged entry survives, nothing else is
 /// invented, LSNs stay dense, and the recovered log accepts new appends that also survive.
+fn segment_len(fs: &MemFs, first_lsn: u64) -> u64 {
+    let file = fs.open(&segment_name(first_lsn), false).unwrap();
+    file.size().unwrap()
+}
+
+/// A new log starts with a small segment and each new one doubles the last up to the
+/// largest (a segment holds its preallocated bytes plus at most the batch that crossed them).
+#[test]
+fn segments_start_small_and_double_up_to_the_largest() {
+    let fs = MemFs::default();
+    let entries = written(120, 5);
+    let options = LogOptions {
+        first_segment_bytes: 1000,
+        ..options(8000)
+    };
+    let (log, _) = open_with(&fs, options.clone(), 0).unwrap();
+    assert_eq!(segment_len(&fs, 1), 1000, "the first segment is small");
+    for entry in &entries {
+        append_all(&log, std::slice::from_ref(entry));
+    }
+    let segments = log.segments().unwrap();
+    assert!(segments.len() >= 5, "segments rolled: {segments:?}");
+    let mut capacity = 1000;
+    for (index, segment) in segments.iter().enumerate() {
+        let len = segment_len(&fs, segment.first_lsn);
+        let last = index + 1 == segments.len();
+        assert!(
+            len >= capacity && (last || len < capacity + 512),
+            "segment {index}: {len} bytes, preallocated {capacity}"
+        );
+        capacity = (capacity * 2).min(8000);
+    }
+    drop(log);
+    let (log, replayed) = open_with(&fs, options, 0).unwrap();
+    assert_eq!(replayed, entries, "variable sizes replay as written");
+    let mut position = LogPosition::after(0);
+    assert_eq!(
+        log.read(&mut position, 120, 200, usize::MAX).unwrap(),
+        entries
+    );
+}
+
 #[test]
 fn power_loss_at_any_point_keeps_every_acknowledged_entry() {
     let (mut interrupted, mut cut_short) = (0, 0);
@@ -221,7 +272,7 @@ fn power_loss_at_any_point_keeps_every_acknowledged_entry() {
         let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         let fs = MemFs::default();
         let entries = written(60, seed);
-        let (log, _) = open(&fs, 600, 0).unwrap();
+        let (log, _) = open_with(&fs, growing(), 0).unwrap();
         fs.freeze_after(rng.below(120));
         let mut acked = 0u64;
         let (mut next, mut attempted) = (0usize, 0usize);
@@ -240,7 +291,8 @@ fn power_loss_at_any_point_keeps_every_acknowledged_entry() {
         }
         drop(log);
         let image = fs.crash_image(&mut rng);
-        let (log, replayed) = open(&image, 600, 0).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let (log, replayed) =
+            open_with(&image, growing(), 0).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         let survived = replayed.len() as u64;
         interrupted += usize::from(acked < entries.len() as u64);
         cut_short += usize::from(survived < attempted as u64);
@@ -252,8 +304,8 @@ fn power_loss_at_any_point_keeps_every_acknowledged_entry() {
         let more = written(survived + 3, seed + 1);
         append_all(&log, &more[survived as usize..]);
         drop(log);
-        let (_, again) =
-            open(&image, 600, 0).unwrap_or_else(|e| panic!("seed {seed} after recovery: {e}"));
+        let (_, again) = open_with(&image, growing(), 0)
+            .unwrap_or_else(|e| panic!("seed {seed} after recovery: {e}"));
         assert_eq!(
             again[..survived as usize],
             entries[..survived as usize],

@@ -12,6 +12,7 @@ mod primary;
 mod replica;
 mod replication;
 mod scrub;
+mod stats;
 mod store;
 mod switchover;
 mod transaction;
@@ -41,6 +42,8 @@ mod _core {
     use super::replication::{fetch_status, PyReplicaInfo};
     #[pymodule_export]
     use super::scrub::{PyDamage, PyScrubReport};
+    #[pymodule_export]
+    use super::stats::PyStoreStats;
     #[pymodule_export]
     use super::store::PyStore;
     #[pymodule_export]

@@ -12,6 +12,7 @@ use super::args::{durability as durability_arg, limit as limit_arg, non_negative
 use super::arrow::{put as put_arrow, stream as arrow_stream, Load, PyArrowStream};
 use super::errors::{owned, run, run_detached};
 use super::iter::{prefix_end, PyChanges, PyScan};
+use super::stats::PyStoreStats;
 use super::transaction::PyTransaction;
 use super::types::{PyChecksum, PyReceipt};
 use super::value::{decode_py_value, encode_py_key, encode_py_value};
@@ -82,7 +83,12 @@ impl PyStore {
     #[new]
     #[pyo3(signature = (path, *, fsync = true, max_key_bytes = 4096, max_value_bytes = 16_777_216,
         max_transaction_bytes = 268_435_456, segment_bytes = 67_108_864, checkpoint_entries = 10_000,
-        checkpoint_seconds = 5.0))]
+        checkpoint_seconds = 5.0, retain_bytes = Some(67_108_864), retain_seconds = Some(604_800.0),
+        cache_bytes = 134_217_728),
+        text_signature = "(path, *, fsync=True, max_key_bytes=4096, max_value_bytes=16777216, \
+            max_transaction_bytes=268435456, segment_bytes=67108864, checkpoint_entries=10000, \
+            checkpoint_seconds=5.0, retain_bytes=67108864, retain_seconds=604800.0, \
+            cache_bytes=134217728)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -94,14 +100,23 @@ impl PyStore {
         segment_bytes: u64,
         checkpoint_entries: u64,
         checkpoint_seconds: f64,
+        retain_bytes: Option<u64>,
+        retain_seconds: Option<f64>,
+        cache_bytes: usize,
     ) -> PyResult<Self> {
         let checkpoint_interval = seconds("checkpoint_seconds", checkpoint_seconds)?;
+        let retain_seconds = retain_seconds
+            .map(|s| seconds("retain_seconds", s))
+            .transpose()?;
         let options = StoreOptions {
             fsync,
             max_key_bytes,
             max_value_bytes,
             max_transaction_bytes,
             segment_bytes,
+            retain_bytes,
+            retain_seconds,
+            cache_bytes,
             checkpoint_entries,
             checkpoint_interval,
             follower: false,
@@ -389,6 +404,20 @@ impl PyStore {
     fn drop_log_before(&self, py: Python<'_>, lsn: i128) -> PyResult<usize> {
         let lsn = non_negative("lsn", lsn)?;
         run_detached(py, || self.store.drop_log_before(lsn))
+    }
+
+    /// Rows per table and bytes on disk (log, tables, other files), the oldest retained
+    /// LSN and its commit time, and the last LSN.
+    fn stats(&self, py: Python<'_>) -> PyResult<PyStoreStats> {
+        let stats = run_detached(py, || self.store.stats())?;
+        PyStoreStats::new(py, self.store.path().display().to_string(), &stats)
+    }
+
+    /// Checkpoints, drops the log the retention policy lets go, then gives the free pages
+    /// of the tables file back to the file system; returns the bytes reclaimed there.
+    fn compact(&self, py: Python<'_>) -> PyResult<u64> {
+        let compaction = run_detached(py, || self.store.compact())?;
+        Ok(compaction.reclaimed())
     }
 
     /// Per-table checksums and row counts at one LSN, read atomically.

@@ -10,7 +10,6 @@ pub mod primary;
 pub mod protocol;
 pub mod quorum;
 pub mod replica;
-pub mod retention;
 pub mod ship;
 pub mod sim;
 pub mod slots;

@@ -177,7 +177,8 @@ impl Store {
         let staging = self.inner.path.join(INCOMING);
         remove_dir(&staging)?;
         std::fs::create_dir(&staging).map_err(dir_io("cannot create", &staging))?;
-        let (tables, _) = Tables::open(&staging.join("tables.redb"), true)?;
+        let cache_bytes = self.inner.options.cache_bytes;
+        let (tables, _) = Tables::open(&staging.join("tables.redb"), true, cache_bytes)?;
         Ok(Installer {
             store: self.clone(),
             staging,
@@ -282,9 +283,8 @@ impl Installer {
         let log_dir = self.staging.join("log");
         std::fs::create_dir(&log_dir).map_err(dir_io("cannot create", &log_dir))?;
         let options = LogOptions {
-            segment_bytes: self.store.inner.options.segment_bytes,
             fsync: true,
-            ..LogOptions::default()
+            ..self.store.inner.options.log_options()
         };
         drop(Log::open(
             Box::new(DirFs::new(&log_dir)),

@@ -2,6 +2,7 @@
 //! applied from it. See DESIGN §1 for the commit pipeline and recovery.
 
 mod commit;
+mod compaction;
 mod dirlock;
 mod diverged;
 mod durability;
@@ -10,8 +11,11 @@ mod follow;
 mod handover;
 mod history;
 mod install;
+mod maintenance;
 mod overlay;
 mod recover;
+mod retention;
+mod stats;
 mod stored;
 mod sum_history;
 mod tables;
@@ -26,14 +30,18 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use commit::{Batch, CheckpointPolicy, Pipeline, Refused};
+pub use compaction::Compaction;
 use dirlock::DirLock;
 pub use diverged::{read_divergence_report, DivergenceReport};
 pub use durability::{Committed, Durability, OnTimeout, Receipt, Registration, SyncReplication};
 use epochs::Epochs;
 pub use epochs::{fork_lsn, EpochHistory};
 pub use install::{Installer, SnapshotView};
+use maintenance::Maintenance;
 use overlay::{Found, Overlay};
 use recover::{create_dirs, Parts};
+pub use retention::{LogHolds, RetentionPolicy};
+pub use stats::StoreStats;
 pub use stored::describe_key;
 pub use tables::{ScrubDamage, ScrubReport, TableSum};
 use tables::{Snapshot, Tables};
@@ -43,10 +51,23 @@ pub use watch::WriteWatcher;
 use crate::codec::{encode_ops, Op, MAX_RECORD_BYTES};
 use crate::error::{ReadOnlyReason, ReplicationError, Result, StoreError};
 use crate::fork::Owner;
-use crate::log::{DirFs, Log, LogFs};
+use crate::log::{DirFs, Log, LogFs, LogOptions};
 
 /// The largest log segment accepted (1 TiB): segments are preallocated whole.
 const MAX_SEGMENT_BYTES: u64 = 1 << 40;
+/// The smallest segment a size cap makes the log use.
+const MIN_SEGMENT_BYTES: u64 = 64 << 10;
+/// The default cap on the log's size: a few minutes of history for `changes()` and for
+/// replicas to resume from, while a store stays within about twice its tables on disk
+/// (README, "Disk use").
+pub const DEFAULT_RETAIN_BYTES: u64 = 64 << 20;
+/// The default cap on the log's age: a week.
+pub const DEFAULT_RETAIN_AGE: Duration = Duration::from_secs(7 * 86_400);
+/// The default bound of redb's page cache: fits a notebook, and the hot pages of a few
+/// million rows.
+pub const DEFAULT_CACHE_BYTES: usize = 128 << 20;
+/// The smallest page cache accepted.
+const MIN_CACHE_BYTES: usize = 1 << 20;
 
 /// How a store is opened.
 #[derive(Debug, Clone)]
@@ -60,8 +81,16 @@ pub struct StoreOptions {
     pub max_value_bytes: usize,
     /// Largest encoded transaction (one log record), in bytes.
     pub max_transaction_bytes: usize,
-    /// Size at which the log starts a new segment.
+    /// The largest log segment. Segments start at 1 MiB and double up to this size (and to
+    /// a quarter of `retain_bytes`, so that retention trims the log in small steps).
     pub segment_bytes: u64,
+    /// Keep at most about this many bytes of log (whole segments are dropped, oldest first,
+    /// once the tables' durable checkpoint covers them). `None`: no cap by size.
+    pub retain_bytes: Option<u64>,
+    /// Drop segments whose entries are all older than this. `None`: no cap by age.
+    pub retain_seconds: Option<Duration>,
+    /// The bound of redb's page cache (read cache and write buffer), in bytes.
+    pub cache_bytes: usize,
     /// A durable redb checkpoint after this many entries...
     pub checkpoint_entries: u64,
     /// ...or after this much time, whichever comes first.
@@ -96,6 +125,24 @@ impl StoreOptions {
                 .into());
             }
         }
+        if self.cache_bytes < MIN_CACHE_BYTES {
+            return Err(StoreError::InvalidOption {
+                name: "cache_bytes",
+                reason: format!("must be at least {MIN_CACHE_BYTES} bytes"),
+            }
+            .into());
+        }
+        if self.retain_bytes == Some(0) || self.retain_seconds == Some(Duration::ZERO) {
+            return Err(StoreError::InvalidOption {
+                name: if self.retain_bytes == Some(0) {
+                    "retain_bytes"
+                } else {
+                    "retain_seconds"
+                },
+                reason: "must be positive, or None to keep the whole log".to_owned(),
+            }
+            .into());
+        }
         if !(4096..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
             return Err(StoreError::InvalidOption {
                 name: "segment_bytes",
@@ -104,6 +151,23 @@ impl StoreOptions {
             .into());
         }
         Ok(())
+    }
+
+    /// How the log is written: its segments grow from 1 MiB to the largest size, which is
+    /// also at most a quarter of the size cap (retention drops whole segments, so a segment
+    /// as large as the cap would let the log reach twice the cap).
+    pub(crate) fn log_options(&self) -> LogOptions {
+        let largest = match self.retain_bytes {
+            Some(cap) => self.segment_bytes.min((cap / 4).max(MIN_SEGMENT_BYTES)),
+            None => self.segment_bytes,
+        };
+        let defaults = LogOptions::default();
+        LogOptions {
+            segment_bytes: largest,
+            first_segment_bytes: defaults.first_segment_bytes.min(largest),
+            fsync: self.fsync,
+            ..defaults
+        }
     }
 }
 
@@ -115,6 +179,9 @@ impl Default for StoreOptions {
             max_value_bytes: 16 << 20,
             max_transaction_bytes: 256 << 20,
             segment_bytes: 64 << 20,
+            retain_bytes: Some(DEFAULT_RETAIN_BYTES),
+            retain_seconds: Some(DEFAULT_RETAIN_AGE),
+            cache_bytes: DEFAULT_CACHE_BYTES,
             checkpoint_entries: 10_000,
             checkpoint_interval: Duration::from_secs(5),
             follower: false,
@@ -155,6 +222,8 @@ struct Inner {
     epochs: Epochs,
     /// Told of every entry as it is applied (caches in front of the store).
     watchers: watch::Watchers,
+    /// The background retention of the log, while the store is open.
+    maintenance: std::sync::Mutex<Option<Maintenance>>,
     // Field order matters only in that `open` is dropped (files released) by `close()`,
     // not by the last handle: transactions and iterators may outlive a close.
     open: RwLock<Option<Open>>,
@@ -289,7 +358,7 @@ impl Store {
             log,
             ..
         } = parts;
-        Ok(Self {
+        let store = Self {
             inner: Arc::new(Inner {
                 path,
                 options,
@@ -300,6 +369,7 @@ impl Store {
                 replication: durability::Registry::default(),
                 epochs: Epochs::new(parts.history, parts.epoch),
                 watchers: watch::Watchers::default(),
+                maintenance: std::sync::Mutex::new(None),
                 open: RwLock::new(Some(Open {
                     tables,
                     overlay,
@@ -307,7 +377,16 @@ impl Store {
                     _lock: lock,
                 })),
             }),
-        })
+        };
+        *store.maintenance() = Maintenance::start(&store.inner);
+        Ok(store)
+    }
+
+    fn maintenance(&self) -> std::sync::MutexGuard<'_, Option<Maintenance>> {
+        self.inner
+            .maintenance
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The store's directory.
@@ -733,6 +812,8 @@ impl Store {
     pub fn close(&self) -> Result<()> {
         self.check_process()?;
         let first = self.inner.pipeline.mark_closed();
+        // Ends the background retention at once rather than at its next tick.
+        drop(self.maintenance().take());
         if first {
             // Entries that already took an LSN are flushed; later commits are refused.
             let _ = self.drain();

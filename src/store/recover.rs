@@ -9,7 +9,7 @@ use super::tables::Tables;
 use super::StoreOptions;
 use crate::codec::Entry;
 use crate::error::{Result, StoreError};
-use crate::log::{Log, LogFs, LogOptions};
+use crate::log::{Log, LogFs};
 
 /// A store's files, opened and recovered: what `Open` holds besides the directory lock.
 pub(super) struct Parts {
@@ -31,12 +31,12 @@ impl Parts {
         options: &StoreOptions,
         log_fs: Box<dyn LogFs>,
     ) -> Result<Self> {
-        let (tables, meta) = Tables::open(&path.join("tables.redb"), options.follower)?;
-        let log_options = LogOptions {
-            segment_bytes: options.segment_bytes,
-            fsync: options.fsync,
-            ..LogOptions::default()
-        };
+        let (tables, meta) = Tables::open(
+            &path.join("tables.redb"),
+            options.follower,
+            options.cache_bytes,
+        )?;
+        let log_options = options.log_options();
         let mut replay = Vec::new();
         let mut replay_bytes = 0usize;
         let mut replayed = 0u64;

@@ -6,9 +6,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableError, TableHandle,
+    Builder, CompactionError, Database, Durability, ReadableDatabase, ReadableTable,
+    TableDefinition, TableError, TableHandle,
 };
 
 use super::stored::{seal_into, unseal, without_crc, Damage};
@@ -73,6 +75,19 @@ pub(crate) struct Meta {
 
 pub(crate) struct Tables {
     db: Database,
+    /// The `applied_lsn` of the last commit, durable or not.
+    applied_lsn: AtomicU64,
+    /// The `applied_lsn` of the last fsync'ed commit: what a crash keeps, so the log before
+    /// it is no longer needed by recovery.
+    durable_lsn: AtomicU64,
+}
+
+/// What [`Tables::compact`] found.
+pub(crate) enum Compacted {
+    /// Free pages were given back (or none were left to give).
+    Done,
+    /// A read transaction was still open: nothing was done.
+    ReadersActive,
 }
 
 /// A random identity for a new store's history; replicas inherit their primary's.
@@ -102,11 +117,44 @@ impl Tables {
     /// `follower` marks a new store durably as a replica's, in the transaction that creates
     /// it: no window exists in which a new replica's store is unmarked. An existing store is
     /// marked by [`Tables::set_follower`] once it takes on a primary's history.
-    pub(crate) fn open(path: &Path, follower: bool) -> Result<(Self, Meta)> {
-        let db = Database::create(path)?;
-        let tables = Self { db };
+    /// `cache_bytes` bounds redb's page cache (read cache and write buffer together).
+    pub(crate) fn open(path: &Path, follower: bool, cache_bytes: usize) -> Result<(Self, Meta)> {
+        let db = Builder::new().set_cache_size(cache_bytes).create(path)?;
+        let tables = Self {
+            db,
+            applied_lsn: AtomicU64::new(0),
+            durable_lsn: AtomicU64::new(0),
+        };
         let meta = tables.init_meta(follower)?;
+        tables
+            .applied_lsn
+            .store(meta.applied_lsn, Ordering::Release);
+        tables
+            .durable_lsn
+            .store(meta.applied_lsn, Ordering::Release);
         Ok((tables, meta))
+    }
+
+    /// The last LSN an fsync'ed commit of the tables holds: recovery replays the log
+    /// after it, so the log up to it may be dropped.
+    pub(crate) fn durable_lsn(&self) -> u64 {
+        self.durable_lsn.load(Ordering::Acquire)
+    }
+
+    /// An `Immediate` commit made every commit before it durable: `applied_lsn` must have
+    /// been read before that commit began (a commit that ends after it read is not in it).
+    fn committed_durably(&self, applied_lsn: u64) {
+        self.durable_lsn.fetch_max(applied_lsn, Ordering::AcqRel);
+    }
+
+    /// Gives the free pages of the file back to the file system (redb's compaction). Needs
+    /// the database to itself: with a read transaction still open it does nothing.
+    pub(crate) fn compact(&mut self) -> Result<Compacted> {
+        match self.db.compact() {
+            Ok(_) => Ok(Compacted::Done),
+            Err(CompactionError::TransactionInProgress) => Ok(Compacted::ReadersActive),
+            Err(other) => Err(redb::Error::from(other).into()),
+        }
     }
 
     fn init_meta(&self, follower: bool) -> Result<Meta> {
@@ -222,13 +270,14 @@ impl Tables {
         entries: impl IntoIterator<Item = (u64, &'a [Op])>,
         durable: bool,
     ) -> Result<()> {
+        let before = self.applied_lsn.load(Ordering::Acquire);
         let mut txn = self.db.begin_write()?;
         txn.set_durability(if durable {
             Durability::Immediate
         } else {
             Durability::None
         })?;
-        {
+        let applied = {
             let mut stats_table = txn.open_table(STATS)?;
             let mut stats: HashMap<&str, TableSum> = HashMap::new();
             let mut open = HashMap::new();
@@ -270,8 +319,15 @@ impl Tables {
             if let Some(lsn) = last_lsn {
                 txn.open_table(META)?.insert("applied_lsn", lsn)?;
             }
-        }
+            last_lsn
+        };
         txn.commit()?;
+        if let Some(lsn) = applied {
+            self.applied_lsn.store(lsn, Ordering::Release);
+        }
+        if durable {
+            self.committed_durably(applied.unwrap_or(before));
+        }
         Ok(())
     }
 
@@ -298,6 +354,7 @@ impl Tables {
 
     /// Durably writes metadata values (by the one thread that writes redb).
     pub(crate) fn write_meta(&self, values: &[(&str, u64)]) -> Result<()> {
+        let before = self.applied_lsn.load(Ordering::Acquire);
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         {
@@ -307,6 +364,14 @@ impl Tables {
             }
         }
         txn.commit()?;
+        let applied = match values.iter().find(|(key, _)| *key == "applied_lsn") {
+            Some((_, lsn)) => {
+                self.applied_lsn.store(*lsn, Ordering::Release);
+                *lsn
+            }
+            None => before,
+        };
+        self.committed_durably(applied);
         Ok(())
     }
 
@@ -369,9 +434,11 @@ impl Tables {
 
     /// An fsync'ed commit that makes every earlier non-durable commit durable.
     pub(crate) fn checkpoint(&self) -> Result<()> {
+        let before = self.applied_lsn.load(Ordering::Acquire);
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         txn.commit()?;
+        self.committed_durably(before);
         Ok(())
     }
 

@@ -23,18 +23,16 @@ use super::machine::{LinkId, Micros, Peer, PrimaryConfig, PrimaryMachine};
 use super::monitor::announce_epoch;
 use super::protocol::{Message, PeerKind};
 use super::quorum::{SyncOptions, SyncWaiters};
-use super::retention::{self, RetentionCaps};
 use super::slots::{Slot, Slots};
 use super::status::{lag_seconds, now_ms, ReplicaLink, SyncRole, SyncState};
 use super::verify::VerifyReport;
 use crate::error::Result;
-use crate::log::LogPosition;
 use crate::net::admission::Admission;
 use crate::net::client::Backoff;
 use crate::net::runtime;
 use crate::net::server::{accept_loop, bind};
 use crate::net::stall::StallWriter;
-use crate::store::{Registration, Store, VisibleSubscription};
+use crate::store::{LogHolds, Registration, RetentionPolicy, Store, VisibleSubscription};
 
 /// The longest heartbeat interval (replicas drop a link silent for 5 s).
 const MAX_HEARTBEAT: Duration = Duration::from_secs(2);
@@ -64,10 +62,10 @@ pub struct PrimaryOptions {
     /// How often an idle connection carries a heartbeat.
     pub heartbeat_interval: Duration,
     /// Keep at most this many bytes of log, even if a slot still needs them (that replica
-    /// will then need a snapshot). `None`: no cap.
+    /// will then need a snapshot). `None`: the store's `retain_bytes`.
     pub retain_bytes: Option<u64>,
     /// Drop log segments whose entries are all older than this, even if a slot still needs
-    /// them. `None`: no cap.
+    /// them. `None`: the store's `retain_seconds`.
     pub retain_seconds: Option<Duration>,
     /// How often slots are persisted and retention runs.
     pub retention_interval: Duration,
@@ -358,12 +356,14 @@ impl Primary {
         self.shared.slots.drop_slot(name)
     }
 
-    /// Persists the slots and drops the log segments no slot needs (within the caps), now
-    /// rather than at the next retention tick. Returns how many segments were dropped.
+    /// Checkpoints, persists the slots and drops the log segments no slot needs (within
+    /// the caps), now rather than at the next retention tick. Returns how many segments were dropped.
     ///
     /// # Errors
     /// An I/O failure.
     pub fn retain(&self) -> Result<usize> {
+        // Asked for now: what the slots let go goes now, not after the next checkpoint.
+        self.shared.store.checkpoint()?;
         self.shared.retain()
     }
 
@@ -491,45 +491,23 @@ impl Shared {
         }
     }
 
-    /// Persists the slots, then drops whole log segments no slot needs, within the caps
-    /// (see [`retention::drop_before`]).
+    /// Persists the slots, then drops whole log segments no slot needs, within the caps:
+    /// the store's policy, or this primary's own caps where it has them. A pinned slot (a
+    /// replica being seeded) keeps its log whatever the caps say.
     fn retain(&self) -> Result<usize> {
         self.slots.persist()?;
-        let segments = self.store.log_segments()?;
-        let older_than_ms = self.options.retain_seconds.map(|max_age| {
-            now_ms().saturating_sub(u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX))
-        });
-        let caps = RetentionCaps {
-            bytes: self.options.retain_bytes,
-            older_than_ms,
+        let store_policy = self.store.retention_policy();
+        let policy = RetentionPolicy {
+            bytes: self.options.retain_bytes.or(store_policy.bytes),
+            age: self.options.retain_seconds.or(store_policy.age),
         };
-        let mut failed = None;
-        // A segment's newest entry is the one just before the next segment starts.
-        let newest_ms = |index: usize| {
-            let next_first = segments.get(index + 1)?.first_lsn;
-            let mut position = LogPosition::after(next_first.saturating_sub(2));
-            match self.store.read_log_raw(&mut position, 1, usize::MAX) {
-                Ok(entries) => entries.first().map(|e| e.timestamp_ms),
-                Err(err) => {
-                    failed = Some(err);
-                    None
-                }
-            }
+        let holds = LogHolds {
+            min_acked: self.slots.min_acked(),
+            min_pinned: self.slots.min_pinned(),
         };
-        let cut = retention::drop_before(
-            &segments,
-            newest_ms,
-            self.slots.min_acked(),
-            self.slots.min_pinned(),
-            caps,
-        );
-        if let Some(err) = failed {
-            return Err(err);
-        }
-        let Some(before) = cut else { return Ok(0) };
-        let dropped = self.store.drop_log_before(before)?;
+        let dropped = self.store.retain_log(policy, holds)?;
         if dropped > 0 {
-            tracing::info!(dropped, before, "dropped log segments no replica needs");
+            tracing::info!(dropped, "dropped log segments no replica needs");
         }
         Ok(dropped)
     }

@@ -1,0 +1,107 @@
+//! `Store.stats()`: what a store holds and takes on disk, as a typed report.
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use super::value::unix_to_datetime;
+use crate::store::StoreStats;
+
+/// Rows per table and bytes on disk of a store (allocated bytes, as `du` counts them).
+#[pyclass(frozen, get_all, module = "replikv._core", name = "StoreStats")]
+pub(crate) struct PyStoreStats {
+    pub path: String,
+    pub tables: Py<PyDict>,
+    pub log_bytes: u64,
+    pub tables_bytes: u64,
+    pub other_bytes: u64,
+    pub total_bytes: u64,
+    pub oldest_lsn: u64,
+    pub oldest_time: Option<Py<PyAny>>,
+    pub last_lsn: u64,
+}
+
+impl PyStoreStats {
+    pub(crate) fn new(py: Python<'_>, path: String, stats: &StoreStats) -> PyResult<Self> {
+        let tables = PyDict::new(py);
+        for (name, rows) in &stats.rows {
+            tables.set_item(name, rows)?;
+        }
+        let oldest_time = match stats.oldest_time_ms {
+            Some(ms) => {
+                let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+                let nanos = u32::try_from(ms.rem_euclid(1000) * 1_000_000)
+                    .expect("invariant: under a second of nanoseconds fits a u32");
+                Some(unix_to_datetime(py, ms.div_euclid(1000), nanos)?.unbind())
+            }
+            None => None,
+        };
+        Ok(Self {
+            path,
+            tables: tables.unbind(),
+            log_bytes: stats.log_bytes,
+            tables_bytes: stats.tables_bytes,
+            other_bytes: stats.other_bytes,
+            total_bytes: stats.total_bytes(),
+            oldest_lsn: stats.oldest_lsn,
+            oldest_time,
+            last_lsn: stats.last_lsn,
+        })
+    }
+}
+
+/// Bytes in KiB, MiB or GiB, for people.
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    #[allow(clippy::cast_precision_loss)] // shown with one decimal
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[pymethods]
+impl PyStoreStats {
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let rows: u64 = self
+            .tables
+            .bind(py)
+            .values()
+            .iter()
+            .map(|rows| rows.extract::<u64>())
+            .sum::<PyResult<u64>>()?;
+        let tables = self.tables.bind(py).len();
+        Ok(format!(
+            "StoreStats(path={:?}, rows={rows} in {tables} table{}, total={} (log {}, tables {}, other {}), lsn {}..{})",
+            self.path,
+            if tables == 1 { "" } else { "s" },
+            human(self.total_bytes),
+            human(self.log_bytes),
+            human(self.tables_bytes),
+            human(self.other_bytes),
+            self.oldest_lsn,
+            self.last_lsn,
+        ))
+    }
+
+    /// The stats as a plain dict (for logging, JSON or a row of a data frame).
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let dict = PyDict::new(py);
+        dict.set_item("path", &self.path)?;
+        dict.set_item("tables", self.tables.bind(py).copy()?)?;
+        dict.set_item("log_bytes", self.log_bytes)?;
+        dict.set_item("tables_bytes", self.tables_bytes)?;
+        dict.set_item("other_bytes", self.other_bytes)?;
+        dict.set_item("total_bytes", self.total_bytes)?;
+        dict.set_item("oldest_lsn", self.oldest_lsn)?;
+        dict.set_item("oldest_time", &self.oldest_time)?;
+        dict.set_item("last_lsn", self.last_lsn)?;
+        Ok(dict)
+    }
+}

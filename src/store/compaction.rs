@@ -1,0 +1,114 @@
+//! Checkpoints on request, and compaction of the tables file: giving its free pages back
+//! to the file system once deletes and updates have left them empty.
+
+use std::time::{Duration, Instant};
+
+use super::retention::LogHolds;
+use super::tables::Compacted;
+use super::{dir_io, Store};
+use crate::error::{Result, StoreError};
+
+/// How long compaction holds readers back while it waits for the read snapshots already
+/// taken to end (a `get` holds one for microseconds), before it lets them run again.
+const HOLD_READERS: Duration = Duration::from_millis(20);
+/// How long compaction keeps trying while long reads (a snapshot sent to a replica, a scrub)
+/// hold the tables, before it gives up.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
+
+/// What [`Store::compact`] did to the tables file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compaction {
+    /// Bytes the tables file took on disk before.
+    pub bytes_before: u64,
+    /// Bytes it takes after.
+    pub bytes_after: u64,
+}
+
+impl Compaction {
+    /// Bytes given back to the file system.
+    #[must_use]
+    pub fn reclaimed(&self) -> u64 {
+        self.bytes_before.saturating_sub(self.bytes_after)
+    }
+}
+
+impl Store {
+    /// Moves pending writes into the tables and makes them durable (an fsync'ed redb
+    /// commit). Writers wait meanwhile; readers do not.
+    ///
+    /// # Errors
+    /// A closed store or a storage failure.
+    pub fn checkpoint(&self) -> Result<()> {
+        let mut exclusive = self.begin_exclusive()?;
+        exclusive.ready_to_read()?;
+        let done = self.with_open(|open| open.overlay.flush(&open.tables, true));
+        drop(exclusive);
+        done
+    }
+
+    /// Checkpoints, applies the retention policy to the log, then gives the free pages of
+    /// the tables file back to the file system (redb's compaction). Returns what it did to
+    /// the tables file. Writers wait for the whole compaction; readers wait only while
+    /// it runs, never get an error, and never see a partial state.
+    ///
+    /// # Errors
+    /// A closed store, a storage failure, or [`StoreError::CompactionBlocked`] if long
+    /// reads kept the tables busy for a minute (nothing was changed then).
+    pub fn compact(&self) -> Result<Compaction> {
+        let mut exclusive = self.begin_exclusive()?;
+        exclusive.ready_to_read()?;
+        let tables_path = self.path().join("tables.redb");
+        let size = || -> Result<u64> {
+            let metadata =
+                std::fs::metadata(&tables_path).map_err(dir_io("cannot stat", &tables_path))?;
+            Ok(super::stats::allocated_bytes(&metadata))
+        };
+        // With the writer lock held and nothing in flight, the overlay stays empty once
+        // flushed: every row is in redb, and only this thread writes redb.
+        self.with_open(|open| open.overlay.flush(&open.tables, true))?;
+        // The checkpoint covers the whole log now: what the policy lets go goes too (a
+        // primary serving the store applies it itself, with its slots).
+        if self.inner.replication.current().is_none() {
+            self.retain_log(self.retention_policy(), LogHolds::default())?;
+        }
+        let bytes_before = size()?;
+        let give_up = Instant::now() + GIVE_UP_AFTER;
+        loop {
+            if self.compact_holding_readers()? {
+                break;
+            }
+            if Instant::now() >= give_up {
+                return Err(StoreError::CompactionBlocked.into());
+            }
+            // Let readers (and the long read in the way) run before trying again.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(exclusive);
+        Ok(Compaction {
+            bytes_before,
+            bytes_after: size()?,
+        })
+    }
+
+    /// Holds new readers back and compacts once the read snapshots already taken have
+    /// ended, waiting up to [`HOLD_READERS`] for them; returns whether it compacted.
+    fn compact_holding_readers(&self) -> Result<bool> {
+        self.check_process()?;
+        let mut guard = self
+            .inner
+            .open
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(open) = guard.as_mut() else {
+            return Err(self.closed_error(self.inner.pipeline.failure()));
+        };
+        let until = Instant::now() + HOLD_READERS;
+        loop {
+            match open.tables.compact()? {
+                Compacted::Done => return Ok(true),
+                Compacted::ReadersActive if Instant::now() >= until => return Ok(false),
+                Compacted::ReadersActive => std::thread::sleep(Duration::from_micros(200)),
+            }
+        }
+    }
+}
