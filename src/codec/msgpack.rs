@@ -1,0 +1,340 @@
+//! A `MessagePack` reader over a byte slice that yields one token at a time, borrowing
+//! strings and binaries from the slice: the value decoder builds its objects straight from
+//! the tokens, with no intermediate tree. Lengths and numbers are big-endian, as the spec
+//! says. The writing side is `rmp::encode` (what rmp-serde writes with, so the bytes of a
+//! value do not depend on which of the two wrote them).
+
+use rmp::Marker;
+
+use crate::error::CodecError;
+
+/// The extension type of the `MessagePack` timestamp (see [`super::encode_timestamp`]).
+pub const TIMESTAMP_EXT: i8 = -1;
+/// replikv's extension type for a calendar date: 4 bytes, the big-endian signed number of
+/// days since 1970-01-01 (see [`super::encode_date`]).
+pub const DATE_EXT: i8 = 1;
+
+/// One `MessagePack` item; a container's items follow it as tokens of their own.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Token<'a> {
+    /// `nil`.
+    Nil,
+    /// `true` or `false`.
+    Bool(bool),
+    /// Any integer that fits in an `i64`.
+    Int(i64),
+    /// An unsigned integer above `i64::MAX`.
+    UInt(u64),
+    /// A float (`float 32` widened).
+    Float(f64),
+    /// A UTF-8 string.
+    Str(&'a str),
+    /// A binary.
+    Bin(&'a [u8]),
+    /// An array of this many items.
+    Array(usize),
+    /// A map of this many key-value pairs.
+    Map(usize),
+    /// An extension: its type and payload.
+    Ext(i8, &'a [u8]),
+}
+
+/// Reads tokens from the front of a slice.
+#[derive(Debug, Clone)]
+pub struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+fn malformed(reason: impl Into<String>) -> CodecError {
+    CodecError::Malformed {
+        what: "value",
+        reason: reason.into(),
+    }
+}
+
+impl<'a> Reader<'a> {
+    /// A reader at the start of `bytes`.
+    #[must_use]
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Self { rest: bytes }
+    }
+
+    /// The bytes not read yet.
+    #[must_use]
+    pub fn rest(&self) -> &'a [u8] {
+        self.rest
+    }
+
+    fn take(&mut self, len: usize) -> Result<&'a [u8], CodecError> {
+        if len > self.rest.len() {
+            return Err(malformed(format!(
+                "{len} bytes announced, {} left",
+                self.rest.len()
+            )));
+        }
+        let (taken, rest) = self.rest.split_at(len);
+        self.rest = rest;
+        Ok(taken)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], CodecError> {
+        let bytes = self.take(N)?;
+        Ok(bytes.try_into().expect("take returned exactly N bytes"))
+    }
+
+    fn len8(&mut self) -> Result<usize, CodecError> {
+        Ok(usize::from(self.array::<1>()?[0]))
+    }
+
+    fn len16(&mut self) -> Result<usize, CodecError> {
+        Ok(usize::from(u16::from_be_bytes(self.array()?)))
+    }
+
+    fn len32(&mut self) -> Result<usize, CodecError> {
+        Ok(u32::from_be_bytes(self.array()?) as usize)
+    }
+
+    fn str(&mut self, len: usize) -> Result<Token<'a>, CodecError> {
+        let bytes = self.take(len)?;
+        std::str::from_utf8(bytes)
+            .map(Token::Str)
+            .map_err(|_| malformed("a str is not UTF-8"))
+    }
+
+    /// A container of `len` items (`per_item` tokens each) must have at least a byte per
+    /// token left: a forged length never sizes an allocation beyond the input.
+    fn container(&self, len: usize, per_item: usize) -> Result<usize, CodecError> {
+        if len.saturating_mul(per_item) > self.rest.len() {
+            return Err(malformed(format!(
+                "a container of {len} items in {} bytes",
+                self.rest.len()
+            )));
+        }
+        Ok(len)
+    }
+
+    fn ext(&mut self, len: usize) -> Result<Token<'a>, CodecError> {
+        let tag = i8::from_be_bytes(self.array()?);
+        Ok(Token::Ext(tag, self.take(len)?))
+    }
+
+    /// The next token.
+    ///
+    /// # Errors
+    /// [`CodecError::Malformed`] at the end of the input, for a reserved marker, a length
+    /// beyond the input or a string that is not UTF-8.
+    pub fn next_token(&mut self) -> Result<Token<'a>, CodecError> {
+        let [marker] = self
+            .array::<1>()
+            .map_err(|_| malformed("the value ends early"))?;
+        Ok(match Marker::from_u8(marker) {
+            Marker::FixPos(n) => Token::Int(i64::from(n)),
+            Marker::FixNeg(n) => Token::Int(i64::from(n)),
+            Marker::Null => Token::Nil,
+            Marker::True => Token::Bool(true),
+            Marker::False => Token::Bool(false),
+            Marker::U8 => Token::Int(i64::from(u8::from_be_bytes(self.array()?))),
+            Marker::U16 => Token::Int(i64::from(u16::from_be_bytes(self.array()?))),
+            Marker::U32 => Token::Int(i64::from(u32::from_be_bytes(self.array()?))),
+            Marker::U64 => {
+                let n = u64::from_be_bytes(self.array()?);
+                i64::try_from(n).map_or(Token::UInt(n), Token::Int)
+            }
+            Marker::I8 => Token::Int(i64::from(i8::from_be_bytes(self.array()?))),
+            Marker::I16 => Token::Int(i64::from(i16::from_be_bytes(self.array()?))),
+            Marker::I32 => Token::Int(i64::from(i32::from_be_bytes(self.array()?))),
+            Marker::I64 => Token::Int(i64::from_be_bytes(self.array()?)),
+            Marker::F32 => Token::Float(f64::from(f32::from_be_bytes(self.array()?))),
+            Marker::F64 => Token::Float(f64::from_be_bytes(self.array()?)),
+            Marker::FixStr(n) => self.str(usize::from(n))?,
+            Marker::Str8 => {
+                let len = self.len8()?;
+                self.str(len)?
+            }
+            Marker::Str16 => {
+                let len = self.len16()?;
+                self.str(len)?
+            }
+            Marker::Str32 => {
+                let len = self.len32()?;
+                self.str(len)?
+            }
+            Marker::Bin8 => {
+                let len = self.len8()?;
+                Token::Bin(self.take(len)?)
+            }
+            Marker::Bin16 => {
+                let len = self.len16()?;
+                Token::Bin(self.take(len)?)
+            }
+            Marker::Bin32 => {
+                let len = self.len32()?;
+                Token::Bin(self.take(len)?)
+            }
+            Marker::FixArray(n) => Token::Array(self.container(usize::from(n), 1)?),
+            Marker::Array16 => Token::Array(self.len16().and_then(|n| self.container(n, 1))?),
+            Marker::Array32 => Token::Array(self.len32().and_then(|n| self.container(n, 1))?),
+            Marker::FixMap(n) => Token::Map(self.container(usize::from(n), 2)?),
+            Marker::Map16 => Token::Map(self.len16().and_then(|n| self.container(n, 2))?),
+            Marker::Map32 => Token::Map(self.len32().and_then(|n| self.container(n, 2))?),
+            Marker::FixExt1 => self.ext(1)?,
+            Marker::FixExt2 => self.ext(2)?,
+            Marker::FixExt4 => self.ext(4)?,
+            Marker::FixExt8 => self.ext(8)?,
+            Marker::FixExt16 => self.ext(16)?,
+            Marker::Ext8 => {
+                let len = self.len8()?;
+                self.ext(len)?
+            }
+            Marker::Ext16 => {
+                let len = self.len16()?;
+                self.ext(len)?
+            }
+            Marker::Ext32 => {
+                let len = self.len32()?;
+                self.ext(len)?
+            }
+            Marker::Reserved => return Err(malformed("reserved marker 0xc1")),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rmp::encode::ByteBuf;
+
+    /// A tree of tokens, written with `rmp::encode` and read back token by token.
+    #[derive(Debug, Clone)]
+    enum Item {
+        Nil,
+        Bool(bool),
+        Int(i64),
+        UInt(u64),
+        Float(f64),
+        Str(String),
+        Bin(Vec<u8>),
+        Ext(i8, Vec<u8>),
+        Array(Vec<Item>),
+        Map(Vec<(Item, Item)>),
+    }
+
+    fn written<T, E: std::fmt::Debug>(result: Result<T, E>) {
+        result.expect("writing to a ByteBuf cannot fail");
+    }
+
+    fn write(buf: &mut ByteBuf, item: &Item) {
+        match item {
+            Item::Nil => written(rmp::encode::write_nil(buf)),
+            Item::Bool(b) => written(rmp::encode::write_bool(buf, *b)),
+            Item::Int(i) => written(rmp::encode::write_sint(buf, *i)),
+            Item::UInt(u) => written(rmp::encode::write_uint(buf, *u)),
+            Item::Float(f) => written(rmp::encode::write_f64(buf, *f)),
+            Item::Str(s) => written(rmp::encode::write_str(buf, s)),
+            Item::Bin(b) => written(rmp::encode::write_bin(buf, b)),
+            Item::Ext(tag, payload) => {
+                written(rmp::encode::write_ext_meta(buf, payload.len() as u32, *tag));
+                buf.as_mut_vec().extend_from_slice(payload);
+            }
+            Item::Array(items) => {
+                written(rmp::encode::write_array_len(buf, items.len() as u32));
+                for i in items {
+                    write(buf, i);
+                }
+            }
+            Item::Map(pairs) => {
+                written(rmp::encode::write_map_len(buf, pairs.len() as u32));
+                for (k, v) in pairs {
+                    write(buf, k);
+                    write(buf, v);
+                }
+            }
+        }
+    }
+
+    fn check(reader: &mut Reader<'_>, item: &Item) {
+        let token = reader.next_token().expect("a written item reads back");
+        match (item, token) {
+            (Item::Nil, Token::Nil) => {}
+            (Item::Bool(a), Token::Bool(b)) => assert_eq!(*a, b),
+            (Item::Int(a), Token::Int(b)) => assert_eq!(*a, b),
+            (Item::UInt(a), Token::Int(b)) => assert_eq!(*a, b as u64),
+            (Item::UInt(a), Token::UInt(b)) => assert!(*a == b && b > i64::MAX as u64),
+            (Item::Float(a), Token::Float(b)) => assert_eq!(a.to_bits(), b.to_bits()),
+            (Item::Str(a), Token::Str(b)) => assert_eq!(a, b),
+            (Item::Bin(a), Token::Bin(b)) => assert_eq!(&a[..], b),
+            (Item::Ext(a, p), Token::Ext(b, q)) => assert_eq!((*a, &p[..]), (b, q)),
+            (Item::Array(items), Token::Array(len)) => {
+                assert_eq!(items.len(), len);
+                for i in items {
+                    check(reader, i);
+                }
+            }
+            (Item::Map(pairs), Token::Map(len)) => {
+                assert_eq!(pairs.len(), len);
+                for (k, v) in pairs {
+                    check(reader, k);
+                    check(reader, v);
+                }
+            }
+            (item, token) => panic!("wrote {item:?}, read {token:?}"),
+        }
+    }
+
+    fn items() -> impl Strategy<Value = Item> {
+        let leaf = prop_oneof![
+            Just(Item::Nil),
+            any::<bool>().prop_map(Item::Bool),
+            any::<i64>().prop_map(Item::Int),
+            any::<u64>().prop_map(Item::UInt),
+            any::<f64>().prop_map(Item::Float),
+            ".{0,40}".prop_map(Item::Str),
+            proptest::collection::vec(any::<u8>(), 0..300).prop_map(Item::Bin),
+            (any::<i8>(), proptest::collection::vec(any::<u8>(), 0..20))
+                .prop_map(|(t, p)| Item::Ext(t, p)),
+        ];
+        leaf.prop_recursive(4, 64, 20, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..20).prop_map(Item::Array),
+                proptest::collection::vec((inner.clone(), inner), 0..20).prop_map(Item::Map),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn what_rmp_writes_reads_back_token_by_token(item in items()) {
+            let mut buf = ByteBuf::new();
+            write(&mut buf, &item);
+            let mut reader = Reader::new(buf.as_slice());
+            check(&mut reader, &item);
+            prop_assert!(reader.rest().is_empty());
+        }
+
+        #[test]
+        fn fuzz_arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let mut reader = Reader::new(&bytes);
+            while reader.next_token().is_ok() && !reader.rest().is_empty() {}
+        }
+    }
+
+    #[test]
+    fn forged_lengths_are_refused_before_anything_is_allocated() {
+        // An array32 of 2^32-1 items, a map16 of 65535 pairs, a str32 of 2^32-1 bytes.
+        for bytes in [
+            &[0xdd, 0xff, 0xff, 0xff, 0xff, 0xc0][..],
+            &[0xde, 0xff, 0xff, 0xc0, 0xc0],
+            &[0xdb, 0xff, 0xff, 0xff, 0xff, b'a'],
+        ] {
+            assert!(Reader::new(bytes).next_token().is_err(), "{bytes:x?}");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_and_reserved_markers_are_refused() {
+        assert!(Reader::new(&[0xa1, 0xff]).next_token().is_err());
+        assert!(Reader::new(&[0xc1]).next_token().is_err());
+        assert!(Reader::new(&[]).next_token().is_err());
+    }
+}
