@@ -72,7 +72,7 @@ impl<'py> Decoder<'_, 'py> {
                 int.into_any()
             }
             Token::Float(float) => PyFloat::new(py, float).into_any(),
-            Token::Str(text) => PyString::new(py, text).into_any(),
+            Token::Str(text) => PyString::from_bytes(py, text).map_err(python)?.into_any(),
             Token::Bin(bytes) => PyBytes::new(py, bytes).into_any(),
             Token::Array(len) => self.list(len, depth)?,
             Token::Map(len) => self.dict(len, depth)?,
@@ -98,7 +98,7 @@ impl<'py> Decoder<'_, 'py> {
         let dict = PyDict::new(self.py);
         for _ in 0..len {
             let key = match self.reader.next_token().map_err(|e| e.to_string())? {
-                Token::Str(name) => field_name(self.py, name).into_any(),
+                Token::Str(name) => field_name(self.py, name)?.into_any(),
                 other => self.build(other, depth + 1)?,
             };
             let value = self.value(depth + 1)?;
@@ -132,7 +132,7 @@ const NAME_MAX_BYTES: usize = 32;
 /// new name displaces the one before it there.
 const NAME_SLOTS: usize = 256;
 
-type NameSlot = Option<(Box<str>, Py<PyString>)>;
+type NameSlot = Option<(Box<[u8]>, Py<PyString>)>;
 
 thread_local! {
     static NAMES: RefCell<[NameSlot; NAME_SLOTS]> = const { RefCell::new([const { None }; NAME_SLOTS]) };
@@ -141,11 +141,11 @@ thread_local! {
 /// The Python string of a field name, from this thread's cache when it is there. The cache
 /// is never borrowed while Python runs anything that could run Python code (a finalizer
 /// that reads the store would decode again on this thread): it is looked at, then filled.
-fn field_name<'py>(py: Python<'py>, name: &str) -> Bound<'py, PyString> {
+fn field_name<'py>(py: Python<'py>, name: &[u8]) -> Result<Bound<'py, PyString>, Failure> {
     if name.len() > NAME_MAX_BYTES {
-        return PyString::new(py, name);
+        return PyString::from_bytes(py, name).map_err(python);
     }
-    let slot = (xxhash_rust::xxh3::xxh3_64(name.as_bytes()) as usize) & (NAME_SLOTS - 1);
+    let slot = (xxhash_rust::xxh3::xxh3_64(name) as usize) & (NAME_SLOTS - 1);
     let cached = NAMES.with(|names| {
         let names = names.try_borrow().ok()?;
         match &names[slot] {
@@ -154,9 +154,10 @@ fn field_name<'py>(py: Python<'py>, name: &str) -> Bound<'py, PyString> {
         }
     });
     if let Some(string) = cached {
-        return string.into_bound(py);
+        return Ok(string.into_bound(py));
     }
-    let string = PyString::new(py, name);
+    // Only a name that is valid UTF-8 gets into the cache.
+    let string = PyString::from_bytes(py, name).map_err(python)?;
     let displaced = NAMES.with(|names| {
         let mut names = names.try_borrow_mut().ok()?;
         names[slot].replace((name.into(), string.clone().unbind()))
@@ -164,5 +165,5 @@ fn field_name<'py>(py: Python<'py>, name: &str) -> Bound<'py, PyString> {
     // Dropped once the cache is released: freeing a str runs no Python code, but keeping
     // the borrow short is the rule that makes the cache safe.
     drop(displaced);
-    string
+    Ok(string)
 }

@@ -50,6 +50,9 @@ enum Cause {
     Raised(PyErr),
 }
 
+/// A path longer than this (a value refused for its depth) is cut after these many steps.
+const PATH_STEPS_SHOWN: usize = 8;
+
 /// One step down into a value.
 enum Step {
     Index(usize),
@@ -114,7 +117,11 @@ impl Refusal {
             Cause::Refused(kind, message) => (kind, message),
         };
         let mut place = at.name();
-        for step in self.path.iter().rev() {
+        for (shown, step) in self.path.iter().rev().enumerate() {
+            if shown == PATH_STEPS_SHOWN {
+                let _ = write!(place, "...({} levels down)", self.path.len());
+                break;
+            }
             match step {
                 Step::Index(index) => {
                     let _ = write!(place, "[{index}]");
