@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import os
 import subprocess
 import sys
@@ -41,7 +42,7 @@ def test_unsupported_key_types_are_type_errors(seeded: replikv.Store, key: objec
         {1: "int dict key"},
         {"set": {1, 2}},
         dt.datetime(2026, 1, 1),  # naive
-        dt.date(2026, 1, 1),
+        decimal.Decimal("1.5"),
         lambda: None,
     ],
 )

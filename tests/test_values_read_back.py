@@ -28,6 +28,7 @@ SCALARS = st.one_of(
     st.datetimes(timezones=OFFSETS),
     st.datetimes(timezones=OFFSETS, min_value=dt.datetime(9999, 12, 30)),
     st.datetimes(timezones=OFFSETS, max_value=dt.datetime(1, 1, 2)),
+    st.dates(),
 )
 VALUES = st.recursive(
     SCALARS,

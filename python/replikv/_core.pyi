@@ -252,7 +252,8 @@ class Store:
         carrying the receipt as ``.receipt``: the write is committed locally.
 
         Raises:
-            TypeError: a key or value of an unsupported type.
+            TypeError: a key or value of an unsupported type (a value's refusal names the
+                row and the field: ``events[165260]['at']: naive datetime ...``).
             OverflowError: an int outside 64 bits.
             ValueTooLarge: a key or value over its limit.
             StoreClosed: the store is closed.
@@ -895,12 +896,28 @@ class ArrowStream:
 def decode_packed(array: Any) -> list[Any]:
     """The values of a packed (MessagePack) Arrow column as Python objects (None for nulls)."""
 
-def encode_value(value: Any, /) -> bytes:
+def encode_value(
+    value: Any, /, *, missing_as_none: bool = False, naive: Literal["refuse", "utc"] = "refuse"
+) -> bytes:
     """The MessagePack bytes replikv stores for ``value`` (what a cache node's GET returns).
 
+    numpy scalars are stored as the Python values they stand for, a ``date`` as extension
+    type 1 (4 bytes: big-endian signed days since 1970-01-01), an aware ``pandas.Timestamp``
+    as a datetime (nanoseconds truncated to microseconds).
+
+    Args:
+        value: the value.
+        missing_as_none: store NaN, ``pandas.NA`` and ``pandas.NaT`` as ``None`` (as the
+            DataFrame paths do); by default NaN is stored as NaN and NA/NaT are refused.
+        naive: ``"utc"`` takes a naive datetime or Timestamp as UTC; ``"refuse"`` (the
+            default, what ``put`` does) refuses it.
+
     Raises:
-        TypeError: a type replikv does not store (nothing is ever pickled).
+        TypeError: a type replikv does not store (nothing is ever pickled), a naive
+            datetime, a ``Decimal``. The message names the path to the refused part
+            (``value['at'][2]: ...``).
         OverflowError: an int outside 64 bits, a datetime outside years 1-9999 in UTC.
+        ValueError: a value nested deeper than 128 levels, an unknown ``naive``.
         RuntimeError: a dict or list changed while it was encoded.
     """
 

@@ -9,8 +9,10 @@ use arrow_array::builder::{
 use arrow_array::ArrayRef;
 
 use super::shape::Kind;
-use crate::codec::msgpack::{decode_date, Item, Malformed, Reader};
+use crate::codec::decode_date;
+use crate::codec::msgpack::{Reader, Token};
 use crate::codec::{decode_timestamp, KeyRef};
+use crate::error::CodecError;
 
 /// A value that does not fit the column's inferred kind: the table changed under the
 /// scan, which a snapshot rules out, or the bytes are not ours.
@@ -18,7 +20,7 @@ use crate::codec::{decode_timestamp, KeyRef};
 pub enum Unfit {
     /// The bytes do not decode.
     #[error(transparent)]
-    Malformed(#[from] Malformed),
+    Malformed(#[from] CodecError),
     /// A value of another kind.
     #[error("a {found:?} value in a {column:?} column")]
     Kind {
@@ -83,29 +85,29 @@ impl Column {
             b.append_value(raw);
             return Ok(());
         }
-        let item = Reader::new(raw).item()?;
+        let item = Reader::new(raw).next_token()?;
         let unfit = |column: Kind| Unfit::Kind {
             column,
             found: Kind::of(item),
         };
         match (self, item) {
-            (column, Item::Nil) => column.push_null(),
-            (Self::Bool(b), Item::Bool(v)) => b.append_value(v),
-            (Self::Int(b), Item::Int(v)) => b.append_value(v),
-            (Self::Float(b), Item::Float(v)) => b.append_value(v),
+            (column, Token::Nil) => column.push_null(),
+            (Self::Bool(b), Token::Bool(v)) => b.append_value(v),
+            (Self::Int(b), Token::Int(v)) => b.append_value(v),
+            (Self::Float(b), Token::Float(v)) => b.append_value(v),
             // Ints in a float column become floats (exact up to 2^53), as pandas does.
             #[allow(clippy::cast_precision_loss)]
-            (Self::Float(b), Item::Int(v)) => b.append_value(v as f64),
-            (Self::Str(b), Item::Str(v)) => {
-                b.append_value(std::str::from_utf8(v).map_err(|_| Malformed { at: 0 })?);
+            (Self::Float(b), Token::Int(v)) => b.append_value(v as f64),
+            (Self::Str(b), Token::Str(v)) => {
+                b.append_value(std::str::from_utf8(v).map_err(|_| super::malformed())?);
             }
-            (Self::Bin(b), Item::Bin(v)) => b.append_value(v),
-            (Self::Timestamp(b), Item::Ext(_, payload)) => {
-                let (secs, nanos) = decode_timestamp(payload).ok_or(Malformed { at: 0 })?;
+            (Self::Bin(b), Token::Bin(v)) => b.append_value(v),
+            (Self::Timestamp(b), Token::Ext(_, payload)) => {
+                let (secs, nanos) = decode_timestamp(payload).ok_or(super::malformed())?;
                 b.append_value(secs * MICROS + i64::from(nanos / 1_000));
             }
-            (Self::Date(b), Item::Ext(_, payload)) => {
-                b.append_value(decode_date(payload).ok_or(Malformed { at: 0 })?);
+            (Self::Date(b), Token::Ext(_, payload)) => {
+                b.append_value(decode_date(payload).ok_or(super::malformed())?);
             }
             (column, _) => return Err(unfit(column.kind())),
         }

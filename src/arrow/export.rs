@@ -11,7 +11,7 @@ use arrow_schema::{ArrowError, SchemaRef};
 use super::column::{Column, Unfit};
 use super::shape::{FieldIndex, Layout, Shape};
 use crate::codec::decode_key;
-use crate::codec::msgpack::{Item, Reader};
+use crate::codec::msgpack::{Reader, Token};
 use crate::error::{Result, StoreError};
 use crate::store::{SnapshotView, Store};
 
@@ -219,7 +219,7 @@ impl Builders {
     /// Appends one row.
     fn push(&mut self, key: &[u8], value: &[u8]) -> Result<(), Unfit> {
         let filled = &mut self.filled;
-        let decoded = decode_key(key).map_err(|_| crate::codec::msgpack::Malformed { at: 0 })?;
+        let decoded = decode_key(key).map_err(|_| super::malformed())?;
         self.key.push_key(decoded);
         if let Layout::Whole(_) = self.layout {
             return self.columns[0].push(value);
@@ -228,14 +228,14 @@ impl Builders {
         let mut reader = Reader::new(value);
         // Asked-for columns are exported from any value: one that is not a dict has none of
         // them, and a field that is not named by a string is not one of them.
-        let len = match reader.item()? {
-            Item::Map(len) => len,
+        let len = match reader.next_token()? {
+            Token::Map(len) => len,
             _ => 0,
         };
         for position in 0..len {
-            let name = reader.item()?;
+            let name = reader.next_token()?;
             let raw = reader.value()?;
-            let Item::Str(name) = name else {
+            let Token::Str(name) = name else {
                 continue;
             };
             if let Some(i) = self.index.find(position, name) {

@@ -9,3 +9,11 @@ mod shape;
 pub use export::{Export, ExportRequest, Plan};
 pub use import::{cell_key, field_part, unpack, CellWriter, Naive, Refusal, RefusalKind};
 pub use shape::{Kind, Layout, Shape, ENCODING_KEY, PACKED, VALUE_COLUMN};
+
+/// Stored bytes that are not a value this module can read.
+fn malformed() -> crate::error::CodecError {
+    crate::error::CodecError::Malformed {
+        what: "value",
+        reason: "not a replikv value".into(),
+    }
+}

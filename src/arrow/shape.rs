@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
-use crate::codec::msgpack::{Item, Malformed, Reader, DATE_EXT, TIMESTAMP_EXT};
+use crate::codec::msgpack::{Reader, Token, DATE_EXT, TIMESTAMP_EXT};
 use crate::codec::{decode_key, KeyRef};
+use crate::error::CodecError;
 
 /// Field metadata key that marks a packed column.
 pub const ENCODING_KEY: &str = "replikv.encoding";
@@ -48,17 +49,17 @@ pub enum Kind {
 impl Kind {
     /// The kind of a value that starts with `item`.
     #[must_use]
-    pub fn of(item: Item<'_>) -> Self {
+    pub fn of(item: Token<'_>) -> Self {
         match item {
-            Item::Nil => Self::Null,
-            Item::Bool(_) => Self::Bool,
-            Item::Int(_) => Self::Int,
-            Item::Float(_) => Self::Float,
-            Item::Str(_) => Self::Str,
-            Item::Bin(_) => Self::Bin,
-            Item::Ext(TIMESTAMP_EXT, _) => Self::Timestamp,
-            Item::Ext(DATE_EXT, _) => Self::Date,
-            Item::Uint(_) | Item::Ext(..) | Item::Array(_) | Item::Map(_) => Self::Packed,
+            Token::Nil => Self::Null,
+            Token::Bool(_) => Self::Bool,
+            Token::Int(_) => Self::Int,
+            Token::Float(_) => Self::Float,
+            Token::Str(_) => Self::Str,
+            Token::Bin(_) => Self::Bin,
+            Token::Ext(TIMESTAMP_EXT, _) => Self::Timestamp,
+            Token::Ext(DATE_EXT, _) => Self::Date,
+            Token::UInt(_) | Token::Ext(..) | Token::Array(_) | Token::Map(_) => Self::Packed,
         }
     }
 
@@ -151,20 +152,20 @@ impl Shape {
     /// Adds one row.
     ///
     /// # Errors
-    /// [`Malformed`] if the key or value does not decode.
-    pub fn observe(&mut self, key: &[u8], value: &[u8]) -> Result<(), Malformed> {
-        let key = decode_key(key).map_err(|_| Malformed { at: 0 })?;
+    /// [`CodecError`] if the key or value does not decode.
+    pub fn observe(&mut self, key: &[u8], value: &[u8]) -> Result<(), CodecError> {
+        let key = decode_key(key).map_err(|_| super::malformed())?;
         self.key = self.key.join(Kind::of_key(key));
         self.rows += 1;
         let mut reader = Reader::new(value);
-        let first = reader.item()?;
+        let first = reader.next_token()?;
         self.whole = self.whole.join(Kind::of(first));
-        let Item::Map(len) = first else {
+        let Token::Map(len) = first else {
             self.all_dicts = false;
             return Ok(());
         };
         for position in 0..len {
-            let Item::Str(name) = reader.item()? else {
+            let Token::Str(name) = reader.next_token()? else {
                 self.all_dicts = false;
                 return Ok(());
             };
@@ -172,7 +173,7 @@ impl Shape {
             match self.index.find(position, name) {
                 Some(i) => self.columns[i].1 = self.columns[i].1.join(item),
                 None if !self.fixed => {
-                    let name = std::str::from_utf8(name).map_err(|_| Malformed { at: 0 })?;
+                    let name = std::str::from_utf8(name).map_err(|_| super::malformed())?;
                     self.index.add(position, name);
                     self.columns.push((name.to_owned(), item));
                 }
@@ -268,9 +269,9 @@ impl FieldIndex {
 }
 
 /// Reads the next whole value and gives its kind.
-fn peek_kind(reader: &mut Reader<'_>) -> Result<Kind, Malformed> {
+fn peek_kind(reader: &mut Reader<'_>) -> Result<Kind, CodecError> {
     let raw = reader.value()?;
-    Reader::new(raw).item().map(Kind::of)
+    Reader::new(raw).next_token().map(Kind::of)
 }
 
 #[cfg(test)]
@@ -278,19 +279,19 @@ mod tests {
     use super::*;
     use crate::codec::encode_key;
 
-    fn dict(fields: &[(&str, Item<'_>)]) -> Vec<u8> {
+    fn dict(fields: &[(&str, Token<'_>)]) -> Vec<u8> {
         let mut out = Vec::new();
         rmp::encode::write_map_len(&mut out, fields.len() as u32).unwrap();
         for (name, item) in fields {
             rmp::encode::write_str(&mut out, name).unwrap();
             match item {
-                Item::Nil => rmp::encode::write_nil(&mut out).unwrap(),
-                Item::Int(v) => drop(rmp::encode::write_sint(&mut out, *v).unwrap()),
-                Item::Float(v) => rmp::encode::write_f64(&mut out, *v).unwrap(),
-                Item::Str(v) => {
-                    rmp::encode::write_str(&mut out, std::str::from_utf8(v).unwrap()).unwrap()
+                Token::Nil => rmp::encode::write_nil(&mut out).unwrap(),
+                Token::Int(v) => drop(rmp::encode::write_sint(&mut out, *v).unwrap()),
+                Token::Float(v) => rmp::encode::write_f64(&mut out, *v).unwrap(),
+                Token::Str(v) => {
+                    rmp::encode::write_str(&mut out, std::str::from_utf8(v).unwrap()).unwrap();
                 }
-                Item::Array(0) => rmp::encode::write_array_len(&mut out, 0).map(drop).unwrap(),
+                Token::Array(0) => rmp::encode::write_array_len(&mut out, 0).map(drop).unwrap(),
                 other => panic!("not used in these tests: {other:?}"),
             }
         }
@@ -314,16 +315,16 @@ mod tests {
         shape
             .observe(
                 &key("a"),
-                &dict(&[("n", Item::Int(1)), ("s", Item::Str(b"x"))]),
+                &dict(&[("n", Token::Int(1)), ("s", Token::Str(b"x"))]),
             )
             .unwrap();
         shape
             .observe(
                 &key("b"),
                 &dict(&[
-                    ("s", Item::Nil),
-                    ("n", Item::Float(0.5)),
-                    ("l", Item::Array(0)),
+                    ("s", Token::Nil),
+                    ("n", Token::Float(0.5)),
+                    ("l", Token::Array(0)),
                 ]),
             )
             .unwrap();
@@ -354,7 +355,7 @@ mod tests {
         shape
             .observe(
                 &encode_key(KeyRef::Int(1)),
-                &dict(&[("n", Item::Int(1)), ("s", Item::Str(b"x"))]),
+                &dict(&[("n", Token::Int(1)), ("s", Token::Str(b"x"))]),
             )
             .unwrap();
         assert_eq!(
@@ -368,7 +369,7 @@ mod tests {
     fn a_value_that_is_not_a_dict_makes_one_whole_value_column() {
         let mut shape = Shape::new(None);
         shape
-            .observe(&encode_key(KeyRef::Int(1)), &dict(&[("n", Item::Int(1))]))
+            .observe(&encode_key(KeyRef::Int(1)), &dict(&[("n", Token::Int(1))]))
             .unwrap();
         let mut scalar = Vec::new();
         rmp::encode::write_sint(&mut scalar, 5).unwrap();

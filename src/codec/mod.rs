@@ -1,5 +1,6 @@
-//! Encodings with explicit byte order: keys (ordered, type-tagged), log entries, and the
-//! `MessagePack` timestamp extension used for datetime values.
+//! Encodings with explicit byte order: keys (ordered, type-tagged), log entries, a
+//! `MessagePack` token reader for values, and the extensions values use for datetimes and
+//! dates.
 
 mod entry;
 mod key;
@@ -11,4 +12,5 @@ pub use entry::{
     Entry, Op, MAX_RECORD_BYTES, RECORD_HEADER_LEN,
 };
 pub use key::{decode_key, encode_key, KeyRef};
-pub use timestamp::{decode_timestamp, encode_timestamp};
+pub use msgpack::{Reader, Token, DATE_EXT, TIMESTAMP_EXT};
+pub use timestamp::{decode_date, decode_timestamp, encode_date, encode_timestamp};

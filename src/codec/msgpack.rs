@@ -1,265 +1,362 @@
-//! A borrowed `MessagePack` reader: one item at a time, straight from the stored bytes, with
-//! no allocation and no intermediate value tree. The Arrow export reads values through it.
+//! A `MessagePack` reader over a byte slice that yields one token at a time, borrowing
+//! strings and binaries from the slice: the value decoder builds its objects straight from
+//! the tokens, with no intermediate tree. Lengths and numbers are big-endian, as the spec
+//! says. The writing side is `rmp::encode` (what rmp-serde writes with, so the bytes of a
+//! value do not depend on which of the two wrote them).
 
 use rmp::Marker;
 
-/// The `MessagePack` extension type of a timestamp (the spec's own, type -1).
+use crate::error::CodecError;
+
+/// The extension type of the `MessagePack` timestamp (see [`super::encode_timestamp`]).
 pub const TIMESTAMP_EXT: i8 = -1;
-/// Our extension type of a `datetime.date`: 4 bytes, big-endian signed days since 1970-01-01.
+/// replikv's extension type for a calendar date: 4 bytes, the big-endian signed number of
+/// days since 1970-01-01 (see [`super::encode_date`]).
 pub const DATE_EXT: i8 = 1;
 
-/// One item of a `MessagePack` stream. A container gives its length; its elements (or
-/// key/value pairs) follow as further items.
+/// One `MessagePack` item; a container's items follow it as tokens of their own.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Item<'a> {
+pub enum Token<'a> {
     /// `nil`.
     Nil,
     /// `true` or `false`.
     Bool(bool),
-    /// A signed integer, or an unsigned one that fits in `i64`.
+    /// Any integer that fits in an `i64`.
     Int(i64),
     /// An unsigned integer above `i64::MAX`.
-    Uint(u64),
-    /// A float (a 32-bit one widened).
+    UInt(u64),
+    /// A float (`float 32` widened).
     Float(f64),
-    /// A string's bytes: UTF-8 unless the bytes are not a replikv value, so check them
-    /// (`std::str::from_utf8`) before using them as text. Not checked here: a reader that
-    /// only skips or classifies a string never pays for it.
+    /// The bytes of a string, not checked as UTF-8 here: the caller's string constructor
+    /// checks them (Python's does anyway, and checking twice was a tenth of a decode).
     Str(&'a [u8]),
-    /// A byte string.
+    /// A binary.
     Bin(&'a [u8]),
-    /// An extension value: its type and payload.
-    Ext(i8, &'a [u8]),
     /// An array of this many items.
     Array(usize),
-    /// A map of this many key/value pairs.
+    /// A map of this many key-value pairs.
     Map(usize),
+    /// An extension: its type and payload.
+    Ext(i8, &'a [u8]),
 }
 
-/// Bytes that are not `MessagePack` (or are cut short).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("malformed MessagePack at byte {at}")]
-pub struct Malformed {
-    /// Where the bad item starts.
-    pub at: usize,
-}
-
-/// Reads items from a byte slice.
+/// Reads tokens from the front of a slice.
+#[derive(Debug, Clone)]
 pub struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
+    rest: &'a [u8],
+}
+
+fn malformed(reason: impl Into<String>) -> CodecError {
+    CodecError::Malformed {
+        what: "value",
+        reason: reason.into(),
+    }
 }
 
 impl<'a> Reader<'a> {
     /// A reader at the start of `bytes`.
     #[must_use]
     pub fn new(bytes: &'a [u8]) -> Self {
-        Self { bytes, at: 0 }
+        Self { rest: bytes }
+    }
+
+    /// The bytes not read yet.
+    #[must_use]
+    pub fn rest(&self) -> &'a [u8] {
+        self.rest
+    }
+
+    fn take(&mut self, len: usize) -> Result<&'a [u8], CodecError> {
+        if len > self.rest.len() {
+            return Err(malformed(format!(
+                "{len} bytes announced, {} left",
+                self.rest.len()
+            )));
+        }
+        let (taken, rest) = self.rest.split_at(len);
+        self.rest = rest;
+        Ok(taken)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], CodecError> {
+        let bytes = self.take(N)?;
+        Ok(bytes.try_into().expect("take returned exactly N bytes"))
+    }
+
+    fn len8(&mut self) -> Result<usize, CodecError> {
+        Ok(usize::from(self.array::<1>()?[0]))
+    }
+
+    fn len16(&mut self) -> Result<usize, CodecError> {
+        Ok(usize::from(u16::from_be_bytes(self.array()?)))
+    }
+
+    fn len32(&mut self) -> Result<usize, CodecError> {
+        Ok(u32::from_be_bytes(self.array()?) as usize)
+    }
+
+    fn str(&mut self, len: usize) -> Result<Token<'a>, CodecError> {
+        self.take(len).map(Token::Str)
+    }
+
+    /// A container of `len` items (`per_item` tokens each) must have at least a byte per
+    /// token left: a forged length never sizes an allocation beyond the input.
+    fn container(&self, len: usize, per_item: usize) -> Result<usize, CodecError> {
+        if len.saturating_mul(per_item) > self.rest.len() {
+            return Err(malformed(format!(
+                "a container of {len} items in {} bytes",
+                self.rest.len()
+            )));
+        }
+        Ok(len)
+    }
+
+    fn ext(&mut self, len: usize) -> Result<Token<'a>, CodecError> {
+        let tag = i8::from_be_bytes(self.array()?);
+        Ok(Token::Ext(tag, self.take(len)?))
     }
 
     /// Whether every byte has been read.
     #[must_use]
     pub fn is_done(&self) -> bool {
-        self.at == self.bytes.len()
+        self.rest.is_empty()
     }
 
-    fn take(&mut self, len: usize, start: usize) -> Result<&'a [u8], Malformed> {
-        let end = self
-            .at
-            .checked_add(len)
-            .filter(|&end| end <= self.bytes.len())
-            .ok_or(Malformed { at: start })?;
-        let taken = &self.bytes[self.at..end];
-        self.at = end;
-        Ok(taken)
-    }
-
-    fn array<const N: usize>(&mut self, start: usize) -> Result<[u8; N], Malformed> {
-        let taken = self.take(N, start)?;
-        Ok(taken.try_into().expect("take returned exactly N bytes"))
-    }
-
-    /// A big-endian unsigned length of `width` bytes (1, 2 or 4).
-    fn length(&mut self, width: usize, start: usize) -> Result<usize, Malformed> {
-        let raw = self.take(width, start)?;
-        Ok(raw
-            .iter()
-            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b)))
-    }
-
-    fn text(&mut self, len: usize, start: usize) -> Result<Item<'a>, Malformed> {
-        self.take(len, start).map(Item::Str)
-    }
-
-    fn ext(&mut self, len: usize, start: usize) -> Result<Item<'a>, Malformed> {
-        let [tag] = self.array::<1>(start)?;
-        Ok(Item::Ext(tag as i8, self.take(len, start)?))
-    }
-
-    /// The next item.
+    /// Reads one whole value (a container with all it holds) and returns its bytes.
     ///
     /// # Errors
-    /// [`Malformed`] if the bytes end early or hold an unused marker.
-    pub fn item(&mut self) -> Result<Item<'a>, Malformed> {
-        let start = self.at;
-        let [byte] = self.array::<1>(start)?;
-        Ok(match Marker::from_u8(byte) {
-            Marker::FixPos(n) => Item::Int(i64::from(n)),
-            Marker::FixNeg(n) => Item::Int(i64::from(n)),
-            Marker::Null => Item::Nil,
-            Marker::True => Item::Bool(true),
-            Marker::False => Item::Bool(false),
-            Marker::U8 => Item::Int(i64::from(self.array::<1>(start)?[0])),
-            Marker::U16 => Item::Int(i64::from(u16::from_be_bytes(self.array(start)?))),
-            Marker::U32 => Item::Int(i64::from(u32::from_be_bytes(self.array(start)?))),
-            Marker::U64 => {
-                let v = u64::from_be_bytes(self.array(start)?);
-                i64::try_from(v).map_or(Item::Uint(v), Item::Int)
-            }
-            Marker::I8 => Item::Int(i64::from(i8::from_be_bytes(self.array(start)?))),
-            Marker::I16 => Item::Int(i64::from(i16::from_be_bytes(self.array(start)?))),
-            Marker::I32 => Item::Int(i64::from(i32::from_be_bytes(self.array(start)?))),
-            Marker::I64 => Item::Int(i64::from_be_bytes(self.array(start)?)),
-            Marker::F32 => Item::Float(f64::from(f32::from_be_bytes(self.array(start)?))),
-            Marker::F64 => Item::Float(f64::from_be_bytes(self.array(start)?)),
-            Marker::FixStr(n) => self.text(usize::from(n), start)?,
-            Marker::Str8 => self.sized(1, start, Self::text)?,
-            Marker::Str16 => self.sized(2, start, Self::text)?,
-            Marker::Str32 => self.sized(4, start, Self::text)?,
-            Marker::Bin8 => self.sized(1, start, |r, len, at| r.take(len, at).map(Item::Bin))?,
-            Marker::Bin16 => self.sized(2, start, |r, len, at| r.take(len, at).map(Item::Bin))?,
-            Marker::Bin32 => self.sized(4, start, |r, len, at| r.take(len, at).map(Item::Bin))?,
-            Marker::FixArray(n) => Item::Array(usize::from(n)),
-            Marker::Array16 => Item::Array(self.length(2, start)?),
-            Marker::Array32 => Item::Array(self.length(4, start)?),
-            Marker::FixMap(n) => Item::Map(usize::from(n)),
-            Marker::Map16 => Item::Map(self.length(2, start)?),
-            Marker::Map32 => Item::Map(self.length(4, start)?),
-            Marker::FixExt1 => self.ext(1, start)?,
-            Marker::FixExt2 => self.ext(2, start)?,
-            Marker::FixExt4 => self.ext(4, start)?,
-            Marker::FixExt8 => self.ext(8, start)?,
-            Marker::FixExt16 => self.ext(16, start)?,
-            Marker::Ext8 => self.sized(1, start, Self::ext)?,
-            Marker::Ext16 => self.sized(2, start, Self::ext)?,
-            Marker::Ext32 => self.sized(4, start, Self::ext)?,
-            Marker::Reserved => return Err(Malformed { at: start }),
-        })
-    }
-
-    fn sized(
-        &mut self,
-        width: usize,
-        start: usize,
-        read: impl FnOnce(&mut Self, usize, usize) -> Result<Item<'a>, Malformed>,
-    ) -> Result<Item<'a>, Malformed> {
-        let len = self.length(width, start)?;
-        read(self, len, start)
-    }
-
-    /// Reads one whole value (a container with everything in it) and returns its bytes.
-    ///
-    /// # Errors
-    /// [`Malformed`] as [`Reader::item`].
-    pub fn value(&mut self) -> Result<&'a [u8], Malformed> {
-        let start = self.at;
-        // Items still to read: a container adds its elements (two per map pair). Each item
-        // takes at least one byte, so a claimed length beyond the bytes left fails on read.
+    /// [`CodecError::Malformed`] as [`Reader::next_token`].
+    pub fn value(&mut self) -> Result<&'a [u8], CodecError> {
+        let start = self.rest;
+        // Tokens still to read: a container adds its items (two per map pair).
         let mut pending: usize = 1;
         while pending > 0 {
             pending -= 1;
-            match self.item()? {
-                Item::Array(len) => pending = pending.saturating_add(len),
-                Item::Map(len) => pending = pending.saturating_add(len.saturating_mul(2)),
+            match self.next_token()? {
+                Token::Array(len) => pending = pending.saturating_add(len),
+                Token::Map(len) => pending = pending.saturating_add(len.saturating_mul(2)),
                 _ => {}
             }
         }
-        Ok(&self.bytes[start..self.at])
+        Ok(&start[..start.len() - self.rest.len()])
     }
-}
 
-/// Days since 1970-01-01 of a date extension payload; `None` if it is malformed.
-#[must_use]
-pub fn decode_date(payload: &[u8]) -> Option<i32> {
-    payload.try_into().ok().map(i32::from_be_bytes)
+    /// The next token.
+    ///
+    /// # Errors
+    /// [`CodecError::Malformed`] at the end of the input, for a reserved marker or a
+    /// length beyond the input.
+    pub fn next_token(&mut self) -> Result<Token<'a>, CodecError> {
+        let [marker] = self
+            .array::<1>()
+            .map_err(|_| malformed("the value ends early"))?;
+        Ok(match Marker::from_u8(marker) {
+            Marker::FixPos(n) => Token::Int(i64::from(n)),
+            Marker::FixNeg(n) => Token::Int(i64::from(n)),
+            Marker::Null => Token::Nil,
+            Marker::True => Token::Bool(true),
+            Marker::False => Token::Bool(false),
+            Marker::U8 => Token::Int(i64::from(u8::from_be_bytes(self.array()?))),
+            Marker::U16 => Token::Int(i64::from(u16::from_be_bytes(self.array()?))),
+            Marker::U32 => Token::Int(i64::from(u32::from_be_bytes(self.array()?))),
+            Marker::U64 => {
+                let n = u64::from_be_bytes(self.array()?);
+                i64::try_from(n).map_or(Token::UInt(n), Token::Int)
+            }
+            Marker::I8 => Token::Int(i64::from(i8::from_be_bytes(self.array()?))),
+            Marker::I16 => Token::Int(i64::from(i16::from_be_bytes(self.array()?))),
+            Marker::I32 => Token::Int(i64::from(i32::from_be_bytes(self.array()?))),
+            Marker::I64 => Token::Int(i64::from_be_bytes(self.array()?)),
+            Marker::F32 => Token::Float(f64::from(f32::from_be_bytes(self.array()?))),
+            Marker::F64 => Token::Float(f64::from_be_bytes(self.array()?)),
+            Marker::FixStr(n) => self.str(usize::from(n))?,
+            Marker::Str8 => {
+                let len = self.len8()?;
+                self.str(len)?
+            }
+            Marker::Str16 => {
+                let len = self.len16()?;
+                self.str(len)?
+            }
+            Marker::Str32 => {
+                let len = self.len32()?;
+                self.str(len)?
+            }
+            Marker::Bin8 => {
+                let len = self.len8()?;
+                Token::Bin(self.take(len)?)
+            }
+            Marker::Bin16 => {
+                let len = self.len16()?;
+                Token::Bin(self.take(len)?)
+            }
+            Marker::Bin32 => {
+                let len = self.len32()?;
+                Token::Bin(self.take(len)?)
+            }
+            Marker::FixArray(n) => Token::Array(self.container(usize::from(n), 1)?),
+            Marker::Array16 => Token::Array(self.len16().and_then(|n| self.container(n, 1))?),
+            Marker::Array32 => Token::Array(self.len32().and_then(|n| self.container(n, 1))?),
+            Marker::FixMap(n) => Token::Map(self.container(usize::from(n), 2)?),
+            Marker::Map16 => Token::Map(self.len16().and_then(|n| self.container(n, 2))?),
+            Marker::Map32 => Token::Map(self.len32().and_then(|n| self.container(n, 2))?),
+            Marker::FixExt1 => self.ext(1)?,
+            Marker::FixExt2 => self.ext(2)?,
+            Marker::FixExt4 => self.ext(4)?,
+            Marker::FixExt8 => self.ext(8)?,
+            Marker::FixExt16 => self.ext(16)?,
+            Marker::Ext8 => {
+                let len = self.len8()?;
+                self.ext(len)?
+            }
+            Marker::Ext16 => {
+                let len = self.len16()?;
+                self.ext(len)?
+            }
+            Marker::Ext32 => {
+                let len = self.len32()?;
+                self.ext(len)?
+            }
+            Marker::Reserved => return Err(malformed("reserved marker 0xc1")),
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use rmp::encode::ByteBuf;
 
-    fn items(bytes: &[u8]) -> Vec<Item<'_>> {
-        let mut reader = Reader::new(bytes);
-        let mut out = Vec::new();
-        while !reader.is_done() {
-            out.push(reader.item().expect("well-formed test input"));
+    /// A tree of tokens, written with `rmp::encode` and read back token by token.
+    #[derive(Debug, Clone)]
+    enum Item {
+        Nil,
+        Bool(bool),
+        Int(i64),
+        UInt(u64),
+        Float(f64),
+        Str(String),
+        Bin(Vec<u8>),
+        Ext(i8, Vec<u8>),
+        Array(Vec<Item>),
+        Map(Vec<(Item, Item)>),
+    }
+
+    fn written<T, E: std::fmt::Debug>(result: Result<T, E>) {
+        result.expect("writing to a ByteBuf cannot fail");
+    }
+
+    fn write(buf: &mut ByteBuf, item: &Item) {
+        match item {
+            Item::Nil => written(rmp::encode::write_nil(buf)),
+            Item::Bool(b) => written(rmp::encode::write_bool(buf, *b)),
+            Item::Int(i) => written(rmp::encode::write_sint(buf, *i)),
+            Item::UInt(u) => written(rmp::encode::write_uint(buf, *u)),
+            Item::Float(f) => written(rmp::encode::write_f64(buf, *f)),
+            Item::Str(s) => written(rmp::encode::write_str(buf, s)),
+            Item::Bin(b) => written(rmp::encode::write_bin(buf, b)),
+            Item::Ext(tag, payload) => {
+                written(rmp::encode::write_ext_meta(buf, payload.len() as u32, *tag));
+                buf.as_mut_vec().extend_from_slice(payload);
+            }
+            Item::Array(items) => {
+                written(rmp::encode::write_array_len(buf, items.len() as u32));
+                for i in items {
+                    write(buf, i);
+                }
+            }
+            Item::Map(pairs) => {
+                written(rmp::encode::write_map_len(buf, pairs.len() as u32));
+                for (k, v) in pairs {
+                    write(buf, k);
+                    write(buf, v);
+                }
+            }
         }
-        out
     }
 
-    #[test]
-    fn every_kind_of_item_reads_back() {
-        let mut buf = Vec::new();
-        rmp::encode::write_map_len(&mut buf, 2).unwrap();
-        rmp::encode::write_str(&mut buf, "n").unwrap();
-        rmp::encode::write_sint(&mut buf, -300).unwrap();
-        rmp::encode::write_str(&mut buf, "xs").unwrap();
-        rmp::encode::write_array_len(&mut buf, 5).unwrap();
-        rmp::encode::write_nil(&mut buf).unwrap();
-        rmp::encode::write_bool(&mut buf, true).unwrap();
-        rmp::encode::write_f64(&mut buf, 1.5).unwrap();
-        rmp::encode::write_bin(&mut buf, b"\x00\x01").unwrap();
-        rmp::encode::write_u64(&mut buf, u64::MAX).unwrap();
-        assert_eq!(
-            items(&buf),
-            vec![
-                Item::Map(2),
-                Item::Str(b"n"),
-                Item::Int(-300),
-                Item::Str(b"xs"),
-                Item::Array(5),
-                Item::Nil,
-                Item::Bool(true),
-                Item::Float(1.5),
-                Item::Bin(b"\x00\x01"),
-                Item::Uint(u64::MAX),
+    fn check(reader: &mut Reader<'_>, item: &Item) {
+        let token = reader.next_token().expect("a written item reads back");
+        match (item, token) {
+            (Item::Nil, Token::Nil) => {}
+            (Item::Bool(a), Token::Bool(b)) => assert_eq!(*a, b),
+            (Item::Int(a), Token::Int(b)) => assert_eq!(*a, b),
+            (Item::UInt(a), Token::Int(b)) => assert_eq!(*a, b as u64),
+            (Item::UInt(a), Token::UInt(b)) => assert!(*a == b && b > i64::MAX as u64),
+            (Item::Float(a), Token::Float(b)) => assert_eq!(a.to_bits(), b.to_bits()),
+            (Item::Str(a), Token::Str(b)) => assert_eq!(a.as_bytes(), b),
+            (Item::Bin(a), Token::Bin(b)) => assert_eq!(&a[..], b),
+            (Item::Ext(a, p), Token::Ext(b, q)) => assert_eq!((*a, &p[..]), (b, q)),
+            (Item::Array(items), Token::Array(len)) => {
+                assert_eq!(items.len(), len);
+                for i in items {
+                    check(reader, i);
+                }
+            }
+            (Item::Map(pairs), Token::Map(len)) => {
+                assert_eq!(pairs.len(), len);
+                for (k, v) in pairs {
+                    check(reader, k);
+                    check(reader, v);
+                }
+            }
+            (item, token) => panic!("wrote {item:?}, read {token:?}"),
+        }
+    }
+
+    fn items() -> impl Strategy<Value = Item> {
+        let leaf = prop_oneof![
+            Just(Item::Nil),
+            any::<bool>().prop_map(Item::Bool),
+            any::<i64>().prop_map(Item::Int),
+            any::<u64>().prop_map(Item::UInt),
+            any::<f64>().prop_map(Item::Float),
+            ".{0,40}".prop_map(Item::Str),
+            proptest::collection::vec(any::<u8>(), 0..300).prop_map(Item::Bin),
+            (any::<i8>(), proptest::collection::vec(any::<u8>(), 0..20))
+                .prop_map(|(t, p)| Item::Ext(t, p)),
+        ];
+        leaf.prop_recursive(4, 64, 20, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..20).prop_map(Item::Array),
+                proptest::collection::vec((inner.clone(), inner), 0..20).prop_map(Item::Map),
             ]
-        );
-    }
-
-    #[test]
-    fn a_whole_value_is_skipped_with_its_contents() {
-        let mut buf = Vec::new();
-        rmp::encode::write_array_len(&mut buf, 2).unwrap();
-        rmp::encode::write_map_len(&mut buf, 1).unwrap();
-        rmp::encode::write_str(&mut buf, "a").unwrap();
-        rmp::encode::write_array_len(&mut buf, 0).unwrap();
-        rmp::encode::write_ext_meta(&mut buf, 4, DATE_EXT).unwrap();
-        buf.extend_from_slice(&(-3i32).to_be_bytes());
-        let end = buf.len();
-        rmp::encode::write_nil(&mut buf).unwrap();
-        let mut reader = Reader::new(&buf);
-        assert_eq!(reader.value().unwrap(), &buf[..end]);
-        assert_eq!(reader.item().unwrap(), Item::Nil);
-        assert!(reader.is_done());
-    }
-
-    #[test]
-    fn cut_and_reserved_bytes_are_malformed() {
-        assert_eq!(Reader::new(&[0xc1]).item(), Err(Malformed { at: 0 }));
-        assert_eq!(Reader::new(&[0xa3, b'a']).item(), Err(Malformed { at: 0 }));
-        assert_eq!(
-            Reader::new(&[0xdd, 0xff, 0xff, 0xff, 0xff]).value(),
-            Err(Malformed { at: 5 })
-        );
+        })
     }
 
     proptest! {
         #[test]
-        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let mut reader = Reader::new(&bytes);
-            while !reader.is_done() && reader.value().is_ok() {}
+        fn what_rmp_writes_reads_back_token_by_token(item in items()) {
+            let mut buf = ByteBuf::new();
+            write(&mut buf, &item);
+            let mut reader = Reader::new(buf.as_slice());
+            check(&mut reader, &item);
+            prop_assert!(reader.rest().is_empty());
         }
+
+        #[test]
+        fn fuzz_arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let mut reader = Reader::new(&bytes);
+            while reader.next_token().is_ok() && !reader.rest().is_empty() {}
+        }
+    }
+
+    #[test]
+    fn forged_lengths_are_refused_before_anything_is_allocated() {
+        // An array32 of 2^32-1 items, a map16 of 65535 pairs, a str32 of 2^32-1 bytes.
+        for bytes in [
+            &[0xdd, 0xff, 0xff, 0xff, 0xff, 0xc0][..],
+            &[0xde, 0xff, 0xff, 0xc0, 0xc0],
+            &[0xdb, 0xff, 0xff, 0xff, 0xff, b'a'],
+        ] {
+            assert!(Reader::new(bytes).next_token().is_err(), "{bytes:x?}");
+        }
+    }
+
+    #[test]
+    fn reserved_markers_and_an_empty_input_are_refused() {
+        assert!(Reader::new(&[0xc1]).next_token().is_err());
+        assert!(Reader::new(&[]).next_token().is_err());
     }
 }

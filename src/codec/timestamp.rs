@@ -1,4 +1,6 @@
-//! The `MessagePack` timestamp extension (type -1) payloads, big-endian as the spec says.
+//! Payloads of the `MessagePack` timestamp extension (type -1), big-endian as the spec says,
+//! and of replikv's date extension (type 1): the signed days since 1970-01-01 as a
+//! big-endian `i32` (4 bytes, so a date is stored in 6).
 
 /// The payload for `secs` and `nanos` since the Unix epoch, in its smallest form:
 /// 4 bytes (seconds only), 8 bytes (30-bit nanos + 34-bit seconds) or 12 bytes.
@@ -34,6 +36,18 @@ pub fn decode_timestamp(payload: &[u8]) -> Option<(i64, u32)> {
     (nanos < 1_000_000_000).then_some((secs, nanos))
 }
 
+/// The payload of replikv's date extension for `days` since 1970-01-01.
+#[must_use]
+pub fn encode_date(days: i32) -> [u8; 4] {
+    days.to_be_bytes()
+}
+
+/// The days since 1970-01-01 of a date payload; `None` if it is not 4 bytes.
+#[must_use]
+pub fn decode_date(payload: &[u8]) -> Option<i32> {
+    Some(i32::from_be_bytes(payload.try_into().ok()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,8 +68,14 @@ mod tests {
         }
 
         #[test]
+        fn dates_round_trip(days: i32) {
+            prop_assert_eq!(decode_date(&encode_date(days)), Some(days));
+        }
+
+        #[test]
         fn arbitrary_payloads_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..16)) {
             let _ = decode_timestamp(&bytes);
+            let _ = decode_date(&bytes);
         }
     }
 }

@@ -13,7 +13,7 @@ use pyo3_arrow::{PyArray, PyRecordBatchReader};
 
 use super::store::{commit_ops, Progress};
 use super::types::PyReceipt;
-use super::value::{decode_py_value, encode_py_value};
+use super::value::{decode_py_value, encode_py_value_with, EncodeOptions, Location};
 use crate::arrow::{
     cell_key, field_part, unpack, CellWriter, ExportRequest, Naive, Plan, Refusal, RefusalKind,
 };
@@ -257,6 +257,8 @@ struct Batch<'a, 'py> {
     keys: &'a dyn Array,
     /// Rows before this batch (where its rows start in the object columns).
     offset: usize,
+    /// How object cells are encoded: missing values as None, naive datetimes as asked.
+    options: EncodeOptions,
 }
 
 impl<'a, 'py> Batch<'a, 'py> {
@@ -283,17 +285,22 @@ impl<'a, 'py> Batch<'a, 'py> {
             };
             sources.push((field_part(name), source));
         }
+        let options = EncodeOptions {
+            missing_as_none: true,
+            naive_utc: load.naive == Naive::Utc,
+        };
         Ok(Self {
             load,
             names,
             sources,
             keys,
             offset,
+            options,
         })
     }
 
     /// The write of row `row`.
-    fn op(&self, py: Python<'py>, row: usize) -> PyResult<Op> {
+    fn op(&self, row: usize) -> PyResult<Op> {
         let table = &self.load.table;
         let key = cell_key(self.keys, row).map_err(|r| {
             let at = format!("<row {}>", self.offset + row);
@@ -310,10 +317,12 @@ impl<'a, 'py> Batch<'a, 'py> {
                     .map_err(|r| refused(table, &describe_key(&key), part, &r))?,
                 Source::Objects(list) => {
                     let item = list.get_item(self.offset + row)?;
-                    let encoded = encode_py_value(&item).map_err(|e| {
-                        located(py, &e, &format!("{table}[{}]{part}", describe_key(&key)))
-                    })?;
-                    value.extend_from_slice(&encoded);
+                    let at = Location::Cell {
+                        table,
+                        key: &key,
+                        field: name,
+                    };
+                    encode_py_value_with(&item, self.options, &mut value, &at)?;
                 }
             }
         }
@@ -322,18 +331,6 @@ impl<'a, 'py> Batch<'a, 'py> {
             key,
             value: Some(value),
         })
-    }
-}
-
-/// `err` with `place` in front of its message, of the same exception type.
-fn located(py: Python<'_>, err: &PyErr, place: &str) -> PyErr {
-    let message = format!("{place}: {}", err.value(py));
-    if err.is_instance_of::<PyOverflowError>(py) {
-        PyOverflowError::new_err(message)
-    } else if err.is_instance_of::<PyTypeError>(py) {
-        PyTypeError::new_err(message)
-    } else {
-        PyValueError::new_err(message)
     }
 }
 
@@ -399,7 +396,7 @@ pub(crate) fn put(
             offset,
         )?;
         for row in 0..batch.num_rows() {
-            ops.push(rows.op(py, row)?);
+            ops.push(rows.op(row)?);
             if load.batch_rows.is_some_and(|n| ops.len() >= n) {
                 written += ops.len();
                 receipt = Some(commit_ops(

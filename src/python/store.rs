@@ -15,7 +15,7 @@ use super::iter::{prefix_end, PyChanges, PyScan};
 use super::stats::PyStoreStats;
 use super::transaction::PyTransaction;
 use super::types::{PyChecksum, PyReceipt};
-use super::value::{decode_py_value, encode_py_key, encode_py_value};
+use super::value::{decode_py_value, encode_py_key, encode_py_value_with, EncodeOptions, Location};
 use crate::codec::Op;
 use crate::store::{Committed, Durability, Store, StoreOptions};
 
@@ -30,11 +30,22 @@ pub(crate) struct PyStore {
     pub(crate) store: Store,
 }
 
-fn put_op(table: &str, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<Op> {
+/// The op that puts `value` under `key`; `scratch` is where the value is encoded (one buffer
+/// serves a whole `put_many`, and each value is copied out at its exact size).
+fn put_op(
+    table: &str,
+    key: &Bound<'_, PyAny>,
+    value: &Bound<'_, PyAny>,
+    scratch: &mut Vec<u8>,
+) -> PyResult<Op> {
+    let encoded_key = encode_py_key(key)?;
+    scratch.clear();
+    let at = Location::Row { table, key };
+    encode_py_value_with(value, EncodeOptions::default(), scratch, &at)?;
     Ok(Op {
         table: table.to_owned(),
-        key: encode_py_key(key)?,
-        value: Some(encode_py_value(value)?),
+        key: encoded_key,
+        value: Some(scratch.as_slice().to_vec()),
     })
 }
 
@@ -172,7 +183,7 @@ impl PyStore {
         durability: Option<&str>,
     ) -> PyResult<PyReceipt> {
         let durability = durability_arg(durability)?;
-        let op = put_op(table, key, value)?;
+        let op = put_op(table, key, value, &mut Vec::new())?;
         commit_ops(py, &self.store, vec![op], durability)
     }
 
@@ -501,6 +512,7 @@ impl PyStore {
         // A lower bound of the entry's size: stop as soon as it is certainly too large,
         // not after every row is in memory.
         let mut bytes = 0usize;
+        let mut scratch = Vec::new();
         for row in rows.try_iter()? {
             let row = row?;
             let pair = row
@@ -508,7 +520,7 @@ impl PyStore {
                 .ok()
                 .filter(|t| t.len() == 2)
                 .ok_or_else(|| PyTypeError::new_err("each row must be a (key, value) tuple"))?;
-            let op = put_op(table, &pair.get_item(0)?, &pair.get_item(1)?)?;
+            let op = put_op(table, &pair.get_item(0)?, &pair.get_item(1)?, &mut scratch)?;
             bytes += op.table.len() + op.key.len() + op.value.as_ref().map_or(0, Vec::len);
             if bytes > limit {
                 let message = format!(

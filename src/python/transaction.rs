@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use super::errors::{owned, run, run_detached};
 use super::store::{await_receipt, value_or, SIGNAL_CHECK};
 use super::types::PyReceipt;
-use super::value::{decode_py_value, encode_py_key, encode_py_value};
+use super::value::{decode_py_value, encode_py_key, encode_row_value};
 use crate::store::{Durability, Store, Transaction};
 
 enum TxState {
@@ -165,9 +165,9 @@ impl PyTransaction {
         key: &Bound<'_, PyAny>,
         value: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        let key = encode_py_key(key)?;
-        let value = encode_py_value(value)?;
-        self.with_tx(py, |tx| run(py, || tx.put(table, key, value)))
+        let encoded_key = encode_py_key(key)?;
+        let value = encode_row_value(table, key, value)?;
+        self.with_tx(py, |tx| run(py, || tx.put(table, encoded_key, value)))
     }
 
     /// Deletes `key` when the transaction commits.

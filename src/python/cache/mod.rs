@@ -20,7 +20,7 @@ use self::local::{Local, PyValue};
 use self::remote::Remote;
 use super::args::seconds;
 use super::errors::raise;
-use super::value::{decode_py_value, encode_py_value, with_py_key};
+use super::value::{decode_py_value, encode_py_value, encode_row_value, with_py_key};
 use crate::cache::lru::{Fill, Version};
 use crate::cache::wire_key::{table_prefix, wire_key};
 use crate::codec::{encode_key, KeyRef};
@@ -170,7 +170,7 @@ impl PyCache {
                 if value.is_none() {
                     None
                 } else {
-                    let bytes = encode_py_value(&value)?;
+                    let bytes = encode_row_value(table, key, &value)?;
                     // Taken to read the newest state: at least what the cache has seen.
                     Some((value.unbind(), bytes, floor))
                 }
@@ -341,7 +341,9 @@ impl PyCache {
                         raise(py, "ValueTooLarge", ("the value is larger than max_bytes",))
                     })
             }
-            Backend::Remote(remote) => remote.set(py, &wire, &encode_py_value(value)?, ttl),
+            Backend::Remote(remote) => {
+                remote.set(py, &wire, &encode_row_value(table, key, value)?, ttl)
+            }
         }
     }
 

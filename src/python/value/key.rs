@@ -1,0 +1,51 @@
+//! Python keys <-> ordered key bytes (see `crate::codec::encode_key`).
+
+use pyo3::exceptions::{PyOverflowError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyBytes, PyInt, PyString};
+
+use crate::codec::{decode_key, encode_key, KeyRef};
+
+/// Encodes a Python key: `str`, `bytes` or a 64-bit `int` (never `bool`).
+pub(crate) fn encode_py_key(key: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    with_py_key(key, encode_key)
+}
+
+/// Calls `f` with a Python key as the core sees it: `str`, `bytes` or a 64-bit `int`
+/// (never `bool`).
+pub(crate) fn with_py_key<R>(
+    key: &Bound<'_, PyAny>,
+    f: impl FnOnce(KeyRef<'_>) -> R,
+) -> PyResult<R> {
+    if let Ok(s) = key.cast::<PyString>() {
+        return Ok(f(KeyRef::Str(s.to_str()?)));
+    }
+    if let Ok(b) = key.cast::<PyBytes>() {
+        return Ok(f(KeyRef::Bytes(b.as_bytes())));
+    }
+    if key.is_instance_of::<PyBool>() {
+        return Err(PyTypeError::new_err(
+            "bool is not a valid key type (use int, str or bytes)",
+        ));
+    }
+    if let Ok(i) = key.cast::<PyInt>() {
+        let value: i64 = i
+            .extract()
+            .map_err(|_| PyOverflowError::new_err("int keys must fit in 64 bits"))?;
+        return Ok(f(KeyRef::Int(value)));
+    }
+    Err(PyTypeError::new_err(format!(
+        "keys must be str, bytes or int, not {}",
+        key.get_type().name()?
+    )))
+}
+
+/// Decodes key bytes back into the Python type they went in as.
+pub(crate) fn decode_py_key<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    let key = decode_key(bytes).map_err(|e| super::super::errors::to_py(py, e.into()))?;
+    Ok(match key {
+        KeyRef::Int(i) => i.into_pyobject(py)?.into_any(),
+        KeyRef::Str(s) => PyString::new(py, s).into_any(),
+        KeyRef::Bytes(b) => PyBytes::new(py, b).into_any(),
+    })
+}

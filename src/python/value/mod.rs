@@ -1,0 +1,64 @@
+//! Python values <-> `MessagePack`, and Python keys <-> ordered key bytes. Only the types of
+//! DESIGN §4 (and the conversions README lists: numpy scalars, dates, pandas timestamps)
+//! are accepted; nothing is ever pickled.
+//!
+//! Both directions work on the bytes directly: the encoder writes `MessagePack` with
+//! `rmp::encode` as it walks the Python object, and the decoder builds Python objects
+//! straight from `crate::codec::Reader`'s tokens, with no intermediate tree.
+
+mod datetime;
+mod decode;
+mod encode;
+mod foreign;
+mod key;
+mod path;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+pub(crate) use datetime::unix_to_datetime;
+pub(crate) use decode::decode_py_value;
+// `encode_py_value_with`, `EncodeOptions` and `Location` also serve the DataFrame paths.
+pub(crate) use encode::{encode_py_value, encode_py_value_with, encode_row_value, EncodeOptions};
+pub(crate) use key::{decode_py_key, encode_py_key, with_py_key};
+pub(crate) use path::Location;
+
+/// Values nested deeper than this are refused (a guard against runaway recursion).
+const MAX_DEPTH: u32 = 128;
+
+/// `replikv.encode_value`: the `MessagePack` bytes replikv stores for a value (and that a
+/// cache node returns for `GET`).
+#[pyfunction]
+#[pyo3(signature = (value, /, *, missing_as_none = false, naive = "refuse"))]
+pub(crate) fn encode_value<'py>(
+    value: &Bound<'py, PyAny>,
+    missing_as_none: bool,
+    naive: &str,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let naive_utc = match naive {
+        "refuse" => false,
+        "utc" => true,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "naive must be \"refuse\" or \"utc\", not {other:?}"
+            )))
+        }
+    };
+    let options = EncodeOptions {
+        missing_as_none,
+        naive_utc,
+    };
+    let mut out = Vec::new();
+    encode_py_value_with(value, options, &mut out, &Location::Value)?;
+    Ok(PyBytes::new(value.py(), &out))
+}
+
+/// `replikv.decode_value`: the value of `MessagePack` bytes as replikv stores them. Bytes
+/// that are not exactly one such value (trailing bytes included) are a `ValueError`.
+#[pyfunction]
+#[pyo3(signature = (data, /))]
+pub(crate) fn decode_value<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    decode::decode_whole(py, data)
+        .map_err(|reason| PyValueError::new_err(format!("not a replikv value: {reason}")))
+}
