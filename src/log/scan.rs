@@ -96,6 +96,31 @@ impl ChunkReader {
         Ok(())
     }
 
+    /// Whether every byte of the file from `offset` on is zero (read a chunk at a time).
+    pub(super) fn zeros_from(&mut self, mut offset: u64) -> io::Result<bool> {
+        loop {
+            self.fill(offset, CHUNK)?;
+            let at = usize::try_from(offset - self.buf_start).unwrap_or(usize::MAX);
+            let Some(window) = self.buf.get(at..).filter(|w| !w.is_empty()) else {
+                return Ok(true);
+            };
+            if window.iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+            offset += window.len() as u64;
+        }
+    }
+
+    /// Every byte of the file from `offset` on, read into memory (for the rare paths that
+    /// must look at all of it: damage or a torn tail).
+    pub(super) fn rest_from(&self, offset: u64) -> io::Result<Vec<u8>> {
+        let len = self.file.size()?.saturating_sub(offset);
+        let mut rest = vec![0u8; usize::try_from(len).map_err(io::Error::other)?];
+        let read = self.file.read_at(&mut rest, offset)?;
+        rest.truncate(read);
+        Ok(rest)
+    }
+
     /// The record at `offset`; `end` in the answer is an absolute offset.
     pub(super) fn next_record(&mut self, offset: u64) -> io::Result<Next<'_>> {
         self.fill(offset, RECORD_HEADER_LEN)?;

@@ -111,7 +111,8 @@ impl Store {
         let mut exclusive = self.begin_exclusive()?;
         exclusive.ready_to_read()?;
         let dropped = self.with_open(|open| {
-            open.overlay.flush(&open.tables, true)?;
+            // Never past a durable checkpoint: what the segments hold must be in redb.
+            open.overlay.move_to_tables(&open.tables, true)?;
             open.log.drop_before(lsn.min(self.last_lsn() + 1))
         });
         drop(exclusive);
