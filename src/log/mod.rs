@@ -269,7 +269,7 @@ impl Log {
                     Next::End => None,
                     Next::Bad { reason } => Some(reason),
                 };
-                // The chunk holds only zeros: the end, if the rest of the file does too.
+                // Zeros: the end, if the next chunk holds only zeros too (see `zeros_from`).
                 if reason.is_none() && reader.zeros_from(offset).map_err(reading)? {
                     break;
                 }
@@ -319,7 +319,10 @@ impl Log {
     /// Overwrites a torn tail with zeros so that later appends never sit before old garbage;
     /// `rest` holds the segment's bytes from `from` to its end.
     fn zero_tail(&self, segment: &Segment, rest: &[u8], from: u64) -> Result<()> {
-        let end = rest.iter().rposition(|&b| b != 0).map_or(0, |last| last + 1);
+        let end = rest
+            .iter()
+            .rposition(|&b| b != 0)
+            .map_or(0, |last| last + 1);
         if end > 0 {
             segment
                 .file

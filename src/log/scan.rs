@@ -96,19 +96,17 @@ impl ChunkReader {
         Ok(())
     }
 
-    /// Whether every byte of the file from `offset` on is zero (read a chunk at a time).
-    pub(super) fn zeros_from(&mut self, mut offset: u64) -> io::Result<bool> {
-        loop {
-            self.fill(offset, CHUNK)?;
-            let at = usize::try_from(offset - self.buf_start).unwrap_or(usize::MAX);
-            let Some(window) = self.buf.get(at..).filter(|w| !w.is_empty()) else {
-                return Ok(true);
-            };
-            if window.iter().any(|&b| b != 0) {
-                return Ok(false);
-            }
-            offset += window.len() as u64;
-        }
+    /// Whether the next [`CHUNK`] bytes from `offset` (or all, if fewer are left) are zero.
+    /// The log is written in order and preallocated with zeros, so that much zero space
+    /// is where nothing more was written: scanning every zero byte of a preallocated
+    /// segment (tens of MiB) would cost a reopen more than the rest of it.
+    pub(super) fn zeros_from(&mut self, offset: u64) -> io::Result<bool> {
+        self.fill(offset, CHUNK)?;
+        let at = usize::try_from(offset - self.buf_start).unwrap_or(usize::MAX);
+        Ok(self
+            .buf
+            .get(at..)
+            .is_none_or(|window| window.iter().all(|&b| b == 0)))
     }
 
     /// Every byte of the file from `offset` on, read into memory (for the rare paths that

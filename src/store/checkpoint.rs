@@ -197,3 +197,185 @@ fn run(shared: &Shared, tables: &Tables, overlay: &Overlay) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::ops::Bound;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+
+    use super::super::{Store, StoreOptions};
+    use crate::codec::Op;
+    use crate::log::memfs::MemFs;
+    use crate::log::{Log, LogOptions};
+
+    /// Checkpoints and moves as often as possible: after every other entry.
+    fn busy_checkpoints() -> StoreOptions {
+        StoreOptions {
+            checkpoint_entries: 2,
+            checkpoint_interval: Duration::from_millis(1),
+            ..StoreOptions::default()
+        }
+    }
+
+    fn put(table: &str, key: String, value: u64) -> Op {
+        Op {
+            table: table.to_owned(),
+            key: key.into_bytes(),
+            value: Some(value.to_le_bytes().to_vec()),
+        }
+    }
+
+    fn delete(table: &str, key: String) -> Op {
+        Op {
+            table: table.to_owned(),
+            key: key.into_bytes(),
+            value: None,
+        }
+    }
+
+    fn rows(store: &Store, table: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+        store
+            .scan(table, Bound::Unbounded, Bound::Unbounded, false, usize::MAX)
+            .unwrap()
+    }
+
+    /// The keys of every entry a power loss would keep: what is durable in the log now.
+    fn durable_keys(fs: &MemFs) -> BTreeSet<Vec<u8>> {
+        let mut keys = BTreeSet::new();
+        drop(
+            Log::open(
+                Box::new(fs.power_loss_image()),
+                LogOptions::default(),
+                0,
+                |entry| {
+                    keys.extend(entry.ops.into_iter().map(|op| op.key));
+                    Ok(())
+                },
+            )
+            .unwrap(),
+        );
+        keys
+    }
+
+    /// While the checkpointer moves the overlay into redb and checkpoints after every
+    /// other entry, readers scanning the tables see whole transactions only (pairs written
+    /// together, bulk batches of 4096 rows), and every row they see was durable in the log.
+    #[test]
+    fn readers_never_see_a_write_before_it_is_durable_nor_half_a_transaction() {
+        const BULK: usize = 4096;
+        let dir = tempfile::tempdir().unwrap();
+        let fs = MemFs::default();
+        let log_fs = fs.clone();
+        let store = Store::open_with(&dir.path().join("db"), busy_checkpoints(), |_| {
+            Ok(Box::new(log_fs))
+        })
+        .unwrap();
+        let done = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for i in 0..160u64 {
+                    let mut ops = vec![
+                        put("pairs", format!("a{i}"), i),
+                        put("pairs", format!("b{i}"), i),
+                    ];
+                    if i >= 3 {
+                        ops.push(delete("pairs", format!("a{}", i - 3)));
+                        ops.push(delete("pairs", format!("b{}", i - 3)));
+                    }
+                    store.commit(ops, None).unwrap();
+                    if i % 40 == 0 {
+                        let bulk = (0..BULK)
+                            .map(|j| put("bulk", format!("{i}-{j}"), i))
+                            .collect();
+                        store.commit(bulk, None).unwrap();
+                    }
+                }
+                done.store(true, Ordering::Release);
+            });
+            for _ in 0..2 {
+                scope.spawn(|| {
+                    let mut scans = 0u64;
+                    while !done.load(Ordering::Acquire) {
+                        let pairs = rows(&store, "pairs");
+                        let mut by_index: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+                        for (key, value) in &pairs {
+                            let index = String::from_utf8_lossy(&key[1..]).parse().unwrap();
+                            let other = by_index.entry(index).or_insert_with(|| value.clone());
+                            assert_eq!(other, value, "pair {index} holds two values");
+                        }
+                        let halves = pairs.len();
+                        assert_eq!(halves % 2, 0, "half a transaction is visible: {pairs:?}");
+                        let bulk = rows(&store, "bulk").len();
+                        assert_eq!(
+                            bulk % BULK,
+                            0,
+                            "part of a bulk batch is visible: {bulk} rows"
+                        );
+                        scans += 1;
+                        if scans % 8 == 0 {
+                            let durable = durable_keys(&fs);
+                            for (key, _) in &pairs {
+                                assert!(durable.contains(key), "visible before durable: {key:?}");
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        store.close().unwrap();
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 10, ..ProptestConfig::default() })]
+
+        /// Under background checkpoints, every read after a commit equals a `BTreeMap`
+        /// model, and so does the store reopened after a close or a drop (a crash of the
+        /// process: the log is replayed over the last checkpoint).
+        #[test]
+        fn reads_match_a_model_while_checkpoints_run(
+            writes in proptest::collection::vec((0u8..24, proptest::option::of(any::<u64>()), 0usize..3), 1..30),
+            close_cleanly: bool,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("db");
+            let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+            let store = Store::open(&path, busy_checkpoints()).unwrap();
+            for (key, value, copies) in &writes {
+                // `copies` repeats the key in other rows of the same transaction; a large one
+                // goes to redb directly, as a bulk load does.
+                let mut ops = Vec::new();
+                for copy in 0..[1, 2, 4096][*copies] {
+                    let key = format!("{key:03}-{copy:05}");
+                    ops.push(match value {
+                        Some(value) => put("t", key, *value),
+                        None => delete("t", key),
+                    });
+                }
+                for op in &ops {
+                    match &op.value {
+                        Some(value) => model.insert(op.key.clone(), value.clone()),
+                        None => model.remove(&op.key),
+                    };
+                }
+                store.commit(ops, None).unwrap();
+                let probe = format!("{key:03}-00000").into_bytes();
+                let got = store.get_with("t", &probe, |v| v.map(<[u8]>::to_vec)).unwrap();
+                prop_assert_eq!(got.as_ref(), model.get(&probe));
+            }
+            let expected: Vec<_> = model.into_iter().collect();
+            prop_assert_eq!(rows(&store, "t"), expected.clone());
+            if close_cleanly {
+                store.close().unwrap();
+            } else {
+                drop(store);
+            }
+            let reopened = Store::open(&path, busy_checkpoints()).unwrap();
+            prop_assert_eq!(rows(&reopened, "t"), expected);
+            reopened.close().unwrap();
+        }
+    }
+}

@@ -308,7 +308,10 @@ impl Overlay {
         let (snapshot, pending): (Snapshot, Vec<PendingRow>) = {
             let state = self.read();
             let layers = [
-                state.frozen.as_ref().and_then(|frozen| frozen.rows.get(table)),
+                state
+                    .frozen
+                    .as_ref()
+                    .and_then(|frozen| frozen.rows.get(table)),
                 state.active.get(table),
             ];
             let pending = if in_order(bounds) {

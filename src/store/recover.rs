@@ -82,8 +82,12 @@ impl Parts {
             interval: options.checkpoint_interval,
             fsync: options.fsync,
         };
-        let checkpointer =
-            Checkpointer::start(Arc::clone(&tables), Arc::clone(&overlay), policy, replayed > 0)?;
+        let checkpointer = Checkpointer::start(
+            Arc::clone(&tables),
+            Arc::clone(&overlay),
+            policy,
+            replayed > 0,
+        )?;
         Ok(Self {
             checkpointer,
             overlay,
