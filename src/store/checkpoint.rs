@@ -159,12 +159,21 @@ fn run(shared: &Shared, tables: &Tables, overlay: &Overlay) {
         }
         let due = plan.due(policy);
         if !due && !plan.move_wanted {
-            let wait = policy.interval.saturating_sub(plan.last.elapsed());
-            plan = shared
-                .wake
-                .wait_timeout(plan, wait.max(Duration::from_millis(1)))
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0;
+            // With nothing written, `note` wakes the thread when a checkpoint becomes due;
+            // otherwise the interval may run out first.
+            plan = if plan.entries == 0 {
+                shared
+                    .wake
+                    .wait(plan)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+            } else {
+                let wait = policy.interval.saturating_sub(plan.last.elapsed());
+                shared
+                    .wake
+                    .wait_timeout(plan, wait.max(Duration::from_millis(1)))
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .0
+            };
             continue;
         }
         // What is written from here on counts toward the next checkpoint.

@@ -53,6 +53,19 @@ struct Frozen {
 }
 
 impl Frozen {
+    fn ops(&self) -> Vec<Op> {
+        self.rows
+            .iter()
+            .flat_map(|(table, rows)| {
+                rows.iter().map(|(key, value)| Op {
+                    table: table.clone(),
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+            })
+            .collect()
+    }
+
     fn get(&self, table: &str, key: &[u8]) -> Option<&Option<Vec<u8>>> {
         self.rows.get(table).and_then(|rows| rows.get(key))
     }
@@ -210,12 +223,25 @@ impl Overlay {
     fn move_locked(&self, tables: &Tables, durable: bool) -> Result<()> {
         let frozen = {
             let mut state = self.write();
-            debug_assert!(state.frozen.is_none(), "a failed move closes the store");
-            if state.active.is_empty() {
+            let left = state.frozen.take();
+            if left.is_none() && state.active.is_empty() {
                 None
             } else {
+                // A move that failed left its layer frozen: it is written again (the same
+                // rows give the same sums), under what is active now.
+                let active = std::mem::take(&mut state.active);
+                let rows = match left {
+                    None => active,
+                    Some(left) => {
+                        let mut rows = left.rows.clone();
+                        for (table, active) in active {
+                            rows.entry(table).or_default().extend(active);
+                        }
+                        rows
+                    }
+                };
                 let frozen = Arc::new(Frozen {
-                    rows: std::mem::take(&mut state.active),
+                    rows,
                     lsn: state.lsn,
                 });
                 state.frozen = Some(Arc::clone(&frozen));
@@ -233,20 +259,9 @@ impl Overlay {
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
         self.room.notify_all();
-        let ops: Vec<Op> = frozen
-            .rows
-            .iter()
-            .flat_map(|(table, rows)| {
-                rows.iter().map(|(key, value)| Op {
-                    table: table.clone(),
-                    key: key.clone(),
-                    value: value.clone(),
-                })
-            })
-            .collect();
         // redb first, then `frozen` is dropped: readers never see a row in neither place.
         // On failure `frozen` stays (readers still see it) and the store closes itself.
-        tables.apply([(frozen.lsn, ops.as_slice())], durable)?;
+        tables.apply([(frozen.lsn, frozen.ops().as_slice())], durable)?;
         self.write().frozen = None;
         Ok(())
     }
