@@ -8,6 +8,7 @@
 //! since the last one, whichever comes first: that bounds what a reopen after a crash
 //! replays. Writers wait for it only when it is far behind (see [`Overlay::wait_for_room`]).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -57,6 +58,8 @@ struct Shared {
     plan: Mutex<Plan>,
     wake: Condvar,
     policy: CheckpointPolicy,
+    /// Mirrors `Plan::failure.is_some()`, for the check on every read (no lock).
+    failed: AtomicBool,
 }
 
 impl Shared {
@@ -97,6 +100,7 @@ impl Checkpointer {
             }),
             wake: Condvar::new(),
             policy,
+            failed: AtomicBool::new(false),
         });
         let thread = {
             let shared = Arc::clone(&shared);
@@ -130,6 +134,9 @@ impl Checkpointer {
 
     /// Why the checkpointer stopped on a failure, if it did.
     pub(crate) fn failure(&self) -> Option<String> {
+        if !self.shared.failed.load(Ordering::Acquire) {
+            return None;
+        }
         self.shared.lock().failure.clone()
     }
 
@@ -202,6 +209,7 @@ fn run(shared: &Shared, tables: &Tables, overlay: &Overlay) {
         if let Err(err) = result {
             tracing::error!(error = %err, "checkpoint failed; the store closes itself");
             plan.failure = Some(err.to_string());
+            shared.failed.store(true, Ordering::Release);
             return;
         }
     }
