@@ -333,7 +333,7 @@ mod tests {
                             "part of a bulk batch is visible: {bulk} rows"
                         );
                         scans += 1;
-                        if scans % 8 == 0 {
+                        if scans.is_multiple_of(8) {
                             let durable = durable_keys(&fs);
                             for (key, _) in &pairs {
                                 assert!(durable.contains(key), "visible before durable: {key:?}");

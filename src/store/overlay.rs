@@ -43,8 +43,10 @@ const MAX_BYTES: usize = 8 << 20;
 const MAX_BEHIND_ROWS: usize = 64 * MAX_ROWS;
 const MAX_BEHIND_BYTES: usize = 16 * MAX_BYTES;
 
-/// Rows by table, then by key; `None` is a delete.
-type Rows = HashMap<String, BTreeMap<Vec<u8>, Option<Vec<u8>>>>;
+/// One table's rows by key; `None` is a delete.
+type TableRows = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+/// Rows by table.
+type Rows = HashMap<String, TableRows>;
 
 /// A layer being written to redb: its rows, and the LSN of the last entry they hold.
 struct Frozen {
@@ -181,17 +183,16 @@ impl Overlay {
                         .as_ref()
                         .and_then(|frozen| frozen.get(&op.table, &op.key))
                 });
-                let old_hash = match pending {
-                    Some(pending) => pending.as_ref().map(|old| row_hash(&op.key, old)),
-                    None => {
-                        if snapshot.is_none() {
-                            snapshot = Some(tables.snapshot()?);
-                        }
-                        snapshot
-                            .as_ref()
-                            .expect("invariant: taken above")
-                            .row_hash(&op.table, &op.key)?
+                let old_hash = if let Some(pending) = pending {
+                    pending.as_ref().map(|old| row_hash(&op.key, old))
+                } else {
+                    if snapshot.is_none() {
+                        snapshot = Some(tables.snapshot()?);
                     }
+                    snapshot
+                        .as_ref()
+                        .expect("invariant: taken above")
+                        .row_hash(&op.table, &op.key)?
                 };
                 let sum = state.sums.entry(op.table.clone()).or_default();
                 if let Some(old_hash) = old_hash {
@@ -355,7 +356,7 @@ impl Overlay {
 /// or reversed. The whole range: any pending delete may hide a row redb would return. The
 /// overlay is bounded (see [`MAX_BEHIND_ROWS`]), so this copy is too.
 fn pending_range(
-    layers: &[Option<&BTreeMap<Vec<u8>, Option<Vec<u8>>>>],
+    layers: &[Option<&TableRows>],
     bounds: (Bound<&[u8]>, Bound<&[u8]>),
     reverse: bool,
 ) -> Vec<PendingRow> {
