@@ -64,9 +64,10 @@ pub struct StoreOptions {
     pub max_transaction_bytes: usize,
     /// Size at which the log starts a new segment.
     pub segment_bytes: u64,
-    /// A durable redb checkpoint after this many entries...
+    /// A durable redb checkpoint, made by the store's background checkpointer, after this
+    /// many entries, or 4 MiB of log...
     pub checkpoint_entries: u64,
-    /// ...or after this much time, whichever comes first.
+    /// ...or this much time after the last one, whichever comes first.
     pub checkpoint_interval: Duration,
     /// A replica's store: user writes are refused with [`StoreError::ReadOnly`]; entries
     /// arrive through [`Store::append_replicated`] with the primary's LSNs. A follower is
