@@ -100,22 +100,17 @@ impl Store {
         }
     }
 
-    /// Drops whole log segments before `lsn`, never past the tables' durable checkpoint.
-    /// Returns how many segments were removed.
+    /// Drops whole log segments before `lsn`, never past the tables' durable checkpoint:
+    /// makes one first (writers keep going meanwhile). Returns how many segments were
+    /// removed.
     ///
     /// # Errors
     /// A closed store or an I/O failure.
     pub fn drop_log_before(&self, lsn: u64) -> Result<usize> {
-        // Holding the writer lock with nothing in flight makes this thread the only one
-        // that may touch the overlay and redb, as the commit leader normally is.
-        let mut exclusive = self.begin_exclusive()?;
-        exclusive.ready_to_read()?;
-        let dropped = self.with_open(|open| {
-            // Never past a durable checkpoint: what the segments hold must be in redb.
-            open.overlay.move_to_tables(&open.tables, true)?;
-            open.log.drop_before(lsn.min(self.last_lsn() + 1))
-        });
-        drop(exclusive);
-        dropped
+        self.with_open(|open| {
+            let durable = open.overlay.move_to_tables(&open.tables, true)?;
+            open.log
+                .drop_before(lsn.min(durable + 1).min(self.last_lsn() + 1))
+        })
     }
 }

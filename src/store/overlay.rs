@@ -215,17 +215,19 @@ impl Overlay {
     }
 
     /// Moves everything in the overlay into redb in one transaction (`durable` makes it a
-    /// checkpoint). Writers keep adding to the overlay meanwhile.
-    pub(crate) fn move_to_tables(&self, tables: &Tables, durable: bool) -> Result<()> {
+    /// checkpoint) and returns an LSN that redb then holds every entry up to. Writers keep
+    /// adding to the overlay meanwhile.
+    pub(crate) fn move_to_tables(&self, tables: &Tables, durable: bool) -> Result<u64> {
         let _mover = self.mover();
         self.move_locked(tables, durable)
     }
 
-    fn move_locked(&self, tables: &Tables, durable: bool) -> Result<()> {
-        let frozen = {
+    fn move_locked(&self, tables: &Tables, durable: bool) -> Result<u64> {
+        let (lsn, frozen) = {
             let mut state = self.write();
+            let lsn = state.lsn;
             let left = state.frozen.take();
-            if left.is_none() && state.active.is_empty() {
+            let frozen = if left.is_none() && state.active.is_empty() {
                 None
             } else {
                 // A move that failed left its layer frozen: it is written again (the same
@@ -249,10 +251,14 @@ impl Overlay {
                 state.row_count = 0;
                 state.bytes = 0;
                 Some(frozen)
-            }
+            };
+            (lsn, frozen)
         };
         let Some(frozen) = frozen else {
-            return if durable { tables.checkpoint() } else { Ok(()) };
+            if durable {
+                tables.checkpoint()?;
+            }
+            return Ok(lsn);
         };
         drop(
             self.room_lock
@@ -264,7 +270,7 @@ impl Overlay {
         // On failure `frozen` stays (readers still see it) and the store closes itself.
         tables.apply([(frozen.lsn, frozen.ops().as_slice())], durable)?;
         self.write().frozen = None;
-        Ok(())
+        Ok(lsn)
     }
 
     /// Applies a bulk batch straight to redb (after what the overlay holds), then takes the
