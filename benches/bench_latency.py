@@ -15,7 +15,8 @@ Scenarios:
            transaction), single durable puts from one thread: first of new keys in order
            (the first checkpoints after the load), then of random existing keys. Each put
            is timed alone: median, p99, p99.9 and max, next to sqlite3 (WAL,
-           synchronous=FULL, one commit per row, same keys and values).
+           synchronous=FULL, one commit per row, same keys and values) and to the disk's
+           floor (a bare 200-byte append + fdatasync to a preallocated file, as many times).
   reopen   a child process loads N rows in batches and keeps putting single rows until it
            is killed with SIGKILL; then the time to open the store and read one row, next
            to sqlite3's connect + first query after the same treatment.
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import queue
 import random
 import shutil
@@ -44,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import replikv
 from bench_store import (
+    FLOOR_RECORD_BYTES,
     SQL_GET,
     SQL_PUT,
     TABLE,
@@ -142,6 +145,25 @@ def phases(cfg: Config) -> list[tuple[str, list[int]]]:
     ]
 
 
+def floor_latencies(path: Path, count: int) -> Latencies:
+    """A bare append + fdatasync per record into a preallocated file: what the disk gives
+    with no database at all."""
+    record = b"x" * (FLOOR_RECORD_BYTES - 1) + b"\n"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC)
+    try:
+        os.posix_fallocate(fd, 0, count * len(record))
+        os.fsync(fd)
+        offsets = iter(range(0, count * len(record), len(record)))
+
+        def append(_key: str, _value: dict[str, object]) -> None:
+            os.pwrite(fd, record, next(offsets))
+            os.fdatasync(fd)
+
+        return time_each(append, range(count))
+    finally:
+        os.close(fd)
+
+
 def bench_steady(base: Path, cfg: Config, report: Report) -> None:
     n = cfg.rows
     section(f"steady: single durable puts after a bulk load of {n:,} rows")
@@ -177,6 +199,17 @@ def bench_steady(base: Path, cfg: Config, report: Report) -> None:
             results["sqlite3"] = {name: time_each(put_sqlite, keys) for name, keys in phases(cfg)}
         finally:
             conn.close()
+        floor = floor_latencies(d / "floor", max(len(keys) for _, keys in phases(cfg)))
+    show("floor: append + fdatasync", floor.line())
+    report.compare(
+        "p99.9 / median of the floor (no database)",
+        floor.pct(99.9) / floor.median,
+        TAIL_TO_MEDIAN,
+        "x",
+        "target",
+        None,
+        kind="at_most",
+    )
     for name, _ in phases(cfg):
         ours, theirs = results["replikv"][name], results["sqlite3"][name]
         show(f"replikv, {name}", ours.line())

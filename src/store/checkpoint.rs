@@ -294,7 +294,7 @@ mod tests {
         let done = AtomicBool::new(false);
         std::thread::scope(|scope| {
             scope.spawn(|| {
-                for i in 0..160u64 {
+                for i in 0..120u64 {
                     let mut ops = vec![
                         put("pairs", format!("a{i}"), i),
                         put("pairs", format!("b{i}"), i),
@@ -347,14 +347,14 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 10, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
 
         /// Under background checkpoints, every read after a commit equals a `BTreeMap`
         /// model, and so does the store reopened after a close or a drop (a crash of the
         /// process: the log is replayed over the last checkpoint).
         #[test]
         fn reads_match_a_model_while_checkpoints_run(
-            writes in proptest::collection::vec((0u8..24, proptest::option::of(any::<u64>()), 0usize..3), 1..30),
+            writes in proptest::collection::vec((0u8..24, proptest::option::of(any::<u64>()), 0usize..3), 1..20),
             close_cleanly: bool,
         ) {
             let dir = tempfile::tempdir().unwrap();
