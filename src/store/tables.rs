@@ -169,7 +169,7 @@ impl Tables {
 
     /// A write transaction; a `durable` one fsyncs on commit and records redb's allocator
     /// state (quick repair), so that opening the file after a crash does not walk every
-    /// page of it to rebuild that state (~1 s for a million rows). It costs the durable
+    /// page of it to rebuild that state (time that grows with the file). It costs the durable
     /// commit a second fsync, which the checkpointer pays in the background.
     fn begin_write(&self, durable: bool) -> Result<redb::WriteTransaction> {
         let mut txn = self.db.begin_write()?;
