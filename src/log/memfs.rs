@@ -113,7 +113,7 @@ impl MemFs {
     }
 
     /// The files a power loss would leave, keeping exactly what was synced.
-    pub(super) fn power_loss_image(&self) -> MemFs {
+    pub(crate) fn power_loss_image(&self) -> MemFs {
         self.image(|file| {
             let synced = file.synced.lock().unwrap().clone();
             (synced.clone(), synced)

@@ -247,61 +247,63 @@ impl Log {
                 )
                 .into());
             }
-            let len = segment
-                .file
-                .size()
-                .map_err(io_error(format!("sizing {}", segment.name)))?;
-            let mut data =
-                vec![
-                    0u8;
-                    usize::try_from(len).map_err(|_| corrupt(&segment.name, 0, "too large"))?
-                ];
-            let read = segment
-                .file
-                .read_at(&mut data, 0)
-                .map_err(io_error(format!("reading {}", segment.name)))?;
-            data.truncate(read);
-            let mut offset = 0usize;
+            // Streamed in chunks: a segment is never read into memory whole.
+            let mut reader = ChunkReader::new(Arc::clone(&segment.file));
+            let reading = |source| LogError::Io {
+                context: format!("reading {}", segment.name),
+                source,
+            };
+            let mut offset = 0u64;
             loop {
-                match scan::next_record(&data, offset) {
+                let found = reader.next_record(offset).map_err(reading)?;
+                let reason = match found {
                     Next::Record { payload, end } => {
                         let lsn = codec::payload_lsn(payload).unwrap_or(0);
                         if lsn != expected {
                             return Err(corrupt(
                                 &segment.name,
-                                offset as u64,
+                                offset,
                                 format!("found LSN {lsn}, expected {expected}"),
                             )
                             .into());
                         }
                         if lsn >= start {
-                            let entry = codec::decode_entry(payload).map_err(|e| {
-                                corrupt(&segment.name, offset as u64, e.to_string())
-                            })?;
+                            let entry = codec::decode_entry(payload)
+                                .map_err(|e| corrupt(&segment.name, offset, e.to_string()))?;
                             replay(entry)?;
                         }
                         expected += 1;
-                        offset = end;
+                        offset = end as u64;
+                        continue;
                     }
-                    Next::End => break,
-                    Next::Bad { reason } => {
-                        let torn = index == last_index
-                            && expected > checkpoint_lsn
-                            && !scan::valid_record_after(&data, offset + 1, expected);
-                        if !torn {
-                            return Err(corrupt(&segment.name, offset as u64, reason).into());
-                        }
-                        tracing::warn!(segment = %segment.name, offset, lsn = expected, %reason, "cutting a torn tail from the log");
-                        self.zero_tail(segment, &data, offset)?;
-                        break;
-                    }
+                    Next::End => None,
+                    Next::Bad { reason } => Some(reason),
+                };
+                // Zeros: the end, if the next chunk holds only zeros too (see `zeros_from`).
+                if reason.is_none() && reader.zeros_from(offset).map_err(reading)? {
+                    break;
                 }
+                // Rare: damage or a torn tail. What follows decides which, so read it all.
+                let rest = reader.rest_from(offset).map_err(reading)?;
+                let reason = match (reason, scan::next_record(&rest, 0)) {
+                    (Some(reason), _) | (None, Next::Bad { reason }) => reason,
+                    (None, _) => "unexpected bytes after the end of the log".to_owned(),
+                };
+                let torn = index == last_index
+                    && expected > checkpoint_lsn
+                    && !scan::valid_record_after(&rest, 1, expected);
+                if !torn {
+                    return Err(corrupt(&segment.name, offset, reason).into());
+                }
+                tracing::warn!(segment = %segment.name, offset, lsn = expected, %reason, "cutting a torn tail from the log");
+                self.zero_tail(segment, &rest, offset)?;
+                break;
             }
             if index == last_index {
                 if expected <= checkpoint_lsn {
                     return Err(corrupt(
                         &segment.name,
-                        offset as u64,
+                        offset,
                         format!("the log ends at LSN {} but the tables have applied LSN {checkpoint_lsn}", expected - 1),
                     )
                     .into());
@@ -316,7 +318,7 @@ impl Log {
                         .map_err(io_error(format!("syncing {}", segment.name)))?;
                 }
                 return Ok(Tail {
-                    offset: offset as u64,
+                    offset,
                     next_lsn: expected,
                 });
             }
@@ -324,16 +326,17 @@ impl Log {
         unreachable!("the loop returns at the last segment")
     }
 
-    /// Overwrites a torn tail with zeros so that later appends never sit before old garbage.
-    fn zero_tail(&self, segment: &Segment, data: &[u8], from: usize) -> Result<()> {
-        let end = data
+    /// Overwrites a torn tail with zeros so that later appends never sit before old garbage;
+    /// `rest` holds the segment's bytes from `from` to its end.
+    fn zero_tail(&self, segment: &Segment, rest: &[u8], from: u64) -> Result<()> {
+        let end = rest
             .iter()
             .rposition(|&b| b != 0)
-            .map_or(from, |last| last + 1);
-        if end > from {
+            .map_or(0, |last| last + 1);
+        if end > 0 {
             segment
                 .file
-                .write_at(&vec![0u8; end - from], from as u64)
+                .write_at(&vec![0u8; end], from)
                 .map_err(io_error(format!(
                     "cutting the torn tail of {}",
                     segment.name

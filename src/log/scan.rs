@@ -96,6 +96,29 @@ impl ChunkReader {
         Ok(())
     }
 
+    /// Whether the next [`CHUNK`] bytes from `offset` (or all, if fewer are left) are zero.
+    /// The log is written in order and preallocated with zeros, so that much zero space
+    /// is where nothing more was written: scanning every zero byte of a preallocated
+    /// segment (tens of MiB) would cost a reopen more than the rest of it.
+    pub(super) fn zeros_from(&mut self, offset: u64) -> io::Result<bool> {
+        self.fill(offset, CHUNK)?;
+        let at = usize::try_from(offset - self.buf_start).unwrap_or(usize::MAX);
+        Ok(self
+            .buf
+            .get(at..)
+            .is_none_or(|window| window.iter().all(|&b| b == 0)))
+    }
+
+    /// Every byte of the file from `offset` on, read into memory (for the rare paths that
+    /// must look at all of it: damage or a torn tail).
+    pub(super) fn rest_from(&self, offset: u64) -> io::Result<Vec<u8>> {
+        let len = self.file.size()?.saturating_sub(offset);
+        let mut rest = vec![0u8; usize::try_from(len).map_err(io::Error::other)?];
+        let read = self.file.read_at(&mut rest, offset)?;
+        rest.truncate(read);
+        Ok(rest)
+    }
+
     /// The record at `offset`; `end` in the answer is an absolute offset.
     pub(super) fn next_record(&mut self, offset: u64) -> io::Result<Next<'_>> {
         self.fill(offset, RECORD_HEADER_LEN)?;

@@ -1,12 +1,12 @@
 //! The commit pipeline of DESIGN §1: take an LSN and frame the record under one lock; one
-//! leader writes and fdatasyncs the waiting batch, applies it to the tables in one redb
-//! transaction, then advances `visible_lsn`, wakes the writers it carried and tells the
-//! visibility listeners.
+//! leader writes and fdatasyncs the waiting batch, applies it to the in-memory overlay (the
+//! checkpointer moves it into redb in the background), then advances `visible_lsn`, wakes
+//! the writers it carried and tells the visibility listeners.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::ThreadId;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::codec::{frame_payload, frame_record, Op};
 
@@ -20,14 +20,6 @@ pub(crate) struct Pending {
 pub(crate) struct Batch {
     pub records: Vec<u8>,
     pub entries: Vec<Pending>,
-    pub checkpoint: bool,
-}
-
-/// When the leader makes its redb commit durable.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct CheckpointPolicy {
-    pub entries: u64,
-    pub interval: Duration,
 }
 
 pub(crate) struct State {
@@ -41,8 +33,6 @@ pub(crate) struct State {
     closed: Option<Closed>,
     /// The thread whose transaction holds the writer lock.
     writer: Option<ThreadId>,
-    since_checkpoint: u64,
-    last_checkpoint: Instant,
     /// The last LSN of the batch being flushed, and which of `Pipeline::batch_done` its
     /// writers wait on (writers of the next batch wait on the other one).
     in_flight_last: u64,
@@ -71,7 +61,6 @@ pub(crate) struct Pipeline {
     batch_done: [Condvar; 2],
     /// Signalled when a transaction releases the writer lock.
     writer_free: Condvar,
-    policy: CheckpointPolicy,
     /// Set once a flush failed: readers check it without taking the state lock.
     failed: AtomicBool,
     /// Mirrors `State::writer.is_some()` for checks that must not take the state lock.
@@ -118,7 +107,7 @@ pub(super) fn now_ms() -> u64 {
 }
 
 impl Pipeline {
-    pub(crate) fn new(next_lsn: u64, epoch: u64, policy: CheckpointPolicy) -> Self {
+    pub(crate) fn new(next_lsn: u64, epoch: u64) -> Self {
         Self {
             state: Mutex::new(State {
                 next_lsn,
@@ -130,8 +119,6 @@ impl Pipeline {
                 visible_lsn: next_lsn - 1,
                 closed: None,
                 writer: None,
-                since_checkpoint: 0,
-                last_checkpoint: Instant::now(),
                 in_flight_last: 0,
                 in_flight_slot: 0,
                 waiting: [0; 2],
@@ -141,7 +128,6 @@ impl Pipeline {
             next_listener: AtomicU64::new(0),
             batch_done: [Condvar::new(), Condvar::new()],
             writer_free: Condvar::new(),
-            policy,
             failed: AtomicBool::new(false),
             writer_held: AtomicBool::new(false),
             paused: AtomicBool::new(false),
@@ -436,7 +422,6 @@ impl Pipeline {
     ) -> MutexGuard<'a, State> {
         state.leading = true;
         let entries = std::mem::take(&mut state.pending);
-        let count = entries.len() as u64;
         let last = entries
             .last()
             .expect("invariant: lead is only called with pending entries")
@@ -444,27 +429,16 @@ impl Pipeline {
         // The writers of this batch were waiting as "next batch": they are in flight now.
         state.in_flight_last = last;
         state.in_flight_slot = 1 - state.in_flight_slot;
-        let checkpoint = state.since_checkpoint + count >= self.policy.entries
-            || state.last_checkpoint.elapsed() >= self.policy.interval;
         let batch = Batch {
             records: std::mem::take(&mut state.records),
             entries,
-            checkpoint,
         };
         drop(state);
         let result = flush(&batch);
         let mut state = self.lock();
         state.leading = false;
         match result {
-            Ok(()) => {
-                state.visible_lsn = last;
-                if checkpoint {
-                    state.since_checkpoint = 0;
-                    state.last_checkpoint = Instant::now();
-                } else {
-                    state.since_checkpoint += count;
-                }
-            }
+            Ok(()) => state.visible_lsn = last,
             Err(err) => {
                 // A failed fdatasync is never retried: the file's state is unknown.
                 tracing::error!(error = %err, "commit failed; the store closes itself");

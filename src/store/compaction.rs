@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use super::retention::LogHolds;
-use super::tables::Compacted;
+use std::sync::Arc;
+
+use super::tables::{Compacted, Tables};
 use super::{dir_io, Store};
 use crate::error::{Result, StoreError};
 
@@ -41,7 +43,7 @@ impl Store {
     pub fn checkpoint(&self) -> Result<()> {
         let mut exclusive = self.begin_exclusive()?;
         exclusive.ready_to_read()?;
-        let done = self.with_open(|open| open.overlay.flush(&open.tables, true));
+        let done = self.with_open(|open| open.overlay.move_to_tables(&open.tables, true).map(drop));
         drop(exclusive);
         done
     }
@@ -65,7 +67,7 @@ impl Store {
         };
         // With the writer lock held and nothing in flight, the overlay stays empty once
         // flushed: every row is in redb, and only this thread writes redb.
-        self.with_open(|open| open.overlay.flush(&open.tables, true))?;
+        self.with_open(|open| open.overlay.move_to_tables(&open.tables, true).map(drop))?;
         // The checkpoint covers the whole log now: what the policy lets go goes too (a
         // primary serving the store applies it itself, with its slots).
         if self.inner.replication.current().is_none() {
@@ -102,13 +104,30 @@ impl Store {
         let Some(open) = guard.as_mut() else {
             return Err(self.closed_error(self.inner.pipeline.failure()));
         };
-        let until = Instant::now() + HOLD_READERS;
-        loop {
-            match open.tables.compact()? {
-                Compacted::Done => return Ok(true),
-                Compacted::ReadersActive if Instant::now() >= until => return Ok(false),
-                Compacted::ReadersActive => std::thread::sleep(Duration::from_micros(200)),
+        // The checkpointer shares the tables: it stops while they are compacted (with the
+        // writers held and the overlay moved, it has nothing to do meanwhile).
+        open.checkpointer.stop();
+        let compacted = match Arc::get_mut(&mut open.tables) {
+            Some(tables) => compact_within(tables, HOLD_READERS),
+            None => {
+                unreachable!("only the open store holds its tables once its checkpointer stopped")
             }
+        };
+        let restarted = open.checkpointer.restart(&open.tables, &open.overlay);
+        let compacted = compacted?;
+        restarted.map(|()| compacted)
+    }
+}
+
+/// Compacts `tables` once the read snapshots already taken have ended, waiting up to
+/// `patience` for them; returns whether it compacted.
+fn compact_within(tables: &mut Tables, patience: Duration) -> Result<bool> {
+    let until = Instant::now() + patience;
+    loop {
+        match tables.compact()? {
+            Compacted::Done => return Ok(true),
+            Compacted::ReadersActive if Instant::now() >= until => return Ok(false),
+            Compacted::ReadersActive => std::thread::sleep(Duration::from_micros(200)),
         }
     }
 }

@@ -100,16 +100,17 @@ impl Store {
         }
     }
 
-    /// Drops whole log segments before `lsn`, after a checkpoint (never past what it made
-    /// durable). Returns how many segments were removed.
+    /// Drops whole log segments before `lsn`, never past the tables' durable checkpoint:
+    /// makes one first (writers keep going meanwhile). Returns how many segments were
+    /// removed.
     ///
     /// # Errors
     /// A closed store or an I/O failure.
     pub fn drop_log_before(&self, lsn: u64) -> Result<usize> {
-        self.checkpoint()?;
         self.with_open(|open| {
-            let recoverable = open.tables.durable_lsn() + 1;
-            open.log.drop_before(lsn.min(recoverable))
+            let durable = open.overlay.move_to_tables(&open.tables, true)?;
+            open.log
+                .drop_before(lsn.min(durable + 1).min(self.last_lsn() + 1))
         })
     }
 }

@@ -200,11 +200,14 @@ impl Store {
             return Err(self.closed_error(None));
         };
         let Open {
+            checkpointer,
             tables,
             overlay,
             log,
             _lock: lock,
         } = old;
+        // The checkpointer first: it holds handles of the tables.
+        drop(checkpointer);
         drop((tables, overlay, log));
         finish_install(&self.inner.path)?;
         let log_dir = self.inner.path.join("log");
@@ -221,6 +224,7 @@ impl Store {
             .marked_follower
             .store(parts.follower, std::sync::atomic::Ordering::Release);
         *guard = Some(Open {
+            checkpointer: parts.checkpointer,
             tables: parts.tables,
             overlay: parts.overlay,
             log: parts.log,

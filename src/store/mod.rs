@@ -1,6 +1,7 @@
 //! The store: a directory holding the change log (the commit point) and the redb tables
 //! applied from it. See DESIGN §1 for the commit pipeline and recovery.
 
+mod checkpoint;
 mod commit;
 mod compaction;
 mod dirlock;
@@ -29,7 +30,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
-use commit::{Batch, CheckpointPolicy, Pipeline, Refused};
+use checkpoint::Checkpointer;
+use commit::{Batch, Pipeline, Refused};
 pub use compaction::Compaction;
 use dirlock::DirLock;
 pub use diverged::{read_divergence_report, DivergenceReport};
@@ -91,9 +93,10 @@ pub struct StoreOptions {
     pub retain_seconds: Option<Duration>,
     /// The bound of redb's page cache (read cache and write buffer), in bytes.
     pub cache_bytes: usize,
-    /// A durable redb checkpoint after this many entries...
+    /// A durable redb checkpoint, made by the store's background checkpointer, after this
+    /// many entries, or 4 MiB of log...
     pub checkpoint_entries: u64,
-    /// ...or after this much time, whichever comes first.
+    /// ...or this much time after the last one, whichever comes first.
     pub checkpoint_interval: Duration,
     /// A replica's store: user writes are refused with [`StoreError::ReadOnly`]; entries
     /// arrive through [`Store::append_replicated`] with the primary's LSNs. A follower is
@@ -199,8 +202,11 @@ pub struct Checksum {
 }
 
 struct Open {
-    tables: Tables,
-    overlay: Overlay,
+    // Field order is load-bearing: the checkpointer's thread (which holds the other
+    // handles of `tables` and `overlay`) stops before the files are released.
+    checkpointer: Checkpointer,
+    tables: Arc<Tables>,
+    overlay: Arc<Overlay>,
     log: Log,
     _lock: DirLock,
 }
@@ -340,11 +346,7 @@ impl Store {
         let log_fs = log_fs(&path)?;
         install::finish_install(&path)?;
         let parts = Parts::recover(&path, &options, log_fs)?;
-        let policy = CheckpointPolicy {
-            entries: options.checkpoint_entries.max(1),
-            interval: options.checkpoint_interval,
-        };
-        let pipeline = Pipeline::new(parts.next_lsn, parts.history.last_epoch(), policy);
+        let pipeline = Pipeline::new(parts.next_lsn, parts.history.last_epoch());
         let read_only = if options.follower {
             Some(ReadOnlyReason::Replica)
         } else if parts.follower {
@@ -356,6 +358,7 @@ impl Store {
             tables,
             overlay,
             log,
+            checkpointer,
             ..
         } = parts;
         let store = Self {
@@ -371,6 +374,7 @@ impl Store {
                 watchers: watch::Watchers::default(),
                 maintenance: std::sync::Mutex::new(None),
                 open: RwLock::new(Some(Open {
+                    checkpointer,
                     tables,
                     overlay,
                     log,
@@ -436,6 +440,9 @@ impl Store {
         // After a failed write the store refuses reads too: it closed itself.
         if guard.is_none() || self.inner.pipeline.has_failed() {
             return Err(self.closed_error(self.inner.pipeline.failure()));
+        }
+        if let Some(cause) = guard.as_ref().and_then(|open| open.checkpointer.failure()) {
+            return Err(self.closed_error(Some(cause)));
         }
         Ok(guard)
     }
@@ -561,26 +568,31 @@ impl Store {
     }
 
     /// The leader's work: append + fdatasync, then apply to the overlay (or, for a bulk
-    /// batch, straight to redb), moving the overlay into redb when full or at a checkpoint.
+    /// batch, straight to redb) and tell the checkpointer, which moves the overlay into redb
+    /// and makes checkpoints in the background.
     fn flush(&self, batch: &Batch) -> Result<()> {
         self.with_open(|open| {
+            let ops = batch.entries.iter().map(|e| e.ops.len()).sum();
+            let bulk = Overlay::is_bulk(ops);
+            if !bulk {
+                open.overlay
+                    .wait_for_room(&|| open.checkpointer.failure().is_some());
+            }
+            if let Some(cause) = open.checkpointer.failure() {
+                return Err(self.closed_error(Some(cause)));
+            }
             let last = batch.entries.last().map_or(0, |e| e.lsn);
             open.log.append(&batch.records, last)?;
-            let durable = batch.checkpoint && self.inner.options.fsync;
-            let ops = batch.entries.iter().map(|e| e.ops.len()).sum();
-            if Overlay::is_bulk(ops) {
-                open.overlay.flush(&open.tables, false)?;
-                open.tables.apply(
-                    batch.entries.iter().map(|e| (e.lsn, e.ops.as_slice())),
-                    durable,
-                )?;
-                open.overlay.reload(&open.tables)?;
+            if bulk {
+                open.overlay.apply_bulk(&open.tables, &batch.entries)?;
             } else {
                 open.overlay.apply(&open.tables, &batch.entries)?;
-                if durable || open.overlay.is_full() {
-                    open.overlay.flush(&open.tables, durable)?;
-                }
             }
+            open.checkpointer.note(
+                batch.entries.len() as u64,
+                batch.records.len() as u64,
+                open.overlay.is_full(),
+            );
             // Before the batch becomes visible: once a write returns, every cache in front
             // of this store has dropped what it wrote.
             self.inner.watchers.tell(&batch.entries);
@@ -771,7 +783,7 @@ impl Store {
         let mut exclusive = self.begin_exclusive()?;
         exclusive.ready_to_read()?;
         let flushed = self.with_open(|open| {
-            open.overlay.flush(&open.tables, false)?;
+            open.overlay.move_to_tables(&open.tables, false)?;
             let (lsn, sums) = open.overlay.sums();
             Ok((lsn, self.epoch(), sums, open.tables.snapshot()?))
         });
@@ -824,9 +836,11 @@ impl Store {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
-        if let Some(open) = open {
-            if self.inner.pipeline.failure().is_none() {
-                open.overlay.flush(&open.tables, self.inner.options.fsync)?;
+        if let Some(mut open) = open {
+            open.checkpointer.stop();
+            if self.inner.pipeline.failure().is_none() && open.checkpointer.failure().is_none() {
+                open.overlay
+                    .move_to_tables(&open.tables, self.inner.options.fsync)?;
             }
         }
         Ok(())

@@ -2,7 +2,9 @@
 //! after the tables' last checkpoint.
 
 use std::path::Path;
+use std::sync::Arc;
 
+use super::checkpoint::{CheckpointPolicy, Checkpointer, CHECKPOINT_BYTES};
 use super::epochs::EpochHistory;
 use super::overlay::Overlay;
 use super::tables::Tables;
@@ -13,8 +15,9 @@ use crate::log::{Log, LogFs};
 
 /// A store's files, opened and recovered: what `Open` holds besides the directory lock.
 pub(super) struct Parts {
-    pub(super) tables: Tables,
-    pub(super) overlay: Overlay,
+    pub(super) checkpointer: Checkpointer,
+    pub(super) tables: Arc<Tables>,
+    pub(super) overlay: Arc<Overlay>,
     pub(super) log: Log,
     pub(super) next_lsn: u64,
     /// The highest epoch seen, as recorded.
@@ -25,7 +28,9 @@ pub(super) struct Parts {
 }
 
 impl Parts {
-    /// Opens the tables and the log and replays the log after the tables' checkpoint.
+    /// Opens the tables and the log, replays the log after the tables' checkpoint, and
+    /// starts the checkpointer. The replay is applied to redb without an fsync: the
+    /// checkpointer makes it durable in the background (until then the log still holds it).
     pub(super) fn recover(
         path: &Path,
         options: &StoreOptions,
@@ -58,7 +63,6 @@ impl Parts {
         apply_entries(&tables, &replay, false)?;
         if replayed > 0 {
             tracing::info!(path = %path.display(), replayed, "replayed the log after the last checkpoint");
-            tables.checkpoint()?;
         }
         // A store written before epochs had a history was in epoch 1 all along.
         let pairs = tables.epochs()?;
@@ -70,8 +74,23 @@ impl Parts {
             })?
         };
         let (applied, sums) = tables.sums()?;
+        let tables = Arc::new(tables);
+        let overlay = Arc::new(Overlay::new(applied, sums));
+        let policy = CheckpointPolicy {
+            entries: options.checkpoint_entries.max(1),
+            bytes: CHECKPOINT_BYTES,
+            interval: options.checkpoint_interval,
+            fsync: options.fsync,
+        };
+        let checkpointer = Checkpointer::start(
+            Arc::clone(&tables),
+            Arc::clone(&overlay),
+            policy,
+            replayed > 0,
+        )?;
         Ok(Self {
-            overlay: Overlay::new(applied, sums),
+            checkpointer,
+            overlay,
             next_lsn: log.next_lsn(),
             epoch: meta.epoch,
             history,

@@ -204,8 +204,7 @@ impl Tables {
             ));
         }
         drop(txn);
-        let mut write = self.db.begin_write()?;
-        write.set_durability(Durability::Immediate)?;
+        let write = self.begin_write(true)?;
         {
             let mut meta = write.open_table(META)?;
             meta.insert("format_version", FORMAT_VERSION)?;
@@ -226,11 +225,25 @@ impl Tables {
         })
     }
 
+    /// A write transaction; a `durable` one fsyncs on commit and records redb's allocator
+    /// state (quick repair), so that opening the file after a crash does not walk every
+    /// page of it to rebuild that state (time that grows with the file). It costs the durable
+    /// commit a second fsync, which the checkpointer pays in the background.
+    fn begin_write(&self, durable: bool) -> Result<redb::WriteTransaction> {
+        let mut txn = self.db.begin_write()?;
+        if durable {
+            txn.set_durability(Durability::Immediate)?;
+            txn.set_quick_repair(true);
+        } else {
+            txn.set_durability(Durability::None)?;
+        }
+        Ok(txn)
+    }
+
     /// Rewrites every row of a format-1 file with its CRC, in one durable transaction (a
     /// crash leaves the file at format 1, and the next open migrates it again).
     fn migrate_from_1(&self) -> Result<()> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
+        let txn = self.begin_write(true)?;
         let names: Vec<String> = txn
             .list_tables()?
             .map(|handle| handle.name().to_owned())
@@ -281,12 +294,7 @@ impl Tables {
         durable: bool,
     ) -> Result<()> {
         let before = self.applied_lsn.load(Ordering::Acquire);
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
-        })?;
+        let txn = self.begin_write(durable)?;
         let applied = {
             let mut stats_table = txn.open_table(STATS)?;
             let mut stats: HashMap<&str, TableSum> = HashMap::new();
@@ -365,8 +373,7 @@ impl Tables {
     /// Durably writes metadata values (by the one thread that writes redb).
     pub(crate) fn write_meta(&self, values: &[(&str, u64)]) -> Result<()> {
         let before = self.applied_lsn.load(Ordering::Acquire);
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
+        let txn = self.begin_write(true)?;
         {
             let mut meta = txn.open_table(META)?;
             for (key, value) in values {
@@ -422,8 +429,7 @@ impl Tables {
 
     /// Durably replaces the epoch history, and records `seen` as the highest epoch seen.
     pub(crate) fn set_epochs(&self, pairs: &[(u64, u64)], seen: u64) -> Result<()> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
+        let txn = self.begin_write(true)?;
         {
             let mut table = txn.open_table(EPOCHS)?;
             table.retain(|_, _| false)?;
@@ -445,8 +451,7 @@ impl Tables {
     /// An fsync'ed commit that makes every earlier non-durable commit durable.
     pub(crate) fn checkpoint(&self) -> Result<()> {
         let before = self.applied_lsn.load(Ordering::Acquire);
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
+        let txn = self.begin_write(true)?;
         self.commit(txn)?;
         self.committed_durably(before);
         Ok(())
