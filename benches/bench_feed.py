@@ -13,6 +13,7 @@ The ratio compares two figures of this run. This script never fails on a timing.
 from __future__ import annotations
 
 import shlex
+import statistics
 import sys
 import tempfile
 import time
@@ -87,8 +88,8 @@ def bench_to_pandas(base: Path, cfg: Config, report: Report) -> None:
         show("pd.DataFrame of dicts from a changes() loop", fmt_runs(theirs, "s", 2))
         report.compare(
             "feed to pandas",
-            sorted(ours)[len(ours) // 2],
-            sorted(theirs)[len(theirs) // 2],
+            statistics.median(ours),
+            statistics.median(theirs),
             "s",
             "Python loop",
             None,
