@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import duckdb
+import polars as pl
 import pyarrow as pa
 import pytest
 import replikv
@@ -171,6 +173,20 @@ def test_a_big_entry_streams_in_bounded_batches(store: replikv.Store) -> None:
     assert stream.num_rows == 150_000 and stream.packed_columns == ["value"]
     sizes = [b.num_rows for b in pa.RecordBatchReader.from_stream(stream)]
     assert sizes == [65_536, 65_536, 150_000 - 2 * 65_536]
+
+
+def test_duckdb_and_polars_read_the_change_stream(store: replikv.Store) -> None:
+    store.put_many("events", [(i, {"n": i}) for i in range(20)])
+    store.delete("events", 3)
+    store.put("profiles", "ana", {"opted_in": True})
+    stream = store.changes().to_arrow_batches()
+    counted = duckdb.sql(
+        'select "table", op, count(*) from stream group by all order by all'
+    ).fetchall()
+    assert counted == [("events", "delete", 1), ("events", "put", 20), ("profiles", "put", 1)]
+    frame = pl.DataFrame(stream)
+    assert frame.columns == ["lsn", "epoch", "timestamp", "table", "key", "op", "value"]
+    assert frame["lsn"].to_list() == [c.lsn for c in store.changes() for _ in c.ops]
 
 
 def test_the_range_is_fixed_when_changes_is_called(store: replikv.Store) -> None:
