@@ -180,9 +180,9 @@ def test_duckdb_and_polars_read_the_change_stream(store: replikv.Store) -> None:
     store.delete("events", 3)
     store.put("profiles", "ana", {"opted_in": True})
     stream = store.changes().to_arrow_batches()
-    counted = duckdb.sql(
-        'select "table", op, count(*) from stream group by all order by all'
-    ).fetchall()
+    relation = duckdb.sql('select "table", op, count(*) from stream group by all order by all')
+    assert relation is not None
+    counted = relation.fetchall()
     assert counted == [("events", "delete", 1), ("events", "put", 20), ("profiles", "put", 1)]
     frame = pl.DataFrame(stream)
     assert frame.columns == ["lsn", "epoch", "timestamp", "table", "key", "op", "value"]
