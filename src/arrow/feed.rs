@@ -229,3 +229,57 @@ impl RecordBatchReader for FeedBatches {
         self.schema.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{encode_key, KeyRef, Op};
+    use crate::store::StoreOptions;
+
+    fn put(table: &str, key: i64) -> Op {
+        Op {
+            table: table.to_owned(),
+            key: encode_key(KeyRef::Int(key)),
+            value: Some(vec![0xc0]),
+        }
+    }
+
+    #[test]
+    fn an_entry_spans_batches_and_a_filter_keeps_only_its_tables() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path().join("db"), StoreOptions::default()).unwrap();
+        let mut ops: Vec<Op> = (0..10).map(|k| put("a", k)).collect();
+        ops.push(put("b", 99));
+        store.commit(ops, None).unwrap();
+        store.commit(vec![put("b", 1)], None).unwrap();
+
+        let plan = FeedPlan::new(store.clone(), FeedRequest::new(0, store.last_lsn())).unwrap();
+        assert_eq!(plan.rows(), 12);
+        let sizes: Vec<usize> = plan.stream(4).map(|b| b.unwrap().num_rows()).collect();
+        assert_eq!(sizes, [4, 4, 4], "batches are cut inside an entry");
+
+        let mut only_a = FeedRequest::new(0, store.last_lsn());
+        only_a.tables = Some(["a".to_owned()].into());
+        let plan = FeedPlan::new(store.clone(), only_a).unwrap();
+        assert_eq!(
+            plan.rows(),
+            10,
+            "the other table's ops and entry are left out"
+        );
+        assert_eq!(plan.schema().field(4).data_type(), &DataType::Int64);
+        let lsns: Vec<u64> =
+            plan.stream(64)
+                .flat_map(|b| {
+                    let b = b.unwrap();
+                    let lsn = arrow_array::cast::AsArray::as_primitive::<
+                        arrow_array::types::UInt64Type,
+                    >(b.column(0).as_ref())
+                    .values()
+                    .to_vec();
+                    lsn
+                })
+                .collect();
+        assert_eq!(lsns, [1; 10]);
+        store.close().unwrap();
+    }
+}
