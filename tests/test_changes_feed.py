@@ -269,3 +269,16 @@ def test_a_million_op_entry_streams_with_bounded_memory(tmp_path: Path) -> None:
         # 288 MiB (iterate, on main at bf82021); this one 0 MiB (iterate: the entry's 30 MB
         # of bytes stay under the opening peak) and 39 MiB (arrow: 64k-row batches).
         assert grew_mib < 150, (how, grew_mib)
+
+
+def test_without_the_extras_the_feed_names_the_one_to_install(
+    store: replikv.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.put("t", 1, 1)
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    with pytest.raises(ImportError, match=r"pip install 'replikv\[pandas\]'"):
+        store.changes().to_pandas()
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    with pytest.raises(ImportError, match=r"pip install 'replikv\[arrow\]'"):
+        store.changes().to_arrow()
+    assert store.changes().to_arrow_batches().num_rows == 1
