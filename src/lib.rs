@@ -23,6 +23,7 @@ pub mod arrow;
 pub mod cache;
 pub mod codec;
 pub mod error;
+pub mod feed;
 pub mod follow;
 pub mod fork;
 pub mod log;

@@ -3,8 +3,8 @@
 import datetime
 import os
 import pathlib
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Literal, ParamSpec, TypeVar, final
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal, ParamSpec, SupportsIndex, TypeVar, final, overload
 
 from typing_extensions import Self
 
@@ -16,10 +16,13 @@ __all__ = [
     "Cache",
     "CacheNode",
     "Change",
+    "ChangeStream",
     "Changes",
     "Checksum",
     "Damage",
     "Op",
+    "Ops",
+    "OpsIterator",
     "Primary",
     "Promotion",
     "Receipt",
@@ -98,7 +101,31 @@ class Change:
     def timestamp(self) -> datetime.datetime:
         """Commit time, an aware UTC datetime (millisecond precision)."""
     @property
-    def ops(self) -> list[Op]: ...
+    def ops(self) -> Ops:
+        """Its ops, a read-only sequence that decodes each op when it is used."""
+
+@final
+class Ops:
+    """The ops of a :class:`Change`: ``len``, indexing (slices give a list), iteration.
+
+    It holds the entry's stored bytes and decodes one op at a time, so iterating a
+    million-op entry never holds a million ``Op`` objects. Equal to a list of the same ops.
+    """
+
+    def __len__(self) -> int: ...
+    @overload
+    def __getitem__(self, index: SupportsIndex, /) -> Op: ...
+    @overload
+    def __getitem__(self, index: slice, /) -> list[Op]: ...
+    def __iter__(self) -> OpsIterator: ...
+    def __eq__(self, other: object, /) -> bool: ...
+
+@final
+class OpsIterator:
+    """An iterator over the ops of a change, decoding one at a time."""
+
+    def __iter__(self) -> OpsIterator: ...
+    def __next__(self) -> Op: ...
 
 @final
 class Checksum:
@@ -161,10 +188,36 @@ class Scan:
 
 @final
 class Changes:
-    """An iterator of :class:`Change` entries, oldest first."""
+    """An iterator of :class:`Change` entries, oldest first, read lazily.
+
+    Its LSN range is fixed when ``Store.changes`` is called (up to the LSN visible then);
+    entries committed later are read by a new ``changes(since=...)``.
+    """
 
     def __iter__(self) -> Changes: ...
     def __next__(self) -> Change: ...
+    def to_arrow_batches(self) -> ChangeStream:
+        """The entries as Arrow record batches, one row per op; no pyarrow needed.
+
+        Covers the whole range of the call, whatever iteration has consumed. Columns:
+        ``lsn`` and ``epoch`` (uint64), ``timestamp`` (timestamp[us, UTC], the commit
+        time), ``table`` (string), ``key`` (string, int64 or binary when all keys have that
+        type, else packed MessagePack), ``op`` (``'put'`` or ``'delete'``), ``value``
+        (packed MessagePack, null for a delete).
+        """
+    def to_arrow(self) -> Any:
+        """The entries as a ``pyarrow.Table``, one row per op (see ``to_arrow_batches``).
+
+        Raises:
+            ImportError: pyarrow is not installed (``pip install 'replikv[arrow]'``).
+        """
+    def to_pandas(self) -> Any:
+        """The entries as a pandas DataFrame, one row per op, values decoded into Python
+        objects (``None`` for deletes).
+
+        Raises:
+            ImportError: pandas is not installed (``pip install 'replikv[pandas]'``).
+        """
 
 @final
 class Transaction:
@@ -380,11 +433,29 @@ class Store:
             TypeError: a cell of a type that cannot be stored (the message names its key and
                 field).
         """
-    def changes(self, since: int = 0, limit: int | None = None) -> Changes:
-        """Entries of the change log with LSN greater than ``since``.
+    def changes(
+        self,
+        since: int = 0,
+        limit: int | None = None,
+        *,
+        tables: Sequence[str] | None = None,
+        since_time: datetime.datetime | None = None,
+        until: datetime.datetime | int | None = None,
+    ) -> Changes:
+        """Entries of the change log with LSN greater than ``since``, read lazily.
+
+        Args:
+            since: entries after this LSN.
+            limit: at most this many entries (after filtering).
+            tables: only ops of these tables; an entry with none of them is skipped.
+            since_time: only entries committed at or after this aware datetime.
+            until: an aware datetime (entries committed before it) or an LSN (entries up to
+                and including it, so ``changes(since=a, until=b)`` and
+                ``changes(since=b)`` split the log with no overlap).
 
         Raises:
             LogTruncated: ``since`` is older than the retained log.
+            TypeError: a naive datetime, or ``until`` neither a datetime nor an int.
         """
     @property
     def oldest_lsn(self) -> int:
@@ -892,6 +963,25 @@ class ArrowStream:
     @property
     def packed_columns(self) -> list[str]:
         """Columns that hold each value's MessagePack bytes (lists, dicts, mixed types)."""
+
+@final
+class ChangeStream:
+    """The ops of a change feed as Arrow record batches (the Arrow PyCapsule interface).
+
+    Batches hold at most 65,536 rows, so a huge entry spans several. Each
+    ``__arrow_c_stream__`` call streams the same rows again.
+    """
+
+    def __arrow_c_stream__(self, requested_schema: object | None = None) -> object:
+        """A new Arrow C stream of the rows (a PyCapsule named ``arrow_array_stream``)."""
+    def __arrow_c_schema__(self) -> object:
+        """The schema of the rows (a PyCapsule named ``arrow_schema``)."""
+    @property
+    def num_rows(self) -> int:
+        """How many rows (ops) a stream gives."""
+    @property
+    def packed_columns(self) -> list[str]:
+        """Columns that hold MessagePack bytes (``value``, and ``key`` if key types mix)."""
 
 def decode_packed(array: Any) -> list[Any]:
     """The values of a packed (MessagePack) Arrow column as Python objects (None for nulls)."""

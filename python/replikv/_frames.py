@@ -99,9 +99,10 @@ def _to_arrow(column: Any, pa: Any) -> Any:
     return array if _structless(array.type, pa) else None
 
 
-def frame_from_stream(stream: Any, what: str) -> Any:
-    """A DataFrame of an ``ArrowStream``: the key as the index, nullable ints and bools as
-    pandas' nullable dtypes, packed columns decoded into Python objects."""
+def frame_from_stream(stream: Any, what: str, key_index: bool = True) -> Any:
+    """A DataFrame of an ``ArrowStream`` or a ``ChangeStream``: nullable ints and bools as
+    pandas' nullable dtypes, packed columns decoded into Python objects, and the first
+    column (the key) as the index if ``key_index``."""
     from . import _core
 
     pd = require("pandas", "pandas", what)
@@ -124,5 +125,4 @@ def frame_from_stream(stream: Any, what: str) -> Any:
         if name in packed:
             values = _core.decode_packed(table.column(name).combine_chunks())
             frame.insert(position, name, pd.Series(values, dtype=object, index=frame.index))
-    key_name = table.column_names[0]
-    return frame.set_index(key_name)
+    return frame.set_index(table.column_names[0]) if key_index else frame

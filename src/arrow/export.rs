@@ -16,7 +16,7 @@ use crate::error::{Result, StoreError};
 use crate::store::{SnapshotView, Store};
 
 /// Bytes of variable-length data after which a batch ends (well inside 32-bit offsets).
-const BATCH_DATA_BYTES: usize = 64 << 20;
+pub(super) const BATCH_DATA_BYTES: usize = 64 << 20;
 
 /// What to export.
 #[derive(Debug, Clone)]

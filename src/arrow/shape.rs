@@ -84,7 +84,7 @@ impl Kind {
         }
     }
 
-    fn field(self, name: &str) -> Field {
+    pub(super) fn field(self, name: &str) -> Field {
         let data_type = match self {
             Self::Null => DataType::Null,
             Self::Bool => DataType::Boolean,

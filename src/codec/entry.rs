@@ -135,6 +135,121 @@ pub fn payload_epoch(payload: &[u8]) -> Option<u64> {
         .map(|b| u64::from_le_bytes(b.try_into().expect("invariant: slice of 8")))
 }
 
+/// One operation borrowed from an entry's payload (see [`payload_ops`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpRef<'a> {
+    /// The table's name.
+    pub table: &'a str,
+    /// The encoded key.
+    pub key: &'a [u8],
+    /// The encoded value for a put, `None` for a delete.
+    pub value: Option<&'a [u8]>,
+}
+
+impl OpRef<'_> {
+    /// The operation as an owned [`Op`].
+    #[must_use]
+    pub fn to_op(&self) -> Op {
+        Op {
+            table: self.table.to_owned(),
+            key: self.key.to_vec(),
+            value: self.value.map(<[u8]>::to_vec),
+        }
+    }
+}
+
+/// The operations of a payload, decoded one at a time, each with its byte offset in the
+/// payload (which [`op_at`] reads back): nothing is copied.
+pub struct PayloadOps<'a> {
+    payload: &'a [u8],
+    offset: usize,
+    left: u32,
+}
+
+/// The operations of a record payload (its CRC already checked), one at a time.
+///
+/// # Errors
+/// [`CodecError::Malformed`] if the payload is shorter than its header.
+pub fn payload_ops(payload: &[u8]) -> Result<PayloadOps<'_>, CodecError> {
+    let body = payload
+        .get(PAYLOAD_HEADER_LEN..)
+        .ok_or_else(|| malformed("shorter than its lengths claim"))?;
+    let left = Cursor { bytes: body }.u32()?;
+    Ok(PayloadOps {
+        payload,
+        offset: PAYLOAD_HEADER_LEN + 4,
+        left,
+    })
+}
+
+impl PayloadOps<'_> {
+    /// Checks that nothing follows the last op (call once the iterator is exhausted).
+    ///
+    /// # Errors
+    /// [`CodecError::Malformed`] if ops are left or bytes trail the last one.
+    pub fn finish(self) -> Result<(), CodecError> {
+        if self.left > 0 || self.offset != self.payload.len() {
+            return Err(malformed("trailing bytes after the last op"));
+        }
+        Ok(())
+    }
+}
+
+impl<'a> Iterator for PayloadOps<'a> {
+    type Item = Result<(usize, OpRef<'a>), CodecError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        let at = self.offset;
+        let mut cursor = Cursor {
+            bytes: &self.payload[at..],
+        };
+        match read_op(&mut cursor) {
+            Ok(op) => {
+                self.left -= 1;
+                self.offset = self.payload.len() - cursor.bytes.len();
+                Some(Ok((at, op)))
+            }
+            Err(err) => {
+                // Stay failed: the rest of the payload cannot be found.
+                self.left = 0;
+                Some(Err(err))
+            }
+        }
+    }
+}
+
+/// The operation at byte `offset` of `payload`, as [`PayloadOps`] gave it.
+///
+/// # Errors
+/// [`CodecError::Malformed`] if no whole op starts there.
+pub fn op_at(payload: &[u8], offset: usize) -> Result<OpRef<'_>, CodecError> {
+    let bytes = payload
+        .get(offset..)
+        .ok_or_else(|| malformed("op offset past the end"))?;
+    read_op(&mut Cursor { bytes })
+}
+
+fn read_op<'a>(cursor: &mut Cursor<'a>) -> Result<OpRef<'a>, CodecError> {
+    let kind = cursor.take(1)?[0];
+    let table_len = cursor.take(1)?[0] as usize;
+    let table = std::str::from_utf8(cursor.take(table_len)?)
+        .map_err(|_| malformed("table name is not UTF-8"))?;
+    let key_len = cursor.u32()? as usize;
+    let key = cursor.take(key_len)?;
+    let value = match kind {
+        KIND_PUT => {
+            let value_len = cursor.u32()? as usize;
+            Some(cursor.take(value_len)?)
+        }
+        KIND_DELETE => None,
+        _ => return Err(malformed("unknown op kind")),
+    };
+    Ok(OpRef { table, key, value })
+}
+
 /// Decodes a record payload (its CRC already checked) into an [`Entry`].
 ///
 /// # Errors
@@ -144,30 +259,13 @@ pub fn decode_entry(payload: &[u8]) -> Result<Entry, CodecError> {
     let lsn = cursor.u64()?;
     let epoch = cursor.u64()?;
     let timestamp_ms = cursor.u64()?;
-    let count = cursor.u32()? as usize;
+    let mut reader = payload_ops(payload)?;
     // Each op takes at least 6 bytes: never trust a count to size an allocation.
-    let mut ops = Vec::with_capacity(count.min(cursor.bytes.len() / 6));
-    for _ in 0..count {
-        let kind = cursor.take(1)?[0];
-        let table_len = cursor.take(1)?[0] as usize;
-        let table = std::str::from_utf8(cursor.take(table_len)?)
-            .map_err(|_| malformed("table name is not UTF-8"))?
-            .to_owned();
-        let key_len = cursor.u32()? as usize;
-        let key = cursor.take(key_len)?.to_vec();
-        let value = match kind {
-            KIND_PUT => {
-                let value_len = cursor.u32()? as usize;
-                Some(cursor.take(value_len)?.to_vec())
-            }
-            KIND_DELETE => None,
-            _ => return Err(malformed("unknown op kind")),
-        };
-        ops.push(Op { table, key, value });
+    let mut ops = Vec::with_capacity((reader.left as usize).min(payload.len() / 6));
+    for op in reader.by_ref() {
+        ops.push(op?.1.to_op());
     }
-    if !cursor.bytes.is_empty() {
-        return Err(malformed("trailing bytes after the last op"));
-    }
+    reader.finish()?;
     Ok(Entry {
         lsn,
         epoch,
@@ -242,6 +340,25 @@ mod tests {
             prop_assert_eq!(payload_epoch(payload), Some(epoch));
             let entry = decode_entry(payload).unwrap();
             prop_assert_eq!(entry, Entry { lsn, epoch, timestamp_ms: ts, ops });
+        }
+
+        #[test]
+        fn fuzz_op_offsets_read_back_the_ops_in_order(
+            ops in proptest::collection::vec(op_strategy(), 0..10),
+        ) {
+            let body = encode_ops(&ops);
+            let mut record = Vec::new();
+            frame_record(&mut record, 7, 1, 0, &body, 0);
+            let payload = &record[RECORD_HEADER_LEN..];
+            let mut reader = payload_ops(payload).unwrap();
+            let mut read = Vec::new();
+            for op in reader.by_ref() {
+                let (offset, op) = op.unwrap();
+                prop_assert_eq!(op_at(payload, offset).unwrap(), op);
+                read.push(op.to_op());
+            }
+            reader.finish().unwrap();
+            prop_assert_eq!(read, ops);
         }
 
         #[test]

@@ -8,8 +8,8 @@ pub mod msgpack;
 mod timestamp;
 
 pub use entry::{
-    decode_entry, encode_ops, frame_payload, frame_record, payload_epoch, payload_lsn, record_crc,
-    Entry, Op, MAX_RECORD_BYTES, RECORD_HEADER_LEN,
+    decode_entry, encode_ops, frame_payload, frame_record, op_at, payload_epoch, payload_lsn,
+    payload_ops, record_crc, Entry, Op, OpRef, PayloadOps, MAX_RECORD_BYTES, RECORD_HEADER_LEN,
 };
 pub use key::{decode_key, encode_key, KeyRef};
 pub use msgpack::{Reader, Token, DATE_EXT, TIMESTAMP_EXT};

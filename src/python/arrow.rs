@@ -37,9 +37,7 @@ impl PyArrowStream {
         py: Python<'py>,
         requested_schema: Option<Bound<'py, PyCapsule>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let reader: Box<dyn RecordBatchReader + Send> = Box::new(self.plan.stream());
-        let reader = Bound::new(py, PyRecordBatchReader::new(reader))?;
-        reader.call_method1("__arrow_c_stream__", (requested_schema,))
+        c_stream(py, Box::new(self.plan.stream()), requested_schema)
     }
 
     /// The schema of the rows (a `PyCapsule` named `arrow_schema`).
@@ -100,7 +98,18 @@ impl PyArrowStream {
     }
 }
 
-fn packed(schema: &SchemaRef) -> Vec<String> {
+/// An Arrow C stream (a `PyCapsule` named `arrow_array_stream`) of `reader`'s batches.
+pub(crate) fn c_stream<'py>(
+    py: Python<'py>,
+    reader: Box<dyn RecordBatchReader + Send>,
+    requested_schema: Option<Bound<'py, PyCapsule>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let reader = Bound::new(py, PyRecordBatchReader::new(reader))?;
+    reader.call_method1("__arrow_c_stream__", (requested_schema,))
+}
+
+/// Names of the columns of `schema` that hold `MessagePack` bytes.
+pub(crate) fn packed(schema: &SchemaRef) -> Vec<String> {
     schema
         .fields()
         .iter()

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
+use super::changes::PyChange;
 use super::errors::{raise, run_detached};
-use super::types::PyChange;
 use super::value::{decode_py_key, unix_to_datetime};
+use crate::feed::FeedEntry;
 use crate::follow::Divergence;
 
 /// `{table: [key, ...]}` of the keys a divergence touched, decoded to their Python types.
@@ -63,7 +64,7 @@ pub(crate) fn read_diverged_report(
     let entries = report
         .entries
         .into_iter()
-        .map(|entry| PyChange::from_entry(py, entry))
+        .map(|entry| PyChange::new(py, FeedEntry::whole(&entry)))
         .collect::<PyResult<Vec<_>>>()?;
     Ok((report.fork_lsn, report.primary, written_at, entries))
 }

@@ -1,4 +1,4 @@
-//! `Scan` and `Changes`: iterators over rows and over the change log, read in batches.
+//! `Scan`: an iterator over rows, read in batches.
 
 use std::collections::VecDeque;
 use std::ops::Bound as Limit;
@@ -8,9 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
 use super::errors::{owned, run};
-use super::types::PyChange;
 use super::value::{decode_py_key, decode_py_value};
-use crate::log::LogPosition;
 use crate::store::Store;
 
 /// The smallest byte string greater than every string starting with `prefix`.
@@ -114,53 +112,5 @@ impl PyScan {
         drop(state);
         let pair = (decode_py_key(py, &key)?, decode_py_value(py, &value)?);
         Ok(Some(PyTuple::new(py, [pair.0, pair.1])?))
-    }
-}
-
-/// An iterator of [`PyChange`] entries read from the log.
-#[pyclass(frozen, module = "replikv._core", name = "Changes")]
-pub(crate) struct PyChanges {
-    store: Store,
-    state: Mutex<(LogPosition, usize, VecDeque<crate::codec::Entry>)>,
-}
-
-impl PyChanges {
-    pub(crate) fn new(store: Store, since: u64, remaining: usize) -> Self {
-        Self {
-            store,
-            state: Mutex::new((LogPosition::after(since), remaining, VecDeque::new())),
-        }
-    }
-}
-
-#[pymethods]
-impl PyChanges {
-    fn __iter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __next__(&self, py: Python<'_>) -> PyResult<Option<PyChange>> {
-        owned(py, &self.store)?;
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (position, remaining, buffer) = &mut *state;
-        if buffer.is_empty() && *remaining > 0 {
-            let batch = run(py, || {
-                self.store
-                    .read_log(position, (*remaining).min(256), 8 << 20)
-            })?;
-            *remaining -= batch.len();
-            buffer.extend(batch);
-        }
-        let Some(entry) = buffer.pop_front() else {
-            // Once exhausted, stay exhausted (the iterator protocol): entries committed
-            // later are read by a new `changes(since=...)`.
-            *remaining = 0;
-            return Ok(None);
-        };
-        drop(state);
-        PyChange::from_entry(py, entry).map(Some)
     }
 }

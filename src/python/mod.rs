@@ -5,8 +5,10 @@ mod args;
 mod arrow;
 mod cache;
 mod cache_node;
+mod changes;
 mod diverged;
 mod errors;
+mod feed_arrow;
 mod iter;
 mod primary;
 mod replica;
@@ -31,9 +33,13 @@ mod _core {
     #[pymodule_export]
     use super::cache_node::PyCacheNode;
     #[pymodule_export]
+    use super::changes::{PyChange, PyChanges, PyOps, PyOpsIter};
+    #[pymodule_export]
     use super::diverged::read_diverged_report;
     #[pymodule_export]
-    use super::iter::{PyChanges, PyScan};
+    use super::feed_arrow::PyChangeStream;
+    #[pymodule_export]
+    use super::iter::PyScan;
     #[pymodule_export]
     use super::primary::{promote_stopped, PyPrimary, PyPromotion};
     #[pymodule_export]
@@ -51,7 +57,7 @@ mod _core {
     #[pymodule_export]
     use super::transaction::PyTransaction;
     #[pymodule_export]
-    use super::types::{PyChange, PyChecksum, PyOp, PyReceipt};
+    use super::types::{PyChecksum, PyOp, PyReceipt};
     #[pymodule_export]
     use super::value::{decode_value, encode_value};
     #[pymodule_export]

@@ -10,8 +10,9 @@ use pyo3::types::{PyBool, PyBytes, PyString, PyTuple};
 
 use super::args::{durability as durability_arg, limit as limit_arg, non_negative, seconds};
 use super::arrow::{put as put_arrow, stream as arrow_stream, Load, PyArrowStream};
+use super::changes::{feed_request, PyChanges};
 use super::errors::{owned, run, run_detached};
-use super::iter::{prefix_end, PyChanges, PyScan};
+use super::iter::{prefix_end, PyScan};
 use super::stats::PyStoreStats;
 use super::transaction::PyTransaction;
 use super::types::{PyChecksum, PyReceipt};
@@ -389,20 +390,21 @@ impl PyStore {
         put_arrow(py, &self.store, &data, &load)
     }
 
-    /// Entries of the change log with LSN greater than `since`, oldest first.
-    #[pyo3(signature = (since = 0, limit = None))]
-    fn changes(&self, py: Python<'_>, since: i128, limit: Option<i128>) -> PyResult<PyChanges> {
-        let since = non_negative("since", since)?;
-        let remaining = limit_arg(limit)?;
-        let oldest = run(py, || self.store.oldest_lsn())?;
-        if since.saturating_add(1) < oldest {
-            return Err(super::errors::raise(
-                py,
-                "LogTruncated",
-                (format!("log entries after LSN {since} are no longer retained (oldest retained LSN is {oldest})"),),
-            ));
-        }
-        Ok(PyChanges::new(self.store.clone(), since, remaining))
+    /// Entries of the change log with LSN greater than `since`, oldest first, read lazily;
+    /// filtered by table and commit time.
+    #[pyo3(signature = (since = 0, limit = None, *, tables = None, since_time = None,
+                        until = None))]
+    fn changes(
+        &self,
+        py: Python<'_>,
+        since: i128,
+        limit: Option<i128>,
+        tables: Option<Vec<String>>,
+        since_time: Option<&Bound<'_, PyAny>>,
+        until: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyChanges> {
+        let request = feed_request(py, &self.store, since, limit, tables, since_time, until)?;
+        Ok(PyChanges::new(self.store.clone(), request))
     }
 
     /// The oldest LSN the change log still holds.

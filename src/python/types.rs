@@ -1,10 +1,10 @@
-//! Small result types: Receipt, Change, Op, Checksum.
+//! Small result types: Receipt, Op, Checksum.
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::value::{decode_py_key, decode_py_value, unix_to_datetime};
-use crate::codec::Entry;
+use super::value::{decode_py_key, decode_py_value};
+use crate::codec::OpRef;
 use crate::store::Receipt;
 
 /// What a write returns: its LSN, how durable it is (`durability`: "local" when no primary
@@ -56,6 +56,21 @@ pub(crate) struct PyOp {
     pub value: Py<PyAny>,
 }
 
+impl PyOp {
+    /// The Python op of a stored op (its key and value decoded).
+    pub(crate) fn from_ref(py: Python<'_>, op: OpRef<'_>) -> PyResult<Self> {
+        Ok(Self {
+            kind: if op.value.is_some() { "put" } else { "delete" },
+            table: op.table.to_owned(),
+            key: decode_py_key(py, op.key)?.unbind(),
+            value: match op.value {
+                Some(bytes) => decode_py_value(py, bytes)?.unbind(),
+                None => py.None(),
+            },
+        })
+    }
+}
+
 #[pymethods]
 impl PyOp {
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
@@ -83,61 +98,6 @@ impl PyOp {
             && self.table == other.table
             && self.key.bind(py).eq(other.key.bind(py))?
             && self.value.bind(py).eq(other.value.bind(py))?)
-    }
-}
-
-/// One committed transaction read back from the change log.
-#[pyclass(frozen, get_all, module = "replikv._core", name = "Change")]
-pub(crate) struct PyChange {
-    pub lsn: u64,
-    pub epoch: u64,
-    pub timestamp: Py<PyAny>,
-    pub ops: Vec<Py<PyOp>>,
-}
-
-impl PyChange {
-    pub(crate) fn from_entry(py: Python<'_>, entry: Entry) -> PyResult<Self> {
-        let ms = i64::try_from(entry.timestamp_ms).unwrap_or(i64::MAX);
-        let timestamp = unix_to_datetime(
-            py,
-            ms.div_euclid(1000),
-            (ms.rem_euclid(1000) * 1_000_000) as u32,
-        )?
-        .unbind();
-        let mut ops = Vec::with_capacity(entry.ops.len());
-        for op in entry.ops {
-            let (kind, value) = match &op.value {
-                Some(bytes) => ("put", decode_py_value(py, bytes)?.unbind()),
-                None => ("delete", py.None()),
-            };
-            let op = PyOp {
-                kind,
-                table: op.table,
-                key: decode_py_key(py, &op.key)?.unbind(),
-                value,
-            };
-            ops.push(Py::new(py, op)?);
-        }
-        Ok(Self {
-            lsn: entry.lsn,
-            epoch: entry.epoch,
-            timestamp,
-            ops,
-        })
-    }
-}
-
-#[pymethods]
-impl PyChange {
-    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        let when = self.timestamp.bind(py).call_method0("isoformat")?;
-        Ok(format!(
-            "Change(lsn={}, epoch={}, timestamp='{when}', ops=<{} op{}>)",
-            self.lsn,
-            self.epoch,
-            self.ops.len(),
-            if self.ops.len() == 1 { "" } else { "s" }
-        ))
     }
 }
 

@@ -1,0 +1,327 @@
+//! `Changes`, `Change` and `Ops`: the change feed, read lazily. A `Change` keeps its entry's
+//! stored bytes; its `ops` decode one op at a time, when used.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use pyo3::exceptions::{PyIndexError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDateTime, PyInt, PyList, PySlice};
+
+use super::args::{limit as limit_arg, non_negative};
+use super::errors::{owned, run, run_detached, to_py};
+use super::feed_arrow::PyChangeStream;
+use super::types::PyOp;
+use super::value::{datetime_to_unix, unix_to_datetime, Location};
+use crate::arrow::{FeedPlan, FEED_BATCH_ROWS};
+use crate::feed::{Feed, FeedEntry, FeedRequest};
+use crate::store::Store;
+
+/// Microseconds since the Unix epoch of an aware datetime argument.
+pub(crate) fn instant_micros(name: &str, value: &Bound<'_, PyAny>) -> PyResult<i64> {
+    if value.cast::<PyDateTime>().is_err() {
+        return Err(PyTypeError::new_err(format!(
+            "{name} must be an aware datetime, not {}",
+            value.get_type().name()?
+        )));
+    }
+    if value.call_method0("utcoffset")?.is_none() {
+        return Err(PyTypeError::new_err(format!(
+            "{name} is a naive datetime, which is ambiguous: give it a timezone (for example \
+             timezone.utc)"
+        )));
+    }
+    let (secs, nanos) =
+        datetime_to_unix(value, false).map_err(|r| r.into_err(value.py(), &Location::Value))?;
+    Ok(secs * 1_000_000 + i64::from(nanos / 1_000))
+}
+
+/// `until=`: an aware datetime (entries committed before it) or an LSN (entries up to and
+/// including it). Returns `(last LSN, until microseconds)`.
+pub(crate) fn until_arg(until: Option<&Bound<'_, PyAny>>) -> PyResult<(u64, Option<i64>)> {
+    let Some(until) = until else {
+        return Ok((u64::MAX, None));
+    };
+    if until.cast::<PyInt>().is_ok() && until.cast::<PyBool>().is_err() {
+        let lsn = non_negative("until", until.extract()?)?;
+        return Ok((lsn, None));
+    }
+    if until.cast::<PyDateTime>().is_err() {
+        return Err(PyTypeError::new_err(format!(
+            "until must be an aware datetime or an LSN (int), not {}",
+            until.get_type().name()?
+        )));
+    }
+    Ok((u64::MAX, Some(instant_micros("until", until)?)))
+}
+
+/// The request behind `Store.changes(...)`: its LSN range is fixed now, at the visible LSN.
+pub(crate) fn feed_request(
+    py: Python<'_>,
+    store: &Store,
+    since: i128,
+    limit: Option<i128>,
+    tables: Option<Vec<String>>,
+    since_time: Option<&Bound<'_, PyAny>>,
+    until: Option<&Bound<'_, PyAny>>,
+) -> PyResult<FeedRequest> {
+    let since = non_negative("since", since)?;
+    let (until_lsn, until_micros) = until_arg(until)?;
+    let mut request = FeedRequest::new(since, until_lsn.min(store.last_lsn()));
+    request.limit = limit_arg(limit)?;
+    request.since_micros = since_time
+        .map(|t| instant_micros("since_time", t))
+        .transpose()?;
+    request.until_micros = until_micros;
+    if let Some(tables) = tables {
+        for table in &tables {
+            crate::store::validate_table_name(table).map_err(|e| to_py(py, e))?;
+        }
+        request.tables = Some(tables.into_iter().collect());
+    }
+    let oldest = run(py, || store.oldest_lsn())?;
+    if since.saturating_add(1) < oldest {
+        return Err(super::errors::raise(
+            py,
+            "LogTruncated",
+            (format!(
+                "log entries after LSN {since} are no longer retained (oldest retained LSN is \
+                 {oldest})"
+            ),),
+        ));
+    }
+    Ok(request)
+}
+
+/// An iterator of [`PyChange`] entries read from the log; `to_arrow()` and `to_pandas()` give
+/// the same entries as one row per op.
+#[pyclass(frozen, module = "replikv._core", name = "Changes")]
+pub(crate) struct PyChanges {
+    store: Store,
+    request: FeedRequest,
+    feed: Mutex<Feed>,
+}
+
+impl PyChanges {
+    pub(crate) fn new(store: Store, request: FeedRequest) -> Self {
+        Self {
+            feed: Mutex::new(Feed::new(store.clone(), request.clone())),
+            store,
+            request,
+        }
+    }
+}
+
+#[pymethods]
+impl PyChanges {
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<PyChange>> {
+        owned(py, &self.store)?;
+        let mut feed = self
+            .feed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = run(py, || feed.next_entry())?;
+        drop(feed);
+        entry.map(|entry| PyChange::new(py, entry)).transpose()
+    }
+
+    /// The entries as Arrow record batches, one row per op (no pyarrow needed).
+    fn to_arrow_batches(&self, py: Python<'_>) -> PyResult<PyChangeStream> {
+        owned(py, &self.store)?;
+        let (store, request) = (self.store.clone(), self.request.clone());
+        let plan = run_detached(py, move || FeedPlan::new(store, request))?;
+        Ok(PyChangeStream::new(plan, FEED_BATCH_ROWS))
+    }
+
+    /// The entries as a `pyarrow.Table`, one row per op.
+    fn to_arrow<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let pa = py
+            .import("replikv._frames")?
+            .call_method1("require", ("pyarrow", "arrow", "to_arrow"))?;
+        pa.call_method1("table", (self.to_arrow_batches(py)?,))
+    }
+
+    /// The entries as a pandas `DataFrame`, one row per op, values decoded.
+    fn to_pandas<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let frames = py.import("replikv._frames")?;
+        frames.call_method1("require", ("pandas", "pandas", "to_pandas"))?;
+        let stream = self.to_arrow_batches(py)?;
+        frames.call_method1("frame_from_stream", (stream, "to_pandas", false))
+    }
+
+    fn __repr__(&self) -> String {
+        let mut parts = vec![format!(
+            "after LSN {} up to LSN {}",
+            self.request.since, self.request.last
+        )];
+        if let Some(tables) = &self.request.tables {
+            let mut names: Vec<&str> = tables.iter().map(String::as_str).collect();
+            names.sort_unstable();
+            parts.push(format!("tables={names:?}"));
+        }
+        if self.request.since_micros.is_some() || self.request.until_micros.is_some() {
+            parts.push("filtered by commit time".to_owned());
+        }
+        format!("<Changes {}>", parts.join(", "))
+    }
+}
+
+/// One committed transaction read back from the change log.
+#[pyclass(frozen, get_all, module = "replikv._core", name = "Change")]
+pub(crate) struct PyChange {
+    pub lsn: u64,
+    pub epoch: u64,
+    pub timestamp: Py<PyAny>,
+    pub ops: Py<PyOps>,
+}
+
+impl PyChange {
+    pub(crate) fn new(py: Python<'_>, entry: FeedEntry) -> PyResult<Self> {
+        let ms = i64::try_from(entry.timestamp_ms).unwrap_or(i64::MAX);
+        let timestamp = unix_to_datetime(
+            py,
+            ms.div_euclid(1000),
+            (ms.rem_euclid(1000) * 1_000_000) as u32,
+        )?
+        .unbind();
+        Ok(Self {
+            lsn: entry.lsn,
+            epoch: entry.epoch,
+            timestamp,
+            ops: Py::new(py, PyOps { entry })?,
+        })
+    }
+}
+
+#[pymethods]
+impl PyChange {
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let when = self.timestamp.bind(py).call_method0("isoformat")?;
+        let count = self.ops.get().entry.len();
+        Ok(format!(
+            "Change(lsn={}, epoch={}, timestamp='{when}', ops=<{count} op{}>)",
+            self.lsn,
+            self.epoch,
+            if count == 1 { "" } else { "s" }
+        ))
+    }
+}
+
+/// The ops of a change, as a read-only sequence that decodes each op when it is used.
+#[pyclass(frozen, sequence, module = "replikv._core", name = "Ops")]
+pub(crate) struct PyOps {
+    entry: FeedEntry,
+}
+
+impl PyOps {
+    fn op(&self, py: Python<'_>, index: usize) -> PyResult<PyOp> {
+        let op = self.entry.op(index).map_err(|err| to_py(py, err.into()))?;
+        PyOp::from_ref(py, op)
+    }
+}
+
+#[pymethods]
+impl PyOps {
+    fn __len__(&self) -> usize {
+        self.entry.len()
+    }
+
+    fn __getitem__<'py>(
+        &self,
+        py: Python<'py>,
+        index: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let len = self.entry.len();
+        if let Ok(slice) = index.cast::<PySlice>() {
+            let indices = slice.indices(isize::try_from(len).unwrap_or(isize::MAX))?;
+            let list = PyList::empty(py);
+            let mut at = indices.start;
+            for _ in 0..indices.slicelength {
+                // `indices` keeps every position it gives within 0..len.
+                list.append(self.op(py, at.unsigned_abs())?)?;
+                at += indices.step;
+            }
+            return Ok(list.into_any());
+        }
+        let index: isize = index.extract()?;
+        let at = if index < 0 {
+            index + isize::try_from(len).unwrap_or(isize::MAX)
+        } else {
+            index
+        };
+        match usize::try_from(at) {
+            Ok(at) if at < len => Ok(Bound::new(py, self.op(py, at)?)?.into_any()),
+            _ => Err(PyIndexError::new_err("op index out of range")),
+        }
+    }
+
+    fn __iter__(slf: Py<Self>) -> PyOpsIter {
+        PyOpsIter {
+            ops: slf,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Equal to another sequence of the same ops in the same order (a list, for example).
+    fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let Ok(len) = other.len() else {
+            return Ok(false);
+        };
+        if len != self.entry.len() || other.is_instance_of::<pyo3::types::PyString>() {
+            return Ok(false);
+        }
+        for (index, theirs) in other.try_iter()?.enumerate() {
+            if !Bound::new(py, self.op(py, index)?)?.eq(theirs?)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        const SHOWN: usize = 3;
+        let len = self.entry.len();
+        let mut parts = Vec::new();
+        for index in 0..len.min(SHOWN) {
+            parts.push(Bound::new(py, self.op(py, index)?)?.repr()?.to_string());
+        }
+        if len > SHOWN {
+            parts.push(format!("... {} more", len - SHOWN));
+        }
+        Ok(format!(
+            "<Ops of LSN {}: {len} op{} [{}]>",
+            self.entry.lsn,
+            if len == 1 { "" } else { "s" },
+            parts.join(", ")
+        ))
+    }
+}
+
+/// An iterator over the ops of a change, decoding one at a time.
+#[pyclass(frozen, module = "replikv._core", name = "OpsIterator")]
+pub(crate) struct PyOpsIter {
+    ops: Py<PyOps>,
+    next: AtomicUsize,
+}
+
+#[pymethods]
+impl PyOpsIter {
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<PyOp>> {
+        let ops = self.ops.get();
+        let index = self.next.fetch_add(1, Ordering::Relaxed);
+        if index >= ops.entry.len() {
+            // Stay exhausted whatever other threads do.
+            self.next.store(ops.entry.len(), Ordering::Relaxed);
+            return Ok(None);
+        }
+        ops.op(py, index).map(Some)
+    }
+}
