@@ -54,7 +54,7 @@ class Config:
 QUICK = Config(rows=20_000, reps=1)
 
 
-def profiles(n: int) -> pd.DataFrame:
+def profiles(n: int) -> Any:
     """``n`` subscriber profiles, built column-wise."""
     start = pd.Timestamp("2024-01-01", tz="UTC")
     ids = pd.RangeIndex(n)
@@ -148,14 +148,17 @@ def bench_in(base: Path, cfg: Config, report: Report) -> None:
                     timed(lambda: store.put_dataframe("subs", df, key="email"))
                 )
             conn = sqlite_table(path / "sqlite.db")
-            figures["df.to_sql (sqlite3 WAL)"].append(
-                timed(lambda c=conn: (df.to_sql("subs", c, index=False), c.commit()))
-            )
+
+            def to_sql(conn: sqlite3.Connection = conn) -> None:
+                df.to_sql("subs", conn, index=False)
+                conn.commit()
+
+            figures["df.to_sql (sqlite3 WAL)"].append(timed(to_sql))
             conn.close()
             with replikv.Store(path / "b") as store:
 
                 def loop(store: replikv.Store = store) -> None:
-                    records: list[dict[str, Any]] = df.to_dict("records")
+                    records = df.to_dict("records")
                     store.put_many(
                         "subs",
                         (
@@ -198,7 +201,9 @@ def bench_query(base: Path, cfg: Config, report: Report) -> None:
 
         def ours() -> object:
             subs = table.to_arrow_batches(columns=["country", "score"])  # noqa: F841
-            return duckdb.sql(QUERY.format(table="subs")).fetchall()
+            relation = duckdb.sql(QUERY.format(table="subs"))
+            assert relation is not None
+            return relation.fetchall()
 
         figures = rounds(
             cfg,
