@@ -214,3 +214,26 @@ def test_asked_for_columns_are_null_in_values_that_are_not_dicts(store: Any) -> 
         {"key": 3, "a": 3, "b": "y"},
         {"key": 4, "a": None, "b": None},
     ]
+
+
+@pytest.mark.parametrize(
+    "late",
+    [
+        {"n": 1.5, "s": "x"},  # a float where the first rows had ints
+        {"n": 1, "s": "x", "new": True},  # a field the first rows did not have
+        {"n": 1, "s": 7},  # an int where the first rows had strings
+        5,  # a value that is not a dict
+        {"n": 1, "s": None, "when": dt.date(2024, 1, 2)},
+    ],
+)
+def test_a_built_export_has_the_whole_scans_schema_when_late_rows_differ(
+    store: Any, late: Any
+) -> None:
+    rows = [(i, {"n": i, "s": f"v{i}"}) for i in range(70_000)]
+    store.put_many("t", rows)
+    store.put("t", 10**9, late)
+    built = pa.table(store.arrow_stream("t", build=True))
+    streamed = pa.table(store.arrow_stream("t"))
+    assert built.schema == streamed.schema
+    assert built.equals(streamed)
+    assert built.num_rows == 70_001

@@ -384,8 +384,13 @@ class Store:
         end: _Key | None = None,
         key_name: str = "key",
         batch_rows: int = 65536,
+        build: bool = False,
     ) -> ArrowStream:
         """The rows of ``table`` as Arrow record batches read at one LSN (``Table.to_arrow``).
+
+        By default batches are built as they are read (a first pass finds the schema);
+        ``build=True`` builds them all now, in one pass when the first 65,536 rows predict
+        the schema of the whole scan (``Table.to_arrow`` and ``Table.to_pandas`` do).
 
         Raises:
             ValueError: a value column has the key column's name, or ``batch_rows`` is 0.

@@ -147,7 +147,7 @@ class Table(MutableMapping[Key, Any]):
         from ._frames import require
 
         pa = require("pyarrow", "arrow", "to_arrow")
-        return pa.table(self.to_arrow_batches(columns, prefix, start, end, key_name=key_name))
+        return pa.table(self._built(columns, prefix, start, end, key_name))
 
     def to_pandas(
         self,
@@ -163,5 +163,24 @@ class Table(MutableMapping[Key, Any]):
         ``pip install 'replikv[pandas]'``)."""
         from ._frames import frame_from_stream
 
-        stream = self.to_arrow_batches(columns, prefix, start, end, key_name=key_name)
-        return frame_from_stream(stream, "to_pandas")
+        return frame_from_stream(self._built(columns, prefix, start, end, key_name), "to_pandas")
+
+    def _built(
+        self,
+        columns: list[str] | None,
+        prefix: str | bytes | None,
+        start: Key | None,
+        end: Key | None,
+        key_name: str,
+    ) -> _core.ArrowStream:
+        """Every batch built at once: one pass over the rows when their first 65,536
+        predict the schema of the whole scan (a row that does not fit starts it over)."""
+        return self.store.arrow_stream(
+            self.name,
+            columns=columns,
+            prefix=prefix,
+            start=start,
+            end=end,
+            key_name=key_name,
+            build=True,
+        )

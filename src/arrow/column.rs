@@ -10,7 +10,7 @@ use arrow_array::ArrayRef;
 
 use super::shape::Kind;
 use crate::codec::decode_date;
-use crate::codec::msgpack::{Reader, Token};
+use crate::codec::msgpack::{Reader, Token, DATE_EXT, TIMESTAMP_EXT};
 use crate::codec::{decode_timestamp, KeyRef};
 use crate::error::CodecError;
 
@@ -21,6 +21,10 @@ pub enum Unfit {
     /// The bytes do not decode.
     #[error(transparent)]
     Malformed(#[from] CodecError),
+    /// A dict field, or a value that is not a dict, that the schema has no column for
+    /// (a schema inferred from the first rows only).
+    #[error("a field that no column holds")]
+    Unplanned,
     /// A value of another kind.
     #[error("a {found:?} value in a {column:?} column")]
     Kind {
@@ -86,6 +90,18 @@ impl Column {
             return Ok(());
         }
         let item = Reader::new(raw).next_token()?;
+        self.push_read(item, raw)
+    }
+
+    /// Appends a whole value already read: its first token and all its bytes.
+    ///
+    /// # Errors
+    /// [`Unfit`] if it does not decode or is not of the column's kind.
+    pub fn push_read(&mut self, item: Token<'_>, raw: &[u8]) -> Result<(), Unfit> {
+        if let Self::Packed(b) = self {
+            b.append_value(raw);
+            return Ok(());
+        }
         let unfit = |column: Kind| Unfit::Kind {
             column,
             found: Kind::of(item),
@@ -102,11 +118,11 @@ impl Column {
                 b.append_value(std::str::from_utf8(v).map_err(|_| super::malformed())?);
             }
             (Self::Bin(b), Token::Bin(v)) => b.append_value(v),
-            (Self::Timestamp(b), Token::Ext(_, payload)) => {
+            (Self::Timestamp(b), Token::Ext(TIMESTAMP_EXT, payload)) => {
                 let (secs, nanos) = decode_timestamp(payload).ok_or(super::malformed())?;
                 b.append_value(secs * MICROS + i64::from(nanos / 1_000));
             }
-            (Self::Date(b), Token::Ext(_, payload)) => {
+            (Self::Date(b), Token::Ext(DATE_EXT, payload)) => {
                 b.append_value(decode_date(payload).ok_or(super::malformed())?);
             }
             (column, _) => return Err(unfit(column.kind())),
@@ -115,7 +131,11 @@ impl Column {
     }
 
     /// Appends a key (decoded), in the key column's kind.
-    pub fn push_key(&mut self, key: KeyRef<'_>) {
+    ///
+    /// # Errors
+    /// [`Unfit::Kind`] if the key is not of the column's kind (a schema inferred from the
+    /// first rows only).
+    pub fn push_key(&mut self, key: KeyRef<'_>) -> Result<(), Unfit> {
         match (self, key) {
             (Self::Int(b), KeyRef::Int(v)) => b.append_value(v),
             (Self::Str(b), KeyRef::Str(v)) => b.append_value(v),
@@ -130,10 +150,14 @@ impl Column {
                 }
                 b.append_value(&packed);
             }
-            (column, _) => {
-                unreachable!("a key column's kind covers every key: {:?}", column.kind())
+            (column, key) => {
+                return Err(Unfit::Kind {
+                    column: column.kind(),
+                    found: Kind::of_key(key),
+                })
             }
         }
+        Ok(())
     }
 
     fn kind(&self) -> Kind {

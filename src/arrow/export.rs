@@ -18,6 +18,19 @@ use crate::store::{SnapshotView, Store};
 /// Bytes of variable-length data after which a batch ends (well inside 32-bit offsets).
 pub(super) const BATCH_DATA_BYTES: usize = 64 << 20;
 
+/// Rows whose kinds [`Plan::collect`] takes as the schema's before it builds batches.
+const SAMPLE_ROWS: u64 = 65_536;
+
+/// Every row of an export, built (see [`Plan::collect`]).
+pub struct Collected {
+    /// The schema of the batches.
+    pub schema: SchemaRef,
+    /// The LSN the rows were read at.
+    pub lsn: u64,
+    /// The batches, in key order.
+    pub batches: Vec<RecordBatch>,
+}
+
 /// What to export.
 #[derive(Debug, Clone)]
 pub struct ExportRequest {
@@ -36,6 +49,8 @@ pub struct ExportRequest {
 /// An export ready to stream: a snapshot and the schema its rows were found to have. It
 /// gives any number of streams of the same rows.
 pub struct Plan {
+    /// The schema came from the first rows only (see [`Plan::collect`]).
+    sampled: bool,
     view: Arc<SnapshotView>,
     request: ExportRequest,
     shape: Shape,
@@ -61,6 +76,9 @@ struct Builders {
     index: FieldIndex,
     /// Which value columns the current row has given a value.
     filled: Vec<bool>,
+    /// The schema was inferred from the first rows only: a row it has no column for is
+    /// [`Unfit::Unplanned`] instead of being left out.
+    sampled: bool,
 }
 
 fn unfit(table: &str, key: &[u8], err: &Unfit) -> crate::Error {
@@ -78,14 +96,18 @@ impl Plan {
     /// # Errors
     /// A closed store, a storage failure, or a value that does not decode.
     pub fn new(store: &Store, request: ExportRequest) -> Result<Self> {
-        let view = store.snapshot_view()?;
+        Self::infer(Arc::new(store.snapshot_view()?), request, None)
+    }
+
+    /// Infers the schema from the first `sample` rows of `view` (all if `None`).
+    fn infer(view: Arc<SnapshotView>, request: ExportRequest, sample: Option<u64>) -> Result<Self> {
         let mut shape = Shape::new(request.columns.as_deref());
         let mut failed = None;
         view.visit(
             &request.table,
             bounds(&request.bounds),
             &mut |key, value| match shape.observe(key, value) {
-                Ok(()) => true,
+                Ok(()) => sample.is_none_or(|rows| shape.rows() < rows),
                 Err(err) => {
                     failed = Some(unfit(&request.table, key, &err.into()));
                     false
@@ -97,10 +119,62 @@ impl Plan {
         }
         Ok(Self {
             schema: shape.schema(&request.key_name),
-            view: Arc::new(view),
+            sampled: sample.is_some_and(|rows| shape.rows() >= rows),
+            view,
             request,
             shape,
         })
+    }
+
+    /// Every row as batches, in one pass over the rows when their first [`SAMPLE_ROWS`]
+    /// predict the schema of the whole scan: the batches are built on that schema, and a
+    /// row it does not hold (a new field, a value of another type) starts the export over
+    /// with the schema of the whole scan. Either way the schema is the whole scan's: a
+    /// kind that holds every row's value is the join of their kinds. Returns the schema,
+    /// the LSN read at and the batches.
+    ///
+    /// # Errors
+    /// A closed store, a storage failure, or a value that does not decode.
+    pub fn collect(store: &Store, request: ExportRequest) -> Result<Collected> {
+        let view = Arc::new(store.snapshot_view()?);
+        let plan = Self::infer(Arc::clone(&view), request.clone(), Some(SAMPLE_ROWS))?;
+        if plan.sampled {
+            if let Some(batches) = plan.build_all(true)? {
+                return Ok(plan.collected(batches));
+            }
+            let plan = Self::infer(view, request, None)?;
+            let batches = plan
+                .build_all(false)?
+                .expect("a whole-scan schema holds every row");
+            return Ok(plan.collected(batches));
+        }
+        let batches = plan
+            .build_all(false)?
+            .expect("a whole-scan schema holds every row");
+        Ok(plan.collected(batches))
+    }
+
+    /// Every batch; `None` if a row does not fit the schema and `give_up` says to stop
+    /// there rather than fail.
+    fn build_all(&self, give_up: bool) -> Result<Option<Vec<RecordBatch>>> {
+        let mut export = self.stream();
+        let mut batches = Vec::new();
+        loop {
+            match export.build_batch() {
+                Ok(Some(batch)) => batches.push(batch),
+                Ok(None) => return Ok(Some(batches)),
+                Err(Failure::Row(..)) if give_up => return Ok(None),
+                Err(failure) => return Err(failure.into_error(&self.request.table)),
+            }
+        }
+    }
+
+    fn collected(&self, batches: Vec<RecordBatch>) -> Collected {
+        Collected {
+            schema: self.schema(),
+            lsn: self.lsn(),
+            batches,
+        }
     }
 
     /// The schema of every batch.
@@ -144,6 +218,8 @@ impl Plan {
             view: self.view.clone(),
             schema: self.schema.clone(),
             builders: Builders {
+                // With asked-for columns, other fields are left out by design.
+                sampled: self.sampled && self.request.columns.is_none(),
                 key: Column::new(self.shape.key(), rows),
                 filled: vec![false; columns.len()],
                 layout,
@@ -157,8 +233,30 @@ impl Plan {
     }
 }
 
+/// Why a batch could not be built.
+enum Failure {
+    /// A row (its key) that does not fit the schema, or does not decode.
+    Row(Vec<u8>, Unfit),
+    /// The store failed.
+    Store(crate::Error),
+}
+
+impl Failure {
+    fn into_error(self, table: &str) -> crate::Error {
+        match self {
+            Failure::Row(key, err) => unfit(table, &key, &err),
+            Failure::Store(err) => err,
+        }
+    }
+}
+
 impl Export {
     fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        self.build_batch()
+            .map_err(|failure| failure.into_error(&self.request.table))
+    }
+
+    fn build_batch(&mut self) -> std::result::Result<Option<RecordBatch>, Failure> {
         if self.done {
             return Ok(None);
         }
@@ -168,24 +266,27 @@ impl Export {
         let mut rows = 0usize;
         let mut last = None;
         let mut failed = None;
-        self.view.visit(
-            table,
-            (as_slice(&lower), as_slice(&upper)),
-            &mut |key, value| {
-                if let Err(err) = builders.push(key, value) {
-                    failed = Some(unfit(table, key, &err));
-                    return false;
-                }
-                rows += 1;
-                let full = rows >= batch_rows || builders.data_bytes() >= BATCH_DATA_BYTES;
-                if full {
-                    last = Some(key.to_vec());
-                }
-                !full
-            },
-        )?;
-        if let Some(err) = failed {
-            return Err(err);
+        self.view
+            .visit(
+                table,
+                (as_slice(&lower), as_slice(&upper)),
+                &mut |key, value| {
+                    if let Err(err) = builders.push(key, value) {
+                        failed = Some(Failure::Row(key.to_vec(), err));
+                        return false;
+                    }
+                    rows += 1;
+                    let full = rows >= batch_rows || builders.data_bytes() >= BATCH_DATA_BYTES;
+                    if full {
+                        last = Some(key.to_vec());
+                    }
+                    !full
+                },
+            )
+            .map_err(Failure::Store)?;
+        if let Some(failure) = failed {
+            self.done = true;
+            return Err(failure);
         }
         match last {
             Some(key) => self.next = Bound::Excluded(key),
@@ -220,7 +321,7 @@ impl Builders {
     fn push(&mut self, key: &[u8], value: &[u8]) -> Result<(), Unfit> {
         let filled = &mut self.filled;
         let decoded = decode_key(key).map_err(|_| super::malformed())?;
-        self.key.push_key(decoded);
+        self.key.push_key(decoded)?;
         if let Layout::Whole(_) = self.layout {
             return self.columns[0].push(value);
         }
@@ -230,20 +331,26 @@ impl Builders {
         // them, and a field that is not named by a string is not one of them.
         let len = match reader.next_token()? {
             Token::Map(len) => len,
+            _ if self.sampled => return Err(Unfit::Unplanned),
             _ => 0,
         };
         for position in 0..len {
             let name = reader.next_token()?;
-            let raw = reader.value()?;
+            let (first, raw) = reader.token_and_value()?;
             let Token::Str(name) = name else {
+                if self.sampled {
+                    return Err(Unfit::Unplanned);
+                }
                 continue;
             };
-            if let Some(i) = self.index.find(position, name) {
+            match self.index.find(position, name) {
                 // A repeated field (not something replikv writes) keeps its first value.
-                if !filled[i] {
+                Some(i) if !filled[i] => {
                     filled[i] = true;
-                    self.columns[i].push(raw)?;
+                    self.columns[i].push_read(first, raw)?;
                 }
+                None if self.sampled => return Err(Unfit::Unplanned),
+                _ => {}
             }
         }
         for (column, filled) in self.columns.iter_mut().zip(filled.iter()) {

@@ -139,7 +139,9 @@ impl Builders {
         let millis = i64::try_from(entry.timestamp_ms).unwrap_or(i64::MAX);
         self.timestamp.append_value(millis.saturating_mul(1000));
         self.table.append_value(op.table);
-        self.key.push_key(decode_key(op.key)?);
+        self.key
+            .push_key(decode_key(op.key)?)
+            .expect("the key column's kind was found over every key of the range");
         if let Some(value) = op.value {
             self.op.append_value("put");
             // A packed column takes the bytes as they are: this cannot fail.

@@ -7,7 +7,7 @@ mod feed;
 mod import;
 mod shape;
 
-pub use export::{Export, ExportRequest, Plan};
+pub use export::{Collected, Export, ExportRequest, Plan};
 pub use feed::{FeedBatches, FeedPlan, FEED_BATCH_ROWS};
 pub use import::{cell_key, field_part, unpack, CellWriter, Naive, Refusal, RefusalKind};
 pub use shape::{Kind, Layout, Shape, ENCODING_KEY, PACKED, VALUE_COLUMN};

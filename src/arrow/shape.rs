@@ -270,8 +270,7 @@ impl FieldIndex {
 
 /// Reads the next whole value and gives its kind.
 fn peek_kind(reader: &mut Reader<'_>) -> Result<Kind, CodecError> {
-    let raw = reader.value()?;
-    Reader::new(raw).next_token().map(Kind::of)
+    reader.token_and_value().map(|(first, _)| Kind::of(first))
 }
 
 #[cfg(test)]

@@ -40,6 +40,15 @@ pub enum Token<'a> {
     Ext(i8, &'a [u8]),
 }
 
+/// How many tokens follow `token` inside it (two per map pair).
+fn items(token: Token<'_>) -> usize {
+    match token {
+        Token::Array(len) => len,
+        Token::Map(len) => len.saturating_mul(2),
+        _ => 0,
+    }
+}
+
 /// Reads tokens from the front of a slice.
 #[derive(Debug, Clone)]
 pub struct Reader<'a> {
@@ -127,18 +136,24 @@ impl<'a> Reader<'a> {
     /// # Errors
     /// [`CodecError::Malformed`] as [`Reader::next_token`].
     pub fn value(&mut self) -> Result<&'a [u8], CodecError> {
+        self.token_and_value().map(|(_, raw)| raw)
+    }
+
+    /// Reads one whole value, and returns its first token and all its bytes: a scalar is
+    /// read once, not once to find its end and again to decode it.
+    ///
+    /// # Errors
+    /// [`CodecError::Malformed`] as [`Reader::next_token`].
+    pub fn token_and_value(&mut self) -> Result<(Token<'a>, &'a [u8]), CodecError> {
         let start = self.rest;
+        let first = self.next_token()?;
         // Tokens still to read: a container adds its items (two per map pair).
-        let mut pending: usize = 1;
+        let mut pending = items(first);
         while pending > 0 {
             pending -= 1;
-            match self.next_token()? {
-                Token::Array(len) => pending = pending.saturating_add(len),
-                Token::Map(len) => pending = pending.saturating_add(len.saturating_mul(2)),
-                _ => {}
-            }
+            pending = pending.saturating_add(items(self.next_token()?));
         }
-        Ok(&start[..start.len() - self.rest.len()])
+        Ok((first, &start[..start.len() - self.rest.len()]))
     }
 
     /// The next token.
@@ -227,6 +242,24 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use rmp::encode::ByteBuf;
+
+    #[test]
+    fn a_whole_value_is_read_with_its_first_token_and_all_its_bytes() {
+        let mut buf = Vec::new();
+        rmp::encode::write_array_len(&mut buf, 2).unwrap();
+        rmp::encode::write_map_len(&mut buf, 1).unwrap();
+        rmp::encode::write_str(&mut buf, "a").unwrap();
+        rmp::encode::write_array_len(&mut buf, 0).unwrap();
+        rmp::encode::write_ext_meta(&mut buf, 4, DATE_EXT).unwrap();
+        buf.extend_from_slice(&(-3i32).to_be_bytes());
+        let end = buf.len();
+        rmp::encode::write_sint(&mut buf, 7).unwrap();
+        let mut reader = Reader::new(&buf);
+        assert_eq!(reader.token_and_value().unwrap(), (Token::Array(2), &buf[..end]));
+        assert_eq!(reader.token_and_value().unwrap(), (Token::Int(7), &buf[end..]));
+        assert!(reader.is_done());
+        assert!(Reader::new(&buf[..end - 1]).value().is_err());
+    }
 
     /// A tree of tokens, written with `rmp::encode` and read back token by token.
     #[derive(Debug, Clone)]

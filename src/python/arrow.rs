@@ -1,9 +1,7 @@
 //! Arrow in and out: `ArrowStream` (a table's rows behind the Arrow `PyCapsule` interface)
 //! and the column-wise import behind `put_arrow` / `put_dataframe`.
 
-use std::ops::Bound as Limit;
-
-use arrow_array::{Array, ArrayRef, RecordBatchReader};
+use arrow_array::{Array, ArrayRef, RecordBatchIterator, RecordBatchReader};
 use arrow_schema::SchemaRef;
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -15,7 +13,8 @@ use super::store::{commit_ops, Progress};
 use super::types::PyReceipt;
 use super::value::{decode_py_value, encode_py_value_with, EncodeOptions, Location};
 use crate::arrow::{
-    cell_key, field_part, unpack, CellWriter, ExportRequest, Naive, Plan, Refusal, RefusalKind,
+    cell_key, field_part, unpack, CellWriter, Collected, ExportRequest, Naive, Plan, Refusal,
+    RefusalKind,
 };
 use crate::codec::Op;
 use crate::store::{describe_key, Durability, Store};
@@ -25,7 +24,55 @@ use crate::store::{describe_key, Durability, Store};
 /// batch. Each `__arrow_c_stream__` call streams the same rows again.
 #[pyclass(frozen, module = "replikv._core", name = "ArrowStream")]
 pub(crate) struct PyArrowStream {
-    plan: Plan,
+    rows: Rows,
+}
+
+/// Where a stream's batches come from.
+enum Rows {
+    /// Built batch by batch as they are read (`to_arrow_batches`).
+    Planned(Box<Plan>),
+    /// Built already (`to_arrow`, `to_pandas`).
+    Built { table: String, built: Collected },
+}
+
+impl Rows {
+    fn schema(&self) -> SchemaRef {
+        match self {
+            Rows::Planned(plan) => plan.schema(),
+            Rows::Built { built, .. } => built.schema.clone(),
+        }
+    }
+
+    fn table(&self) -> &str {
+        match self {
+            Rows::Planned(plan) => plan.table(),
+            Rows::Built { table, .. } => table,
+        }
+    }
+
+    fn lsn(&self) -> u64 {
+        match self {
+            Rows::Planned(plan) => plan.lsn(),
+            Rows::Built { built, .. } => built.lsn,
+        }
+    }
+
+    fn count(&self) -> u64 {
+        match self {
+            Rows::Planned(plan) => plan.rows(),
+            Rows::Built { built, .. } => built.batches.iter().map(|b| b.num_rows() as u64).sum(),
+        }
+    }
+
+    fn reader(&self) -> Box<dyn RecordBatchReader + Send> {
+        match self {
+            Rows::Planned(plan) => Box::new(plan.stream()),
+            Rows::Built { built, .. } => Box::new(RecordBatchIterator::new(
+                built.batches.clone().into_iter().map(Ok),
+                built.schema.clone(),
+            )),
+        }
+    }
 }
 
 #[pymethods]
@@ -37,36 +84,36 @@ impl PyArrowStream {
         py: Python<'py>,
         requested_schema: Option<Bound<'py, PyCapsule>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        c_stream(py, Box::new(self.plan.stream()), requested_schema)
+        c_stream(py, self.rows.reader(), requested_schema)
     }
 
     /// The schema of the rows (a `PyCapsule` named `arrow_schema`).
     fn __arrow_c_schema__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyCapsule>> {
-        Ok(to_schema_pycapsule(py, self.plan.schema().as_ref())?)
+        Ok(to_schema_pycapsule(py, self.rows.schema().as_ref())?)
     }
 
     /// The table the rows come from.
     #[getter]
     fn table(&self) -> &str {
-        self.plan.table()
+        self.rows.table()
     }
 
     /// The LSN the rows were read at.
     #[getter]
     fn lsn(&self) -> u64 {
-        self.plan.lsn()
+        self.rows.lsn()
     }
 
     /// How many rows a stream gives.
     #[getter]
     fn num_rows(&self) -> u64 {
-        self.plan.rows()
+        self.rows.count()
     }
 
     /// The column names, key first.
     #[getter]
     fn column_names(&self) -> Vec<String> {
-        self.plan
+        self.rows
             .schema()
             .fields()
             .iter()
@@ -78,11 +125,11 @@ impl PyArrowStream {
     /// columns of mixed types).
     #[getter]
     fn packed_columns(&self) -> Vec<String> {
-        packed(&self.plan.schema())
+        packed(&self.rows.schema())
     }
 
     fn __repr__(&self) -> String {
-        let schema = self.plan.schema();
+        let schema = self.rows.schema();
         let columns: Vec<String> = schema
             .fields()
             .iter()
@@ -90,9 +137,9 @@ impl PyArrowStream {
             .collect();
         format!(
             "<ArrowStream {}: {} rows at LSN {}; {}>",
-            self.plan.table(),
-            self.plan.rows(),
-            self.plan.lsn(),
+            self.rows.table(),
+            self.rows.count(),
+            self.rows.lsn(),
             columns.join(", ")
         )
     }
@@ -123,52 +170,54 @@ pub(crate) fn packed(schema: &SchemaRef) -> Vec<String> {
         .collect()
 }
 
-/// Prepares an export of `table` between two encoded-key bounds (one pass over a snapshot,
-/// with the GIL released).
+/// Prepares an export (one pass over a snapshot, with the GIL released): planned, its
+/// batches are built as they are read; `build`, all are built now (see `Plan::collect`).
 pub(crate) fn stream(
     py: Python<'_>,
     store: &Store,
-    table: &str,
-    bounds: (Limit<Vec<u8>>, Limit<Vec<u8>>),
-    columns: Option<Vec<String>>,
-    key_name: &str,
-    batch_rows: usize,
+    request: ExportRequest,
+    build: bool,
 ) -> PyResult<PyArrowStream> {
-    crate::store::validate_table_name(table).map_err(|e| super::errors::to_py(py, e))?;
-    if batch_rows == 0 {
+    let table = request.table.clone();
+    let key_name = request.key_name.clone();
+    crate::store::validate_table_name(&table).map_err(|e| super::errors::to_py(py, e))?;
+    if request.batch_rows == 0 {
         return Err(PyValueError::new_err("batch_rows must be positive"));
     }
-    if columns
+    if request
+        .columns
         .as_ref()
-        .is_some_and(|c| c.iter().any(|n| n == key_name))
+        .is_some_and(|c| c.contains(&key_name))
     {
         return Err(PyValueError::new_err(format!(
             "a value column is named {key_name:?} like the key column: pass another key_name="
         )));
     }
-    let request = ExportRequest {
-        table: table.to_owned(),
-        bounds,
-        columns,
-        key_name: key_name.to_owned(),
-        batch_rows,
-    };
-    let plan = py
-        .detach(|| Plan::new(store, request))
+    let rows = py
+        .detach(|| {
+            if build {
+                Ok(Rows::Built {
+                    table: table.clone(),
+                    built: Plan::collect(store, request)?,
+                })
+            } else {
+                Plan::new(store, request).map(|plan| Rows::Planned(Box::new(plan)))
+            }
+        })
         .map_err(|e| super::errors::to_py(py, e))?;
-    if plan
+    if rows
         .schema()
         .fields()
         .iter()
         .skip(1)
-        .any(|f| f.name() == key_name)
+        .any(|f| *f.name() == key_name)
     {
         return Err(PyValueError::new_err(format!(
             "table {table} has a field named {key_name:?}, like the key column: pass another \
              key_name="
         )));
     }
-    Ok(PyArrowStream { plan })
+    Ok(PyArrowStream { rows })
 }
 
 /// `replikv._core.decode_packed`: the values in a packed (`MessagePack`) Arrow column as a

@@ -17,6 +17,7 @@ use super::stats::PyStoreStats;
 use super::transaction::PyTransaction;
 use super::types::{PyChecksum, PyReceipt};
 use super::value::{decode_py_value, encode_py_key, encode_py_value_with, EncodeOptions, Location};
+use crate::arrow::ExportRequest;
 use crate::codec::Op;
 use crate::store::{Committed, Durability, Store, StoreOptions};
 
@@ -315,7 +316,7 @@ impl PyStore {
     /// The rows of `table` as Arrow record batches (read at one LSN), for pyarrow, polars
     /// and `DuckDB`. `Table.to_arrow()` and `Table.to_pandas()` are built on it.
     #[pyo3(signature = (table, *, columns = None, prefix = None, start = None, end = None,
-                        key_name = "key", batch_rows = 65_536))]
+                        key_name = "key", batch_rows = 65_536, build = false))]
     #[allow(clippy::too_many_arguments)]
     fn arrow_stream(
         &self,
@@ -327,18 +328,17 @@ impl PyStore {
         end: Option<&Bound<'_, PyAny>>,
         key_name: &str,
         batch_rows: usize,
+        build: bool,
     ) -> PyResult<PyArrowStream> {
         owned(py, &self.store)?;
-        let bounds = key_bounds(prefix, start, end)?;
-        arrow_stream(
-            py,
-            &self.store,
-            table,
-            bounds,
+        let request = ExportRequest {
+            table: table.to_owned(),
+            bounds: key_bounds(prefix, start, end)?,
             columns,
-            key_name,
+            key_name: key_name.to_owned(),
             batch_rows,
-        )
+        };
+        arrow_stream(py, &self.store, request, build)
     }
 
     /// Writes the rows of Arrow data (anything with `__arrow_c_stream__`: a pyarrow Table,
