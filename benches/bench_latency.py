@@ -27,16 +27,13 @@ from __future__ import annotations
 import gc
 import json
 import os
-import queue
 import random
 import shutil
 import signal
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -58,6 +55,7 @@ from bench_store import (
     make_rows,
     make_value,
     open_sqlite,
+    reporting_child,
     scratch,
     section,
     show,
@@ -320,17 +318,7 @@ def kill_writer(kind: str, path: Path, cfg: Config) -> int:
         str(cfg.reopen_rows),
         str(cfg.reopen_batch),
     ]
-    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, bufsize=1)
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:
-        assert child.stdout is not None
-        for line in child.stdout:
-            lines.put(line.strip())
-        lines.put(None)
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
+    child, lines, reader = reporting_child(cmd)
     try:
         if lines.get(timeout=600) != "ready":
             raise RuntimeError(f"the {kind} writer did not get ready")

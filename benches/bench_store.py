@@ -739,17 +739,7 @@ def bench_reopen(base: Path, cfg: Config, report: Report) -> None:
             str(cfg.checkpoint_entries),
             str(cfg.checkpoint_seconds),
         ]
-        child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, bufsize=1)
-        lines: queue.Queue[str | None] = queue.Queue()
-
-        def pump() -> None:
-            assert child.stdout is not None
-            for line in child.stdout:
-                lines.put(line.strip())
-            lines.put(None)
-
-        reader = threading.Thread(target=pump, daemon=True)
-        reader.start()
+        child, lines, reader = reporting_child(cmd)
         try:
             ready = lines.get(timeout=150)
             if ready is None or not ready.startswith("ready"):
@@ -809,6 +799,26 @@ def bench_reopen(base: Path, cfg: Config, report: Report) -> None:
 
 
 # --------------------------------------------------------------------------------------
+
+
+def reporting_child(
+    cmd: list[str],
+) -> tuple[subprocess.Popen[str], queue.Queue[str | None], threading.Thread]:
+    """Starts ``cmd`` with its output read line by line, by the thread it returns, into the
+    queue it returns (``None`` once the output ends): the caller waits for a line with a
+    timeout."""
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, bufsize=1)
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert child.stdout is not None
+        for line in child.stdout:
+            lines.put(line.strip())
+        lines.put(None)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    return child, lines, reader
 
 
 def bench_parser(doc: str | None, scenarios: Sequence[str]) -> argparse.ArgumentParser:

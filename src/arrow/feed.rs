@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use arrow_array::builder::{StringBuilder, TimestampMicrosecondBuilder, UInt64Builder};
-use arrow_array::{ArrayRef, RecordBatch, RecordBatchOptions, RecordBatchReader};
+use arrow_array::{ArrayRef, RecordBatch, RecordBatchReader};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use super::column::Column;
@@ -200,14 +200,11 @@ impl FeedBatches {
         if rows == 0 {
             return Ok(None);
         }
-        let options = RecordBatchOptions::new().with_row_count(Some(rows));
-        let batch = RecordBatch::try_new_with_options(
-            self.schema.clone(),
+        Ok(Some(super::batch(
+            &self.schema,
             self.builders.finish(),
-            &options,
-        )
-        .expect("invariant: every column was given one value per row, of the schema's type");
-        Ok(Some(batch))
+            rows,
+        )))
     }
 }
 

@@ -19,3 +19,14 @@ fn malformed() -> crate::error::CodecError {
         reason: "not a replikv value".into(),
     }
 }
+
+/// A record batch of `rows` rows from columns built for `schema`.
+fn batch(
+    schema: &arrow_schema::SchemaRef,
+    columns: Vec<arrow_array::ArrayRef>,
+    rows: usize,
+) -> arrow_array::RecordBatch {
+    let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(rows));
+    arrow_array::RecordBatch::try_new_with_options(schema.clone(), columns, &options)
+        .expect("invariant: every column was given one value per row, of the schema's type")
+}

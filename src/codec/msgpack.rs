@@ -255,8 +255,14 @@ mod tests {
         let end = buf.len();
         rmp::encode::write_sint(&mut buf, 7).unwrap();
         let mut reader = Reader::new(&buf);
-        assert_eq!(reader.token_and_value().unwrap(), (Token::Array(2), &buf[..end]));
-        assert_eq!(reader.token_and_value().unwrap(), (Token::Int(7), &buf[end..]));
+        assert_eq!(
+            reader.token_and_value().unwrap(),
+            (Token::Array(2), &buf[..end])
+        );
+        assert_eq!(
+            reader.token_and_value().unwrap(),
+            (Token::Int(7), &buf[end..])
+        );
         assert!(reader.is_done());
         assert!(Reader::new(&buf[..end - 1]).value().is_err());
     }
