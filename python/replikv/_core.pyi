@@ -54,10 +54,15 @@ _R = TypeVar("_R")
 
 @final
 class Receipt:
-    """What a write returns: its LSN and how durable it is."""
+    """What a write returns: its LSN, how durable it is (`durability`: "local" when no primary
+    serves the store, "async" or "sync"), the replicas that acknowledged a sync write, and
+    whether a sync write degraded (its quorum was not reached in time, or the wait was
+    interrupted).
+    """
 
     @property
-    def lsn(self) -> int: ...
+    def lsn(self) -> int:
+        """The write's log sequence number: its transaction's entry in the change log."""
     @property
     def durability(self) -> str:
         """``'local'`` (no primary serves the store), ``'async'`` or ``'sync'``."""
@@ -74,15 +79,17 @@ class Receipt:
 
 @final
 class Op:
-    """One operation of a change."""
+    """One operation of a change: a put or a delete."""
 
     @property
     def kind(self) -> str:
         """``'put'`` or ``'delete'``."""
     @property
-    def table(self) -> str: ...
+    def table(self) -> str:
+        """The table the op writes."""
     @property
-    def key(self) -> _Key: ...
+    def key(self) -> _Key:
+        """The key it writes, as the type it was written as."""
     @property
     def value(self) -> Any:
         """The value written (``None`` for a delete)."""
@@ -94,9 +101,11 @@ class Change:
     """One committed transaction, read back from the change log."""
 
     @property
-    def lsn(self) -> int: ...
+    def lsn(self) -> int:
+        """The entry's log sequence number."""
     @property
-    def epoch(self) -> int: ...
+    def epoch(self) -> int:
+        """The epoch of the primary that committed it."""
     @property
     def timestamp(self) -> datetime.datetime:
         """Commit time, an aware UTC datetime (millisecond precision)."""
@@ -132,7 +141,8 @@ class Checksum:
     """Per-table checksums and row counts of a store at one LSN."""
 
     @property
-    def lsn(self) -> int: ...
+    def lsn(self) -> int:
+        """The LSN of the state that was summed."""
     @property
     def tables(self) -> dict[str, int]:
         """Order-independent checksum of each table's rows."""
@@ -151,7 +161,8 @@ class StoreStats:
     """
 
     @property
-    def path(self) -> str: ...
+    def path(self) -> str:
+        """The store's directory."""
     @property
     def tables(self) -> dict[str, int]:
         """Row count of each table."""
@@ -177,7 +188,7 @@ class StoreStats:
     def last_lsn(self) -> int:
         """The last LSN that is durable and visible."""
     def to_dict(self) -> dict[str, Any]:
-        """The stats as a plain dict."""
+        """The stats as a plain dict (for logging, JSON or a row of a data frame)."""
 
 @final
 class Scan:
@@ -236,9 +247,9 @@ class Transaction:
     def get(self, table: str, key: _Key, default: Any = None) -> Any:
         """Reads ``key``, seeing this transaction's own writes first."""
     def commit(self) -> Receipt:
-        """Commits now; a transaction without writes takes no LSN."""
+        """Commits now (the context manager does this on a clean exit)."""
     def abort(self) -> None:
-        """Discards the transaction's writes and releases the writer lock."""
+        """Discards every write of the transaction and releases the writer lock."""
     @property
     def receipt(self) -> Receipt | None:
         """The receipt once committed, else ``None``."""
@@ -316,7 +327,7 @@ class Store:
                 (committed locally; ``.lsn`` and ``.acked_by`` say where it stands).
         """
     def delete(self, table: str, key: _Key, *, durability: str | None = None) -> Receipt:
-        """Deletes ``key`` (logged even if it is absent); ``durability`` as for ``put``."""
+        """Deletes `key` (a no-op on the data if it is absent, still one logged transaction)."""
     def get(self, table: str, key: _Key, default: Any = None) -> Any:
         """The value under ``key``, or ``default``."""
     def contains(self, table: str, key: _Key) -> bool:
@@ -350,7 +361,7 @@ class Store:
                 that crosses it, before the rest are read.
         """
     def table(self, name: str) -> Table:
-        """A view of one table as a ``MutableMapping`` (the table need not exist yet)."""
+        """A view of one table as a mutable mapping (the table need not exist yet)."""
     def transaction(self, *, durability: str | None = None) -> Transaction:
         """A serializable transaction; use it as a context manager.
 
@@ -386,7 +397,9 @@ class Store:
         batch_rows: int = 65536,
         build: bool = False,
     ) -> ArrowStream:
-        """The rows of ``table`` as Arrow record batches read at one LSN (``Table.to_arrow``).
+        """The rows of `table` as Arrow record batches (read at one LSN), for pyarrow, polars
+        and `DuckDB`. `Table.to_arrow()` and `Table.to_pandas()` are built on it.
+        The rows of ``table`` as Arrow record batches read at one LSN (``Table.to_arrow``).
 
         By default batches are built as they are read (a first pass finds the schema);
         ``build=True`` builds them all now, in one pass when the first 65,536 rows predict
@@ -406,7 +419,10 @@ class Store:
         progress: bool | Callable[[int], object] | None = None,
         durability: str | None = None,
     ) -> Receipt:
-        """Writes the rows of Arrow data (anything with ``__arrow_c_stream__``), keyed by the
+        """Writes the rows of Arrow data (anything with `__arrow_c_stream__`: a pyarrow Table,
+        a polars `DataFrame`, ...) into `table`, keyed by the column `key`, converted column
+        by column in Rust: one transaction, or one per `batch_rows` rows.
+        Writes the rows of Arrow data (anything with ``__arrow_c_stream__``), keyed by the
         column ``key``, converted column by column in Rust.
 
         One transaction, or one per ``batch_rows`` rows (then the receipt is the last one's).
@@ -429,7 +445,11 @@ class Store:
         progress: bool | Callable[[int], object] | None = None,
         durability: str | None = None,
     ) -> Receipt:
-        """Writes the rows of a pandas DataFrame keyed by the column ``key`` (the index if
+        """Writes the rows of a pandas `DataFrame` into `table`, keyed by the column `key` (or
+        the index if `key` is None): columns go to Arrow in pandas' own code and are
+        encoded in Rust, never row by row in Python; object columns of lists and dicts are
+        encoded value by value in Rust.
+        Writes the rows of a pandas DataFrame keyed by the column ``key`` (the index if
         None); the other columns become each row's dict. NaN, None, ``pd.NA`` and ``pd.NaT``
         are stored as None. Needs ``pip install 'replikv[pandas]'``.
 
@@ -447,7 +467,9 @@ class Store:
         since_time: datetime.datetime | None = None,
         until: datetime.datetime | int | None = None,
     ) -> Changes:
-        """Entries of the change log with LSN greater than ``since``, read lazily.
+        """Entries of the change log with LSN greater than `since`, oldest first, read lazily;
+        filtered by table and commit time.
+        Entries of the change log with LSN greater than ``since``, read lazily.
 
         Args:
             since: entries after this LSN.
@@ -475,8 +497,9 @@ class Store:
     def checksum(self) -> Checksum:
         """Per-table checksums and row counts at one LSN, read atomically (O(tables))."""
     def stats(self) -> StoreStats:
-        """Rows per table, bytes on disk (log, tables, other files), the oldest retained
-        LSN and its commit time, and the last LSN."""
+        """Rows per table and bytes on disk (log, tables, other files), the oldest retained
+        LSN and its commit time, and the last LSN.
+        """
     def compact(self) -> int:
         """Checkpoints, drops the log the retention policy lets go, then gives the free
         pages of the tables file back to the file system (after deletes and updates);
@@ -516,17 +539,24 @@ class Store:
         """
     @staticmethod
     def detach(path: str | os.PathLike[str]) -> bool:
-        """Makes a replica's store a standalone, writable store.
+        """staticmethod(function) -> method
 
-        Its history forks from the primary's: it can never follow that primary again (a
-        new replica re-seeds from a snapshot instead).
+        Convert a function to be a static method.
 
-        Returns:
-            ``False`` if the store did not belong to a replica (nothing changes).
+        A static method does not receive an implicit first argument.
+        To declare a static method, use this idiom:
 
-        Raises:
-            StoreNotFoundError: no store at ``path``.
-            StoreLockedError: a replica (or another handle) has it open.
+             class C:
+                 @staticmethod
+                 def f(arg1, arg2, argN):
+                     ...
+
+        It can be called either on the class (e.g. C.f()) or on an instance
+        (e.g. C().f()). Both the class and the instance are ignored, and
+        neither is passed implicitly as the first argument to the method.
+
+        Static methods in Python are similar to those found in Java or C++.
+        For a more advanced concept, see the classmethod builtin.
         """
 
 @final
@@ -605,26 +635,31 @@ class Primary:
     ) -> Self: ...
     @property
     def promotion(self) -> Promotion | None:
-        """What the promotion that made this primary did; ``None`` for a primary started
-        as one."""
+        """What the promotion that made this primary did, or `None` for a primary started
+        as one.
+        """
     @property
     def address(self) -> str:
         """``host:port`` replicas connect to (the real port if 0 was asked for)."""
     @property
-    def store(self) -> Store: ...
+    def store(self) -> Store:
+        """The store being served."""
     @property
-    def epoch(self) -> int: ...
+    def epoch(self) -> int:
+        """The store's epoch."""
     @property
     def rejected(self) -> int:
-        """Connections refused since start (wrong token, garbage, another version...)."""
+        """Connections refused since start (bad token, garbage, wrong version, ...)."""
     @property
-    def last_rejection(self) -> str | None: ...
+    def last_rejection(self) -> str | None:
+        """Why the last connection was refused, if any was."""
     @property
     def sync_state(self) -> str:
-        """``'ok'`` (at least ``quorum`` replicas that fsync are connected),
-        ``'degraded'`` (enough are registered but fewer are connected: sync writes wait
-        and may time out) or ``'unavailable'`` (fewer are registered: sync writes are
-        refused)."""
+        """Whether sync writes can complete now: "ok" (at least `quorum` replicas that fsync
+        are connected), "degraded" (enough are registered but fewer are connected: sync
+        writes wait and may time out) or "unavailable" (fewer are registered: sync writes
+        are refused).
+        """
     def status(self) -> list[ReplicaInfo]:
         """Every replica seen since start, with its state and lag."""
     def slots(self) -> list[dict[str, Any]]:
@@ -632,7 +667,7 @@ class Primary:
         the replica said it fsyncs, so counts toward the quorum) of each replica the log is
         kept for (a slot outlives its connection and the primary's restarts)."""
     def drop_slot(self, name: str) -> bool:
-        """Drops a replica's slot; returns whether it existed."""
+        """Drops a replica's slot (the log is no longer kept for it); returns whether it existed."""
     def retain(self) -> int:
         """Checkpoints and drops the log segments no slot needs (within ``retain_bytes``
         / ``retain_seconds``) now rather than at the next tick; returns how many."""
@@ -717,7 +752,10 @@ def request_follow(
 
 @final
 class Switchover:
-    """What a planned switchover did."""
+    """What a planned switchover did: who is the primary now and where, its epoch, the last
+    LSN of the old primary, how long writes were paused, and the old primary's store as a
+    replica of the new one.
+    """
 
     @property
     def to(self) -> str:
@@ -740,7 +778,9 @@ class Switchover:
 
 @final
 class Promotion:
-    """What a promotion did."""
+    """What a promotion did: the new epoch, where it starts, the members reached, and the
+    range of the old primary's entries that no reached member holds.
+    """
 
     @property
     def epoch(self) -> int:
@@ -756,7 +796,7 @@ class Promotion:
         """How many members the rule asked for (``members - quorum + 1``; 0 if unknown)."""
     @property
     def forced(self) -> bool:
-        """Whether ``force=True`` promoted past the rule."""
+        """Whether it was forced past the rule."""
     @property
     def possible_loss(self) -> tuple[int, int] | None:
         """``(first, last)``: the LSNs the old primary had committed (as last heard) that
@@ -793,7 +833,7 @@ class Replica:
         this replica."""
     @property
     def listen_address(self) -> str | None:
-        """Where it answers other members, if it listens."""
+        """Where it answers other members (and serves once promoted), if it listens."""
     @property
     def promoted(self) -> Primary | None:
         """The ``Primary`` a planned switchover made of this replica (serving on its
@@ -801,20 +841,19 @@ class Replica:
         it is the caller's; before that, closing the replica closes it too."""
     @property
     def store(self) -> Store:
-        """The replica's store; writes raise ``ReadOnlyError``."""
+        """The replica's store: readable while it applies; writes raise `ReadOnlyError`."""
     @property
     def name(self) -> str:
         """Its name: its slot on the primary (defaults to the directory's name)."""
     @property
-    def applied_lsn(self) -> int: ...
+    def applied_lsn(self) -> int:
+        """The last LSN applied here."""
     def wait_for(self, lsn: int, timeout: float = 5.0) -> bool:
-        """Waits until ``lsn`` is applied here; returns whether it was in time.
+        """Waits until `lsn` is applied here; returns whether it was within `timeout` (in
+        seconds; an infinite timeout waits for ever).
 
-        ``timeout`` is in seconds; ``float("inf")`` waits for ever.
-
-        Raises:
-            ReplicationError: the link failed for good (a wrong token, a diverged
-                history): the primary's reason, rather than a wait for nothing.
+        Raises `ReplicationError` with the primary's reason once the link has failed for
+        good (a wrong token, a diverged history), rather than waiting for nothing.
         """
     def get(
         self, table: str, key: _Key, default: Any = None, *, min_lsn: int = 0, timeout: float = 1.0
@@ -849,7 +888,18 @@ class Replica:
         table_modes: Mapping[str, str] | None = None,
         default_durability: str = "async",
     ) -> Primary:
-        """Makes this replica the primary of a new epoch, without reopening its store;
+        """Promotes this replica: asks the members its primary's heartbeats named (replicas
+        started with `listen=`) to raise their epoch, and once `members - quorum + 1` of
+        them (itself included) granted it, adopts the newest log among them (fetching what
+        it lacks), and serves it with the given options (as `Primary(...)` takes them;
+        `listen` defaults to this replica's own `listen` address, `token` to its token).
+        The members that granted follow it. Returns the new `Primary`; its `promotion`
+        says what happened.
+
+        It refuses (`ReplicationError`) when too few members can be reached, unless
+        `force=True`, whose report names the possible loss. The store then belongs to the
+        new primary: closing the replica leaves it open.
+        Makes this replica the primary of a new epoch, without reopening its store;
         returns the new :class:`Primary` (see its ``promotion``).
 
         By the rule of DESIGN §1, it asks the members its primary's heartbeats named
@@ -895,19 +945,22 @@ def promote_stopped(path: str | os.PathLike[str], *, force: bool = False) -> Pro
 def read_diverged_report(
     path: str | os.PathLike[str],
 ) -> tuple[int, str, datetime.datetime, list[Change]]:
-    """Reads a divergence report file: ``(fork_lsn, primary, written_at, entries)``.
-    Use :func:`replikv.read_diverged`, which wraps it."""
+    """Reads a divergence report file: `(fork_lsn, primary, written_at, entries)`, the
+    entries as `Change` objects. `replikv.read_diverged` wraps it.
+    """
 
 def fetch_verify(address: str, *, token: str | None = None, timeout: float = 10.0) -> VerifyReport:
-    """Asks the primary at ``address`` to verify its replicas (``Primary.verify`` with its
-    5 s timeout) and returns the report."""
+    """Asks the primary at `address` to verify its replicas (it gives them 5 s to answer)
+    and returns its `VerifyReport`.
+    """
 
 @final
 class ReplicaVerify:
     """How one replica's tables compare with the primary's."""
 
     @property
-    def name(self) -> str: ...
+    def name(self) -> str:
+        """The replica's name."""
     @property
     def verdict(self) -> str:
         """``'equal'``, ``'different'`` or ``'not comparable'``."""
@@ -921,11 +974,13 @@ class ReplicaVerify:
     def tables(self) -> dict[str, str]:
         """Per table: ``'equal'`` or ``'different'`` (empty when not comparable)."""
     def to_dict(self) -> dict[str, Any]:
-        """The comparison as plain dicts, with both sides' rows and checksums per table."""
+        """The comparison as plain dicts and lists, with each side's row count and checksum."""
 
 @final
 class VerifyReport:
-    """What :meth:`Primary.verify` found."""
+    """What `Primary.verify()` found: `ok` is true unless a replica's tables differ from the
+    primary's (replicas that could not be compared yet do not make it false).
+    """
 
     @property
     def ok(self) -> bool:
@@ -944,9 +999,9 @@ class VerifyReport:
 
 @final
 class ArrowStream:
-    """A table's rows at one LSN as Arrow record batches (the Arrow PyCapsule interface).
-
-    Each ``__arrow_c_stream__`` call streams the same rows again.
+    """A table's rows at one LSN as Arrow record batches, behind the Arrow `PyCapsule` interface:
+    `pyarrow.table(s)`, `polars.from_arrow(s)` and `DuckDB` read it without copies, batch by
+    batch. Each `__arrow_c_stream__` call streams the same rows again.
     """
 
     def __arrow_c_stream__(self, requested_schema: object | None = None) -> object:
@@ -967,7 +1022,9 @@ class ArrowStream:
         """The column names, key first."""
     @property
     def packed_columns(self) -> list[str]:
-        """Columns that hold each value's MessagePack bytes (lists, dicts, mixed types)."""
+        """Names of the columns that hold each value's `MessagePack` bytes (lists, dicts and
+        columns of mixed types).
+        """
 
 @final
 class ChangeStream:
@@ -986,10 +1043,14 @@ class ChangeStream:
         """How many rows (ops) a stream gives."""
     @property
     def packed_columns(self) -> list[str]:
-        """Columns that hold MessagePack bytes (``value``, and ``key`` if key types mix)."""
+        """Names of the columns that hold `MessagePack` bytes (`value`, and `key` when keys of
+        several types are mixed).
+        """
 
 def decode_packed(array: Any) -> list[Any]:
-    """The values of a packed (MessagePack) Arrow column as Python objects (None for nulls)."""
+    """`replikv._core.decode_packed`: the values in a packed (`MessagePack`) Arrow column as a
+    list of Python objects (`None` for nulls).
+    """
 
 def encode_value(
     value: Any, /, *, missing_as_none: bool = False, naive: Literal["refuse", "utc"] = "refuse"
@@ -1017,32 +1078,35 @@ def encode_value(
     """
 
 def decode_value(data: bytes, /) -> Any:
-    """The value of MessagePack bytes as replikv stores them (see ``encode_value``).
-
-    Raises:
-        ValueError: the bytes are not exactly one replikv value.
+    """`replikv.decode_value`: the value of `MessagePack` bytes as replikv stores them. Bytes
+    that are not exactly one such value (trailing bytes included) are a `ValueError`.
     """
 
 @final
 class Damage:
-    """One damaged row, or a table whose rows disagree with its recorded stats."""
+    """One damaged row, or a table whose recorded stats disagree with its rows (`key` is None)."""
 
     @property
-    def table(self) -> str: ...
+    def table(self) -> str:
+        """The table the damage is in."""
     @property
     def key(self) -> _Key | None:
         """The damaged row's key; ``None`` for damage to the table as a whole."""
     @property
-    def reason(self) -> str: ...
+    def reason(self) -> str:
+        """What is wrong, in words."""
     def to_dict(self) -> dict[str, Any]:
-        """``{"table": ..., "key": ..., "reason": ...}``."""
+        """The damage as a plain dict (`table`, `key`, `reason`)."""
 
 @final
 class ScrubReport:
-    """What :meth:`Store.scrub` found."""
+    """What `Store.scrub()` found: `ok` is true when no row is damaged. (A scrub that was
+    stopped raises instead of returning a partial report.)
+    """
 
     @property
-    def path(self) -> str: ...
+    def path(self) -> str:
+        """The store's directory."""
     @property
     def lsn(self) -> int:
         """The LSN of the state that was checked."""
@@ -1050,7 +1114,8 @@ class ScrubReport:
     def ok(self) -> bool:
         """Nothing is damaged."""
     @property
-    def rows_checked(self) -> int: ...
+    def rows_checked(self) -> int:
+        """Rows read and checked, over every table."""
     @property
     def tables(self) -> dict[str, int]:
         """Rows checked per table."""
@@ -1092,16 +1157,17 @@ class CacheNode:
         different names)."""
     @property
     def address(self) -> str:
-        """``host:port`` it listens on (the real port if 0 was asked)."""
+        """The address it listens on (`host:port`; the real port if 0 was asked)."""
     @property
-    def closed(self) -> bool: ...
+    def closed(self) -> bool:
+        """Whether `close()` was called."""
     def stats(self) -> dict[str, Any]:
-        """``hits``, ``misses``, ``hit_ratio``, ``evictions``, ``expirations``,
-        ``invalidations``, ``stale_fills_refused``, ``flushes``, ``keys``, ``bytes``,
-        ``processed_lsn``, ``processed_epoch``, ``log_lost``, ``forks``,
-        ``follow_state``, ``last_error``, ``clients``."""
+        """Counters and state: `hits`, `misses`, `hit_ratio`, `evictions`, `expirations`,
+        `invalidations`, `stale_fills_refused`, `flushes`, `keys`, `bytes`, `processed_lsn`,
+        `processed_epoch`, `log_lost`, `forks`, `follow_state`, `last_error`, `clients`.
+        """
     def close(self) -> None:
-        """Stops following and serving; returns once the port is free."""
+        """Stops following and serving; returns once the port is free. Idempotent."""
     def __enter__(self) -> Self: ...
     def __exit__(self, *exc: object) -> bool: ...
 
@@ -1132,22 +1198,34 @@ class Cache:
         ``timeout``: how long a node may take to answer before it is left out, and how
         long a read through waits for a lagging replica."""
     def get(self, table: str, key: _Key, default: Any = None, *, read_through: bool = True) -> Any:
-        """The cached value, else the source's (then cached), else ``default``.
-        In-process, the cached object itself is returned: do not mutate it."""
+        """The value of `key` in `table`: cached, or read through from the source (and
+        cached), or `default`. `read_through=False` only looks in the cache. In-process,
+        the cached object itself is returned: do not mutate it.
+        """
     def get_many(self, table: str, keys: Iterable[_Key]) -> dict[_Key, Any]:
-        """The values of the keys found (one pipelined round trip per node)."""
+        """The values of `keys` in `table`, as a dict holding the keys found (over nodes, one
+        pipelined round trip per node, then one read through per miss).
+        """
     def set(self, table: str, key: _Key, value: Any, ttl: float | None = None) -> None:
-        """Caches ``value`` until a write of the key, its TTL or eviction."""
+        """Caches `value` for `key` (until a write of the key in the source's log, its TTL or
+        eviction). Over nodes the value must be one a store can hold.
+        """
     def invalidate(self, table: str, key: _Key) -> bool:
-        """Drops ``key``; returns whether it was cached."""
+        """Drops `key` from the cache; returns whether it was cached."""
     def invalidate_prefix(self, table: str, prefix: str | bytes | None = None) -> int:
-        """Drops the cached keys of ``table`` (starting with ``prefix``); returns how many."""
+        """Drops every cached key of `table` (starting with `prefix`, a str or bytes, when
+        given); returns how many were dropped.
+        """
     def stats(self) -> dict[str, Any]:
-        """``hits``, ``misses``, ``hit_ratio``, ``evictions``, ``expirations``,
-        ``invalidations``, ``stale_fills_refused``, ``loads``, ``loads_coalesced``,
-        ``load_seconds``; over nodes also ``nodes`` (each node's figures), ``errors``."""
+        """`hits`, `misses`, `hit_ratio`, `evictions`, `expirations`, `invalidations`,
+        `stale_fills_refused`, `loads`, `loads_coalesced`, `load_seconds`, and over nodes
+        `nodes`: each node's own figures by address.
+        """
     def memoize(self, ttl: float | None = None) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
-        """A decorator caching a function's results by the ``repr`` of its arguments."""
-    def close(self) -> None: ...
+        """A decorator that caches a function's results by its arguments (their `repr`), for
+        `ttl` seconds or until `invalidate_memoized`.
+        """
+    def close(self) -> None:
+        """Stops watching the source; later calls raise `CacheError`. Idempotent."""
     def __enter__(self) -> Self: ...
     def __exit__(self, *exc: object) -> bool: ...

@@ -13,7 +13,14 @@ use crate::cache::cache_node::{CacheNode, CacheNodeOptions};
 use crate::cache::lru::OnWrite;
 use crate::fork::ParentOnly;
 
-/// An LRU cache node that speaks the Redis protocol.
+/// An LRU cache node that speaks the Redis protocol (redis-cli, redis-py and
+/// redis-benchmark work unchanged).
+///
+/// With ``follow=`` it consumes that primary's change log: each write drops (or, with
+/// ``on_write="refresh"``, replaces) the keys it holds, so that once it has processed a
+/// write's entry no read returns an older value. A cache key on the wire is
+/// ``table:tag:key`` (tag ``i`` for an int, ``s`` for a str, ``b`` for bytes); ``GET``
+/// returns the value's MessagePack bytes.
 #[pyclass(frozen, module = "replikv._core", name = "CacheNode")]
 pub(crate) struct PyCacheNode {
     node: ParentOnly<Mutex<Option<CacheNode>>>,

@@ -93,8 +93,10 @@ pub(crate) fn feed_request(
     Ok(request)
 }
 
-/// An iterator of [`PyChange`] entries read from the log; `to_arrow()` and `to_pandas()` give
-/// the same entries as one row per op.
+/// An iterator of :class:`Change` entries, oldest first, read lazily.
+///
+/// Its LSN range is fixed when ``Store.changes`` is called (up to the LSN visible then);
+/// entries committed later are read by a new ``changes(since=...)``.
 #[pyclass(frozen, module = "replikv._core", name = "Changes")]
 pub(crate) struct PyChanges {
     store: Store,
@@ -129,7 +131,13 @@ impl PyChanges {
         entry.map(|entry| PyChange::new(py, entry)).transpose()
     }
 
-    /// The entries as Arrow record batches, one row per op (no pyarrow needed).
+    /// The entries as Arrow record batches, one row per op; no pyarrow needed.
+    ///
+    /// Covers the whole range of the call, whatever iteration has consumed. Columns:
+    /// ``lsn`` and ``epoch`` (uint64), ``timestamp`` (timestamp[us, UTC], the commit
+    /// time), ``table`` (string), ``key`` (string, int64 or binary when all keys have that
+    /// type, else packed MessagePack), ``op`` (``'put'`` or ``'delete'``), ``value``
+    /// (packed MessagePack, null for a delete).
     fn to_arrow_batches(&self, py: Python<'_>) -> PyResult<PyChangeStream> {
         owned(py, &self.store)?;
         let (store, request) = (self.store.clone(), self.request.clone());
@@ -137,7 +145,10 @@ impl PyChanges {
         Ok(PyChangeStream::new(plan, FEED_BATCH_ROWS))
     }
 
-    /// The entries as a `pyarrow.Table`, one row per op.
+    /// The entries as a ``pyarrow.Table``, one row per op (see ``to_arrow_batches``).
+    ///
+    /// Raises:
+    ///     ImportError: pyarrow is not installed (``pip install 'replikv[arrow]'``).
     fn to_arrow<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let pa = py
             .import("replikv._frames")?
@@ -145,7 +156,11 @@ impl PyChanges {
         pa.call_method1("table", (self.to_arrow_batches(py)?,))
     }
 
-    /// The entries as a pandas `DataFrame`, one row per op, values decoded.
+    /// The entries as a pandas DataFrame, one row per op, values decoded into Python
+    /// objects (``None`` for deletes).
+    ///
+    /// Raises:
+    ///     ImportError: pandas is not installed (``pip install 'replikv[pandas]'``).
     fn to_pandas<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let frames = py.import("replikv._frames")?;
         frames.call_method1("require", ("pandas", "pandas", "to_pandas"))?;
@@ -170,12 +185,16 @@ impl PyChanges {
     }
 }
 
-/// One committed transaction read back from the change log.
+/// One committed transaction, read back from the change log.
 #[pyclass(frozen, get_all, module = "replikv._core", name = "Change")]
 pub(crate) struct PyChange {
+    /// The entry's log sequence number.
     pub lsn: u64,
+    /// The epoch of the primary that committed it.
     pub epoch: u64,
+    /// Commit time, an aware UTC datetime (millisecond precision).
     pub timestamp: Py<PyAny>,
+    /// Its ops, a read-only sequence that decodes each op when it is used.
     pub ops: Py<PyOps>,
 }
 
@@ -211,7 +230,10 @@ impl PyChange {
     }
 }
 
-/// The ops of a change, as a read-only sequence that decodes each op when it is used.
+/// The ops of a :class:`Change`: ``len``, indexing (slices give a list), iteration.
+///
+/// It holds the entry's stored bytes and decodes one op at a time, so iterating a
+/// million-op entry never holds a million ``Op`` objects. Equal to a list of the same ops.
 #[pyclass(frozen, sequence, module = "replikv._core", name = "Ops")]
 pub(crate) struct PyOps {
     entry: FeedEntry,

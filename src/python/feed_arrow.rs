@@ -8,9 +8,10 @@ use pyo3_arrow::ffi::to_schema_pycapsule;
 use super::arrow::{c_stream, packed};
 use crate::arrow::FeedPlan;
 
-/// The ops of a change feed as Arrow record batches (`lsn, epoch, timestamp, table, key, op,
-/// value`): `pyarrow.table(s)`, `polars.from_arrow(s)` and `DuckDB` read it batch by batch.
-/// Each `__arrow_c_stream__` call streams the same rows again.
+/// The ops of a change feed as Arrow record batches (the Arrow PyCapsule interface).
+///
+/// Batches hold at most 65,536 rows, so a huge entry spans several. Each
+/// ``__arrow_c_stream__`` call streams the same rows again.
 #[pyclass(frozen, module = "replikv._core", name = "ChangeStream")]
 pub(crate) struct PyChangeStream {
     plan: FeedPlan,

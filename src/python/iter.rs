@@ -41,7 +41,7 @@ struct ScanState {
 /// Batch size of a scan: each batch is one read transaction.
 const SCAN_BATCH: usize = 512;
 
-/// An iterator of `(key, value)` rows.
+/// An iterator of ``(key, value)`` rows in key order.
 #[pyclass(frozen, module = "replikv._core", name = "Scan")]
 pub(crate) struct PyScan {
     store: Store,

@@ -28,12 +28,12 @@ pub(crate) struct PyPromotion {
     start_lsn: u64,
     /// The members reached, by name (the promoted replica included).
     reached: Vec<String>,
-    /// How many members the rule asked for (`members - quorum + 1`; 0 if unknown).
+    /// How many members the rule asked for (``members - quorum + 1``; 0 if unknown).
     needed: u64,
     /// Whether it was forced past the rule.
     forced: bool,
-    /// `(first, last)` LSNs the old primary had committed (as last heard) that the new
-    /// one lacks, or `None`.
+    /// ``(first, last)``: the LSNs the old primary had committed (as last heard) that
+    /// the new primary lacks (async writes; sync ones too only if forced), or ``None``.
     possible_loss: Option<(u64, u64)>,
 }
 
@@ -50,9 +50,12 @@ impl From<Promotion> for PyPromotion {
     }
 }
 
-/// Makes a stopped replica's store at `path` the primary of a new epoch, by the rule
-/// `Replica.promote` follows (with what its primary's heartbeats last said), without
-/// serving it: `Primary(Store(path))` or `replikv primary --data DIR` serves it next.
+/// Makes a stopped replica's store the primary of a new epoch, by the rule
+/// :meth:`Replica.promote` follows (with what its primary's heartbeats last said), without
+/// serving it: ``Primary(Store(path))`` or ``replikv primary --data DIR`` serves it next.
+///
+/// Raises ``ReplicationError`` (nothing changes) when the rule is not met and ``force`` is
+/// not set; ``StoreLockedError`` while a replica runs on it.
 #[pyfunction]
 #[pyo3(signature = (path, *, force = false))]
 pub(crate) fn promote_stopped(
@@ -85,6 +88,27 @@ impl PyPromotion {
 }
 
 /// Serves a store's change log to replicas over TCP.
+///
+/// Async writers never wait for the network: entries are shipped in batches at most
+/// every ``ship_interval`` seconds (``0``: within about a millisecond, so that a replica
+/// fsyncs once per batch rather than once per write). A sync write ships at once and
+/// returns once ``quorum`` replicas that fsync hold it durably. Without a ``token`` only
+/// loopback peers may connect.
+///
+/// Args:
+///     quorum: replicas that must acknowledge a sync write (1 or more).
+///     sync_timeout: seconds a sync write waits for them.
+///     on_timeout: ``"raise"`` (``ReplicationTimeout``) or ``"degrade"`` (a receipt
+///         with ``degraded=True``); the write is committed locally either way.
+///     table_modes: ``{table: "sync" | "async"}``, the default durability per table.
+///     default_durability: that of the other tables (``"async"`` or ``"sync"``).
+///     retain_bytes, retain_seconds: caps on the log while this primary serves the store
+///         (``None``: the store's own). Within them the log is kept for every replica's
+///         slot; a replica being seeded by a snapshot keeps its log whatever the caps.
+///
+/// Raises:
+///     ReplicationError: another ``Primary`` serves the store.
+///     ValueError: a setting out of range.
 #[pyclass(frozen, module = "replikv._core", name = "Primary")]
 pub(crate) struct PyPrimary {
     pub(super) primary: ParentOnly<Primary>,
@@ -141,8 +165,25 @@ impl PyPrimary {
         })
     }
 
-    /// Hands the log to the replica named `to` (one that fsyncs and listens) and makes
-    /// this primary's store its replica: see the stubs.
+    /// Hands this primary's log to the replica named ``to`` (one that fsyncs and was
+    /// started with ``listen=``), with zero loss and no resync.
+    ///
+    /// Writes pause (``WritesPausedError``, retryable) at an exact LSN; once ``to`` holds
+    /// it, ``to`` becomes the primary of the next epoch, serving on its ``listen``
+    /// address with this primary's settings (quorum, table modes, intervals), and this
+    /// primary's other replicas are told to follow it. This primary is then closed and
+    /// its store becomes a replica of the new primary, named ``name`` (default: the
+    /// directory's name), answering members on ``listen`` (default: this primary's
+    /// address): ``Switchover.replica``. On the replica's side, ``Replica.promoted`` is
+    /// the new ``Primary``.
+    ///
+    /// Each step waits at most ``timeout`` seconds.
+    ///
+    /// Raises:
+    ///     ReplicationError: ``to`` does not listen, is not connected or does not catch
+    ///         up in time (writes resume here and nothing changed); or it was told to take
+    ///         over and did not answer in time (this primary is deposed anyway, as ``to``
+    ///         may have taken over: check it).
     #[pyo3(signature = (to, *, timeout = 10.0, name = None, listen = None))]
     fn switchover(
         &self,
@@ -156,8 +197,11 @@ impl PyPrimary {
         Ok(switched.expect("invariant: a named switchover always reports"))
     }
 
-    /// Carries out the switchover an operator asked for with `replikv switchover`, if one
-    /// waits (see the stubs).
+    /// Carries out the switchover an operator asked for with ``replikv switchover``
+    /// (or :func:`request_switchover`), if one waits, as :meth:`switchover` does, and
+    /// tells the operator how it went; ``None`` if none waits. ``replikv primary`` calls
+    /// it every 0.2 s; a program serving a ``Primary`` calls it to take such requests
+    /// (unanswered, a request is refused after 30 s).
     #[pyo3(signature = (*, timeout = 10.0, name = None, listen = None))]
     fn serve_switchover_request(
         &self,
@@ -176,7 +220,7 @@ impl PyPrimary {
         self.promotion.as_ref().map(|p| p.clone_ref(py))
     }
 
-    /// The address replicas connect to.
+    /// ``host:port`` replicas connect to (the real port if 0 was asked for).
     #[getter]
     fn address(&self) -> String {
         self.primary.address().to_string()
@@ -209,8 +253,9 @@ impl PyPrimary {
         Ok(self.primary.status().last_rejection)
     }
 
-    /// The durable slots: `name`, `acked_lsn`, `created` and `fsync` of each replica the log
-    /// is kept for.
+    /// The durable slots: ``name``, ``acked_lsn``, ``created`` and ``fsync`` (whether
+    /// the replica said it fsyncs, so counts toward the quorum) of each replica the log is
+    /// kept for (a slot outlives its connection and the primary's restarts).
     fn slots<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, pyo3::types::PyDict>>> {
         owned(py, self.primary.store())?;
         self.primary
@@ -239,8 +284,8 @@ impl PyPrimary {
         run_detached(py, || self.primary.drop_slot(name))
     }
 
-    /// Applies retention now: persists the slots and drops the log segments no slot needs
-    /// (within the caps). Returns how many segments were dropped.
+    /// Checkpoints and drops the log segments no slot needs (within ``retain_bytes``
+    /// / ``retain_seconds``) now rather than at the next tick; returns how many.
     fn retain(&self, py: Python<'_>) -> PyResult<usize> {
         owned(py, self.primary.store())?;
         run_detached(py, || self.primary.retain())
@@ -267,9 +312,12 @@ impl PyPrimary {
             .collect()
     }
 
-    /// Waits until `replicas` replicas acknowledged `lsn` as durable (or `timeout`, in
-    /// seconds; an infinite timeout waits for ever); returns how many did. Only replicas
-    /// that count toward the quorum are counted (never consumers or `fsync=False` ones).
+    /// Waits until ``replicas`` replicas acknowledged ``lsn`` as durable; returns how
+    /// many did. Only replicas that count toward the quorum are counted (never
+    /// consumers or replicas with ``fsync=False``).
+    ///
+    /// ``timeout`` is in seconds; ``float("inf")`` (or any timeout over a century) waits
+    /// for ever, a negative or NaN one is a ``ValueError``.
     #[pyo3(signature = (lsn, replicas = 1, timeout = 2.0))]
     fn wait_for(&self, py: Python<'_>, lsn: i128, replicas: i128, timeout: f64) -> PyResult<usize> {
         owned(py, self.primary.store())?;
@@ -282,8 +330,17 @@ impl PyPrimary {
         Ok(self.primary.wait_for(lsn, replicas, Duration::ZERO))
     }
 
-    /// Compares each replica's per-table checksums with this primary's at an LSN both
-    /// recorded (waiting up to `timeout` seconds for answers); returns a `VerifyReport`.
+    /// Compares each replica's per-table row counts and checksums with this primary's
+    /// at an LSN both recorded recently.
+    ///
+    /// Replicas apply the same entries in other batches, so both sides keep the sums of
+    /// their recent batches and the greatest LSN both hold is compared; this works under
+    /// a steady write load. A replica that is not streaming, does not answer within
+    /// ``timeout`` seconds (at most an hour), or is too far behind is reported as not
+    /// comparable, with why.
+    ///
+    /// Raises:
+    ///     StoreClosed: the store was closed.
     #[pyo3(signature = (timeout = 5.0))]
     fn verify(&self, py: Python<'_>, timeout: f64) -> PyResult<PyVerifyReport> {
         owned(py, self.primary.store())?;

@@ -18,12 +18,16 @@ use crate::replication::replica::{OnDiverge, Replica, ReplicaOptions};
 use crate::replication::status::{lag_seconds, LinkState};
 use crate::store::StoreOptions;
 
-/// Follows a primary into a local, read-only store.
+/// Follows a primary into a local store that readers can use while it applies.
+///
+/// It reconnects by itself after any failure and resumes from its own log.
 #[pyclass(frozen, module = "replikv._core", name = "Replica")]
 pub(crate) struct PyReplica {
     replica: ParentOnly<Replica>,
     store: Py<PyStore>,
-    /// The primary a switchover made of it, once asked for.
+    /// The ``Primary`` a planned switchover made of this replica (serving on its
+    /// ``listen`` address with the old primary's settings), or ``None``. Once asked for,
+    /// it is the caller's; before that, closing the replica closes it too.
     promoted: std::sync::Mutex<Option<Py<PyPrimary>>>,
 }
 
@@ -116,7 +120,7 @@ impl PyReplica {
         self.store.clone_ref(py)
     }
 
-    /// The replica's name (its slot on the primary).
+    /// Its name: its slot on the primary (defaults to the directory's name).
     #[getter]
     fn name(&self) -> String {
         self.replica.name().to_owned()
@@ -141,7 +145,12 @@ impl PyReplica {
         self.wait_applied(py, lsn, timeout)
     }
 
-    /// Reads `key` once the replica has applied `min_lsn` (read-your-writes).
+    /// Reads ``key`` once ``min_lsn`` is applied (read-your-writes).
+    ///
+    /// Raises:
+    ///     ReplicationTimeout: ``min_lsn`` was not applied within ``timeout`` (the message
+    ///         says what the link last failed on, if anything).
+    ///     ReplicationError: the link failed for good, with the primary's reason.
     #[pyo3(signature = (table, key, default = None, *, min_lsn = 0, timeout = 1.0))]
     fn get<'py>(
         &self,
@@ -167,10 +176,15 @@ impl PyReplica {
         self.store.bind(py).get().get(py, table, key, default)
     }
 
-    /// The link's state and lag: `state`, `flushed_lsn` (durable in its log: what its acks
-    /// carry), `applied_lsn` (what its readers see; today equal), `primary_last_lsn`,
-    /// `lag_lsn`, `lag_seconds`, `epoch`, `connections`, `snapshots` (installed so far),
-    /// `snapshot_progress` (rows received and rows in all, while one arrives), `last_error`.
+    /// state, flushed_lsn (durable in its log: what its acks carry), applied_lsn (what
+    /// its readers see; today equal), primary_last_lsn, lag_lsn, lag_seconds, epoch,
+    /// connections, snapshots (installed so far), snapshot_progress ((rows received, rows
+    /// in all) while a snapshot arrives, else None), last_error; primary_quorum and
+    /// primary_members (the old primary's quorum and its replicas that count toward it,
+    /// from its heartbeats: what a promotion must reach), primary_peers (those members
+    /// that listen, as ``(name, address)`` pairs: whom a promotion asks); diverged (the loss
+    /// account while stopped on a fork: fork_lsn, last_lsn, entries, tables), resyncs and
+    /// last_resync (the last resync's account and its report path).
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
         owned(py, self.replica.store())?;
         let state = self.replica.state();
@@ -244,6 +258,22 @@ impl PyReplica {
     #[pyo3(signature = (*, listen = None, token = None, force = false,
         ship_interval = 0.05, quorum = 1, sync_timeout = 5.0, on_timeout = "raise",
         table_modes = None, default_durability = "async"))]
+    /// Makes this replica the primary of a new epoch, without reopening its store;
+    /// returns the new :class:`Primary` (see its ``promotion``).
+    ///
+    /// By the rule of DESIGN §1, it asks the members its primary's heartbeats named
+    /// (replicas started with ``listen=``) to raise their epoch, and once
+    /// ``members - quorum + 1`` of those that fsync granted it (itself included), it
+    /// adopts the newest log among them (fetching what it lacks) and serves it on
+    /// ``listen`` (default: its own ``listen`` address, else a free port) with ``token``
+    /// (default: its own). The members that granted then follow it, and the old primary
+    /// is told it is deposed.
+    ///
+    /// Raises ``ReplicationError`` when too few members can be reached (nothing changes
+    /// when that is known before asking), when another promotion got a member first, or
+    /// when a member holds a newer log that forked from this one; ``force=True``
+    /// promotes with whoever granted and reports the possible loss. The store then
+    /// belongs to the new primary: closing the replica leaves it open.
     #[allow(clippy::too_many_arguments)] // the keyword arguments of the Python API
     fn promote(
         &self,
@@ -289,8 +319,9 @@ impl PyReplica {
         })
     }
 
-    /// The `Primary` a planned switchover made of this replica (serving on its `listen`
-    /// address with the old primary's settings), or `None`.
+    /// The ``Primary`` a planned switchover made of this replica (serving on its
+    /// ``listen`` address with the old primary's settings), or ``None``. Once asked for,
+    /// it is the caller's; before that, closing the replica closes it too.
     #[getter]
     fn promoted(&self, py: Python<'_>) -> PyResult<Option<Py<PyPrimary>>> {
         let mut promoted = self
@@ -318,15 +349,16 @@ impl PyReplica {
             .map(|address| address.to_string())
     }
 
-    /// Follows the primary at `address` from now on (after a promotion elsewhere),
+    /// Follows the primary at ``address`` from now on (after a promotion elsewhere),
     /// continuing from its own position when its history matches the new primary's; a
-    /// fork is handled as `on_diverge` says.
+    /// fork is handled as ``on_diverge`` says. Raises ``ReplicationError`` once this
+    /// replica was itself promoted.
     fn follow(&self, py: Python<'_>, address: &str) -> PyResult<()> {
         owned(py, self.replica.store())?;
         run_detached(py, || self.replica.follow(address))
     }
 
-    /// Stops following and closes the store.
+    /// Stops following and closes the store (unless it was promoted).
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         owned(py, self.replica.store())?;
         run_detached(py, || self.replica.close())

@@ -151,13 +151,19 @@ impl PrimaryArgs<'_> {
 pub(crate) struct PyReplicaInfo {
     name: String,
     address: String,
+    /// ``'snapshot'``, ``'catching_up'``, ``'streaming'`` or ``'disconnected'``.
     state: &'static str,
     sent_lsn: u64,
+    /// The last LSN the replica reported durable.
     acked_lsn: u64,
     lag_lsn: u64,
+    /// Bytes shipped but not yet acknowledged.
     lag_bytes: u64,
+    /// Age of its oldest missing entry, on the primary's clock.
     lag_seconds: f64,
     last_seen: Py<PyAny>,
+    /// ``'quorum'`` if its acks count toward sync writes (a replica that fsyncs),
+    /// ``'async'`` if they never do (``fsync=False``, or a consumer).
     sync_state: &'static str,
 }
 
@@ -196,8 +202,11 @@ impl PyReplicaInfo {
     }
 }
 
-/// Asks the primary at `address` for its status: `last_lsn`, `epoch`, `rejected`,
-/// `sync_state` (as `Primary.sync_state`) and `replicas` (a list of `ReplicaInfo`).
+/// Asks the primary at ``address`` for its status.
+///
+/// Returns:
+///     ``last_lsn``, ``epoch``, ``rejected``, ``sync_state`` (as ``Primary.sync_state``)
+///     and ``replicas`` (a list of :class:`ReplicaInfo`).
 #[pyfunction]
 #[pyo3(signature = (address, *, token = None, timeout = 5.0))]
 pub(crate) fn fetch_status<'py>(

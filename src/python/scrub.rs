@@ -13,8 +13,11 @@ use crate::store::{ScrubReport, Store};
 /// One damaged row, or a table whose recorded stats disagree with its rows (`key` is None).
 #[pyclass(frozen, get_all, module = "replikv._core", name = "Damage")]
 pub(crate) struct PyDamage {
+    /// The table the damage is in.
     pub table: String,
+    /// The damaged row's key; ``None`` for damage to the table as a whole.
     pub key: Option<Py<PyAny>>,
+    /// What is wrong, in words.
     pub reason: String,
 }
 
@@ -45,11 +48,17 @@ impl PyDamage {
 /// stopped raises instead of returning a partial report.)
 #[pyclass(frozen, get_all, module = "replikv._core", name = "ScrubReport")]
 pub(crate) struct PyScrubReport {
+    /// The store's directory.
     pub path: String,
+    /// The LSN of the state that was checked.
     pub lsn: u64,
+    /// Nothing is damaged.
     pub ok: bool,
+    /// Rows read and checked, over every table.
     pub rows_checked: u64,
+    /// Rows checked per table.
     pub tables: Py<PyDict>,
+    /// Every problem found, in table and key order.
     pub damaged: Py<PyList>,
 }
 

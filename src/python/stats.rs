@@ -6,17 +6,29 @@ use pyo3::types::PyDict;
 use super::value::unix_to_datetime;
 use crate::store::StoreStats;
 
-/// Rows per table and bytes on disk of a store (allocated bytes, as `du` counts them).
+/// Rows per table and bytes on disk of a store, from :meth:`Store.stats`.
+///
+/// Sizes are allocated bytes (``st_blocks * 512``, as ``du`` counts them), not apparent
+/// lengths: log segments are preallocated. They add up to every file in the directory.
 #[pyclass(frozen, get_all, module = "replikv._core", name = "StoreStats")]
 pub(crate) struct PyStoreStats {
+    /// The store's directory.
     pub path: String,
+    /// Row count of each table.
     pub tables: Py<PyDict>,
+    /// Bytes of the log's segment files.
     pub log_bytes: u64,
+    /// Bytes of the tables file.
     pub tables_bytes: u64,
+    /// Bytes of every other file (lock, replication slots, staging areas).
     pub other_bytes: u64,
+    /// ``log_bytes + tables_bytes + other_bytes``.
     pub total_bytes: u64,
+    /// The oldest LSN the log retains.
     pub oldest_lsn: u64,
+    /// Commit time of that entry (aware UTC), ``None`` if the log holds no entry.
     pub oldest_time: Option<Py<PyAny>>,
+    /// The last LSN that is durable and visible.
     pub last_lsn: u64,
 }
 

@@ -27,6 +27,17 @@ const PROGRESS_EVERY: usize = 8192;
 const SIGNAL_EVERY: usize = 1024;
 
 /// A replikv store: a directory with a durable change log and redb tables.
+///
+/// Args:
+///     segment_bytes: the largest log segment. Segments start at 1 MiB and double up to
+///         it (and to a quarter of ``retain_bytes``), so an empty store is small on disk.
+///     retain_bytes: keep about this many bytes of log at most (64 MiB by default):
+///         older whole segments are dropped in the background once the tables' durable
+///         checkpoint covers them. ``None`` keeps the whole log.
+///     retain_seconds: drop log segments whose entries are all older than this (a week
+///         by default). ``None``: no age limit. ``changes()`` below the retained log
+///         raises ``LogTruncated``; a replica that falls behind it is re-seeded.
+///     cache_bytes: the bound of the tables' page cache (128 MiB by default).
 #[pyclass(frozen, module = "replikv._core", name = "Store")]
 pub(crate) struct PyStore {
     pub(crate) store: Store,
@@ -145,21 +156,22 @@ impl PyStore {
         self.store.path().to_path_buf()
     }
 
-    /// The last LSN that is durable and visible.
+    /// The last LSN that is durable and visible to readers.
     #[getter]
     fn last_lsn(&self, py: Python<'_>) -> PyResult<u64> {
         owned(py, &self.store)?;
         Ok(self.store.last_lsn())
     }
 
-    /// The highest epoch the store has seen (promotions raise it).
+    /// The highest epoch the store has seen (promotions raise it; a store that has seen
+    /// a newer epoch than its own entries carry is deposed and refuses writes).
     #[getter]
     fn epoch(&self, py: Python<'_>) -> PyResult<u64> {
         owned(py, &self.store)?;
         Ok(self.store.epoch())
     }
 
-    /// The epochs its log went through: `(epoch, start_lsn)` pairs, oldest first.
+    /// The epochs its log went through: ``(epoch, start_lsn)`` pairs, oldest first.
     #[getter]
     fn epoch_history(&self, py: Python<'_>) -> PyResult<Vec<(u64, u64)>> {
         owned(py, &self.store)?;
@@ -173,8 +185,29 @@ impl PyStore {
         Ok(self.store.is_closed())
     }
 
-    /// Writes `value` under `key`; returns once durable and visible (and, for a sync
-    /// write, acknowledged by a quorum of replicas).
+    /// Writes ``value`` under ``key``; returns once durable and visible.
+    ///
+    /// Args:
+    ///     table: the table to write.
+    ///     key: the key.
+    ///     value: the value.
+    ///     durability: ``"async"``, ``"sync"`` (returns once ``quorum`` replicas of the
+    ///         serving ``Primary`` hold the write durably) or ``None`` (the default of
+    ///         the table, set by the ``Primary``).
+    ///
+    /// A Ctrl-C while a sync write waits for its replicas raises ``KeyboardInterrupt``
+    /// carrying the receipt as ``.receipt``: the write is committed locally.
+    ///
+    /// Raises:
+    ///     TypeError: a key or value of an unsupported type (a value's refusal names the
+    ///         row and the field: ``events[165260]['at']: naive datetime ...``).
+    ///     OverflowError: an int outside 64 bits.
+    ///     ValueTooLarge: a key or value over its limit.
+    ///     StoreClosed: the store is closed.
+    ///     ReplicationError: a sync write that no ``Primary`` serves, or with fewer
+    ///         replicas that fsync than the quorum (refused: nothing is written).
+    ///     ReplicationTimeout: a sync write not acknowledged within ``sync_timeout``
+    ///         (committed locally; ``.lsn`` and ``.acked_by`` say where it stands).
     #[pyo3(signature = (table, key, value, *, durability = None))]
     fn put(
         &self,
@@ -207,7 +240,7 @@ impl PyStore {
         commit_ops(py, &self.store, vec![op], durability)
     }
 
-    /// The value under `key`, or `default`.
+    /// The value under ``key``, or ``default``.
     #[pyo3(signature = (table, key, default = None))]
     pub(crate) fn get<'py>(
         &self,
@@ -226,19 +259,34 @@ impl PyStore {
         value_or(py, found, default)
     }
 
-    /// Whether `key` exists in `table`.
+    /// Whether ``key`` exists in ``table`` (the value is not read, so not checked).
     fn contains(&self, py: Python<'_>, table: &str, key: &Bound<'_, PyAny>) -> PyResult<bool> {
         let key = encode_py_key(key)?;
         run(py, || self.store.contains(table, &key))
     }
 
-    /// Number of rows in `table` (0 for a table never written).
+    /// Number of rows in ``table`` (0 for a table never written).
     fn count(&self, py: Python<'_>, table: &str) -> PyResult<u64> {
         run(py, || self.store.table_sum(table)).map(|sum| sum.rows)
     }
 
-    /// Writes every `(key, value)` row in one transaction (one log entry). `progress=True`
-    /// shows a progress bar; a callable is called with the number of rows encoded so far.
+    /// Writes every ``(key, value)`` row in one transaction (one log entry).
+    ///
+    /// Args:
+    ///     table: the table to write.
+    ///     rows: an iterable of ``(key, value)`` tuples, or a mapping.
+    ///     progress: ``True`` shows a progress bar (tqdm, notebook-aware); a callable is
+    ///         called with the number of rows encoded so far.
+    ///     durability: as for ``put``.
+    ///
+    /// Ctrl-C while the rows are encoded raises ``KeyboardInterrupt`` with nothing
+    /// written. Past the commit point the rows are stored whatever happens: an exception
+    /// raised then (Ctrl-C during the fdatasync, a failing progress callback) carries
+    /// the receipt as ``.receipt`` and a note saying so.
+    ///
+    /// Raises:
+    ///     ValueTooLarge: the rows exceed ``max_transaction_bytes``; raised at the row
+    ///         that crosses it, before the rest are read.
     #[pyo3(signature = (table, rows, progress = None, *, durability = None))]
     fn put_many(
         &self,
@@ -273,9 +321,14 @@ impl PyStore {
             .call1((slf, name))
     }
 
-    /// A transaction; use it as a context manager. From its first operation until it
-    /// commits or aborts it holds the store's writer lock: other writers wait for it.
-    /// `durability` applies to its commit, as on `put`.
+    /// A serializable transaction; use it as a context manager.
+    ///
+    /// ``durability`` applies to its commit, as for ``put``: ``None`` makes it sync if
+    /// any table it writes is sync by default.
+    ///
+    /// From its first operation until it commits or aborts it holds the store's writer
+    /// lock: other writers wait. One collected without commit or abort emits a
+    /// ``ResourceWarning`` naming where it was opened.
     #[pyo3(signature = (*, durability = None))]
     fn transaction(&self, py: Python<'_>, durability: Option<&str>) -> PyResult<PyTransaction> {
         Ok(PyTransaction::new(
@@ -285,12 +338,12 @@ impl PyStore {
         ))
     }
 
-    /// Names of the tables written so far.
+    /// Names of the tables written so far, in order.
     fn tables(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         run(py, || self.store.tables())
     }
 
-    /// Rows of `table` in key order (within a type: int < str < bytes).
+    /// Rows of ``table`` in key order (ints, then str, then bytes); ``end`` is exclusive.
     #[pyo3(signature = (table, *, prefix = None, start = None, end = None, reverse = false, limit = None))]
     #[allow(clippy::too_many_arguments)]
     fn scan(
@@ -317,6 +370,14 @@ impl PyStore {
     /// and `DuckDB`. `Table.to_arrow()` and `Table.to_pandas()` are built on it.
     #[pyo3(signature = (table, *, columns = None, prefix = None, start = None, end = None,
                         key_name = "key", batch_rows = 65_536, build = false))]
+    /// The rows of ``table`` as Arrow record batches read at one LSN (``Table.to_arrow``).
+    ///
+    /// By default batches are built as they are read (a first pass finds the schema);
+    /// ``build=True`` builds them all now, in one pass when the first 65,536 rows predict
+    /// the schema of the whole scan (``Table.to_arrow`` and ``Table.to_pandas`` do).
+    ///
+    /// Raises:
+    ///     ValueError: a value column has the key column's name, or ``batch_rows`` is 0.
     #[allow(clippy::too_many_arguments)]
     fn arrow_stream(
         &self,
@@ -346,6 +407,17 @@ impl PyStore {
     /// by column in Rust: one transaction, or one per `batch_rows` rows.
     #[pyo3(signature = (table, data, *, key, naive = "refuse", batch_rows = None,
                         progress = None, durability = None))]
+    /// Writes the rows of Arrow data (anything with ``__arrow_c_stream__``), keyed by the
+    /// column ``key``, converted column by column in Rust.
+    ///
+    /// One transaction, or one per ``batch_rows`` rows (then the receipt is the last one's).
+    /// ``naive="utc"`` takes timestamps without a time zone as UTC; by default they are
+    /// refused.
+    ///
+    /// Raises:
+    ///     TypeError: a cell of a type that cannot be stored (the message names its key and
+    ///         field).
+    ///     OverflowError: a number out of range (named the same way).
     #[allow(clippy::too_many_arguments)]
     fn put_arrow(
         &self,
@@ -368,6 +440,14 @@ impl PyStore {
     /// encoded value by value in Rust.
     #[pyo3(signature = (table, df, *, key = None, naive = "refuse", batch_rows = None,
                         progress = None, durability = None))]
+    /// Writes the rows of a pandas DataFrame keyed by the column ``key`` (the index if
+    /// None); the other columns become each row's dict. NaN, None, ``pd.NA`` and ``pd.NaT``
+    /// are stored as None. Needs ``pip install 'replikv[pandas]'``.
+    ///
+    /// Raises:
+    ///     ImportError: pandas or pyarrow is not installed.
+    ///     TypeError: a cell of a type that cannot be stored (the message names its key and
+    ///         field).
     #[allow(clippy::too_many_arguments)]
     fn put_dataframe(
         &self,
@@ -394,6 +474,20 @@ impl PyStore {
     /// filtered by table and commit time.
     #[pyo3(signature = (since = 0, limit = None, *, tables = None, since_time = None,
                         until = None))]
+    /// Entries of the change log with LSN greater than ``since``, read lazily.
+    ///
+    /// Args:
+    ///     since: entries after this LSN.
+    ///     limit: at most this many entries (after filtering).
+    ///     tables: only ops of these tables; an entry with none of them is skipped.
+    ///     since_time: only entries committed at or after this aware datetime.
+    ///     until: an aware datetime (entries committed before it) or an LSN (entries up to
+    ///         and including it, so ``changes(since=a, until=b)`` and
+    ///         ``changes(since=b)`` split the log with no overlap).
+    ///
+    /// Raises:
+    ///     LogTruncated: ``since`` is older than the retained log.
+    ///     TypeError: a naive datetime, or ``until`` neither a datetime nor an int.
     fn changes(
         &self,
         py: Python<'_>,
@@ -407,13 +501,17 @@ impl PyStore {
         Ok(PyChanges::new(self.store.clone(), request))
     }
 
-    /// The oldest LSN the change log still holds.
+    /// The oldest LSN the change log still holds (``changes(since=oldest_lsn - 1)``).
     #[getter]
     fn oldest_lsn(&self, py: Python<'_>) -> PyResult<u64> {
         run(py, || self.store.oldest_lsn())
     }
 
-    /// Removes whole log segments that hold only entries before `lsn`; returns how many.
+    /// Removes whole log segments that hold only entries before ``lsn``.
+    ///
+    /// Never removes what the tables have not durably checkpointed; the store checkpoints
+    /// first. Returns how many segments were removed. Readers asking for older entries
+    /// get ``LogTruncated``.
     fn drop_log_before(&self, py: Python<'_>, lsn: i128) -> PyResult<usize> {
         let lsn = non_negative("lsn", lsn)?;
         run_detached(py, || self.store.drop_log_before(lsn))
@@ -426,20 +524,28 @@ impl PyStore {
         PyStoreStats::new(py, self.store.path().display().to_string(), &stats)
     }
 
-    /// Checkpoints, drops the log the retention policy lets go, then gives the free pages
-    /// of the tables file back to the file system; returns the bytes reclaimed there.
+    /// Checkpoints, drops the log the retention policy lets go, then gives the free
+    /// pages of the tables file back to the file system (after deletes and updates);
+    /// returns the bytes reclaimed from the tables file.
+    ///
+    /// Writers wait for the whole compaction; readers wait only while it runs and never
+    /// get an error or a partial state.
+    ///
+    /// Raises:
+    ///     ReplikvError: long reads (a snapshot sent to a replica, a scrub) kept the
+    ///         tables busy for a minute; nothing was changed.
     fn compact(&self, py: Python<'_>) -> PyResult<u64> {
         let compaction = run_detached(py, || self.store.compact())?;
         Ok(compaction.reclaimed())
     }
 
-    /// Per-table checksums and row counts at one LSN, read atomically.
+    /// Per-table checksums and row counts at one LSN, read atomically (O(tables)).
     fn checksum(&self, py: Python<'_>) -> PyResult<PyChecksum> {
         let sums = run(py, || self.store.checksum())?;
         PyChecksum::new(py, sums)
     }
 
-    /// Flushes, checkpoints and releases every file of the store.
+    /// Flushes, checkpoints and releases every file; closing twice is harmless.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         run_detached(py, || self.store.close())
     }
@@ -471,15 +577,28 @@ impl PyStore {
         ))
     }
 
-    /// Whether writes are refused: a replica's store (see `Store.detach`).
+    /// Whether writes are refused: the store belongs to a replica (see :meth:`detach`).
     #[getter]
     fn read_only(&self) -> bool {
         self.store.read_only_reason().is_some()
     }
 
-    /// Checks every stored row's CRC and each table's row count and checksum against the
-    /// stats the store keeps. `progress=True` shows a progress bar; a callable is called
-    /// with the number of rows checked so far.
+    /// Checks every stored row's CRC, and each table's rows against its recorded stats.
+    ///
+    /// Pending writes move into the tables first; the check then runs on a read snapshot,
+    /// so writers are not held while it reads.
+    ///
+    /// Args:
+    ///     progress: ``True`` shows a progress bar; a callable is called with the number
+    ///         of rows checked so far.
+    ///
+    /// Returns:
+    ///     A :class:`ScrubReport`; ``report.ok`` is false if anything is damaged. To
+    ///     recover a damaged store, re-seed it from a replica (see the README).
+    ///
+    /// Raises:
+    ///     KeyboardInterrupt: Ctrl-C stops the scrub (so does an exception raised by the
+    ///         progress callback).
     #[pyo3(signature = (*, progress = None))]
     fn scrub(
         &self,

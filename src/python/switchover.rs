@@ -27,7 +27,7 @@ pub(crate) struct PySwitchover {
     epoch: u64,
     /// The old primary's last LSN: the new epoch starts after it.
     last_lsn: u64,
-    /// Seconds writes were refused (with `WritesPausedError`).
+    /// Seconds writes were refused with ``WritesPausedError``.
     paused: f64,
     /// The old primary's store, following the new primary.
     replica: Py<PyReplica>,
@@ -96,8 +96,12 @@ pub(super) fn switch_over(
     }))
 }
 
-/// Asks the primary at `address` to hand over to its replica `to` (what `replikv
-/// switchover` does); returns the new primary's address.
+/// Asks the primary at ``address`` to hand over to its replica ``to`` (what ``replikv
+/// switchover`` does); returns the new primary's address once it serves.
+///
+/// Raises:
+///     ReplicationError: the switchover failed (its reason), or the primary's owner took
+///         no request in time.
 #[pyfunction]
 #[pyo3(signature = (address, to, *, token = None, timeout = 40.0))]
 pub(crate) fn request_switchover(
@@ -113,8 +117,8 @@ pub(crate) fn request_switchover(
     })
 }
 
-/// Tells the replica whose member address is `address` to follow the primary at
-/// `primary` (what `replikv follow` does).
+/// Tells the replica whose ``listen`` address is ``address`` to follow the primary at
+/// ``primary`` from now on (what ``replikv follow`` does).
 #[pyfunction]
 #[pyo3(signature = (address, primary, *, token = None, timeout = 5.0))]
 pub(crate) fn request_follow(

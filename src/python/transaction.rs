@@ -21,7 +21,10 @@ enum TxState {
     Aborted,
 }
 
-/// A serializable transaction: commit on a clean exit, abort on an exception.
+/// A serializable transaction: commits on a clean ``with`` exit, aborts on an exception.
+///
+/// It holds the store's writer lock from its first use until it ends; its reads see its
+/// own pending writes.
 #[pyclass(frozen, module = "replikv._core", name = "Transaction")]
 pub(crate) struct PyTransaction {
     store: Store,
@@ -157,7 +160,7 @@ impl PyTransaction {
         Ok(false)
     }
 
-    /// Writes `value` under `key` when the transaction commits.
+    /// Writes ``value`` under ``key`` when the transaction commits.
     fn put(
         &self,
         py: Python<'_>,
@@ -170,13 +173,13 @@ impl PyTransaction {
         self.with_tx(py, |tx| run(py, || tx.put(table, encoded_key, value)))
     }
 
-    /// Deletes `key` when the transaction commits.
+    /// Deletes ``key`` when the transaction commits.
     fn delete(&self, py: Python<'_>, table: &str, key: &Bound<'_, PyAny>) -> PyResult<()> {
         let key = encode_py_key(key)?;
         self.with_tx(py, |tx| run(py, || tx.delete(table, key)))
     }
 
-    /// Reads `key`, seeing this transaction's own writes.
+    /// Reads ``key``, seeing this transaction's own writes first.
     #[pyo3(signature = (table, key, default = None))]
     fn get<'py>(
         &self,
@@ -229,7 +232,7 @@ impl PyTransaction {
         }
     }
 
-    /// The receipt once committed, else `None`.
+    /// The receipt once committed, else ``None``.
     #[getter]
     fn receipt(&self) -> Option<PyReceipt> {
         match &*self.lock() {

@@ -14,9 +14,14 @@ use crate::store::Receipt;
 #[pyclass(frozen, get_all, eq, module = "replikv._core", name = "Receipt")]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PyReceipt {
+    /// The write's log sequence number: its transaction's entry in the change log.
     pub lsn: u64,
+    /// ``'local'`` (no primary serves the store), ``'async'`` or ``'sync'``.
     pub durability: String,
+    /// Names of the replicas that held a sync write durably when the call returned.
     pub acked_by: Vec<String>,
+    /// True if a sync write returned without its quorum: ``sync_timeout`` passed with
+    /// ``on_timeout="degrade"``, or its wait was interrupted (Ctrl-C).
     pub degraded: bool,
 }
 
@@ -50,9 +55,13 @@ impl PyReceipt {
 /// One operation of a change: a put or a delete.
 #[pyclass(frozen, get_all, module = "replikv._core", name = "Op")]
 pub(crate) struct PyOp {
+    /// ``'put'`` or ``'delete'``.
     pub kind: &'static str,
+    /// The table the op writes.
     pub table: String,
+    /// The key it writes, as the type it was written as.
     pub key: Py<PyAny>,
+    /// The value written (``None`` for a delete).
     pub value: Py<PyAny>,
 }
 
@@ -104,8 +113,11 @@ impl PyOp {
 /// Per-table checksums and row counts of a store at one LSN.
 #[pyclass(frozen, get_all, module = "replikv._core", name = "Checksum")]
 pub(crate) struct PyChecksum {
+    /// The LSN of the state that was summed.
     pub lsn: u64,
+    /// Order-independent checksum of each table's rows.
     pub tables: Py<PyDict>,
+    /// Row count of each table.
     pub rows: Py<PyDict>,
 }
 

@@ -11,7 +11,7 @@ use super::args::seconds;
 use super::errors::run_detached;
 use crate::replication::verify::{ReplicaCheck, Verdict, VerifyReport};
 
-/// One replica's comparison with the primary.
+/// How one replica's tables compare with the primary's.
 #[pyclass(frozen, module = "replikv._core", name = "ReplicaVerify")]
 pub(crate) struct PyReplicaVerify {
     check: ReplicaCheck,
@@ -25,25 +25,25 @@ impl PyReplicaVerify {
         &self.check.name
     }
 
-    /// "equal", "different" or "not comparable".
+    /// ``'equal'``, ``'different'`` or ``'not comparable'``.
     #[getter]
     fn verdict(&self) -> &'static str {
         self.check.verdict.name()
     }
 
-    /// The LSN both sides' checksums were taken at (None: not comparable).
+    /// The LSN both sides' checksums were taken at; ``None`` if not comparable.
     #[getter]
     fn lsn(&self) -> Option<u64> {
         self.check.lsn
     }
 
-    /// Why the replica is not comparable (None otherwise).
+    /// Why it is not comparable (not connected, no answer, too far behind).
     #[getter]
     fn reason(&self) -> Option<&str> {
         self.check.reason.as_deref()
     }
 
-    /// Per table: "equal" or "different".
+    /// Per table: ``'equal'`` or ``'different'`` (empty when not comparable).
     #[getter]
     fn tables(&self) -> BTreeMap<String, &'static str> {
         self.check
@@ -120,7 +120,7 @@ impl From<VerifyReport> for PyVerifyReport {
 
 #[pymethods]
 impl PyVerifyReport {
-    /// True unless some replica differs.
+    /// No replica differs (replicas not comparable yet do not make it false).
     #[getter]
     fn ok(&self) -> bool {
         self.report.ok()

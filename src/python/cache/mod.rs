@@ -51,7 +51,13 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-/// A read-through cache, in-process or over cache nodes.
+/// A read-through cache in front of a store.
+///
+/// With ``nodes`` it spreads keys over cache nodes by consistent hashing (``vnodes``
+/// points per node); without, it keeps an LRU of ``capacity`` entries in this process,
+/// invalidated directly by the source store's writes. On a miss it reads ``source`` (a
+/// ``Store``, a ``Replica`` or a callable ``(table, key) -> value``), caches the value
+/// with the version it was read at, and makes one load for concurrent misses of a key.
 #[pyclass(frozen, module = "replikv._core", name = "Cache")]
 pub(crate) struct PyCache {
     backend: Backend,

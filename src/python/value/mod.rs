@@ -27,8 +27,26 @@ pub(crate) use path::Location;
 /// Values nested deeper than this are refused (a guard against runaway recursion).
 const MAX_DEPTH: u32 = 128;
 
-/// `replikv.encode_value`: the `MessagePack` bytes replikv stores for a value (and that a
-/// cache node returns for `GET`).
+/// The MessagePack bytes replikv stores for ``value`` (what a cache node's GET returns).
+///
+/// numpy scalars are stored as the Python values they stand for, a ``date`` as extension
+/// type 1 (4 bytes: big-endian signed days since 1970-01-01), an aware ``pandas.Timestamp``
+/// as a datetime (nanoseconds truncated to microseconds).
+///
+/// Args:
+///     value: the value.
+///     missing_as_none: store NaN, ``pandas.NA`` and ``pandas.NaT`` as ``None`` (as the
+///         DataFrame paths do); by default NaN is stored as NaN and NA/NaT are refused.
+///     naive: ``"utc"`` takes a naive datetime or Timestamp as UTC; ``"refuse"`` (the
+///         default, what ``put`` does) refuses it.
+///
+/// Raises:
+///     TypeError: a type replikv does not store (nothing is ever pickled), a naive
+///         datetime, a ``Decimal``. The message names the path to the refused part
+///         (``value['at'][2]: ...``).
+///     OverflowError: an int outside 64 bits, a datetime outside years 1-9999 in UTC.
+///     ValueError: a value nested deeper than 128 levels, an unknown ``naive``.
+///     RuntimeError: a dict or list changed while it was encoded.
 #[pyfunction]
 #[pyo3(signature = (value, /, *, missing_as_none = false, naive = "refuse"))]
 pub(crate) fn encode_value<'py>(
