@@ -3,6 +3,7 @@
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use super::display::{html, plain};
 use super::value::unix_to_datetime;
 use crate::store::StoreStats;
 
@@ -68,6 +69,10 @@ fn human(bytes: u64) -> String {
 
 #[pymethods]
 impl PyStoreStats {
+    fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
+        html(slf.as_any())
+    }
+
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         let rows: u64 = self
             .tables
@@ -90,7 +95,8 @@ impl PyStoreStats {
         ))
     }
 
-    /// The stats as a plain dict (for logging, JSON or a row of a data frame).
+    /// The stats as a plain dict of JSON-able values (`oldest_time` in ISO 8601), for
+    /// logging, JSON or a row of a data frame.
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let dict = PyDict::new(py);
         dict.set_item("path", &self.path)?;
@@ -102,6 +108,6 @@ impl PyStoreStats {
         dict.set_item("oldest_lsn", self.oldest_lsn)?;
         dict.set_item("oldest_time", &self.oldest_time)?;
         dict.set_item("last_lsn", self.last_lsn)?;
-        Ok(dict)
+        plain(&dict)
     }
 }

@@ -11,6 +11,7 @@ use pyo3::types::{PyBool, PyBytes, PyString, PyTuple};
 use super::args::{durability as durability_arg, limit as limit_arg, non_negative, seconds};
 use super::arrow::{put as put_arrow, stream as arrow_stream, Load, PyArrowStream};
 use super::changes::{feed_request, PyChanges};
+use super::display::html;
 use super::errors::{owned, run, run_detached};
 use super::iter::{prefix_end, PyScan};
 use super::stats::PyStoreStats;
@@ -93,6 +94,10 @@ fn key_bounds(
 
 #[pymethods]
 impl PyStore {
+    fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
+        html(slf.as_any())
+    }
+
     #[new]
     #[pyo3(signature = (path, *, fsync = true, max_key_bytes = 4096, max_value_bytes = 16_777_216,
         max_transaction_bytes = 268_435_456, segment_bytes = 67_108_864, checkpoint_entries = 10_000,

@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::args::seconds;
+use super::display::html;
 use super::errors::run_detached;
 use crate::replication::verify::{ReplicaCheck, Verdict, VerifyReport};
 
@@ -19,6 +20,10 @@ pub(crate) struct PyReplicaVerify {
 
 #[pymethods]
 impl PyReplicaVerify {
+    fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
+        html(slf.as_any())
+    }
+
     /// The replica's name.
     #[getter]
     fn name(&self) -> &str {
@@ -120,6 +125,10 @@ impl From<VerifyReport> for PyVerifyReport {
 
 #[pymethods]
 impl PyVerifyReport {
+    fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
+        html(slf.as_any())
+    }
+
     /// True unless some replica differs.
     #[getter]
     fn ok(&self) -> bool {
