@@ -58,10 +58,6 @@ impl PyReplica {
 
 #[pymethods]
 impl PyReplica {
-    fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
-        html(slf.as_any())
-    }
-
     #[new]
     #[pyo3(signature = (path, *, primary, token = None, name = None, fsync = true, max_backoff = 2.0, on_diverge = "stop", listen = None))]
     #[allow(clippy::too_many_arguments)] // the keyword arguments of the Python API
@@ -342,6 +338,10 @@ impl PyReplica {
     fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
         self.close(py)?;
         Ok(false)
+    }
+
+    fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
+        html(slf.as_any())
     }
 
     fn __repr__(&self) -> String {

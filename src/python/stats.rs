@@ -4,7 +4,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::display::{html, plain};
-use super::value::unix_to_datetime;
+use super::value::ms_to_datetime;
 use crate::store::StoreStats;
 
 /// Rows per table and bytes on disk of a store (allocated bytes, as `du` counts them).
@@ -27,15 +27,10 @@ impl PyStoreStats {
         for (name, rows) in &stats.rows {
             tables.set_item(name, rows)?;
         }
-        let oldest_time = match stats.oldest_time_ms {
-            Some(ms) => {
-                let ms = i64::try_from(ms).unwrap_or(i64::MAX);
-                let nanos = u32::try_from(ms.rem_euclid(1000) * 1_000_000)
-                    .expect("invariant: under a second of nanoseconds fits a u32");
-                Some(unix_to_datetime(py, ms.div_euclid(1000), nanos)?.unbind())
-            }
-            None => None,
-        };
+        let oldest_time = stats
+            .oldest_time_ms
+            .map(|ms| ms_to_datetime(py, ms).map(Bound::unbind))
+            .transpose()?;
         Ok(Self {
             path,
             tables: tables.unbind(),

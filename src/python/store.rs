@@ -94,10 +94,6 @@ fn key_bounds(
 
 #[pymethods]
 impl PyStore {
-    fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
-        html(slf.as_any())
-    }
-
     #[new]
     #[pyo3(signature = (path, *, fsync = true, max_key_bytes = 4096, max_value_bytes = 16_777_216,
         max_transaction_bytes = 268_435_456, segment_bytes = 67_108_864, checkpoint_entries = 10_000,
@@ -457,6 +453,10 @@ impl PyStore {
     fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
         self.close(py)?;
         Ok(false)
+    }
+
+    fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
+        html(slf.as_any())
     }
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {

@@ -20,10 +20,6 @@ pub(crate) struct PyReplicaVerify {
 
 #[pymethods]
 impl PyReplicaVerify {
-    fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
-        html(slf.as_any())
-    }
-
     /// The replica's name.
     #[getter]
     fn name(&self) -> &str {
@@ -80,6 +76,10 @@ impl PyReplicaVerify {
         Ok(dict)
     }
 
+    fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
+        html(slf.as_any())
+    }
+
     fn __repr__(&self) -> String {
         let mut out = format!(
             "ReplicaVerify(name={:?}, verdict={:?}",
@@ -125,10 +125,6 @@ impl From<VerifyReport> for PyVerifyReport {
 
 #[pymethods]
 impl PyVerifyReport {
-    fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
-        html(slf.as_any())
-    }
-
     /// True unless some replica differs.
     #[getter]
     fn ok(&self) -> bool {
@@ -171,6 +167,10 @@ impl PyVerifyReport {
             .collect::<PyResult<Vec<_>>>()?;
         dict.set_item("replicas", replicas)?;
         Ok(dict)
+    }
+
+    fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
+        html(slf.as_any())
     }
 
     fn __repr__(&self) -> String {
