@@ -67,7 +67,9 @@ def _page(title: str, figures: Sequence[tuple[str, Any]], *sections: tuple[str, 
         )
         parts.append(f"<table><tbody>{body}</tbody></table>")
     for heading, content in sections:
-        parts.append(f"<p>{html.escape(heading)}</p>{content}")
+        if heading:
+            parts.append(f"<p>{html.escape(heading)}</p>")
+        parts.append(content)
     parts.append("</div>")
     return "".join(parts)
 
@@ -212,6 +214,8 @@ def _replica_status(status: Any, title: str | None = None) -> str:
 def _replica(replica: Any) -> str:
     title = f"Replica {replica.name}"
     try:
+        if replica.store.closed:
+            return _page(title, [("state", "closed")])
         status = replica.status()
     except (ReplikvError, OSError) as problem:
         return _unavailable(title, problem)
