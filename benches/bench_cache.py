@@ -281,7 +281,7 @@ def bench_network(base: Path, cfg: Config, report: Report) -> None:
             figures["rtt"] += per_op_ns(round_trip, cfg.network_gets, 1)
             if r is not None:
                 figures["redis-py"] += per_op_ns(redis_py, cfg.network_gets, 1)
-        assert cache.stats()["hits"] >= cfg.network_gets
+        assert cache.stats().hits >= cfg.network_gets
     us = {name: [v / 1000 for v in values] for name, values in figures.items() if values}
     for name, values in us.items():
         show(name, fmt_runs(values, "us/get"))
@@ -347,7 +347,7 @@ def bench_ratio(base: Path, cfg: Config, report: Report) -> None:
             get = cache.get
             for key in trace:
                 get("t", key)
-            ours = cache.stats()["hit_ratio"]
+            ours = cache.stats().hit_ratio
         exact = exact_lru_hit_ratio(trace, capacity)
         show(
             f"{share:.0%} of {cfg.keys:,} keys ({capacity:,})",

@@ -99,7 +99,7 @@ def bench_promotion(base: Path, cfg: Config, report: Report) -> None:
         for replica in (eu1, us1, twin):
             if not replica.wait_for(last, timeout=cfg.wait_s):
                 raise RuntimeError(f"{replica.name} did not catch up")
-        wait("a heartbeat", lambda: len(eu1.status()["primary_peers"]) == 2, cfg.wait_s)
+        wait("a heartbeat", lambda: len(eu1.status().primary_peers) == 2, cfg.wait_s)
         twin.close()
         primary.close()
         store.close()
@@ -221,7 +221,7 @@ def bench_switchover(base: Path, cfg: Config, report: Report) -> None:
             # The alternative, by hand: hold the writes, stop the primary, promote the
             # replica, write there (async: nothing follows it yet, so this is a lower
             # bound of the manual way).
-            heard = functools.partial(lambda r: r.status()["primary_members"] == 1, replica)
+            heard = functools.partial(lambda r: r.status().primary_members == 1, replica)
             wait("a heartbeat", heard, cfg.wait_s)
             writer.stop.set()
             writer.thread.join(timeout=60)

@@ -227,8 +227,8 @@ def replica_child(argv: Sequence[str]) -> None:
                 "lsn": checksum.lsn,
                 "tables": checksum.tables,
                 "rows": checksum.rows,
-                "connections": status["connections"],
-                "snapshots": status["snapshots"],
+                "connections": status.connections,
+                "snapshots": status.snapshots,
             }
         ),
         flush=True,
@@ -723,7 +723,7 @@ def register_slot(store: replikv.Store, replica_path: Path, name: str, limit_s: 
         replica = replikv.Replica(str(replica_path), primary=primary.address, name=name)
         try:
             deadline = time.monotonic() + limit_s
-            while not any(slot["name"] == name for slot in primary.slots()):
+            while not any(slot.name == name for slot in primary.slots()):
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"no slot for {name!r} after {limit_s:.0f} s")
                 time.sleep(0.01)
@@ -735,7 +735,7 @@ def register_slot(store: replikv.Store, replica_path: Path, name: str, limit_s: 
 
 def catch_up(
     store: replikv.Store, replica_path: Path, name: str, ship_interval: float, limit_s: float
-) -> tuple[float, dict[str, Any]]:
+) -> tuple[float, replikv.ReplicaStatus]:
     """Serves ``store`` with ``ship_interval`` until the replica ``name`` at ``replica_path``
     has applied its last LSN; returns (seconds, the replica's status). Checks checksums."""
     target = store.last_lsn
@@ -748,7 +748,7 @@ def catch_up(
         wait_applied(replica, target, limit_s, f"catch-up (ship_interval={ship_interval:g})")
         seconds = time.perf_counter() - start
         status = replica.status()
-        if status["snapshots"]:
+        if status.snapshots:
             raise AssertionError("catch-up: the replica was seeded by a snapshot, not the log")
         if not same_tables(replica.store.checksum(), store.checksum()):
             raise AssertionError("catch-up: the replica's checksums differ from the primary's")
@@ -857,8 +857,8 @@ def bench_catchup(base: Path, cfg: Config, report: Report, fixed: bool) -> None:
     print(
         f"  (log bytes per entry measured from the primary's closed segments: {size}; "
         f"creating the {n:,} entries with fsync=False took {create_s:.1f} s;\n"
-        f"   the replica ends at LSN {status['applied_lsn']:,} with the primary's checksums, "
-        f"{status['connections']} connection, no snapshot)"
+        f"   the replica ends at LSN {status.applied_lsn:,} with the primary's checksums, "
+        f"{status.connections} connection, no snapshot)"
     )
     label = f"catch-up {n:,} entries"
     report.compare(
@@ -929,7 +929,7 @@ def bench_snapshot(base: Path, cfg: Config, report: Report) -> None:
             snapshot_s = time.perf_counter() - start
             # the snapshot counter is bumped just after the swap: wait for it, untimed
             deadline = time.monotonic() + 10
-            while replica.status()["snapshots"] < 1 and time.monotonic() < deadline:
+            while replica.status().snapshots < 1 and time.monotonic() < deadline:
                 time.sleep(0.01)
             status = replica.status()
             equal = same_tables(replica.store.checksum(), store.checksum())
@@ -939,7 +939,7 @@ def bench_snapshot(base: Path, cfg: Config, report: Report) -> None:
             if primary is not None:
                 primary.close()
             store.close()
-    if status["snapshots"] < 1:
+    if status.snapshots < 1:
         raise AssertionError(f"snapshot: the replica reports no snapshot: {status}")
     if not equal:
         raise AssertionError("snapshot: the replica's checksums differ from the primary's")
@@ -957,8 +957,8 @@ def bench_snapshot(base: Path, cfg: Config, report: Report) -> None:
     print(
         f"  (row bytes as encoded in the log, from the primary's segments: {size}; "
         f"primary.retain() dropped {dropped} segments,\n"
-        f"   log kept LSNs {oldest}..{last}; replica: {status['snapshots']} snapshot, "
-        f"state {status['state']}, checksums equal to the primary's)"
+        f"   log kept LSNs {oldest}..{last}; replica: {status.snapshots} snapshot, "
+        f"state {status.state}, checksums equal to the primary's)"
     )
     report.compare(
         f"snapshot {m:,} keys vs local put_many",

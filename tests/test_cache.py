@@ -28,8 +28,8 @@ def test_a_miss_reads_through_and_the_next_read_hits(
     first = cache.get("subscribers", "ana@example.com")
     assert cache.get("subscribers", "ana@example.com") is first
     stats = cache.stats()
-    assert (stats["hits"], stats["misses"], stats["loads"]) == (2, 1, 1)
-    assert stats["hit_ratio"] == pytest.approx(2 / 3)
+    assert (stats.hits, stats.misses, stats.loads) == (2, 1, 1)
+    assert stats.hit_ratio == pytest.approx(2 / 3)
     assert cache.get("subscribers", "nobody", default="?") == "?"
     assert cache.get("subscribers", "ana@example.com", read_through=False) is first
 
@@ -43,7 +43,7 @@ def test_a_write_to_the_store_drops_the_cached_value_before_it_returns(
     assert cache.get("subscribers", 42) == {"opted_in": False}
     store.delete("subscribers", 42)
     assert cache.get("subscribers", 42) is None
-    assert cache.stats()["invalidations"] == 2
+    assert cache.stats().invalidations == 2
 
 
 def test_keys_of_different_types_never_collide(store: replikv.Store, cache: replikv.Cache) -> None:
@@ -82,15 +82,15 @@ def test_concurrent_misses_of_one_key_make_one_load() -> None:
         for thread in threads:
             thread.start()
         deadline = time.monotonic() + 10
-        while cache.stats()["loads_coalesced"] < 31 and time.monotonic() < deadline:
+        while cache.stats().loads_coalesced < 31 and time.monotonic() < deadline:
             time.sleep(0.01)
         release.set()
         for thread in threads:
             thread.join(timeout=30)
         assert results == ["loaded"] * 32
         assert loads == ["templates/welcome"]
-        assert cache.stats()["loads"] == 1
-        assert cache.stats()["loads_coalesced"] == 31
+        assert cache.stats().loads == 1
+        assert cache.stats().loads_coalesced == 31
 
 
 def test_a_failed_load_reaches_every_caller_waiting_for_it() -> None:
@@ -122,7 +122,7 @@ def test_ttl_expires_entries(store: replikv.Store) -> None:
         assert cache.get("t", "k", read_through=False) == 1
         time.sleep(0.1)
         assert cache.get("t", "k", read_through=False) is None
-        assert cache.stats()["expirations"] == 1
+        assert cache.stats().expirations == 1
 
 
 def test_capacity_is_never_exceeded(store: replikv.Store) -> None:
@@ -130,8 +130,8 @@ def test_capacity_is_never_exceeded(store: replikv.Store) -> None:
         for i in range(50):
             store.put("t", i, i)
             cache.get("t", i)
-            assert cache.stats()["keys"] <= 5
-        assert cache.stats()["evictions"] == 45
+            assert cache.stats().keys <= 5
+        assert cache.stats().evictions == 45
 
 
 def test_get_many_set_and_invalidations(store: replikv.Store, cache: replikv.Cache) -> None:

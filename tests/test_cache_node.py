@@ -151,8 +151,8 @@ def test_capacity_by_entries_is_never_exceeded() -> None:
         for i in range(100):
             r.set(f"k{i}", "x" * 50)
             assert r.dbsize() <= 10
-        assert small.stats()["evictions"] == 90
-        assert small.stats()["bytes"] <= 4096
+        assert small.stats().evictions == 90
+        assert small.stats().bytes <= 4096
         r.close()
 
 
@@ -162,10 +162,10 @@ def test_a_write_in_the_log_drops_the_cached_key(store: replikv.Store) -> None:
         with replikv.CacheNode(follow=primary.address) as cache:
             eventually(
                 "the node follows the log",
-                lambda: cache.stats()["follow_state"] == "streaming",
+                lambda: cache.stats().follow_state == "streaming",
             )
             # A fresh node starts at the primary's position, not at the log's beginning.
-            assert cache.stats()["processed_lsn"] == store.last_lsn
+            assert cache.stats().processed_lsn == store.last_lsn
             r = client(cache, 3)
             key = "subscribers:s:ana@example.com"
             value = replikv.encode_value({"opted_in": True})
@@ -175,13 +175,13 @@ def test_a_write_in_the_log_drops_the_cached_key(store: replikv.Store) -> None:
             receipt = store.put("subscribers", "ana@example.com", {"opted_in": False})
             eventually(
                 "the node processes the write",
-                lambda: cache.stats()["processed_lsn"] >= receipt.lsn,
+                lambda: cache.stats().processed_lsn >= receipt.lsn,
             )
             assert r.get(key) is None
             # A slow reader's value from before the write is refused.
             assert command(r, "RKV.FILL", key, 1, lsn, value) == 0
-            assert cache.stats()["stale_fills_refused"] == 1
-            assert cache.stats()["invalidations"] == 1
+            assert cache.stats().stale_fills_refused == 1
+            assert cache.stats().invalidations == 1
             r.close()
 
 
@@ -216,6 +216,6 @@ def test_a_cache_whose_nodes_are_down_reads_the_source_and_counts_no_stale_fill(
     with replikv.Cache([address], source=store, timeout=0.2) as cache:
         assert cache.get("subscribers", "ana") == {"opted_in": True}
         stats = cache.stats()
-        assert stats["misses"] == 1
-        assert stats["stale_fills_refused"] == 0
-        assert stats["nodes"][address]["state"] == "down"
+        assert stats.misses == 1
+        assert stats.stale_fills_refused == 0
+        assert stats.nodes[address]["state"] == "down"

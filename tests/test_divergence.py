@@ -22,7 +22,7 @@ TOKEN = "t0ken"
 def resynced(replica: replikv.Replica, lsn: int) -> None:
     """Waits (bounded) until the replica resynced and applied `lsn` of its primary: its own
     store already had an LSN that high before the resync."""
-    eventually("the resync", lambda: replica.status()["resyncs"] > 0)
+    eventually("the resync", lambda: replica.status().resyncs > 0)
     assert replica.wait_for(lsn, timeout=30)
 
 
@@ -61,8 +61,8 @@ def test_a_diverged_replica_stops_with_the_loss_account_and_merges_nothing(
         }
         assert "3 local-only entries" in str(error) and "resync" in str(error)
         status = replica.status()
-        assert status["state"] == "failed"
-        assert status["diverged"] == {
+        assert status.state == "failed"
+        assert status.diverged == {
             "fork_lsn": 1,
             "last_lsn": 3,
             "entries": 3,
@@ -81,11 +81,12 @@ def test_a_resync_keeps_the_local_only_entries_in_a_report_and_re_seeds(
         resynced(replica, primary.store.last_lsn)
         assert replica.store.checksum() == primary.store.checksum()
         status = replica.status()
-        assert status["resyncs"] == 1 and status["diverged"] is None
-        last = status["last_resync"]
+        assert status.resyncs == 1 and status.diverged is None
+        last = status.last_resync
+        assert last is not None
         assert (last["fork_lsn"], last["entries"]) == (1, 3)
         report = replikv.read_diverged(last["report"])
-    assert Path(last["report"]).parent == path / "diverged"
+    assert last is not None and Path(last["report"]).parent == path / "diverged"
     assert len(report) == 3 and [c.lsn for c in report] == [1, 2, 3]
     assert report.primary == primary.address and report.fork_lsn == 1
     assert primary.store.epoch_history == [(1, 1)] and primary.store.epoch == 1
@@ -112,7 +113,9 @@ def test_a_damaged_report_is_refused_whole(primary: replikv.Primary, tmp_path: P
         path, primary=primary.address, token=TOKEN, name="eu-1", on_diverge="resync"
     ) as replica:
         resynced(replica, primary.store.last_lsn)
-        report = Path(replica.status()["last_resync"]["report"])
+        last = replica.status().last_resync
+        assert last is not None
+        report = Path(last["report"])
     damaged = bytearray(report.read_bytes())
     damaged[-3] ^= 0x10
     (tmp_path / "damaged.rkvd").write_bytes(bytes(damaged))

@@ -33,7 +33,7 @@ def test_a_promoted_replica_holds_every_acknowledged_sync_write_and_the_loss_is_
     assert acked, "the primary acknowledged sync writes before it was killed"
     for replica in replicas:
         status = replica.status()
-        assert (status["primary_quorum"], status["primary_members"]) == (1, 2)
+        assert (status.primary_quorum, status.primary_members) == (1, 2)
     replica, other = replicas if rng.random() < 0.5 else replicas[::-1]
 
     new = replica.promote()
@@ -96,7 +96,7 @@ def test_the_other_replica_re_pointed_at_the_promoted_one_follows_it(tmp_path: P
     for i in range(10):
         store.put("consent", f"c{i}", True, durability="sync")
     # Quorum 2 of 2: a promotion must reach both members (a majority).
-    eventually("a heartbeat", lambda: len(eu1.status()["primary_peers"]) == 2)
+    eventually("a heartbeat", lambda: len(eu1.status().primary_peers) == 2)
     assert ap1.wait_for(10, timeout=30)
     primary.close()
     store.close()
@@ -128,7 +128,7 @@ def test_split_brain_the_cut_off_primary_never_acknowledges_and_is_fenced_when_t
         eu1 = replikv.Replica(tmp_path / "eu-1", primary=link.address, token=TOKEN, name="eu-1")
         eventually("eu-1", lambda: old.sync_state == "ok")
         acked = [store.put("consent", f"c{i}", True, durability="sync") for i in range(5)]
-        eventually("a heartbeat", lambda: eu1.status()["primary_members"] == 1)
+        eventually("a heartbeat", lambda: eu1.status().primary_members == 1)
         link.cut()
         # Cut off, the old primary keeps running: no sync write of its succeeds.
         for i in range(3):
@@ -169,7 +169,7 @@ def test_replikv_promote_promotes_a_stopped_replica_by_the_rule(tmp_path: Path) 
     ):
         eventually("eu-1", lambda: primary.sync_state == "ok")
         lsn = store.put("consent", "ana", True, durability="sync").lsn
-        eventually("a heartbeat", lambda: eu1.status()["primary_members"] == 1)
+        eventually("a heartbeat", lambda: eu1.status().primary_members == 1)
     store.close()
     from replikv import cli
 

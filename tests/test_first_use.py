@@ -74,7 +74,7 @@ def test_a_replica_with_a_wrong_token_says_so_where_the_user_looks(
         assert not isinstance(info.value, replikv.ReplicationTimeout)
         with pytest.raises(replikv.ReplicationError, match="authentication"):
             replica.wait_for(1, timeout=30)
-        assert replica.status()["state"] == "failed"
+        assert replica.status().state == "failed"
 
 
 GC_DURING_DECODE = """

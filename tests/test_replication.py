@@ -49,7 +49,7 @@ def test_replicas_receive_every_write_and_match_the_primarys_checksums(
         infos = {info.name: info for info in primary.status()}
         assert set(infos) == {"eu-1", "us-1"}
         assert all(i.acked_lsn == last and i.lag_lsn == 0 for i in infos.values())
-        assert eu.status()["state"] == "streaming"
+        assert eu.status().state == "streaming"
         assert "eu-1" in repr(eu) and "Primary" in repr(primary)
 
 
@@ -187,8 +187,8 @@ def test_a_wrong_token_is_refused_with_auth_and_not_retried(
     primary: replikv.Primary, tmp_path: Path
 ) -> None:
     with replikv.Replica(tmp_path / "r", primary=primary.address, token="wrong") as replica:
-        eventually("the replica to give up", lambda: replica.status()["state"] == "failed")
-        assert "authentication" in str(replica.status()["last_error"])
+        eventually("the replica to give up", lambda: replica.status().state == "failed")
+        assert "authentication" in str(replica.status().last_error)
     assert primary.rejected >= 1
 
 
@@ -200,13 +200,13 @@ def test_replicas_reconnect_after_the_primary_restarts(tmp_path: Path) -> None:
         assert replica.wait_for(store.put("t", 1, "before").lsn, timeout=30)
         first.close()
         store.put("t", 2, "while down")
-        eventually("the replica to notice", lambda: replica.status()["state"] != "streaming")
+        eventually("the replica to notice", lambda: replica.status().state != "streaming")
         second = replikv.Primary(store, listen=address, token=TOKEN, ship_interval=0.01)
         try:
             receipt = store.put("t", 3, "after")
             assert replica.get("t", 3, min_lsn=receipt.lsn, timeout=30) == "after"
             assert replica.store.checksum() == store.checksum()
-            assert replica.status()["connections"] >= 2
+            assert replica.status().connections >= 2
         finally:
             second.close()
     store.close()
@@ -231,13 +231,13 @@ def test_slots_keep_the_log_for_absent_replicas_until_dropped(tmp_path: Path) ->
             store.put("events", i, {"pad": "x" * 60})
         primary.retain()
         assert store.oldest_lsn <= away_at + 1, "the absent replica's slot pins the log"
-        assert [s["name"] for s in primary.slots()] == ["away"]
-        assert primary.slots()[0]["acked_lsn"] == away_at
+        assert [s.name for s in primary.slots()] == ["away"]
+        assert primary.slots()[0].acked_lsn == away_at
         # The replica comes back and catches up from its slot.
         with replikv.Replica(tmp_path / "away", primary=primary.address, token=TOKEN) as back:
             assert back.wait_for(store.last_lsn, timeout=30)
             assert back.store.checksum() == store.checksum()
-            assert back.status()["snapshots"] == 0, "it caught up from its slot, not a snapshot"
+            assert back.status().snapshots == 0, "it caught up from its slot, not a snapshot"
         assert primary.drop_slot("away") is True
         assert primary.drop_slot("away") is False
         primary.retain()
@@ -254,7 +254,7 @@ def test_slots_survive_a_primary_restart(tmp_path: Path) -> None:
         assert replica.wait_for(store.put("t", 1, 1).lsn, timeout=30)
         assert primary.wait_for(store.last_lsn, timeout=30) == 1
     with replikv.Primary(store, token=TOKEN) as primary:
-        assert [(s["name"], s["acked_lsn"]) for s in primary.slots()] == [("r", 1)]
+        assert [(s.name, s.acked_lsn) for s in primary.slots()] == [("r", 1)]
     store.close()
 
 
@@ -271,7 +271,7 @@ def test_a_replica_behind_the_retained_log_gets_a_snapshot_and_readers_never_see
         assert store.oldest_lsn > 1
         with replikv.Replica(tmp_path / "new", primary=primary.address, token=TOKEN) as replica:
             torn = []
-            while replica.status()["snapshots"] == 0:
+            while replica.status().snapshots == 0:
                 # Reads during the install see the old (empty) state or the whole copy.
                 count = replica.store.count("pair")
                 assert count in (0, 4000), count
@@ -285,7 +285,7 @@ def test_a_replica_behind_the_retained_log_gets_a_snapshot_and_readers_never_see
             receipt = store.put("pair", "after", 1)
             assert replica.get("pair", "after", min_lsn=receipt.lsn, timeout=30) == 1
             assert replica.store.checksum() == store.checksum()
-            assert replica.status()["snapshot_progress"] is None
+            assert replica.status().snapshot_progress is None
     store.close()
 
 
@@ -302,18 +302,18 @@ def test_a_cut_link_shows_growing_lag_and_the_replica_reconnects_by_itself(
     ):
         store = primary.store
         assert replica.wait_for(store.put("t", 0, 0).lsn, timeout=30)
-        eventually("an idle replica at zero lag", lambda: primary.status()[0].lag_lsn == 0)
+        eventually("an idle replica at zero lag", lambda: primary.status().replicas[0].lag_lsn == 0)
         proxy.cut()
         for i in range(1, 50):
             store.put("t", i, i)
         time.sleep(0.3)
-        info = primary.status()[0]
+        info = primary.status().replicas[0]
         assert info.lag_lsn > 0 and info.lag_seconds > 0, info
         assert replica.applied_lsn < store.last_lsn
         proxy.restore()
         assert replica.wait_for(store.last_lsn, timeout=30)
-        eventually("the lag to return to zero", lambda: primary.status()[0].lag_lsn == 0)
-        assert replica.status()["connections"] >= 2
+        eventually("the lag to return to zero", lambda: primary.status().replicas[0].lag_lsn == 0)
+        assert replica.status().connections >= 2
         assert replica.store.checksum() == store.checksum()
 
 
@@ -341,7 +341,7 @@ def test_a_new_connection_for_a_name_replaces_a_half_open_one(
             assert child.stdout is not None
             assert child.stdout.readline().startswith("ready")
             eventually("the child to connect", lambda: len(primary.status()) == 1)
-            frozen_address = primary.status()[0].address
+            frozen_address = primary.status().replicas[0].address
             # A frozen process keeps its socket open: its connection is half-open.
             child.send_signal(signal.SIGSTOP)
             with replikv.Replica(
@@ -351,7 +351,7 @@ def test_a_new_connection_for_a_name_replaces_a_half_open_one(
                 assert fresh.get("t", "k", min_lsn=receipt.lsn, timeout=30) == 1
                 [info] = primary.status()
                 assert info.name == "child" and info.address != frozen_address
-                eventually("its ack", lambda: primary.status()[0].acked_lsn == receipt.lsn)
+                eventually("its ack", lambda: primary.status().replicas[0].acked_lsn == receipt.lsn)
         finally:
             child.send_signal(signal.SIGKILL)
             child.wait(timeout=30)
@@ -371,11 +371,11 @@ def test_a_stalled_link_is_dropped_and_the_replica_reconnects(
         assert replica.wait_for(primary.store.put("t", 0, 0).lsn, timeout=30)
         proxy.stalled = True  # the sockets stay open; nothing gets through
         primary.store.put("t", 1, 1)
-        eventually("the silence to be noticed", lambda: replica.status()["state"] != "streaming")
+        eventually("the silence to be noticed", lambda: replica.status().state != "streaming")
         proxy.stalled = False
         receipt = primary.store.put("t", 2, 2)
         assert replica.get("t", 2, min_lsn=receipt.lsn, timeout=60) == 2
-        assert replica.status()["connections"] >= 2
+        assert replica.status().connections >= 2
 
 
 def test_a_closed_primary_frees_its_port_at_once(tmp_path: Path) -> None:
@@ -414,12 +414,12 @@ def test_a_snapshot_completes_while_writes_and_a_byte_cap_keep_cutting_the_log(
         writer.start()
         try:
             with replikv.Replica(tmp_path / "r", primary=primary.address, token=TOKEN) as replica:
-                eventually("the snapshot", lambda: replica.status()["snapshots"] >= 1, timeout=60)
+                eventually("the snapshot", lambda: replica.status().snapshots >= 1, timeout=60)
                 stop.set()
                 writer.join()
                 assert replica.wait_for(store.last_lsn, timeout=60)
                 assert replica.store.checksum() == store.checksum()
-                assert replica.status()["snapshots"] == 1, "one snapshot, not one per cut"
+                assert replica.status().snapshots == 1, "one snapshot, not one per cut"
         finally:
             stop.set()
             writer.join()
@@ -436,12 +436,12 @@ def test_lag_in_seconds_counts_from_the_oldest_missing_commit_not_from_idle_time
         replikv.Replica(tmp_path / "r", primary=proxy.address, token=TOKEN) as replica,
     ):
         assert replica.wait_for(primary.store.put("t", 0, 0).lsn, timeout=30)
-        eventually("zero lag", lambda: primary.status()[0].lag_lsn == 0)
+        eventually("zero lag", lambda: primary.status().replicas[0].lag_lsn == 0)
         time.sleep(3.0)  # idle: the lag of an idle, caught-up replica is zero
-        assert primary.status()[0].lag_seconds == 0.0
+        assert primary.status().replicas[0].lag_seconds == 0.0
         proxy.cut()
         primary.store.put("t", 1, 1)
-        info = primary.status()[0]
+        info = primary.status().replicas[0]
         assert info.lag_lsn == 1
         # Measured from the missing entry's commit, a moment ago: not from the idle 3 s.
         assert 0.0 <= info.lag_seconds < 2.5, info
@@ -511,7 +511,7 @@ def test_a_replica_frozen_mid_snapshot_is_dropped_and_the_byte_cap_holds(tmp_pat
     with child_replica_mid_snapshot(tmp_path) as (primary, _, pinned_at):
         eventually(
             "the frozen link to be dropped",
-            lambda: primary.status()[0].state == "disconnected",
+            lambda: primary.status().replicas[0].state == "disconnected",
         )
         assert_the_byte_cap_cuts_past(primary, pinned_at)
 
@@ -534,7 +534,7 @@ def test_a_damaged_slots_file_is_a_corruption_error(tmp_path: Path) -> None:
             replikv.Primary(store, token=TOKEN)
         path.write_bytes(good)
         with replikv.Primary(store, token=TOKEN) as primary:
-            assert [s["name"] for s in primary.slots()] == ["eu-1"]
+            assert [s.name for s in primary.slots()] == ["eu-1"]
     finally:
         store.close()
 

@@ -79,8 +79,8 @@ def test_switchovers_under_load_lose_nothing_and_the_old_primary_follows(tmp_pat
             primary, replica = new, switched.replica
             # The old primary's store follows the new one from its position: no resync.
             eventually("the old primary to follow", functools.partial(both_stream, primary))
-            assert replica.status()["resyncs"] == 0
-            assert replica.status()["snapshots"] == 0
+            assert replica.status().resyncs == 0
+            assert replica.status().snapshots == 0
     finally:
         writer.stop.set()
         writer.thread.join(timeout=30)

@@ -257,7 +257,7 @@ def test_a_restarted_primary_makes_sync_writes_wait_for_its_registered_replicas(
             eventually("the replica to connect", lambda: connected(first) == {"eu-1"})
             assert store.put("consent", "ana", True, durability="sync").acked_by == ["eu-1"]
             first.close()
-            assert [(s["name"], s["fsync"]) for s in first.slots()] == [("eu-1", True)]
+            assert [(s.name, s.fsync) for s in first.slots()] == [("eu-1", True)]
             with replikv.Primary(
                 store, listen=address, token=TOKEN, ship_interval=0.0, sync_timeout=60.0
             ) as second:
@@ -293,7 +293,7 @@ def test_replicas_without_fsync_never_count_toward_the_quorum_or_wait_for(
         with pytest.raises(replikv.ReplicationError, match="fsync"):
             store.put("consent", "ana", True, durability="sync")
         status = scratch.status()
-        assert status["flushed_lsn"] == status["applied_lsn"] == receipt.lsn
+        assert status.flushed_lsn == status.applied_lsn == receipt.lsn
     store.close()
 
 
@@ -317,7 +317,7 @@ def test_table_modes_and_default_durability_pick_each_writes_durability(
         assert tx.receipt is not None and tx.receipt.durability == "async"
         [info] = primary.status()
         assert (info.name, info.sync_state) == ("a", "quorum")
-        assert replikv._core.fetch_status(primary.address, token=TOKEN)["sync_state"] == "ok"
+        assert replikv._core.fetch_status(primary.address, token=TOKEN).sync_state == "ok"
         assert "sync_state=ok" in repr(primary)
         primary.close()
         assert store.put("events", 4, "open").durability == "local"

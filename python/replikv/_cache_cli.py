@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from ._args import positive
-from ._core import CacheNode
+from ._core import CacheNode, CacheNodeStats
 from ._roles import Stop, stop_on_sigterm
 from .exceptions import ReplikvError
 
@@ -81,15 +81,15 @@ def _run_cache_node(args: argparse.Namespace) -> int:
     return 0
 
 
-def describe(stats: dict[str, Any]) -> str:
+def describe(stats: CacheNodeStats) -> str:
     """One line of a node's stats, as people read them."""
     return (
-        f"keys {stats['keys']:,}, hit ratio {stats['hit_ratio']:.1%} "
-        f"({stats['hits']:,} hits, {stats['misses']:,} misses), "
-        f"{stats['evictions']:,} evicted, {stats['expirations']:,} expired, "
-        f"{stats['invalidations']:,} invalidated, "
-        f"{stats['stale_fills_refused']:,} stale fills refused, "
-        f"log at LSN {stats['processed_lsn']:,} ({stats['follow_state']})"
+        f"keys {stats.keys:,}, hit ratio {stats.hit_ratio:.1%} "
+        f"({stats.hits:,} hits, {stats.misses:,} misses), "
+        f"{stats.evictions:,} evicted, {stats.expirations:,} expired, "
+        f"{stats.invalidations:,} invalidated, "
+        f"{stats.stale_fills_refused:,} stale fills refused, "
+        f"log at LSN {stats.processed_lsn:,} ({stats.follow_state})"
     )
 
 

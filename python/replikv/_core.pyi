@@ -3,7 +3,7 @@
 import datetime
 import os
 import pathlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, ParamSpec, SupportsIndex, TypeVar, final, overload
 
 from typing_extensions import Self
@@ -15,6 +15,8 @@ __all__ = [
     "ArrowStream",
     "Cache",
     "CacheNode",
+    "CacheNodeStats",
+    "CacheStats",
     "Change",
     "ChangeStream",
     "Changes",
@@ -24,13 +26,16 @@ __all__ = [
     "Ops",
     "OpsIterator",
     "Primary",
+    "PrimaryStatus",
     "Promotion",
     "Receipt",
     "Replica",
     "ReplicaInfo",
+    "ReplicaStatus",
     "ReplicaVerify",
     "Scan",
     "ScrubReport",
+    "Slot",
     "Store",
     "StoreStats",
     "Switchover",
@@ -188,7 +193,9 @@ class StoreStats:
     def last_lsn(self) -> int:
         """The last LSN that is durable and visible."""
     def to_dict(self) -> dict[str, Any]:
-        """The stats as a plain dict (for logging, JSON or a row of a data frame)."""
+        """The stats as a plain dict of JSON-able values (``oldest_time`` in ISO 8601)."""
+    def _repr_html_(self) -> str:
+        """An HTML table of it, for Jupyter."""
 
 @final
 class Scan:
@@ -512,6 +519,9 @@ class Store:
             ReplikvError: long reads (a snapshot sent to a replica, a scrub) kept the
                 tables busy for a minute; nothing was changed.
         """
+    def _repr_html_(self) -> str:
+        """An HTML table of its tables, rows, LSN and disk use (or that it is closed), for
+        Jupyter."""
     def close(self) -> None:
         """Flushes, checkpoints and releases every file; closing twice is harmless."""
     def __enter__(self) -> Self: ...
@@ -589,6 +599,134 @@ class ReplicaInfo:
     def sync_state(self) -> str:
         """``'quorum'`` if its acks count toward sync writes (a replica that fsyncs),
         ``'async'`` if they never do (``fsync=False``, or a consumer)."""
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON-able values (``last_seen`` in ISO 8601)."""
+    def _repr_html_(self) -> str:
+        """An HTML table of it, for Jupyter."""
+
+@final
+class PrimaryStatus:
+    """A primary's status, from :meth:`Primary.status` or :func:`fetch_status`: its
+    position, whether sync writes can complete, and every replica seen since start.
+    Iterating over it (or ``len()``) goes over ``replicas``."""
+
+    @property
+    def address(self) -> str:
+        """The primary's ``host:port``."""
+    @property
+    def last_lsn(self) -> int: ...
+    @property
+    def epoch(self) -> int: ...
+    @property
+    def sync_state(self) -> str:
+        """``'ok'``, ``'degraded'`` or ``'unavailable'``, as :attr:`Primary.sync_state`."""
+    @property
+    def rejected(self) -> int:
+        """Connections refused since start."""
+    @property
+    def last_rejection(self) -> str | None:
+        """Why the last connection was refused, if one was."""
+    @property
+    def replicas(self) -> list[ReplicaInfo]:
+        """Every replica seen since start, with its state and lag."""
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[ReplicaInfo]: ...
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON-able values, each replica as its ``to_dict()``."""
+    def _repr_html_(self) -> str:
+        """An HTML table of it, for Jupyter."""
+
+@final
+class Slot:
+    """A durable slot, from :meth:`Primary.slots`: the log is kept for this replica from
+    ``acked_lsn`` on (a slot outlives its connection and the primary's restarts)."""
+
+    @property
+    def name(self) -> str:
+        """The replica's name."""
+    @property
+    def acked_lsn(self) -> int:
+        """The last LSN it acknowledged as durable."""
+    @property
+    def created(self) -> datetime.datetime:
+        """When the slot was created (aware UTC)."""
+    @property
+    def fsync(self) -> bool:
+        """Whether the replica said it fsyncs (only then does it count toward a quorum)."""
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON-able values (``created`` in ISO 8601)."""
+    def _repr_html_(self) -> str:
+        """An HTML table of it, for Jupyter."""
+
+@final
+class ReplicaStatus:
+    """A replica's status, from :meth:`Replica.status`."""
+
+    @property
+    def name(self) -> str:
+        """Its name on the primary."""
+    @property
+    def primary(self) -> str:
+        """The primary's address it follows."""
+    @property
+    def state(self) -> str:
+        """``'connecting'``, ``'snapshot'``, ``'catching_up'``, ``'streaming'``,
+        ``'disconnected'``, ``'failed'`` (stopped for good: see ``last_error``) or
+        ``'promoted'``."""
+    @property
+    def applied_lsn(self) -> int:
+        """What its readers see."""
+    @property
+    def flushed_lsn(self) -> int:
+        """Durable in its log: what its acks carry (today equal to ``applied_lsn``)."""
+    @property
+    def primary_last_lsn(self) -> int:
+        """The primary's last LSN, as last heard."""
+    @property
+    def lag_lsn(self) -> int: ...
+    @property
+    def lag_seconds(self) -> float:
+        """Age of its oldest missing entry on the primary's clock; NaN while behind with
+        no heartbeat yet to say since when."""
+    @property
+    def epoch(self) -> int:
+        """The primary's epoch."""
+    @property
+    def primary_quorum(self) -> int:
+        """The primary's quorum, from its heartbeats."""
+    @property
+    def primary_members(self) -> int:
+        """The primary's replicas that count toward its quorum: what a promotion must
+        reach ``members - quorum + 1`` of."""
+    @property
+    def primary_peers(self) -> list[tuple[str, str]]:
+        """``(name, address)`` of those members that listen: whom a promotion asks."""
+    @property
+    def connections(self) -> int:
+        """Connections made to the primary so far."""
+    @property
+    def snapshots(self) -> int:
+        """Snapshots installed so far."""
+    @property
+    def snapshot_progress(self) -> tuple[int, int] | None:
+        """``(rows received, rows in all)`` while a snapshot arrives, else ``None``."""
+    @property
+    def last_error(self) -> str | None: ...
+    @property
+    def diverged(self) -> dict[str, Any] | None:
+        """While stopped on a fork, the loss account: ``fork_lsn``, ``last_lsn``,
+        ``entries``, ``tables`` (``{table: [key, ...]}``)."""
+    @property
+    def resyncs(self) -> int:
+        """Resyncs done since start."""
+    @property
+    def last_resync(self) -> dict[str, Any] | None:
+        """The last resync's loss account, with ``report`` (the path of its report file)."""
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON-able values (NaN lag as ``None``, bytes keys as
+        ``{"$base64": ...}``)."""
+    def _repr_html_(self) -> str:
+        """An HTML table of it, for Jupyter."""
 
 @final
 class Primary:
@@ -655,17 +793,15 @@ class Primary:
         """Why the last connection was refused, if any was."""
     @property
     def sync_state(self) -> str:
-        """Whether sync writes can complete now: "ok" (at least `quorum` replicas that fsync
-        are connected), "degraded" (enough are registered but fewer are connected: sync
-        writes wait and may time out) or "unavailable" (fewer are registered: sync writes
-        are refused).
-        """
-    def status(self) -> list[ReplicaInfo]:
-        """Every replica seen since start, with its state and lag."""
-    def slots(self) -> list[dict[str, Any]]:
-        """The durable slots: ``name``, ``acked_lsn``, ``created`` and ``fsync`` (whether
-        the replica said it fsyncs, so counts toward the quorum) of each replica the log is
-        kept for (a slot outlives its connection and the primary's restarts)."""
+        """``'ok'`` (at least ``quorum`` replicas that fsync are connected),
+        ``'degraded'`` (enough are registered but fewer are connected: sync writes wait
+        and may time out) or ``'unavailable'`` (fewer are registered: sync writes are
+        refused)."""
+    def status(self) -> PrimaryStatus:
+        """Its position and sync state, and every replica seen since start with its state
+        and lag (iterate over it for the replicas)."""
+    def slots(self) -> list[Slot]:
+        """The durable slots, one per replica the log is kept for."""
     def drop_slot(self, name: str) -> bool:
         """Drops a replica's slot (the log is no longer kept for it); returns whether it existed."""
     def retain(self) -> int:
@@ -728,6 +864,9 @@ class Primary:
         tells the operator how it went; ``None`` if none waits. ``replikv primary`` calls
         it every 0.2 s; a program serving a ``Primary`` calls it to take such requests
         (unanswered, a request is refused after 30 s)."""
+    def _repr_html_(self) -> str:
+        """An HTML table of its position and replicas, with their lag and sync state, for
+        Jupyter."""
     def close(self) -> None:
         """Stops serving; the store stays open."""
     def __enter__(self) -> Self: ...
@@ -801,6 +940,8 @@ class Promotion:
     def possible_loss(self) -> tuple[int, int] | None:
         """``(first, last)``: the LSNs the old primary had committed (as last heard) that
         the new primary lacks (async writes; sync ones too only if forced), or ``None``."""
+    def _repr_html_(self) -> str:
+        """An HTML table of it, for Jupyter."""
 
 @final
 class Replica:
@@ -865,16 +1006,8 @@ class Replica:
                 says what the link last failed on, if anything).
             ReplicationError: the link failed for good, with the primary's reason.
         """
-    def status(self) -> dict[str, Any]:
-        """state, flushed_lsn (durable in its log: what its acks carry), applied_lsn (what
-        its readers see; today equal), primary_last_lsn, lag_lsn, lag_seconds, epoch,
-        connections, snapshots (installed so far), snapshot_progress ((rows received, rows
-        in all) while a snapshot arrives, else None), last_error; primary_quorum and
-        primary_members (the old primary's quorum and its replicas that count toward it,
-        from its heartbeats: what a promotion must reach), primary_peers (those members
-        that listen, as ``(name, address)`` pairs: whom a promotion asks); diverged (the loss
-        account while stopped on a fork: fork_lsn, last_lsn, entries, tables), resyncs and
-        last_resync (the last resync's account and its report path)."""
+    def status(self) -> ReplicaStatus:
+        """The link's state, position and lag, and what it did about a fork."""
     def promote(
         self,
         *,
@@ -921,18 +1054,15 @@ class Replica:
         continuing from its own position when its history matches the new primary's; a
         fork is handled as ``on_diverge`` says. Raises ``ReplicationError`` once this
         replica was itself promoted."""
+    def _repr_html_(self) -> str:
+        """An HTML table of its status, for Jupyter."""
     def close(self) -> None:
         """Stops following and closes the store (unless it was promoted)."""
     def __enter__(self) -> Self: ...
     def __exit__(self, *_exc: object) -> bool: ...
 
-def fetch_status(address: str, *, token: str | None = None, timeout: float = 5.0) -> dict[str, Any]:
-    """Asks the primary at ``address`` for its status.
-
-    Returns:
-        ``last_lsn``, ``epoch``, ``rejected``, ``sync_state`` (as ``Primary.sync_state``)
-        and ``replicas`` (a list of :class:`ReplicaInfo`).
-    """
+def fetch_status(address: str, *, token: str | None = None, timeout: float = 5.0) -> PrimaryStatus:
+    """Asks the primary at ``address`` for its status (as :meth:`Primary.status`)."""
 
 def promote_stopped(path: str | os.PathLike[str], *, force: bool = False) -> Promotion:
     """Makes a stopped replica's store the primary of a new epoch, by the rule
@@ -974,7 +1104,9 @@ class ReplicaVerify:
     def tables(self) -> dict[str, str]:
         """Per table: ``'equal'`` or ``'different'`` (empty when not comparable)."""
     def to_dict(self) -> dict[str, Any]:
-        """The comparison as plain dicts and lists, with each side's row count and checksum."""
+        """The comparison as plain dicts, with both sides' rows and checksums per table."""
+    def _repr_html_(self) -> str:
+        """An HTML table of it, for Jupyter."""
 
 @final
 class VerifyReport:
@@ -996,6 +1128,8 @@ class VerifyReport:
         """Every replica with a slot or a connection, in name order."""
     def to_dict(self) -> dict[str, Any]:
         """The report as plain dicts and lists (for JSON)."""
+    def _repr_html_(self) -> str:
+        """An HTML table of it, for Jupyter."""
 
 @final
 class ArrowStream:
@@ -1159,13 +1293,15 @@ class CacheNode:
     def address(self) -> str:
         """The address it listens on (`host:port`; the real port if 0 was asked)."""
     @property
-    def closed(self) -> bool:
-        """Whether `close()` was called."""
-    def stats(self) -> dict[str, Any]:
-        """Counters and state: `hits`, `misses`, `hit_ratio`, `evictions`, `expirations`,
-        `invalidations`, `stale_fills_refused`, `flushes`, `keys`, `bytes`, `processed_lsn`,
-        `processed_epoch`, `log_lost`, `forks`, `follow_state`, `last_error`, `clients`.
+    def closed(self) -> bool: ...
+    def stats(self) -> CacheNodeStats:
+        """Its counters and where it stands in the log it follows.
+
+        Raises:
+            CacheError: the node is closed.
         """
+    def _repr_html_(self) -> str:
+        """An HTML table of its stats (or that it is closed), for Jupyter."""
     def close(self) -> None:
         """Stops following and serving; returns once the port is free. Idempotent."""
     def __enter__(self) -> Self: ...
@@ -1213,19 +1349,118 @@ class Cache:
     def invalidate(self, table: str, key: _Key) -> bool:
         """Drops `key` from the cache; returns whether it was cached."""
     def invalidate_prefix(self, table: str, prefix: str | bytes | None = None) -> int:
-        """Drops every cached key of `table` (starting with `prefix`, a str or bytes, when
-        given); returns how many were dropped.
-        """
-    def stats(self) -> dict[str, Any]:
-        """`hits`, `misses`, `hit_ratio`, `evictions`, `expirations`, `invalidations`,
-        `stale_fills_refused`, `loads`, `loads_coalesced`, `load_seconds`, and over nodes
-        `nodes`: each node's own figures by address.
-        """
+        """Drops the cached keys of ``table`` (starting with ``prefix``); returns how many."""
+    def stats(self) -> CacheStats:
+        """Its lookups, loads from the source and what its backend dropped (over nodes:
+        their sums, and each node's own figures)."""
     def memoize(self, ttl: float | None = None) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
-        """A decorator that caches a function's results by its arguments (their `repr`), for
-        `ttl` seconds or until `invalidate_memoized`.
-        """
-    def close(self) -> None:
-        """Stops watching the source; later calls raise `CacheError`. Idempotent."""
+        """A decorator caching a function's results by the ``repr`` of its arguments."""
+    def _repr_html_(self) -> str:
+        """An HTML table of its stats, for Jupyter."""
+    def close(self) -> None: ...
     def __enter__(self) -> Self: ...
     def __exit__(self, *exc: object) -> bool: ...
+
+@final
+class CacheStats:
+    """What a :class:`Cache` counted, from :meth:`Cache.stats`. Over cache nodes,
+    ``evictions``, ``expirations``, ``invalidations`` and ``keys`` are the nodes' sums."""
+
+    @property
+    def hits(self) -> int: ...
+    @property
+    def misses(self) -> int: ...
+    @property
+    def hit_ratio(self) -> float:
+        """``hits / (hits + misses)``; 0.0 before the first lookup."""
+    @property
+    def evictions(self) -> int:
+        """Entries dropped to make room."""
+    @property
+    def expirations(self) -> int:
+        """Entries dropped because their TTL passed."""
+    @property
+    def invalidations(self) -> int:
+        """Cached keys dropped or refreshed by a write."""
+    @property
+    def stale_fills_refused(self) -> int:
+        """Fills refused because a newer write was known (the stale-set race)."""
+    @property
+    def keys(self) -> int:
+        """Keys cached now."""
+    @property
+    def loads(self) -> int:
+        """Reads from the source on a miss."""
+    @property
+    def loads_coalesced(self) -> int:
+        """Misses that waited for another reader's load of the same key."""
+    @property
+    def load_seconds(self) -> float:
+        """Seconds spent loading from the source."""
+    @property
+    def errors(self) -> int:
+        """Node failures a read or a fill survived (the source answered; 0 in-process)."""
+    @property
+    def last_error(self) -> str | None: ...
+    @property
+    def nodes(self) -> dict[str, dict[str, Any]]:
+        """Each node's figures by address: ``state``, ``evictions``, ``expirations``,
+        ``invalidations``, ``hits``, ``misses``, ``keys``, ``processed_lsn``, ``errors``,
+        ``last_error`` (empty in-process)."""
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON-able values."""
+    def _repr_html_(self) -> str:
+        """An HTML table of it, for Jupyter."""
+
+@final
+class CacheNodeStats:
+    """What a :class:`CacheNode` counted, from :meth:`CacheNode.stats`."""
+
+    @property
+    def address(self) -> str: ...
+    @property
+    def hits(self) -> int: ...
+    @property
+    def misses(self) -> int: ...
+    @property
+    def hit_ratio(self) -> float:
+        """``hits / (hits + misses)``; 0.0 before the first lookup."""
+    @property
+    def evictions(self) -> int: ...
+    @property
+    def expirations(self) -> int: ...
+    @property
+    def invalidations(self) -> int: ...
+    @property
+    def stale_fills_refused(self) -> int: ...
+    @property
+    def flushes(self) -> int:
+        """Times everything was dropped (FLUSHALL, a fork, a lost log position)."""
+    @property
+    def keys(self) -> int: ...
+    @property
+    def bytes(self) -> int:
+        """Bytes of the cached values."""
+    @property
+    def processed_lsn(self) -> int:
+        """The last log entry it applied."""
+    @property
+    def processed_epoch(self) -> int: ...
+    @property
+    def log_lost(self) -> int:
+        """Times the log it needed was gone (it flushed and resumed)."""
+    @property
+    def forks(self) -> int:
+        """Times its primary's history forked from what it had seen (it flushed)."""
+    @property
+    def follow_state(self) -> str:
+        """The state of its link to the primary (``'none'`` without ``follow``)."""
+    @property
+    def last_error(self) -> str | None: ...
+    @property
+    def clients(self) -> int:
+        """Connections open now."""
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON-able values."""
+    def _repr_html_(self) -> str:
+        """An HTML table of it, for Jupyter."""

@@ -32,7 +32,7 @@ def act(
         ]
         try:
             code("node = replikv.CacheNode(capacity=2000, follow=primary.address)  # three")
-            _wait(lambda: all(n.stats()["follow_state"] == "streaming" for n in nodes))
+            _wait(lambda: all(n.stats().follow_state == "streaming" for n in nodes))
             for node in nodes:
                 say(f"  {node!r}")
             with Cache([n.address for n in nodes], source=store) as cache:
@@ -61,9 +61,9 @@ def _campaign(store: Store, cache: Cache, say: Callable[[str], None]) -> None:
         f"{READS / seconds:,.0f} reads/s"
     )
     say(
-        f"  hit ratio {stats['hit_ratio']:.1%} ({stats['hits']:,} hits, "
-        f"{stats['misses']:,} misses read through from the store, "
-        f"{stats['evictions']:,} evicted)"
+        f"  hit ratio {stats.hit_ratio:.1%} ({stats.hits:,} hits, "
+        f"{stats.misses:,} misses read through from the store, "
+        f"{stats.evictions:,} evicted)"
     )
 
 
@@ -84,8 +84,8 @@ def _write_through(
     profile = dict(before, consent=dict(before["consent"], newsletter=newsletter))
     code(f"receipt = store.put('subscribers', {featured!r}, changed_profile)")
     receipt = store.put("subscribers", featured, profile)
-    _wait(lambda: all(n.stats()["processed_lsn"] >= receipt.lsn for n in nodes))
-    dropped = sum(n.stats()["invalidations"] for n in nodes)
+    _wait(lambda: all(n.stats().processed_lsn >= receipt.lsn for n in nodes))
+    dropped = sum(n.stats().invalidations for n in nodes)
     say(f"  # the nodes processed LSN {receipt.lsn:,} from the log: {dropped} value(s) dropped")
     code(f"cache.get('subscribers', {featured!r})['consent']")
     after = cache.get("subscribers", featured)

@@ -81,7 +81,7 @@ def follow_until_killed(
         reader.start()
         deadline = time.monotonic() + 30
         members = len(replicas)
-        while not lines or any(len(r.status()["primary_peers"]) != members for r in replicas):
+        while not lines or any(len(r.status().primary_peers) != members for r in replicas):
             if time.monotonic() > deadline:
                 states = [r.status() for r in replicas]
                 raise ReplikvError(f"the failover primary never got going: {states}")

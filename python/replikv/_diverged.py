@@ -9,7 +9,6 @@ exports it, one JSON object per operation.
 
 from __future__ import annotations
 
-import base64
 import datetime
 import json
 import os
@@ -19,21 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from ._core import Change, read_diverged_report
+from ._html import render
+from ._plain import jsonable
 
 __all__ = ["DivergenceReport", "read_diverged"]
-
-
-def _jsonable(value: Any) -> Any:
-    """A value as JSON can hold it: bytes as ``{"$base64": ...}``, datetimes as ISO 8601."""
-    if isinstance(value, bytes):
-        return {"$base64": base64.b64encode(value).decode("ascii")}
-    if isinstance(value, datetime.datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 @dataclass(frozen=True)
@@ -68,6 +56,9 @@ class DivergenceReport:
             f"diverged from {self.primary}, tables {sorted(self.tables)}>"
         )
 
+    def _repr_html_(self) -> str:
+        return render(self)
+
     def to_json_lines(self, path: str | os.PathLike[str]) -> int:
         """Writes one JSON object per operation to ``path``: ``lsn``, ``epoch``,
         ``timestamp`` (ISO 8601, UTC), ``table``, ``key``, ``op`` (``put``/``delete``) and
@@ -81,9 +72,9 @@ class DivergenceReport:
                         "epoch": change.epoch,
                         "timestamp": change.timestamp.isoformat(),
                         "table": op.table,
-                        "key": _jsonable(op.key),
+                        "key": jsonable(op.key),
                         "op": op.kind,
-                        "value": _jsonable(op.value),
+                        "value": jsonable(op.value),
                     }
                     out.write(json.dumps(row, ensure_ascii=False) + "\n")
                     lines += 1

@@ -97,17 +97,17 @@ def follow_until_stopped(
 
     def step() -> Ended | None:
         status = replica.status()
-        failure = str(status["last_error"])
-        if status["state"] == "promoted":
+        failure = str(status.last_error)
+        if status.state == "promoted":
             return Ended(None)
-        if status["state"] == "failed" and failure.startswith("fenced"):
+        if status.state == "failed" and failure.startswith("fenced"):
             # Its primary was deposed: a promotion's lead (or `replikv follow`) re-points
             # it, so it waits rather than exits.
             if failure != told[0]:
                 told[0] = failure
                 print(f"waiting to be re-pointed: {failure}", flush=True)
             return None
-        if status["state"] == "failed":
+        if status.state == "failed":
             report(replica)
             return Ended(failure)
         return None

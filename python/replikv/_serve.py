@@ -153,7 +153,7 @@ def _run_primary(args: argparse.Namespace) -> int:
             failure = run_roles(
                 primary,
                 args.status_every,
-                lambda serving: _print_replicas(serving.status()),
+                lambda serving: _print_replicas(serving.status().replicas),
                 _replica_progress,
             )
     except (ReplikvError, OSError, ValueError) as problem:
@@ -170,9 +170,9 @@ def _run_primary(args: argparse.Namespace) -> int:
 def _replica_progress(replica: Replica) -> None:
     s = replica.status()
     print(
-        f"{s['state']:<12} applied LSN {s['applied_lsn']:>10,}  "
-        f"lag {s['lag_lsn']:,} entries / {s['lag_seconds']:.3f} s"
-        + (f"  ({s['last_error']})" if s["last_error"] else ""),
+        f"{s.state:<12} applied LSN {s.applied_lsn:>10,}  "
+        f"lag {s.lag_lsn:,} entries / {s.lag_seconds:.3f} s"
+        + (f"  ({s.last_error})" if s.last_error else ""),
         flush=True,
     )
 
@@ -197,9 +197,9 @@ def _run_replica(args: argparse.Namespace) -> int:
             def progress(following: Replica) -> None:
                 _replica_progress(following)
                 s = following.status()
-                if s["resyncs"] > resyncs[0]:
-                    resyncs[0] = s["resyncs"]
-                    last = s["last_resync"]
+                last = s.last_resync
+                if s.resyncs > resyncs[0] and last is not None:
+                    resyncs[0] = s.resyncs
                     print(
                         f"resynced: {last['entries']:,} local-only entries from LSN "
                         f"{last['fork_lsn']:,} kept in {last['report']}",
@@ -209,7 +209,7 @@ def _run_replica(args: argparse.Namespace) -> int:
             failure = run_roles(
                 replica,
                 args.status_every,
-                lambda serving: _print_replicas(serving.status()),
+                lambda serving: _print_replicas(serving.status().replicas),
                 progress,
             )
     except (ReplikvError, OSError, ValueError) as problem:
@@ -261,10 +261,10 @@ def _run_status(args: argparse.Namespace) -> int:
         print(f"replikv status: error: {problem}", file=sys.stderr)
         return 1
     print(
-        f"primary {args.address}: last LSN {report['last_lsn']:,}, epoch {report['epoch']}, "
-        f"{report['rejected']} refused connection(s), sync writes {report['sync_state']}"
+        f"primary {args.address}: last LSN {report.last_lsn:,}, epoch {report.epoch}, "
+        f"{report.rejected} refused connection(s), sync writes {report.sync_state}"
     )
-    _print_replicas(report["replicas"])
+    _print_replicas(report.replicas)
     return 0
 
 

@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::PyTuple;
 
 use super::args::seconds;
+use super::cache::stats::{hit_ratio, PyCacheNodeStats};
+use super::display::html;
 use super::errors::{raise, run_detached};
 use crate::cache::cache_node::{CacheNode, CacheNodeOptions};
 use crate::cache::lru::OnWrite;
@@ -110,48 +112,44 @@ impl PyCacheNode {
         self.lock().is_none()
     }
 
-    /// Counters and state: `hits`, `misses`, `hit_ratio`, `evictions`, `expirations`,
-    /// `invalidations`, `stale_fills_refused`, `flushes`, `keys`, `bytes`, `processed_lsn`,
-    /// `processed_epoch`, `log_lost`, `forks`, `follow_state`, `last_error`, `clients`.
-    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    /// Its counters and where it stands in the log it follows, as a `CacheNodeStats`.
+    fn stats(&self, py: Python<'_>) -> PyResult<PyCacheNodeStats> {
         let guard = self.lock();
         let Some(running) = guard.as_ref() else {
             return Err(raise(py, "CacheError", ("the cache node is closed",)));
         };
         let node = running.node();
-        let stats = PyDict::new(py);
         let counters = node.lru.counters();
-        let looked = counters.hits + counters.misses;
-        stats.set_item("hits", counters.hits)?;
-        stats.set_item("misses", counters.misses)?;
-        #[allow(clippy::cast_precision_loss)] // a ratio: 2^53 lookups are far away
-        let ratio = if looked == 0 {
-            0.0
-        } else {
-            counters.hits as f64 / looked as f64
-        };
-        stats.set_item("hit_ratio", ratio)?;
-        stats.set_item("evictions", counters.evictions)?;
-        stats.set_item("expirations", counters.expirations)?;
-        stats.set_item("invalidations", counters.invalidations)?;
-        stats.set_item("stale_fills_refused", counters.stale_fills_refused)?;
-        stats.set_item("flushes", counters.flushes)?;
-        stats.set_item("keys", node.lru.len())?;
-        stats.set_item("bytes", node.lru.bytes())?;
         let processed = node.processed();
-        stats.set_item("processed_lsn", processed.lsn)?;
-        stats.set_item("processed_epoch", processed.epoch)?;
-        stats.set_item("log_lost", node.following.log_lost)?;
-        stats.set_item("forks", node.following.forks)?;
         let follow_state = if self.follow.is_some() {
             node.following.state.as_str()
         } else {
             "none"
         };
-        stats.set_item("follow_state", follow_state)?;
-        stats.set_item("last_error", node.following.last_error.clone())?;
-        stats.set_item("clients", node.clients.0)?;
-        Ok(stats)
+        Ok(PyCacheNodeStats {
+            address: self.address.clone(),
+            hits: counters.hits,
+            misses: counters.misses,
+            hit_ratio: hit_ratio(counters.hits, counters.misses),
+            evictions: counters.evictions,
+            expirations: counters.expirations,
+            invalidations: counters.invalidations,
+            stale_fills_refused: counters.stale_fills_refused,
+            flushes: counters.flushes,
+            keys: node.lru.len() as u64,
+            bytes: node.lru.bytes() as u64,
+            processed_lsn: processed.lsn,
+            processed_epoch: processed.epoch,
+            log_lost: node.following.log_lost,
+            forks: node.following.forks,
+            follow_state: follow_state.to_owned(),
+            last_error: node.following.last_error.clone(),
+            clients: node.clients.0,
+        })
+    }
+
+    fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
+        html(slf.as_any())
     }
 
     /// Stops following and serving; returns once the port is free. Idempotent.

@@ -12,7 +12,7 @@ use super::args::{limit as limit_arg, non_negative};
 use super::errors::{owned, run, run_detached, to_py};
 use super::feed_arrow::PyChangeStream;
 use super::types::PyOp;
-use super::value::{datetime_to_unix, unix_to_datetime, Location};
+use super::value::{datetime_to_unix, ms_to_datetime, Location};
 use crate::arrow::{FeedPlan, FEED_BATCH_ROWS};
 use crate::feed::{Feed, FeedEntry, FeedRequest};
 use crate::store::Store;
@@ -200,13 +200,7 @@ pub(crate) struct PyChange {
 
 impl PyChange {
     pub(crate) fn new(py: Python<'_>, entry: FeedEntry) -> PyResult<Self> {
-        let ms = i64::try_from(entry.timestamp_ms).unwrap_or(i64::MAX);
-        let timestamp = unix_to_datetime(
-            py,
-            ms.div_euclid(1000),
-            (ms.rem_euclid(1000) * 1_000_000) as u32,
-        )?
-        .unbind();
+        let timestamp = ms_to_datetime(py, entry.timestamp_ms)?.unbind();
         Ok(Self {
             lsn: entry.lsn,
             epoch: entry.epoch,

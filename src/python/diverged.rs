@@ -8,7 +8,7 @@ use pyo3::types::{PyDict, PyList};
 
 use super::changes::PyChange;
 use super::errors::{raise, run_detached};
-use super::value::{decode_py_key, unix_to_datetime};
+use super::value::{decode_py_key, ms_to_datetime};
 use crate::feed::FeedEntry;
 use crate::follow::Divergence;
 
@@ -58,9 +58,7 @@ pub(crate) fn read_diverged_report(
     path: PathBuf,
 ) -> PyResult<(u64, String, Py<PyAny>, Vec<PyChange>)> {
     let report = run_detached(py, move || crate::store::read_divergence_report(&path))?;
-    let ms = i64::try_from(report.written_ms).unwrap_or(i64::MAX);
-    let nanos = u32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0);
-    let written_at = unix_to_datetime(py, ms.div_euclid(1000), nanos)?.unbind();
+    let written_at = ms_to_datetime(py, report.written_ms)?.unbind();
     let entries = report
         .entries
         .into_iter()

@@ -6,6 +6,7 @@ mod arrow;
 mod cache;
 mod cache_node;
 mod changes;
+mod display;
 mod diverged;
 mod errors;
 mod feed_arrow;
@@ -15,6 +16,7 @@ mod replica;
 mod replication;
 mod scrub;
 mod stats;
+mod status;
 mod store;
 mod switchover;
 mod transaction;
@@ -28,6 +30,8 @@ use pyo3::pymodule;
 mod _core {
     #[pymodule_export]
     use super::arrow::{decode_packed, PyArrowStream};
+    #[pymodule_export]
+    use super::cache::stats::{PyCacheNodeStats, PyCacheStats};
     #[pymodule_export]
     use super::cache::PyCache;
     #[pymodule_export]
@@ -45,11 +49,13 @@ mod _core {
     #[pymodule_export]
     use super::replica::PyReplica;
     #[pymodule_export]
-    use super::replication::{fetch_status, PyReplicaInfo};
+    use super::replication::fetch_status;
     #[pymodule_export]
     use super::scrub::{PyDamage, PyScrubReport};
     #[pymodule_export]
     use super::stats::PyStoreStats;
+    #[pymodule_export]
+    use super::status::{PyPrimaryStatus, PyReplicaInfo, PyReplicaStatus, PySlot};
     #[pymodule_export]
     use super::store::PyStore;
     #[pymodule_export]

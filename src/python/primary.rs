@@ -8,10 +8,11 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
 use super::args::{non_negative, seconds, timeout as wait_limit};
+use super::display::html;
 use super::errors::{owned, run_detached};
-use super::replication::{wait_until, PrimaryArgs, PyReplicaInfo};
+use super::replication::{wait_until, PrimaryArgs};
+use super::status::{PyPrimaryStatus, PySlot};
 use super::store::PyStore;
-use super::value::unix_to_datetime;
 use super::verify::PyVerifyReport;
 use crate::fork::ParentOnly;
 use crate::net::runtime;
@@ -71,6 +72,10 @@ pub(crate) fn promote_stopped(
 
 #[pymethods]
 impl PyPromotion {
+    fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
+        html(slf.as_any())
+    }
+
     fn __repr__(&self) -> String {
         let loss = match self.possible_loss {
             Some((first, last)) => format!("LSN {first} to {last}"),
@@ -253,28 +258,13 @@ impl PyPrimary {
         Ok(self.primary.status().last_rejection)
     }
 
-    /// The durable slots: ``name``, ``acked_lsn``, ``created`` and ``fsync`` (whether
-    /// the replica said it fsyncs, so counts toward the quorum) of each replica the log is
-    /// kept for (a slot outlives its connection and the primary's restarts).
-    fn slots<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, pyo3::types::PyDict>>> {
+    /// The durable slots, one `Slot` per replica the log is kept for.
+    fn slots(&self, py: Python<'_>) -> PyResult<Vec<PySlot>> {
         owned(py, self.primary.store())?;
         self.primary
             .slots()
             .into_iter()
-            .map(|slot| {
-                let row = pyo3::types::PyDict::new(py);
-                row.set_item("name", slot.name)?;
-                row.set_item("acked_lsn", slot.acked_lsn)?;
-                row.set_item("fsync", slot.fsync)?;
-                let ms = i64::try_from(slot.created_ms).unwrap_or(i64::MAX);
-                let created = unix_to_datetime(
-                    py,
-                    ms.div_euclid(1000),
-                    (ms.rem_euclid(1000) * 1_000_000) as u32,
-                )?;
-                row.set_item("created", created)?;
-                Ok(row)
-            })
+            .map(|slot| PySlot::new(py, slot))
             .collect()
     }
 
@@ -301,15 +291,11 @@ impl PyPrimary {
         Ok(self.primary.status().sync_state.name())
     }
 
-    /// Every replica seen since start, with its state and lag.
-    fn status(&self, py: Python<'_>) -> PyResult<Vec<PyReplicaInfo>> {
+    /// Its position, sync state and every replica seen since start, with its state and
+    /// lag (a `PrimaryStatus`).
+    fn status(&self, py: Python<'_>) -> PyResult<PyPrimaryStatus> {
         owned(py, self.primary.store())?;
-        self.primary
-            .status()
-            .replicas
-            .into_iter()
-            .map(|link| PyReplicaInfo::new(py, link))
-            .collect()
+        PyPrimaryStatus::new(py, self.address(), self.primary.status())
     }
 
     /// Waits until ``replicas`` replicas acknowledged ``lsn`` as durable; returns how
@@ -370,6 +356,10 @@ impl PyPrimary {
     fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
         self.close(py)?;
         Ok(false)
+    }
+
+    fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
+        html(slf.as_any())
     }
 
     fn __repr__(&self) -> String {

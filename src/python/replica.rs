@@ -8,10 +8,12 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
 use super::args::{non_negative, seconds, timeout as wait_limit};
+use super::display::html;
 use super::diverged::{account, diverged_error};
 use super::errors::{owned, raise, run_detached};
 use super::primary::{PyPrimary, PyPromotion};
 use super::replication::{wait_until, PrimaryArgs};
+use super::status::PyReplicaStatus;
 use super::store::PyStore;
 use crate::fork::ParentOnly;
 use crate::replication::replica::{OnDiverge, Replica, ReplicaOptions};
@@ -176,16 +178,8 @@ impl PyReplica {
         self.store.bind(py).get().get(py, table, key, default)
     }
 
-    /// state, flushed_lsn (durable in its log: what its acks carry), applied_lsn (what
-    /// its readers see; today equal), primary_last_lsn, lag_lsn, lag_seconds, epoch,
-    /// connections, snapshots (installed so far), snapshot_progress ((rows received, rows
-    /// in all) while a snapshot arrives, else None), last_error; primary_quorum and
-    /// primary_members (the old primary's quorum and its replicas that count toward it,
-    /// from its heartbeats: what a promotion must reach), primary_peers (those members
-    /// that listen, as ``(name, address)`` pairs: whom a promotion asks); diverged (the loss
-    /// account while stopped on a fork: fork_lsn, last_lsn, entries, tables), resyncs and
-    /// last_resync (the last resync's account and its report path).
-    fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+    /// The link's state and lag, as a `ReplicaStatus`.
+    fn status(&self, py: Python<'_>) -> PyResult<PyReplicaStatus> {
         owned(py, self.replica.store())?;
         let state = self.replica.state();
         let applied = self.replica.store().last_lsn();
@@ -200,32 +194,6 @@ impl PyReplica {
             // Behind, but no heartbeat has said since when yet.
             _ => f64::NAN,
         };
-        let status = pyo3::types::PyDict::new(py);
-        status.set_item("name", self.replica.name())?;
-        status.set_item("primary", self.replica.primary())?;
-        status.set_item("state", state.state.name())?;
-        // A follower applies each batch as it makes it durable: the two positions are
-        // reported apart so that callers never rely on that.
-        status.set_item("applied_lsn", applied)?;
-        status.set_item("flushed_lsn", applied)?;
-        status.set_item("primary_last_lsn", state.primary_last_lsn)?;
-        status.set_item("lag_lsn", lag_lsn)?;
-        status.set_item("lag_seconds", lag)?;
-        status.set_item("epoch", state.primary_epoch)?;
-        status.set_item("primary_quorum", state.primary_quorum)?;
-        status.set_item("primary_members", state.primary_members)?;
-        status.set_item("primary_peers", state.primary_peers)?;
-        status.set_item("connections", state.connections)?;
-        status.set_item("snapshots", state.snapshots)?;
-        status.set_item("snapshot_progress", state.snapshot)?;
-        status.set_item("last_error", state.last_error)?;
-        let diverged = state
-            .diverged
-            .as_ref()
-            .map(|divergence| account(py, divergence))
-            .transpose()?;
-        status.set_item("diverged", diverged)?;
-        status.set_item("resyncs", state.resyncs)?;
         let last_resync = match &state.last_resync {
             Some(resynced) => {
                 let last = account(py, &resynced.divergence)?;
@@ -236,12 +204,37 @@ impl PyReplica {
                         .as_ref()
                         .map(|path| path.display().to_string()),
                 )?;
-                Some(last)
+                Some(last.unbind())
             }
             None => None,
         };
-        status.set_item("last_resync", last_resync)?;
-        Ok(status)
+        Ok(PyReplicaStatus {
+            name: self.replica.name().to_owned(),
+            primary: self.replica.primary(),
+            state: state.state.name(),
+            // A follower applies each batch as it makes it durable: the two positions are
+            // reported apart so that callers never rely on that.
+            applied_lsn: applied,
+            flushed_lsn: applied,
+            primary_last_lsn: state.primary_last_lsn,
+            lag_lsn,
+            lag_seconds: lag,
+            epoch: state.primary_epoch,
+            primary_quorum: state.primary_quorum,
+            primary_members: state.primary_members,
+            primary_peers: state.primary_peers,
+            connections: state.connections,
+            snapshots: state.snapshots,
+            snapshot_progress: state.snapshot,
+            last_error: state.last_error,
+            diverged: state
+                .diverged
+                .as_ref()
+                .map(|divergence| account(py, divergence).map(Bound::unbind))
+                .transpose()?,
+            resyncs: state.resyncs,
+            last_resync,
+        })
     }
 
     /// Promotes this replica: asks the members its primary's heartbeats named (replicas
@@ -372,6 +365,10 @@ impl PyReplica {
     fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
         self.close(py)?;
         Ok(false)
+    }
+
+    fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
+        html(slf.as_any())
     }
 
     fn __repr__(&self) -> String {

@@ -1,5 +1,5 @@
 //! What the replication wrappers share: waits that notice Ctrl-C, the checked options of a
-//! `Primary`, `ReplicaInfo`, and `fetch_status` (what `replikv status` asks).
+//! `Primary`, and `fetch_status` (what `replikv status` asks).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -9,11 +9,10 @@ use pyo3::prelude::*;
 
 use super::args::{durability_setting, seconds};
 use super::errors::run_detached;
-use super::value::unix_to_datetime;
+use super::status::PyPrimaryStatus;
 use crate::replication::primary::PrimaryOptions;
 use crate::replication::protocol::MAX_FRAME_BYTES;
 use crate::replication::quorum::SyncOptions;
-use crate::replication::status::ReplicaLink;
 use crate::store::OnTimeout;
 
 /// The smallest `max_batch_bytes`: a batch must have room for at least a small entry.
@@ -146,91 +145,20 @@ impl PrimaryArgs<'_> {
     }
 }
 
-/// One replica as the primary sees it.
-#[pyclass(frozen, get_all, module = "replikv._core", name = "ReplicaInfo")]
-pub(crate) struct PyReplicaInfo {
-    name: String,
-    address: String,
-    /// ``'snapshot'``, ``'catching_up'``, ``'streaming'`` or ``'disconnected'``.
-    state: &'static str,
-    sent_lsn: u64,
-    /// The last LSN the replica reported durable.
-    acked_lsn: u64,
-    lag_lsn: u64,
-    /// Bytes shipped but not yet acknowledged.
-    lag_bytes: u64,
-    /// Age of its oldest missing entry, on the primary's clock.
-    lag_seconds: f64,
-    last_seen: Py<PyAny>,
-    /// ``'quorum'`` if its acks count toward sync writes (a replica that fsyncs),
-    /// ``'async'`` if they never do (``fsync=False``, or a consumer).
-    sync_state: &'static str,
-}
-
-impl PyReplicaInfo {
-    pub(super) fn new(py: Python<'_>, link: ReplicaLink) -> PyResult<Self> {
-        let ms = i64::try_from(link.last_seen_ms).unwrap_or(i64::MAX);
-        let last_seen = unix_to_datetime(
-            py,
-            ms.div_euclid(1000),
-            (ms.rem_euclid(1000) * 1_000_000) as u32,
-        )?
-        .unbind();
-        Ok(Self {
-            name: link.name,
-            address: link.address,
-            state: link.state.name(),
-            sent_lsn: link.sent_lsn,
-            acked_lsn: link.acked_lsn,
-            lag_lsn: link.lag_lsn,
-            lag_bytes: link.lag_bytes,
-            lag_seconds: link.lag_seconds,
-            last_seen,
-            sync_state: link.sync_state.name(),
-        })
-    }
-}
-
-#[pymethods]
-impl PyReplicaInfo {
-    fn __repr__(&self) -> String {
-        format!(
-            "ReplicaInfo(name={:?}, state={:?}, sync_state={:?}, acked_lsn={}, lag_lsn={}, \
-             lag_seconds={:.3})",
-            self.name, self.state, self.sync_state, self.acked_lsn, self.lag_lsn, self.lag_seconds
-        )
-    }
-}
-
-/// Asks the primary at ``address`` for its status.
-///
-/// Returns:
-///     ``last_lsn``, ``epoch``, ``rejected``, ``sync_state`` (as ``Primary.sync_state``)
-///     and ``replicas`` (a list of :class:`ReplicaInfo`).
+/// Asks the primary at `address` for its status (a `PrimaryStatus`).
 #[pyfunction]
 #[pyo3(signature = (address, *, token = None, timeout = 5.0))]
-pub(crate) fn fetch_status<'py>(
-    py: Python<'py>,
+pub(crate) fn fetch_status(
+    py: Python<'_>,
     address: &str,
     token: Option<String>,
     timeout: f64,
-) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+) -> PyResult<PyPrimaryStatus> {
     let timeout = seconds("timeout", timeout)?;
-    let address = address.to_owned();
+    let asked = address.to_owned();
     let report = run_detached(py, move || {
-        crate::replication::monitor::fetch_status(&address, token.as_deref(), timeout)
+        crate::replication::monitor::fetch_status(&asked, token.as_deref(), timeout)
             .map_err(crate::Error::from)
     })?;
-    let status = pyo3::types::PyDict::new(py);
-    status.set_item("last_lsn", report.last_lsn)?;
-    status.set_item("epoch", report.epoch)?;
-    status.set_item("rejected", report.rejected)?;
-    status.set_item("sync_state", report.sync_state.name())?;
-    let replicas = report
-        .replicas
-        .into_iter()
-        .map(|link| PyReplicaInfo::new(py, link))
-        .collect::<PyResult<Vec<_>>>()?;
-    status.set_item("replicas", replicas)?;
-    Ok(status)
+    PyPrimaryStatus::new(py, address.to_owned(), report)
 }

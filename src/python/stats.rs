@@ -3,7 +3,8 @@
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::value::unix_to_datetime;
+use super::display::{html, plain};
+use super::value::ms_to_datetime;
 use crate::store::StoreStats;
 
 /// Rows per table and bytes on disk of a store, from :meth:`Store.stats`.
@@ -38,15 +39,10 @@ impl PyStoreStats {
         for (name, rows) in &stats.rows {
             tables.set_item(name, rows)?;
         }
-        let oldest_time = match stats.oldest_time_ms {
-            Some(ms) => {
-                let ms = i64::try_from(ms).unwrap_or(i64::MAX);
-                let nanos = u32::try_from(ms.rem_euclid(1000) * 1_000_000)
-                    .expect("invariant: under a second of nanoseconds fits a u32");
-                Some(unix_to_datetime(py, ms.div_euclid(1000), nanos)?.unbind())
-            }
-            None => None,
-        };
+        let oldest_time = stats
+            .oldest_time_ms
+            .map(|ms| ms_to_datetime(py, ms).map(Bound::unbind))
+            .transpose()?;
         Ok(Self {
             path,
             tables: tables.unbind(),
@@ -80,6 +76,10 @@ fn human(bytes: u64) -> String {
 
 #[pymethods]
 impl PyStoreStats {
+    fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
+        html(slf.as_any())
+    }
+
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         let rows: u64 = self
             .tables
@@ -102,7 +102,8 @@ impl PyStoreStats {
         ))
     }
 
-    /// The stats as a plain dict (for logging, JSON or a row of a data frame).
+    /// The stats as a plain dict of JSON-able values (`oldest_time` in ISO 8601), for
+    /// logging, JSON or a row of a data frame.
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let dict = PyDict::new(py);
         dict.set_item("path", &self.path)?;
@@ -114,6 +115,6 @@ impl PyStoreStats {
         dict.set_item("oldest_lsn", self.oldest_lsn)?;
         dict.set_item("oldest_time", &self.oldest_time)?;
         dict.set_item("last_lsn", self.last_lsn)?;
-        Ok(dict)
+        plain(&dict)
     }
 }

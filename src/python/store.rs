@@ -11,6 +11,7 @@ use pyo3::types::{PyBool, PyBytes, PyString, PyTuple};
 use super::args::{durability as durability_arg, limit as limit_arg, non_negative, seconds};
 use super::arrow::{put as put_arrow, stream as arrow_stream, Load, PyArrowStream};
 use super::changes::{feed_request, PyChanges};
+use super::display::html;
 use super::errors::{owned, run, run_detached};
 use super::iter::{prefix_end, PyScan};
 use super::stats::PyStoreStats;
@@ -558,6 +559,10 @@ impl PyStore {
     fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
         self.close(py)?;
         Ok(false)
+    }
+
+    fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
+        html(slf.as_any())
     }
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {

@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::args::seconds;
+use super::display::html;
 use super::errors::run_detached;
 use crate::replication::verify::{ReplicaCheck, Verdict, VerifyReport};
 
@@ -73,6 +74,10 @@ impl PyReplicaVerify {
         }
         dict.set_item("tables", tables)?;
         Ok(dict)
+    }
+
+    fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
+        html(slf.as_any())
     }
 
     fn __repr__(&self) -> String {
@@ -162,6 +167,10 @@ impl PyVerifyReport {
             .collect::<PyResult<Vec<_>>>()?;
         dict.set_item("replicas", replicas)?;
         Ok(dict)
+    }
+
+    fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
+        html(slf.as_any())
     }
 
     fn __repr__(&self) -> String {

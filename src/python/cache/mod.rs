@@ -5,6 +5,7 @@
 mod load;
 mod local;
 mod remote;
+pub(crate) mod stats;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -18,7 +19,9 @@ use pyo3::types::{PyDict, PyTuple};
 use self::load::{read_store, Flights, Role, Source};
 use self::local::{Local, PyValue};
 use self::remote::Remote;
+use self::stats::{hit_ratio, PyCacheStats};
 use super::args::seconds;
+use super::display::html;
 use super::errors::raise;
 use super::value::{decode_py_value, encode_py_value, encode_row_value, with_py_key};
 use crate::cache::lru::{Fill, Version};
@@ -30,6 +33,19 @@ use crate::store::validate_table_name;
 enum Backend {
     Local(std::sync::Arc<Local>),
     Remote(Box<Remote>),
+}
+
+/// What a backend counted, for `Cache.stats()`.
+struct BackendFigures<'py> {
+    evictions: u64,
+    expirations: u64,
+    invalidations: u64,
+    keys: u64,
+    /// Failures a read or a fill survived (the source answered instead), and the last.
+    errors: u64,
+    last_error: Option<String>,
+    /// Each node's own figures by address (empty in-process).
+    nodes: Bound<'py, PyDict>,
 }
 
 /// On a miss, the log position a read through must reach; `None` when the cache could not
@@ -390,40 +406,50 @@ impl PyCache {
         }
     }
 
-    /// `hits`, `misses`, `hit_ratio`, `evictions`, `expirations`, `invalidations`,
-    /// `stale_fills_refused`, `loads`, `loads_coalesced`, `load_seconds`, and over nodes
-    /// `nodes`: each node's own figures by address.
-    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let stats = PyDict::new(py);
+    /// Its lookups, loads from the source and what its backend dropped, as a
+    /// `CacheStats` (over nodes: their sums, and each node's own figures).
+    fn stats(&self, py: Python<'_>) -> PyResult<PyCacheStats> {
         let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let (hits, misses) = (read(&self.counters.hits), read(&self.counters.misses));
-        stats.set_item("hits", hits)?;
-        stats.set_item("misses", misses)?;
-        #[allow(clippy::cast_precision_loss)] // a ratio
-        let ratio = if hits + misses == 0 {
-            0.0
-        } else {
-            hits as f64 / (hits + misses) as f64
+        let refused_here = read(&self.counters.stale_fills_refused);
+        let backend = match &self.backend {
+            Backend::Local(local) => {
+                let local = local.lock();
+                let counters = local.counters();
+                BackendFigures {
+                    evictions: counters.evictions,
+                    expirations: counters.expirations,
+                    invalidations: counters.invalidations,
+                    keys: local.len() as u64,
+                    errors: 0,
+                    last_error: None,
+                    nodes: PyDict::new(py),
+                }
+            }
+            Backend::Remote(remote) => remote.stats(py)?,
         };
-        stats.set_item("hit_ratio", ratio)?;
-        stats.set_item("loads", read(&self.counters.loads))?;
-        stats.set_item("loads_coalesced", read(&self.counters.loads_coalesced))?;
         #[allow(clippy::cast_precision_loss)] // seconds for people
         let load_seconds = read(&self.counters.load_nanos) as f64 / 1e9;
-        stats.set_item("load_seconds", load_seconds)?;
-        let refused_here = read(&self.counters.stale_fills_refused);
-        match &self.backend {
-            Backend::Local(local) => {
-                let counters = local.lock().counters();
-                stats.set_item("evictions", counters.evictions)?;
-                stats.set_item("expirations", counters.expirations)?;
-                stats.set_item("invalidations", counters.invalidations)?;
-                stats.set_item("stale_fills_refused", refused_here)?;
-                stats.set_item("keys", local.lock().len())?;
-            }
-            Backend::Remote(remote) => remote.stats(py, &stats, refused_here)?,
-        }
-        Ok(stats)
+        Ok(PyCacheStats {
+            hits,
+            misses,
+            hit_ratio: hit_ratio(hits, misses),
+            evictions: backend.evictions,
+            expirations: backend.expirations,
+            invalidations: backend.invalidations,
+            stale_fills_refused: refused_here,
+            keys: backend.keys,
+            loads: read(&self.counters.loads),
+            loads_coalesced: read(&self.counters.loads_coalesced),
+            load_seconds,
+            errors: backend.errors,
+            last_error: backend.last_error,
+            nodes: backend.nodes.unbind(),
+        })
+    }
+
+    fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
+        html(slf.as_any())
     }
 
     /// A decorator that caches a function's results by its arguments (their `repr`), for

@@ -9,7 +9,7 @@ use pyo3::types::PyDict;
 
 use super::super::errors::run_detached;
 use super::super::value::decode_py_value;
-use super::Floor;
+use super::{BackendFigures, Floor};
 use crate::cache::client::{Cluster, ClusterOptions, Lookup};
 use crate::cache::lru::Version;
 
@@ -150,46 +150,46 @@ impl Remote {
         run_detached(py, || self.cluster.invalidate_prefix(prefix))
     }
 
-    /// Adds the nodes' figures to `stats`: totals, and `nodes` by address.
-    pub(super) fn stats(
-        &self,
-        py: Python<'_>,
-        stats: &Bound<'_, PyDict>,
-        stale_fills_refused: u64,
-    ) -> PyResult<()> {
+    /// The nodes' figures: their sums, and each node's own by address.
+    pub(super) fn stats<'py>(&self, py: Python<'py>) -> PyResult<BackendFigures<'py>> {
         let reports = py.detach(|| self.cluster.nodes());
         let nodes = PyDict::new(py);
         let mut totals = [0u64; SUMMED.len()];
+        let mut keys = 0;
         for report in reports {
             let node = PyDict::new(py);
             node.set_item("state", report.standing.name())?;
             if let Some(info) = &report.info {
-                for (total, (field, name)) in totals.iter_mut().zip(SUMMED) {
-                    let value: u64 = info.get(field).and_then(|v| v.parse().ok()).unwrap_or(0);
-                    *total += value;
-                    node.set_item(name, value)?;
+                let field = |name: &str| -> u64 {
+                    info.get(name).and_then(|v| v.parse().ok()).unwrap_or(0)
+                };
+                for (total, (name, shown)) in totals.iter_mut().zip(SUMMED) {
+                    *total += field(name);
+                    node.set_item(shown, field(name))?;
                 }
-                for field in ["keyspace_hits", "keyspace_misses", "keys", "processed_lsn"] {
-                    let value: u64 = info.get(field).and_then(|v| v.parse().ok()).unwrap_or(0);
-                    node.set_item(field.trim_start_matches("keyspace_"), value)?;
+                keys += field("keys");
+                for name in ["keyspace_hits", "keyspace_misses", "keys", "processed_lsn"] {
+                    node.set_item(name.trim_start_matches("keyspace_"), field(name))?;
                 }
             }
             node.set_item("errors", report.failures)?;
             node.set_item("last_error", &report.last_error)?;
             nodes.set_item(&report.address, node)?;
         }
-        for (total, (_, name)) in totals.iter().zip(SUMMED) {
-            stats.set_item(name, total)?;
-        }
-        stats.set_item("stale_fills_refused", stale_fills_refused)?;
-        let failures = self
+        let [evictions, expirations, invalidations] = totals;
+        let (errors, last_error) = self
             .failures
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        stats.set_item("errors", failures.0)?;
-        stats.set_item("last_error", failures.1)?;
-        stats.set_item("nodes", nodes)?;
-        Ok(())
+        Ok(BackendFigures {
+            evictions,
+            expirations,
+            invalidations,
+            keys,
+            errors,
+            last_error,
+            nodes,
+        })
     }
 }

@@ -94,6 +94,14 @@ pub(crate) fn unix_to_datetime(
     epoch(py, true)?.call_method1("__add__", (delta,))
 }
 
+/// The aware UTC datetime `ms` milliseconds after the Unix epoch (clamped to `i64`).
+pub(crate) fn ms_to_datetime(py: Python<'_>, ms: u64) -> PyResult<Bound<'_, PyAny>> {
+    let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+    let nanos = u32::try_from(ms.rem_euclid(1000) * 1_000_000)
+        .expect("invariant: under a second of nanoseconds fits a u32");
+    unix_to_datetime(py, ms.div_euclid(1000), nanos)
+}
+
 /// Days since 1970-01-01 of a `date` (never a `datetime`: the caller tests that first).
 pub(crate) fn date_to_days(date: &Bound<'_, PyAny>) -> Result<i32, Refusal> {
     let ordinal: i64 = date

@@ -17,7 +17,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-pub(crate) use datetime::{datetime_to_unix, unix_to_datetime};
+pub(crate) use datetime::{datetime_to_unix, ms_to_datetime};
 pub(crate) use decode::decode_py_value;
 // `encode_py_value_with`, `EncodeOptions` and `Location` also serve the DataFrame paths.
 pub(crate) use encode::{encode_py_value, encode_py_value_with, encode_row_value, EncodeOptions};

@@ -1,0 +1,264 @@
+//! Where replication stands, as typed reports: `PrimaryStatus` (with a `ReplicaInfo` per
+//! replica), `Slot` and `ReplicaStatus`. Each has readable attributes, a one-line repr,
+//! `to_dict()` for JSON and `_repr_html_()` for Jupyter.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyIterator, PyList};
+
+use super::display::{html, plain};
+use super::value::ms_to_datetime;
+use crate::replication::primary::PrimaryStatus;
+use crate::replication::slots::Slot;
+use crate::replication::status::ReplicaLink;
+
+/// One replica as the primary sees it.
+#[pyclass(frozen, get_all, module = "replikv._core", name = "ReplicaInfo")]
+pub(crate) struct PyReplicaInfo {
+    name: String,
+    address: String,
+    state: &'static str,
+    sent_lsn: u64,
+    acked_lsn: u64,
+    lag_lsn: u64,
+    lag_bytes: u64,
+    lag_seconds: f64,
+    last_seen: Py<PyAny>,
+    sync_state: &'static str,
+}
+
+impl PyReplicaInfo {
+    fn new(py: Python<'_>, link: ReplicaLink) -> PyResult<Self> {
+        Ok(Self {
+            name: link.name,
+            address: link.address,
+            state: link.state.name(),
+            sent_lsn: link.sent_lsn,
+            acked_lsn: link.acked_lsn,
+            lag_lsn: link.lag_lsn,
+            lag_bytes: link.lag_bytes,
+            lag_seconds: link.lag_seconds,
+            last_seen: ms_to_datetime(py, link.last_seen_ms)?.unbind(),
+            sync_state: link.sync_state.name(),
+        })
+    }
+}
+
+#[pymethods]
+impl PyReplicaInfo {
+    /// The fields as JSON-able values (`last_seen` in ISO 8601).
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let fields = PyDict::new(py);
+        fields.set_item("name", &self.name)?;
+        fields.set_item("address", &self.address)?;
+        fields.set_item("state", self.state)?;
+        fields.set_item("sync_state", self.sync_state)?;
+        fields.set_item("sent_lsn", self.sent_lsn)?;
+        fields.set_item("acked_lsn", self.acked_lsn)?;
+        fields.set_item("lag_lsn", self.lag_lsn)?;
+        fields.set_item("lag_bytes", self.lag_bytes)?;
+        fields.set_item("lag_seconds", self.lag_seconds)?;
+        fields.set_item("last_seen", &self.last_seen)?;
+        plain(&fields)
+    }
+
+    fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
+        html(slf.as_any())
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "ReplicaInfo(name={:?}, state={:?}, sync_state={:?}, acked_lsn={}, lag_lsn={}, \
+             lag_seconds={:.3})",
+            self.name, self.state, self.sync_state, self.acked_lsn, self.lag_lsn, self.lag_seconds
+        )
+    }
+}
+
+/// A primary's status: its position, whether sync writes can complete, and every replica
+/// seen since start (iterating over it, or `len()`, goes over the replicas).
+#[pyclass(frozen, get_all, module = "replikv._core", name = "PrimaryStatus")]
+pub(crate) struct PyPrimaryStatus {
+    address: String,
+    last_lsn: u64,
+    epoch: u64,
+    sync_state: &'static str,
+    rejected: u64,
+    last_rejection: Option<String>,
+    replicas: Py<PyList>,
+}
+
+impl PyPrimaryStatus {
+    /// The status of the primary at `address`.
+    pub(super) fn new(py: Python<'_>, address: String, status: PrimaryStatus) -> PyResult<Self> {
+        let replicas = status
+            .replicas
+            .into_iter()
+            .map(|link| PyReplicaInfo::new(py, link))
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(Self {
+            address,
+            last_lsn: status.last_lsn,
+            epoch: status.epoch,
+            sync_state: status.sync_state.name(),
+            rejected: status.rejected,
+            last_rejection: status.last_rejection,
+            replicas: PyList::new(py, replicas)?.unbind(),
+        })
+    }
+}
+
+#[pymethods]
+impl PyPrimaryStatus {
+    fn __len__(&self, py: Python<'_>) -> usize {
+        self.replicas.bind(py).len()
+    }
+
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyIterator>> {
+        self.replicas.bind(py).try_iter()
+    }
+
+    /// The fields as JSON-able values, each replica as its own `to_dict()`.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let fields = PyDict::new(py);
+        fields.set_item("address", &self.address)?;
+        fields.set_item("last_lsn", self.last_lsn)?;
+        fields.set_item("epoch", self.epoch)?;
+        fields.set_item("sync_state", self.sync_state)?;
+        fields.set_item("rejected", self.rejected)?;
+        fields.set_item("last_rejection", &self.last_rejection)?;
+        fields.set_item("replicas", self.replicas.bind(py))?;
+        plain(&fields)
+    }
+
+    fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
+        html(slf.as_any())
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        format!(
+            "PrimaryStatus(address={:?}, last_lsn={}, epoch={}, sync_state={:?}, replicas={})",
+            self.address,
+            self.last_lsn,
+            self.epoch,
+            self.sync_state,
+            self.replicas.bind(py).len()
+        )
+    }
+}
+
+/// A durable slot: the log is kept for this replica from `acked_lsn` on.
+#[pyclass(frozen, get_all, module = "replikv._core", name = "Slot")]
+pub(crate) struct PySlot {
+    name: String,
+    acked_lsn: u64,
+    created: Py<PyAny>,
+    fsync: bool,
+}
+
+impl PySlot {
+    pub(super) fn new(py: Python<'_>, slot: Slot) -> PyResult<Self> {
+        Ok(Self {
+            name: slot.name,
+            acked_lsn: slot.acked_lsn,
+            created: ms_to_datetime(py, slot.created_ms)?.unbind(),
+            fsync: slot.fsync,
+        })
+    }
+}
+
+#[pymethods]
+impl PySlot {
+    /// The fields as JSON-able values (`created` in ISO 8601).
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let fields = PyDict::new(py);
+        fields.set_item("name", &self.name)?;
+        fields.set_item("acked_lsn", self.acked_lsn)?;
+        fields.set_item("created", &self.created)?;
+        fields.set_item("fsync", self.fsync)?;
+        plain(&fields)
+    }
+
+    fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
+        html(slf.as_any())
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Slot(name={:?}, acked_lsn={}, fsync={})",
+            self.name,
+            self.acked_lsn,
+            if self.fsync { "True" } else { "False" }
+        )
+    }
+}
+
+/// A replica's status: its link to the primary, its position and lag, and what it did
+/// about a fork.
+#[pyclass(frozen, get_all, module = "replikv._core", name = "ReplicaStatus")]
+pub(crate) struct PyReplicaStatus {
+    pub(super) name: String,
+    pub(super) primary: String,
+    pub(super) state: &'static str,
+    pub(super) applied_lsn: u64,
+    pub(super) flushed_lsn: u64,
+    pub(super) primary_last_lsn: u64,
+    pub(super) lag_lsn: u64,
+    pub(super) lag_seconds: f64,
+    pub(super) epoch: u64,
+    pub(super) primary_quorum: u64,
+    pub(super) primary_members: u64,
+    pub(super) primary_peers: Vec<(String, String)>,
+    pub(super) connections: u64,
+    pub(super) snapshots: u64,
+    pub(super) snapshot_progress: Option<(u64, u64)>,
+    pub(super) last_error: Option<String>,
+    pub(super) diverged: Option<Py<PyDict>>,
+    pub(super) resyncs: u64,
+    pub(super) last_resync: Option<Py<PyDict>>,
+}
+
+#[pymethods]
+impl PyReplicaStatus {
+    /// The fields as JSON-able values (NaN lag as `None`, bytes keys as
+    /// `{"$base64": ...}`).
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let fields = PyDict::new(py);
+        fields.set_item("name", &self.name)?;
+        fields.set_item("primary", &self.primary)?;
+        fields.set_item("state", self.state)?;
+        fields.set_item("applied_lsn", self.applied_lsn)?;
+        fields.set_item("flushed_lsn", self.flushed_lsn)?;
+        fields.set_item("primary_last_lsn", self.primary_last_lsn)?;
+        fields.set_item("lag_lsn", self.lag_lsn)?;
+        fields.set_item("lag_seconds", self.lag_seconds)?;
+        fields.set_item("epoch", self.epoch)?;
+        fields.set_item("primary_quorum", self.primary_quorum)?;
+        fields.set_item("primary_members", self.primary_members)?;
+        fields.set_item("primary_peers", &self.primary_peers)?;
+        fields.set_item("connections", self.connections)?;
+        fields.set_item("snapshots", self.snapshots)?;
+        fields.set_item("snapshot_progress", self.snapshot_progress)?;
+        fields.set_item("last_error", &self.last_error)?;
+        fields.set_item("diverged", &self.diverged)?;
+        fields.set_item("resyncs", self.resyncs)?;
+        fields.set_item("last_resync", &self.last_resync)?;
+        plain(&fields)
+    }
+
+    fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
+        html(slf.as_any())
+    }
+
+    fn __repr__(&self) -> String {
+        let error = self
+            .last_error
+            .as_ref()
+            .map(|e| format!(", last_error={e:?}"))
+            .unwrap_or_default();
+        format!(
+            "ReplicaStatus(name={:?}, state={:?}, applied_lsn={}, lag_lsn={}, \
+             lag_seconds={:.3}, epoch={}{error})",
+            self.name, self.state, self.applied_lsn, self.lag_lsn, self.lag_seconds, self.epoch
+        )
+    }
+}
