@@ -1,19 +1,26 @@
-"""Every notebook under notebooks/ runs top to bottom without an error."""
+"""Every notebook under notebooks/ runs top to bottom without an error (on small data), shows
+what it promises (its plots among it), removes its files, and is stored without outputs."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-# Something each notebook must show when it ran through.
+# Per notebook: a text it must print once it ran through, and how many plots it draws.
 EXPECTED = {
-    "quickstart.ipynb": "Receipt(lsn=",
-    "replicas.ipynb": "replica stores are read-only",
+    "01_quickstart.ipynb": (": delete None", 1),
+    "02_replication.ipynb": ("confirmed consent writes lost: 0 of", 2),
+    "03_caching.ipynb": ("after put: {'name': 'User 1', 'newsletter': False", 2),
 }
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+
+
+def read(path: Path) -> Any:
+    return nbformat.read(path, as_version=4)  # type: ignore[no-untyped-call]
 
 
 def test_every_notebook_has_an_expectation() -> None:
@@ -22,17 +29,27 @@ def test_every_notebook_has_an_expectation() -> None:
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_runs_without_errors_and_removes_its_files(
+def test_notebook_is_stored_without_outputs(path: Path) -> None:
+    code = [cell for cell in read(path).cells if cell.cell_type == "code"]
+    assert code
+    assert [(c.execution_count, c.outputs) for c in code] == [(None, [])] * len(code), (
+        f"{path.name} holds outputs: clear them before committing"
+    )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_runs_on_small_data_and_removes_its_files(
     path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    notebook = nbformat.read(path, as_version=4)  # type: ignore[no-untyped-call]
+    notebook = read(path)
     resources = {"metadata": {"path": str(tmp_path / "cwd")}}
     (tmp_path / "cwd").mkdir()
-    # The kernel inherits TMPDIR: whatever the notebook puts in a temporary directory lands
-    # here, and must be gone once it ran (each run used to leave a store behind in /tmp).
+    # The kernel inherits the environment: TMPDIR puts whatever the notebook keeps in a
+    # temporary directory here, where it must be gone once it ran.
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setenv("REPLIKV_NOTEBOOK_SMALL", "1")
     client = NotebookClient(notebook, timeout=120, kernel_name="python3", resources=resources)
     client.execute()
     assert not list(scratch.glob("replikv-*")), "the notebook left its files behind"
@@ -40,4 +57,6 @@ def test_notebook_runs_without_errors_and_removes_its_files(
     assert not [o for o in outputs if o.get("output_type") == "error"]
     texts = "".join(str(o.get("data", {}).get("text/plain", "")) for o in outputs)
     streams = "".join(str(o.get("text", "")) for o in outputs if o.get("output_type") == "stream")
-    assert EXPECTED[path.name] in texts + streams
+    text, plots = EXPECTED[path.name]
+    assert text in texts + streams
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == plots
