@@ -1,7 +1,9 @@
 """The ``replikv`` command: one module per family of subcommands.
 
 ``demo`` tours the API; ``primary``, ``replica``, ``promote`` and friends run and operate a
-replicated deployment; ``scrub`` and ``detach`` check and free a store's directory.
+replicated deployment; ``ls``, ``get``, ``scan``, ``changes``, ``export`` and ``import`` look
+into a store and move data in and out; ``scrub`` and ``detach`` check and free a store's
+directory.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from .._cache_cli import add_command as add_cache_command
 from .._operator import add_operator_commands
 from .._serve import add_commands
 from .._verify import add_command as add_verify_command
-from . import demo, maintenance
+from . import data, demo, maintenance, transfer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,8 +45,28 @@ def _parser() -> argparse.ArgumentParser:
     add_operator_commands(commands)
     add_verify_command(commands)
     add_cache_command(commands)
+    data.add_commands(commands)
+    transfer.add_commands(commands)
     maintenance.add_commands(commands)
+    for command in commands.choices.values():
+        command.formatter_class = _DefaultsFormatter
     return parser
+
+
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Ends each option's help with its default, unless the help already names it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default: " in text or not action.option_strings or action.default is argparse.SUPPRESS:
+            return text
+        if action.required:
+            return f"{text} (required)"
+        if action.nargs == 0:  # a flag: off unless given
+            return f"{text} (default: off)"
+        if action.default is None:
+            return text  # such options say in words what their absence means
+        return f"{text} (default: %(default)s)"
 
 
 def _tolerate_unencodable_output() -> None:

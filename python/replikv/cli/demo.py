@@ -70,7 +70,7 @@ def add_command(commands: Any) -> None:
         "--dir",
         type=Path,
         metavar="DIR",
-        help="create the store here (a new or empty directory) instead of a temporary one",
+        help="create the store here, a new or empty directory (default: a temporary one)",
     )
     demo.add_argument("--keep", action="store_true", help="keep the store and print where it is")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -10,6 +10,7 @@ from typing import Any
 
 from .._core import Store
 from ..exceptions import ReplikvError
+from .opening import is_store
 
 
 def add_commands(commands: Any) -> None:
@@ -42,7 +43,7 @@ def add_commands(commands: Any) -> None:
 
 
 def _existing_store(command: str, directory: Path) -> bool:
-    if (directory / "tables.redb").is_file():
+    if is_store(directory):
         return True
     print(f"replikv {command}: error: {directory} is not a replikv store", file=sys.stderr)
     return False
