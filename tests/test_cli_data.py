@@ -352,6 +352,14 @@ def held_store(store_dir: Path) -> Iterator[tuple[Path, int]]:
             child.stdout.close()
 
 
+def test_store_locked_error_carries_the_holders_pid(held_store: tuple[Path, int]) -> None:
+    store_dir, pid = held_store
+    with pytest.raises(replikv.StoreLockedError) as raised:
+        replikv.Store(store_dir)
+    assert raised.value.pid == pid
+    assert str(pid) in str(raised.value)
+
+
 @pytest.mark.parametrize(
     "command",
     [

@@ -18,6 +18,7 @@ from typing import IO, Any
 from .._core import Store
 from .._progress import ProgressBar
 from .._store import Key
+from .data import require_table
 from .opening import USAGE, CommandError, open_store, run_command
 from .render import RENDERING_HELP, csv_cell, from_json, to_json
 
@@ -99,8 +100,6 @@ def _batch_rows(text: str) -> int:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from .data import require_table
-
     if args.format == "parquet":
         pyarrow_parquet = _pyarrow_parquet()
         if args.output is None:
