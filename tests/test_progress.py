@@ -190,3 +190,27 @@ def test_a_notebook_without_ipywidgets_gets_the_text_bar_and_no_warning(tmp_path
     assert run.returncode == 0, run.stderr
     assert "IProgress" not in run.stderr
     assert "100/100" in run.stderr
+
+
+def test_a_notebook_with_ipywidgets_gets_the_widget_bar(tmp_path: Path) -> None:
+    run = run_python(
+        """
+        import importlib.machinery, sys, types
+        widgets = types.ModuleType("ipywidgets")  # stands for an installed ipywidgets
+        widgets.__spec__ = importlib.machinery.ModuleSpec("ipywidgets", None)
+        sys.modules["ipywidgets"] = widgets
+        sys.modules["ipykernel.zmqshell"] = types.ModuleType("ipykernel.zmqshell")  # a kernel
+        from replikv import _progress
+        from tqdm.notebook import tqdm
+        assert _progress._bar_class() is tqdm
+        """,
+        tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+
+
+def test_a_terminal_gets_the_text_bar() -> None:
+    from tqdm.std import tqdm
+
+    assert "ipykernel.zmqshell" not in sys.modules
+    assert _progress._bar_class() is tqdm

@@ -71,8 +71,9 @@ def add_commands(commands: Any) -> None:
         help="print change-log entries as JSON lines",
         description="Print the entries of the store's change log after LSN, one JSON object "
         "per line: lsn, epoch, timestamp and its ops (kind, table, key, and value for a put). "
-        "With --follow it keeps the store open and prints each new entry as it is appended, "
-        "until Ctrl-C (exit code 0). The store must not be open in another process.",
+        "With --follow it keeps looking for new entries until Ctrl-C (exit code 0). The "
+        "store must not be open in another process, and it stays open (so held) while this "
+        "runs: --follow cannot yet tail a store that a running primary writes.",
         epilog=RENDERING_HELP,
     )
     changes.add_argument("dir", type=Path, metavar="DIR", help="the store's directory")
