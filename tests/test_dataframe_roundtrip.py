@@ -6,6 +6,7 @@ missing value comes back as numpy int64 / bool (with one, as pandas' Int64 / boo
 from __future__ import annotations
 
 import datetime as dt
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,9 @@ def test_put_dataframe_then_to_pandas_gives_back_the_frame(
     tmp_path: Path, generated: tuple[pd.DataFrame, list[str]]
 ) -> None:
     df, kinds = generated
-    with replikv.Store(tmp_path / f"s{id(df)}") as store:
+    # A directory of its own per example: id(df) was reused once an example's frame was freed,
+    # and the next example then read the rows of an earlier one.
+    with replikv.Store(tempfile.mkdtemp(dir=tmp_path)) as store:
         store.put_dataframe("t", df, key="email")
         back = store.table("t").to_pandas(key_name="email")
     for name in back.columns:

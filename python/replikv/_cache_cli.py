@@ -30,9 +30,19 @@ def add_command(commands: Any) -> None:
     )
     node.add_argument("--listen", default="127.0.0.1:7500", metavar="ADDR", help="host:port")
     node.add_argument("--capacity", type=positive, default=100_000, metavar="N", help="entries")
-    node.add_argument("--max-bytes", type=positive, default=None, metavar="N", help="bytes")
-    node.add_argument("--ttl", type=float, default=None, metavar="S", help="default entry TTL")
-    node.add_argument("--follow", metavar="ADDR", help="the primary whose log it follows")
+    node.add_argument(
+        "--max-bytes", type=positive, default=None, metavar="N", help="bytes (default: no limit)"
+    )
+    node.add_argument(
+        "--ttl",
+        type=float,
+        default=None,
+        metavar="S",
+        help="entries' TTL in seconds (default: none)",
+    )
+    node.add_argument(
+        "--follow", metavar="ADDR", help="the primary whose log it follows (default: none)"
+    )
     node.add_argument(
         "--token",
         default=os.environ.get(TOKEN_ENV),

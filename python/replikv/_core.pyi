@@ -354,8 +354,9 @@ class Store:
         Args:
             table: the table to write.
             rows: an iterable of ``(key, value)`` tuples, or a mapping.
-            progress: ``True`` shows a progress bar (tqdm, notebook-aware); a callable is
-                called with the number of rows encoded so far.
+            progress: ``True`` shows a progress bar (a widget in Jupyter, one line in a
+                terminal; its total is ``len(rows)`` when ``rows`` has one); a callable
+                is called with the number of rows encoded so far.
             durability: as for ``put``.
 
         Ctrl-C while the rows are encoded raises ``KeyboardInterrupt`` with nothing
@@ -434,7 +435,8 @@ class Store:
 
         One transaction, or one per ``batch_rows`` rows (then the receipt is the last one's).
         ``naive="utc"`` takes timestamps without a time zone as UTC; by default they are
-        refused.
+        refused. ``progress=True`` shows a bar whose total is the data's ``num_rows`` (or
+        ``len()``) when it has one; a callable is called with the rows written so far.
 
         Raises:
             TypeError: a cell of a type that cannot be stored (the message names its key and
@@ -458,7 +460,8 @@ class Store:
         encoded value by value in Rust.
         Writes the rows of a pandas DataFrame keyed by the column ``key`` (the index if
         None); the other columns become each row's dict. NaN, None, ``pd.NA`` and ``pd.NaT``
-        are stored as None. Needs ``pip install 'replikv[pandas]'``.
+        are stored as None. Needs ``pip install 'replikv[pandas]'``. ``progress=True``
+        shows a bar out of the frame's rows; a callable is called with the rows so far.
 
         Raises:
             ImportError: pandas or pyarrow is not installed.
@@ -987,14 +990,24 @@ class Replica:
     def name(self) -> str:
         """Its name: its slot on the primary (defaults to the directory's name)."""
     @property
-    def applied_lsn(self) -> int:
-        """The last LSN applied here."""
-    def wait_for(self, lsn: int, timeout: float = 5.0) -> bool:
-        """Waits until `lsn` is applied here; returns whether it was within `timeout` (in
-        seconds; an infinite timeout waits for ever).
+    def applied_lsn(self) -> int: ...
+    def wait_for(
+        self,
+        lsn: int,
+        timeout: float = 5.0,
+        progress: bool | Callable[[str, int, int], object] | None = None,
+    ) -> bool:
+        """Waits until ``lsn`` is applied here; returns whether it was in time.
 
-        Raises `ReplicationError` with the primary's reason once the link has failed for
-        good (a wrong token, a diverged history), rather than waiting for nothing.
+        ``timeout`` is in seconds; ``float("inf")`` waits for ever. ``progress=True`` shows
+        the seeding (snapshot rows received of the snapshot's rows) and then the catch-up
+        (log entries applied of those up to ``lsn``) as progress bars (a widget in Jupyter,
+        one line each in a terminal); a callable is called a few times a second with
+        ``(stage, done, total)``, ``stage`` being ``"snapshot"`` or ``"catch-up"``.
+
+        Raises:
+            ReplicationError: the link failed for good (a wrong token, a diverged
+                history): the primary's reason, rather than a wait for nothing.
         """
     def get(
         self, table: str, key: _Key, default: Any = None, *, min_lsn: int = 0, timeout: float = 1.0

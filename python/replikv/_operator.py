@@ -49,7 +49,9 @@ def add_operator_commands(commands: Any) -> None:
     follow.add_argument("address", metavar="ADDR", help="the replica's --listen host:port")
     follow.add_argument("--primary", required=True, metavar="PRIMARY", help="host:port")
     follow.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=token_help)
-    follow.add_argument("--timeout", type=float, default=5.0, metavar="S")
+    follow.add_argument(
+        "--timeout", type=float, default=5.0, metavar="S", help="seconds to wait for an answer"
+    )
     follow.set_defaults(run=_run_follow)
 
 

@@ -22,6 +22,9 @@ from ._roles import run_roles, stop_on_sigterm
 from .exceptions import ReplikvError
 
 TOKEN_ENV = "REPLIKV_TOKEN"
+#: The replica table's column widths under --status-every, where rows of later reports
+#: must line up under a header printed once.
+WIDTHS = (12, 21, 10, 8, 10, 10, 8, 7, 11, 12)
 
 
 def add_commands(commands: Any) -> None:
@@ -48,7 +51,7 @@ def add_commands(commands: Any) -> None:
         "--sync-tables",
         default="",
         metavar="T1,T2",
-        help="tables whose writes are sync by default (the others are async)",
+        help="tables whose writes are sync by default (default: none; the others are async)",
     )
     primary.add_argument(
         "--sync-timeout", type=float, default=5.0, metavar="S", help="how long a sync write waits"
@@ -75,7 +78,8 @@ def add_commands(commands: Any) -> None:
         metavar="ADDR",
         help=(
             "host:port where other members ask this replica to raise its epoch when one of "
-            "them is promoted (without it, a promotion cannot count this replica)"
+            "them is promoted (default: none; without it, a promotion cannot count this "
+            "replica)"
         ),
     )
     replica.add_argument(
@@ -121,7 +125,9 @@ def add_commands(commands: Any) -> None:
     )
     status.add_argument("address", metavar="ADDR", help="the primary's or cache node's host:port")
     status.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=token_help)
-    status.add_argument("--timeout", type=float, default=5.0, metavar="S")
+    status.add_argument(
+        "--timeout", type=float, default=5.0, metavar="S", help="seconds to wait for an answer"
+    )
     status.set_defaults(run=_run_status)
 
 
@@ -150,10 +156,13 @@ def _run_primary(args: argparse.Namespace) -> int:
                 f"(last LSN {store.last_lsn}, epoch {store.epoch}; quorum {args.quorum}, {sync})",
                 flush=True,
             )
+            header_shown = [False]
             failure = run_roles(
                 primary,
                 args.status_every,
-                lambda serving: _print_replicas(serving.status().replicas),
+                lambda serving: _print_replicas(
+                    serving.status().replicas, header_shown=header_shown
+                ),
                 _replica_progress,
             )
     except (ReplikvError, OSError, ValueError) as problem:
@@ -206,10 +215,13 @@ def _run_replica(args: argparse.Namespace) -> int:
                         flush=True,
                     )
 
+            header_shown = [False]
             failure = run_roles(
                 replica,
                 args.status_every,
-                lambda serving: _print_replicas(serving.status().replicas),
+                lambda serving: _print_replicas(
+                    serving.status().replicas, header_shown=header_shown
+                ),
                 progress,
             )
     except (ReplikvError, OSError, ValueError) as problem:
@@ -268,7 +280,10 @@ def _run_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_replicas(replicas: list[ReplicaInfo]) -> None:
+def _print_replicas(replicas: list[ReplicaInfo], *, header_shown: list[bool] | None = None) -> None:
+    """Prints the replicas as a table. With ``header_shown`` (one flag shared by the periodic
+    reports of ``--status-every``), the header is printed once and the columns keep fixed
+    widths so that later reports line up under it."""
     if not replicas:
         print("  no replica has connected")
         return
@@ -302,6 +317,12 @@ def _print_replicas(replicas: list[ReplicaInfo]) -> None:
                 f"{seen:.1f} s ago",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    if header_shown is None:
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    else:
+        widths = [max(len(name), minimum) for name, minimum in zip(header, WIDTHS, strict=True)]
+        if header_shown[0]:
+            rows = rows[1:]
+        header_shown[0] = True
     for row in rows:
         print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))

@@ -1,4 +1,4 @@
-"""Pure-Python helpers of ``Store``: tables as mappings and the bulk-load progress bar."""
+"""Pure-Python helpers of ``Store``: tables as mappings."""
 
 from __future__ import annotations
 
@@ -9,26 +9,6 @@ from . import _core
 
 Key = str | bytes | int
 _MISSING = object()
-
-
-class ProgressBar:
-    """The bar ``put_many(..., progress=True)`` shows: tqdm, notebook-aware.
-
-    Called with the number of rows encoded so far; closed by ``put_many`` when done.
-    """
-
-    def __init__(self, description: str, total: int | None) -> None:
-        from tqdm.auto import tqdm
-
-        self._bar = tqdm(total=total, desc=description, unit="rows")
-        self._done = 0
-
-    def __call__(self, done: int) -> None:
-        self._bar.update(done - self._done)
-        self._done = done
-
-    def close(self) -> None:
-        self._bar.close()
 
 
 class Table(MutableMapping[Key, Any]):

@@ -78,7 +78,12 @@ class StorePermissionError(ReplikvOSError, PermissionError):
 
 
 class StoreLockedError(ReplikvOSError, BlockingIOError):
-    """The store directory is already open in another process (its pid is in the message)."""
+    """The store directory is already open in another process (its pid is in the message).
+
+    ``pid`` is that process's id, or ``None`` when its lock file could not be read.
+    """
+
+    pid: int | None = None
 
 
 class NetworkError(ReplikvOSError):

@@ -9,7 +9,7 @@ use pyo3::types::{PyCapsule, PyList};
 use pyo3_arrow::ffi::to_schema_pycapsule;
 use pyo3_arrow::{PyArray, PyRecordBatchReader};
 
-use super::store::{commit_ops, Progress};
+use super::store::{commit_ops, Progress, PROGRESS_EVERY};
 use super::types::PyReceipt;
 use super::value::{decode_py_value, encode_py_value_with, EncodeOptions, Location};
 use crate::arrow::{
@@ -406,6 +406,15 @@ fn field_order(load: &Load<'_>, schema: &SchemaRef) -> Vec<String> {
     }
 }
 
+/// The rows of Arrow data, when it says (a pyarrow `Table` or `RecordBatch`, a polars
+/// `DataFrame`): the total of its progress bar. A stream of unknown length gives `None`.
+fn row_count(data: &Bound<'_, PyAny>) -> Option<usize> {
+    match data.getattr("num_rows") {
+        Ok(rows) => rows.extract().ok(),
+        Err(_) => data.len().ok(),
+    }
+}
+
 /// Writes every row of an Arrow stream (anything with `__arrow_c_stream__`) into `table`:
 /// one transaction, or one per `batch_rows` rows. Returns the last transaction's receipt.
 pub(crate) fn put(
@@ -430,7 +439,7 @@ pub(crate) fn put(
         py,
         load.progress.as_ref(),
         &format!("put {}", load.table),
-        || None::<usize>,
+        || row_count(data),
     )?;
     let mut ops: Vec<Op> = Vec::new();
     let mut receipt = None;
@@ -455,6 +464,11 @@ pub(crate) fn put(
         )?;
         for row in 0..batch.num_rows() {
             ops.push(rows.op(row)?);
+            if ops.len().is_multiple_of(PROGRESS_EVERY) {
+                if let Some(callback) = progress.callback() {
+                    callback.call1((written + ops.len(),))?;
+                }
+            }
             if load.batch_rows.is_some_and(|n| ops.len() >= n) {
                 written += ops.len();
                 receipt = Some(commit_ops(

@@ -54,11 +54,16 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
     let message = err.to_string();
     match err {
         Error::Store(StoreError::Closed { .. }) => raise(py, "StoreClosed", (message,)),
-        Error::Store(StoreError::Locked { path, .. }) => raise(
-            py,
-            "StoreLockedError",
-            (libc::EWOULDBLOCK, message, path.display().to_string()),
-        ),
+        Error::Store(StoreError::Locked { path, owner }) => {
+            let err = raise(
+                py,
+                "StoreLockedError",
+                (libc::EWOULDBLOCK, message, path.display().to_string()),
+            );
+            // An exception that refuses the attribute is still raised as it is.
+            drop(err.value(py).setattr("pid", owner));
+            err
+        }
         Error::Store(StoreError::ReadOnly { .. }) => raise(py, "ReadOnlyError", (message,)),
         Error::Store(StoreError::Inherited { .. }) => raise(py, "InheritedHandleError", (message,)),
         Error::Store(StoreError::OutOfOrder { .. } | StoreError::AlreadyServed { .. }) => {

@@ -1,11 +1,11 @@
 //! `Replica`: follows a primary into a local, read-only store; promotes it at run time.
 
 use std::fmt::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyBool, PyTuple};
 
 use super::args::{non_negative, seconds, timeout as wait_limit};
 use super::display::html;
@@ -19,6 +19,9 @@ use crate::fork::ParentOnly;
 use crate::replication::replica::{OnDiverge, Replica, ReplicaOptions};
 use crate::replication::status::{lag_seconds, LinkState};
 use crate::store::StoreOptions;
+
+/// How often `wait_for(progress=...)` reports: a few times a second.
+const REPORT_EVERY: Duration = Duration::from_millis(200);
 
 /// Follows a primary into a local store that readers can use while it applies.
 ///
@@ -138,13 +141,39 @@ impl PyReplica {
     /// Waits until `lsn` is applied here; returns whether it was within `timeout` (in
     /// seconds; an infinite timeout waits for ever).
     ///
+    /// `progress=True` shows the seeding (snapshot rows) and then the catch-up (log
+    /// entries) as progress bars; a callable is called with `(stage, done, total)`, stage
+    /// `"snapshot"` or `"catch-up"`, a few times a second.
+    ///
     /// Raises `ReplicationError` with the primary's reason once the link has failed for
     /// good (a wrong token, a diverged history), rather than waiting for nothing.
-    #[pyo3(signature = (lsn, timeout = 5.0))]
-    fn wait_for(&self, py: Python<'_>, lsn: i128, timeout: f64) -> PyResult<bool> {
+    #[pyo3(signature = (lsn, timeout = 5.0, progress = None))]
+    fn wait_for(
+        &self,
+        py: Python<'_>,
+        lsn: i128,
+        timeout: f64,
+        progress: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
         let lsn = non_negative("lsn", lsn)?;
         let timeout = wait_limit("timeout", timeout)?;
-        self.wait_applied(py, lsn, timeout)
+        let Some(progress) = progress.filter(|p| !p.is_none()) else {
+            return self.wait_applied(py, lsn, timeout);
+        };
+        if !progress.is_instance_of::<PyBool>() {
+            return self.wait_reporting(py, lsn, timeout, progress);
+        }
+        if !progress.is_truthy()? {
+            return self.wait_applied(py, lsn, timeout);
+        }
+        let description = format!("replica {}", self.replica.name());
+        let bars = py
+            .import("replikv._progress")?
+            .getattr("StagedProgress")?
+            .call1((description,))?;
+        let waited = self.wait_reporting(py, lsn, timeout, &bars);
+        bars.call_method0("close")?;
+        waited
     }
 
     /// Reads ``key`` once ``min_lsn`` is applied (read-your-writes).
@@ -389,6 +418,43 @@ impl PyReplica {
 impl PyReplica {
     /// Waits until `lsn` is applied here (or `timeout`); a link that failed for good
     /// raises its reason instead of letting the caller wait for nothing.
+    /// As `wait_applied`, calling `report(stage, done, total)` every `REPORT_EVERY`: the
+    /// replica applies on its own threads meanwhile, and never waits for the GIL.
+    fn wait_reporting(
+        &self,
+        py: Python<'_>,
+        lsn: u64,
+        timeout: Option<Duration>,
+        report: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let mut catch_up_from = Some(self.replica.store().last_lsn());
+        loop {
+            let slice = deadline.map_or(REPORT_EVERY, |d| {
+                d.saturating_duration_since(Instant::now())
+                    .min(REPORT_EVERY)
+            });
+            let reached = self.wait_applied(py, lsn, Some(slice))?;
+            let (stage, done, total) = if let Some((received, rows)) = self.replica.state().snapshot
+            {
+                catch_up_from = None;
+                ("snapshot", received, rows)
+            } else {
+                let applied = self.replica.store().last_lsn();
+                let from = *catch_up_from.get_or_insert(applied);
+                (
+                    "catch-up",
+                    applied.saturating_sub(from),
+                    lsn.saturating_sub(from),
+                )
+            };
+            report.call1((stage, done.min(total), total))?;
+            if reached || deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(reached);
+            }
+        }
+    }
+
     fn wait_applied(&self, py: Python<'_>, lsn: u64, timeout: Option<Duration>) -> PyResult<bool> {
         owned(py, self.replica.store())?;
         let store = self.replica.store();

@@ -23,7 +23,7 @@ use crate::codec::Op;
 use crate::store::{Committed, Durability, Store, StoreOptions};
 
 /// How many rows `put_many` encodes between two progress calls.
-const PROGRESS_EVERY: usize = 8192;
+pub(crate) const PROGRESS_EVERY: usize = 8192;
 /// How many rows `put_many` encodes between two checks for Ctrl-C (a few milliseconds).
 const SIGNAL_EVERY: usize = 1024;
 
@@ -712,7 +712,7 @@ impl<'py> Progress<'py> {
             });
         }
         let callback = if progress.is_truthy()? {
-            let bar = py.import("replikv._store")?.getattr("ProgressBar")?;
+            let bar = py.import("replikv._progress")?.getattr("ProgressBar")?;
             Some(bar.call1((description, total()))?)
         } else {
             None

@@ -1,0 +1,246 @@
+"""``replikv ls``, ``get``, ``scan`` and ``changes``: looking into a store from a shell."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .._core import Change, Store
+from .._store import Key
+from .opening import USAGE, CommandError, open_store, run_command
+from .render import RENDERING_HELP, to_json
+
+KEY_TYPES = ("str", "int", "hex")
+KEY_TYPE_HELP = (
+    "how KEY is written: str (as is), int (a 64-bit integer, e.g. an event id) or hex "
+    "(a bytes key, its bytes in hex)"
+)
+MISSING = object()
+
+
+def add_commands(commands: Any) -> None:
+    """Adds ``ls``, ``get``, ``scan`` and ``changes`` to the ``replikv`` subcommands."""
+    ls = commands.add_parser(
+        "ls",
+        help="list a store's tables with their rows, its LSN and its disk use",
+        description="List the tables of the store in DIR with their row counts, the store's "
+        "last LSN and the bytes it takes on disk.",
+    )
+    ls.add_argument("dir", type=Path, metavar="DIR", help="the store's directory")
+    ls.add_argument("--json", action="store_true", help="print the listing as one JSON object")
+    ls.set_defaults(run=run_command("ls", _run_ls))
+
+    get = commands.add_parser(
+        "get",
+        help="print one value as JSON",
+        description="Print the value under KEY in TABLE as one line of JSON; exits 1 if "
+        "there is none. An int key needs --key-type int: '42' and 42 are different keys.",
+        epilog=RENDERING_HELP,
+    )
+    get.add_argument("dir", type=Path, metavar="DIR", help="the store's directory")
+    get.add_argument("table", metavar="TABLE", help="the table")
+    get.add_argument("key", metavar="KEY", help="the key, written as --key-type says")
+    get.add_argument("--key-type", choices=KEY_TYPES, default="str", help=KEY_TYPE_HELP)
+    get.set_defaults(run=run_command("get", _run_get))
+
+    scan = commands.add_parser(
+        "scan",
+        help="print rows in key order as JSON lines",
+        description='Print the rows of TABLE in key order, one {"key": ..., "value": ...} '
+        "JSON object per line.",
+        epilog=RENDERING_HELP,
+    )
+    scan.add_argument("dir", type=Path, metavar="DIR", help="the store's directory")
+    scan.add_argument("table", metavar="TABLE", help="the table")
+    scan.add_argument(
+        "--prefix", metavar="P", help="only keys that start with P (default: every key)"
+    )
+    scan.add_argument(
+        "--hex", action="store_true", help="P is a bytes prefix written in hex (default: text)"
+    )
+    scan.add_argument(
+        "--limit", type=_count, metavar="N", help="at most N rows (default: no limit)"
+    )
+    scan.set_defaults(run=run_command("scan", _run_scan))
+
+    changes = commands.add_parser(
+        "changes",
+        help="print change-log entries as JSON lines",
+        description="Print the entries of the store's change log after LSN, one JSON object "
+        "per line: lsn, epoch, timestamp and its ops (kind, table, key, and value for a put). "
+        "With --follow it keeps looking for new entries until Ctrl-C (exit code 0). The "
+        "store must not be open in another process, and it stays open (so held) while this "
+        "runs: --follow cannot yet tail a store that a running primary writes.",
+        epilog=RENDERING_HELP,
+    )
+    changes.add_argument("dir", type=Path, metavar="DIR", help="the store's directory")
+    changes.add_argument(
+        "--since", type=_lsn, default=0, metavar="LSN", help="entries after this LSN"
+    )
+    changes.add_argument(
+        "--table",
+        action="append",
+        dest="tables",
+        metavar="TABLE",
+        help="only ops of this table; repeat for several (default: every table)",
+    )
+    changes.add_argument(
+        "--limit", type=_count, metavar="N", help="at most N entries (default: no limit)"
+    )
+    changes.add_argument(
+        "--follow", action="store_true", help="keep printing new entries until Ctrl-C"
+    )
+    changes.add_argument(
+        "--poll", type=_seconds, default=0.5, metavar="S", help="with --follow, look every S s"
+    )
+    changes.set_defaults(run=run_command("changes", _run_changes))
+
+
+def _count(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def _lsn(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an LSN: {text!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"an LSN is at least 0, got {number}")
+    return number
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 3600, got {seconds}")
+    return seconds
+
+
+def parse_key(text: str, key_type: str) -> Key:
+    """A key given on the command line, typed as ``--key-type`` says."""
+    try:
+        if key_type == "int":
+            return int(text)
+        if key_type == "hex":
+            return bytes.fromhex(text)
+    except ValueError:
+        kind = "an integer" if key_type == "int" else "hex digits"
+        raise CommandError(f"--key-type {key_type}: {text!r} is not {kind}", USAGE) from None
+    return text
+
+
+def require_table(store: Store, table: str) -> None:
+    """Raises a ``CommandError`` naming the tables there are if ``table`` is not one."""
+    tables = store.tables()
+    if table not in tables:
+        there = ", ".join(tables) if tables else "none yet"
+        raise CommandError(f"no table {table!r} in {store.path} (its tables: {there})")
+
+
+def _run_ls(args: argparse.Namespace) -> int:
+    with open_store(args.dir) as store:
+        stats = store.stats()
+        if args.json:
+            print(to_json({**stats.to_dict(), "epoch": store.epoch, "read_only": store.read_only}))
+            return 0
+        role = ", read-only (a replica's store)" if store.read_only else ""
+        print(
+            f"{stats.path}: last LSN {stats.last_lsn:,}, log from LSN {stats.oldest_lsn:,}, "
+            f"epoch {store.epoch}{role}"
+        )
+        print(
+            f"disk: {_size(stats.total_bytes)} (log {_size(stats.log_bytes)}, tables "
+            f"{_size(stats.tables_bytes)}, other {_size(stats.other_bytes)})"
+        )
+        rows = [("table", "rows"), *((name, f"{n:,}") for name, n in stats.tables.items())]
+        if len(rows) == 1:
+            print("no tables")
+            return 0
+        width = max(len(name) for name, _ in rows)
+        count_width = max(len(count) for _, count in rows)
+        for name, count in rows:
+            print(f"  {name:<{width}}  {count:>{count_width}}")
+    return 0
+
+
+def _size(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
+        size /= 1024
+    raise AssertionError("the loop returns at GiB")
+
+
+def _run_get(args: argparse.Namespace) -> int:
+    key = parse_key(args.key, args.key_type)
+    with open_store(args.dir) as store:
+        require_table(store, args.table)
+        value = store.get(args.table, key, MISSING)
+        if value is MISSING:
+            raise CommandError(f"no key {key!r} in table {args.table!r}")
+        print(to_json(value))
+    return 0
+
+
+def _run_scan(args: argparse.Namespace) -> int:
+    prefix: str | bytes | None = args.prefix
+    if args.hex and args.prefix is not None:
+        prefix = _hex_prefix(args.prefix)
+    with open_store(args.dir) as store:
+        require_table(store, args.table)
+        out = sys.stdout
+        for key, value in store.scan(args.table, prefix=prefix, limit=args.limit):
+            out.write(to_json({"key": key, "value": value}) + "\n")
+    return 0
+
+
+def _hex_prefix(text: str) -> bytes:
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise CommandError(f"--hex: {text!r} is not hex digits", USAGE) from None
+
+
+def change_as_dict(change: Change) -> dict[str, Any]:
+    """One change-log entry as the JSON object ``replikv changes`` prints."""
+    ops = []
+    for op in change.ops:
+        entry: dict[str, Any] = {"kind": op.kind, "table": op.table, "key": op.key}
+        if op.kind == "put":
+            entry["value"] = op.value
+        ops.append(entry)
+    return {"lsn": change.lsn, "epoch": change.epoch, "timestamp": change.timestamp, "ops": ops}
+
+
+def _run_changes(args: argparse.Namespace) -> int:
+    with open_store(args.dir) as store:
+        since, left = args.since, args.limit
+        try:
+            while True:
+                for change in store.changes(since=since, limit=left, tables=args.tables):
+                    print(to_json(change_as_dict(change)))
+                    since = change.lsn
+                    if left is not None:
+                        left -= 1
+                sys.stdout.flush()
+                if not args.follow or left == 0:
+                    return 0
+                time.sleep(args.poll)
+        except KeyboardInterrupt:
+            if args.follow:  # how following ends: not a failure
+                return 0
+            raise

@@ -1,0 +1,99 @@
+"""Opening a store for a data command, and saying why it cannot be opened.
+
+Every data command reports its failures the same way: ``replikv COMMAND: error: ...`` on
+stderr, no traceback, and exit code 1 (2 for a usage error). A store that another process
+holds is named with that process's pid and command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .._core import Store
+from ..exceptions import ReplikvError, StoreLockedError
+
+#: Exit codes of the data commands.
+FAILED = 1
+USAGE = 2
+INTERRUPTED = 130
+
+
+class CommandError(Exception):
+    """A failure a command reports in one line, with the exit code it ends with."""
+
+    def __init__(self, message: str, code: int = FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def is_store(directory: Path) -> bool:
+    """Whether ``directory`` holds a replikv store."""
+    return (directory / "tables.redb").is_file()
+
+
+def holder(pid: int) -> str:
+    """``process PID (its command line)``, the command line read from /proc when it can be."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return f"process {pid}"
+    words = [word.decode(errors="replace") for word in raw.split(b"\0") if word]
+    return f"process {pid} ({shlex.join(words)})" if words else f"process {pid}"
+
+
+@contextmanager
+def open_store(directory: Path, *, create: bool = False) -> Iterator[Store]:
+    """The store in ``directory``, closed afterwards; a missing or held store is a
+    ``CommandError`` that says so (``create`` makes a new store where none is)."""
+    if not create and not is_store(directory):
+        raise CommandError(f"{directory} is not a replikv store")
+    try:
+        store = Store(directory)
+    except StoreLockedError as locked:
+        who = holder(locked.pid) if locked.pid is not None else "another process"
+        raise CommandError(
+            f"{directory} is open in {who}: stop it, or read the store through that process"
+        ) from None
+    with store:
+        yield store
+
+
+def run_command(name: str, body: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
+    """``body`` as a command's ``run``: its failures become one line on stderr and an exit
+    code, Ctrl-C exits 130, and a closed pipe (``| head``) ends it quietly."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return body(args)
+        except CommandError as failure:
+            print(f"replikv {name}: error: {failure}", file=sys.stderr)
+            return failure.code
+        except (ReplikvError, OSError, ValueError, TypeError, KeyError, OverflowError) as failure:
+            if isinstance(failure, BrokenPipeError):
+                return _quiet_broken_pipe()
+            print(f"replikv {name}: error: {_one_line(failure)}", file=sys.stderr)
+            return FAILED
+        except KeyboardInterrupt:
+            print(f"replikv {name}: interrupted", file=sys.stderr)
+            return INTERRUPTED
+
+    return run
+
+
+def _one_line(failure: BaseException) -> str:
+    text = str(failure.args[0]) if isinstance(failure, KeyError) and failure.args else str(failure)
+    return text or type(failure).__name__
+
+
+def _quiet_broken_pipe() -> int:
+    # The reader went away: point stdout at nothing so the interpreter's final flush
+    # does not fail again on its way out.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 0

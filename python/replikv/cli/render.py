@@ -1,0 +1,86 @@
+"""How stored keys and values are written as JSON and CSV text, and read back.
+
+JSON cannot hold every stored value, so the data commands write:
+
+* ``bytes`` as ``{"$base64": "<standard base64>"}`` (a key too); reading JSON lines back
+  (``replikv import``) turns such an object into bytes again;
+* a ``datetime`` (stored in UTC) as an ISO 8601 string, ``"2026-07-01T12:00:00+00:00"``;
+  it is read back as that string (parquet keeps datetimes as datetimes);
+* a float that is not finite as the string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``.
+
+In CSV a cell is text: ``None`` is an empty cell, ``True``/``False`` are ``true``/``false``,
+bytes are base64 text, a datetime is ISO 8601 and a list or dict is its JSON text.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import math
+from typing import Any
+
+BYTES_TAG = "$base64"
+
+#: Shown at the end of the help of every command that prints or reads values.
+RENDERING_HELP = (
+    'Values JSON cannot hold are written as: bytes -> {"$base64": "..."} (read back as '
+    'bytes by import), datetime -> ISO 8601 text in UTC, NaN/inf -> "NaN"/"Infinity"/'
+    '"-Infinity". In CSV, None is an empty cell, bools are true/false, lists and dicts are '
+    "their JSON text."
+)
+
+
+def _tagged(value: object) -> object:
+    if isinstance(value, bytes):
+        return {BYTES_TAG: base64.b64encode(value).decode("ascii")}
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot write a {type(value).__name__} as JSON")
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by its name."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {name: _finite(item) for name, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
+def to_json(value: Any) -> str:
+    """One line of JSON for a stored key, value or row, rendered as the module says."""
+    try:
+        return json.dumps(value, default=_tagged, ensure_ascii=False, allow_nan=False)
+    except ValueError:  # a NaN or an infinity somewhere: the rare case pays for a walk
+        return json.dumps(_finite(value), default=_tagged, ensure_ascii=False)
+
+
+def _untagged(obj: dict[str, Any]) -> Any:
+    if len(obj) == 1 and isinstance(obj.get(BYTES_TAG), str):
+        return base64.b64decode(obj[BYTES_TAG], validate=True)
+    return obj
+
+
+def from_json(line: str) -> Any:
+    """A JSON text read back, with ``{"$base64": ...}`` objects as bytes."""
+    return json.loads(line, object_hook=_untagged)
+
+
+def csv_cell(value: Any) -> str:
+    """A stored value as one CSV cell's text."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, int | float):
+        return str(value)
+    return to_json(value)

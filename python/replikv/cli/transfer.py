@@ -1,0 +1,295 @@
+"""``replikv export`` and ``replikv import``: a table to and from JSON lines, CSV or parquet.
+
+Both use one flat shape: a row is the key under ``--key``'s column name plus the fields of
+its dict value (a value that is not a dict goes in a ``value`` column), so what ``export``
+writes, ``import --key key`` reads back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from .._core import Store
+from .._progress import ProgressBar
+from .._store import Key
+from .data import require_table
+from .opening import USAGE, CommandError, open_store, run_command
+from .render import RENDERING_HELP, csv_cell, from_json, to_json
+
+FORMATS = ("jsonl", "csv", "parquet")
+SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+NON_DICT_COLUMN = "value"
+
+
+def add_commands(commands: Any) -> None:
+    """Adds ``export`` and ``import`` to the ``replikv`` subcommands."""
+    export = commands.add_parser(
+        "export",
+        help="write a table as JSON lines, CSV or parquet",
+        description="Write every row of TABLE, in key order, as one record: the key in the "
+        "column --key-name, then the fields of the row's dict (a value that is not a dict "
+        "goes in a 'value' column). Parquet needs pyarrow (pip install 'replikv[arrow]').",
+        epilog=RENDERING_HELP,
+    )
+    export.add_argument("dir", type=Path, metavar="DIR", help="the store's directory")
+    export.add_argument("table", metavar="TABLE", help="the table")
+    export.add_argument(
+        "--format", choices=FORMATS, default="jsonl", help="the file format to write"
+    )
+    export.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="write to FILE (default: standard output; parquet needs a FILE)",
+    )
+    export.add_argument("--key-name", default="key", metavar="NAME", help="the key's column")
+    export.set_defaults(run=run_command("export", _run_export))
+
+    load = commands.add_parser(
+        "import",
+        help="load a JSON lines, CSV or parquet file into a table",
+        description="Load the records of FILE into TABLE, keyed by the column --key; the "
+        "other columns become each row's dict. The format comes from FILE's extension "
+        "(.jsonl/.ndjson, .csv, .parquet). One transaction per --batch-rows rows: if a "
+        "record is bad, the batches before it stay written and nothing of its batch is. "
+        "CSV cells are stored as text (an empty cell as None). The store is created if "
+        "DIR holds none.",
+        epilog=RENDERING_HELP,
+    )
+    load.add_argument("dir", type=Path, metavar="DIR", help="the store's directory")
+    load.add_argument("table", metavar="TABLE", help="the table")
+    load.add_argument("file", type=Path, metavar="FILE", help="the file to load")
+    load.add_argument("--key", required=True, metavar="COLUMN", help="the key's column")
+    load.add_argument(
+        "--key-type",
+        choices=("auto", "str", "int"),
+        default="auto",
+        help="auto keeps the file's type (CSV keys are text); str or int converts every key",
+    )
+    load.add_argument(
+        "--batch-rows",
+        type=_batch_rows,
+        default=10_000,
+        metavar="N",
+        help="rows per transaction",
+    )
+    load.add_argument("--quiet", action="store_true", help="no progress bar")
+    load.set_defaults(run=run_command("import", _run_import))
+
+
+def _batch_rows(text: str) -> int:
+    try:
+        number = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+# --------------------------------------------------------------------------------------------
+# export
+# --------------------------------------------------------------------------------------------
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    if args.format == "parquet":
+        pyarrow_parquet = _pyarrow_parquet()
+        if args.output is None:
+            raise CommandError("parquet is binary: give the file to write with -o FILE", USAGE)
+    with open_store(args.dir) as store:
+        require_table(store, args.table)
+        if args.format == "parquet":
+            table = store.table(args.table).to_arrow(key_name=args.key_name)
+            pyarrow_parquet.write_table(table, args.output)
+            return 0
+        with _output(args.output) as out:
+            records = _records(store, args.table, args.key_name)
+            if args.format == "jsonl":
+                for record in records:
+                    out.write(to_json(record) + "\n")
+            else:
+                columns = _columns(store, args.table, args.key_name)
+                writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+                writer.writeheader()
+                for record in records:
+                    writer.writerow({name: csv_cell(cell) for name, cell in record.items()})
+    return 0
+
+
+def _pyarrow_parquet() -> Any:
+    try:
+        import pyarrow.parquet
+    except ImportError:
+        raise CommandError(
+            "parquet needs pyarrow, which is not installed: pip install 'replikv[arrow]'"
+        ) from None
+    return pyarrow.parquet
+
+
+@contextlib.contextmanager
+def _output(path: Path | None) -> Iterator[IO[str]]:
+    if path is None:
+        yield sys.stdout
+        return
+    with path.open("w", encoding="utf-8", newline="") as out:
+        yield out
+
+
+def _records(store: Store, table: str, key_name: str) -> Iterator[dict[str, Any]]:
+    """Each row as one flat record (the module docstring says how)."""
+    for key, value in store.scan(table):
+        fields = value if isinstance(value, dict) else {NON_DICT_COLUMN: value}
+        if key_name in fields:
+            raise CommandError(
+                f"the row {key!r} has a field named {key_name!r}: "
+                "give the key another column name with --key-name",
+                USAGE,
+            )
+        yield {key_name: key, **fields}
+
+
+def _columns(store: Store, table: str, key_name: str) -> list[str]:
+    """Every column of the table's records, in the order they first appear."""
+    seen: dict[str, None] = {key_name: None}
+    for _, value in store.scan(table):
+        seen.update(dict.fromkeys(value if isinstance(value, dict) else (NON_DICT_COLUMN,)))
+    return list(seen)
+
+
+# --------------------------------------------------------------------------------------------
+# import
+# --------------------------------------------------------------------------------------------
+
+
+def _run_import(args: argparse.Namespace) -> int:
+    file_format = SUFFIXES.get(args.file.suffix.lower())
+    if file_format is None:
+        known = ", ".join(SUFFIXES)
+        raise CommandError(
+            f"cannot tell the format of {args.file}: its name must end in one of {known}", USAGE
+        )
+    if not args.file.is_file():
+        raise CommandError(f"no file {args.file}")
+    if file_format == "parquet":
+        pyarrow_parquet = _pyarrow_parquet()
+    with open_store(args.dir, create=True) as store:
+        if file_format == "parquet":
+            data = pyarrow_parquet.read_table(args.file)
+            if args.key_type != "auto":
+                data = _cast_key(data, args.key, args.key_type)
+            store.put_arrow(
+                args.table,
+                data,
+                key=args.key,
+                batch_rows=args.batch_rows,
+                progress=not args.quiet,
+            )
+            loaded = data.num_rows
+        else:
+            loaded = _load_text(store, args, file_format)
+        lsn = store.last_lsn
+    print(f"imported {loaded:,} rows into {args.table!r} (last LSN {lsn:,})", file=sys.stderr)
+    return 0
+
+
+def _cast_key(data: Any, key: str, key_type: str) -> Any:
+    import pyarrow
+
+    if key not in data.column_names:
+        return data  # put_arrow names the columns there are
+    target = pyarrow.int64() if key_type == "int" else pyarrow.string()
+    index = data.column_names.index(key)
+    return data.set_column(index, key, data.column(key).cast(target))
+
+
+def _load_text(store: Store, args: argparse.Namespace, file_format: str) -> int:
+    """Loads a JSON lines or CSV file in batches; returns the rows loaded."""
+    total = _count_lines(args.file) - (1 if file_format == "csv" else 0)
+    bar = None if args.quiet else ProgressBar(f"import {args.table}", max(total, 0))
+    loaded = 0
+    try:
+        with args.file.open(encoding="utf-8", newline="") as source:
+            records = _json_lines(source) if file_format == "jsonl" else _csv_records(source)
+            batch: list[tuple[Key, Any]] = []
+            for where, record in records:
+                batch.append(_row(record, args.key, args.key_type, where))
+                if len(batch) == args.batch_rows:
+                    loaded += _commit(store, args.table, batch, loaded, bar)
+            if batch:
+                loaded += _commit(store, args.table, batch, loaded, bar)
+    except CommandError as failure:
+        if loaded:
+            failure.args = (f"{failure.args[0]} ({loaded:,} rows before its batch are written)",)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    return loaded
+
+
+def _commit(
+    store: Store, table: str, batch: list[tuple[Key, Any]], before: int, bar: ProgressBar | None
+) -> int:
+    store.put_many(table, batch)
+    count = len(batch)
+    batch.clear()
+    if bar is not None:
+        bar(before + count)
+    return count
+
+
+def _count_lines(path: Path) -> int:
+    lines = 0
+    with path.open("rb") as source:
+        while chunk := source.read(1 << 20):
+            lines += chunk.count(b"\n")
+    return lines
+
+
+def _json_lines(source: Iterable[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for number, line in enumerate(source, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = from_json(line)
+        except ValueError as bad:
+            raise CommandError(f"line {number} is not JSON: {bad}") from None
+        if not isinstance(record, dict):
+            raise CommandError(f"line {number} is not a JSON object")
+        yield f"line {number}", record
+
+
+def _csv_records(source: IO[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    reader = csv.DictReader(source)
+    for record in reader:
+        if None in record:
+            raise CommandError(f"line {reader.line_num} has more cells than the header")
+        yield f"line {reader.line_num}", {name: cell or None for name, cell in record.items()}
+
+
+def _row(record: dict[str, Any], key_column: str, key_type: str, where: str) -> tuple[Key, Any]:
+    if key_column not in record:
+        columns = ", ".join(record) or "none"
+        raise CommandError(f"{where} has no column {key_column!r} (its columns: {columns})")
+    key = record.pop(key_column)
+    try:
+        if key_type == "int":
+            key = int(key)
+        elif key_type == "str" and not isinstance(key, str):
+            key = str(key)
+    except (TypeError, ValueError):
+        raise CommandError(f"{where}: the key {key!r} is not an integer") from None
+    if isinstance(key, bool) or not isinstance(key, str | bytes | int):
+        raise CommandError(
+            f"{where}: the key {key!r} is a {type(key).__name__}; keys are text, "
+            "integers or bytes (see --key-type)"
+        )
+    return key, record
