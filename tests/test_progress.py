@@ -85,7 +85,7 @@ def test_replica_wait_for_reports_seeding_then_catch_up(tmp_path: Path) -> None:
                     store.last_lsn, timeout=TIMEOUT, progress=lambda *c: calls.append(c)
                 )
                 assert reached
-                assert replica.status()["snapshots"] == 1
+                assert replica.status().snapshots == 1
     finally:
         store.close()
     assert calls, "a wait reports at least once, at its end"

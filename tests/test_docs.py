@@ -1,0 +1,66 @@
+"""Every public class and method has a docstring that ``help()`` shows and the stub repeats."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import replikv
+import replikv._core as core
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _stub_docs() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("stub_docs", ROOT / "dev" / "stub_docs.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["stub_docs"] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_stub_repeats_every_docstring_help_shows() -> None:
+    stub_docs = _stub_docs()
+    problems = stub_docs.sync(stub_docs.STUB, core, write=False)
+    assert not problems, "run `python dev/stub_docs.py`:\n" + "\n".join(problems)
+
+
+def _members(cls: type) -> list[tuple[str, object]]:
+    return [
+        (name, value)
+        for name, value in vars(cls).items()
+        if not name.startswith("_") and (callable(value) or isinstance(value, property))
+    ]
+
+
+PUBLIC = [getattr(replikv, name) for name in replikv.__all__ if name != "__version__"]
+
+
+@pytest.mark.parametrize("obj", PUBLIC, ids=lambda obj: getattr(obj, "__name__", repr(obj)))
+def test_every_public_name_and_its_methods_have_a_docstring(obj: object) -> None:
+    own = obj.__doc__ if isinstance(obj, type) else getattr(obj, "__doc__", None)
+    if isinstance(obj, type) and issubclass(obj, BaseException):
+        inherited = {base.__doc__ for base in obj.__mro__[1:]}
+        assert own and own not in inherited, f"{obj.__name__} has no docstring of its own"
+        return
+    assert own and own.strip(), f"{obj!r} has no docstring"
+    if isinstance(obj, type):
+        missing = [name for name, value in _members(obj) if not inspect.getdoc(value)]
+        assert not missing, f"{obj.__name__}: methods without a docstring: {missing}"
+
+
+def test_the_module_docstring_names_only_what_exists() -> None:
+    doc = replikv.__doc__ or ""
+    named = set(re.findall(r":(?:class|func|meth):`~?([\w.]+)`", doc))
+    assert named, "the module docstring should point at the main classes"
+    for dotted in named:
+        obj: object = replikv
+        for part in dotted.removeprefix("replikv.").split("."):
+            assert hasattr(obj, part), f"the module docstring names {dotted}, which does not exist"
+            obj = getattr(obj, part)
