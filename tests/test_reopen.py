@@ -143,3 +143,15 @@ def test_a_forked_child_never_gets_the_parents_open_store(tmp_path: Path) -> Non
         assert outcome.startswith("locked") and f"process {os.getpid()}" in outcome, outcome
         # The parent's store is untouched by the child's attempt.
         assert store.put("t", "k", 2).lsn == 2
+
+
+def test_a_store_served_by_a_primary_is_not_served_again_through_another_handle(
+    tmp_path: Path,
+) -> None:
+    with replikv.Store(tmp_path / "db") as first, replikv.Primary(first) as primary:
+        second = replikv.Store(tmp_path / "db")
+        with pytest.raises(replikv.ReplicationError, match="already served by a Primary"):
+            replikv.Primary(second)
+        # Writes through the other handle are the served store's writes.
+        assert second.put("t", "k", 1).lsn == 1 == primary.store.last_lsn
+        second.close()

@@ -58,7 +58,7 @@ impl Lease {
         match Arc::try_unwrap(self) {
             Ok(mut last) => {
                 let inner = last.inner.take().expect("invariant: only release takes it");
-                forget_dead(&mut registry, &inner.path);
+                forget_dead(&mut registry);
                 shut(inner)
             }
             Err(others) => {
@@ -85,7 +85,7 @@ impl Drop for Lease {
         let path = inner.path.clone();
         // Closed under the registry's lock: a reopen waits until the directory is free.
         let mut registry = registry();
-        forget_dead(&mut registry, &path);
+        forget_dead(&mut registry);
         if let Err(err) = shut(inner) {
             tracing::warn!(path = %path.display(), error = %err, "closing the last handle of a store failed");
         }
@@ -116,16 +116,19 @@ fn registry() -> MutexGuard<'static, Registry> {
     REGISTRY.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Removes the entry of `path` if nothing holds it any more.
-fn forget_dead(registry: &mut Registry, path: &Path) {
-    let dead = match registry.get(path) {
-        Some(Holder::Shared(lease)) => lease.strong_count() == 0,
-        Some(Holder::Exclusive(inner)) => inner.strong_count() == 0,
-        None => false,
-    };
-    if dead {
-        registry.remove(path);
+impl Holder {
+    fn is_alive(&self) -> bool {
+        match self {
+            Holder::Shared(lease) => lease.strong_count() > 0,
+            Holder::Exclusive(inner) => inner.strong_count() > 0,
+        }
     }
+}
+
+/// Removes the entries of stores nothing holds any more (a weak reference keeps its
+/// allocation, so dead ones are not left to pile up).
+fn forget_dead(registry: &mut Registry) {
+    registry.retain(|_, holder| holder.is_alive());
 }
 
 /// The directory's canonical path, the registry's key (it exists once the store opened).
@@ -160,7 +163,8 @@ fn holder(registry: &Registry, path: &Path) -> Option<&'static str> {
         Holder::Exclusive(inner) => {
             let inner = inner.upgrade()?;
             Some(if inner.options.follower {
-                "by a Replica: read through replica.store, or close the Replica first"
+                "by a Replica (or the Primary promoted from it): use its .store, or close \
+                 it first"
             } else {
                 "by a Store opened for exclusive use: close it first"
             })
@@ -279,6 +283,7 @@ impl Store {
                     let lease = Arc::new(Lease {
                         inner: Some(Arc::clone(&store.inner)),
                     });
+                    forget_dead(&mut registry);
                     registry.insert(canonical(path), Holder::Shared(Arc::downgrade(&lease)));
                     Ok(Self {
                         inner: store.inner,
@@ -322,6 +327,7 @@ impl Store {
         let mut registry = registry();
         match opened {
             Ok(store) => {
+                forget_dead(&mut registry);
                 registry.insert(
                     canonical(&store.inner.path),
                     Holder::Exclusive(Arc::downgrade(&store.inner)),
