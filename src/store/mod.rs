@@ -546,9 +546,11 @@ impl Store {
         durability: Option<Durability>,
         holds_writer: bool,
     ) -> Result<Committed> {
-        self.check_usable()?;
+        // In a forked child the writer lock is a copy nobody uses: nothing to release.
+        self.check_process()?;
         let checked = self
-            .check_writable()
+            .check_usable()
+            .and_then(|()| self.check_writable())
             .and_then(|()| self.resolve_durability(&ops, durability))
             .and_then(|resolved| Ok((resolved, self.encode(&ops)?)));
         let ((durability, replication), (body, crc)) = match checked {
