@@ -397,6 +397,27 @@ mod tests {
     }
 
     #[test]
+    fn a_transaction_of_a_closed_handle_is_refused_and_frees_the_writer_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let first = Store::open_shared(&path, StoreOptions::default()).unwrap();
+        let second = Store::open_shared(&path, StoreOptions::default()).unwrap();
+        let mut tx = first.begin().unwrap();
+        tx.put("t", encode_key(KeyRef::Str("k")), b"\xc3".to_vec())
+            .unwrap();
+        first.close().unwrap();
+        assert!(matches!(
+            tx.commit(None),
+            Err(crate::Error::Store(StoreError::Closed { .. }))
+        ));
+        assert_eq!(
+            put(&second, "k").unwrap(),
+            1,
+            "the writer lock was released"
+        );
+    }
+
+    #[test]
     fn a_shared_store_refuses_other_options_naming_the_first_that_differs() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
