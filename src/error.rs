@@ -66,16 +66,35 @@ pub enum StoreError {
         cause: Option<String>,
     },
     /// Another process (or another open handle in this one) owns the directory.
-    #[error("store {path} is already open {}", match owner {
-        Some(pid) if *pid == std::process::id() => "in this process: close the other Store object first".to_owned(),
-        Some(pid) => format!("in process {pid}"),
-        None => "in another process".to_owned(),
+    #[error("store {path} is already open {}", match (owner, holder) {
+        (Some(pid), Some(holder)) if *pid == std::process::id() => format!("in this process {holder}"),
+        (Some(pid), None) if *pid == std::process::id() => "in this process: close the other Store object first".to_owned(),
+        (Some(pid), _) => format!("in process {pid}"),
+        (None, _) => "in another process".to_owned(),
     })]
     Locked {
         /// The store's directory.
         path: PathBuf,
         /// The pid written by the owner, when readable.
         owner: Option<u32>,
+        /// What holds it, when that is this process: "by a Replica: ...".
+        holder: Option<&'static str>,
+    },
+    /// The store is already open in this process with other options than asked for.
+    #[error(
+        "store {path} is already open in this process with {option}={open}, but this \
+             call asked for {option}={asked}: pass the same options to share the open store, \
+             or close every handle of it first"
+    )]
+    OptionsDiffer {
+        /// The store's directory.
+        path: PathBuf,
+        /// The first option that differs, by its Python name.
+        option: &'static str,
+        /// Its value in the open store.
+        open: String,
+        /// Its value in this call.
+        asked: String,
     },
     /// A handle used in a process forked after it was opened (it belongs to the parent).
     #[error(

@@ -193,12 +193,20 @@ fn test_reopen_after_close_keeps_data_and_continues_lsns_and_a_second_opener_is_
     let store = Store::open(&dir, StoreOptions::default())?;
 
     match Store::open(&dir, StoreOptions::default()) {
-        Err(Error::Store(StoreError::Locked { path, owner })) => {
+        Err(Error::Store(StoreError::Locked {
+            path,
+            owner,
+            holder,
+        })) => {
             assert_eq!(path, dir);
             assert_eq!(
                 owner,
                 Some(std::process::id()),
                 "the error names the owning pid"
+            );
+            assert!(
+                holder.is_some_and(|h| h.contains("exclusive")),
+                "{holder:?}"
             );
         }
         other => panic!("a second open of an open store must be Locked, got {other:?}"),

@@ -365,8 +365,6 @@ def test_a_second_process_gets_an_error_naming_the_owner_pid(
     )
     assert result.returncode == 3, result.stderr
     assert f"process {os.getpid()}" in result.stdout
-    with pytest.raises(replikv.StoreLockedError, match="in this process"):
-        replikv.Store(tmp_path / "db")
 
 
 def test_concurrent_readers_and_writers_from_threads(store: replikv.Store) -> None:
@@ -471,11 +469,6 @@ def test_reads_of_invalid_or_reserved_table_names_are_value_errors(store: replik
             store.get(name, "k")
         with pytest.raises(ValueError, match="table name"):
             list(store.scan(name))
-
-
-def test_reopening_a_store_open_in_this_process_says_so(store: replikv.Store) -> None:
-    with pytest.raises(replikv.StoreLockedError, match="in this process"):
-        replikv.Store(store.path)
 
 
 def test_a_changes_iterator_stays_exhausted_once_it_ends(store: replikv.Store) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ._core import (
     ArrowStream,
+    Batch,
     Cache,
     CacheNode,
     CacheNodeStats,
@@ -40,7 +41,7 @@ from ._core import (
     promote_stopped,
 )
 from ._diverged import DivergenceReport, read_diverged
-from ._store import Table
+from ._store import BatchTable, Table
 from .exceptions import (
     AuthError,
     CacheError,
@@ -60,6 +61,7 @@ from .exceptions import (
     StoreClosed,
     StoreLockedError,
     StoreNotFoundError,
+    StoreOptionsError,
     StorePermissionError,
     ValueTooLarge,
     WritesPausedError,
@@ -68,6 +70,8 @@ from .exceptions import (
 __all__ = [
     "ArrowStream",
     "AuthError",
+    "Batch",
+    "BatchTable",
     "Cache",
     "CacheError",
     "CacheNode",
@@ -109,6 +113,7 @@ __all__ = [
     "StoreClosed",
     "StoreLockedError",
     "StoreNotFoundError",
+    "StoreOptionsError",
     "StorePermissionError",
     "StoreStats",
     "Switchover",

@@ -8,11 +8,12 @@ from typing import Any, Literal, ParamSpec, SupportsIndex, TypeVar, final, overl
 
 from typing_extensions import Self
 
-from replikv._store import Table
+from replikv._store import BatchTable, Table
 
 __version__: str
 __all__ = [
     "ArrowStream",
+    "Batch",
     "Cache",
     "CacheNode",
     "CacheNodeStats",
@@ -262,6 +263,33 @@ class Transaction:
         """The receipt once committed, else ``None``."""
 
 @final
+class Batch:
+    """Writes collected in memory, committed as one transaction (one log entry, one fsync)
+    when the ``with`` block ends; nothing is written if the block raises. Made by
+    :meth:`Store.batch`."""
+
+    def __enter__(self) -> Self: ...
+    def __exit__(self, exc_type: object, _exc: object = None, _tb: object = None) -> bool: ...
+    def put(self, table: str, key: _Key, value: Any) -> None:
+        """Writes ``value`` under ``key`` when the batch commits. The value is encoded now
+        (a bad one raises here; later changes to the object are not seen)."""
+    def delete(self, table: str, key: _Key) -> None:
+        """Deletes ``key`` when the batch commits."""
+    def table(self, name: str) -> BatchTable:
+        """A write-only view of one table for this batch: ``view[key] = value``,
+        ``del view[key]``, ``view.update(mapping)``."""
+    def commit(self) -> Receipt:
+        """Commits the writes collected so far (the ``with`` block does this on a clean
+        exit); a batch without writes takes no LSN."""
+    def discard(self) -> None:
+        """Drops the writes collected so far (the ``with`` block does this when it raises)."""
+    @property
+    def receipt(self) -> Receipt | None:
+        """The receipt once committed, else ``None``."""
+    def __len__(self) -> int:
+        """The number of writes collected and not yet committed."""
+
+@final
 class Store:
     """A replikv store: a directory with a durable change log and redb tables.
 
@@ -275,6 +303,15 @@ class Store:
             by default). ``None``: no age limit. ``changes()`` below the retained log
             raises ``LogTruncated``; a replica that falls behind it is re-seeded.
         cache_bytes: the bound of the tables' page cache (128 MiB by default).
+
+    Opening a directory this process already has open (re-running a notebook cell) returns
+    another handle to the same open store, if the options are equal; other options raise
+    ``StoreOptionsError`` naming the option and both values. Each handle is closed by its
+    own ``close()`` (or ``with`` block): later use of that handle raises ``StoreClosed``,
+    while the other handles work on. The store is flushed and its directory released when
+    its last handle is closed or garbage-collected. A directory a ``Replica`` of this
+    process holds raises ``StoreLockedError`` saying so; another process gets
+    ``StoreLockedError`` naming the owner's pid.
     """
 
     def __new__(
@@ -307,7 +344,7 @@ class Store:
         """The epochs its log went through: ``(epoch, start_lsn)`` pairs, oldest first."""
     @property
     def closed(self) -> bool:
-        """Whether the store is closed."""
+        """Whether this handle (or the store, after a fatal failure) is closed."""
     def put(self, table: str, key: _Key, value: Any, *, durability: str | None = None) -> Receipt:
         """Writes ``value`` under ``key``; returns once durable and visible.
 
@@ -368,6 +405,29 @@ class Store:
             ValueTooLarge: the rows exceed ``max_transaction_bytes``; raised at the row
                 that crosses it, before the rest are read.
         """
+    def delete_prefix(
+        self, table: str, prefix: str | bytes, *, durability: str | None = None
+    ) -> int:
+        """Deletes every row of ``table`` whose key starts with ``prefix`` as one transaction
+        (one log entry, one fsync); returns how many rows.
+
+        The entry holds a delete per key, so replicas, cache nodes and ``changes()`` see it
+        like any write (a very large prefix can exceed ``max_transaction_bytes``: then
+        ``ValueTooLarge`` is raised and nothing is deleted). Writers wait while the rows
+        are read.
+
+        Raises:
+            TypeError: ``prefix`` is not str or bytes (int keys have no prefixes).
+            ValueError: an empty prefix (use :meth:`drop_table`), or a bad table name.
+        """
+    def drop_table(self, name: str, *, durability: str | None = None) -> int:
+        """Deletes the whole table as one transaction (one log entry), like
+        :meth:`delete_prefix`; it is then no longer listed by :meth:`tables`. Returns how
+        many rows it held: 0 for a table that does not exist (dropping is idempotent).
+
+        Raises:
+            ValueError: a bad table name.
+        """
     def table(self, name: str) -> Table:
         """A view of one table as a mutable mapping (the table need not exist yet)."""
     def transaction(self, *, durability: str | None = None) -> Transaction:
@@ -380,8 +440,21 @@ class Store:
         lock: other writers wait. One collected without commit or abort emits a
         ``ResourceWarning`` naming where it was opened.
         """
+    def batch(self, *, durability: str | None = None) -> Batch:
+        """Writes collected in memory and committed as ONE transaction (one log entry, one
+        fsync) when the ``with`` block ends; nothing is written if the block raises::
+
+            with store.batch() as b:
+                b.put("subscribers", "ana@example.com", {"name": "Ana"})
+                b.table("events")["e1"] = {"kind": "open"}
+            b.receipt.lsn
+
+        Unlike :meth:`transaction` it holds no lock while the block runs and cannot read.
+        A loop of ``put`` calls pays one fsync per write; a batch pays one.
+        """
     def tables(self) -> list[str]:
-        """Names of the tables written so far, in order."""
+        """Names of the tables that hold rows, in order (a dropped table, or one whose
+        rows were all deleted, is not listed)."""
     def scan(
         self,
         table: str,
@@ -526,7 +599,9 @@ class Store:
         """An HTML table of its tables, rows, LSN and disk use (or that it is closed), for
         Jupyter."""
     def close(self) -> None:
-        """Flushes, checkpoints and releases every file; closing twice is harmless."""
+        """Closes this handle: its later use raises ``StoreClosed``. With the last handle
+        the store is flushed, checkpointed and every file released; closing twice is
+        harmless."""
     def __enter__(self) -> Self: ...
     def __exit__(self, *_exc: object) -> bool: ...
     @property

@@ -2,19 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 from . import _core
 
 Key = str | bytes | int
+# What ``dict.update`` takes. Keys are ``Any``: ``Mapping`` is invariant in its key type, so a
+# ``dict[str, int]`` would not be a ``Mapping[Key, Any]``; the store checks each key's type.
+Rows = Mapping[Any, Any] | Iterable[tuple[Any, Any]]
 _MISSING = object()
+
+
+def _rows(other: Rows, extra: dict[str, Any]) -> Iterator[tuple[Any, Any]]:
+    """The ``(key, value)`` rows of ``dict.update``'s arguments: a mapping (or anything with
+    ``keys()``), or an iterable of pairs, then keyword arguments."""
+    if isinstance(other, Mapping):
+        yield from other.items()
+    elif hasattr(other, "keys"):
+        # dict.update's rule: an object with keys() is read by key, even if not iterable.
+        by_key: Any = other
+        yield from ((key, by_key[key]) for key in by_key.keys())  # noqa: SIM118
+    else:
+        # Unpacked here so that a row that is not a pair fails as in dict.update.
+        yield from ((key, value) for key, value in other)
+    yield from extra.items()
 
 
 class Table(MutableMapping[Key, Any]):
     """One table of a store as a mapping: ``[]``, ``in``, ``len``, ``del`` and ordered scans.
 
-    Writes through the mapping are single-row transactions, like ``Store.put``.
+    Each ``table[key] = value`` and ``del table[key]`` is its own transaction and pays one
+    fsync: a loop of them writes one key per disk flush. ``update()`` writes all its rows
+    in one transaction (one fsync); so does ``store.batch()`` for writes to several tables.
     """
 
     __slots__ = ("name", "store")
@@ -50,6 +70,23 @@ class Table(MutableMapping[Key, Any]):
 
     def __repr__(self) -> str:
         return f"<Table {self.name!r} of {self.store!r}: {len(self)} rows>"
+
+    def update(  # type: ignore[override]
+        self,
+        other: Rows = (),
+        /,
+        **kwargs: Any,
+    ) -> None:
+        """Writes every row, as ``dict.update`` takes them, in ONE transaction: one log entry
+        and one fsync for all of them (a loop of ``table[k] = v`` pays one fsync per key).
+        Nothing is written if a row is refused."""
+        self.store.put_many(self.name, _rows(other, kwargs))
+
+    def delete_prefix(self, prefix: str | bytes, *, durability: str | None = None) -> int:
+        """Deletes every row whose key starts with ``prefix`` (str or bytes: int keys have no
+        prefixes, a ``TypeError``) as ONE transaction and one log entry, which replicates,
+        reaches caches and shows in ``changes()`` like any write. Returns how many rows."""
+        return self.store.delete_prefix(self.name, prefix, durability=durability)
 
     def items(  # type: ignore[override]
         self,
@@ -164,3 +201,36 @@ class Table(MutableMapping[Key, Any]):
             key_name=key_name,
             build=True,
         )
+
+
+class BatchTable:
+    """One table inside a ``store.batch()``: writes only, committed with the batch.
+
+    ``view[key] = value``, ``del view[key]`` and ``view.update(mapping)`` add to the batch;
+    nothing is read, so ``del`` of an absent key is no error.
+    """
+
+    __slots__ = ("batch", "name")
+
+    def __init__(self, batch: _core.Batch, name: str) -> None:
+        self.batch = batch
+        self.name = name
+
+    def __setitem__(self, key: Key, value: Any) -> None:
+        self.batch.put(self.name, key, value)
+
+    def __delitem__(self, key: Key) -> None:
+        self.batch.delete(self.name, key)
+
+    def update(
+        self,
+        other: Rows = (),
+        /,
+        **kwargs: Any,
+    ) -> None:
+        """Adds every row, as ``dict.update`` takes them, to the batch."""
+        for key, value in _rows(other, kwargs):
+            self.batch.put(self.name, key, value)
+
+    def __repr__(self) -> str:
+        return f"<BatchTable {self.name!r} of {self.batch!r}>"

@@ -25,6 +25,7 @@ __all__ = [
     "StoreClosed",
     "StoreLockedError",
     "StoreNotFoundError",
+    "StoreOptionsError",
     "StorePermissionError",
     "ValueTooLarge",
     "WritesPausedError",
@@ -78,12 +79,31 @@ class StorePermissionError(ReplikvOSError, PermissionError):
 
 
 class StoreLockedError(ReplikvOSError, BlockingIOError):
-    """The store directory is already open in another process (its pid is in the message).
+    """The store directory is already open in another process (its pid is in the message),
+    or in this one by something that does not share it (a ``Replica``: the message says).
 
-    ``pid`` is that process's id, or ``None`` when its lock file could not be read.
+    ``pid`` is the other process's id, or ``None`` when its lock file could not be read
+    (or the holder is this process).
     """
 
     pid: int | None = None
+
+
+class StoreOptionsError(ReplikvError, ValueError):
+    """``Store(path, ...)`` asked for other options than the handle this process already has
+    open on ``path`` was opened with.
+
+    ``Store(path)`` returns another handle to a store the process has open only when the
+    options are equal: a handle never silently runs with options other than those it asked
+    for. The message names the first option that differs and both values; they are also
+    ``option``, ``open_value`` and ``asked_value``.
+    """
+
+    def __init__(self, message: str, option: str, open_value: str, asked_value: str) -> None:
+        super().__init__(message)
+        self.option = option
+        self.open_value = open_value
+        self.asked_value = asked_value
 
 
 class NetworkError(ReplikvOSError):

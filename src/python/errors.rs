@@ -54,7 +54,7 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
     let message = err.to_string();
     match err {
         Error::Store(StoreError::Closed { .. }) => raise(py, "StoreClosed", (message,)),
-        Error::Store(StoreError::Locked { path, owner }) => {
+        Error::Store(StoreError::Locked { path, owner, .. }) => {
             let err = raise(
                 py,
                 "StoreLockedError",
@@ -64,6 +64,12 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
             drop(err.value(py).setattr("pid", owner));
             err
         }
+        Error::Store(StoreError::OptionsDiffer {
+            option,
+            open,
+            asked,
+            ..
+        }) => raise(py, "StoreOptionsError", (message, option, open, asked)),
         Error::Store(StoreError::ReadOnly { .. }) => raise(py, "ReadOnlyError", (message,)),
         Error::Store(StoreError::Inherited { .. }) => raise(py, "InheritedHandleError", (message,)),
         Error::Store(StoreError::OutOfOrder { .. } | StoreError::AlreadyServed { .. }) => {
@@ -120,9 +126,10 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".to_owned())
 }
 
-/// Refuses a handle used in a process forked after it was opened (see `crate::fork`).
+/// Refuses a handle used in a process forked after it was opened (see `crate::fork`), or
+/// used after its own `close()`.
 pub(crate) fn owned(py: Python<'_>, store: &crate::store::Store) -> PyResult<()> {
-    run(py, || store.check_process())
+    run(py, || store.check_usable())
 }
 
 /// Runs a core call with the GIL held, mapping its error and catching panics.

@@ -3,6 +3,7 @@
 
 mod args;
 mod arrow;
+mod batch;
 mod cache;
 mod cache_node;
 mod changes;
@@ -30,6 +31,8 @@ use pyo3::pymodule;
 mod _core {
     #[pymodule_export]
     use super::arrow::{decode_packed, PyArrowStream};
+    #[pymodule_export]
+    use super::batch::PyBatch;
     #[pymodule_export]
     use super::cache::stats::{PyCacheNodeStats, PyCacheStats};
     #[pymodule_export]

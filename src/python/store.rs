@@ -4,12 +4,13 @@ use std::ops::Bound as Limit;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyString, PyTuple};
 
 use super::args::{durability as durability_arg, limit as limit_arg, non_negative, seconds};
 use super::arrow::{put as put_arrow, stream as arrow_stream, Load, PyArrowStream};
+use super::batch::PyBatch;
 use super::changes::{feed_request, PyChanges};
 use super::display::html;
 use super::errors::{owned, run, run_detached};
@@ -28,6 +29,10 @@ pub(crate) const PROGRESS_EVERY: usize = 8192;
 const SIGNAL_EVERY: usize = 1024;
 
 /// A replikv store: a directory with a durable change log and redb tables.
+///
+/// Opening a directory this process already has open returns another handle to the same
+/// open store if the options are equal (`StoreOptionsError` otherwise); the store closes
+/// with its last handle.
 ///
 /// Args:
 ///     segment_bytes: the largest log segment. Segments start at 1 MiB and double up to
@@ -147,7 +152,7 @@ impl PyStore {
             follower: false,
         };
         let path: PathBuf = path.extract()?;
-        let store = run_detached(py, || Store::open(&path, options))?;
+        let store = run_detached(py, || Store::open_shared(&path, options))?;
         Ok(Self { store })
     }
 
@@ -179,10 +184,10 @@ impl PyStore {
         Ok(self.store.epoch_history().pairs().to_vec())
     }
 
-    /// Whether the store is closed.
+    /// Whether this handle (or the store, after a fatal failure) is closed.
     #[getter]
     fn closed(&self, py: Python<'_>) -> PyResult<bool> {
-        owned(py, &self.store)?;
+        run(py, || self.store.check_process())?;
         Ok(self.store.is_closed())
     }
 
@@ -314,6 +319,43 @@ impl PyStore {
         }
     }
 
+    /// Deletes every row of `table` whose key starts with `prefix` (a str or bytes; int
+    /// keys have no prefixes) as one transaction, one log entry; returns how many rows.
+    #[pyo3(signature = (table, prefix, *, durability = None))]
+    fn delete_prefix(
+        &self,
+        py: Python<'_>,
+        table: &str,
+        prefix: &Bound<'_, PyAny>,
+        durability: Option<&str>,
+    ) -> PyResult<u64> {
+        let durability = durability_arg(durability)?;
+        if !(prefix.is_instance_of::<PyString>() || prefix.is_instance_of::<PyBytes>()) {
+            return Err(PyTypeError::new_err(format!(
+                "prefix must be str or bytes, not {} (int keys have no prefixes: delete \
+                 them by key, or use drop_table)",
+                prefix.get_type().name()?
+            )));
+        }
+        if prefix.len()? == 0 {
+            return Err(PyValueError::new_err(
+                "an empty prefix would delete every str (or bytes) key of the table: use \
+                 drop_table(name) to delete the whole table",
+            ));
+        }
+        let (lower, upper) = key_bounds(Some(prefix), None, None)?;
+        self.delete_range(py, table, lower, &upper, durability)
+    }
+
+    /// Deletes the whole table `name` as one transaction, one log entry: it is no longer
+    /// listed by `tables()`. Returns how many rows it held (0 for a table that does not
+    /// exist: dropping is idempotent).
+    #[pyo3(signature = (name, *, durability = None))]
+    fn drop_table(&self, py: Python<'_>, name: &str, durability: Option<&str>) -> PyResult<u64> {
+        let durability = durability_arg(durability)?;
+        self.delete_range(py, name, Limit::Unbounded, &Limit::Unbounded, durability)
+    }
+
     /// A view of one table as a mutable mapping (the table need not exist yet).
     fn table<'py>(slf: &Bound<'py, Self>, name: &str) -> PyResult<Bound<'py, PyAny>> {
         slf.py()
@@ -339,7 +381,18 @@ impl PyStore {
         ))
     }
 
-    /// Names of the tables written so far, in order.
+    /// A batch of writes collected in memory and committed as one transaction (one log
+    /// entry, one fsync) when its `with` block ends; nothing is written if the block
+    /// raises. Unlike a transaction it holds no lock while the block runs, and cannot read.
+    #[pyo3(signature = (*, durability = None))]
+    fn batch(&self, durability: Option<&str>) -> PyResult<PyBatch> {
+        Ok(PyBatch::new(
+            self.store.clone(),
+            durability_arg(durability)?,
+        ))
+    }
+
+    /// Names of the tables that hold rows, in order.
     fn tables(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         run(py, || self.store.tables())
     }
@@ -546,7 +599,8 @@ impl PyStore {
         PyChecksum::new(py, sums)
     }
 
-    /// Flushes, checkpoints and releases every file; closing twice is harmless.
+    /// Closes this handle: its later use raises `StoreClosed`. The store itself (flushed,
+    /// checkpointed, every file released) closes with its last handle.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         run_detached(py, || self.store.close())
     }
@@ -623,6 +677,24 @@ impl PyStore {
 }
 
 impl PyStore {
+    /// Deletes the rows of `table` in a key range as one transaction (see
+    /// [`Store::delete_range`]); returns how many once the write has its durability.
+    fn delete_range(
+        &self,
+        py: Python<'_>,
+        table: &str,
+        lower: Limit<Vec<u8>>,
+        upper: &Limit<Vec<u8>>,
+        durability: Option<Durability>,
+    ) -> PyResult<u64> {
+        wait_for_writer(py, &self.store)?;
+        let (committed, deleted) = run_detached(py, || {
+            self.store.delete_range(table, lower, upper, durability)
+        })?;
+        await_receipt(py, &committed)?;
+        Ok(deleted)
+    }
+
     fn encode_and_commit(
         &self,
         py: Python<'_>,

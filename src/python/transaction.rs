@@ -92,7 +92,12 @@ impl PyTransaction {
 
     /// Takes the open transaction out (beginning it if needed) for one call.
     fn take(&self, py: Python<'_>) -> PyResult<Transaction> {
-        owned(py, &self.store)?;
+        if let Err(refused) = owned(py, &self.store) {
+            // A transaction of a closed handle can never commit: it gives the writer lock
+            // back now rather than when it is collected.
+            self.abort();
+            return Err(refused);
+        }
         let previous = std::mem::replace(&mut *self.lock(), TxState::Busy);
         match previous {
             TxState::Open(tx) => Ok(tx),

@@ -95,7 +95,7 @@ impl Store {
     /// Holds new readers back and compacts once the read snapshots already taken have
     /// ended, waiting up to [`HOLD_READERS`] for them; returns whether it compacted.
     fn compact_holding_readers(&self) -> Result<bool> {
-        self.check_process()?;
+        self.check_usable()?;
         let mut guard = self
             .inner
             .open

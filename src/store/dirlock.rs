@@ -43,6 +43,7 @@ impl DirLock {
             return Err(StoreError::Locked {
                 path: dir.to_path_buf(),
                 owner,
+                holder: None,
             }
             .into());
         }

@@ -88,7 +88,7 @@ impl Store {
     /// [`StoreError::ReadOnly`] on a store that is not a follower, [`StoreError::OutOfOrder`]
     /// for a gap or a repeat, a payload that does not decode, a closed store.
     pub fn append_replicated(&self, payloads: &[Vec<u8>]) -> Result<u64> {
-        self.check_process()?;
+        self.check_usable()?;
         if !self.is_follower() {
             return Err(self.read_only(ReadOnlyReason::NotAFollower));
         }

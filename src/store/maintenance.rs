@@ -22,6 +22,7 @@ impl Maintenance {
     pub(super) fn start(inner: &Arc<Inner>) -> Option<Self> {
         let store = Store {
             inner: Arc::clone(inner),
+            handle: Arc::default(),
         };
         if store.retention_policy().keeps_everything() {
             return None;
@@ -50,7 +51,10 @@ fn run(inner: &Weak<Inner>, stopped: &Receiver<()>) {
         }
         wait = RETENTION_INTERVAL;
         let Some(inner) = inner.upgrade() else { return };
-        let store = Store { inner };
+        let store = Store {
+            inner,
+            handle: Arc::default(),
+        };
         if store.is_closed() {
             return;
         }

@@ -1,6 +1,7 @@
 //! The store: a directory holding the change log (the commit point) and the redb tables
 //! applied from it. See DESIGN §1 for the commit pipeline and recovery.
 
+mod bulk_delete;
 mod checkpoint;
 mod commit;
 mod compaction;
@@ -9,6 +10,7 @@ mod diverged;
 mod durability;
 mod epochs;
 mod follow;
+mod handles;
 mod handover;
 mod history;
 mod install;
@@ -263,10 +265,12 @@ impl Drop for VisibleSubscription {
     }
 }
 
-/// A replikv store. Cheap to clone: clones share one open store.
+/// A replikv store. Cheap to clone: clones share one open store, and are one handle of it
+/// (see [`Store::open_shared`]).
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
+    handle: Arc<handles::Handle>,
 }
 
 impl std::fmt::Debug for Store {
@@ -322,8 +326,14 @@ impl Store {
     /// I/O failures (missing parent, permissions), [`StoreError::Locked`] if another handle
     /// owns the directory, corruption of the log or of the redb file.
     pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self> {
-        let log_dir = path.as_ref().join("log");
-        Self::open_with(path.as_ref(), options, |_| {
+        Self::register_exclusive(Self::open_unregistered(path.as_ref(), options))
+    }
+
+    /// Opens the store at `path` (see [`Store::open`]) without entering it in the registry
+    /// of handles.
+    fn open_unregistered(path: &Path, options: StoreOptions) -> Result<Self> {
+        let log_dir = path.join("log");
+        Self::open_with(path, options, |_| {
             match std::fs::create_dir(&log_dir) {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 other => other.map_err(dir_io("cannot create log directory", &log_dir))?,
@@ -381,6 +391,7 @@ impl Store {
                     _lock: lock,
                 })),
             }),
+            handle: Arc::default(),
         };
         *store.maintenance() = Maintenance::start(&store.inner);
         Ok(store)
@@ -430,8 +441,21 @@ impl Store {
         Ok(())
     }
 
-    fn open_state(&self) -> Result<RwLockReadGuard<'_, Option<Open>>> {
+    /// Refuses a handle inherited through `fork()`, or one closed by its own
+    /// [`Store::close`] while other handles keep the store open.
+    ///
+    /// # Errors
+    /// [`StoreError::Inherited`], or [`StoreError::Closed`].
+    pub fn check_usable(&self) -> Result<()> {
         self.check_process()?;
+        if self.handle.is_closed() {
+            return Err(self.closed_error(None));
+        }
+        Ok(())
+    }
+
+    fn open_state(&self) -> Result<RwLockReadGuard<'_, Option<Open>>> {
+        self.check_usable()?;
         let guard = self
             .inner
             .open
@@ -522,9 +546,11 @@ impl Store {
         durability: Option<Durability>,
         holds_writer: bool,
     ) -> Result<Committed> {
+        // In a forked child the writer lock is a copy nobody uses: nothing to release.
         self.check_process()?;
         let checked = self
-            .check_writable()
+            .check_usable()
+            .and_then(|()| self.check_writable())
             .and_then(|()| self.resolve_durability(&ops, durability))
             .and_then(|resolved| Ok((resolved, self.encode(&ops)?)));
         let ((durability, replication), (body, crc)) = match checked {
@@ -603,7 +629,7 @@ impl Store {
     /// Takes the writer lock without the follower check: for work that must be the only
     /// one touching the overlay and redb (snapshots, dropping log segments).
     fn begin_exclusive(&self) -> Result<Transaction> {
-        self.check_process()?;
+        self.check_usable()?;
         self.inner
             .pipeline
             .acquire_writer(None)
@@ -618,7 +644,7 @@ impl Store {
     /// # Errors
     /// A closed store, or a transaction already open on this thread.
     pub fn writer_free_within(&self, patience: Duration) -> Result<bool> {
-        self.check_process()?;
+        self.check_usable()?;
         match self
             .inner
             .pipeline
@@ -641,7 +667,7 @@ impl Store {
     /// # Errors
     /// As [`Store::begin`].
     pub fn begin_within(&self, patience: Duration) -> Result<Option<Transaction>> {
-        self.check_process()?;
+        self.check_usable()?;
         self.check_writable()?;
         match self
             .inner
@@ -659,7 +685,7 @@ impl Store {
     /// # Errors
     /// A closed store, or a transaction already open on this thread.
     pub fn begin(&self) -> Result<Transaction> {
-        self.check_process()?;
+        self.check_usable()?;
         self.check_writable()?;
         self.inner
             .pipeline
@@ -741,12 +767,17 @@ impl Store {
         })
     }
 
-    /// Names of the tables that have been written, in order.
+    /// Names of the tables that hold rows, in order (a table whose rows were all deleted,
+    /// or that was dropped, is not listed).
     ///
     /// # Errors
     /// A closed store or a storage failure.
     pub fn tables(&self) -> Result<Vec<String>> {
-        Ok(self.checksum()?.tables.into_keys().collect())
+        let tables = self.checksum()?.tables.into_iter();
+        Ok(tables
+            .filter(|(_, sum)| sum.rows > 0)
+            .map(|(name, _)| name)
+            .collect())
     }
 
     /// Per-table row counts and checksums at one LSN, read atomically: O(tables).
@@ -813,15 +844,24 @@ impl Store {
     /// Whether the store has been closed (on request or by a fatal failure).
     #[must_use]
     pub fn is_closed(&self) -> bool {
-        self.inner.pipeline.is_closed()
+        self.handle.is_closed() || self.inner.pipeline.is_closed()
     }
 
-    /// Flushes what is pending, checkpoints the tables and releases every file.
-    /// Closing twice is a no-op.
+    /// Closes this handle. A store opened by [`Store::open`] (one handle) is closed: what
+    /// is pending is flushed, the tables are checkpointed and every file is released. A
+    /// handle from [`Store::open_shared`] is refused from now on; the store closes with its
+    /// last handle. Closing twice is a no-op.
     ///
     /// # Errors
     /// The final checkpoint failed (the log still holds every committed entry).
     pub fn close(&self) -> Result<()> {
+        self.check_process()?;
+        self.close_handle()
+    }
+
+    /// Closes the store for every handle: flushes what is pending, checkpoints the tables
+    /// and releases every file. Closing twice is a no-op.
+    fn shut(&self) -> Result<()> {
         self.check_process()?;
         let first = self.inner.pipeline.mark_closed();
         // Ends the background retention at once rather than at its next tick.

@@ -1,0 +1,173 @@
+"""Re-running a notebook cell: a second ``Store(path)`` in one process is another handle to
+the same open store; each handle closes on its own, and the directory is released with the
+last one."""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import replikv
+
+TOKEN = "t0ken"
+
+
+def other_process_reads(path: Path) -> str:
+    """What another process gets when it opens ``path``: the value of ``t/k``, or the error."""
+    code = (
+        "import replikv, sys\n"
+        "try:\n"
+        f"    with replikv.Store({str(path)!r}) as s:\n"
+        "        print('read', s.get('t', 'k'))\n"
+        "except replikv.StoreLockedError as e:\n"
+        "    print('locked', e)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    return result.stdout.strip()
+
+
+def test_a_second_store_of_a_path_shares_the_open_store(tmp_path: Path) -> None:
+    first = replikv.Store(tmp_path / "db")
+    first.put("t", "k", 1)
+    # The cell is re-run: IPython's Out[] still holds the first handle.
+    second = replikv.Store(tmp_path / "db")
+    assert second is not first
+    assert second.get("t", "k") == 1
+    second.put("t", "k", 2)
+    assert first.get("t", "k") == 2
+    assert first.last_lsn == second.last_lsn == 2
+    # A relative spelling of the same directory is the same store too.
+    third = replikv.Store(tmp_path / "db" / ".." / "db")
+    with first.transaction() as tx:
+        tx.put("t", "x", 3)
+    assert third.get("t", "x") == 3
+    assert [c.lsn for c in third.changes()] == [1, 2, 3]
+    for handle in (first, second, third):
+        handle.close()
+
+
+def test_closing_a_handle_refuses_its_use_and_leaves_the_others_open(tmp_path: Path) -> None:
+    first = replikv.Store(tmp_path / "db")
+    second = replikv.Store(tmp_path / "db")
+    first.close()
+    assert first.closed and not second.closed
+    with pytest.raises(replikv.StoreClosed):
+        first.put("t", "k", 1)
+    with pytest.raises(replikv.StoreClosed):
+        first.get("t", "k")
+    with pytest.raises(replikv.StoreClosed):
+        first.last_lsn  # noqa: B018
+    first.close()  # closing twice is harmless
+    assert "closed" in repr(first)
+    second.put("t", "k", 1)
+    with replikv.Store(tmp_path / "db") as third:
+        assert third.get("t", "k") == 1
+    assert third.closed and not second.closed
+    assert second.get("t", "k") == 1
+    second.close()
+
+
+def test_other_options_are_refused_naming_the_option_and_both_values(tmp_path: Path) -> None:
+    with replikv.Store(tmp_path / "db") as store:
+        with pytest.raises(replikv.StoreOptionsError) as refused:
+            replikv.Store(tmp_path / "db", fsync=False)
+        assert isinstance(refused.value, ValueError)
+        assert "fsync=True" in str(refused.value) and "fsync=False" in str(refused.value)
+        assert (refused.value.option, refused.value.open_value) == ("fsync", "True")
+        assert refused.value.asked_value == "False"
+        with pytest.raises(replikv.StoreOptionsError, match=r"retain_seconds=604800\.0.*None"):
+            replikv.Store(tmp_path / "db", retain_seconds=None)
+        # The refusal changed nothing.
+        store.put("t", "k", 1)
+        assert not store.closed
+
+
+def test_the_directory_is_released_when_the_last_handle_is_closed(tmp_path: Path) -> None:
+    first = replikv.Store(tmp_path / "db")
+    second = replikv.Store(tmp_path / "db")
+    first.put("t", "k", "kept")
+    first.close()
+    assert other_process_reads(tmp_path / "db").startswith("locked")
+    second.close()
+    assert other_process_reads(tmp_path / "db") == "read kept"
+
+
+def test_the_directory_is_released_when_the_last_handle_is_collected(tmp_path: Path) -> None:
+    first = replikv.Store(tmp_path / "db")
+    second = replikv.Store(tmp_path / "db")
+    first.put("t", "k", "kept")
+    del first
+    gc.collect()
+    assert other_process_reads(tmp_path / "db").startswith("locked")
+    del second
+    gc.collect()
+    assert other_process_reads(tmp_path / "db") == "read kept"
+    # And this process opens it afresh.
+    with replikv.Store(tmp_path / "db") as reopened:
+        assert reopened.get("t", "k") == "kept"
+
+
+def test_a_directory_held_by_a_replica_is_refused_saying_so(tmp_path: Path) -> None:
+    with replikv.Replica(tmp_path / "replica", primary="127.0.0.1:1", token=TOKEN) as replica:
+        with pytest.raises(replikv.StoreLockedError, match="in this process by a Replica"):
+            replikv.Store(tmp_path / "replica")
+        assert replica.store.get("t", "k") is None
+    with replikv.Store(tmp_path / "db") as store:
+        with pytest.raises(replikv.StoreLockedError, match="in this process by Store handles"):
+            replikv.Replica(tmp_path / "db", primary="127.0.0.1:1", token=TOKEN)
+        assert not store.closed
+
+
+def _open_in_child(path: str) -> str:
+    try:
+        replikv.Store(path)
+    except replikv.StoreLockedError as err:
+        return f"locked: {err}"
+    return "opened"
+
+
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+def test_a_forked_child_never_gets_the_parents_open_store(tmp_path: Path) -> None:
+    import os
+
+    with replikv.Store(tmp_path / "db") as store:
+        store.put("t", "k", 1)
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            outcome = pool.apply(_open_in_child, (str(tmp_path / "db"),))
+        assert outcome.startswith("locked") and f"process {os.getpid()}" in outcome, outcome
+        # The parent's store is untouched by the child's attempt.
+        assert store.put("t", "k", 2).lsn == 2
+
+
+def test_a_store_served_by_a_primary_is_not_served_again_through_another_handle(
+    tmp_path: Path,
+) -> None:
+    with replikv.Store(tmp_path / "db") as first, replikv.Primary(first) as primary:
+        second = replikv.Store(tmp_path / "db")
+        with pytest.raises(replikv.ReplicationError, match="already served by a Primary"):
+            replikv.Primary(second)
+        # Writes through the other handle are the served store's writes.
+        assert second.put("t", "k", 1).lsn == 1 == primary.store.last_lsn
+        second.close()
+
+
+def test_a_transaction_of_a_closed_handle_is_refused_and_frees_the_writer_lock(
+    tmp_path: Path,
+) -> None:
+    first = replikv.Store(tmp_path / "db")
+    second = replikv.Store(tmp_path / "db")
+    tx = first.transaction()
+    tx.put("t", "k", 1)  # holds the writer lock from here
+    first.close()
+    with pytest.raises(replikv.StoreClosed):
+        tx.commit()
+    # The other handle writes on: the refused commit released the lock.
+    assert second.put("t", "k", 2).lsn == 1
+    assert second.get("t", "k") == 2
+    second.close()
