@@ -182,7 +182,7 @@ def test_a_cache_node_following_the_log_drops_a_deleted_prefix(store: replikv.St
         replikv.Primary(store, listen="127.0.0.1:0") as primary,
         replikv.CacheNode(follow=primary.address) as node,
     ):
-        eventually("the node follows", lambda: node.stats()["follow_state"] == "streaming")
+        eventually("the node follows", lambda: node.stats().follow_state == "streaming")
         host, port = node.address.rsplit(":", 1)
         r = redis.Redis(host=host, port=int(port), socket_timeout=5)
         key = "subscribers:s:ana@example.com"
@@ -190,6 +190,6 @@ def test_a_cache_node_following_the_log_drops_a_deleted_prefix(store: replikv.St
         assert command(r, "RKV.FILL", key, 1, store.last_lsn, value) == 1
         assert r.get(key) == value
         store.table("subscribers").delete_prefix("ana@")
-        eventually("the node processes it", lambda: node.stats()["processed_lsn"] == 2)
+        eventually("the node processes it", lambda: node.stats().processed_lsn == 2)
         assert r.get(key) is None
         r.close()
