@@ -28,7 +28,10 @@ pub mod follow;
 pub mod fork;
 pub mod log;
 pub mod net;
+// The binding's doc comments are Python docstrings (`help()` shows them, and
+// dev/stub_docs.py copies them into the stub), written in reST, not Markdown.
 #[cfg(feature = "python")]
+#[allow(clippy::doc_markdown)]
 mod python;
 pub mod replication;
 pub mod store;

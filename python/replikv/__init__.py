@@ -1,6 +1,19 @@
 """replikv: replicated key-value stores built on one durable change log.
 
-Start with :class:`Store`; see the README for replicas and the cache.
+- :class:`Store` opens a directory: tables of keys and values (``store.table(name)`` is a
+  :class:`Table`, a mapping), one log entry per write, :class:`Transaction` and
+  :class:`Batch` for many writes in one entry, ``store.changes()`` for the log itself.
+- :class:`Primary` serves a store's log to :class:`Replica` processes over TCP, async or
+  sync (``durability="sync"``); ``Replica.promote`` makes one the primary after a failure.
+- :class:`Cache` reads through an in-process LRU or :class:`CacheNode` servers that speak
+  the Redis protocol and follow the log.
+- ``Table.to_pandas``, ``Table.to_arrow_batches`` and ``Store.put_dataframe`` move data to
+  and from pandas and Arrow; :func:`encode_value` shows how a value is stored.
+- ``replikv.testing`` is a pytest plugin with a ``replikv_store`` fixture; the ``replikv``
+  command covers the same roles from a shell (``replikv --help``).
+
+Every status (:class:`PrimaryStatus`, :class:`ReplicaStatus`, :class:`CacheStats`, ...) is a
+typed object with ``to_dict()``, shown as a table in Jupyter. See the README for a guide.
 """
 
 from __future__ import annotations

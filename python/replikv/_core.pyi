@@ -194,7 +194,9 @@ class StoreStats:
     def last_lsn(self) -> int:
         """The last LSN that is durable and visible."""
     def to_dict(self) -> dict[str, Any]:
-        """The stats as a plain dict of JSON-able values (``oldest_time`` in ISO 8601)."""
+        """The stats as a plain dict of JSON-able values (`oldest_time` in ISO 8601), for
+        logging, JSON or a row of a data frame.
+        """
     def _repr_html_(self) -> str:
         """An HTML table of it, for Jupyter."""
 
@@ -279,8 +281,9 @@ class Batch:
         """A write-only view of one table for this batch: ``view[key] = value``,
         ``del view[key]``, ``view.update(mapping)``."""
     def commit(self) -> Receipt:
-        """Commits the writes collected so far (the ``with`` block does this on a clean
-        exit); a batch without writes takes no LSN."""
+        """Commits the writes collected so far as one transaction (the `with` block does this
+        on a clean exit). A batch without writes takes no LSN.
+        """
     def discard(self) -> None:
         """Drops the writes collected so far (the ``with`` block does this when it raises)."""
     @property
@@ -503,6 +506,9 @@ class Store:
         """Writes the rows of Arrow data (anything with `__arrow_c_stream__`: a pyarrow Table,
         a polars `DataFrame`, ...) into `table`, keyed by the column `key`, converted column
         by column in Rust: one transaction, or one per `batch_rows` rows.
+        Writes the rows of Arrow data (anything with `__arrow_c_stream__`: a pyarrow Table,
+        a polars `DataFrame`, ...) into `table`, keyed by the column `key`, converted column
+        by column in Rust: one transaction, or one per `batch_rows` rows.
         Writes the rows of Arrow data (anything with ``__arrow_c_stream__``), keyed by the
         column ``key``, converted column by column in Rust.
 
@@ -528,6 +534,10 @@ class Store:
         durability: str | None = None,
     ) -> Receipt:
         """Writes the rows of a pandas `DataFrame` into `table`, keyed by the column `key` (or
+        the index if `key` is None): columns go to Arrow in pandas' own code and are
+        encoded in Rust, never row by row in Python; object columns of lists and dicts are
+        encoded value by value in Rust.
+        Writes the rows of a pandas `DataFrame` into `table`, keyed by the column `key` (or
         the index if `key` is None): columns go to Arrow in pandas' own code and are
         encoded in Rust, never row by row in Python; object columns of lists and dicts are
         encoded value by value in Rust.
@@ -652,19 +662,23 @@ class ReplicaInfo:
     """One replica as the primary sees it."""
 
     @property
-    def name(self) -> str: ...
+    def name(self) -> str:
+        """The replica's name (its slot's name)."""
     @property
-    def address(self) -> str: ...
+    def address(self) -> str:
+        """The address it connected from."""
     @property
     def state(self) -> str:
         """``'snapshot'``, ``'catching_up'``, ``'streaming'`` or ``'disconnected'``."""
     @property
-    def sent_lsn(self) -> int: ...
+    def sent_lsn(self) -> int:
+        """The last LSN shipped to it."""
     @property
     def acked_lsn(self) -> int:
         """The last LSN the replica reported durable."""
     @property
-    def lag_lsn(self) -> int: ...
+    def lag_lsn(self) -> int:
+        """Entries the primary committed that it has not acknowledged."""
     @property
     def lag_bytes(self) -> int:
         """Bytes shipped but not yet acknowledged."""
@@ -672,7 +686,8 @@ class ReplicaInfo:
     def lag_seconds(self) -> float:
         """Age of its oldest missing entry, on the primary's clock."""
     @property
-    def last_seen(self) -> datetime.datetime: ...
+    def last_seen(self) -> datetime.datetime:
+        """When the primary last heard from it (an aware UTC datetime)."""
     @property
     def sync_state(self) -> str:
         """``'quorum'`` if its acks count toward sync writes (a replica that fsyncs),
@@ -692,9 +707,11 @@ class PrimaryStatus:
     def address(self) -> str:
         """The primary's ``host:port``."""
     @property
-    def last_lsn(self) -> int: ...
+    def last_lsn(self) -> int:
+        """The last LSN the primary committed."""
     @property
-    def epoch(self) -> int: ...
+    def epoch(self) -> int:
+        """The primary's epoch."""
     @property
     def sync_state(self) -> str:
         """``'ok'``, ``'degraded'`` or ``'unavailable'``, as :attr:`Primary.sync_state`."""
@@ -710,7 +727,7 @@ class PrimaryStatus:
     def __len__(self) -> int: ...
     def __iter__(self) -> Iterator[ReplicaInfo]: ...
     def to_dict(self) -> dict[str, Any]:
-        """The fields as JSON-able values, each replica as its ``to_dict()``."""
+        """The fields as JSON-able values, each replica as its own `to_dict()`."""
     def _repr_html_(self) -> str:
         """An HTML table of it, for Jupyter."""
 
@@ -724,7 +741,7 @@ class Slot:
         """The replica's name."""
     @property
     def acked_lsn(self) -> int:
-        """The last LSN it acknowledged as durable."""
+        """The last LSN the replica acknowledged as durable: the log is kept from there."""
     @property
     def created(self) -> datetime.datetime:
         """When the slot was created (aware UTC)."""
@@ -738,7 +755,9 @@ class Slot:
 
 @final
 class ReplicaStatus:
-    """A replica's status, from :meth:`Replica.status`."""
+    """A replica's status: its link to the primary, its position and lag, and what it did
+    about a fork.
+    """
 
     @property
     def name(self) -> str:
@@ -761,7 +780,8 @@ class ReplicaStatus:
     def primary_last_lsn(self) -> int:
         """The primary's last LSN, as last heard."""
     @property
-    def lag_lsn(self) -> int: ...
+    def lag_lsn(self) -> int:
+        """Entries the primary has that this replica has not applied."""
     @property
     def lag_seconds(self) -> float:
         """Age of its oldest missing entry on the primary's clock; NaN while behind with
@@ -789,7 +809,8 @@ class ReplicaStatus:
     def snapshot_progress(self) -> tuple[int, int] | None:
         """``(rows received, rows in all)`` while a snapshot arrives, else ``None``."""
     @property
-    def last_error(self) -> str | None: ...
+    def last_error(self) -> str | None:
+        """Why its link last failed, or ``None``."""
     @property
     def diverged(self) -> dict[str, Any] | None:
         """While stopped on a fork, the loss account: ``fork_lsn``, ``last_lsn``,
@@ -871,15 +892,16 @@ class Primary:
         """Why the last connection was refused, if any was."""
     @property
     def sync_state(self) -> str:
-        """``'ok'`` (at least ``quorum`` replicas that fsync are connected),
-        ``'degraded'`` (enough are registered but fewer are connected: sync writes wait
-        and may time out) or ``'unavailable'`` (fewer are registered: sync writes are
-        refused)."""
+        """Whether sync writes can complete now: "ok" (at least `quorum` replicas that fsync
+        are connected), "degraded" (enough are registered but fewer are connected: sync
+        writes wait and may time out) or "unavailable" (fewer are registered: sync writes
+        are refused).
+        """
     def status(self) -> PrimaryStatus:
         """Its position and sync state, and every replica seen since start with its state
         and lag (iterate over it for the replicas)."""
     def slots(self) -> list[Slot]:
-        """The durable slots, one per replica the log is kept for."""
+        """The durable slots, one `Slot` per replica the log is kept for."""
     def drop_slot(self, name: str) -> bool:
         """Drops a replica's slot (the log is no longer kept for it); returns whether it existed."""
     def retain(self) -> int:
@@ -1065,7 +1087,8 @@ class Replica:
     def name(self) -> str:
         """Its name: its slot on the primary (defaults to the directory's name)."""
     @property
-    def applied_lsn(self) -> int: ...
+    def applied_lsn(self) -> int:
+        """The last LSN applied here."""
     def wait_for(
         self,
         lsn: int,
@@ -1192,7 +1215,7 @@ class ReplicaVerify:
     def tables(self) -> dict[str, str]:
         """Per table: ``'equal'`` or ``'different'`` (empty when not comparable)."""
     def to_dict(self) -> dict[str, Any]:
-        """The comparison as plain dicts, with both sides' rows and checksums per table."""
+        """The comparison as plain dicts and lists, with each side's row count and checksum."""
     def _repr_html_(self) -> str:
         """An HTML table of it, for Jupyter."""
 
@@ -1381,7 +1404,8 @@ class CacheNode:
     def address(self) -> str:
         """The address it listens on (`host:port`; the real port if 0 was asked)."""
     @property
-    def closed(self) -> bool: ...
+    def closed(self) -> bool:
+        """Whether `close()` was called."""
     def stats(self) -> CacheNodeStats:
         """Its counters and where it stands in the log it follows.
 
@@ -1437,27 +1461,37 @@ class Cache:
     def invalidate(self, table: str, key: _Key) -> bool:
         """Drops `key` from the cache; returns whether it was cached."""
     def invalidate_prefix(self, table: str, prefix: str | bytes | None = None) -> int:
-        """Drops the cached keys of ``table`` (starting with ``prefix``); returns how many."""
+        """Drops every cached key of `table` (starting with `prefix`, a str or bytes, when
+        given); returns how many were dropped.
+        """
     def stats(self) -> CacheStats:
-        """Its lookups, loads from the source and what its backend dropped (over nodes:
-        their sums, and each node's own figures)."""
+        """Its lookups, loads from the source and what its backend dropped, as a
+        `CacheStats` (over nodes: their sums, and each node's own figures).
+        """
     def memoize(self, ttl: float | None = None) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
-        """A decorator caching a function's results by the ``repr`` of its arguments."""
+        """A decorator that caches a function's results by its arguments (their `repr`), for
+        `ttl` seconds or until `invalidate_memoized`.
+        """
     def _repr_html_(self) -> str:
         """An HTML table of its stats, for Jupyter."""
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Stops watching the source; later calls raise `CacheError`. Idempotent."""
     def __enter__(self) -> Self: ...
     def __exit__(self, *exc: object) -> bool: ...
 
 @final
 class CacheStats:
-    """What a :class:`Cache` counted, from :meth:`Cache.stats`. Over cache nodes,
-    ``evictions``, ``expirations``, ``invalidations`` and ``keys`` are the nodes' sums."""
+    """What a `Cache` counted: lookups, loads from its source, and what its backend dropped.
+    Over cache nodes, `evictions`, `expirations`, `invalidations` and `keys` are the nodes'
+    sums, and `nodes` holds each node's own figures by address (empty in-process).
+    """
 
     @property
-    def hits(self) -> int: ...
+    def hits(self) -> int:
+        """Reads answered from the cache."""
     @property
-    def misses(self) -> int: ...
+    def misses(self) -> int:
+        """Reads that went to the source."""
     @property
     def hit_ratio(self) -> float:
         """``hits / (hits + misses)``; 0.0 before the first lookup."""
@@ -1489,7 +1523,8 @@ class CacheStats:
     def errors(self) -> int:
         """Node failures a read or a fill survived (the source answered; 0 in-process)."""
     @property
-    def last_error(self) -> str | None: ...
+    def last_error(self) -> str | None:
+        """The last error of a cache node, or ``None``."""
     @property
     def nodes(self) -> dict[str, dict[str, Any]]:
         """Each node's figures by address: ``state``, ``evictions``, ``expirations``,
@@ -1502,30 +1537,38 @@ class CacheStats:
 
 @final
 class CacheNodeStats:
-    """What a :class:`CacheNode` counted, from :meth:`CacheNode.stats`."""
+    """What a `CacheNode` counted and where it stands in the log it follows."""
 
     @property
-    def address(self) -> str: ...
+    def address(self) -> str:
+        """The ``host:port`` it serves on."""
     @property
-    def hits(self) -> int: ...
+    def hits(self) -> int:
+        """``GET``s answered from its LRU."""
     @property
-    def misses(self) -> int: ...
+    def misses(self) -> int:
+        """``GET``s of keys it did not hold."""
     @property
     def hit_ratio(self) -> float:
         """``hits / (hits + misses)``; 0.0 before the first lookup."""
     @property
-    def evictions(self) -> int: ...
+    def evictions(self) -> int:
+        """Values dropped to stay within its memory bound."""
     @property
-    def expirations(self) -> int: ...
+    def expirations(self) -> int:
+        """Values dropped when their TTL passed."""
     @property
-    def invalidations(self) -> int: ...
+    def invalidations(self) -> int:
+        """Values dropped (or refreshed) because the log wrote their key."""
     @property
-    def stale_fills_refused(self) -> int: ...
+    def stale_fills_refused(self) -> int:
+        """Fills refused because their value was older than a write it had seen."""
     @property
     def flushes(self) -> int:
         """Times everything was dropped (FLUSHALL, a fork, a lost log position)."""
     @property
-    def keys(self) -> int: ...
+    def keys(self) -> int:
+        """Keys it holds now."""
     @property
     def bytes(self) -> int:
         """Bytes of the cached values."""
@@ -1533,7 +1576,8 @@ class CacheNodeStats:
     def processed_lsn(self) -> int:
         """The last log entry it applied."""
     @property
-    def processed_epoch(self) -> int: ...
+    def processed_epoch(self) -> int:
+        """The epoch of the last log entry it applied."""
     @property
     def log_lost(self) -> int:
         """Times the log it needed was gone (it flushed and resumed)."""
@@ -1544,7 +1588,8 @@ class CacheNodeStats:
     def follow_state(self) -> str:
         """The state of its link to the primary (``'none'`` without ``follow``)."""
     @property
-    def last_error(self) -> str | None: ...
+    def last_error(self) -> str | None:
+        """Why its link to the primary last failed, or ``None``."""
     @property
     def clients(self) -> int:
         """Connections open now."""

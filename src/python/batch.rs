@@ -20,7 +20,8 @@ enum BatchState {
 }
 
 /// Writes collected in memory, committed as one transaction (one log entry, one fsync)
-/// when the `with` block ends; nothing is written if the block raises.
+/// when the ``with`` block ends; nothing is written if the block raises. Made by
+/// :meth:`Store.batch`.
 #[pyclass(frozen, module = "replikv._core", name = "Batch")]
 pub(crate) struct PyBatch {
     store: Store,
@@ -82,8 +83,8 @@ impl PyBatch {
         Ok(false)
     }
 
-    /// Writes `value` under `key` when the batch commits (the value is encoded now: later
-    /// changes to the object are not seen).
+    /// Writes ``value`` under ``key`` when the batch commits. The value is encoded now
+    /// (a bad one raises here; later changes to the object are not seen).
     fn put(
         &self,
         py: Python<'_>,
@@ -99,7 +100,7 @@ impl PyBatch {
         self.push(py, op)
     }
 
-    /// Deletes `key` when the batch commits.
+    /// Deletes ``key`` when the batch commits.
     fn delete(&self, py: Python<'_>, table: &str, key: &Bound<'_, PyAny>) -> PyResult<()> {
         let op = Op {
             table: table.to_owned(),
@@ -109,8 +110,8 @@ impl PyBatch {
         self.push(py, op)
     }
 
-    /// A write-only view of one table for this batch: `view[key] = value`, `del view[key]`,
-    /// `view.update(mapping)`.
+    /// A write-only view of one table for this batch: ``view[key] = value``,
+    /// ``del view[key]``, ``view.update(mapping)``.
     fn table<'py>(slf: &Bound<'py, Self>, name: &str) -> PyResult<Bound<'py, PyAny>> {
         validate_table_name(name).map_err(|e| to_py(slf.py(), e))?;
         slf.py()
@@ -137,7 +138,7 @@ impl PyBatch {
         Ok(receipt)
     }
 
-    /// Drops the writes collected so far (the `with` block does this when it raises).
+    /// Drops the writes collected so far (the ``with`` block does this when it raises).
     fn discard(&self) {
         let mut state = self.lock();
         if matches!(&*state, BatchState::Collecting(_)) {
@@ -145,7 +146,7 @@ impl PyBatch {
         }
     }
 
-    /// The receipt once committed, else `None`.
+    /// The receipt once committed, else ``None``.
     #[getter]
     fn receipt(&self) -> Option<PyReceipt> {
         match &*self.lock() {

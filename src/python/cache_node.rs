@@ -112,7 +112,10 @@ impl PyCacheNode {
         self.lock().is_none()
     }
 
-    /// Its counters and where it stands in the log it follows, as a `CacheNodeStats`.
+    /// Its counters and where it stands in the log it follows.
+    ///
+    /// Raises:
+    ///     CacheError: the node is closed.
     fn stats(&self, py: Python<'_>) -> PyResult<PyCacheNodeStats> {
         let guard = self.lock();
         let Some(running) = guard.as_ref() else {

@@ -132,6 +132,12 @@ pub(crate) fn owned(py: Python<'_>, store: &crate::store::Store) -> PyResult<()>
     run(py, || store.check_usable())
 }
 
+/// Refuses a handle inherited across `fork` but not a closed one: for `close()`, which must
+/// stay harmless on a handle whose store was closed first.
+pub(crate) fn not_inherited(py: Python<'_>, store: &crate::store::Store) -> PyResult<()> {
+    run(py, || store.check_process())
+}
+
 /// Runs a core call with the GIL held, mapping its error and catching panics.
 pub(crate) fn run<T>(py: Python<'_>, f: impl FnOnce() -> crate::Result<T>) -> PyResult<T> {
     match catch_unwind(AssertUnwindSafe(f)) {

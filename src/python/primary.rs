@@ -9,7 +9,7 @@ use pyo3::types::PyTuple;
 
 use super::args::{non_negative, seconds, timeout as wait_limit};
 use super::display::html;
-use super::errors::{owned, run_detached};
+use super::errors::{not_inherited, owned, run_detached};
 use super::replication::{wait_until, PrimaryArgs};
 use super::status::{PyPrimaryStatus, PySlot};
 use super::store::PyStore;
@@ -291,8 +291,8 @@ impl PyPrimary {
         Ok(self.primary.status().sync_state.name())
     }
 
-    /// Its position, sync state and every replica seen since start, with its state and
-    /// lag (a `PrimaryStatus`).
+    /// Its position and sync state, and every replica seen since start with its state
+    /// and lag (iterate over it for the replicas).
     fn status(&self, py: Python<'_>) -> PyResult<PyPrimaryStatus> {
         owned(py, self.primary.store())?;
         PyPrimaryStatus::new(py, self.address(), self.primary.status())
@@ -343,7 +343,7 @@ impl PyPrimary {
 
     /// Stops serving; the store stays open.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        owned(py, self.primary.store())?;
+        not_inherited(py, self.primary.store())?;
         py.detach(|| self.primary.close());
         Ok(())
     }

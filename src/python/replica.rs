@@ -10,7 +10,7 @@ use pyo3::types::{PyBool, PyTuple};
 use super::args::{non_negative, seconds, timeout as wait_limit};
 use super::display::html;
 use super::diverged::{account, diverged_error};
-use super::errors::{owned, raise, run_detached};
+use super::errors::{not_inherited, owned, raise, run_detached};
 use super::primary::{PyPrimary, PyPromotion};
 use super::replication::{wait_until, PrimaryArgs};
 use super::status::PyReplicaStatus;
@@ -138,15 +138,17 @@ impl PyReplica {
         Ok(self.replica.store().last_lsn())
     }
 
-    /// Waits until `lsn` is applied here; returns whether it was within `timeout` (in
-    /// seconds; an infinite timeout waits for ever).
+    /// Waits until ``lsn`` is applied here; returns whether it was in time.
     ///
-    /// `progress=True` shows the seeding (snapshot rows) and then the catch-up (log
-    /// entries) as progress bars; a callable is called with `(stage, done, total)`, stage
-    /// `"snapshot"` or `"catch-up"`, a few times a second.
+    /// ``timeout`` is in seconds; ``float("inf")`` waits for ever. ``progress=True`` shows
+    /// the seeding (snapshot rows received of the snapshot's rows) and then the catch-up
+    /// (log entries applied of those up to ``lsn``) as progress bars (a widget in Jupyter,
+    /// one line each in a terminal); a callable is called a few times a second with
+    /// ``(stage, done, total)``, ``stage`` being ``"snapshot"`` or ``"catch-up"``.
     ///
-    /// Raises `ReplicationError` with the primary's reason once the link has failed for
-    /// good (a wrong token, a diverged history), rather than waiting for nothing.
+    /// Raises:
+    ///     ReplicationError: the link failed for good (a wrong token, a diverged
+    ///         history): the primary's reason, rather than a wait for nothing.
     #[pyo3(signature = (lsn, timeout = 5.0, progress = None))]
     fn wait_for(
         &self,
@@ -207,7 +209,7 @@ impl PyReplica {
         self.store.bind(py).get().get(py, table, key, default)
     }
 
-    /// The link's state and lag, as a `ReplicaStatus`.
+    /// The link's state, position and lag, and what it did about a fork.
     fn status(&self, py: Python<'_>) -> PyResult<PyReplicaStatus> {
         owned(py, self.replica.store())?;
         let state = self.replica.state();
@@ -382,7 +384,7 @@ impl PyReplica {
 
     /// Stops following and closes the store (unless it was promoted).
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        owned(py, self.replica.store())?;
+        not_inherited(py, self.replica.store())?;
         run_detached(py, || self.replica.close())
     }
 

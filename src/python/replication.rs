@@ -145,7 +145,7 @@ impl PrimaryArgs<'_> {
     }
 }
 
-/// Asks the primary at `address` for its status (a `PrimaryStatus`).
+/// Asks the primary at ``address`` for its status (as :meth:`Primary.status`).
 #[pyfunction]
 #[pyo3(signature = (address, *, token = None, timeout = 5.0))]
 pub(crate) fn fetch_status(

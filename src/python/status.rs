@@ -14,15 +14,26 @@ use crate::replication::status::ReplicaLink;
 /// One replica as the primary sees it.
 #[pyclass(frozen, get_all, module = "replikv._core", name = "ReplicaInfo")]
 pub(crate) struct PyReplicaInfo {
+    /// The replica's name (its slot's name).
     name: String,
+    /// The address it connected from.
     address: String,
+    /// ``'snapshot'``, ``'catching_up'``, ``'streaming'`` or ``'disconnected'``.
     state: &'static str,
+    /// The last LSN shipped to it.
     sent_lsn: u64,
+    /// The last LSN the replica reported durable.
     acked_lsn: u64,
+    /// Entries the primary committed that it has not acknowledged.
     lag_lsn: u64,
+    /// Bytes shipped but not yet acknowledged.
     lag_bytes: u64,
+    /// Age of its oldest missing entry, on the primary's clock.
     lag_seconds: f64,
+    /// When the primary last heard from it (an aware UTC datetime).
     last_seen: Py<PyAny>,
+    /// ``'quorum'`` if its acks count toward sync writes (a replica that fsyncs),
+    /// ``'async'`` if they never do (``fsync=False``, or a consumer).
     sync_state: &'static str,
 }
 
@@ -45,7 +56,7 @@ impl PyReplicaInfo {
 
 #[pymethods]
 impl PyReplicaInfo {
-    /// The fields as JSON-able values (`last_seen` in ISO 8601).
+    /// The fields as JSON-able values (``last_seen`` in ISO 8601).
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let fields = PyDict::new(py);
         fields.set_item("name", &self.name)?;
@@ -74,16 +85,24 @@ impl PyReplicaInfo {
     }
 }
 
-/// A primary's status: its position, whether sync writes can complete, and every replica
-/// seen since start (iterating over it, or `len()`, goes over the replicas).
+/// A primary's status, from :meth:`Primary.status` or :func:`fetch_status`: its
+/// position, whether sync writes can complete, and every replica seen since start.
+/// Iterating over it (or ``len()``) goes over ``replicas``.
 #[pyclass(frozen, get_all, module = "replikv._core", name = "PrimaryStatus")]
 pub(crate) struct PyPrimaryStatus {
+    /// The primary's ``host:port``.
     address: String,
+    /// The last LSN the primary committed.
     last_lsn: u64,
+    /// The primary's epoch.
     epoch: u64,
+    /// ``'ok'``, ``'degraded'`` or ``'unavailable'``, as :attr:`Primary.sync_state`.
     sync_state: &'static str,
+    /// Connections refused since start.
     rejected: u64,
+    /// Why the last connection was refused, if one was.
     last_rejection: Option<String>,
+    /// Every replica seen since start, with its state and lag.
     replicas: Py<PyList>,
 }
 
@@ -146,12 +165,17 @@ impl PyPrimaryStatus {
     }
 }
 
-/// A durable slot: the log is kept for this replica from `acked_lsn` on.
+/// A durable slot, from :meth:`Primary.slots`: the log is kept for this replica from
+/// ``acked_lsn`` on (a slot outlives its connection and the primary's restarts).
 #[pyclass(frozen, get_all, module = "replikv._core", name = "Slot")]
 pub(crate) struct PySlot {
+    /// The replica's name.
     name: String,
+    /// The last LSN the replica acknowledged as durable: the log is kept from there.
     acked_lsn: u64,
+    /// When the slot was created (aware UTC).
     created: Py<PyAny>,
+    /// Whether the replica said it fsyncs (only then does it count toward a quorum).
     fsync: bool,
 }
 
@@ -168,7 +192,7 @@ impl PySlot {
 
 #[pymethods]
 impl PySlot {
-    /// The fields as JSON-able values (`created` in ISO 8601).
+    /// The fields as JSON-able values (``created`` in ISO 8601).
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let fields = PyDict::new(py);
         fields.set_item("name", &self.name)?;
@@ -196,31 +220,55 @@ impl PySlot {
 /// about a fork.
 #[pyclass(frozen, get_all, module = "replikv._core", name = "ReplicaStatus")]
 pub(crate) struct PyReplicaStatus {
+    /// Its name on the primary.
     pub(super) name: String,
+    /// The primary's address it follows.
     pub(super) primary: String,
+    /// ``'connecting'``, ``'snapshot'``, ``'catching_up'``, ``'streaming'``,
+    /// ``'disconnected'``, ``'failed'`` (stopped for good: see ``last_error``) or
+    /// ``'promoted'``.
     pub(super) state: &'static str,
+    /// What its readers see.
     pub(super) applied_lsn: u64,
+    /// Durable in its log: what its acks carry (today equal to ``applied_lsn``).
     pub(super) flushed_lsn: u64,
+    /// The primary's last LSN, as last heard.
     pub(super) primary_last_lsn: u64,
+    /// Entries the primary has that this replica has not applied.
     pub(super) lag_lsn: u64,
+    /// Age of its oldest missing entry on the primary's clock; NaN while behind with
+    /// no heartbeat yet to say since when.
     pub(super) lag_seconds: f64,
+    /// The primary's epoch.
     pub(super) epoch: u64,
+    /// The primary's quorum, from its heartbeats.
     pub(super) primary_quorum: u64,
+    /// The primary's replicas that count toward its quorum: what a promotion must
+    /// reach ``members - quorum + 1`` of.
     pub(super) primary_members: u64,
+    /// ``(name, address)`` of those members that listen: whom a promotion asks.
     pub(super) primary_peers: Vec<(String, String)>,
+    /// Connections made to the primary so far.
     pub(super) connections: u64,
+    /// Snapshots installed so far.
     pub(super) snapshots: u64,
+    /// ``(rows received, rows in all)`` while a snapshot arrives, else ``None``.
     pub(super) snapshot_progress: Option<(u64, u64)>,
+    /// Why its link last failed, or ``None``.
     pub(super) last_error: Option<String>,
+    /// While stopped on a fork, the loss account: ``fork_lsn``, ``last_lsn``,
+    /// ``entries``, ``tables`` (``{table: [key, ...]}``).
     pub(super) diverged: Option<Py<PyDict>>,
+    /// Resyncs done since start.
     pub(super) resyncs: u64,
+    /// The last resync's loss account, with ``report`` (the path of its report file).
     pub(super) last_resync: Option<Py<PyDict>>,
 }
 
 #[pymethods]
 impl PyReplicaStatus {
-    /// The fields as JSON-able values (NaN lag as `None`, bytes keys as
-    /// `{"$base64": ...}`).
+    /// The fields as JSON-able values (NaN lag as ``None``, bytes keys as
+    /// ``{"$base64": ...}``).
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let fields = PyDict::new(py);
         fields.set_item("name", &self.name)?;

@@ -30,10 +30,6 @@ const SIGNAL_EVERY: usize = 1024;
 
 /// A replikv store: a directory with a durable change log and redb tables.
 ///
-/// Opening a directory this process already has open returns another handle to the same
-/// open store if the options are equal (`StoreOptionsError` otherwise); the store closes
-/// with its last handle.
-///
 /// Args:
 ///     segment_bytes: the largest log segment. Segments start at 1 MiB and double up to
 ///         it (and to a quarter of ``retain_bytes``), so an empty store is small on disk.
@@ -44,6 +40,15 @@ const SIGNAL_EVERY: usize = 1024;
 ///         by default). ``None``: no age limit. ``changes()`` below the retained log
 ///         raises ``LogTruncated``; a replica that falls behind it is re-seeded.
 ///     cache_bytes: the bound of the tables' page cache (128 MiB by default).
+///
+/// Opening a directory this process already has open (re-running a notebook cell) returns
+/// another handle to the same open store, if the options are equal; other options raise
+/// ``StoreOptionsError`` naming the option and both values. Each handle is closed by its
+/// own ``close()`` (or ``with`` block): later use of that handle raises ``StoreClosed``,
+/// while the other handles work on. The store is flushed and its directory released when
+/// its last handle is closed or garbage-collected. A directory a ``Replica`` of this
+/// process holds raises ``StoreLockedError`` saying so; another process gets
+/// ``StoreLockedError`` naming the owner's pid.
 #[pyclass(frozen, module = "replikv._core", name = "Store")]
 pub(crate) struct PyStore {
     pub(crate) store: Store,
@@ -281,8 +286,9 @@ impl PyStore {
     /// Args:
     ///     table: the table to write.
     ///     rows: an iterable of ``(key, value)`` tuples, or a mapping.
-    ///     progress: ``True`` shows a progress bar (tqdm, notebook-aware); a callable is
-    ///         called with the number of rows encoded so far.
+    ///     progress: ``True`` shows a progress bar (a widget in Jupyter, one line in a
+    ///         terminal; its total is ``len(rows)`` when ``rows`` has one); a callable
+    ///         is called with the number of rows encoded so far.
     ///     durability: as for ``put``.
     ///
     /// Ctrl-C while the rows are encoded raises ``KeyboardInterrupt`` with nothing
@@ -319,8 +325,17 @@ impl PyStore {
         }
     }
 
-    /// Deletes every row of `table` whose key starts with `prefix` (a str or bytes; int
-    /// keys have no prefixes) as one transaction, one log entry; returns how many rows.
+    /// Deletes every row of ``table`` whose key starts with ``prefix`` as one transaction
+    /// (one log entry, one fsync); returns how many rows.
+    ///
+    /// The entry holds a delete per key, so replicas, cache nodes and ``changes()`` see it
+    /// like any write (a very large prefix can exceed ``max_transaction_bytes``: then
+    /// ``ValueTooLarge`` is raised and nothing is deleted). Writers wait while the rows
+    /// are read.
+    ///
+    /// Raises:
+    ///     TypeError: ``prefix`` is not str or bytes (int keys have no prefixes).
+    ///     ValueError: an empty prefix (use :meth:`drop_table`), or a bad table name.
     #[pyo3(signature = (table, prefix, *, durability = None))]
     fn delete_prefix(
         &self,
@@ -347,9 +362,12 @@ impl PyStore {
         self.delete_range(py, table, lower, &upper, durability)
     }
 
-    /// Deletes the whole table `name` as one transaction, one log entry: it is no longer
-    /// listed by `tables()`. Returns how many rows it held (0 for a table that does not
-    /// exist: dropping is idempotent).
+    /// Deletes the whole table as one transaction (one log entry), like
+    /// :meth:`delete_prefix`; it is then no longer listed by :meth:`tables`. Returns how
+    /// many rows it held: 0 for a table that does not exist (dropping is idempotent).
+    ///
+    /// Raises:
+    ///     ValueError: a bad table name.
     #[pyo3(signature = (name, *, durability = None))]
     fn drop_table(&self, py: Python<'_>, name: &str, durability: Option<&str>) -> PyResult<u64> {
         let durability = durability_arg(durability)?;
@@ -381,9 +399,16 @@ impl PyStore {
         ))
     }
 
-    /// A batch of writes collected in memory and committed as one transaction (one log
-    /// entry, one fsync) when its `with` block ends; nothing is written if the block
-    /// raises. Unlike a transaction it holds no lock while the block runs, and cannot read.
+    /// Writes collected in memory and committed as ONE transaction (one log entry, one
+    /// fsync) when the ``with`` block ends; nothing is written if the block raises::
+    ///
+    ///     with store.batch() as b:
+    ///         b.put("subscribers", "ana@example.com", {"name": "Ana"})
+    ///         b.table("events")["e1"] = {"kind": "open"}
+    ///     b.receipt.lsn
+    ///
+    /// Unlike :meth:`transaction` it holds no lock while the block runs and cannot read.
+    /// A loop of ``put`` calls pays one fsync per write; a batch pays one.
     #[pyo3(signature = (*, durability = None))]
     fn batch(&self, durability: Option<&str>) -> PyResult<PyBatch> {
         Ok(PyBatch::new(
@@ -392,7 +417,8 @@ impl PyStore {
         ))
     }
 
-    /// Names of the tables that hold rows, in order.
+    /// Names of the tables that hold rows, in order (a dropped table, or one whose
+    /// rows were all deleted, is not listed).
     fn tables(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         run(py, || self.store.tables())
     }
@@ -461,12 +487,16 @@ impl PyStore {
     /// by column in Rust: one transaction, or one per `batch_rows` rows.
     #[pyo3(signature = (table, data, *, key, naive = "refuse", batch_rows = None,
                         progress = None, durability = None))]
+    /// Writes the rows of Arrow data (anything with `__arrow_c_stream__`: a pyarrow Table,
+    /// a polars `DataFrame`, ...) into `table`, keyed by the column `key`, converted column
+    /// by column in Rust: one transaction, or one per `batch_rows` rows.
     /// Writes the rows of Arrow data (anything with ``__arrow_c_stream__``), keyed by the
     /// column ``key``, converted column by column in Rust.
     ///
     /// One transaction, or one per ``batch_rows`` rows (then the receipt is the last one's).
     /// ``naive="utc"`` takes timestamps without a time zone as UTC; by default they are
-    /// refused.
+    /// refused. ``progress=True`` shows a bar whose total is the data's ``num_rows`` (or
+    /// ``len()``) when it has one; a callable is called with the rows written so far.
     ///
     /// Raises:
     ///     TypeError: a cell of a type that cannot be stored (the message names its key and
@@ -494,9 +524,14 @@ impl PyStore {
     /// encoded value by value in Rust.
     #[pyo3(signature = (table, df, *, key = None, naive = "refuse", batch_rows = None,
                         progress = None, durability = None))]
+    /// Writes the rows of a pandas `DataFrame` into `table`, keyed by the column `key` (or
+    /// the index if `key` is None): columns go to Arrow in pandas' own code and are
+    /// encoded in Rust, never row by row in Python; object columns of lists and dicts are
+    /// encoded value by value in Rust.
     /// Writes the rows of a pandas DataFrame keyed by the column ``key`` (the index if
     /// None); the other columns become each row's dict. NaN, None, ``pd.NA`` and ``pd.NaT``
-    /// are stored as None. Needs ``pip install 'replikv[pandas]'``.
+    /// are stored as None. Needs ``pip install 'replikv[pandas]'``. ``progress=True``
+    /// shows a bar out of the frame's rows; a callable is called with the rows so far.
     ///
     /// Raises:
     ///     ImportError: pandas or pyarrow is not installed.
@@ -599,8 +634,9 @@ impl PyStore {
         PyChecksum::new(py, sums)
     }
 
-    /// Closes this handle: its later use raises `StoreClosed`. The store itself (flushed,
-    /// checkpointed, every file released) closes with its last handle.
+    /// Closes this handle: its later use raises ``StoreClosed``. With the last handle
+    /// the store is flushed, checkpointed and every file released; closing twice is
+    /// harmless.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         run_detached(py, || self.store.close())
     }

@@ -21,19 +21,35 @@ pub(crate) fn hit_ratio(hits: u64, misses: u64) -> f64 {
 /// sums, and `nodes` holds each node's own figures by address (empty in-process).
 #[pyclass(frozen, get_all, module = "replikv._core", name = "CacheStats")]
 pub(crate) struct PyCacheStats {
+    /// Reads answered from the cache.
     pub(super) hits: u64,
+    /// Reads that went to the source.
     pub(super) misses: u64,
+    /// ``hits / (hits + misses)``; 0.0 before the first lookup.
     pub(super) hit_ratio: f64,
+    /// Entries dropped to make room.
     pub(super) evictions: u64,
+    /// Entries dropped because their TTL passed.
     pub(super) expirations: u64,
+    /// Cached keys dropped or refreshed by a write.
     pub(super) invalidations: u64,
+    /// Fills refused because a newer write was known (the stale-set race).
     pub(super) stale_fills_refused: u64,
+    /// Keys cached now.
     pub(super) keys: u64,
+    /// Reads from the source on a miss.
     pub(super) loads: u64,
+    /// Misses that waited for another reader's load of the same key.
     pub(super) loads_coalesced: u64,
+    /// Seconds spent loading from the source.
     pub(super) load_seconds: f64,
+    /// Node failures a read or a fill survived (the source answered; 0 in-process).
     pub(super) errors: u64,
+    /// The last error of a cache node, or ``None``.
     pub(super) last_error: Option<String>,
+    /// Each node's figures by address: ``state``, ``evictions``, ``expirations``,
+    /// ``invalidations``, ``hits``, ``misses``, ``keys``, ``processed_lsn``, ``errors``,
+    /// ``last_error`` (empty in-process).
     pub(super) nodes: Py<PyDict>,
 }
 
@@ -81,23 +97,41 @@ impl PyCacheStats {
 /// What a `CacheNode` counted and where it stands in the log it follows.
 #[pyclass(frozen, get_all, module = "replikv._core", name = "CacheNodeStats")]
 pub(crate) struct PyCacheNodeStats {
+    /// The ``host:port`` it serves on.
     pub(crate) address: String,
+    /// ``GET``s answered from its LRU.
     pub(crate) hits: u64,
+    /// ``GET``s of keys it did not hold.
     pub(crate) misses: u64,
+    /// ``hits / (hits + misses)``; 0.0 before the first lookup.
     pub(crate) hit_ratio: f64,
+    /// Values dropped to stay within its memory bound.
     pub(crate) evictions: u64,
+    /// Values dropped when their TTL passed.
     pub(crate) expirations: u64,
+    /// Values dropped (or refreshed) because the log wrote their key.
     pub(crate) invalidations: u64,
+    /// Fills refused because their value was older than a write it had seen.
     pub(crate) stale_fills_refused: u64,
+    /// Times everything was dropped (FLUSHALL, a fork, a lost log position).
     pub(crate) flushes: u64,
+    /// Keys it holds now.
     pub(crate) keys: u64,
+    /// Bytes of the cached values.
     pub(crate) bytes: u64,
+    /// The last log entry it applied.
     pub(crate) processed_lsn: u64,
+    /// The epoch of the last log entry it applied.
     pub(crate) processed_epoch: u64,
+    /// Times the log it needed was gone (it flushed and resumed).
     pub(crate) log_lost: u64,
+    /// Times its primary's history forked from what it had seen (it flushed).
     pub(crate) forks: u64,
+    /// The state of its link to the primary (``'none'`` without ``follow``).
     pub(crate) follow_state: String,
+    /// Why its link to the primary last failed, or ``None``.
     pub(crate) last_error: Option<String>,
+    /// Connections open now.
     pub(crate) clients: u64,
 }
 
