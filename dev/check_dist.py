@@ -7,7 +7,7 @@ agrees with the tag, and the wheel installs into a fresh virtualenv where dev/sm
 ``check_dist.py sdist SDIST``: the archive holds every tracked file of the crate and the
 package (Cargo.lock, src/, python/, README.md, LICENSE, ...) and nothing built, and
 ``pip install SDIST`` into a fresh virtualenv builds it (reusing the checkout's target/, so
-only what differs is compiled) and dev/smoke.py passes there.
+only the crate itself is compiled again) and dev/smoke.py passes there.
 
 Exits 1 with what is wrong, so dev/check fails if a distribution is broken.
 """
@@ -97,7 +97,7 @@ def sdist_problems(sdist: Path) -> list[str]:
     return problems
 
 
-def install_and_smoke(requirement: Path, scratch: Path, env: dict[str, str]) -> float:
+def install_and_smoke(kind: str, path: Path, scratch: Path) -> float:
     """Installs the distribution into a new virtualenv and runs dev/smoke.py there.
 
     Returns the seconds the install took.
@@ -105,12 +105,30 @@ def install_and_smoke(requirement: Path, scratch: Path, env: dict[str, str]) -> 
     venv = scratch / "venv"
     subprocess.run([sys.executable, "-m", "venv", venv], check=True)
     python = venv / "bin" / "python"
+    pip: list[str | Path] = [
+        python,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ]
+    env = dict(os.environ)
+    if kind == "sdist":
+        # pip builds the sdist (unpacked elsewhere: only what it holds) as the release wheel is
+        # built, with zig for manylinux2014 (a pip build defaults to the local `linux` tag),
+        # into the checkout's target/ so that only the crate itself is compiled again. That
+        # reuse needs the same linker, and maturin's zig linker script is named after the
+        # maturin that runs: so the build backend comes from pyproject.toml's "build" group,
+        # without pip's isolated build environment, and the `maturin` it runs, like zig
+        # (`python3 -m ziglang`), is the one of this script's virtualenv, first on PATH.
+        subprocess.run([*pip, "--group", f"{ROOT / 'pyproject.toml'}:build"], check=True)
+        pip.append("--no-build-isolation")
+        env["CARGO_TARGET_DIR"] = str(ROOT / "target")
+        env["MATURIN_PEP517_ARGS"] = "--zig --compatibility manylinux2014"
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     started = time.monotonic()
-    subprocess.run(
-        [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", requirement],
-        check=True,
-        env=env,
-    )
+    subprocess.run([*pip, path], check=True, env=env)
     installed = time.monotonic() - started
     # Run from a directory outside the checkout: only the installed package is importable.
     subprocess.run([python, ROOT / "dev" / "smoke.py"], check=True, cwd=scratch)
@@ -119,22 +137,14 @@ def install_and_smoke(requirement: Path, scratch: Path, env: dict[str, str]) -> 
 
 def check(kind: str, path: Path) -> None:
     """Checks one distribution; raises DistError listing what is wrong."""
-    env = dict(os.environ)
     if kind == "wheel":
         problems = wheel_problems(path) + auditwheel_problems(path)
     else:
         problems = sdist_problems(path)
-        # Build as the release wheel is built (zig, manylinux2014: a pip build defaults to
-        # the local `linux` tag) into the checkout's target/, so the dependencies the wheel
-        # build compiled are reused. pip's isolated build environment finds zig through this
-        # virtualenv's `python3 -m ziglang`.
-        env["CARGO_TARGET_DIR"] = str(ROOT / "target")
-        env["MATURIN_PEP517_ARGS"] = "--zig --compatibility manylinux2014"
-        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     if problems:
         raise DistError("\n".join(problems))
     with tempfile.TemporaryDirectory(prefix=f"replikv-{kind}-") as scratch:
-        seconds = install_and_smoke(path, Path(scratch), env)
+        seconds = install_and_smoke(kind, path, Path(scratch))
     print(f"{path.name}: installed into a fresh virtualenv in {seconds:.0f} s, smoke test passed")
 
 
