@@ -6,8 +6,8 @@ agrees with the tag, and the wheel installs into a fresh virtualenv where dev/sm
 
 ``check_dist.py sdist SDIST``: the archive holds every tracked file of the crate and the
 package (Cargo.lock, src/, python/, README.md, LICENSE, ...) and nothing built, and
-``pip install SDIST`` into a fresh virtualenv builds it (reusing the checkout's target/, so
-only the crate itself is compiled again) and dev/smoke.py passes there.
+``pip install SDIST`` into a fresh virtualenv builds it (reusing what the wheel build compiled
+in the checkout's target/) and dev/smoke.py passes there.
 
 Exits 1 with what is wrong, so dev/check fails if a distribution is broken.
 """
@@ -78,20 +78,28 @@ def auditwheel_problems(wheel: Path) -> list[str]:
 
 
 def sdist_problems(sdist: Path) -> list[str]:
-    """What the sdist lacks (a tracked file of the build) or holds that it must not."""
+    """What the sdist lacks or changed (a tracked file of the build) or holds that it must not.
+
+    Its src/ and python/ files must be the checkout's, byte for byte: the install below lets
+    cargo reuse the crate the wheel build compiled from the checkout, which is right only for
+    the same sources.
+    """
     tracked = subprocess.run(
         ["git", "ls-files", "src", "python"], cwd=ROOT, check=True, capture_output=True, text=True
     ).stdout.split()
     with tarfile.open(sdist) as archive:
-        top, *_ = archive.getnames()
-        prefix = top.split("/")[0] + "/"
-        names = {member.removeprefix(prefix) for member in archive.getnames()}
-    problems = [
-        f"{sdist.name} lacks {member}"
-        for member in (*SDIST_MEMBERS, *tracked)
-        if member not in names
-    ]
-    built = sorted(n for n in names if n.endswith(".so") or n.startswith(("target/", ".venv/")))
+        prefix = archive.getnames()[0].split("/")[0] + "/"
+        members = {member.name.removeprefix(prefix): member for member in archive.getmembers()}
+        problems = [
+            f"{sdist.name} lacks {name}"
+            for name in (*SDIST_MEMBERS, *tracked)
+            if name not in members
+        ]
+        for name in tracked:
+            stored = archive.extractfile(members[name]) if name in members else None
+            if stored is not None and stored.read() != (ROOT / name).read_bytes():
+                problems.append(f"{sdist.name}: {name} differs from the checkout's")
+    built = sorted(n for n in members if n.endswith(".so") or n.startswith(("target/", ".venv/")))
     if built:
         problems.append(f"{sdist.name} holds build output: {', '.join(built[:5])}")
     return problems
@@ -105,25 +113,24 @@ def install_and_smoke(kind: str, path: Path, scratch: Path) -> float:
     venv = scratch / "venv"
     subprocess.run([sys.executable, "-m", "venv", venv], check=True)
     python = venv / "bin" / "python"
-    pip: list[str | Path] = [
-        python,
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-    ]
+    # This virtualenv's pip installs into the new one (whose bundled pip may predate --group).
+    pip: list[str | Path] = [sys.executable, "-m", "pip", "--python", python, "install", "-q"]
     env = dict(os.environ)
     if kind == "sdist":
-        # pip builds the sdist (unpacked elsewhere: only what it holds) as the release wheel is
-        # built, with zig for manylinux2014 (a pip build defaults to the local `linux` tag),
-        # into the checkout's target/ so that only the crate itself is compiled again. That
-        # reuse needs the same linker, and maturin's zig linker script is named after the
-        # maturin that runs: so the build backend comes from pyproject.toml's "build" group,
-        # without pip's isolated build environment, and the `maturin` it runs, like zig
+        # pip builds the unpacked sdist (only what it holds) as the release wheel is built:
+        # zig for manylinux2014 (a pip build defaults to the local `linux` tag), into the
+        # checkout's target/. The sources are the checkout's (sdist_problems), at the same
+        # relative paths and older (maturin dates sdist members 2006), so cargo finds the
+        # crate the wheel build compiled up to date and only packs it: seconds, not minutes.
+        # The reuse needs the same linker, and maturin's zig linker script is named after
+        # the maturin that runs: so the build backend comes from pyproject.toml's
+        # "build" group without pip's isolated build environment (which would compile every
+        # dependency again, 7 minutes), and the `maturin` it runs, like zig
         # (`python3 -m ziglang`), is the one of this script's virtualenv, first on PATH.
         subprocess.run([*pip, "--group", f"{ROOT / 'pyproject.toml'}:build"], check=True)
-        pip.append("--no-build-isolation")
+        # pip would cache the wheel it builds under the sdist's path, and install that cached
+        # wheel the next time, whatever the sdist then holds.
+        pip += ["--no-build-isolation", "--no-cache-dir"]
         env["CARGO_TARGET_DIR"] = str(ROOT / "target")
         env["MATURIN_PEP517_ARGS"] = "--zig --compatibility manylinux2014"
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"

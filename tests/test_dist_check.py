@@ -42,8 +42,9 @@ def make_wheel(
     return wheel
 
 
-def make_sdist(directory: Path, *, leave_out: str = "", extra: str = "") -> Path:
-    """An sdist holding every file the check asks for, less `leave_out`, plus `extra`."""
+def make_sdist(directory: Path, *, leave_out: str = "", extra: str = "", changed: str = "") -> Path:
+    """An sdist holding every file the check asks for with the checkout's contents, less
+    `leave_out`, plus an empty `extra`, with one line added to `changed`."""
     tracked = subprocess.run(
         ["git", "ls-files", "src", "python"], cwd=ROOT, check=True, capture_output=True, text=True
     ).stdout.split()
@@ -51,9 +52,13 @@ def make_sdist(directory: Path, *, leave_out: str = "", extra: str = "") -> Path
     sdist = directory / "replikv-0.1.0.tar.gz"
     with tarfile.open(sdist, "w:gz") as archive:
         for member in members:
-            if member != leave_out:
-                info = tarfile.TarInfo(f"replikv-0.1.0/{member}")
-                archive.addfile(info, io.BytesIO(b""))
+            if member == leave_out:
+                continue
+            content = (ROOT / member).read_bytes() if (ROOT / member).is_file() else b""
+            content += b"// changed\n" if member == changed else b""
+            info = tarfile.TarInfo(f"replikv-0.1.0/{member}")
+            info.size = len(content)
+            archive.addfile(info, io.BytesIO(content))
     return sdist
 
 
@@ -87,4 +92,11 @@ def test_an_sdist_without_the_lock_file_or_with_a_built_extension_is_refused(
     assert check_dist.sdist_problems(sdist) == [
         "replikv-0.1.0.tar.gz lacks Cargo.lock",
         "replikv-0.1.0.tar.gz holds build output: python/replikv/_core.abi3.so",
+    ]
+
+
+def test_an_sdist_whose_source_differs_from_the_checkout_is_refused(tmp_path: Path) -> None:
+    sdist = make_sdist(tmp_path, changed="src/lib.rs")
+    assert check_dist.sdist_problems(sdist) == [
+        "replikv-0.1.0.tar.gz: src/lib.rs differs from the checkout's"
     ]
