@@ -5,7 +5,8 @@ machine's architecture, it holds the extension, the stubs and the command, ``aud
 agrees with the tag, and the wheel installs into a fresh virtualenv where dev/smoke.py passes.
 
 ``check_dist.py sdist SDIST``: the archive holds every tracked file of the crate and the
-package (Cargo.lock, src/, python/, README.md, LICENSE, ...) and nothing built, and
+package (Cargo.lock, src/, python/, README.md, LICENSE, ...), its sources byte for byte the
+checkout's, and nothing built, and
 ``pip install SDIST`` into a fresh virtualenv builds it (reusing what the wheel build compiled
 in the checkout's target/) and dev/smoke.py passes there.
 
@@ -47,14 +48,14 @@ class DistError(Exception):
 def wheel_problems(wheel: Path) -> list[str]:
     """What is wrong with the wheel file itself: its tags and its contents."""
     problems = []
-    name, _version, python_tag, abi_tag, platform_tags = wheel.name.removesuffix(".whl").split("-")
+    name, version, python_tag, abi_tag, platform_tags = wheel.name.removesuffix(".whl").split("-")
     if (name, python_tag, abi_tag) != ("replikv", PYTHON_TAG, ABI_TAG):
         problems.append(f"{wheel.name}: expected replikv-*-{PYTHON_TAG}-{ABI_TAG}-*")
     if MANYLINUX not in platform_tags.split("."):
         problems.append(f"{wheel.name}: platform tags {platform_tags!r} lack {MANYLINUX}")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-        dist_info = f"replikv-{_version}.dist-info"
+        dist_info = f"replikv-{version}.dist-info"
         entry_points = archive.read(f"{dist_info}/entry_points.txt").decode()
         root_is_purelib = "Root-Is-Purelib: false" in archive.read(f"{dist_info}/WHEEL").decode()
     problems += [f"{wheel.name} lacks {member}" for member in WHEEL_MEMBERS if member not in names]
