@@ -78,8 +78,8 @@ impl PyPromotion {
 
     fn __repr__(&self) -> String {
         let loss = match self.possible_loss {
-            Some((first, last)) => format!("LSN {first} to {last}"),
-            None => "none".to_owned(),
+            Some((first, last)) => format!("({first}, {last})"),
+            None => "None".to_owned(),
         };
         let reached: Vec<String> = self.reached.iter().map(|n| format!("'{n}'")).collect();
         format!(
