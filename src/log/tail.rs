@@ -10,15 +10,17 @@
 //!   So before handing out entries the reader `fdatasync`s the segments it read them from
 //!   (through its read-only descriptor: that writes no byte). Once that succeeds they are
 //!   durable, and the writer's recovery keeps every durable valid record, so every entry
-//!   handed out is one the store holds.
+//!   handed out is one the store holds, now or once it reopens (an entry whose writer
+//!   failed or died before its own sync returned is such an entry too: the store's
+//!   recovery replays it).
 //! * A segment is complete once the next one exists: the writer names a new segment by the
 //!   first LSN it will hold and starts it only after the previous one is full.
 //! * Retention removes whole old segments: a segment being read stays readable through its
 //!   open descriptor, and LSNs are dense, so the reader goes on into the next one. Only when
 //!   retention has removed the next entries too is it [`LogError::Truncated`].
 //! * A snapshot install renames a new log directory into place (another history may follow):
-//!   the reader holds the directory it started in and stops with [`LogError::Replaced`],
-//!   handing out nothing it read while the swap happened.
+//!   the reader keeps the directory it started in open, to tell, and stops with
+//!   [`LogError::Replaced`], handing out nothing it read while the swap happened.
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
@@ -29,6 +31,9 @@ use super::scan::{ChunkReader, Next};
 use super::{corrupt, io_error, RawEntry, SegmentFile, SEGMENT_SUFFIX};
 use crate::codec;
 use crate::error::{LogError, Result};
+
+/// Listings tried when the segment found is removed before it is opened.
+const LOCATE_ATTEMPTS: usize = 3;
 
 /// A reader that follows a log directory from an LSN on.
 pub struct LogTail {
@@ -93,13 +98,15 @@ impl LogTail {
         let mut entries = Vec::new();
         let mut read_from: Vec<Arc<dyn SegmentFile>> = Vec::new();
         let mut looked_again = false;
+        // Made anew for each call and each look again: a buffer read earlier may hold
+        // zeros where records have been written since.
+        let mut reader: Option<ChunkReader> = None;
         while entries.len() < max_entries {
             let Some(current) = self.current.as_mut() else {
                 break;
             };
-            // A fresh reader each time: a buffer read earlier may hold zeros written since.
-            let mut reader = ChunkReader::new(Arc::clone(&current.file));
             let found = reader
+                .get_or_insert_with(|| ChunkReader::new(Arc::clone(&current.file)))
                 .next_record(current.offset)
                 .map_err(io_error(format!("reading {}", current.name)))?;
             if let Next::Record { payload, end } = found {
@@ -126,6 +133,7 @@ impl LogTail {
             }
             // Zeros or a record not yet whole: the end for now, unless the next segment
             // has started (this one is then complete).
+            reader = None;
             match self.after_end(looked_again)? {
                 AfterEnd::Switched => looked_again = false,
                 AfterEnd::LookAgain => looked_again = true,
@@ -151,7 +159,11 @@ impl LogTail {
             .expect("invariant: called while reading a segment");
         let (firsts, expected) = (self.list()?, current.lsn_at_offset);
         if expected > current.first_lsn && firsts.contains(&expected) {
-            self.current = Some(self.open_segment(expected)?);
+            self.current = match self.open_segment(expected)? {
+                Some(next) => Some(next),
+                // Retention removed it since the listing.
+                None => self.locate()?,
+            };
             return Ok(AfterEnd::Switched);
         }
         if firsts
@@ -166,11 +178,12 @@ impl LogTail {
             return Ok(AfterEnd::LookAgain);
         }
         match firsts.first() {
-            Some(&oldest) if oldest > expected => Err(LogError::Truncated {
-                requested: expected - 1,
-                oldest,
+            // Retention removed what follows this segment: start again from the next
+            // LSN wanted (truncated unless it was still being skipped to).
+            Some(&oldest) if oldest > expected => {
+                self.current = self.locate()?;
+                Ok(AfterEnd::Switched)
             }
-            .into()),
             _ => Err(corrupt(
                 &current.name,
                 current.offset,
@@ -182,37 +195,56 @@ impl LogTail {
 
     /// The segment holding `next_lsn` (`None` while the log has no segment).
     fn locate(&self) -> Result<Option<Current>> {
-        let firsts = self.list()?;
-        let Some(&oldest) = firsts.first() else {
-            return Ok(None);
-        };
-        if self.next_lsn < oldest {
-            return Err(LogError::Truncated {
-                requested: self.next_lsn - 1,
-                oldest,
+        // Retention may remove a segment between the listing and its opening: list again.
+        for _ in 0..LOCATE_ATTEMPTS {
+            let firsts = self.list()?;
+            let Some(&oldest) = firsts.first() else {
+                return Ok(None);
+            };
+            if self.next_lsn < oldest {
+                return Err(LogError::Truncated {
+                    requested: self.next_lsn - 1,
+                    oldest,
+                }
+                .into());
             }
-            .into());
+            let first = firsts
+                .into_iter()
+                .rfind(|&first| first <= self.next_lsn)
+                .expect("invariant: the oldest segment starts at or before next_lsn");
+            if let Some(current) = self.open_segment(first)? {
+                return Ok(Some(current));
+            }
         }
-        let first = firsts
-            .into_iter()
-            .rfind(|&first| first <= self.next_lsn)
-            .expect("invariant: the oldest segment starts at or before next_lsn");
-        self.open_segment(first).map(Some)
+        Err(LogError::Io {
+            context: format!(
+                "opening the segment of LSN {} in {}: each one listed was removed before it \
+                 could be opened",
+                self.next_lsn,
+                self.dir.display()
+            ),
+            source: std::io::ErrorKind::NotFound.into(),
+        }
+        .into())
     }
 
-    fn open_segment(&self, first_lsn: u64) -> Result<Current> {
+    /// The segment starting at `first_lsn`, from its start; `None` if it no longer exists.
+    fn open_segment(&self, first_lsn: u64) -> Result<Option<Current>> {
         let name = super::segment_name(first_lsn);
-        let file = File::open(self.dir.join(&name)).map_err(io_error(format!(
-            "opening {name} in {}",
-            self.dir.display()
-        )))?;
-        Ok(Current {
+        let file = match File::open(self.dir.join(&name)) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(io_error(format!("opening {name} in {}", self.dir.display()))(e).into())
+            }
+        };
+        Ok(Some(Current {
             first_lsn,
             name,
             file: Arc::new(file),
             offset: 0,
             lsn_at_offset: first_lsn,
-        })
+        }))
     }
 
     /// The first LSNs of the segments in the directory, oldest first.
