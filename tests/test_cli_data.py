@@ -196,6 +196,21 @@ def test_changes_follow_prints_then_ends_cleanly_on_ctrl_c(store_dir: Path) -> N
     assert "Traceback" not in err
 
 
+def test_changes_below_the_retained_log_say_which_lsn_is_the_oldest(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    with replikv.Store(path, segment_bytes=4096) as store:
+        for i in range(300):
+            store.put("t", i, "x" * 40)
+        assert store.drop_log_before(200) > 0
+        oldest = store.oldest_lsn
+    run = replikv_cli("changes", path, "--since", "0")
+    assert run.returncode == 1
+    assert run.stdout == ""
+    assert f"after LSN 0 are no longer retained (oldest retained LSN is {oldest})" in run.stderr
+    run = replikv_cli("changes", path, "--since", str(oldest - 1), "--limit", "2")
+    assert [entry["lsn"] for entry in lines(run.stdout)] == [oldest, oldest + 1]
+
+
 # --- export and import --------------------------------------------------------------------------
 
 
