@@ -74,7 +74,8 @@ def add_commands(commands: Any) -> None:
         "With --follow it keeps looking for new entries until Ctrl-C (exit code 0). It "
         "reads the log files without opening the store: it takes no lock and writes "
         "nothing, so it also tails a store that a running process (a primary, a script) "
-        "holds and writes. It prints only durable entries, in LSN order, each once.",
+        "holds and writes. It prints only durable entries, in LSN order, each once; "
+        "without --follow it ends at the last one it finds.",
         epilog=RENDERING_HELP,
     )
     changes.add_argument("dir", type=Path, metavar="DIR", help="the store's directory")
