@@ -112,6 +112,9 @@ impl LogTail {
             if let Next::Record { payload, end } = found {
                 let lsn = codec::payload_lsn(payload).unwrap_or(0);
                 if lsn != current.lsn_at_offset {
+                    if !entries.is_empty() {
+                        break; // hand out what came before: the next call reports this
+                    }
                     return Err(corrupt(
                         &current.name,
                         current.offset,
@@ -134,10 +137,14 @@ impl LogTail {
             // Zeros or a record not yet whole: the end for now, unless the next segment
             // has started (this one is then complete).
             reader = None;
-            match self.after_end(looked_again)? {
-                AfterEnd::Switched => looked_again = false,
-                AfterEnd::LookAgain => looked_again = true,
-                AfterEnd::Wait => break,
+            match self.after_end(looked_again) {
+                Ok(AfterEnd::Switched) => looked_again = false,
+                Ok(AfterEnd::LookAgain) => looked_again = true,
+                Ok(AfterEnd::Wait) => break,
+                // The entries read so far are handed out first; the position stays at
+                // the end of this segment, so the next call meets the failure again.
+                Err(_) if !entries.is_empty() => break,
+                Err(failure) => return Err(failure),
             }
         }
         for file in &read_from {
