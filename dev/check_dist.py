@@ -33,7 +33,7 @@ MANYLINUX = f"manylinux_2_17_{platform.machine()}"
 PYTHON_TAG, ABI_TAG = "cp310", "abi3"
 WHEEL_MEMBERS = (
     "replikv/__init__.py",
-    "replikv/cli.py",
+    "replikv/cli/__init__.py",
     "replikv/_core.abi3.so",
     "replikv/_core.pyi",
     "replikv/py.typed",

@@ -32,6 +32,15 @@ pub enum LogError {
         /// The oldest LSN still in the log.
         oldest: u64,
     },
+    /// The log directory a reader followed was replaced (a snapshot was installed): the
+    /// entries from `next_lsn` on may belong to another history.
+    #[error("the log in {} was replaced while it was read (a snapshot was installed): entries from LSN {next_lsn} on may belong to another history; read it again", dir.display())]
+    Replaced {
+        /// The log directory.
+        dir: PathBuf,
+        /// The next LSN the reader would have handed out.
+        next_lsn: u64,
+    },
     /// A record that is damaged somewhere other than a torn tail.
     #[error("log segment {segment} is corrupt at offset {offset}: {reason}")]
     Corrupt {

@@ -58,6 +58,20 @@ impl FeedRequest {
     fn keeps_table(&self, table: &str) -> bool {
         self.tables.as_ref().is_none_or(|t| t.contains(table))
     }
+
+    /// The entry with the ops this request selects, or `None` if it selects none of it (a
+    /// commit time out of range, or no op of the tables asked for). Ignores the LSN range
+    /// and the limit, which the reader applies.
+    ///
+    /// # Errors
+    /// [`CodecError::Malformed`] for ops that do not decode.
+    pub fn select(&self, raw: RawEntry) -> Result<Option<FeedEntry>, CodecError> {
+        if !self.keeps_time(raw.timestamp_ms) {
+            return Ok(None);
+        }
+        let entry = FeedEntry::select(raw, self)?;
+        Ok((!entry.is_empty() || self.tables.is_none()).then_some(entry))
+    }
 }
 
 /// One entry of a feed: its stored payload and the ops the request selected.
@@ -178,13 +192,9 @@ impl Feed {
                 self.remaining = 0;
                 return Ok(None);
             };
-            if !self.request.keeps_time(raw.timestamp_ms) {
+            let Some(entry) = self.request.select(raw)? else {
                 continue;
-            }
-            let entry = FeedEntry::select(raw, &self.request)?;
-            if entry.is_empty() && self.request.tables.is_some() {
-                continue;
-            }
+            };
             self.remaining -= 1;
             return Ok(Some(entry));
         }

@@ -196,6 +196,21 @@ def test_changes_follow_prints_then_ends_cleanly_on_ctrl_c(store_dir: Path) -> N
     assert "Traceback" not in err
 
 
+def test_changes_below_the_retained_log_say_which_lsn_is_the_oldest(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    with replikv.Store(path, segment_bytes=4096) as store:
+        for i in range(300):
+            store.put("t", i, "x" * 40)
+        assert store.drop_log_before(200) > 0
+        oldest = store.oldest_lsn
+    run = replikv_cli("changes", path, "--since", "0")
+    assert run.returncode == 1
+    assert run.stdout == ""
+    assert f"after LSN 0 are no longer retained (oldest retained LSN is {oldest})" in run.stderr
+    run = replikv_cli("changes", path, "--since", str(oldest - 1), "--limit", "2")
+    assert [entry["lsn"] for entry in lines(run.stdout)] == [oldest, oldest + 1]
+
+
 # --- export and import --------------------------------------------------------------------------
 
 
@@ -366,7 +381,6 @@ def test_store_locked_error_carries_the_holders_pid(held_store: tuple[Path, int]
         ["ls"],
         ["get", "{dir}", "events", "1", "--key-type", "int"],
         ["scan", "{dir}", "events"],
-        ["changes", "{dir}", "--since", "0"],
         ["export", "{dir}", "events"],
         ["import", "{dir}", "events", "{file}", "--key", "id"],
     ],
@@ -387,6 +401,29 @@ def test_a_command_on_a_held_store_names_the_process_holding_it(
     assert "time.sleep(120)" in run.stderr  # its command line, read from /proc
     assert "Traceback" not in run.stderr
     assert run.stdout == ""
+
+
+def test_changes_reads_a_store_another_process_holds(held_store: tuple[Path, int]) -> None:
+    store_dir, pid = held_store
+    run = replikv_cli("changes", store_dir, "--since", "0")
+    assert run.returncode == 0, run.stderr
+    assert [entry["lsn"] for entry in lines(run.stdout)] == [1, 2, 3, 4]
+    assert (store_dir / "LOCK").read_text() == str(pid), "the holder keeps its lock"
+
+
+def test_changes_writes_nothing_in_the_store_directory(store_dir: Path) -> None:
+    def files() -> dict[Path, tuple[int, int]]:
+        return {
+            path: (path.stat().st_size, path.stat().st_mtime_ns)
+            for path in store_dir.rglob("*")
+            if path.is_file()
+        }
+
+    before = files()
+    run = replikv_cli("changes", store_dir, "--since", "0")
+    assert run.returncode == 0, run.stderr
+    assert len(lines(run.stdout)) == 4
+    assert files() == before
 
 
 # --- help ---------------------------------------------------------------------------------------

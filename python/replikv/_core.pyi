@@ -23,6 +23,7 @@ __all__ = [
     "Changes",
     "Checksum",
     "Damage",
+    "LogTail",
     "Op",
     "Ops",
     "OpsIterator",
@@ -238,6 +239,45 @@ class Changes:
 
         Raises:
             ImportError: pandas is not installed (``pip install 'replikv[pandas]'``).
+        """
+
+@final
+class LogTail:
+    """The change log of a store directory, read without opening the store.
+
+    It takes no lock and writes nothing in the directory, so it reads a store that another
+    process holds and writes. It hands out only durable entries, in LSN order, each once:
+    it stops before a record still being written and syncs what it read before handing it
+    out. Used by ``replikv changes``.
+
+    Args:
+        path: The store's directory.
+        since: Entries after this LSN.
+        tables: Only ops of these tables; entries with none are skipped (``None``: all).
+
+    Raises:
+        LogTruncated: Entries after ``since`` are no longer retained.
+        OSError: The store's log directory cannot be read.
+    """
+
+    def __new__(
+        cls, path: str | os.PathLike[str], since: int = 0, tables: list[str] | None = None
+    ) -> Self: ...
+    @property
+    def next_lsn(self) -> int:
+        """The LSN of the next entry it will read."""
+    def read(self, limit: int | None = None) -> list[Change]:
+        """The next entries that are durable in the log now, oldest first, without waiting.
+
+        Args:
+            limit: At most this many (``None``: up to 256 at a time).
+
+        Returns:
+            A list of :class:`Change`; empty when no further entry is durable yet.
+
+        Raises:
+            LogTruncated: Retention removed the next entries, or a snapshot replaced the log.
+            CorruptionError: A gap in the log's LSNs.
         """
 
 @final

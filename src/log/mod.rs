@@ -10,6 +10,9 @@ mod fs;
 pub(crate) mod memfs;
 mod recent;
 mod scan;
+mod tail;
+#[cfg(test)]
+mod tail_tests;
 #[cfg(test)]
 mod tests;
 
@@ -18,6 +21,7 @@ use std::sync::{Arc, Mutex, RwLock};
 pub use fs::{DirFs, LogFs, SegmentFile};
 use recent::{Appended, Recent};
 use scan::{ChunkReader, Next};
+pub use tail::LogTail;
 
 use crate::codec::{self, Entry};
 use crate::error::{LogError, Result};

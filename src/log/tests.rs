@@ -38,7 +38,7 @@ fn entry(lsn: u64, rng: &mut Rng) -> Entry {
     }
 }
 
-fn frame(entries: &[Entry]) -> Vec<u8> {
+pub(super) fn frame(entries: &[Entry]) -> Vec<u8> {
     let mut out = Vec::new();
     for e in entries {
         let body = encode_ops(&e.ops);
@@ -72,7 +72,7 @@ fn append_all(log: &Log, entries: &[Entry]) {
         .unwrap();
 }
 
-fn written(count: u64, seed: u64) -> Vec<Entry> {
+pub(super) fn written(count: u64, seed: u64) -> Vec<Entry> {
     let mut rng = Rng(seed);
     (1..=count).map(|lsn| entry(lsn, &mut rng)).collect()
 }

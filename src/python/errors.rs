@@ -90,7 +90,9 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
         | Error::Store(StoreError::Engine(redb::Error::Io(source))) => {
             os_error(py, &source, message, None)
         }
-        Error::Log(LogError::Truncated { .. }) => raise(py, "LogTruncated", (message,)),
+        Error::Log(LogError::Truncated { .. } | LogError::Replaced { .. }) => {
+            raise(py, "LogTruncated", (message,))
+        }
         Error::Replication(ReplicationError::Net(err)) | Error::Net(err) => {
             net_error(py, &err, message)
         }

@@ -12,6 +12,7 @@ mod diverged;
 mod errors;
 mod feed_arrow;
 mod iter;
+mod log_tail;
 mod primary;
 mod replica;
 mod replication;
@@ -47,6 +48,8 @@ mod _core {
     use super::feed_arrow::PyChangeStream;
     #[pymodule_export]
     use super::iter::PyScan;
+    #[pymodule_export]
+    use super::log_tail::PyLogTail;
     #[pymodule_export]
     use super::primary::{promote_stopped, PyPrimary, PyPromotion};
     #[pymodule_export]
