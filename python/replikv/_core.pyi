@@ -1143,6 +1143,11 @@ class Replica:
         one line each in a terminal); a callable is called a few times a second with
         ``(stage, done, total)``, ``stage`` being ``"snapshot"`` or ``"catch-up"``.
 
+        It returns at once when ``lsn`` is already applied here, even before the link has
+        compared this directory's history with the primary's. After a failover, wait for an
+        LSN past the old primary's last one to learn whether the histories fork (a fork
+        raises, below).
+
         Raises:
             ReplicationError: the link failed for good (a wrong token, a diverged
                 history): the primary's reason, rather than a wait for nothing.
