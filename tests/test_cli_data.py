@@ -332,6 +332,33 @@ def test_import_names_the_line_without_the_key_column(tmp_path: Path) -> None:
         assert store.count("events") == 0  # the failing batch wrote nothing
 
 
+@pytest.mark.parametrize(
+    ("line", "key_type", "message"),
+    [
+        (
+            '{"id": 1.9}',
+            "int",
+            "the key 1.9 is a float; with --key-type int a key must be an integer",
+        ),
+        ('{"id": true}', "int", "the key True is a bool"),
+        ('{"id": {"$base64": "AQI="}}', "str", "with --key-type str a key must be text"),
+    ],
+)
+def test_import_never_changes_a_key_silently(
+    tmp_path: Path, line: str, key_type: str, message: str
+) -> None:
+    source = tmp_path / "events.jsonl"
+    source.write_text(line + "\n")
+    store_dir = tmp_path / "store"
+    run = replikv_cli(
+        "import", store_dir, "events", source, "--key", "id", "--key-type", key_type, "--quiet"
+    )
+    assert run.returncode == 1
+    assert message in run.stderr
+    with replikv.Store(store_dir) as store:
+        assert store.count("events") == 0
+
+
 def test_import_refuses_a_line_that_is_not_json(tmp_path: Path) -> None:
     source = tmp_path / "events.jsonl"
     source.write_text('{"id": 1}\nnot json\n')

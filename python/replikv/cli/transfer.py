@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from .._args import positive
 from .._core import Store
 from .._progress import ProgressBar
 from .._store import Key
@@ -71,27 +72,18 @@ def add_commands(commands: Any) -> None:
         "--key-type",
         choices=("auto", "str", "int"),
         default="auto",
-        help="auto keeps the file's type (CSV keys are text); str or int converts every key",
+        help="auto keeps the file's type (CSV keys are text); int reads keys that spell an "
+        "integer, str writes numbers as text; any other key is refused",
     )
     load.add_argument(
         "--batch-rows",
-        type=_batch_rows,
+        type=positive,
         default=10_000,
         metavar="N",
         help="rows per transaction",
     )
     load.add_argument("--quiet", action="store_true", help="no progress bar")
     load.set_defaults(run=run_command("import", _run_import))
-
-
-def _batch_rows(text: str) -> int:
-    try:
-        number = int(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,8 +204,10 @@ def _cast_key(data: Any, key: str, key_type: str) -> Any:
 
 def _load_text(store: Store, args: argparse.Namespace, file_format: str) -> int:
     """Loads a JSON lines or CSV file in batches; returns the rows loaded."""
-    total = _count_lines(args.file) - (1 if file_format == "csv" else 0)
-    bar = None if args.quiet else ProgressBar(f"import {args.table}", max(total, 0))
+    bar = None
+    if not args.quiet:  # the total costs a read of the file: only for a bar
+        total = _count_lines(args.file) - (1 if file_format == "csv" else 0)
+        bar = ProgressBar(f"import {args.table}", max(total, 0))
     loaded = 0
     try:
         with args.file.open(encoding="utf-8", newline="") as source:
@@ -225,7 +219,7 @@ def _load_text(store: Store, args: argparse.Namespace, file_format: str) -> int:
                     loaded += _commit(store, args.table, batch, loaded, bar)
             if batch:
                 loaded += _commit(store, args.table, batch, loaded, bar)
-    except CommandError as failure:
+    except (CommandError, TypeError, ValueError) as failure:
         if loaded:
             failure.args = (f"{failure.args[0]} ({loaded:,} rows before its batch are written)",)
         raise
@@ -280,16 +274,19 @@ def _row(record: dict[str, Any], key_column: str, key_type: str, where: str) -> 
         columns = ", ".join(record) or "none"
         raise CommandError(f"{where} has no column {key_column!r} (its columns: {columns})")
     key = record.pop(key_column)
-    try:
-        if key_type == "int":
-            key = int(key)
-        elif key_type == "str" and not isinstance(key, str):
-            key = str(key)
-    except (TypeError, ValueError):
-        raise CommandError(f"{where}: the key {key!r} is not an integer") from None
-    if isinstance(key, bool) or not isinstance(key, str | bytes | int):
+    if key_type == "int" and not isinstance(key, int):
+        # Text that spells an integer (CSV cells are text); never a float cut to an int.
+        try:
+            key = int(key) if isinstance(key, str) else key
+        except ValueError:
+            raise CommandError(f"{where}: the key {key!r} is not an integer") from None
+    elif key_type == "str" and isinstance(key, int | float) and not isinstance(key, bool):
+        key = str(key)  # a JSON number under --key-type str: its text (bytes stay refused)
+    wanted: tuple[type, ...] = {"int": (int,), "str": (str,)}.get(key_type, (str, bytes, int))
+    if isinstance(key, bool) or not isinstance(key, wanted) or not isinstance(key, Key):
+        kinds = {"int": "an integer", "str": "text"}.get(key_type, "text, an integer or bytes")
         raise CommandError(
-            f"{where}: the key {key!r} is a {type(key).__name__}; keys are text, "
-            "integers or bytes (see --key-type)"
+            f"{where}: the key {key!r} is a {type(key).__name__}; with --key-type {key_type} "
+            f"a key must be {kinds}"
         )
     return key, record
