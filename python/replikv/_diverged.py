@@ -10,7 +10,6 @@ exports it, one JSON object per operation.
 from __future__ import annotations
 
 import datetime
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from typing import Any
 
 from ._core import Change, read_diverged_report
 from ._html import render
-from ._plain import jsonable
+from ._plain import to_json
 
 __all__ = ["DivergenceReport", "read_diverged"]
 
@@ -62,7 +61,8 @@ class DivergenceReport:
     def to_json_lines(self, path: str | os.PathLike[str]) -> int:
         """Writes one JSON object per operation to ``path``: ``lsn``, ``epoch``,
         ``timestamp`` (ISO 8601, UTC), ``table``, ``key``, ``op`` (``put``/``delete``) and
-        ``value``; bytes become ``{"$base64": ...}``. Returns the number of lines."""
+        ``value``, written as ``replikv changes`` writes them (bytes as ``{"$base64": ...}``,
+        NaN as ``"NaN"``). Returns the number of lines."""
         lines = 0
         with open(path, "w", encoding="utf-8") as out:
             for change in self.entries:
@@ -72,11 +72,11 @@ class DivergenceReport:
                         "epoch": change.epoch,
                         "timestamp": change.timestamp.isoformat(),
                         "table": op.table,
-                        "key": jsonable(op.key),
+                        "key": op.key,
                         "op": op.kind,
-                        "value": jsonable(op.value),
+                        "value": op.value,
                     }
-                    out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    out.write(to_json(row) + "\n")
                     lines += 1
         return lines
 

@@ -17,10 +17,11 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-import math
 from typing import Any
 
-BYTES_TAG = "$base64"
+from .._plain import BYTES_TAG, to_json
+
+__all__ = ["RENDERING_HELP", "csv_cell", "from_json", "to_json"]
 
 #: Shown at the end of the help of every command that prints or reads values.
 RENDERING_HELP = (
@@ -29,33 +30,6 @@ RENDERING_HELP = (
     '"-Infinity". In CSV, None is an empty cell, bools are true/false, lists and dicts are '
     "their JSON text."
 )
-
-
-def _tagged(value: object) -> object:
-    if isinstance(value, bytes):
-        return {BYTES_TAG: base64.b64encode(value).decode("ascii")}
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    raise TypeError(f"cannot write a {type(value).__name__} as JSON")
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with every non-finite float replaced by its name."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {name: _finite(item) for name, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
-    return value
-
-
-def to_json(value: Any) -> str:
-    """One line of JSON for a stored key, value or row, rendered as the module says."""
-    try:
-        return json.dumps(value, default=_tagged, ensure_ascii=False, allow_nan=False)
-    except ValueError:  # a NaN or an infinity somewhere: the rare case pays for a walk
-        return json.dumps(_finite(value), default=_tagged, ensure_ascii=False)
 
 
 def _untagged(obj: dict[str, Any]) -> Any:
