@@ -410,6 +410,7 @@ def test_store_locked_error_carries_the_holders_pid(held_store: tuple[Path, int]
         ["scan", "{dir}", "events"],
         ["export", "{dir}", "events"],
         ["import", "{dir}", "events", "{file}", "--key", "id"],
+        ["scrub", "{dir}"],
     ],
     ids=lambda command: command[0],
 )

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 from .._core import Store
-from ..exceptions import ReplikvError
-from .opening import is_store
+from .._plain import tagged
+from .opening import CommandError, is_store, open_store, run_command
 
 
 def add_commands(commands: Any) -> None:
@@ -28,7 +27,7 @@ def add_commands(commands: Any) -> None:
     scrub.add_argument("dir", type=Path, metavar="DIR", help="the store's directory")
     scrub.add_argument("--json", action="store_true", help="print the report as JSON")
     scrub.add_argument("--quiet", action="store_true", help="no progress bar")
-    scrub.set_defaults(run=_run_scrub)
+    scrub.set_defaults(run=run_command("scrub", _run_scrub))
     detach = commands.add_parser(
         "detach",
         help="make a replica's directory a standalone, writable store",
@@ -39,30 +38,14 @@ def add_commands(commands: Any) -> None:
         ),
     )
     detach.add_argument("dir", type=Path, metavar="DIR", help="the replica's directory")
-    detach.set_defaults(run=_run_detach)
-
-
-def _existing_store(command: str, directory: Path) -> bool:
-    if is_store(directory):
-        return True
-    print(f"replikv {command}: error: {directory} is not a replikv store", file=sys.stderr)
-    return False
+    detach.set_defaults(run=run_command("detach", _run_detach))
 
 
 def _run_scrub(args: argparse.Namespace) -> int:
-    if not _existing_store("scrub", args.dir):
-        return 1
-    try:
-        with Store(args.dir) as store:
-            report = store.scrub(progress=not (args.quiet or args.json))
-    except KeyboardInterrupt:
-        print("replikv scrub: interrupted", file=sys.stderr)
-        return 130
-    except (ReplikvError, OSError) as failure:
-        print(f"replikv scrub: error: {failure}", file=sys.stderr)
-        return 1
+    with open_store(args.dir) as store:
+        report = store.scrub(progress=not (args.quiet or args.json))
     if args.json:
-        print(json.dumps(report.to_dict(), default=repr, indent=2))
+        print(json.dumps(report.to_dict(), default=tagged, indent=2))  # a bytes key as $base64
         return 0 if report.ok else 1
     tables = ", ".join(f"{name} {rows:,}" for name, rows in report.tables.items()) or "none"
     print(f"{args.dir}: {report.rows_checked:,} rows checked at LSN {report.lsn} ({tables})")
@@ -81,13 +64,9 @@ def _run_scrub(args: argparse.Namespace) -> int:
 
 
 def _run_detach(args: argparse.Namespace) -> int:
-    if not _existing_store("detach", args.dir):
-        return 1
-    try:
-        detached = Store.detach(args.dir)
-    except (ReplikvError, OSError) as failure:
-        print(f"replikv detach: error: {failure}", file=sys.stderr)
-        return 1
+    if not is_store(args.dir):
+        raise CommandError(f"{args.dir} is not a replikv store")
+    detached = Store.detach(args.dir)
     if detached:
         print(
             f"{args.dir} is now a standalone, writable store; it can never follow its primary again"
