@@ -21,8 +21,8 @@ __all__ = ["render"]
 _KEYS_SHOWN = 10
 
 
-def _bytes(count: int) -> str:
-    """``count`` bytes in B, KiB, MiB or GiB."""
+def size_text(count: int) -> str:
+    """``count`` bytes in B, KiB, MiB or GiB (tables here and ``replikv ls``)."""
     value = float(count)
     for unit in ("B", "KiB", "MiB"):
         if value < 1024:
@@ -87,10 +87,10 @@ def _store_stats(stats: Any, title: str, extra: Sequence[tuple[str, Any]] = ()) 
         ("oldest LSN in the log", stats.oldest_lsn),
         ("oldest entry written", stats.oldest_time),
         ("rows", sum(stats.tables.values())),
-        ("disk use", _bytes(stats.total_bytes)),
-        ("log files", _bytes(stats.log_bytes)),
-        ("tables file", _bytes(stats.tables_bytes)),
-        ("other files", _bytes(stats.other_bytes)),
+        ("disk use", size_text(stats.total_bytes)),
+        ("log files", size_text(stats.log_bytes)),
+        ("tables file", size_text(stats.tables_bytes)),
+        ("other files", size_text(stats.other_bytes)),
     ]
     return _page(title, figures, (f"{len(stats.tables)} table(s)", tables))
 
@@ -131,7 +131,7 @@ def _replica_row(info: Any) -> tuple[Any, ...]:
         info.acked_lsn,
         info.lag_lsn,
         info.lag_seconds,
-        _bytes(info.lag_bytes),
+        size_text(info.lag_bytes),
         info.last_seen,
     )
 
@@ -272,7 +272,7 @@ def _node_stats(stats: Any, title: str | None = None) -> str:
         ("hits", stats.hits),
         ("misses", stats.misses),
         ("keys", stats.keys),
-        ("bytes", _bytes(stats.bytes)),
+        ("bytes", size_text(stats.bytes)),
         ("evictions", stats.evictions),
         ("expirations", stats.expirations),
         ("invalidations", stats.invalidations),

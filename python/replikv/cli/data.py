@@ -10,6 +10,7 @@ from typing import Any
 
 from .._args import lsn, positive
 from .._core import Change, LogTail, Store
+from .._html import size_text
 from .._store import Key
 from .opening import USAGE, CommandError, is_store, open_store, run_command
 from .render import RENDERING_HELP, to_json
@@ -145,8 +146,8 @@ def _run_ls(args: argparse.Namespace) -> int:
             f"epoch {store.epoch}{role}"
         )
         print(
-            f"disk: {_size(stats.total_bytes)} (log {_size(stats.log_bytes)}, tables "
-            f"{_size(stats.tables_bytes)}, other {_size(stats.other_bytes)})"
+            f"disk: {size_text(stats.total_bytes)} (log {size_text(stats.log_bytes)}, tables "
+            f"{size_text(stats.tables_bytes)}, other {size_text(stats.other_bytes)})"
         )
         rows = [("table", "rows"), *((name, f"{n:,}") for name, n in stats.tables.items())]
         if len(rows) == 1:
@@ -157,15 +158,6 @@ def _run_ls(args: argparse.Namespace) -> int:
         for name, count in rows:
             print(f"  {name:<{width}}  {count:>{count_width}}")
     return 0
-
-
-def _size(count: int) -> str:
-    size = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
-        size /= 1024
-    raise AssertionError("the loop returns at GiB")
 
 
 def _run_get(args: argparse.Namespace) -> int:
