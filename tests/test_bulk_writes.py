@@ -94,6 +94,19 @@ def test_a_batch_over_the_transaction_limit_writes_nothing(open_store: Open) -> 
         for i in range(100):
             batch.put("events", i, "x" * 50)
     assert store.last_lsn == 0
+    assert batch.receipt is None and "failed (nothing written)" in repr(batch)
+    with pytest.raises(RuntimeError, match="commit failed and wrote nothing"):
+        batch.put("events", 1, "x")
+
+
+def test_a_batch_table_update_with_a_bad_row_adds_none_of_its_rows(store: replikv.Store) -> None:
+    with store.batch() as batch:
+        view = batch.table("subscribers")
+        with pytest.raises(TypeError):
+            view.update({"ana": {"opted_in": True}, "bo": object()})
+        assert len(batch) == 0
+        view.update(cy={"opted_in": False})
+    assert dict(store.scan("subscribers")) == {"cy": {"opted_in": False}}
 
 
 def test_delete_prefix_deletes_the_matching_str_keys_as_one_entry(store: replikv.Store) -> None:

@@ -315,6 +315,10 @@ class Batch:
     def put(self, table: str, key: _Key, value: Any) -> None:
         """Writes ``value`` under ``key`` when the batch commits. The value is encoded now
         (a bad one raises here; later changes to the object are not seen)."""
+    def put_many(self, table: str, rows: Iterable[tuple[_Key, Any]]) -> None:
+        """Writes every ``(key, value)`` of ``rows`` when the batch commits: all of them, or,
+        if one is refused (a bad key or value raises here), none.
+        """
     def delete(self, table: str, key: _Key) -> None:
         """Deletes ``key`` when the batch commits."""
     def table(self, name: str) -> BatchTable:
@@ -521,9 +525,7 @@ class Store:
         batch_rows: int = 65536,
         build: bool = False,
     ) -> ArrowStream:
-        """The rows of `table` as Arrow record batches (read at one LSN), for pyarrow, polars
-        and `DuckDB`. `Table.to_arrow()` and `Table.to_pandas()` are built on it.
-        The rows of ``table`` as Arrow record batches read at one LSN (``Table.to_arrow``).
+        """The rows of ``table`` as Arrow record batches read at one LSN (``Table.to_arrow``).
 
         By default batches are built as they are read (a first pass finds the schema);
         ``build=True`` builds them all now, in one pass when the first 65,536 rows predict
@@ -543,13 +545,7 @@ class Store:
         progress: bool | Callable[[int], object] | None = None,
         durability: str | None = None,
     ) -> Receipt:
-        """Writes the rows of Arrow data (anything with `__arrow_c_stream__`: a pyarrow Table,
-        a polars `DataFrame`, ...) into `table`, keyed by the column `key`, converted column
-        by column in Rust: one transaction, or one per `batch_rows` rows.
-        Writes the rows of Arrow data (anything with `__arrow_c_stream__`: a pyarrow Table,
-        a polars `DataFrame`, ...) into `table`, keyed by the column `key`, converted column
-        by column in Rust: one transaction, or one per `batch_rows` rows.
-        Writes the rows of Arrow data (anything with ``__arrow_c_stream__``), keyed by the
+        """Writes the rows of Arrow data (anything with ``__arrow_c_stream__``), keyed by the
         column ``key``, converted column by column in Rust.
 
         One transaction, or one per ``batch_rows`` rows (then the receipt is the last one's).
@@ -573,15 +569,7 @@ class Store:
         progress: bool | Callable[[int], object] | None = None,
         durability: str | None = None,
     ) -> Receipt:
-        """Writes the rows of a pandas `DataFrame` into `table`, keyed by the column `key` (or
-        the index if `key` is None): columns go to Arrow in pandas' own code and are
-        encoded in Rust, never row by row in Python; object columns of lists and dicts are
-        encoded value by value in Rust.
-        Writes the rows of a pandas `DataFrame` into `table`, keyed by the column `key` (or
-        the index if `key` is None): columns go to Arrow in pandas' own code and are
-        encoded in Rust, never row by row in Python; object columns of lists and dicts are
-        encoded value by value in Rust.
-        Writes the rows of a pandas DataFrame keyed by the column ``key`` (the index if
+        """Writes the rows of a pandas DataFrame keyed by the column ``key`` (the index if
         None); the other columns become each row's dict. NaN, None, ``pd.NA`` and ``pd.NaT``
         are stored as None. Needs ``pip install 'replikv[pandas]'``. ``progress=True``
         shows a bar out of the frame's rows; a callable is called with the rows so far.
@@ -600,9 +588,7 @@ class Store:
         since_time: datetime.datetime | None = None,
         until: datetime.datetime | int | None = None,
     ) -> Changes:
-        """Entries of the change log with LSN greater than `since`, oldest first, read lazily;
-        filtered by table and commit time.
-        Entries of the change log with LSN greater than ``since``, read lazily.
+        """Entries of the change log with LSN greater than ``since``, read lazily.
 
         Args:
             since: entries after this LSN.
@@ -1177,18 +1163,7 @@ class Replica:
         table_modes: Mapping[str, str] | None = None,
         default_durability: str = "async",
     ) -> Primary:
-        """Promotes this replica: asks the members its primary's heartbeats named (replicas
-        started with `listen=`) to raise their epoch, and once `members - quorum + 1` of
-        them (itself included) granted it, adopts the newest log among them (fetching what
-        it lacks), and serves it with the given options (as `Primary(...)` takes them;
-        `listen` defaults to this replica's own `listen` address, `token` to its token).
-        The members that granted follow it. Returns the new `Primary`; its `promotion`
-        says what happened.
-
-        It refuses (`ReplicationError`) when too few members can be reached, unless
-        `force=True`, whose report names the possible loss. The store then belongs to the
-        new primary: closing the replica leaves it open.
-        Makes this replica the primary of a new epoch, without reopening its store;
+        """Makes this replica the primary of a new epoch, without reopening its store;
         returns the new :class:`Primary` (see its ``promotion``).
 
         By the rule of DESIGN §1, it asks the members its primary's heartbeats named

@@ -228,9 +228,9 @@ class BatchTable:
         /,
         **kwargs: Any,
     ) -> None:
-        """Adds every row, as ``dict.update`` takes them, to the batch."""
-        for key, value in _rows(other, kwargs):
-            self.batch.put(self.name, key, value)
+        """Adds every row, as ``dict.update`` takes them, to the batch: all of them, or none
+        if one is refused."""
+        self.batch.put_many(self.name, _rows(other, kwargs))
 
     def __repr__(self) -> str:
         return f"<BatchTable {self.name!r} of {self.batch!r}>"

@@ -15,8 +15,25 @@ use crate::store::{validate_table_name, Durability, Store};
 
 enum BatchState {
     Collecting(Vec<Op>),
+    /// `commit` runs: the ops are with the store.
+    Committing,
     Committed(PyReceipt),
+    /// The commit raised before its entry was written: nothing of the batch is stored.
+    Failed,
     Discarded,
+}
+
+impl BatchState {
+    /// Why a write or a commit is refused in this state (`None` while collecting).
+    fn refusal(&self) -> Option<&'static str> {
+        match self {
+            Self::Collecting(_) => None,
+            Self::Committing => Some("the batch is committing"),
+            Self::Committed(_) => Some("the batch has already committed"),
+            Self::Failed => Some("the batch's commit failed and wrote nothing"),
+            Self::Discarded => Some("the batch was discarded"),
+        }
+    }
 }
 
 /// Writes collected in memory, committed as one transaction (one log entry, one fsync)
@@ -42,22 +59,22 @@ impl PyBatch {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Adds an op (already encoded: encoding runs Python code, never under the lock).
-    fn push(&self, py: Python<'_>, op: Op) -> PyResult<()> {
+    /// Adds ops, all or none (already encoded: encoding runs Python code, never under the
+    /// lock).
+    fn push(&self, py: Python<'_>, new: Vec<Op>) -> PyResult<()> {
         owned(py, &self.store)?;
-        validate_table_name(&op.table).map_err(|e| to_py(py, e))?;
-        match &mut *self.lock() {
-            BatchState::Collecting(ops) => {
-                ops.push(op);
-                Ok(())
-            }
-            BatchState::Committed(_) => Err(PyRuntimeError::new_err(
-                "the batch has already committed: start a new one with store.batch()",
-            )),
-            BatchState::Discarded => Err(PyRuntimeError::new_err(
-                "the batch was discarded: start a new one with store.batch()",
-            )),
+        for op in &new {
+            validate_table_name(&op.table).map_err(|e| to_py(py, e))?;
         }
+        let mut state = self.lock();
+        if let BatchState::Collecting(ops) = &mut *state {
+            ops.extend(new);
+            return Ok(());
+        }
+        let refusal = state.refusal().unwrap_or_default();
+        Err(PyRuntimeError::new_err(format!(
+            "{refusal}: start a new one with store.batch()"
+        )))
     }
 }
 
@@ -97,7 +114,22 @@ impl PyBatch {
             key: encode_py_key(key)?,
             value: Some(encode_row_value(table, key, value)?),
         };
-        self.push(py, op)
+        self.push(py, vec![op])
+    }
+
+    /// Writes every ``(key, value)`` of ``rows`` when the batch commits: all of them, or,
+    /// if one is refused (a bad key or value raises here), none.
+    fn put_many(&self, py: Python<'_>, table: &str, rows: &Bound<'_, PyAny>) -> PyResult<()> {
+        let mut ops = Vec::new();
+        for row in rows.try_iter()? {
+            let (key, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = row?.extract()?;
+            ops.push(Op {
+                table: table.to_owned(),
+                key: encode_py_key(&key)?,
+                value: Some(encode_row_value(table, &key, &value)?),
+            });
+        }
+        self.push(py, ops)
     }
 
     /// Deletes ``key`` when the batch commits.
@@ -107,7 +139,7 @@ impl PyBatch {
             key: encode_py_key(key)?,
             value: None,
         };
-        self.push(py, op)
+        self.push(py, vec![op])
     }
 
     /// A write-only view of one table for this batch: ``view[key] = value``,
@@ -123,19 +155,30 @@ impl PyBatch {
     /// Commits the writes collected so far as one transaction (the `with` block does this
     /// on a clean exit). A batch without writes takes no LSN.
     fn commit(&self, py: Python<'_>) -> PyResult<PyReceipt> {
-        let ops = match std::mem::replace(&mut *self.lock(), BatchState::Discarded) {
-            BatchState::Collecting(ops) => ops,
-            BatchState::Committed(receipt) => {
-                *self.lock() = BatchState::Committed(receipt);
-                return Err(PyRuntimeError::new_err("the batch has already committed"));
+        let ops = {
+            let mut state = self.lock();
+            if let Some(refusal) = state.refusal() {
+                return Err(PyRuntimeError::new_err(refusal));
             }
-            BatchState::Discarded => {
-                return Err(PyRuntimeError::new_err("the batch was discarded"));
+            match std::mem::replace(&mut *state, BatchState::Committing) {
+                BatchState::Collecting(ops) => ops,
+                _ => unreachable!("refusal() is None only while collecting"),
             }
         };
-        let receipt = commit_ops(py, &self.store, ops, self.durability)?;
-        *self.lock() = BatchState::Committed(receipt.clone());
-        Ok(receipt)
+        let committed = commit_ops(py, &self.store, ops, self.durability);
+        // A Ctrl-C while the commit waited for its fsync or its replicas comes after the
+        // entry was written: the KeyboardInterrupt carries its receipt.
+        let receipt = match &committed {
+            Ok(receipt) => Some(receipt.clone()),
+            Err(err) => err
+                .value(py)
+                .getattr("receipt")
+                .ok()
+                .and_then(|r| r.cast_into::<PyReceipt>().ok())
+                .map(|r| r.get().clone()),
+        };
+        *self.lock() = receipt.map_or(BatchState::Failed, BatchState::Committed);
+        committed
     }
 
     /// Drops the writes collected so far (the ``with`` block does this when it raises).
@@ -167,6 +210,8 @@ impl PyBatch {
         let state = match &*self.lock() {
             BatchState::Collecting(ops) => format!("{} pending write(s)", ops.len()),
             BatchState::Committed(receipt) => format!("committed at LSN {}", receipt.lsn),
+            BatchState::Committing => "committing".to_owned(),
+            BatchState::Failed => "failed (nothing written)".to_owned(),
             BatchState::Discarded => "discarded".to_owned(),
         };
         format!(
