@@ -1,5 +1,7 @@
 """``replikv changes --follow`` on a store that another process holds and writes: every
-committed entry is printed once, in LSN order, and nothing that was not committed."""
+committed entry is printed once, in LSN order, and nothing past the last commit (a
+transaction left pending writes nothing to the log; the records the reader withholds until
+they are whole and valid are tested in src/log/tail_tests.rs)."""
 
 from __future__ import annotations
 

@@ -273,17 +273,6 @@ impl PyReplica {
         })
     }
 
-    /// Promotes this replica: asks the members its primary's heartbeats named (replicas
-    /// started with `listen=`) to raise their epoch, and once `members - quorum + 1` of
-    /// them (itself included) granted it, adopts the newest log among them (fetching what
-    /// it lacks), and serves it with the given options (as `Primary(...)` takes them;
-    /// `listen` defaults to this replica's own `listen` address, `token` to its token).
-    /// The members that granted follow it. Returns the new `Primary`; its `promotion`
-    /// says what happened.
-    ///
-    /// It refuses (`ReplicationError`) when too few members can be reached, unless
-    /// `force=True`, whose report names the possible loss. The store then belongs to the
-    /// new primary: closing the replica leaves it open.
     #[pyo3(signature = (*, listen = None, token = None, force = false,
         ship_interval = 0.05, quorum = 1, sync_timeout = 5.0, on_timeout = "raise",
         table_modes = None, default_durability = "async"))]

@@ -446,8 +446,6 @@ impl PyStore {
         ))
     }
 
-    /// The rows of `table` as Arrow record batches (read at one LSN), for pyarrow, polars
-    /// and `DuckDB`. `Table.to_arrow()` and `Table.to_pandas()` are built on it.
     #[pyo3(signature = (table, *, columns = None, prefix = None, start = None, end = None,
                         key_name = "key", batch_rows = 65_536, build = false))]
     /// The rows of ``table`` as Arrow record batches read at one LSN (``Table.to_arrow``).
@@ -482,14 +480,8 @@ impl PyStore {
         arrow_stream(py, &self.store, request, build)
     }
 
-    /// Writes the rows of Arrow data (anything with `__arrow_c_stream__`: a pyarrow Table,
-    /// a polars `DataFrame`, ...) into `table`, keyed by the column `key`, converted column
-    /// by column in Rust: one transaction, or one per `batch_rows` rows.
     #[pyo3(signature = (table, data, *, key, naive = "refuse", batch_rows = None,
                         progress = None, durability = None))]
-    /// Writes the rows of Arrow data (anything with `__arrow_c_stream__`: a pyarrow Table,
-    /// a polars `DataFrame`, ...) into `table`, keyed by the column `key`, converted column
-    /// by column in Rust: one transaction, or one per `batch_rows` rows.
     /// Writes the rows of Arrow data (anything with ``__arrow_c_stream__``), keyed by the
     /// column ``key``, converted column by column in Rust.
     ///
@@ -518,16 +510,8 @@ impl PyStore {
         put_arrow(py, &self.store, data, &load)
     }
 
-    /// Writes the rows of a pandas `DataFrame` into `table`, keyed by the column `key` (or
-    /// the index if `key` is None): columns go to Arrow in pandas' own code and are
-    /// encoded in Rust, never row by row in Python; object columns of lists and dicts are
-    /// encoded value by value in Rust.
     #[pyo3(signature = (table, df, *, key = None, naive = "refuse", batch_rows = None,
                         progress = None, durability = None))]
-    /// Writes the rows of a pandas `DataFrame` into `table`, keyed by the column `key` (or
-    /// the index if `key` is None): columns go to Arrow in pandas' own code and are
-    /// encoded in Rust, never row by row in Python; object columns of lists and dicts are
-    /// encoded value by value in Rust.
     /// Writes the rows of a pandas DataFrame keyed by the column ``key`` (the index if
     /// None); the other columns become each row's dict. NaN, None, ``pd.NA`` and ``pd.NaT``
     /// are stored as None. Needs ``pip install 'replikv[pandas]'``. ``progress=True``
@@ -559,8 +543,6 @@ impl PyStore {
         put_arrow(py, &self.store, &data, &load)
     }
 
-    /// Entries of the change log with LSN greater than `since`, oldest first, read lazily;
-    /// filtered by table and commit time.
     #[pyo3(signature = (since = 0, limit = None, *, tables = None, since_time = None,
                         until = None))]
     /// Entries of the change log with LSN greater than ``since``, read lazily.

@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::Duration;
 
 use super::{Inner, Store, StoreOptions};
 use crate::error::{Result, StoreError};
@@ -178,66 +177,52 @@ fn first_difference(
     open: &StoreOptions,
     asked: &StoreOptions,
 ) -> Option<(&'static str, String, String)> {
-    fn flag(b: bool) -> String {
-        if b { "True" } else { "False" }.to_owned()
+    /// Each option by its Python name, as Python writes its value. The destructuring names
+    /// every field, so an option added later cannot be left out of the comparison.
+    fn named(options: &StoreOptions) -> [(&'static str, String); 11] {
+        let StoreOptions {
+            fsync,
+            max_key_bytes,
+            max_value_bytes,
+            max_transaction_bytes,
+            segment_bytes,
+            retain_bytes,
+            retain_seconds,
+            cache_bytes,
+            checkpoint_entries,
+            checkpoint_interval,
+            follower,
+        } = options;
+        let flag = |b: bool| if b { "True" } else { "False" }.to_owned();
+        let none = || "None".to_owned();
+        [
+            ("fsync", flag(*fsync)),
+            ("max_key_bytes", max_key_bytes.to_string()),
+            ("max_value_bytes", max_value_bytes.to_string()),
+            ("max_transaction_bytes", max_transaction_bytes.to_string()),
+            ("segment_bytes", segment_bytes.to_string()),
+            ("checkpoint_entries", checkpoint_entries.to_string()),
+            (
+                "checkpoint_seconds",
+                format!("{:?}", checkpoint_interval.as_secs_f64()),
+            ),
+            (
+                "retain_bytes",
+                retain_bytes.map_or_else(none, |b| b.to_string()),
+            ),
+            (
+                "retain_seconds",
+                retain_seconds.map_or_else(none, |d| format!("{:?}", d.as_secs_f64())),
+            ),
+            ("cache_bytes", cache_bytes.to_string()),
+            ("follower", flag(*follower)),
+        ]
     }
-    fn bytes(b: Option<u64>) -> String {
-        b.map_or_else(|| "None".to_owned(), |b| b.to_string())
-    }
-    fn secs(d: Option<Duration>) -> String {
-        d.map_or_else(|| "None".to_owned(), |d| format!("{:?}", d.as_secs_f64()))
-    }
-    let size = |n: usize| n.to_string();
-    let pairs = [
-        ("fsync", flag(open.fsync), flag(asked.fsync)),
-        (
-            "max_key_bytes",
-            size(open.max_key_bytes),
-            size(asked.max_key_bytes),
-        ),
-        (
-            "max_value_bytes",
-            size(open.max_value_bytes),
-            size(asked.max_value_bytes),
-        ),
-        (
-            "max_transaction_bytes",
-            size(open.max_transaction_bytes),
-            size(asked.max_transaction_bytes),
-        ),
-        (
-            "segment_bytes",
-            bytes(Some(open.segment_bytes)),
-            bytes(Some(asked.segment_bytes)),
-        ),
-        (
-            "checkpoint_entries",
-            bytes(Some(open.checkpoint_entries)),
-            bytes(Some(asked.checkpoint_entries)),
-        ),
-        (
-            "checkpoint_seconds",
-            secs(Some(open.checkpoint_interval)),
-            secs(Some(asked.checkpoint_interval)),
-        ),
-        (
-            "retain_bytes",
-            bytes(open.retain_bytes),
-            bytes(asked.retain_bytes),
-        ),
-        (
-            "retain_seconds",
-            secs(open.retain_seconds),
-            secs(asked.retain_seconds),
-        ),
-        (
-            "cache_bytes",
-            size(open.cache_bytes),
-            size(asked.cache_bytes),
-        ),
-        ("follower", flag(open.follower), flag(asked.follower)),
-    ];
-    pairs.into_iter().find(|(_, open, asked)| open != asked)
+    named(open)
+        .into_iter()
+        .zip(named(asked))
+        .find(|((_, was), (_, now))| was != now)
+        .map(|((name, was), (_, now))| (name, was, now))
 }
 
 /// What `open_shared` found in the registry for a directory.
