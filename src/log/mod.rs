@@ -162,6 +162,18 @@ fn corrupt(segment: &str, offset: u64, reason: impl Into<String>) -> LogError {
     }
 }
 
+/// The first LSNs of the segments `fs` lists, oldest first (other files are not the log's).
+fn segment_firsts(fs: &dyn LogFs) -> Result<Vec<u64>> {
+    let mut firsts: Vec<u64> = fs
+        .list()
+        .map_err(io_error("listing the log directory"))?
+        .iter()
+        .filter_map(|name| name.strip_suffix(SEGMENT_SUFFIX)?.parse().ok())
+        .collect();
+    firsts.sort_unstable();
+    Ok(firsts)
+}
+
 impl Log {
     /// Opens (or creates) the log, recovering it against `checkpoint_lsn`, the last LSN the
     /// tables are known to hold. Every entry after it is passed to `replay`, in order.
@@ -178,13 +190,7 @@ impl Log {
         checkpoint_lsn: u64,
         mut replay: impl FnMut(Entry) -> Result<()>,
     ) -> Result<Self> {
-        let mut firsts: Vec<u64> = fs
-            .list()
-            .map_err(io_error("listing the log directory"))?
-            .iter()
-            .filter_map(|name| name.strip_suffix(SEGMENT_SUFFIX)?.parse().ok())
-            .collect();
-        firsts.sort_unstable();
+        let firsts = segment_firsts(&*fs)?;
         let mut segments = Vec::with_capacity(firsts.len());
         for first_lsn in firsts {
             let name = segment_name(first_lsn);

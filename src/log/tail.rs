@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::scan::{ChunkReader, Next};
-use super::{corrupt, io_error, RawEntry, SegmentFile, SEGMENT_SUFFIX};
+use super::{corrupt, io_error, segment_firsts, DirFs, RawEntry, SegmentFile};
 use crate::codec;
 use crate::error::{LogError, Result};
 
@@ -256,27 +256,7 @@ impl LogTail {
 
     /// The first LSNs of the segments in the directory, oldest first.
     fn list(&self) -> Result<Vec<u64>> {
-        let listing = || -> std::io::Result<Vec<u64>> {
-            let mut firsts = Vec::new();
-            for entry in std::fs::read_dir(&self.dir)? {
-                let name = entry?.file_name();
-                if let Some(first) = name
-                    .to_str()
-                    .and_then(|name| name.strip_suffix(SEGMENT_SUFFIX)?.parse().ok())
-                {
-                    firsts.push(first);
-                }
-            }
-            firsts.sort_unstable();
-            Ok(firsts)
-        };
-        listing().map_err(|source| {
-            LogError::Io {
-                context: format!("listing {}", self.dir.display()),
-                source,
-            }
-            .into()
-        })
+        segment_firsts(&DirFs::new(&self.dir))
     }
 
     fn check_same_dir(&self) -> Result<()> {
