@@ -448,9 +448,15 @@ class Store:
         raised then (Ctrl-C during the fdatasync, a failing progress callback) carries
         the receipt as ``.receipt`` and a note saying so.
 
+        Past 4,096 rows the write streams: each chunk of rows goes into the tables' open
+        transaction on a thread of its own while the next rows are encoded. It stays one
+        transaction, invisible until it commits; from its first chunk it holds the writer
+        lock, so other threads' writes wait for it.
+
         Raises:
             ValueTooLarge: the rows exceed ``max_transaction_bytes``; raised at the row
                 that crosses it, before the rest are read.
+            RuntimeError: the rows (a generator) write to this store, or close it.
         """
     def delete_prefix(
         self, table: str, prefix: str | bytes, *, durability: str | None = None

@@ -52,29 +52,84 @@ pub struct Entry {
 /// Table names are at most 255 bytes (callers validate them first; longer names are cut).
 #[must_use]
 pub fn encode_ops(ops: &[Op]) -> Vec<u8> {
-    let size: usize = ops
-        .iter()
+    let mut body = BodyBuilder::with_capacity(ops_size(ops));
+    body.extend(ops);
+    body.finish()
+}
+
+/// Bytes the ops take in a body.
+fn ops_size(ops: &[Op]) -> usize {
+    ops.iter()
         .map(|op| 10 + op.table.len() + op.key.len() + op.value.as_ref().map_or(0, Vec::len))
-        .sum();
-    let mut out = Vec::with_capacity(4 + size);
-    out.extend_from_slice(&len_u32(ops.len()).to_le_bytes());
-    for op in ops {
-        let table = &op.table.as_bytes()[..op.table.len().min(255)];
-        out.push(if op.value.is_some() {
-            KIND_PUT
-        } else {
-            KIND_DELETE
-        });
-        out.push(table.len() as u8);
-        out.extend_from_slice(table);
-        out.extend_from_slice(&len_u32(op.key.len()).to_le_bytes());
-        out.extend_from_slice(&op.key);
-        if let Some(value) = &op.value {
-            out.extend_from_slice(&len_u32(value.len()).to_le_bytes());
-            out.extend_from_slice(value);
-        }
+        .sum()
+}
+
+/// The body of one entry, built from ops given a few at a time (a bulk load encodes its
+/// rows while the tables already take the first ones).
+#[derive(Debug)]
+pub struct BodyBuilder {
+    out: Vec<u8>,
+    ops: usize,
+}
+
+impl Default for BodyBuilder {
+    fn default() -> Self {
+        Self::with_capacity(0)
     }
-    out
+}
+
+impl BodyBuilder {
+    /// An empty body with room for `size` bytes of ops.
+    #[must_use]
+    pub fn with_capacity(size: usize) -> Self {
+        let mut out = Vec::with_capacity(4 + size);
+        // The op count, written by `finish`.
+        out.extend_from_slice(&[0; 4]);
+        Self { out, ops: 0 }
+    }
+
+    /// Appends `ops`, in order.
+    pub fn extend(&mut self, ops: &[Op]) {
+        self.out.reserve(ops_size(ops));
+        for op in ops {
+            let table = &op.table.as_bytes()[..op.table.len().min(255)];
+            self.out.push(if op.value.is_some() {
+                KIND_PUT
+            } else {
+                KIND_DELETE
+            });
+            self.out.push(table.len() as u8);
+            self.out.extend_from_slice(table);
+            self.out
+                .extend_from_slice(&len_u32(op.key.len()).to_le_bytes());
+            self.out.extend_from_slice(&op.key);
+            if let Some(value) = &op.value {
+                self.out
+                    .extend_from_slice(&len_u32(value.len()).to_le_bytes());
+                self.out.extend_from_slice(value);
+            }
+        }
+        self.ops += ops.len();
+    }
+
+    /// Bytes so far.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Whether no op was added.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.ops == 0
+    }
+
+    /// The finished body.
+    #[must_use]
+    pub fn finish(mut self) -> Vec<u8> {
+        self.out[..4].copy_from_slice(&len_u32(self.ops).to_le_bytes());
+        self.out
+    }
 }
 
 fn len_u32(len: usize) -> u32 {
@@ -359,6 +414,26 @@ mod tests {
             }
             reader.finish().unwrap();
             prop_assert_eq!(read, ops);
+        }
+
+        /// A body built a few ops at a time (a streamed bulk load) is the body of all of
+        /// them at once, wherever the chunks are cut.
+        #[test]
+        fn fuzz_a_body_built_in_chunks_equals_the_whole(
+            ops in proptest::collection::vec(op_strategy(), 0..12),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..4),
+        ) {
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(ops.len() + 1)).collect();
+            cuts.push(ops.len());
+            cuts.sort_unstable();
+            let mut body = BodyBuilder::default();
+            let mut from = 0;
+            for to in cuts {
+                body.extend(&ops[from..to]);
+                from = to;
+            }
+            prop_assert_eq!(body.is_empty(), ops.is_empty());
+            prop_assert_eq!(body.finish(), encode_ops(&ops));
         }
 
         #[test]

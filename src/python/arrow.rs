@@ -9,7 +9,8 @@ use pyo3::types::{PyCapsule, PyList};
 use pyo3_arrow::ffi::to_schema_pycapsule;
 use pyo3_arrow::{PyArray, PyRecordBatchReader};
 
-use super::store::{commit_ops, Progress, PROGRESS_EVERY};
+use super::put_many::OpSink;
+use super::store::{Progress, PROGRESS_EVERY};
 use super::types::PyReceipt;
 use super::value::{decode_py_value, encode_py_value_with, EncodeOptions, Location};
 use crate::arrow::{
@@ -441,7 +442,7 @@ pub(crate) fn put(
         &format!("put {}", load.table),
         || row_count(data),
     )?;
-    let mut ops: Vec<Op> = Vec::new();
+    let mut sink = OpSink::new(store, load.durability, None);
     let mut receipt = None;
     let mut written = 0usize;
     let mut offset = 0usize;
@@ -463,20 +464,16 @@ pub(crate) fn put(
             offset,
         )?;
         for row in 0..batch.num_rows() {
-            ops.push(rows.op(row)?);
-            if ops.len().is_multiple_of(PROGRESS_EVERY) {
+            sink.push(py, rows.op(row)?)?;
+            if sink.len().is_multiple_of(PROGRESS_EVERY) {
                 if let Some(callback) = progress.callback() {
-                    callback.call1((written + ops.len(),))?;
+                    callback.call1((written + sink.len(),))?;
                 }
             }
-            if load.batch_rows.is_some_and(|n| ops.len() >= n) {
-                written += ops.len();
-                receipt = Some(commit_ops(
-                    py,
-                    store,
-                    std::mem::take(&mut ops),
-                    load.durability,
-                )?);
+            if load.batch_rows.is_some_and(|n| sink.len() >= n) {
+                written += sink.len();
+                let full = std::mem::replace(&mut sink, OpSink::new(store, load.durability, None));
+                receipt = Some(full.commit(py)?);
                 if let Some(callback) = progress.callback() {
                     callback.call1((written,))?;
                 }
@@ -485,9 +482,9 @@ pub(crate) fn put(
         offset += batch.num_rows();
         py.check_signals()?;
     }
-    if !ops.is_empty() || receipt.is_none() {
-        written += ops.len();
-        receipt = Some(commit_ops(py, store, ops, load.durability)?);
+    if sink.len() > 0 || receipt.is_none() {
+        written += sink.len();
+        receipt = Some(sink.commit(py)?);
         if let Some(callback) = progress.callback() {
             callback.call1((written,))?;
         }

@@ -14,6 +14,7 @@ mod feed_arrow;
 mod iter;
 mod log_tail;
 mod primary;
+mod put_many;
 mod replica;
 mod replication;
 mod scrub;

@@ -15,18 +15,17 @@ use super::changes::{feed_request, PyChanges};
 use super::display::html;
 use super::errors::{owned, run, run_detached};
 use super::iter::{prefix_end, PyScan};
+use super::put_many::{put_op, put_rows};
 use super::stats::PyStoreStats;
 use super::transaction::PyTransaction;
 use super::types::{PyChecksum, PyReceipt};
-use super::value::{decode_py_value, encode_py_key, encode_py_value_with, EncodeOptions, Location};
+use super::value::{decode_py_value, encode_py_key};
 use crate::arrow::ExportRequest;
 use crate::codec::Op;
 use crate::store::{Committed, Durability, Store, StoreOptions};
 
 /// How many rows `put_many` encodes between two progress calls.
 pub(crate) const PROGRESS_EVERY: usize = 8192;
-/// How many rows `put_many` encodes between two checks for Ctrl-C (a few milliseconds).
-const SIGNAL_EVERY: usize = 1024;
 
 /// A replikv store: a directory with a durable change log and redb tables.
 ///
@@ -52,25 +51,6 @@ const SIGNAL_EVERY: usize = 1024;
 #[pyclass(frozen, module = "replikv._core", name = "Store")]
 pub(crate) struct PyStore {
     pub(crate) store: Store,
-}
-
-/// The op that puts `value` under `key`; `scratch` is where the value is encoded (one buffer
-/// serves a whole `put_many`, and each value is copied out at its exact size).
-fn put_op(
-    table: &str,
-    key: &Bound<'_, PyAny>,
-    value: &Bound<'_, PyAny>,
-    scratch: &mut Vec<u8>,
-) -> PyResult<Op> {
-    let encoded_key = encode_py_key(key)?;
-    scratch.clear();
-    let at = Location::Row { table, key };
-    encode_py_value_with(value, EncodeOptions::default(), scratch, &at)?;
-    Ok(Op {
-        table: table.to_owned(),
-        key: encoded_key,
-        value: Some(scratch.as_slice().to_vec()),
-    })
 }
 
 /// A lower and an upper bound of encoded keys.
@@ -296,9 +276,15 @@ impl PyStore {
     /// raised then (Ctrl-C during the fdatasync, a failing progress callback) carries
     /// the receipt as ``.receipt`` and a note saying so.
     ///
+    /// Past 4,096 rows the write streams: each chunk of rows goes into the tables' open
+    /// transaction on a thread of its own while the next rows are encoded. It stays one
+    /// transaction, invisible until it commits; from its first chunk it holds the writer
+    /// lock, so other threads' writes wait for it.
+    ///
     /// Raises:
     ///     ValueTooLarge: the rows exceed ``max_transaction_bytes``; raised at the row
     ///         that crosses it, before the rest are read.
+    ///     RuntimeError: the rows (a generator) write to this store, or close it.
     #[pyo3(signature = (table, rows, progress = None, *, durability = None))]
     fn put_many(
         &self,
@@ -317,8 +303,15 @@ impl PyStore {
         };
         let total = rows.len().ok();
         let progress = Progress::new(py, progress, &format!("put_many {table}"), || total)?;
-        let result =
-            self.encode_and_commit(py, table, &rows, total, progress.callback(), durability);
+        let result = put_rows(
+            py,
+            &self.store,
+            table,
+            &rows,
+            total,
+            progress.callback(),
+            durability,
+        );
         match (result, progress.finish()) {
             (Ok(receipt), Err(err)) => Err(committed_anyway(py, err, receipt)),
             (result, _) => result,
@@ -712,66 +705,6 @@ impl PyStore {
         await_receipt(py, &committed)?;
         Ok(deleted)
     }
-
-    fn encode_and_commit(
-        &self,
-        py: Python<'_>,
-        table: &str,
-        rows: &Bound<'_, PyAny>,
-        total: Option<usize>,
-        progress: Option<&Bound<'_, PyAny>>,
-        durability: Option<Durability>,
-    ) -> PyResult<PyReceipt> {
-        // `__len__` is only a hint: never let it size an allocation beyond reason.
-        let mut ops = Vec::with_capacity(total.unwrap_or(0).min(1 << 16));
-        let limit = self.store.options().max_transaction_bytes;
-        // A lower bound of the entry's size: stop as soon as it is certainly too large,
-        // not after every row is in memory.
-        let mut bytes = 0usize;
-        let mut scratch = Vec::new();
-        for row in rows.try_iter()? {
-            let row = row?;
-            let pair = row
-                .cast::<PyTuple>()
-                .ok()
-                .filter(|t| t.len() == 2)
-                .ok_or_else(|| PyTypeError::new_err("each row must be a (key, value) tuple"))?;
-            let op = put_op(table, &pair.get_item(0)?, &pair.get_item(1)?, &mut scratch)?;
-            bytes += op.table.len() + op.key.len() + op.value.as_ref().map_or(0, Vec::len);
-            if bytes > limit {
-                let message = format!(
-                    "put_many rows exceed max_transaction_bytes ({limit} bytes) at row {}: \
-                     write them in smaller batches, or open the Store with a larger \
-                     max_transaction_bytes",
-                    ops.len() + 1
-                );
-                return Err(super::errors::raise(py, "ValueTooLarge", (message,)));
-            }
-            ops.push(op);
-            // Before the commit point Ctrl-C aborts with nothing written.
-            if ops.len() % SIGNAL_EVERY == 0 {
-                py.check_signals()?;
-            }
-            if let Some(callback) = progress {
-                if ops.len() % PROGRESS_EVERY == 0 {
-                    callback.call1((ops.len(),))?;
-                }
-            }
-        }
-        py.check_signals()?;
-        let count = ops.len();
-        let receipt = commit_ops(py, &self.store, ops, durability)?;
-        // Past the commit point the rows are stored: anything raised now (Ctrl-C during
-        // the commit, a failing progress callback) carries the receipt.
-        let finished = match progress {
-            Some(callback) => callback.call1((count,)).map(drop),
-            None => Ok(()),
-        };
-        match finished.and_then(|()| py.check_signals()) {
-            Ok(()) => Ok(receipt),
-            Err(err) => Err(committed_anyway(py, err, receipt)),
-        }
-    }
 }
 
 /// What a `progress=` argument stands for: `True` is a progress bar (made and closed here),
@@ -829,7 +762,7 @@ impl<'py> Progress<'py> {
 /// progress callback that failed): the interpreter raises a pending `KeyboardInterrupt` as
 /// soon as the call returns, before the caller could store a returned receipt, so the
 /// receipt travels on the exception (`.receipt`) with a note saying the rows are stored.
-fn committed_anyway(py: Python<'_>, err: PyErr, receipt: PyReceipt) -> PyErr {
+pub(crate) fn committed_anyway(py: Python<'_>, err: PyErr, receipt: PyReceipt) -> PyErr {
     let note = format!(
         "the write was already committed at LSN {} when this was raised: its rows are \
          stored, and its receipt is this exception's .receipt",
@@ -866,7 +799,7 @@ pub(crate) const SIGNAL_CHECK: Duration = Duration::from_millis(50);
 /// Waits while another thread's transaction holds the writer lock, staying interruptible
 /// (Ctrl-C raises `KeyboardInterrupt`). The common case, a free lock, costs one atomic
 /// load: no lock is taken while the GIL is held.
-fn wait_for_writer(py: Python<'_>, store: &Store) -> PyResult<()> {
+pub(crate) fn wait_for_writer(py: Python<'_>, store: &Store) -> PyResult<()> {
     if !store.writer_maybe_busy() {
         return Ok(());
     }

@@ -46,6 +46,18 @@ pub(crate) struct State {
     paused: Option<String>,
 }
 
+/// What [`Pipeline::enqueue`] does with the writer lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriterLock {
+    /// The caller does not hold it: the entry waits until no transaction does.
+    NotHeld,
+    /// The caller's transaction holds it and ends with this entry.
+    Release,
+    /// The caller holds it and keeps it until the entry is visible (a streamed bulk load,
+    /// which leads its own batch).
+    Keep,
+}
+
 /// Told the new visible LSN (see [`Pipeline::subscribe`]).
 pub(crate) type Listener = Arc<dyn Fn(u64) + Send + Sync>;
 
@@ -67,6 +79,8 @@ pub(crate) struct Pipeline {
     writer_held: AtomicBool,
     /// Mirrors `State::paused.is_some()`, for the check before a write is encoded.
     paused: AtomicBool,
+    /// Set while a streamed bulk load holds the writer lock.
+    streaming: AtomicBool,
 }
 
 /// Why the pipeline stopped taking commits.
@@ -131,6 +145,7 @@ impl Pipeline {
             failed: AtomicBool::new(false),
             writer_held: AtomicBool::new(false),
             paused: AtomicBool::new(false),
+            streaming: AtomicBool::new(false),
         }
     }
 
@@ -255,17 +270,18 @@ impl Pipeline {
         self.writer_held.load(Ordering::Acquire)
     }
 
-    /// Enqueues one encoded entry and returns its LSN. `holds_writer` is set when the
-    /// calling transaction owns the writer lock; it is released in the same critical section.
+    /// Enqueues one encoded entry and returns its LSN. `writer` says whether the caller
+    /// holds the writer lock, and whether it is released in the same critical section.
     /// `taken` hears the LSN before any leader can take the entry (so before it is visible).
     pub(crate) fn enqueue(
         &self,
         body: &[u8],
         body_crc: u32,
         ops: Vec<Op>,
-        holds_writer: bool,
+        writer: WriterLock,
         taken: impl FnOnce(u64),
     ) -> Result<u64, Refused> {
+        let holds_writer = writer != WriterLock::NotHeld;
         let mut state = if holds_writer {
             let state = self.lock();
             if let Some(closed) = &state.closed {
@@ -276,7 +292,7 @@ impl Pipeline {
             self.wait_writer_free(self.lock(), None)?
         };
         if let Some(reason) = state.paused.clone() {
-            if holds_writer {
+            if writer == WriterLock::Release {
                 state.writer = None;
                 self.writer_held.store(false, Ordering::Release);
                 drop(state);
@@ -292,13 +308,26 @@ impl Pipeline {
         frame_record(&mut state.records, lsn, epoch, timestamp_ms, body, body_crc);
         state.pending.push(Pending { lsn, ops });
         taken(lsn);
-        if holds_writer {
+        if writer == WriterLock::Release {
             state.writer = None;
             self.writer_held.store(false, Ordering::Release);
             drop(state);
             self.writer_free.notify_all();
         }
         Ok(lsn)
+    }
+
+    /// Marks whether a streamed bulk load holds the writer lock (see
+    /// [`Pipeline::streaming_here`]).
+    pub(crate) fn set_streaming(&self, streaming: bool) {
+        self.streaming.store(streaming, Ordering::Release);
+    }
+
+    /// Whether a streamed bulk load holds the writer lock on this thread: closing the store
+    /// here would wait for the load's own applying thread, which waits for this one.
+    pub(crate) fn streaming_here(&self) -> bool {
+        self.streaming.load(Ordering::Acquire)
+            && self.lock().writer == Some(std::thread::current().id())
     }
 
     /// Refuses user writes from now on with `reason` (replicated entries still go in);

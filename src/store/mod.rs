@@ -1,6 +1,7 @@
 //! The store: a directory holding the change log (the commit point) and the redb tables
 //! applied from it. See DESIGN §1 for the commit pipeline and recovery.
 
+mod apply;
 mod bulk_delete;
 mod checkpoint;
 mod commit;
@@ -20,6 +21,7 @@ mod recover;
 mod retention;
 mod stats;
 mod stored;
+mod streamed;
 mod sum_history;
 mod tables;
 mod transaction;
@@ -33,7 +35,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use checkpoint::Checkpointer;
-use commit::{Batch, Pipeline, Refused};
+use commit::{Batch, Pipeline, Refused, WriterLock};
 pub use compaction::Compaction;
 use dirlock::DirLock;
 pub use diverged::{read_divergence_report, DivergenceReport};
@@ -47,6 +49,7 @@ use recover::{create_dirs, Parts};
 pub use retention::{LogHolds, RetentionPolicy};
 pub use stats::StoreStats;
 pub use stored::describe_key;
+pub use streamed::StreamedCommit;
 pub use tables::{ScrubDamage, ScrubReport, TableSum};
 use tables::{Snapshot, Tables};
 pub use transaction::Transaction;
@@ -481,11 +484,14 @@ impl Store {
     fn refused(&self, refused: Refused) -> crate::Error {
         match refused {
             Refused::Closed(cause) => self.closed_error(cause),
-            Refused::OutOfOrder { expected, got } => StoreError::OutOfOrder { expected, got }.into(),
+            Refused::OutOfOrder { expected, got } => {
+                StoreError::OutOfOrder { expected, got }.into()
+            }
             Refused::Busy => StoreError::Busy.into(),
             Refused::Paused(reason) => ReplicationError::Paused { reason }.into(),
             Refused::WouldDeadlock => StoreError::WouldDeadlock(
-                "this thread holds an open transaction on this store: write through the transaction, or finish it first",
+                "this thread is inside a write to this store (an open transaction, or the rows a \
+                 put_many is reading): write through the transaction, or after it ends",
             )
             .into(),
         }
@@ -493,6 +499,15 @@ impl Store {
 
     /// Checks sizes and names, and encodes the body of an entry.
     fn encode(&self, ops: &[Op]) -> Result<(Vec<u8>, u32)> {
+        self.check_ops(ops)?;
+        let body = encode_ops(ops);
+        self.check_body(body.len())?;
+        let crc = crc32c::crc32c(&body);
+        Ok((body, crc))
+    }
+
+    /// Checks the table names and the sizes of keys and values.
+    fn check_ops(&self, ops: &[Op]) -> Result<()> {
         let options = &self.inner.options;
         for op in ops {
             validate_table_name(&op.table)?;
@@ -501,14 +516,16 @@ impl Store {
                 check_size("value", value.len(), options.max_value_bytes)?;
             }
         }
-        let body = encode_ops(ops);
+        Ok(())
+    }
+
+    /// Checks that a body of `len` bytes fits in one log record.
+    fn check_body(&self, len: usize) -> Result<()> {
         check_size(
             "transaction",
-            body.len() + 32,
-            options.max_transaction_bytes,
-        )?;
-        let crc = crc32c::crc32c(&body);
-        Ok((body, crc))
+            len + 32,
+            self.inner.options.max_transaction_bytes,
+        )
     }
 
     /// Commits `ops` as one transaction with `durability` (`None`: the strongest default
@@ -572,10 +589,15 @@ impl Store {
                 replication,
             ));
         }
+        let writer = if holds_writer {
+            WriterLock::Release
+        } else {
+            WriterLock::NotHeld
+        };
         let lsn = self
             .inner
             .pipeline
-            .enqueue(&body, crc, ops, holds_writer, |lsn| {
+            .enqueue(&body, crc, ops, writer, |lsn| {
                 if let Some(replication) = &replication {
                     replication.will_wait(lsn);
                 }
@@ -853,9 +875,19 @@ impl Store {
     /// last handle. Closing twice is a no-op.
     ///
     /// # Errors
-    /// The final checkpoint failed (the log still holds every committed entry).
+    /// The final checkpoint failed (the log still holds every committed entry). This
+    /// thread is inside a streamed bulk load of this store ([`StoreError::WouldDeadlock`]):
+    /// nothing is closed.
     pub fn close(&self) -> Result<()> {
         self.check_process()?;
+        if self.inner.pipeline.streaming_here() {
+            // Closing would wait for the load's applying thread, which waits for this one.
+            return Err(StoreError::WouldDeadlock(
+                "this thread is inside a bulk write to this store (the rows a put_many is \
+                 reading): close the store after it ends",
+            )
+            .into());
+        }
         self.close_handle()
     }
 

@@ -22,7 +22,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLock
 
 use super::commit::Pending;
 use super::sum_history::SumHistory;
-use super::tables::{row_hash, PendingRow, Snapshot, TableSum, Tables};
+use super::tables::{row_hash, PendingRow, Snapshot, Streamed, TableSum, Tables};
 use crate::codec::Op;
 use crate::error::Result;
 
@@ -279,6 +279,30 @@ impl Overlay {
         let _mover = self.mover();
         self.move_locked(tables, false)?;
         tables.apply(entries.iter().map(|e| (e.lsn, e.ops.as_slice())), false)?;
+        self.took_bulk(tables)
+    }
+
+    /// Applies a streamed bulk load's chunks straight to redb as they come (after what the
+    /// overlay holds), see [`Tables::apply_streamed`]; once committed, takes the sums and
+    /// LSN from redb. Moves are held off meanwhile: the load holds the writer lock, so
+    /// nothing is added to the overlay either.
+    pub(crate) fn apply_streamed(
+        &self,
+        tables: &Tables,
+        chunks: &std::sync::mpsc::Receiver<Streamed>,
+        done: &std::sync::mpsc::Sender<Vec<Op>>,
+    ) -> Result<Option<u64>> {
+        let _mover = self.mover();
+        self.move_locked(tables, false)?;
+        let applied = tables.apply_streamed(chunks, done)?;
+        if applied.is_some() {
+            self.took_bulk(tables)?;
+        }
+        Ok(applied)
+    }
+
+    /// Takes the sums and LSN from redb after a bulk batch went there directly.
+    fn took_bulk(&self, tables: &Tables) -> Result<()> {
         let (lsn, sums) = tables.sums()?;
         let mut state = self.write();
         debug_assert!(

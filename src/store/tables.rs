@@ -3,7 +3,7 @@
 //! count and order-independent checksum). Every stored value carries its CRC
 //! ([`super::stored`]); it is added here on the way in and checked on the way out.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,12 +14,13 @@ use redb::{
     ReadableTable, TableDefinition, TableError, TableHandle, WriteTransaction,
 };
 
+use super::apply::Applier;
 use super::stored::{seal_into, unseal, without_crc, Damage};
 use crate::codec::Op;
 use crate::error::{Result, StoreError};
 
-const META: TableDefinition<&str, u64> = TableDefinition::new("__meta");
-const STATS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("__stats");
+pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("__meta");
+pub(super) const STATS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("__stats");
 /// The epoch history: epoch -> the LSN of its first entry.
 const EPOCHS: TableDefinition<u64, u64> = TableDefinition::new("__epochs");
 /// Format 2 added the per-value CRC; format 1 files are migrated on open.
@@ -29,7 +30,7 @@ const FOLLOWER: &str = "follower";
 /// Rows a migration reads per batch (it rewrites them before reading on).
 const MIGRATION_BATCH: usize = 4096;
 
-fn data_table(name: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
+pub(super) fn data_table(name: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
     TableDefinition::new(name)
 }
 
@@ -37,6 +38,14 @@ fn data_table(name: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
 /// these, so they are independent of order and updated in O(1) per write.
 pub(crate) fn row_hash(key: &[u8], value: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64_with_seed(value, xxhash_rust::xxh3::xxh3_64(key))
+}
+
+/// What a streamed bulk load sends its applying thread.
+pub(crate) enum Streamed {
+    /// The next ops of the entry.
+    Ops(Vec<Op>),
+    /// The entry is durable in the log at this LSN: commit.
+    Commit(u64),
 }
 
 /// Row count and checksum of one table.
@@ -53,7 +62,7 @@ pub struct TableSum {
 /// a CRC pass on every overwrite. A write over a damaged row replaces the damaged value,
 /// but the damaged row's original hash is unknown, so the table's checksum stays off until
 /// the store is re-seeded; scrub reports it.
-fn stored_row_hash(key: &[u8], stored: &[u8]) -> u64 {
+pub(super) fn stored_row_hash(key: &[u8], stored: &[u8]) -> u64 {
     row_hash(key, without_crc(stored))
 }
 
@@ -296,48 +305,11 @@ impl Tables {
         let before = self.applied_lsn.load(Ordering::Acquire);
         let txn = self.begin_write(durable)?;
         let applied = {
-            let mut stats_table = txn.open_table(STATS)?;
-            let mut stats: HashMap<&str, TableSum> = HashMap::new();
-            let mut open = HashMap::new();
-            let mut last_lsn = None;
-            let mut sealed = Vec::new();
+            let mut applier = Applier::new(&txn)?;
             for (lsn, ops) in entries {
-                last_lsn = Some(lsn);
-                for op in ops {
-                    let name = op.table.as_str();
-                    if !open.contains_key(name) {
-                        open.insert(name, txn.open_table(data_table(name))?);
-                    }
-                    let table = open.get_mut(name).expect("invariant: inserted above");
-                    if !stats.contains_key(name) {
-                        let (rows, checksum) = stats_table.get(name)?.map_or((0, 0), |v| v.value());
-                        stats.insert(name, TableSum { rows, checksum });
-                    }
-                    let sum = stats.get_mut(name).expect("invariant: inserted above");
-                    let old = match &op.value {
-                        Some(value) => {
-                            sum.rows += 1;
-                            sum.checksum = sum.checksum.wrapping_add(row_hash(&op.key, value));
-                            seal_into(&mut sealed, name, &op.key, value);
-                            table.insert(op.key.as_slice(), sealed.as_slice())?
-                        }
-                        None => table.remove(op.key.as_slice())?,
-                    };
-                    if let Some(old) = old {
-                        sum.rows -= 1;
-                        sum.checksum = sum
-                            .checksum
-                            .wrapping_sub(stored_row_hash(&op.key, old.value()));
-                    }
-                }
+                applier.entry(lsn, ops)?;
             }
-            for (name, sum) in stats {
-                stats_table.insert(name, (sum.rows, sum.checksum))?;
-            }
-            if let Some(lsn) = last_lsn {
-                txn.open_table(META)?.insert("applied_lsn", lsn)?;
-            }
-            last_lsn
+            applier.finish()?
         };
         self.commit(txn)?;
         if let Some(lsn) = applied {
@@ -347,6 +319,41 @@ impl Tables {
             self.committed_durably(applied.unwrap_or(before));
         }
         Ok(())
+    }
+
+    /// Applies the chunks of one entry as they arrive on `chunks`, handing each back on
+    /// `done` once applied, in one non-durable write transaction. Commits it only when
+    /// told the entry's LSN (after the entry is durable in the log); if `chunks` closes
+    /// first, nothing is committed. Runs on a bulk load's own thread.
+    pub(crate) fn apply_streamed(
+        &self,
+        chunks: &std::sync::mpsc::Receiver<Streamed>,
+        done: &std::sync::mpsc::Sender<Vec<Op>>,
+    ) -> Result<Option<u64>> {
+        let txn = self.begin_write(false)?;
+        let applied = {
+            let mut applier = Applier::new(&txn)?;
+            loop {
+                match chunks.recv() {
+                    Ok(Streamed::Ops(ops)) => {
+                        applier.ops(&ops)?;
+                        // The producer may be gone (it gave up): the chunk is dropped here.
+                        let _ = done.send(ops);
+                    }
+                    Ok(Streamed::Commit(lsn)) => {
+                        applier.applied(lsn);
+                        break applier.finish()?;
+                    }
+                    // Dropping the transaction aborts it.
+                    Err(_) => return Ok(None),
+                }
+            }
+        };
+        self.commit(txn)?;
+        if let Some(lsn) = applied {
+            self.applied_lsn.store(lsn, Ordering::Release);
+        }
+        Ok(applied)
     }
 
     /// Records, durably, that the tables hold the state at `lsn` in `epoch` (a snapshot).

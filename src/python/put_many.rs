@@ -1,0 +1,170 @@
+//! Writing many rows as one transaction (`put_many`, and the DataFrame and Arrow loads):
+//! past one chunk of rows the transaction streams (`Store::begin_streamed`), so that the
+//! tables take the first chunks while the next ones are still being encoded.
+
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+
+use super::errors::{run, run_detached};
+use super::store::{await_receipt, committed_anyway, wait_for_writer, PROGRESS_EVERY};
+use super::types::PyReceipt;
+use super::value::{encode_py_key, encode_py_value_with, EncodeOptions, Location};
+use crate::codec::Op;
+use crate::store::{Durability, Store, StreamedCommit};
+
+/// How many rows `put_many` encodes between two checks for Ctrl-C (a few milliseconds).
+const SIGNAL_EVERY: usize = 1024;
+/// Rows per chunk handed to a streaming load; fewer rows in all commit as one plain batch.
+const STREAM_CHUNK: usize = 4096;
+
+/// The op that puts `value` under `key`; `scratch` is where the value is encoded (one buffer
+/// serves a whole `put_many`, and each value is copied out at its exact size).
+pub(crate) fn put_op(
+    table: &str,
+    key: &Bound<'_, PyAny>,
+    value: &Bound<'_, PyAny>,
+    scratch: &mut Vec<u8>,
+) -> PyResult<Op> {
+    let encoded_key = encode_py_key(key)?;
+    scratch.clear();
+    let at = Location::Row { table, key };
+    encode_py_value_with(value, EncodeOptions::default(), scratch, &at)?;
+    Ok(Op {
+        table: table.to_owned(),
+        key: encoded_key,
+        value: Some(scratch.as_slice().to_vec()),
+    })
+}
+
+/// The ops of one transaction, as they are encoded: up to one chunk they are kept; past it
+/// the transaction streams, so that the tables take the first chunks while later ones are
+/// encoded. Dropping it before [`OpSink::commit`] writes nothing.
+pub(crate) struct OpSink<'a> {
+    store: &'a Store,
+    durability: Option<Durability>,
+    chunk: Vec<Op>,
+    load: Option<StreamedCommit>,
+    count: usize,
+}
+
+impl<'a> OpSink<'a> {
+    /// `expected` rows, if known, only size the first chunk.
+    pub(crate) fn new(
+        store: &'a Store,
+        durability: Option<Durability>,
+        expected: Option<usize>,
+    ) -> Self {
+        Self {
+            store,
+            durability,
+            // A length is only a hint: never let it size an allocation beyond reason.
+            chunk: Vec::with_capacity(expected.unwrap_or(0).min(STREAM_CHUNK)),
+            load: None,
+            count: 0,
+        }
+    }
+
+    /// Ops added so far.
+    pub(crate) fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Adds `op`; a full chunk goes to the tables (the first one waits for the writer lock).
+    pub(crate) fn push(&mut self, py: Python<'_>, op: Op) -> PyResult<()> {
+        self.chunk.push(op);
+        self.count += 1;
+        if self.chunk.len() < STREAM_CHUNK {
+            return Ok(());
+        }
+        let ops = std::mem::replace(&mut self.chunk, Vec::with_capacity(STREAM_CHUNK));
+        if let Some(load) = &mut self.load {
+            return run(py, || load.push(ops));
+        }
+        wait_for_writer(py, self.store)?;
+        let (store, durability) = (self.store, self.durability);
+        self.load = Some(run_detached(py, || store.begin_streamed(ops, durability))?);
+        Ok(())
+    }
+
+    /// Commits every op added as one transaction and waits for its durability.
+    pub(crate) fn commit(self, py: Python<'_>) -> PyResult<PyReceipt> {
+        let committed = match self.load {
+            None => {
+                wait_for_writer(py, self.store)?;
+                let (store, chunk, durability) = (self.store, self.chunk, self.durability);
+                run_detached(py, || store.commit_pending(chunk, durability))?
+            }
+            Some(mut load) => {
+                if !self.chunk.is_empty() {
+                    let chunk = self.chunk;
+                    run(py, || load.push(chunk))?;
+                }
+                run_detached(py, move || load.commit())?
+            }
+        };
+        await_receipt(py, &committed)
+    }
+}
+
+/// Encodes `rows` and commits them as one transaction; returns its receipt. Before the
+/// commit point (an error, Ctrl-C) nothing is written. `total` is `len(rows)` if known.
+pub(crate) fn put_rows(
+    py: Python<'_>,
+    store: &Store,
+    table: &str,
+    rows: &Bound<'_, PyAny>,
+    total: Option<usize>,
+    progress: Option<&Bound<'_, PyAny>>,
+    durability: Option<Durability>,
+) -> PyResult<PyReceipt> {
+    let limit = store.options().max_transaction_bytes;
+    // A lower bound of the entry's size: stop as soon as it is certainly too large, not
+    // after every row is in memory.
+    let mut bytes = 0usize;
+    let mut scratch = Vec::new();
+    let mut sink = OpSink::new(store, durability, total);
+    for row in rows.try_iter()? {
+        let row = row?;
+        let pair = row
+            .cast::<PyTuple>()
+            .ok()
+            .filter(|t| t.len() == 2)
+            .ok_or_else(|| {
+                pyo3::exceptions::PyTypeError::new_err("each row must be a (key, value) tuple")
+            })?;
+        let op = put_op(table, &pair.get_item(0)?, &pair.get_item(1)?, &mut scratch)?;
+        bytes += op.table.len() + op.key.len() + op.value.as_ref().map_or(0, Vec::len);
+        let count = sink.len() + 1;
+        if bytes > limit {
+            let message = format!(
+                "put_many rows exceed max_transaction_bytes ({limit} bytes) at row {count}: \
+                 write them in smaller batches, or open the Store with a larger \
+                 max_transaction_bytes"
+            );
+            return Err(super::errors::raise(py, "ValueTooLarge", (message,)));
+        }
+        sink.push(py, op)?;
+        // Before the commit point Ctrl-C aborts with nothing written.
+        if count.is_multiple_of(SIGNAL_EVERY) {
+            py.check_signals()?;
+        }
+        if let Some(callback) = progress {
+            if count.is_multiple_of(PROGRESS_EVERY) {
+                callback.call1((count,))?;
+            }
+        }
+    }
+    py.check_signals()?;
+    let count = sink.len();
+    let receipt = sink.commit(py)?;
+    // Past the commit point the rows are stored: anything raised now (Ctrl-C during the
+    // commit, a failing progress callback) carries the receipt.
+    let finished = match progress {
+        Some(callback) => callback.call1((count,)).map(drop),
+        None => Ok(()),
+    };
+    match finished.and_then(|()| py.check_signals()) {
+        Ok(()) => Ok(receipt),
+        Err(err) => Err(committed_anyway(py, err, receipt)),
+    }
+}

@@ -1,0 +1,374 @@
+//! A bulk load committed as one entry whose rows go into the tables while the caller is
+//! still encoding them: a thread of its own applies each chunk inside one redb write
+//! transaction, and commits it only once the whole entry is durable in the log. On two
+//! cores the encoding (often Python's), the log append and redb's inserts then overlap
+//! instead of running one after the other.
+//!
+//! The load holds the writer lock from its first chunk to its commit, so no other entry
+//! can come between its rows and its LSN: it leads its own batch, after every earlier
+//! entry is visible. Until the commit nothing is written, so an error or an abandoned load
+//! (Ctrl-C, a row that cannot be encoded) leaves the store as it was.
+
+use std::cell::RefCell;
+use std::io;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use super::commit::{Batch, Pending, WriterLock};
+use super::durability::{self, Committed, Durability, SyncReplication};
+use super::tables::Streamed;
+use super::Store;
+use crate::codec::{BodyBuilder, Op};
+use crate::error::{Result, StoreError};
+
+/// The applying thread's outcome: the LSN it committed, or `None` if the load was given up.
+type Applied = Result<Option<u64>>;
+
+/// A bulk load in progress (see the module docs); dropping it gives the load up.
+pub struct StreamedCommit {
+    store: Store,
+    durability: Durability,
+    replication: Option<Arc<dyn SyncReplication>>,
+    body: BodyBuilder,
+    chunks: Option<mpsc::Sender<Streamed>>,
+    done: mpsc::Receiver<Vec<Op>>,
+    /// Chunks applied and handed back, for the watchers once the entry is visible.
+    applied: Vec<Vec<Op>>,
+    applier: Option<JoinHandle<Applied>>,
+}
+
+impl std::fmt::Debug for StreamedCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamedCommit")
+            .field("store", &self.store.path())
+            .field("durability", &self.durability)
+            .field("body_bytes", &self.body.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Begins a bulk load whose first ops are `first` (non-empty; their tables decide the
+    /// default durability, as for [`Store::commit`]). Waits for the writer lock and for
+    /// every earlier entry to become visible.
+    ///
+    /// # Errors
+    /// As [`Store::commit`] before anything is written: invalid names or sizes, a follower,
+    /// a sync write that cannot be acknowledged, a closed store; a transaction open on this
+    /// thread.
+    pub fn begin_streamed(
+        &self,
+        first: Vec<Op>,
+        durability: Option<Durability>,
+    ) -> Result<StreamedCommit> {
+        self.check_process()?;
+        self.check_usable()?;
+        self.check_writable()?;
+        let (durability, replication) = self.resolve_durability(&first, durability)?;
+        self.check_ops(&first)?;
+        let pipeline = &self.inner.pipeline;
+        pipeline.acquire_writer(None).map_err(|r| self.refused(r))?;
+        pipeline.set_streaming(true);
+        let started = self
+            .drain()
+            .and_then(|()| self.with_open(|open| Ok((open.tables.clone(), open.overlay.clone()))));
+        let (tables, overlay) = match started {
+            Ok(started) => started,
+            Err(err) => {
+                pipeline.set_streaming(false);
+                pipeline.release_writer();
+                return Err(err);
+            }
+        };
+        let (chunks, received) = mpsc::channel();
+        let (handed_back, done) = mpsc::channel();
+        let applier = std::thread::Builder::new()
+            .name("replikv-bulk".into())
+            .spawn(move || overlay.apply_streamed(&tables, &received, &handed_back));
+        let applier = match applier {
+            Ok(applier) => applier,
+            Err(err) => {
+                pipeline.set_streaming(false);
+                pipeline.release_writer();
+                return Err(bulk_error(self, err));
+            }
+        };
+        let mut load = StreamedCommit {
+            store: self.clone(),
+            durability,
+            replication,
+            body: BodyBuilder::default(),
+            chunks: Some(chunks),
+            done,
+            applied: Vec::new(),
+            applier: Some(applier),
+        };
+        load.send(first)?;
+        Ok(load)
+    }
+}
+
+impl StreamedCommit {
+    /// Adds `ops` to the entry; they are applied (uncommitted) while the caller goes on.
+    ///
+    /// # Errors
+    /// Invalid names or sizes, an entry past `max_transaction_bytes`, or a failure of the
+    /// applying thread: the load is then given up (drop it).
+    pub fn push(&mut self, ops: Vec<Op>) -> Result<()> {
+        self.store.check_ops(&ops)?;
+        self.send(ops)
+    }
+
+    fn send(&mut self, ops: Vec<Op>) -> Result<()> {
+        self.body.extend(&ops);
+        self.store.check_body(self.body.len())?;
+        self.applied.extend(self.done.try_iter());
+        let sent = self
+            .chunks
+            .as_ref()
+            .is_some_and(|chunks| chunks.send(Streamed::Ops(ops)).is_ok());
+        if sent {
+            Ok(())
+        } else {
+            // The applying thread stopped: it says why.
+            Err(self.stop_applier())
+        }
+    }
+
+    /// Waits for the applying thread after telling it to stop (or after it stopped); its
+    /// error, or one saying it gave up.
+    fn stop_applier(&mut self) -> crate::Error {
+        self.chunks = None;
+        match self.applier.take().map(JoinHandle::join) {
+            Some(Ok(Err(err))) => err,
+            Some(Err(_)) => bulk_error(
+                &self.store,
+                io::Error::other("its applying thread panicked"),
+            ),
+            _ => bulk_error(&self.store, io::Error::other("its applying thread stopped")),
+        }
+    }
+
+    /// Commits the entry: appends it to the log (fdatasync'ed) while the last chunks are
+    /// applied, then commits the tables; returns once it is visible, like
+    /// [`Store::commit_pending`].
+    ///
+    /// # Errors
+    /// As [`Store::commit`]. A failure after the log append closes the store (the entry is
+    /// durable: reopening replays it).
+    pub fn commit(mut self) -> Result<Committed> {
+        let store = self.store.clone();
+        let body = std::mem::take(&mut self.body).finish();
+        let crc = crc32c::crc32c(&body);
+        let replication = self.replication.clone();
+        let lsn = store
+            .inner
+            .pipeline
+            .enqueue(&body, crc, Vec::new(), WriterLock::Keep, |lsn| {
+                if let Some(replication) = &replication {
+                    replication.will_wait(lsn);
+                }
+            })
+            .map_err(|r| store.refused(r))?;
+        drop(body);
+        let durability = self.durability;
+        let load = RefCell::new(&mut self);
+        let flush = |batch: &Batch| load.borrow_mut().flush(batch, lsn);
+        store
+            .inner
+            .pipeline
+            .wait_visible(lsn, &flush)
+            .map_err(|r| store.refused(r))?;
+        Ok(durability::committed(lsn, durability, replication))
+    }
+
+    /// The batch's leader work (the batch is this entry alone): the log append, then the
+    /// tables' commit, then the watchers.
+    fn flush(&mut self, batch: &Batch, lsn: u64) -> Result<()> {
+        let store = self.store.clone();
+        store.with_open(|open| {
+            open.log.append(&batch.records, lsn)?;
+            let committed = self
+                .chunks
+                .take()
+                .is_some_and(|chunks| chunks.send(Streamed::Commit(lsn)).is_ok());
+            let applied = match self.applier.take().map(JoinHandle::join) {
+                Some(Ok(applied)) if committed => applied?,
+                _ => None,
+            };
+            if applied != Some(lsn) {
+                return Err(bulk_error(
+                    &store,
+                    io::Error::other("its applying thread stopped before the commit"),
+                ));
+            }
+            self.applied.extend(self.done.try_iter());
+            let ops: Vec<Op> = std::mem::take(&mut self.applied)
+                .into_iter()
+                .flatten()
+                .collect();
+            open.checkpointer
+                .note(1, batch.records.len() as u64, open.overlay.is_full());
+            store.inner.watchers.tell(&[Pending { lsn, ops }]);
+            Ok(())
+        })
+    }
+}
+
+fn bulk_error(store: &Store, source: io::Error) -> crate::Error {
+    StoreError::Io {
+        context: "bulk load into",
+        path: store.path().to_path_buf(),
+        source,
+    }
+    .into()
+}
+
+impl Drop for StreamedCommit {
+    fn drop(&mut self) {
+        // Given up (or committed: then both are gone already). The applying thread aborts
+        // its transaction once the channel closes.
+        self.chunks = None;
+        if let Some(applier) = self.applier.take() {
+            let _ = applier.join();
+        }
+        let pipeline = &self.store.inner.pipeline;
+        pipeline.set_streaming(false);
+        pipeline.release_writer();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{encode_key, KeyRef};
+    use crate::store::StoreOptions;
+
+    fn ops(table: &str, from: usize, count: usize) -> Vec<Op> {
+        (from..from + count)
+            .map(|i| Op {
+                table: table.to_owned(),
+                key: encode_key(KeyRef::Str(&format!("k{i:08}"))),
+                value: Some(format!("value {i}").into_bytes()),
+            })
+            .collect()
+    }
+
+    fn value(store: &Store, table: &str, i: usize) -> Option<Vec<u8>> {
+        let key = encode_key(KeyRef::Str(&format!("k{i:08}")));
+        store
+            .get_with(table, &key, |v| v.map(<[u8]>::to_vec))
+            .unwrap()
+    }
+
+    fn streamed(store: &Store, chunks: Vec<Vec<Op>>) -> Result<Committed> {
+        let mut chunks = chunks.into_iter();
+        let mut load = store.begin_streamed(chunks.next().unwrap(), None)?;
+        for chunk in chunks {
+            load.push(chunk)?;
+        }
+        load.commit()
+    }
+
+    #[test]
+    fn a_streamed_load_is_one_entry_equal_to_a_plain_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = Store::open(dir.path().join("plain"), StoreOptions::default()).unwrap();
+        let store = Store::open(dir.path().join("streamed"), StoreOptions::default()).unwrap();
+        for s in [&plain, &store] {
+            s.commit(ops("t", 0, 10), None).unwrap();
+            s.commit(ops("other", 0, 3), None).unwrap();
+        }
+        // Overwrites some rows, adds others, and deletes one, in chunks of uneven sizes.
+        let mut all = ops("t", 5, 9000);
+        all.push(Op {
+            table: "other".into(),
+            key: encode_key(KeyRef::Str("k00000001")),
+            value: None,
+        });
+        plain.commit(all.clone(), None).unwrap();
+        let chunks = vec![
+            all[..4096].to_vec(),
+            all[4096..4100].to_vec(),
+            all[4100..].to_vec(),
+        ];
+        let committed = streamed(&store, chunks).unwrap();
+        assert_eq!(committed.lsn(), 3);
+        assert_eq!(store.last_lsn(), 3);
+        assert_eq!(store.checksum().unwrap(), plain.checksum().unwrap());
+        assert_eq!(value(&store, "t", 9004), Some(b"value 9004".to_vec()));
+        assert_eq!(value(&store, "other", 1), None);
+        let mut position = crate::log::LogPosition::after(2);
+        let entries = store.read_log(&mut position, 10, usize::MAX).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].ops, all, "the log holds every op, in order");
+        // The tables and a replay of the log agree after a reopen.
+        let sums = store.checksum().unwrap();
+        store.close().unwrap();
+        let reopened = Store::open(dir.path().join("streamed"), StoreOptions::default()).unwrap();
+        assert_eq!(reopened.checksum().unwrap(), sums);
+        assert_eq!(value(&reopened, "t", 9004), Some(b"value 9004".to_vec()));
+    }
+
+    #[test]
+    fn a_load_given_up_writes_nothing_and_frees_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        store.commit(ops("t", 0, 1), None).unwrap();
+        let before = store.checksum().unwrap();
+        let mut load = store.begin_streamed(ops("t", 100, 5000), None).unwrap();
+        load.push(ops("t", 5100, 5000)).unwrap();
+        // Not yet committed: readers see nothing of it.
+        assert_eq!(value(&store, "t", 100), None);
+        drop(load);
+        assert_eq!(store.last_lsn(), 1);
+        assert_eq!(store.checksum().unwrap(), before);
+        assert_eq!(value(&store, "t", 100), None);
+        // The writer lock is free, and the redb transaction was aborted.
+        store.commit(ops("t", 1, 5000), None).unwrap();
+        assert_eq!(value(&store, "t", 4000), Some(b"value 4000".to_vec()));
+        assert_eq!(store.last_lsn(), 2);
+    }
+
+    #[test]
+    fn a_load_past_the_transaction_limit_is_refused_with_nothing_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            max_transaction_bytes: 200_000,
+            ..StoreOptions::default()
+        };
+        let store = Store::open(dir.path(), options).unwrap();
+        let mut load = store.begin_streamed(ops("t", 0, 4096), None).unwrap();
+        let err = load.push(ops("t", 4096, 4096)).unwrap_err();
+        assert!(err.to_string().contains("transaction"), "{err}");
+        drop(load);
+        assert_eq!(store.last_lsn(), 0);
+        assert_eq!(value(&store, "t", 1), None);
+    }
+
+    #[test]
+    fn other_writers_wait_for_a_load_and_come_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let load = store.begin_streamed(ops("t", 0, 5000), None).unwrap();
+        let other = store.clone();
+        let writer = std::thread::spawn(move || other.commit(ops("t", 0, 1), None).unwrap().lsn);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(store.last_lsn(), 0, "the other write waits for the load");
+        assert_eq!(load.commit().unwrap().lsn(), 1);
+        assert_eq!(writer.join().unwrap(), 2);
+        assert_eq!(value(&store, "t", 0), Some(b"value 0".to_vec()));
+    }
+
+    #[test]
+    fn closing_from_the_loading_thread_is_refused_not_a_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let load = store.begin_streamed(ops("t", 0, 5000), None).unwrap();
+        let err = store.close().unwrap_err();
+        assert!(err.to_string().contains("inside a bulk write"), "{err}");
+        load.commit().unwrap();
+        store.close().unwrap();
+    }
+}

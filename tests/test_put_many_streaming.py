@@ -1,0 +1,143 @@
+"""A large ``put_many`` streams: its rows reach the tables (uncommitted) while later rows are
+still being encoded, and the whole is still one transaction: one entry, all or nothing,
+invisible until it commits, with other writers waiting for it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import replikv
+
+# More rows than one streamed chunk (4096), so that several chunks are applied.
+ROWS = 10_000
+
+
+def rows(count: int = ROWS, start: int = 0) -> Iterator[tuple[str, dict[str, int]]]:
+    for i in range(start, start + count):
+        yield f"k{i:06}", {"i": i, "square": i * i}
+
+
+def test_a_streamed_put_many_is_one_entry_equal_to_a_plain_one(tmp_path: Path) -> None:
+    with replikv.Store(tmp_path / "a") as streamed, replikv.Store(tmp_path / "b") as plain:
+        receipt = streamed.put_many("t", rows())
+        # A transaction never streams: the same rows, committed as a plain batch.
+        with plain.transaction() as tx:
+            for key, value in rows():
+                tx.put("t", key, value)
+        assert receipt.lsn == streamed.last_lsn == 1
+        assert streamed.checksum().tables == plain.checksum().tables
+        [change] = streamed.changes()
+        assert len(change.ops) == ROWS and change.ops[-1].key == f"k{ROWS - 1:06}"
+        assert streamed.get("t", "k004097") == {"i": 4097, "square": 4097**2}
+    with replikv.Store(tmp_path / "a") as reopened:
+        assert reopened.count("t") == ROWS and reopened.last_lsn == 1
+
+
+def test_rows_that_fail_midway_write_nothing_and_free_the_store(store: replikv.Store) -> None:
+    def failing() -> Iterator[tuple[str, dict[str, int]]]:
+        yield from rows()
+        raise ValueError("the source broke")
+
+    with pytest.raises(ValueError, match="the source broke"):
+        store.put_many("t", failing())
+    assert store.last_lsn == 0 and store.count("t") == 0
+    with pytest.raises(TypeError, match=r"t\['k009999x'\]"):
+        store.put_many("t", [*rows(), ("k009999x", object())])
+    assert store.last_lsn == 0 and store.count("t") == 0
+    store.put("t", "after", 1)
+    assert store.put_many("t", rows()).lsn == 2 and store.count("t") == ROWS + 1
+
+
+def test_readers_see_nothing_of_a_put_many_before_it_commits(store: replikv.Store) -> None:
+    seen: list[object] = []
+
+    def watched() -> Iterator[tuple[str, dict[str, int]]]:
+        for key, value in rows():
+            if key == "k009000":
+                # Two chunks are in the tables' open transaction by now.
+                seen.append(store.get("t", "k000001"))
+                seen.append(store.count("t"))
+            yield key, value
+
+    store.put_many("t", watched())
+    assert seen == [None, 0]
+    assert store.get("t", "k000001") == {"i": 1, "square": 1}
+
+
+def test_a_write_from_inside_the_rows_is_refused(store: replikv.Store) -> None:
+    def meddling() -> Iterator[tuple[str, int]]:
+        for i in range(ROWS):
+            if i == 5000:
+                store.put("t", "meddler", 1)
+            yield f"k{i}", i
+
+    with pytest.raises(RuntimeError, match="inside a write to this store"):
+        store.put_many("t", meddling())
+    assert store.last_lsn == 0 and store.count("t") == 0
+
+
+def test_other_threads_writes_wait_for_a_put_many_and_come_after_it(
+    store: replikv.Store,
+) -> None:
+    started = threading.Event()
+    lsns: list[int] = []
+
+    def paced() -> Iterator[tuple[str, dict[str, int]]]:
+        for key, value in rows():
+            if key == "k005000":
+                started.set()
+            yield key, value
+
+    def other() -> None:
+        started.wait(timeout=30)
+        lsns.append(store.put("t", "other", 1).lsn)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    receipt = store.put_many("t", paced())
+    thread.join(timeout=30)
+    assert receipt.lsn == 1 and lsns == [2]
+    assert store.count("t") == ROWS + 1
+
+
+CLOSE_CHILD = textwrap.dedent(
+    """
+    import sys
+    import replikv
+
+    store = replikv.Store(sys.argv[1])
+
+    def closing():
+        for i in range(10_000):
+            if i == 5000:
+                store.close()
+            yield f"k{i}", i
+
+    try:
+        store.put_many("t", closing())
+    except RuntimeError as err:
+        print("refused:", err)
+    with replikv.Store(sys.argv[1]) as again:
+        print("rows", again.count("t"), "lsn", again.last_lsn)
+    """
+)
+
+
+def test_closing_the_store_from_inside_the_rows_is_refused_not_a_hang(tmp_path: Path) -> None:
+    # In a child process, so that a hang fails the test instead of stalling the run.
+    done = subprocess.run(
+        [sys.executable, "-c", CLOSE_CHILD, str(tmp_path / "db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("refused:") and "inside a bulk write" in lines[0], done.stdout
+    assert lines[1] == "rows 0 lsn 0", done.stdout
