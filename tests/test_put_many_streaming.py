@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import replikv
+from test_sync_writes import serving
 
 # More rows than one streamed chunk (4096), so that several chunks are applied.
 ROWS = 10_000
@@ -141,3 +142,22 @@ def test_closing_the_store_from_inside_the_rows_is_refused_not_a_hang(tmp_path: 
     lines = done.stdout.splitlines()
     assert lines[0].startswith("refused:") and "inside a bulk write" in lines[0], done.stdout
     assert lines[1] == "rows 0 lsn 0", done.stdout
+
+
+def test_a_streamed_put_many_drops_what_a_cache_in_front_holds(store: replikv.Store) -> None:
+    store.put("t", "k004500", "old")
+    with replikv.Cache(capacity=100, source=store) as cache:
+        assert cache.get("t", "k004500") == "old"
+        store.put_many("t", rows())
+        assert cache.get("t", "k004500") == {"i": 4500, "square": 4500**2}
+
+
+def test_a_streamed_sync_put_many_waits_for_its_quorum(tmp_path: Path) -> None:
+    with serving(tmp_path, "r1", quorum=1) as (primary, replicas):
+        receipt = primary.store.put_many("consent", rows(), durability="sync")
+        assert receipt.durability == "sync" and receipt.acked_by == ["r1"]
+        assert not receipt.degraded
+        # Acknowledged means durable on the replica: it holds every row at that LSN.
+        replica = replicas["r1"]
+        assert replica.wait_for(receipt.lsn, timeout=30)
+        assert replica.store.count("consent") == ROWS
