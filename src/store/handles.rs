@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
 use super::{Inner, Store, StoreOptions};
 use crate::error::{Result, StoreError};
@@ -103,7 +104,12 @@ fn shut(inner: Arc<Inner>) -> Result<()> {
 
 /// Who holds a directory in this process.
 enum Holder {
-    Shared(Weak<Lease>),
+    /// Shared handles: the lease they hold, and the store itself, which outlives the last
+    /// lease while the thread that dropped it closes the store.
+    Shared {
+        lease: Weak<Lease>,
+        inner: Weak<Inner>,
+    },
     Exclusive(Weak<Inner>),
 }
 
@@ -118,14 +124,14 @@ fn registry() -> MutexGuard<'static, Registry> {
 impl Holder {
     fn is_alive(&self) -> bool {
         match self {
-            Holder::Shared(lease) => lease.strong_count() > 0,
-            Holder::Exclusive(inner) => inner.strong_count() > 0,
+            Holder::Shared { inner, .. } | Holder::Exclusive(inner) => inner.strong_count() > 0,
         }
     }
 }
 
-/// Removes the entries of stores nothing holds any more (a weak reference keeps its
-/// allocation, so dead ones are not left to pile up).
+/// Removes the entries of stores that are gone (a weak reference keeps its allocation,
+/// so dead ones are not left to pile up). A store whose last handle was dropped stays
+/// until its close is over: a reopen then knows to wait for it.
 fn forget_dead(registry: &mut Registry) {
     registry.retain(|_, holder| holder.is_alive());
 }
@@ -155,7 +161,7 @@ fn name_holder(registry: &Registry, err: crate::Error) -> crate::Error {
 /// What holds `path` in this process, in words.
 fn holder(registry: &Registry, path: &Path) -> Option<&'static str> {
     match registry.get(&canonical(path))? {
-        Holder::Shared(lease) if lease.strong_count() > 0 => Some(
+        Holder::Shared { lease, .. } if lease.strong_count() > 0 => Some(
             "by Store handles: close every Store handle of it first (handle.close(), or let \
              them be collected)",
         ),
@@ -168,7 +174,7 @@ fn holder(registry: &Registry, path: &Path) -> Option<&'static str> {
                 "by a Store opened for exclusive use: close it first"
             })
         }
-        Holder::Shared(_) => None,
+        Holder::Shared { .. } => None,
     }
 }
 
@@ -225,6 +231,29 @@ fn first_difference(
         .map(|((name, was), (_, now))| (name, was, now))
 }
 
+/// How long [`Store::open_shared`] waits for a store that another thread is closing.
+const CLOSING_PATIENCE: Duration = Duration::from_secs(30);
+
+/// An open refused because the store is being closed by the thread that dropped its last
+/// handle (see [`is_closing`]), with the options to try again with.
+struct Closing(crate::Error, StoreOptions);
+
+/// Whether `err` refused an open of `key` because this process still holds the directory
+/// through a shared store whose last handle is gone: its close is under way.
+fn is_closing(registry: &Registry, key: &Path, err: &crate::Error) -> bool {
+    let locked_here = matches!(
+        err,
+        crate::Error::Store(StoreError::Locked { owner: Some(pid), .. })
+            if *pid == std::process::id()
+    );
+    locked_here
+        && matches!(
+            registry.get(key),
+            Some(Holder::Shared { lease, inner })
+                if lease.strong_count() == 0 && inner.strong_count() > 0
+        )
+}
+
 /// What `open_shared` found in the registry for a directory.
 enum Found {
     /// A live shared store with the same options: the new handle.
@@ -242,7 +271,8 @@ impl Store {
     ///
     /// Each handle is closed by its own [`Store::close`] (its later use is refused as
     /// closed); the store is closed, and the directory released, when its last handle is
-    /// closed or dropped.
+    /// closed or dropped. An open that comes while another thread is closing the store
+    /// (its last handle just dropped) waits for that close, up to 30 s.
     ///
     /// # Errors
     /// As [`Store::open`]; [`StoreError::OptionsDiffer`] if the open store was opened with
@@ -251,10 +281,33 @@ impl Store {
     pub fn open_shared(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self> {
         let path = path.as_ref();
         options.validate()?;
+        let deadline = Instant::now() + CLOSING_PATIENCE;
+        let mut options = options;
+        loop {
+            match Self::try_open_shared(path, options) {
+                // Another thread dropped the last handle a moment ago and is closing the
+                // store: the directory is free once it holds the registry's lock and
+                // finishes, which it does next.
+                Err(closing) if Instant::now() < deadline => {
+                    options = closing.1;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(closing) => return Err(closing.0),
+                Ok(opened) => return opened,
+            }
+        }
+    }
+
+    /// One attempt of [`Store::open_shared`]; `Err` if the directory is still held by a
+    /// store whose last handle is gone (its close has not taken the registry's lock yet).
+    fn try_open_shared(
+        path: &Path,
+        options: StoreOptions,
+    ) -> std::result::Result<Result<Self>, Box<Closing>> {
         let key = canonical(path);
         let mut registry = registry();
         let (found, upgraded) = match registry.get(&key) {
-            Some(Holder::Shared(lease)) => match lease.upgrade() {
+            Some(Holder::Shared { lease, .. }) => match lease.upgrade() {
                 Some(lease) => (Self::share(&lease, &key, &options), Some(lease)),
                 None => (Found::Nothing, None),
             },
@@ -263,17 +316,24 @@ impl Store {
         let opened = match found {
             Found::Same(store) => Ok(store),
             Found::Differs(err) => Err(err.into()),
-            Found::Nothing => match Self::open_unregistered(path, options) {
+            Found::Nothing => match Self::open_unregistered(path, options.clone()) {
                 Ok(store) => {
                     let lease = Arc::new(Lease {
                         inner: Some(Arc::clone(&store.inner)),
                     });
                     forget_dead(&mut registry);
-                    registry.insert(canonical(path), Holder::Shared(Arc::downgrade(&lease)));
+                    let holder = Holder::Shared {
+                        lease: Arc::downgrade(&lease),
+                        inner: Arc::downgrade(&store.inner),
+                    };
+                    registry.insert(canonical(path), holder);
                     Ok(Self {
                         inner: store.inner,
                         handle: Handle::leased(lease),
                     })
+                }
+                Err(err) if is_closing(&registry, &key, &err) => {
+                    return Err(Box::new(Closing(err, options)))
                 }
                 Err(err) => Err(name_holder(&registry, err)),
             },
@@ -281,7 +341,7 @@ impl Store {
         // A lease dropped here may be the last one, whose drop takes the registry's lock.
         drop(registry);
         drop(upgraded);
-        opened
+        Ok(opened)
     }
 
     fn share(lease: &Arc<Lease>, path: &Path, options: &StoreOptions) -> Found {
@@ -352,6 +412,32 @@ mod tests {
             value: Some(b"\xc3".to_vec()),
         };
         Ok(store.commit(vec![op], None)?.lsn)
+    }
+
+    /// The last handle's drop closes the store in the dropping thread; a reopen that comes
+    /// in between (the handle gone, the directory not yet released) waits for that close
+    /// instead of failing as locked.
+    #[test]
+    fn a_reopen_racing_the_last_handles_drop_waits_for_the_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let threads: Vec<_> = (0..2)
+            .map(|t| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    for i in 0..150 {
+                        let store = Store::open_shared(&path, StoreOptions::default())?;
+                        put(&store, &format!("{t}-{i}"))?;
+                    }
+                    Ok::<_, crate::Error>(())
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap().unwrap();
+        }
+        let store = Store::open_shared(&path, StoreOptions::default()).unwrap();
+        assert_eq!(store.last_lsn(), 300);
     }
 
     #[test]
