@@ -1,6 +1,7 @@
-"""A large ``put_many`` streams: its rows reach the tables (uncommitted) while later rows are
-still being encoded, and the whole is still one transaction: one entry, all or nothing,
-invisible until it commits, with other writers waiting for it."""
+"""A large ``put_many`` of rows with a length streams: its rows reach the tables (uncommitted)
+while later rows are still being encoded, and the whole is still one transaction: one
+entry, all or nothing, invisible until it commits, with other writers waiting for it. A
+generator's rows are read whole first: a slow source never holds other writers."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import pytest
 import replikv
@@ -17,6 +19,23 @@ from test_sync_writes import serving
 
 # More rows than one streamed chunk (4096), so that several chunks are applied.
 ROWS = 10_000
+
+T = TypeVar("T")
+
+
+class Sized(Generic[T]):
+    """Rows with a length, as a list has (so put_many streams them), read from an iterator
+    that can act between rows."""
+
+    def __init__(self, rows: Iterable[T], length: int = ROWS) -> None:
+        self.rows = rows
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self.rows)
 
 
 def rows(count: int = ROWS, start: int = 0) -> Iterator[tuple[str, dict[str, int]]]:
@@ -26,7 +45,7 @@ def rows(count: int = ROWS, start: int = 0) -> Iterator[tuple[str, dict[str, int
 
 def test_a_streamed_put_many_is_one_entry_equal_to_a_plain_one(tmp_path: Path) -> None:
     with replikv.Store(tmp_path / "a") as streamed, replikv.Store(tmp_path / "b") as plain:
-        receipt = streamed.put_many("t", rows())
+        receipt = streamed.put_many("t", list(rows()))
         # A transaction never streams: the same rows, committed as a plain batch.
         with plain.transaction() as tx:
             for key, value in rows():
@@ -46,13 +65,13 @@ def test_rows_that_fail_midway_write_nothing_and_free_the_store(store: replikv.S
         raise ValueError("the source broke")
 
     with pytest.raises(ValueError, match="the source broke"):
-        store.put_many("t", failing())
+        store.put_many("t", Sized(failing()))
     assert store.last_lsn == 0 and store.count("t") == 0
     with pytest.raises(TypeError, match=r"t\['k009999x'\]"):
         store.put_many("t", [*rows(), ("k009999x", object())])
     assert store.last_lsn == 0 and store.count("t") == 0
     store.put("t", "after", 1)
-    assert store.put_many("t", rows()).lsn == 2 and store.count("t") == ROWS + 1
+    assert store.put_many("t", list(rows())).lsn == 2 and store.count("t") == ROWS + 1
 
 
 def test_readers_see_nothing_of_a_put_many_before_it_commits(store: replikv.Store) -> None:
@@ -66,7 +85,7 @@ def test_readers_see_nothing_of_a_put_many_before_it_commits(store: replikv.Stor
                 seen.append(store.count("t"))
             yield key, value
 
-    store.put_many("t", watched())
+    store.put_many("t", Sized(watched()))
     assert seen == [None, 0]
     assert store.get("t", "k000001") == {"i": 1, "square": 1}
 
@@ -79,8 +98,25 @@ def test_a_write_from_inside_the_rows_is_refused(store: replikv.Store) -> None:
             yield f"k{i}", i
 
     with pytest.raises(RuntimeError, match="inside a write to this store"):
-        store.put_many("t", meddling())
+        store.put_many("t", Sized(meddling()))
     assert store.last_lsn == 0 and store.count("t") == 0
+
+
+def test_a_generators_rows_are_read_before_the_writer_lock_is_taken(
+    store: replikv.Store,
+) -> None:
+    """A generator may wait on a slow source: it does not stream, so other writes (here
+    one from inside it) go on while it is read."""
+    side: list[int] = []
+
+    def slow_source() -> Iterator[tuple[str, int]]:
+        for i in range(ROWS):
+            if i == 9000:
+                side.append(store.put("t", "side", 1).lsn)
+            yield f"k{i}", i
+
+    assert store.put_many("t", slow_source()).lsn == 2
+    assert side == [1] and store.count("t") == ROWS + 1
 
 
 def test_other_threads_writes_wait_for_a_put_many_and_come_after_it(
@@ -101,7 +137,7 @@ def test_other_threads_writes_wait_for_a_put_many_and_come_after_it(
 
     thread = threading.Thread(target=other)
     thread.start()
-    receipt = store.put_many("t", paced())
+    receipt = store.put_many("t", Sized(paced()))
     thread.join(timeout=30)
     assert receipt.lsn == 1 and lsns == [2]
     assert store.count("t") == ROWS + 1
@@ -114,14 +150,18 @@ CLOSE_CHILD = textwrap.dedent(
 
     store = replikv.Store(sys.argv[1])
 
-    def closing():
-        for i in range(10_000):
-            if i == 5000:
-                store.close()
-            yield f"k{i}", i
+    class Sized:
+        def __len__(self):
+            return 10_000
+
+        def __iter__(self):
+            for i in range(10_000):
+                if i == 5000:
+                    store.close()
+                yield f"k{i}", i
 
     try:
-        store.put_many("t", closing())
+        store.put_many("t", Sized())
     except RuntimeError as err:
         print("refused:", err)
     with replikv.Store(sys.argv[1]) as again:
@@ -148,13 +188,13 @@ def test_a_streamed_put_many_drops_what_a_cache_in_front_holds(store: replikv.St
     store.put("t", "k004500", "old")
     with replikv.Cache(capacity=100, source=store) as cache:
         assert cache.get("t", "k004500") == "old"
-        store.put_many("t", rows())
+        store.put_many("t", list(rows()))
         assert cache.get("t", "k004500") == {"i": 4500, "square": 4500**2}
 
 
 def test_a_streamed_sync_put_many_waits_for_its_quorum(tmp_path: Path) -> None:
     with serving(tmp_path, "r1", quorum=1) as (primary, replicas):
-        receipt = primary.store.put_many("consent", rows(), durability="sync")
+        receipt = primary.store.put_many("consent", list(rows()), durability="sync")
         assert receipt.durability == "sync" and receipt.acked_by == ["r1"]
         assert not receipt.degraded
         # Acknowledged means durable on the replica: it holds every row at that LSN.

@@ -448,10 +448,11 @@ class Store:
         raised then (Ctrl-C during the fdatasync, a failing progress callback) carries
         the receipt as ``.receipt`` and a note saying so.
 
-        Past 4,096 rows the write streams: each chunk of rows goes into the tables' open
-        transaction on a thread of its own while the next rows are encoded. It stays one
-        transaction, invisible until it commits; from its first chunk it holds the writer
-        lock, so other threads' writes wait for it.
+        Rows with a length (a list, a dict) past 4,096 stream: each chunk of rows goes
+        into the tables' open transaction on a thread of its own while the next rows are
+        encoded. It stays one transaction, invisible until it commits; from its first chunk
+        it holds the writer lock, so other threads' writes wait for it. A generator's rows
+        are all read first (its source may be slow), then committed.
 
         Raises:
             ValueTooLarge: the rows exceed ``max_transaction_bytes``; raised at the row

@@ -442,7 +442,7 @@ pub(crate) fn put(
         &format!("put {}", load.table),
         || row_count(data),
     )?;
-    let mut sink = OpSink::new(store, load.durability, None);
+    let mut sink = OpSink::new(store, load.durability, true, None);
     let mut receipt = None;
     let mut written = 0usize;
     let mut offset = 0usize;
@@ -472,7 +472,8 @@ pub(crate) fn put(
             }
             if load.batch_rows.is_some_and(|n| sink.len() >= n) {
                 written += sink.len();
-                let full = std::mem::replace(&mut sink, OpSink::new(store, load.durability, None));
+                let full =
+                    std::mem::replace(&mut sink, OpSink::new(store, load.durability, true, None));
                 receipt = Some(full.commit(py)?);
                 if let Some(callback) = progress.callback() {
                     callback.call1((written,))?;

@@ -1,6 +1,6 @@
 //! Writing many rows as one transaction (`put_many`, and the DataFrame and Arrow loads):
-//! past one chunk of rows the transaction streams (`Store::begin_streamed`), so that the
-//! tables take the first chunks while the next ones are still being encoded.
+//! past one chunk of rows held in memory the transaction streams (`Store::begin_streamed`),
+//! so that the tables take the first chunks while the next ones are still being encoded.
 
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
@@ -37,11 +37,15 @@ pub(crate) fn put_op(
 }
 
 /// The ops of one transaction, as they are encoded: up to one chunk they are kept; past it
-/// the transaction streams, so that the tables take the first chunks while later ones are
-/// encoded. Dropping it before [`OpSink::commit`] writes nothing.
+/// a streaming sink sends them on, so that the tables take the first chunks while later
+/// ones are encoded (the transaction then holds the writer lock until it commits). A sink
+/// that does not stream keeps every op until [`OpSink::commit`]: for rows from a source
+/// of unknown speed, which must not hold other writers meanwhile. Dropping it before the
+/// commit writes nothing.
 pub(crate) struct OpSink<'a> {
     store: &'a Store,
     durability: Option<Durability>,
+    streams: bool,
     chunk: Vec<Op>,
     load: Option<StreamedCommit>,
     count: usize,
@@ -52,13 +56,16 @@ impl<'a> OpSink<'a> {
     pub(crate) fn new(
         store: &'a Store,
         durability: Option<Durability>,
+        streams: bool,
         expected: Option<usize>,
     ) -> Self {
+        let first = if streams { STREAM_CHUNK } else { usize::MAX };
         Self {
             store,
             durability,
+            streams,
             // A length is only a hint: never let it size an allocation beyond reason.
-            chunk: Vec::with_capacity(expected.unwrap_or(0).min(STREAM_CHUNK)),
+            chunk: Vec::with_capacity(expected.unwrap_or(0).min(first).min(1 << 16)),
             load: None,
             count: 0,
         }
@@ -73,7 +80,7 @@ impl<'a> OpSink<'a> {
     pub(crate) fn push(&mut self, py: Python<'_>, op: Op) -> PyResult<()> {
         self.chunk.push(op);
         self.count += 1;
-        if self.chunk.len() < STREAM_CHUNK {
+        if !self.streams || self.chunk.len() < STREAM_CHUNK {
             return Ok(());
         }
         let ops = std::mem::replace(&mut self.chunk, Vec::with_capacity(STREAM_CHUNK));
@@ -107,7 +114,10 @@ impl<'a> OpSink<'a> {
 }
 
 /// Encodes `rows` and commits them as one transaction; returns its receipt. Before the
-/// commit point (an error, Ctrl-C) nothing is written. `total` is `len(rows)` if known.
+/// commit point (an error, Ctrl-C) nothing is written. `total` is `len(rows)` if known:
+/// rows with a length are in memory, so encoding them is quick and the write streams; a
+/// generator may wait on anything (a network, a slow file), so its rows are all read
+/// before the transaction takes the writer lock.
 pub(crate) fn put_rows(
     py: Python<'_>,
     store: &Store,
@@ -122,7 +132,7 @@ pub(crate) fn put_rows(
     // after every row is in memory.
     let mut bytes = 0usize;
     let mut scratch = Vec::new();
-    let mut sink = OpSink::new(store, durability, total);
+    let mut sink = OpSink::new(store, durability, total.is_some(), total);
     for row in rows.try_iter()? {
         let row = row?;
         let pair = row
