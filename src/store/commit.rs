@@ -44,6 +44,9 @@ pub(crate) struct State {
     /// While set, user writes are refused with this reason (a switchover hands the log to
     /// another store): checked where the LSN is taken, so none slips in after.
     paused: Option<String>,
+    /// The thread whose pending entry only it may lead: a streamed load's, whose rows are
+    /// in its own redb transaction, which another leader's flush would not commit.
+    reserved: Option<ThreadId>,
 }
 
 /// What [`Pipeline::enqueue`] does with the writer lock.
@@ -53,8 +56,8 @@ pub(crate) enum WriterLock {
     NotHeld,
     /// The caller's transaction holds it and ends with this entry.
     Release,
-    /// The caller holds it and keeps it until the entry is visible (a streamed bulk load,
-    /// which leads its own batch).
+    /// The caller holds it and keeps it until the entry is visible (a streamed bulk load):
+    /// only the caller's thread may lead the entry's batch, with its own flush.
     Keep,
 }
 
@@ -137,6 +140,7 @@ impl Pipeline {
                 in_flight_slot: 0,
                 waiting: [0; 2],
                 paused: None,
+                reserved: None,
             }),
             listeners: RwLock::new(Vec::new()),
             next_listener: AtomicU64::new(0),
@@ -307,6 +311,9 @@ impl Pipeline {
         let epoch = state.epoch;
         frame_record(&mut state.records, lsn, epoch, timestamp_ms, body, body_crc);
         state.pending.push(Pending { lsn, ops });
+        if writer == WriterLock::Keep {
+            state.reserved = Some(std::thread::current().id());
+        }
         taken(lsn);
         if writer == WriterLock::Release {
             state.writer = None;
@@ -419,7 +426,10 @@ impl Pipeline {
             if let Some(Closed::Failed(cause)) = &state.closed {
                 return Err(Refused::Closed(Some(cause.clone())));
             }
-            if !state.leading && !state.pending.is_empty() {
+            let may_lead = state
+                .reserved
+                .is_none_or(|owner| owner == std::thread::current().id());
+            if !state.leading && !state.pending.is_empty() && may_lead {
                 state = self.lead(state, flush);
                 // The batch led held `lsn`: unless it failed, it is visible now. The
                 // listeners hear of it once per batch, from here, with no lock held.
@@ -450,6 +460,7 @@ impl Pipeline {
         flush: &dyn Fn(&Batch) -> crate::Result<()>,
     ) -> MutexGuard<'a, State> {
         state.leading = true;
+        state.reserved = None;
         let entries = std::mem::take(&mut state.pending);
         let last = entries
             .last()
@@ -506,5 +517,58 @@ impl Pipeline {
         self.batch_done.iter().for_each(Condvar::notify_all);
         self.writer_free.notify_all();
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    /// A streamed load's entry is led by its own thread only: another thread waiting for
+    /// it (a close draining the pipeline, a switchover pausing writes) waits, and never
+    /// flushes it with a flush that would not commit its rows.
+    #[test]
+    fn an_entry_enqueued_keeping_the_writer_is_led_by_its_own_thread_only() {
+        let pipeline = Arc::new(Pipeline::new(1, 1));
+        pipeline.acquire_writer(None).ok().unwrap();
+        let lsn = pipeline
+            .enqueue(b"body", 0, Vec::new(), WriterLock::Keep, |_| {})
+            .ok()
+            .unwrap();
+        let others = Arc::new(AtomicUsize::new(0));
+        let waiter = {
+            let (pipeline, others) = (Arc::clone(&pipeline), Arc::clone(&others));
+            std::thread::spawn(move || {
+                let flush = |_: &Batch| -> crate::Result<()> {
+                    others.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                };
+                pipeline.wait_visible(lsn, &flush).is_ok()
+            })
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            pipeline.visible_lsn(),
+            0,
+            "nobody else led the reserved entry"
+        );
+        let led = AtomicUsize::new(0);
+        let flush = |batch: &Batch| -> crate::Result<()> {
+            assert_eq!(batch.entries.len(), 1);
+            led.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        };
+        assert!(pipeline.wait_visible(lsn, &flush).is_ok());
+        assert!(
+            waiter.join().unwrap(),
+            "the waiter returns once it is visible"
+        );
+        assert_eq!(
+            (led.load(Ordering::SeqCst), others.load(Ordering::SeqCst)),
+            (1, 0)
+        );
+        pipeline.release_writer();
     }
 }
