@@ -442,7 +442,10 @@ pub(crate) fn put(
         &format!("put {}", load.table),
         || row_count(data),
     )?;
-    let mut sink = OpSink::new(store, load.durability, true, None);
+    // Data with a row count is in memory, quick to convert: it streams. A reader of
+    // unknown length may wait on its source, which must not hold other writers meanwhile.
+    let streams = row_count(data).is_some();
+    let mut sink = OpSink::new(store, load.durability, streams, None);
     let mut receipt = None;
     let mut written = 0usize;
     let mut offset = 0usize;
@@ -472,8 +475,10 @@ pub(crate) fn put(
             }
             if load.batch_rows.is_some_and(|n| sink.len() >= n) {
                 written += sink.len();
-                let full =
-                    std::mem::replace(&mut sink, OpSink::new(store, load.durability, true, None));
+                let full = std::mem::replace(
+                    &mut sink,
+                    OpSink::new(store, load.durability, streams, None),
+                );
                 receipt = Some(full.commit(py)?);
                 if let Some(callback) = progress.callback() {
                     callback.call1((written,))?;

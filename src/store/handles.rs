@@ -26,6 +26,27 @@ pub(super) struct Handle {
     lease: Mutex<Option<Arc<Lease>>>,
     /// Made by [`Store::open_shared`].
     shared: bool,
+    /// Set on the handle [`Store::open`] returns: its last clone closes the store. Without
+    /// it the store would close with its last reference, which a background thread (the
+    /// retention's tick) may hold a moment longer, and a reopen right after the drop
+    /// would find the directory still locked.
+    closes: Option<Weak<Inner>>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let Some(inner) = self.closes.take().and_then(|inner| inner.upgrade()) else {
+            return;
+        };
+        // A forked child's copy belongs to the parent (see `crate::fork`).
+        if inner.owner.inherited() {
+            return;
+        }
+        let path = inner.path.clone();
+        if let Err(err) = shut(inner) {
+            tracing::warn!(path = %path.display(), error = %err, "closing a dropped store failed");
+        }
+    }
 }
 
 impl Handle {
@@ -34,6 +55,16 @@ impl Handle {
             closed: AtomicBool::new(false),
             lease: Mutex::new(Some(lease)),
             shared: true,
+            closes: None,
+        })
+    }
+
+    fn exclusive(inner: &Arc<Inner>) -> Arc<Self> {
+        Arc::new(Self {
+            closed: AtomicBool::new(false),
+            lease: Mutex::new(None),
+            shared: false,
+            closes: Some(Arc::downgrade(inner)),
         })
     }
 
@@ -377,7 +408,10 @@ impl Store {
                     canonical(&store.inner.path),
                     Holder::Exclusive(Arc::downgrade(&store.inner)),
                 );
-                Ok(store)
+                Ok(Self {
+                    handle: Handle::exclusive(&store.inner),
+                    inner: store.inner,
+                })
             }
             Err(err) => Err(name_holder(&registry, err)),
         }

@@ -291,10 +291,11 @@ impl Overlay {
         tables: &Tables,
         chunks: &std::sync::mpsc::Receiver<Streamed>,
         done: &std::sync::mpsc::Sender<Vec<Op>>,
+        abort: &std::sync::atomic::AtomicBool,
     ) -> Result<Option<u64>> {
         let _mover = self.mover();
         self.move_locked(tables, false)?;
-        let applied = tables.apply_streamed(chunks, done)?;
+        let applied = tables.apply_streamed(chunks, done, abort)?;
         if applied.is_some() {
             self.took_bulk(tables)?;
         }

@@ -11,6 +11,7 @@
 
 use std::cell::RefCell;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -36,6 +37,10 @@ pub struct StreamedCommit {
     /// Chunks applied and handed back, for the watchers once the entry is visible.
     applied: Vec<Vec<Op>>,
     applier: Option<JoinHandle<Applied>>,
+    /// Tells the applying thread to stop at its next chunk (a load given up).
+    abort: Arc<AtomicBool>,
+    /// A push failed: the body may hold ops the tables never got, so it never commits.
+    failed: bool,
 }
 
 impl std::fmt::Debug for StreamedCommit {
@@ -70,8 +75,11 @@ impl Store {
         let pipeline = &self.inner.pipeline;
         pipeline.acquire_writer(None).map_err(|r| self.refused(r))?;
         pipeline.set_streaming(true);
+        // Checked again under the writer lock: a handover or a promotion elsewhere may have
+        // made this store a follower while the load waited for the lock.
         let started = self
-            .drain()
+            .check_writable()
+            .and_then(|()| self.drain())
             .and_then(|()| self.with_open(|open| Ok((open.tables.clone(), open.overlay.clone()))));
         let (tables, overlay) = match started {
             Ok(started) => started,
@@ -83,9 +91,11 @@ impl Store {
         };
         let (chunks, received) = mpsc::channel();
         let (handed_back, done) = mpsc::channel();
+        let abort = Arc::new(AtomicBool::new(false));
+        let stop = Arc::clone(&abort);
         let applier = std::thread::Builder::new()
             .name("replikv-bulk".into())
-            .spawn(move || overlay.apply_streamed(&tables, &received, &handed_back));
+            .spawn(move || overlay.apply_streamed(&tables, &received, &handed_back, &stop));
         let applier = match applier {
             Ok(applier) => applier,
             Err(err) => {
@@ -103,8 +113,10 @@ impl Store {
             done,
             applied: Vec::new(),
             applier: Some(applier),
+            abort,
+            failed: false,
         };
-        load.send(first)?;
+        load.push(first)?;
         Ok(load)
     }
 }
@@ -116,13 +128,29 @@ impl StreamedCommit {
     /// Invalid names or sizes, an entry past `max_transaction_bytes`, or a failure of the
     /// applying thread: the load is then given up (drop it).
     pub fn push(&mut self, ops: Vec<Op>) -> Result<()> {
-        self.store.check_ops(&ops)?;
-        self.send(ops)
+        let sent = self.store.check_ops(&ops).and_then(|()| self.send(ops));
+        self.failed |= sent.is_err();
+        sent
     }
 
     fn send(&mut self, ops: Vec<Op>) -> Result<()> {
+        if self.failed {
+            return Err(bulk_error(
+                &self.store,
+                io::Error::other("an earlier push failed"),
+            ));
+        }
+        // A store closed meanwhile (by another thread) refuses the load now, not after
+        // every row is encoded: its close waits for this load to end.
+        if self.store.inner.pipeline.is_closed() {
+            return Err(self.store.closed_error(self.store.inner.pipeline.failure()));
+        }
+        let size: usize = ops
+            .iter()
+            .map(|op| 10 + op.table.len() + op.key.len() + op.value.as_ref().map_or(0, Vec::len))
+            .sum();
+        self.store.check_body(self.body.len() + size)?;
         self.body.extend(&ops);
-        self.store.check_body(self.body.len())?;
         self.applied.extend(self.done.try_iter());
         let sent = self
             .chunks
@@ -159,6 +187,20 @@ impl StreamedCommit {
     /// durable: reopening replays it).
     pub fn commit(mut self) -> Result<Committed> {
         let store = self.store.clone();
+        store.check_process()?;
+        if self.failed {
+            return Err(bulk_error(
+                &store,
+                io::Error::other("a push failed: nothing is written"),
+            ));
+        }
+        // Before the entry is durable: an applying thread that already stopped (it failed)
+        // is reported with nothing written, rather than after the log append.
+        if self.applier.as_ref().is_none_or(JoinHandle::is_finished) {
+            return Err(self.stop_applier());
+        }
+        // Under the writer lock, as a transaction's commit checks it.
+        store.check_writable()?;
         let body = std::mem::take(&mut self.body).finish();
         let crc = crc32c::crc32c(&body);
         let replication = self.replication.clone();
@@ -188,6 +230,9 @@ impl StreamedCommit {
     fn flush(&mut self, batch: &Batch, lsn: u64) -> Result<()> {
         let store = self.store.clone();
         store.with_open(|open| {
+            if let Some(cause) = open.checkpointer.failure() {
+                return Err(store.closed_error(Some(cause)));
+            }
             open.log.append(&batch.records, lsn)?;
             let committed = self
                 .chunks
@@ -227,8 +272,14 @@ fn bulk_error(store: &Store, source: io::Error) -> crate::Error {
 
 impl Drop for StreamedCommit {
     fn drop(&mut self) {
-        // Given up (or committed: then both are gone already). The applying thread aborts
-        // its transaction once the channel closes.
+        // In a forked child the applying thread and the writer lock are the parent's.
+        if self.store.check_process().is_err() {
+            std::mem::forget(self.applier.take());
+            return;
+        }
+        // Given up (or committed: then both are gone already). The applying thread drops
+        // its transaction at its next chunk, or once the channel closes.
+        self.abort.store(true, Ordering::Release);
         self.chunks = None;
         if let Some(applier) = self.applier.take() {
             let _ = applier.join();

@@ -324,17 +324,20 @@ impl Tables {
     /// Applies the chunks of one entry as they arrive on `chunks`, handing each back on
     /// `done` once applied, in one non-durable write transaction. Commits it only when
     /// told the entry's LSN (after the entry is durable in the log); if `chunks` closes
-    /// first, nothing is committed. Runs on a bulk load's own thread.
+    /// first, or `abort` is set, nothing is committed. Runs on a bulk load's own thread.
     pub(crate) fn apply_streamed(
         &self,
         chunks: &std::sync::mpsc::Receiver<Streamed>,
         done: &std::sync::mpsc::Sender<Vec<Op>>,
+        abort: &std::sync::atomic::AtomicBool,
     ) -> Result<Option<u64>> {
         let txn = self.begin_write(false)?;
         let applied = {
             let mut applier = Applier::new(&txn)?;
             loop {
                 match chunks.recv() {
+                    // Given up: the chunks still queued are not worth applying.
+                    Ok(Streamed::Ops(_)) if abort.load(Ordering::Acquire) => return Ok(None),
                     Ok(Streamed::Ops(ops)) => {
                         applier.ops(&ops)?;
                         // The producer may be gone (it gave up): the chunk is dropped here.
