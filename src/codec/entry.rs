@@ -118,6 +118,13 @@ impl BodyBuilder {
         self.out.len()
     }
 
+    /// Bytes the body would take with `ops` added (at most: a table name past 255 bytes
+    /// is cut).
+    #[must_use]
+    pub fn len_with(&self, ops: &[Op]) -> usize {
+        self.out.len() + ops_size(ops)
+    }
+
     /// Whether no op was added.
     #[must_use]
     pub fn is_empty(&self) -> bool {
@@ -429,7 +436,9 @@ mod tests {
             let mut body = BodyBuilder::default();
             let mut from = 0;
             for to in cuts {
+                let predicted = body.len_with(&ops[from..to]);
                 body.extend(&ops[from..to]);
+                prop_assert_eq!(body.len(), predicted);
                 from = to;
             }
             prop_assert_eq!(body.is_empty(), ops.is_empty());

@@ -145,11 +145,7 @@ impl StreamedCommit {
         if self.store.inner.pipeline.is_closed() {
             return Err(self.store.closed_error(self.store.inner.pipeline.failure()));
         }
-        let size: usize = ops
-            .iter()
-            .map(|op| 10 + op.table.len() + op.key.len() + op.value.as_ref().map_or(0, Vec::len))
-            .sum();
-        self.store.check_body(self.body.len() + size)?;
+        self.store.check_body(self.body.len_with(&ops))?;
         self.body.extend(&ops);
         self.applied.extend(self.done.try_iter());
         let sent = self
