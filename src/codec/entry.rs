@@ -57,10 +57,11 @@ pub fn encode_ops(ops: &[Op]) -> Vec<u8> {
     body.finish()
 }
 
-/// Bytes the ops take in a body.
+/// Bytes the ops take in a body (kind, table length, key length and, for a put, value
+/// length, besides the bytes themselves).
 fn ops_size(ops: &[Op]) -> usize {
     ops.iter()
-        .map(|op| 10 + op.table.len() + op.key.len() + op.value.as_ref().map_or(0, Vec::len))
+        .map(|op| 6 + op.table.len() + op.key.len() + op.value.as_ref().map_or(0, |v| 4 + v.len()))
         .sum()
 }
 
