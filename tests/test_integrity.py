@@ -69,6 +69,25 @@ def test_a_byte_flipped_in_a_stored_value_is_a_corruption_error_naming_table_and
         assert json.loads(json.dumps(report.to_dict()))["damaged"][0]["key"] == "ana@example.com"
 
 
+def test_a_damaged_row_fails_an_export_built_on_every_core_naming_its_key(
+    tmp_path: Path,
+) -> None:
+    """More rows than one Arrow batch: the export is decoded on several threads, which check
+    each row's CRC there."""
+    with replikv.Store(tmp_path / "db") as store:
+        store.put_many("events", [(i, {"n": i, "note": "sent"}) for i in range(70_000)])
+        store.put("events", 40_000, {"n": 40_000, "note": CANARY})
+    assert flip_inside(tmp_path / "db" / "tables.redb", CANARY.encode()) >= 1
+    with replikv.Store(tmp_path / "db") as store:
+        events = store.table("events")
+        with pytest.raises(replikv.CorruptionError, match=r"'events'.*\b40000\b"):
+            events.to_arrow()
+        with pytest.raises(replikv.CorruptionError, match=r"'events'.*\b40000\b"):
+            events.to_pandas()
+        # The rows before it export.
+        assert events.to_arrow(end=40_000).num_rows == 40_000
+
+
 def test_scrub_of_a_sound_store_reports_every_table_and_calls_progress(tmp_path: Path) -> None:
     with replikv.Store(tmp_path / "db") as store:
         store.put_many("events", [(i, {"n": i}) for i in range(70_000)])

@@ -2,8 +2,10 @@
 //! infers the schema, a second builds batches of bounded size, one at a time, so a table
 //! larger than memory can be streamed.
 
+use std::num::NonZeroUsize;
 use std::ops::Bound;
 use std::sync::Arc;
+use std::thread;
 
 use arrow_array::{ArrayRef, RecordBatch, RecordBatchReader};
 use arrow_schema::{ArrowError, SchemaRef};
@@ -20,6 +22,10 @@ pub(super) const BATCH_DATA_BYTES: usize = 64 << 20;
 
 /// Rows whose kinds [`Plan::collect`] takes as the schema's before it builds batches.
 const SAMPLE_ROWS: u64 = 65_536;
+
+/// Threads that decode one export at most: past this, walking the rows on one thread
+/// is what limits an export.
+const MAX_WORKERS: usize = 4;
 
 /// Every row of an export, built (see [`Plan::collect`]).
 pub struct Collected {
@@ -69,7 +75,7 @@ pub struct Export {
 }
 
 /// The columns of the batch being built.
-struct Builders {
+pub(super) struct Builders {
     key: Column,
     layout: Layout,
     columns: Vec<Column>,
@@ -100,7 +106,11 @@ impl Plan {
     }
 
     /// Infers the schema from the first `sample` rows of `view` (all if `None`).
-    fn infer(view: Arc<SnapshotView>, request: ExportRequest, sample: Option<u64>) -> Result<Self> {
+    pub(super) fn infer(
+        view: Arc<SnapshotView>,
+        request: ExportRequest,
+        sample: Option<u64>,
+    ) -> Result<Self> {
         let mut shape = Shape::new(request.columns.as_deref());
         let mut failed = None;
         view.visit(
@@ -155,18 +165,31 @@ impl Plan {
     }
 
     /// Every batch; `None` if a row does not fit the schema and `give_up` says to stop
-    /// there rather than fail.
+    /// there rather than fail. Built on every core (up to [`MAX_WORKERS`]) unless the
+    /// rows are known to fit in one batch.
     fn build_all(&self, give_up: bool) -> Result<Option<Vec<RecordBatch>>> {
+        let workers = thread::available_parallelism().map_or(1, NonZeroUsize::get);
+        let one_batch = !self.sampled && self.rows() <= self.batch_rows() as u64;
+        let built = if workers > 1 && !one_batch {
+            super::parallel::build(self, workers.min(MAX_WORKERS))
+        } else {
+            self.build_here()
+        };
+        match built {
+            Ok(batches) => Ok(Some(batches)),
+            Err(Failure::Row(..)) if give_up => Ok(None),
+            Err(failure) => Err(failure.into_error(&self.request.table)),
+        }
+    }
+
+    /// Every batch, built on this thread.
+    pub(super) fn build_here(&self) -> std::result::Result<Vec<RecordBatch>, Failure> {
         let mut export = self.stream();
         let mut batches = Vec::new();
-        loop {
-            match export.build_batch() {
-                Ok(Some(batch)) => batches.push(batch),
-                Ok(None) => return Ok(Some(batches)),
-                Err(Failure::Row(..)) if give_up => return Ok(None),
-                Err(failure) => return Err(failure.into_error(&self.request.table)),
-            }
+        while let Some(batch) = export.build_batch()? {
+            batches.push(batch);
         }
+        Ok(batches)
     }
 
     fn collected(&self, batches: Vec<RecordBatch>) -> Collected {
@@ -204,7 +227,19 @@ impl Plan {
     /// A stream of the rows, from the first.
     #[must_use]
     pub fn stream(&self) -> Export {
-        let rows = self.request.batch_rows.min(self.rows() as usize).max(1);
+        let rows = self.batch_rows().min(self.rows() as usize).max(1);
+        Export {
+            view: self.view.clone(),
+            schema: self.schema.clone(),
+            builders: self.builders(rows),
+            next: self.request.bounds.0.clone(),
+            done: false,
+            request: self.request.clone(),
+        }
+    }
+
+    /// Empty columns of the schema, with room for `rows` rows.
+    pub(super) fn builders(&self, rows: usize) -> Builders {
         let layout = self.shape.layout();
         let columns: Vec<Column> = match &layout {
             Layout::Fields(fields) => fields.iter().map(|(_, k)| Column::new(*k, rows)).collect(),
@@ -214,27 +249,35 @@ impl Plan {
             Layout::Fields(fields) => FieldIndex::new(fields.iter().map(|(name, _)| name.as_str())),
             Layout::Whole(_) => FieldIndex::default(),
         };
-        Export {
-            view: self.view.clone(),
-            schema: self.schema.clone(),
-            builders: Builders {
-                // With asked-for columns, other fields are left out by design.
-                sampled: self.sampled && self.request.columns.is_none(),
-                key: Column::new(self.shape.key(), rows),
-                filled: vec![false; columns.len()],
-                layout,
-                columns,
-                index,
-            },
-            next: self.request.bounds.0.clone(),
-            done: false,
-            request: self.request.clone(),
+        Builders {
+            // With asked-for columns, other fields are left out by design.
+            sampled: self.sampled && self.request.columns.is_none(),
+            key: Column::new(self.shape.key(), rows),
+            filled: vec![false; columns.len()],
+            layout,
+            columns,
+            index,
         }
+    }
+
+    /// Rows per batch.
+    pub(super) fn batch_rows(&self) -> usize {
+        self.request.batch_rows.max(1)
+    }
+
+    /// What is exported.
+    pub(super) fn request(&self) -> &ExportRequest {
+        &self.request
+    }
+
+    /// The snapshot read.
+    pub(super) fn view(&self) -> &SnapshotView {
+        &self.view
     }
 }
 
 /// Why a batch could not be built.
-enum Failure {
+pub(super) enum Failure {
     /// A row (its key) that does not fit the schema, or does not decode.
     Row(Vec<u8>, Unfit),
     /// The store failed.
@@ -308,14 +351,14 @@ impl Builders {
         self.columns.iter().map(Column::data_bytes).sum()
     }
 
-    fn finish(&mut self) -> Vec<ArrayRef> {
+    pub(super) fn finish(&mut self) -> Vec<ArrayRef> {
         let mut arrays = vec![self.key.finish()];
         arrays.extend(self.columns.iter_mut().map(Column::finish));
         arrays
     }
 
     /// Appends one row.
-    fn push(&mut self, key: &[u8], value: &[u8]) -> Result<(), Unfit> {
+    pub(super) fn push(&mut self, key: &[u8], value: &[u8]) -> Result<(), Unfit> {
         let filled = &mut self.filled;
         let decoded = decode_key(key).map_err(|_| super::malformed())?;
         self.key.push_key(decoded)?;
@@ -363,7 +406,7 @@ fn as_slice(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
     bound.as_ref().map(Vec::as_slice)
 }
 
-fn bounds(owned: &(Bound<Vec<u8>>, Bound<Vec<u8>>)) -> (Bound<&[u8]>, Bound<&[u8]>) {
+pub(super) fn bounds(owned: &(Bound<Vec<u8>>, Bound<Vec<u8>>)) -> (Bound<&[u8]>, Bound<&[u8]>) {
     (as_slice(&owned.0), as_slice(&owned.1))
 }
 

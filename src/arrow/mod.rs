@@ -5,6 +5,7 @@ mod column;
 mod export;
 mod feed;
 mod import;
+mod parallel;
 mod shape;
 
 pub use export::{Collected, Export, ExportRequest, Plan};

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 pub use fs::{DirFs, LogFs, SegmentFile};
 use recent::{Appended, Recent};
-use scan::{ChunkReader, Next};
+use scan::{ChunkReader, EntryId, Next};
 pub use tail::LogTail;
 
 use crate::codec::{self, Entry};
@@ -67,6 +67,8 @@ struct Segment {
 struct Tail {
     offset: u64,
     next_lsn: u64,
+    /// The last entry written, if the log holds one.
+    last: Option<EntryId>,
 }
 
 /// A reading position in the log, kept by each consumer.
@@ -213,6 +215,7 @@ impl Log {
             tail: Mutex::new(Tail {
                 offset: 0,
                 next_lsn: checkpoint_lsn + 1,
+                last: None,
             }),
         };
         if segments.is_empty() {
@@ -248,6 +251,7 @@ impl Log {
         };
         let mut expected = segments[first_index].first_lsn;
         let last_index = segments.len() - 1;
+        let mut last = None;
         for (index, segment) in segments.iter().enumerate().skip(first_index) {
             if segment.first_lsn != expected {
                 return Err(corrupt(
@@ -267,7 +271,7 @@ impl Log {
             loop {
                 let found = reader.next_record(offset).map_err(reading)?;
                 let reason = match found {
-                    Next::Record { payload, end } => {
+                    Next::Record { payload, crc, end } => {
                         let lsn = codec::payload_lsn(payload).unwrap_or(0);
                         if lsn != expected {
                             return Err(corrupt(
@@ -282,6 +286,7 @@ impl Log {
                                 .map_err(|e| corrupt(&segment.name, offset, e.to_string()))?;
                             replay(entry)?;
                         }
+                        last = Some(EntryId::of(payload, crc));
                         expected += 1;
                         offset = end as u64;
                         continue;
@@ -330,6 +335,7 @@ impl Log {
                 return Ok(Tail {
                     offset,
                     next_lsn: expected,
+                    last,
                 });
             }
         }
@@ -493,7 +499,21 @@ impl Log {
         );
         tail.offset += records.len() as u64;
         tail.next_lsn = last_lsn + 1;
+        tail.last = scan::last_record_id(records).or(tail.last);
         Ok(())
+    }
+
+    /// The identity `(epoch, crc)` of the entry at `lsn` if it is the last one written:
+    /// known without a read (the entry a snapshot of the current state starts at, which
+    /// may be a bulk load of hundreds of MiB).
+    pub fn last_entry_id(&self, lsn: u64) -> Option<(u64, u32)> {
+        let tail = self
+            .tail
+            .lock()
+            .expect("invariant: no panic while holding the tail lock");
+        tail.last
+            .filter(|last| last.lsn == lsn)
+            .map(|last| (last.epoch, last.crc))
     }
 
     /// Reads entries from `position` up to `up_to` (inclusive), at most `max_entries`, and
@@ -589,7 +609,7 @@ impl Log {
                 .next_record(offset)
                 .map_err(io_error(format!("reading {}", segment.name)))?
             {
-                Next::Record { payload, end } => {
+                Next::Record { payload, end, .. } => {
                     let lsn = codec::payload_lsn(payload).unwrap_or(0);
                     if lsn != expected {
                         return Err(corrupt(
@@ -701,7 +721,7 @@ fn read_kept(
         {
             let offset = batch.offset + at;
             let (payload, record_end) = match scan::next_record(&batch.records, at as usize) {
-                Next::Record { payload, end } => (payload, end),
+                Next::Record { payload, end, .. } => (payload, end),
                 Next::End => return Err(corrupt(&name, offset, "a kept batch ends early").into()),
                 Next::Bad { reason } => return Err(corrupt(&name, offset, reason).into()),
             };

@@ -11,8 +11,12 @@ const MIN_PAYLOAD: usize = 28;
 
 /// What lies at an offset of a segment.
 pub(super) enum Next<'a> {
-    /// A record whose CRC checks; `end` is the offset just past it.
-    Record { payload: &'a [u8], end: usize },
+    /// A record whose CRC (`crc`) checks; `end` is the offset just past it.
+    Record {
+        payload: &'a [u8],
+        crc: u32,
+        end: usize,
+    },
     /// Nothing more was written: only zeros (preallocated space) or the end of the file.
     End,
     /// Something that is not a valid record.
@@ -49,7 +53,47 @@ pub(super) fn next_record(data: &[u8], offset: usize) -> Next<'_> {
     }
     Next::Record {
         payload,
+        crc,
         end: offset + RECORD_HEADER_LEN + len,
+    }
+}
+
+/// The identity of the last of the framed records `records` holds (records just written,
+/// so well formed; `None` if there are none).
+pub(super) fn last_record_id(records: &[u8]) -> Option<EntryId> {
+    let mut last = None;
+    let mut at = 0;
+    while let Some(header) = records.get(at..at + RECORD_HEADER_LEN) {
+        let len = u32::from_le_bytes(header[0..4].try_into().expect("invariant: 4 bytes")) as usize;
+        let crc = u32::from_le_bytes(header[4..8].try_into().expect("invariant: 4 bytes"));
+        let start = at + RECORD_HEADER_LEN;
+        last = Some(EntryId::of(records.get(start..).unwrap_or_default(), crc));
+        at = start + len;
+    }
+    last
+}
+
+/// What identifies a log entry: its LSN, epoch and record CRC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct EntryId {
+    pub lsn: u64,
+    pub epoch: u64,
+    pub crc: u32,
+}
+
+impl EntryId {
+    /// The identity of a record's `payload` whose CRC is `crc`.
+    pub(super) fn of(payload: &[u8], crc: u32) -> Self {
+        let word = |from: usize| {
+            payload.get(from..from + 8).map_or(0, |b| {
+                u64::from_le_bytes(b.try_into().expect("invariant: 8 bytes"))
+            })
+        };
+        Self {
+            lsn: word(0),
+            epoch: word(8),
+            crc,
+        }
     }
 }
 
@@ -135,8 +179,9 @@ impl ChunkReader {
         // Only the zeros of this window are checked for the end: preallocated space is
         // zero to the end of the file, and a record never starts with a zero length.
         Ok(match next_record(window, 0) {
-            Next::Record { payload, end } => Next::Record {
+            Next::Record { payload, crc, end } => Next::Record {
                 payload,
+                crc,
                 end: end + offset as usize,
             },
             other => other,

@@ -109,7 +109,7 @@ impl LogTail {
                 .get_or_insert_with(|| ChunkReader::new(Arc::clone(&current.file)))
                 .next_record(current.offset)
                 .map_err(io_error(format!("reading {}", current.name)))?;
-            if let Next::Record { payload, end } = found {
+            if let Next::Record { payload, end, .. } = found {
                 let lsn = codec::payload_lsn(payload).unwrap_or(0);
                 if lsn != current.lsn_at_offset {
                     if !entries.is_empty() {

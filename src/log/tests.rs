@@ -546,3 +546,56 @@ mod fuzz {
         }
     }
 }
+
+/// The identity a read of the entry at `lsn` gives.
+fn read_id(log: &Log, lsn: u64) -> (u64, u32) {
+    let entry = &log
+        .read_raw(&mut LogPosition::after(lsn - 1), lsn, 1, usize::MAX)
+        .unwrap()[0];
+    (entry.epoch, entry.crc)
+}
+
+#[test]
+fn the_last_entrys_identity_is_known_without_a_read_after_appends_and_reopens() {
+    let fs = MemFs::default();
+    let (log, _) = open(&fs, 700, 0).unwrap();
+    assert_eq!(log.last_entry_id(0), None, "an empty log has no last entry");
+    let mut entries = written(20, 11);
+    for (i, entry) in entries.iter_mut().enumerate() {
+        entry.epoch = 1 + i as u64 / 7;
+    }
+    for chunk in entries.chunks(3) {
+        append_all(&log, chunk);
+        let last = chunk.last().unwrap().lsn;
+        assert_eq!(log.last_entry_id(last), Some(read_id(&log, last)));
+        assert_eq!(
+            log.last_entry_id(last - 1),
+            None,
+            "only the last entry is known"
+        );
+    }
+    assert_eq!(
+        log.last_entry_id(20).unwrap().0,
+        3,
+        "the epoch is the entry's"
+    );
+    let expected = log.last_entry_id(20);
+    drop(log);
+    let (log, _) = open(&fs, 700, 20).unwrap();
+    assert_eq!(log.last_entry_id(20), expected, "recovery finds it again");
+}
+
+#[test]
+fn a_torn_last_record_leaves_the_one_before_it_last() {
+    let fs = MemFs::default();
+    let entries = written(10, 5);
+    let (log, _) = open(&fs, 1 << 20, 0).unwrap();
+    append_all(&log, &entries);
+    let ninth = read_id(&log, 9);
+    drop(log);
+    let name = segment_name(1);
+    fs.flip_byte(&name, fs.written_len(&name) - 1);
+    let (log, _) = open(&fs, 1 << 20, 0).unwrap();
+    assert_eq!(log.last_entry_id(10), None);
+    assert_eq!(log.last_entry_id(9), Some(ninth));
+}

@@ -48,6 +48,9 @@ impl Store {
         if base.is_some() {
             return Ok(base);
         }
+        if let Some(id) = self.with_open(|open| Ok(open.log.last_entry_id(lsn)))? {
+            return Ok(Some(id));
+        }
         let mut position = LogPosition::after(lsn - 1);
         let entries = self.read_log_raw(&mut position, 1, usize::MAX)?;
         Ok(entries.first().map(|e| (e.epoch, e.crc)))

@@ -65,6 +65,21 @@ impl SnapshotView {
     ) -> Result<()> {
         self.snapshot.visit(table, bounds, f)
     }
+
+    /// Like [`SnapshotView::visit`], with each value as stored: unchecked, its CRC still
+    /// on it. [`super::checked_value`] checks one and takes its value (on any thread: a caller
+    /// that walks rows on one thread and decodes them on others checks them there).
+    ///
+    /// # Errors
+    /// A storage failure.
+    pub fn visit_sealed(
+        &self,
+        table: &str,
+        bounds: (Bound<&[u8]>, Bound<&[u8]>),
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        self.snapshot.visit_sealed(table, bounds, f)
+    }
 }
 
 /// A snapshot being installed into a follower store.

@@ -50,7 +50,7 @@ pub use retention::{LogHolds, RetentionPolicy};
 pub use stats::StoreStats;
 pub use stored::describe_key;
 pub use streamed::StreamedCommit;
-pub use tables::{ScrubDamage, ScrubReport, TableSum};
+pub use tables::{checked_value, ScrubDamage, ScrubReport, TableSum};
 use tables::{Snapshot, Tables};
 pub use transaction::Transaction;
 pub use watch::WriteWatcher;

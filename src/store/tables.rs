@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use redb::{
-    Builder, CompactionError, Database, Durability, ReadTransaction, ReadableDatabase,
-    ReadableTable, TableDefinition, TableError, TableHandle, WriteTransaction,
+    Builder, CompactionError, Database, Durability, ReadOnlyTable, ReadTransaction,
+    ReadableDatabase, ReadableTable, TableDefinition, TableError, TableHandle, WriteTransaction,
 };
 
 use super::apply::Applier;
@@ -66,6 +66,16 @@ pub(super) fn stored_row_hash(key: &[u8], stored: &[u8]) -> u64 {
     row_hash(key, without_crc(stored))
 }
 
+/// The value of a row as stored (see [`crate::store::SnapshotView::visit_sealed`]), once
+/// its CRC checks: on any thread, for a caller that walks rows on one thread and decodes
+/// them on others.
+///
+/// # Errors
+/// [`StoreError::DamagedRow`] if the stored bytes fail their check.
+pub fn checked_value<'a>(table: &str, key: &[u8], stored: &'a [u8]) -> Result<&'a [u8]> {
+    unseal(table, key, stored).map_err(|found| damaged(table, key, found))
+}
+
 fn damaged(table: &str, key: &[u8], damage: Damage) -> crate::Error {
     StoreError::DamagedRow {
         table: table.to_owned(),
@@ -89,7 +99,7 @@ pub(crate) struct Tables {
     /// Every commit goes through [`Tables::commit`], which drops it, so it never keeps
     /// pages alive that a later commit freed. (redb's `compact` needs no read transaction
     /// open: clear it first.) Field order is load-bearing: it must drop before `db`.
-    latest: Mutex<Option<Arc<ReadTransaction>>>,
+    latest: Mutex<Option<Snapshot>>,
     db: Database,
     /// The `applied_lsn` of the last commit, durable or not.
     applied_lsn: AtomicU64,
@@ -477,12 +487,12 @@ impl Tables {
     /// A consistent read view of the tables as last committed.
     pub(crate) fn snapshot(&self) -> Result<Snapshot> {
         let mut latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(txn) = &*latest {
-            return Ok(Snapshot(Arc::clone(txn)));
+        if let Some(snapshot) = &*latest {
+            return Ok(snapshot.clone());
         }
-        let txn = Arc::new(self.db.begin_read()?);
-        *latest = Some(Arc::clone(&txn));
-        Ok(Snapshot(txn))
+        let snapshot = Snapshot(Arc::new(ReadView::new(self.db.begin_read()?)));
+        *latest = Some(snapshot.clone());
+        Ok(snapshot)
     }
 
     /// The applied LSN and every table's row count and checksum, read atomically.
@@ -545,7 +555,41 @@ impl ScrubReport {
 }
 
 /// A read transaction: every read through it sees one committed state.
-pub(crate) struct Snapshot(Arc<ReadTransaction>);
+#[derive(Clone)]
+pub(crate) struct Snapshot(Arc<ReadView>);
+
+/// A data table as opened in one read transaction (`None`: it does not exist there).
+type OpenedTable = Option<Arc<ReadOnlyTable<&'static [u8], &'static [u8]>>>;
+
+/// A read transaction and the data tables point reads opened in it. A point read of a
+/// table opened before skips the lookup of its root in redb's table tree (two page reads
+/// and a decode of the table's definition, about a tenth of a random `get`); a table
+/// does not change within one transaction, so neither does its handle.
+pub(crate) struct ReadView {
+    txn: ReadTransaction,
+    /// Few tables, so a short list searched by name.
+    opened: Mutex<Vec<(Box<str>, OpenedTable)>>,
+}
+
+impl ReadView {
+    fn new(txn: ReadTransaction) -> Self {
+        Self {
+            txn,
+            opened: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// `name`'s data table in this transaction, opened once.
+    fn data(&self, name: &str) -> Result<OpenedTable> {
+        let mut opened = self.opened.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, table)) = opened.iter().find(|(n, _)| &**n == name) {
+            return Ok(table.clone());
+        }
+        let table = missing_is_none(self.txn.open_table(data_table(name)))?.map(Arc::new);
+        opened.push((name.into(), table.clone()));
+        Ok(table)
+    }
+}
 
 /// A row read from redb.
 pub(crate) type Row = (Vec<u8>, Vec<u8>);
@@ -573,7 +617,7 @@ impl Snapshot {
         key: &[u8],
         f: impl FnOnce(Option<&[u8]>) -> R,
     ) -> Result<R> {
-        let Some(table) = missing_is_none(self.0.open_table(data_table(table)))? else {
+        let Some(table) = self.0.data(table)? else {
             return Ok(f(None));
         };
         let stored = table.get(key)?;
@@ -630,7 +674,7 @@ impl Snapshot {
             return Ok(Vec::new());
         }
         let name = table;
-        let table = missing_is_none(self.0.open_table(data_table(name)))?;
+        let table = missing_is_none(self.0.txn.open_table(data_table(name)))?;
         let checked = |item| owned_row(name, item);
         let base: Box<dyn Iterator<Item = Result<Row>>> = match &table {
             None => Box::new(std::iter::empty()),
@@ -657,19 +701,39 @@ impl Snapshot {
         bounds: (Bound<&[u8]>, Bound<&[u8]>),
         f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<()> {
+        let mut damage = None;
+        self.visit_sealed(
+            table,
+            bounds,
+            &mut |key, stored| match unseal(table, key, stored) {
+                Ok(value) => f(key, value),
+                Err(found) => {
+                    damage = Some(damaged(table, key, found));
+                    false
+                }
+            },
+        )?;
+        damage.map_or(Ok(()), Err)
+    }
+
+    /// Like [`Snapshot::visit`], with each value as stored: its CRC still on it, unchecked
+    /// (see [`checked_value`]).
+    pub(crate) fn visit_sealed(
+        &self,
+        table: &str,
+        bounds: (Bound<&[u8]>, Bound<&[u8]>),
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
         if matches!(bounds, (Bound::Included(l) | Bound::Excluded(l), Bound::Included(u) | Bound::Excluded(u)) if l > u)
         {
             return Ok(());
         }
-        let name = table;
-        let Some(table) = missing_is_none(self.0.open_table(data_table(name)))? else {
+        let Some(table) = missing_is_none(self.0.txn.open_table(data_table(table)))? else {
             return Ok(());
         };
         for item in table.range::<&[u8]>(bounds)? {
             let (key, stored) = item?;
-            let key = key.value();
-            let value = unseal(name, key, stored.value()).map_err(|d| damaged(name, key, d))?;
-            if !f(key, value) {
+            if !f(key.value(), stored.value()) {
                 break;
             }
         }
@@ -688,17 +752,19 @@ impl Snapshot {
     pub(crate) fn scrub(&self, progress: &mut dyn FnMut(u64) -> bool) -> Result<ScrubReport> {
         let lsn = self
             .0
+            .txn
             .open_table(META)?
             .get("applied_lsn")?
             .map_or(0, |v| v.value());
         let mut recorded = BTreeMap::new();
-        for item in self.0.open_table(STATS)?.iter()? {
+        for item in self.0.txn.open_table(STATS)?.iter()? {
             let (name, value) = item?;
             let (rows, checksum) = value.value();
             recorded.insert(name.value().to_owned(), TableSum { rows, checksum });
         }
         let mut names: Vec<String> = self
             .0
+            .txn
             .list_tables()?
             .map(|handle| handle.name().to_owned())
             .filter(|name| !name.starts_with("__"))
@@ -716,7 +782,7 @@ impl Snapshot {
         for name in names {
             let mut found = TableSum::default();
             let mut damaged_rows = 0u64;
-            if let Some(table) = missing_is_none(self.0.open_table(data_table(&name)))? {
+            if let Some(table) = missing_is_none(self.0.txn.open_table(data_table(&name)))? {
                 for item in table.iter()? {
                     let (key, stored) = match item {
                         Ok(row) => row,
