@@ -170,11 +170,10 @@ impl Plan {
     fn build_all(&self, give_up: bool) -> Result<Option<Vec<RecordBatch>>> {
         let workers = thread::available_parallelism().map_or(1, NonZeroUsize::get);
         let one_batch = !self.sampled && self.rows() <= self.batch_rows() as u64;
-        let built = if workers > 1 && !one_batch {
-            super::parallel::build(self, workers.min(MAX_WORKERS))
-        } else {
-            self.build_here()
-        };
+        let parallel = (workers > 1 && !one_batch)
+            .then(|| super::parallel::build(self, workers.min(MAX_WORKERS)))
+            .flatten();
+        let built = parallel.unwrap_or_else(|| self.build_here());
         match built {
             Ok(batches) => Ok(Some(batches)),
             Err(Failure::Row(..)) if give_up => Ok(None),

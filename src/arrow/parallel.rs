@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 
 use arrow_array::RecordBatch;
@@ -55,33 +55,47 @@ impl Chunk {
 /// A chunk as a batch, or why its first bad row is bad.
 type Built = (usize, Result<RecordBatch, Failure>);
 
-/// Every batch of `plan`'s rows, decoded by `workers` threads (at least one). A bad row
-/// (damaged, or not fitting the schema) fails the build with the first one in key order,
-/// as a build on one thread would: every chunk before the one it is in is decoded whole.
-pub(super) fn build(plan: &Plan, workers: usize) -> Result<Vec<RecordBatch>, Failure> {
+/// Every batch of `plan`'s rows, decoded by up to `workers` threads; `None` if not one
+/// could be started (the caller builds on its own thread). A bad row (damaged, or not
+/// fitting the schema) fails the build with the first one in key order, as a build on one
+/// thread would: every chunk before the one it is in is decoded whole.
+pub(super) fn build(plan: &Plan, workers: usize) -> Option<Result<Vec<RecordBatch>, Failure>> {
     let batch_rows = plan.batch_rows();
-    let (send, receive) = sync_channel::<Chunk>(workers);
-    let receive = Mutex::new(receive);
+    // A chunk waits while each worker decodes one: with smaller chunks for more workers,
+    // the rows in flight stay about those of a batch built on one thread.
+    let chunk_bytes = BATCH_DATA_BYTES / workers.max(1);
+    let (send, receive) = sync_channel::<Chunk>(1);
+    // Owned by the workers alone: once they are all gone (a panic), sending fails and the
+    // walk stops instead of waiting for room forever.
+    let receive = Arc::new(Mutex::new(receive));
     let (recycle, recycled) = channel::<Chunk>();
     let bad = AtomicBool::new(false);
     let schema = plan.schema();
     let table = plan.request().table.as_str();
-    let (scanned, mut built) = thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                let worker = Worker {
-                    chunks: &receive,
-                    recycle: recycle.clone(),
-                    bad: &bad,
-                    builders: plan.builders(batch_rows),
-                    schema: &schema,
-                    table,
-                };
-                scope.spawn(move || worker.run())
-            })
-            .collect();
-        drop(recycle);
-        let scanned = scan(plan, batch_rows, &send, &recycled, &bad);
+    let (scanned, built) = thread::scope(|scope| {
+        let mut handles = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let worker = Worker {
+                chunks: Arc::clone(&receive),
+                recycle: recycle.clone(),
+                bad: &bad,
+                builders: plan.builders(batch_rows.min(plan.rows() as usize).max(1)),
+                schema: &schema,
+                table,
+            };
+            let started = thread::Builder::new()
+                .name("replikv-export".to_owned())
+                .spawn_scoped(scope, move || worker.run());
+            match started {
+                Ok(handle) => handles.push(handle),
+                Err(_) => break, // as many as the system gives (none: see above)
+            }
+        }
+        drop((receive, recycle));
+        if handles.is_empty() {
+            return (Ok(()), None);
+        }
+        let scanned = scan(plan, (batch_rows, chunk_bytes), &send, &recycled, &bad);
         // Workers end once the chunks sent are decoded.
         drop(send);
         let built: Vec<Built> = handles
@@ -92,19 +106,23 @@ pub(super) fn build(plan: &Plan, workers: usize) -> Result<Vec<RecordBatch>, Fai
                     .unwrap_or_else(|p| std::panic::resume_unwind(p))
             })
             .collect();
-        (scanned, built)
+        (scanned, Some(built))
     });
-    scanned.map_err(Failure::Store)?;
+    let mut built = built?;
     built.sort_unstable_by_key(|(seq, _)| *seq);
-    built.into_iter().map(|(_, batch)| batch).collect()
+    // Every chunk decoded comes before the point where the walk failed, if it did: a bad
+    // row in one is the first failure in key order.
+    let batches: Result<Vec<RecordBatch>, Failure> =
+        built.into_iter().map(|(_, batch)| batch).collect();
+    Some(batches.and_then(|batches| scanned.map(|()| batches).map_err(Failure::Store)))
 }
 
-/// Walks the rows, sending a chunk every `batch_rows` rows (or [`BATCH_DATA_BYTES`]) and
-/// filling the chunks workers give back; stops early once a worker found a bad row, or
-/// when every worker is gone.
+/// Walks the rows, sending a chunk every `batch_rows` rows (or `chunk_bytes`) and filling
+/// the chunks workers give back; stops early once a worker found a bad row, or when every
+/// worker is gone.
 fn scan(
     plan: &Plan,
-    batch_rows: usize,
+    (batch_rows, chunk_bytes): (usize, usize),
     send: &SyncSender<Chunk>,
     recycled: &Receiver<Chunk>,
     bad: &AtomicBool,
@@ -117,7 +135,7 @@ fn scan(
         bounds(&request.bounds),
         &mut |key, stored| {
             chunk.push(key, stored);
-            if chunk.ends.len() >= batch_rows || chunk.bytes.len() >= BATCH_DATA_BYTES {
+            if chunk.ends.len() >= batch_rows || chunk.bytes.len() >= chunk_bytes {
                 let seq = chunk.seq + 1;
                 let next = recycled.try_recv().unwrap_or_default().reuse(seq);
                 listening = send.send(std::mem::replace(&mut chunk, next)).is_ok();
@@ -134,7 +152,7 @@ fn scan(
 
 /// One decoding thread and what it shares.
 struct Worker<'a> {
-    chunks: &'a Mutex<Receiver<Chunk>>,
+    chunks: Arc<Mutex<Receiver<Chunk>>>,
     /// Where decoded chunks go back to the walking thread, to be filled again.
     recycle: Sender<Chunk>,
     /// Set once a chunk held a bad row: the walk stops.
@@ -271,7 +289,7 @@ mod tests {
                 let plan = plan(&store, request(bounds.clone(), batch_rows), None);
                 let here = plan.build_here().ok().unwrap();
                 for workers in [1, 2, 3] {
-                    let built = build(&plan, workers).ok().unwrap();
+                    let built = build(&plan, workers).unwrap().ok().unwrap();
                     assert_eq!(built, here, "{bounds:?}, {batch_rows} rows a batch");
                 }
             }
@@ -291,7 +309,7 @@ mod tests {
         assert_eq!(bad_key(plan.build_here()), key(500));
         // Chunks are decoded in any order: the first bad row in key order must win each time.
         for _ in 0..20 {
-            assert_eq!(bad_key(build(&plan, 3)), key(500));
+            assert_eq!(bad_key(build(&plan, 3).unwrap()), key(500));
         }
     }
 }

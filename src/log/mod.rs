@@ -16,7 +16,7 @@ mod tail_tests;
 #[cfg(test)]
 mod tests;
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 pub use fs::{DirFs, LogFs, SegmentFile};
 use recent::{Appended, Recent};
@@ -67,8 +67,6 @@ struct Segment {
 struct Tail {
     offset: u64,
     next_lsn: u64,
-    /// The last entry written, if the log holds one.
-    last: Option<EntryId>,
 }
 
 /// A reading position in the log, kept by each consumer.
@@ -144,6 +142,8 @@ pub struct Log {
     options: LogOptions,
     segments: RwLock<Vec<Arc<Segment>>>,
     tail: Mutex<Tail>,
+    /// The identity of the last entry written, if the log holds one.
+    last: Mutex<Option<EntryId>>,
     recent: Recent,
 }
 
@@ -215,8 +215,8 @@ impl Log {
             tail: Mutex::new(Tail {
                 offset: 0,
                 next_lsn: checkpoint_lsn + 1,
-                last: None,
             }),
+            last: Mutex::new(None),
         };
         if segments.is_empty() {
             let first_bytes = log.options.first_segment_bytes;
@@ -332,10 +332,10 @@ impl Log {
                         .sync_data()
                         .map_err(io_error(format!("syncing {}", segment.name)))?;
                 }
+                *self.last.lock().unwrap_or_else(PoisonError::into_inner) = last;
                 return Ok(Tail {
                     offset,
                     next_lsn: expected,
-                    last,
                 });
             }
         }
@@ -499,7 +499,9 @@ impl Log {
         );
         tail.offset += records.len() as u64;
         tail.next_lsn = last_lsn + 1;
-        tail.last = scan::last_record_id(records).or(tail.last);
+        if let Some(id) = scan::last_record_id(records) {
+            *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(id);
+        }
         Ok(())
     }
 
@@ -507,11 +509,10 @@ impl Log {
     /// known without a read (the entry a snapshot of the current state starts at, which
     /// may be a bulk load of hundreds of MiB).
     pub fn last_entry_id(&self, lsn: u64) -> Option<(u64, u32)> {
-        let tail = self
-            .tail
+        // Not the tail's lock: an append holds that through its fdatasync.
+        self.last
             .lock()
-            .expect("invariant: no panic while holding the tail lock");
-        tail.last
+            .unwrap_or_else(PoisonError::into_inner)
             .filter(|last| last.lsn == lsn)
             .map(|last| (last.epoch, last.crc))
     }

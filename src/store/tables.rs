@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use redb::{
     Builder, CompactionError, Database, Durability, ReadOnlyTable, ReadTransaction,
@@ -558,8 +558,8 @@ impl ScrubReport {
 #[derive(Clone)]
 pub(crate) struct Snapshot(Arc<ReadView>);
 
-/// A data table as opened in one read transaction (`None`: it does not exist there).
-type OpenedTable = Option<Arc<ReadOnlyTable<&'static [u8], &'static [u8]>>>;
+/// A data table as opened in one read transaction.
+type OpenedTable = Arc<ReadOnlyTable<&'static [u8], &'static [u8]>>;
 
 /// A read transaction and the data tables point reads opened in it. A point read of a
 /// table opened before skips the lookup of its root in redb's table tree (two page reads
@@ -567,27 +567,40 @@ type OpenedTable = Option<Arc<ReadOnlyTable<&'static [u8], &'static [u8]>>>;
 /// does not change within one transaction, so neither does its handle.
 pub(crate) struct ReadView {
     txn: ReadTransaction,
-    /// Few tables, so a short list searched by name.
-    opened: Mutex<Vec<(Box<str>, OpenedTable)>>,
+    /// Few tables, so a short list searched by name (tables that exist: a name that is
+    /// not a table is looked up each time, so any number of them never grows the list).
+    opened: RwLock<Vec<(Box<str>, OpenedTable)>>,
 }
 
 impl ReadView {
     fn new(txn: ReadTransaction) -> Self {
         Self {
             txn,
-            opened: Mutex::new(Vec::new()),
+            opened: RwLock::new(Vec::new()),
         }
     }
 
-    /// `name`'s data table in this transaction, opened once.
-    fn data(&self, name: &str) -> Result<OpenedTable> {
-        let mut opened = self.opened.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, table)) = opened.iter().find(|(n, _)| &**n == name) {
-            return Ok(table.clone());
+    /// `name`'s data table in this transaction, opened once (`None`: no such table).
+    fn data(&self, name: &str) -> Result<Option<OpenedTable>> {
+        let find = |opened: &[(Box<str>, OpenedTable)]| {
+            opened
+                .iter()
+                .find(|(n, _)| &**n == name)
+                .map(|(_, table)| Arc::clone(table))
+        };
+        if let Some(table) = find(&self.opened.read().unwrap_or_else(PoisonError::into_inner)) {
+            return Ok(Some(table));
         }
-        let table = missing_is_none(self.txn.open_table(data_table(name)))?.map(Arc::new);
-        opened.push((name.into(), table.clone()));
-        Ok(table)
+        let Some(table) = missing_is_none(self.txn.open_table(data_table(name)))? else {
+            return Ok(None);
+        };
+        let mut opened = self.opened.write().unwrap_or_else(PoisonError::into_inner);
+        // Another reader may have opened it meanwhile: either handle reads the same.
+        Ok(Some(find(&opened).unwrap_or_else(|| {
+            let table = Arc::new(table);
+            opened.push((name.into(), Arc::clone(&table)));
+            table
+        })))
     }
 }
 
