@@ -196,6 +196,9 @@ pub enum StoreError {
         /// What the check found.
         reason: String,
     },
+    /// A thread of the store's stopped where it cannot (a bug in replikv).
+    #[error("internal error (a bug in replikv): {0}")]
+    Internal(&'static str),
     /// The redb file or the store's metadata is damaged or foreign.
     #[error("store is corrupt: {reason}")]
     Corrupt {

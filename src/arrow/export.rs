@@ -11,6 +11,7 @@ use arrow_array::{ArrayRef, RecordBatch, RecordBatchReader};
 use arrow_schema::{ArrowError, SchemaRef};
 
 use super::column::{Column, Unfit};
+use super::parallel::Parallel;
 use super::shape::{FieldIndex, Layout, Shape};
 use crate::codec::decode_key;
 use crate::codec::msgpack::{Reader, Token};
@@ -65,13 +66,24 @@ pub struct Plan {
 
 /// The batches of one table at one LSN.
 pub struct Export {
-    view: Arc<SnapshotView>,
     request: ExportRequest,
     schema: SchemaRef,
-    builders: Builders,
-    /// Where the next batch starts.
-    next: Bound<Vec<u8>>,
-    done: bool,
+    source: Source,
+}
+
+/// Where an export's batches are built.
+#[allow(clippy::large_enum_variant)] // one per export
+enum Source {
+    /// On the thread that asks, one batch at a time.
+    Here {
+        view: Arc<SnapshotView>,
+        builders: Builders,
+        /// Where the next batch starts.
+        next: Bound<Vec<u8>>,
+        done: bool,
+    },
+    /// Ahead, on threads of the export's own.
+    Threads(Parallel),
 }
 
 /// The columns of the batch being built.
@@ -165,30 +177,13 @@ impl Plan {
     }
 
     /// Every batch; `None` if a row does not fit the schema and `give_up` says to stop
-    /// there rather than fail. Built on every core (up to [`MAX_WORKERS`]) unless the
-    /// rows are known to fit in one batch.
+    /// there rather than fail.
     fn build_all(&self, give_up: bool) -> Result<Option<Vec<RecordBatch>>> {
-        let workers = thread::available_parallelism().map_or(1, NonZeroUsize::get);
-        let one_batch = !self.sampled && self.rows() <= self.batch_rows() as u64;
-        let parallel = (workers > 1 && !one_batch)
-            .then(|| super::parallel::build(self, workers.min(MAX_WORKERS)))
-            .flatten();
-        let built = parallel.unwrap_or_else(|| self.build_here());
-        match built {
+        match self.stream().build_all() {
             Ok(batches) => Ok(Some(batches)),
             Err(Failure::Row(..)) if give_up => Ok(None),
             Err(failure) => Err(failure.into_error(&self.request.table)),
         }
-    }
-
-    /// Every batch, built on this thread.
-    pub(super) fn build_here(&self) -> std::result::Result<Vec<RecordBatch>, Failure> {
-        let mut export = self.stream();
-        let mut batches = Vec::new();
-        while let Some(batch) = export.build_batch()? {
-            batches.push(batch);
-        }
-        Ok(batches)
     }
 
     fn collected(&self, batches: Vec<RecordBatch>) -> Collected {
@@ -223,17 +218,37 @@ impl Plan {
         &self.request.table
     }
 
-    /// A stream of the rows, from the first.
+    /// A stream of the rows, from the first: built ahead on every core (up to
+    /// [`MAX_WORKERS`]) unless the rows are known to fit in one batch.
     #[must_use]
     pub fn stream(&self) -> Export {
+        let workers = thread::available_parallelism().map_or(1, NonZeroUsize::get);
+        let one_batch = !self.sampled && self.rows() <= self.batch_rows() as u64;
+        let threads = (workers > 1 && !one_batch)
+            .then(|| Parallel::start(self, workers.min(MAX_WORKERS)))
+            .flatten();
+        match threads {
+            Some(threads) => self.export(Source::Threads(threads)),
+            None => self.stream_here(),
+        }
+    }
+
+    /// A stream of the rows built on the thread that reads it.
+    pub(super) fn stream_here(&self) -> Export {
         let rows = self.batch_rows().min(self.rows() as usize).max(1);
-        Export {
+        self.export(Source::Here {
             view: self.view.clone(),
-            schema: self.schema.clone(),
             builders: self.builders(rows),
             next: self.request.bounds.0.clone(),
             done: false,
+        })
+    }
+
+    fn export(&self, source: Source) -> Export {
+        Export {
             request: self.request.clone(),
+            schema: self.schema.clone(),
+            source,
         }
     }
 
@@ -270,7 +285,7 @@ impl Plan {
     }
 
     /// The snapshot read.
-    pub(super) fn view(&self) -> &SnapshotView {
+    pub(super) fn view(&self) -> &Arc<SnapshotView> {
         &self.view
     }
 }
@@ -298,17 +313,37 @@ impl Export {
             .map_err(|failure| failure.into_error(&self.request.table))
     }
 
+    /// Every batch left.
+    pub(super) fn build_all(mut self) -> std::result::Result<Vec<RecordBatch>, Failure> {
+        let mut batches = Vec::new();
+        while let Some(batch) = self.build_batch()? {
+            batches.push(batch);
+        }
+        Ok(batches)
+    }
+
     fn build_batch(&mut self) -> std::result::Result<Option<RecordBatch>, Failure> {
-        if self.done {
+        let Source::Here {
+            view,
+            builders,
+            next,
+            done,
+        } = &mut self.source
+        else {
+            let Source::Threads(threads) = &mut self.source else {
+                unreachable!("an export is built here or on threads")
+            };
+            return threads.next_batch();
+        };
+        if *done {
             return Ok(None);
         }
-        let (lower, upper) = (self.next.clone(), self.request.bounds.1.clone());
+        let (lower, upper) = (next.clone(), self.request.bounds.1.clone());
         let (table, batch_rows) = (&self.request.table, self.request.batch_rows);
-        let builders = &mut self.builders;
         let mut rows = 0usize;
         let mut last = None;
         let mut failed = None;
-        self.view
+        let walked = view
             .visit(
                 table,
                 (as_slice(&lower), as_slice(&upper)),
@@ -325,23 +360,20 @@ impl Export {
                     !full
                 },
             )
-            .map_err(Failure::Store)?;
-        if let Some(failure) = failed {
-            self.done = true;
+            .map_err(Failure::Store);
+        // The stream ends at its first error.
+        if let Some(failure) = walked.err().or(failed) {
+            *done = true;
             return Err(failure);
         }
         match last {
-            Some(key) => self.next = Bound::Excluded(key),
-            None => self.done = true,
+            Some(key) => *next = Bound::Excluded(key),
+            None => *done = true,
         }
         if rows == 0 {
             return Ok(None);
         }
-        Ok(Some(super::batch(
-            &self.schema,
-            self.builders.finish(),
-            rows,
-        )))
+        Ok(Some(super::batch(&self.schema, builders.finish(), rows)))
     }
 }
 
@@ -415,10 +447,8 @@ impl Iterator for Export {
     fn next(&mut self) -> Option<Self::Item> {
         match self.next_batch() {
             Ok(batch) => batch.map(Ok),
-            Err(err) => {
-                self.done = true;
-                Some(Err(ArrowError::ExternalError(Box::new(err))))
-            }
+            // The stream ends at its first error (see `build_batch`).
+            Err(err) => Some(Err(ArrowError::ExternalError(Box::new(err)))),
         }
     }
 }

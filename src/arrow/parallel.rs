@@ -1,10 +1,13 @@
-//! A whole export built on every core. One thread walks the snapshot (a redb iterator
-//! belongs to one thread) and copies its rows, as stored, into chunks of one batch's rows;
-//! workers check each row's CRC and decode the chunks into record batches, which are put
-//! back in key order. Walking and copying is about a fifth of an export's time, so two
-//! cores build a large export in a little over half the time of one.
+//! An export built ahead on threads of its own. One thread walks the snapshot (a redb
+//! iterator belongs to one thread) and copies its rows, as stored, into chunks of one
+//! batch's rows; workers check each row's CRC and decode the chunks into record batches.
+//! Any idle worker takes the next chunk, and the reader puts the batches back in key order.
+//! The walk runs at most [`WINDOW`] chunks ahead of the reader per worker, so a stream of
+//! a table larger than memory stays bounded. Walking and copying is about a fifth of an
+//! export's time, so two cores build a large export in a little over half the time of one.
+//! Dropping the export stops every thread: each one's next send or receive fails.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::BTreeMap;
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
@@ -13,13 +16,12 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 
 use super::export::{bounds, Builders, Failure, Plan, BATCH_DATA_BYTES};
-use crate::store::checked_value;
+use crate::error::StoreError;
+use crate::store::{checked_value, SnapshotView};
 
 /// Rows copied out of the snapshot as stored: one batch's worth.
 #[derive(Default)]
 struct Chunk {
-    /// Its place in key order.
-    seq: usize,
     bytes: Vec<u8>,
     /// Where each row's key and stored value end in `bytes`.
     ends: Vec<(usize, usize)>,
@@ -28,10 +30,9 @@ struct Chunk {
 impl Chunk {
     /// Empties the chunk for another batch (its memory is kept: fresh memory costs a
     /// page fault per page on first use, which was the walking thread's largest cost).
-    fn reuse(mut self, seq: usize) -> Self {
+    fn reuse(mut self) -> Self {
         self.bytes.clear();
         self.ends.clear();
-        self.seq = seq;
         self
     }
 
@@ -52,142 +53,240 @@ impl Chunk {
     }
 }
 
-/// A chunk as a batch, or why its first bad row is bad.
-type Built = (usize, Result<RecordBatch, Failure>);
+/// What the walking thread gives a worker.
+enum Work {
+    Rows(Chunk),
+    /// The walk failed here.
+    Failed(crate::Error),
+    /// No rows follow.
+    End,
+}
 
-/// Every batch of `plan`'s rows, decoded by up to `workers` threads; `None` if not one
-/// could be started (the caller builds on its own thread). A bad row (damaged, or not
-/// fitting the schema) fails the build with the first one in key order, as a build on one
-/// thread would: every chunk before the one it is in is decoded whole.
-pub(super) fn build(plan: &Plan, workers: usize) -> Option<Result<Vec<RecordBatch>, Failure>> {
-    let batch_rows = plan.batch_rows();
-    // A chunk waits while each worker decodes one: with smaller chunks for more workers,
-    // the rows in flight stay about those of a batch built on one thread.
-    let chunk_bytes = BATCH_DATA_BYTES / workers.max(1);
-    let (send, receive) = sync_channel::<Chunk>(1);
-    // Owned by the workers alone: once they are all gone (a panic), sending fails and the
-    // walk stops instead of waiting for room forever.
-    let receive = Arc::new(Mutex::new(receive));
-    let (recycle, recycled) = channel::<Chunk>();
-    let bad = AtomicBool::new(false);
-    let schema = plan.schema();
-    let table = plan.request().table.as_str();
-    let (scanned, built) = thread::scope(|scope| {
-        let mut handles = Vec::with_capacity(workers);
+/// What a worker gives back, in its turn.
+enum Built {
+    Batch(Result<RecordBatch, Failure>),
+    End,
+}
+
+/// Chunks the walk may run ahead of the reader, per worker.
+const WINDOW: usize = 2;
+
+/// The batches of an export, built ahead by a walking thread and decoding workers.
+pub(super) struct Parallel {
+    /// Batches as the workers finish them, with their place in key order.
+    built: Receiver<(usize, Built)>,
+    /// Batches that came before their turn.
+    early: BTreeMap<usize, Built>,
+    /// Gives the walk room for one more chunk.
+    room: SyncSender<()>,
+    next: usize,
+    done: bool,
+}
+
+impl Parallel {
+    /// Starts the threads for `plan`'s rows, with up to `workers` decoding; `None` if not
+    /// one worker could be started.
+    pub(super) fn start(plan: &Plan, workers: usize) -> Option<Self> {
+        let batch_rows = plan.batch_rows();
+        // Chunks wait while the workers decode: with smaller chunks for more workers, the
+        // rows in flight stay a few batches' worth.
+        let chunk_bytes = BATCH_DATA_BYTES / workers.max(1);
+        let window = WINDOW * workers;
+        let (give, take) = sync_channel::<(usize, Work)>(workers);
+        // Owned by the workers alone: once they are all gone (a panic), the walk's sends
+        // fail and it stops.
+        let take = Arc::new(Mutex::new(take));
+        let (hand_back, built) = sync_channel::<(usize, Built)>(window);
+        let (recycle, recycled) = channel::<Chunk>();
+        let table: Arc<str> = plan.request().table.as_str().into();
+        let mut started = 0;
         for _ in 0..workers {
             let worker = Worker {
-                chunks: Arc::clone(&receive),
+                work: Arc::clone(&take),
+                built: hand_back.clone(),
                 recycle: recycle.clone(),
-                bad: &bad,
                 builders: plan.builders(batch_rows.min(plan.rows() as usize).max(1)),
-                schema: &schema,
-                table,
+                schema: plan.schema(),
+                table: Arc::clone(&table),
             };
-            let started = thread::Builder::new()
+            let spawned = thread::Builder::new()
                 .name("replikv-export".to_owned())
-                .spawn_scoped(scope, move || worker.run());
-            match started {
-                Ok(handle) => handles.push(handle),
-                Err(_) => break, // as many as the system gives (none: see above)
+                .spawn(move || worker.run());
+            if spawned.is_err() {
+                break; // as many as the system gives
             }
+            started += 1;
         }
-        drop((receive, recycle));
-        if handles.is_empty() {
-            return (Ok(()), None);
+        if started == 0 {
+            return None;
         }
-        let scanned = scan(plan, (batch_rows, chunk_bytes), &send, &recycled, &bad);
-        // Workers end once the chunks sent are decoded.
-        drop(send);
-        let built: Vec<Built> = handles
-            .into_iter()
-            .flat_map(|handle| {
-                handle
-                    .join()
-                    .unwrap_or_else(|p| std::panic::resume_unwind(p))
-            })
-            .collect();
-        (scanned, Some(built))
-    });
-    let mut built = built?;
-    built.sort_unstable_by_key(|(seq, _)| *seq);
-    // Every chunk decoded comes before the point where the walk failed, if it did: a bad
-    // row in one is the first failure in key order.
-    let batches: Result<Vec<RecordBatch>, Failure> =
-        built.into_iter().map(|(_, batch)| batch).collect();
-    Some(batches.and_then(|batches| scanned.map(|()| batches).map_err(Failure::Store)))
-}
-
-/// Walks the rows, sending a chunk every `batch_rows` rows (or `chunk_bytes`) and filling
-/// the chunks workers give back; stops early once a worker found a bad row, or when every
-/// worker is gone.
-fn scan(
-    plan: &Plan,
-    (batch_rows, chunk_bytes): (usize, usize),
-    send: &SyncSender<Chunk>,
-    recycled: &Receiver<Chunk>,
-    bad: &AtomicBool,
-) -> crate::Result<()> {
-    let request = plan.request();
-    let mut chunk = Chunk::default();
-    let mut listening = true;
-    plan.view().visit_sealed(
-        &request.table,
-        bounds(&request.bounds),
-        &mut |key, stored| {
-            chunk.push(key, stored);
-            if chunk.ends.len() >= batch_rows || chunk.bytes.len() >= chunk_bytes {
-                let seq = chunk.seq + 1;
-                let next = recycled.try_recv().unwrap_or_default().reuse(seq);
-                listening = send.send(std::mem::replace(&mut chunk, next)).is_ok();
-            }
-            listening && !bad.load(Ordering::Relaxed)
-        },
-    )?;
-    if listening && !chunk.ends.is_empty() {
-        // Fails only if every worker is gone, and then nothing waits for the chunk.
-        let _ = send.send(chunk);
+        let (room, rooms) = sync_channel::<()>(window);
+        for _ in 0..window {
+            room.send(())
+                .expect("invariant: the channel has room for the window");
+        }
+        let walk = Walk {
+            view: Arc::clone(plan.view()),
+            table,
+            bounds: plan.request().bounds.clone(),
+            limits: (batch_rows, chunk_bytes),
+            work: give,
+            rooms,
+            recycled,
+        };
+        // Without a walking thread the workers' queue closes at once: the stream fails.
+        let _ = thread::Builder::new()
+            .name("replikv-export-walk".to_owned())
+            .spawn(move || walk.run());
+        Some(Self {
+            built,
+            early: BTreeMap::new(),
+            room,
+            next: 0,
+            done: false,
+        })
     }
-    Ok(())
+
+    /// The next batch, in key order; `None` after the last.
+    pub(super) fn next_batch(&mut self) -> Result<Option<RecordBatch>, Failure> {
+        if self.done {
+            return Ok(None);
+        }
+        let built = loop {
+            if let Some(built) = self.early.remove(&self.next) {
+                break Some(built);
+            }
+            match self.built.recv() {
+                Ok((n, built)) => {
+                    self.early.insert(n, built);
+                }
+                Err(_) => break None,
+            }
+        };
+        self.next += 1;
+        // The walk may have ended: then nobody needs the room.
+        let _ = self.room.try_send(());
+        match built {
+            Some(Built::Batch(Ok(batch))) => Ok(Some(batch)),
+            Some(Built::Batch(Err(failure))) => {
+                self.done = true;
+                Err(failure)
+            }
+            Some(Built::End) => {
+                self.done = true;
+                Ok(None)
+            }
+            None => {
+                self.done = true;
+                Err(Failure::Store(
+                    StoreError::Internal("an export thread stopped before the end").into(),
+                ))
+            }
+        }
+    }
 }
 
-/// One decoding thread and what it shares.
-struct Worker<'a> {
-    chunks: Arc<Mutex<Receiver<Chunk>>>,
+/// The walking thread.
+struct Walk {
+    view: Arc<SnapshotView>,
+    table: Arc<str>,
+    bounds: (std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>),
+    /// A chunk ends at this many rows or bytes.
+    limits: (usize, usize),
+    /// The workers' queue.
+    work: SyncSender<(usize, Work)>,
+    /// One per chunk the walk may still send ahead of the reader.
+    rooms: Receiver<()>,
+    /// Chunks the workers are done with.
+    recycled: Receiver<Chunk>,
+}
+
+impl Walk {
+    /// Walks the rows and hands out the chunks, then says where the rows end (or where
+    /// the walk failed). Stops early once the stream is dropped (a send or a wait for
+    /// room fails).
+    fn run(self) {
+        let (batch_rows, chunk_bytes) = self.limits;
+        let mut chunk = Chunk::default();
+        let mut sent = 0usize;
+        let mut listening = true;
+        let walked =
+            self.view
+                .visit_sealed(&self.table, bounds(&self.bounds), &mut |key, stored| {
+                    chunk.push(key, stored);
+                    if chunk.ends.len() >= batch_rows || chunk.bytes.len() >= chunk_bytes {
+                        let next = self.recycled.try_recv().unwrap_or_default().reuse();
+                        let full = std::mem::replace(&mut chunk, next);
+                        listening = self.give(sent, Work::Rows(full));
+                        sent += 1;
+                    }
+                    listening
+                });
+        if !listening {
+            return;
+        }
+        if let Err(err) = walked {
+            self.give(sent, Work::Failed(err));
+            return;
+        }
+        if !chunk.ends.is_empty() {
+            if !self.give(sent, Work::Rows(chunk)) {
+                return;
+            }
+            sent += 1;
+        }
+        self.give(sent, Work::End);
+    }
+
+    /// Gives chunk `n` to the workers once the window has room; `false` once the stream
+    /// or every worker is gone.
+    fn give(&self, n: usize, work: Work) -> bool {
+        self.rooms.recv().is_ok() && self.work.send((n, work)).is_ok()
+    }
+}
+
+/// One decoding thread.
+struct Worker {
+    work: Arc<Mutex<Receiver<(usize, Work)>>>,
+    built: SyncSender<(usize, Built)>,
     /// Where decoded chunks go back to the walking thread, to be filled again.
     recycle: Sender<Chunk>,
-    /// Set once a chunk held a bad row: the walk stops.
-    bad: &'a AtomicBool,
     builders: Builders,
-    schema: &'a SchemaRef,
-    table: &'a str,
+    schema: SchemaRef,
+    table: Arc<str>,
 }
 
-impl Worker<'_> {
-    /// Decodes chunks until none are left.
-    fn run(mut self) -> Vec<Built> {
-        let mut built = Vec::new();
+impl Worker {
+    /// Decodes chunks until the rows end or the stream is gone.
+    fn run(mut self) {
         loop {
             let next = self
-                .chunks
+                .work
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .recv();
-            let Ok(chunk) = next else {
-                return built;
+            let Ok((n, work)) = next else {
+                return;
             };
-            let batch = self.decode(&chunk);
-            if batch.is_err() {
-                self.bad.store(true, Ordering::Relaxed);
+            let built = match work {
+                Work::Rows(chunk) => {
+                    let batch = self.decode(&chunk);
+                    // The walk may be over; then the chunk is freed here.
+                    let _ = self.recycle.send(chunk);
+                    Built::Batch(batch)
+                }
+                Work::Failed(err) => Built::Batch(Err(Failure::Store(err))),
+                Work::End => Built::End,
+            };
+            if self.built.send((n, built)).is_err() {
+                return;
             }
-            built.push((chunk.seq, batch));
-            // The walk may be over; then the chunk is freed here.
-            let _ = self.recycle.send(chunk);
         }
     }
 
     fn decode(&mut self, chunk: &Chunk) -> Result<RecordBatch, Failure> {
         for (key, stored) in chunk.rows() {
-            let pushed = match checked_value(self.table, key, stored) {
+            let pushed = match checked_value(&self.table, key, stored) {
                 Ok(value) => self
                     .builders
                     .push(key, value)
@@ -201,7 +300,7 @@ impl Worker<'_> {
             }
         }
         Ok(super::batch(
-            self.schema,
+            &self.schema,
             self.builders.finish(),
             chunk.ends.len(),
         ))
@@ -275,8 +374,18 @@ mod tests {
         }
     }
 
+    /// Every batch of `plan`, built by `workers` threads.
+    fn on_threads(plan: &Plan, workers: usize) -> Result<Vec<RecordBatch>, Failure> {
+        let mut threads = Parallel::start(plan, workers).unwrap();
+        let mut batches = Vec::new();
+        while let Some(batch) = threads.next_batch()? {
+            batches.push(batch);
+        }
+        Ok(batches)
+    }
+
     #[test]
-    fn a_parallel_build_gives_the_batches_of_a_build_on_one_thread() {
+    fn batches_built_on_threads_are_those_built_on_one_thread() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir, 1000, &[]);
         let ranges = [
@@ -287,9 +396,9 @@ mod tests {
         for bounds in ranges {
             for batch_rows in [1, 64, 1000, 5000] {
                 let plan = plan(&store, request(bounds.clone(), batch_rows), None);
-                let here = plan.build_here().ok().unwrap();
+                let here = plan.stream_here().build_all().ok().unwrap();
                 for workers in [1, 2, 3] {
-                    let built = build(&plan, workers).unwrap().ok().unwrap();
+                    let built = on_threads(&plan, workers).ok().unwrap();
                     assert_eq!(built, here, "{bounds:?}, {batch_rows} rows a batch");
                 }
             }
@@ -297,7 +406,7 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_row_fails_a_parallel_build_at_the_first_one_in_key_order() {
+    fn a_bad_row_ends_the_batches_at_the_first_one_in_key_order() {
         let dir = tempfile::tempdir().unwrap();
         // The schema comes from the first 100 rows; rows 500 and 800 have a field it lacks.
         let store = store(&dir, 1000, &[500, 800]);
@@ -306,10 +415,33 @@ mod tests {
             request((Bound::Unbounded, Bound::Unbounded), 16),
             Some(100),
         );
-        assert_eq!(bad_key(plan.build_here()), key(500));
+        assert_eq!(bad_key(plan.stream_here().build_all()), key(500));
         // Chunks are decoded in any order: the first bad row in key order must win each time.
         for _ in 0..20 {
-            assert_eq!(bad_key(build(&plan, 3).unwrap()), key(500));
+            assert_eq!(bad_key(on_threads(&plan, 3)), key(500));
+        }
+    }
+
+    #[test]
+    fn a_stream_dropped_early_stops_its_threads_and_lets_go_of_the_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir, 1000, &[]);
+        let plan = plan(
+            &store,
+            request((Bound::Unbounded, Bound::Unbounded), 8),
+            None,
+        );
+        let mut threads = Parallel::start(&plan, 2).unwrap();
+        assert_eq!(threads.next_batch().ok().unwrap().unwrap().num_rows(), 8);
+        assert!(
+            Arc::strong_count(plan.view()) > 1,
+            "the walk holds the snapshot"
+        );
+        drop(threads);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while Arc::strong_count(plan.view()) > 1 {
+            assert!(std::time::Instant::now() < deadline, "the walk still runs");
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
 }
