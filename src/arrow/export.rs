@@ -323,17 +323,14 @@ impl Export {
     }
 
     fn build_batch(&mut self) -> std::result::Result<Option<RecordBatch>, Failure> {
-        let Source::Here {
-            view,
-            builders,
-            next,
-            done,
-        } = &mut self.source
-        else {
-            let Source::Threads(threads) = &mut self.source else {
-                unreachable!("an export is built here or on threads")
-            };
-            return threads.next_batch();
+        let (view, builders, next, done) = match &mut self.source {
+            Source::Threads(threads) => return threads.next_batch(),
+            Source::Here {
+                view,
+                builders,
+                next,
+                done,
+            } => (view, builders, next, done),
         };
         if *done {
             return Ok(None);
