@@ -17,6 +17,7 @@ mod history;
 mod install;
 mod maintenance;
 mod overlay;
+mod paced;
 mod recover;
 mod retention;
 mod stats;

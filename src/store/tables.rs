@@ -15,6 +15,7 @@ use redb::{
 };
 
 use super::apply::Applier;
+use super::paced::PacedFile;
 use super::stored::{seal_into, unseal, without_crc, Damage};
 use crate::codec::Op;
 use crate::error::{Result, StoreError};
@@ -145,7 +146,14 @@ impl Tables {
     /// marked by [`Tables::set_follower`] once it takes on a primary's history.
     /// `cache_bytes` bounds redb's page cache (read cache and write buffer together).
     pub(crate) fn open(path: &Path, follower: bool, cache_bytes: usize) -> Result<(Self, Meta)> {
-        let db = Builder::new().set_cache_size(cache_bytes).create(path)?;
+        let file = PacedFile::open(path).map_err(|source| StoreError::Io {
+            context: "cannot open the tables file",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let db = Builder::new()
+            .set_cache_size(cache_bytes)
+            .create_with_backend(file)?;
         let tables = Self {
             latest: Mutex::new(None),
             db,
