@@ -5,9 +5,14 @@ Run it from the repository with the package installed (``replikv`` importable)::
 
     python benches/bench_sync.py            # every scenario, about a minute on 2 cores
     python benches/bench_sync.py --quick    # a fast smoke run
+    python benches/bench_sync.py --replica-dir /dev/shm   # replicas on storage of their own
 
-Replicas run in child processes (``replikv.Replica``) and connect over 127.0.0.1. Every
-ratio compares two figures of this run, measured in interleaved slices on one disk; the
+Replicas run in child processes (``replikv.Replica``) and connect over 127.0.0.1. By
+default their stores sit beside the primary's, on one disk: every replica's fsync then
+queues with the primary's, which a deployment with replicas on other machines never sees.
+``--replica-dir`` puts them elsewhere (another disk, or tmpfs standing in for one).
+
+Every ratio compares two figures of this run, measured in interleaved slices on one disk; the
 targets come from issue 7 ("Speed"). The physical path of a sync write (local commit +
 a replica's durable append + a round trip) is measured in Rust by
 ``cargo bench --no-default-features --bench sync``. This script never fails on a timing.
@@ -30,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 # benches/ is not a package: make the sibling benchmarks importable
@@ -38,7 +43,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import replikv
 from bench_replication import LOOPBACK, ChildReplica
-from bench_store import TABLE, Report, bench_parser, fmt_runs, make_key, scratch, section, show
+from bench_store import (
+    TABLE,
+    Report,
+    bench_parser,
+    filesystem_of,
+    fmt_runs,
+    make_key,
+    scratch,
+    section,
+    show,
+)
 
 SCENARIOS = ("latency", "writers", "async")
 SYNC_TABLE = "consent"
@@ -55,6 +70,8 @@ class Config:
     rounds: int = 5
     slice_s: float = 1.0
     wait_s: float = 60.0
+    #: Where the replicas keep their stores (``None``: beside the primary's).
+    replica_dir: Path | None = None
 
 
 QUICK = Config(puts=40, rounds=2, slice_s=0.25)
@@ -72,11 +89,14 @@ class Served:
 @contextmanager
 def served(base: Path, replicas: int, cfg: Config) -> Iterator[Served]:
     """A primary with ``replicas`` replicas registered (sync writes are accepted)."""
-    with scratch(base, "primary") as directory:
+    with (
+        scratch(base, "primary") as directory,
+        scratch(cfg.replica_dir or base, "replicas") as replica_dir,
+    ):
         store = replikv.Store(directory / "store")
         primary = replikv.Primary(store, listen=LOOPBACK, quorum=1)
         children = [
-            ChildReplica(directory / f"replica-{i}", primary.address, f"r{i}")
+            ChildReplica(replica_dir / f"replica-{i}", primary.address, f"r{i}")
             for i in range(replicas)
         ]
         try:
@@ -257,8 +277,13 @@ def bench_async(base: Path, cfg: Config, report: Report) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = bench_parser(__doc__, SCENARIOS)
+    parser.add_argument(
+        "--replica-dir",
+        type=Path,
+        help="where the replicas keep their stores (default: beside the primary's)",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    cfg = QUICK if args.quick else Config()
+    cfg = replace(QUICK if args.quick else Config(), replica_dir=args.replica_dir)
     report = Report()
     benches: dict[str, Callable[[Path, Config, Report], None]] = {
         "latency": bench_latency,
@@ -266,6 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "async": bench_async,
     }
     with scratch(Path(args.dir), "replikv-bench-sync") as base:
+        show("primary's file system", filesystem_of(base))
+        show("replicas' file system", filesystem_of(cfg.replica_dir or base))
         for name in SCENARIOS:
             if args.only is None or args.only == name:
                 benches[name](base, cfg, report)

@@ -80,8 +80,13 @@ impl QuorumView {
 pub struct SyncWaiters {
     options: SyncOptions,
     view: Mutex<QuorumView>,
-    /// Signalled whenever the view changes.
+    /// Signalled whenever the view changes: what `wait_for` callers wait on.
     changed: Condvar,
+    /// Signalled only when the quorum LSN rises: what sync writers wait on. With more
+    /// replicas than the quorum, most acks change the view without releasing anyone (the
+    /// slower replicas'); waking every sync writer for each of them cost a context switch
+    /// per ack on the writers' cores.
+    released: Condvar,
     /// The highest LSN a sync writer waits for: shipping watches it, so that a sync
     /// write never waits for the ship interval.
     wanted: watch::Sender<u64>,
@@ -101,6 +106,7 @@ impl SyncWaiters {
             options,
             view: Mutex::new(QuorumView::default()),
             changed: Condvar::new(),
+            released: Condvar::new(),
             wanted: watch::Sender::new(0),
             fenced: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
@@ -126,9 +132,18 @@ impl SyncWaiters {
         if *current == view {
             return;
         }
+        let rises = view.quorum_lsn > current.quorum_lsn;
         *current = view;
         drop(current);
         self.changed.notify_all();
+        if rises {
+            self.released.notify_all();
+        }
+    }
+
+    fn wake_all(&self) {
+        self.changed.notify_all();
+        self.released.notify_all();
     }
 
     /// The primary learned of the newer `epoch`: it is deposed, and every sync writer
@@ -137,7 +152,7 @@ impl SyncWaiters {
         let view = self.lock();
         self.fenced.fetch_max(epoch, Ordering::AcqRel);
         drop(view);
-        self.changed.notify_all();
+        self.wake_all();
     }
 
     /// The primary stopped: every sync writer still waiting fails now (its write is
@@ -146,7 +161,7 @@ impl SyncWaiters {
         let view = self.lock();
         self.stopped.store(true, Ordering::Release);
         drop(view);
-        self.changed.notify_all();
+        self.wake_all();
     }
 
     fn fenced_error(&self) -> Option<ReplicationError> {
@@ -173,8 +188,14 @@ impl SyncWaiters {
         self.lock().acked.len()
     }
 
-    /// Waits until `done` holds for the view or `timeout` passes; returns the last view.
-    fn wait_until(&self, timeout: Duration, done: impl Fn(&QuorumView) -> bool) -> QuorumView {
+    /// Waits on `signal` until `done` holds for the view or `timeout` passes; returns the
+    /// last view.
+    fn wait_until(
+        &self,
+        signal: &Condvar,
+        timeout: Duration,
+        done: impl Fn(&QuorumView) -> bool,
+    ) -> QuorumView {
         let deadline = Instant::now().checked_add(timeout);
         let mut view = self.lock();
         loop {
@@ -188,8 +209,7 @@ impl SyncWaiters {
             {
                 return view.clone();
             }
-            view = self
-                .changed
+            view = signal
                 .wait_timeout(view, left)
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .0;
@@ -200,7 +220,9 @@ impl SyncWaiters {
     /// many have (like Redis `WAIT`).
     #[must_use]
     pub fn wait_count(&self, lsn: u64, replicas: usize, timeout: Duration) -> usize {
-        let view = self.wait_until(timeout, |v| v.acked_by(lsn).len() >= replicas);
+        let view = self.wait_until(&self.changed, timeout, |v| {
+            v.acked_by(lsn).len() >= replicas
+        });
         view.acked_by(lsn).len()
     }
 }
@@ -240,7 +262,7 @@ impl SyncReplication for SyncWaiters {
     }
 
     fn wait_quorum(&self, lsn: u64, patience: Duration) -> Result<Option<Vec<String>>> {
-        let view = self.wait_until(patience, |v| v.quorum_lsn >= lsn);
+        let view = self.wait_until(&self.released, patience, |v| v.quorum_lsn >= lsn);
         if view.quorum_lsn >= lsn {
             // Acknowledged by a quorum before or after a deposition, the write is on
             // enough replicas for any promotion to find it.
@@ -350,6 +372,30 @@ mod tests {
             let acked_by = writer.join().expect("a waiter never panics");
             assert_eq!(acked_by, Some(vec!["a".to_owned(), "c".to_owned()]));
         }
+    }
+
+    /// An ack that leaves the quorum LSN where it was releases no sync writer, but it
+    /// still reaches a `wait_for` caller counting the replicas that hold an LSN.
+    #[test]
+    fn an_ack_that_moves_no_quorum_still_reaches_a_wait_for_caller() {
+        let waiters = waiters(1);
+        waiters.publish(view(1, &[("a", 10), ("b", 0)]));
+        let (counted, count) = std::sync::mpsc::channel();
+        let waiting = {
+            let waiters = Arc::clone(&waiters);
+            std::thread::spawn(move || {
+                let _ = counted.send(waiters.wait_count(10, 2, Duration::from_secs(3600)));
+            })
+        };
+        // Let the caller find one replica and wait (it returns 2 however late it looks).
+        std::thread::sleep(Duration::from_millis(20));
+        waiters.publish(view(1, &[("a", 10), ("b", 10)]));
+        assert_eq!(
+            count.recv_timeout(Duration::from_secs(60)),
+            Ok(2),
+            "the wait_for caller was never woken by the second replica's ack"
+        );
+        waiting.join().expect("a waiter never panics");
     }
 
     #[test]
