@@ -6,11 +6,13 @@ Run it from the repository with the package installed (``replikv`` importable)::
     python benches/bench_replication.py --quick         # a fast smoke run with small counts
     python benches/bench_replication.py --only lag --dir /some/disk
     python benches/bench_replication.py --only catchup --entries 200000
+    python benches/bench_replication.py --only lag --replica-dir /dev/shm
 
 Every figure is measured in this run on one disk (a temporary directory under ``--dir``,
-removed at the end), every ratio compares two figures of the same run, and only 127.0.0.1
-is used. The targets come from issue 3 ("Speed"); this script reports PASS/MISS, it never
-fails on a timing.
+removed at the end; ``--replica-dir`` moves the lag scenario's replica elsewhere, as
+another machine's disk would be: on one disk its fsyncs queue with the primary's), every
+ratio compares two figures of the same run, and only 127.0.0.1 is used. The targets come
+from issue 3 ("Speed"); this script reports PASS/MISS, it never fails on a timing.
 
 Scenarios:
   throughput  durable single-writer puts on a primary with async replicas attached (each a
@@ -110,6 +112,8 @@ class Config:
     # lag
     lag_s: float = 4.0
     poll_s: float = 0.0001
+    #: Where the lag scenario's replica keeps its store (``None``: beside the primary's).
+    replica_dir: Path | None = None
     # catch-up
     entries: int = 1_000_000
     catchup_budget_s: float = 110.0
@@ -536,13 +540,18 @@ class LagResult:
 
 def measure_lag(base: Path, cfg: Config, ship_interval: float) -> LagResult:
     """Two writer threads on a primary, one replica in this process, a watcher thread."""
-    with scratch(base, f"lag-{ship_interval:g}") as d:
+    with (
+        scratch(base, f"lag-{ship_interval:g}") as d,
+        scratch(cfg.replica_dir or base, f"lag-replica-{ship_interval:g}") as replica_home,
+    ):
         store = replikv.Store(str(d / "primary"), fsync=True)
         primary: replikv.Primary | None = None
         replica: replikv.Replica | None = None
         try:
             primary = replikv.Primary(store, listen=LOOPBACK, ship_interval=ship_interval)
-            replica = replikv.Replica(str(d / "replica"), primary=primary.address, name="lag")
+            replica = replikv.Replica(
+                str(replica_home / "replica"), primary=primary.address, name="lag"
+            )
             wait_applied(replica, store.put(TABLE, "warm-up", {"i": 0}).lsn, 60, "lag warm-up")
             pool = make_rows(cfg.put_pool)
             records: list[list[tuple[int, float, float]]] = [[], []]
@@ -658,7 +667,8 @@ def bench_lag(base: Path, cfg: Config, report: Report) -> None:
     print(
         "  lag of an entry = time the replica's applied_lsn was first seen >= its LSN\n"
         "  (a watcher thread polling every ~" + f"{cfg.poll_s * 1e6:.0f} us) - time its put "
-        "returned in the writer thread"
+        "returned in the writer thread\n"
+        f"  the replica's store: on {filesystem_of(cfg.replica_dir or base)}"
     )
     for ship_interval in (0.0, DEFAULT_SHIP_INTERVAL):
         res = measure_lag(base, cfg, ship_interval)
@@ -988,6 +998,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--keys", type=int, help="keys in the snapshot scenario (default 1,000,000)"
     )
+    parser.add_argument(
+        "--replica-dir",
+        type=Path,
+        help="where the lag scenario's replica keeps its store (default: beside the "
+        "primary's; on one disk its fsyncs queue with the primary's)",
+    )
     args = parser.parse_args(argv)
     for name in ("entries", "keys"):
         value = getattr(args, name)
@@ -1003,6 +1019,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = replace(cfg, entries=args.entries)
     if args.keys is not None:
         cfg = replace(cfg, snapshot_keys=args.keys)
+    if args.replica_dir is not None:
+        cfg = replace(cfg, replica_dir=args.replica_dir)
 
     print("$ " + shlex.join([sys.executable, *sys.argv]))
     base = Path(tempfile.mkdtemp(prefix="replikv-bench-repl-", dir=args.dir))
