@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 import replikv
 from replikv import cli
@@ -84,6 +85,9 @@ def test_a_damaged_row_fails_an_export_built_on_every_core_naming_its_key(
             events.to_arrow()
         with pytest.raises(replikv.CorruptionError, match=r"'events'.*\b40000\b"):
             events.to_pandas()
+        # A stream finds its schema from every row first, on every core too.
+        with pytest.raises(replikv.CorruptionError, match=r"'events'.*\b40000\b"):
+            pa.table(events.to_arrow_batches())
         # The rows before it export.
         assert events.to_arrow(end=40_000).num_rows == 40_000
 

@@ -2,16 +2,15 @@
 //! infers the schema, a second builds batches of bounded size, one at a time, so a table
 //! larger than memory can be streamed.
 
-use std::num::NonZeroUsize;
 use std::ops::Bound;
 use std::sync::Arc;
-use std::thread;
 
 use arrow_array::{ArrayRef, RecordBatch, RecordBatchReader};
 use arrow_schema::{ArrowError, SchemaRef};
 
 use super::column::{Column, Unfit};
-use super::parallel::Parallel;
+use super::jobs::Decode;
+use super::parallel::{workers, Parallel};
 use super::shape::{FieldIndex, Layout, Shape};
 use crate::codec::decode_key;
 use crate::codec::msgpack::{Reader, Token};
@@ -23,10 +22,6 @@ pub(super) const BATCH_DATA_BYTES: usize = 64 << 20;
 
 /// Rows whose kinds [`Plan::collect`] takes as the schema's before it builds batches.
 const SAMPLE_ROWS: u64 = 65_536;
-
-/// Threads that decode one export at most: past this, walking the rows on one thread
-/// is what limits an export.
-const MAX_WORKERS: usize = 4;
 
 /// Every row of an export, built (see [`Plan::collect`]).
 pub struct Collected {
@@ -83,7 +78,7 @@ enum Source {
         done: bool,
     },
     /// Ahead, on threads of the export's own.
-    Threads(Parallel),
+    Threads(Parallel<RecordBatch>),
 }
 
 /// The columns of the batch being built.
@@ -99,7 +94,7 @@ pub(super) struct Builders {
     sampled: bool,
 }
 
-fn unfit(table: &str, key: &[u8], err: &Unfit) -> crate::Error {
+pub(super) fn unfit(table: &str, key: &[u8], err: &Unfit) -> crate::Error {
     StoreError::DamagedRow {
         table: table.to_owned(),
         key: key.to_vec(),
@@ -117,28 +112,14 @@ impl Plan {
         Self::infer(Arc::new(store.snapshot_view()?), request, None)
     }
 
-    /// Infers the schema from the first `sample` rows of `view` (all if `None`).
+    /// Infers the schema from the first `sample` rows of `view` (all if `None`: on every
+    /// core when the table may hold more than one batch).
     pub(super) fn infer(
         view: Arc<SnapshotView>,
         request: ExportRequest,
         sample: Option<u64>,
     ) -> Result<Self> {
-        let mut shape = Shape::new(request.columns.as_deref());
-        let mut failed = None;
-        view.visit(
-            &request.table,
-            bounds(&request.bounds),
-            &mut |key, value| match shape.observe(key, value) {
-                Ok(()) => sample.is_none_or(|rows| shape.rows() < rows),
-                Err(err) => {
-                    failed = Some(unfit(&request.table, key, &err.into()));
-                    false
-                }
-            },
-        )?;
-        if let Some(err) = failed {
-            return Err(err);
-        }
+        let shape = super::infer::shape(&view, &request, sample)?;
         Ok(Self {
             schema: shape.schema(&request.key_name),
             sampled: sample.is_some_and(|rows| shape.rows() >= rows),
@@ -219,14 +200,13 @@ impl Plan {
     }
 
     /// A stream of the rows, from the first: built ahead on every core (up to
-    /// [`MAX_WORKERS`]) unless the rows are known to fit in one batch.
+    /// [`super::parallel::MAX_WORKERS`]) unless the rows are known to fit in one batch.
     #[must_use]
     pub fn stream(&self) -> Export {
-        let workers = thread::available_parallelism().map_or(1, NonZeroUsize::get);
         let one_batch = !self.sampled && self.rows() <= self.batch_rows() as u64;
-        let threads = (workers > 1 && !one_batch)
-            .then(|| Parallel::start(self, workers.min(MAX_WORKERS)))
-            .flatten();
+        let threads = workers().filter(|_| !one_batch).and_then(|workers| {
+            Parallel::start(&self.view, &self.request, workers, || Decode::new(self))
+        });
         match threads {
             Some(threads) => self.export(Source::Threads(threads)),
             None => self.stream_here(),
@@ -278,16 +258,6 @@ impl Plan {
     pub(super) fn batch_rows(&self) -> usize {
         self.request.batch_rows.max(1)
     }
-
-    /// What is exported.
-    pub(super) fn request(&self) -> &ExportRequest {
-        &self.request
-    }
-
-    /// The snapshot read.
-    pub(super) fn view(&self) -> &Arc<SnapshotView> {
-        &self.view
-    }
 }
 
 /// Why a batch could not be built.
@@ -299,7 +269,7 @@ pub(super) enum Failure {
 }
 
 impl Failure {
-    fn into_error(self, table: &str) -> crate::Error {
+    pub(super) fn into_error(self, table: &str) -> crate::Error {
         match self {
             Failure::Row(key, err) => unfit(table, &key, &err),
             Failure::Store(err) => err,
@@ -324,7 +294,7 @@ impl Export {
 
     fn build_batch(&mut self) -> std::result::Result<Option<RecordBatch>, Failure> {
         let (view, builders, next, done) = match &mut self.source {
-            Source::Threads(threads) => return threads.next_batch(),
+            Source::Threads(threads) => return threads.next(),
             Source::Here {
                 view,
                 builders,

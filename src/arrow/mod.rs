@@ -5,6 +5,8 @@ mod column;
 mod export;
 mod feed;
 mod import;
+mod infer;
+mod jobs;
 mod parallel;
 mod shape;
 

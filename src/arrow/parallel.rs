@@ -1,27 +1,35 @@
-//! An export built ahead on threads of its own. One thread walks the snapshot (a redb
-//! iterator belongs to one thread) and copies its rows, as stored, into chunks of one
-//! batch's rows; workers check each row's CRC and decode the chunks into record batches.
-//! Any idle worker takes the next chunk, and the reader puts the batches back in key order.
-//! The walk runs at most [`WINDOW`] chunks ahead of the reader per worker, so a stream of
-//! a table larger than memory stays bounded. Walking and copying is about a fifth of an
-//! export's time, so two cores build a large export in a little over half the time of one.
-//! Dropping the export stops every thread: each one's next send or receive fails.
+//! A pass over an export's rows on threads of its own: building its batches ahead, or
+//! finding its shape. One thread walks the snapshot (a redb iterator belongs to one thread)
+//! and copies its rows, as stored, into chunks of one batch's rows; workers check each
+//! row's CRC and do the pass's [`Job`] on the chunks (decode them into record batches, or
+//! note their fields' kinds). Any idle worker takes the next chunk, and the reader gets
+//! the results back in key order. The walk runs at most [`WINDOW`] chunks ahead of the
+//! reader per worker, so a stream of a table larger than memory stays bounded. Walking and
+//! copying is about a fifth of an export's time, so two cores build a large export in a
+//! little over half the time of one. Dropping the pass stops every thread: each one's next
+//! send or receive fails.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 
-use arrow_array::RecordBatch;
-use arrow_schema::SchemaRef;
-
-use super::export::{bounds, Builders, Failure, Plan, BATCH_DATA_BYTES};
+use super::export::{bounds, ExportRequest, Failure, BATCH_DATA_BYTES};
 use crate::error::StoreError;
-use crate::store::{checked_value, SnapshotView};
+use crate::store::SnapshotView;
+
+/// What a worker makes of each chunk of rows, in its turn.
+pub(super) trait Job: Send + 'static {
+    /// The result of one chunk.
+    type Out: Send + 'static;
+    /// The chunk's result; a bad row in it (the first) fails it.
+    fn run(&mut self, chunk: &Chunk) -> Result<Self::Out, Failure>;
+}
 
 /// Rows copied out of the snapshot as stored: one batch's worth.
 #[derive(Default)]
-struct Chunk {
+pub(super) struct Chunk {
     bytes: Vec<u8>,
     /// Where each row's key and stored value end in `bytes`.
     ends: Vec<(usize, usize)>,
@@ -43,7 +51,13 @@ impl Chunk {
         self.ends.push((key_end, self.bytes.len()));
     }
 
-    fn rows(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+    /// Rows in the chunk.
+    pub(super) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Each row's key and stored value (its CRC still on it), in key order.
+    pub(super) fn rows(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         let mut start = 0;
         self.ends.iter().map(move |&(key_end, end)| {
             let row = (&self.bytes[start..key_end], &self.bytes[key_end..end]);
@@ -63,31 +77,46 @@ enum Work {
 }
 
 /// What a worker gives back, in its turn.
-enum Built {
-    Batch(Result<RecordBatch, Failure>),
+enum Built<T> {
+    Chunk(Result<T, Failure>),
     End,
 }
 
 /// Chunks the walk may run ahead of the reader, per worker.
 const WINDOW: usize = 2;
+/// Threads that work on one pass at most: past this, walking the rows on one thread is
+/// what limits it.
+pub(super) const MAX_WORKERS: usize = 4;
 
-/// The batches of an export, built ahead by a walking thread and decoding workers.
-pub(super) struct Parallel {
-    /// Batches as the workers finish them, with their place in key order.
-    built: Receiver<(usize, Built)>,
-    /// Batches that came before their turn.
-    early: BTreeMap<usize, Built>,
+/// Threads for a pass over an export's rows (up to [`MAX_WORKERS`]); `None` on one core.
+pub(super) fn workers() -> Option<usize> {
+    let cores = thread::available_parallelism().map_or(1, NonZeroUsize::get);
+    (cores > 1).then_some(cores.min(MAX_WORKERS))
+}
+
+/// The results of a pass over an export's rows, one per chunk, done ahead by a walking
+/// thread and workers.
+pub(super) struct Parallel<T> {
+    /// Results as the workers finish them, with their place in key order.
+    built: Receiver<(usize, Built<T>)>,
+    /// Results that came before their turn.
+    early: BTreeMap<usize, Built<T>>,
     /// Gives the walk room for one more chunk.
     room: SyncSender<()>,
     next: usize,
     done: bool,
 }
 
-impl Parallel {
-    /// Starts the threads for `plan`'s rows, with up to `workers` decoding; `None` if not
-    /// one worker could be started.
-    pub(super) fn start(plan: &Plan, workers: usize) -> Option<Self> {
-        let batch_rows = plan.batch_rows();
+impl<T: Send + 'static> Parallel<T> {
+    /// Starts the threads for the rows `request` asks for in `view`, with up to `workers`
+    /// doing a `job()` each; `None` if not one worker could be started.
+    pub(super) fn start<J: Job<Out = T>>(
+        view: &Arc<SnapshotView>,
+        request: &ExportRequest,
+        workers: usize,
+        mut job: impl FnMut() -> J,
+    ) -> Option<Self> {
+        let batch_rows = request.batch_rows.max(1);
         // Chunks wait while the workers decode: with smaller chunks for more workers, the
         // rows in flight stay a few batches' worth.
         let chunk_bytes = BATCH_DATA_BYTES / workers.max(1);
@@ -96,18 +125,15 @@ impl Parallel {
         // Owned by the workers alone: once they are all gone (a panic), the walk's sends
         // fail and it stops.
         let take = Arc::new(Mutex::new(take));
-        let (hand_back, built) = sync_channel::<(usize, Built)>(window);
+        let (hand_back, built) = sync_channel::<(usize, Built<T>)>(window);
         let (recycle, recycled) = channel::<Chunk>();
-        let table: Arc<str> = plan.request().table.as_str().into();
         let mut started = 0;
         for _ in 0..workers {
             let worker = Worker {
                 work: Arc::clone(&take),
                 built: hand_back.clone(),
                 recycle: recycle.clone(),
-                builders: plan.builders(batch_rows.min(plan.rows() as usize).max(1)),
-                schema: plan.schema(),
-                table: Arc::clone(&table),
+                job: job(),
             };
             let spawned = thread::Builder::new()
                 .name("replikv-export".to_owned())
@@ -126,9 +152,9 @@ impl Parallel {
                 .expect("invariant: the channel has room for the window");
         }
         let walk = Walk {
-            view: Arc::clone(plan.view()),
-            table,
-            bounds: plan.request().bounds.clone(),
+            view: Arc::clone(view),
+            table: request.table.as_str().into(),
+            bounds: request.bounds.clone(),
             limits: (batch_rows, chunk_bytes),
             work: give,
             rooms,
@@ -147,8 +173,8 @@ impl Parallel {
         })
     }
 
-    /// The next batch, in key order; `None` after the last.
-    pub(super) fn next_batch(&mut self) -> Result<Option<RecordBatch>, Failure> {
+    /// The next chunk's result, in key order; `None` after the last.
+    pub(super) fn next(&mut self) -> Result<Option<T>, Failure> {
         if self.done {
             return Ok(None);
         }
@@ -167,8 +193,8 @@ impl Parallel {
         // The walk may have ended: then nobody needs the room.
         let _ = self.room.try_send(());
         match built {
-            Some(Built::Batch(Ok(batch))) => Ok(Some(batch)),
-            Some(Built::Batch(Err(failure))) => {
+            Some(Built::Chunk(Ok(out))) => Ok(Some(out)),
+            Some(Built::Chunk(Err(failure))) => {
                 self.done = true;
                 Err(failure)
             }
@@ -245,19 +271,17 @@ impl Walk {
     }
 }
 
-/// One decoding thread.
-struct Worker {
+/// One working thread.
+struct Worker<J: Job> {
     work: Arc<Mutex<Receiver<(usize, Work)>>>,
-    built: SyncSender<(usize, Built)>,
-    /// Where decoded chunks go back to the walking thread, to be filled again.
+    built: SyncSender<(usize, Built<J::Out>)>,
+    /// Where chunks go back to the walking thread once done, to be filled again.
     recycle: Sender<Chunk>,
-    builders: Builders,
-    schema: SchemaRef,
-    table: Arc<str>,
+    job: J,
 }
 
-impl Worker {
-    /// Decodes chunks until the rows end or the stream is gone.
+impl<J: Job> Worker<J> {
+    /// Does its job on chunks until the rows end or the pass is gone.
     fn run(mut self) {
         loop {
             let next = self
@@ -270,40 +294,18 @@ impl Worker {
             };
             let built = match work {
                 Work::Rows(chunk) => {
-                    let batch = self.decode(&chunk);
+                    let out = self.job.run(&chunk);
                     // The walk may be over; then the chunk is freed here.
                     let _ = self.recycle.send(chunk);
-                    Built::Batch(batch)
+                    Built::Chunk(out)
                 }
-                Work::Failed(err) => Built::Batch(Err(Failure::Store(err))),
+                Work::Failed(err) => Built::Chunk(Err(Failure::Store(err))),
                 Work::End => Built::End,
             };
             if self.built.send((n, built)).is_err() {
                 return;
             }
         }
-    }
-
-    fn decode(&mut self, chunk: &Chunk) -> Result<RecordBatch, Failure> {
-        for (key, stored) in chunk.rows() {
-            let pushed = match checked_value(&self.table, key, stored) {
-                Ok(value) => self
-                    .builders
-                    .push(key, value)
-                    .map_err(|err| Failure::Row(key.to_vec(), err)),
-                Err(damaged) => Err(Failure::Store(damaged)),
-            };
-            if let Err(failure) = pushed {
-                // Empties the builders of the chunk's rows (and of the bad row's start).
-                self.builders.finish();
-                return Err(failure);
-            }
-        }
-        Ok(super::batch(
-            &self.schema,
-            self.builders.finish(),
-            chunk.ends.len(),
-        ))
     }
 }
 
@@ -312,8 +314,11 @@ mod tests {
     use std::ops::Bound;
     use std::sync::Arc;
 
+    use arrow_array::RecordBatch;
+
+    use super::super::export::Plan;
+    use super::super::jobs::Decode;
     use super::*;
-    use crate::arrow::ExportRequest;
     use crate::codec::{encode_key, KeyRef, Op};
     use crate::store::{Store, StoreOptions};
 
@@ -362,8 +367,21 @@ mod tests {
         }
     }
 
-    fn plan(store: &Store, request: ExportRequest, sample: Option<u64>) -> Plan {
-        Plan::infer(Arc::new(store.snapshot_view().unwrap()), request, sample).unwrap()
+    /// A plan and what it was made from.
+    struct Planned {
+        view: Arc<SnapshotView>,
+        request: ExportRequest,
+        plan: Plan,
+    }
+
+    fn plan(store: &Store, request: ExportRequest, sample: Option<u64>) -> Planned {
+        let view = Arc::new(store.snapshot_view().unwrap());
+        let plan = Plan::infer(Arc::clone(&view), request.clone(), sample).unwrap();
+        Planned {
+            view,
+            request,
+            plan,
+        }
     }
 
     fn bad_key(built: Result<Vec<RecordBatch>, Failure>) -> Vec<u8> {
@@ -375,10 +393,15 @@ mod tests {
     }
 
     /// Every batch of `plan`, built by `workers` threads.
-    fn on_threads(plan: &Plan, workers: usize) -> Result<Vec<RecordBatch>, Failure> {
-        let mut threads = Parallel::start(plan, workers).unwrap();
+    fn on_threads(planned: &Planned, workers: usize) -> Result<Vec<RecordBatch>, Failure> {
+        let Planned {
+            view,
+            request,
+            plan,
+        } = planned;
+        let mut threads = Parallel::start(view, request, workers, || Decode::new(plan)).unwrap();
         let mut batches = Vec::new();
-        while let Some(batch) = threads.next_batch()? {
+        while let Some(batch) = threads.next()? {
             batches.push(batch);
         }
         Ok(batches)
@@ -396,7 +419,7 @@ mod tests {
         for bounds in ranges {
             for batch_rows in [1, 64, 1000, 5000] {
                 let plan = plan(&store, request(bounds.clone(), batch_rows), None);
-                let here = plan.stream_here().build_all().ok().unwrap();
+                let here = plan.plan.stream_here().build_all().ok().unwrap();
                 for workers in [1, 2, 3] {
                     let built = on_threads(&plan, workers).ok().unwrap();
                     assert_eq!(built, here, "{bounds:?}, {batch_rows} rows a batch");
@@ -415,7 +438,7 @@ mod tests {
             request((Bound::Unbounded, Bound::Unbounded), 16),
             Some(100),
         );
-        assert_eq!(bad_key(plan.stream_here().build_all()), key(500));
+        assert_eq!(bad_key(plan.plan.stream_here().build_all()), key(500));
         // Chunks are decoded in any order: the first bad row in key order must win each time.
         for _ in 0..20 {
             assert_eq!(bad_key(on_threads(&plan, 3)), key(500));
@@ -431,15 +454,18 @@ mod tests {
             request((Bound::Unbounded, Bound::Unbounded), 8),
             None,
         );
-        let mut threads = Parallel::start(&plan, 2).unwrap();
-        assert_eq!(threads.next_batch().ok().unwrap().unwrap().num_rows(), 8);
+        // This test and the plan hold the snapshot.
+        let idle = Arc::strong_count(&plan.view);
+        let mut threads =
+            Parallel::start(&plan.view, &plan.request, 2, || Decode::new(&plan.plan)).unwrap();
+        assert_eq!(threads.next().ok().unwrap().unwrap().num_rows(), 8);
         assert!(
-            Arc::strong_count(plan.view()) > 1,
+            Arc::strong_count(&plan.view) > idle,
             "the walk holds the snapshot"
         );
         drop(threads);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while Arc::strong_count(plan.view()) > 1 {
+        while Arc::strong_count(&plan.view) > idle {
             assert!(std::time::Instant::now() < deadline, "the walk still runs");
             std::thread::sleep(std::time::Duration::from_millis(5));
         }

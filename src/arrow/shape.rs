@@ -183,6 +183,26 @@ impl Shape {
         Ok(())
     }
 
+    /// Adds the rows `later` saw, which all come after this shape's in key order (the
+    /// shapes of consecutive chunks, put together in order): the same shape as one that
+    /// saw every row itself, columns in first-seen order included.
+    pub fn merge(&mut self, later: Self) {
+        self.key = self.key.join(later.key);
+        self.rows += later.rows;
+        self.whole = self.whole.join(later.whole);
+        self.all_dicts &= later.all_dicts;
+        for (name, kind) in later.columns {
+            match self.index.named(&name) {
+                Some(i) => self.columns[i].1 = self.columns[i].1.join(kind),
+                None if !self.fixed => {
+                    self.index.insert(&name);
+                    self.columns.push((name, kind));
+                }
+                None => {}
+            }
+        }
+    }
+
     /// Rows seen.
     #[must_use]
     pub fn rows(&self) -> u64 {
@@ -234,8 +254,7 @@ impl FieldIndex {
     pub fn new<'a>(names: impl Iterator<Item = &'a str>) -> Self {
         let mut index = Self::default();
         for name in names {
-            index.by_name.insert(name.to_owned(), index.names.len());
-            index.names.push(name.to_owned());
+            index.insert(name);
         }
         index
     }
@@ -252,12 +271,23 @@ impl FieldIndex {
         Some(found)
     }
 
+    /// The column of the field `name`, wherever it was found.
+    fn named(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
     /// Numbers a new field, found at `position` in its dict.
     pub fn add(&mut self, position: usize, name: &str) {
+        let column = self.insert(name);
+        self.remember(position, column);
+    }
+
+    /// Numbers a new field; returns its column.
+    fn insert(&mut self, name: &str) -> usize {
         let column = self.names.len();
         self.by_name.insert(name.to_owned(), column);
         self.names.push(name.to_owned());
-        self.remember(position, column);
+        column
     }
 
     fn remember(&mut self, position: usize, column: usize) {
