@@ -92,12 +92,9 @@ mod tests {
 
     use super::super::export::ExportRequest;
     use super::super::infer::{shape_here, shape_on_threads};
-    use crate::codec::{encode_key, KeyRef, Op};
+    use super::super::test_key as key;
+    use crate::codec::Op;
     use crate::store::{SnapshotView, Store, StoreOptions};
-
-    fn key(i: usize) -> Vec<u8> {
-        encode_key(KeyRef::Str(&format!("k{i:06}")))
-    }
 
     /// Row `i` of 1,000: a dict whose fields change along the table (an int column that
     /// turns float, a str column with one int, a field first seen late and first in its

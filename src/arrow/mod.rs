@@ -33,3 +33,9 @@ fn batch(
     arrow_array::RecordBatch::try_new_with_options(schema.clone(), columns, &options)
         .expect("invariant: every column was given one value per row, of the schema's type")
 }
+
+/// The encoded key of row `i` in the tests' tables.
+#[cfg(test)]
+fn test_key(i: usize) -> Vec<u8> {
+    crate::codec::encode_key(crate::codec::KeyRef::Str(&format!("k{i:06}")))
+}

@@ -318,13 +318,10 @@ mod tests {
 
     use super::super::export::Plan;
     use super::super::jobs::Decode;
+    use super::super::test_key as key;
     use super::*;
-    use crate::codec::{encode_key, KeyRef, Op};
+    use crate::codec::Op;
     use crate::store::{Store, StoreOptions};
-
-    fn key(i: usize) -> Vec<u8> {
-        encode_key(KeyRef::Str(&format!("k{i:06}")))
-    }
 
     /// A profile-like dict; `late` adds a field no earlier row has.
     fn value(i: usize, late: bool) -> Vec<u8> {
