@@ -48,6 +48,13 @@ pub struct ExportRequest {
     pub batch_rows: usize,
 }
 
+impl ExportRequest {
+    /// Rows per batch (at least one).
+    pub(super) fn rows_per_batch(&self) -> usize {
+        self.batch_rows.max(1)
+    }
+}
+
 /// An export ready to stream: a snapshot and the schema its rows were found to have. It
 /// gives any number of streams of the same rows.
 pub struct Plan {
@@ -215,10 +222,9 @@ impl Plan {
 
     /// A stream of the rows built on the thread that reads it.
     pub(super) fn stream_here(&self) -> Export {
-        let rows = self.batch_rows().min(self.rows() as usize).max(1);
         self.export(Source::Here {
             view: self.view.clone(),
-            builders: self.builders(rows),
+            builders: self.builders(),
             next: self.request.bounds.0.clone(),
             done: false,
         })
@@ -232,8 +238,10 @@ impl Plan {
         }
     }
 
-    /// Empty columns of the schema, with room for `rows` rows.
-    pub(super) fn builders(&self, rows: usize) -> Builders {
+    /// Empty columns of the schema, with room for one batch: sized by the rows known, so
+    /// that a huge `batch_rows` never allocates that many.
+    pub(super) fn builders(&self) -> Builders {
+        let rows = self.batch_rows().min(self.rows() as usize).max(1);
         let layout = self.shape.layout();
         let columns: Vec<Column> = match &layout {
             Layout::Fields(fields) => fields.iter().map(|(_, k)| Column::new(*k, rows)).collect(),
@@ -256,7 +264,7 @@ impl Plan {
 
     /// Rows per batch.
     pub(super) fn batch_rows(&self) -> usize {
-        self.request.batch_rows.max(1)
+        self.request.rows_per_batch()
     }
 }
 

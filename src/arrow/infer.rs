@@ -30,7 +30,7 @@ pub(super) fn shape(
 fn fits_one_batch(view: &SnapshotView, request: &ExportRequest) -> bool {
     view.sums
         .get(&request.table)
-        .is_none_or(|sum| sum.rows <= request.batch_rows.max(1) as u64)
+        .is_none_or(|sum| sum.rows <= request.rows_per_batch() as u64)
 }
 
 /// The shape of the first `sample` rows asked for (all if `None`), found on this thread.

@@ -21,8 +21,7 @@ pub(super) struct Decode {
 impl Decode {
     pub(super) fn new(plan: &Plan) -> Self {
         Self {
-            // Sized by the rows known: a huge `batch_rows` must not allocate that many.
-            builders: plan.builders(plan.batch_rows().min(plan.rows() as usize).max(1)),
+            builders: plan.builders(),
             schema: plan.schema(),
             table: plan.table().into(),
         }

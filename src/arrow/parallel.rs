@@ -116,7 +116,7 @@ impl<T: Send + 'static> Parallel<T> {
         workers: usize,
         mut job: impl FnMut() -> J,
     ) -> Option<Self> {
-        let batch_rows = request.batch_rows.max(1);
+        let batch_rows = request.rows_per_batch();
         // Chunks wait while the workers decode: with smaller chunks for more workers, the
         // rows in flight stay a few batches' worth.
         let chunk_bytes = BATCH_DATA_BYTES / workers.max(1);
