@@ -1134,7 +1134,8 @@ class Replica:
         the seeding (snapshot rows received of the snapshot's rows) and then the catch-up
         (log entries applied of those up to ``lsn``) as progress bars (a widget in Jupyter,
         one line each in a terminal); a callable is called a few times a second with
-        ``(stage, done, total)``, ``stage`` being ``"snapshot"`` or ``"catch-up"``.
+        ``(stage, done, total)``, ``stage`` being ``"snapshot"`` or ``"catch-up"``; a wait
+        that reaches ``lsn`` ends on a call with ``done == total``.
 
         It returns at once when ``lsn`` is already applied here, even before the link has
         compared this directory's history with the primary's. After a failover, wait for an

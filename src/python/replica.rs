@@ -144,7 +144,8 @@ impl PyReplica {
     /// the seeding (snapshot rows received of the snapshot's rows) and then the catch-up
     /// (log entries applied of those up to ``lsn``) as progress bars (a widget in Jupyter,
     /// one line each in a terminal); a callable is called a few times a second with
-    /// ``(stage, done, total)``, ``stage`` being ``"snapshot"`` or ``"catch-up"``.
+    /// ``(stage, done, total)``, ``stage`` being ``"snapshot"`` or ``"catch-up"``; a wait
+    /// that reaches ``lsn`` ends on a call with ``done == total``.
     ///
     /// It returns at once when ``lsn`` is already applied here, even before the link has
     /// compared this directory's history with the primary's. After a failover, wait for an
@@ -434,7 +435,9 @@ impl PyReplica {
             let (stage, done, total) = if let Some((received, rows)) = self.replica.state().snapshot
             {
                 catch_up_from = None;
-                ("snapshot", received, rows)
+                // The snapshot's rows are visible before the link counts it as installed:
+                // a wait it completes ends on a full bar.
+                ("snapshot", if reached { rows } else { received }, rows)
             } else {
                 let applied = self.replica.store().last_lsn();
                 let from = *catch_up_from.get_or_insert(applied);
