@@ -455,8 +455,11 @@ def child_replica_mid_snapshot(
     tmp_path: Path,
 ) -> Iterator[tuple[replikv.Primary, subprocess.Popen[str], int]]:
     """A primary with a 1 MiB byte cap whose log was cut, and a replica process stopped
-    (SIGSTOP) while the primary sends it a 48 MiB snapshot, larger than any socket buffer.
+    (SIGSTOP) while the primary sends it a 48 MiB snapshot, larger than any socket buffer,
+    through a proxy that makes the transfer last seconds (so the stop lands mid-snapshot).
     Yields the primary, the stopped child and the LSN its slot was pinned at."""
+    from proxy import Proxy
+
     store = replikv.Store(tmp_path / "primary", segment_bytes=256 << 10)
     for i in range(48):
         store.put("bulk", i, b"\x5a" * (1 << 20))
@@ -466,11 +469,13 @@ def child_replica_mid_snapshot(
         primary.retain()
         assert store.oldest_lsn > 1, "a new replica needs a snapshot"
         pinned_at = store.last_lsn
-        with subprocess.Popen(
-            [sys.executable, str(CHILD), str(tmp_path / "child"), primary.address],
-            stdout=subprocess.PIPE,
-            text=True,
-        ) as child:
+        with Proxy(primary.address) as proxy:
+            proxy.delay = 0.005  # per chunk of at most 64 KiB: 48 MiB take 4 s or more
+            child = subprocess.Popen(
+                [sys.executable, str(CHILD), str(tmp_path / "child"), proxy.address],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             try:
                 eventually(
                     "the snapshot to start",
@@ -483,6 +488,8 @@ def child_replica_mid_snapshot(
             finally:
                 child.send_signal(signal.SIGKILL)
                 child.wait(timeout=30)
+                if child.stdout is not None:
+                    child.stdout.close()
     store.close()
 
 

@@ -40,8 +40,9 @@ pub struct Slot {
     pub acked_lsn: u64,
     /// When the slot was created (ms since the Unix epoch).
     pub created_ms: u64,
-    /// Set while a snapshot is sent to the replica, until its first ack: retention caps may
-    /// not cut the log it will stream from, or it would need a snapshot again, forever.
+    /// Set from a snapshot until the replica acks what was committed while it was sent:
+    /// retention caps may not cut the log it will stream from, or it would need a
+    /// snapshot again, forever.
     pub pinned: bool,
     /// Whether the replica said it fsyncs (only then does it count toward a quorum).
     pub fsync: bool,
@@ -170,6 +171,8 @@ struct SlotState {
     fsync: bool,
     /// The pin that holds the log for a snapshot, by its owner's id.
     pin: Option<u64>,
+    /// The pin holds until an ack reaches this LSN (0: the first ack releases it).
+    pinned_until: u64,
 }
 
 #[derive(Default)]
@@ -239,6 +242,7 @@ impl Slots {
                     created_ms: record.created_ms,
                     fsync: record.fsync,
                     pin: None,
+                    pinned_until: 0,
                 };
                 (record.name, state)
             })
@@ -267,7 +271,8 @@ impl Slots {
     }
 
     /// Like [`Slots::ensure`], and pins the slot against the retention caps until the
-    /// replica's first ack or until the returned pin is dropped, whichever comes first.
+    /// replica's first ack (or its ack of the LSN given to [`SlotPin::hold_until`]) or
+    /// until the returned pin is dropped, whichever comes first.
     pub fn pin(&self, name: &str, acked_lsn: u64, fsync: bool) -> SlotPin<'_> {
         let id = {
             let mut state = lock(&self.state);
@@ -292,17 +297,20 @@ impl Slots {
                 created_ms: now_ms(),
                 fsync,
                 pin: None,
+                pinned_until: 0,
             });
         slot.acked_lsn = acked_lsn;
         slot.fsync = fsync;
         if pin.is_some() {
             slot.pin = pin;
+            slot.pinned_until = 0;
         }
         state.dirty = true;
     }
 
     /// Records an acknowledgement (persisted by the next [`Slots::persist`]): the first
-    /// one after a snapshot also unpins the slot.
+    /// one after a snapshot, or the first at the LSN its pin holds until, also unpins the
+    /// slot.
     pub fn advance(&self, name: &str, acked_lsn: u64) {
         let mut state = lock(&self.state);
         let Some(slot) = state.slots.get_mut(name) else {
@@ -310,7 +318,9 @@ impl Slots {
         };
         if acked_lsn > slot.acked_lsn || slot.pin.is_some() {
             slot.acked_lsn = slot.acked_lsn.max(acked_lsn);
-            slot.pin = None;
+            if slot.acked_lsn >= slot.pinned_until {
+                slot.pin = None;
+            }
             state.dirty = true;
         }
     }
@@ -452,6 +462,19 @@ impl SlotPin<'_> {
             }
         }
     }
+
+    /// Keeps the slot pinned until the replica acks `lsn` (what was committed while its
+    /// snapshot was sent), not only its first ack: under a byte cap smaller than the
+    /// writes of one snapshot's transfer, the log the replica streams next would otherwise
+    /// be cut at once, and it would need a snapshot again, for ever.
+    pub fn hold_until(&self, lsn: u64) {
+        let mut state = lock(&self.slots.state);
+        if let Some(slot) = state.slots.get_mut(&self.name) {
+            if slot.pin == Some(self.id) {
+                slot.pinned_until = lsn;
+            }
+        }
+    }
 }
 
 impl Drop for SlotPin<'_> {
@@ -517,6 +540,29 @@ mod tests {
         );
         drop(new);
         assert_eq!(slots.min_pinned(), None);
+    }
+
+    #[test]
+    fn a_pin_held_until_an_lsn_keeps_the_log_the_replica_streams_after_its_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let slots = Slots::load(dir.path()).unwrap();
+        let pin = slots.pin("eu-1", 0, true);
+        pin.move_to(100); // the snapshot's LSN
+        pin.hold_until(140); // committed while its rows went out
+        slots.advance("eu-1", 100);
+        assert_eq!(
+            slots.min_pinned(),
+            Some(100),
+            "the first ack leaves it pinned"
+        );
+        slots.advance("eu-1", 139);
+        assert_eq!(slots.min_pinned(), Some(139), "pinned where it has acked");
+        slots.advance("eu-1", 140);
+        assert_eq!(slots.min_pinned(), None, "released once it acks that LSN");
+        let again = slots.pin("eu-1", 140, true);
+        slots.advance("eu-1", 141);
+        assert_eq!(slots.min_pinned(), None, "a new pin starts without a hold");
+        drop((pin, again));
     }
 
     #[test]

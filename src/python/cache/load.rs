@@ -106,13 +106,6 @@ pub(super) struct Flights {
     flying: Mutex<HashMap<Vec<u8>, Arc<Flight>>>,
 }
 
-/// Whether a call led its key's load or joined one in flight.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Role {
-    Led,
-    Joined,
-}
-
 /// Lands a flight however its leader ends: a load that unwinds still releases the callers
 /// waiting for it, with an error.
 struct Landing<'a> {
@@ -152,14 +145,16 @@ impl Drop for Landing<'_> {
 impl Flights {
     /// Runs `load` for `key`, which must read the log at `floor` or later, unless a load
     /// of it with at least that floor is in flight: then it waits (without the GIL) for
-    /// that one and shares its result (`None`: no such key).
+    /// that one and shares its result (`None`: no such key), calling `joined` as it
+    /// starts to wait (so a count of joined calls moves while the load is in flight).
     pub(super) fn run(
         &self,
         py: Python<'_>,
         key: &[u8],
         floor: u64,
+        joined: impl FnOnce(),
         load: impl FnOnce() -> PyResult<Option<Py<PyAny>>>,
-    ) -> PyResult<(Option<Py<PyAny>>, Role)> {
+    ) -> PyResult<Option<Py<PyAny>>> {
         let (flight, leads) = {
             let mut flying = lock(&self.flying);
             match flying.get(key) {
@@ -187,8 +182,9 @@ impl Flights {
                 Err(err) => Err(err.clone_ref(py)),
             };
             landing.land(shared);
-            return result.map(|value| (value, Role::Led));
+            return result;
         }
+        joined();
         py.detach(|| {
             let mut result = lock(&flight.result);
             while result.is_none() {
@@ -200,7 +196,7 @@ impl Flights {
         });
         let result = lock(&flight.result);
         match result.as_ref() {
-            Some(Ok(value)) => Ok((value.as_ref().map(|v| v.clone_ref(py)), Role::Joined)),
+            Some(Ok(value)) => Ok(value.as_ref().map(|v| v.clone_ref(py))),
             Some(Err(err)) => Err(err.clone_ref(py)),
             None => unreachable!("invariant: the wait above ends only once a result is set"),
         }

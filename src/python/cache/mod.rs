@@ -16,7 +16,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use self::load::{read_store, Flights, Role, Source};
+use self::load::{read_store, Flights, Source};
 use self::local::{Local, PyValue};
 use self::remote::Remote;
 use self::stats::{hit_ratio, PyCacheStats};
@@ -148,13 +148,13 @@ impl PyCache {
         floor: Floor,
     ) -> PyResult<Option<Py<PyAny>>> {
         let at_least = floor.map_or(0, |f| f.lsn);
-        let (value, role) = self.flights.run(py, wire, at_least, || {
-            self.load(py, table, key, wire, floor)
-        })?;
-        if role == Role::Joined {
-            bump(&self.counters.loads_coalesced);
-        }
-        Ok(value)
+        self.flights.run(
+            py,
+            wire,
+            at_least,
+            || bump(&self.counters.loads_coalesced),
+            || self.load(py, table, key, wire, floor),
+        )
     }
 
     fn load(

@@ -303,10 +303,12 @@ impl PrimaryMachine {
     }
 
     /// The connection ended (closed, failed or dropped). The peer's acks stay: what a
-    /// replica acked is in its log whether it is connected or not.
+    /// replica acked is in its log whether it is connected or not. What was sent and not
+    /// acked is lost with the connection: the peer lacks it, and its lag dates from it.
     pub fn disconnect(&mut self, id: &LinkId) {
         if let Some(peer) = self.live(id) {
             peer.state = LinkState::Disconnected;
+            peer.sent_lsn = peer.acked_lsn;
             peer.in_flight.clear();
             peer.in_flight_bytes = 0;
         }
@@ -518,6 +520,19 @@ mod tests {
         assert_eq!(m.quorum_lsn(), 7, "a replica that left keeps what it acked");
         assert_eq!(m.counting_replicas(), 2);
         assert_eq!(m.connected_counting_replicas(), 1);
+    }
+
+    #[test]
+    fn what_a_lost_connection_had_sent_and_not_had_acked_counts_as_missing() {
+        let mut m = PrimaryMachine::new(config(), 1);
+        let (a, _) = m.connect("a", PeerKind::Replica, true, 0, 0);
+        m.visible(10);
+        m.shipping(&a, &shipped(1..=10), 0);
+        m.ack(&a, 4, 4, 1);
+        m.disconnect(&a);
+        let peer = m.peer(&a).expect("known");
+        assert_eq!((peer.sent_lsn, peer.acked_lsn), (4, 4));
+        assert!(!m.caught_up(&a), "entries 5 to 10 are missing, not sent");
     }
 
     #[test]

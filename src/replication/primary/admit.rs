@@ -55,8 +55,8 @@ struct Hello {
 enum Start<'a> {
     /// From the log, after the LSN the peer holds.
     Log,
-    /// After a snapshot; the pin keeps the log it will stream from until its first ack or
-    /// until the connection ends, however it ends.
+    /// After a snapshot; the pin keeps the log it will stream from until it acks what was
+    /// committed while the snapshot was sent, or until the connection ends, however it ends.
     Snapshot(SlotPin<'a>),
     /// After a snapshot's header alone, at the visible LSN (a consumer: it has no slot).
     Header,

@@ -607,13 +607,14 @@ impl Shared {
         if let Some(wire) = links.wires.get_mut(&id.name) {
             wire.last_seen_ms = now_ms();
         }
-        if outcome.quorum_lsn.is_some() || outcome.slot_lsn.is_some() {
-            self.sync.publish(links.machine.quorum_view());
-        }
-        drop(links);
-        // Only a replica moves its slot (its first ack also unpins it).
+        // Only a replica moves its slot (the ack its snapshot's pin waits for unpins it),
+        // before the waiters learn of the ack: whoever `wait_for` released finds the slot
+        // moved. The slots' lock is a leaf: it is never held while `links` is taken.
         if let Some(lsn) = outcome.slot_lsn {
             self.slots.advance(&id.name, lsn);
+        }
+        if outcome.quorum_lsn.is_some() || outcome.slot_lsn.is_some() {
+            self.sync.publish(links.machine.quorum_view());
         }
     }
 

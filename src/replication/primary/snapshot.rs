@@ -81,6 +81,8 @@ pub(super) async fn send_snapshot(
             }
         }
     }
+    // What was committed while the rows went out is what the replica streams next.
+    pin.hold_until(shared.store.last_lsn());
     end(shared, id, lsn, writer).await?;
     Ok(lsn)
 }
