@@ -45,18 +45,32 @@ def checkpointer_busy(pid: int) -> bool:
 def run_until_killed(
     path: Path, round_: int, rng: random.Random
 ) -> tuple[dict[str, list[int]], bool]:
+    """Runs the writer until its first bulk batch returned, then kills it: in even rounds
+    after a random pause, in odd ones as soon as its checkpointer is seen at work."""
     child = subprocess.Popen(
         [sys.executable, str(WRITER), str(path), str(round_), str(BULK_ROWS)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    lines: list[str] = []
     try:
         assert child.stdout is not None
         first = child.stdout.readline()
         assert first == "ready\n", child.stderr.read() if child.stderr else first
-        time.sleep(rng.uniform(0.3, 1.0))
-        busy = checkpointer_busy(child.pid)
+        # Progress first (a loaded disk may take a while over one batch), then the kill.
+        while not lines or not lines[-1].startswith("bulk"):
+            line = child.stdout.readline()
+            assert line, child.stderr.read() if child.stderr else "the writer ended"
+            lines.append(line)
+        if round_ % 2:
+            deadline = time.monotonic() + 10
+            busy = False
+            while not busy and time.monotonic() < deadline:
+                busy = checkpointer_busy(child.pid)
+        else:
+            time.sleep(rng.uniform(0.0, 0.7))
+            busy = checkpointer_busy(child.pid)
         child.send_signal(signal.SIGKILL)
         out, err = child.communicate(timeout=30)
     finally:
@@ -65,7 +79,7 @@ def run_until_killed(
             child.wait(timeout=30)
     assert child.returncode == -signal.SIGKILL, err
     returned: dict[str, list[int]] = {"bulk": [], "single": []}
-    for line in out.splitlines(keepends=True):
+    for line in lines + out.splitlines(keepends=True):
         # The last line may be cut by the kill: only lines that ended were reported.
         if line.endswith("\n"):
             kind, number = line.split()

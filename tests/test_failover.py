@@ -96,7 +96,10 @@ def test_the_other_replica_re_pointed_at_the_promoted_one_follows_it(tmp_path: P
     for i in range(10):
         store.put("consent", f"c{i}", True, durability="sync")
     # Quorum 2 of 2: a promotion must reach both members (a majority).
-    eventually("a heartbeat", lambda: len(eu1.status().primary_peers) == 2)
+    eventually(
+        "a heartbeat naming both members",
+        lambda: len(eu1.status().primary_peers) == 2 and eu1.status().primary_members == 2,
+    )
     assert ap1.wait_for(10, timeout=30)
     primary.close()
     store.close()

@@ -20,12 +20,17 @@ CHILD = textwrap.dedent(
 
     store = replikv.Store(sys.argv[1])
     profile = {"name": "x" * 40, "n": 7, "tags": ["a", "b"], "opted_in": True}
-    rows = [(f"user{i}@example.com", profile) for i in range(int(sys.argv[2]))]
-    print("encoding", flush=True)
+
+    def rows():
+        # Said from inside put_many: the signal cannot land before its try.
+        print("encoding", flush=True)
+        for i in range(int(sys.argv[2])):
+            yield (f"user{i}@example.com", profile)
+
     started = time.monotonic()
     outcome = {}
     try:
-        outcome["receipt"] = store.put_many("subscribers", rows).lsn
+        outcome["receipt"] = store.put_many("subscribers", rows()).lsn
     except KeyboardInterrupt as interrupt:
         outcome["interrupted"] = True
         receipt = getattr(interrupt, "receipt", None)
