@@ -357,6 +357,14 @@ pub enum NetError {
         #[source]
         source: io::Error,
     },
+    /// An address that is not `host:port` (refused before any attempt to connect).
+    #[error("{address:?} is not an address to connect to: {reason}")]
+    Address {
+        /// The address given.
+        address: String,
+        /// What is wrong with it, and what is expected.
+        reason: &'static str,
+    },
     /// The peer sent nothing for too long.
     #[error("timed out: {context}")]
     TimedOut {
@@ -373,7 +381,7 @@ impl NetError {
             NetError::Listen { source, .. }
             | NetError::Connect { source, .. }
             | NetError::Io { source, .. } => Some(source),
-            NetError::TimedOut { .. } => None,
+            NetError::TimedOut { .. } | NetError::Address { .. } => None,
         }
     }
 }

@@ -113,7 +113,13 @@ def test_get_of_a_missing_key_exits_1_and_says_which(store_dir: Path) -> None:
     run = replikv_cli("get", store_dir, "events", "2")  # the str "2", not the int 2
     assert run.returncode == 1
     assert run.stdout == ""
-    assert run.stderr == "replikv get: error: no key '2' in table 'events'\n"
+    assert run.stderr == (
+        "replikv get: error: no key '2' in table 'events' "
+        "(there is an int key 2: add --key-type int)\n"
+    )
+    run = replikv_cli("get", store_dir, "events", "99")  # neither a str nor an int key
+    assert run.returncode == 1
+    assert run.stderr == "replikv get: error: no key '99' in table 'events'\n"
 
 
 def test_get_of_a_bad_int_key_is_a_usage_error(store_dir: Path) -> None:

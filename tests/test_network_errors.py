@@ -42,3 +42,32 @@ def test_a_peer_that_never_answers_is_a_network_timeout() -> None:
             fetch_status(address, timeout=0.3)
     assert isinstance(info.value, TimeoutError)
     assert info.value.errno == errno.ETIMEDOUT
+
+
+@pytest.mark.parametrize(
+    "address", ["localhost", "http://127.0.0.1:7400", "127.0.0.1:7400:1", "127.0.0.1:99999"]
+)
+def test_an_address_that_is_not_host_and_port_is_refused_before_anything_starts(
+    tmp_path: Path, address: str
+) -> None:
+    with pytest.raises(ValueError, match="not an address to connect to"):
+        replikv.Replica(tmp_path / "r", primary=address)
+    assert not (tmp_path / "r").exists(), "no store was opened for nothing"
+    with pytest.raises(ValueError, match="not an address to connect to"):
+        replikv.CacheNode(follow=address)
+    with (
+        replikv.Store(tmp_path / "p") as store,
+        replikv.Primary(store) as primary,
+        replikv.Replica(tmp_path / "ok", primary=primary.address) as replica,
+    ):
+        with pytest.raises(ValueError, match="not an address to connect to"):
+            replica.follow(address)
+        assert replica.wait_for(store.put("t", 1, 1).lsn, timeout=30), "it follows on"
+
+
+def test_an_os_failure_without_an_errno_does_not_claim_errno_0(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("in the way")
+    with pytest.raises(OSError) as info:
+        replikv.Store(tmp_path / "a-file" / "store")
+    assert "Errno 0" not in str(info.value)
+    assert info.value.errno != 0

@@ -183,6 +183,27 @@ def test_garbage_on_the_primarys_port_is_refused_counted_and_harmless(
         assert replica.get("t", "still", min_lsn=receipt.lsn, timeout=30) == "works"
 
 
+def test_a_port_probe_that_says_nothing_is_not_counted_as_a_refusal(
+    primary: replikv.Primary,
+) -> None:
+    host, port = primary.address.rsplit(":", 1)
+    before = primary.rejected
+    for read_the_challenge in (False, True) * 3:
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            if read_the_challenge:
+                sock.recv(4096)
+    # Then one probe that does say something: it alone is counted.
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.recv(4096)
+        with contextlib.suppress(OSError):
+            sock.sendall(b"\x00\x01garbage that is not a frame\r\n")
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(4096):
+                pass
+    eventually("the garbage to be refused", lambda: primary.rejected > before)
+    assert primary.rejected == before + 1
+
+
 def test_a_wrong_token_is_refused_with_auth_and_not_retried(
     primary: replikv.Primary, tmp_path: Path
 ) -> None:

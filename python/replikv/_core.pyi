@@ -1095,7 +1095,11 @@ class Replica:
         on_diverge: Literal["stop", "resync"] = "stop",
         listen: str | None = None,
     ) -> Self:
-        """``on_diverge``: what to do when this store's history forks from the
+        """``primary``: the primary's ``host:port`` (a name, an IPv4 address or a
+        bracketed IPv6 one); anything else raises ``ValueError`` before the store is
+        opened. A primary that does not answer yet is retried (see ``status()``).
+
+        ``on_diverge``: what to do when this store's history forks from the
         primary's. ``"stop"`` (the default) stops following and raises ``DivergedError``
         with the loss account from ``wait_for`` and ``get``; ``"resync"`` writes the
         local-only entries to a report file in ``<path>/diverged/`` (see

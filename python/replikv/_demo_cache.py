@@ -31,6 +31,7 @@ def act(
             for i in range(3)
         ]
         try:
+            code("primary = replikv.Primary(store)  # serves the log the cache nodes follow")
             code("node = replikv.CacheNode(capacity=2000, follow=primary.address)  # three")
             _wait(lambda: all(n.stats().follow_state == "streaming" for n in nodes))
             for node in nodes:
@@ -56,7 +57,8 @@ def _campaign(store: Store, cache: Cache, say: Callable[[str], None]) -> None:
     seconds = time.perf_counter() - started
     stats = cache.stats()
     say(
-        f"\n  A campaign send reads {READS:,} profiles of {len(emails):,} subscribers "
+        f"\n  A campaign send to {len(emails):,} of the {store.count('subscribers'):,} "
+        f"subscribers reads {READS:,} profiles "
         f"(the active ones far more often) in {seconds:.2f} s: "
         f"{READS / seconds:,.0f} reads/s"
     )

@@ -85,6 +85,9 @@ impl CacheNode {
                 .map(|ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)),
             token: options.token.clone(),
         });
+        if let Some(primary) = &options.follow {
+            crate::net::client::check_address(primary)?;
+        }
         let shared = Shared::new(node);
         let server = Server::start(&options.listen, Arc::clone(&shared))?;
         let (follower, reporter) = match &options.follow {

@@ -5,6 +5,44 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
+use crate::error::NetError;
+
+/// Checks that `address` is `host:port` (a name or an IPv4 address, or an IPv6 one in
+/// brackets, and a port from 1 to 65535), so that a typo is refused when it is given
+/// rather than retried for ever. Whether the host resolves is learned when connecting.
+///
+/// # Errors
+/// [`NetError::Address`], saying what is wrong.
+pub fn check_address(address: &str) -> Result<(), NetError> {
+    let refuse = |reason| {
+        Err(NetError::Address {
+            address: address.to_owned(),
+            reason,
+        })
+    };
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return refuse("expected host:port, such as 127.0.0.1:7400");
+    };
+    if !port.parse::<u16>().is_ok_and(|port| port > 0) {
+        return refuse("the port must be a number from 1 to 65535");
+    }
+    let plain = |name: &str| {
+        !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    };
+    let valid = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(inner) => inner.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => plain(host),
+    };
+    if valid {
+        Ok(())
+    } else {
+        refuse("expected host:port with no scheme or path, such as 127.0.0.1:7400 or [::1]:7400")
+    }
+}
+
 /// Connects to `address` within `timeout`, with `TCP_NODELAY` set.
 ///
 /// # Errors
@@ -68,5 +106,31 @@ mod tests {
         assert_eq!(delays, vec![ms(50), ms(100), ms(200), ms(300), ms(300)]);
         backoff.reset();
         assert_eq!(backoff.next_delay(), ms(50));
+    }
+
+    #[test]
+    fn addresses_to_connect_to_are_host_and_port() {
+        for good in [
+            "127.0.0.1:7400",
+            "localhost:1",
+            "db-1.example.com:65535",
+            "[::1]:7400",
+        ] {
+            assert!(check_address(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "localhost",
+            "127.0.0.1:0",
+            "127.0.0.1:99999",
+            "127.0.0.1:x",
+            "http://127.0.0.1:7400",
+            "127.0.0.1:7400:1",
+            ":7400",
+            "[::1:7400",
+            "[nonsense]:7400",
+            "",
+        ] {
+            assert!(check_address(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -34,17 +34,25 @@ fn os_error(py: Python<'_>, source: &io::Error, message: String, path: Option<St
         io::ErrorKind::PermissionDenied => "StorePermissionError",
         _ => "ReplikvOSError",
     };
-    let errno = source.raw_os_error().unwrap_or(0);
-    raise(py, class, (errno, message, path))
+    if let Some(errno) = source.raw_os_error() {
+        return raise(py, class, (errno, message, path));
+    }
+    // No errno to give ("[Errno 0]" would be one): the message alone, the path apart.
+    let err = raise(py, class, (message,));
+    if let Some(path) = path {
+        // An exception that refuses the attribute is still raised as it is.
+        drop(err.value(py).setattr("filename", path));
+    }
+    err
 }
 
 /// A network failure as an `OSError` subclass carrying the operating system's errno.
 fn net_error(py: Python<'_>, err: &NetError, message: String) -> PyErr {
     match err.io_source() {
-        Some(source) if source.kind() != io::ErrorKind::TimedOut => {
-            let errno = source.raw_os_error().unwrap_or(0);
-            raise(py, "NetworkError", (errno, message))
-        }
+        Some(source) if source.kind() != io::ErrorKind::TimedOut => match source.raw_os_error() {
+            Some(errno) => raise(py, "NetworkError", (errno, message)),
+            None => raise(py, "NetworkError", (message,)),
+        },
         _ => raise(py, "NetworkTimeout", (libc::ETIMEDOUT, message)),
     }
 }
@@ -93,6 +101,9 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
         Error::Log(LogError::Truncated { .. } | LogError::Replaced { .. }) => {
             raise(py, "LogTruncated", (message,))
         }
+        Error::Replication(ReplicationError::Net(NetError::Address { .. }))
+        | Error::Net(NetError::Address { .. })
+        | Error::Cache(CacheError::Invalid(_)) => PyValueError::new_err(message),
         Error::Replication(ReplicationError::Net(err)) | Error::Net(err) => {
             net_error(py, &err, message)
         }
@@ -114,7 +125,6 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
             };
             raise(py, class, (message,))
         }
-        Error::Cache(CacheError::Invalid(_)) => PyValueError::new_err(message),
         Error::Cache(_) => raise(py, "CacheError", (message,)),
         _ => raise(py, "ReplikvError", (message,)),
     }

@@ -101,11 +101,16 @@ impl PyScrubReport {
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         let damaged = self.damaged.bind(py);
         let mut out = format!(
-            "<ScrubReport {:?} {}: {} rows in {} tables checked at LSN {}",
+            "<ScrubReport {:?} {}: {} rows in {} table{} checked at LSN {}",
             self.path,
             if self.ok { "ok" } else { "DAMAGED" },
             self.rows_checked,
             self.tables.bind(py).len(),
+            if self.tables.bind(py).len() == 1 {
+                ""
+            } else {
+                "s"
+            },
             self.lsn
         );
         if !damaged.is_empty() {

@@ -113,6 +113,14 @@ def _seconds(text: str) -> float:
     return seconds
 
 
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_key(text: str, key_type: str) -> Key:
     """A key given on the command line, typed as ``--key-type`` says."""
     try:
@@ -166,7 +174,11 @@ def _run_get(args: argparse.Namespace) -> int:
         require_table(store, args.table)
         value = store.get(args.table, key, MISSING)
         if value is MISSING:
-            raise CommandError(f"no key {key!r} in table {args.table!r}")
+            hint = ""
+            as_int = args.key_type == "str" and _is_int(args.key)
+            if as_int and store.contains(args.table, int(args.key)):
+                hint = f" (there is an int key {int(args.key)}: add --key-type int)"
+            raise CommandError(f"no key {key!r} in table {args.table!r}{hint}")
         print(to_json(value))
     return 0
 

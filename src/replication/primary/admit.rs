@@ -35,6 +35,21 @@ impl From<ReplicationError> for Denied {
     }
 }
 
+/// Why a connection ended in its handshake.
+enum Unadmitted {
+    /// It was refused: counted, and told why.
+    Denied(Denied),
+    /// It closed before it said anything (a port probe, a health check): nothing was
+    /// asked, so nothing is refused or counted.
+    Silent,
+}
+
+impl From<Denied> for Unadmitted {
+    fn from(denied: Denied) -> Self {
+        Self::Denied(denied)
+    }
+}
+
 /// What a peer said in its hello, once its proof verified.
 struct Hello {
     kind: PeerKind,
@@ -90,11 +105,15 @@ pub(super) async fn serve(shared: Arc<Shared>, incoming: Incoming) {
     let (accepted, _place) = match handshake(&shared, &mut reader, &mut writer, &peer, ticket).await
     {
         Ok(accepted) => accepted,
-        Err(Denied {
+        Err(Unadmitted::Silent) => {
+            tracing::debug!(%peer, "a connection closed before it said anything");
+            return;
+        }
+        Err(Unadmitted::Denied(Denied {
             code,
             reason,
             fork_lsn,
-        }) => {
+        })) => {
             shared.reject(&peer, &reason);
             let refused = Message::Refused {
                 reason,
@@ -157,12 +176,13 @@ async fn handshake<'a>(
     writer: &mut Writer,
     peer: &SocketAddr,
     mut ticket: Ticket,
-) -> Result<(Accepted<'a>, OwnedSemaphorePermit), Denied> {
+) -> Result<(Accepted<'a>, OwnedSemaphorePermit), Unadmitted> {
     if !handshake::peer_allowed(shared.options.token.is_some(), peer.ip()) {
         return Err(Denied::new(
             RefuseCode::Auth,
             "no token is configured, so only loopback peers may connect",
-        ));
+        )
+        .into());
     }
     let hello = tokio::select! {
         hello = tokio::time::timeout(AUTH_DEADLINE, authenticate(shared, reader, writer)) => {
@@ -171,13 +191,14 @@ async fn handshake<'a>(
         () = ticket.displaced() => return Err(Denied::new(
             RefuseCode::Busy,
             format!("displaced: more than {MAX_UNAUTHENTICATED} connections were waiting to authenticate"),
-        )),
+        ).into()),
     };
     let Some(permit) = ticket.authenticated() else {
         return Err(Denied::new(
             RefuseCode::Busy,
             format!("{MAX_AUTHENTICATED} peers are connected already: retry later"),
-        ));
+        )
+        .into());
     };
     Ok((welcome(shared, writer, peer, hello).await?, permit))
 }
@@ -187,15 +208,18 @@ async fn authenticate(
     shared: &Shared,
     reader: &mut OwnedReadHalf,
     writer: &mut Writer,
-) -> Result<Hello, Denied> {
+) -> Result<Hello, Unadmitted> {
     let nonce = handshake::nonce();
-    write_frame(
-        writer,
-        &Message::Challenge {
-            nonce: ByteBuf::from(nonce.clone()),
-        },
-    )
-    .await?;
+    // A peer gone before the challenge is written, or that closes without a byte, was
+    // only looking whether the port answers.
+    let challenge = Message::Challenge {
+        nonce: ByteBuf::from(nonce.clone()),
+    };
+    if write_frame(writer, &challenge).await.is_err()
+        || reader.peek(&mut [0u8]).await.ok() == Some(0)
+    {
+        return Err(Unadmitted::Silent);
+    }
     let Message::Hello {
         kind,
         name,
@@ -208,12 +232,14 @@ async fn authenticate(
         fsync,
         history,
         listen,
-    } = read_handshake_frame(reader, AUTH_DEADLINE, "hello").await?
+    } = read_handshake_frame(reader, AUTH_DEADLINE, "hello")
+        .await
+        .map_err(Denied::from)?
     else {
-        return Err(Denied::new(RefuseCode::Protocol, "expected a hello"));
+        return Err(Denied::new(RefuseCode::Protocol, "expected a hello").into());
     };
     if !handshake::verify(shared.token(), Role::Peer, &nonce, &proof) {
-        return Err(Denied::new(RefuseCode::Auth, "wrong token"));
+        return Err(Denied::new(RefuseCode::Auth, "wrong token").into());
     }
     Ok(Hello {
         kind,

@@ -234,8 +234,11 @@ impl Replica {
     /// Opens (or creates) the follower store at `path` and starts following.
     ///
     /// # Errors
-    /// The store cannot be opened.
+    /// [`crate::error::NetError::Address`] for a primary's address that is not
+    /// `host:port`; the store cannot be opened.
     pub fn start(path: impl AsRef<std::path::Path>, options: ReplicaOptions) -> Result<Self> {
+        // Before the store is opened (and marked a follower's) for nothing.
+        crate::net::client::check_address(&options.primary)?;
         let store_options = StoreOptions {
             follower: true,
             ..options.store.clone()
@@ -250,6 +253,7 @@ impl Replica {
     /// # Errors
     /// The store cannot be read, or the member address cannot be bound.
     pub fn attach(store: Store, options: ReplicaOptions) -> Result<Self> {
+        crate::net::client::check_address(&options.primary)?;
         let (primary_quorum, primary_members) = store.primary_quorum()?;
         let state = ReplicaState::connecting(
             primary_quorum,
@@ -335,6 +339,7 @@ impl Replica {
             }
             .into());
         }
+        crate::net::client::check_address(address)?;
         self.follower.follow(address);
         Ok(())
     }
