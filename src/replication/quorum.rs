@@ -96,6 +96,10 @@ pub struct SyncWaiters {
     /// Set once the primary stopped: no acknowledgement can come any more, so every sync
     /// writer still waiting fails at once rather than at its timeout.
     stopped: AtomicBool,
+    /// Callers asleep on a condition variable: a test waits for its caller to be asleep
+    /// before it publishes, so the wake-up is what it exercises.
+    #[cfg(test)]
+    asleep: std::sync::atomic::AtomicUsize,
 }
 
 impl SyncWaiters {
@@ -110,6 +114,8 @@ impl SyncWaiters {
             wanted: watch::Sender::new(0),
             fenced: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
+            #[cfg(test)]
+            asleep: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -209,10 +215,16 @@ impl SyncWaiters {
             {
                 return view.clone();
             }
+            // Counted under the lock: a publisher that sees the count waits on that lock
+            // until this caller is asleep.
+            #[cfg(test)]
+            self.asleep.fetch_add(1, Ordering::SeqCst);
             view = signal
                 .wait_timeout(view, left)
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .0;
+            #[cfg(test)]
+            self.asleep.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
@@ -376,6 +388,15 @@ mod tests {
 
     /// An ack that leaves the quorum LSN where it was releases no sync writer, but it
     /// still reaches a `wait_for` caller counting the replicas that hold an LSN.
+    /// Waits (bounded) until one caller sleeps on a condition variable of `waiters`.
+    fn until_asleep(waiters: &SyncWaiters) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while waiters.asleep.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "the caller never went to sleep");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     #[test]
     fn an_ack_that_moves_no_quorum_still_reaches_a_wait_for_caller() {
         let waiters = waiters(1);
@@ -387,8 +408,7 @@ mod tests {
                 let _ = counted.send(waiters.wait_count(10, 2, Duration::from_secs(3600)));
             })
         };
-        // Let the caller find one replica and wait (it returns 2 however late it looks).
-        std::thread::sleep(Duration::from_millis(20));
+        until_asleep(&waiters);
         waiters.publish(view(1, &[("a", 10), ("b", 10)]));
         assert_eq!(
             count.recv_timeout(Duration::from_secs(60)),
@@ -420,8 +440,8 @@ mod tests {
             let waiters = Arc::clone(&waiters);
             std::thread::spawn(move || waiters.wait_quorum(9, Duration::from_secs(30)))
         };
-        // Let the writer block, then depose the primary: it fails at once, not at 30 s.
-        std::thread::sleep(Duration::from_millis(20));
+        // Once the writer is blocked, depose the primary: it fails at once, not at 30 s.
+        until_asleep(&waiters);
         waiters.fence(4);
         let outcome = waiting.join().expect("a waiter never panics");
         assert!(
