@@ -175,6 +175,7 @@ def test_a_promotion_shows_its_epoch_and_the_members_it_reached(
     with replikv.Replica(tmp_path / "eu-1", primary=primary.address, token=TOKEN) as replica:
         assert replica.wait_for(primary.store.last_lsn, timeout=30)
     promotion = replikv.promote_stopped(tmp_path / "eu-1", force=True)
+    assert promotion.reached == ["eu-1"], "named as the replica was, not by its path"
     text = shown(promotion)
     assert "eu-1" in text and "epoch" in text and f"{promotion.start_lsn:,}" in text
     one_line(promotion)

@@ -85,15 +85,15 @@ pub fn promote_stopped(path: &Path, force: bool) -> Result<Promotion> {
     let (quorum, members) = store.primary_quorum()?;
     let needed = needed(quorum, members);
     let refusal = hopeless(needed, store.was_counted()?, 0);
-    if let (Some(reason), false) = (&refusal, force) {
-        return Err(refused(&path.display().to_string(), reason));
-    }
-    let promoted = begin(
-        &store,
-        &path.display().to_string(),
-        needed,
-        refusal.is_some(),
+    // Named as a replica is by default: by its directory's name.
+    let name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |name| name.to_string_lossy().into_owned(),
     );
+    if let (Some(reason), false) = (&refusal, force) {
+        return Err(refused(&name, reason));
+    }
+    let promoted = begin(&store, &name, needed, refusal.is_some());
     store.close()?;
     promoted
 }
