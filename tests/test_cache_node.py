@@ -124,6 +124,10 @@ def test_malformed_input_gets_errors_and_the_node_serves_on(
         lines = raw_exchange(node, request)
         assert len(lines) == 1 and lines[0].startswith(b"-ERR Protocol error"), lines
         assert client(node, 2).get("kept") == b"1"
+    # An inline line too long to read whole is answered, then closed: its tail never runs.
+    lines = raw_exchange(node, b"ECHO " + b"a" * (80 << 10) + b"SET smuggled yes\r\nQUIT\r\n")
+    assert lines == [b"-ERR Protocol error: too big inline request"], lines[:3]
+    assert client(node, 2).exists("smuggled") == 0
     assert client(node, 3).ping() is True
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import replikv
+from polling import eventually
 from replikv._core import fetch_status
 
 
@@ -71,3 +72,33 @@ def test_an_os_failure_without_an_errno_does_not_claim_errno_0(tmp_path: Path) -
         replikv.Store(tmp_path / "a-file" / "store")
     assert "Errno 0" not in str(info.value)
     assert info.value.errno != 0
+
+
+def test_strangers_holding_a_replicas_member_port_open_hold_few_descriptors(
+    tmp_path: Path,
+) -> None:
+    """Idle connections to a replica's member port displace each other (16 at most wait
+    for their hello), as at a primary's port: each held a descriptor for 10 s, and a
+    thousand of them left the store no descriptor for its next log segment."""
+    fds = Path("/proc/self/fd")
+    with (
+        replikv.Store(tmp_path / "p") as store,
+        replikv.Primary(store) as primary,
+        replikv.Replica(tmp_path / "r", primary=primary.address, listen="127.0.0.1:0") as replica,
+    ):
+        assert replica.listen_address is not None
+        host, port = replica.listen_address.rsplit(":", 1)
+        before = len(list(fds.iterdir()))
+        strangers = [socket.create_connection((host, int(port)), timeout=10) for _ in range(64)]
+        try:
+            # Ours are 64; the replica's side keeps at most 16 of theirs (well before the
+            # 10 s a connection has for its hello).
+            eventually(
+                "the oldest strangers to be displaced",
+                lambda: len(list(fds.iterdir())) <= before + 64 + 16 + 4,
+                timeout=8,
+            )
+            assert replica.wait_for(store.put("t", 1, 1).lsn, timeout=30)
+        finally:
+            for sock in strangers:
+                sock.close()

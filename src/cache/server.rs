@@ -257,8 +257,9 @@ fn answer(
             Parse::Invalid { error, skip } => {
                 // After a malformed multibulk request, the bytes that follow may be the
                 // data it announced, which must never run as commands: like Redis, answer
-                // and close. A malformed inline line is only that line.
-                broken = input[used] == b'*';
+                // and close. A malformed inline line is only that line, unless it was too
+                // long to be read to its end: the rest of it must not run either.
+                broken = input[used] == b'*' || input[used + skip - 1] != b'\n';
                 used += skip;
                 commands.push(Err(error));
             }

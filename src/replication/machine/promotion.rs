@@ -14,11 +14,17 @@ use std::collections::BTreeMap;
 
 use crate::store::{fork_lsn, EpochHistory};
 
+/// The furthest a grant moves a member's epoch: a candidate asks for one more than the
+/// newest it has seen, which is at most a few failovers past this member's. A bound keeps
+/// a confused or hostile candidate from spending the epochs (at `u64::MAX` no promotion
+/// could ever follow).
+pub const MAX_EPOCH_STEP: u64 = 1 << 20;
+
 /// Whether a member that has seen `seen` grants `epoch` to a candidate: only a newer one,
-/// so that a member grants each epoch at most once.
+/// so that a member grants each epoch at most once, and not past [`MAX_EPOCH_STEP`].
 #[must_use]
 pub fn grants(seen: u64, epoch: u64) -> bool {
-    epoch > seen
+    epoch > seen && epoch - seen <= MAX_EPOCH_STEP
 }
 
 /// How many counting members a promotion must reach: `members - quorum + 1`, and never
@@ -279,6 +285,11 @@ mod tests {
         assert!(grants(3, 4));
         assert!(!grants(4, 4));
         assert!(!grants(5, 4));
+        assert!(grants(1, 1 + MAX_EPOCH_STEP));
+        assert!(
+            !grants(1, u64::MAX),
+            "a hostile epoch would leave no next one"
+        );
     }
 
     #[test]

@@ -75,9 +75,15 @@ async fn answer(
     incoming: Incoming,
 ) -> Result<(), ReplicationError> {
     let token = shared.options.token.as_deref().unwrap_or("").as_bytes();
-    let (mut reader, writer) = incoming.stream.into_split();
+    let Incoming {
+        stream,
+        peer,
+        mut ticket,
+        ..
+    } = incoming;
+    let (mut reader, writer) = stream.into_split();
     let mut writer = StallWriter::new(writer, STEP_TIMEOUT);
-    if !handshake::peer_allowed(shared.options.token.is_some(), incoming.peer.ip()) {
+    if !handshake::peer_allowed(shared.options.token.is_some(), peer.ip()) {
         return refuse(
             &mut writer,
             RefuseCode::Auth,
@@ -91,6 +97,15 @@ async fn answer(
         nonce: ByteBuf::from(nonce.clone()),
     };
     write_frame(&mut writer, &challenge).await?;
+    // The caps hold here as at a primary's port: strangers holding sockets open displace
+    // each other (each holds a file descriptor of this process), never a candidate.
+    let hello = tokio::select! {
+        hello = read_handshake_frame(&mut reader, STEP_TIMEOUT, "hello") => hello?,
+        () = ticket.displaced() => {
+            let reason = format!("displaced: more than {MAX_WAITING} connections were waiting to authenticate");
+            return refuse(&mut writer, RefuseCode::Busy, store.epoch(), &reason).await;
+        }
+    };
     let Message::Hello {
         kind: kind @ (PeerKind::Candidate | PeerKind::Operator),
         name,
@@ -98,7 +113,7 @@ async fn answer(
         nonce: their_nonce,
         epoch,
         ..
-    } = read_handshake_frame(&mut reader, STEP_TIMEOUT, "hello").await?
+    } = hello
     else {
         let reason = "this is a replica's member address: only a promotion or an operator \
                       asks here";
@@ -107,6 +122,10 @@ async fn answer(
     if !handshake::verify(token, Role::Peer, &nonce, &proof) {
         return refuse(&mut writer, RefuseCode::Auth, store.epoch(), "wrong token").await;
     }
+    let Some(_place) = ticket.authenticated() else {
+        let reason = format!("{MAX_CANDIDATES} candidates are served already: retry later");
+        return refuse(&mut writer, RefuseCode::Busy, store.epoch(), &reason).await;
+    };
     if kind == PeerKind::Operator {
         return follow_as_told(shared, &mut reader, &mut writer).await;
     }
