@@ -21,16 +21,19 @@ CHILD = textwrap.dedent(
     store = replikv.Store(sys.argv[1])
     profile = {"name": "x" * 40, "n": 7, "tags": ["a", "b"], "opted_in": True}
 
-    def rows():
-        # Said from inside put_many: the signal cannot land before its try.
-        print("encoding", flush=True)
-        for i in range(int(sys.argv[2])):
-            yield (f"user{i}@example.com", profile)
+    rows = [(f"user{i}@example.com", profile) for i in range(int(sys.argv[2]))]
+    said = []
+
+    def progress(encoded):
+        # Said from inside put_many, as it encodes: the signal cannot land before its try.
+        if not said:
+            said.append(encoded)
+            print("encoding", flush=True)
 
     started = time.monotonic()
     outcome = {}
     try:
-        outcome["receipt"] = store.put_many("subscribers", rows()).lsn
+        outcome["receipt"] = store.put_many("subscribers", rows, progress=progress).lsn
     except KeyboardInterrupt as interrupt:
         outcome["interrupted"] = True
         receipt = getattr(interrupt, "receipt", None)

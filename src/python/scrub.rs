@@ -100,17 +100,13 @@ const REPR_DAMAGE: usize = 5;
 impl PyScrubReport {
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         let damaged = self.damaged.bind(py);
+        let tables = self.tables.bind(py).len();
         let mut out = format!(
-            "<ScrubReport {:?} {}: {} rows in {} table{} checked at LSN {}",
+            "<ScrubReport {:?} {}: {} rows in {tables} table{} checked at LSN {}",
             self.path,
             if self.ok { "ok" } else { "DAMAGED" },
             self.rows_checked,
-            self.tables.bind(py).len(),
-            if self.tables.bind(py).len() == 1 {
-                ""
-            } else {
-                "s"
-            },
+            if tables == 1 { "" } else { "s" },
             self.lsn
         );
         if !damaged.is_empty() {

@@ -386,8 +386,6 @@ mod tests {
         }
     }
 
-    /// An ack that leaves the quorum LSN where it was releases no sync writer, but it
-    /// still reaches a `wait_for` caller counting the replicas that hold an LSN.
     /// Waits (bounded) until one caller sleeps on a condition variable of `waiters`.
     fn until_asleep(waiters: &SyncWaiters) {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -397,6 +395,8 @@ mod tests {
         }
     }
 
+    /// An ack that leaves the quorum LSN where it was releases no sync writer, but it
+    /// still reaches a `wait_for` caller counting the replicas that hold an LSN.
     #[test]
     fn an_ack_that_moves_no_quorum_still_reaches_a_wait_for_caller() {
         let waiters = waiters(1);
