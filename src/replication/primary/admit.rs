@@ -211,12 +211,13 @@ async fn authenticate(
 ) -> Result<Hello, Unadmitted> {
     let nonce = handshake::nonce();
     // A peer gone before the challenge is written, or that closes without a byte, was
-    // only looking whether the port answers.
+    // only looking whether the port answers. One that closes without reading the
+    // challenge resets the connection rather than ending it: that too said nothing.
     let challenge = Message::Challenge {
         nonce: ByteBuf::from(nonce.clone()),
     };
     if write_frame(writer, &challenge).await.is_err()
-        || reader.peek(&mut [0u8]).await.ok() == Some(0)
+        || matches!(reader.peek(&mut [0u8]).await, Ok(0) | Err(_))
     {
         return Err(Unadmitted::Silent);
     }
