@@ -126,6 +126,7 @@ def test_ttl_expires_entries(store: replikv.Store) -> None:
         if time.monotonic() - filled < 1.0:  # a stall longer than the ttl proves nothing
             assert cached == 1
         eventually("the entry to expire", lambda: cache.get("t", "k", read_through=False) is None)
+        # Never early: `filled` was read just before the fill.
         assert time.monotonic() - filled >= 1.0
         assert cache.stats().expirations == 1
 

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import replikv
@@ -25,8 +24,9 @@ CHILD = textwrap.dedent(
     said = []
 
     def progress(encoded):
-        # Said from inside put_many, as it encodes: the signal cannot land before its try.
-        if not said:
+        # Said from inside put_many, as it encodes (the signal cannot land before its
+        # try), once chunks have gone into the open transaction.
+        if not said and encoded >= 65536:
             said.append(encoded)
             print("encoding", flush=True)
 
@@ -48,16 +48,17 @@ CHILD = textwrap.dedent(
 
 def test_ctrl_c_while_put_many_encodes_aborts_with_nothing_written(tmp_path: Path) -> None:
     path = tmp_path / "db"
-    # Enough rows that encoding them takes seconds, so the signal lands while they encode.
+    # Enough rows that encoding the rest takes seconds after "encoding" (so the signal
+    # lands while they encode), and few enough to stay under max_transaction_bytes (a
+    # missed signal then shows as a receipt).
     with subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(path), "3000000"],
+        [sys.executable, "-c", CHILD, str(path), "2500000"],
         stdout=subprocess.PIPE,
         text=True,
     ) as child:
         try:
             assert child.stdout is not None
             assert child.stdout.readline().strip() == "encoding"
-            time.sleep(0.3)
             child.send_signal(signal.SIGINT)
             outcome = json.loads(child.stdout.readline())
             assert child.wait(timeout=60) == 0

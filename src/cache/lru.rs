@@ -168,12 +168,14 @@ impl<V: Weigh> VersionedLru<V> {
         self.expiring > 0
     }
 
-    /// Drops `key` if its TTL has passed; returns whether it did.
+    /// Drops `key` if its TTL has passed; returns whether it did. Due once the clock is
+    /// past the deadline, as in Redis: on a clock of whole milliseconds, rounded down, an
+    /// entry never expires before its TTL has fully passed.
     fn expire_if_due(&mut self, key: &[u8], now_ms: u64) -> bool {
         let due = self
             .entries
             .peek(key)
-            .is_some_and(|c| c.expires_at_ms.is_some_and(|at| at <= now_ms));
+            .is_some_and(|c| c.expires_at_ms.is_some_and(|at| at < now_ms));
         if due {
             self.remove(key);
             self.counters.expirations += 1;
