@@ -66,7 +66,10 @@ fn set_nx_xx_and_expiry_options() {
     assert_eq!(c.run("SET k w XX PX 1500"), Reply::Ok);
     assert_eq!(c.run("PTTL k"), Reply::Int(1500));
     assert_eq!(c.run("TTL k"), Reply::Int(2));
+    // Expired once the clock is past the deadline, as in Redis.
     c.now_ms = 1500;
+    assert_eq!(c.run("PTTL k"), Reply::Int(0));
+    c.now_ms = 1501;
     assert_eq!(c.run("GET k"), Reply::Nil);
     assert_eq!(c.run("TTL k"), Reply::Int(-2));
     assert!(error_starts(
