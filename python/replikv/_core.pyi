@@ -381,7 +381,10 @@ class Store:
         """The store's directory."""
     @property
     def last_lsn(self) -> int:
-        """The last LSN that is durable and visible to readers."""
+        """The last LSN readers see. On a primary's store it is durable; a replica's store
+        applies the entries it is sent before its own fdatasync (they are durable on the
+        primary), which follows within milliseconds.
+        """
     @property
     def epoch(self) -> int:
         """The highest epoch the store has seen (promotions raise it; a store that has seen
@@ -1125,7 +1128,9 @@ class Replica:
         """Its name: its slot on the primary (defaults to the directory's name)."""
     @property
     def applied_lsn(self) -> int:
-        """The last LSN applied here."""
+        """The last LSN applied here (what reads see). The replica's own fdatasync of it may
+        follow a moment later (it is durable on the primary): ``status().flushed_lsn``.
+        """
     def wait_for(
         self,
         lsn: int,

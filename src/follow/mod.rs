@@ -154,11 +154,19 @@ pub trait LogConsumer: Send + Sync + 'static {
         Ok(())
     }
     /// Applies whole entries (log payloads), consecutive after what it holds; returns its
-    /// `(flushed_lsn, applied_lsn)` once they are durable (if it is durable) and visible.
+    /// `(flushed_lsn, applied_lsn)` once they are applied. `flushed_lsn` may be behind
+    /// (the entries are not durable yet): [`LogConsumer::sync`] makes them so.
     ///
     /// # Errors
     /// A gap, a repeat, a payload that does not decode: nothing of the bad entry applies.
     fn apply(&self, payloads: &[Vec<u8>]) -> Result<(u64, u64)>;
+    /// Makes everything applied durable (if it is durable at all); returns the flushed LSN.
+    ///
+    /// # Errors
+    /// A failed sync (the consumer stops) or a closed consumer.
+    fn sync(&self) -> Result<u64> {
+        self.position().map(|position| position.flushed_lsn)
+    }
     /// Starts receiving a snapshot that replaces everything it holds. A consumer gets a
     /// snapshot's header alone (no rows, no tables): what it held before may be stale from
     /// then on (a cache flushes), and the entries after `start.lsn` follow.

@@ -15,6 +15,7 @@ mod tail;
 mod tail_tests;
 #[cfg(test)]
 mod tests;
+mod unsynced;
 
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
@@ -22,6 +23,7 @@ pub use fs::{DirFs, LogFs, SegmentFile};
 use recent::{Appended, Recent};
 use scan::{ChunkReader, EntryId, Next};
 pub use tail::LogTail;
+pub use unsynced::Unsynced;
 
 use crate::codec::{self, Entry};
 use crate::error::{LogError, Result};
@@ -41,6 +43,9 @@ pub struct LogOptions {
     /// Bytes of the newest appended records also kept in memory, so that readers that
     /// follow the end of the log read them without touching the files.
     pub recent_bytes: usize,
+    /// Where segments written by [`Log::append_unsynced`] are listed until synced; shared
+    /// with whoever must sync them before its own durable writes (the tables' file).
+    pub unsynced: Arc<Unsynced>,
 }
 
 impl Default for LogOptions {
@@ -50,6 +55,7 @@ impl Default for LogOptions {
             first_segment_bytes: 1 << 20,
             fsync: true,
             recent_bytes: 4 << 20,
+            unsynced: Arc::default(),
         }
     }
 }
@@ -454,6 +460,37 @@ impl Log {
     /// An I/O failure. After a failed sync the file's state is unknown: the caller must stop
     /// writing (a failed `fdatasync` is never retried).
     pub fn append(&self, records: &[u8], last_lsn: u64) -> Result<()> {
+        self.write(records, last_lsn, self.options.fsync)
+    }
+
+    /// Like [`Log::append`], without the `fdatasync`: the records are durable once
+    /// [`Log::sync`] (or a sync of [`LogOptions::unsynced`]) that starts after this call
+    /// returns. A crash before then may cut them as a torn tail.
+    ///
+    /// # Errors
+    /// An I/O failure.
+    pub fn append_unsynced(&self, records: &[u8], last_lsn: u64) -> Result<()> {
+        self.write(records, last_lsn, false)
+    }
+
+    /// Makes every record appended so far durable.
+    ///
+    /// # Errors
+    /// A failed `fdatasync` (now or before): the log's state is unknown.
+    pub fn sync(&self) -> Result<()> {
+        self.options
+            .unsynced
+            .sync()
+            .map_err(io_error("fdatasync of the log"))
+            .map_err(Into::into)
+    }
+
+    fn write(&self, records: &[u8], last_lsn: u64, sync: bool) -> Result<()> {
+        // What was appended unsynced before (a follower's log, now a primary's) is
+        // durable before anything after it is.
+        if sync && !self.options.unsynced.is_empty() {
+            self.sync()?;
+        }
         let mut tail = self
             .tail
             .lock()
@@ -466,6 +503,11 @@ impl Log {
                 .expect("invariant: the log always has a segment"),
         );
         if tail.offset >= segment.capacity {
+            // A segment is durable before the next one is written: a crash never leaves a
+            // hole in an older segment under records in a newer one.
+            if self.options.fsync && !self.options.unsynced.is_empty() {
+                self.sync()?;
+            }
             // Each segment doubles the last one's size up to the largest: a log that is
             // written little stays small, one written much rolls (and is trimmed) rarely.
             let bytes = segment
@@ -484,11 +526,13 @@ impl Log {
             .file
             .write_at(records, tail.offset)
             .map_err(io_error(format!("appending to {}", segment.name)))?;
-        if self.options.fsync {
+        if sync {
             segment
                 .file
                 .sync_data()
                 .map_err(io_error(format!("fdatasync of {}", segment.name)))?;
+        } else if self.options.fsync {
+            self.options.unsynced.add(&segment.file);
         }
         self.recent.keep(
             segment.first_lsn,

@@ -15,6 +15,7 @@ fn small_segments() -> LogOptions {
         first_segment_bytes: 400,
         fsync: false,
         recent_bytes: 0,
+        unsynced: std::sync::Arc::default(),
     }
 }
 

@@ -11,6 +11,7 @@ fn options(segment_bytes: u64) -> LogOptions {
         first_segment_bytes: segment_bytes,
         fsync: true,
         recent_bytes: 0,
+        unsynced: std::sync::Arc::default(),
     }
 }
 

@@ -67,7 +67,14 @@ pub(crate) fn feed_request(
 ) -> PyResult<FeedRequest> {
     let since = non_negative("since", since)?;
     let (until_lsn, until_micros) = until_arg(until)?;
-    let mut request = FeedRequest::new(since, until_lsn.min(store.last_lsn()));
+    // A replica applies before its fdatasync, and the log is read up to what is durable:
+    // the feed waits for that sync, so that it holds every entry its readers see.
+    let readable = if store.readable_lsn() > store.last_lsn() {
+        run_detached(py, || store.sync_replicated())?
+    } else {
+        store.last_lsn()
+    };
+    let mut request = FeedRequest::new(since, until_lsn.min(readable));
     request.limit = limit_arg(limit)?;
     request.since_micros = since_time
         .map(|t| instant_micros("since_time", t))

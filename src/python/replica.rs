@@ -131,11 +131,12 @@ impl PyReplica {
         self.replica.name().to_owned()
     }
 
-    /// The last LSN applied here.
+    /// The last LSN applied here (what reads see). The replica's own fdatasync of it may
+    /// follow a moment later (it is durable on the primary): ``status().flushed_lsn``.
     #[getter]
     fn applied_lsn(&self, py: Python<'_>) -> PyResult<u64> {
         owned(py, self.replica.store())?;
-        Ok(self.replica.store().last_lsn())
+        Ok(self.replica.store().readable_lsn())
     }
 
     /// Waits until ``lsn`` is applied here; returns whether it was in time.
@@ -203,7 +204,7 @@ impl PyReplica {
         let min_lsn = non_negative("min_lsn", min_lsn)?;
         let limit = wait_limit("timeout", timeout)?;
         if !self.wait_applied(py, min_lsn, limit)? {
-            let applied = self.replica.store().last_lsn();
+            let applied = self.replica.store().readable_lsn();
             let mut message =
                 format!("the replica has applied LSN {applied}, not {min_lsn}, after {timeout} s");
             let state = self.replica.state();
@@ -219,7 +220,8 @@ impl PyReplica {
     fn status(&self, py: Python<'_>) -> PyResult<PyReplicaStatus> {
         owned(py, self.replica.store())?;
         let state = self.replica.state();
-        let applied = self.replica.store().last_lsn();
+        let flushed = self.replica.store().last_lsn();
+        let applied = self.replica.store().readable_lsn().max(flushed);
         let lag_lsn = state.primary_last_lsn.saturating_sub(applied);
         // On the primary's clock: the commit time of the oldest entry missing here (from
         // its last heartbeat) against its clock now (that heartbeat plus what elapsed here).
@@ -249,10 +251,9 @@ impl PyReplica {
             name: self.replica.name().to_owned(),
             primary: self.replica.primary(),
             state: state.state.name(),
-            // A follower applies each batch as it makes it durable: the two positions are
-            // reported apart so that callers never rely on that.
+            // A follower applies each batch before its fdatasync: applied may be ahead.
             applied_lsn: applied,
-            flushed_lsn: applied,
+            flushed_lsn: flushed,
             primary_last_lsn: state.primary_last_lsn,
             lag_lsn,
             lag_seconds: lag,
@@ -407,7 +408,7 @@ impl PyReplica {
             self.replica.name(),
             self.replica.primary(),
             state.state.name(),
-            self.replica.store().last_lsn()
+            self.replica.store().readable_lsn()
         )
     }
 }
@@ -425,7 +426,7 @@ impl PyReplica {
         report: &Bound<'_, PyAny>,
     ) -> PyResult<bool> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let mut catch_up_from = Some(self.replica.store().last_lsn());
+        let mut catch_up_from = Some(self.replica.store().readable_lsn());
         loop {
             let slice = deadline.map_or(REPORT_EVERY, |d| {
                 d.saturating_duration_since(Instant::now())
@@ -439,7 +440,7 @@ impl PyReplica {
                 // a wait it completes ends on a full bar.
                 ("snapshot", if reached { rows } else { received }, rows)
             } else {
-                let applied = self.replica.store().last_lsn();
+                let applied = self.replica.store().readable_lsn();
                 let from = *catch_up_from.get_or_insert(applied);
                 (
                     "catch-up",
@@ -459,9 +460,9 @@ impl PyReplica {
         let store = self.replica.store();
         let replica = &self.replica;
         wait_until(py, timeout, || {
-            store.last_lsn() >= lsn || replica.state().state == LinkState::Failed
+            store.readable_lsn() >= lsn || replica.state().state == LinkState::Failed
         })?;
-        if store.last_lsn() >= lsn {
+        if store.readable_lsn() >= lsn {
             return Ok(true);
         }
         let state = replica.state();

@@ -147,11 +147,13 @@ impl PyStore {
         self.store.path().to_path_buf()
     }
 
-    /// The last LSN that is durable and visible to readers.
+    /// The last LSN readers see. On a primary's store it is durable; a replica's store
+    /// applies the entries it is sent before its own fdatasync (they are durable on the
+    /// primary), which follows within milliseconds.
     #[getter]
     fn last_lsn(&self, py: Python<'_>) -> PyResult<u64> {
         owned(py, &self.store)?;
-        Ok(self.store.last_lsn())
+        Ok(self.store.readable_lsn())
     }
 
     /// The highest epoch the store has seen (promotions raise it; a store that has seen
@@ -643,7 +645,7 @@ impl PyStore {
         }
         Ok(format!(
             "<{class} {path:?} last_lsn={} epoch={}>",
-            this.store.last_lsn(),
+            this.store.readable_lsn(),
             this.store.epoch()
         ))
     }

@@ -2,6 +2,11 @@
 //! leader writes and fdatasyncs the waiting batch, applies it to the in-memory overlay (the
 //! checkpointer moves it into redb in the background), then advances `visible_lsn`, wakes
 //! the writers it carried and tells the visibility listeners.
+//!
+//! A follower's leader writes and applies without the fdatasync (its entries are durable on
+//! its primary already): the batch is readable at once (`readable_lsn`), and a sync that a
+//! waiter for `visible_lsn` runs, apart from the leaders, makes it durable and visible to
+//! the log's readers. Writes become readable before durable nowhere else.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
@@ -22,6 +27,46 @@ pub(crate) struct Batch {
     pub entries: Vec<Pending>,
 }
 
+/// How far a leader's flush took its batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flushed {
+    /// Durable (and applied): visible.
+    Durable,
+    /// Written and applied, not synced yet: readable, visible once a sync ends.
+    Written,
+}
+
+/// The work of a thread that leads: flush a batch, or sync what was flushed.
+pub(crate) trait Lead {
+    /// Writes the batch to the log and applies it.
+    fn flush(&self, batch: &Batch) -> crate::Result<Flushed>;
+    /// Makes every batch flushed so far durable.
+    fn sync(&self) -> crate::Result<()>;
+}
+
+impl<F, S> Lead for (F, S)
+where
+    F: Fn(&Batch) -> crate::Result<Flushed>,
+    S: Fn() -> crate::Result<()>,
+{
+    fn flush(&self, batch: &Batch) -> crate::Result<Flushed> {
+        (self.0)(batch)
+    }
+
+    fn sync(&self) -> crate::Result<()> {
+        (self.1)()
+    }
+}
+
+/// What a waiter waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Until {
+    /// The entry is applied (readers of the tables see it).
+    Readable,
+    /// The entry is durable and visible.
+    Visible,
+}
+
 pub(crate) struct State {
     next_lsn: u64,
     epoch: u64,
@@ -30,6 +75,12 @@ pub(crate) struct State {
     pending: Vec<Pending>,
     leading: bool,
     visible_lsn: u64,
+    /// At least `visible_lsn`; past it while a follower's flushed batches wait for a sync.
+    readable_lsn: u64,
+    /// A sync runs (see [`Lead::sync`]).
+    syncing: bool,
+    /// Counts resets: a sync that began before one does not move `visible_lsn`.
+    resets: u64,
     closed: Option<Closed>,
     /// The thread whose transaction holds the writer lock.
     writer: Option<ThreadId>,
@@ -76,6 +127,8 @@ pub(crate) struct Pipeline {
     batch_done: [Condvar; 2],
     /// Signalled when a transaction releases the writer lock.
     writer_free: Condvar,
+    /// Signalled when a sync ends.
+    synced: Condvar,
     /// Set once a flush failed: readers check it without taking the state lock.
     failed: AtomicBool,
     /// Mirrors `State::writer.is_some()` for checks that must not take the state lock.
@@ -134,6 +187,9 @@ impl Pipeline {
                 pending: Vec::new(),
                 leading: false,
                 visible_lsn: next_lsn - 1,
+                readable_lsn: next_lsn - 1,
+                syncing: false,
+                resets: 0,
                 closed: None,
                 writer: None,
                 in_flight_last: 0,
@@ -146,6 +202,7 @@ impl Pipeline {
             next_listener: AtomicU64::new(0),
             batch_done: [Condvar::new(), Condvar::new()],
             writer_free: Condvar::new(),
+            synced: Condvar::new(),
             failed: AtomicBool::new(false),
             writer_held: AtomicBool::new(false),
             paused: AtomicBool::new(false),
@@ -163,6 +220,11 @@ impl Pipeline {
 
     pub(crate) fn visible_lsn(&self) -> u64 {
         self.lock().visible_lsn
+    }
+
+    /// The last LSN applied (see [`Flushed::Written`]): `visible_lsn` but on a follower.
+    pub(crate) fn readable_lsn(&self) -> u64 {
+        self.lock().readable_lsn
     }
 
     /// Calls `listener` with the visible LSN each time it advances, until unsubscribed
@@ -402,6 +464,8 @@ impl Pipeline {
         );
         state.next_lsn = next_lsn;
         state.visible_lsn = next_lsn - 1;
+        state.readable_lsn = next_lsn - 1;
+        state.resets += 1;
         state.epoch = epoch;
         drop(state);
         self.announce(next_lsn - 1);
@@ -412,15 +476,21 @@ impl Pipeline {
         self.lock().next_lsn - 1
     }
 
-    /// Waits until `lsn` is visible, leading batches while no one else does.
-    pub(crate) fn wait_visible(
-        &self,
-        lsn: u64,
-        flush: &dyn Fn(&Batch) -> crate::Result<()>,
-    ) -> Result<(), Refused> {
+    /// Waits until `lsn` is visible, leading batches and syncs while no one else does.
+    pub(crate) fn wait_visible(&self, lsn: u64, lead: &dyn Lead) -> Result<(), Refused> {
+        self.wait(lsn, Until::Visible, lead)
+    }
+
+    /// Waits until `lsn` is `until`, leading batches (and syncs, for `Visible`) while no
+    /// one else does.
+    pub(crate) fn wait(&self, lsn: u64, until: Until, lead: &dyn Lead) -> Result<(), Refused> {
         let mut state = self.lock();
         loop {
-            if state.visible_lsn >= lsn {
+            let reached = match until {
+                Until::Readable => state.readable_lsn,
+                Until::Visible => state.visible_lsn,
+            };
+            if reached >= lsn {
                 return Ok(());
             }
             if let Some(Closed::Failed(cause)) = &state.closed {
@@ -430,14 +500,30 @@ impl Pipeline {
                 .reserved
                 .is_none_or(|owner| owner == std::thread::current().id());
             if !state.leading && !state.pending.is_empty() && may_lead {
-                state = self.lead(state, flush);
-                // The batch led held `lsn`: unless it failed, it is visible now. The
-                // listeners hear of it once per batch, from here, with no lock held.
-                if state.visible_lsn >= lsn {
+                let visible_before = state.visible_lsn;
+                state = self.lead(state, lead);
+                // The listeners hear of a batch made visible once, from its leader, with
+                // no lock held.
+                if state.visible_lsn > visible_before {
                     let visible_lsn = state.visible_lsn;
+                    // Readable is at least visible: either wait is over.
+                    let done = visible_lsn >= lsn;
                     drop(state);
                     self.announce(visible_lsn);
-                    return Ok(());
+                    if done {
+                        return Ok(());
+                    }
+                    state = self.lock();
+                }
+            } else if state.readable_lsn >= lsn {
+                // Flushed, not synced yet: sync, or wait for the sync that runs.
+                if state.syncing {
+                    state = self
+                        .synced
+                        .wait(state)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                } else {
+                    state = self.sync(state, lead);
                 }
             } else {
                 let slot = if state.leading && lsn <= state.in_flight_last {
@@ -454,10 +540,46 @@ impl Pipeline {
         }
     }
 
+    /// Syncs every batch flushed so far, then makes them visible and tells the listeners.
+    fn sync<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State>,
+        lead: &dyn Lead,
+    ) -> MutexGuard<'a, State> {
+        state.syncing = true;
+        let (target, resets) = (state.readable_lsn, state.resets);
+        drop(state);
+        let result = lead.sync();
+        let mut state = self.lock();
+        state.syncing = false;
+        let mut advanced = false;
+        match result {
+            Ok(()) if state.resets == resets && target > state.visible_lsn => {
+                state.visible_lsn = target;
+                advanced = true;
+            }
+            Ok(()) => {}
+            Err(err) => {
+                // As for a flush: a failed fdatasync is never retried.
+                tracing::error!(error = %err, "syncing the log failed; the store closes itself");
+                state.closed = Some(Closed::Failed(err.to_string()));
+                self.failed.store(true, Ordering::Release);
+                self.batch_done.iter().for_each(Condvar::notify_all);
+            }
+        }
+        self.synced.notify_all();
+        if advanced {
+            drop(state);
+            self.announce(target);
+            state = self.lock();
+        }
+        state
+    }
+
     fn lead<'a>(
         &'a self,
         mut state: MutexGuard<'a, State>,
-        flush: &dyn Fn(&Batch) -> crate::Result<()>,
+        lead: &dyn Lead,
     ) -> MutexGuard<'a, State> {
         state.leading = true;
         state.reserved = None;
@@ -474,11 +596,15 @@ impl Pipeline {
             entries,
         };
         drop(state);
-        let result = flush(&batch);
+        let result = lead.flush(&batch);
         let mut state = self.lock();
         state.leading = false;
         match result {
-            Ok(()) => state.visible_lsn = last,
+            Ok(Flushed::Durable) => {
+                state.readable_lsn = last;
+                state.visible_lsn = last;
+            }
+            Ok(Flushed::Written) => state.readable_lsn = last,
             Err(err) => {
                 // A failed fdatasync is never retried: the file's state is unknown.
                 tracing::error!(error = %err, "commit failed; the store closes itself");
@@ -515,60 +641,12 @@ impl Pipeline {
         state.closed = Some(Closed::Requested);
         drop(state);
         self.batch_done.iter().for_each(Condvar::notify_all);
+        self.synced.notify_all();
         self.writer_free.notify_all();
         true
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::AtomicUsize;
-    use std::time::Duration;
-
-    /// A streamed load's entry is led by its own thread only: another thread waiting for
-    /// it (a close draining the pipeline, a switchover pausing writes) waits, and never
-    /// flushes it with a flush that would not commit its rows.
-    #[test]
-    fn an_entry_enqueued_keeping_the_writer_is_led_by_its_own_thread_only() {
-        let pipeline = Arc::new(Pipeline::new(1, 1));
-        pipeline.acquire_writer(None).ok().unwrap();
-        let lsn = pipeline
-            .enqueue(b"body", 0, Vec::new(), WriterLock::Keep, |_| {})
-            .ok()
-            .unwrap();
-        let others = Arc::new(AtomicUsize::new(0));
-        let waiter = {
-            let (pipeline, others) = (Arc::clone(&pipeline), Arc::clone(&others));
-            std::thread::spawn(move || {
-                let flush = |_: &Batch| -> crate::Result<()> {
-                    others.fetch_add(1, Ordering::SeqCst);
-                    Ok(())
-                };
-                pipeline.wait_visible(lsn, &flush).is_ok()
-            })
-        };
-        std::thread::sleep(Duration::from_millis(100));
-        assert_eq!(
-            pipeline.visible_lsn(),
-            0,
-            "nobody else led the reserved entry"
-        );
-        let led = AtomicUsize::new(0);
-        let flush = |batch: &Batch| -> crate::Result<()> {
-            assert_eq!(batch.entries.len(), 1);
-            led.fetch_add(1, Ordering::SeqCst);
-            Ok(())
-        };
-        assert!(pipeline.wait_visible(lsn, &flush).is_ok());
-        assert!(
-            waiter.join().unwrap(),
-            "the waiter returns once it is visible"
-        );
-        assert_eq!(
-            (led.load(Ordering::SeqCst), others.load(Ordering::SeqCst)),
-            (1, 0)
-        );
-        pipeline.release_writer();
-    }
-}
+#[path = "commit_tests.rs"]
+mod tests;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
+use super::commit::Until;
 use super::install::Installer;
 use super::tables::TableSum;
 use super::Checksum;
@@ -46,7 +47,7 @@ impl Store {
     }
 
     /// Whether this store follows a primary (it takes replicated entries, not user writes).
-    fn is_follower(&self) -> bool {
+    pub(super) fn is_follower(&self) -> bool {
         self.read_only_reason() == Some(ReadOnlyReason::Replica)
     }
 
@@ -81,8 +82,9 @@ impl Store {
     }
 
     /// Appends entries committed by a primary, in LSN order, keeping their LSNs, epochs and
-    /// timestamps, and returns the last LSN once they are durable and visible. Each entry
-    /// is applied whole. Only a follower store accepts them.
+    /// timestamps, and returns the last LSN once they are readable. Each entry is applied
+    /// whole. They are durable (and visible to the log's readers) once a sync that began
+    /// later ends ([`Store::sync_replicated`]). Only a follower store accepts them.
     ///
     /// # Errors
     /// [`StoreError::ReadOnly`] on a store that is not a follower, [`StoreError::OutOfOrder`]
@@ -142,14 +144,25 @@ impl Store {
                 }
             }
         }
-        // What was enqueued is made visible even when a later entry was refused.
+        // What was enqueued is applied even when a later entry was refused.
         if let Some(lsn) = last {
-            self.wait_visible(lsn)?;
+            self.wait(lsn, Until::Readable)?;
         }
         match refused {
             Some(err) => Err(err),
-            None => Ok(self.last_lsn()),
+            None => Ok(self.readable_lsn()),
         }
+    }
+
+    /// Makes every replicated entry appended so far durable and visible to the log's
+    /// readers; returns the last LSN, which is then durable.
+    ///
+    /// # Errors
+    /// A failed fdatasync (the store closes itself) or a closed store.
+    pub fn sync_replicated(&self) -> Result<u64> {
+        self.check_usable()?;
+        self.wait_visible(self.inner.pipeline.last_assigned())?;
+        Ok(self.last_lsn())
     }
 
     /// The identity of this store's history: random at creation, inherited by replicas
@@ -272,9 +285,9 @@ impl LogConsumer for Store {
     }
 
     fn position(&self) -> Result<Position> {
-        // A follower applies each entry as it appends it: what is durable in its log is
-        // also what its readers see.
-        let lsn = self.last_lsn();
+        // Where a resume starts: everything appended is made durable first, so that the
+        // log holds exactly up to the position reported.
+        let lsn = self.sync_replicated()?;
         Ok(Position {
             flushed_lsn: lsn,
             applied_lsn: lsn,
@@ -298,8 +311,12 @@ impl LogConsumer for Store {
     }
 
     fn apply(&self, payloads: &[Vec<u8>]) -> Result<(u64, u64)> {
-        let lsn = self.append_replicated(payloads)?;
-        Ok((lsn, lsn))
+        let applied = self.append_replicated(payloads)?;
+        Ok((self.last_lsn(), applied))
+    }
+
+    fn sync(&self) -> Result<u64> {
+        self.sync_replicated()
     }
 
     fn begin_snapshot(&self, start: SnapshotStart) -> Result<Box<dyn SnapshotSink>> {

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::epochs::EpochHistory;
 use super::recover::Parts;
@@ -193,7 +194,12 @@ impl Store {
         remove_dir(&staging)?;
         std::fs::create_dir(&staging).map_err(dir_io("cannot create", &staging))?;
         let cache_bytes = self.inner.options.cache_bytes;
-        let (tables, _) = Tables::open(&staging.join("tables.redb"), true, cache_bytes)?;
+        let (tables, _) = Tables::open(
+            &staging.join("tables.redb"),
+            true,
+            cache_bytes,
+            Arc::default(),
+        )?;
         Ok(Installer {
             store: self.clone(),
             staging,

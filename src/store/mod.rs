@@ -11,6 +11,8 @@ mod diverged;
 mod durability;
 mod epochs;
 mod follow;
+#[cfg(test)]
+mod follow_tests;
 mod handles;
 mod handover;
 mod history;
@@ -36,7 +38,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use checkpoint::Checkpointer;
-use commit::{Batch, Pipeline, Refused, WriterLock};
+use commit::{Batch, Flushed, Pipeline, Refused, Until, WriterLock};
 pub use compaction::Compaction;
 use dirlock::DirLock;
 pub use diverged::{read_divergence_report, DivergenceReport};
@@ -609,17 +611,30 @@ impl Store {
     }
 
     fn wait_visible(&self, lsn: u64) -> Result<()> {
-        let flush = |batch: &Batch| self.flush(batch);
+        self.wait(lsn, Until::Visible)
+    }
+
+    /// Waits until `lsn` is `until`, doing the leaders' work while nobody else does.
+    fn wait(&self, lsn: u64, until: Until) -> Result<()> {
+        let lead = (|batch: &Batch| self.flush(batch), || self.sync_log());
         self.inner
             .pipeline
-            .wait_visible(lsn, &flush)
+            .wait(lsn, until, &lead)
             .map_err(|r| self.refused(r))
+    }
+
+    /// Makes every record appended to the log durable.
+    fn sync_log(&self) -> Result<()> {
+        self.with_open(|open| open.log.sync())
     }
 
     /// The leader's work: append + fdatasync, then apply to the overlay (or, for a bulk
     /// batch, straight to redb) and tell the checkpointer, which moves the overlay into redb
-    /// and makes checkpoints in the background.
-    fn flush(&self, batch: &Batch) -> Result<()> {
+    /// and makes checkpoints in the background. A follower's batch is applied before its
+    /// fdatasync, which a later sync does ([`Flushed::Written`]): its entries are durable
+    /// on its primary already, and its readers should not wait for its own disk.
+    fn flush(&self, batch: &Batch) -> Result<Flushed> {
+        let written_only = self.inner.options.fsync && self.is_follower();
         self.with_open(|open| {
             let ops = batch.entries.iter().map(|e| e.ops.len()).sum();
             let bulk = Overlay::is_bulk(ops);
@@ -631,7 +646,11 @@ impl Store {
                 return Err(self.closed_error(Some(cause)));
             }
             let last = batch.entries.last().map_or(0, |e| e.lsn);
-            open.log.append(&batch.records, last)?;
+            if written_only {
+                open.log.append_unsynced(&batch.records, last)?;
+            } else {
+                open.log.append(&batch.records, last)?;
+            }
             if bulk {
                 open.overlay.apply_bulk(&open.tables, &batch.entries)?;
             } else {
@@ -642,10 +661,14 @@ impl Store {
                 batch.records.len() as u64,
                 open.overlay.is_full(),
             );
-            // Before the batch becomes visible: once a write returns, every cache in front
-            // of this store has dropped what it wrote.
+            // Before the batch becomes readable: once a write returns, every cache in
+            // front of this store has dropped what it wrote.
             self.inner.watchers.tell(&batch.entries);
-            Ok(())
+            Ok(if written_only {
+                Flushed::Written
+            } else {
+                Flushed::Durable
+            })
         })
     }
 
@@ -824,10 +847,18 @@ impl Store {
         self.with_open(|open| Ok(open.overlay.history(since_lsn)))
     }
 
-    /// The last LSN that is durable and visible to readers.
+    /// The last LSN that is durable and visible to readers (and to the log's readers).
     #[must_use]
     pub fn last_lsn(&self) -> u64 {
         self.inner.pipeline.visible_lsn()
+    }
+
+    /// The last LSN whose entry readers of the tables see: [`Store::last_lsn`], except on a
+    /// follower, which applies the entries it is sent before its own fdatasync (they are
+    /// durable on its primary) and may run ahead of it by the entries being synced.
+    #[must_use]
+    pub fn readable_lsn(&self) -> u64 {
+        self.inner.pipeline.readable_lsn()
     }
 
     /// A redb read view of every visible commit, with its LSN, epoch and table sums: the
@@ -1004,6 +1035,8 @@ mod tests {
             let payloads: Vec<Vec<u8>> = chunk.iter().map(|e| e.payload.clone()).collect();
             follower.append_replicated(&payloads).unwrap();
         }
+        // A follower's log readers see what is durable.
+        follower.sync_replicated().unwrap();
         assert_eq!(read_all(&follower, 5), shipped);
         assert!(primary.log_segments().unwrap().len() > 3, "segments rolled");
         for (name, store) in [("primary", primary), ("follower", follower)] {

@@ -12,16 +12,21 @@
 //!
 //! Durability does not depend on any of this: the fsync that follows is the one redb
 //! issues, and it still covers every page. Writing back early only leaves it less to do.
+//!
+//! Before any of it, a sync makes the log's unsynced segments durable (a follower's log
+//! makes entries readable before it syncs them): redb is never durable past the log.
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use redb::backends::FileBackend;
 use redb::{BackendError, StorageBackend};
+
+use crate::log::Unsynced;
 
 /// The unit of early writeback: what a log sync may find ahead of it in the disk's queue.
 /// At 256 KiB that is a few tenths of a millisecond on the disks measured; the checkpoint
@@ -37,11 +42,13 @@ pub(super) struct PacedFile {
     /// Indexes of the chunks written since the last sync, in file order. Bounded by the
     /// file's size over [`CHUNK_BYTES`] (a store that never syncs keeps at most that).
     dirty: Mutex<BTreeSet<u64>>,
+    /// The log's segments written without their fdatasync, synced before this file is.
+    log: Arc<Unsynced>,
 }
 
 impl PacedFile {
-    /// Opens (or creates) the file at `path`.
-    pub(super) fn open(path: &Path) -> io::Result<Self> {
+    /// Opens (or creates) the file at `path`, whose syncs first sync what `log` lists.
+    pub(super) fn open(path: &Path, log: Arc<Unsynced>) -> io::Result<Self> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -54,6 +61,7 @@ impl PacedFile {
             inner,
             file: second,
             dirty: Mutex::new(BTreeSet::new()),
+            log,
         })
     }
 
@@ -124,6 +132,7 @@ impl StorageBackend for PacedFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        self.log.sync()?;
         self.write_back()?;
         self.inner.sync_data()
     }
@@ -186,7 +195,7 @@ mod tests {
     #[test]
     fn a_write_marks_every_chunk_it_touches_and_a_sync_clears_them() {
         let dir = tempfile::tempdir().unwrap();
-        let file = PacedFile::open(&dir.path().join("t.redb")).unwrap();
+        let file = PacedFile::open(&dir.path().join("t.redb"), Arc::default()).unwrap();
         file.set_len(4 * CHUNK_BYTES).unwrap();
         file.write(CHUNK_BYTES - 1, b"ab").unwrap();
         file.write(3 * CHUNK_BYTES, b"c").unwrap();
@@ -207,19 +216,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.redb");
         let first = Builder::new()
-            .create_with_backend(PacedFile::open(&path).unwrap())
+            .create_with_backend(PacedFile::open(&path, Arc::default()).unwrap())
             .unwrap();
         let txn = first.begin_write().unwrap();
         txn.open_table(T).unwrap().insert(1, 2).unwrap();
         txn.commit().unwrap();
-        let second = Builder::new().create_with_backend(PacedFile::open(&path).unwrap());
+        let second =
+            Builder::new().create_with_backend(PacedFile::open(&path, Arc::default()).unwrap());
         assert!(
             matches!(second, Err(DatabaseError::DatabaseAlreadyOpen)),
             "{second:?}"
         );
         drop(first);
         let reopened = Builder::new()
-            .create_with_backend(PacedFile::open(&path).unwrap())
+            .create_with_backend(PacedFile::open(&path, Arc::default()).unwrap())
             .unwrap();
         let read = reopened.begin_read().unwrap();
         assert_eq!(

@@ -36,12 +36,13 @@ impl Parts {
         options: &StoreOptions,
         log_fs: Box<dyn LogFs>,
     ) -> Result<Self> {
+        let log_options = options.log_options();
         let (tables, meta) = Tables::open(
             &path.join("tables.redb"),
             options.follower,
             options.cache_bytes,
+            Arc::clone(&log_options.unsynced),
         )?;
-        let log_options = options.log_options();
         let mut replay = Vec::new();
         let mut replay_bytes = 0usize;
         let mut replayed = 0u64;

@@ -16,7 +16,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use super::commit::{Batch, Pending, WriterLock};
+use super::commit::{Batch, Flushed, Pending, WriterLock};
 use super::durability::{self, Committed, Durability, SyncReplication};
 use super::tables::Streamed;
 use super::Store;
@@ -212,11 +212,18 @@ impl StreamedCommit {
         drop(body);
         let durability = self.durability;
         let load = RefCell::new(&mut self);
-        let flush = |batch: &Batch| load.borrow_mut().flush(batch, lsn);
+        let leader = (
+            |batch: &Batch| {
+                load.borrow_mut()
+                    .flush(batch, lsn)
+                    .map(|()| Flushed::Durable)
+            },
+            || store.sync_log(),
+        );
         store
             .inner
             .pipeline
-            .wait_visible(lsn, &flush)
+            .wait_visible(lsn, &leader)
             .map_err(|r| store.refused(r))?;
         Ok(durability::committed(lsn, durability, replication))
     }

@@ -19,6 +19,7 @@ use super::paced::PacedFile;
 use super::stored::{seal_into, unseal, without_crc, Damage};
 use crate::codec::Op;
 use crate::error::{Result, StoreError};
+use crate::log::Unsynced;
 
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("__meta");
 pub(super) const STATS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("__stats");
@@ -145,8 +146,13 @@ impl Tables {
     /// it: no window exists in which a new replica's store is unmarked. An existing store is
     /// marked by [`Tables::set_follower`] once it takes on a primary's history.
     /// `cache_bytes` bounds redb's page cache (read cache and write buffer together).
-    pub(crate) fn open(path: &Path, follower: bool, cache_bytes: usize) -> Result<(Self, Meta)> {
-        let file = PacedFile::open(path).map_err(|source| StoreError::Io {
+    pub(crate) fn open(
+        path: &Path,
+        follower: bool,
+        cache_bytes: usize,
+        log: Arc<Unsynced>,
+    ) -> Result<(Self, Meta)> {
+        let file = PacedFile::open(path, log).map_err(|source| StoreError::Io {
             context: "cannot open the tables file",
             path: path.to_path_buf(),
             source,

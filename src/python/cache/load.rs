@@ -73,7 +73,7 @@ pub(super) fn read_store(
 ) -> PyResult<Loaded> {
     run_detached(py, || {
         let deadline = Instant::now() + patience;
-        while store.last_lsn() < min_lsn && Instant::now() < deadline {
+        while store.readable_lsn() < min_lsn && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
         }
         let (bytes, lsn) = store.get_versioned(table, key, |v| v.map(<[u8]>::to_vec))?;

@@ -198,10 +198,11 @@ impl ReplicaMachine {
         Ok(())
     }
 
-    /// Entries up to `flushed_lsn` are durable in the log and visible up to `applied_lsn`.
+    /// Entries up to `flushed_lsn` are durable in the log and visible up to `applied_lsn`
+    /// (which may be ahead: a store applies before its fdatasync).
     pub fn durable(&mut self, flushed_lsn: u64, applied_lsn: u64) -> ReplicaAction {
         self.flushed_lsn = self.flushed_lsn.max(flushed_lsn.min(self.appended_lsn));
-        self.applied_lsn = self.applied_lsn.max(applied_lsn.min(self.flushed_lsn));
+        self.applied_lsn = self.applied_lsn.max(applied_lsn.min(self.appended_lsn));
         self.settle();
         self.ack()
     }
@@ -209,6 +210,7 @@ impl ReplicaMachine {
     /// The disk lost what was not durable (a crash): appending resumes after the log.
     pub fn restarted(&mut self) {
         self.appended_lsn = self.flushed_lsn;
+        self.applied_lsn = self.applied_lsn.min(self.flushed_lsn);
         self.parts.clear();
         self.state = LinkState::Connecting;
     }
@@ -220,10 +222,13 @@ impl ReplicaMachine {
         }
     }
 
+    /// Streaming once readers see all the primary has (the replica's own fdatasync of the
+    /// last entries may still run: they are durable on the primary).
     fn settle(&mut self) {
         self.primary_last_lsn = self.primary_last_lsn.max(self.appended_lsn);
         if matches!(self.state, LinkState::CatchingUp | LinkState::Streaming) {
-            self.state = if self.flushed_lsn >= self.primary_last_lsn {
+            let caught_up = self.applied_lsn.max(self.flushed_lsn);
+            self.state = if caught_up >= self.primary_last_lsn {
                 LinkState::Streaming
             } else {
                 LinkState::CatchingUp

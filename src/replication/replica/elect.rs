@@ -10,7 +10,6 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::error::{NetError, ReplicationError};
-use crate::follow::LogConsumer;
 use crate::net::stall::StallWriter;
 use crate::replication::handshake::{self, Role};
 use crate::replication::machine::promotion::{Answer, Election, MemberLog, Outcome};
@@ -166,12 +165,15 @@ impl Link {
             let frame = read_frame_within(&mut self.reader, FETCH_IDLE, "fetched entries").await?;
             for action in machine.receive(frame)? {
                 if let ReplicaAction::Append(payloads) = action {
-                    let (flushed, applied) = tokio::task::block_in_place(|| store.apply(&payloads))
-                        .map_err(|e| {
-                            ReplicationError::Protocol(format!(
-                                "cannot append fetched entries: {e}"
-                            ))
-                        })?;
+                    // Durable before the next frame: the promotion waits for the fetched
+                    // entries to be on this disk, not only applied.
+                    let appended = tokio::task::block_in_place(|| {
+                        let applied = store.append_replicated(&payloads)?;
+                        Ok::<_, crate::Error>((store.sync_replicated()?, applied))
+                    });
+                    let (flushed, applied) = appended.map_err(|e| {
+                        ReplicationError::Protocol(format!("cannot append fetched entries: {e}"))
+                    })?;
                     machine.durable(flushed, applied);
                 }
             }

@@ -1,6 +1,7 @@
 //! Following a primary once connected: the [`ReplicaMachine`] checks every message and
 //! says what to append and what to acknowledge; this glue reads frames ahead, applies
-//! through the consumer and writes the acks.
+//! through the consumer, syncs what it applied beside the next appends, and writes the
+//! acks (which carry what is durable).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,13 +33,27 @@ pub(super) async fn session(
     *connected = true;
     tracing::info!(primary = %shared.primary(), from_lsn = machine.flushed_lsn(), "following");
     // Frames are read ahead while a batch is applied, so that everything that arrived
-    // meanwhile is applied next in one append (one fdatasync): a replica keeps up with a
-    // primary that ships every commit on its own.
+    // meanwhile is applied next in one append: a replica keeps up with a primary that
+    // ships every commit on its own. One fdatasync covers every append made while the
+    // previous one ran.
     let (frames, mut inbox) = mpsc::channel(READ_AHEAD_FRAMES);
     let _read_ahead = AbortOnDrop(tokio::spawn(read_frames(reader, frames)));
+    // The store applies entries before its fdatasync: a sync runs beside the appends, and
+    // its end is acknowledged (what acks carry is durable).
+    let mut syncing: Option<Syncing> = None;
     loop {
+        if syncing.is_none() && machine.applied_lsn() > machine.flushed_lsn() {
+            syncing = Some(start_sync(shared));
+        }
         let first = tokio::select! {
             _ = shutdown.changed() => return Ok(()),
+            synced = synced(&mut syncing), if syncing.is_some() => {
+                syncing = None;
+                let ack = machine.durable(synced?, 0);
+                publish(shared, &machine);
+                send_ack(&mut writer, ack).await?;
+                continue;
+            }
             frame = inbox.recv() => frame.unwrap_or_else(|| Err(ReplicationError::Protocol("the stream ended".into())))?,
         };
         let mut pending: Vec<Vec<u8>> = Vec::new();
@@ -47,7 +62,7 @@ pub(super) async fn session(
         while let Some(message) = next.take() {
             let entries = matches!(message, Message::Entries { .. } | Message::EntryPart { .. });
             if !entries {
-                // Whatever comes after entries is answered once they are durable.
+                // Whatever comes after entries is answered once they are applied.
                 flush(
                     shared,
                     &mut machine,
@@ -73,6 +88,8 @@ pub(super) async fn session(
                     settings,
                     members,
                 } => {
+                    // The old primary learns that this log holds everything, durably.
+                    sync_now(shared, &mut machine, &mut writer).await?;
                     let handover = Handover {
                         epoch,
                         last_lsn,
@@ -209,7 +226,53 @@ async fn send_ack(writer: &mut Writer, action: ReplicaAction) -> Result<(), Repl
     Ok(())
 }
 
-/// Appends and applies `payloads` (durable when the call returns), then acknowledges.
+/// A sync of the store running on the blocking pool; it ends with the flushed LSN.
+type Syncing = tokio::task::JoinHandle<Result<u64, ReplicationError>>;
+
+fn start_sync(shared: &Arc<Shared>) -> Syncing {
+    let consumer = Arc::clone(&shared.consumer);
+    tokio::task::spawn_blocking(move || {
+        consumer
+            .sync()
+            .map_err(|e| ReplicationError::Protocol(format!("cannot sync replicated entries: {e}")))
+    })
+}
+
+/// The end of the sync that runs (`syncing` is `Some`).
+async fn synced(syncing: &mut Option<Syncing>) -> Result<u64, ReplicationError> {
+    match syncing.as_mut() {
+        Some(task) => task.await.map_err(|e| {
+            ReplicationError::Protocol(format!("the sync of replicated entries stopped: {e}"))
+        })?,
+        None => std::future::pending().await,
+    }
+}
+
+/// Makes everything applied durable on this worker, then acknowledges it (if it was not).
+async fn sync_now(
+    shared: &Arc<Shared>,
+    machine: &mut ReplicaMachine,
+    writer: &mut Writer,
+) -> Result<(), ReplicationError> {
+    if machine.applied_lsn() <= machine.flushed_lsn() {
+        return Ok(());
+    }
+    let flushed = tokio::task::block_in_place(|| shared.consumer.sync())
+        .map_err(|e| ReplicationError::Protocol(format!("cannot sync replicated entries: {e}")))?;
+    let ack = machine.durable(flushed, 0);
+    publish(shared, machine);
+    send_ack(writer, ack).await
+}
+
+/// Shows the link's state and the primary's last LSN as the machine knows them now.
+fn publish(shared: &Shared, machine: &ReplicaMachine) {
+    let mut state = lock(&shared.state);
+    state.primary_last_lsn = state.primary_last_lsn.max(machine.primary_last_lsn());
+    state.state = machine.state();
+}
+
+/// Appends and applies `payloads`, then acknowledges what is durable (all of it, unless
+/// the store syncs apart from its appends).
 async fn flush(
     shared: &Arc<Shared>,
     machine: &mut ReplicaMachine,
@@ -241,11 +304,7 @@ async fn flush(
         })
     })?;
     let ack = machine.durable(flushed, applied);
-    {
-        let mut state = lock(&shared.state);
-        state.primary_last_lsn = state.primary_last_lsn.max(machine.primary_last_lsn());
-        state.state = machine.state();
-    }
+    publish(shared, machine);
     send_ack(writer, ack).await
 }
 

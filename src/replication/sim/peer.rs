@@ -127,6 +127,11 @@ impl World {
                     }
                     let peer = &mut self.nodes[node];
                     if peer.fsync {
+                        // Applied (readable) at once, as the store does; durable, and
+                        // acked as such, once an fsync that starts later ends.
+                        let (durable, appended) = (peer.disk.durable_lsn(), peer.disk.len());
+                        let ack = peer.machine.durable(durable, appended);
+                        self.send_ack(node, &ack)?;
                         self.start_peer_fsync(node);
                     } else {
                         // Without fsync the page cache is what it holds and acks.

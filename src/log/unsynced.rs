@@ -1,0 +1,73 @@
+//! Segments written without their `fdatasync` yet: a follower's log makes entries readable
+//! before they are durable (they are durable on its primary), and syncs them a moment
+//! later, off the path that applies the next ones.
+//!
+//! The list is shared with the tables' file: a durable redb commit syncs these first, so
+//! that redb is never durable past the log (recovery replays the log after the tables'
+//! checkpoint, and a log that ends before it is corruption).
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::fs::SegmentFile;
+
+/// The segment files written since their last `fdatasync`.
+#[derive(Default)]
+pub struct Unsynced {
+    files: Mutex<Vec<Arc<dyn SegmentFile>>>,
+    /// Held through a sync: a second sync that finds the list empty must not return
+    /// while the first one's `fdatasync` is still running.
+    syncing: Mutex<()>,
+    /// Set once a sync failed: the files' state is unknown, so no later sync may report
+    /// them durable (a failed `fdatasync` is never retried).
+    failed: AtomicBool,
+}
+
+impl std::fmt::Debug for Unsynced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
+        f.debug_struct("Unsynced")
+            .field("files", &files.len())
+            .field("failed", &self.failed.load(Ordering::Acquire))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Unsynced {
+    /// Notes that `file` holds bytes that are not durable yet.
+    pub(super) fn add(&self, file: &Arc<dyn SegmentFile>) {
+        let mut files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
+        if !files.last().is_some_and(|last| Arc::ptr_eq(last, file)) {
+            files.push(Arc::clone(file));
+        }
+    }
+
+    /// Whether every byte written is durable (nothing listed).
+    pub(super) fn is_empty(&self) -> bool {
+        self.files
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    }
+
+    /// `fdatasync`s every file listed: whatever was written to them before this call is
+    /// durable once it returns. Calls may overlap; each syncs what it took.
+    ///
+    /// # Errors
+    /// A sync fails, now or did before.
+    pub fn sync(&self) -> io::Result<()> {
+        let _syncing = self.syncing.lock().unwrap_or_else(PoisonError::into_inner);
+        let files = std::mem::take(&mut *self.files.lock().unwrap_or_else(PoisonError::into_inner));
+        if self.failed.load(Ordering::Acquire) {
+            return Err(io::Error::other("an earlier fdatasync of the log failed"));
+        }
+        for file in files {
+            if let Err(err) = file.sync_data() {
+                self.failed.store(true, Ordering::Release);
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
+}
