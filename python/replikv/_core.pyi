@@ -193,7 +193,7 @@ class StoreStats:
         """Commit time of that entry (aware UTC), ``None`` if the log holds no entry."""
     @property
     def last_lsn(self) -> int:
-        """The last LSN that is durable and visible."""
+        """The last LSN readers see (durable; on a replica, its own fdatasync may follow)."""
     def to_dict(self) -> dict[str, Any]:
         """The stats as a plain dict of JSON-able values (`oldest_time` in ISO 8601), for
         logging, JSON or a row of a data frame.
@@ -811,7 +811,9 @@ class ReplicaStatus:
         """What its readers see."""
     @property
     def flushed_lsn(self) -> int:
-        """Durable in its log: what its acks carry (today equal to ``applied_lsn``)."""
+        """Durable in its log: what its acks carry. ``applied_lsn`` may be ahead by what the
+        replica applied while its fdatasync ran.
+        """
     @property
     def primary_last_lsn(self) -> int:
         """The primary's last LSN, as last heard."""

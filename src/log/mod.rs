@@ -46,6 +46,13 @@ pub struct LogOptions {
     /// Where segments written by [`Log::append_unsynced`] are listed until synced; shared
     /// with whoever must sync them before its own durable writes (the tables' file).
     pub unsynced: Arc<Unsynced>,
+    /// The log's last records may have been appended without an `fdatasync` each (a
+    /// follower's): a power loss can keep a later page of them and lose an earlier one, so
+    /// recovery cuts the last segment at its first bad record after the checkpoint even
+    /// when valid records follow. Nothing past it was acknowledged as durable or made
+    /// durable in the tables: each of those waits for a sync that covers every byte
+    /// written before it.
+    pub holes_are_torn: bool,
 }
 
 impl Default for LogOptions {
@@ -56,6 +63,7 @@ impl Default for LogOptions {
             fsync: true,
             recent_bytes: 4 << 20,
             unsynced: Arc::default(),
+            holes_are_torn: false,
         }
     }
 }
@@ -312,7 +320,8 @@ impl Log {
                 };
                 let torn = index == last_index
                     && expected > checkpoint_lsn
-                    && !scan::valid_record_after(&rest, 1, expected);
+                    && (self.options.holes_are_torn
+                        || !scan::valid_record_after(&rest, 1, expected));
                 if !torn {
                     return Err(corrupt(&segment.name, offset, reason).into());
                 }
@@ -504,8 +513,9 @@ impl Log {
         );
         if tail.offset >= segment.capacity {
             // A segment is durable before the next one is written: a crash never leaves a
-            // hole in an older segment under records in a newer one.
-            if self.options.fsync && !self.options.unsynced.is_empty() {
+            // hole in an older segment under records in a newer one. (Syncing nothing
+            // still waits for a sync that runs.)
+            if self.options.fsync {
                 self.sync()?;
             }
             // Each segment doubles the last one's size up to the largest: a log that is

@@ -16,6 +16,7 @@ fn small_segments() -> LogOptions {
         fsync: false,
         recent_bytes: 0,
         unsynced: std::sync::Arc::default(),
+        holes_are_torn: false,
     }
 }
 

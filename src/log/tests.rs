@@ -12,6 +12,7 @@ fn options(segment_bytes: u64) -> LogOptions {
         fsync: true,
         recent_bytes: 0,
         unsynced: std::sync::Arc::default(),
+        holes_are_torn: false,
     }
 }
 
@@ -153,6 +154,39 @@ fn damage_followed_by_valid_records_is_corruption() {
     drop(log);
     fs.flip_byte(&segment_name(1), 20);
     assert!(is_corrupt(&open(&fs, 1 << 20, 0)));
+}
+
+/// A follower's log, written without a sync per batch, may lose an earlier page and keep
+/// a later one: recovery cuts it at the hole, and the log continues from there.
+#[test]
+fn a_hole_in_a_followers_unsynced_tail_is_cut_as_torn() {
+    let follower = LogOptions {
+        holes_are_torn: true,
+        ..options(1 << 20)
+    };
+    let fs = MemFs::default();
+    let entries = written(10, 5);
+    let (log, _) = open_with(&fs, follower.clone(), 0).unwrap();
+    append_all(&log, &entries[..3]);
+    log.append_unsynced(&frame(&entries[3..]), 10).unwrap();
+    drop(log);
+    // The fourth record's first byte is lost; the ones after it survived.
+    let fourth = frame(&entries[..3]).len();
+    fs.flip_byte(&segment_name(1), fourth);
+    assert!(
+        is_corrupt(&open(&fs, 1 << 20, 0)),
+        "a primary's log refuses it"
+    );
+    let (log, replayed) = open_with(&fs, follower.clone(), 0).unwrap();
+    assert_eq!(replayed, entries[..3]);
+    append_all(&log, &entries[3..4]);
+    drop(log);
+    let (_, replayed) = open_with(&fs, follower, 0).unwrap();
+    assert_eq!(
+        replayed,
+        entries[..4],
+        "what followed the hole is gone for good"
+    );
 }
 
 #[test]

@@ -43,12 +43,14 @@ impl Unsynced {
         }
     }
 
-    /// Whether every byte written is durable (nothing listed).
+    /// Whether every byte written is durable: nothing listed, and no sync running (one
+    /// that runs took its files off the list before its `fdatasync` ends).
     pub(super) fn is_empty(&self) -> bool {
         self.files
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .is_empty()
+            && self.syncing.try_lock().is_ok()
     }
 
     /// `fdatasync`s every file listed: whatever was written to them before this call is

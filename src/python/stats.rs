@@ -29,7 +29,7 @@ pub(crate) struct PyStoreStats {
     pub oldest_lsn: u64,
     /// Commit time of that entry (aware UTC), ``None`` if the log holds no entry.
     pub oldest_time: Option<Py<PyAny>>,
-    /// The last LSN that is durable and visible.
+    /// The last LSN readers see (durable; on a replica, its own fdatasync may follow).
     pub last_lsn: u64,
 }
 

@@ -230,7 +230,8 @@ pub(crate) struct PyReplicaStatus {
     pub(super) state: &'static str,
     /// What its readers see.
     pub(super) applied_lsn: u64,
-    /// Durable in its log: what its acks carry (today equal to ``applied_lsn``).
+    /// Durable in its log: what its acks carry. ``applied_lsn`` may be ahead by what the
+    /// replica applied while its fdatasync ran.
     pub(super) flushed_lsn: u64,
     /// The primary's last LSN, as last heard.
     pub(super) primary_last_lsn: u64,

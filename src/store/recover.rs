@@ -36,13 +36,15 @@ impl Parts {
         options: &StoreOptions,
         log_fs: Box<dyn LogFs>,
     ) -> Result<Self> {
-        let log_options = options.log_options();
+        let mut log_options = options.log_options();
         let (tables, meta) = Tables::open(
             &path.join("tables.redb"),
             options.follower,
             options.cache_bytes,
             Arc::clone(&log_options.unsynced),
         )?;
+        // A replica's log is appended without a sync per batch (see `Store::flush`).
+        log_options.holes_are_torn = meta.follower;
         let mut replay = Vec::new();
         let mut replay_bytes = 0usize;
         let mut replayed = 0u64;

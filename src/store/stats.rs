@@ -29,7 +29,7 @@ pub struct StoreStats {
     /// The commit time of that entry (ms since the Unix epoch), `None` if the log holds
     /// no entry yet.
     pub oldest_time_ms: Option<u64>,
-    /// The last LSN that is durable and visible.
+    /// The last LSN readers see (durable; on a replica, its own fdatasync may follow).
     pub last_lsn: u64,
 }
 

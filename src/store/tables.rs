@@ -18,7 +18,7 @@ use super::apply::Applier;
 use super::paced::PacedFile;
 use super::stored::{seal_into, unseal, without_crc, Damage};
 use crate::codec::Op;
-use crate::error::{Result, StoreError};
+use crate::error::{LogError, Result, StoreError};
 use crate::log::Unsynced;
 
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("__meta");
@@ -108,6 +108,10 @@ pub(crate) struct Tables {
     /// The `applied_lsn` of the last fsync'ed commit: what a crash keeps, so the log before
     /// it is no longer needed by recovery.
     durable_lsn: AtomicU64,
+    /// The log's segments written without their fdatasync (a follower's): synced before a
+    /// durable transaction begins, since redb writes its new header before its own sync
+    /// and the kernel may write it back first. The file's syncs sync them too.
+    log: Arc<Unsynced>,
 }
 
 /// What [`Tables::compact`] found.
@@ -152,7 +156,7 @@ impl Tables {
         cache_bytes: usize,
         log: Arc<Unsynced>,
     ) -> Result<(Self, Meta)> {
-        let file = PacedFile::open(path, log).map_err(|source| StoreError::Io {
+        let file = PacedFile::open(path, Arc::clone(&log)).map_err(|source| StoreError::Io {
             context: "cannot open the tables file",
             path: path.to_path_buf(),
             source,
@@ -165,6 +169,7 @@ impl Tables {
             db,
             applied_lsn: AtomicU64::new(0),
             durable_lsn: AtomicU64::new(0),
+            log,
         };
         let meta = tables.init_meta(follower)?;
         tables
@@ -265,6 +270,14 @@ impl Tables {
     fn begin_write(&self, durable: bool) -> Result<redb::WriteTransaction> {
         let mut txn = self.db.begin_write()?;
         if durable {
+            // Every row committed to redb, and every row this transaction will hold, was
+            // written to the log first (and no other commit can come in while this one is
+            // open): once the log is durable, the tables can never be durable past it,
+            // whatever reaches the disk first.
+            self.log.sync().map_err(|source| LogError::Io {
+                context: "fdatasync of the log before a checkpoint".to_owned(),
+                source,
+            })?;
             txn.set_durability(Durability::Immediate)?;
             txn.set_quick_repair(true);
         } else {
