@@ -89,8 +89,10 @@ impl Local {
                 .read_log_raw(&mut self.position, 1, usize::MAX)?
                 .pop()
                 .ok_or("the committed entry did not read back")?;
+            // Durable, as an ack needs it: the follower applies first, then syncs.
             let started = Instant::now();
             self.follower.append_replicated(&[entry.payload])?;
+            self.follower.sync_replicated()?;
             let append = started.elapsed();
             let trip = echo.round_trip()?;
             commits.push(commit);

@@ -38,17 +38,15 @@ pub(super) async fn session(
     // previous one ran.
     let (frames, mut inbox) = mpsc::channel(READ_AHEAD_FRAMES);
     let _read_ahead = AbortOnDrop(tokio::spawn(read_frames(reader, frames)));
-    // The store applies entries before its fdatasync: a sync runs beside the appends, and
-    // its end is acknowledged (what acks carry is durable).
-    let mut syncing: Option<Syncing> = None;
+    // The store applies entries before its fdatasync; the end of each sync is acknowledged
+    // (what acks carry is durable).
+    let mut syncs = Syncs::default();
     loop {
-        if syncing.is_none() && machine.applied_lsn() > machine.flushed_lsn() {
-            syncing = Some(start_sync(shared));
-        }
+        syncs.start_if_behind(shared, &machine);
         let first = tokio::select! {
             _ = shutdown.changed() => return Ok(()),
-            synced = synced(&mut syncing), if syncing.is_some() => {
-                syncing = None;
+            synced = synced(&mut syncs.running), if syncs.running.is_some() => {
+                syncs.ended(!inbox.is_empty());
                 let ack = machine.durable(synced?, 0);
                 publish(shared, &machine);
                 send_ack(&mut writer, ack).await?;
@@ -68,6 +66,7 @@ pub(super) async fn session(
                     &mut machine,
                     &mut writer,
                     std::mem::take(&mut pending),
+                    false,
                 )
                 .await?;
                 observe(shared, &machine, &message);
@@ -130,7 +129,50 @@ pub(super) async fn session(
                 }
             }
         }
-        flush(shared, &mut machine, &mut writer, pending).await?;
+        let then_sync = syncs.inline(!pending.is_empty(), !inbox.is_empty());
+        flush(shared, &mut machine, &mut writer, pending, then_sync).await?;
+        if then_sync {
+            syncs.ended(!inbox.is_empty());
+        }
+    }
+}
+
+/// Where the replica's syncs run: right after an append, on the session's worker, while
+/// writes come one at a time (a lone sync writer waits for each, and a hop to another
+/// thread and back costs it about a fifth of its latency); on the blocking pool, beside
+/// the appends, while they keep coming (an inline sync would hold them back from readers).
+/// A sync during which entries came switches to the second; one during which none came,
+/// back to the first.
+#[derive(Default)]
+struct Syncs {
+    /// The sync running beside the appends.
+    running: Option<Syncing>,
+    /// Entries came during the last sync.
+    streaming: bool,
+    /// Entries were applied while the one running runs.
+    arrived: bool,
+}
+
+impl Syncs {
+    /// Starts a sync beside the appends if what is applied is not all durable and none
+    /// runs.
+    fn start_if_behind(&mut self, shared: &Arc<Shared>, machine: &ReplicaMachine) {
+        if self.running.is_none() && machine.applied_lsn() > machine.flushed_lsn() {
+            self.running = Some(start_sync(shared));
+        }
+    }
+
+    /// Whether the append about to be made (`applying` entries) syncs right after, on this
+    /// worker; `waiting`: more frames are read already.
+    fn inline(&mut self, applying: bool, waiting: bool) -> bool {
+        self.arrived |= self.running.is_some() && applying;
+        self.running.is_none() && !self.streaming && !waiting
+    }
+
+    /// A sync ended; `waiting`: frames came meanwhile and wait.
+    fn ended(&mut self, waiting: bool) {
+        self.running = None;
+        self.streaming = std::mem::take(&mut self.arrived) || waiting;
     }
 }
 
@@ -271,13 +313,14 @@ fn publish(shared: &Shared, machine: &ReplicaMachine) {
     state.state = machine.state();
 }
 
-/// Appends and applies `payloads`, then acknowledges what is durable (all of it, unless
-/// the store syncs apart from its appends).
+/// Appends and applies `payloads` (and syncs them, with `then_sync`), then acknowledges
+/// what is durable, if that moved.
 async fn flush(
     shared: &Arc<Shared>,
     machine: &mut ReplicaMachine,
     writer: &mut Writer,
     payloads: Vec<Vec<u8>>,
+    then_sync: bool,
 ) -> Result<(), ReplicationError> {
     if payloads.is_empty() {
         return Ok(());
@@ -299,12 +342,23 @@ async fn flush(
                 ),
             });
         }
-        consumer.apply(&payloads).map_err(|e| {
+        let (flushed, applied) = consumer.apply(&payloads).map_err(|e| {
             ReplicationError::Protocol(format!("cannot apply replicated entries: {e}"))
-        })
+        })?;
+        if then_sync && flushed < applied {
+            let flushed = consumer.sync().map_err(|e| {
+                ReplicationError::Protocol(format!("cannot sync replicated entries: {e}"))
+            })?;
+            return Ok((flushed, applied));
+        }
+        Ok((flushed, applied))
     })?;
     let ack = machine.durable(flushed, applied);
     publish(shared, machine);
+    // What is applied but not durable is acked once a sync ends.
+    if flushed < applied {
+        return Ok(());
+    }
     send_ack(writer, ack).await
 }
 
