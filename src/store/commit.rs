@@ -560,10 +560,7 @@ impl Pipeline {
             }
             Ok(()) => {}
             Err(err) => {
-                // As for a flush: a failed fdatasync is never retried.
-                tracing::error!(error = %err, "syncing the log failed; the store closes itself");
-                state.closed = Some(Closed::Failed(err.to_string()));
-                self.failed.store(true, Ordering::Release);
+                self.fail(&mut state, &err, "syncing the log");
                 self.batch_done.iter().for_each(Condvar::notify_all);
             }
         }
@@ -605,12 +602,7 @@ impl Pipeline {
                 state.visible_lsn = last;
             }
             Ok(Flushed::Written) => state.readable_lsn = last,
-            Err(err) => {
-                // A failed fdatasync is never retried: the file's state is unknown.
-                tracing::error!(error = %err, "commit failed; the store closes itself");
-                state.closed = Some(Closed::Failed(err.to_string()));
-                self.failed.store(true, Ordering::Release);
-            }
+            Err(err) => self.fail(&mut state, &err, "commit"),
         }
         // Reuse the record buffer's allocation for the next batch.
         if state.records.is_empty() {
@@ -630,6 +622,14 @@ impl Pipeline {
             }
         }
         state
+    }
+
+    /// Closes the pipeline after `what` failed: a failed fdatasync is never retried, the
+    /// file's state is unknown.
+    fn fail(&self, state: &mut State, err: &crate::Error, what: &str) {
+        tracing::error!(error = %err, "{what} failed; the store closes itself");
+        state.closed = Some(Closed::Failed(err.to_string()));
+        self.failed.store(true, Ordering::Release);
     }
 
     /// Refuses every later commit; returns false if it was already closed.
