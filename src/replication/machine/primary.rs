@@ -15,6 +15,11 @@ use crate::replication::status::LinkState;
 /// Time as the machine sees it: microseconds on the caller's monotonic clock.
 pub type Micros = u64;
 
+/// Sync writers' LSNs kept while not visible yet. Each writer waits for one at a time, so
+/// this many concurrent sync writers are told apart; past it, the newest stands for the
+/// one it replaces, which then ships with it.
+const MAX_PENDING_WANTS: usize = 1024;
+
 /// The timing and quorum rules of a primary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrimaryConfig {
@@ -127,7 +132,13 @@ pub struct PrimaryMachine {
     peers: BTreeMap<String, Peer>,
     generations: u64,
     quorum_lsn: u64,
+    /// The highest LSN a sync writer waits for that is visible: counting links ship up to
+    /// it without waiting for the interval.
     sync_wanted_lsn: u64,
+    /// LSNs sync writers wait for that are not visible yet, ascending. Shipping what is
+    /// visible before them would cost a second batch, and the replica a second append,
+    /// sync and ack, per sync write: each moves to `sync_wanted_lsn` once visible.
+    sync_pending: VecDeque<u64>,
     #[cfg(test)]
     pub(crate) planted: Planted,
 }
@@ -143,6 +154,7 @@ impl PrimaryMachine {
             generations: 0,
             quorum_lsn: 0,
             sync_wanted_lsn: 0,
+            sync_pending: VecDeque::new(),
             #[cfg(test)]
             planted: Planted::default(),
         }
@@ -320,14 +332,38 @@ impl PrimaryMachine {
     }
 
     /// A sync writer waits for `lsn`: counting replicas get it without waiting for the
-    /// ship interval (pacing batches async writes; it must not delay a sync one).
+    /// ship interval (pacing batches async writes; it must not delay a sync one). Told
+    /// before `lsn` is visible, the links wait for it to be: the entries visible before it
+    /// then ship with it, in one batch.
     pub fn sync_wanted(&mut self, lsn: u64) {
-        self.sync_wanted_lsn = self.sync_wanted_lsn.max(lsn);
+        if lsn <= self.visible_lsn {
+            self.sync_wanted_lsn = self.sync_wanted_lsn.max(lsn);
+        } else if self.sync_pending.back().is_none_or(|last| *last < lsn) {
+            if self.sync_pending.len() == MAX_PENDING_WANTS {
+                // The newest covers the one it replaces: that one ships when it does.
+                self.sync_pending.pop_back();
+            }
+            self.sync_pending.push_back(lsn);
+        }
     }
 
     /// Entries up to `lsn` are durable and visible.
     pub fn visible(&mut self, lsn: u64) {
         self.visible_lsn = self.visible_lsn.max(lsn);
+        while let Some(wanted) = self.sync_pending.front().copied() {
+            if wanted > self.visible_lsn {
+                break;
+            }
+            self.sync_wanted_lsn = self.sync_wanted_lsn.max(wanted);
+            self.sync_pending.pop_front();
+        }
+    }
+
+    /// Whether a sync writer waits for an entry not visible yet: a link that paces itself
+    /// should look again when entries become visible, to ship that one at once.
+    #[must_use]
+    pub fn awaits_visible(&self) -> bool {
+        !self.sync_pending.is_empty()
     }
 
     fn live(&mut self, id: &LinkId) -> Option<&mut Peer> {
@@ -564,6 +600,54 @@ mod tests {
             LinkAction::WaitUntil(50_000),
             "a consumer keeps its pace"
         );
+    }
+
+    #[test]
+    fn a_sync_entry_not_yet_visible_ships_with_the_entries_before_it_once_it_is() {
+        let mut m = PrimaryMachine::new(config(), 1);
+        let (a, _) = m.connect("a", PeerKind::Replica, true, 0, 0);
+        m.shipping(&a, &shipped(1..=1), 0);
+        // The writer waits from its commit on; entry 2, another writer's, is visible first.
+        m.sync_wanted(3);
+        m.visible(2);
+        assert!(m.awaits_visible());
+        assert_eq!(
+            m.poll(&a, 10),
+            LinkAction::WaitUntil(50_000),
+            "entry 2 shipped alone would cost the replica a batch of its own"
+        );
+        m.visible(3);
+        assert!(!m.awaits_visible());
+        assert_eq!(
+            m.poll(&a, 20),
+            LinkAction::Ship {
+                after_lsn: 1,
+                up_to_lsn: 3
+            }
+        );
+    }
+
+    #[test]
+    fn each_of_many_sync_writers_ships_once_its_own_entry_is_visible() {
+        let mut m = PrimaryMachine::new(config(), 1);
+        let (a, _) = m.connect("a", PeerKind::Replica, true, 0, 0);
+        m.shipping(&a, &shipped(1..=1), 0);
+        m.sync_wanted(3);
+        m.sync_wanted(5);
+        m.visible(4);
+        assert!(m.awaits_visible(), "entry 5 is still on its way");
+        assert_eq!(
+            m.poll(&a, 10),
+            LinkAction::Ship {
+                after_lsn: 1,
+                up_to_lsn: 4
+            },
+            "entry 3 must not wait for entry 5"
+        );
+        m.shipping(&a, &shipped(2..=4), 10);
+        assert!(m.caught_up(&a));
+        m.visible(5);
+        assert!(matches!(m.poll(&a, 30), LinkAction::Ship { .. }));
     }
 
     #[test]

@@ -46,10 +46,10 @@ pub(super) async fn stream_to(
         let now = shared.now_us();
         let last_lsn = shared.store.last_lsn();
         let sync_wanted = *wanted.borrow_and_update();
-        let (action, idle) = shared.machine(|m| {
+        let (action, idle, awaits_visible) = shared.machine(|m| {
             m.visible(last_lsn);
             m.sync_wanted(sync_wanted);
-            (m.poll(id, now), m.caught_up(id))
+            (m.poll(id, now), m.caught_up(id), m.awaits_visible())
         });
         match action {
             LinkAction::Drop => {
@@ -99,14 +99,15 @@ pub(super) async fn stream_to(
             }
             LinkAction::WaitUntil(at) => {
                 let wait = Duration::from_micros(at.saturating_sub(shared.now_us()));
-                // New entries matter only to a link that has shipped everything: one that
-                // paces itself ships them at its time anyway, and waking it on each commit
-                // cost the writers a context switch per commit and link. A sync writer's
-                // wish matters only to a link that paces itself: an idle one wakes for the
+                // New entries matter only to a link that has shipped everything, or that
+                // waits for a sync writer's entry to be visible: one that paces itself
+                // ships them at its time anyway, and waking it on each commit cost the
+                // writers a context switch per commit and link. A sync writer's wish
+                // matters only to a link that paces itself: an idle one wakes for the
                 // entry itself, and a second wake-up per sync write costs it a loop.
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
-                    _ = visible.changed(), if idle => {}
+                    _ = visible.changed(), if idle || awaits_visible => {}
                     _ = wanted.changed(), if !idle => {}
                     Some(request) = requests.next() => {
                         write_frame(&mut writer, &request.message).await?;

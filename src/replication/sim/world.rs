@@ -247,10 +247,6 @@ impl World {
             Event::PrimaryFsynced { lsn, incarnation } => {
                 self.log.fsynced(lsn, incarnation);
                 self.primary.visible(lsn);
-                // As the real glue does: a sync writer whose entry is visible waits for it.
-                if let Some(wanted) = self.sync_waiting.iter().rev().find(|w| **w <= lsn) {
-                    self.primary.sync_wanted(*wanted);
-                }
                 self.release();
                 self.start_primary_fsync();
                 self.drive_all();
@@ -307,7 +303,10 @@ impl World {
         self.log.append(payload);
         self.report.writes += 1;
         if sync {
+            // As the real glue does: the machine learns of the wait before the entry is
+            // visible.
             self.sync_waiting.push_back(lsn);
+            self.primary.sync_wanted(lsn);
         }
         self.start_primary_fsync();
         if !self.healed {
