@@ -13,12 +13,16 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::ThreadId;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use super::gather::Returning;
 use crate::codec::{frame_payload, frame_record, Op};
 
 /// An entry whose LSN is taken but that is not yet durable and applied.
 pub(crate) struct Pending {
     pub lsn: u64,
     pub ops: Vec<Op>,
+    /// The writer's thread, if its call returns once the entry is visible (an async
+    /// write: see [`super::gather`]).
+    pub quick: Option<ThreadId>,
 }
 
 /// A batch handed to the leader.
@@ -98,6 +102,8 @@ pub(crate) struct State {
     /// The thread whose pending entry only it may lead: a streamed load's, whose rows are
     /// in its own redb transaction, which another leader's flush would not commit.
     reserved: Option<ThreadId>,
+    /// The writers the last batch released, whom the next leader waits for a moment.
+    returning: Returning,
 }
 
 /// What [`Pipeline::enqueue`] does with the writer lock.
@@ -129,6 +135,8 @@ pub(crate) struct Pipeline {
     writer_free: Condvar,
     /// Signalled when a sync ends.
     synced: Condvar,
+    /// Signalled when the writers a gathering leader waits for are back.
+    arrived: Condvar,
     /// Set once a flush failed: readers check it without taking the state lock.
     failed: AtomicBool,
     /// Mirrors `State::writer.is_some()` for checks that must not take the state lock.
@@ -197,12 +205,14 @@ impl Pipeline {
                 waiting: [0; 2],
                 paused: None,
                 reserved: None,
+                returning: Returning::default(),
             }),
             listeners: RwLock::new(Vec::new()),
             next_listener: AtomicU64::new(0),
             batch_done: [Condvar::new(), Condvar::new()],
             writer_free: Condvar::new(),
             synced: Condvar::new(),
+            arrived: Condvar::new(),
             failed: AtomicBool::new(false),
             writer_held: AtomicBool::new(false),
             paused: AtomicBool::new(false),
@@ -345,6 +355,7 @@ impl Pipeline {
         body_crc: u32,
         ops: Vec<Op>,
         writer: WriterLock,
+        quick: bool,
         taken: impl FnOnce(u64),
     ) -> Result<u64, Refused> {
         let holds_writer = writer != WriterLock::NotHeld;
@@ -372,7 +383,13 @@ impl Pipeline {
         state.last_timestamp_ms = timestamp_ms;
         let epoch = state.epoch;
         frame_record(&mut state.records, lsn, epoch, timestamp_ms, body, body_crc);
-        state.pending.push(Pending { lsn, ops });
+        let quick = quick.then(|| std::thread::current().id());
+        state.pending.push(Pending { lsn, ops, quick });
+        if let Some(writer) = quick {
+            if state.returning.arrive(writer, Instant::now()) {
+                self.arrived.notify_one();
+            }
+        }
         if writer == WriterLock::Keep {
             state.reserved = Some(std::thread::current().id());
         }
@@ -446,7 +463,11 @@ impl Pipeline {
         state.epoch = state.epoch.max(epoch);
         state.last_timestamp_ms = state.last_timestamp_ms.max(timestamp_ms);
         frame_payload(&mut state.records, payload);
-        state.pending.push(Pending { lsn, ops });
+        state.pending.push(Pending {
+            lsn,
+            ops,
+            quick: None,
+        });
         Ok(())
     }
 
@@ -501,6 +522,7 @@ impl Pipeline {
                 .is_none_or(|owner| owner == std::thread::current().id());
             if !state.leading && !state.pending.is_empty() && may_lead {
                 let visible_before = state.visible_lsn;
+                state = self.gather(state);
                 state = self.lead(state, lead);
                 // The listeners hear of a batch made visible once, from its leader, with
                 // no lock held.
@@ -573,6 +595,30 @@ impl Pipeline {
         state
     }
 
+    /// Before a batch is cut, waits a moment for the writers the last one released (see
+    /// [`super::gather`]). Leading from the start: writers arriving meanwhile join this
+    /// batch instead of leading their own.
+    fn gather<'a>(&'a self, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        let Some(patience) = state.returning.start() else {
+            return state;
+        };
+        state.leading = true;
+        let deadline = Instant::now() + patience;
+        while !state.returning.all_back() && state.closed.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            state = self
+                .arrived
+                .wait_timeout(state, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        state.returning.stop();
+        state
+    }
+
     fn lead<'a>(
         &'a self,
         mut state: MutexGuard<'a, State>,
@@ -593,9 +639,13 @@ impl Pipeline {
             entries,
         };
         drop(state);
+        let started = Instant::now();
         let result = lead.flush(&batch);
+        let took = started.elapsed();
         let mut state = self.lock();
         state.leading = false;
+        let quick = batch.entries.iter().filter_map(|e| e.quick);
+        state.returning.released(quick, took, started + took);
         match result {
             Ok(Flushed::Durable) => {
                 state.readable_lsn = last;
@@ -642,6 +692,7 @@ impl Pipeline {
         drop(state);
         self.batch_done.iter().for_each(Condvar::notify_all);
         self.synced.notify_all();
+        self.arrived.notify_all();
         self.writer_free.notify_all();
         true
     }

@@ -17,7 +17,7 @@ fn an_entry_enqueued_keeping_the_writer_is_led_by_its_own_thread_only() {
     let pipeline = Arc::new(Pipeline::new(1, 1));
     pipeline.acquire_writer(None).ok().unwrap();
     let lsn = pipeline
-        .enqueue(b"body", 0, Vec::new(), WriterLock::Keep, |_| {})
+        .enqueue(b"body", 0, Vec::new(), WriterLock::Keep, false, |_| {})
         .ok()
         .unwrap();
     let others = Arc::new(AtomicUsize::new(0));

@@ -13,6 +13,7 @@ mod epochs;
 mod follow;
 #[cfg(test)]
 mod follow_tests;
+mod gather;
 mod handles;
 mod handover;
 mod history;
@@ -600,7 +601,7 @@ impl Store {
         let lsn = self
             .inner
             .pipeline
-            .enqueue(&body, crc, ops, writer, |lsn| {
+            .enqueue(&body, crc, ops, writer, replication.is_none(), |lsn| {
                 if let Some(replication) = &replication {
                     replication.will_wait(lsn);
                 }

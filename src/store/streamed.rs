@@ -203,7 +203,7 @@ impl StreamedCommit {
         let lsn = store
             .inner
             .pipeline
-            .enqueue(&body, crc, Vec::new(), WriterLock::Keep, |lsn| {
+            .enqueue(&body, crc, Vec::new(), WriterLock::Keep, false, |lsn| {
                 if let Some(replication) = &replication {
                     replication.will_wait(lsn);
                 }
@@ -258,7 +258,11 @@ impl StreamedCommit {
                 .collect();
             open.checkpointer
                 .note(1, batch.records.len() as u64, open.overlay.is_full());
-            store.inner.watchers.tell(&[Pending { lsn, ops }]);
+            store.inner.watchers.tell(&[Pending {
+                lsn,
+                ops,
+                quick: None,
+            }]);
             Ok(())
         })
     }
