@@ -190,6 +190,20 @@ def test_a_write_in_the_log_drops_the_cached_key(store: replikv.Store) -> None:
             r.close()
 
 
+def test_a_following_node_is_listed_by_the_primary_as_a_consumer_under_its_name(
+    store: replikv.Store,
+) -> None:
+    with (
+        replikv.Primary(store, listen="127.0.0.1:0") as primary,
+        replikv.CacheNode(follow=primary.address, name="edge-1") as cache,
+    ):
+        eventually("the node follows", lambda: cache.stats().follow_state == "streaming")
+        [info] = primary.status().replicas
+        assert (info.name, info.kind, info.sync_state) == ("edge-1", "consumer", "async")
+        assert 'ReplicaInfo(name="edge-1", kind="consumer"' in repr(info)
+        assert info.to_dict()["kind"] == "consumer"
+
+
 @pytest.mark.skipif(
     shutil.which("redis-benchmark") is None,
     reason="redis-benchmark is not installed (dev/check installs Debian's redis-tools)",

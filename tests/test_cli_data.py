@@ -495,7 +495,8 @@ def test_help_never_shows_the_token_from_the_environment(monkeypatch: pytest.Mon
 def test_status_every_prints_the_replica_header_once(capsys: pytest.CaptureFixture[str]) -> None:
     seen = dt.datetime.now(UTC)
     replica = argparse.Namespace(
-        name="eu-1", address="127.0.0.1:7000", state="streaming", sync_state="async",
+        name="eu-1", kind="replica", address="127.0.0.1:7000", state="streaming",
+        sync_state="async",
         sent_lsn=10, acked_lsn=9, lag_lsn=1, lag_seconds=0.01, lag_bytes=120, last_seen=seen,
     )  # fmt: skip
     replicas = cast(list[replikv.ReplicaInfo], [replica])
@@ -504,6 +505,6 @@ def test_status_every_prints_the_replica_header_once(capsys: pytest.CaptureFixtu
         _serve._print_replicas(replicas, header_shown=header_shown)
     printed = capsys.readouterr().out.splitlines()
     assert len(printed) == 4
-    assert printed[0].split()[:3] == ["name", "address", "state"]
+    assert printed[0].split()[:4] == ["name", "kind", "address", "state"]
     assert all(line.split()[0] == "eu-1" for line in printed[1:])
     assert {line.index("127.0.0.1") for line in printed[1:]} == {printed[0].index("address")}

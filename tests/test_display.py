@@ -111,6 +111,7 @@ def test_a_primary_and_its_replica_show_lag_and_sync_state_as_typed_status(
         assert len(status) == 1 and [info.name for info in status] == ["eu-1"]
         info = status.replicas[0]
         assert isinstance(info, replikv.ReplicaInfo) and info.sync_state == "quorum"
+        assert info.kind == "replica"
         described = plain(status)
         assert described["sync_state"] == primary.sync_state
         assert described["replicas"][0]["name"] == "eu-1"

@@ -728,6 +728,10 @@ class ReplicaInfo:
     def sync_state(self) -> str:
         """``'quorum'`` if its acks count toward sync writes (a replica that fsyncs),
         ``'async'`` if they never do (``fsync=False``, or a consumer)."""
+    @property
+    def kind(self) -> str:
+        """``'replica'``, or ``'consumer'`` for a peer that keeps no copy of the data (a
+        cache node, a change-feed reader): it never counts toward the quorum."""
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON-able values (``last_seen`` in ISO 8601)."""
     def _repr_html_(self) -> str:

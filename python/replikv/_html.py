@@ -109,6 +109,7 @@ def _store(store: Any) -> str:
 
 _REPLICA_HEADER = (
     "name",
+    "kind",
     "address",
     "state",
     "sync",
@@ -124,6 +125,7 @@ _REPLICA_HEADER = (
 def _replica_row(info: Any) -> tuple[Any, ...]:
     return (
         info.name,
+        info.kind,
         info.address,
         info.state,
         info.sync_state,

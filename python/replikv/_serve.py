@@ -24,7 +24,7 @@ from .exceptions import ReplikvError
 TOKEN_ENV = "REPLIKV_TOKEN"
 #: The replica table's column widths under --status-every, where rows of later reports
 #: must line up under a header printed once.
-WIDTHS = (12, 21, 10, 8, 10, 10, 8, 7, 11, 12)
+WIDTHS = (12, 8, 21, 10, 8, 10, 10, 8, 7, 11, 12)
 
 
 def add_commands(commands: Any) -> None:
@@ -289,6 +289,7 @@ def _print_replicas(replicas: list[ReplicaInfo], *, header_shown: list[bool] | N
         return
     header = (
         "name",
+        "kind",
         "address",
         "state",
         "sync",
@@ -306,6 +307,7 @@ def _print_replicas(replicas: list[ReplicaInfo], *, header_shown: list[bool] | N
         rows.append(
             (
                 r.name,
+                r.kind,
                 r.address,
                 r.state,
                 r.sync_state,

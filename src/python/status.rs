@@ -35,6 +35,9 @@ pub(crate) struct PyReplicaInfo {
     /// ``'quorum'`` if its acks count toward sync writes (a replica that fsyncs),
     /// ``'async'`` if they never do (``fsync=False``, or a consumer).
     sync_state: &'static str,
+    /// ``'replica'``, or ``'consumer'`` for a peer that keeps no copy of the data (a
+    /// cache node, a change-feed reader): it never counts toward the quorum.
+    kind: String,
 }
 
 impl PyReplicaInfo {
@@ -50,6 +53,7 @@ impl PyReplicaInfo {
             lag_seconds: link.lag_seconds,
             last_seen: ms_to_datetime(py, link.last_seen_ms)?.unbind(),
             sync_state: link.sync_state.name(),
+            kind: link.kind,
         })
     }
 }
@@ -60,6 +64,7 @@ impl PyReplicaInfo {
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let fields = PyDict::new(py);
         fields.set_item("name", &self.name)?;
+        fields.set_item("kind", &self.kind)?;
         fields.set_item("address", &self.address)?;
         fields.set_item("state", self.state)?;
         fields.set_item("sync_state", self.sync_state)?;
@@ -78,9 +83,15 @@ impl PyReplicaInfo {
 
     fn __repr__(&self) -> String {
         format!(
-            "ReplicaInfo(name={:?}, state={:?}, sync_state={:?}, acked_lsn={}, lag_lsn={}, \
-             lag_seconds={:.3})",
-            self.name, self.state, self.sync_state, self.acked_lsn, self.lag_lsn, self.lag_seconds
+            "ReplicaInfo(name={:?}, kind={:?}, state={:?}, sync_state={:?}, acked_lsn={}, \
+             lag_lsn={}, lag_seconds={:.3})",
+            self.name,
+            self.kind,
+            self.state,
+            self.sync_state,
+            self.acked_lsn,
+            self.lag_lsn,
+            self.lag_seconds
         )
     }
 }

@@ -4,6 +4,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_derive::{Deserialize, Serialize};
 
+use crate::replication::protocol::PeerKind;
+
 /// Milliseconds since the Unix epoch, by this machine's clock.
 #[must_use]
 pub fn now_ms() -> u64 {
@@ -139,6 +141,14 @@ pub struct ReplicaLink {
     /// Whether its acks count toward the quorum (absent from older primaries: async).
     #[serde(default)]
     pub sync_state: SyncRole,
+    /// `"replica"` or `"consumer"` (a cache node, a change-feed reader); absent from
+    /// older primaries, which named a consumer `"<name> (Consumer)"`.
+    #[serde(default = "replica_kind")]
+    pub kind: String,
+}
+
+fn replica_kind() -> String {
+    PeerKind::Replica.name().to_owned()
 }
 
 /// The lag in seconds of a peer that has applied up to an entry committed at

@@ -373,12 +373,7 @@ async fn welcome<'a>(
     };
     write_frame(writer, &welcome).await?;
     tracing::info!(%peer, replica = %name, ?kind, from_lsn = flushed_lsn, "replica connected");
-    // Links are named by replica; other kinds of peer never take a replica's place.
-    let name = if kind == PeerKind::Replica {
-        name
-    } else {
-        format!("{name} ({kind:?})")
-    };
+    let name = kind.link_name(&name);
     Ok(Accepted::Stream {
         kind,
         durable,

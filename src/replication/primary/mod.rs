@@ -529,7 +529,8 @@ impl Shared {
                 let wire = links.wires.get(&peer.id.name);
                 let oldest_missing = oldest_missing_ms(peer, last_lsn, &self.commit_times);
                 ReplicaLink {
-                    name: peer.id.name.clone(),
+                    name: peer.kind.peer_name(&peer.id.name).to_owned(),
+                    kind: peer.kind.name().to_owned(),
                     address: wire.map(|w| w.address.clone()).unwrap_or_default(),
                     state: peer.state,
                     sent_lsn: peer.sent_lsn,

@@ -75,6 +75,7 @@ fn link() -> impl Strategy<Value = ReplicaLink> {
                     lag_seconds,
                     last_seen_ms,
                     sync_state,
+                    kind: "replica".to_owned(),
                 }
             },
         )

@@ -29,6 +29,41 @@ pub enum PeerKind {
     Operator,
 }
 
+impl PeerKind {
+    /// The name of a streaming peer's link: a replica's own name; another kind's name
+    /// with its kind, so that it never takes a replica's place.
+    #[must_use]
+    pub fn link_name(self, name: &str) -> String {
+        if self == PeerKind::Replica {
+            name.to_owned()
+        } else {
+            format!("{name} ({self:?})")
+        }
+    }
+
+    /// The peer's own name in a link name made by [`PeerKind::link_name`].
+    #[must_use]
+    pub fn peer_name(self, link: &str) -> &str {
+        if self == PeerKind::Replica {
+            return link;
+        }
+        link.strip_suffix(&format!(" ({self:?})")).unwrap_or(link)
+    }
+
+    /// The name shown to users of a streaming peer's kind: `"replica"` or `"consumer"`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            PeerKind::Replica => "replica",
+            PeerKind::Consumer => "consumer",
+            PeerKind::Monitor => "monitor",
+            PeerKind::Verifier => "verifier",
+            PeerKind::Candidate => "candidate",
+            PeerKind::Operator => "operator",
+        }
+    }
+}
+
 /// Every message of the protocol.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Message {
