@@ -383,12 +383,15 @@ impl Pipeline {
         state.last_timestamp_ms = timestamp_ms;
         let epoch = state.epoch;
         frame_record(&mut state.records, lsn, epoch, timestamp_ms, body, body_crc);
-        let quick = quick.then(|| std::thread::current().id());
-        state.pending.push(Pending { lsn, ops, quick });
-        if let Some(writer) = quick {
-            if state.returning.arrive(writer, Instant::now()) {
-                self.arrived.notify_one();
-            }
+        let thread = std::thread::current().id();
+        state.pending.push(Pending {
+            lsn,
+            ops,
+            quick: quick.then_some(thread),
+        });
+        // Any write of the writer a leader waits for ends the wait, async or not.
+        if state.returning.arrive(thread, Instant::now()) {
+            self.arrived.notify_one();
         }
         if writer == WriterLock::Keep {
             state.reserved = Some(std::thread::current().id());
@@ -488,6 +491,8 @@ impl Pipeline {
         state.readable_lsn = next_lsn - 1;
         state.resets += 1;
         state.epoch = epoch;
+        state.in_flight_last = 0;
+        state.returning = Returning::default();
         drop(state);
         self.announce(next_lsn - 1);
     }
@@ -521,8 +526,13 @@ impl Pipeline {
                 .reserved
                 .is_none_or(|owner| owner == std::thread::current().id());
             if !state.leading && !state.pending.is_empty() && may_lead {
+                if let Some(until) = Self::gather_until(&mut state) {
+                    // Everything is looked at again after the wait: the pipeline may have
+                    // closed meanwhile, and the wait is over for good (see `stop`).
+                    state = self.gather(state, until);
+                    continue;
+                }
                 let visible_before = state.visible_lsn;
-                state = self.gather(state);
                 state = self.lead(state, lead);
                 // The listeners hear of a batch made visible once, from its leader, with
                 // no lock held.
@@ -595,17 +605,32 @@ impl Pipeline {
         state
     }
 
-    /// Before a batch is cut, waits a moment for the writers the last one released (see
-    /// [`super::gather`]). Leading from the start: writers arriving meanwhile join this
-    /// batch instead of leading their own.
-    fn gather<'a>(&'a self, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
-        let Some(patience) = state.returning.start() else {
-            return state;
-        };
+    /// Until when the leader of the pending entries should wait for the writer the last
+    /// batch released (see [`super::gather`]), if at all: never while a transaction or a
+    /// streamed load holds the writer lock (the writer waited for could not enqueue).
+    fn gather_until(state: &mut State) -> Option<Instant> {
+        if state.writer.is_some() || state.reserved.is_some() {
+            return None;
+        }
+        let pending = state.pending.len();
+        state
+            .returning
+            .start(pending, std::thread::current().id(), Instant::now())
+    }
+
+    /// Waits until `until` for the writer [`Pipeline::gather_until`] chose, as the leader:
+    /// writers arriving meanwhile wait for this batch instead of leading their own.
+    fn gather<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State>,
+        until: Instant,
+    ) -> MutexGuard<'a, State> {
         state.leading = true;
-        let deadline = Instant::now() + patience;
+        // No batch is in flight: whoever comes now waits for the next one, which this
+        // thread leads.
+        state.in_flight_last = 0;
         while !state.returning.all_back() && state.closed.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
@@ -615,7 +640,8 @@ impl Pipeline {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .0;
         }
-        state.returning.stop();
+        state.returning.stop(Instant::now());
+        state.leading = false;
         state
     }
 
