@@ -394,7 +394,7 @@ impl Pipeline {
             self.arrived.notify_one();
         }
         if writer == WriterLock::Keep {
-            state.reserved = Some(std::thread::current().id());
+            state.reserved = Some(thread);
         }
         taken(lsn);
         if writer == WriterLock::Release {

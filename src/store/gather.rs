@@ -108,11 +108,12 @@ impl Returning {
     /// Notes that `writer` enqueued at `now`, `gap` after its batch ended if it was in
     /// the last one.
     fn learn(&mut self, writer: ThreadId, gap: Option<Duration>, now: Instant) {
+        // Each return counts at most as a short wait missed: one long pause does not
+        // undo a habit for long.
+        let gap = gap.map(|gap| gap.min(2 * MAX_PATIENCE));
         if let Some(habit) = self.habits.iter_mut().find(|h| h.writer == writer) {
             if let Some(gap) = gap {
-                // Smoothed over about four returns, each counted at most as a short wait
-                // missed: one long pause does not undo a habit for long.
-                let gap = gap.min(2 * MAX_PATIENCE);
+                // Smoothed over about four returns.
                 habit.gap = Some(habit.gap.map_or(gap, |habit| (habit * 3 + gap) / 4));
             }
             habit.seen = now;
