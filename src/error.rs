@@ -78,7 +78,10 @@ pub enum StoreError {
     #[error("store {path} is already open {}", match (owner, holder) {
         (Some(pid), Some(holder)) if *pid == std::process::id() => format!("in this process {holder}"),
         (Some(pid), None) if *pid == std::process::id() => "in this process: close the other Store object first".to_owned(),
-        (Some(pid), _) => format!("in process {pid}"),
+        (Some(pid), _) => match command {
+            Some(command) => format!("in process {pid} ({command}): stop it first"),
+            None => format!("in process {pid}: stop it first"),
+        },
         (None, _) => "in another process".to_owned(),
     })]
     Locked {
@@ -86,6 +89,8 @@ pub enum StoreError {
         path: PathBuf,
         /// The pid written by the owner, when readable.
         owner: Option<u32>,
+        /// The owner's command line, when it is another process that is still running.
+        command: Option<String>,
         /// What holds it, when that is this process: "by a Replica: ...".
         holder: Option<&'static str>,
     },

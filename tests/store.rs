@@ -196,9 +196,11 @@ fn test_reopen_after_close_keeps_data_and_continues_lsns_and_a_second_opener_is_
         Err(Error::Store(StoreError::Locked {
             path,
             owner,
+            command,
             holder,
         })) => {
             assert_eq!(path, dir);
+            assert_eq!(command, None, "the holder is this process: no command line");
             assert_eq!(
                 owner,
                 Some(std::process::id()),

@@ -200,7 +200,7 @@ def test_a_following_node_is_listed_by_the_primary_as_a_consumer_under_its_name(
         eventually("the node follows", lambda: cache.stats().follow_state == "streaming")
         [info] = primary.status().replicas
         assert (info.name, info.kind, info.sync_state) == ("edge-1", "consumer", "async")
-        assert 'ReplicaInfo(name="edge-1", kind="consumer"' in repr(info)
+        assert "ReplicaInfo(name='edge-1', kind='consumer'" in repr(info)
         assert info.to_dict()["kind"] == "consumer"
 
 

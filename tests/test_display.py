@@ -127,13 +127,13 @@ def test_a_primary_and_its_replica_show_lag_and_sync_state_as_typed_status(
         [slot] = primary.slots()
         assert isinstance(slot, replikv.Slot) and (slot.name, slot.fsync) == ("eu-1", True)
         assert plain(slot)["created"] == slot.created.isoformat()
-        assert "eu-1" in shown(slot) and 'Slot(name="eu-1"' in one_line(slot)
+        assert "eu-1" in shown(slot) and "Slot(name='eu-1'" in one_line(slot)
 
         mine = replica.status()
         assert isinstance(mine, replikv.ReplicaStatus)
         assert (mine.name, mine.primary, mine.applied_lsn) == ("eu-1", primary.address, 1)
         assert plain(mine)["applied_lsn"] == 1 and plain(mine)["primary_peers"] == []
-        assert 'ReplicaStatus(name="eu-1"' in one_line(mine)
+        assert "ReplicaStatus(name='eu-1'" in one_line(mine)
         for follower in (mine, replica):
             text = shown(follower)
             assert primary.address in text and "applied LSN" in text
@@ -148,6 +148,24 @@ def test_a_primary_and_its_replica_show_lag_and_sync_state_as_typed_status(
         one_line(report.replicas[0])
     eventually("the primary to show it gone", lambda: "disconnected" in shown(primary))
     assert "closed" in shown(replica), "a closed replica says so"
+
+
+def test_reprs_and_messages_quote_strings_as_python_does(tmp_path: Path) -> None:
+    path = tmp_path / "it's \\ here"
+    with replikv.Store(path) as store:
+        assert one_line(store).startswith(f"<Store {str(path)!r} last_lsn=0 ")
+        assert f"path={str(path)!r}" in one_line(store.stats())
+        with store.transaction() as tx:
+            assert one_line(tx).startswith(f"<Transaction on {str(path)!r}: open")
+        assert "tables=['consent', 'events']" in one_line(
+            store.changes(tables=["events", "consent"])
+        )
+        with pytest.raises(ValueError, match="must be 'async' or 'sync', not 'eventually'"):
+            store.put("t", "k", 1, durability="eventually")
+        with replikv.Primary(store, token=TOKEN) as primary:
+            text = one_line(primary.status())
+            assert f"address={primary.address!r}" in text
+            assert f"sync_state={primary.sync_state!r}" in text
 
 
 def test_a_replica_that_cannot_connect_still_shows_its_status(tmp_path: Path) -> None:

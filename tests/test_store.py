@@ -348,7 +348,7 @@ def test_use_after_close_raises_store_closed(store: replikv.Store) -> None:
         store.checksum()
 
 
-def test_a_second_process_gets_an_error_naming_the_owner_pid(
+def test_a_second_process_gets_an_error_naming_the_owner_pid_and_command(
     store: replikv.Store, tmp_path: Path
 ) -> None:
     import os
@@ -365,6 +365,11 @@ def test_a_second_process_gets_an_error_naming_the_owner_pid(
     )
     assert result.returncode == 3, result.stderr
     assert f"process {os.getpid()}" in result.stdout
+    # ... and its command line, so that the user knows which process to stop
+    with open(f"/proc/{os.getpid()}/cmdline", "rb") as cmdline:
+        program = cmdline.read().split(b"\0")[0].decode()
+    assert f"process {os.getpid()} ({program}" in result.stdout
+    assert "stop it first" in result.stdout
 
 
 def test_concurrent_readers_and_writers_from_threads(store: replikv.Store) -> None:

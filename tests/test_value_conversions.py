@@ -167,7 +167,7 @@ def test_naive_datetimes_are_taken_as_utc_only_when_asked() -> None:
     assert replikv.encode_value(naive_ts, naive="utc") == replikv.encode_value(aware)
     with pytest.raises(TypeError, match=r"^value: naive datetime"):
         replikv.encode_value(naive)
-    with pytest.raises(ValueError, match='naive must be "refuse" or "utc"'):
+    with pytest.raises(ValueError, match="naive must be 'refuse' or 'utc'"):
         replikv.encode_value(naive, naive="local")  # type: ignore[arg-type]
 
 

@@ -102,7 +102,7 @@ def test_equal_replicas_are_reported_equal_under_a_steady_write_load(
     assert repr(report).startswith("<VerifyReport ok at LSN ")
     assert "2 equal, 0 different, 0 not comparable" in repr(report)
     assert "eu-1: equal at LSN" in str(report)
-    assert repr(report.replicas[0]).startswith('ReplicaVerify(name="eu-1", verdict="equal"')
+    assert repr(report.replicas[0]).startswith("ReplicaVerify(name='eu-1', verdict='equal'")
 
 
 def test_a_stopped_replica_is_not_comparable_and_does_not_fail_the_report(

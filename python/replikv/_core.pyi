@@ -358,7 +358,7 @@ class Store:
     while the other handles work on. The store is flushed and its directory released when
     its last handle is closed or garbage-collected. A directory a ``Replica`` of this
     process holds raises ``StoreLockedError`` saying so; another process gets
-    ``StoreLockedError`` naming the owner's pid.
+    ``StoreLockedError`` naming the owner's pid and command line.
     """
 
     def __new__(
@@ -1156,6 +1156,9 @@ class Replica:
         compared this directory's history with the primary's. After a failover, wait for an
         LSN past the old primary's last one to learn whether the histories fork (a fork
         raises, below).
+
+        A primary that cannot be reached is retried, not raised: the wait then returns
+        ``False``, and ``status().last_error`` says why (``connection refused``, ...).
 
         Raises:
             ReplicationError: the link failed for good (a wrong token, a diverged

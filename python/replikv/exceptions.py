@@ -79,8 +79,9 @@ class StorePermissionError(ReplikvOSError, PermissionError):
 
 
 class StoreLockedError(ReplikvOSError, BlockingIOError):
-    """The store directory is already open in another process (its pid is in the message),
-    or in this one by something that does not share it (a ``Replica``: the message says).
+    """The store directory is already open in another process (the message gives its pid
+    and command line), or in this one by something that does not share it (a ``Replica``:
+    the message says).
 
     ``pid`` is the other process's id, or ``None`` when its lock file could not be read
     (or the holder is this process).

@@ -2,6 +2,7 @@
 //! timeout or `sys.maxsize` seconds must be a clear exception or a documented meaning,
 //! never an overflow panic deep inside.
 
+use crate::python::display::quoted;
 use std::time::Duration;
 
 use pyo3::exceptions::{PyOverflowError, PyValueError};
@@ -66,7 +67,8 @@ pub(crate) fn durability_setting(name: &str, value: &str) -> PyResult<Durability
         "async" => Ok(Durability::Async),
         "sync" => Ok(Durability::Sync),
         other => Err(PyValueError::new_err(format!(
-            "{name} must be 'async' or 'sync', not {other:?}"
+            "{name} must be 'async' or 'sync', not {}",
+            quoted(other)
         ))),
     }
 }

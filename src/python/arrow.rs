@@ -1,6 +1,7 @@
 //! Arrow in and out: `ArrowStream` (a table's rows behind the Arrow `PyCapsule` interface)
 //! and the column-wise import behind `put_arrow` / `put_dataframe`.
 
+use crate::python::display::quoted;
 use arrow_array::{Array, ArrayRef, RecordBatchIterator, RecordBatchReader};
 use arrow_schema::SchemaRef;
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
@@ -191,7 +192,8 @@ pub(crate) fn stream(
         .is_some_and(|c| c.contains(&key_name))
     {
         return Err(PyValueError::new_err(format!(
-            "a value column is named {key_name:?} like the key column: pass another key_name="
+            "a value column is named {} like the key column: pass another key_name=",
+            quoted(&key_name)
         )));
     }
     let rows = py
@@ -214,8 +216,9 @@ pub(crate) fn stream(
         .any(|f| *f.name() == key_name)
     {
         return Err(PyValueError::new_err(format!(
-            "table {table} has a field named {key_name:?}, like the key column: pass another \
-             key_name="
+            "table {table} has a field named {}, like the key column: pass another \
+             key_name=",
+            quoted(&key_name)
         )));
     }
     Ok(PyArrowStream { rows })
@@ -279,7 +282,8 @@ impl<'py> Load<'py> {
             "utc" => Naive::Utc,
             other => {
                 return Err(PyValueError::new_err(format!(
-                    "naive must be \"refuse\" or \"utc\", not {other:?}"
+                    "naive must be 'refuse' or 'utc', not {}",
+                    quoted(other)
                 )))
             }
         };

@@ -1,6 +1,7 @@
 //! `Batch`: writes collected in memory and committed as one transaction when its `with`
 //! block ends.
 
+use crate::python::display::quoted;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use pyo3::exceptions::PyRuntimeError;
@@ -215,8 +216,8 @@ impl PyBatch {
             BatchState::Discarded => "discarded".to_owned(),
         };
         format!(
-            "<Batch on {:?}: {state}>",
-            self.store.path().display().to_string()
+            "<Batch on {}: {state}>",
+            quoted(&self.store.path().display().to_string())
         )
     }
 }

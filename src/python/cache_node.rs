@@ -1,5 +1,6 @@
 //! `CacheNode`: a Redis-protocol LRU cache node, kept consistent by a primary's log.
 
+use crate::python::display::quoted;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -36,7 +37,8 @@ fn on_write(value: &str) -> PyResult<OnWrite> {
         "drop" => Ok(OnWrite::Drop),
         "refresh" => Ok(OnWrite::Refresh),
         other => Err(PyValueError::new_err(format!(
-            "on_write must be 'drop' or 'refresh', not {other:?}"
+            "on_write must be 'drop' or 'refresh', not {}",
+            quoted(other)
         ))),
     }
 }
@@ -68,7 +70,8 @@ impl PyCacheNode {
         if let Some(name) = &name {
             crate::store::validate_table_name(name).map_err(|_| {
                 PyValueError::new_err(format!(
-                    "invalid node name {name:?}: use letters, digits, '_', '.', '-'"
+                    "invalid node name {}: use letters, digits, '_', '.', '-'",
+                    quoted(name)
                 ))
             })?;
         }

@@ -1,6 +1,7 @@
 //! `Changes`, `Change` and `Ops`: the change feed, read lazily. A `Change` keeps its entry's
 //! stored bytes; its `ops` decode one op at a time, when used.
 
+use crate::python::display::quoted_list;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -183,7 +184,7 @@ impl PyChanges {
         if let Some(tables) = &self.request.tables {
             let mut names: Vec<&str> = tables.iter().map(String::as_str).collect();
             names.sort_unstable();
-            parts.push(format!("tables={names:?}"));
+            parts.push(format!("tables={}", quoted_list(names)));
         }
         if self.request.since_micros.is_some() || self.request.until_micros.is_some() {
             parts.push("filtered by commit time".to_owned());

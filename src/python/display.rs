@@ -25,3 +25,41 @@ pub(crate) fn html(object: &Bound<'_, PyAny>) -> PyResult<String> {
         .call1((object,))?
         .extract()
 }
+
+/// `text` as Python's `repr()` shows a str: in single quotes (in double quotes when it
+/// holds a single quote and no double one), with backslashes, that quote and control
+/// characters escaped. Reprs and messages use it so that they read as Python, not Rust.
+pub(crate) fn quoted(text: &str) -> String {
+    use std::fmt::Write as _;
+    let quote = if text.contains('\'') && !text.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push(quote);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => {
+                let _ = write!(out, "\\x{:02x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
+    out
+}
+
+/// A list of strs as Python's `repr()` shows it: `['a', 'b']`.
+pub(crate) fn quoted_list<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> String {
+    let items: Vec<String> = items.into_iter().map(|s| quoted(s.as_ref())).collect();
+    format!("[{}]", items.join(", "))
+}

@@ -1,5 +1,6 @@
 //! `Replica`: follows a primary into a local, read-only store; promotes it at run time.
 
+use crate::python::display::quoted;
 use std::fmt::Write;
 use std::time::{Duration, Instant};
 
@@ -84,7 +85,8 @@ impl PyReplica {
             "resync" => OnDiverge::Resync,
             other => {
                 return Err(PyValueError::new_err(format!(
-                    "on_diverge must be 'stop' or 'resync', not {other:?}"
+                    "on_diverge must be 'stop' or 'resync', not {}",
+                    quoted(other)
                 )))
             }
         };
@@ -94,7 +96,8 @@ impl PyReplica {
         };
         crate::store::validate_table_name(&name).map_err(|_| {
             PyValueError::new_err(format!(
-                "invalid replica name {name:?}: use letters, digits, '_', '.', '-'"
+                "invalid replica name {}: use letters, digits, '_', '.', '-'",
+                quoted(&name)
             ))
         })?;
         let options = ReplicaOptions {
@@ -152,6 +155,9 @@ impl PyReplica {
     /// compared this directory's history with the primary's. After a failover, wait for an
     /// LSN past the old primary's last one to learn whether the histories fork (a fork
     /// raises, below).
+    ///
+    /// A primary that cannot be reached is retried, not raised: the wait then returns
+    /// ``False``, and ``status().last_error`` says why (``connection refused``, ...).
     ///
     /// Raises:
     ///     ReplicationError: the link failed for good (a wrong token, a diverged
@@ -400,12 +406,12 @@ impl PyReplica {
 
     fn __repr__(&self) -> String {
         if let Err(err) = self.replica.store().check_process() {
-            return format!("<Replica {:?}: {err}>", self.replica.name());
+            return format!("<Replica {}: {err}>", quoted(self.replica.name()));
         }
         let state = self.replica.state();
         format!(
-            "<Replica {:?} of {} state={} applied_lsn={}>",
-            self.replica.name(),
+            "<Replica {} of {} state={} applied_lsn={}>",
+            quoted(self.replica.name()),
             self.replica.primary(),
             state.state.name(),
             self.replica.store().readable_lsn()
@@ -469,8 +475,8 @@ impl PyReplica {
         if state.state == LinkState::Failed {
             let reason = state.last_error.unwrap_or_default();
             let message = format!(
-                "replica {:?} stopped following {} and will not reach LSN {lsn}: {reason}",
-                replica.name(),
+                "replica {} stopped following {} and will not reach LSN {lsn}: {reason}",
+                quoted(replica.name()),
                 replica.primary()
             );
             if let Some(divergence) = &state.diverged {

@@ -1,6 +1,7 @@
 //! What the replication wrappers share: waits that notice Ctrl-C, the checked options of a
 //! `Primary`, and `fetch_status` (what `replikv status` asks).
 
+use crate::python::display::quoted;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -74,7 +75,8 @@ fn sync_options(
         "degrade" => OnTimeout::Degrade,
         other => {
             return Err(PyValueError::new_err(format!(
-                "on_timeout must be 'raise' or 'degrade', not {other:?}"
+                "on_timeout must be 'raise' or 'degrade', not {}",
+                quoted(other)
             )))
         }
     };
@@ -83,7 +85,7 @@ fn sync_options(
         .map(|(table, mode)| {
             crate::store::validate_table_name(&table)
                 .map_err(|e| PyValueError::new_err(format!("table_modes: {e}")))?;
-            let mode = durability_setting(&format!("table_modes[{table:?}]"), &mode)?;
+            let mode = durability_setting(&format!("table_modes[{}]", quoted(&table)), &mode)?;
             Ok((table, mode))
         })
         .collect::<PyResult<_>>()?;

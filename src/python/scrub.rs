@@ -1,5 +1,6 @@
 //! `Store.scrub()`: its report types, and the run that stays interruptible and shows progress.
 
+use crate::python::display::quoted;
 use std::fmt::Write;
 
 use pyo3::prelude::*;
@@ -29,8 +30,9 @@ impl PyDamage {
             None => "None".to_owned(),
         };
         Ok(format!(
-            "Damage(table={:?}, key={key}, reason={:?})",
-            self.table, self.reason
+            "Damage(table={}, key={key}, reason={})",
+            quoted(&self.table),
+            quoted(&self.reason)
         ))
     }
 
@@ -102,8 +104,8 @@ impl PyScrubReport {
         let damaged = self.damaged.bind(py);
         let tables = self.tables.bind(py).len();
         let mut out = format!(
-            "<ScrubReport {:?} {}: {} rows in {tables} table{} checked at LSN {}",
-            self.path,
+            "<ScrubReport {} {}: {} rows in {tables} table{} checked at LSN {}",
+            quoted(&self.path),
             if self.ok { "ok" } else { "DAMAGED" },
             self.rows_checked,
             if tables == 1 { "" } else { "s" },

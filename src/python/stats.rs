@@ -1,5 +1,6 @@
 //! `Store.stats()`: what a store holds and takes on disk, as a typed report.
 
+use crate::python::display::quoted;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -90,8 +91,8 @@ impl PyStoreStats {
             .sum::<PyResult<u64>>()?;
         let tables = self.tables.bind(py).len();
         Ok(format!(
-            "StoreStats(path={:?}, rows={rows} in {tables} table{}, total={} (log {}, tables {}, other {}), lsn {}..{})",
-            self.path,
+            "StoreStats(path={}, rows={rows} in {tables} table{}, total={} (log {}, tables {}, other {}), lsn {}..{})",
+            quoted(&self.path),
             if tables == 1 { "" } else { "s" },
             human(self.total_bytes),
             human(self.log_bytes),

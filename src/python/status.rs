@@ -2,6 +2,7 @@
 //! replica), `Slot` and `ReplicaStatus`. Each has readable attributes, a one-line repr,
 //! `to_dict()` for JSON and `_repr_html_()` for Jupyter.
 
+use crate::python::display::quoted;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyIterator, PyList};
 
@@ -83,12 +84,12 @@ impl PyReplicaInfo {
 
     fn __repr__(&self) -> String {
         format!(
-            "ReplicaInfo(name={:?}, kind={:?}, state={:?}, sync_state={:?}, acked_lsn={}, \
+            "ReplicaInfo(name={}, kind={}, state={}, sync_state={}, acked_lsn={}, \
              lag_lsn={}, lag_seconds={:.3})",
-            self.name,
-            self.kind,
-            self.state,
-            self.sync_state,
+            quoted(&self.name),
+            quoted(&self.kind),
+            quoted(self.state),
+            quoted(self.sync_state),
             self.acked_lsn,
             self.lag_lsn,
             self.lag_seconds
@@ -166,11 +167,11 @@ impl PyPrimaryStatus {
 
     fn __repr__(&self, py: Python<'_>) -> String {
         format!(
-            "PrimaryStatus(address={:?}, last_lsn={}, epoch={}, sync_state={:?}, replicas={})",
-            self.address,
+            "PrimaryStatus(address={}, last_lsn={}, epoch={}, sync_state={}, replicas={})",
+            quoted(&self.address),
             self.last_lsn,
             self.epoch,
-            self.sync_state,
+            quoted(self.sync_state),
             self.replicas.bind(py).len()
         )
     }
@@ -219,8 +220,8 @@ impl PySlot {
 
     fn __repr__(&self) -> String {
         format!(
-            "Slot(name={:?}, acked_lsn={}, fsync={})",
-            self.name,
+            "Slot(name={}, acked_lsn={}, fsync={})",
+            quoted(&self.name),
             self.acked_lsn,
             if self.fsync { "True" } else { "False" }
         )
@@ -313,12 +314,17 @@ impl PyReplicaStatus {
         let error = self
             .last_error
             .as_ref()
-            .map(|e| format!(", last_error={e:?}"))
+            .map(|e| format!(", last_error={}", quoted(e)))
             .unwrap_or_default();
         format!(
-            "ReplicaStatus(name={:?}, state={:?}, applied_lsn={}, lag_lsn={}, \
+            "ReplicaStatus(name={}, state={}, applied_lsn={}, lag_lsn={}, \
              lag_seconds={:.3}, epoch={}{error})",
-            self.name, self.state, self.applied_lsn, self.lag_lsn, self.lag_seconds, self.epoch
+            quoted(&self.name),
+            quoted(self.state),
+            self.applied_lsn,
+            self.lag_lsn,
+            self.lag_seconds,
+            self.epoch
         )
     }
 }

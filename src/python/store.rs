@@ -1,5 +1,6 @@
 //! `Store`: the Python class of a store, and the `progress=` helper of its bulk calls.
 
+use crate::python::display::quoted;
 use std::ops::Bound as Limit;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -47,7 +48,7 @@ pub(crate) const PROGRESS_EVERY: usize = 8192;
 /// while the other handles work on. The store is flushed and its directory released when
 /// its last handle is closed or garbage-collected. A directory a ``Replica`` of this
 /// process holds raises ``StoreLockedError`` saying so; another process gets
-/// ``StoreLockedError`` naming the owner's pid.
+/// ``StoreLockedError`` naming the owner's pid and command line.
 #[pyclass(frozen, module = "replikv._core", name = "Store")]
 pub(crate) struct PyStore {
     pub(crate) store: Store,
@@ -636,15 +637,15 @@ impl PyStore {
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
         let this = slf.get();
         let class = slf.get_type().name()?;
-        let path = this.store.path().display().to_string();
+        let path = quoted(&this.store.path().display().to_string());
         if let Err(err) = this.store.check_process() {
-            return Ok(format!("<{class} {path:?}: {err}>"));
+            return Ok(format!("<{class} {path}: {err}>"));
         }
         if this.store.is_closed() {
-            return Ok(format!("<{class} {path:?} closed>"));
+            return Ok(format!("<{class} {path} closed>"));
         }
         Ok(format!(
-            "<{class} {path:?} last_lsn={} epoch={}>",
+            "<{class} {path} last_lsn={} epoch={}>",
             this.store.readable_lsn(),
             this.store.epoch()
         ))

@@ -1,6 +1,7 @@
 //! `Transaction`: a serializable transaction driven from Python, and the warning for one
 //! that is collected while it holds the writer lock.
 
+use crate::python::display::quoted;
 use std::sync::Mutex;
 
 use pyo3::exceptions::PyRuntimeError;
@@ -255,8 +256,8 @@ impl PyTransaction {
             TxState::Aborted => "aborted".to_owned(),
         };
         format!(
-            "<Transaction on {:?}: {state}>",
-            self.store.path().display().to_string()
+            "<Transaction on {}: {state}>",
+            quoted(&self.store.path().display().to_string())
         )
     }
 }

@@ -1,5 +1,6 @@
 //! Small result types: Receipt, Op, Checksum.
 
+use crate::python::display::quoted;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -87,13 +88,13 @@ impl PyOp {
         if self.kind == "put" {
             let value = self.value.bind(py).repr()?;
             Ok(format!(
-                "Op(kind='put', table={:?}, key={key}, value={value})",
-                self.table
+                "Op(kind='put', table={}, key={key}, value={value})",
+                quoted(&self.table)
             ))
         } else {
             Ok(format!(
-                "Op(kind='delete', table={:?}, key={key})",
-                self.table
+                "Op(kind='delete', table={}, key={key})",
+                quoted(&self.table)
             ))
         }
     }

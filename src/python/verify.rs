@@ -1,6 +1,7 @@
 //! `Primary.verify()` and `fetch_verify()`: how each replica's tables compare with the
 //! primary's at one LSN.
 
+use crate::python::display::{quoted, quoted_list};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -82,19 +83,19 @@ impl PyReplicaVerify {
 
     fn __repr__(&self) -> String {
         let mut out = format!(
-            "ReplicaVerify(name={:?}, verdict={:?}",
-            self.check.name,
-            self.check.verdict.name()
+            "ReplicaVerify(name={}, verdict={}",
+            quoted(&self.check.name),
+            quoted(self.check.verdict.name())
         );
         if let Some(lsn) = self.check.lsn {
             let _ = write!(out, ", lsn={lsn}");
         }
         if let Some(reason) = &self.check.reason {
-            let _ = write!(out, ", reason={reason:?}");
+            let _ = write!(out, ", reason={}", quoted(reason));
         }
         let different = different_tables(&self.check);
         if !different.is_empty() {
-            let _ = write!(out, ", different={different:?}");
+            let _ = write!(out, ", different={}", quoted_list(&different));
         }
         out.push(')');
         out

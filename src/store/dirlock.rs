@@ -43,6 +43,7 @@ impl DirLock {
             return Err(StoreError::Locked {
                 path: dir.to_path_buf(),
                 owner,
+                command: owner.and_then(command_line),
                 holder: None,
             }
             .into());
@@ -52,4 +53,27 @@ impl DirLock {
         write!(file, "{}", std::process::id()).map_err(io)?;
         Ok(Self { _file: file })
     }
+}
+
+/// The command line of process `pid` as `ps` shows it, shortened to a readable length;
+/// `None` for this process, or where `/proc` does not tell (another system, a process gone).
+fn command_line(pid: u32) -> Option<String> {
+    const MAX_CHARS: usize = 160;
+    if pid == std::process::id() {
+        return None;
+    }
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let words: Vec<String> = raw
+        .split(|&b| b == 0)
+        .filter(|word| !word.is_empty())
+        .map(|word| String::from_utf8_lossy(word).into_owned())
+        .collect();
+    let line = words.join(" ");
+    if line.is_empty() {
+        return None;
+    }
+    Some(match line.char_indices().nth(MAX_CHARS) {
+        Some((cut, _)) => format!("{}...", &line[..cut]),
+        None => line,
+    })
 }

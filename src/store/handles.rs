@@ -183,6 +183,7 @@ fn name_holder(registry: &Registry, err: crate::Error) -> crate::Error {
             holder: holder(registry, &path),
             path,
             owner: Some(pid),
+            command: None,
         }
         .into(),
         other => other,

@@ -7,6 +7,7 @@ mod local;
 mod remote;
 pub(crate) mod stats;
 
+use crate::python::display::quoted_list;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -509,7 +510,10 @@ impl PyCache {
                 )
             }
             Backend::Remote(remote) => {
-                format!("<Cache nodes={:?} {source}{state}>", remote.addresses())
+                format!(
+                    "<Cache nodes={} {source}{state}>",
+                    quoted_list(remote.addresses())
+                )
             }
         }
     }

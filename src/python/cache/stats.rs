@@ -1,6 +1,7 @@
 //! `Cache.stats()` and `CacheNode.stats()` as typed reports: readable attributes, a
 //! one-line repr, `to_dict()` for JSON and `_repr_html_()` for Jupyter.
 
+use crate::python::display::quoted;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -167,14 +168,14 @@ impl PyCacheNodeStats {
 
     fn __repr__(&self) -> String {
         format!(
-            "CacheNodeStats(address={:?}, keys={}, hit_ratio={:.3}, evictions={}, \
-             processed_lsn={}, follow_state={:?})",
-            self.address,
+            "CacheNodeStats(address={}, keys={}, hit_ratio={:.3}, evictions={}, \
+             processed_lsn={}, follow_state={})",
+            quoted(&self.address),
             self.keys,
             self.hit_ratio,
             self.evictions,
             self.processed_lsn,
-            self.follow_state
+            quoted(&self.follow_state)
         )
     }
 }

@@ -13,6 +13,7 @@ mod foreign;
 mod key;
 mod path;
 
+use crate::python::display::quoted;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -59,7 +60,8 @@ pub(crate) fn encode_value<'py>(
         "utc" => true,
         other => {
             return Err(PyValueError::new_err(format!(
-                "naive must be \"refuse\" or \"utc\", not {other:?}"
+                "naive must be 'refuse' or 'utc', not {}",
+                quoted(other)
             )))
         }
     };
