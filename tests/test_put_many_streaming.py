@@ -143,12 +143,17 @@ def test_other_threads_writes_wait_for_a_put_many_and_come_after_it(
     assert store.count("t") == ROWS + 1
 
 
-CLOSE_CHILD = textwrap.dedent(
+INSIDE_CHILD = textwrap.dedent(
     """
     import sys
     import replikv
 
     store = replikv.Store(sys.argv[1])
+    call, where = sys.argv[2], sys.argv[3]
+
+    def make_the_call(done):
+        if done >= 5000:
+            getattr(store, call)(*([1] if call == "drop_log_before" else []))
 
     class Sized:
         def __len__(self):
@@ -156,24 +161,31 @@ CLOSE_CHILD = textwrap.dedent(
 
         def __iter__(self):
             for i in range(10_000):
-                if i == 5000:
-                    store.close()
+                if where == "rows":
+                    make_the_call(i)
                 yield f"k{i}", i
 
     try:
-        store.put_many("t", Sized())
+        store.put_many("t", Sized(), progress=make_the_call if where == "progress" else None)
     except RuntimeError as err:
         print("refused:", err)
+    store.close()
     with replikv.Store(sys.argv[1]) as again:
         print("rows", again.count("t"), "lsn", again.last_lsn)
     """
 )
 
 
-def test_closing_the_store_from_inside_the_rows_is_refused_not_a_hang(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("call", "where"),
+    [("close", "rows"), ("drop_log_before", "rows"), ("drop_log_before", "progress")],
+)
+def test_a_call_that_waits_for_the_load_from_inside_it_is_refused_not_a_hang(
+    tmp_path: Path, call: str, where: str
+) -> None:
     # In a child process, so that a hang fails the test instead of stalling the run.
     done = subprocess.run(
-        [sys.executable, "-c", CLOSE_CHILD, str(tmp_path / "db")],
+        [sys.executable, "-c", INSIDE_CHILD, str(tmp_path / "db"), call, where],
         capture_output=True,
         text=True,
         timeout=60,

@@ -108,8 +108,10 @@ impl Store {
     /// removed.
     ///
     /// # Errors
-    /// A closed store or an I/O failure.
+    /// A closed store or an I/O failure; [`crate::error::StoreError::WouldDeadlock`] from inside a
+    /// streamed bulk load on this thread (its checkpoint would wait for the load).
     pub fn drop_log_before(&self, lsn: u64) -> Result<usize> {
+        self.outside_bulk_load()?;
         self.with_open(|open| {
             let durable = open.overlay.move_to_tables(&open.tables, true)?;
             open.log

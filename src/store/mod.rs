@@ -913,15 +913,23 @@ impl Store {
     /// nothing is closed.
     pub fn close(&self) -> Result<()> {
         self.check_process()?;
+        // Closing would wait for the load's applying thread, which waits for this one.
+        self.outside_bulk_load()?;
+        self.close_handle()
+    }
+
+    /// Refuses a call from inside a streamed bulk load on this thread (the rows a
+    /// `put_many` is reading, its progress callback) that would wait for the load's
+    /// applying thread, which waits for this one.
+    fn outside_bulk_load(&self) -> Result<()> {
         if self.inner.pipeline.streaming_here() {
-            // Closing would wait for the load's applying thread, which waits for this one.
             return Err(StoreError::WouldDeadlock(
                 "this thread is inside a bulk write to this store (the rows a put_many is \
-                 reading): close the store after it ends",
+                 reading, or its progress callback): make this call after the load ends",
             )
             .into());
         }
-        self.close_handle()
+        Ok(())
     }
 
     /// Closes the store for every handle: flushes what is pending, checkpoints the tables
