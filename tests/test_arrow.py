@@ -187,6 +187,42 @@ def test_each_refused_cell_names_its_key_and_field(
     assert "t" not in store.tables()
 
 
+@pytest.mark.parametrize(
+    "dates",
+    [
+        pa.array([0, 2**30], pa.date32()),  # year 2,941,775
+        pa.array([0, -719_163], pa.date32()),  # the day before 0001-01-01
+        pa.array([0, 2_932_897 * 86_400_000], pa.date64()),  # 10000-01-01
+    ],
+)
+def test_a_date_python_cannot_hold_is_refused_not_stored_unreadable(store: Any, dates: Any) -> None:
+    table = pa.table({"id": ["ok", "bad"], "on": dates})
+    with pytest.raises(OverflowError, match=r"t\['bad'\]\['on'\]: date outside years 1-9999"):
+        store.put_arrow("t", table, key="id")
+    assert "t" not in store.tables(), "nothing of the load was stored"
+    # the edges of the range are stored and read back
+    edges = pa.table({"id": ["first", "last"], "on": pa.array([-719_162, 2_932_896], pa.date32())})
+    store.put_arrow("t", edges, key="id")
+    assert store.get("t", "first") == {"on": dt.date(1, 1, 1)}
+    assert store.get("t", "last") == {"on": dt.date(9999, 12, 31)}
+
+
+def test_a_frame_whose_columns_would_overwrite_each_other_is_refused(store: Any) -> None:
+    df = pd.DataFrame({"email": ["x@a"], "score": [10]}).set_index("email")
+    df["email"] = ["OTHER"]
+    with pytest.raises(ValueError, match="the index is named 'email' like a column"):
+        store.put_dataframe("t", df)
+    store.put_dataframe("t", df.rename_axis("id"))
+    assert store.get("t", "x@a") == {"score": 10, "email": "OTHER"}
+    twice = pd.DataFrame([[1, 2, 3]], columns=["id", "v", "v"])
+    with pytest.raises(ValueError, match=r"must be unique.*\['v'\]"):
+        store.put_dataframe("u", twice, key="id")
+    nested = pd.DataFrame({"a": [1], "b": [2], "v": [3]}).set_index(["a", "b"])
+    with pytest.raises(TypeError, match="a MultiIndex cannot be the key"):
+        store.put_dataframe("u", nested)
+    assert "u" not in store.tables()
+
+
 def test_a_null_key_is_refused_naming_its_row(store: Any) -> None:
     table = pa.table({"id": pa.array(["a", None]), "v": [1, 2]})
     with pytest.raises(ValueError, match=r"t\[<row 1>\]\['id'\]: the key is null"):

@@ -61,8 +61,21 @@ def dataframe_columns(
     pa = require("pyarrow", "pandas", "put_dataframe")
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"put_dataframe takes a pandas DataFrame, not {type(df).__name__}")
+    if not df.columns.is_unique:
+        repeated = sorted({str(name) for name in df.columns[df.columns.duplicated()]})
+        raise ValueError(f"column names must be unique to be stored as dict keys: {repeated}")
     if key is None:
+        if isinstance(df.index, pd.MultiIndex):
+            raise TypeError(
+                "a MultiIndex cannot be the key: df.reset_index() and pass key= one column"
+            )
         key_name = df.index.name if isinstance(df.index.name, str) else "__index__"
+        if key_name in df.columns:
+            raise ValueError(
+                f"the index is named {key_name!r} like a column, whose values would be lost: "
+                f"rename one (df.rename_axis('id')), or pass key={key_name!r} to key by the "
+                "column"
+            )
         keys = df.index.to_series()
     else:
         if key not in df.columns:

@@ -26,6 +26,8 @@ use crate::codec::{encode_key, encode_timestamp, KeyRef};
 /// Python datetime can be read back in.
 const MIN_UNIX_SECONDS: i64 = -62_135_596_800;
 const MAX_UNIX_SECONDS: i64 = 253_402_300_799;
+const SECONDS_PER_DAY: i64 = 86_400;
+const MILLIS_PER_DAY: i64 = 86_400_000;
 
 /// Why a cell cannot be stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,9 +184,21 @@ fn timestamp_micros(array: &dyn Array, unit: TimeUnit, row: usize) -> Result<i64
     }
 }
 
-fn write_date(days: i32, out: &mut Vec<u8>) {
+/// Writes the date `days` after 1970-01-01, refused outside years 1-9999 (what a date
+/// read back into Python can hold).
+fn write_date(days: i64, out: &mut Vec<u8>) -> Result<(), Refusal> {
+    let days = i32::try_from(days)
+        .ok()
+        .filter(|_| (MIN_UNIX_SECONDS..=MAX_UNIX_SECONDS).contains(&(days * SECONDS_PER_DAY)))
+        .ok_or_else(|| {
+            Refusal::new(
+                RefusalKind::Overflow,
+                "date outside years 1-9999, so it could not be read back",
+            )
+        })?;
     done(rmp::encode::write_ext_meta(out, 4, DATE_EXT).map(drop));
     out.extend_from_slice(&days.to_be_bytes());
+    Ok(())
 }
 
 fn write_list<O: OffsetSizeTrait>(
@@ -314,15 +328,15 @@ pub fn write_cell(
             }
             write_micros(timestamp_micros(array, *unit, row)?, out)?;
         }
-        DataType::Date32 => write_date(array.as_primitive::<Date32Type>().value(row), out),
+        DataType::Date32 => {
+            write_date(
+                i64::from(array.as_primitive::<Date32Type>().value(row)),
+                out,
+            )?;
+        }
         DataType::Date64 => {
-            let days = array
-                .as_primitive::<Date64Type>()
-                .value(row)
-                .div_euclid(86_400_000);
-            let days = i32::try_from(days)
-                .map_err(|_| Refusal::new(RefusalKind::Overflow, "date out of range"))?;
-            write_date(days, out);
+            let millis = array.as_primitive::<Date64Type>().value(row);
+            write_date(millis.div_euclid(MILLIS_PER_DAY), out)?;
         }
         DataType::List(_) => write_list::<i32>(array, row, naive, out)?,
         DataType::LargeList(_) => write_list::<i64>(array, row, naive, out)?,
