@@ -27,7 +27,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::scan::{ChunkReader, Next};
+use super::scan::{self, ChunkReader, Next};
 use super::{corrupt, io_error, segment_firsts, DirFs, RawEntry, SegmentFile};
 use crate::codec;
 use crate::error::{LogError, Result};
@@ -135,8 +135,20 @@ impl LogTail {
                 continue;
             }
             // Zeros or a record not yet whole: the end for now, unless the next segment
-            // has started (this one is then complete).
+            // has started (this one is then complete), or the record is damaged.
+            let bad = matches!(found, Next::Bad { .. });
             reader = None;
+            if bad && damaged(current).map_err(io_error(format!("reading {}", current.name)))? {
+                if !entries.is_empty() {
+                    break; // hand out what came before: the next call reports this
+                }
+                return Err(corrupt(
+                    &current.name,
+                    current.offset,
+                    "a damaged record, with valid records after it".to_owned(),
+                )
+                .into());
+            }
             match self.after_end(looked_again) {
                 Ok(AfterEnd::Switched) => looked_again = false,
                 Ok(AfterEnd::LookAgain) => looked_again = true,
@@ -284,4 +296,14 @@ enum AfterEnd {
     LookAgain,
     /// Nothing more is written yet.
     Wait,
+}
+
+/// Whether the bad record at `current`'s offset is damage rather than a record still being
+/// written: read afresh it is still bad, and a valid record follows it. The log is written
+/// in order, a batch at a time, so nothing valid is ever written after a record that is
+/// still incomplete.
+fn damaged(current: &Current) -> std::io::Result<bool> {
+    let rest = ChunkReader::new(Arc::clone(&current.file)).rest_from(current.offset)?;
+    Ok(matches!(scan::next_record(&rest, 0), Next::Bad { .. })
+        && scan::valid_record_after(&rest, 1, current.lsn_at_offset))
 }

@@ -121,6 +121,44 @@ fn a_record_not_yet_whole_or_failing_its_crc_is_not_handed_out_until_it_is_whole
 }
 
 #[test]
+fn a_damaged_record_with_valid_records_after_it_is_corruption_not_the_end_for_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let entries = written(6, 9);
+    let log = Log::open(
+        Box::new(DirFs::new(dir.path())),
+        LogOptions::default(),
+        0,
+        |_| Ok(()),
+    )
+    .unwrap();
+    append(&log, &entries[..2]);
+    let third = log.segments().unwrap()[0].bytes;
+    append(&log, &entries[2..]);
+    drop(log);
+    let segment = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.path().join(segment_name(1)))
+        .unwrap();
+    // A byte of the third record's body flipped (by the disk, or by hand): entries 4 to 6
+    // still check, so this is not a write in progress.
+    let at = third + 20;
+    let mut byte = [0u8];
+    segment.read_exact_at(&mut byte, at).unwrap();
+    segment.write_all_at(&[byte[0] ^ 0xff], at).unwrap();
+    let mut tail = LogTail::open(dir.path(), 0).unwrap();
+    assert_eq!(
+        tail.read(usize::MAX).unwrap().len(),
+        2,
+        "what comes before is handed out"
+    );
+    match tail.read(usize::MAX) {
+        Err(Error::Log(LogError::Corrupt { offset, .. })) => assert_eq!(offset, third),
+        other => panic!("a damaged record must be reported, got {other:?}"),
+    }
+}
+
+#[test]
 fn retention_dropping_the_segment_being_read_does_not_stop_the_reader() {
     let dir = tempfile::tempdir().unwrap();
     let entries = written(60, 17);
