@@ -289,3 +289,38 @@ def test_a_torn_tail_is_cut_on_open(tmp_path: Path) -> None:
         assert reopened.put("t", "after", 1).lsn == 10
     with replikv.Store(path) as again:
         assert again.last_lsn == 10
+
+
+def test_a_closed_store_is_refused_by_a_primary_before_it_listens(tmp_path: Path) -> None:
+    store = replikv.Store(tmp_path / "db")
+    store.close()
+    with pytest.raises(replikv.StoreClosed):
+        replikv.Primary(store)
+
+
+def test_status_of_something_that_is_not_an_address_is_a_usage_error() -> None:
+    for address in ("nonsense", "127.0.0.1:99999", ":7400"):
+        run = subprocess.run(
+            [sys.executable, "-m", "replikv", "status", address],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert run.returncode == 2, run.stderr
+        assert "not host:port" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_importing_json_nested_too_deeply_is_an_error_line_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "deep.jsonl"
+    source.write_text('{"key": 1, "v": ' + "[" * 10_000 + "]" * 10_000 + "}\n")
+    command = ["import", str(tmp_path / "db"), "t", str(source), "--key", "key"]
+    run = subprocess.run(
+        [sys.executable, "-m", "replikv", *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 1, run.stderr
+    assert "nested too deeply" in run.stderr and "Traceback" not in run.stderr

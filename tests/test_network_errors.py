@@ -72,6 +72,12 @@ def test_an_os_failure_without_an_errno_does_not_claim_errno_0(tmp_path: Path) -
         replikv.Store(tmp_path / "a-file" / "store")
     assert "Errno 0" not in str(info.value)
     assert info.value.errno != 0
+    # A file given as the store's directory: what is wrong, and where, in the message.
+    with pytest.raises(OSError) as info:
+        replikv.Store(tmp_path / "a-file")
+    assert "None" not in str(info.value), str(info.value)
+    assert info.value.errno == errno.ENOTDIR and "Not a directory" in str(info.value)
+    assert info.value.filename == str(tmp_path / "a-file")
 
 
 def test_strangers_holding_a_replicas_member_port_open_hold_few_descriptors(

@@ -27,3 +27,13 @@ def lsn(text: str) -> int:
     if number < 0:
         raise argparse.ArgumentTypeError(f"an LSN is at least 0, got {number}")
     return number
+
+
+def address(text: str) -> str:
+    """A server's ``host:port``, the port between 1 and 65535."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"not host:port with a port from 1 to 65535 (for example 127.0.0.1:7400): {text!r}"
+        )
+    return text

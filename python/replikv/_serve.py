@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ._args import address
 from ._cache_cli import node_info, print_node_status, speaks_first
 from ._core import (
     Primary,
@@ -123,7 +124,9 @@ def add_commands(commands: Any) -> None:
             "its hit ratio, evictions, invalidations and log position."
         ),
     )
-    status.add_argument("address", metavar="ADDR", help="the primary's or cache node's host:port")
+    status.add_argument(
+        "address", metavar="ADDR", type=address, help="the primary's or cache node's host:port"
+    )
     status.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=token_help)
     status.add_argument(
         "--timeout", type=float, default=5.0, metavar="S", help="seconds to wait for an answer"

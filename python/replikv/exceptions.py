@@ -84,10 +84,12 @@ class StoreLockedError(ReplikvOSError, BlockingIOError):
     the message says).
 
     ``pid`` is the other process's id, or ``None`` when its lock file could not be read
-    (or the holder is this process).
+    (or the holder is this process); ``command`` is that process's command line, when
+    ``/proc`` shows it.
     """
 
     pid: int | None = None
+    command: str | None = None
 
 
 class StoreOptionsError(ReplikvError, ValueError):

@@ -37,13 +37,9 @@ fn os_error(py: Python<'_>, source: &io::Error, message: String, path: Option<St
     if let Some(errno) = source.raw_os_error() {
         return raise(py, class, (errno, message, path));
     }
-    // No errno to give ("[Errno 0]" would be one): the message alone, the path apart.
-    let err = raise(py, class, (message,));
-    if let Some(path) = path {
-        // An exception that refuses the attribute is still raised as it is.
-        drop(err.value(py).setattr("filename", path));
-    }
-    err
+    // No errno to give ("[Errno 0]" would be one): the message alone, which names the
+    // path (an OSError with a filename but no errno shows as "[Errno None] None: ...").
+    raise(py, class, (message,))
 }
 
 /// A network failure as an `OSError` subclass carrying the operating system's errno.
@@ -62,14 +58,20 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
     let message = err.to_string();
     match err {
         Error::Store(StoreError::Closed { .. }) => raise(py, "StoreClosed", (message,)),
-        Error::Store(StoreError::Locked { path, owner, .. }) => {
+        Error::Store(StoreError::Locked {
+            path,
+            owner,
+            command,
+            ..
+        }) => {
             let err = raise(
                 py,
                 "StoreLockedError",
                 (libc::EWOULDBLOCK, message, path.display().to_string()),
             );
-            // An exception that refuses the attribute is still raised as it is.
+            // An exception that refuses the attributes is still raised as it is.
             drop(err.value(py).setattr("pid", owner));
+            drop(err.value(py).setattr("command", command));
             err
         }
         Error::Store(StoreError::OptionsDiffer {

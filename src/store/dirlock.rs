@@ -58,7 +58,7 @@ impl DirLock {
 /// The command line of process `pid` as `ps` shows it, shortened to a readable length;
 /// `None` for this process, or where `/proc` does not tell (another system, a process gone).
 fn command_line(pid: u32) -> Option<String> {
-    const MAX_CHARS: usize = 160;
+    const MAX_CHARS: usize = 400;
     if pid == std::process::id() {
         return None;
     }

@@ -125,10 +125,8 @@ pub(super) fn create_dirs(path: &Path) -> std::io::Result<()> {
     }
     if missing.is_empty() {
         if !path.is_dir() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "a file that is not a directory is in the way",
-            ));
+            // ENOTDIR, so that Python gets an OSError with its errno and the path.
+            return Err(std::io::Error::from_raw_os_error(libc::ENOTDIR));
         }
         return Ok(());
     }

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,16 +36,6 @@ def is_store(directory: Path) -> bool:
     return (directory / "tables.redb").is_file()
 
 
-def holder(pid: int) -> str:
-    """``process PID (its command line)``, the command line read from /proc when it can be."""
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return f"process {pid}"
-    words = [word.decode(errors="replace") for word in raw.split(b"\0") if word]
-    return f"process {pid} ({shlex.join(words)})" if words else f"process {pid}"
-
-
 @contextmanager
 def open_store(directory: Path, *, create: bool = False) -> Iterator[Store]:
     """The store in ``directory``, closed afterwards; a missing or held store is a
@@ -56,7 +45,9 @@ def open_store(directory: Path, *, create: bool = False) -> Iterator[Store]:
     try:
         store = Store(directory)
     except StoreLockedError as locked:
-        who = holder(locked.pid) if locked.pid is not None else "another process"
+        who = "another process" if locked.pid is None else f"process {locked.pid}"
+        if locked.command is not None:
+            who += f" ({locked.command})"
         raise CommandError(
             f"{directory} is open in {who}: stop it, or read the store through that process"
         ) from None

@@ -39,8 +39,17 @@ def _untagged(obj: dict[str, Any]) -> Any:
 
 
 def from_json(line: str) -> Any:
-    """A JSON text read back, with ``{"$base64": ...}`` objects as bytes."""
-    return json.loads(line, object_hook=_untagged)
+    """A JSON text read back, with ``{"$base64": ...}`` objects as bytes.
+
+    Raises:
+        ValueError: not JSON, or nested deeper than Python's parser can follow.
+    """
+    try:
+        return json.loads(line, object_hook=_untagged)
+    except RecursionError:
+        raise ValueError(
+            "JSON nested too deeply to be read (a stored value has at most 128 levels)"
+        ) from None
 
 
 def csv_cell(value: Any) -> str:

@@ -204,6 +204,8 @@ impl Primary {
     /// # Errors
     /// The address cannot be bound.
     pub fn start(store: Store, mut options: PrimaryOptions) -> Result<Self> {
+        // A closed store has nothing to serve: every replica would be refused by it.
+        store.check_usable()?;
         // An empty token is no token: it must not open a primary to every peer.
         options.token = options.token.filter(|token| !token.is_empty());
         // Replicas drop a link that stays silent for 5 s: heartbeat well within that.
