@@ -324,3 +324,13 @@ def test_importing_json_nested_too_deeply_is_an_error_line_not_a_traceback(
     )
     assert run.returncode == 1, run.stderr
     assert "nested too deeply" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_put_many_names_the_row_of_a_refused_key_or_row(seeded: replikv.Store) -> None:
+    bad_key: list[Any] = [("a", 1), ("b", 2), (None, 3)]
+    with pytest.raises(TypeError, match=r"^t\[<row 2>\]: keys must be str, bytes or int"):
+        seeded.put_many("t", bad_key)
+    not_a_pair: list[Any] = [("a", 1), ["b", 2]]
+    with pytest.raises(TypeError, match=r"^t\[<row 1>\]: each row must be a \(key, value\) tuple"):
+        seeded.put_many("t", not_a_pair)
+    assert seeded.get("t", "a") is None, "nothing of a refused put_many is written"

@@ -19,13 +19,20 @@ const STREAM_CHUNK: usize = 4096;
 
 /// The op that puts `value` under `key`; `scratch` is where the value is encoded (one buffer
 /// serves a whole `put_many`, and each value is copied out at its exact size).
+///
+/// `row`, the row's index among many (`put_many`), names a refused key: the key itself
+/// cannot name it.
 pub(crate) fn put_op(
     table: &str,
     key: &Bound<'_, PyAny>,
     value: &Bound<'_, PyAny>,
     scratch: &mut Vec<u8>,
+    row: Option<usize>,
 ) -> PyResult<Op> {
-    let encoded_key = encode_py_key(key)?;
+    let encoded_key = encode_py_key(key).map_err(|err| match row {
+        Some(row) => at_row(key.py(), err, table, row),
+        None => err,
+    })?;
     scratch.clear();
     let at = Location::Row { table, key };
     encode_py_value_with(value, EncodeOptions::default(), scratch, &at)?;
@@ -135,14 +142,22 @@ pub(crate) fn put_rows(
     let mut sink = OpSink::new(store, durability, total.is_some(), total);
     for row in rows.try_iter()? {
         let row = row?;
+        let index = sink.len();
         let pair = row
             .cast::<PyTuple>()
             .ok()
             .filter(|t| t.len() == 2)
             .ok_or_else(|| {
-                pyo3::exceptions::PyTypeError::new_err("each row must be a (key, value) tuple")
+                let not = pyo3::exceptions::PyTypeError::new_err(format!(
+                    "each row must be a (key, value) tuple, not {}",
+                    row.get_type()
+                        .name()
+                        .map_or_else(|_| "?".to_owned(), |n| n.to_string())
+                ));
+                at_row(py, not, table, index)
             })?;
-        let op = put_op(table, &pair.get_item(0)?, &pair.get_item(1)?, &mut scratch)?;
+        let (key, value) = (pair.get_item(0)?, pair.get_item(1)?);
+        let op = put_op(table, &key, &value, &mut scratch, Some(index))?;
         bytes += op.table.len() + op.key.len() + op.value.as_ref().map_or(0, Vec::len);
         let count = sink.len() + 1;
         if bytes > limit {
@@ -177,4 +192,13 @@ pub(crate) fn put_rows(
         Ok(()) => Ok(receipt),
         Err(err) => Err(committed_anyway(py, err, receipt)),
     }
+}
+
+/// `err` with the row it is about in front of its message (`events[<row 3>]: ...`), of the
+/// same exception type.
+fn at_row(py: Python<'_>, err: PyErr, table: &str, row: usize) -> PyErr {
+    PyErr::from_type(
+        err.get_type(py),
+        format!("{table}[<row {row}>]: {}", err.value(py)),
+    )
 }

@@ -212,7 +212,7 @@ impl PyStore {
         durability: Option<&str>,
     ) -> PyResult<PyReceipt> {
         let durability = durability_arg(durability)?;
-        let op = put_op(table, key, value, &mut Vec::new())?;
+        let op = put_op(table, key, value, &mut Vec::new(), None)?;
         commit_ops(py, &self.store, vec![op], durability)
     }
 
