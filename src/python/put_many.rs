@@ -30,7 +30,7 @@ pub(crate) fn put_op(
     row: Option<usize>,
 ) -> PyResult<Op> {
     let encoded_key = encode_py_key(key).map_err(|err| match row {
-        Some(row) => at_row(key.py(), err, table, row),
+        Some(row) => at_row(key.py(), &err, table, row),
         None => err,
     })?;
     scratch.clear();
@@ -154,7 +154,7 @@ pub(crate) fn put_rows(
                         .name()
                         .map_or_else(|_| "?".to_owned(), |n| n.to_string())
                 ));
-                at_row(py, not, table, index)
+                at_row(py, &not, table, index)
             })?;
         let (key, value) = (pair.get_item(0)?, pair.get_item(1)?);
         let op = put_op(table, &key, &value, &mut scratch, Some(index))?;
@@ -196,7 +196,7 @@ pub(crate) fn put_rows(
 
 /// `err` with the row it is about in front of its message (`events[<row 3>]: ...`), of the
 /// same exception type.
-fn at_row(py: Python<'_>, err: PyErr, table: &str, row: usize) -> PyErr {
+fn at_row(py: Python<'_>, err: &PyErr, table: &str, row: usize) -> PyErr {
     PyErr::from_type(
         err.get_type(py),
         format!("{table}[<row {row}>]: {}", err.value(py)),
