@@ -21,7 +21,11 @@ fn small_segments() -> LogOptions {
 }
 
 fn open_log(dir: &Path) -> Log {
-    Log::open(Box::new(DirFs::new(dir)), small_segments(), 0, |_| Ok(())).unwrap()
+    open_log_with(dir, small_segments())
+}
+
+fn open_log_with(dir: &Path, options: LogOptions) -> Log {
+    Log::open(Box::new(DirFs::new(dir)), options, 0, |_| Ok(())).unwrap()
 }
 
 fn append(log: &Log, entries: &[Entry]) {
@@ -89,13 +93,7 @@ fn each_entry_after_since_is_handed_out_once_in_order_across_segment_rolls() {
 fn a_record_not_yet_whole_or_failing_its_crc_is_not_handed_out_until_it_is_whole() {
     let dir = tempfile::tempdir().unwrap();
     let entries = written(6, 9);
-    let log = Log::open(
-        Box::new(DirFs::new(dir.path())),
-        LogOptions::default(),
-        0,
-        |_| Ok(()),
-    )
-    .unwrap();
+    let log = open_log_with(dir.path(), LogOptions::default());
     append(&log, &entries[..5]);
     let tail_offset = log.segments().unwrap()[0].bytes;
     drop(log);
@@ -124,13 +122,7 @@ fn a_record_not_yet_whole_or_failing_its_crc_is_not_handed_out_until_it_is_whole
 fn a_damaged_record_with_valid_records_after_it_is_corruption_not_the_end_for_now() {
     let dir = tempfile::tempdir().unwrap();
     let entries = written(6, 9);
-    let log = Log::open(
-        Box::new(DirFs::new(dir.path())),
-        LogOptions::default(),
-        0,
-        |_| Ok(()),
-    )
-    .unwrap();
+    let log = open_log_with(dir.path(), LogOptions::default());
     append(&log, &entries[..2]);
     let third = log.segments().unwrap()[0].bytes;
     append(&log, &entries[2..]);
