@@ -74,6 +74,7 @@ impl LogConsumer for Recorder {
             lineage: memory.lineage,
             epoch: memory.epoch,
             history: Vec::new(),
+            store_id: 0,
         })
     }
 

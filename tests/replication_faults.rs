@@ -165,6 +165,7 @@ impl RawPeer {
             fsync: true,
             history: Vec::new(),
             listen: None,
+            store_id: 0,
         })?;
         let welcome = peer.recv()?;
         Ok((peer, welcome))

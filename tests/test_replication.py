@@ -352,9 +352,11 @@ def test_a_slow_link_delays_but_loses_nothing(primary: replikv.Primary, tmp_path
             assert replica.store.checksum() == primary.store.checksum()
 
 
-def test_a_new_connection_for_a_name_replaces_a_half_open_one(
+def test_another_store_under_a_frozen_replicas_name_gets_in_once_the_link_is_dropped(
     primary: replikv.Primary, tmp_path: Path
 ) -> None:
+    """A replacement replica (a fresh directory) under the name of a frozen one is refused
+    while the frozen one's connection looks alive, and let in once the primary drops it."""
     with subprocess.Popen(
         [sys.executable, str(CHILD), str(tmp_path / "frozen"), primary.address],
         stdout=subprocess.PIPE,
@@ -375,9 +377,42 @@ def test_a_new_connection_for_a_name_replaces_a_half_open_one(
                 [info] = primary.status()
                 assert info.name == "child" and info.address != frozen_address
                 eventually("its ack", lambda: primary.status().replicas[0].acked_lsn == receipt.lsn)
+                assert primary.status().rejected >= 1
+                assert "another replica named 'child'" in (primary.status().last_rejection or "")
         finally:
             child.send_signal(signal.SIGKILL)
             child.wait(timeout=30)
+
+
+def test_two_live_replicas_given_one_name_do_not_take_turns(
+    primary: replikv.Primary, tmp_path: Path
+) -> None:
+    """Each would replace the other's connection, for ever: the second is refused, saying
+    why, and the first keeps its link; the second gets in once the first is gone."""
+    with replikv.Replica(
+        tmp_path / "a" / "replica", primary=primary.address, token=TOKEN, max_backoff=0.2
+    ) as first:
+        assert first.wait_for(primary.store.put("t", 0, 0).lsn, timeout=30)
+        with replikv.Replica(
+            tmp_path / "b" / "replica", primary=primary.address, token=TOKEN, max_backoff=0.2
+        ) as second:
+            assert first.name == second.name == "replica"
+            eventually(
+                "the second to be refused",
+                lambda: (
+                    "another replica named 'replica' is connected"
+                    in (second.status().last_error or "")
+                ),
+            )
+            for i in range(1, 20):
+                receipt = primary.store.put("t", i, i)
+                time.sleep(0.01)
+            assert first.wait_for(receipt.lsn, timeout=30)
+            assert first.status().connections == 1
+            assert second.status().connections == 0 and second.applied_lsn == 0
+            first.close()
+            assert second.wait_for(receipt.lsn, timeout=30)
+            assert second.store.checksum() == primary.store.checksum()
 
 
 def test_a_stalled_link_is_dropped_and_the_replica_reconnects(
@@ -394,7 +429,11 @@ def test_a_stalled_link_is_dropped_and_the_replica_reconnects(
         assert replica.wait_for(primary.store.put("t", 0, 0).lsn, timeout=30)
         proxy.stalled = True  # the sockets stay open; nothing gets through
         primary.store.put("t", 1, 1)
-        eventually("the silence to be noticed", lambda: replica.status().state != "streaming")
+        # Behind but linked ("catching_up", from a heartbeat that got through) is not it.
+        eventually(
+            "the silent link to be dropped",
+            lambda: replica.status().state in ("disconnected", "connecting"),
+        )
         proxy.stalled = False
         receipt = primary.store.put("t", 2, 2)
         assert replica.get("t", 2, min_lsn=receipt.lsn, timeout=60) == 2

@@ -73,6 +73,7 @@ impl LogConsumer for Invalidator {
             lineage: cursor.lineage,
             epoch: cursor.epoch.max(processed.epoch),
             history: Vec::new(),
+            store_id: 0,
         })
     }
 

@@ -40,6 +40,9 @@ pub struct Position {
     pub epoch: u64,
     /// The epochs its log went through, `(epoch, start_lsn)` (empty if it keeps none).
     pub history: Vec<(u64, u64)>,
+    /// Its store directory's id (`Store::store_id`), 0 if it has none: tells its primary
+    /// a reconnection of this follower from another one given the same name.
+    pub store_id: u64,
 }
 
 /// A follower's per-table sums at one LSN, `(table, rows, checksum)` as snapshots carry

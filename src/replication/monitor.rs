@@ -258,5 +258,6 @@ pub(crate) fn holding_nothing(
         fsync: false,
         history: Vec::new(),
         listen: None,
+        store_id: 0,
     }
 }

@@ -175,6 +175,17 @@ impl Store {
         self.with_open(|open| Ok(open.tables.meta("lineage")?.unwrap_or(0)))
     }
 
+    /// A random number this store directory was given when it was created, never
+    /// inherited (unlike [`Store::lineage`]): a replica says it in its hellos, so that its
+    /// primary tells a reconnection of the same replica, even from a restarted process,
+    /// from another replica given the same name.
+    ///
+    /// # Errors
+    /// A closed store or a storage failure.
+    pub fn store_id(&self) -> Result<u64> {
+        self.with_open(|open| open.tables.store_id())
+    }
+
     /// Durably remembers what the primary's heartbeats said a promotion must reach: its
     /// quorum and how many replicas count toward it (read back by
     /// [`Store::primary_quorum`], also after a restart with the primary gone), and whether
@@ -295,6 +306,7 @@ impl LogConsumer for Store {
             lineage: self.lineage()?,
             epoch: self.epoch(),
             history: self.epoch_history().pairs().to_vec(),
+            store_id: self.store_id()?,
         })
     }
 

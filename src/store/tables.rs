@@ -1,5 +1,5 @@
 //! The materialized state in redb: one redb table per user table, plus `__meta` (applied LSN,
-//! epoch, format, lineage, whether a replica owns the store) and `__stats` (per table: row
+//! epoch, format, lineage, the store's own id, whether a replica owns the store) and `__stats` (per table: row
 //! count and order-independent checksum). Every stored value carries its CRC
 //! ([`super::stored`]); it is added here on the way in and checked on the way out.
 
@@ -29,6 +29,9 @@ const EPOCHS: TableDefinition<u64, u64> = TableDefinition::new("__epochs");
 const FORMAT_VERSION: u64 = 2;
 /// The metadata key set (to 1) while the store belongs to a replica.
 const FOLLOWER: &str = "follower";
+/// The `__meta` key of the random id a store directory is given when created (or first
+/// opened by a release that gives one), unlike its lineage never inherited.
+const STORE_ID: &str = "store_id";
 /// Rows a migration reads per batch (it rewrites them before reading on).
 const MIGRATION_BATCH: usize = 4096;
 
@@ -122,11 +125,12 @@ pub(crate) enum Compacted {
     ReadersActive,
 }
 
-/// A random identity for a new store's history; replicas inherit their primary's.
-fn new_lineage() -> u64 {
+/// A random identity for a new store's history (replicas inherit their primary's), or for
+/// a store directory itself; never 0, which stands for none.
+fn random_id() -> u64 {
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes).expect("invariant: the OS random source is available");
-    u64::from_le_bytes(bytes)
+    u64::from_le_bytes(bytes).max(1)
 }
 
 fn corrupt(reason: &str) -> crate::Error {
@@ -209,11 +213,12 @@ impl Tables {
         let txn = self.db.begin_read()?;
         if let Some(meta) = missing_is_none(txn.open_table(META))? {
             let read = |key: &str| -> Result<Option<u64>> { Ok(meta.get(key)?.map(|v| v.value())) };
-            let (version, applied_lsn, epoch, marked) = (
+            let (version, applied_lsn, epoch, marked, has_id) = (
                 read("format_version")?,
                 read("applied_lsn")?,
                 read("epoch")?,
                 read(FOLLOWER)? == Some(1),
+                read(STORE_ID)?.is_some(),
             );
             drop((meta, txn));
             let (Some(version), Some(applied_lsn), Some(epoch)) = (version, applied_lsn, epoch)
@@ -229,6 +234,9 @@ impl Tables {
                          to {FORMAT_VERSION}: the store was written by a newer release)"
                     )))
                 }
+            }
+            if !has_id {
+                self.write_meta(&[(STORE_ID, random_id())])?;
             }
             return Ok(Meta {
                 applied_lsn,
@@ -248,7 +256,8 @@ impl Tables {
             meta.insert("format_version", FORMAT_VERSION)?;
             meta.insert("applied_lsn", 0)?;
             meta.insert("epoch", 1)?;
-            meta.insert("lineage", new_lineage())?;
+            meta.insert("lineage", random_id())?;
+            meta.insert(STORE_ID, random_id())?;
             if follower {
                 meta.insert(FOLLOWER, 1)?;
             }
@@ -455,7 +464,7 @@ impl Tables {
     /// Makes a replica's store a standalone one: not a follower, with a lineage of its own
     /// (its history forks from the primary's here, so it can never follow it again).
     pub(crate) fn detach(&self) -> Result<()> {
-        self.write_meta(&[(FOLLOWER, 0), ("lineage", new_lineage())])
+        self.write_meta(&[(FOLLOWER, 0), ("lineage", random_id())])
     }
 
     /// The epoch history as stored, `(epoch, start_lsn)` oldest first; empty in a store
@@ -490,6 +499,11 @@ impl Tables {
     }
 
     /// A metadata value, if set.
+    /// The store directory's own id (see [`STORE_ID`]).
+    pub(crate) fn store_id(&self) -> Result<u64> {
+        Ok(self.meta(STORE_ID)?.unwrap_or(0))
+    }
+
     pub(crate) fn meta(&self, key: &str) -> Result<Option<u64>> {
         let txn = self.db.begin_read()?;
         Ok(txn.open_table(META)?.get(key)?.map(|v| v.value()))

@@ -62,6 +62,9 @@ pub struct Shipped {
 pub struct Peer {
     /// Its current connection.
     pub id: LinkId,
+    /// Its store directory's id (see `Store::store_id`; 0 from a consumer or an older
+    /// peer): tells a reconnection of the same replica from another one of the same name.
+    pub store_id: u64,
     /// Replica or consumer.
     pub kind: PeerKind,
     /// Whether it fsyncs what it acks (only such replicas count toward a quorum).
@@ -237,12 +240,25 @@ impl PrimaryMachine {
         peer.counts()
     }
 
+    /// Whether `name` belongs to a connected peer with another store than `store_id`: two
+    /// replicas were given one name. Such a hello is refused (for as long as the other
+    /// stays connected) rather than replacing the other's connection, which would then do
+    /// the same in turn, each resuming from the other's position. A peer that does not
+    /// say its store (0: a consumer, an older peer) is never told apart.
+    #[must_use]
+    pub fn held_by_another(&self, name: &str, store_id: u64) -> bool {
+        self.peers.get(name).is_some_and(|p| {
+            is_connected(p.state) && store_id != 0 && p.store_id != 0 && p.store_id != store_id
+        })
+    }
+
     /// A peer connected: a replica resumes after `resumed_lsn` (the LSN it holds), or after
     /// a snapshot at that LSN. An older connection of the same name is replaced; its id is
     /// returned so that the transport closes it.
     pub fn connect(
         &mut self,
         name: &str,
+        store_id: u64,
         kind: PeerKind,
         durable: bool,
         resumed_lsn: u64,
@@ -269,6 +285,7 @@ impl PrimaryMachine {
         };
         let peer = Peer {
             id: id.clone(),
+            store_id,
             kind,
             durable,
             state,
@@ -293,7 +310,7 @@ impl PrimaryMachine {
         if self.peers.contains_key(name) {
             return;
         }
-        let (id, _) = self.connect(name, PeerKind::Replica, durable, 0, now);
+        let (id, _) = self.connect(name, 0, PeerKind::Replica, durable, 0, now);
         self.disconnect(&id);
     }
 
@@ -519,7 +536,7 @@ mod tests {
     #[test]
     fn a_fast_ack_is_never_clamped_below_what_was_handed_to_the_transport() {
         let mut m = PrimaryMachine::new(config(), 0);
-        let (a, _) = m.connect("a", PeerKind::Replica, true, 0, 0);
+        let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
         m.visible(3);
         assert_eq!(
             m.poll(&a, 0),
@@ -539,10 +556,10 @@ mod tests {
     #[test]
     fn the_quorum_counts_only_replicas_that_fsync_and_never_moves_back() {
         let mut m = PrimaryMachine::new(config(), 10);
-        let (a, _) = m.connect("a", PeerKind::Replica, true, 0, 0);
-        let (cache, _) = m.connect("cache", PeerKind::Consumer, false, 0, 0);
-        let (lazy, _) = m.connect("nofsync", PeerKind::Replica, false, 0, 0);
-        let (b, _) = m.connect("b", PeerKind::Replica, true, 0, 0);
+        let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
+        let (cache, _) = m.connect("cache", 0, PeerKind::Consumer, false, 0, 0);
+        let (lazy, _) = m.connect("nofsync", 0, PeerKind::Replica, false, 0, 0);
+        let (b, _) = m.connect("b", 0, PeerKind::Replica, true, 0, 0);
         for id in [&a, &cache, &lazy, &b] {
             m.shipping(id, &shipped(1..=10), 0);
         }
@@ -561,7 +578,7 @@ mod tests {
     #[test]
     fn what_a_lost_connection_had_sent_and_not_had_acked_counts_as_missing() {
         let mut m = PrimaryMachine::new(config(), 1);
-        let (a, _) = m.connect("a", PeerKind::Replica, true, 0, 0);
+        let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
         m.visible(10);
         m.shipping(&a, &shipped(1..=10), 0);
         m.ack(&a, 4, 4, 1);
@@ -574,7 +591,7 @@ mod tests {
     #[test]
     fn a_peer_that_keeps_up_is_paced_and_one_far_behind_is_not() {
         let mut m = PrimaryMachine::new(config(), 1);
-        let (a, _) = m.connect("a", PeerKind::Replica, true, 0, 0);
+        let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
         m.shipping(&a, &shipped(1..=1), 0);
         assert!(m.caught_up(&a));
         m.visible(2);
@@ -588,8 +605,8 @@ mod tests {
     #[test]
     fn a_sync_writer_is_shipped_to_counting_replicas_without_waiting_for_the_interval() {
         let mut m = PrimaryMachine::new(config(), 1);
-        let (a, _) = m.connect("a", PeerKind::Replica, true, 0, 0);
-        let (cache, _) = m.connect("cache", PeerKind::Consumer, false, 0, 0);
+        let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
+        let (cache, _) = m.connect("cache", 0, PeerKind::Consumer, false, 0, 0);
         m.shipping(&a, &shipped(1..=1), 0);
         m.shipping(&cache, &shipped(1..=1), 0);
         m.visible(2);
@@ -605,7 +622,7 @@ mod tests {
     #[test]
     fn a_sync_entry_not_yet_visible_ships_with_the_entries_before_it_once_it_is() {
         let mut m = PrimaryMachine::new(config(), 1);
-        let (a, _) = m.connect("a", PeerKind::Replica, true, 0, 0);
+        let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
         m.shipping(&a, &shipped(1..=1), 0);
         // The writer waits from its commit on; entry 2, another writer's, is visible first.
         m.sync_wanted(3);
@@ -630,7 +647,7 @@ mod tests {
     #[test]
     fn each_of_many_sync_writers_ships_once_its_own_entry_is_visible() {
         let mut m = PrimaryMachine::new(config(), 1);
-        let (a, _) = m.connect("a", PeerKind::Replica, true, 0, 0);
+        let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
         m.shipping(&a, &shipped(1..=1), 0);
         m.sync_wanted(3);
         m.sync_wanted(5);
@@ -653,7 +670,7 @@ mod tests {
     #[test]
     fn an_idle_link_gets_heartbeats_and_a_silent_one_is_dropped() {
         let mut m = PrimaryMachine::new(config(), 0);
-        let (a, _) = m.connect("a", PeerKind::Replica, true, 0, 0);
+        let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
         assert_eq!(m.poll(&a, 100), LinkAction::WaitUntil(500_000));
         assert_eq!(m.poll(&a, 500_000), LinkAction::Heartbeat { last_lsn: 0 });
         m.heartbeat_sent(&a, 500_000);
@@ -669,7 +686,7 @@ mod tests {
     #[test]
     fn heartbeats_go_out_on_time_while_a_backlog_ships() {
         let mut m = PrimaryMachine::new(config(), 100_000);
-        let (a, _) = m.connect("a", PeerKind::Replica, true, 0, 0);
+        let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
         m.shipping(&a, &shipped(1..=4096), 400_000);
         assert!(matches!(m.poll(&a, 499_999), LinkAction::Ship { .. }));
         assert!(matches!(m.poll(&a, 500_000), LinkAction::Heartbeat { .. }));
@@ -685,18 +702,49 @@ mod tests {
         assert_eq!(m.counting_replicas(), 1);
         assert_eq!(m.connected_counting_replicas(), 0);
         assert!(m.acked_by(1).is_empty());
-        let (a, _) = m.connect("a", PeerKind::Replica, true, 40, 1);
+        let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 40, 1);
         m.shipping(&a, &shipped(41..=50), 1);
         m.ack(&a, 45, 45, 2);
         assert_eq!(m.acked_by(45), vec!["a".to_owned()]);
     }
 
     #[test]
+    fn a_name_held_by_another_store_is_told_apart_from_a_reconnection() {
+        let mut m = PrimaryMachine::new(config(), 5);
+        let (a, _) = m.connect("a", 7, PeerKind::Replica, true, 0, 0);
+        assert!(
+            m.held_by_another("a", 8),
+            "another store's replica under a live name"
+        );
+        assert!(
+            !m.held_by_another("a", 7),
+            "the same store reconnecting replaces its link"
+        );
+        assert!(
+            !m.held_by_another("a", 0),
+            "a peer that says no store is never told apart"
+        );
+        assert!(!m.held_by_another("b", 8), "a name nobody holds");
+        m.disconnect(&a);
+        assert!(
+            !m.held_by_another("a", 8),
+            "the name is free once its link is gone"
+        );
+        let (_, replaced) = m.connect("a", 8, PeerKind::Replica, true, 0, 1);
+        assert_eq!(replaced, None);
+        m.connect("old", 0, PeerKind::Replica, true, 0, 1);
+        assert!(
+            !m.held_by_another("old", 8),
+            "an older peer's link says no store"
+        );
+    }
+
+    #[test]
     fn events_of_a_replaced_connection_are_ignored() {
         let mut m = PrimaryMachine::new(config(), 5);
-        let (old, _) = m.connect("a", PeerKind::Replica, true, 0, 0);
+        let (old, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
         m.shipping(&old, &shipped(1..=5), 0);
-        let (new, replaced) = m.connect("a", PeerKind::Replica, true, 2, 1);
+        let (new, replaced) = m.connect("a", 0, PeerKind::Replica, true, 2, 1);
         assert_eq!(replaced, Some(old.clone()));
         assert_eq!(m.ack(&old, 5, 5, 2), AckOutcome::default());
         assert_eq!(m.poll(&old, 2), LinkAction::Drop);

@@ -64,6 +64,8 @@ struct Hello {
     history: Vec<(u64, u64)>,
     /// Where it answers other members, if it listens.
     listen: Option<String>,
+    /// Its store directory's id (0: it has none or does not say).
+    store_id: u64,
 }
 
 /// Where streaming to an accepted replica or consumer starts.
@@ -85,6 +87,8 @@ enum Accepted<'a> {
         /// Whether the peer fsyncs what it acks.
         durable: bool,
         name: String,
+        /// Its store directory's id.
+        store_id: u64,
         from_lsn: u64,
         start: Start<'a>,
     },
@@ -130,13 +134,14 @@ pub(super) async fn serve(shared: Arc<Shared>, incoming: Incoming) {
         kind,
         durable,
         name,
+        store_id,
         from_lsn,
         start,
     } = accepted
     else {
         return;
     };
-    let (id, mut stop) = shared.connect(kind, durable, &name, &peer, from_lsn);
+    let (id, mut stop) = shared.connect(kind, durable, &name, store_id, &peer, from_lsn);
     let result = tokio::select! {
         result = snapshot_then_stream(&shared, &id, &start, reader, writer) => result,
         _ = stop.changed() => Ok(()),
@@ -233,6 +238,7 @@ async fn authenticate(
         fsync,
         history,
         listen,
+        store_id,
     } = read_handshake_frame(reader, AUTH_DEADLINE, "hello")
         .await
         .map_err(Denied::from)?
@@ -253,6 +259,7 @@ async fn authenticate(
         durable: fsync,
         history,
         listen,
+        store_id,
     })
 }
 
@@ -307,6 +314,7 @@ async fn welcome<'a>(
         durable,
         history,
         listen,
+        store_id,
     } = hello;
     let primary_epoch = shared.store.epoch();
     if epoch > primary_epoch {
@@ -325,6 +333,22 @@ async fn welcome<'a>(
         return Err(Denied::new(
             RefuseCode::Protocol,
             format!("invalid replica name {name:?}"),
+        ));
+    }
+    // Before the slot is touched: another replica's slot must not move to this one's LSN.
+    if let Some(address) = shared.held_by_another(&kind.link_name(&name), store_id) {
+        let noun = if kind == PeerKind::Replica {
+            "replica"
+        } else {
+            "consumer"
+        };
+        return Err(Denied::new(
+            RefuseCode::NameInUse,
+            format!(
+                "another {noun} named '{name}' is connected, from {address}: give each a name \
+                 of its own (name=..., or --name on the command line); this one is let in \
+                 once that one disconnects"
+            ),
         ));
     }
     let view = log_view(shared, flushed_lsn, history).await?;
@@ -378,6 +402,7 @@ async fn welcome<'a>(
         kind,
         durable,
         name,
+        store_id,
         from_lsn: flushed_lsn,
         start,
     })

@@ -575,6 +575,17 @@ impl Shared {
         self.options.token.as_deref().unwrap_or("").as_bytes()
     }
 
+    /// Where another store than `store_id` is connected from under `name`, if one is
+    /// (see [`PrimaryMachine::held_by_another`]).
+    fn held_by_another(&self, name: &str, store_id: u64) -> Option<String> {
+        let links = lock(&self.links);
+        links
+            .machine
+            .held_by_another(name, store_id)
+            .then(|| links.wires.get(name).map(|wire| wire.address.clone()))
+            .map(|address| address.unwrap_or_else(|| "an unknown address".to_owned()))
+    }
+
     /// Registers a connection for `name` that holds everything up to `from_lsn`, stopping
     /// an older one for the same name.
     fn connect(
@@ -582,13 +593,16 @@ impl Shared {
         kind: PeerKind,
         durable: bool,
         name: &str,
+        store_id: u64,
         peer: &SocketAddr,
         from_lsn: u64,
     ) -> (LinkId, watch::Receiver<bool>) {
         let (stop, stop_rx) = watch::channel(false);
         let now = self.now_us();
         let mut links = lock(&self.links);
-        let (id, _replaced) = links.machine.connect(name, kind, durable, from_lsn, now);
+        let (id, _replaced) = links
+            .machine
+            .connect(name, store_id, kind, durable, from_lsn, now);
         self.sync.publish(links.machine.quorum_view());
         let wire = Wire {
             address: peer.to_string(),

@@ -89,7 +89,7 @@ fn hello() -> impl Strategy<Value = Message> {
         bytes(40),
         bytes(40),
         any::<(u64, u64, (u64, u32), u64, bool)>(),
-        vec(any::<(u64, u64)>(), 0..3),
+        (vec(any::<(u64, u64)>(), 0..3), any::<u64>()),
         proptest::option::of(".{0,20}"),
     )
         .prop_map(
@@ -99,7 +99,7 @@ fn hello() -> impl Strategy<Value = Message> {
                 proof,
                 nonce,
                 (epoch, flushed_lsn, flushed_id, lineage, fsync),
-                history,
+                (history, store_id),
                 listen,
             )| {
                 Message::Hello {
@@ -114,6 +114,7 @@ fn hello() -> impl Strategy<Value = Message> {
                     fsync,
                     history,
                     listen,
+                    store_id,
                 }
             },
         )

@@ -103,6 +103,11 @@ pub enum Message {
         /// replication once promoted; `None` if it does not listen.
         #[serde(default)]
         listen: Option<String>,
+        /// The id of a replica's store directory (`Store::store_id`; 0 from a consumer or
+        /// an older peer): a reconnection of the same replica replaces its old connection,
+        /// another replica given the same name is refused.
+        #[serde(default)]
+        store_id: u64,
     },
     /// Primary -> peer: accepted; a snapshot (if `snapshot`) and then entries follow.
     Welcome {
@@ -306,6 +311,9 @@ pub enum RefuseCode {
     /// The primary is at a connection limit: retry later. (Peers older than this code
     /// cannot decode it, and retry as for any undecodable frame.)
     Busy,
+    /// Another running replica is connected under the same name: retry later (it gets in
+    /// once the other disconnects). Older peers retry as for `Busy`.
+    NameInUse,
 }
 
 impl RefuseCode {
@@ -318,7 +326,9 @@ impl RefuseCode {
             RefuseCode::Diverged => ReplicationError::Diverged { fork_lsn, reason },
             RefuseCode::NeedsSnapshot => ReplicationError::NeedsSnapshot(reason),
             RefuseCode::Fenced => ReplicationError::Fenced { epoch, reason },
-            RefuseCode::Protocol | RefuseCode::Busy => ReplicationError::Refused { reason },
+            RefuseCode::Protocol | RefuseCode::Busy | RefuseCode::NameInUse => {
+                ReplicationError::Refused { reason }
+            }
         }
     }
 }

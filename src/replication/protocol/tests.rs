@@ -27,6 +27,7 @@ fn samples() -> Vec<Message> {
             fsync: true,
             history: vec![(1, 1), (3, 50)],
             listen: Some("127.0.0.1:7402".into()),
+            store_id: 0x5eed,
         },
         Message::Welcome {
             proof: ByteBuf::from(vec![3; 32]),
@@ -203,6 +204,7 @@ fn a_hello_from_a_peer_that_predates_the_fsync_field_reads_as_not_fsyncing() {
             Message::Hello {
                 fsync: false,
                 flushed_lsn: 99,
+                store_id: 0,
                 ..
             }
         ),

@@ -55,6 +55,7 @@ pub(super) async fn connect(
         fsync: shared.consumer.durable(),
         history: position.history.clone(),
         listen: shared.listen.map(|address| address.to_string()),
+        store_id: position.store_id,
     };
     write_frame(&mut writer, &hello).await?;
     match read_handshake_frame(&mut reader, HANDSHAKE_TIMEOUT, "welcome").await? {

@@ -16,6 +16,8 @@ use crate::replication::protocol::{Message, PeerKind};
 pub(super) struct Node {
     /// Its slot name.
     pub name: String,
+    /// Its store's id, which survives its crashes (0 for a consumer, which has no store).
+    pub store_id: u64,
     /// Replica or consumer.
     pub kind: PeerKind,
     /// Whether it fsyncs before it acks (else it acks its page cache).
@@ -42,6 +44,11 @@ impl Node {
         };
         Self {
             name: format!("{role}-{index}"),
+            store_id: if kind == PeerKind::Replica {
+                index as u64 + 1
+            } else {
+                0
+            },
             kind,
             fsync,
             machine: ReplicaMachine::new(0, 0, EPOCH, 0),

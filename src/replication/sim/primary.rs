@@ -144,11 +144,18 @@ impl World {
     }
 
     /// The hello: the machine takes the peer on (replacing an older link of the same
-    /// name, which the primary then closes) and the welcome goes back.
+    /// name, which the primary then closes) and the welcome goes back; a peer whose name
+    /// another store's link holds is refused (the connection closed), as at a real port.
     fn accept(&mut self, generation: u64, node: usize, flushed_lsn: u64) {
         let peer = &self.nodes[node];
+        if self.primary.held_by_another(&peer.name, peer.store_id) {
+            self.report.faults.refused += 1;
+            self.primary_closes(generation);
+            return;
+        }
         let (link, replaced) = self.primary.connect(
             &peer.name,
+            peer.store_id,
             peer.kind,
             peer.fsync,
             flushed_lsn,
