@@ -1,12 +1,14 @@
-//! Numeric arguments from Python, checked before any arithmetic: a negative position, a NaN
-//! timeout or `sys.maxsize` seconds must be a clear exception or a documented meaning,
-//! never an overflow panic deep inside.
+//! Arguments from Python, checked before use: a negative position, a NaN timeout or
+//! `sys.maxsize` seconds must be a clear exception or a documented meaning, never an
+//! overflow panic deep inside; a lone `str` given for a list of names, an exception that
+//! says so.
 
 use crate::python::display::quoted;
 use std::time::Duration;
 
-use pyo3::exceptions::{PyOverflowError, PyValueError};
+use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyString;
 
 use crate::store::Durability;
 
@@ -25,6 +27,13 @@ pub(crate) fn non_negative(name: &str, value: i128) -> PyResult<u64> {
     }
     u64::try_from(value)
         .map_err(|_| PyOverflowError::new_err(format!("{name} must fit in 64 bits, not {value}")))
+}
+
+/// A size in bytes or a count held in memory, as [`non_negative`].
+pub(crate) fn size(name: &str, value: i128) -> PyResult<usize> {
+    let value = non_negative(name, value)?;
+    usize::try_from(value)
+        .map_err(|_| PyOverflowError::new_err(format!("{name} is too large: {value}")))
 }
 
 /// An optional `limit=` argument: how many items at most (`None`: no limit).
@@ -79,4 +88,40 @@ pub(crate) fn durability(value: Option<&str>) -> PyResult<Option<Durability>> {
     value
         .map(|value| durability_setting("durability", value))
         .transpose()
+}
+
+/// A list of names (tables, columns, node addresses), as any iterable of `str` but a lone
+/// `str`: that is iterable too, and meant as `[name]`.
+pub(crate) fn names(name: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<String>>> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    if let Ok(one) = value.cast::<PyString>() {
+        return Err(PyTypeError::new_err(format!(
+            "{name} takes a list of str, not a str: write {name}=[{}]",
+            quoted(&one.to_string_lossy())
+        )));
+    }
+    let iter = value.try_iter().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "{name} takes a list of str, not {}",
+            value
+                .get_type()
+                .name()
+                .map_or_else(|_| "that".into(), |n| n.to_string())
+        ))
+    })?;
+    iter.map(|item| {
+        let item = item?;
+        item.extract::<String>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "{name} takes a list of str; one item is {}",
+                item.get_type()
+                    .name()
+                    .map_or_else(|_| "non-str".into(), |n| n.to_string())
+            ))
+        })
+    })
+    .collect::<PyResult<Vec<String>>>()
+    .map(Some)
 }

@@ -8,7 +8,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use super::args::seconds;
+use super::args::{seconds, size};
 use super::cache::stats::{hit_ratio, PyCacheNodeStats};
 use super::display::html;
 use super::errors::{raise, run_detached};
@@ -59,8 +59,8 @@ impl PyCacheNode {
     fn new(
         py: Python<'_>,
         listen: &str,
-        capacity: usize,
-        max_bytes: Option<usize>,
+        capacity: i128,
+        max_bytes: Option<i128>,
         ttl: Option<f64>,
         follow: Option<String>,
         token: Option<String>,
@@ -84,6 +84,8 @@ impl PyCacheNode {
             Some(ttl) => Some(seconds("ttl", ttl)?.max(Duration::from_millis(1))),
             None => None,
         };
+        let capacity = size("capacity", capacity)?;
+        let max_bytes = max_bytes.map(|b| size("max_bytes", b)).transpose()?;
         let options = CacheNodeOptions {
             listen: listen.to_owned(),
             capacity,

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use pyo3::prelude::*;
 
-use super::args::{limit as limit_arg, non_negative};
+use super::args::{limit as limit_arg, names, non_negative};
 use super::changes::PyChange;
 use super::errors::{run_detached, to_py};
 use crate::feed::{FeedEntry, FeedRequest};
@@ -44,9 +44,10 @@ impl PyLogTail {
         py: Python<'_>,
         path: PathBuf,
         since: i128,
-        tables: Option<Vec<String>>,
+        tables: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let since = non_negative("since", since)?;
+        let tables = names("tables", tables)?;
         let mut request = FeedRequest::new(since, u64::MAX);
         if let Some(tables) = tables {
             for table in &tables {

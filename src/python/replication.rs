@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use super::args::{durability_setting, seconds};
+use super::args::{durability_setting, non_negative, seconds, size};
 use super::errors::run_detached;
 use super::status::PyPrimaryStatus;
 use crate::replication::primary::PrimaryOptions;
@@ -103,9 +103,9 @@ pub(super) struct PrimaryArgs<'a> {
     pub listen: &'a str,
     pub token: Option<String>,
     pub ship_interval: f64,
-    pub max_batch_bytes: usize,
+    pub max_batch_bytes: i128,
     pub heartbeat_interval: f64,
-    pub retain_bytes: Option<u64>,
+    pub retain_bytes: Option<i128>,
     pub retain_seconds: Option<f64>,
     pub quorum: i128,
     pub sync_timeout: f64,
@@ -124,7 +124,8 @@ impl PrimaryArgs<'_> {
             self.table_modes.unwrap_or_default(),
             self.default_durability,
         )?;
-        if !(MIN_BATCH_BYTES..=MAX_FRAME_BYTES).contains(&self.max_batch_bytes) {
+        let max_batch_bytes = size("max_batch_bytes", self.max_batch_bytes)?;
+        if !(MIN_BATCH_BYTES..=MAX_FRAME_BYTES).contains(&max_batch_bytes) {
             return Err(PyValueError::new_err(format!(
                 "max_batch_bytes must be between {MIN_BATCH_BYTES} and {MAX_FRAME_BYTES} (a frame)"
             )));
@@ -133,10 +134,13 @@ impl PrimaryArgs<'_> {
             listen: self.listen.to_owned(),
             token: self.token,
             ship_interval: seconds("ship_interval", self.ship_interval)?,
-            max_batch_bytes: self.max_batch_bytes,
+            max_batch_bytes,
             heartbeat_interval: seconds("heartbeat_interval", self.heartbeat_interval)?
                 .max(Duration::from_millis(10)),
-            retain_bytes: self.retain_bytes,
+            retain_bytes: self
+                .retain_bytes
+                .map(|b| non_negative("retain_bytes", b))
+                .transpose()?,
             retain_seconds: self
                 .retain_seconds
                 .map(|s| seconds("retain_seconds", s))

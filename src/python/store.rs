@@ -9,7 +9,9 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyString, PyTuple};
 
-use super::args::{durability as durability_arg, limit as limit_arg, non_negative, seconds};
+use super::args::{
+    durability as durability_arg, limit as limit_arg, names, non_negative, seconds, size,
+};
 use super::arrow::{put as put_arrow, stream as arrow_stream, Load, PyArrowStream};
 use super::batch::PyBatch;
 use super::changes::{feed_request, PyChanges};
@@ -110,15 +112,15 @@ impl PyStore {
         py: Python<'_>,
         path: &Bound<'_, PyAny>,
         fsync: bool,
-        max_key_bytes: usize,
-        max_value_bytes: usize,
-        max_transaction_bytes: usize,
-        segment_bytes: u64,
-        checkpoint_entries: u64,
+        max_key_bytes: i128,
+        max_value_bytes: i128,
+        max_transaction_bytes: i128,
+        segment_bytes: i128,
+        checkpoint_entries: i128,
         checkpoint_seconds: f64,
-        retain_bytes: Option<u64>,
+        retain_bytes: Option<i128>,
         retain_seconds: Option<f64>,
-        cache_bytes: usize,
+        cache_bytes: i128,
     ) -> PyResult<Self> {
         let checkpoint_interval = seconds("checkpoint_seconds", checkpoint_seconds)?;
         let retain_seconds = retain_seconds
@@ -126,18 +128,26 @@ impl PyStore {
             .transpose()?;
         let options = StoreOptions {
             fsync,
-            max_key_bytes,
-            max_value_bytes,
-            max_transaction_bytes,
-            segment_bytes,
-            retain_bytes,
+            max_key_bytes: size("max_key_bytes", max_key_bytes)?,
+            max_value_bytes: size("max_value_bytes", max_value_bytes)?,
+            max_transaction_bytes: size("max_transaction_bytes", max_transaction_bytes)?,
+            segment_bytes: non_negative("segment_bytes", segment_bytes)?,
+            retain_bytes: retain_bytes
+                .map(|b| non_negative("retain_bytes", b))
+                .transpose()?,
             retain_seconds,
-            cache_bytes,
-            checkpoint_entries,
+            cache_bytes: size("cache_bytes", cache_bytes)?,
+            checkpoint_entries: non_negative("checkpoint_entries", checkpoint_entries)?,
             checkpoint_interval,
             follower: false,
         };
         let path: PathBuf = path.extract()?;
+        if path.as_os_str().is_empty() {
+            // Not the working directory: a store spreads its files over its directory.
+            return Err(PyValueError::new_err(
+                "path is empty: name the store's directory, e.g. Store('data/crm')",
+            ));
+        }
         let store = run_detached(py, || Store::open_shared(&path, options))?;
         Ok(Self { store })
     }
@@ -458,7 +468,7 @@ impl PyStore {
         &self,
         py: Python<'_>,
         table: &str,
-        columns: Option<Vec<String>>,
+        columns: Option<&Bound<'_, PyAny>>,
         prefix: Option<&Bound<'_, PyAny>>,
         start: Option<&Bound<'_, PyAny>>,
         end: Option<&Bound<'_, PyAny>>,
@@ -470,7 +480,7 @@ impl PyStore {
         let request = ExportRequest {
             table: table.to_owned(),
             bounds: key_bounds(prefix, start, end)?,
-            columns,
+            columns: names("columns", columns)?,
             key_name: key_name.to_owned(),
             batch_rows,
         };
@@ -561,10 +571,11 @@ impl PyStore {
         py: Python<'_>,
         since: i128,
         limit: Option<i128>,
-        tables: Option<Vec<String>>,
+        tables: Option<&Bound<'_, PyAny>>,
         since_time: Option<&Bound<'_, PyAny>>,
         until: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyChanges> {
+        let tables = names("tables", tables)?;
         let request = feed_request(py, &self.store, since, limit, tables, since_time, until)?;
         Ok(PyChanges::new(self.store.clone(), request))
     }

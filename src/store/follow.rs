@@ -256,6 +256,19 @@ impl Store {
         Ok(())
     }
 
+    /// Fails with [`StoreError::Io`] (not found, with `context`) unless `path` holds a
+    /// store: for operations on an existing store, which must not create one at a
+    /// mistyped path.
+    ///
+    /// # Errors
+    /// As said.
+    pub fn must_exist(path: &Path, context: &'static str) -> Result<()> {
+        if path.join("tables.redb").is_file() {
+            return Ok(());
+        }
+        Err(dir_io(context, path)(std::io::ErrorKind::NotFound.into()).into())
+    }
+
     /// Makes the replica's store at `path` a standalone, writable store with a history of
     /// its own: it can never follow its primary again (a new replica re-seeds instead).
     /// Returns `false` (and changes nothing) if the store did not belong to a replica.
@@ -265,13 +278,7 @@ impl Store {
     /// a replica or another handle has it open, I/O failures, corruption.
     pub fn detach(path: impl AsRef<Path>) -> Result<bool> {
         let path = path.as_ref();
-        let tables = path.join("tables.redb");
-        if !tables.is_file() {
-            return Err(dir_io("no replikv store to detach at", path)(
-                std::io::ErrorKind::NotFound.into(),
-            )
-            .into());
-        }
+        Self::must_exist(path, "no replikv store to detach at")?;
         let store = Self::open(path, StoreOptions::default())?;
         let detached = store.read_only_reason() == Some(ReadOnlyReason::BelongsToReplica);
         if detached {

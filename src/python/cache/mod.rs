@@ -21,7 +21,7 @@ use self::load::{read_store, Flights, Source};
 use self::local::{Local, PyValue};
 use self::remote::Remote;
 use self::stats::{hit_ratio, PyCacheStats};
-use super::args::seconds;
+use super::args::{names, seconds, size};
 use super::display::html;
 use super::errors::raise;
 use super::value::{decode_py_value, encode_py_value, encode_row_value, with_py_key};
@@ -232,15 +232,19 @@ impl PyCache {
     #[allow(clippy::too_many_arguments)] // the keyword arguments of the Python API
     fn new(
         py: Python<'_>,
-        nodes: Option<Vec<String>>,
+        nodes: Option<&Bound<'_, PyAny>>,
         source: Option<&Bound<'_, PyAny>>,
-        capacity: usize,
-        max_bytes: Option<usize>,
+        capacity: i128,
+        max_bytes: Option<i128>,
         ttl: Option<f64>,
-        vnodes: usize,
+        vnodes: i128,
         token: Option<String>,
         timeout: f64,
     ) -> PyResult<Self> {
+        let nodes = names("nodes", nodes)?;
+        let capacity = size("capacity", capacity)?;
+        let max_bytes = max_bytes.map(|b| size("max_bytes", b)).transpose()?;
+        let vnodes = size("vnodes", vnodes)?;
         if capacity == 0 {
             return Err(PyValueError::new_err("capacity must be at least 1"));
         }

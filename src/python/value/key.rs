@@ -1,18 +1,19 @@
 //! Python keys <-> ordered key bytes (see `crate::codec::encode_key`).
 
 use pyo3::exceptions::{PyOverflowError, PyTypeError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyInt, PyString};
 
 use crate::codec::{decode_key, encode_key, KeyRef};
 
-/// Encodes a Python key: `str`, `bytes` or a 64-bit `int` (never `bool`).
+/// Encodes a Python key: `str`, `bytes` or a 64-bit integer (never `bool`).
 pub(crate) fn encode_py_key(key: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     with_py_key(key, encode_key)
 }
 
 /// Calls `f` with a Python key as the core sees it: `str`, `bytes` or a 64-bit `int`
-/// (never `bool`).
+/// (never `bool`), or another integer type (numpy's) as the `int` it stands for.
 pub(crate) fn with_py_key<R>(
     key: &Bound<'_, PyAny>,
     f: impl FnOnce(KeyRef<'_>) -> R,
@@ -29,15 +30,30 @@ pub(crate) fn with_py_key<R>(
         ));
     }
     if let Ok(i) = key.cast::<PyInt>() {
-        let value: i64 = i
-            .extract()
-            .map_err(|_| PyOverflowError::new_err("int keys must fit in 64 bits"))?;
-        return Ok(f(KeyRef::Int(value)));
+        return Ok(f(KeyRef::Int(int_key(i)?)));
+    }
+    // Another integer type (numpy's `int64` from a DataFrame's index, ...) is the int its
+    // `__index__` gives, as `operator.index` takes it: it reads back as an `int`. Types
+    // that are not integers (floats, numpy's `bool_`) have none.
+    let py = key.py();
+    if let Ok(index) = py
+        .import(intern!(py, "operator"))?
+        .getattr(intern!(py, "index"))?
+        .call1((key,))
+    {
+        if let Ok(i) = index.cast::<PyInt>() {
+            return Ok(f(KeyRef::Int(int_key(i)?)));
+        }
     }
     Err(PyTypeError::new_err(format!(
         "keys must be str, bytes or int, not {}",
         key.get_type().name()?
     )))
+}
+
+fn int_key(i: &Bound<'_, PyInt>) -> PyResult<i64> {
+    i.extract()
+        .map_err(|_| PyOverflowError::new_err("int keys must fit in 64 bits"))
 }
 
 /// Decodes key bytes back into the Python type they went in as.

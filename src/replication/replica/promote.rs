@@ -65,7 +65,7 @@ fn hopeless(needed: Option<u64>, counted: bool, peers: usize) -> Option<String> 
 fn refused(name: &str, reason: &str) -> crate::Error {
     ReplicationError::Refused {
         reason: format!(
-            "cannot promote {name:?}: {reason}; force=True promotes anyway and reports the \
+            "cannot promote '{name}': {reason}; force=True promotes anyway and reports the \
              possible loss"
         ),
     }
@@ -80,6 +80,9 @@ fn refused(name: &str, reason: &str) -> crate::Error {
 /// As [`Replica::promote`]; [`crate::error::StoreError::Locked`] while a replica runs on
 /// it; a store that is not a replica's.
 pub fn promote_stopped(path: &Path, force: bool) -> Result<Promotion> {
+    // A mistyped path must not become an empty store that is then promoted (or refused
+    // only for lacking heartbeats).
+    Store::must_exist(path, "no replikv store to promote at")?;
     // Opened as a plain store: only a replica's store (read-only then) may be promoted.
     let store = Store::open(path, StoreOptions::default())?;
     let (quorum, members) = store.primary_quorum()?;

@@ -1,0 +1,101 @@
+"""Arguments of the wrong shape get an exception that names them and says what to write;
+a mistyped path creates nothing; integer keys of numpy's types are the ints they stand for."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import replikv
+from replikv import _core
+
+
+def test_numpy_integer_keys_are_the_ints_they_stand_for(store: replikv.Store) -> None:
+    # A DataFrame's index hands out numpy integers.
+    store.put("t", np.int64(5), "five")
+    store.put("t", np.uint8(7), "seven")
+    assert store.get("t", 5) == "five"
+    assert store.get("t", np.int32(7)) == "seven"
+    keys = list(store.table("t").keys())
+    assert keys == [5, 7]
+    assert all(type(k) is int for k in keys)
+
+
+@pytest.mark.parametrize(
+    ("key", "error"),
+    [
+        (np.True_, TypeError),  # a bool, not an int, as Python's own bool
+        (np.float64(1.0), TypeError),
+        (np.uint64(2**64 - 1), OverflowError),
+    ],
+)
+def test_numpy_scalars_that_are_not_64_bit_ints_are_refused_as_keys(
+    store: replikv.Store, key: object, error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        store.put("t", key, 1)  # type: ignore[arg-type]
+    assert store.last_lsn == 0
+
+
+def lone_str_calls(store: replikv.Store) -> dict[str, Callable[[], Any]]:
+    return {
+        "tables": lambda: store.changes(tables="events"),
+        "columns": lambda: store.table("events").to_arrow_batches(columns="email"),  # type: ignore[arg-type]
+        "nodes": lambda: replikv.Cache("127.0.0.1:7001"),  # type: ignore[arg-type]
+    }
+
+
+@pytest.mark.parametrize("argument", ["tables", "columns", "nodes"])
+def test_a_lone_str_for_a_list_says_to_write_a_list(store: replikv.Store, argument: str) -> None:
+    with pytest.raises(TypeError, match=rf"^{argument} takes a list of str, not a str: write "):
+        lone_str_calls(store)[argument]()
+
+
+def test_a_log_tail_given_a_lone_str_for_its_tables_says_so(store: replikv.Store) -> None:
+    with pytest.raises(TypeError, match=r"^tables takes a list of str, not a str"):
+        _core.LogTail(store.path, tables="events")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^tables takes a list of str; one item is int"):
+        store.changes(tables=["events", 3])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize(
+    ("argument", "make"),
+    [
+        ("cache_bytes", lambda p: replikv.Store(p, cache_bytes=-1)),
+        ("segment_bytes", lambda p: replikv.Store(p, segment_bytes=-1)),
+        ("retain_bytes", lambda p: replikv.Store(p, retain_bytes=-1)),
+        ("max_value_bytes", lambda p: replikv.Store(p, max_value_bytes=-1)),
+        ("capacity", lambda p: replikv.Cache(capacity=-1)),
+        ("max_bytes", lambda p: replikv.CacheNode(max_bytes=-1)),
+    ],
+)
+def test_a_negative_size_is_a_value_error_naming_the_option(
+    tmp_path: Path, argument: str, make: Callable[[Path], Any]
+) -> None:
+    with pytest.raises(ValueError, match=rf"^{argument} must be 0 or more, not -1$"):
+        make(tmp_path / "s")
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_primary_given_a_negative_batch_size_names_it(store: replikv.Store) -> None:
+    with pytest.raises(ValueError, match=r"^max_batch_bytes must be 0 or more"):
+        replikv.Primary(store, max_batch_bytes=-1)
+
+
+def test_an_empty_path_is_refused_not_a_store_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="path is empty"):
+        replikv.Store("")
+    assert os.listdir(tmp_path) == []
+
+
+def test_promoting_a_mistyped_path_creates_no_store(tmp_path: Path) -> None:
+    with pytest.raises(replikv.StoreNotFoundError, match="no replikv store to promote at"):
+        replikv.promote_stopped(tmp_path / "replcia")
+    assert os.listdir(tmp_path) == []
