@@ -162,9 +162,20 @@ fn a_snapshot_installs_every_table_at_one_lsn_and_streaming_continues_after_it()
         )?;
     }
     let follower = Store::open(dir.path().join("follower"), follower_options())?;
+    let id = follower.store_id()?;
+    assert_ne!(
+        id,
+        primary.store_id()?,
+        "each directory has an id of its own"
+    );
     follower.append_replicated(&all_payloads(&primary)?[..5])?;
     let lsn = copy_snapshot(&primary, &follower)?;
     assert_eq!(lsn, 40);
+    assert_eq!(
+        follower.store_id()?,
+        id,
+        "a snapshot keeps the directory's id"
+    );
     assert_eq!(follower.last_lsn(), 40);
     assert_eq!(follower.checksum()?, primary.checksum()?);
     assert_eq!(
@@ -184,6 +195,7 @@ fn a_snapshot_installs_every_table_at_one_lsn_and_streaming_continues_after_it()
     follower.close()?;
     let reopened = Store::open(dir.path().join("follower"), follower_options())?;
     assert_eq!(reopened.checksum()?, primary.checksum()?);
+    assert_eq!(reopened.store_id()?, id);
     Ok(())
 }
 

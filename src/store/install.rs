@@ -200,6 +200,8 @@ impl Store {
             cache_bytes,
             Arc::default(),
         )?;
+        // The directory stays the same store to its primary (a reconnection replaces).
+        tables.set_store_id(self.store_id()?)?;
         Ok(Installer {
             store: self.clone(),
             staging,

@@ -504,6 +504,11 @@ impl Tables {
         Ok(self.meta(STORE_ID)?.unwrap_or(0))
     }
 
+    /// Durably gives these tables the id of the store directory they are installed into.
+    pub(crate) fn set_store_id(&self, id: u64) -> Result<()> {
+        self.write_meta(&[(STORE_ID, id)])
+    }
+
     pub(crate) fn meta(&self, key: &str) -> Result<Option<u64>> {
         let txn = self.db.begin_read()?;
         Ok(txn.open_table(META)?.get(key)?.map(|v| v.value()))
