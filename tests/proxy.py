@@ -1,6 +1,7 @@
 """A TCP proxy on 127.0.0.1 for fault tests: it forwards to a target and can cut the link
-(drop every connection and refuse new ones), stall it (keep the sockets, forward nothing)
-or delay every chunk it forwards."""
+(drop every connection and refuse new ones), stall it (keep the sockets, forward nothing),
+delay every chunk it forwards, or leave a connection half-open when one side closes (as a
+host that vanished without a word leaves it)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ class Proxy:
         self._closed = False
         self.delay = 0.0
         self.stalled = False
+        # When one side closes, the other is left open and silent, not shut down.
+        self.half_open = False
         self._threads = [threading.Thread(target=self._accept, daemon=True)]
         self._threads[0].start()
 
@@ -98,6 +101,8 @@ class Proxy:
                 while self.stalled:  # keep the sockets open, forward nothing
                     time.sleep(0.01)
                 sink.sendall(chunk)
+        if self.half_open:
+            return
         for sock in (source, sink):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)

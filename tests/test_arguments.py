@@ -41,6 +41,18 @@ def test_numpy_scalars_that_are_not_64_bit_ints_are_refused_as_keys(
     assert store.last_lsn == 0
 
 
+class InterruptedIndex:
+    def __index__(self) -> int:
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_in_a_keys_index_method_is_not_taken_for_a_wrong_type(
+    store: replikv.Store,
+) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        store.put("t", InterruptedIndex(), 1)  # type: ignore[arg-type]
+
+
 def lone_str_calls(store: replikv.Store) -> dict[str, Callable[[], Any]]:
     return {
         "tables": lambda: store.changes(tables="events"),
@@ -81,9 +93,16 @@ def test_a_negative_size_is_a_value_error_naming_the_option(
     assert not (tmp_path / "s").exists()
 
 
-def test_a_primary_given_a_negative_batch_size_names_it(store: replikv.Store) -> None:
+def test_negative_batch_sizes_name_their_option(store: replikv.Store) -> None:
+    import pyarrow as pa
+
     with pytest.raises(ValueError, match=r"^max_batch_bytes must be 0 or more"):
         replikv.Primary(store, max_batch_bytes=-1)
+    with pytest.raises(ValueError, match=r"^batch_rows must be 0 or more"):
+        store.table("t").to_arrow_batches(batch_rows=-1)
+    with pytest.raises(ValueError, match=r"^batch_rows must be 0 or more"):
+        store.put_arrow("t", pa.table({"k": [1]}), key="k", batch_rows=-1)
+    assert store.last_lsn == 0
 
 
 def test_an_empty_path_is_refused_not_a_store_in_the_working_directory(
@@ -92,6 +111,8 @@ def test_an_empty_path_is_refused_not_a_store_in_the_working_directory(
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match="path is empty"):
         replikv.Store("")
+    with pytest.raises(ValueError, match="path is empty"):
+        replikv.Replica("", primary="127.0.0.1:7400", name="eu-1")
     assert os.listdir(tmp_path) == []
 
 

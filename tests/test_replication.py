@@ -377,11 +377,51 @@ def test_another_store_under_a_frozen_replicas_name_gets_in_once_the_link_is_dro
                 [info] = primary.status()
                 assert info.name == "child" and info.address != frozen_address
                 eventually("its ack", lambda: primary.status().replicas[0].acked_lsn == receipt.lsn)
-                assert primary.status().rejected >= 1
-                assert "another replica named 'child'" in (primary.status().last_rejection or "")
         finally:
             child.send_signal(signal.SIGKILL)
             child.wait(timeout=30)
+
+
+@pytest.mark.parametrize("seeded_by_snapshot", [False, True])
+def test_a_restarted_replica_replaces_its_half_open_link_without_a_refusal(
+    tmp_path: Path, seeded_by_snapshot: bool
+) -> None:
+    """The primary knows the replica's store by its id, which a snapshot install keeps:
+    the restarted process is not taken for another replica under the same name."""
+    from proxy import Proxy
+
+    store = replikv.Store(tmp_path / "primary", segment_bytes=4096)
+    for i in range(200):
+        store.put("t", i, "x" * 100)
+    if seeded_by_snapshot:
+        store.drop_log_before(store.last_lsn)  # the log no longer starts at 1
+    # Heartbeats every 5 s: the primary would drop the dead link only after 21 s.
+    with (
+        replikv.Primary(store, token=TOKEN, ship_interval=0.01, heartbeat_interval=5) as primary,
+        Proxy(primary.address) as proxy,
+    ):
+        proxy.half_open = True
+        path = tmp_path / "replica"
+        with subprocess.Popen(
+            [sys.executable, str(CHILD), str(path), proxy.address], stdout=subprocess.DEVNULL
+        ) as child:
+            try:
+                eventually(
+                    "the child to catch up",
+                    lambda: [r.acked_lsn for r in primary.status()] == [store.last_lsn],
+                )
+            finally:
+                child.send_signal(signal.SIGKILL)
+                child.wait(timeout=30)
+        assert primary.status().replicas[0].state != "disconnected", "the link looks alive"
+        with replikv.Replica(path, primary=primary.address, token=TOKEN, name="child") as back:
+            assert (back.store.oldest_lsn > 1) is seeded_by_snapshot
+            receipt = store.put("t", "after", 1)
+            assert back.wait_for(receipt.lsn, timeout=30)
+            assert back.status().connections == 1
+            assert back.status().last_error is None
+            assert primary.status().rejected == 0
+    store.close()
 
 
 def test_two_live_replicas_given_one_name_do_not_take_turns(

@@ -4,6 +4,7 @@
 //! says so.
 
 use crate::python::display::quoted;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
@@ -88,6 +89,17 @@ pub(crate) fn durability(value: Option<&str>) -> PyResult<Option<Durability>> {
     value
         .map(|value| durability_setting("durability", value))
         .transpose()
+}
+
+/// A store's directory: any path but the empty one, which would put a store's files in the
+/// working directory.
+pub(crate) fn directory(path: PathBuf) -> PyResult<PathBuf> {
+    if path.as_os_str().is_empty() {
+        return Err(PyValueError::new_err(
+            "path is empty: name the store's directory, e.g. 'data/crm'",
+        ));
+    }
+    Ok(path)
 }
 
 /// A list of names (tables, columns, node addresses), as any iterable of `str` but a lone

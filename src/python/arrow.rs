@@ -10,6 +10,7 @@ use pyo3::types::{PyCapsule, PyList};
 use pyo3_arrow::ffi::to_schema_pycapsule;
 use pyo3_arrow::{PyArray, PyRecordBatchReader};
 
+use super::args::size;
 use super::put_many::OpSink;
 use super::store::{Progress, PROGRESS_EVERY};
 use super::types::PyReceipt;
@@ -273,7 +274,7 @@ impl<'py> Load<'py> {
         table: &str,
         key: &str,
         naive: &str,
-        batch_rows: Option<usize>,
+        batch_rows: Option<i128>,
         progress: Option<Bound<'py, PyAny>>,
         durability: Option<&str>,
     ) -> PyResult<Self> {
@@ -287,6 +288,7 @@ impl<'py> Load<'py> {
                 )))
             }
         };
+        let batch_rows = batch_rows.map(|b| size("batch_rows", b)).transpose()?;
         if batch_rows == Some(0) {
             return Err(PyValueError::new_err("batch_rows must be positive"));
         }

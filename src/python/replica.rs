@@ -8,7 +8,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyTuple};
 
-use super::args::{non_negative, seconds, timeout as wait_limit};
+use super::args::{directory, non_negative, seconds, timeout as wait_limit};
 use super::display::html;
 use super::diverged::{account, diverged_error};
 use super::errors::{not_inherited, owned, raise, run_detached};
@@ -80,6 +80,7 @@ impl PyReplica {
         on_diverge: &str,
         listen: Option<String>,
     ) -> PyResult<Self> {
+        let path = directory(path)?;
         let on_diverge = match on_diverge {
             "stop" => OnDiverge::Stop,
             "resync" => OnDiverge::Resync,

@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyString, PyTuple};
 
 use super::args::{
-    durability as durability_arg, limit as limit_arg, names, non_negative, seconds, size,
+    directory, durability as durability_arg, limit as limit_arg, names, non_negative, seconds, size,
 };
 use super::arrow::{put as put_arrow, stream as arrow_stream, Load, PyArrowStream};
 use super::batch::PyBatch;
@@ -141,13 +141,7 @@ impl PyStore {
             checkpoint_interval,
             follower: false,
         };
-        let path: PathBuf = path.extract()?;
-        if path.as_os_str().is_empty() {
-            // Not the working directory: a store spreads its files over its directory.
-            return Err(PyValueError::new_err(
-                "path is empty: name the store's directory, e.g. Store('data/crm')",
-            ));
-        }
+        let path = directory(path.extract()?)?;
         let store = run_detached(py, || Store::open_shared(&path, options))?;
         Ok(Self { store })
     }
@@ -473,7 +467,7 @@ impl PyStore {
         start: Option<&Bound<'_, PyAny>>,
         end: Option<&Bound<'_, PyAny>>,
         key_name: &str,
-        batch_rows: usize,
+        batch_rows: i128,
         build: bool,
     ) -> PyResult<PyArrowStream> {
         owned(py, &self.store)?;
@@ -482,7 +476,7 @@ impl PyStore {
             bounds: key_bounds(prefix, start, end)?,
             columns: names("columns", columns)?,
             key_name: key_name.to_owned(),
-            batch_rows,
+            batch_rows: size("batch_rows", batch_rows)?,
         };
         arrow_stream(py, &self.store, request, build)
     }
@@ -509,7 +503,7 @@ impl PyStore {
         data: &Bound<'_, PyAny>,
         key: &str,
         naive: &str,
-        batch_rows: Option<usize>,
+        batch_rows: Option<i128>,
         progress: Option<Bound<'_, PyAny>>,
         durability: Option<&str>,
     ) -> PyResult<PyReceipt> {
@@ -536,7 +530,7 @@ impl PyStore {
         df: &Bound<'_, PyAny>,
         key: Option<&str>,
         naive: &str,
-        batch_rows: Option<usize>,
+        batch_rows: Option<i128>,
         progress: Option<Bound<'_, PyAny>>,
         durability: Option<&str>,
     ) -> PyResult<PyReceipt> {

@@ -498,7 +498,6 @@ impl Tables {
         Ok(())
     }
 
-    /// A metadata value, if set.
     /// The store directory's own id (see [`STORE_ID`]).
     pub(crate) fn store_id(&self) -> Result<u64> {
         Ok(self.meta(STORE_ID)?.unwrap_or(0))
@@ -509,6 +508,7 @@ impl Tables {
         self.write_meta(&[(STORE_ID, id)])
     }
 
+    /// A metadata value, if set.
     pub(crate) fn meta(&self, key: &str) -> Result<Option<u64>> {
         let txn = self.db.begin_read()?;
         Ok(txn.open_table(META)?.get(key)?.map(|v| v.value()))

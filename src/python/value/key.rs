@@ -36,14 +36,19 @@ pub(crate) fn with_py_key<R>(
     // `__index__` gives, as `operator.index` takes it: it reads back as an `int`. Types
     // that are not integers (floats, numpy's `bool_`) have none.
     let py = key.py();
-    if let Ok(index) = py
+    match py
         .import(intern!(py, "operator"))?
         .getattr(intern!(py, "index"))?
         .call1((key,))
     {
-        if let Ok(i) = index.cast::<PyInt>() {
-            return Ok(f(KeyRef::Int(int_key(i)?)));
+        Ok(index) => {
+            if let Ok(i) = index.cast::<PyInt>() {
+                return Ok(f(KeyRef::Int(int_key(i)?)));
+            }
         }
+        // Not an integer; anything else (Ctrl-C in `__index__`) goes up as it is.
+        Err(err) if err.is_instance_of::<PyTypeError>(py) => {}
+        Err(err) => return Err(err),
     }
     Err(PyTypeError::new_err(format!(
         "keys must be str, bytes or int, not {}",

@@ -12,7 +12,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::snapshot::{send_header, send_snapshot};
 use super::stream::stream_to;
 use super::verify::VERIFIER_TIMEOUT;
-use super::{Shared, Writer, MAX_AUTHENTICATED, MAX_UNAUTHENTICATED};
+use super::{Claim, Shared, Writer, MAX_AUTHENTICATED, MAX_UNAUTHENTICATED};
 use crate::error::{ReplicationError, Result};
 use crate::net::admission::Ticket;
 use crate::net::server::Incoming;
@@ -89,6 +89,8 @@ enum Accepted<'a> {
         name: String,
         /// Its store directory's id.
         store_id: u64,
+        /// The name held for it until its connection is registered.
+        claim: Claim<'a>,
         from_lsn: u64,
         start: Start<'a>,
     },
@@ -135,6 +137,7 @@ pub(super) async fn serve(shared: Arc<Shared>, incoming: Incoming) {
         durable,
         name,
         store_id,
+        claim,
         from_lsn,
         start,
     } = accepted
@@ -142,6 +145,7 @@ pub(super) async fn serve(shared: Arc<Shared>, incoming: Incoming) {
         return;
     };
     let (id, mut stop) = shared.connect(kind, durable, &name, store_id, &peer, from_lsn);
+    drop(claim);
     let result = tokio::select! {
         result = snapshot_then_stream(&shared, &id, &start, reader, writer) => result,
         _ = stop.changed() => Ok(()),
@@ -336,21 +340,10 @@ async fn welcome<'a>(
         ));
     }
     // Before the slot is touched: another replica's slot must not move to this one's LSN.
-    if let Some(address) = shared.held_by_another(&kind.link_name(&name), store_id) {
-        let noun = if kind == PeerKind::Replica {
-            "replica"
-        } else {
-            "consumer"
-        };
-        return Err(Denied::new(
-            RefuseCode::NameInUse,
-            format!(
-                "another {noun} named '{name}' is connected, from {address}: give each a name \
-                 of its own (name=..., or --name on the command line); this one is let in \
-                 once that one disconnects"
-            ),
-        ));
-    }
+    let claim = match shared.claim(&kind.link_name(&name), store_id) {
+        Ok(claim) => claim,
+        Err(address) => return Err(name_in_use(kind, &name, address.as_deref())),
+    };
     let view = log_view(shared, flushed_lsn, history).await?;
     let internal = |e: &dyn std::fmt::Display| Denied::new(RefuseCode::Protocol, e.to_string());
     let primary_lineage = shared.store.lineage().map_err(|e| internal(&e))?;
@@ -403,6 +396,7 @@ async fn welcome<'a>(
         durable,
         name,
         store_id,
+        claim,
         from_lsn: flushed_lsn,
         start,
     })
@@ -445,4 +439,25 @@ async fn log_view(
     .await
     .map_err(|e| internal(&e))?
     .map_err(|e| internal(&e))
+}
+
+/// The refusal of a hello under a name another store's peer is connected under (from
+/// `address`, if known) or being admitted under.
+fn name_in_use(kind: PeerKind, name: &str, address: Option<&str>) -> Denied {
+    let noun = if kind == PeerKind::Replica {
+        "replica"
+    } else {
+        "consumer"
+    };
+    let state = address.map_or_else(
+        || "is being admitted".to_owned(),
+        |address| format!("is connected, from {address}"),
+    );
+    Denied::new(
+        RefuseCode::NameInUse,
+        format!(
+            "another {noun} named '{name}' {state}: give each a name of its own (name=..., \
+             or --name on the command line); this one is let in once that one disconnects"
+        ),
+    )
 }

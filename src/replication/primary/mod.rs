@@ -115,6 +115,27 @@ impl Default for PrimaryOptions {
 struct Links {
     machine: PrimaryMachine,
     wires: BTreeMap<String, Wire>,
+    /// Names whose hello is being admitted, with the store it came from: between the
+    /// check and the connection's registration, another store's hello under the same name
+    /// would pass the check too (both retrying after a restart, say).
+    admitting: BTreeMap<String, u64>,
+}
+
+/// A name held for one store's hello while it is admitted (see [`Shared::claim`]), until
+/// its connection is registered or the admission fails.
+pub(super) struct Claim<'a> {
+    links: &'a Mutex<Links>,
+    name: String,
+    store_id: u64,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut links = lock(self.links);
+        if links.admitting.get(&self.name) == Some(&self.store_id) {
+            links.admitting.remove(&self.name);
+        }
+    }
 }
 
 /// The transport side of a peer's current (or last) connection.
@@ -228,6 +249,7 @@ impl Primary {
             links: Mutex::new(Links {
                 machine,
                 wires: BTreeMap::new(),
+                admitting: BTreeMap::new(),
             }),
             sync,
             started: Instant::now(),
@@ -575,15 +597,27 @@ impl Shared {
         self.options.token.as_deref().unwrap_or("").as_bytes()
     }
 
-    /// Where another store than `store_id` is connected from under `name`, if one is
-    /// (see [`PrimaryMachine::held_by_another`]).
-    fn held_by_another(&self, name: &str, store_id: u64) -> Option<String> {
-        let links = lock(&self.links);
-        links
-            .machine
-            .held_by_another(name, store_id)
-            .then(|| links.wires.get(name).map(|wire| wire.address.clone()))
-            .map(|address| address.unwrap_or_else(|| "an unknown address".to_owned()))
+    /// Holds `name` for a hello from the store `store_id` while it is admitted. Refused if
+    /// another store is connected under that name (see [`PrimaryMachine::held_by_another`]:
+    /// the error says where from) or is being admitted under it (`None`).
+    fn claim(&self, name: &str, store_id: u64) -> Result<Claim<'_>, Option<String>> {
+        let mut links = lock(&self.links);
+        if links.machine.held_by_another(name, store_id) {
+            return Err(links.wires.get(name).map(|wire| wire.address.clone()));
+        }
+        if store_id != 0 {
+            match links.admitting.get(name) {
+                Some(&other) if other != store_id => return Err(None),
+                _ => {
+                    links.admitting.insert(name.to_owned(), store_id);
+                }
+            }
+        }
+        Ok(Claim {
+            links: &self.links,
+            name: name.to_owned(),
+            store_id,
+        })
     }
 
     /// Registers a connection for `name` that holds everything up to `from_lsn`, stopping

@@ -149,7 +149,6 @@ impl World {
     fn accept(&mut self, generation: u64, node: usize, flushed_lsn: u64) {
         let peer = &self.nodes[node];
         if self.primary.held_by_another(&peer.name, peer.store_id) {
-            self.report.faults.refused += 1;
             self.primary_closes(generation);
             return;
         }
