@@ -61,31 +61,46 @@ pub async fn connect(address: &str, timeout: Duration) -> std::io::Result<TcpStr
 }
 
 /// Waits between reconnection attempts: doubling from `first` up to `max`, and back to
-/// `first` once a connection worked.
+/// `first` once a connection worked. Each wait is drawn between half of its step and the
+/// whole of it, so that peers that lost their primary together (a restart) do not all
+/// come back in the same instant, again and again.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     first: Duration,
     max: Duration,
     next: Duration,
+    /// State of the xorshift generator the waits are drawn from.
+    draw: u64,
 }
 
 impl Backoff {
     /// A backoff from `first` up to `max`.
+    ///
+    /// # Panics
+    /// If the operating system has no randomness to give.
     #[must_use]
     pub fn new(first: Duration, max: Duration) -> Self {
-        let max = max.max(first);
+        let mut seed = [0u8; 8];
+        getrandom::fill(&mut seed).expect("invariant: the OS random source is available");
         Self {
             first,
-            max,
+            max: max.max(first),
             next: first,
+            draw: u64::from_le_bytes(seed) | 1,
         }
     }
 
-    /// The wait before the next attempt (each call doubles the one after, up to the cap).
+    /// The wait before the next attempt: between half of this step and all of it (each
+    /// call doubles the step after, up to the cap).
     pub fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
+        let step = self.next;
         self.next = (self.next * 2).min(self.max);
-        delay
+        self.draw ^= self.draw << 13;
+        self.draw ^= self.draw >> 7;
+        self.draw ^= self.draw << 17;
+        // A share of half the step, in 1/1024ths.
+        let share = u32::try_from(self.draw % 1025).expect("invariant: below 1025");
+        step / 2 + step / 2 * share / 1024
     }
 
     /// A connection worked: the next failure waits the shortest time again.
@@ -102,10 +117,30 @@ mod tests {
     fn backoff_doubles_up_to_its_cap_and_resets_after_a_success() {
         let ms = Duration::from_millis;
         let mut backoff = Backoff::new(ms(50), ms(300));
-        let delays: Vec<_> = (0..5).map(|_| backoff.next_delay()).collect();
-        assert_eq!(delays, vec![ms(50), ms(100), ms(200), ms(300), ms(300)]);
+        let steps = [ms(50), ms(100), ms(200), ms(300), ms(300)];
+        for step in steps {
+            let delay = backoff.next_delay();
+            assert!(
+                step / 2 <= delay && delay <= step,
+                "{delay:?} for a step of {step:?}"
+            );
+        }
         backoff.reset();
-        assert_eq!(backoff.next_delay(), ms(50));
+        assert!(backoff.next_delay() <= ms(50));
+    }
+
+    #[test]
+    fn peers_that_back_off_together_spread_out() {
+        let ms = Duration::from_millis;
+        let waits: Vec<Duration> = (0..16)
+            .map(|_| Backoff::new(ms(1000), ms(1000)).next_delay())
+            .collect();
+        let distinct: std::collections::BTreeSet<_> = waits.iter().collect();
+        assert!(
+            distinct.len() > 8,
+            "16 peers drew only {} waits",
+            distinct.len()
+        );
     }
 
     #[test]
