@@ -45,6 +45,15 @@ def test_a_peer_that_never_answers_is_a_network_timeout() -> None:
     assert info.value.errno == errno.ETIMEDOUT
 
 
+def test_the_port_of_another_service_is_named_as_not_a_replikv_one() -> None:
+    # A cache node answers the Redis protocol: it waits for a command, as the client waits
+    # for a challenge.
+    with replikv.CacheNode() as node, pytest.raises(replikv.NetworkTimeout) as info:
+        fetch_status(node.address, timeout=0.3)
+    assert f"{node.address} took the connection but sent no replikv challenge" in str(info.value)
+    assert "is it a replikv primary's" in str(info.value)
+
+
 @pytest.mark.parametrize(
     "address", ["localhost", "http://127.0.0.1:7400", "127.0.0.1:7400:1", "127.0.0.1:99999"]
 )

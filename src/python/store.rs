@@ -292,7 +292,9 @@ impl PyStore {
     /// Raises:
     ///     ValueTooLarge: the rows exceed ``max_transaction_bytes``; raised at the row
     ///         that crosses it, before the rest are read.
-    ///     RuntimeError: the rows (a generator) write to this store, or close it.
+    ///     RuntimeError: the rows of a streamed load (see above) or its progress
+    ///         callback write to this store or close it. A generator's rows are read
+    ///         whole first: what it writes commits before them.
     #[pyo3(signature = (table, rows, progress = None, *, durability = None))]
     fn put_many(
         &self,

@@ -164,8 +164,11 @@ fn ask<'a>(
 ) -> Result<Message, ReplicationError> {
     let token = token.unwrap_or("").as_bytes();
     let hello = hello.into();
+    // Each step has `timeout` and says what it waited for (a port that never challenges is
+    // not replikv's); this bound, a little later, catches whatever else is slow.
+    let backstop = timeout + Duration::from_millis(250);
     runtime().block_on(async {
-        tokio::time::timeout(timeout, exchange(address, token, timeout, hello, 0, what))
+        tokio::time::timeout(backstop, exchange(address, token, timeout, hello, 0, what))
             .await
             .map_err(|_| NetError::TimedOut {
                 context: format!("no {what} from {address} within {timeout:?}"),
@@ -229,7 +232,21 @@ pub(crate) async fn dial(
         })?;
     let (mut reader, writer) = stream.into_split();
     let writer = StallWriter::new(writer, stall);
-    match read_handshake_frame(&mut reader, timeout, "challenge").await? {
+    // A replikv server challenges at once: silence means some other service is there (a
+    // cache node's port, a database), which the message should make plain.
+    let first = read_handshake_frame(&mut reader, timeout, "challenge")
+        .await
+        .map_err(|err| match err {
+            ReplicationError::Net(NetError::TimedOut { .. }) => NetError::TimedOut {
+                context: format!(
+                    "{address} took the connection but sent no replikv challenge within \
+                     {timeout:?}: is it a replikv primary's (or replica's member) address?"
+                ),
+            }
+            .into(),
+            other => other,
+        })?;
+    match first {
         Message::Challenge { nonce } => Ok((reader, writer, nonce)),
         other => Err(unexpected(other, "a challenge")),
     }
