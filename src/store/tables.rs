@@ -1,7 +1,8 @@
 //! The materialized state in redb: one redb table per user table, plus `__meta` (applied LSN,
-//! epoch, format, lineage, the store's own id, whether a replica owns the store) and `__stats` (per table: row
-//! count and order-independent checksum). Every stored value carries its CRC
-//! ([`super::stored`]); it is added here on the way in and checked on the way out.
+//! epoch, format, lineage, the store's own id, whether a replica owns the store) and
+//! `__stats` (per table: row count and order-independent checksum). Every stored value
+//! carries its CRC ([`super::stored`]); it is added here on the way in and checked on the
+//! way out.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
