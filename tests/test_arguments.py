@@ -120,3 +120,29 @@ def test_promoting_a_mistyped_path_creates_no_store(tmp_path: Path) -> None:
     with pytest.raises(replikv.StoreNotFoundError, match="no replikv store to promote at"):
         replikv.promote_stopped(tmp_path / "replcia")
     assert os.listdir(tmp_path) == []
+
+
+def bool_for_int_calls(store: replikv.Store, path: Path) -> dict[str, Callable[[], Any]]:
+    return {
+        "since": lambda: store.changes(since=True),
+        "limit": lambda: store.changes(limit=False),
+        "cache_bytes": lambda: replikv.Store(path, cache_bytes=True),
+        "quorum": lambda: replikv.Primary(store, quorum=True),
+        "capacity": lambda: replikv.Cache(capacity=True),
+        "batch_rows": lambda: store.table("t").to_arrow_batches(batch_rows=True),
+    }
+
+
+@pytest.mark.parametrize(
+    "argument", ["since", "limit", "cache_bytes", "quorum", "capacity", "batch_rows"]
+)
+def test_a_bool_for_an_int_is_refused_not_taken_for_0_or_1(
+    store: replikv.Store, tmp_path: Path, argument: str
+) -> None:
+    # bool is a subclass of int in Python: without the check, since=True reads from LSN 1.
+    with pytest.raises(TypeError, match=r"^expected an int, not a bool \((True|False)\)") as caught:
+        bool_for_int_calls(store, tmp_path / "s")[argument]()
+    assert f"while processing '{argument}'" in getattr(caught.value, "__notes__", [])
+    assert not (tmp_path / "s").exists()
+    # The same arguments still take ints, numpy's included.
+    assert store.changes(since=np.int64(0), limit=np.uint8(3)) is not None

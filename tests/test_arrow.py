@@ -117,6 +117,28 @@ def test_mixed_types_lists_and_dicts_are_packed_and_come_back_as_python_objects(
     assert frame["n"].tolist() == [1.0, 2.5]
 
 
+@pytest.mark.parametrize("floats_first", [2, 70_000], ids=["few rows", "past the first batch"])
+def test_an_int_a_float_would_round_keeps_its_column_exact(store: Any, floats_first: int) -> None:
+    # 2**53 + 1 and 2**63 - 1 have no float equal to them: beside floats, the column is
+    # packed rather than float64, also when the floats fill the batches read first.
+    big = [2**63 - 1, -(2**53) - 1]
+    rows = [(i, {"n": i + 0.5}) for i in range(floats_first)]
+    rows += [(floats_first + i, {"n": n}) for i, n in enumerate(big)]
+    store.put_many("t", rows)
+    frame = store.table("t").to_pandas()
+    assert frame["n"].tolist()[-2:] == big
+    assert frame.loc[0, "n"] == 0.5
+    assert store.table("t").to_arrow().schema.field("n").metadata == {
+        b"replikv.encoding": b"msgpack"
+    }
+    # Ints alone stay int64, whatever their size; small ones beside floats make float64.
+    store.put_many("ints", [(1, {"n": 2**63 - 1}), (2, {"n": 1})])
+    assert store.table("ints").to_arrow().schema.field("n").type == pa.int64()
+    assert store.table("ints").to_pandas()["n"].tolist() == [2**63 - 1, 1]
+    store.put_many("small", [(1, {"n": 2**53}), (2, {"n": 0.5})])
+    assert store.table("small").to_pandas()["n"].tolist() == [2.0**53, 0.5]
+
+
 def test_values_that_are_not_dicts_make_one_value_column(store: Any) -> None:
     store.put_many("counters", [("a", 1), ("b", 2), ("c", None)])
     table = store.table("counters").to_arrow()

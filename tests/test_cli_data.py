@@ -373,6 +373,19 @@ def test_import_refuses_a_line_that_is_not_json(tmp_path: Path) -> None:
     assert "line 2 is not JSON" in run.stderr
 
 
+def test_import_refuses_a_csv_header_that_names_a_column_twice(tmp_path: Path) -> None:
+    # csv.DictReader keeps the last cell of a repeated name: the first column would vanish.
+    source = tmp_path / "subscribers.csv"
+    source.write_text("email,phone,phone\nada@example.com,111,222\n")
+    store_dir = tmp_path / "store"
+    run = replikv_cli("import", store_dir, "subscribers", source, "--key", "email", "--quiet")
+    assert run.returncode == 1
+    assert "the header names 'phone' more than once: rename the copies" in run.stderr
+    assert "Traceback" not in run.stderr
+    with replikv.Store(store_dir) as store:
+        assert store.count("subscribers") == 0
+
+
 # --- a store another process holds --------------------------------------------------------------
 
 HOLDER = """

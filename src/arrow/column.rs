@@ -8,7 +8,7 @@ use arrow_array::builder::{
 };
 use arrow_array::ArrayRef;
 
-use super::shape::Kind;
+use super::shape::{exact_as_float, Kind};
 use crate::codec::decode_date;
 use crate::codec::msgpack::{Reader, Token, DATE_EXT, TIMESTAMP_EXT};
 use crate::codec::{decode_timestamp, KeyRef};
@@ -56,7 +56,7 @@ impl Column {
         match kind {
             Kind::Null => Self::Null(NullBuilder::new()),
             Kind::Bool => Self::Bool(BooleanBuilder::with_capacity(rows)),
-            Kind::Int => Self::Int(Int64Builder::with_capacity(rows)),
+            Kind::Int | Kind::WideInt => Self::Int(Int64Builder::with_capacity(rows)),
             Kind::Float => Self::Float(Float64Builder::with_capacity(rows)),
             Kind::Str => Self::Str(StringBuilder::with_capacity(rows, rows * 16)),
             Kind::Bin => Self::Bin(BinaryBuilder::with_capacity(rows, rows * 16)),
@@ -111,9 +111,10 @@ impl Column {
             (Self::Bool(b), Token::Bool(v)) => b.append_value(v),
             (Self::Int(b), Token::Int(v)) => b.append_value(v),
             (Self::Float(b), Token::Float(v)) => b.append_value(v),
-            // Ints in a float column become floats (exact up to 2^53), as pandas does.
+            // Ints in a float column become floats, as pandas does, only where that is exact
+            // (an int past 2^53 does not fit a column inferred before it was seen).
             #[allow(clippy::cast_precision_loss)]
-            (Self::Float(b), Token::Int(v)) => b.append_value(v as f64),
+            (Self::Float(b), Token::Int(v)) if exact_as_float(v) => b.append_value(v as f64),
             (Self::Str(b), Token::Str(v)) => {
                 b.append_value(std::str::from_utf8(v).map_err(|_| super::malformed())?);
             }

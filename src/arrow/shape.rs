@@ -1,7 +1,9 @@
 //! The Arrow schema of a table, inferred from its stored values over a whole scan.
 //!
 //! The rule for types: a column takes the one type its non-null values have. Ints and floats
-//! together make a float column (as pandas does). Any other mix, and every list, dict or
+//! together make a float column (as pandas does) when every int is exact as a float (within
+//! ±2^53); an int beyond that beside a float makes the column packed, so that no value
+//! changes on the way out. Any other mix, and every list, dict or
 //! unknown extension, makes a *packed* column: the value's own `MessagePack` bytes, marked
 //! with the field metadata `replikv.encoding = msgpack`, which `to_pandas` decodes back into
 //! Python objects. Packing keeps every value exact (an Arrow struct would give a dict keys it
@@ -30,8 +32,10 @@ pub enum Kind {
     Null,
     /// `bool`.
     Bool,
-    /// 64-bit signed integers.
+    /// 64-bit signed integers, each exact as a float (within ±2^53).
     Int,
+    /// 64-bit signed integers, some beyond ±2^53 (a float would round them).
+    WideInt,
     /// 64-bit floats.
     Float,
     /// UTF-8 strings.
@@ -53,6 +57,7 @@ impl Kind {
         match item {
             Token::Nil => Self::Null,
             Token::Bool(_) => Self::Bool,
+            Token::Int(v) if !exact_as_float(v) => Self::WideInt,
             Token::Int(_) => Self::Int,
             Token::Float(_) => Self::Float,
             Token::Str(_) => Self::Str,
@@ -70,6 +75,7 @@ impl Kind {
             (a, b) if a == b => a,
             (Self::Null, k) | (k, Self::Null) => k,
             (Self::Int, Self::Float) | (Self::Float, Self::Int) => Self::Float,
+            (Self::Int, Self::WideInt) | (Self::WideInt, Self::Int) => Self::WideInt,
             _ => Self::Packed,
         }
     }
@@ -78,6 +84,7 @@ impl Kind {
     #[must_use]
     pub fn of_key(key: KeyRef<'_>) -> Self {
         match key {
+            KeyRef::Int(v) if !exact_as_float(v) => Self::WideInt,
             KeyRef::Int(_) => Self::Int,
             KeyRef::Str(_) => Self::Str,
             KeyRef::Bytes(_) => Self::Bin,
@@ -88,7 +95,7 @@ impl Kind {
         let data_type = match self {
             Self::Null => DataType::Null,
             Self::Bool => DataType::Boolean,
-            Self::Int => DataType::Int64,
+            Self::Int | Self::WideInt => DataType::Int64,
             Self::Float => DataType::Float64,
             Self::Str => DataType::Utf8,
             Self::Bin | Self::Packed => DataType::Binary,
@@ -102,6 +109,13 @@ impl Kind {
             field
         }
     }
+}
+
+/// Whether the int `v` converts to a float and back unchanged (the largest exact range
+/// of an `f64`, ±2^53).
+#[must_use]
+pub fn exact_as_float(v: i64) -> bool {
+    v.unsigned_abs() <= 1 << 53
 }
 
 /// What a scan found: the key's kind and each column's, in first-seen order (or in the
@@ -333,6 +347,15 @@ mod tests {
         assert_eq!(Kind::Int.join(Kind::Float), Kind::Float);
         assert_eq!(Kind::Float.join(Kind::Int), Kind::Float);
         assert_eq!(Kind::Str.join(Kind::Int), Kind::Packed);
+        // An int that a float would round keeps the column exact: packed beside floats.
+        let wide = Kind::of(Token::Int(i64::MAX));
+        assert_eq!(wide, Kind::WideInt);
+        assert_eq!(Kind::of(Token::Int(1 << 53)), Kind::Int);
+        assert_eq!(Kind::of(Token::Int(-(1 << 53) - 1)), Kind::WideInt);
+        assert_eq!(Kind::Int.join(wide), Kind::WideInt);
+        assert_eq!(wide.join(Kind::Float), Kind::Packed);
+        assert_eq!(Kind::Float.join(wide), Kind::Packed);
+        assert_eq!(wide.field("n").data_type(), &DataType::Int64);
         assert_eq!(Kind::Packed.join(Kind::Null), Kind::Packed);
         assert_eq!(Kind::Date.join(Kind::Timestamp), Kind::Packed);
     }

@@ -9,13 +9,35 @@ use std::time::Duration;
 
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyString;
+use pyo3::types::{PyBool, PyString};
 
 use crate::store::Durability;
 
 /// Longest interval or duration setting accepted: far beyond any real use, and small
 /// enough that adding it to any clock reading cannot overflow.
 const MAX_SETTING_SECONDS: f64 = 100.0 * 365.25 * 86_400.0;
+
+/// An integer argument (`#[pyo3(from_py_with = int)]`): any `int`, or an object with
+/// `__index__` (a numpy integer), but never a `bool`: `since=True` or `quorum=True` is a
+/// mistake, not 1. Taken as an `i128`, so that range checks name the argument.
+pub(crate) fn int(value: &Bound<'_, PyAny>) -> PyResult<i128> {
+    if value.is_instance_of::<PyBool>() {
+        return Err(PyTypeError::new_err(format!(
+            "expected an int, not a bool ({})",
+            value.repr()?
+        )));
+    }
+    value.extract()
+}
+
+/// [`int`] for an argument that may be `None`.
+pub(crate) fn opt_int(value: &Bound<'_, PyAny>) -> PyResult<Option<i128>> {
+    if value.is_none() {
+        Ok(None)
+    } else {
+        int(value).map(Some)
+    }
+}
 
 /// A non-negative integer argument (an LSN, a position, a count). Taken from Python as an
 /// `i128` so that a negative value gets this message rather than pyo3's "can't convert

@@ -8,7 +8,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use super::args::{seconds, size};
+use super::args::{int, opt_int, seconds, size};
 use super::cache::stats::{hit_ratio, PyCacheNodeStats};
 use super::display::html;
 use super::errors::{raise, run_detached};
@@ -59,8 +59,8 @@ impl PyCacheNode {
     fn new(
         py: Python<'_>,
         listen: &str,
-        capacity: i128,
-        max_bytes: Option<i128>,
+        #[pyo3(from_py_with = int)] capacity: i128,
+        #[pyo3(from_py_with = opt_int)] max_bytes: Option<i128>,
         ttl: Option<f64>,
         follow: Option<String>,
         token: Option<String>,

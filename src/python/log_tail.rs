@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use pyo3::prelude::*;
 
-use super::args::{limit as limit_arg, names, non_negative};
+use super::args::{int, limit as limit_arg, names, non_negative, opt_int};
 use super::changes::PyChange;
 use super::errors::{run_detached, to_py};
 use crate::feed::{FeedEntry, FeedRequest};
@@ -43,7 +43,7 @@ impl PyLogTail {
     fn new(
         py: Python<'_>,
         path: PathBuf,
-        since: i128,
+        #[pyo3(from_py_with = int)] since: i128,
         tables: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let since = non_negative("since", since)?;
@@ -82,7 +82,11 @@ impl PyLogTail {
     ///     LogTruncated: Retention removed the next entries, or a snapshot replaced the log.
     ///     CorruptionError: A gap in the log's LSNs.
     #[pyo3(signature = (limit = None))]
-    fn read(&self, py: Python<'_>, limit: Option<i128>) -> PyResult<Vec<PyChange>> {
+    fn read(
+        &self,
+        py: Python<'_>,
+        #[pyo3(from_py_with = opt_int)] limit: Option<i128>,
+    ) -> PyResult<Vec<PyChange>> {
         let limit = limit_arg(limit)?.min(READ_ENTRIES);
         let request = &self.request;
         let selected = run_detached(py, || {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use super::args::{non_negative, seconds, timeout as wait_limit};
+use super::args::{int, non_negative, opt_int, seconds, timeout as wait_limit};
 use super::display::html;
 use super::errors::{not_inherited, owned, run_detached};
 use super::replication::{wait_until, PrimaryArgs};
@@ -136,11 +136,11 @@ impl PyPrimary {
         listen: &str,
         token: Option<String>,
         ship_interval: f64,
-        max_batch_bytes: i128,
+        #[pyo3(from_py_with = int)] max_batch_bytes: i128,
         heartbeat_interval: f64,
-        retain_bytes: Option<i128>,
+        #[pyo3(from_py_with = opt_int)] retain_bytes: Option<i128>,
         retain_seconds: Option<f64>,
-        quorum: i128,
+        #[pyo3(from_py_with = int)] quorum: i128,
         sync_timeout: f64,
         on_timeout: &str,
         table_modes: Option<HashMap<String, String>>,
@@ -305,7 +305,13 @@ impl PyPrimary {
     /// ``timeout`` is in seconds; ``float("inf")`` (or any timeout over a century) waits
     /// for ever, a negative or NaN one is a ``ValueError``.
     #[pyo3(signature = (lsn, replicas = 1, timeout = 2.0))]
-    fn wait_for(&self, py: Python<'_>, lsn: i128, replicas: i128, timeout: f64) -> PyResult<usize> {
+    fn wait_for(
+        &self,
+        py: Python<'_>,
+        #[pyo3(from_py_with = int)] lsn: i128,
+        #[pyo3(from_py_with = int)] replicas: i128,
+        timeout: f64,
+    ) -> PyResult<usize> {
         owned(py, self.primary.store())?;
         let lsn = non_negative("lsn", lsn)?;
         let replicas = usize::try_from(non_negative("replicas", replicas)?).unwrap_or(usize::MAX);

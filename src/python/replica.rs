@@ -8,7 +8,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyTuple};
 
-use super::args::{directory, non_negative, seconds, timeout as wait_limit};
+use super::args::{directory, int, non_negative, seconds, timeout as wait_limit};
 use super::display::html;
 use super::diverged::{account, diverged_error};
 use super::errors::{not_inherited, owned, raise, run_detached};
@@ -167,7 +167,7 @@ impl PyReplica {
     fn wait_for(
         &self,
         py: Python<'_>,
-        lsn: i128,
+        #[pyo3(from_py_with = int)] lsn: i128,
         timeout: f64,
         progress: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
@@ -205,7 +205,7 @@ impl PyReplica {
         table: &str,
         key: &Bound<'py, PyAny>,
         default: Option<Bound<'py, PyAny>>,
-        min_lsn: i128,
+        #[pyo3(from_py_with = int)] min_lsn: i128,
         timeout: f64,
     ) -> PyResult<Bound<'py, PyAny>> {
         let min_lsn = non_negative("min_lsn", min_lsn)?;
@@ -309,7 +309,7 @@ impl PyReplica {
         token: Option<String>,
         force: bool,
         ship_interval: f64,
-        quorum: i128,
+        #[pyo3(from_py_with = int)] quorum: i128,
         sync_timeout: f64,
         on_timeout: &str,
         table_modes: Option<std::collections::HashMap<String, String>>,

@@ -10,7 +10,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyString, PyTuple};
 
 use super::args::{
-    directory, durability as durability_arg, limit as limit_arg, names, non_negative, seconds, size,
+    directory, durability as durability_arg, int, limit as limit_arg, names, non_negative, opt_int,
+    seconds, size,
 };
 use super::arrow::{put as put_arrow, stream as arrow_stream, Load, PyArrowStream};
 use super::batch::PyBatch;
@@ -112,15 +113,15 @@ impl PyStore {
         py: Python<'_>,
         path: &Bound<'_, PyAny>,
         fsync: bool,
-        max_key_bytes: i128,
-        max_value_bytes: i128,
-        max_transaction_bytes: i128,
-        segment_bytes: i128,
-        checkpoint_entries: i128,
+        #[pyo3(from_py_with = int)] max_key_bytes: i128,
+        #[pyo3(from_py_with = int)] max_value_bytes: i128,
+        #[pyo3(from_py_with = int)] max_transaction_bytes: i128,
+        #[pyo3(from_py_with = int)] segment_bytes: i128,
+        #[pyo3(from_py_with = int)] checkpoint_entries: i128,
         checkpoint_seconds: f64,
-        retain_bytes: Option<i128>,
+        #[pyo3(from_py_with = opt_int)] retain_bytes: Option<i128>,
         retain_seconds: Option<f64>,
-        cache_bytes: i128,
+        #[pyo3(from_py_with = int)] cache_bytes: i128,
     ) -> PyResult<Self> {
         let checkpoint_interval = seconds("checkpoint_seconds", checkpoint_seconds)?;
         let retain_seconds = retain_seconds
@@ -436,7 +437,7 @@ impl PyStore {
         start: Option<&Bound<'_, PyAny>>,
         end: Option<&Bound<'_, PyAny>>,
         reverse: bool,
-        limit: Option<i128>,
+        #[pyo3(from_py_with = opt_int)] limit: Option<i128>,
     ) -> PyResult<PyScan> {
         let remaining = limit_arg(limit)?;
         let (lower, upper) = key_bounds(prefix, start, end)?;
@@ -469,7 +470,7 @@ impl PyStore {
         start: Option<&Bound<'_, PyAny>>,
         end: Option<&Bound<'_, PyAny>>,
         key_name: &str,
-        batch_rows: i128,
+        #[pyo3(from_py_with = int)] batch_rows: i128,
         build: bool,
     ) -> PyResult<PyArrowStream> {
         owned(py, &self.store)?;
@@ -505,7 +506,7 @@ impl PyStore {
         data: &Bound<'_, PyAny>,
         key: &str,
         naive: &str,
-        batch_rows: Option<i128>,
+        #[pyo3(from_py_with = opt_int)] batch_rows: Option<i128>,
         progress: Option<Bound<'_, PyAny>>,
         durability: Option<&str>,
     ) -> PyResult<PyReceipt> {
@@ -532,7 +533,7 @@ impl PyStore {
         df: &Bound<'_, PyAny>,
         key: Option<&str>,
         naive: &str,
-        batch_rows: Option<i128>,
+        #[pyo3(from_py_with = opt_int)] batch_rows: Option<i128>,
         progress: Option<Bound<'_, PyAny>>,
         durability: Option<&str>,
     ) -> PyResult<PyReceipt> {
@@ -565,8 +566,8 @@ impl PyStore {
     fn changes(
         &self,
         py: Python<'_>,
-        since: i128,
-        limit: Option<i128>,
+        #[pyo3(from_py_with = int)] since: i128,
+        #[pyo3(from_py_with = opt_int)] limit: Option<i128>,
         tables: Option<&Bound<'_, PyAny>>,
         since_time: Option<&Bound<'_, PyAny>>,
         until: Option<&Bound<'_, PyAny>>,
@@ -587,7 +588,11 @@ impl PyStore {
     /// Never removes what the tables have not durably checkpointed; the store checkpoints
     /// first. Returns how many segments were removed. Readers asking for older entries
     /// get ``LogTruncated``.
-    fn drop_log_before(&self, py: Python<'_>, lsn: i128) -> PyResult<usize> {
+    fn drop_log_before(
+        &self,
+        py: Python<'_>,
+        #[pyo3(from_py_with = int)] lsn: i128,
+    ) -> PyResult<usize> {
         let lsn = non_negative("lsn", lsn)?;
         run_detached(py, || self.store.drop_log_before(lsn))
     }

@@ -263,6 +263,12 @@ def _json_lines(source: Iterable[str]) -> Iterator[tuple[str, dict[str, Any]]]:
 
 def _csv_records(source: IO[str]) -> Iterator[tuple[str, dict[str, Any]]]:
     reader = csv.DictReader(source)
+    # A repeated header would keep only its last column's cells, silently.
+    header = reader.fieldnames or []
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        names = ", ".join(repr(name) for name in repeated)
+        raise CommandError(f"the header names {names} more than once: rename the copies")
     for record in reader:
         if None in record:
             raise CommandError(f"line {reader.line_num} has more cells than the header")

@@ -21,7 +21,7 @@ use self::load::{read_store, Flights, Source};
 use self::local::{Local, PyValue};
 use self::remote::Remote;
 use self::stats::{hit_ratio, PyCacheStats};
-use super::args::{names, seconds, size};
+use super::args::{int, names, opt_int, seconds, size};
 use super::display::html;
 use super::errors::raise;
 use super::value::{decode_py_value, encode_py_value, encode_row_value, with_py_key};
@@ -234,10 +234,10 @@ impl PyCache {
         py: Python<'_>,
         nodes: Option<&Bound<'_, PyAny>>,
         source: Option<&Bound<'_, PyAny>>,
-        capacity: i128,
-        max_bytes: Option<i128>,
+        #[pyo3(from_py_with = int)] capacity: i128,
+        #[pyo3(from_py_with = opt_int)] max_bytes: Option<i128>,
         ttl: Option<f64>,
-        vnodes: i128,
+        #[pyo3(from_py_with = int)] vnodes: i128,
         token: Option<String>,
         timeout: f64,
     ) -> PyResult<Self> {
