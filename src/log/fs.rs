@@ -23,6 +23,11 @@ pub trait LogFs: Send + Sync {
     /// # Errors
     /// The file cannot be removed.
     fn remove(&self, name: &str) -> io::Result<()>;
+    /// Renames a file, replacing any file of the new name.
+    ///
+    /// # Errors
+    /// The file cannot be renamed.
+    fn rename(&self, from: &str, to: &str) -> io::Result<()>;
     /// Makes creations and removals in the directory durable.
     ///
     /// # Errors
@@ -57,6 +62,11 @@ pub trait SegmentFile: Send + Sync {
     /// # Errors
     /// The space cannot be reserved.
     fn preallocate(&self, len: u64) -> io::Result<()>;
+    /// Cuts (or extends with zeros) the file to `len` bytes.
+    ///
+    /// # Errors
+    /// The size cannot be set.
+    fn set_len(&self, len: u64) -> io::Result<()>;
 }
 
 /// Segment files in a real directory.
@@ -100,6 +110,10 @@ impl LogFs for DirFs {
         std::fs::remove_file(self.dir.join(name))
     }
 
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        std::fs::rename(self.dir.join(from), self.dir.join(to))
+    }
+
     fn sync_dir(&self) -> io::Result<()> {
         File::open(&self.dir)?.sync_all()
     }
@@ -129,6 +143,10 @@ impl SegmentFile for File {
 
     fn size(&self) -> io::Result<u64> {
         Ok(self.metadata()?.len())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        File::set_len(self, len)
     }
 
     #[allow(unsafe_code)]

@@ -195,6 +195,21 @@ impl LogFs for MemFs {
         Ok(())
     }
 
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let mut state = self.state.lock().unwrap();
+        state.tick()?;
+        // Like a removal, durable at once (a crash never brings the old name back).
+        let file = state
+            .files
+            .remove(from)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        state.files.insert(to.to_owned(), file);
+        if state.durable_names.remove(from) {
+            state.durable_names.insert(to.to_owned());
+        }
+        Ok(())
+    }
+
     fn sync_dir(&self) -> io::Result<()> {
         let mut state = self.state.lock().unwrap();
         state.tick()?;
@@ -234,6 +249,14 @@ impl SegmentFile for Handle {
     fn size(&self) -> io::Result<u64> {
         self.fs.state.lock().unwrap().reads += 1;
         Ok(self.file.data.lock().unwrap().len() as u64)
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.fs.state.lock().unwrap().tick()?;
+        for buf in [&self.file.data, &self.file.synced] {
+            buf.lock().unwrap().resize(len as usize, 0);
+        }
+        Ok(())
     }
 
     fn preallocate(&self, len: u64) -> io::Result<()> {

@@ -17,7 +17,9 @@
 //!   first LSN it will hold and starts it only after the previous one is full.
 //! * Retention removes whole old segments: a segment being read stays readable through its
 //!   open descriptor, and LSNs are dense, so the reader goes on into the next one. Only when
-//!   retention has removed the next entries too is it [`LogError::Truncated`].
+//!   retention has removed the next entries too is it [`LogError::Truncated`]. A segment
+//!   over a few MiB is cut down before it goes (see `Log::remove_segment`): a reader still
+//!   in it meets its cut end, and since the entries there are gone, that is `Truncated` too.
 //! * A snapshot install renames a new log directory into place (another history may follow):
 //!   the reader keeps the directory it started in open, to tell, and stops with
 //!   [`LogError::Replaced`], handing out nothing it read while the swap happened.

@@ -5,7 +5,7 @@ use crate::error::Error;
 
 /// Options keeping no records in memory: every read goes to the files, as right after an
 /// open (the tests of the records kept in memory ask for some).
-fn options(segment_bytes: u64) -> LogOptions {
+pub(super) fn options(segment_bytes: u64) -> LogOptions {
     LogOptions {
         segment_bytes,
         first_segment_bytes: segment_bytes,
@@ -60,7 +60,11 @@ fn open(fs: &MemFs, segment_bytes: u64, checkpoint: u64) -> Result<(Log, Vec<Ent
     open_with(fs, options(segment_bytes), checkpoint)
 }
 
-fn open_with(fs: &MemFs, options: LogOptions, checkpoint: u64) -> Result<(Log, Vec<Entry>)> {
+pub(super) fn open_with(
+    fs: &MemFs,
+    options: LogOptions,
+    checkpoint: u64,
+) -> Result<(Log, Vec<Entry>)> {
     let mut replayed = Vec::new();
     let log = Log::open(Box::new(fs.clone()), options, checkpoint, |e| {
         replayed.push(e);
@@ -69,7 +73,7 @@ fn open_with(fs: &MemFs, options: LogOptions, checkpoint: u64) -> Result<(Log, V
     Ok((log, replayed))
 }
 
-fn append_all(log: &Log, entries: &[Entry]) {
+pub(super) fn append_all(log: &Log, entries: &[Entry]) {
     log.append(&frame(entries), entries.last().unwrap().lsn)
         .unwrap();
 }

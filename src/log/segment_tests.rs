@@ -1,0 +1,104 @@
+//! Segments: the batch that fills one starts the next, a large dropped one is renamed out
+//! of the log and cut down before it goes, and what a crash leaves of it midway is removed
+//! at the next open.
+
+use super::memfs::MemFs;
+use super::tests::{append_all, open_with, options};
+use super::*;
+use crate::codec::Op;
+
+/// Segments of 5 MiB, and entries of about 1 MiB: the first segment is cut in steps.
+const SEGMENT_BYTES: u64 = 5 << 20;
+
+fn big_entries(count: u64) -> Vec<Entry> {
+    (1..=count)
+        .map(|lsn| Entry {
+            lsn,
+            epoch: 1,
+            timestamp_ms: 1_700_000_000_000 + lsn,
+            ops: vec![Op {
+                table: "blobs".into(),
+                key: lsn.to_be_bytes().to_vec(),
+                value: Some(vec![lsn as u8; 1 << 20]),
+            }],
+        })
+        .collect()
+}
+
+/// A log of two segments or more, written one entry per append; returns it and the
+/// entries.
+fn two_segments(fs: &MemFs) -> (Log, Vec<Entry>) {
+    let (log, _) = open_with(fs, options(SEGMENT_BYTES), 0).unwrap();
+    let entries = big_entries(8);
+    for entry in entries.chunks(1) {
+        append_all(&log, entry);
+    }
+    assert!(log.segments.read().unwrap().len() >= 2);
+    (log, entries)
+}
+
+fn dropped_files(fs: &MemFs) -> Vec<String> {
+    fs.names()
+        .into_iter()
+        .filter(|name| name.ends_with(DROPPED_SUFFIX))
+        .collect()
+}
+
+#[test]
+fn a_large_dropped_segment_goes_whole_and_the_rest_still_reads() {
+    let fs = MemFs::default();
+    let (log, entries) = two_segments(&fs);
+    let second = log.segments.read().unwrap()[1].first_lsn;
+    assert_eq!(log.drop_before(second).unwrap(), 1);
+    assert!(!fs.names().contains(&segment_name(1)));
+    assert!(dropped_files(&fs).is_empty());
+    assert_eq!(log.oldest_lsn(), second);
+    let mut position = LogPosition::after(second - 1);
+    let read = log.read(&mut position, 8, 100, usize::MAX).unwrap();
+    assert_eq!(read, entries[second as usize - 1..]);
+}
+
+#[test]
+fn a_crash_while_a_dropped_segment_is_cut_leaves_a_log_that_opens() {
+    let fs = MemFs::default();
+    let (log, entries) = two_segments(&fs);
+    let second = log.segments.read().unwrap()[1].first_lsn;
+    // The rename goes through; the first cut meets the power loss.
+    fs.freeze_after(1);
+    assert!(log.drop_before(second).is_err());
+    let image = fs.power_loss_image();
+    assert_eq!(
+        dropped_files(&image),
+        [format!("{}{DROPPED_SUFFIX}", segment_name(1))]
+    );
+    drop(log);
+    // The segments are whole or gone: the log opens, replays and reads from the second.
+    let (log, replayed) = open_with(&image, options(SEGMENT_BYTES), second - 1).unwrap();
+    assert_eq!(replayed, entries[second as usize - 1..]);
+    assert!(dropped_files(&image).is_empty());
+    assert_eq!(log.oldest_lsn(), second);
+}
+
+#[test]
+fn the_batch_that_fills_a_segment_starts_the_next_one() {
+    let fs = MemFs::default();
+    let (log, _) = open_with(&fs, options(SEGMENT_BYTES), 0).unwrap();
+    let entries = big_entries(8);
+    // Four entries of 1 MiB stay within the first 5 MiB; the fifth crosses its end.
+    append_all(&log, &entries[..4]);
+    assert_eq!(fs.names(), [segment_name(1)]);
+    append_all(&log, &entries[4..5]);
+    // The next segment exists before any write needs it, and the log reads on across it.
+    assert_eq!(fs.names(), [segment_name(1), segment_name(6)]);
+    append_all(&log, &entries[5..]);
+    assert_eq!(log.segments.read().unwrap().len(), 2);
+    let mut position = LogPosition::after(0);
+    assert_eq!(
+        log.read(&mut position, 8, 100, usize::MAX).unwrap(),
+        entries
+    );
+    // Reopened, it replays the same entries, whatever segment they are in.
+    drop(log);
+    let (_, replayed) = open_with(&fs, options(SEGMENT_BYTES), 0).unwrap();
+    assert_eq!(replayed, entries);
+}
