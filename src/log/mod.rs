@@ -162,13 +162,16 @@ impl RawEntry {
 
 /// The append-only, segmented log of a store.
 pub struct Log {
-    fs: Box<dyn LogFs>,
+    fs: Arc<dyn LogFs>,
     options: LogOptions,
     segments: RwLock<Vec<Arc<Segment>>>,
     tail: Mutex<Tail>,
     /// The identity of the last entry written, if the log holds one.
     last: Mutex<Option<EntryId>>,
     recent: Recent,
+    /// Threads cutting down dropped segments (see [`Log::remove_segment`]), joined when
+    /// the log is dropped.
+    cutting: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 fn segment_name(first_lsn: u64) -> String {
@@ -243,8 +246,9 @@ impl Log {
             }));
         }
         let log = Self {
-            fs,
+            fs: Arc::from(fs),
             recent: Recent::new(options.recent_bytes),
+            cutting: Mutex::new(Vec::new()),
             options,
             segments: RwLock::new(Vec::new()),
             tail: Mutex::new(Tail {
@@ -563,12 +567,11 @@ impl Log {
         // the next one now, while its writer leads: otherwise the next writer creates it
         // (a preallocation and two syncs) while the checkpoint that follows a load writes
         // back what the load put in the tables: the first put after a 1M-row load took
-        // 1-4 ms instead of 0.7. A failure here is left to the next write, which rolls
-        // again.
+        // 1-4 ms instead of 0.7. A failure is the write's: its syncs are never retried
+        // (the store closes itself with the cause; the batch is durable, and a reopen
+        // replays it).
         if sync && tail.offset >= segment.capacity {
-            if let Err(err) = self.roll(&mut tail, &segment) {
-                tracing::warn!(error = %err, "could not start the next log segment yet");
-            }
+            self.roll(&mut tail, &segment)?;
         }
         Ok(())
     }
@@ -755,6 +758,11 @@ impl Log {
     /// # Errors
     /// An I/O failure removing a file or syncing the directory.
     pub fn drop_before(&self, lsn: u64) -> Result<usize> {
+        // The segment after the last one dropped must hold an entry: the batch that fills a
+        // segment starts the next one empty, and a log with no entry left would not know
+        // the identity of its last one after a reopen. (`next_lsn` only grows: read first,
+        // it keeps at least that.)
+        let lsn = lsn.min(self.next_lsn().saturating_sub(1));
         let removed: Vec<Arc<Segment>> = {
             let mut segments = self
                 .segments
@@ -770,42 +778,90 @@ impl Log {
         // A crash before the files are gone leaves old segments in front of the log:
         // recovery starts at the checkpoint and reads past them, and they go next time.
         let count = removed.len();
+        let mut to_cut = Vec::new();
         for segment in removed {
-            self.remove_segment(segment)?;
+            if let Some(renamed) = self.remove_segment(segment)? {
+                to_cut.push(renamed);
+            }
         }
         if count > 0 && self.options.fsync {
+            // Before any cut: a renamed segment never comes back under its name cut.
             self.fs
                 .sync_dir()
                 .map_err(io_error("syncing the log directory"))?;
         }
+        if !to_cut.is_empty() {
+            let fs = Arc::clone(&self.fs);
+            let cutter = std::thread::Builder::new()
+                .name("replikv-log-cut".into())
+                .spawn(move || cut_down(&*fs, to_cut))
+                .map_err(io_error(
+                    "starting the thread that removes dropped segments",
+                ))?;
+            let mut cutting = self.cutting.lock().unwrap_or_else(PoisonError::into_inner);
+            cutting.retain(|thread| !thread.is_finished());
+            cutting.push(cutter);
+        }
         Ok(count)
     }
 
-    /// Removes a dropped segment's file. A large one is renamed out of the log, then cut
-    /// down a step at a time before it goes: the blocks that one removal frees are
-    /// discarded at the next journal commit on a file system mounted with `discard`, and a
-    /// writer's fdatasync waited 60 ms behind the 100 MB a bulk load's segment held. Renamed
-    /// first, so that a crash midway never leaves a cut segment in the log (the next open
-    /// removes it). A segment that a reader still holds is removed whole: the reader reads
-    /// it to its end.
-    fn remove_segment(&self, segment: Arc<Segment>) -> Result<()> {
+    /// Removes a dropped segment's file, or, for a large one, renames it out of the log and
+    /// returns it with its new name, to be cut down a step at a time before it goes
+    /// ([`cut_down`], on a thread of its own: nobody waits for it). The blocks that one
+    /// removal frees are discarded at the next journal commit on a file system mounted
+    /// with `discard`, and a writer's fdatasync waited 60 ms behind the 100 MB of a bulk
+    /// load's segment. Renamed first, so that a crash midway never leaves a cut segment in
+    /// the log (the next open removes it). A segment that a reader still holds is removed
+    /// whole: the reader reads it to its end.
+    fn remove_segment(&self, segment: Arc<Segment>) -> Result<Option<(Segment, String)>> {
         let name = segment.name.clone();
         let gone = |what: &str| io_error(format!("{what} {name}"));
         let size = segment.file.size().map_err(gone("sizing"))?;
         let segment = match Arc::try_unwrap(segment) {
             Ok(segment) if size > SHRINK_STEP => segment,
-            _ => return Ok(self.fs.remove(&name).map_err(gone("removing"))?),
+            _ => {
+                self.fs.remove(&name).map_err(gone("removing"))?;
+                return Ok(None);
+            }
         };
         let dropped = format!("{name}{DROPPED_SUFFIX}");
         self.fs.rename(&name, &dropped).map_err(gone("renaming"))?;
-        let mut len = size;
-        while len > SHRINK_STEP {
-            len -= SHRINK_STEP;
-            segment.file.set_len(len).map_err(gone("cutting"))?;
-            std::thread::sleep(SHRINK_PAUSE);
+        Ok(Some((segment, dropped)))
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        // A store reopened at once finds no file still being cut (a thread that panicked
+        // left its file for the next open).
+        let cutting = std::mem::take(
+            self.cutting
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for thread in cutting {
+            let _ = thread.join();
         }
-        drop(segment);
-        Ok(self.fs.remove(&dropped).map_err(gone("removing"))?)
+    }
+}
+
+/// Cuts each renamed segment down [`SHRINK_STEP`] at a time, then removes it. A failure
+/// leaves the file to the next open, which removes what is left under its name.
+fn cut_down(fs: &dyn LogFs, segments: Vec<(Segment, String)>) {
+    for (segment, name) in segments {
+        let cut = || -> std::io::Result<()> {
+            let mut len = segment.file.size()?;
+            while len > SHRINK_STEP {
+                len -= SHRINK_STEP;
+                segment.file.set_len(len)?;
+                std::thread::sleep(SHRINK_PAUSE);
+            }
+            drop(segment);
+            fs.remove(&name)
+        };
+        if let Err(err) = cut() {
+            tracing::warn!(file = %name, error = %err, "could not remove a dropped log segment; the next open does");
+        }
     }
 }
 

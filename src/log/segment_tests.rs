@@ -50,12 +50,16 @@ fn a_large_dropped_segment_goes_whole_and_the_rest_still_reads() {
     let (log, entries) = two_segments(&fs);
     let second = log.segments.read().unwrap()[1].first_lsn;
     assert_eq!(log.drop_before(second).unwrap(), 1);
+    // Out of the log at once, under another name while it is cut down.
     assert!(!fs.names().contains(&segment_name(1)));
-    assert!(dropped_files(&fs).is_empty());
     assert_eq!(log.oldest_lsn(), second);
     let mut position = LogPosition::after(second - 1);
     let read = log.read(&mut position, 8, 100, usize::MAX).unwrap();
     assert_eq!(read, entries[second as usize - 1..]);
+    // Dropping the log waits for the cut: nothing is left of the segment.
+    drop(log);
+    assert!(dropped_files(&fs).is_empty());
+    assert!(!fs.names().contains(&segment_name(1)));
 }
 
 #[test]
@@ -63,20 +67,45 @@ fn a_crash_while_a_dropped_segment_is_cut_leaves_a_log_that_opens() {
     let fs = MemFs::default();
     let (log, entries) = two_segments(&fs);
     let second = log.segments.read().unwrap()[1].first_lsn;
-    // The rename goes through; the first cut meets the power loss.
-    fs.freeze_after(1);
-    assert!(log.drop_before(second).is_err());
+    // The rename and the directory sync go through; the first cut meets the power loss.
+    fs.freeze_after(2);
+    assert_eq!(log.drop_before(second).unwrap(), 1);
+    drop(log);
     let image = fs.power_loss_image();
     assert_eq!(
         dropped_files(&image),
         [format!("{}{DROPPED_SUFFIX}", segment_name(1))]
     );
-    drop(log);
     // The segments are whole or gone: the log opens, replays and reads from the second.
     let (log, replayed) = open_with(&image, options(SEGMENT_BYTES), second - 1).unwrap();
     assert_eq!(replayed, entries[second as usize - 1..]);
     assert!(dropped_files(&image).is_empty());
     assert_eq!(log.oldest_lsn(), second);
+}
+
+#[test]
+fn the_segment_holding_the_last_entry_is_never_dropped() {
+    let fs = MemFs::default();
+    let (log, _) = open_with(&fs, options(SEGMENT_BYTES), 0).unwrap();
+    let entries = big_entries(5);
+    append_all(&log, &entries);
+    // The batch filled the first segment, which started the second, empty one: dropping
+    // everything before the next LSN keeps the first, the only one with an entry.
+    assert_eq!(log.segments.read().unwrap().len(), 2);
+    assert_eq!(log.drop_before(6).unwrap(), 0);
+    let mut position = LogPosition::after(4);
+    assert_eq!(
+        log.read(&mut position, 5, 1, usize::MAX).unwrap(),
+        entries[4..]
+    );
+    // So does a reopen: the last entry is still there to read (its identity comes from it).
+    drop(log);
+    let (log, _) = open_with(&fs, options(SEGMENT_BYTES), 5).unwrap();
+    let mut position = LogPosition::after(4);
+    assert_eq!(
+        log.read(&mut position, 5, 1, usize::MAX).unwrap(),
+        entries[4..]
+    );
 }
 
 #[test]
