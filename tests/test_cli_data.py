@@ -327,15 +327,25 @@ def test_import_refuses_a_file_whose_format_it_cannot_tell(tmp_path: Path) -> No
     assert not (tmp_path / "store").exists()
 
 
-def test_import_names_the_line_without_the_key_column(tmp_path: Path) -> None:
-    source = tmp_path / "events.jsonl"
-    source.write_text('{"id": 1, "type": "open"}\n{"type": "click"}\n')
+def assert_import_refused(
+    tmp_path: Path, file_name: str, text: str, table: str, key: str, message: str, *options: str
+) -> None:
+    """`replikv import` of ``text`` exits 1 saying ``message``, and writes no row."""
+    source = tmp_path / file_name
+    source.write_text(text)
     store_dir = tmp_path / "store"
-    run = replikv_cli("import", store_dir, "events", source, "--key", "id", "--quiet")
+    run = replikv_cli("import", store_dir, table, source, "--key", key, "--quiet", *options)
     assert run.returncode == 1
-    assert "line 2 has no column 'id' (its columns: type)" in run.stderr
+    assert message in run.stderr
+    assert "Traceback" not in run.stderr
     with replikv.Store(store_dir) as store:
-        assert store.count("events") == 0  # the failing batch wrote nothing
+        assert store.count(table) == 0  # the failing batch wrote nothing
+
+
+def test_import_names_the_line_without_the_key_column(tmp_path: Path) -> None:
+    text = '{"id": 1, "type": "open"}\n{"type": "click"}\n'
+    message = "line 2 has no column 'id' (its columns: type)"
+    assert_import_refused(tmp_path, "events.jsonl", text, "events", "id", message)
 
 
 @pytest.mark.parametrize(
@@ -353,16 +363,8 @@ def test_import_names_the_line_without_the_key_column(tmp_path: Path) -> None:
 def test_import_never_changes_a_key_silently(
     tmp_path: Path, line: str, key_type: str, message: str
 ) -> None:
-    source = tmp_path / "events.jsonl"
-    source.write_text(line + "\n")
-    store_dir = tmp_path / "store"
-    run = replikv_cli(
-        "import", store_dir, "events", source, "--key", "id", "--key-type", key_type, "--quiet"
-    )
-    assert run.returncode == 1
-    assert message in run.stderr
-    with replikv.Store(store_dir) as store:
-        assert store.count("events") == 0
+    options = ("--key-type", key_type)
+    assert_import_refused(tmp_path, "events.jsonl", line + "\n", "events", "id", message, *options)
 
 
 def test_import_refuses_a_line_that_is_not_json(tmp_path: Path) -> None:
@@ -375,15 +377,9 @@ def test_import_refuses_a_line_that_is_not_json(tmp_path: Path) -> None:
 
 def test_import_refuses_a_csv_header_that_names_a_column_twice(tmp_path: Path) -> None:
     # csv.DictReader keeps the last cell of a repeated name: the first column would vanish.
-    source = tmp_path / "subscribers.csv"
-    source.write_text("email,phone,phone\nada@example.com,111,222\n")
-    store_dir = tmp_path / "store"
-    run = replikv_cli("import", store_dir, "subscribers", source, "--key", "email", "--quiet")
-    assert run.returncode == 1
-    assert "the header names 'phone' more than once: rename the copies" in run.stderr
-    assert "Traceback" not in run.stderr
-    with replikv.Store(store_dir) as store:
-        assert store.count("subscribers") == 0
+    text = "email,phone,phone\nada@example.com,111,222\n"
+    message = "the header names 'phone' more than once: rename the copies"
+    assert_import_refused(tmp_path, "subscribers.csv", text, "subscribers", "email", message)
 
 
 # --- a store another process holds --------------------------------------------------------------
