@@ -117,6 +117,29 @@ def test_none_keeps_the_whole_log(open_store: Callable[..., replikv.Store]) -> N
     assert [c.lsn for c in store.changes(since=0)] == list(range(1, 21))
 
 
+def test_a_large_dropped_segment_leaves_no_file_and_a_crashs_leftover_goes_at_open(
+    open_store: Callable[..., replikv.Store],
+) -> None:
+    # Segments over 2 MiB are renamed out of the log and cut down in the background
+    # before they go; what a crash leaves of one (*.seg.dropped) goes at the next open.
+    store = open_store(retain_bytes=None, retain_seconds=None, segment_bytes=8 * MiB)
+    for i in range(3):
+        store.put("blobs", i, b"x" * (5 * MiB))  # each fills a segment of its own
+    log = Path(store.path) / "log"
+    before = sorted(p.name for p in log.iterdir())
+    assert store.drop_log_before(store.last_lsn) > 0
+    path = store.path
+    store.close()  # waits for the cut
+    after = sorted(p.name for p in log.iterdir())
+    assert not [n for n in after if n.endswith(".dropped")]
+    assert set(after) < set(before)
+    (log / "00000000000000000001.seg.dropped").write_bytes(b"\0" * 4096)
+    with replikv.Store(path) as reopened:
+        assert reopened.get("blobs", 2) == b"x" * (5 * MiB)
+        assert reopened.last_lsn == 3
+    assert sorted(p.name for p in log.iterdir()) == after
+
+
 def test_stats_add_up_to_the_directory(open_store: Callable[..., replikv.Store]) -> None:
     empty = open_store("empty")
     stats = empty.stats()
