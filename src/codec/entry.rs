@@ -198,6 +198,15 @@ pub fn payload_epoch(payload: &[u8]) -> Option<u64> {
         .map(|b| u64::from_le_bytes(b.try_into().expect("invariant: slice of 8")))
 }
 
+/// Reads the commit time of a payload without decoding the rest (`None` if it is too
+/// short).
+#[must_use]
+pub fn payload_timestamp(payload: &[u8]) -> Option<u64> {
+    payload
+        .get(16..24)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("invariant: slice of 8")))
+}
+
 /// One operation borrowed from an entry's payload (see [`payload_ops`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpRef<'a> {
@@ -401,6 +410,7 @@ mod tests {
             prop_assert_eq!(crc, record_crc(payload), "the framed CRC is the one readers check");
             prop_assert_eq!(payload_lsn(payload), Some(lsn));
             prop_assert_eq!(payload_epoch(payload), Some(epoch));
+            prop_assert_eq!(payload_timestamp(payload), Some(ts));
             let entry = decode_entry(payload).unwrap();
             prop_assert_eq!(entry, Entry { lsn, epoch, timestamp_ms: ts, ops });
         }

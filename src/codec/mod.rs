@@ -9,8 +9,8 @@ mod timestamp;
 
 pub use entry::{
     decode_entry, encode_ops, frame_payload, frame_record, op_at, payload_epoch, payload_lsn,
-    payload_ops, record_crc, BodyBuilder, Entry, Op, OpRef, PayloadOps, MAX_RECORD_BYTES,
-    RECORD_HEADER_LEN,
+    payload_ops, payload_timestamp, record_crc, BodyBuilder, Entry, Op, OpRef, PayloadOps,
+    MAX_RECORD_BYTES, RECORD_HEADER_LEN,
 };
 pub use key::{decode_key, encode_key, KeyRef};
 pub use msgpack::{Reader, Token, DATE_EXT, TIMESTAMP_EXT};

@@ -73,12 +73,14 @@ pub(super) fn last_record_id(records: &[u8]) -> Option<EntryId> {
     last
 }
 
-/// What identifies a log entry: its LSN, epoch and record CRC.
+/// What identifies a log entry: its LSN, epoch and record CRC (and, alongside, its
+/// commit time).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct EntryId {
     pub lsn: u64,
     pub epoch: u64,
     pub crc: u32,
+    pub timestamp_ms: u64,
 }
 
 impl EntryId {
@@ -93,6 +95,7 @@ impl EntryId {
             lsn: word(0),
             epoch: word(8),
             crc,
+            timestamp_ms: word(16),
         }
     }
 }

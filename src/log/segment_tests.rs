@@ -131,3 +131,25 @@ fn the_batch_that_fills_a_segment_starts_the_next_one() {
     let (_, replayed) = open_with(&fs, options(SEGMENT_BYTES), 0).unwrap();
     assert_eq!(replayed, entries);
 }
+
+/// Retention asks for the commit time of each full segment's newest entry: the log that
+/// filled the segment knows it, one reopened reads it, and the last segment (still
+/// written) has none yet.
+#[test]
+fn a_full_segment_knows_its_newest_entrys_time() {
+    let fs = MemFs::default();
+    let (log, entries) = two_segments(&fs);
+    let second = log.segments.read().unwrap()[1].first_lsn;
+    let newest = entries[second as usize - 2].timestamp_ms;
+    assert_eq!(log.newest_ms(1).unwrap(), Some(newest));
+    assert_eq!(log.newest_ms(second).unwrap(), None);
+    assert_eq!(log.newest_ms(second + 1).unwrap(), None, "no such segment");
+    drop(log);
+    let (log, _) = open_with(&fs, options(SEGMENT_BYTES), 0).unwrap();
+    assert!(log.segments.read().unwrap()[0].newest_ms.get().is_none());
+    assert_eq!(log.newest_ms(1).unwrap(), Some(newest));
+    assert_eq!(
+        log.segments.read().unwrap()[0].newest_ms.get(),
+        Some(&newest)
+    );
+}

@@ -14,6 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::overlay::Overlay;
+use super::pace::Schedule;
 use super::tables::Tables;
 use crate::error::{Result, StoreError};
 
@@ -60,6 +61,24 @@ struct Shared {
     policy: CheckpointPolicy,
     /// Mirrors `Plan::failure.is_some()`, for the check on every read (no lock).
     failed: AtomicBool,
+}
+
+/// The writeback of a checkpoint keeps to the next one's progress: the furthest along of
+/// entries, bytes of log and time since this one began. A store that begins to close, or
+/// whose overlay is full (writers are about to wait for the move), has no time to spare.
+impl Schedule for Shared {
+    #[allow(clippy::cast_precision_loss)] // fractions of small counts
+    fn progress(&self) -> f64 {
+        let plan = self.lock();
+        if plan.stopping || plan.move_wanted {
+            return 1.0;
+        }
+        let policy = &self.policy;
+        let by_entries = plan.entries as f64 / policy.entries.max(1) as f64;
+        let by_bytes = plan.bytes as f64 / policy.bytes.max(1) as f64;
+        let by_time = plan.last.elapsed().as_secs_f64() / policy.interval.as_secs_f64();
+        by_entries.max(by_bytes).max(by_time)
+    }
 }
 
 impl Shared {
@@ -168,7 +187,7 @@ impl Drop for Checkpointer {
     }
 }
 
-fn run(shared: &Shared, tables: &Tables, overlay: &Overlay) {
+fn run(shared: &Arc<Shared>, tables: &Tables, overlay: &Overlay) {
     let policy = &shared.policy;
     let mut plan = shared.lock();
     loop {
@@ -203,9 +222,16 @@ fn run(shared: &Shared, tables: &Tables, overlay: &Overlay) {
         plan.move_wanted = false;
         drop(plan);
         let started = Instant::now();
+        let durable = due && policy.fsync;
+        // Its writeback keeps to the schedule (see `super::paced`); nobody waits for it.
+        let _paced = durable.then(|| {
+            tables
+                .pace()
+                .follow(Arc::clone(shared) as Arc<dyn Schedule>)
+        });
         // A panic here must close the store, not leave writers waiting for room forever.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            overlay.move_to_tables(tables, due && policy.fsync)
+            overlay.move_to_tables(tables, durable)
         }))
         .unwrap_or_else(|_| {
             Err(StoreError::Corrupt {
@@ -355,6 +381,47 @@ mod tests {
             }
         });
         store.close().unwrap();
+    }
+
+    /// The schedule a checkpoint's writeback keeps is the next one's progress: the
+    /// furthest along of entries, bytes and time, and all the way when writers are about
+    /// to wait or the store closes.
+    #[test]
+    fn the_schedule_is_the_furthest_along_of_entries_bytes_and_time() {
+        use super::super::pace::Schedule;
+        use super::{CheckpointPolicy, Plan, Shared};
+        use std::sync::{Condvar, Mutex};
+        use std::time::Instant;
+        let shared = Shared {
+            plan: Mutex::new(Plan {
+                entries: 0,
+                bytes: 0,
+                last: Instant::now(),
+                move_wanted: false,
+                stopping: false,
+                failure: None,
+            }),
+            wake: Condvar::new(),
+            policy: CheckpointPolicy {
+                entries: 100,
+                bytes: 1000,
+                interval: Duration::from_secs(3600),
+                fsync: true,
+            },
+            failed: AtomicBool::new(false),
+        };
+        assert!(shared.progress() < 0.01);
+        shared.lock().entries = 25;
+        assert!((shared.progress() - 0.25).abs() < 0.01);
+        shared.lock().bytes = 600;
+        assert!((shared.progress() - 0.6).abs() < 0.01);
+        shared.lock().move_wanted = true;
+        assert!(shared.progress() >= 1.0);
+        let mut plan = shared.lock();
+        plan.move_wanted = false;
+        plan.stopping = true;
+        drop(plan);
+        assert!(shared.progress() >= 1.0);
     }
 
     proptest! {

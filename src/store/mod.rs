@@ -20,6 +20,7 @@ mod history;
 mod install;
 mod maintenance;
 mod overlay;
+mod pace;
 mod paced;
 mod recover;
 mod retention;

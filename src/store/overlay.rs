@@ -134,7 +134,10 @@ impl Overlay {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn mover(&self) -> MutexGuard<'_, ()> {
+    /// The right to move rows into `tables`; a checkpoint's writeback in progress hurries
+    /// while the caller waits for it.
+    fn mover(&self, tables: &Tables) -> MutexGuard<'_, ()> {
+        let _waiting = tables.pace().waiting();
         self.mover
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -218,7 +221,7 @@ impl Overlay {
     /// checkpoint) and returns an LSN that redb then holds every entry up to. Writers keep
     /// adding to the overlay meanwhile.
     pub(crate) fn move_to_tables(&self, tables: &Tables, durable: bool) -> Result<u64> {
-        let _mover = self.mover();
+        let _mover = self.mover(tables);
         self.move_locked(tables, durable)
     }
 
@@ -276,7 +279,7 @@ impl Overlay {
     /// Applies a bulk batch straight to redb (after what the overlay holds), then takes the
     /// sums and LSN from redb (leader only).
     pub(crate) fn apply_bulk(&self, tables: &Tables, entries: &[Pending]) -> Result<()> {
-        let _mover = self.mover();
+        let _mover = self.mover(tables);
         self.move_locked(tables, false)?;
         tables.apply(entries.iter().map(|e| (e.lsn, e.ops.as_slice())), false)?;
         self.took_bulk(tables)
@@ -293,7 +296,7 @@ impl Overlay {
         done: &std::sync::mpsc::Sender<Vec<Op>>,
         abort: &std::sync::atomic::AtomicBool,
     ) -> Result<Option<u64>> {
-        let _mover = self.mover();
+        let _mover = self.mover(tables);
         self.move_locked(tables, false)?;
         let applied = tables.apply_streamed(chunks, done, abort)?;
         if applied.is_some() {

@@ -1,14 +1,27 @@
-//! The tables' file as redb reaches it: redb's own file backend, except that a sync writes
-//! the pages back a chunk at a time before the fsync.
+//! The tables' file as redb reaches it: redb's own file backend, except that a
+//! checkpoint's sync writes the pages back a chunk at a time, spread over time, before the
+//! fsync.
 //!
-//! A checkpoint after many scattered updates hands the disk tens of megabytes at once
-//! (redb copies every page it changes). With one fsync for all of it, a log `fdatasync`
-//! issued meanwhile queues behind the whole lot: a writer's put took 30 to 40 ms while
-//! the median is 0.1 ms (`benches/bench_latency.py`, random existing keys; paced, the
-//! slowest was 4 to 5.5 ms). Written back one chunk at a time, waiting for each, the disk
-//! holds at most one chunk of the checkpoint's when a log sync arrives, so the log
-//! waits for that chunk only. The checkpoint takes a little longer; it runs on its own
-//! thread and nobody waits for it.
+//! A checkpoint hands the disk tens of megabytes at once (redb copies every page it
+//! changes; the first after a bulk load, hundreds). The disks measured serve one request
+//! at a time, and a cache flush covers everything written before it: a log `fdatasync`
+//! issued meanwhile pays for whatever of the checkpoint reached the disk since the last
+//! one. With one fsync for all of it a writer's put took 30 to 40 ms while the median is
+//! 0.1 ms (`benches/bench_latency.py`, random existing keys). Written back one chunk at a
+//! time, back to back, each log sync found a chunk or two ahead of it: every put during
+//! the writeback, hundreds in a row, took ten times the median.
+//!
+//! So the writeback keeps a schedule, as the checkpointer of Postgres does
+//! (`checkpoint_completion_target`): it aims to be done when the next checkpoint is half
+//! way due (by entries, bytes of log or time, whichever is furthest along), and sleeps
+//! between chunks while it is ahead of that. A log sync then finds at most a small chunk
+//! ahead of it, and only now and then. A writer that loads fast moves the schedule fast,
+//! so a bulk load's checkpoints go at the disk's speed, as before; an idle store's finish
+//! within a few seconds. Only the checkpointer's syncs keep a schedule
+//! ([`Pace::follow`]); a sync anyone waits for (close, a snapshot for a replica) goes at
+//! full speed, and a paced one hurries as soon as another thread waits to write the
+//! tables (a bulk load, a snapshot, a promotion: [`Pace::waiting`]) or its store begins
+//! to close.
 //!
 //! Durability does not depend on any of this: the fsync that follows is the one redb
 //! issues, and it still covers every page. Writing back early only leaves it less to do.
@@ -22,16 +35,18 @@ use std::io;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use redb::backends::FileBackend;
 use redb::{BackendError, StorageBackend};
 
+use super::pace::Pace;
 use crate::log::Unsynced;
 
-/// The unit of early writeback: what a log sync may find ahead of it in the disk's queue.
-/// At 256 KiB that is a few tenths of a millisecond on the disks measured; the checkpoint
-/// after 10,000 random-key puts (about 35 MiB) then takes about 140 calls.
-const CHUNK_BYTES: u64 = 256 << 10;
+/// The unit of early writeback: what a log sync may find ahead of it. At 64 KiB that is
+/// about a tenth of a millisecond on the disks measured; the checkpoint after 10,000
+/// random-key puts (about 35 MiB) then takes about 560 calls.
+const CHUNK_BYTES: u64 = 64 << 10;
 
 /// redb's file backend, keeping track of the chunks written since the last sync.
 #[derive(Debug)]
@@ -44,11 +59,14 @@ pub(super) struct PacedFile {
     dirty: Mutex<BTreeSet<u64>>,
     /// The log's segments written without their fdatasync, synced before this file is.
     log: Arc<Unsynced>,
+    /// The schedule a writeback keeps, if any.
+    pace: Arc<Pace>,
 }
 
 impl PacedFile {
-    /// Opens (or creates) the file at `path`, whose syncs first sync what `log` lists.
-    pub(super) fn open(path: &Path, log: Arc<Unsynced>) -> io::Result<Self> {
+    /// Opens (or creates) the file at `path`, whose syncs first sync what `log` lists and
+    /// keep to the schedule `pace` holds.
+    pub(super) fn open(path: &Path, log: Arc<Unsynced>, pace: Arc<Pace>) -> io::Result<Self> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -62,20 +80,27 @@ impl PacedFile {
             file: second,
             dirty: Mutex::new(BTreeSet::new()),
             log,
+            pace,
         })
     }
 
-    /// Writes back the chunks written since the last sync, one at a time.
+    /// Writes back the chunks written since the last sync, one at a time, on schedule.
     fn write_back(&self) -> io::Result<()> {
         let chunks =
             std::mem::take(&mut *self.dirty.lock().unwrap_or_else(PoisonError::into_inner));
-        for chunk in chunks {
+        let started = Instant::now();
+        #[allow(clippy::cast_precision_loss)] // a fraction: a few chunks' error is nothing
+        let total = chunks.len() as f64;
+        for (index, chunk) in chunks.into_iter().enumerate() {
             match write_back_range(&self.file, chunk * CHUNK_BYTES, CHUNK_BYTES) {
                 Ok(()) => {}
                 // A file system without it: the fsync does it all, as redb alone would.
                 Err(err) if is_unsupported(&err) => return Ok(()),
                 Err(err) => return Err(err),
             }
+            #[allow(clippy::cast_precision_loss)]
+            self.pace
+                .keep_to_schedule((index + 1) as f64 / total, started);
         }
         Ok(())
     }
@@ -195,7 +220,8 @@ mod tests {
     #[test]
     fn a_write_marks_every_chunk_it_touches_and_a_sync_clears_them() {
         let dir = tempfile::tempdir().unwrap();
-        let file = PacedFile::open(&dir.path().join("t.redb"), Arc::default()).unwrap();
+        let file =
+            PacedFile::open(&dir.path().join("t.redb"), Arc::default(), Arc::default()).unwrap();
         file.set_len(4 * CHUNK_BYTES).unwrap();
         file.write(CHUNK_BYTES - 1, b"ab").unwrap();
         file.write(3 * CHUNK_BYTES, b"c").unwrap();
@@ -216,20 +242,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.redb");
         let first = Builder::new()
-            .create_with_backend(PacedFile::open(&path, Arc::default()).unwrap())
+            .create_with_backend(PacedFile::open(&path, Arc::default(), Arc::default()).unwrap())
             .unwrap();
         let txn = first.begin_write().unwrap();
         txn.open_table(T).unwrap().insert(1, 2).unwrap();
         txn.commit().unwrap();
-        let second =
-            Builder::new().create_with_backend(PacedFile::open(&path, Arc::default()).unwrap());
+        let second = Builder::new()
+            .create_with_backend(PacedFile::open(&path, Arc::default(), Arc::default()).unwrap());
         assert!(
             matches!(second, Err(DatabaseError::DatabaseAlreadyOpen)),
             "{second:?}"
         );
         drop(first);
         let reopened = Builder::new()
-            .create_with_backend(PacedFile::open(&path, Arc::default()).unwrap())
+            .create_with_backend(PacedFile::open(&path, Arc::default(), Arc::default()).unwrap())
             .unwrap();
         let read = reopened.begin_read().unwrap();
         assert_eq!(

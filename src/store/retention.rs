@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::commit::now_ms;
 use super::Store;
 use crate::error::Result;
-use crate::log::{LogPosition, SegmentInfo};
+use crate::log::SegmentInfo;
 
 /// The caps on a log, whatever its readers still need.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -122,12 +122,10 @@ impl Store {
     pub fn retain_log(&self, policy: RetentionPolicy, holds: LogHolds) -> Result<usize> {
         let segments = self.log_segments()?;
         let mut failed = None;
-        // A segment's newest entry is the one just before the next segment starts.
         let newest_ms = |index: usize| {
-            let next_first = segments.get(index + 1)?.first_lsn;
-            let mut position = LogPosition::after(next_first.saturating_sub(2));
-            match self.read_log_raw(&mut position, 1, usize::MAX) {
-                Ok(entries) => entries.first().map(|e| e.timestamp_ms),
+            let first_lsn = segments.get(index)?.first_lsn;
+            match self.with_open(|open| open.log.newest_ms(first_lsn)) {
+                Ok(newest) => newest,
                 Err(err) => {
                     failed = Some(err);
                     None

@@ -16,6 +16,7 @@ use redb::{
 };
 
 use super::apply::Applier;
+use super::pace::Pace;
 use super::paced::PacedFile;
 use super::stored::{seal_into, unseal, without_crc, Damage};
 use crate::codec::Op;
@@ -116,6 +117,8 @@ pub(crate) struct Tables {
     /// durable transaction begins, since redb writes its new header before its own sync
     /// and the kernel may write it back first. The file's syncs sync them too.
     log: Arc<Unsynced>,
+    /// The schedule the file's syncs keep (see [`super::paced`]).
+    pace: Arc<Pace>,
 }
 
 /// What [`Tables::compact`] found.
@@ -161,11 +164,15 @@ impl Tables {
         cache_bytes: usize,
         log: Arc<Unsynced>,
     ) -> Result<(Self, Meta)> {
-        let file = PacedFile::open(path, Arc::clone(&log)).map_err(|source| StoreError::Io {
-            context: "cannot open the tables file",
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let pace = Arc::new(Pace::default());
+        let file =
+            PacedFile::open(path, Arc::clone(&log), Arc::clone(&pace)).map_err(|source| {
+                StoreError::Io {
+                    context: "cannot open the tables file",
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
         let db = Builder::new()
             .set_cache_size(cache_bytes)
             .create_with_backend(file)?;
@@ -175,6 +182,7 @@ impl Tables {
             applied_lsn: AtomicU64::new(0),
             durable_lsn: AtomicU64::new(0),
             log,
+            pace,
         };
         let meta = tables.init_meta(follower)?;
         tables
@@ -184,6 +192,11 @@ impl Tables {
             .durable_lsn
             .store(meta.applied_lsn, Ordering::Release);
         Ok((tables, meta))
+    }
+
+    /// The schedule the file's syncs keep: the checkpointer sets its own for its syncs.
+    pub(super) fn pace(&self) -> &Pace {
+        &self.pace
     }
 
     /// The last LSN an fsync'ed commit of the tables holds: recovery replays the log
@@ -278,7 +291,10 @@ impl Tables {
     /// page of it to rebuild that state (time that grows with the file). It costs the durable
     /// commit a second fsync, which the checkpointer pays in the background.
     fn begin_write(&self, durable: bool) -> Result<redb::WriteTransaction> {
-        let mut txn = self.db.begin_write()?;
+        let mut txn = {
+            let _waiting = self.pace.waiting();
+            self.db.begin_write()?
+        };
         if durable {
             // Every row committed to redb, and every row this transaction will hold, was
             // written to the log first (and no other commit can come in while this one is
