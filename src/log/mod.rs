@@ -42,7 +42,7 @@ const SHRINK_STEP: u64 = 256 << 10;
 /// the disks measured. In 2 MiB steps 2 ms apart, every put for the 200 ms it took to cut
 /// a bulk load's 100 MB segment waited 2 ms (ten times the median); in these steps a put
 /// waits a quarter of a millisecond at most, now and then, and a 64 MiB segment goes in
-/// about a second and a half. Nobody waits for it; a log being dropped (a store closing)
+/// a little over a second. Nobody waits for it; a log being dropped (a store closing)
 /// removes what is left at once.
 const SHRINK_PAUSE: std::time::Duration = std::time::Duration::from_millis(4);
 

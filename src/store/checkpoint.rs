@@ -224,7 +224,7 @@ fn run(shared: &Arc<Shared>, tables: &Tables, overlay: &Overlay) {
         let started = Instant::now();
         let durable = due && policy.fsync;
         // Its writeback keeps to the schedule (see `super::paced`); nobody waits for it.
-        let _paced = durable.then(|| {
+        let paced = durable.then(|| {
             tables
                 .pace()
                 .follow(Arc::clone(shared) as Arc<dyn Schedule>)
@@ -232,8 +232,9 @@ fn run(shared: &Arc<Shared>, tables: &Tables, overlay: &Overlay) {
         // A panic here must close the store, not leave writers waiting for room forever.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             overlay.move_to_tables(tables, durable)
-        }))
-        .unwrap_or_else(|_| {
+        }));
+        drop(paced);
+        let result = result.unwrap_or_else(|_| {
             Err(StoreError::Corrupt {
                 reason: "the checkpoint thread panicked".to_owned(),
             }

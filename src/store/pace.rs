@@ -1,16 +1,19 @@
 //! The schedule a checkpoint's writeback keeps (see [`super::paced`] for why): be done
 //! when the next checkpoint is [`COMPLETION_TARGET`] of the way to being due, and hurry
-//! whenever another thread waits to write the tables.
+//! whenever another thread waits to write the tables. Only the thread that installed the
+//! schedule (the checkpointer, for its own durable move) is ever paced.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 /// The writeback aims to be done when the next checkpoint is this far toward being due.
 const COMPLETION_TARGET: f64 = 0.5;
 
-/// However the schedule goes, a writeback is done within this long (a store configured
-/// with an interval of hours must not spread one over hours).
+/// However the schedule goes, one sync's writeback is done within this long (a store
+/// configured with an interval of hours must not spread one over hours). A durable redb
+/// commit syncs twice, but its second sync has little left to write.
 const LONGEST: Duration = Duration::from_millis(2500);
 
 /// How long the writeback sleeps when ahead of its schedule before looking again.
@@ -22,10 +25,13 @@ pub(super) trait Schedule: Send + Sync {
     fn progress(&self) -> f64;
 }
 
-/// The schedule the file's next syncs keep, if any.
+/// A schedule and the one thread whose syncs keep it.
+type Installed = Option<(ThreadId, Arc<dyn Schedule>)>;
+
+/// The schedule one thread's syncs of the file keep, if any.
 #[derive(Default)]
 pub(super) struct Pace {
-    schedule: Mutex<Option<Arc<dyn Schedule>>>,
+    schedule: Mutex<Installed>,
     /// Threads waiting to write the tables (a bulk load, a snapshot, a promotion): while
     /// any does, a writeback keeps no schedule, since it holds them up.
     waiting: AtomicUsize,
@@ -34,7 +40,7 @@ pub(super) struct Pace {
 impl std::fmt::Debug for Pace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pace")
-            .field("paced", &self.current().is_some())
+            .field("paced", &self.lock().is_some())
             .finish()
     }
 }
@@ -58,17 +64,23 @@ impl Drop for Following<'_> {
 }
 
 impl Pace {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<dyn Schedule>>> {
+    fn lock(&self) -> MutexGuard<'_, Installed> {
         self.schedule.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The schedule the calling thread keeps, if it installed one.
     fn current(&self) -> Option<Arc<dyn Schedule>> {
-        self.lock().clone()
+        let me = std::thread::current().id();
+        self.lock()
+            .as_ref()
+            .filter(|(follower, _)| *follower == me)
+            .map(|(_, schedule)| Arc::clone(schedule))
     }
 
-    /// Syncs of the file keep `schedule` until the returned guard is dropped.
+    /// The calling thread's syncs of the file keep `schedule` until the returned guard is
+    /// dropped; any other thread's go at full speed.
     pub(super) fn follow(&self, schedule: Arc<dyn Schedule>) -> Following<'_> {
-        *self.lock() = Some(schedule);
+        *self.lock() = Some((std::thread::current().id(), schedule));
         Following(self)
     }
 
@@ -82,10 +94,10 @@ impl Pace {
     /// Waits while a writeback that began at `started` and has done `done` (a fraction)
     /// of its work is ahead of its schedule, and nobody waits for it.
     pub(super) fn keep_to_schedule(&self, done: f64, started: Instant) {
-        let Some(schedule) = self.current() else {
-            return;
-        };
         loop {
+            let Some(schedule) = self.current() else {
+                return;
+            };
             if self.waiting.load(Ordering::Acquire) > 0 {
                 return;
             }
@@ -120,12 +132,16 @@ mod tests {
         }
     }
 
-    /// Starts a writeback that has done everything, on a thread (its time bound far off:
-    /// only the schedule or a waiting writer lets it go).
-    fn writeback_done(pace: &Arc<Pace>) -> std::thread::JoinHandle<()> {
+    /// Starts a writeback that has done everything on a thread that follows `schedule`
+    /// (its time bound far off: only the schedule or a waiting writer lets it go).
+    fn writeback_done(pace: &Arc<Pace>, schedule: &Arc<Manual>) -> std::thread::JoinHandle<()> {
         let pace = Arc::clone(pace);
+        let schedule = Arc::clone(schedule) as Arc<dyn Schedule>;
         let started = Instant::now() + Duration::from_secs(3600);
-        std::thread::spawn(move || pace.keep_to_schedule(1.0, started))
+        std::thread::spawn(move || {
+            let _following = pace.follow(schedule);
+            pace.keep_to_schedule(1.0, started);
+        })
     }
 
     /// Waits (boundedly) for `waiter` to return; `false` if it does not.
@@ -137,17 +153,11 @@ mod tests {
         waiter.is_finished()
     }
 
-    fn following(pace: &Pace) -> (Arc<Manual>, Following<'_>) {
-        let schedule = Arc::new(Manual::default());
-        let following = pace.follow(Arc::clone(&schedule) as Arc<dyn Schedule>);
-        (schedule, following)
-    }
-
     #[test]
     fn a_writeback_ahead_of_its_schedule_waits_until_the_schedule_catches_up() {
         let pace = Arc::new(Pace::default());
-        let (schedule, _following) = following(&pace);
-        let waiter = writeback_done(&pace);
+        let schedule = Arc::new(Manual::default());
+        let waiter = writeback_done(&pace, &schedule);
         // Done with everything when the next checkpoint has not begun to come due: waits...
         schedule.set(0.1);
         std::thread::sleep(Duration::from_millis(100));
@@ -155,13 +165,13 @@ mod tests {
         // ...until the next one is as far along as the target.
         schedule.set(COMPLETION_TARGET);
         assert!(returns(&waiter));
+        assert!(pace.lock().is_none(), "the guard took the schedule away");
     }
 
     #[test]
     fn a_writeback_hurries_while_another_thread_waits_to_write() {
         let pace = Arc::new(Pace::default());
-        let (_schedule, _following) = following(&pace);
-        let waiter = writeback_done(&pace);
+        let waiter = writeback_done(&pace, &Arc::default());
         std::thread::sleep(Duration::from_millis(100));
         assert!(!waiter.is_finished());
         let writer = pace.waiting();
@@ -170,12 +180,23 @@ mod tests {
         assert_eq!(pace.waiting.load(Ordering::Acquire), 0);
     }
 
+    /// A thread that gets the tables while the checkpointer's schedule is installed (a
+    /// close, a snapshot) syncs at full speed.
     #[test]
-    fn without_a_schedule_a_writeback_never_waits() {
+    fn only_the_thread_that_follows_a_schedule_keeps_it() {
         let pace = Arc::new(Pace::default());
-        drop(following(&pace));
-        // The guard dropped: the schedule went with it.
-        assert!(pace.current().is_none());
-        assert!(returns(&writeback_done(&pace)));
+        let waiter = writeback_done(&pace, &Arc::default());
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!waiter.is_finished());
+        assert!(pace.lock().is_some());
+        let other = {
+            let pace = Arc::clone(&pace);
+            std::thread::spawn(move || {
+                pace.keep_to_schedule(1.0, Instant::now() + Duration::from_secs(3600));
+            })
+        };
+        assert!(returns(&other));
+        let _writer = pace.waiting();
+        assert!(returns(&waiter));
     }
 }

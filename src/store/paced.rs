@@ -17,11 +17,12 @@
 //! between chunks while it is ahead of that. A log sync then finds at most a small chunk
 //! ahead of it, and only now and then. A writer that loads fast moves the schedule fast,
 //! so a bulk load's checkpoints go at the disk's speed, as before; an idle store's finish
-//! within a few seconds. Only the checkpointer's syncs keep a schedule
-//! ([`Pace::follow`]); a sync anyone waits for (close, a snapshot for a replica) goes at
-//! full speed, and a paced one hurries as soon as another thread waits to write the
-//! tables (a bulk load, a snapshot, a promotion: [`Pace::waiting`]) or its store begins
-//! to close.
+//! within a few seconds. Only the checkpointer's thread keeps a schedule, during its
+//! own durable moves ([`Pace::follow`]); any other thread's sync (close, a snapshot for a
+//! replica) goes at full speed, and so does the sync redb makes right after growing the
+//! file (it holds the lock its readers begin under). A paced writeback hurries as soon as
+//! another thread waits to write the tables (a bulk load, a snapshot, a promotion:
+//! [`Pace::waiting`]) or its store begins to close, and never waits after its last chunk.
 //!
 //! Durability does not depend on any of this: the fsync that follows is the one redb
 //! issues, and it still covers every page. Writing back early only leaves it less to do.
@@ -34,6 +35,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -61,6 +63,8 @@ pub(super) struct PacedFile {
     log: Arc<Unsynced>,
     /// The schedule a writeback keeps, if any.
     pace: Arc<Pace>,
+    /// The file grew since the last sync.
+    resized: AtomicBool,
 }
 
 impl PacedFile {
@@ -81,16 +85,19 @@ impl PacedFile {
             dirty: Mutex::new(BTreeSet::new()),
             log,
             pace,
+            resized: AtomicBool::new(false),
         })
     }
 
-    /// Writes back the chunks written since the last sync, one at a time, on schedule.
-    fn write_back(&self) -> io::Result<()> {
+    /// Writes back the chunks written since the last sync, one at a time, on schedule if
+    /// `paced` (and the calling thread follows one, see [`Pace::follow`]).
+    fn write_back(&self, paced: bool) -> io::Result<()> {
         let chunks =
             std::mem::take(&mut *self.dirty.lock().unwrap_or_else(PoisonError::into_inner));
         let started = Instant::now();
+        let chunks_len = chunks.len();
         #[allow(clippy::cast_precision_loss)] // a fraction: a few chunks' error is nothing
-        let total = chunks.len() as f64;
+        let total = chunks_len as f64;
         for (index, chunk) in chunks.into_iter().enumerate() {
             match write_back_range(&self.file, chunk * CHUNK_BYTES, CHUNK_BYTES) {
                 Ok(()) => {}
@@ -98,9 +105,12 @@ impl PacedFile {
                 Err(err) if is_unsupported(&err) => return Ok(()),
                 Err(err) => return Err(err),
             }
-            #[allow(clippy::cast_precision_loss)]
-            self.pace
-                .keep_to_schedule((index + 1) as f64 / total, started);
+            // After the last chunk nothing is left to spread: the fsync follows at once.
+            if paced && index + 1 < chunks_len {
+                #[allow(clippy::cast_precision_loss)]
+                self.pace
+                    .keep_to_schedule((index + 1) as f64 / total, started);
+            }
         }
         Ok(())
     }
@@ -153,12 +163,17 @@ impl StorageBackend for PacedFile {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
+        self.inner.set_len(len)?;
+        self.resized.store(true, Ordering::Release);
+        Ok(())
     }
 
     fn sync_data(&self) -> io::Result<()> {
         self.log.sync()?;
-        self.write_back()?;
+        // redb syncs a file it grew while holding the lock its readers begin under: that
+        // sync must not keep a schedule.
+        let paced = !self.resized.swap(false, Ordering::AcqRel);
+        self.write_back(paced)?;
         self.inner.sync_data()
     }
 
