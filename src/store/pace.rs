@@ -168,12 +168,18 @@ mod tests {
         assert!(pace.lock().is_none(), "the guard took the schedule away");
     }
 
+    /// A writeback done with everything while its schedule stays at 0: it waits.
+    fn held_back(pace: &Arc<Pace>) -> std::thread::JoinHandle<()> {
+        let waiter = writeback_done(pace, &Arc::default());
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!waiter.is_finished());
+        waiter
+    }
+
     #[test]
     fn a_writeback_hurries_while_another_thread_waits_to_write() {
         let pace = Arc::new(Pace::default());
-        let waiter = writeback_done(&pace, &Arc::default());
-        std::thread::sleep(Duration::from_millis(100));
-        assert!(!waiter.is_finished());
+        let waiter = held_back(&pace);
         let writer = pace.waiting();
         assert!(returns(&waiter));
         drop(writer);
@@ -185,9 +191,7 @@ mod tests {
     #[test]
     fn only_the_thread_that_follows_a_schedule_keeps_it() {
         let pace = Arc::new(Pace::default());
-        let waiter = writeback_done(&pace, &Arc::default());
-        std::thread::sleep(Duration::from_millis(100));
-        assert!(!waiter.is_finished());
+        let waiter = held_back(&pace);
         assert!(pace.lock().is_some());
         let other = {
             let pace = Arc::clone(&pace);
