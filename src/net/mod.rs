@@ -51,7 +51,7 @@ pub fn runtime() -> &'static Runtime {
             return &started.runtime;
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(workers())
             .thread_name("replikv-net")
             .enable_all()
             .build()
@@ -67,6 +67,19 @@ pub fn runtime() -> &'static Runtime {
             // Another thread started one first: the loop returns that one.
             discard_unpublished(fresh);
         }
+    }
+}
+
+/// Worker threads of the runtime: one on a machine of two cores or fewer, two above. The
+/// network's work is wake-ups more than computing; on two cores each wake-up of a second
+/// worker preempted a writer (and the first worker handed it tasks to steal), and async
+/// writers beside a sync writer lost a tenth of their rate to it (`benches/bench_sync.py`).
+fn workers() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    if cores <= 2 {
+        1
+    } else {
+        2
     }
 }
 

@@ -15,3 +15,4 @@ pub mod sim;
 pub mod slots;
 pub mod status;
 pub mod verify;
+pub mod wishes;

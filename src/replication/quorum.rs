@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use super::wishes::SyncWishes;
 use crate::error::{ReplicationError, Result};
 use crate::store::{Durability, OnTimeout, SyncReplication};
 
@@ -87,9 +88,9 @@ pub struct SyncWaiters {
     /// slower replicas'); waking every sync writer for each of them cost a context switch
     /// per ack on the writers' cores.
     released: Condvar,
-    /// The highest LSN a sync writer waits for: shipping watches it, so that a sync
-    /// write never waits for the ship interval.
-    wanted: watch::Sender<u64>,
+    /// The LSNs sync writers wait for: shipping watches them become visible, so that a
+    /// sync write never waits for the ship interval.
+    wishes: SyncWishes,
     /// The newer epoch this primary learned of (0 while it is not deposed): every sync
     /// write not acknowledged yet fails with [`ReplicationError::Fenced`].
     fenced: AtomicU64,
@@ -111,7 +112,7 @@ impl SyncWaiters {
             view: Mutex::new(QuorumView::default()),
             changed: Condvar::new(),
             released: Condvar::new(),
-            wanted: watch::Sender::new(0),
+            wishes: SyncWishes::default(),
             fenced: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
             #[cfg(test)]
@@ -182,10 +183,15 @@ impl SyncWaiters {
         })
     }
 
-    /// The highest LSN a sync writer waits for, as it rises.
+    /// The highest visible LSN a sync writer waits for, as it rises.
     #[must_use]
     pub fn wanted(&self) -> watch::Receiver<u64> {
-        self.wanted.subscribe()
+        self.wishes.subscribe()
+    }
+
+    /// Entries up to `lsn` are visible: the links hear of the sync writes among them.
+    pub fn visible(&self, lsn: u64) {
+        self.wishes.visible(lsn);
     }
 
     /// How many replicas that fsync are known (and so can count toward the quorum).
@@ -266,11 +272,7 @@ impl SyncReplication for SyncWaiters {
     }
 
     fn will_wait(&self, lsn: u64) {
-        self.wanted.send_if_modified(|wanted| {
-            let rises = lsn > *wanted;
-            *wanted = (*wanted).max(lsn);
-            rises
-        });
+        self.wishes.wish(lsn);
     }
 
     fn wait_quorum(&self, lsn: u64, patience: Duration) -> Result<Option<Vec<String>>> {

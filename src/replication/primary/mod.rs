@@ -270,6 +270,8 @@ impl Primary {
                 shared.entries_visible(lsn);
             }
         });
+        // What was visible before it subscribed: a wish for it is announced at once.
+        shared.sync.visible(shared.store.last_lsn());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let server = {
             let shared = Arc::clone(&shared);
@@ -496,6 +498,8 @@ impl Shared {
     /// wake-up carries every batch made visible meanwhile.
     fn entries_visible(&self, lsn: u64) {
         self.commit_times.record(lsn, now_ms());
+        // Before the links hear of the entries: one woken by either sees the wishes.
+        self.sync.visible(lsn);
         self.visible.send_if_modified(|seen| {
             let newer = lsn > *seen;
             *seen = (*seen).max(lsn);
