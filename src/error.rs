@@ -74,6 +74,18 @@ pub enum StoreError {
         /// Why it closed itself, if it was not closed on request.
         cause: Option<String>,
     },
+    /// A write failed on the operating system's error `source`: it is not durable, and the
+    /// store closed itself (later calls get [`StoreError::Closed`]).
+    #[error("store {path} closed itself: {cause}")]
+    Failed {
+        /// The store's directory.
+        path: PathBuf,
+        /// What failed.
+        cause: String,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
     /// Another process (or another open handle in this one) owns the directory.
     #[error("store {path} is already open {}", match (owner, holder) {
         (Some(pid), Some(holder)) if *pid == std::process::id() => format!("in this process {holder}"),
@@ -449,6 +461,23 @@ pub enum Error {
     /// See [`CacheError`].
     #[error(transparent)]
     Cache(#[from] CacheError),
+}
+
+impl Error {
+    /// The operating system's error behind it, if any.
+    #[must_use]
+    pub fn io_source(&self) -> Option<&io::Error> {
+        match self {
+            Error::Log(LogError::Io { source, .. })
+            | Error::Store(
+                StoreError::Io { source, .. }
+                | StoreError::Failed { source, .. }
+                | StoreError::Engine(redb::Error::Io(source)),
+            ) => Some(source),
+            Error::Net(err) | Error::Replication(ReplicationError::Net(err)) => err.io_source(),
+            _ => None,
+        }
+    }
 }
 
 impl From<redb::Error> for StoreError {

@@ -206,6 +206,19 @@ def test_positions_beyond_64_bits_are_overflow_errors(seeded: replikv.Store) -> 
     assert_untouched(seeded)
 
 
+def run_without_root_powers(code: str) -> subprocess.CompletedProcess[str]:
+    """Runs ``code`` in a child Python; as root, without the capabilities that let root
+    ignore file permissions."""
+    prefix = (
+        ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner"]
+        if os.geteuid() == 0
+        else []
+    )
+    return subprocess.run(
+        [*prefix, sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+
+
 def test_a_directory_without_permission_is_permission_error(tmp_path: Path) -> None:
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o555)
@@ -216,16 +229,43 @@ def test_a_directory_without_permission_is_permission_error(tmp_path: Path) -> N
         "except PermissionError as e:\n"
         "    sys.exit(3 if isinstance(e, replikv.ReplikvError) else 4)\n"
     )
-    # Root ignores permissions: the child runs without the capabilities that let it.
-    prefix = (
-        ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner"]
-        if os.geteuid() == 0
-        else []
-    )
-    result = subprocess.run(
-        [*prefix, sys.executable, "-c", code], capture_output=True, text=True, timeout=60
-    )
+    result = run_without_root_powers(code)
     assert result.returncode == 3, result.stderr
+
+
+def test_a_write_the_disk_refuses_raises_the_os_error_then_the_store_is_closed(
+    tmp_path: Path,
+) -> None:
+    # The log can no longer create its next segment: the write that needs one fails with
+    # the operating system's error; the store closed itself, so the next call says so.
+    path = tmp_path / "db"
+    code = (
+        "import os, sys, replikv\n"
+        f"store = replikv.Store({str(path)!r})\n"
+        "store.put('t', 'first', 1)\n"
+        f"os.chmod({str(path / 'log')!r}, 0o555)\n"
+        "try:\n"
+        "    for i in range(64):\n"
+        "        store.put_many('t', [(f'k{i}-{j}', 'x' * 1000) for j in range(1000)])\n"
+        "    sys.exit(5)\n"
+        "except PermissionError as e:\n"
+        "    assert isinstance(e, replikv.ReplikvError), type(e)\n"
+        "    assert e.errno == 13 and 'closed itself' in str(e), e\n"
+        "try:\n"
+        "    store.put('t', 'after', 2)\n"
+        "    sys.exit(6)\n"
+        "except replikv.StoreClosed as e:\n"
+        "    assert 'Permission denied' in str(e), e\n"
+        "sys.exit(3)\n"
+    )
+    result = run_without_root_powers(code)
+    os.chmod(path / "log", 0o755)
+    assert result.returncode == 3, result.stderr
+    with replikv.Store(path) as store:
+        # What returned before the failure is there; the failed write left nothing half.
+        assert store.table("t")["first"] == 1
+        table = store.table("t")
+        assert all(sum(1 for _ in table.keys(prefix=f"k{i}-")) in (0, 1000) for i in range(64))
 
 
 def test_a_path_that_is_a_file_is_an_os_error(tmp_path: Path) -> None:

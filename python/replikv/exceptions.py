@@ -37,7 +37,12 @@ class ReplikvError(Exception):
 
 
 class StoreClosed(ReplikvError):
-    """The store was closed, by ``close()`` or by itself after a failed write to disk."""
+    """The store was closed, by ``close()`` or by itself after a failed write to disk.
+
+    The write that failed raises the operating system's error (``PermissionError``, an
+    ``OSError`` for a full disk, ...); only the calls after it raise ``StoreClosed``, whose
+    message names that first failure.
+    """
 
 
 class InheritedHandleError(ReplikvError):

@@ -93,9 +93,9 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
         Error::Store(StoreError::Corrupt { .. } | StoreError::DamagedRow { .. })
         | Error::Log(LogError::Corrupt { .. })
         | Error::Codec(CodecError::Malformed { .. }) => raise(py, "CorruptionError", (message,)),
-        Error::Store(StoreError::Io { path, source, .. }) => {
-            os_error(py, &source, message, Some(path.display().to_string()))
-        }
+        Error::Store(
+            StoreError::Io { path, source, .. } | StoreError::Failed { path, source, .. },
+        ) => os_error(py, &source, message, Some(path.display().to_string())),
         Error::Log(LogError::Io { source, .. })
         | Error::Store(StoreError::Engine(redb::Error::Io(source))) => {
             os_error(py, &source, message, None)

@@ -8,6 +8,7 @@
 //! waiter for `visible_lsn` runs, apart from the leaders, makes it durable and visible to
 //! the log's readers. Writes become readable before durable nowhere else.
 
+use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::ThreadId;
@@ -151,14 +152,41 @@ pub(crate) struct Pipeline {
 #[derive(Debug, Clone)]
 pub(crate) enum Closed {
     Requested,
-    Failed(String),
+    Failed(Failure),
+}
+
+/// The failure that closed the pipeline.
+#[derive(Debug, Clone)]
+pub(crate) struct Failure {
+    /// What failed, and why.
+    pub cause: String,
+    /// The operating system's error behind it, if one was: its kind and errno.
+    pub os: Option<(io::ErrorKind, Option<i32>)>,
+}
+
+impl Failure {
+    fn of(err: &crate::Error) -> Self {
+        Self {
+            cause: err.to_string(),
+            os: err.io_source().map(|io| (io.kind(), io.raw_os_error())),
+        }
+    }
+
+    /// The operating system's error again (an `io::Error` cannot be cloned): the same
+    /// errno, else the same kind.
+    pub fn os_error(&self) -> Option<io::Error> {
+        self.os.map(|(kind, errno)| match errno {
+            Some(errno) => io::Error::from_raw_os_error(errno),
+            None => io::Error::new(kind, self.cause.clone()),
+        })
+    }
 }
 
 impl Closed {
     fn cause(&self) -> Option<String> {
         match self {
             Closed::Requested => None,
-            Closed::Failed(cause) => Some(cause.clone()),
+            Closed::Failed(failure) => Some(failure.cause.clone()),
         }
     }
 }
@@ -166,6 +194,9 @@ impl Closed {
 /// Why a commit did not become visible.
 pub(crate) enum Refused {
     Closed(Option<String>),
+    /// A flush or sync failed while the commit waited: it is not durable, and the pipeline
+    /// closed.
+    Failed(Failure),
     WouldDeadlock,
     /// A replicated entry whose LSN is not the next one.
     OutOfOrder {
@@ -519,8 +550,8 @@ impl Pipeline {
             if reached >= lsn {
                 return Ok(());
             }
-            if let Some(Closed::Failed(cause)) = &state.closed {
-                return Err(Refused::Closed(Some(cause.clone())));
+            if let Some(Closed::Failed(failure)) = &state.closed {
+                return Err(Refused::Failed(failure.clone()));
             }
             let may_lead = state
                 .reserved
@@ -704,7 +735,7 @@ impl Pipeline {
     /// file's state is unknown.
     fn fail(&self, state: &mut State, err: &crate::Error, what: &str) {
         tracing::error!(error = %err, "{what} failed; the store closes itself");
-        state.closed = Some(Closed::Failed(err.to_string()));
+        state.closed = Some(Closed::Failed(Failure::of(err)));
         self.failed.store(true, Ordering::Release);
     }
 

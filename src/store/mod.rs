@@ -489,6 +489,15 @@ impl Store {
     fn refused(&self, refused: Refused) -> crate::Error {
         match refused {
             Refused::Closed(cause) => self.closed_error(cause),
+            Refused::Failed(failure) => match failure.os_error() {
+                Some(source) => StoreError::Failed {
+                    path: self.inner.path.clone(),
+                    cause: failure.cause,
+                    source,
+                }
+                .into(),
+                None => self.closed_error(Some(failure.cause)),
+            },
             Refused::OutOfOrder { expected, got } => {
                 StoreError::OutOfOrder { expected, got }.into()
             }
