@@ -54,6 +54,22 @@ def test_the_port_of_another_service_is_named_as_not_a_replikv_one() -> None:
     assert "is it a replikv primary's" in str(info.value)
 
 
+def test_a_replica_aimed_at_another_service_says_so_in_its_status(tmp_path: Path) -> None:
+    # It waits for a challenge a replikv server sends at once, not for the whole handshake.
+    with (
+        replikv.CacheNode() as node,
+        replikv.Replica(tmp_path / "replica", primary=node.address) as replica,
+    ):
+        eventually(
+            "the replica to give up on the cache node",
+            lambda: replica.status().last_error is not None,
+        )
+        error = replica.status().last_error
+        assert error is not None
+        assert f"{node.address} took the connection but sent no replikv challenge" in error
+        assert replica.status().state != "streaming"
+
+
 @pytest.mark.parametrize(
     "address", ["localhost", "http://127.0.0.1:7400", "127.0.0.1:7400:1", "127.0.0.1:99999"]
 )

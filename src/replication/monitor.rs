@@ -214,8 +214,12 @@ async fn exchange(
     }
 }
 
-/// Connects to `address` (within `timeout`) and reads the server's challenge; returns the
-/// stream's halves (writes fail after `stall`) and the challenge's nonce.
+/// The longest wait for a server's challenge, which a replikv server sends as it accepts.
+const CHALLENGE_WAIT: Duration = Duration::from_secs(3);
+
+/// Connects to `address` (within `timeout`) and reads the server's challenge (within
+/// `timeout` too, and at most [`CHALLENGE_WAIT`]); returns the stream's halves (writes
+/// fail after `stall`) and the challenge's nonce.
 ///
 /// # Errors
 /// The server cannot be reached, or sends anything but a challenge.
@@ -233,7 +237,9 @@ pub(crate) async fn dial(
     let (mut reader, writer) = stream.into_split();
     let writer = StallWriter::new(writer, stall);
     // A replikv server challenges at once: silence means some other service is there (a
-    // cache node's port, a database), which the message should make plain.
+    // cache node's port, a database), which the message should make plain, and soon (a
+    // replica's status shows nothing wrong meanwhile).
+    let timeout = timeout.min(CHALLENGE_WAIT);
     let first = read_handshake_frame(&mut reader, timeout, "challenge")
         .await
         .map_err(|err| match err {
