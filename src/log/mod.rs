@@ -5,6 +5,7 @@
 //! Only the last segment is ever written; every record is framed by [`crate::codec`].
 //! Group commit lives one level up: the store batches records and hands each batch here.
 
+mod cut;
 mod fs;
 #[cfg(test)]
 pub(crate) mod memfs;
@@ -19,9 +20,9 @@ mod tail_tests;
 mod tests;
 mod unsynced;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
+use cut::{Cutter, SHRINK_STEP};
 pub use fs::{DirFs, LogFs, SegmentFile};
 use recent::{Appended, Recent};
 use scan::{ChunkReader, EntryId, Next};
@@ -35,17 +36,6 @@ const SEGMENT_SUFFIX: &str = ".seg";
 /// Added to a dropped segment's name while its file is cut down (see
 /// [`Log::remove_segment`]); whatever a crash leaves under it is removed at the next open.
 const DROPPED_SUFFIX: &str = ".dropped";
-/// A dropped segment's file is cut by this much at a time...
-const SHRINK_STEP: u64 = 256 << 10;
-/// ...with this pause between cuts. On a file system mounted with `discard` each cut
-/// discards its blocks, and a log sync meanwhile waits for that: about 1 ms per MiB on
-/// the disks measured. In 2 MiB steps 2 ms apart, every put for the 200 ms it took to cut
-/// a bulk load's 100 MB segment waited 2 ms (ten times the median); in these steps a put
-/// waits a quarter of a millisecond at most, now and then, and a 64 MiB segment goes in
-/// a little over a second. Nobody waits for it; a log being dropped (a store closing)
-/// removes what is left at once.
-const SHRINK_PAUSE: std::time::Duration = std::time::Duration::from_millis(4);
-
 /// How the log writes.
 #[derive(Debug, Clone)]
 pub struct LogOptions {
@@ -178,19 +168,8 @@ pub struct Log {
     /// The identity of the last entry written, if the log holds one.
     last: Mutex<Option<EntryId>>,
     recent: Recent,
-    /// Threads cutting down dropped segments (see [`Log::remove_segment`]), joined when
-    /// the log is dropped.
-    cutting: Mutex<Vec<std::thread::JoinHandle<()>>>,
-    /// Shared by those threads: one cuts at a time, and none pauses once the log drops.
-    cut_pace: Arc<CutPace>,
-}
-
-/// How the threads cutting dropped segments take turns (one at a time: their discards
-/// add up) and learn that the log is going (finish at once: nobody writes any more).
-#[derive(Default)]
-struct CutPace {
-    turn: Mutex<()>,
-    hurry: AtomicBool,
+    /// Cuts dropped segments down before they go (see [`Log::remove_segment`]).
+    cutter: Arc<Cutter>,
 }
 
 fn segment_name(first_lsn: u64) -> String {
@@ -265,11 +244,11 @@ impl Log {
                 newest_ms: OnceLock::new(),
             }));
         }
+        let fs: Arc<dyn LogFs> = Arc::from(fs);
         let log = Self {
-            fs: Arc::from(fs),
+            cutter: Cutter::new(Arc::clone(&fs)),
+            fs,
             recent: Recent::new(options.recent_bytes),
-            cutting: Mutex::new(Vec::new()),
-            cut_pace: Arc::default(),
             options,
             segments: RwLock::new(Vec::new()),
             tail: Mutex::new(Tail {
@@ -853,31 +832,21 @@ impl Log {
                 .sync_dir()
                 .map_err(io_error("syncing the log directory"))?;
         }
-        if !to_cut.is_empty() {
-            let fs = Arc::clone(&self.fs);
-            let pace = Arc::clone(&self.cut_pace);
-            let cutter = std::thread::Builder::new()
-                .name("replikv-log-cut".into())
-                .spawn(move || cut_down(&*fs, &pace, to_cut))
-                .map_err(io_error(
-                    "starting the thread that removes dropped segments",
-                ))?;
-            let mut cutting = self.cutting.lock().unwrap_or_else(PoisonError::into_inner);
-            cutting.retain(|thread| !thread.is_finished());
-            cutting.push(cutter);
-        }
+        self.cutter.cut(to_cut).map_err(io_error(
+            "starting the thread that removes dropped segments",
+        ))?;
         Ok(count)
     }
 
     /// Removes a dropped segment's file, or, for a large one, renames it out of the log and
-    /// returns it with its new name, to be cut down a step at a time before it goes
-    /// ([`cut_down`], on a thread of its own: nobody waits for it). The blocks that one
+    /// returns it with its new name and size, to be cut down a step at a time before it
+    /// goes ([`Cutter`], on a thread of its own: nobody waits for it). The blocks that one
     /// removal frees are discarded at the next journal commit on a file system mounted
     /// with `discard`, and a writer's fdatasync waited 60 ms behind the 100 MB of a bulk
     /// load's segment. Renamed first, so that a crash midway never leaves a cut segment in
     /// the log (the next open removes it). A segment that a reader still holds is removed
     /// whole: the reader reads it to its end.
-    fn remove_segment(&self, segment: Arc<Segment>) -> Result<Option<(Segment, String)>> {
+    fn remove_segment(&self, segment: Arc<Segment>) -> Result<Option<(Segment, String, u64)>> {
         let name = segment.name.clone();
         let gone = |what: &str| io_error(format!("{what} {name}"));
         let size = segment.file.size().map_err(gone("sizing"))?;
@@ -890,7 +859,7 @@ impl Log {
         };
         let dropped = format!("{name}{DROPPED_SUFFIX}");
         self.fs.rename(&name, &dropped).map_err(gone("renaming"))?;
-        Ok(Some((segment, dropped)))
+        Ok(Some((segment, dropped, size)))
     }
 }
 
@@ -898,36 +867,7 @@ impl Drop for Log {
     fn drop(&mut self) {
         // A store reopened at once finds no file still being cut (a thread that panicked
         // left its file for the next open).
-        self.cut_pace.hurry.store(true, Ordering::Release);
-        let cutting = std::mem::take(
-            self.cutting
-                .get_mut()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        for thread in cutting {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// Cuts each renamed segment down [`SHRINK_STEP`] at a time, then removes it. A failure
-/// leaves the file to the next open, which removes what is left under its name.
-fn cut_down(fs: &dyn LogFs, pace: &CutPace, segments: Vec<(Segment, String)>) {
-    let _turn = pace.turn.lock().unwrap_or_else(PoisonError::into_inner);
-    for (segment, name) in segments {
-        let cut = || -> std::io::Result<()> {
-            let mut len = segment.file.size()?;
-            while len > SHRINK_STEP && !pace.hurry.load(Ordering::Acquire) {
-                len -= SHRINK_STEP;
-                segment.file.set_len(len)?;
-                std::thread::sleep(SHRINK_PAUSE);
-            }
-            drop(segment);
-            fs.remove(&name)
-        };
-        if let Err(err) = cut() {
-            tracing::warn!(file = %name, error = %err, "could not remove a dropped log segment; the next open does");
-        }
+        self.cutter.finish();
     }
 }
 

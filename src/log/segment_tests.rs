@@ -63,6 +63,47 @@ fn a_large_dropped_segment_goes_whole_and_the_rest_still_reads() {
 }
 
 #[test]
+fn segments_dropped_while_others_are_cut_wait_for_the_same_thread_and_all_go() {
+    let fs = MemFs::default();
+    let (log, _) = open_with(&fs, options(SEGMENT_BYTES), 0).unwrap();
+    let entries = big_entries(24);
+    for entry in entries.chunks(1) {
+        append_all(&log, entry);
+    }
+    let firsts: Vec<u64> = log
+        .segments
+        .read()
+        .unwrap()
+        .iter()
+        .map(|s| s.first_lsn)
+        .collect();
+    assert!(firsts.len() >= 4, "{firsts:?}");
+    // Three drops in a row, each of a segment of several steps.
+    for first in &firsts[1..4] {
+        assert_eq!(log.drop_before(*first).unwrap(), 1);
+        let (backlog, running) = log.cutter.progress();
+        assert!(running <= 1, "{running} threads cut at once");
+        assert!(
+            backlog > 0,
+            "a dropped segment of several steps waits to be cut"
+        );
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !dropped_files(&fs).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            dropped_files(&fs)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(log.cutter.progress(), (0, 0));
+    for first in &firsts[..3] {
+        assert!(!fs.names().contains(&segment_name(*first)));
+    }
+}
+
+#[test]
 fn a_crash_while_a_dropped_segment_is_cut_leaves_a_log_that_opens() {
     let fs = MemFs::default();
     let (log, entries) = two_segments(&fs);
