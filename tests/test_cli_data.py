@@ -18,6 +18,7 @@ from typing import Any, cast
 
 import pytest
 import replikv
+from children import rest_of_output
 from replikv import _serve, cli
 
 UTC = dt.timezone.utc
@@ -193,7 +194,7 @@ def test_changes_follow_prints_then_ends_cleanly_on_ctrl_c(store_dir: Path) -> N
         first = [json.loads(follower.stdout.readline())["lsn"] for _ in range(4)]
         assert first == [1, 2, 3, 4]
         follower.send_signal(signal.SIGINT)
-        out, err = follower.communicate(timeout=TIMEOUT)
+        out, err = rest_of_output(follower, TIMEOUT)
     finally:
         follower.kill()
         follower.wait(timeout=TIMEOUT)

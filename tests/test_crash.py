@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import replikv
+from children import rest_of_output
 
 WRITER = Path(__file__).with_name("crash_writer.py")
 KILLS = 20
@@ -50,9 +51,10 @@ def run_until_killed(
         assert child.stdout is not None
         first = child.stdout.readline()
         assert first.startswith("ready"), child.stderr.read() if child.stderr else first
+        opened_at = int(first.split()[1])
         time.sleep(rng.uniform(0.05, 0.6))
         child.send_signal(signal.SIGKILL)
-        out, err = child.communicate(timeout=30)
+        out, err = rest_of_output(child)
     finally:
         if child.poll() is None:
             child.kill()
@@ -64,6 +66,8 @@ def run_until_killed(
         # The last line may be cut by the kill: only lines that ended were reported.
         if line.endswith("\n") and len(parts) == 2:
             returned.append((int(parts[0]), int(parts[1])))
+    # Every write reported took an LSN after the store's last when it opened.
+    assert all(lsn > opened_at for lsn, _ in returned), (opened_at, returned[:3])
     return returned
 
 

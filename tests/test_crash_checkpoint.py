@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import replikv
+from children import rest_of_output
 
 WRITER = Path(__file__).with_name("checkpoint_writer.py")
 ROUNDS = 8
@@ -72,7 +73,7 @@ def run_until_killed(
             time.sleep(rng.uniform(0.0, 0.7))
             busy = checkpointer_busy(child.pid)
         child.send_signal(signal.SIGKILL)
-        out, err = child.communicate(timeout=30)
+        out, err = rest_of_output(child)
     finally:
         if child.poll() is None:
             child.kill()

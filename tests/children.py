@@ -1,0 +1,21 @@
+"""Reading what a child process wrote after the test has read its first lines."""
+
+from __future__ import annotations
+
+import subprocess
+
+
+def rest_of_output(child: subprocess.Popen[str], timeout: float = 30.0) -> tuple[str, str]:
+    """Waits for ``child`` to end (a kill ends it: nothing waits on its pipes), then returns
+    the rest of its stdout and its stderr.
+
+    Read through the same file objects as the ``readline()`` calls before: those read ahead
+    (8 KiB at a time) and keep what follows the line they return. ``communicate()`` reads
+    the pipes themselves and misses it: the lines kept are lost, and the first line it
+    reads starts mid-line (the tail of ``"2233 2232"`` parses as LSN 233, write 2232).
+    """
+    child.wait(timeout=timeout)
+    assert child.stdout is not None
+    out = child.stdout.read()
+    err = child.stderr.read() if child.stderr is not None else ""
+    return out, err
