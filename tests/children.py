@@ -7,7 +7,7 @@ import subprocess
 
 def rest_of_output(child: subprocess.Popen[str], timeout: float = 30.0) -> tuple[str, str]:
     """Waits for ``child`` to end (a kill ends it: nothing waits on its pipes), then returns
-    the rest of its stdout and its stderr.
+    the rest of its stdout and its stderr, and closes them (as ``communicate()`` does).
 
     Read through the same file objects as the ``readline()`` calls before: those read ahead
     (8 KiB at a time) and keep what follows the line they return. ``communicate()`` reads
@@ -16,6 +16,9 @@ def rest_of_output(child: subprocess.Popen[str], timeout: float = 30.0) -> tuple
     """
     child.wait(timeout=timeout)
     assert child.stdout is not None
-    out = child.stdout.read()
-    err = child.stderr.read() if child.stderr is not None else ""
-    return out, err
+    with child.stdout:
+        out = child.stdout.read()
+    if child.stderr is None:
+        return out, ""
+    with child.stderr:
+        return out, child.stderr.read()
