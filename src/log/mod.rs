@@ -257,6 +257,15 @@ impl Log {
             }),
             last: Mutex::new(None),
         };
+        if let Some(empty) = segments.pop_if(|last| last.capacity == 0) {
+            // A crash between creating a segment's file and preallocating it left the file
+            // empty, holding nothing. The next roll creates it again: kept, it would be
+            // listed twice, and retention could drop the stale copy, renaming away the
+            // file being written.
+            log.fs
+                .remove(&empty.name)
+                .map_err(io_error(format!("removing the empty {}", empty.name)))?;
+        }
         if segments.is_empty() {
             let first_bytes = log.options.first_segment_bytes;
             let segment = log.create_segment(checkpoint_lsn + 1, first_bytes)?;

@@ -194,3 +194,36 @@ fn a_full_segment_knows_its_newest_entrys_time() {
         Some(&newest)
     );
 }
+
+#[test]
+fn an_empty_segment_a_crash_left_is_not_kept_beside_the_one_that_replaces_it() {
+    let fs = MemFs::default();
+    let entries = big_entries(8);
+    let (log, _) = open_with(&fs, options(SEGMENT_BYTES), 0).unwrap();
+    append_all(&log, &entries[..3]);
+    drop(log);
+    // A crash between creating the next segment's file and preallocating it leaves the
+    // file empty.
+    let _ = fs.open(&segment_name(4), true).unwrap();
+    let (log, replayed) = open_with(&fs, options(SEGMENT_BYTES), 0).unwrap();
+    assert_eq!(replayed, entries[..3]);
+    for entry in entries[3..].chunks(1) {
+        append_all(&log, entry);
+    }
+    let names: Vec<String> = log
+        .segments
+        .read()
+        .unwrap()
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
+    let mut unique = names.clone();
+    unique.dedup();
+    assert_eq!(names, unique, "one segment per file");
+    // Retention drops what is before the newest segment: never the file being written.
+    let newest = log.segments.read().unwrap().last().unwrap().first_lsn;
+    log.drop_before(newest).unwrap();
+    drop(log);
+    let (_, replayed) = open_with(&fs, options(SEGMENT_BYTES), newest - 1).unwrap();
+    assert_eq!(replayed, entries[newest as usize - 1..]);
+}
