@@ -37,6 +37,15 @@ fn two_segments(fs: &MemFs) -> (Log, Vec<Entry>) {
     (log, entries)
 }
 
+/// The segments the log lists: first LSN and file name.
+fn listed(log: &Log) -> Vec<(u64, String)> {
+    let segments = log.segments.read().unwrap();
+    segments
+        .iter()
+        .map(|s| (s.first_lsn, s.name.clone()))
+        .collect()
+}
+
 fn dropped_files(fs: &MemFs) -> Vec<String> {
     fs.names()
         .into_iter()
@@ -70,13 +79,7 @@ fn segments_dropped_while_others_are_cut_wait_for_the_same_thread_and_all_go() {
     for entry in entries.chunks(1) {
         append_all(&log, entry);
     }
-    let firsts: Vec<u64> = log
-        .segments
-        .read()
-        .unwrap()
-        .iter()
-        .map(|s| s.first_lsn)
-        .collect();
+    let firsts: Vec<u64> = listed(&log).into_iter().map(|(first, _)| first).collect();
     assert!(firsts.len() >= 4, "{firsts:?}");
     // Three drops in a row, each of a segment of several steps.
     for first in &firsts[1..4] {
@@ -210,13 +213,7 @@ fn an_empty_segment_a_crash_left_is_not_kept_beside_the_one_that_replaces_it() {
     for entry in entries[3..].chunks(1) {
         append_all(&log, entry);
     }
-    let names: Vec<String> = log
-        .segments
-        .read()
-        .unwrap()
-        .iter()
-        .map(|s| s.name.clone())
-        .collect();
+    let names: Vec<String> = listed(&log).into_iter().map(|(_, name)| name).collect();
     let mut unique = names.clone();
     unique.dedup();
     assert_eq!(names, unique, "one segment per file");
