@@ -74,8 +74,11 @@ pub enum StoreError {
         /// Why it closed itself, if it was not closed on request.
         cause: Option<String>,
     },
-    /// A write failed on the operating system's error `source`: it is not durable, and the
-    /// store closed itself (later calls get [`StoreError::Closed`]).
+    /// Writing to disk failed on the operating system's error `source` while a write
+    /// waited, and the store closed itself (later calls get [`StoreError::Closed`]).
+    /// Whether that write is durable is not known: it is whole or absent after a reopen,
+    /// which replays what reached the log (a failure after its fdatasync, e.g. starting
+    /// the next segment, leaves it durable).
     #[error("store {path} closed itself: {cause}")]
     Failed {
         /// The store's directory.

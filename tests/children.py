@@ -6,8 +6,9 @@ import subprocess
 
 
 def rest_of_output(child: subprocess.Popen[str], timeout: float = 30.0) -> tuple[str, str]:
-    """Waits for ``child`` to end (a kill ends it: nothing waits on its pipes), then returns
-    the rest of its stdout and its stderr, and closes them (as ``communicate()`` does).
+    """Waits for ``child`` to end, then returns the rest of its stdout and its stderr, and
+    closes them (as ``communicate()`` does). For a child killed or told to stop that writes
+    little more: one that fills a pipe (64 KiB) after the last read would never end.
 
     Read through the same file objects as the ``readline()`` calls before: those read ahead
     (8 KiB at a time) and keep what follows the line they return. ``communicate()`` reads

@@ -41,7 +41,8 @@ class StoreClosed(ReplikvError):
 
     The write that failed raises the operating system's error (``PermissionError``, an
     ``OSError`` for a full disk, ...); only the calls after it raise ``StoreClosed``, whose
-    message names that first failure.
+    message names that first failure. Whether the failed write is durable is not known:
+    after a reopen it is there whole or not at all.
     """
 
 

@@ -103,11 +103,14 @@ impl Cutter {
     }
 
     fn run(&self) {
+        let _panic = OnPanic(self);
         loop {
             let next = {
                 let mut queue = self.queue();
                 let next = queue.segments.pop_front();
                 if next.is_none() {
+                    // In the same critical section as the check: a segment queued after it
+                    // starts another thread.
                     queue.running = false;
                     queue.backlog = 0;
                 }
@@ -152,7 +155,21 @@ impl Cutter {
         let mut queue = self.queue();
         queue.backlog = queue.backlog.saturating_sub(bytes);
     }
+}
 
+/// Marks the cutter idle if its thread panics: the next drop starts another, which cuts
+/// what is left in the queue (a file the panic left is removed at the next open).
+struct OnPanic<'a>(&'a Cutter);
+
+impl Drop for OnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.queue().running = false;
+        }
+    }
+}
+
+impl Cutter {
     /// Bytes left to cut, and how many threads cut.
     #[cfg(test)]
     pub(super) fn progress(&self) -> (u64, usize) {

@@ -257,11 +257,15 @@ impl Log {
             }),
             last: Mutex::new(None),
         };
-        if let Some(empty) = segments.pop_if(|last| last.capacity == 0) {
-            // A crash between creating a segment's file and preallocating it left the file
-            // empty, holding nothing. The next roll creates it again: kept, it would be
-            // listed twice, and retention could drop the stale copy, renaming away the
-            // file being written.
+        // A segment file is empty when a crash came between creating it and preallocating
+        // it (or when preallocation is not supported), and holds nothing. At the log's end
+        // the next roll creates it again: kept, it would be listed twice, and retention could
+        // drop the stale copy, renaming away the file being written. Alone, it is removed
+        // only where the log begins anyway: anything else is for recovery to judge.
+        let alone = segments.len() == 1;
+        let stale = segments
+            .pop_if(|last| last.capacity == 0 && (!alone || last.first_lsn == checkpoint_lsn + 1));
+        if let Some(empty) = stale {
             log.fs
                 .remove(&empty.name)
                 .map_err(io_error(format!("removing the empty {}", empty.name)))?;

@@ -194,8 +194,8 @@ impl Closed {
 /// Why a commit did not become visible.
 pub(crate) enum Refused {
     Closed(Option<String>),
-    /// A flush or sync failed while the commit waited: it is not durable, and the pipeline
-    /// closed.
+    /// A flush or sync failed while the commit waited, and the pipeline closed; the commit
+    /// may or may not have reached the log durably.
     Failed(Failure),
     WouldDeadlock,
     /// A replicated entry whose LSN is not the next one.
