@@ -155,6 +155,14 @@ impl Cutter {
         let mut queue = self.queue();
         queue.backlog = queue.backlog.saturating_sub(bytes);
     }
+
+    /// Bytes left to cut, and how many threads cut.
+    #[cfg(test)]
+    pub(super) fn progress(&self) -> (u64, usize) {
+        let threads = self.threads.lock().unwrap_or_else(PoisonError::into_inner);
+        let running = threads.iter().filter(|t| !t.is_finished()).count();
+        (self.queue().backlog, running)
+    }
 }
 
 /// Marks the cutter idle if its thread panics: the next drop starts another, which cuts
@@ -166,15 +174,5 @@ impl Drop for OnPanic<'_> {
         if std::thread::panicking() {
             self.0.queue().running = false;
         }
-    }
-}
-
-impl Cutter {
-    /// Bytes left to cut, and how many threads cut.
-    #[cfg(test)]
-    pub(super) fn progress(&self) -> (u64, usize) {
-        let threads = self.threads.lock().unwrap_or_else(PoisonError::into_inner);
-        let running = threads.iter().filter(|t| !t.is_finished()).count();
-        (self.queue().backlog, running)
     }
 }
