@@ -109,6 +109,18 @@ pub enum StoreError {
         /// What holds it, when that is this process: "by a Replica: ...".
         holder: Option<&'static str>,
     },
+    /// A directory that holds other files and none of a store's, given as a store's.
+    #[error(
+        "{} is not a replikv store: it holds other files (such as {example:?}), and a store \
+         is not created among them: pass a new or empty directory, or an existing store's",
+        path.display()
+    )]
+    NotAStore {
+        /// The directory.
+        path: PathBuf,
+        /// One of the files it holds.
+        example: String,
+    },
     /// The store is already open in this process with other options than asked for.
     #[error(
         "store {path} is already open in this process with {option}={open}, but this \

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import subprocess
 import sys
@@ -25,6 +26,32 @@ def test_a_file_in_the_way_of_a_store_directory_is_an_os_error(tmp_path: Path) -
     with pytest.raises(OSError) as info:
         replikv.Store(tmp_path / "data" / "primary")
     assert isinstance(info.value, replikv.ReplikvError)
+
+
+def test_a_directory_of_other_files_is_not_made_a_store(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "notes.txt").write_text("the user's own file")
+    with pytest.raises(OSError) as info:
+        replikv.Store(project)
+    assert isinstance(info.value, replikv.ReplikvError)
+    assert info.value.errno == errno.EEXIST and info.value.filename == str(project)
+    assert "not a replikv store" in str(info.value) and '"notes.txt"' in str(info.value)
+    # Nothing of a store was left among the user's files.
+    assert sorted(p.name for p in project.iterdir()) == ["notes.txt"]
+
+
+def test_an_empty_directory_or_one_of_dotfiles_becomes_a_store(tmp_path: Path) -> None:
+    empty, dotted = tmp_path / "empty", tmp_path / "dotted"
+    empty.mkdir()
+    dotted.mkdir()
+    (dotted / ".gitkeep").write_text("")
+    for path in (empty, dotted):
+        with replikv.Store(path) as store:
+            store.put("t", "k", 1)
+        # Reopened among its own files (and the dotfile).
+        with replikv.Store(path) as again:
+            assert again.get("t", "k") == 1
 
 
 def open_and_forget(store: replikv.Store) -> None:

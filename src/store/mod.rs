@@ -50,7 +50,7 @@ pub use epochs::{fork_lsn, EpochHistory};
 pub use install::{Installer, SnapshotView};
 use maintenance::Maintenance;
 use overlay::{Found, Overlay};
-use recover::{create_dirs, Parts};
+use recover::{create_dirs, refuse_foreign, Parts};
 pub use retention::{LogHolds, RetentionPolicy};
 pub use stats::StoreStats;
 pub use stored::describe_key;
@@ -331,8 +331,9 @@ impl Store {
     /// recovers it: the log is replayed into the tables after their last checkpoint.
     ///
     /// # Errors
-    /// I/O failures (missing parent, permissions), [`StoreError::Locked`] if another handle
-    /// owns the directory, corruption of the log or of the redb file.
+    /// I/O failures (missing parent, permissions), [`StoreError::NotAStore`] for a
+    /// directory of other files, [`StoreError::Locked`] if another handle owns the
+    /// directory, corruption of the log or of the redb file.
     pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self> {
         Self::register_exclusive(Self::open_unregistered(path.as_ref(), options))
     }
@@ -359,6 +360,7 @@ impl Store {
     ) -> Result<Self> {
         options.validate()?;
         let path = path.to_path_buf();
+        refuse_foreign(&path)?;
         create_dirs(&path).map_err(dir_io("cannot create store directory", &path))?;
         let lock = DirLock::acquire(&path)?;
         let log_fs = log_fs(&path)?;

@@ -1,6 +1,7 @@
 //! Opening a store's files after any crash: the tables, the log, and the replay of the log
 //! after the tables' last checkpoint.
 
+use std::io::ErrorKind;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -109,6 +110,48 @@ fn apply_entries(tables: &Tables, entries: &[Entry], durable: bool) -> Result<()
         return Ok(());
     }
     tables.apply(entries.iter().map(|e| (e.lsn, e.ops.as_slice())), durable)
+}
+
+/// What a store's directory holds (a replica's install stages under `incoming`, and moves
+/// the old state to `replaced`): a directory with any of them is a store.
+const STORE_ENTRIES: [&str; 5] = ["LOCK", "log", "tables.redb", "incoming", "replaced"];
+
+/// Refuses to make a store of an existing directory that holds other files and none of a
+/// store's (a home or project directory given by mistake): the store's files would be
+/// mixed with the user's. Dotfiles (`.DS_Store`, `.gitkeep`) do not count.
+pub(super) fn refuse_foreign(path: &Path) -> Result<()> {
+    let listing_failed = |source| StoreError::Io {
+        context: "cannot list store directory",
+        path: path.to_path_buf(),
+        source,
+    };
+    let entries = match std::fs::read_dir(path) {
+        Ok(entries) => entries,
+        // Created by the open (a path that is not a directory fails there).
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+            return Ok(())
+        }
+        Err(e) => return Err(listing_failed(e).into()),
+    };
+    let mut other = None;
+    for entry in entries {
+        let name = entry.map_err(listing_failed)?.file_name();
+        let name = name.to_string_lossy();
+        if STORE_ENTRIES.contains(&name.as_ref()) {
+            return Ok(());
+        }
+        if other.is_none() && !name.starts_with('.') {
+            other = Some(name.into_owned());
+        }
+    }
+    match other {
+        None => Ok(()),
+        Some(example) => Err(StoreError::NotAStore {
+            path: path.to_path_buf(),
+            example,
+        }
+        .into()),
+    }
 }
 
 /// Creates `path` and any missing parents, and fsyncs the directory that holds each one
