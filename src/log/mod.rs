@@ -562,6 +562,7 @@ impl Log {
                 .file
                 .sync_data()
                 .map_err(io_error(format!("fdatasync of {}", segment.name)))?;
+            self.options.unsynced.count_sync();
         } else if self.options.fsync {
             self.options.unsynced.add(&segment.file);
         }

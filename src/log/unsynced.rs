@@ -7,7 +7,7 @@
 //! checkpoint, and a log that ends before it is corruption).
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::fs::SegmentFile;
@@ -22,6 +22,9 @@ pub struct Unsynced {
     /// Set once a sync failed: the files' state is unknown, so no later sync may report
     /// them durable (a failed `fdatasync` is never retried).
     failed: AtomicBool,
+    /// `fdatasync`s of the log so far, each of which flushed the disk's write cache: the
+    /// tables' writeback reads it to know whether the disk was flushed lately.
+    syncs: AtomicU64,
 }
 
 impl std::fmt::Debug for Unsynced {
@@ -53,6 +56,16 @@ impl Unsynced {
             && self.syncing.try_lock().is_ok()
     }
 
+    /// Counts an `fdatasync` of a segment (which flushed the disk's write cache).
+    pub(super) fn count_sync(&self) {
+        self.syncs.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// How many `fdatasync`s of the log were made so far.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Acquire)
+    }
+
     /// `fdatasync`s every file listed: whatever was written to them before this call is
     /// durable once it returns. Calls may overlap; each syncs what it took.
     ///
@@ -69,6 +82,7 @@ impl Unsynced {
                 self.failed.store(true, Ordering::Release);
                 return Err(err);
             }
+            self.count_sync();
         }
         Ok(())
     }
