@@ -32,21 +32,22 @@ def test_a_directory_of_other_files_is_not_made_a_store(tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
     (project / "notes.txt").write_text("the user's own file")
-    with pytest.raises(OSError) as info:
+    with pytest.raises(FileExistsError) as info:
         replikv.Store(project)
-    assert isinstance(info.value, replikv.ReplikvError)
+    assert isinstance(info.value, replikv.NotAStoreError)
     assert info.value.errno == errno.EEXIST and info.value.filename == str(project)
     assert "not a replikv store" in str(info.value) and '"notes.txt"' in str(info.value)
     # Nothing of a store was left among the user's files.
     assert sorted(p.name for p in project.iterdir()) == ["notes.txt"]
 
 
-def test_an_empty_directory_or_one_of_dotfiles_becomes_a_store(tmp_path: Path) -> None:
-    empty, dotted = tmp_path / "empty", tmp_path / "dotted"
+def test_an_empty_directory_or_a_volumes_root_becomes_a_store(tmp_path: Path) -> None:
+    empty, volume = tmp_path / "empty", tmp_path / "volume"
     empty.mkdir()
-    dotted.mkdir()
-    (dotted / ".gitkeep").write_text("")
-    for path in (empty, dotted):
+    volume.mkdir()
+    (volume / ".gitkeep").write_text("")
+    (volume / "lost+found").mkdir()
+    for path in (empty, volume):
         with replikv.Store(path) as store:
             store.put("t", "k", 1)
         # Reopened among its own files (and the dotfile).

@@ -342,8 +342,9 @@ class Store:
 
     The directory (and its parents) is created if missing. An existing directory that
     holds other files and none of a store's (a project folder given by mistake) raises
-    ``ReplikvOSError`` with ``errno.EEXIST`` naming one of them, and nothing is written
-    there; an empty one (or one of dotfiles only) becomes a store.
+    ``NotAStoreError`` (a ``FileExistsError``) naming one of them, and nothing is written
+    there; an empty one (or one of dotfiles and a volume's ``lost+found`` only) becomes a
+    store.
 
     Args:
         segment_bytes: the largest log segment. Segments start at 1 MiB and double up to

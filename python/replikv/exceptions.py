@@ -16,6 +16,7 @@ __all__ = [
     "FencedError",
     "InheritedHandleError",
     "LogTruncated",
+    "NotAStoreError",
     "ProtocolError",
     "ReadOnlyError",
     "ReplicationError",
@@ -78,6 +79,12 @@ class ReplikvOSError(ReplikvError, OSError):
 
 class StoreNotFoundError(ReplikvOSError, FileNotFoundError):
     """A path (or its parent directory) does not exist."""
+
+
+class NotAStoreError(ReplikvOSError, FileExistsError):
+    """``Store(path)`` on an existing directory that holds other files and none of a
+    store's (a project folder given by mistake): nothing was written there. ``filename`` is
+    the directory; the message names one of its files."""
 
 
 class StorePermissionError(ReplikvOSError, PermissionError):

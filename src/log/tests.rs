@@ -160,6 +160,35 @@ fn damage_followed_by_valid_records_is_corruption() {
     assert!(is_corrupt(&open(&fs, 1 << 20, 0)));
 }
 
+/// The tables' writeback reads the count to know whether the disk's cache was flushed
+/// lately: every fdatasync of a segment counts, and nothing else does.
+#[test]
+fn every_fdatasync_of_a_segment_is_counted_where_the_tables_see_it() {
+    let fs = MemFs::default();
+    let options = options(1 << 20);
+    let unsynced = std::sync::Arc::clone(&options.unsynced);
+    let entries = written(6, 3);
+    let (log, _) = open_with(&fs, options, 0).unwrap();
+    let before = unsynced.syncs();
+    append_all(&log, &entries[..1]);
+    append_all(&log, &entries[1..2]);
+    assert_eq!(unsynced.syncs(), before + 2, "one per synced append");
+    log.append_unsynced(&frame(&entries[2..4]), 4).unwrap();
+    assert_eq!(
+        unsynced.syncs(),
+        before + 2,
+        "an unsynced append flushes nothing"
+    );
+    log.sync().unwrap();
+    assert_eq!(
+        unsynced.syncs(),
+        before + 3,
+        "the sync of the unsynced segment"
+    );
+    log.sync().unwrap();
+    assert_eq!(unsynced.syncs(), before + 3, "nothing was left to sync");
+}
+
 /// A follower's log, written without a sync per batch, may lose an earlier page and keep
 /// a later one: recovery cuts it at the hole, and the log continues from there.
 #[test]

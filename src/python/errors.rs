@@ -96,10 +96,11 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
         Error::Store(
             StoreError::Io { path, source, .. } | StoreError::Failed { path, source, .. },
         ) => os_error(py, &source, message, Some(path.display().to_string())),
-        Error::Store(StoreError::NotAStore { path, .. }) => {
-            let exists = io::Error::from_raw_os_error(libc::EEXIST);
-            os_error(py, &exists, message, Some(path.display().to_string()))
-        }
+        Error::Store(StoreError::NotAStore { path, .. }) => raise(
+            py,
+            "NotAStoreError",
+            (libc::EEXIST, message, path.display().to_string()),
+        ),
         Error::Log(LogError::Io { source, .. })
         | Error::Store(StoreError::Engine(redb::Error::Io(source))) => {
             os_error(py, &source, message, None)

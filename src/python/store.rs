@@ -33,6 +33,12 @@ pub(crate) const PROGRESS_EVERY: usize = 8192;
 
 /// A replikv store: a directory with a durable change log and redb tables.
 ///
+/// The directory (and its parents) is created if missing. An existing directory that
+/// holds other files and none of a store's (a project folder given by mistake) raises
+/// ``NotAStoreError`` (a ``FileExistsError``) naming one of them, and nothing is written
+/// there; an empty one (or one of dotfiles and a volume's ``lost+found`` only) becomes a
+/// store.
+///
 /// Args:
 ///     segment_bytes: the largest log segment. Segments start at 1 MiB and double up to
 ///         it (and to a quarter of ``retain_bytes``), so an empty store is small on disk.

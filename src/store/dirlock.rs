@@ -7,6 +7,9 @@ use std::path::Path;
 
 use crate::error::{Result, StoreError};
 
+/// The file in a store's directory that holds the lock.
+pub(super) const LOCK_FILE: &str = "LOCK";
+
 /// Held for as long as the store is open; dropping it releases the lock.
 #[derive(Debug)]
 pub(crate) struct DirLock {
@@ -16,7 +19,7 @@ pub(crate) struct DirLock {
 impl DirLock {
     #[allow(unsafe_code)]
     pub(crate) fn acquire(dir: &Path) -> Result<Self> {
-        let path = dir.join("LOCK");
+        let path = dir.join(LOCK_FILE);
         let io = |source| StoreError::Io {
             context: "cannot lock",
             path: path.clone(),

@@ -28,8 +28,10 @@
 //! (any `fdatasync`) waits for all of it. While writers put, their log syncs flush it every
 //! fraction of a millisecond, a chunk or two at a time. While none does (a notebook between
 //! cells, a script freeing what it loaded), the writeback piles megabytes up, and the first
-//! put after that paid for them: 10 to 50 ms after a 1M-row load. So a writeback that saw
-//! no log sync for [`FLUSH_DEBT_BYTES`] flushes the cache itself ([`FlushDebt`]).
+//! put after that paid for them: 10 to 50 ms after a 1M-row load. So a paced writeback
+//! that saw no log sync for [`FLUSH_DEBT_BYTES`] flushes the cache itself ([`FlushDebt`]),
+//! with an `fdatasync` of the store's `LOCK` file: a regular file with nothing to write,
+//! whose sync is a cache flush on ext4 and XFS alike (a directory's is not, on XFS).
 //!
 //! Durability does not depend on any of this: the fsync that follows is the one redb
 //! issues, and it still covers every page. Writing back early only leaves it less to do.
@@ -49,6 +51,7 @@ use std::time::Instant;
 use redb::backends::FileBackend;
 use redb::{BackendError, StorageBackend};
 
+use super::dirlock::LOCK_FILE;
 use super::pace::Pace;
 use crate::log::Unsynced;
 
@@ -106,9 +109,9 @@ pub(super) struct PacedFile {
     pace: Arc<Pace>,
     /// The file grew since the last sync.
     resized: AtomicBool,
-    /// The directory holding the file: an `fdatasync` of it flushes the disk's write cache
-    /// and nothing else (it has nothing dirty).
-    directory: File,
+    /// The store's `LOCK` file beside it, whose `fdatasync` flushes the disk's write
+    /// cache and writes nothing else; none where there is no store (an install's staging).
+    flusher: Option<File>,
 }
 
 impl PacedFile {
@@ -122,10 +125,7 @@ impl PacedFile {
             .truncate(false)
             .open(path)?;
         let second = file.try_clone()?;
-        let directory = File::open(match path.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent,
-            _ => Path::new("."),
-        })?;
+        let flusher = File::open(path.with_file_name(LOCK_FILE)).ok();
         let inner = FileBackend::new(file).map_err(io::Error::other)?;
         Ok(Self {
             inner,
@@ -134,8 +134,17 @@ impl PacedFile {
             log,
             pace,
             resized: AtomicBool::new(false),
-            directory,
+            flusher,
         })
+    }
+
+    /// Flushes the disk's write cache. A failure is the writeback's: what it wrote may
+    /// have been lost from the cache, and the tables' own fsync would not know.
+    fn flush_cache(&self) -> io::Result<()> {
+        match self.flusher.as_ref().map(File::sync_data) {
+            Some(Err(err)) if !is_unsupported(&err) => Err(err),
+            _ => Ok(()),
+        }
     }
 
     /// Writes back the chunks written since the last sync, one at a time, on schedule if
@@ -155,10 +164,8 @@ impl PacedFile {
                 Err(err) if is_unsupported(&err) => return Ok(()),
                 Err(err) => return Err(err),
             }
-            if debt.wrote(CHUNK_BYTES, self.log.syncs()) {
-                // Only an early flush: the file's own fsync that follows decides and
-                // reports durability (a directory's error is not the file's).
-                let _ = self.directory.sync_data();
+            if paced && debt.wrote(CHUNK_BYTES, self.log.syncs()) {
+                self.flush_cache()?;
             }
             // After the last chunk nothing is left to spread: the fsync follows at once.
             if paced && index + 1 < chunks_len {

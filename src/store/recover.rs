@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::checkpoint::{CheckpointPolicy, Checkpointer, CHECKPOINT_BYTES};
+use super::dirlock::LOCK_FILE;
 use super::epochs::EpochHistory;
 use super::overlay::Overlay;
 use super::tables::Tables;
@@ -113,12 +114,23 @@ fn apply_entries(tables: &Tables, entries: &[Entry], durable: bool) -> Result<()
 }
 
 /// What a store's directory holds (a replica's install stages under `incoming`, and moves
-/// the old state to `replaced`): a directory with any of them is a store.
-const STORE_ENTRIES: [&str; 5] = ["LOCK", "log", "tables.redb", "incoming", "replaced"];
+/// the old state to `replaced`; a primary keeps its slots, a replica its primary's
+/// members, a fork its report): a directory with any of them is a store.
+const STORE_ENTRIES: [&str; 8] = [
+    LOCK_FILE,
+    "log",
+    "tables.redb",
+    "incoming",
+    "replaced",
+    "replication-slots",
+    "members",
+    "diverged",
+];
 
 /// Refuses to make a store of an existing directory that holds other files and none of a
 /// store's (a home or project directory given by mistake): the store's files would be
-/// mixed with the user's. Dotfiles (`.DS_Store`, `.gitkeep`) do not count.
+/// mixed with the user's. Dotfiles (`.DS_Store`, `.gitkeep`) and the `lost+found` of a
+/// volume's root (a store on a volume of its own) do not count.
 pub(super) fn refuse_foreign(path: &Path) -> Result<()> {
     let listing_failed = |source| StoreError::Io {
         context: "cannot list store directory",
@@ -140,7 +152,7 @@ pub(super) fn refuse_foreign(path: &Path) -> Result<()> {
         if STORE_ENTRIES.contains(&name.as_ref()) {
             return Ok(());
         }
-        if other.is_none() && !name.starts_with('.') {
+        if other.is_none() && !name.starts_with('.') && name != "lost+found" {
             other = Some(name.into_owned());
         }
     }
