@@ -243,6 +243,10 @@ fn run(shared: &Arc<Shared>, tables: &Tables, overlay: &Overlay) {
         if due {
             tracing::debug!(elapsed = ?started.elapsed(), "checkpoint");
         }
+        if durable && result.is_ok() {
+            // What the move freed (the overlay, evicted pages) leaves the process.
+            super::trim::release_free_memory();
+        }
         plan = shared.lock();
         if let Err(err) = result {
             tracing::error!(error = %err, "checkpoint failed; the store closes itself");

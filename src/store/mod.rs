@@ -30,6 +30,7 @@ mod streamed;
 mod sum_history;
 mod tables;
 mod transaction;
+mod trim;
 mod watch;
 
 use std::collections::BTreeMap;
