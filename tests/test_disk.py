@@ -229,6 +229,25 @@ def test_compact_reclaims_space_after_deletes_and_a_reader_keeps_reading(
     assert store.scrub().ok
 
 
+def test_compact_removes_the_log_segments_it_drops_before_it_returns(
+    open_store: Callable[..., replikv.Store],
+) -> None:
+    # Retention cuts a dropped segment down a step at a time in the background (a
+    # writer's fdatasync must not wait behind the removal of a large file); a compaction's
+    # caller waits for the space, so the files are gone when it returns.
+    store = open_store(retain_bytes=8 * MiB, retain_seconds=None)
+    for i in range(24):
+        store.put("blobs", i, b"x" * MiB)
+    store.compact()
+    log = Path(store.path) / "log"
+    names = sorted(p.name for p in log.iterdir())
+    assert not [n for n in names if n.endswith(".dropped")], names
+    on_disk = sum(p.stat().st_blocks * 512 for p in log.iterdir())
+    assert store.stats().log_bytes == on_disk
+    assert on_disk <= 8 * MiB + 4 * MiB, f"{on_disk / MiB:.1f} MiB of log"
+    assert store.get("blobs", 23) == b"x" * MiB
+
+
 def test_compact_of_a_store_with_nothing_to_reclaim_returns_zero_or_more(
     open_store: Callable[..., replikv.Store],
 ) -> None:

@@ -638,9 +638,11 @@ class Store:
         LSN and its commit time, and the last LSN.
         """
     def compact(self) -> int:
-        """Checkpoints, drops the log the retention policy lets go, then gives the free
-        pages of the tables file back to the file system (after deletes and updates);
-        returns the bytes reclaimed from the tables file.
+        """Checkpoints, drops the log the retention policy lets go (and removes the
+        dropped segments before it returns, where they are otherwise cut down gently in
+        the background), then gives the free pages of the tables file back to the file
+        system (after deletes and updates); returns the bytes reclaimed from the tables
+        file.
 
         Writers wait for the whole compaction; readers wait only while it runs and never
         get an error or a partial state.

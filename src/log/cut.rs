@@ -95,6 +95,19 @@ impl Cutter {
     /// Removes what is left at once and waits for the thread: the log is going.
     pub(super) fn finish(&self) {
         self.queue().hurry = true;
+        self.join();
+    }
+
+    /// Removes what is queued at once and waits until it is gone; the log goes on, and
+    /// what is dropped afterwards is cut gently again. For a caller that waits for the
+    /// space anyway (a compaction).
+    pub(super) fn rush(&self) {
+        self.queue().hurry = true;
+        self.join();
+        self.queue().hurry = false;
+    }
+
+    fn join(&self) {
         let threads =
             std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
         for thread in threads {

@@ -852,6 +852,12 @@ impl Log {
         Ok(count)
     }
 
+    /// Removes at once the dropped segments still being cut down and returns once they are
+    /// gone (a compaction's caller waits for the space; later drops are cut gently again).
+    pub fn reclaim_dropped(&self) {
+        self.cutter.rush();
+    }
+
     /// Removes a dropped segment's file, or, for a large one, renames it out of the log and
     /// returns it with its new name and size, to be cut down a step at a time before it
     /// goes ([`Cutter`], on a thread of its own: nobody waits for it). The blocks that one

@@ -71,6 +71,35 @@ fn a_large_dropped_segment_goes_whole_and_the_rest_still_reads() {
     assert!(!fs.names().contains(&segment_name(1)));
 }
 
+/// A compaction removes the dropped segments still being cut before it returns; the log
+/// goes on, and what it drops afterwards is cut gently again.
+#[test]
+fn reclaiming_returns_once_dropped_segments_are_gone_and_later_drops_are_cut_gently() {
+    let fs = MemFs::default();
+    let (log, _) = open_with(&fs, options(SEGMENT_BYTES), 0).unwrap();
+    for entry in big_entries(24).chunks(1) {
+        append_all(&log, entry);
+    }
+    let firsts: Vec<u64> = listed(&log).into_iter().map(|(first, _)| first).collect();
+    assert!(firsts.len() >= 4, "{firsts:?}");
+    assert_eq!(log.drop_before(firsts[2]).unwrap(), 2);
+    assert!(log.cutter.progress().0 > 0, "the cut has just begun");
+    log.reclaim_dropped();
+    assert!(dropped_files(&fs).is_empty(), "{:?}", dropped_files(&fs));
+    assert_eq!(log.cutter.progress(), (0, 0));
+    for first in &firsts[..2] {
+        assert!(!fs.names().contains(&segment_name(*first)));
+    }
+    // Not hurried any more: the next drop is cut a step at a time, in the background.
+    assert_eq!(log.drop_before(firsts[3]).unwrap(), 1);
+    let (backlog, running) = log.cutter.progress();
+    assert!(
+        backlog > 0 && running == 1,
+        "a later drop is cut down in the background ({backlog} bytes, {running} threads)"
+    );
+    assert_eq!(dropped_files(&fs).len(), 1);
+}
+
 #[test]
 fn segments_dropped_while_others_are_cut_wait_for_the_same_thread_and_all_go() {
     let fs = MemFs::default();

@@ -48,8 +48,9 @@ impl Store {
         done
     }
 
-    /// Checkpoints, applies the retention policy to the log, then gives the free pages of
-    /// the tables file back to the file system (redb's compaction). Returns what it did to
+    /// Checkpoints, applies the retention policy to the log (its dropped segments are gone
+    /// when this returns), then gives the free pages of the tables file back to the file
+    /// system (redb's compaction). Returns what it did to
     /// the tables file. Writers wait for the whole compaction; readers wait only while
     /// it runs, never get an error, and never see a partial state.
     ///
@@ -73,6 +74,12 @@ impl Store {
         if self.inner.replication.current().is_none() {
             self.retain_log(self.retention_policy(), LogHolds::default())?;
         }
+        // Dropped segments are cut down gently in the background (see `log::cut`); the
+        // caller waits for the space now, and writers wait for this call anyway.
+        self.with_open(|open| {
+            open.log.reclaim_dropped();
+            Ok(())
+        })?;
         let bytes_before = size()?;
         let give_up = Instant::now() + GIVE_UP_AFTER;
         loop {
