@@ -100,10 +100,26 @@ impl Cutter {
 
     /// Removes what is queued at once and waits until it is gone; the log goes on, and
     /// what is dropped afterwards is cut gently again. For a caller that waits for the
-    /// space anyway (a compaction).
+    /// space anyway (a compaction); the log serializes callers.
     pub(super) fn rush(&self) {
         self.queue().hurry = true;
-        self.join();
+        loop {
+            self.join();
+            let mut queue = self.queue();
+            if queue.running {
+                // Started, its handle not listed yet: wait for it to be.
+                drop(queue);
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+            if queue.segments.is_empty() {
+                break;
+            }
+            // Queued while no thread could start: cut here.
+            queue.running = true;
+            drop(queue);
+            self.run();
+        }
         self.queue().hurry = false;
     }
 

@@ -170,6 +170,9 @@ pub struct Log {
     recent: Recent,
     /// Cuts dropped segments down before they go (see [`Log::remove_segment`]).
     cutter: Arc<Cutter>,
+    /// Held from taking segments off the list until they are queued to be cut, and while
+    /// [`Log::reclaim_dropped`] waits: it never misses a drop under way.
+    dropping: Mutex<()>,
 }
 
 fn segment_name(first_lsn: u64) -> String {
@@ -256,6 +259,7 @@ impl Log {
                 next_lsn: checkpoint_lsn + 1,
             }),
             last: Mutex::new(None),
+            dropping: Mutex::new(()),
         };
         // A segment file is empty when a crash came between creating it and preallocating
         // it (or when preallocation is not supported), and holds nothing. At the log's end
@@ -819,6 +823,7 @@ impl Log {
         // the identity of its last one after a reopen. (`next_lsn` only grows: read first,
         // it keeps at least that.)
         let lsn = lsn.min(self.next_lsn().saturating_sub(1));
+        let _dropping = self.dropping.lock().unwrap_or_else(PoisonError::into_inner);
         let removed: Vec<Arc<Segment>> = {
             let mut segments = self
                 .segments
@@ -855,6 +860,7 @@ impl Log {
     /// Removes at once the dropped segments still being cut down and returns once they are
     /// gone (a compaction's caller waits for the space; later drops are cut gently again).
     pub fn reclaim_dropped(&self) {
+        let _dropping = self.dropping.lock().unwrap_or_else(PoisonError::into_inner);
         self.cutter.rush();
     }
 

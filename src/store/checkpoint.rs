@@ -243,8 +243,9 @@ fn run(shared: &Arc<Shared>, tables: &Tables, overlay: &Overlay) {
         if due {
             tracing::debug!(elapsed = ?started.elapsed(), "checkpoint");
         }
-        if durable && result.is_ok() {
-            // What the move freed (the overlay, evicted pages) leaves the process.
+        if due && result.is_ok() {
+            // What the move freed (the overlay, evicted pages) leaves the process; with
+            // `fsync=False` too, whose checkpoints only move.
             super::trim::release_free_memory();
         }
         plan = shared.lock();
