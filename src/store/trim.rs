@@ -6,10 +6,11 @@
 //! one thread and freed on another, so free space stays behind in every arena: a process
 //! that loaded 5M rows in batches held 296 MiB resident with a page cache of 128 MiB
 //! (`benches/bench_disk.py`), 185 MiB once the checkpointer called `malloc_trim` after
-//! each checkpoint. It walks every arena and gives their free pages back, on the
-//! checkpoint thread: about a millisecond each while loading in batches of 10k rows, but
-//! 10-15 ms after one `put_many` of 1M rows, during which a thread that allocates in the
-//! arena being trimmed waits.
+//! each checkpoint. It walks every arena and gives their free pages back: about a
+//! millisecond each while loading in batches of 10k rows, but 10-15 ms after one
+//! `put_many` of 1M rows, during which a thread that allocates in the arena being trimmed
+//! waits. So a load that large trims on its own thread before it returns (see
+//! `streamed`), and the checkpointer's trims find little left in the writer's arena.
 
 /// Gives the free pages of every malloc arena back to the system (glibc only; a no-op
 /// elsewhere, where the allocator returns memory its own way).
