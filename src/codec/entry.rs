@@ -34,6 +34,18 @@ pub struct Op {
     pub value: Option<Vec<u8>>,
 }
 
+impl Op {
+    /// The operation, borrowed.
+    #[must_use]
+    pub fn borrowed(&self) -> OpRef<'_> {
+        OpRef {
+            table: &self.table,
+            key: &self.key,
+            value: self.value.as_deref(),
+        }
+    }
+}
+
 /// One committed transaction as the log holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -45,99 +57,6 @@ pub struct Entry {
     pub timestamp_ms: u64,
     /// Its operations, in the order they were made.
     pub ops: Vec<Op>,
-}
-
-/// Encodes the body of an entry (everything but the LSN header).
-///
-/// Table names are at most 255 bytes (callers validate them first; longer names are cut).
-#[must_use]
-pub fn encode_ops(ops: &[Op]) -> Vec<u8> {
-    let mut body = BodyBuilder::with_capacity(ops_size(ops));
-    body.extend(ops);
-    body.finish()
-}
-
-/// Bytes the ops take in a body (kind, table length, key length and, for a put, value
-/// length, besides the bytes themselves).
-fn ops_size(ops: &[Op]) -> usize {
-    ops.iter()
-        .map(|op| 6 + op.table.len() + op.key.len() + op.value.as_ref().map_or(0, |v| 4 + v.len()))
-        .sum()
-}
-
-/// The body of one entry, built from ops given a few at a time (a bulk load encodes its
-/// rows while the tables already take the first ones).
-#[derive(Debug)]
-pub struct BodyBuilder {
-    out: Vec<u8>,
-    ops: usize,
-}
-
-impl Default for BodyBuilder {
-    fn default() -> Self {
-        Self::with_capacity(0)
-    }
-}
-
-impl BodyBuilder {
-    /// An empty body with room for `size` bytes of ops.
-    #[must_use]
-    pub fn with_capacity(size: usize) -> Self {
-        let mut out = Vec::with_capacity(4 + size);
-        // The op count, written by `finish`.
-        out.extend_from_slice(&[0; 4]);
-        Self { out, ops: 0 }
-    }
-
-    /// Appends `ops`, in order.
-    pub fn extend(&mut self, ops: &[Op]) {
-        self.out.reserve(ops_size(ops));
-        for op in ops {
-            let table = &op.table.as_bytes()[..op.table.len().min(255)];
-            self.out.push(if op.value.is_some() {
-                KIND_PUT
-            } else {
-                KIND_DELETE
-            });
-            self.out.push(table.len() as u8);
-            self.out.extend_from_slice(table);
-            self.out
-                .extend_from_slice(&len_u32(op.key.len()).to_le_bytes());
-            self.out.extend_from_slice(&op.key);
-            if let Some(value) = &op.value {
-                self.out
-                    .extend_from_slice(&len_u32(value.len()).to_le_bytes());
-                self.out.extend_from_slice(value);
-            }
-        }
-        self.ops += ops.len();
-    }
-
-    /// Bytes so far.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.out.len()
-    }
-
-    /// Bytes the body would take with `ops` added (at most: a table name past 255 bytes
-    /// is cut).
-    #[must_use]
-    pub fn len_with(&self, ops: &[Op]) -> usize {
-        self.out.len() + ops_size(ops)
-    }
-
-    /// Whether no op was added.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.ops == 0
-    }
-
-    /// The finished body.
-    #[must_use]
-    pub fn finish(mut self) -> Vec<u8> {
-        self.out[..4].copy_from_slice(&len_u32(self.ops).to_le_bytes());
-        self.out
-    }
 }
 
 fn len_u32(len: usize) -> u32 {
@@ -304,7 +223,7 @@ pub fn op_at(payload: &[u8], offset: usize) -> Result<OpRef<'_>, CodecError> {
     read_op(&mut Cursor { bytes })
 }
 
-fn read_op<'a>(cursor: &mut Cursor<'a>) -> Result<OpRef<'a>, CodecError> {
+pub(super) fn read_op<'a>(cursor: &mut Cursor<'a>) -> Result<OpRef<'a>, CodecError> {
     let kind = cursor.take(1)?[0];
     let table_len = cursor.take(1)?[0] as usize;
     let table = std::str::from_utf8(cursor.take(table_len)?)
@@ -320,6 +239,27 @@ fn read_op<'a>(cursor: &mut Cursor<'a>) -> Result<OpRef<'a>, CodecError> {
         _ => return Err(malformed("unknown op kind")),
     };
     Ok(OpRef { table, key, value })
+}
+
+/// Appends `op` as a body holds it (see the module docs). Its table name is at most 255
+/// bytes and its key and value below 4 GiB: callers check them against the store's limits
+/// first.
+pub(super) fn write_op(out: &mut Vec<u8>, op: OpRef<'_>) {
+    let table = &op.table.as_bytes()[..op.table.len().min(255)];
+    let (kind, value_len) = match op.value {
+        Some(value) => (KIND_PUT, 4 + value.len()),
+        None => (KIND_DELETE, 0),
+    };
+    out.reserve(6 + table.len() + op.key.len() + value_len);
+    out.push(kind);
+    out.push(table.len() as u8);
+    out.extend_from_slice(table);
+    out.extend_from_slice(&len_u32(op.key.len()).to_le_bytes());
+    out.extend_from_slice(op.key);
+    if let Some(value) = op.value {
+        out.extend_from_slice(&len_u32(value.len()).to_le_bytes());
+        out.extend_from_slice(value);
+    }
 }
 
 /// Decodes a record payload (its CRC already checked) into an [`Entry`].
@@ -353,8 +293,8 @@ fn malformed(reason: &str) -> CodecError {
     }
 }
 
-struct Cursor<'a> {
-    bytes: &'a [u8],
+pub(super) struct Cursor<'a> {
+    pub(super) bytes: &'a [u8],
 }
 
 impl<'a> Cursor<'a> {
@@ -383,6 +323,7 @@ impl<'a> Cursor<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::encode_ops;
     use proptest::prelude::*;
 
     fn op_strategy() -> impl Strategy<Value = Op> {
@@ -432,28 +373,6 @@ mod tests {
             }
             reader.finish().unwrap();
             prop_assert_eq!(read, ops);
-        }
-
-        /// A body built a few ops at a time (a streamed bulk load) is the body of all of
-        /// them at once, wherever the chunks are cut.
-        #[test]
-        fn fuzz_a_body_built_in_chunks_equals_the_whole(
-            ops in proptest::collection::vec(op_strategy(), 0..12),
-            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..4),
-        ) {
-            let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(ops.len() + 1)).collect();
-            cuts.push(ops.len());
-            cuts.sort_unstable();
-            let mut body = BodyBuilder::default();
-            let mut from = 0;
-            for to in cuts {
-                let predicted = body.len_with(&ops[from..to]);
-                body.extend(&ops[from..to]);
-                prop_assert_eq!(body.len(), predicted);
-                from = to;
-            }
-            prop_assert_eq!(body.is_empty(), ops.is_empty());
-            prop_assert_eq!(body.finish(), encode_ops(&ops));
         }
 
         #[test]

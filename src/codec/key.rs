@@ -22,24 +22,31 @@ pub enum KeyRef<'a> {
 /// Encodes a key into its ordered, type-tagged byte form.
 #[must_use]
 pub fn encode_key(key: KeyRef<'_>) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_key_into(&mut out, key);
+    out
+}
+
+/// Encodes a key as [`encode_key`] does, into `out` (cleared first): a bulk load reuses
+/// one buffer for every row.
+pub fn encode_key_into(out: &mut Vec<u8>, key: KeyRef<'_>) {
+    out.clear();
     match key {
         KeyRef::Int(i) => {
-            let mut out = Vec::with_capacity(9);
+            out.reserve(9);
             out.push(TAG_INT);
             // Flipping the sign bit makes big-endian two's complement sort numerically.
             out.extend_from_slice(&((i as u64) ^ INT_SIGN_FLIP).to_be_bytes());
-            out
         }
-        KeyRef::Str(s) => tagged(TAG_STR, s.as_bytes()),
-        KeyRef::Bytes(b) => tagged(TAG_BYTES, b),
+        KeyRef::Str(s) => tagged(out, TAG_STR, s.as_bytes()),
+        KeyRef::Bytes(b) => tagged(out, TAG_BYTES, b),
     }
 }
 
-fn tagged(tag: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + payload.len());
+fn tagged(out: &mut Vec<u8>, tag: u8, payload: &[u8]) {
+    out.reserve(1 + payload.len());
     out.push(tag);
     out.extend_from_slice(payload);
-    out
 }
 
 /// Decodes an encoded key.

@@ -5,13 +5,15 @@
 mod entry;
 mod key;
 pub mod msgpack;
+mod ops;
 mod timestamp;
 
 pub use entry::{
-    decode_entry, encode_ops, frame_payload, frame_record, op_at, payload_epoch, payload_lsn,
-    payload_ops, payload_timestamp, record_crc, BodyBuilder, Entry, Op, OpRef, PayloadOps,
-    MAX_RECORD_BYTES, RECORD_HEADER_LEN,
+    decode_entry, frame_payload, frame_record, op_at, payload_epoch, payload_lsn, payload_ops,
+    payload_timestamp, record_crc, Entry, Op, OpRef, PayloadOps, MAX_RECORD_BYTES,
+    RECORD_HEADER_LEN,
 };
-pub use key::{decode_key, encode_key, KeyRef};
+pub use key::{decode_key, encode_key, encode_key_into, KeyRef};
 pub use msgpack::{Reader, Token, DATE_EXT, TIMESTAMP_EXT};
+pub use ops::{count_bytes, encode_ops, EncodedOps};
 pub use timestamp::{decode_date, decode_timestamp, encode_date, encode_timestamp};

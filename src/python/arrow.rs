@@ -451,7 +451,7 @@ pub(crate) fn put(
     // Data with a row count is in memory, quick to convert: it streams. A reader of
     // unknown length may wait on its source, which must not hold other writers meanwhile.
     let streams = row_count(data).is_some();
-    let mut sink = OpSink::new(store, load.durability, streams, None);
+    let mut sink = OpSink::new(store, load.durability, streams);
     let mut receipt = None;
     let mut written = 0usize;
     let mut offset = 0usize;
@@ -473,7 +473,7 @@ pub(crate) fn put(
             offset,
         )?;
         for row in 0..batch.num_rows() {
-            sink.push(py, rows.op(row)?)?;
+            sink.push(py, rows.op(row)?.borrowed())?;
             if sink.len().is_multiple_of(PROGRESS_EVERY) {
                 if let Some(callback) = progress.callback() {
                     callback.call1((written + sink.len(),))?;
@@ -481,10 +481,8 @@ pub(crate) fn put(
             }
             if load.batch_rows.is_some_and(|n| sink.len() >= n) {
                 written += sink.len();
-                let full = std::mem::replace(
-                    &mut sink,
-                    OpSink::new(store, load.durability, streams, None),
-                );
+                let full =
+                    std::mem::replace(&mut sink, OpSink::new(store, load.durability, streams));
                 receipt = Some(full.commit(py)?);
                 if let Some(callback) = progress.callback() {
                     callback.call1((written,))?;

@@ -8,8 +8,8 @@ use pyo3::types::PyTuple;
 use super::errors::{run, run_detached};
 use super::store::{await_receipt, committed_anyway, wait_for_writer, PROGRESS_EVERY};
 use super::types::PyReceipt;
-use super::value::{encode_py_key, encode_py_value_with, EncodeOptions, Location};
-use crate::codec::Op;
+use super::value::{encode_py_value_with, with_py_key, EncodeOptions, Location};
+use crate::codec::{encode_key_into, EncodedOps, Op, OpRef};
 use crate::store::{Durability, Store, StreamedCommit};
 
 /// How many rows `put_many` encodes between two checks for Ctrl-C (a few milliseconds).
@@ -17,29 +17,43 @@ const SIGNAL_EVERY: usize = 1024;
 /// Rows per chunk handed to a streaming load; fewer rows in all commit as one plain batch.
 const STREAM_CHUNK: usize = 4096;
 
-/// The op that puts `value` under `key`; `scratch` is where the value is encoded (one buffer
-/// serves a whole `put_many`, and each value is copied out at its exact size).
-///
-/// `row`, the row's index among many (`put_many`), names a refused key: the key itself
-/// cannot name it.
+/// The op that puts `value` under `key` (see [`encode_put`]).
 pub(crate) fn put_op(
     table: &str,
     key: &Bound<'_, PyAny>,
     value: &Bound<'_, PyAny>,
-    scratch: &mut Vec<u8>,
-    row: Option<usize>,
 ) -> PyResult<Op> {
-    let encoded_key = encode_py_key(key).map_err(|err| match row {
+    let mut buffers = RowBuffers::default();
+    Ok(encode_put(table, key, value, &mut buffers, None)?.to_op())
+}
+
+/// Where one row's key and value are encoded: a bulk load reuses them for every row.
+#[derive(Default)]
+pub(crate) struct RowBuffers {
+    key: Vec<u8>,
+    value: Vec<u8>,
+}
+
+/// The op that puts `value` under `key`, encoded in `buffers`. `row`, the row's index
+/// among many (`put_many`), names a refused key: the key itself cannot name it.
+pub(crate) fn encode_put<'b>(
+    table: &'b str,
+    key: &Bound<'_, PyAny>,
+    value: &Bound<'_, PyAny>,
+    buffers: &'b mut RowBuffers,
+    row: Option<usize>,
+) -> PyResult<OpRef<'b>> {
+    with_py_key(key, |k| encode_key_into(&mut buffers.key, k)).map_err(|err| match row {
         Some(row) => at_row(key.py(), &err, table, row),
         None => err,
     })?;
-    scratch.clear();
+    buffers.value.clear();
     let at = Location::Row { table, key };
-    encode_py_value_with(value, EncodeOptions::default(), scratch, &at)?;
-    Ok(Op {
-        table: table.to_owned(),
-        key: encoded_key,
-        value: Some(scratch.as_slice().to_vec()),
+    encode_py_value_with(value, EncodeOptions::default(), &mut buffers.value, &at)?;
+    Ok(OpRef {
+        table,
+        key: &buffers.key,
+        value: Some(&buffers.value),
     })
 }
 
@@ -53,26 +67,18 @@ pub(crate) struct OpSink<'a> {
     store: &'a Store,
     durability: Option<Durability>,
     streams: bool,
-    chunk: Vec<Op>,
+    chunk: EncodedOps,
     load: Option<StreamedCommit>,
     count: usize,
 }
 
 impl<'a> OpSink<'a> {
-    /// `expected` rows, if known, only size the first chunk.
-    pub(crate) fn new(
-        store: &'a Store,
-        durability: Option<Durability>,
-        streams: bool,
-        expected: Option<usize>,
-    ) -> Self {
-        let first = if streams { STREAM_CHUNK } else { usize::MAX };
+    pub(crate) fn new(store: &'a Store, durability: Option<Durability>, streams: bool) -> Self {
         Self {
             store,
             durability,
             streams,
-            // A length is only a hint: never let it size an allocation beyond reason.
-            chunk: Vec::with_capacity(expected.unwrap_or(0).min(first).min(1 << 16)),
+            chunk: EncodedOps::default(),
             load: None,
             count: 0,
         }
@@ -83,14 +89,16 @@ impl<'a> OpSink<'a> {
         self.count
     }
 
-    /// Adds `op`; a full chunk goes to the tables (the first one waits for the writer lock).
-    pub(crate) fn push(&mut self, py: Python<'_>, op: Op) -> PyResult<()> {
+    /// Adds `op` (its name and sizes checked first); a full chunk goes to the tables (the
+    /// first one waits for the writer lock).
+    pub(crate) fn push(&mut self, py: Python<'_>, op: OpRef<'_>) -> PyResult<()> {
+        run(py, || self.store.check_ops([op]))?;
         self.chunk.push(op);
         self.count += 1;
         if !self.streams || self.chunk.len() < STREAM_CHUNK {
             return Ok(());
         }
-        let ops = std::mem::replace(&mut self.chunk, Vec::with_capacity(STREAM_CHUNK));
+        let ops = std::mem::take(&mut self.chunk);
         if let Some(load) = &mut self.load {
             return run(py, || load.push(ops));
         }
@@ -106,7 +114,7 @@ impl<'a> OpSink<'a> {
             None => {
                 wait_for_writer(py, self.store)?;
                 let (store, chunk, durability) = (self.store, self.chunk, self.durability);
-                run_detached(py, || store.commit_pending(chunk, durability))?
+                run_detached(py, || store.commit_pending(chunk.to_ops(), durability))?
             }
             Some(mut load) => {
                 if !self.chunk.is_empty() {
@@ -138,8 +146,8 @@ pub(crate) fn put_rows(
     // A lower bound of the entry's size: stop as soon as it is certainly too large, not
     // after every row is in memory.
     let mut bytes = 0usize;
-    let mut scratch = Vec::new();
-    let mut sink = OpSink::new(store, durability, total.is_some(), total);
+    let mut buffers = RowBuffers::default();
+    let mut sink = OpSink::new(store, durability, total.is_some());
     for row in rows.try_iter()? {
         let row = row?;
         let index = sink.len();
@@ -157,8 +165,8 @@ pub(crate) fn put_rows(
                 at_row(py, &not, table, index)
             })?;
         let (key, value) = (pair.get_item(0)?, pair.get_item(1)?);
-        let op = put_op(table, &key, &value, &mut scratch, Some(index))?;
-        bytes += op.table.len() + op.key.len() + op.value.as_ref().map_or(0, Vec::len);
+        let op = encode_put(table, &key, &value, &mut buffers, Some(index))?;
+        bytes += op.table.len() + op.key.len() + op.value.map_or(0, <[u8]>::len);
         let count = sink.len() + 1;
         if bytes > limit {
             let message = format!(

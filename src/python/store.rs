@@ -223,7 +223,7 @@ impl PyStore {
         durability: Option<&str>,
     ) -> PyResult<PyReceipt> {
         let durability = durability_arg(durability)?;
-        let op = put_op(table, key, value, &mut Vec::new(), None)?;
+        let op = put_op(table, key, value)?;
         commit_ops(py, &self.store, vec![op], durability)
     }
 

@@ -6,7 +6,7 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::stored::seal_into;
 use super::tables::{data_table, row_hash, stored_row_hash, TableSum, META, STATS};
-use crate::codec::Op;
+use crate::codec::{Op, OpRef};
 use crate::error::Result;
 
 /// One table opened in the transaction, with its sums so far.
@@ -56,31 +56,31 @@ impl<'t> Applier<'t> {
 
     /// Applies the ops of the entry at `lsn`, in order.
     pub(super) fn entry(&mut self, lsn: u64, ops: &[Op]) -> Result<()> {
-        self.ops(ops)?;
+        self.ops(ops.iter().map(Op::borrowed))?;
         self.last_lsn = Some(lsn);
         Ok(())
     }
 
     /// Applies `ops`, in order (part of an entry whose LSN comes later).
-    pub(super) fn ops(&mut self, ops: &[Op]) -> Result<()> {
+    pub(super) fn ops<'o>(&mut self, ops: impl IntoIterator<Item = OpRef<'o>>) -> Result<()> {
         let mut sealed = std::mem::take(&mut self.sealed);
         for op in ops {
-            let open = self.table(&op.table)?;
-            let old = match &op.value {
+            let open = self.table(op.table)?;
+            let old = match op.value {
                 Some(value) => {
                     open.sum.rows += 1;
-                    open.sum.checksum = open.sum.checksum.wrapping_add(row_hash(&op.key, value));
-                    seal_into(&mut sealed, &op.table, &op.key, value);
-                    open.table.insert(op.key.as_slice(), sealed.as_slice())?
+                    open.sum.checksum = open.sum.checksum.wrapping_add(row_hash(op.key, value));
+                    seal_into(&mut sealed, op.table, op.key, value);
+                    open.table.insert(op.key, sealed.as_slice())?
                 }
-                None => open.table.remove(op.key.as_slice())?,
+                None => open.table.remove(op.key)?,
             };
             if let Some(old) = old {
                 open.sum.rows -= 1;
                 open.sum.checksum = open
                     .sum
                     .checksum
-                    .wrapping_sub(stored_row_hash(&op.key, old.value()));
+                    .wrapping_sub(stored_row_hash(op.key, old.value()));
             }
         }
         self.sealed = sealed;

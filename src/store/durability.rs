@@ -246,11 +246,11 @@ impl Store {
         })
     }
 
-    /// The durability a commit of `ops` gets, and the replication a sync one waits
-    /// through: `requested`, or else the strongest default of the tables written.
-    pub(super) fn resolve_durability(
+    /// The durability a commit writing `tables` gets, and the replication a sync one waits
+    /// through: `requested`, or else the strongest default of those tables.
+    pub(super) fn resolve_durability<'t>(
         &self,
-        ops: &[crate::codec::Op],
+        tables: impl IntoIterator<Item = &'t str>,
         requested: Option<Durability>,
     ) -> Result<(Durability, Option<Arc<dyn SyncReplication>>)> {
         let Some(replication) = self.inner.replication.current() else {
@@ -266,9 +266,9 @@ impl Store {
         // Served by a primary, every write ships: one asked for as local is async.
         let sync = match requested {
             Some(requested) => requested == Durability::Sync,
-            None => ops
-                .iter()
-                .any(|op| replication.default_for(&op.table) == Durability::Sync),
+            None => tables
+                .into_iter()
+                .any(|table| replication.default_for(table) == Durability::Sync),
         };
         let durability = if sync {
             Durability::Sync

@@ -61,7 +61,7 @@ use tables::{Snapshot, Tables};
 pub use transaction::Transaction;
 pub use watch::WriteWatcher;
 
-use crate::codec::{encode_ops, Op, MAX_RECORD_BYTES};
+use crate::codec::{encode_ops, Op, OpRef, MAX_RECORD_BYTES};
 use crate::error::{ReadOnlyReason, ReplicationError, Result, StoreError};
 use crate::fork::Owner;
 use crate::log::{DirFs, Log, LogFs, LogOptions};
@@ -516,7 +516,7 @@ impl Store {
 
     /// Checks sizes and names, and encodes the body of an entry.
     fn encode(&self, ops: &[Op]) -> Result<(Vec<u8>, u32)> {
-        self.check_ops(ops)?;
+        self.check_ops(ops.iter().map(Op::borrowed))?;
         let body = encode_ops(ops);
         self.check_body(body.len())?;
         let crc = crc32c::crc32c(&body);
@@ -524,12 +524,12 @@ impl Store {
     }
 
     /// Checks the table names and the sizes of keys and values.
-    fn check_ops(&self, ops: &[Op]) -> Result<()> {
+    pub(crate) fn check_ops<'o>(&self, ops: impl IntoIterator<Item = OpRef<'o>>) -> Result<()> {
         let options = &self.inner.options;
         for op in ops {
-            validate_table_name(&op.table)?;
+            validate_table_name(op.table)?;
             check_size("key", op.key.len(), options.max_key_bytes)?;
-            if let Some(value) = &op.value {
+            if let Some(value) = op.value {
                 check_size("value", value.len(), options.max_value_bytes)?;
             }
         }
@@ -585,7 +585,9 @@ impl Store {
         let checked = self
             .check_usable()
             .and_then(|()| self.check_writable())
-            .and_then(|()| self.resolve_durability(&ops, durability))
+            .and_then(|()| {
+                self.resolve_durability(ops.iter().map(|op| op.table.as_str()), durability)
+            })
             .and_then(|resolved| Ok((resolved, self.encode(&ops)?)));
         let ((durability, replication), (body, crc)) = match checked {
             Ok(checked) => checked,

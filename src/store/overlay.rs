@@ -293,12 +293,11 @@ impl Overlay {
         &self,
         tables: &Tables,
         chunks: &std::sync::mpsc::Receiver<Streamed>,
-        done: &std::sync::mpsc::Sender<Vec<Op>>,
         abort: &std::sync::atomic::AtomicBool,
     ) -> Result<Option<u64>> {
         let _mover = self.mover(tables);
         self.move_locked(tables, false)?;
-        let applied = tables.apply_streamed(chunks, done, abort)?;
+        let applied = tables.apply_streamed(chunks, abort)?;
         if applied.is_some() {
             self.took_bulk(tables)?;
         }

@@ -20,7 +20,7 @@ use super::commit::{Batch, Flushed, Pending, WriterLock};
 use super::durability::{self, Committed, Durability, SyncReplication};
 use super::tables::Streamed;
 use super::Store;
-use crate::codec::{BodyBuilder, Op};
+use crate::codec::EncodedOps;
 use crate::error::{Result, StoreError};
 
 /// A load whose entry is this large gives the memory it freed back before it returns.
@@ -34,11 +34,9 @@ pub struct StreamedCommit {
     store: Store,
     durability: Durability,
     replication: Option<Arc<dyn SyncReplication>>,
-    body: BodyBuilder,
+    /// Every op so far.
+    body: EncodedOps,
     chunks: Option<mpsc::Sender<Streamed>>,
-    done: mpsc::Receiver<Vec<Op>>,
-    /// Chunks applied and handed back, for the watchers once the entry is visible.
-    applied: Vec<Vec<Op>>,
     applier: Option<JoinHandle<Applied>>,
     /// Tells the applying thread to stop at its next chunk (a load given up).
     abort: Arc<AtomicBool>,
@@ -67,14 +65,15 @@ impl Store {
     /// thread.
     pub fn begin_streamed(
         &self,
-        first: Vec<Op>,
+        first: EncodedOps,
         durability: Option<Durability>,
     ) -> Result<StreamedCommit> {
         self.check_process()?;
         self.check_usable()?;
         self.check_writable()?;
-        let (durability, replication) = self.resolve_durability(&first, durability)?;
-        self.check_ops(&first)?;
+        let (durability, replication) =
+            self.resolve_durability(first.iter().map(|op| op.table), durability)?;
+        self.check_ops(first.iter())?;
         let pipeline = &self.inner.pipeline;
         pipeline.acquire_writer(None).map_err(|r| self.refused(r))?;
         pipeline.set_streaming(true);
@@ -93,12 +92,11 @@ impl Store {
             }
         };
         let (chunks, received) = mpsc::channel();
-        let (handed_back, done) = mpsc::channel();
         let abort = Arc::new(AtomicBool::new(false));
         let stop = Arc::clone(&abort);
         let applier = std::thread::Builder::new()
             .name("replikv-bulk".into())
-            .spawn(move || overlay.apply_streamed(&tables, &received, &handed_back, &stop));
+            .spawn(move || overlay.apply_streamed(&tables, &received, &stop));
         let applier = match applier {
             Ok(applier) => applier,
             Err(err) => {
@@ -111,10 +109,8 @@ impl Store {
             store: self.clone(),
             durability,
             replication,
-            body: BodyBuilder::default(),
+            body: EncodedOps::default(),
             chunks: Some(chunks),
-            done,
-            applied: Vec::new(),
             applier: Some(applier),
             abort,
             failed: false,
@@ -130,13 +126,16 @@ impl StreamedCommit {
     /// # Errors
     /// Invalid names or sizes, an entry past `max_transaction_bytes`, or a failure of the
     /// applying thread: the load is then given up (drop it).
-    pub fn push(&mut self, ops: Vec<Op>) -> Result<()> {
-        let sent = self.store.check_ops(&ops).and_then(|()| self.send(ops));
+    pub fn push(&mut self, ops: EncodedOps) -> Result<()> {
+        let sent = self
+            .store
+            .check_ops(ops.iter())
+            .and_then(|()| self.send(ops));
         self.failed |= sent.is_err();
         sent
     }
 
-    fn send(&mut self, ops: Vec<Op>) -> Result<()> {
+    fn send(&mut self, ops: EncodedOps) -> Result<()> {
         if self.failed {
             return Err(bulk_error(
                 &self.store,
@@ -148,9 +147,9 @@ impl StreamedCommit {
         if self.store.inner.pipeline.is_closed() {
             return Err(self.store.closed_error(self.store.inner.pipeline.failure()));
         }
-        self.store.check_body(self.body.len_with(&ops))?;
-        self.body.extend(&ops);
-        self.applied.extend(self.done.try_iter());
+        self.store
+            .check_body(self.body.as_bytes().len() + ops.as_bytes().len())?;
+        self.body.append(&ops);
         let sent = self
             .chunks
             .as_ref()
@@ -200,7 +199,7 @@ impl StreamedCommit {
         }
         // Under the writer lock, as a transaction's commit checks it.
         store.check_writable()?;
-        let body = std::mem::take(&mut self.body).finish();
+        let body = std::mem::take(&mut self.body).into_body();
         let body_bytes = body.len();
         let crc = crc32c::crc32c(&body);
         let replication = self.replication.clone();
@@ -262,11 +261,15 @@ impl StreamedCommit {
                     io::Error::other("its applying thread stopped before the commit"),
                 ));
             }
-            self.applied.extend(self.done.try_iter());
-            let ops: Vec<Op> = std::mem::take(&mut self.applied)
-                .into_iter()
-                .flatten()
-                .collect();
+            // The watchers (rarely any) read the entry back rather than every load keeping
+            // its ops until the commit.
+            let ops = if store.inner.watchers.any() {
+                let mut position = crate::log::LogPosition::after(lsn - 1);
+                let mut entries = open.log.read(&mut position, lsn, 1, usize::MAX)?;
+                entries.pop().map(|entry| entry.ops).unwrap_or_default()
+            } else {
+                Vec::new()
+            };
             open.checkpointer
                 .note(1, batch.records.len() as u64, open.overlay.is_full());
             store.inner.watchers.tell(&[Pending {
@@ -311,7 +314,7 @@ impl Drop for StreamedCommit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{encode_key, KeyRef};
+    use crate::codec::{encode_key, KeyRef, Op};
     use crate::store::StoreOptions;
 
     fn ops(table: &str, from: usize, count: usize) -> Vec<Op> {
@@ -324,6 +327,12 @@ mod tests {
             .collect()
     }
 
+    fn encoded(ops: &[Op]) -> EncodedOps {
+        let mut encoded = EncodedOps::default();
+        encoded.extend(ops);
+        encoded
+    }
+
     fn value(store: &Store, table: &str, i: usize) -> Option<Vec<u8>> {
         let key = encode_key(KeyRef::Str(&format!("k{i:08}")));
         store
@@ -333,9 +342,9 @@ mod tests {
 
     fn streamed(store: &Store, chunks: Vec<Vec<Op>>) -> Result<Committed> {
         let mut chunks = chunks.into_iter();
-        let mut load = store.begin_streamed(chunks.next().unwrap(), None)?;
+        let mut load = store.begin_streamed(encoded(&chunks.next().unwrap()), None)?;
         for chunk in chunks {
-            load.push(chunk)?;
+            load.push(encoded(&chunk))?;
         }
         load.commit()
     }
@@ -381,13 +390,35 @@ mod tests {
     }
 
     #[test]
+    fn watchers_are_told_every_op_of_a_streamed_load_and_nothing_of_one_given_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let told = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Arc::clone(&told);
+        store.watch_writes(Arc::new(move |lsn, ops: &[Op]| {
+            sink.lock().unwrap().push((lsn, ops.to_vec()));
+        }));
+        drop(
+            store
+                .begin_streamed(encoded(&ops("t", 0, 10)), None)
+                .unwrap(),
+        );
+        let all = ops("t", 0, 9000);
+        let chunks = vec![all[..4096].to_vec(), all[4096..].to_vec()];
+        assert_eq!(streamed(&store, chunks).unwrap().lsn(), 1);
+        assert_eq!(*told.lock().unwrap(), vec![(1, all)]);
+    }
+
+    #[test]
     fn a_load_given_up_writes_nothing_and_frees_the_writer() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
         store.commit(ops("t", 0, 1), None).unwrap();
         let before = store.checksum().unwrap();
-        let mut load = store.begin_streamed(ops("t", 100, 5000), None).unwrap();
-        load.push(ops("t", 5100, 5000)).unwrap();
+        let mut load = store
+            .begin_streamed(encoded(&ops("t", 100, 5000)), None)
+            .unwrap();
+        load.push(encoded(&ops("t", 5100, 5000))).unwrap();
         // Not yet committed: readers see nothing of it.
         assert_eq!(value(&store, "t", 100), None);
         drop(load);
@@ -408,8 +439,10 @@ mod tests {
             ..StoreOptions::default()
         };
         let store = Store::open(dir.path(), options).unwrap();
-        let mut load = store.begin_streamed(ops("t", 0, 4096), None).unwrap();
-        let err = load.push(ops("t", 4096, 4096)).unwrap_err();
+        let mut load = store
+            .begin_streamed(encoded(&ops("t", 0, 4096)), None)
+            .unwrap();
+        let err = load.push(encoded(&ops("t", 4096, 4096))).unwrap_err();
         assert!(err.to_string().contains("transaction"), "{err}");
         drop(load);
         assert_eq!(store.last_lsn(), 0);
@@ -420,7 +453,9 @@ mod tests {
     fn other_writers_wait_for_a_load_and_come_after_it() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-        let load = store.begin_streamed(ops("t", 0, 5000), None).unwrap();
+        let load = store
+            .begin_streamed(encoded(&ops("t", 0, 5000)), None)
+            .unwrap();
         let other = store.clone();
         let writer = std::thread::spawn(move || other.commit(ops("t", 0, 1), None).unwrap().lsn);
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -434,7 +469,9 @@ mod tests {
     fn closing_from_the_loading_thread_is_refused_not_a_hang() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-        let load = store.begin_streamed(ops("t", 0, 5000), None).unwrap();
+        let load = store
+            .begin_streamed(encoded(&ops("t", 0, 5000)), None)
+            .unwrap();
         let err = store.close().unwrap_err();
         assert!(err.to_string().contains("inside a bulk write"), "{err}");
         load.commit().unwrap();

@@ -19,7 +19,7 @@ use super::apply::Applier;
 use super::pace::Pace;
 use super::paced::PacedFile;
 use super::stored::{seal_into, unseal, without_crc, Damage};
-use crate::codec::Op;
+use crate::codec::{EncodedOps, Op};
 use crate::error::{LogError, Result, StoreError};
 use crate::log::Unsynced;
 
@@ -50,7 +50,7 @@ pub(crate) fn row_hash(key: &[u8], value: &[u8]) -> u64 {
 /// What a streamed bulk load sends its applying thread.
 pub(crate) enum Streamed {
     /// The next ops of the entry.
-    Ops(Vec<Op>),
+    Ops(EncodedOps),
     /// The entry is durable in the log at this LSN: commit.
     Commit(u64),
 }
@@ -384,14 +384,13 @@ impl Tables {
         Ok(())
     }
 
-    /// Applies the chunks of one entry as they arrive on `chunks`, handing each back on
-    /// `done` once applied, in one non-durable write transaction. Commits it only when
+    /// Applies the chunks of one entry as they arrive on `chunks`, in one non-durable
+    /// write transaction. Commits it only when
     /// told the entry's LSN (after the entry is durable in the log); if `chunks` closes
     /// first, or `abort` is set, nothing is committed. Runs on a bulk load's own thread.
     pub(crate) fn apply_streamed(
         &self,
         chunks: &std::sync::mpsc::Receiver<Streamed>,
-        done: &std::sync::mpsc::Sender<Vec<Op>>,
         abort: &std::sync::atomic::AtomicBool,
     ) -> Result<Option<u64>> {
         let txn = self.begin_write(false)?;
@@ -401,11 +400,7 @@ impl Tables {
                 match chunks.recv() {
                     // Given up: the chunks still queued are not worth applying.
                     Ok(Streamed::Ops(_)) if abort.load(Ordering::Acquire) => return Ok(None),
-                    Ok(Streamed::Ops(ops)) => {
-                        applier.ops(&ops)?;
-                        // The producer may be gone (it gave up): the chunk is dropped here.
-                        let _ = done.send(ops);
-                    }
+                    Ok(Streamed::Ops(ops)) => applier.ops(ops.iter())?,
                     Ok(Streamed::Commit(lsn)) => {
                         applier.applied(lsn);
                         break applier.finish()?;

@@ -40,9 +40,14 @@ impl Watchers {
         self.any.store(!list.is_empty(), Ordering::Release);
     }
 
+    /// Whether any watcher is registered.
+    pub(super) fn any(&self) -> bool {
+        self.any.load(Ordering::Acquire)
+    }
+
     /// Tells every watcher about `entries`.
     pub(super) fn tell(&self, entries: &[Pending]) {
-        if !self.any.load(Ordering::Acquire) {
+        if !self.any() {
             return;
         }
         for (_, watcher) in self.list().iter() {
