@@ -73,17 +73,35 @@ pub fn frame_record(
     body: &[u8],
     body_crc: u32,
 ) {
-    let mut header = [0u8; PAYLOAD_HEADER_LEN];
-    header[0..8].copy_from_slice(&lsn.to_le_bytes());
-    header[8..16].copy_from_slice(&epoch.to_le_bytes());
-    header[16..24].copy_from_slice(&timestamp_ms.to_le_bytes());
-    let crc = crc32c::crc32c_append(body_crc, &header);
-    let payload_len = len_u32(PAYLOAD_HEADER_LEN + body.len());
-    out.reserve(RECORD_HEADER_LEN + payload_len as usize);
-    out.extend_from_slice(&payload_len.to_le_bytes());
-    out.extend_from_slice(&crc.to_le_bytes());
+    let header = record_header(lsn, epoch, timestamp_ms, body.len(), body_crc);
+    out.reserve(header.len() + body.len());
     out.extend_from_slice(&header);
     out.extend_from_slice(body);
+}
+
+/// Bytes of a record in front of its body.
+pub const RECORD_PREFIX_LEN: usize = RECORD_HEADER_LEN + PAYLOAD_HEADER_LEN;
+
+/// What precedes a body of `body_len` bytes whose CRC-32C is `body_crc` in its record: the
+/// record header, then the payload's LSN, epoch and commit time.
+#[must_use]
+pub fn record_header(
+    lsn: u64,
+    epoch: u64,
+    timestamp_ms: u64,
+    body_len: usize,
+    body_crc: u32,
+) -> [u8; RECORD_PREFIX_LEN] {
+    let mut header = [0u8; RECORD_PREFIX_LEN];
+    let payload = &mut header[RECORD_HEADER_LEN..];
+    payload[0..8].copy_from_slice(&lsn.to_le_bytes());
+    payload[8..16].copy_from_slice(&epoch.to_le_bytes());
+    payload[16..24].copy_from_slice(&timestamp_ms.to_le_bytes());
+    let crc = crc32c::crc32c_append(body_crc, payload);
+    let payload_len = len_u32(PAYLOAD_HEADER_LEN + body_len);
+    header[0..4].copy_from_slice(&payload_len.to_le_bytes());
+    header[4..8].copy_from_slice(&crc.to_le_bytes());
+    header
 }
 
 /// Appends one framed record around an already encoded `payload` (as shipped by a primary).

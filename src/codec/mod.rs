@@ -10,8 +10,8 @@ mod timestamp;
 
 pub use entry::{
     decode_entry, frame_payload, frame_record, op_at, payload_epoch, payload_lsn, payload_ops,
-    payload_timestamp, record_crc, Entry, Op, OpRef, PayloadOps, MAX_RECORD_BYTES,
-    RECORD_HEADER_LEN,
+    payload_timestamp, record_crc, record_header, Entry, Op, OpRef, PayloadOps, MAX_RECORD_BYTES,
+    RECORD_HEADER_LEN, RECORD_PREFIX_LEN,
 };
 pub use key::{decode_key, encode_key, encode_key_into, KeyRef};
 pub use msgpack::{Reader, Token, DATE_EXT, TIMESTAMP_EXT};

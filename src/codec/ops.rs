@@ -51,12 +51,6 @@ impl EncodedOps {
         }
     }
 
-    /// Appends every op of `other`, in order.
-    pub fn append(&mut self, other: &EncodedOps) {
-        self.bytes.extend_from_slice(other.as_bytes());
-        self.count += other.count;
-    }
-
     /// Number of ops.
     #[must_use]
     pub fn len(&self) -> usize {

@@ -10,6 +10,9 @@ mod fs;
 #[cfg(test)]
 pub(crate) mod memfs;
 mod recent;
+mod record;
+#[cfg(test)]
+mod record_tests;
 mod scan;
 #[cfg(test)]
 mod segment_tests;
@@ -25,6 +28,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use cut::{Cutter, SHRINK_STEP};
 pub use fs::{DirFs, LogFs, SegmentFile};
 use recent::{Appended, Recent};
+pub use record::RecordWriter;
 use scan::{ChunkReader, EntryId, Next};
 pub use tail::LogTail;
 pub use unsynced::Unsynced;
@@ -84,6 +88,16 @@ struct Segment {
     /// The commit time of its newest entry, once it is full and the time is known (set
     /// when the log rolls past it, or read once when retention first asks).
     newest_ms: OnceLock<u64>,
+}
+
+/// Records written at the tail, for [`Log::publish`].
+struct Written<'a> {
+    len: u64,
+    last_lsn: u64,
+    /// The identity of the last record.
+    last: Option<EntryId>,
+    /// The records themselves, if they are in memory (for [`Recent`]).
+    records: Option<&'a [u8]>,
 }
 
 /// Where the writer stands: the end of the last segment and the next LSN to write.
@@ -538,16 +552,40 @@ impl Log {
     }
 
     fn write(&self, records: &[u8], last_lsn: u64, sync: bool) -> Result<()> {
-        // What was appended unsynced before (a follower's log, now a primary's) is
-        // durable before anything after it is.
+        self.sync_before(sync)?;
+        let mut tail = self.lock_tail();
+        let segment = self.tail_segment(&mut tail)?;
+        segment
+            .file
+            .write_at(records, tail.offset)
+            .map_err(io_error(format!("appending to {}", segment.name)))?;
+        let written = Written {
+            len: records.len() as u64,
+            last_lsn,
+            last: scan::last_record_id(records),
+            records: Some(records),
+        };
+        self.publish(&mut tail, &segment, &written, sync)
+    }
+
+    /// What was appended unsynced before (a follower's log, now a primary's) is durable
+    /// before anything after it is.
+    fn sync_before(&self, sync: bool) -> Result<()> {
         if sync && !self.options.unsynced.is_empty() {
             self.sync()?;
         }
-        let mut tail = self
-            .tail
+        Ok(())
+    }
+
+    fn lock_tail(&self) -> std::sync::MutexGuard<'_, Tail> {
+        self.tail
             .lock()
-            .expect("invariant: no panic while holding the tail lock");
-        let mut segment = Arc::clone(
+            .expect("invariant: no panic while holding the tail lock")
+    }
+
+    /// The segment the next record goes into: the last one, or a new one if it is full.
+    fn tail_segment(&self, tail: &mut Tail) -> Result<Arc<Segment>> {
+        let segment = Arc::clone(
             self.segments
                 .read()
                 .expect("invariant: no panic while holding the segment list")
@@ -555,12 +593,20 @@ impl Log {
                 .expect("invariant: the log always has a segment"),
         );
         if tail.offset >= segment.capacity {
-            segment = self.roll(&mut tail, &segment)?;
+            return self.roll(tail, &segment);
         }
-        segment
-            .file
-            .write_at(records, tail.offset)
-            .map_err(io_error(format!("appending to {}", segment.name)))?;
+        Ok(segment)
+    }
+
+    /// Makes records just written at the tail of `segment` part of the log: syncs them
+    /// (`sync`) and moves the tail past them, where readers see them.
+    fn publish(
+        &self,
+        tail: &mut Tail,
+        segment: &Arc<Segment>,
+        written: &Written<'_>,
+        sync: bool,
+    ) -> Result<()> {
         if sync {
             segment
                 .file
@@ -570,16 +616,20 @@ impl Log {
         } else if self.options.fsync {
             self.options.unsynced.add(&segment.file);
         }
-        self.recent.keep(
-            segment.first_lsn,
-            tail.offset,
-            tail.next_lsn,
-            last_lsn,
-            records,
-        );
-        tail.offset += records.len() as u64;
-        tail.next_lsn = last_lsn + 1;
-        if let Some(id) = scan::last_record_id(records) {
+        match written.records {
+            Some(records) => self.recent.keep(
+                segment.first_lsn,
+                tail.offset,
+                tail.next_lsn,
+                written.last_lsn,
+                records,
+            ),
+            // Not in memory: what is kept must run without a gap to the end of the log.
+            None => self.recent.forget(),
+        }
+        tail.offset += written.len;
+        tail.next_lsn = written.last_lsn + 1;
+        if let Some(id) = written.last {
             *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(id);
         }
         // A batch that fills its segment (a bulk load's entry crosses it at once) starts
@@ -590,7 +640,7 @@ impl Log {
         // (the store closes itself with the cause; the batch is durable, and a reopen
         // replays it).
         if sync && tail.offset >= segment.capacity {
-            self.roll(&mut tail, &segment)?;
+            self.roll(tail, segment)?;
         }
         Ok(())
     }

@@ -49,6 +49,13 @@ impl Recent {
         })
     }
 
+    /// Drops every batch kept: the newest one appended is not in memory.
+    pub(super) fn forget(&self) {
+        let mut kept = self.lock();
+        kept.batches.clear();
+        kept.bytes = 0;
+    }
+
     /// Keeps a batch that was just appended after the newest one kept, dropping the oldest
     /// beyond the limit. A batch larger than the limit is not kept, and neither is anything
     /// before it: what is kept always runs without a gap to the end of the log.
@@ -60,12 +67,11 @@ impl Recent {
         last_lsn: u64,
         records: &[u8],
     ) {
-        let mut kept = self.lock();
         if records.len() > self.limit {
-            kept.batches.clear();
-            kept.bytes = 0;
+            self.forget();
             return;
         }
+        let mut kept = self.lock();
         while kept.bytes + records.len() > self.limit {
             let oldest = kept
                 .batches

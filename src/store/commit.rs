@@ -26,6 +26,14 @@ pub(crate) struct Pending {
     pub quick: Option<ThreadId>,
 }
 
+/// What [`Pipeline::enqueue`] gave an entry.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Taken {
+    pub lsn: u64,
+    pub epoch: u64,
+    pub timestamp_ms: u64,
+}
+
 /// A batch handed to the leader.
 pub(crate) struct Batch {
     pub records: Vec<u8>,
@@ -377,18 +385,20 @@ impl Pipeline {
         self.writer_held.load(Ordering::Acquire)
     }
 
-    /// Enqueues one encoded entry and returns its LSN. `writer` says whether the caller
+    /// Enqueues one entry and returns what it was given: its LSN, epoch and commit time.
+    /// `body` is the encoded entry with its CRC, framed into the batch's records; `None`
+    /// for a record its caller writes to the log itself (a streamed bulk load, which leads
+    /// its own batch: `writer` is [`WriterLock::Keep`]). `writer` says whether the caller
     /// holds the writer lock, and whether it is released in the same critical section.
     /// `taken` hears the LSN before any leader can take the entry (so before it is visible).
     pub(crate) fn enqueue(
         &self,
-        body: &[u8],
-        body_crc: u32,
+        body: Option<(&[u8], u32)>,
         ops: Vec<Op>,
         writer: WriterLock,
         quick: bool,
         taken: impl FnOnce(u64),
-    ) -> Result<u64, Refused> {
+    ) -> Result<Taken, Refused> {
         let holds_writer = writer != WriterLock::NotHeld;
         let mut state = if holds_writer {
             let state = self.lock();
@@ -413,7 +423,9 @@ impl Pipeline {
         let timestamp_ms = now_ms().max(state.last_timestamp_ms);
         state.last_timestamp_ms = timestamp_ms;
         let epoch = state.epoch;
-        frame_record(&mut state.records, lsn, epoch, timestamp_ms, body, body_crc);
+        if let Some((body, crc)) = body {
+            frame_record(&mut state.records, lsn, epoch, timestamp_ms, body, crc);
+        }
         let thread = std::thread::current().id();
         state.pending.push(Pending {
             lsn,
@@ -434,7 +446,11 @@ impl Pipeline {
             drop(state);
             self.writer_free.notify_all();
         }
-        Ok(lsn)
+        Ok(Taken {
+            lsn,
+            epoch,
+            timestamp_ms,
+        })
     }
 
     /// Marks whether a streamed bulk load holds the writer lock (see

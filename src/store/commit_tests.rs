@@ -17,9 +17,16 @@ fn an_entry_enqueued_keeping_the_writer_is_led_by_its_own_thread_only() {
     let pipeline = Arc::new(Pipeline::new(1, 1));
     pipeline.acquire_writer(None).ok().unwrap();
     let lsn = pipeline
-        .enqueue(b"body", 0, Vec::new(), WriterLock::Keep, false, |_| {})
+        .enqueue(
+            Some((b"body", 0)),
+            Vec::new(),
+            WriterLock::Keep,
+            false,
+            |_| {},
+        )
         .ok()
-        .unwrap();
+        .unwrap()
+        .lsn;
     let others = Arc::new(AtomicUsize::new(0));
     let waiter = {
         let (pipeline, others) = (Arc::clone(&pipeline), Arc::clone(&others));

@@ -616,12 +616,19 @@ impl Store {
         let lsn = self
             .inner
             .pipeline
-            .enqueue(&body, crc, ops, writer, replication.is_none(), |lsn| {
-                if let Some(replication) = &replication {
-                    replication.will_wait(lsn);
-                }
-            })
-            .map_err(|r| self.refused(r))?;
+            .enqueue(
+                Some((&body, crc)),
+                ops,
+                writer,
+                replication.is_none(),
+                |lsn| {
+                    if let Some(replication) = &replication {
+                        replication.will_wait(lsn);
+                    }
+                },
+            )
+            .map_err(|r| self.refused(r))?
+            .lsn;
         self.wait_visible(lsn)?;
         Ok(durability::committed(lsn, durability, replication))
     }

@@ -1,13 +1,16 @@
-//! A bulk load committed as one entry whose rows go into the tables while the caller is
-//! still encoding them: a thread of its own applies each chunk inside one redb write
-//! transaction, and commits it only once the whole entry is durable in the log. On two
-//! cores the encoding (often Python's), the log append and redb's inserts then overlap
-//! instead of running one after the other.
+//! A bulk load committed as one entry whose rows go into the log and the tables while the
+//! caller is still encoding them: each chunk is written to the log past its end (a record
+//! without its header yet, see [`crate::log::RecordWriter`]), and a thread of its own
+//! applies it inside one redb write transaction, committed only once the whole entry is
+//! durable in the log. On two cores the encoding (often Python's), the log writes and
+//! redb's inserts then overlap instead of running one after the other, and the entry's
+//! body is never held in memory whole.
 //!
 //! The load holds the writer lock from its first chunk to its commit, so no other entry
 //! can come between its rows and its LSN: it leads its own batch, after every earlier
-//! entry is visible. Until the commit nothing is written, so an error or an abandoned load
-//! (Ctrl-C, a row that cannot be encoded) leaves the store as it was.
+//! entry is visible. Until the commit nothing is part of the store, so an error or an
+//! abandoned load (Ctrl-C, a row that cannot be encoded) leaves the store as it was, its
+//! log zeroed again past its end.
 
 use std::cell::RefCell;
 use std::io;
@@ -16,12 +19,13 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use super::commit::{Batch, Flushed, Pending, WriterLock};
+use super::commit::{Batch, Flushed, Pending, Taken, WriterLock};
 use super::durability::{self, Committed, Durability, SyncReplication};
 use super::tables::Streamed;
 use super::Store;
 use crate::codec::EncodedOps;
 use crate::error::{Result, StoreError};
+use crate::log::RecordWriter;
 
 /// A load whose entry is this large gives the memory it freed back before it returns.
 const TRIM_AFTER_BYTES: usize = 16 << 20;
@@ -34,8 +38,8 @@ pub struct StreamedCommit {
     store: Store,
     durability: Durability,
     replication: Option<Arc<dyn SyncReplication>>,
-    /// Every op so far.
-    body: EncodedOps,
+    /// The entry's record, written to the log as its chunks come (`None` once finished).
+    record: Option<RecordWriter>,
     chunks: Option<mpsc::Sender<Streamed>>,
     applier: Option<JoinHandle<Applied>>,
     /// Tells the applying thread to stop at its next chunk (a load given up).
@@ -49,7 +53,7 @@ impl std::fmt::Debug for StreamedCommit {
         f.debug_struct("StreamedCommit")
             .field("store", &self.store.path())
             .field("durability", &self.durability)
-            .field("body_bytes", &self.body.len())
+            .field("record", &self.record)
             .finish_non_exhaustive()
     }
 }
@@ -82,8 +86,13 @@ impl Store {
         let started = self
             .check_writable()
             .and_then(|()| self.drain())
-            .and_then(|()| self.with_open(|open| Ok((open.tables.clone(), open.overlay.clone()))));
-        let (tables, overlay) = match started {
+            .and_then(|()| {
+                self.with_open(|open| {
+                    let record = open.log.begin_record()?;
+                    Ok((open.tables.clone(), open.overlay.clone(), record))
+                })
+            });
+        let (tables, overlay, record) = match started {
             Ok(started) => started,
             Err(err) => {
                 pipeline.set_streaming(false);
@@ -109,7 +118,7 @@ impl Store {
             store: self.clone(),
             durability,
             replication,
-            body: EncodedOps::default(),
+            record: Some(record),
             chunks: Some(chunks),
             applier: Some(applier),
             abort,
@@ -147,9 +156,13 @@ impl StreamedCommit {
         if self.store.inner.pipeline.is_closed() {
             return Err(self.store.closed_error(self.store.inner.pipeline.failure()));
         }
+        let record = self
+            .record
+            .as_mut()
+            .expect("invariant: a load is pushed to before its commit");
+        self.store.check_body(record.len() + ops.as_bytes().len())?;
         self.store
-            .check_body(self.body.as_bytes().len() + ops.as_bytes().len())?;
-        self.body.append(&ops);
+            .with_open(|open| open.log.write_ops(record, &ops))?;
         let sent = self
             .chunks
             .as_ref()
@@ -176,8 +189,8 @@ impl StreamedCommit {
         }
     }
 
-    /// Commits the entry: appends it to the log (fdatasync'ed) while the last chunks are
-    /// applied, then commits the tables; returns once it is visible, like
+    /// Commits the entry: finishes its log record (its header, then the fdatasync) while
+    /// the last chunks are applied, then commits the tables; returns once it is visible, like
     /// [`Store::commit_pending`].
     ///
     /// # Errors
@@ -199,26 +212,24 @@ impl StreamedCommit {
         }
         // Under the writer lock, as a transaction's commit checks it.
         store.check_writable()?;
-        let body = std::mem::take(&mut self.body).into_body();
-        let body_bytes = body.len();
-        let crc = crc32c::crc32c(&body);
+        let bytes = self.record.as_ref().map_or(0, RecordWriter::len);
         let replication = self.replication.clone();
-        let lsn = store
+        let taken = store
             .inner
             .pipeline
-            .enqueue(&body, crc, Vec::new(), WriterLock::Keep, false, |lsn| {
+            .enqueue(None, Vec::new(), WriterLock::Keep, false, |lsn| {
                 if let Some(replication) = &replication {
                     replication.will_wait(lsn);
                 }
             })
             .map_err(|r| store.refused(r))?;
-        drop(body);
+        let lsn = taken.lsn;
         let durability = self.durability;
         let load = RefCell::new(&mut self);
         let leader = (
-            |batch: &Batch| {
+            |_: &Batch| {
                 load.borrow_mut()
-                    .flush(batch, lsn)
+                    .flush(taken, bytes)
                     .map(|()| Flushed::Durable)
             },
             || store.sync_log(),
@@ -228,9 +239,9 @@ impl StreamedCommit {
             .pipeline
             .wait_visible(lsn, &leader)
             .map_err(|r| store.refused(r))?;
-        if body_bytes >= TRIM_AFTER_BYTES {
-            // The load's rows were encoded on this thread and are freed now: given back
-            // here, inside the call that took them, rather than by the checkpointer's next
+        if bytes >= TRIM_AFTER_BYTES {
+            // The load's chunks were allocated on this thread (and freed by the applying
+            // one): given back here, inside the call that took them, rather than by the checkpointer's next
             // trim, which would hold this thread's malloc arena while its next put
             // allocates (10-15 ms after a load of 1M rows).
             super::trim::release_free_memory();
@@ -238,15 +249,21 @@ impl StreamedCommit {
         Ok(durability::committed(lsn, durability, replication))
     }
 
-    /// The batch's leader work (the batch is this entry alone): the log append, then the
-    /// tables' commit, then the watchers.
-    fn flush(&mut self, batch: &Batch, lsn: u64) -> Result<()> {
+    /// The batch's leader work (the batch is this entry alone, `bytes` long): the end of
+    /// the log append, then the tables' commit, then the watchers.
+    fn flush(&mut self, taken: Taken, bytes: usize) -> Result<()> {
         let store = self.store.clone();
+        let lsn = taken.lsn;
         store.with_open(|open| {
             if let Some(cause) = open.checkpointer.failure() {
                 return Err(store.closed_error(Some(cause)));
             }
-            open.log.append(&batch.records, lsn)?;
+            let record = self
+                .record
+                .take()
+                .expect("invariant: a load's record is finished once");
+            open.log
+                .finish_record(record, lsn, taken.epoch, taken.timestamp_ms)?;
             let committed = self
                 .chunks
                 .take()
@@ -271,7 +288,7 @@ impl StreamedCommit {
                 Vec::new()
             };
             open.checkpointer
-                .note(1, batch.records.len() as u64, open.overlay.is_full());
+                .note(1, bytes as u64, open.overlay.is_full());
             store.inner.watchers.tell(&[Pending {
                 lsn,
                 ops,
@@ -304,6 +321,9 @@ impl Drop for StreamedCommit {
         self.chunks = None;
         if let Some(applier) = self.applier.take() {
             let _ = applier.join();
+        }
+        if let Some(record) = self.record.take() {
+            record.abandon();
         }
         let pipeline = &self.store.inner.pipeline;
         pipeline.set_streaming(false);
