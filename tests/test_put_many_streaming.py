@@ -59,6 +59,44 @@ def test_a_streamed_put_many_is_one_entry_equal_to_a_plain_one(tmp_path: Path) -
         assert reopened.count("t") == ROWS and reopened.last_lsn == 1
 
 
+LOADER = """
+import resource, sys
+import replikv
+
+class Rows:
+    # 100k rows of 2 KB made one at a time: the caller holds almost none of them.
+    def __len__(self):
+        return 100_000
+
+    def __iter__(self):
+        return ((f"k{i:09}", {"i": i, "blob": "x" * 2000}) for i in range(100_000))
+
+with replikv.Store(sys.argv[1], cache_bytes=16 << 20) as store:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    store.put_many("t", Rows())
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert store.count("t") == 100_000
+print(grown * 1024)
+"""
+
+
+# About 200 MB of encoded rows in a fresh process: a few seconds.
+@pytest.mark.timeout(120)
+def test_a_streamed_put_many_holds_a_small_part_of_its_rows_in_memory(tmp_path: Path) -> None:
+    # The rows go to the log and the tables a chunk at a time, with a few chunks encoded
+    # ahead: before, the load held its whole body twice (framed, then as a record) and
+    # every row once more until its commit.
+    out = subprocess.run(
+        [sys.executable, "-c", LOADER, str(tmp_path / "db")],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    ).stdout
+    grown = int(out.split()[-1])
+    assert grown <= 150 << 20, f"peak resident memory grew by {grown >> 20} MiB"
+
+
 def test_rows_that_fail_midway_write_nothing_and_free_the_store(store: replikv.Store) -> None:
     def failing() -> Iterator[tuple[str, dict[str, int]]]:
         yield from rows()

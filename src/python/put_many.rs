@@ -100,7 +100,7 @@ impl<'a> OpSink<'a> {
         }
         let ops = std::mem::take(&mut self.chunk);
         if let Some(load) = &mut self.load {
-            return run(py, || load.push(ops));
+            return run_detached(py, || load.push(ops));
         }
         wait_for_writer(py, self.store)?;
         let (store, durability) = (self.store, self.durability);
@@ -119,7 +119,7 @@ impl<'a> OpSink<'a> {
             Some(mut load) => {
                 if !self.chunk.is_empty() {
                     let chunk = self.chunk;
-                    run(py, || load.push(chunk))?;
+                    run_detached(py, || load.push(chunk))?;
                 }
                 run_detached(py, move || load.commit())?
             }

@@ -27,6 +27,10 @@ use crate::codec::EncodedOps;
 use crate::error::{Result, StoreError};
 use crate::log::RecordWriter;
 
+/// Chunks encoded ahead of the applying thread at most: a caller that encodes faster than
+/// redb inserts (the usual case) then waits, rather than holding the whole load in memory.
+const CHUNKS_AHEAD: usize = 4;
+
 /// A load whose entry is this large gives the memory it freed back before it returns.
 const TRIM_AFTER_BYTES: usize = 16 << 20;
 
@@ -40,7 +44,7 @@ pub struct StreamedCommit {
     replication: Option<Arc<dyn SyncReplication>>,
     /// The entry's record, written to the log as its chunks come (`None` once finished).
     record: Option<RecordWriter>,
-    chunks: Option<mpsc::Sender<Streamed>>,
+    chunks: Option<mpsc::SyncSender<Streamed>>,
     applier: Option<JoinHandle<Applied>>,
     /// Tells the applying thread to stop at its next chunk (a load given up).
     abort: Arc<AtomicBool>,
@@ -100,7 +104,7 @@ impl Store {
                 return Err(err);
             }
         };
-        let (chunks, received) = mpsc::channel();
+        let (chunks, received) = mpsc::sync_channel(CHUNKS_AHEAD);
         let abort = Arc::new(AtomicBool::new(false));
         let stop = Arc::clone(&abort);
         let applier = std::thread::Builder::new()
@@ -131,6 +135,7 @@ impl Store {
 
 impl StreamedCommit {
     /// Adds `ops` to the entry; they are applied (uncommitted) while the caller goes on.
+    /// Waits while the applying thread is [`CHUNKS_AHEAD`] chunks behind.
     ///
     /// # Errors
     /// Invalid names or sizes, an entry past `max_transaction_bytes`, or a failure of the
