@@ -339,12 +339,12 @@ impl<'a> Cursor<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::codec::encode_ops;
     use proptest::prelude::*;
 
-    fn op_strategy() -> impl Strategy<Value = Op> {
+    pub(in crate::codec) fn op_strategy() -> impl Strategy<Value = Op> {
         (
             "[a-z_]{1,20}",
             proptest::collection::vec(any::<u8>(), 0..40),

@@ -117,17 +117,9 @@ pub fn encode_ops(ops: &[Op]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::entry::tests::op_strategy;
     use super::*;
     use proptest::prelude::*;
-
-    fn op_strategy() -> impl Strategy<Value = Op> {
-        (
-            "[a-z_]{1,20}",
-            proptest::collection::vec(any::<u8>(), 0..40),
-            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200)),
-        )
-            .prop_map(|(table, key, value)| Op { table, key, value })
-    }
 
     proptest! {
         /// Ops pushed a few at a time (a streamed bulk load's chunks) read back in order, and

@@ -2,7 +2,7 @@
 //! record appended whole, and nothing of it after a crash or when it is given up.
 
 use super::memfs::MemFs;
-use super::tests::{append_all, open_with, options};
+use super::tests::{append_all, frame, open_with, options};
 use super::*;
 use crate::codec::{EncodedOps, Op};
 
@@ -84,13 +84,19 @@ fn a_record_written_in_pieces_is_the_record_appended_whole() {
     assert_eq!(replayed, expected);
 }
 
+/// A log holding three small entries, and a big fourth written in pieces, unfinished.
+fn unfinished(fs: &MemFs) -> (Log, Vec<Entry>, RecordWriter) {
+    let before = small_entries(1..=3);
+    let (log, _) = open_with(fs, options(1 << 20), 0).unwrap();
+    append_all(&log, &before);
+    let record = write_in_pieces(&log, &big_entry(4), 30);
+    (log, before, record)
+}
+
 #[test]
 fn a_record_unfinished_at_a_crash_is_cut_and_the_log_goes_on() {
     let fs = MemFs::default();
-    let before = small_entries(1..=3);
-    let (log, _) = open_with(&fs, options(1 << 20), 0).unwrap();
-    append_all(&log, &before);
-    let _unfinished = write_in_pieces(&log, &big_entry(4), 30);
+    let (_log, before, _record) = unfinished(&fs);
     for image in [fs.restart_image(), fs.power_loss_image()] {
         let (log, replayed) = open_with(&image, options(1 << 20), 0).unwrap();
         assert_eq!(replayed, before);
@@ -103,11 +109,8 @@ fn a_record_unfinished_at_a_crash_is_cut_and_the_log_goes_on() {
 #[test]
 fn a_record_given_up_leaves_only_zeros_after_the_tail() {
     let fs = MemFs::default();
-    let before = small_entries(1..=3);
-    let (log, _) = open_with(&fs, options(1 << 20), 0).unwrap();
-    append_all(&log, &before);
-    let end = segment_bytes(&fs).len();
-    let record = write_in_pieces(&log, &big_entry(4), 30);
+    let (log, before, record) = unfinished(&fs);
+    let end = frame(&before).len();
     assert!(segment_bytes(&fs)[end..].iter().any(|&b| b != 0));
     record.abandon();
     assert!(segment_bytes(&fs)[end..].iter().all(|&b| b == 0));
