@@ -96,3 +96,17 @@ def test_a_datetime_outside_years_1_to_9999_in_utc_is_refused_at_put(
         store.put("t", "k", {"at": when})
     assert store.last_lsn == 0
     assert list(store.changes()) == []
+
+
+def test_dicts_of_any_size_read_back_equal_with_their_fields_in_order(
+    shared_store: replikv.Store,
+) -> None:
+    # Past 5 fields a dict read back is made at its size at once (CPython 3.10-3.13); the
+    # sizes cross every point where a dict made empty would have grown.
+    for size in range(70):
+        value = {f"field_{(size - i) * 7}": i for i in range(size)}
+        shared_store.put("t", "wide", value)
+        read = shared_store.get("t", "wide")
+        assert read == value and list(read) == list(value), size
+        read["added"] = 1  # an ordinary dict that still grows
+        assert len(read) == size + 1

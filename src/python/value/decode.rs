@@ -4,7 +4,9 @@
 //! hash Python then computes again for every dict it goes into).
 
 use std::cell::RefCell;
+use std::sync::OnceLock;
 
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyList, PyString};
 
@@ -95,7 +97,7 @@ impl<'py> Decoder<'_, 'py> {
         if depth > MAX_DEPTH {
             return Err("nested too deeply".to_owned());
         }
-        let dict = PyDict::new(self.py);
+        let dict = new_dict(self.py, len);
         for _ in 0..len {
             let key = match self.reader.next_token().map_err(|e| e.to_string())? {
                 Token::Str(name) => field_name(self.py, name)?.into_any(),
@@ -106,6 +108,51 @@ impl<'py> Decoder<'_, 'py> {
         }
         Ok(dict.into_any())
     }
+}
+
+/// A dict for `len` fields. `PyDict_New` makes room for 5 and grows at the 6th (a new
+/// table, every entry moved again): a row of 6 fields or more paid that on every read.
+/// `_PyDict_NewPresized` sizes it at once, but it is not in the stable ABI this module is
+/// built for, so it is looked up when the module first decodes, on the interpreters known
+/// to export it with its signature (3.10 to 3.13); elsewhere `PyDict_New` serves.
+fn new_dict(py: Python<'_>, len: usize) -> Bound<'_, PyDict> {
+    if len > 5 {
+        if let Some(presized) = presized_dict(py) {
+            let len = isize::try_from(len).unwrap_or(isize::MAX);
+            // SAFETY: called with the GIL held; returns a new reference to an empty dict,
+            // or NULL with an exception set (a failed allocation), which is fetched here.
+            #[allow(unsafe_code)]
+            let made = unsafe { Bound::from_owned_ptr_or_err(py, presized(len)) };
+            if let Ok(dict) = made {
+                if let Ok(dict) = dict.cast_into::<PyDict>() {
+                    return dict;
+                }
+            }
+        }
+    }
+    PyDict::new(py)
+}
+
+type NewPresized = unsafe extern "C" fn(ffi::Py_ssize_t) -> *mut ffi::PyObject;
+
+fn presized_dict(py: Python<'_>) -> Option<NewPresized> {
+    static FOUND: OnceLock<Option<NewPresized>> = OnceLock::new();
+    *FOUND.get_or_init(|| {
+        let known = py.version_info() >= (3, 10) && py.version_info() < (3, 14);
+        if !known {
+            return None;
+        }
+        // SAFETY: dlsym only reads the symbol tables of the objects loaded in the process
+        // (the interpreter exports its C API to extension modules); the name is
+        // NUL-terminated. Where found, on these versions, the symbol is
+        // `PyObject *_PyDict_NewPresized(Py_ssize_t minused)`.
+        #[allow(unsafe_code)]
+        unsafe {
+            let symbol = libc::dlsym(libc::RTLD_DEFAULT, c"_PyDict_NewPresized".as_ptr());
+            (!symbol.is_null())
+                .then(|| std::mem::transmute::<*mut std::ffi::c_void, NewPresized>(symbol))
+        }
+    })
 }
 
 fn ext<'py>(py: Python<'py>, tag: i8, payload: &[u8]) -> Result<Bound<'py, PyAny>, Failure> {
