@@ -363,6 +363,12 @@ impl Log {
                     }
                     Next::End => None,
                     Next::Bad { reason } => Some(reason),
+                    // A bulk load that never committed: cut at once, in the last segment.
+                    Next::Unfinished if index == last_index && expected > checkpoint_lsn => {
+                        self.zero_from(segment, offset)?;
+                        break;
+                    }
+                    Next::Unfinished => Some("a record that was never finished".to_owned()),
                 };
                 // Zeros: the end, if the next chunk holds only zeros too (see `zeros_from`).
                 if reason.is_none() && reader.zeros_from(offset).map_err(reading)? {
@@ -434,6 +440,28 @@ impl Log {
                     .sync_data()
                     .map_err(io_error(format!("syncing {}", segment.name)))?;
             }
+        }
+        Ok(())
+    }
+
+    /// Overwrites with zeros everything of `segment` from `from` to its end, a chunk at a
+    /// time (a bulk load that never committed may have left hundreds of MiB).
+    fn zero_from(&self, segment: &Segment, from: u64) -> Result<()> {
+        tracing::warn!(segment = %segment.name, offset = from, "cutting a bulk load that never committed from the log");
+        let failed = |source| LogError::Io {
+            context: format!("cutting the unfinished tail of {}", segment.name),
+            source,
+        };
+        let end = segment.file.size().map_err(&failed)?;
+        let zeros = vec![0u8; (1 << 20).min(end.saturating_sub(from)) as usize];
+        let mut at = from;
+        while at < end {
+            let len = (end - at).min(zeros.len() as u64) as usize;
+            segment.file.write_at(&zeros[..len], at).map_err(&failed)?;
+            at += len as u64;
+        }
+        if self.options.fsync {
+            segment.file.sync_data().map_err(failed)?;
         }
         Ok(())
     }
@@ -855,6 +883,9 @@ impl Log {
                     .into());
                 }
                 Next::Bad { reason } => return Err(corrupt(&segment.name, offset, reason).into()),
+                Next::Unfinished => {
+                    return Err(corrupt(&segment.name, offset, "an unfinished record").into())
+                }
             }
         }
         position.hint = Some((segments[index].first_lsn, offset));
@@ -980,6 +1011,9 @@ fn read_kept(
                 Next::Record { payload, end, .. } => (payload, end),
                 Next::End => return Err(corrupt(&name, offset, "a kept batch ends early").into()),
                 Next::Bad { reason } => return Err(corrupt(&name, offset, reason).into()),
+                Next::Unfinished => {
+                    return Err(corrupt(&name, offset, "an unfinished record").into())
+                }
             };
             let lsn = codec::payload_lsn(payload).unwrap_or(0);
             if lsn > position.next_lsn {

@@ -3,15 +3,16 @@
 //! for a few million rows) and the kernel writes it back while the rows are still coming,
 //! so the commit is left with its header and the `fdatasync`.
 //!
-//! Until its header is written the record is not part of the log: its first bytes stay
-//! zero, and readers stop at the tail as for any record not yet appended. A crash before
-//! the commit leaves bytes after the tail that recovery cuts as a torn tail (no valid
-//! record follows them); a load given up zeroes what it wrote, so that nothing but zeros
-//! ever lies past the tail of a running log.
+//! Until its header is written the record is not part of the log: where its header goes
+//! it holds a mark no record can start with (`scan::UNFINISHED`, synced before anything
+//! is written after it), and readers stop there as at the end of the log. A crash before
+//! the commit leaves the mark and the bytes after it, which recovery cuts at once, however
+//! many and whatever they hold (user data can look like records); a load given up zeroes
+//! what it wrote, mark included.
 
 use std::sync::Arc;
 
-use super::scan::EntryId;
+use super::scan::{EntryId, UNFINISHED};
 use super::{io_error, Log, Segment, Written};
 use crate::codec::{count_bytes, record_header, EncodedOps, RECORD_PREFIX_LEN};
 use crate::error::{LogError, Result};
@@ -33,6 +34,8 @@ pub struct RecordWriter {
     count: usize,
     /// CRC-32C of the ops written.
     crc: u32,
+    /// The end of what was written or tried (a failed write may have written part).
+    written_to: u64,
 }
 
 impl std::fmt::Debug for RecordWriter {
@@ -51,7 +54,13 @@ impl RecordWriter {
     /// Bytes of the record so far (the ops, and what goes in front of them).
     #[must_use]
     pub fn len(&self) -> usize {
-        RECORD_PREFIX_LEN + COUNT_LEN as usize + self.len as usize
+        RECORD_PREFIX_LEN + self.body_len()
+    }
+
+    /// Bytes of its body so far: the op count and the ops.
+    #[must_use]
+    pub fn body_len(&self) -> usize {
+        COUNT_LEN as usize + self.len as usize
     }
 
     /// Whether no op was written yet.
@@ -64,21 +73,21 @@ impl RecordWriter {
         self.start + RECORD_PREFIX_LEN as u64 + COUNT_LEN
     }
 
-    /// Gives the record up: zeroes what was written of it, so that the next records do
-    /// not sit before its bytes. A failure is only logged: recovery would cut those bytes
-    /// as a torn tail.
-    pub fn abandon(self) {
-        let zeros = vec![0u8; ZEROS.min(self.len as usize)];
-        let end = self.ops_offset() + self.len;
-        let mut at = self.ops_offset();
-        while at < end {
-            let len = (end - at).min(zeros.len() as u64) as usize;
-            if let Err(err) = self.segment.file.write_at(&zeros[..len], at) {
-                tracing::warn!(segment = %self.segment.name, offset = at, %err, "cannot zero a given-up bulk load");
-                return;
-            }
+    /// Gives the record up: zeroes what was written of it, its mark included, so that the
+    /// next records do not sit before its bytes.
+    ///
+    /// # Errors
+    /// A write failed: the caller must stop appending to this log (its reopen cuts the
+    /// record, which is still marked unfinished or torn).
+    pub fn abandon(self) -> std::io::Result<()> {
+        let zeros = vec![0u8; ZEROS.min((self.written_to - self.start) as usize)];
+        let mut at = self.start;
+        while at < self.written_to {
+            let len = (self.written_to - at).min(zeros.len() as u64) as usize;
+            self.segment.file.write_at(&zeros[..len], at)?;
             at += len as u64;
         }
+        Ok(())
     }
 }
 
@@ -93,10 +102,23 @@ impl Log {
     pub fn begin_record(&self) -> Result<RecordWriter> {
         let mut tail = self.lock_tail();
         let segment = self.tail_segment(&mut tail)?;
+        // Marked unfinished, durably, before any op is written after it.
+        let failed = |source| LogError::Io {
+            context: format!("beginning a record in {}", segment.name),
+            source,
+        };
+        segment
+            .file
+            .write_at(&UNFINISHED, tail.offset)
+            .map_err(failed)?;
+        if self.options.fsync {
+            segment.file.sync_data().map_err(failed)?;
+        }
         Ok(RecordWriter {
-            segment,
             start: tail.offset,
             lsn: tail.next_lsn,
+            written_to: tail.offset + UNFINISHED.len() as u64,
+            segment,
             len: 0,
             count: 0,
             crc: 0,
@@ -110,10 +132,12 @@ impl Log {
     /// The write failed.
     pub fn write_ops(&self, record: &mut RecordWriter, ops: &EncodedOps) -> Result<()> {
         let bytes = ops.as_bytes();
+        let at = record.ops_offset() + record.len;
+        record.written_to = record.written_to.max(at + bytes.len() as u64);
         record
             .segment
             .file
-            .write_at(bytes, record.ops_offset() + record.len)
+            .write_at(bytes, at)
             .map_err(io_error(format!("appending to {}", record.segment.name)))?;
         record.crc = crc32c::crc32c_append(record.crc, bytes);
         record.len += bytes.len() as u64;

@@ -112,7 +112,7 @@ fn a_record_given_up_leaves_only_zeros_after_the_tail() {
     let (log, before, record) = unfinished(&fs);
     let end = frame(&before).len();
     assert!(segment_bytes(&fs)[end..].iter().any(|&b| b != 0));
-    record.abandon();
+    record.abandon().unwrap();
     assert!(segment_bytes(&fs)[end..].iter().all(|&b| b == 0));
     assert_eq!(read_all(&log, 3), before);
     // The LSN it would have had goes to the next entry.
@@ -130,4 +130,30 @@ fn a_record_whose_tail_moved_is_refused() {
     let err = log.finish_record(record, 2, 3, 0).unwrap_err();
     assert!(err.to_string().contains("the log moved"), "{err}");
     assert_eq!(read_all(&log, 1), small_entries(1..=1));
+}
+
+#[test]
+fn an_unfinished_record_is_cut_whatever_its_rows_hold() {
+    let fs = MemFs::default();
+    let before = small_entries(1..=3);
+    let (log, _) = open_with(&fs, options(1 << 20), 0).unwrap();
+    append_all(&log, &before);
+    // A row whose value is a valid record of the next LSN, as user data may be: taken for
+    // a record after damage, it made the log refuse to open.
+    let lookalike = Entry {
+        ops: vec![Op {
+            table: "blobs".into(),
+            key: b"k".to_vec(),
+            value: Some(frame(&small_entries(4..=4))),
+        }],
+        ..big_entry(4)
+    };
+    let _record = write_in_pieces(&log, &lookalike, 1);
+    for image in [fs.restart_image(), fs.power_loss_image()] {
+        let (log, replayed) = open_with(&image, options(1 << 20), 0).unwrap();
+        assert_eq!(replayed, before);
+        append_all(&log, &small_entries(4..=4));
+        let (_, replayed) = open_with(&image.restart_image(), options(1 << 20), 0).unwrap();
+        assert_eq!(replayed, small_entries(1..=4));
+    }
 }

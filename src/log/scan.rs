@@ -21,11 +21,23 @@ pub(super) enum Next<'a> {
     End,
     /// Something that is not a valid record.
     Bad { reason: String },
+    /// The start of a record still being written, or never finished: a bulk load's, whose
+    /// header is written last (see [`UNFINISHED`]). Nothing valid follows it.
+    Unfinished,
 }
+
+/// What a record being written in pieces holds where its header goes until it is finished:
+/// a length no record can have, then a tag. Recovery cuts it and all after it at once,
+/// whatever the load wrote there (user data that may look like records).
+pub(super) const UNFINISHED: [u8; RECORD_HEADER_LEN] =
+    [0xFF, 0xFF, 0xFF, 0xFF, b'w', b'i', b'p', 0];
 
 /// Parses the record at `offset` of `data` (bytes from that segment's start).
 pub(super) fn next_record(data: &[u8], offset: usize) -> Next<'_> {
     let rest = data.get(offset..).unwrap_or_default();
+    if rest.starts_with(&UNFINISHED) {
+        return Next::Unfinished;
+    }
     if rest.iter().all(|&b| b == 0) {
         return Next::End;
     }

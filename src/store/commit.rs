@@ -755,6 +755,24 @@ impl Pipeline {
         self.failed.store(true, Ordering::Release);
     }
 
+    /// Closes the pipeline because `what` failed outside any batch (a bulk load given up
+    /// could not clear what it wrote to the log): appending after it is not safe.
+    pub(crate) fn fail_outside(&self, err: &crate::Error, what: &str) {
+        let mut state = self.lock();
+        if state.closed.is_none() {
+            self.fail(&mut state, err, what);
+        }
+        drop(state);
+        self.wake_all();
+    }
+
+    fn wake_all(&self) {
+        self.batch_done.iter().for_each(Condvar::notify_all);
+        self.synced.notify_all();
+        self.arrived.notify_all();
+        self.writer_free.notify_all();
+    }
+
     /// Refuses every later commit; returns false if it was already closed.
     pub(crate) fn mark_closed(&self) -> bool {
         let mut state = self.lock();
@@ -763,10 +781,7 @@ impl Pipeline {
         }
         state.closed = Some(Closed::Requested);
         drop(state);
-        self.batch_done.iter().for_each(Condvar::notify_all);
-        self.synced.notify_all();
-        self.arrived.notify_all();
-        self.writer_free.notify_all();
+        self.wake_all();
         true
     }
 }

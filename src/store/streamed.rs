@@ -19,7 +19,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use super::commit::{Batch, Flushed, Pending, Taken, WriterLock};
+use super::commit::{Batch, Flushed, Taken, WriterLock};
 use super::durability::{self, Committed, Durability, SyncReplication};
 use super::tables::Streamed;
 use super::Store;
@@ -165,7 +165,8 @@ impl StreamedCommit {
             .record
             .as_mut()
             .expect("invariant: a load is pushed to before its commit");
-        self.store.check_body(record.len() + ops.as_bytes().len())?;
+        self.store
+            .check_body(record.body_len() + ops.as_bytes().len())?;
         self.store
             .with_open(|open| open.log.write_ops(record, &ops))?;
         let sent = self
@@ -283,23 +284,15 @@ impl StreamedCommit {
                     io::Error::other("its applying thread stopped before the commit"),
                 ));
             }
-            // The watchers (rarely any) read the entry back rather than every load keeping
-            // its ops until the commit.
-            let ops = if store.inner.watchers.any() {
-                let mut position = crate::log::LogPosition::after(lsn - 1);
-                let mut entries = open.log.read(&mut position, lsn, 1, usize::MAX)?;
-                entries.pop().map(|entry| entry.ops).unwrap_or_default()
-            } else {
-                Vec::new()
-            };
             open.checkpointer
                 .note(1, bytes as u64, open.overlay.is_full());
-            store.inner.watchers.tell(&[Pending {
-                lsn,
-                ops,
-                quick: None,
-            }]);
-            Ok(())
+            // The watchers (rarely any) read the entry back rather than every load keeping
+            // its ops until the commit.
+            store.inner.watchers.tell_read(lsn, || {
+                let mut position = crate::log::LogPosition::after(lsn - 1);
+                let mut entries = open.log.read(&mut position, lsn, 1, usize::MAX)?;
+                Ok(entries.pop().map(|entry| entry.ops).unwrap_or_default())
+            })
         })
     }
 }
@@ -324,11 +317,23 @@ impl Drop for StreamedCommit {
         // its transaction at its next chunk, or once the channel closes.
         self.abort.store(true, Ordering::Release);
         self.chunks = None;
+        if let Some(record) = self.record.take() {
+            // Only while the store is open here, which holds off its close: once closed,
+            // another process may append to its log, and recovery cuts the record, still
+            // marked unfinished.
+            let mut failed = None;
+            let _ = self.store.with_open(|_| {
+                failed = record.abandon().err();
+                Ok(())
+            });
+            if let Some(source) = failed {
+                let err = bulk_error(&self.store, source);
+                let pipeline = &self.store.inner.pipeline;
+                pipeline.fail_outside(&err, "clearing a given-up bulk load from the log");
+            }
+        }
         if let Some(applier) = self.applier.take() {
             let _ = applier.join();
-        }
-        if let Some(record) = self.record.take() {
-            record.abandon();
         }
         let pipeline = &self.store.inner.pipeline;
         pipeline.set_streaming(false);

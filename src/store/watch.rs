@@ -40,14 +40,24 @@ impl Watchers {
         self.any.store(!list.is_empty(), Ordering::Release);
     }
 
-    /// Whether any watcher is registered.
-    pub(super) fn any(&self) -> bool {
-        self.any.load(Ordering::Acquire)
+    /// Tells every watcher about the entry at `lsn`, whose ops `read` gives: called only if
+    /// a watcher is registered, under the list's lock, so that one registered meanwhile is
+    /// told them too.
+    pub(super) fn tell_read(&self, lsn: u64, read: impl FnOnce() -> Result<Vec<Op>>) -> Result<()> {
+        let list = self.list();
+        if list.is_empty() {
+            return Ok(());
+        }
+        let ops = read()?;
+        for (_, watcher) in list.iter() {
+            watcher(lsn, &ops);
+        }
+        Ok(())
     }
 
     /// Tells every watcher about `entries`.
     pub(super) fn tell(&self, entries: &[Pending]) {
-        if !self.any() {
+        if !self.any.load(Ordering::Acquire) {
             return;
         }
         for (_, watcher) in self.list().iter() {
