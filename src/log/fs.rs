@@ -69,6 +69,22 @@ pub trait SegmentFile: Send + Sync {
     fn set_len(&self, len: u64) -> io::Result<()>;
 }
 
+/// Writes zeros over `from..to` of `file`, a MiB at a time (the range may be hundreds of
+/// MiB: what a bulk load left).
+///
+/// # Errors
+/// A write failed.
+pub(super) fn write_zeros(file: &dyn SegmentFile, from: u64, to: u64) -> io::Result<()> {
+    let zeros = vec![0u8; (1 << 20).min(to.saturating_sub(from)) as usize];
+    let mut at = from;
+    while at < to {
+        let len = (to - at).min(zeros.len() as u64) as usize;
+        file.write_at(&zeros[..len], at)?;
+        at += len as u64;
+    }
+    Ok(())
+}
+
 /// Segment files in a real directory.
 #[derive(Debug)]
 pub struct DirFs {

@@ -426,42 +426,29 @@ impl Log {
             .iter()
             .rposition(|&b| b != 0)
             .map_or(0, |last| last + 1);
-        if end > 0 {
-            segment
-                .file
-                .write_at(&vec![0u8; end], from)
-                .map_err(io_error(format!(
-                    "cutting the torn tail of {}",
-                    segment.name
-                )))?;
-            if self.options.fsync {
-                segment
-                    .file
-                    .sync_data()
-                    .map_err(io_error(format!("syncing {}", segment.name)))?;
-            }
-        }
-        Ok(())
+        self.zero_range(segment, from, from + end as u64, "cutting the torn tail of")
     }
 
-    /// Overwrites with zeros everything of `segment` from `from` to its end, a chunk at a
-    /// time (a bulk load that never committed may have left hundreds of MiB).
+    /// Overwrites with zeros everything of `segment` from `from` to its end (a bulk load
+    /// that never committed may have left hundreds of MiB).
     fn zero_from(&self, segment: &Segment, from: u64) -> Result<()> {
         tracing::warn!(segment = %segment.name, offset = from, "cutting a bulk load that never committed from the log");
-        let failed = |source| LogError::Io {
-            context: format!("cutting the unfinished tail of {}", segment.name),
-            source,
-        };
-        let end = segment.file.size().map_err(&failed)?;
-        let zeros = vec![0u8; (1 << 20).min(end.saturating_sub(from)) as usize];
-        let mut at = from;
-        while at < end {
-            let len = (end - at).min(zeros.len() as u64) as usize;
-            segment.file.write_at(&zeros[..len], at).map_err(&failed)?;
-            at += len as u64;
+        let end = segment
+            .file
+            .size()
+            .map_err(io_error(format!("reading the size of {}", segment.name)))?;
+        self.zero_range(segment, from, end, "cutting the unfinished tail of")
+    }
+
+    /// Overwrites `from..to` of `segment` with zeros and syncs it (`what` says why).
+    fn zero_range(&self, segment: &Segment, from: u64, to: u64, what: &str) -> Result<()> {
+        if from >= to {
+            return Ok(());
         }
+        let failed = || io_error(format!("{what} {}", segment.name));
+        fs::write_zeros(&*segment.file, from, to).map_err(failed())?;
         if self.options.fsync {
-            segment.file.sync_data().map_err(failed)?;
+            segment.file.sync_data().map_err(failed())?;
         }
         Ok(())
     }

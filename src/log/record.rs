@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 
+use super::fs::write_zeros;
 use super::scan::{EntryId, UNFINISHED};
 use super::{io_error, Log, Segment, Written};
 use crate::codec::{count_bytes, record_header, EncodedOps, RECORD_PREFIX_LEN};
@@ -19,8 +20,6 @@ use crate::error::{LogError, Result};
 
 /// Bytes of the op count, between the record's prefix and its ops.
 const COUNT_LEN: u64 = 4;
-/// Zeroes a given-up record this many bytes at a time.
-const ZEROS: usize = 1 << 20;
 
 /// A record begun at the tail of the log by [`Log::begin_record`].
 pub struct RecordWriter {
@@ -80,14 +79,7 @@ impl RecordWriter {
     /// A write failed: the caller must stop appending to this log (its reopen cuts the
     /// record, which is still marked unfinished or torn).
     pub fn abandon(self) -> std::io::Result<()> {
-        let zeros = vec![0u8; ZEROS.min((self.written_to - self.start) as usize)];
-        let mut at = self.start;
-        while at < self.written_to {
-            let len = (self.written_to - at).min(zeros.len() as u64) as usize;
-            self.segment.file.write_at(&zeros[..len], at)?;
-            at += len as u64;
-        }
-        Ok(())
+        write_zeros(&*self.segment.file, self.start, self.written_to)
     }
 }
 
@@ -174,10 +166,9 @@ impl Log {
             .into());
         }
         let count = count_bytes(record.count);
-        let body_len = COUNT_LEN as usize + record.len as usize;
         let body_crc =
             crc32c::crc32c_combine(crc32c::crc32c(&count), record.crc, record.len as usize);
-        let header = record_header(lsn, epoch, timestamp_ms, body_len, body_crc);
+        let header = record_header(lsn, epoch, timestamp_ms, record.body_len(), body_crc);
         let mut prefix = header.to_vec();
         prefix.extend_from_slice(&count);
         let segment = &record.segment;

@@ -247,9 +247,9 @@ impl StreamedCommit {
             .map_err(|r| store.refused(r))?;
         if bytes >= TRIM_AFTER_BYTES {
             // The load's chunks were allocated on this thread (and freed by the applying
-            // one): given back here, inside the call that took them, rather than by the checkpointer's next
-            // trim, which would hold this thread's malloc arena while its next put
-            // allocates (10-15 ms after a load of 1M rows).
+            // one): given back here, inside the call that took them, rather than by the
+            // checkpointer's next trim, which would hold this thread's malloc arena while
+            // its next put allocates (10-15 ms after a load of 1M rows).
             super::trim::release_free_memory();
         }
         Ok(durability::committed(lsn, durability, replication))
