@@ -289,7 +289,7 @@ impl Replica {
         }
         Ok(Self {
             side,
-            follower: Follower::spawn(shared),
+            follower: Follower::spawn(shared)?,
             promoted: std::sync::atomic::AtomicBool::new(false),
         })
     }

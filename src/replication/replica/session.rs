@@ -129,15 +129,19 @@ pub(super) async fn session(
                 }
             }
         }
+        // The reader runs on this thread too: frames that came while the last batch was
+        // applied wait in the socket until it reads them, which yielding lets it do.
+        tokio::task::yield_now().await;
         let then_sync = syncs.inline(!pending.is_empty(), !inbox.is_empty());
         flush(shared, &mut machine, &mut writer, pending, then_sync).await?;
         if then_sync {
+            tokio::task::yield_now().await;
             syncs.ended(!inbox.is_empty());
         }
     }
 }
 
-/// Where the replica's syncs run: right after an append, on the session's worker, while
+/// Where the replica's syncs run: right after an append, on the follow thread, while
 /// writes come one at a time (a lone sync writer waits for each, and a hop to another
 /// thread and back costs it about a fifth of its latency); on the blocking pool, beside
 /// the appends, while they keep coming (an inline sync would hold them back from readers).
@@ -196,8 +200,7 @@ fn observe(shared: &Shared, machine: &ReplicaMachine, message: &Message) {
         let peers_changed = quorum > 0 && *peers != lock(&shared.state).primary_peers;
         if let (true, Some(side)) = (peers_changed, &shared.store_side) {
             // Kept on disk too: a replica restarted after its primary died asks them.
-            let saved =
-                tokio::task::block_in_place(|| members_file::save(side.store.path(), peers));
+            let saved = members_file::save(side.store.path(), peers);
             if let Err(err) = saved {
                 tracing::warn!(error = %err, "could not remember the primary's members");
             }
@@ -205,8 +208,7 @@ fn observe(shared: &Shared, machine: &ReplicaMachine, message: &Message) {
         if quorum > 0 && (quorum, members) != known {
             // On disk before it shows (a change is rare): a replica restarted after its
             // primary died can still promote.
-            let remembered =
-                tokio::task::block_in_place(|| shared.consumer.remember_quorum(quorum, members));
+            let remembered = shared.consumer.remember_quorum(quorum, members);
             if let Err(err) = remembered {
                 tracing::warn!(error = %err, "could not remember the primary's quorum");
             }
@@ -299,7 +301,9 @@ async fn sync_now(
     if machine.applied_lsn() <= machine.flushed_lsn() {
         return Ok(());
     }
-    let flushed = tokio::task::block_in_place(|| shared.consumer.sync())
+    let flushed = shared
+        .consumer
+        .sync()
         .map_err(|e| ReplicationError::Protocol(format!("cannot sync replicated entries: {e}")))?;
     let ack = machine.durable(flushed, 0);
     publish(shared, machine);
@@ -325,10 +329,11 @@ async fn flush(
     if payloads.is_empty() {
         return Ok(());
     }
-    // Applied on this worker, which tokio hands its other tasks off from while it blocks:
-    // a hop to the blocking pool cost an eager replica about a third of its append time.
+    // Applied on the follow thread itself, which runs this link only (see
+    // [`super::Follower`]): a hop to the blocking pool cost an eager replica about a third
+    // of its append time.
     let consumer = &shared.consumer;
-    let (flushed, applied) = tokio::task::block_in_place(|| {
+    let applied = || {
         let granted = lock(&shared.granted);
         if *granted > machine.epoch() {
             // A candidate was told this log is final: the primary is deposed.
@@ -352,7 +357,8 @@ async fn flush(
             return Ok((flushed, applied));
         }
         Ok((flushed, applied))
-    })?;
+    };
+    let (flushed, applied) = applied()?;
     let ack = machine.durable(flushed, applied);
     publish(shared, machine);
     // What is applied but not durable is acked once a sync ends.
