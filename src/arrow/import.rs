@@ -20,7 +20,7 @@ use arrow_schema::{DataType, Field, TimeUnit};
 
 use super::shape::{ENCODING_KEY, PACKED};
 use crate::codec::msgpack::{Reader, DATE_EXT, TIMESTAMP_EXT};
-use crate::codec::{encode_key, encode_timestamp, KeyRef};
+use crate::codec::{encode_key_into, encode_timestamp, KeyRef};
 
 /// Seconds since the epoch of 0001-01-01 and of the last second of 9999-12-31: the range a
 /// Python datetime can be read back in.
@@ -380,33 +380,41 @@ pub fn unpack(array: ArrayRef) -> Result<ArrayRef, Refusal> {
     }
 }
 
-/// The encoded key in the cell at `row` of a key column.
+/// Encodes the key in the cell at `row` of a key column into `out` (cleared first): a
+/// load reuses one buffer for every row.
 ///
 /// # Errors
 /// A [`Refusal`] for a null key, an int beyond 64 bits or a type keys cannot have.
-pub fn cell_key(array: &dyn Array, row: usize) -> Result<Vec<u8>, Refusal> {
+pub fn cell_key_into(array: &dyn Array, row: usize, out: &mut Vec<u8>) -> Result<(), Refusal> {
+    encode_key_into(out, cell_key(array, row)?);
+    Ok(())
+}
+
+fn cell_key(array: &dyn Array, row: usize) -> Result<KeyRef<'_>, Refusal> {
     if array.is_null(row) {
         return Err(Refusal::new(RefusalKind::Value, "the key is null"));
     }
-    let int = |value: i64| encode_key(KeyRef::Int(value));
     Ok(match array.data_type() {
-        DataType::Utf8 => encode_key(KeyRef::Str(array.as_string::<i32>().value(row))),
-        DataType::LargeUtf8 => encode_key(KeyRef::Str(array.as_string::<i64>().value(row))),
-        DataType::Utf8View => encode_key(KeyRef::Str(array.as_string_view().value(row))),
-        DataType::Binary => encode_key(KeyRef::Bytes(array.as_binary::<i32>().value(row))),
-        DataType::LargeBinary => encode_key(KeyRef::Bytes(array.as_binary::<i64>().value(row))),
-        DataType::BinaryView => encode_key(KeyRef::Bytes(array.as_binary_view().value(row))),
-        DataType::Int8 => int(array.as_primitive::<Int8Type>().value(row).into()),
-        DataType::Int16 => int(array.as_primitive::<Int16Type>().value(row).into()),
-        DataType::Int32 => int(array.as_primitive::<Int32Type>().value(row).into()),
-        DataType::Int64 => int(array.as_primitive::<Int64Type>().value(row)),
-        DataType::UInt8 => int(array.as_primitive::<UInt8Type>().value(row).into()),
-        DataType::UInt16 => int(array.as_primitive::<UInt16Type>().value(row).into()),
-        DataType::UInt32 => int(array.as_primitive::<UInt32Type>().value(row).into()),
+        DataType::Utf8 => KeyRef::Str(array.as_string::<i32>().value(row)),
+        DataType::LargeUtf8 => KeyRef::Str(array.as_string::<i64>().value(row)),
+        DataType::Utf8View => KeyRef::Str(array.as_string_view().value(row)),
+        DataType::Binary => KeyRef::Bytes(array.as_binary::<i32>().value(row)),
+        DataType::LargeBinary => KeyRef::Bytes(array.as_binary::<i64>().value(row)),
+        DataType::BinaryView => KeyRef::Bytes(array.as_binary_view().value(row)),
+        DataType::Int8 => KeyRef::Int(array.as_primitive::<Int8Type>().value(row).into()),
+        DataType::Int16 => KeyRef::Int(array.as_primitive::<Int16Type>().value(row).into()),
+        DataType::Int32 => KeyRef::Int(array.as_primitive::<Int32Type>().value(row).into()),
+        DataType::Int64 => KeyRef::Int(array.as_primitive::<Int64Type>().value(row)),
+        DataType::UInt8 => KeyRef::Int(array.as_primitive::<UInt8Type>().value(row).into()),
+        DataType::UInt16 => KeyRef::Int(array.as_primitive::<UInt16Type>().value(row).into()),
+        DataType::UInt32 => KeyRef::Int(array.as_primitive::<UInt32Type>().value(row).into()),
         DataType::UInt64 => {
             let value = array.as_primitive::<UInt64Type>().value(row);
-            int(i64::try_from(value)
-                .map_err(|_| Refusal::new(RefusalKind::Overflow, "int keys must fit in 64 bits"))?)
+            KeyRef::Int(
+                i64::try_from(value).map_err(|_| {
+                    Refusal::new(RefusalKind::Overflow, "int keys must fit in 64 bits")
+                })?,
+            )
         }
         other => {
             return Err(Refusal::new(

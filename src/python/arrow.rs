@@ -11,15 +11,15 @@ use pyo3_arrow::ffi::to_schema_pycapsule;
 use pyo3_arrow::{PyArray, PyRecordBatchReader};
 
 use super::args::size;
-use super::put_many::OpSink;
+use super::put_many::{OpSink, RowBuffers};
 use super::store::{Progress, PROGRESS_EVERY};
 use super::types::PyReceipt;
 use super::value::{decode_py_value, encode_py_value_with, EncodeOptions, Location};
 use crate::arrow::{
-    cell_key, field_part, unpack, CellWriter, Collected, ExportRequest, Naive, Plan, Refusal,
+    cell_key_into, field_part, unpack, CellWriter, Collected, ExportRequest, Naive, Plan, Refusal,
     RefusalKind,
 };
-use crate::codec::Op;
+use crate::codec::OpRef;
 use crate::store::{describe_key, Durability, Store};
 
 /// A table's rows at one LSN as Arrow record batches, behind the Arrow `PyCapsule` interface:
@@ -364,35 +364,36 @@ impl<'a, 'py> Batch<'a, 'py> {
         })
     }
 
-    /// The write of row `row`.
-    fn op(&self, row: usize) -> PyResult<Op> {
+    /// The write of row `row`, encoded in `buffers`.
+    fn op<'b>(&'b self, row: usize, buffers: &'b mut RowBuffers) -> PyResult<OpRef<'b>> {
         let table = &self.load.table;
-        let key = cell_key(self.keys, row).map_err(|r| {
+        let RowBuffers { key, value } = buffers;
+        cell_key_into(self.keys, row, key).map_err(|r| {
             let at = format!("<row {}>", self.offset + row);
             refused(table, &at, &field_part(&self.load.key), &r)
         })?;
-        let mut value = Vec::with_capacity(64);
-        rmp::encode::write_map_len(&mut value, self.names.len() as u32)
+        value.clear();
+        rmp::encode::write_map_len(value, self.names.len() as u32)
             .expect("writing to a Vec cannot fail");
         for ((part, source), name) in self.sources.iter().zip(self.names) {
-            rmp::encode::write_str(&mut value, name).expect("writing to a Vec cannot fail");
+            rmp::encode::write_str(value, name).expect("writing to a Vec cannot fail");
             match source {
                 Source::Arrow(writer) => writer
-                    .write(row, &mut value)
-                    .map_err(|r| refused(table, &describe_key(&key), part, &r))?,
+                    .write(row, value)
+                    .map_err(|r| refused(table, &describe_key(key), part, &r))?,
                 Source::Objects(list) => {
                     let item = list.get_item(self.offset + row)?;
                     let at = Location::Cell {
                         table,
-                        key: &key,
+                        key,
                         field: name,
                     };
-                    encode_py_value_with(&item, self.options, &mut value, &at)?;
+                    encode_py_value_with(&item, self.options, value, &at)?;
                 }
             }
         }
-        Ok(Op {
-            table: table.clone(),
+        Ok(OpRef {
+            table,
             key,
             value: Some(value),
         })
@@ -453,6 +454,7 @@ pub(crate) fn put(
     let streams = row_count(data).is_some();
     let mut sink = OpSink::new(store, load.durability, streams);
     let mut receipt = None;
+    let mut buffers = RowBuffers::default();
     let mut written = 0usize;
     let mut offset = 0usize;
     for batch in reader {
@@ -473,7 +475,7 @@ pub(crate) fn put(
             offset,
         )?;
         for row in 0..batch.num_rows() {
-            sink.push(py, rows.op(row)?.borrowed())?;
+            sink.push(py, rows.op(row, &mut buffers)?)?;
             if sink.len().is_multiple_of(PROGRESS_EVERY) {
                 if let Some(callback) = progress.callback() {
                     callback.call1((written + sink.len(),))?;

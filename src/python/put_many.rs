@@ -30,8 +30,8 @@ pub(crate) fn put_op(
 /// Where one row's key and value are encoded: a bulk load reuses them for every row.
 #[derive(Default)]
 pub(crate) struct RowBuffers {
-    key: Vec<u8>,
-    value: Vec<u8>,
+    pub(crate) key: Vec<u8>,
+    pub(crate) value: Vec<u8>,
 }
 
 /// The op that puts `value` under `key`, encoded in `buffers`. `row`, the row's index
