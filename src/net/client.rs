@@ -1,11 +1,27 @@
 //! The client side every peer of the core shares: connecting within a deadline, and the
 //! backoff between attempts.
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 
 use crate::error::NetError;
+
+/// The addresses of `address`: an IP address as it is; a host name looked up on the
+/// process's runtime, whose blocking pool outlives any caller. A lookup blocks a thread
+/// until the resolver answers (seconds in a DNS outage); on the runtime of a link of its
+/// own (a replica's), that runtime could not stop before it, and neither could `close()`.
+async fn resolve(address: &str) -> std::io::Result<Vec<SocketAddr>> {
+    if let Ok(ip) = address.parse::<SocketAddr>() {
+        return Ok(vec![ip]);
+    }
+    let name = address.to_owned();
+    super::runtime()
+        .spawn_blocking(move || name.to_socket_addrs().map(Iterator::collect))
+        .await
+        .map_err(|err| std::io::Error::other(format!("the lookup of {address} failed: {err}")))?
+}
 
 /// Checks that `address` is `host:port` (a name or an IPv4 address, or an IPv6 one in
 /// brackets, and a port from 1 to 65535), so that a typo is refused when it is given
@@ -48,14 +64,27 @@ pub fn check_address(address: &str) -> Result<(), NetError> {
 /// # Errors
 /// The connection failed, or took longer than `timeout` (`TimedOut`).
 pub async fn connect(address: &str, timeout: Duration) -> std::io::Result<TcpStream> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(address))
-        .await
-        .map_err(|_| {
+    let attempt = async {
+        let mut failure = None;
+        for candidate in resolve(address).await? {
+            match TcpStream::connect(candidate).await {
+                Ok(stream) => return Ok(stream),
+                Err(err) => failure = Some(err),
+            }
+        }
+        Err(failure.unwrap_or_else(|| {
             std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("no answer within {timeout:?}"),
+                std::io::ErrorKind::NotFound,
+                format!("{address} resolves to no address"),
             )
-        })??;
+        }))
+    };
+    let stream = tokio::time::timeout(timeout, attempt).await.map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {timeout:?}"),
+        )
+    })??;
     let _ = stream.set_nodelay(true);
     Ok(stream)
 }
@@ -112,6 +141,24 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ip_address_is_taken_as_is_and_a_name_is_looked_up() {
+        let own = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime starts");
+        let literal = own
+            .block_on(resolve("127.0.0.1:7400"))
+            .expect("no lookup needed");
+        assert_eq!(literal, vec!["127.0.0.1:7400".parse().expect("an address")]);
+        let named = own
+            .block_on(resolve("localhost:7400"))
+            .expect("localhost resolves");
+        assert!(!named.is_empty());
+        assert!(named
+            .iter()
+            .all(|a| a.ip().is_loopback() && a.port() == 7400));
+    }
 
     #[test]
     fn backoff_doubles_up_to_its_cap_and_resets_after_a_success() {

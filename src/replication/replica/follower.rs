@@ -156,9 +156,19 @@ fn start_thread(
         .enable_all()
         .build()
         .map_err(failed)?;
+    // The loop runs as a task, not as the root future: after a yield the scheduler polls
+    // the root future again before any task the driver woke, so the session's reader
+    // would not get to drain the socket (see `session`).
+    let run = move || {
+        runtime.block_on(async move {
+            if let Err(err) = tokio::spawn(follow(shared, shutdown)).await {
+                tracing::error!(error = %err, "the follow loop panicked");
+            }
+        });
+    };
     std::thread::Builder::new()
         .name("replikv-follow".into())
-        .spawn(move || runtime.block_on(follow(shared, shutdown)))
+        .spawn(run)
         .map_err(failed)
 }
 

@@ -53,6 +53,7 @@ pub(super) async fn session(
                 continue;
             }
             frame = inbox.recv() => frame.unwrap_or_else(|| Err(ReplicationError::Protocol("the stream ended".into())))?,
+            () = tokio::time::sleep(IDLE_TIMEOUT) => return Err(silence()),
         };
         let mut pending: Vec<Vec<u8>> = Vec::new();
         let mut bytes = 0;
@@ -130,7 +131,9 @@ pub(super) async fn session(
             }
         }
         // The reader runs on this thread too: frames that came while the last batch was
-        // applied wait in the socket until it reads them, which yielding lets it do.
+        // applied wait in the socket until it reads them. Yielding lets it: the scheduler
+        // polls the driver, then runs the reader it woke before this task (the follow
+        // loop is a task for that reason, see `start_thread`).
         tokio::task::yield_now().await;
         let then_sync = syncs.inline(!pending.is_empty(), !inbox.is_empty());
         flush(shared, &mut machine, &mut writer, pending, then_sync).await?;
@@ -139,6 +142,16 @@ pub(super) async fn session(
             syncs.ended(!inbox.is_empty());
         }
     }
+}
+
+/// The primary sends at least a heartbeat every interval: waiting this long for anything
+/// means a stalled link, which is dropped so that the replica reconnects. Only the
+/// session's waits count, never the time it spends applying.
+fn silence() -> ReplicationError {
+    NetError::TimedOut {
+        context: format!("nothing from the primary for {IDLE_TIMEOUT:?}"),
+    }
+    .into()
 }
 
 /// Where the replica's syncs run: right after an append, on the follow thread, while
@@ -375,16 +388,9 @@ async fn read_frames(
     // Buffered: a small frame's length and body then take one read, not two.
     let mut reader = tokio::io::BufReader::new(reader);
     loop {
-        // The primary sends at least a heartbeat every interval: silence means a stalled
-        // link, which is dropped so that the replica reconnects.
-        let frame = tokio::time::timeout(IDLE_TIMEOUT, read_frame(&mut reader))
-            .await
-            .unwrap_or_else(|_| {
-                Err(NetError::TimedOut {
-                    context: format!("nothing from the primary for {IDLE_TIMEOUT:?}"),
-                }
-                .into())
-            });
+        // No deadline here: the session times its own waits (this task does not run while
+        // the session applies, so a deadline here would count that time as silence).
+        let frame = read_frame(&mut reader).await;
         let failed = frame.is_err();
         if frames.send(frame).await.is_err() || failed {
             return;
