@@ -46,9 +46,19 @@ pub struct FollowerOptions {
 pub struct Follower {
     pub(super) shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    /// The follow thread, while one runs; `None` for good once closed.
+    thread: Mutex<Thread>,
     /// The process that started the thread: a forked child has no such thread to join.
     owner: Owner,
+}
+
+/// The follow thread of a [`Follower`].
+enum Thread {
+    Running(JoinHandle<()>),
+    /// Stopped by a promotion, which may start it again.
+    Paused,
+    /// Stopped by [`Follower::close`]: it never starts again.
+    Closed,
 }
 
 impl Follower {
@@ -82,7 +92,7 @@ impl Follower {
         Ok(Self {
             shared,
             shutdown,
-            thread: Mutex::new(Some(thread)),
+            thread: Mutex::new(Thread::Running(thread)),
             owner: Owner::current(),
         })
     }
@@ -119,20 +129,46 @@ impl Follower {
     /// is inside its own); in one, the follow loop stops at its next await. Closing twice
     /// does nothing more.
     pub fn close(&self) {
-        self.shutdown.send_replace(true);
-        let thread = lock(&self.thread).take();
+        self.stop(Thread::Closed);
+    }
+
+    /// Stops following until [`Follower::restart`], as [`Follower::close`] does (a
+    /// promotion, which follows again if it does not win).
+    pub(super) fn pause(&self) {
+        self.stop(Thread::Paused);
+    }
+
+    fn stop(&self, then: Thread) {
+        let thread = {
+            let mut thread = lock(&self.thread);
+            self.shutdown.send_replace(true);
+            match std::mem::replace(&mut *thread, then) {
+                // A close during a pause stays closed; a pause after a close too.
+                Thread::Closed => {
+                    *thread = Thread::Closed;
+                    None
+                }
+                Thread::Paused => None,
+                Thread::Running(handle) => Some(handle),
+            }
+        };
         let outside = tokio::runtime::Handle::try_current().is_err();
         if let (Some(thread), true, false) = (thread, outside, self.owner.inherited()) {
             let _ = thread.join();
         }
     }
 
-    /// Starts following again after [`Follower::close`] (a promotion that did not win): to
-    /// the same primary. A thread that cannot start leaves the link failed, with the cause.
+    /// Follows again after [`Follower::pause`] (a promotion that did not win): to the same
+    /// primary. Nothing happens once closed, or while it runs. A thread that cannot start
+    /// leaves the link failed, with the cause.
     pub(super) fn restart(&self) {
+        let mut thread = lock(&self.thread);
+        if !matches!(*thread, Thread::Paused) {
+            return;
+        }
         self.shutdown.send_replace(false);
         match start_thread(Arc::clone(&self.shared), self.shutdown.subscribe()) {
-            Ok(thread) => *lock(&self.thread) = Some(thread),
+            Ok(handle) => *thread = Thread::Running(handle),
             Err(err) => {
                 tracing::error!(error = %err, "cannot follow the primary again");
                 let mut state = lock(&self.shared.state);
@@ -249,5 +285,58 @@ async fn follow(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             () = shared.kick.notified() => backoff.reset(),
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Store, StoreOptions};
+
+    /// A follower of a port where nothing listens (it retries, as a replica of a dead
+    /// primary does), on a follower store.
+    fn follower(dir: &std::path::Path) -> Follower {
+        let options = StoreOptions {
+            follower: true,
+            ..StoreOptions::default()
+        };
+        let store = Store::open(dir.join("replica"), options).expect("the store opens");
+        let options = FollowerOptions {
+            primary: "127.0.0.1:1".into(),
+            token: None,
+            name: "r1".into(),
+            max_backoff: Duration::from_millis(20),
+        };
+        let state = ReplicaState::connecting(0, 0, Vec::new());
+        let shared = Shared::new(Arc::new(store), options, OnDiverge::Stop, state, None, None);
+        Follower::spawn(shared).expect("the thread starts")
+    }
+
+    fn running(follower: &Follower) -> bool {
+        matches!(*lock(&follower.thread), Thread::Running(_))
+    }
+
+    #[test]
+    fn a_paused_follower_restarts_and_a_closed_one_never_does() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let follower = follower(dir.path());
+        follower.pause();
+        assert!(!running(&follower));
+        follower.restart();
+        assert!(running(&follower), "a promotion that lost follows again");
+        follower.restart();
+        assert!(
+            running(&follower),
+            "a restart of a running follower changes nothing"
+        );
+        // A close while a promotion has it paused: the promotion's restart must not start
+        // a thread on a store that is being closed.
+        follower.pause();
+        follower.close();
+        follower.restart();
+        assert!(!running(&follower));
+        follower.pause();
+        follower.restart();
+        assert!(!running(&follower), "closed for good");
     }
 }

@@ -181,7 +181,7 @@ impl Replica {
         if let (Some(reason), false) = (hopeless(needed, counted, peers.len()), force) {
             return Err(refused(self.name(), &reason));
         }
-        self.follower.close();
+        self.follower.pause();
         let epoch = self.store().epoch() + 1;
         if !self.grant_self(epoch)? {
             self.follower.restart();
