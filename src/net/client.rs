@@ -64,21 +64,8 @@ pub fn check_address(address: &str) -> Result<(), NetError> {
 /// # Errors
 /// The connection failed, or took longer than `timeout` (`TimedOut`).
 pub async fn connect(address: &str, timeout: Duration) -> std::io::Result<TcpStream> {
-    let attempt = async {
-        let mut failure = None;
-        for candidate in resolve(address).await? {
-            match TcpStream::connect(candidate).await {
-                Ok(stream) => return Ok(stream),
-                Err(err) => failure = Some(err),
-            }
-        }
-        Err(failure.unwrap_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("{address} resolves to no address"),
-            )
-        }))
-    };
+    // Tokio tries each address in turn, as it would after its own lookup.
+    let attempt = async { TcpStream::connect(&resolve(address).await?[..]).await };
     let stream = tokio::time::timeout(timeout, attempt).await.map_err(|_| {
         std::io::Error::new(
             std::io::ErrorKind::TimedOut,

@@ -40,13 +40,14 @@ pub struct FollowerOptions {
 /// It follows on a thread of its own, whose runtime runs this link only: the entries it
 /// receives are applied and synced on that thread, between two reads of the socket. On
 /// the process's shared runtime each batch had to hand the worker to another thread
-/// (`block_in_place`, about 15 us on two cores, on every sync write's path; sync puts to a
-/// replica in another process took 2-9% longer, `benches/bench_sync.py`). Frames that
-/// arrive meanwhile wait in the socket's buffer and are applied together next.
+/// (`block_in_place`, about 15 us on two cores, on every sync write's path; a sync put to a
+/// replica in another process cost 3.5-4.0x an async put before, 2.9-3.5x after, in three
+/// interleaved pairs of `benches/bench_sync.py`). Frames that arrive meanwhile wait in the
+/// socket's buffer and are applied together next.
 pub struct Follower {
     pub(super) shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
-    /// The follow thread, while one runs; `None` for good once closed.
+    /// The follow thread, or why none runs.
     thread: Mutex<Thread>,
     /// The process that started the thread: a forked child has no such thread to join.
     owner: Owner,
@@ -142,14 +143,13 @@ impl Follower {
         let thread = {
             let mut thread = lock(&self.thread);
             self.shutdown.send_replace(true);
-            match std::mem::replace(&mut *thread, then) {
-                // A close during a pause stays closed; a pause after a close too.
-                Thread::Closed => {
-                    *thread = Thread::Closed;
-                    None
-                }
-                Thread::Paused => None,
-                Thread::Running(handle) => Some(handle),
+            // Once closed it stays closed, whatever stops it again.
+            if matches!(*thread, Thread::Closed) {
+                None
+            } else if let Thread::Running(handle) = std::mem::replace(&mut *thread, then) {
+                Some(handle)
+            } else {
+                None
             }
         };
         let outside = tokio::runtime::Handle::try_current().is_err();
