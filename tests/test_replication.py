@@ -480,6 +480,34 @@ def test_a_stalled_link_is_dropped_and_the_replica_reconnects(
         assert replica.status().connections >= 2
 
 
+def test_a_replica_drops_a_silent_link_itself(tmp_path: Path) -> None:
+    """The replica's own idle timeout ends a link that stopped carrying anything, also when
+    its primary would wait far longer before dropping it (heartbeats every 5 s: no ack
+    for 21 s)."""
+    from proxy import Proxy
+
+    store = replikv.Store(tmp_path / "primary")
+    with (
+        replikv.Primary(store, token=TOKEN, heartbeat_interval=5) as primary,
+        Proxy(primary.address) as proxy,
+        replikv.Replica(
+            tmp_path / "r", primary=proxy.address, token=TOKEN, max_backoff=0.2
+        ) as replica,
+    ):
+        assert replica.wait_for(store.put("t", 0, 0).lsn, timeout=30)
+        proxy.stalled = True  # the sockets stay open; nothing gets through
+        # Only the session's idle timeout says this (a link the primary closes ends with
+        # the stream, a stalled handshake with its own deadline).
+        eventually(
+            "the replica to give up on the silent link",
+            lambda: "nothing from the primary" in (replica.status().last_error or ""),
+        )
+        proxy.stalled = False
+        receipt = store.put("t", 1, 1)
+        assert replica.get("t", 1, min_lsn=receipt.lsn, timeout=60) == 1
+    store.close()
+
+
 def test_a_closed_primary_frees_its_port_at_once(tmp_path: Path) -> None:
     store = replikv.Store(tmp_path / "primary")
     try:
