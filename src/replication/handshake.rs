@@ -173,6 +173,34 @@ pub fn resume_decision(
     }
 }
 
+/// Where a replica that holds entries back from its readers resumes. `held` names each
+/// entry of its log from the last one its primary said was durable (its confirmed LSN) to
+/// its end, `(lsn, (epoch, crc))`, in order; `view(lsn)` is the primary's log as of `lsn`.
+/// It resumes after the last entry of an unbroken run from the confirmed one that the
+/// primary holds the same: the entries after it were shipped before the primary's
+/// fdatasync ended and lost with its page cache (or are not written there yet), and no
+/// reader saw them, so the replica cuts them. The confirmed entry itself must resume as
+/// [`resume_decision`] says, or the replica is refused as it says.
+///
+/// # Errors
+/// As [`resume_decision`] for the confirmed entry; a protocol refusal for an empty `held`.
+pub fn resume_holding(
+    held: &[(u64, (u64, u32))],
+    view: impl Fn(u64) -> LogView,
+) -> Result<u64, Denied> {
+    let Some(&(confirmed, id)) = held.first() else {
+        return Err(Denied::new(RefuseCode::Protocol, "no resume position"));
+    };
+    let mut resumed = resume_decision(confirmed, id, view(confirmed))?;
+    for &(lsn, id) in &held[1..] {
+        if lsn != resumed + 1 || resume_decision(lsn, id, view(lsn)).is_err() {
+            break;
+        }
+        resumed = lsn;
+    }
+    Ok(resumed)
+}
+
 /// How an admitted replica or consumer starts (see [`opening`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Opening {
@@ -321,6 +349,32 @@ mod tests {
             "{}",
             denied.reason
         );
+    }
+
+    #[test]
+    fn a_replica_holding_entries_the_primary_lost_resumes_where_their_histories_part() {
+        // The primary's log: entries 1..=6 of crc 10 + lsn; the replica holds 4..=8,
+        // confirmed at 4, and its 6 and 7 were lost by the primary (which wrote another 6).
+        let primary = |lsn: u64| view(1, 6, (lsn <= 6).then_some((1, 10 + lsn as u32)));
+        let ours = |lsn: u64| (lsn, (1, 10 + lsn as u32 + u32::from(lsn >= 6)));
+        let held: Vec<_> = (4..=8).map(ours).collect();
+        assert_eq!(resume_holding(&held, primary), Ok(5));
+        // Everything it holds matches: it resumes at its end.
+        let held: Vec<_> = (2..=5).map(ours).collect();
+        assert_eq!(resume_holding(&held, primary), Ok(5));
+        // Its confirmed entry differs: a fork, never cut.
+        let forked = [(3, (1, 99)), (4, (1, 14))];
+        assert_eq!(
+            resume_holding(&forked, primary).map_err(|d| d.code),
+            Err(RefuseCode::Diverged)
+        );
+        assert_eq!(
+            resume_holding(&[], primary).map_err(|d| d.code),
+            Err(RefuseCode::Protocol)
+        );
+        // A gap in what it names ends the run there.
+        let gapped = [(2, (1, 12)), (3, (1, 13)), (5, (1, 15))];
+        assert_eq!(resume_holding(&gapped, primary), Ok(3));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::log::RawEntry;
 const FRAME_SLACK: usize = 1024;
 
 /// Sends a batch: whole entries packed into frames, an entry larger than a frame in parts;
-/// `epoch` is the sender's.
+/// `epoch` is the sender's, and its log is durable up to `durable_lsn`.
 ///
 /// # Errors
 /// A write fails (or stalls past the writer's limit).
@@ -20,6 +20,7 @@ pub async fn send_entries<W: AsyncWrite + Unpin>(
     writer: &mut W,
     batch: Vec<RawEntry>,
     epoch: u64,
+    durable_lsn: u64,
 ) -> Result<(), ReplicationError> {
     let limit = MAX_FRAME_BYTES - FRAME_SLACK;
     let mut frame: Vec<ByteBuf> = Vec::new();
@@ -28,7 +29,12 @@ pub async fn send_entries<W: AsyncWrite + Unpin>(
         let size = entry.payload.len() + 16;
         if !frame.is_empty() && frame_bytes + size > limit {
             let payloads = std::mem::take(&mut frame);
-            write_frame(writer, &Message::Entries { payloads, epoch }).await?;
+            let entries = Message::Entries {
+                payloads,
+                epoch,
+                durable_lsn,
+            };
+            write_frame(writer, &entries).await?;
             frame_bytes = 0;
         }
         if size > limit {
@@ -39,6 +45,7 @@ pub async fn send_entries<W: AsyncWrite + Unpin>(
                     offset: (index * limit) as u64,
                     data: ByteBuf::from(chunk.to_vec()),
                     lsn: entry.lsn,
+                    durable_lsn,
                 };
                 write_frame(writer, &part).await?;
             }
@@ -51,6 +58,7 @@ pub async fn send_entries<W: AsyncWrite + Unpin>(
         let entries = Message::Entries {
             payloads: frame,
             epoch,
+            durable_lsn,
         };
         write_frame(writer, &entries).await?;
     }

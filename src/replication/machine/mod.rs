@@ -15,10 +15,19 @@ pub use replica::{ReplicaAction, ReplicaMachine};
 /// catches them.
 #[cfg(test)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Planted {
+pub(crate) enum Planted {
+    /// None: the machines as they are.
+    #[default]
+    Nothing,
     /// The primary counts consumers (and replicas that do not fsync) toward the quorum.
-    pub count_everyone: bool,
+    CountEveryone,
     /// A replica acknowledges entries as soon as they are appended, before they are
     /// durable.
-    pub ack_before_fsync: bool,
+    AckBeforeFsync,
+    /// A replica that holds back lets readers see entries as soon as they arrive, before
+    /// its primary said they are durable.
+    ReleaseHeld,
+    /// The primary's handshake resumes a replica that holds back where its log ends,
+    /// without cutting the entries the primary lost.
+    TrustHeld,
 }

@@ -78,6 +78,12 @@ pub struct Peer {
     pub acked_lsn: u64,
     /// The last LSN its readers see.
     pub applied_lsn: u64,
+    /// Whether it holds entries back from its readers until told they are durable here:
+    /// such a replica is shipped entries as soon as they are written, before the
+    /// primary's fdatasync ends.
+    pub holds_back: bool,
+    /// The last durable LSN it was told of (in entries or heartbeats).
+    pub told_durable: u64,
     /// Shipped and not acknowledged, oldest first.
     pub in_flight: VecDeque<Shipped>,
     /// Their bytes in all.
@@ -100,14 +106,18 @@ impl Peer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkAction {
     /// Read entries after `after_lsn`, up to `up_to_lsn` (as many as a batch holds), call
-    /// [`PrimaryMachine::shipping`] with them, then send them.
+    /// [`PrimaryMachine::shipping`] with them, then send them saying `durable_lsn`.
     Ship {
         /// The peer has everything up to here.
         after_lsn: u64,
-        /// The last visible LSN.
+        /// The last visible LSN, or for a peer that holds back, the last written one.
         up_to_lsn: u64,
+        /// The last visible (durable) LSN, which the frames carry.
+        durable_lsn: u64,
     },
-    /// Send a heartbeat carrying the primary's last LSN.
+    /// Send a heartbeat carrying the primary's last LSN (on time, or at once when a peer
+    /// that holds back has entries it has not been told are durable), then call
+    /// [`PrimaryMachine::heartbeat_sent`].
     Heartbeat {
         /// The primary's last visible LSN.
         last_lsn: u64,
@@ -132,12 +142,18 @@ pub struct AckOutcome {
 pub struct PrimaryMachine {
     config: PrimaryConfig,
     visible_lsn: u64,
+    /// Written to the log, durable or not (at least `visible_lsn`): what peers that hold
+    /// back may be shipped.
+    written_lsn: u64,
     peers: BTreeMap<String, Peer>,
     generations: u64,
     quorum_lsn: u64,
     /// The highest LSN a sync writer waits for that is visible: counting links ship up to
     /// it without waiting for the interval.
     sync_wanted_lsn: u64,
+    /// The highest LSN a sync writer waits for that is written: links to counting peers
+    /// that hold back ship up to it without waiting for the interval.
+    sync_written_lsn: u64,
     /// LSNs sync writers wait for that are not visible yet, ascending. Shipping what is
     /// visible before them would cost a second batch, and the replica a second append,
     /// sync and ack, per sync write: each moves to `sync_wanted_lsn` once visible.
@@ -153,10 +169,12 @@ impl PrimaryMachine {
         Self {
             config,
             visible_lsn,
+            written_lsn: visible_lsn,
             peers: BTreeMap::new(),
             generations: 0,
             quorum_lsn: 0,
             sync_wanted_lsn: 0,
+            sync_written_lsn: 0,
             sync_pending: VecDeque::new(),
             #[cfg(test)]
             planted: Planted::default(),
@@ -234,7 +252,7 @@ impl PrimaryMachine {
     #[cfg_attr(not(test), allow(clippy::unused_self))]
     fn counts(&self, peer: &Peer) -> bool {
         #[cfg(test)]
-        if self.planted.count_everyone {
+        if self.planted == Planted::CountEveryone {
             return true;
         }
         peer.counts()
@@ -292,6 +310,8 @@ impl PrimaryMachine {
             sent_lsn: resumed_lsn,
             acked_lsn: resumed_lsn,
             applied_lsn: resumed_lsn,
+            holds_back: false,
+            told_durable: resumed_lsn,
             in_flight: VecDeque::new(),
             in_flight_bytes: 0,
             last_ship: None,
@@ -300,6 +320,14 @@ impl PrimaryMachine {
         };
         self.peers.insert(name.to_owned(), peer);
         (id, replaced)
+    }
+
+    /// The peer of `id` said it holds entries back from its readers until told they are
+    /// durable: it is shipped what is written from now on.
+    pub fn hold_back(&mut self, id: &LinkId) {
+        if let Some(peer) = self.live(id) {
+            peer.holds_back = true;
+        }
     }
 
     /// A replica known from its durable slot, not connected since this primary started.
@@ -353,6 +381,9 @@ impl PrimaryMachine {
     /// before `lsn` is visible, the links wait for it to be: the entries visible before it
     /// then ship with it, in one batch.
     pub fn sync_wanted(&mut self, lsn: u64) {
+        if lsn <= self.written_lsn {
+            self.sync_written_lsn = self.sync_written_lsn.max(lsn);
+        }
         if lsn <= self.visible_lsn {
             self.sync_wanted_lsn = self.sync_wanted_lsn.max(lsn);
         } else if self.sync_pending.back().is_none_or(|last| *last < lsn) {
@@ -364,9 +395,22 @@ impl PrimaryMachine {
         }
     }
 
+    /// Entries up to `lsn` are written to the log, not yet durable: peers that hold back
+    /// may be shipped them, and a sync writer's wish among them is theirs to hurry.
+    pub fn written(&mut self, lsn: u64) {
+        self.written_lsn = self.written_lsn.max(lsn);
+        let covered = self
+            .sync_pending
+            .partition_point(|w| *w <= self.written_lsn);
+        if let Some(wanted) = covered.checked_sub(1).map(|i| self.sync_pending[i]) {
+            self.sync_written_lsn = self.sync_written_lsn.max(wanted);
+        }
+    }
+
     /// Entries up to `lsn` are durable and visible.
     pub fn visible(&mut self, lsn: u64) {
         self.visible_lsn = self.visible_lsn.max(lsn);
+        self.written(lsn);
         while let Some(wanted) = self.sync_pending.front().copied() {
             if wanted > self.visible_lsn {
                 break;
@@ -389,10 +433,31 @@ impl PrimaryMachine {
             .filter(|p| p.id == *id && is_connected(p.state))
     }
 
-    /// Whether `id` has been sent every visible entry (so new ones are news to it).
+    /// Whether `id` has been sent every entry it may be (so new ones are news to it).
     #[must_use]
     pub fn caught_up(&self, id: &LinkId) -> bool {
-        self.peer(id).is_none_or(|p| p.sent_lsn >= self.visible_lsn)
+        self.peer(id).is_none_or(|p| p.sent_lsn >= self.ship_end(p))
+    }
+
+    /// The last LSN `peer` may be shipped: the written one if it holds back, else the
+    /// visible one.
+    fn ship_end(&self, peer: &Peer) -> u64 {
+        if peer.holds_back {
+            self.written_lsn
+        } else {
+            self.visible_lsn
+        }
+    }
+
+    /// The LSN a sync writer waits for that `peer` is due to be sent at once.
+    fn wanted_of(&self, peer: &Peer) -> u64 {
+        if !self.counts(peer) {
+            0
+        } else if peer.holds_back {
+            self.sync_written_lsn
+        } else {
+            self.sync_wanted_lsn
+        }
     }
 
     /// What the transport should do for `id` now.
@@ -416,11 +481,12 @@ impl PrimaryMachine {
                 last_lsn: self.visible_lsn,
             };
         }
-        if peer.state != LinkState::Snapshot && peer.sent_lsn < self.visible_lsn {
+        let end = self.ship_end(peer);
+        if peer.state != LinkState::Snapshot && peer.sent_lsn < end {
             // A peer behind by a whole batch is caught up as fast as it takes entries; the
             // interval only paces one that keeps up.
-            let backlog = self.visible_lsn - peer.sent_lsn;
-            let urgent = self.counts(peer) && peer.sent_lsn < self.sync_wanted_lsn;
+            let backlog = end - peer.sent_lsn;
+            let urgent = peer.sent_lsn < self.wanted_of(peer);
             let ship_at = match peer.last_ship {
                 Some(at) if backlog < self.config.catch_up_entries && !urgent => {
                     at + self.config.ship_interval
@@ -430,21 +496,37 @@ impl PrimaryMachine {
             if ship_at <= now {
                 return LinkAction::Ship {
                     after_lsn: peer.sent_lsn,
-                    up_to_lsn: self.visible_lsn,
+                    up_to_lsn: end,
+                    durable_lsn: self.visible_lsn,
                 };
             }
-            return LinkAction::WaitUntil(ship_at.min(beat_at).min(stall_at));
+            if !self.owes_confirmation(peer) {
+                return LinkAction::WaitUntil(ship_at.min(beat_at).min(stall_at));
+            }
+        }
+        if self.owes_confirmation(peer) {
+            // It holds entries back from its readers until it hears they are durable here.
+            return LinkAction::Heartbeat {
+                last_lsn: self.visible_lsn,
+            };
         }
         LinkAction::WaitUntil(beat_at.min(stall_at))
     }
 
+    /// Whether `peer` holds entries that are durable here and it has not been told so.
+    fn owes_confirmation(&self, peer: &Peer) -> bool {
+        peer.holds_back && peer.told_durable < peer.sent_lsn.min(self.visible_lsn)
+    }
+
     /// The transport is about to send `entries` (consecutive, after the peer's `sent_lsn`)
-    /// to `id`. Recorded before the frames leave, so that the fastest ack finds them sent.
-    pub fn shipping(&mut self, id: &LinkId, entries: &[Shipped], now: Micros) {
+    /// to `id`, in frames that say the log is durable up to `durable_lsn`. Recorded before
+    /// the frames leave, so that the fastest ack finds them sent.
+    pub fn shipping(&mut self, id: &LinkId, entries: &[Shipped], durable_lsn: u64, now: Micros) {
         let visible = self.visible_lsn;
         let Some(peer) = self.live(id) else { return };
         let Some(last) = entries.last() else { return };
         peer.sent_lsn = peer.sent_lsn.max(last.lsn);
+        peer.told_durable = peer.told_durable.max(durable_lsn);
         peer.last_ship = Some(now);
         peer.in_flight_bytes += entries.iter().map(|e| e.bytes).sum::<u64>();
         peer.in_flight.extend(entries.iter().copied());
@@ -455,10 +537,11 @@ impl PrimaryMachine {
         };
     }
 
-    /// A heartbeat is about to be sent to `id`.
-    pub fn heartbeat_sent(&mut self, id: &LinkId, now: Micros) {
+    /// A heartbeat saying the log is durable up to `last_lsn` is about to be sent to `id`.
+    pub fn heartbeat_sent(&mut self, id: &LinkId, last_lsn: u64, now: Micros) {
         if let Some(peer) = self.live(id) {
             peer.last_beat = now;
+            peer.told_durable = peer.told_durable.max(last_lsn);
         }
     }
 
@@ -542,10 +625,11 @@ mod tests {
             m.poll(&a, 0),
             LinkAction::Ship {
                 after_lsn: 0,
-                up_to_lsn: 3
+                up_to_lsn: 3,
+                durable_lsn: 3,
             }
         );
-        m.shipping(&a, &shipped(1..=3), 0);
+        m.shipping(&a, &shipped(1..=3), m.visible_lsn(), 0);
         // The ack arrives before the transport finished writing: it still counts whole.
         let outcome = m.ack(&a, 3, 3, 10);
         assert_eq!(outcome.slot_lsn, Some(3));
@@ -561,7 +645,7 @@ mod tests {
         let (lazy, _) = m.connect("nofsync", 0, PeerKind::Replica, false, 0, 0);
         let (b, _) = m.connect("b", 0, PeerKind::Replica, true, 0, 0);
         for id in [&a, &cache, &lazy, &b] {
-            m.shipping(id, &shipped(1..=10), 0);
+            m.shipping(id, &shipped(1..=10), 10, 0);
         }
         assert_eq!(m.ack(&cache, 10, 10, 1).quorum_lsn, None);
         assert_eq!(m.ack(&lazy, 10, 10, 1).quorum_lsn, None);
@@ -580,7 +664,7 @@ mod tests {
         let mut m = PrimaryMachine::new(config(), 1);
         let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
         m.visible(10);
-        m.shipping(&a, &shipped(1..=10), 0);
+        m.shipping(&a, &shipped(1..=10), m.visible_lsn(), 0);
         m.ack(&a, 4, 4, 1);
         m.disconnect(&a);
         let peer = m.peer(&a).expect("known");
@@ -592,7 +676,7 @@ mod tests {
     fn a_peer_that_keeps_up_is_paced_and_one_far_behind_is_not() {
         let mut m = PrimaryMachine::new(config(), 1);
         let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
-        m.shipping(&a, &shipped(1..=1), 0);
+        m.shipping(&a, &shipped(1..=1), m.visible_lsn(), 0);
         assert!(m.caught_up(&a));
         m.visible(2);
         assert!(!m.caught_up(&a), "entry 2 waits for the pace");
@@ -607,8 +691,8 @@ mod tests {
         let mut m = PrimaryMachine::new(config(), 1);
         let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
         let (cache, _) = m.connect("cache", 0, PeerKind::Consumer, false, 0, 0);
-        m.shipping(&a, &shipped(1..=1), 0);
-        m.shipping(&cache, &shipped(1..=1), 0);
+        m.shipping(&a, &shipped(1..=1), m.visible_lsn(), 0);
+        m.shipping(&cache, &shipped(1..=1), m.visible_lsn(), 0);
         m.visible(2);
         m.sync_wanted(2);
         assert!(matches!(m.poll(&a, 10), LinkAction::Ship { .. }));
@@ -623,7 +707,7 @@ mod tests {
     fn a_sync_entry_not_yet_visible_ships_with_the_entries_before_it_once_it_is() {
         let mut m = PrimaryMachine::new(config(), 1);
         let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
-        m.shipping(&a, &shipped(1..=1), 0);
+        m.shipping(&a, &shipped(1..=1), m.visible_lsn(), 0);
         // The writer waits from its commit on; entry 2, another writer's, is visible first.
         m.sync_wanted(3);
         m.visible(2);
@@ -639,7 +723,8 @@ mod tests {
             m.poll(&a, 20),
             LinkAction::Ship {
                 after_lsn: 1,
-                up_to_lsn: 3
+                up_to_lsn: 3,
+                durable_lsn: 3,
             }
         );
     }
@@ -648,7 +733,7 @@ mod tests {
     fn each_of_many_sync_writers_ships_once_its_own_entry_is_visible() {
         let mut m = PrimaryMachine::new(config(), 1);
         let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
-        m.shipping(&a, &shipped(1..=1), 0);
+        m.shipping(&a, &shipped(1..=1), m.visible_lsn(), 0);
         m.sync_wanted(3);
         m.sync_wanted(5);
         m.visible(4);
@@ -657,11 +742,12 @@ mod tests {
             m.poll(&a, 10),
             LinkAction::Ship {
                 after_lsn: 1,
-                up_to_lsn: 4
+                up_to_lsn: 4,
+                durable_lsn: 4,
             },
             "entry 3 must not wait for entry 5"
         );
-        m.shipping(&a, &shipped(2..=4), 10);
+        m.shipping(&a, &shipped(2..=4), m.visible_lsn(), 10);
         assert!(m.caught_up(&a));
         m.visible(5);
         assert!(matches!(m.poll(&a, 30), LinkAction::Ship { .. }));
@@ -673,7 +759,7 @@ mod tests {
         let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
         assert_eq!(m.poll(&a, 100), LinkAction::WaitUntil(500_000));
         assert_eq!(m.poll(&a, 500_000), LinkAction::Heartbeat { last_lsn: 0 });
-        m.heartbeat_sent(&a, 500_000);
+        m.heartbeat_sent(&a, 0, 500_000);
         assert_eq!(m.poll(&a, 600_000), LinkAction::WaitUntil(1_000_000));
         assert_eq!(m.poll(&a, 3_000_000), LinkAction::Drop);
         m.ack(&a, 0, 0, 2_900_000);
@@ -687,10 +773,10 @@ mod tests {
     fn heartbeats_go_out_on_time_while_a_backlog_ships() {
         let mut m = PrimaryMachine::new(config(), 100_000);
         let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
-        m.shipping(&a, &shipped(1..=4096), 400_000);
+        m.shipping(&a, &shipped(1..=4096), m.visible_lsn(), 400_000);
         assert!(matches!(m.poll(&a, 499_999), LinkAction::Ship { .. }));
         assert!(matches!(m.poll(&a, 500_000), LinkAction::Heartbeat { .. }));
-        m.heartbeat_sent(&a, 500_000);
+        m.heartbeat_sent(&a, 0, 500_000);
         assert!(matches!(m.poll(&a, 500_001), LinkAction::Ship { .. }));
     }
 
@@ -703,7 +789,7 @@ mod tests {
         assert_eq!(m.connected_counting_replicas(), 0);
         assert!(m.acked_by(1).is_empty());
         let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 40, 1);
-        m.shipping(&a, &shipped(41..=50), 1);
+        m.shipping(&a, &shipped(41..=50), m.visible_lsn(), 1);
         m.ack(&a, 45, 45, 2);
         assert_eq!(m.acked_by(45), vec!["a".to_owned()]);
     }
@@ -743,7 +829,7 @@ mod tests {
     fn events_of_a_replaced_connection_are_ignored() {
         let mut m = PrimaryMachine::new(config(), 5);
         let (old, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
-        m.shipping(&old, &shipped(1..=5), 0);
+        m.shipping(&old, &shipped(1..=5), m.visible_lsn(), 0);
         let (new, replaced) = m.connect("a", 0, PeerKind::Replica, true, 2, 1);
         assert_eq!(replaced, Some(old.clone()));
         assert_eq!(m.ack(&old, 5, 5, 2), AckOutcome::default());
@@ -752,8 +838,75 @@ mod tests {
             m.poll(&new, 2),
             LinkAction::Ship {
                 after_lsn: 2,
-                up_to_lsn: 5
+                up_to_lsn: 5,
+                durable_lsn: 5,
             }
+        );
+    }
+
+    #[test]
+    fn a_peer_that_holds_back_is_shipped_what_is_written_and_told_once_it_is_durable() {
+        let mut m = PrimaryMachine::new(config(), 1);
+        let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 1, 0);
+        let (b, _) = m.connect("b", 0, PeerKind::Replica, true, 1, 0);
+        m.hold_back(&a);
+        m.written(3);
+        m.sync_wanted(3);
+        assert_eq!(
+            m.poll(&a, 10),
+            LinkAction::Ship {
+                after_lsn: 1,
+                up_to_lsn: 3,
+                durable_lsn: 1
+            },
+            "a sync writer's entry ships as soon as it is written"
+        );
+        assert!(!m.caught_up(&a));
+        assert_eq!(
+            m.poll(&b, 10),
+            LinkAction::WaitUntil(500_000),
+            "a peer that does not hold back waits for entries to be durable"
+        );
+        m.shipping(&a, &shipped(2..=3), 1, 10);
+        assert!(m.caught_up(&a));
+        assert_eq!(m.poll(&a, 20), LinkAction::WaitUntil(500_000));
+        // The ack may come before the primary's own fdatasync ends: it counts.
+        m.ack(&a, 3, 1, 30);
+        assert_eq!(m.acked_by(3), vec!["a".to_owned()]);
+        m.visible(2);
+        assert_eq!(
+            m.poll(&a, 40),
+            LinkAction::Heartbeat { last_lsn: 2 },
+            "told at once that entry 2 is durable, not at the next heartbeat"
+        );
+        m.heartbeat_sent(&a, 2, 40);
+        assert_eq!(m.poll(&a, 50), LinkAction::WaitUntil(500_040));
+        m.visible(3);
+        assert_eq!(m.poll(&a, 60), LinkAction::Heartbeat { last_lsn: 3 });
+        assert_eq!(
+            m.poll(&b, 60),
+            LinkAction::Ship {
+                after_lsn: 1,
+                up_to_lsn: 3,
+                durable_lsn: 3
+            }
+        );
+    }
+
+    #[test]
+    fn a_consumer_never_holds_back_and_a_wish_of_another_peer_never_hurries_it() {
+        let mut m = PrimaryMachine::new(config(), 1);
+        let (cache, _) = m.connect("cache", 0, PeerKind::Consumer, false, 1, 0);
+        let (lazy, _) = m.connect("lazy", 0, PeerKind::Replica, false, 0, 0);
+        m.hold_back(&lazy);
+        m.shipping(&lazy, &shipped(1..=1), 1, 0);
+        m.written(2);
+        m.sync_wanted(2);
+        assert_eq!(m.poll(&cache, 10), LinkAction::WaitUntil(500_000));
+        assert_eq!(
+            m.poll(&lazy, 10),
+            LinkAction::WaitUntil(50_000),
+            "a replica that does not count keeps its pace"
         );
     }
 }

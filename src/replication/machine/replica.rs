@@ -2,6 +2,14 @@
 //! in LSN order, never from an older epoch), and what to acknowledge (only what its log
 //! holds durably). The caller carries out [`ReplicaAction`]s on a real or simulated disk
 //! and reports back with [`ReplicaMachine::durable`].
+//!
+//! A replica may hold entries back from its readers ([`ReplicaMachine::holding_back`]):
+//! its primary then ships entries as soon as they are written, before its own fdatasync
+//! ends, so that the two overlap. Such entries are appended, synced and acknowledged (the
+//! ack is a true durability claim), but readers see them only once the primary says they
+//! are durable there ([`ReplicaAction::Release`]): a primary that loses its page cache
+//! loses them, and the replica's log is cut back at the next handshake
+//! ([`crate::replication::handshake::resume_holding`]).
 
 #[cfg(test)]
 use super::Planted;
@@ -16,6 +24,9 @@ pub enum ReplicaAction {
     /// Append these whole entries, in order, to the log; report with `durable` once they
     /// are fsynced.
     Append(Vec<Vec<u8>>),
+    /// Entries up to this LSN are durable at the primary: readers may see them. Only a
+    /// machine that holds back says it (any other's store shows what it appends).
+    Release(u64),
     /// Send a cumulative acknowledgement.
     Ack {
         /// Durable in the log up to here.
@@ -36,6 +47,12 @@ pub struct ReplicaMachine {
     /// The epoch of the last entry appended: the log's epochs never go back.
     entry_epoch: u64,
     primary_last_lsn: u64,
+    /// Whether entries wait for `confirmed_lsn` before readers see them.
+    holds_back: bool,
+    /// The primary's durable LSN, as last heard.
+    confirmed_lsn: u64,
+    /// The last LSN readers were allowed to see.
+    released_lsn: u64,
     state: LinkState,
     parts: Vec<u8>,
     /// The size the first part of the entry in `parts` announced.
@@ -57,6 +74,10 @@ impl ReplicaMachine {
             epoch: epoch.max(entry_epoch),
             entry_epoch,
             primary_last_lsn: 0,
+            holds_back: false,
+            // What the log held at the start was applied by its recovery.
+            confirmed_lsn: flushed_lsn,
+            released_lsn: flushed_lsn,
             state: LinkState::Connecting,
             parts: Vec::new(),
             parts_total: 0,
@@ -64,6 +85,30 @@ impl ReplicaMachine {
             #[cfg(test)]
             planted: Planted::default(),
         }
+    }
+
+    /// The same machine, holding entries back from readers until the primary says they
+    /// are durable there (so that its primary may ship them before they are), whose
+    /// store kept `confirmed_lsn` as confirmed (and applied its log up to it).
+    #[must_use]
+    pub fn holding_back(mut self, confirmed_lsn: u64) -> Self {
+        self.holds_back = true;
+        self.confirmed_lsn = confirmed_lsn;
+        self.released_lsn = confirmed_lsn.min(self.applied_lsn);
+        self
+    }
+
+    /// Whether it holds entries back (see [`ReplicaMachine::holding_back`]).
+    #[must_use]
+    pub fn holds_back(&self) -> bool {
+        self.holds_back
+    }
+
+    /// The last LSN its primary said was durable there (at most what the log holds): the
+    /// entries after it are held back from readers, and are what a handshake may cut.
+    #[must_use]
+    pub fn confirmed_lsn(&self) -> u64 {
+        self.confirmed_lsn.min(self.appended_lsn)
     }
 
     /// Durable in its log up to here: what its acks carry, and where a resume starts.
@@ -150,18 +195,29 @@ impl ReplicaMachine {
     /// has no place in the stream: the link must be dropped (nothing of it was appended).
     pub fn receive(&mut self, message: Message) -> Result<Vec<ReplicaAction>, ReplicationError> {
         match message {
-            Message::Entries { payloads, epoch } => {
+            Message::Entries {
+                payloads,
+                epoch,
+                durable_lsn,
+            } => {
                 self.check_sender(epoch)?;
                 let payloads = payloads.into_iter().map(serde_bytes::ByteBuf::into_vec);
-                self.accept(payloads.collect())
+                let mut actions = self.accept(payloads.collect(), durable_lsn)?;
+                actions.extend(self.confirm(durable_lsn));
+                Ok(actions)
             }
             Message::EntryPart {
                 total,
                 offset,
                 data,
                 lsn,
+                durable_lsn,
             } => match self.part(total, offset, &data, lsn)? {
-                Some(entry) => self.accept(vec![entry]),
+                Some(entry) => {
+                    let mut actions = self.accept(vec![entry], durable_lsn)?;
+                    actions.extend(self.confirm(durable_lsn));
+                    Ok(actions)
+                }
                 None => Ok(Vec::new()),
             },
             Message::Heartbeat {
@@ -170,7 +226,9 @@ impl ReplicaMachine {
                 self.check_sender(epoch)?;
                 self.primary_last_lsn = self.primary_last_lsn.max(last_lsn);
                 self.settle();
-                Ok(vec![self.ack()])
+                let mut actions: Vec<_> = self.confirm(last_lsn).into_iter().collect();
+                actions.push(self.ack());
+                Ok(actions)
             }
             other => {
                 let kind = other.type_byte();
@@ -198,6 +256,43 @@ impl ReplicaMachine {
         Ok(())
     }
 
+    /// The primary's log is durable up to `durable_lsn`: a machine that holds back lets
+    /// readers see what it holds of that.
+    fn confirm(&mut self, durable_lsn: u64) -> Option<ReplicaAction> {
+        self.confirmed_lsn = self.confirmed_lsn.max(durable_lsn);
+        if !self.holds_back {
+            return None;
+        }
+        #[allow(unused_mut)] // planted bugs exist in test builds only
+        let mut releasable = self.confirmed_lsn();
+        #[cfg(test)]
+        if self.planted == Planted::ReleaseHeld {
+            releasable = self.appended_lsn;
+        }
+        (releasable > self.released_lsn).then(|| {
+            self.released_lsn = releasable;
+            ReplicaAction::Release(releasable)
+        })
+    }
+
+    /// The primary's handshake says this replica resumes after `lsn`. Entries after both
+    /// it and the confirmed LSN may have been shipped before they were durable there, and
+    /// lost: the log is cut back to the later of the two (returned, if it held more),
+    /// which the store must make durable before it appends again. Nothing readers were
+    /// shown is cut (they see only confirmed entries), and only a machine that holds back
+    /// holds entries past its confirmed LSN.
+    pub fn resume_at(&mut self, lsn: u64) -> Option<u64> {
+        let keep = lsn.max(self.confirmed_lsn());
+        if keep >= self.appended_lsn {
+            return None;
+        }
+        self.appended_lsn = keep;
+        self.flushed_lsn = self.flushed_lsn.min(keep);
+        self.applied_lsn = self.applied_lsn.min(keep);
+        self.released_lsn = self.released_lsn.min(keep);
+        Some(keep)
+    }
+
     /// Entries up to `flushed_lsn` are durable in the log and visible up to `applied_lsn`
     /// (which may be ahead: a store applies before its fdatasync).
     pub fn durable(&mut self, flushed_lsn: u64, applied_lsn: u64) -> ReplicaAction {
@@ -211,6 +306,7 @@ impl ReplicaMachine {
     pub fn restarted(&mut self) {
         self.appended_lsn = self.flushed_lsn;
         self.applied_lsn = self.applied_lsn.min(self.flushed_lsn);
+        self.released_lsn = self.released_lsn.min(self.flushed_lsn);
         self.parts.clear();
         self.state = LinkState::Connecting;
     }
@@ -237,8 +333,13 @@ impl ReplicaMachine {
     }
 
     /// Checks a batch whole before anything of it is appended: consecutive LSNs after the
-    /// log (repeats of what it already holds are skipped), epochs never going back.
-    fn accept(&mut self, payloads: Vec<Vec<u8>>) -> Result<Vec<ReplicaAction>, ReplicationError> {
+    /// log (repeats of what it already holds are skipped), epochs never going back, and
+    /// none past `durable_lsn` unless this machine holds back.
+    fn accept(
+        &mut self,
+        payloads: Vec<Vec<u8>>,
+        durable_lsn: u64,
+    ) -> Result<Vec<ReplicaAction>, ReplicationError> {
         if !matches!(self.state, LinkState::CatchingUp | LinkState::Streaming) {
             return Err(ReplicationError::Protocol(
                 "entries before the stream started".into(),
@@ -272,6 +373,12 @@ impl ReplicaMachine {
                     self.epoch
                 )));
             }
+            if lsn > durable_lsn && !self.holds_back {
+                return Err(ReplicationError::Protocol(format!(
+                    "entry {lsn} is not durable at the primary yet (durable up to \
+                     {durable_lsn}), and this replica does not hold entries back"
+                )));
+            }
             epoch = entry_epoch;
             next += 1;
             fresh.push(payload);
@@ -285,7 +392,7 @@ impl ReplicaMachine {
         self.entry_epoch = epoch;
         self.primary_last_lsn = self.primary_last_lsn.max(self.appended_lsn);
         #[cfg(test)]
-        if self.planted.ack_before_fsync {
+        if self.planted == Planted::AckBeforeFsync {
             let early = ReplicaAction::Ack {
                 flushed_lsn: self.appended_lsn,
                 applied_lsn: self.applied_lsn,
@@ -349,6 +456,7 @@ mod tests {
         Message::Entries {
             payloads: lsns.map(|l| ByteBuf::from(entry(l, epoch))).collect(),
             epoch: 2,
+            durable_lsn: u64::MAX,
         }
     }
 
@@ -457,6 +565,7 @@ mod tests {
         let old = Message::Entries {
             payloads: vec![ByteBuf::from(entry(1, 2))],
             epoch: 2,
+            durable_lsn: u64::MAX,
         };
         assert!(matches!(
             m.receive(old),
@@ -482,6 +591,7 @@ mod tests {
         let catch_up = Message::Entries {
             payloads: vec![ByteBuf::from(entry(1, 2)), ByteBuf::from(entry(2, 3))],
             epoch: 3,
+            durable_lsn: u64::MAX,
         };
         assert!(
             matches!(&m.receive(catch_up).unwrap()[..], [ReplicaAction::Append(p)] if p.len() == 2)
@@ -502,12 +612,14 @@ mod tests {
             offset: 0,
             data: ByteBuf::from(first[..20].to_vec()),
             lsn: 0,
+            durable_lsn: u64::MAX,
         };
         let tail_of_another = Message::EntryPart {
             total: longer.len() as u64,
             offset: 20,
             data: ByteBuf::from(longer[20..].to_vec()),
             lsn: 0,
+            durable_lsn: u64::MAX,
         };
         assert!(m.receive(head).unwrap().is_empty());
         assert!(
@@ -528,6 +640,7 @@ mod tests {
             offset: from as u64,
             data: ByteBuf::from(payload[from..to].to_vec()),
             lsn,
+            durable_lsn: u64::MAX,
         };
         assert!(m.receive(part(&first, 1, 0, 20)).unwrap().is_empty());
         assert!(m.receive(part(&second, 2, 20, second.len())).is_err());
@@ -550,6 +663,7 @@ mod tests {
             offset: offset as u64,
             data: ByteBuf::from(data.to_vec()),
             lsn: 1,
+            durable_lsn: u64::MAX,
         };
         assert!(m.receive(part(0, a)).unwrap().is_empty());
         assert_eq!(
@@ -563,7 +677,115 @@ mod tests {
             offset: 0,
             data: ByteBuf::from(vec![1]),
             lsn: 1,
+            durable_lsn: u64::MAX,
         };
         assert!(streaming().receive(impossible).is_err());
+    }
+
+    fn holding() -> ReplicaMachine {
+        let mut m = ReplicaMachine::new(0, 0, 1, 0).holding_back(0);
+        m.welcomed(2, 0, false).unwrap();
+        m
+    }
+
+    fn confirmed_by(durable_lsn: u64, lsns: std::ops::RangeInclusive<u64>) -> Message {
+        Message::Entries {
+            payloads: lsns.map(|l| ByteBuf::from(entry(l, 1))).collect(),
+            epoch: 2,
+            durable_lsn,
+        }
+    }
+
+    fn beat(last_lsn: u64) -> Message {
+        Message::Heartbeat {
+            last_lsn,
+            oldest_missing_ms: 0,
+            now_ms: 0,
+            epoch: 2,
+            quorum: 0,
+            members: 0,
+            peers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_replica_that_holds_back_shows_entries_only_once_the_primary_says_they_are_durable() {
+        let mut m = holding();
+        let actions = m.receive(confirmed_by(1, 1..=3)).unwrap();
+        assert!(
+            matches!(&actions[..], [ReplicaAction::Append(p), ReplicaAction::Release(1)] if p.len() == 3),
+            "{actions:?}"
+        );
+        m.durable(3, 1);
+        assert_eq!(
+            (m.flushed_lsn(), m.applied_lsn()),
+            (3, 1),
+            "acked as durable here, shown only as far as it is there"
+        );
+        assert_eq!(
+            m.receive(beat(3)).unwrap(),
+            vec![
+                ReplicaAction::Release(3),
+                ReplicaAction::Ack {
+                    flushed_lsn: 3,
+                    applied_lsn: 1
+                }
+            ]
+        );
+        assert_eq!(m.confirmed_lsn(), 3);
+        // A primary durable past what it holds releases only what it holds.
+        m.receive(beat(9)).unwrap();
+        let actions = m.receive(confirmed_by(9, 4..=4)).unwrap();
+        assert!(
+            matches!(
+                &actions[..],
+                [ReplicaAction::Append(_), ReplicaAction::Release(4)]
+            ),
+            "{actions:?}"
+        );
+    }
+
+    #[test]
+    fn a_replica_that_does_not_hold_back_refuses_entries_not_durable_at_the_primary() {
+        let mut m = streaming();
+        assert!(matches!(
+            m.receive(confirmed_by(1, 1..=2)),
+            Err(ReplicationError::Protocol(_))
+        ));
+        assert_eq!(m.flushed_lsn(), 0, "nothing of the batch was taken");
+        let actions = m.receive(confirmed_by(2, 1..=2)).unwrap();
+        assert!(
+            matches!(&actions[..], [ReplicaAction::Append(_)]),
+            "{actions:?}"
+        );
+    }
+
+    #[test]
+    fn a_handshake_cuts_only_what_the_primary_never_confirmed() {
+        let mut m = holding();
+        m.receive(confirmed_by(2, 1..=5)).unwrap();
+        m.durable(5, 2);
+        m.disconnected();
+        m.welcomed(2, 3, false).unwrap();
+        // The primary lost 4 and 5 (its log matches up to 3): they are cut.
+        assert_eq!(m.resume_at(3), Some(3));
+        assert_eq!((m.flushed_lsn(), m.applied_lsn()), (3, 2));
+        // A resume point below the confirmed LSN never cuts what readers may have seen.
+        let mut m = holding();
+        m.receive(confirmed_by(4, 1..=5)).unwrap();
+        assert_eq!(m.resume_at(1), Some(4));
+        assert_eq!(m.resume_at(4), None, "nothing past it any more");
+        // A machine that does not hold back holds nothing unconfirmed.
+        let mut m = streaming();
+        m.receive(entries(1..=3, 1)).unwrap();
+        assert_eq!(m.resume_at(1), None);
+    }
+
+    #[test]
+    fn a_restarted_store_shows_what_it_kept_as_confirmed_and_holds_the_rest() {
+        let mut m = ReplicaMachine::new(5, 3, 1, 1).holding_back(3);
+        assert_eq!((m.applied_lsn(), m.confirmed_lsn()), (3, 3));
+        m.welcomed(1, 5, false).unwrap();
+        assert_eq!(m.receive(beat(5)).unwrap()[0], ReplicaAction::Release(5));
     }
 }

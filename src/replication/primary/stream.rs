@@ -58,7 +58,7 @@ pub(super) async fn stream_to(
             }
             LinkAction::Heartbeat { last_lsn } => {
                 let oldest_missing_ms = shared.oldest_missing_ms(id, last_lsn).unwrap_or(0);
-                shared.machine(|m| m.heartbeat_sent(id, now));
+                shared.machine(|m| m.heartbeat_sent(id, last_lsn, now));
                 let beat = Message::Heartbeat {
                     last_lsn,
                     oldest_missing_ms,
@@ -73,6 +73,7 @@ pub(super) async fn stream_to(
             LinkAction::Ship {
                 after_lsn,
                 up_to_lsn,
+                durable_lsn,
             } => {
                 let from = position
                     .filter(|p| p.next_lsn() == after_lsn + 1)
@@ -94,8 +95,9 @@ pub(super) async fn stream_to(
                     })
                     .collect();
                 // Recorded before the frames leave: the fastest ack finds them sent.
-                shared.machine(|m| m.shipping(id, &shipped, now));
-                send_entries(&mut writer, batch, shared.store.own_epoch()).await?;
+                shared.machine(|m| m.shipping(id, &shipped, durable_lsn, now));
+                let epoch = shared.store.own_epoch();
+                send_entries(&mut writer, batch, epoch, durable_lsn).await?;
             }
             LinkAction::WaitUntil(at) => {
                 let wait = Duration::from_micros(at.saturating_sub(shared.now_us()));

@@ -120,6 +120,28 @@ fn hello() -> impl Strategy<Value = Message> {
         )
 }
 
+/// Entries whole or in parts, with arbitrary fields.
+fn entries() -> impl Strategy<Value = Message> {
+    prop_oneof![
+        (vec(bytes(60), 0..5), any::<(u64, u64)>()).prop_map(|(payloads, (epoch, durable_lsn))| {
+            Message::Entries {
+                payloads,
+                epoch,
+                durable_lsn,
+            }
+        }),
+        (any::<(u64, u64, u64, u64)>(), bytes(60)).prop_map(
+            |((total, offset, lsn, durable_lsn), data)| Message::EntryPart {
+                total,
+                offset,
+                data,
+                lsn,
+                durable_lsn,
+            }
+        ),
+    ]
+}
+
 /// Every message, with arbitrary fields.
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
@@ -160,16 +182,7 @@ fn message() -> impl Strategy<Value = Message> {
                 fork_lsn
             }
         ),
-        (vec(bytes(60), 0..5), any::<u64>())
-            .prop_map(|(payloads, epoch)| Message::Entries { payloads, epoch }),
-        (any::<(u64, u64, u64)>(), bytes(60)).prop_map(|((total, offset, lsn), data)| {
-            Message::EntryPart {
-                total,
-                offset,
-                data,
-                lsn,
-            }
-        }),
+        entries(),
         any::<(u64, u64)>().prop_map(|(flushed_lsn, applied_lsn)| Message::Ack {
             flushed_lsn,
             applied_lsn

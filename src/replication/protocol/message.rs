@@ -169,6 +169,12 @@ pub enum Message {
         /// seen a newer epoch refuses the frame: its sender is deposed.
         #[serde(default)]
         epoch: u64,
+        /// Entries up to here are durable at the sender (absent from an older sender: all
+        /// of them are). A primary that ships entries before its own fdatasync ends sends
+        /// them only to a replica that holds such entries back from its readers until a
+        /// later frame says they are durable.
+        #[serde(default = "all_durable")]
+        durable_lsn: u64,
     },
     /// Primary -> replica: a slice of an entry too large for one frame.
     EntryPart {
@@ -182,6 +188,9 @@ pub enum Message {
         /// primary that predates the field: the size is then the only check).
         #[serde(default)]
         lsn: u64,
+        /// As in `Entries`.
+        #[serde(default = "all_durable")]
+        durable_lsn: u64,
     },
     /// Replica -> primary: cumulative acknowledgement.
     Ack {
@@ -293,6 +302,11 @@ pub enum Message {
         /// being refused before they reconnect.
         members: Vec<String>,
     },
+}
+
+/// What an older sender's entries are: durable, every one.
+fn all_durable() -> u64 {
+    u64::MAX
 }
 
 /// Why a connection was refused.

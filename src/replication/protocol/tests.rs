@@ -58,12 +58,14 @@ fn samples() -> Vec<Message> {
         Message::Entries {
             payloads: vec![ByteBuf::from(vec![9; 40]), ByteBuf::from(vec![8; 50])],
             epoch: 3,
+            durable_lsn: 11,
         },
         Message::EntryPart {
             total: 100,
             offset: 50,
             data: ByteBuf::from(vec![5; 50]),
             lsn: 12,
+            durable_lsn: 12,
         },
         Message::Ack {
             flushed_lsn: 5,
@@ -213,10 +215,63 @@ fn a_hello_from_a_peer_that_predates_the_fsync_field_reads_as_not_fsyncing() {
 }
 
 #[test]
+fn entries_from_a_primary_that_predates_the_durable_field_read_as_all_durable() {
+    /// The first six messages as such a primary encodes them (only `Entries` is built).
+    #[derive(Serialize)]
+    #[allow(dead_code)] // the others keep `Entries` and `EntryPart` at their indexes
+    enum Older {
+        Challenge,
+        Hello,
+        Welcome,
+        Refused,
+        Entries {
+            payloads: Vec<ByteBuf>,
+            epoch: u64,
+        },
+        EntryPart {
+            total: u64,
+            offset: u64,
+            data: ByteBuf,
+            lsn: u64,
+        },
+    }
+    let older = [
+        Older::Entries {
+            payloads: vec![ByteBuf::from(vec![7; 9])],
+            epoch: 2,
+        },
+        Older::EntryPart {
+            total: 9,
+            offset: 0,
+            data: ByteBuf::from(vec![7; 9]),
+            lsn: 4,
+        },
+    ];
+    for message in older {
+        let decoded: Message =
+            rmp_serde::from_slice(&rmp_serde::to_vec(&message).unwrap()).unwrap();
+        assert!(
+            matches!(
+                decoded,
+                Message::Entries {
+                    durable_lsn: u64::MAX,
+                    ..
+                } | Message::EntryPart {
+                    durable_lsn: u64::MAX,
+                    ..
+                }
+            ),
+            "{decoded:?}"
+        );
+    }
+}
+
+#[test]
 fn a_message_too_large_for_a_frame_is_refused_on_encode() {
     let huge = Message::Entries {
         payloads: vec![ByteBuf::from(vec![0; MAX_FRAME_BYTES])],
         epoch: 1,
+        durable_lsn: 1,
     };
     assert!(encode_frame(&huge).is_err());
 }

@@ -211,7 +211,10 @@ async fn serve_candidate(
                         )));
                     }
                     position = moved;
-                    send_entries(writer, batch, epoch).await?;
+                    // What this member's log holds is durable in it: the candidate adopts
+                    // it all.
+                    let durable = position.next_lsn() - 1;
+                    send_entries(writer, batch, epoch, durable).await?;
                 }
             }
             Message::Lead { address } => {

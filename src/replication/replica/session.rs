@@ -117,6 +117,9 @@ pub(super) async fn session(
                         pending.extend(payloads);
                     }
                     ack @ ReplicaAction::Ack { .. } => send_ack(&mut writer, ack).await?,
+                    // Only a machine that holds back says it, and this one does not: its
+                    // store shows what it appends.
+                    ReplicaAction::Release(_) => {}
                 }
             }
             if !entries {

@@ -3,6 +3,8 @@
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
+use crate::codec::payload_epoch;
+
 /// The checksum of the entries before the first one.
 pub const EMPTY_CHECKSUM: u64 = 0;
 
@@ -49,6 +51,17 @@ impl SimDisk {
         self.entries.get(index as usize).map(Vec::as_slice)
     }
 
+    /// The identity of the entry at `lsn` as a handshake compares it, `(epoch, crc)`;
+    /// `(0, 0)` for LSN 0, before the first.
+    #[must_use]
+    pub fn id(&self, lsn: u64) -> Option<(u64, u32)> {
+        if lsn == 0 {
+            return Some((0, 0));
+        }
+        let payload = self.entry(lsn)?;
+        Some((payload_epoch(payload)?, crc32c::crc32c(payload)))
+    }
+
     /// The chained checksum of entries `1..=lsn`, computed from this disk's own bytes.
     #[must_use]
     pub fn checksum(&self, lsn: u64) -> Option<u64> {
@@ -86,6 +99,16 @@ impl SimDisk {
         self.durable = self.durable.max(lsn);
         self.syncing = None;
         true
+    }
+
+    /// The log is cut after `lsn` (durably: the store syncs the cut before it appends),
+    /// and a running fsync no longer stands for what it covered.
+    pub fn cut(&mut self, lsn: u64) {
+        self.entries.truncate(lsn as usize);
+        self.checksums.truncate(lsn as usize);
+        self.durable = self.durable.min(lsn);
+        self.syncing = None;
+        self.incarnation += 1;
     }
 
     /// Power loss: the page cache is gone, and so is a running fsync.

@@ -92,6 +92,10 @@ impl World {
             return Ok(());
         }
         self.report.faults.stale_frames += 1;
+        if to == Side::Primary && (generation <= self.primary_born_at || !self.primary_up) {
+            // Its process is gone (a power loss): no socket of it reads anything.
+            return Ok(());
+        }
         let (
             Side::Primary,
             Some(link),
@@ -143,16 +147,21 @@ impl World {
         }
     }
 
-    /// Strikes one random peer with a cut, a partition or a crash.
+    /// Strikes one random peer with a cut, a partition or a crash, or now and then the
+    /// primary with a power loss.
     pub(super) fn fault(&mut self) {
         if self.healed {
             return;
         }
         let node = self.sim.rng.between(0, self.nodes.len() as u64 - 1) as usize;
-        match self.sim.rng.between(0, 9) {
-            0..=4 => self.cut(node),
-            5..=7 => self.partition(node),
-            _ => self.crash(node),
+        if self.sim.rng.chance(self.sim.params.primary_crash_per_mille) {
+            self.primary_crash();
+        } else {
+            match self.sim.rng.between(0, 9) {
+                0..=4 => self.cut(node),
+                5..=7 => self.partition(node),
+                _ => self.crash(node),
+            }
         }
         let gap = self.sim.params.fault_gap;
         let next = self.sim.rng.between(gap / 2, gap * 3 / 2);

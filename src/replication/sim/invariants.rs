@@ -4,6 +4,7 @@
 use std::fmt;
 
 use super::network::{Frame, Side};
+use super::peer::Node;
 use super::world::{Event, World};
 use crate::codec::payload_lsn;
 use crate::replication::protocol::Message;
@@ -18,6 +19,9 @@ pub enum Invariant {
     PrefixOfPrimaryLog,
     /// Promise 5: a peer's applied state hashes equal to the primary's at that LSN.
     EqualChecksums,
+    /// A peer's readers see only entries durable on the primary (a replica that holds
+    /// back is shipped entries before they are; the primary may lose them).
+    AppliedOnlyDurable,
     /// A replica that fsyncs never acks (nor claims flushed) past what it fsynced.
     AckOnlyFsynced,
     /// An ack that arrives on a connection the primary closed changes nothing.
@@ -32,6 +36,7 @@ impl fmt::Display for Invariant {
             Invariant::SyncWriteDurable => "sync write durable on a quorum",
             Invariant::PrefixOfPrimaryLog => "peer log is a prefix of the primary's",
             Invariant::EqualChecksums => "equal checksums at equal applied LSN",
+            Invariant::AppliedOnlyDurable => "readers see only what the primary made durable",
             Invariant::AckOnlyFsynced => "acks only what is fsynced",
             Invariant::StaleFrameIgnored => "stale frames are ignored",
             Invariant::CatchUp => "every peer catches up after healing",
@@ -69,23 +74,7 @@ impl World {
             }
         }
         for node in &self.nodes {
-            let applied = node.machine.applied_lsn();
-            let Some(checksum) = node.disk.checksum(applied) else {
-                return Err(Violation::new(
-                    Invariant::PrefixOfPrimaryLog,
-                    format!(
-                        "{} shows LSN {applied} with {} entries in its log",
-                        node.name,
-                        node.disk.len()
-                    ),
-                ));
-            };
-            if Some(checksum) != self.log.checksum(applied) {
-                return Err(Violation::new(
-                    Invariant::EqualChecksums,
-                    format!("{} differs from the primary at LSN {applied}", node.name),
-                ));
-            }
+            self.shows_only_durable(node)?;
             if node.fsync && node.machine.flushed_lsn() > node.disk.durable_lsn() {
                 return Err(Violation::new(
                     Invariant::AckOnlyFsynced,
@@ -97,6 +86,38 @@ impl World {
                     ),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// What `node` shows its readers is durable on the primary, and equal to it.
+    fn shows_only_durable(&self, node: &Node) -> Result<(), Violation> {
+        let applied = node.machine.applied_lsn();
+        if applied > self.log.durable_lsn() {
+            return Err(Violation::new(
+                Invariant::AppliedOnlyDurable,
+                format!(
+                    "{} shows LSN {applied}, and the primary's log is durable up to {}",
+                    node.name,
+                    self.log.durable_lsn()
+                ),
+            ));
+        }
+        let Some(checksum) = node.disk.checksum(applied) else {
+            return Err(Violation::new(
+                Invariant::PrefixOfPrimaryLog,
+                format!(
+                    "{} shows LSN {applied} with {} entries in its log",
+                    node.name,
+                    node.disk.len()
+                ),
+            ));
+        };
+        if Some(checksum) != self.log.checksum(applied) {
+            return Err(Violation::new(
+                Invariant::EqualChecksums,
+                format!("{} differs from the primary at LSN {applied}", node.name),
+            ));
         }
         Ok(())
     }
@@ -169,7 +190,7 @@ impl World {
         )
     }
 
-    fn positions(&self, position: impl Fn(&super::peer::Node) -> u64) -> String {
+    fn positions(&self, position: impl Fn(&Node) -> u64) -> String {
         let all: Vec<String> = self
             .nodes
             .iter()
@@ -223,6 +244,7 @@ fn frame_name(frame: &Frame) -> String {
             offset,
             data,
             lsn,
+            ..
         }) => {
             format!(
                 "entry {lsn} part {offset}..{} of {total}",

@@ -3,7 +3,9 @@
 //! through the real state machines ([`PrimaryMachine`](super::machine::PrimaryMachine),
 //! [`ReplicaMachine`](super::machine::ReplicaMachine)) over a simulated network, clock and
 //! disk, with writers issuing sync and async writes while connections are cut, peers are
-//! partitioned and crash, and frames are duplicated or reordered.
+//! partitioned and crash, and frames are duplicated or reordered. Some replicas hold entries
+//! back from their readers, so the primary ships them entries before its own fsync ends;
+//! the primary loses power now and then, losing what it had not fsynced, and restarts.
 //!
 //! Every source of change is drawn from one seed, so a run is a pure function of it: a
 //! failing seed replays exactly. After every step the invariants of DESIGN §3 (promises 3
@@ -137,6 +139,11 @@ pub struct FaultCounts {
     pub refused: u64,
     /// Links the primary dropped (stalled or replaced).
     pub dropped: u64,
+    /// Power losses of the primary, which lost what it had not fsynced and restarted.
+    pub primary_crashes: u64,
+    /// Handshakes that cut a replica's log back to where it matches the primary's: the
+    /// entries it held back were lost with the primary's page cache.
+    pub held_cut: u64,
 }
 
 /// A broken promise of this simulator: the seed and step that replay it, the last steps

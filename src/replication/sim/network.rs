@@ -8,18 +8,27 @@ use crate::replication::machine::{LinkId, Micros};
 use crate::replication::protocol::Message;
 
 /// What travels on a connection. The handshake is modelled by its outcome only: the peer
-/// says where it resumes, the primary says where its log ends.
+/// says what its log holds, the primary where it resumes and where its own log ends.
 #[derive(Debug, Clone)]
 pub enum Frame {
-    /// Peer -> primary: the peer's durable log ends at `flushed_lsn`.
+    /// Peer -> primary: what its log holds.
     Hello {
-        /// Where it resumes.
+        /// `(lsn, (epoch, crc))` of each entry from its confirmed LSN to the end of its
+        /// log (of its last durable entry alone, for a peer that does not hold back), as
+        /// [`resume_holding`](crate::replication::handshake::resume_holding) takes them.
+        held: Vec<(u64, (u64, u32))>,
+        /// The end of its durable log: what the primary may take as acknowledged.
         flushed_lsn: u64,
+        /// Whether it holds entries back from its readers until told they are durable.
+        holds_back: bool,
     },
     /// Primary -> peer: accepted; entries follow.
     Welcome {
         /// The primary's last visible LSN.
         last_lsn: u64,
+        /// Where its log matches the primary's up to: a log that holds more is cut back
+        /// to it (entries up to it that are not durable yet are shipped again).
+        resume_at: u64,
     },
     /// A protocol message after the handshake.
     Wire(Message),
@@ -127,6 +136,18 @@ impl Network {
         self.conns
             .get_mut(&generation)
             .is_some_and(|c| std::mem::replace(&mut c.alive, false))
+    }
+
+    /// The newest connection's generation (0 before the first).
+    #[must_use]
+    pub fn newest(&self) -> u64 {
+        self.generations
+    }
+
+    /// Every connection still tracked.
+    #[must_use]
+    pub fn all(&self) -> Vec<u64> {
+        self.conns.keys().copied().collect()
     }
 
     /// Forgets connections that are dead and that the primary no longer drives.

@@ -6,6 +6,7 @@ use super::invariants::{Invariant, Violation};
 use super::network::{Frame, Side};
 use super::world::{Event, World, EPOCH};
 use crate::codec::payload_lsn;
+use crate::error::ReplicationError;
 #[cfg(test)]
 use crate::replication::machine::Planted;
 use crate::replication::machine::{Micros, ReplicaAction, ReplicaMachine};
@@ -22,6 +23,14 @@ pub(super) struct Node {
     pub kind: PeerKind,
     /// Whether it fsyncs before it acks (else it acks its page cache).
     pub fsync: bool,
+    /// Whether it holds entries back from its readers until the primary says they are
+    /// durable there.
+    pub holds_back: bool,
+    /// The confirmed LSN its store keeps with each fsync of its log (a holding store's
+    /// recovery applies its log only up to it): as of the running fsync, and as of the
+    /// last one that completed.
+    pub confirmed_syncing: Option<u64>,
+    pub confirmed_durable: u64,
     pub machine: ReplicaMachine,
     pub disk: SimDisk,
     /// Its end of its current connection, while it believes it is connected.
@@ -36,7 +45,8 @@ pub(super) struct Node {
 }
 
 impl Node {
-    pub fn new(index: usize, kind: PeerKind, fsync: bool) -> Self {
+    pub fn new(index: usize, kind: PeerKind, fsync: bool, holds_back: bool) -> Self {
+        let machine = ReplicaMachine::new(0, 0, EPOCH, 0);
         let role = match (kind, fsync) {
             (PeerKind::Replica, true) => "replica",
             (PeerKind::Replica, false) => "lazy",
@@ -51,7 +61,14 @@ impl Node {
             },
             kind,
             fsync,
-            machine: ReplicaMachine::new(0, 0, EPOCH, 0),
+            holds_back,
+            confirmed_syncing: None,
+            confirmed_durable: 0,
+            machine: if holds_back {
+                machine.holding_back(0)
+            } else {
+                machine
+            },
             disk: SimDisk::default(),
             conn: None,
             up: true,
@@ -70,12 +87,53 @@ impl Node {
     pub fn fresh_machine(&self) -> ReplicaMachine {
         let durable = self.disk.durable_lsn();
         #[allow(unused_mut)] // planted bugs exist in test builds only
-        let mut machine = ReplicaMachine::new(durable, durable, EPOCH, EPOCH);
+        let mut machine = if self.holds_back {
+            // Recovery applies the log up to the confirmed LSN kept with it.
+            let confirmed = self.confirmed_durable.min(durable);
+            ReplicaMachine::new(durable, confirmed, EPOCH, EPOCH).holding_back(confirmed)
+        } else {
+            ReplicaMachine::new(durable, durable, EPOCH, EPOCH)
+        };
         #[cfg(test)]
         {
             machine.planted = self.planted;
         }
         machine
+    }
+
+    /// What its log holds, for a hello: each entry from its confirmed LSN to the end of
+    /// its log if it holds back (durable or not: an entry it acknowledged after the hello
+    /// is one of them), else its last durable entry.
+    fn held(&self) -> Vec<(u64, (u64, u32))> {
+        let flushed = self.machine.flushed_lsn();
+        let (from, to) = if self.holds_back {
+            (self.machine.confirmed_lsn().min(flushed), self.disk.len())
+        } else {
+            (flushed, flushed)
+        };
+        (from..=to)
+            .map(|lsn| (lsn, self.disk.id(lsn).expect("the log holds them")))
+            .collect()
+    }
+
+    /// What its store shows readers once entries up to `appended` are applied: all of
+    /// them, unless it holds back (then what it was allowed to show).
+    fn shown(&self, appended: u64) -> u64 {
+        if self.holds_back {
+            self.machine.applied_lsn()
+        } else {
+            appended
+        }
+    }
+
+    /// The log's end as acks may claim it: what is fsynced, or for a peer that does not
+    /// fsync, its page cache.
+    fn flushed(&self) -> u64 {
+        if self.fsync {
+            self.disk.durable_lsn()
+        } else {
+            self.disk.len()
+        }
     }
 }
 
@@ -90,15 +148,19 @@ impl World {
         if !peer.up || peer.conn.is_some() {
             return;
         }
-        if now < peer.partitioned_until {
+        if now < peer.partitioned_until || !self.primary_up {
             let backoff = self.backoff();
             self.sim.timeline.after(backoff, Event::Connect { node });
             return;
         }
         let generation = self.net.open(node);
-        let flushed_lsn = self.nodes[node].machine.flushed_lsn();
+        let hello = Frame::Hello {
+            held: self.nodes[node].held(),
+            flushed_lsn: self.nodes[node].machine.flushed_lsn(),
+            holds_back: self.nodes[node].holds_back,
+        };
         self.nodes[node].conn = Some(generation);
-        self.send(generation, Side::Primary, Frame::Hello { flushed_lsn });
+        self.send(generation, Side::Primary, hello);
     }
 
     pub(super) fn peer_receives(&mut self, generation: u64, frame: Frame) -> Result<(), Violation> {
@@ -108,19 +170,60 @@ impl World {
         if !self.net.alive(generation) {
             return Ok(());
         }
-        let machine = &mut self.nodes[node].machine;
         let outcome = match frame {
-            Frame::Welcome { last_lsn } => {
-                machine.welcomed(EPOCH, last_lsn, false).map(|()| vec![])
-            }
-            Frame::Wire(message) => machine.receive(message),
+            Frame::Welcome {
+                last_lsn,
+                resume_at,
+            } => return self.welcomed(node, last_lsn, resume_at),
+            Frame::Wire(message) => self.nodes[node].machine.receive(message),
             Frame::Hello { .. } => unreachable!("the primary never says hello"),
         };
-        if let Ok(actions) = outcome {
-            return self.perform(node, actions);
+        match outcome {
+            Ok(actions) => self.perform(node, actions),
+            Err(ReplicationError::Diverged { reason, .. }) => Err(Violation::new(
+                Invariant::PrefixOfPrimaryLog,
+                format!(
+                    "{} was refused as diverged: {reason}",
+                    self.nodes[node].name
+                ),
+            )),
+            Err(_) => {
+                self.report.faults.refused += 1;
+                self.peer_drops(node);
+                Ok(())
+            }
         }
-        self.report.faults.refused += 1;
-        self.peer_drops(node);
+    }
+
+    /// The welcome: the peer resumes at `resume_at`, its log cut back to it if it holds
+    /// more (entries it held back, which the primary lost); then its log must be a prefix
+    /// of the primary's.
+    fn welcomed(&mut self, node: usize, last_lsn: u64, resume_at: u64) -> Result<(), Violation> {
+        let peer = &mut self.nodes[node];
+        if peer.machine.welcomed(EPOCH, last_lsn, false).is_err() {
+            self.report.faults.refused += 1;
+            self.peer_drops(node);
+            return Ok(());
+        }
+        if let Some(cut) = peer.machine.resume_at(resume_at) {
+            peer.disk.cut(cut);
+            self.report.faults.held_cut += 1;
+        }
+        let peer = &self.nodes[node];
+        let end = peer.disk.len();
+        if peer.disk.checksum(end) != self.log.checksum(end) {
+            return Err(Violation::new(
+                Invariant::PrefixOfPrimaryLog,
+                format!(
+                    "{} resumes at {resume_at} with {end} entries in its log that differ                      from the primary's",
+                    peer.name
+                ),
+            ));
+        }
+        if peer.fsync {
+            // The cut ended a running fsync: what is left of the page cache needs another.
+            self.start_peer_fsync(node);
+        }
         Ok(())
     }
 
@@ -132,20 +235,21 @@ impl World {
                         self.check_append(node, &payload)?;
                         self.nodes[node].disk.append(payload);
                     }
+                    // Applied (readable) at once, as the store does, unless held back;
+                    // durable, and acked as such, once an fsync that starts later ends
+                    // (without fsync the page cache is what it holds and acks).
                     let peer = &mut self.nodes[node];
-                    if peer.fsync {
-                        // Applied (readable) at once, as the store does; durable, and
-                        // acked as such, once an fsync that starts later ends.
-                        let (durable, appended) = (peer.disk.durable_lsn(), peer.disk.len());
-                        let ack = peer.machine.durable(durable, appended);
-                        self.send_ack(node, &ack)?;
+                    let shown = peer.shown(peer.disk.len());
+                    let ack = peer.machine.durable(peer.flushed(), shown);
+                    let fsync = peer.fsync;
+                    self.send_ack(node, &ack)?;
+                    if fsync {
                         self.start_peer_fsync(node);
-                    } else {
-                        // Without fsync the page cache is what it holds and acks.
-                        let lsn = peer.disk.len();
-                        let ack = peer.machine.durable(lsn, lsn);
-                        self.send_ack(node, &ack)?;
                     }
+                }
+                ReplicaAction::Release(lsn) => {
+                    let peer = &mut self.nodes[node];
+                    peer.machine.durable(peer.flushed(), lsn);
                 }
                 ack @ ReplicaAction::Ack { .. } => self.send_ack(node, &ack)?,
             }
@@ -203,7 +307,9 @@ impl World {
     }
 
     fn start_peer_fsync(&mut self, node: usize) {
-        if let Some((lsn, incarnation)) = self.nodes[node].disk.start_fsync() {
+        let peer = &mut self.nodes[node];
+        if let Some((lsn, incarnation)) = peer.disk.start_fsync() {
+            peer.confirmed_syncing = Some(peer.machine.confirmed_lsn());
             let latency = self.sim.rng.between(20, self.sim.params.max_fsync);
             self.sim.timeline.after(
                 latency,
@@ -226,7 +332,11 @@ impl World {
         if !peer.disk.fsynced(lsn, incarnation) {
             return Ok(());
         }
-        let ack = peer.machine.durable(lsn, lsn);
+        if let Some(confirmed) = peer.confirmed_syncing.take() {
+            peer.confirmed_durable = peer.confirmed_durable.max(confirmed);
+        }
+        let shown = peer.shown(lsn);
+        let ack = peer.machine.durable(lsn, shown);
         self.send_ack(node, &ack)?;
         self.start_peer_fsync(node);
         Ok(())
@@ -272,6 +382,7 @@ impl World {
         let as_process = self.sim.rng.chance(500);
         let peer = &mut self.nodes[node];
         peer.disk.crash();
+        peer.confirmed_syncing = None;
         if peer.fsync && !as_process {
             peer.machine.restarted();
         } else {

@@ -22,24 +22,26 @@ fn all_pass(config: &Config, seeds: std::ops::Range<u64>) -> FaultCounts {
         |report| {
             let faults = report.faults;
             add_up!(met, faults; cuts, partitions, crashes, stale_frames, stale_acks, misordered,
-                refused, dropped);
+                refused, dropped, primary_crashes, held_cut);
         },
     );
     met
 }
 
-/// Asserts that the default world with `plant` planted breaks `broken` within the CI
-/// seeds.
-fn caught(plant: impl FnOnce(&mut Planted), broken: Invariant) {
-    let mut config = Config::default();
-    plant(&mut config.planted);
+/// Asserts that the default world with `planted` breaks `broken` within the CI seeds.
+fn caught(planted: Planted, broken: Invariant) {
+    let config = Config {
+        planted,
+        ..Config::default()
+    };
     super::seeds::caught(seeds(), |seed| Simulation::run(seed, &config), &[broken]);
 }
 
 #[test]
 fn sync_writes_are_on_a_quorum_and_replicas_match_the_primary_under_every_fault() {
     let met = all_pass(&Config::default(), 0..seeds());
-    every_kind_struck!(met; cuts, partitions, crashes, stale_acks, misordered, refused, dropped);
+    every_kind_struck!(met; cuts, partitions, crashes, stale_acks, misordered, refused, dropped,
+        primary_crashes, held_cut);
 }
 
 #[test]
@@ -68,12 +70,22 @@ fn five_replicas_with_quorum_three_and_two_consumers_keep_the_promises() {
 
 #[test]
 fn a_replica_that_acks_before_its_fsync_is_caught() {
-    caught(|p| p.ack_before_fsync = true, Invariant::AckOnlyFsynced);
+    caught(Planted::AckBeforeFsync, Invariant::AckOnlyFsynced);
 }
 
 #[test]
 fn a_primary_that_counts_consumers_and_lazy_replicas_toward_the_quorum_is_caught() {
-    caught(|p| p.count_everyone = true, Invariant::SyncWriteDurable);
+    caught(Planted::CountEveryone, Invariant::SyncWriteDurable);
+}
+
+#[test]
+fn a_replica_that_shows_entries_before_the_primary_said_they_are_durable_is_caught() {
+    caught(Planted::ReleaseHeld, Invariant::AppliedOnlyDurable);
+}
+
+#[test]
+fn a_handshake_that_keeps_entries_the_primary_lost_is_caught() {
+    caught(Planted::TrustHeld, Invariant::PrefixOfPrimaryLog);
 }
 
 #[test]

@@ -25,6 +25,8 @@ pub(super) enum Event {
     PrimaryFsynced { lsn: u64, incarnation: u64 },
     /// The primary is lost: the run ends.
     PrimaryLost,
+    /// The primary, which lost power, starts again from its durable log.
+    PrimaryRestart,
     /// The primary's end of `generation` asked to be polled at `at`.
     Poll { generation: u64, at: Micros },
     /// A frame arrives at the `to` end of `generation`.
@@ -85,6 +87,11 @@ pub(super) struct Params {
     pub split_per_mille: u64,
     /// The most entries one `Ship` reads.
     pub batch: u64,
+    /// The share of replicas that hold entries back from their readers (and so are
+    /// shipped entries before the primary's fsync ends).
+    pub hold_back_per_mille: u64,
+    /// The share of faults that are a power loss of the primary.
+    pub primary_crash_per_mille: u64,
 }
 
 /// Everything in a run.
@@ -101,6 +108,11 @@ pub(super) struct World {
     pub report: Report,
     pub trace: Trace,
     pub healed: bool,
+    /// False while the primary is down after a power loss.
+    pub primary_up: bool,
+    /// The newest connection when the primary last lost power: frames of it and older
+    /// ones belong to a process that is gone.
+    pub primary_born_at: u64,
 }
 
 impl World {
@@ -115,6 +127,8 @@ impl World {
             misorder_per_mille: rng.pick(&[0, 2, 10]),
             split_per_mille: rng.pick(&[0, 100]),
             batch: rng.pick(&[1, 4, 16]),
+            hold_back_per_mille: rng.pick(&[0, 500, 1_000]),
+            primary_crash_per_mille: rng.pick(&[0, 30, 150]),
         });
         let (config, rng) = (&sim.config, &mut sim.rng);
         let primary_config = PrimaryConfig {
@@ -139,10 +153,14 @@ impl World {
                 (PeerKind::Consumer, false),
                 config.consumers,
             ));
+        let holding_share = sim.params.hold_back_per_mille;
         #[allow(unused_mut)] // planted bugs exist in test builds only
         let mut nodes: Vec<Node> = kinds
             .enumerate()
-            .map(|(index, (kind, fsync))| Node::new(index, kind, fsync))
+            .map(|(index, (kind, fsync))| {
+                let holds_back = kind == PeerKind::Replica && sim.rng.chance(holding_share);
+                Node::new(index, kind, fsync, holds_back)
+            })
             .collect();
         #[cfg(test)]
         for node in &mut nodes {
@@ -169,6 +187,8 @@ impl World {
             sync_returned_lsn: 0,
             trace: Trace::default(),
             healed: false,
+            primary_up: true,
+            primary_born_at: 0,
         };
         world.start();
         world
@@ -245,13 +265,16 @@ impl World {
         match event {
             Event::Write { sync } => self.write(sync),
             Event::PrimaryFsynced { lsn, incarnation } => {
-                self.log.fsynced(lsn, incarnation);
+                if !self.log.fsynced(lsn, incarnation) {
+                    return Ok(());
+                }
                 self.primary.visible(lsn);
                 self.release();
                 self.start_primary_fsync();
                 self.drive_all();
             }
             Event::PrimaryLost => self.report.primary_lost = true,
+            Event::PrimaryRestart => self.primary_restart(),
             Event::Poll { generation, at } => {
                 let due = self
                     .net
@@ -298,17 +321,23 @@ impl World {
     }
 
     fn write(&mut self, sync: bool) {
-        let lsn = self.log.len() + 1;
-        let payload = self.entry(lsn);
-        self.log.append(payload);
-        self.report.writes += 1;
-        if sync {
-            // As the real glue does: the machine learns of the wait before the entry is
-            // visible.
-            self.sync_waiting.push_back(lsn);
-            self.primary.sync_wanted(lsn);
+        // Writers of a primary that is down get an error and try again later.
+        if self.primary_up {
+            let lsn = self.log.len() + 1;
+            let payload = self.entry(lsn);
+            self.log.append(payload);
+            self.report.writes += 1;
+            if sync {
+                // As the real glue does: the machine learns of the wait before the entry
+                // is visible.
+                self.sync_waiting.push_back(lsn);
+                self.primary.sync_wanted(lsn);
+            }
+            self.start_primary_fsync();
+            // Written, not durable: links to peers that hold back ship it now.
+            self.primary.written(lsn);
+            self.drive_all();
         }
-        self.start_primary_fsync();
         if !self.healed {
             let gap = self.sim.rng.between(1, 2 * self.sim.params.write_gap);
             let sync = self.sim.rng.chance(self.sim.params.sync_per_mille);
