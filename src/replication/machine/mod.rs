@@ -8,6 +8,7 @@ pub mod replica;
 
 pub use primary::{
     AckOutcome, LinkAction, LinkId, Micros, Peer, PrimaryConfig, PrimaryMachine, Shipped,
+    MAX_AHEAD_ENTRIES,
 };
 pub use replica::{ReplicaAction, ReplicaMachine};
 
@@ -30,4 +31,7 @@ pub(crate) enum Planted {
     /// The primary's handshake resumes a replica that holds back where its log ends,
     /// without cutting the entries the primary lost.
     TrustHeld,
+    /// A replica that holds back shows its whole log to readers when it restarts, the
+    /// entries its primary had not confirmed among them.
+    ReplayHeld,
 }

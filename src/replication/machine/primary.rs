@@ -20,6 +20,12 @@ pub type Micros = u64;
 /// one it replaces, which then ships with it.
 const MAX_PENDING_WANTS: usize = 1024;
 
+/// The most entries a peer that holds back is shipped past the primary's durable LSN.
+/// Its unconfirmed entries are then always among the last this many of its log, which is
+/// what its store holds back from readers when it restarts, not knowing which were
+/// confirmed.
+pub const MAX_AHEAD_ENTRIES: u64 = 64;
+
 /// The timing and quorum rules of a primary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrimaryConfig {
@@ -439,11 +445,11 @@ impl PrimaryMachine {
         self.peer(id).is_none_or(|p| p.sent_lsn >= self.ship_end(p))
     }
 
-    /// The last LSN `peer` may be shipped: the written one if it holds back, else the
-    /// visible one.
+    /// The last LSN `peer` may be shipped: the written one if it holds back (at most
+    /// [`MAX_AHEAD_ENTRIES`] past the visible one), else the visible one.
     fn ship_end(&self, peer: &Peer) -> u64 {
         if peer.holds_back {
-            self.written_lsn
+            self.written_lsn.min(self.visible_lsn + MAX_AHEAD_ENTRIES)
         } else {
             self.visible_lsn
         }

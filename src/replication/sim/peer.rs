@@ -9,7 +9,7 @@ use crate::codec::payload_lsn;
 use crate::error::ReplicationError;
 #[cfg(test)]
 use crate::replication::machine::Planted;
-use crate::replication::machine::{Micros, ReplicaAction, ReplicaMachine};
+use crate::replication::machine::{Micros, ReplicaAction, ReplicaMachine, MAX_AHEAD_ENTRIES};
 use crate::replication::protocol::{Message, PeerKind};
 
 /// One replica or consumer.
@@ -26,11 +26,6 @@ pub(super) struct Node {
     /// Whether it holds entries back from its readers until the primary says they are
     /// durable there.
     pub holds_back: bool,
-    /// The confirmed LSN its store keeps with each fsync of its log (a holding store's
-    /// recovery applies its log only up to it): as of the running fsync, and as of the
-    /// last one that completed.
-    pub confirmed_syncing: Option<u64>,
-    pub confirmed_durable: u64,
     pub machine: ReplicaMachine,
     pub disk: SimDisk,
     /// Its end of its current connection, while it believes it is connected.
@@ -62,8 +57,6 @@ impl Node {
             kind,
             fsync,
             holds_back,
-            confirmed_syncing: None,
-            confirmed_durable: 0,
             machine: if holds_back {
                 machine.holding_back(0)
             } else {
@@ -88,8 +81,14 @@ impl Node {
         let durable = self.disk.durable_lsn();
         #[allow(unused_mut)] // planted bugs exist in test builds only
         let mut machine = if self.holds_back {
-            // Recovery applies the log up to the confirmed LSN kept with it.
-            let confirmed = self.confirmed_durable.min(durable);
+            // Its recovery holds back the last entries its primary may have shipped
+            // ahead, not knowing which were confirmed.
+            #[allow(unused_mut)] // planted bugs exist in test builds only
+            let mut confirmed = durable.saturating_sub(MAX_AHEAD_ENTRIES);
+            #[cfg(test)]
+            if self.planted == Planted::ReplayHeld {
+                confirmed = durable;
+            }
             ReplicaMachine::new(durable, confirmed, EPOCH, EPOCH).holding_back(confirmed)
         } else {
             ReplicaMachine::new(durable, durable, EPOCH, EPOCH)
@@ -307,9 +306,7 @@ impl World {
     }
 
     fn start_peer_fsync(&mut self, node: usize) {
-        let peer = &mut self.nodes[node];
-        if let Some((lsn, incarnation)) = peer.disk.start_fsync() {
-            peer.confirmed_syncing = Some(peer.machine.confirmed_lsn());
+        if let Some((lsn, incarnation)) = self.nodes[node].disk.start_fsync() {
             let latency = self.sim.rng.between(20, self.sim.params.max_fsync);
             self.sim.timeline.after(
                 latency,
@@ -331,9 +328,6 @@ impl World {
         let peer = &mut self.nodes[node];
         if !peer.disk.fsynced(lsn, incarnation) {
             return Ok(());
-        }
-        if let Some(confirmed) = peer.confirmed_syncing.take() {
-            peer.confirmed_durable = peer.confirmed_durable.max(confirmed);
         }
         let shown = peer.shown(lsn);
         let ack = peer.machine.durable(lsn, shown);
@@ -382,7 +376,6 @@ impl World {
         let as_process = self.sim.rng.chance(500);
         let peer = &mut self.nodes[node];
         peer.disk.crash();
-        peer.confirmed_syncing = None;
         if peer.fsync && !as_process {
             peer.machine.restarted();
         } else {

@@ -89,6 +89,11 @@ fn a_handshake_that_keeps_entries_the_primary_lost_is_caught() {
 }
 
 #[test]
+fn a_replica_that_shows_its_whole_log_after_a_restart_is_caught() {
+    caught(Planted::ReplayHeld, Invariant::AppliedOnlyDurable);
+}
+
+#[test]
 fn a_seed_replays_exactly() {
     replays_exactly(&Config::default(), Simulation::run, |r| r.trace_hash);
 }
