@@ -13,6 +13,9 @@ mod recent;
 mod record;
 #[cfg(test)]
 mod record_tests;
+mod rewind;
+#[cfg(test)]
+mod rewind_tests;
 mod scan;
 #[cfg(test)]
 mod segment_tests;

@@ -6,7 +6,9 @@
 //! A follower's leader writes and applies without the fdatasync (its entries are durable on
 //! its primary already): the batch is readable at once (`readable_lsn`), and a sync that a
 //! waiter for `visible_lsn` runs, apart from the leaders, makes it durable and visible to
-//! the log's readers. Writes become readable before durable nowhere else.
+//! the log's readers. Writes become readable before durable nowhere else. A follower that
+//! holds back ([`Held`]) applies only what its primary confirmed: its visible LSN is the
+//! lesser of what is synced and what is applied.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,6 +17,7 @@ use std::thread::ThreadId;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::gather::Returning;
+use super::held::Held;
 use crate::codec::{frame_payload, frame_record, Op};
 
 /// An entry whose LSN is taken but that is not yet durable and applied.
@@ -34,9 +37,12 @@ pub(crate) struct Taken {
     pub timestamp_ms: u64,
 }
 
-/// A batch handed to the leader.
+/// A batch handed to the leader: records to write (none when it only applies entries
+/// held back before), and entries to apply.
 pub(crate) struct Batch {
     pub records: Vec<u8>,
+    /// The LSN of the last record in `records`.
+    pub last_lsn: u64,
     pub entries: Vec<Pending>,
 }
 
@@ -78,6 +84,21 @@ pub(crate) enum Until {
     Readable,
     /// The entry is durable and visible.
     Visible,
+    /// The entry is durable in the log (on a follower that holds back, maybe not applied).
+    Synced,
+    /// The entry is in the log, durable or not, applied unless held back.
+    Written,
+}
+
+impl State {
+    /// A follower's visible LSN: what is both synced and applied. Returns it if it rose.
+    fn make_visible(&mut self) -> Option<u64> {
+        let visible = self.held.synced_lsn.min(self.readable_lsn);
+        (visible > self.visible_lsn).then(|| {
+            self.visible_lsn = visible;
+            visible
+        })
+    }
 }
 
 pub(crate) struct State {
@@ -90,6 +111,8 @@ pub(crate) struct State {
     visible_lsn: u64,
     /// At least `visible_lsn`; past it while a follower's flushed batches wait for a sync.
     readable_lsn: u64,
+    /// What a follower wrote and synced, and what it holds back.
+    held: Held,
     /// A sync runs (see [`Lead::sync`]).
     syncing: bool,
     /// Counts resets: a sync that began before one does not move `visible_lsn`.
@@ -144,6 +167,8 @@ pub(crate) struct Pipeline {
     writer_free: Condvar,
     /// Signalled when a sync ends.
     synced: Condvar,
+    /// Signalled when entries held back are applied.
+    released: Condvar,
     /// Signalled when the writers a gathering leader waits for are back.
     arrived: Condvar,
     /// Set once a flush failed: readers check it without taking the state lock.
@@ -235,6 +260,7 @@ impl Pipeline {
                 leading: false,
                 visible_lsn: next_lsn - 1,
                 readable_lsn: next_lsn - 1,
+                held: Held::new(next_lsn - 1),
                 syncing: false,
                 resets: 0,
                 closed: None,
@@ -251,6 +277,7 @@ impl Pipeline {
             batch_done: [Condvar::new(), Condvar::new()],
             writer_free: Condvar::new(),
             synced: Condvar::new(),
+            released: Condvar::new(),
             arrived: Condvar::new(),
             failed: AtomicBool::new(false),
             writer_held: AtomicBool::new(false),
@@ -536,6 +563,9 @@ impl Pipeline {
         state.next_lsn = next_lsn;
         state.visible_lsn = next_lsn - 1;
         state.readable_lsn = next_lsn - 1;
+        let release_lsn = state.held.release_lsn.max(next_lsn - 1);
+        state.held = Held::new(next_lsn - 1);
+        state.held.release_lsn = release_lsn;
         state.resets += 1;
         state.epoch = epoch;
         state.in_flight_last = 0;
@@ -547,6 +577,54 @@ impl Pipeline {
     /// The last LSN handed out (visible or not).
     pub(crate) fn last_assigned(&self) -> u64 {
         self.lock().next_lsn - 1
+    }
+
+    /// The last LSN handed out that is not held back: what draining waits for.
+    pub(crate) fn last_releasable(&self) -> u64 {
+        let state = self.lock();
+        (state.next_lsn - 1).min(state.held.release_lsn)
+    }
+
+    /// The last LSN durable in the log (applied or not).
+    pub(crate) fn synced_lsn(&self) -> u64 {
+        self.lock().held.synced_lsn
+    }
+
+    /// From now on, entries past those applied are held back from readers until
+    /// released. `entries`, the last of the log and not applied (a recovery's), are held.
+    pub(crate) fn hold(&self, entries: Vec<Pending>) {
+        let mut state = self.lock();
+        if let Some(first) = entries.first() {
+            state.readable_lsn = first.lsn - 1;
+            state.visible_lsn = first.lsn - 1;
+        }
+        state.held.release_lsn = state.readable_lsn;
+        state.held.entries.extend(entries);
+    }
+
+    /// Entries up to `lsn` may be applied; returns whether some wait to be (then a
+    /// [`Pipeline::wait`] for them applies them).
+    pub(crate) fn release(&self, lsn: u64) -> bool {
+        let mut state = self.lock();
+        state.held.release_lsn = state.held.release_lsn.max(lsn);
+        state.held.releasable()
+    }
+
+    /// Forgets the held entries after `lsn` (their records were cut from the log): the
+    /// next entry appended takes LSN `lsn + 1`. Only entries never applied are cut.
+    pub(crate) fn cut_held(&self, lsn: u64) -> Result<(), Refused> {
+        let mut state = self.lock();
+        if lsn < state.readable_lsn || state.leading || !state.pending.is_empty() {
+            return Err(Refused::OutOfOrder {
+                expected: state.readable_lsn,
+                got: lsn,
+            });
+        }
+        state.held.entries.retain(|e| e.lsn <= lsn);
+        state.next_lsn = state.next_lsn.min(lsn + 1);
+        state.held.written_lsn = state.held.written_lsn.min(lsn);
+        state.held.synced_lsn = state.held.synced_lsn.min(lsn);
+        Ok(())
     }
 
     /// Waits until `lsn` is visible, leading batches and syncs while no one else does.
@@ -562,6 +640,8 @@ impl Pipeline {
             let reached = match until {
                 Until::Readable => state.readable_lsn,
                 Until::Visible => state.visible_lsn,
+                Until::Synced => state.held.synced_lsn,
+                Until::Written => state.held.written_lsn,
             };
             if reached >= lsn {
                 return Ok(());
@@ -572,8 +652,14 @@ impl Pipeline {
             let may_lead = state
                 .reserved
                 .is_none_or(|owner| owner == std::thread::current().id());
-            if !state.leading && !state.pending.is_empty() && may_lead {
-                if let Some(until) = Self::gather_until(&mut state) {
+            let work = !state.pending.is_empty() || state.held.releasable();
+            if !state.leading && work && may_lead {
+                let gather = if state.pending.is_empty() {
+                    None
+                } else {
+                    Self::gather_until(&mut state)
+                };
+                if let Some(until) = gather {
                     // Everything is looked at again after the wait: the pipeline may have
                     // closed meanwhile, and the wait is over for good (see `stop`).
                     state = self.gather(state, until);
@@ -594,7 +680,10 @@ impl Pipeline {
                     }
                     state = self.lock();
                 }
-            } else if state.readable_lsn >= lsn {
+            } else if state.held.written_lsn >= lsn
+                && state.held.synced_lsn < lsn
+                && until != Until::Readable
+            {
                 // Flushed, not synced yet: sync, or wait for the sync that runs.
                 if state.syncing {
                     state = self
@@ -604,6 +693,15 @@ impl Pipeline {
                 } else {
                     state = self.sync(state, lead);
                 }
+            } else if state.held.written_lsn >= lsn {
+                // Held back from readers until released (and applied by whoever leads).
+                if let Some(closed) = &state.closed {
+                    return Err(Refused::Closed(closed.cause()));
+                }
+                state = self
+                    .released
+                    .wait(state)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
             } else {
                 let slot = if state.leading && lsn <= state.in_flight_last {
                     state.in_flight_slot
@@ -626,16 +724,16 @@ impl Pipeline {
         lead: &dyn Lead,
     ) -> MutexGuard<'a, State> {
         state.syncing = true;
-        let (target, resets) = (state.readable_lsn, state.resets);
+        let (target, resets) = (state.held.written_lsn, state.resets);
         drop(state);
         let result = lead.sync();
         let mut state = self.lock();
         state.syncing = false;
-        let mut advanced = false;
+        let mut advanced = None;
         match result {
-            Ok(()) if state.resets == resets && target > state.visible_lsn => {
-                state.visible_lsn = target;
-                advanced = true;
+            Ok(()) if state.resets == resets => {
+                state.held.synced_lsn = state.held.synced_lsn.max(target);
+                advanced = state.make_visible();
             }
             Ok(()) => {}
             Err(err) => {
@@ -644,9 +742,9 @@ impl Pipeline {
             }
         }
         self.synced.notify_all();
-        if advanced {
+        if let Some(visible_lsn) = advanced {
             drop(state);
-            self.announce(target);
+            self.announce(visible_lsn);
             state = self.lock();
         }
         state
@@ -699,16 +797,19 @@ impl Pipeline {
     ) -> MutexGuard<'a, State> {
         state.leading = true;
         state.reserved = None;
-        let entries = std::mem::take(&mut state.pending);
-        let last = entries
-            .last()
-            .expect("invariant: lead is only called with pending entries")
-            .lsn;
+        let pending = std::mem::take(&mut state.pending);
+        // Nothing pending: the batch only applies entries held back and now released.
+        let written = pending.last().map(|e| e.lsn);
+        let releasing = !state.held.entries.is_empty();
+        let entries = state.held.take_applicable(pending);
+        let applied = entries.last().map(|e| e.lsn);
+        let last = written.max(applied).unwrap_or(state.readable_lsn);
         // The writers of this batch were waiting as "next batch": they are in flight now.
         state.in_flight_last = last;
         state.in_flight_slot = 1 - state.in_flight_slot;
         let batch = Batch {
             records: std::mem::take(&mut state.records),
+            last_lsn: written.unwrap_or(0),
             entries,
         };
         drop(state);
@@ -720,12 +821,24 @@ impl Pipeline {
         let quick = batch.entries.iter().filter_map(|e| e.quick);
         state.returning.released(quick, took, started + took);
         match result {
-            Ok(Flushed::Durable) => {
-                state.readable_lsn = last;
-                state.visible_lsn = last;
+            Ok(flushed) => {
+                if let Some(lsn) = written {
+                    state.held.written_lsn = lsn;
+                }
+                if flushed == Flushed::Durable {
+                    state.held.synced_lsn = state.held.written_lsn;
+                }
+                if let Some(lsn) = applied {
+                    state.readable_lsn = lsn;
+                }
+                // What is synced and applied is visible (the caller announces it): the
+                // whole batch of a primary, a follower's held entries once applied.
+                state.make_visible();
             }
-            Ok(Flushed::Written) => state.readable_lsn = last,
             Err(err) => self.fail(&mut state, &err, "commit"),
+        }
+        if releasing {
+            self.released.notify_all();
         }
         // Reuse the record buffer's allocation for the next batch.
         if state.records.is_empty() {
@@ -769,6 +882,7 @@ impl Pipeline {
     fn wake_all(&self) {
         self.batch_done.iter().for_each(Condvar::notify_all);
         self.synced.notify_all();
+        self.released.notify_all();
         self.arrived.notify_all();
         self.writer_free.notify_all();
     }

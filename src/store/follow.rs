@@ -68,6 +68,8 @@ impl Store {
         ) {
             return Err(self.read_only(ReadOnlyReason::NotAFollower));
         }
+        // What it held back may hold an acknowledged sync write: it is the primary's now.
+        self.release_replicated(u64::MAX)?;
         let mut exclusive = self.begin_exclusive()?;
         exclusive.ready_to_read()?;
         self.with_open(|open| open.tables.set_follower_flag(false))?;
@@ -82,8 +84,8 @@ impl Store {
     }
 
     /// Appends entries committed by a primary, in LSN order, keeping their LSNs, epochs and
-    /// timestamps, and returns the last LSN once they are readable. Each entry is applied
-    /// whole. They are durable (and visible to the log's readers) once a sync that began
+    /// timestamps, and returns the last LSN readers see once they are written and applied
+    /// (unless held back: see [`Store::hold_back`]). Each entry is applied whole. They are durable (and visible to the log's readers) once a sync that began
     /// later ends ([`Store::sync_replicated`]). Only a follower store accepts them.
     ///
     /// # Errors
@@ -125,7 +127,7 @@ impl Store {
                 // The epoch's start is durable before its first entry is appended: the
                 // history never misses an epoch the log holds.
                 if let Some(lsn) = last {
-                    self.wait_visible(lsn)?;
+                    self.wait(lsn, Until::Synced)?;
                 }
                 self.begin_epoch_at(entry.epoch, lsn)?;
             }
@@ -144,9 +146,10 @@ impl Store {
                 }
             }
         }
-        // What was enqueued is applied even when a later entry was refused.
+        // What was enqueued is written (and applied, unless held back) even when a later
+        // entry was refused.
         if let Some(lsn) = last {
-            self.wait(lsn, Until::Readable)?;
+            self.wait(lsn, Until::Written)?;
         }
         match refused {
             Some(err) => Err(err),
@@ -154,15 +157,15 @@ impl Store {
         }
     }
 
-    /// Makes every replicated entry appended so far durable and visible to the log's
-    /// readers; returns the last LSN, which is then durable.
+    /// Makes every replicated entry appended so far durable (and visible to the log's
+    /// readers, unless held back); returns the last LSN, which is then durable.
     ///
     /// # Errors
     /// A failed fdatasync (the store closes itself) or a closed store.
     pub fn sync_replicated(&self) -> Result<u64> {
         self.check_usable()?;
-        self.wait_visible(self.inner.pipeline.last_assigned())?;
-        Ok(self.last_lsn())
+        self.wait(self.inner.pipeline.last_assigned(), Until::Synced)?;
+        Ok(self.synced_lsn())
     }
 
     /// The identity of this store's history: random at creation, inherited by replicas

@@ -16,7 +16,11 @@ mod follow_tests;
 mod gather;
 mod handles;
 mod handover;
+mod held;
 mod history;
+mod holding;
+#[cfg(test)]
+mod holding_tests;
 mod install;
 mod maintenance;
 mod overlay;
@@ -48,6 +52,7 @@ pub use diverged::{read_divergence_report, DivergenceReport};
 pub use durability::{Committed, Durability, OnTimeout, Receipt, Registration, SyncReplication};
 use epochs::Epochs;
 pub use epochs::{fork_lsn, EpochHistory};
+pub use holding::MAX_HELD_ENTRIES;
 pub use install::{Installer, SnapshotView};
 use maintenance::Maintenance;
 use overlay::{Found, Overlay};
@@ -368,6 +373,14 @@ impl Store {
         install::finish_install(&path)?;
         let parts = Parts::recover(&path, &options, log_fs)?;
         let pipeline = Pipeline::new(parts.next_lsn, parts.history.last_epoch());
+        if let Some(held) = parts.held {
+            let held = held.into_iter().map(|e| commit::Pending {
+                lsn: e.lsn,
+                ops: e.ops,
+                quick: None,
+            });
+            pipeline.hold(held.collect());
+        }
         let read_only = if options.follower {
             Some(ReadOnlyReason::Replica)
         } else if parts.follower {
@@ -668,15 +681,18 @@ impl Store {
             if let Some(cause) = open.checkpointer.failure() {
                 return Err(self.closed_error(Some(cause)));
             }
-            let last = batch.entries.last().map_or(0, |e| e.lsn);
-            if written_only {
-                open.log.append_unsynced(&batch.records, last)?;
-            } else {
-                open.log.append(&batch.records, last)?;
+            // No records: the batch applies entries held back before, now released.
+            if !batch.records.is_empty() {
+                if written_only {
+                    open.log.append_unsynced(&batch.records, batch.last_lsn)?;
+                } else {
+                    open.log.append(&batch.records, batch.last_lsn)?;
+                }
             }
+            // No entries: every entry of the batch is held back.
             if bulk {
                 open.overlay.apply_bulk(&open.tables, &batch.entries)?;
-            } else {
+            } else if !batch.entries.is_empty() {
                 open.overlay.apply(&open.tables, &batch.entries)?;
             }
             open.checkpointer.note(
@@ -763,9 +779,10 @@ impl Store {
         Ok(Transaction::new(self.clone()))
     }
 
-    /// Waits until every LSN handed out so far is visible (used by transactions that read).
+    /// Waits until every LSN handed out so far is visible (used by transactions that read),
+    /// but those a follower holds back.
     fn drain(&self) -> Result<()> {
-        self.wait_visible(self.inner.pipeline.last_assigned())
+        self.wait_visible(self.inner.pipeline.last_releasable())
     }
 
     /// Calls `f` with the value of `key` (encoded) in `table`, or `None`.

@@ -1,6 +1,7 @@
 //! Opening a store's files after any crash: the tables, the log, and the replay of the log
 //! after the tables' last checkpoint.
 
+use std::collections::VecDeque;
 use std::io::ErrorKind;
 use std::path::Path;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use super::checkpoint::{CheckpointPolicy, Checkpointer, CHECKPOINT_BYTES};
 use super::dirlock::LOCK_FILE;
 use super::epochs::EpochHistory;
+use super::holding::{HOLDS_BACK, MAX_HELD_ENTRIES};
 use super::overlay::Overlay;
 use super::tables::Tables;
 use super::StoreOptions;
@@ -27,6 +29,8 @@ pub(super) struct Parts {
     pub(super) history: EpochHistory,
     /// The store is marked as a replica's.
     pub(super) follower: bool,
+    /// A follower that holds back: its last entries, not applied (see `Store::hold_back`).
+    pub(super) held: Option<Vec<Entry>>,
 }
 
 impl Parts {
@@ -47,10 +51,23 @@ impl Parts {
         )?;
         // A replica's log is appended without a sync per batch (see `Store::flush`).
         log_options.holes_are_torn = meta.follower;
+        // A follower that holds back does not know which of its last entries its primary
+        // confirmed: they wait until it says so again.
+        let holding = meta.follower && tables.meta(HOLDS_BACK)? == Some(1);
+        let mut held = VecDeque::new();
         let mut replay = Vec::new();
         let mut replay_bytes = 0usize;
         let mut replayed = 0u64;
         let log = Log::open(log_fs, log_options, meta.applied_lsn, |entry| {
+            let entry = if holding {
+                held.push_back(entry);
+                if held.len() as u64 <= MAX_HELD_ENTRIES {
+                    return Ok(());
+                }
+                held.pop_front().expect("invariant: not empty")
+            } else {
+                entry
+            };
             replay_bytes += entry
                 .ops
                 .iter()
@@ -100,6 +117,7 @@ impl Parts {
             epoch: meta.epoch,
             history,
             follower: meta.follower,
+            held: holding.then(|| held.into()),
             tables,
             log,
         })

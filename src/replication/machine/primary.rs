@@ -23,8 +23,8 @@ const MAX_PENDING_WANTS: usize = 1024;
 /// The most entries a peer that holds back is shipped past the primary's durable LSN.
 /// Its unconfirmed entries are then always among the last this many of its log, which is
 /// what its store holds back from readers when it restarts, not knowing which were
-/// confirmed.
-pub const MAX_AHEAD_ENTRIES: u64 = 64;
+/// confirmed ([`crate::store::MAX_HELD_ENTRIES`]).
+pub const MAX_AHEAD_ENTRIES: u64 = crate::store::MAX_HELD_ENTRIES;
 
 /// The timing and quorum rules of a primary.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,162 @@
+//! A follower that holds back: entries past what its primary confirmed are in its log,
+//! durable and acknowledged, but not shown to readers (nor to its log's readers) until
+//! released; a reopen holds back its last entries again; a cut drops only held entries;
+//! a promotion shows them all.
+
+use super::{Store, StoreOptions, MAX_HELD_ENTRIES};
+use crate::codec::{encode_key, KeyRef, Op};
+use crate::log::LogPosition;
+
+fn put(key: &str) -> Vec<Op> {
+    vec![Op {
+        table: "t".to_owned(),
+        key: encode_key(KeyRef::Str(key)),
+        value: Some(b"\xc3".to_vec()),
+    }]
+}
+
+/// The payloads of `count` entries committed one by one on a primary at `path`, whose keys
+/// start with `prefix`.
+fn entries(path: &std::path::Path, prefix: &str, count: usize) -> Vec<Vec<u8>> {
+    let primary = Store::open(path, StoreOptions::default()).unwrap();
+    for i in 0..count {
+        primary.commit(put(&format!("{prefix}{i}")), None).unwrap();
+    }
+    let mut position = LogPosition::after(0);
+    let entries = primary
+        .read_log_raw(&mut position, count, usize::MAX)
+        .unwrap();
+    primary.close().unwrap();
+    entries.into_iter().map(|e| e.payload).collect()
+}
+
+fn follower(dir: &std::path::Path) -> Store {
+    let options = StoreOptions {
+        follower: true,
+        ..StoreOptions::default()
+    };
+    Store::open(dir.join("follower"), options).unwrap()
+}
+
+fn has(store: &Store, key: &str) -> bool {
+    store.contains("t", &encode_key(KeyRef::Str(key))).unwrap()
+}
+
+#[test]
+fn held_entries_are_durable_but_shown_only_once_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let payloads = entries(&dir.path().join("primary"), "k", 10);
+    let store = follower(dir.path());
+    store.append_replicated(&payloads[..4]).unwrap();
+    store.hold_back().unwrap();
+    assert_eq!(store.append_replicated(&payloads[4..]).unwrap(), 4);
+    assert_eq!(store.sync_replicated().unwrap(), 10, "acked as durable");
+    assert_eq!(store.synced_lsn(), 10);
+    assert!(has(&store, "k3") && !has(&store, "k4"));
+    assert_eq!(
+        store.last_lsn(),
+        4,
+        "the log's readers stop where readers do"
+    );
+    let mut position = LogPosition::after(0);
+    assert_eq!(
+        store
+            .read_log_raw(&mut position, 100, usize::MAX)
+            .unwrap()
+            .len(),
+        4
+    );
+    assert_eq!(store.release_replicated(7).unwrap(), 7);
+    assert!(has(&store, "k6") && !has(&store, "k7"));
+    assert_eq!(store.last_lsn(), 7);
+    assert_eq!(store.release_replicated(u64::MAX).unwrap(), 10);
+    assert!(has(&store, "k9"));
+    assert_eq!(store.last_lsn(), 10);
+    // Released before they arrive: shown as they are appended.
+    let more = entries(&dir.path().join("primary-2"), "k", 12);
+    store.append_replicated(&more[10..]).unwrap();
+    assert!(has(&store, "k11"));
+}
+
+/// A copy of a store's files as a crash would leave them (the page cache is kept).
+fn crash_image(dir: &std::path::Path, image: &std::path::Path) {
+    std::fs::create_dir_all(image.join("log")).unwrap();
+    std::fs::copy(dir.join("tables.redb"), image.join("tables.redb")).unwrap();
+    for segment in std::fs::read_dir(dir.join("log")).unwrap() {
+        let segment = segment.unwrap().path();
+        std::fs::copy(
+            &segment,
+            image.join("log").join(segment.file_name().unwrap()),
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn a_follower_restarted_after_a_crash_holds_back_its_last_entries_until_released_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let count = MAX_HELD_ENTRIES as usize + 10;
+    let payloads = entries(&dir.path().join("primary"), "k", count);
+    let options = StoreOptions {
+        follower: true,
+        checkpoint_entries: u64::MAX,
+        checkpoint_interval: std::time::Duration::from_secs(3600),
+        ..StoreOptions::default()
+    };
+    let store = Store::open(dir.path().join("follower"), options.clone()).unwrap();
+    store.hold_back().unwrap();
+    store.append_replicated(&payloads).unwrap();
+    store.release_replicated(u64::MAX).unwrap();
+    store.sync_replicated().unwrap();
+    let image = dir.path().join("crashed");
+    crash_image(&dir.path().join("follower"), &image);
+    store.close().unwrap();
+    let store = Store::open(&image, options).unwrap();
+    assert_eq!(store.readable_lsn(), 10, "its last {MAX_HELD_ENTRIES} wait");
+    assert_eq!(store.synced_lsn(), count as u64);
+    assert!(has(&store, "k9") && !has(&store, "k10"));
+    let ids = store.held_ids(10).unwrap();
+    assert_eq!(ids.len(), MAX_HELD_ENTRIES as usize + 1);
+    assert_eq!(ids.last().unwrap().0, count as u64);
+    store.release_replicated(u64::MAX).unwrap();
+    assert!(has(&store, &format!("k{}", count - 1)));
+}
+
+#[test]
+fn a_cut_drops_held_entries_only_and_the_log_goes_on_with_the_primarys() {
+    let dir = tempfile::tempdir().unwrap();
+    let lost = entries(&dir.path().join("primary"), "lost", 8);
+    let kept = entries(&dir.path().join("primary-2"), "kept", 8);
+    let store = follower(dir.path());
+    store.hold_back().unwrap();
+    store.append_replicated(&lost).unwrap();
+    store.release_replicated(5).unwrap();
+    assert!(store.cut_replicated(4).is_err(), "entry 5 was shown");
+    store.cut_replicated(5).unwrap();
+    assert_eq!(store.synced_lsn(), 5);
+    // The primary's own entries 6.. (another history than the ones it lost).
+    store.append_replicated(&kept[5..]).unwrap();
+    store.release_replicated(8).unwrap();
+    assert!(has(&store, "lost4") && !has(&store, "lost5") && has(&store, "kept5"));
+    store.close().unwrap();
+    let store = follower(dir.path());
+    store.release_replicated(u64::MAX).unwrap();
+    assert!(
+        has(&store, "kept7") && !has(&store, "lost7"),
+        "the cut is durable"
+    );
+}
+
+#[test]
+fn a_promotion_shows_what_was_held_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let payloads = entries(&dir.path().join("primary"), "k", 6);
+    let store = follower(dir.path());
+    store.hold_back().unwrap();
+    store.append_replicated(&payloads).unwrap();
+    assert!(!has(&store, "k0"));
+    store.stop_following().unwrap();
+    assert!(has(&store, "k5"));
+    store.commit(put("new"), None).unwrap();
+    assert_eq!(store.last_lsn(), 7);
+}
