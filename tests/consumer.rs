@@ -75,6 +75,7 @@ impl LogConsumer for Recorder {
             epoch: memory.epoch,
             history: Vec::new(),
             store_id: 0,
+            held: None,
         })
     }
 

@@ -166,6 +166,7 @@ impl RawPeer {
             history: Vec::new(),
             listen: None,
             store_id: 0,
+            held: None,
         })?;
         let welcome = peer.recv()?;
         Ok((peer, welcome))

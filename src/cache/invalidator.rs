@@ -74,6 +74,7 @@ impl LogConsumer for Invalidator {
             epoch: cursor.epoch.max(processed.epoch),
             history: Vec::new(),
             store_id: 0,
+            held: None,
         })
     }
 

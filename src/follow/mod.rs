@@ -43,6 +43,10 @@ pub struct Position {
     /// Its store directory's id (`Store::store_id`), 0 if it has none: tells its primary
     /// a reconnection of this follower from another one given the same name.
     pub store_id: u64,
+    /// If it holds entries back from its readers until its primary confirms them (see
+    /// `Store::hold_back`): the identity of each entry of its log from the last one its
+    /// readers see (confirmed) to `flushed_lsn`, `(lsn, (epoch, crc))`.
+    pub held: Option<Vec<(u64, (u64, u32))>>,
 }
 
 /// A follower's per-table sums at one LSN, `(table, rows, checksum)` as snapshots carry
@@ -163,6 +167,24 @@ pub trait LogConsumer: Send + Sync + 'static {
     /// # Errors
     /// A gap, a repeat, a payload that does not decode: nothing of the bad entry applies.
     fn apply(&self, payloads: &[Vec<u8>]) -> Result<(u64, u64)>;
+    /// Entries up to `lsn` are durable at the primary: one that holds entries back (its
+    /// [`Position::held`] is `Some`) shows them to its readers. Returns the last LSN its
+    /// readers see.
+    ///
+    /// # Errors
+    /// A failure applying them.
+    fn release(&self, lsn: u64) -> Result<u64> {
+        Ok(lsn)
+    }
+    /// The handshake found that its primary's log differs after `lsn`: one that holds
+    /// entries back cuts them off its log, durably (its readers never saw them).
+    ///
+    /// # Errors
+    /// It holds more than entries held back there, or a storage failure.
+    fn cut(&self, lsn: u64) -> Result<()> {
+        let _ = lsn;
+        Ok(())
+    }
     /// Makes everything applied durable (if it is durable at all); returns the flushed LSN.
     ///
     /// # Errors

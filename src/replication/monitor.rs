@@ -282,5 +282,6 @@ pub(crate) fn holding_nothing(
         history: Vec::new(),
         listen: None,
         store_id: 0,
+        held: None,
     }
 }

@@ -69,6 +69,7 @@ impl Store {
             return Err(self.read_only(ReadOnlyReason::NotAFollower));
         }
         // What it held back may hold an acknowledged sync write: it is the primary's now.
+        self.sync_replicated()?;
         self.release_replicated(u64::MAX)?;
         let mut exclusive = self.begin_exclusive()?;
         exclusive.ready_to_read()?;
@@ -305,14 +306,27 @@ impl LogConsumer for Store {
         self.options().fsync
     }
 
+    /// A replica's store holds back (see [`Store::hold_back`]) from its first position on.
     fn position(&self) -> Result<Position> {
         // Where a resume starts: everything appended is made durable first, so that the
         // log holds exactly up to the position reported.
         let lsn = self.sync_replicated()?;
+        let confirmed = self.readable_lsn().min(lsn);
+        let held = if self.is_follower() {
+            self.hold_back()?;
+            Some(self.held_ids(confirmed)?)
+        } else {
+            None
+        };
+        let id = match held.as_ref().and_then(|ids| ids.last()) {
+            Some((_, id)) => *id,
+            None => self.entry_id(lsn)?.unwrap_or((0, 0)),
+        };
         Ok(Position {
             flushed_lsn: lsn,
-            applied_lsn: lsn,
-            id: self.entry_id(lsn)?.unwrap_or((0, 0)),
+            applied_lsn: confirmed,
+            id,
+            held,
             lineage: self.lineage()?,
             epoch: self.epoch(),
             history: self.epoch_history().pairs().to_vec(),
@@ -334,7 +348,15 @@ impl LogConsumer for Store {
 
     fn apply(&self, payloads: &[Vec<u8>]) -> Result<(u64, u64)> {
         let applied = self.append_replicated(payloads)?;
-        Ok((self.last_lsn(), applied))
+        Ok((self.synced_lsn(), applied))
+    }
+
+    fn release(&self, lsn: u64) -> Result<u64> {
+        self.release_replicated(lsn)
+    }
+
+    fn cut(&self, lsn: u64) -> Result<()> {
+        self.cut_replicated(lsn)
     }
 
     fn sync(&self) -> Result<u64> {

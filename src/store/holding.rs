@@ -5,7 +5,7 @@
 
 use super::Store;
 use crate::error::{LogError, ReadOnlyReason, Result};
-use crate::log::LogPosition;
+use crate::log::{LogPosition, RawEntry};
 
 /// The meta key that marks a follower that holds back: its recovery holds back its last
 /// [`MAX_HELD_ENTRIES`], not knowing which its primary confirmed.
@@ -18,8 +18,9 @@ pub const MAX_HELD_ENTRIES: u64 = 64;
 impl Store {
     /// From now on, entries appended past the last one confirmed are held back from
     /// readers (and the log's readers) until [`Store::release_replicated`] covers them.
-    /// The mark is durable: a reopened store holds back its last [`MAX_HELD_ENTRIES`]
-    /// entries until they are released again (or until it stops following).
+    /// The mark is durable: reopened as a follower after a crash, the store holds back its
+    /// last [`MAX_HELD_ENTRIES`] entries until they are released again (or until it stops
+    /// following); opened plainly, to look at it, it shows its whole durable log.
     ///
     /// # Errors
     /// [`crate::error::StoreError::ReadOnly`] unless this is a follower; a closed store or a
@@ -81,6 +82,22 @@ impl Store {
             self.inner.pipeline.fail_outside(err, "cutting the log");
         }
         cut
+    }
+
+    /// Reads entries as [`Store::read_log_raw`] does, up to the end of the durable log
+    /// rather than the visible LSN: a promotion adopts entries held back too (they may
+    /// hold an acknowledged sync write).
+    ///
+    /// # Errors
+    /// As [`Store::read_log_raw`].
+    pub fn read_log_held(
+        &self,
+        position: &mut LogPosition,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<RawEntry>> {
+        let synced = self.synced_lsn();
+        self.with_open(|open| open.log.read_raw(position, synced, max_entries, max_bytes))
     }
 
     /// The identity `(lsn, (epoch, crc))` of each entry of the log from `from` to its

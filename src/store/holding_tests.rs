@@ -110,7 +110,13 @@ fn a_follower_restarted_after_a_crash_holds_back_its_last_entries_until_released
     store.sync_replicated().unwrap();
     let image = dir.path().join("crashed");
     crash_image(&dir.path().join("follower"), &image);
+    let looked_at = dir.path().join("looked-at");
+    crash_image(&dir.path().join("follower"), &looked_at);
     store.close().unwrap();
+    // Opened plainly (to look at it, not to follow): everything its log holds durably.
+    let plain = Store::open(&looked_at, StoreOptions::default()).unwrap();
+    assert_eq!(plain.readable_lsn(), count as u64);
+    plain.close().unwrap();
     let store = Store::open(&image, options).unwrap();
     assert_eq!(store.readable_lsn(), 10, "its last {MAX_HELD_ENTRIES} wait");
     assert_eq!(store.synced_lsn(), count as u64);

@@ -52,8 +52,9 @@ impl Parts {
         // A replica's log is appended without a sync per batch (see `Store::flush`).
         log_options.holes_are_torn = meta.follower;
         // A follower that holds back does not know which of its last entries its primary
-        // confirmed: they wait until it says so again.
-        let holding = meta.follower && tables.meta(HOLDS_BACK)? == Some(1);
+        // confirmed: they wait until it says so again. A replica's store opened plainly
+        // (to look at it, not to follow) shows everything its log holds durably.
+        let holding = options.follower && meta.follower && tables.meta(HOLDS_BACK)? == Some(1);
         let mut held = VecDeque::new();
         let mut replay = Vec::new();
         let mut replay_bytes = 0usize;

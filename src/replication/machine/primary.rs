@@ -329,10 +329,12 @@ impl PrimaryMachine {
     }
 
     /// The peer of `id` said it holds entries back from its readers until told they are
-    /// durable: it is shipped what is written from now on.
+    /// durable: it is shipped what is written from now on, and told at once what is
+    /// durable (a restarted replica holds back entries it was confirmed before).
     pub fn hold_back(&mut self, id: &LinkId) {
         if let Some(peer) = self.live(id) {
             peer.holds_back = true;
+            peer.told_durable = 0;
         }
     }
 

@@ -123,6 +123,12 @@ impl ReplicaMachine {
         self.applied_lsn
     }
 
+    /// Appended to its log up to here, durable or not.
+    #[must_use]
+    pub fn appended_lsn(&self) -> u64 {
+        self.appended_lsn
+    }
+
     /// The highest epoch it has seen.
     #[must_use]
     pub fn epoch(&self) -> u64 {

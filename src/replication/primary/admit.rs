@@ -66,6 +66,8 @@ struct Hello {
     listen: Option<String>,
     /// Its store directory's id (0: it has none or does not say).
     store_id: u64,
+    /// A replica that holds back: its entries from its confirmed one on.
+    held: Option<Vec<(u64, (u64, u32))>>,
 }
 
 /// Where streaming to an accepted replica or consumer starts.
@@ -93,6 +95,8 @@ enum Accepted<'a> {
         claim: Claim<'a>,
         from_lsn: u64,
         start: Start<'a>,
+        /// It holds back entries not durable here: it may be shipped them.
+        holds_back: bool,
     },
     /// A monitor or a verifier that got its report.
     Monitor,
@@ -140,11 +144,15 @@ pub(super) async fn serve(shared: Arc<Shared>, incoming: Incoming) {
         claim,
         from_lsn,
         start,
+        holds_back,
     } = accepted
     else {
         return;
     };
     let (id, mut stop) = shared.connect(kind, durable, &name, store_id, &peer, from_lsn);
+    if holds_back {
+        shared.machine(|m| m.hold_back(&id));
+    }
     drop(claim);
     let result = tokio::select! {
         result = snapshot_then_stream(&shared, &id, &start, reader, writer) => result,
@@ -243,6 +251,7 @@ async fn authenticate(
         history,
         listen,
         store_id,
+        held,
     } = read_handshake_frame(reader, AUTH_DEADLINE, "hello")
         .await
         .map_err(Denied::from)?
@@ -264,6 +273,7 @@ async fn authenticate(
         history,
         listen,
         store_id,
+        held: held.filter(|_| kind == PeerKind::Replica),
     })
 }
 
@@ -319,6 +329,7 @@ async fn welcome<'a>(
         history,
         listen,
         store_id,
+        held,
     } = hello;
     let primary_epoch = shared.store.epoch();
     if epoch > primary_epoch {
@@ -344,7 +355,9 @@ async fn welcome<'a>(
         Ok(claim) => claim,
         Err(address) => return Err(name_in_use(kind, &name, address.as_deref())),
     };
-    let view = log_view(shared, flushed_lsn, history).await?;
+    let (matched, resume_lsn, resume_id) =
+        resume_point(shared, held.as_deref(), (flushed_lsn, flushed_id), &history).await?;
+    let view = log_view(shared, resume_lsn, history).await?;
     let internal = |e: &dyn std::fmt::Display| Denied::new(RefuseCode::Protocol, e.to_string());
     let primary_lineage = shared.store.lineage().map_err(|e| internal(&e))?;
     if flushed_lsn > 0 && lineage != primary_lineage {
@@ -359,14 +372,14 @@ async fn welcome<'a>(
         });
     }
     // A fork is never papered over by a snapshot (it needs an explicit resync).
-    let start = match opening(kind, flushed_lsn, flushed_id, view)? {
+    let start = match opening(kind, resume_lsn, resume_id, view)? {
         // A replica's slot is pinned from here, before the snapshot is taken: retention
         // cannot then cut the entries that will follow it.
         Opening::Snapshot => Start::Snapshot(shared.slots.pin(&name, view.last_lsn, durable)),
         Opening::Header => Start::Header,
         Opening::Resume => {
             if kind == PeerKind::Replica {
-                shared.slots.ensure(&name, flushed_lsn, durable);
+                shared.slots.ensure(&name, resume_lsn, durable);
             }
             Start::Log
         }
@@ -387,9 +400,10 @@ async fn welcome<'a>(
         last_lsn: view.last_lsn,
         snapshot,
         lineage: primary_lineage,
+        matched_lsn: matched,
     };
     write_frame(writer, &welcome).await?;
-    tracing::info!(%peer, replica = %name, ?kind, from_lsn = flushed_lsn, "replica connected");
+    tracing::info!(%peer, replica = %name, ?kind, from_lsn = resume_lsn, "replica connected");
     let name = kind.link_name(&name);
     Ok(Accepted::Stream {
         kind,
@@ -397,8 +411,9 @@ async fn welcome<'a>(
         name,
         store_id,
         claim,
-        from_lsn: flushed_lsn,
+        from_lsn: resume_lsn,
         start,
+        holds_back: held.is_some(),
     })
 }
 
@@ -414,30 +429,84 @@ async fn log_view(
     if let Err(deposed) = store.check_epoch() {
         return Err(Denied::new(RefuseCode::Fenced, deposed.to_string()));
     }
-    let internal = |e: &dyn std::fmt::Display| Denied::new(RefuseCode::Protocol, e.to_string());
-    let peer_history = if history.is_empty() {
-        None
-    } else {
-        Some(EpochHistory::new(history).map_err(|reason| {
-            Denied::new(
-                RefuseCode::Protocol,
-                format!("invalid epoch history: {reason}"),
-            )
-        })?)
+    let peer_history = peer_history(&history)?;
+    tokio::task::spawn_blocking(move || view_at(&store, flushed_lsn, peer_history.as_ref()))
+        .await
+        .map_err(|e| internal(&e))?
+        .map_err(|e| internal(&e))
+}
+
+fn internal(e: &dyn std::fmt::Display) -> Denied {
+    Denied::new(RefuseCode::Protocol, e.to_string())
+}
+
+/// A peer's epoch history as it said it (`None` from an older peer, which sends none).
+fn peer_history(history: &[(u64, u64)]) -> Result<Option<EpochHistory>, Denied> {
+    if history.is_empty() {
+        return Ok(None);
+    }
+    EpochHistory::new(history.to_vec())
+        .map(Some)
+        .map_err(|reason| internal(&format!("invalid epoch history: {reason}")))
+}
+
+/// What the log holds at `lsn`, for a peer whose epochs went through `theirs`.
+fn view_at(
+    store: &crate::store::Store,
+    lsn: u64,
+    theirs: Option<&EpochHistory>,
+) -> Result<LogView> {
+    let last_lsn = store.last_lsn();
+    Ok(LogView {
+        oldest_lsn: store.oldest_lsn()?,
+        last_lsn,
+        id_at_resume: store.entry_id(lsn).ok().flatten(),
+        fork_lsn: theirs.and_then(|theirs| fork_lsn(&store.epoch_history(), last_lsn, theirs, lsn)),
+    })
+}
+
+/// Where a peer resumes, `(matched, lsn, id)`: after what it holds (`flushed`), or for a
+/// replica that holds back, after the last of its entries this log holds the same
+/// (`matched`): it cuts those after it (shipped before they were durable here, and lost).
+async fn resume_point(
+    shared: &Arc<Shared>,
+    held: Option<&[(u64, (u64, u32))]>,
+    flushed: (u64, (u64, u32)),
+    history: &[(u64, u64)],
+) -> Result<(Option<u64>, u64, (u64, u32)), Denied> {
+    let Some(held) = held else {
+        return Ok((None, flushed.0, flushed.1));
     };
-    tokio::task::spawn_blocking(move || -> Result<LogView> {
-        let last_lsn = store.last_lsn();
-        Ok(LogView {
-            oldest_lsn: store.oldest_lsn()?,
-            last_lsn,
-            id_at_resume: store.entry_id(flushed_lsn).ok().flatten(),
-            fork_lsn: peer_history.and_then(|theirs| {
-                fork_lsn(&store.epoch_history(), last_lsn, &theirs, flushed_lsn)
-            }),
-        })
+    let matched = held_match(shared, held.to_vec(), history).await?;
+    let resumed = matched
+        .filter(|lsn| *lsn < flushed.0)
+        .and_then(|lsn| held.iter().find(|(l, _)| *l == lsn).copied())
+        .unwrap_or(flushed);
+    Ok((matched, resumed.0, resumed.1))
+}
+
+/// Where the log of a replica that holds back (`held`: its entries from its confirmed
+/// one on) matches this one up to, or `None` if not even its confirmed entry does (its
+/// hello's own position then decides: a snapshot or a refusal).
+async fn held_match(
+    shared: &Arc<Shared>,
+    held: Vec<(u64, (u64, u32))>,
+    history: &[(u64, u64)],
+) -> Result<Option<u64>, Denied> {
+    let store = shared.store.clone();
+    let theirs = peer_history(history)?;
+    tokio::task::spawn_blocking(move || {
+        let view = |lsn| {
+            view_at(&store, lsn, theirs.as_ref()).unwrap_or(LogView {
+                oldest_lsn: u64::MAX,
+                last_lsn: 0,
+                id_at_resume: None,
+                fork_lsn: None,
+            })
+        };
+        handshake::resume_holding(&held, view).ok()
     })
     .await
-    .map_err(|e| internal(&e))?
     .map_err(|e| internal(&e))
 }
 

@@ -115,6 +115,7 @@ fn hello() -> impl Strategy<Value = Message> {
                     history,
                     listen,
                     store_id,
+                    held: (epoch % 2 == 0).then(|| vec![(flushed_lsn, flushed_id)]),
                 }
             },
         )
@@ -153,7 +154,8 @@ fn message() -> impl Strategy<Value = Message> {
                 epoch,
                 last_lsn,
                 snapshot,
-                lineage
+                lineage,
+                matched_lsn: snapshot.then_some(last_lsn),
             }
         ),
         (

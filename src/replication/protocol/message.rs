@@ -108,6 +108,12 @@ pub enum Message {
         /// another replica given the same name is refused.
         #[serde(default)]
         store_id: u64,
+        /// A replica that holds entries back from its readers until its primary says they
+        /// are durable there (so that it may be shipped them before): each entry of its log
+        /// from the last one confirmed to `flushed_lsn`, `(lsn, (epoch, crc))`. `None`
+        /// from a peer that does not hold back (or is older).
+        #[serde(default)]
+        held: Option<Vec<(u64, (u64, u32))>>,
     },
     /// Primary -> peer: accepted; a snapshot (if `snapshot`) and then entries follow.
     Welcome {
@@ -121,6 +127,11 @@ pub enum Message {
         snapshot: bool,
         /// The primary's lineage, which an empty replica takes on.
         lineage: u64,
+        /// For a replica that holds back: the last of its entries the primary's log holds
+        /// the same (its log is cut after it, or after its confirmed LSN if that is later).
+        /// `None` otherwise, and from an older primary.
+        #[serde(default)]
+        matched_lsn: Option<u64>,
     },
     /// Primary -> replica: a snapshot of every table at `lsn` starts.
     SnapshotBegin {

@@ -28,6 +28,7 @@ fn samples() -> Vec<Message> {
             history: vec![(1, 1), (3, 50)],
             listen: Some("127.0.0.1:7402".into()),
             store_id: 0x5eed,
+            held: Some(vec![(98, (2, 7)), (99, (2, 0xdead_beef))]),
         },
         Message::Welcome {
             proof: ByteBuf::from(vec![3; 32]),
@@ -35,6 +36,7 @@ fn samples() -> Vec<Message> {
             last_lsn: 120,
             snapshot: true,
             lineage: 77,
+            matched_lsn: Some(98),
         },
         Message::SnapshotBegin {
             lsn: 9,

@@ -56,6 +56,7 @@ pub(super) async fn connect(
         history: position.history.clone(),
         listen: shared.listen.map(|address| address.to_string()),
         store_id: position.store_id,
+        held: position.held.clone(),
     };
     write_frame(&mut writer, &hello).await?;
     match read_handshake_frame(&mut reader, HANDSHAKE_TIMEOUT, "welcome").await? {
@@ -65,6 +66,7 @@ pub(super) async fn connect(
             last_lsn,
             snapshot,
             lineage: primary_lineage,
+            matched_lsn,
         } => {
             if !handshake::verify(token, Role::Primary, &my_nonce, &proof) {
                 return Err(ReplicationError::Auth(
@@ -87,7 +89,13 @@ pub(super) async fn connect(
                 position.epoch,
                 position.id.0,
             );
+            if position.held.is_some() {
+                machine = machine.holding_back(position.applied_lsn);
+            }
             machine.welcomed(epoch, last_lsn, snapshot)?;
+            if let Some(cut) = matched_lsn.and_then(|lsn| machine.resume_at(lsn)) {
+                cut_lost(shared, cut).await?;
+            }
             if epoch > position.epoch {
                 // Remembered durably before anything of the new epoch is taken: this
                 // replica never goes back to a primary of an older epoch.
@@ -118,6 +126,17 @@ pub(super) async fn connect(
             .refusal(position.epoch)
             .unwrap_or_else(|| ReplicationError::Protocol("expected a welcome".into()))),
     }
+}
+
+/// Cuts the log after `lsn`: entries shipped before they were durable at the primary,
+/// which lost them (its readers never saw them).
+async fn cut_lost(shared: &Arc<Shared>, lsn: u64) -> Result<(), ReplicationError> {
+    tracing::warn!(after_lsn = lsn, "cutting entries the primary no longer has");
+    let consumer = Arc::clone(&shared.consumer);
+    tokio::task::spawn_blocking(move || consumer.cut(lsn))
+        .await
+        .map_err(|e| ReplicationError::Protocol(e.to_string()))?
+        .map_err(|e| ReplicationError::Protocol(format!("cannot cut the log after {lsn}: {e}")))
 }
 
 /// Receives a snapshot into a staging area and swaps it in; returns its LSN and epoch.

@@ -152,7 +152,7 @@ impl Link {
         epoch: u64,
         up_to_lsn: u64,
     ) -> Result<(), ReplicationError> {
-        let flushed = store.last_lsn();
+        let flushed = store.synced_lsn();
         let entry_epoch = store.epoch_history().epoch_at(flushed);
         let mut machine = ReplicaMachine::new(flushed, flushed, epoch, entry_epoch);
         machine.welcomed(epoch, up_to_lsn, false)?;

@@ -172,7 +172,8 @@ fn grant(shared: &Shared, store: &Store, epoch: u64) -> Result<(u64, Vec<(u64, u
         }
     }
     *granted = epoch;
-    Ok((store.last_lsn(), store.epoch_history().pairs().to_vec()))
+    // Entries held back count: they are durable here, and may hold an acknowledged write.
+    Ok((store.synced_lsn(), store.epoch_history().pairs().to_vec()))
 }
 
 /// After the grant: sends the entries the candidate asks for, and follows it once it
@@ -197,7 +198,7 @@ async fn serve_candidate(
                         .min(FETCH_ENTRIES);
                     let reading = store.clone();
                     let (batch, moved) = tokio::task::spawn_blocking(move || {
-                        let batch = reading.read_log_raw(&mut position, wanted, FETCH_BYTES);
+                        let batch = reading.read_log_held(&mut position, wanted, FETCH_BYTES);
                         (batch, position)
                     })
                     .await

@@ -104,8 +104,8 @@ pub fn promote_stopped(path: &Path, force: bool) -> Result<Promotion> {
 /// Makes `store` (a stopped replica's, which alone holds enough) the primary of the next
 /// epoch.
 fn begin(store: &Store, name: &str, needed: Option<u64>, forced: bool) -> Result<Promotion> {
-    let flushed = store.last_lsn();
     store.stop_following()?;
+    let flushed = store.last_lsn();
     let epoch = store.epoch() + 1;
     store.begin_epoch(epoch)?;
     tracing::warn!(%name, epoch, start_lsn = flushed + 1, forced, "promoted");
@@ -192,7 +192,7 @@ impl Replica {
         }
         let own = MemberLog {
             name: self.name().to_owned(),
-            flushed_lsn: self.store().last_lsn(),
+            flushed_lsn: self.store().synced_lsn(),
             history: self.store().epoch_history(),
             counted,
         };

@@ -55,21 +55,13 @@ pub(super) async fn session(
             frame = inbox.recv() => frame.unwrap_or_else(|| Err(ReplicationError::Protocol("the stream ended".into())))?,
             () = tokio::time::sleep(IDLE_TIMEOUT) => return Err(silence()),
         };
-        let mut pending: Vec<Vec<u8>> = Vec::new();
-        let mut bytes = 0;
+        let mut batch = Batch::default();
         let mut next = Some(first);
         while let Some(message) = next.take() {
             let entries = matches!(message, Message::Entries { .. } | Message::EntryPart { .. });
             if !entries {
                 // Whatever comes after entries is answered once they are applied.
-                flush(
-                    shared,
-                    &mut machine,
-                    &mut writer,
-                    std::mem::take(&mut pending),
-                    false,
-                )
-                .await?;
+                flush(shared, &mut machine, &mut writer, batch.take(), false).await?;
                 observe(shared, &machine, &message);
             }
             match message {
@@ -103,31 +95,15 @@ pub(super) async fn session(
                 }
                 _ => {}
             }
-            let actions = match machine.receive(message) {
-                Ok(actions) => actions,
-                Err(err) => {
-                    tell_fenced(&mut writer, &err).await;
-                    return Err(err);
-                }
-            };
-            for action in actions {
-                match action {
-                    ReplicaAction::Append(payloads) => {
-                        bytes += payloads.iter().map(Vec::len).sum::<usize>();
-                        pending.extend(payloads);
-                    }
-                    ack @ ReplicaAction::Ack { .. } => send_ack(&mut writer, ack).await?,
-                    // Only a machine that holds back says it, and this one does not: its
-                    // store shows what it appends.
-                    ReplicaAction::Release(_) => {}
-                }
-            }
+            batch.receive(&mut machine, &mut writer, message).await?;
             if !entries {
+                // A heartbeat confirms entries held back: they are shown now.
+                flush(shared, &mut machine, &mut writer, batch.take(), false).await?;
                 // A heartbeat can settle the link (caught up with an idle primary) with no
                 // entry to apply: status shows it now, not after the next write.
                 lock(&shared.state).state = machine.state();
             }
-            if entries && bytes < APPLY_BATCH_BYTES {
+            if entries && batch.bytes < APPLY_BATCH_BYTES {
                 if let Ok(frame) = inbox.try_recv() {
                     next = Some(frame?);
                 }
@@ -138,12 +114,57 @@ pub(super) async fn session(
         // polls the driver, then runs the reader it woke before this task (the follow
         // loop is a task for that reason, see `start_thread`).
         tokio::task::yield_now().await;
-        let then_sync = syncs.inline(!pending.is_empty(), !inbox.is_empty());
-        flush(shared, &mut machine, &mut writer, pending, then_sync).await?;
+        let then_sync = syncs.inline(!batch.pending.is_empty(), !inbox.is_empty());
+        flush(shared, &mut machine, &mut writer, batch.take(), then_sync).await?;
         if then_sync {
             tokio::task::yield_now().await;
             syncs.ended(!inbox.is_empty());
         }
+    }
+}
+
+/// What the frames read in one go ask for: entries to append, and where to show readers
+/// up to once they are.
+#[derive(Default)]
+struct Batch {
+    pending: Vec<Vec<u8>>,
+    bytes: usize,
+    release: Option<u64>,
+}
+
+impl Batch {
+    /// Hands `message` to the machine and keeps what it asks for (acks go out at once).
+    async fn receive(
+        &mut self,
+        machine: &mut ReplicaMachine,
+        writer: &mut Writer,
+        message: Message,
+    ) -> Result<(), ReplicationError> {
+        let actions = match machine.receive(message) {
+            Ok(actions) => actions,
+            Err(err) => {
+                tell_fenced(writer, &err).await;
+                return Err(err);
+            }
+        };
+        for action in actions {
+            match action {
+                ReplicaAction::Append(payloads) => {
+                    self.bytes += payloads.iter().map(Vec::len).sum::<usize>();
+                    self.pending.extend(payloads);
+                }
+                ack @ ReplicaAction::Ack { .. } => send_ack(writer, ack).await?,
+                // Shown once what comes before it is appended.
+                ReplicaAction::Release(lsn) => self.release = Some(lsn),
+            }
+        }
+        Ok(())
+    }
+
+    /// The entries to append and the LSN to show up to, leaving the batch empty.
+    fn take(&mut self) -> (Vec<Vec<u8>>, Option<u64>) {
+        self.bytes = 0;
+        (std::mem::take(&mut self.pending), self.release.take())
     }
 }
 
@@ -177,7 +198,7 @@ impl Syncs {
     /// Starts a sync beside the appends if what is applied is not all durable and none
     /// runs.
     fn start_if_behind(&mut self, shared: &Arc<Shared>, machine: &ReplicaMachine) {
-        if self.running.is_none() && machine.applied_lsn() > machine.flushed_lsn() {
+        if self.running.is_none() && machine.appended_lsn() > machine.flushed_lsn() {
             self.running = Some(start_sync(shared));
         }
     }
@@ -314,7 +335,7 @@ async fn sync_now(
     machine: &mut ReplicaMachine,
     writer: &mut Writer,
 ) -> Result<(), ReplicationError> {
-    if machine.applied_lsn() <= machine.flushed_lsn() {
+    if machine.appended_lsn() <= machine.flushed_lsn() {
         return Ok(());
     }
     let flushed = shared
@@ -333,16 +354,17 @@ fn publish(shared: &Shared, machine: &ReplicaMachine) {
     state.state = machine.state();
 }
 
-/// Appends and applies `payloads` (and syncs them, with `then_sync`), then acknowledges
-/// what is durable, if that moved.
+/// Appends and applies `payloads`, then shows readers what the primary confirmed up to
+/// `release` (and syncs them, with `then_sync`), then acknowledges what is durable, if
+/// that moved.
 async fn flush(
     shared: &Arc<Shared>,
     machine: &mut ReplicaMachine,
     writer: &mut Writer,
-    payloads: Vec<Vec<u8>>,
+    (payloads, release): (Vec<Vec<u8>>, Option<u64>),
     then_sync: bool,
 ) -> Result<(), ReplicationError> {
-    if payloads.is_empty() {
+    if payloads.is_empty() && release.is_none() {
         return Ok(());
     }
     // Applied on the follow thread itself, which runs this link only (see
@@ -363,10 +385,18 @@ async fn flush(
                 ),
             });
         }
-        let (flushed, applied) = consumer.apply(&payloads).map_err(|e| {
-            ReplicationError::Protocol(format!("cannot apply replicated entries: {e}"))
-        })?;
-        if then_sync && flushed < applied {
+        let applying =
+            |e| ReplicationError::Protocol(format!("cannot apply replicated entries: {e}"));
+        let (flushed, mut applied) = if payloads.is_empty() {
+            (machine.flushed_lsn(), machine.applied_lsn())
+        } else {
+            consumer.apply(&payloads).map_err(applying)?
+        };
+        if let Some(lsn) = release {
+            applied = consumer.release(lsn).map_err(applying)?;
+        }
+        let appended = machine.appended_lsn();
+        if then_sync && flushed < appended {
             let flushed = consumer.sync().map_err(|e| {
                 ReplicationError::Protocol(format!("cannot sync replicated entries: {e}"))
             })?;
@@ -377,8 +407,8 @@ async fn flush(
     let (flushed, applied) = applied()?;
     let ack = machine.durable(flushed, applied);
     publish(shared, machine);
-    // What is applied but not durable is acked once a sync ends.
-    if flushed < applied {
+    // What is appended but not durable is acked once a sync ends.
+    if flushed < machine.appended_lsn() {
         return Ok(());
     }
     send_ack(writer, ack).await
