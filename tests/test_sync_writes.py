@@ -65,8 +65,11 @@ def test_sync_write_returns_only_after_quorum_acks_with_one_of_three_replicas_do
             assert receipt.durability == "sync" and not receipt.degraded
             assert len(receipt.acked_by) >= 2 and set(receipt.acked_by) <= {"a", "b"}
             for name in receipt.acked_by:
-                # Acknowledged means durable there already: no waiting for it.
-                assert replicas[name].store.get("consent", f"user{i}") == {"opted_in": True}
+                # Acknowledged means durable there already: no waiting for it. Its readers
+                # see it once the primary says it is durable there too (read-your-writes).
+                assert replicas[name].status().flushed_lsn >= receipt.lsn
+                value = replicas[name].get("consent", f"user{i}", min_lsn=receipt.lsn, timeout=5.0)
+                assert value == {"opted_in": True}
 
 
 def test_sync_write_raises_replication_timeout_with_its_lsn_when_the_quorum_is_down(

@@ -826,7 +826,8 @@ class ReplicaStatus:
     @property
     def flushed_lsn(self) -> int:
         """Durable in its log: what its acks carry. ``applied_lsn`` may be ahead by what the
-        replica applied while its fdatasync ran.
+        replica applied while its fdatasync ran, or behind by entries its primary shipped
+        before its own fdatasync ended, held back until it says they are durable there.
         """
     @property
     def primary_last_lsn(self) -> int:
@@ -1145,7 +1146,9 @@ class Replica:
     @property
     def applied_lsn(self) -> int:
         """The last LSN applied here (what reads see). The replica's own fdatasync of it may
-        follow a moment later (it is durable on the primary): ``status().flushed_lsn``.
+        follow a moment later (it is durable on the primary), and entries its primary
+        shipped before its own fdatasync ended show once it says they are durable there
+        (``status().flushed_lsn`` is what is durable here).
         """
     def wait_for(
         self,

@@ -136,7 +136,9 @@ impl PyReplica {
     }
 
     /// The last LSN applied here (what reads see). The replica's own fdatasync of it may
-    /// follow a moment later (it is durable on the primary): ``status().flushed_lsn``.
+    /// follow a moment later (it is durable on the primary), and entries its primary
+    /// shipped before its own fdatasync ended show once it says they are durable there
+    /// (``status().flushed_lsn`` is what is durable here).
     #[getter]
     fn applied_lsn(&self, py: Python<'_>) -> PyResult<u64> {
         owned(py, self.replica.store())?;
@@ -227,8 +229,8 @@ impl PyReplica {
     fn status(&self, py: Python<'_>) -> PyResult<PyReplicaStatus> {
         owned(py, self.replica.store())?;
         let state = self.replica.state();
-        let flushed = self.replica.store().last_lsn();
-        let applied = self.replica.store().readable_lsn().max(flushed);
+        let flushed = self.replica.store().synced_lsn();
+        let applied = self.replica.store().readable_lsn();
         let lag_lsn = state.primary_last_lsn.saturating_sub(applied);
         // On the primary's clock: the commit time of the oldest entry missing here (from
         // its last heartbeat) against its clock now (that heartbeat plus what elapsed here).
@@ -258,7 +260,8 @@ impl PyReplica {
             name: self.replica.name().to_owned(),
             primary: self.replica.primary(),
             state: state.state.name(),
-            // A follower applies each batch before its fdatasync: applied may be ahead.
+            // A follower applies each batch before its fdatasync (applied may be ahead), and
+            // holds back what its primary shipped before its own (applied may be behind).
             applied_lsn: applied,
             flushed_lsn: flushed,
             primary_last_lsn: state.primary_last_lsn,

@@ -243,7 +243,8 @@ pub(crate) struct PyReplicaStatus {
     /// What its readers see.
     pub(super) applied_lsn: u64,
     /// Durable in its log: what its acks carry. ``applied_lsn`` may be ahead by what the
-    /// replica applied while its fdatasync ran.
+    /// replica applied while its fdatasync ran, or behind by entries its primary shipped
+    /// before its own fdatasync ended, held back until it says they are durable there.
     pub(super) flushed_lsn: u64,
     /// The primary's last LSN, as last heard.
     pub(super) primary_last_lsn: u64,

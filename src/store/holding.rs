@@ -1,8 +1,13 @@
-//! A follower store that holds back from its readers the entries its primary shipped
-//! before they were durable there (see [`super::held`]): marking it so, releasing entries
-//! as the primary confirms them, cutting those it lost, and naming what its log holds for
-//! a handshake.
+//! Entries shipped before they are durable: a primary's store tells of each batch written
+//! to its log before its fdatasync ([`Store::on_written`]) and reads the log that far; a
+//! follower store holds such entries back from its readers (see [`super::held`]): marking
+//! it so, releasing entries as the primary confirms them, cutting those it lost, and
+//! naming what its log holds for a handshake.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError};
+
+use super::commit::Listener;
 use super::Store;
 use crate::error::{LogError, ReadOnlyReason, Result};
 use crate::log::{LogPosition, RawEntry};
@@ -15,7 +20,100 @@ pub(super) const HOLDS_BACK: &str = "holds_back";
 /// unconfirmed entries are always among the last this many of its log).
 pub const MAX_HELD_ENTRIES: u64 = 64;
 
+/// The listener set by [`Store::on_written`]; dropping it removes the listener.
+#[must_use = "dropping the subscription removes the listener"]
+pub struct WrittenSubscription {
+    store: Store,
+    id: u64,
+}
+
+impl Drop for WrittenSubscription {
+    fn drop(&mut self) {
+        let mut written = self
+            .store
+            .inner
+            .written
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if written.as_ref().is_some_and(|(id, _)| *id == self.id) {
+            *written = None;
+        }
+    }
+}
+
+/// Tells subscriptions apart.
+static SUBSCRIPTIONS: AtomicU64 = AtomicU64::new(1);
+
 impl Store {
+    /// Calls `listener` with the last LSN of each batch a primary's commit writes to its
+    /// log, before that batch's fdatasync (which then follows at once), until the
+    /// subscription is dropped; a later call replaces it. With a listener, a commit's write
+    /// and its fdatasync are two system calls, so that replicas that hold back can be
+    /// shipped the batch while it is synced here. The listener runs on the leading
+    /// writer's thread: it must be quick (wake someone, never do I/O).
+    pub fn on_written(
+        &self,
+        listener: impl Fn(u64) + Send + Sync + 'static,
+    ) -> WrittenSubscription {
+        let id = SUBSCRIPTIONS.fetch_add(1, Ordering::Relaxed);
+        *self
+            .inner
+            .written
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some((id, Arc::new(listener)));
+        WrittenSubscription {
+            store: self.clone(),
+            id,
+        }
+    }
+
+    /// The listener of [`Store::on_written`], if any.
+    pub(super) fn written_listener(&self) -> Option<Listener> {
+        self.inner
+            .written
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|(_, listener)| Arc::clone(listener))
+    }
+
+    /// The last LSN written to the log, durable or not.
+    #[must_use]
+    pub fn written_lsn(&self) -> u64 {
+        self.with_open(|open| Ok(open.log.next_lsn() - 1))
+            .unwrap_or_else(|_| self.last_lsn())
+    }
+
+    /// Reads entries as [`Store::read_log_raw`] does, up to `up_to` even past the visible
+    /// LSN (as far as the log is written): what a primary ships a replica that holds back.
+    ///
+    /// # Errors
+    /// As [`Store::read_log_raw`].
+    pub fn read_log_written(
+        &self,
+        position: &mut LogPosition,
+        up_to: u64,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<RawEntry>> {
+        let up_to = up_to.min(self.written_lsn());
+        self.with_open(|open| open.log.read_raw(position, up_to, max_entries, max_bytes))
+    }
+
+    /// The identity `(epoch, crc)` of the entry at `lsn` as written to the log, durable or
+    /// not (`None` past its end): what a handshake with a replica that holds back compares.
+    ///
+    /// # Errors
+    /// As [`Store::entry_id`].
+    pub fn written_entry_id(&self, lsn: u64) -> Result<Option<(u64, u32)>> {
+        if lsn <= self.last_lsn() {
+            return self.entry_id(lsn);
+        }
+        let mut position = LogPosition::after(lsn - 1);
+        let entry = self.read_log_written(&mut position, lsn, 1, usize::MAX)?;
+        Ok(entry.first().map(|e| (e.epoch, e.crc)))
+    }
+
     /// From now on, entries appended past the last one confirmed are held back from
     /// readers (and the log's readers) until [`Store::release_replicated`] covers them.
     /// The mark is durable: reopened as a follower after a crash, the store holds back its

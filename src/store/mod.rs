@@ -45,14 +45,14 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use checkpoint::Checkpointer;
-use commit::{Batch, Flushed, Pipeline, Refused, Until, WriterLock};
+use commit::{Batch, Flushed, Listener, Pipeline, Refused, Until, WriterLock};
 pub use compaction::Compaction;
 use dirlock::DirLock;
 pub use diverged::{read_divergence_report, DivergenceReport};
 pub use durability::{Committed, Durability, OnTimeout, Receipt, Registration, SyncReplication};
 use epochs::Epochs;
 pub use epochs::{fork_lsn, EpochHistory};
-pub use holding::MAX_HELD_ENTRIES;
+pub use holding::{WrittenSubscription, MAX_HELD_ENTRIES};
 pub use install::{Installer, SnapshotView};
 use maintenance::Maintenance;
 use overlay::{Found, Overlay};
@@ -244,6 +244,9 @@ struct Inner {
     epochs: Epochs,
     /// Told of every entry as it is applied (caches in front of the store).
     watchers: watch::Watchers,
+    /// Told of each batch written to the log before its fdatasync (see
+    /// [`Store::on_written`]), with the id of the subscription that set it.
+    written: RwLock<Option<(u64, Listener)>>,
     /// The background retention of the log, while the store is open.
     maintenance: std::sync::Mutex<Option<Maintenance>>,
     // Field order matters only in that `open` is dropped (files released) by `close()`,
@@ -406,6 +409,7 @@ impl Store {
                 replication: durability::Registry::default(),
                 epochs: Epochs::new(parts.history, parts.epoch),
                 watchers: watch::Watchers::default(),
+                written: RwLock::new(None),
                 maintenance: std::sync::Mutex::new(None),
                 open: RwLock::new(Some(Open {
                     checkpointer,
@@ -683,8 +687,15 @@ impl Store {
             }
             // No records: the batch applies entries held back before, now released.
             if !batch.records.is_empty() {
+                let early = (!written_only).then(|| self.written_listener()).flatten();
                 if written_only {
                     open.log.append_unsynced(&batch.records, batch.last_lsn)?;
+                } else if let Some(listener) = early {
+                    // Written, then told (replicas that hold back are shipped it now), then
+                    // synced: the two fdatasyncs overlap.
+                    open.log.append_unsynced(&batch.records, batch.last_lsn)?;
+                    listener(batch.last_lsn);
+                    open.log.sync()?;
                 } else {
                     open.log.append(&batch.records, batch.last_lsn)?;
                 }

@@ -151,7 +151,7 @@ pub(super) async fn serve(shared: Arc<Shared>, incoming: Incoming) {
     };
     let (id, mut stop) = shared.connect(kind, durable, &name, store_id, &peer, from_lsn);
     if holds_back {
-        shared.machine(|m| m.hold_back(&id));
+        shared.hold_back_link(&id);
     }
     drop(claim);
     let result = tokio::select! {
@@ -163,6 +163,9 @@ pub(super) async fn serve(shared: Arc<Shared>, incoming: Incoming) {
         tracing::info!(replica = %name, error = %err, "replica connection ended");
     }
     shared.machine(|m| m.disconnect(&id));
+    if holds_back {
+        shared.release_link();
+    }
     // Unpins the slot if the replica never acked its snapshot.
     drop(start);
 }
@@ -430,7 +433,7 @@ async fn log_view(
         return Err(Denied::new(RefuseCode::Fenced, deposed.to_string()));
     }
     let peer_history = peer_history(&history)?;
-    tokio::task::spawn_blocking(move || view_at(&store, flushed_lsn, peer_history.as_ref()))
+    tokio::task::spawn_blocking(move || view_at(&store, flushed_lsn, peer_history.as_ref(), false))
         .await
         .map_err(|e| internal(&e))?
         .map_err(|e| internal(&e))
@@ -451,16 +454,25 @@ fn peer_history(history: &[(u64, u64)]) -> Result<Option<EpochHistory>, Denied> 
 }
 
 /// What the log holds at `lsn`, for a peer whose epochs went through `theirs`.
+///
+/// For a replica that holds back (`written`), the log as written, durable or not: entries
+/// it was shipped ahead that are still being synced here are not cut (it may have
+/// acknowledged them, and a quorum counted that).
 fn view_at(
     store: &crate::store::Store,
     lsn: u64,
     theirs: Option<&EpochHistory>,
+    written: bool,
 ) -> Result<LogView> {
-    let last_lsn = store.last_lsn();
+    let (last_lsn, id_at_resume) = if written {
+        (store.written_lsn(), store.written_entry_id(lsn))
+    } else {
+        (store.last_lsn(), store.entry_id(lsn))
+    };
     Ok(LogView {
         oldest_lsn: store.oldest_lsn()?,
         last_lsn,
-        id_at_resume: store.entry_id(lsn).ok().flatten(),
+        id_at_resume: id_at_resume.ok().flatten(),
         fork_lsn: theirs.and_then(|theirs| fork_lsn(&store.epoch_history(), last_lsn, theirs, lsn)),
     })
 }
@@ -497,7 +509,7 @@ async fn held_match(
     let theirs = peer_history(history)?;
     tokio::task::spawn_blocking(move || {
         let view = |lsn| {
-            view_at(&store, lsn, theirs.as_ref()).unwrap_or(LogView {
+            view_at(&store, lsn, theirs.as_ref(), true).unwrap_or(LogView {
                 oldest_lsn: u64::MAX,
                 last_lsn: 0,
                 id_at_resume: None,

@@ -1,6 +1,7 @@
 //! The primary side: a TCP server that streams the store's log to replicas.
 
 mod admit;
+mod ahead;
 mod members;
 mod snapshot;
 mod stream;
@@ -173,6 +174,10 @@ struct Shared {
     last_rejection: Mutex<Option<String>>,
     /// The newest visible LSN, which streaming tasks wait on (see [`Shared::entries_visible`]).
     visible: watch::Sender<u64>,
+    /// The newest LSN written to the log, while replicas that hold back are connected
+    /// (see [`ahead`]).
+    written: watch::Sender<u64>,
+    ahead: Mutex<ahead::Ahead>,
     commit_times: CommitTimes,
     admission: Arc<Admission>,
     /// The stream links a verification asks for their replicas' sums.
@@ -256,6 +261,8 @@ impl Primary {
             rejected: AtomicU64::new(0),
             last_rejection: Mutex::new(None),
             visible,
+            written: watch::Sender::new(0),
+            ahead: Mutex::default(),
             admission: Admission::new(MAX_UNAUTHENTICATED, MAX_AUTHENTICATED),
             link_queues: verify::LinkQueues::default(),
             members: members::Members::default(),

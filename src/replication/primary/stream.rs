@@ -35,6 +35,7 @@ pub(super) async fn stream_to(
         reader,
     )));
     let mut visible = shared.visible.subscribe();
+    let mut written = shared.written.subscribe();
     let mut wanted = shared.sync.wanted();
     let mut position: Option<LogPosition> = None;
     let mut requests = shared.link_queues.register(&id.name);
@@ -46,10 +47,13 @@ pub(super) async fn stream_to(
         let now = shared.now_us();
         let last_lsn = shared.store.last_lsn();
         let sync_wanted = *wanted.borrow_and_update();
-        let (action, idle, awaits_visible) = shared.machine(|m| {
+        let written_lsn = *written.borrow_and_update();
+        let (action, idle, awaits_visible, ahead) = shared.machine(|m| {
             m.visible(last_lsn);
+            m.written(written_lsn);
             m.sync_wanted(sync_wanted);
-            (m.poll(id, now), m.caught_up(id), m.awaits_visible())
+            let ahead = m.peer(id).is_some_and(|p| p.holds_back);
+            (m.poll(id, now), m.caught_up(id), m.awaits_visible(), ahead)
         });
         match action {
             LinkAction::Drop => {
@@ -78,7 +82,7 @@ pub(super) async fn stream_to(
                 let from = position
                     .filter(|p| p.next_lsn() == after_lsn + 1)
                     .unwrap_or_else(|| LogPosition::after(after_lsn));
-                let (batch, moved) = read_batch(shared, from, up_to_lsn - after_lsn).await?;
+                let (batch, moved) = read_batch(shared, from, up_to_lsn, after_lsn).await?;
                 if batch.is_empty() {
                     // Visible entries always read back: an empty batch would spin forever.
                     return Err(ReplicationError::Protocol(format!(
@@ -110,7 +114,10 @@ pub(super) async fn stream_to(
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
                     _ = visible.changed(), if idle || awaits_visible => {}
-                    _ = wanted.changed(), if !idle => {}
+                    // A replica that holds back is shipped a sync writer's entry as soon
+                    // as it is written (other entries ship as they become visible).
+                    _ = written.changed(), if ahead && idle && awaits_visible => {}
+                    _ = wanted.changed(), if !idle || ahead => {}
                     Some(request) = requests.next() => {
                         write_frame(&mut writer, &request.message).await?;
                         request.sent();
@@ -122,14 +129,24 @@ pub(super) async fn stream_to(
     }
 }
 
-/// Reads the next batch of visible entries from `position`.
+/// Reads the next batch of entries from `position` (after `after_lsn`) up to `up_to`:
+/// visible ones, or for a replica that holds back, written ones.
 async fn read_batch(
     shared: &Arc<Shared>,
     mut position: LogPosition,
-    backlog: u64,
+    up_to: u64,
+    after_lsn: u64,
 ) -> Result<(Vec<RawEntry>, LogPosition), ReplicationError> {
     let store = shared.store.clone();
     let max_bytes = shared.options.max_batch_bytes;
+    let backlog = up_to - after_lsn;
+    if up_to > store.last_lsn() {
+        // Past the visible LSN: the newest records, kept in memory.
+        let batch = store.read_log_written(&mut position, up_to, BATCH_ENTRIES, max_bytes);
+        let batch =
+            batch.map_err(|e| ReplicationError::Protocol(format!("cannot read the log: {e}")))?;
+        return Ok((batch, position));
+    }
     // A small backlog is among the newest records, which the store keeps in memory: reading
     // it here costs no system call, and less than a hop to the blocking pool, which would
     // show in the lag of eager shipping.
