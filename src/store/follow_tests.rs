@@ -9,7 +9,7 @@ use crate::codec::{encode_key, KeyRef, Op};
 use crate::log::memfs::MemFs;
 use crate::log::{Log, LogOptions, LogPosition};
 
-fn put(key: &str) -> Vec<Op> {
+pub(super) fn put(key: &str) -> Vec<Op> {
     vec![Op {
         table: "t".to_owned(),
         key: encode_key(KeyRef::Str(key)),
@@ -19,9 +19,15 @@ fn put(key: &str) -> Vec<Op> {
 
 /// The payloads of `count` entries committed one by one on a primary at `path`.
 fn primary_entries(path: &std::path::Path, count: usize) -> Vec<Vec<u8>> {
+    entries_named(path, "key-", count)
+}
+
+/// The payloads of `count` entries committed one by one on a primary at `path`, whose
+/// keys start with `prefix`.
+pub(super) fn entries_named(path: &std::path::Path, prefix: &str, count: usize) -> Vec<Vec<u8>> {
     let primary = Store::open(path, StoreOptions::default()).unwrap();
     for i in 0..count {
-        primary.commit(put(&format!("key-{i}")), None).unwrap();
+        primary.commit(put(&format!("{prefix}{i}")), None).unwrap();
     }
     let mut position = LogPosition::after(0);
     let entries = primary

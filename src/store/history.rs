@@ -19,8 +19,18 @@ impl Store {
         max_entries: usize,
         max_bytes: usize,
     ) -> Result<Vec<RawEntry>> {
-        let visible = self.last_lsn();
-        self.with_open(|open| open.log.read_raw(position, visible, max_entries, max_bytes))
+        let limits = (max_entries, max_bytes);
+        self.read_log_until(position, self.last_lsn(), limits)
+    }
+
+    /// Reads entries from `position` up to `up_to` as stored, at most `(entries, bytes)`.
+    pub(super) fn read_log_until(
+        &self,
+        position: &mut LogPosition,
+        up_to: u64,
+        (max_entries, max_bytes): (usize, usize),
+    ) -> Result<Vec<RawEntry>> {
+        self.with_open(|open| open.log.read_raw(position, up_to, max_entries, max_bytes))
     }
 
     /// The identity `(epoch, crc)` of the visible entry at `lsn`, or `None` past the end.

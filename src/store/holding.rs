@@ -97,7 +97,7 @@ impl Store {
         max_bytes: usize,
     ) -> Result<Vec<RawEntry>> {
         let up_to = up_to.min(self.written_lsn());
-        self.with_open(|open| open.log.read_raw(position, up_to, max_entries, max_bytes))
+        self.read_log_until(position, up_to, (max_entries, max_bytes))
     }
 
     /// The identity `(epoch, crc)` of the entry at `lsn` as written to the log, durable or
@@ -194,8 +194,7 @@ impl Store {
         max_entries: usize,
         max_bytes: usize,
     ) -> Result<Vec<RawEntry>> {
-        let synced = self.synced_lsn();
-        self.with_open(|open| open.log.read_raw(position, synced, max_entries, max_bytes))
+        self.read_log_until(position, self.synced_lsn(), (max_entries, max_bytes))
     }
 
     /// The identity `(lsn, (epoch, crc))` of each entry of the log from `from` to its
@@ -219,8 +218,7 @@ impl Store {
             position = LogPosition::after(from);
         }
         while position.next_lsn() <= synced {
-            let batch =
-                self.with_open(|open| open.log.read_raw(&mut position, synced, 1024, usize::MAX))?;
+            let batch = self.read_log_until(&mut position, synced, (1024, usize::MAX))?;
             if batch.is_empty() {
                 break;
             }

@@ -3,32 +3,10 @@
 //! released; a reopen holds back its last entries again; a cut drops only held entries;
 //! a promotion shows them all.
 
+use super::follow_tests::{entries_named as entries, put};
 use super::{Store, StoreOptions, MAX_HELD_ENTRIES};
-use crate::codec::{encode_key, KeyRef, Op};
+use crate::codec::{encode_key, KeyRef};
 use crate::log::LogPosition;
-
-fn put(key: &str) -> Vec<Op> {
-    vec![Op {
-        table: "t".to_owned(),
-        key: encode_key(KeyRef::Str(key)),
-        value: Some(b"\xc3".to_vec()),
-    }]
-}
-
-/// The payloads of `count` entries committed one by one on a primary at `path`, whose keys
-/// start with `prefix`.
-fn entries(path: &std::path::Path, prefix: &str, count: usize) -> Vec<Vec<u8>> {
-    let primary = Store::open(path, StoreOptions::default()).unwrap();
-    for i in 0..count {
-        primary.commit(put(&format!("{prefix}{i}")), None).unwrap();
-    }
-    let mut position = LogPosition::after(0);
-    let entries = primary
-        .read_log_raw(&mut position, count, usize::MAX)
-        .unwrap();
-    primary.close().unwrap();
-    entries.into_iter().map(|e| e.payload).collect()
-}
 
 fn follower(dir: &std::path::Path) -> Store {
     let options = StoreOptions {

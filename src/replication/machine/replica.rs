@@ -477,17 +477,8 @@ mod tests {
         let mut m = streaming();
         let actions = m.receive(entries(1..=3, 1)).unwrap();
         assert!(matches!(&actions[..], [ReplicaAction::Append(p)] if p.len() == 3));
-        let beat = Message::Heartbeat {
-            last_lsn: 3,
-            oldest_missing_ms: 0,
-            now_ms: 0,
-            epoch: 2,
-            quorum: 0,
-            members: 0,
-            peers: Vec::new(),
-        };
         assert_eq!(
-            m.receive(beat).unwrap(),
+            m.receive(beat(3)).unwrap(),
             vec![ReplicaAction::Ack {
                 flushed_lsn: 0,
                 applied_lsn: 0
@@ -577,17 +568,8 @@ mod tests {
             m.receive(old),
             Err(ReplicationError::Fenced { epoch: 3, .. })
         ));
-        let beat = Message::Heartbeat {
-            last_lsn: 1,
-            oldest_missing_ms: 0,
-            now_ms: 0,
-            epoch: 2,
-            quorum: 0,
-            members: 0,
-            peers: Vec::new(),
-        };
         assert!(matches!(
-            m.receive(beat),
+            m.receive(beat(1)),
             Err(ReplicationError::Fenced { epoch: 3, .. })
         ));
         assert_eq!(m.flushed_lsn(), 0, "nothing of it was taken");
