@@ -4,7 +4,9 @@
 //! * the physical serial path a sync write cannot avoid, taken in a row per write: a local
 //!   durable commit (append + fdatasync + apply), a replica's durable append of that entry
 //!   and one loopback TCP round trip (each step's median is shown too),
-//! * a sync write with quorum 1 (the primary and the replica in this process),
+//! * a sync write with quorum 1 (the primary and the replica in this process), with the
+//!   primary shipping the entry as soon as it is written (`PrimaryOptions::ship_ahead`), so
+//!   that its fdatasync and the replica's overlap,
 //!
 //! and how 16 concurrent sync writers compare with one (acks are cumulative, so one
 //! round trip releases many writers). Run with
@@ -170,6 +172,7 @@ fn serve(dir: &std::path::Path) -> Outcome<Served> {
         PrimaryOptions {
             ship_interval: Duration::ZERO,
             sync: SyncOptions::default(),
+            ship_ahead: true,
             ..PrimaryOptions::default()
         },
     )?;

@@ -513,10 +513,16 @@ impl PrimaryMachine {
             }
         }
         if self.owes_confirmation(peer) {
-            // It holds entries back from its readers until it hears they are durable here.
-            return LinkAction::Heartbeat {
-                last_lsn: self.visible_lsn,
-            };
+            // It holds entries back from its readers until it hears they are durable here:
+            // told at the pace entries ship, so that under load the next entries tell it.
+            let told_at = peer.last_ship.unwrap_or(0).max(peer.last_beat);
+            let confirm_at = told_at + self.config.ship_interval;
+            if confirm_at <= now {
+                return LinkAction::Heartbeat {
+                    last_lsn: self.visible_lsn,
+                };
+            }
+            return LinkAction::WaitUntil(confirm_at.min(beat_at).min(stall_at));
         }
         LinkAction::WaitUntil(beat_at.min(stall_at))
     }
@@ -884,13 +890,18 @@ mod tests {
         m.visible(2);
         assert_eq!(
             m.poll(&a, 40),
-            LinkAction::Heartbeat { last_lsn: 2 },
-            "told at once that entry 2 is durable, not at the next heartbeat"
+            LinkAction::WaitUntil(50_010),
+            "told at the pace entries ship, which the next entries would do"
         );
-        m.heartbeat_sent(&a, 2, 40);
-        assert_eq!(m.poll(&a, 50), LinkAction::WaitUntil(500_040));
+        assert_eq!(
+            m.poll(&a, 50_010),
+            LinkAction::Heartbeat { last_lsn: 2 },
+            "told that entry 2 is durable then, not at the next heartbeat"
+        );
+        m.heartbeat_sent(&a, 2, 50_010);
+        assert_eq!(m.poll(&a, 50_020), LinkAction::WaitUntil(550_010));
         m.visible(3);
-        assert_eq!(m.poll(&a, 60), LinkAction::Heartbeat { last_lsn: 3 });
+        assert_eq!(m.poll(&a, 100_010), LinkAction::Heartbeat { last_lsn: 3 });
         assert_eq!(
             m.poll(&b, 60),
             LinkAction::Ship {

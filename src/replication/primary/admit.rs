@@ -150,6 +150,7 @@ pub(super) async fn serve(shared: Arc<Shared>, incoming: Incoming) {
         return;
     };
     let (id, mut stop) = shared.connect(kind, durable, &name, store_id, &peer, from_lsn);
+    let holds_back = holds_back && shared.options.ship_ahead;
     if holds_back {
         shared.hold_back_link(&id);
     }
