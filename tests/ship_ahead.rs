@@ -1,0 +1,78 @@
+//! A primary that ships ahead (`PrimaryOptions::ship_ahead`) over real sockets: every sync
+//! write returns acknowledged by the replica, which holds it durably at once and shows it
+//! to its readers once the primary says it is durable there, and never shows more than
+//! the primary has made durable.
+
+use std::time::{Duration, Instant};
+
+use replikv::codec::{encode_key, KeyRef, Op};
+use replikv::replication::primary::{Primary, PrimaryOptions};
+use replikv::replication::quorum::SyncOptions;
+use replikv::replication::replica::{OnDiverge, Replica, ReplicaOptions};
+use replikv::store::{Durability, Store, StoreOptions};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+fn put(i: usize) -> Vec<Op> {
+    vec![Op {
+        table: "consent".into(),
+        key: encode_key(KeyRef::Str(&format!("user{i}"))),
+        value: Some(b"\xc3".to_vec()),
+    }]
+}
+
+#[test]
+fn sync_writes_shipped_ahead_are_durable_on_the_replica_when_they_return() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path().join("primary"), StoreOptions::default())?;
+    let primary = Primary::start(
+        store.clone(),
+        PrimaryOptions {
+            ship_interval: Duration::ZERO,
+            sync: SyncOptions::default(),
+            ship_ahead: true,
+            ..PrimaryOptions::default()
+        },
+    )?;
+    let replica = Replica::start(
+        dir.path().join("replica"),
+        ReplicaOptions {
+            primary: primary.address().to_string(),
+            token: None,
+            name: "r1".into(),
+            max_backoff: Duration::from_millis(100),
+            store: StoreOptions::default(),
+            on_diverge: OnDiverge::Stop,
+            listen: None,
+        },
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.commit(put(0), Some(Durability::Sync)).is_err() {
+        assert!(Instant::now() < deadline, "the replica never registered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let follower = replica.store();
+    for i in 1..200 {
+        let receipt = store.commit(put(i), Some(Durability::Sync))?;
+        assert_eq!(receipt.acked_by, vec!["r1".to_owned()]);
+        assert!(
+            follower.synced_lsn() >= receipt.lsn,
+            "acked means durable there"
+        );
+        assert!(
+            follower.readable_lsn() <= store.last_lsn(),
+            "never shown before it is durable on the primary"
+        );
+    }
+    let last = store.last_lsn();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while follower.readable_lsn() < last {
+        assert!(Instant::now() < deadline, "held entries are released");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(follower.contains("consent", &encode_key(KeyRef::Str("user199")))?);
+    replica.close()?;
+    primary.close();
+    store.close()?;
+    Ok(())
+}
