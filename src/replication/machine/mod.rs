@@ -34,4 +34,7 @@ pub(crate) enum Planted {
     /// A replica that holds back shows its whole log to readers when it restarts, the
     /// entries its primary had not confirmed among them.
     ReplayHeld,
+    /// The primary counts what a replica holds durably toward the quorum, whether or not
+    /// its readers see it yet (a sync write would return before it is applied there).
+    CountFlushed,
 }

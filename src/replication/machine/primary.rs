@@ -106,6 +106,14 @@ impl Peer {
     pub fn counts(&self) -> bool {
         self.kind == PeerKind::Replica && self.durable
     }
+
+    /// The last LSN it holds durably applied: in its log, fsynced, and shown to its
+    /// readers. What a sync write waits for (DESIGN promise 3): a replica that holds back
+    /// acks an entry when it is durable, and shows it once told it is durable here.
+    #[must_use]
+    pub fn durably_applied_lsn(&self) -> u64 {
+        self.acked_lsn.min(self.applied_lsn)
+    }
 }
 
 /// What the transport should do for one link now.
@@ -240,7 +248,7 @@ impl PrimaryMachine {
                 .peers
                 .values()
                 .filter(|p| self.counts(p))
-                .map(|p| (p.id.name.clone(), p.acked_lsn))
+                .map(|p| (p.id.name.clone(), self.counted_lsn(p)))
                 .collect(),
         }
     }
@@ -250,7 +258,7 @@ impl PrimaryMachine {
     pub fn acked_by(&self, lsn: u64) -> Vec<String> {
         self.peers
             .values()
-            .filter(|p| self.counts(p) && p.acked_lsn >= lsn)
+            .filter(|p| self.counts(p) && self.counted_lsn(p) >= lsn)
             .map(|p| p.id.name.clone())
             .collect()
     }
@@ -262,6 +270,16 @@ impl PrimaryMachine {
             return true;
         }
         peer.counts()
+    }
+
+    /// What a counting peer holds toward a sync write: its durably applied LSN.
+    #[cfg_attr(not(test), allow(clippy::unused_self))]
+    fn counted_lsn(&self, peer: &Peer) -> u64 {
+        #[cfg(test)]
+        if self.planted == Planted::CountFlushed {
+            return peer.acked_lsn;
+        }
+        peer.durably_applied_lsn()
     }
 
     /// Whether `name` belongs to a connected peer with another store than `store_id`: two
@@ -334,7 +352,17 @@ impl PrimaryMachine {
     pub fn hold_back(&mut self, id: &LinkId) {
         if let Some(peer) = self.live(id) {
             peer.holds_back = true;
-            peer.told_durable = 0;
+        }
+    }
+
+    /// The peer that just connected as `id` shows its readers only up to `lsn` of what it
+    /// holds: a replica that holds back shows what its primary confirmed to it, and after
+    /// a restart, less. The rest counts toward a sync write once it acks it shown, after
+    /// it is told the entries are durable here (told at once if a sync writer waits).
+    pub fn showing(&mut self, id: &LinkId, lsn: u64) {
+        if let Some(peer) = self.live(id) {
+            peer.applied_lsn = peer.applied_lsn.min(lsn);
+            peer.told_durable = peer.told_durable.min(lsn);
         }
     }
 
@@ -514,9 +542,15 @@ impl PrimaryMachine {
         }
         if self.owes_confirmation(peer) {
             // It holds entries back from its readers until it hears they are durable here:
-            // told at the pace entries ship, so that under load the next entries tell it.
+            // told at the pace entries ship, so that under load the next entries tell it,
+            // but at once when a sync writer waits for it to show one.
             let told_at = peer.last_ship.unwrap_or(0).max(peer.last_beat);
-            let confirm_at = told_at + self.config.ship_interval;
+            let urgent = peer.told_durable < self.wanted_of(peer).min(self.visible_lsn);
+            let confirm_at = if urgent {
+                now
+            } else {
+                told_at + self.config.ship_interval
+            };
             if confirm_at <= now {
                 return LinkAction::Heartbeat {
                     last_lsn: self.visible_lsn,
@@ -529,7 +563,7 @@ impl PrimaryMachine {
 
     /// Whether `peer` holds entries that are durable here and it has not been told so.
     fn owes_confirmation(&self, peer: &Peer) -> bool {
-        peer.holds_back && peer.told_durable < peer.sent_lsn.min(self.visible_lsn)
+        peer.told_durable < peer.sent_lsn.min(self.visible_lsn)
     }
 
     /// The transport is about to send `entries` (consecutive, after the peer's `sent_lsn`)
@@ -594,7 +628,7 @@ impl PrimaryMachine {
             .peers
             .values()
             .filter(|p| self.counts(p))
-            .map(|p| p.acked_lsn);
+            .map(|p| self.counted_lsn(p));
         let lsn = quorum_lsn(acks, self.config.quorum);
         (lsn > self.quorum_lsn).then(|| {
             self.quorum_lsn = lsn;
@@ -884,9 +918,40 @@ mod tests {
         m.shipping(&a, &shipped(2..=3), 1, 10);
         assert!(m.caught_up(&a));
         assert_eq!(m.poll(&a, 20), LinkAction::WaitUntil(500_000));
-        // The ack may come before the primary's own fdatasync ends: it counts.
+        // The ack may come before the primary's own fdatasync ends: the entry is durable
+        // there, but a sync write waits until its readers see it too.
         m.ack(&a, 3, 1, 30);
+        assert!(m.acked_by(3).is_empty(), "held, not shown");
+        m.visible(2);
+        assert_eq!(
+            m.poll(&a, 40),
+            LinkAction::Heartbeat { last_lsn: 2 },
+            "a sync writer waits for it to show what is durable here: told at once"
+        );
+        m.heartbeat_sent(&a, 2, 40);
+        m.visible(3);
+        assert_eq!(m.poll(&a, 50), LinkAction::Heartbeat { last_lsn: 3 });
+        m.heartbeat_sent(&a, 3, 50);
+        assert_eq!(m.poll(&a, 60), LinkAction::WaitUntil(500_050));
+        m.ack(&a, 3, 3, 70);
         assert_eq!(m.acked_by(3), vec!["a".to_owned()]);
+        assert_eq!(
+            m.poll(&b, 80),
+            LinkAction::Ship {
+                after_lsn: 1,
+                up_to_lsn: 3,
+                durable_lsn: 3
+            }
+        );
+    }
+
+    #[test]
+    fn a_peer_that_holds_back_is_told_at_the_pace_entries_ship_when_no_sync_writer_waits() {
+        let mut m = PrimaryMachine::new(config(), 1);
+        let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 1, 0);
+        m.hold_back(&a);
+        m.written(3);
+        m.shipping(&a, &shipped(2..=3), 1, 10);
         m.visible(2);
         assert_eq!(
             m.poll(&a, 40),
@@ -902,14 +967,29 @@ mod tests {
         assert_eq!(m.poll(&a, 50_020), LinkAction::WaitUntil(550_010));
         m.visible(3);
         assert_eq!(m.poll(&a, 100_010), LinkAction::Heartbeat { last_lsn: 3 });
+    }
+
+    #[test]
+    fn what_a_reconnecting_replica_holds_but_does_not_show_counts_once_it_shows_it() {
+        let mut m = PrimaryMachine::new(config(), 5);
+        m.visible(5);
+        // Restarted, it holds entries 4 and 5 back until it is told they are durable here
+        // (whether or not this primary ships ahead).
+        let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 5, 0);
+        m.showing(&a, 3);
+        m.connect("b", 0, PeerKind::Replica, true, 5, 0);
+        assert_eq!(m.acked_by(5), vec!["b".to_owned()], "a shows only 3");
+        m.written(5);
+        m.sync_wanted(5);
         assert_eq!(
-            m.poll(&b, 60),
-            LinkAction::Ship {
-                after_lsn: 1,
-                up_to_lsn: 3,
-                durable_lsn: 3
-            }
+            m.poll(&a, 10),
+            LinkAction::Heartbeat { last_lsn: 5 },
+            "a sync writer waits: told at once"
         );
+        m.heartbeat_sent(&a, 5, 10);
+        m.ack(&a, 5, 5, 20);
+        assert_eq!(m.acked_by(5), vec!["a".to_owned(), "b".to_owned()]);
+        assert_eq!(m.quorum_lsn(), 5);
     }
 
     #[test]

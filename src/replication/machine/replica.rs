@@ -24,8 +24,11 @@ pub enum ReplicaAction {
     /// Append these whole entries, in order, to the log; report with `durable` once they
     /// are fsynced.
     Append(Vec<Vec<u8>>),
-    /// Entries up to this LSN are durable at the primary: readers may see them. Only a
-    /// machine that holds back says it (any other's store shows what it appends).
+    /// Entries up to this LSN are durable at the primary: readers may see them, and once
+    /// they do, report with `durable` and send the ack it returns (a sync writer at the
+    /// primary waits for it) if all that is appended is durable (else the fsync that runs
+    /// will). Only a machine that holds back says it (any other's store shows what it
+    /// appends).
     Release(u64),
     /// Send a cumulative acknowledgement.
     Ack {
@@ -232,9 +235,9 @@ impl ReplicaMachine {
                 self.check_sender(epoch)?;
                 self.primary_last_lsn = self.primary_last_lsn.max(last_lsn);
                 self.settle();
-                let mut actions: Vec<_> = self.confirm(last_lsn).into_iter().collect();
-                actions.push(self.ack());
-                Ok(actions)
+                // An ack answers every heartbeat; one that releases entries is answered
+                // once they are shown, which is what the primary waits to hear.
+                Ok(vec![self.confirm(last_lsn).unwrap_or_else(|| self.ack())])
             }
             other => {
                 let kind = other.type_byte();
@@ -712,13 +715,15 @@ mod tests {
         );
         assert_eq!(
             m.receive(beat(3)).unwrap(),
-            vec![
-                ReplicaAction::Release(3),
-                ReplicaAction::Ack {
-                    flushed_lsn: 3,
-                    applied_lsn: 1
-                }
-            ]
+            vec![ReplicaAction::Release(3)],
+            "acked once shown, not before"
+        );
+        assert_eq!(
+            m.durable(3, 3),
+            ReplicaAction::Ack {
+                flushed_lsn: 3,
+                applied_lsn: 3
+            }
         );
         assert_eq!(m.confirmed_lsn(), 3);
         // A primary durable past what it holds releases only what it holds.

@@ -94,6 +94,8 @@ enum Accepted<'a> {
         /// The name held for it until its connection is registered.
         claim: Claim<'a>,
         from_lsn: u64,
+        /// What its readers see of what it holds.
+        shown_lsn: u64,
         start: Start<'a>,
         /// It holds back entries not durable here: it may be shipped them.
         holds_back: bool,
@@ -143,13 +145,15 @@ pub(super) async fn serve(shared: Arc<Shared>, incoming: Incoming) {
         store_id,
         claim,
         from_lsn,
+        shown_lsn,
         start,
         holds_back,
     } = accepted
     else {
         return;
     };
-    let (id, mut stop) = shared.connect(kind, durable, &name, store_id, &peer, from_lsn);
+    let resumed = (from_lsn, shown_lsn);
+    let (id, mut stop) = shared.connect(kind, durable, &name, store_id, &peer, resumed);
     let holds_back = holds_back && shared.options.ship_ahead;
     if holds_back {
         shared.hold_back_link(&id);
@@ -416,6 +420,12 @@ async fn welcome<'a>(
         store_id,
         claim,
         from_lsn: resume_lsn,
+        // A replica that holds back shows its readers what its primary confirmed to it:
+        // its hello names its entries from there.
+        shown_lsn: held
+            .as_ref()
+            .and_then(|h| h.first())
+            .map_or(resume_lsn, |(lsn, _)| (*lsn).min(resume_lsn)),
         start,
         holds_back: held.is_some(),
     })

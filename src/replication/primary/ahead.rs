@@ -3,6 +3,7 @@
 //! at once (a sync writer's entry then reaches a replica while it is synced here). Other
 //! links, and a primary with no such replica, ship what is visible only.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::{lock, Shared};
@@ -47,11 +48,7 @@ impl Shared {
     /// them, then of the sync writers among them (which wakes the idle ones that hold
     /// back: entries no sync writer waits for ship as they become visible).
     fn entries_written(&self, lsn: u64) {
-        self.written.send_if_modified(|seen| {
-            let newer = lsn > *seen;
-            *seen = (*seen).max(lsn);
-            newer
-        });
+        self.written.fetch_max(lsn, Ordering::Release);
         self.sync.visible(lsn);
     }
 }

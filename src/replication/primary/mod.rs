@@ -73,10 +73,13 @@ pub struct PrimaryOptions {
     /// Quorum, timeout and per-table modes of sync writes.
     pub sync: SyncOptions,
     /// Ship a sync writer's entry to replicas that hold back as soon as it is written, so
-    /// that this primary's fdatasync and theirs overlap (see [`ahead`]). Off by default:
-    /// on two cores the extra wake-ups cost async writers beside a sync writer about a
-    /// fifth of their rate (`benches/bench_sync.py`), for a quarter of a sync write's
-    /// latency (`cargo bench --bench sync`).
+    /// that this primary's fdatasync and theirs overlap (see [`ahead`]): a sync write then
+    /// costs about the longer path plus a round trip, not the sum of both. Such a replica
+    /// shows the entry once told it is durable here (told at once while a sync writer
+    /// waits), and a sync write counts a replica only once it shows it. Off by default:
+    /// each sync write then costs every replica a second frame and a second apply, which
+    /// on two cores shared with the replicas cost async writers beside a sync writer
+    /// about a fifth of their rate (`benches/bench_sync.py --ship-ahead`).
     pub ship_ahead: bool,
 }
 
@@ -182,8 +185,8 @@ struct Shared {
     /// The newest visible LSN, which streaming tasks wait on (see [`Shared::entries_visible`]).
     visible: watch::Sender<u64>,
     /// The newest LSN written to the log, while replicas that hold back are connected
-    /// (see [`ahead`]).
-    written: watch::Sender<u64>,
+    /// (see [`ahead`]); links read it when they wake, and nothing waits on it.
+    written: AtomicU64,
     ahead: Mutex<ahead::Ahead>,
     commit_times: CommitTimes,
     admission: Arc<Admission>,
@@ -268,7 +271,7 @@ impl Primary {
             rejected: AtomicU64::new(0),
             last_rejection: Mutex::new(None),
             visible,
-            written: watch::Sender::new(0),
+            written: AtomicU64::new(0),
             ahead: Mutex::default(),
             admission: Admission::new(MAX_UNAUTHENTICATED, MAX_AUTHENTICATED),
             link_queues: verify::LinkQueues::default(),
@@ -647,7 +650,7 @@ impl Shared {
         name: &str,
         store_id: u64,
         peer: &SocketAddr,
-        from_lsn: u64,
+        (from_lsn, shown_lsn): (u64, u64),
     ) -> (LinkId, watch::Receiver<bool>) {
         let (stop, stop_rx) = watch::channel(false);
         let now = self.now_us();
@@ -655,6 +658,7 @@ impl Shared {
         let (id, _replaced) = links
             .machine
             .connect(name, store_id, kind, durable, from_lsn, now);
+        links.machine.showing(&id, shown_lsn);
         self.sync.publish(links.machine.quorum_view());
         let wire = Wire {
             address: peer.to_string(),

@@ -1,6 +1,7 @@
 //! Streaming to one peer: the [`PrimaryMachine`] decides (ship, heartbeat, drop, wait);
 //! this glue reads the log, frames entries and reads the peer's acks.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +36,6 @@ pub(super) async fn stream_to(
         reader,
     )));
     let mut visible = shared.visible.subscribe();
-    let mut written = shared.written.subscribe();
     let mut wanted = shared.sync.wanted();
     let mut position: Option<LogPosition> = None;
     let mut requests = shared.link_queues.register(&id.name);
@@ -47,7 +47,8 @@ pub(super) async fn stream_to(
         let now = shared.now_us();
         let last_lsn = shared.store.last_lsn();
         let sync_wanted = *wanted.borrow_and_update();
-        let written_lsn = *written.borrow_and_update();
+        // Read after the wishes: a wish announced at the written LSN finds it here.
+        let written_lsn = shared.written.load(Ordering::Acquire);
         let (action, idle, awaits_visible, ahead) = shared.machine(|m| {
             m.visible(last_lsn);
             m.written(written_lsn);
@@ -115,8 +116,8 @@ pub(super) async fn stream_to(
                     () = tokio::time::sleep(wait) => {}
                     _ = visible.changed(), if idle || awaits_visible => {}
                     // A replica that holds back is shipped a sync writer's entry as soon
-                    // as it is written (other entries ship as they become visible).
-                    _ = written.changed(), if ahead && idle && awaits_visible => {}
+                    // as it is written: its wish is announced then (other entries ship as
+                    // they become visible, with no wake-up per commit).
                     _ = wanted.changed(), if !idle || ahead => {}
                     Some(request) = requests.next() => {
                         write_frame(&mut writer, &request.message).await?;

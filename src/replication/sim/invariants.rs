@@ -15,6 +15,9 @@ pub enum Invariant {
     /// Promise 3: a sync write returned to its writer is fsynced on at least `quorum`
     /// counting replicas (checked after every step, and so when the primary is lost).
     SyncWriteDurable,
+    /// Promise 3: a sync write returns only once at least `quorum` counting replicas hold
+    /// it durably applied: fsynced, and shown to their readers (checked as it returns).
+    SyncWriteApplied,
     /// Promise 5: a peer's log is always a prefix of the primary's, entry by entry, whole.
     PrefixOfPrimaryLog,
     /// Promise 5: a peer's applied state hashes equal to the primary's at that LSN.
@@ -34,6 +37,7 @@ impl fmt::Display for Invariant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Invariant::SyncWriteDurable => "sync write durable on a quorum",
+            Invariant::SyncWriteApplied => "sync write applied on a quorum as it returns",
             Invariant::PrefixOfPrimaryLog => "peer log is a prefix of the primary's",
             Invariant::EqualChecksums => "equal checksums at equal applied LSN",
             Invariant::AppliedOnlyDurable => "readers see only what the primary made durable",
@@ -88,6 +92,28 @@ impl World {
             }
         }
         Ok(())
+    }
+
+    /// A sync write returning at `lsn` is durably applied on at least `quorum` counting
+    /// replicas: fsynced, and acked as shown to readers.
+    pub(super) fn shown_on_quorum(&self, lsn: u64) -> Result<(), Violation> {
+        let showing = self
+            .nodes
+            .iter()
+            .filter(|n| n.counts() && n.shown_ever() >= lsn && n.disk.durable_lsn() >= lsn)
+            .count();
+        if showing >= self.sim.config.quorum {
+            return Ok(());
+        }
+        Err(Violation::new(
+            Invariant::SyncWriteApplied,
+            format!(
+                "sync write {lsn} returned, durably applied on {showing} counting replicas of \
+                 the quorum {} (acked as shown: {})",
+                self.sim.config.quorum,
+                self.positions(Node::shown_ever)
+            ),
+        ))
     }
 
     /// What `node` shows its readers is durable on the primary, and equal to it.

@@ -11,6 +11,7 @@ use crate::error::ReplicationError;
 use crate::replication::machine::Planted;
 use crate::replication::machine::{Micros, ReplicaAction, ReplicaMachine, MAX_AHEAD_ENTRIES};
 use crate::replication::protocol::{Message, PeerKind};
+use crate::replication::status::LinkState;
 
 /// One replica or consumer.
 #[derive(Debug, Clone)]
@@ -28,6 +29,8 @@ pub(super) struct Node {
     pub holds_back: bool,
     pub machine: ReplicaMachine,
     pub disk: SimDisk,
+    /// The highest LSN it acked as shown to its readers, in any incarnation.
+    pub shown: u64,
     /// Its end of its current connection, while it believes it is connected.
     pub conn: Option<u64>,
     /// False while crashed.
@@ -63,12 +66,20 @@ impl Node {
                 machine
             },
             disk: SimDisk::default(),
+            shown: 0,
             conn: None,
             up: true,
             partitioned_until: 0,
             #[cfg(test)]
             planted: Planted::default(),
         }
+    }
+
+    /// The highest LSN it showed its readers, now or in an earlier incarnation (a restart
+    /// may hide its last entries again until its primary confirms them: they stay
+    /// applied, durably, and readers see them again once confirmed).
+    pub fn shown_ever(&self) -> u64 {
+        self.shown.max(self.machine.applied_lsn())
     }
 
     /// Whether its acks count toward the quorum.
@@ -247,8 +258,14 @@ impl World {
                     }
                 }
                 ReplicaAction::Release(lsn) => {
+                    // Acked at once if all it appended is durable, as the store's glue
+                    // does (else the fsync that runs acks it).
                     let peer = &mut self.nodes[node];
-                    peer.machine.durable(peer.flushed(), lsn);
+                    let flushed = peer.flushed();
+                    let ack = peer.machine.durable(flushed, lsn);
+                    if flushed >= peer.disk.len() {
+                        self.send_ack(node, &ack)?;
+                    }
                 }
                 ack @ ReplicaAction::Ack { .. } => self.send_ack(node, &ack)?,
             }
@@ -295,7 +312,15 @@ impl World {
                 ),
             ));
         }
-        if let Some(generation) = peer.conn {
+        let peer = &mut self.nodes[node];
+        peer.shown = peer.shown.max(applied_lsn);
+        // Not while its hello waits for the welcome: the store's glue sends nothing then
+        // (the handshake runs before the stream, and may cut the log it would ack).
+        let streaming = matches!(
+            peer.machine.state(),
+            LinkState::CatchingUp | LinkState::Streaming
+        );
+        if let Some(generation) = peer.conn.filter(|_| streaming) {
             let ack = Message::Ack {
                 flushed_lsn,
                 applied_lsn,

@@ -4,6 +4,7 @@
 
 use serde_bytes::ByteBuf;
 
+use super::invariants::Violation;
 use super::network::{Frame, Side};
 use super::world::{Event, World, EPOCH};
 use crate::replication::handshake::{resume_holding, LogView};
@@ -121,13 +122,17 @@ impl World {
         }
     }
 
-    pub(super) fn primary_receives(&mut self, generation: u64, frame: Frame) {
+    pub(super) fn primary_receives(
+        &mut self,
+        generation: u64,
+        frame: Frame,
+    ) -> Result<(), Violation> {
         let Some(conn) = self
             .net
             .conn(generation)
             .filter(|c| c.alive && c.primary_open)
         else {
-            return;
+            return Ok(());
         };
         let node = conn.node;
         let link = conn.link.clone();
@@ -139,7 +144,10 @@ impl World {
                     holds_back,
                 },
                 None,
-            ) => self.accept(generation, node, &held, (flushed_lsn, holds_back)),
+            ) => {
+                self.accept(generation, node, &held, (flushed_lsn, holds_back));
+                Ok(())
+            }
             (
                 Frame::Wire(Message::Ack {
                     flushed_lsn,
@@ -150,9 +158,10 @@ impl World {
                 let now = self.sim.timeline.now();
                 let outcome = self.primary.ack(&link, flushed_lsn, applied_lsn, now);
                 if outcome.quorum_lsn.is_some() {
-                    self.release();
+                    self.release()?;
                 }
                 self.drive(generation);
+                Ok(())
             }
             (frame, _) => unreachable!("the simulated peer sent {frame:?} out of turn"),
         }
@@ -209,6 +218,9 @@ impl World {
             matched.min(flushed_lsn),
             self.sim.timeline.now(),
         );
+        let resumed = matched.min(flushed_lsn);
+        self.primary
+            .showing(&link, held.first().map_or(resumed, |h| h.0).min(resumed));
         if holds_back {
             self.primary.hold_back(&link);
         }

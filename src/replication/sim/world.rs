@@ -269,7 +269,7 @@ impl World {
                     return Ok(());
                 }
                 self.primary.visible(lsn);
-                self.release();
+                self.release()?;
                 self.start_primary_fsync();
                 self.drive_all();
             }
@@ -289,7 +289,7 @@ impl World {
                 generation,
                 to: Side::Primary,
                 frame,
-            } => self.primary_receives(generation, frame),
+            } => return self.primary_receives(generation, frame),
             Event::Deliver {
                 generation,
                 to: Side::Peer,
@@ -386,15 +386,20 @@ impl World {
         }
     }
 
-    /// Returns sync writes the quorum now covers, in LSN order (all are visible: nothing
-    /// invisible is ever shipped, so the quorum LSN never passes the visible LSN).
-    pub(super) fn release(&mut self) {
+    /// Returns sync writes the quorum now covers, in LSN order (all are visible: a peer
+    /// shows only what the primary has made durable, so the quorum LSN never passes the
+    /// visible LSN). Each must be shown to readers on at least `quorum` counting replicas
+    /// as it returns (promise 3: durably applied), which is checked here: a replica that
+    /// restarts later may hide it again for a while, until its primary confirms it.
+    pub(super) fn release(&mut self) -> Result<(), Violation> {
         let covered = self.primary.quorum_lsn().min(self.primary.visible_lsn());
         while let Some(lsn) = self.sync_waiting.front().copied().filter(|l| *l <= covered) {
             self.sync_waiting.pop_front();
             self.sync_returned_lsn = lsn;
             self.report.sync_returned += 1;
+            self.shown_on_quorum(lsn)?;
         }
+        Ok(())
     }
 
     /// A network delay of this run.
