@@ -6,6 +6,7 @@ Run it from the repository with the package installed (``replikv`` importable)::
     python benches/bench_sync.py            # every scenario, about a minute on 2 cores
     python benches/bench_sync.py --quick    # a fast smoke run
     python benches/bench_sync.py --replica-dir /dev/shm   # replicas on storage of their own
+    python benches/bench_sync.py --ship-ahead   # Primary(ship_ahead=True)
 
 Replicas run in child processes (``replikv.Replica``) and connect over 127.0.0.1. By
 default their stores sit beside the primary's, on one disk: every replica's fsync then
@@ -72,6 +73,8 @@ class Config:
     wait_s: float = 60.0
     #: Where the replicas keep their stores (``None``: beside the primary's).
     replica_dir: Path | None = None
+    #: Ship sync writers' entries before the primary's fdatasync (``Primary(ship_ahead=)``).
+    ship_ahead: bool = False
 
 
 QUICK = Config(puts=40, rounds=2, slice_s=0.25)
@@ -94,7 +97,7 @@ def served(base: Path, replicas: int, cfg: Config) -> Iterator[Served]:
         scratch(cfg.replica_dir or base, "replicas") as replica_dir,
     ):
         store = replikv.Store(directory / "store")
-        primary = replikv.Primary(store, listen=LOOPBACK, quorum=1)
+        primary = replikv.Primary(store, listen=LOOPBACK, quorum=1, ship_ahead=cfg.ship_ahead)
         children = [
             ChildReplica(replica_dir / f"replica-{i}", primary.address, f"r{i}")
             for i in range(replicas)
@@ -208,26 +211,31 @@ def async_rate(store: replikv.Store, seconds: float, row: int) -> tuple[float, i
     return done / (time.perf_counter() - started), row + done
 
 
-def second_writer(store: replikv.Store, durability: str | None, stop: threading.Event) -> None:
-    """Writes to the sync table one at a time until ``stop`` is set."""
-    i = 0
+def second_writer(
+    store: replikv.Store, durability: str | None, stop: threading.Event, done: list[int]
+) -> None:
+    """Writes to the sync table one at a time until ``stop`` is set, counting in ``done``."""
     while not stop.is_set():
-        store.put(SYNC_TABLE, make_key(i), i, durability=durability)
-        i += 1
+        store.put(SYNC_TABLE, make_key(done[0]), done[0], durability=durability)
+        done[0] += 1
 
 
 def rate_beside(
     store: replikv.Store, durability: str | None, seconds: float, row: int
-) -> tuple[float, int]:
-    """``async_rate`` while a second thread writes with ``durability``."""
+) -> tuple[float, float, int]:
+    """``async_rate`` while a second thread writes with ``durability``; returns both
+    writers' rates and the next row."""
     stop = threading.Event()
-    thread = threading.Thread(target=second_writer, args=(store, durability, stop))
+    done = [0]
+    thread = threading.Thread(target=second_writer, args=(store, durability, stop, done))
+    started = time.perf_counter()
     thread.start()
     try:
-        return async_rate(store, seconds, row)
+        rate, row = async_rate(store, seconds, row)
     finally:
         stop.set()
         thread.join()
+    return rate, done[0] / (time.perf_counter() - started), row
 
 
 def bench_async(base: Path, cfg: Config, report: Report) -> None:
@@ -236,6 +244,8 @@ def bench_async(base: Path, cfg: Config, report: Report) -> None:
     beside: list[float] = []
     plain_rates: list[float] = []
     plain_beside: list[float] = []
+    sync_beside: list[float] = []
+    local_beside: list[float] = []
     with served(base, 2, cfg) as system, scratch(base, "plain") as plain_dir:
         plain = replikv.Store(plain_dir / "store")
         row = 0
@@ -244,15 +254,19 @@ def bench_async(base: Path, cfg: Config, report: Report) -> None:
             plain_rates.append(rate)
             rate, row = async_rate(system.store, cfg.slice_s, row)
             alone.append(rate)
-            rate, row = rate_beside(system.store, "sync", cfg.slice_s, row)
+            rate, second, row = rate_beside(system.store, "sync", cfg.slice_s, row)
             beside.append(rate)
-            rate, row = rate_beside(plain, None, cfg.slice_s, row)
+            sync_beside.append(second)
+            rate, second, row = rate_beside(plain, None, cfg.slice_s, row)
             plain_beside.append(rate)
+            local_beside.append(second)
         plain.close()
     show("async writer, plain store", fmt_runs(plain_rates, "puts/s", 0))
     show("async writer, two replicas", fmt_runs(alone, "puts/s", 0))
     show("async writer, two replicas + a sync writer", fmt_runs(beside, "puts/s", 0))
     show("async writer, plain store + a second writer", fmt_runs(plain_beside, "puts/s", 0))
+    show("  the sync writer beside it", fmt_runs(sync_beside, "puts/s", 0))
+    show("  the second local writer beside it", fmt_runs(local_beside, "puts/s", 0))
     report.compare(
         "async writer with two replicas vs none",
         statistics.median(alone),
@@ -282,8 +296,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=Path,
         help="where the replicas keep their stores (default: beside the primary's)",
     )
+    parser.add_argument(
+        "--ship-ahead",
+        action="store_true",
+        help="ship a sync write's entry while the primary's fdatasync runs "
+        "(Primary(ship_ahead=True); default: off, as in Primary)",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    cfg = replace(QUICK if args.quick else Config(), replica_dir=args.replica_dir)
+    cfg = replace(
+        QUICK if args.quick else Config(), replica_dir=args.replica_dir, ship_ahead=args.ship_ahead
+    )
     report = Report()
     benches: dict[str, Callable[[Path, Config, Report], None]] = {
         "latency": bench_latency,

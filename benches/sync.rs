@@ -5,12 +5,17 @@
 //!   durable commit (append + fdatasync + apply), a replica's durable append of that entry
 //!   and one loopback TCP round trip (each step's median is shown too),
 //! * a sync write with quorum 1 (the primary and the replica in this process), with the
-//!   primary shipping the entry as soon as it is written (`PrimaryOptions::ship_ahead`), so
-//!   that its fdatasync and the replica's overlap,
+//!   primary shipping the entry as soon as it is written (`PrimaryOptions::ship_ahead`, the
+//!   default), so that its fdatasync and the replica's overlap: the replica shows the entry,
+//!   and the write returns, once the primary's next frame says it is durable there,
+//! * the same with `ship_ahead` off (entries leave once durable here), in the same rounds,
 //!
 //! and how 16 concurrent sync writers compare with one (acks are cumulative, so one
 //! round trip releases many writers). Run with
-//! `cargo bench --no-default-features --bench sync` (`-- --quick` for a smoke run).
+//! `cargo bench --no-default-features --bench sync` (`-- --quick` for a smoke run). Both
+//! replicas' stores (the path's and the served one) sit beside the primary's, on one disk,
+//! where the two fdatasyncs of a sync write queue; `-- --replica-dir DIR` puts them in
+//! `DIR` (another disk, or tmpfs standing in for another machine's).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -63,14 +68,14 @@ struct Local {
 }
 
 impl Local {
-    fn open(dir: &std::path::Path) -> Outcome<Self> {
+    fn open(dir: &std::path::Path, replica_dir: &std::path::Path) -> Outcome<Self> {
         let follower = StoreOptions {
             follower: true,
             ..StoreOptions::default()
         };
         Ok(Self {
             store: Store::open(dir.join("local"), StoreOptions::default())?,
-            follower: Store::open(dir.join("follower"), follower)?,
+            follower: Store::open(replica_dir.join("follower"), follower)?,
             position: LogPosition::after(0),
         })
     }
@@ -165,19 +170,24 @@ struct Served {
     replica: Replica,
 }
 
-fn serve(dir: &std::path::Path) -> Outcome<Served> {
-    let store = Store::open(dir.join("primary"), StoreOptions::default())?;
+/// A primary in `dir` whose replica keeps its store in `replica_dir`; both named `name`.
+fn serve(
+    (dir, replica_dir): (&std::path::Path, &std::path::Path),
+    name: &str,
+    ship_ahead: bool,
+) -> Outcome<Served> {
+    let store = Store::open(dir.join(name), StoreOptions::default())?;
     let primary = Primary::start(
         store.clone(),
         PrimaryOptions {
             ship_interval: Duration::ZERO,
             sync: SyncOptions::default(),
-            ship_ahead: true,
+            ship_ahead,
             ..PrimaryOptions::default()
         },
     )?;
     let replica = Replica::start(
-        dir.join("replica"),
+        replica_dir.join(name),
         ReplicaOptions {
             primary: primary.address().to_string(),
             token: None,
@@ -225,34 +235,59 @@ fn sync_throughput(store: &Store, writers: usize, each: usize) -> Outcome<f64> {
     Ok(f64::from(total) / started.elapsed().as_secs_f64())
 }
 
+impl Served {
+    /// The median latency of `count` sync writes, one at a time; keys start at `first`.
+    fn sync_median(&self, first: usize, count: usize) -> Outcome<f64> {
+        let samples = time_each(count, |i| {
+            self.store
+                .commit(vec![op(first + i)], Some(Durability::Sync))?;
+            Ok(())
+        })?;
+        Ok(median_us(&samples))
+    }
+
+    fn close(self) -> Outcome {
+        self.primary.close();
+        self.replica.close()?;
+        self.store.close()?;
+        Ok(())
+    }
+}
+
 fn main() -> Outcome {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
     let (rounds, count) = if quick { (2, 25) } else { (7, 100) };
     let dir = tempfile::tempdir()?;
-    let mut local = Local::open(dir.path())?;
+    let replica_dir = match args.iter().position(|a| a == "--replica-dir") {
+        Some(at) => {
+            tempfile::tempdir_in(args.get(at + 1).ok_or("--replica-dir needs a directory")?)?
+        }
+        None => tempfile::tempdir_in(dir.path())?,
+    };
+    println!("replicas' stores in {}", replica_dir.path().display());
+    let dirs = (dir.path(), replica_dir.path());
+    let mut local = Local::open(dir.path(), replica_dir.path())?;
     let mut echo = Echo::start()?;
-    let served = serve(dir.path())?;
-    // Rounds interleave the path and the sync writes, so that the disk's drift over the
-    // run (about 20% here) weighs on both alike.
-    let (mut commit, mut append, mut rtt, mut path, mut sync) =
-        (vec![], vec![], vec![], vec![], vec![]);
+    let ahead = serve(dirs, "ahead", true)?;
+    let serial = serve(dirs, "serial", false)?;
+    // Rounds interleave the path and both kinds of sync writes, so that the disk's drift
+    // over the run (about 20% here) weighs on all alike.
+    let (mut commit, mut append, mut rtt, mut path) = (vec![], vec![], vec![], vec![]);
+    let (mut sync, mut sync_serial) = (vec![], vec![]);
     for round in 0..rounds {
         let steps = local.measure(count, &mut echo)?;
         commit.push(steps.commit);
         append.push(steps.append);
         rtt.push(steps.rtt);
         path.push(steps.path);
-        let samples = time_each(count, |i| {
-            let key = round * count + i;
-            served.store.commit(vec![op(key)], Some(Durability::Sync))?;
-            Ok(())
-        })?;
-        sync.push(median_us(&samples));
+        sync.push(ahead.sync_median(round * count, count)?);
+        sync_serial.push(serial.sync_median(round * count, count)?);
     }
     echo.stop();
     let (commit_us, append_us) = (median(&mut commit), median(&mut append));
-    let (rtt_us, sync_us) = (median(&mut rtt), median(&mut sync));
-    let path_us = median(&mut path);
+    let (rtt_us, path_us) = (median(&mut rtt), median(&mut path));
+    let (sync_us, serial_us) = (median(&mut sync), median(&mut sync_serial));
     let sum_us = commit_us + append_us + rtt_us;
     println!("medians of {rounds} interleaved rounds of {count}");
     println!("local durable commit        {commit_us:9.1} us");
@@ -265,17 +300,20 @@ fn main() -> Outcome {
         sync_us / path_us,
         sync_us / sum_us
     );
+    println!(
+        "  without ship_ahead        {serial_us:9.1} us   {:.2}x the path",
+        serial_us / path_us
+    );
     let each = if quick { 20 } else { 200 };
-    let one = sync_throughput(&served.store, 1, each * 4)?;
-    let sixteen = sync_throughput(&served.store, 16, each)?;
+    let one = sync_throughput(&ahead.store, 1, each * 4)?;
+    let sixteen = sync_throughput(&ahead.store, 16, each)?;
     println!("1 sync writer               {one:9.0} writes/s");
     println!(
         "16 sync writers             {sixteen:9.0} writes/s   {:.1}x one writer (target >= 5x)",
         sixteen / one
     );
-    served.primary.close();
-    served.replica.close()?;
-    served.store.close()?;
+    ahead.close()?;
+    serial.close()?;
     local.store.close()?;
     local.follower.close()?;
     Ok(())

@@ -897,6 +897,14 @@ class Primary:
             with ``degraded=True``); the write is committed locally either way.
         table_modes: ``{table: "sync" | "async"}``, the default durability per table.
         default_durability: that of the other tables (``"async"`` or ``"sync"``).
+        ship_ahead: ship a sync write's entry to replicas while this primary's own fsync
+            runs, not after it. A replica holds such an entry (durable in its log, not yet
+            shown: its ``flushed_lsn`` may pass its ``applied_lsn``) until it hears the
+            entry is durable here; a sync write still returns only once ``quorum``
+            replicas show it, durably. Default ``False``: entries leave only once durable
+            here and the two fsyncs run one after the other, but each sync write costs a
+            replica one frame and one apply rather than two (async writers beside sync
+            writers keep more of their rate when replicas share the primary's cores).
         retain_bytes, retain_seconds: caps on the log while this primary serves the store
             (``None``: the store's own). Within them the log is kept for every replica's
             slot; a replica being seeded by a snapshot keeps its log whatever the caps.
@@ -922,6 +930,7 @@ class Primary:
         on_timeout: str = "raise",
         table_modes: Mapping[str, str] | None = None,
         default_durability: str = "async",
+        ship_ahead: bool = False,
     ) -> Self: ...
     @property
     def promotion(self) -> Promotion | None:
@@ -1201,6 +1210,7 @@ class Replica:
         on_timeout: str = "raise",
         table_modes: Mapping[str, str] | None = None,
         default_durability: str = "async",
+        ship_ahead: bool = False,
     ) -> Primary:
         """Makes this replica the primary of a new epoch, without reopening its store;
         returns the new :class:`Primary` (see its ``promotion``).

@@ -58,6 +58,12 @@ def add_commands(commands: Any) -> None:
         "--sync-timeout", type=float, default=5.0, metavar="S", help="how long a sync write waits"
     )
     primary.add_argument(
+        "--ship-ahead",
+        action="store_true",
+        help="ship a sync write's entry to replicas while this primary's fsync runs "
+        "(lower sync latency; costs async writers beside sync ones some throughput)",
+    )
+    primary.add_argument(
         "--on-timeout",
         choices=("raise", "degrade"),
         default="raise",
@@ -152,6 +158,7 @@ def _run_primary(args: argparse.Namespace) -> int:
             sync_timeout=args.sync_timeout,
             on_timeout=args.on_timeout,
             table_modes=dict.fromkeys(sync_tables, "sync"),
+            ship_ahead=args.ship_ahead,
         ) as primary:
             sync = f"sync tables {', '.join(sync_tables)}" if sync_tables else "no sync tables"
             print(

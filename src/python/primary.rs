@@ -107,6 +107,14 @@ impl PyPromotion {
 ///         with ``degraded=True``); the write is committed locally either way.
 ///     table_modes: ``{table: "sync" | "async"}``, the default durability per table.
 ///     default_durability: that of the other tables (``"async"`` or ``"sync"``).
+///     ship_ahead: ship a sync write's entry to replicas while this primary's own fsync
+///         runs, not after it. A replica holds such an entry (durable in its log, not yet
+///         shown: its ``flushed_lsn`` may pass its ``applied_lsn``) until it hears the
+///         entry is durable here; a sync write still returns only once ``quorum``
+///         replicas show it, durably. Default ``False``: entries leave only once durable
+///         here and the two fsyncs run one after the other, but each sync write costs a
+///         replica one frame and one apply rather than two (async writers beside sync
+///         writers keep more of their rate when replicas share the primary's cores).
 ///     retain_bytes, retain_seconds: caps on the log while this primary serves the store
 ///         (``None``: the store's own). Within them the log is kept for every replica's
 ///         slot; a replica being seeded by a snapshot keeps its log whatever the caps.
@@ -128,7 +136,7 @@ impl PyPrimary {
     #[pyo3(signature = (store, *, listen = "127.0.0.1:0", token = None, ship_interval = 0.05,
         max_batch_bytes = 4_194_304, heartbeat_interval = 0.5, retain_bytes = None,
         retain_seconds = None, quorum = 1, sync_timeout = 5.0, on_timeout = "raise",
-        table_modes = None, default_durability = "async"))]
+        table_modes = None, default_durability = "async", ship_ahead = false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -145,6 +153,7 @@ impl PyPrimary {
         on_timeout: &str,
         table_modes: Option<HashMap<String, String>>,
         default_durability: &str,
+        ship_ahead: bool,
     ) -> PyResult<Self> {
         let options = PrimaryArgs {
             listen,
@@ -159,6 +168,7 @@ impl PyPrimary {
             on_timeout,
             table_modes,
             default_durability,
+            ship_ahead,
         }
         .options()?;
         let core = store.get().store.clone();

@@ -287,7 +287,7 @@ impl PyReplica {
 
     #[pyo3(signature = (*, listen = None, token = None, force = false,
         ship_interval = 0.05, quorum = 1, sync_timeout = 5.0, on_timeout = "raise",
-        table_modes = None, default_durability = "async"))]
+        table_modes = None, default_durability = "async", ship_ahead = false))]
     /// Makes this replica the primary of a new epoch, without reopening its store;
     /// returns the new :class:`Primary` (see its ``promotion``).
     ///
@@ -317,6 +317,7 @@ impl PyReplica {
         on_timeout: &str,
         table_modes: Option<std::collections::HashMap<String, String>>,
         default_durability: &str,
+        ship_ahead: bool,
     ) -> PyResult<PyPrimary> {
         let listen = listen.unwrap_or_else(|| {
             self.replica
@@ -338,6 +339,7 @@ impl PyReplica {
             on_timeout,
             table_modes,
             default_durability,
+            ship_ahead,
         }
         .options()?;
         let replica = &self.replica;

@@ -112,6 +112,7 @@ pub(super) struct PrimaryArgs<'a> {
     pub on_timeout: &'a str,
     pub table_modes: Option<HashMap<String, String>>,
     pub default_durability: &'a str,
+    pub ship_ahead: bool,
 }
 
 impl PrimaryArgs<'_> {
@@ -146,6 +147,7 @@ impl PrimaryArgs<'_> {
                 .map(|s| seconds("retain_seconds", s))
                 .transpose()?,
             sync,
+            ship_ahead: self.ship_ahead,
             ..PrimaryOptions::default()
         })
     }
