@@ -3,7 +3,8 @@ writes and async open events; it is killed (SIGKILL) mid-stream; its replica is 
 then the account: acknowledged sync writes lost (none), and the async entries lost, read
 from the dead primary's directory when it tries to follow the new primary.
 
-Run as ``python -m replikv._demo_failover DIR`` it is that child: the primary."""
+Run as ``python -m replikv._demo_failover DIR [--ship-ahead]`` it is that child: the
+primary (``--ship-ahead``: ``Primary(ship_ahead=True)``)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ EVENTS_SHIP_INTERVAL = 0.5
 CONSENT_EVERY = 0.02
 
 
-def serve_until_killed(path: Path) -> None:
+def serve_until_killed(path: Path, ship_ahead: bool = False) -> None:
     """The child: a primary whose consent writes are sync and whose open events are async
     (a steady stream from a thread); it prints each sync write as its call returns, until
     it is killed."""
@@ -39,6 +40,7 @@ def serve_until_killed(path: Path) -> None:
         table_modes={"consent": "sync"},
         ship_interval=EVENTS_SHIP_INTERVAL,
         heartbeat_interval=0.05,
+        ship_ahead=ship_ahead,
     )
     print(f"listening {primary.address}", flush=True)
     while primary.sync_state != "ok":
@@ -56,15 +58,17 @@ def serve_until_killed(path: Path) -> None:
 
 
 def follow_until_killed(
-    old: Path, replica_dirs: Sequence[Path], run_for: float
+    old: Path, replica_dirs: Sequence[Path], run_for: float, ship_ahead: bool = False
 ) -> tuple[list[str], list[Replica]]:
-    """Starts the primary child on `old`, follows it with a replica in each of
-    `replica_dirs` (each answering other members on a port of its own, so that a promotion
-    can ask them), and kills the child with SIGKILL after `run_for` seconds of writes (once
-    every replica has heard of all the members). Returns the consent keys whose sync write
-    returned, and the replicas (open, their primary gone)."""
+    """Starts the primary child on `old` (shipping ahead if `ship_ahead`), follows it with
+    a replica in each of `replica_dirs` (each answering other members on a port of its
+    own, so that a promotion can ask them), and kills the child with SIGKILL after
+    `run_for` seconds of writes (once every replica has heard of all the members). Returns
+    the consent keys whose sync write returned, and the replicas (open, their primary
+    gone)."""
+    flags = ["--ship-ahead"] if ship_ahead else []
     child = subprocess.Popen(
-        [sys.executable, "-m", "replikv._demo_failover", str(old)],
+        [sys.executable, "-m", "replikv._demo_failover", str(old), *flags],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -147,4 +151,4 @@ def act(
 
 
 if __name__ == "__main__":
-    serve_until_killed(Path(sys.argv[1]))
+    serve_until_killed(Path(sys.argv[1]), ship_ahead="--ship-ahead" in sys.argv[2:])
