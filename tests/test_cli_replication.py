@@ -118,9 +118,9 @@ def test_status_gets_in_while_strangers_hold_hundreds_of_sockets_open(tmp_path: 
 def test_primary_sync_options_show_in_its_banner_and_in_status(tmp_path: Path) -> None:
     sync = ("--quorum", "1", "--sync-tables", "subscribers,consent", "--on-timeout", "degrade")
     args = ("primary", "--data", str(tmp_path / "p"), "--listen", "127.0.0.1:0", *sync)
-    with running(*args) as p:
+    with running(*args, "--ship-ahead") as p:
         banner = first_line(p)
-        assert "quorum 1, sync tables subscribers, consent" in banner, banner
+        assert "quorum 1, sync tables subscribers, consent, shipping ahead" in banner, banner
         address = re.search(r"on (127\.0\.0\.1:\d+)", banner).group(1)  # type: ignore[union-attr]
         assert "sync writes unavailable" in replikv_status(address).stdout
         with running("replica", "--data", str(tmp_path / "eu-1"), "--primary", address) as r:

@@ -56,7 +56,7 @@ def test_sync_write_returns_only_after_quorum_acks_with_one_of_three_replicas_do
     tmp_path: Path, ship_ahead: bool
 ) -> None:
     with serving(tmp_path, "a", "b", "c", quorum=2, ship_ahead=ship_ahead) as (primary, replicas):
-        assert primary.sync_state == "ok"
+        assert primary.sync_state == "ok" and primary.ship_ahead == ship_ahead
         disconnect(primary, replicas.pop("c"))
         assert primary.sync_state == "ok"
         for i in range(20):

@@ -941,6 +941,10 @@ class Primary:
     def address(self) -> str:
         """``host:port`` replicas connect to (the real port if 0 was asked for)."""
     @property
+    def ship_ahead(self) -> bool:
+        """Whether a sync write's entry ships while this primary's own fsync runs
+        (``Primary(ship_ahead=True)``)."""
+    @property
     def store(self) -> Store:
         """The store being served."""
     @property

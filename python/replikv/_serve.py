@@ -161,6 +161,8 @@ def _run_primary(args: argparse.Namespace) -> int:
             ship_ahead=args.ship_ahead,
         ) as primary:
             sync = f"sync tables {', '.join(sync_tables)}" if sync_tables else "no sync tables"
+            if primary.ship_ahead:
+                sync += ", shipping ahead"
             print(
                 f"primary serving {store.path} on {primary.address} "
                 f"(last LSN {store.last_lsn}, epoch {store.epoch}; quorum {args.quorum}, {sync})",

@@ -241,6 +241,13 @@ impl PyPrimary {
         self.primary.address().to_string()
     }
 
+    /// Whether a sync write's entry ships while this primary's own fsync runs
+    /// (``Primary(ship_ahead=True)``).
+    #[getter]
+    fn ship_ahead(&self) -> bool {
+        self.primary.ships_ahead()
+    }
+
     /// The store being served.
     #[getter]
     fn store(&self, py: Python<'_>) -> Py<PyStore> {

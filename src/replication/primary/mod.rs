@@ -340,6 +340,13 @@ impl Primary {
         self.shared.options.token.as_deref()
     }
 
+    /// Whether it ships sync writers' entries before its fdatasync ends
+    /// ([`PrimaryOptions::ship_ahead`]).
+    #[must_use]
+    pub fn ships_ahead(&self) -> bool {
+        self.shared.options.ship_ahead
+    }
+
     /// The store it serves.
     #[must_use]
     pub fn store(&self) -> &Store {
