@@ -32,6 +32,10 @@ pub struct Settings {
     pub tables: Vec<(String, bool)>,
     /// Whether writes to other tables are sync.
     pub default_sync: bool,
+    /// Whether sync writers' entries ship before the fdatasync ends (absent from an older
+    /// primary's handover: it never shipped ahead).
+    #[serde(default)]
+    pub ship_ahead: bool,
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -72,6 +76,7 @@ impl Settings {
             degrade: options.sync.on_timeout == OnTimeout::Degrade,
             tables,
             default_sync: sync(options.sync.default_durability),
+            ship_ahead: options.ship_ahead,
         }
     }
 
@@ -101,6 +106,7 @@ impl Settings {
                     .collect(),
                 default_durability: durability(self.default_sync),
             },
+            ship_ahead: self.ship_ahead,
             ..PrimaryOptions::default()
         }
     }
@@ -124,6 +130,7 @@ mod tests {
                 table_modes: [("consent".to_owned(), Durability::Sync)].into(),
                 default_durability: Durability::Async,
             },
+            ship_ahead: true,
             ..PrimaryOptions::default()
         };
         let back = Settings::of(&options).options("127.0.0.1:7401".into(), Some("t".into()));
@@ -135,6 +142,7 @@ mod tests {
         assert_eq!(back.sync.sync_timeout, options.sync.sync_timeout);
         assert_eq!(back.sync.on_timeout, OnTimeout::Degrade);
         assert_eq!(back.sync.table_modes, options.sync.table_modes);
+        assert!(back.ship_ahead);
         assert_eq!(back.listen, "127.0.0.1:7401");
     }
 }

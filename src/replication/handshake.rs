@@ -173,6 +173,14 @@ pub fn resume_decision(
     }
 }
 
+/// What a replica that holds back shows its readers, by the entries its hello names
+/// (`held`, from its confirmed one on): its confirmed LSN, or nothing if it names none.
+/// Entries after it count toward a sync write only once it acks them shown.
+#[must_use]
+pub fn shown_of(held: &[(u64, (u64, u32))]) -> u64 {
+    held.first().map_or(0, |(lsn, _)| *lsn)
+}
+
 /// Where a replica that holds entries back from its readers resumes. `held` names each
 /// entry of its log from the last one its primary said was durable (its confirmed LSN) to
 /// its end, `(lsn, (epoch, crc))`, in order; `view(lsn)` is the primary's log as of `lsn`.

@@ -37,4 +37,7 @@ pub(crate) enum Planted {
     /// The primary counts what a replica holds durably toward the quorum, whether or not
     /// its readers see it yet (a sync write would return before it is applied there).
     CountFlushed,
+    /// The primary takes a reconnecting replica as showing all it holds, though it holds
+    /// back entries it was not told are durable.
+    ForgetShown,
 }

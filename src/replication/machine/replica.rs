@@ -26,9 +26,8 @@ pub enum ReplicaAction {
     Append(Vec<Vec<u8>>),
     /// Entries up to this LSN are durable at the primary: readers may see them, and once
     /// they do, report with `durable` and send the ack it returns (a sync writer at the
-    /// primary waits for it) if all that is appended is durable (else the fsync that runs
-    /// will). Only a machine that holds back says it (any other's store shows what it
-    /// appends).
+    /// primary may wait for it). Only a machine that holds back says it (any other's store
+    /// shows what it appends).
     Release(u64),
     /// Send a cumulative acknowledgement.
     Ack {

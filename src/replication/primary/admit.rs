@@ -423,9 +423,8 @@ async fn welcome<'a>(
         // A replica that holds back shows its readers what its primary confirmed to it:
         // its hello names its entries from there.
         shown_lsn: held
-            .as_ref()
-            .and_then(|h| h.first())
-            .map_or(resume_lsn, |(lsn, _)| (*lsn).min(resume_lsn)),
+            .as_deref()
+            .map_or(resume_lsn, |held| handshake::shown_of(held).min(resume_lsn)),
         start,
         holds_back: held.is_some(),
     })

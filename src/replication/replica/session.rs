@@ -407,8 +407,9 @@ async fn flush(
     let (flushed, applied) = applied()?;
     let ack = machine.durable(flushed, applied);
     publish(shared, machine);
-    // What is appended but not durable is acked once a sync ends.
-    if flushed < machine.appended_lsn() {
+    // What is appended but not durable is acked once a sync ends; entries just shown are
+    // acked now (a sync writer may wait for that alone: what the ack says is durable is).
+    if flushed < machine.appended_lsn() && release.is_none() {
         return Ok(());
     }
     send_ack(writer, ack).await

@@ -29,7 +29,7 @@ pub(super) struct Node {
     pub holds_back: bool,
     pub machine: ReplicaMachine,
     pub disk: SimDisk,
-    /// The highest LSN it acked as shown to its readers, in any incarnation.
+    /// The highest LSN it showed its readers as far as its acks tell, in any incarnation.
     pub shown: u64,
     /// Its end of its current connection, while it believes it is connected.
     pub conn: Option<u64>,
@@ -258,14 +258,10 @@ impl World {
                     }
                 }
                 ReplicaAction::Release(lsn) => {
-                    // Acked at once if all it appended is durable, as the store's glue
-                    // does (else the fsync that runs acks it).
+                    // Acked once shown, as the store's glue does.
                     let peer = &mut self.nodes[node];
-                    let flushed = peer.flushed();
-                    let ack = peer.machine.durable(flushed, lsn);
-                    if flushed >= peer.disk.len() {
-                        self.send_ack(node, &ack)?;
-                    }
+                    let ack = peer.machine.durable(peer.flushed(), lsn);
+                    self.send_ack(node, &ack)?;
                 }
                 ack @ ReplicaAction::Ack { .. } => self.send_ack(node, &ack)?,
             }

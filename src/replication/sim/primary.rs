@@ -7,7 +7,7 @@ use serde_bytes::ByteBuf;
 use super::invariants::Violation;
 use super::network::{Frame, Side};
 use super::world::{Event, World, EPOCH};
-use crate::replication::handshake::{resume_holding, LogView};
+use crate::replication::handshake::{resume_holding, shown_of, LogView};
 #[cfg(test)]
 use crate::replication::machine::Planted;
 use crate::replication::machine::{LinkAction, LinkId, PrimaryMachine, Shipped};
@@ -218,10 +218,9 @@ impl World {
             matched.min(flushed_lsn),
             self.sim.timeline.now(),
         );
-        let resumed = matched.min(flushed_lsn);
         self.primary
-            .showing(&link, held.first().map_or(resumed, |h| h.0).min(resumed));
-        if holds_back {
+            .showing(&link, shown_of(held).min(matched.min(flushed_lsn)));
+        if holds_back && self.sim.params.ship_ahead {
             self.primary.hold_back(&link);
         }
         if let Some(old) = replaced.and_then(|old| self.net.by_link(&old)) {

@@ -95,12 +95,22 @@ fn a_handshake_that_keeps_entries_the_primary_lost_is_caught() {
 
 #[test]
 fn a_replica_that_shows_its_whole_log_after_a_restart_is_caught() {
-    caught(Planted::ReplayHeld, &[Invariant::AppliedOnlyDurable]);
+    // It shows entries its primary never made durable, or, once the primary wrote others
+    // at those LSNs, entries that differ from the primary's.
+    caught(
+        Planted::ReplayHeld,
+        &[Invariant::AppliedOnlyDurable, Invariant::EqualChecksums],
+    );
 }
 
 #[test]
 fn a_primary_that_counts_what_a_replica_holds_but_does_not_show_is_caught() {
     caught(Planted::CountFlushed, &[Invariant::SyncWriteApplied]);
+}
+
+#[test]
+fn a_primary_that_forgets_what_a_reconnecting_replica_holds_back_is_caught() {
+    caught(Planted::ForgetShown, &[Invariant::SyncWriteApplied]);
 }
 
 #[test]

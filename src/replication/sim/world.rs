@@ -92,6 +92,9 @@ pub(super) struct Params {
     pub hold_back_per_mille: u64,
     /// The share of faults that are a power loss of the primary.
     pub primary_crash_per_mille: u64,
+    /// Whether the primary ships ahead to replicas that hold back (else they are shipped
+    /// durable entries only, and hold back only what a restart hides).
+    pub ship_ahead: bool,
 }
 
 /// Everything in a run.
@@ -129,6 +132,7 @@ impl World {
             batch: rng.pick(&[1, 4, 16]),
             hold_back_per_mille: rng.pick(&[0, 500, 1_000]),
             primary_crash_per_mille: rng.pick(&[0, 30, 150]),
+            ship_ahead: rng.pick(&[false, true]),
         });
         let (config, rng) = (&sim.config, &mut sim.rng);
         let primary_config = PrimaryConfig {
