@@ -1,168 +1,35 @@
 //! What a synchronous write costs against the physical path it cannot avoid, measured in
 //! one run on one machine:
 //!
-//! * the physical serial path a sync write cannot avoid, taken in a row per write: a local
-//!   durable commit (append + fdatasync + apply), a replica's durable append of that entry
-//!   and one loopback TCP round trip (each step's median is shown too),
-//! * a sync write with quorum 1 (the primary and the replica in this process), with the
-//!   primary shipping the entry as soon as it is written (`PrimaryOptions::ship_ahead`, the
-//!   default), so that its fdatasync and the replica's overlap: the replica shows the entry,
-//!   and the write returns, once the primary's next frame says it is durable there,
-//! * the same with `ship_ahead` off (entries leave once durable here), in the same rounds,
+//! * the physical serial path, taken in a row per write: a local durable commit (append +
+//!   fdatasync + apply), a replica's durable append of that entry and one loopback TCP
+//!   round trip (each step's median is shown too); and the same three steps as a
+//!   hand-rolled replication takes them, with a thread on each side of a socket (see
+//!   [`path`]),
+//! * a sync write with quorum 1 (the primary and the replica in this process), with
+//!   `ship_ahead` off (the default: entries leave once durable here),
+//! * the same with `PrimaryOptions::ship_ahead`, in the same rounds: entries ship as soon
+//!   as they are written, so that the primary's fdatasync and the replica's overlap; the
+//!   replica shows the entry, and the write returns, once the primary's next frame says it
+//!   is durable there,
 //!
 //! and how 16 concurrent sync writers compare with one on the default primary (acks are
 //! cumulative, so one round trip releases many writers). Run with
-//! `cargo bench --no-default-features --bench sync` (`-- --quick` for a smoke run). Both
-//! replicas' stores (the path's and the served one) sit beside the primary's, on one disk,
-//! where the two fdatasyncs of a sync write queue; `-- --replica-dir DIR` puts them in
-//! `DIR` (another disk, or tmpfs standing in for another machine's).
+//! `cargo bench --no-default-features --bench sync` (`-- --quick` for a smoke run). Every
+//! replica's store sits beside the primaries', on one disk, where the two fdatasyncs of a
+//! sync write queue; `-- --replica-dir DIR` puts them in `DIR` (another disk, or tmpfs
+//! standing in for another machine's).
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+mod path;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use replikv::codec::{encode_key, KeyRef, Op};
-use replikv::log::LogPosition;
+use path::{median, median_us, op, time_each, Echo, HandRolled, Local, Outcome};
 use replikv::replication::primary::{Primary, PrimaryOptions};
 use replikv::replication::quorum::SyncOptions;
 use replikv::replication::replica::{OnDiverge, Replica, ReplicaOptions};
 use replikv::store::{Durability, Store, StoreOptions};
-
-type Outcome<T = ()> = Result<T, Box<dyn std::error::Error>>;
-
-fn op(i: usize) -> Op {
-    Op {
-        table: "consent".into(),
-        key: encode_key(KeyRef::Str(&format!("user{i:011}@x"))),
-        value: Some(vec![0xa5; 100]),
-    }
-}
-
-/// The median of `samples`, in microseconds.
-fn median_us(samples: &[Duration]) -> f64 {
-    let mut micros: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e6).collect();
-    median(&mut micros)
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_unstable_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-fn time_each(count: usize, mut f: impl FnMut(usize) -> Outcome) -> Outcome<Vec<Duration>> {
-    let mut samples = Vec::with_capacity(count);
-    for i in 0..count {
-        let started = Instant::now();
-        f(i)?;
-        samples.push(started.elapsed());
-    }
-    Ok(samples)
-}
-
-/// A plain store and a follower store, side by side on one disk.
-struct Local {
-    store: Store,
-    follower: Store,
-    position: LogPosition,
-}
-
-impl Local {
-    fn open(dir: &std::path::Path, replica_dir: &std::path::Path) -> Outcome<Self> {
-        let follower = StoreOptions {
-            follower: true,
-            ..StoreOptions::default()
-        };
-        Ok(Self {
-            store: Store::open(dir.join("local"), StoreOptions::default())?,
-            follower: Store::open(replica_dir.join("follower"), follower)?,
-            position: LogPosition::after(0),
-        })
-    }
-
-    /// `count` times, in a row as a sync write takes them: a local durable commit, the
-    /// follower's durable append of that entry and a round trip on `echo`. Returns the
-    /// median of each step and the median of their per-write sums, in microseconds: two
-    /// fdatasyncs in a row on one disk, like a sync write's, with the same spread.
-    fn measure(&mut self, count: usize, echo: &mut Echo) -> Outcome<Steps> {
-        let (mut commits, mut appends, mut trips, mut paths) = (vec![], vec![], vec![], vec![]);
-        for i in 0..count {
-            let started = Instant::now();
-            self.store.commit(vec![op(i)], None)?;
-            let commit = started.elapsed();
-            // Read outside the timing: a replica receives the entry, it does not read it.
-            let entry = self
-                .store
-                .read_log_raw(&mut self.position, 1, usize::MAX)?
-                .pop()
-                .ok_or("the committed entry did not read back")?;
-            // Durable, as an ack needs it: the follower applies first, then syncs.
-            let started = Instant::now();
-            self.follower.append_replicated(&[entry.payload])?;
-            self.follower.sync_replicated()?;
-            let append = started.elapsed();
-            let trip = echo.round_trip()?;
-            commits.push(commit);
-            appends.push(append);
-            trips.push(trip);
-            paths.push(commit + append + trip);
-        }
-        Ok(Steps {
-            commit: median_us(&commits),
-            append: median_us(&appends),
-            rtt: median_us(&trips),
-            path: median_us(&paths),
-        })
-    }
-}
-
-/// The medians of one round of the physical path, in microseconds.
-struct Steps {
-    commit: f64,
-    append: f64,
-    rtt: f64,
-    /// The median of the per-write sums of the three steps.
-    path: f64,
-}
-
-/// A loopback TCP connection to an echo thread.
-struct Echo {
-    client: TcpStream,
-    thread: std::thread::JoinHandle<std::io::Result<()>>,
-}
-
-impl Echo {
-    fn start() -> Outcome<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let address = listener.local_addr()?;
-        let thread = std::thread::spawn(move || -> std::io::Result<()> {
-            let (mut peer, _) = listener.accept()?;
-            peer.set_nodelay(true)?;
-            let mut buffer = [0u8; 64];
-            while peer.read_exact(&mut buffer).is_ok() {
-                peer.write_all(&buffer)?;
-            }
-            Ok(())
-        });
-        let client = TcpStream::connect(address)?;
-        client.set_nodelay(true)?;
-        Ok(Self { client, thread })
-    }
-
-    /// One round trip of 64 bytes each way.
-    fn round_trip(&mut self) -> Outcome<Duration> {
-        let mut buffer = [7u8; 64];
-        let started = Instant::now();
-        self.client.write_all(&buffer)?;
-        self.client.read_exact(&mut buffer)?;
-        Ok(started.elapsed())
-    }
-
-    fn stop(self) {
-        drop(self.client);
-        let _ = self.thread.join();
-    }
-}
 
 struct Served {
     store: Store,
@@ -269,11 +136,13 @@ fn main() -> Outcome {
     let dirs = (dir.path(), replica_dir.path());
     let mut local = Local::open(dir.path(), replica_dir.path())?;
     let mut echo = Echo::start()?;
+    let mut hand = HandRolled::start(dir.path(), replica_dir.path())?;
     let ahead = serve(dirs, "ahead", true)?;
     let serial = serve(dirs, "serial", false)?;
     // Rounds interleave the path and both kinds of sync writes, so that the disk's drift
     // over the run (about 20% here) weighs on all alike.
     let (mut commit, mut append, mut rtt, mut path) = (vec![], vec![], vec![], vec![]);
+    let mut by_hand = vec![];
     let (mut sync, mut sync_serial) = (vec![], vec![]);
     for round in 0..rounds {
         let steps = local.measure(count, &mut echo)?;
@@ -281,25 +150,33 @@ fn main() -> Outcome {
         append.push(steps.append);
         rtt.push(steps.rtt);
         path.push(steps.path);
+        by_hand.push(hand.measure(count)?);
         sync.push(ahead.sync_median(round * count, count)?);
         sync_serial.push(serial.sync_median(round * count, count)?);
     }
     echo.stop();
+    hand.stop()?;
     let (commit_us, append_us) = (median(&mut commit), median(&mut append));
     let (rtt_us, path_us) = (median(&mut rtt), median(&mut path));
     let (sync_us, serial_us) = (median(&mut sync), median(&mut sync_serial));
     let sum_us = commit_us + append_us + rtt_us;
+    let hand_us = median(&mut by_hand);
     println!("medians of {rounds} interleaved rounds of {count}");
     println!("local durable commit        {commit_us:9.1} us");
     println!("replica durable append      {append_us:9.1} us");
     println!("loopback round trip         {rtt_us:9.1} us");
     println!("sum of the three medians    {sum_us:9.1} us");
     println!("physical serial path        {path_us:9.1} us   (median of the per-write sums)");
+    println!(
+        "hand-rolled replication     {hand_us:9.1} us   {:.2}x the path (the same steps, a thread on each side)",
+        hand_us / path_us
+    );
     for (what, us) in [("(default)", serial_us), ("ship_ahead", sync_us)] {
         println!(
-            "sync write, {what:<15} {us:9.1} us   {:.2}x the path (target <= 1.2x), {:.2}x the sum of medians",
+            "sync write, {what:<15} {us:9.1} us   {:.2}x the path (target <= 1.2x), {:.2}x the sum of medians, {:.2}x hand-rolled",
             us / path_us,
-            us / sum_us
+            us / sum_us,
+            us / hand_us
         );
     }
     let each = if quick { 20 } else { 200 };
