@@ -3,15 +3,17 @@
 //! promise 3: durably applied), which it does only once the primary says the entry is
 //! durable there: a replica never shows more than the primary has made durable.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use replikv::codec::{encode_key, KeyRef, Op};
 use replikv::replication::primary::{Primary, PrimaryOptions};
 use replikv::replication::quorum::SyncOptions;
-use replikv::replication::replica::{OnDiverge, Replica, ReplicaOptions};
+use replikv::replication::replica::Replica;
 use replikv::store::{Durability, Store, StoreOptions};
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+use common::TestResult;
 
 fn put(i: usize) -> Vec<Op> {
     vec![Op {
@@ -36,15 +38,7 @@ fn sync_writes_shipped_ahead_are_durably_applied_on_the_replica_when_they_return
     )?;
     let replica = Replica::start(
         dir.path().join("replica"),
-        ReplicaOptions {
-            primary: primary.address().to_string(),
-            token: None,
-            name: "r1".into(),
-            max_backoff: Duration::from_millis(100),
-            store: StoreOptions::default(),
-            on_diverge: OnDiverge::Stop,
-            listen: None,
-        },
+        common::replica_options(&primary, None, "r1"),
     )?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while store.commit(put(0), Some(Durability::Sync)).is_err() {

@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use replikv::codec::{encode_key, KeyRef, Op};
-use replikv::log::LogPosition;
+use replikv::log::{LogPosition, RawEntry};
 use replikv::store::{Store, StoreOptions};
 
 pub type Outcome<T = ()> = Result<T, Box<dyn std::error::Error>>;
@@ -72,15 +72,7 @@ impl Local {
     pub fn measure(&mut self, count: usize, echo: &mut Echo) -> Outcome<Steps> {
         let (mut commits, mut appends, mut trips, mut paths) = (vec![], vec![], vec![], vec![]);
         for i in 0..count {
-            let started = Instant::now();
-            self.store.commit(vec![op(i)], None)?;
-            let commit = started.elapsed();
-            // Read outside the timing: a replica receives the entry, it does not read it.
-            let entry = self
-                .store
-                .read_log_raw(&mut self.position, 1, usize::MAX)?
-                .pop()
-                .ok_or("the committed entry did not read back")?;
+            let (commit, entry) = commit_one(&self.store, &mut self.position, i)?;
             // Durable, as an ack needs it: the follower applies first, then syncs.
             let started = Instant::now();
             self.follower.append_replicated(&[entry.payload])?;
@@ -189,19 +181,11 @@ impl HandRolled {
         })
     }
 
-    /// The median of `count` replicated writes, in microseconds (the entry is read back
-    /// from the log outside the timing, as in [`Local::measure`]).
+    /// The median of `count` replicated writes, in microseconds.
     pub fn measure(&mut self, count: usize) -> Outcome<f64> {
         let mut writes = Vec::with_capacity(count);
         for i in 0..count {
-            let started = Instant::now();
-            self.store.commit(vec![op(i)], None)?;
-            let commit = started.elapsed();
-            let entry = self
-                .store
-                .read_log_raw(&mut self.position, 1, usize::MAX)?
-                .pop()
-                .ok_or("the committed entry did not read back")?;
+            let (commit, entry) = commit_one(&self.store, &mut self.position, i)?;
             let started = Instant::now();
             let mut frame = u32::try_from(entry.payload.len())?.to_le_bytes().to_vec();
             frame.extend_from_slice(&entry.payload);
@@ -222,6 +206,24 @@ impl HandRolled {
         self.store.close()?;
         Ok(())
     }
+}
+
+/// Commits write `i` durably to `store`; returns how long that took and the entry, read
+/// back from the log at `position` outside the timing (a replica receives the entry, it
+/// does not read it).
+fn commit_one(
+    store: &Store,
+    position: &mut LogPosition,
+    i: usize,
+) -> Outcome<(Duration, RawEntry)> {
+    let started = Instant::now();
+    store.commit(vec![op(i)], None)?;
+    let commit = started.elapsed();
+    let entry = store
+        .read_log_raw(position, 1, usize::MAX)?
+        .pop()
+        .ok_or("the committed entry did not read back")?;
+    Ok((commit, entry))
 }
 
 fn follower_options() -> StoreOptions {
