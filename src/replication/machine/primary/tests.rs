@@ -1,0 +1,365 @@
+use super::*;
+
+fn config() -> PrimaryConfig {
+    PrimaryConfig {
+        quorum: 2,
+        ship_interval: 50_000,
+        heartbeat_interval: 500_000,
+        stall_timeout: 3_000_000,
+        catch_up_entries: 4096,
+    }
+}
+
+fn shipped(lsns: std::ops::RangeInclusive<u64>) -> Vec<Shipped> {
+    lsns.map(|lsn| Shipped {
+        lsn,
+        commit_ms: lsn,
+        bytes: 10,
+    })
+    .collect()
+}
+
+#[test]
+fn a_fast_ack_is_never_clamped_below_what_was_handed_to_the_transport() {
+    let mut m = PrimaryMachine::new(config(), 0);
+    let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
+    m.visible(3);
+    assert_eq!(
+        m.poll(&a, 0),
+        LinkAction::Ship {
+            after_lsn: 0,
+            up_to_lsn: 3,
+            durable_lsn: 3,
+        }
+    );
+    m.shipping(&a, &shipped(1..=3), m.visible_lsn(), 0);
+    // The ack arrives before the transport finished writing: it still counts whole.
+    let outcome = m.ack(&a, 3, 3, 10);
+    assert_eq!(outcome.slot_lsn, Some(3));
+    assert_eq!(m.peer(&a).unwrap().acked_lsn, 3);
+    assert_eq!(m.peer(&a).unwrap().in_flight_bytes, 0);
+}
+
+#[test]
+fn the_quorum_counts_only_replicas_that_fsync_and_never_moves_back() {
+    let mut m = PrimaryMachine::new(config(), 10);
+    let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
+    let (cache, _) = m.connect("cache", 0, PeerKind::Consumer, false, 0, 0);
+    let (lazy, _) = m.connect("nofsync", 0, PeerKind::Replica, false, 0, 0);
+    let (b, _) = m.connect("b", 0, PeerKind::Replica, true, 0, 0);
+    for id in [&a, &cache, &lazy, &b] {
+        m.shipping(id, &shipped(1..=10), 10, 0);
+    }
+    assert_eq!(m.ack(&cache, 10, 10, 1).quorum_lsn, None);
+    assert_eq!(m.ack(&lazy, 10, 10, 1).quorum_lsn, None);
+    assert_eq!(m.ack(&a, 7, 7, 1).quorum_lsn, None, "one of two");
+    assert_eq!(m.ack(&b, 9, 9, 1).quorum_lsn, Some(7));
+    assert_eq!(m.acked_by(7), vec!["a".to_owned(), "b".to_owned()]);
+    assert_eq!(m.acked_by(9), vec!["b".to_owned()]);
+    m.disconnect(&a);
+    assert_eq!(m.quorum_lsn(), 7, "a replica that left keeps what it acked");
+    assert_eq!(m.counting_replicas(), 2);
+    assert_eq!(m.connected_counting_replicas(), 1);
+}
+
+#[test]
+fn what_a_lost_connection_had_sent_and_not_had_acked_counts_as_missing() {
+    let mut m = PrimaryMachine::new(config(), 1);
+    let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
+    m.visible(10);
+    m.shipping(&a, &shipped(1..=10), m.visible_lsn(), 0);
+    m.ack(&a, 4, 4, 1);
+    m.disconnect(&a);
+    let peer = m.peer(&a).expect("known");
+    assert_eq!((peer.sent_lsn, peer.acked_lsn), (4, 4));
+    assert!(!m.caught_up(&a), "entries 5 to 10 are missing, not sent");
+}
+
+#[test]
+fn a_peer_that_keeps_up_is_paced_and_one_far_behind_is_not() {
+    let mut m = PrimaryMachine::new(config(), 1);
+    let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
+    m.shipping(&a, &shipped(1..=1), m.visible_lsn(), 0);
+    assert!(m.caught_up(&a));
+    m.visible(2);
+    assert!(!m.caught_up(&a), "entry 2 waits for the pace");
+    assert_eq!(m.poll(&a, 10), LinkAction::WaitUntil(50_000));
+    assert!(matches!(m.poll(&a, 50_000), LinkAction::Ship { .. }));
+    m.visible(10_000);
+    assert!(matches!(m.poll(&a, 10), LinkAction::Ship { .. }));
+}
+
+#[test]
+fn a_sync_writer_is_shipped_to_counting_replicas_without_waiting_for_the_interval() {
+    let mut m = PrimaryMachine::new(config(), 1);
+    let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
+    let (cache, _) = m.connect("cache", 0, PeerKind::Consumer, false, 0, 0);
+    m.shipping(&a, &shipped(1..=1), m.visible_lsn(), 0);
+    m.shipping(&cache, &shipped(1..=1), m.visible_lsn(), 0);
+    m.visible(2);
+    m.sync_wanted(2);
+    assert!(matches!(m.poll(&a, 10), LinkAction::Ship { .. }));
+    assert_eq!(
+        m.poll(&cache, 10),
+        LinkAction::WaitUntil(50_000),
+        "a consumer keeps its pace"
+    );
+}
+
+#[test]
+fn a_sync_entry_not_yet_visible_ships_with_the_entries_before_it_once_it_is() {
+    let mut m = PrimaryMachine::new(config(), 1);
+    let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
+    m.shipping(&a, &shipped(1..=1), m.visible_lsn(), 0);
+    // The writer waits from its commit on; entry 2, another writer's, is visible first.
+    m.sync_wanted(3);
+    m.visible(2);
+    assert!(m.awaits_visible());
+    assert_eq!(
+        m.poll(&a, 10),
+        LinkAction::WaitUntil(50_000),
+        "entry 2 shipped alone would cost the replica a batch of its own"
+    );
+    m.visible(3);
+    assert!(!m.awaits_visible());
+    assert_eq!(
+        m.poll(&a, 20),
+        LinkAction::Ship {
+            after_lsn: 1,
+            up_to_lsn: 3,
+            durable_lsn: 3,
+        }
+    );
+}
+
+#[test]
+fn each_of_many_sync_writers_ships_once_its_own_entry_is_visible() {
+    let mut m = PrimaryMachine::new(config(), 1);
+    let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
+    m.shipping(&a, &shipped(1..=1), m.visible_lsn(), 0);
+    m.sync_wanted(3);
+    m.sync_wanted(5);
+    m.visible(4);
+    assert!(m.awaits_visible(), "entry 5 is still on its way");
+    assert_eq!(
+        m.poll(&a, 10),
+        LinkAction::Ship {
+            after_lsn: 1,
+            up_to_lsn: 4,
+            durable_lsn: 4,
+        },
+        "entry 3 must not wait for entry 5"
+    );
+    m.shipping(&a, &shipped(2..=4), m.visible_lsn(), 10);
+    assert!(m.caught_up(&a));
+    m.visible(5);
+    assert!(matches!(m.poll(&a, 30), LinkAction::Ship { .. }));
+}
+
+#[test]
+fn an_idle_link_gets_heartbeats_and_a_silent_one_is_dropped() {
+    let mut m = PrimaryMachine::new(config(), 0);
+    let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
+    assert_eq!(m.poll(&a, 100), LinkAction::WaitUntil(500_000));
+    assert_eq!(m.poll(&a, 500_000), LinkAction::Heartbeat { last_lsn: 0 });
+    m.heartbeat_sent(&a, 0, 500_000);
+    assert_eq!(m.poll(&a, 600_000), LinkAction::WaitUntil(1_000_000));
+    assert_eq!(m.poll(&a, 3_000_000), LinkAction::Drop);
+    m.ack(&a, 0, 0, 2_900_000);
+    assert!(matches!(
+        m.poll(&a, 3_000_000),
+        LinkAction::Heartbeat { .. }
+    ));
+}
+
+#[test]
+fn heartbeats_go_out_on_time_while_a_backlog_ships() {
+    let mut m = PrimaryMachine::new(config(), 100_000);
+    let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
+    m.shipping(&a, &shipped(1..=4096), m.visible_lsn(), 400_000);
+    assert!(matches!(m.poll(&a, 499_999), LinkAction::Ship { .. }));
+    assert!(matches!(m.poll(&a, 500_000), LinkAction::Heartbeat { .. }));
+    m.heartbeat_sent(&a, 0, 500_000);
+    assert!(matches!(m.poll(&a, 500_001), LinkAction::Ship { .. }));
+}
+
+#[test]
+fn a_replica_remembered_from_its_slot_is_registered_but_proves_nothing_until_it_acks() {
+    let mut m = PrimaryMachine::new(config(), 50);
+    m.remember("a", true, 0);
+    m.remember("lazy", false, 0);
+    assert_eq!(m.counting_replicas(), 1);
+    assert_eq!(m.connected_counting_replicas(), 0);
+    assert!(m.acked_by(1).is_empty());
+    let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 40, 1);
+    m.shipping(&a, &shipped(41..=50), m.visible_lsn(), 1);
+    m.ack(&a, 45, 45, 2);
+    assert_eq!(m.acked_by(45), vec!["a".to_owned()]);
+}
+
+#[test]
+fn a_name_held_by_another_store_is_told_apart_from_a_reconnection() {
+    let mut m = PrimaryMachine::new(config(), 5);
+    let (a, _) = m.connect("a", 7, PeerKind::Replica, true, 0, 0);
+    assert!(
+        m.held_by_another("a", 8),
+        "another store's replica under a live name"
+    );
+    assert!(
+        !m.held_by_another("a", 7),
+        "the same store reconnecting replaces its link"
+    );
+    assert!(
+        !m.held_by_another("a", 0),
+        "a peer that says no store is never told apart"
+    );
+    assert!(!m.held_by_another("b", 8), "a name nobody holds");
+    m.disconnect(&a);
+    assert!(
+        !m.held_by_another("a", 8),
+        "the name is free once its link is gone"
+    );
+    let (_, replaced) = m.connect("a", 8, PeerKind::Replica, true, 0, 1);
+    assert_eq!(replaced, None);
+    m.connect("old", 0, PeerKind::Replica, true, 0, 1);
+    assert!(
+        !m.held_by_another("old", 8),
+        "an older peer's link says no store"
+    );
+}
+
+#[test]
+fn events_of_a_replaced_connection_are_ignored() {
+    let mut m = PrimaryMachine::new(config(), 5);
+    let (old, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
+    m.shipping(&old, &shipped(1..=5), m.visible_lsn(), 0);
+    let (new, replaced) = m.connect("a", 0, PeerKind::Replica, true, 2, 1);
+    assert_eq!(replaced, Some(old.clone()));
+    assert_eq!(m.ack(&old, 5, 5, 2), AckOutcome::default());
+    assert_eq!(m.poll(&old, 2), LinkAction::Drop);
+    assert_eq!(
+        m.poll(&new, 2),
+        LinkAction::Ship {
+            after_lsn: 2,
+            up_to_lsn: 5,
+            durable_lsn: 5,
+        }
+    );
+}
+
+#[test]
+fn a_peer_that_holds_back_is_shipped_what_is_written_and_told_once_it_is_durable() {
+    let mut m = PrimaryMachine::new(config(), 1);
+    let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 1, 0);
+    let (b, _) = m.connect("b", 0, PeerKind::Replica, true, 1, 0);
+    m.hold_back(&a);
+    m.written(3);
+    m.sync_wanted(3);
+    assert_eq!(
+        m.poll(&a, 10),
+        LinkAction::Ship {
+            after_lsn: 1,
+            up_to_lsn: 3,
+            durable_lsn: 1
+        },
+        "a sync writer's entry ships as soon as it is written"
+    );
+    assert!(!m.caught_up(&a));
+    assert_eq!(
+        m.poll(&b, 10),
+        LinkAction::WaitUntil(500_000),
+        "a peer that does not hold back waits for entries to be durable"
+    );
+    m.shipping(&a, &shipped(2..=3), 1, 10);
+    assert!(m.caught_up(&a));
+    assert_eq!(m.poll(&a, 20), LinkAction::WaitUntil(500_000));
+    // The ack may come before the primary's own fdatasync ends: the entry is durable
+    // there, but a sync write waits until its readers see it too.
+    m.ack(&a, 3, 1, 30);
+    assert!(m.acked_by(3).is_empty(), "held, not shown");
+    m.visible(2);
+    assert_eq!(
+        m.poll(&a, 40),
+        LinkAction::Heartbeat { last_lsn: 2 },
+        "a sync writer waits for it to show what is durable here: told at once"
+    );
+    m.heartbeat_sent(&a, 2, 40);
+    m.visible(3);
+    assert_eq!(m.poll(&a, 50), LinkAction::Heartbeat { last_lsn: 3 });
+    m.heartbeat_sent(&a, 3, 50);
+    assert_eq!(m.poll(&a, 60), LinkAction::WaitUntil(500_050));
+    m.ack(&a, 3, 3, 70);
+    assert_eq!(m.acked_by(3), vec!["a".to_owned()]);
+    assert_eq!(
+        m.poll(&b, 80),
+        LinkAction::Ship {
+            after_lsn: 1,
+            up_to_lsn: 3,
+            durable_lsn: 3
+        }
+    );
+}
+
+#[test]
+fn a_peer_that_holds_back_is_told_at_the_pace_entries_ship_when_no_sync_writer_waits() {
+    let mut m = PrimaryMachine::new(config(), 1);
+    let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 1, 0);
+    m.hold_back(&a);
+    m.written(3);
+    m.shipping(&a, &shipped(2..=3), 1, 10);
+    m.visible(2);
+    assert_eq!(
+        m.poll(&a, 40),
+        LinkAction::WaitUntil(50_010),
+        "told at the pace entries ship, which the next entries would do"
+    );
+    assert_eq!(
+        m.poll(&a, 50_010),
+        LinkAction::Heartbeat { last_lsn: 2 },
+        "told that entry 2 is durable then, not at the next heartbeat"
+    );
+    m.heartbeat_sent(&a, 2, 50_010);
+    assert_eq!(m.poll(&a, 50_020), LinkAction::WaitUntil(550_010));
+    m.visible(3);
+    assert_eq!(m.poll(&a, 100_010), LinkAction::Heartbeat { last_lsn: 3 });
+}
+
+#[test]
+fn what_a_reconnecting_replica_holds_but_does_not_show_counts_once_it_shows_it() {
+    let mut m = PrimaryMachine::new(config(), 5);
+    m.visible(5);
+    // Restarted, it holds entries 4 and 5 back until it is told they are durable here
+    // (whether or not this primary ships ahead).
+    let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 5, 0);
+    m.showing(&a, 3);
+    m.connect("b", 0, PeerKind::Replica, true, 5, 0);
+    assert_eq!(m.acked_by(5), vec!["b".to_owned()], "a shows only 3");
+    m.written(5);
+    m.sync_wanted(5);
+    assert_eq!(
+        m.poll(&a, 10),
+        LinkAction::Heartbeat { last_lsn: 5 },
+        "a sync writer waits: told at once"
+    );
+    m.heartbeat_sent(&a, 5, 10);
+    m.ack(&a, 5, 5, 20);
+    assert_eq!(m.acked_by(5), vec!["a".to_owned(), "b".to_owned()]);
+    assert_eq!(m.quorum_lsn(), 5);
+}
+
+#[test]
+fn a_consumer_never_holds_back_and_a_wish_of_another_peer_never_hurries_it() {
+    let mut m = PrimaryMachine::new(config(), 1);
+    let (cache, _) = m.connect("cache", 0, PeerKind::Consumer, false, 1, 0);
+    let (lazy, _) = m.connect("lazy", 0, PeerKind::Replica, false, 0, 0);
+    m.hold_back(&lazy);
+    m.shipping(&lazy, &shipped(1..=1), 1, 0);
+    m.written(2);
+    m.sync_wanted(2);
+    assert_eq!(m.poll(&cache, 10), LinkAction::WaitUntil(500_000));
+    assert_eq!(
+        m.poll(&lazy, 10),
+        LinkAction::WaitUntil(50_000),
+        "a replica that does not count keeps its pace"
+    );
+}
