@@ -26,6 +26,7 @@ mod maintenance;
 mod overlay;
 mod pace;
 mod paced;
+mod read;
 mod recover;
 mod retention;
 mod stats;
@@ -36,16 +37,16 @@ mod tables;
 mod transaction;
 mod trim;
 mod watch;
+mod write;
 
 use std::collections::BTreeMap;
-use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use checkpoint::Checkpointer;
-use commit::{Batch, Flushed, Listener, Pipeline, Refused, Until, WriterLock};
+use commit::{Listener, Pipeline, Refused};
 pub use compaction::Compaction;
 use dirlock::DirLock;
 pub use diverged::{read_divergence_report, DivergenceReport};
@@ -55,18 +56,18 @@ pub use epochs::{fork_lsn, EpochHistory};
 pub use holding::{WrittenSubscription, MAX_HELD_ENTRIES};
 pub use install::{Installer, SnapshotView};
 use maintenance::Maintenance;
-use overlay::{Found, Overlay};
+use overlay::Overlay;
 use recover::{create_dirs, refuse_foreign, Parts};
 pub use retention::{LogHolds, RetentionPolicy};
 pub use stats::StoreStats;
 pub use stored::describe_key;
 pub use streamed::StreamedCommit;
+use tables::Tables;
 pub use tables::{checked_value, ScrubDamage, ScrubReport, TableSum};
-use tables::{Snapshot, Tables};
 pub use transaction::Transaction;
 pub use watch::WriteWatcher;
 
-use crate::codec::{encode_ops, Op, OpRef, MAX_RECORD_BYTES};
+use crate::codec::MAX_RECORD_BYTES;
 use crate::error::{ReadOnlyReason, ReplicationError, Result, StoreError};
 use crate::fork::Owner;
 use crate::log::{DirFs, Log, LogFs, LogOptions};
@@ -531,197 +532,6 @@ impl Store {
         }
     }
 
-    /// Checks sizes and names, and encodes the body of an entry.
-    fn encode(&self, ops: &[Op]) -> Result<(Vec<u8>, u32)> {
-        self.check_ops(ops.iter().map(Op::borrowed))?;
-        let body = encode_ops(ops);
-        self.check_body(body.len())?;
-        let crc = crc32c::crc32c(&body);
-        Ok((body, crc))
-    }
-
-    /// Checks the table names and the sizes of keys and values.
-    pub(crate) fn check_ops<'o>(&self, ops: impl IntoIterator<Item = OpRef<'o>>) -> Result<()> {
-        let options = &self.inner.options;
-        for op in ops {
-            validate_table_name(op.table)?;
-            check_size("key", op.key.len(), options.max_key_bytes)?;
-            if let Some(value) = op.value {
-                check_size("value", value.len(), options.max_value_bytes)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Checks that a body of `len` bytes fits in one log record.
-    fn check_body(&self, len: usize) -> Result<()> {
-        check_size(
-            "transaction",
-            len + 32,
-            self.inner.options.max_transaction_bytes,
-        )
-    }
-
-    /// Commits `ops` as one transaction with `durability` (`None`: the strongest default
-    /// of the tables written) and returns its receipt once the write has it: durable and
-    /// visible here, and for a sync write acknowledged by a quorum of replicas.
-    /// An empty `ops` commits nothing and returns a receipt for the current visible LSN.
-    ///
-    /// # Errors
-    /// Invalid names or sizes, or a sync write that cannot be acknowledged (no primary
-    /// serves the store, fewer replicas than the quorum): nothing is written, no LSN is
-    /// taken. A closed store, or the failure that closed it. A sync write whose quorum is
-    /// not reached within the sync timeout: [`crate::error::ReplicationError::Timeout`]
-    /// (committed locally) unless the primary degrades instead.
-    pub fn commit(&self, ops: Vec<Op>, durability: Option<Durability>) -> Result<Receipt> {
-        self.commit_pending(ops, durability)?.finish()
-    }
-
-    /// Commits `ops` locally, like [`Store::commit`], and returns before waiting for any
-    /// replica: [`Committed::wait`] then waits in slices (for callers that stay
-    /// interruptible).
-    ///
-    /// # Errors
-    /// As [`Store::commit`], except the sync timeout.
-    pub fn commit_pending(
-        &self,
-        ops: Vec<Op>,
-        durability: Option<Durability>,
-    ) -> Result<Committed> {
-        self.commit_inner(ops, durability, false)
-    }
-
-    fn commit_inner(
-        &self,
-        ops: Vec<Op>,
-        durability: Option<Durability>,
-        holds_writer: bool,
-    ) -> Result<Committed> {
-        // In a forked child the writer lock is a copy nobody uses: nothing to release.
-        self.check_process()?;
-        let checked = self
-            .check_usable()
-            .and_then(|()| self.check_writable())
-            .and_then(|()| {
-                self.resolve_durability(ops.iter().map(|op| op.table.as_str()), durability)
-            })
-            .and_then(|resolved| Ok((resolved, self.encode(&ops)?)));
-        let ((durability, replication), (body, crc)) = match checked {
-            Ok(checked) => checked,
-            Err(refused) => {
-                if holds_writer {
-                    self.inner.pipeline.release_writer();
-                }
-                return Err(refused);
-            }
-        };
-        if ops.is_empty() {
-            if holds_writer {
-                self.inner.pipeline.release_writer();
-            }
-            return Ok(durability::committed(
-                self.last_lsn(),
-                durability,
-                replication,
-            ));
-        }
-        let writer = if holds_writer {
-            WriterLock::Release
-        } else {
-            WriterLock::NotHeld
-        };
-        let lsn = self
-            .inner
-            .pipeline
-            .enqueue(
-                Some((&body, crc)),
-                ops,
-                writer,
-                replication.is_none(),
-                |lsn| {
-                    if let Some(replication) = &replication {
-                        replication.will_wait(lsn);
-                    }
-                },
-            )
-            .map_err(|r| self.refused(r))?
-            .lsn;
-        self.wait_visible(lsn)?;
-        Ok(durability::committed(lsn, durability, replication))
-    }
-
-    fn wait_visible(&self, lsn: u64) -> Result<()> {
-        self.wait(lsn, Until::Visible)
-    }
-
-    /// Waits until `lsn` is `until`, doing the leaders' work while nobody else does.
-    fn wait(&self, lsn: u64, until: Until) -> Result<()> {
-        let lead = (|batch: &Batch| self.flush(batch), || self.sync_log());
-        self.inner
-            .pipeline
-            .wait(lsn, until, &lead)
-            .map_err(|r| self.refused(r))
-    }
-
-    /// Makes every record appended to the log durable.
-    fn sync_log(&self) -> Result<()> {
-        self.with_open(|open| open.log.sync())
-    }
-
-    /// The leader's work: append + fdatasync, then apply to the overlay (or, for a bulk
-    /// batch, straight to redb) and tell the checkpointer, which moves the overlay into redb
-    /// and makes checkpoints in the background. A follower's batch is applied before its
-    /// fdatasync, which a later sync does ([`Flushed::Written`]): its entries are durable
-    /// on its primary already, and its readers should not wait for its own disk.
-    fn flush(&self, batch: &Batch) -> Result<Flushed> {
-        let written_only = self.inner.options.fsync && self.is_follower();
-        self.with_open(|open| {
-            let ops = batch.entries.iter().map(|e| e.ops.len()).sum();
-            let bulk = Overlay::is_bulk(ops);
-            if !bulk {
-                open.overlay
-                    .wait_for_room(&|| open.checkpointer.failure().is_some());
-            }
-            if let Some(cause) = open.checkpointer.failure() {
-                return Err(self.closed_error(Some(cause)));
-            }
-            // No records: the batch applies entries held back before, now released.
-            if !batch.records.is_empty() {
-                let early = (!written_only).then(|| self.written_listener()).flatten();
-                if written_only {
-                    open.log.append_unsynced(&batch.records, batch.last_lsn)?;
-                } else if let Some(listener) = early {
-                    // Written, then told (replicas that hold back are shipped it now), then
-                    // synced: the two fdatasyncs overlap.
-                    open.log.append_unsynced(&batch.records, batch.last_lsn)?;
-                    listener(batch.last_lsn);
-                    open.log.sync()?;
-                } else {
-                    open.log.append(&batch.records, batch.last_lsn)?;
-                }
-            }
-            // No entries: every entry of the batch is held back.
-            if bulk {
-                open.overlay.apply_bulk(&open.tables, &batch.entries)?;
-            } else if !batch.entries.is_empty() {
-                open.overlay.apply(&open.tables, &batch.entries)?;
-            }
-            open.checkpointer.note(
-                batch.entries.len() as u64,
-                batch.records.len() as u64,
-                open.overlay.is_full(),
-            );
-            // Before the batch becomes readable: once a write returns, every cache in
-            // front of this store has dropped what it wrote.
-            self.inner.watchers.tell(&batch.entries);
-            Ok(if written_only {
-                Flushed::Written
-            } else {
-                Flushed::Durable
-            })
-        })
-    }
-
     /// Takes the writer lock without the follower check: for work that must be the only
     /// one touching the overlay and redb (snapshots, dropping log segments).
     fn begin_exclusive(&self) -> Result<Transaction> {
@@ -796,156 +606,6 @@ impl Store {
         self.wait_visible(self.inner.pipeline.last_releasable())
     }
 
-    /// Calls `f` with the value of `key` (encoded) in `table`, or `None`.
-    ///
-    /// # Errors
-    /// A closed store or a storage failure.
-    pub fn get_with<R>(
-        &self,
-        table: &str,
-        key: &[u8],
-        f: impl FnOnce(Option<&[u8]>) -> R,
-    ) -> Result<R> {
-        validate_table_name(table)?;
-        // `f` runs with no lock of the store held: it may run code that needs the store
-        // (a Python finalizer calling close(), another thread's write).
-        match self.with_open(|open| open.overlay.lookup(&open.tables, table, key))? {
-            Found::Pending(value) => Ok(f(value.as_deref())),
-            Found::In(snapshot) => snapshot.get_with(table, key, f),
-        }
-    }
-
-    /// Whether `key` (encoded) exists in `table`. Unlike a read it does not check the
-    /// value's CRC: it never reads the value.
-    ///
-    /// # Errors
-    /// A closed store or a storage failure.
-    pub fn contains(&self, table: &str, key: &[u8]) -> Result<bool> {
-        validate_table_name(table)?;
-        match self.with_open(|open| open.overlay.lookup(&open.tables, table, key))? {
-            Found::Pending(value) => Ok(value.is_some()),
-            Found::In(snapshot) => snapshot.contains(table, key),
-        }
-    }
-
-    /// Up to `limit` rows of `table` between two encoded-key bounds, in order or reversed.
-    ///
-    /// # Errors
-    /// A closed store or a storage failure.
-    pub fn scan(
-        &self,
-        table: &str,
-        lower: Bound<&[u8]>,
-        upper: Bound<&[u8]>,
-        reverse: bool,
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        validate_table_name(table)?;
-        self.with_open(|open| {
-            open.overlay
-                .scan(&open.tables, table, (lower, upper), reverse, limit)
-        })
-    }
-
-    /// Row count and checksum of one table.
-    ///
-    /// # Errors
-    /// A closed store or a storage failure.
-    pub fn table_sum(&self, table: &str) -> Result<TableSum> {
-        validate_table_name(table)?;
-        self.with_open(|open| {
-            Ok(open
-                .overlay
-                .sums()
-                .1
-                .get(table)
-                .copied()
-                .unwrap_or_default())
-        })
-    }
-
-    /// Names of the tables that hold rows, in order (a table whose rows were all deleted,
-    /// or that was dropped, is not listed).
-    ///
-    /// # Errors
-    /// A closed store or a storage failure.
-    pub fn tables(&self) -> Result<Vec<String>> {
-        let tables = self.checksum()?.tables.into_iter();
-        Ok(tables
-            .filter(|(_, sum)| sum.rows > 0)
-            .map(|(name, _)| name)
-            .collect())
-    }
-
-    /// Per-table row counts and checksums at one LSN, read atomically: O(tables).
-    ///
-    /// # Errors
-    /// A closed store or a storage failure.
-    pub fn checksum(&self) -> Result<Checksum> {
-        self.with_open(|open| {
-            let (lsn, tables) = open.overlay.sums();
-            Ok(Checksum { lsn, tables })
-        })
-    }
-
-    /// Per-table sums recorded as recent batches became visible (at `since_lsn` or later,
-    /// oldest first, a bounded number): a primary and its replica compare them at an LSN
-    /// both recorded.
-    ///
-    /// # Errors
-    /// A closed store.
-    pub fn recent_checksums(&self, since_lsn: u64) -> Result<Vec<Checksum>> {
-        self.with_open(|open| Ok(open.overlay.history(since_lsn)))
-    }
-
-    /// The last LSN that is durable and visible to readers (and to the log's readers).
-    #[must_use]
-    pub fn last_lsn(&self) -> u64 {
-        self.inner.pipeline.visible_lsn()
-    }
-
-    /// The last LSN whose entry readers of the tables see: [`Store::last_lsn`], except on a
-    /// follower, which applies the entries it is sent before its own fdatasync (they are
-    /// durable on its primary) and may run ahead of it by the entries being synced.
-    #[must_use]
-    pub fn readable_lsn(&self) -> u64 {
-        self.inner.pipeline.readable_lsn()
-    }
-
-    /// A redb read view of every visible commit, with its LSN, epoch and table sums: the
-    /// overlay is moved into redb first, holding writers only meanwhile.
-    fn flushed_snapshot(&self) -> Result<(u64, u64, BTreeMap<String, TableSum>, Snapshot)> {
-        // The writer lock with nothing in flight: this thread alone touches the overlay.
-        let mut exclusive = self.begin_exclusive()?;
-        exclusive.ready_to_read()?;
-        let flushed = self.with_open(|open| {
-            open.overlay.move_to_tables(&open.tables, false)?;
-            let (lsn, sums) = open.overlay.sums();
-            Ok((lsn, self.epoch(), sums, open.tables.snapshot()?))
-        });
-        drop(exclusive);
-        flushed
-    }
-
-    /// Reads every row of every table, checks each row's CRC, and recomputes each table's
-    /// row count and checksum against the stats the store keeps. Writers (and replicated
-    /// appends) are held only while pending writes move into redb; the check runs on a
-    /// read snapshot. `progress` gets the rows checked so far now and then; returning
-    /// `false` stops early (the report is then incomplete).
-    ///
-    /// # Errors
-    /// A closed store, or a storage failure outside the rows.
-    pub fn scrub(&self, progress: &mut dyn FnMut(u64) -> bool) -> Result<ScrubReport> {
-        let (.., snapshot) = self.flushed_snapshot()?;
-        let report = snapshot.scrub(progress)?;
-        if report.damaged.is_empty() {
-            tracing::info!(path = %self.inner.path.display(), rows = report.rows_checked(), "scrub found no damage");
-        } else {
-            tracing::error!(path = %self.inner.path.display(), damaged = report.damaged.len(), "scrub found damage");
-        }
-        Ok(report)
-    }
-
     /// Whether the store has been closed (on request or by a fatal failure).
     #[must_use]
     pub fn is_closed(&self) -> bool {
@@ -1010,135 +670,5 @@ impl Store {
     }
 }
 
-fn check_size(what: &'static str, size: usize, limit: usize) -> Result<()> {
-    if size > limit {
-        return Err(StoreError::TooLarge { what, size, limit }.into());
-    }
-    Ok(())
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::codec::{encode_key, KeyRef};
-    use crate::error::Error;
-    use crate::log::memfs::MemFs;
-    use crate::log::{LogPosition, RawEntry};
-
-    fn put(key: &str) -> Vec<Op> {
-        vec![Op {
-            table: "t".to_owned(),
-            key: encode_key(KeyRef::Str(key)),
-            value: Some(b"\xc3".to_vec()),
-        }]
-    }
-
-    /// Every raw entry of `store`, read in steps of `step` entries.
-    fn read_all(store: &Store, step: usize) -> Vec<RawEntry> {
-        let mut position = LogPosition::after(0);
-        let mut read = Vec::new();
-        loop {
-            let batch = store.read_log_raw(&mut position, step, usize::MAX).unwrap();
-            if batch.is_empty() {
-                return read;
-            }
-            read.extend(batch);
-        }
-    }
-
-    /// Shipping reads the newest entries from memory: on a primary while commits run (never
-    /// past the visible LSN), and on a follower that appends a primary's entries, they are
-    /// the entries its files hold once reopened, across segment rolls.
-    #[test]
-    fn entries_read_while_committing_are_visible_and_equal_the_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let small = StoreOptions {
-            segment_bytes: 4096,
-            ..StoreOptions::default()
-        };
-        let primary = Store::open(dir.path().join("primary"), small.clone()).unwrap();
-        let writer = {
-            let primary = primary.clone();
-            std::thread::spawn(move || {
-                for i in 0..300 {
-                    primary.commit(put(&format!("key-{i}")), None).unwrap();
-                }
-            })
-        };
-        let mut position = LogPosition::after(0);
-        let mut shipped = Vec::new();
-        loop {
-            let writing = !writer.is_finished();
-            let batch = primary.read_log_raw(&mut position, 7, usize::MAX).unwrap();
-            let visible = primary.last_lsn();
-            assert!(
-                batch.iter().all(|e| e.lsn <= visible),
-                "read past {visible}"
-            );
-            if batch.is_empty() && !writing {
-                break;
-            }
-            shipped.extend(batch);
-        }
-        writer.join().unwrap();
-        assert_eq!(shipped.len(), 300);
-        let follower = Store::open(
-            dir.path().join("follower"),
-            StoreOptions {
-                follower: true,
-                ..small.clone()
-            },
-        )
-        .unwrap();
-        for chunk in shipped.chunks(11) {
-            let payloads: Vec<Vec<u8>> = chunk.iter().map(|e| e.payload.clone()).collect();
-            follower.append_replicated(&payloads).unwrap();
-        }
-        // A follower's log readers see what is durable.
-        follower.sync_replicated().unwrap();
-        assert_eq!(read_all(&follower, 5), shipped);
-        assert!(primary.log_segments().unwrap().len() > 3, "segments rolled");
-        for (name, store) in [("primary", primary), ("follower", follower)] {
-            store.close().unwrap();
-            let reopened = Store::open(
-                dir.path().join(name),
-                StoreOptions {
-                    follower: name == "follower",
-                    ..small.clone()
-                },
-            )
-            .unwrap();
-            assert_eq!(read_all(&reopened, 300), shipped, "{name}");
-        }
-    }
-
-    #[test]
-    fn a_failed_fdatasync_closes_the_store_and_is_never_retried() {
-        let dir = tempfile::tempdir().unwrap();
-        let fs = MemFs::default();
-        let log_fs = fs.clone();
-        let store = Store::open_with(&dir.path().join("db"), StoreOptions::default(), |_| {
-            Ok(Box::new(log_fs))
-        })
-        .unwrap();
-        assert_eq!(store.commit(put("a"), None).unwrap().lsn, 1);
-        // The next write reaches the file, its fdatasync fails.
-        fs.freeze_after(1);
-        let failed = store.commit(put("b"), None).unwrap_err();
-        assert!(failed.to_string().contains("fdatasync"), "{failed}");
-        assert!(store.is_closed());
-        assert_eq!(store.last_lsn(), 1, "the failed write never became visible");
-        match store.commit(put("c"), None) {
-            Err(Error::Store(StoreError::Closed {
-                cause: Some(cause), ..
-            })) => {
-                assert!(cause.contains("fdatasync"), "{cause}");
-            }
-            other => panic!("expected a closed store naming the cause, got {other:?}"),
-        }
-        assert!(matches!(
-            store.get_with("t", &encode_key(KeyRef::Str("a")), |v| v.is_some()),
-            Err(Error::Store(StoreError::Closed { cause: Some(_), .. }))
-        ));
-    }
-}
+mod tests;
