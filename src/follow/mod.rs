@@ -167,6 +167,15 @@ pub trait LogConsumer: Send + Sync + 'static {
     /// # Errors
     /// A gap, a repeat, a payload that does not decode: nothing of the bad entry applies.
     fn apply(&self, payloads: &[Vec<u8>]) -> Result<(u64, u64)>;
+    /// Entries its primary has not confirmed durable are about to be applied (a primary
+    /// that ships ahead sent them): one that holds entries back records it durably first,
+    /// so that after a crash it holds back what it cannot know was confirmed.
+    ///
+    /// # Errors
+    /// A storage failure: nothing is applied.
+    fn expect_unconfirmed(&self) -> Result<()> {
+        Ok(())
+    }
     /// Entries up to `lsn` are durable at the primary: one that holds entries back (its
     /// [`Position::held`] is `Some`) shows them to its readers. Returns the last LSN its
     /// readers see.

@@ -314,6 +314,8 @@ impl LogConsumer for Store {
         let confirmed = self.readable_lsn().min(lsn);
         let held = if self.is_follower() {
             self.hold_back()?;
+            // This primary may not ship ahead: until it does, a crash hides nothing.
+            self.forget_unconfirmed()?;
             Some(self.held_ids(confirmed)?)
         } else {
             None
@@ -349,6 +351,10 @@ impl LogConsumer for Store {
     fn apply(&self, payloads: &[Vec<u8>]) -> Result<(u64, u64)> {
         let applied = self.append_replicated(payloads)?;
         Ok((self.synced_lsn(), applied))
+    }
+
+    fn expect_unconfirmed(&self) -> Result<()> {
+        Store::expect_unconfirmed(self)
     }
 
     fn release(&self, lsn: u64) -> Result<u64> {

@@ -12,8 +12,9 @@ use super::Store;
 use crate::error::{LogError, ReadOnlyReason, Result};
 use crate::log::{LogPosition, RawEntry};
 
-/// The meta key that marks a follower that holds back: its recovery holds back its last
-/// [`MAX_HELD_ENTRIES`], not knowing which its primary confirmed.
+/// The meta key that marks a follower whose log may hold entries its primary did not
+/// confirm (a primary that ships ahead sent them): its recovery holds back its last
+/// [`MAX_HELD_ENTRIES`], not knowing which were confirmed.
 pub(super) const HOLDS_BACK: &str = "holds_back";
 
 /// The most entries a primary ships a holding follower past its durable LSN (so its
@@ -116,27 +117,58 @@ impl Store {
 
     /// From now on, entries appended past the last one confirmed are held back from
     /// readers (and the log's readers) until [`Store::release_replicated`] covers them.
-    /// The mark is durable: reopened as a follower after a crash, the store holds back its
-    /// last [`MAX_HELD_ENTRIES`] entries until they are released again (or until it stops
-    /// following); opened plainly, to look at it, it shows its whole durable log.
+    /// Entries confirmed before they are appended (by a primary that ships only what is
+    /// durable there) are shown as they are appended.
     ///
     /// # Errors
-    /// [`crate::error::StoreError::ReadOnly`] unless this is a follower; a closed store or a
-    /// storage failure.
+    /// [`crate::error::StoreError::ReadOnly`] unless this is a follower.
     pub fn hold_back(&self) -> Result<()> {
         if !self.is_follower() {
             return Err(self.read_only(ReadOnlyReason::NotAFollower));
         }
-        let marked = self.with_open(|open| Ok(open.tables.meta(HOLDS_BACK)? == Some(1)))?;
-        if !marked {
-            let mut exclusive = self.begin_exclusive()?;
-            exclusive.ready_to_read()?;
-            let written = self.with_open(|open| open.tables.write_meta(&[(HOLDS_BACK, 1)]));
-            drop(exclusive);
-            written?;
-        }
         self.inner.pipeline.hold(Vec::new());
         Ok(())
+    }
+
+    /// Entries its primary has not confirmed are about to be appended: marks, durably and
+    /// before they reach the log, that a reopen as a follower after a crash must hold back
+    /// the last [`MAX_HELD_ENTRIES`] entries until they are released again (or until it
+    /// stops following), not knowing which were confirmed. Opened plainly, to look at it,
+    /// the store shows its whole durable log. A follower that was never sent such entries
+    /// shows its whole durable log after a crash too.
+    ///
+    /// # Errors
+    /// [`crate::error::StoreError::ReadOnly`] unless this is a follower; a closed store or
+    /// a storage failure.
+    pub fn expect_unconfirmed(&self) -> Result<()> {
+        if !self.is_follower() {
+            return Err(self.read_only(ReadOnlyReason::NotAFollower));
+        }
+        self.mark_unconfirmed(true)
+    }
+
+    /// Clears the mark [`Store::expect_unconfirmed`] set once everything the log holds is
+    /// shown (confirmed): a crash from now on holds nothing back, until entries that are
+    /// not confirmed come again. Clearing needs no sync: a mark that survives a crash
+    /// only holds back entries its primary confirms again.
+    pub(super) fn forget_unconfirmed(&self) -> Result<()> {
+        if self.readable_lsn() < self.synced_lsn() {
+            return Ok(());
+        }
+        self.mark_unconfirmed(false)
+    }
+
+    fn mark_unconfirmed(&self, marked: bool) -> Result<()> {
+        let value = u64::from(marked);
+        let now = self.with_open(|open| Ok(open.tables.meta(HOLDS_BACK)?.unwrap_or(0)))?;
+        if now == value {
+            return Ok(());
+        }
+        let mut exclusive = self.begin_exclusive()?;
+        exclusive.ready_to_read()?;
+        let written = self.with_open(|open| open.tables.write_meta(&[(HOLDS_BACK, value)]));
+        drop(exclusive);
+        written
     }
 
     /// Entries up to `lsn` are durable at the primary: they are applied (those this log

@@ -6,6 +6,7 @@
 use super::follow_tests::{entries_named as entries, put};
 use super::{Store, StoreOptions, MAX_HELD_ENTRIES};
 use crate::codec::{encode_key, KeyRef};
+use crate::follow::LogConsumer;
 use crate::log::LogPosition;
 
 fn follower(dir: &std::path::Path) -> Store {
@@ -70,19 +71,25 @@ fn crash_image(dir: &std::path::Path, image: &std::path::Path) {
     }
 }
 
+/// A follower that checkpoints only when it closes: its entries are in its log alone.
+fn unchecked_follower_options() -> StoreOptions {
+    StoreOptions {
+        follower: true,
+        checkpoint_entries: u64::MAX,
+        checkpoint_interval: std::time::Duration::from_secs(3600),
+        ..StoreOptions::default()
+    }
+}
+
 #[test]
 fn a_follower_restarted_after_a_crash_holds_back_its_last_entries_until_released_again() {
     let dir = tempfile::tempdir().unwrap();
     let count = MAX_HELD_ENTRIES as usize + 10;
     let payloads = entries(&dir.path().join("primary"), "k", count);
-    let options = StoreOptions {
-        follower: true,
-        checkpoint_entries: u64::MAX,
-        checkpoint_interval: std::time::Duration::from_secs(3600),
-        ..StoreOptions::default()
-    };
+    let options = unchecked_follower_options();
     let store = Store::open(dir.path().join("follower"), options.clone()).unwrap();
     store.hold_back().unwrap();
+    store.expect_unconfirmed().unwrap();
     store.append_replicated(&payloads).unwrap();
     store.release_replicated(u64::MAX).unwrap();
     store.sync_replicated().unwrap();
@@ -103,6 +110,37 @@ fn a_follower_restarted_after_a_crash_holds_back_its_last_entries_until_released
     assert_eq!(ids.len(), MAX_HELD_ENTRIES as usize + 1);
     assert_eq!(ids.last().unwrap().0, count as u64);
     store.release_replicated(u64::MAX).unwrap();
+    assert!(has(&store, &format!("k{}", count - 1)));
+}
+
+/// Entries confirmed before they reach the log (a primary that ships only what is durable
+/// there) are never hidden again by a crash; the mark that entries shipped ahead left is
+/// gone once a new connection finds everything shown.
+#[test]
+fn a_crash_hides_nothing_from_a_follower_sent_only_confirmed_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let count = MAX_HELD_ENTRIES as usize + 10;
+    let payloads = entries(&dir.path().join("primary"), "k", count);
+    let options = unchecked_follower_options();
+    let store = Store::open(dir.path().join("follower"), options.clone()).unwrap();
+    store.hold_back().unwrap();
+    // Shipped ahead by an earlier primary, then confirmed.
+    store.expect_unconfirmed().unwrap();
+    store.append_replicated(&payloads[..5]).unwrap();
+    store.release_replicated(5).unwrap();
+    LogConsumer::position(&store).unwrap();
+    // Each batch is released as it is appended, as a frame that confirms its own entries.
+    for (index, batch) in payloads[5..].chunks(7).enumerate() {
+        store.append_replicated(batch).unwrap();
+        let last = (5 + (index + 1) * 7).min(count) as u64;
+        assert_eq!(store.release_replicated(last).unwrap(), last);
+    }
+    store.sync_replicated().unwrap();
+    let image = dir.path().join("crashed");
+    crash_image(&dir.path().join("follower"), &image);
+    store.close().unwrap();
+    let store = Store::open(&image, options).unwrap();
+    assert_eq!(store.readable_lsn(), count as u64, "nothing to hold back");
     assert!(has(&store, &format!("k{}", count - 1)));
 }
 

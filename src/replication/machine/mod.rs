@@ -40,4 +40,10 @@ pub(crate) enum Planted {
     /// The primary takes a reconnecting replica as showing all it holds, though it holds
     /// back entries it was not told are durable.
     ForgetShown,
+    /// A replica's store never marks that it was sent entries its primary had not made
+    /// durable: a restart shows its whole log, as if every entry were confirmed.
+    NeverMarkUnconfirmed,
+    /// A replica's store marks itself as holding unconfirmed entries whenever it connects,
+    /// whatever its primary sends: a restart hides entries it showed, durable ones too.
+    AlwaysMarkUnconfirmed,
 }

@@ -390,6 +390,9 @@ async fn flush(
         let (flushed, mut applied) = if payloads.is_empty() {
             (machine.flushed_lsn(), machine.applied_lsn())
         } else {
+            if machine.holds_back() && machine.appended_lsn() > machine.confirmed_lsn() {
+                consumer.expect_unconfirmed().map_err(applying)?;
+            }
             consumer.apply(&payloads).map_err(applying)?
         };
         if let Some(lsn) = release {

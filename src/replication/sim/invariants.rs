@@ -31,6 +31,9 @@ pub enum Invariant {
     StaleFrameIgnored,
     /// After the faults stop, every peer catches up within the bound.
     CatchUp,
+    /// A replica restarted after a crash shows at least the durable entries it showed
+    /// before, unless its primary ships ahead (then it cannot know which were confirmed).
+    ShownStaysShown,
 }
 
 impl fmt::Display for Invariant {
@@ -44,6 +47,7 @@ impl fmt::Display for Invariant {
             Invariant::AckOnlyFsynced => "acks only what is fsynced",
             Invariant::StaleFrameIgnored => "stale frames are ignored",
             Invariant::CatchUp => "every peer catches up after healing",
+            Invariant::ShownStaysShown => "a restart hides nothing durable a replica showed",
         })
     }
 }
@@ -79,6 +83,16 @@ impl World {
         }
         for node in &self.nodes {
             self.shows_only_durable(node)?;
+            if let Some((showed, shows)) = node.hid.filter(|_| !self.sim.params.ship_ahead) {
+                return Err(Violation::new(
+                    Invariant::ShownStaysShown,
+                    format!(
+                        "{} showed LSN {showed}, durably, before a crash and shows {shows} \
+                         after it, from a primary that does not ship ahead",
+                        node.name
+                    ),
+                ));
+            }
             if node.fsync && node.machine.flushed_lsn() > node.disk.durable_lsn() {
                 return Err(Violation::new(
                     Invariant::AckOnlyFsynced,

@@ -15,6 +15,7 @@ use crate::replication::status::LinkState;
 
 /// One replica or consumer.
 #[derive(Debug, Clone)]
+#[allow(clippy::struct_excessive_bools)] // independent facts about one peer
 pub(super) struct Node {
     /// Its slot name.
     pub name: String,
@@ -27,6 +28,11 @@ pub(super) struct Node {
     /// Whether it holds entries back from its readers until the primary says they are
     /// durable there.
     pub holds_back: bool,
+    /// Its store's durable mark that it was sent entries its primary had not confirmed:
+    /// a restart then holds back its last entries (see `Store::expect_unconfirmed`).
+    pub marked: bool,
+    /// What its last restart hid that it had shown, durably: `(showed, shows)`.
+    pub hid: Option<(u64, u64)>,
     pub machine: ReplicaMachine,
     pub disk: SimDisk,
     /// The highest LSN it showed its readers as far as its acks tell, in any incarnation.
@@ -60,6 +66,8 @@ impl Node {
             kind,
             fsync,
             holds_back,
+            marked: false,
+            hid: None,
             machine: if holds_back {
                 machine.holding_back(0)
             } else {
@@ -92,10 +100,14 @@ impl Node {
         let durable = self.disk.durable_lsn();
         #[allow(unused_mut)] // planted bugs exist in test builds only
         let mut machine = if self.holds_back {
-            // Its recovery holds back the last entries its primary may have shipped
-            // ahead, not knowing which were confirmed.
+            // If marked, its recovery holds back the last entries its primary may have
+            // shipped ahead, not knowing which were confirmed.
             #[allow(unused_mut)] // planted bugs exist in test builds only
-            let mut confirmed = durable.saturating_sub(MAX_AHEAD_ENTRIES);
+            let mut confirmed = if self.marked {
+                durable.saturating_sub(MAX_AHEAD_ENTRIES)
+            } else {
+                durable
+            };
             #[cfg(test)]
             if self.planted == Planted::ReplayHeld {
                 confirmed = durable;
@@ -109,6 +121,31 @@ impl Node {
             machine.planted = self.planted;
         }
         machine
+    }
+
+    /// Entries about to be appended: if its primary has not confirmed them all, its store
+    /// marks so, durably, before they reach the log.
+    fn expect_unconfirmed(&mut self) {
+        #[cfg(test)]
+        if self.planted == Planted::NeverMarkUnconfirmed {
+            return;
+        }
+        if self.holds_back && self.machine.appended_lsn() > self.machine.confirmed_lsn() {
+            self.marked = true;
+        }
+    }
+
+    /// A new connection: a store that shows all its log holds clears the mark (its new
+    /// primary may not ship ahead).
+    fn forget_unconfirmed(&mut self) {
+        #[cfg(test)]
+        if self.planted == Planted::AlwaysMarkUnconfirmed {
+            self.marked |= self.holds_back;
+            return;
+        }
+        if self.machine.applied_lsn() >= self.disk.len() {
+            self.marked = false;
+        }
     }
 
     /// What its log holds, for a hello: each entry from its confirmed LSN to the end of
@@ -163,6 +200,7 @@ impl World {
             self.sim.timeline.after(backoff, Event::Connect { node });
             return;
         }
+        self.nodes[node].forget_unconfirmed();
         let generation = self.net.open(node);
         let hello = Frame::Hello {
             held: self.nodes[node].held(),
@@ -241,6 +279,7 @@ impl World {
         for action in actions {
             match action {
                 ReplicaAction::Append(payloads) => {
+                    self.nodes[node].expect_unconfirmed();
                     for payload in payloads {
                         self.check_append(node, &payload)?;
                         self.nodes[node].disk.append(payload);
@@ -396,11 +435,17 @@ impl World {
         }
         let as_process = self.sim.rng.chance(500);
         let peer = &mut self.nodes[node];
+        let showed = peer.machine.applied_lsn();
         peer.disk.crash();
         if peer.fsync && !as_process {
             peer.machine.restarted();
         } else {
             peer.machine = peer.fresh_machine();
+            let (showed, shows) = (
+                showed.min(peer.disk.durable_lsn()),
+                peer.machine.applied_lsn(),
+            );
+            peer.hid = (shows < showed).then_some((showed, shows));
         }
         let downtime = self.sim.rng.between(1_000, 50_000);
         self.sim.timeline.after(downtime, Event::Restart { node });

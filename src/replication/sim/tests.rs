@@ -114,6 +114,23 @@ fn a_primary_that_forgets_what_a_reconnecting_replica_holds_back_is_caught() {
 }
 
 #[test]
+fn a_replica_that_never_marks_what_was_shipped_ahead_is_caught() {
+    // Restarted, it shows entries its primary never made durable, or that differ.
+    caught(
+        Planted::NeverMarkUnconfirmed,
+        &[Invariant::AppliedOnlyDurable, Invariant::EqualChecksums],
+    );
+}
+
+#[test]
+fn a_replica_that_hides_what_it_showed_after_a_restart_is_caught() {
+    caught(
+        Planted::AlwaysMarkUnconfirmed,
+        &[Invariant::ShownStaysShown],
+    );
+}
+
+#[test]
 fn a_seed_replays_exactly() {
     replays_exactly(&Config::default(), Simulation::run, |r| r.trace_hash);
 }
