@@ -4,10 +4,11 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use replikv::codec::{encode_key, KeyRef};
 use replikv::error::{Error, ReplicationError, StoreError};
+use replikv::replication::monitor::request_switchover;
 use replikv::replication::primary::Primary;
 use replikv::replication::replica::{Replica, ReplicaOptions};
 use replikv::replication::status::LinkState;
@@ -16,7 +17,8 @@ use replikv::store::{Durability, Store, StoreOptions};
 mod common;
 
 use common::{
-    eventually, fast_primary, primary_options, put, replica_options, start_member, TestResult,
+    eventually, fast_primary, primary_options, put, replica_options, start_member, start_replica,
+    TestResult,
 };
 
 /// Writes sync until told to stop or refused for good; returns the keys whose write
@@ -138,6 +140,105 @@ fn a_switchover_to_a_replica_that_does_not_listen_changes_nothing() -> TestResul
     );
     store.commit(put("still", vec![0x01]), None)?;
     eu1.close()?;
+    primary.close();
+    Ok(())
+}
+
+/// Asks `primary` over the wire, as `replikv switchover` does, to hand over to `to`, while
+/// serving operators' requests as `replikv primary` does; checks that each request it
+/// takes changes nothing. Returns the operator's answer and how long it took.
+fn request_while_serving(
+    primary: &Primary,
+    to: &str,
+) -> Result<(Result<String, ReplicationError>, Duration), Error> {
+    let address = primary.address().to_string();
+    let to = to.to_owned();
+    let started = Instant::now();
+    let requester = std::thread::spawn(move || {
+        request_switchover(&address, &to, None, Duration::from_secs(20))
+    });
+    while !requester.is_finished() {
+        let served = primary.serve_switchover_request("old", Duration::from_secs(1))?;
+        assert!(served.is_none(), "the refused switchover changed nothing");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let answer = requester.join().expect("the requester never panics");
+    Ok((answer, started.elapsed()))
+}
+
+/// Checks that `primary` serves on as before a refused switchover: a sync write is
+/// acknowledged (by `replica` among others) and `replica` gets it.
+fn still_serving(primary: &Primary, replica: &Replica) -> TestResult {
+    let receipt = primary
+        .store()
+        .commit(put("after", vec![0x02]), Some(Durability::Sync))?;
+    eventually("the replica to get the write", || {
+        replica.store().last_lsn() == receipt.lsn
+    });
+    Ok(())
+}
+
+#[test]
+fn a_switchover_request_to_a_replica_that_is_not_connected_is_refused_at_once_and_the_primary_serves_on(
+) -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (_store, primary) = fast_primary(dir.path(), 1)?;
+    let eu1 = start_replica(dir.path(), &primary, "eu-1")?;
+    eventually("eu-1 to register", || primary.status().replicas.len() == 1);
+
+    let (answer, took) = request_while_serving(&primary, "nobody")?;
+    assert!(
+        matches!(&answer, Err(ReplicationError::Refused { reason })
+            if reason.contains("\"nobody\" is not connected")),
+        "{answer:?}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "refused in {took:?}, not at once"
+    );
+    let status = primary.status();
+    assert_eq!(status.rejected, 1);
+    let rejection = status.last_rejection.unwrap_or_default();
+    assert!(
+        rejection.contains("\"nobody\" is not connected"),
+        "{rejection}"
+    );
+
+    still_serving(&primary, &eu1)?;
+    eu1.close()?;
+    primary.close();
+    Ok(())
+}
+
+#[test]
+fn a_switchover_request_that_changes_nothing_leaves_the_primary_serving() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (store, primary) = fast_primary(dir.path(), 1)?;
+    let eu1 = start_member(dir.path(), &primary, "eu-1")?;
+    let us1 = start_replica(dir.path(), &primary, "us-1")?;
+    eventually("both to register", || primary.status().replicas.len() == 2);
+    // eu-1 stays a member the primary knows, but gone and behind: the request reaches the
+    // primary's owner, whose switchover cannot go ahead.
+    eu1.close()?;
+    eventually("eu-1 to disconnect", || {
+        primary
+            .status()
+            .replicas
+            .iter()
+            .any(|link| link.name == "eu-1" && link.state == LinkState::Disconnected)
+    });
+    store.commit(put("missed", vec![0x01]), None)?;
+
+    let (answer, _took) = request_while_serving(&primary, "eu-1")?;
+    assert!(
+        matches!(&answer, Err(ReplicationError::Refused { reason })
+            if reason.starts_with("\"eu-1\" did not hold")),
+        "{answer:?}"
+    );
+    assert_eq!(primary.status().rejected, 1);
+
+    still_serving(&primary, &us1)?;
+    us1.close()?;
     primary.close();
     Ok(())
 }

@@ -85,3 +85,20 @@ def test_replikv_switchover_hands_the_log_over_and_the_old_primary_follows(
     with replikv.Store(tmp_path / "b") as promoted:
         assert promoted.checksum() == checksum
         assert promoted.epoch_history[-1][0] == 2
+
+
+def test_replikv_switchover_to_a_replica_that_is_not_connected_is_refused_and_the_primary_serves_on(
+    tmp_path: Path,
+) -> None:
+    with running("primary", "--data", str(tmp_path / "a"), "--listen", "127.0.0.1:0") as a:
+        address = re.search(r"on (127\.0\.0\.1:\d+)", first_line(a)).group(1)  # type: ignore[union-attr]
+        following = ("--primary", address, "--status-every", "0")
+        with running("replica", "--data", str(tmp_path / "b"), "--name", "b", *following):
+            until_streaming(address, "b")
+
+            refused = command("switchover", address, "--to", "nobody", "--timeout", "10")
+            assert refused.returncode == 1, refused.stdout
+            assert '"nobody" is not connected' in refused.stderr, refused.stderr
+            assert a.poll() is None, "the primary serves on"
+            status = until_streaming(address, "b")
+            assert "1 refused connection(s)" in status, status

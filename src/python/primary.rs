@@ -214,9 +214,15 @@ impl PyPrimary {
 
     /// Carries out the switchover an operator asked for with ``replikv switchover``
     /// (or :func:`request_switchover`), if one waits, as :meth:`switchover` does, and
-    /// tells the operator how it went; ``None`` if none waits. ``replikv primary`` calls
-    /// it every 0.2 s; a program serving a ``Primary`` calls it to take such requests
-    /// (unanswered, a request is refused after 30 s).
+    /// tells the operator how it went; ``None`` if none waits, or if it changed nothing
+    /// (the operator is told why, :meth:`status` counts it as refused, and this primary
+    /// serves on). ``replikv primary`` calls it every 0.2 s; a program serving a
+    /// ``Primary`` calls it to take such requests (unanswered, a request is refused
+    /// after 30 s).
+    ///
+    /// Raises:
+    ///     ReplicationError: ``to`` was told to take over and did not answer in time
+    ///         (this primary is deposed anyway, as ``to`` may have taken over: check it).
     #[pyo3(signature = (*, timeout = 10.0, name = None, listen = None))]
     fn serve_switchover_request(
         &self,

@@ -69,7 +69,7 @@ pub(super) fn switch_over(
     let token = core.token().map(str::to_owned);
     let switched = run_detached(py, || match to {
         Some(to) => core.switchover(to, &name, timeout).map(Some),
-        None => core.serve_switchover_request(&name, timeout).transpose(),
+        None => core.serve_switchover_request(&name, timeout),
     })?;
     let Some(switched) = switched else {
         return Ok(None);

@@ -290,6 +290,7 @@ async fn authenticate(
 async fn answer_once<'a>(
     shared: &Arc<Shared>,
     writer: &mut Writer,
+    peer: &SocketAddr,
     kind: PeerKind,
     name: String,
 ) -> Result<Accepted<'a>, Denied> {
@@ -303,7 +304,7 @@ async fn answer_once<'a>(
             Message::VerifyReport { report }
         }
         PeerKind::Operator => {
-            super::switchover::answer_request(shared, writer, name).await?;
+            super::switchover::answer_request(shared, writer, peer, name).await?;
             return Ok(Accepted::Monitor);
         }
         PeerKind::Candidate | PeerKind::Replica | PeerKind::Consumer => {
@@ -350,7 +351,7 @@ async fn welcome<'a>(
         ));
     }
     if !matches!(kind, PeerKind::Replica | PeerKind::Consumer) {
-        return answer_once(shared, writer, kind, name).await;
+        return answer_once(shared, writer, peer, kind, name).await;
     }
     if crate::store::validate_table_name(&name).is_err() {
         return Err(Denied::new(

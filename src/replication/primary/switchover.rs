@@ -4,12 +4,13 @@
 //! caller then makes its store follow the new primary. No write is lost and none needs a
 //! resync; writers see a retryable `Paused` error for the moment it takes.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::{lock, Primary};
-use crate::error::{ReplicationError, Result};
+use super::{lock, Primary, Shared};
+use crate::error::{Error, ReplicationError, Result};
 use crate::net::runtime;
 use crate::replication::handover::Settings;
 use crate::replication::handshake::Denied;
@@ -54,15 +55,23 @@ struct Answer {
 
 /// Holds an operator's request to hand over to `to` until the primary's owner carries it
 /// out ([`Primary::serve_switchover_request`]), then answers the operator on `writer`:
-/// the new primary's address, or a refusal with the reason.
+/// the new primary's address, or a refusal with the reason, counted as a rejection of
+/// `peer`.
 ///
 /// # Errors
-/// Another request is pending; the answer cannot be written.
+/// `to` is no member to hand over to; another request is pending; the answer cannot be
+/// written.
 pub(super) async fn answer_request(
-    shared: &super::Shared,
+    shared: &Shared,
     writer: &mut super::Writer,
+    peer: &SocketAddr,
     to: String,
 ) -> std::result::Result<(), Denied> {
+    // Refused at once: the owner would wait for such a target to connect, and the
+    // operator, who named a replica that should be running, would see a timeout instead.
+    shared
+        .successor(&to)
+        .map_err(|reason| Denied::new(RefuseCode::Protocol, reason))?;
     let (answer, answered) = oneshot::channel();
     {
         let mut pending = lock(&shared.requested);
@@ -89,12 +98,15 @@ pub(super) async fn answer_request(
     };
     let reply = match outcome {
         Ok(address) => Message::Lead { address },
-        Err(reason) => Message::Refused {
-            reason,
-            code: RefuseCode::Protocol,
-            epoch: shared.store.epoch(),
-            fork_lsn: None,
-        },
+        Err(reason) => {
+            shared.reject(peer, &reason);
+            Message::Refused {
+                reason,
+                code: RefuseCode::Protocol,
+                epoch: shared.store.epoch(),
+                fork_lsn: None,
+            }
+        }
     };
     let wrote = write_frame(writer, &reply).await;
     if let Some(written) = written {
@@ -119,12 +131,27 @@ enum Handed {
     /// The target serves: this primary closes and follows it.
     Done(Switchover),
     /// Nothing changed (writes resumed).
-    Unchanged(crate::Error),
+    Unchanged(Error),
     /// The target was told to take over and did not confirm: this primary is deposed.
-    Deposed(crate::Error),
+    Deposed(Error),
 }
 
-fn refused(reason: String) -> crate::Error {
+impl Handed {
+    /// What the operator who asked is told: the new primary's address, or why not (a
+    /// refusal's reason alone: the operator's side says it was refused).
+    fn outcome(&self) -> std::result::Result<String, String> {
+        match self {
+            Handed::Done(switched) => Ok(switched.address.clone()),
+            Handed::Unchanged(Error::Replication(ReplicationError::Refused { reason }))
+            | Handed::Deposed(Error::Replication(ReplicationError::Refused { reason })) => {
+                Err(reason.clone())
+            }
+            Handed::Unchanged(err) | Handed::Deposed(err) => Err(err.to_string()),
+        }
+    }
+}
+
+fn refused(reason: String) -> Error {
     ReplicationError::Refused { reason }.into()
 }
 
@@ -143,26 +170,11 @@ impl Primary {
     /// `timeout`, this primary is deposed anyway (it may have taken over) and the error
     /// says so.
     pub fn switchover(&self, to: &str, follow_as: &str, timeout: Duration) -> Result<Switchover> {
-        self.switch(to, follow_as, timeout, None)
+        self.conclude(self.hand_over(to, follow_as, timeout))
     }
 
-    /// Hands over, tells the operator who asked (if one did), then closes this primary
-    /// unless nothing changed.
-    fn switch(
-        &self,
-        to: &str,
-        follow_as: &str,
-        timeout: Duration,
-        requester: Option<oneshot::Sender<Answer>>,
-    ) -> Result<Switchover> {
-        let handed = self.hand_over(to, follow_as, timeout);
-        if let Some(requester) = requester {
-            let outcome = match &handed {
-                Handed::Done(switched) => Ok(switched.address.clone()),
-                Handed::Unchanged(err) | Handed::Deposed(err) => Err(err.to_string()),
-            };
-            Answer::send(requester, outcome);
-        }
+    /// Closes this primary unless the hand-over changed nothing (its error then).
+    fn conclude(&self, handed: Handed) -> Result<Switchover> {
         match handed {
             Handed::Unchanged(err) => Err(err),
             Handed::Deposed(err) => {
@@ -264,37 +276,38 @@ impl Primary {
     /// Where the member `to` answers; waits (at most `timeout`) for it to connect, but
     /// not when it is connected and does not listen.
     fn member(&self, to: &str, timeout: Duration) -> Result<String> {
-        let members = &self.shared.members;
-        let connected = || {
-            self.shared
-                .link_queues
-                .names()
-                .iter()
-                .any(|name| name == to)
-        };
-        until(timeout, || members.address_of(to).is_some() || connected());
-        members.address_of(to).ok_or_else(|| {
-            let why = if connected() {
-                "does not fsync or does not listen (start it with listen=)"
-            } else {
-                "is not connected"
-            };
-            refused(format!(
-                "{to:?} {why}: a switchover needs a member to hand over to"
-            ))
-        })
+        let shared = &self.shared;
+        until(timeout, || {
+            shared.members.address_of(to).is_some() || shared.connected(to)
+        });
+        shared.successor(to).map_err(refused)
     }
 
     /// Carries out the switchover an operator asked for (`replikv switchover`), if one
     /// waits, as [`Primary::switchover`] does, and tells the operator how it went.
-    /// `None` if none waits.
+    /// `None` if none waits, or if it changed nothing (the target could not take over):
+    /// the operator is told why, it counts as a refused connection (see
+    /// [`Primary::status`]), and this primary serves on as before.
+    ///
+    /// # Errors
+    /// The target was told to take over and did not answer in time (this primary is
+    /// deposed anyway), or this primary's store cannot become a replica.
     pub fn serve_switchover_request(
         &self,
         follow_as: &str,
         timeout: Duration,
-    ) -> Option<Result<Switchover>> {
-        let Request { to, answer } = lock(&self.shared.requested).take()?;
-        Some(self.switch(&to, follow_as, timeout, Some(answer)))
+    ) -> Result<Option<Switchover>> {
+        let Some(Request { to, answer }) = lock(&self.shared.requested).take() else {
+            return Ok(None);
+        };
+        let handed = self.hand_over(&to, follow_as, timeout);
+        Answer::send(answer, handed.outcome());
+        // A request that cannot be carried out is the operator's to fix, not a failure of
+        // this primary, which must not stop serving over it.
+        if matches!(handed, Handed::Unchanged(_)) {
+            return Ok(None);
+        }
+        self.conclude(handed).map(Some)
     }
 
     /// Waits until `to` has acknowledged `lsn` as durable.
@@ -330,6 +343,25 @@ impl Primary {
                 "the link to {to:?} did not take a message within {timeout:?}"
             ))),
         }
+    }
+}
+
+impl Shared {
+    /// Whether `name` has a link now.
+    fn connected(&self, name: &str) -> bool {
+        self.link_queues.names().iter().any(|linked| linked == name)
+    }
+
+    /// Where the member `to` answers, or why a switchover cannot hand over to it.
+    fn successor(&self, to: &str) -> std::result::Result<String, String> {
+        self.members.address_of(to).ok_or_else(|| {
+            let why = if self.connected(to) {
+                "does not fsync or does not listen (start it with listen=)"
+            } else {
+                "is not connected"
+            };
+            format!("{to:?} {why}: a switchover needs a member to hand over to")
+        })
     }
 }
 
