@@ -48,6 +48,9 @@ pub struct Node {
     pub clients: (u64, u64),
     /// Commands answered so far, and those refused as malformed or unknown.
     pub commands: (u64, u64),
+    /// Reply bytes encoded and not yet sent: now over all connections, and the most one
+    /// connection has held so far.
+    pub unsent: (u64, u64),
 }
 
 impl Node {
@@ -60,6 +63,7 @@ impl Node {
             following: Following::default(),
             clients: (0, 0),
             commands: (0, 0),
+            unsent: (0, 0),
         }
     }
 
@@ -109,6 +113,8 @@ impl Node {
             ("total_connections_received", self.clients.1),
             ("total_commands_processed", self.commands.0),
             ("rejected_commands", self.commands.1),
+            ("unsent_reply_bytes", self.unsent.0),
+            ("max_unsent_reply_bytes", self.unsent.1),
         ]
     }
 

@@ -1,18 +1,21 @@
 //! The Redis-protocol server of a cache node: the accept loop of `net/` with its caps, and
-//! per connection a loop that reads what arrived, runs every whole command in it under one
-//! lock of the node, and answers them in one write (pipelines cost one round trip).
+//! per connection a loop that reads what arrived, runs the whole commands in it under one
+//! lock of the node, and answers them in one write (pipelines cost one round trip). A
+//! client's replies wait in memory only up to [`OUTPUT_BOUND`]: past it, the node runs and
+//! reads nothing more of that client's until the socket has taken them.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use super::command::{execute, Session};
 use super::node::Node;
-use super::resp::{encode, parse, Limits, Parse, Reply};
+use super::resp::{encode, parse, Limits, Output, Parse, Reply};
 use crate::error::NetError;
 use crate::net::admission::{Admission, Ticket};
 use crate::net::server::{accept_loop, bind, Incoming};
@@ -31,8 +34,18 @@ const UNAUTHENTICATED: Limits = Limits {
 };
 /// A client that reads none of its replies for this long is dropped.
 const WRITE_STALL: Duration = Duration::from_secs(30);
-/// Bytes read per read call, at least.
+/// Bytes read per read call, at most: what one read queues as parsed commands stays small.
 const READ_CHUNK: usize = 16 * 1024;
+/// Unsent reply bytes past which a connection's commands wait for the socket to drain
+/// (Redis's `client-output-buffer-limit`, as backpressure rather than a disconnect; a
+/// client that takes nothing for [`WRITE_STALL`] is dropped). Without it, a few KiB of
+/// pipelined `GET`s of a large value made the node hold their replies by the hundred MiB.
+///
+/// 4 MiB is what Linux itself may buffer for a TCP socket by default (`tcp_wmem`'s
+/// maximum), so a client that does not read pins at most that again, plus one reply; and
+/// a client that reads gets its pipeline in writes of megabytes, over which the lock, the
+/// write call and the wake-up each batch pays are spread thin.
+pub const OUTPUT_BOUND: usize = 4 << 20;
 
 /// A node's state and the clock its TTLs run on, shared by its connections and its log
 /// follower.
@@ -141,23 +154,43 @@ impl Drop for Server {
     }
 }
 
-/// Counts the connection as open while alive.
-struct Open<'a>(&'a Shared);
+/// Counts the connection as open, and its unsent replies as buffered, while alive.
+struct Open<'a> {
+    shared: &'a Shared,
+    unsent: u64,
+}
 
 impl<'a> Open<'a> {
     fn new(shared: &'a Shared) -> Self {
         let mut node = shared.lock();
         node.clients.0 += 1;
         node.clients.1 += 1;
-        Self(shared)
+        Self { shared, unsent: 0 }
+    }
+
+    /// The connection now has `unsent` reply bytes waiting.
+    fn unsent(&mut self, unsent: usize) {
+        let unsent = unsent as u64;
+        if unsent == self.unsent {
+            return;
+        }
+        let mut node = self.shared.lock();
+        node.unsent.0 = node.unsent.0 - self.unsent + unsent;
+        node.unsent.1 = node.unsent.1.max(unsent);
+        self.unsent = unsent;
     }
 }
 
 impl Drop for Open<'_> {
     fn drop(&mut self) {
-        self.0.lock().clients.0 -= 1;
+        let mut node = self.shared.lock();
+        node.clients.0 -= 1;
+        node.unsent.0 -= self.unsent;
     }
 }
+
+/// A request read and not yet run: its arguments, or the error a malformed one is answered.
+type Request = Result<Vec<Vec<u8>>, String>;
 
 /// Where a connection stands in the caps: waiting for the token, or served.
 enum Place {
@@ -174,7 +207,7 @@ async fn serve(shared: &Shared, incoming: Incoming) -> std::io::Result<()> {
     } = incoming;
     let (mut reader, writer) = stream.into_split();
     let mut writer = StallWriter::new(writer, WRITE_STALL);
-    let _open = Open::new(shared);
+    let mut open = Open::new(shared);
     let token_configured = shared.lock().options.token.is_some();
     if !peer_allowed(token_configured, peer.ip()) {
         let refusal =
@@ -188,7 +221,9 @@ async fn serve(shared: &Shared, incoming: Incoming) -> std::io::Result<()> {
     let mut place = Place::Waiting(ticket);
     let served = Limits::default();
     let mut input = BytesMut::with_capacity(READ_CHUNK);
-    let mut output = Vec::with_capacity(READ_CHUNK);
+    let mut requests = VecDeque::new();
+    let mut broken = false;
+    let mut output = Output::default();
     loop {
         place = match place {
             Place::Waiting(ticket) if session.authenticated => {
@@ -200,49 +235,50 @@ async fn serve(shared: &Shared, incoming: Incoming) -> std::io::Result<()> {
             }
             other => other,
         };
-        input.reserve(READ_CHUNK);
-        let read = match &mut place {
-            Place::Waiting(ticket) => tokio::select! {
-                read = reader.read_buf(&mut input) => read?,
-                () = ticket.displaced() => return Ok(()),
-                _ = shutdown.changed() => return Ok(()),
-            },
-            Place::Served { .. } => tokio::select! {
-                read = reader.read_buf(&mut input) => read?,
-                _ = shutdown.changed() => return Ok(()),
-            },
-        };
-        if read == 0 {
-            return Ok(());
+        // Nothing more is read while commands read before wait: those are what the bound
+        // held back, and reading on would queue without limit.
+        if requests.is_empty() {
+            input.reserve(READ_CHUNK);
+            let mut room = (&mut input).limit(READ_CHUNK);
+            let read = match &mut place {
+                Place::Waiting(ticket) => tokio::select! {
+                    read = reader.read_buf(&mut room) => read?,
+                    () = ticket.displaced() => return Ok(()),
+                    _ = shutdown.changed() => return Ok(()),
+                },
+                Place::Served { .. } => tokio::select! {
+                    read = reader.read_buf(&mut room) => read?,
+                    _ = shutdown.changed() => return Ok(()),
+                },
+            };
+            if read == 0 {
+                return Ok(());
+            }
+            // Before the token is given a request may be small only (AUTH, HELLO, PING): a
+            // stranger cannot make the node buffer a large bulk string.
+            let limits = if session.authenticated {
+                served
+            } else {
+                UNAUTHENTICATED
+            };
+            broken = read_requests(&mut input, &limits, &mut requests);
         }
-        // Before the token is given a request may be small only (AUTH, HELLO, PING): a
-        // stranger cannot make the node buffer a large bulk string.
-        let limits = if session.authenticated {
-            served
-        } else {
-            UNAUTHENTICATED
-        };
-        let close = answer(shared, &mut session, &mut input, &limits, &mut output);
-        if !output.is_empty() {
-            writer.write_all(&output).await?;
-            output.clear();
+        let quit = answer(shared, &mut session, &mut requests, &mut output);
+        if output.has_remaining() {
+            open.unsent(output.remaining());
+            let written = writer.write_all_buf(&mut output).await;
+            open.unsent(output.remaining());
+            written?;
         }
-        if close {
+        if quit || (broken && requests.is_empty()) {
             return Ok(());
         }
     }
 }
 
-/// Runs every whole command in `input` (consuming them) and appends the replies to
-/// `output`; returns whether the connection closes (`QUIT`, or a malformed multibulk).
-fn answer(
-    shared: &Shared,
-    session: &mut Session,
-    input: &mut BytesMut,
-    limits: &Limits,
-    output: &mut Vec<u8>,
-) -> bool {
-    let mut commands = Vec::new();
+/// Parses every whole request in `input` (consuming them) onto `requests`; returns whether
+/// it met a malformed multibulk request, after which nothing more may be read.
+fn read_requests(input: &mut BytesMut, limits: &Limits, requests: &mut VecDeque<Request>) -> bool {
     let mut used = 0;
     let mut broken = false;
     while !broken {
@@ -250,7 +286,7 @@ fn answer(
             Parse::Command { args, used: took } => {
                 used += took;
                 if !args.is_empty() {
-                    commands.push(Ok(args));
+                    requests.push_back(Ok(args));
                 }
             }
             Parse::Incomplete => break,
@@ -261,18 +297,33 @@ fn answer(
                 // long to be read to its end: the rest of it must not run either.
                 broken = input[used] == b'*' || input[used + skip - 1] != b'\n';
                 used += skip;
-                commands.push(Err(error));
+                requests.push_back(Err(error));
             }
         }
     }
     input.advance(used);
-    if commands.is_empty() {
+    broken
+}
+
+/// Runs `requests` in order under one lock of the node, appending the replies to `output`,
+/// until none is left or `output` holds [`OUTPUT_BOUND`] bytes; returns whether the client
+/// quit.
+fn answer(
+    shared: &Shared,
+    session: &mut Session,
+    requests: &mut VecDeque<Request>,
+    output: &mut Output,
+) -> bool {
+    if requests.is_empty() {
         return false;
     }
     let now_ms = shared.now_ms();
     let mut node = shared.lock();
-    for command in commands {
-        match command {
+    while output.remaining() < OUTPUT_BOUND {
+        let Some(request) = requests.pop_front() else {
+            break;
+        };
+        match request {
             Ok(args) => {
                 let outcome = execute(&mut node, session, args, now_ms);
                 encode(&outcome.reply, session.protocol, output);
@@ -286,5 +337,5 @@ fn answer(
             }
         }
     }
-    broken
+    false
 }

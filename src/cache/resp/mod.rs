@@ -1,5 +1,6 @@
 //! RESP, the Redis protocol, without sockets: [`parse`] reads requests from the front of a
-//! buffer and [`encode`] writes replies, in protocol 2 or 3 (chosen by `HELLO`).
+//! buffer and [`encode`] writes replies, in protocol 2 or 3 (chosen by `HELLO`), into a
+//! byte vector or a connection's [`Output`] queue.
 //!
 //! Requests come as multibulk (`*<n>\r\n` then n × `$<len>\r\n<bytes>\r\n`), as client
 //! libraries send them, or inline (`SET key "a value"\n`), as people type them. Parsing
@@ -9,6 +10,7 @@
 //! never depends on how the bytes were split across reads.
 
 mod inline;
+mod output;
 mod parse;
 mod reply;
 
@@ -17,5 +19,6 @@ mod fuzz;
 #[cfg(test)]
 mod tests;
 
+pub use output::Output;
 pub use parse::{parse, Limits, Parse};
-pub use reply::{encode, Reply};
+pub use reply::{encode, Reply, Sink};

@@ -34,24 +34,43 @@ impl Reply {
     }
 }
 
+/// Where encoded replies go. A `Vec<u8>` copies every byte; [`Output`](super::Output)
+/// keeps large bulk values by reference.
+pub trait Sink {
+    /// Appends `bytes`.
+    fn put(&mut self, bytes: &[u8]);
+
+    /// Appends the bytes of a bulk value; by default a copy.
+    fn put_value(&mut self, value: &Bytes) {
+        self.put(value);
+    }
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
 /// Appends `reply` encoded for protocol 2 or 3 (anything else as 2) to `out`.
-pub fn encode(reply: &Reply, protocol: u8, out: &mut Vec<u8>) {
+pub fn encode<S: Sink + ?Sized>(reply: &Reply, protocol: u8, out: &mut S) {
     let resp3 = protocol == 3;
     match reply {
-        Reply::Ok => out.extend_from_slice(b"+OK\r\n"),
+        Reply::Ok => out.put(b"+OK\r\n"),
         Reply::Status(text) => line(out, b'+', text.as_bytes()),
         Reply::Error(text) => line(out, b'-', text.as_bytes()),
         Reply::Int(value) => {
-            out.push(b':');
-            if *value < 0 {
-                out.push(b'-');
-            }
+            out.put(if *value < 0 { b":-" } else { b":" });
             push_decimal(out, value.unsigned_abs());
-            out.extend_from_slice(b"\r\n");
+            out.put(b"\r\n");
         }
-        Reply::Bulk(data) => bulk(out, data),
-        Reply::Nil if resp3 => out.extend_from_slice(b"_\r\n"),
-        Reply::Nil => out.extend_from_slice(b"$-1\r\n"),
+        Reply::Bulk(data) => {
+            header(out, b'$', data.len());
+            out.put_value(data);
+            out.put(b"\r\n");
+        }
+        Reply::Nil if resp3 => out.put(b"_\r\n"),
+        Reply::Nil => out.put(b"$-1\r\n"),
         Reply::Array(items) => {
             header(out, b'*', items.len());
             for item in items {
@@ -70,44 +89,38 @@ pub fn encode(reply: &Reply, protocol: u8, out: &mut Vec<u8>) {
             }
         }
         Reply::Double(value) if resp3 => {
-            out.push(b',');
-            double(out, *value);
-            out.extend_from_slice(b"\r\n");
+            out.put(b",");
+            out.put(&double(*value));
+            out.put(b"\r\n");
         }
-        Reply::Double(value) => {
-            let mut text = Vec::new();
-            double(&mut text, *value);
-            bulk(out, &text);
-        }
+        Reply::Double(value) => encode(&Reply::Bulk(double(*value).into()), protocol, out),
     }
 }
 
 /// `kind`, `text` with CR and LF as spaces (a line must not end early), CRLF.
-fn line(out: &mut Vec<u8>, kind: u8, text: &[u8]) {
-    out.push(kind);
-    out.extend(text.iter().map(|&byte| match byte {
-        b'\r' | b'\n' => b' ',
-        other => other,
-    }));
-    out.extend_from_slice(b"\r\n");
+fn line<S: Sink + ?Sized>(out: &mut S, kind: u8, text: &[u8]) {
+    out.put(&[kind]);
+    for (index, piece) in text
+        .split(|&byte| byte == b'\r' || byte == b'\n')
+        .enumerate()
+    {
+        if index > 0 {
+            out.put(b" ");
+        }
+        out.put(piece);
+    }
+    out.put(b"\r\n");
 }
 
 /// `kind`, a length, CRLF.
-fn header(out: &mut Vec<u8>, kind: u8, len: usize) {
-    out.push(kind);
+fn header<S: Sink + ?Sized>(out: &mut S, kind: u8, len: usize) {
+    out.put(&[kind]);
     push_decimal(out, len as u64);
-    out.extend_from_slice(b"\r\n");
-}
-
-/// A bulk string: its length, its bytes.
-fn bulk(out: &mut Vec<u8>, data: &[u8]) {
-    header(out, b'$', data.len());
-    out.extend_from_slice(data);
-    out.extend_from_slice(b"\r\n");
+    out.put(b"\r\n");
 }
 
 /// The decimal digits of `value`; by hand, as every reply's lengths go through here.
-fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
+fn push_decimal<S: Sink + ?Sized>(out: &mut S, mut value: u64) {
     // u64::MAX has 20 digits.
     let mut digits = [0u8; 20];
     let mut start = digits.len();
@@ -119,12 +132,13 @@ fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
             break;
         }
     }
-    out.extend_from_slice(&digits[start..]);
+    out.put(&digits[start..]);
 }
 
 /// `value` as RESP3 writes doubles: `inf`, `-inf`, `nan`, or the shortest text that reads
 /// back as the same number (with an exponent when it is very large or very small).
-fn double(out: &mut Vec<u8>, value: f64) {
+fn double(value: f64) -> Vec<u8> {
+    let mut out = Vec::new();
     let magnitude = value.abs();
     let written = if value.is_nan() {
         out.write_all(b"nan")
@@ -136,4 +150,5 @@ fn double(out: &mut Vec<u8>, value: f64) {
         write!(out, "{value:e}")
     };
     written.expect("invariant: writing to a Vec cannot fail");
+    out
 }
