@@ -19,6 +19,9 @@ mod rewind_tests;
 mod scan;
 #[cfg(test)]
 mod segment_tests;
+mod synced;
+#[cfg(test)]
+mod synced_tests;
 mod tail;
 #[cfg(test)]
 mod tail_tests;
@@ -33,6 +36,7 @@ pub use fs::{DirFs, LogFs, SegmentFile};
 use recent::{Appended, Recent};
 pub use record::RecordWriter;
 use scan::{ChunkReader, EntryId, Next};
+use synced::SyncedMark;
 pub use tail::LogTail;
 pub use unsynced::Unsynced;
 
@@ -190,6 +194,8 @@ pub struct Log {
     /// Held from taking segments off the list until they are queued to be cut, and while
     /// [`Log::reclaim_dropped`] waits: it never misses a drop under way.
     dropping: Mutex<()>,
+    /// How far a sync of a follower's log is known to have gone (see [`synced`]).
+    synced: Arc<SyncedMark>,
 }
 
 fn segment_name(first_lsn: u64) -> String {
@@ -265,6 +271,10 @@ impl Log {
             }));
         }
         let fs: Arc<dyn LogFs> = Arc::from(fs);
+        let synced = Arc::new(SyncedMark::open(Arc::clone(&fs)));
+        if options.holes_are_torn {
+            options.unsynced.record_in(Arc::clone(&synced));
+        }
         let log = Self {
             cutter: Cutter::new(Arc::clone(&fs)),
             fs,
@@ -277,6 +287,7 @@ impl Log {
             }),
             last: Mutex::new(None),
             dropping: Mutex::new(()),
+            synced,
         };
         // A segment file is empty when a crash came between creating it and preallocating
         // it (or when preallocation is not supported), and holds nothing. At the log's end
@@ -383,8 +394,10 @@ impl Log {
                     (Some(reason), _) | (None, Next::Bad { reason }) => reason,
                     (None, _) => "unexpected bytes after the end of the log".to_owned(),
                 };
+                // A hole (valid records after the bad one) is torn only in a follower's
+                // records that no sync covered; a bad record a sync covered is damage.
                 let torn = index == last_index
-                    && expected > checkpoint_lsn
+                    && expected > checkpoint_lsn.max(self.synced_floor())
                     && (self.options.holes_are_torn
                         || !scan::valid_record_after(&rest, 1, expected));
                 if !torn {
@@ -395,14 +408,7 @@ impl Log {
                 break;
             }
             if index == last_index {
-                if expected <= checkpoint_lsn {
-                    return Err(corrupt(
-                        &segment.name,
-                        offset,
-                        format!("the log ends at LSN {} but the tables have applied LSN {checkpoint_lsn}", expected - 1),
-                    )
-                    .into());
-                }
+                self.check_end(segment, offset, expected - 1, checkpoint_lsn)?;
                 // What was replayed may have reached the page cache without its
                 // fdatasync (a kill -9, a failed sync): make it durable before anything
                 // built on it is, or a later power loss could take back visible writes.
@@ -420,6 +426,40 @@ impl Log {
             }
         }
         unreachable!("the loop returns at the last segment")
+    }
+
+    /// A log that ends at `last_lsn` (at `offset` of `segment`) must hold what the tables
+    /// applied, and what a sync is known to have made durable.
+    fn check_end(
+        &self,
+        segment: &Segment,
+        offset: u64,
+        last_lsn: u64,
+        checkpoint_lsn: u64,
+    ) -> Result<()> {
+        let reason = if last_lsn < checkpoint_lsn {
+            format!(
+                "the log ends at LSN {last_lsn} but the tables have applied LSN {checkpoint_lsn}"
+            )
+        } else if last_lsn < self.synced_floor() {
+            format!(
+                "the log ends at LSN {last_lsn} but was synced up to LSN {}",
+                self.synced_floor()
+            )
+        } else {
+            return Ok(());
+        };
+        Err(corrupt(&segment.name, offset, reason).into())
+    }
+
+    /// The LSN up to which a follower's log is known to have been synced (0 for any other
+    /// log, whose every sync is its append's own).
+    fn synced_floor(&self) -> u64 {
+        if self.options.holes_are_torn {
+            self.synced.lsn()
+        } else {
+            0
+        }
     }
 
     /// Overwrites a torn tail with zeros so that later appends never sit before old garbage;
@@ -631,8 +671,11 @@ impl Log {
                 .sync_data()
                 .map_err(io_error(format!("fdatasync of {}", segment.name)))?;
             self.options.unsynced.count_sync();
+            if self.options.holes_are_torn {
+                self.synced.synced(written.last_lsn);
+            }
         } else if self.options.fsync {
-            self.options.unsynced.add(&segment.file);
+            self.options.unsynced.add(&segment.file, written.last_lsn);
         }
         match written.records {
             Some(records) => self.recent.keep(

@@ -38,6 +38,10 @@ impl Log {
             }
             .into());
         };
+        // Entries appended after the cut must never count as synced ones.
+        self.synced
+            .lower(lsn)
+            .map_err(io_error("lowering the log's synced mark"))?;
         let mut segments = self
             .segments
             .write()

@@ -8,14 +8,22 @@
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use super::fs::SegmentFile;
+use super::synced::SyncedMark;
+
+/// The files written since their last `fdatasync`, and the last LSN written to them.
+#[derive(Default)]
+struct Pending {
+    files: Vec<Arc<dyn SegmentFile>>,
+    last_lsn: u64,
+}
 
 /// The segment files written since their last `fdatasync`.
 #[derive(Default)]
 pub struct Unsynced {
-    files: Mutex<Vec<Arc<dyn SegmentFile>>>,
+    pending: Mutex<Pending>,
     /// Held through a sync: a second sync that finds the list empty must not return
     /// while the first one's `fdatasync` is still running.
     syncing: Mutex<()>,
@@ -25,33 +33,47 @@ pub struct Unsynced {
     /// `fdatasync`s of the log so far, each of which flushed the disk's write cache: the
     /// tables' writeback reads it to know whether the disk was flushed lately.
     syncs: AtomicU64,
+    /// Where a follower's log records how far its syncs went (see [`SyncedMark`]).
+    mark: OnceLock<Arc<SyncedMark>>,
 }
 
 impl std::fmt::Debug for Unsynced {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
+        let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         f.debug_struct("Unsynced")
-            .field("files", &files.len())
+            .field("files", &pending.files.len())
             .field("failed", &self.failed.load(Ordering::Acquire))
             .finish_non_exhaustive()
     }
 }
 
 impl Unsynced {
-    /// Notes that `file` holds bytes that are not durable yet.
-    pub(super) fn add(&self, file: &Arc<dyn SegmentFile>) {
-        let mut files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
-        if !files.last().is_some_and(|last| Arc::ptr_eq(last, file)) {
-            files.push(Arc::clone(file));
+    /// Notes that `file` holds bytes that are not durable yet, records up to `last_lsn`.
+    pub(super) fn add(&self, file: &Arc<dyn SegmentFile>, last_lsn: u64) {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        if !pending
+            .files
+            .last()
+            .is_some_and(|last| Arc::ptr_eq(last, file))
+        {
+            pending.files.push(Arc::clone(file));
         }
+        pending.last_lsn = pending.last_lsn.max(last_lsn);
+    }
+
+    /// Each sync from now on records how far it went in `mark` (a follower's log).
+    pub(super) fn record_in(&self, mark: Arc<SyncedMark>) {
+        // A log is opened once per store: a second mark would be another log's.
+        let _ = self.mark.set(mark);
     }
 
     /// Whether every byte written is durable: nothing listed, and no sync running (one
     /// that runs took its files off the list before its `fdatasync` ends).
     pub(super) fn is_empty(&self) -> bool {
-        self.files
+        self.pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .files
             .is_empty()
             && self.syncing.try_lock().is_ok()
     }
@@ -73,7 +95,10 @@ impl Unsynced {
     /// A sync fails, now or did before.
     pub fn sync(&self) -> io::Result<()> {
         let _syncing = self.syncing.lock().unwrap_or_else(PoisonError::into_inner);
-        let files = std::mem::take(&mut *self.files.lock().unwrap_or_else(PoisonError::into_inner));
+        let (files, last_lsn) = {
+            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            (std::mem::take(&mut pending.files), pending.last_lsn)
+        };
         if self.failed.load(Ordering::Acquire) {
             return Err(io::Error::other("an earlier fdatasync of the log failed"));
         }
@@ -83,6 +108,10 @@ impl Unsynced {
                 return Err(err);
             }
             self.count_sync();
+        }
+        // Every record up to `last_lsn` was in a file synced now or by an earlier sync.
+        if let Some(mark) = self.mark.get() {
+            mark.synced(last_lsn);
         }
         Ok(())
     }
