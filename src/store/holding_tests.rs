@@ -81,15 +81,22 @@ fn unchecked_follower_options() -> StoreOptions {
     }
 }
 
+/// A follower in `dir` that holds back and is told entries not confirmed are coming, and
+/// more entries for it than a crash holds back.
+fn shipped_ahead(dir: &std::path::Path) -> (Store, Vec<Vec<u8>>) {
+    let payloads = entries(&dir.join("primary"), "k", MAX_HELD_ENTRIES as usize + 10);
+    let store = Store::open(dir.join("follower"), unchecked_follower_options()).unwrap();
+    store.hold_back().unwrap();
+    store.expect_unconfirmed().unwrap();
+    (store, payloads)
+}
+
 #[test]
 fn a_follower_restarted_after_a_crash_holds_back_its_last_entries_until_released_again() {
     let dir = tempfile::tempdir().unwrap();
-    let count = MAX_HELD_ENTRIES as usize + 10;
-    let payloads = entries(&dir.path().join("primary"), "k", count);
+    let (store, payloads) = shipped_ahead(dir.path());
+    let count = payloads.len();
     let options = unchecked_follower_options();
-    let store = Store::open(dir.path().join("follower"), options.clone()).unwrap();
-    store.hold_back().unwrap();
-    store.expect_unconfirmed().unwrap();
     store.append_replicated(&payloads).unwrap();
     store.release_replicated(u64::MAX).unwrap();
     store.sync_replicated().unwrap();
@@ -119,13 +126,10 @@ fn a_follower_restarted_after_a_crash_holds_back_its_last_entries_until_released
 #[test]
 fn a_crash_hides_nothing_from_a_follower_sent_only_confirmed_entries() {
     let dir = tempfile::tempdir().unwrap();
-    let count = MAX_HELD_ENTRIES as usize + 10;
-    let payloads = entries(&dir.path().join("primary"), "k", count);
+    let (store, payloads) = shipped_ahead(dir.path());
+    let count = payloads.len();
     let options = unchecked_follower_options();
-    let store = Store::open(dir.path().join("follower"), options.clone()).unwrap();
-    store.hold_back().unwrap();
     // Shipped ahead by an earlier primary, then confirmed.
-    store.expect_unconfirmed().unwrap();
     store.append_replicated(&payloads[..5]).unwrap();
     store.release_replicated(5).unwrap();
     LogConsumer::position(&store).unwrap();
