@@ -490,3 +490,36 @@ fn a_consumers_ack_never_counts_toward_wait_for_or_a_sync_quorum() -> TestResult
     primary.close();
     Ok(())
 }
+
+#[test]
+fn garbage_or_a_stray_message_after_the_handshake_is_refused_counted_and_named() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (store, primary) = serve(
+        dir.path(),
+        StoreOptions::default(),
+        PrimaryOptions::default(),
+    )?;
+    let (mut garbler, welcome) = RawPeer::hello(&primary, PeerKind::Consumer, "garbler")?;
+    assert!(matches!(welcome, Message::Welcome { .. }), "{welcome:?}");
+    garbler
+        .stream
+        .write_all(b"\x00\x00\x00\x09 not a frame at all")?;
+    eventually("the garbage to be counted", || {
+        primary.status().rejected == 1
+    });
+    let refusal = primary.status().last_rejection.unwrap_or_default();
+    assert!(refusal.contains("garbler"), "{refusal}");
+    let (mut talker, _) = RawPeer::hello(&primary, PeerKind::Replica, "talker")?;
+    // A challenge is the primary's to send, never a replica's.
+    talker.send(&Message::Challenge {
+        nonce: ByteBuf::from(handshake::nonce()),
+    })?;
+    eventually("the stray message to be counted", || {
+        primary.status().rejected == 2
+    });
+    let refusal = primary.status().last_rejection.unwrap_or_default();
+    assert!(refusal.contains("talker"), "{refusal}");
+    primary.close();
+    store.close()?;
+    Ok(())
+}

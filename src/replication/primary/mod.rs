@@ -615,7 +615,7 @@ impl Shared {
         }
     }
 
-    fn reject(&self, peer: &SocketAddr, reason: &str) {
+    fn reject(&self, peer: &dyn std::fmt::Display, reason: &str) {
         tracing::warn!(%peer, %reason, "refused a replication connection");
         self.rejected.fetch_add(1, Ordering::Relaxed);
         *lock(&self.last_rejection) = Some(format!("{peer}: {reason}"));
@@ -728,7 +728,6 @@ impl Shared {
         oldest_missing_ms(peer, last_lsn, &self.commit_times)
     }
 
-    /// Runs `f` on the protocol state.
     /// `name` says it serves at `address`: the switchover waiting for it (if it hands over
     /// to `name`) is done.
     fn handed_over(&self, name: &str, address: String) {
@@ -740,6 +739,7 @@ impl Shared {
         }
     }
 
+    /// Runs `f` on the protocol state.
     fn machine<T>(&self, f: impl FnOnce(&mut PrimaryMachine) -> T) -> T {
         f(&mut lock(&self.links).machine)
     }

@@ -168,8 +168,15 @@ async fn read_batch(
 }
 
 /// Hands every ack of `id` to the machine; ends at the first other message, a broken frame
-/// or a closed connection (silence is the machine's to judge).
+/// or a closed connection (silence is the machine's to judge). A message a peer has no
+/// business sending, or a frame that does not decode, is refused and counted like garbage
+/// before the handshake.
 async fn read_acks(shared: Arc<Shared>, id: LinkId, reader: OwnedReadHalf) {
+    let peer = reader.peer_addr();
+    let refuse = |reason: String| match &peer {
+        Ok(peer) => shared.reject(peer, &reason),
+        Err(_) => shared.reject(&id.name, &reason),
+    };
     // Buffered: a frame's length and body then take one read, not two (an eager replica
     // acks every batch it applies).
     let mut reader = tokio::io::BufReader::new(reader);
@@ -198,7 +205,18 @@ async fn read_acks(shared: Arc<Shared>, id: LinkId, reader: OwnedReadHalf) {
                 return;
             }
             Ok(other) => {
-                tracing::warn!(replica = %id.name, message = ?other.type_byte(), "unexpected message from a replica");
+                let kind = other.type_byte();
+                refuse(format!(
+                    "{} sent a message of type {kind} it may not send after its handshake",
+                    id.name
+                ));
+                return;
+            }
+            Err(err @ (ReplicationError::Protocol(_) | ReplicationError::Version { .. })) => {
+                refuse(format!(
+                    "{} sent a frame that does not decode: {err}",
+                    id.name
+                ));
                 return;
             }
             Err(err) => {
