@@ -54,6 +54,7 @@ from ._core import (
     promote_stopped,
 )
 from ._diverged import DivergenceReport, read_diverged
+from ._logging import forward as _forward_logs
 from ._store import BatchTable, Table
 from .exceptions import (
     AuthError,
@@ -143,3 +144,5 @@ __all__ = [
     "promote_stopped",
     "read_diverged",
 ]
+
+_forward_logs()

@@ -44,6 +44,8 @@ __all__ = [
     "Transaction",
     "VerifyReport",
     "__version__",
+    "_forward_logs",
+    "_stop_logs",
     "decode_packed",
     "decode_value",
     "encode_value",
@@ -1371,6 +1373,14 @@ class ChangeStream:
         """Names of the columns that hold `MessagePack` bytes (`value`, and `key` when keys of
         several types are mixed).
         """
+
+def _forward_logs() -> None:
+    """Starts handing the core's events (INFO and above) to Python's `logging`, under
+    loggers named `replikv.<module>` (once per process; called on import).
+    """
+
+def _stop_logs() -> None:
+    """Stops logging the core's events (at interpreter exit)."""
 
 def decode_packed(array: Any) -> list[Any]:
     """`replikv._core.decode_packed`: the values in a packed (`MessagePack`) Arrow column as a

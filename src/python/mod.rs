@@ -13,6 +13,7 @@ mod errors;
 mod feed_arrow;
 mod iter;
 mod log_tail;
+mod logs;
 mod primary;
 mod put_many;
 mod replica;
@@ -51,6 +52,8 @@ mod _core {
     use super::iter::PyScan;
     #[pymodule_export]
     use super::log_tail::PyLogTail;
+    #[pymodule_export]
+    use super::logs::{forward_logs, stop_logs};
     #[pymodule_export]
     use super::primary::{promote_stopped, PyPrimary, PyPromotion};
     #[pymodule_export]

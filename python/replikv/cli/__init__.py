@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import logging
 import sys
 from collections.abc import Callable
 
@@ -20,6 +21,11 @@ from .._serve import add_commands
 from .._verify import add_command as add_verify_command
 from . import data, demo, maintenance, transfer
 
+#: The servers' operators want to see peers come and go; the demo narrates its own
+#: failover, fork included (the rest show what may be wrong).
+LOG_DEFAULTS = {"primary": "info", "replica": "info", "cache-node": "info", "demo": "off"}
+LOG_LEVELS = ("info", "warning", "error", "off")
+
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the ``replikv`` command line; returns the process exit code."""
@@ -29,6 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as stop:  # --help, or a usage error argparse already reported
         return stop.code if isinstance(stop.code, int) else 2
     _tolerate_unencodable_output()
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.CRITICAL + 1 if args.log_level == "off" else args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     command: Callable[[argparse.Namespace], int] = args.run
     return command(args)
 
@@ -48,8 +59,14 @@ def _parser() -> argparse.ArgumentParser:
     data.add_commands(commands)
     transfer.add_commands(commands)
     maintenance.add_commands(commands)
-    for command in commands.choices.values():
+    for name, command in commands.choices.items():
         command.formatter_class = _DefaultsFormatter
+        command.add_argument(
+            "--log-level",
+            choices=LOG_LEVELS,
+            default=LOG_DEFAULTS.get(name, "warning"),
+            help="the least severe of the core's events to print on stderr",
+        )
     return parser
 
 

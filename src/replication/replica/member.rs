@@ -140,7 +140,7 @@ async fn answer(
             return refuse(&mut writer, RefuseCode::Fenced, seen, &reason).await;
         }
     };
-    tracing::warn!(replica = %shared.options.name, candidate = %name, epoch, flushed_lsn, "granted a promotion's epoch");
+    tracing::info!(replica = %shared.options.name, candidate = %name, epoch, flushed_lsn, "granted a promotion's epoch");
     // The link to the deposed primary ends now: a new one says the new epoch (which
     // deposes that primary if it still runs) and is refused, until a lead re-points it.
     shared.kick.notify_one();
@@ -219,7 +219,7 @@ async fn serve_candidate(
                 }
             }
             Message::Lead { address } => {
-                tracing::warn!(replica = %shared.options.name, primary = %address, "following the promoted replica");
+                tracing::info!(replica = %shared.options.name, primary = %address, "following the promoted replica");
                 shared.repoint(&address);
                 return Ok(());
             }

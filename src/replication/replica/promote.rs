@@ -108,7 +108,7 @@ fn begin(store: &Store, name: &str, needed: Option<u64>, forced: bool) -> Result
     let flushed = store.last_lsn();
     let epoch = store.epoch() + 1;
     store.begin_epoch(epoch)?;
-    tracing::warn!(%name, epoch, start_lsn = flushed + 1, forced, "promoted");
+    tracing::info!(%name, epoch, start_lsn = flushed + 1, forced, "promoted");
     Ok(Promotion {
         epoch,
         start_lsn: flushed + 1,
@@ -219,7 +219,7 @@ impl Replica {
                 .then_some((plan.adopt_lsn + 1, state.primary_last_lsn)),
         };
         let primary = self.take_over(&plan, links, options)?;
-        tracing::warn!(name = %self.name(), epoch, start_lsn = promotion.start_lsn, reached = ?promotion.reached, forced = promotion.forced, "promoted");
+        tracing::info!(name = %self.name(), epoch, start_lsn = promotion.start_lsn, reached = ?promotion.reached, forced = promotion.forced, "promoted");
         Ok((primary, promotion))
     }
 

@@ -1,0 +1,97 @@
+"""The core's events reach Python's logging, and the server commands print them."""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import replikv
+from polling import eventually
+from test_cli_replication import first_line, running
+
+
+def records(caplog: pytest.LogCaptureFixture, logger: str, text: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == logger and text in r.getMessage()]
+
+
+def test_a_replica_connecting_is_an_info_record_that_names_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="replikv")
+    with (
+        replikv.Store(tmp_path / "p") as store,
+        replikv.Primary(store, listen="127.0.0.1:0") as primary,
+        replikv.Replica(tmp_path / "r", primary=primary.address, name="eu-1"),
+    ):
+        logger = "replikv.replication.primary.admit"
+        eventually("the connection logged", lambda: bool(records(caplog, logger, "connected")))
+    (record,) = records(caplog, logger, "replica connected")
+    assert record.levelno == logging.INFO
+    assert "replica=eu-1" in record.getMessage()
+
+
+def test_garbage_on_a_primary_port_is_a_warning_that_names_the_peer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="replikv")
+    with (
+        replikv.Store(tmp_path / "p") as store,
+        replikv.Primary(store, listen="127.0.0.1:0") as primary,
+    ):
+        host, port = primary.address.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as peer:
+            peer.sendall(b"GET / HTTP/1.1\r\n\r\n" * 8)
+            peer_address = "{}:{}".format(*peer.getsockname())
+            logger = "replikv.replication.primary"
+            eventually("the refusal logged", lambda: bool(records(caplog, logger, "refused")))
+    (record,) = records(caplog, logger, "refused")
+    assert record.levelno == logging.WARNING
+    assert f"peer={peer_address}" in record.getMessage()
+
+
+def test_warnings_show_on_stderr_with_pythons_defaults(tmp_path: Path) -> None:
+    # Nothing configured: Python's last-resort handler prints WARNING and above.
+    script = textwrap.dedent(
+        f"""
+        import socket, time, replikv
+        with replikv.Store({str(tmp_path / "p")!r}) as store, replikv.Primary(store) as p:
+            host, port = p.address.rsplit(":", 1)
+            with socket.create_connection((host, int(port)), timeout=10) as peer:
+                peer.sendall(b"not a replikv peer" * 64)
+                time.sleep(1.0)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "refused a replication connection" in done.stderr
+
+
+def test_replikv_primary_prints_replicas_coming_and_going_on_stderr(tmp_path: Path) -> None:
+    with running("primary", "--data", str(tmp_path / "p"), "--listen", "127.0.0.1:0") as p:
+        match = re.search(r"on (127\.0\.0\.1:\d+)", first_line(p))
+        assert match
+        with running("replica", "--data", str(tmp_path / "r"), "--primary", match.group(1)):
+            assert p.stderr is not None
+            lines = iter(p.stderr.readline, "")
+            connected = next((line for line in lines if "replica connected" in line), "")
+        p.terminate()
+        p.communicate(timeout=60)
+    pattern = r"INFO replikv\.replication\.primary\.admit: replica connected .*replica="
+    assert re.search(pattern, connected)
+
+
+def test_log_level_warning_keeps_info_records_off_stderr(tmp_path: Path) -> None:
+    args = ("--data", str(tmp_path / "p"), "--listen", "127.0.0.1:0", "--log-level", "warning")
+    with running("primary", *args) as p:
+        assert "on 127.0.0.1:" in first_line(p)
+        p.terminate()
+        _, stderr = p.communicate(timeout=60)
+    assert "primary listening" not in stderr
