@@ -9,12 +9,14 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 import replikv
 from polling import eventually
+from proxy import Proxy
 
 # redis-py 8 sends HELLO 3 by default (None); 2 and 3 ask for a protocol explicitly.
 PROTOCOLS = [None, 2, 3]
@@ -238,3 +240,31 @@ def test_a_cache_whose_nodes_are_down_reads_the_source_and_counts_no_stale_fill(
         assert stats.misses == 1
         assert stats.stale_fills_refused == 0
         assert stats.nodes[address]["state"] == "down"
+
+
+def test_a_lagging_replica_as_source_never_hands_back_a_value_older_than_the_node_saw(
+    store: replikv.Store, tmp_path: Path
+) -> None:
+    # DESIGN 3.7: the node has processed the second write, the replica has not; the value
+    # the replica holds is older than one the cache returned, and must not come back.
+    with (
+        replikv.Primary(store, listen="127.0.0.1:0", ship_interval=0.0) as primary,
+        Proxy(primary.address) as proxy,
+        replikv.Replica(tmp_path / "replica", primary=proxy.address, name="r1") as replica,
+        replikv.CacheNode(follow=primary.address) as node,
+    ):
+        eventually("the node follows", lambda: node.stats().follow_state == "streaming")
+        with replikv.Cache([node.address], source=replica, timeout=0.5) as cache:
+            first = store.put("t", "k", "v1")
+            assert replica.wait_for(first.lsn, timeout=30)
+            eventually("the node processes it", lambda: node.stats().processed_lsn >= first.lsn)
+            assert cache.get("t", "k") == "v1"
+            proxy.stalled = True
+            second = store.put("t", "k", "v2")
+            eventually("the node processes it", lambda: node.stats().processed_lsn >= second.lsn)
+            with pytest.raises(replikv.ReplicationTimeout) as info:
+                cache.get("t", "k")
+            assert info.value.lsn == second.lsn
+            proxy.stalled = False
+            assert replica.wait_for(second.lsn, timeout=30)
+            assert cache.get("t", "k") == "v2"

@@ -1539,6 +1539,11 @@ class Cache:
         """The value of `key` in `table`: cached, or read through from the source (and
         cached), or `default`. `read_through=False` only looks in the cache. In-process,
         the cached object itself is returned: do not mutate it.
+
+        Raises:
+            ReplicationTimeout: the source (a replica) stayed behind the log position the
+                cache nodes have processed for the cache's ``timeout``: its value could be
+                older than one the cache already returned, so none is given.
         """
     def get_many(self, table: str, keys: Iterable[_Key]) -> dict[_Key, Any]:
         """The values of `keys` in `table`, as a dict holding the keys found (over nodes, one

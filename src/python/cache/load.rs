@@ -52,13 +52,11 @@ impl Source {
     }
 }
 
-/// A value loaded from the source: its encoded bytes (`None`: no such key), the LSN it
-/// was read at, and whether that LSN reached what the cache had processed (a fill from an
-/// older state would be refused, so none is tried).
+/// A value loaded from the source: its encoded bytes (`None`: no such key) and the LSN it
+/// was read at.
 pub(super) struct Loaded {
     pub(super) bytes: Option<Vec<u8>>,
     pub(super) lsn: u64,
-    pub(super) fresh: bool,
 }
 
 /// Reads `key` (encoded) of `table` from a store once it has applied `min_lsn` (a lagging
@@ -77,11 +75,7 @@ pub(super) fn read_store(
             std::thread::sleep(Duration::from_millis(1));
         }
         let (bytes, lsn) = store.get_versioned(table, key, |v| v.map(<[u8]>::to_vec))?;
-        Ok(Loaded {
-            bytes,
-            lsn,
-            fresh: lsn >= min_lsn,
-        })
+        Ok(Loaded { bytes, lsn })
     })
 }
 

@@ -174,13 +174,22 @@ impl PyCache {
                 let encoded = with_py_key(key, encode_key)?;
                 let at_least = floor.map_or(0, |f| f.lsn);
                 let read = read_store(py, store, table, &encoded, at_least, self.patience)?;
+                if read.lsn < at_least {
+                    // The node has seen a write this state lacks: its value may be older
+                    // than one the cache returned before (DESIGN 3.7), so it is not given.
+                    let message = format!(
+                        "the cache's source has applied LSN {}, behind LSN {at_least} that \
+                         the cache has seen, after {:?}: a lagging replica's value may be \
+                         older than the cache's",
+                        read.lsn, self.patience
+                    );
+                    return Err(raise(py, "ReplicationTimeout", (message, at_least)));
+                }
                 match read.bytes {
                     None => None,
                     Some(bytes) => {
                         let value = decode_py_value(py, &bytes)?.unbind();
-                        // A replica that never reached what the cache saw gives a value
-                        // that is returned but not cached.
-                        let lsn = (floor.is_some() && read.fresh).then(|| Version {
+                        let lsn = floor.map(|_| Version {
                             epoch: store.epoch(),
                             lsn: read.lsn,
                         });
@@ -281,6 +290,11 @@ impl PyCache {
     /// The value of `key` in `table`: cached, or read through from the source (and
     /// cached), or `default`. `read_through=False` only looks in the cache. In-process,
     /// the cached object itself is returned: do not mutate it.
+    ///
+    /// Raises:
+    ///     ReplicationTimeout: the source (a replica) stayed behind the log position the
+    ///         cache nodes have processed for the cache's ``timeout``: its value could be
+    ///         older than one the cache already returned, so none is given.
     #[pyo3(signature = (table, key, default = None, *, read_through = true))]
     fn get<'py>(
         &self,
