@@ -207,9 +207,9 @@ pub enum StoreError {
     /// The writer lock stayed held by another thread's transaction (a bounded wait ended).
     #[error("another thread's transaction holds the writer lock")]
     Busy,
-    /// Compaction found the tables held by long reads (a snapshot sent to a replica, a
-    /// scrub) for too long; nothing was changed.
-    #[error("compaction gave up: long reads (a snapshot being sent, a scrub) kept the tables busy; try again later")]
+    /// Compaction found the tables held by long reads (an Arrow stream not read to its
+    /// end, a snapshot sent to a replica, a scrub) for too long; nothing was changed.
+    #[error("compaction gave up: long reads kept the tables busy for a minute (an ArrowStream from to_arrow_batches() still referenced: it keeps its snapshot until deleted; a snapshot being sent to a replica, a scrub); nothing was changed, try again once they end")]
     CompactionBlocked,
     /// A call that would wait forever on a lock the calling thread holds.
     #[error("{0}")]

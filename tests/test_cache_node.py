@@ -7,6 +7,7 @@ import math
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -268,3 +269,67 @@ def test_a_lagging_replica_as_source_never_hands_back_a_value_older_than_the_nod
             proxy.stalled = False
             assert replica.wait_for(second.lsn, timeout=30)
             assert cache.get("t", "k") == "v2"
+
+
+def test_a_node_re_pointed_at_the_promoted_replica_drops_what_the_new_primary_writes(
+    tmp_path: Path,
+) -> None:
+    store = replikv.Store(tmp_path / "primary")
+    primary = replikv.Primary(store, listen="127.0.0.1:0", ship_interval=0.0)
+    replica = replikv.Replica(tmp_path / "eu-1", primary=primary.address, listen="127.0.0.1:0")
+    node = replikv.CacheNode(follow=primary.address)
+    try:
+        eventually("the node follows", lambda: node.stats().follow_state == "streaming")
+        first = store.put("t", "k", "v1", durability="sync")
+        eventually("the node processes it", lambda: node.stats().processed_lsn >= first.lsn)
+        with replikv.Cache([node.address], source=replica) as cache:
+            assert cache.get("t", "k") == "v1"
+            primary.close()
+            store.close()
+            new = replica.promote()
+            try:
+                node.follow(new.address)
+                assert f"follows {new.address}" in repr(node)
+                second = new.store.put("t", "k", "v2")
+                eventually(
+                    "the node processes the new primary's write",
+                    lambda: node.stats().processed_lsn >= second.lsn,
+                )
+                assert node.stats().follow_state == "streaming"
+                assert cache.get("t", "k") == "v2"
+            finally:
+                new.close()
+    finally:
+        node.close()
+        replica.close()
+
+
+def test_a_node_that_follows_no_log_refuses_to_follow_one(store: replikv.Store) -> None:
+    with replikv.CacheNode() as node, pytest.raises(replikv.CacheError, match="follows no log"):
+        node.follow("127.0.0.1:7400")
+
+
+def replikv_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "replikv", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_replikv_follow_re_points_a_cache_node(tmp_path: Path) -> None:
+    with (
+        replikv.Store(tmp_path / "a") as a,
+        replikv.Store(tmp_path / "b") as b,
+        replikv.Primary(a, listen="127.0.0.1:0", token="t0k") as first,
+        replikv.Primary(b, listen="127.0.0.1:0", token="t0k") as second,
+        replikv.CacheNode(follow=first.address, token="t0k") as node,
+    ):
+        eventually("the node follows", lambda: node.stats().follow_state == "streaming")
+        argv = ["follow", node.address, "--primary", second.address, "--token", "t0k"]
+        done = replikv_cli(*argv)
+        assert done.returncode == 0, done.stderr
+        assert f"the cache node at {node.address} follows {second.address} now" in done.stdout
+        written = b.put("t", "k", 1)
+        # Another store's log: a fork from the node's point of view, so it starts afresh.
+        eventually("the node follows the second", lambda: f"follows {second.address}" in repr(node))
+        eventually("it processes its write", lambda: node.stats().processed_lsn >= written.lsn)
+        refused = replikv_cli(*argv[:-2])
+        assert refused.returncode == 1 and "NOAUTH" in refused.stderr

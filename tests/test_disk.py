@@ -235,6 +235,41 @@ def test_compact_reclaims_space_after_deletes_and_a_reader_keeps_reading(
     assert store.scrub().ok
 
 
+def test_writers_run_while_an_arrow_stream_keeps_compaction_waiting(
+    open_store: Callable[..., replikv.Store],
+) -> None:
+    store = open_store()
+    load(store, 0, 20_000)
+    with store.transaction() as tx:
+        for i in range(0, 20_000, 2):
+            tx.delete("t", f"k{i:012d}")
+    # A notebook's forgotten stream: it holds its read snapshot until it is deleted.
+    stream: Any = store.table("t").to_arrow_batches()
+    outcome: list[Any] = []
+    compacting = threading.Thread(target=lambda: outcome.append(store.compact()))
+    compacting.start()
+    try:
+        writes = 0
+
+        def write() -> None:
+            nonlocal writes
+            for i in range(50):
+                store.put("w", i, {"n": i})
+                writes += 1
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        eventually("the writes to return while compaction waits", lambda: writes == 50, 20.0)
+        writer.join(timeout=30)
+        assert compacting.is_alive(), "the stream holds the tables: compaction still waits"
+        del stream
+        compacting.join(timeout=60)
+    finally:
+        compacting.join(timeout=90)
+    assert outcome and outcome[0] > 0
+    assert len(store.table("w")) == 50 and len(store.table("t")) == 10_000
+
+
 def test_compact_removes_the_log_segments_it_drops_before_it_returns(
     open_store: Callable[..., replikv.Store],
 ) -> None:

@@ -117,16 +117,7 @@ def speaks_first(address: str, timeout: float) -> bool:
 
 def node_info(address: str, token: str | None, timeout: float) -> dict[str, str]:
     """A cache node's INFO fields (AUTH first when a token is given)."""
-    host, port = address.rsplit(":", 1)
-    request = b""
-    if token is not None:
-        request += _command(b"AUTH", token.encode())
-    request += _command(b"INFO")
-    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
-        sock.sendall(request)
-        reply = _read_replies(sock, 2 if token is not None else 1)
-    if reply.startswith(b"-"):
-        raise ReplikvError(f"{address} refused: {reply[1:].decode(errors='replace').strip()}")
+    reply = _ask(address, token, timeout, b"INFO")
     body = reply.split(b"\r\n", 1)[1]
     fields = {}
     for line in body.decode(errors="replace").splitlines():
@@ -134,6 +125,26 @@ def node_info(address: str, token: str | None, timeout: float) -> dict[str, str]
         if sep and not name.startswith("#"):
             fields[name] = value
     return fields
+
+
+def node_follow(address: str, primary: str, token: str | None, timeout: float) -> None:
+    """Tells the cache node at `address` to follow `primary` (``RKV.FOLLOW``)."""
+    _ask(address, token, timeout, b"RKV.FOLLOW", primary.encode())
+
+
+def _ask(address: str, token: str | None, timeout: float, *command: bytes) -> bytes:
+    """The reply of a cache node to one command (AUTH first when a token is given)."""
+    host, port = address.rsplit(":", 1)
+    request = b""
+    if token is not None:
+        request += _command(b"AUTH", token.encode())
+    request += _command(*command)
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(request)
+        reply = _read_replies(sock, 2 if token is not None else 1)
+    if reply.startswith(b"-"):
+        raise ReplikvError(f"{address} refused: {reply[1:].decode(errors='replace').strip()}")
+    return reply
 
 
 def _command(*args: bytes) -> bytes:

@@ -646,12 +646,14 @@ class Store:
         system (after deletes and updates); returns the bytes reclaimed from the tables
         file.
 
-        Writers wait for the whole compaction; readers wait only while it runs and never
-        get an error or a partial state.
+        Writers wait while it runs; readers wait only while it runs and never get an error
+        or a partial state. A long read holds the tables: an `ArrowStream` from
+        `to_arrow_batches()` (until it is deleted), a snapshot sent to a replica, a scrub.
+        Compaction then retries, and writers run between its attempts.
 
         Raises:
-            ReplikvError: long reads (a snapshot sent to a replica, a scrub) kept the
-                tables busy for a minute; nothing was changed.
+            ReplikvError: long reads kept the tables busy for a minute; nothing was
+                changed.
         """
     def _repr_html_(self) -> str:
         """An HTML table of its tables, rows, LSN and disk use (or that it is closed), for
@@ -1501,6 +1503,16 @@ class CacheNode:
 
         Raises:
             CacheError: the node is closed.
+        """
+    def follow(self, address: str) -> None:
+        """Follows the primary at ``address`` from now on (after a failover, say): the node
+        resumes from its log position when its history matches the new primary's, and
+        flushes on a fork or if the log it needs is gone there.
+
+        Raises:
+            CacheError: the node is closed, or follows no log (it was started without
+                ``follow=``).
+            ValueError: ``address`` is not ``host:port``.
         """
     def _repr_html_(self) -> str:
         """An HTML table of its stats (or that it is closed), for Jupyter."""

@@ -1,5 +1,6 @@
 """An operator's instructions to running processes: ``replikv switchover`` (hand a
-primary's log to one of its replicas) and ``replikv follow`` (re-point a replica)."""
+primary's log to one of its replicas) and ``replikv follow`` (re-point a replica or a
+cache node)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import sys
 from typing import Any
 
+from ._cache_cli import node_follow, speaks_first
 from ._core import request_follow, request_switchover
 from ._serve import TOKEN_ENV
 from .exceptions import ReplikvError
@@ -38,15 +40,18 @@ def add_operator_commands(commands: Any) -> None:
 
     follow = commands.add_parser(
         "follow",
-        help="re-point a running replica at another primary",
+        help="re-point a running replica or cache node at another primary",
         description=(
-            "Tell the replica whose --listen address is ADDR (a `replikv replica` process) "
+            "Tell the replica whose --listen address is ADDR (a `replikv replica` process), "
+            "or the cache node listening at ADDR (a `replikv cache-node --follow` process), "
             "to follow the primary at PRIMARY from now on, continuing from its own "
-            "position when their histories match (a fork is handled as the replica's "
-            "--resync says)."
+            "position when their histories match (a replica handles a fork as its --resync "
+            "says; a cache node flushes)."
         ),
     )
-    follow.add_argument("address", metavar="ADDR", help="the replica's --listen host:port")
+    follow.add_argument(
+        "address", metavar="ADDR", help="the replica's --listen host:port, or the cache node's"
+    )
     follow.add_argument("--primary", required=True, metavar="PRIMARY", help="host:port")
     follow.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=token_help)
     follow.add_argument(
@@ -67,9 +72,15 @@ def _run_switchover(args: argparse.Namespace) -> int:
 
 def _run_follow(args: argparse.Namespace) -> int:
     try:
-        request_follow(args.address, args.primary, token=args.token, timeout=args.timeout)
+        # A replica's member port speaks first (a challenge); a cache node waits.
+        if speaks_first(args.address, args.timeout):
+            request_follow(args.address, args.primary, token=args.token, timeout=args.timeout)
+            what = "replica"
+        else:
+            node_follow(args.address, args.primary, args.token, args.timeout)
+            what = "cache node"
     except (ReplikvError, OSError, ValueError) as failure:
         print(f"replikv follow: error: {failure}", file=sys.stderr)
         return 1
-    print(f"the replica at {args.address} follows {args.primary} now")
+    print(f"the {what} at {args.address} follows {args.primary} now")
     return 0

@@ -132,6 +132,24 @@ impl CacheNode {
         self.server.address()
     }
 
+    /// Follows the primary at `address` from now on (after a failover, say): the node
+    /// resumes from its position when its history matches the new primary's, and flushes
+    /// on a fork (or if the log it needs is gone there).
+    ///
+    /// # Errors
+    /// The node follows no log ([`CacheError::Invalid`]), or `address` is not `host:port`.
+    pub fn follow(&self, address: &str) -> Result<()> {
+        let Some(follower) = &self.follower else {
+            return Err(CacheError::Invalid(
+                "this node follows no log: start it with follow= a primary".into(),
+            )
+            .into());
+        };
+        crate::net::client::check_address(address)?;
+        repoint(&self.shared, follower, address);
+        Ok(())
+    }
+
     /// The node's state (locked while the guard lives).
     pub fn node(&self) -> std::sync::MutexGuard<'_, Node> {
         self.shared.lock()
@@ -156,11 +174,25 @@ impl Drop for CacheNode {
     }
 }
 
-/// Copies the follower's link state into the node, for INFO.
+/// Points the node's link at `address`.
+fn repoint(shared: &Shared, follower: &Follower, address: &str) {
+    follower.follow(address);
+    let mut node = shared.lock();
+    node.following.primary = Some(address.to_owned());
+    node.following.wanted = None;
+}
+
+/// Copies the follower's link state into the node, for INFO, and takes up a primary a
+/// client asked the node to follow (`RKV.FOLLOW`).
 async fn report(shared: Arc<Shared>, follower: Arc<Follower>) {
     let mut ticks = tokio::time::interval(STATE_INTERVAL);
     loop {
         ticks.tick().await;
+        let wanted = shared.lock().following.wanted.take();
+        if let Some(address) = wanted {
+            tracing::info!(primary = %address, "a client asked the node to follow another primary");
+            repoint(&shared, &follower, &address);
+        }
         let state = follower.state();
         let mut node = shared.lock();
         state.state.name().clone_into(&mut node.following.state);

@@ -33,6 +33,9 @@ pub struct Following {
     pub forks: u64,
     /// Why the link last failed.
     pub last_error: Option<String>,
+    /// The primary a client asked it to follow instead (`RKV.FOLLOW`), until the node's
+    /// link takes it up.
+    pub wanted: Option<String>,
 }
 
 /// A node's state.

@@ -11,7 +11,7 @@ use pyo3::types::PyTuple;
 use super::args::{int, opt_int, seconds, size};
 use super::cache::stats::{hit_ratio, PyCacheNodeStats};
 use super::display::html;
-use super::errors::{raise, run_detached};
+use super::errors::{raise, run_detached, to_py};
 use crate::cache::cache_node::{CacheNode, CacheNodeOptions};
 use crate::cache::lru::OnWrite;
 use crate::fork::ParentOnly;
@@ -156,6 +156,26 @@ impl PyCacheNode {
         })
     }
 
+    /// Follows the primary at ``address`` from now on (after a failover, say): the node
+    /// resumes from its log position when its history matches the new primary's, and
+    /// flushes on a fork or if the log it needs is gone there.
+    ///
+    /// Raises:
+    ///     CacheError: the node is closed, or follows no log (it was started without
+    ///         ``follow=``).
+    ///     ValueError: ``address`` is not ``host:port``.
+    fn follow(&self, py: Python<'_>, address: &str) -> PyResult<()> {
+        let guard = self.lock();
+        let Some(running) = guard.as_ref() else {
+            return Err(raise(py, "CacheError", ("the cache node is closed",)));
+        };
+        if self.follow.is_none() {
+            let message = "this node follows no log: start it with follow= a primary";
+            return Err(raise(py, "CacheError", (message,)));
+        }
+        running.follow(address).map_err(|e| to_py(py, e))
+    }
+
     fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
         html(slf.as_any())
     }
@@ -188,8 +208,9 @@ impl PyCacheNode {
             return format!("<CacheNode {} closed>", self.address);
         };
         let node = running.node();
-        let follows = self
-            .follow
+        let follows = node
+            .following
+            .primary
             .as_ref()
             .map(|p| format!(" follows {p} ({})", node.following.state))
             .unwrap_or_default();

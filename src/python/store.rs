@@ -616,12 +616,14 @@ impl PyStore {
     /// system (after deletes and updates); returns the bytes reclaimed from the tables
     /// file.
     ///
-    /// Writers wait for the whole compaction; readers wait only while it runs and never
-    /// get an error or a partial state.
+    /// Writers wait while it runs; readers wait only while it runs and never get an error
+    /// or a partial state. A long read holds the tables: an `ArrowStream` from
+    /// `to_arrow_batches()` (until it is deleted), a snapshot sent to a replica, a scrub.
+    /// Compaction then retries, and writers run between its attempts.
     ///
     /// Raises:
-    ///     ReplikvError: long reads (a snapshot sent to a replica, a scrub) kept the
-    ///         tables busy for a minute; nothing was changed.
+    ///     ReplikvError: long reads kept the tables busy for a minute; nothing was
+    ///         changed.
     fn compact(&self, py: Python<'_>) -> PyResult<u64> {
         let compaction = run_detached(py, || self.store.compact())?;
         Ok(compaction.reclaimed())

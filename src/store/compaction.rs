@@ -16,6 +16,10 @@ const HOLD_READERS: Duration = Duration::from_millis(20);
 /// How long compaction keeps trying while long reads (a snapshot sent to a replica, a scrub)
 /// hold the tables, before it gives up.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
+/// The pause between the first two attempts; it doubles up to [`LONGEST_PAUSE`]. Each
+/// attempt checkpoints, so writers' pending rows are moved each time.
+const FIRST_PAUSE: Duration = Duration::from_millis(5);
+const LONGEST_PAUSE: Duration = Duration::from_millis(500);
 
 /// What [`Store::compact`] did to the tables file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,53 +54,60 @@ impl Store {
 
     /// Checkpoints, applies the retention policy to the log (its dropped segments are gone
     /// when this returns), then gives the free pages of the tables file back to the file
-    /// system (redb's compaction). Returns what it did to
-    /// the tables file. Writers wait for the whole compaction; readers wait only while
-    /// it runs, never get an error, and never see a partial state.
+    /// system (redb's compaction). Returns what it did to the tables file. Writers wait
+    /// for each attempt; readers wait only while one runs, never get an error, and never
+    /// see a partial state. While a long read holds the tables (an Arrow stream still
+    /// referenced, a snapshot sent to a replica, a scrub), the attempts are spaced out and
+    /// writers run between them.
     ///
     /// # Errors
     /// A closed store, a storage failure, or [`StoreError::CompactionBlocked`] if long
     /// reads kept the tables busy for a minute (nothing was changed then).
     pub fn compact(&self) -> Result<Compaction> {
-        let mut exclusive = self.begin_exclusive()?;
-        exclusive.ready_to_read()?;
         let tables_path = self.path().join("tables.redb");
         let size = || -> Result<u64> {
             let metadata =
                 std::fs::metadata(&tables_path).map_err(dir_io("cannot stat", &tables_path))?;
             Ok(super::stats::allocated_bytes(&metadata))
         };
-        // With the writer lock held and nothing in flight, the overlay stays empty once
-        // flushed: every row is in redb, and only this thread writes redb.
-        self.with_open(|open| open.overlay.move_to_tables(&open.tables, true).map(drop))?;
-        // The checkpoint covers the whole log now: what the policy lets go goes too (a
-        // primary serving the store applies it itself, with its slots).
-        if self.inner.replication.current().is_none() {
-            self.retain_log(self.retention_policy(), LogHolds::default())?;
-        }
-        // Dropped segments are cut down gently in the background (see `log::cut`); the
-        // caller waits for the space now, and writers wait for this call anyway.
-        self.with_open(|open| {
-            open.log.reclaim_dropped();
-            Ok(())
-        })?;
-        let bytes_before = size()?;
         let give_up = Instant::now() + GIVE_UP_AFTER;
+        let mut pause = FIRST_PAUSE;
+        let mut bytes_before = None;
         loop {
-            if self.compact_holding_readers()? {
-                break;
+            let mut exclusive = self.begin_exclusive()?;
+            exclusive.ready_to_read()?;
+            // With the writer lock held and nothing in flight, the overlay stays empty once
+            // flushed: every row is in redb, and only this thread writes redb.
+            self.with_open(|open| open.overlay.move_to_tables(&open.tables, true).map(drop))?;
+            if bytes_before.is_none() {
+                // The checkpoint covers the whole log now: what the policy lets go goes too
+                // (a primary serving the store applies it itself, with its slots).
+                if self.inner.replication.current().is_none() {
+                    self.retain_log(self.retention_policy(), LogHolds::default())?;
+                }
+                // Dropped segments are cut down gently in the background (see `log::cut`);
+                // the caller waits for the space now.
+                self.with_open(|open| {
+                    open.log.reclaim_dropped();
+                    Ok(())
+                })?;
+                bytes_before = Some(size()?);
             }
+            if self.compact_holding_readers()? {
+                drop(exclusive);
+                return Ok(Compaction {
+                    bytes_before: bytes_before.unwrap_or_default(),
+                    bytes_after: size()?,
+                });
+            }
+            // Writers (and the long read in the way) run before the next attempt.
+            drop(exclusive);
             if Instant::now() >= give_up {
                 return Err(StoreError::CompactionBlocked.into());
             }
-            // Let readers (and the long read in the way) run before trying again.
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(LONGEST_PAUSE);
         }
-        drop(exclusive);
-        Ok(Compaction {
-            bytes_before,
-            bytes_after: size()?,
-        })
     }
 
     /// Holds new readers back and compacts once the read snapshots already taken have

@@ -127,6 +127,7 @@ const COMMANDS: &[(&str, i32, Handler)] = &[
     ("RKV.INVALIDATE", -2, versioned::invalidate),
     ("RKV.INVALIDATEPREFIX", 2, versioned::invalidate_prefix),
     ("RKV.POSITION", 1, versioned::position),
+    ("RKV.FOLLOW", 2, versioned::follow),
 ];
 
 fn arity_ok(arity: i32, given: usize) -> bool {

@@ -238,6 +238,27 @@ fn a_versioned_fill_is_refused_once_a_newer_write_is_known() {
 }
 
 #[test]
+fn rkv_follow_asks_a_following_node_to_follow_another_primary() {
+    let mut c = Client::new(None);
+    assert!(error_starts(
+        &c.run("RKV.FOLLOW 127.0.0.1:7400"),
+        "ERR this node follows no log"
+    ));
+    c.node.following.primary = Some("127.0.0.1:7400".into());
+    assert!(error_starts(&c.run("RKV.FOLLOW nowhere"), "ERR "));
+    assert_eq!(c.node.following.wanted, None);
+    assert_eq!(c.run("RKV.FOLLOW 127.0.0.1:7401"), Reply::Ok);
+    assert_eq!(c.node.following.wanted.as_deref(), Some("127.0.0.1:7401"));
+    let mut guest = Client::new(Some("t0ken"));
+    guest.node.following.primary = Some("127.0.0.1:7400".into());
+    assert!(error_starts(
+        &guest.run("RKV.FOLLOW 127.0.0.1:7401"),
+        "NOAUTH"
+    ));
+    assert_eq!(guest.node.following.wanted, None);
+}
+
+#[test]
 fn flushall_refuses_fills_read_before_it() {
     let mut c = Client::new(None);
     c.node.lru.processed_through(Version { epoch: 1, lsn: 5 });

@@ -96,3 +96,18 @@ pub(super) fn position(call: &mut Call<'_>) -> Outcome {
     ])
     .into()
 }
+
+/// `RKV.FOLLOW host:port` → `OK`: follow the primary at that address from now on (after a
+/// failover, say), resuming from the node's position when its history matches the new
+/// primary's and flushing on a fork. Refused by a node that follows no log.
+pub(super) fn follow(call: &mut Call<'_>) -> Outcome {
+    if call.node.following.primary.is_none() {
+        return Reply::Error("ERR this node follows no log: start it with --follow".into()).into();
+    }
+    let address = String::from_utf8_lossy(&call.args[1]).into_owned();
+    if let Err(err) = crate::net::client::check_address(&address) {
+        return Reply::Error(format!("ERR {err}")).into();
+    }
+    call.node.following.wanted = Some(address);
+    Reply::Ok.into()
+}

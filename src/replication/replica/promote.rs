@@ -72,6 +72,18 @@ fn refused(name: &str, reason: &str) -> crate::Error {
     .into()
 }
 
+/// A promotion that lost to another one: forcing would not help (two primaries of one
+/// epoch are never made).
+fn outbid(name: &str, reason: &str) -> crate::Error {
+    ReplicationError::Refused {
+        reason: format!(
+            "cannot promote '{name}': {reason}; force=True does not override that: follow \
+             the primary the other promotion made"
+        ),
+    }
+    .into()
+}
+
 /// Makes the store at `path` (a stopped replica's) the primary of a new epoch, by the same
 /// rule as [`Replica::promote`] (with what its primary's heartbeats last said), without
 /// serving it: serve it next (`replikv primary --data DIR`).
@@ -185,7 +197,7 @@ impl Replica {
         let epoch = self.store().epoch() + 1;
         if !self.grant_self(epoch)? {
             self.follower.restart();
-            return Err(refused(
+            return Err(outbid(
                 self.name(),
                 "another promotion raised its epoch first",
             ));
@@ -207,7 +219,11 @@ impl Replica {
         let (outcome, links) = runtime().block_on(elect::run(election, peers, &ballot, force));
         let Outcome::Won(plan) = outcome else {
             self.follower.restart();
-            return Err(refused(self.name(), &defeat_reason(&outcome)));
+            let reason = defeat_reason(&outcome);
+            return Err(match outcome {
+                Outcome::Lost(Defeat::Outbid { .. }) => outbid(self.name(), &reason),
+                _ => refused(self.name(), &reason),
+            });
         };
         let promotion = Promotion {
             epoch,
