@@ -38,13 +38,15 @@ pub(super) fn select(call: &mut Call<'_>) -> Outcome {
 }
 
 /// Checks `password` against the node's token (any user name: there is one user).
-fn authenticate(call: &mut Call<'_>, password: &[u8]) -> Result<(), Reply> {
-    let matches = call
-        .node
-        .options
-        .token
-        .as_ref()
-        .is_none_or(|token| constant_time_eq(token.as_bytes(), password));
+fn authenticate(call: &mut Call<'_>, user: Option<&[u8]>, password: &[u8]) -> Result<(), Reply> {
+    // One user, as in a Redis configured with `requirepass`: `default`.
+    let matches = user.is_none_or(|user| user == b"default")
+        && call
+            .node
+            .options
+            .token
+            .as_ref()
+            .is_none_or(|token| constant_time_eq(token.as_bytes(), password));
     if matches {
         call.session.authenticated = true;
         Ok(())
@@ -61,9 +63,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 pub(super) fn auth(call: &mut Call<'_>) -> Outcome {
-    let password = match call.args.len() {
-        2 => call.args[1].clone(),
-        3 => call.args[2].clone(),
+    let (user, password) = match call.args.len() {
+        2 => (None, call.args[1].clone()),
+        3 => (Some(call.args[1].clone()), call.args[2].clone()),
         _ => return syntax_error(),
     };
     if call.node.options.token.is_none() {
@@ -74,7 +76,7 @@ pub(super) fn auth(call: &mut Call<'_>) -> Outcome {
         )
         .into();
     }
-    match authenticate(call, &password) {
+    match authenticate(call, user.as_deref(), &password) {
         Ok(()) => Reply::Ok.into(),
         Err(refused) => refused.into(),
     }
@@ -103,11 +105,11 @@ pub(super) fn hello(call: &mut Call<'_>) -> Outcome {
     while let Some(option) = rest.next() {
         match option.to_ascii_uppercase().as_slice() {
             b"AUTH" => {
-                let (Some(_user), Some(password)) = (rest.next(), rest.next()) else {
+                let (Some(user), Some(password)) = (rest.next(), rest.next()) else {
                     return syntax_error();
                 };
-                let password = password.clone();
-                if let Err(refused) = authenticate(call, &password) {
+                let (user, password) = (user.clone(), password.clone());
+                if let Err(refused) = authenticate(call, Some(&user), &password) {
                     return refused.into();
                 }
             }

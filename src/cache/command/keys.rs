@@ -22,13 +22,18 @@ pub(super) fn get(call: &mut Call<'_>) -> Outcome {
     }
 }
 
-/// A TTL argument in milliseconds: a positive count of `unit_ms`.
-fn ttl_ms(arg: &[u8], unit_ms: u64) -> Option<u64> {
-    let count = integer(arg)?;
+/// A TTL in milliseconds from a positive `count` of `unit_ms`, if the time it ends at
+/// (from `now_ms`) fits a signed 64-bit count of milliseconds, as Redis requires of
+/// `EXPIRE`, `PEXPIRE` and `SET … EX|PX` alike.
+pub(super) fn ttl_ms(count: i64, unit_ms: u64, now_ms: u64) -> Option<u64> {
     u64::try_from(count)
         .ok()
         .filter(|&c| c > 0)
         .and_then(|c| c.checked_mul(unit_ms))
+        .filter(|ms| {
+            ms.checked_add(now_ms)
+                .is_some_and(|end| i64::try_from(end).is_ok())
+        })
 }
 
 pub(super) fn set(call: &mut Call<'_>) -> Outcome {
@@ -44,10 +49,10 @@ pub(super) fn set(call: &mut Call<'_>) -> Outcome {
                     return syntax_error();
                 };
                 let unit_ms = if unit == b"EX" { 1000 } else { 1 };
-                if integer(count).is_none() {
+                let Some(count) = integer(count) else {
                     return not_an_integer();
-                }
-                let Some(ms) = ttl_ms(count, unit_ms) else {
+                };
+                let Some(ms) = ttl_ms(count, unit_ms, call.now_ms) else {
                     return Reply::Error("ERR invalid expire time in 'set' command".into()).into();
                 };
                 ttl = Some(ms);
@@ -125,8 +130,9 @@ pub(super) fn expire(call: &mut Call<'_>) -> Outcome {
         let removed = call.node.lru.remove(&call.args[1]);
         return Reply::Int(i64::from(removed)).into();
     }
-    let Some(ms) = (count as u64).checked_mul(unit_ms) else {
-        return Reply::Error("ERR invalid expire time in 'expire' command".into()).into();
+    let Some(ms) = ttl_ms(count, unit_ms, call.now_ms) else {
+        let name = String::from_utf8_lossy(&call.args[0]).to_ascii_lowercase();
+        return Reply::Error(format!("ERR invalid expire time in '{name}' command")).into();
     };
     let held = call.node.lru.expire(&call.args[1], Some(ms), call.now_ms);
     Reply::Int(i64::from(held)).into()

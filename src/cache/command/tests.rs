@@ -82,6 +82,14 @@ fn set_nx_xx_and_expiry_options() {
     ));
     assert!(error_starts(&c.run("SET k v NX XX"), "ERR syntax error"));
     assert!(error_starts(&c.run("SET k v EX"), "ERR syntax error"));
+    // A TTL that would end past the largest signed 64-bit millisecond count, as in Redis.
+    let past_the_end = format!("SET k v PX {}", i64::MAX);
+    assert!(error_starts(
+        &c.run(&past_the_end),
+        "ERR invalid expire time"
+    ));
+    let fill = format!("RKV.FILL f 1 1 v PX {}", i64::MAX);
+    assert!(error_starts(&c.run(&fill), "ERR invalid expire time"));
 }
 
 #[test]
@@ -92,6 +100,13 @@ fn expire_ttl_and_persistent_keys() {
     assert_eq!(c.run("EXPIRE k 10"), Reply::Int(1));
     assert_eq!(c.run("PTTL k"), Reply::Int(10_000));
     assert_eq!(c.run("PEXPIRE missing 10"), Reply::Int(0));
+    c.now_ms = 1;
+    for command in ["PEXPIRE", "EXPIRE"] {
+        assert!(error_starts(
+            &c.run(&format!("{command} k {}", i64::MAX)),
+            &format!("ERR invalid expire time in '{}'", command.to_lowercase())
+        ));
+    }
     assert_eq!(c.run("EXPIRE k -1"), Reply::Int(1));
     assert_eq!(c.run("EXISTS k"), Reply::Int(0));
 }
@@ -136,6 +151,12 @@ fn a_token_allows_only_auth_hello_ping_and_quit_until_given() {
     assert!(error_starts(&c.run("GET k"), "NOAUTH"));
     assert!(error_starts(&c.run("HELLO 3"), "NOAUTH"));
     assert!(error_starts(&c.run("AUTH wrong"), "WRONGPASS"));
+    // One user, `default`, as in a Redis with `requirepass`.
+    assert!(error_starts(&c.run("AUTH anyone s3cret"), "WRONGPASS"));
+    assert!(error_starts(
+        &c.run("HELLO 3 AUTH anyone s3cret"),
+        "WRONGPASS"
+    ));
     assert!(error_starts(&c.run("GET k"), "NOAUTH"));
     assert!(matches!(
         c.run("HELLO 3 AUTH default s3cret"),

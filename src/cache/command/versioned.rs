@@ -39,7 +39,9 @@ pub(super) fn fill(call: &mut Call<'_>) -> Outcome {
     };
     let ttl = match &call.args[5..] {
         [] => None,
-        [unit, ms] if unit.eq_ignore_ascii_case(b"PX") => match unsigned(ms).filter(|&m| m > 0) {
+        [unit, ms] if unit.eq_ignore_ascii_case(b"PX") => match super::integer(ms)
+            .and_then(|count| super::keys::ttl_ms(count, 1, call.now_ms))
+        {
             Some(ms) => Some(ms),
             None => {
                 return Reply::Error("ERR invalid expire time in 'rkv.fill' command".into()).into()
