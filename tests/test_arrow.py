@@ -1,4 +1,5 @@
 """Arrow and pandas in and out: round trips, readers other than pyarrow, the type rule,
+put_dataframe storing each cell as put stores it (mixed object columns, extension dtypes),
 refusals that name the key and field, and the extras' ImportError."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 import replikv
+from test_values_read_back import same
 
 UTC = dt.timezone.utc
 
@@ -40,6 +42,11 @@ def profiles(n: int) -> list[tuple[str, dict[str, Any]]]:
         )
         for i in range(n)
     ]
+
+
+def objects(*values: Any) -> Any:
+    """A pandas column of dtype object holding `values` as they are."""
+    return pd.Series(list(values), dtype=object)
 
 
 def test_to_arrow_gives_the_rows_scan_gives_with_one_column_per_field(store: Any) -> None:
@@ -198,6 +205,18 @@ def test_a_naive_datetime_column_is_refused_naming_key_and_field_unless_utc(stor
             r"t\[1\]\['v'\]: Arrow type Duration",
         ),
         (pd.Series([{"a": 1}, {"a": object()}]), TypeError, r"t\[2\]\['v'\]"),
+        # Values pyarrow cannot convert are refused as put refuses them.
+        (objects(1, -(2**63) - 1), OverflowError, r"^t\[2\]\['v'\]: int values must fit"),
+        (objects(np.datetime64("2024-01-01"), None), TypeError, r"^t\[1\]\['v'\]: .*datetime64"),
+        (pd.Series([1 + 2j, 3j]), TypeError, r"^t\[1\]\['v'\]: .*complex"),
+        (objects("ok", "a\ud800"), ValueError, r"^t\[2\]\['v'\]: cannot store this str"),
+        # Extension dtypes whose Arrow storage is not the value: refused like the values.
+        (
+            pd.Series(pd.period_range("2024-01", periods=2, freq="M")),
+            TypeError,
+            r"^t\[1\]\['v'\]: .*Period",
+        ),
+        (pd.Series(pd.interval_range(0, 2)), TypeError, r"^t\[1\]\['v'\]: .*Interval"),
     ],
 )
 def test_each_refused_cell_names_its_key_and_field(
@@ -206,6 +225,124 @@ def test_each_refused_cell_names_its_key_and_field(
     df = pd.DataFrame({"id": [1, 2], "v": column})
     with pytest.raises(error, match=message):
         store.put_dataframe("t", df, key="id")
+    assert "t" not in store.tables()
+
+
+MIXED_COLUMNS = {
+    "date then datetime": [dt.date(2024, 1, 1), dt.datetime(2024, 6, 1, 23, 59, tzinfo=UTC)],
+    "datetime then date": [dt.datetime(2024, 6, 1, 23, 59, tzinfo=UTC), dt.date(2024, 1, 1)],
+    "str and bytes": ["b", b"a"],
+    "bytes and str": [b"a", "b"],
+    "str and bytes in lists": [["a", b"b"], ["c"]],
+    "int and float": [1, 2.5],
+    "int and float in lists": [[1, 2.5], [3]],
+    "int and float in lists of lists": [[[1], [2.5]], [[3]]],
+    "bool and int": [True, 2],
+    "two time zones": [
+        dt.datetime(2024, 1, 1, tzinfo=UTC),
+        dt.datetime(2024, 6, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+    ],
+}
+
+
+@pytest.mark.parametrize("values", MIXED_COLUMNS.values(), ids=MIXED_COLUMNS)
+def test_an_object_column_of_mixed_kinds_stores_each_value_as_put_does(
+    store: Any, values: list[Any]
+) -> None:
+    store.put_dataframe("frame", pd.DataFrame({"k": [1, 2], "v": objects(*values)}), key="k")
+    for key, value in enumerate(values, start=1):
+        store.put("put", key, {"v": value})
+        assert same(store.get("put", key), store.get("frame", key)), value
+
+
+class NoOffset(dt.tzinfo):
+    """A time zone that gives no UTC offset: Python takes its datetimes as naive."""
+
+    def utcoffset(self, when: dt.datetime | None) -> None:
+        return None
+
+    def dst(self, when: dt.datetime | None) -> None:
+        return None
+
+    def tzname(self, when: dt.datetime | None) -> str:
+        return "nowhere"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [dt.datetime(2024, 1, 1, tzinfo=UTC), dt.datetime(2024, 6, 1, 12)],
+        [dt.datetime(2024, 6, 1, 12), dt.datetime(2024, 1, 1, tzinfo=UTC)],
+        [dt.datetime(2024, 1, 1, tzinfo=UTC), dt.datetime(2024, 6, 1, 12, tzinfo=NoOffset())],
+    ],
+    ids=["aware then naive", "naive then aware", "aware then no offset"],
+)
+def test_a_naive_datetime_beside_aware_ones_is_refused_naming_key_and_field_unless_utc(
+    store: Any, values: list[Any]
+) -> None:
+    naive_key = 1 + [v.utcoffset() for v in values].index(None)
+    df = pd.DataFrame({"k": [1, 2], "at": objects(*values)})
+    with pytest.raises(TypeError, match=rf"^events\[{naive_key}\]\['at'\]: naive datetime"):
+        store.put_dataframe("events", df, key="k")
+    assert "events" not in store.tables()
+    store.put_dataframe("events", df, key="k", naive="utc")
+    for key, value in enumerate(values, start=1):
+        as_utc = value if value.utcoffset() is not None else value.replace(tzinfo=UTC)
+        assert store.get("events", key) == {"at": as_utc}
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        pd.Series([1, None], dtype="Int64"),
+        pd.Series([1.5, None], dtype="Float64"),
+        pd.Series([True, None], dtype="boolean"),
+        pd.Series(["a", None], dtype="string"),
+        pd.Series(["a", None], dtype="string[pyarrow]"),
+        pd.Series(["a", "b"], dtype="category"),
+        pd.Series([3, 4], dtype="category"),
+        pd.Series(pd.Categorical(["a", b"b"])),
+        pd.Series([pd.Timestamp("2024-01-01 10:00", tz="Europe/Paris"), pd.NaT]),
+        pd.Series([1, 2], dtype="int64[pyarrow]"),
+    ],
+    ids=lambda column: str(column.dtype),
+)
+def test_each_documented_dtype_stores_its_values_as_put_does(store: Any, column: Any) -> None:
+    store.put_dataframe("frame", pd.DataFrame({"k": [1, 2], "v": column}), key="k")
+    for key, value in enumerate(column.astype(object), start=1):
+        store.put("put", key, {"v": None if pd.isna(value) else value})
+        assert same(store.get("put", key), store.get("frame", key)), value
+
+
+@pytest.mark.parametrize(
+    ("keys", "error", "row"),
+    [
+        (objects(1, "a"), TypeError, 1),
+        (objects(b"a", "b"), TypeError, 1),
+        (objects(1, 2.5), TypeError, 1),
+        (objects(1, True), TypeError, 1),
+        (objects(-(2**63) - 1, 1), OverflowError, 0),
+        (objects("a\ud800", "b"), ValueError, 0),
+        (pd.Series(pd.period_range("2024-01", periods=2, freq="M")), TypeError, 0),
+    ],
+    ids=[
+        "int, str",
+        "bytes, str",
+        "int, float",
+        "int, bool",
+        "beyond 64 bits",
+        "surrogate",
+        "period",
+    ],
+)
+def test_a_key_column_that_cannot_be_stored_is_refused_naming_its_row_and_column(
+    store: Any, keys: Any, error: type[Exception], row: int
+) -> None:
+    df = pd.DataFrame({"id": keys, "v": [1, 2]})
+    with pytest.raises(error, match=rf"'id'.*<row {row}>"):
+        store.put_dataframe("t", df, key="id")
+    with pytest.raises(error, match=rf"'idx'.*<row {row}>"):
+        store.put_dataframe("t", df.set_index("id").rename_axis("idx"))
     assert "t" not in store.tables()
 
 

@@ -1,35 +1,38 @@
 """pandas and pyarrow glue for the analysts' path (both are optional extras).
 
 DataFrames go to Arrow column by column in pandas' and pyarrow's own code, and Arrow comes
-back to pandas the same way; replikv's Rust core does the rest. No function here loops
-over rows.
+back to pandas the same way; replikv's Rust core does the rest. A column goes through Arrow
+only where Arrow holds its values exactly; any other column is handed over as Python
+objects, which the core encodes one by one as ``put`` does. No function here loops over
+rows in Python, except to name the row of a key the frame cannot be stored under.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
-from typing import Any
+import operator
+import zoneinfo
+from typing import Any, NoReturn
 
-#: Arrow types stored cell by cell from Arrow buffers; other object columns (dicts, and
-#: lists of dicts, which Arrow would turn into structs that give every dict every key)
-#: are encoded from their Python objects.
-_STRUCTLESS = (
-    "null",
-    "bool",
-    "int",
-    "uint",
-    "float",
-    "halffloat",
-    "double",
-    "string",
-    "large_string",
-    "binary",
-    "large_binary",
-    "timestamp",
-    "date32",
-    "date64",
-    "decimal",
-)
+#: What ``pandas.api.types.infer_dtype`` calls an object column whose values are all of
+#: one kind that Arrow holds exactly, and the ``pyarrow.types`` tests the Arrow type
+#: pyarrow gives it must pass. Other object columns (ints with floats, str with bytes,
+#: dates with datetimes; lists, whose items pyarrow coerces to one type too; dicts; types
+#: replikv refuses) are encoded from their Python objects.
+_ONE_KIND = {
+    "empty": ("is_null",),
+    "boolean": ("is_boolean",),
+    "integer": ("is_integer",),
+    "floating": ("is_floating",),
+    "string": ("is_string", "is_large_string"),
+    "bytes": ("is_binary", "is_large_binary"),
+    "date": ("is_date",),
+    "datetime": ("is_timestamp",),
+}
+
+#: tzinfo classes whose ``utcoffset`` never returns None.
+_ZONES_WITH_OFFSETS = (dt.timezone, zoneinfo.ZoneInfo)
 
 
 def require(module: str, extra: str, what: str) -> Any:
@@ -42,20 +45,17 @@ def require(module: str, extra: str, what: str) -> Any:
         ) from err
 
 
-def _structless(data_type: Any, pa: Any) -> bool:
-    if pa.types.is_list(data_type) or pa.types.is_large_list(data_type):
-        return _structless(data_type.value_type, pa)
-    return str(data_type).startswith(_STRUCTLESS)
-
-
 def dataframe_columns(
     df: Any, key: str | None
 ) -> tuple[Any, str, list[tuple[str, list[Any]]], list[str]]:
     """Splits a DataFrame for ``Store.put_dataframe``.
 
-    Returns an Arrow table of the key and every column Arrow can hold without structs, the
-    other columns as lists of Python objects, the key column's name and the value columns'
-    order.
+    Returns an Arrow table of the key and every column Arrow holds exactly, the other
+    columns as lists of Python objects, the key column's name and the value columns' order.
+
+    Raises:
+        TypeError, OverflowError or ValueError: a key that cannot be stored, or of another
+            type than the keys before it (the message names its row and the key column).
     """
     pd = require("pandas", "pandas", "put_dataframe")
     pa = require("pyarrow", "pandas", "put_dataframe")
@@ -76,7 +76,8 @@ def dataframe_columns(
                 f"rename one (df.rename_axis('id')), or pass key={key_name!r} to key by the "
                 "column"
             )
-        keys = df.index.to_series()
+        # Not to_series(): it infers a dtype anew, which fails on a str pyarrow cannot hold.
+        keys = pd.Series(df.index, dtype=df.index.dtype)
     else:
         if key not in df.columns:
             raise KeyError(
@@ -88,11 +89,11 @@ def dataframe_columns(
         if not isinstance(name, str):
             raise TypeError(f"column names must be str to be stored as dict keys, not {name!r}")
     arrow_names = [key_name]
-    arrays = [pa.Array.from_pandas(keys)]
+    arrays = [_key_array(keys, key_name, pd, pa)]
     objects: list[tuple[str, list[Any]]] = []
     for name in names:
         column = df[name]
-        array = _to_arrow(column, pa)
+        array = _to_arrow(column, pd, pa)
         if array is None:
             objects.append((name, column.tolist()))
         else:
@@ -101,15 +102,129 @@ def dataframe_columns(
     return pa.Table.from_arrays(arrays, names=arrow_names), key_name, objects, names
 
 
-def _to_arrow(column: Any, pa: Any) -> Any:
-    """The column as an Arrow array, or None if it must be stored from its Python objects."""
-    if column.dtype != object:
-        return pa.Array.from_pandas(column)
+def _to_arrow(column: Any, pd: Any, pa: Any) -> Any:
+    """The column as an Arrow array that holds its values exactly, or None if they must be
+    encoded from their Python objects (as ``put`` encodes them, naming the key and field of
+    a value it refuses)."""
+    if column.dtype == object:
+        kind = _one_kind(column, pd)
+        if kind is None:
+            return None
+        arrow_types = _ONE_KIND[kind]
+    elif _exact_in_arrow(column.dtype, pd):
+        arrow_types = ()
+    else:
+        return None
     try:
         array = pa.Array.from_pandas(column)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+    except (pa.ArrowException, ArithmeticError, TypeError, ValueError):
+        # A value pyarrow cannot convert (an int beyond 64 bits, a str with a lone
+        # surrogate, a complex number): encoded one by one, it is refused by name.
         return None
-    return array if _structless(array.type, pa) else None
+    if arrow_types and not any(getattr(pa.types, test)(array.type) for test in arrow_types):
+        return None
+    return array
+
+
+def _one_kind(column: Any, pd: Any) -> str | None:
+    """The kind (a key of ``_ONE_KIND``) of an object column whose values, missing ones
+    aside, are all of that kind; None for any other column."""
+    kind: str = pd.api.types.infer_dtype(column, skipna=True)
+    if kind not in ("date", "datetime"):
+        return kind if kind in _ONE_KIND else None
+    values = column.dropna().to_numpy()  # a numpy array iterates faster than a Series
+    types = set(map(type, values))
+    if kind == "date":
+        # infer_dtype counts a datetime as a date: pyarrow would drop its time.
+        return kind if types <= {dt.date} else None
+    if not all(issubclass(t, dt.datetime) for t in types):
+        return None
+    # pyarrow takes a naive datetime beside aware ones, or one whose tzinfo gives no
+    # offset, as UTC, where put refuses it. Fixed offsets and IANA zones always give one.
+    zones = set(map(operator.attrgetter("tzinfo"), values))
+    if zones == {None} or all(isinstance(zone, _ZONES_WITH_OFFSETS) for zone in zones):
+        return kind
+    naive = list(map(operator.methodcaller("utcoffset"), values)).count(None)
+    return kind if naive in (0, len(values)) else None
+
+
+def _exact_in_arrow(dtype: Any, pd: Any) -> bool:
+    """Whether pyarrow gives a column of this dtype (not object) its values as they are:
+    numpy's dtypes, pandas' nullable numbers and booleans, strings, tz-aware datetimes,
+    Arrow-backed columns, and categoricals of these. Other extension dtypes (periods,
+    intervals, sparse arrays) are encoded from the Python objects they hold: pyarrow gives
+    a period its ordinal and an interval a struct of its bounds."""
+    if not isinstance(dtype, pd.api.extensions.ExtensionDtype):
+        return True
+    if isinstance(dtype, pd.CategoricalDtype):
+        categories = dtype.categories
+        if categories.dtype == object:
+            return _one_kind(pd.Series(categories, dtype=object), pd) is not None
+        return _exact_in_arrow(categories.dtype, pd)
+    if isinstance(dtype, pd.SparseDtype):
+        return False
+    return isinstance(
+        dtype, pd.StringDtype | pd.DatetimeTZDtype | pd.ArrowDtype | pd.BooleanDtype
+    ) or bool(pd.api.types.is_numeric_dtype(dtype))
+
+
+def _key_array(keys: Any, key_name: str, pd: Any, pa: Any) -> Any:
+    """The key column as an Arrow array of one type, or an exception naming the row of the
+    first key that cannot be stored or is of another type than the keys before it."""
+    array = _to_arrow(keys, pd, pa)
+    if array is not None:
+        return array
+    checked: list[str | bytes | int | None] = []
+    first: type | None = None
+    for row, value in enumerate(keys.tolist()):
+        if pd.api.types.is_scalar(value) and pd.isna(value):
+            checked.append(None)  # refused by the core, named by its row
+            continue
+        key = _key(value, key_name, row)
+        first = first or type(key)
+        if type(key) is not first:
+            _refuse_key(
+                TypeError,
+                key_name,
+                row,
+                f"{key!r} is {type(key).__name__} where the keys before "
+                f"it are {first.__name__}: a DataFrame's keys are stored as one column, of "
+                "one type (put_many takes keys of mixed types)",
+            )
+        checked.append(key)
+    return pa.array(checked)
+
+
+def _key(value: Any, key_name: str, row: int) -> str | bytes | int:
+    """``value`` as the key ``put`` would store it under: a str, bytes or 64-bit int."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError as err:
+            _refuse_key(ValueError, key_name, row, f"cannot store this str: {err}")
+        return str(value)
+    if isinstance(value, bytes):
+        return bytes(value)
+    if isinstance(value, bool):
+        _refuse_key(
+            TypeError, key_name, row, "bool is not a valid key type (use int, str or bytes)"
+        )
+    try:
+        number = operator.index(value)
+    except TypeError:
+        _refuse_key(
+            TypeError,
+            key_name,
+            row,
+            f"keys must be str, bytes or int, not {type(value).__name__}",
+        )
+    if not -(2**63) <= number < 2**63:
+        _refuse_key(OverflowError, key_name, row, "int keys must fit in 64 bits")
+    return number
+
+
+def _refuse_key(error: type[Exception], key_name: str, row: int, reason: str) -> NoReturn:
+    raise error(f"the key column {key_name!r} at <row {row}>: {reason}")
 
 
 def frame_from_stream(stream: Any, what: str, key_index: bool = True) -> Any:
