@@ -374,3 +374,12 @@ def test_put_many_names_the_row_of_a_refused_key_or_row(seeded: replikv.Store) -
     with pytest.raises(TypeError, match=r"^t\[<row 1>\]: each row must be a \(key, value\) tuple"):
         seeded.put_many("t", not_a_pair)
     assert seeded.get("t", "a") is None, "nothing of a refused put_many is written"
+
+
+def test_a_put_many_key_with_a_lone_surrogate_is_a_value_error_naming_its_row(
+    store: replikv.Store,
+) -> None:
+    with pytest.raises(ValueError, match=r"t\[<row 1>\]: .*surrogates not allowed") as info:
+        store.put_many("t", [("fine", 1), ("a\udc80", 2)])
+    assert isinstance(info.value.__cause__, UnicodeEncodeError)
+    assert len(store.table("t")) == 0

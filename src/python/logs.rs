@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 use tracing::field::{Field, Visit};
@@ -35,8 +36,18 @@ struct Entry {
 struct Forwarder {
     queue: SyncSender<Entry>,
     dropped: AtomicU64,
+    /// Set at interpreter exit: the thread attaches no more.
     stopped: AtomicBool,
+    /// Set while the thread attaches to the interpreter or logs: exit waits for it to end,
+    /// since a thread that waits for the GIL once the interpreter finalizes is ended
+    /// there by CPython, which aborts the process.
+    busy: AtomicBool,
+    /// The process whose thread it is (a forked child has none).
+    pid: u32,
 }
+
+/// How long exit waits for a record being logged.
+const EXIT_PATIENCE: Duration = Duration::from_secs(2);
 
 static FORWARDER: OnceLock<Forwarder> = OnceLock::new();
 
@@ -159,6 +170,8 @@ pub fn forward_logs() -> PyResult<()> {
         queue,
         dropped: AtomicU64::new(0),
         stopped: AtomicBool::new(false),
+        busy: AtomicBool::new(false),
+        pid: std::process::id(),
     };
     // Lost to a concurrent call: this thread's queue is dropped, and the thread ends.
     if FORWARDER.set(forwarder).is_ok() {
@@ -169,13 +182,25 @@ pub fn forward_logs() -> PyResult<()> {
 }
 
 /// Stops logging the core's events (at interpreter exit, before Python can no longer be
-/// called).
+/// called), once a record being logged is done.
 #[pyfunction]
 #[pyo3(name = "_stop_logs")]
-pub fn stop_logs() {
-    if let Some(forwarder) = FORWARDER.get() {
-        forwarder.stopped.store(true, Ordering::Release);
+pub fn stop_logs(py: Python<'_>) {
+    let Some(forwarder) = FORWARDER.get() else {
+        return;
+    };
+    // Sequentially consistent with the thread's own pair: either it sees `stopped` before
+    // it attaches, or this sees it busy and waits (without the GIL, which it may need).
+    forwarder.stopped.store(true, Ordering::SeqCst);
+    if forwarder.pid != std::process::id() {
+        return; // a forked child: the thread is not here
     }
+    py.detach(|| {
+        let deadline = Instant::now() + EXIT_PATIENCE;
+        while forwarder.busy.load(Ordering::SeqCst) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
 }
 
 fn forward(receiver: &Receiver<Entry>) {
@@ -184,7 +209,9 @@ fn forward(receiver: &Receiver<Entry>) {
         let Some(forwarder) = FORWARDER.get() else {
             return;
         };
-        if forwarder.stopped.load(Ordering::Acquire) {
+        forwarder.busy.store(true, Ordering::SeqCst);
+        if forwarder.stopped.load(Ordering::SeqCst) {
+            forwarder.busy.store(false, Ordering::SeqCst);
             return;
         }
         let dropped = forwarder.dropped.swap(0, Ordering::Relaxed);
@@ -199,6 +226,7 @@ fn forward(receiver: &Receiver<Entry>) {
             // Logging must never fail a write: a handler's error is Python's to report.
             let _ = log(py, &entry.logger, entry.level, &entry.message);
         });
+        forwarder.busy.store(false, Ordering::SeqCst);
         if attached.is_none() {
             return;
         }

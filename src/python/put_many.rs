@@ -2,6 +2,7 @@
 //! past one chunk of rows held in memory the transaction streams (`Store::begin_streamed`),
 //! so that the tables take the first chunks while the next ones are still being encoded.
 
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
@@ -205,8 +206,17 @@ pub(crate) fn put_rows(
 /// `err` with the row it is about in front of its message (`events[<row 3>]: ...`), of the
 /// same exception type.
 fn at_row(py: Python<'_>, err: &PyErr, table: &str, row: usize) -> PyErr {
-    PyErr::from_type(
-        err.get_type(py),
-        format!("{table}[<row {row}>]: {}", err.value(py)),
-    )
+    let message = format!("{table}[<row {row}>]: {}", err.value(py));
+    if let Ok(value) = err.get_type(py).call1((message.clone(),)) {
+        return PyErr::from_value(value);
+    }
+    // A type that takes more than a message (UnicodeEncodeError takes five arguments):
+    // the ValueError or TypeError it is, with the original as its cause.
+    let named = if err.is_instance_of::<PyValueError>(py) {
+        PyValueError::new_err(message)
+    } else {
+        PyTypeError::new_err(message)
+    };
+    named.set_cause(py, Some(err.clone_ref(py)));
+    named
 }

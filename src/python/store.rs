@@ -529,8 +529,12 @@ impl PyStore {
     ///
     /// Raises:
     ///     ImportError: pandas or pyarrow is not installed.
-    ///     TypeError: a cell of a type that cannot be stored (the message names its key and
-    ///         field).
+    ///     TypeError: a cell of a type that cannot be stored, or a naive datetime (the
+    ///         message names its key and field); a key of another type than the keys
+    ///         before it (the message names its row and the key column).
+    ///     OverflowError: a number out of range (named the same way).
+    ///     ValueError: a value nested too deeply, or a str that cannot be stored (named
+    ///         the same way).
     #[allow(clippy::too_many_arguments)]
     fn put_dataframe(
         &self,
