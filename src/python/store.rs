@@ -463,9 +463,11 @@ impl PyStore {
     /// By default batches are built as they are read (a first pass finds the schema);
     /// ``build=True`` builds them all now, in one pass when the first 65,536 rows predict
     /// the schema of the whole scan (``Table.to_arrow`` and ``Table.to_pandas`` do).
+    /// ``columns`` names the value columns, in order (``[]``: the key column only).
     ///
     /// Raises:
-    ///     ValueError: a value column has the key column's name, or ``batch_rows`` is 0.
+    ///     ValueError: a value column has the key column's name, ``columns`` names a
+    ///         column twice, or ``batch_rows`` is 0.
     #[allow(clippy::too_many_arguments)]
     fn arrow_stream(
         &self,
@@ -500,10 +502,16 @@ impl PyStore {
     /// refused. ``progress=True`` shows a bar whose total is the data's ``num_rows`` (or
     /// ``len()``) when it has one; a callable is called with the rows written so far.
     ///
+    /// A key column that ``to_arrow`` packed (keys of mixed types) gives the int, str or
+    /// bytes keys it holds. A refused column or cell writes nothing (with ``batch_rows``,
+    /// the transactions before the refused row stay).
+    ///
     /// Raises:
     ///     TypeError: a cell of a type that cannot be stored (the message names its key and
     ///         field).
     ///     OverflowError: a number out of range (named the same way).
+    ///     ValueError: two columns share a name, or a value nests deeper than 128 levels
+    ///         (named the same way).
     #[allow(clippy::too_many_arguments)]
     fn put_arrow(
         &self,
@@ -531,6 +539,8 @@ impl PyStore {
     ///     ImportError: pandas or pyarrow is not installed.
     ///     TypeError: a cell of a type that cannot be stored (the message names its key and
     ///         field).
+    ///     ValueError: two columns share a name, or a value nests deeper than 128 levels
+    ///         (named the same way).
     #[allow(clippy::too_many_arguments)]
     fn put_dataframe(
         &self,
