@@ -611,12 +611,12 @@ class Store:
         """
     def changes(
         self,
-        since: int = 0,
-        limit: int | None = None,
+        since: SupportsIndex = 0,
+        limit: SupportsIndex | None = None,
         *,
         tables: Sequence[str] | None = None,
         since_time: datetime.datetime | None = None,
-        until: datetime.datetime | int | None = None,
+        until: datetime.datetime | SupportsIndex | None = None,
     ) -> Changes:
         """Entries of the change log with LSN greater than ``since``, read lazily.
 
