@@ -18,7 +18,7 @@ use super::batch::PyBatch;
 use super::changes::{feed_request, PyChanges};
 use super::display::html;
 use super::errors::{owned, run, run_detached};
-use super::iter::{prefix_end, PyScan};
+use super::iter::{KeyBounds, PyScan, ScanKeys};
 use super::put_many::{put_op, put_rows};
 use super::stats::PyStoreStats;
 use super::transaction::PyTransaction;
@@ -63,9 +63,6 @@ pub(crate) struct PyStore {
     pub(crate) store: Store,
 }
 
-/// A lower and an upper bound of encoded keys.
-type KeyBounds = (Limit<Vec<u8>>, Limit<Vec<u8>>);
-
 /// The encoded-key bounds of `prefix=`, `start=` (included) and `end=` (excluded): the
 /// narrowest range inside all that are given.
 fn key_bounds(
@@ -73,34 +70,26 @@ fn key_bounds(
     start: Option<&Bound<'_, PyAny>>,
     end: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<KeyBounds> {
-    let mut lower = start
-        .map(encode_py_key)
-        .transpose()?
-        .map_or(Limit::Unbounded, Limit::Included);
-    let mut upper = end
-        .map(encode_py_key)
-        .transpose()?
-        .map_or(Limit::Unbounded, Limit::Excluded);
+    Ok(scan_keys(prefix, start, end)?.bounds())
+}
+
+/// `prefix=`, `start=` and `end=`, encoded.
+fn scan_keys(
+    prefix: Option<&Bound<'_, PyAny>>,
+    start: Option<&Bound<'_, PyAny>>,
+    end: Option<&Bound<'_, PyAny>>,
+) -> PyResult<ScanKeys> {
     if let Some(prefix) = prefix {
         if !(prefix.is_instance_of::<PyString>() || prefix.is_instance_of::<PyBytes>()) {
             return Err(PyTypeError::new_err("prefix must be str or bytes"));
         }
-        let low = encode_py_key(prefix)?;
-        let high = prefix_end(&low);
-        if match &lower {
-            Limit::Included(l) => *l < low,
-            _ => true,
-        } {
-            lower = Limit::Included(low);
-        }
-        if match &upper {
-            Limit::Excluded(u) => *u > high,
-            _ => true,
-        } {
-            upper = Limit::Excluded(high);
-        }
     }
-    Ok((lower, upper))
+    let encoded = |key: Option<&Bound<'_, PyAny>>| key.map(encode_py_key).transpose();
+    Ok(ScanKeys {
+        prefix: encoded(prefix)?,
+        start: encoded(start)?,
+        end: encoded(end)?,
+    })
 }
 
 #[pymethods]
@@ -445,15 +434,9 @@ impl PyStore {
         reverse: bool,
         #[pyo3(from_py_with = opt_int)] limit: Option<i128>,
     ) -> PyResult<PyScan> {
-        let remaining = limit_arg(limit)?;
-        let (lower, upper) = key_bounds(prefix, start, end)?;
-        Ok(PyScan::new(
-            self.store.clone(),
-            table,
-            (lower, upper),
-            reverse,
-            remaining,
-        ))
+        let limit = limit_arg(limit)?;
+        let keys = scan_keys(prefix, start, end)?;
+        Ok(PyScan::new(self.store.clone(), table, keys, reverse, limit))
     }
 
     #[pyo3(signature = (table, *, columns = None, prefix = None, start = None, end = None,
