@@ -432,3 +432,131 @@ def test_a_built_export_has_the_whole_scans_schema_when_late_rows_differ(
     assert built.schema == streamed.schema
     assert built.equals(streamed)
     assert built.num_rows == 70_001
+
+
+@pytest.mark.parametrize("names", [["key", "v", "v"], ["key", "key"], ["v", "key", "v"]])
+def test_put_arrow_refuses_columns_that_share_a_name_and_writes_nothing(
+    store: Any, names: list[str]
+) -> None:
+    # One dict key would hold one of the columns: the others' data would be lost.
+    arrays = [pa.array([1]), pa.array([10]), pa.array(["lost"])][: len(names)]
+    table = pa.Table.from_arrays(arrays, names=names)
+    repeated = next(name for name in names if names.count(name) > 1)
+    with pytest.raises(ValueError, match=f"must be unique.*'{repeated}'"):
+        store.put_arrow("t", table, key="key")
+    assert "t" not in store.tables()
+
+
+def nested_list(levels: int) -> Any:
+    value: Any = 7
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def nested_dict(levels: int) -> Any:
+    value: Any = 7
+    for _ in range(levels):
+        value = {"x": value}
+    return value
+
+
+PACKED = {"replikv.encoding": "msgpack"}
+
+
+def packed_column(cells: list[bytes | None]) -> pa.Table:
+    schema = pa.schema([pa.field("id", pa.int64()), pa.field("v", pa.binary(), metadata=PACKED)])
+    return pa.table({"id": list(range(1, len(cells) + 1)), "v": cells}, schema=schema)
+
+
+@pytest.mark.parametrize(
+    ("load", "value"),
+    [
+        ("arrow", nested_list),  # list<list<...>>
+        ("arrow", nested_dict),  # struct<x: struct<...>>
+        ("packed", nested_list),  # a binary column marked msgpack, as to_arrow packs
+        ("dataframe", nested_dict),  # an object column of dicts, encoded from Python
+    ],
+)
+def test_values_nested_deeper_than_put_allows_are_refused_by_every_load(
+    store: Any, load: str, value: Any
+) -> None:
+    # put refuses a field nested 128 levels down; a load must refuse it too, or the row
+    # reads back as a false CorruptionError.
+    with pytest.raises(ValueError, match="nested deeper than 128 levels"):
+        store.put("p", 1, {"v": value(128)})
+    store.put("p", 1, {"v": value(127)})
+
+    def put(levels: int) -> None:
+        if load == "arrow":
+            table = pa.table({"id": [1, 2], "v": pa.array([None, value(levels)])})
+            store.put_arrow("t", table, key="id")
+        elif load == "packed":
+            store.put_arrow("t", packed_column([None, b"\x91" * levels + b"\x07"]), key="id")
+        else:
+            store.put_dataframe(
+                "t", pd.DataFrame({"id": [1, 2], "v": [None, value(levels)]}), key="id"
+            )
+
+    with pytest.raises(ValueError, match=r"t\[2\]\['v'\].*nested deeper than 128 levels"):
+        put(128)
+    assert "t" not in store.tables(), "nothing of the load was stored"
+    put(127)
+    assert store.get("t", 2) == store.get("p", 1)
+
+
+def test_a_refusal_deep_in_a_value_names_its_path_as_put_does(store: Any) -> None:
+    with pytest.raises(ValueError) as by_put:
+        store.put("t", 2, {"v": nested_list(128)})
+    with pytest.raises(ValueError) as by_arrow:
+        store.put_arrow("t", pa.table({"id": [2], "v": [nested_list(128)]}), key="id")
+    assert str(by_arrow.value) == str(by_put.value)
+    assert "...(129 levels down)" in str(by_put.value)
+
+
+def test_an_export_of_keys_of_mixed_types_imports_back_with_its_keys(store: Any) -> None:
+    rows = [
+        (1, {"v": 1}),
+        (-(2**63), {"v": 2}),
+        ("a", {"v": 3}),
+        ("", {"v": 4}),
+        (b"\x00", {"v": 5}),
+    ]
+    store.put_many("t", rows)
+    exported = store.table("t").to_arrow()
+    assert exported.schema.field("key").metadata == {b"replikv.encoding": b"msgpack"}
+    store.put_arrow("copy", exported, key="key")
+    assert list(store.scan("copy")) == list(store.scan("t"))
+    store.put_arrow("ops", store.changes().to_arrow(), key="key")
+    assert [k for k, _ in store.scan("ops")] == [k for k, _ in store.scan("t")]
+
+
+@pytest.mark.parametrize(
+    ("cell", "error", "message"),
+    [
+        (b"\x91\x01", TypeError, "keys must be str, bytes or int, not list"),
+        (b"\xc0", TypeError, "keys must be str, bytes or int, not None"),
+        (b"\xcf" + b"\xff" * 8, OverflowError, "int keys must fit in 64 bits"),
+        (b"\x01\x02", ValueError, "does not hold exactly one MessagePack value"),
+    ],
+)
+def test_a_packed_key_that_is_no_key_is_refused_naming_its_row(
+    store: Any, cell: bytes, error: type[Exception], message: str
+) -> None:
+    schema = pa.schema([pa.field("key", pa.binary(), metadata=PACKED), pa.field("v", pa.int64())])
+    table = pa.table({"key": [b"\x01", cell], "v": [1, 2]}, schema=schema)
+    with pytest.raises(error, match=rf"t\[<row 1>\]\['key'\]: .*{message}"):
+        store.put_arrow("t", table, key="key")
+    assert "t" not in store.tables()
+
+
+def test_columns_named_twice_are_refused_and_no_columns_give_the_key_alone(store: Any) -> None:
+    store.put_many("t", [(1, {"a": 1, "b": "x"}), (2, {"a": 2}), ("c", [3])])
+    subs = store.table("t")
+    for export in (subs.to_arrow, subs.to_arrow_batches, subs.to_pandas):
+        with pytest.raises(ValueError, match="columns lists 'a' more than once"):
+            export(columns=["a", "b", "a"])
+    assert subs.to_arrow(columns=[]).column_names == ["key"]
+    assert subs.to_arrow_batches(columns=[]).column_names == ["key"]
+    frame = subs.to_pandas(columns=[])
+    assert list(frame.columns) == [] and list(frame.index) == [1, 2, "c"]

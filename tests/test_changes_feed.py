@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pytest
@@ -202,6 +203,20 @@ def test_until_an_lsn_includes_it_and_splits_the_log_with_since(store: replikv.S
         store.put("t", i, i)
     assert [c.lsn for c in store.changes(since=1, until=4)] == [2, 3, 4]
     assert [c.lsn for c in store.changes(since=4)] == [5, 6]
+
+
+def test_until_takes_a_numpy_int_as_since_and_limit_do(store: replikv.Store) -> None:
+    for i in range(6):
+        store.put("t", i, i)
+    last = store.changes().to_pandas()["lsn"].max()
+    assert isinstance(last, np.unsignedinteger)
+    assert [c.lsn for c in store.changes(until=last)] == [1, 2, 3, 4, 5, 6]
+    assert [c.lsn for c in store.changes(since=np.int64(1), until=np.int64(4))] == [2, 3, 4]
+    for not_an_lsn in (True, np.float64(3), 3.0):
+        with pytest.raises(TypeError, match="until must be an aware datetime or an LSN"):
+            store.changes(until=not_an_lsn)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="until must be 0 or more"):
+        store.changes(until=np.int64(-1))
 
 
 def test_changes_below_the_retained_log_raise_log_truncated(tmp_path: Path) -> None:

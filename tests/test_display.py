@@ -168,6 +168,22 @@ def test_reprs_and_messages_quote_strings_as_python_does(tmp_path: Path) -> None
             assert f"sync_state={primary.sync_state!r}" in text
 
 
+def test_a_scan_shows_its_table_arguments_and_progress(tmp_path: Path) -> None:
+    with replikv.Store(tmp_path / "db") as store:
+        store.put_many("users", [("ab1", 1), ("ab2", 2), ("b", 3)])
+        assert one_line(store.scan("users")) == "<Scan of 'users': 0 rows so far>"
+        scan = store.table("users").items(prefix="ab", reverse=True, limit=5)
+        assert one_line(scan) == "<Scan of 'users' prefix='ab' reverse=True limit=5: 0 rows so far>"
+        next(scan)
+        assert one_line(scan).endswith(": 1 row so far>")
+        assert list(scan) == [("ab1", 1)]
+        assert one_line(scan).endswith(": done, 2 rows>")
+        bounded = store.scan("users", start=1, end="a")  # ints sort before str
+        assert one_line(bounded) == "<Scan of 'users' start=1 end='a': 0 rows so far>"
+        assert "start=b'\\x00'" in one_line(store.scan("users", start=b"\x00"))
+        assert list(bounded) == [] and one_line(bounded).endswith(": done, no rows>")
+
+
 def test_a_replica_that_cannot_connect_still_shows_its_status(tmp_path: Path) -> None:
     with replikv.Replica(tmp_path / "r", primary="127.0.0.1:9", token=TOKEN) as replica:
         status = replica.status()

@@ -550,9 +550,11 @@ class Store:
         By default batches are built as they are read (a first pass finds the schema);
         ``build=True`` builds them all now, in one pass when the first 65,536 rows predict
         the schema of the whole scan (``Table.to_arrow`` and ``Table.to_pandas`` do).
+        ``columns`` names the value columns, in order (``[]``: the key column only).
 
         Raises:
-            ValueError: a value column has the key column's name, or ``batch_rows`` is 0.
+            ValueError: a value column has the key column's name, ``columns`` names a
+                column twice, or ``batch_rows`` is 0.
         """
     def put_arrow(
         self,
@@ -573,10 +575,16 @@ class Store:
         refused. ``progress=True`` shows a bar whose total is the data's ``num_rows`` (or
         ``len()``) when it has one; a callable is called with the rows written so far.
 
+        A key column that ``to_arrow`` packed (keys of mixed types) gives the int, str or
+        bytes keys it holds. A refused column or cell writes nothing (with ``batch_rows``,
+        the transactions before the refused row stay).
+
         Raises:
             TypeError: a cell of a type that cannot be stored (the message names its key and
                 field).
             OverflowError: a number out of range (named the same way).
+            ValueError: two columns share a name, or a value nests deeper than 128 levels
+                (named the same way).
         """
     def put_dataframe(
         self,
@@ -600,17 +608,17 @@ class Store:
                 message names its key and field); a key of another type than the keys
                 before it (the message names its row and the key column).
             OverflowError: a number out of range (named the same way).
-            ValueError: a value nested too deeply, or a str that cannot be stored (named
-                the same way).
+            ValueError: two columns share a name, a value nests deeper than 128 levels, or
+                a str cannot be stored (named the same way).
         """
     def changes(
         self,
-        since: int = 0,
-        limit: int | None = None,
+        since: SupportsIndex = 0,
+        limit: SupportsIndex | None = None,
         *,
         tables: Sequence[str] | None = None,
         since_time: datetime.datetime | None = None,
-        until: datetime.datetime | int | None = None,
+        until: datetime.datetime | SupportsIndex | None = None,
     ) -> Changes:
         """Entries of the change log with LSN greater than ``since``, read lazily.
 

@@ -139,7 +139,8 @@ class Table(MutableMapping[Key, Any]):
         ``polars.from_arrow(s)`` and ``duckdb.sql("select ... from s")`` read it batch by
         batch, so a table larger than memory can be queried. No pyarrow is needed.
         The key is the first column (``key_name``); each dict field is a column (see the
-        README for the type rule).
+        README for the type rule). ``columns`` keeps only these value columns, in this
+        order (``[]``: the key column alone); naming one twice is a ``ValueError``.
         """
         return self.store.arrow_stream(
             self.name,
@@ -160,7 +161,8 @@ class Table(MutableMapping[Key, Any]):
         *,
         key_name: str = "key",
     ) -> Any:
-        """The rows as a ``pyarrow.Table`` (needs ``pip install 'replikv[arrow]'``)."""
+        """The rows as a ``pyarrow.Table`` (needs ``pip install 'replikv[arrow]'``);
+        ``columns`` as in ``to_arrow_batches`` (``[]``: the key column alone)."""
         from ._frames import require
 
         pa = require("pyarrow", "arrow", "to_arrow")

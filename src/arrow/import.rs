@@ -6,9 +6,11 @@
 //! microseconds (the precision replikv gives datetimes back in); a timestamp without a time
 //! zone is refused unless the caller says it is UTC; dates as the date extension; lists as
 //! arrays; structs as dicts; a binary column marked `replikv.encoding = msgpack` (what
-//! `to_arrow` gives for packed columns) as the value it holds, so an export imports back.
+//! `to_arrow` gives for packed columns) as the value it holds, so an export imports back; a
+//! key column marked so (keys of mixed types) as the int, str or bytes key each cell holds.
+//! Values are refused beyond the depth every write path refuses ([`MAX_DEPTH`]).
 
-use std::fmt::Debug;
+use std::fmt::{Debug, Write};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
@@ -19,7 +21,7 @@ use arrow_array::{Array, ArrayRef, OffsetSizeTrait};
 use arrow_schema::{DataType, Field, TimeUnit};
 
 use super::shape::{ENCODING_KEY, PACKED};
-use crate::codec::msgpack::{Reader, DATE_EXT, TIMESTAMP_EXT};
+use crate::codec::msgpack::{Reader, Token, DATE_EXT, MAX_DEPTH, TIMESTAMP_EXT};
 use crate::codec::{encode_key_into, encode_timestamp, KeyRef};
 
 /// Seconds since the epoch of 0001-01-01 and of the last second of 9999-12-31: the range a
@@ -28,6 +30,11 @@ const MIN_UNIX_SECONDS: i64 = -62_135_596_800;
 const MAX_UNIX_SECONDS: i64 = 253_402_300_799;
 const SECONDS_PER_DAY: i64 = 86_400;
 const MILLIS_PER_DAY: i64 = 86_400_000;
+/// A cell is a field of its row's dict: its value starts one level down.
+const CELL_DEPTH: u32 = 1;
+/// A path longer than this (a value refused for its depth) is cut after these many steps,
+/// as `put`'s refusals are.
+const PATH_STEPS_SHOWN: usize = 8;
 
 /// Why a cell cannot be stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,8 +52,8 @@ pub enum RefusalKind {
 pub struct Refusal {
     /// The exception it maps to.
     pub kind: RefusalKind,
-    /// Where inside the cell, outermost first.
-    pub path: String,
+    /// Where inside the cell, innermost step first (see [`Refusal::path`]).
+    steps: Vec<String>,
     /// What is wrong.
     pub reason: String,
 }
@@ -55,15 +62,39 @@ impl Refusal {
     fn new(kind: RefusalKind, reason: impl Into<String>) -> Self {
         Self {
             kind,
-            path: String::new(),
+            steps: Vec::new(),
             reason: reason.into(),
         }
     }
 
-    fn within(mut self, part: &str) -> Self {
-        self.path.insert_str(0, part);
+    /// The refusal as seen from what holds the refused part under `part` (`[2]`, `['at']`).
+    #[must_use]
+    pub fn within(mut self, part: &str) -> Self {
+        self.steps.push(part.to_owned());
         self
     }
+
+    /// Where it failed, outermost step first (`['at'][2]`); after 8 steps, how many
+    /// levels down it was.
+    #[must_use]
+    pub fn path(&self) -> String {
+        let mut path = String::new();
+        for (shown, step) in self.steps.iter().rev().enumerate() {
+            if shown == PATH_STEPS_SHOWN {
+                let _ = write!(path, "...({} levels down)", self.steps.len());
+                break;
+            }
+            path.push_str(step);
+        }
+        path
+    }
+}
+
+fn too_deep() -> Refusal {
+    Refusal::new(
+        RefusalKind::Value,
+        format!("values nested deeper than {MAX_DEPTH} levels are refused"),
+    )
 }
 
 fn unsupported(data_type: &DataType) -> Refusal {
@@ -127,8 +158,11 @@ impl<'a> CellWriter<'a> {
             if let Some(bytes) = self.array.as_binary_opt::<i32>() {
                 let raw = bytes.value(row);
                 let mut reader = Reader::new(raw);
-                return match reader.value() {
-                    Ok(_) if reader.is_done() => {
+                return match reader.value_and_depth() {
+                    Ok((_, depth)) if reader.is_done() => {
+                        if depth.saturating_add(CELL_DEPTH) > MAX_DEPTH {
+                            return Err(too_deep());
+                        }
                         out.extend_from_slice(raw);
                         Ok(())
                     }
@@ -139,7 +173,7 @@ impl<'a> CellWriter<'a> {
                 };
             }
         }
-        write_cell(self.array, row, self.naive, out)
+        write_cell(self.array, row, self.naive, CELL_DEPTH, out)
     }
 }
 
@@ -205,16 +239,24 @@ fn write_list<O: OffsetSizeTrait>(
     array: &dyn Array,
     row: usize,
     naive: Naive,
+    depth: u32,
     out: &mut Vec<u8>,
 ) -> Result<(), Refusal> {
     let list = array.as_list::<O>();
-    write_items(&list.value(row), naive, out)
+    write_items(&list.value(row), naive, depth, out)
 }
 
-fn write_items(items: &ArrayRef, naive: Naive, out: &mut Vec<u8>) -> Result<(), Refusal> {
+/// Writes `items` as an array at `depth` (its items one level down).
+fn write_items(
+    items: &ArrayRef,
+    naive: Naive,
+    depth: u32,
+    out: &mut Vec<u8>,
+) -> Result<(), Refusal> {
     done(rmp::encode::write_array_len(out, items.len() as u32).map(drop));
     for i in 0..items.len() {
-        write_cell(items.as_ref(), i, naive, out).map_err(|r| r.within(&format!("[{i}]")))?;
+        write_cell(items.as_ref(), i, naive, depth + 1, out)
+            .map_err(|r| r.within(&format!("[{i}]")))?;
     }
     Ok(())
 }
@@ -299,16 +341,22 @@ fn write_text(array: &dyn Array, row: usize, out: &mut Vec<u8>) -> bool {
     true
 }
 
-/// Appends the cell at `row` of `array` to `out` as a stored value.
+/// Appends the cell at `row` of `array` to `out` as a stored value that sits `depth` levels
+/// down in its row's value: deeper than [`MAX_DEPTH`] it is refused, as `put` refuses it
+/// (and the recursion over nested Arrow types stops there).
 ///
 /// # Errors
 /// A [`Refusal`]; `out` may then hold part of the cell.
-pub fn write_cell(
+fn write_cell(
     array: &dyn Array,
     row: usize,
     naive: Naive,
+    depth: u32,
     out: &mut Vec<u8>,
 ) -> Result<(), Refusal> {
+    if depth > MAX_DEPTH {
+        return Err(too_deep());
+    }
     if array.is_null(row) || array.data_type() == &DataType::Null {
         done(rmp::encode::write_nil(out));
         return Ok(());
@@ -338,17 +386,17 @@ pub fn write_cell(
             let millis = array.as_primitive::<Date64Type>().value(row);
             write_date(millis.div_euclid(MILLIS_PER_DAY), out)?;
         }
-        DataType::List(_) => write_list::<i32>(array, row, naive, out)?,
-        DataType::LargeList(_) => write_list::<i64>(array, row, naive, out)?,
+        DataType::List(_) => write_list::<i32>(array, row, naive, depth, out)?,
+        DataType::LargeList(_) => write_list::<i64>(array, row, naive, depth, out)?,
         DataType::FixedSizeList(..) => {
-            write_items(&array.as_fixed_size_list().value(row), naive, out)?;
+            write_items(&array.as_fixed_size_list().value(row), naive, depth, out)?;
         }
         DataType::Struct(fields) => {
             let columns = array.as_struct();
             done(rmp::encode::write_map_len(out, fields.len() as u32).map(drop));
             for (field, column) in fields.iter().zip(columns.columns()) {
                 done(rmp::encode::write_str(out, field.name()));
-                write_cell(column.as_ref(), row, naive, out)
+                write_cell(column.as_ref(), row, naive, depth + 1, out)
                     .map_err(|r| r.within(&field_part(field.name())))?;
             }
         }
@@ -380,14 +428,97 @@ pub fn unpack(array: ArrayRef) -> Result<ArrayRef, Refusal> {
     }
 }
 
-/// Encodes the key in the cell at `row` of a key column into `out` (cleared first): a
-/// load reuses one buffer for every row.
-///
-/// # Errors
-/// A [`Refusal`] for a null key, an int beyond 64 bits or a type keys cannot have.
-pub fn cell_key_into(array: &dyn Array, row: usize, out: &mut Vec<u8>) -> Result<(), Refusal> {
-    encode_key_into(out, cell_key(array, row)?);
-    Ok(())
+/// Reads the keys of a key column.
+pub struct KeyColumn<'a> {
+    array: &'a dyn Array,
+    /// A binary column marked `replikv.encoding = msgpack`: what `to_arrow` gives for keys
+    /// of mixed types, each cell the `MessagePack` of an int, str or bytes.
+    packed: bool,
+}
+
+impl<'a> KeyColumn<'a> {
+    /// The keys in `array`, whose field is `field` (its metadata marks a packed column).
+    #[must_use]
+    pub fn new(array: &'a dyn Array, field: Option<&Field>) -> Self {
+        let packed = field
+            .and_then(|f| f.metadata().get(ENCODING_KEY))
+            .is_some_and(|e| e == PACKED)
+            && array.data_type() == &DataType::Binary;
+        Self { array, packed }
+    }
+
+    /// Encodes the key at `row` into `out` (cleared first): a load reuses one buffer for
+    /// every row.
+    ///
+    /// # Errors
+    /// A [`Refusal`] for a null key, an int beyond 64 bits, a type keys cannot have, or a
+    /// packed cell that is not one `MessagePack` int, str or bytes.
+    pub fn encode_into(&self, row: usize, out: &mut Vec<u8>) -> Result<(), Refusal> {
+        let key = if self.packed && !self.array.is_null(row) {
+            packed_key(self.array.as_binary::<i32>().value(row))?
+        } else {
+            cell_key(self.array, row)?
+        };
+        encode_key_into(out, key);
+        Ok(())
+    }
+}
+
+/// The key a packed key cell holds.
+fn packed_key(raw: &[u8]) -> Result<KeyRef<'_>, Refusal> {
+    let not_one = || {
+        Refusal::new(
+            RefusalKind::Value,
+            "a msgpack-encoded key does not hold exactly one MessagePack value",
+        )
+    };
+    let mut reader = Reader::new(raw);
+    let key = match reader.next_token().map_err(|_| not_one())? {
+        Token::Int(int) => KeyRef::Int(int),
+        Token::UInt(_) => {
+            return Err(Refusal::new(
+                RefusalKind::Overflow,
+                "int keys must fit in 64 bits",
+            ))
+        }
+        Token::Str(text) => KeyRef::Str(std::str::from_utf8(text).map_err(|_| {
+            Refusal::new(
+                RefusalKind::Value,
+                "a msgpack-encoded key holds a str that is not UTF-8",
+            )
+        })?),
+        Token::Bin(bytes) => KeyRef::Bytes(bytes),
+        other => {
+            return Err(Refusal::new(
+                RefusalKind::Type,
+                format!(
+                    "keys must be str, bytes or int, not {} (a msgpack-encoded key)",
+                    token_type(other)
+                ),
+            ))
+        }
+    };
+    if !reader.is_done() {
+        return Err(not_one());
+    }
+    Ok(key)
+}
+
+/// The Python type a value starting with `token` reads back as.
+fn token_type(token: Token<'_>) -> &'static str {
+    match token {
+        Token::Nil => "None",
+        Token::Bool(_) => "bool",
+        Token::Int(_) | Token::UInt(_) => "int",
+        Token::Float(_) => "float",
+        Token::Str(_) => "str",
+        Token::Bin(_) => "bytes",
+        Token::Array(_) => "list",
+        Token::Map(_) => "dict",
+        Token::Ext(TIMESTAMP_EXT, _) => "datetime",
+        Token::Ext(DATE_EXT, _) => "date",
+        Token::Ext(..) => "an unknown MessagePack extension",
+    }
 }
 
 fn cell_key(array: &dyn Array, row: usize) -> Result<KeyRef<'_>, Refusal> {
@@ -424,3 +555,7 @@ fn cell_key(array: &dyn Array, row: usize) -> Result<KeyRef<'_>, Refusal> {
         }
     })
 }
+
+#[cfg(test)]
+#[path = "import_tests.rs"]
+mod tests;

@@ -12,7 +12,7 @@ mod shape;
 
 pub use export::{Collected, Export, ExportRequest, Plan};
 pub use feed::{FeedBatches, FeedPlan, FEED_BATCH_ROWS};
-pub use import::{cell_key_into, field_part, unpack, CellWriter, Naive, Refusal, RefusalKind};
+pub use import::{field_part, unpack, CellWriter, KeyColumn, Naive, Refusal, RefusalKind};
 pub use shape::{Kind, Layout, Shape, ENCODING_KEY, PACKED, VALUE_COLUMN};
 
 /// Stored bytes that are not a value this module can read.

@@ -143,9 +143,11 @@ pub enum Layout {
 }
 
 impl Shape {
-    /// An empty shape; `columns` fixes the value columns and their order.
+    /// An empty shape; `columns` fixes the value columns and their order (`Some(&[])`:
+    /// none, only the key).
     #[must_use]
     pub fn new(columns: Option<&[String]>) -> Self {
+        let fixed = columns.is_some();
         let columns: Vec<(String, Kind)> = columns
             .unwrap_or_default()
             .iter()
@@ -154,7 +156,7 @@ impl Shape {
         let index = FieldIndex::new(columns.iter().map(|(name, _)| name.as_str()));
         Self {
             key: Kind::Null,
-            fixed: !columns.is_empty(),
+            fixed,
             columns,
             index,
             all_dicts: true,
@@ -415,6 +417,16 @@ mod tests {
             Layout::Fields(vec![("s".into(), Kind::Str), ("absent".into(), Kind::Null)])
         );
         assert_eq!(shape.key(), Kind::Int);
+    }
+
+    #[test]
+    fn no_asked_for_columns_leave_only_the_key() {
+        let mut shape = Shape::new(Some(&[]));
+        for value in [dict(&[("n", Token::Int(1))]), vec![0x07]] {
+            shape.observe(&encode_key(KeyRef::Int(1)), &value).unwrap();
+        }
+        assert_eq!(shape.layout(), Layout::Fields(vec![]));
+        assert_eq!(shape.schema("key").fields().len(), 1);
     }
 
     #[test]

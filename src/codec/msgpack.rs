@@ -13,6 +13,10 @@ pub const TIMESTAMP_EXT: i8 = -1;
 /// replikv's extension type for a calendar date: 4 bytes, the big-endian signed number of
 /// days since 1970-01-01 (see [`super::encode_date`]).
 pub const DATE_EXT: i8 = 1;
+/// The deepest a value may nest: an item deeper than this (the top value is at depth 0, a
+/// row's fields at 1) is refused by every write path, and a container deeper than this does
+/// not decode (a guard against runaway recursion).
+pub const MAX_DEPTH: u32 = 128;
 
 /// One `MessagePack` item; a container's items follow it as tokens of their own.
 ///
@@ -162,6 +166,37 @@ impl<'a> Reader<'a> {
         Ok((first, &start[..start.len() - self.rest.len()]))
     }
 
+    /// Reads one whole value, as [`Reader::value`], and returns its bytes and the depth of
+    /// its deepest item (0 for a scalar or an empty container, 1 for the items of a
+    /// container of scalars). Iterative, so a forged deep value cannot exhaust the stack.
+    ///
+    /// # Errors
+    /// [`CodecError::Malformed`] as [`Reader::next_token`].
+    pub fn value_and_depth(&mut self) -> Result<(&'a [u8], u32), CodecError> {
+        let start = self.rest;
+        // The items still to read of each open container, outermost first.
+        let mut open = Vec::new();
+        let mut deepest = 0;
+        let first = self.next_token()?;
+        if items(first) > 0 {
+            open.push(items(first));
+        }
+        while let Some(left) = open.last_mut() {
+            if *left == 0 {
+                open.pop();
+                continue;
+            }
+            *left -= 1;
+            deepest = deepest.max(open.len());
+            let inside = items(self.next_token()?);
+            if inside > 0 {
+                open.push(inside);
+            }
+        }
+        let depth = u32::try_from(deepest).unwrap_or(u32::MAX);
+        Ok((&start[..start.len() - self.rest.len()], depth))
+    }
+
     /// The next token.
     ///
     /// # Errors
@@ -275,6 +310,33 @@ mod tests {
         );
         assert!(reader.is_done());
         assert!(Reader::new(&buf[..end - 1]).value().is_err());
+    }
+
+    #[test]
+    fn a_whole_value_is_read_with_the_depth_of_its_deepest_item() {
+        let nested = |levels: usize, inner: &[u8]| {
+            let mut buf = vec![0x91; levels]; // an array of one item, `levels` times
+            buf.extend_from_slice(inner);
+            buf
+        };
+        for (bytes, depth) in [
+            (vec![0x07], 0),             // 7
+            (vec![0x90], 0),             // []
+            (nested(1, &[0x07]), 1),     // [7]
+            (nested(3, &[0x90]), 3),     // [[[[]]]]
+            (nested(200, &[0xc0]), 200), // deeper than any write path allows
+            // {"a": [1], "b": 2}: a map's keys and values are its items.
+            (vec![0x82, 0xa1, b'a', 0x91, 0x01, 0xa1, b'b', 0x02], 2),
+        ] {
+            let mut reader = Reader::new(&bytes);
+            assert_eq!(reader.value_and_depth().unwrap(), (&bytes[..], depth));
+            assert!(reader.is_done());
+        }
+        let mut two = nested(2, &[0x07]);
+        two.push(0x08);
+        let mut reader = Reader::new(&two);
+        assert_eq!(reader.value_and_depth().unwrap(), (&two[..3], 2));
+        assert!(Reader::new(&nested(2, &[])).value_and_depth().is_err());
     }
 
     /// A tree of tokens, written with `rmp::encode` and read back token by token.

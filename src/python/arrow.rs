@@ -16,7 +16,7 @@ use super::store::{Progress, PROGRESS_EVERY};
 use super::types::PyReceipt;
 use super::value::{decode_py_value, encode_py_value_with, EncodeOptions, Location};
 use crate::arrow::{
-    cell_key_into, field_part, unpack, CellWriter, Collected, ExportRequest, Naive, Plan, Refusal,
+    field_part, unpack, CellWriter, Collected, ExportRequest, KeyColumn, Naive, Plan, Refusal,
     RefusalKind,
 };
 use crate::codec::OpRef;
@@ -187,6 +187,12 @@ pub(crate) fn stream(
     if request.batch_rows == 0 {
         return Err(PyValueError::new_err("batch_rows must be positive"));
     }
+    if let Some(repeated) = request.columns.as_deref().and_then(|c| repeated(c.iter())) {
+        return Err(PyValueError::new_err(format!(
+            "columns lists {} more than once: each column can be asked for once",
+            quoted(repeated)
+        )));
+    }
     if request
         .columns
         .as_ref()
@@ -305,8 +311,16 @@ impl<'py> Load<'py> {
     }
 }
 
-fn refused(table: &str, key: &str, field: &str, refusal: &Refusal) -> PyErr {
-    let message = format!("{table}[{key}]{field}{}: {}", refusal.path, refusal.reason);
+/// The first name that `names` gives more than once.
+fn repeated<'n>(names: impl Iterator<Item = &'n String>) -> Option<&'n str> {
+    let mut seen = std::collections::HashSet::new();
+    names.map(String::as_str).find(|name| !seen.insert(*name))
+}
+
+/// The exception for a refused cell of row `key`, in the field `field` (`['at']`).
+fn refused(table: &str, key: &str, field: &str, refusal: Refusal) -> PyErr {
+    let refusal = refusal.within(field);
+    let message = format!("{table}[{key}]{}: {}", refusal.path(), refusal.reason);
     match refusal.kind {
         RefusalKind::Type => PyTypeError::new_err(message),
         RefusalKind::Overflow => PyOverflowError::new_err(message),
@@ -319,7 +333,7 @@ struct Batch<'a, 'py> {
     load: &'a Load<'py>,
     names: &'a [String],
     sources: Vec<(String, Source<'a, 'py>)>,
-    keys: &'a dyn Array,
+    keys: KeyColumn<'a>,
     /// Rows before this batch (where its rows start in the object columns).
     offset: usize,
     /// How object cells are encoded: missing values as None, naive datetimes as asked.
@@ -332,7 +346,7 @@ impl<'a, 'py> Batch<'a, 'py> {
         names: &'a [String],
         schema: &'a SchemaRef,
         columns: &'a [ArrayRef],
-        keys: &'a dyn Array,
+        keys: KeyColumn<'a>,
         offset: usize,
     ) -> PyResult<Self> {
         let mut sources = Vec::with_capacity(names.len());
@@ -368,9 +382,9 @@ impl<'a, 'py> Batch<'a, 'py> {
     fn op<'b>(&'b self, row: usize, buffers: &'b mut RowBuffers) -> PyResult<OpRef<'b>> {
         let table = &self.load.table;
         let RowBuffers { key, value } = buffers;
-        cell_key_into(self.keys, row, key).map_err(|r| {
+        self.keys.encode_into(row, key).map_err(|r| {
             let at = format!("<row {}>", self.offset + row);
-            refused(table, &at, &field_part(&self.load.key), &r)
+            refused(table, &at, &field_part(&self.load.key), r)
         })?;
         value.clear();
         rmp::encode::write_map_len(value, self.names.len() as u32)
@@ -380,7 +394,7 @@ impl<'a, 'py> Batch<'a, 'py> {
             match source {
                 Source::Arrow(writer) => writer
                     .write(row, value)
-                    .map_err(|r| refused(table, &describe_key(key), part, &r))?,
+                    .map_err(|r| refused(table, &describe_key(key), part, r))?,
                 Source::Objects(list) => {
                     let item = list.get_item(self.offset + row)?;
                     let at = Location::Cell {
@@ -442,6 +456,15 @@ pub(crate) fn put(
             names.join(", ")
         ))
     })?;
+    // A name given twice would be one dict key holding one of the columns: the others'
+    // data would be lost without a word.
+    if let Some(name) = repeated(schema.fields().iter().map(|f| f.name())) {
+        return Err(PyValueError::new_err(format!(
+            "column names must be unique to be stored as dict keys: {} is the name of more \
+             than one column",
+            quoted(name)
+        )));
+    }
     let names = field_order(load, &schema);
     let progress = Progress::new(
         py,
@@ -471,7 +494,7 @@ pub(crate) fn put(
             &names,
             &schema,
             &columns,
-            columns[key_index].as_ref(),
+            KeyColumn::new(columns[key_index].as_ref(), Some(schema.field(key_index))),
             offset,
         )?;
         for row in 0..batch.num_rows() {

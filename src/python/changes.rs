@@ -6,10 +6,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use pyo3::exceptions::{PyIndexError, PyTypeError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDateTime, PyInt, PyList, PySlice};
 
-use super::args::{limit as limit_arg, non_negative};
+use super::args::{int, limit as limit_arg, non_negative};
 use super::errors::{owned, run, run_detached, to_py};
 use super::feed_arrow::PyChangeStream;
 use super::types::PyOp;
@@ -43,17 +44,21 @@ pub(crate) fn until_arg(until: Option<&Bound<'_, PyAny>>) -> PyResult<(u64, Opti
     let Some(until) = until else {
         return Ok((u64::MAX, None));
     };
-    if until.cast::<PyInt>().is_ok() && until.cast::<PyBool>().is_err() {
-        let lsn = non_negative("until", until.extract()?)?;
+    if until.cast::<PyDateTime>().is_ok() {
+        return Ok((u64::MAX, Some(instant_micros("until", until)?)));
+    }
+    // An LSN is taken as `since=` takes one: an int or what stands for one (`__index__`:
+    // a numpy int such as `df["lsn"].max()`), never a bool.
+    let int_like =
+        until.cast::<PyInt>().is_ok() || until.hasattr(intern!(until.py(), "__index__"))?;
+    if int_like && !until.is_instance_of::<PyBool>() {
+        let lsn = non_negative("until", int(until)?)?;
         return Ok((lsn, None));
     }
-    if until.cast::<PyDateTime>().is_err() {
-        return Err(PyTypeError::new_err(format!(
-            "until must be an aware datetime or an LSN (int), not {}",
-            until.get_type().name()?
-        )));
-    }
-    Ok((u64::MAX, Some(instant_micros("until", until)?)))
+    Err(PyTypeError::new_err(format!(
+        "until must be an aware datetime or an LSN (int), not {}",
+        until.get_type().name()?
+    )))
 }
 
 /// The request behind `Store.changes(...)`: its LSN range is fixed now, at the visible LSN.

@@ -18,7 +18,7 @@ use super::batch::PyBatch;
 use super::changes::{feed_request, PyChanges};
 use super::display::html;
 use super::errors::{owned, run, run_detached};
-use super::iter::{prefix_end, PyScan};
+use super::iter::{KeyBounds, PyScan, ScanKeys};
 use super::put_many::{put_op, put_rows};
 use super::stats::PyStoreStats;
 use super::transaction::PyTransaction;
@@ -63,9 +63,6 @@ pub(crate) struct PyStore {
     pub(crate) store: Store,
 }
 
-/// A lower and an upper bound of encoded keys.
-type KeyBounds = (Limit<Vec<u8>>, Limit<Vec<u8>>);
-
 /// The encoded-key bounds of `prefix=`, `start=` (included) and `end=` (excluded): the
 /// narrowest range inside all that are given.
 fn key_bounds(
@@ -73,34 +70,26 @@ fn key_bounds(
     start: Option<&Bound<'_, PyAny>>,
     end: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<KeyBounds> {
-    let mut lower = start
-        .map(encode_py_key)
-        .transpose()?
-        .map_or(Limit::Unbounded, Limit::Included);
-    let mut upper = end
-        .map(encode_py_key)
-        .transpose()?
-        .map_or(Limit::Unbounded, Limit::Excluded);
+    Ok(scan_keys(prefix, start, end)?.bounds())
+}
+
+/// `prefix=`, `start=` and `end=`, encoded.
+fn scan_keys(
+    prefix: Option<&Bound<'_, PyAny>>,
+    start: Option<&Bound<'_, PyAny>>,
+    end: Option<&Bound<'_, PyAny>>,
+) -> PyResult<ScanKeys> {
     if let Some(prefix) = prefix {
         if !(prefix.is_instance_of::<PyString>() || prefix.is_instance_of::<PyBytes>()) {
             return Err(PyTypeError::new_err("prefix must be str or bytes"));
         }
-        let low = encode_py_key(prefix)?;
-        let high = prefix_end(&low);
-        if match &lower {
-            Limit::Included(l) => *l < low,
-            _ => true,
-        } {
-            lower = Limit::Included(low);
-        }
-        if match &upper {
-            Limit::Excluded(u) => *u > high,
-            _ => true,
-        } {
-            upper = Limit::Excluded(high);
-        }
     }
-    Ok((lower, upper))
+    let encoded = |key: Option<&Bound<'_, PyAny>>| key.map(encode_py_key).transpose();
+    Ok(ScanKeys {
+        prefix: encoded(prefix)?,
+        start: encoded(start)?,
+        end: encoded(end)?,
+    })
 }
 
 #[pymethods]
@@ -445,15 +434,9 @@ impl PyStore {
         reverse: bool,
         #[pyo3(from_py_with = opt_int)] limit: Option<i128>,
     ) -> PyResult<PyScan> {
-        let remaining = limit_arg(limit)?;
-        let (lower, upper) = key_bounds(prefix, start, end)?;
-        Ok(PyScan::new(
-            self.store.clone(),
-            table,
-            (lower, upper),
-            reverse,
-            remaining,
-        ))
+        let limit = limit_arg(limit)?;
+        let keys = scan_keys(prefix, start, end)?;
+        Ok(PyScan::new(self.store.clone(), table, keys, reverse, limit))
     }
 
     #[pyo3(signature = (table, *, columns = None, prefix = None, start = None, end = None,
@@ -463,9 +446,11 @@ impl PyStore {
     /// By default batches are built as they are read (a first pass finds the schema);
     /// ``build=True`` builds them all now, in one pass when the first 65,536 rows predict
     /// the schema of the whole scan (``Table.to_arrow`` and ``Table.to_pandas`` do).
+    /// ``columns`` names the value columns, in order (``[]``: the key column only).
     ///
     /// Raises:
-    ///     ValueError: a value column has the key column's name, or ``batch_rows`` is 0.
+    ///     ValueError: a value column has the key column's name, ``columns`` names a
+    ///         column twice, or ``batch_rows`` is 0.
     #[allow(clippy::too_many_arguments)]
     fn arrow_stream(
         &self,
@@ -500,10 +485,16 @@ impl PyStore {
     /// refused. ``progress=True`` shows a bar whose total is the data's ``num_rows`` (or
     /// ``len()``) when it has one; a callable is called with the rows written so far.
     ///
+    /// A key column that ``to_arrow`` packed (keys of mixed types) gives the int, str or
+    /// bytes keys it holds. A refused column or cell writes nothing (with ``batch_rows``,
+    /// the transactions before the refused row stay).
+    ///
     /// Raises:
     ///     TypeError: a cell of a type that cannot be stored (the message names its key and
     ///         field).
     ///     OverflowError: a number out of range (named the same way).
+    ///     ValueError: two columns share a name, or a value nests deeper than 128 levels
+    ///         (named the same way).
     #[allow(clippy::too_many_arguments)]
     fn put_arrow(
         &self,
@@ -533,8 +524,8 @@ impl PyStore {
     ///         message names its key and field); a key of another type than the keys
     ///         before it (the message names its row and the key column).
     ///     OverflowError: a number out of range (named the same way).
-    ///     ValueError: a value nested too deeply, or a str that cannot be stored (named
-    ///         the same way).
+    ///     ValueError: two columns share a name, a value nests deeper than 128 levels, or
+    ///         a str cannot be stored (named the same way).
     #[allow(clippy::too_many_arguments)]
     fn put_dataframe(
         &self,

@@ -11,8 +11,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyList, PyString};
 
 use super::datetime::{days_to_date, unix_to_datetime};
-use super::MAX_DEPTH;
-use crate::codec::{decode_date, decode_timestamp, Reader, Token, DATE_EXT, TIMESTAMP_EXT};
+use crate::codec::{
+    decode_date, decode_timestamp, Reader, Token, DATE_EXT, MAX_DEPTH, TIMESTAMP_EXT,
+};
 
 /// Why bytes did not decode (the callers add what was being decoded).
 type Failure = String;

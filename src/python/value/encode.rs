@@ -10,8 +10,7 @@ use rmp::encode::ByteBuf;
 use super::datetime::{date_to_days, datetime_to_unix};
 use super::foreign::{classify, is_nat, Foreign};
 use super::path::{Location, Refusal};
-use super::MAX_DEPTH;
-use crate::codec::{encode_date, encode_timestamp, DATE_EXT, TIMESTAMP_EXT};
+use crate::codec::{encode_date, encode_timestamp, DATE_EXT, MAX_DEPTH, TIMESTAMP_EXT};
 
 /// How the `DataFrame` paths take missing values and naive datetimes; the default (both
 /// false) is what `put` does.
@@ -37,7 +36,7 @@ pub(crate) fn encode_py_value_with(
         options,
         out: ByteBuf::from_vec(std::mem::take(out)),
     };
-    let result = encoder.value(obj, 0);
+    let result = encoder.value(obj, at.depth());
     *out = encoder.out.into_vec();
     result.map_err(|refusal| {
         out.truncate(start);

@@ -25,9 +25,6 @@ pub(crate) use encode::{encode_py_value, encode_py_value_with, encode_row_value,
 pub(crate) use key::{decode_py_key, encode_py_key, with_py_key};
 pub(crate) use path::Location;
 
-/// Values nested deeper than this are refused (a guard against runaway recursion).
-const MAX_DEPTH: u32 = 128;
-
 /// The MessagePack bytes replikv stores for ``value`` (what a cache node's GET returns).
 ///
 /// numpy scalars are stored as the Python values they stand for, a ``date`` as extension

@@ -31,6 +31,15 @@ pub(crate) enum Location<'a, 'py> {
 }
 
 impl Location<'_, '_> {
+    /// How deep the value sits in what is stored: a cell is a field of its row's dict, so
+    /// its value starts one level down, and is refused at the same depth as `put`'s.
+    pub(crate) fn depth(&self) -> u32 {
+        match self {
+            Location::Value | Location::Row { .. } => 0,
+            Location::Cell { .. } => 1,
+        }
+    }
+
     fn name(&self) -> String {
         match self {
             Location::Value => "value".to_owned(),
@@ -132,7 +141,9 @@ impl Refusal {
         let mut place = at.name();
         for (shown, step) in self.path.iter().rev().enumerate() {
             if shown == PATH_STEPS_SHOWN {
-                let _ = write!(place, "...({} levels down)", self.path.len());
+                // Counted from the top of the stored value, as `put` counts them.
+                let levels = self.path.len() + at.depth() as usize;
+                let _ = write!(place, "...({levels} levels down)");
                 break;
             }
             match step {
