@@ -63,7 +63,7 @@ def test_polars_and_duckdb_read_the_stream_and_agree_with_scan(store: Any) -> No
     rows = profiles(500)
     store.put_many("subs", rows)
     stream = store.table("subs").to_arrow_batches(batch_rows=64)
-    frame = pl.from_arrow(pa.table(stream))
+    frame = pl.DataFrame(stream)  # as the README shows it
     assert isinstance(frame, pl.DataFrame)
     assert frame["key"].to_list() == [k for k, _ in rows]
     assert frame["age"].to_list() == [v["age"] for _, v in rows]

@@ -322,6 +322,20 @@ def test_checksums_track_content_not_history(open_store: Callable[..., replikv.S
     assert a.checksum().lsn == 2 and b.checksum().lsn == 6
 
 
+def test_a_store_whose_tables_emptied_sums_as_one_that_never_had_them(
+    open_store: Callable[..., replikv.Store],
+) -> None:
+    a, b = open_store("a"), open_store("b")
+    for table in ("dropped", "emptied", "kept"):
+        a.put(table, "k", 1)
+    a.drop_table("dropped")
+    a.delete("emptied", "k")
+    b.put("kept", "k", 1)
+    assert a.checksum().tables == b.checksum().tables
+    assert set(a.checksum().rows) == set(a.tables()) == {"kept"}
+    assert a.stats().tables == {"kept": 1}
+
+
 def test_close_releases_files_so_the_same_process_can_reopen(tmp_path: Path) -> None:
     path = tmp_path / "db"
     for round_ in range(3):

@@ -90,16 +90,19 @@ impl PyStoreStats {
             .map(|rows| rows.extract::<u64>())
             .sum::<PyResult<u64>>()?;
         let tables = self.tables.bind(py).len();
+        let log = if self.last_lsn < self.oldest_lsn {
+            "no log entries".to_owned()
+        } else {
+            format!("lsn {}..{}", self.oldest_lsn, self.last_lsn)
+        };
         Ok(format!(
-            "StoreStats(path={}, rows={rows} in {tables} table{}, total={} (log {}, tables {}, other {}), lsn {}..{})",
+            "StoreStats(path={}, rows={rows} in {tables} table{}, total={} (log {}, tables {}, other {}), {log})",
             quoted(&self.path),
             if tables == 1 { "" } else { "s" },
             human(self.total_bytes),
             human(self.log_bytes),
             human(self.tables_bytes),
             human(self.other_bytes),
-            self.oldest_lsn,
-            self.last_lsn,
         ))
     }
 
