@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,15 +21,20 @@ def records(caplog: pytest.LogCaptureFixture, logger: str, text: str) -> list[lo
     return [r for r in caplog.records if r.name == logger and text in r.getMessage()]
 
 
-def test_a_replica_connecting_is_an_info_record_that_names_it(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO, logger="replikv")
+@pytest.fixture
+def primary(tmp_path: Path) -> Iterator[replikv.Primary]:
     with (
         replikv.Store(tmp_path / "p") as store,
-        replikv.Primary(store, listen="127.0.0.1:0") as primary,
-        replikv.Replica(tmp_path / "r", primary=primary.address, name="eu-1"),
+        replikv.Primary(store, listen="127.0.0.1:0") as serving,
     ):
+        yield serving
+
+
+def test_a_replica_connecting_is_an_info_record_that_names_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, primary: replikv.Primary
+) -> None:
+    caplog.set_level(logging.INFO, logger="replikv")
+    with replikv.Replica(tmp_path / "r", primary=primary.address, name="eu-1"):
         logger = "replikv.replication.primary.admit"
         eventually("the connection logged", lambda: bool(records(caplog, logger, "connected")))
     (record,) = records(caplog, logger, "replica connected")
@@ -37,19 +43,15 @@ def test_a_replica_connecting_is_an_info_record_that_names_it(
 
 
 def test_garbage_on_a_primary_port_is_a_warning_that_names_the_peer(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture, primary: replikv.Primary
 ) -> None:
     caplog.set_level(logging.WARNING, logger="replikv")
-    with (
-        replikv.Store(tmp_path / "p") as store,
-        replikv.Primary(store, listen="127.0.0.1:0") as primary,
-    ):
-        host, port = primary.address.rsplit(":", 1)
-        with socket.create_connection((host, int(port)), timeout=10) as peer:
-            peer.sendall(b"GET / HTTP/1.1\r\n\r\n" * 8)
-            peer_address = "{}:{}".format(*peer.getsockname())
-            logger = "replikv.replication.primary"
-            eventually("the refusal logged", lambda: bool(records(caplog, logger, "refused")))
+    host, port = primary.address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as peer:
+        peer.sendall(b"GET / HTTP/1.1\r\n\r\n" * 8)
+        peer_address = "{}:{}".format(*peer.getsockname())
+        logger = "replikv.replication.primary"
+        eventually("the refusal logged", lambda: bool(records(caplog, logger, "refused")))
     (record,) = records(caplog, logger, "refused")
     assert record.levelno == logging.WARNING
     assert f"peer={peer_address}" in record.getMessage()
