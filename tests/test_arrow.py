@@ -560,3 +560,25 @@ def test_columns_named_twice_are_refused_and_no_columns_give_the_key_alone(store
     assert subs.to_arrow_batches(columns=[]).column_names == ["key"]
     frame = subs.to_pandas(columns=[])
     assert list(frame.columns) == [] and list(frame.index) == [1, 2, "c"]
+
+
+def test_a_reader_past_max_transaction_bytes_is_refused_at_the_crossing_batch(
+    tmp_path: Path,
+) -> None:
+    schema = pa.schema([("key", pa.int64()), ("v", pa.string())])
+    pulled = 0
+
+    def batches() -> Any:
+        nonlocal pulled
+        for b in range(200):
+            pulled += 1
+            keys = pa.array(range(b * 1000, (b + 1) * 1000), pa.int64())
+            yield pa.record_batch([keys, pa.array(["x" * 100] * 1000)], schema=schema)
+
+    with replikv.Store(tmp_path / "db", max_transaction_bytes=1 << 20) as store:
+        reader = pa.RecordBatchReader.from_batches(schema, batches())
+        with pytest.raises(replikv.ValueTooLarge, match=r"put_arrow rows exceed .* at row \d+"):
+            store.put_arrow("t", reader, key="key")
+        # About 100 KiB a batch: the refusal comes within the batches that cross 1 MiB.
+        assert pulled < 20
+        assert len(store.table("t")) == 0

@@ -275,6 +275,15 @@ pub(crate) struct Load<'py> {
 }
 
 impl<'py> Load<'py> {
+    /// The call that loads, for a refusal: a DataFrame's load orders its fields.
+    fn what(&self) -> &'static str {
+        if self.order.is_some() {
+            "put_dataframe"
+        } else {
+            "put_arrow"
+        }
+    }
+
     /// The arguments of `put_arrow`, checked.
     pub(crate) fn new(
         table: &str,
@@ -475,7 +484,7 @@ pub(crate) fn put(
     // Data with a row count is in memory, quick to convert: it streams. A reader of
     // unknown length may wait on its source, which must not hold other writers meanwhile.
     let streams = row_count(data).is_some();
-    let mut sink = OpSink::new(store, load.durability, streams);
+    let mut sink = OpSink::new(store, load.durability, streams, load.what());
     let mut receipt = None;
     let mut buffers = RowBuffers::default();
     let mut written = 0usize;
@@ -506,8 +515,10 @@ pub(crate) fn put(
             }
             if load.batch_rows.is_some_and(|n| sink.len() >= n) {
                 written += sink.len();
-                let full =
-                    std::mem::replace(&mut sink, OpSink::new(store, load.durability, streams));
+                let full = std::mem::replace(
+                    &mut sink,
+                    OpSink::new(store, load.durability, streams, load.what()),
+                );
                 receipt = Some(full.commit(py)?);
                 if let Some(callback) = progress.callback() {
                     callback.call1((written,))?;

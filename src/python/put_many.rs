@@ -63,7 +63,8 @@ pub(crate) fn encode_put<'b>(
 /// ones are encoded (the transaction then holds the writer lock until it commits). A sink
 /// that does not stream keeps every op until [`OpSink::commit`]: for rows from a source
 /// of unknown speed, which must not hold other writers meanwhile. Dropping it before the
-/// commit writes nothing.
+/// commit writes nothing. Past `max_transaction_bytes` it refuses at once, at the row that
+/// crosses it, before the rest are read.
 pub(crate) struct OpSink<'a> {
     store: &'a Store,
     durability: Option<Durability>,
@@ -71,10 +72,19 @@ pub(crate) struct OpSink<'a> {
     chunk: EncodedOps,
     load: Option<StreamedCommit>,
     count: usize,
+    /// A lower bound of the entry's size so far.
+    bytes: usize,
+    /// What writes (`put_many`, `put_arrow`...), for a refusal.
+    what: &'static str,
 }
 
 impl<'a> OpSink<'a> {
-    pub(crate) fn new(store: &'a Store, durability: Option<Durability>, streams: bool) -> Self {
+    pub(crate) fn new(
+        store: &'a Store,
+        durability: Option<Durability>,
+        streams: bool,
+        what: &'static str,
+    ) -> Self {
         Self {
             store,
             durability,
@@ -82,6 +92,8 @@ impl<'a> OpSink<'a> {
             chunk: EncodedOps::default(),
             load: None,
             count: 0,
+            bytes: 0,
+            what,
         }
     }
 
@@ -94,6 +106,17 @@ impl<'a> OpSink<'a> {
     /// first one waits for the writer lock).
     pub(crate) fn push(&mut self, py: Python<'_>, op: OpRef<'_>) -> PyResult<()> {
         run(py, || self.store.check_ops([op]))?;
+        self.bytes += op.table.len() + op.key.len() + op.value.map_or(0, <[u8]>::len);
+        let limit = self.store.options().max_transaction_bytes;
+        if self.bytes > limit {
+            let message = format!(
+                "{} rows exceed max_transaction_bytes ({limit} bytes) at row {}: write them \
+                 in smaller batches, or open the Store with a larger max_transaction_bytes",
+                self.what,
+                self.count + 1
+            );
+            return Err(super::errors::raise(py, "ValueTooLarge", (message,)));
+        }
         self.chunk.push(op);
         self.count += 1;
         if !self.streams || self.chunk.len() < STREAM_CHUNK {
@@ -143,12 +166,8 @@ pub(crate) fn put_rows(
     progress: Option<&Bound<'_, PyAny>>,
     durability: Option<Durability>,
 ) -> PyResult<PyReceipt> {
-    let limit = store.options().max_transaction_bytes;
-    // A lower bound of the entry's size: stop as soon as it is certainly too large, not
-    // after every row is in memory.
-    let mut bytes = 0usize;
     let mut buffers = RowBuffers::default();
-    let mut sink = OpSink::new(store, durability, total.is_some());
+    let mut sink = OpSink::new(store, durability, total.is_some(), "put_many");
     for row in rows.try_iter()? {
         let row = row?;
         let index = sink.len();
@@ -167,17 +186,8 @@ pub(crate) fn put_rows(
             })?;
         let (key, value) = (pair.get_item(0)?, pair.get_item(1)?);
         let op = encode_put(table, &key, &value, &mut buffers, Some(index))?;
-        bytes += op.table.len() + op.key.len() + op.value.map_or(0, <[u8]>::len);
-        let count = sink.len() + 1;
-        if bytes > limit {
-            let message = format!(
-                "put_many rows exceed max_transaction_bytes ({limit} bytes) at row {count}: \
-                 write them in smaller batches, or open the Store with a larger \
-                 max_transaction_bytes"
-            );
-            return Err(super::errors::raise(py, "ValueTooLarge", (message,)));
-        }
         sink.push(py, op)?;
+        let count = sink.len();
         // Before the commit point Ctrl-C aborts with nothing written.
         if count.is_multiple_of(SIGNAL_EVERY) {
             py.check_signals()?;
