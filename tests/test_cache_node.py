@@ -333,3 +333,50 @@ def test_replikv_follow_re_points_a_cache_node(tmp_path: Path) -> None:
         eventually("it processes its write", lambda: node.stats().processed_lsn >= written.lsn)
         refused = replikv_cli(*argv[:-2])
         assert refused.returncode == 1 and "NOAUTH" in refused.stderr
+
+
+def test_a_replica_left_diverged_by_a_promotion_never_hands_its_lost_writes_to_a_cache(
+    tmp_path: Path,
+) -> None:
+    store = replikv.Store(tmp_path / "primary")
+    primary = replikv.Primary(store, listen="127.0.0.1:0", ship_interval=0.0)
+    proxy = Proxy(primary.address)
+    # us-1 (no fsync: it never counts) gets every entry; eu-1, the only member, is cut off
+    # before the second write.
+    us1 = replikv.Replica(tmp_path / "us-1", primary=primary.address, fsync=False)
+    eu1 = replikv.Replica(tmp_path / "eu-1", primary=proxy.address, listen="127.0.0.1:0")
+    node = replikv.CacheNode(follow=primary.address)
+    new = None
+    try:
+        first = store.put("t", "k", "v1")
+        assert us1.wait_for(first.lsn, timeout=30) and eu1.wait_for(first.lsn, timeout=30)
+        eventually("eu-1 knows its members", lambda: eu1.status().primary_members == 1)
+        proxy.stalled = True
+        lost = store.put("t", "k", "v2-lost")
+        assert us1.wait_for(lost.lsn, timeout=30)
+        primary.close()
+        store.close()
+        new = eu1.promote()
+        us1.follow(new.address)  # it holds v2-lost, which the new history does not
+        node.follow(new.address)
+        written = new.store.put("t", "k", "v3")
+        # The node had processed v2-lost at that LSN too: it sees the fork, flushes, and
+        # starts again in the new history (epoch 2).
+        eventually(
+            "the node processes v3",
+            lambda: (node.stats().processed_epoch, node.stats().processed_lsn) >= (2, written.lsn),
+        )
+        assert node.stats().forks == 1 and node.stats().follow_state == "streaming"
+        eventually("us-1 sees the fork", lambda: us1.status().state != "streaming")
+        with replikv.Cache([node.address], source=us1, timeout=0.5) as cache:
+            for _ in range(3):
+                with pytest.raises(replikv.ReplicationError, match="forks from the log"):
+                    cache.get("t", "k")
+            assert cache.get("t", "k", read_through=False) is None
+    finally:
+        if new is not None:
+            new.close()
+        node.close()
+        us1.close()
+        eu1.close()
+        proxy.close()

@@ -61,11 +61,23 @@ impl LogConsumer for Invalidator {
 
     fn position(&self) -> Result<Position> {
         let cursor = self.cursor();
-        let processed = if cursor.forked {
-            Version::default()
-        } else {
-            self.shared.lock().processed()
-        };
+        if cursor.forked {
+            // Nothing of the old history is claimed: not its last entry (the primary would
+            // find it forks at LSN 0 and refuse, again and again), not its lineage (the new
+            // primary may be another store), not its epoch (which could fence a primary
+            // of an unrelated lineage).
+            return Ok(Position {
+                flushed_lsn: 0,
+                applied_lsn: 0,
+                id: (0, 0),
+                lineage: 0,
+                epoch: 0,
+                history: Vec::new(),
+                store_id: 0,
+                held: None,
+            });
+        }
+        let processed = self.shared.lock().processed();
         Ok(Position {
             flushed_lsn: processed.lsn,
             applied_lsn: processed.lsn,
@@ -142,10 +154,16 @@ impl LogConsumer for Invalidator {
             node.lru.flush(start.lsn);
             node.lru.processed_through(at);
         }
+        // A new history starts at the snapshot: its epoch, not the old one's.
+        let epoch = if cursor.forked {
+            start.epoch
+        } else {
+            cursor.epoch.max(start.epoch)
+        };
         *cursor = Cursor {
             id: start.id,
             lineage: start.lineage,
-            epoch: cursor.epoch.max(start.epoch),
+            epoch,
             forked: false,
         };
         Ok(Box::new(Discard { rows: 0 }))
@@ -296,10 +314,11 @@ mod tests {
         assert_eq!(invalidator.resync(2, "127.0.0.1:1").unwrap(), None);
         assert!(shared.lock().lru.is_empty());
         assert_eq!(shared.lock().following.forks, 1);
+        let fresh = invalidator.position().unwrap();
         assert_eq!(
-            invalidator.position().unwrap().flushed_lsn,
-            0,
-            "a fresh start"
+            (fresh.flushed_lsn, fresh.id, fresh.lineage, fresh.epoch),
+            (0, (0, 0), 0, 0),
+            "a fresh start claims nothing of the old history"
         );
         // The new history is shorter: its fills at LSN 1 are not refused for being below
         // the old history's position, but fills of the old epoch are.

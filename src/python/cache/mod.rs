@@ -185,15 +185,31 @@ impl PyCache {
                     );
                     return Err(raise(py, "ReplicationTimeout", (message, at_least)));
                 }
+                // The epoch of the entry the value was read at, not the newest the store
+                // has heard of: a replica that diverged (its last entries are of a history
+                // a promotion cut off) may have heard of the new epoch.
+                let epoch = store.epoch_history().epoch_at(read.lsn).max(1);
+                if let Some(seen) = floor.filter(|seen| epoch < seen.epoch) {
+                    // At or past the node's position, a source that shares its history is
+                    // of its epoch or a newer one: this one holds writes a promotion cut
+                    // off, which no read may return (DESIGN 3.7).
+                    let message = format!(
+                        "the cache's source forks from the log its nodes follow: its entry at \
+                         LSN {} is of epoch {epoch}, the nodes have processed epoch {} (a \
+                         replica left diverged by a promotion?): re-point or re-seed it",
+                        read.lsn, seen.epoch
+                    );
+                    return Err(raise(py, "ReplicationError", (message,)));
+                }
                 match read.bytes {
                     None => None,
                     Some(bytes) => {
                         let value = decode_py_value(py, &bytes)?.unbind();
-                        let lsn = floor.map(|_| Version {
-                            epoch: store.epoch(),
+                        let version = floor.map(|_| Version {
+                            epoch,
                             lsn: read.lsn,
                         });
-                        Some((value, bytes, lsn))
+                        Some((value, bytes, version))
                     }
                 }
             }
