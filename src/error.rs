@@ -495,6 +495,25 @@ impl Error {
     }
 }
 
+/// Runs `f`, turning a panic inside it into [`StoreError::Corrupt`]: the storage engine
+/// panics on some damaged pages, and such a panic must close the store with a clear error,
+/// not leave its writers waiting for a leader that is gone.
+pub(crate) fn corrupt_on_panic<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        let detail = payload
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(StoreError::Corrupt {
+            reason: format!(
+                "the storage engine stopped while {what} (damaged tables, or a bug): {detail}"
+            ),
+        }
+        .into())
+    })
+}
+
 impl From<redb::Error> for StoreError {
     fn from(err: redb::Error) -> Self {
         match err {

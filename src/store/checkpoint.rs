@@ -230,16 +230,10 @@ fn run(shared: &Arc<Shared>, tables: &Tables, overlay: &Overlay) {
                 .follow(Arc::clone(shared) as Arc<dyn Schedule>)
         });
         // A panic here must close the store, not leave writers waiting for room forever.
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let result = crate::error::corrupt_on_panic("moving writes into the tables", || {
             overlay.move_to_tables(tables, durable)
-        }));
-        drop(paced);
-        let result = result.unwrap_or_else(|_| {
-            Err(StoreError::Corrupt {
-                reason: "the checkpoint thread panicked".to_owned(),
-            }
-            .into())
         });
+        drop(paced);
         if due {
             tracing::debug!(elapsed = ?started.elapsed(), "checkpoint");
         }

@@ -195,6 +195,9 @@ pub(crate) struct Failure {
     pub cause: String,
     /// The operating system's error behind it, if one was: its kind and errno.
     pub os: Option<(io::ErrorKind, Option<i32>)>,
+    /// What damage it found in the tables, if that is what failed (the writers it failed
+    /// get a corruption error).
+    pub corrupt: Option<String>,
 }
 
 impl Failure {
@@ -202,6 +205,12 @@ impl Failure {
         Self {
             cause: err.to_string(),
             os: err.io_source().map(|io| (io.kind(), io.raw_os_error())),
+            corrupt: match err {
+                crate::Error::Store(crate::error::StoreError::Corrupt { reason }) => {
+                    Some(reason.clone())
+                }
+                _ => None,
+            },
         }
     }
 
@@ -726,7 +735,7 @@ impl Pipeline {
         state.syncing = true;
         let (target, resets) = (state.held.written_lsn, state.resets);
         drop(state);
-        let result = lead.sync();
+        let result = crate::error::corrupt_on_panic("syncing the log", || lead.sync());
         let mut state = self.lock();
         state.syncing = false;
         let mut advanced = None;
@@ -814,7 +823,7 @@ impl Pipeline {
         };
         drop(state);
         let started = Instant::now();
-        let result = lead.flush(&batch);
+        let result = crate::error::corrupt_on_panic("applying a commit", || lead.flush(&batch));
         let took = started.elapsed();
         let mut state = self.lock();
         state.leading = false;

@@ -375,7 +375,9 @@ impl Store {
         let lock = DirLock::acquire(&path)?;
         let log_fs = log_fs(&path)?;
         install::finish_install(&path)?;
-        let parts = Parts::recover(&path, &options, log_fs)?;
+        let parts = crate::error::corrupt_on_panic("opening the tables", || {
+            Parts::recover(&path, &options, log_fs)
+        })?;
         let pipeline = Pipeline::new(parts.next_lsn, parts.history.last_epoch());
         if let Some(held) = parts.held {
             let held = held.into_iter().map(|e| commit::Pending {
@@ -517,7 +519,13 @@ impl Store {
                     source,
                 }
                 .into(),
-                None => self.closed_error(Some(failure.cause)),
+                None => match failure.corrupt {
+                    Some(reason) => StoreError::Corrupt {
+                        reason: format!("{reason}; the store closed itself"),
+                    }
+                    .into(),
+                    None => self.closed_error(Some(failure.cause)),
+                },
             },
             Refused::OutOfOrder { expected, got } => {
                 StoreError::OutOfOrder { expected, got }.into()

@@ -157,7 +157,7 @@ impl Store {
     /// A closed store, or a storage failure outside the rows.
     pub fn scrub(&self, progress: &mut dyn FnMut(u64) -> bool) -> Result<ScrubReport> {
         let (.., snapshot) = self.flushed_snapshot()?;
-        let report = snapshot.scrub(progress)?;
+        let report = crate::error::corrupt_on_panic("scrubbing", || snapshot.scrub(progress))?;
         if report.damaged.is_empty() {
             tracing::info!(path = %self.inner.path.display(), rows = report.rows_checked(), "scrub found no damage");
         } else {
