@@ -270,6 +270,35 @@ def test_export_csv_has_every_field_as_a_column(store_dir: Path) -> None:
     assert rows[2]["score"] == "1.5"
 
 
+def test_dates_print_in_iso_form_in_every_text_format(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    with replikv.Store(path) as store:
+        store.put("sends", "s1", {"day": dt.date(2026, 3, 1), "at": SIGNUP})
+    for args in (
+        ("get", path, "sends", "s1"),
+        ("scan", path, "sends"),
+        ("export", path, "sends"),
+        ("export", path, "sends", "--format", "csv"),
+        ("changes", path, "--since", "0"),
+    ):
+        run = replikv_cli(*args)
+        assert run.returncode == 0, (args, run.stderr)
+        assert "2026-03-01" in run.stdout and "2026-03-01T09:30:00+00:00" in run.stdout
+
+
+def test_a_csv_export_with_a_cell_over_128_kib_imports_back(tmp_path: Path) -> None:
+    path, copy, exported = tmp_path / "store", tmp_path / "copy", tmp_path / "big.csv"
+    big = {"body": "x" * (512 << 10)}
+    with replikv.Store(path) as store:
+        store.put("templates", "welcome", big)
+    run = replikv_cli("export", path, "templates", "--format", "csv", "-o", exported)
+    assert run.returncode == 0, run.stderr
+    run = replikv_cli("import", copy, "templates", exported, "--key", "key")
+    assert run.returncode == 0, run.stderr
+    with replikv.Store(copy) as store:
+        assert store.get("templates", "welcome") == big
+
+
 def test_import_csv_with_int_keys_one_transaction_per_batch(tmp_path: Path) -> None:
     source = tmp_path / "events.csv"
     source.write_text("id,type\n" + "".join(f"{i},open\n" for i in range(1, 6)))

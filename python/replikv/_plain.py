@@ -34,11 +34,11 @@ def jsonable(value: Any) -> Any:
 
 
 def tagged(value: object) -> object:
-    """Bytes as ``{"$base64": ...}`` and a datetime as ISO 8601; anything else is a
+    """Bytes as ``{"$base64": ...}``, a datetime or a date as ISO 8601; anything else is a
     ``TypeError`` (the ``default`` hook of ``json.dumps``)."""
     if isinstance(value, bytes):
         return {BYTES_TAG: base64.b64encode(value).decode("ascii")}
-    if isinstance(value, datetime.datetime):
+    if isinstance(value, datetime.date):  # a datetime is a date too
         return value.isoformat()
     raise TypeError(f"cannot write a {type(value).__name__} as JSON")
 

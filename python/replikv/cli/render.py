@@ -62,7 +62,7 @@ def csv_cell(value: Any) -> str:
         return value
     if isinstance(value, bytes):
         return base64.b64encode(value).decode("ascii")
-    if isinstance(value, dt.datetime):
+    if isinstance(value, dt.date):  # a datetime is a date too
         return value.isoformat()
     if isinstance(value, int | float):
         return str(value)

@@ -26,6 +26,8 @@ from .render import RENDERING_HELP, csv_cell, from_json, to_json
 FORMATS = ("jsonl", "csv", "parquet")
 SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 NON_DICT_COLUMN = "value"
+#: The largest CSV cell import reads: the largest value a store holds by default.
+CSV_CELL_LIMIT = 64 << 20
 
 
 def add_commands(commands: Any) -> None:
@@ -262,17 +264,24 @@ def _json_lines(source: Iterable[str]) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def _csv_records(source: IO[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    # The csv module refuses cells over 128 KiB by default; a stored value may be larger
+    # (export writes it whole), and the store's own limits refuse what it cannot hold.
+    csv.field_size_limit(max(csv.field_size_limit(), CSV_CELL_LIMIT))
     reader = csv.DictReader(source)
-    # A repeated header would keep only its last column's cells, silently.
-    header = reader.fieldnames or []
-    repeated = sorted({name for name in header if header.count(name) > 1})
-    if repeated:
-        names = ", ".join(repr(name) for name in repeated)
-        raise CommandError(f"the header names {names} more than once: rename the copies")
-    for record in reader:
-        if None in record:
-            raise CommandError(f"line {reader.line_num} has more cells than the header")
-        yield f"line {reader.line_num}", {name: cell or None for name, cell in record.items()}
+    try:
+        # A repeated header would keep only its last column's cells, silently.
+        header = reader.fieldnames or []
+        repeated = sorted({name for name in header if header.count(name) > 1})
+        if repeated:
+            names = ", ".join(repr(name) for name in repeated)
+            raise CommandError(f"the header names {names} more than once: rename the copies")
+        for record in reader:
+            if None in record:
+                raise CommandError(f"line {reader.line_num} has more cells than the header")
+            cells = {name: cell or None for name, cell in record.items()}
+            yield f"line {reader.line_num}", cells
+    except csv.Error as err:
+        raise CommandError(f"line {reader.line_num} is not CSV: {err}") from None
 
 
 def _row(record: dict[str, Any], key_column: str, key_type: str, where: str) -> tuple[Key, Any]:
