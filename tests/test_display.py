@@ -262,3 +262,12 @@ def test_cache_stats_are_typed_and_shown_for_the_cache_and_a_node(tmp_path: Path
             assert node.address in shown(node) and node.address in shown(node_stats)
             one_line(node_stats)
         assert "closed" in shown(node), "a closed node says so instead of raising"
+
+
+def test_a_scrub_report_shows_as_a_table_in_jupyter(tmp_path: Path) -> None:
+    with replikv.Store(tmp_path / "s") as store:
+        store.put_many("subscribers", [(f"u{i}", {"n": i}) for i in range(3)])
+        page = store.scrub()._repr_html_()
+    assert "<strong>ScrubReport</strong>" in page
+    assert "<td>ok</td>" in page
+    assert "<td>subscribers</td><td>3</td>" in page

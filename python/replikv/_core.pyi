@@ -1084,6 +1084,8 @@ class Switchover:
     LSN of the old primary, how long writes were paused, and the old primary's store as a
     replica of the new one.
     """
+    def _repr_html_(self) -> str:
+        """An HTML table of who serves now, where, its epoch and the pause, for Jupyter."""
 
     @property
     def to(self) -> str:
@@ -1452,7 +1454,9 @@ class ScrubReport:
     """What `Store.scrub()` found: `ok` is true when no row is damaged. (A scrub that was
     stopped raises instead of returning a partial report.)
     """
-
+    def _repr_html_(self) -> str:
+        """An HTML table of the verdict, the rows checked per table and every problem, for
+        Jupyter."""
     @property
     def path(self) -> str:
         """The store's directory."""

@@ -382,6 +382,32 @@ def _divergence_report(report: Any) -> str:
     return _page("DivergenceReport", figures, ("keys the discarded entries touched", keys))
 
 
+def _scrub_report(report: Any) -> str:
+    figures = [
+        ("verdict", "ok" if report.ok else "DAMAGED"),
+        ("path", report.path),
+        ("LSN checked", report.lsn),
+        ("rows checked", report.rows_checked),
+    ]
+    tables = _rows(("table", "rows checked"), sorted(report.tables.items()))
+    sections = [("tables", tables)]
+    if report.damaged:
+        damage = [(d.table, d.key, d.reason) for d in report.damaged]
+        sections.append((f"{len(damage)} problem(s)", _rows(("table", "key", "reason"), damage)))
+    return _page("ScrubReport", figures, *sections)
+
+
+def _switchover(switched: Any) -> str:
+    figures = [
+        ("primary now", switched.to),
+        ("serving at", switched.address),
+        ("epoch", switched.epoch),
+        ("old primary's last LSN", switched.last_lsn),
+        ("writes paused", f"{switched.paused * 1000:.1f} ms"),
+    ]
+    return _page("Switchover", figures)
+
+
 _RENDERERS: dict[str, Callable[[Any], str]] = {
     "Store": _store,
     "StoreStats": lambda stats: _store_stats(stats, f"StoreStats {stats.path}"),
@@ -399,6 +425,8 @@ _RENDERERS: dict[str, Callable[[Any], str]] = {
     "ReplicaVerify": _replica_verify,
     "Promotion": _promotion,
     "DivergenceReport": _divergence_report,
+    "ScrubReport": _scrub_report,
+    "Switchover": _switchover,
 }
 
 

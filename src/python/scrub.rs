@@ -1,6 +1,6 @@
 //! `Store.scrub()`: its report types, and the run that stays interruptible and shows progress.
 
-use crate::python::display::quoted;
+use crate::python::display::{html, quoted};
 use std::fmt::Write;
 
 use pyo3::prelude::*;
@@ -100,6 +100,12 @@ const REPR_DAMAGE: usize = 5;
 
 #[pymethods]
 impl PyScrubReport {
+    /// An HTML table of the verdict, the rows checked per table and every problem, for
+    /// Jupyter.
+    fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
+        html(slf.as_any())
+    }
+
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         let damaged = self.damaged.bind(py);
         let tables = self.tables.bind(py).len();

@@ -6,6 +6,7 @@ use std::time::Duration;
 use pyo3::prelude::*;
 
 use super::args::seconds;
+use super::display::html;
 use super::errors::{owned, run_detached};
 use super::primary::PyPrimary;
 use super::replica::{default_name, PyReplica};
@@ -35,6 +36,11 @@ pub(crate) struct PySwitchover {
 
 #[pymethods]
 impl PySwitchover {
+    /// An HTML table of who serves now, where, its epoch and the pause, for Jupyter.
+    fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
+        html(slf.as_any())
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "Switchover(to='{}', address='{}', epoch={}, last_lsn={}, paused={:.1} ms)",
