@@ -380,3 +380,18 @@ def test_a_replica_left_diverged_by_a_promotion_never_hands_its_lost_writes_to_a
         us1.close()
         eu1.close()
         proxy.close()
+
+
+def test_a_wrong_or_missing_token_is_an_auth_error_not_a_silent_miss() -> None:
+    # Read around, every read would go to the source and the hit ratio stay at 0, with
+    # nothing to say why.
+    with replikv.CacheNode(token="right") as node:
+        for token in ("wrong", None):
+            cache = replikv.Cache([node.address], token=token, source=lambda t, k: 1)
+            with pytest.raises(replikv.AuthError, match="refused the token"):
+                cache.get("t", "k")
+            with pytest.raises(replikv.AuthError):
+                cache.get_many("t", ["k"])
+        cache = replikv.Cache([node.address], token="right", source=lambda t, k: 1)
+        assert (cache.get("t", "k"), cache.get("t", "k")) == (1, 1)
+        assert cache.stats().hits == 1

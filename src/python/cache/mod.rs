@@ -308,6 +308,8 @@ impl PyCache {
     /// the cached object itself is returned: do not mutate it.
     ///
     /// Raises:
+    ///     AuthError: a node refused the cache's token (a node that fails otherwise is
+    ///         left out, and the source answers).
     ///     ReplicationTimeout: the source (a replica) stayed behind the log position the
     ///         cache nodes have processed for the cache's ``timeout``: its value could be
     ///         older than one the cache already returned, so none is given.

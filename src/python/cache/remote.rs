@@ -7,11 +7,12 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::super::errors::run_detached;
+use super::super::errors::{raise, run_detached};
 use super::super::value::decode_py_value;
 use super::{BackendFigures, Floor};
 use crate::cache::client::{Cluster, ClusterOptions, Lookup};
 use crate::cache::lru::Version;
+use crate::error::CacheError;
 
 /// How long a node that failed is left out before it is asked whether it caught up.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -67,6 +68,20 @@ impl Remote {
         failures.1 = Some(err.to_string());
     }
 
+    /// A failure the source answers for, except a node that refused the token: a wrong
+    /// token is the caller's to fix, and reading around it would hide it for good (every
+    /// read a miss, at the source's cost).
+    fn survived(&self, py: Python<'_>, err: &crate::error::Error) -> PyResult<()> {
+        if let crate::error::Error::Cache(CacheError::Reply { node, reason }) = err {
+            if reason.starts_with("NOAUTH") || reason.starts_with("WRONGPASS") {
+                let message = format!("cache node {node} refused the token: {reason}");
+                return Err(raise(py, "AuthError", (message,)));
+            }
+        }
+        self.failed(err);
+        Ok(())
+    }
+
     /// A hit decoded, or on a miss the position a read through must reach. A cache that
     /// cannot answer is a miss: the source answers instead (counted in `stats()`).
     fn found(&self, py: Python<'_>, lookup: Lookup) -> PyResult<Result<Py<PyAny>, Floor>> {
@@ -87,7 +102,7 @@ impl Remote {
         match run_detached(py, || Ok(self.cluster.get(wire))) {
             Ok(Ok(lookup)) => self.found(py, lookup),
             Ok(Err(err)) => {
-                self.failed(&err);
+                self.survived(py, &err)?;
                 Ok(Err(None))
             }
             Err(err) => Err(err),
@@ -105,7 +120,7 @@ impl Remote {
                 .map(|lookup| self.found(py, lookup))
                 .collect(),
             Err(err) => {
-                self.failed(&err);
+                self.survived(py, &err)?;
                 Ok(wires.iter().map(|_| Err(None)).collect())
             }
         }
