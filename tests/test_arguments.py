@@ -122,6 +122,16 @@ def test_promoting_a_mistyped_path_creates_no_store(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == []
 
 
+def test_promoting_a_store_that_is_no_replicas_says_so(tmp_path: Path) -> None:
+    with replikv.Store(tmp_path / "plain") as store:
+        store.put("t", "k", 1)
+    for force in (False, True):
+        with pytest.raises(replikv.ReplicationError, match="is not a replica's directory"):
+            replikv.promote_stopped(tmp_path / "plain", force=force)
+    with replikv.Store(tmp_path / "plain") as store:
+        assert store.epoch == 1 and store.get("t", "k") == 1
+
+
 def bool_for_int_calls(store: replikv.Store, path: Path) -> dict[str, Callable[[], Any]]:
     return {
         "since": lambda: store.changes(since=True),

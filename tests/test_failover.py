@@ -184,5 +184,5 @@ def test_replikv_promote_promotes_a_stopped_replica_by_the_rule(tmp_path: Path) 
         assert promoted.epoch_history == [(1, 1), (2, lsn + 1)]
         assert promoted.put("consent", "bob", True).lsn == lsn + 1
     # Promoting it again: it is no replica's store any more.
-    with pytest.raises(replikv.ReadOnlyError):
+    with pytest.raises(replikv.ReplicationError, match="is not a replica's directory"):
         replikv.promote_stopped(tmp_path / "eu-1")

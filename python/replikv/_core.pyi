@@ -1279,7 +1279,9 @@ def promote_stopped(path: str | os.PathLike[str], *, force: bool = False) -> Pro
     serving it: ``Primary(Store(path))`` or ``replikv primary --data DIR`` serves it next.
 
     Raises ``ReplicationError`` (nothing changes) when the rule is not met and ``force`` is
-    not set; ``StoreLockedError`` while a replica runs on it."""
+    not set, or when the directory is not a replica's (force or not);
+    ``StoreLockedError`` while a replica runs on it.
+    """
 
 def read_diverged_report(
     path: str | os.PathLike[str],

@@ -56,7 +56,8 @@ impl From<Promotion> for PyPromotion {
 /// serving it: ``Primary(Store(path))`` or ``replikv primary --data DIR`` serves it next.
 ///
 /// Raises ``ReplicationError`` (nothing changes) when the rule is not met and ``force`` is
-/// not set; ``StoreLockedError`` while a replica runs on it.
+/// not set, or when the directory is not a replica's (force or not);
+/// ``StoreLockedError`` while a replica runs on it.
 #[pyfunction]
 #[pyo3(signature = (path, *, force = false))]
 pub(crate) fn promote_stopped(

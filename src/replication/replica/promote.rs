@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 
 use super::elect::{self, Ballot, Link};
 use super::{lock, Replica};
-use crate::error::{ReplicationError, Result};
+use crate::error::{ReadOnlyReason, ReplicationError, Result};
 use crate::net::runtime;
 use crate::replication::machine::promotion::{needed, Defeat, Election, MemberLog, Outcome, Plan};
 use crate::replication::primary::{Primary, PrimaryOptions};
@@ -97,6 +97,17 @@ pub fn promote_stopped(path: &Path, force: bool) -> Result<Promotion> {
     Store::must_exist(path, "no replikv store to promote at")?;
     // Opened as a plain store: only a replica's store (read-only then) may be promoted.
     let store = Store::open(path, StoreOptions::default())?;
+    if store.read_only_reason() != Some(ReadOnlyReason::BelongsToReplica) {
+        store.close()?;
+        return Err(ReplicationError::Refused {
+            reason: format!(
+                "{} is not a replica's directory (a primary's, or a detached store): it takes \
+                 writes already, there is nothing to promote",
+                path.display()
+            ),
+        }
+        .into());
+    }
     let (quorum, members) = store.primary_quorum()?;
     let needed = needed(quorum, members);
     let refusal = hopeless(needed, store.was_counted()?, 0);
