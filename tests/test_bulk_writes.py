@@ -64,6 +64,15 @@ def test_a_batch_commits_every_write_as_one_entry_on_exit(store: replikv.Store) 
     assert store.get("events", "e2") == {"kind": "click"} and store.get("events", "e1") is None
     with pytest.raises(RuntimeError, match="already committed"):
         batch.put("t", "k", 1)
+    assert repr(batch).endswith(": 5 write(s) committed at LSN 2>")
+
+
+def test_an_empty_batch_says_it_wrote_no_entry(store: replikv.Store) -> None:
+    store.put("t", "k", 1)
+    with store.batch() as batch:
+        pass
+    assert store.last_lsn == 1
+    assert repr(batch).endswith(": committed, empty (no entry written)>")
 
 
 def test_a_batch_whose_block_raises_writes_nothing(store: replikv.Store) -> None:

@@ -388,6 +388,10 @@ def test_import_names_the_line_without_the_key_column(tmp_path: Path) -> None:
         ),
         ('{"id": true}', "int", "the key True is a bool"),
         ('{"id": {"$base64": "AQI="}}', "str", "with --key-type str a key must be text"),
+        # What int() forgives would merge keys that differ as text.
+        ('{"id": " 12"}', "int", "the key ' 12' is not an integer"),
+        ('{"id": "+5"}', "int", "the key '+5' is not an integer"),
+        ('{"id": "1_000"}', "int", "the key '1_000' is not an integer"),
     ],
 )
 def test_import_never_changes_a_key_silently(

@@ -18,7 +18,8 @@ enum BatchState {
     Collecting(Vec<Op>),
     /// `commit` runs: the ops are with the store.
     Committing,
-    Committed(PyReceipt),
+    /// Committed, with how many writes (none: no entry was written).
+    Committed(PyReceipt, usize),
     /// The commit raised before its entry was written: nothing of the batch is stored.
     Failed,
     Discarded,
@@ -30,7 +31,7 @@ impl BatchState {
         match self {
             Self::Collecting(_) => None,
             Self::Committing => Some("the batch is committing"),
-            Self::Committed(_) => Some("the batch has already committed"),
+            Self::Committed(..) => Some("the batch has already committed"),
             Self::Failed => Some("the batch's commit failed and wrote nothing"),
             Self::Discarded => Some("the batch was discarded"),
         }
@@ -166,6 +167,7 @@ impl PyBatch {
                 _ => unreachable!("refusal() is None only while collecting"),
             }
         };
+        let writes = ops.len();
         let committed = commit_ops(py, &self.store, ops, self.durability);
         // A Ctrl-C while the commit waited for its fsync or its replicas comes after the
         // entry was written: the KeyboardInterrupt carries its receipt.
@@ -178,7 +180,7 @@ impl PyBatch {
                 .and_then(|r| r.cast_into::<PyReceipt>().ok())
                 .map(|r| r.get().clone()),
         };
-        *self.lock() = receipt.map_or(BatchState::Failed, BatchState::Committed);
+        *self.lock() = receipt.map_or(BatchState::Failed, |r| BatchState::Committed(r, writes));
         committed
     }
 
@@ -194,7 +196,7 @@ impl PyBatch {
     #[getter]
     fn receipt(&self) -> Option<PyReceipt> {
         match &*self.lock() {
-            BatchState::Committed(receipt) => Some(receipt.clone()),
+            BatchState::Committed(receipt, _) => Some(receipt.clone()),
             _ => None,
         }
     }
@@ -210,7 +212,10 @@ impl PyBatch {
     fn __repr__(&self) -> String {
         let state = match &*self.lock() {
             BatchState::Collecting(ops) => format!("{} pending write(s)", ops.len()),
-            BatchState::Committed(receipt) => format!("committed at LSN {}", receipt.lsn),
+            BatchState::Committed(_, 0) => "committed, empty (no entry written)".to_owned(),
+            BatchState::Committed(receipt, writes) => {
+                format!("{writes} write(s) committed at LSN {}", receipt.lsn)
+            }
             BatchState::Committing => "committing".to_owned(),
             BatchState::Failed => "failed (nothing written)".to_owned(),
             BatchState::Discarded => "discarded".to_owned(),

@@ -133,23 +133,41 @@ impl<'a> OpSink<'a> {
     }
 
     /// Commits every op added as one transaction and waits for its durability.
-    pub(crate) fn commit(self, py: Python<'_>) -> PyResult<PyReceipt> {
-        let committed = match self.load {
+    pub(crate) fn commit(mut self, py: Python<'_>) -> PyResult<PyReceipt> {
+        let chunk = std::mem::take(&mut self.chunk);
+        let committed = match self.load.take() {
             None => {
                 wait_for_writer(py, self.store)?;
-                let (store, chunk, durability) = (self.store, self.chunk, self.durability);
+                let (store, durability) = (self.store, self.durability);
                 run_detached(py, || store.commit_pending(chunk.to_ops(), durability))?
             }
             Some(mut load) => {
-                if !self.chunk.is_empty() {
-                    let chunk = self.chunk;
-                    run_detached(py, || load.push(chunk))?;
+                if !chunk.is_empty() {
+                    if let Err(err) = run_detached(py, || load.push(chunk)) {
+                        give_up(py, load);
+                        return Err(err);
+                    }
                 }
                 run_detached(py, move || load.commit())?
             }
         };
         await_receipt(py, &committed)
     }
+}
+
+impl Drop for OpSink<'_> {
+    fn drop(&mut self) {
+        if let Some(load) = self.load.take() {
+            Python::attach(|py| give_up(py, load));
+        }
+    }
+}
+
+/// Gives up a streamed load (an error, Ctrl-C) without the GIL: clearing its log record
+/// and waiting for the tables to let go of what they took can take seconds for a large
+/// one, which the process's other Python threads need not wait for.
+fn give_up(py: Python<'_>, load: StreamedCommit) {
+    py.detach(move || drop(load));
 }
 
 /// Encodes `rows` and commits them as one transaction; returns its receipt. Before the

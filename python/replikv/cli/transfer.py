@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -26,6 +27,8 @@ from .render import RENDERING_HELP, csv_cell, from_json, to_json
 FORMATS = ("jsonl", "csv", "parquet")
 SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 NON_DICT_COLUMN = "value"
+#: An integer key as text: digits, with a minus sign if negative.
+_DECIMAL = re.compile(r"-?[0-9]+")
 #: The largest CSV cell import reads: the largest value a store holds by default.
 CSV_CELL_LIMIT = 64 << 20
 
@@ -289,12 +292,13 @@ def _row(record: dict[str, Any], key_column: str, key_type: str, where: str) -> 
         columns = ", ".join(record) or "none"
         raise CommandError(f"{where} has no column {key_column!r} (its columns: {columns})")
     key = record.pop(key_column)
-    if key_type == "int" and not isinstance(key, int):
-        # Text that spells an integer (CSV cells are text); never a float cut to an int.
-        try:
-            key = int(key) if isinstance(key, str) else key
-        except ValueError:
-            raise CommandError(f"{where}: the key {key!r} is not an integer") from None
+    if key_type == "int" and isinstance(key, str):
+        # Text that spells an integer as export writes one (CSV cells are text): never a
+        # float cut to an int, nor what int() forgives (" 12", "+5", "1_000"), which would
+        # merge keys that differ as text.
+        if not _DECIMAL.fullmatch(key):
+            raise CommandError(f"{where}: the key {key!r} is not an integer")
+        key = int(key)
     elif key_type == "str" and isinstance(key, int | float) and not isinstance(key, bool):
         key = str(key)  # a JSON number under --key-type str: its text (bytes stay refused)
     wanted: tuple[type, ...] = {"int": (int,), "str": (str,)}.get(key_type, (str, bytes, int))
