@@ -27,7 +27,7 @@ use super::quorum::{SyncOptions, SyncWaiters};
 use super::slots::{Slot, Slots};
 use super::status::{lag_seconds, now_ms, ReplicaLink, SyncRole, SyncState};
 use super::verify::VerifyReport;
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 use crate::net::admission::Admission;
 use crate::net::client::Backoff;
 use crate::net::runtime;
@@ -505,7 +505,9 @@ async fn retention_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
             _ = tick.tick() => {
                 let shared = Arc::clone(&shared);
                 match tokio::task::spawn_blocking(move || shared.retain()).await {
-                    Ok(Ok(_)) => {}
+                    // A store closed under the primary (a switchover handing it over, or
+                    // a failure the store reported itself) has nothing to retain.
+                    Ok(Ok(_) | Err(crate::Error::Store(StoreError::Closed { .. }))) => {}
                     Ok(Err(err)) => tracing::warn!(error = %err, "log retention failed"),
                     Err(err) => tracing::warn!(error = %err, "log retention panicked"),
                 }

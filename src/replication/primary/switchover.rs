@@ -184,7 +184,7 @@ impl Primary {
             Handed::Done(switched) => {
                 self.close();
                 self.shared.store.start_following()?;
-                tracing::warn!(to = %switched.to, address = %switched.address, epoch = switched.epoch, paused = ?switched.paused, "switched over");
+                tracing::info!(to = %switched.to, address = %switched.address, epoch = switched.epoch, paused = ?switched.paused, "switched over");
                 Ok(switched)
             }
         }

@@ -51,7 +51,7 @@ pub(super) async fn take_over(
         .await
         .map_err(|_| refused("the switchover's thread ended".to_owned()))?
         .map_err(|err| refused(format!("cannot take over as the primary: {err}")))?;
-    tracing::warn!(replica = %shared.options.name, epoch, from_lsn = last_lsn + 1, address = %primary.address(), "took over as the primary");
+    tracing::info!(replica = %shared.options.name, epoch, from_lsn = last_lsn + 1, address = %primary.address(), "took over as the primary");
     let address = primary.address().to_string();
     *lock(&side.handed_over) = Some(primary);
     lock(&shared.state).state = LinkState::Promoted;

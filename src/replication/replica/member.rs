@@ -241,7 +241,7 @@ async fn follow_as_told(
 ) -> Result<(), ReplicationError> {
     match read_frame_within(reader, STEP_TIMEOUT, "an instruction").await? {
         Message::Lead { address } => {
-            tracing::warn!(replica = %shared.options.name, primary = %address, "told to follow");
+            tracing::info!(replica = %shared.options.name, primary = %address, "told to follow");
             shared.repoint(&address);
             write_frame(writer, &Message::Lead { address }).await
         }
