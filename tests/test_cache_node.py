@@ -304,6 +304,21 @@ def test_a_node_re_pointed_at_the_promoted_replica_drops_what_the_new_primary_wr
         replica.close()
 
 
+def test_a_node_refuses_to_follow_itself(store: replikv.Store) -> None:
+    with (
+        replikv.Primary(store, listen="127.0.0.1:0") as primary,
+        replikv.CacheNode(follow=primary.address) as node,
+    ):
+        with pytest.raises(ValueError, match="own address"):
+            node.follow(node.address)
+        with (
+            redis.Redis.from_url(f"redis://{node.address}") as r,
+            pytest.raises(redis.ResponseError, match="own address"),
+        ):
+            r.execute_command("RKV.FOLLOW", node.address)
+        assert f"follows {primary.address}" in repr(node)
+
+
 def test_a_node_that_follows_no_log_refuses_to_follow_one(store: replikv.Store) -> None:
     with replikv.CacheNode() as node, pytest.raises(replikv.CacheError, match="follows no log"):
         node.follow("127.0.0.1:7400")

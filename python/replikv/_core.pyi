@@ -1530,7 +1530,7 @@ class CacheNode:
         Raises:
             CacheError: the node is closed, or follows no log (it was started without
                 ``follow=``).
-            ValueError: ``address`` is not ``host:port``.
+            ValueError: ``address`` is not ``host:port``, or is the node's own.
         """
     def _repr_html_(self) -> str:
         """An HTML table of its stats (or that it is closed), for Jupyter."""

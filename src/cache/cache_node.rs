@@ -90,6 +90,7 @@ impl CacheNode {
         }
         let shared = Shared::new(node);
         let server = Server::start(&options.listen, Arc::clone(&shared))?;
+        shared.lock().following.own = Some(server.address());
         let (follower, reporter) = match &options.follow {
             None => (None, None),
             Some(primary) => {
@@ -146,6 +147,9 @@ impl CacheNode {
             .into());
         };
         crate::net::client::check_address(address)?;
+        if let Some(reason) = self.shared.lock().following.refuse(address) {
+            return Err(CacheError::Invalid(reason).into());
+        }
         repoint(&self.shared, follower, address);
         Ok(())
     }

@@ -36,6 +36,18 @@ pub struct Following {
     /// The primary a client asked it to follow instead (`RKV.FOLLOW`), until the node's
     /// link takes it up.
     pub wanted: Option<String>,
+    /// The node's own address (once it listens): it never follows itself.
+    pub own: Option<std::net::SocketAddr>,
+}
+
+impl Following {
+    /// Why the node may not follow `address`, if it may not: its own address.
+    #[must_use]
+    pub fn refuse(&self, address: &str) -> Option<String> {
+        let own = self.own?;
+        (address.parse::<std::net::SocketAddr>().ok() == Some(own))
+            .then(|| format!("{address} is this cache node's own address: follow a primary"))
+    }
 }
 
 /// A node's state.

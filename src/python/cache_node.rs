@@ -163,7 +163,7 @@ impl PyCacheNode {
     /// Raises:
     ///     CacheError: the node is closed, or follows no log (it was started without
     ///         ``follow=``).
-    ///     ValueError: ``address`` is not ``host:port``.
+    ///     ValueError: ``address`` is not ``host:port``, or is the node's own.
     fn follow(&self, py: Python<'_>, address: &str) -> PyResult<()> {
         let guard = self.lock();
         let Some(running) = guard.as_ref() else {

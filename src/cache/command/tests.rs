@@ -270,6 +270,11 @@ fn rkv_follow_asks_a_following_node_to_follow_another_primary() {
     assert_eq!(c.node.following.wanted, None);
     assert_eq!(c.run("RKV.FOLLOW 127.0.0.1:7401"), Reply::Ok);
     assert_eq!(c.node.following.wanted.as_deref(), Some("127.0.0.1:7401"));
+    c.node.following.own = Some("127.0.0.1:7500".parse().unwrap());
+    assert!(error_starts(
+        &c.run("RKV.FOLLOW 127.0.0.1:7500"),
+        "ERR 127.0.0.1:7500 is this cache node's own address"
+    ));
     let mut guest = Client::new(Some("t0ken"));
     guest.node.following.primary = Some("127.0.0.1:7400".into());
     assert!(error_starts(

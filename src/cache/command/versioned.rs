@@ -110,6 +110,9 @@ pub(super) fn follow(call: &mut Call<'_>) -> Outcome {
     if let Err(err) = crate::net::client::check_address(&address) {
         return Reply::Error(format!("ERR {err}")).into();
     }
+    if let Some(reason) = call.node.following.refuse(&address) {
+        return Reply::Error(format!("ERR {reason}")).into();
+    }
     call.node.following.wanted = Some(address);
     Reply::Ok.into()
 }
