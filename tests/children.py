@@ -1,8 +1,34 @@
-"""Reading what a child process wrote after the test has read its first lines."""
+"""Child processes of the tests: a replica in a process of its own that a test kills or
+freezes, and reading what a child wrote after the test has read its first lines."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+REPLICA_CHILD = Path(__file__).with_name("replica_child.py")
+
+
+@contextmanager
+def replica_child(directory: Path, primary: str) -> Iterator[subprocess.Popen[str]]:
+    """A replica of ``primary`` in ``directory``, in a child process (``replica_child.py``),
+    once it says it is ready; killed with SIGKILL (and waited for) when the block ends."""
+    with subprocess.Popen(
+        [sys.executable, str(REPLICA_CHILD), str(directory), primary],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as child:
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline().startswith("ready")
+            yield child
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait(timeout=30)
 
 
 def rest_of_output(child: subprocess.Popen[str], timeout: float = 30.0) -> tuple[str, str]:

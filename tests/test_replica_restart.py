@@ -6,17 +6,15 @@ never a silent cut of everything after it."""
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import replikv
+from children import replica_child
 
 TOKEN = "t0ken"
-CHILD = Path(__file__).with_name("replica_child.py")
 # More entries than a replica that was shipped entries ahead holds back after a crash.
 ENTRIES = 150
 
@@ -31,23 +29,14 @@ def killed_replica(tmp_path: Path, done: Callable[[replikv.Primary, int], bool])
     ):
         for i in range(ENTRIES):
             store.put("consent", f"user{i}", {"opted_in": i % 2 == 0})
-        with subprocess.Popen(
-            [sys.executable, str(CHILD), str(tmp_path / "child"), primary.address],
-            stdout=subprocess.PIPE,
-            text=True,
-        ) as child:
-            try:
-                assert child.stdout is not None
-                assert child.stdout.readline().startswith("ready")
-                deadline = time.monotonic() + 60
-                shown = 0
-                while not done(primary, shown):
-                    assert time.monotonic() < deadline, f"the replica shows {shown}"
-                    shown = int(child.stdout.readline())
-            finally:
-                child.send_signal(signal.SIGKILL)
-                child.wait(timeout=30)
-            assert child.returncode == -signal.SIGKILL
+        with replica_child(tmp_path / "child", primary.address) as child:
+            assert child.stdout is not None
+            deadline = time.monotonic() + 60
+            shown = 0
+            while not done(primary, shown):
+                assert time.monotonic() < deadline, f"the replica shows {shown}"
+                shown = int(child.stdout.readline())
+        assert child.returncode == -signal.SIGKILL
         address = primary.address
     return address
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import replikv
+from children import replica_child
 from polling import eventually
 
 TOKEN = "t0ken"
@@ -109,19 +110,9 @@ def test_a_replica_killed_mid_stream_resumes_without_gaps_or_repeats(
     thread = threading.Thread(target=write)
     thread.start()
     for _ in range(3):
-        with subprocess.Popen(
-            [sys.executable, str(CHILD), str(path), primary.address],
-            stdout=subprocess.PIPE,
-            text=True,
-        ) as child:
-            try:
-                assert child.stdout is not None
-                assert child.stdout.readline().startswith("ready")
-                time.sleep(0.3)
-            finally:
-                child.send_signal(signal.SIGKILL)
-                child.wait(timeout=30)
-            assert child.returncode == -signal.SIGKILL
+        with replica_child(path, primary.address) as child:
+            time.sleep(0.3)
+        assert child.returncode == -signal.SIGKILL
     thread.join()
     assert writer_done.is_set()
     with replikv.Replica(path, primary=primary.address, token=TOKEN, name="child") as replica:
@@ -357,29 +348,19 @@ def test_another_store_under_a_frozen_replicas_name_gets_in_once_the_link_is_dro
 ) -> None:
     """A replacement replica (a fresh directory) under the name of a frozen one is refused
     while the frozen one's connection looks alive, and let in once the primary drops it."""
-    with subprocess.Popen(
-        [sys.executable, str(CHILD), str(tmp_path / "frozen"), primary.address],
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as child:
-        try:
-            assert child.stdout is not None
-            assert child.stdout.readline().startswith("ready")
-            eventually("the child to connect", lambda: len(primary.status()) == 1)
-            frozen_address = primary.status().replicas[0].address
-            # A frozen process keeps its socket open: its connection is half-open.
-            child.send_signal(signal.SIGSTOP)
-            with replikv.Replica(
-                tmp_path / "fresh", primary=primary.address, token=TOKEN, name="child"
-            ) as fresh:
-                receipt = primary.store.put("t", "k", 1)
-                assert fresh.get("t", "k", min_lsn=receipt.lsn, timeout=30) == 1
-                [info] = primary.status()
-                assert info.name == "child" and info.address != frozen_address
-                eventually("its ack", lambda: primary.status().replicas[0].acked_lsn == receipt.lsn)
-        finally:
-            child.send_signal(signal.SIGKILL)
-            child.wait(timeout=30)
+    with replica_child(tmp_path / "frozen", primary.address) as child:
+        eventually("the child to connect", lambda: len(primary.status()) == 1)
+        frozen_address = primary.status().replicas[0].address
+        # A frozen process keeps its socket open: its connection is half-open.
+        child.send_signal(signal.SIGSTOP)
+        with replikv.Replica(
+            tmp_path / "fresh", primary=primary.address, token=TOKEN, name="child"
+        ) as fresh:
+            receipt = primary.store.put("t", "k", 1)
+            assert fresh.get("t", "k", min_lsn=receipt.lsn, timeout=30) == 1
+            [info] = primary.status()
+            assert info.name == "child" and info.address != frozen_address
+            eventually("its ack", lambda: primary.status().replicas[0].acked_lsn == receipt.lsn)
 
 
 @pytest.mark.parametrize("seeded_by_snapshot", [False, True])
