@@ -31,6 +31,11 @@ impl<W> StallWriter<W> {
         }
     }
 
+    /// The wrapped writer.
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+
     /// What a stuck operation returns: `Pending` until the deadline, then the error.
     fn poll_stalled<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
         let stall = self.stall;

@@ -189,9 +189,24 @@ impl SyncWaiters {
         self.wishes.subscribe()
     }
 
-    /// Entries up to `lsn` are visible: the links hear of the sync writes among them.
-    pub fn visible(&self, lsn: u64) {
-        self.wishes.visible(lsn);
+    /// Entries up to `lsn` are visible: returns the highest LSN among them a sync writer
+    /// waits for and the links have not heard of yet (see [`SyncWaiters::announce`]).
+    #[must_use]
+    pub fn visible(&self, lsn: u64) -> Option<u64> {
+        self.wishes.visible(lsn)
+    }
+
+    /// Entries up to `lsn` may be shipped: the links hear of the sync writes among them.
+    pub fn shippable(&self, lsn: u64) {
+        if let Some(wanted) = self.visible(lsn) {
+            self.announce(wanted, true);
+        }
+    }
+
+    /// Tells the links a sync writer waits for `lsn`, waking those waiting for such news
+    /// if `wake` (not when they were served already).
+    pub fn announce(&self, lsn: u64, wake: bool) {
+        self.wishes.announce(lsn, wake);
     }
 
     /// How many replicas that fsync are known (and so can count toward the quorum).

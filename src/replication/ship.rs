@@ -22,32 +22,40 @@ pub async fn send_entries<W: AsyncWrite + Unpin>(
     epoch: u64,
     durable_lsn: u64,
 ) -> Result<(), ReplicationError> {
+    for message in entry_messages(batch, epoch, durable_lsn) {
+        write_frame(writer, &message).await?;
+    }
+    Ok(())
+}
+
+/// The messages that carry a batch, in order: whole entries packed into frames, an entry
+/// larger than a frame in parts.
+#[must_use]
+pub fn entry_messages(batch: Vec<RawEntry>, epoch: u64, durable_lsn: u64) -> Vec<Message> {
     let limit = MAX_FRAME_BYTES - FRAME_SLACK;
+    let mut messages = Vec::new();
     let mut frame: Vec<ByteBuf> = Vec::new();
     let mut frame_bytes = 0;
     for entry in batch {
         let size = entry.payload.len() + 16;
         if !frame.is_empty() && frame_bytes + size > limit {
-            let payloads = std::mem::take(&mut frame);
-            let entries = Message::Entries {
-                payloads,
+            messages.push(Message::Entries {
+                payloads: std::mem::take(&mut frame),
                 epoch,
                 durable_lsn,
-            };
-            write_frame(writer, &entries).await?;
+            });
             frame_bytes = 0;
         }
         if size > limit {
             let total = entry.payload.len() as u64;
             for (index, chunk) in entry.payload.chunks(limit).enumerate() {
-                let part = Message::EntryPart {
+                messages.push(Message::EntryPart {
                     total,
                     offset: (index * limit) as u64,
                     data: ByteBuf::from(chunk.to_vec()),
                     lsn: entry.lsn,
                     durable_lsn,
-                };
-                write_frame(writer, &part).await?;
+                });
             }
             continue;
         }
@@ -55,12 +63,11 @@ pub async fn send_entries<W: AsyncWrite + Unpin>(
         frame.push(ByteBuf::from(entry.payload));
     }
     if !frame.is_empty() {
-        let entries = Message::Entries {
+        messages.push(Message::Entries {
             payloads: frame,
             epoch,
             durable_lsn,
-        };
-        write_frame(writer, &entries).await?;
+        });
     }
-    Ok(())
+    messages
 }

@@ -57,7 +57,7 @@ impl SyncWishes {
         let mut state = self.lock();
         if lsn <= state.visible {
             drop(state);
-            self.announce(lsn);
+            self.announce(lsn, true);
             return;
         }
         if state.pending.back().is_none_or(|last| *last < lsn) {
@@ -68,8 +68,10 @@ impl SyncWishes {
         }
     }
 
-    /// Entries up to `lsn` are visible: the highest wish they cover is announced.
-    pub fn visible(&self, lsn: u64) {
+    /// Entries up to `lsn` are visible: returns the highest wish they cover, for the caller
+    /// to [`announce`](Self::announce).
+    #[must_use]
+    pub fn visible(&self, lsn: u64) -> Option<u64> {
         let mut state = self.lock();
         state.visible = state.visible.max(lsn);
         let mut covered = None;
@@ -80,17 +82,16 @@ impl SyncWishes {
             covered = Some(wanted);
             state.pending.pop_front();
         }
-        drop(state);
-        if let Some(lsn) = covered {
-            self.announce(lsn);
-        }
+        covered
     }
 
-    fn announce(&self, lsn: u64) {
+    /// Announces that a sync writer waits for the visible `lsn`, waking the links waiting
+    /// for such news if `wake` (a caller that served them already records it only).
+    pub fn announce(&self, lsn: u64, wake: bool) {
         self.announced.send_if_modified(|announced| {
             let rises = lsn > *announced;
             *announced = (*announced).max(lsn);
-            rises
+            rises && wake
         });
     }
 
@@ -105,16 +106,23 @@ impl SyncWishes {
 mod tests {
     use super::*;
 
+    /// What the primary does when entries become visible and it serves no link itself.
+    fn show(wishes: &SyncWishes, lsn: u64) {
+        if let Some(wanted) = wishes.visible(lsn) {
+            wishes.announce(wanted, true);
+        }
+    }
+
     #[test]
     fn a_wish_is_announced_only_once_its_entry_is_visible() {
         let wishes = SyncWishes::default();
         let announced = wishes.subscribe();
-        wishes.visible(4);
+        show(&wishes, 4);
         wishes.wish(7);
         assert_eq!(*announced.borrow(), 0, "entry 7 is not visible yet");
-        wishes.visible(6);
+        show(&wishes, 6);
         assert_eq!(*announced.borrow(), 0, "entry 7 is still not visible");
-        wishes.visible(9);
+        show(&wishes, 9);
         assert_eq!(*announced.borrow(), 7);
     }
 
@@ -122,7 +130,7 @@ mod tests {
     fn a_wish_for_a_visible_entry_is_announced_at_once() {
         let wishes = SyncWishes::default();
         let announced = wishes.subscribe();
-        wishes.visible(10);
+        show(&wishes, 10);
         wishes.wish(8);
         assert_eq!(*announced.borrow(), 8);
     }
@@ -134,12 +142,12 @@ mod tests {
         for lsn in [3, 5, 9] {
             wishes.wish(lsn);
         }
-        wishes.visible(6);
+        show(&wishes, 6);
         assert!(announced.has_changed().unwrap());
         assert_eq!(*announced.borrow_and_update(), 5);
-        wishes.visible(8);
+        show(&wishes, 8);
         assert!(!announced.has_changed().unwrap(), "no wish between 6 and 8");
-        wishes.visible(9);
+        show(&wishes, 9);
         assert_eq!(*announced.borrow_and_update(), 9);
     }
 
@@ -150,7 +158,22 @@ mod tests {
         for lsn in 1..=(MAX_PENDING as u64 + 5) {
             wishes.wish(lsn);
         }
-        wishes.visible(u64::MAX);
+        show(&wishes, u64::MAX);
         assert_eq!(*announced.borrow(), MAX_PENDING as u64 + 5);
+    }
+
+    #[test]
+    fn a_wish_announced_without_waking_is_read_by_the_next_link_that_looks() {
+        let wishes = SyncWishes::default();
+        let mut announced = wishes.subscribe();
+        wishes.wish(3);
+        let covered = wishes.visible(5);
+        assert_eq!(covered, Some(3));
+        wishes.announce(3, false);
+        assert!(
+            !announced.has_changed().unwrap(),
+            "the links were served: none wakes"
+        );
+        assert_eq!(*announced.borrow_and_update(), 3);
     }
 }

@@ -101,7 +101,8 @@ impl Store {
     /// thread that led it, after its writers were woken and with no lock of the store held;
     /// and after a snapshot is swapped in. Calls may overlap and arrive out of order: keep
     /// the largest LSN. The listener runs on a writer's thread, so it must be quick (wake
-    /// someone, never do I/O), and must not subscribe or unsubscribe.
+    /// someone, read the newest records, write to a socket without blocking; never wait
+    /// for I/O), and must not subscribe or unsubscribe.
     pub fn on_visible(
         &self,
         listener: impl Fn(u64) + Send + Sync + 'static,

@@ -49,6 +49,6 @@ impl Shared {
     /// back: entries no sync writer waits for ship as they become visible).
     fn entries_written(&self, lsn: u64) {
         self.written.fetch_max(lsn, Ordering::Release);
-        self.sync.visible(lsn);
+        self.sync.shippable(lsn);
     }
 }

@@ -2,7 +2,9 @@
 
 mod admit;
 mod ahead;
+mod from_writer;
 mod members;
+mod outbox;
 mod snapshot;
 mod stream;
 mod switchover;
@@ -154,6 +156,25 @@ struct Wire {
     address: String,
     stop: watch::Sender<bool>,
     last_seen_ms: u64,
+    /// The socket of the connection while it streams, for writers' threads to ship on.
+    outbox: Option<(LinkId, Arc<outbox::Outbox>)>,
+}
+
+/// A streaming connection's socket offered to writers' threads, until dropped.
+struct SharedSocket<'a> {
+    shared: &'a Shared,
+    id: LinkId,
+}
+
+impl Drop for SharedSocket<'_> {
+    fn drop(&mut self) {
+        let mut links = lock(&self.shared.links);
+        if let Some(wire) = links.wires.get_mut(&self.id.name) {
+            if wire.outbox.as_ref().is_some_and(|(id, _)| *id == self.id) {
+                wire.outbox = None;
+            }
+        }
+    }
 }
 
 /// The commit time of the oldest entry `peer` lacks (`None` when it lacks none): exact for
@@ -288,7 +309,7 @@ impl Primary {
             }
         });
         // What was visible before it subscribed: a wish for it is announced at once.
-        shared.sync.visible(shared.store.last_lsn());
+        shared.sync.shippable(shared.store.last_lsn());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let server = {
             let shared = Arc::clone(&shared);
@@ -522,15 +543,34 @@ impl Shared {
     /// streaming tasks parked waiting for entries. A task that is shipping, or pacing itself
     /// to `ship_interval`, is not woken: it finds the entries when it next looks, so one
     /// wake-up carries every batch made visible meanwhile.
+    ///
+    /// When a sync writer waits for one of them, they leave from this thread where they can
+    /// (see [`from_writer`]), and the tasks of the links served so are not woken.
     fn entries_visible(&self, lsn: u64) {
         self.commit_times.record(lsn, now_ms());
+        let wish = self.sync.visible(lsn);
+        let shipped = wish.is_some_and(|wanted| self.ship_from_writer(lsn, wanted));
         // Before the links hear of the entries: one woken by either sees the wishes.
-        self.sync.visible(lsn);
+        if let Some(wanted) = wish {
+            self.sync.announce(wanted, !shipped);
+        }
         self.visible.send_if_modified(|seen| {
             let newer = lsn > *seen;
             *seen = (*seen).max(lsn);
-            newer
+            newer && !shipped
         });
+    }
+
+    /// Offers the socket `id` streams on to writers' threads until the guard is dropped.
+    fn share_socket(&self, id: &LinkId, outbox: &Arc<outbox::Outbox>) -> SharedSocket<'_> {
+        let mut links = lock(&self.links);
+        if let Some(wire) = links.wires.get_mut(&id.name) {
+            wire.outbox = Some((id.clone(), Arc::clone(outbox)));
+        }
+        SharedSocket {
+            shared: self,
+            id: id.clone(),
+        }
     }
 
     /// The status report a monitor gets.
@@ -673,6 +713,7 @@ impl Shared {
             address: peer.to_string(),
             stop,
             last_seen_ms: now_ms(),
+            outbox: None,
         };
         if let Some(old) = links.wires.insert(name.to_owned(), wire) {
             old.stop.send_replace(true);

@@ -7,23 +7,24 @@ use std::time::Duration;
 
 use tokio::net::tcp::OwnedReadHalf;
 
+use super::from_writer::{shipped, INLINE_READ_ENTRIES};
+use super::outbox::Outbox;
 use super::{Shared, Writer};
 use crate::error::ReplicationError;
 use crate::log::{LogPosition, RawEntry};
 use crate::net::AbortOnDrop;
-use crate::replication::machine::{LinkAction, LinkId, Shipped};
+use crate::replication::machine::{LinkAction, LinkId};
 use crate::replication::protocol::{read_frame, write_frame, Message, RefuseCode};
 use crate::replication::ship::send_entries;
 use crate::replication::status::now_ms;
 
-/// A backlog this small is read on the async task itself.
-const INLINE_READ_ENTRIES: u64 = 64;
 /// Entries read from the log per batch at most.
 const BATCH_ENTRIES: usize = 4096;
 
 /// Streams entries to `id` as the machine decides, until it drops the link (no ack for
 /// the stall timeout), the peer's reader ends (garbage or a closed connection) or a
-/// write stalls.
+/// write stalls. A sync writer's thread may ship entries over the same socket meanwhile
+/// (see [`super::from_writer`]): every write here takes the socket's turn first.
 pub(super) async fn stream_to(
     shared: &Arc<Shared>,
     id: &LinkId,
@@ -39,8 +40,11 @@ pub(super) async fn stream_to(
     let mut wanted = shared.sync.wanted();
     let mut position: Option<LogPosition> = None;
     let mut requests = shared.link_queues.register(&id.name);
+    let outbox = Arc::new(Outbox::new(&writer)?);
+    let _shared_socket = shared.share_socket(id, &outbox);
     loop {
         while let Some(request) = requests.pending() {
+            let _turn = outbox.turn(&mut writer).await?;
             write_frame(&mut writer, &request.message).await?;
             request.sent();
         }
@@ -62,6 +66,7 @@ pub(super) async fn stream_to(
                 return Ok(());
             }
             LinkAction::Heartbeat { last_lsn } => {
+                let _turn = outbox.turn(&mut writer).await?;
                 let oldest_missing_ms = shared.oldest_missing_ms(id, last_lsn).unwrap_or(0);
                 shared.machine(|m| m.heartbeat_sent(id, last_lsn, now));
                 let beat = Message::Heartbeat {
@@ -91,16 +96,12 @@ pub(super) async fn stream_to(
                     )));
                 }
                 position = Some(moved);
-                let shipped: Vec<Shipped> = batch
-                    .iter()
-                    .map(|e| Shipped {
-                        lsn: e.lsn,
-                        commit_ms: e.timestamp_ms,
-                        bytes: e.payload.len() as u64,
-                    })
-                    .collect();
-                // Recorded before the frames leave: the fastest ack finds them sent.
-                shared.machine(|m| m.shipping(id, &shipped, durable_lsn, now));
+                let _turn = outbox.turn(&mut writer).await?;
+                let shipped = shipped(&batch);
+                if !shared.record_shipping(id, after_lsn, &shipped, durable_lsn, now) {
+                    // A writer's thread shipped them meanwhile.
+                    continue;
+                }
                 let epoch = shared.store.own_epoch();
                 send_entries(&mut writer, batch, epoch, durable_lsn).await?;
             }
@@ -120,9 +121,12 @@ pub(super) async fn stream_to(
                     // they become visible, with no wake-up per commit).
                     _ = wanted.changed(), if !idle || ahead => {}
                     Some(request) = requests.next() => {
+                        let _turn = outbox.turn(&mut writer).await?;
                         write_frame(&mut writer, &request.message).await?;
                         request.sent();
                     }
+                    // A writer's thread left bytes the socket would not take.
+                    () = outbox.unsent_left() => drop(outbox.turn(&mut writer).await?),
                     _ = &mut acks.0 => return Ok(()),
                 }
             }
