@@ -6,6 +6,7 @@
 //! fsync; never consumers) is the primary's machine's decision: the waiters only mirror
 //! the [`QuorumView`] it publishes after each change.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -27,6 +28,12 @@ pub fn quorum_lsn(flushed: impl IntoIterator<Item = u64>, quorum: usize) -> u64 
     }
     let (_, kth, _) = flushed.select_nth_unstable_by(quorum - 1, |a, b| b.cmp(a));
     *kth
+}
+
+thread_local! {
+    /// The sync write this thread is about to wait for: the address of the waiters it
+    /// waits on, and its LSN (see [`SyncWaiters::waits_here`]).
+    static ABOUT_TO_WAIT: Cell<(usize, u64)> = const { Cell::new((0, 0)) };
 }
 
 /// How a primary treats sync writes.
@@ -203,6 +210,14 @@ impl SyncWaiters {
         }
     }
 
+    /// Whether this thread is a sync writer about to wait here for an entry up to `lsn`
+    /// (it took its LSN, and has not waited yet).
+    #[must_use]
+    pub fn waits_here(&self, lsn: u64) -> bool {
+        let (waiters, wanted) = ABOUT_TO_WAIT.get();
+        waiters == std::ptr::from_ref(self).addr() && (1..=lsn).contains(&wanted)
+    }
+
     /// Tells the links a sync writer waits for `lsn`, waking those waiting for such news
     /// if `wake` (not when they were served already).
     pub fn announce(&self, lsn: u64, wake: bool) {
@@ -287,10 +302,12 @@ impl SyncReplication for SyncWaiters {
     }
 
     fn will_wait(&self, lsn: u64) {
+        ABOUT_TO_WAIT.set((std::ptr::from_ref(self).addr(), lsn));
         self.wishes.wish(lsn);
     }
 
     fn wait_quorum(&self, lsn: u64, patience: Duration) -> Result<Option<Vec<String>>> {
+        ABOUT_TO_WAIT.set((0, 0));
         let view = self.wait_until(&self.released, patience, |v| v.quorum_lsn >= lsn);
         if view.quorum_lsn >= lsn {
             // Acknowledged by a quorum before or after a deposition, the write is on

@@ -1,6 +1,11 @@
 //! Shipping a sync writer's entry from the thread that made it visible, over the links'
 //! shared sockets (see [`super::outbox`]), instead of waking their tasks to do it.
 //!
+//! Only when that thread is the sync writer itself, about to wait for the ack: an async
+//! writer that led the batch would pay for the sends, and async writers beside a sync
+//! writer lost a sixth of their rate that way (0.77-0.79x of two local writers, against
+//! 0.84-0.96x with the tasks shipping; `benches/bench_sync.py --only async`).
+//!
 //! The machine decides as it does for a task: the thread takes a link's socket, asks the
 //! machine what the link may be sent now, and ships it only if that is a few entries the
 //! store holds in memory. Anything else (a heartbeat due, a backlog, a socket the task

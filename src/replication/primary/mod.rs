@@ -544,12 +544,16 @@ impl Shared {
     /// to `ship_interval`, is not woken: it finds the entries when it next looks, so one
     /// wake-up carries every batch made visible meanwhile.
     ///
-    /// When a sync writer waits for one of them, they leave from this thread where they can
-    /// (see [`from_writer`]), and the tasks of the links served so are not woken.
+    /// When this thread is a sync writer about to wait for one of them, they leave from it
+    /// where they can (see [`from_writer`]), and the tasks of the links served so are not
+    /// woken.
     fn entries_visible(&self, lsn: u64) {
         self.commit_times.record(lsn, now_ms());
         let wish = self.sync.visible(lsn);
-        let shipped = wish.is_some_and(|wanted| self.ship_from_writer(lsn, wanted));
+        // Only a sync writer that made its own entry visible ships from its thread: an
+        // async writer leading the batch leaves it to the tasks (see [`from_writer`]).
+        let shipped = self.sync.waits_here(lsn)
+            && wish.is_some_and(|wanted| self.ship_from_writer(lsn, wanted));
         // Before the links hear of the entries: one woken by either sees the wishes.
         if let Some(wanted) = wish {
             self.sync.announce(wanted, !shipped);

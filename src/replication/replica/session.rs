@@ -41,6 +41,13 @@ pub(super) async fn session(
     // The store applies entries before its fdatasync; the end of each sync is acknowledged
     // (what acks carry is durable).
     let mut syncs = Syncs::default();
+    // One timer for the session, moved only when it fires early: registering a new one
+    // for every wait woke the runtime's driver (a system call, and one more turn of the
+    // loop) on every frame.
+    let silent = tokio::time::sleep(IDLE_TIMEOUT);
+    tokio::pin!(silent);
+    // When the session last began to wait: only its waits count as silence.
+    let mut waiting_since = tokio::time::Instant::now();
     loop {
         syncs.start_if_behind(shared, &machine);
         let first = tokio::select! {
@@ -50,10 +57,17 @@ pub(super) async fn session(
                 let ack = machine.durable(synced?, 0);
                 publish(shared, &machine);
                 send_ack(&mut writer, ack).await?;
+                waiting_since = tokio::time::Instant::now();
                 continue;
             }
             frame = inbox.recv() => frame.unwrap_or_else(|| Err(ReplicationError::Protocol("the stream ended".into())))?,
-            () = tokio::time::sleep(IDLE_TIMEOUT) => return Err(silence()),
+            () = &mut silent => {
+                if waiting_since.elapsed() >= IDLE_TIMEOUT {
+                    return Err(silence());
+                }
+                silent.as_mut().reset(waiting_since + IDLE_TIMEOUT);
+                continue;
+            }
         };
         let mut batch = Batch::default();
         let mut next = Some(first);
@@ -120,6 +134,7 @@ pub(super) async fn session(
             tokio::task::yield_now().await;
             syncs.ended(!inbox.is_empty());
         }
+        waiting_since = tokio::time::Instant::now();
     }
 }
 
