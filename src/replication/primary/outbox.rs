@@ -3,8 +3,8 @@
 //!
 //! Handing the entry to the network thread cost a sync write two thread wake-ups: the
 //! writer woke the network thread, which preempted it, and the replica's thread, woken by
-//! the send while both ran, had to start on the other core. On a two-core VM that cost a
-//! sync write about 45 µs of its 360 µs (`cargo bench --no-default-features --bench
+//! the send while both ran, had to start on the other, idle core. On a two-core VM that
+//! cost a sync write about 50 µs of its 355 µs (`cargo bench --no-default-features --bench
 //! sync`). Sent from the thread that then sleeps until the ack, the entry wakes nobody on
 //! this side, and the replica's thread can run on the core being freed.
 //!
