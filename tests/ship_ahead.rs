@@ -8,10 +8,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use replikv::codec::{encode_key, KeyRef, Op};
-use replikv::replication::primary::{Primary, PrimaryOptions};
+use replikv::replication::primary::PrimaryOptions;
 use replikv::replication::quorum::SyncOptions;
 use replikv::replication::replica::Replica;
-use replikv::store::{Durability, Store, StoreOptions};
+use replikv::store::Durability;
 
 use common::TestResult;
 
@@ -26,16 +26,13 @@ fn put(i: usize) -> Vec<Op> {
 #[test]
 fn sync_writes_shipped_ahead_are_durably_applied_on_the_replica_when_they_return() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let store = Store::open(dir.path().join("primary"), StoreOptions::default())?;
-    let primary = Primary::start(
-        store.clone(),
-        PrimaryOptions {
-            ship_interval: Duration::ZERO,
-            sync: SyncOptions::default(),
-            ship_ahead: true,
-            ..PrimaryOptions::default()
-        },
-    )?;
+    let options = PrimaryOptions {
+        ship_interval: Duration::ZERO,
+        sync: SyncOptions::default(),
+        ship_ahead: true,
+        ..PrimaryOptions::default()
+    };
+    let (store, primary) = common::primary_in(dir.path(), options)?;
     let replica = Replica::start(
         dir.path().join("replica"),
         common::replica_options(&primary, None, "r1"),

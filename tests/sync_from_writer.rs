@@ -10,28 +10,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{put, start_replica, TestResult};
-use replikv::replication::primary::{Primary, PrimaryOptions};
+use replikv::replication::primary::PrimaryOptions;
 use replikv::replication::quorum::SyncOptions;
-use replikv::store::{Durability, Store, StoreOptions};
+use replikv::store::Durability;
 
 #[test]
 fn frames_from_writers_threads_and_from_the_task_never_reorder_duplicate_or_drop() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let store = Store::open(dir.path().join("primary"), StoreOptions::default())?;
-    let primary = Primary::start(
-        store.clone(),
-        PrimaryOptions {
-            ship_interval: Duration::ZERO,
-            heartbeat_interval: Duration::from_millis(3),
-            sync: SyncOptions {
-                quorum: 2,
-                // A bound for a hung test (a debug build applies megabytes slowly).
-                sync_timeout: Duration::from_secs(60),
-                ..SyncOptions::default()
-            },
-            ..PrimaryOptions::default()
+    let options = PrimaryOptions {
+        ship_interval: Duration::ZERO,
+        heartbeat_interval: Duration::from_millis(3),
+        sync: SyncOptions {
+            quorum: 2,
+            // A bound for a hung test (a debug build applies megabytes slowly).
+            sync_timeout: Duration::from_secs(60),
+            ..SyncOptions::default()
         },
-    )?;
+        ..PrimaryOptions::default()
+    };
+    let (store, primary) = common::primary_in(dir.path(), options)?;
     let replicas = [
         start_replica(dir.path(), &primary, "r1")?,
         start_replica(dir.path(), &primary, "r2")?,

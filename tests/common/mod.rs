@@ -72,13 +72,22 @@ pub fn start_member(
     Replica::start(dir.join(name), options)
 }
 
+/// A primary with `options` serving a new store in `<dir>/primary`.
+pub fn primary_in(
+    dir: &std::path::Path,
+    options: PrimaryOptions,
+) -> replikv::Result<(replikv::store::Store, Primary)> {
+    let store = replikv::store::Store::open(dir.join("primary"), StoreOptions::default())?;
+    let primary = Primary::start(store.clone(), options)?;
+    Ok((store, primary))
+}
+
 /// A primary serving `<dir>/primary` with sync `quorum`, whose heartbeats (which tell
 /// replicas the quorum and the members) come every 20 ms.
 pub fn fast_primary(
     dir: &std::path::Path,
     quorum: usize,
 ) -> replikv::Result<(replikv::store::Store, Primary)> {
-    let store = replikv::store::Store::open(dir.join("primary"), StoreOptions::default())?;
     let options = PrimaryOptions {
         heartbeat_interval: Duration::from_millis(20),
         sync: replikv::replication::quorum::SyncOptions {
@@ -87,6 +96,5 @@ pub fn fast_primary(
         },
         ..primary_options(None)
     };
-    let primary = Primary::start(store.clone(), options)?;
-    Ok((store, primary))
+    primary_in(dir, options)
 }
