@@ -211,11 +211,22 @@ impl SyncWaiters {
     }
 
     /// Whether this thread is a sync writer about to wait here for an entry up to `lsn`
-    /// (it took its LSN, and has not waited yet).
+    /// (it took its LSN, and has not waited yet): the thread that may ship it itself.
     #[must_use]
+    /// Answers `true` once per sync write (the mark is taken).
     pub fn waits_here(&self, lsn: u64) -> bool {
         let (waiters, wanted) = ABOUT_TO_WAIT.get();
-        waiters == std::ptr::from_ref(self).addr() && (1..=lsn).contains(&wanted)
+        let here = waiters == std::ptr::from_ref(self).addr() && (1..=lsn).contains(&wanted);
+        if here {
+            ABOUT_TO_WAIT.set((0, 0));
+        }
+        here
+    }
+
+    /// Ships `lsn` as soon as it is visible, as for a sync writer's entry, for a caller
+    /// that is not one (it does not wait on this thread).
+    pub fn ship_at_once(&self, lsn: u64) {
+        self.wishes.wish(lsn);
     }
 
     /// Tells the links a sync writer waits for `lsn`, waking those waiting for such news

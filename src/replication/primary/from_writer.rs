@@ -62,28 +62,27 @@ impl Shared {
     }
 
     fn ship_over(&self, id: &LinkId, outbox: &Outbox, now: Micros) -> Served {
-        if !outbox.claim() {
+        let Some(claim) = outbox.claim() else {
             return Served::Task;
-        }
-        let (after_lsn, durable_lsn) = match self.machine(|m| m.poll(id, now)) {
-            // Pacing itself, or nothing to send: it wakes at its time as it would have.
-            LinkAction::WaitUntil(_) => {
-                outbox.release();
-                return Served::Done;
-            }
-            LinkAction::Ship {
-                after_lsn,
-                up_to_lsn,
-                durable_lsn,
-            } if up_to_lsn - after_lsn <= INLINE_READ_ENTRIES
+        };
+        let (after_lsn, durable_lsn) = match self.machine(|m| (m.poll(id, now), m.has_all(id))) {
+            // Nothing new for it: it wakes at its time, as it would have.
+            (LinkAction::WaitUntil(_), true) => return Served::Done,
+            (
+                LinkAction::Ship {
+                    after_lsn,
+                    up_to_lsn,
+                    durable_lsn,
+                },
+                _,
+            ) if up_to_lsn - after_lsn <= INLINE_READ_ENTRIES
                 && up_to_lsn <= self.store.last_lsn() =>
             {
                 (after_lsn, durable_lsn)
             }
-            _ => {
-                outbox.release();
-                return Served::Task;
-            }
+            // Anything else (news it is to be sent later, at its pace: its task must look
+            // again) is its task's.
+            _ => return Served::Task,
         };
         let mut position = LogPosition::after(after_lsn);
         let limit = INLINE_READ_ENTRIES as usize;
@@ -93,10 +92,7 @@ impl Shared {
         let batch = match batch {
             Ok(batch) if !batch.is_empty() => batch,
             // The task reads it again, and reports what is wrong.
-            _ => {
-                outbox.release();
-                return Served::Task;
-            }
+            _ => return Served::Task,
         };
         let shipped = shipped(&batch);
         let frames: Result<Vec<Vec<u8>>, _> =
@@ -105,14 +101,12 @@ impl Shared {
                 .map(encode_frame)
                 .collect();
         let Ok(frames) = frames else {
-            outbox.release();
             return Served::Task;
         };
         if !self.record_shipping(id, after_lsn, &shipped, durable_lsn, now) {
-            outbox.release();
             return Served::Task;
         }
-        if outbox.send(&frames.concat()) {
+        if claim.send(&frames.concat()) {
             Served::Done
         } else {
             Served::Task

@@ -11,7 +11,8 @@
 //! Whoever writes holds the socket's turn: the task for as long as it decides what to
 //! send and sends it (possibly across awaits), a thread only for one non-blocking write.
 //! What a thread could not write without blocking is kept, and the task sends it before
-//! anything else, so frames never interleave or reorder.
+//! anything else, so frames never interleave or reorder. A task that gives up its turn
+//! mid-frame (an error, the link stopping) closes the socket to threads.
 
 use std::io::Write;
 use std::os::fd::AsFd;
@@ -31,6 +32,9 @@ enum Holder {
     Thread,
     /// The streaming task.
     Task,
+    /// The task gave up its turn without finishing (an error, or the link stopped): what
+    /// was written may end mid-frame, and nothing more may follow.
+    Closed,
 }
 
 #[derive(Debug)]
@@ -48,16 +52,63 @@ pub(super) struct Outbox {
     state: Mutex<State>,
     /// Wakes the task when bytes were left unsent.
     unsent_left: Notify,
+    /// Wakes the task waiting for its turn when a thread gives the socket back.
+    freed: Notify,
 }
 
-/// The task's turn at the socket, until dropped.
+/// A thread's hold on the socket for one non-blocking write; given back when dropped.
+pub(super) struct Claim<'a> {
+    outbox: &'a Outbox,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.outbox.lock().holder = Holder::Nobody;
+        self.outbox.freed.notify_waiters();
+    }
+}
+
+impl Claim<'_> {
+    /// Writes `bytes` without blocking and gives the socket back. What the socket does not
+    /// take is kept for the task, which is woken to send it: returns whether everything
+    /// went.
+    pub fn send(self, bytes: &[u8]) -> bool {
+        // A broken connection (or a full socket) writes nothing: the task finds out, or
+        // sends the bytes once the socket takes them.
+        let written = (&self.outbox.socket).write(bytes).unwrap_or_default();
+        if written == bytes.len() {
+            return true;
+        }
+        // Kept before the claim is given back: no thread may write ahead of them.
+        self.outbox
+            .lock()
+            .unsent
+            .extend_from_slice(&bytes[written..]);
+        self.outbox.unsent_left.notify_one();
+        false
+    }
+}
+
+/// The task's turn at the socket, until [`Turn::end`]. A turn dropped without ending (an
+/// error or a cancellation, maybe mid-frame) closes the socket to threads for good.
 pub(super) struct Turn<'a> {
     outbox: &'a Outbox,
+    ended: bool,
+}
+
+impl Turn<'_> {
+    /// Gives the socket back after whole frames.
+    pub fn end(mut self) {
+        self.ended = true;
+        self.outbox.lock().holder = Holder::Nobody;
+    }
 }
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        self.outbox.lock().holder = Holder::Nobody;
+        if !self.ended {
+            self.outbox.lock().holder = Holder::Closed;
+        }
     }
 }
 
@@ -79,6 +130,7 @@ impl Outbox {
                 unsent: Vec::new(),
             }),
             unsent_left: Notify::new(),
+            freed: Notify::new(),
         })
     }
 
@@ -90,46 +142,28 @@ impl Outbox {
     }
 
     /// Takes the socket for a thread's one write, if nobody holds it and nothing waits to
-    /// be sent; `false` leaves it to the task.
-    pub fn claim(&self) -> bool {
+    /// be sent; `None` leaves it to the task.
+    pub fn claim(&self) -> Option<Claim<'_>> {
         let mut state = self.lock();
-        let free = state.holder == Holder::Nobody && state.unsent.is_empty();
-        if free {
-            state.holder = Holder::Thread;
+        if state.holder != Holder::Nobody || !state.unsent.is_empty() {
+            return None;
         }
-        free
-    }
-
-    /// Gives back the socket a thread claimed, having written nothing.
-    pub fn release(&self) {
-        self.lock().holder = Holder::Nobody;
-    }
-
-    /// Writes `bytes` without blocking, by the thread that claimed the socket, and gives it
-    /// back. What the socket does not take is kept for the task, which is woken to send it:
-    /// returns whether everything went.
-    pub fn send(&self, bytes: &[u8]) -> bool {
-        // A broken connection (or a full socket) writes nothing: the task finds out, or
-        // sends the bytes once the socket takes them.
-        let written = (&self.socket).write(bytes).unwrap_or_default();
-        let mut state = self.lock();
-        state.holder = Holder::Nobody;
-        if written == bytes.len() {
-            return true;
-        }
-        state.unsent.extend_from_slice(&bytes[written..]);
-        drop(state);
-        self.unsent_left.notify_one();
-        false
+        state.holder = Holder::Thread;
+        Some(Claim { outbox: self })
     }
 
     /// Waits for the socket (a thread holds it for one non-blocking write at most), sends
-    /// what threads left unsent, and keeps it until the turn is dropped.
+    /// what threads left unsent, and keeps it until the turn ends.
     ///
     /// # Errors
     /// The write fails or stalls.
     pub async fn turn(&self, writer: &mut Writer) -> Result<Turn<'_>, ReplicationError> {
         let unsent = loop {
+            // Listening before looking: a thread that gives the socket back in between
+            // still wakes this task.
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
             {
                 let mut state = self.lock();
                 if state.holder == Holder::Nobody {
@@ -137,9 +171,12 @@ impl Outbox {
                     break std::mem::take(&mut state.unsent);
                 }
             }
-            tokio::task::yield_now().await;
+            freed.await;
         };
-        let turn = Turn { outbox: self };
+        let turn = Turn {
+            outbox: self,
+            ended: false,
+        };
         if !unsent.is_empty() {
             writer
                 .write_all(&unsent)
@@ -185,16 +222,40 @@ mod tests {
         let (mut writer, _peer) = connection().await;
         let outbox = Outbox::new(&writer).unwrap();
         let turn = outbox.turn(&mut writer).await.unwrap();
-        assert!(!outbox.claim(), "the task holds its turn");
+        assert!(outbox.claim().is_none(), "the task holds its turn");
+        turn.end();
+        let claim = outbox.claim().expect("nobody holds it");
+        assert!(outbox.claim().is_none(), "one thread at a time");
+        drop(claim);
+        let claim = outbox.claim().expect("given back when dropped");
+        assert!(claim.send(b"frame"));
+        assert!(outbox.claim().is_some(), "given back once it sent");
+    }
+
+    #[tokio::test]
+    async fn the_task_waiting_for_its_turn_is_woken_when_a_thread_gives_the_socket_back() {
+        let (mut writer, _peer) = connection().await;
+        let outbox = Outbox::new(&writer).unwrap();
+        let claim = outbox.claim().unwrap();
+        let (turn, ()) = tokio::join!(
+            tokio::time::timeout(Duration::from_secs(10), outbox.turn(&mut writer)),
+            async move {
+                tokio::task::yield_now().await;
+                drop(claim);
+            }
+        );
+        turn.expect("woken, not left waiting").unwrap().end();
+    }
+
+    #[tokio::test]
+    async fn a_turn_given_up_mid_frame_closes_the_socket_to_threads() {
+        let (mut writer, _peer) = connection().await;
+        let outbox = Outbox::new(&writer).unwrap();
+        let turn = outbox.turn(&mut writer).await.unwrap();
         drop(turn);
-        assert!(outbox.claim());
-        assert!(!outbox.claim(), "one thread at a time");
-        outbox.release();
-        assert!(outbox.claim());
-        assert!(outbox.send(b"frame"));
         assert!(
-            outbox.claim(),
-            "a thread gives the socket back once it sent"
+            outbox.claim().is_none(),
+            "a thread's frame could follow half a frame"
         );
     }
 
@@ -204,10 +265,10 @@ mod tests {
         let outbox = Outbox::new(&writer).unwrap();
         // More than the socket's buffers hold while the peer reads nothing.
         let big: Vec<u8> = (0..32u32 << 20).map(|i| (i % 251) as u8).collect();
-        assert!(outbox.claim());
-        assert!(!outbox.send(&big), "the socket cannot take 32 MiB at once");
+        let claim = outbox.claim().unwrap();
+        assert!(!claim.send(&big), "the socket cannot take 32 MiB at once");
         assert!(
-            !outbox.claim(),
+            outbox.claim().is_none(),
             "bytes left unsent go first: no thread may write"
         );
         tokio::time::timeout(Duration::from_secs(10), outbox.unsent_left())
@@ -219,7 +280,7 @@ mod tests {
         });
         let turn = outbox.turn(&mut writer).await.unwrap();
         writer.write_all(b"next frame").await.unwrap();
-        drop(turn);
+        turn.end();
         writer.shutdown().await.unwrap();
         drop(outbox);
         let received = reader.await.unwrap().unwrap();

@@ -44,8 +44,9 @@ pub(super) async fn stream_to(
     let _shared_socket = shared.share_socket(id, &outbox);
     loop {
         while let Some(request) = requests.pending() {
-            let _turn = outbox.turn(&mut writer).await?;
+            let turn = outbox.turn(&mut writer).await?;
             write_frame(&mut writer, &request.message).await?;
+            turn.end();
             request.sent();
         }
         let now = shared.now_us();
@@ -66,7 +67,7 @@ pub(super) async fn stream_to(
                 return Ok(());
             }
             LinkAction::Heartbeat { last_lsn } => {
-                let _turn = outbox.turn(&mut writer).await?;
+                let turn = outbox.turn(&mut writer).await?;
                 let oldest_missing_ms = shared.oldest_missing_ms(id, last_lsn).unwrap_or(0);
                 shared.machine(|m| m.heartbeat_sent(id, last_lsn, now));
                 let beat = Message::Heartbeat {
@@ -79,6 +80,7 @@ pub(super) async fn stream_to(
                     peers: shared.members.addresses(),
                 };
                 write_frame(&mut writer, &beat).await?;
+                turn.end();
             }
             LinkAction::Ship {
                 after_lsn,
@@ -96,14 +98,16 @@ pub(super) async fn stream_to(
                     )));
                 }
                 position = Some(moved);
-                let _turn = outbox.turn(&mut writer).await?;
+                let turn = outbox.turn(&mut writer).await?;
                 let shipped = shipped(&batch);
                 if !shared.record_shipping(id, after_lsn, &shipped, durable_lsn, now) {
                     // A writer's thread shipped them meanwhile.
+                    turn.end();
                     continue;
                 }
                 let epoch = shared.store.own_epoch();
                 send_entries(&mut writer, batch, epoch, durable_lsn).await?;
+                turn.end();
             }
             LinkAction::WaitUntil(at) => {
                 let wait = Duration::from_micros(at.saturating_sub(shared.now_us()));
@@ -121,12 +125,13 @@ pub(super) async fn stream_to(
                     // they become visible, with no wake-up per commit).
                     _ = wanted.changed(), if !idle || ahead => {}
                     Some(request) = requests.next() => {
-                        let _turn = outbox.turn(&mut writer).await?;
+                        let turn = outbox.turn(&mut writer).await?;
                         write_frame(&mut writer, &request.message).await?;
+                        turn.end();
                         request.sent();
                     }
                     // A writer's thread left bytes the socket would not take.
-                    () = outbox.unsent_left() => drop(outbox.turn(&mut writer).await?),
+                    () = outbox.unsent_left() => outbox.turn(&mut writer).await?.end(),
                     _ = &mut acks.0 => return Ok(()),
                 }
             }

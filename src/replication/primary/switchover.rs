@@ -15,7 +15,6 @@ use crate::net::runtime;
 use crate::replication::handover::Settings;
 use crate::replication::handshake::Denied;
 use crate::replication::protocol::{write_frame, Message, RefuseCode};
-use crate::store::SyncReplication;
 
 /// How long a switchover request (`replikv switchover`) waits for the primary's owner.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -211,7 +210,7 @@ impl Primary {
             Err(err) => return Handed::Unchanged(err),
         };
         // Shipped at once, as for a sync writer, rather than at the next ship interval.
-        shared.sync.will_wait(last_lsn);
+        shared.sync.ship_at_once(last_lsn);
         let epoch = shared.store.epoch() + 1;
         let settings = Settings::of(&shared.options);
         let mut members: Vec<String> = shared

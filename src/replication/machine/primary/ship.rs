@@ -67,6 +67,13 @@ impl PrimaryMachine {
         self.peer(id).is_none_or(|p| p.sent_lsn >= self.ship_end(p))
     }
 
+    /// Whether `id` has been sent everything it may be and told everything it is owed:
+    /// nothing that happened since its last frame is for it until its next heartbeat.
+    #[must_use]
+    pub fn has_all(&self, id: &LinkId) -> bool {
+        self.caught_up(id) && self.peer(id).is_none_or(|p| !self.owes_confirmation(p))
+    }
+
     /// The last LSN `peer` may be shipped: the written one if it holds back (at most
     /// [`MAX_AHEAD_ENTRIES`] past the visible one), else the visible one.
     fn ship_end(&self, peer: &Peer) -> u64 {

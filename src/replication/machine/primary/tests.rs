@@ -363,3 +363,19 @@ fn a_consumer_never_holds_back_and_a_wish_of_another_peer_never_hurries_it() {
         "a replica that does not count keeps its pace"
     );
 }
+
+#[test]
+fn a_link_paced_behind_new_entries_does_not_have_all_though_it_waits() {
+    let mut m = PrimaryMachine::new(config(), 0);
+    let (cache, _) = m.connect("cache", 0, PeerKind::Consumer, false, 0, 0);
+    m.visible(1);
+    m.shipping(&cache, &shipped(1..=1), 1, 0);
+    assert!(m.has_all(&cache));
+    m.visible(2);
+    // Nobody waits for entry 2 from a consumer: it waits for the pace, and its task must
+    // be told, or it would sleep until its heartbeat.
+    assert!(matches!(m.poll(&cache, 10), LinkAction::WaitUntil(_)));
+    assert!(!m.has_all(&cache));
+    m.shipping(&cache, &shipped(2..=2), 2, 50_000);
+    assert!(m.has_all(&cache));
+}
