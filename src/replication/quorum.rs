@@ -212,8 +212,8 @@ impl SyncWaiters {
 
     /// Whether this thread is a sync writer about to wait here for an entry up to `lsn`
     /// (it took its LSN, and has not waited yet): the thread that may ship it itself.
-    #[must_use]
     /// Answers `true` once per sync write (the mark is taken).
+    #[must_use]
     pub fn waits_here(&self, lsn: u64) -> bool {
         let (waiters, wanted) = ABOUT_TO_WAIT.get();
         let here = waiters == std::ptr::from_ref(self).addr() && (1..=lsn).contains(&wanted);
