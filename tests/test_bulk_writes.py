@@ -75,6 +75,20 @@ def test_an_empty_batch_says_it_wrote_no_entry(store: replikv.Store) -> None:
     assert repr(batch).endswith(": committed, empty (no entry written)>")
 
 
+def test_a_transaction_says_how_many_writes_it_committed_and_an_empty_one_none(
+    store: replikv.Store,
+) -> None:
+    store.put("t", "k", 1)
+    with store.transaction() as empty:
+        assert empty.get("t", "k") == 1
+    assert store.last_lsn == 1
+    assert repr(empty).endswith(": committed, empty (no entry written)>")
+    with store.transaction() as tx:
+        tx.put("t", "a", 1)
+        tx.delete("t", "k")
+    assert repr(tx).endswith(": 2 write(s) committed at LSN 2>")
+
+
 def test_a_batch_whose_block_raises_writes_nothing(store: replikv.Store) -> None:
     with pytest.raises(KeyError), store.batch() as batch:
         batch.put("subscribers", "ana", 1)

@@ -18,7 +18,8 @@ enum TxState {
     Open(Transaction),
     /// Taken out by a call in progress (the lock is never held across a GIL release).
     Busy,
-    Committed(PyReceipt),
+    /// With the number of writes it committed (an empty one wrote no entry).
+    Committed(PyReceipt, usize),
     Aborted,
 }
 
@@ -120,7 +121,7 @@ impl PyTransaction {
             other => {
                 let message = match &other {
                     TxState::Busy => "the transaction is in use by another thread",
-                    TxState::Committed(_) => "the transaction has already committed",
+                    TxState::Committed(..) => "the transaction has already committed",
                     _ => "the transaction was aborted",
                 };
                 *self.lock() = other;
@@ -156,7 +157,7 @@ impl PyTransaction {
         _exc: Option<&Bound<'_, PyAny>>,
         _tb: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
-        let finished = matches!(&*self.lock(), TxState::Committed(_) | TxState::Aborted);
+        let finished = matches!(&*self.lock(), TxState::Committed(..) | TxState::Aborted);
         if exc_type.is_some_and(|t| !t.is_none()) {
             self.abort();
         } else if !finished {
@@ -213,6 +214,7 @@ impl PyTransaction {
     /// Commits now (the context manager does this on a clean exit).
     fn commit(&self, py: Python<'_>) -> PyResult<PyReceipt> {
         let tx = self.take(py)?;
+        let writes = tx.len();
         let durability = self.durability;
         let committed = match run_detached(py, move || tx.commit_pending(durability)) {
             Ok(committed) => committed,
@@ -223,18 +225,19 @@ impl PyTransaction {
         };
         // Committed from here, even if the wait for replicas fails or is interrupted.
         let receipt = await_receipt(py, &committed);
-        *self.lock() = TxState::Committed(match &receipt {
+        let kept = match &receipt {
             Ok(receipt) => receipt.clone(),
             Err(_) => committed.abandoned().into(),
-        });
+        };
+        *self.lock() = TxState::Committed(kept, writes);
         receipt
     }
 
     /// Discards every write of the transaction and releases the writer lock.
     fn abort(&self) {
         let previous = std::mem::replace(&mut *self.lock(), TxState::Aborted);
-        if let TxState::Committed(receipt) = previous {
-            *self.lock() = TxState::Committed(receipt);
+        if let TxState::Committed(receipt, writes) = previous {
+            *self.lock() = TxState::Committed(receipt, writes);
         }
     }
 
@@ -242,7 +245,7 @@ impl PyTransaction {
     #[getter]
     fn receipt(&self) -> Option<PyReceipt> {
         match &*self.lock() {
-            TxState::Committed(receipt) => Some(receipt.clone()),
+            TxState::Committed(receipt, _) => Some(receipt.clone()),
             _ => None,
         }
     }
@@ -252,7 +255,10 @@ impl PyTransaction {
             TxState::NotStarted => "not started".to_owned(),
             TxState::Open(tx) => format!("open, {} pending op(s)", tx.len()),
             TxState::Busy => "busy".to_owned(),
-            TxState::Committed(receipt) => format!("committed at LSN {}", receipt.lsn),
+            TxState::Committed(_, 0) => "committed, empty (no entry written)".to_owned(),
+            TxState::Committed(receipt, writes) => {
+                format!("{writes} write(s) committed at LSN {}", receipt.lsn)
+            }
             TxState::Aborted => "aborted".to_owned(),
         };
         format!(
