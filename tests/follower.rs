@@ -4,6 +4,9 @@ use replikv::codec::{encode_key, KeyRef, Op};
 use replikv::error::{Error, ReadOnlyReason, StoreError};
 use replikv::log::LogPosition;
 use replikv::store::{Store, StoreOptions};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+use std::time::Duration;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -196,6 +199,42 @@ fn a_snapshot_installs_every_table_at_one_lsn_and_streaming_continues_after_it()
     let reopened = Store::open(dir.path().join("follower"), follower_options())?;
     assert_eq!(reopened.checksum()?, primary.checksum()?);
     assert_eq!(reopened.store_id()?, id);
+    Ok(())
+}
+
+#[test]
+fn a_visibility_listener_may_read_the_store_when_a_snapshot_is_swapped_in() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let primary = Store::open(dir.path().join("primary"), StoreOptions::default())?;
+    for i in 0..20 {
+        primary.commit(vec![put("t", &format!("k{i}"), b"\x01")], None)?;
+    }
+    let follower = Store::open(dir.path().join("follower"), follower_options())?;
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let subscription = {
+        let (heard, reader) = (Arc::clone(&heard), follower.clone());
+        follower.on_visible(move |lsn| {
+            // Needs the lock the swap holds: called under it, this waited forever.
+            let oldest = reader.oldest_lsn().expect("the store is open");
+            heard.lock().expect("not poisoned").push((lsn, oldest));
+        })
+    };
+    let (done, installed) = mpsc::channel();
+    let (from, into) = (primary.clone(), follower.clone());
+    thread::spawn(move || done.send(copy_snapshot(&from, &into).map_err(|e| e.to_string())));
+    let Ok(lsn) = installed.recv_timeout(Duration::from_secs(60)) else {
+        // Unsubscribing would wait for the stuck listener.
+        std::mem::forget(subscription);
+        return Err("the install never finished: its listener waited on the store's lock".into());
+    };
+    let lsn = lsn?;
+    drop(subscription);
+    assert_eq!(lsn, 20);
+    assert_eq!(
+        *heard.lock().expect("not poisoned"),
+        [(20, 21)],
+        "told once, of the snapshot's LSN, with the log starting after it"
+    );
     Ok(())
 }
 

@@ -563,6 +563,8 @@ impl Pipeline {
     }
 
     /// Restarts the sequence after a snapshot was swapped in (nothing may be pending).
+    /// The listeners hear of it from [`Pipeline::announce_reset`], once the caller holds
+    /// no lock of the store.
     pub(crate) fn reset(&self, next_lsn: u64, epoch: u64) {
         let mut state = self.lock();
         debug_assert!(
@@ -579,8 +581,12 @@ impl Pipeline {
         state.epoch = epoch;
         state.in_flight_last = 0;
         state.returning = Returning::default();
-        drop(state);
-        self.announce(next_lsn - 1);
+    }
+
+    /// Tells the listeners the visible LSN a [`Pipeline::reset`] set (or any later one).
+    pub(crate) fn announce_reset(&self) {
+        let visible_lsn = self.lock().visible_lsn;
+        self.announce(visible_lsn);
     }
 
     /// The last LSN handed out (visible or not).

@@ -253,6 +253,10 @@ impl Store {
             log: parts.log,
             _lock: lock,
         });
+        // Listeners run with no lock of the store held (see `Store::on_visible`): one
+        // that reads the log would wait forever on the lock this swap holds.
+        drop(guard);
+        self.inner.pipeline.announce_reset();
         Ok(())
     }
 }
