@@ -253,6 +253,62 @@ fn a_peer_that_stops_reading_while_streaming_is_dropped_after_the_stall_timeout(
 }
 
 #[test]
+fn a_peer_applying_a_large_entry_has_longer_than_the_stall_timeout_to_ack_it() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (store, primary) = serve(
+        dir.path(),
+        StoreOptions::default(),
+        PrimaryOptions {
+            // A stall timeout of 1.08 s.
+            heartbeat_interval: Duration::from_millis(20),
+            ..PrimaryOptions::default()
+        },
+    )?;
+    let (mut peer, _) = RawPeer::hello(&primary, PeerKind::Replica, "busy")?;
+    // 24 MiB in one entry: three seconds more at the apply rate the primary allows for.
+    let mut load = put("t", "half", vec![0x5a; 12 << 20]);
+    load.extend(put("t", "other half", vec![0xa5; 12 << 20]));
+    store.commit(load, None)?;
+    // The peer reads everything, as a replica's reader does while its store applies, and
+    // acks nothing for half as long again as the stall timeout.
+    let started = Instant::now();
+    let mut received = 0;
+    while started.elapsed() < Duration::from_millis(1_600) {
+        match peer.recv()? {
+            Message::EntryPart { data, .. } => received += data.len(),
+            Message::Entries { payloads, .. } => {
+                received += payloads.iter().map(|p| p.len()).sum::<usize>()
+            }
+            Message::Heartbeat { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(
+        received >= 24 << 20,
+        "the whole entry came: {received} bytes"
+    );
+    assert_eq!(
+        primary.status().replicas[0].state,
+        LinkState::Streaming,
+        "not dropped while it may still be applying"
+    );
+    peer.send(&Message::Ack {
+        flushed_lsn: 1,
+        applied_lsn: 1,
+    })?;
+    eventually("the ack to count", || {
+        primary.status().replicas[0].acked_lsn == 1
+    });
+    // With nothing in flight any more, silence is judged by the stall timeout alone.
+    eventually("the silent link to be dropped", || {
+        primary.status().replicas[0].state == LinkState::Disconnected
+    });
+    drop(peer);
+    primary.close();
+    Ok(())
+}
+
+#[test]
 fn strangers_holding_sockets_open_never_lock_out_monitors_or_replicas() -> TestResult {
     let dir = tempfile::tempdir()?;
     let (store, primary) = serve(

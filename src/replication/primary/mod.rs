@@ -88,7 +88,9 @@ pub struct PrimaryOptions {
 impl PrimaryOptions {
     /// A link that takes no bytes, or sends no ack, for this long is dropped, whatever it
     /// is doing (streaming, receiving a snapshot, answering the handshake): four
-    /// heartbeats and a second.
+    /// heartbeats and a second. An ack may take a second longer per
+    /// [`APPLIED_PER_SECOND`](crate::replication::machine::primary::APPLIED_PER_SECOND)
+    /// bytes shipped and not acknowledged (a replica acks a batch once it is applied).
     #[must_use]
     pub fn stall_timeout(&self) -> Duration {
         self.heartbeat_interval * 4 + Duration::from_secs(1)

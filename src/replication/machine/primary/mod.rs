@@ -31,6 +31,11 @@ const MAX_PENDING_WANTS: usize = 1024;
 /// confirmed ([`crate::store::MAX_HELD_ENTRIES`]).
 pub const MAX_AHEAD_ENTRIES: u64 = crate::store::MAX_HELD_ENTRIES;
 
+/// The slowest a replica is assumed to apply what it was shipped, in bytes per second: a
+/// peer gets this much longer than the stall timeout to ack a large batch (see
+/// [`PrimaryMachine::poll`]). A debug build on a loaded machine applies about this fast.
+pub const APPLIED_PER_SECOND: u64 = 8 << 20;
+
 /// The timing and quorum rules of a primary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrimaryConfig {

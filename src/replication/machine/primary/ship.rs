@@ -4,8 +4,8 @@
 //! on time; a peer that holds back is told what is durable; a silent link is dropped.
 
 use super::{
-    is_connected, LinkAction, LinkId, Micros, Peer, PrimaryMachine, Shipped, MAX_AHEAD_ENTRIES,
-    MAX_PENDING_WANTS,
+    is_connected, LinkAction, LinkId, Micros, Peer, PrimaryMachine, Shipped, APPLIED_PER_SECOND,
+    MAX_AHEAD_ENTRIES, MAX_PENDING_WANTS,
 };
 use crate::replication::status::LinkState;
 
@@ -104,10 +104,10 @@ impl PrimaryMachine {
         if !is_connected(peer.state) {
             return LinkAction::Drop;
         }
-        if now.saturating_sub(peer.last_heard) >= self.config.stall_timeout {
+        let stall_at = peer.last_heard.saturating_add(self.stall_timeout_of(peer));
+        if now >= stall_at {
             return LinkAction::Drop;
         }
-        let stall_at = peer.last_heard + self.config.stall_timeout;
         let beat_at = peer.last_beat + self.config.heartbeat_interval;
         // Heartbeats go out on time even while entries flow: they carry the clock samples
         // that lag is measured with, and a peer acks at least those.
@@ -158,6 +158,15 @@ impl PrimaryMachine {
             return LinkAction::WaitUntil(confirm_at.min(beat_at).min(stall_at));
         }
         LinkAction::WaitUntil(beat_at.min(stall_at))
+    }
+
+    /// How long `peer` may stay silent: the stall timeout, and a second more per
+    /// [`APPLIED_PER_SECOND`] bytes shipped to it and not acknowledged. A replica acks a
+    /// batch once it is applied, and one bulk load may take it seconds: dropped for that,
+    /// it would reconnect and take it again.
+    fn stall_timeout_of(&self, peer: &Peer) -> Micros {
+        let applying = peer.in_flight_bytes.saturating_mul(1_000_000) / APPLIED_PER_SECOND;
+        self.config.stall_timeout.saturating_add(applying)
     }
 
     /// Whether `peer` holds entries that are durable here and it has not been told so.

@@ -157,6 +157,39 @@ fn each_of_many_sync_writers_ships_once_its_own_entry_is_visible() {
 }
 
 #[test]
+fn a_peer_has_longer_to_ack_a_large_batch_in_proportion_to_its_bytes() {
+    let mut m = PrimaryMachine::new(config(), 0);
+    let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
+    m.visible(1);
+    let load = Shipped {
+        lsn: 1,
+        commit_ms: 1,
+        bytes: 4 * APPLIED_PER_SECOND,
+    };
+    m.shipping(&a, &[load], 1, 0);
+    m.heartbeat_sent(&a, 1, 2_900_000);
+    assert_ne!(
+        m.poll(&a, 3_000_000),
+        LinkAction::Drop,
+        "still applying: four seconds more for four seconds' worth of bytes"
+    );
+    assert!(matches!(m.poll(&a, 3_100_000), LinkAction::WaitUntil(at) if at <= 3_400_000));
+    assert_eq!(
+        m.poll(&a, 7_000_000),
+        LinkAction::Drop,
+        "silent past that too"
+    );
+    m.ack(&a, 1, 1, 6_000_000);
+    assert_eq!(m.peer(&a).unwrap().in_flight_bytes, 0);
+    assert_ne!(m.poll(&a, 7_000_000), LinkAction::Drop);
+    assert_eq!(
+        m.poll(&a, 9_000_000),
+        LinkAction::Drop,
+        "with nothing in flight, the stall timeout alone"
+    );
+}
+
+#[test]
 fn an_idle_link_gets_heartbeats_and_a_silent_one_is_dropped() {
     let mut m = PrimaryMachine::new(config(), 0);
     let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
