@@ -277,7 +277,7 @@ fn a_peer_applying_a_large_entry_has_longer_than_the_stall_timeout_to_ack_it() -
         match peer.recv()? {
             Message::EntryPart { data, .. } => received += data.len(),
             Message::Entries { payloads, .. } => {
-                received += payloads.iter().map(|p| p.len()).sum::<usize>()
+                received += payloads.iter().map(|p| p.len()).sum::<usize>();
             }
             Message::Heartbeat { .. } => {}
             other => panic!("unexpected {other:?}"),
