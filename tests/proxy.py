@@ -1,7 +1,7 @@
 """A TCP proxy on 127.0.0.1 for fault tests: it forwards to a target and can cut the link
 (drop every connection and refuse new ones), stall it (keep the sockets, forward nothing),
-delay every chunk it forwards, or leave a connection half-open when one side closes (as a
-host that vanished without a word leaves it)."""
+delay every chunk it forwards, cap its rate, or leave a connection half-open when one side
+closes (as a host that vanished without a word leaves it)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ class Proxy:
         self._cut = False
         self._closed = False
         self.delay = 0.0
+        # Bytes per second each direction forwards at most (0: no limit).
+        self.rate = 0.0
         self.stalled = False
         # When one side closes, the other is left open and silent, not shut down.
         self.half_open = False
@@ -101,6 +103,8 @@ class Proxy:
                 while self.stalled:  # keep the sockets open, forward nothing
                     time.sleep(0.01)
                 sink.sendall(chunk)
+                if self.rate:
+                    time.sleep(len(chunk) / self.rate)
         if self.half_open:
             return
         for sock in (source, sink):

@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod client;
+pub mod heard;
 pub mod server;
 pub mod stall;
 

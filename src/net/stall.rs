@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::AsyncWrite;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 /// Wraps a writer so that any write, flush or shutdown that makes no progress for `stall`
 /// fails with [`io::ErrorKind::TimedOut`]. A slow peer that keeps taking bytes is fine:
@@ -19,6 +19,9 @@ pub struct StallWriter<W> {
     stall: Duration,
     /// Armed when the inner writer first could not make progress.
     deadline: Option<Pin<Box<Sleep>>>,
+    /// When the peer last took bytes that had to wait for room: a sign of life, where a
+    /// write into a socket buffer with room proves nothing.
+    drained: Option<Instant>,
 }
 
 impl<W> StallWriter<W> {
@@ -28,7 +31,13 @@ impl<W> StallWriter<W> {
             inner,
             stall,
             deadline: None,
+            drained: None,
         }
+    }
+
+    /// When the peer last took bytes that waited for room (see the field).
+    pub fn drained_at(&self) -> Option<Instant> {
+        self.drained
     }
 
     /// The wrapped writer.
@@ -61,7 +70,9 @@ impl<W> StallWriter<W> {
     ) -> Poll<io::Result<T>> {
         match poll {
             Poll::Ready(result) => {
-                self.deadline = None;
+                if self.deadline.take().is_some() {
+                    self.drained = Some(Instant::now());
+                }
                 Poll::Ready(result)
             }
             Poll::Pending => self.poll_stalled(cx),
@@ -117,8 +128,15 @@ mod tests {
         // A pipe with a small buffer that nobody reads: the write sticks.
         let (ours, _theirs) = tokio::io::duplex(16);
         let mut writer = StallWriter::new(ours, Duration::from_secs(3));
+        writer.write_all(&[7; 16]).await.unwrap();
+        assert_eq!(
+            writer.drained_at(),
+            None,
+            "taken into room: no sign of a reader"
+        );
         let err = writer.write_all(&[7; 64]).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(writer.drained_at(), None);
 
         // A reader that takes a byte a second never lets 3 s pass without progress.
         let (ours, mut theirs) = tokio::io::duplex(1);
@@ -137,6 +155,11 @@ mod tests {
             got
         });
         writer.write_all(&[9; 10]).await.unwrap();
+        let drained = writer.drained_at().expect("bytes that waited were taken");
+        assert!(
+            drained.elapsed() < Duration::from_secs(1),
+            "at the last one"
+        );
         drop(writer);
         assert_eq!(reader.await.unwrap(), vec![9; 10]);
     }

@@ -54,7 +54,11 @@ pub(super) async fn stream_to(
         let sync_wanted = *wanted.borrow_and_update();
         // Read after the wishes: a wish announced at the written LSN finds it here.
         let written_lsn = shared.written.load(Ordering::Acquire);
+        let drained = drained_at(&writer, now);
         let (action, idle, awaits_visible, ahead) = shared.machine(|m| {
+            if let Some(at) = drained {
+                m.took_bytes(id, at);
+            }
             m.visible(last_lsn);
             m.written(written_lsn);
             m.sync_wanted(sync_wanted);
@@ -137,6 +141,13 @@ pub(super) async fn stream_to(
             }
         }
     }
+}
+
+/// When, on the primary's clock (`now` being now), the peer last took bytes that had
+/// waited for room in its socket: a sign of life however long its ack takes.
+fn drained_at(writer: &Writer, now: u64) -> Option<u64> {
+    let ago = writer.drained_at()?.elapsed().as_micros();
+    Some(now.saturating_sub(u64::try_from(ago).unwrap_or(u64::MAX)))
 }
 
 /// Reads the next batch of entries from `position` (after `after_lsn`) up to `up_to`:

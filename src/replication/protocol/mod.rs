@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::{NetError, ReplicationError};
+use crate::net::heard::{idle_bounded, Idle};
 
 #[cfg(test)]
 mod fuzz;
@@ -166,6 +167,27 @@ pub async fn read_frame_within<R: AsyncRead + Unpin>(
     tokio::time::timeout(timeout, read_frame(reader))
         .await
         .map_err(|_| timed_out(what, timeout))?
+}
+
+/// Reads one frame, or fails once no byte of it came for `idle`: a large frame on a slow
+/// link may take far longer than `idle` to arrive whole.
+///
+/// # Errors
+/// As [`read_frame`], and [`NetError::TimedOut`].
+pub async fn read_frame_idle<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    idle: Duration,
+    what: &str,
+) -> Result<Message, ReplicationError> {
+    idle_bounded(reader, idle, |mut reader| async move {
+        read_frame(&mut reader).await
+    })
+    .await
+    .map_err(|Idle| {
+        ReplicationError::from(NetError::TimedOut {
+            context: format!("no byte of {what} for {idle:?}"),
+        })
+    })?
 }
 
 fn timed_out(what: &str, timeout: Duration) -> ReplicationError {

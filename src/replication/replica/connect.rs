@@ -15,7 +15,7 @@ use crate::replication::handshake::{self, Role};
 use crate::replication::machine::ReplicaMachine;
 use crate::replication::monitor::dial;
 use crate::replication::protocol::{
-    read_frame_within, read_handshake_frame, write_frame, Message, PeerKind,
+    read_frame_idle, read_frame_within, read_handshake_frame, write_frame, Message, PeerKind,
 };
 
 /// How long connecting, each handshake step and a snapshot's first frame may take.
@@ -177,7 +177,7 @@ async fn receive_snapshot(
         .map_err(joined)?
         .map_err(failed)?;
     loop {
-        match read_frame_within(reader, IDLE_TIMEOUT, "snapshot rows").await? {
+        match read_frame_idle(reader, IDLE_TIMEOUT, "snapshot rows").await? {
             Message::SnapshotRows { table, rows } => {
                 let rows = rows
                     .into_iter()

@@ -16,7 +16,7 @@ use crate::replication::machine::promotion::{Answer, Election, MemberLog, Outcom
 use crate::replication::machine::{ReplicaAction, ReplicaMachine};
 use crate::replication::monitor::{dial, holding_nothing};
 use crate::replication::protocol::{
-    read_frame_within, read_handshake_frame, unexpected, write_frame, Message, PeerKind,
+    read_frame_idle, read_handshake_frame, unexpected, write_frame, Message, PeerKind,
 };
 use crate::store::{EpochHistory, Store};
 
@@ -162,7 +162,7 @@ impl Link {
         };
         write_frame(&mut self.writer, &request).await?;
         while machine.flushed_lsn() < up_to_lsn {
-            let frame = read_frame_within(&mut self.reader, FETCH_IDLE, "fetched entries").await?;
+            let frame = read_frame_idle(&mut self.reader, FETCH_IDLE, "fetched entries").await?;
             for action in machine.receive(frame)? {
                 if let ReplicaAction::Append(payloads) = action {
                     // Durable before the next frame: the promotion waits for the fetched

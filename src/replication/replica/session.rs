@@ -13,6 +13,7 @@ use super::connect::{connect, Writer};
 use super::handover::{take_over, Handover};
 use super::{lock, members_file, Shared, IDLE_TIMEOUT};
 use crate::error::{NetError, ReplicationError};
+use crate::net::heard::{HeardReader, LastHeard};
 use crate::net::AbortOnDrop;
 use crate::replication::machine::{ReplicaAction, ReplicaMachine};
 use crate::replication::protocol::{read_frame, write_frame, Message, RefuseCode};
@@ -37,6 +38,9 @@ pub(super) async fn session(
     // ships every commit on its own. One fdatasync covers every append made while the
     // previous one ran.
     let (frames, mut inbox) = mpsc::channel(READ_AHEAD_FRAMES);
+    // Bytes of a frame still arriving are not silence (a large one on a slow link).
+    let heard = LastHeard::now();
+    let reader = HeardReader::new(reader, Arc::clone(&heard));
     let _read_ahead = AbortOnDrop(tokio::spawn(read_frames(reader, frames)));
     // The store applies entries before its fdatasync; the end of each sync is acknowledged
     // (what acks carry is durable).
@@ -46,7 +50,8 @@ pub(super) async fn session(
     // loop) on every frame.
     let silent = tokio::time::sleep(IDLE_TIMEOUT);
     tokio::pin!(silent);
-    // When the session last began to wait: only its waits count as silence.
+    // When the session last began to wait: only its waits count as silence, and only
+    // while no byte comes.
     let mut waiting_since = tokio::time::Instant::now();
     loop {
         syncs.start_if_behind(shared, &machine);
@@ -62,10 +67,11 @@ pub(super) async fn session(
             }
             frame = inbox.recv() => frame.unwrap_or_else(|| Err(ReplicationError::Protocol("the stream ended".into())))?,
             () = &mut silent => {
-                if waiting_since.elapsed() >= IDLE_TIMEOUT {
+                let quiet_since = waiting_since.max(heard.at());
+                if quiet_since.elapsed() >= IDLE_TIMEOUT {
                     return Err(silence());
                 }
-                silent.as_mut().reset(waiting_since + IDLE_TIMEOUT);
+                silent.as_mut().reset(quiet_since + IDLE_TIMEOUT);
                 continue;
             }
         };
@@ -185,7 +191,7 @@ impl Batch {
 
 /// The primary sends at least a heartbeat every interval: waiting this long for anything
 /// means a stalled link, which is dropped so that the replica reconnects. Only the
-/// session's waits count, never the time it spends applying.
+/// session's waits count, never the time it spends applying, and only while no byte comes.
 fn silence() -> ReplicationError {
     NetError::TimedOut {
         context: format!("nothing from the primary for {IDLE_TIMEOUT:?}"),
@@ -434,7 +440,7 @@ async fn flush(
 }
 
 async fn read_frames(
-    reader: OwnedReadHalf,
+    reader: HeardReader<OwnedReadHalf>,
     frames: mpsc::Sender<Result<Message, ReplicationError>>,
 ) {
     // Buffered: a small frame's length and body then take one read, not two.

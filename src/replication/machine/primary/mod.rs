@@ -106,6 +106,7 @@ pub struct Peer {
     pub in_flight_bytes: u64,
     last_ship: Option<Micros>,
     last_beat: Micros,
+    /// Its last sign of life: an ack, or bytes taken (see [`PrimaryMachine::took_bytes`]).
     last_heard: Micros,
 }
 
@@ -431,6 +432,15 @@ impl PrimaryMachine {
         self.peers
             .get_mut(&id.name)
             .filter(|p| p.id == *id && is_connected(p.state))
+    }
+
+    /// The transport saw `id` take bytes at `at` that had waited for room in its socket:
+    /// it is reading, so it is not stalled however long an ack takes (a large batch on a
+    /// slow link).
+    pub fn took_bytes(&mut self, id: &LinkId, at: Micros) {
+        if let Some(peer) = self.live(id) {
+            peer.last_heard = peer.last_heard.max(at);
+        }
     }
 
     /// A cumulative ack from `id`: its log is durable up to `flushed_lsn` and its readers

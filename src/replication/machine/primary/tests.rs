@@ -190,6 +190,24 @@ fn a_peer_has_longer_to_ack_a_large_batch_in_proportion_to_its_bytes() {
 }
 
 #[test]
+fn a_peer_whose_socket_keeps_draining_is_not_stalled() {
+    let mut m = PrimaryMachine::new(config(), 0);
+    let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
+    m.took_bytes(&a, 2_000_000);
+    assert_ne!(
+        m.poll(&a, 4_000_000),
+        LinkAction::Drop,
+        "it took bytes 2 s ago"
+    );
+    m.took_bytes(&a, 1_000_000);
+    assert_eq!(
+        m.poll(&a, 5_000_000),
+        LinkAction::Drop,
+        "an older sign of life moves nothing back"
+    );
+}
+
+#[test]
 fn an_idle_link_gets_heartbeats_and_a_silent_one_is_dropped() {
     let mut m = PrimaryMachine::new(config(), 0);
     let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
