@@ -19,8 +19,8 @@ pub struct StallWriter<W> {
     stall: Duration,
     /// Armed when the inner writer first could not make progress.
     deadline: Option<Pin<Box<Sleep>>>,
-    /// When the peer last took bytes that had to wait for room: a sign of life, where a
-    /// write into a socket buffer with room proves nothing.
+    /// When the peer's side (its kernel, at least) last took bytes that had to wait for
+    /// room: a sign of life, where a write into a socket buffer with room proves nothing.
     drained: Option<Instant>,
 }
 

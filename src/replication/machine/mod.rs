@@ -12,6 +12,11 @@ pub use primary::{
 };
 pub use replica::{ReplicaAction, ReplicaMachine};
 
+/// Bytes of entries a replica appends and applies in one go at most (plus the entry that
+/// crossed the mark): it acks after each, so the primary allows it the time to apply this
+/// much before it calls the replica stalled.
+pub const APPLY_BATCH_BYTES: u64 = 32 << 20;
+
 /// Bugs that can be planted in the machines on purpose, to show that the simulator
 /// catches them.
 #[cfg(test)]

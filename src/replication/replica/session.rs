@@ -15,13 +15,11 @@ use super::{lock, members_file, Shared, IDLE_TIMEOUT};
 use crate::error::{NetError, ReplicationError};
 use crate::net::heard::{HeardReader, LastHeard};
 use crate::net::AbortOnDrop;
-use crate::replication::machine::{ReplicaAction, ReplicaMachine};
+use crate::replication::machine::{ReplicaAction, ReplicaMachine, APPLY_BATCH_BYTES};
 use crate::replication::protocol::{read_frame, write_frame, Message, RefuseCode};
 
 /// Frames read ahead of the applier, at most.
 const READ_AHEAD_FRAMES: usize = 64;
-/// Bytes of entries applied in one append, at most (more wait for the next).
-const APPLY_BATCH_BYTES: usize = 32 << 20;
 
 /// One connection's life: connect, then append and acknowledge until the link fails or
 /// `shutdown` is signalled. Sets `connected` once the handshake succeeded.
@@ -123,7 +121,7 @@ pub(super) async fn session(
                 // entry to apply: status shows it now, not after the next write.
                 lock(&shared.state).state = machine.state();
             }
-            if entries && batch.bytes < APPLY_BATCH_BYTES {
+            if entries && (batch.bytes as u64) < APPLY_BATCH_BYTES {
                 if let Ok(frame) = inbox.try_recv() {
                     next = Some(frame?);
                 }

@@ -32,8 +32,9 @@ const MAX_PENDING_WANTS: usize = 1024;
 pub const MAX_AHEAD_ENTRIES: u64 = crate::store::MAX_HELD_ENTRIES;
 
 /// The slowest a replica is assumed to apply what it was shipped, in bytes per second: a
-/// peer gets this much longer than the stall timeout to ack a large batch (see
-/// [`PrimaryMachine::poll`]). A debug build on a loaded machine applies about this fast.
+/// peer gets a second longer than the stall timeout to ack per this many bytes of the
+/// batch it may be applying (see [`PrimaryMachine::poll`]). A debug build on a loaded
+/// machine applies about this fast.
 pub const APPLIED_PER_SECOND: u64 = 8 << 20;
 
 /// The timing and quorum rules of a primary.
@@ -104,6 +105,8 @@ pub struct Peer {
     pub in_flight: VecDeque<Shipped>,
     /// Their bytes in all.
     pub in_flight_bytes: u64,
+    /// The bytes of the largest of them (0 when none).
+    pub in_flight_largest: u64,
     last_ship: Option<Micros>,
     last_beat: Micros,
     /// Its last sign of life: an ack, or bytes taken (see [`PrimaryMachine::took_bytes`]).
@@ -349,6 +352,7 @@ impl PrimaryMachine {
             told_durable: resumed_lsn,
             in_flight: VecDeque::new(),
             in_flight_bytes: 0,
+            in_flight_largest: 0,
             last_ship: None,
             last_beat: now,
             last_heard: now,
@@ -420,6 +424,7 @@ impl PrimaryMachine {
             peer.sent_lsn = peer.acked_lsn;
             peer.in_flight.clear();
             peer.in_flight_bytes = 0;
+            peer.in_flight_largest = 0;
         }
     }
 
@@ -460,9 +465,15 @@ impl PrimaryMachine {
         peer.last_heard = now;
         peer.acked_lsn = peer.acked_lsn.max(flushed_lsn);
         peer.applied_lsn = peer.applied_lsn.max(applied_lsn.min(peer.sent_lsn));
+        let mut largest_gone = false;
         while let Some(oldest) = peer.in_flight.front().filter(|e| e.lsn <= flushed_lsn) {
             peer.in_flight_bytes -= oldest.bytes;
+            largest_gone |= oldest.bytes == peer.in_flight_largest;
             peer.in_flight.pop_front();
+        }
+        if largest_gone {
+            // Rare: only when the largest entry was acked.
+            peer.in_flight_largest = peer.in_flight.iter().map(|e| e.bytes).max().unwrap_or(0);
         }
         let slot_lsn = (peer.kind == PeerKind::Replica).then_some(peer.acked_lsn);
         let quorum = self.recount();

@@ -7,6 +7,7 @@ use super::{
     is_connected, LinkAction, LinkId, Micros, Peer, PrimaryMachine, Shipped, APPLIED_PER_SECOND,
     MAX_AHEAD_ENTRIES, MAX_PENDING_WANTS,
 };
+use crate::replication::machine::APPLY_BATCH_BYTES;
 use crate::replication::status::LinkState;
 
 impl PrimaryMachine {
@@ -161,11 +162,17 @@ impl PrimaryMachine {
     }
 
     /// How long `peer` may stay silent: the stall timeout, and a second more per
-    /// [`APPLIED_PER_SECOND`] bytes shipped to it and not acknowledged. A replica acks a
-    /// batch once it is applied, and one bulk load may take it seconds: dropped for that,
-    /// it would reconnect and take it again.
+    /// [`APPLIED_PER_SECOND`] bytes of the batch it may be applying. A replica acks a batch
+    /// once it is applied, and one bulk load may take it seconds: dropped for that, it
+    /// would reconnect and take it again. A batch is at most [`APPLY_BATCH_BYTES`] and the
+    /// entry that crossed that mark, so what is shipped beyond (read ahead, or still in
+    /// the sockets) earns no more time: a peer gone with a deep backlog in flight is
+    /// dropped as soon as one with none would be, give or take one batch.
     fn stall_timeout_of(&self, peer: &Peer) -> Micros {
-        let applying = peer.in_flight_bytes.saturating_mul(1_000_000) / APPLIED_PER_SECOND;
+        let batch = peer
+            .in_flight_bytes
+            .min(APPLY_BATCH_BYTES.saturating_add(peer.in_flight_largest));
+        let applying = batch.saturating_mul(1_000_000) / APPLIED_PER_SECOND;
         self.config.stall_timeout.saturating_add(applying)
     }
 
@@ -185,6 +192,8 @@ impl PrimaryMachine {
         peer.told_durable = peer.told_durable.max(durable_lsn);
         peer.last_ship = Some(now);
         peer.in_flight_bytes += entries.iter().map(|e| e.bytes).sum::<u64>();
+        let largest = entries.iter().map(|e| e.bytes).max().unwrap_or(0);
+        peer.in_flight_largest = peer.in_flight_largest.max(largest);
         peer.in_flight.extend(entries.iter().copied());
         peer.state = if peer.sent_lsn >= visible {
             LinkState::Streaming

@@ -190,6 +190,49 @@ fn a_peer_has_longer_to_ack_a_large_batch_in_proportion_to_its_bytes() {
 }
 
 #[test]
+fn a_deep_backlog_in_flight_earns_no_more_time_than_one_batch_to_apply() {
+    let mut m = PrimaryMachine::new(config(), 0);
+    let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
+    m.visible(200);
+    let mib = 1 << 20;
+    let backlog: Vec<Shipped> = (1..=200)
+        .map(|lsn| Shipped {
+            lsn,
+            commit_ms: lsn,
+            bytes: mib,
+        })
+        .collect();
+    m.shipping(&a, &backlog, 200, 0);
+    m.heartbeat_sent(&a, 200, 2_900_000);
+    // 33 MiB at most, a batch and the entry past its mark: 4.125 s more, not 25 s.
+    assert_ne!(m.poll(&a, 7_000_000), LinkAction::Drop);
+    assert_eq!(m.poll(&a, 7_200_000), LinkAction::Drop);
+    // Once the large entries are acked, the largest left is what counts.
+    let mut m = PrimaryMachine::new(config(), 0);
+    let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
+    m.visible(2);
+    let big = Shipped {
+        lsn: 1,
+        commit_ms: 1,
+        bytes: 80 * mib,
+    };
+    let small = Shipped {
+        lsn: 2,
+        commit_ms: 2,
+        bytes: mib,
+    };
+    m.shipping(&a, &[big, small], 2, 0);
+    assert_eq!(m.peer(&a).unwrap().in_flight_largest, 80 * mib);
+    m.ack(&a, 1, 1, 0);
+    assert_eq!(m.peer(&a).unwrap().in_flight_largest, mib);
+    assert_eq!(
+        m.poll(&a, 3_200_000),
+        LinkAction::Drop,
+        "1 MiB: 0.125 s more"
+    );
+}
+
+#[test]
 fn a_peer_whose_socket_keeps_draining_is_not_stalled() {
     let mut m = PrimaryMachine::new(config(), 0);
     let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
