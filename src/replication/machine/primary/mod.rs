@@ -105,8 +105,10 @@ pub struct Peer {
     pub in_flight: VecDeque<Shipped>,
     /// Their bytes in all.
     pub in_flight_bytes: u64,
-    /// The bytes of the largest of them (0 when none).
-    pub in_flight_largest: u64,
+    /// The candidates for the largest of them, oldest first, each larger than every
+    /// later one: the front is the largest, kept in O(1) per entry as entries are shipped
+    /// and acked (a scan of a catch-up's backlog on every ack was not).
+    largest: VecDeque<Shipped>,
     last_ship: Option<Micros>,
     last_beat: Micros,
     /// Its last sign of life: an ack, or bytes taken (see [`PrimaryMachine::took_bytes`]).
@@ -114,6 +116,21 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// The bytes of the largest entry in flight (0 when none).
+    #[must_use]
+    pub fn in_flight_largest(&self) -> u64 {
+        self.largest.front().map_or(0, |e| e.bytes)
+    }
+
+    fn push_in_flight(&mut self, entry: Shipped) {
+        self.in_flight_bytes += entry.bytes;
+        while self.largest.back().is_some_and(|l| l.bytes <= entry.bytes) {
+            self.largest.pop_back();
+        }
+        self.largest.push_back(entry);
+        self.in_flight.push_back(entry);
+    }
+
     /// Whether its acks count toward the quorum: a replica that fsyncs, connected or not
     /// (a replica that went away still holds what it acked).
     #[must_use]
@@ -352,7 +369,7 @@ impl PrimaryMachine {
             told_durable: resumed_lsn,
             in_flight: VecDeque::new(),
             in_flight_bytes: 0,
-            in_flight_largest: 0,
+            largest: VecDeque::new(),
             last_ship: None,
             last_beat: now,
             last_heard: now,
@@ -424,7 +441,7 @@ impl PrimaryMachine {
             peer.sent_lsn = peer.acked_lsn;
             peer.in_flight.clear();
             peer.in_flight_bytes = 0;
-            peer.in_flight_largest = 0;
+            peer.largest.clear();
         }
     }
 
@@ -465,15 +482,15 @@ impl PrimaryMachine {
         peer.last_heard = now;
         peer.acked_lsn = peer.acked_lsn.max(flushed_lsn);
         peer.applied_lsn = peer.applied_lsn.max(applied_lsn.min(peer.sent_lsn));
-        let mut largest_gone = false;
-        while let Some(oldest) = peer.in_flight.front().filter(|e| e.lsn <= flushed_lsn) {
-            peer.in_flight_bytes -= oldest.bytes;
-            largest_gone |= oldest.bytes == peer.in_flight_largest;
+        while let Some(oldest) = peer.in_flight.front().copied() {
+            if oldest.lsn > flushed_lsn {
+                break;
+            }
             peer.in_flight.pop_front();
-        }
-        if largest_gone {
-            // Rare: only when the largest entry was acked.
-            peer.in_flight_largest = peer.in_flight.iter().map(|e| e.bytes).max().unwrap_or(0);
+            peer.in_flight_bytes -= oldest.bytes;
+            if peer.largest.front().is_some_and(|l| l.lsn == oldest.lsn) {
+                peer.largest.pop_front();
+            }
         }
         let slot_lsn = (peer.kind == PeerKind::Replica).then_some(peer.acked_lsn);
         let quorum = self.recount();

@@ -171,7 +171,7 @@ impl PrimaryMachine {
     fn stall_timeout_of(&self, peer: &Peer) -> Micros {
         let batch = peer
             .in_flight_bytes
-            .min(APPLY_BATCH_BYTES.saturating_add(peer.in_flight_largest));
+            .min(APPLY_BATCH_BYTES.saturating_add(peer.in_flight_largest()));
         let applying = batch.saturating_mul(1_000_000) / APPLIED_PER_SECOND;
         self.config.stall_timeout.saturating_add(applying)
     }
@@ -191,10 +191,9 @@ impl PrimaryMachine {
         peer.sent_lsn = peer.sent_lsn.max(last.lsn);
         peer.told_durable = peer.told_durable.max(durable_lsn);
         peer.last_ship = Some(now);
-        peer.in_flight_bytes += entries.iter().map(|e| e.bytes).sum::<u64>();
-        let largest = entries.iter().map(|e| e.bytes).max().unwrap_or(0);
-        peer.in_flight_largest = peer.in_flight_largest.max(largest);
-        peer.in_flight.extend(entries.iter().copied());
+        for entry in entries {
+            peer.push_in_flight(*entry);
+        }
         peer.state = if peer.sent_lsn >= visible {
             LinkState::Streaming
         } else {

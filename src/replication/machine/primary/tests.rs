@@ -222,14 +222,40 @@ fn a_deep_backlog_in_flight_earns_no_more_time_than_one_batch_to_apply() {
         bytes: mib,
     };
     m.shipping(&a, &[big, small], 2, 0);
-    assert_eq!(m.peer(&a).unwrap().in_flight_largest, 80 * mib);
+    assert_eq!(m.peer(&a).unwrap().in_flight_largest(), 80 * mib);
     m.ack(&a, 1, 1, 0);
-    assert_eq!(m.peer(&a).unwrap().in_flight_largest, mib);
+    assert_eq!(m.peer(&a).unwrap().in_flight_largest(), mib);
     assert_eq!(
         m.poll(&a, 3_200_000),
         LinkAction::Drop,
         "1 MiB: 0.125 s more"
     );
+}
+
+#[test]
+fn the_largest_entry_in_flight_follows_shipping_and_acks() {
+    let mut m = PrimaryMachine::new(config(), 0);
+    let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
+    m.visible(4);
+    let sized = |lsn, bytes| Shipped {
+        lsn,
+        commit_ms: lsn,
+        bytes,
+    };
+    m.shipping(
+        &a,
+        &[sized(1, 5), sized(2, 3), sized(3, 5), sized(4, 1)],
+        4,
+        0,
+    );
+    let largest = |m: &PrimaryMachine| m.peer(&a).unwrap().in_flight_largest();
+    assert_eq!(largest(&m), 5);
+    m.ack(&a, 1, 1, 0);
+    assert_eq!(largest(&m), 5, "entry 3 is as large");
+    m.ack(&a, 3, 3, 0);
+    assert_eq!(largest(&m), 1);
+    m.ack(&a, 4, 4, 0);
+    assert_eq!(largest(&m), 0);
 }
 
 #[test]
