@@ -171,7 +171,9 @@ struct SlotState {
     fsync: bool,
     /// The pin that holds the log for a snapshot, by its owner's id.
     pin: Option<u64>,
-    /// The pin holds until an ack reaches this LSN (0: the first ack releases it).
+    /// The pin holds until an ack reaches this LSN: the snapshot's at least. A replica
+    /// being seeded says it is alive with acks of what it held before, which release
+    /// nothing.
     pinned_until: u64,
 }
 
@@ -271,8 +273,9 @@ impl Slots {
     }
 
     /// Like [`Slots::ensure`], and pins the slot against the retention caps until the
-    /// replica's first ack (or its ack of the LSN given to [`SlotPin::hold_until`]) or
-    /// until the returned pin is dropped, whichever comes first.
+    /// replica acks `acked_lsn` (or the LSN given to [`SlotPin::move_to`] or to
+    /// [`SlotPin::hold_until`]) or until the returned pin is dropped, whichever comes
+    /// first.
     pub fn pin(&self, name: &str, acked_lsn: u64, fsync: bool) -> SlotPin<'_> {
         let id = {
             let mut state = lock(&self.state);
@@ -303,13 +306,13 @@ impl Slots {
         slot.fsync = fsync;
         if pin.is_some() {
             slot.pin = pin;
-            slot.pinned_until = 0;
+            slot.pinned_until = acked_lsn;
         }
         state.dirty = true;
     }
 
-    /// Records an acknowledgement (persisted by the next [`Slots::persist`]): the first
-    /// one after a snapshot, or the first at the LSN its pin holds until, also unpins the
+    /// Records an acknowledgement (persisted by the next [`Slots::persist`]): one that
+    /// reaches the LSN its pin holds until (the snapshot's, at least) also unpins the
     /// slot.
     pub fn advance(&self, name: &str, acked_lsn: u64) {
         let mut state = lock(&self.state);
@@ -318,7 +321,7 @@ impl Slots {
         };
         if acked_lsn > slot.acked_lsn || slot.pin.is_some() {
             slot.acked_lsn = slot.acked_lsn.max(acked_lsn);
-            if slot.acked_lsn >= slot.pinned_until {
+            if acked_lsn >= slot.pinned_until {
                 slot.pin = None;
             }
             state.dirty = true;
@@ -452,12 +455,13 @@ pub struct SlotPin<'a> {
 
 impl SlotPin<'_> {
     /// Moves the pinned slot to `acked_lsn` (where a snapshot was taken), if still pinned
-    /// by this pin.
+    /// by this pin: an ack of that LSN, once the snapshot is installed, releases it.
     pub fn move_to(&self, acked_lsn: u64) {
         let mut state = lock(&self.slots.state);
         if let Some(slot) = state.slots.get_mut(&self.name) {
             if slot.pin == Some(self.id) {
                 slot.acked_lsn = acked_lsn;
+                slot.pinned_until = acked_lsn;
                 state.dirty = true;
             }
         }
@@ -548,6 +552,12 @@ mod tests {
         let slots = Slots::load(dir.path()).unwrap();
         let pin = slots.pin("eu-1", 0, true);
         pin.move_to(100); // the snapshot's LSN
+        slots.advance("eu-1", 7);
+        assert_eq!(
+            slots.min_pinned(),
+            Some(100),
+            "an ack of what it held before, while it installs the snapshot, releases nothing"
+        );
         pin.hold_until(140); // committed while its rows went out
         slots.advance("eu-1", 100);
         assert_eq!(

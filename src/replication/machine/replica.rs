@@ -310,6 +310,17 @@ impl ReplicaMachine {
         self.ack()
     }
 
+    /// An ack that moves nothing: what its log held durably already. It tells the primary
+    /// this replica is alive through work that acks nothing (receiving and installing a
+    /// snapshot), which would otherwise pass for a stalled link.
+    #[must_use]
+    pub fn still_here(&self) -> Message {
+        Message::Ack {
+            flushed_lsn: self.flushed_lsn,
+            applied_lsn: self.applied_lsn,
+        }
+    }
+
     /// The disk lost what was not durable (a crash): appending resumes after the log.
     pub fn restarted(&mut self) {
         self.appended_lsn = self.flushed_lsn;

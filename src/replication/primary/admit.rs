@@ -10,13 +10,15 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::snapshot::{send_header, send_snapshot};
-use super::stream::stream_to;
+use super::stream::{read_acks, stream_to};
 use super::verify::VERIFIER_TIMEOUT;
 use super::{Claim, Shared, Writer, MAX_AUTHENTICATED, MAX_UNAUTHENTICATED};
 use crate::error::{ReplicationError, Result};
 use crate::net::admission::Ticket;
+use crate::net::heard::{HeardReader, LastHeard};
 use crate::net::server::Incoming;
 use crate::net::stall::StallWriter;
+use crate::net::AbortOnDrop;
 use crate::replication::handshake::{self, opening, Denied, LogView, Opening, Role};
 use crate::replication::machine::LinkId;
 use crate::replication::protocol::{
@@ -182,6 +184,19 @@ async fn snapshot_then_stream(
     reader: OwnedReadHalf,
     mut writer: Writer,
 ) -> Result<(), ReplicationError> {
+    // Acks are read from here on, through a snapshot too: a replica receiving and
+    // installing one acks nothing until it is installed, and says meanwhile that it is
+    // alive, which a write waiting for it to read on then waits for.
+    let heard = LastHeard::now();
+    writer.hear_from(Arc::clone(&heard));
+    let peer = reader.peer_addr().ok();
+    let reader = HeardReader::new(reader, heard);
+    let acks = AbortOnDrop(tokio::spawn(read_acks(
+        Arc::clone(shared),
+        id.clone(),
+        peer,
+        reader,
+    )));
     match start {
         Start::Log => {}
         Start::Snapshot(pin) => {
@@ -189,7 +204,7 @@ async fn snapshot_then_stream(
         }
         Start::Header => send_header(shared, id, &mut writer).await?,
     }
-    stream_to(shared, id, reader, writer).await
+    stream_to(shared, id, acks, writer).await
 }
 
 /// The handshake: the peer proves the token within [`AUTH_DEADLINE`] (or is displaced by

@@ -1,6 +1,7 @@
 //! Streaming to one peer: the [`PrimaryMachine`] decides (ship, heartbeat, drop, wait);
 //! this glue reads the log, frames entries and reads the peer's acks.
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use super::outbox::Outbox;
 use super::{Shared, Writer};
 use crate::error::ReplicationError;
 use crate::log::{LogPosition, RawEntry};
+use crate::net::heard::HeardReader;
 use crate::net::AbortOnDrop;
 use crate::replication::machine::{LinkAction, LinkId};
 use crate::replication::protocol::{read_frame, write_frame, Message, RefuseCode};
@@ -28,14 +30,9 @@ const BATCH_ENTRIES: usize = 4096;
 pub(super) async fn stream_to(
     shared: &Arc<Shared>,
     id: &LinkId,
-    reader: OwnedReadHalf,
+    mut acks: AbortOnDrop<()>,
     mut writer: Writer,
 ) -> Result<(), ReplicationError> {
-    let mut acks = AbortOnDrop(tokio::spawn(read_acks(
-        Arc::clone(shared),
-        id.clone(),
-        reader,
-    )));
     let mut visible = shared.visible.subscribe();
     let mut wanted = shared.sync.wanted();
     let mut position: Option<LogPosition> = None;
@@ -191,11 +188,15 @@ async fn read_batch(
 /// or a closed connection (silence is the machine's to judge). A message a peer has no
 /// business sending, or a frame that does not decode, is refused and counted like garbage
 /// before the handshake.
-async fn read_acks(shared: Arc<Shared>, id: LinkId, reader: OwnedReadHalf) {
-    let peer = reader.peer_addr();
+pub(super) async fn read_acks(
+    shared: Arc<Shared>,
+    id: LinkId,
+    peer: Option<SocketAddr>,
+    reader: HeardReader<OwnedReadHalf>,
+) {
     let refuse = |reason: String| match &peer {
-        Ok(peer) => shared.reject(peer, &reason),
-        Err(_) => shared.reject(&id.name, &reason),
+        Some(peer) => shared.reject(peer, &reason),
+        None => shared.reject(&id.name, &reason),
     };
     // Buffered: a frame's length and body then take one read, not two (an eager replica
     // acks every batch it applies).

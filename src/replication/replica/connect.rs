@@ -1,6 +1,7 @@
 //! Joining a primary: connect, prove the token both ways, say where this store stands, and
 //! take a snapshot first when the primary no longer has the log after it.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,10 @@ use crate::replication::protocol::{
 
 /// How long connecting, each handshake step and a snapshot's first frame may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often a replica tells its primary it is alive while it takes a snapshot: well
+/// within the shortest stall timeout a primary has (a second and four heartbeats).
+const KEEPALIVE: Duration = Duration::from_millis(250);
 
 /// The writing half of the link: a primary that stops reading fails the write.
 pub(super) type Writer = StallWriter<OwnedWriteHalf>;
@@ -116,7 +121,9 @@ pub(super) async fn connect(
                 state.state = machine.state();
             }
             if snapshot {
-                let (lsn, epoch) = receive_snapshot(shared, &mut reader).await?;
+                let alive = machine.still_here();
+                let receiving = receive_snapshot(shared, &mut reader);
+                let (lsn, epoch) = keeping_alive(&mut writer, &alive, receiving).await?;
                 machine.installed(lsn, epoch);
                 lock(&shared.state).state = machine.state();
             }
@@ -125,6 +132,27 @@ pub(super) async fn connect(
         other => Err(other
             .refusal(position.epoch)
             .unwrap_or_else(|| ReplicationError::Protocol("expected a welcome".into()))),
+    }
+}
+
+/// Runs `phase`, writing `alive` to the primary every [`KEEPALIVE`] meanwhile. A snapshot
+/// is acked once it is installed: the rows still crossing a slow link when the primary has
+/// written the last, and then the install (seconds for a large store), passed there for a
+/// stalled link, which was dropped; with writes cutting the log behind it, the next
+/// connection took a new snapshot, and a replica of a large store never finished joining.
+async fn keeping_alive<T>(
+    writer: &mut Writer,
+    alive: &Message,
+    phase: impl Future<Output = Result<T, ReplicationError>>,
+) -> Result<T, ReplicationError> {
+    tokio::pin!(phase);
+    let start = tokio::time::Instant::now() + KEEPALIVE;
+    let mut ticks = tokio::time::interval_at(start, KEEPALIVE);
+    loop {
+        tokio::select! {
+            done = &mut phase => return done,
+            _ = ticks.tick() => write_frame(writer, alive).await?,
+        }
     }
 }
 

@@ -277,6 +277,28 @@ fn a_peer_whose_socket_keeps_draining_is_not_stalled() {
 }
 
 #[test]
+fn a_replica_installing_a_snapshot_keeps_its_link_by_saying_it_is_alive() {
+    let mut m = PrimaryMachine::new(config(), 100);
+    let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 7, 0);
+    m.snapshot_started(&a, 100);
+    m.snapshot_sent(&a, 1_000_000);
+    assert_eq!(
+        m.poll(&a, 4_000_000),
+        LinkAction::Drop,
+        "silent since the snapshot"
+    );
+    // What it held before the snapshot, said again while it installs.
+    let outcome = m.ack(&a, 7, 7, 3_500_000);
+    assert_ne!(m.poll(&a, 6_000_000), LinkAction::Drop);
+    assert_eq!(outcome.slot_lsn, Some(7), "it acks no more than it held");
+    assert!(
+        m.acked_by(8).is_empty(),
+        "it proves nothing past what it held"
+    );
+    assert_eq!(m.poll(&a, 6_500_000), LinkAction::Drop);
+}
+
+#[test]
 fn an_idle_link_gets_heartbeats_and_a_silent_one_is_dropped() {
     let mut m = PrimaryMachine::new(config(), 0);
     let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);

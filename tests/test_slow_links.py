@@ -1,0 +1,83 @@
+"""Links slower than the timeouts: the time a frame spends on the wire, or a replica spends
+installing a snapshot, is not silence. Over a rate-capped proxy on 127.0.0.1, each case
+below once dropped the link when its timeout ran out and started the same work over, for
+ever."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import replikv
+from polling import eventually
+from proxy import Proxy
+
+TOKEN = "t0ken"
+MiB = 1 << 20
+
+
+def test_an_entry_that_takes_longer_than_the_idle_timeouts_to_arrive_still_arrives(
+    tmp_path: Path,
+) -> None:
+    """16 MiB through a 2.5 MiB/s link: over 6 s on the wire, longer than the replica's
+    5 s idle timeout and than the primary's 3 s stall timeout plus its 2 s allowance for
+    16 MiB. Both sides saw bytes move the whole time; each took the wait for silence,
+    dropped the link and started over, forever."""
+    store = replikv.Store(tmp_path / "primary")
+    with (
+        replikv.Primary(store, token=TOKEN, ship_interval=0) as primary,
+        Proxy(primary.address) as proxy,
+        replikv.Replica(tmp_path / "r", primary=proxy.address, token=TOKEN) as replica,
+    ):
+        assert replica.wait_for(store.put("t", "first", 0).lsn, timeout=30)
+        proxy.rate = 2.5 * MiB
+        load = store.put_many("t", [(i, bytes([i]) * MiB) for i in range(16)])
+        assert replica.wait_for(load.lsn, timeout=90)
+        assert replica.store.get("t", 15) == bytes([15]) * MiB
+        assert replica.status().connections == 1, replica.status().last_error
+    store.close()
+
+
+def test_a_snapshot_whose_tail_and_install_outlast_the_stall_timeout_is_installed_once(
+    tmp_path: Path,
+) -> None:
+    """The primary has written the whole snapshot into its socket and waits for the
+    replica's first ack, which the replica sends once the last rows have crossed a slow link
+    and the snapshot is installed. With writes going on and a byte cap on the log, each drop
+    there unpinned the log the replica needed, and the next connection took a new snapshot:
+    a replica of a large store never finished joining."""
+    store = replikv.Store(tmp_path / "primary", segment_bytes=4096)
+    store.put_many("bulk", [(i, bytes([i % 256]) * 4096) for i in range(512)])
+    stop = threading.Event()
+
+    def write() -> None:
+        i = 0
+        while not stop.wait(0.005):
+            store.put("live", i % 100, i)
+            i += 1
+
+    with replikv.Primary(store, token=TOKEN, retain_bytes=8192, heartbeat_interval=0.05) as primary:
+        for i in range(3):  # the bulk entry's segment is full: these start the next one
+            store.put("live", i, i)
+        primary.retain()
+        assert store.oldest_lsn > 1, "a new replica needs a snapshot"
+        writer = threading.Thread(target=write)
+        writer.start()
+        try:
+            with (
+                Proxy(primary.address) as proxy,
+                replikv.Replica(tmp_path / "r", primary=proxy.address, token=TOKEN) as replica,
+            ):
+                proxy.rate = 0.5 * MiB
+                eventually("the snapshot", lambda: replica.status().snapshots >= 1, timeout=60)
+                proxy.rate = 0
+                stop.set()
+                writer.join()
+                assert replica.wait_for(store.last_lsn, timeout=30)
+                assert replica.store.checksum() == store.checksum()
+                status = replica.status()
+                assert (status.snapshots, status.connections) == (1, 1), status.last_error
+        finally:
+            stop.set()
+            writer.join()
+    store.close()
