@@ -498,7 +498,10 @@ impl Error {
 /// Runs `f`, turning a panic inside it into [`StoreError::Corrupt`]: the storage engine
 /// panics on some damaged pages, and such a panic must close the store with a clear error,
 /// not leave its writers waiting for a leader that is gone.
-pub(crate) fn corrupt_on_panic<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+pub(crate) fn corrupt_on_panic<T>(
+    what: impl std::fmt::Display,
+    f: impl FnOnce() -> Result<T>,
+) -> Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
         let detail = payload
             .downcast_ref::<&str>()

@@ -374,6 +374,15 @@ def test_a_replica_left_diverged_by_a_promotion_never_hands_its_lost_writes_to_a
         new = eu1.promote()
         us1.follow(new.address)  # it holds v2-lost, which the new history does not
         node.follow(new.address)
+        # Before the new primary writes anything: the node flushed and stands at the
+        # promoted state (epoch 2 at the last LSN of epoch 1), which the new primary
+        # serves; the cache reads through it (it once called that state a fork).
+        eventually("the node flushes", lambda: node.stats().forks == 1)
+        eventually("it starts again", lambda: node.stats().processed_epoch == 2)
+        assert node.stats().processed_lsn == first.lsn
+        with replikv.Cache([node.address], source=new.store) as cache:
+            assert (cache.get("t", "k"), cache.get("t", "k")) == ("v1", "v1")
+            assert cache.stats().hits == 1, "the value read from the new primary was cached"
         written = new.store.put("t", "k", "v3")
         # The node had processed v2-lost at that LSN too: it sees the fork, flushes, and
         # starts again in the new history (epoch 2).

@@ -211,3 +211,23 @@ def test_main_returns_exit_codes_instead_of_raising(capsys: pytest.CaptureFixtur
     assert cli.main(["demo", "--subscribers", "0"]) == 2
     assert "must be at least 1" in capsys.readouterr().err
     assert cli.main([]) == 2
+
+
+@pytest.mark.parametrize("command", ["status", "follow", "switchover", "verify"])
+@pytest.mark.parametrize("timeout", ["nan", "-1", "0", "inf"])
+def test_a_timeout_that_is_no_duration_is_a_usage_error(
+    command: str, timeout: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    needs = {"follow": ["--primary", "127.0.0.1:2"], "switchover": ["--to", "r"]}
+    args = [command, "127.0.0.1:1", *needs.get(command, []), "--timeout", timeout]
+    assert cli.main(args) == 2
+    assert "--timeout: must be above 0 and at most 3600" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", ["--capacity", "--max-bytes"])
+def test_a_cache_node_bound_beyond_64_bits_is_an_error_not_a_traceback(
+    option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["cache-node", "--listen", "127.0.0.1:0", option, str(2**70)]) == 1
+    err = capsys.readouterr().err
+    assert "error:" in err and "must fit in 64 bits" in err and "Traceback" not in err

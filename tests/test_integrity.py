@@ -256,3 +256,37 @@ def test_writes_over_damaged_tables_fail_clearly_and_never_hang(tmp_path: Path) 
         assert all(line.split()[1] in allowed for line in lines if line), (seed, lines)
         if "put_many CorruptionError" in lines:
             assert "put StoreClosed" in lines, (seed, lines)
+
+
+def test_reads_of_a_damaged_page_raise_corruption_and_never_a_panic(tmp_path: Path) -> None:
+    # Every page of the tables file zeroed in turn (a disk that lost a block): each read
+    # returns the stored rows or raises CorruptionError. redb panics on some such pages;
+    # that panic reached Python as "a bug in replikv", or as a PanicException from exports.
+    base = tmp_path / "base"
+    rows = [(f"k{i:05d}", {"i": i, "s": "v" * (i % 50)}) for i in range(2000)]
+    with replikv.Store(base) as store:
+        for at in range(0, len(rows), 100):
+            store.put_many("t", rows[at : at + 100])
+    pristine = (base / "tables.redb").read_bytes()
+    reads: dict[str, Callable[[replikv.Store], object]] = {
+        "scan": lambda s: list(s.scan("t")),
+        "get": lambda s: [s.get("t", key) for key, _ in rows[::97]],
+        "to_arrow": lambda s: s.table("t").to_arrow().num_rows,
+        "stream": lambda s: pa.table(s.table("t").to_arrow_batches()).num_rows,
+    }
+    outcomes: set[str] = set()
+    for page in range(1, len(pristine) // 4096):
+        damaged = bytearray(pristine)
+        damaged[page * 4096 : (page + 1) * 4096] = bytes(4096)
+        (base / "tables.redb").write_bytes(damaged)
+        try:
+            with replikv.Store(base) as store:  # closing moves replayed writes in: it may fail
+                for read in reads.values():
+                    try:
+                        read(store)
+                    except replikv.CorruptionError as err:
+                        outcomes.add(str(err))
+        except replikv.CorruptionError as err:
+            outcomes.add(str(err))
+    engine_stopped = [o for o in outcomes if "the storage engine stopped while" in o]
+    assert engine_stopped, f"no page made the engine panic: {sorted(outcomes)}"

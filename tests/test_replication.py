@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import replikv
 from children import replica_child
+from log_cuts import cut_behind_the_bulk, writes_going_on
 from polling import eventually
 
 TOKEN = "t0ken"
@@ -508,32 +509,17 @@ def test_a_snapshot_completes_while_writes_and_a_byte_cap_keep_cutting_the_log(
 ) -> None:
     store = replikv.Store(tmp_path / "primary", segment_bytes=4096)
     store.put_many("bulk", [(i, {"pad": "x" * 40}) for i in range(20_000)])
-    stop = threading.Event()
-
-    def write() -> None:
-        i = 0
-        while not stop.is_set():
-            store.put("live", i % 500, i)
-            i += 1
-
     with replikv.Primary(store, token=TOKEN, retain_bytes=8192, ship_interval=0.01) as primary:
-        for i in range(3):  # the big entry's segment is full: these start the next one
-            store.put("live", i, i)
-        primary.retain()
-        assert store.oldest_lsn > 1, "a new replica needs a snapshot"
-        writer = threading.Thread(target=write)
-        writer.start()
-        try:
-            with replikv.Replica(tmp_path / "r", primary=primary.address, token=TOKEN) as replica:
-                eventually("the snapshot", lambda: replica.status().snapshots >= 1, timeout=60)
-                stop.set()
-                writer.join()
-                assert replica.wait_for(store.last_lsn, timeout=60)
-                assert replica.store.checksum() == store.checksum()
-                assert replica.status().snapshots == 1, "one snapshot, not one per cut"
-        finally:
-            stop.set()
-            writer.join()
+        cut_behind_the_bulk(store, primary)
+        with (
+            writes_going_on(store) as stop_writing,
+            replikv.Replica(tmp_path / "r", primary=primary.address, token=TOKEN) as replica,
+        ):
+            eventually("the snapshot", lambda: replica.status().snapshots >= 1, timeout=60)
+            stop_writing()
+            assert replica.wait_for(store.last_lsn, timeout=60)
+            assert replica.store.checksum() == store.checksum()
+            assert replica.status().snapshots == 1, "one snapshot, not one per cut"
     store.close()
 
 

@@ -5,10 +5,10 @@ ever."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import replikv
+from log_cuts import cut_behind_the_bulk, writes_going_on
 from polling import eventually
 from proxy import Proxy
 
@@ -48,36 +48,19 @@ def test_a_snapshot_whose_tail_and_install_outlast_the_stall_timeout_is_installe
     a replica of a large store never finished joining."""
     store = replikv.Store(tmp_path / "primary", segment_bytes=4096)
     store.put_many("bulk", [(i, bytes([i % 256]) * 4096) for i in range(512)])
-    stop = threading.Event()
-
-    def write() -> None:
-        i = 0
-        while not stop.wait(0.005):
-            store.put("live", i % 100, i)
-            i += 1
-
     with replikv.Primary(store, token=TOKEN, retain_bytes=8192, heartbeat_interval=0.05) as primary:
-        for i in range(3):  # the bulk entry's segment is full: these start the next one
-            store.put("live", i, i)
-        primary.retain()
-        assert store.oldest_lsn > 1, "a new replica needs a snapshot"
-        writer = threading.Thread(target=write)
-        writer.start()
-        try:
-            with (
-                Proxy(primary.address) as proxy,
-                replikv.Replica(tmp_path / "r", primary=proxy.address, token=TOKEN) as replica,
-            ):
-                proxy.rate = 0.5 * MiB
-                eventually("the snapshot", lambda: replica.status().snapshots >= 1, timeout=60)
-                proxy.rate = 0
-                stop.set()
-                writer.join()
-                assert replica.wait_for(store.last_lsn, timeout=30)
-                assert replica.store.checksum() == store.checksum()
-                status = replica.status()
-                assert (status.snapshots, status.connections) == (1, 1), status.last_error
-        finally:
-            stop.set()
-            writer.join()
+        cut_behind_the_bulk(store, primary)
+        with (
+            writes_going_on(store, pause=0.005) as stop_writing,
+            Proxy(primary.address) as proxy,
+            replikv.Replica(tmp_path / "r", primary=proxy.address, token=TOKEN) as replica,
+        ):
+            proxy.rate = 0.5 * MiB
+            eventually("the snapshot", lambda: replica.status().snapshots >= 1, timeout=60)
+            proxy.rate = 0
+            stop_writing()
+            assert replica.wait_for(store.last_lsn, timeout=30)
+            assert replica.store.checksum() == store.checksum()
+            status = replica.status()
+            assert (status.snapshots, status.connections) == (1, 1), status.last_error
     store.close()

@@ -29,6 +29,17 @@ def lsn(text: str) -> int:
     return number
 
 
+def seconds(text: str) -> float:
+    """A duration in seconds: above 0 and at most an hour (not NaN)."""
+    try:
+        number = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < number <= 3600:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 3600, got {number}")
+    return number
+
+
 def address(text: str) -> str:
     """A server's ``host:port``, the port between 1 and 65535."""
     host, sep, port = text.rpartition(":")

@@ -85,7 +85,7 @@ def _run_cache_node(args: argparse.Namespace) -> int:
                         print(describe(node.stats()), flush=True)
             except (KeyboardInterrupt, Stop):
                 print("stopping", flush=True)
-    except (ReplikvError, OSError, ValueError) as problem:
+    except (ReplikvError, OSError, ValueError, OverflowError) as problem:
         print(f"replikv cache-node: error: {problem}", file=sys.stderr)
         return 1
     return 0

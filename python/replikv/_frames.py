@@ -141,8 +141,9 @@ def _one_kind(column: Any, pd: Any) -> str | None:
         return None
     # pyarrow takes a naive datetime beside aware ones, or one whose tzinfo gives no
     # offset, as UTC, where put refuses it. Fixed offsets and IANA zones always give one.
-    zones = set(map(operator.attrgetter("tzinfo"), values))
-    if zones == {None} or all(isinstance(zone, _ZONES_WITH_OFFSETS) for zone in zones):
+    # By type: a zone need not be hashable (dateutil's are not).
+    zones = set(map(type, map(operator.attrgetter("tzinfo"), values)))
+    if zones == {type(None)} or all(issubclass(zone, _ZONES_WITH_OFFSETS) for zone in zones):
         return kind
     naive = list(map(operator.methodcaller("utcoffset"), values)).count(None)
     return kind if naive in (0, len(values)) else None

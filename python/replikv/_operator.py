@@ -9,6 +9,7 @@ import os
 import sys
 from typing import Any
 
+from ._args import seconds
 from ._cache_cli import node_follow, speaks_first
 from ._core import request_follow, request_switchover
 from ._serve import TOKEN_ENV
@@ -34,7 +35,7 @@ def add_operator_commands(commands: Any) -> None:
     switchover.add_argument("--to", required=True, metavar="NAME", help="the replica's name")
     switchover.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=token_help)
     switchover.add_argument(
-        "--timeout", type=float, default=40.0, metavar="S", help="how long to wait in all"
+        "--timeout", type=seconds, default=40.0, metavar="S", help="how long to wait in all"
     )
     switchover.set_defaults(run=_run_switchover)
 
@@ -55,7 +56,7 @@ def add_operator_commands(commands: Any) -> None:
     follow.add_argument("--primary", required=True, metavar="PRIMARY", help="host:port")
     follow.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=token_help)
     follow.add_argument(
-        "--timeout", type=float, default=5.0, metavar="S", help="seconds to wait for an answer"
+        "--timeout", type=seconds, default=5.0, metavar="S", help="seconds to wait for an answer"
     )
     follow.set_defaults(run=_run_follow)
 

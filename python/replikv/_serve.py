@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._args import address
+from ._args import address, seconds
 from ._cache_cli import node_info, print_node_status, speaks_first
 from ._core import (
     Primary,
@@ -135,7 +135,7 @@ def add_commands(commands: Any) -> None:
     )
     status.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=token_help)
     status.add_argument(
-        "--timeout", type=float, default=5.0, metavar="S", help="seconds to wait for an answer"
+        "--timeout", type=seconds, default=5.0, metavar="S", help="seconds to wait for an answer"
     )
     status.set_defaults(run=_run_status)
 

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from . import _core
+from ._args import seconds
 from ._serve import TOKEN_ENV
 from .exceptions import ReplikvError
 
@@ -40,7 +41,7 @@ def add_command(commands: Any) -> None:
     )
     verify.add_argument(
         "--timeout",
-        type=float,
+        type=seconds,
         default=10.0,
         metavar="S",
         help="seconds to wait for the report (default: 10)",

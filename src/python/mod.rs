@@ -3,6 +3,7 @@
 
 mod args;
 mod arrow;
+mod arrow_in;
 mod batch;
 mod cache;
 mod cache_node;

@@ -6,12 +6,12 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use super::errors::{run, run_detached};
+use super::errors::{run_detached, to_py};
 use super::store::{await_receipt, committed_anyway, wait_for_writer, PROGRESS_EVERY};
 use super::types::PyReceipt;
 use super::value::{encode_py_value_with, with_py_key, EncodeOptions, Location};
 use crate::codec::{encode_key_into, EncodedOps, Op, OpRef};
-use crate::store::{Durability, Store, StreamedCommit};
+use crate::store::{describe_key, Durability, Store, StreamedCommit};
 
 /// How many rows `put_many` encodes between two checks for Ctrl-C (a few milliseconds).
 const SIGNAL_EVERY: usize = 1024;
@@ -105,7 +105,9 @@ impl<'a> OpSink<'a> {
     /// Adds `op` (its name and sizes checked first); a full chunk goes to the tables (the
     /// first one waits for the writer lock).
     pub(crate) fn push(&mut self, py: Python<'_>, op: OpRef<'_>) -> PyResult<()> {
-        run(py, || self.store.check_ops([op]))?;
+        if let Err(err) = self.store.check_ops([op]) {
+            return Err(about_row(py, &to_py(py, err), op, self.count + 1));
+        }
         self.bytes += op.table.len() + op.key.len() + op.value.map_or(0, <[u8]>::len);
         let limit = self.store.options().max_transaction_bytes;
         if self.bytes > limit {
@@ -247,4 +249,18 @@ fn at_row(py: Python<'_>, err: &PyErr, table: &str, row: usize) -> PyErr {
     };
     named.set_cause(py, Some(err.clone_ref(py)));
     named
+}
+
+/// `err` (a refused op) again, its message saying which row it is: `table[key] (row n)`.
+/// A key too long to show is cut.
+fn about_row(py: Python<'_>, err: &PyErr, op: OpRef<'_>, row: usize) -> PyErr {
+    const SHOWN: usize = 80;
+    let mut key = describe_key(op.key);
+    if key.chars().count() > SHOWN {
+        key = key.chars().take(SHOWN).chain("…".chars()).collect();
+    }
+    let message = format!("{}[{key}] (row {row}): {}", op.table, err.value(py));
+    err.get_type(py)
+        .call1((message,))
+        .map_or_else(|failed| failed, PyErr::from_value)
 }

@@ -13,7 +13,8 @@ use super::args::{
     directory, durability as durability_arg, int, limit as limit_arg, names, non_negative, opt_int,
     seconds, size,
 };
-use super::arrow::{put as put_arrow, stream as arrow_stream, Load, PyArrowStream};
+use super::arrow::{stream as arrow_stream, PyArrowStream};
+use super::arrow_in::{put as put_arrow, Load};
 use super::batch::PyBatch;
 use super::changes::{feed_request, PyChanges};
 use super::display::html;
@@ -789,6 +790,29 @@ pub(crate) fn committed_anyway(py: Python<'_>, err: PyErr, receipt: PyReceipt) -
          stored, and its receipt is this exception's .receipt",
         receipt.lsn
     );
+    annotated(py, err, receipt, note)
+}
+
+/// An exception raised in a write of several transactions (`batch_rows=`) after some of
+/// them committed: their `rows` are stored, and the last one's receipt travels on the
+/// exception (`.receipt`) with a note saying so.
+pub(crate) fn partly_committed(
+    py: Python<'_>,
+    err: PyErr,
+    receipt: PyReceipt,
+    rows: usize,
+) -> PyErr {
+    let note = format!(
+        "the first {rows} rows were already committed, in transactions up to LSN {}, when \
+         this was raised: they are stored, and the last one's receipt is this exception's \
+         .receipt",
+        receipt.lsn
+    );
+    annotated(py, err, receipt, note)
+}
+
+/// `err` with `receipt` as its `.receipt` and `note` added to its notes.
+fn annotated(py: Python<'_>, err: PyErr, receipt: PyReceipt, note: String) -> PyErr {
     let value = err.value(py);
     let annotated = value.setattr("receipt", receipt).and_then(|()| {
         if value.hasattr("add_note")? {

@@ -229,10 +229,9 @@ fn run(shared: &Arc<Shared>, tables: &Tables, overlay: &Overlay) {
                 .pace()
                 .follow(Arc::clone(shared) as Arc<dyn Schedule>)
         });
-        // A panic here must close the store, not leave writers waiting for room forever.
-        let result = crate::error::corrupt_on_panic("moving writes into the tables", || {
-            overlay.move_to_tables(tables, durable)
-        });
+        // A panic in it is an error (see `move_to_tables`): the store closes, and writers
+        // never wait for room forever.
+        let result = overlay.move_to_tables(tables, durable);
         drop(paced);
         if due {
             tracing::debug!(elapsed = ?started.elapsed(), "checkpoint");

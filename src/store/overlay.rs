@@ -219,10 +219,14 @@ impl Overlay {
 
     /// Moves everything in the overlay into redb in one transaction (`durable` makes it a
     /// checkpoint) and returns an LSN that redb then holds every entry up to. Writers keep
-    /// adding to the overlay meanwhile.
+    /// adding to the overlay meanwhile. redb panics on some damaged pages: such a move is
+    /// [`crate::error::StoreError::Corrupt`], whoever asked for it (a checkpoint, a close,
+    /// a compaction).
     pub(crate) fn move_to_tables(&self, tables: &Tables, durable: bool) -> Result<u64> {
-        let _mover = self.mover(tables);
-        self.move_locked(tables, durable)
+        crate::error::corrupt_on_panic("moving writes into the tables", || {
+            let _mover = self.mover(tables);
+            self.move_locked(tables, durable)
+        })
     }
 
     fn move_locked(&self, tables: &Tables, durable: bool) -> Result<u64> {

@@ -677,6 +677,19 @@ fn owned_row(table: &str, item: Result<Guards<'_>, redb::StorageError>) -> Resul
     Ok((key.to_vec(), value.to_vec()))
 }
 
+/// Runs a read of `table`: redb panics on some damaged pages, and a read that met one is
+/// [`StoreError::Corrupt`] naming the table, never a panic that reaches the caller.
+fn reading<T>(table: &str, read: impl FnOnce() -> Result<T>) -> Result<T> {
+    /// What was read, put in words only if it panicked (a read is a hot path).
+    struct Reading<'a>(&'a str);
+    impl std::fmt::Display for Reading<'_> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "reading table '{}'", self.0.escape_debug())
+        }
+    }
+    crate::error::corrupt_on_panic(Reading(table), read)
+}
+
 /// A row as the overlay holds it: `None` is a delete not yet applied to redb.
 pub(crate) type PendingRow = (Vec<u8>, Option<Vec<u8>>);
 
@@ -688,11 +701,13 @@ impl Snapshot {
         key: &[u8],
         f: impl FnOnce(Option<&[u8]>) -> R,
     ) -> Result<R> {
-        let Some(table) = self.0.data(table)? else {
-            return Ok(f(None));
-        };
-        let stored = table.get(key)?;
-        Ok(f(stored.as_ref().map(redb::AccessGuard::value)))
+        reading(table, || {
+            let Some(table) = self.0.data(table)? else {
+                return Ok(f(None));
+            };
+            let stored = table.get(key)?;
+            Ok(f(stored.as_ref().map(redb::AccessGuard::value)))
+        })
     }
 
     /// Calls `f` with the value stored under `key`, once its CRC checks (on the borrowed
@@ -745,20 +760,22 @@ impl Snapshot {
             return Ok(Vec::new());
         }
         let name = table;
-        let table = missing_is_none(self.0.txn.open_table(data_table(name)))?;
-        let checked = |item| owned_row(name, item);
-        let base: Box<dyn Iterator<Item = Result<Row>>> = match &table {
-            None => Box::new(std::iter::empty()),
-            Some(table) => {
-                let range = table.range::<&[u8]>((lower, upper))?;
-                if reverse {
-                    Box::new(range.rev().map(checked))
-                } else {
-                    Box::new(range.map(checked))
+        reading(name, || {
+            let table = missing_is_none(self.0.txn.open_table(data_table(name)))?;
+            let checked = |item| owned_row(name, item);
+            let base: Box<dyn Iterator<Item = Result<Row>>> = match &table {
+                None => Box::new(std::iter::empty()),
+                Some(table) => {
+                    let range = table.range::<&[u8]>((lower, upper))?;
+                    if reverse {
+                        Box::new(range.rev().map(checked))
+                    } else {
+                        Box::new(range.map(checked))
+                    }
                 }
-            }
-        };
-        merge(base, pending, reverse, limit)
+            };
+            merge(base, pending, reverse, limit)
+        })
     }
 
     /// Calls `f` with each row between the bounds in key order (its value checked and
@@ -799,16 +816,18 @@ impl Snapshot {
         {
             return Ok(());
         }
-        let Some(table) = missing_is_none(self.0.txn.open_table(data_table(table)))? else {
-            return Ok(());
-        };
-        for item in table.range::<&[u8]>(bounds)? {
-            let (key, stored) = item?;
-            if !f(key.value(), stored.value()) {
-                break;
+        reading(table, || {
+            let Some(table) = missing_is_none(self.0.txn.open_table(data_table(table)))? else {
+                return Ok(());
+            };
+            for item in table.range::<&[u8]>(bounds)? {
+                let (key, stored) = item?;
+                if !f(key.value(), stored.value()) {
+                    break;
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 }
 

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .._args import lsn, positive
+from .._args import lsn, positive, seconds
 from .._core import Change, LogTail, Store
 from .._html import size_text
 from .._store import Key
@@ -98,19 +98,9 @@ def add_commands(commands: Any) -> None:
         "--follow", action="store_true", help="keep printing new entries until Ctrl-C"
     )
     changes.add_argument(
-        "--poll", type=_seconds, default=0.5, metavar="S", help="with --follow, look every S s"
+        "--poll", type=seconds, default=0.5, metavar="S", help="with --follow, look every S s"
     )
     changes.set_defaults(run=run_command("changes", _run_changes))
-
-
-def _seconds(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 < seconds <= 3600:
-        raise argparse.ArgumentTypeError(f"must be above 0 and at most 3600, got {seconds}")
-    return seconds
 
 
 def _is_int(text: str) -> bool:

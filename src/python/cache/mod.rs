@@ -185,16 +185,23 @@ impl PyCache {
                     );
                     return Err(raise(py, "ReplicationTimeout", (message, at_least)));
                 }
-                // The epoch of the entry the value was read at, not the newest the store
-                // has heard of: a replica that diverged (its last entries are of a history
-                // a promotion cut off) may have heard of the new epoch.
-                let epoch = store.epoch_history().epoch_at(read.lsn).max(1);
+                // The epoch of the state the value was read at, as the store's own history
+                // says, not the newest epoch it has heard of: a replica that diverged (its
+                // last entries are of a history a promotion cut off) may have heard of the
+                // new epoch. That state is of the epoch of the entry after it, when the
+                // history names one: a promoted replica's epoch begins after its last
+                // entry, of the epoch before, and the state it was promoted at is the
+                // new epoch's first (the nodes that followed it there are at that epoch).
+                let epoch = store
+                    .epoch_history()
+                    .epoch_at(read.lsn.saturating_add(1))
+                    .max(1);
                 if let Some(seen) = floor.filter(|seen| epoch < seen.epoch) {
                     // At or past the node's position, a source that shares its history is
                     // of its epoch or a newer one: this one holds writes a promotion cut
                     // off, which no read may return (DESIGN 3.7).
                     let message = format!(
-                        "the cache's source forks from the log its nodes follow: its entry at \
+                        "the cache's source forks from the log its nodes follow: its state at \
                          LSN {} is of epoch {epoch}, the nodes have processed epoch {} (a \
                          replica left diverged by a promotion?): re-point or re-seed it",
                         read.lsn, seen.epoch

@@ -1,0 +1,418 @@
+//! Arrow in: the column-wise import behind `put_arrow` and `put_dataframe`, from anything
+//! with `__arrow_c_stream__`, in one transaction or one per `batch_rows` rows.
+
+use arrow_array::{Array, ArrayRef, RecordBatch, RecordBatchReader};
+use arrow_schema::{DataType, SchemaRef};
+use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+use pyo3_arrow::PyRecordBatchReader;
+
+use super::args::size;
+use super::arrow::repeated;
+use super::put_many::{OpSink, RowBuffers};
+use super::store::{committed_anyway, partly_committed, Progress, PROGRESS_EVERY};
+use super::types::PyReceipt;
+use super::value::{encode_py_value_with, EncodeOptions, Location};
+use crate::arrow::{field_part, unpack, CellWriter, KeyColumn, Naive, Refusal, RefusalKind};
+use crate::codec::OpRef;
+use crate::python::display::quoted;
+use crate::store::{describe_key, Durability, Store};
+
+/// A column of values being stored: Arrow cells, or Python objects (a `DataFrame`'s object
+/// columns, encoded by the value encoder).
+enum Source<'a, 'py> {
+    Arrow(CellWriter<'a>),
+    Objects(&'a Bound<'py, PyList>),
+}
+
+/// What a write of Arrow data needs besides the data.
+pub(crate) struct Load<'py> {
+    table: String,
+    key: String,
+    naive: Naive,
+    batch_rows: Option<usize>,
+    durability: Option<Durability>,
+    progress: Option<Bound<'py, PyAny>>,
+    /// Value columns held as Python objects, by name, in row order across all batches.
+    pub objects: Vec<(String, Bound<'py, PyList>)>,
+    /// The order of the value fields (`None`: the Arrow columns' order, then `objects`).
+    pub order: Option<Vec<String>>,
+}
+
+impl<'py> Load<'py> {
+    /// The call that loads, for a refusal: a DataFrame's load orders its fields.
+    fn what(&self) -> &'static str {
+        if self.order.is_some() {
+            "put_dataframe"
+        } else {
+            "put_arrow"
+        }
+    }
+
+    /// The arguments of `put_arrow`, checked.
+    pub(crate) fn new(
+        table: &str,
+        key: &str,
+        naive: &str,
+        batch_rows: Option<i128>,
+        progress: Option<Bound<'py, PyAny>>,
+        durability: Option<&str>,
+    ) -> PyResult<Self> {
+        let naive = match naive {
+            "refuse" => Naive::Refuse,
+            "utc" => Naive::Utc,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "naive must be 'refuse' or 'utc', not {}",
+                    quoted(other)
+                )))
+            }
+        };
+        let batch_rows = batch_rows.map(|b| size("batch_rows", b)).transpose()?;
+        if batch_rows == Some(0) {
+            return Err(PyValueError::new_err("batch_rows must be positive"));
+        }
+        Ok(Self {
+            table: table.to_owned(),
+            key: key.to_owned(),
+            naive,
+            batch_rows,
+            durability: super::args::durability(durability)?,
+            progress,
+            objects: Vec::new(),
+            order: None,
+        })
+    }
+}
+
+/// A struct field name given twice inside a value of this type, and the path to that
+/// struct (`['address']`, `[]` for a list's items): one dict key would hold one of the
+/// fields, and the others' data would be lost.
+fn repeated_within(data_type: &DataType, path: String) -> Option<(String, String)> {
+    match data_type {
+        DataType::Struct(fields) => {
+            if let Some(name) = repeated(fields.iter().map(|f| f.name())) {
+                return Some((path, name.to_owned()));
+            }
+            fields.iter().find_map(|f| {
+                repeated_within(f.data_type(), format!("{path}{}", field_part(f.name())))
+            })
+        }
+        DataType::List(item)
+        | DataType::LargeList(item)
+        | DataType::ListView(item)
+        | DataType::LargeListView(item)
+        | DataType::FixedSizeList(item, _) => {
+            repeated_within(item.data_type(), format!("{path}[]"))
+        }
+        DataType::Dictionary(_, values) => repeated_within(values, path),
+        _ => None,
+    }
+}
+
+/// The exception for a refused cell of row `key`, in the field `field` (`['at']`).
+fn refused(table: &str, key: &str, field: &str, refusal: Refusal) -> PyErr {
+    let refusal = refusal.within(field);
+    let message = format!("{table}[{key}]{}: {}", refusal.path(), refusal.reason);
+    match refusal.kind {
+        RefusalKind::Type => PyTypeError::new_err(message),
+        RefusalKind::Overflow => PyOverflowError::new_err(message),
+        RefusalKind::Value => PyValueError::new_err(message),
+    }
+}
+
+/// The value columns of one Arrow batch, in the order the fields are stored.
+struct Batch<'a, 'py> {
+    load: &'a Load<'py>,
+    names: &'a [String],
+    sources: Vec<(String, Source<'a, 'py>)>,
+    keys: KeyColumn<'a>,
+    /// Rows before this batch (where its rows start in the object columns).
+    offset: usize,
+    /// How object cells are encoded: missing values as None, naive datetimes as asked.
+    options: EncodeOptions,
+}
+
+impl<'a, 'py> Batch<'a, 'py> {
+    fn new(
+        load: &'a Load<'py>,
+        names: &'a [String],
+        schema: &'a SchemaRef,
+        columns: &'a [ArrayRef],
+        keys: KeyColumn<'a>,
+        offset: usize,
+    ) -> PyResult<Self> {
+        let mut sources = Vec::with_capacity(names.len());
+        for name in names {
+            let source = if let Ok(i) = schema.index_of(name) {
+                let field = Some(schema.field(i));
+                Source::Arrow(CellWriter::new(columns[i].as_ref(), field, load.naive))
+            } else if let Some((_, list)) = load.objects.iter().find(|(n, _)| n == name) {
+                Source::Objects(list)
+            } else {
+                return Err(PyValueError::new_err(format!(
+                    "no column '{}'",
+                    name.escape_debug()
+                )));
+            };
+            sources.push((field_part(name), source));
+        }
+        let options = EncodeOptions {
+            missing_as_none: true,
+            naive_utc: load.naive == Naive::Utc,
+        };
+        Ok(Self {
+            load,
+            names,
+            sources,
+            keys,
+            offset,
+            options,
+        })
+    }
+
+    /// The write of row `row`, encoded in `buffers`.
+    fn op<'b>(&'b self, row: usize, buffers: &'b mut RowBuffers) -> PyResult<OpRef<'b>> {
+        let table = &self.load.table;
+        let RowBuffers { key, value } = buffers;
+        self.keys.encode_into(row, key).map_err(|r| {
+            let at = format!("<row {}>", self.offset + row);
+            refused(table, &at, &field_part(&self.load.key), r)
+        })?;
+        value.clear();
+        rmp::encode::write_map_len(value, self.names.len() as u32)
+            .expect("writing to a Vec cannot fail");
+        for ((part, source), name) in self.sources.iter().zip(self.names) {
+            rmp::encode::write_str(value, name).expect("writing to a Vec cannot fail");
+            match source {
+                Source::Arrow(writer) => writer
+                    .write(row, value)
+                    .map_err(|r| refused(table, &describe_key(key), part, r))?,
+                Source::Objects(list) => {
+                    let item = list.get_item(self.offset + row)?;
+                    let at = Location::Cell {
+                        table,
+                        key,
+                        field: name,
+                    };
+                    encode_py_value_with(&item, self.options, value, &at)?;
+                }
+            }
+        }
+        Ok(OpRef {
+            table,
+            key,
+            value: Some(value),
+        })
+    }
+}
+
+/// The value fields in the order they are stored.
+fn field_order(load: &Load<'_>, schema: &SchemaRef) -> Vec<String> {
+    match &load.order {
+        Some(order) => order.clone(),
+        None => schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .filter(|n| *n != load.key)
+            .chain(load.objects.iter().map(|(n, _)| n.clone()))
+            .collect(),
+    }
+}
+
+/// The rows of Arrow data, when it says (a pyarrow `Table` or `RecordBatch`, a polars
+/// `DataFrame`): the total of its progress bar. A stream of unknown length gives `None`.
+fn row_count(data: &Bound<'_, PyAny>) -> Option<usize> {
+    match data.getattr("num_rows") {
+        Ok(rows) => rows.extract().ok(),
+        Err(_) => data.len().ok(),
+    }
+}
+
+/// Refuses a batch whose buffers contradict its schema: a producer may hand over strings
+/// that are not UTF-8 (pyarrow builds such arrays from raw buffers without a check), and
+/// stored, they would be rows no read could decode. `offset`: the batch's first row.
+fn valid(batch: &RecordBatch, offset: usize) -> PyResult<()> {
+    for (column, field) in batch.columns().iter().zip(batch.schema_ref().fields()) {
+        column.to_data().validate_full().map_err(|e| {
+            PyValueError::new_err(format!(
+                "column {} (rows {offset} to {}) is not valid Arrow data: {e}",
+                quoted(field.name()),
+                offset + batch.num_rows().saturating_sub(1)
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// Writes every row of an Arrow stream (anything with `__arrow_c_stream__`) into `table`:
+/// one transaction, or one per `batch_rows` rows. Returns the last transaction's receipt.
+pub(crate) fn put(
+    py: Python<'_>,
+    store: &Store,
+    data: &Bound<'_, PyAny>,
+    load: &Load<'_>,
+) -> PyResult<PyReceipt> {
+    crate::store::validate_table_name(&load.table).map_err(|e| super::errors::to_py(py, e))?;
+    let reader = data.extract::<PyRecordBatchReader>()?.into_reader()?;
+    let schema = reader.schema();
+    let key_index = schema.index_of(&load.key).map_err(|_| {
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        PyValueError::new_err(format!(
+            "no key column '{}' (the columns are: {})",
+            load.key.escape_debug(),
+            names.join(", ")
+        ))
+    })?;
+    // A name given twice would be one dict key holding one of the columns: the others'
+    // data would be lost without a word.
+    if let Some(name) = repeated(schema.fields().iter().map(|f| f.name())) {
+        return Err(PyValueError::new_err(format!(
+            "column names must be unique to be stored as dict keys: {} is the name of more \
+             than one column",
+            quoted(name)
+        )));
+    }
+    for field in schema.fields() {
+        if let Some((path, name)) = repeated_within(field.data_type(), String::new()) {
+            return Err(PyValueError::new_err(format!(
+                "field names must be unique to be stored as dict keys: {} is the name of \
+                 more than one field of column {}{path}",
+                quoted(&name),
+                quoted(field.name())
+            )));
+        }
+    }
+    let names = field_order(load, &schema);
+    let progress = Progress::new(
+        py,
+        load.progress.as_ref(),
+        &format!("put {}", load.table),
+        || row_count(data),
+    )?;
+    let input = Input {
+        reader,
+        names,
+        key_index,
+        // Data with a row count is in memory, quick to convert: it streams. A reader of
+        // unknown length may wait on its source, which must not hold other writers
+        // meanwhile.
+        streams: row_count(data).is_some(),
+    };
+    let mut loaded = Loaded::default();
+    match load_rows(py, store, load, input, &progress, &mut loaded) {
+        Ok(receipt) => progress
+            .finish()
+            .map(|()| receipt.clone())
+            .map_err(|err| committed_anyway(py, err, receipt)),
+        // The rows are stored: only reporting the last progress failed.
+        Err(err) if loaded.all => match loaded.receipt {
+            Some(receipt) => Err(committed_anyway(py, err, receipt)),
+            None => Err(err),
+        },
+        Err(err) => Err(match loaded.receipt {
+            Some(receipt) => partly_committed(py, err, receipt, loaded.written),
+            None => err,
+        }),
+    }
+}
+
+/// What a load committed so far.
+#[derive(Default)]
+struct Loaded {
+    /// The last transaction's receipt.
+    receipt: Option<PyReceipt>,
+    /// Rows committed.
+    written: usize,
+    /// Every row is committed.
+    all: bool,
+}
+
+/// The Arrow data of a load.
+struct Input {
+    reader: Box<dyn RecordBatchReader + Send>,
+    /// The value columns, in the order their fields are stored.
+    names: Vec<String>,
+    key_index: usize,
+    /// Whether its transactions may stream (see [`OpSink::new`]).
+    streams: bool,
+}
+
+/// Converts and writes the rows of `input`, noting each commit in `loaded`.
+fn load_rows(
+    py: Python<'_>,
+    store: &Store,
+    load: &Load<'_>,
+    input: Input,
+    progress: &Progress<'_>,
+    loaded: &mut Loaded,
+) -> PyResult<PyReceipt> {
+    let Input {
+        reader,
+        names,
+        key_index,
+        streams,
+    } = input;
+    let schema = reader.schema();
+    let mut sink = OpSink::new(store, load.durability, streams, load.what());
+    let mut buffers = RowBuffers::default();
+    let mut offset = 0usize;
+    for batch in reader {
+        let batch =
+            batch.map_err(|e| PyValueError::new_err(format!("cannot read the Arrow data: {e}")))?;
+        valid(&batch, offset)?;
+        let columns: Vec<ArrayRef> = batch
+            .columns()
+            .iter()
+            .map(|c| unpack(c.clone()))
+            .collect::<Result<_, _>>()
+            .map_err(|r| PyTypeError::new_err(r.reason))?;
+        let rows = Batch::new(
+            load,
+            &names,
+            &schema,
+            &columns,
+            KeyColumn::new(columns[key_index].as_ref(), Some(schema.field(key_index))),
+            offset,
+        )?;
+        for row in 0..batch.num_rows() {
+            sink.push(py, rows.op(row, &mut buffers)?)?;
+            if sink.len().is_multiple_of(PROGRESS_EVERY) {
+                if let Some(callback) = progress.callback() {
+                    callback.call1((loaded.written + sink.len(),))?;
+                }
+            }
+            if load.batch_rows.is_some_and(|n| sink.len() >= n) {
+                let full = std::mem::replace(
+                    &mut sink,
+                    OpSink::new(store, load.durability, streams, load.what()),
+                );
+                let rows = full.len();
+                loaded.receipt = Some(full.commit(py)?);
+                loaded.written += rows;
+                if let Some(callback) = progress.callback() {
+                    callback.call1((loaded.written,))?;
+                }
+            }
+        }
+        offset += batch.num_rows();
+        py.check_signals()?;
+    }
+    let receipt = match loaded.receipt.clone() {
+        Some(receipt) if sink.len() == 0 => receipt,
+        _ => {
+            let rows = sink.len();
+            let receipt = sink.commit(py)?;
+            loaded.receipt = Some(receipt.clone());
+            loaded.written += rows;
+            receipt
+        }
+    };
+    loaded.all = true;
+    if let Some(callback) = progress.callback() {
+        callback.call1((loaded.written,))?;
+    }
+    Ok(receipt)
+}
