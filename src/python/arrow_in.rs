@@ -247,6 +247,19 @@ fn valid(batch: &RecordBatch, offset: usize) -> PyResult<()> {
     Ok(())
 }
 
+/// `data` as the Arrow reader takes it. polars exports a column of nulls with a buffer the
+/// Arrow C data interface says it has not (polars issue 22934), which the reader refuses:
+/// a polars frame is read through pyarrow, which takes it, when pyarrow is installed.
+fn readable<'py>(data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let module = data.get_type().module()?;
+    if module.to_str()?.split('.').next() == Some("polars") {
+        if let Ok(pyarrow) = data.py().import("pyarrow") {
+            return pyarrow.call_method1("table", (data,));
+        }
+    }
+    Ok(data.clone())
+}
+
 /// Writes every row of an Arrow stream (anything with `__arrow_c_stream__`) into `table`:
 /// one transaction, or one per `batch_rows` rows. Returns the last transaction's receipt.
 pub(crate) fn put(
@@ -256,6 +269,7 @@ pub(crate) fn put(
     load: &Load<'_>,
 ) -> PyResult<PyReceipt> {
     crate::store::validate_table_name(&load.table).map_err(|e| super::errors::to_py(py, e))?;
+    let data = &readable(data)?;
     let reader = data.extract::<PyRecordBatchReader>()?.into_reader()?;
     let schema = reader.schema();
     let key_index = schema.index_of(&load.key).map_err(|_| {
