@@ -310,14 +310,14 @@ impl ReplicaMachine {
         self.ack()
     }
 
-    /// An ack that moves nothing: what its log held durably already. It tells the primary
-    /// this replica is alive through work that acks nothing (receiving and installing a
-    /// snapshot), which would otherwise pass for a stalled link.
+    /// An ack that claims nothing (LSN 0): it tells the primary this replica is alive
+    /// through work that acks nothing (receiving and installing a snapshot), which would
+    /// otherwise pass for a stalled link, and moves nothing there (no slot, no quorum).
     #[must_use]
-    pub fn still_here(&self) -> Message {
+    pub fn keepalive() -> Message {
         Message::Ack {
-            flushed_lsn: self.flushed_lsn,
-            applied_lsn: self.applied_lsn,
+            flushed_lsn: 0,
+            applied_lsn: 0,
         }
     }
 

@@ -1,30 +1,24 @@
 //! Joining a primary: connect, prove the token both ways, say where this store stands, and
 //! take a snapshot first when the primary no longer has the log after it.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_bytes::ByteBuf;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
+use super::seed::receive_snapshot;
 use super::{lock, Shared, IDLE_TIMEOUT};
 use crate::error::ReplicationError;
-use crate::follow::{self, SnapshotStart};
+use crate::follow;
 use crate::net::stall::StallWriter;
 use crate::replication::handshake::{self, Role};
 use crate::replication::machine::ReplicaMachine;
 use crate::replication::monitor::dial;
-use crate::replication::protocol::{
-    read_frame_idle, read_frame_within, read_handshake_frame, write_frame, Message, PeerKind,
-};
+use crate::replication::protocol::{read_handshake_frame, write_frame, Message, PeerKind};
 
 /// How long connecting, each handshake step and a snapshot's first frame may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How often a replica tells its primary it is alive while it takes a snapshot: well
-/// within the shortest stall timeout a primary has (a second and four heartbeats).
-const KEEPALIVE: Duration = Duration::from_millis(250);
+pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The writing half of the link: a primary that stops reading fails the write.
 pub(super) type Writer = StallWriter<OwnedWriteHalf>;
@@ -121,9 +115,7 @@ pub(super) async fn connect(
                 state.state = machine.state();
             }
             if snapshot {
-                let alive = machine.still_here();
-                let receiving = receive_snapshot(shared, &mut reader);
-                let (lsn, epoch) = keeping_alive(&mut writer, &alive, receiving).await?;
+                let (lsn, epoch) = receive_snapshot(shared, &mut reader, &mut writer).await?;
                 machine.installed(lsn, epoch);
                 lock(&shared.state).state = machine.state();
             }
@@ -132,27 +124,6 @@ pub(super) async fn connect(
         other => Err(other
             .refusal(position.epoch)
             .unwrap_or_else(|| ReplicationError::Protocol("expected a welcome".into()))),
-    }
-}
-
-/// Runs `phase`, writing `alive` to the primary every [`KEEPALIVE`] meanwhile. A snapshot
-/// is acked once it is installed: the rows still crossing a slow link when the primary has
-/// written the last, and then the install (seconds for a large store), passed there for a
-/// stalled link, which was dropped; with writes cutting the log behind it, the next
-/// connection took a new snapshot, and a replica of a large store never finished joining.
-async fn keeping_alive<T>(
-    writer: &mut Writer,
-    alive: &Message,
-    phase: impl Future<Output = Result<T, ReplicationError>>,
-) -> Result<T, ReplicationError> {
-    tokio::pin!(phase);
-    let start = tokio::time::Instant::now() + KEEPALIVE;
-    let mut ticks = tokio::time::interval_at(start, KEEPALIVE);
-    loop {
-        tokio::select! {
-            done = &mut phase => return done,
-            _ = ticks.tick() => write_frame(writer, alive).await?,
-        }
     }
 }
 
@@ -165,74 +136,4 @@ async fn cut_lost(shared: &Arc<Shared>, lsn: u64) -> Result<(), ReplicationError
         .await
         .map_err(|e| ReplicationError::Protocol(e.to_string()))?
         .map_err(|e| ReplicationError::Protocol(format!("cannot cut the log after {lsn}: {e}")))
-}
-
-/// Receives a snapshot into a staging area and swaps it in; returns its LSN and epoch.
-async fn receive_snapshot(
-    shared: &Arc<Shared>,
-    reader: &mut OwnedReadHalf,
-) -> Result<(u64, u64), ReplicationError> {
-    let failed =
-        |e: crate::Error| ReplicationError::Protocol(format!("cannot install the snapshot: {e}"));
-    let joined = |e: tokio::task::JoinError| ReplicationError::Protocol(e.to_string());
-    let Message::SnapshotBegin {
-        lsn,
-        epoch,
-        id,
-        lineage,
-        tables,
-        history,
-    } = read_frame_within(reader, HANDSHAKE_TIMEOUT, "a snapshot").await?
-    else {
-        return Err(ReplicationError::Protocol("expected a snapshot".into()));
-    };
-    let total: u64 = tables.iter().map(|(_, rows, _)| rows).sum();
-    tracing::info!(lsn, rows = total, "receiving a snapshot");
-    {
-        let mut state = lock(&shared.state);
-        state.snapshot = Some((0, total));
-    }
-    let consumer = Arc::clone(&shared.consumer);
-    let start = SnapshotStart {
-        lsn,
-        epoch,
-        id,
-        lineage,
-        history,
-    };
-    let mut installer = tokio::task::spawn_blocking(move || consumer.begin_snapshot(start))
-        .await
-        .map_err(joined)?
-        .map_err(failed)?;
-    loop {
-        match read_frame_idle(reader, IDLE_TIMEOUT, "snapshot rows").await? {
-            Message::SnapshotRows { table, rows } => {
-                let rows = rows
-                    .into_iter()
-                    .map(|(k, v)| (k.into_vec(), v.into_vec()))
-                    .collect();
-                installer = tokio::task::spawn_blocking(move || {
-                    installer.add(&table, rows).map(|()| installer)
-                })
-                .await
-                .map_err(joined)?
-                .map_err(failed)?;
-                lock(&shared.state).snapshot = Some((installer.rows(), total));
-            }
-            Message::SnapshotEnd => break,
-            _ => {
-                return Err(ReplicationError::Protocol(
-                    "unexpected message in a snapshot".into(),
-                ))
-            }
-        }
-    }
-    tokio::task::spawn_blocking(move || installer.finish(&tables))
-        .await
-        .map_err(joined)?
-        .map_err(failed)?;
-    let mut state = lock(&shared.state);
-    state.snapshot = None;
-    state.snapshots += 1;
-    Ok((lsn, epoch))
 }

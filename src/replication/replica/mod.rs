@@ -12,6 +12,7 @@ mod handover;
 mod member;
 mod members_file;
 mod promote;
+mod seed;
 mod session;
 
 use std::sync::{Arc, Mutex};

@@ -176,7 +176,9 @@ pub enum LinkAction {
 /// What an ack changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct AckOutcome {
-    /// The replica's slot may move to this LSN (replicas only).
+    /// What the replica acked, for its slot (replicas only, and not an ack of LSN 0, which
+    /// claims nothing: a replica says so to show it is alive while it installs a
+    /// snapshot, and must not release the pin that holds the log it streams next).
     pub slot_lsn: Option<u64>,
     /// The quorum LSN rose to this: sync writers at or below it may return.
     pub quorum_lsn: Option<u64>,
@@ -492,7 +494,7 @@ impl PrimaryMachine {
                 peer.largest.pop_front();
             }
         }
-        let slot_lsn = (peer.kind == PeerKind::Replica).then_some(peer.acked_lsn);
+        let slot_lsn = (peer.kind == PeerKind::Replica && flushed_lsn > 0).then_some(flushed_lsn);
         let quorum = self.recount();
         AckOutcome {
             slot_lsn,

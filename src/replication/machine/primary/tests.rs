@@ -277,25 +277,30 @@ fn a_peer_whose_socket_keeps_draining_is_not_stalled() {
 }
 
 #[test]
-fn a_replica_installing_a_snapshot_keeps_its_link_by_saying_it_is_alive() {
+fn a_replica_installing_a_snapshot_keeps_its_link_with_acks_that_claim_nothing() {
     let mut m = PrimaryMachine::new(config(), 100);
     let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 7, 0);
     m.snapshot_started(&a, 100);
     m.snapshot_sent(&a, 1_000_000);
+    assert_ne!(m.poll(&a, 3_900_000), LinkAction::Drop);
+    let alive = m.ack(&a, 0, 0, 3_500_000);
+    assert_ne!(m.poll(&a, 6_000_000), LinkAction::Drop, "heard 2.5 s ago");
     assert_eq!(
-        m.poll(&a, 4_000_000),
-        LinkAction::Drop,
-        "silent since the snapshot"
+        alive,
+        AckOutcome::default(),
+        "no slot moves, no quorum: it claims nothing"
     );
-    // What it held before the snapshot, said again while it installs.
-    let outcome = m.ack(&a, 7, 7, 3_500_000);
-    assert_ne!(m.poll(&a, 6_000_000), LinkAction::Drop);
-    assert_eq!(outcome.slot_lsn, Some(7), "it acks no more than it held");
     assert!(
         m.acked_by(8).is_empty(),
         "it proves nothing past what it held"
     );
-    assert_eq!(m.poll(&a, 6_500_000), LinkAction::Drop);
+    assert_eq!(m.poll(&a, 6_500_000), LinkAction::Drop, "silent since");
+    let (b, _) = m.connect("b", 0, PeerKind::Replica, true, 7, 0);
+    assert_eq!(
+        m.ack(&b, 9, 9, 0).slot_lsn,
+        Some(7),
+        "a real ack moves its slot"
+    );
 }
 
 #[test]
