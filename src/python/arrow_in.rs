@@ -316,20 +316,18 @@ pub(crate) fn put(
         streams: row_count(data).is_some(),
     };
     let mut loaded = Loaded::default();
-    match load_rows(py, store, load, input, &progress, &mut loaded) {
-        Ok(receipt) => progress
+    match (
+        load_rows(py, store, load, input, &progress, &mut loaded),
+        loaded.receipt,
+    ) {
+        (Ok(receipt), _) => progress
             .finish()
             .map(|()| receipt.clone())
             .map_err(|err| committed_anyway(py, err, receipt)),
+        (Err(err), None) => Err(err),
         // The rows are stored: only reporting the last progress failed.
-        Err(err) if loaded.all => match loaded.receipt {
-            Some(receipt) => Err(committed_anyway(py, err, receipt)),
-            None => Err(err),
-        },
-        Err(err) => Err(match loaded.receipt {
-            Some(receipt) => partly_committed(py, err, receipt, loaded.written),
-            None => err,
-        }),
+        (Err(err), Some(receipt)) if loaded.all => Err(committed_anyway(py, err, receipt)),
+        (Err(err), Some(receipt)) => Err(partly_committed(py, err, receipt, loaded.written)),
     }
 }
 

@@ -171,9 +171,8 @@ struct SlotState {
     fsync: bool,
     /// The pin that holds the log for a snapshot, by its owner's id.
     pin: Option<u64>,
-    /// The pin holds until an ack reaches this LSN: the snapshot's at least. A replica
-    /// being seeded says it is alive with acks of what it held before, which release
-    /// nothing.
+    /// The pin holds until an ack reaches this LSN: the snapshot's at least. An ack below
+    /// it (of what the replica held before the snapshot) releases nothing.
     pinned_until: u64,
 }
 
