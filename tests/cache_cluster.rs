@@ -469,9 +469,9 @@ fn test_a_node_that_follows_a_log_never_reports_following_none() -> TestResult {
     let replikv::cache::client::Value::Array(items) = reply else {
         panic!("RKV.POSITION answers an array: {reply:?}")
     };
-    assert_eq!(
-        items[2],
-        replikv::cache::client::Value::Bulk(b"connecting".to_vec())
-    );
+    // Nothing listens there: the first attempt may have failed already.
+    let linked = [b"connecting".as_slice(), b"disconnected"]
+        .map(|state| replikv::cache::client::Value::Bulk(state.to_vec()));
+    assert!(linked.contains(&items[2]), "{:?}", items[2]);
     Ok(())
 }
