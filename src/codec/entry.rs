@@ -20,8 +20,8 @@ pub const RECORD_HEADER_LEN: usize = 8;
 /// never mistaken for garbage after a configuration change.
 pub const MAX_RECORD_BYTES: usize = 1 << 31;
 const PAYLOAD_HEADER_LEN: usize = 24;
-const KIND_PUT: u8 = 1;
-const KIND_DELETE: u8 = 2;
+pub(super) const KIND_PUT: u8 = 1;
+pub(super) const KIND_DELETE: u8 = 2;
 
 /// One operation of a transaction, with its key already encoded by [`super::encode_key`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,7 +304,7 @@ pub fn decode_entry(payload: &[u8]) -> Result<Entry, CodecError> {
     })
 }
 
-fn malformed(reason: &str) -> CodecError {
+pub(super) fn malformed(reason: &str) -> CodecError {
     CodecError::Malformed {
         what: "entry",
         reason: reason.to_owned(),

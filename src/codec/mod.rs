@@ -15,5 +15,5 @@ pub use entry::{
 };
 pub use key::{decode_key, encode_key, encode_key_into, KeyRef};
 pub use msgpack::{Reader, Token, DATE_EXT, MAX_DEPTH, TIMESTAMP_EXT};
-pub use ops::{count_bytes, encode_ops, EncodedOps};
+pub use ops::{count_bytes, encode_ops, whole_ops, EncodedOps};
 pub use timestamp::{decode_date, decode_timestamp, encode_date, encode_timestamp};

@@ -4,8 +4,9 @@
 //! per row (table name, key, value) on the encoding thread and as many frees wherever the
 //! ops end up: a third of a 1M-row `put_many`.
 
-use super::entry::{read_op, write_op, Cursor};
+use super::entry::{malformed, read_op, write_op, Cursor, KIND_DELETE, KIND_PUT};
 use super::{Op, OpRef};
+use crate::error::CodecError;
 
 /// Bytes of the op count in front of a body.
 const COUNT_LEN: usize = 4;
@@ -94,6 +95,60 @@ impl EncodedOps {
     }
 }
 
+/// The whole ops at the start of `bytes` (a body's ops read in pieces), until they take
+/// `max` bytes or more, and the bytes they take. An op cut off by the end of `bytes` is
+/// left for a call with more of them; the ops are copied as they are, not encoded again.
+///
+/// # Errors
+/// [`CodecError::Malformed`] if a whole op is not a valid one.
+pub fn whole_ops(bytes: &[u8], max: usize) -> Result<(EncodedOps, usize), CodecError> {
+    let mut ops = EncodedOps::with_capacity(max.min(bytes.len()));
+    let mut taken = 0;
+    while taken < max {
+        let rest = &bytes[taken..];
+        let Some(len) = whole_op_len(rest)? else {
+            break;
+        };
+        let mut cursor = Cursor {
+            bytes: &rest[..len],
+        };
+        read_op(&mut cursor)?;
+        ops.bytes.extend_from_slice(&rest[..len]);
+        ops.count += 1;
+        taken += len;
+    }
+    Ok((ops, taken))
+}
+
+/// The length of the op at the start of `bytes`, from its length fields, if all of it is
+/// there.
+fn whole_op_len(bytes: &[u8]) -> Result<Option<usize>, CodecError> {
+    let [kind, table_len, ..] = *bytes else {
+        return Ok(None);
+    };
+    let word = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("invariant: 4 bytes")) as usize)
+    };
+    let mut len = 2 + usize::from(table_len);
+    let Some(key_len) = word(len) else {
+        return Ok(None);
+    };
+    len += 4 + key_len;
+    match kind {
+        KIND_PUT => {
+            let Some(value_len) = word(len) else {
+                return Ok(None);
+            };
+            len += 4 + value_len;
+        }
+        KIND_DELETE => {}
+        _ => return Err(malformed("unknown op kind")),
+    }
+    Ok((len <= bytes.len()).then_some(len))
+}
+
 /// The op count of a body as it starts the body.
 #[must_use]
 pub fn count_bytes(count: usize) -> [u8; COUNT_LEN] {
@@ -150,5 +205,44 @@ mod tests {
             }
             prop_assert_eq!(whole.into_body(), joined);
         }
+
+        /// A body's ops read in pieces cut anywhere, each piece taken as whole ops with what
+        /// was left of the one before, give back every op in order, none twice.
+        #[test]
+        fn fuzz_whole_ops_taken_from_pieces_cut_anywhere_are_the_ops_in_order(
+            ops in proptest::collection::vec(op_strategy(), 0..12),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..6),
+            max in 1usize..64,
+        ) {
+            let body = encode_ops(&ops);
+            let bytes = &body[COUNT_LEN..];
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(bytes.len() + 1)).collect();
+            cuts.extend([0, bytes.len()]);
+            cuts.sort_unstable();
+            let (mut read, mut pending) = (Vec::new(), Vec::new());
+            for piece in cuts.windows(2) {
+                pending.extend_from_slice(&bytes[piece[0]..piece[1]]);
+                loop {
+                    let (whole, taken) = whole_ops(&pending, max).unwrap();
+                    read.extend(whole.to_ops());
+                    pending.drain(..taken);
+                    if taken == 0 {
+                        break;
+                    }
+                }
+            }
+            prop_assert!(pending.is_empty());
+            prop_assert_eq!(read, ops);
+        }
+    }
+
+    #[test]
+    fn an_op_of_an_unknown_kind_is_malformed_not_cut_off() {
+        assert!(matches!(
+            whole_ops(&[9, 0, 0, 0, 0, 0], 100),
+            Err(CodecError::Malformed { .. })
+        ));
+        let (ops, taken) = whole_ops(&[KIND_PUT, 1, b't', 1, 0, 0], 100).unwrap();
+        assert_eq!((ops.len(), taken), (0, 0));
     }
 }

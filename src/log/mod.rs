@@ -7,6 +7,9 @@
 
 mod cut;
 mod fs;
+mod large;
+#[cfg(test)]
+mod large_tests;
 #[cfg(test)]
 pub(crate) mod memfs;
 mod recent;
@@ -33,6 +36,8 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use cut::{Cutter, SHRINK_STEP};
 pub use fs::{DirFs, LogFs, SegmentFile};
+pub use large::{LargeEntry, Replayed};
+use large::{LargeRecord, LARGE_RECORD};
 use recent::{Appended, Recent};
 pub use record::RecordWriter;
 use scan::{ChunkReader, EntryId, Next};
@@ -237,9 +242,83 @@ fn segment_firsts(fs: &dyn LogFs) -> Result<Vec<u64>> {
     Ok(firsts)
 }
 
+/// A valid record found by recovery: read whole, or (a large one) to be read in pieces.
+enum Found<'a> {
+    Whole {
+        payload: &'a [u8],
+        crc: u32,
+        end: u64,
+    },
+    Large(LargeRecord),
+}
+
+/// Where recovery found no valid record.
+struct Cut<'a> {
+    segment: &'a Segment,
+    offset: u64,
+    /// The LSN the record there should have carried.
+    expected: u64,
+    checkpoint_lsn: u64,
+    last_segment: bool,
+}
+
+/// The large record at `offset` (see [`LARGE_RECORD`]), or why it is bad; `None` if no
+/// large record is there.
+fn large_record(
+    reader: &mut ChunkReader,
+    segment: &Segment,
+    offset: u64,
+) -> std::io::Result<Option<std::result::Result<LargeRecord, String>>> {
+    if reader
+        .record_len(offset)?
+        .is_none_or(|len| len <= LARGE_RECORD)
+    {
+        return Ok(None);
+    }
+    let Some(large) = LargeRecord::at(&*segment.file, offset)? else {
+        return Ok(None);
+    };
+    Ok(Some(if large.checks(&*segment.file)? {
+        Ok(large)
+    } else {
+        Err("record checksum mismatch".to_owned())
+    }))
+}
+
+/// Checks that `found`, the record at `offset` of `segment`, carries LSN `expected`, and
+/// replays it if it is at or after `start`; returns its identity and where it ends.
+fn replay_found(
+    segment: &Segment,
+    offset: u64,
+    found: Found<'_>,
+    expected: u64,
+    start: u64,
+    replay: &mut impl FnMut(Replayed<'_>) -> Result<()>,
+) -> Result<(EntryId, u64)> {
+    let (id, end) = match &found {
+        Found::Whole { payload, crc, end } => (EntryId::of(payload, *crc), *end),
+        Found::Large(large) => (large.id(), large.end()),
+    };
+    if id.lsn != expected {
+        let reason = format!("found LSN {}, expected {expected}", id.lsn);
+        return Err(corrupt(&segment.name, offset, reason).into());
+    }
+    if id.lsn >= start {
+        replay(match found {
+            Found::Whole { payload, .. } => Replayed::Whole(
+                codec::decode_entry(payload)
+                    .map_err(|e| corrupt(&segment.name, offset, e.to_string()))?,
+            ),
+            Found::Large(large) => Replayed::Large(large.entry(&*segment.file, &segment.name)),
+        })?;
+    }
+    Ok((id, end))
+}
+
 impl Log {
     /// Opens (or creates) the log, recovering it against `checkpoint_lsn`, the last LSN the
-    /// tables are known to hold. Every entry after it is passed to `replay`, in order.
+    /// tables are known to hold. Every entry after it is passed to `replay`, in order: a
+    /// large one (a bulk load's) as ops to read in pieces, any other whole.
     ///
     /// A bad record is cut as a torn tail only if it is in the last segment, after the
     /// checkpoint, and no valid record follows it; anything else is [`LogError::Corrupt`].
@@ -251,7 +330,7 @@ impl Log {
         fs: Box<dyn LogFs>,
         options: LogOptions,
         checkpoint_lsn: u64,
-        mut replay: impl FnMut(Entry) -> Result<()>,
+        mut replay: impl FnMut(Replayed<'_>) -> Result<()>,
     ) -> Result<Self> {
         remove_dropped(&*fs)?;
         let firsts = segment_firsts(&*fs)?;
@@ -322,7 +401,7 @@ impl Log {
         &self,
         segments: &[Arc<Segment>],
         checkpoint_lsn: u64,
-        replay: &mut impl FnMut(Entry) -> Result<()>,
+        replay: &mut impl FnMut(Replayed<'_>) -> Result<()>,
     ) -> Result<Tail> {
         let start = checkpoint_lsn + 1;
         let Some(first_index) = segments.iter().rposition(|s| s.first_lsn <= start) else {
@@ -353,58 +432,50 @@ impl Log {
             };
             let mut offset = 0u64;
             loop {
-                let found = reader.next_record(offset).map_err(reading)?;
-                let reason = match found {
-                    Next::Record { payload, crc, end } => {
-                        let lsn = codec::payload_lsn(payload).unwrap_or(0);
-                        if lsn != expected {
-                            return Err(corrupt(
-                                &segment.name,
-                                offset,
-                                format!("found LSN {lsn}, expected {expected}"),
-                            )
-                            .into());
+                let next = match large_record(&mut reader, segment, offset).map_err(reading)? {
+                    Some(Ok(large)) => Ok(Found::Large(large)),
+                    Some(Err(reason)) => Err(Some(reason)),
+                    None => match reader.next_record(offset).map_err(reading)? {
+                        Next::Record { payload, crc, end } => Ok(Found::Whole {
+                            payload,
+                            crc,
+                            end: end as u64,
+                        }),
+                        Next::End => Err(None),
+                        Next::Bad { reason } => Err(Some(reason)),
+                        // A bulk load that never committed: cut at once, in the last segment.
+                        Next::Unfinished if index == last_index && expected > checkpoint_lsn => {
+                            self.zero_from(segment, offset)?;
+                            break;
                         }
-                        if lsn >= start {
-                            let entry = codec::decode_entry(payload)
-                                .map_err(|e| corrupt(&segment.name, offset, e.to_string()))?;
-                            replay(entry)?;
+                        Next::Unfinished => {
+                            Err(Some("a record that was never finished".to_owned()))
                         }
-                        last = Some(EntryId::of(payload, crc));
+                    },
+                };
+                let reason = match next {
+                    Ok(found) => {
+                        let (id, end) =
+                            replay_found(segment, offset, found, expected, start, replay)?;
+                        last = Some(id);
                         expected += 1;
-                        offset = end as u64;
+                        offset = end;
                         continue;
                     }
-                    Next::End => None,
-                    Next::Bad { reason } => Some(reason),
-                    // A bulk load that never committed: cut at once, in the last segment.
-                    Next::Unfinished if index == last_index && expected > checkpoint_lsn => {
-                        self.zero_from(segment, offset)?;
-                        break;
-                    }
-                    Next::Unfinished => Some("a record that was never finished".to_owned()),
+                    Err(reason) => reason,
                 };
                 // Zeros: the end, if the next chunk holds only zeros too (see `zeros_from`).
                 if reason.is_none() && reader.zeros_from(offset).map_err(reading)? {
                     break;
                 }
-                // Rare: damage or a torn tail. What follows decides which, so read it all.
-                let rest = reader.rest_from(offset).map_err(reading)?;
-                let reason = match (reason, scan::next_record(&rest, 0)) {
-                    (Some(reason), _) | (None, Next::Bad { reason }) => reason,
-                    (None, _) => "unexpected bytes after the end of the log".to_owned(),
+                let cut = Cut {
+                    segment,
+                    offset,
+                    expected,
+                    checkpoint_lsn,
+                    last_segment: index == last_index,
                 };
-                // A hole (valid records after the bad one) is torn only in a follower's
-                // records that no sync covered; a bad record a sync covered is damage.
-                let torn = index == last_index
-                    && expected > checkpoint_lsn.max(self.synced_floor())
-                    && (self.options.holes_are_torn
-                        || !scan::valid_record_after(&rest, 1, expected));
-                if !torn {
-                    return Err(corrupt(&segment.name, offset, reason).into());
-                }
-                tracing::warn!(segment = %segment.name, offset, lsn = expected, %reason, "cutting a torn tail from the log");
-                self.zero_tail(segment, &rest, offset)?;
+                self.cut_torn_tail(&reader, &cut, reason)?;
                 break;
             }
             if index == last_index {
@@ -426,6 +497,40 @@ impl Log {
             }
         }
         unreachable!("the loop returns at the last segment")
+    }
+
+    /// Cuts the log at `cut.offset`, where no valid record is (`reason` says what is
+    /// there, `None` for bytes after a zero length), if that is a torn tail; anything else
+    /// is damage. What follows the bad record decides which, so all of it is read.
+    fn cut_torn_tail(
+        &self,
+        reader: &ChunkReader,
+        cut: &Cut<'_>,
+        reason: Option<String>,
+    ) -> Result<()> {
+        let Cut {
+            segment,
+            offset,
+            expected,
+            ..
+        } = *cut;
+        let rest = reader
+            .rest_from(offset)
+            .map_err(io_error(format!("reading {}", segment.name)))?;
+        let reason = match (reason, scan::next_record(&rest, 0)) {
+            (Some(reason), _) | (None, Next::Bad { reason }) => reason,
+            (None, _) => "unexpected bytes after the end of the log".to_owned(),
+        };
+        // A hole (valid records after the bad one) is torn only in a follower's
+        // records that no sync covered; a bad record a sync covered is damage.
+        let torn = cut.last_segment
+            && expected > cut.checkpoint_lsn.max(self.synced_floor())
+            && (self.options.holes_are_torn || !scan::valid_record_after(&rest, 1, expected));
+        if !torn {
+            return Err(corrupt(&segment.name, offset, reason).into());
+        }
+        tracing::warn!(segment = %segment.name, offset, lsn = expected, %reason, "cutting a torn tail from the log");
+        self.zero_tail(segment, &rest, offset)
     }
 
     /// A log that ends at `last_lsn` (at `offset` of `segment`) must hold what the tables

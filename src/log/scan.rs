@@ -178,6 +178,16 @@ impl ChunkReader {
         Ok(rest)
     }
 
+    /// The length field of the record at `offset`, if the file holds one there.
+    pub(super) fn record_len(&mut self, offset: u64) -> io::Result<Option<usize>> {
+        self.fill(offset, RECORD_HEADER_LEN)?;
+        let at = (offset - self.buf_start) as usize;
+        Ok(self
+            .buf
+            .get(at..at + 4)
+            .map(|len| u32::from_le_bytes(len.try_into().expect("invariant: 4 bytes")) as usize))
+    }
+
     /// The record at `offset`; `end` in the answer is an absolute offset.
     pub(super) fn next_record(&mut self, offset: u64) -> io::Result<Next<'_>> {
         self.fill(offset, RECORD_HEADER_LEN)?;

@@ -67,7 +67,7 @@ pub(super) fn open_with(
 ) -> Result<(Log, Vec<Entry>)> {
     let mut replayed = Vec::new();
     let log = Log::open(Box::new(fs.clone()), options, checkpoint, |e| {
-        replayed.push(e);
+        replayed.push(e.into_entry()?);
         Ok(())
     })?;
     Ok((log, replayed))

@@ -305,7 +305,7 @@ mod tests {
                 LogOptions::default(),
                 0,
                 |entry| {
-                    keys.extend(entry.ops.into_iter().map(|op| op.key));
+                    keys.extend(entry.into_entry()?.ops.into_iter().map(|op| op.key));
                     Ok(())
                 },
             )

@@ -61,7 +61,7 @@ fn durable_log_lsn(fs: &MemFs) -> u64 {
             LogOptions::default(),
             0,
             |entry| {
-                last = entry.lsn;
+                last = entry.lsn();
                 Ok(())
             },
         )

@@ -4,6 +4,7 @@
 //! a promotion shows them all.
 
 use super::follow_tests::{entries_named as entries, put};
+use super::recover_tests::crash_image;
 use super::{Store, StoreOptions, MAX_HELD_ENTRIES};
 use crate::codec::{encode_key, KeyRef};
 use crate::follow::LogConsumer;
@@ -55,20 +56,6 @@ fn held_entries_are_durable_but_shown_only_once_released() {
     let more = entries(&dir.path().join("primary-2"), "k", 12);
     store.append_replicated(&more[10..]).unwrap();
     assert!(has(&store, "k11"));
-}
-
-/// A copy of a store's files as a crash would leave them (the page cache is kept).
-fn crash_image(dir: &std::path::Path, image: &std::path::Path) {
-    std::fs::create_dir_all(image.join("log")).unwrap();
-    std::fs::copy(dir.join("tables.redb"), image.join("tables.redb")).unwrap();
-    for segment in std::fs::read_dir(dir.join("log")).unwrap() {
-        let segment = segment.unwrap().path();
-        std::fs::copy(
-            &segment,
-            image.join("log").join(segment.file_name().unwrap()),
-        )
-        .unwrap();
-    }
 }
 
 /// A follower that checkpoints only when it closes: its entries are in its log alone.

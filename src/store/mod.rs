@@ -679,4 +679,6 @@ impl Store {
 }
 
 #[cfg(test)]
+mod recover_tests;
+#[cfg(test)]
 mod tests;

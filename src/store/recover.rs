@@ -4,18 +4,22 @@
 use std::collections::VecDeque;
 use std::io::ErrorKind;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 
 use super::checkpoint::{CheckpointPolicy, Checkpointer, CHECKPOINT_BYTES};
 use super::dirlock::LOCK_FILE;
 use super::epochs::EpochHistory;
 use super::holding::{HOLDS_BACK, MAX_HELD_ENTRIES};
 use super::overlay::Overlay;
-use super::tables::Tables;
+use super::tables::{Streamed, Tables};
 use super::StoreOptions;
 use crate::codec::Entry;
 use crate::error::{Result, StoreError};
-use crate::log::{Log, LogFs};
+use crate::log::{LargeEntry, Log, LogFs, Replayed};
+
+/// Pieces of a large entry read ahead of the thread that applies them.
+const PIECES_AHEAD: usize = 2;
 
 /// A store's files, opened and recovered: what `Open` holds besides the directory lock.
 pub(super) struct Parts {
@@ -60,6 +64,17 @@ impl Parts {
         let mut replay_bytes = 0usize;
         let mut replayed = 0u64;
         let log = Log::open(log_fs, log_options, meta.applied_lsn, |entry| {
+            let entry = match entry {
+                Replayed::Large(large) if !holding => {
+                    // After what came before it, in a transaction of its own, in pieces.
+                    apply_entries(&tables, &replay, false)?;
+                    replay.clear();
+                    replay_bytes = 0;
+                    replayed += 1;
+                    return apply_large(&tables, large, path);
+                }
+                entry => entry.into_entry()?,
+            };
             let entry = if holding {
                 held.push_back(entry);
                 if held.len() as u64 <= MAX_HELD_ENTRIES {
@@ -130,6 +145,45 @@ fn apply_entries(tables: &Tables, entries: &[Entry], durable: bool) -> Result<()
         return Ok(());
     }
     tables.apply(entries.iter().map(|e| (e.lsn, e.ops.as_slice())), durable)
+}
+
+/// Applies a large entry (a bulk load's) as its ops are read, on a thread of its own as a
+/// bulk load applies them, so that reading the log and redb's inserts overlap and the
+/// entry is never in memory whole. Committed (without an fsync) once every op is applied.
+fn apply_large(tables: &Tables, mut large: LargeEntry<'_>, path: &Path) -> Result<()> {
+    let lsn = large.lsn;
+    let abort = AtomicBool::new(false);
+    let abort = &abort;
+    std::thread::scope(|scope| {
+        let (pieces, received) = mpsc::sync_channel(PIECES_AHEAD);
+        let applier = std::thread::Builder::new()
+            .name("replikv-replay".into())
+            .spawn_scoped(scope, move || tables.apply_streamed(&received, abort))
+            .map_err(|source| StoreError::Io {
+                context: "cannot start a thread to replay the log of",
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let read = (|| -> Result<()> {
+            while let Some(ops) = large.next_ops()? {
+                if pieces.send(Streamed::Ops(ops)).is_err() {
+                    // The applier stopped on an error, which its join returns.
+                    return Ok(());
+                }
+            }
+            // A failed send is the applier's error too.
+            let _ = pieces.send(Streamed::Commit(lsn));
+            Ok(())
+        })();
+        if read.is_err() {
+            abort.store(true, Ordering::Release);
+        }
+        drop(pieces);
+        let outcome = applier
+            .join()
+            .map_err(|_| StoreError::Internal("the log replay's thread panicked"))?;
+        read.and(outcome.map(drop))
+    })
 }
 
 /// What a store's directory holds (a replica's install stages under `incoming`, and moves
