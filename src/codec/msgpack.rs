@@ -51,7 +51,7 @@ pub enum Token<'a> {
 }
 
 /// How many tokens follow `token` inside it (two per map pair).
-fn items(token: Token<'_>) -> usize {
+pub(super) fn items(token: Token<'_>) -> usize {
     match token {
         Token::Array(len) => len,
         Token::Map(len) => len.saturating_mul(2),

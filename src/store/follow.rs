@@ -11,7 +11,7 @@ use super::install::Installer;
 use super::tables::TableSum;
 use super::Checksum;
 use super::{dir_io, Store, StoreOptions};
-use crate::codec::decode_entry;
+use crate::codec::{decode_entry, Entry};
 use crate::error::{ReadOnlyReason, ReplicationError, Result, StoreError};
 use crate::follow::{Divergence, LogConsumer, Position, Role, SnapshotSink, SnapshotStart, SumsAt};
 
@@ -102,6 +102,7 @@ impl Store {
             .iter()
             .map(|payload| decode_entry(payload))
             .collect::<Result<Vec<_>, _>>()?;
+        entries.iter().try_for_each(check_replicated)?;
         if !entries.is_empty() {
             self.mark_follower(None)?;
         }
@@ -431,4 +432,31 @@ impl SnapshotSink for Installer {
             .collect();
         Installer::finish(*self, &expected)
     }
+}
+
+/// The latest commit time a Python datetime can show (9999-12-31T23:59:59.999, in ms).
+const MAX_TIMESTAMP_MS: u64 = 253_402_300_799_999;
+
+/// Checks an entry from a primary as a local write is checked when it is made (table
+/// names, keys, values), and its commit time: a store never takes what it would not
+/// write, nor what a reader of it would fail on later. Sizes are the primary's to limit.
+///
+/// # Errors
+/// [`ReplicationError::Protocol`] naming the entry and what is wrong.
+fn check_replicated(entry: &Entry) -> Result<()> {
+    let refuse = |what: String| -> crate::Error {
+        ReplicationError::Protocol(format!("entry {} from the primary {what}", entry.lsn)).into()
+    };
+    if entry.timestamp_ms > MAX_TIMESTAMP_MS {
+        return Err(refuse(format!(
+            "has a commit time of {} ms, past year 9999",
+            entry.timestamp_ms
+        )));
+    }
+    for op in &entry.ops {
+        super::validate_table_name(&op.table).map_err(|e| refuse(format!("writes {e}")))?;
+        crate::codec::check_op(op.borrowed())
+            .map_err(|e| refuse(format!("writes to {:?} {e}", op.table)))?;
+    }
+    Ok(())
 }

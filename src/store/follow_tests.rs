@@ -135,3 +135,70 @@ fn a_followers_tables_are_never_durable_past_its_log() {
     );
     follower.close().unwrap();
 }
+
+/// The payload of entry `lsn` (epoch 1) holding `ops`, committed at `timestamp_ms`.
+fn forged(lsn: u64, timestamp_ms: u64, ops: &[Op]) -> Vec<u8> {
+    let mut payload = Vec::new();
+    for word in [lsn, 1, timestamp_ms] {
+        payload.extend_from_slice(&word.to_le_bytes());
+    }
+    payload.extend(crate::codec::encode_ops(ops));
+    payload
+}
+
+/// An entry from a primary that a local write could never make (a table name that is
+/// empty or reserved, a key or value that does not decode, a commit time past year 9999)
+/// is refused whole, before anything of its batch is appended: a replica's store never
+/// holds what it cannot read back, and reopens as it was.
+#[test]
+fn entries_a_local_write_could_not_make_are_refused_with_nothing_appended() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("follower");
+    let options = StoreOptions {
+        follower: true,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(&path, options.clone()).unwrap();
+    let good = put("k")[0].clone();
+    store
+        .append_replicated(&[forged(1, 1, std::slice::from_ref(&good))])
+        .unwrap();
+    assert_eq!(store.sync_replicated().unwrap(), 1);
+    let op = |table: &str, key: Vec<u8>, value: &[u8]| Op {
+        table: table.to_owned(),
+        key,
+        value: Some(value.to_vec()),
+    };
+    let key = encode_key(KeyRef::Str("k2"));
+    let bad = [
+        (1, op("", key.clone(), b"\xc3")),
+        (1, op("__meta", key.clone(), b"\xc3")),
+        (1, op("a b", key.clone(), b"\xc3")),
+        (1, op("t", vec![0x09, 1], b"\xc3")),
+        (1, op("t", Vec::new(), b"\xc3")),
+        (1, op("t", key.clone(), b"\xc1")),
+        (1, op("t", key.clone(), b"\xc3\xc3")),
+        (1, op("t", key.clone(), b"")),
+        (u64::MAX, good.clone()),
+    ];
+    for (timestamp_ms, op) in bad {
+        let batch = [
+            forged(2, 1, std::slice::from_ref(&good)),
+            forged(3, timestamp_ms, std::slice::from_ref(&op)),
+        ];
+        let err = store.append_replicated(&batch).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                crate::Error::Replication(crate::error::ReplicationError::Protocol(_))
+            ),
+            "{op:?} at {timestamp_ms}: {err}"
+        );
+        let last = store.sync_replicated().unwrap();
+        assert_eq!(last, 1, "{op:?}: nothing of its batch is appended");
+    }
+    store.close().unwrap();
+    let reopened = Store::open(&path, options).unwrap();
+    assert_eq!(reopened.last_lsn(), 1);
+    assert_eq!(reopened.tables().unwrap(), vec!["t".to_owned()]);
+}

@@ -180,6 +180,51 @@ impl ReplicaMachine {
         Ok(())
     }
 
+    /// Checks a snapshot the primary begins, at `lsn` (an entry of `epoch`) of the history
+    /// `lineage`, before anything of it is taken: it may replace only an empty store, or
+    /// one of the same history that holds no entry past `lsn` (DESIGN §1). Either other
+    /// kind would throw away entries this replica holds, which no snapshot brings back.
+    ///
+    /// # Errors
+    /// [`ReplicationError::Diverged`] for a snapshot of another history or older than the
+    /// log; [`ReplicationError::Protocol`] for one from an epoch after the primary's.
+    pub fn snapshot_begins(
+        &self,
+        lsn: u64,
+        epoch: u64,
+        lineage: u64,
+        own_lineage: u64,
+    ) -> Result<(), ReplicationError> {
+        if epoch > self.epoch {
+            return Err(ReplicationError::Protocol(format!(
+                "a snapshot at an entry of epoch {epoch}, after the primary's epoch {}",
+                self.epoch
+            )));
+        }
+        if self.flushed_lsn == 0 {
+            return Ok(());
+        }
+        let reason = if lineage != own_lineage {
+            format!(
+                "the primary's snapshot is of another history than this store's, which holds \
+                 entries up to LSN {}",
+                self.flushed_lsn
+            )
+        } else if lsn < self.flushed_lsn {
+            format!(
+                "the primary's snapshot is at LSN {lsn}, before LSN {} this store holds: the \
+                 primary lost entries this store has",
+                self.flushed_lsn
+            )
+        } else {
+            return Ok(());
+        };
+        Err(ReplicationError::Diverged {
+            fork_lsn: (lineage == own_lineage).then_some(lsn + 1),
+            reason,
+        })
+    }
+
     /// A snapshot at `lsn` (an entry of `epoch`) replaced the store's contents.
     pub fn installed(&mut self, lsn: u64, epoch: u64) {
         self.flushed_lsn = lsn;
@@ -790,5 +835,28 @@ mod tests {
         assert_eq!((m.applied_lsn(), m.confirmed_lsn()), (3, 3));
         m.welcomed(1, 5, false).unwrap();
         assert_eq!(m.receive(beat(5)).unwrap()[0], ReplicaAction::Release(5));
+    }
+
+    /// A snapshot may replace only an empty store, or one of the same history holding no
+    /// entry past the snapshot: any other would throw away entries. An empty store takes
+    /// any history; no snapshot may come from an epoch after its primary's.
+    #[test]
+    fn a_snapshot_of_another_history_or_older_than_the_log_is_refused_as_diverged() {
+        let mut machine = ReplicaMachine::new(10, 10, 1, 1);
+        machine.welcomed(2, 30, true).unwrap();
+        machine.snapshot_begins(10, 1, 7, 7).unwrap();
+        machine.snapshot_begins(25, 2, 7, 7).unwrap();
+        for (lsn, lineage) in [(25, 8), (9, 7), (3, 8)] {
+            let err = machine.snapshot_begins(lsn, 1, lineage, 7).unwrap_err();
+            assert!(
+                matches!(err, ReplicationError::Diverged { .. }),
+                "at {lsn} of {lineage}: {err}"
+            );
+        }
+        let err = machine.snapshot_begins(25, 3, 7, 7).unwrap_err();
+        assert!(matches!(err, ReplicationError::Protocol(_)), "{err}");
+        let mut empty = ReplicaMachine::new(0, 0, 1, 0);
+        empty.welcomed(2, 30, true).unwrap();
+        empty.snapshot_begins(3, 2, 8, 7).unwrap();
     }
 }

@@ -333,6 +333,26 @@ async fn answer_once<'a>(
     Ok(Accepted::Monitor)
 }
 
+/// Checks a streaming peer's name, and the address it listens at (said to every member in
+/// each heartbeat, and dialled by promotions: a string that is not an address would be
+/// repeated, unbounded, to all of them).
+fn check_names(name: &str, listen: Option<&str>) -> Result<(), Denied> {
+    if crate::store::validate_table_name(name).is_err() {
+        return Err(Denied::new(
+            RefuseCode::Protocol,
+            format!("invalid replica name {name:?}"),
+        ));
+    }
+    if let Some(listen) = listen.filter(|a| a.parse::<SocketAddr>().is_err()) {
+        let said: String = listen.chars().take(64).collect();
+        return Err(Denied::new(
+            RefuseCode::Protocol,
+            format!("{name} listens at {said:?}, which is not an IP address and port"),
+        ));
+    }
+    Ok(())
+}
+
 /// The authenticated part: a monitor gets its report; a replica or consumer gets the
 /// resume decision (its slot created, or pinned for a snapshot) and a welcome.
 async fn welcome<'a>(
@@ -368,12 +388,7 @@ async fn welcome<'a>(
     if !matches!(kind, PeerKind::Replica | PeerKind::Consumer) {
         return answer_once(shared, writer, peer, kind, name).await;
     }
-    if crate::store::validate_table_name(&name).is_err() {
-        return Err(Denied::new(
-            RefuseCode::Protocol,
-            format!("invalid replica name {name:?}"),
-        ));
-    }
+    check_names(&name, listen.as_deref())?;
     // Before the slot is touched: another replica's slot must not move to this one's LSN.
     let claim = match shared.claim(&kind.link_name(&name), store_id) {
         Ok(claim) => claim,

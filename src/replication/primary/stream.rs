@@ -16,7 +16,7 @@ use crate::log::{LogPosition, RawEntry};
 use crate::net::heard::HeardReader;
 use crate::net::AbortOnDrop;
 use crate::replication::machine::{LinkAction, LinkId};
-use crate::replication::protocol::{read_frame, write_frame, Message, RefuseCode};
+use crate::replication::protocol::{read_peer_frame, write_frame, Message, RefuseCode};
 use crate::replication::ship::send_entries;
 use crate::replication::status::now_ms;
 
@@ -202,7 +202,7 @@ pub(super) async fn read_acks(
     // acks every batch it applies).
     let mut reader = tokio::io::BufReader::new(reader);
     loop {
-        match read_frame(&mut reader).await {
+        match read_peer_frame(&mut reader).await {
             Ok(Message::Ack {
                 flushed_lsn,
                 applied_lsn,

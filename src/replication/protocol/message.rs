@@ -315,6 +315,108 @@ pub enum Message {
     },
 }
 
+/// Epochs and LSNs no store reaches (four billion promotions; 2^53 entries, centuries of
+/// writes at millions a second): a frame that names one is a protocol error, before
+/// anything remembers it. A forged `u64::MAX` epoch would otherwise fence a primary for
+/// good, and wrap the next promotion's epoch; a snapshot at LSN `u64::MAX` would leave a
+/// replica whose next LSN is 0.
+pub const MAX_EPOCH: u64 = 1 << 32;
+/// See [`MAX_EPOCH`].
+pub const MAX_LSN: u64 = 1 << 53;
+
+impl Message {
+    /// Checks the epochs and LSNs the message names against [`MAX_EPOCH`] and [`MAX_LSN`].
+    /// (`durable_lsn` is left out: `u64::MAX` there means "all of them".)
+    ///
+    /// # Errors
+    /// Which bound a field passes, for a person.
+    pub fn check_plausible(&self) -> Result<(), String> {
+        let mut epochs = Vec::new();
+        let mut lsns = Vec::new();
+        let mut history_of = |history: &[(u64, u64)]| {
+            for &(epoch, start) in history {
+                epochs.push(epoch);
+                lsns.push(start);
+            }
+        };
+        match self {
+            Message::Hello { history, held, .. } => {
+                history_of(history);
+                let held: Vec<(u64, u64)> = held
+                    .iter()
+                    .flatten()
+                    .map(|&(lsn, (epoch, _))| (epoch, lsn))
+                    .collect();
+                history_of(&held);
+            }
+            Message::SnapshotBegin { history, .. } | Message::Granted { history, .. } => {
+                history_of(history);
+            }
+            _ => {}
+        }
+        match self {
+            Message::Hello {
+                epoch,
+                flushed_lsn,
+                flushed_id,
+                ..
+            } => {
+                epochs.extend([*epoch, flushed_id.0]);
+                lsns.push(*flushed_lsn);
+            }
+            Message::Welcome {
+                epoch,
+                last_lsn,
+                matched_lsn,
+                ..
+            } => {
+                epochs.push(*epoch);
+                lsns.extend(std::iter::once(*last_lsn).chain(*matched_lsn));
+            }
+            Message::SnapshotBegin { lsn, epoch, id, .. } => {
+                epochs.extend([*epoch, id.0]);
+                lsns.push(*lsn);
+            }
+            Message::Refused {
+                epoch, fork_lsn, ..
+            } => {
+                epochs.push(*epoch);
+                lsns.extend(*fork_lsn);
+            }
+            Message::Entries { epoch, .. } => epochs.push(*epoch),
+            Message::EntryPart { lsn, .. } => lsns.push(*lsn),
+            Message::Ack {
+                flushed_lsn,
+                applied_lsn,
+            } => lsns.extend([*flushed_lsn, *applied_lsn]),
+            Message::Granted { flushed_lsn, .. } => lsns.push(*flushed_lsn),
+            Message::Fetch {
+                after_lsn,
+                up_to_lsn,
+            } => lsns.extend([*after_lsn, *up_to_lsn]),
+            Message::Heartbeat {
+                last_lsn, epoch, ..
+            }
+            | Message::Handover {
+                epoch, last_lsn, ..
+            } => {
+                epochs.push(*epoch);
+                lsns.push(*last_lsn);
+            }
+            _ => {}
+        }
+        if let Some(epoch) = epochs.iter().find(|&&e| e > MAX_EPOCH) {
+            return Err(format!(
+                "epoch {epoch} is past any a store reaches ({MAX_EPOCH})"
+            ));
+        }
+        if let Some(lsn) = lsns.iter().find(|&&l| l > MAX_LSN) {
+            return Err(format!("LSN {lsn} is past any a store reaches ({MAX_LSN})"));
+        }
+        Ok(())
+    }
+}
+
 /// What an older sender's entries are: durable, every one.
 fn all_durable() -> u64 {
     u64::MAX

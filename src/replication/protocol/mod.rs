@@ -21,7 +21,7 @@ mod message;
 #[cfg(test)]
 mod tests;
 
-pub use message::{unexpected, Message, PeerKind, RefuseCode};
+pub use message::{unexpected, Message, PeerKind, RefuseCode, MAX_EPOCH, MAX_LSN};
 
 /// The protocol version this build speaks.
 /// Version 2 (issue 8) added fields to `Hello`, `Entries`, `Heartbeat`, `Refused` and
@@ -32,6 +32,9 @@ pub const PROTOCOL_VERSION: u8 = 2;
 /// The largest frame accepted (after the length field). Entries larger than this travel in
 /// parts; a single snapshot row (key and value) must fit in one frame.
 pub const MAX_FRAME_BYTES: usize = 64 << 20;
+/// The largest frame a peer sends a primary after its handshake: acks, and the sums of a
+/// verification (a few dozen bytes per table). Only a primary sends large frames.
+pub const PEER_FRAME_BYTES: usize = 4 << 20;
 /// The largest handshake frame (challenge, hello, welcome).
 pub const HANDSHAKE_FRAME_BYTES: usize = 64 << 10;
 /// Bytes of version, type and CRC around a payload.
@@ -109,6 +112,7 @@ pub fn decode_frame_body(body: &[u8]) -> Result<Message, ReplicationError> {
             content[1]
         )));
     }
+    message.check_plausible().map_err(protocol)?;
     Ok(message)
 }
 
@@ -128,6 +132,18 @@ fn io(context: &str) -> impl FnOnce(std::io::Error) -> ReplicationError + '_ {
 /// I/O failures (including a closed connection) and protocol violations.
 pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Message, ReplicationError> {
     read_frame_up_to(reader, MAX_FRAME_BYTES).await
+}
+
+/// Reads one frame a peer sends its primary after the handshake (at most
+/// [`PEER_FRAME_BYTES`]): a peer that proved the token cannot make the primary allocate
+/// a primary's frame size per connection either.
+///
+/// # Errors
+/// As [`read_frame`], and a frame over the limit.
+pub async fn read_peer_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+) -> Result<Message, ReplicationError> {
+    read_frame_up_to(reader, PEER_FRAME_BYTES).await
 }
 
 /// Reads one frame of at most `limit` bytes: before a peer has proved the token, frames

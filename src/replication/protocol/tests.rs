@@ -277,3 +277,44 @@ fn a_message_too_large_for_a_frame_is_refused_on_encode() {
     };
     assert!(encode_frame(&huge).is_err());
 }
+
+/// A frame naming an epoch or an LSN past what any store reaches is refused before anyone
+/// remembers it (a forged `u64::MAX` epoch would fence a primary for good); the bounds
+/// themselves pass.
+#[test]
+fn epochs_and_lsns_no_store_reaches_are_refused() {
+    let heartbeat = |last_lsn, epoch| Message::Heartbeat {
+        last_lsn,
+        oldest_missing_ms: 0,
+        now_ms: 0,
+        epoch,
+        quorum: 0,
+        members: 0,
+        peers: Vec::new(),
+    };
+    let decoded = |message: &Message| {
+        let frame = encode_frame(message).unwrap();
+        decode_frame_body(&frame[4..])
+    };
+    for plausible in [heartbeat(MAX_LSN, MAX_EPOCH), heartbeat(0, 0)] {
+        assert_eq!(decoded(&plausible).unwrap(), plausible);
+    }
+    for forged in [
+        heartbeat(MAX_LSN + 1, 1),
+        heartbeat(1, MAX_EPOCH + 1),
+        heartbeat(1, u64::MAX),
+    ] {
+        let err = decoded(&forged).unwrap_err();
+        assert!(
+            matches!(&err, ReplicationError::Protocol(reason) if reason.contains("past any a store reaches")),
+            "{err}"
+        );
+    }
+    // "All of them are durable" is not an LSN, and stays allowed.
+    let entries = Message::Entries {
+        payloads: Vec::new(),
+        epoch: 1,
+        durable_lsn: u64::MAX,
+    };
+    assert_eq!(decoded(&entries).unwrap(), entries);
+}

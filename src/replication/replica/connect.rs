@@ -10,7 +10,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use super::seed::receive_snapshot;
 use super::{lock, Shared, IDLE_TIMEOUT};
 use crate::error::ReplicationError;
-use crate::follow;
+use crate::follow::{self, SnapshotStart};
 use crate::net::stall::StallWriter;
 use crate::replication::handshake::{self, Role};
 use crate::replication::machine::ReplicaMachine;
@@ -115,7 +115,11 @@ pub(super) async fn connect(
                 state.state = machine.state();
             }
             if snapshot {
-                let (lsn, epoch) = receive_snapshot(shared, &mut reader, &mut writer).await?;
+                let accept = |start: &SnapshotStart| {
+                    machine.snapshot_begins(start.lsn, start.epoch, start.lineage, position.lineage)
+                };
+                let (lsn, epoch) =
+                    receive_snapshot(shared, &mut reader, &mut writer, accept).await?;
                 machine.installed(lsn, epoch);
                 lock(&shared.state).state = machine.state();
             }

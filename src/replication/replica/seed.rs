@@ -52,9 +52,10 @@ pub(super) async fn receive_snapshot(
     shared: &Arc<Shared>,
     reader: &mut OwnedReadHalf,
     writer: &mut Writer,
+    accept: impl FnOnce(&SnapshotStart) -> Result<(), ReplicationError>,
 ) -> Result<(u64, u64), ReplicationError> {
     let alive = Alive(Mutex::new(Instant::now() + HANDSHAKE_TIMEOUT));
-    keeping_alive(writer, &alive, receive(shared, reader, &alive)).await
+    keeping_alive(writer, &alive, receive(shared, reader, &alive, accept)).await
 }
 
 /// Runs `phase`, writing a keepalive to the primary every [`KEEPALIVE`] while `alive` says
@@ -83,6 +84,7 @@ async fn receive(
     shared: &Arc<Shared>,
     reader: &mut OwnedReadHalf,
     alive: &Alive,
+    accept: impl FnOnce(&SnapshotStart) -> Result<(), ReplicationError>,
 ) -> Result<(u64, u64), ReplicationError> {
     let failed =
         |e: crate::Error| ReplicationError::Protocol(format!("cannot install the snapshot: {e}"));
@@ -98,13 +100,6 @@ async fn receive(
     else {
         return Err(ReplicationError::Protocol("expected a snapshot".into()));
     };
-    let total: u64 = tables.iter().map(|(_, rows, _)| rows).sum();
-    tracing::info!(lsn, rows = total, "receiving a snapshot");
-    {
-        let mut state = lock(&shared.state);
-        state.snapshot = Some((0, total));
-    }
-    let consumer = Arc::clone(&shared.consumer);
     let start = SnapshotStart {
         lsn,
         epoch,
@@ -112,6 +107,14 @@ async fn receive(
         lineage,
         history,
     };
+    accept(&start)?;
+    let total: u64 = tables.iter().map(|(_, rows, _)| rows).sum();
+    tracing::info!(lsn, rows = total, "receiving a snapshot");
+    {
+        let mut state = lock(&shared.state);
+        state.snapshot = Some((0, total));
+    }
+    let consumer = Arc::clone(&shared.consumer);
     alive.for_next(APPLY_PATIENCE);
     let mut installer = tokio::task::spawn_blocking(move || consumer.begin_snapshot(start))
         .await
