@@ -3,11 +3,13 @@ raw sockets sending garbage, redis-benchmark; and its invalidation from a primar
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,6 +111,31 @@ def raw_exchange(node: replikv.CacheNode, payload: bytes) -> list[bytes]:
     return data.split(b"\r\n")[:-1]
 
 
+def over_long_request(node: replikv.CacheNode) -> bytes:
+    """Sends a 20-argument request of 8 MiB arguments (160 MiB) from a thread, and returns
+    the first line the node answered before it closed the connection (b"" if it reset it
+    with bytes unread). Fails with a timeout if the node keeps reading."""
+    host, port = node.address.rsplit(":", 1)
+    header = b"*21\r\n$3\r\nDEL\r\n"
+    bulk = b"$8388608\r\n" + b"x" * (8 << 20) + b"\r\n"
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+
+        def send() -> None:
+            with contextlib.suppress(OSError):
+                sock.sendall(header + bulk * 20)
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        data = b""
+        try:
+            while chunk := sock.recv(65536):
+                data += chunk
+        except ConnectionResetError:
+            pass
+        sender.join(timeout=30)
+    return data.split(b"\r\n")[0]
+
+
 def test_malformed_input_gets_errors_and_the_node_serves_on(
     node: replikv.CacheNode,
 ) -> None:
@@ -131,6 +158,10 @@ def test_malformed_input_gets_errors_and_the_node_serves_on(
     lines = raw_exchange(node, b"ECHO " + b"a" * (80 << 10) + b"SET smuggled yes\r\nQUIT\r\n")
     assert lines == [b"-ERR Protocol error: too big inline request"], lines[:3]
     assert client(node, 2).exists("smuggled") == 0
+    # A request that adds up past 96 MiB (each argument within bounds) is answered and
+    # closed while it is still coming, not buffered whole: without the bound the node
+    # waits for the rest of it and this read times out.
+    assert over_long_request(node) in (b"-ERR Protocol error: a request of more than 96 MiB", b"")
     assert client(node, 3).ping() is True
 
 

@@ -32,6 +32,12 @@ const UNAUTHENTICATED: Limits = Limits {
     max_args: 16,
     max_inline: 4 * 1024,
 };
+/// The most bytes one request may take while it is still coming (its arguments and their
+/// headers). The parser's own bounds (a million arguments of 64 MiB each) cap what one
+/// header may claim, not what a request adds up to: a client that sends one long
+/// unfinished command would make the node buffer all of it. Redis closes a client at 1 GiB
+/// (`client-query-buffer-limit`); a cache node's values are far smaller than that.
+const MAX_REQUEST_BYTES: usize = 96 << 20;
 /// A client that reads none of its replies for this long is dropped.
 const WRITE_STALL: Duration = Duration::from_secs(30);
 /// Bytes read per read call, at most: what one read queues as parsed commands stays small.
@@ -262,6 +268,13 @@ async fn serve(shared: &Shared, incoming: Incoming) -> std::io::Result<()> {
                 UNAUTHENTICATED
             };
             broken = read_requests(&mut input, &limits, &mut requests);
+            if !broken && input.len() > MAX_REQUEST_BYTES {
+                let limit = MAX_REQUEST_BYTES >> 20;
+                requests.push_back(Err(format!(
+                    "ERR Protocol error: a request of more than {limit} MiB"
+                )));
+                broken = true;
+            }
         }
         let quit = answer(shared, &mut session, &mut requests, &mut output);
         if output.has_remaining() {

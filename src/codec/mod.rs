@@ -2,14 +2,12 @@
 //! `MessagePack` token reader for values, and the extensions values use for datetimes and
 //! dates.
 
-mod check;
 mod entry;
 mod key;
 pub mod msgpack;
 mod ops;
 mod timestamp;
 
-pub use check::{check_op, check_value};
 pub use entry::{
     decode_entry, frame_payload, frame_record, op_at, payload_epoch, payload_lsn, payload_ops,
     payload_timestamp, record_crc, record_header, Entry, Op, OpRef, PayloadOps, MAX_RECORD_BYTES,

@@ -51,7 +51,7 @@ pub enum Token<'a> {
 }
 
 /// How many tokens follow `token` inside it (two per map pair).
-pub(super) fn items(token: Token<'_>) -> usize {
+fn items(token: Token<'_>) -> usize {
     match token {
         Token::Array(len) => len,
         Token::Map(len) => len.saturating_mul(2),

@@ -437,9 +437,11 @@ impl SnapshotSink for Installer {
 /// The latest commit time a Python datetime can show (9999-12-31T23:59:59.999, in ms).
 const MAX_TIMESTAMP_MS: u64 = 253_402_300_799_999;
 
-/// Checks an entry from a primary as a local write is checked when it is made (table
-/// names, keys, values), and its commit time: a store never takes what it would not
-/// write, nor what a reader of it would fail on later. Sizes are the primary's to limit.
+/// Checks an entry from a primary as a local write is checked when it is made (its table
+/// names), and its commit time: a store never takes a table name it would refuse (redb
+/// panics on some, and the store could not be opened again), nor a time its readers
+/// cannot show. Keys, values and sizes are the primary's, as a local write's are its
+/// writer's.
 ///
 /// # Errors
 /// [`ReplicationError::Protocol`] naming the entry and what is wrong.
@@ -455,8 +457,6 @@ fn check_replicated(entry: &Entry) -> Result<()> {
     }
     for op in &entry.ops {
         super::validate_table_name(&op.table).map_err(|e| refuse(format!("writes {e}")))?;
-        crate::codec::check_op(op.borrowed())
-            .map_err(|e| refuse(format!("writes to {:?} {e}", op.table)))?;
     }
     Ok(())
 }

@@ -147,9 +147,9 @@ fn forged(lsn: u64, timestamp_ms: u64, ops: &[Op]) -> Vec<u8> {
 }
 
 /// An entry from a primary that a local write could never make (a table name that is
-/// empty or reserved, a key or value that does not decode, a commit time past year 9999)
-/// is refused whole, before anything of its batch is appended: a replica's store never
-/// holds what it cannot read back, and reopens as it was.
+/// empty, reserved or invalid), or with a commit time past year 9999, is refused whole,
+/// before anything of its batch is appended: the store reopens as it was (a table named
+/// "" made redb panic, and the store could not be opened again).
 #[test]
 fn entries_a_local_write_could_not_make_are_refused_with_nothing_appended() {
     let dir = tempfile::tempdir().unwrap();
@@ -174,11 +174,6 @@ fn entries_a_local_write_could_not_make_are_refused_with_nothing_appended() {
         (1, op("", key.clone(), b"\xc3")),
         (1, op("__meta", key.clone(), b"\xc3")),
         (1, op("a b", key.clone(), b"\xc3")),
-        (1, op("t", vec![0x09, 1], b"\xc3")),
-        (1, op("t", Vec::new(), b"\xc3")),
-        (1, op("t", key.clone(), b"\xc1")),
-        (1, op("t", key.clone(), b"\xc3\xc3")),
-        (1, op("t", key.clone(), b"")),
         (u64::MAX, good.clone()),
     ];
     for (timestamp_ms, op) in bad {
