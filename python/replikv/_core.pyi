@@ -671,9 +671,11 @@ class Store:
         """An HTML table of its tables, rows, LSN and disk use (or that it is closed), for
         Jupyter."""
     def close(self) -> None:
-        """Closes this handle: its later use raises ``StoreClosed``. With the last handle
-        the store is flushed, checkpointed and every file released; closing twice is
-        harmless."""
+        """Closes this handle: its later use raises ``StoreClosed``, and the transactions
+        opened through it that have not ended are aborted (their writer lock is released
+        at once). With the last handle the store is flushed, checkpointed and every file
+        released; closing twice is harmless.
+        """
     def __enter__(self) -> Self: ...
     def __exit__(self, *_exc: object) -> bool: ...
     @property

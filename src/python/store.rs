@@ -22,7 +22,7 @@ use super::errors::{owned, run, run_detached};
 use super::iter::{KeyBounds, PyScan, ScanKeys};
 use super::put_many::{put_op, put_rows};
 use super::stats::PyStoreStats;
-use super::transaction::PyTransaction;
+use super::transaction::{OpenTransactions, PyTransaction};
 use super::types::{PyChecksum, PyReceipt};
 use super::value::{decode_py_value, encode_py_key};
 use crate::arrow::ExportRequest;
@@ -62,6 +62,8 @@ pub(crate) const PROGRESS_EVERY: usize = 8192;
 #[pyclass(frozen, module = "replikv._core", name = "Store")]
 pub(crate) struct PyStore {
     pub(crate) store: Store,
+    /// The transactions opened through this handle, which its `close()` aborts.
+    transactions: OpenTransactions,
 }
 
 /// The encoded-key bounds of `prefix=`, `start=` (included) and `end=` (excluded): the
@@ -140,7 +142,7 @@ impl PyStore {
         };
         let path = directory(path.extract()?)?;
         let store = run_detached(py, || Store::open_shared(&path, options))?;
-        Ok(Self { store })
+        Ok(Self::of(store))
     }
 
     /// The store's directory.
@@ -396,6 +398,7 @@ impl PyStore {
             py,
             self.store.clone(),
             durability_arg(durability)?,
+            &self.transactions,
         ))
     }
 
@@ -631,11 +634,19 @@ impl PyStore {
         PyChecksum::new(py, sums)
     }
 
-    /// Closes this handle: its later use raises ``StoreClosed``. With the last handle
-    /// the store is flushed, checkpointed and every file released; closing twice is
-    /// harmless.
+    /// Closes this handle: its later use raises ``StoreClosed``, and the transactions
+    /// opened through it that have not ended are aborted (their writer lock is released
+    /// at once). With the last handle the store is flushed, checkpointed and every file
+    /// released; closing twice is harmless.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        run_detached(py, || self.store.close())
+        run_detached(py, || {
+            let closed = self.store.close();
+            // Only a close refused from inside a bulk load leaves the handle open.
+            if self.store.is_closed() {
+                self.transactions.abort_all();
+            }
+            closed
+        })
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -710,6 +721,14 @@ impl PyStore {
 }
 
 impl PyStore {
+    /// The Python object of a store handle.
+    pub(crate) fn of(store: Store) -> Self {
+        Self {
+            store,
+            transactions: OpenTransactions::default(),
+        }
+    }
+
     /// Deletes the rows of `table` in a key range as one transaction (see
     /// [`Store::delete_range`]); returns how many once the write has its durability.
     fn delete_range(
