@@ -666,6 +666,8 @@ class Store:
         Raises:
             ReplikvError: long reads kept the tables busy for a minute; nothing was
                 changed.
+            KeyboardInterrupt: Ctrl-C while it waits for another thread's transaction to
+                end; nothing was changed.
         """
     def _repr_html_(self) -> str:
         """An HTML table of its tables, rows, LSN and disk use (or that it is closed), for

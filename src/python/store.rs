@@ -623,7 +623,10 @@ impl PyStore {
     /// Raises:
     ///     ReplikvError: long reads kept the tables busy for a minute; nothing was
     ///         changed.
+    ///     KeyboardInterrupt: Ctrl-C while it waits for another thread's transaction to
+    ///         end; nothing was changed.
     fn compact(&self, py: Python<'_>) -> PyResult<u64> {
+        wait_for_writer(py, &self.store)?;
         let compaction = run_detached(py, || self.store.compact())?;
         Ok(compaction.reclaimed())
     }
