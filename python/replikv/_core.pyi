@@ -287,7 +287,8 @@ class Transaction:
     """A serializable transaction: commits on a clean ``with`` exit, aborts on an exception.
 
     It holds the store's writer lock from its first use until it ends; its reads see its
-    own pending writes.
+    own pending writes. A ``KeyboardInterrupt`` that escapes the ``with`` block from its
+    commit comes after the commit point: it carries ``.receipt``, as does the transaction.
     """
 
     def __enter__(self) -> Transaction: ...
@@ -299,7 +300,12 @@ class Transaction:
     def get(self, table: str, key: _Key, default: Any = None) -> Any:
         """Reads ``key``, seeing this transaction's own writes first."""
     def commit(self) -> Receipt:
-        """Commits now (the context manager does this on a clean exit)."""
+        """Commits now (the context manager does this on a clean exit).
+
+        A Ctrl-C during the commit (a large one takes seconds) does not stop it: the
+        ``KeyboardInterrupt`` raised once it is committed carries the receipt as
+        ``.receipt`` and a note saying so.
+        """
     def abort(self) -> None:
         """Discards every write of the transaction and releases the writer lock."""
     @property
@@ -414,8 +420,9 @@ class Store:
                 serving ``Primary`` hold the write durably) or ``None`` (the default of
                 the table, set by the ``Primary``).
 
-        A Ctrl-C while a sync write waits for its replicas raises ``KeyboardInterrupt``
-        carrying the receipt as ``.receipt``: the write is committed locally.
+        A Ctrl-C during the commit, or while a sync write waits for its replicas, raises
+        ``KeyboardInterrupt`` carrying the receipt as ``.receipt`` and a note: the write
+        is committed locally.
 
         Raises:
             TypeError: a key or value of an unsupported type (a value's refusal names the
@@ -481,7 +488,9 @@ class Store:
         The entry holds a delete per key, so replicas, cache nodes and ``changes()`` see it
         like any write (a very large prefix can exceed ``max_transaction_bytes``: then
         ``ValueTooLarge`` is raised and nothing is deleted). Writers wait while the rows
-        are read.
+        are read. Ctrl-C does not stop it once it has the writer lock: the
+        ``KeyboardInterrupt`` raised when the rows are deleted carries the receipt as
+        ``.receipt`` and a note saying so.
 
         Raises:
             TypeError: ``prefix`` is not str or bytes (int keys have no prefixes).
@@ -489,8 +498,9 @@ class Store:
         """
     def drop_table(self, name: str, *, durability: str | None = None) -> int:
         """Deletes the whole table as one transaction (one log entry), like
-        :meth:`delete_prefix`; it is then no longer listed by :meth:`tables`. Returns how
-        many rows it held: 0 for a table that does not exist (dropping is idempotent).
+        :meth:`delete_prefix` (Ctrl-C included); it is then no longer listed by
+        :meth:`tables`. Returns how many rows it held: 0 for a table that does not exist
+        (dropping is idempotent).
 
         Raises:
             ValueError: a bad table name.

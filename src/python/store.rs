@@ -192,8 +192,9 @@ impl PyStore {
     ///         serving ``Primary`` hold the write durably) or ``None`` (the default of
     ///         the table, set by the ``Primary``).
     ///
-    /// A Ctrl-C while a sync write waits for its replicas raises ``KeyboardInterrupt``
-    /// carrying the receipt as ``.receipt``: the write is committed locally.
+    /// A Ctrl-C during the commit, or while a sync write waits for its replicas, raises
+    /// ``KeyboardInterrupt`` carrying the receipt as ``.receipt`` and a note: the write
+    /// is committed locally.
     ///
     /// Raises:
     ///     TypeError: a key or value of an unsupported type (a value's refusal names the
@@ -333,7 +334,9 @@ impl PyStore {
     /// The entry holds a delete per key, so replicas, cache nodes and ``changes()`` see it
     /// like any write (a very large prefix can exceed ``max_transaction_bytes``: then
     /// ``ValueTooLarge`` is raised and nothing is deleted). Writers wait while the rows
-    /// are read.
+    /// are read. Ctrl-C does not stop it once it has the writer lock: the
+    /// ``KeyboardInterrupt`` raised when the rows are deleted carries the receipt as
+    /// ``.receipt`` and a note saying so.
     ///
     /// Raises:
     ///     TypeError: ``prefix`` is not str or bytes (int keys have no prefixes).
@@ -365,8 +368,9 @@ impl PyStore {
     }
 
     /// Deletes the whole table as one transaction (one log entry), like
-    /// :meth:`delete_prefix`; it is then no longer listed by :meth:`tables`. Returns how
-    /// many rows it held: 0 for a table that does not exist (dropping is idempotent).
+    /// :meth:`delete_prefix` (Ctrl-C included); it is then no longer listed by
+    /// :meth:`tables`. Returns how many rows it held: 0 for a table that does not exist
+    /// (dropping is idempotent).
     ///
     /// Raises:
     ///     ValueError: a bad table name.
@@ -808,7 +812,7 @@ impl<'py> Progress<'py> {
 /// receipt travels on the exception (`.receipt`) with a note saying the rows are stored.
 pub(crate) fn committed_anyway(py: Python<'_>, err: PyErr, receipt: PyReceipt) -> PyErr {
     let note = format!(
-        "the write was already committed at LSN {} when this was raised: its rows are \
+        "the write was already committed at LSN {} when this was raised: its changes are \
          stored, and its receipt is this exception's .receipt",
         receipt.lsn
     );
@@ -831,6 +835,18 @@ pub(crate) fn partly_committed(
         receipt.lsn
     );
     annotated(py, err, receipt, note)
+}
+
+/// The receipt of a write's outcome, if it committed: the one it returned, or the one an
+/// exception raised past its commit point carries (see [`committed_anyway`]).
+pub(crate) fn receipt_of(py: Python<'_>, outcome: &PyResult<PyReceipt>) -> Option<PyReceipt> {
+    match outcome {
+        Ok(receipt) => Some(receipt.clone()),
+        Err(err) => {
+            let receipt = err.value(py).getattr("receipt").ok()?;
+            Some(receipt.cast_into::<PyReceipt>().ok()?.get().clone())
+        }
+    }
 }
 
 /// `err` with `receipt` as its `.receipt` and `note` added to its notes.
@@ -891,25 +907,22 @@ pub(crate) fn commit_ops(
     await_receipt(py, &committed)
 }
 
-/// Waits for a committed write's receipt in slices, checking for Ctrl-C between them: a
-/// `KeyboardInterrupt` then carries the receipt so far (`.receipt`; a sync write not yet
-/// acknowledged by its quorum is marked degraded), since the write is committed.
+/// Waits for a committed write's receipt in slices, checking for Ctrl-C between them. A
+/// `KeyboardInterrupt` then, or one pressed while the commit itself ran (seconds for a large
+/// one, with the GIL released), carries the receipt so far (`.receipt`; a sync write not
+/// yet acknowledged by its quorum is marked degraded), since the write is committed.
 pub(crate) fn await_receipt(py: Python<'_>, committed: &Committed) -> PyResult<PyReceipt> {
     // Local and async writes settle at once: asking costs no GIL release, which a busy
     // interpreter can make cost up to its switch interval.
-    if let Some(receipt) = run(py, || committed.wait(Duration::ZERO))? {
-        return Ok(receipt.into());
-    }
+    let mut settled = run(py, || committed.wait(Duration::ZERO))?;
     loop {
-        if let Some(receipt) = run_detached(py, || committed.wait(SIGNAL_CHECK))? {
+        if let Err(interrupted) = py.check_signals() {
+            let receipt = settled.unwrap_or_else(|| committed.abandoned());
+            return Err(committed_anyway(py, interrupted, receipt.into()));
+        }
+        if let Some(receipt) = settled {
             return Ok(receipt.into());
         }
-        if let Err(interrupted) = py.check_signals() {
-            return Err(committed_anyway(
-                py,
-                interrupted,
-                committed.abandoned().into(),
-            ));
-        }
+        settled = run_detached(py, || committed.wait(SIGNAL_CHECK))?;
     }
 }

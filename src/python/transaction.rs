@@ -8,7 +8,7 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
 use super::errors::{owned, run, run_detached};
-use super::store::{await_receipt, value_or, SIGNAL_CHECK};
+use super::store::{await_receipt, receipt_of, value_or, SIGNAL_CHECK};
 use super::types::PyReceipt;
 use super::value::{decode_py_value, encode_py_key, encode_row_value};
 use crate::store::{Durability, Store, Transaction};
@@ -26,7 +26,8 @@ enum TxState {
 /// A serializable transaction: commits on a clean ``with`` exit, aborts on an exception.
 ///
 /// It holds the store's writer lock from its first use until it ends; its reads see its
-/// own pending writes.
+/// own pending writes. A ``KeyboardInterrupt`` that escapes the ``with`` block from its
+/// commit comes after the commit point: it carries ``.receipt``, as does the transaction.
 #[pyclass(frozen, module = "replikv._core", name = "Transaction")]
 pub(crate) struct PyTransaction {
     store: Store,
@@ -258,6 +259,10 @@ impl PyTransaction {
     }
 
     /// Commits now (the context manager does this on a clean exit).
+    ///
+    /// A Ctrl-C during the commit (a large one takes seconds) does not stop it: the
+    /// ``KeyboardInterrupt`` raised once it is committed carries the receipt as
+    /// ``.receipt`` and a note saying so.
     fn commit(&self, py: Python<'_>) -> PyResult<PyReceipt> {
         let tx = self.take(py)?;
         let writes = tx.len();
@@ -271,10 +276,7 @@ impl PyTransaction {
         };
         // Committed from here, even if the wait for replicas fails or is interrupted.
         let receipt = await_receipt(py, &committed);
-        let kept = match &receipt {
-            Ok(receipt) => receipt.clone(),
-            Err(_) => committed.abandoned().into(),
-        };
+        let kept = receipt_of(py, &receipt).unwrap_or_else(|| committed.abandoned().into());
         *self.lock() = TxState::Committed(kept, writes);
         receipt
     }
