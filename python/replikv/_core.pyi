@@ -228,12 +228,20 @@ class Changes:
         time), ``table`` (string), ``key`` (string, int64 or binary when all keys have that
         type, else packed MessagePack), ``op`` (``'put'`` or ``'delete'``), ``value``
         (packed MessagePack, null for a delete).
+
+        The entries are read as the stream is: if retention drops them first, or the store
+        is closed, the reader (pyarrow, polars, DuckDB) raises an error of its own whose
+        message gives the cause (pyarrow: ``ArrowInvalid: External error: log entries
+        after LSN ... are no longer retained``). ``to_arrow()`` and ``to_pandas()`` raise
+        replikv's exception instead.
         """
     def to_arrow(self) -> Any:
         """The entries as a ``pyarrow.Table``, one row per op (see ``to_arrow_batches``).
 
         Raises:
             ImportError: pyarrow is not installed (``pip install 'replikv[arrow]'``).
+            LogTruncated: retention dropped entries of the range before they were read.
+            StoreClosed: the store was closed before they were read.
         """
     def to_pandas(self) -> Any:
         """The entries as a pandas DataFrame, one row per op, values decoded into Python
@@ -241,6 +249,8 @@ class Changes:
 
         Raises:
             ImportError: pandas is not installed (``pip install 'replikv[pandas]'``).
+            LogTruncated: retention dropped entries of the range before they were read.
+            StoreClosed: the store was closed before they were read.
         """
 
 @final
