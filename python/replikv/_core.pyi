@@ -858,8 +858,9 @@ class ReplicaStatus:
     @property
     def state(self) -> str:
         """``'connecting'``, ``'snapshot'``, ``'catching_up'``, ``'streaming'``,
-        ``'disconnected'``, ``'failed'`` (stopped for good: see ``last_error``) or
-        ``'promoted'``."""
+        ``'disconnected'``, ``'failed'`` (stopped for good: see ``last_error``),
+        ``'promoted'`` or ``'closed'`` (by its ``close()``).
+        """
     @property
     def applied_lsn(self) -> int:
         """What its readers see."""
