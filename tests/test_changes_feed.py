@@ -8,6 +8,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import pytest
 import replikv
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from replikv import _frames
 
 TOKEN = "t0ken"
 UTC = dt.timezone.utc
@@ -228,6 +231,57 @@ def test_changes_below_the_retained_log_raise_log_truncated(tmp_path: Path) -> N
         with pytest.raises(replikv.LogTruncated, match=f"oldest retained LSN is {oldest}"):
             s.changes(since=oldest - 2, tables=["t"])
         assert next(iter(s.changes(since=oldest - 1))).lsn == oldest
+
+
+def feed_losing_its_log(path: Path) -> tuple[replikv.Store, replikv.Changes]:
+    """A store whose log spans many segments, and a feed of all of it."""
+    store = replikv.Store(path, segment_bytes=4096)
+    for i in range(300):
+        store.put("t", i, "x" * 40)
+    return store, store.changes()
+
+
+def dropping_the_log_first(store: replikv.Store, read: Callable[..., Any]) -> Callable[..., Any]:
+    """``read`` (what reads a stream), once retention has dropped the entries it would read."""
+
+    def reading(stream: Any, *args: Any) -> Any:
+        assert store.drop_log_before(store.last_lsn) > 0
+        return read(stream, *args)
+
+    return reading
+
+
+@pytest.mark.parametrize("method", ["to_arrow", "to_pandas"])
+def test_entries_dropped_while_the_feed_is_read_raise_log_truncated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
+    store, feed = feed_losing_its_log(tmp_path / "db")
+    # The entries go between the feed's first pass (which finds the key column's type)
+    # and the reading of its batches.
+    if method == "to_arrow":
+        reader = types.SimpleNamespace(table=dropping_the_log_first(store, pa.table))
+        monkeypatch.setattr(_frames, "require", lambda *_: reader)
+    else:
+        reading = dropping_the_log_first(store, _frames.frame_from_stream)
+        monkeypatch.setattr(_frames, "frame_from_stream", reading)
+    with pytest.raises(replikv.LogTruncated, match="no longer retained") as raised:
+        getattr(feed, method)()
+    assert isinstance(raised.value.__cause__, pa.ArrowInvalid)
+    store.close()
+
+
+def test_pyarrow_reading_a_feed_whose_log_was_dropped_gets_replikvs_message(
+    tmp_path: Path,
+) -> None:
+    # What the README says a third-party reader of to_arrow_batches() sees.
+    store, feed = feed_losing_its_log(tmp_path / "db")
+    stream = feed.to_arrow_batches()
+    store.drop_log_before(store.last_lsn)
+    with pytest.raises(
+        pa.ArrowInvalid, match=r"External error: log entries after LSN \d+ are no longer"
+    ):
+        pa.table(stream)
+    store.close()
 
 
 def test_naive_and_wrongly_typed_bounds_are_refused(store: replikv.Store) -> None:

@@ -1,15 +1,20 @@
-"""Ctrl-C during put_many: before the commit point it aborts with nothing written; after
-it, the rows are stored and the exception says so and carries the receipt."""
+"""Ctrl-C during a write: put_many aborts with nothing written before the commit point;
+past it (and during the commit of delete_prefix, drop_table and a transaction, which Ctrl-C
+cannot stop) the write is stored and the exception says so and carries the receipt."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import replikv
 
 CHILD = textwrap.dedent(
@@ -71,3 +76,52 @@ def test_ctrl_c_while_put_many_encodes_aborts_with_nothing_written(tmp_path: Pat
     with replikv.Store(path) as reopened:
         assert reopened.last_lsn == 0
         assert reopened.count("subscribers") == 0
+
+
+# Enough rows that each call below runs for 0.6 s or more on this machine, well past the
+# 0.1 s at which the signal comes.
+LARGE = 600_000
+
+
+def delete_all_by_prefix(store: replikv.Store) -> Callable[[], object]:
+    store.put_many("t", [(f"k{i:07d}", i) for i in range(LARGE)])
+    return lambda: store.delete_prefix("t", "k")
+
+
+def drop_the_table(store: replikv.Store) -> Callable[[], object]:
+    store.put_many("t", [(f"k{i:07d}", i) for i in range(LARGE)])
+    return lambda: store.drop_table("t")
+
+
+def commit_a_transaction(store: replikv.Store) -> Callable[[], object]:
+    tx = store.transaction()
+    for i in range(LARGE):
+        tx.put("t", f"k{i:07d}", i)
+
+    def commit() -> None:
+        with tx:  # the block ends: the commit of every put
+            pass
+
+    return commit
+
+
+@pytest.mark.parametrize(
+    "prepare",
+    [delete_all_by_prefix, drop_the_table, commit_a_transaction],
+    ids=lambda prepare: prepare.__name__,
+)
+def test_ctrl_c_during_a_commit_it_cannot_stop_says_the_write_is_stored(
+    store: replikv.Store, prepare: Callable[[replikv.Store], Callable[[], object]]
+) -> None:
+    call = prepare(store)
+    before = store.last_lsn
+    threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        call()
+        # Not reached unless the call ended before the signal came (too few rows).
+        threading.Event().wait(5)
+    receipt = getattr(interrupted.value, "receipt", None)
+    assert receipt is not None, "a bare KeyboardInterrupt, as if nothing were written"
+    assert receipt.lsn == store.last_lsn == before + 1
+    assert "already committed" in " ".join(getattr(interrupted.value, "__notes__", []))
+    assert store.count("t") == (LARGE if prepare is commit_a_transaction else 0)

@@ -124,7 +124,7 @@ def test_a_progress_callback_failing_after_the_commit_carries_the_receipt(
     with pytest.raises(RuntimeError, match="broke") as raised:
         getattr(store, load)("t", data, key="k", progress=failing_at(len(FRAME)))
     assert raised.value.receipt.lsn == store.last_lsn  # type: ignore[attr-defined]
-    assert "its rows are stored" in notes(raised.value)
+    assert "its changes are stored" in notes(raised.value)
     assert store.count("t") == len(FRAME)
 
 

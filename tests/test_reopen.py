@@ -8,6 +8,7 @@ import gc
 import multiprocessing
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -170,4 +171,29 @@ def test_a_transaction_of_a_closed_handle_is_refused_and_frees_the_writer_lock(
     # The other handle writes on: the refused commit released the lock.
     assert second.put("t", "k", 2).lsn == 1
     assert second.get("t", "k") == 2
+    second.close()
+
+
+def test_closing_a_handle_aborts_its_open_transaction_and_frees_the_writer_lock_at_once(
+    tmp_path: Path,
+) -> None:
+    first = replikv.Store(tmp_path / "db")
+    second = replikv.Store(tmp_path / "db")
+    tx = first.transaction()
+    tx.put("t", "k", 1)  # holds the writer lock from here
+    first.close()
+    # The dead transaction is left alone: the other handle writes without waiting for it
+    # to be used or collected.
+    written: list[int] = []
+    writer = threading.Thread(target=lambda: written.append(second.put("t", "k", 2).lsn))
+    writer.start()
+    writer.join(10)
+    blocked = writer.is_alive()
+    with pytest.raises(replikv.StoreClosed):
+        tx.commit()  # releases the lock if the close did not, so that the writer ends
+    writer.join(10)
+    assert not blocked, "the closed handle's transaction kept the writer lock"
+    assert written == [1]
+    assert second.get("t", "k") == 2
+    assert "aborted" in repr(tx)
     second.close()

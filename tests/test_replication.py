@@ -55,6 +55,14 @@ def test_replicas_receive_every_write_and_match_the_primarys_checksums(
         assert "eu-1" in repr(eu) and "Primary" in repr(primary)
 
 
+def test_a_closed_replica_reports_itself_closed(primary: replikv.Primary, tmp_path: Path) -> None:
+    replica = replikv.Replica(tmp_path / "r", primary=primary.address, token=TOKEN)
+    assert replica.wait_for(primary.store.put("t", "k", 1).lsn, timeout=30)
+    replica.close()
+    assert replica.status().state == "closed"
+    assert "state=closed" in repr(replica)
+
+
 def test_a_replica_store_is_read_only_and_serves_read_your_writes(
     primary: replikv.Primary, tmp_path: Path
 ) -> None:

@@ -6,6 +6,7 @@ import datetime as dt
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -499,8 +500,19 @@ def test_a_changes_iterator_stays_exhausted_once_it_ends(store: replikv.Store) -
     assert [c.lsn for c in store.changes(since=1)] == [2]
 
 
-def test_ctrl_c_interrupts_a_write_waiting_for_another_threads_transaction(
-    store: replikv.Store,
+# Each waits for the writer lock: put and transaction() to write, scrub to take its
+# snapshot, compact to checkpoint.
+WAITS_FOR_THE_WRITER: dict[str, Callable[[replikv.Store], object]] = {
+    "put": lambda store: store.put("t", "blocked", 1),
+    "transaction": lambda store: store.transaction().put("t", "blocked", 1),
+    "scrub": lambda store: store.scrub(),
+    "compact": lambda store: store.compact(),
+}
+
+
+@pytest.mark.parametrize("call", WAITS_FOR_THE_WRITER)
+def test_ctrl_c_interrupts_a_call_waiting_for_another_threads_transaction(
+    store: replikv.Store, call: str
 ) -> None:
     import os
     import signal
@@ -518,13 +530,12 @@ def test_ctrl_c_interrupts_a_write_waiting_for_another_threads_transaction(
     holder.start()
     try:
         assert holding.wait(30)
-        timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
-        timer.start()
+        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+        started = time.monotonic()
         with pytest.raises(KeyboardInterrupt):
-            store.put("t", "blocked", 1)
-        with pytest.raises(KeyboardInterrupt):
-            threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
-            store.transaction().put("t", "blocked", 1)
+            WAITS_FOR_THE_WRITER[call](store)
+        # Raised while the transaction still runs, not once it ends.
+        assert time.monotonic() - started < 10
     finally:
         release.set()
         holder.join()

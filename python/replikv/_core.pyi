@@ -228,12 +228,20 @@ class Changes:
         time), ``table`` (string), ``key`` (string, int64 or binary when all keys have that
         type, else packed MessagePack), ``op`` (``'put'`` or ``'delete'``), ``value``
         (packed MessagePack, null for a delete).
+
+        The entries are read as the stream is: if retention drops them first, or the store
+        is closed, the reader (pyarrow, polars, DuckDB) raises an error of its own whose
+        message gives the cause (pyarrow: ``ArrowInvalid: External error: log entries
+        after LSN ... are no longer retained``). ``to_arrow()`` and ``to_pandas()`` raise
+        replikv's exception instead.
         """
     def to_arrow(self) -> Any:
         """The entries as a ``pyarrow.Table``, one row per op (see ``to_arrow_batches``).
 
         Raises:
             ImportError: pyarrow is not installed (``pip install 'replikv[arrow]'``).
+            LogTruncated: retention dropped entries of the range before they were read.
+            StoreClosed: the store was closed before they were read.
         """
     def to_pandas(self) -> Any:
         """The entries as a pandas DataFrame, one row per op, values decoded into Python
@@ -241,6 +249,8 @@ class Changes:
 
         Raises:
             ImportError: pandas is not installed (``pip install 'replikv[pandas]'``).
+            LogTruncated: retention dropped entries of the range before they were read.
+            StoreClosed: the store was closed before they were read.
         """
 
 @final
@@ -287,7 +297,8 @@ class Transaction:
     """A serializable transaction: commits on a clean ``with`` exit, aborts on an exception.
 
     It holds the store's writer lock from its first use until it ends; its reads see its
-    own pending writes.
+    own pending writes. A ``KeyboardInterrupt`` that escapes the ``with`` block from its
+    commit comes after the commit point: it carries ``.receipt``, as does the transaction.
     """
 
     def __enter__(self) -> Transaction: ...
@@ -299,7 +310,12 @@ class Transaction:
     def get(self, table: str, key: _Key, default: Any = None) -> Any:
         """Reads ``key``, seeing this transaction's own writes first."""
     def commit(self) -> Receipt:
-        """Commits now (the context manager does this on a clean exit)."""
+        """Commits now (the context manager does this on a clean exit).
+
+        A Ctrl-C during the commit (a large one takes seconds) does not stop it: the
+        ``KeyboardInterrupt`` raised once it is committed carries the receipt as
+        ``.receipt`` and a note saying so.
+        """
     def abort(self) -> None:
         """Discards every write of the transaction and releases the writer lock."""
     @property
@@ -414,8 +430,9 @@ class Store:
                 serving ``Primary`` hold the write durably) or ``None`` (the default of
                 the table, set by the ``Primary``).
 
-        A Ctrl-C while a sync write waits for its replicas raises ``KeyboardInterrupt``
-        carrying the receipt as ``.receipt``: the write is committed locally.
+        A Ctrl-C during the commit, or while a sync write waits for its replicas, raises
+        ``KeyboardInterrupt`` carrying the receipt as ``.receipt`` and a note: the write
+        is committed locally.
 
         Raises:
             TypeError: a key or value of an unsupported type (a value's refusal names the
@@ -454,10 +471,12 @@ class Store:
                 is called with the number of rows encoded so far.
             durability: as for ``put``.
 
-        Ctrl-C while the rows are encoded raises ``KeyboardInterrupt`` with nothing
-        written. Past the commit point the rows are stored whatever happens: an exception
-        raised then (Ctrl-C during the fdatasync, a failing progress callback) carries
-        the receipt as ``.receipt`` and a note saying so.
+        Ctrl-C while the rows are read and encoded raises ``KeyboardInterrupt`` with
+        nothing written. Once the last row is read the write goes on to commit whatever
+        happens (a generator's rows are then built into the log record, about 0.2 s per
+        million rows, before its commit point): an exception raised from then on (Ctrl-C
+        during the commit, a failing progress callback) carries the receipt as
+        ``.receipt`` and a note saying so.
 
         Rows with a length (a list, a dict) past 4,096 stream: each chunk of rows goes
         into the tables' open transaction on a thread of its own while the next rows are
@@ -481,7 +500,9 @@ class Store:
         The entry holds a delete per key, so replicas, cache nodes and ``changes()`` see it
         like any write (a very large prefix can exceed ``max_transaction_bytes``: then
         ``ValueTooLarge`` is raised and nothing is deleted). Writers wait while the rows
-        are read.
+        are read. Ctrl-C does not stop it once it has the writer lock: the
+        ``KeyboardInterrupt`` raised when the rows are deleted carries the receipt as
+        ``.receipt`` and a note saying so.
 
         Raises:
             TypeError: ``prefix`` is not str or bytes (int keys have no prefixes).
@@ -489,8 +510,9 @@ class Store:
         """
     def drop_table(self, name: str, *, durability: str | None = None) -> int:
         """Deletes the whole table as one transaction (one log entry), like
-        :meth:`delete_prefix`; it is then no longer listed by :meth:`tables`. Returns how
-        many rows it held: 0 for a table that does not exist (dropping is idempotent).
+        :meth:`delete_prefix` (Ctrl-C included); it is then no longer listed by
+        :meth:`tables`. Returns how many rows it held: 0 for a table that does not exist
+        (dropping is idempotent).
 
         Raises:
             ValueError: a bad table name.
@@ -666,14 +688,18 @@ class Store:
         Raises:
             ReplikvError: long reads kept the tables busy for a minute; nothing was
                 changed.
+            KeyboardInterrupt: Ctrl-C while it waits for another thread's transaction to
+                end; nothing was changed.
         """
     def _repr_html_(self) -> str:
         """An HTML table of its tables, rows, LSN and disk use (or that it is closed), for
         Jupyter."""
     def close(self) -> None:
-        """Closes this handle: its later use raises ``StoreClosed``. With the last handle
-        the store is flushed, checkpointed and every file released; closing twice is
-        harmless."""
+        """Closes this handle: its later use raises ``StoreClosed``, and the transactions
+        opened through it that have not ended are aborted (their writer lock is released
+        at once). With the last handle the store is flushed, checkpointed and every file
+        released; closing twice is harmless.
+        """
     def __enter__(self) -> Self: ...
     def __exit__(self, *_exc: object) -> bool: ...
     @property
@@ -834,8 +860,9 @@ class ReplicaStatus:
     @property
     def state(self) -> str:
         """``'connecting'``, ``'snapshot'``, ``'catching_up'``, ``'streaming'``,
-        ``'disconnected'``, ``'failed'`` (stopped for good: see ``last_error``) or
-        ``'promoted'``."""
+        ``'disconnected'``, ``'failed'`` (stopped for good: see ``last_error``),
+        ``'promoted'`` or ``'closed'`` (by its ``close()``).
+        """
     @property
     def applied_lsn(self) -> int:
         """What its readers see."""

@@ -141,6 +141,9 @@ class Table(MutableMapping[Key, Any]):
         The key is the first column (``key_name``); each dict field is a column (see the
         README for the type rule). ``columns`` keeps only these value columns, in this
         order (``[]``: the key column alone); naming one twice is a ``ValueError``.
+        The rows are read as the stream is: if the store is closed first, the reader raises
+        an error of its own whose message gives the cause (pyarrow: ``ArrowInvalid:
+        External error: ...``), where ``to_arrow`` and ``to_pandas`` raise ``StoreClosed``.
         """
         return self.store.arrow_stream(
             self.name,

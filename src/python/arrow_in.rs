@@ -11,7 +11,7 @@ use pyo3_arrow::PyRecordBatchReader;
 use super::args::size;
 use super::arrow::repeated;
 use super::put_many::{OpSink, RowBuffers};
-use super::store::{committed_anyway, partly_committed, Progress, PROGRESS_EVERY};
+use super::store::{committed_anyway, partly_committed, receipt_of, Progress, PROGRESS_EVERY};
 use super::types::PyReceipt;
 use super::value::{encode_py_value_with, EncodeOptions, Location};
 use crate::arrow::{field_part, unpack, CellWriter, KeyColumn, Naive, Refusal, RefusalKind};
@@ -342,6 +342,23 @@ struct Loaded {
     all: bool,
 }
 
+impl Loaded {
+    /// Notes the outcome of committing `rows` rows: an exception raised past the commit
+    /// point (Ctrl-C during the commit) carries the receipt, and those rows count too.
+    fn note(
+        &mut self,
+        py: Python<'_>,
+        rows: usize,
+        committed: PyResult<PyReceipt>,
+    ) -> PyResult<PyReceipt> {
+        if let Some(receipt) = receipt_of(py, &committed) {
+            self.receipt = Some(receipt);
+            self.written += rows;
+        }
+        committed
+    }
+}
+
 /// The Arrow data of a load.
 struct Input {
     reader: Box<dyn RecordBatchReader + Send>,
@@ -402,8 +419,7 @@ fn load_rows(
                     OpSink::new(store, load.durability, streams, load.what()),
                 );
                 let rows = full.len();
-                loaded.receipt = Some(full.commit(py)?);
-                loaded.written += rows;
+                loaded.note(py, rows, full.commit(py))?;
                 if let Some(callback) = progress.callback() {
                     callback.call1((loaded.written,))?;
                 }
@@ -416,10 +432,7 @@ fn load_rows(
         Some(receipt) if sink.len() == 0 => receipt,
         _ => {
             let rows = sink.len();
-            let receipt = sink.commit(py)?;
-            loaded.receipt = Some(receipt.clone());
-            loaded.written += rows;
-            receipt
+            loaded.note(py, rows, sink.commit(py))?
         }
     };
     loaded.all = true;

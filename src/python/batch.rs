@@ -8,7 +8,7 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
 use super::errors::{owned, to_py};
-use super::store::commit_ops;
+use super::store::{commit_ops, receipt_of};
 use super::types::PyReceipt;
 use super::value::{encode_py_key, encode_row_value};
 use crate::codec::Op;
@@ -171,15 +171,7 @@ impl PyBatch {
         let committed = commit_ops(py, &self.store, ops, self.durability);
         // A Ctrl-C while the commit waited for its fsync or its replicas comes after the
         // entry was written: the KeyboardInterrupt carries its receipt.
-        let receipt = match &committed {
-            Ok(receipt) => Some(receipt.clone()),
-            Err(err) => err
-                .value(py)
-                .getattr("receipt")
-                .ok()
-                .and_then(|r| r.cast_into::<PyReceipt>().ok())
-                .map(|r| r.get().clone()),
-        };
+        let receipt = receipt_of(py, &committed);
         *self.lock() = receipt.map_or(BatchState::Failed, |r| BatchState::Committed(r, writes));
         committed
     }

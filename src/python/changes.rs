@@ -151,6 +151,12 @@ impl PyChanges {
     /// time), ``table`` (string), ``key`` (string, int64 or binary when all keys have that
     /// type, else packed MessagePack), ``op`` (``'put'`` or ``'delete'``), ``value``
     /// (packed MessagePack, null for a delete).
+    ///
+    /// The entries are read as the stream is: if retention drops them first, or the store
+    /// is closed, the reader (pyarrow, polars, DuckDB) raises an error of its own whose
+    /// message gives the cause (pyarrow: ``ArrowInvalid: External error: log entries
+    /// after LSN ... are no longer retained``). ``to_arrow()`` and ``to_pandas()`` raise
+    /// replikv's exception instead.
     fn to_arrow_batches(&self, py: Python<'_>) -> PyResult<PyChangeStream> {
         owned(py, &self.store)?;
         let (store, request) = (self.store.clone(), self.request.clone());
@@ -162,11 +168,14 @@ impl PyChanges {
     ///
     /// Raises:
     ///     ImportError: pyarrow is not installed (``pip install 'replikv[arrow]'``).
+    ///     LogTruncated: retention dropped entries of the range before they were read.
+    ///     StoreClosed: the store was closed before they were read.
     fn to_arrow<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let pa = py
             .import("replikv._frames")?
             .call_method1("require", ("pyarrow", "arrow", "to_arrow"))?;
-        pa.call_method1("table", (self.to_arrow_batches(py)?,))
+        let stream = Bound::new(py, self.to_arrow_batches(py)?)?;
+        PyChangeStream::read(&stream, |stream| pa.call_method1("table", (stream,)))
     }
 
     /// The entries as a pandas DataFrame, one row per op, values decoded into Python
@@ -174,11 +183,15 @@ impl PyChanges {
     ///
     /// Raises:
     ///     ImportError: pandas is not installed (``pip install 'replikv[pandas]'``).
+    ///     LogTruncated: retention dropped entries of the range before they were read.
+    ///     StoreClosed: the store was closed before they were read.
     fn to_pandas<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let frames = py.import("replikv._frames")?;
         frames.call_method1("require", ("pandas", "pandas", "to_pandas"))?;
-        let stream = self.to_arrow_batches(py)?;
-        frames.call_method1("frame_from_stream", (stream, "to_pandas", false))
+        let stream = Bound::new(py, self.to_arrow_batches(py)?)?;
+        PyChangeStream::read(&stream, |stream| {
+            frames.call_method1("frame_from_stream", (stream, "to_pandas", false))
+        })
     }
 
     fn __repr__(&self) -> String {

@@ -114,12 +114,7 @@ impl PyReplica {
             listen,
         };
         let replica = run_detached(py, move || Replica::start(path, options))?;
-        let store = Py::new(
-            py,
-            PyStore {
-                store: replica.store().clone(),
-            },
-        )?;
+        let store = Py::new(py, PyStore::of(replica.store().clone()))?;
         Ok(Self::attached(ParentOnly::new(replica), store))
     }
 

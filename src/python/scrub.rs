@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
 use super::errors::run_detached;
-use super::store::Progress;
+use super::store::{wait_for_writer, Progress};
 use super::value::decode_py_key;
 use crate::store::{ScrubReport, Store};
 
@@ -154,6 +154,9 @@ pub(crate) fn scrub(
     store: &Store,
     progress: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<PyScrubReport> {
+    // Its snapshot is taken under the writer lock: a long transaction of another thread
+    // is waited for interruptibly.
+    wait_for_writer(py, store)?;
     let description = format!("scrub {}", store.path().display());
     let progress = Progress::new(py, progress, &description, || {
         store

@@ -237,8 +237,8 @@ pub(crate) struct PyReplicaStatus {
     /// The primary's address it follows.
     pub(super) primary: String,
     /// ``'connecting'``, ``'snapshot'``, ``'catching_up'``, ``'streaming'``,
-    /// ``'disconnected'``, ``'failed'`` (stopped for good: see ``last_error``) or
-    /// ``'promoted'``.
+    /// ``'disconnected'``, ``'failed'`` (stopped for good: see ``last_error``),
+    /// ``'promoted'`` or ``'closed'`` (by its ``close()``).
     pub(super) state: &'static str,
     /// What its readers see.
     pub(super) applied_lsn: u64,

@@ -22,7 +22,7 @@ use super::errors::{owned, run, run_detached};
 use super::iter::{KeyBounds, PyScan, ScanKeys};
 use super::put_many::{put_op, put_rows};
 use super::stats::PyStoreStats;
-use super::transaction::PyTransaction;
+use super::transaction::{OpenTransactions, PyTransaction};
 use super::types::{PyChecksum, PyReceipt};
 use super::value::{decode_py_value, encode_py_key};
 use crate::arrow::ExportRequest;
@@ -62,6 +62,8 @@ pub(crate) const PROGRESS_EVERY: usize = 8192;
 #[pyclass(frozen, module = "replikv._core", name = "Store")]
 pub(crate) struct PyStore {
     pub(crate) store: Store,
+    /// The transactions opened through this handle, which its `close()` aborts.
+    transactions: OpenTransactions,
 }
 
 /// The encoded-key bounds of `prefix=`, `start=` (included) and `end=` (excluded): the
@@ -140,7 +142,7 @@ impl PyStore {
         };
         let path = directory(path.extract()?)?;
         let store = run_detached(py, || Store::open_shared(&path, options))?;
-        Ok(Self { store })
+        Ok(Self::of(store))
     }
 
     /// The store's directory.
@@ -190,8 +192,9 @@ impl PyStore {
     ///         serving ``Primary`` hold the write durably) or ``None`` (the default of
     ///         the table, set by the ``Primary``).
     ///
-    /// A Ctrl-C while a sync write waits for its replicas raises ``KeyboardInterrupt``
-    /// carrying the receipt as ``.receipt``: the write is committed locally.
+    /// A Ctrl-C during the commit, or while a sync write waits for its replicas, raises
+    /// ``KeyboardInterrupt`` carrying the receipt as ``.receipt`` and a note: the write
+    /// is committed locally.
     ///
     /// Raises:
     ///     TypeError: a key or value of an unsupported type (a value's refusal names the
@@ -275,10 +278,12 @@ impl PyStore {
     ///         is called with the number of rows encoded so far.
     ///     durability: as for ``put``.
     ///
-    /// Ctrl-C while the rows are encoded raises ``KeyboardInterrupt`` with nothing
-    /// written. Past the commit point the rows are stored whatever happens: an exception
-    /// raised then (Ctrl-C during the fdatasync, a failing progress callback) carries
-    /// the receipt as ``.receipt`` and a note saying so.
+    /// Ctrl-C while the rows are read and encoded raises ``KeyboardInterrupt`` with
+    /// nothing written. Once the last row is read the write goes on to commit whatever
+    /// happens (a generator's rows are then built into the log record, about 0.2 s per
+    /// million rows, before its commit point): an exception raised from then on (Ctrl-C
+    /// during the commit, a failing progress callback) carries the receipt as
+    /// ``.receipt`` and a note saying so.
     ///
     /// Rows with a length (a list, a dict) past 4,096 stream: each chunk of rows goes
     /// into the tables' open transaction on a thread of its own while the next rows are
@@ -331,7 +336,9 @@ impl PyStore {
     /// The entry holds a delete per key, so replicas, cache nodes and ``changes()`` see it
     /// like any write (a very large prefix can exceed ``max_transaction_bytes``: then
     /// ``ValueTooLarge`` is raised and nothing is deleted). Writers wait while the rows
-    /// are read.
+    /// are read. Ctrl-C does not stop it once it has the writer lock: the
+    /// ``KeyboardInterrupt`` raised when the rows are deleted carries the receipt as
+    /// ``.receipt`` and a note saying so.
     ///
     /// Raises:
     ///     TypeError: ``prefix`` is not str or bytes (int keys have no prefixes).
@@ -363,8 +370,9 @@ impl PyStore {
     }
 
     /// Deletes the whole table as one transaction (one log entry), like
-    /// :meth:`delete_prefix`; it is then no longer listed by :meth:`tables`. Returns how
-    /// many rows it held: 0 for a table that does not exist (dropping is idempotent).
+    /// :meth:`delete_prefix` (Ctrl-C included); it is then no longer listed by
+    /// :meth:`tables`. Returns how many rows it held: 0 for a table that does not exist
+    /// (dropping is idempotent).
     ///
     /// Raises:
     ///     ValueError: a bad table name.
@@ -396,6 +404,7 @@ impl PyStore {
             py,
             self.store.clone(),
             durability_arg(durability)?,
+            &self.transactions,
         ))
     }
 
@@ -620,7 +629,10 @@ impl PyStore {
     /// Raises:
     ///     ReplikvError: long reads kept the tables busy for a minute; nothing was
     ///         changed.
+    ///     KeyboardInterrupt: Ctrl-C while it waits for another thread's transaction to
+    ///         end; nothing was changed.
     fn compact(&self, py: Python<'_>) -> PyResult<u64> {
+        wait_for_writer(py, &self.store)?;
         let compaction = run_detached(py, || self.store.compact())?;
         Ok(compaction.reclaimed())
     }
@@ -631,11 +643,19 @@ impl PyStore {
         PyChecksum::new(py, sums)
     }
 
-    /// Closes this handle: its later use raises ``StoreClosed``. With the last handle
-    /// the store is flushed, checkpointed and every file released; closing twice is
-    /// harmless.
+    /// Closes this handle: its later use raises ``StoreClosed``, and the transactions
+    /// opened through it that have not ended are aborted (their writer lock is released
+    /// at once). With the last handle the store is flushed, checkpointed and every file
+    /// released; closing twice is harmless.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        run_detached(py, || self.store.close())
+        run_detached(py, || {
+            let closed = self.store.close();
+            // Only a close refused from inside a bulk load leaves the handle open.
+            if self.store.is_closed() {
+                self.transactions.abort_all();
+            }
+            closed
+        })
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -710,6 +730,14 @@ impl PyStore {
 }
 
 impl PyStore {
+    /// The Python object of a store handle.
+    pub(crate) fn of(store: Store) -> Self {
+        Self {
+            store,
+            transactions: OpenTransactions::default(),
+        }
+    }
+
     /// Deletes the rows of `table` in a key range as one transaction (see
     /// [`Store::delete_range`]); returns how many once the write has its durability.
     fn delete_range(
@@ -786,7 +814,7 @@ impl<'py> Progress<'py> {
 /// receipt travels on the exception (`.receipt`) with a note saying the rows are stored.
 pub(crate) fn committed_anyway(py: Python<'_>, err: PyErr, receipt: PyReceipt) -> PyErr {
     let note = format!(
-        "the write was already committed at LSN {} when this was raised: its rows are \
+        "the write was already committed at LSN {} when this was raised: its changes are \
          stored, and its receipt is this exception's .receipt",
         receipt.lsn
     );
@@ -809,6 +837,18 @@ pub(crate) fn partly_committed(
         receipt.lsn
     );
     annotated(py, err, receipt, note)
+}
+
+/// The receipt of a write's outcome, if it committed: the one it returned, or the one an
+/// exception raised past its commit point carries (see [`committed_anyway`]).
+pub(crate) fn receipt_of(py: Python<'_>, outcome: &PyResult<PyReceipt>) -> Option<PyReceipt> {
+    match outcome {
+        Ok(receipt) => Some(receipt.clone()),
+        Err(err) => {
+            let receipt = err.value(py).getattr("receipt").ok()?;
+            Some(receipt.cast_into::<PyReceipt>().ok()?.get().clone())
+        }
+    }
 }
 
 /// `err` with `receipt` as its `.receipt` and `note` added to its notes.
@@ -869,25 +909,22 @@ pub(crate) fn commit_ops(
     await_receipt(py, &committed)
 }
 
-/// Waits for a committed write's receipt in slices, checking for Ctrl-C between them: a
-/// `KeyboardInterrupt` then carries the receipt so far (`.receipt`; a sync write not yet
-/// acknowledged by its quorum is marked degraded), since the write is committed.
+/// Waits for a committed write's receipt in slices, checking for Ctrl-C between them. A
+/// `KeyboardInterrupt` then, or one pressed while the commit itself ran (seconds for a large
+/// one, with the GIL released), carries the receipt so far (`.receipt`; a sync write not
+/// yet acknowledged by its quorum is marked degraded), since the write is committed.
 pub(crate) fn await_receipt(py: Python<'_>, committed: &Committed) -> PyResult<PyReceipt> {
     // Local and async writes settle at once: asking costs no GIL release, which a busy
     // interpreter can make cost up to its switch interval.
-    if let Some(receipt) = run(py, || committed.wait(Duration::ZERO))? {
-        return Ok(receipt.into());
-    }
+    let mut settled = run(py, || committed.wait(Duration::ZERO))?;
     loop {
-        if let Some(receipt) = run_detached(py, || committed.wait(SIGNAL_CHECK))? {
+        if let Err(interrupted) = py.check_signals() {
+            let receipt = settled.unwrap_or_else(|| committed.abandoned());
+            return Err(committed_anyway(py, interrupted, receipt.into()));
+        }
+        if let Some(receipt) = settled {
             return Ok(receipt.into());
         }
-        if let Err(interrupted) = py.check_signals() {
-            return Err(committed_anyway(
-                py,
-                interrupted,
-                committed.abandoned().into(),
-            ));
-        }
+        settled = run_detached(py, || committed.wait(SIGNAL_CHECK))?;
     }
 }

@@ -1,14 +1,14 @@
-//! `Transaction`: a serializable transaction driven from Python, and the warning for one
-//! that is collected while it holds the writer lock.
+//! `Transaction`: a serializable transaction driven from Python, the warning for one that
+//! is collected while it holds the writer lock, and the abort of those of a closed handle.
 
 use crate::python::display::quoted;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
 use super::errors::{owned, run, run_detached};
-use super::store::{await_receipt, value_or, SIGNAL_CHECK};
+use super::store::{await_receipt, receipt_of, value_or, SIGNAL_CHECK};
 use super::types::PyReceipt;
 use super::value::{decode_py_value, encode_py_key, encode_row_value};
 use crate::store::{Durability, Store, Transaction};
@@ -26,13 +26,15 @@ enum TxState {
 /// A serializable transaction: commits on a clean ``with`` exit, aborts on an exception.
 ///
 /// It holds the store's writer lock from its first use until it ends; its reads see its
-/// own pending writes.
+/// own pending writes. A ``KeyboardInterrupt`` that escapes the ``with`` block from its
+/// commit comes after the commit point: it carries ``.receipt``, as does the transaction.
 #[pyclass(frozen, module = "replikv._core", name = "Transaction")]
 pub(crate) struct PyTransaction {
     store: Store,
     /// The durability its commit asks for (`None`: the default of the tables written).
     durability: Option<Durability>,
-    state: Mutex<TxState>,
+    /// Shared with the [`OpenTransactions`] of the handle that opened it.
+    state: Arc<Mutex<TxState>>,
     /// `file:line` of the Python code that opened it, for the warning of a leaked one.
     opened_at: String,
 }
@@ -50,13 +52,41 @@ fn caller_location(py: Python<'_>) -> String {
     location.unwrap_or_else(|_| "an unknown place".to_owned())
 }
 
+/// The transactions opened through one store handle: closing the handle aborts those
+/// still open, so that one that can never commit does not keep the writer lock from the
+/// store's other handles until it is used again or collected.
+#[derive(Default)]
+pub(crate) struct OpenTransactions(Mutex<Vec<Weak<Mutex<TxState>>>>);
+
+impl OpenTransactions {
+    fn register(&self, state: &Arc<Mutex<TxState>>) {
+        let mut states = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        states.retain(|state| state.strong_count() > 0);
+        states.push(Arc::downgrade(state));
+    }
+
+    /// Aborts every transaction still open, releasing the writer lock it holds. One in
+    /// use by a call at this moment is aborted when that call ends (see
+    /// [`PyTransaction::put_back`]).
+    pub(crate) fn abort_all(&self) {
+        let states = std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner));
+        for state in states.iter().filter_map(Weak::upgrade) {
+            let mut state = lock(&state);
+            if matches!(*state, TxState::Open(_)) {
+                *state = TxState::Aborted;
+            }
+        }
+    }
+}
+
+fn lock(state: &Mutex<TxState>) -> MutexGuard<'_, TxState> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Drop for PyTransaction {
     fn drop(&mut self) {
-        let state = self
-            .state
-            .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !matches!(state, TxState::Open(_)) || self.store.check_process().is_err() {
+        let open = matches!(*lock(&self.state), TxState::Open(_));
+        if !open || self.store.check_process().is_err() {
             return;
         }
         let message = format!(
@@ -76,20 +106,37 @@ impl Drop for PyTransaction {
 }
 
 impl PyTransaction {
-    /// A transaction on `store`, not begun yet, remembering where Python opened it.
-    pub(crate) fn new(py: Python<'_>, store: Store, durability: Option<Durability>) -> Self {
+    /// A transaction on `store`, not begun yet, remembering where Python opened it; the
+    /// handle's `close()` aborts it through `open`.
+    pub(crate) fn new(
+        py: Python<'_>,
+        store: Store,
+        durability: Option<Durability>,
+        open: &OpenTransactions,
+    ) -> Self {
+        let state = Arc::new(Mutex::new(TxState::NotStarted));
+        open.register(&state);
         Self {
             store,
             durability,
-            state: Mutex::new(TxState::NotStarted),
+            state,
             opened_at: caller_location(py),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, TxState> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, TxState> {
+        lock(&self.state)
+    }
+
+    /// Puts the transaction back after a call, or aborts it if its handle was closed
+    /// meanwhile: the close could not abort it while the call had it out.
+    fn put_back(&self, tx: Transaction) {
+        let mut state = self.lock();
+        *state = if self.store.is_closed() {
+            TxState::Aborted
+        } else {
+            TxState::Open(tx)
+        };
     }
 
     /// Takes the open transaction out (beginning it if needed) for one call.
@@ -137,7 +184,7 @@ impl PyTransaction {
     ) -> PyResult<R> {
         let mut tx = self.take(py)?;
         let result = f(&mut tx);
-        *self.lock() = TxState::Open(tx);
+        self.put_back(tx);
         result
     }
 }
@@ -207,11 +254,15 @@ impl PyTransaction {
                 tx.get_with(table, &key, |v| v.map(|b| decode_py_value(py, b)))
             })
         });
-        *self.lock() = TxState::Open(tx);
+        self.put_back(tx);
         value_or(py, found?, default)
     }
 
     /// Commits now (the context manager does this on a clean exit).
+    ///
+    /// A Ctrl-C during the commit (a large one takes seconds) does not stop it: the
+    /// ``KeyboardInterrupt`` raised once it is committed carries the receipt as
+    /// ``.receipt`` and a note saying so.
     fn commit(&self, py: Python<'_>) -> PyResult<PyReceipt> {
         let tx = self.take(py)?;
         let writes = tx.len();
@@ -225,10 +276,7 @@ impl PyTransaction {
         };
         // Committed from here, even if the wait for replicas fails or is interrupted.
         let receipt = await_receipt(py, &committed);
-        let kept = match &receipt {
-            Ok(receipt) => receipt.clone(),
-            Err(_) => committed.abandoned().into(),
-        };
+        let kept = receipt_of(py, &receipt).unwrap_or_else(|| committed.abandoned().into());
         *self.lock() = TxState::Committed(kept, writes);
         receipt
     }

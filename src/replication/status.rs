@@ -31,6 +31,9 @@ pub enum LinkState {
     Failed,
     /// A planned switchover made it the primary: it follows nobody now.
     Promoted,
+    /// Its owner closed it: it follows nobody now. Never sent over the wire (a primary
+    /// reports a replica that left as [`LinkState::Disconnected`]).
+    Closed,
 }
 
 impl LinkState {
@@ -54,6 +57,7 @@ impl LinkState {
             LinkState::Disconnected => "disconnected",
             LinkState::Failed => "failed",
             LinkState::Promoted => "promoted",
+            LinkState::Closed => "closed",
         }
     }
 }

@@ -126,11 +126,12 @@ impl Follower {
     }
 
     /// Stops following and waits for the follow thread to end, so that nothing is applied
-    /// after it returns. Only a thread outside any runtime waits (the follow thread itself
-    /// is inside its own); in one, the follow loop stops at its next await. Closing twice
-    /// does nothing more.
+    /// after it returns; its state says [`LinkState::Closed`] from then on. Only a thread
+    /// outside any runtime waits (the follow thread itself is inside its own); in one, the
+    /// follow loop stops at its next await. Closing twice does nothing more.
     pub fn close(&self) {
         self.stop(Thread::Closed);
+        lock(&self.shared.state).state = LinkState::Closed;
     }
 
     /// Stops following until [`Follower::restart`], as [`Follower::close`] does (a
