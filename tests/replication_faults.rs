@@ -143,11 +143,21 @@ impl RawPeer {
         Ok(decode_frame_body(&body)?)
     }
 
-    /// Proves the token as an empty replica named `name`; returns the welcome.
+    /// Proves the token as an empty peer of `kind` named `name`; returns the welcome.
     fn hello(
         primary: &Primary,
         kind: PeerKind,
         name: &str,
+    ) -> Result<(Self, Message), Box<dyn std::error::Error>> {
+        Self::hello_listening(primary, kind, name, None)
+    }
+
+    /// As [`RawPeer::hello`], saying it answers other members at `listen`.
+    fn hello_listening(
+        primary: &Primary,
+        kind: PeerKind,
+        name: &str,
+        listen: Option<String>,
     ) -> Result<(Self, Message), Box<dyn std::error::Error>> {
         let mut peer = Self::connect(primary)?;
         let Message::Challenge { nonce } = peer.recv()? else {
@@ -164,7 +174,7 @@ impl RawPeer {
             lineage: 0,
             fsync: true,
             history: Vec::new(),
-            listen: None,
+            listen,
             store_id: 0,
             held: None,
         })?;
@@ -582,6 +592,42 @@ fn garbage_or_a_stray_message_after_the_handshake_is_refused_counted_and_named()
     let refusal = primary.status().last_rejection.unwrap_or_default();
     assert!(refusal.contains("talker"), "{refusal}");
     primary.close();
+    store.close()?;
+    Ok(())
+}
+
+/// A switchover whose target was told to take over and never answered leaves the primary
+/// deposed: its writes are refused as fenced, not paused (a pause says to retry, and no
+/// retry would ever succeed).
+#[test]
+fn a_switchover_whose_target_never_answers_leaves_the_store_fenced_not_paused() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (store, primary) = serve(
+        dir.path(),
+        StoreOptions::default(),
+        PrimaryOptions::default(),
+    )?;
+    let listen = Some("127.0.0.1:9".to_owned());
+    let (mut silent, welcome) =
+        RawPeer::hello_listening(&primary, PeerKind::Replica, "silent", listen)?;
+    assert!(matches!(welcome, Message::Welcome { .. }), "{welcome:?}");
+    store.commit(put("t", "k", b"\xc3".to_vec()), None)?;
+    while !matches!(silent.recv()?, Message::Entries { .. }) {}
+    silent.send(&Message::Ack {
+        flushed_lsn: 1,
+        applied_lsn: 1,
+    })?;
+    let err = primary
+        .switchover("silent", "old", Duration::from_secs(1))
+        .unwrap_err();
+    assert!(err.to_string().contains("did not answer"), "{err}");
+    let refused = store
+        .commit(put("t", "k2", b"\xc3".to_vec()), None)
+        .unwrap_err();
+    assert!(
+        matches!(refused, Error::Replication(ReplicationError::Fenced { .. })),
+        "{refused}"
+    );
     store.close()?;
     Ok(())
 }

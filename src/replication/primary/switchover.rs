@@ -249,6 +249,9 @@ impl Primary {
             return Handed::Deposed(err);
         }
         if !answered {
+            // Deposed, not paused: writes are refused as fenced from now on (the pause said
+            // to retry, which would never succeed here).
+            shared.store.resume_writes();
             return Handed::Deposed(refused(format!(
                 "{to:?} was told to take over as the primary of epoch {epoch} but did not \
                  answer within {timeout:?}: this primary is deposed; check {address}"

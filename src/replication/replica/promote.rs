@@ -77,8 +77,9 @@ fn refused(name: &str, reason: &str) -> crate::Error {
 fn outbid(name: &str, reason: &str) -> crate::Error {
     ReplicationError::Refused {
         reason: format!(
-            "cannot promote '{name}': {reason}; force=True does not override that: follow \
-             the primary the other promotion made"
+            "cannot promote '{name}': {reason}; forcing does not override that: follow \
+             the primary of that epoch, or, if none serves it (a switchover whose target \
+             stopped before it took over), promote that member"
         ),
     }
     .into()
@@ -146,7 +147,10 @@ fn begin(store: &Store, name: &str, needed: Option<u64>, forced: bool) -> Result
 fn defeat_reason(outcome: &Outcome) -> String {
     match outcome {
         Outcome::Lost(Defeat::Outbid { member, epoch }) => {
-            format!("member {member:?} has seen epoch {epoch}: another promotion got there first")
+            format!(
+                "member {member:?} has seen epoch {epoch}: another promotion or a switchover \
+                 got there first"
+            )
         }
         Outcome::Lost(Defeat::TooFew {
             counted,
