@@ -242,6 +242,11 @@ impl<V: Weigh> VersionedLru<V> {
         }
     }
 
+    /// Counts a fill refused before it reached [`Lru::fill`] (a version no source holds).
+    pub fn refuse_fill(&mut self) {
+        self.counters.stale_fills_refused += 1;
+    }
+
     fn store(
         &mut self,
         key: Bytes,

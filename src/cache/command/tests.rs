@@ -251,6 +251,21 @@ fn a_versioned_fill_is_refused_once_a_newer_write_is_known() {
         &c.run("RKV.FILL t:s:k 1 9 v PX"),
         "ERR syntax error"
     ));
+    // Following a log, a fill a million entries past what the node processed is refused
+    // (no source is that far ahead): it would pin its value against the writes to come.
+    c.node.following.primary = Some("127.0.0.1:7400".into());
+    let far = format!("RKV.FILL t:s:far 1 {} v", 7 + (1 << 20) + 1);
+    assert_eq!(c.run(&far), Reply::Int(0));
+    let near = format!("RKV.FILL t:s:far 1 {} v", 7 + (1 << 20));
+    assert_eq!(c.run(&near), Reply::Int(1));
+    assert_eq!(c.run("RKV.INVALIDATE t:s:far"), Reply::Int(1));
+    c.node.following.primary = None;
+    assert_eq!(
+        c.run(&far),
+        Reply::Int(1),
+        "a node that follows no log trusts its clients"
+    );
+    assert_eq!(c.run("RKV.INVALIDATE t:s:far"), Reply::Int(1));
     assert_eq!(c.run("RKV.INVALIDATE t:s:k other"), Reply::Int(1));
     assert_eq!(
         c.run("RKV.POSITION"),

@@ -26,6 +26,14 @@ pub(super) fn get(call: &mut Call<'_>) -> Outcome {
     Reply::Array(vec![value, epoch, lsn]).into()
 }
 
+/// How far past the node's processed position a fill's LSN may be, when the node follows a
+/// log: a reader's source is ahead of the node by the node's lag, never by a million
+/// entries. A version far past the log (a wire client's bug, or a forged one) would
+/// otherwise pin its value against every write of the key the node processes, until the
+/// log got there; bounded, such a fill is refused, or is stale for at most this many
+/// entries. A reader whose node lags further misses instead of filling.
+const MAX_FILL_AHEAD: u64 = 1 << 20;
+
 /// An unsigned integer argument.
 fn unsigned(arg: &[u8]) -> Option<u64> {
     integer(arg).and_then(|v| u64::try_from(v).ok())
@@ -49,6 +57,11 @@ pub(super) fn fill(call: &mut Call<'_>) -> Outcome {
         },
         _ => return super::syntax_error(),
     };
+    let horizon = call.node.processed().lsn.saturating_add(MAX_FILL_AHEAD);
+    if call.node.following.primary.is_some() && lsn > horizon {
+        call.node.lru.refuse_fill();
+        return Reply::Int(0).into();
+    }
     let ttl = call.node.ttl_for(ttl);
     let (key, value) = (
         Bytes::from(std::mem::take(&mut call.args[1])),
