@@ -275,7 +275,8 @@ impl ReadOnlyReason {
                  from the primary's history). Reads work. To keep following, open it with \
                  replikv.Replica; to write to it as a standalone store, detach it first with \
                  replikv.Store.detach('{0}') or `replikv detach {0}` (it can then never follow \
-                 that primary again; promotion is not available yet)",
+                 that primary again); to make it the primary of a new epoch, promote it with \
+                 `replikv promote {0}`",
                 path.display()
             ),
             ReadOnlyReason::NotAFollower => {
