@@ -19,8 +19,11 @@ import replikv
 
 CHILD = textwrap.dedent(
     """
-    import json, sys, time
+    import json, signal, sys, time
     import replikv
+
+    # As in an interactive Python, even if started from a background job (SIGINT ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     store = replikv.Store(sys.argv[1])
     profile = {"name": "x" * 40, "n": 7, "tags": ["a", "b"], "opted_in": True}
@@ -105,6 +108,7 @@ def commit_a_transaction(store: replikv.Store) -> Callable[[], object]:
     return commit
 
 
+@pytest.mark.usefixtures("ctrl_c")
 @pytest.mark.parametrize(
     "prepare",
     [delete_all_by_prefix, drop_the_table, commit_a_transaction],

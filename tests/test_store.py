@@ -510,6 +510,7 @@ WAITS_FOR_THE_WRITER: dict[str, Callable[[replikv.Store], object]] = {
 }
 
 
+@pytest.mark.usefixtures("ctrl_c")
 @pytest.mark.parametrize("call", WAITS_FOR_THE_WRITER)
 def test_ctrl_c_interrupts_a_call_waiting_for_another_threads_transaction(
     store: replikv.Store, call: str
