@@ -1,6 +1,7 @@
 //! Large records (a bulk load's entry) recovered in pieces: the same entry as one read
 //! whole, and damage in them judged as in any other record.
 
+use super::large::LARGE_RECORD;
 use super::memfs::MemFs;
 use super::tests::{append_all, open_with, options};
 use super::*;

@@ -425,11 +425,19 @@ impl PrimaryMachine {
         }
     }
 
-    /// The snapshot was sent whole: entries after it follow, and the peer has the stall
-    /// timeout from now to ack (installing it took no acks).
+    /// The snapshot was sent whole: entries after it follow (it streams if there are
+    /// none), and the peer has the stall timeout from now to ack (installing it took no
+    /// acks).
     pub fn snapshot_sent(&mut self, id: &LinkId, now: Micros) {
+        let visible = self.visible_lsn;
         if let Some(peer) = self.live(id).filter(|p| p.state == LinkState::Snapshot) {
-            peer.state = LinkState::CatchingUp;
+            // With nothing committed since the snapshot, no entry would be shipped to say
+            // it streams: it does from here (as a peer that resumes at the end does).
+            peer.state = if peer.sent_lsn >= visible {
+                LinkState::Streaming
+            } else {
+                LinkState::CatchingUp
+            };
             peer.last_heard = now;
         }
     }

@@ -526,3 +526,20 @@ fn a_link_paced_behind_new_entries_does_not_have_all_though_it_waits() {
     m.shipping(&cache, &shipped(2..=2), 2, 50_000);
     assert!(m.has_all(&cache));
 }
+
+/// A snapshot of everything visible leaves its peer streaming once sent (no entry would be
+/// shipped to say so while the primary is idle); one taken before later commits leaves it
+/// catching up until they are shipped.
+#[test]
+fn a_peer_sent_a_snapshot_of_everything_streams_at_once() {
+    let mut m = PrimaryMachine::new(config(), 100);
+    let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 7, 0);
+    let (b, _) = m.connect("b", 0, PeerKind::Replica, true, 8, 0);
+    m.snapshot_started(&a, 100);
+    m.snapshot_started(&b, 90);
+    m.snapshot_sent(&a, 1_000_000);
+    m.snapshot_sent(&b, 1_000_000);
+    let state = |m: &PrimaryMachine, id| m.peer(id).map(|p| p.state);
+    assert_eq!(state(&m, &a), Some(LinkState::Streaming));
+    assert_eq!(state(&m, &b), Some(LinkState::CatchingUp));
+}
