@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import replikv
 from polling import eventually
+from proxy import Proxy
 
 
 class Writer:
@@ -114,3 +115,34 @@ def test_a_switchover_to_a_replica_that_does_not_listen_is_refused_and_writes_go
         store.put("t", "k", 1)
         replica.close()
     store.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_member_cut_off_from_the_old_primary_is_led_to_the_new_one(tmp_path: Path) -> None:
+    """The old primary leads only the replicas connected to it when the switchover ends
+    (none, if it dies right after the takeover): the new primary tells every member it
+    heard of from the old one's heartbeats, so a member cut off then follows it too."""
+    store = replikv.Store(tmp_path / "a")
+    primary = replikv.Primary(store, heartbeat_interval=0.02)
+    target = replikv.Replica(tmp_path / "b", primary=primary.address, listen="127.0.0.1:0")
+    proxy = Proxy(primary.address)
+    cut_off = replikv.Replica(tmp_path / "c", primary=proxy.address, listen="127.0.0.1:0")
+    try:
+        eventually("both replicas", functools.partial(both_stream, primary))
+        heard = target.status
+        eventually("the target to know both members", lambda: len(heard().primary_peers) == 2)
+        proxy.cut()
+        eventually("the member to lose its primary", lambda: cut_off.status().state != "streaming")
+        switched = primary.switchover(target.name)
+        new = target.promoted
+        assert new is not None
+        lsn = new.store.put("t", "after", 1).lsn
+        assert cut_off.wait_for(lsn, timeout=30), cut_off.status()
+        assert cut_off.store.get("t", "after") == 1
+        switched.replica.close()
+        new.close()
+    finally:
+        cut_off.close()
+        target.close()
+        primary.close()
+        proxy.close()

@@ -1284,7 +1284,7 @@ class Replica:
         when a member holds a newer log that forked from this one; ``force=True``
         promotes with whoever granted and reports the possible loss. The store then
         belongs to the new primary: closing the replica leaves it open.
-        
+
         The new primary serves with the options given here, not the old primary's (a
         switchover keeps those): pass the same ``quorum``, ``table_modes`` and
         ``default_durability``, or tables the old primary wrote synchronously take

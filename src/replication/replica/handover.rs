@@ -3,13 +3,18 @@
 //! primary's settings, on its own member address, at run time.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::{lock, Shared, StoreSide};
 use crate::error::ReplicationError;
 use crate::replication::handover::Settings;
 use crate::replication::machine::ReplicaMachine;
+use crate::replication::monitor::request_follow;
 use crate::replication::primary::Primary;
 use crate::replication::status::LinkState;
+
+/// How long telling one member to follow the new primary may take.
+const LEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the old primary handed over (see [`crate::replication::protocol::Message`]).
 pub(super) struct Handover {
@@ -55,7 +60,35 @@ pub(super) async fn take_over(
     let address = primary.address().to_string();
     *lock(&side.handed_over) = Some(primary);
     lock(&shared.state).state = LinkState::Promoted;
+    lead_members(shared, &address);
     Ok(address)
+}
+
+/// Tells every other member the old primary's heartbeats named to follow the new primary
+/// at `address`, on a thread of its own (best effort, as the old primary's own leads):
+/// the old primary leads only the replicas connected to it when the switchover ends, and
+/// none at all if it dies right after the takeover. A member told twice reconnects once
+/// more, from its own position.
+fn lead_members(shared: &Shared, address: &str) {
+    let members: Vec<(String, String)> = lock(&shared.state)
+        .primary_peers
+        .iter()
+        .filter(|(name, _)| *name != shared.options.name)
+        .cloned()
+        .collect();
+    let (token, address) = (shared.options.token.clone(), address.to_owned());
+    let spawned = std::thread::Builder::new()
+        .name("replikv-lead".into())
+        .spawn(move || {
+            for (name, member) in members {
+                if let Err(err) = request_follow(&member, &address, token.as_deref(), LEAD_TIMEOUT) {
+                    tracing::warn!(member = %name, at = %member, %err, "could not tell a member to follow the new primary");
+                }
+            }
+        });
+    if let Err(err) = spawned {
+        tracing::warn!(%err, "could not start telling the members to follow the new primary");
+    }
 }
 
 fn become_primary(
