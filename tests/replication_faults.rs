@@ -631,3 +631,34 @@ fn a_switchover_whose_target_never_answers_leaves_the_store_fenced_not_paused() 
     store.close()?;
     Ok(())
 }
+
+/// What a peer may send is bounded: a hello whose `listen` is not an address is refused
+/// (every member's address goes into every heartbeat), and a frame after the handshake
+/// larger than a peer ever needs (4 MiB) is refused and counted before it is read.
+#[test]
+fn a_listen_that_is_no_address_and_a_peer_frame_past_4_mib_are_refused() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (store, primary) = serve(
+        dir.path(),
+        StoreOptions::default(),
+        PrimaryOptions::default(),
+    )?;
+    let nowhere = Some("x".repeat(60_000));
+    let (_, refused) = RawPeer::hello_listening(&primary, PeerKind::Replica, "far", nowhere)?;
+    assert!(
+        matches!(&refused, Message::Refused { code: RefuseCode::Protocol, reason, .. }
+            if reason.contains("not an IP address and port")),
+        "{refused:?}"
+    );
+    let (mut big, welcome) = RawPeer::hello(&primary, PeerKind::Consumer, "big")?;
+    assert!(matches!(welcome, Message::Welcome { .. }), "{welcome:?}");
+    big.stream.write_all(&(5u32 << 20).to_be_bytes())?;
+    eventually("the large frame to be counted", || {
+        primary.status().rejected == 2
+    });
+    let refusal = primary.status().last_rejection.unwrap_or_default();
+    assert!(refusal.contains("at most 4194304 bytes"), "{refusal}");
+    primary.close();
+    store.close()?;
+    Ok(())
+}
