@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -228,6 +229,10 @@ def test_a_timeout_that_is_no_duration_is_a_usage_error(
 def test_a_cache_node_bound_beyond_64_bits_is_an_error_not_a_traceback(
     option: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    before = signal.getsignal(signal.SIGTERM)
     assert cli.main(["cache-node", "--listen", "127.0.0.1:0", option, str(2**70)]) == 1
     err = capsys.readouterr().err
     assert "error:" in err and "must fit in 64 bits" in err and "Traceback" not in err
+    # The node's SIGTERM handler lasts as long as it runs: a process that forks later
+    # (a multiprocessing pool) must not hand its workers a handler that only raises.
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -11,7 +11,7 @@ from typing import Any
 
 from ._args import positive
 from ._core import CacheNode, CacheNodeStats
-from ._roles import Stop, stop_on_sigterm
+from ._roles import Stop, stops_on_sigterm
 from .exceptions import ReplikvError
 
 TOKEN_ENV = "REPLIKV_TOKEN"
@@ -61,8 +61,8 @@ def add_command(commands: Any) -> None:
     node.set_defaults(run=_run_cache_node)
 
 
+@stops_on_sigterm
 def _run_cache_node(args: argparse.Namespace) -> int:
-    stop_on_sigterm()
     try:
         with CacheNode(
             args.listen,

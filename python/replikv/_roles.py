@@ -5,14 +5,18 @@ primary, until the process is stopped (Ctrl-C or SIGTERM)."""
 
 from __future__ import annotations
 
+import functools
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
-from typing import TypeVar
+from typing import ParamSpec, TypeVar
 
 from ._core import Primary, Replica, Switchover
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 #: How often the loops look at their role.
 TICK = 0.2
@@ -22,11 +26,25 @@ class Stop(Exception):
     """SIGTERM, turned into an exception so that `finally` blocks close what is open."""
 
 
-def stop_on_sigterm() -> None:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise Stop
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise Stop
 
-    signal.signal(signal.SIGTERM, handler)
+
+def stops_on_sigterm(run: Callable[P, R]) -> Callable[P, R]:
+    """Runs `run` with SIGTERM raised as `Stop`, and puts the previous handler back when it
+    returns: a caller in the same process (a test, a notebook) keeps its own, and a child
+    it forks later is not left with a handler that only raises (a pool's `terminate()`
+    then waited for ever on a worker that never died)."""
+
+    @functools.wraps(run)
+    def stopping(*args: P.args, **kwargs: P.kwargs) -> R:
+        previous = signal.signal(signal.SIGTERM, _raise_stop)
+        try:
+            return run(*args, **kwargs)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    return stopping
 
 
 def run_roles(

@@ -19,7 +19,7 @@ from ._core import (
     fetch_status,
     promote_stopped,
 )
-from ._roles import run_roles, stop_on_sigterm
+from ._roles import run_roles, stops_on_sigterm
 from .exceptions import ReplikvError
 
 TOKEN_ENV = "REPLIKV_TOKEN"
@@ -140,8 +140,8 @@ def add_commands(commands: Any) -> None:
     status.set_defaults(run=_run_status)
 
 
+@stops_on_sigterm
 def _run_primary(args: argparse.Namespace) -> int:
-    stop_on_sigterm()
     try:
         store = Store(args.data)
     except (ReplikvError, OSError) as problem:
@@ -198,8 +198,8 @@ def _replica_progress(replica: Replica) -> None:
     )
 
 
+@stops_on_sigterm
 def _run_replica(args: argparse.Namespace) -> int:
-    stop_on_sigterm()
     try:
         with Replica(
             args.data,
