@@ -331,6 +331,16 @@ impl Message {
     /// # Errors
     /// Which bound a field passes, for a person.
     pub fn check_plausible(&self) -> Result<(), String> {
+        // The frames of every batch and ack first, with nothing allocated.
+        match self {
+            Message::Entries { epoch, .. } => return check_bounds(&[*epoch], &[]),
+            Message::EntryPart { lsn, .. } => return check_bounds(&[], &[*lsn]),
+            Message::Ack {
+                flushed_lsn,
+                applied_lsn,
+            } => return check_bounds(&[], &[*flushed_lsn, *applied_lsn]),
+            _ => {}
+        }
         let mut epochs = Vec::new();
         let mut lsns = Vec::new();
         let mut history_of = |history: &[(u64, u64)]| {
@@ -383,12 +393,6 @@ impl Message {
                 epochs.push(*epoch);
                 lsns.extend(*fork_lsn);
             }
-            Message::Entries { epoch, .. } => epochs.push(*epoch),
-            Message::EntryPart { lsn, .. } => lsns.push(*lsn),
-            Message::Ack {
-                flushed_lsn,
-                applied_lsn,
-            } => lsns.extend([*flushed_lsn, *applied_lsn]),
             Message::Granted { flushed_lsn, .. } => lsns.push(*flushed_lsn),
             Message::Fetch {
                 after_lsn,
@@ -405,16 +409,21 @@ impl Message {
             }
             _ => {}
         }
-        if let Some(epoch) = epochs.iter().find(|&&e| e > MAX_EPOCH) {
-            return Err(format!(
-                "epoch {epoch} is past any a store reaches ({MAX_EPOCH})"
-            ));
-        }
-        if let Some(lsn) = lsns.iter().find(|&&l| l > MAX_LSN) {
-            return Err(format!("LSN {lsn} is past any a store reaches ({MAX_LSN})"));
-        }
-        Ok(())
+        check_bounds(&epochs, &lsns)
     }
+}
+
+/// The first of `epochs` past [`MAX_EPOCH`] or of `lsns` past [`MAX_LSN`], as an error.
+fn check_bounds(epochs: &[u64], lsns: &[u64]) -> Result<(), String> {
+    if let Some(epoch) = epochs.iter().find(|&&e| e > MAX_EPOCH) {
+        return Err(format!(
+            "epoch {epoch} is past any a store reaches ({MAX_EPOCH})"
+        ));
+    }
+    if let Some(lsn) = lsns.iter().find(|&&l| l > MAX_LSN) {
+        return Err(format!("LSN {lsn} is past any a store reaches ({MAX_LSN})"));
+    }
+    Ok(())
 }
 
 /// What an older sender's entries are: durable, every one.
