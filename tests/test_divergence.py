@@ -71,6 +71,27 @@ def test_a_diverged_replica_stops_with_the_loss_account_and_merges_nothing(
         assert replica.store.get("subscribers", "ana@example.com") == {"opted_in": False}
 
 
+def test_a_diverged_replica_refuses_read_your_writes_even_at_an_lsn_it_holds(
+    primary: replikv.Primary, tmp_path: Path
+) -> None:
+    # The replica holds LSNs 1 to 3 of another history; the primary wrote LSN 1 only.
+    path = diverged_dir(tmp_path / "replica")
+    with replikv.Replica(path, primary=primary.address, token=TOKEN, name="eu-1") as replica:
+        eventually("the fork found", lambda: replica.status().diverged is not None)
+        lsn = primary.store.last_lsn
+        assert replica.store.last_lsn >= lsn, "the LSN is applied here: in another history"
+        for read in (
+            lambda: replica.wait_for(lsn, timeout=5),
+            lambda: replica.get("subscribers", "ana@example.com", min_lsn=lsn),
+            lambda: replica.get("subscribers", "ana@example.com"),
+        ):
+            with pytest.raises(replikv.DivergedError, match="forks from the primary's") as raised:
+                read()
+            assert (raised.value.fork_lsn, raised.value.entries) == (1, 3)
+        # The store itself still reads what it holds, for a person to look at.
+        assert replica.store.get("subscribers", "ana@example.com") == {"opted_in": False}
+
+
 def test_a_resync_keeps_the_local_only_entries_in_a_report_and_re_seeds(
     primary: replikv.Primary, tmp_path: Path
 ) -> None:

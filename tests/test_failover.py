@@ -41,6 +41,7 @@ def test_a_promoted_replica_holds_every_acknowledged_sync_write_and_the_loss_is_
     new = replica.promote()
     promotion = new.promotion
     assert promotion is not None and not promotion.forced
+    assert replica.status().state == "promoted"
     assert (promotion.epoch, sorted(promotion.reached)) == (2, ["eu-1", "us-1"])
     store = new.store
     missing = [k for k in acked if store.get("consent", k) is None]
@@ -49,8 +50,11 @@ def test_a_promoted_replica_holds_every_acknowledged_sync_write_and_the_loss_is_
     assert position == promotion.start_lsn - 1
     replica.close()
     assert not store.closed, "the promoted store belongs to the new primary"
-    # The other member granted the epoch and follows the promoted replica.
-    store.put("consent", "after-failover", {"opted_in": True})
+    # The other member granted the epoch and follows the promoted replica, which serves
+    # with the old primary's settings: consent writes stay sync, acknowledged by it.
+    assert new.settings["table_modes"] == {"consent": "sync"}
+    receipt = store.put("consent", "after-failover", {"opted_in": True})
+    assert (receipt.durability, receipt.acked_by) == ("sync", [other.name])
     assert other.wait_for(store.last_lsn, timeout=30)
     other.close()
 
@@ -166,10 +170,14 @@ def test_split_brain_the_cut_off_primary_never_acknowledges_and_is_fenced_when_t
     new.store.close()
 
 
-def test_replikv_promote_promotes_a_stopped_replica_by_the_rule(tmp_path: Path) -> None:
+def test_replikv_promote_promotes_a_stopped_replica_by_the_rule(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     store = replikv.Store(tmp_path / "primary")
     with (
-        replikv.Primary(store, token=TOKEN, heartbeat_interval=0.02) as primary,
+        replikv.Primary(
+            store, token=TOKEN, heartbeat_interval=0.02, table_modes={"consent": "sync"}
+        ) as primary,
         replikv.Replica(tmp_path / "eu-1", primary=primary.address, token=TOKEN) as eu1,
     ):
         eventually("eu-1", lambda: primary.sync_state == "ok")
@@ -180,9 +188,63 @@ def test_replikv_promote_promotes_a_stopped_replica_by_the_rule(tmp_path: Path) 
 
     assert cli.main(["promote", str(tmp_path / "missing")]) == 1
     assert cli.main(["promote", str(tmp_path / "eu-1")]) == 0
+    # It says how to serve it as its old primary served (sync consent writes, quorum 1).
+    said = capsys.readouterr().out
+    assert f"replikv primary --data {tmp_path / 'eu-1'} --sync-tables consent\n" in said
     with replikv.Store(tmp_path / "eu-1") as promoted:
         assert promoted.epoch_history == [(1, 1), (2, lsn + 1)]
         assert promoted.put("consent", "bob", True).lsn == lsn + 1
     # Promoting it again: it is no replica's store any more.
     with pytest.raises(replikv.ReplicationError, match="is not a replica's directory"):
         replikv.promote_stopped(tmp_path / "eu-1")
+
+
+def test_a_promotion_serves_with_the_old_primarys_settings_remembered_across_a_restart(
+    tmp_path: Path,
+) -> None:
+    store = replikv.Store(tmp_path / "primary")
+    settings = {
+        "ship_interval": 0.02,
+        "max_batch_bytes": 1 << 20,
+        "heartbeat_interval": 0.02,
+        "retain_bytes": None,
+        "retain_seconds": 3600.0,
+        "quorum": 2,
+        "sync_timeout": 7.0,
+        "on_timeout": "degrade",
+        "table_modes": {"consent": "sync", "templates": "async"},
+        "default_durability": "async",
+        "ship_ahead": True,
+    }
+    primary = replikv.Primary(store, token=TOKEN, **settings)  # type: ignore[arg-type]
+    assert primary.settings == settings
+    eu1, us1 = (
+        replikv.Replica(tmp_path / n, primary=primary.address, token=TOKEN, listen="127.0.0.1:0")
+        for n in ("eu-1", "us-1")
+    )
+    eventually("both members", lambda: primary.sync_state == "ok")
+    store.put("consent", "ana", True)
+    eventually("a heartbeat naming both members", lambda: len(eu1.status().primary_peers) == 2)
+    primary.close()
+    store.close()
+    # Restarted after its primary died, eu-1 still knows how it served (from its directory).
+    eu1.close()
+    eu1 = replikv.Replica(tmp_path / "eu-1", primary="127.0.0.1:9", token=TOKEN)
+    new = eu1.promote(quorum=1, sync_timeout=3)
+    assert new.promotion is not None and new.promotion.settings == settings
+    assert new.settings == {**settings, "quorum": 1, "sync_timeout": 3.0}
+    receipt = new.store.put("consent", "bob", False)
+    assert (receipt.durability, receipt.acked_by) == ("sync", ["us-1"])
+    assert new.store.put("templates", "welcome", "hi").durability == "async"
+    # A second failover passes on what the first primary's successor served with, but for
+    # what is given again: table_modes={} clears the table modes.
+    eventually("a heartbeat of the new primary", lambda: us1.status().primary_quorum == 1)
+    new.close()
+    new.store.close()
+    eu1.close()
+    third = us1.promote(table_modes={})
+    assert third.settings == {**settings, "quorum": 1, "sync_timeout": 3.0, "table_modes": {}}
+    assert third.store.put("consent", "cy", True).durability == "async"
+    third.close()
+    us1.close()
+    third.store.close()

@@ -5,6 +5,7 @@ silently."""
 from __future__ import annotations
 
 import _thread
+import logging
 import signal
 import subprocess
 import sys
@@ -88,15 +89,38 @@ def test_sync_write_raises_replication_timeout_with_its_lsn_when_the_quorum_is_d
 
 
 def test_sync_write_degrades_visibly_when_the_quorum_is_down_and_degrade_was_chosen(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    options: dict[str, Any] = {"quorum": 2, "sync_timeout": 0.3, "on_timeout": "degrade"}
+    caplog.set_level(logging.WARNING, logger="replikv")
+    options: dict[str, Any] = {
+        "quorum": 2,
+        "sync_timeout": 0.3,
+        "on_timeout": "degrade",
+        "table_modes": {"consent": "sync"},
+    }
     with serving(tmp_path, "a", "b", **options) as (primary, replicas):
         disconnect(primary, replicas.pop("b"))
         receipt = primary.store.put("consent", "ana", True, durability="sync")
         assert (receipt.durability, receipt.degraded) == ("sync", True)
         assert receipt.lsn == primary.store.last_lsn
         assert set(receipt.acked_by) <= {"a"}
+        # Writes that return no receipt degrade visibly too: a warning each, with its LSN.
+        consent = primary.store.table("consent")
+        consent["bob"] = True
+        del consent["ana"]
+        assert primary.store.delete_prefix("consent", "b") == 1
+
+        def warned() -> list[str]:
+            return [
+                r.getMessage()
+                for r in caplog.records
+                if r.levelno == logging.WARNING
+                and "not acknowledged by its quorum" in r.getMessage()
+            ]
+
+        # Records reach Python's logging from the core's threads: a moment later.
+        eventually("a warning per degraded write", lambda: len(warned()) >= 4)
+        assert [f"(lsn={receipt.lsn + i}," in w for i, w in enumerate(warned())] == [True] * 4
 
 
 def test_a_stalled_replica_slows_sync_writers_only_when_the_quorum_needs_it(

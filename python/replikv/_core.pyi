@@ -988,6 +988,13 @@ class Primary:
         """Whether a sync write's entry ships while this primary's own fsync runs
         (``Primary(ship_ahead=True)``)."""
     @property
+    def settings(self) -> dict[str, Any]:
+        """The settings it serves with, as ``Primary``'s keyword arguments (all but
+        ``listen`` and ``token``): ``Primary(store, **primary.settings)`` serves alike. A
+        promoted primary's are its old primary's, but for the arguments given to
+        ``promote()``.
+        """
+    @property
     def store(self) -> Store:
         """The store being served."""
     @property
@@ -1158,6 +1165,11 @@ class Promotion:
     def possible_loss(self) -> tuple[int, int] | None:
         """``(first, last)``: the LSNs the old primary had committed (as last heard) that
         the new primary lacks (async writes; sync ones too only if forced), or ``None``."""
+    @property
+    def settings(self) -> dict[str, Any] | None:
+        """The old primary's settings as its heartbeats last said (``Primary``'s keyword
+        arguments: ``quorum``, ``table_modes``, ...), or ``None`` if none said.
+        """
     def _repr_html_(self) -> str:
         """An HTML table of it, for Jupyter."""
 
@@ -1239,8 +1251,11 @@ class Replica:
         ``False``, and ``status().last_error`` says why (``connection refused``, ...).
 
         Raises:
-            ReplicationError: the link failed for good (a wrong token, a diverged
-                history): the primary's reason, rather than a wait for nothing.
+            DivergedError: this replica stopped on a fork (``on_diverge="stop"``): at once,
+                whatever ``lsn``, even one applied here, since its store holds entries its
+                primary does not.
+            ReplicationError: the link failed for good (a wrong token, say): the primary's
+                reason, rather than a wait for nothing.
         """
     def get(
         self, table: str, key: _Key, default: Any = None, *, min_lsn: int = 0, timeout: float = 1.0
@@ -1250,6 +1265,9 @@ class Replica:
         Raises:
             ReplicationTimeout: ``min_lsn`` was not applied within ``timeout`` (the message
                 says what the link last failed on, if anything).
+            DivergedError: this replica stopped on a fork: its store holds entries its
+                primary does not, so no read of it is the primary's (``replica.store.get``
+                still reads it, as it is).
             ReplicationError: the link failed for good, with the primary's reason.
         """
     def status(self) -> ReplicaStatus:
@@ -1260,35 +1278,40 @@ class Replica:
         listen: str | None = None,
         token: str | None = None,
         force: bool = False,
-        ship_interval: float = 0.05,
-        quorum: int = 1,
-        sync_timeout: float = 5.0,
-        on_timeout: str = "raise",
+        ship_interval: float | None = None,
+        quorum: int | None = None,
+        sync_timeout: float | None = None,
+        on_timeout: str | None = None,
         table_modes: Mapping[str, str] | None = None,
-        default_durability: str = "async",
-        ship_ahead: bool = False,
+        default_durability: str | None = None,
+        ship_ahead: bool | None = None,
     ) -> Primary:
         """Makes this replica the primary of a new epoch, without reopening its store;
         returns the new :class:`Primary` (see its ``promotion``).
 
-        By the rule of DESIGN §1, it asks the members its primary's heartbeats named
-        (replicas started with ``listen=``) to raise their epoch, and once
-        ``members - quorum + 1`` of those that fsync granted it (itself included), it
-        adopts the newest log among them (fetching what it lacks) and serves it on
-        ``listen`` (default: its own ``listen`` address, else a free port) with ``token``
-        (default: its own). The members that granted then follow it, and the old primary
-        is told it is deposed.
+        It asks the members its primary's heartbeats named (replicas started with
+        ``listen=``) to raise their epoch, and once ``members - quorum + 1`` of those that
+        fsync granted it (itself included: then at least one of them holds every
+        acknowledged sync write), it adopts the newest log among them (fetching what it
+        lacks) and serves it on ``listen`` (default: its own ``listen`` address, else a free
+        port) with ``token`` (default: its own). The members that granted then follow it,
+        and the old primary is told it is deposed.
+
+        It serves with the old primary's settings as its heartbeats last said (kept in
+        this replica's directory): ``quorum``, ``table_modes``, ``default_durability``,
+        ``sync_timeout``, ``on_timeout``, ``ship_interval``, ``ship_ahead``, the heartbeat
+        interval, batch size and log caps, so that a table written synchronously stays so.
+        Each argument given replaces its setting (``table_modes={}`` clears the table
+        modes); with no heartbeat heard, ``Primary``'s defaults. ``Primary.settings`` shows
+        what it serves with. The old primary's quorum may need more replicas than are left
+        without it: sync writes are then refused until one joins, or pass ``quorum=``.
 
         Raises ``ReplicationError`` when too few members can be reached (nothing changes
         when that is known before asking), when another promotion got a member first, or
         when a member holds a newer log that forked from this one; ``force=True``
         promotes with whoever granted and reports the possible loss. The store then
-        belongs to the new primary: closing the replica leaves it open.
-
-        The new primary serves with the options given here, not the old primary's (a
-        switchover keeps those): pass the same ``quorum``, ``table_modes`` and
-        ``default_durability``, or tables the old primary wrote synchronously take
-        async writes.
+        belongs to the new primary: closing the replica leaves it open. ``ValueError``: an
+        argument out of range.
         """
     def follow(self, address: str) -> None:
         """Follows the primary at ``address`` from now on (after a promotion elsewhere),
@@ -1308,7 +1331,11 @@ def fetch_status(address: str, *, token: str | None = None, timeout: float = 5.0
 def promote_stopped(path: str | os.PathLike[str], *, force: bool = False) -> Promotion:
     """Makes a stopped replica's store the primary of a new epoch, by the rule
     :meth:`Replica.promote` follows (with what its primary's heartbeats last said), without
-    serving it: ``Primary(Store(path))`` or ``replikv primary --data DIR`` serves it next.
+    serving it. Serve it next as its old primary served, so that the tables it wrote
+    synchronously stay so: ``Primary(Store(path), **promotion.settings)`` (``settings`` is
+    ``None`` if no heartbeat said them), or the ``replikv primary`` command that
+    ``replikv promote DIR`` prints. ``Primary(Store(path))`` alone serves with the
+    defaults: every table async.
 
     Raises ``ReplicationError`` (nothing changes) when the rule is not met and ``force`` is
     not set, or when the directory is not a replica's (force or not);

@@ -140,6 +140,10 @@ def act(
                     )
         else:
             say("  async entries lost: 0 (the replica had every entry)")
+        code('new_primary.store.put("consent", "after@example.com", {"opted_in": True})')
+        receipt = store.put("consent", "after@example.com", {"opted_in": True})
+        say(f"  {receipt!r}")
+        say("  (the new primary serves with the old one's settings: consent writes stay sync)")
     finally:
         eu1.close()
         us1.close()

@@ -111,7 +111,8 @@ def add_commands(commands: Any) -> None:
             "acknowledged sync write (its primary's quorum equalled its number of replicas, "
             "as the last heartbeats said); a running replica started with --listen can "
             "reach the others (Replica.promote). Then serve it with "
-            "`replikv primary --data DIR`."
+            "`replikv primary --data DIR` and the options it prints: its old primary's "
+            "quorum, sync tables and timeouts, as the last heartbeats said."
         ),
     )
     promote.add_argument("dir", type=Path, metavar="DIR", help="the stopped replica's directory")
@@ -271,8 +272,38 @@ def _run_promote(args: argparse.Namespace) -> int:
         print(f"replikv promote: error: {failure}", file=sys.stderr)
         return 1
     print(f"{args.dir} promoted: {promotion!r}")
-    print(f"serve it with: replikv primary --data {args.dir}")
+    flags, unsaid = _primary_flags(promotion.settings)
+    print(f"serve it as its old primary was served: replikv primary --data {args.dir}{flags}")
+    if unsaid:
+        print(f"  (the command line cannot say {unsaid}: serve it from Python with Primary)")
     return 0
+
+
+def _primary_flags(settings: dict[str, Any] | None) -> tuple[str, str]:
+    """The ``replikv primary`` options that serve with ``settings`` (the old primary's, as
+    a promotion reports them; none when unknown), and what of them no option says."""
+    if settings is None:
+        return "", ""
+    flags = []
+    if settings["quorum"] != 1:
+        flags.append(f"--quorum {settings['quorum']}")
+    sync_tables = sorted(t for t, mode in settings["table_modes"].items() if mode == "sync")
+    if sync_tables:
+        flags.append(f"--sync-tables {','.join(sync_tables)}")
+    if settings["sync_timeout"] != 5.0:
+        flags.append(f"--sync-timeout {settings['sync_timeout']:g}")
+    if settings["on_timeout"] != "raise":
+        flags.append(f"--on-timeout {settings['on_timeout']}")
+    if settings["ship_interval"] != 0.05:
+        flags.append(f"--ship-interval {settings['ship_interval']:g}")
+    if settings["ship_ahead"]:
+        flags.append("--ship-ahead")
+    unsaid = (
+        "default_durability='sync' (every table not named sync)"
+        if settings["default_durability"] == "sync"
+        else ""
+    )
+    return "".join(f" {flag}" for flag in flags), unsaid
 
 
 def _run_status(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ mod put_many;
 mod replica;
 mod replication;
 mod scrub;
+mod settings;
 mod stats;
 mod status;
 mod store;

@@ -5,12 +5,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyDict, PyTuple};
 
 use super::args::{int, non_negative, opt_int, seconds, timeout as wait_limit};
 use super::display::html;
 use super::errors::{not_inherited, owned, run_detached};
 use super::replication::{wait_until, PrimaryArgs};
+use super::settings::to_dict;
 use super::status::{PyPrimaryStatus, PySlot};
 use super::store::PyStore;
 use super::verify::PyVerifyReport;
@@ -36,24 +37,36 @@ pub(crate) struct PyPromotion {
     /// ``(first, last)``: the LSNs the old primary had committed (as last heard) that
     /// the new primary lacks (async writes; sync ones too only if forced), or ``None``.
     possible_loss: Option<(u64, u64)>,
+    /// The old primary's settings as its heartbeats last said (``Primary``'s keyword
+    /// arguments: ``quorum``, ``table_modes``, ...), or ``None`` if none said.
+    settings: Option<Py<PyDict>>,
 }
 
-impl From<Promotion> for PyPromotion {
-    fn from(p: Promotion) -> Self {
-        Self {
+impl PyPromotion {
+    pub(super) fn new(py: Python<'_>, p: Promotion) -> PyResult<Self> {
+        let settings = match &p.settings {
+            Some(settings) => Some(to_dict(py, settings)?.unbind()),
+            None => None,
+        };
+        Ok(Self {
             epoch: p.epoch,
             start_lsn: p.start_lsn,
             reached: p.reached,
             needed: p.needed,
             forced: p.forced,
             possible_loss: p.possible_loss,
-        }
+            settings,
+        })
     }
 }
 
 /// Makes a stopped replica's store the primary of a new epoch, by the rule
 /// :meth:`Replica.promote` follows (with what its primary's heartbeats last said), without
-/// serving it: ``Primary(Store(path))`` or ``replikv primary --data DIR`` serves it next.
+/// serving it. Serve it next as its old primary served, so that the tables it wrote
+/// synchronously stay so: ``Primary(Store(path), **promotion.settings)`` (``settings`` is
+/// ``None`` if no heartbeat said them), or the ``replikv primary`` command that
+/// ``replikv promote DIR`` prints. ``Primary(Store(path))`` alone serves with the
+/// defaults: every table async.
 ///
 /// Raises ``ReplicationError`` (nothing changes) when the rule is not met and ``force`` is
 /// not set, or when the directory is not a replica's (force or not);
@@ -68,7 +81,7 @@ pub(crate) fn promote_stopped(
     let promotion = run_detached(py, move || {
         crate::replication::replica::promote_stopped(&path, force)
     })?;
-    Ok(PyPromotion::from(promotion))
+    PyPromotion::new(py, promotion)
 }
 
 #[pymethods]
@@ -253,6 +266,15 @@ impl PyPrimary {
     #[getter]
     fn ship_ahead(&self) -> bool {
         self.primary.ships_ahead()
+    }
+
+    /// The settings it serves with, as ``Primary``'s keyword arguments (all but
+    /// ``listen`` and ``token``): ``Primary(store, **primary.settings)`` serves alike. A
+    /// promoted primary's are its old primary's, but for the arguments given to
+    /// ``promote()``.
+    #[getter]
+    fn settings<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        to_dict(py, &self.primary.settings())
     }
 
     /// The store being served.

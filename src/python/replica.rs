@@ -8,12 +8,13 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyTuple};
 
-use super::args::{directory, int, non_negative, seconds, timeout as wait_limit};
+use super::args::{directory, int, non_negative, opt_int, seconds, timeout as wait_limit};
 use super::display::html;
 use super::diverged::{account, diverged_error};
 use super::errors::{not_inherited, owned, raise, run_detached};
 use super::primary::{PyPrimary, PyPromotion};
-use super::replication::{wait_until, PrimaryArgs};
+use super::replication::wait_until;
+use super::settings::Overrides;
 use super::status::PyReplicaStatus;
 use super::store::PyStore;
 use crate::fork::ParentOnly;
@@ -158,8 +159,11 @@ impl PyReplica {
     /// ``False``, and ``status().last_error`` says why (``connection refused``, ...).
     ///
     /// Raises:
-    ///     ReplicationError: the link failed for good (a wrong token, a diverged
-    ///         history): the primary's reason, rather than a wait for nothing.
+    ///     DivergedError: this replica stopped on a fork (``on_diverge="stop"``): at once,
+    ///         whatever ``lsn``, even one applied here, since its store holds entries its
+    ///         primary does not.
+    ///     ReplicationError: the link failed for good (a wrong token, say): the primary's
+    ///         reason, rather than a wait for nothing.
     #[pyo3(signature = (lsn, timeout = 5.0, progress = None))]
     fn wait_for(
         &self,
@@ -194,6 +198,9 @@ impl PyReplica {
     /// Raises:
     ///     ReplicationTimeout: ``min_lsn`` was not applied within ``timeout`` (the message
     ///         says what the link last failed on, if anything).
+    ///     DivergedError: this replica stopped on a fork: its store holds entries its
+    ///         primary does not, so no read of it is the primary's (``replica.store.get``
+    ///         still reads it, as it is).
     ///     ReplicationError: the link failed for good, with the primary's reason.
     #[pyo3(signature = (table, key, default = None, *, min_lsn = 0, timeout = 1.0))]
     fn get<'py>(
@@ -281,29 +288,34 @@ impl PyReplica {
     }
 
     #[pyo3(signature = (*, listen = None, token = None, force = false,
-        ship_interval = 0.05, quorum = 1, sync_timeout = 5.0, on_timeout = "raise",
-        table_modes = None, default_durability = "async", ship_ahead = false))]
+        ship_interval = None, quorum = None, sync_timeout = None, on_timeout = None,
+        table_modes = None, default_durability = None, ship_ahead = None))]
     /// Makes this replica the primary of a new epoch, without reopening its store;
     /// returns the new :class:`Primary` (see its ``promotion``).
     ///
-    /// By the rule of DESIGN §1, it asks the members its primary's heartbeats named
-    /// (replicas started with ``listen=``) to raise their epoch, and once
-    /// ``members - quorum + 1`` of those that fsync granted it (itself included), it
-    /// adopts the newest log among them (fetching what it lacks) and serves it on
-    /// ``listen`` (default: its own ``listen`` address, else a free port) with ``token``
-    /// (default: its own). The members that granted then follow it, and the old primary
-    /// is told it is deposed.
+    /// It asks the members its primary's heartbeats named (replicas started with
+    /// ``listen=``) to raise their epoch, and once ``members - quorum + 1`` of those that
+    /// fsync granted it (itself included: then at least one of them holds every
+    /// acknowledged sync write), it adopts the newest log among them (fetching what it
+    /// lacks) and serves it on ``listen`` (default: its own ``listen`` address, else a free
+    /// port) with ``token`` (default: its own). The members that granted then follow it,
+    /// and the old primary is told it is deposed.
+    ///
+    /// It serves with the old primary's settings as its heartbeats last said (kept in
+    /// this replica's directory): ``quorum``, ``table_modes``, ``default_durability``,
+    /// ``sync_timeout``, ``on_timeout``, ``ship_interval``, ``ship_ahead``, the heartbeat
+    /// interval, batch size and log caps, so that a table written synchronously stays so.
+    /// Each argument given replaces its setting (``table_modes={}`` clears the table
+    /// modes); with no heartbeat heard, ``Primary``'s defaults. ``Primary.settings`` shows
+    /// what it serves with. The old primary's quorum may need more replicas than are left
+    /// without it: sync writes are then refused until one joins, or pass ``quorum=``.
     ///
     /// Raises ``ReplicationError`` when too few members can be reached (nothing changes
     /// when that is known before asking), when another promotion got a member first, or
     /// when a member holds a newer log that forked from this one; ``force=True``
     /// promotes with whoever granted and reports the possible loss. The store then
-    /// belongs to the new primary: closing the replica leaves it open.
-    ///
-    /// The new primary serves with the options given here, not the old primary's (a
-    /// switchover keeps those): pass the same ``quorum``, ``table_modes`` and
-    /// ``default_durability``, or tables the old primary wrote synchronously take
-    /// async writes.
+    /// belongs to the new primary: closing the replica leaves it open. ``ValueError``: an
+    /// argument out of range.
     #[allow(clippy::too_many_arguments)] // the keyword arguments of the Python API
     fn promote(
         &self,
@@ -311,13 +323,13 @@ impl PyReplica {
         listen: Option<String>,
         token: Option<String>,
         force: bool,
-        ship_interval: f64,
-        #[pyo3(from_py_with = int)] quorum: i128,
-        sync_timeout: f64,
-        on_timeout: &str,
+        ship_interval: Option<f64>,
+        #[pyo3(from_py_with = opt_int)] quorum: Option<i128>,
+        sync_timeout: Option<f64>,
+        on_timeout: Option<String>,
         table_modes: Option<std::collections::HashMap<String, String>>,
-        default_durability: &str,
-        ship_ahead: bool,
+        default_durability: Option<String>,
+        ship_ahead: Option<bool>,
     ) -> PyResult<PyPrimary> {
         let listen = listen.unwrap_or_else(|| {
             self.replica
@@ -326,14 +338,8 @@ impl PyReplica {
         });
         let token = token.or_else(|| self.replica.token().map(str::to_owned));
         owned(py, self.replica.store())?;
-        let options = PrimaryArgs {
-            listen: &listen,
-            token,
+        let options = Overrides {
             ship_interval,
-            max_batch_bytes: 4 << 20,
-            heartbeat_interval: 0.5,
-            retain_bytes: None,
-            retain_seconds: None,
             quorum,
             sync_timeout,
             on_timeout,
@@ -341,13 +347,13 @@ impl PyReplica {
             default_durability,
             ship_ahead,
         }
-        .options()?;
+        .options(&listen, token, self.replica.state().primary_settings)?;
         let replica = &self.replica;
         let (primary, promotion) = run_detached(py, move || replica.promote(options, force))?;
         Ok(PyPrimary {
             primary: ParentOnly::new(primary),
             store: self.store.clone_ref(py),
-            promotion: Some(Py::new(py, PyPromotion::from(promotion))?),
+            promotion: Some(Py::new(py, PyPromotion::new(py, promotion)?)?),
         })
     }
 
@@ -471,13 +477,32 @@ impl PyReplica {
         owned(py, self.replica.store())?;
         let store = self.replica.store();
         let replica = &self.replica;
-        wait_until(py, timeout, || {
-            store.readable_lsn() >= lsn || replica.state().state == LinkState::Failed
-        })?;
-        if store.readable_lsn() >= lsn {
-            return Ok(true);
+        // A replica that stopped on a fork holds entries its primary does not: none of its
+        // LSNs is the primary's any more, whether reached here or not.
+        let diverged = || replica.state().diverged.is_some();
+        if !diverged() {
+            wait_until(py, timeout, || {
+                store.readable_lsn() >= lsn
+                    || replica.state().state == LinkState::Failed
+                    || diverged()
+            })?;
+            if store.readable_lsn() >= lsn && !diverged() {
+                return Ok(true);
+            }
         }
         let state = replica.state();
+        if let Some(divergence) = &state.diverged {
+            let message = format!(
+                "replica {} stopped following {}: its history forks from the primary's at \
+                 LSN {}, and its store holds entries the primary does not, so no read of it \
+                 is the primary's: {}",
+                quoted(replica.name()),
+                replica.primary(),
+                divergence.fork_lsn,
+                state.last_error.unwrap_or_else(|| divergence.summary()),
+            );
+            return Err(diverged_error(py, message, divergence));
+        }
         if state.state == LinkState::Failed {
             let reason = state.last_error.unwrap_or_default();
             let message = format!(
@@ -485,9 +510,6 @@ impl PyReplica {
                 quoted(replica.name()),
                 replica.primary()
             );
-            if let Some(divergence) = &state.diverged {
-                return Err(diverged_error(py, message, divergence));
-            }
             return Err(raise(py, "ReplicationError", (message,)));
         }
         Ok(false)

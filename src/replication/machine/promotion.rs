@@ -74,6 +74,11 @@ pub struct Plan {
     pub fetch_from: Option<String>,
     /// The members that granted the epoch, the candidate first.
     pub reached: Vec<String>,
+    /// The members that granted and count toward a quorum, but for the candidate, each
+    /// with the end of its log as far as the adopted one goes: the new primary expects
+    /// them, so that a sync write right after the promotion waits for them to reconnect
+    /// (it is refused when too few replicas are known).
+    pub followers: Vec<(String, u64)>,
     /// Whether it was forced past the rule.
     pub forced: bool,
 }
@@ -258,6 +263,12 @@ impl Election {
             adopt_lsn: longest.flushed_lsn,
             fetch_from: (longest.name != own.name).then(|| longest.name.clone()),
             reached: self.granted().map(|log| log.name.clone()).collect(),
+            followers: self
+                .granted()
+                .skip(1)
+                .filter(|log| log.counted)
+                .map(|log| (log.name.clone(), log.flushed_lsn.min(longest.flushed_lsn)))
+                .collect(),
             forced,
         })
     }
@@ -342,7 +353,32 @@ mod tests {
         assert_eq!(plan.adopt_lsn, 12);
         assert_eq!(plan.fetch_from.as_deref(), Some("b"));
         assert_eq!(plan.reached, peers(&["a", "b"]));
+        assert_eq!(plan.followers, vec![("b".to_owned(), 12)]);
         assert!(!plan.forced);
+    }
+
+    #[test]
+    fn the_new_primary_expects_the_members_that_granted_and_count_each_at_its_log_end() {
+        let mut e = Election::new(
+            2,
+            Some(1),
+            log("a", 10, &[(1, 1)]),
+            &peers(&["b", "c", "d"]),
+        );
+        e.answer("b", Answer::Granted(log("b", 7, &[(1, 1)])));
+        let mut lazy = log("c", 10, &[(1, 1)]);
+        lazy.counted = false;
+        e.answer("c", Answer::Granted(lazy));
+        e.answer("d", Answer::Unreachable("refused".into()));
+        let Outcome::Won(plan) = e.outcome(true, false) else {
+            panic!("the candidate alone is enough")
+        };
+        assert_eq!(plan.reached, peers(&["a", "b", "c"]));
+        assert_eq!(
+            plan.followers,
+            vec![("b".to_owned(), 7)],
+            "c does not fsync, d did not grant, a is the candidate"
+        );
     }
 
     #[test]

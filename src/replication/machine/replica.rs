@@ -751,6 +751,7 @@ mod tests {
             quorum: 0,
             members: 0,
             peers: Vec::new(),
+            settings: None,
         }
     }
 

@@ -22,6 +22,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::watch;
 
 use super::commit_times::CommitTimes;
+use super::handover::Settings;
 use super::machine::{LinkId, Micros, Peer, PrimaryConfig, PrimaryMachine};
 use super::monitor::announce_epoch;
 use super::protocol::{Message, PeerKind};
@@ -368,6 +369,13 @@ impl Primary {
     #[must_use]
     pub fn ships_ahead(&self) -> bool {
         self.shared.options.ship_ahead
+    }
+
+    /// The settings it serves with, as a switchover hands them over and heartbeats tell
+    /// replicas (what a promotion of one serves with unless told otherwise).
+    #[must_use]
+    pub fn settings(&self) -> Settings {
+        Settings::of(&self.shared.options)
     }
 
     /// The store it serves.

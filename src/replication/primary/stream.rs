@@ -15,6 +15,7 @@ use crate::error::ReplicationError;
 use crate::log::{LogPosition, RawEntry};
 use crate::net::heard::HeardReader;
 use crate::net::AbortOnDrop;
+use crate::replication::handover::Settings;
 use crate::replication::machine::{LinkAction, LinkId};
 use crate::replication::protocol::{read_peer_frame, write_frame, Message, RefuseCode};
 use crate::replication::ship::send_entries;
@@ -79,6 +80,7 @@ pub(super) async fn stream_to(
                     quorum: shared.sync.options().quorum as u64,
                     members: shared.sync.counting() as u64,
                     peers: shared.members.addresses(),
+                    settings: Some(Settings::of(&shared.options)),
                 };
                 write_frame(&mut writer, &beat).await?;
                 turn.end();

@@ -203,6 +203,7 @@ fn message() -> impl Strategy<Value = Message> {
                         quorum,
                         members,
                         peers,
+                        settings: None,
                     }
                 }
             ),

@@ -251,6 +251,11 @@ pub enum Message {
         /// `(name, address)`, which a promotion asks to raise their epoch.
         #[serde(default)]
         peers: Vec<(String, String)>,
+        /// The primary's settings (absent from an older primary): what a promotion of the
+        /// replica serves with unless told otherwise, so that tables written synchronously
+        /// stay so after a failover.
+        #[serde(default)]
+        settings: Option<crate::replication::handover::Settings>,
     },
     /// Primary -> replica: send your recent per-table sums (answered once the entries
     /// received before it are applied).

@@ -81,6 +81,9 @@ fn samples() -> Vec<Message> {
             quorum: 2,
             members: 3,
             peers: vec![("eu-2".into(), "127.0.0.1:7403".into())],
+            settings: Some(crate::replication::handover::Settings::of(
+                &crate::replication::primary::PrimaryOptions::default(),
+            )),
         },
     ];
     all.extend(verify_and_failover_samples());
@@ -291,6 +294,7 @@ fn epochs_and_lsns_no_store_reaches_are_refused() {
         quorum: 0,
         members: 0,
         peers: Vec::new(),
+        settings: None,
     };
     let decoded = |message: &Message| {
         let frame = encode_frame(message).unwrap();

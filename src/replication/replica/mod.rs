@@ -10,14 +10,15 @@ mod elect;
 mod follower;
 mod handover;
 mod member;
-mod members_file;
 mod promote;
+mod remembered;
 mod seed;
 mod session;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::handover::Settings;
 use super::primary::Primary;
 use super::status::LinkState;
 use crate::error::{ReplicationError, Result};
@@ -69,6 +70,9 @@ pub struct ReplicaState {
     /// The primary's members that listen, `(name, address)`, as last heard: whom a
     /// promotion of this replica asks.
     pub primary_peers: Vec<(String, String)>,
+    /// The primary's settings, as last heard (kept on disk): what a promotion of this
+    /// replica serves with unless told otherwise.
+    pub primary_settings: Option<Settings>,
     /// The primary's clock at the last heartbeat, and when it arrived here.
     heartbeat: Option<(u64, Instant)>,
     /// Commit time (primary's clock) of the oldest entry missing here, as of the last
@@ -91,12 +95,13 @@ pub struct ReplicaState {
 }
 
 impl ReplicaState {
-    /// Before the first connection: the primary's quorum, members and peers as last
-    /// heard (kept on disk by a replica; unknown to a new follower).
+    /// Before the first connection: the primary's quorum, members, peers and settings as
+    /// last heard (kept on disk by a replica; unknown to a new follower).
     fn connecting(
         primary_quorum: u64,
         primary_members: u64,
         primary_peers: Vec<(String, String)>,
+        primary_settings: Option<Settings>,
     ) -> Self {
         Self {
             state: LinkState::Connecting,
@@ -105,6 +110,7 @@ impl ReplicaState {
             primary_quorum,
             primary_members,
             primary_peers,
+            primary_settings,
             heartbeat: None,
             oldest_missing_ms: 0,
             last_error: None,
@@ -259,7 +265,8 @@ impl Replica {
         let state = ReplicaState::connecting(
             primary_quorum,
             primary_members,
-            members_file::load(store.path()),
+            remembered::members(store.path()),
+            remembered::settings(store.path()),
         );
         let listener = match &options.listen {
             Some(address) => Some(runtime().block_on(crate::net::server::bind(address))?),

@@ -13,11 +13,13 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use super::elect::{self, Ballot, Link};
-use super::{lock, Replica};
+use super::{lock, remembered, Replica};
 use crate::error::{ReadOnlyReason, ReplicationError, Result};
 use crate::net::runtime;
+use crate::replication::handover::Settings;
 use crate::replication::machine::promotion::{needed, Defeat, Election, MemberLog, Outcome, Plan};
 use crate::replication::primary::{Primary, PrimaryOptions};
+use crate::replication::status::LinkState;
 use crate::store::{Store, StoreOptions};
 
 /// What a promotion did.
@@ -38,6 +40,9 @@ pub struct Promotion {
     /// lists them). Only async writes are in it, unless the promotion was forced. The old
     /// primary may have committed more after its last heartbeat.
     pub possible_loss: Option<(u64, u64)>,
+    /// The old primary's settings, as its heartbeats last said (`None` if none said): what
+    /// the new primary serves with unless told otherwise.
+    pub settings: Option<Settings>,
 }
 
 /// Why a promotion with what a replica heard (`needed` members, `counted` itself, `peers`
@@ -120,14 +125,21 @@ pub fn promote_stopped(path: &Path, force: bool) -> Result<Promotion> {
     if let (Some(reason), false) = (&refusal, force) {
         return Err(refused(&name, reason));
     }
-    let promoted = begin(&store, &name, needed, refusal.is_some());
+    let settings = remembered::settings(path);
+    let promoted = begin(&store, &name, needed, refusal.is_some(), settings);
     store.close()?;
     promoted
 }
 
 /// Makes `store` (a stopped replica's, which alone holds enough) the primary of the next
 /// epoch.
-fn begin(store: &Store, name: &str, needed: Option<u64>, forced: bool) -> Result<Promotion> {
+fn begin(
+    store: &Store,
+    name: &str,
+    needed: Option<u64>,
+    forced: bool,
+    settings: Option<Settings>,
+) -> Result<Promotion> {
     store.stop_following()?;
     let flushed = store.last_lsn();
     let epoch = store.epoch() + 1;
@@ -140,6 +152,7 @@ fn begin(store: &Store, name: &str, needed: Option<u64>, forced: bool) -> Result
         needed: needed.unwrap_or(0),
         forced,
         possible_loss: None,
+        settings,
     })
 }
 
@@ -248,6 +261,7 @@ impl Replica {
             forced: plan.forced,
             possible_loss: (state.primary_last_lsn > plan.adopt_lsn)
                 .then_some((plan.adopt_lsn + 1, state.primary_last_lsn)),
+            settings: state.primary_settings.clone(),
         };
         let primary = self.take_over(&plan, links, options)?;
         tracing::info!(name = %self.name(), epoch, start_lsn = promotion.start_lsn, reached = ?promotion.reached, forced = promotion.forced, "promoted");
@@ -309,6 +323,10 @@ impl Replica {
         self.store().begin_epoch(plan.epoch)?;
         self.promoted.store(true, Ordering::Release);
         let primary = Primary::start(self.store().clone(), options)?;
+        lock(&self.shared().state).state = LinkState::Promoted;
+        for (name, flushed_lsn) in &plan.followers {
+            primary.expect(std::slice::from_ref(name), *flushed_lsn);
+        }
         let address = primary.address().to_string();
         runtime().block_on(async {
             for link in links.into_values() {

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::connect::{connect, Writer};
 use super::handover::{take_over, Handover};
-use super::{lock, members_file, Shared, IDLE_TIMEOUT};
+use super::{lock, remembered, Shared, IDLE_TIMEOUT};
 use crate::error::{NetError, ReplicationError};
 use crate::net::heard::{HeardReader, LastHeard};
 use crate::net::AbortOnDrop;
@@ -245,6 +245,7 @@ fn observe(shared: &Shared, machine: &ReplicaMachine, message: &Message) {
         quorum,
         members,
         peers,
+        settings,
         ..
     } = message
     {
@@ -253,12 +254,26 @@ fn observe(shared: &Shared, machine: &ReplicaMachine, message: &Message) {
             let state = lock(&shared.state);
             (state.primary_quorum, state.primary_members)
         };
-        let peers_changed = quorum > 0 && *peers != lock(&shared.state).primary_peers;
-        if let (true, Some(side)) = (peers_changed, &shared.store_side) {
-            // Kept on disk too: a replica restarted after its primary died asks them.
-            let saved = members_file::save(side.store.path(), peers);
-            if let Err(err) = saved {
-                tracing::warn!(error = %err, "could not remember the primary's members");
+        let (peers_changed, settings_changed) = {
+            let state = lock(&shared.state);
+            (
+                quorum > 0 && *peers != state.primary_peers,
+                settings.is_some() && *settings != state.primary_settings,
+            )
+        };
+        if let Some(side) = &shared.store_side {
+            // Kept on disk too: a replica restarted after its primary died asks the
+            // members, and serves with the settings once promoted.
+            let dir = side.store.path();
+            if peers_changed {
+                if let Err(err) = remembered::save_members(dir, peers) {
+                    tracing::warn!(error = %err, "could not remember the primary's members");
+                }
+            }
+            if let (true, Some(settings)) = (settings_changed, settings) {
+                if let Err(err) = remembered::save_settings(dir, settings) {
+                    tracing::warn!(error = %err, "could not remember the primary's settings");
+                }
             }
         }
         if quorum > 0 && (quorum, members) != known {
@@ -274,6 +289,9 @@ fn observe(shared: &Shared, machine: &ReplicaMachine, message: &Message) {
         state.primary_members = members;
         if quorum > 0 {
             state.primary_peers.clone_from(peers);
+        }
+        if settings_changed {
+            state.primary_settings.clone_from(settings);
         }
         state.primary_last_lsn = state.primary_last_lsn.max(*last_lsn);
         state.heartbeat = Some((*now_ms, Instant::now()));

@@ -48,6 +48,7 @@ impl World {
                         quorum: 0,
                         members: 0,
                         peers: Vec::new(),
+                        settings: None,
                     };
                     self.send(generation, Side::Peer, Frame::Wire(beat));
                 }
