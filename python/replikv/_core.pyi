@@ -1241,6 +1241,7 @@ class Replica:
         Raises:
             ReplicationError: the link failed for good (a wrong token, a diverged
                 history): the primary's reason, rather than a wait for nothing.
+            StoreClosed: the replica is closed, or was closed while it waited.
         """
     def get(
         self, table: str, key: _Key, default: Any = None, *, min_lsn: int = 0, timeout: float = 1.0
@@ -1251,6 +1252,7 @@ class Replica:
             ReplicationTimeout: ``min_lsn`` was not applied within ``timeout`` (the message
                 says what the link last failed on, if anything).
             ReplicationError: the link failed for good, with the primary's reason.
+            StoreClosed: the replica is closed.
         """
     def status(self) -> ReplicaStatus:
         """The link's state, position and lag, and what it did about a fork."""

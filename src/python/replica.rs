@@ -160,6 +160,7 @@ impl PyReplica {
     /// Raises:
     ///     ReplicationError: the link failed for good (a wrong token, a diverged
     ///         history): the primary's reason, rather than a wait for nothing.
+    ///     StoreClosed: the replica is closed, or was closed while it waited.
     #[pyo3(signature = (lsn, timeout = 5.0, progress = None))]
     fn wait_for(
         &self,
@@ -195,6 +196,7 @@ impl PyReplica {
     ///     ReplicationTimeout: ``min_lsn`` was not applied within ``timeout`` (the message
     ///         says what the link last failed on, if anything).
     ///     ReplicationError: the link failed for good, with the primary's reason.
+    ///     StoreClosed: the replica is closed.
     #[pyo3(signature = (table, key, default = None, *, min_lsn = 0, timeout = 1.0))]
     fn get<'py>(
         &self,
@@ -471,9 +473,25 @@ impl PyReplica {
         owned(py, self.replica.store())?;
         let store = self.replica.store();
         let replica = &self.replica;
+        // A closed replica applies nothing more: the wait ends at once, and a close from
+        // another thread ends it too (a promoted replica's store stays open, and waits).
+        let closed = || -> PyResult<()> {
+            if !store.is_closed() {
+                return Ok(());
+            }
+            let message = format!(
+                "replica {} is closed: it will not reach LSN {lsn}",
+                quoted(replica.name())
+            );
+            Err(raise(py, "StoreClosed", (message,)))
+        };
+        closed()?;
         wait_until(py, timeout, || {
-            store.readable_lsn() >= lsn || replica.state().state == LinkState::Failed
+            store.readable_lsn() >= lsn
+                || store.is_closed()
+                || replica.state().state == LinkState::Failed
         })?;
+        closed()?;
         if store.readable_lsn() >= lsn {
             return Ok(true);
         }
