@@ -689,7 +689,7 @@ class Store:
             ReplikvError: long reads kept the tables busy for a minute; nothing was
                 changed.
             KeyboardInterrupt: Ctrl-C while it waits for another thread's transaction to
-                end; nothing was changed.
+                end, or between its attempts: the tables file was not compacted.
         """
     def _repr_html_(self) -> str:
         """An HTML table of its tables, rows, LSN and disk use (or that it is closed), for
