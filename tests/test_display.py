@@ -168,6 +168,18 @@ def test_reprs_and_messages_quote_strings_as_python_does(tmp_path: Path) -> None
             assert f"sync_state={primary.sync_state!r}" in text
 
 
+def test_a_closed_primary_says_so_and_its_store_stays_open(tmp_path: Path) -> None:
+    with replikv.Store(tmp_path / "db") as store:
+        primary = replikv.Primary(store, token=TOKEN)
+        address = primary.address
+        assert not primary.closed and "closed" not in one_line(primary)
+        primary.close()
+        assert primary.closed
+        assert one_line(primary) == f"<Primary {address} closed>"
+        assert "closed" in shown(primary)
+        assert not store.closed
+
+
 def test_a_scan_shows_its_table_arguments_and_progress(tmp_path: Path) -> None:
     with replikv.Store(tmp_path / "db") as store:
         store.put_many("users", [("ab1", 1), ("ab2", 2), ("b", 3)])

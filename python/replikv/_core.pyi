@@ -1081,8 +1081,13 @@ class Primary:
                 (this primary is deposed anyway, as ``to`` may have taken over: check it).
         """
     def _repr_html_(self) -> str:
-        """An HTML table of its position and replicas, with their lag and sync state, for
-        Jupyter."""
+        """An HTML table of its position and replicas, with their lag and sync state (or
+        that it is closed), for Jupyter."""
+    @property
+    def closed(self) -> bool:
+        """Whether it stopped serving: by its ``close()``, or at the end of a switchover from
+        it. Its store stays open.
+        """
     def close(self) -> None:
         """Stops serving; the store stays open."""
     def __enter__(self) -> Self: ...
