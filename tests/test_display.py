@@ -115,6 +115,7 @@ def test_a_primary_and_its_replica_show_lag_and_sync_state_as_typed_status(
         described = plain(status)
         assert described["sync_state"] == primary.sync_state
         assert described["replicas"][0]["name"] == "eu-1"
+        assert info.last_seen is not None
         assert described["replicas"][0]["last_seen"] == info.last_seen.isoformat()
         assert plain(info) == described["replicas"][0]
         for replicas in (status, info):

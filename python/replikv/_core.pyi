@@ -774,8 +774,10 @@ class ReplicaInfo:
     def lag_seconds(self) -> float:
         """Age of its oldest missing entry, on the primary's clock."""
     @property
-    def last_seen(self) -> datetime.datetime:
-        """When the primary last heard from it (an aware UTC datetime)."""
+    def last_seen(self) -> datetime.datetime | None:
+        """When the primary last heard from it (an aware UTC datetime), or ``None`` if the
+        report names a time no datetime holds (past year 9999: a primary's broken clock,
+        or a damaged report)."""
     @property
     def sync_state(self) -> str:
         """``'quorum'`` if its acks count toward sync writes (a replica that fsyncs),
@@ -785,7 +787,7 @@ class ReplicaInfo:
         """``'replica'``, or ``'consumer'`` for a peer that keeps no copy of the data (a
         cache node, a change-feed reader): it never counts toward the quorum."""
     def to_dict(self) -> dict[str, Any]:
-        """The fields as JSON-able values (``last_seen`` in ISO 8601)."""
+        """The fields as JSON-able values (``last_seen`` in ISO 8601, or ``None``)."""
     def _repr_html_(self) -> str:
         """An HTML table of it, for Jupyter."""
 
