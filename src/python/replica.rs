@@ -288,13 +288,16 @@ impl PyReplica {
     /// Makes this replica the primary of a new epoch, without reopening its store;
     /// returns the new :class:`Primary` (see its ``promotion``).
     ///
-    /// By the rule of DESIGN §1, it asks the members its primary's heartbeats named
-    /// (replicas started with ``listen=``) to raise their epoch, and once
-    /// ``members - quorum + 1`` of those that fsync granted it (itself included), it
-    /// adopts the newest log among them (fetching what it lacks) and serves it on
-    /// ``listen`` (default: its own ``listen`` address, else a free port) with ``token``
-    /// (default: its own). The members that granted then follow it, and the old primary
-    /// is told it is deposed.
+    /// It asks the members its primary's heartbeats named (replicas started with
+    /// ``listen=``) to raise their epoch. A sync write is acknowledged once ``quorum`` of
+    /// the primary's ``members`` replicas hold it, so any ``members - quorum + 1`` of them
+    /// hold every acknowledged write; a promotion also needs a majority of the members,
+    /// so that no two promotions win one epoch (the README's "Failover: promotion"). Once
+    /// the larger number of those that fsync granted it (itself included), it adopts the
+    /// newest log among them (fetching what it lacks) and serves it on ``listen``
+    /// (default: its own ``listen`` address, else a free port) with ``token`` (default:
+    /// its own). The members that granted then follow it, and the old primary is told it
+    /// is deposed.
     ///
     /// Raises ``ReplicationError`` when too few members can be reached (nothing changes
     /// when that is known before asking), when another promotion got a member first, or
