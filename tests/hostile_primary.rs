@@ -135,7 +135,7 @@ fn refused_unchanged(lsn: u64, lineage: Option<u64>, reason: &str) -> TestResult
 
 #[test]
 fn a_snapshot_of_another_history_is_refused_before_anything_is_taken() -> TestResult {
-    refused_unchanged(ROWS + 100, Some(0x5eed_0f_07), "of another history")
+    refused_unchanged(ROWS + 100, Some(0x5eed_0f07), "of another history")
 }
 
 #[test]

@@ -35,6 +35,41 @@ def test_unsupported_key_types_are_type_errors(seeded: replikv.Store, key: objec
     assert_untouched(seeded)
 
 
+def put_in_a_transaction(store: replikv.Store, key: str) -> None:
+    with store.transaction() as tx:
+        tx.put("t", key, 1)
+
+
+def get_through_a_cache(store: replikv.Store, key: str) -> object:
+    with replikv.Cache(source=store) as cache:
+        value = cache.get("t", key)
+    return value
+
+
+# Each call that takes a key; a str with a lone surrogate (as os.fsdecode leaves of an
+# undecodable file name) cannot be encoded as UTF-8.
+TAKE_A_KEY: dict[str, Callable[[replikv.Store, str], object]] = {
+    "put": lambda store, key: store.put("t", key, 1),
+    "get": lambda store, key: store.get("t", key),
+    "delete": lambda store, key: store.delete("t", key),
+    "in": lambda store, key: key in store.table("t"),
+    "transaction": put_in_a_transaction,
+    "keys": lambda store, key: list(store.table("t").keys(prefix=key)),
+    "cache": get_through_a_cache,
+}
+
+
+@pytest.mark.parametrize("call", TAKE_A_KEY)
+def test_a_key_with_a_lone_surrogate_is_a_value_error_naming_it(
+    seeded: replikv.Store, call: str
+) -> None:
+    with pytest.raises(ValueError, match=r"^invalid key 'a\\udc80': ") as info:
+        TAKE_A_KEY[call](seeded, "a\udc80")
+    assert not isinstance(info.value, UnicodeError)
+    assert isinstance(info.value.__cause__, UnicodeEncodeError)
+    assert_untouched(seeded)
+
+
 @pytest.mark.parametrize(
     "value",
     [

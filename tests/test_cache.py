@@ -3,6 +3,7 @@ stale-set race, singleflight, TTL, bounds and the conveniences (memoize, default
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -185,6 +186,18 @@ def test_bad_arguments_are_clear_errors(store: replikv.Store) -> None:
             cache.set("t", "k", 1, ttl=-1)
     with pytest.raises(replikv.CacheError, match="closed"):
         cache.get("t", "k")
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["127.0.0.1", "127.0.0.1:0", "127.0.0.1:99999", "redis://127.0.0.1:6379", "host/0:6379", ""],
+)
+def test_a_node_address_that_is_not_host_port_is_refused_by_name(
+    store: replikv.Store, address: str
+) -> None:
+    # The listed address is well-formed: only the bad one is named.
+    with pytest.raises(ValueError, match=f'^"{re.escape(address)}" is not an address'):
+        replikv.Cache(["127.0.0.1:7400", address], source=store)
 
 
 def test_repr_says_what_it_is(tmp_path: Path, store: replikv.Store) -> None:

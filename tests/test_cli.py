@@ -236,3 +236,15 @@ def test_a_cache_node_bound_beyond_64_bits_is_an_error_not_a_traceback(
     # The node's SIGTERM handler lasts as long as it runs: a process that forks later
     # (a multiprocessing pool) must not hand its workers a handler that only raises.
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_demo_help_says_what_the_demo_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--help"]) == 0
+    listed = " ".join(capsys.readouterr().out.split())
+    line = re.search(r" demo (.*?) primary serve ", listed)
+    assert line and re.search(r"replica.*cache.*failover", line[1]), listed
+    assert cli.main(["demo", "--help"]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    acts = ["put_many", "transaction", "prefix scan", "change log", "latency", "reopen"]
+    acts += ["two replicas", "sync write", "three cache nodes", "SIGKILL", "promoted", "127.0.0.1"]
+    assert [act for act in acts if act not in shown] == [], shown

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import replikv
+from replikv.cli import main
+from test_replication import crc32c
 
 ENV = {**os.environ, "REPLIKV_TOKEN": "cli-t0ken", "PYTHONUNBUFFERED": "1"}
 
@@ -137,3 +142,120 @@ def test_primary_refuses_a_quorum_below_one_clearly(tmp_path: Path) -> None:
         assert p.wait(timeout=60) == 1
         assert p.stderr is not None
         assert "quorum must be 1 or more" in p.stderr.read()
+
+
+STATUS_FRAME = 9
+LAST_SEEN_OUT_OF_RANGE = (1 << 64) - 1
+
+
+def read_exactly(sock: socket.socket, count: int) -> bytes:
+    """``count`` bytes, or b"" if the connection ends first."""
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        if not chunk:
+            return b""
+        data += chunk
+    return data
+
+
+def read_frame(sock: socket.socket) -> bytes:
+    """One whole frame (its length field, body and CRC), or b"" at the end."""
+    header = read_exactly(sock, 4)
+    body = read_exactly(sock, int.from_bytes(header, "big")) if header else b""
+    return header + body if body else b""
+
+
+def with_last_seen_out_of_range(frame: bytes) -> bytes:
+    """A status frame whose replicas were last seen 2^64-1 ms after 1970 (every MessagePack
+    uint64 within a day of now is a last_seen), its CRC made good again."""
+    if frame[5] != STATUS_FRAME:
+        return frame
+    body = bytearray(frame[4:-4])
+    now = time.time() * 1000
+    for at in range(len(body) - 8):
+        if body[at] == 0xCF and abs(int.from_bytes(body[at + 1 : at + 9], "big") - now) < 86.4e6:
+            body[at + 1 : at + 9] = LAST_SEEN_OUT_OF_RANGE.to_bytes(8, "big")
+    return frame[:4] + bytes(body) + crc32c(bytes(body)).to_bytes(4, "big")
+
+
+@contextmanager
+def relay_with_last_seen_out_of_range(target: str) -> Iterator[str]:
+    """A relay on 127.0.0.1 to the primary at ``target`` that rewrites its status reports as
+    a primary with a broken clock, or a forged frame (frames carry a CRC, not a MAC), could
+    send them. Yields the relay's address."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    host, port = target.rsplit(":", 1)
+
+    def forward(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := source.recv(65536):
+                sink.sendall(chunk)
+            sink.shutdown(socket.SHUT_WR)
+
+    def relay(client: socket.socket) -> None:
+        with client, socket.create_connection((host, int(port)), timeout=30) as upstream:
+            asking = threading.Thread(target=forward, args=(client, upstream), daemon=True)
+            asking.start()
+            with contextlib.suppress(OSError):
+                while frame := read_frame(upstream):
+                    client.sendall(with_last_seen_out_of_range(frame))
+                client.shutdown(socket.SHUT_WR)
+            asking.join(timeout=30)
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = listener.accept()
+                threading.Thread(target=relay, args=(client,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+
+
+def test_status_shows_a_last_seen_no_date_can_hold_as_unknown(tmp_path: Path) -> None:
+    token = ENV["REPLIKV_TOKEN"]
+    store = replikv.Store(tmp_path / "p")
+    with (
+        replikv.Primary(store, token=token) as primary,
+        replikv.Replica(tmp_path / "eu-1", primary=primary.address, token=token) as replica,
+    ):
+        assert replica.wait_for(store.put("t", "k", 1).lsn, timeout=30)
+        with relay_with_last_seen_out_of_range(primary.address) as relay:
+            status = replikv_status(relay)
+            assert status.returncode == 0, status.stderr
+            assert re.search(r"eu-1 .* unknown\s*$", status.stdout, re.MULTILINE), status.stdout
+            info = replikv._core.fetch_status(relay, token=token).replicas[0]
+            assert info.last_seen is None and info.to_dict()["last_seen"] is None
+    store.close()
+
+
+@pytest.mark.parametrize("command", ["status", "verify"])
+def test_status_and_verify_at_a_replicas_member_port_point_to_its_primary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    token = ENV["REPLIKV_TOKEN"]
+    store = replikv.Store(tmp_path / "p")
+    with (
+        replikv.Primary(store, token=token) as primary,
+        replikv.Replica(
+            tmp_path / "eu-1", primary=primary.address, token=token, listen="127.0.0.1:0"
+        ) as replica,
+    ):
+        member_port = replica.listen_address
+        assert member_port is not None
+        assert main([command, member_port, "--token", token, "--timeout", "10"]) != 0
+        told = capsys.readouterr().err
+        assert "the member port of replica 'eu-1'" in told, told
+        assert f"point replikv {command} at its primary's address instead, {primary.address}" in (
+            told
+        )
+        # Without the token it is told what the port is, and not where the primary is.
+        assert main([command, member_port, "--token", "wrong", "--timeout", "10"]) != 0
+        told = capsys.readouterr().err
+        assert f"point replikv {command} at its primary's address instead" in told, told
+        assert primary.address not in told and "eu-1" not in told
+    store.close()

@@ -115,6 +115,7 @@ def test_a_primary_and_its_replica_show_lag_and_sync_state_as_typed_status(
         described = plain(status)
         assert described["sync_state"] == primary.sync_state
         assert described["replicas"][0]["name"] == "eu-1"
+        assert info.last_seen is not None
         assert described["replicas"][0]["last_seen"] == info.last_seen.isoformat()
         assert plain(info) == described["replicas"][0]
         for replicas in (status, info):
@@ -166,6 +167,18 @@ def test_reprs_and_messages_quote_strings_as_python_does(tmp_path: Path) -> None
             text = one_line(primary.status())
             assert f"address={primary.address!r}" in text
             assert f"sync_state={primary.sync_state!r}" in text
+
+
+def test_a_closed_primary_says_so_and_its_store_stays_open(tmp_path: Path) -> None:
+    with replikv.Store(tmp_path / "db") as store:
+        primary = replikv.Primary(store, token=TOKEN)
+        address = primary.address
+        assert not primary.closed and "closed" not in one_line(primary)
+        primary.close()
+        assert primary.closed
+        assert one_line(primary) == f"<Primary {address} closed>"
+        assert "closed" in shown(primary)
+        assert not store.closed
 
 
 def test_a_scan_shows_its_table_arguments_and_progress(tmp_path: Path) -> None:

@@ -64,3 +64,17 @@ def test_the_module_docstring_names_only_what_exists() -> None:
         for part in dotted.removeprefix("replikv.").split("."):
             assert hasattr(obj, part), f"the module docstring names {dotted}, which does not exist"
             obj = getattr(obj, part)
+
+
+def test_no_docstring_or_stub_cites_the_design_document() -> None:
+    # DESIGN.md is the maintainers' and does not ship: users read the README.
+    cited = [
+        f"{obj.__name__}.{name}"
+        for obj in PUBLIC
+        if isinstance(obj, type)
+        for name, value in [("", obj), *_members(obj)]
+        if "DESIGN" in (inspect.getdoc(value) or "")
+    ]
+    assert cited == []
+    stub = (ROOT / "python" / "replikv" / "_core.pyi").read_text()
+    assert "DESIGN" not in stub

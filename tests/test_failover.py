@@ -170,6 +170,38 @@ def test_split_brain_the_cut_off_primary_never_acknowledges_and_is_fenced_when_t
     new.store.close()
 
 
+def test_replikv_promote_says_a_stopped_replica_reaches_no_other_member(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Two members that listen, quorum 1: a promotion must reach both, and a stopped
+    # replica asks none (the other one listened: it is not what is missing).
+    store = replikv.Store(tmp_path / "primary")
+    with replikv.Primary(store, token=TOKEN, heartbeat_interval=0.02) as primary:
+        replicas = [
+            replikv.Replica(
+                tmp_path / name, primary=primary.address, token=TOKEN, listen="127.0.0.1:0"
+            )
+            for name in ("eu-1", "us-1")
+        ]
+        try:
+            status = replicas[0].status
+            eventually("both to be named", lambda: len(status().primary_peers) == 2)
+            eventually("two members", lambda: status().primary_members == 2)
+        finally:
+            for replica in replicas:
+                replica.close()
+    store.close()
+    from replikv import cli
+
+    assert cli.main(["promote", str(tmp_path / "eu-1")]) == 1
+    told = capsys.readouterr().err
+    assert "must reach 2 members that fsync" in told, told
+    assert "replikv promote reaches no member but this stopped replica" in told, told
+    assert "do not listen" not in told and "replikv promote --force" in told
+    with replikv.Store(tmp_path / "eu-1") as unchanged:
+        assert unchanged.read_only and unchanged.epoch == 1
+
+
 def test_replikv_promote_promotes_a_stopped_replica_by_the_rule(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -63,6 +63,32 @@ def test_a_closed_replica_reports_itself_closed(primary: replikv.Primary, tmp_pa
     assert "state=closed" in repr(replica)
 
 
+def test_wait_for_on_a_closed_replica_raises_at_once_and_a_waiter_is_woken(
+    primary: replikv.Primary, tmp_path: Path
+) -> None:
+    replica = replikv.Replica(tmp_path / "r", primary=primary.address, token=TOKEN)
+    assert replica.wait_for(primary.store.put("t", "k", 1).lsn, timeout=30)
+    outcome: list[object] = []
+
+    def wait() -> None:
+        try:
+            outcome.append(replica.wait_for(10**6, timeout=30))
+        except replikv.ReplikvError as err:
+            outcome.append(err)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.2)  # most likely waiting by now; raised at once otherwise, as below
+    replica.close()
+    waiter.join(timeout=60)
+    assert len(outcome) == 1 and isinstance(outcome[0], replikv.StoreClosed), outcome
+    assert "replica 'r' is closed" in str(outcome[0])
+    with pytest.raises(replikv.StoreClosed, match="replica 'r' is closed"):
+        replica.wait_for(10**6, timeout=30)
+    with pytest.raises(replikv.StoreClosed, match="replica 'r' is closed"):
+        replica.wait_for(1)  # applied before the close: still refused, as reads are
+
+
 def test_a_replica_store_is_read_only_and_serves_read_your_writes(
     primary: replikv.Primary, tmp_path: Path
 ) -> None:

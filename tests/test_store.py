@@ -543,3 +543,39 @@ def test_ctrl_c_interrupts_a_call_waiting_for_another_threads_transaction(
     assert store.get("t", "held") == 1
     assert store.get("t", "blocked") is None
     assert store.put("t", "after", 1).lsn == 2
+
+
+@pytest.mark.usefixtures("ctrl_c")
+def test_ctrl_c_interrupts_a_compaction_waiting_for_a_transaction_between_its_attempts(
+    store: replikv.Store,
+) -> None:
+    import os
+    import signal
+
+    store.put_many("t", [(i, i) for i in range(100)])
+    # A stream still referenced holds the tables: each attempt of compact() gives up and
+    # it tries again, taking the writer lock anew each time.
+    streams = [store.table("t").to_arrow_batches()]
+    release = threading.Event()
+    ended = threading.Event()
+
+    def hold() -> None:
+        with store.transaction() as tx:
+            tx.put("t", "held", 1)
+            os.kill(os.getpid(), signal.SIGINT)
+            release.wait(20)
+        ended.set()
+        streams.clear()  # the compaction can finish (if Ctrl-C did not stop it)
+
+    # Begun once compact() has made its first attempt: the transaction holds the lock
+    # between two of them.
+    holder = threading.Timer(0.3, hold)
+    holder.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            store.compact()
+        assert not ended.is_set(), "raised while the transaction still ran, not once it ended"
+    finally:
+        release.set()
+        holder.join()
+    assert store.get("t", "held") == 1

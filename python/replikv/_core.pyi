@@ -689,7 +689,7 @@ class Store:
             ReplikvError: long reads kept the tables busy for a minute; nothing was
                 changed.
             KeyboardInterrupt: Ctrl-C while it waits for another thread's transaction to
-                end; nothing was changed.
+                end, or between its attempts: the tables file was not compacted.
         """
     def _repr_html_(self) -> str:
         """An HTML table of its tables, rows, LSN and disk use (or that it is closed), for
@@ -774,8 +774,10 @@ class ReplicaInfo:
     def lag_seconds(self) -> float:
         """Age of its oldest missing entry, on the primary's clock."""
     @property
-    def last_seen(self) -> datetime.datetime:
-        """When the primary last heard from it (an aware UTC datetime)."""
+    def last_seen(self) -> datetime.datetime | None:
+        """When the primary last heard from it (an aware UTC datetime), or ``None`` if the
+        report names a time no datetime holds (past year 9999: a primary's broken clock,
+        or a damaged report)."""
     @property
     def sync_state(self) -> str:
         """``'quorum'`` if its acks count toward sync writes (a replica that fsyncs),
@@ -785,7 +787,7 @@ class ReplicaInfo:
         """``'replica'``, or ``'consumer'`` for a peer that keeps no copy of the data (a
         cache node, a change-feed reader): it never counts toward the quorum."""
     def to_dict(self) -> dict[str, Any]:
-        """The fields as JSON-able values (``last_seen`` in ISO 8601)."""
+        """The fields as JSON-able values (``last_seen`` in ISO 8601, or ``None``)."""
     def _repr_html_(self) -> str:
         """An HTML table of it, for Jupyter."""
 
@@ -1088,8 +1090,13 @@ class Primary:
                 (this primary is deposed anyway, as ``to`` may have taken over: check it).
         """
     def _repr_html_(self) -> str:
-        """An HTML table of its position and replicas, with their lag and sync state, for
-        Jupyter."""
+        """An HTML table of its position and replicas, with their lag and sync state (or
+        that it is closed), for Jupyter."""
+    @property
+    def closed(self) -> bool:
+        """Whether it stopped serving: by its ``close()``, or at the end of a switchover from
+        it. Its store stays open.
+        """
     def close(self) -> None:
         """Stops serving; the store stays open."""
     def __enter__(self) -> Self: ...
@@ -1256,6 +1263,7 @@ class Replica:
                 primary does not.
             ReplicationError: the link failed for good (a wrong token, say): the primary's
                 reason, rather than a wait for nothing.
+            StoreClosed: the replica is closed, or was closed while it waited.
         """
     def get(
         self, table: str, key: _Key, default: Any = None, *, min_lsn: int = 0, timeout: float = 1.0
@@ -1269,6 +1277,7 @@ class Replica:
                 primary does not, so no read of it is the primary's (``replica.store.get``
                 still reads it, as it is).
             ReplicationError: the link failed for good, with the primary's reason.
+            StoreClosed: the replica is closed.
         """
     def status(self) -> ReplicaStatus:
         """The link's state, position and lag, and what it did about a fork."""
@@ -1290,12 +1299,15 @@ class Replica:
         returns the new :class:`Primary` (see its ``promotion``).
 
         It asks the members its primary's heartbeats named (replicas started with
-        ``listen=``) to raise their epoch, and once ``members - quorum + 1`` of those that
-        fsync granted it (itself included: then at least one of them holds every
-        acknowledged sync write), it adopts the newest log among them (fetching what it
-        lacks) and serves it on ``listen`` (default: its own ``listen`` address, else a free
-        port) with ``token`` (default: its own). The members that granted then follow it,
-        and the old primary is told it is deposed.
+        ``listen=``) to raise their epoch. A sync write is acknowledged once ``quorum`` of
+        the primary's ``members`` replicas hold it, so any ``members - quorum + 1`` of them
+        hold every acknowledged write; a promotion also needs a majority of the members,
+        so that no two promotions win one epoch (the README's "Failover: promotion"). Once
+        the larger number of those that fsync granted it (itself included), it adopts the
+        newest log among them (fetching what it lacks) and serves it on ``listen``
+        (default: its own ``listen`` address, else a free port) with ``token`` (default:
+        its own). The members that granted then follow it, and the old primary is told it
+        is deposed.
 
         It serves with the old primary's settings as its heartbeats last said (kept in
         this replica's directory): ``quorum``, ``table_modes``, ``default_durability``,

@@ -161,6 +161,8 @@ def _primary_status(status: Any, title: str | None = None) -> str:
 
 def _primary(primary: Any) -> str:
     title = f"Primary {primary.address}"
+    if primary.closed:
+        return _page(title, [("state", "closed")])
     try:
         status = primary.status()
     except (ReplikvError, OSError) as problem:

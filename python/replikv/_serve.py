@@ -346,7 +346,10 @@ def _print_replicas(replicas: list[ReplicaInfo], *, header_shown: list[bool] | N
     rows = [header]
     now = dt.datetime.now(dt.timezone.utc)
     for r in replicas:
-        seen = (now - r.last_seen).total_seconds()
+        if r.last_seen is None:  # a time no datetime holds: a primary's broken clock
+            seen = "unknown"
+        else:
+            seen = f"{(now - r.last_seen).total_seconds():.1f} s ago"
         rows.append(
             (
                 r.name,
@@ -359,7 +362,7 @@ def _print_replicas(replicas: list[ReplicaInfo], *, header_shown: list[bool] | N
                 f"{r.lag_lsn:,}",
                 f"{r.lag_seconds:.3f}",
                 f"{r.lag_bytes:,}",
-                f"{seen:.1f} s ago",
+                seen,
             )
         )
     if header_shown is None:

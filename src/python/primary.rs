@@ -393,6 +393,13 @@ impl PyPrimary {
         Ok(report.into())
     }
 
+    /// Whether it stopped serving: by its ``close()``, or at the end of a switchover from
+    /// it. Its store stays open.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.primary.is_closed()
+    }
+
     /// Stops serving; the store stays open.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         not_inherited(py, self.primary.store())?;
@@ -417,6 +424,9 @@ impl PyPrimary {
     fn __repr__(&self) -> String {
         if let Err(err) = self.primary.store().check_process() {
             return format!("<Primary {}: {err}>", self.primary.address());
+        }
+        if self.primary.is_closed() {
+            return format!("<Primary {} closed>", self.primary.address());
         }
         let status = self.primary.status();
         format!(

@@ -234,14 +234,16 @@ pub(crate) fn put_rows(
 }
 
 /// `err` with the row it is about in front of its message (`events[<row 3>]: ...`), of the
-/// same exception type.
+/// same exception type and with the same cause.
 fn at_row(py: Python<'_>, err: &PyErr, table: &str, row: usize) -> PyErr {
     let message = format!("{table}[<row {row}>]: {}", err.value(py));
     if let Ok(value) = err.get_type(py).call1((message.clone(),)) {
-        return PyErr::from_value(value);
+        let named = PyErr::from_value(value);
+        named.set_cause(py, err.cause(py));
+        return named;
     }
-    // A type that takes more than a message (UnicodeEncodeError takes five arguments):
-    // the ValueError or TypeError it is, with the original as its cause.
+    // A type that takes more than a message (one raised by a key's own `__index__`): the
+    // ValueError or TypeError it is, with the original as its cause.
     let named = if err.is_instance_of::<PyValueError>(py) {
         PyValueError::new_err(message)
     } else {

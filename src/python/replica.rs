@@ -164,6 +164,7 @@ impl PyReplica {
     ///         primary does not.
     ///     ReplicationError: the link failed for good (a wrong token, say): the primary's
     ///         reason, rather than a wait for nothing.
+    ///     StoreClosed: the replica is closed, or was closed while it waited.
     #[pyo3(signature = (lsn, timeout = 5.0, progress = None))]
     fn wait_for(
         &self,
@@ -202,6 +203,7 @@ impl PyReplica {
     ///         primary does not, so no read of it is the primary's (``replica.store.get``
     ///         still reads it, as it is).
     ///     ReplicationError: the link failed for good, with the primary's reason.
+    ///     StoreClosed: the replica is closed.
     #[pyo3(signature = (table, key, default = None, *, min_lsn = 0, timeout = 1.0))]
     fn get<'py>(
         &self,
@@ -294,12 +296,15 @@ impl PyReplica {
     /// returns the new :class:`Primary` (see its ``promotion``).
     ///
     /// It asks the members its primary's heartbeats named (replicas started with
-    /// ``listen=``) to raise their epoch, and once ``members - quorum + 1`` of those that
-    /// fsync granted it (itself included: then at least one of them holds every
-    /// acknowledged sync write), it adopts the newest log among them (fetching what it
-    /// lacks) and serves it on ``listen`` (default: its own ``listen`` address, else a free
-    /// port) with ``token`` (default: its own). The members that granted then follow it,
-    /// and the old primary is told it is deposed.
+    /// ``listen=``) to raise their epoch. A sync write is acknowledged once ``quorum`` of
+    /// the primary's ``members`` replicas hold it, so any ``members - quorum + 1`` of them
+    /// hold every acknowledged write; a promotion also needs a majority of the members,
+    /// so that no two promotions win one epoch (the README's "Failover: promotion"). Once
+    /// the larger number of those that fsync granted it (itself included), it adopts the
+    /// newest log among them (fetching what it lacks) and serves it on ``listen``
+    /// (default: its own ``listen`` address, else a free port) with ``token`` (default:
+    /// its own). The members that granted then follow it, and the old primary is told it
+    /// is deposed.
     ///
     /// It serves with the old primary's settings as its heartbeats last said (kept in
     /// this replica's directory): ``quorum``, ``table_modes``, ``default_durability``,
@@ -477,15 +482,30 @@ impl PyReplica {
         owned(py, self.replica.store())?;
         let store = self.replica.store();
         let replica = &self.replica;
+        // A closed replica applies nothing more: the wait ends at once, and a close from
+        // another thread ends it too (a promoted replica's store stays open, and waits).
+        let closed = || -> PyResult<()> {
+            if !store.is_closed() {
+                return Ok(());
+            }
+            let message = format!(
+                "replica {} is closed: it will not reach LSN {lsn}",
+                quoted(replica.name())
+            );
+            Err(raise(py, "StoreClosed", (message,)))
+        };
+        closed()?;
         // A replica that stopped on a fork holds entries its primary does not: none of its
         // LSNs is the primary's any more, whether reached here or not.
         let diverged = || replica.state().diverged.is_some();
         if !diverged() {
             wait_until(py, timeout, || {
                 store.readable_lsn() >= lsn
+                    || store.is_closed()
                     || replica.state().state == LinkState::Failed
                     || diverged()
             })?;
+            closed()?;
             if store.readable_lsn() >= lsn && !diverged() {
                 return Ok(true);
             }

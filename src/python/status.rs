@@ -3,6 +3,7 @@
 //! `to_dict()` for JSON and `_repr_html_()` for Jupyter.
 
 use crate::python::display::quoted;
+use pyo3::exceptions::PyOverflowError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyIterator, PyList};
 
@@ -31,7 +32,9 @@ pub(crate) struct PyReplicaInfo {
     lag_bytes: u64,
     /// Age of its oldest missing entry, on the primary's clock.
     lag_seconds: f64,
-    /// When the primary last heard from it (an aware UTC datetime).
+    /// When the primary last heard from it (an aware UTC datetime), or ``None`` if the
+    /// report names a time no datetime holds (past year 9999: a primary's broken clock,
+    /// or a damaged report).
     last_seen: Py<PyAny>,
     /// ``'quorum'`` if its acks count toward sync writes (a replica that fsyncs),
     /// ``'async'`` if they never do (``fsync=False``, or a consumer).
@@ -52,7 +55,12 @@ impl PyReplicaInfo {
             lag_lsn: link.lag_lsn,
             lag_bytes: link.lag_bytes,
             lag_seconds: link.lag_seconds,
-            last_seen: ms_to_datetime(py, link.last_seen_ms)?.unbind(),
+            last_seen: match ms_to_datetime(py, link.last_seen_ms) {
+                Ok(seen) => seen.unbind(),
+                // Out of range: the rest of the report still shows.
+                Err(err) if err.is_instance_of::<PyOverflowError>(py) => py.None(),
+                Err(err) => return Err(err),
+            },
             sync_state: link.sync_state.name(),
             kind: link.kind,
         })
@@ -61,7 +69,7 @@ impl PyReplicaInfo {
 
 #[pymethods]
 impl PyReplicaInfo {
-    /// The fields as JSON-able values (``last_seen`` in ISO 8601).
+    /// The fields as JSON-able values (``last_seen`` in ISO 8601, or ``None``).
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let fields = PyDict::new(py);
         fields.set_item("name", &self.name)?;

@@ -3,7 +3,7 @@
 use crate::python::display::quoted;
 use std::ops::Bound as Limit;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -27,7 +27,7 @@ use super::types::{PyChecksum, PyReceipt};
 use super::value::{decode_py_value, encode_py_key};
 use crate::arrow::ExportRequest;
 use crate::codec::Op;
-use crate::store::{Committed, Durability, Store, StoreOptions};
+use crate::store::{Committed, CompactionAttempts, Durability, Store, StoreOptions};
 
 /// How many rows `put_many` encodes between two progress calls.
 pub(crate) const PROGRESS_EVERY: usize = 8192;
@@ -630,11 +630,18 @@ impl PyStore {
     ///     ReplikvError: long reads kept the tables busy for a minute; nothing was
     ///         changed.
     ///     KeyboardInterrupt: Ctrl-C while it waits for another thread's transaction to
-    ///         end; nothing was changed.
+    ///         end, or between its attempts: the tables file was not compacted.
     fn compact(&self, py: Python<'_>) -> PyResult<u64> {
-        wait_for_writer(py, &self.store)?;
-        let compaction = run_detached(py, || self.store.compact())?;
-        Ok(compaction.reclaimed())
+        let mut attempts = CompactionAttempts::new();
+        loop {
+            // Each attempt takes the writer lock: a transaction of another thread, begun
+            // before the first or between two of them, is waited for interruptibly.
+            wait_for_writer(py, &self.store)?;
+            if let Some(compaction) = run_detached(py, || self.store.try_compact(&mut attempts))? {
+                return Ok(compaction.reclaimed());
+            }
+            sleep_interruptibly(py, attempts.pause())?;
+        }
     }
 
     /// Per-table checksums and row counts at one LSN, read atomically (O(tables)).
@@ -892,6 +899,19 @@ pub(crate) fn wait_for_writer(py: Python<'_>, store: &Store) -> PyResult<()> {
         if run_detached(py, || store.writer_free_within(SIGNAL_CHECK))? {
             return Ok(());
         }
+        py.check_signals()?;
+    }
+}
+
+/// Sleeps for `pause` with the GIL released, checking for Ctrl-C every `SIGNAL_CHECK`.
+fn sleep_interruptibly(py: Python<'_>, pause: Duration) -> PyResult<()> {
+    let until = Instant::now() + pause;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        py.detach(|| std::thread::sleep(left.min(SIGNAL_CHECK)));
         py.check_signals()?;
     }
 }

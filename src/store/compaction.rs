@@ -30,6 +30,44 @@ pub struct Compaction {
     pub bytes_after: u64,
 }
 
+/// What [`Store::try_compact`] keeps from one attempt to the next.
+#[derive(Debug, Clone)]
+pub struct CompactionAttempts {
+    /// When the attempts stop, with [`StoreError::CompactionBlocked`].
+    give_up: Instant,
+    /// The sleep before the next attempt.
+    pause: Duration,
+    /// Attempts made so far.
+    made: u32,
+    /// The tables file's size once the first attempt checkpointed and applied retention.
+    bytes_before: Option<u64>,
+}
+
+impl CompactionAttempts {
+    /// Before the first attempt: the minute of attempts starts now.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            give_up: Instant::now() + GIVE_UP_AFTER,
+            pause: FIRST_PAUSE,
+            made: 0,
+            bytes_before: None,
+        }
+    }
+
+    /// How long to sleep before the next attempt (it doubles, up to half a second).
+    #[must_use]
+    pub fn pause(&self) -> Duration {
+        self.pause
+    }
+}
+
+impl Default for CompactionAttempts {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Compaction {
     /// Bytes given back to the file system.
     #[must_use]
@@ -64,50 +102,66 @@ impl Store {
     /// A closed store, a storage failure, or [`StoreError::CompactionBlocked`] if long
     /// reads kept the tables busy for a minute (nothing was changed then).
     pub fn compact(&self) -> Result<Compaction> {
+        let mut attempts = CompactionAttempts::new();
+        loop {
+            if let Some(compaction) = self.try_compact(&mut attempts)? {
+                return Ok(compaction);
+            }
+            std::thread::sleep(attempts.pause());
+        }
+    }
+
+    /// One attempt of [`Store::compact`], which takes the writer lock (waiting for it);
+    /// `None` when a long read held the tables: the caller sleeps for
+    /// [`CompactionAttempts::pause`], writers running meanwhile, and tries again. A caller
+    /// that must stay interruptible waits for the writer lock itself before each attempt.
+    ///
+    /// # Errors
+    /// As [`Store::compact`]: [`StoreError::CompactionBlocked`] once the attempts have
+    /// failed for a minute.
+    pub fn try_compact(&self, attempts: &mut CompactionAttempts) -> Result<Option<Compaction>> {
         let tables_path = self.path().join("tables.redb");
         let size = || -> Result<u64> {
             let metadata =
                 std::fs::metadata(&tables_path).map_err(dir_io("cannot stat", &tables_path))?;
             Ok(super::stats::allocated_bytes(&metadata))
         };
-        let give_up = Instant::now() + GIVE_UP_AFTER;
-        let mut pause = FIRST_PAUSE;
-        let mut bytes_before = None;
-        loop {
-            let mut exclusive = self.begin_exclusive()?;
-            exclusive.ready_to_read()?;
-            // With the writer lock held and nothing in flight, the overlay stays empty once
-            // flushed: every row is in redb, and only this thread writes redb.
-            self.with_open(|open| open.overlay.move_to_tables(&open.tables, true).map(drop))?;
-            if bytes_before.is_none() {
-                // The checkpoint covers the whole log now: what the policy lets go goes too
-                // (a primary serving the store applies it itself, with its slots).
-                if self.inner.replication.current().is_none() {
-                    self.retain_log(self.retention_policy(), LogHolds::default())?;
-                }
-                // Dropped segments are cut down gently in the background (see `log::cut`);
-                // the caller waits for the space now.
-                self.with_open(|open| {
-                    open.log.reclaim_dropped();
-                    Ok(())
-                })?;
-                bytes_before = Some(size()?);
-            }
-            if self.compact_holding_readers()? {
-                drop(exclusive);
-                return Ok(Compaction {
-                    bytes_before: bytes_before.unwrap_or_default(),
-                    bytes_after: size()?,
-                });
-            }
-            // Writers (and the long read in the way) run before the next attempt.
-            drop(exclusive);
-            if Instant::now() >= give_up {
-                return Err(StoreError::CompactionBlocked.into());
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(LONGEST_PAUSE);
+        if attempts.made > 0 {
+            attempts.pause = (attempts.pause * 2).min(LONGEST_PAUSE);
         }
+        attempts.made += 1;
+        let mut exclusive = self.begin_exclusive()?;
+        exclusive.ready_to_read()?;
+        // With the writer lock held and nothing in flight, the overlay stays empty once
+        // flushed: every row is in redb, and only this thread writes redb.
+        self.with_open(|open| open.overlay.move_to_tables(&open.tables, true).map(drop))?;
+        if attempts.bytes_before.is_none() {
+            // The checkpoint covers the whole log now: what the policy lets go goes too
+            // (a primary serving the store applies it itself, with its slots).
+            if self.inner.replication.current().is_none() {
+                self.retain_log(self.retention_policy(), LogHolds::default())?;
+            }
+            // Dropped segments are cut down gently in the background (see `log::cut`);
+            // the caller waits for the space now.
+            self.with_open(|open| {
+                open.log.reclaim_dropped();
+                Ok(())
+            })?;
+            attempts.bytes_before = Some(size()?);
+        }
+        if self.compact_holding_readers()? {
+            drop(exclusive);
+            return Ok(Some(Compaction {
+                bytes_before: attempts.bytes_before.unwrap_or_default(),
+                bytes_after: size()?,
+            }));
+        }
+        // Writers (and the long read in the way) run before the next attempt.
+        drop(exclusive);
+        if Instant::now() >= attempts.give_up {
+            return Err(StoreError::CompactionBlocked.into());
+        }
+        Ok(None)
     }
 
     /// Holds new readers back and compacts once the read snapshots already taken have

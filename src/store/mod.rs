@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use checkpoint::Checkpointer;
 use commit::{Listener, Pipeline, Refused};
-pub use compaction::Compaction;
+pub use compaction::{Compaction, CompactionAttempts};
 use dirlock::DirLock;
 pub use diverged::{read_divergence_report, DivergenceReport};
 pub use durability::{Committed, Durability, OnTimeout, Receipt, Registration, SyncReplication};

@@ -35,11 +35,21 @@ def add_command(commands: Any) -> None:
     """Adds ``replikv demo`` to the ``replikv`` subcommands."""
     demo = commands.add_parser(
         "demo",
-        help="load an email-marketing data set into a store and show the API, with timings",
+        help=(
+            "tour replikv on an email-marketing data set: loading, reads and writes, "
+            "replication, a cache tier and a failover, with timings"
+        ),
         description=(
-            "Create a store, load subscribers, templates and open/click events into it, show "
-            "reads, a transaction, a scan and the change log, reopen it, and print a summary "
-            "with timings. The store is temporary unless --keep is given."
+            "Create a store and load subscribers, templates and open/click events into it "
+            "with put_many; show reads, writes (a put, a delete, a transaction), a prefix "
+            "scan, a table as a mapping and the change log; measure durable puts and gets "
+            "(latency); close and reopen it. Then, on 127.0.0.1: two replicas follow it "
+            "while writes go on (their lag, a sync write, equal checksums); a Cache reads "
+            "through three cache nodes that follow its change log; and a failover: a primary "
+            "in a child process is killed with SIGKILL mid-stream, its sync replica is "
+            "promoted, and what was lost is counted (no acknowledged sync write). Ends with "
+            "a summary of rows, checksums and timings. The store is temporary unless --keep "
+            "is given; the replicas' and the failover's directories always are."
         ),
     )
     demo.add_argument(

@@ -94,12 +94,17 @@ impl Cluster {
     /// A client of the nodes in `options`; it connects on first use.
     ///
     /// # Errors
-    /// [`CacheError::Invalid`]: no node, a node named twice, `vnodes` outside
-    /// `1..=65536`, a zero timeout, or a timeout or `retry_after` over a day.
+    /// [`NetError::Address`](crate::error::NetError::Address): a node that is not
+    /// `host:port` (it would only ever fail, and its keys with it). [`CacheError::Invalid`]:
+    /// no node, a node named twice, `vnodes` outside `1..=65536`, a zero timeout, or a
+    /// timeout or `retry_after` over a day.
     pub fn new(options: ClusterOptions) -> Result<Self> {
         let invalid = |reason: &str| Err(CacheError::Invalid(reason.to_owned()).into());
         if options.nodes.is_empty() {
             return invalid("a cluster needs at least one node");
+        }
+        for node in &options.nodes {
+            crate::net::client::check_address(node)?;
         }
         if (1..options.nodes.len()).any(|i| options.nodes[..i].contains(&options.nodes[i])) {
             return invalid("a node is named twice");

@@ -1,6 +1,6 @@
 //! Python keys <-> ordered key bytes (see `crate::codec::encode_key`).
 
-use pyo3::exceptions::{PyOverflowError, PyTypeError};
+use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyInt, PyString};
@@ -19,7 +19,8 @@ pub(crate) fn with_py_key<R>(
     f: impl FnOnce(KeyRef<'_>) -> R,
 ) -> PyResult<R> {
     if let Ok(s) = key.cast::<PyString>() {
-        return Ok(f(KeyRef::Str(s.to_str()?)));
+        let text = s.to_str().map_err(|err| unencodable(s, err))?;
+        return Ok(f(KeyRef::Str(text)));
     }
     if let Ok(b) = key.cast::<PyBytes>() {
         return Ok(f(KeyRef::Bytes(b.as_bytes())));
@@ -54,6 +55,26 @@ pub(crate) fn with_py_key<R>(
         "keys must be str, bytes or int, not {}",
         key.get_type().name()?
     )))
+}
+
+/// A `str` key UTF-8 cannot encode (one with a lone surrogate, as `os.fsdecode` leaves of
+/// a file name that is not UTF-8): a `ValueError` naming it (cut if long), with the
+/// codec's `UnicodeEncodeError` as its cause.
+fn unencodable(key: &Bound<'_, PyString>, err: PyErr) -> PyErr {
+    const SHOWN: usize = 80;
+    let py = key.py();
+    let mut shown = key
+        .repr()
+        .map_or_else(|_| "<str>".to_owned(), |r| r.to_string());
+    if shown.chars().count() > SHOWN {
+        shown = shown.chars().take(SHOWN).chain("…".chars()).collect();
+    }
+    let refused = PyValueError::new_err(format!(
+        "invalid key {shown}: str keys are stored as UTF-8, which cannot encode it ({})",
+        err.value(py)
+    ));
+    refused.set_cause(py, Some(err));
+    refused
 }
 
 fn int_key(i: &Bound<'_, PyInt>) -> PyResult<i64> {

@@ -488,6 +488,12 @@ impl Primary {
         }
     }
 
+    /// Whether it stopped serving: [`Primary::close`], or the end of a switchover from it.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
     /// Stops the server and every connection, waits until the port is free and persists
     /// the slots; the store stays open.
     pub fn close(&self) {

@@ -107,7 +107,7 @@ async fn answer(
         }
     };
     let Message::Hello {
-        kind: kind @ (PeerKind::Candidate | PeerKind::Operator),
+        kind,
         name,
         proof,
         nonce: their_nonce,
@@ -115,11 +115,15 @@ async fn answer(
         ..
     } = hello
     else {
-        let reason = "this is a replica's member address: only a promotion or an operator \
-                      asks here";
-        return refuse(&mut writer, RefuseCode::Protocol, store.epoch(), reason).await;
+        let reason = wrong_port(shared, None, false);
+        return refuse(&mut writer, RefuseCode::Protocol, store.epoch(), &reason).await;
     };
-    if !handshake::verify(token, Role::Peer, &nonce, &proof) {
+    let proven = handshake::verify(token, Role::Peer, &nonce, &proof);
+    if !matches!(kind, PeerKind::Candidate | PeerKind::Operator) {
+        let reason = wrong_port(shared, Some(kind), proven);
+        return refuse(&mut writer, RefuseCode::Protocol, store.epoch(), &reason).await;
+    }
+    if !proven {
         return refuse(&mut writer, RefuseCode::Auth, store.epoch(), "wrong token").await;
     }
     let Some(_place) = ticket.authenticated() else {
@@ -152,6 +156,35 @@ async fn answer(
     };
     write_frame(&mut writer, &grant).await?;
     serve_candidate(shared, store, epoch, &mut reader, &mut writer).await
+}
+
+/// Why a peer that is neither a candidate nor an operator is refused, for the person who
+/// pointed it here (`replikv status` or `verify` given a replica's `listen` address): what
+/// this port is, and where to point it instead. The replica's name and its primary's
+/// address go only to a peer that proved the token.
+fn wrong_port(shared: &Shared, kind: Option<PeerKind>, proven: bool) -> String {
+    let asker = match kind {
+        Some(PeerKind::Monitor) => "replikv status",
+        Some(PeerKind::Verifier) => "replikv verify",
+        Some(PeerKind::Replica) => "the replica",
+        Some(PeerKind::Consumer) => "the consumer (a cache node, a change feed)",
+        _ => "it",
+    };
+    let (port, primary) = if proven {
+        (
+            format!("the member port of replica '{}'", shared.options.name),
+            format!(", {}", shared.primary()),
+        )
+    } else {
+        (
+            "a replica's member port".to_owned(),
+            " (the primary the replica's status names)".to_owned(),
+        )
+    };
+    format!(
+        "this address is {port} (its listen address), which answers only promotions and \
+         replikv follow: point {asker} at its primary's address instead{primary}"
+    )
 }
 
 /// Raises the store's epoch to `epoch` if it [`grants`] it, with appends held off, and

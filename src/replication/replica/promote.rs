@@ -45,33 +45,43 @@ pub struct Promotion {
     pub settings: Option<Settings>,
 }
 
-/// Why a promotion with what a replica heard (`needed` members, `counted` itself, `peers`
-/// it can ask) cannot win however the members answer (`None` when it may try).
-fn hopeless(needed: Option<u64>, counted: bool, peers: usize) -> Option<String> {
+/// Why a promotion with what a replica heard (`needed` members, `counted` itself) cannot
+/// win however the members answer (`None` when it may try). `peers` is how many other
+/// members it can ask; `None` for a stopped replica (`replikv promote DIR`), which asks
+/// none, whether or not they listen.
+fn hopeless(needed: Option<u64>, counted: bool, peers: Option<usize>) -> Option<String> {
     let Some(needed) = needed else {
         return Some(
             "no heartbeat from the primary told how many members a promotion must reach".to_owned(),
         );
     };
-    let reachable = u64::from(counted) + peers as u64;
+    let reachable = u64::from(counted) + peers.unwrap_or(0) as u64;
     (reachable < needed).then(|| {
         let own = if counted {
             ""
         } else {
             " (this replica does not fsync, so it does not count)"
         };
-        format!(
-            "a promotion must reach {needed} members that fsync, and only {reachable} are \
-             known{own}: the others do not listen (start replicas with listen=)"
-        )
+        match peers {
+            Some(_) => format!(
+                "a promotion must reach {needed} members that fsync, and only {reachable} \
+                 are known{own}: the others do not listen (start replicas with listen=)"
+            ),
+            None => format!(
+                "a promotion must reach {needed} members that fsync, and replikv promote \
+                 reaches no member but this stopped replica{own}: run it as a replica with \
+                 listen= and promote it running (Replica.promote() asks the members its \
+                 primary named, which it keeps in its directory)"
+            ),
+        }
     })
 }
 
 fn refused(name: &str, reason: &str) -> crate::Error {
     ReplicationError::Refused {
         reason: format!(
-            "cannot promote '{name}': {reason}; force=True promotes anyway and reports the \
-             possible loss"
+            "cannot promote '{name}': {reason}; forcing (force=True, replikv promote --force) \
+             promotes anyway and reports the possible loss"
         ),
     }
     .into()
@@ -116,7 +126,7 @@ pub fn promote_stopped(path: &Path, force: bool) -> Result<Promotion> {
     }
     let (quorum, members) = store.primary_quorum()?;
     let needed = needed(quorum, members);
-    let refusal = hopeless(needed, store.was_counted()?, 0);
+    let refusal = hopeless(needed, store.was_counted()?, None);
     // Named as a replica is by default: by its directory's name.
     let name = path.file_name().map_or_else(
         || path.display().to_string(),
@@ -218,7 +228,7 @@ impl Replica {
             .cloned()
             .collect();
         // Checked first, while it still follows: a refusal changes nothing.
-        if let (Some(reason), false) = (hopeless(needed, counted, peers.len()), force) {
+        if let (Some(reason), false) = (hopeless(needed, counted, Some(peers.len())), force) {
             return Err(refused(self.name(), &reason));
         }
         self.follower.pause();
