@@ -181,6 +181,21 @@ def test_a_closed_primary_says_so_and_its_store_stays_open(tmp_path: Path) -> No
         assert not store.closed
 
 
+def test_a_replica_known_only_from_its_slot_shows_no_last_seen_time(tmp_path: Path) -> None:
+    with replikv.Store(tmp_path / "db") as store:
+        with (
+            replikv.Primary(store, token=TOKEN) as first,
+            replikv.Replica(tmp_path / "r", primary=first.address, token=TOKEN) as replica,
+        ):
+            store.put("t", "k", 1)
+            assert replica.wait_for(store.last_lsn, timeout=30)
+        # Restarted, the primary knows the replica from its slot, and has not heard from it.
+        with replikv.Primary(store, token=TOKEN) as again:
+            (info,) = again.status().replicas
+            assert (info.name, info.state, info.last_seen) == ("r", "disconnected", None)
+            assert plain(info)["last_seen"] is None
+
+
 def test_a_scan_shows_its_table_arguments_and_progress(tmp_path: Path) -> None:
     with replikv.Store(tmp_path / "db") as store:
         store.put_many("users", [("ab1", 1), ("ab2", 2), ("b", 3)])

@@ -775,9 +775,11 @@ class ReplicaInfo:
         """Age of its oldest missing entry, on the primary's clock."""
     @property
     def last_seen(self) -> datetime.datetime | None:
-        """When the primary last heard from it (an aware UTC datetime), or ``None`` if the
-        report names a time no datetime holds (past year 9999: a primary's broken clock,
-        or a damaged report)."""
+        """When the primary last heard from it (an aware UTC datetime), or ``None`` if it has
+        not heard from it since it started (a replica it knows from its slot only), or if
+        the report names a time no datetime holds (past year 9999: a primary's broken
+        clock, or a damaged report).
+        """
     @property
     def sync_state(self) -> str:
         """``'quorum'`` if its acks count toward sync writes (a replica that fsyncs),

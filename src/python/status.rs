@@ -32,9 +32,10 @@ pub(crate) struct PyReplicaInfo {
     lag_bytes: u64,
     /// Age of its oldest missing entry, on the primary's clock.
     lag_seconds: f64,
-    /// When the primary last heard from it (an aware UTC datetime), or ``None`` if the
-    /// report names a time no datetime holds (past year 9999: a primary's broken clock,
-    /// or a damaged report).
+    /// When the primary last heard from it (an aware UTC datetime), or ``None`` if it has
+    /// not heard from it since it started (a replica it knows from its slot only), or if
+    /// the report names a time no datetime holds (past year 9999: a primary's broken
+    /// clock, or a damaged report).
     last_seen: Py<PyAny>,
     /// ``'quorum'`` if its acks count toward sync writes (a replica that fsyncs),
     /// ``'async'`` if they never do (``fsync=False``, or a consumer).
@@ -56,6 +57,8 @@ impl PyReplicaInfo {
             lag_bytes: link.lag_bytes,
             lag_seconds: link.lag_seconds,
             last_seen: match ms_to_datetime(py, link.last_seen_ms) {
+                // Not heard from since the primary started: no time, rather than 1970.
+                Ok(_) if link.last_seen_ms == 0 => py.None(),
                 Ok(seen) => seen.unbind(),
                 // Out of range: the rest of the report still shows.
                 Err(err) if err.is_instance_of::<PyOverflowError>(py) => py.None(),
