@@ -90,6 +90,14 @@ def test_a_diverged_replica_refuses_read_your_writes_even_at_an_lsn_it_holds(
             assert (raised.value.fork_lsn, raised.value.entries) == (1, 3)
         # The store itself still reads what it holds, for a person to look at.
         assert replica.store.get("subscribers", "ana@example.com") == {"opted_in": False}
+        # Promoted (forced: no heartbeat said who else holds what), its store is the new
+        # primary's, and its reads are what that primary holds.
+        new = replica.promote(force=True)
+        assert replica.status().state == "promoted"
+        assert replica.get("subscribers", "ana@example.com") == {"opted_in": False}
+        assert replica.wait_for(lsn, timeout=5)
+        new.close()
+        new.store.close()
 
 
 def test_a_resync_keeps_the_local_only_entries_in_a_report_and_re_seeds(

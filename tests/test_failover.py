@@ -264,6 +264,8 @@ def test_a_promotion_serves_with_the_old_primarys_settings_remembered_across_a_r
     eu1 = replikv.Replica(tmp_path / "eu-1", primary="127.0.0.1:9", token=TOKEN)
     new = eu1.promote(quorum=1, sync_timeout=3)
     assert new.promotion is not None and new.promotion.settings == settings
+    new.promotion.settings["quorum"] = 99  # a copy: the promotion's report stays as it was
+    assert new.promotion.settings == settings
     assert new.settings == {**settings, "quorum": 1, "sync_timeout": 3.0}
     receipt = new.store.put("consent", "bob", False)
     assert (receipt.durability, receipt.acked_by) == ("sync", ["us-1"])

@@ -1166,7 +1166,9 @@ class Promotion:
         """The members reached, by name (the promoted replica included)."""
     @property
     def needed(self) -> int:
-        """How many members the rule asked for (``members - quorum + 1``; 0 if unknown)."""
+        """How many members the rule asked for: ``members - quorum + 1``, and at least a
+        majority of the members (0 if unknown).
+        """
     @property
     def forced(self) -> bool:
         """Whether it was forced past the rule."""
@@ -1176,8 +1178,9 @@ class Promotion:
         the new primary lacks (async writes; sync ones too only if forced), or ``None``."""
     @property
     def settings(self) -> dict[str, Any] | None:
-        """The old primary's settings as its heartbeats last said (``Primary``'s keyword
-        arguments: ``quorum``, ``table_modes``, ...), or ``None`` if none said.
+        """The old primary's settings as its heartbeats last said (a new dict of
+        ``Primary``'s keyword arguments: ``quorum``, ``table_modes``, ...), or ``None`` if
+        none said.
         """
     def _repr_html_(self) -> str:
         """An HTML table of it, for Jupyter."""

@@ -275,35 +275,49 @@ def _run_promote(args: argparse.Namespace) -> int:
     flags, unsaid = _primary_flags(promotion.settings)
     print(f"serve it as its old primary was served: replikv primary --data {args.dir}{flags}")
     if unsaid:
-        print(f"  (the command line cannot say {unsaid}: serve it from Python with Primary)")
+        print(
+            f"  (no option says {unsaid}: serve it from Python, "
+            "Primary(Store(DIR), **promotion.settings), to keep them)"
+        )
     return 0
 
 
 def _primary_flags(settings: dict[str, Any] | None) -> tuple[str, str]:
     """The ``replikv primary`` options that serve with ``settings`` (the old primary's, as
-    a promotion reports them; none when unknown), and what of them no option says."""
+    a promotion reports them; none when unknown), and the settings no option says."""
     if settings is None:
         return "", ""
-    flags = []
-    if settings["quorum"] != 1:
-        flags.append(f"--quorum {settings['quorum']}")
+    defaults: dict[str, Any] = {
+        "quorum": 1,
+        "sync_timeout": 5.0,
+        "on_timeout": "raise",
+        "ship_interval": 0.05,
+    }
+    # repr() of a float keeps every digit (":g" would round 1234.567 to 1234.57).
+    flags = [
+        f"--{name.replace('_', '-')} {value if isinstance(value, str) else repr(value)}"
+        for name, default in defaults.items()
+        if (value := settings[name]) != default
+    ]
     sync_tables = sorted(t for t, mode in settings["table_modes"].items() if mode == "sync")
     if sync_tables:
         flags.append(f"--sync-tables {','.join(sync_tables)}")
-    if settings["sync_timeout"] != 5.0:
-        flags.append(f"--sync-timeout {settings['sync_timeout']:g}")
-    if settings["on_timeout"] != "raise":
-        flags.append(f"--on-timeout {settings['on_timeout']}")
-    if settings["ship_interval"] != 0.05:
-        flags.append(f"--ship-interval {settings['ship_interval']:g}")
     if settings["ship_ahead"]:
         flags.append("--ship-ahead")
-    unsaid = (
-        "default_durability='sync' (every table not named sync)"
-        if settings["default_durability"] == "sync"
-        else ""
-    )
-    return "".join(f" {flag}" for flag in flags), unsaid
+    # What no option of `replikv primary` says, but a differing setting.
+    unsaid_defaults: dict[str, Any] = {
+        "default_durability": "async",
+        "max_batch_bytes": 4 << 20,
+        "heartbeat_interval": 0.5,
+        "retain_bytes": None,
+        "retain_seconds": None,
+    }
+    unsaid = [
+        f"{name}={settings[name]!r}"
+        for name, default in unsaid_defaults.items()
+        if settings[name] != default
+    ]
+    return "".join(f" {flag}" for flag in flags), ", ".join(unsaid)
 
 
 def _run_status(args: argparse.Namespace) -> int:
@@ -346,7 +360,7 @@ def _print_replicas(replicas: list[ReplicaInfo], *, header_shown: list[bool] | N
     rows = [header]
     now = dt.datetime.now(dt.timezone.utc)
     for r in replicas:
-        if r.last_seen is None:  # a time no datetime holds: a primary's broken clock
+        if r.last_seen is None:  # not heard from since the primary started (or no valid time)
             seen = "unknown"
         else:
             seen = f"{(now - r.last_seen).total_seconds():.1f} s ago"

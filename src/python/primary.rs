@@ -11,52 +11,54 @@ use super::args::{int, non_negative, opt_int, seconds, timeout as wait_limit};
 use super::display::html;
 use super::errors::{not_inherited, owned, run_detached};
 use super::replication::{wait_until, PrimaryArgs};
-use super::settings::to_dict;
+use super::settings::{settings_dict, to_dict};
 use super::status::{PyPrimaryStatus, PySlot};
 use super::store::PyStore;
 use super::verify::PyVerifyReport;
 use crate::fork::ParentOnly;
 use crate::net::runtime;
+use crate::replication::handover::Settings;
 use crate::replication::primary::Primary;
 use crate::replication::replica::Promotion;
 
 /// What a promotion did: the new epoch, where it starts, the members reached, and the
 /// range of the old primary's entries that no reached member holds.
-#[pyclass(frozen, get_all, module = "replikv._core", name = "Promotion")]
+#[pyclass(frozen, module = "replikv._core", name = "Promotion")]
 pub(crate) struct PyPromotion {
     /// The new epoch.
+    #[pyo3(get)]
     epoch: u64,
     /// The first LSN of the new epoch.
+    #[pyo3(get)]
     start_lsn: u64,
     /// The members reached, by name (the promoted replica included).
+    #[pyo3(get)]
     reached: Vec<String>,
-    /// How many members the rule asked for (``members - quorum + 1``; 0 if unknown).
+    /// How many members the rule asked for: ``members - quorum + 1``, and at least a
+    /// majority of the members (0 if unknown).
+    #[pyo3(get)]
     needed: u64,
     /// Whether it was forced past the rule.
+    #[pyo3(get)]
     forced: bool,
     /// ``(first, last)``: the LSNs the old primary had committed (as last heard) that
     /// the new primary lacks (async writes; sync ones too only if forced), or ``None``.
+    #[pyo3(get)]
     possible_loss: Option<(u64, u64)>,
-    /// The old primary's settings as its heartbeats last said (``Primary``'s keyword
-    /// arguments: ``quorum``, ``table_modes``, ...), or ``None`` if none said.
-    settings: Option<Py<PyDict>>,
+    settings: Option<Settings>,
 }
 
-impl PyPromotion {
-    pub(super) fn new(py: Python<'_>, p: Promotion) -> PyResult<Self> {
-        let settings = match &p.settings {
-            Some(settings) => Some(to_dict(py, settings)?.unbind()),
-            None => None,
-        };
-        Ok(Self {
+impl From<Promotion> for PyPromotion {
+    fn from(p: Promotion) -> Self {
+        Self {
             epoch: p.epoch,
             start_lsn: p.start_lsn,
             reached: p.reached,
             needed: p.needed,
             forced: p.forced,
             possible_loss: p.possible_loss,
-            settings,
-        })
+            settings: p.settings,
+        }
     }
 }
 
@@ -81,11 +83,22 @@ pub(crate) fn promote_stopped(
     let promotion = run_detached(py, move || {
         crate::replication::replica::promote_stopped(&path, force)
     })?;
-    PyPromotion::new(py, promotion)
+    Ok(PyPromotion::from(promotion))
 }
 
 #[pymethods]
 impl PyPromotion {
+    /// The old primary's settings as its heartbeats last said (a new dict of
+    /// ``Primary``'s keyword arguments: ``quorum``, ``table_modes``, ...), or ``None`` if
+    /// none said.
+    #[getter]
+    fn settings<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        self.settings
+            .as_ref()
+            .map(|settings| settings_dict(py, settings))
+            .transpose()
+    }
+
     fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
         html(slf.as_any())
     }
@@ -274,7 +287,7 @@ impl PyPrimary {
     /// ``promote()``.
     #[getter]
     fn settings<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        to_dict(py, &self.primary.settings())
+        to_dict(py, self.primary.options())
     }
 
     /// The store being served.

@@ -358,7 +358,7 @@ impl PyReplica {
         Ok(PyPrimary {
             primary: ParentOnly::new(primary),
             store: self.store.clone_ref(py),
-            promotion: Some(Py::new(py, PyPromotion::new(py, promotion)?)?),
+            promotion: Some(Py::new(py, PyPromotion::from(promotion))?),
         })
     }
 

@@ -11,13 +11,10 @@ use pyo3::prelude::*;
 use super::args::{durability_setting, non_negative, seconds, size};
 use super::errors::run_detached;
 use super::status::PyPrimaryStatus;
-use crate::replication::primary::PrimaryOptions;
+use crate::replication::primary::{PrimaryOptions, MIN_BATCH_BYTES, MIN_HEARTBEAT};
 use crate::replication::protocol::MAX_FRAME_BYTES;
 use crate::replication::quorum::SyncOptions;
-use crate::store::OnTimeout;
-
-/// The smallest `max_batch_bytes`: a batch must have room for at least a small entry.
-const MIN_BATCH_BYTES: usize = 4096;
+use crate::store::{Durability, OnTimeout};
 
 /// How long a blocking wait sleeps between checks for Ctrl-C.
 const SIGNAL_CHECK: Duration = Duration::from_millis(50);
@@ -57,30 +54,33 @@ pub(super) fn wait_until(
     }
 }
 
-/// The sync-write settings of a `Primary`, checked.
-fn sync_options(
-    quorum: i128,
-    sync_timeout: f64,
-    on_timeout: &str,
-    table_modes: HashMap<String, String>,
-    default_durability: &str,
-) -> PyResult<SyncOptions> {
+/// `quorum=`, checked.
+pub(super) fn quorum(quorum: i128) -> PyResult<usize> {
     if quorum < 1 {
         return Err(PyValueError::new_err(format!(
             "quorum must be 1 or more, not {quorum}"
         )));
     }
-    let on_timeout = match on_timeout {
-        "raise" => OnTimeout::Raise,
-        "degrade" => OnTimeout::Degrade,
-        other => {
-            return Err(PyValueError::new_err(format!(
-                "on_timeout must be 'raise' or 'degrade', not {}",
-                quoted(other)
-            )))
-        }
-    };
-    let table_modes = table_modes
+    Ok(usize::try_from(quorum).unwrap_or(usize::MAX))
+}
+
+/// `on_timeout=`, checked.
+pub(super) fn on_timeout(on_timeout: &str) -> PyResult<OnTimeout> {
+    match on_timeout {
+        "raise" => Ok(OnTimeout::Raise),
+        "degrade" => Ok(OnTimeout::Degrade),
+        other => Err(PyValueError::new_err(format!(
+            "on_timeout must be 'raise' or 'degrade', not {}",
+            quoted(other)
+        ))),
+    }
+}
+
+/// `table_modes=`, checked.
+pub(super) fn table_modes(
+    table_modes: HashMap<String, String>,
+) -> PyResult<HashMap<String, Durability>> {
+    table_modes
         .into_iter()
         .map(|(table, mode)| {
             crate::store::validate_table_name(&table)
@@ -88,14 +88,7 @@ fn sync_options(
             let mode = durability_setting(&format!("table_modes[{}]", quoted(&table)), &mode)?;
             Ok((table, mode))
         })
-        .collect::<PyResult<_>>()?;
-    Ok(SyncOptions {
-        quorum: usize::try_from(quorum).unwrap_or(usize::MAX),
-        sync_timeout: seconds("sync_timeout", sync_timeout)?,
-        on_timeout,
-        table_modes,
-        default_durability: durability_setting("default_durability", default_durability)?,
-    })
+        .collect()
 }
 
 /// The keyword arguments a `Primary` is made with (by `Primary(...)` or a promotion).
@@ -118,13 +111,13 @@ pub(super) struct PrimaryArgs<'a> {
 impl PrimaryArgs<'_> {
     /// The options, checked.
     pub(super) fn options(self) -> PyResult<PrimaryOptions> {
-        let sync = sync_options(
-            self.quorum,
-            self.sync_timeout,
-            self.on_timeout,
-            self.table_modes.unwrap_or_default(),
-            self.default_durability,
-        )?;
+        let sync = SyncOptions {
+            quorum: quorum(self.quorum)?,
+            sync_timeout: seconds("sync_timeout", self.sync_timeout)?,
+            on_timeout: on_timeout(self.on_timeout)?,
+            table_modes: table_modes(self.table_modes.unwrap_or_default())?,
+            default_durability: durability_setting("default_durability", self.default_durability)?,
+        };
         let max_batch_bytes = size("max_batch_bytes", self.max_batch_bytes)?;
         if !(MIN_BATCH_BYTES..=MAX_FRAME_BYTES).contains(&max_batch_bytes) {
             return Err(PyValueError::new_err(format!(
@@ -137,7 +130,7 @@ impl PrimaryArgs<'_> {
             ship_interval: seconds("ship_interval", self.ship_interval)?,
             max_batch_bytes,
             heartbeat_interval: seconds("heartbeat_interval", self.heartbeat_interval)?
-                .max(Duration::from_millis(10)),
+                .max(MIN_HEARTBEAT),
             retain_bytes: self
                 .retain_bytes
                 .map(|b| non_negative("retain_bytes", b))

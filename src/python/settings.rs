@@ -3,66 +3,58 @@
 //! the argument given in its place.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::replication::PrimaryArgs;
+use super::args::{durability_setting, seconds};
+use super::replication::{on_timeout, quorum, table_modes};
 use crate::replication::handover::Settings;
 use crate::replication::primary::PrimaryOptions;
+use crate::store::OnTimeout;
 
-fn micros(us: u64) -> f64 {
-    Duration::from_micros(us).as_secs_f64()
-}
-
-fn millis(ms: u64) -> f64 {
-    Duration::from_millis(ms).as_secs_f64()
-}
-
-fn seconds(s: u64) -> f64 {
-    Duration::from_secs(s).as_secs_f64()
-}
-
-fn durability(sync: bool) -> &'static str {
-    if sync {
-        "sync"
-    } else {
-        "async"
-    }
-}
-
-fn on_timeout(degrade: bool) -> &'static str {
-    if degrade {
-        "degrade"
-    } else {
-        "raise"
-    }
-}
-
-fn table_modes(settings: &Settings) -> HashMap<String, String> {
-    settings
-        .tables
-        .iter()
-        .map(|(table, sync)| (table.clone(), durability(*sync).to_owned()))
-        .collect()
-}
-
-/// `settings` as the keyword arguments of `Primary(...)` (all but `listen` and `token`).
-pub(super) fn to_dict<'py>(py: Python<'py>, settings: &Settings) -> PyResult<Bound<'py, PyDict>> {
+/// `options` as the keyword arguments of `Primary(...)` (all but `listen` and `token`).
+pub(super) fn to_dict<'py>(
+    py: Python<'py>,
+    options: &PrimaryOptions,
+) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
-    dict.set_item("ship_interval", micros(settings.ship_interval_us))?;
-    dict.set_item("max_batch_bytes", settings.max_batch_bytes)?;
-    dict.set_item("heartbeat_interval", millis(settings.heartbeat_interval_ms))?;
-    dict.set_item("retain_bytes", settings.retain_bytes)?;
-    dict.set_item("retain_seconds", settings.retain_seconds.map(seconds))?;
-    dict.set_item("quorum", settings.quorum)?;
-    dict.set_item("sync_timeout", millis(settings.sync_timeout_ms))?;
-    dict.set_item("on_timeout", on_timeout(settings.degrade))?;
-    dict.set_item("table_modes", table_modes(settings))?;
-    dict.set_item("default_durability", durability(settings.default_sync))?;
-    dict.set_item("ship_ahead", settings.ship_ahead)?;
+    dict.set_item("ship_interval", options.ship_interval.as_secs_f64())?;
+    dict.set_item("max_batch_bytes", options.max_batch_bytes)?;
+    dict.set_item(
+        "heartbeat_interval",
+        options.heartbeat_interval.as_secs_f64(),
+    )?;
+    dict.set_item("retain_bytes", options.retain_bytes)?;
+    dict.set_item(
+        "retain_seconds",
+        options.retain_seconds.map(|d| d.as_secs_f64()),
+    )?;
+    let sync = &options.sync;
+    dict.set_item("quorum", sync.quorum)?;
+    dict.set_item("sync_timeout", sync.sync_timeout.as_secs_f64())?;
+    let on_timeout = match sync.on_timeout {
+        OnTimeout::Raise => "raise",
+        OnTimeout::Degrade => "degrade",
+    };
+    dict.set_item("on_timeout", on_timeout)?;
+    let modes: HashMap<&str, &str> = sync
+        .table_modes
+        .iter()
+        .map(|(table, mode)| (table.as_str(), mode.name()))
+        .collect();
+    dict.set_item("table_modes", modes)?;
+    dict.set_item("default_durability", sync.default_durability.name())?;
+    dict.set_item("ship_ahead", options.ship_ahead)?;
     Ok(dict)
+}
+
+/// `settings` as the keyword arguments of `Primary(...)`.
+pub(super) fn settings_dict<'py>(
+    py: Python<'py>,
+    settings: &Settings,
+) -> PyResult<Bound<'py, PyDict>> {
+    to_dict(py, &settings.options(String::new(), None))
 }
 
 /// The arguments of `Replica.promote` that stand in for the old primary's settings, each
@@ -80,35 +72,51 @@ pub(super) struct Overrides {
 impl Overrides {
     /// The options a promotion serves with on `listen` proving `token`: `inherited` (the
     /// old primary's settings; a new primary's defaults when unknown), with every given
-    /// argument in place of its setting, checked as `Primary(...)` checks them.
+    /// argument in place of its setting, each checked as `Primary(...)` checks it. Only
+    /// the arguments given can be refused: what was inherited is brought within bounds
+    /// (see [`Settings::options`]), so that a damaged file never blocks a promotion.
     pub(super) fn options(
         self,
         listen: &str,
         token: Option<String>,
         inherited: Option<Settings>,
     ) -> PyResult<PrimaryOptions> {
-        let base = inherited.unwrap_or_else(|| Settings::of(&PrimaryOptions::default()));
-        PrimaryArgs {
-            listen,
-            token,
-            ship_interval: self.ship_interval.unwrap_or(micros(base.ship_interval_us)),
-            max_batch_bytes: i128::from(base.max_batch_bytes),
-            heartbeat_interval: millis(base.heartbeat_interval_ms),
-            retain_bytes: base.retain_bytes.map(i128::from),
-            retain_seconds: base.retain_seconds.map(seconds),
-            quorum: self.quorum.unwrap_or(i128::from(base.quorum)),
-            sync_timeout: self.sync_timeout.unwrap_or(millis(base.sync_timeout_ms)),
-            on_timeout: self
-                .on_timeout
-                .as_deref()
-                .unwrap_or(on_timeout(base.degrade)),
-            table_modes: Some(self.table_modes.unwrap_or_else(|| table_modes(&base))),
-            default_durability: self
-                .default_durability
-                .as_deref()
-                .unwrap_or(durability(base.default_sync)),
-            ship_ahead: self.ship_ahead.unwrap_or(base.ship_ahead),
+        let mut options = if let Some(settings) = inherited {
+            settings.options(listen.to_owned(), token)
+        } else {
+            tracing::warn!(
+                "no heartbeat told this replica how its primary served: the promoted primary \
+                 serves with Primary's defaults (every table async) but for the arguments \
+                 given to promote()"
+            );
+            PrimaryOptions {
+                listen: listen.to_owned(),
+                token,
+                ..PrimaryOptions::default()
+            }
+        };
+        let sync = &mut options.sync;
+        if let Some(interval) = self.ship_interval {
+            options.ship_interval = seconds("ship_interval", interval)?;
         }
-        .options()
+        if let Some(given) = self.quorum {
+            sync.quorum = quorum(given)?;
+        }
+        if let Some(timeout) = self.sync_timeout {
+            sync.sync_timeout = seconds("sync_timeout", timeout)?;
+        }
+        if let Some(given) = &self.on_timeout {
+            sync.on_timeout = on_timeout(given)?;
+        }
+        if let Some(given) = self.table_modes {
+            sync.table_modes = table_modes(given)?;
+        }
+        if let Some(given) = &self.default_durability {
+            sync.default_durability = durability_setting("default_durability", given)?;
+        }
+        if let Some(ahead) = self.ship_ahead {
+            options.ship_ahead = ahead;
+        }
+        Ok(options)
     }
 }

@@ -632,15 +632,17 @@ impl PyStore {
     ///     KeyboardInterrupt: Ctrl-C while it waits for another thread's transaction to
     ///         end, or between its attempts: the tables file was not compacted.
     fn compact(&self, py: Python<'_>) -> PyResult<u64> {
+        // Each attempt takes the writer lock: a transaction of another thread, begun before
+        // the first or between two of them, is waited for interruptibly. The minute of
+        // attempts starts once the first has the lock: it bounds the wait for long reads.
+        wait_for_writer(py, &self.store)?;
         let mut attempts = CompactionAttempts::new();
         loop {
-            // Each attempt takes the writer lock: a transaction of another thread, begun
-            // before the first or between two of them, is waited for interruptibly.
-            wait_for_writer(py, &self.store)?;
             if let Some(compaction) = run_detached(py, || self.store.try_compact(&mut attempts))? {
                 return Ok(compaction.reclaimed());
             }
             sleep_interruptibly(py, attempts.pause())?;
+            wait_for_writer(py, &self.store)?;
         }
     }
 

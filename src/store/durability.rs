@@ -194,7 +194,7 @@ impl Committed {
             OnTimeout::Degrade => {
                 // Said where it shows even when the call returns no receipt (`del
                 // table[key]`, `delete_prefix`, ...): never weaker silently.
-                tracing::warn!(lsn = self.lsn, acked_by = ?acked_by, "a sync write was not acknowledged by its quorum in time: it is committed here only (on_timeout=\"degrade\")");
+                tracing::warn!(lsn = self.lsn, acked_by = ?acked_by, "a sync write was not acknowledged by its quorum in time: it is committed here and on the replicas named only (on_timeout=\"degrade\")");
                 Ok(Some(self.receipt(acked_by, true)))
             }
         }

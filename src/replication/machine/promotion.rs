@@ -62,6 +62,19 @@ impl MemberLog {
     }
 }
 
+/// The last LSN `log` shares with `adopted`: its end, or, if it went on in an older epoch
+/// past where the adopted log forks from it, the LSN before the fork.
+fn shared_end(log: &MemberLog, adopted: &MemberLog) -> u64 {
+    let end = log.flushed_lsn.min(adopted.flushed_lsn);
+    fork_lsn(
+        &log.history,
+        log.flushed_lsn,
+        &adopted.history,
+        adopted.flushed_lsn,
+    )
+    .map_or(end, |fork| end.min(fork.saturating_sub(1)))
+}
+
 /// What a promotion does once it has won.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -267,7 +280,7 @@ impl Election {
                 .granted()
                 .skip(1)
                 .filter(|log| log.counted)
-                .map(|log| (log.name.clone(), log.flushed_lsn.min(longest.flushed_lsn)))
+                .map(|log| (log.name.clone(), shared_end(log, longest)))
                 .collect(),
             forced,
         })
@@ -379,6 +392,19 @@ mod tests {
             vec![("b".to_owned(), 7)],
             "c does not fsync, d did not grant, a is the candidate"
         );
+    }
+
+    #[test]
+    fn a_member_whose_log_went_on_in_an_older_epoch_is_expected_from_before_its_fork() {
+        // b took entries 9 to 12 from the epoch-1 primary; a, the newest log, began
+        // epoch 2 at 9 after a promotion b did not see.
+        let mut e = Election::new(3, Some(1), log("a", 10, &[(1, 1), (2, 9)]), &peers(&["b"]));
+        e.answer("b", Answer::Granted(log("b", 12, &[(1, 1)])));
+        let Outcome::Won(plan) = e.outcome(true, false) else {
+            panic!("a's log is the newest")
+        };
+        assert_eq!(plan.adopt_lsn, 10);
+        assert_eq!(plan.followers, vec![("b".to_owned(), 8)]);
     }
 
     #[test]

@@ -22,7 +22,6 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::watch;
 
 use super::commit_times::CommitTimes;
-use super::handover::Settings;
 use super::machine::{LinkId, Micros, Peer, PrimaryConfig, PrimaryMachine};
 use super::monitor::announce_epoch;
 use super::protocol::{Message, PeerKind};
@@ -40,6 +39,10 @@ use crate::store::{LogHolds, Registration, RetentionPolicy, Store, VisibleSubscr
 
 /// The longest heartbeat interval (replicas drop a link silent for 5 s).
 const MAX_HEARTBEAT: Duration = Duration::from_secs(2);
+/// The shortest heartbeat interval a primary is given.
+pub const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
+/// The smallest `max_batch_bytes`: a batch must have room for at least a small entry.
+pub const MIN_BATCH_BYTES: usize = 4096;
 /// Replicas, consumers and monitors served at once, at most (more are refused as busy).
 const MAX_AUTHENTICATED: usize = 256;
 /// A link that keeps up ships entries no sync writer waits for at most this often, even
@@ -371,11 +374,11 @@ impl Primary {
         self.shared.options.ship_ahead
     }
 
-    /// The settings it serves with, as a switchover hands them over and heartbeats tell
-    /// replicas (what a promotion of one serves with unless told otherwise).
+    /// The options it serves with (a switchover hands them over, and heartbeats tell
+    /// replicas, as [`Settings`](super::handover::Settings)).
     #[must_use]
-    pub fn settings(&self) -> Settings {
-        Settings::of(&self.shared.options)
+    pub fn options(&self) -> &PrimaryOptions {
+        &self.shared.options
     }
 
     /// The store it serves.

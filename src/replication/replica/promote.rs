@@ -102,7 +102,8 @@ fn outbid(name: &str, reason: &str) -> crate::Error {
 
 /// Makes the store at `path` (a stopped replica's) the primary of a new epoch, by the same
 /// rule as [`Replica::promote`] (with what its primary's heartbeats last said), without
-/// serving it: serve it next (`replikv primary --data DIR`).
+/// serving it: serve it next with [`Promotion::settings`] (`replikv primary --data DIR`
+/// and the options `replikv promote` prints).
 ///
 /// # Errors
 /// As [`Replica::promote`]; [`crate::error::StoreError::Locked`] while a replica runs on
@@ -333,7 +334,13 @@ impl Replica {
         self.store().begin_epoch(plan.epoch)?;
         self.promoted.store(true, Ordering::Release);
         let primary = Primary::start(self.store().clone(), options)?;
-        lock(&self.shared().state).state = LinkState::Promoted;
+        {
+            // Whatever it said about the old primary's history (a fork it stopped on, when
+            // forced) no longer holds: its store is the new primary's.
+            let mut state = lock(&self.shared().state);
+            state.state = LinkState::Promoted;
+            state.diverged = None;
+        }
         for (name, flushed_lsn) in &plan.followers {
             primary.expect(std::slice::from_ref(name), *flushed_lsn);
         }
