@@ -347,7 +347,11 @@ class Batch:
         on a clean exit). A batch without writes takes no LSN.
         """
     def discard(self) -> None:
-        """Drops the writes collected so far (the ``with`` block does this when it raises)."""
+        """Drops the writes collected so far and ends the batch: a later ``put``,
+        ``put_many``, ``delete`` or ``commit`` raises ``RuntimeError`` (start a new batch
+        with :meth:`Store.batch`), and a ``with`` block that ends cleanly after it writes
+        nothing. The ``with`` block discards when it raises.
+        """
     @property
     def receipt(self) -> Receipt | None:
         """The receipt once committed, else ``None``."""
@@ -495,7 +499,8 @@ class Store:
         self, table: str, prefix: str | bytes, *, durability: str | None = None
     ) -> int:
         """Deletes every row of ``table`` whose key starts with ``prefix`` as one transaction
-        (one log entry, one fsync); returns how many rows.
+        (one log entry, one fsync); returns how many rows. A prefix that matches no row
+        writes no entry and takes no LSN.
 
         The entry holds a delete per key, so replicas, cache nodes and ``changes()`` see it
         like any write (a very large prefix can exceed ``max_transaction_bytes``: then
@@ -512,7 +517,7 @@ class Store:
         """Deletes the whole table as one transaction (one log entry), like
         :meth:`delete_prefix` (Ctrl-C included); it is then no longer listed by
         :meth:`tables`. Returns how many rows it held: 0 for a table that does not exist
-        (dropping is idempotent).
+        (dropping is idempotent), which writes no entry and takes no LSN.
 
         Raises:
             ValueError: a bad table name.
@@ -725,24 +730,13 @@ class Store:
         """
     @staticmethod
     def detach(path: str | os.PathLike[str]) -> bool:
-        """staticmethod(function) -> method
+        """Makes a replica's store at ``path`` a standalone, writable store that can never
+        follow its primary again. Returns False if it was not a replica's store.
 
-        Convert a function to be a static method.
-
-        A static method does not receive an implicit first argument.
-        To declare a static method, use this idiom:
-
-             class C:
-                 @staticmethod
-                 def f(arg1, arg2, argN):
-                     ...
-
-        It can be called either on the class (e.g. C.f()) or on an instance
-        (e.g. C().f()). Both the class and the instance are ignored, and
-        neither is passed implicitly as the first argument to the method.
-
-        Static methods in Python are similar to those found in Java or C++.
-        For a more advanced concept, see the classmethod builtin.
+        Raises:
+            StoreLockedError: the store is open, in this process or another: a ``Replica``
+                runs on the directory (stop it first), or a ``Store`` handle holds it.
+            StoreNotFoundError: there is no store at ``path``.
         """
 
 @final
@@ -1628,8 +1622,11 @@ class Cache:
         `CacheStats` (over nodes: their sums, and each node's own figures).
         """
     def memoize(self, ttl: float | None = None) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
-        """A decorator that caches a function's results by its arguments (their `repr`), for
-        `ttl` seconds or until `invalidate_memoized`.
+        """A decorator that caches a function's results by its arguments (their ``repr``), for
+        ``ttl`` seconds (``None``: the cache's own ``ttl``) or until invalidated: the decorated
+        function's ``invalidate(*args, **kwargs)`` drops one call's result, its
+        ``invalidate_all()`` every result of the function. A result of ``None`` is not
+        cached: the function runs again on the next call.
         """
     def _repr_html_(self) -> str:
         """An HTML table of its stats, for Jupyter."""

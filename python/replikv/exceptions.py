@@ -96,9 +96,9 @@ class StoreLockedError(ReplikvOSError, BlockingIOError):
     and command line), or in this one by something that does not share it (a ``Replica``:
     the message says).
 
-    ``pid`` is the other process's id, or ``None`` when its lock file could not be read
-    (or the holder is this process); ``command`` is that process's command line, when
-    ``/proc`` shows it.
+    ``pid`` is the holder's process id (``os.getpid()`` when the holder is this process),
+    or ``None`` when its lock file could not be read; ``command`` is another process's
+    command line, when ``/proc`` shows it (``None`` for this process).
     """
 
     pid: int | None = None

@@ -331,7 +331,8 @@ impl PyStore {
     }
 
     /// Deletes every row of ``table`` whose key starts with ``prefix`` as one transaction
-    /// (one log entry, one fsync); returns how many rows.
+    /// (one log entry, one fsync); returns how many rows. A prefix that matches no row
+    /// writes no entry and takes no LSN.
     ///
     /// The entry holds a delete per key, so replicas, cache nodes and ``changes()`` see it
     /// like any write (a very large prefix can exceed ``max_transaction_bytes``: then
@@ -372,7 +373,7 @@ impl PyStore {
     /// Deletes the whole table as one transaction (one log entry), like
     /// :meth:`delete_prefix` (Ctrl-C included); it is then no longer listed by
     /// :meth:`tables`. Returns how many rows it held: 0 for a table that does not exist
-    /// (dropping is idempotent).
+    /// (dropping is idempotent), which writes no entry and takes no LSN.
     ///
     /// Raises:
     ///     ValueError: a bad table name.
@@ -720,8 +721,13 @@ impl PyStore {
         super::scrub::scrub(py, &self.store, progress)
     }
 
-    /// Makes a replica's store at `path` a standalone, writable store that can never follow
-    /// its primary again. Returns False if it was not a replica's store.
+    /// Makes a replica's store at ``path`` a standalone, writable store that can never
+    /// follow its primary again. Returns False if it was not a replica's store.
+    ///
+    /// Raises:
+    ///     StoreLockedError: the store is open, in this process or another: a ``Replica``
+    ///         runs on the directory (stop it first), or a ``Store`` handle holds it.
+    ///     StoreNotFoundError: there is no store at ``path``.
     #[staticmethod]
     fn detach(py: Python<'_>, path: &Bound<'_, PyAny>) -> PyResult<bool> {
         let path: PathBuf = path.extract()?;
