@@ -1721,13 +1721,17 @@ class CacheNodeStats:
         """Fills refused because their value was older than a write it had seen."""
     @property
     def flushes(self) -> int:
-        """Times everything was dropped (FLUSHALL, a fork, a lost log position)."""
+        """Times everything was dropped: a ``FLUSHALL``, a fork of its primary's history, a
+        lost log position (0 for a node that never flushed: starting to follow is not one).
+        """
     @property
     def keys(self) -> int:
         """Keys it holds now."""
     @property
     def bytes(self) -> int:
-        """Bytes of the cached values."""
+        """What it counts against ``max_bytes``: the bytes of every cached key and value,
+        plus 96 per entry for its bookkeeping.
+        """
     @property
     def processed_lsn(self) -> int:
         """The last log entry it applied."""
