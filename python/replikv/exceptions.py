@@ -1,7 +1,8 @@
 """The exception hierarchy of replikv: everything it raises on purpose is a ``ReplikvError``.
 
-Errors that come from the operating system also subclass the matching ``OSError``, so
-``except FileNotFoundError`` and ``except PermissionError`` work as usual.
+Errors that come from the operating system also subclass the ``OSError`` subclass Python
+gives their errno (as ``OSError(errno, ...)`` does), so ``except FileNotFoundError``,
+``except PermissionError`` or ``except NotADirectoryError`` work as usual.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ __all__ = [
     "ReplikvError",
     "ReplikvOSError",
     "StoreClosed",
+    "StoreFileExistsError",
+    "StoreIsADirectoryError",
     "StoreLockedError",
+    "StoreNotADirectoryError",
     "StoreNotFoundError",
     "StoreOptionsError",
     "StorePermissionError",
@@ -74,7 +78,16 @@ class LogTruncated(ReplikvError):
 
 
 class ReplikvOSError(ReplikvError, OSError):
-    """An operating-system failure on the store's files."""
+    """An operating-system failure on the store's files.
+
+    An errno of files that Python maps to a subclass of ``OSError`` raises the subclass of
+    this class that also derives from that one: ``StoreNotFoundError`` for ``ENOENT`` (a
+    ``FileNotFoundError``), ``StorePermissionError`` for ``EACCES`` and ``EPERM``,
+    ``StoreNotADirectoryError`` for ``ENOTDIR``, ``StoreIsADirectoryError`` for
+    ``EISDIR``, ``StoreFileExistsError`` for ``EEXIST``. Other errnos (``ENOSPC``,
+    ``EIO``, ...) raise this class, as ``OSError(errno, ...)`` gives a plain ``OSError``
+    for them.
+    """
 
 
 class StoreNotFoundError(ReplikvOSError, FileNotFoundError):
@@ -89,6 +102,19 @@ class NotAStoreError(ReplikvOSError, FileExistsError):
 
 class StorePermissionError(ReplikvOSError, PermissionError):
     """The store's files cannot be accessed with this process's permissions."""
+
+
+class StoreNotADirectoryError(ReplikvOSError, NotADirectoryError):
+    """A path the store needs as a directory is a file: the store's path, or one of its
+    parents (``Store("notes.txt/db")``)."""
+
+
+class StoreIsADirectoryError(ReplikvOSError, IsADirectoryError):
+    """A path the store needs as a file is a directory."""
+
+
+class StoreFileExistsError(ReplikvOSError, FileExistsError):
+    """A file the store creates already exists."""
 
 
 class StoreLockedError(ReplikvOSError, BlockingIOError):
@@ -198,3 +224,21 @@ class ProtocolError(ReplikvError):
 
 class CacheError(ReplikvError):
     """A cache node or the cache client failed (a closed node, a broken reply)."""
+
+
+#: The class of an OS failure on the store's files, by the subclass of ``OSError`` that
+#: Python gives its errno.
+_BY_OS_CLASS: dict[type[OSError], type[ReplikvOSError]] = {
+    FileNotFoundError: StoreNotFoundError,
+    PermissionError: StorePermissionError,
+    NotADirectoryError: StoreNotADirectoryError,
+    IsADirectoryError: StoreIsADirectoryError,
+    FileExistsError: StoreFileExistsError,
+}
+
+
+def _os_error(errno: int, message: str, filename: str | None = None) -> ReplikvOSError:
+    """The exception the Rust core raises for an OS failure with an errno: its class is
+    chosen as ``OSError(errno, ...)`` chooses the builtin one."""
+    builtin = type(OSError(errno, message))
+    return _BY_OS_CLASS.get(builtin, ReplikvOSError)(errno, message, filename)
