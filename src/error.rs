@@ -351,6 +351,19 @@ pub enum ReplicationError {
         /// The counting replicas that had acknowledged it.
         acked_by: Vec<String>,
     },
+    /// The primary stopped (closed, or handed over) while a sync write waited for its
+    /// quorum: the write is committed on the primary, and a replica may or may not hold it.
+    #[error(
+        "the primary stopped before a quorum acknowledged the sync write at LSN {lsn} \
+         (acknowledged by {}): it is committed here; a replica may or may not hold it",
+        if acked_by.is_empty() { "none".to_owned() } else { acked_by.join(", ") }
+    )]
+    Stopped {
+        /// The write's LSN.
+        lsn: u64,
+        /// The counting replicas that had acknowledged it.
+        acked_by: Vec<String>,
+    },
     /// A sync write refused before it committed: it could not be acknowledged.
     #[error("sync write refused: {0}")]
     SyncUnavailable(String),

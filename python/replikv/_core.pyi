@@ -445,7 +445,9 @@ class Store:
             ValueTooLarge: a key or value over its limit.
             StoreClosed: the store is closed.
             ReplicationError: a sync write that no ``Primary`` serves, or with fewer
-                replicas that fsync than the quorum (refused: nothing is written).
+                replicas that fsync than the quorum (refused: nothing is written); or
+                whose ``Primary`` stopped while it waited (committed locally: ``.lsn`` and
+                ``.acked_by`` say where it stands).
             ReplicationTimeout: a sync write not acknowledged within ``sync_timeout``
                 (committed locally; ``.lsn`` and ``.acked_by`` say where it stands).
         """

@@ -158,7 +158,18 @@ class NetworkTimeout(NetworkError, TimeoutError):
 
 
 class ReplicationError(ReplikvError):
-    """Replication failed or cannot go on."""
+    """Replication failed or cannot go on.
+
+    When a sync write's primary stopped (closed, or handed over) while the write waited
+    for its quorum, the write is committed on the primary at ``lsn``, and ``acked_by``
+    names the replicas that held it durably then. Otherwise ``lsn`` is ``None`` and
+    ``acked_by`` empty (a ``ReplicationTimeout`` says what its ``lsn`` is).
+    """
+
+    def __init__(self, message: str, lsn: int | None = None, acked_by: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.lsn = lsn
+        self.acked_by = list(acked_by)
 
 
 class ReplicationTimeout(ReplicationError):
@@ -169,11 +180,6 @@ class ReplicationTimeout(ReplicationError):
     ended), or the ``min_lsn`` of a replica read. A peer that does not answer raises
     ``NetworkTimeout`` instead.
     """
-
-    def __init__(self, message: str, lsn: int | None = None, acked_by: Iterable[str] = ()) -> None:
-        super().__init__(message)
-        self.lsn = lsn
-        self.acked_by = list(acked_by)
 
 
 class FencedError(ReplicationError):

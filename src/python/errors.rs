@@ -125,6 +125,9 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
         Error::Replication(ReplicationError::Timeout { lsn, acked_by }) => {
             raise(py, "ReplicationTimeout", (message, lsn, acked_by))
         }
+        Error::Replication(ReplicationError::Stopped { lsn, acked_by }) => {
+            raise(py, "ReplicationError", (message, lsn, acked_by))
+        }
         Error::Replication(err) => {
             let class = match err {
                 ReplicationError::Auth(_) => "AuthError",
