@@ -403,11 +403,14 @@ pub enum NetError {
         #[source]
         source: io::Error,
     },
-    /// An address that is not `host:port` (refused before any attempt to connect).
-    #[error("{address:?} is not an address to connect to: {reason}")]
+    /// An address that is not `host:port` (refused before any attempt to connect or
+    /// listen).
+    #[error("{address:?} is not an address to {purpose}: {reason}")]
     Address {
         /// The address given.
         address: String,
+        /// What it was given for: `"connect to"` or `"listen on"`.
+        purpose: &'static str,
         /// What is wrong with it, and what is expected.
         reason: &'static str,
     },

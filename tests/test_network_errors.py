@@ -158,3 +158,21 @@ def test_an_os_failure_derives_from_the_os_error_subclass_python_gives_its_errno
         assert isinstance(raised, type(OSError(code, "a failure")))
         assert isinstance(raised, replikv.ReplikvOSError) and raised.errno == code
     assert type(exceptions._os_error(errno.ENOSPC, "full")) is replikv.ReplikvOSError
+
+
+@pytest.mark.parametrize("address", ["nonsense", "127.0.0.1", "127.0.0.1:99999", ":0"])
+def test_a_listen_address_that_is_not_host_and_port_is_a_value_error(
+    tmp_path: Path, address: str
+) -> None:
+    refused = "not an address to listen on"
+    with replikv.Store(tmp_path / "s") as store:
+        with pytest.raises(ValueError, match=refused):
+            replikv.Primary(store, listen=address)
+        # The refused one started nothing: another serves the store.
+        with replikv.Primary(store) as primary:
+            assert primary.store.put("t", 1, 1).lsn == 1
+    with pytest.raises(ValueError, match=refused):
+        replikv.CacheNode(address)
+    with pytest.raises(ValueError, match=refused):
+        replikv.Replica(tmp_path / "r", primary="127.0.0.1:1", listen=address)
+    assert not (tmp_path / "r").exists(), "no store was opened for nothing"

@@ -930,6 +930,13 @@ class Primary:
     loopback peers may connect.
 
     Args:
+        listen: ``host:port`` to serve on (port 0 picks a free one; see ``address``).
+        max_batch_bytes: bytes of entries shipped in one frame at most (4 MiB by default,
+            from 4,096 to 64 MiB); an entry larger than that still ships, alone.
+        heartbeat_interval: seconds between heartbeats on a link with nothing to ship
+            (0.5 by default; at least 0.01, at most 2, as replicas drop a link silent for
+            5 s). A replica's link that sends nothing for four heartbeats and a second is
+            dropped.
         quorum: replicas that must acknowledge a sync write (1 or more).
         sync_timeout: seconds a sync write waits for them.
         on_timeout: ``"raise"`` (``ReplicationTimeout``) or ``"degrade"`` (a receipt
@@ -950,7 +957,9 @@ class Primary:
 
     Raises:
         ReplicationError: another ``Primary`` serves the store.
-        ValueError: a setting out of range.
+        ValueError: a setting out of range, or a ``listen`` that is not ``host:port``.
+        NetworkError: ``listen`` cannot be listened on (in use, not local, a host name
+            that does not resolve).
     """
 
     def __new__(
@@ -1064,11 +1073,11 @@ class Primary:
     def serve_switchover_request(
         self, *, timeout: float = 10.0, name: str | None = None, listen: str | None = None
     ) -> Switchover | None:
-        """Carries out the switchover an operator asked for with ``replikv switchover``
-        (or :func:`request_switchover`), if one waits, as :meth:`switchover` does, and
-        tells the operator how it went; ``None`` if none waits, or if it changed nothing
-        (the operator is told why, :meth:`status` counts it as refused, and this primary
-        serves on). ``replikv primary`` calls it every 0.2 s; a program serving a
+        """Carries out the switchover an operator asked for from a shell
+        (``replikv switchover ADDR --to NAME``), if one waits, as :meth:`switchover` does,
+        and tells the operator how it went; ``None`` if none waits, or if it changed
+        nothing (the operator is told why, :meth:`status` counts it as refused, and this
+        primary serves on). ``replikv primary`` calls it every 0.2 s; a program serving a
         ``Primary`` calls it to take such requests (unanswered, a request is refused
         after 30 s).
 
@@ -1162,6 +1171,15 @@ class Replica:
     """Follows a primary into a local store that readers can use while it applies.
 
     It reconnects by itself after any failure and resumes from its own log.
+
+    Args:
+        token: the primary's shared token.
+        name: its slot on the primary (default: the directory's name).
+        fsync: fdatasync what it applies; only replicas that fsync count toward a sync
+            write's quorum.
+        max_backoff: the longest wait, in seconds, between attempts to reach the
+            primary (2.0 by default, at least 0.01): waits start at 0.05 s and double up
+            to it, drawn at random between half a wait and a whole one.
     """
 
     def __new__(
