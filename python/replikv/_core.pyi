@@ -467,7 +467,9 @@ class Store:
         *,
         durability: str | None = None,
     ) -> Receipt:
-        """Writes every ``(key, value)`` row in one transaction (one log entry).
+        """Writes every ``(key, value)`` row in one transaction (one log entry). A key given
+        twice is stored once, with its later row's value (each row is an op of the entry,
+        so ``changes()`` shows both).
 
         Args:
             table: the table to write.
@@ -600,6 +602,7 @@ class Store:
         column ``key``, converted column by column in Rust.
 
         One transaction, or one per ``batch_rows`` rows (then the receipt is the last one's).
+        Rows with the same key: the later row wins, silently.
         ``naive="utc"`` takes timestamps without a time zone as UTC; by default they are
         refused. ``progress=True`` shows a bar whose total is the data's ``num_rows`` (or
         ``len()``) when it has one; a callable is called with the rows written so far.
@@ -628,8 +631,9 @@ class Store:
     ) -> Receipt:
         """Writes the rows of a pandas DataFrame keyed by the column ``key`` (the index if
         None); the other columns become each row's dict. NaN, None, ``pd.NA`` and ``pd.NaT``
-        are stored as None. Needs ``pip install 'replikv[pandas]'``. ``progress=True``
-        shows a bar out of the frame's rows; a callable is called with the rows so far.
+        are stored as None. Rows with the same key: the later row wins, silently. Needs
+        ``pip install 'replikv[pandas]'``. ``progress=True`` shows a bar out of the frame's
+        rows; a callable is called with the rows so far.
 
         Raises:
             ImportError: pandas or pyarrow is not installed.

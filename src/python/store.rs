@@ -270,7 +270,9 @@ impl PyStore {
         run(py, || self.store.table_sum(table)).map(|sum| sum.rows)
     }
 
-    /// Writes every ``(key, value)`` row in one transaction (one log entry).
+    /// Writes every ``(key, value)`` row in one transaction (one log entry). A key given
+    /// twice is stored once, with its later row's value (each row is an op of the entry,
+    /// so ``changes()`` shows both).
     ///
     /// Args:
     ///     table: the table to write.
@@ -494,6 +496,7 @@ impl PyStore {
     /// column ``key``, converted column by column in Rust.
     ///
     /// One transaction, or one per ``batch_rows`` rows (then the receipt is the last one's).
+    /// Rows with the same key: the later row wins, silently.
     /// ``naive="utc"`` takes timestamps without a time zone as UTC; by default they are
     /// refused. ``progress=True`` shows a bar whose total is the data's ``num_rows`` (or
     /// ``len()``) when it has one; a callable is called with the rows written so far.
@@ -528,8 +531,9 @@ impl PyStore {
                         progress = None, durability = None))]
     /// Writes the rows of a pandas DataFrame keyed by the column ``key`` (the index if
     /// None); the other columns become each row's dict. NaN, None, ``pd.NA`` and ``pd.NaT``
-    /// are stored as None. Needs ``pip install 'replikv[pandas]'``. ``progress=True``
-    /// shows a bar out of the frame's rows; a callable is called with the rows so far.
+    /// are stored as None. Rows with the same key: the later row wins, silently. Needs
+    /// ``pip install 'replikv[pandas]'``. ``progress=True`` shows a bar out of the frame's
+    /// rows; a callable is called with the rows so far.
     ///
     /// Raises:
     ///     ImportError: pandas or pyarrow is not installed.
