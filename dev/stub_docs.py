@@ -66,6 +66,10 @@ def documented(tree: ast.Module, core: ModuleType) -> Iterator[Documented]:
                 and not _is_overload(member)
             ):
                 attr = inspect.getattr_static(cls, member.name, None)
+                # A staticmethod's (or classmethod's) own docstring is Python's text about
+                # staticmethod: help() shows the function's.
+                if isinstance(attr, staticmethod | classmethod):
+                    attr = attr.__func__
                 yield Documented(f"{node.name}.{member.name}", member, _runtime_doc(attr))
 
 

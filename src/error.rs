@@ -351,6 +351,19 @@ pub enum ReplicationError {
         /// The counting replicas that had acknowledged it.
         acked_by: Vec<String>,
     },
+    /// The primary stopped (closed, or handed over) while a sync write waited for its
+    /// quorum: the write is committed on the primary, and a replica may or may not hold it.
+    #[error(
+        "the primary stopped before a quorum acknowledged the sync write at LSN {lsn} \
+         (acknowledged by {}): it is committed here; a replica may or may not hold it",
+        if acked_by.is_empty() { "none".to_owned() } else { acked_by.join(", ") }
+    )]
+    Stopped {
+        /// The write's LSN.
+        lsn: u64,
+        /// The counting replicas that had acknowledged it.
+        acked_by: Vec<String>,
+    },
     /// A sync write refused before it committed: it could not be acknowledged.
     #[error("sync write refused: {0}")]
     SyncUnavailable(String),
@@ -390,11 +403,14 @@ pub enum NetError {
         #[source]
         source: io::Error,
     },
-    /// An address that is not `host:port` (refused before any attempt to connect).
-    #[error("{address:?} is not an address to connect to: {reason}")]
+    /// An address that is not `host:port` (refused before any attempt to connect or
+    /// listen).
+    #[error("{address:?} is not an address to {purpose}: {reason}")]
     Address {
         /// The address given.
         address: String,
+        /// What it was given for: `"connect to"` or `"listen on"`.
+        purpose: &'static str,
         /// What is wrong with it, and what is expected.
         reason: &'static str,
     },

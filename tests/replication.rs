@@ -338,8 +338,8 @@ fn a_sync_writer_waiting_on_a_primary_that_stops_fails_at_once_not_at_its_timeou
         matches!(
             &outcome,
             Err(replikv::Error::Replication(
-                replikv::error::ReplicationError::Refused { reason }
-            )) if reason.contains("stopped") && reason.contains("LSN 1")
+                replikv::error::ReplicationError::Stopped { lsn: 1, acked_by }
+            )) if acked_by.is_empty()
         ),
         "{outcome:?}"
     );

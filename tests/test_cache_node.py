@@ -224,6 +224,26 @@ def test_a_write_in_the_log_drops_the_cached_key(store: replikv.Store) -> None:
             r.close()
 
 
+def test_a_new_node_counts_no_flush_until_one_happens_and_bytes_counts_its_overhead(
+    store: replikv.Store,
+) -> None:
+    with replikv.Primary(store, listen="127.0.0.1:0") as primary:
+        store.put("subscribers", "ana@example.com", {"opted_in": True})
+        with replikv.CacheNode(follow=primary.address) as cache:
+            eventually(
+                "the node follows the log",
+                lambda: cache.stats().processed_lsn == store.last_lsn,
+            )
+            # It started at the primary's position: nothing was dropped.
+            assert cache.stats().flushes == 0
+            r = client(cache, 3)
+            r.set("t:s:abcdef", "0123456789")
+            assert cache.stats().bytes == len("t:s:abcdef") + len("0123456789") + 96
+            r.flushall()
+            assert cache.stats().flushes == 1
+            r.close()
+
+
 def test_a_following_node_is_listed_by_the_primary_as_a_consumer_under_its_name(
     store: replikv.Store,
 ) -> None:

@@ -253,6 +253,35 @@ def test_export_jsonl_keeps_bytes_through_import(store_dir: Path, tmp_path: Path
         assert store.get("blobs", b"\x00\xff") == {"raw": b"\x01\x02", "ratio": "NaN"}
 
 
+def test_import_says_how_many_rows_replaced_a_key_already_written(tmp_path: Path) -> None:
+    # 42 and "42" are one key under --key-type str: three rows store two, the later wins.
+    source = tmp_path / "mixed.jsonl"
+    source.write_text('{"id": 42, "v": "int"}\n{"id": "42", "v": "str"}\n{"id": 7, "v": "x"}\n')
+    argv = ("--key", "id", "--key-type", "str", "--quiet")
+    run = replikv_cli("import", tmp_path / "db", "m", source, *argv)
+    assert run.returncode == 0, run.stderr
+    assert "imported 3 rows into 'm'" in run.stderr
+    assert "2 of them added a key; 1 replaced the value of a key already written" in run.stderr
+    with replikv.Store(tmp_path / "db") as store:
+        assert dict(store.scan("m")) == {"42": {"v": "str"}, "7": {"v": "x"}}
+    distinct = tmp_path / "distinct.jsonl"
+    distinct.write_text('{"id": 1}\n{"id": 2}\n')
+    run = replikv_cli("import", tmp_path / "db", "n", distinct, *argv)
+    assert run.returncode == 0, run.stderr
+    assert "imported 2 rows into 'n'" in run.stderr and "replaced" not in run.stderr
+
+
+def test_export_csv_spells_nan_and_infinities_as_json_does(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    with replikv.Store(path) as store:
+        store.put("ratios", 1, {"a": float("nan"), "b": float("inf"), "c": -float("inf")})
+    run = replikv_cli("export", path, "ratios", "--format", "csv")
+    assert run.returncode == 0, run.stderr
+    assert list(csv.DictReader(io.StringIO(run.stdout))) == [
+        {"key": "1", "a": "NaN", "b": "Infinity", "c": "-Infinity"}
+    ]
+
+
 def test_export_csv_has_every_field_as_a_column(store_dir: Path) -> None:
     run = replikv_cli("export", store_dir, "subscribers", "--format", "csv")
     assert run.returncode == 0, run.stderr

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import replikv
 from polling import eventually
+from replikv import exceptions
 from replikv._core import fetch_status
 
 
@@ -135,3 +136,43 @@ def test_strangers_holding_a_replicas_member_port_open_hold_few_descriptors(
         finally:
             for sock in strangers:
                 sock.close()
+
+
+def test_an_os_failure_derives_from_the_os_error_subclass_python_gives_its_errno(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "a-file").write_text("in the way")
+    with pytest.raises(NotADirectoryError) as info:
+        replikv.Store(tmp_path / "a-file" / "store")
+    assert isinstance(info.value, replikv.StoreNotADirectoryError)
+    assert info.value.errno == errno.ENOTDIR
+    assert info.value.filename == str(tmp_path / "a-file" / "store")
+    (tmp_path / "odd" / "LOCK").mkdir(parents=True)  # the lock file is a directory
+    with pytest.raises(IsADirectoryError) as held_as_a_file:
+        replikv.Store(tmp_path / "odd")
+    assert isinstance(held_as_a_file.value, replikv.StoreIsADirectoryError)
+    # Each errno gets the class OSError(errno, ...) gets, as a ReplikvOSError too; an
+    # errno it leaves plain (a full disk) stays a plain ReplikvOSError.
+    for code in (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.EEXIST):
+        raised = exceptions._os_error(code, "a failure", "/some/path")
+        assert isinstance(raised, type(OSError(code, "a failure")))
+        assert isinstance(raised, replikv.ReplikvOSError) and raised.errno == code
+    assert type(exceptions._os_error(errno.ENOSPC, "full")) is replikv.ReplikvOSError
+
+
+@pytest.mark.parametrize("address", ["nonsense", "127.0.0.1", "127.0.0.1:99999", ":0"])
+def test_a_listen_address_that_is_not_host_and_port_is_a_value_error(
+    tmp_path: Path, address: str
+) -> None:
+    refused = "not an address to listen on"
+    with replikv.Store(tmp_path / "s") as store:
+        with pytest.raises(ValueError, match=refused):
+            replikv.Primary(store, listen=address)
+        # The refused one started nothing: another serves the store.
+        with replikv.Primary(store) as primary:
+            assert primary.store.put("t", 1, 1).lsn == 1
+    with pytest.raises(ValueError, match=refused):
+        replikv.CacheNode(address)
+    with pytest.raises(ValueError, match=refused):
+        replikv.Replica(tmp_path / "r", primary="127.0.0.1:1", listen=address)
+    assert not (tmp_path / "r").exists(), "no store was opened for nothing"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
+import os
 import subprocess
 import sys
 import threading
@@ -116,8 +117,14 @@ def test_the_directory_is_released_when_the_last_handle_is_collected(tmp_path: P
 
 def test_a_directory_held_by_a_replica_is_refused_saying_so(tmp_path: Path) -> None:
     with replikv.Replica(tmp_path / "replica", primary="127.0.0.1:1", token=TOKEN) as replica:
-        with pytest.raises(replikv.StoreLockedError, match="in this process by a Replica"):
+        with pytest.raises(
+            replikv.StoreLockedError, match="in this process by a Replica"
+        ) as raised:
             replikv.Store(tmp_path / "replica")
+        # The holder is this process: its pid, as the docs say (no command line).
+        assert (raised.value.pid, raised.value.command) == (os.getpid(), None)
+        with pytest.raises(replikv.StoreLockedError, match="in this process by a Replica"):
+            replikv.Store.detach(tmp_path / "replica")
         assert replica.store.get("t", "k") is None
     with replikv.Store(tmp_path / "db") as store:
         with pytest.raises(replikv.StoreLockedError, match="in this process by Store handles"):
@@ -135,8 +142,6 @@ def _open_in_child(path: str) -> str:
 
 @pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
 def test_a_forked_child_never_gets_the_parents_open_store(tmp_path: Path) -> None:
-    import os
-
     with replikv.Store(tmp_path / "db") as store:
         store.put("t", "k", 1)
         with multiprocessing.get_context("fork").Pool(1) as pool:

@@ -88,6 +88,30 @@ def test_sync_write_raises_replication_timeout_with_its_lsn_when_the_quorum_is_d
         assert primary.wait_for(timeout.value.lsn, replicas=1, timeout=30) == 1
 
 
+def test_a_sync_write_whose_primary_stops_raises_with_its_lsn_and_acked_by(
+    tmp_path: Path,
+) -> None:
+    # The timeout is far longer than the test: the write fails because its primary closes.
+    with serving(tmp_path, "a", sync_timeout=600) as (primary, replicas):
+        disconnect(primary, replicas.pop("a"))
+        store = primary.store
+
+        def close_once_committed() -> None:
+            eventually("the write to commit", lambda: store.last_lsn == 1)
+            primary.close()
+
+        closing = threading.Thread(target=close_once_committed)
+        closing.start()
+        try:
+            with pytest.raises(replikv.ReplicationError, match="primary stopped") as stopped:
+                store.put("consent", "ana", True, durability="sync")
+        finally:
+            closing.join(timeout=60)
+        assert type(stopped.value) is replikv.ReplicationError
+        assert (stopped.value.lsn, stopped.value.acked_by) == (1, [])
+        assert store.get("consent", "ana") is True, "committed here"
+
+
 def test_sync_write_degrades_visibly_when_the_quorum_is_down_and_degrade_was_chosen(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

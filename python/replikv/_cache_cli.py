@@ -56,7 +56,11 @@ def add_command(commands: Any) -> None:
         help="what a write in the log does to a key the node holds",
     )
     node.add_argument(
-        "--status-every", type=float, default=0.0, metavar="S", help="print the stats every S s"
+        "--status-every",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="print the stats every S s (default: 0, never)",
     )
     node.set_defaults(run=_run_cache_node)
 

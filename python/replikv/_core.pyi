@@ -347,7 +347,11 @@ class Batch:
         on a clean exit). A batch without writes takes no LSN.
         """
     def discard(self) -> None:
-        """Drops the writes collected so far (the ``with`` block does this when it raises)."""
+        """Drops the writes collected so far and ends the batch: a later ``put``,
+        ``put_many``, ``delete`` or ``commit`` raises ``RuntimeError`` (start a new batch
+        with :meth:`Store.batch`), and a ``with`` block that ends cleanly after it writes
+        nothing. The ``with`` block discards when it raises.
+        """
     @property
     def receipt(self) -> Receipt | None:
         """The receipt once committed, else ``None``."""
@@ -441,7 +445,9 @@ class Store:
             ValueTooLarge: a key or value over its limit.
             StoreClosed: the store is closed.
             ReplicationError: a sync write that no ``Primary`` serves, or with fewer
-                replicas that fsync than the quorum (refused: nothing is written).
+                replicas that fsync than the quorum (refused: nothing is written); or
+                whose ``Primary`` stopped while it waited (committed locally: ``.lsn`` and
+                ``.acked_by`` say where it stands).
             ReplicationTimeout: a sync write not acknowledged within ``sync_timeout``
                 (committed locally; ``.lsn`` and ``.acked_by`` say where it stands).
         """
@@ -461,7 +467,9 @@ class Store:
         *,
         durability: str | None = None,
     ) -> Receipt:
-        """Writes every ``(key, value)`` row in one transaction (one log entry).
+        """Writes every ``(key, value)`` row in one transaction (one log entry). A key given
+        twice is stored once, with its later row's value (each row is an op of the entry,
+        so ``changes()`` shows both).
 
         Args:
             table: the table to write.
@@ -495,7 +503,8 @@ class Store:
         self, table: str, prefix: str | bytes, *, durability: str | None = None
     ) -> int:
         """Deletes every row of ``table`` whose key starts with ``prefix`` as one transaction
-        (one log entry, one fsync); returns how many rows.
+        (one log entry, one fsync); returns how many rows. A prefix that matches no row
+        writes no entry and takes no LSN.
 
         The entry holds a delete per key, so replicas, cache nodes and ``changes()`` see it
         like any write (a very large prefix can exceed ``max_transaction_bytes``: then
@@ -512,7 +521,7 @@ class Store:
         """Deletes the whole table as one transaction (one log entry), like
         :meth:`delete_prefix` (Ctrl-C included); it is then no longer listed by
         :meth:`tables`. Returns how many rows it held: 0 for a table that does not exist
-        (dropping is idempotent).
+        (dropping is idempotent), which writes no entry and takes no LSN.
 
         Raises:
             ValueError: a bad table name.
@@ -593,6 +602,7 @@ class Store:
         column ``key``, converted column by column in Rust.
 
         One transaction, or one per ``batch_rows`` rows (then the receipt is the last one's).
+        Rows with the same key: the later row wins, silently.
         ``naive="utc"`` takes timestamps without a time zone as UTC; by default they are
         refused. ``progress=True`` shows a bar whose total is the data's ``num_rows`` (or
         ``len()``) when it has one; a callable is called with the rows written so far.
@@ -621,8 +631,9 @@ class Store:
     ) -> Receipt:
         """Writes the rows of a pandas DataFrame keyed by the column ``key`` (the index if
         None); the other columns become each row's dict. NaN, None, ``pd.NA`` and ``pd.NaT``
-        are stored as None. Needs ``pip install 'replikv[pandas]'``. ``progress=True``
-        shows a bar out of the frame's rows; a callable is called with the rows so far.
+        are stored as None. Rows with the same key: the later row wins, silently. Needs
+        ``pip install 'replikv[pandas]'``. ``progress=True`` shows a bar out of the frame's
+        rows; a callable is called with the rows so far.
 
         Raises:
             ImportError: pandas or pyarrow is not installed.
@@ -725,24 +736,13 @@ class Store:
         """
     @staticmethod
     def detach(path: str | os.PathLike[str]) -> bool:
-        """staticmethod(function) -> method
+        """Makes a replica's store at ``path`` a standalone, writable store that can never
+        follow its primary again. Returns False if it was not a replica's store.
 
-        Convert a function to be a static method.
-
-        A static method does not receive an implicit first argument.
-        To declare a static method, use this idiom:
-
-             class C:
-                 @staticmethod
-                 def f(arg1, arg2, argN):
-                     ...
-
-        It can be called either on the class (e.g. C.f()) or on an instance
-        (e.g. C().f()). Both the class and the instance are ignored, and
-        neither is passed implicitly as the first argument to the method.
-
-        Static methods in Python are similar to those found in Java or C++.
-        For a more advanced concept, see the classmethod builtin.
+        Raises:
+            StoreLockedError: the store is open, in this process or another: a ``Replica``
+                runs on the directory (stop it first), or a ``Store`` handle holds it.
+            StoreNotFoundError: there is no store at ``path``.
         """
 
 @final
@@ -938,6 +938,13 @@ class Primary:
     loopback peers may connect.
 
     Args:
+        listen: ``host:port`` to serve on (port 0 picks a free one; see ``address``).
+        max_batch_bytes: bytes of entries shipped in one frame at most (4 MiB by default,
+            from 4,096 to 64 MiB); an entry larger than that still ships, alone.
+        heartbeat_interval: seconds between heartbeats on a link with nothing to ship
+            (0.5 by default; at least 0.01, at most 2, as replicas drop a link silent for
+            5 s). A replica's link that sends nothing for four heartbeats and a second is
+            dropped.
         quorum: replicas that must acknowledge a sync write (1 or more).
         sync_timeout: seconds a sync write waits for them.
         on_timeout: ``"raise"`` (``ReplicationTimeout``) or ``"degrade"`` (a receipt
@@ -958,7 +965,9 @@ class Primary:
 
     Raises:
         ReplicationError: another ``Primary`` serves the store.
-        ValueError: a setting out of range.
+        ValueError: a setting out of range, or a ``listen`` that is not ``host:port``.
+        NetworkError: ``listen`` cannot be listened on (in use, not local, a host name
+            that does not resolve).
     """
 
     def __new__(
@@ -1079,11 +1088,11 @@ class Primary:
     def serve_switchover_request(
         self, *, timeout: float = 10.0, name: str | None = None, listen: str | None = None
     ) -> Switchover | None:
-        """Carries out the switchover an operator asked for with ``replikv switchover``
-        (or :func:`request_switchover`), if one waits, as :meth:`switchover` does, and
-        tells the operator how it went; ``None`` if none waits, or if it changed nothing
-        (the operator is told why, :meth:`status` counts it as refused, and this primary
-        serves on). ``replikv primary`` calls it every 0.2 s; a program serving a
+        """Carries out the switchover an operator asked for from a shell
+        (``replikv switchover ADDR --to NAME``), if one waits, as :meth:`switchover` does,
+        and tells the operator how it went; ``None`` if none waits, or if it changed
+        nothing (the operator is told why, :meth:`status` counts it as refused, and this
+        primary serves on). ``replikv primary`` calls it every 0.2 s; a program serving a
         ``Primary`` calls it to take such requests (unanswered, a request is refused
         after 30 s).
 
@@ -1190,6 +1199,15 @@ class Replica:
     """Follows a primary into a local store that readers can use while it applies.
 
     It reconnects by itself after any failure and resumes from its own log.
+
+    Args:
+        token: the primary's shared token.
+        name: its slot on the primary (default: the directory's name).
+        fsync: fdatasync what it applies; only replicas that fsync count toward a sync
+            write's quorum.
+        max_backoff: the longest wait, in seconds, between attempts to reach the
+            primary (2.0 by default, at least 0.01): waits start at 0.05 s and double up
+            to it, drawn at random between half a wait and a whole one.
     """
 
     def __new__(
@@ -1672,8 +1690,11 @@ class Cache:
         `CacheStats` (over nodes: their sums, and each node's own figures).
         """
     def memoize(self, ttl: float | None = None) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
-        """A decorator that caches a function's results by its arguments (their `repr`), for
-        `ttl` seconds or until `invalidate_memoized`.
+        """A decorator that caches a function's results by its arguments (their ``repr``), for
+        ``ttl`` seconds (``None``: the cache's own ``ttl``) or until invalidated: the decorated
+        function's ``invalidate(*args, **kwargs)`` drops one call's result, its
+        ``invalidate_all()`` every result of the function. A result of ``None`` is not
+        cached: the function runs again on the next call.
         """
     def _repr_html_(self) -> str:
         """An HTML table of its stats, for Jupyter."""
@@ -1768,13 +1789,17 @@ class CacheNodeStats:
         """Fills refused because their value was older than a write it had seen."""
     @property
     def flushes(self) -> int:
-        """Times everything was dropped (FLUSHALL, a fork, a lost log position)."""
+        """Times everything was dropped: a ``FLUSHALL``, a fork of its primary's history, a
+        lost log position (0 for a node that never flushed: starting to follow is not one).
+        """
     @property
     def keys(self) -> int:
         """Keys it holds now."""
     @property
     def bytes(self) -> int:
-        """Bytes of the cached values."""
+        """What it counts against ``max_bytes``: the bytes of every cached key and value,
+        plus 96 per entry for its bookkeeping.
+        """
     @property
     def processed_lsn(self) -> int:
         """The last log entry it applied."""

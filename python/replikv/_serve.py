@@ -43,7 +43,11 @@ def add_commands(commands: Any) -> None:
         "--ship-interval", type=float, default=0.05, metavar="S", help="seconds between batches"
     )
     primary.add_argument(
-        "--status-every", type=float, default=0.0, metavar="S", help="print the replicas every S s"
+        "--status-every",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="print the replicas every S s (default: 0, never)",
     )
     primary.add_argument(
         "--quorum", type=int, default=1, metavar="N", help="replicas that must hold a sync write"
@@ -90,7 +94,11 @@ def add_commands(commands: Any) -> None:
         ),
     )
     replica.add_argument(
-        "--status-every", type=float, default=1.0, metavar="S", help="print progress every S s"
+        "--status-every",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="print progress every S s (0: never)",
     )
     replica.add_argument(
         "--resync",

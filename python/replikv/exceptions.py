@@ -1,7 +1,8 @@
 """The exception hierarchy of replikv: everything it raises on purpose is a ``ReplikvError``.
 
-Errors that come from the operating system also subclass the matching ``OSError``, so
-``except FileNotFoundError`` and ``except PermissionError`` work as usual.
+Errors that come from the operating system also subclass the ``OSError`` subclass Python
+gives their errno (as ``OSError(errno, ...)`` does), so ``except FileNotFoundError``,
+``except PermissionError`` or ``except NotADirectoryError`` work as usual.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ __all__ = [
     "ReplikvError",
     "ReplikvOSError",
     "StoreClosed",
+    "StoreFileExistsError",
+    "StoreIsADirectoryError",
     "StoreLockedError",
+    "StoreNotADirectoryError",
     "StoreNotFoundError",
     "StoreOptionsError",
     "StorePermissionError",
@@ -74,7 +78,16 @@ class LogTruncated(ReplikvError):
 
 
 class ReplikvOSError(ReplikvError, OSError):
-    """An operating-system failure on the store's files."""
+    """An operating-system failure on the store's files.
+
+    An errno of files that Python maps to a subclass of ``OSError`` raises the subclass of
+    this class that also derives from that one: ``StoreNotFoundError`` for ``ENOENT`` (a
+    ``FileNotFoundError``), ``StorePermissionError`` for ``EACCES`` and ``EPERM``,
+    ``StoreNotADirectoryError`` for ``ENOTDIR``, ``StoreIsADirectoryError`` for
+    ``EISDIR``, ``StoreFileExistsError`` for ``EEXIST``. Other errnos (``ENOSPC``,
+    ``EIO``, ...) raise this class, as ``OSError(errno, ...)`` gives a plain ``OSError``
+    for them.
+    """
 
 
 class StoreNotFoundError(ReplikvOSError, FileNotFoundError):
@@ -91,14 +104,27 @@ class StorePermissionError(ReplikvOSError, PermissionError):
     """The store's files cannot be accessed with this process's permissions."""
 
 
+class StoreNotADirectoryError(ReplikvOSError, NotADirectoryError):
+    """A path the store needs as a directory is a file: the store's path, or one of its
+    parents (``Store("notes.txt/db")``)."""
+
+
+class StoreIsADirectoryError(ReplikvOSError, IsADirectoryError):
+    """A path the store needs as a file is a directory."""
+
+
+class StoreFileExistsError(ReplikvOSError, FileExistsError):
+    """A file the store creates already exists."""
+
+
 class StoreLockedError(ReplikvOSError, BlockingIOError):
     """The store directory is already open in another process (the message gives its pid
     and command line), or in this one by something that does not share it (a ``Replica``:
     the message says).
 
-    ``pid`` is the other process's id, or ``None`` when its lock file could not be read
-    (or the holder is this process); ``command`` is that process's command line, when
-    ``/proc`` shows it.
+    ``pid`` is the holder's process id (``os.getpid()`` when the holder is this process),
+    or ``None`` when its lock file could not be read; ``command`` is another process's
+    command line, when ``/proc`` shows it (``None`` for this process).
     """
 
     pid: int | None = None
@@ -132,7 +158,18 @@ class NetworkTimeout(NetworkError, TimeoutError):
 
 
 class ReplicationError(ReplikvError):
-    """Replication failed or cannot go on."""
+    """Replication failed or cannot go on.
+
+    When a sync write's primary stopped (closed, or handed over) while the write waited
+    for its quorum, the write is committed on the primary at ``lsn``, and ``acked_by``
+    names the replicas that held it durably then. Otherwise ``lsn`` is ``None`` and
+    ``acked_by`` empty (a ``ReplicationTimeout`` says what its ``lsn`` is).
+    """
+
+    def __init__(self, message: str, lsn: int | None = None, acked_by: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.lsn = lsn
+        self.acked_by = list(acked_by)
 
 
 class ReplicationTimeout(ReplicationError):
@@ -143,11 +180,6 @@ class ReplicationTimeout(ReplicationError):
     ended), or the ``min_lsn`` of a replica read. A peer that does not answer raises
     ``NetworkTimeout`` instead.
     """
-
-    def __init__(self, message: str, lsn: int | None = None, acked_by: Iterable[str] = ()) -> None:
-        super().__init__(message)
-        self.lsn = lsn
-        self.acked_by = list(acked_by)
 
 
 class FencedError(ReplicationError):
@@ -198,3 +230,21 @@ class ProtocolError(ReplikvError):
 
 class CacheError(ReplikvError):
     """A cache node or the cache client failed (a closed node, a broken reply)."""
+
+
+#: The class of an OS failure on the store's files, by the subclass of ``OSError`` that
+#: Python gives its errno.
+_BY_OS_CLASS: dict[type[OSError], type[ReplikvOSError]] = {
+    FileNotFoundError: StoreNotFoundError,
+    PermissionError: StorePermissionError,
+    NotADirectoryError: StoreNotADirectoryError,
+    IsADirectoryError: StoreIsADirectoryError,
+    FileExistsError: StoreFileExistsError,
+}
+
+
+def _os_error(errno: int, message: str, filename: str | None = None) -> ReplikvOSError:
+    """The exception the Rust core raises for an OS failure with an errno: its class is
+    chosen as ``OSError(errno, ...)`` chooses the builtin one."""
+    builtin = type(OSError(errno, message))
+    return _BY_OS_CLASS.get(builtin, ReplikvOSError)(errno, message, filename)

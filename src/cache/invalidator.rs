@@ -147,6 +147,10 @@ impl LogConsumer for Invalidator {
         };
         if cursor.forked {
             node.lru.restart(at);
+        } else if node.processed().lsn == 0 && node.lru.is_empty() {
+            // A node that starts following: nothing is dropped, so no flush is counted.
+            node.lru.start_after(start.lsn);
+            node.lru.processed_through(at);
         } else {
             if node.processed().lsn > 0 {
                 node.following.log_lost += 1;
@@ -280,6 +284,37 @@ mod tests {
     }
 
     #[test]
+    fn a_node_that_starts_following_counts_no_flush_and_refuses_older_fills() {
+        let shared = node();
+        let invalidator = Invalidator::new(Arc::clone(&shared));
+        invalidator.begin_snapshot(start(50, 1)).unwrap();
+        let mut node = shared.lock();
+        assert_eq!(node.lru.counters().flushes, 0, "nothing was dropped");
+        assert_eq!(node.following.log_lost, 0);
+        assert_eq!(node.processed(), Version { epoch: 1, lsn: 50 });
+        let older = node.lru.fill(
+            Bytes::from_static(b"t:s:a"),
+            Bytes::from_static(b"old"),
+            Version { epoch: 1, lsn: 49 },
+            None,
+            0,
+        );
+        assert_eq!(older, crate::cache::lru::Fill::Stale);
+    }
+
+    #[test]
+    fn a_node_that_held_fills_before_its_first_snapshot_counts_their_flush() {
+        let shared = node();
+        let invalidator = Invalidator::new(Arc::clone(&shared));
+        cache(&shared, "a", 0);
+        invalidator.begin_snapshot(start(50, 1)).unwrap();
+        let node = shared.lock();
+        assert!(node.lru.is_empty());
+        assert_eq!(node.lru.counters().flushes, 1);
+        assert_eq!(node.following.log_lost, 0, "it had no log position to lose");
+    }
+
+    #[test]
     fn a_lost_log_position_flushes_counts_and_starts_at_the_snapshot() {
         let shared = node();
         let invalidator = Invalidator::new(Arc::clone(&shared));
@@ -289,6 +324,7 @@ mod tests {
         let node = shared.lock();
         assert!(node.lru.is_empty());
         assert_eq!(node.following.log_lost, 1);
+        assert_eq!(node.lru.counters().flushes, 1);
         assert_eq!(node.processed(), Version { epoch: 1, lsn: 50 });
         drop(node);
         assert_eq!(invalidator.position().unwrap().id, (1, 7));
@@ -325,6 +361,7 @@ mod tests {
         invalidator.begin_snapshot(start(1, 2)).unwrap();
         let mut node = shared.lock();
         assert_eq!(node.following.log_lost, 0);
+        assert_eq!(node.lru.counters().flushes, 1, "one fork, one flush");
         let new = node.lru.fill(
             Bytes::from_static(b"t:s:c"),
             Bytes::from_static(b"v"),

@@ -69,7 +69,8 @@ pub struct Counters {
     pub invalidations: u64,
     /// Fills refused because a newer write or value was known.
     pub stale_fills_refused: u64,
-    /// Times everything was dropped (FLUSHALL, a fork, a lost log position).
+    /// Times everything was dropped (FLUSHALL, a fork, a lost log position); starting to
+    /// follow a log is not one.
     pub flushes: u64,
 }
 
@@ -365,9 +366,18 @@ impl<V: Weigh> VersionedLru<V> {
         self.counters.flushes += 1;
     }
 
+    /// Forgets every write up to `lsn`, dropping nothing: fills older than it are refused
+    /// from now on. For a cache that holds nothing and starts following a log (not a
+    /// flush: `flushes` counts only what dropped, or could have dropped, a value).
+    pub fn start_after(&mut self, lsn: u64) {
+        debug_assert!(self.entries.is_empty(), "a cache that starts holds nothing");
+        self.tombstones.forget_through(lsn);
+    }
+
     /// Drops everything and starts over at `at` in a new history (a fork): what was
     /// remembered of the old history no longer applies, so the watermark becomes exactly
-    /// `at.lsn`, and fills of an epoch older than `at.epoch` are refused.
+    /// `at.lsn`, and fills of an epoch older than `at.epoch` are refused. Not counted as a
+    /// flush: the fork's [`flush`](Self::flush) was.
     pub fn restart(&mut self, at: Version) {
         self.entries.clear();
         self.bytes = 0;
@@ -375,7 +385,6 @@ impl<V: Weigh> VersionedLru<V> {
         self.tombstones = Tombstones::new(self.bounds.tombstones);
         self.tombstones.forget_through(at.lsn);
         self.processed = at;
-        self.counters.flushes += 1;
     }
 
     /// Sets the TTL of a live `key` (`None` removes it); returns whether the key is held.

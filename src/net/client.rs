@@ -30,17 +30,36 @@ async fn resolve(address: &str) -> std::io::Result<Vec<SocketAddr>> {
 /// # Errors
 /// [`NetError::Address`], saying what is wrong.
 pub fn check_address(address: &str) -> Result<(), NetError> {
+    check_host_port(address, "connect to", 1)
+}
+
+/// Checks that `address` is `host:port` to listen on, as [`check_address`] does but with
+/// port 0 (pick a free one) allowed: a typo is a wrong argument, not a network failure.
+/// Whether the host is local is learned when binding.
+///
+/// # Errors
+/// [`NetError::Address`], saying what is wrong.
+pub fn check_listen_address(address: &str) -> Result<(), NetError> {
+    check_host_port(address, "listen on", 0)
+}
+
+fn check_host_port(address: &str, purpose: &'static str, lowest_port: u16) -> Result<(), NetError> {
     let refuse = |reason| {
         Err(NetError::Address {
             address: address.to_owned(),
+            purpose,
             reason,
         })
     };
     let Some((host, port)) = address.rsplit_once(':') else {
         return refuse("expected host:port, such as 127.0.0.1:7400");
     };
-    if !port.parse::<u16>().is_ok_and(|port| port > 0) {
-        return refuse("the port must be a number from 1 to 65535");
+    if !port.parse::<u16>().is_ok_and(|port| port >= lowest_port) {
+        return refuse(if lowest_port == 0 {
+            "the port must be a number from 0 (any free port) to 65535"
+        } else {
+            "the port must be a number from 1 to 65535"
+        });
     }
     let plain = |name: &str| {
         !name.is_empty()
@@ -200,6 +219,27 @@ mod tests {
             "",
         ] {
             assert!(check_address(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn addresses_to_listen_on_are_host_and_port_with_port_0_allowed() {
+        for good in ["127.0.0.1:0", "localhost:7400", "0.0.0.0:0", "[::1]:0"] {
+            assert!(check_listen_address(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "nonsense",
+            "127.0.0.1",
+            "127.0.0.1:99999",
+            "127.0.0.1:0x",
+            ":0",
+            "",
+        ] {
+            let refused = check_listen_address(bad).unwrap_err().to_string();
+            assert!(
+                refused.contains("is not an address to listen on"),
+                "{bad}: {refused}"
+            );
         }
     }
 }

@@ -28,8 +28,10 @@ pub struct Incoming {
 /// the address it really got.
 ///
 /// # Errors
-/// [`NetError::Listen`]: the address is in use, not local, or not permitted.
+/// [`NetError::Address`]: the address is not `host:port`; [`NetError::Listen`]: it is in
+/// use, not local, or not permitted.
 pub async fn bind(address: &str) -> Result<(TcpListener, SocketAddr), NetError> {
+    super::client::check_listen_address(address)?;
     let failed = |source| NetError::Listen {
         address: address.to_owned(),
         source,

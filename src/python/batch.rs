@@ -176,7 +176,10 @@ impl PyBatch {
         committed
     }
 
-    /// Drops the writes collected so far (the ``with`` block does this when it raises).
+    /// Drops the writes collected so far and ends the batch: a later ``put``,
+    /// ``put_many``, ``delete`` or ``commit`` raises ``RuntimeError`` (start a new batch
+    /// with :meth:`Store.batch`), and a ``with`` block that ends cleanly after it writes
+    /// nothing. The ``with`` block discards when it raises.
     fn discard(&self) {
         let mut state = self.lock();
         if matches!(&*state, BatchState::Collecting(_)) {

@@ -12,7 +12,8 @@ use crate::error::{
     CacheError, CodecError, Error, LogError, NetError, ReplicationError, StoreError,
 };
 
-/// Instantiates `replikv.exceptions.<name>(*args)` as a `PyErr`.
+/// Instantiates `replikv.exceptions.<name>(*args)` as a `PyErr` (`name` is a class, or a
+/// function of that module that returns the instance).
 pub(crate) fn raise<'py, A: pyo3::call::PyCallArgs<'py>>(
     py: Python<'py>,
     name: &str,
@@ -29,14 +30,15 @@ pub(crate) fn raise<'py, A: pyo3::call::PyCallArgs<'py>>(
 }
 
 fn os_error(py: Python<'_>, source: &io::Error, message: String, path: Option<String>) -> PyErr {
+    if let Some(errno) = source.raw_os_error() {
+        // The class follows the errno as Python's own `OSError(errno, ...)` maps it.
+        return raise(py, "_os_error", (errno, message, path));
+    }
     let class = match source.kind() {
         io::ErrorKind::NotFound => "StoreNotFoundError",
         io::ErrorKind::PermissionDenied => "StorePermissionError",
         _ => "ReplikvOSError",
     };
-    if let Some(errno) = source.raw_os_error() {
-        return raise(py, class, (errno, message, path));
-    }
     // No errno to give ("[Errno 0]" would be one): the message alone, which names the
     // path (an OSError with a filename but no errno shows as "[Errno None] None: ...").
     raise(py, class, (message,))
@@ -122,6 +124,9 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
         }
         Error::Replication(ReplicationError::Timeout { lsn, acked_by }) => {
             raise(py, "ReplicationTimeout", (message, lsn, acked_by))
+        }
+        Error::Replication(ReplicationError::Stopped { lsn, acked_by }) => {
+            raise(py, "ReplicationError", (message, lsn, acked_by))
         }
         Error::Replication(err) => {
             let class = match err {

@@ -128,6 +128,13 @@ impl PyPromotion {
 /// loopback peers may connect.
 ///
 /// Args:
+///     listen: ``host:port`` to serve on (port 0 picks a free one; see ``address``).
+///     max_batch_bytes: bytes of entries shipped in one frame at most (4 MiB by default,
+///         from 4,096 to 64 MiB); an entry larger than that still ships, alone.
+///     heartbeat_interval: seconds between heartbeats on a link with nothing to ship
+///         (0.5 by default; at least 0.01, at most 2, as replicas drop a link silent for
+///         5 s). A replica's link that sends nothing for four heartbeats and a second is
+///         dropped.
 ///     quorum: replicas that must acknowledge a sync write (1 or more).
 ///     sync_timeout: seconds a sync write waits for them.
 ///     on_timeout: ``"raise"`` (``ReplicationTimeout``) or ``"degrade"`` (a receipt
@@ -148,7 +155,9 @@ impl PyPromotion {
 ///
 /// Raises:
 ///     ReplicationError: another ``Primary`` serves the store.
-///     ValueError: a setting out of range.
+///     ValueError: a setting out of range, or a ``listen`` that is not ``host:port``.
+///     NetworkError: ``listen`` cannot be listened on (in use, not local, a host name
+///         that does not resolve).
 #[pyclass(frozen, module = "replikv._core", name = "Primary")]
 pub(crate) struct PyPrimary {
     pub(super) primary: ParentOnly<Primary>,
@@ -239,11 +248,11 @@ impl PyPrimary {
         Ok(switched.expect("invariant: a named switchover always reports"))
     }
 
-    /// Carries out the switchover an operator asked for with ``replikv switchover``
-    /// (or :func:`request_switchover`), if one waits, as :meth:`switchover` does, and
-    /// tells the operator how it went; ``None`` if none waits, or if it changed nothing
-    /// (the operator is told why, :meth:`status` counts it as refused, and this primary
-    /// serves on). ``replikv primary`` calls it every 0.2 s; a program serving a
+    /// Carries out the switchover an operator asked for from a shell
+    /// (``replikv switchover ADDR --to NAME``), if one waits, as :meth:`switchover` does,
+    /// and tells the operator how it went; ``None`` if none waits, or if it changed
+    /// nothing (the operator is told why, :meth:`status` counts it as refused, and this
+    /// primary serves on). ``replikv primary`` calls it every 0.2 s; a program serving a
     /// ``Primary`` calls it to take such requests (unanswered, a request is refused
     /// after 30 s).
     ///

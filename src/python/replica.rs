@@ -28,6 +28,15 @@ const REPORT_EVERY: Duration = Duration::from_millis(200);
 /// Follows a primary into a local store that readers can use while it applies.
 ///
 /// It reconnects by itself after any failure and resumes from its own log.
+///
+/// Args:
+///     token: the primary's shared token.
+///     name: its slot on the primary (default: the directory's name).
+///     fsync: fdatasync what it applies; only replicas that fsync count toward a sync
+///         write's quorum.
+///     max_backoff: the longest wait, in seconds, between attempts to reach the
+///         primary (2.0 by default, at least 0.01): waits start at 0.05 s and double up
+///         to it, drawn at random between half a wait and a whole one.
 #[pyclass(frozen, module = "replikv._core", name = "Replica")]
 pub(crate) struct PyReplica {
     replica: ParentOnly<Replica>,

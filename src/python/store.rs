@@ -203,7 +203,9 @@ impl PyStore {
     ///     ValueTooLarge: a key or value over its limit.
     ///     StoreClosed: the store is closed.
     ///     ReplicationError: a sync write that no ``Primary`` serves, or with fewer
-    ///         replicas that fsync than the quorum (refused: nothing is written).
+    ///         replicas that fsync than the quorum (refused: nothing is written); or
+    ///         whose ``Primary`` stopped while it waited (committed locally: ``.lsn`` and
+    ///         ``.acked_by`` say where it stands).
     ///     ReplicationTimeout: a sync write not acknowledged within ``sync_timeout``
     ///         (committed locally; ``.lsn`` and ``.acked_by`` say where it stands).
     #[pyo3(signature = (table, key, value, *, durability = None))]
@@ -268,7 +270,9 @@ impl PyStore {
         run(py, || self.store.table_sum(table)).map(|sum| sum.rows)
     }
 
-    /// Writes every ``(key, value)`` row in one transaction (one log entry).
+    /// Writes every ``(key, value)`` row in one transaction (one log entry). A key given
+    /// twice is stored once, with its later row's value (each row is an op of the entry,
+    /// so ``changes()`` shows both).
     ///
     /// Args:
     ///     table: the table to write.
@@ -331,7 +335,8 @@ impl PyStore {
     }
 
     /// Deletes every row of ``table`` whose key starts with ``prefix`` as one transaction
-    /// (one log entry, one fsync); returns how many rows.
+    /// (one log entry, one fsync); returns how many rows. A prefix that matches no row
+    /// writes no entry and takes no LSN.
     ///
     /// The entry holds a delete per key, so replicas, cache nodes and ``changes()`` see it
     /// like any write (a very large prefix can exceed ``max_transaction_bytes``: then
@@ -372,7 +377,7 @@ impl PyStore {
     /// Deletes the whole table as one transaction (one log entry), like
     /// :meth:`delete_prefix` (Ctrl-C included); it is then no longer listed by
     /// :meth:`tables`. Returns how many rows it held: 0 for a table that does not exist
-    /// (dropping is idempotent).
+    /// (dropping is idempotent), which writes no entry and takes no LSN.
     ///
     /// Raises:
     ///     ValueError: a bad table name.
@@ -491,6 +496,7 @@ impl PyStore {
     /// column ``key``, converted column by column in Rust.
     ///
     /// One transaction, or one per ``batch_rows`` rows (then the receipt is the last one's).
+    /// Rows with the same key: the later row wins, silently.
     /// ``naive="utc"`` takes timestamps without a time zone as UTC; by default they are
     /// refused. ``progress=True`` shows a bar whose total is the data's ``num_rows`` (or
     /// ``len()``) when it has one; a callable is called with the rows written so far.
@@ -525,8 +531,9 @@ impl PyStore {
                         progress = None, durability = None))]
     /// Writes the rows of a pandas DataFrame keyed by the column ``key`` (the index if
     /// None); the other columns become each row's dict. NaN, None, ``pd.NA`` and ``pd.NaT``
-    /// are stored as None. Needs ``pip install 'replikv[pandas]'``. ``progress=True``
-    /// shows a bar out of the frame's rows; a callable is called with the rows so far.
+    /// are stored as None. Rows with the same key: the later row wins, silently. Needs
+    /// ``pip install 'replikv[pandas]'``. ``progress=True`` shows a bar out of the frame's
+    /// rows; a callable is called with the rows so far.
     ///
     /// Raises:
     ///     ImportError: pandas or pyarrow is not installed.
@@ -729,8 +736,13 @@ impl PyStore {
         super::scrub::scrub(py, &self.store, progress)
     }
 
-    /// Makes a replica's store at `path` a standalone, writable store that can never follow
-    /// its primary again. Returns False if it was not a replica's store.
+    /// Makes a replica's store at ``path`` a standalone, writable store that can never
+    /// follow its primary again. Returns False if it was not a replica's store.
+    ///
+    /// Raises:
+    ///     StoreLockedError: the store is open, in this process or another: a ``Replica``
+    ///         runs on the directory (stop it first), or a ``Store`` handle holds it.
+    ///     StoreNotFoundError: there is no store at ``path``.
     #[staticmethod]
     fn detach(py: Python<'_>, path: &Bound<'_, PyAny>) -> PyResult<bool> {
         let path: PathBuf = path.extract()?;

@@ -329,17 +329,9 @@ impl SyncReplication for SyncWaiters {
             return Err(fenced.into());
         }
         if self.stopped.load(Ordering::Acquire) {
-            return Err(ReplicationError::Refused {
-                reason: format!(
-                    "the primary stopped before a quorum acknowledged the sync write at LSN \
-                     {lsn} (acknowledged by {}): it is committed here; a replica may or may \
-                     not hold it",
-                    if view.acked_by(lsn).is_empty() {
-                        "none".to_owned()
-                    } else {
-                        view.acked_by(lsn).join(", ")
-                    }
-                ),
+            return Err(ReplicationError::Stopped {
+                lsn,
+                acked_by: view.acked_by(lsn),
             }
             .into());
         }

@@ -6,10 +6,13 @@ JSON cannot hold every stored value, so the data commands write:
   (``replikv import``) turns such an object into bytes again;
 * a ``datetime`` (stored in UTC) as an ISO 8601 string, ``"2026-07-01T12:00:00+00:00"``;
   it is read back as that string (parquet keeps datetimes as datetimes);
-* a float that is not finite as the string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``.
+* a float that is not finite as the string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``;
+  it is read back as that string.
 
 In CSV a cell is text: ``None`` is an empty cell, ``True``/``False`` are ``true``/``false``,
-bytes are base64 text, a datetime is ISO 8601 and a list or dict is its JSON text.
+a float that is not finite is ``NaN``, ``Infinity`` or ``-Infinity`` (as in JSON, not
+Python's ``nan``/``inf``), bytes are base64 text, a datetime is ISO 8601 and a list or dict
+is its JSON text.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import math
 from typing import Any
 
 from .._plain import BYTES_TAG, to_json
@@ -27,7 +31,8 @@ __all__ = ["RENDERING_HELP", "csv_cell", "from_json", "to_json"]
 RENDERING_HELP = (
     'Values JSON cannot hold are written as: bytes -> {"$base64": "..."} (read back as '
     'bytes by import), datetime -> ISO 8601 text in UTC, NaN/inf -> "NaN"/"Infinity"/'
-    '"-Infinity". In CSV, None is an empty cell, bools are true/false, lists and dicts are '
+    '"-Infinity" (import reads datetimes and these back as text). In CSV, None is an empty '
+    "cell, bools are true/false, NaN/inf are NaN/Infinity/-Infinity, lists and dicts are "
     "their JSON text."
 )
 
@@ -64,6 +69,9 @@ def csv_cell(value: Any) -> str:
         return base64.b64encode(value).decode("ascii")
     if isinstance(value, dt.date):  # a datetime is a date too
         return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        # JSON's names, not Python's "nan"/"inf": one spelling in every format.
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, int | float):
         return str(value)
     return to_json(value)

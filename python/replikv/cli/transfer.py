@@ -65,8 +65,9 @@ def add_commands(commands: Any) -> None:
         "other columns become each row's dict. The format comes from FILE's extension "
         "(.jsonl/.ndjson, .csv, .parquet). One transaction per --batch-rows rows: if a "
         "record is bad, the batches before it stay written and nothing of its batch is. "
-        "CSV cells are stored as text (an empty cell as None). The store is created if "
-        "DIR holds none.",
+        "CSV cells are stored as text (an empty cell as None). Rows with the same key store "
+        "one row, the later's: the summary says how many rows added a key. The store is "
+        "created if DIR holds none.",
         epilog=RENDERING_HELP,
     )
     load.add_argument("dir", type=Path, metavar="DIR", help="the store's directory")
@@ -178,6 +179,7 @@ def _run_import(args: argparse.Namespace) -> int:
     if file_format == "parquet":
         pyarrow_parquet = _pyarrow_parquet()
     with open_store(args.dir, create=True) as store:
+        held_before = store.count(args.table)
         if file_format == "parquet":
             data = pyarrow_parquet.read_table(args.file)
             if args.key_type != "auto":
@@ -193,7 +195,18 @@ def _run_import(args: argparse.Namespace) -> int:
         else:
             loaded = _load_text(store, args, file_format)
         lsn = store.last_lsn
+        new_keys = store.count(args.table) - held_before
     print(f"imported {loaded:,} rows into {args.table!r} (last LSN {lsn:,})", file=sys.stderr)
+    if new_keys < loaded:
+        # Two rows of one key store one row, the later's: say so, or "imported 2 rows"
+        # for a table that gained one reads as both kept. The counts are the tables'
+        # own, so this costs nothing however large the file.
+        replaced = loaded - new_keys
+        print(
+            f"{new_keys:,} of them added a key; {replaced:,} replaced the value of a key "
+            "already written, earlier in the file or before the import (the later row wins)",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -496,8 +496,11 @@ impl PyCache {
         html(slf.as_any())
     }
 
-    /// A decorator that caches a function's results by its arguments (their `repr`), for
-    /// `ttl` seconds or until `invalidate_memoized`.
+    /// A decorator that caches a function's results by its arguments (their ``repr``), for
+    /// ``ttl`` seconds (``None``: the cache's own ``ttl``) or until invalidated: the decorated
+    /// function's ``invalidate(*args, **kwargs)`` drops one call's result, its
+    /// ``invalidate_all()`` every result of the function. A result of ``None`` is not
+    /// cached: the function runs again on the next call.
     #[pyo3(signature = (ttl = None))]
     fn memoize<'py>(slf: &Bound<'py, Self>, ttl: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
         ttl_ms("ttl", ttl)?;

@@ -114,11 +114,13 @@ pub(crate) struct PyCacheNodeStats {
     pub(crate) invalidations: u64,
     /// Fills refused because their value was older than a write it had seen.
     pub(crate) stale_fills_refused: u64,
-    /// Times everything was dropped (FLUSHALL, a fork, a lost log position).
+    /// Times everything was dropped: a ``FLUSHALL``, a fork of its primary's history, a
+    /// lost log position (0 for a node that never flushed: starting to follow is not one).
     pub(crate) flushes: u64,
     /// Keys it holds now.
     pub(crate) keys: u64,
-    /// Bytes of the cached values.
+    /// What it counts against ``max_bytes``: the bytes of every cached key and value,
+    /// plus 96 per entry for its bookkeeping.
     pub(crate) bytes: u64,
     /// The last log entry it applied.
     pub(crate) processed_lsn: u64,

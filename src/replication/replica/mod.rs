@@ -241,11 +241,14 @@ impl Replica {
     /// Opens (or creates) the follower store at `path` and starts following.
     ///
     /// # Errors
-    /// [`crate::error::NetError::Address`] for a primary's address that is not
+    /// [`crate::error::NetError::Address`] for a primary's or `listen` address that is not
     /// `host:port`; the store cannot be opened.
     pub fn start(path: impl AsRef<std::path::Path>, options: ReplicaOptions) -> Result<Self> {
         // Before the store is opened (and marked a follower's) for nothing.
         crate::net::client::check_address(&options.primary)?;
+        if let Some(listen) = &options.listen {
+            crate::net::client::check_listen_address(listen)?;
+        }
         let store_options = StoreOptions {
             follower: true,
             ..options.store.clone()
