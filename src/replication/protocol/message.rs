@@ -330,14 +330,19 @@ pub const MAX_EPOCH: u64 = 1 << 32;
 pub const MAX_LSN: u64 = 1 << 53;
 
 impl Message {
-    /// Checks the epochs and LSNs the message names against [`MAX_EPOCH`] and [`MAX_LSN`].
-    /// (`durable_lsn` is left out: `u64::MAX` there means "all of them".)
+    /// Checks the epochs and LSNs the message names against [`MAX_EPOCH`] and [`MAX_LSN`]
+    /// (`durable_lsn` is left out: `u64::MAX` there means "all of them"), and that a
+    /// `Lead` names a `host:port` (a replica told to follow anything else would retry it
+    /// for ever).
     ///
     /// # Errors
     /// Which bound a field passes, for a person.
     pub fn check_plausible(&self) -> Result<(), String> {
         // The frames of every batch and ack first, with nothing allocated.
         match self {
+            Message::Lead { address } => {
+                return crate::net::client::check_address(address).map_err(|e| e.to_string())
+            }
             Message::Entries { epoch, .. } => return check_bounds(&[*epoch], &[]),
             Message::EntryPart { lsn, .. } => return check_bounds(&[], &[*lsn]),
             Message::Ack {

@@ -322,3 +322,22 @@ fn epochs_and_lsns_no_store_reaches_are_refused() {
     };
     assert_eq!(decoded(&entries).unwrap(), entries);
 }
+
+#[test]
+fn a_lead_that_names_no_host_and_port_is_a_protocol_error() {
+    let decoded = |address: &str| {
+        let frame = encode_frame(&Message::Lead {
+            address: address.to_owned(),
+        })
+        .unwrap();
+        decode_frame_body(&frame[4..])
+    };
+    assert!(decoded("127.0.0.1:7401").is_ok());
+    assert!(decoded("eu-1.example.com:7401").is_ok());
+    for garbage in ["", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:99999", ":7401"] {
+        assert!(
+            matches!(decoded(garbage), Err(ReplicationError::Protocol(_))),
+            "{garbage:?}"
+        );
+    }
+}
