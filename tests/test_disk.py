@@ -4,6 +4,7 @@ small segments that roll and are dropped while a writer is killed."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import inspect
 import json
@@ -25,11 +26,14 @@ MiB = 1 << 20
 
 
 def allocated_bytes(root: Path) -> int:
-    """What the files under ``root`` take on disk, as ``du`` counts them."""
+    """What the files under ``root`` take on disk, as ``du`` counts them. A file removed
+    between the listing and its ``stat`` (a dropped segment the store deletes in the
+    background) takes nothing: callers compare readings until they agree."""
     total = 0
     for directory, _, files in os.walk(root):
         for name in files:
-            total += os.stat(Path(directory) / name).st_blocks * 512
+            with contextlib.suppress(FileNotFoundError):
+                total += os.stat(Path(directory) / name).st_blocks * 512
     return total
 
 
