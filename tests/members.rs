@@ -160,3 +160,21 @@ fn a_replica_restarted_after_its_primary_died_still_asks_the_members() -> TestRe
     promoted.close();
     Ok(())
 }
+
+#[test]
+fn a_lead_to_no_address_at_the_member_port_is_refused_and_the_replica_keeps_its_primary(
+) -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (store, primary) = fast_primary(dir.path(), 1)?;
+    let eu1 = start_member(dir.path(), &primary, "eu-1")?;
+    let member = eu1.listen_address().ok_or("eu-1 listens")?.to_string();
+    let timeout = std::time::Duration::from_secs(10);
+    let told = replikv::replication::monitor::request_follow(&member, "garbage", None, timeout);
+    assert!(told.is_err(), "a lead to no address is refused: {told:?}");
+    assert_eq!(eu1.primary(), primary.address().to_string());
+    // It still follows its primary.
+    let lsn = store.commit(put("after", vec![0x01]), None)?.lsn;
+    eventually("eu-1 to apply a write", || eu1.store().last_lsn() >= lsn);
+    eu1.close()?;
+    Ok(())
+}
