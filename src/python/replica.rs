@@ -509,10 +509,11 @@ impl PyReplica {
         let diverged = || replica.state().diverged.is_some();
         if !diverged() {
             wait_until(py, timeout, || {
-                store.readable_lsn() >= lsn
-                    || store.is_closed()
-                    || replica.state().state == LinkState::Failed
-                    || diverged()
+                store.readable_lsn() >= lsn || store.is_closed() || {
+                    // One copy of the state per check: the wait polls every millisecond.
+                    let state = replica.state();
+                    state.state == LinkState::Failed || state.diverged.is_some()
+                }
             })?;
             closed()?;
             if store.readable_lsn() >= lsn && !diverged() {
