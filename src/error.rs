@@ -51,6 +51,16 @@ pub enum LogError {
         /// What was wrong with it.
         reason: String,
     },
+    /// The space for a write could not be reserved (a full disk): nothing of it was
+    /// written, and the log is as it was.
+    #[error("no room in the log: {context} failed ({source}); nothing was written")]
+    NotWritten {
+        /// What the log was reserving.
+        context: String,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
     /// An I/O failure on a log file.
     #[error("log I/O failed while {context}: {source}")]
     Io {
@@ -77,10 +87,21 @@ pub enum StoreError {
     /// Writing to disk failed on the operating system's error `source` while a write
     /// waited, and the store closed itself (later calls get [`StoreError::Closed`]).
     /// Whether that write is durable is not known: it is whole or absent after a reopen,
-    /// which replays what reached the log (a failure after its fdatasync, e.g. starting
-    /// the next segment, leaves it durable).
+    /// which replays what reached the log.
     #[error("store {path} closed itself: {cause}")]
     Failed {
+        /// The store's directory.
+        path: PathBuf,
+        /// What failed.
+        cause: String,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// A write the log had no room for (a full disk), with the writes queued behind it:
+    /// none of them was written, and the store stays open.
+    #[error("store {path} could not take this write: {cause}; the store stays open (if its disk is full, free space and write again)")]
+    NotWritten {
         /// The store's directory.
         path: PathBuf,
         /// What failed.
@@ -496,14 +517,37 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the write that failed with it left nothing behind (see
+    /// [`LogError::NotWritten`]): the log is as it was, and may take the next write.
+    #[must_use]
+    pub fn is_not_written(&self) -> bool {
+        matches!(
+            self,
+            Error::Log(LogError::NotWritten { .. }) | Error::Store(StoreError::NotWritten { .. })
+        )
+    }
+
+    /// The same error, as one that leaves the log's state unknown: for a writer that
+    /// cannot give a refused write back (a follower's entries keep their primary's LSNs).
+    #[must_use]
+    pub fn into_fatal(self) -> Self {
+        match self {
+            Error::Log(LogError::NotWritten { context, source }) => {
+                Error::Log(LogError::Io { context, source })
+            }
+            other => other,
+        }
+    }
+
     /// The operating system's error behind it, if any.
     #[must_use]
     pub fn io_source(&self) -> Option<&io::Error> {
         match self {
-            Error::Log(LogError::Io { source, .. })
+            Error::Log(LogError::Io { source, .. } | LogError::NotWritten { source, .. })
             | Error::Store(
                 StoreError::Io { source, .. }
                 | StoreError::Failed { source, .. }
+                | StoreError::NotWritten { source, .. }
                 | StoreError::Engine(redb::Error::Io(source)),
             ) => Some(source),
             Error::Net(err) | Error::Replication(ReplicationError::Net(err)) => err.io_source(),

@@ -86,7 +86,8 @@ class ReplikvOSError(ReplikvError, OSError):
     ``StoreNotADirectoryError`` for ``ENOTDIR``, ``StoreIsADirectoryError`` for
     ``EISDIR``, ``StoreFileExistsError`` for ``EEXIST``. Other errnos (``ENOSPC``,
     ``EIO``, ...) raise this class, as ``OSError(errno, ...)`` gives a plain ``OSError``
-    for them.
+    for them. A write the log had no room for (``ENOSPC``) changed nothing and left the
+    store open; after any other failed write the store closed itself.
     """
 
 

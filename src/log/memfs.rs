@@ -16,6 +16,8 @@ struct FsState {
     frozen: bool,
     /// Calls that read a file (`read_at` and `size`).
     reads: u64,
+    /// The bytes all files may hold together, as a disk of that size would.
+    space: Option<u64>,
 }
 
 impl FsState {
@@ -33,6 +35,25 @@ impl FsState {
         } else {
             Ok(())
         }
+    }
+
+    /// Counts one operation that makes `file` `len` bytes long if it is shorter; `Err`
+    /// (`ENOSPC`, nothing changed) if the files would then hold more than `space`.
+    fn tick_growing(&mut self, file: &MemFile, len: u64) -> io::Result<()> {
+        self.tick()?;
+        let Some(space) = self.space else {
+            return Ok(());
+        };
+        let current = file.data.lock().unwrap().len() as u64;
+        let used: u64 = self
+            .files
+            .values()
+            .map(|f| f.data.lock().unwrap().len() as u64)
+            .sum();
+        if used + len.saturating_sub(current) > space {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        Ok(())
     }
 }
 
@@ -66,6 +87,22 @@ impl Rng {
 }
 
 impl MemFs {
+    /// From now on the files together hold at most `space` bytes (`None`: no limit): what
+    /// would grow past it fails with `ENOSPC` and changes nothing.
+    pub(crate) fn limit_space(&self, space: Option<u64>) {
+        self.state.lock().unwrap().space = space;
+    }
+
+    /// The bytes all files hold together.
+    pub(crate) fn used(&self) -> u64 {
+        let state = self.state.lock().unwrap();
+        state
+            .files
+            .values()
+            .map(|f| f.data.lock().unwrap().len() as u64)
+            .sum()
+    }
+
     /// Every mutating operation after the next `ops` fails and changes nothing.
     pub(crate) fn freeze_after(&self, ops: u64) {
         self.state.lock().unwrap().ops_until_freeze = Some(ops);
@@ -103,7 +140,7 @@ impl MemFs {
 
     /// The files a kill -9 at this moment would leave: everything written survives (the
     /// page cache outlives the process), but only what was synced is durable.
-    pub(super) fn restart_image(&self) -> MemFs {
+    pub(crate) fn restart_image(&self) -> MemFs {
         self.image(|file| {
             (
                 file.data.lock().unwrap().clone(),
@@ -229,7 +266,11 @@ impl SegmentFile for Handle {
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.fs.state.lock().unwrap().tick()?;
+        self.fs
+            .state
+            .lock()
+            .unwrap()
+            .tick_growing(&self.file, offset + buf.len() as u64)?;
         let mut data = self.file.data.lock().unwrap();
         let end = offset as usize + buf.len();
         if data.len() < end {
@@ -260,7 +301,11 @@ impl SegmentFile for Handle {
     }
 
     fn preallocate(&self, len: u64) -> io::Result<()> {
-        self.fs.state.lock().unwrap().tick()?;
+        self.fs
+            .state
+            .lock()
+            .unwrap()
+            .tick_growing(&self.file, len)?;
         let mut data = self.file.data.lock().unwrap();
         if (data.len() as u64) < len {
             data.resize(len as usize, 0);

@@ -20,6 +20,9 @@ mod record_tests;
 mod rewind;
 #[cfg(test)]
 mod rewind_tests;
+mod room;
+#[cfg(test)]
+mod room_tests;
 mod scan;
 #[cfg(test)]
 mod segment_tests;
@@ -33,6 +36,7 @@ mod tail_tests;
 mod tests;
 mod unsynced;
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use cut::{Cutter, SHRINK_STEP};
@@ -98,6 +102,9 @@ struct Segment {
     /// The bytes it was preallocated to hold: the writer rolls to a new segment once the
     /// tail reaches them (a batch that crosses them still lands whole in this one).
     capacity: u64,
+    /// The bytes of the file known to be allocated: a write past them reserves the space
+    /// first (see [`room`]).
+    allocated: AtomicU64,
     /// The commit time of its newest entry, once it is full and the time is known (set
     /// when the log rolls past it, or read once when retention first asks).
     newest_ms: OnceLock<u64>,
@@ -235,32 +242,6 @@ impl Log {
         Ok(())
     }
 
-    /// Creates a segment preallocated to `bytes` (within the largest size allowed).
-    fn create_segment(&self, first_lsn: u64, bytes: u64) -> Result<Arc<Segment>> {
-        let capacity = bytes.clamp(1, self.options.segment_bytes.max(1));
-        let name = segment_name(first_lsn);
-        let file = self
-            .fs
-            .open(&name, true)
-            .map_err(io_error(format!("creating {name}")))?;
-        file.preallocate(capacity)
-            .map_err(io_error(format!("preallocating {name}")))?;
-        if self.options.fsync {
-            file.sync_data()
-                .map_err(io_error(format!("syncing {name}")))?;
-            self.fs
-                .sync_dir()
-                .map_err(io_error("syncing the log directory"))?;
-        }
-        Ok(Arc::new(Segment {
-            first_lsn,
-            name,
-            file,
-            capacity,
-            newest_ms: OnceLock::new(),
-        }))
-    }
-
     /// The LSN the next appended record must carry.
     #[must_use]
     pub fn next_lsn(&self) -> u64 {
@@ -351,13 +332,15 @@ impl Log {
     fn write(&self, records: &[u8], last_lsn: u64, sync: bool) -> Result<()> {
         self.sync_before(sync)?;
         let mut tail = self.lock_tail();
-        let segment = self.tail_segment(&mut tail)?;
+        let len = records.len() as u64;
+        let segment = self.tail_segment(&mut tail, len)?;
+        segment.make_room(tail.offset + len, len)?;
         segment
             .file
             .write_at(records, tail.offset)
             .map_err(io_error(format!("appending to {}", segment.name)))?;
         let written = Written {
-            len: records.len() as u64,
+            len,
             last_lsn,
             last: scan::last_record_id(records),
             records: Some(records),
@@ -380,8 +363,9 @@ impl Log {
             .expect("invariant: no panic while holding the tail lock")
     }
 
-    /// The segment the next record goes into: the last one, or a new one if it is full.
-    fn tail_segment(&self, tail: &mut Tail) -> Result<Arc<Segment>> {
+    /// The segment the next `needed` bytes of records go into: the last one, or a new one
+    /// if it is full.
+    fn tail_segment(&self, tail: &mut Tail, needed: u64) -> Result<Arc<Segment>> {
         let segment = Arc::clone(
             self.segments
                 .read()
@@ -390,7 +374,7 @@ impl Log {
                 .expect("invariant: the log always has a segment"),
         );
         if tail.offset >= segment.capacity {
-            return self.roll(tail, &segment);
+            return self.roll(tail, &segment, needed);
         }
         Ok(segment)
     }
@@ -436,17 +420,26 @@ impl Log {
         // the next one now, while its writer leads: otherwise the next writer creates it
         // (a preallocation and two syncs) while the checkpoint that follows a load writes
         // back what the load put in the tables: the first put after a 1M-row load took
-        // 1-4 ms instead of 0.7. A failure is the write's: its syncs are never retried
-        // (the store closes itself with the cause; the batch is durable, and a reopen
-        // replays it).
+        // 1-4 ms instead of 0.7. A failed sync is the write's: syncs are never retried (the
+        // store closes itself with the cause; the batch is durable, and a reopen replays
+        // it). No room for the next segment is not: this batch is durable, and the next
+        // write tries again (and is refused, with nothing written, if there is still none).
         if sync && tail.offset >= segment.capacity {
-            self.roll(tail, segment)?;
+            match self.roll(tail, segment, 0) {
+                Err(err) if err.is_not_written() => {
+                    tracing::warn!(error = %err, "the log cannot start its next segment yet");
+                }
+                rolled => {
+                    rolled?;
+                }
+            }
         }
         Ok(())
     }
 
-    /// Starts the segment after `full` (the last one), whose records `tail` ends; returns it.
-    fn roll(&self, tail: &mut Tail, full: &Segment) -> Result<Arc<Segment>> {
+    /// Starts the segment after `full` (the last one), whose records `tail` ends, with room
+    /// for at least `needed` bytes; returns it.
+    fn roll(&self, tail: &mut Tail, full: &Segment, needed: u64) -> Result<Arc<Segment>> {
         // A segment is durable before the next one is written: a crash never leaves a
         // hole in an older segment under records in a newer one. (Syncing nothing still
         // waits for a sync that runs.)
@@ -463,7 +456,7 @@ impl Log {
             .capacity
             .saturating_mul(2)
             .max(self.options.first_segment_bytes);
-        let next = self.create_segment(tail.next_lsn, bytes)?;
+        let next = self.create_segment(tail.next_lsn, bytes, needed)?;
         self.segments
             .write()
             .expect("invariant: no panic while holding the segment list")

@@ -1,6 +1,7 @@
 //! Opening the log: listing its segments, and recovering them against the tables'
 //! checkpoint (replaying what follows it, cutting a torn tail, refusing damage).
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use super::cut::Cutter;
@@ -141,6 +142,7 @@ impl Log {
                 name,
                 file,
                 capacity,
+                allocated: AtomicU64::new(capacity),
                 newest_ms: OnceLock::new(),
             }));
         }
@@ -178,7 +180,7 @@ impl Log {
         }
         if segments.is_empty() {
             let first_bytes = log.options.first_segment_bytes;
-            let segment = log.create_segment(checkpoint_lsn + 1, first_bytes)?;
+            let segment = log.create_segment(checkpoint_lsn + 1, first_bytes, 0)?;
             segments.push(segment);
         } else {
             let tail = log.recover(&segments, checkpoint_lsn, &mut replay)?;

@@ -10,6 +10,7 @@
 //! many and whatever they hold (user data can look like records); a load given up zeroes
 //! what it wrote, mark included.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::fs::write_zeros;
@@ -73,13 +74,25 @@ impl RecordWriter {
     }
 
     /// Gives the record up: zeroes what was written of it, its mark included, so that the
-    /// next records do not sit before its bytes.
+    /// next records do not sit before its bytes, and gives back to the disk what it took
+    /// past the segment's preallocated size (a load refused for want of room leaves the
+    /// room it found).
     ///
     /// # Errors
     /// A write failed: the caller must stop appending to this log (its reopen cuts the
     /// record, which is still marked unfinished or torn).
     pub fn abandon(self) -> std::io::Result<()> {
-        write_zeros(&*self.segment.file, self.start, self.written_to)
+        let capacity = self.segment.capacity.max(self.start);
+        write_zeros(
+            &*self.segment.file,
+            self.start,
+            self.written_to.min(capacity),
+        )?;
+        if self.written_to > capacity {
+            self.segment.file.set_len(capacity)?;
+            self.segment.allocated.store(capacity, Ordering::Release);
+        }
+        Ok(())
     }
 }
 
@@ -93,7 +106,9 @@ impl Log {
     /// Starting a new segment failed.
     pub fn begin_record(&self) -> Result<RecordWriter> {
         let mut tail = self.lock_tail();
-        let segment = self.tail_segment(&mut tail)?;
+        let mark = UNFINISHED.len() as u64;
+        let segment = self.tail_segment(&mut tail, mark)?;
+        segment.make_room(tail.offset + mark, mark)?;
         // Marked unfinished, durably, before any op is written after it.
         let failed = |source| LogError::Io {
             context: format!("beginning a record in {}", segment.name),
@@ -109,7 +124,7 @@ impl Log {
         Ok(RecordWriter {
             start: tail.offset,
             lsn: tail.next_lsn,
-            written_to: tail.offset + UNFINISHED.len() as u64,
+            written_to: tail.offset + mark,
             segment,
             len: 0,
             count: 0,
@@ -125,7 +140,9 @@ impl Log {
     pub fn write_ops(&self, record: &mut RecordWriter, ops: &EncodedOps) -> Result<()> {
         let bytes = ops.as_bytes();
         let at = record.ops_offset() + record.len;
-        record.written_to = record.written_to.max(at + bytes.len() as u64);
+        let len = bytes.len() as u64;
+        record.segment.make_room(at + len, len)?;
+        record.written_to = record.written_to.max(at + len);
         record
             .segment
             .file

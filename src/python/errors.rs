@@ -96,14 +96,16 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
         | Error::Log(LogError::Corrupt { .. })
         | Error::Codec(CodecError::Malformed { .. }) => raise(py, "CorruptionError", (message,)),
         Error::Store(
-            StoreError::Io { path, source, .. } | StoreError::Failed { path, source, .. },
+            StoreError::Io { path, source, .. }
+            | StoreError::Failed { path, source, .. }
+            | StoreError::NotWritten { path, source, .. },
         ) => os_error(py, &source, message, Some(path.display().to_string())),
         Error::Store(StoreError::NotAStore { path, .. }) => raise(
             py,
             "NotAStoreError",
             (libc::EEXIST, message, path.display().to_string()),
         ),
-        Error::Log(LogError::Io { source, .. })
+        Error::Log(LogError::Io { source, .. } | LogError::NotWritten { source, .. })
         | Error::Store(StoreError::Engine(redb::Error::Io(source))) => {
             os_error(py, &source, message, None)
         }

@@ -16,6 +16,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::ThreadId;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use super::dropped::Dropped;
 use super::gather::Returning;
 use super::held::Held;
 use crate::codec::{frame_payload, frame_record, Op};
@@ -136,6 +137,11 @@ pub(crate) struct State {
     reserved: Option<ThreadId>,
     /// The writers the last batch released, whom the next leader waits for a moment.
     returning: Returning,
+    /// Writes given back for want of room in the log, until their writers heard.
+    dropped: Option<Dropped>,
+    /// The highest LSN ever given back: a wait for it (or an LSN before it) that is not
+    /// handed out again is over, as that entry does not exist.
+    given_back_to: u64,
 }
 
 /// What [`Pipeline::enqueue`] does with the writer lock.
@@ -203,7 +209,15 @@ pub(crate) struct Failure {
 impl Failure {
     fn of(err: &crate::Error) -> Self {
         Self {
-            cause: err.to_string(),
+            // A store that closed itself already (its checkpointer failed) names that cause:
+            // the store's error says it is closed once.
+            cause: match err {
+                crate::Error::Store(crate::error::StoreError::Closed {
+                    cause: Some(cause),
+                    ..
+                }) => cause.clone(),
+                _ => err.to_string(),
+            },
             os: err.io_source().map(|io| (io.kind(), io.raw_os_error())),
             corrupt: match err {
                 crate::Error::Store(crate::error::StoreError::Corrupt { reason }) => {
@@ -249,6 +263,9 @@ pub(crate) enum Refused {
     Busy,
     /// User writes are paused, for this reason.
     Paused(String),
+    /// The log had no room for the write (or for one before it in its batch): nothing of it
+    /// was written, and the store stays open.
+    NotWritten(Failure),
 }
 
 pub(super) fn now_ms() -> u64 {
@@ -280,6 +297,8 @@ impl Pipeline {
                 paused: None,
                 reserved: None,
                 returning: Returning::default(),
+                dropped: None,
+                given_back_to: 0,
             }),
             listeners: RwLock::new(Vec::new()),
             next_listener: AtomicU64::new(0),
@@ -445,14 +464,19 @@ impl Pipeline {
         } else {
             self.wait_writer_free(self.lock(), None)?
         };
-        if let Some(reason) = state.paused.clone() {
+        let refused = match (&state.paused, &state.dropped) {
+            (Some(reason), _) => Some(Refused::Paused(reason.clone())),
+            (None, Some(dropped)) => Some(Refused::NotWritten(dropped.failure().clone())),
+            (None, None) => None,
+        };
+        if let Some(refused) = refused {
             if writer == WriterLock::Release {
                 state.writer = None;
                 self.writer_held.store(false, Ordering::Release);
                 drop(state);
                 self.writer_free.notify_all();
             }
-            return Err(Refused::Paused(reason));
+            return Err(refused);
         }
         let lsn = state.next_lsn;
         state.next_lsn += 1;
@@ -581,6 +605,7 @@ impl Pipeline {
         state.epoch = epoch;
         state.in_flight_last = 0;
         state.returning = Returning::default();
+        state.given_back_to = 0;
     }
 
     /// Tells the listeners the visible LSN a [`Pipeline::reset`] set (or any later one).
@@ -648,10 +673,24 @@ impl Pipeline {
     }
 
     /// Waits until `lsn` is `until`, leading batches (and syncs, for `Visible`) while no
-    /// one else does.
+    /// one else does. An LSN given back (see [`super::dropped`]) and not handed out again
+    /// is reached: the entry does not exist.
     pub(crate) fn wait(&self, lsn: u64, until: Until, lead: &dyn Lead) -> Result<(), Refused> {
+        self.wait_for(lsn, until, lead, false)
+    }
+
+    /// Waits until the caller's own entry `lsn` (from [`Pipeline::enqueue`]) is visible,
+    /// like [`Pipeline::wait`]; if the log had no room for it, refuses it.
+    pub(crate) fn wait_own(&self, lsn: u64, lead: &dyn Lead) -> Result<(), Refused> {
+        self.wait_for(lsn, Until::Visible, lead, true)
+    }
+
+    fn wait_for(&self, lsn: u64, until: Until, lead: &dyn Lead, own: bool) -> Result<(), Refused> {
         let mut state = self.lock();
         loop {
+            if let Some(refused) = Self::given_back(&mut state, lsn, own) {
+                return refused;
+            }
             let reached = match until {
                 Until::Readable => state.readable_lsn,
                 Until::Visible => state.visible_lsn,
@@ -730,6 +769,20 @@ impl Pipeline {
                 state.waiting[slot] -= 1;
             }
         }
+    }
+
+    /// What a wait for `lsn` ends with if that LSN was given back: the refusal for its own
+    /// writer, the end of the wait for anyone else.
+    fn given_back(state: &mut State, lsn: u64, own: bool) -> Option<Result<(), Refused>> {
+        if own {
+            let mut done = false;
+            let failure = state.dropped.as_mut()?.hear(lsn, &mut done)?;
+            if done {
+                state.dropped = None;
+            }
+            return Some(Err(Refused::NotWritten(failure)));
+        }
+        (state.next_lsn <= lsn && lsn <= state.given_back_to).then_some(Ok(()))
     }
 
     /// Syncs every batch flushed so far, then makes them visible and tells the listeners.
@@ -850,6 +903,9 @@ impl Pipeline {
                 // whole batch of a primary, a follower's held entries once applied.
                 state.make_visible();
             }
+            Err(err) if err.is_not_written() && !releasing => {
+                Self::give_back(&mut state, &batch, &err);
+            }
             Err(err) => self.fail(&mut state, &err, "commit"),
         }
         if releasing {
@@ -861,7 +917,7 @@ impl Pipeline {
             records.clear();
             state.records = records;
         }
-        if state.closed.is_some() {
+        if state.closed.is_some() || state.dropped.is_some() {
             self.batch_done.iter().for_each(Condvar::notify_all);
         } else {
             let (carried, next) = (state.in_flight_slot, 1 - state.in_flight_slot);
@@ -873,6 +929,22 @@ impl Pipeline {
             }
         }
         state
+    }
+
+    /// Gives back the LSNs of `batch`, which the log refused before writing any of it, and
+    /// of every write queued behind it (see [`super::dropped`]).
+    fn give_back(state: &mut State, batch: &Batch, err: &crate::Error) {
+        let from = batch
+            .entries
+            .first()
+            .map_or(state.next_lsn, |entry| entry.lsn);
+        let writers = batch.entries.len() + state.pending.len();
+        tracing::warn!(error = %err, lsn = from, writes = writers, "writes refused, nothing written");
+        state.given_back_to = state.given_back_to.max(state.next_lsn - 1);
+        state.next_lsn = from;
+        state.pending.clear();
+        state.records.clear();
+        state.dropped = Some(Dropped::new(from, writers, Failure::of(err)));
     }
 
     /// Closes the pipeline after `what` failed: a failed fdatasync is never retried, the

@@ -8,6 +8,7 @@ mod commit;
 mod compaction;
 mod dirlock;
 mod diverged;
+mod dropped;
 mod durability;
 mod epochs;
 mod follow;
@@ -509,6 +510,26 @@ impl Store {
             .expect("invariant: open_state checked it is open"))
     }
 
+    /// `err`, or if it left nothing written (no room in the log), the store's error for
+    /// that, which says the store stays open.
+    fn not_written(&self, err: crate::Error) -> crate::Error {
+        if !err.is_not_written() {
+            return err;
+        }
+        let cause = err.to_string();
+        match err {
+            crate::Error::Log(crate::error::LogError::NotWritten { source, .. }) => {
+                StoreError::NotWritten {
+                    path: self.inner.path.clone(),
+                    cause,
+                    source,
+                }
+                .into()
+            }
+            other => other,
+        }
+    }
+
     fn refused(&self, refused: Refused) -> crate::Error {
         match refused {
             Refused::Closed(cause) => self.closed_error(cause),
@@ -530,6 +551,14 @@ impl Store {
             Refused::OutOfOrder { expected, got } => {
                 StoreError::OutOfOrder { expected, got }.into()
             }
+            Refused::NotWritten(failure) => StoreError::NotWritten {
+                path: self.inner.path.clone(),
+                source: failure
+                    .os_error()
+                    .unwrap_or_else(|| std::io::Error::other(failure.cause.clone())),
+                cause: failure.cause,
+            }
+            .into(),
             Refused::Busy => StoreError::Busy.into(),
             Refused::Paused(reason) => ReplicationError::Paused { reason }.into(),
             Refused::WouldDeadlock => StoreError::WouldDeadlock(
@@ -678,6 +707,8 @@ impl Store {
     }
 }
 
+#[cfg(test)]
+mod no_room_tests;
 #[cfg(test)]
 mod recover_tests;
 #[cfg(test)]

@@ -92,7 +92,7 @@ impl Store {
             .and_then(|()| self.drain())
             .and_then(|()| {
                 self.with_open(|open| {
-                    let record = open.log.begin_record()?;
+                    let record = open.log.begin_record().map_err(|e| self.not_written(e))?;
                     Ok((open.tables.clone(), open.overlay.clone(), record))
                 })
             });
@@ -168,7 +168,8 @@ impl StreamedCommit {
         self.store
             .check_body(record.body_len() + ops.as_bytes().len())?;
         self.store
-            .with_open(|open| open.log.write_ops(record, &ops))?;
+            .with_open(|open| open.log.write_ops(record, &ops))
+            .map_err(|e| self.store.not_written(e))?;
         let sent = self
             .chunks
             .as_ref()

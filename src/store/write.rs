@@ -125,7 +125,11 @@ impl Store {
             )
             .map_err(|r| self.refused(r))?
             .lsn;
-        self.wait_visible(lsn)?;
+        let lead = (|batch: &Batch| self.flush(batch), || self.sync_log());
+        self.inner
+            .pipeline
+            .wait_own(lsn, &lead)
+            .map_err(|r| self.refused(r))?;
         Ok(durability::committed(lsn, durability, replication))
     }
 
@@ -168,7 +172,10 @@ impl Store {
             if !batch.records.is_empty() {
                 let early = (!written_only).then(|| self.written_listener()).flatten();
                 if written_only {
-                    open.log.append_unsynced(&batch.records, batch.last_lsn)?;
+                    // A follower cannot give its primary's LSNs back: no room is fatal.
+                    open.log
+                        .append_unsynced(&batch.records, batch.last_lsn)
+                        .map_err(crate::Error::into_fatal)?;
                 } else if let Some(listener) = early {
                     // Written, then told (replicas that hold back are shipped it now), then
                     // synced: the two fdatasyncs overlap.

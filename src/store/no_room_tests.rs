@@ -1,0 +1,140 @@
+//! A store whose log runs out of room (over an in-memory log with a size limit): writes are
+//! refused with nothing written, the store stays open, and once there is room again the
+//! next write takes the next LSN, with every acknowledged write read back after a reopen.
+
+use std::collections::BTreeSet;
+
+use super::*;
+use crate::codec::{encode_key, KeyRef, Op};
+use crate::error::Error;
+use crate::log::memfs::MemFs;
+
+fn put(key: &str) -> Vec<Op> {
+    vec![Op {
+        table: "t".to_owned(),
+        key: encode_key(KeyRef::Str(key)),
+        value: Some(vec![0xc3; 40]),
+    }]
+}
+
+fn has(store: &Store, key: &str) -> bool {
+    store
+        .get_with("t", &encode_key(KeyRef::Str(key)), |v| v.is_some())
+        .unwrap()
+}
+
+fn options() -> StoreOptions {
+    StoreOptions {
+        segment_bytes: 16 << 10,
+        ..StoreOptions::default()
+    }
+}
+
+fn open(dir: &std::path::Path, fs: &MemFs) -> Store {
+    let log_fs = fs.clone();
+    Store::open_with(&dir.join("db"), options(), |_| Ok(Box::new(log_fs))).unwrap()
+}
+
+fn assert_no_room(err: &Error) {
+    match err {
+        Error::Store(StoreError::NotWritten { source, .. }) => {
+            assert_eq!(source.raw_os_error(), Some(libc::ENOSPC), "{err}");
+        }
+        other => panic!("expected a write refused for want of room, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_write_the_log_has_no_room_for_is_refused_and_the_store_stays_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = MemFs::default();
+    let store = open(dir.path(), &fs);
+    fs.limit_space(Some(fs.used() + (40 << 10)));
+    let mut stored = 0;
+    let refused = loop {
+        match store.commit(put(&format!("k{stored}")), None) {
+            Ok(receipt) => {
+                stored += 1;
+                assert_eq!(receipt.lsn, stored);
+            }
+            Err(err) => break err,
+        }
+        assert!(stored < 100_000, "the log never ran out of room");
+    };
+    assert_no_room(&refused);
+    assert!(!store.is_closed());
+    assert_eq!(store.last_lsn(), stored);
+    assert!(has(&store, "k0"));
+    assert!(
+        !has(&store, &format!("k{stored}")),
+        "the refused write is not there"
+    );
+    // Refused again while there is no room, then taken with the next LSN once there is.
+    assert_no_room(&store.commit(put("again"), None).unwrap_err());
+    fs.limit_space(None);
+    let receipt = store.commit(put(&format!("k{stored}")), None).unwrap();
+    assert_eq!(receipt.lsn, stored + 1);
+    store.close().unwrap();
+    let reopened = open(dir.path(), &fs.restart_image());
+    assert_eq!(reopened.last_lsn(), stored + 1);
+    assert!((0..=stored).all(|i| has(&reopened, &format!("k{i}"))));
+    assert!(!has(&reopened, "again"));
+}
+
+/// Many writers run out of room together: batches are given back, LSNs are taken again,
+/// and no writer ever takes another's entry for its own.
+#[test]
+fn concurrent_writers_refused_for_want_of_room_never_share_an_lsn() {
+    const WRITERS: usize = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let fs = MemFs::default();
+    let store = open(dir.path(), &fs);
+    fs.limit_space(Some(fs.used() + (40 << 10)));
+    let run = |phase: &str, refusals: usize| {
+        std::thread::scope(|scope| {
+            let writers: Vec<_> = (0..WRITERS)
+                .map(|w| {
+                    let store = &store;
+                    scope.spawn(move || {
+                        let (mut taken, mut refused) = (Vec::new(), Vec::new());
+                        for i in 0.. {
+                            let key = format!("{phase}-{w}-{i}");
+                            match store.commit(put(&key), None) {
+                                Ok(receipt) => taken.push((receipt.lsn, key)),
+                                Err(err) => {
+                                    assert_no_room(&err);
+                                    refused.push(key);
+                                }
+                            }
+                            if refused.len() == refusals || (refusals == 0 && i == 50) {
+                                break;
+                            }
+                        }
+                        (taken, refused)
+                    })
+                })
+                .collect();
+            writers.into_iter().map(|w| w.join().unwrap()).fold(
+                (Vec::new(), Vec::new()),
+                |(mut t, mut r), (t2, r2)| {
+                    t.extend(t2);
+                    r.extend(r2);
+                    (t, r)
+                },
+            )
+        })
+    };
+    let (mut taken, refused) = run("full", 3);
+    assert!(!store.is_closed());
+    fs.limit_space(None);
+    let (after, none) = run("room", 0);
+    assert!(none.is_empty());
+    taken.extend(after);
+    let lsns: BTreeSet<u64> = taken.iter().map(|(lsn, _)| *lsn).collect();
+    assert_eq!(lsns.len(), taken.len(), "two writes were told the same LSN");
+    assert_eq!(lsns, (1..=store.last_lsn()).collect(), "LSNs stay dense");
+    store.close().unwrap();
+    let reopened = open(dir.path(), &fs.restart_image());
+    assert!(taken.iter().all(|(_, key)| has(&reopened, key)));
+    assert!(refused.iter().all(|key| !has(&reopened, key)));
+}

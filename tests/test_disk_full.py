@@ -1,0 +1,76 @@
+"""A full disk, for real: a store on a 64 MiB tmpfs mounted in a private mount namespace
+(``unshare``), so the mount goes away with the child whatever happens to it.
+
+A load the log has no room for is refused with ``ENOSPC`` before anything is written; the
+store stays open, reads and smaller writes go on, and once space is freed the same load
+goes in with the next LSN. The Rust tests (``log::room_tests``, ``store::no_room_tests``)
+cover the same rules over an in-memory log, including segments that shrink to fit and
+many writers refused at once.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CHILD = Path(__file__).with_name("disk_full_child.py")
+ROWS = 100_000
+
+
+def namespace_command() -> list[str]:
+    """``unshare`` with a mount namespace of its own (and a user namespace when not root)."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("util-linux's unshare is not installed: no private tmpfs to fill")
+    command = [unshare, "--mount", "--propagation", "private"]
+    if os.geteuid() != 0:
+        command[1:1] = ["--user", "--map-root-user"]
+    return command
+
+
+def run_on_small_disk(tmp_path: Path) -> dict[str, object]:
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    script = 'mount -t tmpfs -o size=64m tmpfs "$1" || exit 77; exec "$2" "$3" "$1"'
+    done = subprocess.run(
+        [*namespace_command(), "sh", "-c", script, "sh", mount, sys.executable, CHILD],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    if done.returncode == 77 or "unshare failed" in done.stderr:
+        pytest.skip(f"this machine cannot mount a private tmpfs: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_a_load_the_disk_has_no_room_for_is_refused_and_the_store_goes_on(
+    tmp_path: Path,
+) -> None:
+    seen = run_on_small_disk(tmp_path)
+    refused = seen["refused"]
+    assert isinstance(refused, dict), seen
+    assert refused["type"] == "ReplikvOSError"
+    assert refused["errno"] == errno.ENOSPC
+    assert "nothing was written" in refused["message"]
+    assert "stays open" in refused["message"]
+    # Nothing of the load is on disk or in the table, and its reserved space was given back.
+    assert seen["freed"] is True
+    assert seen["closed"] is False
+    assert seen["rows_after_refusal"] == 1
+    assert seen["before"] == {"i": -1}
+    # The next write takes the next LSN: the refused load took none.
+    assert seen["small_write_lsn"] == 2
+    assert seen["load_lsn"] == 3
+    assert seen["reopened_rows"] == ROWS + 2
+    assert seen["reopened_last_lsn"] == 3
+    assert seen["reopened_last_row"] == {"name": "x" * 200, "i": ROWS - 1}
