@@ -22,7 +22,8 @@ def free(path: Path) -> int:
 
 
 def rows() -> dict[str, dict[str, object]]:
-    """About 25 MB of profiles: more than the disk has left once the ballast is in."""
+    """About 25 MB of profiles: the log alone would fit in what the disk has left once the
+    ballast is in, the log and the tables' copy would not."""
     return {f"user{i:06d}": {"name": "x" * 200, "i": i} for i in range(ROWS)}
 
 
@@ -32,7 +33,7 @@ def main(mount: Path) -> None:
     store.put("profiles", "before", {"i": -1})
     ballast = mount / "ballast"
     with ballast.open("wb") as out:
-        out.write(b"\1" * (free(mount) - (8 << 20)))
+        out.write(b"\1" * (free(mount) - (30 << 20)))
     free_before = free(mount)
     try:
         store.put_many("profiles", rows())

@@ -33,6 +33,9 @@ pub trait LogFs: Send + Sync {
     /// # Errors
     /// The directory cannot be synced.
     fn sync_dir(&self) -> io::Result<()>;
+    /// The bytes an unprivileged writer may still allocate on the directory's disk, if
+    /// known.
+    fn free_bytes(&self) -> Option<u64>;
 }
 
 /// One segment file: positional reads and writes, and `fdatasync`.
@@ -132,6 +135,20 @@ impl LogFs for DirFs {
 
     fn sync_dir(&self) -> io::Result<()> {
         File::open(&self.dir)?.sync_all()
+    }
+
+    #[allow(unsafe_code)]
+    fn free_bytes(&self) -> Option<u64> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(self.dir.as_os_str().as_bytes()).ok()?;
+        // SAFETY: all-zero bytes are a valid `statvfs` (plain integers), filled in below.
+        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `path` is a NUL-terminated string and `stat` a valid place to write to,
+        // both alive for the whole call.
+        if unsafe { libc::statvfs(path.as_ptr(), &raw mut stat) } != 0 {
+            return None;
+        }
+        stat.f_bavail.checked_mul(stat.f_frsize)
     }
 }
 

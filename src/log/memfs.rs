@@ -253,6 +253,11 @@ impl LogFs for MemFs {
         state.durable_names = state.files.keys().cloned().collect();
         Ok(())
     }
+
+    fn free_bytes(&self) -> Option<u64> {
+        let space = self.state.lock().unwrap().space?;
+        Some(space.saturating_sub(self.used()))
+    }
 }
 
 impl SegmentFile for Handle {

@@ -331,8 +331,9 @@ impl Log {
 
     fn write(&self, records: &[u8], last_lsn: u64, sync: bool) -> Result<()> {
         self.sync_before(sync)?;
-        let mut tail = self.lock_tail();
         let len = records.len() as u64;
+        self.check_free(len, len)?;
+        let mut tail = self.lock_tail();
         let segment = self.tail_segment(&mut tail, len)?;
         segment.make_room(tail.offset + len, len)?;
         segment

@@ -141,6 +141,7 @@ impl Log {
         let bytes = ops.as_bytes();
         let at = record.ops_offset() + record.len;
         let len = bytes.len() as u64;
+        self.check_free(len, record.len + len)?;
         record.segment.make_room(at + len, len)?;
         record.written_to = record.written_to.max(at + len);
         record

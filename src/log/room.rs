@@ -14,7 +14,40 @@ use std::sync::{Arc, OnceLock};
 use super::{io_error, segment_name, Log, Segment};
 use crate::error::{LogError, Result};
 
+/// A record this large (or a record written in pieces, once it is) is checked against the
+/// disk's free space before it is written.
+const LARGE_RECORD_BYTES: u64 = 1 << 20;
+
 impl Log {
+    /// Refuses `len` bytes of records, part of a record of `record` bytes so far (the
+    /// piece included), if the disk could not hold the record twice: once here, once more
+    /// in the tables, which take its rows after it is durable. Past that point a full disk
+    /// would close the store (the tables' engine stops at its first failed write), so a
+    /// large write that could not fit is refused while nothing of it is written. Smaller
+    /// writes are not checked: the space the log has preallocated covers them.
+    ///
+    /// # Errors
+    /// [`LogError::NotWritten`] (`ENOSPC`) when the disk has less than that free.
+    pub(super) fn check_free(&self, len: u64, record: u64) -> Result<()> {
+        if record < LARGE_RECORD_BYTES {
+            return Ok(());
+        }
+        let Some(free) = self.fs.free_bytes() else {
+            return Ok(());
+        };
+        let needed = len.saturating_add(record);
+        if free >= needed {
+            return Ok(());
+        }
+        Err(LogError::NotWritten {
+            context: format!(
+                "keeping {needed} bytes free for {len} bytes of log and the tables' copy of                  its rows ({free} are)"
+            ),
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        }
+        .into())
+    }
+
     /// Creates a segment preallocated to `bytes` (within the largest size allowed), or, if
     /// the file system cannot give that much, to the largest half of it down to the first
     /// segment's size it can give. Either way it holds at least `needed` bytes.

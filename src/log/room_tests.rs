@@ -148,3 +148,29 @@ fn a_record_written_in_pieces_stops_before_a_piece_with_no_room_and_is_given_up_
     let (_, replayed) = open_with(&fs.restart_image(), options(4096), 0).unwrap();
     assert_eq!(replayed, next);
 }
+
+#[test]
+fn a_large_write_the_disk_could_not_hold_twice_is_refused_before_it_is_written() {
+    let fs = MemFs::default();
+    let (log, _) = open_with(&fs, options(4 << 20), 0).unwrap();
+    let large = Entry {
+        lsn: 1,
+        epoch: 1,
+        timestamp_ms: 1_700_000_000_000,
+        ops: vec![crate::codec::Op {
+            table: "t".into(),
+            key: b"k".to_vec(),
+            value: Some(vec![7; 3 << 19]),
+        }],
+    };
+    let record = frame(std::slice::from_ref(&large));
+    // The segment's preallocated space holds the record; the disk could not hold its rows
+    // a second time.
+    fs.limit_space(Some(fs.used() + record.len() as u64 * 2 - 1));
+    let result = log.append(&record, 1);
+    assert!(is_not_written(&result), "{result:?}");
+    assert_eq!(log.next_lsn(), 1);
+    fs.limit_space(Some(fs.used() + record.len() as u64 * 2));
+    log.append(&record, 1).unwrap();
+    assert_eq!(read_all(&log), vec![large]);
+}
