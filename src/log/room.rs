@@ -41,7 +41,8 @@ impl Log {
         }
         Err(LogError::NotWritten {
             context: format!(
-                "keeping {needed} bytes free for {len} bytes of log and the tables' copy of                  its rows ({free} are)"
+                "keeping {needed} bytes free for {len} bytes of log and the tables' copy of its \
+                 rows ({free} are)"
             ),
             source: std::io::Error::from_raw_os_error(libc::ENOSPC),
         }
