@@ -1,7 +1,8 @@
 """Run by test_disk_full.py on a small tmpfs of its own: a load the disk has no room for,
-then the same load once there is room. Prints what it saw as JSON.
+then the same load once there is room; or (``steady``) single puts until the disk is full.
+Prints what it saw as JSON.
 
-Usage: ``python disk_full_child.py MOUNTPOINT``
+Usage: ``python disk_full_child.py MOUNTPOINT [steady]``
 """
 
 from __future__ import annotations
@@ -25,6 +26,33 @@ def rows() -> dict[str, dict[str, object]]:
     """About 25 MB of profiles: the log alone would fit in what the disk has left once the
     ballast is in, the log and the tables' copy would not."""
     return {f"user{i:06d}": {"name": "x" * 200, "i": i} for i in range(ROWS)}
+
+
+def steady(mount: Path) -> None:
+    """Single puts until the disk is full, then the same store reopened once it is not."""
+    seen: dict[str, object] = {}
+    store = replikv.Store(mount / "store")
+    ballast = mount / "ballast"
+    with ballast.open("wb") as out:
+        out.write(b"\1" * (free(mount) - (24 << 20)))
+    acknowledged = 0
+    try:
+        while True:
+            store.put("events", f"e{acknowledged:08d}", {"body": "x" * 300})
+            acknowledged += 1
+    except replikv.ReplikvError as err:
+        seen["refused"] = {"type": type(err).__name__, "message": str(err)}
+    seen["acknowledged"] = acknowledged
+    seen["closed"] = store.closed
+    store.close()
+    ballast.unlink()
+    with replikv.Store(mount / "store") as reopened:
+        table = reopened.table("events")
+        seen["reopened_rows"] = len(table)
+        seen["all_there"] = all(f"e{i:08d}" in table for i in range(acknowledged))
+        seen["refused_there"] = f"e{acknowledged:08d}" in table
+        seen["writes_again"] = reopened.put("events", "after", {"body": "y"}).lsn
+    print(json.dumps(seen))
 
 
 def main(mount: Path) -> None:
@@ -56,4 +84,4 @@ def main(mount: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    (steady if sys.argv[2:] == ["steady"] else main)(Path(sys.argv[1]))

@@ -35,12 +35,13 @@ def namespace_command() -> list[str]:
     return command
 
 
-def run_on_small_disk(tmp_path: Path) -> dict[str, object]:
+def run_on_small_disk(tmp_path: Path, *mode: str) -> dict[str, object]:
     mount = tmp_path / "disk"
     mount.mkdir()
-    script = 'mount -t tmpfs -o size=64m tmpfs "$1" || exit 77; exec "$2" "$3" "$1"'
+    script = 'mount -t tmpfs -o size=64m tmpfs "$1" || exit 77; shift; exec "$@"'
+    command: list[str | Path] = [*namespace_command(), "sh", "-c", script, "sh", mount]
     done = subprocess.run(
-        [*namespace_command(), "sh", "-c", script, "sh", mount, sys.executable, CHILD],
+        [*command, sys.executable, CHILD, mount, *mode],
         capture_output=True,
         text=True,
         timeout=240,
@@ -74,3 +75,26 @@ def test_a_load_the_disk_has_no_room_for_is_refused_and_the_store_goes_on(
     assert seen["reopened_rows"] == ROWS + 2
     assert seen["reopened_last_lsn"] == 3
     assert seen["reopened_last_row"] == {"name": "x" * 200, "i": ROWS - 1}
+
+
+def test_a_disk_filled_by_single_puts_loses_no_acknowledged_write(tmp_path: Path) -> None:
+    """Whichever fills the disk first: the log (the write is refused, the store stays open)
+    or the tables' file growing in the background (the store closes itself and says the
+    disk is full). Either way, once space is freed, the reopened store holds every write
+    that was acknowledged, not the refused one, and takes writes again."""
+    seen = run_on_small_disk(tmp_path, "steady")
+    refused = seen["refused"]
+    assert isinstance(refused, dict), seen
+    if refused["type"] == "StoreClosed":
+        assert "the disk is full" in refused["message"]
+        assert seen["closed"] is True
+    else:
+        assert refused["type"] == "ReplikvOSError", refused
+        assert "nothing was written" in refused["message"]
+        assert seen["closed"] is False
+    acknowledged = seen["acknowledged"]
+    assert isinstance(acknowledged, int) and acknowledged > 1000
+    assert seen["reopened_rows"] == acknowledged
+    assert seen["all_there"] is True
+    assert seen["refused_there"] is False
+    assert seen["writes_again"] == acknowledged + 1

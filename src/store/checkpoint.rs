@@ -244,10 +244,28 @@ fn run(shared: &Arc<Shared>, tables: &Tables, overlay: &Overlay) {
         plan = shared.lock();
         if let Err(err) = result {
             tracing::error!(error = %err, "checkpoint failed; the store closes itself");
-            plan.failure = Some(err.to_string());
+            plan.failure = Some(failure_cause(&err));
             shared.failed.store(true, Ordering::Release);
             return;
         }
+    }
+}
+
+/// What a failed move or checkpoint tells the store's users: on a full disk, also what to
+/// do about it (the tables' engine stops at its first failed write; the log has every
+/// write that was acknowledged).
+fn failure_cause(err: &crate::Error) -> String {
+    let full = err
+        .io_source()
+        .and_then(std::io::Error::raw_os_error)
+        .is_some_and(|errno| errno == libc::ENOSPC || errno == libc::EDQUOT);
+    if full {
+        format!(
+            "{err}: the disk is full (every acknowledged write is in the log; free space, \
+             then open the store again)"
+        )
+    } else {
+        err.to_string()
     }
 }
 
