@@ -53,7 +53,7 @@ pub enum LogError {
     },
     /// The space for a write could not be reserved (a full disk): nothing of it was
     /// written, and the log is as it was.
-    #[error("no room in the log: {context} failed ({source}); nothing was written")]
+    #[error("no room in the log ({context}): {source}; nothing was written")]
     NotWritten {
         /// What the log was reserving.
         context: String,

@@ -26,6 +26,7 @@ pub mod error;
 pub mod feed;
 pub mod follow;
 pub mod fork;
+pub mod human;
 pub mod log;
 pub mod net;
 // The binding's doc comments are Python docstrings (`help()` shows them, and

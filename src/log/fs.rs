@@ -33,9 +33,9 @@ pub trait LogFs: Send + Sync {
     /// # Errors
     /// The directory cannot be synced.
     fn sync_dir(&self) -> io::Result<()>;
-    /// The bytes an unprivileged writer may still allocate on the directory's disk, if
-    /// known.
-    fn free_bytes(&self) -> Option<u64>;
+    /// The bytes an unprivileged writer may still allocate on the directory's disk, and
+    /// the disk's size, if known.
+    fn space(&self) -> Option<(u64, u64)>;
 }
 
 /// One segment file: positional reads and writes, and `fdatasync`.
@@ -138,7 +138,7 @@ impl LogFs for DirFs {
     }
 
     #[allow(unsafe_code)]
-    fn free_bytes(&self) -> Option<u64> {
+    fn space(&self) -> Option<(u64, u64)> {
         use std::os::unix::ffi::OsStrExt;
         let path = std::ffi::CString::new(self.dir.as_os_str().as_bytes()).ok()?;
         // SAFETY: all-zero bytes are a valid `statvfs` (plain integers), filled in below.
@@ -148,7 +148,8 @@ impl LogFs for DirFs {
         if unsafe { libc::statvfs(path.as_ptr(), &raw mut stat) } != 0 {
             return None;
         }
-        stat.f_bavail.checked_mul(stat.f_frsize)
+        let free = stat.f_bavail.checked_mul(stat.f_frsize)?;
+        Some((free, stat.f_blocks.checked_mul(stat.f_frsize)?))
     }
 }
 

@@ -254,9 +254,9 @@ impl LogFs for MemFs {
         Ok(())
     }
 
-    fn free_bytes(&self) -> Option<u64> {
+    fn space(&self) -> Option<(u64, u64)> {
         let space = self.state.lock().unwrap().space?;
-        Some(space.saturating_sub(self.used()))
+        Some((space.saturating_sub(self.used()), space))
     }
 }
 

@@ -209,6 +209,9 @@ pub struct Log {
     dropping: Mutex<()>,
     /// How far a sync of a follower's log is known to have gone (see [`synced`]).
     synced: Arc<SyncedMark>,
+    /// Bytes of records written since the disk's free space was last checked (see
+    /// [`Log::check_free`]).
+    unchecked: AtomicU64,
 }
 
 fn segment_name(first_lsn: u64) -> String {

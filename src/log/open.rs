@@ -164,6 +164,7 @@ impl Log {
             last: Mutex::new(None),
             dropping: Mutex::new(()),
             synced,
+            unchecked: AtomicU64::new(0),
         };
         // A segment file is empty when a crash came between creating it and preallocating
         // it (or when preallocation is not supported), and holds nothing. At the log's end

@@ -6,7 +6,8 @@
 //! was, the next write free to try again. A new segment that cannot have its usual size
 //! takes a smaller one (down to the first segment's size, or what the write needs), so a
 //! log near a full disk keeps going in small steps instead of giving up with the space for
-//! a doubled segment missing.
+//! a doubled segment missing. And the log leaves the tables room to take what it holds
+//! (see [`Log::check_free`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -14,36 +15,59 @@ use std::sync::{Arc, OnceLock};
 use super::{io_error, segment_name, Log, Segment};
 use crate::error::{LogError, Result};
 
-/// A record this large (or a record written in pieces, once it is) is checked against the
-/// disk's free space before it is written.
-const LARGE_RECORD_BYTES: u64 = 1 << 20;
+/// The log checks the disk's free space after this many bytes of records (and before any
+/// record this large, or a record written in pieces once it is).
+const CHECK_EVERY_BYTES: u64 = 1 << 20;
+/// The most of its disk the store keeps free for its tables: a quarter of the disk, up to
+/// this.
+const TABLES_FLOOR_BYTES: u64 = 64 << 20;
 
 impl Log {
     /// Refuses `len` bytes of records, part of a record of `record` bytes so far (the
-    /// piece included), if the disk could not hold the record twice: once here, once more
-    /// in the tables, which take its rows after it is durable. Past that point a full disk
-    /// would close the store (the tables' engine stops at its first failed write), so a
-    /// large write that could not fit is refused while nothing of it is written. Smaller
-    /// writes are not checked: the space the log has preallocated covers them.
+    /// piece included), where the disk would then be too full for the tables. The tables
+    /// take the rows after the log has made them durable, and their engine stops at its
+    /// first failed write: a disk that fills under them closes the store. So the log keeps
+    /// a floor of the disk free for them (a quarter of it, up to 64 MiB), checked every
+    /// MiB of records, and a large record needs its own size free on top of that a second
+    /// time. A write refused here has nothing of it written.
     ///
     /// # Errors
     /// [`LogError::NotWritten`] (`ENOSPC`) when the disk has less than that free.
     pub(super) fn check_free(&self, len: u64, record: u64) -> Result<()> {
-        if record < LARGE_RECORD_BYTES {
+        let large = record >= CHECK_EVERY_BYTES;
+        let since = self.unchecked.fetch_add(len, Ordering::AcqRel) + len;
+        if !large && since < CHECK_EVERY_BYTES {
             return Ok(());
         }
-        let Some(free) = self.fs.free_bytes() else {
+        let Some((free, size)) = self.fs.space() else {
             return Ok(());
         };
-        let needed = len.saturating_add(record);
-        if free >= needed {
+        let floor = (size / 4).min(TABLES_FLOOR_BYTES);
+        let twice = if large { len.saturating_add(record) } else { 0 };
+        if free >= floor.saturating_add(twice) {
+            self.unchecked.store(0, Ordering::Release);
             return Ok(());
         }
+        // The next write checks again, whatever its size.
+        self.unchecked.store(CHECK_EVERY_BYTES, Ordering::Release);
+        let human = crate::human::bytes;
+        let context = if large {
+            format!(
+                "the store keeps {} of its disk free for its tables, and twice a large write's \
+                 size ({}) more; {} are free",
+                human(floor),
+                human(twice),
+                human(free)
+            )
+        } else {
+            format!(
+                "the store keeps {} of its disk free for its tables; {} are free",
+                human(floor),
+                human(free)
+            )
+        };
         Err(LogError::NotWritten {
-            context: format!(
-                "keeping {needed} bytes free for {len} bytes of log and the tables' copy of its \
-                 rows ({free} are)"
-            ),
+            context,
             source: std::io::Error::from_raw_os_error(libc::ENOSPC),
         }
         .into())
@@ -83,7 +107,7 @@ impl Log {
                     let _ = file.set_len(0);
                     let _ = self.fs.remove(&name);
                     return Err(LogError::NotWritten {
-                        context: format!("reserving {size} bytes for {name}"),
+                        context: format!("reserving {} for {name}", crate::human::bytes(size)),
                         source,
                     }
                     .into());
@@ -128,7 +152,7 @@ impl Segment {
             // Part of it may have been reserved (and the file grown with zeros): give it back.
             let _ = self.file.set_len(before);
             return Err(LogError::NotWritten {
-                context: format!("reserving {len} bytes in {name}"),
+                context: format!("reserving {} in {name}", crate::human::bytes(len)),
                 source,
             }
             .into());

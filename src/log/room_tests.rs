@@ -170,7 +170,28 @@ fn a_large_write_the_disk_could_not_hold_twice_is_refused_before_it_is_written()
     let result = log.append(&record, 1);
     assert!(is_not_written(&result), "{result:?}");
     assert_eq!(log.next_lsn(), 1);
-    fs.limit_space(Some(fs.used() + record.len() as u64 * 2));
+    fs.limit_space(None);
     log.append(&record, 1).unwrap();
     assert_eq!(read_all(&log), vec![large]);
+}
+
+#[test]
+fn writes_stop_where_the_disk_keeps_a_quarter_free_for_the_tables_and_go_on_with_room() {
+    let fs = MemFs::default();
+    let (log, _) = open_with(&fs, growing(), 0).unwrap();
+    let disk = 16 << 20;
+    fs.limit_space(Some(disk));
+    let entries = written(120_000, 4);
+    let taken = append_until_refused(&log, &entries);
+    let free = disk - fs.used();
+    // Checked every MiB of records: the log stops within a MiB (and a segment) of the floor.
+    assert!(free >= disk / 4 - (1 << 20) - (16 << 10), "{free} free");
+    assert!(free < disk / 4, "{free} free: stopped before the floor");
+    let again = &entries[taken];
+    let result = log.append(&frame(std::slice::from_ref(again)), again.lsn);
+    assert!(is_not_written(&result), "checked again at once: {result:?}");
+    fs.limit_space(None);
+    log.append(&frame(std::slice::from_ref(again)), again.lsn)
+        .unwrap();
+    assert_eq!(read_all(&log), entries[..=taken]);
 }

@@ -58,23 +58,6 @@ impl PyStoreStats {
     }
 }
 
-/// Bytes in KiB, MiB or GiB, for people.
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    #[allow(clippy::cast_precision_loss)] // shown with one decimal
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 #[pymethods]
 impl PyStoreStats {
     fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
@@ -99,10 +82,10 @@ impl PyStoreStats {
             "StoreStats(path={}, rows={rows} in {tables} table{}, total={} (log {}, tables {}, other {}), {log})",
             quoted(&self.path),
             if tables == 1 { "" } else { "s" },
-            human(self.total_bytes),
-            human(self.log_bytes),
-            human(self.tables_bytes),
-            human(self.other_bytes),
+            crate::human::bytes(self.total_bytes),
+            crate::human::bytes(self.log_bytes),
+            crate::human::bytes(self.tables_bytes),
+            crate::human::bytes(self.other_bytes),
         ))
     }
 
