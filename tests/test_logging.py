@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,6 +56,43 @@ def test_garbage_on_a_primary_port_is_a_warning_that_names_the_peer(
     (record,) = records(caplog, logger, "refused")
     assert record.levelno == logging.WARNING
     assert f"peer={peer_address}" in record.getMessage()
+
+
+def skipped_of(record: logging.LogRecord) -> int:
+    """The count of lines a rated log line says it left out."""
+    found = re.search(r"skipped=(\d+)", record.getMessage())
+    assert found is not None, record.getMessage()
+    return int(found.group(1))
+
+
+def test_a_flood_of_garbage_connections_is_counted_each_and_logged_once_a_second(
+    caplog: pytest.LogCaptureFixture, primary: replikv.Primary
+) -> None:
+    """A port fuzzer's thousands of connections must not write thousands of log lines:
+    every refusal is counted in the primary's status, and logged at most once a second
+    with the number left out since."""
+    caplog.set_level(logging.WARNING, logger="replikv")
+    host, port = primary.address.rsplit(":", 1)
+    logger = "replikv.replication.primary"
+    before = primary.rejected
+
+    def refuse(count: int) -> None:
+        for _ in range(count):
+            with socket.create_connection((host, int(port)), timeout=10) as peer:
+                peer.sendall(b"GET / HTTP/1.1\r\n\r\n" * 8)
+
+    refuse(40)
+    eventually("every probe refused", lambda: primary.rejected >= before + 40)
+    flood = records(caplog, logger, "refused")
+    # Within a second or two of connections: one line, maybe two.
+    assert 1 <= len(flood) <= 3, [r.getMessage() for r in flood]
+    time.sleep(1.1)
+    refuse(1)
+    eventually("the next line", lambda: len(records(caplog, logger, "refused")) > len(flood))
+    lines = records(caplog, logger, "refused")
+    assert skipped_of(lines[-1]) >= 1
+    # Each line stands for itself and the ones it says it left out: every refusal.
+    assert sum(1 + skipped_of(line) for line in lines) == primary.rejected - before
 
 
 def test_warnings_show_on_stderr_with_pythons_defaults(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod client;
 pub mod heard;
+pub mod rated;
 pub mod server;
 pub mod stall;
 

@@ -4,12 +4,13 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::admission::{Admission, Ticket};
+use super::rated::Rated;
 use crate::error::NetError;
 
 /// A new connection, handed to the server's handler.
@@ -53,6 +54,7 @@ pub async fn accept_loop<F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let mut connections = tokio::task::JoinSet::new();
+    let failures_logged = Rated::default();
     loop {
         tokio::select! {
             _ = shutdown.changed() => {
@@ -65,7 +67,9 @@ pub async fn accept_loop<F, Fut>(
                     Ok(pair) => pair,
                     Err(err) => {
                         // Out of descriptors, typically: back off instead of spinning.
-                        tracing::warn!(error = %err, "accept failed");
+                        if let Some(skipped) = failures_logged.admit(Instant::now()) {
+                            tracing::warn!(error = %err, skipped, "accept failed");
+                        }
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }

@@ -32,6 +32,7 @@ use super::verify::VerifyReport;
 use crate::error::{Result, StoreError};
 use crate::net::admission::Admission;
 use crate::net::client::Backoff;
+use crate::net::rated::Rated;
 use crate::net::runtime;
 use crate::net::server::{accept_loop, bind};
 use crate::net::stall::StallWriter;
@@ -209,6 +210,8 @@ struct Shared {
     started: Instant,
     rejected: AtomicU64,
     last_rejection: Mutex<Option<String>>,
+    /// Refusals are logged at most once a second (each is counted in `rejected`).
+    rejections_logged: Rated,
     /// The newest visible LSN, which streaming tasks wait on (see [`Shared::entries_visible`]).
     visible: watch::Sender<u64>,
     /// The newest LSN written to the log, while replicas that hold back are connected
@@ -297,6 +300,7 @@ impl Primary {
             started: Instant::now(),
             rejected: AtomicU64::new(0),
             last_rejection: Mutex::new(None),
+            rejections_logged: Rated::default(),
             visible,
             written: AtomicU64::new(0),
             ahead: Mutex::default(),
@@ -681,7 +685,9 @@ impl Shared {
     }
 
     fn reject(&self, peer: &dyn std::fmt::Display, reason: &str) {
-        tracing::warn!(%peer, %reason, "refused a replication connection");
+        if let Some(skipped) = self.rejections_logged.admit(Instant::now()) {
+            tracing::warn!(%peer, %reason, skipped, "refused a replication connection");
+        }
         self.rejected.fetch_add(1, Ordering::Relaxed);
         *lock(&self.last_rejection) = Some(format!("{peer}: {reason}"));
     }

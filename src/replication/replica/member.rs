@@ -4,7 +4,7 @@
 //! then sends the candidate the entries it lacks, and follows it once it leads.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_bytes::ByteBuf;
 use tokio::net::tcp::OwnedReadHalf;
@@ -15,6 +15,7 @@ use super::{lock, Shared};
 use crate::error::ReplicationError;
 use crate::log::LogPosition;
 use crate::net::admission::Admission;
+use crate::net::rated::Rated;
 use crate::net::runtime;
 use crate::net::server::{accept_loop, Incoming};
 use crate::net::stall::StallWriter;
@@ -47,12 +48,17 @@ impl Server {
     pub(super) fn start(shared: Arc<Shared>, store: Store, listener: TcpListener) -> Self {
         let (shutdown, stop) = watch::channel(false);
         let admission = Admission::new(MAX_WAITING, MAX_CANDIDATES);
+        // Anyone can connect to this port: what ends badly is logged once a second at most.
+        let ended_logged = Arc::new(Rated::default());
         let task = runtime().spawn(accept_loop(listener, admission, stop, move |incoming| {
             let (shared, store) = (Arc::clone(&shared), store.clone());
+            let ended_logged = Arc::clone(&ended_logged);
             async move {
                 let peer = incoming.peer;
                 if let Err(err) = answer(&shared, &store, incoming).await {
-                    tracing::info!(%peer, error = %err, "a candidate's request ended");
+                    if let Some(skipped) = ended_logged.admit(Instant::now()) {
+                        tracing::info!(%peer, error = %err, skipped, "a candidate's request ended");
+                    }
                 }
             }
         }));
