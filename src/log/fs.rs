@@ -149,7 +149,9 @@ impl LogFs for DirFs {
             return None;
         }
         let free = stat.f_bavail.checked_mul(stat.f_frsize)?;
-        Some((free, stat.f_blocks.checked_mul(stat.f_frsize)?))
+        let size = stat.f_blocks.checked_mul(stat.f_frsize)?;
+        // Some file systems (FUSE, pseudo ones) report no size at all: nothing known.
+        (size > 0).then_some((free, size))
     }
 }
 

@@ -460,6 +460,7 @@ impl Log {
             .capacity
             .saturating_mul(2)
             .max(self.options.first_segment_bytes);
+        let bytes = self.within_floor(bytes, needed)?;
         let next = self.create_segment(tail.next_lsn, bytes, needed)?;
         self.segments
             .write()

@@ -83,16 +83,16 @@ impl RecordWriter {
     /// record, which is still marked unfinished or torn).
     pub fn abandon(self) -> std::io::Result<()> {
         let capacity = self.segment.capacity.max(self.start);
-        write_zeros(
-            &*self.segment.file,
-            self.start,
-            self.written_to.min(capacity),
-        )?;
+        // Cut first: on a full copy-on-write file system, the zeros need the space it frees.
         if self.written_to > capacity {
             self.segment.file.set_len(capacity)?;
             self.segment.allocated.store(capacity, Ordering::Release);
         }
-        Ok(())
+        write_zeros(
+            &*self.segment.file,
+            self.start,
+            self.written_to.min(capacity),
+        )
     }
 }
 

@@ -22,6 +22,29 @@ const CHECK_EVERY_BYTES: u64 = 1 << 20;
 /// this.
 const TABLES_FLOOR_BYTES: u64 = 64 << 20;
 
+/// What the store keeps free for its tables on a disk of `size` bytes.
+fn tables_floor(size: u64) -> u64 {
+    (size / 4).min(TABLES_FLOOR_BYTES)
+}
+
+/// The refusal of a write that would leave less than `floor` free (`twice`: and a large
+/// write's size twice on top of it), with `free` free.
+fn below_floor(floor: u64, twice: Option<u64>, free: u64) -> crate::Error {
+    let human = crate::human::bytes;
+    let more = twice.map_or(String::new(), |twice| {
+        format!(", and twice a large write's size ({}) more", human(twice))
+    });
+    LogError::NotWritten {
+        context: format!(
+            "the store keeps {} of its disk free for its tables{more}; {} are free",
+            human(floor),
+            human(free)
+        ),
+        source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+    }
+    .into()
+}
+
 impl Log {
     /// Refuses `len` bytes of records, part of a record of `record` bytes so far (the
     /// piece included), where the disk would then be too full for the tables. The tables
@@ -42,7 +65,7 @@ impl Log {
         let Some((free, size)) = self.fs.space() else {
             return Ok(());
         };
-        let floor = (size / 4).min(TABLES_FLOOR_BYTES);
+        let floor = tables_floor(size);
         let twice = if large { len.saturating_add(record) } else { 0 };
         if free >= floor.saturating_add(twice) {
             self.unchecked.store(0, Ordering::Release);
@@ -50,27 +73,27 @@ impl Log {
         }
         // The next write checks again, whatever its size.
         self.unchecked.store(CHECK_EVERY_BYTES, Ordering::Release);
-        let human = crate::human::bytes;
-        let context = if large {
-            format!(
-                "the store keeps {} of its disk free for its tables, and twice a large write's \
-                 size ({}) more; {} are free",
-                human(floor),
-                human(twice),
-                human(free)
-            )
-        } else {
-            format!(
-                "the store keeps {} of its disk free for its tables; {} are free",
-                human(floor),
-                human(free)
-            )
+        let twice = large.then_some(twice);
+        Err(below_floor(floor, twice, free))
+    }
+
+    /// The size of the next segment: `bytes`, or less where the disk would then keep less
+    /// than the tables' floor free (see [`Log::check_free`]), but at least what the write
+    /// that starts it needs and the first segment's size.
+    ///
+    /// # Errors
+    /// [`LogError::NotWritten`] (`ENOSPC`) when not even that much fits above the floor.
+    pub(super) fn within_floor(&self, bytes: u64, needed: u64) -> Result<u64> {
+        let Some((free, size)) = self.fs.space() else {
+            return Ok(bytes);
         };
-        Err(LogError::NotWritten {
-            context,
-            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        let floor = tables_floor(size);
+        let room = free.saturating_sub(floor);
+        let least = needed.max(self.options.first_segment_bytes.min(bytes));
+        if room >= least {
+            return Ok(bytes.min(room).max(least));
         }
-        .into())
+        Err(below_floor(floor, None, free))
     }
 
     /// Creates a segment preallocated to `bytes` (within the largest size allowed), or, if
@@ -89,10 +112,17 @@ impl Log {
         let mut capacity = bytes.clamp(1, self.options.segment_bytes.max(1));
         let smallest = self.options.first_segment_bytes.clamp(1, capacity);
         let name = segment_name(first_lsn);
-        let file = self
-            .fs
-            .open(&name, true)
-            .map_err(io_error(format!("creating {name}")))?;
+        let file = self.fs.open(&name, true).map_err(|source| {
+            // A directory that needs a block (or an inode) the full disk does not have.
+            if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) {
+                LogError::NotWritten {
+                    context: format!("creating {name}"),
+                    source,
+                }
+            } else {
+                io_error(format!("creating {name}"))(source)
+            }
+        })?;
         let allocated = loop {
             let size = capacity.max(needed);
             match file.preallocate(size) {

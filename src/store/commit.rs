@@ -903,7 +903,9 @@ impl Pipeline {
                 // whole batch of a primary, a follower's held entries once applied.
                 state.make_visible();
             }
-            Err(err) if err.is_not_written() && !releasing => {
+            // Only a batch of the writers' own entries is given back (a follower's flush
+            // makes no room fatal: its entries keep their primary's LSNs).
+            Err(err) if err.is_not_written() && !releasing && !batch.entries.is_empty() => {
                 Self::give_back(&mut state, &batch, &err);
             }
             Err(err) => self.fail(&mut state, &err, "commit"),

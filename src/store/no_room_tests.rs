@@ -138,3 +138,42 @@ fn concurrent_writers_refused_for_want_of_room_never_share_an_lsn() {
     assert!(taken.iter().all(|(_, key)| has(&reopened, key)));
     assert!(refused.iter().all(|key| !has(&reopened, key)));
 }
+
+/// A follower cannot give its primary's LSNs back: no room in its log stops it (it closes
+/// itself, as on any failed write), whether it fsyncs or not, and it never claims the
+/// entries it could not write.
+#[test]
+fn a_follower_with_no_room_in_its_log_stops_and_never_claims_the_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = Store::open(dir.path().join("primary"), options()).unwrap();
+    for i in 0..2000 {
+        primary.commit(put(&format!("k{i}")), None).unwrap();
+    }
+    let mut position = crate::log::LogPosition::after(0);
+    let shipped = primary
+        .read_log_raw(&mut position, usize::MAX, usize::MAX)
+        .unwrap();
+    for fsync in [true, false] {
+        let fs = MemFs::default();
+        let log_fs = fs.clone();
+        let follower_options = StoreOptions {
+            follower: true,
+            fsync,
+            ..options()
+        };
+        let path = dir.path().join(format!("follower-{fsync}"));
+        let follower = Store::open_with(&path, follower_options, |_| Ok(Box::new(log_fs))).unwrap();
+        fs.limit_space(Some(fs.used() + (40 << 10)));
+        let mut appended = 0;
+        let failed = shipped.chunks(10).find_map(|chunk| {
+            let payloads: Vec<Vec<u8>> = chunk.iter().map(|e| e.payload.clone()).collect();
+            let result = follower.append_replicated(&payloads);
+            appended += usize::from(result.is_ok()) * chunk.len();
+            result.err()
+        });
+        let failed = failed.expect("the follower's log ran out of room");
+        assert!(follower.is_closed(), "fsync={fsync}: {failed}");
+        assert!(follower.last_lsn() <= appended as u64, "fsync={fsync}");
+        assert!(!failed.is_not_written(), "fsync={fsync}: {failed}");
+    }
+}

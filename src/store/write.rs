@@ -157,7 +157,11 @@ impl Store {
     /// fdatasync, which a later sync does ([`Flushed::Written`]): its entries are durable
     /// on its primary already, and its readers should not wait for its own disk.
     pub(super) fn flush(&self, batch: &Batch) -> Result<Flushed> {
-        let written_only = self.inner.options.fsync && self.is_follower();
+        let follower = self.is_follower();
+        let written_only = self.inner.options.fsync && follower;
+        // A follower cannot give its primary's LSNs back: no room in its log is fatal.
+        let append =
+            |appended: Result<()>| appended.map_err(|e| if follower { e.into_fatal() } else { e });
         self.with_open(|open| {
             let ops = batch.entries.iter().map(|e| e.ops.len()).sum();
             let bulk = Overlay::is_bulk(ops);
@@ -172,18 +176,15 @@ impl Store {
             if !batch.records.is_empty() {
                 let early = (!written_only).then(|| self.written_listener()).flatten();
                 if written_only {
-                    // A follower cannot give its primary's LSNs back: no room is fatal.
-                    open.log
-                        .append_unsynced(&batch.records, batch.last_lsn)
-                        .map_err(crate::Error::into_fatal)?;
+                    append(open.log.append_unsynced(&batch.records, batch.last_lsn))?;
                 } else if let Some(listener) = early {
                     // Written, then told (replicas that hold back are shipped it now), then
                     // synced: the two fdatasyncs overlap.
-                    open.log.append_unsynced(&batch.records, batch.last_lsn)?;
+                    append(open.log.append_unsynced(&batch.records, batch.last_lsn))?;
                     listener(batch.last_lsn);
                     open.log.sync()?;
                 } else {
-                    open.log.append(&batch.records, batch.last_lsn)?;
+                    append(open.log.append(&batch.records, batch.last_lsn))?;
                 }
             }
             // No entries: every entry of the batch is held back.
