@@ -37,6 +37,14 @@ impl FsState {
         }
     }
 
+    /// The bytes all files hold together.
+    fn used(&self) -> u64 {
+        self.files
+            .values()
+            .map(|f| f.data.lock().unwrap().len() as u64)
+            .sum()
+    }
+
     /// Counts one operation that makes `file` `len` bytes long if it is shorter; `Err`
     /// (`ENOSPC`, nothing changed) if the files would then hold more than `space`.
     fn tick_growing(&mut self, file: &MemFile, len: u64) -> io::Result<()> {
@@ -45,12 +53,7 @@ impl FsState {
             return Ok(());
         };
         let current = file.data.lock().unwrap().len() as u64;
-        let used: u64 = self
-            .files
-            .values()
-            .map(|f| f.data.lock().unwrap().len() as u64)
-            .sum();
-        if used + len.saturating_sub(current) > space {
+        if self.used() + len.saturating_sub(current) > space {
             return Err(io::Error::from_raw_os_error(libc::ENOSPC));
         }
         Ok(())
@@ -95,12 +98,7 @@ impl MemFs {
 
     /// The bytes all files hold together.
     pub(crate) fn used(&self) -> u64 {
-        let state = self.state.lock().unwrap();
-        state
-            .files
-            .values()
-            .map(|f| f.data.lock().unwrap().len() as u64)
-            .sum()
+        self.state.lock().unwrap().used()
     }
 
     /// Every mutating operation after the next `ops` fails and changes nothing.
@@ -255,8 +253,9 @@ impl LogFs for MemFs {
     }
 
     fn space(&self) -> Option<(u64, u64)> {
-        let space = self.state.lock().unwrap().space?;
-        Some((space.saturating_sub(self.used()), space))
+        let state = self.state.lock().unwrap();
+        let space = state.space?;
+        Some((space.saturating_sub(state.used()), space))
     }
 }
 

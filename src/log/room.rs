@@ -66,14 +66,13 @@ impl Log {
             return Ok(());
         };
         let floor = tables_floor(size);
-        let twice = if large { len.saturating_add(record) } else { 0 };
-        if free >= floor.saturating_add(twice) {
+        let twice = large.then(|| len.saturating_add(record));
+        if free >= floor.saturating_add(twice.unwrap_or(0)) {
             self.unchecked.store(0, Ordering::Release);
             return Ok(());
         }
         // The next write checks again, whatever its size.
         self.unchecked.store(CHECK_EVERY_BYTES, Ordering::Release);
-        let twice = large.then_some(twice);
         Err(below_floor(floor, twice, free))
     }
 

@@ -775,9 +775,9 @@ impl Pipeline {
     /// writer, the end of the wait for anyone else.
     fn given_back(state: &mut State, lsn: u64, own: bool) -> Option<Result<(), Refused>> {
         if own {
-            let mut done = false;
-            let failure = state.dropped.as_mut()?.hear(lsn, &mut done)?;
-            if done {
+            let dropped = state.dropped.as_mut()?;
+            let failure = dropped.hear(lsn)?;
+            if dropped.all_heard() {
                 state.dropped = None;
             }
             return Some(Err(Refused::NotWritten(failure)));

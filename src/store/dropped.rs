@@ -33,14 +33,17 @@ impl Dropped {
         &self.failure
     }
 
-    /// The refusal for the writer of `lsn` if its write was given back (it hears it once);
-    /// `done` is set once the last one heard.
-    pub(super) fn hear(&mut self, lsn: u64, done: &mut bool) -> Option<Failure> {
+    /// The refusal for the writer of `lsn` if its write was given back (it hears it once).
+    pub(super) fn hear(&mut self, lsn: u64) -> Option<Failure> {
         if lsn < self.from {
             return None;
         }
         self.unheard = self.unheard.saturating_sub(1);
-        *done = self.unheard == 0;
         Some(self.failure.clone())
+    }
+
+    /// Whether every writer of the writes given back heard.
+    pub(super) fn all_heard(&self) -> bool {
+        self.unheard == 0
     }
 }

@@ -513,21 +513,22 @@ impl Store {
     /// `err`, or if it left nothing written (no room in the log), the store's error for
     /// that, which says the store stays open.
     fn not_written(&self, err: crate::Error) -> crate::Error {
-        if !err.is_not_written() {
-            return err;
-        }
         let cause = err.to_string();
         match err {
             crate::Error::Log(crate::error::LogError::NotWritten { source, .. }) => {
-                StoreError::NotWritten {
-                    path: self.inner.path.clone(),
-                    cause,
-                    source,
-                }
-                .into()
+                self.not_written_error(cause, source)
             }
             other => other,
         }
+    }
+
+    fn not_written_error(&self, cause: String, source: std::io::Error) -> crate::Error {
+        StoreError::NotWritten {
+            path: self.inner.path.clone(),
+            cause,
+            source,
+        }
+        .into()
     }
 
     fn refused(&self, refused: Refused) -> crate::Error {
@@ -551,14 +552,12 @@ impl Store {
             Refused::OutOfOrder { expected, got } => {
                 StoreError::OutOfOrder { expected, got }.into()
             }
-            Refused::NotWritten(failure) => StoreError::NotWritten {
-                path: self.inner.path.clone(),
-                source: failure
+            Refused::NotWritten(failure) => {
+                let source = failure
                     .os_error()
-                    .unwrap_or_else(|| std::io::Error::other(failure.cause.clone())),
-                cause: failure.cause,
+                    .unwrap_or_else(|| std::io::Error::other(failure.cause.clone()));
+                self.not_written_error(failure.cause, source)
             }
-            .into(),
             Refused::Busy => StoreError::Busy.into(),
             Refused::Paused(reason) => ReplicationError::Paused { reason }.into(),
             Refused::WouldDeadlock => StoreError::WouldDeadlock(
