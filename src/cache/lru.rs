@@ -243,7 +243,7 @@ impl<V: Weigh> VersionedLru<V> {
         }
     }
 
-    /// Counts a fill refused before it reached [`Lru::fill`] (a version no source holds).
+    /// Counts a fill refused before it reached [`Self::fill`] (a version no source holds).
     pub fn refuse_fill(&mut self) {
         self.counters.stale_fills_refused += 1;
     }

@@ -5,7 +5,7 @@ use super::large::LARGE_RECORD;
 use super::memfs::MemFs;
 use super::tests::{append_all, open_with, options};
 use super::*;
-use crate::codec::Op;
+use crate::codec::{Entry, Op};
 
 /// An entry whose record is larger than [`LARGE_RECORD`]: puts of about 1 KiB in two
 /// tables, and a delete.

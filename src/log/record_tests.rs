@@ -4,7 +4,7 @@
 use super::memfs::MemFs;
 use super::tests::{append_all, frame, open_with, options};
 use super::*;
-use crate::codec::{EncodedOps, Op};
+use crate::codec::{EncodedOps, Entry, Op};
 
 /// 100 rows of about 100 bytes each, in one entry.
 fn big_entry(lsn: u64) -> Entry {

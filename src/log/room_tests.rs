@@ -4,7 +4,7 @@
 use super::memfs::MemFs;
 use super::tests::{frame, open_with, options, written};
 use super::*;
-use crate::codec::EncodedOps;
+use crate::codec::{EncodedOps, Entry};
 use crate::error::Error;
 
 /// Segments from 1 KiB doubling up to 16 KiB.

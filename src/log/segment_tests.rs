@@ -5,7 +5,7 @@
 use super::memfs::MemFs;
 use super::tests::{append_all, open_with, options};
 use super::*;
-use crate::codec::Op;
+use crate::codec::{Entry, Op};
 
 /// Segments of 5 MiB, and entries of about 1 MiB: the first segment is cut in steps.
 const SEGMENT_BYTES: u64 = 5 << 20;

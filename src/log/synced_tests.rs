@@ -4,6 +4,7 @@
 use super::memfs::MemFs;
 use super::tests::{frame, open_with, options, written};
 use super::*;
+use crate::codec::Entry;
 use crate::error::Error;
 
 fn follower() -> LogOptions {

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use super::tests::{frame, written};
 use super::*;
+use crate::codec::Entry;
 use crate::error::Error;
 
 /// Small segments that roll every few entries; no fsync (the reader syncs what it reads).

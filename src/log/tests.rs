@@ -1,6 +1,6 @@
 use super::memfs::{MemFs, Rng};
 use super::*;
-use crate::codec::{encode_ops, frame_record, Op};
+use crate::codec::{encode_ops, frame_record, Entry, Op};
 use crate::error::Error;
 
 /// Options keeping no records in memory: every read goes to the files, as right after an

@@ -10,8 +10,9 @@ use pyo3_arrow::PyRecordBatchReader;
 
 use super::args::size;
 use super::arrow::repeated;
+use super::committing::{committed_anyway, partly_committed, receipt_of};
+use super::progress::{Progress, PROGRESS_EVERY};
 use super::put_many::{OpSink, RowBuffers};
-use super::store::{committed_anyway, partly_committed, receipt_of, Progress, PROGRESS_EVERY};
 use super::types::PyReceipt;
 use super::value::{encode_py_value_with, EncodeOptions, Location};
 use crate::arrow::{field_part, unpack, CellWriter, KeyColumn, Naive, Refusal, RefusalKind};

@@ -7,8 +7,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
+use super::committing::{commit_ops, receipt_of};
 use super::errors::{owned, to_py};
-use super::store::{commit_ops, receipt_of};
 use super::types::PyReceipt;
 use super::value::{encode_py_key, encode_row_value};
 use crate::codec::Op;

@@ -6,8 +6,9 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
+use super::committing::{await_receipt, committed_anyway, wait_for_writer};
 use super::errors::{run_detached, to_py};
-use super::store::{await_receipt, committed_anyway, wait_for_writer, PROGRESS_EVERY};
+use super::progress::PROGRESS_EVERY;
 use super::types::PyReceipt;
 use super::value::{encode_py_value_with, with_py_key, EncodeOptions, Location};
 use crate::codec::{encode_key_into, EncodedOps, Op, OpRef};

@@ -6,8 +6,9 @@ use std::fmt::Write;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
+use super::committing::wait_for_writer;
 use super::errors::run_detached;
-use super::store::{wait_for_writer, Progress};
+use super::progress::Progress;
 use super::value::decode_py_key;
 use crate::store::{ScrubReport, Store};
 

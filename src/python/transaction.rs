@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
+use super::committing::{await_receipt, receipt_of, SIGNAL_CHECK};
 use super::errors::{owned, run, run_detached};
-use super::store::{await_receipt, receipt_of, value_or, SIGNAL_CHECK};
+use super::store::value_or;
 use super::types::PyReceipt;
 use super::value::{decode_py_value, encode_py_key, encode_row_value};
 use crate::store::{Durability, Store, Transaction};

@@ -4,17 +4,21 @@ mod admit;
 mod ahead;
 mod from_writer;
 mod members;
+mod options;
 mod outbox;
+mod shared;
 mod snapshot;
 mod stream;
 mod switchover;
 mod verify;
 
+pub use options::{PrimaryOptions, MIN_BATCH_BYTES, MIN_HEARTBEAT};
+use options::{MAX_AUTHENTICATED, MAX_HEARTBEAT, MAX_UNAUTHENTICATED};
 pub use switchover::Switchover;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,12 +26,11 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::watch;
 
 use super::commit_times::CommitTimes;
-use super::machine::{LinkId, Micros, Peer, PrimaryConfig, PrimaryMachine};
+use super::machine::{LinkId, Peer, PrimaryMachine};
 use super::monitor::announce_epoch;
-use super::protocol::{Message, PeerKind};
-use super::quorum::{SyncOptions, SyncWaiters};
+use super::quorum::SyncWaiters;
 use super::slots::{Slot, Slots};
-use super::status::{lag_seconds, now_ms, ReplicaLink, SyncRole, SyncState};
+use super::status::{now_ms, ReplicaLink, SyncState};
 use super::verify::VerifyReport;
 use crate::error::{Result, StoreError};
 use crate::net::admission::Admission;
@@ -36,100 +39,7 @@ use crate::net::rated::Rated;
 use crate::net::runtime;
 use crate::net::server::{accept_loop, bind};
 use crate::net::stall::StallWriter;
-use crate::store::{LogHolds, Registration, RetentionPolicy, Store, VisibleSubscription};
-
-/// The longest heartbeat interval (replicas drop a link silent for 5 s).
-const MAX_HEARTBEAT: Duration = Duration::from_secs(2);
-/// The shortest heartbeat interval a primary is given.
-pub const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
-/// The smallest `max_batch_bytes`: a batch must have room for at least a small entry.
-pub const MIN_BATCH_BYTES: usize = 4096;
-/// Replicas, consumers and monitors served at once, at most (more are refused as busy).
-const MAX_AUTHENTICATED: usize = 256;
-/// A link that keeps up ships entries no sync writer waits for at most this often, even
-/// with a zero `ship_interval`: a replica fsyncs each batch it gets, so a primary with one
-/// durable writer that shipped every commit on its own would double the fsyncs of a disk
-/// that the two share. Entries a sync writer waits for ship at once.
-const MIN_SHIP_INTERVAL: Duration = Duration::from_millis(1);
-/// Connections that have not proved the token yet, at most: a newer one displaces the
-/// oldest, so that strangers holding sockets open never lock out replicas and monitors.
-const MAX_UNAUTHENTICATED: usize = 32;
-
-/// How a primary serves its replicas.
-#[derive(Debug, Clone)]
-pub struct PrimaryOptions {
-    /// Address to listen on (`host:port`; port 0 picks a free one).
-    pub listen: String,
-    /// Shared token; without one only loopback peers may connect.
-    pub token: Option<String>,
-    /// Entries are shipped in batches at most this often (zero ships eagerly: within about
-    /// a millisecond, and at once when a sync writer waits for them).
-    pub ship_interval: Duration,
-    /// Bytes of entries per batch at most (one entry larger than this still goes alone).
-    pub max_batch_bytes: usize,
-    /// How often an idle connection carries a heartbeat.
-    pub heartbeat_interval: Duration,
-    /// Keep at most this many bytes of log, even if a slot still needs them (that replica
-    /// will then need a snapshot). `None`: the store's `retain_bytes`.
-    pub retain_bytes: Option<u64>,
-    /// Drop log segments whose entries are all older than this, even if a slot still needs
-    /// them. `None`: the store's `retain_seconds`.
-    pub retain_seconds: Option<Duration>,
-    /// How often slots are persisted and retention runs.
-    pub retention_interval: Duration,
-    /// Quorum, timeout and per-table modes of sync writes.
-    pub sync: SyncOptions,
-    /// Ship a sync writer's entry to replicas that hold back as soon as it is written, so
-    /// that this primary's fdatasync and theirs overlap (see [`ahead`]): a sync write then
-    /// costs about the longer path plus a round trip, not the sum of both. Such a replica
-    /// shows the entry once told it is durable here (told at once while a sync writer
-    /// waits), and a sync write counts a replica only once it shows it. Off by default:
-    /// each sync write then costs every replica a second frame and a second apply, which
-    /// on two cores shared with the replicas cost async writers beside a sync writer
-    /// about a fifth of their rate (`benches/bench_sync.py --ship-ahead`).
-    pub ship_ahead: bool,
-}
-
-impl PrimaryOptions {
-    /// A link that takes no bytes, or sends no ack, for this long is dropped, whatever it
-    /// is doing (streaming, receiving a snapshot, answering the handshake): four
-    /// heartbeats and a second. An ack may take a second longer per
-    /// [`APPLIED_PER_SECOND`](crate::replication::machine::primary::APPLIED_PER_SECOND)
-    /// bytes shipped and not acknowledged (a replica acks a batch once it is applied).
-    #[must_use]
-    pub fn stall_timeout(&self) -> Duration {
-        self.heartbeat_interval * 4 + Duration::from_secs(1)
-    }
-
-    /// The protocol's rules, as the state machine takes them.
-    fn machine_config(&self) -> PrimaryConfig {
-        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        PrimaryConfig {
-            quorum: self.sync.quorum,
-            ship_interval: micros(self.ship_interval.max(MIN_SHIP_INTERVAL)),
-            heartbeat_interval: micros(self.heartbeat_interval),
-            stall_timeout: micros(self.stall_timeout()),
-            catch_up_entries: 4096,
-        }
-    }
-}
-
-impl Default for PrimaryOptions {
-    fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:0".to_owned(),
-            token: None,
-            ship_interval: Duration::from_millis(50),
-            max_batch_bytes: 4 << 20,
-            heartbeat_interval: Duration::from_millis(500),
-            retain_bytes: None,
-            retain_seconds: None,
-            retention_interval: Duration::from_secs(1),
-            sync: SyncOptions::default(),
-            ship_ahead: false,
-        }
-    }
-}
+use crate::store::{Registration, Store, VisibleSubscription};
 
 /// The protocol's state and, per peer, what only the transport needs: one lock for both.
 struct Links {
@@ -557,263 +467,6 @@ async fn retention_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
                 }
             }
         }
-    }
-}
-
-impl Shared {
-    /// Hears from the store that entries up to `lsn` are visible (once per group-commit
-    /// batch, on the thread that led it): dates them (see [`CommitTimes`]) and wakes the
-    /// streaming tasks parked waiting for entries. A task that is shipping, or pacing itself
-    /// to `ship_interval`, is not woken: it finds the entries when it next looks, so one
-    /// wake-up carries every batch made visible meanwhile.
-    ///
-    /// When this thread is a sync writer about to wait for one of them, they leave from it
-    /// where they can (see [`from_writer`]), and the tasks of the links served so are not
-    /// woken.
-    fn entries_visible(&self, lsn: u64) {
-        self.commit_times.record(lsn, now_ms());
-        let wish = self.sync.visible(lsn);
-        // Only a sync writer that made its own entry visible ships from its thread: an
-        // async writer leading the batch leaves it to the tasks (see [`from_writer`]).
-        let shipped = self.sync.waits_here(lsn)
-            && wish.is_some_and(|wanted| self.ship_from_writer(lsn, wanted));
-        // Before the links hear of the entries: one woken by either sees the wishes.
-        if let Some(wanted) = wish {
-            self.sync.announce(wanted, !shipped);
-        }
-        self.visible.send_if_modified(|seen| {
-            let newer = lsn > *seen;
-            *seen = (*seen).max(lsn);
-            newer && !shipped
-        });
-    }
-
-    /// Offers the socket `id` streams on to writers' threads until the guard is dropped.
-    fn share_socket(&self, id: &LinkId, outbox: &Arc<outbox::Outbox>) -> SharedSocket<'_> {
-        let mut links = lock(&self.links);
-        if let Some(wire) = links.wires.get_mut(&id.name) {
-            wire.outbox = Some((id.clone(), Arc::clone(outbox)));
-        }
-        SharedSocket {
-            shared: self,
-            id: id.clone(),
-        }
-    }
-
-    /// The status report a monitor gets.
-    fn report(&self) -> Message {
-        let status = self.status();
-        Message::Status {
-            last_lsn: status.last_lsn,
-            epoch: status.epoch,
-            rejected: status.rejected,
-            replicas: status.replicas,
-            sync_state: status.sync_state,
-        }
-    }
-
-    /// Persists the slots, then drops whole log segments no slot needs, within the caps:
-    /// the store's policy, or this primary's own caps where it has them. A pinned slot (a
-    /// replica being seeded) keeps its log whatever the caps say.
-    fn retain(&self) -> Result<usize> {
-        self.slots.persist()?;
-        let store_policy = self.store.retention_policy();
-        let policy = RetentionPolicy {
-            bytes: self.options.retain_bytes.or(store_policy.bytes),
-            age: self.options.retain_seconds.or(store_policy.age),
-        };
-        let holds = LogHolds {
-            min_acked: self.slots.min_acked(),
-            min_pinned: self.slots.min_pinned(),
-        };
-        let dropped = self.store.retain_log(policy, holds)?;
-        if dropped > 0 {
-            tracing::info!(dropped, "dropped log segments no replica needs");
-        }
-        Ok(dropped)
-    }
-
-    /// The machine's clock: microseconds since the primary started.
-    fn now_us(&self) -> Micros {
-        u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
-    }
-
-    /// Every link's state and lag: in memory only, so cheap enough for any caller.
-    fn status(&self) -> PrimaryStatus {
-        let last_lsn = self.store.last_lsn();
-        let now = now_ms();
-        let links = lock(&self.links);
-        let replicas = links
-            .machine
-            .peers()
-            .map(|peer| {
-                let wire = links.wires.get(&peer.id.name);
-                let oldest_missing = oldest_missing_ms(peer, last_lsn, &self.commit_times);
-                ReplicaLink {
-                    name: peer.kind.peer_name(&peer.id.name).to_owned(),
-                    kind: peer.kind.name().to_owned(),
-                    address: wire.map(|w| w.address.clone()).unwrap_or_default(),
-                    state: peer.state,
-                    sent_lsn: peer.sent_lsn,
-                    acked_lsn: peer.acked_lsn,
-                    lag_lsn: last_lsn.saturating_sub(peer.acked_lsn),
-                    lag_bytes: peer.in_flight_bytes,
-                    lag_seconds: lag_seconds(oldest_missing, now),
-                    last_seen_ms: wire.map_or(0, |w| w.last_seen_ms),
-                    sync_state: if peer.counts() {
-                        SyncRole::Quorum
-                    } else {
-                        SyncRole::Async
-                    },
-                }
-            })
-            .collect();
-        let sync_state = SyncState::of(
-            links.machine.connected_counting_replicas(),
-            links.machine.counting_replicas(),
-            self.options.sync.quorum,
-        );
-        drop(links);
-        PrimaryStatus {
-            last_lsn,
-            epoch: self.store.epoch(),
-            rejected: self.rejected.load(Ordering::Relaxed),
-            last_rejection: lock(&self.last_rejection).clone(),
-            replicas,
-            sync_state,
-        }
-    }
-
-    fn reject(&self, peer: &dyn std::fmt::Display, reason: &str) {
-        if let Some(skipped) = self.rejections_logged.admit(Instant::now()) {
-            tracing::warn!(%peer, %reason, skipped, "refused a replication connection");
-        }
-        self.rejected.fetch_add(1, Ordering::Relaxed);
-        *lock(&self.last_rejection) = Some(format!("{peer}: {reason}"));
-    }
-
-    fn token(&self) -> &[u8] {
-        self.options.token.as_deref().unwrap_or("").as_bytes()
-    }
-
-    /// Holds `name` for a hello from the store `store_id` while it is admitted. Refused if
-    /// another store is connected under that name (see [`PrimaryMachine::held_by_another`]:
-    /// the error says where from) or is being admitted under it (`None`).
-    fn claim(&self, name: &str, store_id: u64) -> Result<Claim<'_>, Option<String>> {
-        let mut links = lock(&self.links);
-        if links.machine.held_by_another(name, store_id) {
-            return Err(links.wires.get(name).map(|wire| wire.address.clone()));
-        }
-        if store_id != 0 {
-            match links.admitting.get(name) {
-                Some(&other) if other != store_id => return Err(None),
-                _ => {
-                    links.admitting.insert(name.to_owned(), store_id);
-                }
-            }
-        }
-        Ok(Claim {
-            links: &self.links,
-            name: name.to_owned(),
-            store_id,
-        })
-    }
-
-    /// Registers a connection for `name` that holds everything up to `from_lsn`, stopping
-    /// an older one for the same name.
-    fn connect(
-        &self,
-        kind: PeerKind,
-        durable: bool,
-        name: &str,
-        store_id: u64,
-        peer: &SocketAddr,
-        (from_lsn, shown_lsn): (u64, u64),
-    ) -> (LinkId, watch::Receiver<bool>) {
-        let (stop, stop_rx) = watch::channel(false);
-        let now = self.now_us();
-        let mut links = lock(&self.links);
-        let (id, _replaced) = links
-            .machine
-            .connect(name, store_id, kind, durable, from_lsn, now);
-        links.machine.showing(&id, shown_lsn);
-        self.sync.publish(links.machine.quorum_view());
-        let wire = Wire {
-            address: peer.to_string(),
-            stop,
-            last_seen_ms: now_ms(),
-            outbox: None,
-        };
-        if let Some(old) = links.wires.insert(name.to_owned(), wire) {
-            old.stop.send_replace(true);
-        }
-        (id, stop_rx)
-    }
-
-    /// A cumulative ack from `id`: moves the machine, wakes whoever waits on acks, and
-    /// moves a replica's slot.
-    fn acknowledge(&self, id: &LinkId, flushed_lsn: u64, applied_lsn: u64) {
-        let now = self.now_us();
-        let mut links = lock(&self.links);
-        let outcome = links.machine.ack(id, flushed_lsn, applied_lsn, now);
-        if let Some(wire) = links.wires.get_mut(&id.name) {
-            wire.last_seen_ms = now_ms();
-        }
-        // Only a replica moves its slot (the ack its snapshot's pin waits for unpins it),
-        // before the waiters learn of the ack: whoever `wait_for` released finds the slot
-        // moved. The slots' lock is a leaf: it is never held while `links` is taken.
-        if let Some(lsn) = outcome.slot_lsn {
-            self.slots.advance(&id.name, lsn);
-        }
-        if outcome.quorum_lsn.is_some() || outcome.slot_lsn.is_some() {
-            self.sync.publish(links.machine.quorum_view());
-        }
-    }
-
-    /// Learned that `epoch` began elsewhere (a replica was promoted): sync writers still
-    /// waiting fail with [`ReplicationError::Fenced`], the store durably records the epoch
-    /// and refuses writes, and every link stops, so that no replica takes an entry from
-    /// this deposed primary again. Nothing happens for an epoch not newer than the store's.
-    async fn fence(self: &Arc<Self>, epoch: u64) {
-        if epoch <= self.store.epoch() {
-            return;
-        }
-        self.sync.fence(epoch);
-        let store = self.store.clone();
-        let raised = tokio::task::spawn_blocking(move || store.raise_epoch(epoch)).await;
-        if !matches!(raised, Ok(Ok(_))) {
-            tracing::error!(epoch, result = ?raised, "could not record the newer epoch durably; writes stay refused until restart");
-        }
-        tracing::warn!(
-            epoch,
-            "deposed: epoch {epoch} began elsewhere; this primary takes no more writes"
-        );
-        for wire in lock(&self.links).wires.values() {
-            wire.stop.send_replace(true);
-        }
-    }
-
-    /// The commit time of the oldest entry `id` lacks, if it lacks any.
-    fn oldest_missing_ms(&self, id: &LinkId, last_lsn: u64) -> Option<u64> {
-        let links = lock(&self.links);
-        let peer = links.machine.peer(id)?;
-        oldest_missing_ms(peer, last_lsn, &self.commit_times)
-    }
-
-    /// `name` says it serves at `address`: the switchover waiting for it (if it hands over
-    /// to `name`) is done.
-    fn handed_over(&self, name: &str, address: String) {
-        let mut waiting = lock(&self.handing_over);
-        if waiting.as_ref().is_some_and(|(to, _)| to == name) {
-            if let Some((_, done)) = waiting.take() {
-                let _ = done.send(address);
-            }
-        }
-    }
-
-    /// Runs `f` on the protocol state.
-    fn machine<T>(&self, f: impl FnOnce(&mut PrimaryMachine) -> T) -> T {
-        f(&mut lock(&self.links).machine)
     }
 }
 

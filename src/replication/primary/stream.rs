@@ -1,4 +1,5 @@
-//! Streaming to one peer: the [`PrimaryMachine`] decides (ship, heartbeat, drop, wait);
+//! Streaming to one peer: the primary's state machine
+//! ([`crate::replication::machine::PrimaryMachine`]) decides (ship, heartbeat, drop, wait);
 //! this glue reads the log, frames entries and reads the peer's acks.
 
 use std::net::SocketAddr;

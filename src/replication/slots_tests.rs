@@ -1,0 +1,237 @@
+use super::*;
+
+#[test]
+fn slots_survive_a_reload_and_only_move_forward_on_acks() {
+    let dir = tempfile::tempdir().unwrap();
+    let slots = Slots::load(dir.path()).unwrap();
+    assert_eq!(slots.min_acked(), None);
+    slots.ensure("eu-1", 5, true);
+    let pin = slots.pin("us-1", 9, false);
+    slots.advance("eu-1", 7);
+    slots.advance("eu-1", 6);
+    slots.advance("unknown", 100);
+    assert_eq!(slots.min_acked(), Some(7));
+    assert_eq!(slots.min_pinned(), Some(9), "pinned until its first ack");
+    slots.persist().unwrap();
+    let reloaded = Slots::load(dir.path()).unwrap();
+    assert_eq!(reloaded.min_pinned(), None, "no pin survives a restart");
+    let unpinned = |list: Vec<Slot>| -> Vec<Slot> {
+        list.into_iter()
+            .map(|slot| Slot {
+                pinned: false,
+                ..slot
+            })
+            .collect()
+    };
+    assert_eq!(reloaded.list(), unpinned(slots.list()));
+    assert!(reloaded.drop_slot("eu-1").unwrap());
+    assert!(!reloaded.drop_slot("eu-1").unwrap());
+    let last = Slots::load(dir.path()).unwrap();
+    assert_eq!(last.min_acked(), Some(9));
+    slots.advance("us-1", 9);
+    assert_eq!(slots.min_pinned(), None, "an ack unpins");
+    drop(pin);
+}
+
+#[test]
+fn a_pin_is_released_when_its_holder_ends_and_never_releases_a_newer_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let slots = Slots::load(dir.path()).unwrap();
+    let first = slots.pin("eu-1", 5, true);
+    first.move_to(8);
+    assert_eq!(slots.min_pinned(), Some(8));
+    drop(first);
+    assert_eq!(slots.min_pinned(), None, "dropping the pin unpins");
+    let old = slots.pin("eu-1", 10, true);
+    let new = slots.pin("eu-1", 12, true);
+    old.move_to(3);
+    drop(old);
+    assert_eq!(
+        slots.min_pinned(),
+        Some(12),
+        "an older connection's pin cannot unpin or move a newer one"
+    );
+    drop(new);
+    assert_eq!(slots.min_pinned(), None);
+}
+
+#[test]
+fn a_pin_held_until_an_lsn_keeps_the_log_the_replica_streams_after_its_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let slots = Slots::load(dir.path()).unwrap();
+    let pin = slots.pin("eu-1", 0, true);
+    pin.move_to(100); // the snapshot's LSN
+    slots.advance("eu-1", 7);
+    assert_eq!(
+        slots.min_pinned(),
+        Some(100),
+        "an ack of what it held before, while it installs the snapshot, releases nothing"
+    );
+    pin.hold_until(140); // committed while its rows went out
+    slots.advance("eu-1", 100);
+    assert_eq!(
+        slots.min_pinned(),
+        Some(100),
+        "the first ack leaves it pinned"
+    );
+    slots.advance("eu-1", 139);
+    assert_eq!(slots.min_pinned(), Some(139), "pinned where it has acked");
+    slots.advance("eu-1", 140);
+    assert_eq!(slots.min_pinned(), None, "released once it acks that LSN");
+    let again = slots.pin("eu-1", 140, true);
+    slots.advance("eu-1", 141);
+    assert_eq!(slots.min_pinned(), None, "a new pin starts without a hold");
+    drop((pin, again));
+}
+
+#[test]
+fn a_damaged_slot_file_is_corruption_not_an_empty_list() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(FILE), b"\xc1\xc1 not msgpack").unwrap();
+    let err = Slots::load(dir.path()).err().expect("refused");
+    assert!(
+        matches!(err, crate::Error::Store(StoreError::Corrupt { .. })),
+        "{err}"
+    );
+}
+
+fn two_slots(dir: &Path) {
+    let slots = Slots::load(dir).unwrap();
+    slots.ensure("eu-1", 1234, true);
+    slots.ensure("us-west", 99, false);
+    slots.persist().unwrap();
+}
+
+#[test]
+fn every_single_byte_flip_of_the_slots_file_is_refused_as_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    two_slots(dir.path());
+    let good = std::fs::read(dir.path().join(FILE)).unwrap();
+    for at in 0..good.len() {
+        for flip in [0x01u8, 0x80, 0xff] {
+            let mut bad = good.clone();
+            bad[at] ^= flip;
+            std::fs::write(dir.path().join(FILE), &bad).unwrap();
+            match Slots::load(dir.path()) {
+                Err(crate::Error::Store(StoreError::Corrupt { reason })) => {
+                    assert!(reason.contains("replication slots file"), "{reason}");
+                }
+                Err(other) => panic!("flip {flip:#x} at {at}: not corruption: {other}"),
+                Ok(slots) => panic!("flip {flip:#x} at {at} accepted: {:?}", slots.list()),
+            }
+        }
+    }
+    for len in 0..good.len() {
+        std::fs::write(dir.path().join(FILE), &good[..len]).unwrap();
+        assert!(
+            Slots::load(dir.path()).is_err(),
+            "truncated to {len} accepted"
+        );
+    }
+}
+
+#[test]
+fn concurrent_persists_each_land_whole_and_the_last_state_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let slots = Slots::load(dir.path()).unwrap();
+    std::thread::scope(|scope| {
+        for thread in 0..8u64 {
+            let slots = &slots;
+            scope.spawn(move || {
+                for step in 0..25 {
+                    slots.ensure(&format!("r{thread}"), step, true);
+                    slots.persist().unwrap();
+                }
+            });
+        }
+    });
+    slots.persist().unwrap();
+    let reloaded = Slots::load(dir.path()).unwrap();
+    assert_eq!(reloaded.list(), slots.list());
+    assert_eq!(reloaded.list().len(), 8);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn the_fsync_flag_is_absent_from_older_files_and_ignored_by_older_builds() {
+    /// A record as builds before the flag wrote and read it.
+    #[derive(Serialize, Deserialize)]
+    struct Older {
+        name: String,
+        acked_lsn: u64,
+        created_ms: u64,
+        #[serde(default, skip_serializing)]
+        pinned: bool,
+    }
+    let older = vec![Older {
+        name: "eu-1".into(),
+        acked_lsn: 7,
+        created_ms: 1,
+        pinned: false,
+    }];
+    let read: Vec<Record> = rmp_serde::from_slice(&rmp_serde::to_vec(&older).unwrap()).unwrap();
+    assert!(
+        !read[0].fsync,
+        "an older file says nothing: not counted until it reconnects"
+    );
+    let newer = vec![Record {
+        name: "eu-1".into(),
+        acked_lsn: 7,
+        created_ms: 1,
+        fsync: true,
+    }];
+    let by_older: Vec<Older> = rmp_serde::from_slice(&rmp_serde::to_vec(&newer).unwrap()).unwrap();
+    assert_eq!(
+        by_older[0].acked_lsn, 7,
+        "an older build still reads the file"
+    );
+    assert!(
+        by_older[0].pinned,
+        "where it reads the flag as a pin, which it ignores"
+    );
+}
+
+#[test]
+fn a_slots_file_of_the_first_format_loads_and_is_rewritten_with_a_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    let first_format = vec![
+        LegacyRecord {
+            name: "eu-1".into(),
+            acked_lsn: 70,
+            created_ms: 1_700_000_000_000,
+            pinned: true,
+        },
+        LegacyRecord {
+            name: "us-1".into(),
+            acked_lsn: 42,
+            created_ms: 1_700_000_000_001,
+            pinned: false,
+        },
+    ];
+    std::fs::write(
+        dir.path().join(FILE),
+        rmp_serde::to_vec(&first_format).unwrap(),
+    )
+    .unwrap();
+    let slots = Slots::load(dir.path()).unwrap();
+    let listed: Vec<(String, u64)> = slots
+        .list()
+        .into_iter()
+        .map(|s| (s.name, s.acked_lsn))
+        .collect();
+    assert_eq!(listed, [("eu-1".to_owned(), 70), ("us-1".to_owned(), 42)]);
+    assert_eq!(slots.min_pinned(), None, "an old pin is not restored");
+    assert!(
+        slots.list().iter().all(|s| !s.fsync),
+        "an old pin is not read as fsync"
+    );
+    let rewritten = std::fs::read(dir.path().join(FILE)).unwrap();
+    assert!(rewritten.starts_with(MAGIC), "rewritten in the new format");
+    assert_eq!(Slots::load(dir.path()).unwrap().list(), slots.list());
+}
