@@ -385,6 +385,10 @@ pub enum ReplicationError {
         /// The counting replicas that had acknowledged it.
         acked_by: Vec<String>,
     },
+    /// A replica's log had no room for entries its primary sent: none of them was written,
+    /// its store stays open, and the link is tried again later from the log's end.
+    #[error("no room on this replica's disk for what its primary sent (retrying): {0}")]
+    NoRoom(String),
     /// A sync write refused before it committed: it could not be acknowledged.
     #[error("sync write refused: {0}")]
     SyncUnavailable(String),
@@ -525,18 +529,6 @@ impl Error {
             self,
             Error::Log(LogError::NotWritten { .. }) | Error::Store(StoreError::NotWritten { .. })
         )
-    }
-
-    /// The same error, as one that leaves the log's state unknown: for a writer that
-    /// cannot give a refused write back (a follower's entries keep their primary's LSNs).
-    #[must_use]
-    pub fn into_fatal(self) -> Self {
-        match self {
-            Error::Log(LogError::NotWritten { context, source }) => {
-                Error::Log(LogError::Io { context, source })
-            }
-            other => other,
-        }
     }
 
     /// The operating system's error behind it, if any.

@@ -1,8 +1,9 @@
 """Run by test_disk_full.py on a small tmpfs of its own: a load the disk has no room for,
-then the same load once there is room; or (``steady``) single puts until the disk is full.
-Prints what it saw as JSON.
+then the same load once there is room; or (``steady``) single puts until the disk is full;
+or (``replica``) a replica on the small disk that follows a primary beside it. Prints what
+it saw as JSON.
 
-Usage: ``python disk_full_child.py MOUNTPOINT [steady]``
+Usage: ``python disk_full_child.py MOUNTPOINT [steady|replica]``
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import replikv
@@ -86,5 +88,40 @@ def main(mount: Path) -> None:
     print(json.dumps(seen))
 
 
+def replica(mount: Path) -> None:
+    """A replica on the small disk follows a primary whose store is not on it, until the
+    replica's log has no room for what the primary sends; then the disk is given room."""
+    seen: dict[str, object] = {}
+    store = replikv.Store(mount.parent / "primary")
+    primary = replikv.Primary(store, listen="127.0.0.1:0")
+    follower = replikv.Replica(mount / "replica", primary=primary.address, max_backoff=0.2)
+    ballast = mount / "ballast"
+    with ballast.open("wb") as out:
+        out.write(b"\1" * (free(mount) - (40 << 20)))
+    deadline = time.monotonic() + 120
+    batch = 0
+    while "no room" not in (follower.status().last_error or ""):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the replica's disk never filled: {follower.status()!r}")
+        rows = {f"b{batch:04d}-{i:05d}": {"body": "x" * 300} for i in range(5000)}
+        store.put_many("events", rows)
+        batch += 1
+        follower.wait_for(store.last_lsn, timeout=0.5)
+    status = follower.status()
+    seen["state"] = status.state
+    seen["last_error"] = status.last_error
+    seen["closed"] = follower.store.closed
+    seen["behind"] = follower.applied_lsn < store.last_lsn
+    seen["reads"] = follower.store.get("events", "b0000-00000") == {"body": "x" * 300}
+    ballast.unlink()
+    seen["caught_up"] = follower.wait_for(store.last_lsn, timeout=60)
+    seen["same"] = follower.store.checksum() == store.checksum()
+    follower.close()
+    primary.close()
+    store.close()
+    print(json.dumps(seen))
+
+
 if __name__ == "__main__":
-    (steady if sys.argv[2:] == ["steady"] else main)(Path(sys.argv[1]))
+    modes = {"steady": steady, "replica": replica}
+    modes.get(sys.argv[2] if len(sys.argv) > 2 else "", main)(Path(sys.argv[1]))

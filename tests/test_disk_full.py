@@ -4,7 +4,8 @@
 A load the log has no room for is refused with ``ENOSPC`` before anything is written; the
 store stays open, reads and smaller writes go on, and once space is freed the same load
 goes in with the next LSN. Single puts on a filling disk stop where a
-quarter of it (up to 64 MiB) is left for the tables, with the same refusal. The Rust tests
+quarter of it (up to 64 MiB) is left for the tables, with the same refusal. A replica on such
+a disk stays open and catches up by itself once space is freed. The Rust tests
 (``log::room_tests``, ``store::no_room_tests``) cover the same rules over an in-memory log,
 including segments that shrink to fit and many writers refused at once.
 """
@@ -100,3 +101,22 @@ def test_a_disk_filled_by_single_puts_refuses_them_with_room_left_for_the_tables
     assert seen["reopened_rows"] == acknowledged
     assert seen["all_there"] is True
     assert seen["refused_there"] is False
+
+
+def test_a_replica_whose_disk_is_full_stays_open_and_catches_up_once_there_is_room(
+    tmp_path: Path,
+) -> None:
+    """The replica's log refuses what its primary sends, with nothing written: the replica
+    keeps its store open for readers, says why it is behind, asks its primary again after
+    a wait, and once space is freed it takes the entries it lacked, ending equal to its
+    primary."""
+    seen = run_on_small_disk(tmp_path, "replica")
+    assert seen["state"] == "disconnected", seen
+    last_error = seen["last_error"]
+    assert isinstance(last_error, str) and "no room on this replica's disk" in last_error
+    assert "retrying" in last_error
+    assert seen["closed"] is False
+    assert seen["behind"] is True
+    assert seen["reads"] is True
+    assert seen["caught_up"] is True
+    assert seen["same"] is True

@@ -6,6 +6,10 @@
 //! LSNs stay dense. Each of those writers hears the refusal once, from its own wait, and no
 //! LSN is handed out again before all of them did (a writer that woke late must not take
 //! the next write's entry for its own).
+//!
+//! A follower's entries keep their primary's LSNs: given back, they are simply not in its
+//! log yet. Its one writer, the follow loop, hears the refusal from the wait of its call,
+//! and its next link resumes from the log's end, where the primary sends them again.
 
 use super::commit::Failure;
 

@@ -129,7 +129,7 @@ impl Store {
                 // The epoch's start is durable before its first entry is appended: the
                 // history never misses an epoch the log holds.
                 if let Some(lsn) = last {
-                    self.wait(lsn, Until::Synced)?;
+                    self.wait_own(lsn, Until::Synced)?;
                 }
                 self.begin_epoch_at(entry.epoch, lsn)?;
             }
@@ -149,9 +149,10 @@ impl Store {
             }
         }
         // What was enqueued is written (and applied, unless held back) even when a later
-        // entry was refused.
+        // entry was refused; or the log had no room for it, and none of it was (the
+        // follow loop appends it again once it resumes from the log's end).
         if let Some(lsn) = last {
-            self.wait(lsn, Until::Written)?;
+            self.wait_own(lsn, Until::Written)?;
         }
         match refused {
             Some(err) => Err(err),

@@ -60,6 +60,22 @@ impl Held {
         }
         apply
     }
+
+    /// Undoes [`Held::take_applicable`] for a flush whose records the log refused:
+    /// `applying`, what that flush would have applied, is held again if it was written
+    /// before `from`; every entry from `from` on leaves (it is not in the log) and is
+    /// returned, in LSN order.
+    pub fn put_back(&mut self, applying: Vec<Pending>, from: u64) -> Vec<Pending> {
+        let (written, mut refused): (Vec<Pending>, Vec<Pending>) =
+            applying.into_iter().partition(|e| e.lsn < from);
+        let kept = self.entries.iter().take_while(|e| e.lsn < from).count();
+        refused.extend(self.entries.drain(kept..));
+        for entry in written.into_iter().rev() {
+            self.entries.push_front(entry);
+        }
+        refused.sort_by_key(|e| e.lsn);
+        refused
+    }
 }
 
 #[cfg(test)]
@@ -71,6 +87,7 @@ mod tests {
             lsn,
             ops: Vec::new(),
             quick: None,
+            replicated: true,
         })
         .collect()
     }
@@ -96,5 +113,27 @@ mod tests {
         held.release_lsn = 9;
         assert_eq!(lsns(&held.take_applicable(Vec::new())), vec![6, 7]);
         assert!(held.entries.is_empty());
+    }
+
+    proptest::proptest! {
+        /// A flush the log refused puts everything back as it was before its entries
+        /// were taken, and returns exactly the refused entries.
+        #[test]
+        fn put_back_undoes_take_applicable(
+            held_count in 0u64..6,
+            pending_count in 1u64..6,
+            release in proptest::option::of(0u64..14),
+        ) {
+            let mut held = Held::new(0);
+            held.release_lsn = 0;
+            held.take_applicable(pending(1..=held_count));
+            held.release_lsn = release.unwrap_or(u64::MAX);
+            let before = lsns(held.entries.make_contiguous());
+            let from = held_count + 1;
+            let applying = held.take_applicable(pending(from..=held_count + pending_count));
+            let refused = held.put_back(applying, from);
+            proptest::prop_assert_eq!(lsns(&refused), (from..from + pending_count).collect::<Vec<_>>());
+            proptest::prop_assert_eq!(lsns(held.entries.make_contiguous()), before);
+        }
     }
 }

@@ -249,6 +249,7 @@ impl Store {
                 lsn: e.lsn,
                 ops: e.ops,
                 quick: None,
+                replicated: true,
             });
             pipeline.hold(held.collect());
         }

@@ -139,11 +139,12 @@ fn concurrent_writers_refused_for_want_of_room_never_share_an_lsn() {
     assert!(refused.iter().all(|key| !has(&reopened, key)));
 }
 
-/// A follower cannot give its primary's LSNs back: no room in its log stops it (it closes
-/// itself, as on any failed write), whether it fsyncs or not, and it never claims the
-/// entries it could not write.
+/// A follower whose log has no room for its primary's entries is refused with nothing
+/// written and stays open (readable, its LSNs where they were), whether it fsyncs or not,
+/// and whether it holds entries back; once there is room, the same entries go in with
+/// their primary's LSNs, and a promotion takes local writes after them.
 #[test]
-fn a_follower_with_no_room_in_its_log_stops_and_never_claims_the_entries() {
+fn a_follower_with_no_room_in_its_log_is_refused_and_takes_the_same_entries_later() {
     let dir = tempfile::tempdir().unwrap();
     let primary = Store::open(dir.path().join("primary"), options()).unwrap();
     for i in 0..2000 {
@@ -153,7 +154,9 @@ fn a_follower_with_no_room_in_its_log_stops_and_never_claims_the_entries() {
     let shipped = primary
         .read_log_raw(&mut position, usize::MAX, usize::MAX)
         .unwrap();
-    for fsync in [true, false] {
+    let payloads: Vec<Vec<u8>> = shipped.iter().map(|e| e.payload.clone()).collect();
+    for (fsync, holding) in [(true, false), (false, false), (true, true)] {
+        let case = format!("fsync={fsync} holding={holding}");
         let fs = MemFs::default();
         let log_fs = fs.clone();
         let follower_options = StoreOptions {
@@ -161,19 +164,79 @@ fn a_follower_with_no_room_in_its_log_stops_and_never_claims_the_entries() {
             fsync,
             ..options()
         };
-        let path = dir.path().join(format!("follower-{fsync}"));
+        let path = dir.path().join(format!("follower-{fsync}-{holding}"));
         let follower = Store::open_with(&path, follower_options, |_| Ok(Box::new(log_fs))).unwrap();
+        if holding {
+            follower.hold_back().unwrap();
+        }
         fs.limit_space(Some(fs.used() + (40 << 10)));
         let mut appended = 0;
-        let failed = shipped.chunks(10).find_map(|chunk| {
-            let payloads: Vec<Vec<u8>> = chunk.iter().map(|e| e.payload.clone()).collect();
-            let result = follower.append_replicated(&payloads);
-            appended += usize::from(result.is_ok()) * chunk.len();
-            result.err()
-        });
-        let failed = failed.expect("the follower's log ran out of room");
-        assert!(follower.is_closed(), "fsync={fsync}: {failed}");
-        assert!(follower.last_lsn() <= appended as u64, "fsync={fsync}");
-        assert!(!failed.is_not_written(), "fsync={fsync}: {failed}");
+        let refused = loop {
+            let chunk = &payloads[appended..(appended + 10).min(payloads.len())];
+            assert!(
+                !chunk.is_empty(),
+                "{case}: the follower's log never ran out of room"
+            );
+            match follower.append_replicated(chunk) {
+                Ok(_) => appended += chunk.len(),
+                Err(err) => break err,
+            }
+            if holding {
+                // Confirmed a chunk behind: some held entries wait when the room runs out.
+                follower
+                    .release_replicated(appended.saturating_sub(10) as u64)
+                    .unwrap();
+            }
+        };
+        assert_no_room(&refused);
+        assert!(!follower.is_closed(), "{case}: {refused}");
+        assert_eq!(
+            follower.sync_replicated().unwrap(),
+            appended as u64,
+            "{case}"
+        );
+        // Refused again while there is no room; a write anywhere in the chunk is not
+        // claimed, and what was appended is still read.
+        assert_no_room(
+            &follower
+                .append_replicated(&payloads[appended..appended + 10])
+                .unwrap_err(),
+        );
+        assert!(has(&follower, "k0"), "{case}");
+        fs.limit_space(None);
+        assert_eq!(
+            follower.append_replicated(&payloads[appended..]).unwrap(),
+            if holding {
+                appended.saturating_sub(10) as u64
+            } else {
+                2000
+            },
+            "{case}"
+        );
+        assert_eq!(
+            follower.release_replicated(u64::MAX).unwrap(),
+            2000,
+            "{case}"
+        );
+        assert_eq!(follower.sync_replicated().unwrap(), 2000, "{case}");
+        assert_eq!(
+            follower.checksum().unwrap(),
+            primary.checksum().unwrap(),
+            "{case}"
+        );
+        follower.stop_following().unwrap();
+        let receipt = follower.commit(put("after"), None).unwrap();
+        assert_eq!(
+            receipt.lsn, 2001,
+            "{case}: the promoted store goes on from its primary's"
+        );
+        follower.close().unwrap();
+        let reopened =
+            Store::open_with(&path, options(), |_| Ok(Box::new(fs.restart_image()))).unwrap();
+        assert_eq!(reopened.last_lsn(), 2001, "{case}");
+        assert!(
+            (0..2000).all(|i| has(&reopened, &format!("k{i}"))),
+            "{case}"
+        );
     }
 }

@@ -125,12 +125,18 @@ impl Store {
             )
             .map_err(|r| self.refused(r))?
             .lsn;
+        self.wait_own(lsn, Until::Visible)?;
+        Ok(durability::committed(lsn, durability, replication))
+    }
+
+    /// Waits until the caller's own `lsn` is `until`, like [`Store::wait`]; refuses it if
+    /// the log had no room for it (see [`super::dropped`]).
+    pub(super) fn wait_own(&self, lsn: u64, until: Until) -> Result<()> {
         let lead = (|batch: &Batch| self.flush(batch), || self.sync_log());
         self.inner
             .pipeline
-            .wait_own(lsn, &lead)
-            .map_err(|r| self.refused(r))?;
-        Ok(durability::committed(lsn, durability, replication))
+            .wait_own(lsn, until, &lead)
+            .map_err(|r| self.refused(r))
     }
 
     pub(super) fn wait_visible(&self, lsn: u64) -> Result<()> {
@@ -157,11 +163,7 @@ impl Store {
     /// fdatasync, which a later sync does ([`Flushed::Written`]): its entries are durable
     /// on its primary already, and its readers should not wait for its own disk.
     pub(super) fn flush(&self, batch: &Batch) -> Result<Flushed> {
-        let follower = self.is_follower();
-        let written_only = self.inner.options.fsync && follower;
-        // A follower cannot give its primary's LSNs back: no room in its log is fatal.
-        let append =
-            |appended: Result<()>| appended.map_err(|e| if follower { e.into_fatal() } else { e });
+        let written_only = self.inner.options.fsync && self.is_follower();
         self.with_open(|open| {
             let ops = batch.entries.iter().map(|e| e.ops.len()).sum();
             let bulk = Overlay::is_bulk(ops);
@@ -176,15 +178,15 @@ impl Store {
             if !batch.records.is_empty() {
                 let early = (!written_only).then(|| self.written_listener()).flatten();
                 if written_only {
-                    append(open.log.append_unsynced(&batch.records, batch.last_lsn))?;
+                    open.log.append_unsynced(&batch.records, batch.last_lsn)?;
                 } else if let Some(listener) = early {
                     // Written, then told (replicas that hold back are shipped it now), then
                     // synced: the two fdatasyncs overlap.
-                    append(open.log.append_unsynced(&batch.records, batch.last_lsn))?;
+                    open.log.append_unsynced(&batch.records, batch.last_lsn)?;
                     listener(batch.last_lsn);
                     open.log.sync()?;
                 } else {
-                    append(open.log.append(&batch.records, batch.last_lsn))?;
+                    open.log.append(&batch.records, batch.last_lsn)?;
                 }
             }
             // No entries: every entry of the batch is held back.

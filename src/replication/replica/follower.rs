@@ -254,10 +254,14 @@ async fn follow(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             }
             Err(err) => Some(err),
         };
+        // A disk with no room is asked again after a wait that grows, not at once.
+        let no_room = matches!(failure, Some(ReplicationError::NoRoom(_)));
         if let Some(err) = failure {
             let stopped = is_final(&err);
             if stopped {
                 tracing::error!(primary = %shared.primary(), error = %err, "replication stopped");
+            } else if no_room {
+                tracing::warn!(primary = %shared.primary(), error = %err, "replication paused");
             } else {
                 tracing::info!(primary = %shared.primary(), error = %err, "replication link lost; retrying");
             }
@@ -278,7 +282,7 @@ async fn follow(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                 }
             }
         }
-        if connected {
+        if connected && !no_room {
             backoff.reset();
         }
         tokio::select! {

@@ -422,8 +422,13 @@ async fn flush(
                 ),
             });
         }
-        let applying =
-            |e| ReplicationError::Protocol(format!("cannot apply replicated entries: {e}"));
+        let applying = |e: crate::Error| {
+            if e.is_not_written() {
+                ReplicationError::NoRoom(e.to_string())
+            } else {
+                ReplicationError::Protocol(format!("cannot apply replicated entries: {e}"))
+            }
+        };
         let (flushed, mut applied) = if payloads.is_empty() {
             (machine.flushed_lsn(), machine.applied_lsn())
         } else {

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Condvar, MutexGuard};
 use std::time::Instant;
 
-use super::{Batch, Closed, Dropped, Failure, Flushed, Lead, Pipeline, State};
+use super::{Batch, Closed, Dropped, Failure, Flushed, Lead, Pending, Pipeline, State};
 
 impl Pipeline {
     /// Syncs every batch flushed so far, then makes them visible and tells the listeners.
@@ -90,6 +90,7 @@ impl Pipeline {
         state.reserved = None;
         let pending = std::mem::take(&mut state.pending);
         // Nothing pending: the batch only applies entries held back and now released.
+        let first_written = pending.first().map(|e| e.lsn);
         let written = pending.last().map(|e| e.lsn);
         let releasing = !state.held.entries.is_empty();
         let entries = state.held.take_applicable(pending);
@@ -98,7 +99,7 @@ impl Pipeline {
         // The writers of this batch were waiting as "next batch": they are in flight now.
         state.in_flight_last = last;
         state.in_flight_slot = 1 - state.in_flight_slot;
-        let batch = Batch {
+        let mut batch = Batch {
             records: std::mem::take(&mut state.records),
             last_lsn: written.unwrap_or(0),
             entries,
@@ -126,10 +127,12 @@ impl Pipeline {
                 // whole batch of a primary, a follower's held entries once applied.
                 state.make_visible();
             }
-            // Only a batch of the writers' own entries is given back (a follower's flush
-            // makes no room fatal: its entries keep their primary's LSNs).
-            Err(err) if err.is_not_written() && !releasing && !batch.entries.is_empty() => {
-                Self::give_back(&mut state, &batch, &err);
+            // The log refused the batch's records before writing any: nothing of it was
+            // applied either.
+            Err(err) if err.is_not_written() && first_written.is_some() => {
+                let from = first_written.unwrap_or(state.next_lsn);
+                let entries = std::mem::take(&mut batch.entries);
+                Self::give_back(&mut state, entries, from, &err);
             }
             Err(err) => self.fail(&mut state, &err, "commit"),
         }
@@ -156,15 +159,20 @@ impl Pipeline {
         state
     }
 
-    /// Gives back the LSNs of `batch`, which the log refused before writing any of it, and
-    /// of every write queued behind it (see [`crate::store::dropped`]).
-    fn give_back(state: &mut State, batch: &Batch, err: &crate::Error) {
-        let from = batch
-            .entries
-            .first()
-            .map_or(state.next_lsn, |entry| entry.lsn);
-        let writers = batch.entries.len() + state.pending.len();
-        tracing::warn!(error = %err, lsn = from, writes = writers, "writes refused, nothing written");
+    /// Gives back the LSNs from `from` on, which the log refused before writing any of
+    /// them, and of every write queued behind them (see [`crate::store::dropped`]):
+    /// `entries` are those the refused batch would have applied, entries held back before
+    /// it among them.
+    fn give_back(state: &mut State, entries: Vec<Pending>, from: u64, err: &crate::Error) {
+        let refused = state.held.put_back(entries, from);
+        let all = || refused.iter().chain(&state.pending);
+        // A follower's one follow loop waits for the last entry of each call it makes.
+        let writers = if all().any(|e| e.replicated) {
+            1
+        } else {
+            all().count()
+        };
+        tracing::warn!(error = %err, lsn = from, writes = all().count(), "writes refused, nothing written");
         state.given_back_to = state.given_back_to.max(state.next_lsn - 1);
         state.next_lsn = from;
         state.pending.clear();

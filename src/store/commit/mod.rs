@@ -34,6 +34,9 @@ pub(crate) struct Pending {
     /// The writer's thread, if its call returns once the entry is visible (an async
     /// write: see [`super::gather`]).
     pub quick: Option<ThreadId>,
+    /// Committed by a primary: a follower's follow loop appended it, and waits only for
+    /// the last entry of each call (see [`super::dropped`]).
+    pub replicated: bool,
 }
 
 /// What [`Pipeline::enqueue`] gave an entry.

@@ -59,6 +59,7 @@ impl Pipeline {
             lsn,
             ops,
             quick: quick.then_some(thread),
+            replicated: false,
         });
         // Any write of the writer a leader waits for ends the wait, async or not.
         if state.returning.arrive(thread, Instant::now()) {
@@ -94,6 +95,11 @@ impl Pipeline {
         ops: Vec<Op>,
     ) -> Result<(), Refused> {
         let mut state = self.wait_writer_free(self.lock(), None)?;
+        // Entries given back for want of room are appended again only once the follow
+        // loop heard of it (it then resumes from the log's end).
+        if let Some(dropped) = &state.dropped {
+            return Err(Refused::NotWritten(dropped.failure().clone()));
+        }
         if lsn != state.next_lsn {
             return Err(Refused::OutOfOrder {
                 expected: state.next_lsn,
@@ -108,6 +114,7 @@ impl Pipeline {
             lsn,
             ops,
             quick: None,
+            replicated: true,
         });
         Ok(())
     }

@@ -10,16 +10,17 @@ impl Pipeline {
     }
 
     /// Waits until `lsn` is `until`, leading batches (and syncs, for `Visible`) while no
-    /// one else does. An LSN given back (see [`crate::store::dropped`]) and not handed out again
-    /// is reached: the entry does not exist.
+    /// one else does. An LSN given back (see [`crate::store::dropped`]) and not handed out
+    /// again is reached: the entry does not exist.
     pub(crate) fn wait(&self, lsn: u64, until: Until, lead: &dyn Lead) -> Result<(), Refused> {
         self.wait_for(lsn, until, lead, false)
     }
 
-    /// Waits until the caller's own entry `lsn` (from [`Pipeline::enqueue`]) is visible,
-    /// like [`Pipeline::wait`]; if the log had no room for it, refuses it.
-    pub(crate) fn wait_own(&self, lsn: u64, lead: &dyn Lead) -> Result<(), Refused> {
-        self.wait_for(lsn, Until::Visible, lead, true)
+    /// Waits until the caller's own entry `lsn` (from [`Pipeline::enqueue`], or the last
+    /// of a call's [`Pipeline::enqueue_replicated`]) is `until`, like [`Pipeline::wait`];
+    /// if the log had no room for it, refuses it.
+    pub(crate) fn wait_own(&self, lsn: u64, until: Until, lead: &dyn Lead) -> Result<(), Refused> {
+        self.wait_for(lsn, until, lead, true)
     }
 
     fn wait_for(&self, lsn: u64, until: Until, lead: &dyn Lead, own: bool) -> Result<(), Refused> {
