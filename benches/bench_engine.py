@@ -46,15 +46,13 @@ import rocksdict
 from bench_store import (
     Report,
     bench_parser,
-    filesystem_of,
     fmt_runs,
-    machine_load,
     make_key,
     scratch,
     section,
     show,
-    timed,
 )
+from replikv._measure import filesystem_of, machine_load, timed
 
 SCENARIOS = ("get", "put_many")
 TABLE = "profiles"

@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import duckdb
 import pandas as pd
 import replikv
-from bench_store import Report, bench_parser, fmt_runs, scratch, section, show, timed
+from bench_store import Report, bench_parser, fmt_runs, scratch, section, show
+from replikv._measure import timed
 
 SCENARIOS = ("out", "in", "query")
 OUT_VS_LOOP_TARGET = 10.0  # times faster than pd.DataFrame(list(table.values()))

@@ -49,8 +49,6 @@ from bench_store import (
     TABLE,
     Report,
     bench_parser,
-    filesystem_of,
-    machine_load,
     make_key,
     make_rows,
     make_value,
@@ -60,6 +58,7 @@ from bench_store import (
     section,
     show,
 )
+from replikv._measure import filesystem_of, machine_load
 
 SCENARIOS = ("steady", "reopen")
 MAX_PUT_MS = 50.0  # the slowest single put

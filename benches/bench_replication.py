@@ -71,9 +71,7 @@ from bench_store import (
     Row,
     Verdict,
     bench_parser,
-    filesystem_of,
     fmt_runs,
-    machine_load,
     make_key,
     make_rows,
     make_value,
@@ -81,6 +79,7 @@ from bench_store import (
     section,
     show,
 )
+from replikv._measure import filesystem_of, machine_load, percentile
 
 SCENARIOS = ("throughput", "lag", "catchup", "snapshot")
 ISSUE = "issues 3 and 7"
@@ -144,12 +143,6 @@ QUICK = Config(
 
 # --------------------------------------------------------------------------------------
 # Helpers
-
-
-def percentile(sorted_values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile of an already sorted, non-empty sequence."""
-    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
 def timed_bulk_load(path: Path, total: int, batch: int, *, fsync: bool) -> float:

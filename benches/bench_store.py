@@ -43,12 +43,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import replikv
+from replikv._measure import filesystem_of, machine_load, timed
 
 SCENARIOS = ("put", "threads", "get", "put_many", "reopen")
 TABLE = "t"
@@ -275,46 +276,6 @@ def open_sqlite(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connec
 
 SQL_PUT = f"INSERT OR REPLACE INTO {TABLE} (k, v) VALUES (?, ?)"
 SQL_GET = f"SELECT v FROM {TABLE} WHERE k = ?"
-
-
-def timed(fn: Callable[[], object]) -> float:
-    """Seconds taken by ``fn()``, after a garbage collection so that neither side pays for
-    the other's garbage."""
-    gc.collect()
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def filesystem_of(path: Path) -> str:
-    """The device, mount point and type holding ``path`` (from /proc/mounts on Linux)."""
-    try:
-        real = os.path.realpath(path)
-        best = ("?", "?", "?")
-        with open("/proc/mounts") as mounts:
-            for line in mounts:
-                parts = line.split()
-                if len(parts) < 3:
-                    continue
-                device, mount, kind = parts[0], parts[1], parts[2]
-                if (real == mount or real.startswith(mount.rstrip("/") + "/")) and len(
-                    mount
-                ) >= len(best[1] if best[1] != "?" else ""):
-                    best = (device, mount, kind)
-        return f"{best[0]} on {best[1]} ({best[2]})"
-    except OSError:
-        return "unknown"
-
-
-def machine_load() -> str:
-    """Load average and I/O pressure: other work on the machine moves fsync-bound figures."""
-    parts = []
-    with suppress(OSError):
-        parts.append("loadavg " + " ".join(Path("/proc/loadavg").read_text().split()[:3]))
-    with suppress(OSError, IndexError):
-        some = Path("/proc/pressure/io").read_text().splitlines()[0].split()
-        parts.append("io pressure " + " ".join(some[1:3]))
-    return ", ".join(parts) or "unknown"
 
 
 # --------------------------------------------------------------------------------------

@@ -48,13 +48,13 @@ from bench_store import (
     TABLE,
     Report,
     bench_parser,
-    filesystem_of,
     fmt_runs,
     make_key,
     scratch,
     section,
     show,
 )
+from replikv._measure import filesystem_of
 
 SCENARIOS = ("latency", "writers", "async")
 SYNC_TABLE = "consent"

@@ -1,9 +1,9 @@
 """The ``replikv`` command: one module per family of subcommands.
 
-``demo`` tours the API; ``primary``, ``replica``, ``promote`` and friends run and operate a
-replicated deployment; ``ls``, ``get``, ``scan``, ``changes``, ``export`` and ``import`` look
-into a store and move data in and out; ``scrub`` and ``detach`` check and free a store's
-directory.
+``demo`` tours the API; ``bench`` measures it on this machine's disk next to sqlite3;
+``primary``, ``replica``, ``promote`` and friends run and operate a replicated deployment;
+``ls``, ``get``, ``scan``, ``changes``, ``export`` and ``import`` look into a store and move
+data in and out; ``scrub`` and ``detach`` check and free a store's directory.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from .._cache_cli import add_command as add_cache_command
 from .._operator import add_operator_commands
 from .._serve import add_commands
 from .._verify import add_command as add_verify_command
-from . import data, demo, maintenance, transfer
+from . import bench, data, demo, maintenance, transfer
 
 #: The servers' operators want to see peers come and go; the demo narrates its own
 #: failover, fork included (the rest show what may be wrong).
@@ -52,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"replikv {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     demo.add_command(commands)
+    bench.add_command(commands)
     add_commands(commands)
     add_operator_commands(commands)
     add_verify_command(commands)
@@ -71,7 +72,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 class _DefaultsFormatter(argparse.HelpFormatter):
-    """Ends each option's help with its default, unless the help already names it."""
+    """Ends each option's help with its default, unless the help already names it, and
+    keeps a description's paragraphs (split by a blank line) apart."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        fill = super()._fill_text
+        return "\n\n".join(fill(paragraph, width, indent) for paragraph in text.split("\n\n"))
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from .. import __version__, _demo_cache, _demo_failover
 from .._args import positive
 from .._core import Change, Checksum, Primary, Replica, Store
+from .._measure import percentile
 from .._store import Key
 from ..exceptions import ReplikvError
 from .demo_data import DEMO_NOW, TEMPLATES, UTC, MarketingData, ascii_name
@@ -640,27 +641,21 @@ def _compact(value: Any) -> str:
     return repr(value)
 
 
-def _percentile(samples: Sequence[float], percent: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(samples)
-    rank = max(1, -(-len(ordered) * percent // 100))  # ceil without floats drifting
-    return ordered[int(rank) - 1]
-
-
 def _micros(value: float) -> str:
     return f"{value / 1000:.2f} ms" if value >= 1000 else f"{value:.1f} us"
 
 
 def _latency_columns(samples: Sequence[float]) -> tuple[str, str, str]:
     return (
-        _micros(_percentile(samples, 50)),
-        _micros(_percentile(samples, 99)),
+        _micros(percentile(sorted(samples), 50)),
+        _micros(percentile(sorted(samples), 99)),
         _micros(max(samples)),
     )
 
 
 def _median_and_p99(samples: Sequence[float]) -> str:
-    return f"median {_micros(_percentile(samples, 50))}, p99 {_micros(_percentile(samples, 99))}"
+    ordered = sorted(samples)
+    return f"median {_micros(percentile(ordered, 50))}, p99 {_micros(percentile(ordered, 99))}"
 
 
 def _rate(rows_per_second: float) -> str:
