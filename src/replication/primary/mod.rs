@@ -12,6 +12,9 @@ mod stream;
 mod switchover;
 mod verify;
 
+/// The logger its submodules log under too (`replikv.replication.primary` in Python).
+const LOG_TARGET: &str = module_path!();
+
 pub use options::{PrimaryOptions, MIN_BATCH_BYTES, MIN_HEARTBEAT};
 use options::{MAX_AUTHENTICATED, MAX_HEARTBEAT, MAX_UNAUTHENTICATED};
 pub use switchover::Switchover;

@@ -87,7 +87,7 @@ impl Shared {
         };
         let dropped = self.store.retain_log(policy, holds)?;
         if dropped > 0 {
-            tracing::info!(dropped, "dropped log segments no replica needs");
+            tracing::info!(target: super::LOG_TARGET, dropped, "dropped log segments no replica needs");
         }
         Ok(dropped)
     }
@@ -145,7 +145,7 @@ impl Shared {
 
     pub(super) fn reject(&self, peer: &dyn std::fmt::Display, reason: &str) {
         if let Some(skipped) = self.rejections_logged.admit(Instant::now()) {
-            tracing::warn!(%peer, %reason, skipped, "refused a replication connection");
+            tracing::warn!(target: super::LOG_TARGET, %peer, %reason, skipped, "refused a replication connection");
         }
         self.rejected.fetch_add(1, Ordering::Relaxed);
         *lock(&self.last_rejection) = Some(format!("{peer}: {reason}"));
@@ -241,9 +241,10 @@ impl Shared {
         let store = self.store.clone();
         let raised = tokio::task::spawn_blocking(move || store.raise_epoch(epoch)).await;
         if !matches!(raised, Ok(Ok(_))) {
-            tracing::error!(epoch, result = ?raised, "could not record the newer epoch durably; writes stay refused until restart");
+            tracing::error!(target: super::LOG_TARGET, epoch, result = ?raised, "could not record the newer epoch durably; writes stay refused until restart");
         }
         tracing::warn!(
+            target: super::LOG_TARGET,
             epoch,
             "deposed: epoch {epoch} began elsewhere; this primary takes no more writes"
         );

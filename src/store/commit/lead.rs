@@ -172,7 +172,7 @@ impl Pipeline {
         } else {
             all().count()
         };
-        tracing::warn!(error = %err, lsn = from, writes = all().count(), "writes refused, nothing written");
+        tracing::warn!(target: super::LOG_TARGET, error = %err, lsn = from, writes = all().count(), "writes refused, nothing written");
         state.given_back_to = state.given_back_to.max(state.next_lsn - 1);
         state.next_lsn = from;
         state.pending.clear();
@@ -183,7 +183,7 @@ impl Pipeline {
     /// Closes the pipeline after `what` failed: a failed fdatasync is never retried, the
     /// file's state is unknown.
     fn fail(&self, state: &mut State, err: &crate::Error, what: &str) {
-        tracing::error!(error = %err, "{what} failed; the store closes itself");
+        tracing::error!(target: super::LOG_TARGET, error = %err, "{what} failed; the store closes itself");
         state.closed = Some(Closed::Failed(Failure::of(err)));
         self.failed.store(true, Ordering::Release);
     }

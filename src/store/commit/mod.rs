@@ -27,6 +27,9 @@ use super::held::Held;
 use crate::codec::Op;
 pub(crate) use failure::{Closed, Failure, Refused};
 
+/// The logger its submodules log under too (`replikv.store.commit` in Python).
+const LOG_TARGET: &str = module_path!();
+
 /// An entry whose LSN is taken but that is not yet durable and applied.
 pub(crate) struct Pending {
     pub lsn: u64,

@@ -141,6 +141,7 @@ impl Tables {
             .insert("format_version", FORMAT_VERSION)?;
         self.commit(txn)?;
         tracing::info!(
+            target: super::LOG_TARGET,
             tables = names.len(),
             rows,
             "migrated the tables from format 1 to {FORMAT_VERSION}: every value now carries its CRC"

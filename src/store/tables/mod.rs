@@ -8,6 +8,9 @@ mod meta;
 mod read;
 mod scrub;
 
+/// The logger its submodules log under too (`replikv.store.tables` in Python).
+const LOG_TARGET: &str = module_path!();
+
 use read::ReadView;
 pub(crate) use read::{PendingRow, Row, Snapshot};
 pub use scrub::{ScrubDamage, ScrubReport};
