@@ -240,3 +240,49 @@ fn a_follower_with_no_room_in_its_log_is_refused_and_takes_the_same_entries_late
         );
     }
 }
+
+/// A replica catching up is handed its backlog in batches of up to 32 MiB, each appended
+/// in one call. The log takes a write of 1 MiB or more as one large write, which needs its
+/// size twice above the tables' floor, and each new link sends the same batch again: a
+/// follower whose log has room for the entries (as its primary's small writes find it)
+/// must still take them.
+#[test]
+fn a_follower_takes_a_backlog_its_log_has_room_for_even_if_not_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = Store::open(dir.path().join("primary"), options()).unwrap();
+    let value = vec![0x5a; 2000];
+    for i in 0..3000 {
+        let ops = vec![Op {
+            table: "t".to_owned(),
+            key: encode_key(KeyRef::Str(&format!("k{i}"))),
+            value: Some(value.clone()),
+        }];
+        primary.commit(ops, None).unwrap();
+    }
+    let mut position = crate::log::LogPosition::after(0);
+    let shipped = primary
+        .read_log_raw(&mut position, usize::MAX, usize::MAX)
+        .unwrap();
+    let payloads: Vec<Vec<u8>> = shipped.iter().map(|e| e.payload.clone()).collect();
+    let backlog = payloads.iter().map(Vec::len).sum::<usize>() as u64;
+    let fs = MemFs::default();
+    let log_fs = fs.clone();
+    let follower_options = StoreOptions {
+        follower: true,
+        ..options()
+    };
+    let path = dir.path().join("follower");
+    let follower = Store::open_with(&path, follower_options, |_| Ok(Box::new(log_fs))).unwrap();
+    // A quarter of the disk is kept for the tables; above it, room for the backlog and half
+    // of it again (not twice).
+    let size = (fs.used() + backlog * 3 / 2) * 4 / 3;
+    fs.limit_space(Some(size));
+    let appended = follower.append_replicated(&payloads);
+    assert!(
+        appended.is_ok(),
+        "a backlog of {backlog} bytes with {} bytes of room above the tables' floor: {appended:?}",
+        size - fs.used() - size / 4
+    );
+    assert_eq!(follower.sync_replicated().unwrap(), 3000);
+    assert_eq!(follower.checksum().unwrap(), primary.checksum().unwrap());
+}
