@@ -108,8 +108,16 @@ impl Store {
         }
         let mut last = None;
         let mut refused = None;
+        // Bytes of records enqueued since the last wait (see `APPEND_PIECE_BYTES`).
+        let mut piece = 0usize;
         for (payload, entry) in payloads.iter().zip(entries) {
             let lsn = entry.lsn;
+            let record = payload.len() + crate::codec::RECORD_HEADER_LEN;
+            if let Some(last) = last.filter(|_| piece + record > APPEND_PIECE_BYTES) {
+                self.wait_own(last, Until::Written)?;
+                piece = 0;
+            }
+            piece += record;
             let own = self.own_epoch();
             if entry.epoch < own {
                 refused = Some(
@@ -149,8 +157,8 @@ impl Store {
             }
         }
         // What was enqueued is written (and applied, unless held back) even when a later
-        // entry was refused; or the log had no room for it, and none of it was (the
-        // follow loop appends it again once it resumes from the log's end).
+        // entry was refused; or the log had no room for its last piece, and none of that
+        // piece was (the follow loop appends it again once it resumes from the log's end).
         if let Some(lsn) = last {
             self.wait_own(lsn, Until::Written)?;
         }
@@ -434,6 +442,14 @@ impl SnapshotSink for Installer {
         Installer::finish(*self, &expected)
     }
 }
+
+/// The most bytes of records a follower appends in one write, unless one entry is larger.
+/// A replica catching up is handed its backlog in batches of up to 32 MiB (its session's
+/// read-ahead); the log takes a write of 1 MiB or more as one large write, which needs its size twice above the tables' floor, and a
+/// refused batch is sent again whole by the next link: a replica with room for its entries
+/// (as its primary's small writes found it) would never catch up. Written in pieces, a
+/// refusal leaves the pieces before it in the log, and the next link resumes after them.
+const APPEND_PIECE_BYTES: usize = 512 << 10;
 
 /// The latest commit time a Python datetime can show (9999-12-31T23:59:59.999, in ms).
 const MAX_TIMESTAMP_MS: u64 = 253_402_300_799_999;

@@ -240,3 +240,297 @@ fn a_follower_with_no_room_in_its_log_is_refused_and_takes_the_same_entries_late
         );
     }
 }
+
+/// A replica catching up is handed its backlog in batches of up to 32 MiB, each appended
+/// in one call. The log takes a write of 1 MiB or more as one large write, which needs its
+/// size twice above the tables' floor, and each new link sends the same batch again: a
+/// follower whose log has room for the entries (as its primary's small writes find it)
+/// must still take them.
+#[test]
+fn a_follower_takes_a_backlog_its_log_has_room_for_even_if_not_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = Store::open(dir.path().join("primary"), options()).unwrap();
+    let value = vec![0x5a; 2000];
+    for i in 0..3000 {
+        let ops = vec![Op {
+            table: "t".to_owned(),
+            key: encode_key(KeyRef::Str(&format!("k{i}"))),
+            value: Some(value.clone()),
+        }];
+        primary.commit(ops, None).unwrap();
+    }
+    let mut position = crate::log::LogPosition::after(0);
+    let shipped = primary
+        .read_log_raw(&mut position, usize::MAX, usize::MAX)
+        .unwrap();
+    let payloads: Vec<Vec<u8>> = shipped.iter().map(|e| e.payload.clone()).collect();
+    let backlog = payloads.iter().map(Vec::len).sum::<usize>() as u64;
+    let fs = MemFs::default();
+    let log_fs = fs.clone();
+    let follower_options = StoreOptions {
+        follower: true,
+        ..options()
+    };
+    let path = dir.path().join("follower");
+    let follower = Store::open_with(&path, follower_options, |_| Ok(Box::new(log_fs))).unwrap();
+    // A quarter of the disk is kept for the tables; above it, room for the backlog and half
+    // of it again (not twice).
+    let size = (fs.used() + backlog * 3 / 2) * 4 / 3;
+    fs.limit_space(Some(size));
+    let appended = follower.append_replicated(&payloads);
+    assert!(
+        appended.is_ok(),
+        "a backlog of {backlog} bytes with {} bytes of room above the tables' floor: {appended:?}",
+        size - fs.used() - size / 4
+    );
+    assert_eq!(follower.sync_replicated().unwrap(), 3000);
+    assert_eq!(follower.checksum().unwrap(), primary.checksum().unwrap());
+}
+
+/// Stress: the follow thread appends, a sync thread syncs beside it (as the replica's
+/// session does), and the room comes and goes; every refusal resumes from the log's end.
+#[test]
+#[allow(clippy::too_many_lines)] // one scenario, four cases
+fn a_follower_appending_beside_a_sync_while_room_comes_and_goes_keeps_its_log_dense() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let primary = Store::open(dir.path().join("primary"), options()).unwrap();
+    for i in 0..3000 {
+        if i % 400 == 399 {
+            primary.begin_epoch(primary.epoch() + 1).unwrap();
+        }
+        primary.commit(put(&format!("k{i}")), None).unwrap();
+    }
+    let mut position = crate::log::LogPosition::after(0);
+    let shipped = primary
+        .read_log_raw(&mut position, usize::MAX, usize::MAX)
+        .unwrap();
+    let payloads: Vec<Vec<u8>> = shipped.iter().map(|e| e.payload.clone()).collect();
+    for (fsync, holding) in [(true, false), (false, false), (true, true), (false, true)] {
+        let case = format!("fsync={fsync} holding={holding}");
+        let fs = MemFs::default();
+        let log_fs = fs.clone();
+        let follower_options = StoreOptions {
+            follower: true,
+            fsync,
+            ..options()
+        };
+        let path = dir.path().join(format!("stress-{fsync}-{holding}"));
+        let follower = Store::open_with(&path, follower_options, |_| Ok(Box::new(log_fs))).unwrap();
+        if holding {
+            follower.hold_back().unwrap();
+        }
+        let done = AtomicBool::new(false);
+        let mut refusals = 0;
+        std::thread::scope(|scope| {
+            let syncer = scope.spawn(|| {
+                while !done.load(Ordering::Acquire) {
+                    follower.sync_replicated().unwrap();
+                }
+            });
+            let toggler = scope.spawn(|| {
+                let mut i = 0u64;
+                while !done.load(Ordering::Acquire) {
+                    i += 1;
+                    if i % 2 == 1 {
+                        fs.limit_space(Some(fs.used() + (i % 7) * 2000));
+                    } else {
+                        fs.limit_space(None);
+                    }
+                    std::thread::sleep(std::time::Duration::from_micros(300 + (i % 5) * 200));
+                }
+                fs.limit_space(None);
+            });
+            let mut appended = 0usize;
+            let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while appended < payloads.len() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{case}: stuck at {appended}"
+                );
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let n = 1 + (rng % 30) as usize;
+                let chunk = &payloads[appended..(appended + n).min(payloads.len())];
+                match follower.append_replicated(chunk) {
+                    Ok(_) => {
+                        appended += chunk.len();
+                        assert!(
+                            follower.inner.pipeline.last_assigned() >= appended as u64,
+                            "{case}"
+                        );
+                    }
+                    Err(err) => {
+                        assert_no_room(&err);
+                        refusals += 1;
+                        // The next link resumes from the log's end.
+                        let flushed = follower.sync_replicated().unwrap() as usize;
+                        assert_eq!(follower.written_lsn(), flushed as u64, "{case}");
+                        assert_eq!(
+                            follower.inner.pipeline.last_assigned(),
+                            flushed as u64,
+                            "{case}"
+                        );
+                        assert!(follower.readable_lsn() <= flushed as u64, "{case}");
+                        assert!(flushed <= appended + chunk.len(), "{case}");
+                        assert!(flushed >= appended, "{case}: {flushed} < {appended}");
+                        if holding {
+                            follower.hold_back().unwrap();
+                        }
+                        appended = flushed;
+                    }
+                }
+                if holding {
+                    follower
+                        .release_replicated(appended.saturating_sub(15) as u64)
+                        .unwrap();
+                }
+            }
+            done.store(true, Ordering::Release);
+            syncer.join().unwrap();
+            toggler.join().unwrap();
+        });
+        assert!(refusals > 0, "{case}: never refused");
+        assert!(!follower.is_closed(), "{case}");
+        follower.release_replicated(u64::MAX).unwrap();
+        assert_eq!(follower.sync_replicated().unwrap(), 3000, "{case}");
+        assert_eq!(
+            follower.checksum().unwrap(),
+            primary.checksum().unwrap(),
+            "{case}"
+        );
+        assert_eq!(
+            follower.epoch_history().pairs(),
+            primary.epoch_history().pairs(),
+            "{case}"
+        );
+        follower.stop_following().unwrap();
+        assert_eq!(
+            follower.commit(put("after"), None).unwrap().lsn,
+            3001,
+            "{case}"
+        );
+        follower.close().unwrap();
+    }
+}
+
+/// A refused batch that also released held entries puts them back, and a promotion right
+/// after (still no room) shows everything the log holds and writes after it.
+#[test]
+fn a_refused_batch_that_released_held_entries_puts_them_back_and_a_promotion_shows_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = Store::open(dir.path().join("primary"), options()).unwrap();
+    for i in 0..400 {
+        primary.commit(put(&format!("k{i}")), None).unwrap();
+    }
+    let mut position = crate::log::LogPosition::after(0);
+    let shipped = primary
+        .read_log_raw(&mut position, usize::MAX, usize::MAX)
+        .unwrap();
+    let payloads: Vec<Vec<u8>> = shipped.iter().map(|e| e.payload.clone()).collect();
+    for fsync in [true, false] {
+        let fs = MemFs::default();
+        let log_fs = fs.clone();
+        let path = dir.path().join(format!("f-{fsync}"));
+        let follower = Store::open_with(
+            &path,
+            StoreOptions {
+                follower: true,
+                fsync,
+                ..options()
+            },
+            |_| Ok(Box::new(log_fs)),
+        )
+        .unwrap();
+        follower.hold_back().unwrap();
+        follower.append_replicated(&payloads[..10]).unwrap();
+        assert_eq!(follower.readable_lsn(), 0);
+        fs.limit_space(Some(fs.used()));
+        let mut at = 10;
+        let refused = loop {
+            match follower.append_replicated(&payloads[at..at + 10]) {
+                Ok(_) => at += 10,
+                Err(err) => break err,
+            }
+        };
+        assert_no_room(&refused);
+        // Released but not applied yet: the next flush applies them with its records.
+        assert!(follower.inner.pipeline.release(at as u64 - 3));
+        assert_no_room(
+            &follower
+                .append_replicated(&payloads[at..at + 10])
+                .unwrap_err(),
+        );
+        assert_eq!(follower.readable_lsn(), 0, "fsync={fsync}");
+        assert_eq!(
+            follower.sync_replicated().unwrap(),
+            at as u64,
+            "fsync={fsync}"
+        );
+        assert_eq!(follower.written_lsn(), at as u64, "fsync={fsync}");
+        follower.stop_following().unwrap();
+        assert_eq!(follower.readable_lsn(), at as u64, "fsync={fsync}");
+        assert_eq!(follower.last_lsn(), at as u64, "fsync={fsync}");
+        fs.limit_space(None);
+        assert_eq!(
+            follower.commit(put("after"), None).unwrap().lsn,
+            at as u64 + 1
+        );
+        follower.close().unwrap();
+    }
+}
+
+/// A holding follower refused for want of room, closed and reopened as a follower, goes on
+/// from its log's end.
+#[test]
+fn a_holding_follower_refused_then_reopened_goes_on_from_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = Store::open(dir.path().join("primary"), options()).unwrap();
+    for i in 0..400 {
+        primary.commit(put(&format!("k{i}")), None).unwrap();
+    }
+    let mut position = crate::log::LogPosition::after(0);
+    let shipped = primary
+        .read_log_raw(&mut position, usize::MAX, usize::MAX)
+        .unwrap();
+    let payloads: Vec<Vec<u8>> = shipped.iter().map(|e| e.payload.clone()).collect();
+    for fsync in [true, false] {
+        let fs = MemFs::default();
+        let log_fs = fs.clone();
+        let path = dir.path().join(format!("f-{fsync}"));
+        let fopts = StoreOptions {
+            follower: true,
+            fsync,
+            ..options()
+        };
+        let follower = Store::open_with(&path, fopts.clone(), |_| Ok(Box::new(log_fs))).unwrap();
+        follower.hold_back().unwrap();
+        follower.expect_unconfirmed().unwrap();
+        fs.limit_space(Some(fs.used() + (20 << 10)));
+        let mut at = 0;
+        let refused = loop {
+            match follower.append_replicated(&payloads[at..at + 10]) {
+                Ok(_) => at += 10,
+                Err(err) => break err,
+            }
+            follower.release_replicated(at as u64 - 5).unwrap();
+        };
+        assert_no_room(&refused);
+        follower.sync_replicated().unwrap();
+        follower.close().unwrap();
+        fs.limit_space(None);
+        let image = fs.restart_image();
+        let log_fs = image.clone();
+        let reopened = Store::open_with(&path, fopts.clone(), |_| Ok(Box::new(log_fs))).unwrap();
+        let resume = reopened.sync_replicated().unwrap() as usize;
+        assert!(resume <= at, "fsync={fsync}");
+        reopened.hold_back().unwrap();
+        reopened.append_replicated(&payloads[resume..]).unwrap();
+        reopened.release_replicated(u64::MAX).unwrap();
+        assert_eq!(reopened.sync_replicated().unwrap(), 400);
+        assert_eq!(reopened.checksum().unwrap(), primary.checksum().unwrap());
+        reopened.close().unwrap();
+    }
+}
