@@ -445,10 +445,11 @@ impl SnapshotSink for Installer {
 
 /// The most bytes of records a follower appends in one write, unless one entry is larger.
 /// A replica catching up is handed its backlog in batches of up to 32 MiB (its session's
-/// read-ahead); the log takes a write of 1 MiB or more as one large write, which needs its size twice above the tables' floor, and a
-/// refused batch is sent again whole by the next link: a replica with room for its entries
-/// (as its primary's small writes found it) would never catch up. Written in pieces, a
-/// refusal leaves the pieces before it in the log, and the next link resumes after them.
+/// read-ahead); the log takes a write of 1 MiB or more as one large write, which needs its
+/// size twice above the tables' floor, and a refused batch is sent again whole by the next
+/// link: a replica with room for its entries (as its primary's small writes found it)
+/// would never catch up. Written in pieces, a refusal leaves the pieces before it in the
+/// log, and the next link resumes after them.
 const APPEND_PIECE_BYTES: usize = 512 << 10;
 
 /// The latest commit time a Python datetime can show (9999-12-31T23:59:59.999, in ms).
