@@ -35,6 +35,35 @@ fn open(dir: &std::path::Path, fs: &MemFs) -> Store {
     Store::open_with(&dir.join("db"), options(), |_| Ok(Box::new(log_fs))).unwrap()
 }
 
+/// A primary's store with `count` puts committed, `k0` to `k{count - 1}`.
+fn primary_with(dir: &std::path::Path, count: usize) -> Store {
+    let primary = Store::open(dir.join("primary"), options()).unwrap();
+    for i in 0..count {
+        primary.commit(put(&format!("k{i}")), None).unwrap();
+    }
+    primary
+}
+
+/// Every entry of `primary`'s log, as it ships them.
+fn shipped(primary: &Store) -> Vec<Vec<u8>> {
+    let mut position = crate::log::LogPosition::after(0);
+    let entries = primary
+        .read_log_raw(&mut position, usize::MAX, usize::MAX)
+        .unwrap();
+    entries.into_iter().map(|e| e.payload).collect()
+}
+
+/// A follower's store at `path`, its log on `fs`.
+fn follower_on(path: &std::path::Path, fs: &MemFs, fsync: bool) -> Store {
+    let log_fs = fs.clone();
+    let options = StoreOptions {
+        follower: true,
+        fsync,
+        ..options()
+    };
+    Store::open_with(path, options, |_| Ok(Box::new(log_fs))).unwrap()
+}
+
 fn assert_no_room(err: &Error) {
     match err {
         Error::Store(StoreError::NotWritten { source, .. }) => {
@@ -146,26 +175,13 @@ fn concurrent_writers_refused_for_want_of_room_never_share_an_lsn() {
 #[test]
 fn a_follower_with_no_room_in_its_log_is_refused_and_takes_the_same_entries_later() {
     let dir = tempfile::tempdir().unwrap();
-    let primary = Store::open(dir.path().join("primary"), options()).unwrap();
-    for i in 0..2000 {
-        primary.commit(put(&format!("k{i}")), None).unwrap();
-    }
-    let mut position = crate::log::LogPosition::after(0);
-    let shipped = primary
-        .read_log_raw(&mut position, usize::MAX, usize::MAX)
-        .unwrap();
-    let payloads: Vec<Vec<u8>> = shipped.iter().map(|e| e.payload.clone()).collect();
+    let primary = primary_with(dir.path(), 2000);
+    let payloads = shipped(&primary);
     for (fsync, holding) in [(true, false), (false, false), (true, true)] {
         let case = format!("fsync={fsync} holding={holding}");
         let fs = MemFs::default();
-        let log_fs = fs.clone();
-        let follower_options = StoreOptions {
-            follower: true,
-            fsync,
-            ..options()
-        };
         let path = dir.path().join(format!("follower-{fsync}-{holding}"));
-        let follower = Store::open_with(&path, follower_options, |_| Ok(Box::new(log_fs))).unwrap();
+        let follower = follower_on(&path, &fs, fsync);
         if holding {
             follower.hold_back().unwrap();
         }
@@ -259,20 +275,10 @@ fn a_follower_takes_a_backlog_its_log_has_room_for_even_if_not_twice() {
         }];
         primary.commit(ops, None).unwrap();
     }
-    let mut position = crate::log::LogPosition::after(0);
-    let shipped = primary
-        .read_log_raw(&mut position, usize::MAX, usize::MAX)
-        .unwrap();
-    let payloads: Vec<Vec<u8>> = shipped.iter().map(|e| e.payload.clone()).collect();
+    let payloads = shipped(&primary);
     let backlog = payloads.iter().map(Vec::len).sum::<usize>() as u64;
     let fs = MemFs::default();
-    let log_fs = fs.clone();
-    let follower_options = StoreOptions {
-        follower: true,
-        ..options()
-    };
-    let path = dir.path().join("follower");
-    let follower = Store::open_with(&path, follower_options, |_| Ok(Box::new(log_fs))).unwrap();
+    let follower = follower_on(&dir.path().join("follower"), &fs, true);
     // A quarter of the disk is kept for the tables; above it, room for the backlog and half
     // of it again (not twice).
     let size = (fs.used() + backlog * 3 / 2) * 4 / 3;
@@ -301,22 +307,12 @@ fn a_follower_appending_beside_a_sync_while_room_comes_and_goes_keeps_its_log_de
         }
         primary.commit(put(&format!("k{i}")), None).unwrap();
     }
-    let mut position = crate::log::LogPosition::after(0);
-    let shipped = primary
-        .read_log_raw(&mut position, usize::MAX, usize::MAX)
-        .unwrap();
-    let payloads: Vec<Vec<u8>> = shipped.iter().map(|e| e.payload.clone()).collect();
+    let payloads = shipped(&primary);
     for (fsync, holding) in [(true, false), (false, false), (true, true), (false, true)] {
         let case = format!("fsync={fsync} holding={holding}");
         let fs = MemFs::default();
-        let log_fs = fs.clone();
-        let follower_options = StoreOptions {
-            follower: true,
-            fsync,
-            ..options()
-        };
         let path = dir.path().join(format!("stress-{fsync}-{holding}"));
-        let follower = Store::open_with(&path, follower_options, |_| Ok(Box::new(log_fs))).unwrap();
+        let follower = follower_on(&path, &fs, fsync);
         if holding {
             follower.hold_back().unwrap();
         }
@@ -421,29 +417,12 @@ fn a_follower_appending_beside_a_sync_while_room_comes_and_goes_keeps_its_log_de
 #[test]
 fn a_refused_batch_that_released_held_entries_puts_them_back_and_a_promotion_shows_them() {
     let dir = tempfile::tempdir().unwrap();
-    let primary = Store::open(dir.path().join("primary"), options()).unwrap();
-    for i in 0..400 {
-        primary.commit(put(&format!("k{i}")), None).unwrap();
-    }
-    let mut position = crate::log::LogPosition::after(0);
-    let shipped = primary
-        .read_log_raw(&mut position, usize::MAX, usize::MAX)
-        .unwrap();
-    let payloads: Vec<Vec<u8>> = shipped.iter().map(|e| e.payload.clone()).collect();
+    let primary = primary_with(dir.path(), 400);
+    let payloads = shipped(&primary);
     for fsync in [true, false] {
         let fs = MemFs::default();
-        let log_fs = fs.clone();
         let path = dir.path().join(format!("f-{fsync}"));
-        let follower = Store::open_with(
-            &path,
-            StoreOptions {
-                follower: true,
-                fsync,
-                ..options()
-            },
-            |_| Ok(Box::new(log_fs)),
-        )
-        .unwrap();
+        let follower = follower_on(&path, &fs, fsync);
         follower.hold_back().unwrap();
         follower.append_replicated(&payloads[..10]).unwrap();
         assert_eq!(follower.readable_lsn(), 0);
@@ -487,25 +466,12 @@ fn a_refused_batch_that_released_held_entries_puts_them_back_and_a_promotion_sho
 #[test]
 fn a_holding_follower_refused_then_reopened_goes_on_from_its_log() {
     let dir = tempfile::tempdir().unwrap();
-    let primary = Store::open(dir.path().join("primary"), options()).unwrap();
-    for i in 0..400 {
-        primary.commit(put(&format!("k{i}")), None).unwrap();
-    }
-    let mut position = crate::log::LogPosition::after(0);
-    let shipped = primary
-        .read_log_raw(&mut position, usize::MAX, usize::MAX)
-        .unwrap();
-    let payloads: Vec<Vec<u8>> = shipped.iter().map(|e| e.payload.clone()).collect();
+    let primary = primary_with(dir.path(), 400);
+    let payloads = shipped(&primary);
     for fsync in [true, false] {
         let fs = MemFs::default();
-        let log_fs = fs.clone();
         let path = dir.path().join(format!("f-{fsync}"));
-        let fopts = StoreOptions {
-            follower: true,
-            fsync,
-            ..options()
-        };
-        let follower = Store::open_with(&path, fopts.clone(), |_| Ok(Box::new(log_fs))).unwrap();
+        let follower = follower_on(&path, &fs, fsync);
         follower.hold_back().unwrap();
         follower.expect_unconfirmed().unwrap();
         fs.limit_space(Some(fs.used() + (20 << 10)));
@@ -521,9 +487,7 @@ fn a_holding_follower_refused_then_reopened_goes_on_from_its_log() {
         follower.sync_replicated().unwrap();
         follower.close().unwrap();
         fs.limit_space(None);
-        let image = fs.restart_image();
-        let log_fs = image.clone();
-        let reopened = Store::open_with(&path, fopts.clone(), |_| Ok(Box::new(log_fs))).unwrap();
+        let reopened = follower_on(&path, &fs.restart_image(), fsync);
         let resume = reopened.sync_replicated().unwrap() as usize;
         assert!(resume <= at, "fsync={fsync}");
         reopened.hold_back().unwrap();

@@ -136,7 +136,7 @@ impl Shared {
         PrimaryStatus {
             last_lsn,
             epoch: self.store.epoch(),
-            rejected: self.rejected.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Acquire),
             last_rejection: lock(&self.last_rejection).clone(),
             replicas,
             sync_state,
@@ -147,8 +147,9 @@ impl Shared {
         if let Some(skipped) = self.rejections_logged.admit(Instant::now()) {
             tracing::warn!(target: super::LOG_TARGET, %peer, %reason, skipped, "refused a replication connection");
         }
-        self.rejected.fetch_add(1, Ordering::Relaxed);
+        // The reason first: whoever sees the count sees the reason behind it.
         *lock(&self.last_rejection) = Some(format!("{peer}: {reason}"));
+        self.rejected.fetch_add(1, Ordering::Release);
     }
 
     pub(super) fn token(&self) -> &[u8] {
