@@ -165,3 +165,17 @@ def test_replikv_status_shows_a_nodes_figures(store: replikv.Store) -> None:
         assert "hit ratio 50.0%" in shown.stdout
         assert "(streaming)" in shown.stdout
         assert "keyspace_hits: 1" in shown.stdout
+
+
+def test_closing_a_cache_closes_its_connections_though_the_object_lives_on() -> None:
+    """A closed cache that something still refers to (a list, a notebook's ``Out``) holds no
+    connection to its nodes: the node sees its client leave at ``close()``."""
+    with replikv.CacheNode(capacity=100) as node:
+        kept: list[replikv.Cache] = []
+        for i in range(3):
+            cache = replikv.Cache([node.address], source=lambda table, key: key)
+            assert cache.get("t", i) == i
+            eventually("the node sees the client", lambda: node.stats().clients == 1)
+            cache.close()
+            kept.append(cache)  # still referred to, as a notebook's Out[] would
+            eventually("the client's connection closed", lambda: node.stats().clients == 0)

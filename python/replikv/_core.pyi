@@ -1699,7 +1699,8 @@ class Cache:
     def _repr_html_(self) -> str:
         """An HTML table of its stats, for Jupyter."""
     def close(self) -> None:
-        """Stops watching the source; later calls raise `CacheError`. Idempotent."""
+        """Stops watching the source and closes the connections to the nodes; later calls
+        raise `CacheError`. Idempotent. A cache dropped without it does the same."""
     def __enter__(self) -> Self: ...
     def __exit__(self, *exc: object) -> bool: ...
 

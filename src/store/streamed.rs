@@ -426,7 +426,7 @@ mod tests {
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
         let told = Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = Arc::clone(&told);
-        store.watch_writes(Arc::new(move |lsn, ops: &[Op]| {
+        let _watching = store.watch_writes(Arc::new(move |lsn, ops: &[Op]| {
             sink.lock().unwrap().push((lsn, ops.to_vec()));
         }));
         drop(

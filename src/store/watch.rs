@@ -2,11 +2,11 @@
 //! they read, and every write as it is applied, before it becomes visible.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 
 use super::commit::Pending;
 use super::overlay::Found;
-use super::{validate_table_name, Store};
+use super::{validate_table_name, Inner, Store};
 use crate::codec::Op;
 use crate::error::Result;
 
@@ -92,19 +92,88 @@ impl Store {
         Ok((value, lsn))
     }
 
-    /// Tells `watcher` of every entry applied from now on, until [`Store::unwatch_writes`]
-    /// with the id returned.
-    pub fn watch_writes(&self, watcher: WriteWatcher) -> u64 {
+    /// Tells `watcher` of every entry applied from now on, until the [`Watching`] returned
+    /// is dropped.
+    pub fn watch_writes(&self, watcher: WriteWatcher) -> Watching {
         let watchers = &self.inner.watchers;
         let id = watchers.next_id.fetch_add(1, Ordering::Relaxed);
         watchers.edit(|list| list.push((id, watcher)));
-        id
+        Watching {
+            store: Arc::downgrade(&self.inner),
+            id,
+        }
+    }
+}
+
+/// A watcher registered by [`Store::watch_writes`]: told of every write until this is
+/// dropped, so that an owner that goes away without closing (a cache object a notebook
+/// dropped) never leaves a watcher behind that every later write calls. It does not keep
+/// the store open.
+#[must_use = "the watcher is removed when this is dropped"]
+pub struct Watching {
+    store: Weak<Inner>,
+    id: u64,
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        if let Some(inner) = self.store.upgrade() {
+            let id = self.id;
+            inner
+                .watchers
+                .edit(|list| list.retain(|(watching, _)| *watching != id));
+        }
+    }
+}
+
+impl std::fmt::Debug for Watching {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watching")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::super::{Store, StoreOptions};
+    use crate::codec::{encode_key, KeyRef, Op};
+
+    fn put(store: &Store, key: &str) {
+        let op = Op {
+            table: "t".to_owned(),
+            key: encode_key(KeyRef::Str(key)),
+            value: Some(vec![0xc3]),
+        };
+        store.commit(vec![op], None).unwrap();
     }
 
-    /// Stops telling the watcher registered as `id`.
-    pub fn unwatch_writes(&self, id: u64) {
-        self.inner
-            .watchers
-            .edit(|list| list.retain(|(watching, _)| *watching != id));
+    #[test]
+    fn a_watcher_is_told_until_its_watching_is_dropped_and_does_not_keep_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("s"), StoreOptions::default()).unwrap();
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&told);
+        let watching = store.watch_writes(Arc::new(move |lsn, _ops: &[Op]| {
+            sink.lock().unwrap().push(lsn);
+        }));
+        put(&store, "a");
+        drop(watching);
+        put(&store, "b");
+        assert_eq!(
+            *told.lock().unwrap(),
+            [1],
+            "told of the write before the drop only"
+        );
+        assert!(store.inner.watchers.list().is_empty());
+        // One that outlives its store neither keeps it open nor fails when dropped.
+        let late = store.watch_writes(Arc::new(|_, _: &[Op]| {}));
+        let inner = Arc::downgrade(&store.inner);
+        store.close().unwrap();
+        drop(store);
+        assert!(inner.upgrade().is_none(), "the store's state is released");
+        drop(late);
     }
 }

@@ -126,6 +126,12 @@ impl Cluster {
         })
     }
 
+    /// Closes its connections to the nodes: the idle ones now, those in use once their
+    /// exchange ends. A call after it connects for itself only.
+    pub fn close(&self) {
+        self.members.iter().for_each(Member::close);
+    }
+
     /// Reads `key` (`RKV.GET`) from its owner, or from the next node if the owner fails.
     ///
     /// # Errors

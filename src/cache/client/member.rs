@@ -1,6 +1,6 @@
 //! One node as a client sees it: its idle connections, its health and its round trips.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,8 @@ pub(super) struct Member {
     /// Connections no caller is using. A caller takes one for a whole exchange, so no
     /// two threads ever share a socket.
     idle: Mutex<Vec<Conn>>,
+    /// Set once its client is closed: connections given back then are closed instead.
+    closed: AtomicBool,
     health: Mutex<Health>,
     round_trips: AtomicU64,
 }
@@ -36,6 +38,7 @@ impl Member {
         Self {
             address,
             idle: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
             health: Mutex::new(Health::default()),
             round_trips: AtomicU64::new(0),
         }
@@ -53,9 +56,16 @@ impl Member {
     /// Gives back a connection whose exchange ended cleanly.
     pub fn give_back(&self, conn: Conn) {
         let mut idle = lock(&self.idle);
-        if idle.len() < MAX_IDLE {
+        if idle.len() < MAX_IDLE && !self.closed.load(Ordering::Acquire) {
             idle.push(conn);
         }
+    }
+
+    /// Closes its idle connections, and each one in use once its exchange ends.
+    pub fn close(&self) {
+        let mut idle = lock(&self.idle);
+        self.closed.store(true, Ordering::Release);
+        idle.clear();
     }
 
     /// It failed: out for `retry_after`, and its idle connections are dropped (they would

@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 use crate::cache::lru::{Bounds, Fill, OnWrite, SetIf, Version, VersionedLru, Weigh};
 use crate::cache::wire_key::wire_key_of_encoded;
 use crate::codec::Op;
-use crate::store::Store;
+use crate::store::{Store, Watching};
 
 thread_local! {
     /// Objects the LRU let go of while locked on this thread: released once it unlocks, as
@@ -155,8 +155,8 @@ impl Local {
         self.lock().processed()
     }
 
-    /// Starts dropping what `store`'s writes touch; returns the watcher's id there.
-    pub(super) fn watch(self: &Arc<Self>, store: &Store) -> u64 {
+    /// Starts dropping what `store`'s writes touch, until the watcher returned is dropped.
+    pub(super) fn watch(self: &Arc<Self>, store: &Store) -> Watching {
         let local: Weak<Self> = Arc::downgrade(self);
         store.watch_writes(Arc::new(move |lsn, ops| {
             if let Some(local) = local.upgrade() {

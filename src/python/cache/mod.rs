@@ -28,7 +28,7 @@ use super::value::{decode_py_value, encode_py_value, encode_row_value, with_py_k
 use crate::cache::lru::{Fill, Version};
 use crate::cache::wire_key::{table_prefix, wire_key};
 use crate::codec::{encode_key, KeyRef};
-use crate::store::validate_table_name;
+use crate::store::{validate_table_name, Watching};
 
 /// Where cached values live.
 enum Backend {
@@ -84,8 +84,9 @@ pub(crate) struct PyCache {
     patience: Duration,
     flights: Flights,
     counters: Counters,
-    /// The watcher on the source store (in-process mode).
-    watching: Mutex<Option<u64>>,
+    /// The watcher on the source store (in-process mode): dropped by `close()`, or with
+    /// the cache if it is never closed.
+    watching: Mutex<Option<Watching>>,
     closed: AtomicBool,
 }
 
@@ -510,18 +511,20 @@ impl PyCache {
             .call1((slf, ttl))
     }
 
-    /// Stops watching the source; later calls raise `CacheError`. Idempotent.
+    /// Stops watching the source and closes the connections to the nodes; later calls
+    /// raise `CacheError`. Idempotent. A cache dropped without it does the same.
     fn close(&self) {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        let watcher = self
-            .watching
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let (Some(id), Some(store)) = (watcher, self.source.store()) {
-            store.unwatch_writes(id);
+        drop(
+            self.watching
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take(),
+        );
+        if let Backend::Remote(remote) = &self.backend {
+            remote.disconnect();
         }
     }
 

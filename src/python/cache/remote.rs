@@ -59,6 +59,11 @@ impl Remote {
         &self.addresses
     }
 
+    /// Closes its connections to the nodes.
+    pub(super) fn disconnect(&self) {
+        self.cluster.close();
+    }
+
     fn failed(&self, err: &crate::error::Error) {
         let mut failures = self
             .failures
