@@ -1,5 +1,6 @@
 """Child processes of the tests: a replica in a process of its own that a test kills or
-freezes, and reading what a child wrote after the test has read its first lines."""
+freezes, reading what a child wrote after the test has read its first lines, and children
+that take Ctrl-C as from a terminal."""
 
 from __future__ import annotations
 
@@ -29,6 +30,13 @@ def replica_child(directory: Path, primary: str) -> Iterator[subprocess.Popen[st
         finally:
             child.send_signal(signal.SIGKILL)
             child.wait(timeout=30)
+
+
+def ctrl_c_as_from_a_terminal() -> None:
+    """A ``preexec_fn`` for a child a test sends SIGINT: it takes it as from a terminal. A
+    suite run as a background job (as CI may run it) has SIGINT ignored, which a child
+    inherits; Python then installs no handler, and the child would never see Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def rest_of_output(child: subprocess.Popen[str], timeout: float = 30.0) -> tuple[str, str]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import replikv
+from children import ctrl_c_as_from_a_terminal
 from replikv import cli
 from replikv._measure import mount_of
 from replikv.cli import bench
@@ -189,9 +190,7 @@ def test_ctrl_c_stops_the_run_removes_its_files_and_says_so_in_one_line(tmp_path
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        # As from a terminal, even when the tests run as a background job (SIGINT ignored,
-        # which the child would inherit, and Python then installs no handler).
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=ctrl_c_as_from_a_terminal,
     ) as child:
         try:
             assert child.stderr is not None and child.stdout is not None

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from children import ctrl_c_as_from_a_terminal
+
 TIMEOUT = 60
 WORKERS = 4
 PUTS_PER_WORKER = 40
@@ -107,6 +109,7 @@ def test_follow_prints_every_committed_entry_of_a_held_store_once_in_order(
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
+            preexec_fn=ctrl_c_as_from_a_terminal,
         )
         assert follower.stdout is not None
         printed_lines = Lines(follower.stdout)

@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import pytest
 import replikv
-from children import rest_of_output
+from children import ctrl_c_as_from_a_terminal, rest_of_output
 from replikv import _serve, cli
 
 UTC = dt.timezone.utc
@@ -188,6 +188,7 @@ def test_changes_follow_prints_then_ends_cleanly_on_ctrl_c(store_dir: Path) -> N
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=ctrl_c_as_from_a_terminal,
     )
     try:
         assert follower.stdout is not None
