@@ -64,6 +64,29 @@ fn follower_on(path: &std::path::Path, fs: &MemFs, fsync: bool) -> Store {
     Store::open_with(path, options, |_| Ok(Box::new(log_fs))).unwrap()
 }
 
+/// Appends `payloads` from `at` on, ten at a time, calling `after` with the count appended
+/// after each call that went in, until the follower refuses one: returns the count then and
+/// the refusal.
+fn append_until_refused(
+    follower: &Store,
+    payloads: &[Vec<u8>],
+    mut at: usize,
+    mut after: impl FnMut(usize),
+) -> (usize, Error) {
+    loop {
+        let chunk = &payloads[at..(at + 10).min(payloads.len())];
+        assert!(
+            !chunk.is_empty(),
+            "the follower's log never ran out of room"
+        );
+        match follower.append_replicated(chunk) {
+            Ok(_) => at += chunk.len(),
+            Err(err) => return (at, err),
+        }
+        after(at);
+    }
+}
+
 fn assert_no_room(err: &Error) {
     match err {
         Error::Store(StoreError::NotWritten { source, .. }) => {
@@ -186,24 +209,14 @@ fn a_follower_with_no_room_in_its_log_is_refused_and_takes_the_same_entries_late
             follower.hold_back().unwrap();
         }
         fs.limit_space(Some(fs.used() + (40 << 10)));
-        let mut appended = 0;
-        let refused = loop {
-            let chunk = &payloads[appended..(appended + 10).min(payloads.len())];
-            assert!(
-                !chunk.is_empty(),
-                "{case}: the follower's log never ran out of room"
-            );
-            match follower.append_replicated(chunk) {
-                Ok(_) => appended += chunk.len(),
-                Err(err) => break err,
-            }
+        let (appended, refused) = append_until_refused(&follower, &payloads, 0, |appended| {
             if holding {
                 // Confirmed a chunk behind: some held entries wait when the room runs out.
                 follower
                     .release_replicated(appended.saturating_sub(10) as u64)
                     .unwrap();
             }
-        };
+        });
         assert_no_room(&refused);
         assert!(!follower.is_closed(), "{case}: {refused}");
         assert_eq!(
@@ -427,13 +440,7 @@ fn a_refused_batch_that_released_held_entries_puts_them_back_and_a_promotion_sho
         follower.append_replicated(&payloads[..10]).unwrap();
         assert_eq!(follower.readable_lsn(), 0);
         fs.limit_space(Some(fs.used()));
-        let mut at = 10;
-        let refused = loop {
-            match follower.append_replicated(&payloads[at..at + 10]) {
-                Ok(_) => at += 10,
-                Err(err) => break err,
-            }
-        };
+        let (at, refused) = append_until_refused(&follower, &payloads, 10, |_| {});
         assert_no_room(&refused);
         // Released but not applied yet: the next flush applies them with its records.
         assert!(follower.inner.pipeline.release(at as u64 - 3));
@@ -475,14 +482,9 @@ fn a_holding_follower_refused_then_reopened_goes_on_from_its_log() {
         follower.hold_back().unwrap();
         follower.expect_unconfirmed().unwrap();
         fs.limit_space(Some(fs.used() + (20 << 10)));
-        let mut at = 0;
-        let refused = loop {
-            match follower.append_replicated(&payloads[at..at + 10]) {
-                Ok(_) => at += 10,
-                Err(err) => break err,
-            }
+        let (at, refused) = append_until_refused(&follower, &payloads, 0, |at| {
             follower.release_replicated(at as u64 - 5).unwrap();
-        };
+        });
         assert_no_room(&refused);
         follower.sync_replicated().unwrap();
         follower.close().unwrap();
