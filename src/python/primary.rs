@@ -142,10 +142,13 @@ impl PyPromotion {
 ///     table_modes: ``{table: "sync" | "async"}``, the default durability per table.
 ///     default_durability: that of the other tables (``"async"`` or ``"sync"``).
 ///     ship_ahead: ship a sync write's entry to replicas while this primary's own fsync
-///         runs, not after it. A replica holds such an entry (durable in its log, not yet
-///         shown: its ``flushed_lsn`` may pass its ``applied_lsn``) until it hears the
-///         entry is durable here; a sync write still returns only once ``quorum``
-///         replicas show it, durably. Default ``False``: entries leave only once durable
+///         runs, not after it, so that the fsyncs overlap. A replica holds such an entry
+///         (durable in its log, not yet shown: its ``flushed_lsn`` may pass its
+///         ``applied_lsn``) until it hears the entry is durable here, one frame later. A
+///         sync write returns once it is durable here and in ``quorum`` replicas' logs
+///         (a promotion shows all the new primary holds), before they may show it; a
+///         reader of those replicas sees it a moment later. Default ``False``: entries
+///         leave only once durable
 ///         here and the two fsyncs run one after the other, but each sync write costs a
 ///         replica one frame and one apply rather than two (async writers beside sync
 ///         writers keep more of their rate when replicas share the primary's cores).

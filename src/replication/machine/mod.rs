@@ -39,12 +39,6 @@ pub(crate) enum Planted {
     /// A replica that holds back shows its whole log to readers when it restarts, the
     /// entries its primary had not confirmed among them.
     ReplayHeld,
-    /// The primary counts what a replica holds durably toward the quorum, whether or not
-    /// its readers see it yet (a sync write would return before it is applied there).
-    CountFlushed,
-    /// The primary takes a reconnecting replica as showing all it holds, though it holds
-    /// back entries it was not told are durable.
-    ForgetShown,
     /// A replica's store never marks that it was sent entries its primary had not made
     /// durable: a restart shows its whole log, as if every entry were confirmed.
     NeverMarkUnconfirmed,

@@ -48,9 +48,10 @@ pub struct PrimaryOptions {
     pub sync: SyncOptions,
     /// Ship a sync writer's entry to replicas that hold back as soon as it is written, so
     /// that this primary's fdatasync and theirs overlap (see [`super::ahead`]): a sync write then
-    /// costs about the longer path plus a round trip, not the sum of both. Such a replica
-    /// shows the entry once told it is durable here (told at once while a sync writer
-    /// waits), and a sync write counts a replica only once it shows it. Off by default:
+    /// costs about the longer of the two paths, not their sum. It returns once the entry is
+    /// durable here and in `quorum` replicas' logs; such a replica shows it once told it is
+    /// durable here (told at once while a sync writer waits), a frame later, and a
+    /// promotion shows all it holds. Off by default:
     /// each sync write then costs every replica a second frame and a second apply, which
     /// on two cores shared with the replicas cost async writers beside a sync writer
     /// about a fifth of their rate (`benches/bench_sync.py --ship-ahead`).

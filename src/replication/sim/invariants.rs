@@ -16,7 +16,8 @@ pub enum Invariant {
     /// counting replicas (checked after every step, and so when the primary is lost).
     SyncWriteDurable,
     /// Promise 3: a sync write returns only once at least `quorum` counting replicas hold
-    /// it durably applied: fsynced, and shown to their readers (checked as it returns).
+    /// it durably applied: fsynced, and shown to their readers (checked as it returns,
+    /// from a primary that does not ship ahead).
     SyncWriteApplied,
     /// Promise 5: a peer's log is always a prefix of the primary's, entry by entry, whole.
     PrefixOfPrimaryLog,

@@ -104,16 +104,6 @@ fn a_replica_that_shows_its_whole_log_after_a_restart_is_caught() {
 }
 
 #[test]
-fn a_primary_that_counts_what_a_replica_holds_but_does_not_show_is_caught() {
-    caught(Planted::CountFlushed, &[Invariant::SyncWriteApplied]);
-}
-
-#[test]
-fn a_primary_that_forgets_what_a_reconnecting_replica_holds_back_is_caught() {
-    caught(Planted::ForgetShown, &[Invariant::SyncWriteApplied]);
-}
-
-#[test]
 fn a_replica_that_never_marks_what_was_shipped_ahead_is_caught() {
     // Restarted, it shows entries its primary never made durable, or that differ.
     caught(

@@ -390,18 +390,22 @@ impl World {
         }
     }
 
-    /// Returns sync writes the quorum now covers, in LSN order (all are visible: a peer
-    /// shows only what the primary has made durable, so the quorum LSN never passes the
-    /// visible LSN). Each must be shown to readers on at least `quorum` counting replicas
-    /// as it returns (promise 3: durably applied), which is checked here: a replica that
-    /// restarts later may hide it again for a while, until its primary confirms it.
+    /// Returns sync writes the quorum now covers and that are visible here, in LSN order
+    /// (a replica that holds back acks entries the primary has not made durable yet). From
+    /// a primary that does not ship ahead, each must be shown to readers on at least
+    /// `quorum` counting replicas as it returns (promise 3: durably applied), which is
+    /// checked here: a replica that restarts later may hide it again for a while, until
+    /// its primary confirms it. From one that ships ahead, it must be durable on them (as
+    /// always, see [`World::check`]); they show it once told it is durable here.
     pub(super) fn release(&mut self) -> Result<(), Violation> {
         let covered = self.primary.quorum_lsn().min(self.primary.visible_lsn());
         while let Some(lsn) = self.sync_waiting.front().copied().filter(|l| *l <= covered) {
             self.sync_waiting.pop_front();
             self.sync_returned_lsn = lsn;
             self.report.sync_returned += 1;
-            self.shown_on_quorum(lsn)?;
+            if !self.sim.params.ship_ahead {
+                self.shown_on_quorum(lsn)?;
+            }
         }
         Ok(())
     }

@@ -138,12 +138,20 @@ impl Peer {
         self.kind == PeerKind::Replica && self.durable
     }
 
-    /// The last LSN it holds durably applied: in its log, fsynced, and shown to its
-    /// readers. What a sync write waits for (DESIGN promise 3): a replica that holds back
-    /// acks an entry when it is durable, and shows it once told it is durable here.
+    /// The last LSN it holds toward a sync write (DESIGN promise 3). A replica that does
+    /// not hold back applies each entry before it fsyncs it: what it holds durably applied.
+    /// A replica that holds back fsyncs entries before it may show them (it shows them once
+    /// told they are durable here, one frame later): what it holds durably in its log. A
+    /// sync write returns only once it is durable here too, so nothing can take it back,
+    /// and a promotion shows all that the promoted replica holds: the write survives the
+    /// primary either way, and its fsyncs here and there overlap.
     #[must_use]
-    pub fn durably_applied_lsn(&self) -> u64 {
-        self.acked_lsn.min(self.applied_lsn)
+    pub fn counted_lsn(&self) -> u64 {
+        if self.holds_back {
+            self.acked_lsn
+        } else {
+            self.acked_lsn.min(self.applied_lsn)
+        }
     }
 }
 
@@ -281,7 +289,7 @@ impl PrimaryMachine {
                 .peers
                 .values()
                 .filter(|p| self.counts(p))
-                .map(|p| (p.id.name.clone(), self.counted_lsn(p)))
+                .map(|p| (p.id.name.clone(), p.counted_lsn()))
                 .collect(),
         }
     }
@@ -291,7 +299,7 @@ impl PrimaryMachine {
     pub fn acked_by(&self, lsn: u64) -> Vec<String> {
         self.peers
             .values()
-            .filter(|p| self.counts(p) && self.counted_lsn(p) >= lsn)
+            .filter(|p| self.counts(p) && p.counted_lsn() >= lsn)
             .map(|p| p.id.name.clone())
             .collect()
     }
@@ -303,16 +311,6 @@ impl PrimaryMachine {
             return true;
         }
         peer.counts()
-    }
-
-    /// What a counting peer holds toward a sync write: its durably applied LSN.
-    #[cfg_attr(not(test), allow(clippy::unused_self))]
-    fn counted_lsn(&self, peer: &Peer) -> u64 {
-        #[cfg(test)]
-        if self.planted == Planted::CountFlushed {
-            return peer.acked_lsn;
-        }
-        peer.durably_applied_lsn()
     }
 
     /// Whether `name` belongs to a connected peer with another store than `store_id`: two
@@ -382,8 +380,8 @@ impl PrimaryMachine {
 
     /// The peer of `id` said it holds entries back from its readers until told they are
     /// durable, and this primary ships ahead: it is shipped what is written from now on,
-    /// and told what is durable at the pace entries ship, or at once while a sync writer
-    /// waits for it to show an entry.
+    /// and told what is durable at the pace entries ship, or at once when a sync writer's
+    /// entry is durable here (so that its readers see that write soon after it returns).
     pub fn hold_back(&mut self, id: &LinkId) {
         if let Some(peer) = self.live(id) {
             peer.holds_back = true;
@@ -392,13 +390,10 @@ impl PrimaryMachine {
 
     /// The peer that just connected as `id` shows its readers only up to `lsn` of what it
     /// holds: a replica that holds back shows what its primary confirmed to it, and after
-    /// a restart, less. The rest counts toward a sync write once it acks it shown, after
-    /// it is told the entries are durable here (told at once if a sync writer waits).
+    /// a restart, less. From a primary that does not ship ahead, the rest counts toward a
+    /// sync write once it acks it shown, after it is told the entries are durable here
+    /// (told at once if a sync writer waits).
     pub fn showing(&mut self, id: &LinkId, lsn: u64) {
-        #[cfg(test)]
-        if self.planted == Planted::ForgetShown {
-            return;
-        }
         if let Some(peer) = self.live(id) {
             peer.applied_lsn = peer.applied_lsn.min(lsn);
             peer.told_durable = peer.told_durable.min(lsn);
@@ -516,7 +511,7 @@ impl PrimaryMachine {
             .peers
             .values()
             .filter(|p| self.counts(p))
-            .map(|p| self.counted_lsn(p));
+            .map(Peer::counted_lsn);
         let lsn = quorum_lsn(acks, self.config.quorum);
         (lsn > self.quorum_lsn).then(|| {
             self.quorum_lsn = lsn;

@@ -143,7 +143,7 @@ impl PrimaryMachine {
         if self.owes_confirmation(peer) {
             // It holds entries back from its readers until it hears they are durable here:
             // told at the pace entries ship, so that under load the next entries tell it,
-            // but at once when a sync writer waits for it to show one.
+            // but at once for a sync writer's entry, so that its readers see it soon.
             let told_at = peer.last_ship.unwrap_or(0).max(peer.last_beat);
             let urgent = peer.told_durable < self.wanted_of(peer).min(self.visible_lsn);
             let confirm_at = if urgent {
