@@ -1042,7 +1042,8 @@ class Primary:
     def wait_for(self, lsn: int, replicas: int = 1, timeout: float = 2.0) -> int:
         """Waits until ``replicas`` replicas acknowledged ``lsn`` as durable; returns how
         many did. Only replicas that count toward the quorum are counted (never
-        consumers or replicas with ``fsync=False``).
+        consumers or replicas with ``fsync=False``). With ``ship_ahead``, replicas may
+        acknowledge an entry before this primary's own fsync of it ends.
 
         ``timeout`` is in seconds; ``float("inf")`` (or any timeout over a century) waits
         for ever, a negative or NaN one is a ``ValueError``.

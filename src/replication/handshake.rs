@@ -175,7 +175,8 @@ pub fn resume_decision(
 
 /// What a replica that holds back shows its readers, by the entries its hello names
 /// (`held`, from its confirmed one on): its confirmed LSN, or nothing if it names none.
-/// Entries after it count toward a sync write only once it acks them shown.
+/// Entries after it count toward a sync write of a primary that does not ship ahead only
+/// once it acks them shown (one that ships ahead counts what it holds durably).
 #[must_use]
 pub fn shown_of(held: &[(u64, (u64, u32))]) -> u64 {
     held.first().map_or(0, |(lsn, _)| *lsn)

@@ -1,5 +1,6 @@
 //! How durable a write is when its call returns (DESIGN §1, guarantee 3): committed here
-//! only, shipped to replicas in the background, or durably applied on a quorum of them.
+//! only, shipped to replicas in the background, or durable on a quorum of them (applied
+//! there too, unless the primary ships ahead: see `PrimaryOptions::ship_ahead`).
 //!
 //! The store never imports replication: a primary implements [`SyncReplication`] and
 //! registers it on the store it serves; a sync commit waits through that trait.

@@ -154,11 +154,11 @@ pub(super) async fn serve(shared: Arc<Shared>, incoming: Incoming) {
     else {
         return;
     };
-    let resumed = (from_lsn, shown_lsn);
-    let (id, mut stop) = shared.connect(kind, durable, &name, store_id, &peer, resumed);
     let holds_back = holds_back && shared.options.ship_ahead;
+    let resumed = (from_lsn, shown_lsn, holds_back);
+    let (id, mut stop) = shared.connect(kind, durable, &name, store_id, &peer, resumed);
     if holds_back {
-        shared.hold_back_link(&id);
+        shared.hold_back_link();
     }
     drop(claim);
     let result = tokio::select! {
@@ -396,7 +396,9 @@ async fn welcome<'a>(
     };
     let (matched, resume_lsn, resume_id) =
         resume_point(shared, held.as_deref(), (flushed_lsn, flushed_id), &history).await?;
-    let view = log_view(shared, resume_lsn, history).await?;
+    // A replica that holds back was matched against what is written here, durable or not
+    // (it may hold entries whose fdatasync runs now): it resumes against the same log.
+    let view = log_view(shared, resume_lsn, history, held.is_some()).await?;
     let internal = |e: &dyn std::fmt::Display| Denied::new(RefuseCode::Protocol, e.to_string());
     let primary_lineage = shared.store.lineage().map_err(|e| internal(&e))?;
     if flushed_lsn > 0 && lineage != primary_lineage {
@@ -461,23 +463,26 @@ async fn welcome<'a>(
     })
 }
 
-/// What the log holds for a peer at `flushed_lsn` with `history`. A deposed primary
-/// streams to nobody (its entries from then on are not the new primary's: a replica that
-/// took them would diverge).
+/// What the log holds for a peer at `flushed_lsn` with `history` (as written, durable or
+/// not, if `written`: see [`view_at`]). A deposed primary streams to nobody (its entries
+/// from then on are not the new primary's: a replica that took them would diverge).
 async fn log_view(
     shared: &Arc<Shared>,
     flushed_lsn: u64,
     history: Vec<(u64, u64)>,
+    written: bool,
 ) -> Result<LogView, Denied> {
     let store = shared.store.clone();
     if let Err(deposed) = store.check_epoch() {
         return Err(Denied::new(RefuseCode::Fenced, deposed.to_string()));
     }
     let peer_history = peer_history(&history)?;
-    tokio::task::spawn_blocking(move || view_at(&store, flushed_lsn, peer_history.as_ref(), false))
-        .await
-        .map_err(|e| internal(&e))?
-        .map_err(|e| internal(&e))
+    tokio::task::spawn_blocking(move || {
+        view_at(&store, flushed_lsn, peer_history.as_ref(), written)
+    })
+    .await
+    .map_err(|e| internal(&e))?
+    .map_err(|e| internal(&e))
 }
 
 fn internal(e: &dyn std::fmt::Display) -> Denied {

@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::{lock, Shared};
-use crate::replication::machine::LinkId;
 use crate::store::WrittenSubscription;
 
 /// The links to replicas that hold back, and the store's listener while there are any.
@@ -18,9 +17,9 @@ pub(super) struct Ahead {
 }
 
 impl Shared {
-    /// The link `id` goes to a replica that holds back: it is shipped what is written.
-    pub(super) fn hold_back_link(self: &Arc<Self>, id: &LinkId) {
-        self.machine(|m| m.hold_back(id));
+    /// The link `id` goes to a replica that holds back (the machine knows it from
+    /// [`Shared::connect`]): it is shipped what is written.
+    pub(super) fn hold_back_link(self: &Arc<Self>) {
         let mut ahead = lock(&self.ahead);
         ahead.links += 1;
         if ahead.subscription.is_none() {
@@ -52,3 +51,7 @@ impl Shared {
         self.sync.shippable(lsn);
     }
 }
+
+#[cfg(test)]
+#[path = "ahead_tests.rs"]
+mod tests;

@@ -312,7 +312,9 @@ impl Primary {
 
     /// Blocks until at least `replicas` replicas acknowledged `lsn` as durable, or
     /// `timeout` passes. Returns how many have (like Redis `WAIT`). Only replicas that
-    /// fsync count: consumers and replicas with `fsync=False` never do.
+    /// fsync count: consumers and replicas with `fsync=False` never do. Replicas that hold
+    /// back may acknowledge an entry before this primary's own fdatasync of it ends
+    /// ([`PrimaryOptions::ship_ahead`]).
     #[must_use]
     pub fn wait_for(&self, lsn: u64, replicas: usize, timeout: Duration) -> usize {
         self.shared.sync.wait_count(lsn, replicas, timeout)

@@ -179,8 +179,9 @@ impl Shared {
         })
     }
 
-    /// Registers a connection for `name` that holds everything up to `from_lsn`, stopping
-    /// an older one for the same name.
+    /// Registers a connection for `name` that holds everything up to `from_lsn` and shows
+    /// its readers up to `shown_lsn` (less if it `holds_back`: it is then shipped ahead),
+    /// stopping an older one for the same name.
     pub(super) fn connect(
         &self,
         kind: PeerKind,
@@ -188,7 +189,7 @@ impl Shared {
         name: &str,
         store_id: u64,
         peer: &SocketAddr,
-        (from_lsn, shown_lsn): (u64, u64),
+        (from_lsn, shown_lsn, holds_back): (u64, u64, bool),
     ) -> (LinkId, watch::Receiver<bool>) {
         let (stop, stop_rx) = watch::channel(false);
         let now = self.now_us();
@@ -197,6 +198,12 @@ impl Shared {
             .machine
             .connect(name, store_id, kind, durable, from_lsn, now);
         links.machine.showing(&id, shown_lsn);
+        // Before the waiters see the link: a replica that holds back counts what it holds
+        // durably, as its earlier link did (a view that counted it by what it shows would
+        // name nobody for a write its earlier link's ack released).
+        if holds_back {
+            links.machine.hold_back(&id);
+        }
         self.sync.publish(links.machine.quorum_view());
         let wire = Wire {
             address: peer.to_string(),

@@ -12,8 +12,9 @@ use crate::replication::protocol::Message;
 /// A promise of DESIGN §3 as the simulator checks it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Invariant {
-    /// Promise 3: a sync write returned to its writer is fsynced on at least `quorum`
-    /// counting replicas (checked after every step, and so when the primary is lost).
+    /// Promise 3: a sync write returned to its writer is fsynced, equal to the primary's,
+    /// on at least `quorum` counting replicas (checked after every step, and so when the
+    /// primary is lost).
     SyncWriteDurable,
     /// Promise 3: a sync write returns only once at least `quorum` counting replicas hold
     /// it durably applied: fsynced, and shown to their readers (checked as it returns,
@@ -60,22 +61,34 @@ impl World {
     /// Every invariant that can be checked on the state, in O(peers).
     pub(super) fn check(&self) -> Result<(), Violation> {
         // The primary's quorum LSN releases writers: it must be true before any writer
-        // relies on it, and so must every sync write that returned.
+        // relies on it (while the primary runs: a crash loses what it had not fsynced, which
+        // a replica that holds back may have acked, and its machine with it), and so must
+        // every sync write that returned.
+        let quorum_lsn = if self.primary_up {
+            self.primary.quorum_lsn()
+        } else {
+            0
+        };
         for (what, lsn) in [
-            ("the primary's quorum LSN", self.primary.quorum_lsn()),
+            ("the primary's quorum LSN", quorum_lsn),
             ("the last sync write returned", self.sync_returned_lsn),
         ] {
+            // The same entries: a replica that holds back counts with what it fsynced
+            // before the primary's own fdatasync ended.
+            let expected = self.log.checksum(lsn);
             let holding = self
                 .nodes
                 .iter()
-                .filter(|n| n.counts() && n.disk.durable_lsn() >= lsn)
+                .filter(|n| {
+                    n.counts() && n.disk.durable_lsn() >= lsn && n.disk.checksum(lsn) == expected
+                })
                 .count();
             if holding < self.sim.config.quorum {
                 return Err(Violation::new(
                     Invariant::SyncWriteDurable,
                     format!(
-                        "{what} is {lsn}, fsynced on {holding} counting replicas of the \
-                         quorum {} (durable: {})",
+                        "{what} is {lsn}, fsynced and equal to the primary's on {holding} \
+                         counting replicas of the quorum {} (durable: {})",
                         self.sim.config.quorum,
                         self.positions(|n| n.disk.durable_lsn())
                     ),
