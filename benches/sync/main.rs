@@ -127,8 +127,9 @@ fn main() -> Outcome {
     let quick = args.iter().any(|a| a == "--quick");
     let (rounds, count) = if quick { (2, 25) } else { (7, 100) };
     let dir = tempfile::tempdir()?;
-    let own_disk = args.iter().any(|a| a == "--replica-dir");
-    let replica_dir = match args.iter().position(|a| a == "--replica-dir") {
+    let replica_at = args.iter().position(|a| a == "--replica-dir");
+    let own_disk = replica_at.is_some();
+    let replica_dir = match replica_at {
         Some(at) => {
             tempfile::tempdir_in(args.get(at + 1).ok_or("--replica-dir needs a directory")?)?
         }

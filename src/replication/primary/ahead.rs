@@ -17,8 +17,8 @@ pub(super) struct Ahead {
 }
 
 impl Shared {
-    /// The link `id` goes to a replica that holds back (the machine knows it from
-    /// [`Shared::connect`]): it is shipped what is written.
+    /// A link to a replica that holds back started (the machine knows it from
+    /// [`Shared::connect`]): while there is one, what is written is shipped.
     pub(super) fn hold_back_link(self: &Arc<Self>) {
         let mut ahead = lock(&self.ahead);
         ahead.links += 1;
