@@ -554,6 +554,41 @@ def test_a_packed_key_that_is_no_key_is_refused_naming_its_row(
     assert "t" not in store.tables()
 
 
+@pytest.mark.parametrize(
+    ("inner", "error", "message"),
+    [
+        (b"\xa1\xff", ValueError, "a str that is not UTF-8"),
+        (b"\xd4\x05\x00", TypeError, "extension type 5, which replikv does not store"),
+        (b"\xd4\xff\x00", ValueError, "datetime is malformed"),
+        (b"\xcf" + b"\xff" * 8, OverflowError, "ints must fit in 64 bits"),
+        (b"\x81\x01\x02", TypeError, "dict keys must be str, not int"),
+    ],
+)
+def test_a_packed_cell_put_would_refuse_is_refused_naming_its_row_and_path(
+    store: Any, inner: bytes, error: type[Exception], message: str
+) -> None:
+    # {'tags': [1, <inner>]}: stored as it is, a cell no reader decodes would fail every
+    # read of its row (and scrub, which checks CRCs, would not see it).
+    cell = b"\x81\xa4tags\x92\x01" + inner
+    with pytest.raises(error, match=rf"t\[2\]\['v'\]\['tags'\]\[1\]: .*{message}"):
+        store.put_arrow("t", packed_column([b"\x01", cell]), key="id")
+    assert "t" not in store.tables(), "nothing of the load was stored"
+
+
+@pytest.mark.parametrize("layout", [pa.large_binary(), pa.binary_view()])
+def test_an_export_cast_to_another_binary_layout_imports_back(store: Any, layout: Any) -> None:
+    rows = [(1, {"v": [1, "a"]}), ("k", {"v": {"x": None}}), (b"b", {"v": 2.5})]
+    store.put_many("t", rows)
+    exported = store.table("t").to_arrow()
+    packed = [f.name for f in exported.schema if f.metadata == {b"replikv.encoding": b"msgpack"}]
+    assert packed == ["key", "v"]
+    cast = exported.cast(
+        pa.schema([f.with_type(layout) if f.name in packed else f for f in exported.schema])
+    )
+    store.put_arrow("copy", cast, key="key")
+    assert list(store.scan("copy")) == list(store.scan("t"))
+
+
 def test_columns_named_twice_are_refused_and_no_columns_give_the_key_alone(store: Any) -> None:
     store.put_many("t", [(1, {"a": 1, "b": "x"}), (2, {"a": 2}), ("c", [3])])
     subs = store.table("t")

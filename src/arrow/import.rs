@@ -20,18 +20,18 @@ use arrow_array::types::{
 use arrow_array::{Array, ArrayRef, OffsetSizeTrait};
 use arrow_schema::{DataType, Field, TimeUnit};
 
-use super::shape::{ENCODING_KEY, PACKED};
-use crate::codec::msgpack::{Reader, Token, DATE_EXT, MAX_DEPTH, TIMESTAMP_EXT};
+use super::packed;
+use crate::codec::msgpack::{DATE_EXT, MAX_DEPTH, TIMESTAMP_EXT};
 use crate::codec::{encode_key_into, encode_timestamp, KeyRef};
 
 /// Seconds since the epoch of 0001-01-01 and of the last second of 9999-12-31: the range a
 /// Python datetime can be read back in.
-const MIN_UNIX_SECONDS: i64 = -62_135_596_800;
-const MAX_UNIX_SECONDS: i64 = 253_402_300_799;
-const SECONDS_PER_DAY: i64 = 86_400;
+pub(super) const MIN_UNIX_SECONDS: i64 = -62_135_596_800;
+pub(super) const MAX_UNIX_SECONDS: i64 = 253_402_300_799;
+pub(super) const SECONDS_PER_DAY: i64 = 86_400;
 const MILLIS_PER_DAY: i64 = 86_400_000;
 /// A cell is a field of its row's dict: its value starts one level down.
-const CELL_DEPTH: u32 = 1;
+pub(super) const CELL_DEPTH: u32 = 1;
 /// A path longer than this (a value refused for its depth) is cut after these many steps,
 /// as `put`'s refusals are.
 const PATH_STEPS_SHOWN: usize = 8;
@@ -59,7 +59,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(kind: RefusalKind, reason: impl Into<String>) -> Self {
+    pub(super) fn new(kind: RefusalKind, reason: impl Into<String>) -> Self {
         Self {
             kind,
             steps: Vec::new(),
@@ -90,7 +90,7 @@ impl Refusal {
     }
 }
 
-fn too_deep() -> Refusal {
+pub(super) fn too_deep() -> Refusal {
     Refusal::new(
         RefusalKind::Value,
         format!("values nested deeper than {MAX_DEPTH} levels are refused"),
@@ -139,12 +139,9 @@ impl<'a> CellWriter<'a> {
     /// A writer for `array`, whose field is `field` (its metadata marks packed columns).
     #[must_use]
     pub fn new(array: &'a dyn Array, field: Option<&Field>, naive: Naive) -> Self {
-        let packed = field
-            .and_then(|f| f.metadata().get(ENCODING_KEY))
-            .is_some_and(|e| e == PACKED);
         Self {
             array,
-            packed,
+            packed: packed::is_packed(array, field),
             naive,
         }
     }
@@ -155,23 +152,7 @@ impl<'a> CellWriter<'a> {
     /// A [`Refusal`]; `out` may then hold part of the cell.
     pub fn write(&self, row: usize, out: &mut Vec<u8>) -> Result<(), Refusal> {
         if self.packed && !self.array.is_null(row) {
-            if let Some(bytes) = self.array.as_binary_opt::<i32>() {
-                let raw = bytes.value(row);
-                let mut reader = Reader::new(raw);
-                return match reader.value_and_depth() {
-                    Ok((_, depth)) if reader.is_done() => {
-                        if depth.saturating_add(CELL_DEPTH) > MAX_DEPTH {
-                            return Err(too_deep());
-                        }
-                        out.extend_from_slice(raw);
-                        Ok(())
-                    }
-                    _ => Err(Refusal::new(
-                        RefusalKind::Value,
-                        "a msgpack-encoded cell does not hold exactly one MessagePack value",
-                    )),
-                };
-            }
+            return packed::write_value(self.array, row, out);
         }
         write_cell(self.array, row, self.naive, CELL_DEPTH, out)
     }
@@ -440,11 +421,10 @@ impl<'a> KeyColumn<'a> {
     /// The keys in `array`, whose field is `field` (its metadata marks a packed column).
     #[must_use]
     pub fn new(array: &'a dyn Array, field: Option<&Field>) -> Self {
-        let packed = field
-            .and_then(|f| f.metadata().get(ENCODING_KEY))
-            .is_some_and(|e| e == PACKED)
-            && array.data_type() == &DataType::Binary;
-        Self { array, packed }
+        Self {
+            array,
+            packed: packed::is_packed(array, field),
+        }
     }
 
     /// Encodes the key at `row` into `out` (cleared first): a load reuses one buffer for
@@ -455,69 +435,12 @@ impl<'a> KeyColumn<'a> {
     /// packed cell that is not one `MessagePack` int, str or bytes.
     pub fn encode_into(&self, row: usize, out: &mut Vec<u8>) -> Result<(), Refusal> {
         let key = if self.packed && !self.array.is_null(row) {
-            packed_key(self.array.as_binary::<i32>().value(row))?
+            packed::key(self.array, row)?
         } else {
             cell_key(self.array, row)?
         };
         encode_key_into(out, key);
         Ok(())
-    }
-}
-
-/// The key a packed key cell holds.
-fn packed_key(raw: &[u8]) -> Result<KeyRef<'_>, Refusal> {
-    let not_one = || {
-        Refusal::new(
-            RefusalKind::Value,
-            "a msgpack-encoded key does not hold exactly one MessagePack value",
-        )
-    };
-    let mut reader = Reader::new(raw);
-    let key = match reader.next_token().map_err(|_| not_one())? {
-        Token::Int(int) => KeyRef::Int(int),
-        Token::UInt(_) => {
-            return Err(Refusal::new(
-                RefusalKind::Overflow,
-                "int keys must fit in 64 bits",
-            ))
-        }
-        Token::Str(text) => KeyRef::Str(std::str::from_utf8(text).map_err(|_| {
-            Refusal::new(
-                RefusalKind::Value,
-                "a msgpack-encoded key holds a str that is not UTF-8",
-            )
-        })?),
-        Token::Bin(bytes) => KeyRef::Bytes(bytes),
-        other => {
-            return Err(Refusal::new(
-                RefusalKind::Type,
-                format!(
-                    "keys must be str, bytes or int, not {} (a msgpack-encoded key)",
-                    token_type(other)
-                ),
-            ))
-        }
-    };
-    if !reader.is_done() {
-        return Err(not_one());
-    }
-    Ok(key)
-}
-
-/// The Python type a value starting with `token` reads back as.
-fn token_type(token: Token<'_>) -> &'static str {
-    match token {
-        Token::Nil => "None",
-        Token::Bool(_) => "bool",
-        Token::Int(_) | Token::UInt(_) => "int",
-        Token::Float(_) => "float",
-        Token::Str(_) => "str",
-        Token::Bin(_) => "bytes",
-        Token::Array(_) => "list",
-        Token::Map(_) => "dict",
-        Token::Ext(TIMESTAMP_EXT, _) => "datetime",
-        Token::Ext(DATE_EXT, _) => "date",
-        Token::Ext(..) => "an unknown MessagePack extension",
     }
 }
 

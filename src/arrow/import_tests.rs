@@ -1,10 +1,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow_array::{BinaryArray, FixedSizeListArray, Int64Array, StructArray};
+use arrow_array::{
+    BinaryArray, BinaryViewArray, FixedSizeListArray, Int64Array, LargeBinaryArray, StructArray,
+};
 
+use super::super::shape::{ENCODING_KEY, PACKED};
 use super::*;
-use crate::codec::{encode_key, Reader};
+use crate::codec::{encode_key, encode_timestamp, Reader};
 
 /// A column of one cell: `[[...[7]...]]`, `levels` lists deep.
 fn nested_lists(levels: usize) -> ArrayRef {
@@ -113,4 +116,97 @@ fn a_packed_key_column_gives_the_keys_its_cells_hold() {
     let mut out = Vec::new();
     plain.encode_into(0, &mut out).unwrap();
     assert_eq!(out, encode_key(KeyRef::Bytes(&[0x01])));
+}
+
+/// A packed cell: `{'tags': [..., <inner>]}`, the `MessagePack` of a dict.
+fn packed_tags(inner: &[u8]) -> Vec<u8> {
+    [&[0x81, 0xa4][..], b"tags", &[0x92, 0x01], inner].concat()
+}
+
+#[test]
+fn packed_cells_that_put_would_refuse_or_no_reader_could_decode_are_refused_where_they_fail() {
+    let timestamp = |secs: i64| {
+        let payload = encode_timestamp(secs, 0);
+        let mut cell = Vec::new();
+        rmp::encode::write_ext_meta(&mut cell, payload.len() as u32, TIMESTAMP_EXT).unwrap();
+        [cell, payload].concat()
+    };
+    let date = |days: i32| [&[0xd6, DATE_EXT as u8][..], &days.to_be_bytes()].concat();
+    let cases: Vec<(Vec<u8>, RefusalKind, &str)> = vec![
+        (packed_tags(&[0xa1, 0xff]), RefusalKind::Value, "not UTF-8"),
+        (
+            packed_tags(&[0xd4, 0x05, 0x00]),
+            RefusalKind::Type,
+            "extension type 5",
+        ),
+        (
+            packed_tags(&[0xd4, 0xff, 0x00]),
+            RefusalKind::Value,
+            "malformed",
+        ),
+        (
+            packed_tags(&timestamp(MAX_UNIX_SECONDS + 1)),
+            RefusalKind::Value,
+            "years 1-9999",
+        ),
+        (
+            packed_tags(&date(i32::MAX)),
+            RefusalKind::Value,
+            "years 1-9999",
+        ),
+        (
+            packed_tags(&[0xcf, 0xff, 0, 0, 0, 0, 0, 0, 0]),
+            RefusalKind::Overflow,
+            "64 bits",
+        ),
+        (
+            packed_tags(&[0x81, 0x01, 0x02]),
+            RefusalKind::Type,
+            "dict keys must be str, not int",
+        ),
+    ];
+    let field = packed_field(DataType::Binary);
+    for (cell, kind, reason) in cases {
+        let cells = BinaryArray::from_vec(vec![&cell]);
+        let refusal = write(&cells, Some(&field)).unwrap_err();
+        assert_eq!(refusal.kind, kind, "{reason}: {refusal:?}");
+        assert!(refusal.reason.contains(reason), "{reason}: {refusal:?}");
+        assert_eq!(refusal.path(), "['tags'][1]", "{reason}");
+    }
+    // What put stores reads back: each of the same cells, made well.
+    let good = [
+        packed_tags(&[0xa1, b'x']),
+        packed_tags(&timestamp(1_700_000_000)),
+        packed_tags(&date(-719_162)), // 0001-01-01
+        packed_tags(&[0xcf, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
+        packed_tags(&[0x81, 0xa1, b'k', 0x02]),
+    ];
+    for cell in good {
+        let cells = BinaryArray::from_vec(vec![&cell]);
+        assert_eq!(write(&cells, Some(&field)).unwrap(), cell);
+    }
+}
+
+#[test]
+fn packed_columns_of_every_binary_layout_hold_values_and_keys() {
+    let cell = packed_tags(&[0xa1, b'x']);
+    let key = [0xa1, b'k'];
+    let large = (
+        LargeBinaryArray::from_vec(vec![&cell]),
+        LargeBinaryArray::from_vec(vec![&key]),
+    );
+    let view = (
+        BinaryViewArray::from_iter_values([&cell]),
+        BinaryViewArray::from_iter_values([&key]),
+    );
+    let columns: [(&dyn Array, &dyn Array); 2] = [(&large.0, &large.1), (&view.0, &view.1)];
+    for (values, keys) in columns {
+        let field = packed_field(values.data_type().clone());
+        assert_eq!(write(values, Some(&field)).unwrap(), cell);
+        let mut out = Vec::new();
+        KeyColumn::new(keys, Some(&field))
+            .encode_into(0, &mut out)
+            .unwrap();
+        assert_eq!(out, encode_key(KeyRef::Str("k")));
+    }
 }

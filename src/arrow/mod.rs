@@ -7,6 +7,7 @@ mod feed;
 mod import;
 mod infer;
 mod jobs;
+mod packed;
 mod parallel;
 mod shape;
 
