@@ -23,6 +23,11 @@ def test_numpy_integer_keys_are_the_ints_they_stand_for(store: replikv.Store) ->
     keys = list(store.table("t").keys())
     assert keys == [5, 7]
     assert all(type(k) is int for k in keys)
+    table = store.table("t")
+    assert np.int64(5) in table and np.uint8(7) in table and np.int16(6) not in table
+    # What cannot be a key is in no table, as with a dict.
+    assert np.float64(5.0) not in table and np.uint64(2**64 - 1) not in table
+    assert np.True_ not in table and 2.5 not in table
 
 
 @pytest.mark.parametrize(

@@ -601,6 +601,20 @@ def test_columns_named_twice_are_refused_and_no_columns_give_the_key_alone(store
     assert list(frame.columns) == [] and list(frame.index) == [1, 2, "c"]
 
 
+def test_the_value_column_of_a_table_not_all_dicts_can_be_asked_for_by_name(store: Any) -> None:
+    store.put_many("t", [("ana", 5), ("bo", [7]), ("cy", {"value": 1})])
+    subs = store.table("t")
+    whole = subs.to_arrow()
+    assert whole.column_names == ["key", "value"]
+    assert subs.to_arrow(columns=["value"]).to_pylist() == whole.to_pylist()
+    batches = pa.RecordBatchReader.from_stream(subs.to_arrow_batches(columns=["value"]))
+    assert batches.read_all().to_pylist() == whole.to_pylist()
+    assert subs.to_pandas(columns=["value"])["value"].tolist() == [5, [7], {"value": 1}]
+    # A table of dicts gives its field of that name, as for any other column.
+    store.put_many("d", [("ana", {"value": 1, "x": 2}), ("bo", {"x": 3})])
+    assert store.table("d").to_arrow(columns=["value"]).column("value").to_pylist() == [1, None]
+
+
 def test_a_reader_past_max_transaction_bytes_is_refused_at_the_crossing_batch(
     tmp_path: Path,
 ) -> None:

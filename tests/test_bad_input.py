@@ -129,6 +129,21 @@ def test_values_and_keys_over_the_limit_raise_value_too_large(tmp_path: Path) ->
         assert_untouched(s)
 
 
+def test_a_row_written_under_a_larger_key_limit_stays_deletable(tmp_path: Path) -> None:
+    long_keys = ["a" * 100, "b" * 100, "c" * 100]
+    with replikv.Store(tmp_path / "db", max_key_bytes=1000) as s:
+        s.put_many("t", [(k, 1) for k in long_keys])
+        s.put("u", "d" * 100, 1)
+    with replikv.Store(tmp_path / "db", max_key_bytes=64) as s:
+        with pytest.raises(replikv.ValueTooLarge, match="max_key_bytes"):
+            s.put("t", long_keys[0], 2)  # a put is still held to the limit
+        s.delete("t", long_keys[0])
+        del s.table("t")[long_keys[1]]
+        s.delete_prefix("t", "c")
+        s.drop_table("u")
+        assert len(s.table("t")) == 0 and "u" not in s.tables()
+
+
 def test_transactions_over_the_limit_raise_value_too_large(tmp_path: Path) -> None:
     with replikv.Store(tmp_path / "db", max_transaction_bytes=10_000) as s:
         s.put("t", "keep", "kept")

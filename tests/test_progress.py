@@ -6,8 +6,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -59,6 +60,24 @@ def test_put_dataframe_bar_totals_the_frames_rows(tmp_path: Path, bars: list[Rec
     [bar] = bars
     assert (bar.total, bar.counts[-1], bar.closed) == (20_000, 20_000, True)
     assert len(bar.counts) > 1  # it moves while the rows are encoded, not only at the end
+
+
+@pytest.mark.parametrize("rows", [3, 20_000])  # committed at once, and streamed
+@pytest.mark.parametrize("progress", [1, "yes"])
+def test_a_progress_that_is_not_callable_is_refused_before_anything_is_written(
+    tmp_path: Path, rows: int, progress: Any
+) -> None:
+    frame = pd.DataFrame({"id": range(rows), "opens": range(rows)})
+    pairs = [(i, i) for i in range(rows)]
+    with replikv.Store(tmp_path / "db") as store:
+        loads: dict[str, Callable[[], object]] = {
+            "put_many": lambda: store.put_many("t", pairs, progress=progress),
+            "put_dataframe": lambda: store.put_dataframe("t", frame, key="id", progress=progress),
+        }
+        for name, load in loads.items():
+            with pytest.raises(TypeError, match="progress must be True, False, None or a callable"):
+                load()
+            assert "t" not in store.tables(), name
 
 
 def test_scrub_bar_totals_the_rows_it_checks(tmp_path: Path, bars: list[Recorder]) -> None:

@@ -186,3 +186,17 @@ def test_closing_a_handle_aborts_its_open_transaction_and_frees_the_writer_lock_
     assert second.get("t", "k") == 2
     assert "aborted" in repr(tx)
     second.close()
+
+
+def test_a_with_block_whose_store_is_closed_under_it_raises_store_closed(
+    tmp_path: Path,
+) -> None:
+    # Its writes are discarded: the block must not end as if they were committed.
+    store = replikv.Store(tmp_path / "db")
+    with pytest.raises(replikv.StoreClosed), store.transaction() as tx:
+        tx.put("orders", "o1", {"total": 3})
+        store.close()
+    assert tx.receipt is None
+    assert "aborted by the close of its store" in repr(tx)
+    with replikv.Store(tmp_path / "db") as reopened:
+        assert "orders" not in reopened.tables()

@@ -58,9 +58,14 @@ class Table(MutableMapping[Key, Any]):
         self.store.delete(self.name, key)
 
     def __contains__(self, key: object) -> bool:
-        if not isinstance(key, str | bytes | int) or isinstance(key, bool):
+        # Whatever a key can be (numpy ints too, as ``table[k]`` takes them) is looked up;
+        # anything else is in no table, as ``in`` on a dict answers for a key of no type.
+        if isinstance(key, bool):
             return False
-        return self.store.contains(self.name, key)
+        try:
+            return self.store.contains(self.name, key)  # type: ignore[arg-type]
+        except (TypeError, OverflowError):
+            return False
 
     def __iter__(self) -> Iterator[Key]:
         return (key for key, _ in self.store.scan(self.name))

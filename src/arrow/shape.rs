@@ -231,10 +231,12 @@ impl Shape {
         self.key
     }
 
-    /// How values become columns.
+    /// How values become columns. Columns asked for are dict fields, but for the one
+    /// column a table whose values are not all dicts exports, asked for by its name.
     #[must_use]
     pub fn layout(&self) -> Layout {
-        if self.all_dicts || self.fixed {
+        let whole_asked = matches!(self.columns.as_slice(), [(name, _)] if name == VALUE_COLUMN);
+        if self.all_dicts || (self.fixed && !whole_asked) {
             Layout::Fields(self.columns.clone())
         } else {
             Layout::Whole(self.whole)

@@ -1,5 +1,6 @@
 //! The `progress=` argument of bulk calls: a progress bar, a callable, or nothing.
 
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::PyBool;
 
@@ -28,6 +29,14 @@ impl<'py> Progress<'py> {
             });
         };
         if !progress.is_instance_of::<PyBool>() {
+            // Refused before anything is read or written: a callable found wanting only
+            // when first called would fail a load after its commit.
+            if !progress.is_callable() {
+                return Err(PyTypeError::new_err(format!(
+                    "progress must be True, False, None or a callable taking the count of                      rows so far, not {}",
+                    progress.get_type().name()?
+                )));
+            }
             return Ok(Self {
                 callback: Some(progress.clone()),
                 owns_bar: false,

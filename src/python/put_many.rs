@@ -107,16 +107,16 @@ impl<'a> OpSink<'a> {
     /// first one waits for the writer lock).
     pub(crate) fn push(&mut self, py: Python<'_>, op: OpRef<'_>) -> PyResult<()> {
         if let Err(err) = self.store.check_ops([op]) {
-            return Err(about_row(py, &to_py(py, err), op, self.count + 1));
+            return Err(about_row(py, &to_py(py, err), op, self.count));
         }
         self.bytes += op.table.len() + op.key.len() + op.value.map_or(0, <[u8]>::len);
         let limit = self.store.options().max_transaction_bytes;
         if self.bytes > limit {
             let message = format!(
-                "{} rows exceed max_transaction_bytes ({limit} bytes) at row {}: write them \
-                 in smaller batches, or open the Store with a larger max_transaction_bytes",
-                self.what,
-                self.count + 1
+                "{} rows exceed max_transaction_bytes ({limit} bytes) at row {} (counting \
+                 from 0): write them in smaller batches, or open the Store with a larger \
+                 max_transaction_bytes",
+                self.what, self.count
             );
             return Err(super::errors::raise(py, "ValueTooLarge", (message,)));
         }
@@ -254,8 +254,8 @@ fn at_row(py: Python<'_>, err: &PyErr, table: &str, row: usize) -> PyErr {
     named
 }
 
-/// `err` (a refused op) again, its message saying which row it is: `table[key] (row n)`.
-/// A key too long to show is cut.
+/// `err` (a refused op) again, its message saying which row it is: `table[key] (row n)`,
+/// counted from 0 as `<row n>` is (what `df.iloc[n]` finds). A key too long to show is cut.
 fn about_row(py: Python<'_>, err: &PyErr, op: OpRef<'_>, row: usize) -> PyErr {
     const SHOWN: usize = 80;
     let mut key = describe_key(op.key);

@@ -22,6 +22,10 @@ enum TxState {
     /// With the number of writes it committed (an empty one wrote no entry).
     Committed(PyReceipt, usize),
     Aborted,
+    /// Aborted by the close of the handle that opened it, not by its user: a clean end of
+    /// its ``with`` block raises ``StoreClosed``, as its ``commit()`` would, rather than
+    /// end as if the block had chosen to discard its writes.
+    Closed,
 }
 
 /// A serializable transaction: commits on a clean ``with`` exit, aborts on an exception.
@@ -74,7 +78,7 @@ impl OpenTransactions {
         for state in states.iter().filter_map(Weak::upgrade) {
             let mut state = lock(&state);
             if matches!(*state, TxState::Open(_)) {
-                *state = TxState::Aborted;
+                *state = TxState::Closed;
             }
         }
     }
@@ -134,7 +138,7 @@ impl PyTransaction {
     fn put_back(&self, tx: Transaction) {
         let mut state = self.lock();
         *state = if self.store.is_closed() {
-            TxState::Aborted
+            TxState::Closed
         } else {
             TxState::Open(tx)
         };
@@ -145,7 +149,10 @@ impl PyTransaction {
         if let Err(refused) = owned(py, &self.store) {
             // A transaction of a closed handle can never commit: it gives the writer lock
             // back now rather than when it is collected.
-            self.abort();
+            let mut state = self.lock();
+            if !matches!(*state, TxState::Committed(..) | TxState::Aborted) {
+                *state = TxState::Closed;
+            }
             return Err(refused);
         }
         let previous = std::mem::replace(&mut *self.lock(), TxState::Busy);
@@ -209,7 +216,8 @@ impl PyTransaction {
         if exc_type.is_some_and(|t| !t.is_none()) {
             self.abort();
         } else if !finished {
-            // A block that already committed or aborted explicitly ends as it chose.
+            // A block that already committed or aborted explicitly ends as it chose; one
+            // whose store was closed under it fails as its commit does (`StoreClosed`).
             self.commit(py)?;
         }
         Ok(false)
@@ -309,6 +317,7 @@ impl PyTransaction {
                 format!("{writes} write(s) committed at LSN {}", receipt.lsn)
             }
             TxState::Aborted => "aborted".to_owned(),
+            TxState::Closed => "aborted by the close of its store".to_owned(),
         };
         format!(
             "<Transaction on {}: {state}>",

@@ -28,7 +28,7 @@ pub struct StoreOptions {
     /// `fdatasync` the log on every commit (group commit shares it between writers).
     /// `false` is for scratch data: a crash of the machine may lose recent writes.
     pub fsync: bool,
-    /// Largest encoded key, in bytes.
+    /// Largest encoded key a put writes, in bytes (deletes are not held to it).
     pub max_key_bytes: usize,
     /// Largest encoded value, in bytes.
     pub max_value_bytes: usize,

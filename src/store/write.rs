@@ -19,13 +19,15 @@ impl Store {
         Ok((body, crc))
     }
 
-    /// Checks the table names and the sizes of keys and values.
+    /// Checks the table names and the sizes of the keys and values written. A delete's
+    /// key is not held to `max_key_bytes`: a row written under a larger limit (the store
+    /// opened with another) must stay deletable.
     pub(crate) fn check_ops<'o>(&self, ops: impl IntoIterator<Item = OpRef<'o>>) -> Result<()> {
         let options = &self.inner.options;
         for op in ops {
             validate_table_name(op.table)?;
-            check_size("key", op.key.len(), options.max_key_bytes)?;
             if let Some(value) = op.value {
+                check_size("key", op.key.len(), options.max_key_bytes)?;
                 check_size("value", value.len(), options.max_value_bytes)?;
             }
         }
