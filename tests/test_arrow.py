@@ -535,43 +535,39 @@ def test_an_export_of_keys_of_mixed_types_imports_back_with_its_keys(store: Any)
     assert [k for k, _ in store.scan("ops")] == [k for k, _ in store.scan("t")]
 
 
-@pytest.mark.parametrize(
-    ("cell", "error", "message"),
-    [
-        (b"\x91\x01", TypeError, "keys must be str, bytes or int, not list"),
-        (b"\xc0", TypeError, "keys must be str, bytes or int, not None"),
-        (b"\xcf" + b"\xff" * 8, OverflowError, "int keys must fit in 64 bits"),
-        (b"\x01\x02", ValueError, "does not hold exactly one MessagePack value"),
-    ],
-)
-def test_a_packed_key_that_is_no_key_is_refused_naming_its_row(
-    store: Any, cell: bytes, error: type[Exception], message: str
-) -> None:
+def packed_keys(cell: bytes) -> pa.Table:
     schema = pa.schema([pa.field("key", pa.binary(), metadata=PACKED), pa.field("v", pa.int64())])
-    table = pa.table({"key": [b"\x01", cell], "v": [1, 2]}, schema=schema)
-    with pytest.raises(error, match=rf"t\[<row 1>\]\['key'\]: .*{message}"):
-        store.put_arrow("t", table, key="key")
-    assert "t" not in store.tables()
+    return pa.table({"key": [b"\x01", cell], "v": [1, 2]}, schema=schema)
+
+
+# {'tags': [1, <inner>]}: stored as it is, a cell no reader decodes would fail every read
+# of its row (and scrub, which checks CRCs, would not see it).
+TAGS = b"\x81\xa4tags\x92\x01"
 
 
 @pytest.mark.parametrize(
-    ("inner", "error", "message"),
+    ("column", "cell", "error", "message"),
     [
-        (b"\xa1\xff", ValueError, "a str that is not UTF-8"),
-        (b"\xd4\x05\x00", TypeError, "extension type 5, which replikv does not store"),
-        (b"\xd4\xff\x00", ValueError, "datetime is malformed"),
-        (b"\xcf" + b"\xff" * 8, OverflowError, "ints must fit in 64 bits"),
-        (b"\x81\x01\x02", TypeError, "dict keys must be str, not int"),
+        ("key", b"\x91\x01", TypeError, "keys must be str, bytes or int, not list"),
+        ("key", b"\xc0", TypeError, "keys must be str, bytes or int, not None"),
+        ("key", b"\xcf" + b"\xff" * 8, OverflowError, "int keys must fit in 64 bits"),
+        ("key", b"\x01\x02", ValueError, "does not hold exactly one MessagePack value"),
+        ("value", TAGS + b"\xa1\xff", ValueError, "a str that is not UTF-8"),
+        ("value", TAGS + b"\xd4\x05\x00", TypeError, "extension type 5, which replikv does not"),
+        ("value", TAGS + b"\xd4\xff\x00", ValueError, "datetime is malformed"),
+        ("value", TAGS + b"\xcf" + b"\xff" * 8, OverflowError, "ints must fit in 64 bits"),
+        ("value", TAGS + b"\x81\x01\x02", TypeError, "dict keys must be str, not int"),
     ],
 )
 def test_a_packed_cell_put_would_refuse_is_refused_naming_its_row_and_path(
-    store: Any, inner: bytes, error: type[Exception], message: str
+    store: Any, column: str, cell: bytes, error: type[Exception], message: str
 ) -> None:
-    # {'tags': [1, <inner>]}: stored as it is, a cell no reader decodes would fail every
-    # read of its row (and scrub, which checks CRCs, would not see it).
-    cell = b"\x81\xa4tags\x92\x01" + inner
-    with pytest.raises(error, match=rf"t\[2\]\['v'\]\['tags'\]\[1\]: .*{message}"):
-        store.put_arrow("t", packed_column([b"\x01", cell]), key="id")
+    if column == "key":
+        table, key, where = packed_keys(cell), "key", r"t\[<row 1>\]\['key'\]"
+    else:
+        table, key, where = packed_column([b"\x01", cell]), "id", r"t\[2\]\['v'\]\['tags'\]\[1\]"
+    with pytest.raises(error, match=rf"{where}: .*{message}"):
+        store.put_arrow("t", table, key=key)
     assert "t" not in store.tables(), "nothing of the load was stored"
 
 
