@@ -246,6 +246,16 @@ impl Log {
         Ok(())
     }
 
+    /// The commit time of the last entry, milliseconds since the Unix epoch (0 for an
+    /// empty log): a store's next entry is never older, whatever its clock says then.
+    #[must_use]
+    pub fn last_timestamp_ms(&self) -> u64 {
+        self.last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .map_or(0, |last| last.timestamp_ms)
+    }
+
     /// The LSN the next appended record must carry.
     #[must_use]
     pub fn next_lsn(&self) -> u64 {

@@ -25,10 +25,11 @@ pub(crate) struct CheckpointPolicy {
     pub entries: u64,
     /// ...or this many bytes of log records...
     pub bytes: u64,
-    /// ...or this long after the last checkpoint, if anything was written since.
+    /// ...or this long after the last checkpoint, if anything was written since. A store
+    /// opened with `fsync=False` checkpoints too, syncing nothing (see `Tables::open`):
+    /// without its checkpoints the log could never be dropped, and redb would free no
+    /// page (it frees them only at durable commits).
     pub interval: Duration,
-    /// `false` (a store opened with `fsync=False`): moves only, never an fsync.
-    pub fsync: bool,
 }
 
 /// Bytes of log after which a checkpoint is due, whatever the entry count: a bulk load
@@ -222,23 +223,21 @@ fn run(shared: &Arc<Shared>, tables: &Tables, overlay: &Overlay) {
         plan.move_wanted = false;
         drop(plan);
         let started = Instant::now();
-        let durable = due && policy.fsync;
         // Its writeback keeps to the schedule (see `super::paced`); nobody waits for it.
-        let paced = durable.then(|| {
+        let paced = due.then(|| {
             tables
                 .pace()
                 .follow(Arc::clone(shared) as Arc<dyn Schedule>)
         });
         // A panic in it is an error (see `move_to_tables`): the store closes, and writers
         // never wait for room forever.
-        let result = overlay.move_to_tables(tables, durable);
+        let result = overlay.move_to_tables(tables, due);
         drop(paced);
         if due {
             tracing::debug!(elapsed = ?started.elapsed(), "checkpoint");
         }
         if due && result.is_ok() {
-            // What the move freed (the overlay, evicted pages) leaves the process; with
-            // `fsync=False` too, whose checkpoints only move.
+            // What the move freed (the overlay, evicted pages) leaves the process.
             super::trim::release_free_memory();
         }
         plan = shared.lock();
@@ -423,7 +422,6 @@ mod tests {
                 entries: 100,
                 bytes: 1000,
                 interval: Duration::from_secs(3600),
-                fsync: true,
             },
             failed: AtomicBool::new(false),
         };

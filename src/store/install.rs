@@ -199,6 +199,7 @@ impl Store {
             true,
             cache_bytes,
             Arc::default(),
+            self.inner.options.fsync,
         )?;
         // The directory stays the same store to its primary (a reconnection replaces).
         tables.set_store_id(self.store_id()?)?;

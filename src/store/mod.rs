@@ -243,7 +243,11 @@ impl Store {
         let parts = crate::error::corrupt_on_panic("opening the tables", || {
             Parts::recover(&path, &options, log_fs)
         })?;
-        let pipeline = Pipeline::new(parts.next_lsn, parts.history.last_epoch());
+        let pipeline = Pipeline::new(
+            parts.next_lsn,
+            parts.history.last_epoch(),
+            parts.log.last_timestamp_ms(),
+        );
         if let Some(held) = parts.held {
             let held = held.into_iter().map(|e| commit::Pending {
                 lsn: e.lsn,
@@ -563,8 +567,9 @@ impl Store {
         if let Some(mut open) = open {
             open.checkpointer.stop();
             if self.inner.pipeline.failure().is_none() && open.checkpointer.failure().is_none() {
-                open.overlay
-                    .move_to_tables(&open.tables, self.inner.options.fsync)?;
+                // Durable, so that the next open replays nothing (without `fsync` it syncs
+                // nothing either, see `Tables::open`).
+                open.overlay.move_to_tables(&open.tables, true)?;
             }
         }
         Ok(())

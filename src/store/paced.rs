@@ -112,12 +112,22 @@ pub(super) struct PacedFile {
     /// The store's `LOCK` file beside it, whose `fdatasync` flushes the disk's write
     /// cache and writes nothing else; none where there is no store (an install's staging).
     flusher: Option<File>,
+    /// `false` for a store opened with `fsync=False`: a sync writes nothing back and
+    /// syncs nothing. redb's durable commits still order their writes through the page
+    /// cache, which a crash of the process keeps (a power loss may not: what such a store
+    /// promises).
+    sync: bool,
 }
 
 impl PacedFile {
     /// Opens (or creates) the file at `path`, whose syncs first sync what `log` lists and
-    /// keep to the schedule `pace` holds.
-    pub(super) fn open(path: &Path, log: Arc<Unsynced>, pace: Arc<Pace>) -> io::Result<Self> {
+    /// keep to the schedule `pace` holds (none at all unless `sync`).
+    pub(super) fn open(
+        path: &Path,
+        log: Arc<Unsynced>,
+        pace: Arc<Pace>,
+        sync: bool,
+    ) -> io::Result<Self> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -135,6 +145,7 @@ impl PacedFile {
             pace,
             resized: AtomicBool::new(false),
             flusher,
+            sync,
         })
     }
 
@@ -231,6 +242,9 @@ impl StorageBackend for PacedFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        if !self.sync {
+            return Ok(());
+        }
         self.log.sync()?;
         // redb syncs a file it grew while holding the lock its readers begin under: that
         // sync must not keep a schedule.
@@ -241,6 +255,10 @@ impl StorageBackend for PacedFile {
 
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         self.inner.write(offset, data)?;
+        if !self.sync {
+            // Nothing is ever written back here: nothing to remember.
+            return Ok(());
+        }
         if let Some(last) = data.len().checked_sub(1) {
             let end = offset.saturating_add(last as u64);
             self.dirty
@@ -319,8 +337,13 @@ mod tests {
     #[test]
     fn a_write_marks_every_chunk_it_touches_and_a_sync_clears_them() {
         let dir = tempfile::tempdir().unwrap();
-        let file =
-            PacedFile::open(&dir.path().join("t.redb"), Arc::default(), Arc::default()).unwrap();
+        let file = PacedFile::open(
+            &dir.path().join("t.redb"),
+            Arc::default(),
+            Arc::default(),
+            true,
+        )
+        .unwrap();
         file.set_len(4 * CHUNK_BYTES).unwrap();
         file.write(CHUNK_BYTES - 1, b"ab").unwrap();
         file.write(3 * CHUNK_BYTES, b"c").unwrap();
@@ -341,20 +364,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.redb");
         let first = Builder::new()
-            .create_with_backend(PacedFile::open(&path, Arc::default(), Arc::default()).unwrap())
+            .create_with_backend(
+                PacedFile::open(&path, Arc::default(), Arc::default(), true).unwrap(),
+            )
             .unwrap();
         let txn = first.begin_write().unwrap();
         txn.open_table(T).unwrap().insert(1, 2).unwrap();
         txn.commit().unwrap();
-        let second = Builder::new()
-            .create_with_backend(PacedFile::open(&path, Arc::default(), Arc::default()).unwrap());
+        let second = Builder::new().create_with_backend(
+            PacedFile::open(&path, Arc::default(), Arc::default(), true).unwrap(),
+        );
         assert!(
             matches!(second, Err(DatabaseError::DatabaseAlreadyOpen)),
             "{second:?}"
         );
         drop(first);
         let reopened = Builder::new()
-            .create_with_backend(PacedFile::open(&path, Arc::default(), Arc::default()).unwrap())
+            .create_with_backend(
+                PacedFile::open(&path, Arc::default(), Arc::default(), true).unwrap(),
+            )
             .unwrap();
         let read = reopened.begin_read().unwrap();
         assert_eq!(

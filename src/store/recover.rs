@@ -52,6 +52,7 @@ impl Parts {
             options.follower,
             options.cache_bytes,
             Arc::clone(&log_options.unsynced),
+            options.fsync,
         )?;
         // A replica's log is appended without a sync per batch (see `Store::flush`).
         log_options.holes_are_torn = meta.follower;
@@ -118,7 +119,6 @@ impl Parts {
             entries: options.checkpoint_entries.max(1),
             bytes: CHECKPOINT_BYTES,
             interval: options.checkpoint_interval,
-            fsync: options.fsync,
         };
         let checkpointer = Checkpointer::start(
             Arc::clone(&tables),

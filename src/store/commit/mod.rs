@@ -206,12 +206,15 @@ pub(super) fn now_ms() -> u64 {
 }
 
 impl Pipeline {
-    pub(crate) fn new(next_lsn: u64, epoch: u64) -> Self {
+    /// A pipeline whose next entry takes `next_lsn` in `epoch`, and a commit time no older
+    /// than `last_timestamp_ms` (the log's last entry's: a clock set back between two runs
+    /// must not make the change feed go back in time).
+    pub(crate) fn new(next_lsn: u64, epoch: u64, last_timestamp_ms: u64) -> Self {
         Self {
             state: Mutex::new(State {
                 next_lsn,
                 epoch,
-                last_timestamp_ms: 0,
+                last_timestamp_ms,
                 records: Vec::new(),
                 pending: Vec::new(),
                 leading: false,

@@ -14,7 +14,7 @@ fn no_sync() -> crate::Result<()> {
 /// flushes it with a flush that would not commit its rows.
 #[test]
 fn an_entry_enqueued_keeping_the_writer_is_led_by_its_own_thread_only() {
-    let pipeline = Arc::new(Pipeline::new(1, 1));
+    let pipeline = Arc::new(Pipeline::new(1, 1, 0));
     pipeline.acquire_writer(None).ok().unwrap();
     let lsn = pipeline
         .enqueue(
@@ -66,7 +66,7 @@ fn an_entry_enqueued_keeping_the_writer_is_led_by_its_own_thread_only() {
 /// for it share one sync, and the listeners hear of it from that sync.
 #[test]
 fn a_written_batch_is_readable_at_once_and_visible_after_one_shared_sync() {
-    let pipeline = Arc::new(Pipeline::new(1, 1));
+    let pipeline = Arc::new(Pipeline::new(1, 1, 0));
     let heard = Arc::new(AtomicUsize::new(0));
     {
         let heard = Arc::clone(&heard);
@@ -115,4 +115,23 @@ fn a_written_batch_is_readable_at_once_and_visible_after_one_shared_sync() {
     );
     assert_eq!(pipeline.visible_lsn(), 3);
     assert_eq!(heard.load(Ordering::SeqCst), 3);
+}
+
+/// A clock set back between two runs (or a promoted replica's, behind its old primary's)
+/// does not make an entry older than the log's last: the feed's times never go back.
+#[test]
+fn an_entry_is_never_older_than_the_last_one_the_log_held_at_open() {
+    let ahead = now_ms() + 3_600_000;
+    let pipeline = Pipeline::new(8, 1, ahead);
+    let taken = pipeline
+        .enqueue(
+            Some((b"body", 0)),
+            Vec::new(),
+            WriterLock::NotHeld,
+            false,
+            |_| {},
+        )
+        .ok()
+        .unwrap();
+    assert_eq!((taken.lsn, taken.timestamp_ms), (8, ahead));
 }

@@ -142,21 +142,23 @@ impl Tables {
     /// it: no window exists in which a new replica's store is unmarked. An existing store is
     /// marked by [`Tables::set_follower`] once it takes on a primary's history.
     /// `cache_bytes` bounds redb's page cache (read cache and write buffer together).
+    /// Without `fsync` (a store opened with `fsync=False`) its durable commits sync
+    /// nothing: they survive a crash of the process, not a power loss.
     pub(crate) fn open(
         path: &Path,
         follower: bool,
         cache_bytes: usize,
         log: Arc<Unsynced>,
+        fsync: bool,
     ) -> Result<(Self, Meta)> {
         let pace = Arc::new(Pace::default());
-        let file =
-            PacedFile::open(path, Arc::clone(&log), Arc::clone(&pace)).map_err(|source| {
-                StoreError::Io {
-                    context: "cannot open the tables file",
-                    path: path.to_path_buf(),
-                    source,
-                }
-            })?;
+        let file = PacedFile::open(path, Arc::clone(&log), Arc::clone(&pace), fsync).map_err(
+            |source| StoreError::Io {
+                context: "cannot open the tables file",
+                path: path.to_path_buf(),
+                source,
+            },
+        )?;
         let db = Builder::new()
             .set_cache_size(cache_bytes)
             .create_with_backend(file)?;
