@@ -161,3 +161,22 @@ def test_a_bool_for_an_int_is_refused_not_taken_for_0_or_1(
     assert not (tmp_path / "s").exists()
     # The same arguments still take ints, numpy's included.
     assert store.changes(since=np.int64(0), limit=np.uint8(3)) is not None
+
+
+class Lsn:
+    """An object that is an int only through ``__index__``, as ``operator.index`` takes."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __index__(self) -> int:
+        return self.value
+
+
+def test_an_object_with_index_is_taken_as_the_int_it_stands_for(store: replikv.Store) -> None:
+    for i in range(5):
+        store.put("t", i, i)
+    assert [c.lsn for c in store.changes(since=Lsn(1), until=Lsn(4), limit=Lsn(2))] == [2, 3]
+    assert store.drop_log_before(Lsn(1)) >= 0
+    with pytest.raises(TypeError, match="cannot be interpreted as an integer"):
+        store.changes(since=object())  # type: ignore[arg-type]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyString};
+use pyo3::types::{PyBool, PyInt, PyString};
 
 use crate::store::Durability;
 
@@ -27,7 +27,14 @@ pub(crate) fn int(value: &Bound<'_, PyAny>) -> PyResult<i128> {
             value.repr()?
         )));
     }
-    value.extract()
+    if let Ok(int) = value.cast::<PyInt>() {
+        return int.extract();
+    }
+    // Through `operator.index`, as Python's own int arguments: the limited API's
+    // conversion of a non-int shifts it as an int, which an object that only has
+    // `__index__` refuses with a message about `>>`.
+    let index = value.py().import("operator")?.getattr("index")?;
+    index.call1((value,))?.extract()
 }
 
 /// [`int`] for an argument that may be `None`.
