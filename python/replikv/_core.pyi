@@ -671,7 +671,7 @@ class Store:
     @property
     def oldest_lsn(self) -> int:
         """The oldest LSN the change log still holds (``changes(since=oldest_lsn - 1)``)."""
-    def drop_log_before(self, lsn: int) -> int:
+    def drop_log_before(self, lsn: SupportsIndex) -> int:
         """Removes whole log segments that hold only entries before ``lsn``.
 
         Never removes what the tables have not durably checkpointed; the store checkpoints
