@@ -222,3 +222,31 @@ def test_a_replica_as_source_drops_what_the_primary_writes(
         # The replica applied the write: the value cached from it is gone.
         assert cache.get("subscribers", "ana", read_through=False) is None
         assert cache.get("subscribers", "ana") == {"opted_in": False}
+
+
+def test_a_replica_as_source_re_seeded_by_a_snapshot_never_serves_the_skipped_writes(
+    tmp_path: Path,
+) -> None:
+    from proxy import Proxy
+
+    store = replikv.Store(tmp_path / "primary", segment_bytes=4096)
+    with (
+        replikv.Primary(store, retain_bytes=8192, ship_interval=0.0) as primary,
+        Proxy(primary.address) as proxy,
+        replikv.Replica(tmp_path / "replica", primary=proxy.address, max_backoff=0.2) as replica,
+        replikv.Cache(capacity=100, source=replica) as cache,
+    ):
+        assert replica.wait_for(store.put("subscribers", "ana", "v1").lsn, timeout=30)
+        assert cache.get("subscribers", "ana") == "v1"
+        proxy.cut()
+        store.put("subscribers", "ana", "v2")
+        # Enough later writes that the one above leaves the retained log.
+        for i in range(500):
+            store.put("events", i, "x" * 100)
+        primary.retain()
+        assert store.oldest_lsn > replica.applied_lsn + 1
+        proxy.restore()
+        assert replica.wait_for(store.last_lsn, timeout=30)
+        assert replica.status().snapshots >= 1, "re-seeded, not streamed"
+        assert cache.get("subscribers", "ana") == "v2"
+    store.close()

@@ -169,6 +169,11 @@ impl PyCache {
     ) -> PyResult<Option<Py<PyAny>>> {
         let started = Instant::now();
         bump(&self.counters.loads);
+        // Taken before the read: a reset of the source's state after it refuses the fill.
+        let resets = match &self.backend {
+            Backend::Local(local) => local.resets(),
+            Backend::Remote(_) => 0,
+        };
         let loaded = match &self.source {
             Source::Nothing => None,
             Source::Store(store) => {
@@ -244,7 +249,7 @@ impl PyCache {
                 Backend::Local(local) => {
                     let cached = PyValue::new(value.clone_ref(py), bytes.len());
                     let wire = Bytes::copy_from_slice(wire);
-                    local.fill(wire, cached, version.lsn, self.ttl_ms) == Fill::Stale
+                    local.fill(wire, cached, (resets, version.lsn), self.ttl_ms) == Fill::Stale
                 }
                 Backend::Remote(remote) => {
                     remote.fill(py, wire, version, &bytes, self.ttl_ms) == Some(false)
