@@ -177,6 +177,14 @@ def test_bad_arguments_are_clear_errors(store: replikv.Store) -> None:
         replikv.Cache(source=3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="capacity"):
         replikv.Cache(capacity=0)
+    # A byte bound that cannot hold one entry is refused, as a CacheNode refuses it.
+    for max_bytes in (0, 96):
+        with pytest.raises(ValueError, match="max_bytes must exceed the 96 bytes"):
+            replikv.Cache(max_bytes=max_bytes)
+        with pytest.raises(ValueError, match="max_bytes must exceed the 96 bytes"):
+            replikv.CacheNode(max_bytes=max_bytes)
+    with replikv.Cache(max_bytes=97, source=store) as smallest:
+        assert smallest.get("t", "k") is None
     with replikv.Cache(source=store) as cache:
         with pytest.raises(ValueError):
             cache.get("bad table!", "k")

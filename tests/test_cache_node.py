@@ -184,6 +184,25 @@ def test_a_token_admits_only_auth_hello_ping_and_quit_until_given() -> None:
             r.close()
 
 
+def test_a_request_pipelined_after_auth_is_read_with_the_limits_auth_earned() -> None:
+    with replikv.CacheNode(token="s3cret") as guarded:
+        value = b"v" * 5000
+        set_k = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5000\r\n" + value + b"\r\n"
+        # One write, so that one read of the node's gets all of it.
+        lines = raw_exchange(guarded, b"AUTH s3cret\r\n" + set_k + b"GET k\r\nQUIT\r\n")
+        assert lines == [b"+OK", b"+OK", b"$5000", value, b"+OK"]
+
+
+def test_rejected_commands_never_exceed_the_commands_processed() -> None:
+    with replikv.CacheNode() as fresh:
+        lines = raw_exchange(fresh, b"*x\r\n")
+        assert len(lines) == 1 and lines[0].startswith(b"-ERR Protocol error"), lines
+        # Counted once it has run: INFO is not in its own figures.
+        lines = raw_exchange(fresh, b"INFO stats\r\nQUIT\r\n")
+        stats = dict(line.split(b":", 1) for line in lines if b"_commands" in line)
+        assert stats == {b"total_commands_processed": b"1", b"rejected_commands": b"1"}
+
+
 def test_capacity_by_entries_is_never_exceeded() -> None:
     with replikv.CacheNode(capacity=10, max_bytes=4096) as small:
         r = client(small, 3)

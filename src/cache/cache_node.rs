@@ -64,15 +64,7 @@ impl CacheNode {
         if options.capacity == 0 {
             return Err(CacheError::Invalid("capacity must be at least 1".into()).into());
         }
-        if let Some(max) = options.max_bytes {
-            if max <= super::lru::ENTRY_OVERHEAD {
-                return Err(CacheError::Invalid(format!(
-                    "max_bytes must exceed the {} bytes counted for every entry",
-                    super::lru::ENTRY_OVERHEAD
-                ))
-                .into());
-            }
-        }
+        super::lru::check_max_bytes(options.max_bytes)?;
         let node = Node::new(NodeOptions {
             bounds: Bounds {
                 capacity: options.capacity,

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use lru::LruCache;
 
 use super::tombstones::Tombstones;
+use crate::error::CacheError;
 
 /// What a value weighs against the byte bound.
 pub trait Weigh {
@@ -22,6 +23,20 @@ impl Weigh for Bytes {
 /// Bytes counted for each entry beyond its key and value: the LRU's node, the map's slot
 /// and the entry's fields, rounded up.
 pub const ENTRY_OVERHEAD: usize = 96;
+
+/// Checks a byte bound: one of [`ENTRY_OVERHEAD`] bytes or fewer could never hold an
+/// entry, so a cache given it would refuse every value.
+///
+/// # Errors
+/// [`CacheError::Invalid`], saying why.
+pub fn check_max_bytes(max_bytes: Option<usize>) -> Result<(), CacheError> {
+    match max_bytes {
+        Some(max) if max <= ENTRY_OVERHEAD => Err(CacheError::Invalid(format!(
+            "max_bytes must exceed the {ENTRY_OVERHEAD} bytes counted for every entry, not {max}"
+        ))),
+        _ => Ok(()),
+    }
+}
 
 /// Where a value comes from: the `(epoch, lsn)` of the read snapshot that produced it. A
 /// plain `SET` from a Redis client has version `(0, 0)`: any fill replaces it and any write

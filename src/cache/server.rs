@@ -225,7 +225,6 @@ async fn serve(shared: &Shared, incoming: Incoming) -> std::io::Result<()> {
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut session = Session::new(id, &shared.lock());
     let mut place = Place::Waiting(ticket);
-    let served = Limits::default();
     let mut input = BytesMut::with_capacity(READ_CHUNK);
     let mut requests = VecDeque::new();
     let mut broken = false;
@@ -244,6 +243,12 @@ async fn serve(shared: &Shared, incoming: Incoming) -> std::io::Result<()> {
         // Nothing more is read while commands read before wait: those are what the bound
         // held back, and reading on would queue without limit.
         if requests.is_empty() {
+            // What is buffered goes first: before the token is given, requests are taken
+            // one at a time, so the one after an `AUTH` is parsed with the limits that
+            // `AUTH` earned.
+            broken = read_requests(&mut input, &session, &mut requests);
+        }
+        if requests.is_empty() {
             input.reserve(READ_CHUNK);
             let mut room = (&mut input).limit(READ_CHUNK);
             let read = match &mut place {
@@ -260,14 +265,7 @@ async fn serve(shared: &Shared, incoming: Incoming) -> std::io::Result<()> {
             if read == 0 {
                 return Ok(());
             }
-            // Before the token is given a request may be small only (AUTH, HELLO, PING): a
-            // stranger cannot make the node buffer a large bulk string.
-            let limits = if session.authenticated {
-                served
-            } else {
-                UNAUTHENTICATED
-            };
-            broken = read_requests(&mut input, &limits, &mut requests);
+            broken = read_requests(&mut input, &session, &mut requests);
             if !broken && input.len() > MAX_REQUEST_BYTES {
                 let limit = MAX_REQUEST_BYTES >> 20;
                 requests.push_back(Err(format!(
@@ -289,13 +287,26 @@ async fn serve(shared: &Shared, incoming: Incoming) -> std::io::Result<()> {
     }
 }
 
-/// Parses every whole request in `input` (consuming them) onto `requests`; returns whether
-/// it met a malformed multibulk request, after which nothing more may be read.
-fn read_requests(input: &mut BytesMut, limits: &Limits, requests: &mut VecDeque<Request>) -> bool {
+/// Parses the whole requests in `input` (consuming them) onto `requests`: every one once
+/// `session` is authenticated, else the first only; returns whether it met a malformed
+/// multibulk request, after which nothing more may be read.
+fn read_requests(
+    input: &mut BytesMut,
+    session: &Session,
+    requests: &mut VecDeque<Request>,
+) -> bool {
+    // Before the token is given a request may be small only (AUTH, HELLO, PING): a
+    // stranger cannot make the node buffer a large bulk string.
+    let (limits, most) = if session.authenticated {
+        (Limits::default(), usize::MAX)
+    } else {
+        (UNAUTHENTICATED, 1)
+    };
     let mut used = 0;
     let mut broken = false;
-    while !broken {
-        match parse(&input[used..], limits) {
+    let queued = requests.len();
+    while !broken && requests.len() - queued < most {
+        match parse(&input[used..], &limits) {
             Parse::Command { args, used: took } => {
                 used += took;
                 if !args.is_empty() {
@@ -345,7 +356,7 @@ fn answer(
                 }
             }
             Err(error) => {
-                node.commands.1 += 1;
+                node.count_request(true);
                 encode(&Reply::Error(error), session.protocol, output);
             }
         }
