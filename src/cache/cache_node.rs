@@ -40,7 +40,8 @@ pub struct CacheNodeOptions {
 
 impl CacheNodeOptions {
     /// Recent log writes remembered: enough to cover every held key being rewritten once,
-    /// and never fewer than 64 Ki (a tombstone costs about a key and two words).
+    /// and never fewer than 64 Ki (a tombstone is a key's 64-bit hash and its LSN, a few
+    /// tens of bytes with its slots whatever the key's size: 64 Ki take a few MiB).
     fn tombstones(&self) -> usize {
         self.capacity.max(1 << 16)
     }

@@ -336,7 +336,7 @@ impl<V: Weigh> VersionedLru<V> {
     /// Applies the log's write of `key` by the entry `at`: remembers it, and drops or
     /// refreshes the key if held (`value` is `None` for a delete).
     pub fn written(&mut self, key: &Bytes, value: Option<V>, at: Version, now_ms: u64) {
-        self.tombstones.record(key.clone(), at.lsn);
+        self.tombstones.record(key, at.lsn);
         let Some(held) = self.entries.peek(key) else {
             return;
         };
