@@ -203,6 +203,34 @@ def test_rejected_commands_never_exceed_the_commands_processed() -> None:
         assert stats == {b"total_commands_processed": b"1", b"rejected_commands": b"1"}
 
 
+def test_an_mget_naming_one_value_many_times_holds_a_bounded_reply_while_unread() -> None:
+    with replikv.CacheNode(max_bytes=100_000) as bounded:
+        r = client(bounded, 2)
+        value = b"v" * 16_000  # under the size a reply holds by reference: copied
+        assert r.set("k", value) is True
+        names = 2_000  # 32 MB of reply, eight times the 4 MiB output bound
+        request = b"*%d\r\n$4\r\nMGET\r\n" % (names + 1) + b"$1\r\nk\r\n" * names
+        host, port = bounded.address.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(request)
+
+            def stats() -> dict[str, Any]:
+                info: dict[str, Any] = r.info("stats")
+                return info
+
+            eventually("the MGET's reply to wait unread", lambda: stats()["unsent_reply_bytes"] > 0)
+            held = stats()["max_unsent_reply_bytes"]
+            assert held <= (4 << 20) + 16_100, f"{held} bytes of one reply held at once"
+            expected = b"*%d\r\n" % names + (b"$16000\r\n" + value + b"\r\n") * names
+            received = b""
+            while len(received) < len(expected):
+                chunk = sock.recv(1 << 20)
+                assert chunk, "the node closed the connection"
+                received += chunk
+            assert received == expected
+        assert r.ping() is True
+
+
 def test_capacity_by_entries_is_never_exceeded() -> None:
     with replikv.CacheNode(capacity=10, max_bytes=4096) as small:
         r = client(small, 3)

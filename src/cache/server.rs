@@ -2,7 +2,8 @@
 //! per connection a loop that reads what arrived, runs the whole commands in it under one
 //! lock of the node, and answers them in one write (pipelines cost one round trip). A
 //! client's replies wait in memory only up to [`OUTPUT_BOUND`]: past it, the node runs and
-//! reads nothing more of that client's until the socket has taken them.
+//! reads nothing more of that client's until the socket has taken them, and the rest of an
+//! array reply (an `MGET`) is encoded only as what is before it is sent.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -15,7 +16,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use super::command::{execute, Session};
 use super::node::Node;
-use super::resp::{encode, parse, Limits, Output, Parse, Reply};
+use super::resp::{parse, Limits, Output, Parse, Reply};
 use crate::error::NetError;
 use crate::net::admission::{Admission, Ticket};
 use crate::net::server::{accept_loop, bind, Incoming};
@@ -228,7 +229,7 @@ async fn serve(shared: &Shared, incoming: Incoming) -> std::io::Result<()> {
     let mut input = BytesMut::with_capacity(READ_CHUNK);
     let mut requests = VecDeque::new();
     let mut broken = false;
-    let mut output = Output::default();
+    let mut output = Output::new(OUTPUT_BOUND);
     loop {
         place = match place {
             Place::Waiting(ticket) if session.authenticated => {
@@ -343,21 +344,23 @@ fn answer(
     }
     let now_ms = shared.now_ms();
     let mut node = shared.lock();
-    while output.remaining() < OUTPUT_BOUND {
+    // An array reply whose items wait unencoded (an `MGET` past the bound) fills the
+    // output: what runs next must wait until it is sent.
+    while output.remaining() < OUTPUT_BOUND && !output.deferring() {
         let Some(request) = requests.pop_front() else {
             break;
         };
         match request {
             Ok(args) => {
                 let outcome = execute(&mut node, session, args, now_ms);
-                encode(&outcome.reply, session.protocol, output);
+                output.push(outcome.reply, session.protocol);
                 if outcome.close {
                     return true;
                 }
             }
             Err(error) => {
                 node.count_request(true);
-                encode(&Reply::Error(error), session.protocol, output);
+                output.push(Reply::Error(error), session.protocol);
             }
         }
     }
