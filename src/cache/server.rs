@@ -16,7 +16,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use super::command::{execute, Session};
 use super::node::Node;
-use super::resp::{parse, Limits, Output, Parse, Reply};
+use super::resp::{parse_from, Limits, Output, Parse, Progress, Reply};
 use crate::error::NetError;
 use crate::net::admission::{Admission, Ticket};
 use crate::net::server::{accept_loop, bind, Incoming};
@@ -228,6 +228,8 @@ async fn serve(shared: &Shared, incoming: Incoming) -> std::io::Result<()> {
     let mut place = Place::Waiting(ticket);
     let mut input = BytesMut::with_capacity(READ_CHUNK);
     let mut requests = VecDeque::new();
+    // How far the request at the front of `input` was read while incomplete.
+    let mut progress = Progress::default();
     let mut broken = false;
     let mut output = Output::new(OUTPUT_BOUND);
     loop {
@@ -247,7 +249,7 @@ async fn serve(shared: &Shared, incoming: Incoming) -> std::io::Result<()> {
             // What is buffered goes first: before the token is given, requests are taken
             // one at a time, so the one after an `AUTH` is parsed with the limits that
             // `AUTH` earned.
-            broken = read_requests(&mut input, &session, &mut requests);
+            broken = read_requests(&mut input, &mut progress, &session, &mut requests);
         }
         if requests.is_empty() {
             input.reserve(READ_CHUNK);
@@ -266,7 +268,7 @@ async fn serve(shared: &Shared, incoming: Incoming) -> std::io::Result<()> {
             if read == 0 {
                 return Ok(());
             }
-            broken = read_requests(&mut input, &session, &mut requests);
+            broken = read_requests(&mut input, &mut progress, &session, &mut requests);
             if !broken && input.len() > MAX_REQUEST_BYTES {
                 let limit = MAX_REQUEST_BYTES >> 20;
                 requests.push_back(Err(format!(
@@ -289,10 +291,12 @@ async fn serve(shared: &Shared, incoming: Incoming) -> std::io::Result<()> {
 }
 
 /// Parses the whole requests in `input` (consuming them) onto `requests`: every one once
-/// `session` is authenticated, else the first only; returns whether it met a malformed
-/// multibulk request, after which nothing more may be read.
+/// `session` is authenticated, else the first only; `progress` is how far the one at its
+/// front was read before. Returns whether it met a malformed multibulk request, after which
+/// nothing more may be read.
 fn read_requests(
     input: &mut BytesMut,
+    progress: &mut Progress,
     session: &Session,
     requests: &mut VecDeque<Request>,
 ) -> bool {
@@ -307,7 +311,10 @@ fn read_requests(
     let mut broken = false;
     let queued = requests.len();
     while !broken && requests.len() - queued < most {
-        match parse(&input[used..], &limits) {
+        // Only the request at the front of what is left can be incomplete, so `progress`
+        // (reset by any other outcome) always describes that one. Its limits cannot change
+        // while it is incomplete: the token is given only by a request before it.
+        match parse_from(&input[used..], &limits, progress) {
             Parse::Command { args, used: took } => {
                 used += took;
                 if !args.is_empty() {
