@@ -402,6 +402,54 @@ def test_a_node_re_pointed_at_the_promoted_replica_drops_what_the_new_primary_wr
         replica.close()
 
 
+def test_a_node_drops_a_value_read_through_the_old_primary_from_writes_a_failover_lost(
+    tmp_path: Path,
+) -> None:
+    store = replikv.Store(tmp_path / "a")
+    primary = replikv.Primary(store, listen="127.0.0.1:0", ship_interval=0.0)
+    to_replica, to_node = Proxy(primary.address), Proxy(primary.address)
+    replica = replikv.Replica(tmp_path / "b", primary=to_replica.address)
+    node = replikv.CacheNode(follow=to_node.address)
+    try:
+        first = store.put("t", "k", "v1")
+        assert replica.wait_for(first.lsn, timeout=30)
+        eventually("the node processes it", lambda: node.stats().processed_lsn >= first.lsn)
+        # The node lags the old primary, whose replica never gets its next write.
+        to_node.cut()
+        to_replica.cut()
+        lost = store.put("t", "k", "v2-lost")
+        assert lost.lsn == 2 and replica.applied_lsn == 1
+        # A reader filled what it read through the old primary (ahead of the node, as
+        # fills may be): the version is (epoch 1, LSN 2), and the value MessagePack's.
+        r = client(node, 2)
+        assert command(r, "RKV.FILL", "t:s:k", 1, 2, b"\xa7v2-lost") == 1
+        primary.close()
+        store.close()
+        # Forced: the loss of LSN 2 is the point (the replica never heard how many
+        # members a promotion must reach).
+        new = replica.promote(force=True)
+        try:
+            node.follow(new.address)
+            # Epoch 2 starts at LSN 2, with a write of another key.
+            other = new.store.put("t", "other", 1)
+            assert (other.lsn, new.epoch) == (2, 2)
+            eventually("the node processes it", lambda: node.stats().processed_lsn >= 2)
+            assert node.stats().forks == 0, "the node resumed: its history matched"
+            assert command(r, "RKV.GET", "t:s:k")[0] is None, "a value of the lost history"
+            with replikv.Cache([node.address], source=new.store) as cache:
+                assert cache.get("t", "k") == "v1"
+                third = new.store.put("t", "k", "v3")
+                eventually("the node processes it", lambda: node.stats().processed_lsn >= third.lsn)
+                assert cache.get("t", "k") == "v3"
+        finally:
+            new.close()
+    finally:
+        node.close()
+        replica.close()
+        to_node.close()
+        to_replica.close()
+
+
 def test_a_node_refuses_to_follow_itself(store: replikv.Store) -> None:
     with (
         replikv.Primary(store, listen="127.0.0.1:0") as primary,
