@@ -3,7 +3,7 @@
 use replikv::codec::{encode_key, KeyRef, Op};
 use replikv::error::{Error, ReadOnlyReason, StoreError};
 use replikv::log::LogPosition;
-use replikv::store::{Store, StoreOptions};
+use replikv::store::{Store, StoreOptions, Watched};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -435,5 +435,32 @@ fn exclusive_work_on_a_follower_never_races_its_replicated_appends() -> TestResu
         let key = encode_key(KeyRef::Str(&format!("k{i}")));
         assert!(reopened.get_with("t", &key, |v| v.is_some())?, "k{i}");
     }
+    Ok(())
+}
+
+#[test]
+fn write_watchers_are_told_a_reset_when_a_snapshot_or_a_resync_replaces_the_state() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let primary = Store::open(dir.path().join("primary"), StoreOptions::default())?;
+    for i in 0..30 {
+        primary.commit(vec![put("t", &format!("k{i}"), b"\x01")], None)?;
+    }
+    let follower = Store::open(dir.path().join("follower"), follower_options())?;
+    follower.append_replicated(&all_payloads(&primary)?[..3])?;
+    let told = Arc::new(Mutex::new(Vec::new()));
+    let _watching = {
+        let told = Arc::clone(&told);
+        follower.watch_writes(Arc::new(move |watched| {
+            let seen = match watched {
+                Watched::Written { lsn, .. } => format!("written {lsn}"),
+                Watched::Reset { lsn } => format!("reset {lsn}"),
+            };
+            told.lock().unwrap().push(seen);
+        }))
+    };
+    // The snapshot skips writes 4 to 30: a cache in front of the follower must hear of it.
+    assert_eq!(copy_snapshot(&primary, &follower)?, 30);
+    follower.discard_all()?;
+    assert_eq!(*told.lock().unwrap(), ["reset 30", "reset 0"]);
     Ok(())
 }

@@ -177,6 +177,14 @@ def test_bad_arguments_are_clear_errors(store: replikv.Store) -> None:
         replikv.Cache(source=3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="capacity"):
         replikv.Cache(capacity=0)
+    # A byte bound that cannot hold one entry is refused, as a CacheNode refuses it.
+    for max_bytes in (0, 96):
+        with pytest.raises(ValueError, match="max_bytes must exceed the 96 bytes"):
+            replikv.Cache(max_bytes=max_bytes)
+        with pytest.raises(ValueError, match="max_bytes must exceed the 96 bytes"):
+            replikv.CacheNode(max_bytes=max_bytes)
+    with replikv.Cache(max_bytes=97, source=store) as smallest:
+        assert smallest.get("t", "k") is None
     with replikv.Cache(source=store) as cache:
         with pytest.raises(ValueError):
             cache.get("bad table!", "k")
@@ -222,3 +230,68 @@ def test_a_replica_as_source_drops_what_the_primary_writes(
         # The replica applied the write: the value cached from it is gone.
         assert cache.get("subscribers", "ana", read_through=False) is None
         assert cache.get("subscribers", "ana") == {"opted_in": False}
+
+
+def test_a_replica_as_source_re_seeded_by_a_snapshot_never_serves_the_skipped_writes(
+    tmp_path: Path,
+) -> None:
+    from proxy import Proxy
+
+    store = replikv.Store(tmp_path / "primary", segment_bytes=4096)
+    with (
+        replikv.Primary(store, retain_bytes=8192, ship_interval=0.0) as primary,
+        Proxy(primary.address) as proxy,
+        replikv.Replica(tmp_path / "replica", primary=proxy.address, max_backoff=0.2) as replica,
+        replikv.Cache(capacity=100, source=replica) as cache,
+    ):
+        assert replica.wait_for(store.put("subscribers", "ana", "v1").lsn, timeout=30)
+        assert cache.get("subscribers", "ana") == "v1"
+        proxy.cut()
+        store.put("subscribers", "ana", "v2")
+        # Enough later writes that the one above leaves the retained log.
+        for i in range(500):
+            store.put("events", i, "x" * 100)
+        primary.retain()
+        assert store.oldest_lsn > replica.applied_lsn + 1
+        proxy.restore()
+        # Re-seeded, not streamed (counted just after the new state shows).
+        eventually("the snapshot", lambda: replica.status().snapshots >= 1)
+        assert replica.wait_for(store.last_lsn, timeout=30)
+        assert cache.get("subscribers", "ana") == "v2"
+    store.close()
+
+
+def test_a_replica_as_source_resynced_after_a_fork_never_serves_the_lost_history(
+    tmp_path: Path,
+) -> None:
+    from proxy import Proxy
+
+    store = replikv.Store(tmp_path / "a")
+    primary = replikv.Primary(store, ship_interval=0.0)
+    to_b = Proxy(primary.address)
+    b = replikv.Replica(tmp_path / "b", primary=to_b.address)
+    kept = replikv.Replica(tmp_path / "kept", primary=primary.address, on_diverge="resync")
+    try:
+        with replikv.Cache(capacity=100, source=kept) as cache:
+            assert b.wait_for(store.put("t", "k", "v1").lsn, timeout=30)
+            to_b.cut()
+            lost = store.put("t", "k", "v2-lost")
+            assert kept.wait_for(lost.lsn, timeout=30)
+            assert cache.get("t", "k") == "v2-lost"
+            primary.close()
+            store.close()
+            new = b.promote(force=True)
+            try:
+                new.store.put("t", "k", "v2")
+                new.store.put("t", "other", 1)
+                # The kept replica forks at LSN 2: it discards its state and is re-seeded.
+                kept.follow(new.address)
+                eventually("the resync", lambda: kept.status().resyncs == 1)
+                assert kept.wait_for(new.store.last_lsn, timeout=30)
+                assert cache.get("t", "k") == "v2"
+            finally:
+                new.close()
+    finally:
+        kept.close()
+        b.close()
+        to_b.close()

@@ -184,6 +184,53 @@ def test_a_token_admits_only_auth_hello_ping_and_quit_until_given() -> None:
             r.close()
 
 
+def test_a_request_pipelined_after_auth_is_read_with_the_limits_auth_earned() -> None:
+    with replikv.CacheNode(token="s3cret") as guarded:
+        value = b"v" * 5000
+        set_k = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5000\r\n" + value + b"\r\n"
+        # One write, so that one read of the node's gets all of it.
+        lines = raw_exchange(guarded, b"AUTH s3cret\r\n" + set_k + b"GET k\r\nQUIT\r\n")
+        assert lines == [b"+OK", b"+OK", b"$5000", value, b"+OK"]
+
+
+def test_rejected_commands_never_exceed_the_commands_processed() -> None:
+    with replikv.CacheNode() as fresh:
+        lines = raw_exchange(fresh, b"*x\r\n")
+        assert len(lines) == 1 and lines[0].startswith(b"-ERR Protocol error"), lines
+        # Counted once it has run: INFO is not in its own figures.
+        lines = raw_exchange(fresh, b"INFO stats\r\nQUIT\r\n")
+        stats = dict(line.split(b":", 1) for line in lines if b"_commands" in line)
+        assert stats == {b"total_commands_processed": b"1", b"rejected_commands": b"1"}
+
+
+def test_an_mget_naming_one_value_many_times_holds_a_bounded_reply_while_unread() -> None:
+    with replikv.CacheNode(max_bytes=100_000) as bounded:
+        r = client(bounded, 2)
+        value = b"v" * 16_000  # under the size a reply holds by reference: copied
+        assert r.set("k", value) is True
+        names = 2_000  # 32 MB of reply, eight times the 4 MiB output bound
+        request = b"*%d\r\n$4\r\nMGET\r\n" % (names + 1) + b"$1\r\nk\r\n" * names
+        host, port = bounded.address.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(request)
+
+            def stats() -> dict[str, Any]:
+                info: dict[str, Any] = r.info("stats")
+                return info
+
+            eventually("the MGET's reply to wait unread", lambda: stats()["unsent_reply_bytes"] > 0)
+            held = stats()["max_unsent_reply_bytes"]
+            assert held <= (4 << 20) + 16_100, f"{held} bytes of one reply held at once"
+            expected = b"*%d\r\n" % names + (b"$16000\r\n" + value + b"\r\n") * names
+            received = b""
+            while len(received) < len(expected):
+                chunk = sock.recv(1 << 20)
+                assert chunk, "the node closed the connection"
+                received += chunk
+            assert received == expected
+        assert r.ping() is True
+
+
 def test_capacity_by_entries_is_never_exceeded() -> None:
     with replikv.CacheNode(capacity=10, max_bytes=4096) as small:
         r = client(small, 3)
@@ -353,6 +400,54 @@ def test_a_node_re_pointed_at_the_promoted_replica_drops_what_the_new_primary_wr
     finally:
         node.close()
         replica.close()
+
+
+def test_a_node_drops_a_value_read_through_the_old_primary_from_writes_a_failover_lost(
+    tmp_path: Path,
+) -> None:
+    store = replikv.Store(tmp_path / "a")
+    primary = replikv.Primary(store, listen="127.0.0.1:0", ship_interval=0.0)
+    to_replica, to_node = Proxy(primary.address), Proxy(primary.address)
+    replica = replikv.Replica(tmp_path / "b", primary=to_replica.address)
+    node = replikv.CacheNode(follow=to_node.address)
+    try:
+        first = store.put("t", "k", "v1")
+        assert replica.wait_for(first.lsn, timeout=30)
+        eventually("the node processes it", lambda: node.stats().processed_lsn >= first.lsn)
+        # The node lags the old primary, whose replica never gets its next write.
+        to_node.cut()
+        to_replica.cut()
+        lost = store.put("t", "k", "v2-lost")
+        assert lost.lsn == 2 and replica.applied_lsn == 1
+        # A reader filled what it read through the old primary (ahead of the node, as
+        # fills may be): the version is (epoch 1, LSN 2), and the value MessagePack's.
+        r = client(node, 2)
+        assert command(r, "RKV.FILL", "t:s:k", 1, 2, b"\xa7v2-lost") == 1
+        primary.close()
+        store.close()
+        # Forced: the loss of LSN 2 is the point (the replica never heard how many
+        # members a promotion must reach).
+        new = replica.promote(force=True)
+        try:
+            node.follow(new.address)
+            # Epoch 2 starts at LSN 2, with a write of another key.
+            other = new.store.put("t", "other", 1)
+            assert (other.lsn, new.epoch) == (2, 2)
+            eventually("the node processes it", lambda: node.stats().processed_lsn >= 2)
+            assert node.stats().forks == 0, "the node resumed: its history matched"
+            assert command(r, "RKV.GET", "t:s:k")[0] is None, "a value of the lost history"
+            with replikv.Cache([node.address], source=new.store) as cache:
+                assert cache.get("t", "k") == "v1"
+                third = new.store.put("t", "k", "v3")
+                eventually("the node processes it", lambda: node.stats().processed_lsn >= third.lsn)
+                assert cache.get("t", "k") == "v3"
+        finally:
+            new.close()
+    finally:
+        node.close()
+        replica.close()
+        to_node.close()
+        to_replica.close()
 
 
 def test_a_node_refuses_to_follow_itself(store: replikv.Store) -> None:

@@ -1662,7 +1662,9 @@ class Cache:
     ) -> Self:
         """``ttl``: seconds a cached value lives (``None``: until evicted or written).
         ``timeout``: how long a node may take to answer before it is left out, and how
-        long a read through waits for a lagging replica."""
+        long a read through waits for a lagging replica. ``max_bytes``: bytes at most
+        in-process, counting keys, values and 96 bytes per entry (so more than 96; a
+        smaller bound is a ``ValueError``, as for ``CacheNode``)."""
     def get(self, table: str, key: _Key, default: Any = None, *, read_through: bool = True) -> Any:
         """The value of `key` in `table`: cached, or read through from the source (and
         cached), or `default`. `read_through=False` only looks in the cache. In-process,

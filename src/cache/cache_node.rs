@@ -40,7 +40,8 @@ pub struct CacheNodeOptions {
 
 impl CacheNodeOptions {
     /// Recent log writes remembered: enough to cover every held key being rewritten once,
-    /// and never fewer than 64 Ki (a tombstone costs about a key and two words).
+    /// and never fewer than 64 Ki (a tombstone is a key's 64-bit hash and its LSN, a few
+    /// tens of bytes with its slots whatever the key's size: 64 Ki take a few MiB).
     fn tombstones(&self) -> usize {
         self.capacity.max(1 << 16)
     }
@@ -64,15 +65,7 @@ impl CacheNode {
         if options.capacity == 0 {
             return Err(CacheError::Invalid("capacity must be at least 1".into()).into());
         }
-        if let Some(max) = options.max_bytes {
-            if max <= super::lru::ENTRY_OVERHEAD {
-                return Err(CacheError::Invalid(format!(
-                    "max_bytes must exceed the {} bytes counted for every entry",
-                    super::lru::ENTRY_OVERHEAD
-                ))
-                .into());
-            }
-        }
+        super::lru::check_max_bytes(options.max_bytes)?;
         let node = Node::new(NodeOptions {
             bounds: Bounds {
                 capacity: options.capacity,

@@ -123,6 +123,12 @@ impl LogConsumer for Invalidator {
                 epoch: entry.epoch,
                 lsn: entry.lsn,
             };
+            if at.epoch > processed.epoch {
+                // The entry before this one was of an older epoch and in the primary's
+                // history (the handshake matched it, or a snapshot started there), so the
+                // new epoch starts exactly here.
+                node.lru.epoch_begins(at);
+            }
             for op in &entry.ops {
                 let key = Bytes::from(wire_key_of_encoded(&op.table, &op.key)?);
                 let value = op.value.as_ref().map(|v| Bytes::copy_from_slice(v));
@@ -281,6 +287,35 @@ mod tests {
             "nothing of a gap"
         );
         assert!(invalidator.apply(&[vec![1, 2, 3]]).is_err());
+    }
+
+    #[test]
+    fn the_first_entry_of_a_new_epoch_drops_values_of_the_history_it_cut_off() {
+        let shared = node();
+        let invalidator = Invalidator::new(Arc::clone(&shared));
+        invalidator.apply(&[entry(1, 1, "x")]).unwrap();
+        // Filled through the old primary ahead of the node, at LSNs its successor never had.
+        cache(&shared, "lost", 2);
+        cache(&shared, "never-written-again", 3);
+        cache(&shared, "before", 1);
+        // The new primary's epoch 2 starts at LSN 2 and writes another key.
+        invalidator.apply(&[entry(2, 2, "y")]).unwrap();
+        let mut node = shared.lock();
+        assert!(node.lru.get(b"t:s:lost", 0).is_none());
+        assert!(node.lru.get(b"t:s:never-written-again", 0).is_none());
+        assert!(node.lru.get(b"t:s:before", 0).is_some(), "shared history");
+        drop(node);
+        // Entries of the same epoch drop nothing beyond their own keys.
+        shared.lock().lru.fill(
+            Bytes::from_static(b"t:s:new"),
+            Bytes::from_static(b"v"),
+            Version { epoch: 2, lsn: 3 },
+            None,
+            0,
+        );
+        invalidator.apply(&[entry(3, 2, "z")]).unwrap();
+        assert!(shared.lock().lru.get(b"t:s:new", 0).is_some());
+        assert!(shared.lock().lru.get(b"t:s:before", 0).is_some());
     }
 
     #[test]

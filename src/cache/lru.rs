@@ -6,6 +6,7 @@ use bytes::Bytes;
 use lru::LruCache;
 
 use super::tombstones::Tombstones;
+use crate::error::CacheError;
 
 /// What a value weighs against the byte bound.
 pub trait Weigh {
@@ -23,10 +24,29 @@ impl Weigh for Bytes {
 /// and the entry's fields, rounded up.
 pub const ENTRY_OVERHEAD: usize = 96;
 
+/// Checks a byte bound: one of [`ENTRY_OVERHEAD`] bytes or fewer could never hold an
+/// entry, so a cache given it would refuse every value.
+///
+/// # Errors
+/// [`CacheError::Invalid`], saying why.
+pub fn check_max_bytes(max_bytes: Option<usize>) -> Result<(), CacheError> {
+    match max_bytes {
+        Some(max) if max <= ENTRY_OVERHEAD => Err(CacheError::Invalid(format!(
+            "max_bytes must exceed the {ENTRY_OVERHEAD} bytes counted for every entry, not {max}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Where a value comes from: the `(epoch, lsn)` of the read snapshot that produced it. A
 /// plain `SET` from a Redis client has version `(0, 0)`: any fill replaces it and any write
 /// in the log drops it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+///
+/// Versions order by epoch first, then LSN (field order is load-bearing: the derived `Ord`
+/// compares `epoch` before `lsn`). After a failover the new history reuses the LSNs of the
+/// entries the old primary lost, so a value of an older epoch is never newer than one of a
+/// later epoch, whatever their LSNs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Version {
     /// The epoch of the snapshot's last entry.
     pub epoch: u64,
@@ -226,10 +246,7 @@ impl<V: Weigh> VersionedLru<V> {
         ttl_ms: Option<u64>,
         now_ms: u64,
     ) -> Fill {
-        let newer_cached = self
-            .entries
-            .peek(&key)
-            .is_some_and(|c| c.version.lsn > version.lsn);
+        let newer_cached = self.entries.peek(&key).is_some_and(|c| c.version > version);
         if version.lsn < self.tombstones.floor(&key)
             || version.epoch < self.processed.epoch
             || newer_cached
@@ -319,12 +336,13 @@ impl<V: Weigh> VersionedLru<V> {
     /// Applies the log's write of `key` by the entry `at`: remembers it, and drops or
     /// refreshes the key if held (`value` is `None` for a delete).
     pub fn written(&mut self, key: &Bytes, value: Option<V>, at: Version, now_ms: u64) {
-        self.tombstones.record(key.clone(), at.lsn);
+        self.tombstones.record(key, at.lsn);
         let Some(held) = self.entries.peek(key) else {
             return;
         };
-        if held.version.lsn >= at.lsn && held.version != Version::default() {
-            // A fill read after this write already holds a value at least this new.
+        if held.version >= at && held.version != Version::default() {
+            // A fill read after this write, in this history, already holds a value at least
+            // this new.
             return;
         }
         self.counters.invalidations += 1;
@@ -343,6 +361,26 @@ impl<V: Weigh> VersionedLru<V> {
                 self.remove(key);
             }
         }
+    }
+
+    /// Applies the first entry of a new epoch, at `start` (its epoch and first LSN), before
+    /// its writes: a held value of an older epoch read at `start.lsn` or later comes from
+    /// entries the new history cut off (a primary lost them when it failed over), so it is
+    /// dropped even if its key is never written again. Returns how many were dropped.
+    pub fn epoch_begins(&mut self, start: Version) -> usize {
+        let doomed: Vec<Bytes> = self
+            .entries
+            .iter()
+            .filter(|(_, cached)| {
+                cached.version.epoch < start.epoch && cached.version.lsn >= start.lsn
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in &doomed {
+            self.remove(key);
+        }
+        self.counters.invalidations += doomed.len() as u64;
+        doomed.len()
     }
 
     /// Records that the log was applied up to `at`.

@@ -61,7 +61,9 @@ pub struct Node {
     pub following: Following,
     /// Connections open now, and accepted so far.
     pub clients: (u64, u64),
-    /// Commands answered so far, and those refused as malformed or unknown.
+    /// Requests answered so far (INFO's `total_commands_processed`), and those of them
+    /// answered with an error: malformed, unknown, refused (`rejected_commands`). Every
+    /// rejected request is counted in both, so the second never exceeds the first.
     pub commands: (u64, u64),
     /// Reply bytes encoded and not yet sent: now over all connections, and the most one
     /// connection has held so far.
@@ -86,6 +88,14 @@ impl Node {
     #[must_use]
     pub fn ttl_for(&self, asked: Option<u64>) -> Option<u64> {
         asked.or(self.options.ttl_ms)
+    }
+
+    /// Counts one request answered, `rejected` if with an error.
+    pub fn count_request(&mut self, rejected: bool) {
+        self.commands.0 += 1;
+        if rejected {
+            self.commands.1 += 1;
+        }
     }
 
     /// The log position processed so far.

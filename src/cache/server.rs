@@ -2,7 +2,8 @@
 //! per connection a loop that reads what arrived, runs the whole commands in it under one
 //! lock of the node, and answers them in one write (pipelines cost one round trip). A
 //! client's replies wait in memory only up to [`OUTPUT_BOUND`]: past it, the node runs and
-//! reads nothing more of that client's until the socket has taken them.
+//! reads nothing more of that client's until the socket has taken them, and the rest of an
+//! array reply (an `MGET`) is encoded only as what is before it is sent.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -15,7 +16,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use super::command::{execute, Session};
 use super::node::Node;
-use super::resp::{encode, parse, Limits, Output, Parse, Reply};
+use super::resp::{parse_from, Limits, Output, Parse, Progress, Reply};
 use crate::error::NetError;
 use crate::net::admission::{Admission, Ticket};
 use crate::net::server::{accept_loop, bind, Incoming};
@@ -225,11 +226,12 @@ async fn serve(shared: &Shared, incoming: Incoming) -> std::io::Result<()> {
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut session = Session::new(id, &shared.lock());
     let mut place = Place::Waiting(ticket);
-    let served = Limits::default();
     let mut input = BytesMut::with_capacity(READ_CHUNK);
     let mut requests = VecDeque::new();
+    // How far the request at the front of `input` was read while incomplete.
+    let mut progress = Progress::default();
     let mut broken = false;
-    let mut output = Output::default();
+    let mut output = Output::new(OUTPUT_BOUND);
     loop {
         place = match place {
             Place::Waiting(ticket) if session.authenticated => {
@@ -243,6 +245,12 @@ async fn serve(shared: &Shared, incoming: Incoming) -> std::io::Result<()> {
         };
         // Nothing more is read while commands read before wait: those are what the bound
         // held back, and reading on would queue without limit.
+        if requests.is_empty() {
+            // What is buffered goes first: before the token is given, requests are taken
+            // one at a time, so the one after an `AUTH` is parsed with the limits that
+            // `AUTH` earned.
+            broken = read_requests(&mut input, &mut progress, &session, &mut requests);
+        }
         if requests.is_empty() {
             input.reserve(READ_CHUNK);
             let mut room = (&mut input).limit(READ_CHUNK);
@@ -260,14 +268,7 @@ async fn serve(shared: &Shared, incoming: Incoming) -> std::io::Result<()> {
             if read == 0 {
                 return Ok(());
             }
-            // Before the token is given a request may be small only (AUTH, HELLO, PING): a
-            // stranger cannot make the node buffer a large bulk string.
-            let limits = if session.authenticated {
-                served
-            } else {
-                UNAUTHENTICATED
-            };
-            broken = read_requests(&mut input, &limits, &mut requests);
+            broken = read_requests(&mut input, &mut progress, &session, &mut requests);
             if !broken && input.len() > MAX_REQUEST_BYTES {
                 let limit = MAX_REQUEST_BYTES >> 20;
                 requests.push_back(Err(format!(
@@ -289,13 +290,31 @@ async fn serve(shared: &Shared, incoming: Incoming) -> std::io::Result<()> {
     }
 }
 
-/// Parses every whole request in `input` (consuming them) onto `requests`; returns whether
-/// it met a malformed multibulk request, after which nothing more may be read.
-fn read_requests(input: &mut BytesMut, limits: &Limits, requests: &mut VecDeque<Request>) -> bool {
+/// Parses the whole requests in `input` (consuming them) onto `requests`: every one once
+/// `session` is authenticated, else the first only; `progress` is how far the one at its
+/// front was read before. Returns whether it met a malformed multibulk request, after which
+/// nothing more may be read.
+fn read_requests(
+    input: &mut BytesMut,
+    progress: &mut Progress,
+    session: &Session,
+    requests: &mut VecDeque<Request>,
+) -> bool {
+    // Before the token is given a request may be small only (AUTH, HELLO, PING): a
+    // stranger cannot make the node buffer a large bulk string.
+    let (limits, most) = if session.authenticated {
+        (Limits::default(), usize::MAX)
+    } else {
+        (UNAUTHENTICATED, 1)
+    };
     let mut used = 0;
     let mut broken = false;
-    while !broken {
-        match parse(&input[used..], limits) {
+    let queued = requests.len();
+    while !broken && requests.len() - queued < most {
+        // Only the request at the front of what is left can be incomplete, so `progress`
+        // (reset by any other outcome) always describes that one. Its limits cannot change
+        // while it is incomplete: the token is given only by a request before it.
+        match parse_from(&input[used..], &limits, progress) {
             Parse::Command { args, used: took } => {
                 used += took;
                 if !args.is_empty() {
@@ -332,21 +351,23 @@ fn answer(
     }
     let now_ms = shared.now_ms();
     let mut node = shared.lock();
-    while output.remaining() < OUTPUT_BOUND {
+    // An array reply whose items wait unencoded (an `MGET` past the bound) fills the
+    // output: what runs next must wait until it is sent.
+    while output.remaining() < OUTPUT_BOUND && !output.deferring() {
         let Some(request) = requests.pop_front() else {
             break;
         };
         match request {
             Ok(args) => {
                 let outcome = execute(&mut node, session, args, now_ms);
-                encode(&outcome.reply, session.protocol, output);
+                output.push(outcome.reply, session.protocol);
                 if outcome.close {
                     return true;
                 }
             }
             Err(error) => {
-                node.commands.1 += 1;
-                encode(&Reply::Error(error), session.protocol, output);
+                node.count_request(true);
+                output.push(Reply::Error(error), session.protocol);
             }
         }
     }

@@ -1,24 +1,34 @@
 //! What a node remembers of the log's writes, so that a slow reader's fill can be refused:
 //! the LSN of the last write of each recent key, and a watermark below which it has
 //! forgotten (every fill older than the watermark is refused).
+//!
+//! A key is remembered by a 64-bit hash of its wire key (`table:tag:key`, so of the table
+//! and the key), never by its bytes: keys may be kilobytes each, and tens of thousands are
+//! remembered whatever the cache's byte bound. Two keys whose hashes collide share one
+//! floor: a fill of one may be refused for a write of the other, never accepted for a
+//! write it missed, so a collision costs a miss and never a stale value. The hash is keyed
+//! at random per node, so no client can aim collisions at a key.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
 
-use bytes::Bytes;
-
-/// The recent writes of the log, by key, in a bounded memory.
+/// The recent writes of the log, by key hash, in a bounded memory: a few tens of bytes per
+/// write remembered, whatever the key's size.
 #[derive(Debug)]
 pub struct Tombstones {
-    /// The LSN of the last write seen for each remembered key.
-    by_key: HashMap<Bytes, u64>,
+    /// The LSN of the last write seen for each remembered key's hash.
+    by_key: HashMap<u64, u64>,
     /// The same writes in LSN order (a key written twice appears twice; only the entry that
     /// matches `by_key` counts), oldest first: the log delivers them in order, so aging out
     /// from the front is exact.
-    order: VecDeque<(u64, Bytes)>,
+    order: VecDeque<(u64, u64)>,
     /// Remembered writes at most.
     max: usize,
     /// Every write at or below this LSN may be forgotten: a fill must be at least this new.
     watermark: u64,
+    /// Seeds the hash of each key, at random per node.
+    hasher: RandomState,
 }
 
 impl Tombstones {
@@ -30,34 +40,41 @@ impl Tombstones {
             order: VecDeque::new(),
             max: max.max(1),
             watermark: 0,
+            hasher: RandomState::new(),
         }
     }
 
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
     /// Records that the entry at `lsn` wrote `key` (LSNs arrive in order).
-    pub fn record(&mut self, key: Bytes, lsn: u64) {
-        self.by_key.insert(key.clone(), lsn);
-        self.order.push_back((lsn, key));
+    pub fn record(&mut self, key: &[u8], lsn: u64) {
+        let hash = self.hash(key);
+        self.by_key.insert(hash, lsn);
+        self.order.push_back((lsn, hash));
         while self.by_key.len() > self.max || self.order.len() > 2 * self.max {
             self.forget_oldest();
         }
     }
 
     fn forget_oldest(&mut self) {
-        let Some((lsn, key)) = self.order.pop_front() else {
+        let Some((lsn, hash)) = self.order.pop_front() else {
             return;
         };
-        if self.by_key.get(&key) == Some(&lsn) {
-            self.by_key.remove(&key);
+        if self.by_key.get(&hash) == Some(&lsn) {
+            self.by_key.remove(&hash);
             self.watermark = self.watermark.max(lsn);
         }
     }
 
     /// The oldest read snapshot whose value of `key` may still be cached: a fill read at a
-    /// lower LSN may predate a write it never saw.
+    /// lower LSN may predate a write it never saw (or, on a hash collision, a write of
+    /// another key: refused all the same, which is safe).
     #[must_use]
     pub fn floor(&self, key: &[u8]) -> u64 {
         self.by_key
-            .get(key)
+            .get(&self.hash(key))
             .map_or(self.watermark, |&lsn| lsn.max(self.watermark))
     }
 
@@ -90,10 +107,12 @@ impl Tombstones {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
 
-    fn key(name: &str) -> Bytes {
-        Bytes::copy_from_slice(name.as_bytes())
+    fn key(name: &str) -> &[u8] {
+        name.as_bytes()
     }
 
     #[test]
@@ -127,6 +146,16 @@ mod tests {
         assert!(tombstones.order.len() <= 8);
         // Forgetting stale duplicates of "hot" never raised the watermark past its writes.
         assert!(tombstones.watermark() < 1000);
+    }
+
+    #[test]
+    fn a_remembered_write_keeps_no_copy_of_its_key() {
+        let mut tombstones = Tombstones::new(8);
+        let written = Bytes::from(vec![b'k'; 4000]);
+        tombstones.record(&written, 1);
+        assert!(written.is_unique(), "the key's bytes are not shared");
+        assert_eq!(tombstones.floor(&written), 1);
+        assert_eq!(tombstones.floor(&vec![b'k'; 4000]), 1, "found by value");
     }
 
     #[test]

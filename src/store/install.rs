@@ -254,6 +254,10 @@ impl Store {
             log: parts.log,
             _lock: lock,
         });
+        // Before any reader sees the new state (they wait on `guard`): a cache in front of
+        // this store never learns of the writes the snapshot skipped, so it must drop
+        // everything it holds first.
+        self.inner.watchers.tell_reset(parts.next_lsn - 1);
         // Listeners run with no lock of the store held (see `Store::on_visible`): one
         // that reads the log would wait forever on the lock this swap holds.
         drop(guard);

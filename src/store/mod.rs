@@ -68,7 +68,7 @@ pub use streamed::StreamedCommit;
 use tables::Tables;
 pub use tables::{checked_value, ScrubDamage, ScrubReport, TableSum};
 pub use transaction::Transaction;
-pub use watch::{Watching, WriteWatcher};
+pub use watch::{Watched, Watching, WriteWatcher};
 
 use crate::error::{ReadOnlyReason, ReplicationError, Result, StoreError};
 use crate::fork::Owner;

@@ -426,8 +426,10 @@ mod tests {
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
         let told = Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = Arc::clone(&told);
-        let _watching = store.watch_writes(Arc::new(move |lsn, ops: &[Op]| {
-            sink.lock().unwrap().push((lsn, ops.to_vec()));
+        let _watching = store.watch_writes(Arc::new(move |watched| {
+            if let crate::store::Watched::Written { lsn, ops } = watched {
+                sink.lock().unwrap().push((lsn, ops.to_vec()));
+            }
         }));
         drop(
             store

@@ -10,9 +10,29 @@ use super::{validate_table_name, Inner, Store};
 use crate::codec::Op;
 use crate::error::Result;
 
-/// Told each applied entry's LSN and operations, in LSN order, on the committing thread
-/// and before the entry is visible. It must be quick and must not use the store.
-pub type WriteWatcher = Arc<dyn Fn(u64, &[Op]) + Send + Sync>;
+/// What a [`WriteWatcher`] is told.
+#[derive(Debug, Clone, Copy)]
+pub enum Watched<'a> {
+    /// The entry at `lsn` applied `ops`.
+    Written {
+        /// The entry's LSN.
+        lsn: u64,
+        /// What it wrote.
+        ops: &'a [Op],
+    },
+    /// The store's state was replaced whole (a replica seeded by a snapshot, or emptied for
+    /// a resync): it is now the state at `lsn`, and the writes between what the watcher was
+    /// told and `lsn` (or, after a resync, a whole other history) are never told.
+    Reset {
+        /// The LSN of the state installed; the next entry follows it.
+        lsn: u64,
+    },
+}
+
+/// Told each applied entry's LSN and operations, in LSN order, and each reset of the
+/// store's state, on the thread that makes them and before they are visible. It must be
+/// quick and must not use the store.
+pub type WriteWatcher = Arc<dyn Fn(Watched<'_>) + Send + Sync>;
 
 /// The watchers of one store.
 #[derive(Default)]
@@ -50,7 +70,7 @@ impl Watchers {
         }
         let ops = read()?;
         for (_, watcher) in list.iter() {
-            watcher(lsn, &ops);
+            watcher(Watched::Written { lsn, ops: &ops });
         }
         Ok(())
     }
@@ -62,8 +82,21 @@ impl Watchers {
         }
         for (_, watcher) in self.list().iter() {
             for entry in entries {
-                watcher(entry.lsn, &entry.ops);
+                watcher(Watched::Written {
+                    lsn: entry.lsn,
+                    ops: &entry.ops,
+                });
             }
+        }
+    }
+
+    /// Tells every watcher that the store's state is now the one at `lsn`, replaced whole.
+    pub(super) fn tell_reset(&self, lsn: u64) {
+        if !self.any.load(Ordering::Acquire) {
+            return;
+        }
+        for (_, watcher) in self.list().iter() {
+            watcher(Watched::Reset { lsn });
         }
     }
 }
@@ -92,8 +125,8 @@ impl Store {
         Ok((value, lsn))
     }
 
-    /// Tells `watcher` of every entry applied from now on, until the [`Watching`] returned
-    /// is dropped.
+    /// Tells `watcher` of every entry applied and every reset of the state from now on,
+    /// until the [`Watching`] returned is dropped.
     pub fn watch_writes(&self, watcher: WriteWatcher) -> Watching {
         let watchers = &self.inner.watchers;
         let id = watchers.next_id.fetch_add(1, Ordering::Relaxed);
@@ -139,6 +172,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::super::{Store, StoreOptions};
+    use super::Watched;
     use crate::codec::{encode_key, KeyRef, Op};
 
     fn put(store: &Store, key: &str) {
@@ -156,8 +190,10 @@ mod tests {
         let store = Store::open(dir.path().join("s"), StoreOptions::default()).unwrap();
         let told = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&told);
-        let watching = store.watch_writes(Arc::new(move |lsn, _ops: &[Op]| {
-            sink.lock().unwrap().push(lsn);
+        let watching = store.watch_writes(Arc::new(move |watched| {
+            if let Watched::Written { lsn, .. } = watched {
+                sink.lock().unwrap().push(lsn);
+            }
         }));
         put(&store, "a");
         drop(watching);
@@ -169,7 +205,7 @@ mod tests {
         );
         assert!(store.inner.watchers.list().is_empty());
         // One that outlives its store neither keeps it open nor fails when dropped.
-        let late = store.watch_writes(Arc::new(|_, _: &[Op]| {}));
+        let late = store.watch_writes(Arc::new(|_| {}));
         let inner = Arc::downgrade(&store.inner);
         store.close().unwrap();
         drop(store);

@@ -57,10 +57,7 @@ impl From<Reply> for Outcome {
 /// arguments: a stored key or value keeps their bytes without a copy.
 pub fn execute(node: &mut Node, session: &mut Session, args: Vec<Vec<u8>>, now_ms: u64) -> Outcome {
     let outcome = run(node, session, args, now_ms);
-    if matches!(outcome.reply, Reply::Error(_)) {
-        node.commands.1 += 1;
-    }
-    node.commands.0 += 1;
+    node.count_request(matches!(outcome.reply, Reply::Error(_)));
     outcome
 }
 

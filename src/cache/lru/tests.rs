@@ -159,6 +159,56 @@ fn a_fill_from_an_older_epoch_than_the_node_has_seen_is_refused() {
     );
 }
 
+/// A version of epoch `epoch` at `lsn`.
+fn of(epoch: u64, lsn: u64) -> Version {
+    Version { epoch, lsn }
+}
+
+#[test]
+fn a_write_of_a_later_epoch_drops_a_value_of_the_lost_history_at_a_higher_lsn() {
+    let mut cache = lru(8, None);
+    cache.processed_through(of(1, 1));
+    // Read through the old primary ahead of the node; that primary failed over before its
+    // replica got the write, and the new primary wrote LSN 2 again, in epoch 2.
+    cache.fill(bytes("k"), bytes("v2-lost"), of(1, 2), None, 0);
+    cache.written(&bytes("k"), None, of(2, 2), 0);
+    assert!(cache.get(b"k", 0).is_none());
+}
+
+#[test]
+fn a_fill_of_a_later_epoch_replaces_a_value_of_an_older_one_at_a_higher_lsn() {
+    let mut cache = lru(8, None);
+    cache.fill(bytes("k"), bytes("v5-lost"), of(1, 5), None, 0);
+    assert_eq!(
+        cache.fill(bytes("k"), bytes("v3"), of(2, 3), None, 0),
+        Fill::Stored
+    );
+    assert_eq!(cache.get(b"k", 0).unwrap().0, &bytes("v3"));
+    assert_eq!(
+        cache.fill(bytes("k"), bytes("v5-lost"), of(1, 5), None, 0),
+        Fill::Stale
+    );
+}
+
+#[test]
+fn a_new_epoch_drops_older_values_read_at_or_after_its_start_only() {
+    let mut cache = lru(8, None);
+    cache.fill(bytes("shared"), bytes("v"), of(1, 1), None, 0);
+    cache.fill(bytes("lost"), bytes("v"), of(1, 2), None, 0);
+    cache.fill(bytes("later-lost"), bytes("v"), of(1, 9), None, 0);
+    cache.fill(bytes("new"), bytes("v"), of(2, 3), None, 0);
+    cache
+        .set(bytes("by-hand"), bytes("v"), None, SetIf::Always, 0)
+        .unwrap();
+    assert_eq!(cache.epoch_begins(of(2, 2)), 2);
+    assert!(cache.get(b"lost", 0).is_none());
+    assert!(cache.get(b"later-lost", 0).is_none());
+    assert!(cache.get(b"shared", 0).is_some(), "read before the fork");
+    assert!(cache.get(b"new", 0).is_some(), "of the new history");
+    assert!(cache.get(b"by-hand", 0).is_some(), "unversioned");
+    assert_eq!(cache.counters().invalidations, 2);
+}
+
 #[test]
 fn a_value_larger_than_the_byte_bound_is_refused_whole() {
     let mut cache = lru(8, Some(200));

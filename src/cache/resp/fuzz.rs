@@ -114,6 +114,31 @@ proptest! {
         }
     }
 
+    /// Parsing a growing buffer from the progress of the calls before gives, at every
+    /// length, what parsing it afresh gives.
+    #[test]
+    fn fuzz_parsing_on_from_progress_gives_what_parsing_afresh_gives(
+        soup in protocol_soup(),
+        limits in limits(),
+        cuts in vec(any::<prop::sample::Index>(), 0..12),
+    ) {
+        let mut cuts: Vec<usize> = cuts.iter().map(|cut| cut.index(soup.len() + 1)).collect();
+        cuts.sort_unstable();
+        let mut progress = Progress::default();
+        let mut start = 0;
+        for cut in cuts.into_iter().chain([soup.len()]) {
+            while start < cut {
+                let buf = &soup[start..cut];
+                let resumed = parse_from(buf, &limits, &mut progress);
+                prop_assert_eq!(&resumed, &parse(buf, &limits));
+                match taken(&resumed, buf) {
+                    Some(taken) => start += taken,
+                    None => break,
+                }
+            }
+        }
+    }
+
     /// Arguments sent as multibulk or as quoted inline lines parse back to themselves.
     #[test]
     fn fuzz_requests_round_trip_through_parse(args in args()) {

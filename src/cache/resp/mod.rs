@@ -3,11 +3,12 @@
 //! byte vector or a connection's [`Output`] queue.
 //!
 //! Requests come as multibulk (`*<n>\r\n` then n × `$<len>\r\n<bytes>\r\n`), as client
-//! libraries send them, or inline (`SET key "a value"\n`), as people type them. Parsing
-//! keeps no state between calls: a caller parses the front of what it has read, drops the
-//! bytes used and parses again. For any buffer, a prefix of it parses to
-//! [`Parse::Incomplete`] or to exactly what the whole buffer parses to, so the outcome
-//! never depends on how the bytes were split across reads.
+//! libraries send them, or inline (`SET key "a value"\n`), as people type them. A caller
+//! parses the front of what it has read, drops the bytes used and parses again. For any
+//! buffer, a prefix of it parses to [`Parse::Incomplete`] or to exactly what the whole
+//! buffer parses to, so the outcome never depends on how the bytes were split across
+//! reads; [`parse_from`] keeps a [`Progress`] between reads so that a request arriving in
+//! many reads is not read again from its start each time.
 
 mod inline;
 mod output;
@@ -20,5 +21,5 @@ mod fuzz;
 mod tests;
 
 pub use output::Output;
-pub use parse::{parse, Limits, Parse};
+pub use parse::{parse, parse_from, Limits, Parse, Progress};
 pub use reply::{encode, Reply, Sink};

@@ -1,12 +1,14 @@
 //! Replies encoded and not yet sent, as one connection's queue: the framing and small values
-//! copied, large values held by reference to the bytes the cache already holds.
+//! copied, large values held by reference to the bytes the cache already holds, and the
+//! items of an array reply past the queue's bound left unencoded until what is before them
+//! is sent.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::reply::Sink;
+use super::reply::{encode, header, Reply, Sink};
 
 /// Values at least this long are queued by reference, not copied: a copy of this much costs
 /// more than one more slice in a vectored write.
@@ -16,15 +18,83 @@ const SHARE_FROM: usize = 16 * 1024;
 /// many at once).
 ///
 /// A large value is not copied, so a pipeline or an `MGET` that names one large value many
-/// times holds it once; what [`Buf::remaining`] counts is the bytes still to send.
-#[derive(Debug, Default)]
+/// times holds it once. A small value is copied, so an `MGET` naming one 16,000-byte value
+/// 20,000 times would copy it 20,000 times: the items of an array reply are encoded only
+/// while fewer than `bound` bytes wait, and the rest as those are sent. What
+/// [`Buf::remaining`] counts is the encoded bytes still to send; the writer that drains it
+/// drains the deferred items too, in order.
+#[derive(Debug)]
 pub struct Output {
     /// Sealed pieces, sent before `open`.
     sealed: VecDeque<Bytes>,
     /// Copied bytes gathered after the last sealed piece.
     open: BytesMut,
-    /// Bytes not yet sent, over `sealed` and `open`.
+    /// Bytes encoded and not yet sent, over `sealed` and `open`.
     unsent: usize,
+    /// The items of the last array reply not encoded yet (their values by reference).
+    deferred: VecDeque<Reply>,
+    /// The protocol the deferred items are encoded for.
+    protocol: u8,
+    /// Encoded bytes past which array items wait.
+    bound: usize,
+}
+
+impl Default for Output {
+    /// A queue that defers nothing.
+    fn default() -> Self {
+        Self::new(usize::MAX)
+    }
+}
+
+impl Output {
+    /// An empty queue whose array replies hold about `bound` encoded bytes at most (plus one
+    /// item).
+    #[must_use]
+    pub fn new(bound: usize) -> Self {
+        Self {
+            sealed: VecDeque::new(),
+            open: BytesMut::new(),
+            unsent: 0,
+            deferred: VecDeque::new(),
+            protocol: 2,
+            bound,
+        }
+    }
+
+    /// Queues `reply` for `protocol`. The items of an array are encoded while fewer than
+    /// the bound's bytes wait; the rest wait unencoded, and nothing may be queued after them
+    /// until they are sent (see [`Self::deferring`]).
+    pub fn push(&mut self, reply: Reply, protocol: u8) {
+        debug_assert!(
+            self.deferred.is_empty(),
+            "a reply queued after a deferred one would be sent before it"
+        );
+        match reply {
+            Reply::Array(items) => {
+                header(self, b'*', items.len());
+                self.deferred = items.into();
+                self.protocol = protocol;
+                self.encode_deferred();
+            }
+            other => encode(&other, protocol, self),
+        }
+    }
+
+    /// Whether items of an array reply wait unencoded: no other reply may be queued yet.
+    #[must_use]
+    pub fn deferring(&self) -> bool {
+        !self.deferred.is_empty()
+    }
+
+    /// Encodes deferred items until the bound is reached or none is left.
+    fn encode_deferred(&mut self) {
+        while self.unsent < self.bound {
+            let Some(item) = self.deferred.pop_front() else {
+                return;
+            };
+            encode(&item, self.protocol, self);
+        }
+    }
 }
 
 impl Sink for Output {
@@ -77,12 +147,16 @@ impl Buf for Output {
         while let Some(piece) = self.sealed.front_mut() {
             if sent < piece.len() {
                 piece.advance(sent);
+                self.encode_deferred();
                 return;
             }
             sent -= piece.len();
             self.sealed.pop_front();
         }
         self.open.advance(sent);
+        // What was sent makes room for the deferred items: a writer that drains this until
+        // nothing remains sends the whole reply, holding at most the bound at once.
+        self.encode_deferred();
     }
 }
 
@@ -130,6 +204,31 @@ mod tests {
             }
             assert_eq!(sent, copied, "drained {step} bytes at a time");
         }
+    }
+
+    #[test]
+    fn an_array_reply_holds_at_most_its_bound_encoded_and_sends_every_item_in_order() {
+        // Under the size a reply holds by reference: each mention is a copy.
+        let value = Bytes::from(vec![3u8; 16_000]);
+        let reply = Reply::Array(vec![Reply::Bulk(value); 2_000]);
+        let mut copied = Vec::new();
+        encode(&reply, 2, &mut copied);
+        encode(&Reply::Ok, 2, &mut copied);
+        let bound = 64 * 1024;
+        let mut output = Output::new(bound);
+        output.push(reply, 2);
+        assert!(output.deferring());
+        let (mut sent, mut most) = (Vec::new(), 0);
+        while output.deferring() || output.has_remaining() {
+            most = most.max(output.remaining());
+            let take = output.chunk().len().min(5_000);
+            sent.extend_from_slice(&output.chunk()[..take]);
+            output.advance(take);
+        }
+        output.push(Reply::Ok, 2);
+        sent.extend_from_slice(output.chunk());
+        assert_eq!(sent, copied);
+        assert!(most < bound + 16_100, "{most} bytes encoded at once");
     }
 
     #[test]

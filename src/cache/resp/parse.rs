@@ -60,17 +60,56 @@ const LONG_COUNT: &str = "ERR Protocol error: too big mbulk count string";
 const LONG_BULK: &str = "ERR Protocol error: too big bulk count string";
 const NO_CRLF: &str = "ERR Protocol error: expected CRLF after bulk data";
 
+/// How far [`parse_from`] got into the multibulk request at the front of a buffer while it
+/// is still arriving, so that the next call goes on from there: parsed from scratch on
+/// every read, a request of a million arguments sent a little at a time had every argument
+/// header so far read again on each read (quadratic time, pinning the node's thread).
+///
+/// It describes the request at the front of the buffer: until a call returns something
+/// other than [`Parse::Incomplete`] (which resets it), the caller may only append to the
+/// buffer, and must parse it with the same limits.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// The arguments the request announced (0 while its header is not read whole).
+    count: usize,
+    /// Where its first argument starts.
+    first: usize,
+    /// How many of its arguments are wholly in the buffer.
+    whole: usize,
+    /// Where the next one starts.
+    at: usize,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Argument headers the first pass read on this thread: what shows that none is read
+    /// twice.
+    pub(super) static HEADERS_READ: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// Parses the command at the front of `buf`, within `limits`.
 ///
 /// Never panics and allocates only for a command wholly in `buf`: `used` and `skip` are
 /// always within `1..=buf.len()`.
 #[must_use]
 pub fn parse(buf: &[u8], limits: &Limits) -> Parse {
-    match buf.first() {
+    parse_from(buf, limits, &mut Progress::default())
+}
+
+/// Parses the command at the front of `buf` as [`parse`] does, going on from `progress`
+/// (what earlier calls read of it, while it was incomplete): each byte of a request is
+/// read once however it arrives, and once more when it is whole, to copy it out.
+#[must_use]
+pub fn parse_from(buf: &[u8], limits: &Limits, progress: &mut Progress) -> Parse {
+    let parsed = match buf.first() {
         None => Parse::Incomplete,
-        Some(b'*') => multibulk(buf, limits),
+        Some(b'*') => multibulk(buf, limits, progress),
         Some(_) => inline::parse(buf, limits),
+    };
+    if parsed != Parse::Incomplete {
+        *progress = Progress::default();
     }
+    parsed
 }
 
 /// A [`Parse::Invalid`] answering `error` and dropping the first `skip` bytes.
@@ -140,76 +179,86 @@ fn decimal(text: &[u8]) -> Option<i64> {
     Some(if negative { -value } else { value })
 }
 
-/// Parses a command that starts with '*'.
-fn multibulk(buf: &[u8], limits: &Limits) -> Parse {
-    let (count, first) = match header(buf, 0, limits, LONG_COUNT) {
-        Ok(header) => header,
-        Err(parse) => return parse,
-    };
-    let count = match count {
-        Some(0 | -1) => {
-            return Parse::Command {
-                args: Vec::new(),
-                used: first,
+/// Parses a command that starts with '*', going on from `progress`.
+fn multibulk(buf: &[u8], limits: &Limits, progress: &mut Progress) -> Parse {
+    if progress.count == 0 {
+        let (count, first) = match header(buf, 0, limits, LONG_COUNT) {
+            Ok(header) => header,
+            Err(parse) => return parse,
+        };
+        let count = match count {
+            Some(0 | -1) => {
+                return Parse::Command {
+                    args: Vec::new(),
+                    used: first,
+                }
             }
+            Some(count) => match usize::try_from(count) {
+                Ok(count) if count <= limits.max_args => count,
+                _ => return invalid(INVALID_COUNT, first),
+            },
+            None => return invalid(INVALID_COUNT, first),
+        };
+        progress.count = count;
+        progress.first = first;
+        progress.at = first;
+    }
+    // Two passes: the first proves the whole command is in `buf` (going on from where the
+    // last call stopped), so a command still arriving costs no allocation and `count`
+    // below is backed by bytes present; the second copies the arguments out.
+    while progress.whole < progress.count {
+        #[cfg(test)]
+        HEADERS_READ.set(HEADERS_READ.get() + 1);
+        match argument(buf, progress.at, limits) {
+            Ok((_, next)) => {
+                progress.whole += 1;
+                progress.at = next;
+            }
+            Err(parse) => return parse,
         }
-        Some(count) => match usize::try_from(count) {
-            Ok(count) if count <= limits.max_args => count,
-            _ => return invalid(INVALID_COUNT, first),
-        },
-        None => return invalid(INVALID_COUNT, first),
-    };
-    // Two passes: the first proves the whole command is in `buf`, so a command still
-    // arriving costs no allocation and `count` below is backed by bytes present.
-    let used = match arguments(buf, first, count, limits, |_| {}) {
-        Ok(used) => used,
-        Err(parse) => return parse,
-    };
-    let mut args = Vec::with_capacity(count);
-    let again = arguments(buf, first, count, limits, |arg| args.push(arg.to_vec()));
-    debug_assert_eq!(again.ok(), Some(used), "both passes read the same bytes");
-    Parse::Command { args, used }
+    }
+    let mut args = Vec::with_capacity(progress.count);
+    let mut at = progress.first;
+    for _ in 0..progress.count {
+        let Ok((arg, next)) = argument(buf, at, limits) else {
+            unreachable!("invariant: the first pass read every argument whole");
+        };
+        args.push(arg.to_vec());
+        at = next;
+    }
+    debug_assert_eq!(at, progress.at, "both passes read the same bytes");
+    Parse::Command { args, used: at }
 }
 
-/// Reads the `count` bulk arguments from `at` on, handing each to `visit`: where the
-/// command ends, or what to answer instead.
-fn arguments(
-    buf: &[u8],
-    mut at: usize,
-    count: usize,
-    limits: &Limits,
-    mut visit: impl FnMut(&[u8]),
-) -> Result<usize, Parse> {
-    for _ in 0..count {
-        match buf.get(at) {
-            None => return Err(Parse::Incomplete),
-            Some(b'$') => {}
-            // Dropping only what came before lets a command sent after a short one parse.
-            Some(other) => {
-                return Err(invalid(
-                    format!(
-                        "ERR Protocol error: expected '$', got '{}'",
-                        other.escape_ascii()
-                    ),
-                    at,
-                ))
-            }
+/// Reads the bulk argument at `at`: its bytes and where the next one starts, or what to
+/// answer instead.
+fn argument<'a>(buf: &'a [u8], at: usize, limits: &Limits) -> Result<(&'a [u8], usize), Parse> {
+    match buf.get(at) {
+        None => return Err(Parse::Incomplete),
+        Some(b'$') => {}
+        // Dropping only what came before lets a command sent after a short one parse.
+        Some(other) => {
+            return Err(invalid(
+                format!(
+                    "ERR Protocol error: expected '$', got '{}'",
+                    other.escape_ascii()
+                ),
+                at,
+            ))
         }
-        let (len, data) = header(buf, at, limits, LONG_BULK)?;
-        let len = len
-            .and_then(|len| usize::try_from(len).ok())
-            .filter(|&len| len <= limits.max_bulk)
-            .ok_or_else(|| invalid(INVALID_BULK, data))?;
-        let rest = buf.get(data..).unwrap_or_default();
-        if rest.len() < 2 || rest.len() - 2 < len {
-            return Err(Parse::Incomplete);
-        }
-        let (arg, after) = rest.split_at(len);
-        if !after.starts_with(b"\r\n") {
-            return Err(invalid(NO_CRLF, data + len + 2));
-        }
-        visit(arg);
-        at = data + len + 2;
     }
-    Ok(at)
+    let (len, data) = header(buf, at, limits, LONG_BULK)?;
+    let len = len
+        .and_then(|len| usize::try_from(len).ok())
+        .filter(|&len| len <= limits.max_bulk)
+        .ok_or_else(|| invalid(INVALID_BULK, data))?;
+    let rest = buf.get(data..).unwrap_or_default();
+    if rest.len() < 2 || rest.len() - 2 < len {
+        return Err(Parse::Incomplete);
+    }
+    let (arg, after) = rest.split_at(len);
+    if !after.starts_with(b"\r\n") {
+        return Err(invalid(NO_CRLF, data + len + 2));
+    }
+    Ok((arg, data + len + 2))
 }

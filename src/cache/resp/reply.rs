@@ -113,7 +113,7 @@ fn line<S: Sink + ?Sized>(out: &mut S, kind: u8, text: &[u8]) {
 }
 
 /// `kind`, a length, CRLF.
-fn header<S: Sink + ?Sized>(out: &mut S, kind: u8, len: usize) {
+pub(super) fn header<S: Sink + ?Sized>(out: &mut S, kind: u8, len: usize) {
     out.put(&[kind]);
     push_decimal(out, len as u64);
     out.put(b"\r\n");

@@ -119,6 +119,32 @@ fn test_huge_bulk_length_is_refused_through_its_header() {
 }
 
 #[test]
+fn test_a_request_arriving_in_many_reads_has_each_argument_header_read_once() {
+    let count = 10_000;
+    let mut stream = format!("*{count}\r\n").into_bytes();
+    let mut pieces = vec![stream.len()];
+    for _ in 0..count {
+        stream.extend_from_slice(b"$1\r\nk\r\n");
+        pieces.push(stream.len());
+    }
+    let mut progress = Progress::default();
+    let before = parse::HEADERS_READ.get();
+    for &end in &pieces[..count] {
+        assert_eq!(
+            parse_from(&stream[..end], &Limits::default(), &mut progress),
+            Parse::Incomplete
+        );
+    }
+    // Each call reads the headers of the arguments that arrived, plus the one it stops at
+    // (from scratch, the calls would read count * (count + 1) / 2 of them).
+    let headers_read = parse::HEADERS_READ.get() - before;
+    assert!(headers_read <= 2 * count, "{headers_read} header reads");
+    let whole = parse_from(&stream, &Limits::default(), &mut progress);
+    assert_eq!(whole, parse_default(&stream));
+    assert_eq!(progress, Progress::default(), "reset once whole");
+}
+
+#[test]
 fn test_huge_claims_within_limits_wait_without_allocating() {
     // A claim the limits allow waits for its bytes: the copies happen only once every
     // argument is present, so a header alone costs nothing.

@@ -2,6 +2,7 @@
 //! store it reads through (a watcher told of each write before the write is visible).
 
 use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Instant;
 
@@ -11,7 +12,7 @@ use pyo3::prelude::*;
 use crate::cache::lru::{Bounds, Fill, OnWrite, SetIf, Version, VersionedLru, Weigh};
 use crate::cache::wire_key::wire_key_of_encoded;
 use crate::codec::Op;
-use crate::store::{Store, Watching};
+use crate::store::{Store, Watched, Watching};
 
 thread_local! {
     /// Objects the LRU let go of while locked on this thread: released once it unlocks, as
@@ -89,8 +90,15 @@ impl Drop for Locked<'_> {
 }
 
 /// The LRU and the clock its TTLs run on.
+///
+/// Versions in the LRU carry, in place of an epoch, how many times the store's state was
+/// reset under it (a replica re-seeded or resynced): a value read before a reset may be of
+/// a state whose writes the cache was never told, or of a history the store threw away at
+/// the same LSNs, so its fill is refused for being of an older "epoch".
 pub(super) struct Local {
     lru: Mutex<VersionedLru<PyValue>>,
+    /// Resets of the source's state so far: changed only under `lru`'s lock.
+    resets: AtomicU64,
     started: Instant,
 }
 
@@ -105,6 +113,7 @@ impl Local {
                 },
                 OnWrite::Drop,
             )),
+            resets: AtomicU64::new(0),
             started: Instant::now(),
         })
     }
@@ -142,33 +151,69 @@ impl Local {
         self.lock().set(key, value, ttl_ms, SetIf::Always, now)
     }
 
-    /// Stores a value read at `lsn` unless a later write of its key is known.
-    pub(super) fn fill(&self, key: Bytes, value: PyValue, lsn: u64, ttl_ms: Option<u64>) -> Fill {
+    /// How many times the source's state was reset so far: taken before a read through,
+    /// and given back with its fill.
+    pub(super) fn resets(&self) -> u64 {
+        self.resets.load(Ordering::Acquire)
+    }
+
+    /// Stores a value read at `lsn`, after `resets` resets of the source, unless a later
+    /// write of its key is known or the source was reset since.
+    pub(super) fn fill(
+        &self,
+        key: Bytes,
+        value: PyValue,
+        (resets, lsn): (u64, u64),
+        ttl_ms: Option<u64>,
+    ) -> Fill {
         let now = self.now_ms();
-        let version = Version { epoch: 0, lsn };
+        let version = Version { epoch: resets, lsn };
         let mut lru = self.lock();
         lru.fill(key, value, version, ttl_ms, now)
     }
 
-    /// The last write processed (the floor of a read through).
+    /// The last write processed (the floor of a read through). Its epoch is 0: the
+    /// count of resets inside is no epoch of the store's.
     pub(super) fn processed(&self) -> Version {
-        self.lock().processed()
+        Version {
+            epoch: 0,
+            lsn: self.lock().processed().lsn,
+        }
     }
 
-    /// Starts dropping what `store`'s writes touch, until the watcher returned is dropped.
+    /// Starts dropping what `store`'s writes touch (everything when its state is reset),
+    /// until the watcher returned is dropped.
     pub(super) fn watch(self: &Arc<Self>, store: &Store) -> Watching {
         let local: Weak<Self> = Arc::downgrade(self);
-        store.watch_writes(Arc::new(move |lsn, ops| {
-            if let Some(local) = local.upgrade() {
-                local.written(lsn, ops);
+        store.watch_writes(Arc::new(move |watched| {
+            let Some(local) = local.upgrade() else {
+                return;
+            };
+            match watched {
+                Watched::Written { lsn, ops } => local.written(lsn, ops),
+                Watched::Reset { lsn } => local.reset(lsn),
             }
         }))
     }
 
+    /// The source's state is now the one at `lsn`, reached without telling its writes (or
+    /// in another history): everything goes, and reads through start from `lsn`.
+    fn reset(&self, lsn: u64) {
+        let mut lru = self.lock();
+        let processed = lru.processed();
+        lru.flush(processed.lsn);
+        let resets = self.resets.load(Ordering::Relaxed) + 1;
+        self.resets.store(resets, Ordering::Release);
+        lru.restart(Version { epoch: resets, lsn });
+    }
+
     fn written(&self, lsn: u64, ops: &[Op]) {
         let now = self.now_ms();
-        let at = Version { epoch: 0, lsn };
         let mut lru = self.lock();
+        let at = Version {
+            epoch: self.resets.load(Ordering::Relaxed),
+            lsn,
+        };
         for op in ops {
             // Keys in the log were encoded by the store: a bad one cannot be there, and
             // if it were it would match no cached key anyway.

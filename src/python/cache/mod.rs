@@ -25,7 +25,7 @@ use super::args::{int, names, opt_int, seconds, size};
 use super::display::html;
 use super::errors::raise;
 use super::value::{decode_py_value, encode_py_value, encode_row_value, with_py_key};
-use crate::cache::lru::{Fill, Version};
+use crate::cache::lru::{check_max_bytes, Fill, Version};
 use crate::cache::wire_key::{table_prefix, wire_key};
 use crate::codec::{encode_key, KeyRef};
 use crate::store::{validate_table_name, Watching};
@@ -169,6 +169,11 @@ impl PyCache {
     ) -> PyResult<Option<Py<PyAny>>> {
         let started = Instant::now();
         bump(&self.counters.loads);
+        // Taken before the read: a reset of the source's state after it refuses the fill.
+        let resets = match &self.backend {
+            Backend::Local(local) => local.resets(),
+            Backend::Remote(_) => 0,
+        };
         let loaded = match &self.source {
             Source::Nothing => None,
             Source::Store(store) => {
@@ -244,7 +249,7 @@ impl PyCache {
                 Backend::Local(local) => {
                     let cached = PyValue::new(value.clone_ref(py), bytes.len());
                     let wire = Bytes::copy_from_slice(wire);
-                    local.fill(wire, cached, version.lsn, self.ttl_ms) == Fill::Stale
+                    local.fill(wire, cached, (resets, version.lsn), self.ttl_ms) == Fill::Stale
                 }
                 Backend::Remote(remote) => {
                     remote.fill(py, wire, version, &bytes, self.ttl_ms) == Some(false)
@@ -281,6 +286,8 @@ impl PyCache {
         if capacity == 0 {
             return Err(PyValueError::new_err("capacity must be at least 1"));
         }
+        // As a node refuses it: a bound that can hold no entry would refuse every fill.
+        check_max_bytes(max_bytes).map_err(|e| PyValueError::new_err(e.to_string()))?;
         let source = Source::from_py(source)?;
         let patience = seconds("timeout", timeout)?;
         let watching = Mutex::new(None);
