@@ -368,19 +368,9 @@ impl<V: Weigh> VersionedLru<V> {
     /// entries the new history cut off (a primary lost them when it failed over), so it is
     /// dropped even if its key is never written again. Returns how many were dropped.
     pub fn epoch_begins(&mut self, start: Version) -> usize {
-        let doomed: Vec<Bytes> = self
-            .entries
-            .iter()
-            .filter(|(_, cached)| {
-                cached.version.epoch < start.epoch && cached.version.lsn >= start.lsn
-            })
-            .map(|(key, _)| key.clone())
-            .collect();
-        for key in &doomed {
-            self.remove(key);
-        }
-        self.counters.invalidations += doomed.len() as u64;
-        doomed.len()
+        self.invalidate_where(|_, cached| {
+            cached.version.epoch < start.epoch && cached.version.lsn >= start.lsn
+        })
     }
 
     /// Records that the log was applied up to `at`.
@@ -453,17 +443,22 @@ impl<V: Weigh> VersionedLru<V> {
 
     /// Drops the held keys that start with `prefix`; returns how many.
     pub fn remove_prefix(&mut self, prefix: &[u8]) -> usize {
-        let doomed: Vec<Bytes> = self
+        self.invalidate_where(|key, _| key.starts_with(prefix))
+    }
+
+    /// Drops the held entries `doomed` picks, counted as invalidations; returns how many.
+    fn invalidate_where(&mut self, doomed: impl Fn(&Bytes, &Cached<V>) -> bool) -> usize {
+        let keys: Vec<Bytes> = self
             .entries
             .iter()
-            .filter(|(key, _)| key.starts_with(prefix))
+            .filter(|(key, cached)| doomed(key, cached))
             .map(|(key, _)| key.clone())
             .collect();
-        for key in &doomed {
+        for key in &keys {
             self.remove(key);
         }
-        self.counters.invalidations += doomed.len() as u64;
-        doomed.len()
+        self.counters.invalidations += keys.len() as u64;
+        keys.len()
     }
 
     /// Entries held (expired ones not yet dropped included, as Redis's DBSIZE counts them).
