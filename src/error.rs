@@ -25,7 +25,11 @@ pub enum CodecError {
 #[non_exhaustive]
 pub enum LogError {
     /// The requested LSN is older than the oldest entry still retained.
-    #[error("log entries after LSN {requested} are no longer retained (oldest retained LSN is {oldest})")]
+    // Said as the Python API says it, of the LSN a reader has (`since`): the one before.
+    #[error(
+        "log entries after LSN {} are no longer retained (oldest retained LSN is {oldest})",
+        .requested.saturating_sub(1)
+    )]
     Truncated {
         /// The first LSN the caller asked for.
         requested: u64,

@@ -274,10 +274,13 @@ fn dropped_segments_are_reported_as_truncated() {
     let oldest = log.oldest_lsn();
     assert!(oldest > 1 && oldest <= 25);
     let mut position = LogPosition::after(0);
-    assert!(matches!(
-        log.read(&mut position, 40, 100, usize::MAX),
-        Err(Error::Log(LogError::Truncated { .. }))
-    ));
+    let truncated = log.read(&mut position, 40, 100, usize::MAX).unwrap_err();
+    assert!(matches!(truncated, Error::Log(LogError::Truncated { .. })));
+    // The LSN named is the reader's, as `changes(since=0)` says it: after 0, not after 1.
+    assert_eq!(
+        truncated.to_string(),
+        format!("log entries after LSN 0 are no longer retained (oldest retained LSN is {oldest})")
+    );
     let mut position = LogPosition::after(oldest - 1);
     assert_eq!(
         log.read(&mut position, 40, 100, usize::MAX).unwrap(),

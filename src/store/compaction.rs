@@ -39,7 +39,7 @@ pub struct CompactionAttempts {
     pause: Duration,
     /// Attempts made so far.
     made: u32,
-    /// The tables file's size once the first attempt checkpointed and applied retention.
+    /// The tables file's size when the first attempt began (before its checkpoint).
     bytes_before: Option<u64>,
 }
 
@@ -132,10 +132,16 @@ impl Store {
         attempts.made += 1;
         let mut exclusive = self.begin_exclusive()?;
         exclusive.ready_to_read()?;
+        let first = attempts.bytes_before.is_none();
+        if first {
+            // Before its own checkpoint, which may grow the file: what it reclaims is
+            // against what `stats()` said before the call.
+            attempts.bytes_before = Some(size()?);
+        }
         // With the writer lock held and nothing in flight, the overlay stays empty once
         // flushed: every row is in redb, and only this thread writes redb.
         self.with_open(|open| open.overlay.move_to_tables(&open.tables, true).map(drop))?;
-        if attempts.bytes_before.is_none() {
+        if first {
             // The checkpoint covers the whole log now: what the policy lets go goes too
             // (a primary serving the store applies it itself, with its slots).
             if self.inner.replication.current().is_none() {
@@ -147,7 +153,6 @@ impl Store {
                 open.log.reclaim_dropped();
                 Ok(())
             })?;
-            attempts.bytes_before = Some(size()?);
         }
         if self.compact_holding_readers()? {
             drop(exclusive);
