@@ -87,6 +87,15 @@ fn append_until_refused(
     }
 }
 
+/// Sets its flag when dropped, however the scope it lives in ends.
+struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
 fn assert_no_room(err: &Error) {
     match err {
         Error::Store(StoreError::NotWritten { source, .. }) => {
@@ -332,6 +341,9 @@ fn a_follower_appending_beside_a_sync_while_room_comes_and_goes_keeps_its_log_de
         let done = AtomicBool::new(false);
         let mut refusals = 0;
         std::thread::scope(|scope| {
+            // A failed assertion below must stop the two helper threads too: the scope
+            // joins them before it passes the panic on, so the test would hang instead.
+            let _stop = StopOnDrop(&done);
             let syncer = scope.spawn(|| {
                 while !done.load(Ordering::Acquire) {
                     follower.sync_replicated().unwrap();
