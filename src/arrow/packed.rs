@@ -51,16 +51,10 @@ fn binary_cell(array: &dyn Array, row: usize) -> &[u8] {
 pub fn write_value(array: &dyn Array, row: usize, out: &mut Vec<u8>) -> Result<(), Refusal> {
     let raw = binary_cell(array, row);
     let mut reader = Reader::new(raw);
-    match reader.value_and_depth() {
-        Ok((_, depth)) if reader.is_done() => {
-            if depth.saturating_add(CELL_DEPTH) > MAX_DEPTH {
-                return Err(too_deep());
-            }
-        }
-        _ => return Err(not_one("cell")),
+    check_value(&mut reader, CELL_DEPTH)?;
+    if !reader.is_done() {
+        return Err(not_one("cell"));
     }
-    // The walk above bounds the depth, and so this one's recursion.
-    check_value(&mut Reader::new(raw))?;
     out.extend_from_slice(raw);
     Ok(())
 }
@@ -93,17 +87,21 @@ pub fn key(array: &dyn Array, row: usize) -> Result<KeyRef<'_>, Refusal> {
     Ok(key)
 }
 
-/// Checks the value `reader` is at (well formed: see [`write_value`]) as `put` checks a
-/// value, and what a reader must decode: strs in UTF-8, dicts keyed by str, ints within
-/// 64 bits signed, datetimes and dates that Python can hold, no other extension.
-fn check_value(reader: &mut Reader<'_>) -> Result<(), Refusal> {
+/// Checks the value `reader` is at, `level` containers down in its row (a cell is one
+/// down), as `put` checks a value and a reader must decode it: well formed, no deeper than
+/// [`MAX_DEPTH`] (which bounds this recursion), strs in UTF-8, dicts keyed by str, ints
+/// within 64 bits signed, datetimes and dates that Python can hold, no other extension.
+fn check_value(reader: &mut Reader<'_>, level: u32) -> Result<(), Refusal> {
+    if level > MAX_DEPTH {
+        return Err(too_deep());
+    }
     match next(reader)? {
         Token::Str(text) => utf8(text, "cell").map(drop),
         Token::UInt(_) => Err(wide_int("ints")),
         Token::Ext(tag, payload) => check_ext(tag, payload),
-        Token::Array(len) => {
-            (0..len).try_for_each(|i| check_value(reader).map_err(|r| r.within(&format!("[{i}]"))))
-        }
+        Token::Array(len) => (0..len).try_for_each(|i| {
+            check_value(reader, level + 1).map_err(|r| r.within(&format!("[{i}]")))
+        }),
         Token::Map(len) => (0..len).try_for_each(|_| {
             let name = match next(reader)? {
                 Token::Str(name) => utf8(name, "cell")?,
@@ -117,7 +115,7 @@ fn check_value(reader: &mut Reader<'_>) -> Result<(), Refusal> {
                     ))
                 }
             };
-            check_value(reader).map_err(|r| r.within(&super::field_part(name)))
+            check_value(reader, level + 1).map_err(|r| r.within(&super::field_part(name)))
         }),
         Token::Nil | Token::Bool(_) | Token::Int(_) | Token::Float(_) | Token::Bin(_) => Ok(()),
     }
@@ -153,7 +151,8 @@ fn check_ext(tag: i8, payload: &[u8]) -> Result<(), Refusal> {
     ))
 }
 
-/// The next token of a value already walked once: it is there.
+/// The next token of a cell's value: one that is not there, or malformed, makes the cell
+/// no single value.
 fn next<'a>(reader: &mut Reader<'a>) -> Result<Token<'a>, Refusal> {
     reader.next_token().map_err(|_| not_one("cell"))
 }
