@@ -46,14 +46,15 @@ impl FsState {
     }
 
     /// Counts one operation that makes `file` `len` bytes long if it is shorter; `Err`
-    /// (`ENOSPC`, nothing changed) if the files would then hold more than `space`.
+    /// (`ENOSPC`, nothing changed) if that growth would make the files hold more than
+    /// `space`. Like a disk, it never refuses a write within the bytes a file holds.
     fn tick_growing(&mut self, file: &MemFile, len: u64) -> io::Result<()> {
         self.tick()?;
         let Some(space) = self.space else {
             return Ok(());
         };
-        let current = file.data.lock().unwrap().len() as u64;
-        if self.used() + len.saturating_sub(current) > space {
+        let growth = len.saturating_sub(file.data.lock().unwrap().len() as u64);
+        if growth > 0 && self.used() + growth > space {
             return Err(io::Error::from_raw_os_error(libc::ENOSPC));
         }
         Ok(())
@@ -94,6 +95,13 @@ impl MemFs {
     /// would grow past it fails with `ENOSPC` and changes nothing.
     pub(crate) fn limit_space(&self, space: Option<u64>) {
         self.state.lock().unwrap().space = space;
+    }
+
+    /// Lets the files grow by `headroom` bytes beyond what they hold now, measured and set
+    /// at once, so that a writer in another thread cannot grow them in between.
+    pub(crate) fn leave_room(&self, headroom: u64) {
+        let mut state = self.state.lock().unwrap();
+        state.space = Some(state.used() + headroom);
     }
 
     /// The bytes all files hold together.

@@ -172,7 +172,7 @@ fn a_large_write_the_disk_could_not_hold_twice_is_refused_before_it_is_written()
     let record = frame(std::slice::from_ref(&large));
     // The segment's preallocated space holds the record; the disk could not hold its rows
     // a second time.
-    fs.limit_space(Some(fs.used() + record.len() as u64 * 2 - 1));
+    fs.leave_room(record.len() as u64 * 2 - 1);
     let result = log.append(&record, 1);
     assert!(is_not_written(&result), "{result:?}");
     assert_eq!(log.next_lsn(), 1);

@@ -110,7 +110,7 @@ fn a_write_the_log_has_no_room_for_is_refused_and_the_store_stays_open() {
     let dir = tempfile::tempdir().unwrap();
     let fs = MemFs::default();
     let store = open(dir.path(), &fs);
-    fs.limit_space(Some(fs.used() + (40 << 10)));
+    fs.leave_room(40 << 10);
     let mut stored = 0;
     let refused = loop {
         match store.commit(put(&format!("k{stored}")), None) {
@@ -150,7 +150,7 @@ fn concurrent_writers_refused_for_want_of_room_never_share_an_lsn() {
     let dir = tempfile::tempdir().unwrap();
     let fs = MemFs::default();
     let store = open(dir.path(), &fs);
-    fs.limit_space(Some(fs.used() + (40 << 10)));
+    fs.leave_room(40 << 10);
     let run = |phase: &str, refusals: usize| {
         std::thread::scope(|scope| {
             let writers: Vec<_> = (0..WRITERS)
@@ -217,7 +217,7 @@ fn a_follower_with_no_room_in_its_log_is_refused_and_takes_the_same_entries_late
         if holding {
             follower.hold_back().unwrap();
         }
-        fs.limit_space(Some(fs.used() + (40 << 10)));
+        fs.leave_room(40 << 10);
         let (appended, refused) = append_until_refused(&follower, &payloads, 0, |appended| {
             if holding {
                 // Confirmed a chunk behind: some held entries wait when the room runs out.
@@ -320,7 +320,7 @@ fn a_follower_takes_a_backlog_its_log_has_room_for_even_if_not_twice() {
 #[test]
 #[allow(clippy::too_many_lines)] // one scenario, four cases
 fn a_follower_appending_beside_a_sync_while_room_comes_and_goes_keeps_its_log_dense() {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let dir = tempfile::tempdir().unwrap();
     let primary = Store::open(dir.path().join("primary"), options()).unwrap();
     for i in 0..3000 {
@@ -339,7 +339,11 @@ fn a_follower_appending_beside_a_sync_while_room_comes_and_goes_keeps_its_log_de
             follower.hold_back().unwrap();
         }
         let done = AtomicBool::new(false);
-        let mut refusals = 0;
+        let refusals = AtomicUsize::new(0);
+        // No room from the start, until the follower's growing log has met it once (a
+        // window that opened and closed by time alone could miss every growth in a fast
+        // build); after that the room comes and goes.
+        fs.leave_room(0);
         std::thread::scope(|scope| {
             // A failed assertion below must stop the two helper threads too: the scope
             // joins them before it passes the panic on, so the test would hang instead.
@@ -350,11 +354,14 @@ fn a_follower_appending_beside_a_sync_while_room_comes_and_goes_keeps_its_log_de
                 }
             });
             let toggler = scope.spawn(|| {
+                while !done.load(Ordering::Acquire) && refusals.load(Ordering::Acquire) == 0 {
+                    std::thread::sleep(std::time::Duration::from_micros(100));
+                }
                 let mut i = 0u64;
                 while !done.load(Ordering::Acquire) {
                     i += 1;
                     if i % 2 == 1 {
-                        fs.limit_space(Some(fs.used() + (i % 7) * 2000));
+                        fs.leave_room((i % 7) * 2000);
                     } else {
                         fs.limit_space(None);
                     }
@@ -385,7 +392,7 @@ fn a_follower_appending_beside_a_sync_while_room_comes_and_goes_keeps_its_log_de
                     }
                     Err(err) => {
                         assert_no_room(&err);
-                        refusals += 1;
+                        refusals.fetch_add(1, Ordering::AcqRel);
                         // The next link resumes from the log's end.
                         let flushed = follower.sync_replicated().unwrap() as usize;
                         assert_eq!(follower.written_lsn(), flushed as u64, "{case}");
@@ -413,7 +420,7 @@ fn a_follower_appending_beside_a_sync_while_room_comes_and_goes_keeps_its_log_de
             syncer.join().unwrap();
             toggler.join().unwrap();
         });
-        assert!(refusals > 0, "{case}: never refused");
+        assert!(refusals.into_inner() > 0, "{case}: never refused");
         assert!(!follower.is_closed(), "{case}");
         follower.release_replicated(u64::MAX).unwrap();
         assert_eq!(follower.sync_replicated().unwrap(), 3000, "{case}");
@@ -451,7 +458,7 @@ fn a_refused_batch_that_released_held_entries_puts_them_back_and_a_promotion_sho
         follower.hold_back().unwrap();
         follower.append_replicated(&payloads[..10]).unwrap();
         assert_eq!(follower.readable_lsn(), 0);
-        fs.limit_space(Some(fs.used()));
+        fs.leave_room(0);
         let (at, refused) = append_until_refused(&follower, &payloads, 10, |_| {});
         assert_no_room(&refused);
         // Released but not applied yet: the next flush applies them with its records.
@@ -493,7 +500,7 @@ fn a_holding_follower_refused_then_reopened_goes_on_from_its_log() {
         let follower = follower_on(&path, &fs, fsync);
         follower.hold_back().unwrap();
         follower.expect_unconfirmed().unwrap();
-        fs.limit_space(Some(fs.used() + (20 << 10)));
+        fs.leave_room(20 << 10);
         let (at, refused) = append_until_refused(&follower, &payloads, 0, |at| {
             follower.release_replicated(at as u64 - 5).unwrap();
         });
