@@ -9,6 +9,7 @@ refuse the same cell put_many refuses."""
 from __future__ import annotations
 
 import datetime as dt
+import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -36,14 +37,16 @@ AWARE = WALL_CLOCK.flatmap(
         lambda zone: when.replace(tzinfo=zone)
     )
 )
+# A NaN cell is a missing value (stored as None); a NaN inside a list is data (stored as NaN).
+NAN = st.just(math.nan)
 # Object columns whose values are of more than one kind: pyarrow would give them one type.
 MIXED: dict[str, st.SearchStrategy[Any]] = {
-    "int_float": st.one_of(INTS, FLOATS),
+    "int_float": st.one_of(INTS, FLOATS, NAN),
     "str_bytes": st.one_of(TEXT, st.binary(max_size=8)),
     "date_datetime": st.one_of(DATES, AWARE),
     "aware_naive": st.one_of(AWARE, WALL_CLOCK),
     "mixed_list": st.lists(
-        st.one_of(INTS, FLOATS, TEXT, st.binary(max_size=4), DATES, AWARE), max_size=3
+        st.one_of(INTS, FLOATS, NAN, TEXT, st.binary(max_size=4), DATES, AWARE), max_size=3
     ),
 }
 

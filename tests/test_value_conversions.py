@@ -150,7 +150,12 @@ def test_every_converted_value_round_trips_to_its_documented_python_value(
 
 def test_missing_values_become_none_only_when_asked() -> None:
     missing = [None, math.nan, np.float32("nan"), np.float64("nan"), pd.NA, pd.NaT]
-    assert replikv.decode_value(replikv.encode_value(missing, missing_as_none=True)) == [None] * 6
+    for value in missing:
+        assert replikv.decode_value(replikv.encode_value(value, missing_as_none=True)) is None
+    # Inside a list or dict a NaN is data and stays NaN; NA and NaT have no other form.
+    nested = replikv.decode_value(replikv.encode_value({"l": missing}, missing_as_none=True))
+    assert nested["l"][0] is None and nested["l"][4:] == [None, None]
+    assert all(isinstance(v, float) and math.isnan(v) for v in nested["l"][1:4])
     stored = replikv.decode_value(replikv.encode_value(missing[:4]))
     assert stored[0] is None
     assert all(isinstance(v, float) and math.isnan(v) for v in stored[1:])

@@ -630,10 +630,11 @@ class Store:
         durability: str | None = None,
     ) -> Receipt:
         """Writes the rows of a pandas DataFrame keyed by the column ``key`` (the index if
-        None); the other columns become each row's dict. NaN, None, ``pd.NA`` and ``pd.NaT``
-        are stored as None. Rows with the same key: the later row wins, silently. Needs
-        ``pip install 'replikv[pandas]'``. ``progress=True`` shows a bar out of the frame's
-        rows; a callable is called with the rows so far.
+        None); the other columns become each row's dict. A cell that is NaN, None, ``pd.NA``
+        or ``pd.NaT`` is stored as None (a NaN inside a list or dict cell stays NaN). Rows
+        with the same key: the later row wins, silently. Needs ``pip install
+        'replikv[pandas]'``. ``progress=True`` shows a bar out of the frame's rows; a
+        callable is called with the rows so far.
 
         Raises:
             ImportError: pandas or pyarrow is not installed.
@@ -1514,8 +1515,9 @@ def encode_value(
 
     Args:
         value: the value.
-        missing_as_none: store NaN, ``pandas.NA`` and ``pandas.NaT`` as ``None`` (as the
-            DataFrame paths do); by default NaN is stored as NaN and NA/NaT are refused.
+        missing_as_none: store a NaN, ``pandas.NA`` or ``pandas.NaT`` value as ``None``
+            (as the DataFrame paths store a cell), NA and NaT inside it too; a NaN inside a
+            list or dict stays NaN. By default NaN is stored as NaN and NA/NaT are refused.
         naive: ``"utc"`` takes a naive datetime or Timestamp as UTC; ``"refuse"`` (the
             default, what ``put`` does) refuses it.
 

@@ -16,8 +16,10 @@ use crate::codec::{encode_date, encode_timestamp, DATE_EXT, MAX_DEPTH, TIMESTAMP
 /// false) is what `put` does.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct EncodeOptions {
-    /// `None`, float NaN (numpy floats too), `pandas.NA` and `pandas.NaT` are stored as
-    /// `None` (by default NaN is stored as NaN, and `NA`/`NaT` are refused).
+    /// A value that is float NaN (numpy floats too), `pandas.NA` or `pandas.NaT` is stored
+    /// as `None`, as is an `NA` or `NaT` nested in it (by default NaN is stored as NaN, and
+    /// `NA`/`NaT` are refused). A NaN inside a list or dict is data, not a missing value:
+    /// it stays NaN, as `put` stores it.
     pub missing_as_none: bool,
     /// A naive `datetime` or `pandas.Timestamp` is taken as UTC (by default it is refused).
     pub naive_utc: bool,
@@ -34,6 +36,7 @@ pub(crate) fn encode_py_value_with(
     let start = out.len();
     let mut encoder = Encoder {
         options,
+        top: at.depth(),
         out: ByteBuf::from_vec(std::mem::take(out)),
     };
     let result = encoder.value(obj, at.depth());
@@ -86,6 +89,8 @@ fn length(len: usize) -> Result<u32, Refusal> {
 
 struct Encoder {
     options: EncodeOptions,
+    /// The depth of the value given (a NaN there is a missing value).
+    top: u32,
     out: ByteBuf,
 }
 
@@ -113,7 +118,7 @@ impl Encoder {
             return Ok(());
         }
         if let Ok(float) = obj.cast_exact::<PyFloat>() {
-            self.float(float.value());
+            self.float(float.value(), depth);
             return Ok(());
         }
         if obj.is_none() {
@@ -136,7 +141,7 @@ impl Encoder {
             return self.int(int);
         }
         if let Ok(float) = obj.cast::<PyFloat>() {
-            self.float(float.value());
+            self.float(float.value(), depth);
             return Ok(());
         }
         if let Ok(bytes) = obj.cast::<PyBytes>() {
@@ -185,7 +190,7 @@ impl Encoder {
                 ))),
             },
             Some(Foreign::Float) => {
-                self.float(obj.extract::<f64>().map_err(Refusal::raised)?);
+                self.float(obj.extract::<f64>().map_err(Refusal::raised)?, depth);
                 Ok(())
             }
             Some(missing @ (Foreign::Na | Foreign::NaT)) => {
@@ -233,8 +238,8 @@ impl Encoder {
         Ok(())
     }
 
-    fn float(&mut self, value: f64) {
-        if value.is_nan() && self.options.missing_as_none {
+    fn float(&mut self, value: f64, depth: u32) {
+        if value.is_nan() && self.options.missing_as_none && depth == self.top {
             let Ok(()) = rmp::encode::write_nil(&mut self.out);
         } else {
             let Ok(()) = rmp::encode::write_f64(&mut self.out, value);

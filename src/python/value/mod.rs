@@ -33,8 +33,9 @@ pub(crate) use path::Location;
 ///
 /// Args:
 ///     value: the value.
-///     missing_as_none: store NaN, ``pandas.NA`` and ``pandas.NaT`` as ``None`` (as the
-///         DataFrame paths do); by default NaN is stored as NaN and NA/NaT are refused.
+///     missing_as_none: store a NaN, ``pandas.NA`` or ``pandas.NaT`` value as ``None``
+///         (as the DataFrame paths store a cell), NA and NaT inside it too; a NaN inside a
+///         list or dict stays NaN. By default NaN is stored as NaN and NA/NaT are refused.
 ///     naive: ``"utc"`` takes a naive datetime or Timestamp as UTC; ``"refuse"`` (the
 ///         default, what ``put`` does) refuses it.
 ///
