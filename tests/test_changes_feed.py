@@ -218,7 +218,7 @@ def test_until_takes_a_numpy_int_as_since_and_limit_do(store: replikv.Store) -> 
     for not_an_lsn in (True, np.float64(3), 3.0):
         with pytest.raises(TypeError, match="until must be an aware datetime or an LSN"):
             store.changes(until=not_an_lsn)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="until must be 0 or more"):
+    with pytest.raises(ValueError, match="until cannot be negative"):
         store.changes(until=np.int64(-1))
 
 
@@ -294,7 +294,7 @@ def test_naive_and_wrongly_typed_bounds_are_refused(store: replikv.Store) -> Non
         store.changes(until="2026-01-01")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="since_time must be an aware datetime"):
         store.changes(since_time=0)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="until must be 0 or more"):
+    with pytest.raises(ValueError, match="until cannot be negative"):
         store.changes(until=-1)
     with pytest.raises(TypeError):
         store.changes(tables="events")

@@ -63,7 +63,7 @@ def test_retention_and_cache_options_out_of_range_are_refused(
 ) -> None:
     with pytest.raises(ValueError, match=next(iter(option))):
         replikv.Store(tmp_path / "db", **option)
-    with pytest.raises(ValueError, match=r"^retain_bytes must be 0 or more, not -1$"):
+    with pytest.raises(ValueError, match=r"^retain_bytes cannot be negative \(got -1\)$"):
         replikv.Store(tmp_path / "db", retain_bytes=-1)
 
 

@@ -52,7 +52,7 @@ pub(crate) fn opt_int(value: &Bound<'_, PyAny>) -> PyResult<Option<i128>> {
 pub(crate) fn non_negative(name: &str, value: i128) -> PyResult<u64> {
     if value < 0 {
         return Err(PyValueError::new_err(format!(
-            "{name} must be 0 or more, not {value}"
+            "{name} cannot be negative (got {value})"
         )));
     }
     u64::try_from(value)
