@@ -84,7 +84,7 @@ impl LogConsumer for Recorder {
         Ok(())
     }
 
-    fn raise_epoch(&self, epoch: u64) -> replikv::Result<()> {
+    fn raise_epoch(&self, epoch: u64, _primary_last_lsn: u64) -> replikv::Result<()> {
         let mut memory = self.memory();
         memory.epoch = memory.epoch.max(epoch);
         Ok(())

@@ -430,6 +430,15 @@ def test_a_node_drops_a_value_read_through_the_old_primary_from_writes_a_failove
         new = replica.promote(force=True)
         try:
             node.follow(new.address)
+            # Welcomed by the new primary, whose log ends at LSN 1, before it writes: LSN 2
+            # of epoch 1 is of the lost history, held or read through the old primary.
+            eventually(
+                "the node streams from the new primary",
+                lambda: f"follows {new.address}" in repr(node)
+                and node.stats().follow_state == "streaming",
+            )
+            assert command(r, "RKV.GET", "t:s:k")[0] is None, "held before the new primary wrote"
+            assert command(r, "RKV.FILL", "t:s:k", 1, 2, b"\xa7v2-lost") == 0
             # Epoch 2 starts at LSN 2, with a write of another key.
             other = new.store.put("t", "other", 1)
             assert (other.lsn, new.epoch) == (2, 2)

@@ -95,9 +95,16 @@ impl LogConsumer for Invalidator {
         Ok(())
     }
 
-    fn raise_epoch(&self, epoch: u64) -> Result<()> {
+    fn raise_epoch(&self, epoch: u64, primary_last_lsn: u64) -> Result<()> {
         let mut cursor = self.cursor();
         cursor.epoch = cursor.epoch.max(epoch);
+        // A new primary, before any entry of its epoch: a value read through the old one
+        // past the new one's log is of the history the failover lost (this node may not
+        // hear of that epoch's first entry for a long time).
+        self.shared.lock().lru.epoch_begins(Version {
+            epoch,
+            lsn: primary_last_lsn.saturating_add(1),
+        });
         Ok(())
     }
 
@@ -287,6 +294,36 @@ mod tests {
             "nothing of a gap"
         );
         assert!(invalidator.apply(&[vec![1, 2, 3]]).is_err());
+    }
+
+    #[test]
+    fn a_new_primary_s_welcome_drops_values_read_past_its_log_before_any_entry_of_its_own() {
+        let shared = node();
+        let invalidator = Invalidator::new(Arc::clone(&shared));
+        invalidator.apply(&[entry(1, 1, "x")]).unwrap();
+        cache(&shared, "lost", 3);
+        cache(&shared, "before", 2);
+        // Promoted with a log that ends at LSN 2: LSN 3 of epoch 1 is gone for good.
+        invalidator.raise_epoch(2, 2).unwrap();
+        assert_eq!(invalidator.position().unwrap().epoch, 2);
+        let mut node = shared.lock();
+        assert!(node.lru.get(b"t:s:lost", 0).is_none());
+        assert!(
+            node.lru.get(b"t:s:before", 0).is_some(),
+            "within the new log"
+        );
+        let refill = node.lru.fill(
+            Bytes::from_static(b"t:s:lost"),
+            Bytes::from_static(b"v"),
+            Version { epoch: 1, lsn: 3 },
+            None,
+            0,
+        );
+        assert_eq!(
+            refill,
+            crate::cache::lru::Fill::Stale,
+            "read through the old"
+        );
     }
 
     #[test]

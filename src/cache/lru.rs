@@ -138,6 +138,9 @@ pub struct VersionedLru<V = Bytes> {
     tombstones: Tombstones,
     /// The last log entry applied: `(epoch, lsn)`.
     processed: Version,
+    /// The newest epoch known to have begun, and an LSN at or after its first: a value of
+    /// an older epoch read at this LSN or later belongs to a history it cut off.
+    cut: Version,
     counters: Counters,
 }
 
@@ -161,6 +164,7 @@ impl<V: Weigh> VersionedLru<V> {
             on_write,
             tombstones: Tombstones::new(bounds.tombstones),
             processed: Version::default(),
+            cut: Version::default(),
             counters: Counters::default(),
         }
     }
@@ -249,6 +253,7 @@ impl<V: Weigh> VersionedLru<V> {
         let newer_cached = self.entries.peek(&key).is_some_and(|c| c.version > version);
         if version.lsn < self.tombstones.floor(&key)
             || version.epoch < self.processed.epoch
+            || (version.epoch < self.cut.epoch && version.lsn >= self.cut.lsn)
             || newer_cached
         {
             self.counters.stale_fills_refused += 1;
@@ -363,11 +368,18 @@ impl<V: Weigh> VersionedLru<V> {
         }
     }
 
-    /// Applies the first entry of a new epoch, at `start` (its epoch and first LSN), before
-    /// its writes: a held value of an older epoch read at `start.lsn` or later comes from
-    /// entries the new history cut off (a primary lost them when it failed over), so it is
-    /// dropped even if its key is never written again. Returns how many were dropped.
+    /// Learns that epoch `start.epoch` began at `start.lsn` or before it: from the first
+    /// entry of a new epoch (before its writes), or from a new primary's welcome (its log's
+    /// end + 1). A value of an older epoch read at `start.lsn` or later comes from entries
+    /// the new history cut off (a primary lost them when it failed over): a held one is
+    /// dropped even if its key is never written again, and a fill of one is refused from
+    /// now on. Returns how many were dropped.
     pub fn epoch_begins(&mut self, start: Version) -> usize {
+        if start.epoch > self.cut.epoch
+            || (start.epoch == self.cut.epoch && start.lsn < self.cut.lsn)
+        {
+            self.cut = start;
+        }
         self.invalidate_where(|_, cached| {
             cached.version.epoch < start.epoch && cached.version.lsn >= start.lsn
         })
@@ -413,6 +425,8 @@ impl<V: Weigh> VersionedLru<V> {
         self.tombstones = Tombstones::new(self.bounds.tombstones);
         self.tombstones.forget_through(at.lsn);
         self.processed = at;
+        // Epochs of the old history say nothing of the new one's.
+        self.cut = Version::default();
     }
 
     /// Sets the TTL of a live `key` (`None` removes it); returns whether the key is held.

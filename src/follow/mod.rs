@@ -146,11 +146,13 @@ pub trait LogConsumer: Send + Sync + 'static {
     /// The change cannot be recorded.
     fn join_lineage(&self, lineage: u64) -> Result<()>;
     /// Records, durably if it is durable, that `epoch` exists: from now on it refuses
-    /// frames from primaries of older epochs, even after a restart.
+    /// frames from primaries of older epochs, even after a restart. The primary of
+    /// `epoch` welcomed it with a log that ends at `primary_last_lsn`: anything of an older
+    /// epoch after that LSN comes from a history that primary does not have.
     ///
     /// # Errors
     /// The change cannot be recorded.
-    fn raise_epoch(&self, epoch: u64) -> Result<()>;
+    fn raise_epoch(&self, epoch: u64, primary_last_lsn: u64) -> Result<()>;
     /// Remembers what its primary's heartbeats said a promotion must reach (its quorum and
     /// how many replicas count toward it), durably if it keeps data; a consumer need not.
     ///

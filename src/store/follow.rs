@@ -350,7 +350,8 @@ impl LogConsumer for Store {
         self.adopt_lineage(lineage)
     }
 
-    fn raise_epoch(&self, epoch: u64) -> Result<()> {
+    fn raise_epoch(&self, epoch: u64, _primary_last_lsn: u64) -> Result<()> {
+        // What this log holds past a fork is found when the handshake matches it.
         Store::raise_epoch(self, epoch).map(drop)
     }
 

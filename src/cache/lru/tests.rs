@@ -210,6 +210,29 @@ fn a_new_epoch_drops_older_values_read_at_or_after_its_start_only() {
 }
 
 #[test]
+fn a_new_epoch_refuses_fills_of_an_older_one_from_its_start_until_a_new_history() {
+    let mut cache = lru(8, None);
+    cache.processed_through(of(1, 1));
+    // A new primary's welcome: its log ends at LSN 2, before any entry of its epoch.
+    cache.epoch_begins(of(2, 3));
+    assert_eq!(cache.processed(), of(1, 1), "nothing applied");
+    let fill = |cache: &mut VersionedLru, key: &str, at: Version| {
+        cache.fill(bytes(key), bytes("v"), at, None, 0)
+    };
+    assert_eq!(fill(&mut cache, "lost", of(1, 3)), Fill::Stale);
+    assert_eq!(fill(&mut cache, "shared", of(1, 2)), Fill::Stored);
+    assert_eq!(fill(&mut cache, "new", of(2, 3)), Fill::Stored);
+    // The first entry of epoch 2, at LSN 2, moves the start back; an older epoch learned
+    // later moves nothing.
+    cache.epoch_begins(of(2, 2));
+    cache.epoch_begins(of(1, 1));
+    assert_eq!(fill(&mut cache, "lost-too", of(1, 2)), Fill::Stale);
+    // Another history (a fork) knows nothing of this one's epochs.
+    cache.restart(of(1, 1));
+    assert_eq!(fill(&mut cache, "lost", of(1, 3)), Fill::Stored);
+}
+
+#[test]
 fn a_value_larger_than_the_byte_bound_is_refused_whole() {
     let mut cache = lru(8, Some(200));
     let big = Bytes::from(vec![0u8; 200]);

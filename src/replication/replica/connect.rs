@@ -99,7 +99,7 @@ pub(super) async fn connect(
                 // Remembered durably before anything of the new epoch is taken: this
                 // replica never goes back to a primary of an older epoch.
                 let consumer = Arc::clone(&shared.consumer);
-                tokio::task::spawn_blocking(move || consumer.raise_epoch(epoch))
+                tokio::task::spawn_blocking(move || consumer.raise_epoch(epoch, last_lsn))
                     .await
                     .map_err(|e| ReplicationError::Protocol(e.to_string()))?
                     .map_err(|e| {
