@@ -10,8 +10,10 @@
 //!
 //! That is about 60 MB/s. A load that drops segments faster would keep the disk above the
 //! store's retention cap for as long as it runs (a thread per drop, each waiting for its
-//! turn, used to pile up meanwhile): once more than [`HURRY_BACKLOG`] waits, the cutter
-//! goes at the disk's speed until it is back under. A log being dropped (a store closing)
+//! turn, used to pile up meanwhile): once more than four of the log's largest segments
+//! wait (at most [`HURRY_BACKLOG`]), the cutter goes at the disk's speed until it is back
+//! under. Segments are at most a quarter of a size cap, so a log with a small cap stays
+//! within about twice its cap on disk however fast it is written. A log being dropped (a store closing)
 //! removes what is left at once; whatever a crash leaves is removed at the next open.
 
 use std::collections::VecDeque;
@@ -26,7 +28,7 @@ use super::Segment;
 pub(super) const SHRINK_STEP: u64 = 256 << 10;
 /// ...with this pause between cuts...
 const SHRINK_PAUSE: Duration = Duration::from_millis(4);
-/// ...while no more than this waits to be cut.
+/// ...while no more than four of the largest segments, and never more than this, wait.
 const HURRY_BACKLOG: u64 = 256 << 20;
 
 #[derive(Default)]
@@ -44,15 +46,19 @@ struct Queue {
 /// The log's cutter: a queue of renamed segments and the thread that empties it.
 pub(super) struct Cutter {
     fs: Arc<dyn LogFs>,
+    /// Bytes waiting beyond which the cut hurries.
+    pub(super) hurry_backlog: u64,
     queue: Mutex<Queue>,
     /// The thread that runs, and any that ended without being joined yet.
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Cutter {
-    pub(super) fn new(fs: Arc<dyn LogFs>) -> Arc<Self> {
+    /// A cutter for a log whose segments grow to `largest_segment` bytes.
+    pub(super) fn new(fs: Arc<dyn LogFs>, largest_segment: u64) -> Arc<Self> {
         Arc::new(Self {
             fs,
+            hurry_backlog: largest_segment.saturating_mul(4).min(HURRY_BACKLOG),
             queue: Mutex::default(),
             threads: Mutex::default(),
         })
@@ -164,7 +170,7 @@ impl Cutter {
                     if queue.hurry {
                         break;
                     }
-                    queue.backlog > HURRY_BACKLOG
+                    queue.backlog > self.hurry_backlog
                 };
                 len -= SHRINK_STEP;
                 segment.file.set_len(len)?;

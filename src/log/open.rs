@@ -152,7 +152,7 @@ impl Log {
             options.unsynced.record_in(Arc::clone(&synced));
         }
         let log = Self {
-            cutter: Cutter::new(Arc::clone(&fs)),
+            cutter: Cutter::new(Arc::clone(&fs), options.segment_bytes),
             fs,
             recent: Recent::new(options.recent_bytes),
             options,

@@ -100,6 +100,26 @@ fn reclaiming_returns_once_dropped_segments_are_gone_and_later_drops_are_cut_gen
     assert_eq!(dropped_files(&fs).len(), 1);
 }
 
+/// The cut hurries once more than four of the log's largest segments wait, so that a log
+/// with a size cap (segments of at most a quarter of it) stays within about twice its cap
+/// on disk while it is written fast; never more than 256 MiB waits.
+#[test]
+fn what_may_wait_to_be_cut_is_four_of_the_largest_segments_up_to_256_mib() {
+    for (largest, waits) in [
+        (1 << 20, 4 << 20),
+        (64 << 20, 256 << 20),
+        (1 << 40, 256 << 20),
+    ] {
+        let fs = MemFs::default();
+        let grown_to = LogOptions {
+            first_segment_bytes: 1 << 20,
+            ..options(largest)
+        };
+        let (log, _) = open_with(&fs, grown_to, 0).unwrap();
+        assert_eq!(log.cutter.hurry_backlog, waits, "segments of {largest}");
+    }
+}
+
 #[test]
 fn segments_dropped_while_others_are_cut_wait_for_the_same_thread_and_all_go() {
     let fs = MemFs::default();
