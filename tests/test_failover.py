@@ -7,6 +7,7 @@ holds beyond the promoted store's position."""
 from __future__ import annotations
 
 import random
+import socket
 from pathlib import Path
 
 import pytest
@@ -282,3 +283,32 @@ def test_a_promotion_serves_with_the_old_primarys_settings_remembered_across_a_r
     third.close()
     us1.close()
     third.store.close()
+
+
+def test_a_promotion_to_an_address_it_cannot_listen_on_is_refused_before_anything_changes(
+    tmp_path: Path,
+) -> None:
+    store = replikv.Store(tmp_path / "primary")
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    in_use = "127.0.0.1:%d" % taken.getsockname()[1]
+    with (
+        taken,
+        replikv.Primary(store, quorum=1, table_modes={"consent": "sync"}) as primary,
+        replikv.Replica(tmp_path / "eu-1", primary=primary.address, listen="127.0.0.1:0") as eu1,
+    ):
+        eventually("its member", lambda: primary.sync_state == "ok")
+        first = store.put("consent", "c0", True)
+        assert first.acked_by == ["eu-1"]
+        # A heartbeat told it its members: the rule could be met, only the address fails.
+        eventually("a heartbeat naming it", lambda: eu1.status().primary_members == 1)
+        for address, refusal in [("nope", ValueError), (in_use, OSError)]:
+            with pytest.raises(refusal, match=address):
+                eu1.promote(listen=address)
+            # Still its primary's replica, in its epoch: the next sync write counts it.
+            assert eu1.store.epoch == store.epoch == 1
+            receipt = store.put("consent", address, True)
+            assert receipt.acked_by == ["eu-1"] and not receipt.degraded
+            assert eu1.wait_for(receipt.lsn, timeout=30)
+            assert eu1.status().state == "streaming"

@@ -42,6 +42,29 @@ pub async fn bind(address: &str) -> Result<(TcpListener, SocketAddr), NetError> 
     Ok((listener, bound))
 }
 
+/// Checks, before anything is changed for it, that a server could listen on `address`:
+/// its form, then a bind that is let go at once, unless it is `own`, the address a server
+/// of the caller's listens on now and gives up before the new one binds it.
+///
+/// # Errors
+/// As [`bind`].
+pub fn check_can_listen(address: &str, own: Option<SocketAddr>) -> Result<(), NetError> {
+    super::client::check_listen_address(address)?;
+    let failed = |source| NetError::Listen {
+        address: address.to_owned(),
+        source,
+    };
+    let resolved: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(address)
+        .map_err(failed)?
+        .collect();
+    if own.is_some_and(|own| resolved.contains(&own)) {
+        return Ok(());
+    }
+    std::net::TcpListener::bind(&resolved[..])
+        .map(drop)
+        .map_err(failed)
+}
+
 /// Accepts connections on `listener` and runs `handle` for each as a task, until
 /// `shutdown` becomes `true`; then aborts every connection task and waits for them.
 pub async fn accept_loop<F, Fut>(

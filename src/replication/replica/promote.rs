@@ -217,7 +217,8 @@ impl Replica {
     /// got a member first, or when a member holds a newer log that forked from this one.
     /// A refusal before any member was asked changes nothing; after, the members that
     /// granted keep the raised epoch (the old primary is deposed for them), and this
-    /// replica follows again. A storage failure, or the primary cannot listen.
+    /// replica follows again. `options.listen` cannot be listened on (found before any
+    /// member is asked, so nothing changes). A storage failure.
     pub fn promote(&self, options: PrimaryOptions, force: bool) -> Result<(Primary, Promotion)> {
         let state = self.state();
         let needed = needed(state.primary_quorum, state.primary_members);
@@ -232,6 +233,9 @@ impl Replica {
         if let (Some(reason), false) = (hopeless(needed, counted, Some(peers.len())), force) {
             return Err(refused(self.name(), &reason));
         }
+        // So is where it will serve: found out after the members granted, a bad address
+        // left them and this store in the new epoch with no primary.
+        crate::net::server::check_can_listen(&options.listen, self.listen_address())?;
         self.follower.pause();
         let epoch = self.store().epoch() + 1;
         if !self.grant_self(epoch)? {
