@@ -146,3 +146,41 @@ def test_a_member_cut_off_from_the_old_primary_is_led_to_the_new_one(tmp_path: P
         target.close()
         primary.close()
         proxy.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_second_switchover_while_one_runs_is_refused_and_only_one_replica_takes_over(
+    tmp_path: Path,
+) -> None:
+    store = replikv.Store(tmp_path / "a")
+    primary = replikv.Primary(store)
+    proxy = Proxy(primary.address)
+    slow = replikv.Replica(tmp_path / "b", primary=proxy.address, listen="127.0.0.1:0")
+    other = replikv.Replica(tmp_path / "c", primary=primary.address, listen="127.0.0.1:0")
+    first: list[replikv.Switchover] = []
+    running = threading.Thread(target=lambda: first.append(primary.switchover("b", timeout=30)))
+    try:
+        eventually("both replicas", functools.partial(both_stream, primary))
+        # b lags behind a stalled link: the first switchover waits for it to catch up.
+        proxy.stalled = True
+        store.put("t", "k", 1)
+        running.start()
+        # It starts at once, then waits for b (up to its timeout): well within this.
+        time.sleep(1.0)
+        with pytest.raises(replikv.ReplicationError, match="another switchover .* under way"):
+            primary.switchover("c", timeout=30)
+        proxy.stalled = False
+        running.join(timeout=40)
+        assert len(first) == 1, "the first switchover ended"
+        assert slow.promoted is not None and other.promoted is None
+        assert other.store.epoch == 1, "c never took over"
+        first[0].replica.close()
+        slow.promoted.close()
+    finally:
+        proxy.stalled = False
+        running.join(timeout=40)
+        other.close()
+        slow.close()
+        primary.close()
+        proxy.close()
+

@@ -140,6 +140,8 @@ struct Shared {
     /// A switchover waiting for its target to say it serves: the target's name, and where
     /// to tell its address.
     handing_over: Mutex<Option<(String, tokio::sync::oneshot::Sender<String>)>>,
+    /// A switchover runs (from its first check to its end): one at a time.
+    switching: std::sync::atomic::AtomicBool,
     /// A switchover an operator asked for, until the owner carries it out.
     requested: Mutex<Option<switchover::Request>>,
 }
@@ -221,6 +223,7 @@ impl Primary {
             link_queues: verify::LinkQueues::default(),
             members: members::Members::default(),
             handing_over: Mutex::new(None),
+            switching: std::sync::atomic::AtomicBool::new(false),
             requested: Mutex::new(None),
         });
         // Subscribed before any replica can connect. Weak: the store holds the listener,

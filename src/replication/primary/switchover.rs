@@ -5,6 +5,7 @@
 //! resync; writers see a retryable `Paused` error for the moment it takes.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -150,6 +151,15 @@ impl Handed {
     }
 }
 
+/// Marks the switchover that holds it as ended when dropped.
+struct Running<'a>(&'a AtomicBool);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 fn refused(reason: String) -> Error {
     ReplicationError::Refused { reason }.into()
 }
@@ -192,6 +202,14 @@ impl Primary {
     /// Everything up to the target's confirmation, and the lead to the other replicas.
     fn hand_over(&self, to: &str, follow_as: &str, timeout: Duration) -> Handed {
         let shared = &self.shared;
+        // Two at once would tell two replicas to take over the same epoch: two primaries
+        // whose logs fork inside it, which no fencing can tell apart.
+        if shared.switching.swap(true, Ordering::AcqRel) {
+            return Handed::Unchanged(refused(
+                "another switchover of this primary is under way: wait for it to end".into(),
+            ));
+        }
+        let _running = Running(&shared.switching);
         let address = match self.member(to, timeout) {
             Ok(address) => address,
             Err(err) => return Handed::Unchanged(err),
