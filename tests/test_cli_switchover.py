@@ -56,6 +56,36 @@ def test_replikv_follow_re_points_a_running_replica(tmp_path: Path) -> None:
             until_streaming(address, "c")
 
 
+def test_replikv_follow_at_a_primary_is_refused_and_switches_nothing_over(
+    tmp_path: Path,
+) -> None:
+    """Each operator request goes where it belongs: a follow sent to a primary's port was
+    taken for a switchover to a replica named after the request."""
+    store = replikv.Store(tmp_path / "a")
+    token = ENV["REPLIKV_TOKEN"]
+    with (
+        replikv.Primary(store, token=token) as primary,
+        replikv.Replica(
+            tmp_path / "b",
+            primary=primary.address,
+            name="follow",
+            listen="127.0.0.1:0",
+            token=token,
+        ) as replica,
+    ):
+        until_streaming(primary.address, "follow")
+        told = command("follow", primary.address, "--primary", "127.0.0.1:1")
+        assert told.returncode == 1
+        assert "this is a primary, which follows nobody" in told.stderr
+        assert replica.promoted is None and store.epoch == 1
+        assert store.put("t", "k", 1).lsn == 1
+        # And a switchover asked at a replica's member address is refused there.
+        asked = command("switchover", str(replica.listen_address), "--to", "follow")
+        assert asked.returncode == 1
+        assert "a switchover is asked of the primary" in asked.stderr
+        assert replica.promoted is None and store.epoch == 1
+
+
 def test_replikv_switchover_hands_the_log_over_and_the_old_primary_follows(
     tmp_path: Path,
 ) -> None:

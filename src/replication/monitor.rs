@@ -10,6 +10,7 @@ use super::handshake::{self, Role};
 use super::primary::PrimaryStatus;
 use super::protocol::{
     read_frame_within, read_handshake_frame, unexpected, write_frame, Message, PeerKind,
+    FOLLOW_REQUEST,
 };
 use super::verify::VerifyReport;
 use crate::error::{NetError, ReplicationError};
@@ -138,7 +139,7 @@ pub fn request_follow(
     };
     let hello = Ask {
         kind: PeerKind::Operator,
-        name: "follow",
+        name: FOLLOW_REQUEST,
         instruction: Some(lead),
     };
     match ask(address, token, timeout, hello, "acknowledgement")? {

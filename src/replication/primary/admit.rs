@@ -22,7 +22,7 @@ use crate::net::AbortOnDrop;
 use crate::replication::handshake::{self, opening, Denied, LogView, Opening, Role};
 use crate::replication::machine::LinkId;
 use crate::replication::protocol::{
-    read_handshake_frame, write_frame, Message, PeerKind, RefuseCode,
+    read_handshake_frame, write_frame, Message, PeerKind, RefuseCode, FOLLOW_REQUEST,
 };
 use crate::replication::slots::SlotPin;
 use crate::store::{fork_lsn, EpochHistory};
@@ -317,6 +317,13 @@ async fn answer_once<'a>(
                 .await
                 .map_err(|e| Denied::new(RefuseCode::Protocol, e.to_string()))?;
             Message::VerifyReport { report }
+        }
+        PeerKind::Operator if name == FOLLOW_REQUEST => {
+            return Err(Denied::new(
+                RefuseCode::Protocol,
+                "this is a primary, which follows nobody: `replikv follow` goes to a \
+                 replica's member address (its listen=) or to a cache node",
+            ))
         }
         PeerKind::Operator => {
             super::switchover::answer_request(shared, writer, peer, name).await?;

@@ -25,9 +25,14 @@ pub enum PeerKind {
     Candidate,
     /// An operator's one instruction: at a primary, a switchover to the replica its
     /// `Hello` names (`replikv switchover`); at a replica's member address, a
-    /// [`Message::Lead`] to follow (`replikv follow`). A `Lead` answers either.
+    /// [`Message::Lead`] to follow (`replikv follow`), whose `Hello` is named
+    /// [`FOLLOW_REQUEST`]. A `Lead` answers either.
     Operator,
 }
+
+/// The name an operator's `Hello` gives for a request to follow: reserved (no replica can
+/// be named so), so that a primary never takes it for a switchover to a replica.
+pub const FOLLOW_REQUEST: &str = "__follow";
 
 impl PeerKind {
     /// The name of a streaming peer's link: a replica's own name; another kind's name

@@ -21,7 +21,7 @@ mod message;
 #[cfg(test)]
 mod tests;
 
-pub use message::{unexpected, Message, PeerKind, RefuseCode, MAX_EPOCH, MAX_LSN};
+pub use message::{unexpected, Message, PeerKind, RefuseCode, FOLLOW_REQUEST, MAX_EPOCH, MAX_LSN};
 
 /// The protocol version this build speaks.
 /// Version 2 (issue 8) added fields to `Hello`, `Entries`, `Heartbeat`, `Refused` and

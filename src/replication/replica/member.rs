@@ -23,6 +23,7 @@ use crate::replication::handshake::{self, Role};
 use crate::replication::machine::promotion::grants;
 use crate::replication::protocol::{
     read_frame_within, read_handshake_frame, write_frame, Message, PeerKind, RefuseCode,
+    FOLLOW_REQUEST,
 };
 use crate::replication::ship::send_entries;
 use crate::store::Store;
@@ -137,6 +138,15 @@ async fn answer(
         return refuse(&mut writer, RefuseCode::Busy, store.epoch(), &reason).await;
     };
     if kind == PeerKind::Operator {
+        if name != FOLLOW_REQUEST {
+            // A switchover request, sent here rather than to the primary.
+            let reason = format!(
+                "this is the member address of replica {:?}: a switchover is asked of the \
+                 primary, at its own address",
+                shared.options.name
+            );
+            return refuse(&mut writer, RefuseCode::Protocol, store.epoch(), &reason).await;
+        }
         return follow_as_told(shared, &mut reader, &mut writer).await;
     }
     let granted = tokio::task::block_in_place(|| grant(shared, store, epoch));
