@@ -4,6 +4,8 @@ stale-set race, singleflight, TTL, bounds and the conveniences (memoize, default
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -170,6 +172,65 @@ def test_memoize_caches_by_arguments_until_invalidated() -> None:
         assert score.invalidate(1, b=2) is True  # type: ignore[attr-defined]
         assert score(1, b=2) == 12
         assert calls == [(1, 2), (2, 0), (1, 2)]
+
+
+def test_memoize_keeps_each_functions_results_its_own() -> None:
+    with replikv.Cache(capacity=100) as cache:
+        double = cache.memoize(ttl=60)(lambda x: x * 2)
+        square = cache.memoize(ttl=60)(lambda x: x * x)
+        assert (double(3), square(3)) == (6, 9)
+
+        def scorer(weight: int) -> Any:
+            @cache.memoize(ttl=60)
+            def score(subscriber_id: int) -> int:
+                return subscriber_id * weight
+
+            return score
+
+        assert (scorer(1)(5), scorer(10)(5), scorer(1)(5)) == (5, 50, 5)
+
+        def opted_in_to_the_newsletter_by_country_and_by_year_2025(country: str) -> int:
+            return 2025
+
+        def opted_in_to_the_newsletter_by_country_and_by_year_2024(country: str) -> int:
+            return 2024
+
+        first = cache.memoize(ttl=60)(opted_in_to_the_newsletter_by_country_and_by_year_2025)
+        second = cache.memoize(ttl=60)(opted_in_to_the_newsletter_by_country_and_by_year_2024)
+        assert (first("DE"), second("DE")) == (2025, 2024)
+        second.invalidate_all()  # type: ignore[attr-defined]
+        assert cache.stats().keys >= 5, "the other functions' results stay"
+
+
+MEMOIZED_CHILD = """
+import sys, replikv
+calls = []
+with replikv.Cache([sys.argv[1]]) as cache:
+    @cache.memoize(ttl=60)
+    def segment_size(segment):
+        calls.append(segment)
+        return len(segment) * 10
+    print(segment_size("vip"), len(calls))
+"""
+
+
+def test_memoize_shares_a_functions_results_between_processes_over_a_node(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "memoized.py"
+    script.write_text(MEMOIZED_CHILD)
+    with replikv.CacheNode() as node:
+        runs = [
+            subprocess.run(
+                [sys.executable, str(script), node.address],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            ).stdout.split()
+            for _ in range(2)
+        ]
+    assert runs == [["30", "1"], ["30", "0"]], "the second process found the first's result"
 
 
 def test_bad_arguments_are_clear_errors(store: replikv.Store) -> None:

@@ -1702,7 +1702,10 @@ class Cache:
         ``ttl`` seconds (``None``: the cache's own ``ttl``) or until invalidated: the decorated
         function's ``invalidate(*args, **kwargs)`` drops one call's result, its
         ``invalidate_all()`` every result of the function. A result of ``None`` is not
-        cached: the function runs again on the next call.
+        cached: the function runs again on the next call. Each function's results are its
+        own (by its name, code, and the values it closes over and defaults to): two
+        lambdas, or two closures of one factory over other values, never share them; the
+        same function in another process over the same nodes does.
         """
     def _repr_html_(self) -> str:
         """An HTML table of its stats, for Jupyter."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import types
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
@@ -11,23 +13,69 @@ from ._core import Cache
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# Memoized results live in a table of their own per function, named after it.
+# Memoized results live in a table of their own per function: a readable part of its
+# name, then a digest of everything that makes it that function (see `_identity`).
 _TABLE_PREFIX = "memo."
 _MAX_TABLE = 64
+_DIGEST_HEX = 16
+
+
+def _code(code: types.CodeType, digest: Any) -> None:
+    """Feeds `code` to `digest`: its bytecode, the names it uses and its constants, nested
+    functions' code included (a code object's own repr holds its address, which differs
+    from one process to the next)."""
+    digest.update(code.co_code)
+    digest.update(repr((code.co_names, code.co_varnames, code.co_freevars)).encode())
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            _code(const, digest)
+        else:
+            digest.update(repr(const).encode())
+
+
+def _identity(function: Callable[..., Any]) -> str:
+    """What tells `function` from every other: its module and name, its code, and the
+    values it closes over and defaults to. Two lambdas, two closures of one factory with
+    other values, or two functions whose long names agree at the start are each their own;
+    the same function in another process (the same code, the same values) is the same, so
+    that processes sharing cache nodes share its results."""
+    digest = hashlib.blake2b(digest_size=_DIGEST_HEX // 2)
+    digest.update(f"{function.__module__}.{function.__qualname__}".encode())
+    code = getattr(function, "__code__", None)
+    if isinstance(code, types.CodeType):
+        _code(code, digest)
+    else:  # a builtin, a functools.partial, a callable object
+        digest.update(repr(function).encode())
+    cells = getattr(function, "__closure__", None) or ()
+    closed = [cell.cell_contents if _filled(cell) else _MISSING for cell in cells]
+    defaults = (getattr(function, "__defaults__", None), getattr(function, "__kwdefaults__", None))
+    digest.update(repr((closed, defaults)).encode())
+    return digest.hexdigest()
+
+
+def _filled(cell: types.CellType) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018 (an empty cell raises)
+    except ValueError:
+        return False
+    return True
 
 
 def _table(function: Callable[..., Any]) -> str:
     name = f"{_TABLE_PREFIX}{function.__module__}.{function.__qualname__}"
     cleaned = "".join(c if c.isalnum() or c in "_.-" else "_" for c in name)
-    return cleaned[:_MAX_TABLE]
+    readable = cleaned[: _MAX_TABLE - _DIGEST_HEX - 1]
+    return f"{readable}.{_identity(function)}"
 
 
 def memoize(cache: Cache, ttl: float | None) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """The decorator `Cache.memoize(ttl=...)` returns.
 
     A call's key is the ``repr`` of its arguments, so arguments must have a ``repr`` that
-    tells different values apart (str, int, tuples of them...). A result of ``None`` is
-    not cached. ``wrapped.invalidate(*args, **kwargs)`` drops one call's result,
+    tells different values apart (str, int, tuples of them...). Each function's results
+    are its own: two lambdas, or two closures of one factory over other values, never
+    share them (see `_identity`). A result of ``None`` is not cached.
+    ``wrapped.invalidate(*args, **kwargs)`` drops one call's result,
     ``wrapped.invalidate_all()`` every result of the function.
     """
 
