@@ -687,3 +687,30 @@ def test_a_collected_primary_stops_without_waiting_for_its_tasks(tmp_path: Path)
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["collected", "port-free"]
+
+
+def test_the_last_handle_of_a_store_a_primary_serves_or_a_replica_follows_into_stays_open(
+    tmp_path: Path,
+) -> None:
+    """Closed under them, the store stopped the Primary and the Replica while their status
+    still said they streamed."""
+    store = replikv.Store(tmp_path / "primary")
+    with (
+        replikv.Primary(store) as primary,
+        replikv.Replica(tmp_path / "eu-1", primary=primary.address) as replica,
+    ):
+        with pytest.raises(replikv.ReplicationError, match="a Primary serves it"):
+            with store:
+                pass
+        with pytest.raises(replikv.ReplicationError, match="a Replica follows into it"):
+            with replica.store as read:
+                assert read.get("t", "k") is None
+        # Another handle of the served store may come and go.
+        with replikv.Store(tmp_path / "primary") as other:
+            assert other.last_lsn == 0
+        receipt = store.put("t", "k", 1)
+        assert replica.wait_for(receipt.lsn, timeout=30)
+        assert replica.store.get("t", "k") == 1
+        assert replica.status().state == "streaming"
+    store.close()
+    assert store.closed and replica.store.closed

@@ -711,6 +711,11 @@ class Store:
         opened through it that have not ended are aborted (their writer lock is released
         at once). With the last handle the store is flushed, checkpointed and every file
         released; closing twice is harmless.
+
+        Raises:
+            ReplicationError: this is the last handle of a store that a ``Primary`` serves
+                (close the ``Primary`` first) or that a ``Replica`` follows into (close the
+                ``Replica``, which closes its store): the store stays open.
         """
     def __enter__(self) -> Self: ...
     def __exit__(self, *_exc: object) -> bool: ...

@@ -1,5 +1,6 @@
 //! `Store`: the Python class of a store.
 
+use crate::error::ReplicationError;
 use crate::python::display::quoted;
 use std::ops::Bound as Limit;
 use std::path::PathBuf;
@@ -20,7 +21,7 @@ use super::committing::{
     await_receipt, commit_ops, committed_anyway, sleep_interruptibly, wait_for_writer,
 };
 use super::display::html;
-use super::errors::{owned, run, run_detached};
+use super::errors::{owned, run, run_detached, to_py};
 use super::iter::{KeyBounds, PyScan, ScanKeys};
 use super::progress::Progress;
 use super::put_many::{put_op, put_rows};
@@ -664,7 +665,18 @@ impl PyStore {
     /// opened through it that have not ended are aborted (their writer lock is released
     /// at once). With the last handle the store is flushed, checkpointed and every file
     /// released; closing twice is harmless.
+    ///
+    /// Raises:
+    ///     ReplicationError: this is the last handle of a store that a ``Primary`` serves
+    ///         (close the ``Primary`` first) or that a ``Replica`` follows into (close the
+    ///         ``Replica``, which closes its store): the store stays open.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
+        // Closed under a Primary or a Replica, the store stopped them while their status
+        // still said they streamed.
+        if let (false, Some(user)) = (self.store.is_closed(), self.store.in_use_by()) {
+            let reason = format!("store {} stays open: {user}", self.store.path().display());
+            return Err(to_py(py, ReplicationError::Refused { reason }.into()));
+        }
         run_detached(py, || {
             let closed = self.store.close();
             // Only a close refused from inside a bulk load leaves the handle open.

@@ -252,6 +252,22 @@ impl Store {
         })
     }
 
+    /// Who else uses this store, which closing this handle would stop (it is the last): a
+    /// `Primary` serving it, or a `Replica` following into it (`None`: nobody, or other
+    /// handles keep it open).
+    #[must_use]
+    pub fn in_use_by(&self) -> Option<&'static str> {
+        if !self.is_last_handle() {
+            None
+        } else if self.inner.replication.current().is_some() {
+            Some("a Primary serves it: close the Primary first, then the store")
+        } else if self.is_follower() {
+            Some("a Replica follows into it: close the Replica, which closes its store")
+        } else {
+            None
+        }
+    }
+
     /// The durability a commit writing `tables` gets, and the replication a sync one waits
     /// through: `requested`, or else the strongest default of those tables.
     pub(super) fn resolve_durability<'t>(

@@ -418,6 +418,19 @@ impl Store {
         }
     }
 
+    /// Whether closing this handle would close the store: no other handle holds it.
+    pub(super) fn is_last_handle(&self) -> bool {
+        if !self.handle.shared {
+            return true;
+        }
+        self.handle
+            .lease
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|lease| Arc::strong_count(lease) == 1)
+    }
+
     /// Closes this handle: the store itself once no other handle holds it.
     pub(super) fn close_handle(&self) -> Result<()> {
         if !self.handle.shared {
