@@ -344,6 +344,29 @@ def test_import_csv_with_int_keys_one_transaction_per_batch(tmp_path: Path) -> N
         assert store.last_lsn == 3  # batches of 2, 2 and 1
 
 
+BOM = "\ufeff"  # the byte order mark Excel's "CSV UTF-8" writes first
+
+
+@pytest.mark.parametrize(
+    ("file_name", "text"),
+    [
+        ("key_first.csv", f"{BOM}email,name\nana@example.com,Ana\n"),
+        ("key_second.csv", f"{BOM}name,email\nAna,ana@example.com\n"),
+        ("subscribers.jsonl", f'{BOM}{{"email": "ana@example.com", "name": "Ana"}}\n'),
+    ],
+)
+def test_import_skips_a_byte_order_mark_before_the_first_column(
+    tmp_path: Path, file_name: str, text: str
+) -> None:
+    source = tmp_path / file_name
+    source.write_text(text, encoding="utf-8")
+    store_dir = tmp_path / "store"
+    run = replikv_cli("import", store_dir, "subs", source, "--key", "email", "--quiet")
+    assert run.returncode == 0, run.stderr
+    with replikv.Store(store_dir) as store:
+        assert dict(store.scan("subs")) == {"ana@example.com": {"name": "Ana"}}
+
+
 def test_export_parquet_then_import_keeps_datetimes(store_dir: Path, tmp_path: Path) -> None:
     exported = tmp_path / "subscribers.parquet"
     run = replikv_cli("export", store_dir, "subscribers", "--format", "parquet", "-o", exported)

@@ -228,7 +228,9 @@ def _load_text(store: Store, args: argparse.Namespace, file_format: str) -> int:
         bar = ProgressBar(f"import {args.table}", max(total, 0))
     loaded = 0
     try:
-        with args.file.open(encoding="utf-8", newline="") as source:
+        # "utf-8-sig" skips the byte order mark Excel's "CSV UTF-8" (and some JSON
+        # writers) put first: read as text, it becomes part of the first column's name.
+        with args.file.open(encoding="utf-8-sig", newline="") as source:
             records = _json_lines(source) if file_format == "jsonl" else _csv_records(source)
             batch: list[tuple[Key, Any]] = []
             for where, record in records:
