@@ -377,6 +377,87 @@ def test_export_parquet_then_import_keeps_datetimes(store_dir: Path, tmp_path: P
         assert store.get("subscribers", "ada@example.com")["signup"] == SIGNUP
 
 
+PREVIOUS_EXPORT = "last week's export\n"
+
+
+@pytest.mark.parametrize("file_format", ["jsonl", "csv", "parquet"])
+def test_a_failed_export_exits_1_and_leaves_the_previous_file_whole(
+    tmp_path: Path, file_format: str
+) -> None:
+    path = tmp_path / "store"
+    with replikv.Store(path) as store:
+        store.put_many("events", [(f"e{i}", {"type": "open"}) for i in range(100)])
+        store.put("events", "e99", {"key": "K1"})  # like the key column: refused on the way
+    exported = tmp_path / "out" / f"events.{file_format}"
+    exported.parent.mkdir()
+    exported.write_text(PREVIOUS_EXPORT)
+    run = replikv_cli("export", path, "events", "--format", file_format, "-o", exported)
+    # 1, as import's refusal of a file without its --key column: the data does not fit.
+    assert run.returncode == 1, run.stderr
+    assert "has a field named 'key'" in run.stderr
+    assert exported.read_text() == PREVIOUS_EXPORT
+    assert list(exported.parent.iterdir()) == [exported]  # nothing half-written is left
+
+
+# Ctrl-C, as from a terminal, once the export has written its first row.
+INTERRUPTED_EXPORT = """
+import os, signal, sys
+from replikv import cli
+from replikv.cli import transfer
+
+signal.signal(signal.SIGINT, signal.default_int_handler)
+records = transfer._records
+
+def interrupted_after_one(*args):
+    rows = records(*args)
+    yield next(rows)
+    os.kill(os.getpid(), signal.SIGINT)
+    yield from rows
+
+transfer._records = interrupted_after_one
+raise SystemExit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("file_format", ["jsonl", "csv"])
+def test_an_interrupted_export_leaves_the_previous_file_whole(
+    tmp_path: Path, file_format: str
+) -> None:
+    path = tmp_path / "store"
+    with replikv.Store(path) as store:
+        store.put_many("events", [(i, {"type": "open"}) for i in range(10_000)])
+    exported = tmp_path / "out" / f"events.{file_format}"
+    exported.parent.mkdir()
+    exported.write_text(PREVIOUS_EXPORT)
+    argv = ["export", str(path), "events", "--format", file_format, "-o", str(exported)]
+    run = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_EXPORT, *argv],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert run.returncode == 130, run.stderr
+    assert "interrupted" in run.stderr
+    assert exported.read_text() == PREVIOUS_EXPORT
+    assert list(exported.parent.iterdir()) == [exported]
+
+
+def test_an_export_that_succeeds_replaces_the_file_and_keeps_its_mode(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    with replikv.Store(path) as store:
+        store.put("events", 1, {"type": "open"})
+    exported = tmp_path / "out" / "events.jsonl"
+    exported.parent.mkdir()
+    exported.write_text(PREVIOUS_EXPORT * 100)  # longer than the export: nothing of it stays
+    exported.chmod(0o600)
+    run = replikv_cli("export", path, "events", "-o", exported)
+    assert run.returncode == 0, run.stderr
+    assert lines(exported.read_text()) == [{"key": 1, "type": "open"}]
+    assert exported.stat().st_mode & 0o777 == 0o600
+    assert list(exported.parent.iterdir()) == [exported]
+
+
 def test_export_parquet_without_pyarrow_says_what_to_install(store_dir: Path) -> None:
     script = textwrap.dedent(
         f"""
