@@ -144,6 +144,54 @@ def test_primary_refuses_a_quorum_below_one_clearly(tmp_path: Path) -> None:
         assert "quorum must be 1 or more" in p.stderr.read()
 
 
+def replikv_primary(data: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """``replikv primary --data DATA OPTIONS`` run to its end (one that fails to start)."""
+    return subprocess.run(
+        [sys.executable, "-m", "replikv", "primary", "--data", str(data), *options],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=60,
+        check=False,
+    )
+
+
+@contextmanager
+def port_in_use() -> Iterator[str]:
+    """An address on 127.0.0.1 that a listening socket holds."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        yield f"127.0.0.1:{taken.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("failure", ["quorum 0", "port in use"])
+def test_a_primary_that_fails_to_start_leaves_no_new_store_behind(
+    tmp_path: Path, failure: str
+) -> None:
+    mistyped = tmp_path / "mistyped" / "primary"  # its parent is new too
+    with port_in_use() as taken:
+        if failure == "quorum 0":
+            run = replikv_primary(mistyped, "--listen", "127.0.0.1:0", "--quorum", "0")
+        else:
+            run = replikv_primary(mistyped, "--listen", taken)
+    assert run.returncode == 1, run.stderr
+    assert "replikv primary: error:" in run.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_primary_that_fails_to_start_leaves_a_given_store_or_empty_directory_as_it_was(
+    tmp_path: Path,
+) -> None:
+    with replikv.Store(tmp_path / "store") as store:
+        store.put("subscribers", "ana@example.com", {"name": "Ana"})
+    (tmp_path / "empty").mkdir()
+    for data in (tmp_path / "store", tmp_path / "empty"):
+        run = replikv_primary(data, "--listen", "127.0.0.1:0", "--quorum", "0")
+        assert run.returncode == 1, run.stderr
+    with replikv.Store(tmp_path / "store") as store:
+        assert dict(store.scan("subscribers")) == {"ana@example.com": {"name": "Ana"}}
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
 STATUS_FRAME = 9
 LAST_SEEN_OUT_OF_RANGE = (1 << 64) - 1
 
