@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import pytest
 import replikv
-from children import ctrl_c_as_from_a_terminal, rest_of_output
+from children import ctrl_c_as_from_a_terminal, into_a_closed_pipe, rest_of_output
 from replikv import _serve, cli
 
 UTC = dt.timezone.utc
@@ -548,6 +548,21 @@ def test_import_refuses_a_csv_header_that_names_a_column_twice(tmp_path: Path) -
     text = "email,phone,phone\nada@example.com,111,222\n"
     message = "the header names 'phone' more than once: rename the copies"
     assert_import_refused(tmp_path, "subscribers.csv", text, "subscribers", "email", message)
+
+
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+def test_data_commands_into_a_closed_pipe_end_quietly(store_dir: Path, buffered: bool) -> None:
+    # Buffered output this small fails only in the interpreter's last flush: it used to
+    # print "Exception ignored ... BrokenPipeError" and exit 120.
+    for args in [
+        ("ls", str(store_dir)),
+        ("get", str(store_dir), "subscribers", "ada@example.com"),
+        ("scan", str(store_dir), "subscribers"),
+        ("export", str(store_dir), "events"),
+        ("changes", str(store_dir), "--since", "0"),
+    ]:
+        run = into_a_closed_pipe(*args, buffered=buffered, timeout=TIMEOUT)
+        assert (run.returncode, run.stderr) == (0, ""), args
 
 
 # --- a store another process holds --------------------------------------------------------------

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import replikv
+from children import into_a_closed_pipe
 from replikv.cli import main
 from test_replication import crc32c
 
@@ -190,6 +191,46 @@ def test_a_primary_that_fails_to_start_leaves_a_given_store_or_empty_directory_a
     with replikv.Store(tmp_path / "store") as store:
         assert dict(store.scan("subscribers")) == {"ana@example.com": {"name": "Ana"}}
     assert list((tmp_path / "empty").iterdir()) == []
+
+
+BUFFERING = pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+
+
+@BUFFERING
+def test_verify_and_status_into_a_closed_pipe_end_quietly_with_their_exit_codes(
+    tmp_path: Path, buffered: bool
+) -> None:
+    token = ENV["REPLIKV_TOKEN"]
+    with (
+        replikv.Store(tmp_path / "p") as store,
+        replikv.Primary(store, listen="127.0.0.1:0", token=token) as primary,
+        replikv.CacheNode(token=token) as node,
+    ):
+        for args, code in [
+            # verify's code is what it found: 3, no replica to compare (1 is "differs").
+            (("verify", primary.address), 3),
+            (("status", primary.address), 0),
+            (("status", node.address), 0),
+        ]:
+            run = into_a_closed_pipe(*args, buffered=buffered, env=ENV)
+            assert (run.returncode, run.stderr) == (code, ""), args
+
+
+@BUFFERING
+def test_servers_into_a_closed_pipe_stop_quietly(tmp_path: Path, buffered: bool) -> None:
+    quiet = ("--log-level", "off")
+    token = ENV["REPLIKV_TOKEN"]
+    with (
+        replikv.Store(tmp_path / "p") as store,
+        replikv.Primary(store, listen="127.0.0.1:0", token=token) as primary,
+    ):
+        for args in [
+            ("primary", "--data", str(tmp_path / "p2"), "--listen", "127.0.0.1:0", *quiet),
+            ("replica", "--data", str(tmp_path / "r"), "--primary", primary.address, *quiet),
+            ("cache-node", "--listen", "127.0.0.1:0", *quiet),
+        ]:
+            run = into_a_closed_pipe(*args, buffered=buffered, env=ENV)
+            assert (run.returncode, run.stderr) == (0, ""), args
 
 
 STATUS_FRAME = 9

@@ -193,6 +193,8 @@ def _run_primary(args: argparse.Namespace) -> int:
                 ),
                 _replica_progress,
             )
+    except BrokenPipeError:  # stdout's reader left: main() ends the command quietly
+        raise
     except (ReplikvError, OSError, ValueError) as problem:
         print(f"replikv primary: error: {problem}", file=sys.stderr)
         return 1
@@ -279,6 +281,8 @@ def _run_replica(args: argparse.Namespace) -> int:
                 ),
                 progress,
             )
+    except BrokenPipeError:  # stdout's reader left: main() ends the command quietly
+        raise
     except (ReplikvError, OSError, ValueError) as problem:
         print(f"replikv replica: error: {problem}", file=sys.stderr)
         return 1
@@ -368,6 +372,8 @@ def _run_status(args: argparse.Namespace) -> int:
             print_node_status(args.address, node_info(args.address, args.token, args.timeout))
             return 0
         report = fetch_status(args.address, token=args.token, timeout=args.timeout)
+    except BrokenPipeError:  # stdout's reader left: main() ends the command quietly
+        raise
     except (ReplikvError, OSError) as problem:
         print(f"replikv status: error: {problem}", file=sys.stderr)
         return 1
