@@ -1,9 +1,10 @@
 """Child processes of the tests: a replica in a process of its own that a test kills or
 freezes, reading what a child wrote after the test has read its first lines, and children
-that take Ctrl-C as from a terminal."""
+that take Ctrl-C as from a terminal, and ``replikv`` commands whose reader has gone away."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -57,3 +58,30 @@ def rest_of_output(child: subprocess.Popen[str], timeout: float = 30.0) -> tuple
         return out, ""
     with child.stderr:
         return out, child.stderr.read()
+
+
+def into_a_closed_pipe(
+    *args: str, buffered: bool, env: dict[str, str] | None = None, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    """Runs ``python -m replikv ARGS`` with its stdout a pipe nobody reads any more, as in
+    ``replikv ... | head -1`` once ``head`` has its line; returns its exit code and stderr.
+    ``buffered`` is stdout's usual buffering into a pipe; otherwise every write is
+    flushed at once (``PYTHONUNBUFFERED``), and fails then."""
+    environment = dict(os.environ if env is None else env)
+    environment.pop("PYTHONUNBUFFERED", None)
+    if not buffered:
+        environment["PYTHONUNBUFFERED"] = "1"
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "replikv", *args],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=environment,
+            timeout=timeout,
+            check=False,
+        )
+    finally:
+        os.close(write_end)

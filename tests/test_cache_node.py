@@ -434,8 +434,10 @@ def test_a_node_drops_a_value_read_through_the_old_primary_from_writes_a_failove
             # of epoch 1 is of the lost history, held or read through the old primary.
             eventually(
                 "the node streams from the new primary",
-                lambda: f"follows {new.address}" in repr(node)
-                and node.stats().follow_state == "streaming",
+                lambda: (
+                    f"follows {new.address}" in repr(node)
+                    and node.stats().follow_state == "streaming"
+                ),
             )
             assert command(r, "RKV.GET", "t:s:k")[0] is None, "held before the new primary wrote"
             assert command(r, "RKV.FILL", "t:s:k", 1, 2, b"\xa7v2-lost") == 0

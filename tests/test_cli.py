@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import replikv
+from children import into_a_closed_pipe
 from replikv import cli
 
 SUBSCRIBERS, EVENTS, BATCH = 300, 2_000, 500
@@ -198,6 +199,16 @@ def test_demo_in_a_dir_without_keep_removes_what_it_created(tmp_path: Path) -> N
         assert run.result.returncode == 0, run.result.stderr
     assert not new_dir.exists()
     assert list(empty_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+def test_demo_into_a_closed_pipe_stops_quietly_and_removes_its_store(
+    tmp_path: Path, buffered: bool
+) -> None:
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    run = into_a_closed_pipe("demo", *SMALL, "--quiet", buffered=buffered, env=env, timeout=120)
+    assert (run.returncode, run.stderr) == (0, "")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_help_lists_the_demo_command(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import pytest
 import replikv
-from children import ctrl_c_as_from_a_terminal, rest_of_output
+from children import ctrl_c_as_from_a_terminal, into_a_closed_pipe, rest_of_output
 from replikv import _serve, cli
 
 UTC = dt.timezone.utc
@@ -344,6 +344,29 @@ def test_import_csv_with_int_keys_one_transaction_per_batch(tmp_path: Path) -> N
         assert store.last_lsn == 3  # batches of 2, 2 and 1
 
 
+BOM = "\ufeff"  # the byte order mark Excel's "CSV UTF-8" writes first
+
+
+@pytest.mark.parametrize(
+    ("file_name", "text"),
+    [
+        ("key_first.csv", f"{BOM}email,name\nana@example.com,Ana\n"),
+        ("key_second.csv", f"{BOM}name,email\nAna,ana@example.com\n"),
+        ("subscribers.jsonl", f'{BOM}{{"email": "ana@example.com", "name": "Ana"}}\n'),
+    ],
+)
+def test_import_skips_a_byte_order_mark_before_the_first_column(
+    tmp_path: Path, file_name: str, text: str
+) -> None:
+    source = tmp_path / file_name
+    source.write_text(text, encoding="utf-8")
+    store_dir = tmp_path / "store"
+    run = replikv_cli("import", store_dir, "subs", source, "--key", "email", "--quiet")
+    assert run.returncode == 0, run.stderr
+    with replikv.Store(store_dir) as store:
+        assert dict(store.scan("subs")) == {"ana@example.com": {"name": "Ana"}}
+
+
 def test_export_parquet_then_import_keeps_datetimes(store_dir: Path, tmp_path: Path) -> None:
     exported = tmp_path / "subscribers.parquet"
     run = replikv_cli("export", store_dir, "subscribers", "--format", "parquet", "-o", exported)
@@ -352,6 +375,87 @@ def test_export_parquet_then_import_keeps_datetimes(store_dir: Path, tmp_path: P
     assert run.returncode == 0, run.stderr
     with replikv.Store(tmp_path / "copy") as store:
         assert store.get("subscribers", "ada@example.com")["signup"] == SIGNUP
+
+
+PREVIOUS_EXPORT = "last week's export\n"
+
+
+@pytest.mark.parametrize("file_format", ["jsonl", "csv", "parquet"])
+def test_a_failed_export_exits_1_and_leaves_the_previous_file_whole(
+    tmp_path: Path, file_format: str
+) -> None:
+    path = tmp_path / "store"
+    with replikv.Store(path) as store:
+        store.put_many("events", [(f"e{i}", {"type": "open"}) for i in range(100)])
+        store.put("events", "e99", {"key": "K1"})  # like the key column: refused on the way
+    exported = tmp_path / "out" / f"events.{file_format}"
+    exported.parent.mkdir()
+    exported.write_text(PREVIOUS_EXPORT)
+    run = replikv_cli("export", path, "events", "--format", file_format, "-o", exported)
+    # 1, as import's refusal of a file without its --key column: the data does not fit.
+    assert run.returncode == 1, run.stderr
+    assert "has a field named 'key'" in run.stderr
+    assert exported.read_text() == PREVIOUS_EXPORT
+    assert list(exported.parent.iterdir()) == [exported]  # nothing half-written is left
+
+
+# Ctrl-C, as from a terminal, once the export has written its first row.
+INTERRUPTED_EXPORT = """
+import os, signal, sys
+from replikv import cli
+from replikv.cli import transfer
+
+signal.signal(signal.SIGINT, signal.default_int_handler)
+records = transfer._records
+
+def interrupted_after_one(*args):
+    rows = records(*args)
+    yield next(rows)
+    os.kill(os.getpid(), signal.SIGINT)
+    yield from rows
+
+transfer._records = interrupted_after_one
+raise SystemExit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("file_format", ["jsonl", "csv"])
+def test_an_interrupted_export_leaves_the_previous_file_whole(
+    tmp_path: Path, file_format: str
+) -> None:
+    path = tmp_path / "store"
+    with replikv.Store(path) as store:
+        store.put_many("events", [(i, {"type": "open"}) for i in range(10_000)])
+    exported = tmp_path / "out" / f"events.{file_format}"
+    exported.parent.mkdir()
+    exported.write_text(PREVIOUS_EXPORT)
+    argv = ["export", str(path), "events", "--format", file_format, "-o", str(exported)]
+    run = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_EXPORT, *argv],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert run.returncode == 130, run.stderr
+    assert "interrupted" in run.stderr
+    assert exported.read_text() == PREVIOUS_EXPORT
+    assert list(exported.parent.iterdir()) == [exported]
+
+
+def test_an_export_that_succeeds_replaces_the_file_and_keeps_its_mode(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    with replikv.Store(path) as store:
+        store.put("events", 1, {"type": "open"})
+    exported = tmp_path / "out" / "events.jsonl"
+    exported.parent.mkdir()
+    exported.write_text(PREVIOUS_EXPORT * 100)  # longer than the export: nothing of it stays
+    exported.chmod(0o600)
+    run = replikv_cli("export", path, "events", "-o", exported)
+    assert run.returncode == 0, run.stderr
+    assert lines(exported.read_text()) == [{"key": 1, "type": "open"}]
+    assert exported.stat().st_mode & 0o777 == 0o600
+    assert list(exported.parent.iterdir()) == [exported]
 
 
 def test_export_parquet_without_pyarrow_says_what_to_install(store_dir: Path) -> None:
@@ -444,6 +548,21 @@ def test_import_refuses_a_csv_header_that_names_a_column_twice(tmp_path: Path) -
     text = "email,phone,phone\nada@example.com,111,222\n"
     message = "the header names 'phone' more than once: rename the copies"
     assert_import_refused(tmp_path, "subscribers.csv", text, "subscribers", "email", message)
+
+
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+def test_data_commands_into_a_closed_pipe_end_quietly(store_dir: Path, buffered: bool) -> None:
+    # Buffered output this small fails only in the interpreter's last flush: it used to
+    # print "Exception ignored ... BrokenPipeError" and exit 120.
+    for args in [
+        ("ls", str(store_dir)),
+        ("get", str(store_dir), "subscribers", "ada@example.com"),
+        ("scan", str(store_dir), "subscribers"),
+        ("export", str(store_dir), "events"),
+        ("changes", str(store_dir), "--since", "0"),
+    ]:
+        run = into_a_closed_pipe(*args, buffered=buffered, timeout=TIMEOUT)
+        assert (run.returncode, run.stderr) == (0, ""), args
 
 
 # --- a store another process holds --------------------------------------------------------------

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import replikv
+from children import into_a_closed_pipe
 from replikv.cli import main
 from test_replication import crc32c
 
@@ -142,6 +143,94 @@ def test_primary_refuses_a_quorum_below_one_clearly(tmp_path: Path) -> None:
         assert p.wait(timeout=60) == 1
         assert p.stderr is not None
         assert "quorum must be 1 or more" in p.stderr.read()
+
+
+def replikv_primary(data: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """``replikv primary --data DATA OPTIONS`` run to its end (one that fails to start)."""
+    return subprocess.run(
+        [sys.executable, "-m", "replikv", "primary", "--data", str(data), *options],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=60,
+        check=False,
+    )
+
+
+@contextmanager
+def port_in_use() -> Iterator[str]:
+    """An address on 127.0.0.1 that a listening socket holds."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        yield f"127.0.0.1:{taken.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("failure", ["quorum 0", "port in use"])
+def test_a_primary_that_fails_to_start_leaves_no_new_store_behind(
+    tmp_path: Path, failure: str
+) -> None:
+    mistyped = tmp_path / "mistyped" / "primary"  # its parent is new too
+    with port_in_use() as taken:
+        if failure == "quorum 0":
+            run = replikv_primary(mistyped, "--listen", "127.0.0.1:0", "--quorum", "0")
+        else:
+            run = replikv_primary(mistyped, "--listen", taken)
+    assert run.returncode == 1, run.stderr
+    assert "replikv primary: error:" in run.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_primary_that_fails_to_start_leaves_a_given_store_or_empty_directory_as_it_was(
+    tmp_path: Path,
+) -> None:
+    with replikv.Store(tmp_path / "store") as store:
+        store.put("subscribers", "ana@example.com", {"name": "Ana"})
+    (tmp_path / "empty").mkdir()
+    for data in (tmp_path / "store", tmp_path / "empty"):
+        run = replikv_primary(data, "--listen", "127.0.0.1:0", "--quorum", "0")
+        assert run.returncode == 1, run.stderr
+    with replikv.Store(tmp_path / "store") as store:
+        assert dict(store.scan("subscribers")) == {"ana@example.com": {"name": "Ana"}}
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
+BUFFERING = pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+
+
+@BUFFERING
+def test_verify_and_status_into_a_closed_pipe_end_quietly_with_their_exit_codes(
+    tmp_path: Path, buffered: bool
+) -> None:
+    token = ENV["REPLIKV_TOKEN"]
+    with (
+        replikv.Store(tmp_path / "p") as store,
+        replikv.Primary(store, listen="127.0.0.1:0", token=token) as primary,
+        replikv.CacheNode(token=token) as node,
+    ):
+        for args, code in [
+            # verify's code is what it found: 3, no replica to compare (1 is "differs").
+            (("verify", primary.address), 3),
+            (("status", primary.address), 0),
+            (("status", node.address), 0),
+        ]:
+            run = into_a_closed_pipe(*args, buffered=buffered, env=ENV)
+            assert (run.returncode, run.stderr) == (code, ""), args
+
+
+@BUFFERING
+def test_servers_into_a_closed_pipe_stop_quietly(tmp_path: Path, buffered: bool) -> None:
+    quiet = ("--log-level", "off")
+    token = ENV["REPLIKV_TOKEN"]
+    with (
+        replikv.Store(tmp_path / "p") as store,
+        replikv.Primary(store, listen="127.0.0.1:0", token=token) as primary,
+    ):
+        for args in [
+            ("primary", "--data", str(tmp_path / "p2"), "--listen", "127.0.0.1:0", *quiet),
+            ("replica", "--data", str(tmp_path / "r"), "--primary", primary.address, *quiet),
+            ("cache-node", "--listen", "127.0.0.1:0", *quiet),
+        ]:
+            run = into_a_closed_pipe(*args, buffered=buffered, env=ENV)
+            assert (run.returncode, run.stderr) == (0, ""), args
 
 
 STATUS_FRAME = 9

@@ -292,7 +292,7 @@ def test_a_promotion_to_an_address_it_cannot_listen_on_is_refused_before_anythin
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen()
-    in_use = "127.0.0.1:%d" % taken.getsockname()[1]
+    in_use = f"127.0.0.1:{taken.getsockname()[1]}"
     with (
         taken,
         replikv.Primary(store, quorum=1, table_modes={"consent": "sync"}) as primary,

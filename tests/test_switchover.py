@@ -167,7 +167,7 @@ def test_a_second_switchover_while_one_runs_is_refused_and_only_one_replica_take
         running.start()
         # It starts at once, then waits for b (up to its timeout): well within this.
         time.sleep(1.0)
-        with pytest.raises(replikv.ReplicationError, match="another switchover .* under way"):
+        with pytest.raises(replikv.ReplicationError, match=r"another switchover .* under way"):
             primary.switchover("c", timeout=30)
         proxy.stalled = False
         running.join(timeout=40)
@@ -183,4 +183,3 @@ def test_a_second_switchover_while_one_runs_is_refused_and_only_one_replica_take
         slow.close()
         primary.close()
         proxy.close()
-

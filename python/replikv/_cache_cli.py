@@ -89,6 +89,8 @@ def _run_cache_node(args: argparse.Namespace) -> int:
                         print(describe(node.stats()), flush=True)
             except (KeyboardInterrupt, Stop):
                 print("stopping", flush=True)
+    except BrokenPipeError:  # stdout's reader left: main() ends the command quietly
+        raise
     except (ReplikvError, OSError, ValueError, OverflowError) as problem:
         print(f"replikv cache-node: error: {problem}", file=sys.stderr)
         return 1

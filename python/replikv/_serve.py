@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,8 @@ def add_commands(commands: Any) -> None:
     primary = commands.add_parser(
         "primary",
         help="serve a store's change log to replicas",
-        description="Open (or create) a store and serve it to replicas until interrupted.",
+        description="Open (or create) a store and serve it to replicas until interrupted. "
+        "A start that fails (a bad option, a port in use) removes the store it created.",
     )
     primary.add_argument("--data", type=Path, required=True, metavar="DIR", help="store directory")
     primary.add_argument("--listen", default="127.0.0.1:7400", metavar="ADDR", help="host:port")
@@ -151,12 +154,15 @@ def add_commands(commands: Any) -> None:
 
 @stops_on_sigterm
 def _run_primary(args: argparse.Namespace) -> int:
+    undo_creating = _undo_creating(args.data)
     try:
         store = Store(args.data)
     except (ReplikvError, OSError) as problem:
+        # Nothing to undo: what is there may be another process's (a store it holds).
         print(f"replikv primary: error: {problem}", file=sys.stderr)
         return 1
     sync_tables = [table.strip() for table in args.sync_tables.split(",") if table.strip()]
+    started = False
     try:
         with Primary(
             store,
@@ -169,6 +175,7 @@ def _run_primary(args: argparse.Namespace) -> int:
             table_modes=dict.fromkeys(sync_tables, "sync"),
             ship_ahead=args.ship_ahead,
         ) as primary:
+            started = True
             sync = f"sync tables {', '.join(sync_tables)}" if sync_tables else "no sync tables"
             if primary.ship_ahead:
                 sync += ", shipping ahead"
@@ -186,15 +193,44 @@ def _run_primary(args: argparse.Namespace) -> int:
                 ),
                 _replica_progress,
             )
+    except BrokenPipeError:  # stdout's reader left: main() ends the command quietly
+        raise
     except (ReplikvError, OSError, ValueError) as problem:
         print(f"replikv primary: error: {problem}", file=sys.stderr)
         return 1
     finally:
         store.close()
+        if not started:  # a bad option or a port in use: it never served the store
+            undo_creating()  # what this process created while it held the store's lock
     if failure is not None:
         print(f"replikv primary: error: {failure}", file=sys.stderr)
         return 1
     return 0
+
+
+def _undo_creating(data: Path) -> Callable[[], None]:
+    """Called before a store is opened at ``data``: a function that removes what opening it
+    created, and only that, so that a start that fails leaves no stray store behind a
+    mistyped ``--data``."""
+    if (data / "tables.redb").is_file() or (data.exists() and not data.is_dir()):
+        return lambda: None  # a store that was there stays; a file never becomes one
+    if data.is_dir():  # empty, or Store() refuses it and creates nothing
+        there = set(os.listdir(data))
+
+        def remove_new_entries() -> None:
+            for name in set(os.listdir(data)) - there:
+                entry = data / name
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+
+        return remove_new_entries
+    # Store() creates the missing parents too: remove from the outermost of them.
+    outermost = data.absolute()
+    while not outermost.parent.exists():
+        outermost = outermost.parent
+    return lambda: shutil.rmtree(outermost, ignore_errors=True)
 
 
 def _replica_progress(replica: Replica) -> None:
@@ -245,6 +281,8 @@ def _run_replica(args: argparse.Namespace) -> int:
                 ),
                 progress,
             )
+    except BrokenPipeError:  # stdout's reader left: main() ends the command quietly
+        raise
     except (ReplikvError, OSError, ValueError) as problem:
         print(f"replikv replica: error: {problem}", file=sys.stderr)
         return 1
@@ -334,6 +372,8 @@ def _run_status(args: argparse.Namespace) -> int:
             print_node_status(args.address, node_info(args.address, args.token, args.timeout))
             return 0
         report = fetch_status(args.address, token=args.token, timeout=args.timeout)
+    except BrokenPipeError:  # stdout's reader left: main() ends the command quietly
+        raise
     except (ReplikvError, OSError) as problem:
         print(f"replikv status: error: {problem}", file=sys.stderr)
         return 1

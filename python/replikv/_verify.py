@@ -10,6 +10,7 @@ from typing import Any
 
 from . import _core
 from ._args import seconds
+from ._output import reader_may_leave
 from ._serve import TOKEN_ENV
 from .exceptions import ReplikvError
 
@@ -56,11 +57,19 @@ def _run_verify(args: argparse.Namespace) -> int:
     except (ReplikvError, OSError) as problem:
         print(f"replikv verify: error: {problem}", file=sys.stderr)
         return EXIT_ERROR
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report)
+    outcome = _outcome(report)
+    # A reader that leaves (`| head -1`) changes nothing of what was found: the exit code
+    # still says it, as scripts that test it under `set -o pipefail` expect.
+    with reader_may_leave():
+        print(json.dumps(report.to_dict(), indent=2) if args.json else report)
+        if outcome == EXIT_INCONCLUSIVE and not args.json:
+            print("nothing was compared: no replica is connected and caught up")
+    return outcome
+
+
+def _outcome(report: _core.VerifyReport) -> int:
     if not report.ok:
         return EXIT_DIFFERENT
     if report.compared == 0:
-        if not args.json:
-            print("nothing was compared: no replica is connected and caught up")
         return EXIT_INCONCLUSIVE
     return EXIT_EQUAL

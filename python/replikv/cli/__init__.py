@@ -17,6 +17,7 @@ from collections.abc import Callable
 from .. import __version__
 from .._cache_cli import add_command as add_cache_command
 from .._operator import add_operator_commands
+from .._output import reader_may_leave
 from .._serve import add_commands
 from .._verify import add_command as add_verify_command
 from . import bench, data, demo, maintenance, transfer
@@ -41,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     command: Callable[[argparse.Namespace], int] = args.run
-    return command(args)
+    with reader_may_leave():
+        return command(args)
+    return 0  # its reader went away (`| head`): what it read is all it asked for
 
 
 def _parser() -> argparse.ArgumentParser:

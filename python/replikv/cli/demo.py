@@ -108,6 +108,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("replikv demo: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout's reader left: main() ends the command quietly
+        raise
     except (ReplikvError, OSError) as failure:
         print(f"replikv demo: error: {failure}", file=sys.stderr)
         return 1

@@ -8,7 +8,6 @@ holds is named with that process's pid and command line.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -57,7 +56,8 @@ def open_store(directory: Path, *, create: bool = False) -> Iterator[Store]:
 
 def run_command(name: str, body: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
     """``body`` as a command's ``run``: its failures become one line on stderr and an exit
-    code, Ctrl-C exits 130, and a closed pipe (``| head``) ends it quietly."""
+    code, and Ctrl-C exits 130. A closed pipe (``| head``) is left to ``main()``, which
+    ends every command quietly on one."""
 
     def run(args: argparse.Namespace) -> int:
         try:
@@ -65,9 +65,9 @@ def run_command(name: str, body: Callable[[argparse.Namespace], int]) -> Callabl
         except CommandError as failure:
             print(f"replikv {name}: error: {failure}", file=sys.stderr)
             return failure.code
+        except BrokenPipeError:  # stdout's reader left: main() ends the command quietly
+            raise
         except (ReplikvError, OSError, ValueError, TypeError, KeyError, OverflowError) as failure:
-            if isinstance(failure, BrokenPipeError):
-                return _quiet_broken_pipe()
             print(f"replikv {name}: error: {_one_line(failure)}", file=sys.stderr)
             return FAILED
         except KeyboardInterrupt:
@@ -80,11 +80,3 @@ def run_command(name: str, body: Callable[[argparse.Namespace], int]) -> Callabl
 def _one_line(failure: BaseException) -> str:
     text = str(failure.args[0]) if isinstance(failure, KeyError) and failure.args else str(failure)
     return text or type(failure).__name__
-
-
-def _quiet_broken_pipe() -> int:
-    # The reader went away: point stdout at nothing so the interpreter's final flush
-    # does not fail again on its way out.
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    return 0

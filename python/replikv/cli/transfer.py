@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import os
 import re
+import secrets
+import shutil
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -53,7 +56,8 @@ def add_commands(commands: Any) -> None:
         "--output",
         type=Path,
         metavar="FILE",
-        help="write to FILE (default: standard output; parquet needs a FILE)",
+        help="write to FILE, which is replaced only once the export is complete "
+        "(default: standard output; parquet needs a FILE)",
     )
     export.add_argument("--key-name", default="key", metavar="NAME", help="the key's column")
     export.set_defaults(run=run_command("export", _run_export))
@@ -106,7 +110,8 @@ def _run_export(args: argparse.Namespace) -> int:
         require_table(store, args.table)
         if args.format == "parquet":
             table = store.table(args.table).to_arrow(key_name=args.key_name)
-            pyarrow_parquet.write_table(table, args.output)
+            with _replacing(args.output) as written:
+                pyarrow_parquet.write_table(table, written)
             return 0
         with _output(args.output) as out:
             records = _records(store, args.table, args.key_name)
@@ -137,8 +142,42 @@ def _output(path: Path | None) -> Iterator[IO[str]]:
     if path is None:
         yield sys.stdout
         return
-    with path.open("w", encoding="utf-8", newline="") as out:
+    with _replacing(path) as written, written.open("w", encoding="utf-8", newline="") as out:
         yield out
+
+
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """A new file to write in ``path``'s stead: it becomes ``path`` only if the block ends
+    without an error, and is removed if it does not, so a failed or interrupted export
+    leaves the previous file whole rather than empty or cut short."""
+    if path.exists() and not path.is_file():
+        yield path  # a device or a pipe (-o /dev/stdout) is written as it is, never replaced
+        return
+    target = Path(os.path.realpath(path))  # through a symlink: replace the file, keep the link
+    written = _new_file_beside(target)
+    try:
+        if target.exists():
+            shutil.copymode(target, written)  # as writing in place kept it
+        yield written
+        os.replace(written, target)
+    except BaseException:  # Ctrl-C too
+        written.unlink(missing_ok=True)
+        raise
+
+
+def _new_file_beside(path: Path) -> Path:
+    """A new, empty, hidden file in ``path``'s directory (a rename within one file system is
+    atomic), created as ``open()`` creates a file: its mode is what the umask allows."""
+    while True:
+        candidate = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
+        try:
+            candidate.open("x").close()
+        except FileExistsError:
+            continue
+        except OSError as failure:  # the temporary file's name would only confuse
+            raise CommandError(f"cannot write {path}: {failure.strerror}") from None
+        return candidate
 
 
 def _records(store: Store, table: str, key_name: str) -> Iterator[dict[str, Any]]:
@@ -146,10 +185,11 @@ def _records(store: Store, table: str, key_name: str) -> Iterator[dict[str, Any]
     for key, value in store.scan(table):
         fields = value if isinstance(value, dict) else {NON_DICT_COLUMN: value}
         if key_name in fields:
+            # Exit code 1, as parquet's refusal of the same table and import's of a file
+            # without its --key column: the command line is right, the data does not fit it.
             raise CommandError(
                 f"the row {key!r} has a field named {key_name!r}: "
-                "give the key another column name with --key-name",
-                USAGE,
+                "give the key another column name with --key-name"
             )
         yield {key_name: key, **fields}
 
@@ -228,7 +268,9 @@ def _load_text(store: Store, args: argparse.Namespace, file_format: str) -> int:
         bar = ProgressBar(f"import {args.table}", max(total, 0))
     loaded = 0
     try:
-        with args.file.open(encoding="utf-8", newline="") as source:
+        # "utf-8-sig" skips the byte order mark Excel's "CSV UTF-8" (and some JSON
+        # writers) put first: read as text, it becomes part of the first column's name.
+        with args.file.open(encoding="utf-8-sig", newline="") as source:
             records = _json_lines(source) if file_format == "jsonl" else _csv_records(source)
             batch: list[tuple[Key, Any]] = []
             for where, record in records:
