@@ -699,12 +699,13 @@ def test_the_last_handle_of_a_store_a_primary_serves_or_a_replica_follows_into_s
         replikv.Primary(store) as primary,
         replikv.Replica(tmp_path / "eu-1", primary=primary.address) as replica,
     ):
-        with pytest.raises(replikv.ReplicationError, match="a Primary serves it"):
-            with store:
-                pass
-        with pytest.raises(replikv.ReplicationError, match="a Replica follows into it"):
-            with replica.store as read:
-                assert read.get("t", "k") is None
+        with pytest.raises(replikv.ReplicationError, match="a Primary serves it"), store:
+            pass
+        with (
+            pytest.raises(replikv.ReplicationError, match="a Replica follows into it"),
+            replica.store as read,
+        ):
+            assert read.get("t", "k") is None
         # Another handle of the served store may come and go.
         with replikv.Store(tmp_path / "primary") as other:
             assert other.last_lsn == 0
