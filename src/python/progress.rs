@@ -33,7 +33,8 @@ impl<'py> Progress<'py> {
             // when first called would fail a load after its commit.
             if !progress.is_callable() {
                 return Err(PyTypeError::new_err(format!(
-                    "progress must be True, False, None or a callable taking the count of                      rows so far, not {}",
+                    "progress must be True, False, None or a callable taking the count of rows \
+                     so far, not {}",
                     progress.get_type().name()?
                 )));
             }

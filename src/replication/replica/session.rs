@@ -57,7 +57,9 @@ pub(super) async fn session(
             _ = shutdown.changed() => return Ok(()),
             synced = synced(&mut syncs.running), if syncs.running.is_some() => {
                 syncs.ended(!inbox.is_empty());
-                let ack = machine.durable(synced?, 0);
+                let synced = synced?;
+                drop(not_granted(shared, &machine)?);
+                let ack = machine.durable(synced, 0);
                 publish(shared, &machine);
                 send_ack(&mut writer, ack).await?;
                 waiting_since = tokio::time::Instant::now();
@@ -329,6 +331,30 @@ async fn answer_verify(
     write_frame(writer, &Message::VerifyReply { id, sums }).await
 }
 
+/// Refuses to go on once a promotion here was granted an epoch past the link's: its
+/// candidate was told what this log holds durably, so the old primary must hear of nothing
+/// that became durable after (an ack of it would count toward a sync write the new
+/// primary may not have). Checked after each sync run without the grant's lock, as a
+/// grant may come while it runs; the guard holds the lock for a caller that syncs under it.
+fn not_granted<'a>(
+    shared: &'a Shared,
+    machine: &ReplicaMachine,
+) -> Result<std::sync::MutexGuard<'a, u64>, ReplicationError> {
+    let granted = lock(&shared.granted);
+    if *granted > machine.epoch() {
+        // A candidate was told this log is final: the primary is deposed.
+        return Err(ReplicationError::Fenced {
+            epoch: *granted,
+            reason: format!(
+                "epoch {} was granted to a promotion here: the primary of epoch {} is deposed",
+                *granted,
+                machine.epoch()
+            ),
+        });
+    }
+    Ok(granted)
+}
+
 async fn send_ack(writer: &mut Writer, action: ReplicaAction) -> Result<(), ReplicationError> {
     if let ReplicaAction::Ack {
         flushed_lsn,
@@ -379,6 +405,7 @@ async fn sync_now(
         .consumer
         .sync()
         .map_err(|e| ReplicationError::Protocol(format!("cannot sync replicated entries: {e}")))?;
+    drop(not_granted(shared, machine)?);
     let ack = machine.durable(flushed, 0);
     publish(shared, machine);
     send_ack(writer, ack).await
@@ -408,20 +435,9 @@ async fn flush(
     // [`super::Follower`]): a hop to the blocking pool cost an eager replica about a third
     // of its append time.
     let consumer = &shared.consumer;
-    let applied = || {
-        let granted = lock(&shared.granted);
-        if *granted > machine.epoch() {
-            // A candidate was told this log is final: the primary is deposed.
-            return Err(ReplicationError::Fenced {
-                epoch: *granted,
-                reason: format!(
-                    "epoch {} was granted to a promotion here: the primary of epoch {} is \
-                     deposed",
-                    *granted,
-                    machine.epoch()
-                ),
-            });
-        }
+    // The grant's lock is held while it applies and syncs: a grant then reports all of it.
+    let applied = || -> Result<(u64, u64), ReplicationError> {
+        let _granting = not_granted(shared, machine)?;
         let applying = |e: crate::Error| {
             if e.is_not_written() {
                 ReplicationError::NoRoom(e.to_string())
