@@ -139,6 +139,23 @@ def test_table_is_a_mutable_mapping(store: replikv.Store) -> None:
     assert "subscribers" in repr(subs)
 
 
+def test_a_tables_views_behave_as_a_dicts_and_clear_is_one_entry(store: replikv.Store) -> None:
+    subs = store.table("subscribers")
+    subs.update({"ana@example.com": 1, "bo@example.com": 2})
+    same = {"ana@example.com": 1, "bo@example.com": 2}
+    keys, items, values = subs.keys(), subs.items(), subs.values()
+    assert (len(keys), len(items), len(values)) == (2, 2, 2)
+    assert keys == same.keys() and items == same.items()
+    assert keys & {"bo@example.com", "cy@example.com"} == {"bo@example.com"}
+    assert ("ana@example.com", 1) in items and ("ana@example.com", 2) not in items
+    assert list(values) == list(values) == [1, 2], "read again on each iteration"
+    subs["cy@example.com"] = 3
+    assert len(keys) == 3, "a view, not a copy"
+    before = store.last_lsn
+    subs.clear()
+    assert len(subs) == 0 and store.last_lsn == before + 1
+
+
 def test_transaction_commits_on_exit_as_one_entry(store: replikv.Store) -> None:
     store.put("templates", "old", "<p>old</p>")
     with store.transaction() as tx:

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
-from typing import Any
+from collections.abc import (
+    ItemsView,
+    Iterable,
+    Iterator,
+    KeysView,
+    Mapping,
+    MutableMapping,
+    ValuesView,
+)
+from typing import Any, overload
 
 from . import _core
 
@@ -93,39 +101,86 @@ class Table(MutableMapping[Key, Any]):
         reaches caches and shows in ``changes()`` like any write. Returns how many rows."""
         return self.store.delete_prefix(self.name, prefix, durability=durability)
 
-    def items(  # type: ignore[override]
+    def clear(self) -> None:
+        """Deletes every row in ONE transaction (one log entry, one fsync), as
+        ``store.drop_table`` does: ``MutableMapping``'s own deletes one row per entry."""
+        self.store.drop_table(self.name)
+
+    @overload
+    def items(self) -> ItemsView[Key, Any]: ...
+    @overload
+    def items(
         self,
         prefix: str | bytes | None = None,
         start: Key | None = None,
         end: Key | None = None,
         reverse: bool = False,
         limit: int | None = None,
-    ) -> Iterator[tuple[Key, Any]]:
-        """``(key, value)`` rows in key order; ``end`` is exclusive."""
+    ) -> Iterator[tuple[Key, Any]]: ...
+    def items(
+        self,
+        prefix: str | bytes | None = None,
+        start: Key | None = None,
+        end: Key | None = None,
+        reverse: bool = False,
+        limit: int | None = None,
+    ) -> ItemsView[Key, Any] | Iterator[tuple[Key, Any]]:
+        """``(key, value)`` rows in key order; ``end`` is exclusive. With no argument, a
+        view as ``dict.items()`` gives (``len``, ``in``, ``==``, set operations, read again
+        on each iteration); with any, one pass over that range."""
+        if (prefix, start, end, reverse, limit) == (None, None, None, False, None):
+            return _Items(self)
         return self.store.scan(
             self.name, prefix=prefix, start=start, end=end, reverse=reverse, limit=limit
         )
 
-    def keys(  # type: ignore[override]
+    @overload
+    def keys(self) -> KeysView[Key]: ...
+    @overload
+    def keys(
         self,
         prefix: str | bytes | None = None,
         start: Key | None = None,
         end: Key | None = None,
         reverse: bool = False,
         limit: int | None = None,
-    ) -> Iterator[Key]:
-        """Keys in order; same arguments as ``items``."""
+    ) -> Iterator[Key]: ...
+    def keys(
+        self,
+        prefix: str | bytes | None = None,
+        start: Key | None = None,
+        end: Key | None = None,
+        reverse: bool = False,
+        limit: int | None = None,
+    ) -> KeysView[Key] | Iterator[Key]:
+        """Keys in order; same arguments as ``items`` (none: a view, as ``dict.keys()``)."""
+        if (prefix, start, end, reverse, limit) == (None, None, None, False, None):
+            return KeysView(self)
         return (k for k, _ in self.items(prefix, start, end, reverse, limit))
 
-    def values(  # type: ignore[override]
+    @overload
+    def values(self) -> ValuesView[Any]: ...
+    @overload
+    def values(
         self,
         prefix: str | bytes | None = None,
         start: Key | None = None,
         end: Key | None = None,
         reverse: bool = False,
         limit: int | None = None,
-    ) -> Iterator[Any]:
-        """Values in key order; same arguments as ``items``."""
+    ) -> Iterator[Any]: ...
+    def values(
+        self,
+        prefix: str | bytes | None = None,
+        start: Key | None = None,
+        end: Key | None = None,
+        reverse: bool = False,
+        limit: int | None = None,
+    ) -> ValuesView[Any] | Iterator[Any]:
+        """Values in key order; same arguments as ``items`` (none: a view, as
+        ``dict.values()``)."""
+        if (prefix, start, end, reverse, limit) == (None, None, None, False, None):
+            return _Values(self)
         return (v for _, v in self.items(prefix, start, end, reverse, limit))
 
     def to_arrow_batches(
@@ -244,3 +299,21 @@ class BatchTable:
 
     def __repr__(self) -> str:
         return f"<BatchTable {self.name!r} of {self.batch!r}>"
+
+
+class _Items(ItemsView[Key, Any]):
+    """``table.items()``: rows read in one scan (``ItemsView``'s own looks each key up)."""
+
+    _mapping: Table
+
+    def __iter__(self) -> Iterator[tuple[Key, Any]]:
+        return iter(self._mapping.store.scan(self._mapping.name))
+
+
+class _Values(ValuesView[Any]):
+    """``table.values()``: values read in one scan."""
+
+    _mapping: Table
+
+    def __iter__(self) -> Iterator[Any]:
+        return (value for _, value in self._mapping.store.scan(self._mapping.name))
