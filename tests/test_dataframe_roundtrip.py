@@ -180,3 +180,33 @@ def test_put_dataframe_stores_each_cell_as_put_many_does(
     assert stored.keys() == model.keys()
     for key, value in model.items():
         assert same(value, stored[key]), (key, value, stored[key])
+
+
+def test_a_frame_read_from_parquet_stores_its_list_and_struct_cells_as_put_arrow_does(
+    tmp_path: Path,
+) -> None:
+    """pandas reads a parquet list column as numpy arrays in the cells (a struct's lists
+    too): they are stored as the lists they came from, as put_arrow stores the file."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    frame = pd.DataFrame(
+        {
+            "email": ["a@x.com", "b@x.com"],
+            "tags": [["vip", "de"], []],
+            "opens": [[1, 2, 3], [4]],
+            "prefs": [{"topics": ["news"], "daily": True}, {"topics": [], "daily": False}],
+            "visits": [[{"at": 1, "pages": [1.5, 2.0]}], []],
+        }
+    )
+    path = tmp_path / "subs.parquet"
+    frame.to_parquet(path)
+    back = pd.read_parquet(path)
+    assert type(back["tags"].iloc[0]).__module__ == "numpy", "the case at hand"
+    with replikv.Store(tmp_path / "db") as store:
+        store.put_dataframe("from_pandas", back, key="email")
+        store.put_arrow("from_arrow", pq.read_table(path), key="email")
+        stored = dict(store.scan("from_pandas"))
+        assert stored.keys() == {"a@x.com", "b@x.com"}
+        for key, value in store.scan("from_arrow"):
+            assert same(value, stored[key]), (key, value, stored[key])
+        assert stored["a@x.com"]["tags"] == ["vip", "de"]
+        assert stored["b@x.com"]["prefs"] == {"topics": [], "daily": False}

@@ -631,10 +631,10 @@ class Store:
     ) -> Receipt:
         """Writes the rows of a pandas DataFrame keyed by the column ``key`` (the index if
         None); the other columns become each row's dict. A cell that is NaN, None, ``pd.NA``
-        or ``pd.NaT`` is stored as None (a NaN inside a list or dict cell stays NaN). Rows
-        with the same key: the later row wins, silently. Needs ``pip install
-        'replikv[pandas]'``. ``progress=True`` shows a bar out of the frame's rows; a
-        callable is called with the rows so far.
+        or ``pd.NaT`` is stored as None (a NaN inside a list or dict cell stays NaN); a numpy
+        array in a cell (a parquet list column) as a list. Rows with the same key: the later
+        row wins, silently. Needs ``pip install 'replikv[pandas]'``. ``progress=True``
+        shows a bar out of the frame's rows; a callable is called with the rows so far.
 
         Raises:
             ImportError: pandas or pyarrow is not installed.

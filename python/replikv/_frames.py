@@ -95,11 +95,36 @@ def dataframe_columns(
         column = df[name]
         array = _to_arrow(column, pd, pa)
         if array is None:
-            objects.append((name, column.tolist()))
+            objects.append((name, _cells(column)))
         else:
             arrow_names.append(name)
             arrays.append(array)
     return pa.Table.from_arrays(arrays, names=arrow_names), key_name, objects, names
+
+
+def _cells(column: Any) -> list[Any]:
+    """An object column's cells as ``put`` takes them: a numpy array in a cell, as pandas
+    reads a parquet list column (and a struct's list field), becomes a list."""
+    import numpy
+
+    cells: list[Any] = column.tolist()
+    if not any(isinstance(cell, numpy.ndarray | dict) for cell in cells):
+        return cells
+    return [_listed(cell, numpy.ndarray) for cell in cells]
+
+
+def _listed(value: Any, ndarray: type) -> Any:
+    """``value`` with every numpy array in it (through dicts and arrays) made a list."""
+    if isinstance(value, ndarray):
+        array: Any = value
+        if array.dtype.kind == "M":  # datetime64: tolist() would give ints of nanoseconds
+            array = array.astype("datetime64[us]")
+        if array.dtype == object:
+            return [_listed(item, ndarray) for item in array.tolist()]
+        return array.tolist()
+    if isinstance(value, dict):
+        return {name: _listed(item, ndarray) for name, item in value.items()}
+    return value
 
 
 def _to_arrow(column: Any, pd: Any, pa: Any) -> Any:
