@@ -312,3 +312,23 @@ def test_a_promotion_to_an_address_it_cannot_listen_on_is_refused_before_anythin
             assert receipt.acked_by == ["eu-1"] and not receipt.degraded
             assert eu1.wait_for(receipt.lsn, timeout=30)
             assert eu1.status().state == "streaming"
+
+
+def test_a_deposed_primary_says_sync_writes_are_unavailable(tmp_path: Path) -> None:
+    store = replikv.Store(tmp_path / "primary")
+    with (
+        replikv.Primary(store, quorum=1, table_modes={"consent": "sync"}) as primary,
+        replikv.Replica(tmp_path / "eu-1", primary=primary.address, listen="127.0.0.1:0") as eu1,
+    ):
+        eventually("its member", lambda: primary.sync_state == "ok")
+        store.put("consent", "c0", True)
+        eventually("a heartbeat naming it", lambda: eu1.status().primary_members == 1)
+        new = eu1.promote()
+        try:
+            # Told by the promotion: it is deposed, and says so rather than "degraded".
+            eventually("deposed", lambda: primary.status().sync_state == "unavailable")
+            assert primary.sync_state == "unavailable"
+            with pytest.raises(replikv.FencedError):
+                store.put("consent", "c1", True)
+        finally:
+            new.close()

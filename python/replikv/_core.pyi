@@ -1032,8 +1032,8 @@ class Primary:
     def sync_state(self) -> str:
         """Whether sync writes can complete now: "ok" (at least `quorum` replicas that fsync
         are connected), "degraded" (enough are registered but fewer are connected: sync
-        writes wait and may time out) or "unavailable" (fewer are registered: sync writes
-        are refused).
+        writes wait and may time out) or "unavailable" (fewer are registered, or this
+        primary is deposed: sync writes are refused).
         """
     def status(self) -> PrimaryStatus:
         """Its position and sync state, and every replica seen since start with its state

@@ -354,8 +354,8 @@ impl PyPrimary {
 
     /// Whether sync writes can complete now: "ok" (at least `quorum` replicas that fsync
     /// are connected), "degraded" (enough are registered but fewer are connected: sync
-    /// writes wait and may time out) or "unavailable" (fewer are registered: sync writes
-    /// are refused).
+    /// writes wait and may time out) or "unavailable" (fewer are registered, or this
+    /// primary is deposed: sync writes are refused).
     #[getter]
     fn sync_state(&self, py: Python<'_>) -> PyResult<&'static str> {
         owned(py, self.primary.store())?;

@@ -178,6 +178,12 @@ impl SyncWaiters {
         self.wake_all();
     }
 
+    /// Whether this primary learned it is deposed (see [`Self::fence`]).
+    #[must_use]
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire) > 0
+    }
+
     fn fenced_error(&self) -> Option<ReplicationError> {
         let epoch = self.fenced.load(Ordering::Acquire);
         (epoch > 0).then(|| ReplicationError::Fenced {

@@ -92,7 +92,8 @@ pub enum SyncState {
     /// Enough counting replicas are registered but fewer than `quorum` are connected: sync
     /// writes commit and wait, and time out unless enough of them come back.
     Degraded,
-    /// Fewer counting replicas than `quorum` are registered: sync writes are refused.
+    /// Fewer counting replicas than `quorum` are registered, or the primary is deposed:
+    /// sync writes are refused.
     #[default]
     Unavailable,
 }

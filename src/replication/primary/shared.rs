@@ -127,11 +127,16 @@ impl Shared {
                 }
             })
             .collect();
-        let sync_state = SyncState::of(
-            links.machine.connected_counting_replicas(),
-            links.machine.counting_replicas(),
-            self.options.sync.quorum,
-        );
+        // A deposed primary takes no write at all, whatever its replicas.
+        let sync_state = if self.sync.is_fenced() {
+            SyncState::Unavailable
+        } else {
+            SyncState::of(
+                links.machine.connected_counting_replicas(),
+                links.machine.counting_replicas(),
+                self.options.sync.quorum,
+            )
+        };
         drop(links);
         PrimaryStatus {
             last_lsn,
