@@ -123,6 +123,58 @@ fn a_promotion_that_cannot_reach_enough_members_is_refused_unless_forced() -> Te
     Ok(())
 }
 
+/// A candidate that lags behind what the member with the newest log still keeps cannot
+/// adopt that log: it is told why by the member, and told to promote that member (forcing
+/// adopts the same log the same way), which works.
+#[test]
+fn a_candidate_whose_gap_the_newest_member_no_longer_keeps_is_told_to_promote_that_member(
+) -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (store, primary) = fast_primary(dir.path(), 1)?;
+    let eu1 = start_member(dir.path(), &primary, "eu-1")?;
+    let us1 = start_member(dir.path(), &primary, "us-1")?;
+    store.commit(put("first", vec![0x01]), Some(Durability::Sync))?;
+    eventually("both to hear of two members", || {
+        eu1.state().primary_members == 2 && us1.state().primary_members == 2
+    });
+    eventually("eu-1 to hold it", || eu1.store().synced_lsn() == 1);
+    // Back where us-1 heard it answers, as a member with a configured address would be.
+    let eu1_listens = eu1.listen_address().map(|address| address.to_string());
+    eu1.close()?;
+    // Two segments' worth while eu-1 is away; us-1 then drops the older one.
+    for i in 0..300 {
+        store.commit(put(&format!("k{i}"), vec![0x02; 8 << 10]), None)?;
+    }
+    let last = store
+        .commit(put("last", vec![0x03]), Some(Durability::Sync))?
+        .lsn;
+    eventually("us-1 to hold it", || us1.store().synced_lsn() == last);
+    us1.store().compact()?;
+    assert!(us1.store().drop_log_before(last)? > 0);
+    assert!(us1.store().oldest_lsn()? > 2);
+    primary.close();
+    store.close()?;
+    let back = ReplicaOptions {
+        listen: eu1_listens,
+        ..replica_options(&primary, None, "eu-1")
+    };
+    let eu1 = Replica::start(dir.path().join("eu-1"), back)?;
+    for force in [false, true] {
+        let refused = eu1.promote(primary_options(None), force);
+        assert!(
+            matches!(&refused, Err(Error::Replication(ReplicationError::Refused { reason }))
+                if reason.contains("no longer retained")
+                    && reason.contains("forcing does not help: promote \"us-1\"")),
+            "{:?}",
+            refused.err()
+        );
+    }
+    let (_new, promotion) = us1.promote(primary_options(None), false)?;
+    assert_eq!(promotion.start_lsn, last + 1);
+    eu1.close()?;
+    Ok(())
+}
+
 #[test]
 fn the_other_replica_re_pointed_at_the_promoted_one_follows_it_from_its_position() -> TestResult {
     let dir = tempfile::tempdir()?;

@@ -163,6 +163,12 @@ impl Link {
         write_frame(&mut self.writer, &request).await?;
         while machine.flushed_lsn() < up_to_lsn {
             let frame = read_frame_idle(&mut self.reader, FETCH_IDLE, "fetched entries").await?;
+            if let Message::Refused { .. } = frame {
+                // The member says why it cannot send them (its log no longer reaches back).
+                return Err(frame
+                    .refusal(epoch)
+                    .unwrap_or_else(|| ReplicationError::Protocol("the member refused".into())));
+            }
             for action in machine.receive(frame)? {
                 if let ReplicaAction::Append(payloads) = action {
                     // Durable before the next frame: the promotion waits for the fetched

@@ -252,14 +252,20 @@ async fn serve_candidate(
                     })
                     .await
                     .map_err(|e| ReplicationError::Protocol(e.to_string()))?;
-                    let batch = batch.map_err(|e| {
-                        ReplicationError::Protocol(format!("cannot read the log: {e}"))
-                    })?;
-                    if batch.is_empty() {
-                        return Err(ReplicationError::Protocol(format!(
-                            "this log ends before LSN {up_to_lsn}"
-                        )));
-                    }
+                    // Told to the candidate, which would otherwise see the link drop.
+                    let name = &shared.options.name;
+                    let batch = match batch {
+                        Ok(batch) if !batch.is_empty() => batch,
+                        Ok(_) => {
+                            let reason =
+                                format!("member {name:?}'s log ends before LSN {up_to_lsn}");
+                            return refuse(writer, RefuseCode::Protocol, epoch, &reason).await;
+                        }
+                        Err(err) => {
+                            let reason = format!("member {name:?} cannot read its log: {err}");
+                            return refuse(writer, RefuseCode::Protocol, epoch, &reason).await;
+                        }
+                    };
                     position = moved;
                     // What this member's log holds is durable in it: the candidate adopts
                     // it all.

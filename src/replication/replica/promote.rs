@@ -311,13 +311,19 @@ impl Replica {
             };
             if let Err(err) = fetched {
                 self.follower.restart();
-                return Err(refused(
-                    self.name(),
-                    &format!(
-                        "fetching LSN {} from {from:?} failed: {err}",
-                        plan.adopt_lsn
+                // Forcing would adopt the same log, and fetch the same way.
+                return Err(ReplicationError::Refused {
+                    reason: format!(
+                        "cannot promote '{}': it must adopt {from:?}'s newer log, and fetching \
+                         it up to LSN {} failed: {err}; forcing does not help: promote \
+                         {from:?}, which holds it (the members that granted keep epoch {}: \
+                         the old primary is deposed for them)",
+                        self.name(),
+                        plan.adopt_lsn,
+                        plan.epoch
                     ),
-                ));
+                }
+                .into());
             }
         }
         // Another promotion may have asked this replica meanwhile (its member server still
