@@ -55,7 +55,7 @@ def test_ctrl_c_in_a_keys_index_method_is_not_taken_for_a_wrong_type(
     store: replikv.Store,
 ) -> None:
     with pytest.raises(KeyboardInterrupt):
-        store.put("t", InterruptedIndex(), 1)  # type: ignore[arg-type]
+        store.put("t", InterruptedIndex(), 1)
 
 
 def lone_str_calls(store: replikv.Store) -> dict[str, Callable[[], Any]]:

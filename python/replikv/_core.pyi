@@ -58,6 +58,8 @@ __all__ = [
 ]
 
 _Key = str | bytes | int
+# What a key argument takes: numpy ints too (any int with ``__index__``), taken as ints.
+_KeyArg = str | bytes | int | SupportsIndex
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
@@ -303,11 +305,11 @@ class Transaction:
 
     def __enter__(self) -> Transaction: ...
     def __exit__(self, exc_type: object, _exc: object = None, _tb: object = None) -> bool: ...
-    def put(self, table: str, key: _Key, value: Any) -> None:
+    def put(self, table: str, key: _KeyArg, value: Any) -> None:
         """Writes ``value`` under ``key`` when the transaction commits."""
-    def delete(self, table: str, key: _Key) -> None:
+    def delete(self, table: str, key: _KeyArg) -> None:
         """Deletes ``key`` when the transaction commits."""
-    def get(self, table: str, key: _Key, default: Any = None) -> Any:
+    def get(self, table: str, key: _KeyArg, default: Any = None) -> Any:
         """Reads ``key``, seeing this transaction's own writes first."""
     def commit(self) -> Receipt:
         """Commits now (the context manager does this on a clean exit).
@@ -330,14 +332,14 @@ class Batch:
 
     def __enter__(self) -> Self: ...
     def __exit__(self, exc_type: object, _exc: object = None, _tb: object = None) -> bool: ...
-    def put(self, table: str, key: _Key, value: Any) -> None:
+    def put(self, table: str, key: _KeyArg, value: Any) -> None:
         """Writes ``value`` under ``key`` when the batch commits. The value is encoded now
         (a bad one raises here; later changes to the object are not seen)."""
-    def put_many(self, table: str, rows: Iterable[tuple[_Key, Any]]) -> None:
+    def put_many(self, table: str, rows: Iterable[tuple[_KeyArg, Any]]) -> None:
         """Writes every ``(key, value)`` of ``rows`` when the batch commits: all of them, or,
         if one is refused (a bad key or value raises here), none.
         """
-    def delete(self, table: str, key: _Key) -> None:
+    def delete(self, table: str, key: _KeyArg) -> None:
         """Deletes ``key`` when the batch commits."""
     def table(self, name: str) -> BatchTable:
         """A write-only view of one table for this batch: ``view[key] = value``,
@@ -423,7 +425,7 @@ class Store:
     @property
     def closed(self) -> bool:
         """Whether this handle (or the store, after a fatal failure) is closed."""
-    def put(self, table: str, key: _Key, value: Any, *, durability: str | None = None) -> Receipt:
+    def put(self, table: str, key: _KeyArg, value: Any, *, durability: str | None = None) -> Receipt:
         """Writes ``value`` under ``key``; returns once durable and visible.
 
         Args:
@@ -451,18 +453,18 @@ class Store:
             ReplicationTimeout: a sync write not acknowledged within ``sync_timeout``
                 (committed locally; ``.lsn`` and ``.acked_by`` say where it stands).
         """
-    def delete(self, table: str, key: _Key, *, durability: str | None = None) -> Receipt:
+    def delete(self, table: str, key: _KeyArg, *, durability: str | None = None) -> Receipt:
         """Deletes `key` (a no-op on the data if it is absent, still one logged transaction)."""
-    def get(self, table: str, key: _Key, default: Any = None) -> Any:
+    def get(self, table: str, key: _KeyArg, default: Any = None) -> Any:
         """The value under ``key``, or ``default``."""
-    def contains(self, table: str, key: _Key) -> bool:
+    def contains(self, table: str, key: _KeyArg) -> bool:
         """Whether ``key`` exists in ``table`` (the value is not read, so not checked)."""
     def count(self, table: str) -> int:
         """Number of rows in ``table`` (0 for a table never written)."""
     def put_many(
         self,
         table: str,
-        rows: Iterable[tuple[_Key, Any]] | Mapping[Any, Any],
+        rows: Iterable[tuple[_KeyArg, Any]] | Mapping[Any, Any],
         progress: bool | Callable[[int], object] | None = None,
         *,
         durability: str | None = None,
@@ -558,8 +560,8 @@ class Store:
         table: str,
         *,
         prefix: str | bytes | None = None,
-        start: _Key | None = None,
-        end: _Key | None = None,
+        start: _KeyArg | None = None,
+        end: _KeyArg | None = None,
         reverse: bool = False,
         limit: int | None = None,
     ) -> Scan:
@@ -570,8 +572,8 @@ class Store:
         *,
         columns: list[str] | None = None,
         prefix: str | bytes | None = None,
-        start: _Key | None = None,
-        end: _Key | None = None,
+        start: _KeyArg | None = None,
+        end: _KeyArg | None = None,
         key_name: str = "key",
         batch_rows: int = 65536,
         build: bool = False,
@@ -1299,7 +1301,7 @@ class Replica:
             StoreClosed: the replica is closed, or was closed while it waited.
         """
     def get(
-        self, table: str, key: _Key, default: Any = None, *, min_lsn: int = 0, timeout: float = 1.0
+        self, table: str, key: _KeyArg, default: Any = None, *, min_lsn: int = 0, timeout: float = 1.0
     ) -> Any:
         """Reads ``key`` once ``min_lsn`` is applied (read-your-writes).
 
@@ -1672,7 +1674,7 @@ class Cache:
         long a read through waits for a lagging replica. ``max_bytes``: bytes at most
         in-process, counting keys, values and 96 bytes per entry (so more than 96; a
         smaller bound is a ``ValueError``, as for ``CacheNode``)."""
-    def get(self, table: str, key: _Key, default: Any = None, *, read_through: bool = True) -> Any:
+    def get(self, table: str, key: _KeyArg, default: Any = None, *, read_through: bool = True) -> Any:
         """The value of `key` in `table`: cached, or read through from the source (and
         cached), or `default`. `read_through=False` only looks in the cache. In-process,
         the cached object itself is returned: do not mutate it.
@@ -1684,15 +1686,15 @@ class Cache:
                 cache nodes have processed for the cache's ``timeout``: its value could be
                 older than one the cache already returned, so none is given.
         """
-    def get_many(self, table: str, keys: Iterable[_Key]) -> dict[_Key, Any]:
+    def get_many(self, table: str, keys: Iterable[_KeyArg]) -> dict[_Key, Any]:
         """The values of `keys` in `table`, as a dict holding the keys found (over nodes, one
         pipelined round trip per node, then one read through per miss).
         """
-    def set(self, table: str, key: _Key, value: Any, ttl: float | None = None) -> None:
+    def set(self, table: str, key: _KeyArg, value: Any, ttl: float | None = None) -> None:
         """Caches `value` for `key` (until a write of the key in the source's log, its TTL or
         eviction). Over nodes the value must be one a store can hold.
         """
-    def invalidate(self, table: str, key: _Key) -> bool:
+    def invalidate(self, table: str, key: _KeyArg) -> bool:
         """Drops `key` from the cache; returns whether it was cached."""
     def invalidate_prefix(self, table: str, prefix: str | bytes | None = None) -> int:
         """Drops every cached key of `table` (starting with `prefix`, a str or bytes, when
