@@ -200,7 +200,7 @@ def test_a_scan_shows_its_table_arguments_and_progress(tmp_path: Path) -> None:
     with replikv.Store(tmp_path / "db") as store:
         store.put_many("users", [("ab1", 1), ("ab2", 2), ("b", 3)])
         assert one_line(store.scan("users")) == "<Scan of 'users': 0 rows so far>"
-        scan = store.table("users").items(prefix="ab", reverse=True, limit=5)
+        scan = store.scan("users", prefix="ab", reverse=True, limit=5)
         assert one_line(scan) == "<Scan of 'users' prefix='ab' reverse=True limit=5: 0 rows so far>"
         next(scan)
         assert one_line(scan).endswith(": 1 row so far>")

@@ -151,6 +151,12 @@ def test_a_tables_views_behave_as_a_dicts_and_clear_is_one_entry(store: replikv.
     assert list(values) == list(values) == [1, 2], "read again on each iteration"
     subs["cy@example.com"] = 3
     assert len(keys) == 3, "a view, not a copy"
+    # A range is a view too: of the rows it selects.
+    ranged = subs.keys(prefix="bo")
+    assert len(ranged) == 1 and list(ranged) == list(ranged) == ["bo@example.com"]
+    assert "bo@example.com" in ranged and "ana@example.com" not in ranged
+    assert ("cy@example.com", 3) in subs.items(start="c") and len(subs.values(limit=2)) == 2
+    assert list(subs.values(reverse=True, limit=1)) == [3]
     before = store.last_lsn
     subs.clear()
     assert len(subs) == 0 and store.last_lsn == before + 1

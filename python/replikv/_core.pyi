@@ -425,7 +425,9 @@ class Store:
     @property
     def closed(self) -> bool:
         """Whether this handle (or the store, after a fatal failure) is closed."""
-    def put(self, table: str, key: _KeyArg, value: Any, *, durability: str | None = None) -> Receipt:
+    def put(
+        self, table: str, key: _KeyArg, value: Any, *, durability: str | None = None
+    ) -> Receipt:
         """Writes ``value`` under ``key``; returns once durable and visible.
 
         Args:
@@ -1301,7 +1303,13 @@ class Replica:
             StoreClosed: the replica is closed, or was closed while it waited.
         """
     def get(
-        self, table: str, key: _KeyArg, default: Any = None, *, min_lsn: int = 0, timeout: float = 1.0
+        self,
+        table: str,
+        key: _KeyArg,
+        default: Any = None,
+        *,
+        min_lsn: int = 0,
+        timeout: float = 1.0,
     ) -> Any:
         """Reads ``key`` once ``min_lsn`` is applied (read-your-writes).
 
@@ -1674,7 +1682,9 @@ class Cache:
         long a read through waits for a lagging replica. ``max_bytes``: bytes at most
         in-process, counting keys, values and 96 bytes per entry (so more than 96; a
         smaller bound is a ``ValueError``, as for ``CacheNode``)."""
-    def get(self, table: str, key: _KeyArg, default: Any = None, *, read_through: bool = True) -> Any:
+    def get(
+        self, table: str, key: _KeyArg, default: Any = None, *, read_through: bool = True
+    ) -> Any:
         """The value of `key` in `table`: cached, or read through from the source (and
         cached), or `default`. `read_through=False` only looks in the cache. In-process,
         the cached object itself is returned: do not mutate it.

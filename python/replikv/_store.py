@@ -11,7 +11,7 @@ from collections.abc import (
     MutableMapping,
     ValuesView,
 )
-from typing import Any, overload
+from typing import Any
 
 from . import _core
 
@@ -106,9 +106,6 @@ class Table(MutableMapping[Key, Any]):
         ``store.drop_table`` does: ``MutableMapping``'s own deletes one row per entry."""
         self.store.drop_table(self.name)
 
-    @overload
-    def items(self) -> ItemsView[Key, Any]: ...
-    @overload
     def items(
         self,
         prefix: str | bytes | None = None,
@@ -116,27 +113,12 @@ class Table(MutableMapping[Key, Any]):
         end: Key | None = None,
         reverse: bool = False,
         limit: int | None = None,
-    ) -> Iterator[tuple[Key, Any]]: ...
-    def items(
-        self,
-        prefix: str | bytes | None = None,
-        start: Key | None = None,
-        end: Key | None = None,
-        reverse: bool = False,
-        limit: int | None = None,
-    ) -> ItemsView[Key, Any] | Iterator[tuple[Key, Any]]:
-        """``(key, value)`` rows in key order; ``end`` is exclusive. With no argument, a
-        view as ``dict.items()`` gives (``len``, ``in``, ``==``, set operations, read again
-        on each iteration); with any, one pass over that range."""
-        if (prefix, start, end, reverse, limit) == (None, None, None, False, None):
-            return _Items(self)
-        return self.store.scan(
-            self.name, prefix=prefix, start=start, end=end, reverse=reverse, limit=limit
-        )
+    ) -> ItemsView[Key, Any]:
+        """``(key, value)`` rows in key order; ``end`` is exclusive. A view, as
+        ``dict.items()`` gives (``len``, ``in``, ``==``, set operations), of the rows in
+        that range, read again each time it is iterated."""
+        return _Items(self, _Scan(self, prefix, start, end, reverse, limit))
 
-    @overload
-    def keys(self) -> KeysView[Key]: ...
-    @overload
     def keys(
         self,
         prefix: str | bytes | None = None,
@@ -144,23 +126,10 @@ class Table(MutableMapping[Key, Any]):
         end: Key | None = None,
         reverse: bool = False,
         limit: int | None = None,
-    ) -> Iterator[Key]: ...
-    def keys(
-        self,
-        prefix: str | bytes | None = None,
-        start: Key | None = None,
-        end: Key | None = None,
-        reverse: bool = False,
-        limit: int | None = None,
-    ) -> KeysView[Key] | Iterator[Key]:
-        """Keys in order; same arguments as ``items`` (none: a view, as ``dict.keys()``)."""
-        if (prefix, start, end, reverse, limit) == (None, None, None, False, None):
-            return KeysView(self)
-        return (k for k, _ in self.items(prefix, start, end, reverse, limit))
+    ) -> KeysView[Key]:
+        """Keys in order; same arguments as ``items``, and a view as it is."""
+        return _Keys(self, _Scan(self, prefix, start, end, reverse, limit))
 
-    @overload
-    def values(self) -> ValuesView[Any]: ...
-    @overload
     def values(
         self,
         prefix: str | bytes | None = None,
@@ -168,20 +137,9 @@ class Table(MutableMapping[Key, Any]):
         end: Key | None = None,
         reverse: bool = False,
         limit: int | None = None,
-    ) -> Iterator[Any]: ...
-    def values(
-        self,
-        prefix: str | bytes | None = None,
-        start: Key | None = None,
-        end: Key | None = None,
-        reverse: bool = False,
-        limit: int | None = None,
-    ) -> ValuesView[Any] | Iterator[Any]:
-        """Values in key order; same arguments as ``items`` (none: a view, as
-        ``dict.values()``)."""
-        if (prefix, start, end, reverse, limit) == (None, None, None, False, None):
-            return _Values(self)
-        return (v for _, v in self.items(prefix, start, end, reverse, limit))
+    ) -> ValuesView[Any]:
+        """Values in key order; same arguments as ``items``, and a view as it is."""
+        return _Values(self, _Scan(self, prefix, start, end, reverse, limit))
 
     def to_arrow_batches(
         self,
@@ -301,19 +259,91 @@ class BatchTable:
         return f"<BatchTable {self.name!r} of {self.batch!r}>"
 
 
-class _Items(ItemsView[Key, Any]):
-    """``table.items()``: rows read in one scan (``ItemsView``'s own looks each key up)."""
+class _Scan:
+    """The range of a table a view shows: all of it, or what ``store.scan`` selects."""
 
-    _mapping: Table
+    __slots__ = ("end", "limit", "prefix", "reverse", "start", "table")
+
+    def __init__(
+        self,
+        table: Table,
+        prefix: str | bytes | None,
+        start: Key | None,
+        end: Key | None,
+        reverse: bool,
+        limit: int | None,
+    ) -> None:
+        self.table = table
+        self.prefix, self.start, self.end = prefix, start, end
+        self.reverse, self.limit = reverse, limit
+
+    @property
+    def whole(self) -> bool:
+        """The whole table, in key order: ``len`` and ``in`` ask the table."""
+        return (self.prefix, self.start, self.end, self.limit) == (None, None, None, None)
+
+    def rows(self) -> Iterator[tuple[Key, Any]]:
+        return self.table.store.scan(
+            self.table.name,
+            prefix=self.prefix,
+            start=self.start,
+            end=self.end,
+            reverse=self.reverse,
+            limit=self.limit,
+        )
+
+    def count(self) -> int:
+        return len(self.table) if self.whole else sum(1 for _ in self.rows())
+
+
+class _Keys(KeysView[Key]):
+    """``table.keys(...)``: the keys of a range, read in one scan each time."""
+
+    def __init__(self, table: Table, scan: _Scan) -> None:
+        super().__init__(table)
+        self._scan = scan
+
+    def __iter__(self) -> Iterator[Key]:
+        return (key for key, _ in self._scan.rows())
+
+    def __len__(self) -> int:
+        return self._scan.count()
+
+    def __contains__(self, key: object) -> bool:
+        if self._scan.whole:
+            return key in self._scan.table
+        return any(key == held for held in self)
+
+
+class _Items(ItemsView[Key, Any]):
+    """``table.items(...)``: the rows of a range, read in one scan each time (``ItemsView``'s
+    own looks each key up)."""
+
+    def __init__(self, table: Table, scan: _Scan) -> None:
+        super().__init__(table)
+        self._scan = scan
 
     def __iter__(self) -> Iterator[tuple[Key, Any]]:
-        return iter(self._mapping.store.scan(self._mapping.name))
+        return iter(self._scan.rows())
+
+    def __len__(self) -> int:
+        return self._scan.count()
+
+    def __contains__(self, item: tuple[object, object]) -> bool:  # type: ignore[override]
+        if self._scan.whole:
+            return super().__contains__(item)
+        return any(item == row for row in self)
 
 
 class _Values(ValuesView[Any]):
-    """``table.values()``: values read in one scan."""
+    """``table.values(...)``: the values of a range, read in one scan each time."""
 
-    _mapping: Table
+    def __init__(self, table: Table, scan: _Scan) -> None:
+        super().__init__(table)
+        self._scan = scan
 
     def __iter__(self) -> Iterator[Any]:
-        return (value for _, value in self._mapping.store.scan(self._mapping.name))
+        return (value for _, value in self._scan.rows())
+
+    def __len__(self) -> int:
+        return self._scan.count()
