@@ -189,6 +189,22 @@ def test_memoize_keeps_each_functions_results_its_own() -> None:
 
         assert (scorer(1)(5), scorer(10)(5), scorer(1)(5)) == (5, 50, 5)
 
+        class Weights:  # a repr that tells two of them apart no more than a frame's does
+            def __init__(self, weight: int) -> None:
+                self.weight = weight
+
+            def __repr__(self) -> str:
+                return "Weights()"
+
+        def scorer_over(weights: Weights) -> Any:
+            @cache.memoize(ttl=60)
+            def score(subscriber_id: int) -> int:
+                return subscriber_id * weights.weight
+
+            return score
+
+        assert (scorer_over(Weights(1))(5), scorer_over(Weights(10))(5)) == (5, 50)
+
         def opted_in_to_the_newsletter_by_country_and_by_year_2025(country: str) -> int:
             return 2025
 

@@ -1722,7 +1722,9 @@ class Cache:
         cached: the function runs again on the next call. Each function's results are its
         own (by its name, code, and the values it closes over and defaults to): two
         lambdas, or two closures of one factory over other values, never share them; the
-        same function in another process over the same nodes does.
+        same function in another process over the same nodes does, if those values are
+        plain (numbers, str, bytes, and lists, tuples and dicts of them; over any other, a
+        function's results are its own decoration's).
         """
     def _repr_html_(self) -> str:
         """An HTML table of its stats, for Jupyter."""

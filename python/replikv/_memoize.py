@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import types
+import uuid
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
@@ -18,6 +19,7 @@ R = TypeVar("R")
 _TABLE_PREFIX = "memo."
 _MAX_TABLE = 64
 _DIGEST_HEX = 16
+_PLAIN = (type(None), bool, int, float, complex, str, bytes)
 
 
 def _code(code: types.CodeType, digest: Any) -> None:
@@ -37,20 +39,37 @@ def _identity(function: Callable[..., Any]) -> str:
     """What tells `function` from every other: its module and name, its code, and the
     values it closes over and defaults to. Two lambdas, two closures of one factory with
     other values, or two functions whose long names agree at the start are each their own;
-    the same function in another process (the same code, the same values) is the same, so
-    that processes sharing cache nodes share its results."""
+    the same function in another process (the same code, the same plain values) is the
+    same, so that processes sharing cache nodes share its results. A function over any
+    other value (a DataFrame, whose repr shows a few rows; an object whose repr says little)
+    or a callable that is not a function gets a table of its own each time it is decorated:
+    its results are never shared, rather than shared by mistake."""
     digest = hashlib.blake2b(digest_size=_DIGEST_HEX // 2)
     digest.update(f"{function.__module__}.{function.__qualname__}".encode())
     code = getattr(function, "__code__", None)
-    if isinstance(code, types.CodeType):
-        _code(code, digest)
-    else:  # a builtin, a functools.partial, a callable object
-        digest.update(repr(function).encode())
     cells = getattr(function, "__closure__", None) or ()
-    closed = [cell.cell_contents if _filled(cell) else _MISSING for cell in cells]
-    defaults = (getattr(function, "__defaults__", None), getattr(function, "__kwdefaults__", None))
-    digest.update(repr((closed, defaults)).encode())
+    values = [cell.cell_contents if _filled(cell) else None for cell in cells]
+    values += [getattr(function, "__defaults__", None), getattr(function, "__kwdefaults__", None)]
+    if isinstance(code, types.CodeType) and all(_plain(value) for value in values):
+        _code(code, digest)
+        digest.update(repr(values).encode())
+    elif isinstance(function, types.BuiltinFunctionType):
+        digest.update(repr(function).encode())
+    else:
+        digest.update(uuid.uuid4().bytes)
     return digest.hexdigest()
+
+
+def _plain(value: Any) -> bool:
+    """Whether ``repr(value)`` is all of ``value``: None, bool, numbers, str, bytes, and
+    tuples, lists and dicts of these."""
+    if type(value) in _PLAIN:
+        return True
+    if type(value) in (tuple, list):
+        return all(_plain(item) for item in value)
+    if type(value) is dict:
+        return all(_plain(key) and _plain(item) for key, item in value.items())
+    return False
 
 
 def _filled(cell: types.CellType) -> bool:

@@ -511,7 +511,9 @@ impl PyCache {
     /// cached: the function runs again on the next call. Each function's results are its
     /// own (by its name, code, and the values it closes over and defaults to): two
     /// lambdas, or two closures of one factory over other values, never share them; the
-    /// same function in another process over the same nodes does.
+    /// same function in another process over the same nodes does, if those values are
+    /// plain (numbers, str, bytes, and lists, tuples and dicts of them; over any other, a
+    /// function's results are its own decoration's).
     #[pyo3(signature = (ttl = None))]
     fn memoize<'py>(slf: &Bound<'py, Self>, ttl: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
         ttl_ms("ttl", ttl)?;
