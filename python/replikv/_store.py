@@ -117,7 +117,7 @@ class Table(MutableMapping[Key, Any]):
         """``(key, value)`` rows in key order; ``end`` is exclusive. A view, as
         ``dict.items()`` gives (``len``, ``in``, ``==``, set operations), of the rows in
         that range, read again each time it is iterated."""
-        return _Items(self, _Scan(self, prefix, start, end, reverse, limit))
+        return _Items(_Scan(self, prefix, start, end, reverse, limit))
 
     def keys(
         self,
@@ -128,7 +128,7 @@ class Table(MutableMapping[Key, Any]):
         limit: int | None = None,
     ) -> KeysView[Key]:
         """Keys in order; same arguments as ``items``, and a view as it is."""
-        return _Keys(self, _Scan(self, prefix, start, end, reverse, limit))
+        return KeysView(_Scan(self, prefix, start, end, reverse, limit))
 
     def values(
         self,
@@ -139,7 +139,7 @@ class Table(MutableMapping[Key, Any]):
         limit: int | None = None,
     ) -> ValuesView[Any]:
         """Values in key order; same arguments as ``items``, and a view as it is."""
-        return _Values(self, _Scan(self, prefix, start, end, reverse, limit))
+        return _Values(_Scan(self, prefix, start, end, reverse, limit))
 
     def to_arrow_batches(
         self,
@@ -259,10 +259,9 @@ class BatchTable:
         return f"<BatchTable {self.name!r} of {self.batch!r}>"
 
 
-class _Scan:
-    """The range of a table a view shows: all of it, or what ``store.scan`` selects."""
-
-    __slots__ = ("end", "limit", "prefix", "reverse", "start", "table")
+class _Scan(Mapping[Key, Any]):
+    """The rows of a table that a view shows, as a mapping: all of them, or the range that
+    ``store.scan`` selects (read again each time it is iterated)."""
 
     def __init__(
         self,
@@ -279,7 +278,7 @@ class _Scan:
 
     @property
     def whole(self) -> bool:
-        """The whole table, in key order: ``len`` and ``in`` ask the table."""
+        """The whole table, in any order: ``len``, ``in`` and ``[]`` ask the table."""
         return (self.prefix, self.start, self.end, self.limit) == (None, None, None, None)
 
     def rows(self) -> Iterator[tuple[Key, Any]]:
@@ -292,58 +291,36 @@ class _Scan:
             limit=self.limit,
         )
 
-    def count(self) -> int:
-        return len(self.table) if self.whole else sum(1 for _ in self.rows())
-
-
-class _Keys(KeysView[Key]):
-    """``table.keys(...)``: the keys of a range, read in one scan each time."""
-
-    def __init__(self, table: Table, scan: _Scan) -> None:
-        super().__init__(table)
-        self._scan = scan
-
     def __iter__(self) -> Iterator[Key]:
-        return (key for key, _ in self._scan.rows())
+        return (key for key, _ in self.rows())
 
     def __len__(self) -> int:
-        return self._scan.count()
+        return len(self.table) if self.whole else sum(1 for _ in self.rows())
 
     def __contains__(self, key: object) -> bool:
-        if self._scan.whole:
-            return key in self._scan.table
+        if self.whole:
+            return key in self.table
         return any(key == held for held in self)
+
+    def __getitem__(self, key: Key) -> Any:
+        if not self.whole and key not in self:
+            raise KeyError(key)
+        return self.table[key]
 
 
 class _Items(ItemsView[Key, Any]):
-    """``table.items(...)``: the rows of a range, read in one scan each time (``ItemsView``'s
-    own looks each key up)."""
+    """``table.items(...)``: rows read in one scan (``ItemsView``'s own looks each key up)."""
 
-    def __init__(self, table: Table, scan: _Scan) -> None:
-        super().__init__(table)
-        self._scan = scan
+    _mapping: _Scan
 
     def __iter__(self) -> Iterator[tuple[Key, Any]]:
-        return iter(self._scan.rows())
-
-    def __len__(self) -> int:
-        return self._scan.count()
-
-    def __contains__(self, item: tuple[object, object]) -> bool:  # type: ignore[override]
-        if self._scan.whole:
-            return super().__contains__(item)
-        return any(item == row for row in self)
+        return iter(self._mapping.rows())
 
 
 class _Values(ValuesView[Any]):
-    """``table.values(...)``: the values of a range, read in one scan each time."""
+    """``table.values(...)``: values read in one scan."""
 
-    def __init__(self, table: Table, scan: _Scan) -> None:
-        super().__init__(table)
-        self._scan = scan
+    _mapping: _Scan
 
     def __iter__(self) -> Iterator[Any]:
-        return (value for _, value in self._scan.rows())
-
-    def __len__(self) -> int:
-        return self._scan.count()
+        return (value for _, value in self._mapping.rows())
