@@ -122,9 +122,9 @@ def _listed(value: Any, ndarray: type) -> Any:
         if array.dtype == object:
             return [_listed(item, ndarray) for item in array.tolist()]
         return array.tolist()
-    if isinstance(value, dict):
+    if isinstance(value, dict) and any(isinstance(item, ndarray | dict) for item in value.values()):
         return {name: _listed(item, ndarray) for name, item in value.items()}
-    return value
+    return value  # a dict of plain fields (a profile) as it is: not copied
 
 
 def _to_arrow(column: Any, pd: Any, pa: Any) -> Any:
