@@ -163,3 +163,22 @@ def test_a_child_dropping_inherited_replication_handles_exits_and_the_parent_goe
     replica.close()
     primary.close()
     store.close()
+
+
+def test_a_child_closing_an_inherited_served_store_is_refused_as_inherited(tmp_path: Path) -> None:
+    """The refusal to close a store under its Primary never hides the fork's own refusal."""
+    store = replikv.Store(tmp_path / "primary")
+    with replikv.Primary(store):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                store.close()
+            except replikv.InheritedHandleError:
+                os._exit(0)
+            except BaseException:
+                os._exit(2)
+            os._exit(1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert store.put("t", "k", 1).lsn == 1
+    store.close()

@@ -21,7 +21,7 @@ use super::committing::{
     await_receipt, commit_ops, committed_anyway, sleep_interruptibly, wait_for_writer,
 };
 use super::display::html;
-use super::errors::{owned, run, run_detached, to_py};
+use super::errors::{not_inherited, owned, run, run_detached, to_py};
 use super::iter::{KeyBounds, PyScan, ScanKeys};
 use super::progress::Progress;
 use super::put_many::{put_op, put_rows};
@@ -672,7 +672,8 @@ impl PyStore {
     ///         ``Replica``, which closes its store): the store stays open.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         // Closed under a Primary or a Replica, the store stopped them while their status
-        // still said they streamed.
+        // still said they streamed. (A forked child's copy is refused as such first.)
+        not_inherited(py, &self.store)?;
         if let (false, Some(user)) = (self.store.is_closed(), self.store.in_use_by()) {
             let reason = format!("store {} stays open: {user}", self.store.path().display());
             return Err(to_py(py, ReplicationError::Refused { reason }.into()));
