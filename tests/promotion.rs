@@ -133,6 +133,10 @@ fn a_candidate_whose_gap_the_newest_member_no_longer_keeps_is_told_to_promote_th
     let (store, primary) = fast_primary(dir.path(), 1)?;
     let eu1 = start_member(dir.path(), &primary, "eu-1")?;
     let us1 = start_member(dir.path(), &primary, "us-1")?;
+    // A sync write before any member registers is refused, not queued.
+    eventually("the members to register", || {
+        primary.status().replicas.len() == 2
+    });
     store.commit(put("first", vec![0x01]), Some(Durability::Sync))?;
     eventually("both to hear of two members", || {
         eu1.state().primary_members == 2 && us1.state().primary_members == 2
