@@ -218,6 +218,25 @@ def test_memoize_keeps_each_functions_results_its_own() -> None:
         assert cache.stats().keys >= 5, "the other functions' results stay"
 
 
+def test_memoize_tells_apart_arguments_whose_reprs_agree() -> None:
+    pandas = pytest.importorskip("pandas")
+    numpy = pytest.importorskip("numpy")
+    with replikv.Cache(capacity=100) as cache:
+        total = cache.memoize(ttl=60)(lambda frame: int(frame["opens"].sum()))
+        before = pandas.DataFrame({"opens": [1] * 1000})
+        after = before.copy()
+        after.loc[500, "opens"] = 1000  # past the rows a frame's repr shows
+        assert repr(before) == repr(after)
+        assert (total(before), total(after), total(before)) == (1000, 1999, 1000)
+        mean = cache.memoize(ttl=60)(lambda values, scale=1: float(values.mean()) * scale)
+        zeros, spike = numpy.zeros(5000), numpy.zeros(5000)
+        spike[2500] = 5000.0
+        assert (mean(zeros), mean(spike), mean(spike, scale=2)) == (0.0, 1.0, 2.0)
+        # What cannot be pickled cannot be keyed by content: refused, never keyed by a repr.
+        with pytest.raises(TypeError, match="cannot be pickled"):
+            total(threading.Lock())
+
+
 MEMOIZED_CHILD = """
 import sys, replikv
 calls = []

@@ -1364,7 +1364,10 @@ class Replica:
         Raises ``ReplicationError`` when too few members can be reached (nothing changes
         when that is known before asking), when another promotion got a member first, or
         when a member holds a newer log that forked from this one; ``force=True``
-        promotes with whoever granted and reports the possible loss. The store then
+        promotes with whoever granted and reports the possible loss. It also raises it,
+        before anything changes, when the settings kept on disk are damaged and no heartbeat
+        told them again, unless ``quorum``, ``table_modes`` and ``default_durability`` are
+        all given: it never serves weaker than the old primary did. The store then
         belongs to the new primary: closing the replica leaves it open. ``ValueError``: an
         argument out of range.
         """
@@ -1715,16 +1718,17 @@ class Cache:
         `CacheStats` (over nodes: their sums, and each node's own figures).
         """
     def memoize(self, ttl: float | None = None) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
-        """A decorator that caches a function's results by its arguments (their ``repr``), for
-        ``ttl`` seconds (``None``: the cache's own ``ttl``) or until invalidated: the decorated
-        function's ``invalidate(*args, **kwargs)`` drops one call's result, its
-        ``invalidate_all()`` every result of the function. A result of ``None`` is not
-        cached: the function runs again on the next call. Each function's results are its
-        own (by its name, code, and the values it closes over and defaults to): two
-        lambdas, or two closures of one factory over other values, never share them; the
-        same function in another process over the same nodes does, if those values are
-        plain (numbers, str, bytes, and lists, tuples and dicts of them; over any other, a
-        function's results are its own decoration's).
+        """A decorator that caches a function's results by its arguments (the ``repr`` of plain
+        ones, a
+        digest of the pickle of any other, such as a DataFrame: an argument that cannot be pickled
+        is a ``TypeError``), for ``ttl`` seconds (``None``: the cache's own ``ttl``) or until
+        invalidated: the decorated function's ``invalidate(*args, **kwargs)`` drops one call's
+        result, its ``invalidate_all()`` every result of the function. A result of ``None`` is not
+        cached: the function runs again on the next call. Each function's results are its own (by
+        its name, code, and the values it closes over and defaults to): two lambdas, or two closures
+        of one factory over other values, never share them; the same function in another process
+        over the same nodes does, if those values are plain (numbers, str, bytes, and lists, tuples
+        and dicts of them; over any other, a function's results are its own decoration's).
         """
     def _repr_html_(self) -> str:
         """An HTML table of its stats, for Jupyter."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import pickle
 import types
 import uuid
 from collections.abc import Callable
@@ -72,6 +73,27 @@ def _plain(value: Any) -> bool:
     return False
 
 
+def _key(call: tuple[tuple[Any, ...], list[tuple[str, Any]]]) -> str:
+    """A call's key: the ``repr`` of plain arguments (readable in the cache's keys), or
+    else ``#`` and a digest of their pickle (never the start of a tuple's repr), which holds
+    all of a DataFrame, an array or an object's attributes. Two calls whose reprs agree
+    but whose arguments differ (two frames that differ past the rows a repr shows) never
+    share a result; an argument that cannot be pickled is refused, rather than keyed by
+    a repr that may say too little."""
+    args, kwargs = call
+    if _plain(list(args)) and all(_plain(value) for _, value in kwargs):
+        return repr(call)
+    try:
+        pickled = pickle.dumps(call, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError) as failure:
+        raise TypeError(
+            "memoize keys a call by its arguments' repr when they are plain values (str, "
+            "int, float, bytes, None, and tuples, lists and dicts of them), else by their "
+            f"pickle, and these cannot be pickled: {failure}"
+        ) from None
+    return "#" + hashlib.blake2b(pickled, digest_size=16).hexdigest()
+
+
 def _filled(cell: types.CellType) -> bool:
     try:
         cell.cell_contents  # noqa: B018 (an empty cell raises)
@@ -90,8 +112,9 @@ def _table(function: Callable[..., Any]) -> str:
 def memoize(cache: Cache, ttl: float | None) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """The decorator `Cache.memoize(ttl=...)` returns.
 
-    A call's key is the ``repr`` of its arguments, so arguments must have a ``repr`` that
-    tells different values apart (str, int, tuples of them...). Each function's results
+    A call's key is the ``repr`` of its arguments when that is all of them (see `_key`),
+    else a digest of their pickle: a DataFrame or an array (whose repr shows a few rows)
+    is keyed by its whole content. Each function's results
     are its own: two lambdas, or two closures of one factory over other values, never
     share them (see `_identity`). A result of ``None`` is not cached.
     ``wrapped.invalidate(*args, **kwargs)`` drops one call's result,
@@ -102,7 +125,7 @@ def memoize(cache: Cache, ttl: float | None) -> Callable[[Callable[P, R]], Calla
         table = _table(function)
 
         def key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-            return repr((args, sorted(kwargs.items())))
+            return _key((args, sorted(kwargs.items())))
 
         @functools.wraps(function)
         def wrapped(*args: P.args, **kwargs: P.kwargs) -> R:

@@ -504,16 +504,16 @@ impl PyCache {
         html(slf.as_any())
     }
 
-    /// A decorator that caches a function's results by its arguments (their ``repr``), for
-    /// ``ttl`` seconds (``None``: the cache's own ``ttl``) or until invalidated: the decorated
-    /// function's ``invalidate(*args, **kwargs)`` drops one call's result, its
-    /// ``invalidate_all()`` every result of the function. A result of ``None`` is not
-    /// cached: the function runs again on the next call. Each function's results are its
-    /// own (by its name, code, and the values it closes over and defaults to): two
-    /// lambdas, or two closures of one factory over other values, never share them; the
-    /// same function in another process over the same nodes does, if those values are
-    /// plain (numbers, str, bytes, and lists, tuples and dicts of them; over any other, a
-    /// function's results are its own decoration's).
+    /// A decorator that caches a function's results by its arguments (the ``repr`` of plain ones, a
+    /// digest of the pickle of any other, such as a DataFrame: an argument that cannot be pickled
+    /// is a ``TypeError``), for ``ttl`` seconds (``None``: the cache's own ``ttl``) or until
+    /// invalidated: the decorated function's ``invalidate(*args, **kwargs)`` drops one call's
+    /// result, its ``invalidate_all()`` every result of the function. A result of ``None`` is not
+    /// cached: the function runs again on the next call. Each function's results are its own (by
+    /// its name, code, and the values it closes over and defaults to): two lambdas, or two closures
+    /// of one factory over other values, never share them; the same function in another process
+    /// over the same nodes does, if those values are plain (numbers, str, bytes, and lists, tuples
+    /// and dicts of them; over any other, a function's results are its own decoration's).
     #[pyo3(signature = (ttl = None))]
     fn memoize<'py>(slf: &Bound<'py, Self>, ttl: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
         ttl_ms("ttl", ttl)?;
