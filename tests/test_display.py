@@ -93,7 +93,10 @@ def test_a_stores_table_shows_its_tables_rows_lsn_and_disk_use_and_escapes_its_p
         assert isinstance(plain(stats)["oldest_time"], str)
         one_line(store)
         one_line(stats)
+        subscribers = store.table("subscribers")
+        assert repr(subscribers).endswith(": 1234 rows>")
     assert "closed" in shown(store), "a closed store says so instead of raising"
+    assert repr(subscribers) == f"<Table 'subscribers' of {store!r}>", "nor does its table"
 
 
 def test_a_primary_and_its_replica_show_lag_and_sync_state_as_typed_status(

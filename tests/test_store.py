@@ -157,6 +157,12 @@ def test_a_tables_views_behave_as_a_dicts_and_clear_is_one_entry(store: replikv.
     assert "bo@example.com" in ranged and "ana@example.com" not in ranged
     assert ("cy@example.com", 3) in subs.items(start="c") and len(subs.values(limit=2)) == 2
     assert list(subs.values(reverse=True, limit=1)) == [3]
+    # What is no key (a float or a bool equal to an int key) is in no view, ranged or not.
+    subs[1] = "one"
+    for view in (subs.keys(), subs.keys(start=0)):
+        assert 1 in view and 1.0 not in view and True not in view
+    for items in (subs.items(), subs.items(start=0)):
+        assert (1, "one") in items and (1.0, "one") not in items and (1.5, "x") not in items
     before = store.last_lsn
     subs.clear()
     assert len(subs) == 0 and store.last_lsn == before + 1

@@ -14,6 +14,7 @@ from collections.abc import (
 from typing import Any
 
 from . import _core
+from .exceptions import InheritedHandleError, StoreClosed
 
 Key = str | bytes | int
 # What ``dict.update`` takes. Keys are ``Any``: ``Mapping`` is invariant in its key type, so a
@@ -82,7 +83,12 @@ class Table(MutableMapping[Key, Any]):
         return self.store.count(self.name)
 
     def __repr__(self) -> str:
-        return f"<Table {self.name!r} of {self.store!r}: {len(self)} rows>"
+        # A repr never raises: a notebook shows a table of a closed store as one.
+        try:
+            rows = f": {len(self)} rows"
+        except (StoreClosed, InheritedHandleError):
+            rows = ""
+        return f"<Table {self.name!r} of {self.store!r}{rows}>"
 
     def update(  # type: ignore[override]
         self,
@@ -298,12 +304,14 @@ class _Scan(Mapping[Key, Any]):
         return len(self.table) if self.whole else sum(1 for _ in self.rows())
 
     def __contains__(self, key: object) -> bool:
-        if self.whole:
-            return key in self.table
-        return any(key == held for held in self)
+        # The table says which objects are keys at all (1.0 and True are not, though they
+        # equal 1); a range then holds those of its keys that it scans.
+        return key in self.table and (self.whole or any(key == held for held in self))
 
     def __getitem__(self, key: Key) -> Any:
-        if not self.whole and key not in self:
+        # A KeyError for whatever is not in the view, keys of no key type included:
+        # ``ItemsView`` asks here and takes only a KeyError for "not in".
+        if key not in self:
             raise KeyError(key)
         return self.table[key]
 
