@@ -31,7 +31,11 @@ pub(super) fn get(call: &mut Call<'_>) -> Outcome {
 /// entries. A version far past the log (a wire client's bug, or a forged one) would
 /// otherwise pin its value against every write of the key the node processes, until the
 /// log got there; bounded, such a fill is refused, or is stale for at most this many
-/// entries. A reader whose node lags further misses instead of filling.
+/// entries. A reader whose node lags further misses instead of filling. A fill of a newer
+/// epoch than the node has seen is refused the same way, however near its LSN: versions
+/// compare by epoch first, so such a value would outrank every write the node processes
+/// until its log reached that epoch (a reader whose source was promoted before the node
+/// heard of it misses once).
 const MAX_FILL_AHEAD: u64 = 1 << 20;
 
 /// An unsigned integer argument.
@@ -57,8 +61,9 @@ pub(super) fn fill(call: &mut Call<'_>) -> Outcome {
         },
         _ => return super::syntax_error(),
     };
-    let horizon = call.node.processed().lsn.saturating_add(MAX_FILL_AHEAD);
-    if call.node.following.primary.is_some() && lsn > horizon {
+    let processed = call.node.processed();
+    let horizon = processed.lsn.saturating_add(MAX_FILL_AHEAD);
+    if call.node.following.primary.is_some() && (lsn > horizon || epoch > processed.epoch) {
         call.node.lru.refuse_fill();
         return Reply::Int(0).into();
     }
