@@ -578,8 +578,15 @@ impl From<redb::Error> for StoreError {
     fn from(err: redb::Error) -> Self {
         match err {
             redb::Error::Corrupted(reason) => StoreError::Corrupt { reason },
-            // redb reports a file that is not a redb database as invalid data.
-            redb::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+            // redb reports a file that is not a redb database as invalid data, and a page
+            // pointer past the end of the file (damaged, or the file cut short) as a read
+            // that ended early.
+            redb::Error::Io(io)
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
                 StoreError::Corrupt {
                     reason: io.to_string(),
                 }

@@ -290,3 +290,27 @@ def test_reads_of_a_damaged_page_raise_corruption_and_never_a_panic(tmp_path: Pa
             outcomes.add(str(err))
     engine_stopped = [o for o in outcomes if "the storage engine stopped while" in o]
     assert engine_stopped, f"no page made the engine panic: {sorted(outcomes)}"
+
+
+UNCLEAN_WRITER = """
+import os, sys, replikv
+store = replikv.Store(sys.argv[1], checkpoint_entries=100_000, checkpoint_seconds=1000)
+for i in range(150):
+    store.put("t", i, {"v": i, "pad": "x" * 200})
+store.compact()
+for i in range(150, 300):
+    store.put("t", i, {"v": i})
+os._exit(0)  # as a kill -9 would: the tables file is not closed cleanly
+"""
+
+
+def test_a_tables_file_cut_short_is_a_corruption_error_not_an_os_error(tmp_path: Path) -> None:
+    # A page pointer past the end of the file reads short: redb says "failed to fill whole
+    # buffer", an I/O error, which reached Python as an OSError of no errno.
+    base = tmp_path / "store"
+    subprocess.run([sys.executable, "-c", UNCLEAN_WRITER, str(base)], check=True, timeout=60)
+    tables = base / "tables.redb"
+    tables.write_bytes(tables.read_bytes()[: tables.stat().st_size // 2])
+    with pytest.raises(replikv.CorruptionError) as raised:
+        replikv.Store(base).close()
+    assert not isinstance(raised.value, OSError), raised.value
