@@ -84,6 +84,18 @@ pub struct LogView {
     pub fork_lsn: Option<u64>,
 }
 
+impl LogView {
+    /// This view of a log whose entries before `lsn` cannot be read (damaged): as if
+    /// retention had dropped them, so that a peer that needs them is seeded by a snapshot.
+    #[must_use]
+    pub fn unreadable_below(self, lsn: u64) -> Self {
+        Self {
+            oldest_lsn: self.oldest_lsn.max(lsn),
+            ..self
+        }
+    }
+}
+
 /// Why a peer may not resume where it stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denied {

@@ -2,6 +2,7 @@
 //! then the resume decision (stream from the log, seed by a snapshot, or refuse).
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -484,8 +485,10 @@ async fn log_view(
         return Err(Denied::new(RefuseCode::Fenced, deposed.to_string()));
     }
     let peer_history = peer_history(&history)?;
+    let unreadable_below = shared.unreadable_below.load(Ordering::Acquire);
     tokio::task::spawn_blocking(move || {
         view_at(&store, flushed_lsn, peer_history.as_ref(), written)
+            .map(|view| view.unreadable_below(unreadable_below))
     })
     .await
     .map_err(|e| internal(&e))?
@@ -560,14 +563,18 @@ async fn held_match(
 ) -> Result<Option<u64>, Denied> {
     let store = shared.store.clone();
     let theirs = peer_history(history)?;
+    let unreadable_below = shared.unreadable_below.load(Ordering::Acquire);
     tokio::task::spawn_blocking(move || {
         let view = |lsn| {
-            view_at(&store, lsn, theirs.as_ref(), true).unwrap_or(LogView {
-                oldest_lsn: u64::MAX,
-                last_lsn: 0,
-                id_at_resume: None,
-                fork_lsn: None,
-            })
+            view_at(&store, lsn, theirs.as_ref(), true).map_or(
+                LogView {
+                    oldest_lsn: u64::MAX,
+                    last_lsn: 0,
+                    id_at_resume: None,
+                    fork_lsn: None,
+                },
+                |view| view.unreadable_below(unreadable_below),
+            )
         };
         handshake::resume_holding(&held, view).ok()
     })

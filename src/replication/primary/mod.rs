@@ -142,6 +142,10 @@ struct Shared {
     handing_over: Mutex<Option<(String, tokio::sync::oneshot::Sender<String>)>>,
     /// A switchover runs (from its first check to its end): one at a time.
     switching: std::sync::atomic::AtomicBool,
+    /// The log before this LSN could not be read (a damaged record met while streaming):
+    /// a peer that needs it is seeded by a snapshot of the tables, as if retention had
+    /// dropped it (0: all of it reads).
+    unreadable_below: AtomicU64,
     /// A switchover an operator asked for, until the owner carries it out.
     requested: Mutex<Option<switchover::Request>>,
 }
@@ -224,6 +228,7 @@ impl Primary {
             members: members::Members::default(),
             handing_over: Mutex::new(None),
             switching: std::sync::atomic::AtomicBool::new(false),
+            unreadable_below: AtomicU64::new(0),
             requested: Mutex::new(None),
         });
         // Subscribed before any replica can connect. Weak: the store holds the listener,

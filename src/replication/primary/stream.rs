@@ -164,8 +164,7 @@ async fn read_batch(
     if up_to > store.last_lsn() {
         // Past the visible LSN: the newest records, kept in memory.
         let batch = store.read_log_written(&mut position, up_to, BATCH_ENTRIES, max_bytes);
-        let batch =
-            batch.map_err(|e| ReplicationError::Protocol(format!("cannot read the log: {e}")))?;
+        let batch = batch.map_err(|e| unreadable(shared, &e, after_lsn))?;
         return Ok((batch, position));
     }
     // A small backlog is among the newest records, which the store keeps in memory: reading
@@ -182,9 +181,34 @@ async fn read_batch(
         .await
         .map_err(|e| ReplicationError::Protocol(format!("log reader failed: {e}")))?
     };
-    let batch =
-        batch.map_err(|e| ReplicationError::Protocol(format!("cannot read the log: {e}")))?;
+    let batch = batch.map_err(|e| unreadable(shared, &e, after_lsn))?;
     Ok((batch, position))
+}
+
+/// The link's end when the log after `after_lsn` cannot be read. A damaged record makes
+/// the log before the end of its segment unreadable for every peer from now on: each is
+/// seeded by a snapshot of the tables when it reconnects, rather than meeting the damage
+/// again and again (logged once, with what was found).
+fn unreadable(shared: &Shared, failure: &crate::error::Error, after_lsn: u64) -> ReplicationError {
+    if let crate::error::Error::Log(crate::error::LogError::Corrupt { .. }) = failure {
+        let store = &shared.store;
+        let segment_end = store.log_segments().ok().and_then(|segments| {
+            segments
+                .iter()
+                .map(|segment| segment.first_lsn)
+                .find(|&first| first > after_lsn + 1)
+        });
+        let below = segment_end.unwrap_or_else(|| store.last_lsn() + 1);
+        if shared.unreadable_below.fetch_max(below, Ordering::AcqRel) < below {
+            tracing::error!(
+                error = %failure,
+                below,
+                "the log is damaged: peers that need it before this LSN are seeded by a \
+                 snapshot of the tables (`replikv scrub` checks them)"
+            );
+        }
+    }
+    ReplicationError::Protocol(format!("cannot read the log: {failure}"))
 }
 
 /// Hands every ack of `id` to the machine; ends at the first other message, a broken frame
