@@ -285,6 +285,42 @@ def test_a_promotion_serves_with_the_old_primarys_settings_remembered_across_a_r
     third.store.close()
 
 
+def test_damaged_settings_of_the_old_primary_never_make_a_promotion_serve_weaker(
+    tmp_path: Path,
+) -> None:
+    store = replikv.Store(tmp_path / "primary")
+    with (
+        replikv.Primary(
+            store, token=TOKEN, heartbeat_interval=0.02, table_modes={"consent": "sync"}
+        ) as primary,
+        replikv.Replica(tmp_path / "eu-1", primary=primary.address, token=TOKEN) as eu1,
+    ):
+        eventually("eu-1", lambda: primary.sync_state == "ok")
+        store.put("consent", "ana", True, durability="sync")
+        eventually("a heartbeat", lambda: eu1.status().primary_members == 1)
+    store.close()
+    # One bit of a table's name flipped: the file still decodes, to other table modes.
+    saved = tmp_path / "eu-1" / "primary_settings"
+    data = bytearray(saved.read_bytes())
+    data[data.index(b"consent") + 6] ^= 0x01
+    saved.write_bytes(bytes(data))
+    with pytest.raises(replikv.ReplicationError, match="primary_settings is damaged"):
+        replikv.promote_stopped(tmp_path / "eu-1")
+    eu1 = replikv.Replica(tmp_path / "eu-1", primary="127.0.0.1:9", token=TOKEN)
+    try:
+        for partial in ({}, {"quorum": 1, "table_modes": {"consent": "sync"}}):
+            with pytest.raises(replikv.ReplicationError, match="pass quorum=, table_modes="):
+                eu1.promote(**partial)  # type: ignore[arg-type]
+        assert eu1.store.epoch == 1, "refused before anything changed"
+        new = eu1.promote(quorum=1, table_modes={"consent": "sync"}, default_durability="async")
+        assert new.settings["table_modes"] == {"consent": "sync"}
+        assert new.store.epoch == 2
+        new.close()
+        new.store.close()
+    finally:
+        eu1.close()
+
+
 def test_a_promotion_to_an_address_it_cannot_listen_on_is_refused_before_anything_changes(
     tmp_path: Path,
 ) -> None:

@@ -327,7 +327,10 @@ impl PyReplica {
     /// Raises ``ReplicationError`` when too few members can be reached (nothing changes
     /// when that is known before asking), when another promotion got a member first, or
     /// when a member holds a newer log that forked from this one; ``force=True``
-    /// promotes with whoever granted and reports the possible loss. The store then
+    /// promotes with whoever granted and reports the possible loss. It also raises it,
+    /// before anything changes, when the settings kept on disk are damaged and no heartbeat
+    /// told them again, unless ``quorum``, ``table_modes`` and ``default_durability`` are
+    /// all given: it never serves weaker than the old primary did. The store then
     /// belongs to the new primary: closing the replica leaves it open. ``ValueError``: an
     /// argument out of range.
     #[allow(clippy::too_many_arguments)] // the keyword arguments of the Python API
@@ -361,7 +364,12 @@ impl PyReplica {
             default_durability,
             ship_ahead,
         }
-        .options(&listen, token, self.replica.state().primary_settings)?;
+        .options(
+            py,
+            &listen,
+            token,
+            self.replica.state().remembered_settings(),
+        )?;
         let replica = &self.replica;
         let (primary, promotion) = run_detached(py, move || replica.promote(options, force))?;
         Ok(PyPrimary {

@@ -9,6 +9,7 @@ use pyo3::types::PyDict;
 
 use super::args::{durability_setting, seconds};
 use super::replication::{on_timeout, quorum, table_modes};
+use crate::error::ReplicationError;
 use crate::replication::handover::Settings;
 use crate::replication::primary::PrimaryOptions;
 use crate::store::OnTimeout;
@@ -74,13 +75,35 @@ impl Overrides {
     /// old primary's settings; a new primary's defaults when unknown), with every given
     /// argument in place of its setting, each checked as `Primary(...)` checks it. Only
     /// the arguments given can be refused: what was inherited is brought within bounds
-    /// (see [`Settings::options`]), so that a damaged file never blocks a promotion.
+    /// (see [`Settings::options`]). Settings kept on disk that cannot be read back
+    /// (`Err`: the damage) are refused unless the arguments say the quorum and how each
+    /// table is written: a promotion never serves weaker than the old primary did.
     pub(super) fn options(
         self,
+        py: Python<'_>,
         listen: &str,
         token: Option<String>,
-        inherited: Option<Settings>,
+        inherited: Result<Option<Settings>, String>,
     ) -> PyResult<PrimaryOptions> {
+        let inherited = match inherited {
+            Ok(settings) => settings,
+            Err(damage)
+                if self.quorum.is_none()
+                    || self.table_modes.is_none()
+                    || self.default_durability.is_none() =>
+            {
+                let refused = ReplicationError::Refused {
+                    reason: format!(
+                        "the old primary's settings cannot be read back ({damage}), and no \
+                         heartbeat has told them since this replica started: pass quorum=, \
+                         table_modes= and default_durability= to promote(), as the old \
+                         primary served"
+                    ),
+                };
+                return Err(super::errors::to_py(py, refused.into()));
+            }
+            Err(_) => None,
+        };
         let mut options = if let Some(settings) = inherited {
             settings.options(listen.to_owned(), token)
         } else {

@@ -78,7 +78,7 @@ impl Follower {
             }
             .into());
         }
-        let state = ReplicaState::connecting(0, 0, Vec::new(), None);
+        let state = ReplicaState::connecting(0, 0, Vec::new(), Ok(None));
         let shared = Shared::new(consumer, options, OnDiverge::Resync, state, None, None);
         Self::spawn(shared)
     }
@@ -312,7 +312,7 @@ mod tests {
             name: "r1".into(),
             max_backoff: Duration::from_millis(20),
         };
-        let state = ReplicaState::connecting(0, 0, Vec::new(), None);
+        let state = ReplicaState::connecting(0, 0, Vec::new(), Ok(None));
         let shared = Shared::new(Arc::new(store), options, OnDiverge::Stop, state, None, None);
         Follower::spawn(shared).expect("the thread starts")
     }

@@ -73,6 +73,10 @@ pub struct ReplicaState {
     /// The primary's settings, as last heard (kept on disk): what a promotion of this
     /// replica serves with unless told otherwise.
     pub primary_settings: Option<Settings>,
+    /// Why the settings kept on disk could not be read back (damaged), until a heartbeat
+    /// tells them again: a promotion then serves only with settings it is given, never
+    /// with defaults that may be weaker than the old primary's.
+    pub settings_damage: Option<String>,
     /// The primary's clock at the last heartbeat, and when it arrived here.
     heartbeat: Option<(u64, Instant)>,
     /// Commit time (primary's clock) of the oldest entry missing here, as of the last
@@ -101,8 +105,12 @@ impl ReplicaState {
         primary_quorum: u64,
         primary_members: u64,
         primary_peers: Vec<(String, String)>,
-        primary_settings: Option<Settings>,
+        primary_settings: Result<Option<Settings>, String>,
     ) -> Self {
+        let (primary_settings, settings_damage) = match primary_settings {
+            Ok(settings) => (settings, None),
+            Err(damage) => (None, Some(damage)),
+        };
         Self {
             state: LinkState::Connecting,
             primary_last_lsn: 0,
@@ -111,6 +119,7 @@ impl ReplicaState {
             primary_members,
             primary_peers,
             primary_settings,
+            settings_damage,
             heartbeat: None,
             oldest_missing_ms: 0,
             last_error: None,
@@ -120,6 +129,18 @@ impl ReplicaState {
             diverged: None,
             resyncs: 0,
             last_resync: None,
+        }
+    }
+
+    /// The primary's settings as last heard, or why those kept on disk cannot be read
+    /// back (until a heartbeat tells them again).
+    ///
+    /// # Errors
+    /// The damage, as [`Self::settings_damage`] says it.
+    pub fn remembered_settings(&self) -> Result<Option<Settings>, String> {
+        match &self.settings_damage {
+            Some(damage) => Err(damage.clone()),
+            None => Ok(self.primary_settings.clone()),
         }
     }
 

@@ -136,7 +136,27 @@ pub fn promote_stopped(path: &Path, force: bool) -> Result<Promotion> {
     if let (Some(reason), false) = (&refusal, force) {
         return Err(refused(&name, reason));
     }
-    let settings = remembered::settings(path);
+    // Forced, a promotion goes on without damaged settings (printed as unknown); unforced,
+    // it never leaves the operator to serve with defaults weaker than the old primary's.
+    let settings = match (remembered::settings(path), force) {
+        (Ok(settings), _) => settings,
+        (Err(damage), false) => {
+            store.close()?;
+            return Err(ReplicationError::Refused {
+                reason: format!(
+                    "cannot promote '{name}': the old primary's settings cannot be read back \
+                     ({damage}), so nothing says how to serve it; forcing (force=True, \
+                     replikv promote --force) promotes it, to be served with the quorum and \
+                     table modes the old primary had"
+                ),
+            }
+            .into());
+        }
+        (Err(damage), true) => {
+            tracing::warn!(%damage, "promoted without the old primary's settings");
+            None
+        }
+    };
     let promoted = begin(&store, &name, needed, refusal.is_some(), settings);
     store.close()?;
     promoted

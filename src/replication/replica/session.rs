@@ -294,6 +294,7 @@ fn observe(shared: &Shared, machine: &ReplicaMachine, message: &Message) {
         }
         if settings_changed {
             state.primary_settings.clone_from(settings);
+            state.settings_damage = None;
         }
         state.primary_last_lsn = state.primary_last_lsn.max(*last_lsn);
         state.heartbeat = Some((*now_ms, Instant::now()));
