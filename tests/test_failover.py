@@ -203,9 +203,9 @@ def test_replikv_promote_says_a_stopped_replica_reaches_no_other_member(
         assert unchanged.read_only and unchanged.epoch == 1
 
 
-def test_replikv_promote_promotes_a_stopped_replica_by_the_rule(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def stopped_replica_of_a_sync_consent_primary(tmp_path: Path) -> int:
+    """A replica in ``tmp_path/eu-1``, stopped after its primary (consent written sync, gone
+    too) acknowledged one consent write and told it its members; returns that write's LSN."""
     store = replikv.Store(tmp_path / "primary")
     with (
         replikv.Primary(
@@ -217,6 +217,13 @@ def test_replikv_promote_promotes_a_stopped_replica_by_the_rule(
         lsn = store.put("consent", "ana", True, durability="sync").lsn
         eventually("a heartbeat", lambda: eu1.status().primary_members == 1)
     store.close()
+    return lsn
+
+
+def test_replikv_promote_promotes_a_stopped_replica_by_the_rule(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lsn = stopped_replica_of_a_sync_consent_primary(tmp_path)
     from replikv import cli
 
     assert cli.main(["promote", str(tmp_path / "missing")]) == 1
@@ -288,17 +295,7 @@ def test_a_promotion_serves_with_the_old_primarys_settings_remembered_across_a_r
 def test_damaged_settings_of_the_old_primary_never_make_a_promotion_serve_weaker(
     tmp_path: Path,
 ) -> None:
-    store = replikv.Store(tmp_path / "primary")
-    with (
-        replikv.Primary(
-            store, token=TOKEN, heartbeat_interval=0.02, table_modes={"consent": "sync"}
-        ) as primary,
-        replikv.Replica(tmp_path / "eu-1", primary=primary.address, token=TOKEN) as eu1,
-    ):
-        eventually("eu-1", lambda: primary.sync_state == "ok")
-        store.put("consent", "ana", True, durability="sync")
-        eventually("a heartbeat", lambda: eu1.status().primary_members == 1)
-    store.close()
+    stopped_replica_of_a_sync_consent_primary(tmp_path)
     # One bit of a table's name flipped: the file still decodes, to other table modes.
     saved = tmp_path / "eu-1" / "primary_settings"
     data = bytearray(saved.read_bytes())
