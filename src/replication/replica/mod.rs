@@ -109,7 +109,14 @@ impl ReplicaState {
     ) -> Self {
         let (primary_settings, settings_damage) = match primary_settings {
             Ok(settings) => (settings, None),
-            Err(damage) => (None, Some(damage)),
+            Err(damage) => {
+                tracing::warn!(
+                    %damage,
+                    "the primary's settings are unknown until a heartbeat tells them again: a \
+                     promotion before then is refused unless given its quorum and table modes"
+                );
+                (None, Some(damage))
+            }
         };
         Self {
             state: LinkState::Connecting,
