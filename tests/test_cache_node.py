@@ -278,6 +278,32 @@ def test_a_write_in_the_log_drops_the_cached_key(store: replikv.Store) -> None:
             r.close()
 
 
+def test_a_refresh_node_serves_each_entrys_last_write_of_a_key(store: replikv.Store) -> None:
+    with (
+        replikv.Primary(store, listen="127.0.0.1:0", ship_interval=0.005) as primary,
+        replikv.CacheNode(follow=primary.address, on_write="refresh") as node,
+        replikv.Cache([node.address], source=store) as cache,
+    ):
+        store.put("t", "a", "a0")
+        store.put("t", "b", "b0")
+        eventually("the node to process them", lambda: node.stats().processed_lsn == 2)
+        assert (cache.get("t", "a"), cache.get("t", "b")) == ("a0", "b0")
+        assert node.stats().keys == 2, "both filled"
+        store.put("t", "a", "a1")
+        eventually("the node to refresh a", lambda: node.stats().processed_lsn == 3)
+        hits = node.stats().hits
+        assert cache.get("t", "a") == "a1" and node.stats().hits == hits + 1, "refreshed"
+        # One entry writing a key twice: a put_many's later row wins, and so does a delete
+        # after a put in one transaction.
+        store.put_many("t", [("a", "a2"), ("a", "a3")])
+        with store.transaction() as tx:
+            tx.put("t", "b", "b1")
+            tx.delete("t", "b")
+        eventually("the node to process both", lambda: node.stats().processed_lsn == 5)
+        assert (store.get("t", "a"), store.get("t", "b")) == ("a3", None)
+        assert (cache.get("t", "a"), cache.get("t", "b")) == ("a3", None)
+
+
 def test_a_new_node_counts_no_flush_until_one_happens_and_bytes_counts_its_overhead(
     store: replikv.Store,
 ) -> None:

@@ -145,7 +145,11 @@ pub struct VersionedLru<V = Bytes> {
 }
 
 fn footprint(key: &[u8], value: &impl Weigh) -> usize {
-    key.len() + value.weight() + ENTRY_OVERHEAD
+    entry_bytes(key.len(), value.weight())
+}
+
+fn entry_bytes(key_bytes: usize, value_weight: usize) -> usize {
+    key_bytes + value_weight + ENTRY_OVERHEAD
 }
 
 impl<V: Weigh> VersionedLru<V> {
@@ -270,6 +274,15 @@ impl<V: Weigh> VersionedLru<V> {
         self.counters.stale_fills_refused += 1;
     }
 
+    /// Whether a key of `key_bytes` with a value weighing `value_weight` fits the byte
+    /// bound at all (what [`Self::set`] refuses with [`Fill::TooLarge`] otherwise).
+    #[must_use]
+    pub fn fits(&self, key_bytes: usize, value_weight: usize) -> bool {
+        self.bounds
+            .max_bytes
+            .is_none_or(|max| entry_bytes(key_bytes, value_weight) <= max)
+    }
+
     fn store(
         &mut self,
         key: Bytes,
@@ -345,9 +358,17 @@ impl<V: Weigh> VersionedLru<V> {
         let Some(held) = self.entries.peek(key) else {
             return;
         };
-        if held.version >= at && held.version != Version::default() {
-            // A fill read after this write, in this history, already holds a value at least
-            // this new.
+        // A fill read after this write, in this history, already holds a value at least
+        // this new. One at this very entry holds the entry's end (and so does a value an
+        // earlier op of the entry dropped, as dropping leaves nothing); a value an earlier
+        // op of the entry refreshed may not (`put_many` of one key twice, or a put then a
+        // delete in a transaction): refreshing goes on through the entry's last op of the
+        // key, which is its end.
+        let newer = match self.on_write {
+            OnWrite::Refresh => held.version > at,
+            OnWrite::Drop => held.version >= at,
+        };
+        if newer && held.version != Version::default() {
             return;
         }
         self.counters.invalidations += 1;

@@ -70,11 +70,19 @@ pub(super) fn set(call: &mut Call<'_>) -> Outcome {
 }
 
 pub(super) fn del(call: &mut Call<'_>) -> Outcome {
+    let now = call.now_ms;
     let removed = call.args[1..]
         .iter()
-        .filter(|k| call.node.lru.remove(k))
+        .filter(|k| remove_live(call.node, k, now))
         .count();
     Reply::Int(removed as i64).into()
+}
+
+/// Drops `key`; whether it was there to drop, as Redis counts it: a key whose TTL passed
+/// is dropped too, but was already gone.
+fn remove_live(node: &mut crate::cache::node::Node, key: &[u8], now_ms: u64) -> bool {
+    let live = node.lru.contains(key, now_ms);
+    node.lru.remove(key) && live
 }
 
 pub(super) fn exists(call: &mut Call<'_>) -> Outcome {
@@ -103,6 +111,15 @@ pub(super) fn mset(call: &mut Call<'_>) -> Outcome {
         return super::wrong_arity(b"mset").into();
     }
     let ttl = call.node.ttl_for(None);
+    // All or nothing, as in Redis: a pair too large for the byte bound refuses the command
+    // before any pair is stored.
+    let fits = (1..call.args.len()).step_by(2).all(|pair| {
+        let (name, value) = (&call.args[pair], &call.args[pair + 1]);
+        call.node.lru.fits(name.len(), value.len())
+    });
+    if !fits {
+        return too_large();
+    }
     for pair in (1..call.args.len()).step_by(2) {
         let (name, value) = (take(call, pair), take(call, pair + 1));
         let stored = call
@@ -127,7 +144,7 @@ pub(super) fn expire(call: &mut Call<'_>) -> Outcome {
     };
     if count <= 0 {
         // A TTL already passed: Redis deletes the key.
-        let removed = call.node.lru.remove(&call.args[1]);
+        let removed = remove_live(call.node, &call.args[1], call.now_ms);
         return Reply::Int(i64::from(removed)).into();
     }
     let Some(ms) = ttl_ms(count, unit_ms, call.now_ms) else {

@@ -169,9 +169,18 @@ fn not_an_integer() -> Outcome {
     Reply::Error("ERR value is not an integer or out of range".into()).into()
 }
 
-/// An argument as an integer (Redis's strict decimal form).
+/// An argument as an integer, in Redis's strict decimal form: an optional `-`, then digits
+/// with no leading zero (`+5`, `05` and `-0` are not integers to Redis).
 fn integer(arg: &[u8]) -> Option<i64> {
-    std::str::from_utf8(arg).ok()?.parse().ok()
+    let digits = arg.strip_prefix(b"-").unwrap_or(arg);
+    let canonical = match digits {
+        [b'0'] => arg.len() == 1,
+        [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    canonical
+        .then(|| std::str::from_utf8(arg).ok()?.parse().ok())
+        .flatten()
 }
 
 #[cfg(test)]

@@ -109,6 +109,56 @@ fn expire_ttl_and_persistent_keys() {
     }
     assert_eq!(c.run("EXPIRE k -1"), Reply::Int(1));
     assert_eq!(c.run("EXISTS k"), Reply::Int(0));
+    // A key whose TTL passed is gone to DEL and EXPIRE too, though not dropped yet.
+    for gone in ["DEL k", "UNLINK k", "EXPIRE k 0", "PEXPIRE k -5"] {
+        c.run("SET k v PX 50");
+        c.now_ms += 120;
+        assert_eq!(c.run(gone), Reply::Int(0), "{gone}");
+    }
+    // Integers as Redis writes them: no sign but '-', no leading zero.
+    c.run("SET k v");
+    for odd in ["+5", "05", "-0", "5x", ""] {
+        assert!(
+            error_starts(
+                &c.run(&format!("EXPIRE k {odd}")),
+                "ERR value is not an integer"
+            ),
+            "{odd:?}"
+        );
+    }
+    assert_eq!(
+        c.run("PTTL k"),
+        Reply::Int(-1),
+        "no refused EXPIRE set a TTL"
+    );
+    assert_eq!(c.run("EXPIRE k 0"), Reply::Int(1));
+}
+
+#[test]
+fn mset_is_all_or_nothing_against_the_byte_bound() {
+    let node = Node::new(NodeOptions {
+        bounds: Bounds {
+            capacity: 100,
+            max_bytes: Some(1000),
+            tombstones: 100,
+        },
+        on_write: OnWrite::Drop,
+        ttl_ms: None,
+        token: None,
+    });
+    let session = Session::new(1, &node);
+    let mut c = Client {
+        node,
+        session,
+        now_ms: 0,
+    };
+    let too_large = "x".repeat(2000);
+    assert!(error_starts(
+        &c.run(&format!("MSET a 1 b {too_large} c 3")),
+        "OOM"
+    ));
+    assert_eq!(c.run("DBSIZE"), Reply::Int(0), "no pair was stored");
+    assert_eq!(c.run("MSET a 1 c 3"), Reply::Ok);
 }
 
 #[test]

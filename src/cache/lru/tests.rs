@@ -123,6 +123,15 @@ fn refresh_mode_stores_the_written_value_and_a_delete_drops() {
     assert_eq!(cache.get(b"k", 0), Some((&bytes("v2"), at(2))));
     cache.written(&bytes("k"), None, at(3), 0);
     assert!(cache.get(b"k", 0).is_none());
+    // One entry that writes a key twice (put_many of one key twice, a put then a delete in
+    // a transaction) ends at its last op.
+    cache.fill(bytes("k"), bytes("v3"), at(3), None, 0);
+    cache.written(&bytes("k"), Some(bytes("first")), at(4), 0);
+    cache.written(&bytes("k"), Some(bytes("last")), at(4), 0);
+    assert_eq!(cache.get(b"k", 0), Some((&bytes("last"), at(4))));
+    cache.written(&bytes("k"), Some(bytes("put")), at(5), 0);
+    cache.written(&bytes("k"), None, at(5), 0);
+    assert!(cache.get(b"k", 0).is_none());
     // A key not held is not filled by a write: only remembered.
     cache.written(&bytes("other"), Some(bytes("x")), at(4), 0);
     assert!(cache.get(b"other", 0).is_none());
