@@ -218,6 +218,28 @@ def test_memoize_keeps_each_functions_results_its_own() -> None:
         assert cache.stats().keys >= 5, "the other functions' results stay"
 
 
+def test_memoize_never_caches_a_result_computed_across_an_invalidation() -> None:
+    data = {"vip": 1}
+    computing, finish = threading.Event(), threading.Event()
+    with replikv.Cache(capacity=100) as cache:
+
+        @cache.memoize(ttl=60)
+        def segment_size(name: str) -> int:
+            size = data[name]
+            computing.set()
+            assert finish.wait(10)
+            return size
+
+        slow = threading.Thread(target=segment_size, args=("vip",))
+        slow.start()
+        assert computing.wait(10)
+        data["vip"] = 2
+        segment_size.invalidate("vip")  # type: ignore[attr-defined]
+        finish.set()
+        slow.join(10)
+        assert segment_size("vip") == 2, "the result from before the invalidation was kept"
+
+
 def test_memoize_tells_apart_arguments_whose_reprs_agree() -> None:
     pandas = pytest.importorskip("pandas")
     numpy = pytest.importorskip("numpy")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import pickle
+import threading
 import types
 import uuid
 from collections.abc import Callable
@@ -118,11 +119,18 @@ def memoize(cache: Cache, ttl: float | None) -> Callable[[Callable[P, R]], Calla
     are its own: two lambdas, or two closures of one factory over other values, never
     share them (see `_identity`). A result of ``None`` is not cached.
     ``wrapped.invalidate(*args, **kwargs)`` drops one call's result,
-    ``wrapped.invalidate_all()`` every result of the function.
+    ``wrapped.invalidate_all()`` every result of the function; a call that was computing
+    meanwhile returns its result without caching it.
     """
 
     def decorate(function: Callable[P, R]) -> Callable[P, R]:
         table = _table(function)
+        # Counts the invalidations in this process: a result computed across one may be of
+        # the data from before it, and is returned but not cached. The lock makes "not
+        # invalidated since, so store it" one step against an invalidation. (One made in
+        # another process sharing the nodes is not seen here.)
+        invalidations = [0]
+        storing = threading.Lock()
 
         def key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
             return _key((args, sorted(kwargs.items())))
@@ -133,16 +141,23 @@ def memoize(cache: Cache, ttl: float | None) -> Callable[[Callable[P, R]], Calla
             found = cache.get(table, call, _MISSING, read_through=False)
             if found is not _MISSING:
                 return found  # type: ignore[no-any-return]
+            before = invalidations[0]
             result = function(*args, **kwargs)
             if result is not None:
-                cache.set(table, call, result, ttl=ttl)
+                with storing:
+                    if invalidations[0] == before:
+                        cache.set(table, call, result, ttl=ttl)
             return result
 
         def invalidate(*args: Any, **kwargs: Any) -> bool:
-            return cache.invalidate(table, key(args, kwargs))
+            with storing:
+                invalidations[0] += 1
+                return cache.invalidate(table, key(args, kwargs))
 
         def invalidate_all() -> int:
-            return cache.invalidate_prefix(table)
+            with storing:
+                invalidations[0] += 1
+                return cache.invalidate_prefix(table)
 
         wrapped.invalidate = invalidate  # type: ignore[attr-defined]
         wrapped.invalidate_all = invalidate_all  # type: ignore[attr-defined]
