@@ -100,6 +100,26 @@ def test_a_diverged_replica_refuses_read_your_writes_even_at_an_lsn_it_holds(
         new.store.close()
 
 
+def test_an_lsn_held_before_the_primary_checked_the_history_is_not_the_primarys(
+    primary: replikv.Primary, tmp_path: Path
+) -> None:
+    # Both hold LSNs 1 to 3, of other histories: until the handshake compares them, the
+    # replica's LSN 3 is not the primary's, so a read-your-writes wait must not end on it.
+    primary.store.put("consent", "ana@example.com", True)
+    primary.store.put("consent", "bob@example.com", True)
+    path = diverged_dir(tmp_path / "replica")
+    with replikv.Replica(path, primary=primary.address, token=TOKEN, name="eu-1") as replica:
+        with pytest.raises(replikv.DivergedError):
+            replica.wait_for(3, timeout=30)
+        with pytest.raises(replikv.DivergedError):
+            replica.get("consent", "ana@example.com", min_lsn=3, timeout=30)
+    # Nothing to compare at LSN 0: a read without min_lsn does not wait for the primary.
+    with replikv.Replica(path, primary="127.0.0.1:9", token=TOKEN, name="eu-1") as away:
+        assert away.get("subscribers", "ana@example.com", timeout=0) == {"opted_in": False}
+        with pytest.raises(replikv.ReplicationTimeout, match="has not checked its history"):
+            away.get("subscribers", "ana@example.com", min_lsn=1, timeout=0.2)
+
+
 def test_a_resync_keeps_the_local_only_entries_in_a_report_and_re_seeds(
     primary: replikv.Primary, tmp_path: Path
 ) -> None:

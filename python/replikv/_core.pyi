@@ -1286,10 +1286,11 @@ class Replica:
         ``(stage, done, total)``, ``stage`` being ``"snapshot"`` or ``"catch-up"``; a wait
         that reaches ``lsn`` ends on a call with ``done == total``.
 
-        It returns at once when ``lsn`` is already applied here, even before the link has
-        compared this directory's history with the primary's. After a failover, wait for an
-        LSN past the old primary's last one to learn whether the histories fork (a fork
-        raises, below).
+        An LSN applied here counts only once the primary it follows has compared this
+        directory's history with its own (the first handshake since it started, or since
+        ``follow()`` re-pointed it): a directory that served as a primary, or followed
+        another one, may hold other entries under the same LSNs. Until then it waits, even
+        for an LSN it holds; a fork found then raises (below).
 
         A primary that cannot be reached is retried, not raised: the wait then returns
         ``False``, and ``status().last_error`` says why (``connection refused``, ...).

@@ -159,10 +159,11 @@ impl PyReplica {
     /// ``(stage, done, total)``, ``stage`` being ``"snapshot"`` or ``"catch-up"``; a wait
     /// that reaches ``lsn`` ends on a call with ``done == total``.
     ///
-    /// It returns at once when ``lsn`` is already applied here, even before the link has
-    /// compared this directory's history with the primary's. After a failover, wait for an
-    /// LSN past the old primary's last one to learn whether the histories fork (a fork
-    /// raises, below).
+    /// An LSN applied here counts only once the primary it follows has compared this
+    /// directory's history with its own (the first handshake since it started, or since
+    /// ``follow()`` re-pointed it): a directory that served as a primary, or followed
+    /// another one, may hold other entries under the same LSNs. Until then it waits, even
+    /// for an LSN it holds; a fork found then raises (below).
     ///
     /// A primary that cannot be reached is retried, not raised: the wait then returns
     /// ``False``, and ``status().last_error`` says why (``connection refused``, ...).
@@ -227,9 +228,15 @@ impl PyReplica {
         let limit = wait_limit("timeout", timeout)?;
         if !self.wait_applied(py, min_lsn, limit)? {
             let applied = self.replica.store().readable_lsn();
-            let mut message =
-                format!("the replica has applied LSN {applied}, not {min_lsn}, after {timeout} s");
             let state = self.replica.state();
+            let mut message = if state.matched {
+                format!("the replica has applied LSN {applied}, not {min_lsn}, after {timeout} s")
+            } else {
+                format!(
+                    "the replica's primary has not checked its history yet, after {timeout} s: \
+                     none of its LSNs counts as the primary's (it holds {applied})"
+                )
+            };
             if let Some(error) = state.last_error {
                 let _ = write!(message, " (its link is {}: {error})", state.state.name());
             }
@@ -513,18 +520,25 @@ impl PyReplica {
         };
         closed()?;
         // A replica that stopped on a fork holds entries its primary does not: none of its
-        // LSNs is the primary's any more, whether reached here or not.
+        // LSNs is the primary's any more, whether reached here or not. Nor are they before
+        // its primary checked its history (a store that served as a primary, or followed
+        // another one, may hold entries this primary lacks under the same LSNs).
         let diverged = || replica.state().diverged.is_some();
+        // LSN 0 (nothing) is in every history.
+        let holds = |matched: bool| lsn == 0 || (matched && store.readable_lsn() >= lsn);
+        let reached = || holds(replica.state().matched);
         if !diverged() {
             wait_until(py, timeout, || {
-                store.readable_lsn() >= lsn || store.is_closed() || {
+                store.is_closed() || {
                     // One copy of the state per check: the wait polls every millisecond.
                     let state = replica.state();
-                    state.state == LinkState::Failed || state.diverged.is_some()
+                    holds(state.matched)
+                        || state.state == LinkState::Failed
+                        || state.diverged.is_some()
                 }
             })?;
             closed()?;
-            if store.readable_lsn() >= lsn && !diverged() {
+            if reached() && !diverged() {
                 return Ok(true);
             }
         }

@@ -16,6 +16,7 @@ use crate::replication::handshake::{self, Role};
 use crate::replication::machine::ReplicaMachine;
 use crate::replication::monitor::dial;
 use crate::replication::protocol::{read_handshake_frame, write_frame, Message, PeerKind};
+use crate::replication::status::LinkState;
 
 /// How long connecting, each handshake step and a snapshot's first frame may take.
 pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -106,14 +107,7 @@ pub(super) async fn connect(
                         ReplicationError::Protocol(format!("cannot record epoch {epoch}: {e}"))
                     })?;
             }
-            {
-                let mut state = lock(&shared.state);
-                state.primary_epoch = epoch;
-                state.primary_last_lsn = last_lsn;
-                state.connections += 1;
-                state.last_error = None;
-                state.state = machine.state();
-            }
+            welcomed(shared, epoch, last_lsn, machine.state());
             if snapshot {
                 let accept = |start: &SnapshotStart| {
                     machine.snapshot_begins(start.lsn, start.epoch, start.lineage, position.lineage)
@@ -140,4 +134,16 @@ async fn cut_lost(shared: &Arc<Shared>, lsn: u64) -> Result<(), ReplicationError
         .await
         .map_err(|e| ReplicationError::Protocol(e.to_string()))?
         .map_err(|e| ReplicationError::Protocol(format!("cannot cut the log after {lsn}: {e}")))
+}
+
+/// Records a welcome from a primary of `epoch` whose log ends at `last_lsn`: it checked
+/// this store's history, so what the store holds is that primary's.
+fn welcomed(shared: &Shared, epoch: u64, last_lsn: u64, link: LinkState) {
+    let mut state = lock(&shared.state);
+    state.primary_epoch = epoch;
+    state.primary_last_lsn = last_lsn;
+    state.connections += 1;
+    state.matched = true;
+    state.last_error = None;
+    state.state = link;
 }

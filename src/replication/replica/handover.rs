@@ -59,7 +59,11 @@ pub(super) async fn take_over(
     tracing::info!(replica = %shared.options.name, epoch, from_lsn = last_lsn + 1, address = %primary.address(), "took over as the primary");
     let address = primary.address().to_string();
     *lock(&side.handed_over) = Some(primary);
-    lock(&shared.state).state = LinkState::Promoted;
+    {
+        let mut state = lock(&shared.state);
+        state.state = LinkState::Promoted;
+        state.matched = true;
+    }
     lead_members(shared, &address);
     Ok(address)
 }

@@ -86,6 +86,10 @@ pub struct ReplicaState {
     pub last_error: Option<String>,
     /// Successful handshakes so far.
     pub connections: u64,
+    /// Whether the primary it follows now has checked its history (a handshake with it
+    /// succeeded since it started, or since it was re-pointed): until then, what its store
+    /// holds may be another history's, and no read of it counts as the primary's.
+    pub matched: bool,
     /// While a snapshot is received: rows received and rows in all.
     pub snapshot: Option<(u64, u64)>,
     /// Snapshots installed so far.
@@ -131,6 +135,7 @@ impl ReplicaState {
             oldest_missing_ms: 0,
             last_error: None,
             connections: 0,
+            matched: false,
             snapshot: None,
             snapshots: 0,
             diverged: None,
@@ -240,6 +245,7 @@ impl Shared {
             state.state = LinkState::Connecting;
             state.last_error = None;
             state.diverged = None;
+            state.matched = false;
             // The quorum and members stay as last heard until the new primary says
             // otherwise: a promotion may need them.
             state.primary_last_lsn = 0;

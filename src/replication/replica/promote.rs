@@ -366,10 +366,12 @@ impl Replica {
         let primary = Primary::start(self.store().clone(), options)?;
         {
             // Whatever it said about the old primary's history (a fork it stopped on, when
-            // forced) no longer holds: its store is the new primary's.
+            // forced) no longer holds: its store is the new primary's, whose every LSN
+            // is that primary's own.
             let mut state = lock(&self.shared().state);
             state.state = LinkState::Promoted;
             state.diverged = None;
+            state.matched = true;
         }
         for (name, flushed_lsn) in &plan.followers {
             primary.expect(std::slice::from_ref(name), *flushed_lsn);
