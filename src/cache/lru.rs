@@ -417,6 +417,13 @@ impl<V: Weigh> VersionedLru<V> {
         self.processed
     }
 
+    /// The newest epoch known to have begun: that of the last entry applied, or one a
+    /// primary's welcome announced (see [`Self::epoch_begins`]).
+    #[must_use]
+    pub fn newest_epoch(&self) -> u64 {
+        self.processed.epoch.max(self.cut.epoch)
+    }
+
     /// Drops everything and forgets every write up to `lsn`: fills older than it are
     /// refused from now on (FLUSHALL, a fork, a lost log position).
     pub fn flush(&mut self, lsn: u64) {

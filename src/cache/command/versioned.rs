@@ -26,16 +26,15 @@ pub(super) fn get(call: &mut Call<'_>) -> Outcome {
     Reply::Array(vec![value, epoch, lsn]).into()
 }
 
-/// How far past the node's processed position a fill's LSN may be, when the node follows a
-/// log: a reader's source is ahead of the node by the node's lag, never by a million
-/// entries. A version far past the log (a wire client's bug, or a forged one) would
-/// otherwise pin its value against every write of the key the node processes, until the
-/// log got there; bounded, such a fill is refused, or is stale for at most this many
-/// entries. A reader whose node lags further misses instead of filling. A fill of a newer
-/// epoch than the node has seen is refused the same way, however near its LSN: versions
-/// compare by epoch first, so such a value would outrank every write the node processes
-/// until its log reached that epoch (a reader whose source was promoted before the node
-/// heard of it misses once).
+/// How far past the node's processed position a fill's LSN may be, when the node follows a log: a
+/// reader's source is ahead of the node by the node's lag, never by a million entries. A version
+/// far past the log (a wire client's bug, or a forged one) would otherwise pin its value against
+/// every write of the key the node processes, until the log got there; bounded, such a fill is
+/// refused, or is stale for at most this many entries. A reader whose node lags further misses
+/// instead of filling. A fill of a newer epoch than the node has heard of (from an entry, or a
+/// primary's welcome) is refused the same way, however near its LSN: versions compare by epoch
+/// first, so such a value would outrank every write the node processes until its log reached that
+/// epoch (a reader whose source was promoted before the node heard of it misses once).
 const MAX_FILL_AHEAD: u64 = 1 << 20;
 
 /// An unsigned integer argument.
@@ -61,9 +60,9 @@ pub(super) fn fill(call: &mut Call<'_>) -> Outcome {
         },
         _ => return super::syntax_error(),
     };
-    let processed = call.node.processed();
-    let horizon = processed.lsn.saturating_add(MAX_FILL_AHEAD);
-    if call.node.following.primary.is_some() && (lsn > horizon || epoch > processed.epoch) {
+    let horizon = call.node.processed().lsn.saturating_add(MAX_FILL_AHEAD);
+    let newest = call.node.lru.newest_epoch();
+    if call.node.following.primary.is_some() && (lsn > horizon || epoch > newest) {
         call.node.lru.refuse_fill();
         return Reply::Int(0).into();
     }
