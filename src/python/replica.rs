@@ -371,12 +371,7 @@ impl PyReplica {
             default_durability,
             ship_ahead,
         }
-        .options(
-            py,
-            &listen,
-            token,
-            self.replica.state().remembered_settings(),
-        )?;
+        .options(py, &listen, token, self.replica.state().primary_settings)?;
         let replica = &self.replica;
         let (primary, promotion) = run_detached(py, move || replica.promote(options, force))?;
         Ok(PyPrimary {

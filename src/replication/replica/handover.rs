@@ -11,7 +11,6 @@ use crate::replication::handover::Settings;
 use crate::replication::machine::ReplicaMachine;
 use crate::replication::monitor::request_follow;
 use crate::replication::primary::Primary;
-use crate::replication::status::LinkState;
 
 /// How long telling one member to follow the new primary may take.
 const LEAD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -59,11 +58,7 @@ pub(super) async fn take_over(
     tracing::info!(replica = %shared.options.name, epoch, from_lsn = last_lsn + 1, address = %primary.address(), "took over as the primary");
     let address = primary.address().to_string();
     *lock(&side.handed_over) = Some(primary);
-    {
-        let mut state = lock(&shared.state);
-        state.state = LinkState::Promoted;
-        state.matched = true;
-    }
+    lock(&shared.state).promoted();
     lead_members(shared, &address);
     Ok(address)
 }

@@ -71,12 +71,11 @@ pub struct ReplicaState {
     /// promotion of this replica asks.
     pub primary_peers: Vec<(String, String)>,
     /// The primary's settings, as last heard (kept on disk): what a promotion of this
-    /// replica serves with unless told otherwise.
-    pub primary_settings: Option<Settings>,
-    /// Why the settings kept on disk could not be read back (damaged), until a heartbeat
-    /// tells them again: a promotion then serves only with settings it is given, never
-    /// with defaults that may be weaker than the old primary's.
-    pub settings_damage: Option<String>,
+    /// replica serves with unless told otherwise. `Err`: those kept on disk could not be
+    /// read back (damaged), and no heartbeat told them since; a promotion then serves only
+    /// with settings it is given, never with defaults that may be weaker than the old
+    /// primary's.
+    pub primary_settings: Result<Option<Settings>, String>,
     /// The primary's clock at the last heartbeat, and when it arrived here.
     heartbeat: Option<(u64, Instant)>,
     /// Commit time (primary's clock) of the oldest entry missing here, as of the last
@@ -111,17 +110,13 @@ impl ReplicaState {
         primary_peers: Vec<(String, String)>,
         primary_settings: Result<Option<Settings>, String>,
     ) -> Self {
-        let (primary_settings, settings_damage) = match primary_settings {
-            Ok(settings) => (settings, None),
-            Err(damage) => {
-                tracing::warn!(
-                    %damage,
-                    "the primary's settings are unknown until a heartbeat tells them again: a \
-                     promotion before then is refused unless given its quorum and table modes"
-                );
-                (None, Some(damage))
-            }
-        };
+        if let Err(damage) = &primary_settings {
+            tracing::warn!(
+                %damage,
+                "the primary's settings are unknown until a heartbeat tells them again: a \
+                 promotion before then is refused unless given its quorum and table modes"
+            );
+        }
         Self {
             state: LinkState::Connecting,
             primary_last_lsn: 0,
@@ -130,7 +125,6 @@ impl ReplicaState {
             primary_members,
             primary_peers,
             primary_settings,
-            settings_damage,
             heartbeat: None,
             oldest_missing_ms: 0,
             last_error: None,
@@ -144,16 +138,13 @@ impl ReplicaState {
         }
     }
 
-    /// The primary's settings as last heard, or why those kept on disk cannot be read
-    /// back (until a heartbeat tells them again).
-    ///
-    /// # Errors
-    /// The damage, as [`Self::settings_damage`] says it.
-    pub fn remembered_settings(&self) -> Result<Option<Settings>, String> {
-        match &self.settings_damage {
-            Some(damage) => Err(damage.clone()),
-            None => Ok(self.primary_settings.clone()),
-        }
+    /// Records that its store is the primary's now (promoted, or handed over to): every
+    /// LSN it holds is that primary's own, and what it said of the old primary's history
+    /// (a fork it stopped on, when forced) no longer holds.
+    fn promoted(&mut self) {
+        self.state = LinkState::Promoted;
+        self.diverged = None;
+        self.matched = true;
     }
 
     /// The primary's clock now, estimated from its last heartbeat.

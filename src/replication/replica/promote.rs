@@ -19,7 +19,6 @@ use crate::net::runtime;
 use crate::replication::handover::Settings;
 use crate::replication::machine::promotion::{needed, Defeat, Election, MemberLog, Outcome, Plan};
 use crate::replication::primary::{Primary, PrimaryOptions};
-use crate::replication::status::LinkState;
 use crate::store::{Store, StoreOptions};
 
 /// What a promotion did.
@@ -296,7 +295,7 @@ impl Replica {
             forced: plan.forced,
             possible_loss: (state.primary_last_lsn > plan.adopt_lsn)
                 .then_some((plan.adopt_lsn + 1, state.primary_last_lsn)),
-            settings: state.primary_settings.clone(),
+            settings: state.primary_settings.clone().ok().flatten(),
         };
         let primary = self.take_over(&plan, links, options)?;
         tracing::info!(name = %self.name(), epoch, start_lsn = promotion.start_lsn, reached = ?promotion.reached, forced = promotion.forced, "promoted");
@@ -364,15 +363,7 @@ impl Replica {
         self.store().begin_epoch(plan.epoch)?;
         self.promoted.store(true, Ordering::Release);
         let primary = Primary::start(self.store().clone(), options)?;
-        {
-            // Whatever it said about the old primary's history (a fork it stopped on, when
-            // forced) no longer holds: its store is the new primary's, whose every LSN
-            // is that primary's own.
-            let mut state = lock(&self.shared().state);
-            state.state = LinkState::Promoted;
-            state.diverged = None;
-            state.matched = true;
-        }
+        lock(&self.shared().state).promoted();
         for (name, flushed_lsn) in &plan.followers {
             primary.expect(std::slice::from_ref(name), *flushed_lsn);
         }

@@ -260,7 +260,9 @@ fn observe(shared: &Shared, machine: &ReplicaMachine, message: &Message) {
             let state = lock(&shared.state);
             (
                 quorum > 0 && *peers != state.primary_peers,
-                settings.is_some() && *settings != state.primary_settings,
+                settings.as_ref().is_some_and(
+                    |said| !matches!(&state.primary_settings, Ok(Some(known)) if known == said),
+                ),
             )
         };
         if let Some(side) = &shared.store_side {
@@ -293,8 +295,7 @@ fn observe(shared: &Shared, machine: &ReplicaMachine, message: &Message) {
             state.primary_peers.clone_from(peers);
         }
         if settings_changed {
-            state.primary_settings.clone_from(settings);
-            state.settings_damage = None;
+            state.primary_settings = Ok(settings.clone());
         }
         state.primary_last_lsn = state.primary_last_lsn.max(*last_lsn);
         state.heartbeat = Some((*now_ms, Instant::now()));
