@@ -115,9 +115,9 @@ def memoize(cache: Cache, ttl: float | None) -> Callable[[Callable[P, R]], Calla
 
     A call's key is the ``repr`` of its arguments when that is all of them (see `_key`),
     else a digest of their pickle: a DataFrame or an array (whose repr shows a few rows)
-    is keyed by its whole content. Each function's results
-    are its own: two lambdas, or two closures of one factory over other values, never
-    share them (see `_identity`). A result of ``None`` is not cached.
+    is keyed by its whole content. Each function's results are its own: two lambdas, or
+    two closures of one factory over other values, never share them (see `_identity`). A
+    result of ``None`` is not cached.
     ``wrapped.invalidate(*args, **kwargs)`` drops one call's result,
     ``wrapped.invalidate_all()`` every result of the function; a call that was computing
     meanwhile returns its result without caching it.
@@ -129,7 +129,7 @@ def memoize(cache: Cache, ttl: float | None) -> Callable[[Callable[P, R]], Calla
         # the data from before it, and is returned but not cached. The lock makes "not
         # invalidated since, so store it" one step against an invalidation. (One made in
         # another process sharing the nodes is not seen here.)
-        invalidations = [0]
+        invalidations = 0
         storing = threading.Lock()
 
         def key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
@@ -141,22 +141,24 @@ def memoize(cache: Cache, ttl: float | None) -> Callable[[Callable[P, R]], Calla
             found = cache.get(table, call, _MISSING, read_through=False)
             if found is not _MISSING:
                 return found  # type: ignore[no-any-return]
-            before = invalidations[0]
+            before = invalidations
             result = function(*args, **kwargs)
             if result is not None:
                 with storing:
-                    if invalidations[0] == before:
+                    if invalidations == before:
                         cache.set(table, call, result, ttl=ttl)
             return result
 
         def invalidate(*args: Any, **kwargs: Any) -> bool:
+            nonlocal invalidations
             with storing:
-                invalidations[0] += 1
+                invalidations += 1
                 return cache.invalidate(table, key(args, kwargs))
 
         def invalidate_all() -> int:
+            nonlocal invalidations
             with storing:
-                invalidations[0] += 1
+                invalidations += 1
                 return cache.invalidate_prefix(table)
 
         wrapped.invalidate = invalidate  # type: ignore[attr-defined]
