@@ -346,7 +346,7 @@ def test_a_log_segment_damaged_before_its_tail_is_a_corruption_error(tmp_path: P
     with replikv.Store(path, segment_bytes=4096) as s:
         for i in range(200):
             s.put("t", i, "x" * 50)
-    segments = sorted((path / "log").iterdir())
+    segments = sorted((path / "log").glob("*.seg"))
     assert len(segments) > 2
     first = segments[0]
     data = bytearray(first.read_bytes())
@@ -364,7 +364,7 @@ def test_a_torn_tail_is_cut_on_open(tmp_path: Path) -> None:
     s = replikv.Store(path, checkpoint_entries=1_000_000, checkpoint_seconds=3600)
     for i in range(10):
         s.put("t", i, i)
-    segment = next((path / "log").iterdir())
+    segment = next((path / "log").glob("*.seg"))
     data = bytearray(segment.read_bytes())
     end = len(data.rstrip(b"\0"))
     s.close()

@@ -13,6 +13,7 @@ mod large_tests;
 #[cfg(test)]
 pub(crate) mod memfs;
 mod open;
+mod owner;
 mod read;
 mod recent;
 mod record;
@@ -44,6 +45,7 @@ use cut::{Cutter, SHRINK_STEP};
 pub use fs::{DirFs, LogFs, SegmentFile};
 pub use large::{LargeEntry, Replayed};
 use open::segment_firsts;
+pub use owner::{read_owner, write_owner, Owner, OWNER_FILE};
 use recent::Recent;
 pub use record::RecordWriter;
 use scan::EntryId;

@@ -16,7 +16,7 @@ use super::tables::{Streamed, Tables};
 use super::StoreOptions;
 use crate::codec::Entry;
 use crate::error::{Result, StoreError};
-use crate::log::{LargeEntry, Log, LogFs, Replayed};
+use crate::log::{read_owner, write_owner, LargeEntry, Log, LogFs, Owner, Replayed, OWNER_FILE};
 
 /// Pieces of a large entry read ahead of the thread that applies them.
 const PIECES_AHEAD: usize = 2;
@@ -54,6 +54,7 @@ impl Parts {
             Arc::clone(&log_options.unsynced),
             options.fsync,
         )?;
+        claim_log(&*log_fs, &tables, meta.fresh, path)?;
         // A replica's log is appended without a sync per batch (see `Store::flush`).
         log_options.holes_are_torn = meta.follower;
         // A follower that holds back does not know which of its last entries its primary
@@ -138,6 +139,46 @@ impl Parts {
             log,
         })
     }
+}
+
+/// Makes sure the log in `fs` is the tables' own (see [`Owner`]). A log that names no
+/// store is claimed. Tables made by this open (their file was missing) take the log's
+/// store as theirs: they are rebuilt from it alone. A log of another store is refused,
+/// before anything of it is replayed.
+fn claim_log(fs: &dyn LogFs, tables: &Tables, fresh: bool, path: &Path) -> Result<()> {
+    let file = path.join("log").join(OWNER_FILE);
+    let io = |context: &'static str| {
+        let path = file.clone();
+        move |source| StoreError::Io {
+            context,
+            path,
+            source,
+        }
+    };
+    let store_id = tables.store_id()?;
+    let claim = match read_owner(fs).map_err(io("cannot read the log's owner"))? {
+        Owner::Store(id) if id == store_id => return Ok(()),
+        Owner::Store(id) if fresh => return tables.set_store_id(id),
+        Owner::Store(id) => {
+            return Err(StoreError::Corrupt {
+                reason: format!(
+                    "the log in {} belongs to another store (id {id:016x}) than the tables \
+                     beside it (id {store_id:016x}): replaying it would mix two histories. \
+                     Put this store's own log back, or remove tables.redb to rebuild the \
+                     store from this log alone",
+                    path.join("log").display()
+                ),
+            }
+            .into())
+        }
+        Owner::Damaged => {
+            tracing::warn!(file = %file.display(), "the log's owner file is damaged: it is written again");
+            store_id
+        }
+        Owner::Unknown => store_id,
+    };
+    write_owner(fs, claim).map_err(io("cannot record the log's owner"))?;
+    Ok(())
 }
 
 fn apply_entries(tables: &Tables, entries: &[Entry], durable: bool) -> Result<()> {

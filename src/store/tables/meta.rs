@@ -72,6 +72,7 @@ impl Tables {
                 applied_lsn,
                 epoch,
                 follower: marked,
+                fresh: false,
             });
         }
         if txn.list_tables()?.next().is_some() {
@@ -99,6 +100,7 @@ impl Tables {
             applied_lsn: 0,
             epoch: 1,
             follower,
+            fresh: true,
         })
     }
 

@@ -97,6 +97,8 @@ pub(crate) struct Meta {
     pub epoch: u64,
     /// The store belongs to a replica: only a follower may write to it.
     pub follower: bool,
+    /// The tables file was made by this open: there was none.
+    pub fresh: bool,
 }
 
 pub(crate) struct Tables {
