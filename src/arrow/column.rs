@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    BinaryBuilder, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, NullBuilder,
-    StringBuilder, TimestampMicrosecondBuilder,
+    BinaryBuilder, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
 };
-use arrow_array::ArrayRef;
+use arrow_array::{ArrayRef, NullArray};
 
 use super::shape::{exact_as_float, Kind};
 use crate::codec::decode_date;
@@ -37,7 +37,10 @@ pub enum Unfit {
 
 /// A column builder of one [`Kind`].
 pub enum Column {
-    Null(NullBuilder),
+    /// Rows so far: a null column needs nothing else (arrow's `NullBuilder::finish` did
+    /// not start its next batch at 0 rows, and the second batch of a null column came out
+    /// longer than its batch).
+    Null(usize),
     Bool(BooleanBuilder),
     Int(Int64Builder),
     Float(Float64Builder),
@@ -54,7 +57,7 @@ impl Column {
     /// An empty column of `kind` with room for `rows`.
     pub fn new(kind: Kind, rows: usize) -> Self {
         match kind {
-            Kind::Null => Self::Null(NullBuilder::new()),
+            Kind::Null => Self::Null(0),
             Kind::Bool => Self::Bool(BooleanBuilder::with_capacity(rows)),
             Kind::Int | Kind::WideInt => Self::Int(Int64Builder::with_capacity(rows)),
             Kind::Float => Self::Float(Float64Builder::with_capacity(rows)),
@@ -69,7 +72,7 @@ impl Column {
     /// Appends a null.
     pub fn push_null(&mut self) {
         match self {
-            Self::Null(b) => b.append_null(),
+            Self::Null(rows) => *rows += 1,
             Self::Bool(b) => b.append_null(),
             Self::Int(b) => b.append_null(),
             Self::Float(b) => b.append_null(),
@@ -187,7 +190,7 @@ impl Column {
     /// The finished array; the builder is left empty for the next batch.
     pub fn finish(&mut self) -> ArrayRef {
         match self {
-            Self::Null(b) => Arc::new(b.finish()),
+            Self::Null(rows) => Arc::new(NullArray::new(std::mem::take(rows))),
             Self::Bool(b) => Arc::new(b.finish()),
             Self::Int(b) => Arc::new(b.finish()),
             Self::Float(b) => Arc::new(b.finish()),
