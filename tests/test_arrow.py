@@ -388,7 +388,7 @@ def test_a_frame_whose_columns_would_overwrite_each_other_is_refused(store: Any)
 
 def test_a_null_key_is_refused_naming_its_row(store: Any) -> None:
     table = pa.table({"id": pa.array(["a", None]), "v": [1, 2]})
-    with pytest.raises(ValueError, match=r"t\[<row 1>\]\['id'\]: the key is null"):
+    with pytest.raises(ValueError, match=r"^the key column 'id' at <row 1>: the key is null"):
         store.put_arrow("t", table, key="id")
 
 
@@ -563,7 +563,7 @@ def test_a_packed_cell_put_would_refuse_is_refused_naming_its_row_and_path(
     store: Any, column: str, cell: bytes, error: type[Exception], message: str
 ) -> None:
     if column == "key":
-        table, key, where = packed_keys(cell), "key", r"t\[<row 1>\]\['key'\]"
+        table, key, where = packed_keys(cell), "key", r"^the key column 'key' at <row 1>"
     else:
         table, key, where = packed_column([b"\x01", cell]), "id", r"t\[2\]\['v'\]\['tags'\]\[1\]"
     with pytest.raises(error, match=rf"{where}: .*{message}"):

@@ -116,7 +116,23 @@ fn repeated_within(data_type: &DataType, path: String) -> Option<(String, String
 fn refused(table: &str, key: &str, field: &str, refusal: Refusal) -> PyErr {
     let refusal = refusal.within(field);
     let message = format!("{table}[{key}]{}: {}", refusal.path(), refusal.reason);
-    match refusal.kind {
+    error_of(refusal.kind, message)
+}
+
+/// The error for a key the key column `column` holds at `row` that cannot be stored,
+/// worded as for a DataFrame's keys checked in Python: there is no key to name the row by.
+fn refused_key(column: &str, row: usize, refusal: &Refusal) -> PyErr {
+    let message = format!(
+        "the key column '{}' at <row {row}>{}: {}",
+        column.escape_debug(),
+        refusal.path(),
+        refusal.reason
+    );
+    error_of(refusal.kind, message)
+}
+
+fn error_of(kind: RefusalKind, message: String) -> PyErr {
+    match kind {
         RefusalKind::Type => PyTypeError::new_err(message),
         RefusalKind::Overflow => PyOverflowError::new_err(message),
         RefusalKind::Value => PyValueError::new_err(message),
@@ -177,10 +193,9 @@ impl<'a, 'py> Batch<'a, 'py> {
     fn op<'b>(&'b self, row: usize, buffers: &'b mut RowBuffers) -> PyResult<OpRef<'b>> {
         let table = &self.load.table;
         let RowBuffers { key, value } = buffers;
-        self.keys.encode_into(row, key).map_err(|r| {
-            let at = format!("<row {}>", self.offset + row);
-            refused(table, &at, &field_part(&self.load.key), r)
-        })?;
+        self.keys
+            .encode_into(row, key)
+            .map_err(|r| refused_key(&self.load.key, self.offset + row, &r))?;
         value.clear();
         rmp::encode::write_map_len(value, self.names.len() as u32)
             .expect("writing to a Vec cannot fail");
