@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,47 @@ def test_closing_a_handle_refuses_its_use_and_leaves_the_others_open(tmp_path: P
     assert third.closed and not second.closed
     assert second.get("t", "k") == 1
     second.close()
+
+
+def test_closing_a_handle_while_its_writers_run_leaves_the_store_open_for_the_others(
+    tmp_path: Path,
+) -> None:
+    # A commit leader writes the batch of every handle: if its own handle was closed under
+    # it, the store failed and closed for all of them (one close in two, with 3 writers).
+    for attempt in range(12):
+        path = tmp_path / f"db{attempt}"
+        closing, staying = replikv.Store(path, fsync=False), replikv.Store(path, fsync=False)
+        started = threading.Barrier(4)
+        written = [0, 0, 0]
+
+        def write(
+            n: int, handle: replikv.Store, started: threading.Barrier, written: list[int]
+        ) -> None:
+            started.wait()
+            try:
+                while True:
+                    handle.put("t", written[n] % 50, n)
+                    written[n] += 1
+            except replikv.StoreClosed:
+                pass
+
+        writers = [
+            threading.Thread(target=write, args=(n, closing, started, written)) for n in range(3)
+        ]
+        for thread in writers:
+            thread.start()
+        started.wait()
+        while sum(written) < 50 * (attempt + 1):
+            time.sleep(0.001)
+        closing.close()
+        for thread in writers:
+            thread.join(timeout=60)
+        assert not any(thread.is_alive() for thread in writers)
+        assert not staying.closed, f"attempt {attempt}: closing one handle closed the store"
+        receipt = staying.put("t", "after", 1)
+        assert staying.get("t", "after") == 1
+        assert receipt.lsn == staying.last_lsn >= sum(written) + 1
+        staying.close()
 
 
 def test_other_options_are_refused_naming_the_option_and_both_values(tmp_path: Path) -> None:

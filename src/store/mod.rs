@@ -357,6 +357,14 @@ impl Store {
 
     fn open_state(&self) -> Result<RwLockReadGuard<'_, Option<Open>>> {
         self.check_usable()?;
+        self.store_state()
+    }
+
+    /// The store's open state whether or not this handle was closed: for the work one
+    /// handle does for all of them (a commit leader writes every handle's writes, and a
+    /// close of its own handle meanwhile must not fail theirs, nor close the store).
+    fn store_state(&self) -> Result<RwLockReadGuard<'_, Option<Open>>> {
+        self.check_process()?;
         let guard = self
             .inner
             .open
@@ -377,6 +385,15 @@ impl Store {
         f(guard
             .as_ref()
             .expect("invariant: open_state checked it is open"))
+    }
+
+    /// As [`Store::with_open`], whether or not this handle was closed (see
+    /// [`Store::store_state`]).
+    fn with_store_open<R>(&self, f: impl FnOnce(&Open) -> Result<R>) -> Result<R> {
+        let guard = self.store_state()?;
+        f(guard
+            .as_ref()
+            .expect("invariant: store_state checked it is open"))
     }
 
     /// `err`, or if it left nothing written (no room in the log), the store's error for

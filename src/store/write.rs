@@ -156,7 +156,7 @@ impl Store {
 
     /// Makes every record appended to the log durable.
     pub(super) fn sync_log(&self) -> Result<()> {
-        self.with_open(|open| open.log.sync())
+        self.with_store_open(|open| open.log.sync())
     }
 
     /// The leader's work: append + fdatasync, then apply to the overlay (or, for a bulk
@@ -166,7 +166,7 @@ impl Store {
     /// on its primary already, and its readers should not wait for its own disk.
     pub(super) fn flush(&self, batch: &Batch) -> Result<Flushed> {
         let written_only = self.inner.options.fsync && self.is_follower();
-        self.with_open(|open| {
+        self.with_store_open(|open| {
             let ops = batch.entries.iter().map(|e| e.ops.len()).sum();
             let bulk = Overlay::is_bulk(ops);
             if !bulk {
