@@ -64,3 +64,44 @@ def test_a_snapshot_whose_tail_and_install_outlast_the_stall_timeout_is_installe
             status = replica.status()
             assert (status.snapshots, status.connections) == (1, 1), status.last_error
     store.close()
+
+
+def test_what_a_replica_applied_before_its_primary_vanished_becomes_durable(
+    tmp_path: Path,
+) -> None:
+    """A stalled link delivers its backlog at once, then ends (the primary is gone): the
+    replica applies the burst with its syncs running beside the appends, and its last
+    appends came after its last sync began. Its flushed LSN stayed behind its applied one
+    for good (in 3 attempts of 5), as nothing synced them: the next session's sync never
+    came."""
+    for attempt in range(4):
+        store = replikv.Store(tmp_path / f"primary{attempt}")
+        primary = replikv.Primary(store, token=TOKEN, ship_interval=0)
+        with (
+            Proxy(primary.address) as proxy,
+            replikv.Replica(
+                tmp_path / f"r{attempt}", primary=proxy.address, token=TOKEN
+            ) as replica,
+        ):
+            assert replica.wait_for(store.put("t", "first", 0).lsn, timeout=30)
+            proxy.stalled = True
+            for i in range(3000):
+                store.put("t", i, {"n": i, "pad": "x" * 64}, durability="async")
+            primary.close()
+            proxy.stalled = False
+            eventually(
+                "the replica to lose its primary",
+                lambda: replica.status().state in ("connecting", "disconnected"),
+                timeout=30,
+            )
+            assert replica.status().applied_lsn > 1, "the backlog reached the replica"
+
+            def settled(status: replikv.ReplicaStatus) -> bool:
+                return status.flushed_lsn == status.applied_lsn
+
+            eventually(
+                f"attempt {attempt}: what it applied to be durable",
+                lambda: settled(replica.status()),
+                timeout=10,
+            )
+        store.close()

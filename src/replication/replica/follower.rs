@@ -227,6 +227,19 @@ fn is_final(err: &ReplicationError) -> bool {
     )
 }
 
+/// Makes durable what a session that failed applied: it syncs beside its appends, and
+/// what it applied after its last sync began would wait for the next session's first sync,
+/// which a primary that died never gives (the replica's flushed LSN stayed behind its
+/// applied one).
+async fn settle(shared: &Arc<Shared>) {
+    let consumer = Arc::clone(&shared.consumer);
+    match tokio::task::spawn_blocking(move || consumer.sync()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => tracing::warn!(error = %err, "cannot sync what the lost link applied"),
+        Err(err) => tracing::warn!(error = %err, "the sync of what the lost link applied stopped"),
+    }
+}
+
 /// Follows until `shutdown`: each session runs until its link fails; a failure that
 /// retrying cannot mend waits for a re-point.
 async fn follow(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
@@ -245,6 +258,9 @@ async fn follow(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             _ = stop.changed() => Ok(()),
             () = shared.kick.notified() => continue,
         };
+        if result.is_err() {
+            settle(&shared).await;
+        }
         let failure = match result {
             Ok(()) => return,
             // Resynced: it follows again from scratch, after the backoff like any other
