@@ -355,6 +355,23 @@ pub enum ReplicationError {
         /// Who is fenced and why, for a person.
         reason: String,
     },
+    /// The primary learned it was deposed while a sync write waited for its quorum: the
+    /// write is committed here, and the new primary may not have it (fenced, as
+    /// [`ReplicationError::Fenced`], with the write's account).
+    #[error(
+        "fenced by epoch {epoch}: this primary was deposed (epoch {epoch} began elsewhere) \
+         before a quorum acknowledged the sync write at LSN {lsn} (acknowledged by {}); it is \
+         committed here only, and the new primary may not have it",
+        if acked_by.is_empty() { "none".to_owned() } else { acked_by.join(", ") }
+    )]
+    Deposed {
+        /// The newer epoch.
+        epoch: u64,
+        /// The write's LSN.
+        lsn: u64,
+        /// The counting replicas that had acknowledged it.
+        acked_by: Vec<String>,
+    },
     /// Refused: by the other side of a connection, or by a rule here (a promotion or a
     /// switchover that cannot proceed).
     #[error("refused: {reason}")]

@@ -110,6 +110,28 @@ def test_negative_batch_sizes_name_their_option(store: replikv.Store) -> None:
     assert store.last_lsn == 0
 
 
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("heartbeat_interval", 0.0),
+        ("heartbeat_interval", 0.001),
+        ("heartbeat_interval", 3.0),
+        ("max_batch_bytes", 100),
+        ("max_batch_bytes", 1 << 40),
+    ],
+)
+def test_primary_settings_out_of_their_range_are_refused_not_clamped(
+    store: replikv.Store, option: str, value: float
+) -> None:
+    settings: dict[str, Any] = {option: value}
+    with pytest.raises(ValueError, match=rf"^{option} must be between"):
+        replikv.Primary(store, **settings)
+    with replikv.Primary(store, heartbeat_interval=0.01) as lowest:
+        assert lowest.settings["heartbeat_interval"] == 0.01
+    with replikv.Primary(store, heartbeat_interval=2) as highest:
+        assert highest.settings["heartbeat_interval"] == 2.0
+
+
 def test_an_empty_path_is_refused_not_a_store_in_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

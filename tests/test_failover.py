@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -166,6 +167,43 @@ def test_split_brain_the_cut_off_primary_never_acknowledges_and_is_fenced_when_t
     assert diverged.value.entries == local_only == 4
     assert diverged.value.tables == {"consent": ["cut0", "cut1", "cut2", "still-cut"]}
     assert new.store.get("consent", "cut0") is None
+    eu1.close()
+    new.close()
+    new.store.close()
+
+
+def test_a_sync_writer_waiting_when_its_primary_is_deposed_is_told_the_lsn_it_committed(
+    tmp_path: Path,
+) -> None:
+    store = replikv.Store(tmp_path / "old")
+    old = replikv.Primary(store, token=TOKEN, quorum=1, sync_timeout=60, heartbeat_interval=0.02)
+    with Proxy(old.address) as link:
+        eu1 = replikv.Replica(tmp_path / "eu-1", primary=link.address, token=TOKEN, name="eu-1")
+        eventually("eu-1", lambda: old.sync_state == "ok")
+        store.put("consent", "c0", True, durability="sync")
+        eventually("a heartbeat", lambda: eu1.status().primary_members == 1)
+        link.cut()
+        errors: list[replikv.FencedError] = []
+
+        def write() -> None:
+            try:
+                store.put("consent", "cut", True, durability="sync")
+            except replikv.FencedError as err:
+                errors.append(err)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        eventually("the write committed here", lambda: store.last_lsn == 2)
+        new = eu1.promote(token=TOKEN)
+        link.restore()
+        writer.join(timeout=30)
+        assert not writer.is_alive(), "the deposition fails the waiting writer at once"
+        [fenced] = errors
+        # Committed here only: the loss account of the promotion names the same LSN.
+        assert (fenced.epoch, fenced.lsn, fenced.acked_by) == (2, 2, [])
+        assert "sync write at LSN 2" in str(fenced)
+    old.close()
+    store.close()
     eu1.close()
     new.close()
     new.store.close()

@@ -241,6 +241,21 @@ def test_a_wrong_token_is_refused_with_auth_and_not_retried(
     assert primary.rejected >= 1
 
 
+def test_a_missing_or_unexpected_token_is_named_as_such(tmp_path: Path) -> None:
+    store = replikv.Store(tmp_path / "primary")
+    with replikv.Primary(store, token=TOKEN) as guarded:
+        with pytest.raises(replikv.AuthError, match="no token was given, and this side requires"):
+            replikv._core.fetch_status(guarded.address)
+        with pytest.raises(replikv.AuthError, match=r"wrong token$"):
+            replikv._core.fetch_status(guarded.address, token="wrong")
+    with (
+        replikv.Primary(store) as unguarded,
+        pytest.raises(replikv.AuthError, match="this side has no token, and the peer gave"),
+    ):
+        replikv._core.fetch_status(unguarded.address, token=TOKEN)
+    store.close()
+
+
 def test_replicas_reconnect_after_the_primary_restarts(tmp_path: Path) -> None:
     store = replikv.Store(tmp_path / "primary")
     first = replikv.Primary(store, token=TOKEN, ship_interval=0.01)
@@ -411,9 +426,9 @@ def test_a_restarted_replica_replaces_its_half_open_link_without_a_refusal(
         store.put("t", i, "x" * 100)
     if seeded_by_snapshot:
         store.drop_log_before(store.last_lsn)  # the log no longer starts at 1
-    # Heartbeats every 5 s: the primary would drop the dead link only after 21 s.
+    # Heartbeats every 2 s (the most): the primary would drop the dead link only after 9 s.
     with (
-        replikv.Primary(store, token=TOKEN, ship_interval=0.01, heartbeat_interval=5) as primary,
+        replikv.Primary(store, token=TOKEN, ship_interval=0.01, heartbeat_interval=2) as primary,
         Proxy(primary.address) as proxy,
     ):
         proxy.half_open = True
@@ -498,13 +513,13 @@ def test_a_stalled_link_is_dropped_and_the_replica_reconnects(
 
 def test_a_replica_drops_a_silent_link_itself(tmp_path: Path) -> None:
     """The replica's own idle timeout ends a link that stopped carrying anything, also when
-    its primary would wait far longer before dropping it (heartbeats every 5 s: no ack
-    for 21 s)."""
+    its primary would wait longer before dropping it (heartbeats every 2 s: no ack for
+    9 s)."""
     from proxy import Proxy
 
     store = replikv.Store(tmp_path / "primary")
     with (
-        replikv.Primary(store, token=TOKEN, heartbeat_interval=5) as primary,
+        replikv.Primary(store, token=TOKEN, heartbeat_interval=2) as primary,
         Proxy(primary.address) as proxy,
         replikv.Replica(
             tmp_path / "r", primary=proxy.address, token=TOKEN, max_backoff=0.2

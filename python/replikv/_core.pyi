@@ -73,7 +73,10 @@ class Receipt:
 
     @property
     def lsn(self) -> int:
-        """The write's log sequence number: its transaction's entry in the change log."""
+        """The write's log sequence number: its transaction's entry in the change log. A
+        transaction or batch that wrote nothing takes none: its ``lsn`` is the last LSN
+        committed before it (what a replica's ``wait_for`` needs to show what it read).
+        """
     @property
     def durability(self) -> str:
         """``'local'`` (no primary serves the store), ``'async'`` or ``'sync'``."""
@@ -346,7 +349,8 @@ class Batch:
         ``del view[key]``, ``view.update(mapping)``."""
     def commit(self) -> Receipt:
         """Commits the writes collected so far as one transaction (the `with` block does this
-        on a clean exit). A batch without writes takes no LSN.
+        on a clean exit). A batch without writes takes no LSN: its receipt's ``lsn`` is
+        the last one committed before it, which names no entry of its own.
         """
     def discard(self) -> None:
         """Drops the writes collected so far and ends the batch: a later ``put``,

@@ -161,10 +161,11 @@ class NetworkTimeout(NetworkError, TimeoutError):
 class ReplicationError(ReplikvError):
     """Replication failed or cannot go on.
 
-    When a sync write's primary stopped (closed, or handed over) while the write waited
-    for its quorum, the write is committed on the primary at ``lsn``, and ``acked_by``
-    names the replicas that held it durably then. Otherwise ``lsn`` is ``None`` and
-    ``acked_by`` empty (a ``ReplicationTimeout`` says what its ``lsn`` is).
+    When a sync write's primary stopped (closed, or handed over) or was deposed (a
+    ``FencedError``) while the write waited for its quorum, the write is committed on the
+    primary at ``lsn``, and ``acked_by`` names the replicas that held it durably then.
+    Otherwise ``lsn`` is ``None`` and ``acked_by`` empty (a ``ReplicationTimeout`` says
+    what its ``lsn`` is).
     """
 
     def __init__(self, message: str, lsn: int | None = None, acked_by: Iterable[str] = ()) -> None:
@@ -185,10 +186,19 @@ class ReplicationTimeout(ReplicationError):
 
 class FencedError(ReplicationError):
     """A newer epoch exists: this primary was deposed and may not take acknowledged writes.
-    ``epoch`` is the newest epoch involved."""
+    ``epoch`` is the newest epoch involved. A sync write that was waiting for its quorum
+    when the primary learned it is committed there at ``lsn`` (the new primary may not have
+    it: a promotion's ``possible_loss`` accounts for it); one refused before it was
+    committed has ``lsn`` ``None``."""
 
-    def __init__(self, message: str, epoch: int = 0) -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        message: str,
+        epoch: int = 0,
+        lsn: int | None = None,
+        acked_by: Iterable[str] = (),
+    ) -> None:
+        super().__init__(message, lsn, acked_by)
         self.epoch = epoch
 
 

@@ -155,7 +155,8 @@ impl PyBatch {
     }
 
     /// Commits the writes collected so far as one transaction (the `with` block does this
-    /// on a clean exit). A batch without writes takes no LSN.
+    /// on a clean exit). A batch without writes takes no LSN: its receipt's ``lsn`` is
+    /// the last one committed before it, which names no entry of its own.
     fn commit(&self, py: Python<'_>) -> PyResult<PyReceipt> {
         let ops = {
             let mut state = self.lock();

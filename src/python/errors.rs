@@ -124,6 +124,11 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
         Error::Replication(ReplicationError::Fenced { epoch, .. }) => {
             raise(py, "FencedError", (message, epoch))
         }
+        Error::Replication(ReplicationError::Deposed {
+            epoch,
+            lsn,
+            acked_by,
+        }) => raise(py, "FencedError", (message, epoch, lsn, acked_by)),
         Error::Replication(ReplicationError::Timeout { lsn, acked_by }) => {
             raise(py, "ReplicationTimeout", (message, lsn, acked_by))
         }

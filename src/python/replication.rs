@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 use super::args::{durability_setting, non_negative, seconds, size};
 use super::errors::run_detached;
 use super::status::PyPrimaryStatus;
-use crate::replication::primary::{PrimaryOptions, MIN_BATCH_BYTES, MIN_HEARTBEAT};
+use crate::replication::primary::{PrimaryOptions, MAX_HEARTBEAT, MIN_BATCH_BYTES, MIN_HEARTBEAT};
 use crate::replication::protocol::MAX_FRAME_BYTES;
 use crate::replication::quorum::SyncOptions;
 use crate::store::{Durability, OnTimeout};
@@ -124,13 +124,22 @@ impl PrimaryArgs<'_> {
                 "max_batch_bytes must be between {MIN_BATCH_BYTES} and {MAX_FRAME_BYTES} (a frame)"
             )));
         }
+        let heartbeat_interval = seconds("heartbeat_interval", self.heartbeat_interval)?;
+        if !(MIN_HEARTBEAT..=MAX_HEARTBEAT).contains(&heartbeat_interval) {
+            return Err(PyValueError::new_err(format!(
+                "heartbeat_interval must be between {} and {} seconds (replicas drop a link \
+                 silent for 5 s), not {}",
+                MIN_HEARTBEAT.as_secs_f64(),
+                MAX_HEARTBEAT.as_secs_f64(),
+                self.heartbeat_interval
+            )));
+        }
         Ok(PrimaryOptions {
             listen: self.listen.to_owned(),
             token: self.token,
             ship_interval: seconds("ship_interval", self.ship_interval)?,
             max_batch_bytes,
-            heartbeat_interval: seconds("heartbeat_interval", self.heartbeat_interval)?
-                .max(MIN_HEARTBEAT),
+            heartbeat_interval,
             retain_bytes: self
                 .retain_bytes
                 .map(|b| non_negative("retain_bytes", b))

@@ -15,7 +15,9 @@ use crate::store::Receipt;
 #[pyclass(frozen, get_all, eq, module = "replikv._core", name = "Receipt")]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PyReceipt {
-    /// The write's log sequence number: its transaction's entry in the change log.
+    /// The write's log sequence number: its transaction's entry in the change log. A
+    /// transaction or batch that wrote nothing takes none: its ``lsn`` is the last LSN
+    /// committed before it (what a replica's ``wait_for`` needs to show what it read).
     pub lsn: u64,
     /// ``'local'`` (no primary serves the store), ``'async'`` or ``'sync'``.
     pub durability: String,

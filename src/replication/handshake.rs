@@ -62,6 +62,20 @@ pub fn verify(token: &[u8], role: Role, nonce: &[u8], proof: &[u8]) -> bool {
     mac(token, role, nonce).verify_slice(proof).is_ok()
 }
 
+/// Why a peer's `proof` of the token (for `nonce`) failed, for a person: a peer that
+/// proves the empty token was given none, and a side with no token (`token` empty) was
+/// given one by the peer; otherwise the two tokens differ. Says nothing of either token.
+#[must_use]
+pub fn unproven(token: &[u8], role: Role, nonce: &[u8], proof: &[u8]) -> &'static str {
+    if token.is_empty() {
+        "wrong token: this side has no token, and the peer gave one"
+    } else if verify(b"", role, nonce, proof) {
+        "no token was given, and this side requires one (token=, --token or $REPLIKV_TOKEN)"
+    } else {
+        "wrong token"
+    }
+}
+
 /// Whether a peer may connect: with a token anyone who proves it may; without one, only
 /// peers on this machine (loopback), so that an unconfigured primary is never open to the
 /// network.

@@ -189,9 +189,8 @@ impl SyncWaiters {
         (epoch > 0).then(|| ReplicationError::Fenced {
             epoch,
             reason: format!(
-                "this primary was deposed (epoch {epoch} began elsewhere) before a quorum \
-                 acknowledged the write; it is committed here only, and the new primary \
-                 may not have it"
+                "this primary was deposed (epoch {epoch} began elsewhere): it takes no sync \
+                 write, and nothing of this one was committed"
             ),
         })
     }
@@ -331,8 +330,14 @@ impl SyncReplication for SyncWaiters {
             // enough replicas for any promotion to find it.
             return Ok(Some(view.acked_by(lsn)));
         }
-        if let Some(fenced) = self.fenced_error() {
-            return Err(fenced.into());
+        let epoch = self.fenced.load(Ordering::Acquire);
+        if epoch > 0 {
+            return Err(ReplicationError::Deposed {
+                epoch,
+                lsn,
+                acked_by: view.acked_by(lsn),
+            }
+            .into());
         }
         if self.stopped.load(Ordering::Acquire) {
             return Err(ReplicationError::Stopped {
@@ -489,11 +494,12 @@ mod tests {
         let outcome = waiting.join().expect("a waiter never panics");
         assert!(
             matches!(
-                outcome,
-                Err(crate::Error::Replication(ReplicationError::Fenced {
+                &outcome,
+                Err(crate::Error::Replication(ReplicationError::Deposed {
                     epoch: 4,
-                    ..
-                }))
+                    lsn: 9,
+                    acked_by,
+                })) if acked_by.is_empty()
             ),
             "{outcome:?}"
         );

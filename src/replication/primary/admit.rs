@@ -283,7 +283,8 @@ async fn authenticate(
         return Err(Denied::new(RefuseCode::Protocol, "expected a hello").into());
     };
     if !handshake::verify(shared.token(), Role::Peer, &nonce, &proof) {
-        return Err(Denied::new(RefuseCode::Auth, "wrong token").into());
+        let reason = handshake::unproven(shared.token(), Role::Peer, &nonce, &proof);
+        return Err(Denied::new(RefuseCode::Auth, reason).into());
     }
     Ok(Hello {
         kind,

@@ -15,8 +15,8 @@ mod verify;
 /// The logger its submodules log under too (`replikv.replication.primary` in Python).
 const LOG_TARGET: &str = module_path!();
 
-pub use options::{PrimaryOptions, MIN_BATCH_BYTES, MIN_HEARTBEAT};
-use options::{MAX_AUTHENTICATED, MAX_HEARTBEAT, MAX_UNAUTHENTICATED};
+pub use options::{PrimaryOptions, MAX_HEARTBEAT, MIN_BATCH_BYTES, MIN_HEARTBEAT};
+use options::{MAX_AUTHENTICATED, MAX_UNAUTHENTICATED};
 pub use switchover::Switchover;
 
 use std::collections::BTreeMap;

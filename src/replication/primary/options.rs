@@ -6,7 +6,7 @@ use crate::replication::machine::PrimaryConfig;
 use crate::replication::quorum::SyncOptions;
 
 /// The longest heartbeat interval (replicas drop a link silent for 5 s).
-pub(super) const MAX_HEARTBEAT: Duration = Duration::from_secs(2);
+pub const MAX_HEARTBEAT: Duration = Duration::from_secs(2);
 /// The shortest heartbeat interval a primary is given.
 pub const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
 /// The smallest `max_batch_bytes`: a batch must have room for at least a small entry.

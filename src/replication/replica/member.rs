@@ -131,7 +131,8 @@ async fn answer(
         return refuse(&mut writer, RefuseCode::Protocol, store.epoch(), &reason).await;
     }
     if !proven {
-        return refuse(&mut writer, RefuseCode::Auth, store.epoch(), "wrong token").await;
+        let reason = handshake::unproven(token, Role::Peer, &nonce, &proof);
+        return refuse(&mut writer, RefuseCode::Auth, store.epoch(), reason).await;
     }
     let Some(_place) = ticket.authenticated() else {
         let reason = format!("{MAX_CANDIDATES} candidates are served already: retry later");
