@@ -569,6 +569,28 @@ impl Error {
     }
 }
 
+thread_local! {
+    /// How many [`corrupt_on_panic`] calls this thread is inside: a panic there is an
+    /// error the caller gets, not a crash to report on stderr.
+    static CATCHING: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Installs (once) a panic hook that stays silent for the panics [`corrupt_on_panic`]
+/// turns into errors (a damaged page met by redb), and reports every other as before: a
+/// user reading a damaged store got a backtrace on stderr before the `CorruptionError`
+/// that says all of it.
+fn quiet_caught_panics() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if CATCHING.get() == 0 {
+                report(info);
+            }
+        }));
+    });
+}
+
 /// Runs `f`, turning a panic inside it into [`StoreError::Corrupt`]: the storage engine
 /// panics on some damaged pages, and such a panic must close the store with a clear error,
 /// not leave its writers waiting for a leader that is gone.
@@ -576,7 +598,11 @@ pub(crate) fn corrupt_on_panic<T>(
     what: impl std::fmt::Display,
     f: impl FnOnce() -> Result<T>,
 ) -> Result<T> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+    quiet_caught_panics();
+    CATCHING.set(CATCHING.get() + 1);
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    CATCHING.set(CATCHING.get() - 1);
+    outcome.unwrap_or_else(|payload| {
         let detail = payload
             .downcast_ref::<&str>()
             .map(|text| (*text).to_owned())

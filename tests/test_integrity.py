@@ -4,6 +4,7 @@ to the tables file is reported (naming table and key) instead of being returned 
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -258,38 +259,59 @@ def test_writes_over_damaged_tables_fail_clearly_and_never_hang(tmp_path: Path) 
             assert "put StoreClosed" in lines, (seed, lines)
 
 
+# Every page of the tables file zeroed in turn (a disk that lost a block): prints what each
+# read raised. It runs in a process of its own so that its stderr can be read.
+ZEROED_PAGES = """
+import json, sys
+from pathlib import Path
+import pyarrow as pa
+import replikv
+base = Path(sys.argv[1])
+rows = [(f"k{i:05d}", {"i": i, "s": "v" * (i % 50)}) for i in range(2000)]
+with replikv.Store(base) as store:
+    for at in range(0, len(rows), 100):
+        store.put_many("t", rows[at : at + 100])
+pristine = (base / "tables.redb").read_bytes()
+reads = [
+    lambda s: list(s.scan("t")),
+    lambda s: [s.get("t", key) for key, _ in rows[::97]],
+    lambda s: s.table("t").to_arrow().num_rows,
+    lambda s: pa.table(s.table("t").to_arrow_batches()).num_rows,
+]
+outcomes = set()
+for page in range(1, len(pristine) // 4096):
+    damaged = bytearray(pristine)
+    damaged[page * 4096 : (page + 1) * 4096] = bytes(4096)
+    (base / "tables.redb").write_bytes(damaged)
+    try:
+        with replikv.Store(base) as store:  # closing moves replayed writes in: it may fail
+            for read in reads:
+                try:
+                    read(store)
+                except replikv.CorruptionError as err:
+                    outcomes.add(str(err))
+    except replikv.CorruptionError as err:
+        outcomes.add(str(err))
+print(json.dumps(sorted(outcomes)))
+"""
+
+
 def test_reads_of_a_damaged_page_raise_corruption_and_never_a_panic(tmp_path: Path) -> None:
-    # Every page of the tables file zeroed in turn (a disk that lost a block): each read
-    # returns the stored rows or raises CorruptionError. redb panics on some such pages;
-    # that panic reached Python as "a bug in replikv", or as a PanicException from exports.
-    base = tmp_path / "base"
-    rows = [(f"k{i:05d}", {"i": i, "s": "v" * (i % 50)}) for i in range(2000)]
-    with replikv.Store(base) as store:
-        for at in range(0, len(rows), 100):
-            store.put_many("t", rows[at : at + 100])
-    pristine = (base / "tables.redb").read_bytes()
-    reads: dict[str, Callable[[replikv.Store], object]] = {
-        "scan": lambda s: list(s.scan("t")),
-        "get": lambda s: [s.get("t", key) for key, _ in rows[::97]],
-        "to_arrow": lambda s: s.table("t").to_arrow().num_rows,
-        "stream": lambda s: pa.table(s.table("t").to_arrow_batches()).num_rows,
-    }
-    outcomes: set[str] = set()
-    for page in range(1, len(pristine) // 4096):
-        damaged = bytearray(pristine)
-        damaged[page * 4096 : (page + 1) * 4096] = bytes(4096)
-        (base / "tables.redb").write_bytes(damaged)
-        try:
-            with replikv.Store(base) as store:  # closing moves replayed writes in: it may fail
-                for read in reads.values():
-                    try:
-                        read(store)
-                    except replikv.CorruptionError as err:
-                        outcomes.add(str(err))
-        except replikv.CorruptionError as err:
-            outcomes.add(str(err))
+    # Each read returns the stored rows or raises CorruptionError. redb panics on some such
+    # pages; that panic reached Python as "a bug in replikv", or as a PanicException from
+    # exports, and once caught it still printed "panicked at" and a backtrace on stderr.
+    run = subprocess.run(
+        [sys.executable, "-c", ZEROED_PAGES, str(tmp_path / "base")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "RUST_BACKTRACE": "1"},
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    outcomes = json.loads(run.stdout)
     engine_stopped = [o for o in outcomes if "the storage engine stopped while" in o]
-    assert engine_stopped, f"no page made the engine panic: {sorted(outcomes)}"
+    assert engine_stopped, f"no page made the engine panic: {outcomes}"
+    assert "panicked" not in run.stderr, run.stderr[-2000:]
 
 
 UNCLEAN_WRITER = """

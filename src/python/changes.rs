@@ -94,6 +94,18 @@ pub(crate) fn feed_request(
     }
     let oldest = run(py, || store.oldest_lsn())?;
     if since.saturating_add(1) < oldest {
+        // Commit times never go back along the log: every dropped entry was committed no
+        // later than the oldest kept one. If that one is older than `since_time`, the
+        // filter would skip every dropped entry anyway, and the feed starts at the log.
+        if let Some(since_micros) = request.since_micros {
+            let oldest_micros = run(py, || store.commit_time_ms(oldest))?
+                .and_then(|ms| i64::try_from(ms).ok())
+                .map(|ms| ms.saturating_mul(1000));
+            if oldest_micros.is_some_and(|micros| micros < since_micros) {
+                request.since = oldest - 1;
+                return Ok(request);
+            }
+        }
         return Err(super::errors::raise(
             py,
             "LogTruncated",

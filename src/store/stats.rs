@@ -73,6 +73,23 @@ fn bytes_under(dir: &Path) -> Result<u64> {
 }
 
 impl Store {
+    /// When the entry at `lsn` was committed (ms since the Unix epoch), or `None` if the
+    /// log no longer holds it (retention dropped it meanwhile) or does not hold it yet.
+    ///
+    /// # Errors
+    /// A closed store, a damaged or unreadable log.
+    pub fn commit_time_ms(&self, lsn: u64) -> Result<Option<u64>> {
+        let mut position = LogPosition::after(lsn.saturating_sub(1));
+        match self.read_log_raw(&mut position, 1, usize::MAX) {
+            Ok(entries) => Ok(entries
+                .first()
+                .filter(|entry| entry.lsn == lsn)
+                .map(|entry| entry.timestamp_ms)),
+            Err(Error::Log(LogError::Truncated { .. })) => Ok(None),
+            Err(other) => Err(other),
+        }
+    }
+
     /// Rows per table, bytes on disk (log, tables, other files), the oldest retained LSN
     /// and its commit time, and the last LSN.
     ///
@@ -82,13 +99,7 @@ impl Store {
         let checksum = self.checksum()?;
         let oldest_lsn = self.oldest_lsn()?;
         let oldest_time_ms = if oldest_lsn <= checksum.lsn {
-            let mut position = LogPosition::after(oldest_lsn.saturating_sub(1));
-            match self.read_log_raw(&mut position, 1, usize::MAX) {
-                Ok(entries) => entries.first().map(|entry| entry.timestamp_ms),
-                // Retention dropped it meanwhile: the oldest entry is younger now.
-                Err(Error::Log(LogError::Truncated { .. })) => None,
-                Err(other) => return Err(other),
-            }
+            self.commit_time_ms(oldest_lsn)?
         } else {
             None
         };

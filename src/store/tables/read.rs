@@ -6,8 +6,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use redb::{ReadOnlyTable, ReadTransaction};
 
-use super::{damaged, data_table, missing_is_none, stored_row_hash};
-use crate::error::Result;
+use super::{damaged, data_table, missing_is_none, stored_row_hash, STATS};
+use crate::error::{Result, StoreError};
 use crate::store::stored::unseal;
 
 /// A read transaction: every read through it sees one committed state.
@@ -16,6 +16,34 @@ pub(crate) struct Snapshot(pub(super) Arc<ReadView>);
 
 /// A data table as opened in one read transaction.
 type OpenedTable = Arc<ReadOnlyTable<&'static [u8], &'static [u8]>>;
+
+/// `name`'s data table in `txn` (`None`: no such table). redb finds a table by its name
+/// in its table of tables: a damaged byte there makes it find none, and the table would
+/// read as empty, every key of it "missing". A table its stats say holds rows is damaged
+/// then, not empty.
+fn open_data(
+    txn: &ReadTransaction,
+    name: &str,
+) -> Result<Option<ReadOnlyTable<&'static [u8], &'static [u8]>>> {
+    if let Some(table) = missing_is_none(txn.open_table(data_table(name)))? {
+        return Ok(Some(table));
+    }
+    let rows = match missing_is_none(txn.open_table(STATS))? {
+        Some(stats) => stats.get(name)?.map_or(0, |sums| sums.value().0),
+        None => 0,
+    };
+    if rows > 0 {
+        return Err(StoreError::Corrupt {
+            reason: format!(
+                "table '{}' holds {rows} row(s) by its stats, but the tables file has no tree \
+                 for it: tables.redb is damaged",
+                name.escape_debug()
+            ),
+        }
+        .into());
+    }
+    Ok(None)
+}
 
 /// A read transaction and the data tables point reads opened in it. A point read of a
 /// table opened before skips the lookup of its root in redb's table tree (two page reads
@@ -47,7 +75,7 @@ impl ReadView {
         if let Some(table) = find(&self.opened.read().unwrap_or_else(PoisonError::into_inner)) {
             return Ok(Some(table));
         }
-        let Some(table) = missing_is_none(self.txn.open_table(data_table(name)))? else {
+        let Some(table) = open_data(&self.txn, name)? else {
             return Ok(None);
         };
         let mut opened = self.opened.write().unwrap_or_else(PoisonError::into_inner);
@@ -159,7 +187,7 @@ impl Snapshot {
         }
         let name = table;
         reading(name, || {
-            let table = missing_is_none(self.0.txn.open_table(data_table(name)))?;
+            let table = open_data(&self.0.txn, name)?;
             let checked = |item| owned_row(name, item);
             let base: Box<dyn Iterator<Item = Result<Row>>> = match &table {
                 None => Box::new(std::iter::empty()),
@@ -215,7 +243,7 @@ impl Snapshot {
             return Ok(());
         }
         reading(table, || {
-            let Some(table) = missing_is_none(self.0.txn.open_table(data_table(table)))? else {
+            let Some(table) = open_data(&self.0.txn, table)? else {
                 return Ok(());
             };
             for item in table.range::<&[u8]>(bounds)? {
@@ -279,8 +307,45 @@ fn merge(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::Op;
+    use crate::store::tables::Tables;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn a_table_whose_stats_count_rows_but_whose_tree_is_gone_is_damaged_not_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tables.redb");
+        let (tables, _) = Tables::open(&path, false, 1 << 20, Arc::default(), false).unwrap();
+        let put = |table: &str| Op {
+            table: table.to_owned(),
+            key: b"k".to_vec(),
+            value: Some(vec![0x01]),
+        };
+        tables.apply([(1, [put("ints")].as_slice())], true).unwrap();
+        // What a damaged byte in redb's table of tables shows: the tree is not found, and
+        // the stats beside it still count its row.
+        let txn = tables.db.begin_write().unwrap();
+        txn.delete_table(data_table("ints")).unwrap();
+        tables.commit(txn).unwrap();
+        let snapshot = tables.snapshot().unwrap();
+        let found = snapshot.get_with("ints", b"k", |v| v.is_some());
+        assert!(
+            found
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("holds 1 row(s)")),
+            "{found:?}"
+        );
+        let everything = (Bound::Unbounded, Bound::Unbounded);
+        assert!(snapshot
+            .scan("ints", everything, false, 10, Vec::new())
+            .is_err());
+        assert!(snapshot
+            .visit("ints", everything, &mut |_, _| true)
+            .is_err());
+        // A table that never was is empty, as before.
+        assert!(!snapshot.get_with("never", b"k", |v| v.is_some()).unwrap());
+    }
 
     proptest! {
         /// The merge equals applying the pending rows to a `BTreeMap` of the base rows.
