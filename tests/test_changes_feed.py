@@ -233,6 +233,31 @@ def test_changes_below_the_retained_log_raise_log_truncated(tmp_path: Path) -> N
         assert next(iter(s.changes(since=oldest - 1))).lsn == oldest
 
 
+def test_a_since_time_after_the_retained_log_began_needs_none_of_the_dropped_entries(
+    tmp_path: Path,
+) -> None:
+    with replikv.Store(tmp_path / "db", segment_bytes=4096) as s:
+        for i in range(200):
+            s.put("t", i, "x" * 40)
+        time.sleep(0.01)
+        middle = dt.datetime.now(dt.timezone.utc)
+        time.sleep(0.01)
+        for i in range(200, 300):
+            s.put("t", i, "x" * 40)
+        assert s.drop_log_before(150) > 0
+        oldest = s.oldest_lsn
+        assert 1 < oldest <= 150
+        # Commit times never go back along the log: the dropped entries are all older than
+        # `middle`, which the filter would skip anyway.
+        kept = [c.lsn for c in s.changes(since_time=middle)]
+        assert kept == list(range(201, 301))
+        assert [c.lsn for c in s.changes(since=0, since_time=middle, tables=["t"])] == kept
+        # A time before the oldest kept entry may need the dropped ones: still refused.
+        before = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
+        with pytest.raises(replikv.LogTruncated, match=f"oldest retained LSN is {oldest}"):
+            s.changes(since_time=before)
+
+
 def feed_losing_its_log(path: Path) -> tuple[replikv.Store, replikv.Changes]:
     """A store whose log spans many segments, and a feed of all of it."""
     store = replikv.Store(path, segment_bytes=4096)

@@ -674,7 +674,9 @@ class Store:
                 ``changes(since=b)`` split the log with no overlap).
 
         Raises:
-            LogTruncated: ``since`` is older than the retained log.
+            LogTruncated: ``since`` is older than the retained log (unless ``since_time`` is
+                later than the oldest retained entry's commit: the dropped entries, all
+                committed no later, could not match).
             TypeError: a naive datetime, or ``until`` neither a datetime nor an int.
         """
     @property
