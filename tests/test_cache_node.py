@@ -90,6 +90,16 @@ def test_errors_are_redis_errors_and_the_connection_goes_on(
         command(r, "GET")
     with pytest.raises(redis.ResponseError, match="syntax error"):
         command(r, "SET", "k", "v", "BOGUS")
+    with pytest.raises(redis.ResponseError, match="syntax error"):
+        command(r, "FLUSHALL", "ASYNC", "extra")
+    # A TTL ending past the largest signed 64-bit count of Unix milliseconds, as Redis
+    # counts it (the node counted from its own start, and took it).
+    command(r, "SET", "k", "v")
+    with pytest.raises(redis.ResponseError, match="invalid expire time in 'pexpire'"):
+        command(r, "PEXPIRE", "k", 9_223_372_036_854_700_000)
+    with pytest.raises(redis.ResponseError, match="invalid expire time in 'set'"):
+        command(r, "SET", "k2", "v", "PX", 9_223_372_036_854_000_000)
+    assert command(r, "TTL", "k") == -1
     assert r.ping() is True
     r.close()
 

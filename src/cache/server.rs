@@ -60,6 +60,10 @@ pub const OUTPUT_BOUND: usize = 4 << 20;
 pub struct Shared {
     node: Mutex<Node>,
     started: Instant,
+    /// The wall clock when it started (ms since the Unix epoch): its clock reads from
+    /// there, so that a TTL ends at a time Redis would take (it refuses one that ends past
+    /// the largest signed 64-bit count of Unix milliseconds).
+    started_ms: u64,
     next_client: std::sync::atomic::AtomicU64,
 }
 
@@ -70,6 +74,7 @@ impl Shared {
         Arc::new(Self {
             node: Mutex::new(node),
             started: Instant::now(),
+            started_ms: crate::replication::status::now_ms(),
             next_client: std::sync::atomic::AtomicU64::new(1),
         })
     }
@@ -83,10 +88,12 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Milliseconds on the node's monotonic clock.
+    /// Milliseconds on the node's monotonic clock: the wall clock's when it started, then
+    /// counted from there whatever the wall clock does.
     #[must_use]
     pub fn now_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+        let elapsed = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.started_ms.saturating_add(elapsed)
     }
 }
 

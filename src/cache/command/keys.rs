@@ -1,5 +1,7 @@
 //! The plain Redis key commands.
 
+use std::cmp::Ordering;
+
 use bytes::Bytes;
 
 use super::{integer, not_an_integer, syntax_error, Call, Outcome};
@@ -133,26 +135,101 @@ pub(super) fn mset(call: &mut Call<'_>) -> Outcome {
     Reply::Ok.into()
 }
 
+/// The conditions Redis 7's `EXPIRE key ttl [NX|XX|GT|LT]` may set: a key without a TTL
+/// counts as one that never ends.
+struct ExpireIf {
+    /// NX: only a key without a TTL (`Some(false)`); XX: only one with (`Some(true)`).
+    has_ttl: Option<bool>,
+    /// GT: only if the new end is later (`Greater`); LT: only if earlier (`Less`).
+    end: Option<Ordering>,
+}
+
+impl ExpireIf {
+    fn parse(options: &[Vec<u8>]) -> Result<Self, Reply> {
+        let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
+        for option in options {
+            match option.to_ascii_uppercase().as_slice() {
+                b"NX" => nx = true,
+                b"XX" => xx = true,
+                b"GT" => gt = true,
+                b"LT" => lt = true,
+                _ => {
+                    return Err(Reply::Error(format!(
+                        "ERR Unsupported option {}",
+                        String::from_utf8_lossy(option)
+                    )))
+                }
+            }
+        }
+        if nx && (xx || gt || lt) {
+            return Err(Reply::Error(
+                "ERR NX and XX, GT or LT options at the same time are not compatible".into(),
+            ));
+        }
+        if gt && lt {
+            return Err(Reply::Error(
+                "ERR GT and LT options at the same time are not compatible".into(),
+            ));
+        }
+        Ok(Self {
+            has_ttl: (nx || xx).then_some(xx),
+            end: (gt || lt).then_some(if gt {
+                Ordering::Greater
+            } else {
+                Ordering::Less
+            }),
+        })
+    }
+
+    /// Whether a key that ends at `current` (`None`: never) may end at `new` instead.
+    fn allows(&self, current: Option<i128>, new: i128) -> bool {
+        if self.has_ttl.is_some_and(|has| has != current.is_some()) {
+            return false;
+        }
+        match self.end {
+            None => true,
+            Some(Ordering::Greater) => current.is_some_and(|end| new > end),
+            Some(_) => current.is_none_or(|end| new < end),
+        }
+    }
+}
+
 pub(super) fn expire(call: &mut Call<'_>) -> Outcome {
     let unit_ms = if call.args[0].eq_ignore_ascii_case(b"EXPIRE") {
         1000
     } else {
         1
     };
+    let condition = match ExpireIf::parse(&call.args[3..]) {
+        Ok(condition) => condition,
+        Err(reply) => return reply.into(),
+    };
     let Some(count) = integer(&call.args[2]) else {
         return not_an_integer();
     };
-    if count <= 0 {
-        // A TTL already passed: Redis deletes the key.
-        let removed = remove_live(call.node, &call.args[1], call.now_ms);
-        return Reply::Int(i64::from(removed)).into();
-    }
-    let Some(ms) = ttl_ms(count, unit_ms, call.now_ms) else {
-        let name = String::from_utf8_lossy(&call.args[0]).to_ascii_lowercase();
-        return Reply::Error(format!("ERR invalid expire time in '{name}' command")).into();
+    // A TTL already passed (`None`): Redis deletes the key.
+    let ttl = if count <= 0 {
+        None
+    } else {
+        let Some(ms) = ttl_ms(count, unit_ms, call.now_ms) else {
+            let name = String::from_utf8_lossy(&call.args[0]).to_ascii_lowercase();
+            return Reply::Error(format!("ERR invalid expire time in '{name}' command")).into();
+        };
+        Some(ms)
     };
-    let held = call.node.lru.expire(&call.args[1], Some(ms), call.now_ms);
-    Reply::Int(i64::from(held)).into()
+    let Some(left) = call.node.lru.ttl_left(&call.args[1], call.now_ms) else {
+        return Reply::Int(0).into();
+    };
+    let now = i128::from(call.now_ms);
+    let new_end = now + i128::from(count) * i128::from(unit_ms);
+    if !condition.allows(left.map(|ms| now + i128::from(ms)), new_end) {
+        return Reply::Int(0).into();
+    }
+    let done = match ttl {
+        None => remove_live(call.node, &call.args[1], call.now_ms),
+        Some(ms) => call.node.lru.expire(&call.args[1], Some(ms), call.now_ms),
+    };
+    Reply::Int(i64::from(done)).into()
 }
 
 pub(super) fn ttl(call: &mut Call<'_>) -> Outcome {
@@ -172,10 +249,11 @@ pub(super) fn dbsize(call: &mut Call<'_>) -> Outcome {
 }
 
 pub(super) fn flushall(call: &mut Call<'_>) -> Outcome {
-    match call.args.get(1).map(|a| a.to_ascii_uppercase()) {
-        None => {}
-        Some(mode) if mode == b"ASYNC" || mode == b"SYNC" => {}
-        Some(_) => return syntax_error(),
+    match call.args[1..] {
+        [] => {}
+        [ref mode] if mode.eq_ignore_ascii_case(b"ASYNC") || mode.eq_ignore_ascii_case(b"SYNC") => {
+        }
+        _ => return syntax_error(),
     }
     // Fills read before now may predate writes this node no longer remembers.
     let processed = call.node.processed().lsn;

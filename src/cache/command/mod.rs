@@ -6,6 +6,8 @@ mod connection;
 mod keys;
 mod versioned;
 
+use std::fmt::Write as _;
+
 use super::node::Node;
 use super::resp::Reply;
 
@@ -102,8 +104,8 @@ const COMMANDS: &[(&str, i32, Handler)] = &[
     ("EXISTS", -2, keys::exists),
     ("MGET", -2, keys::mget),
     ("MSET", -3, keys::mset),
-    ("EXPIRE", 3, keys::expire),
-    ("PEXPIRE", 3, keys::expire),
+    ("EXPIRE", -3, keys::expire),
+    ("PEXPIRE", -3, keys::expire),
     ("TTL", 2, keys::ttl),
     ("PTTL", 2, keys::ttl),
     ("DBSIZE", 1, keys::dbsize),
@@ -142,15 +144,14 @@ fn printable(arg: &[u8]) -> String {
 }
 
 fn unknown(args: &[Vec<u8>]) -> Reply {
-    let rest: Vec<String> = args[1..]
-        .iter()
-        .take(8)
-        .map(|a| format!("'{}'", printable(a)))
-        .collect();
+    // Each argument followed by a space, the last one too, as Redis words it.
+    let mut rest = String::new();
+    for arg in args[1..].iter().take(8) {
+        let _ = write!(rest, "'{}' ", printable(arg));
+    }
     Reply::Error(format!(
-        "ERR unknown command '{}', with args beginning with: {}",
+        "ERR unknown command '{}', with args beginning with: {rest}",
         printable(&args[0]),
-        rest.join(" ")
     ))
 }
 

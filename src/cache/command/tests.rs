@@ -93,6 +93,42 @@ fn set_nx_xx_and_expiry_options() {
 }
 
 #[test]
+fn expire_options_set_a_ttl_only_when_their_condition_holds_as_in_redis_7() {
+    let mut c = Client::new(None);
+    c.run("SET k v");
+    // A key without a TTL never ends: GT is never later, LT always earlier.
+    assert_eq!(c.run("EXPIRE k 100 XX"), Reply::Int(0));
+    assert_eq!(c.run("EXPIRE k 100 GT"), Reply::Int(0));
+    assert_eq!(c.run("TTL k"), Reply::Int(-1));
+    assert_eq!(c.run("EXPIRE k 100 NX"), Reply::Int(1));
+    assert_eq!(c.run("EXPIRE k 50 NX"), Reply::Int(0));
+    assert_eq!(c.run("EXPIRE k 50 gt"), Reply::Int(0));
+    assert_eq!(c.run("EXPIRE k 200 XX GT"), Reply::Int(1));
+    assert_eq!(c.run("TTL k"), Reply::Int(200));
+    assert_eq!(c.run("EXPIRE k 300 LT"), Reply::Int(0));
+    assert_eq!(c.run("PEXPIRE k 1000 LT"), Reply::Int(1));
+    assert_eq!(c.run("PTTL k"), Reply::Int(1000));
+    // A TTL already passed deletes the key only if the condition holds.
+    assert_eq!(c.run("EXPIRE k -1 GT"), Reply::Int(0));
+    assert_eq!(c.run("EXISTS k"), Reply::Int(1));
+    assert_eq!(c.run("EXPIRE k -1 LT"), Reply::Int(1));
+    assert_eq!(c.run("EXISTS k"), Reply::Int(0));
+    assert_eq!(c.run("EXPIRE missing 10 NX"), Reply::Int(0));
+    assert_eq!(
+        c.run("EXPIRE k 10 NX XX"),
+        Reply::Error("ERR NX and XX, GT or LT options at the same time are not compatible".into())
+    );
+    assert_eq!(
+        c.run("EXPIRE k 10 GT LT"),
+        Reply::Error("ERR GT and LT options at the same time are not compatible".into())
+    );
+    assert_eq!(
+        c.run("EXPIRE k 10 SOON"),
+        Reply::Error("ERR Unsupported option SOON".into())
+    );
+}
+
+#[test]
 fn expire_ttl_and_persistent_keys() {
     let mut c = Client::new(None);
     c.run("SET k v");
@@ -178,10 +214,11 @@ fn mset_and_mget() {
 #[test]
 fn unknown_commands_and_wrong_arity_get_redis_errors() {
     let mut c = Client::new(None);
-    assert!(error_starts(
-        &c.run("NOPE a b"),
-        "ERR unknown command 'NOPE'"
-    ));
+    // Word for word as Redis says it, a space after each argument included.
+    assert_eq!(
+        c.run("NOPE a b"),
+        Reply::Error("ERR unknown command 'NOPE', with args beginning with: 'a' 'b' ".into())
+    );
     assert!(error_starts(
         &c.run("GET"),
         "ERR wrong number of arguments for 'get'"
@@ -354,6 +391,10 @@ fn flushall_refuses_fills_read_before_it() {
     let mut c = Client::new(None);
     c.node.lru.processed_through(Version { epoch: 1, lsn: 5 });
     c.run("RKV.FILL k 1 5 v");
+    assert!(error_starts(
+        &c.run("FLUSHALL ASYNC now"),
+        "ERR syntax error"
+    ));
     assert_eq!(c.run("FLUSHALL"), Reply::Ok);
     assert_eq!(c.run("DBSIZE"), Reply::Int(0));
     assert_eq!(c.run("RKV.FILL k 1 4 v"), Reply::Int(0));

@@ -14,7 +14,9 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// Redis's own bounds: 64 MiB arguments, 1,048,576 of them, 64 KiB lines.
+    /// 64 MiB arguments, 1,048,576 of them, 64 KiB lines: Redis's inline line bound, and
+    /// arguments and counts far below its own (512 MB, and counts up to 2^31), which a
+    /// cache of bounded memory has no use for.
     fn default() -> Self {
         Limits {
             max_bulk: 64 << 20,
@@ -29,8 +31,8 @@ impl Default for Limits {
 pub enum Parse {
     /// One whole command: its arguments (command name first), and the bytes it used.
     ///
-    /// `args` is empty for `*0`, `*-1` and a blank inline line: drop `used` bytes and
-    /// answer nothing, as Redis does.
+    /// `args` is empty for `*0`, `*-1` (any count below 1) and a blank inline line: drop
+    /// `used` bytes and answer nothing, as Redis does.
     Command {
         /// The arguments, command name first.
         args: Vec<Vec<u8>>,
@@ -158,13 +160,17 @@ fn header(
     Ok((number, newline + 1))
 }
 
-/// An optional '-' and one or more ASCII digits, if the value fits an `i64`.
+/// A decimal as Redis reads one in a header, if the value fits an `i64`: `0`, or an
+/// optional '-' and digits that do not start with 0 (`01`, `-0` and `+1` are not numbers).
 fn decimal(text: &[u8]) -> Option<i64> {
+    if text == b"0" {
+        return Some(0);
+    }
     let (negative, digits) = match text.strip_prefix(b"-") {
         Some(digits) => (true, digits),
         None => (false, text),
     };
-    if digits.is_empty() {
+    if digits.first().is_none_or(|&first| first == b'0') {
         return None;
     }
     let mut value: i64 = 0;
@@ -187,7 +193,8 @@ fn multibulk(buf: &[u8], limits: &Limits, progress: &mut Progress) -> Parse {
             Err(parse) => return parse,
         };
         let count = match count {
-            Some(0 | -1) => {
+            // Redis takes any count below 1 for an empty command.
+            Some(count) if count <= 0 => {
                 return Parse::Command {
                     args: Vec::new(),
                     used: first,

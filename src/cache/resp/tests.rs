@@ -92,6 +92,8 @@ fn test_every_prefix_of_a_command_is_incomplete() {
 fn test_empty_multibulk_and_blank_lines_are_empty_commands() {
     assert_eq!(parse_default(b"*0\r\nrest"), command(&[], 4));
     assert_eq!(parse_default(b"*-1\r\n"), command(&[], 5));
+    // Any count below 1, as Redis takes it.
+    assert_eq!(parse_default(b"*-5\r\nPING\r\n"), command(&[], 5));
     assert_eq!(parse_default(b"\r\n"), command(&[], 2));
     assert_eq!(parse_default(b" \t \n"), command(&[], 4));
 }
@@ -167,12 +169,15 @@ fn test_huge_claims_within_limits_wait_without_allocating() {
 fn test_negative_and_malformed_counts_and_lengths_are_refused() {
     let count = "ERR Protocol error: invalid multibulk length";
     let bulk = "ERR Protocol error: invalid bulk length";
-    assert_eq!(parse_default(b"*-2\r\nPING\r\n"), invalid(count, 5));
     assert_eq!(parse_default(b"*1048577\r\n"), invalid(count, 10));
     for header in [
         &b"*\r\n"[..],
         b"*x\r\n",
         b"*+1\r\n",
+        // Leading zeros are not Redis numbers.
+        b"*01\r\n",
+        b"*-0\r\n",
+        b"*-01\r\n",
         b"* 1\r\n",
         b"*1 \r\n",
         b"*1\n",
@@ -181,6 +186,7 @@ fn test_negative_and_malformed_counts_and_lengths_are_refused() {
     }
     assert_eq!(parse_default(b"*1\r\n$-1\r\n"), invalid(bulk, 9));
     assert_eq!(parse_default(b"*1\r\n$1x\r\nab\r\n"), invalid(bulk, 9));
+    assert_eq!(parse_default(b"*1\r\n$04\r\nPING\r\n"), invalid(bulk, 9));
 }
 
 #[test]
