@@ -9,6 +9,7 @@ import datetime as dt
 import io
 import json
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -627,6 +628,29 @@ def test_a_command_on_a_held_store_names_the_process_holding_it(
     assert "time.sleep(120)" in run.stderr  # its command line, read from /proc
     assert "Traceback" not in run.stderr
     assert run.stdout == ""
+
+
+@pytest.mark.parametrize("command", ["detach", "promote"])
+def test_a_replication_command_on_a_held_store_names_it_without_error_numbers(
+    held_store: tuple[Path, int], command: str
+) -> None:
+    store_dir, pid = held_store
+    run = replikv_cli(command, str(store_dir))
+    assert run.returncode == 1
+    assert f"open in process {pid} (" in run.stderr
+    # An OSError's numbers are for programs: "[Errno 11] ...: 'dir'", "(os error 11)".
+    assert "[Errno" not in run.stderr and "(os error" not in run.stderr, run.stderr
+    assert not run.stderr.rstrip().endswith(f"'{store_dir}'"), run.stderr
+
+
+def test_status_of_an_address_nothing_listens_on_names_the_address() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    run = replikv_cli("status", address)
+    assert run.returncode == 1
+    assert f"cannot connect to {address}: Connection refused" in run.stderr, run.stderr
+    assert "[Errno" not in run.stderr
 
 
 def test_changes_reads_a_store_another_process_holds(held_store: tuple[Path, int]) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from ._args import positive
 from ._core import CacheNode, CacheNodeStats
+from ._failure import describe as describe_failure
 from ._roles import Stop, stops_on_sigterm
 from .exceptions import ReplikvError
 
@@ -92,7 +93,7 @@ def _run_cache_node(args: argparse.Namespace) -> int:
     except BrokenPipeError:  # stdout's reader left: main() ends the command quietly
         raise
     except (ReplikvError, OSError, ValueError, OverflowError) as problem:
-        print(f"replikv cache-node: error: {problem}", file=sys.stderr)
+        print(f"replikv cache-node: error: {describe_failure(problem)}", file=sys.stderr)
         return 1
     return 0
 
@@ -113,7 +114,14 @@ def speaks_first(address: str, timeout: float) -> bool:
     """Whether the server at `address` talks before it is asked: a primary sends its
     challenge at once, a Redis-protocol cache node waits for a command."""
     host, port = address.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+    try:
+        sock = socket.create_connection((host, int(port)), timeout=timeout)
+    except OSError as failure:
+        # As the Rust side words it: the address the connection was for, then why.
+        raise type(failure)(
+            failure.errno, f"cannot connect to {address}: {failure.strerror}"
+        ) from None
+    with sock:
         sock.settimeout(min(timeout, 0.3))
         try:
             return bool(sock.recv(1))

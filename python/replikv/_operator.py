@@ -12,6 +12,7 @@ from typing import Any
 from ._args import seconds
 from ._cache_cli import node_follow, speaks_first
 from ._core import request_follow, request_switchover
+from ._failure import describe
 from ._serve import TOKEN_ENV
 from .exceptions import ReplikvError
 
@@ -65,7 +66,7 @@ def _run_switchover(args: argparse.Namespace) -> int:
     try:
         address = request_switchover(args.address, args.to, token=args.token, timeout=args.timeout)
     except (ReplikvError, OSError, ValueError) as failure:
-        print(f"replikv switchover: error: {failure}", file=sys.stderr)
+        print(f"replikv switchover: error: {describe(failure)}", file=sys.stderr)
         return 1
     print(f"{args.to} is the primary now, at {address}")
     return 0
@@ -81,7 +82,7 @@ def _run_follow(args: argparse.Namespace) -> int:
             node_follow(args.address, args.primary, args.token, args.timeout)
             what = "cache node"
     except (ReplikvError, OSError, ValueError) as failure:
-        print(f"replikv follow: error: {failure}", file=sys.stderr)
+        print(f"replikv follow: error: {describe(failure)}", file=sys.stderr)
         return 1
     print(f"the {what} at {args.address} follows {args.primary} now")
     return 0

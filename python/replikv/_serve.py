@@ -21,6 +21,7 @@ from ._core import (
     fetch_status,
     promote_stopped,
 )
+from ._failure import describe
 from ._roles import run_roles, stops_on_sigterm
 from .exceptions import ReplikvError
 
@@ -159,7 +160,7 @@ def _run_primary(args: argparse.Namespace) -> int:
         store = Store(args.data)
     except (ReplikvError, OSError) as problem:
         # Nothing to undo: what is there may be another process's (a store it holds).
-        print(f"replikv primary: error: {problem}", file=sys.stderr)
+        print(f"replikv primary: error: {describe(problem)}", file=sys.stderr)
         return 1
     sync_tables = [table.strip() for table in args.sync_tables.split(",") if table.strip()]
     started = False
@@ -196,7 +197,7 @@ def _run_primary(args: argparse.Namespace) -> int:
     except BrokenPipeError:  # stdout's reader left: main() ends the command quietly
         raise
     except (ReplikvError, OSError, ValueError) as problem:
-        print(f"replikv primary: error: {problem}", file=sys.stderr)
+        print(f"replikv primary: error: {describe(problem)}", file=sys.stderr)
         return 1
     finally:
         store.close()
@@ -284,7 +285,7 @@ def _run_replica(args: argparse.Namespace) -> int:
     except BrokenPipeError:  # stdout's reader left: main() ends the command quietly
         raise
     except (ReplikvError, OSError, ValueError) as problem:
-        print(f"replikv replica: error: {problem}", file=sys.stderr)
+        print(f"replikv replica: error: {describe(problem)}", file=sys.stderr)
         return 1
     if failure is not None:
         print(f"replikv replica: error: {failure}", file=sys.stderr)
@@ -315,7 +316,7 @@ def _run_promote(args: argparse.Namespace) -> int:
     try:
         promotion = promote_stopped(args.dir, force=args.force)
     except (ReplikvError, OSError) as failure:
-        print(f"replikv promote: error: {failure}", file=sys.stderr)
+        print(f"replikv promote: error: {describe(failure)}", file=sys.stderr)
         return 1
     print(f"{args.dir} promoted: {promotion!r}")
     flags, unsaid = _primary_flags(promotion.settings)
@@ -375,7 +376,7 @@ def _run_status(args: argparse.Namespace) -> int:
     except BrokenPipeError:  # stdout's reader left: main() ends the command quietly
         raise
     except (ReplikvError, OSError) as problem:
-        print(f"replikv status: error: {problem}", file=sys.stderr)
+        print(f"replikv status: error: {describe(problem)}", file=sys.stderr)
         return 1
     print(
         f"primary {args.address}: last LSN {report.last_lsn:,}, epoch {report.epoch}, "

@@ -10,6 +10,7 @@ from typing import Any
 
 from . import _core
 from ._args import seconds
+from ._failure import describe
 from ._output import reader_may_leave
 from ._serve import TOKEN_ENV
 from .exceptions import ReplikvError
@@ -55,7 +56,7 @@ def _run_verify(args: argparse.Namespace) -> int:
     try:
         report = _core.fetch_verify(args.address, token=args.token, timeout=args.timeout)
     except (ReplikvError, OSError) as problem:
-        print(f"replikv verify: error: {problem}", file=sys.stderr)
+        print(f"replikv verify: error: {describe(problem)}", file=sys.stderr)
         return EXIT_ERROR
     outcome = _outcome(report)
     # A reader that leaves (`| head -1`) changes nothing of what was found: the exit code

@@ -197,11 +197,15 @@ pub(crate) fn put_rows(
             .ok()
             .filter(|t| t.len() == 2)
             .ok_or_else(|| {
-                let not = pyo3::exceptions::PyTypeError::new_err(format!(
-                    "each row must be a (key, value) tuple, not {}",
-                    row.get_type()
+                let what = match row.cast::<PyTuple>() {
+                    Ok(tuple) => format!("a tuple of {} item(s)", tuple.len()),
+                    Err(_) => row
+                        .get_type()
                         .name()
-                        .map_or_else(|_| "?".to_owned(), |n| n.to_string())
+                        .map_or_else(|_| "?".to_owned(), |n| n.to_string()),
+                };
+                let not = pyo3::exceptions::PyTypeError::new_err(format!(
+                    "each row must be a (key, value) tuple, not {what}"
                 ));
                 at_row(py, &not, table, index)
             })?;

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from .. import __version__, _demo_cache, _demo_failover
 from .._args import positive
 from .._core import Change, Checksum, Primary, Replica, Store
+from .._failure import describe
 from .._measure import percentile
 from .._store import Key
 from ..exceptions import ReplikvError
@@ -111,7 +112,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     except BrokenPipeError:  # stdout's reader left: main() ends the command quietly
         raise
     except (ReplikvError, OSError) as failure:
-        print(f"replikv demo: error: {failure}", file=sys.stderr)
+        print(f"replikv demo: error: {describe(failure)}", file=sys.stderr)
         return 1
     finally:
         workspace.finish()

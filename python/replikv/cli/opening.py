@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .._core import Store
+from .._failure import describe
 from ..exceptions import ReplikvError, StoreLockedError
 
 #: Exit codes of the data commands.
@@ -68,15 +69,10 @@ def run_command(name: str, body: Callable[[argparse.Namespace], int]) -> Callabl
         except BrokenPipeError:  # stdout's reader left: main() ends the command quietly
             raise
         except (ReplikvError, OSError, ValueError, TypeError, KeyError, OverflowError) as failure:
-            print(f"replikv {name}: error: {_one_line(failure)}", file=sys.stderr)
+            print(f"replikv {name}: error: {describe(failure)}", file=sys.stderr)
             return FAILED
         except KeyboardInterrupt:
             print(f"replikv {name}: interrupted", file=sys.stderr)
             return INTERRUPTED
 
     return run
-
-
-def _one_line(failure: BaseException) -> str:
-    text = str(failure.args[0]) if isinstance(failure, KeyError) and failure.args else str(failure)
-    return text or type(failure).__name__
