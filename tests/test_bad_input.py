@@ -424,8 +424,9 @@ def test_put_many_names_the_row_of_a_refused_key_or_row(seeded: replikv.Store) -
     with pytest.raises(TypeError, match=r"^t\[<row 1>\]: each row must be a \(key, value\) tuple"):
         seeded.put_many("t", not_a_pair)
     for row, count in (((1,), 1), ((1, 2, 3), 3)):
+        wrong_length: list[Any] = [("a", 1), row]
         with pytest.raises(TypeError, match=rf"<row 1>\]: .* tuple, not a tuple of {count} item"):
-            seeded.put_many("t", [("a", 1), row])
+            seeded.put_many("t", wrong_length)
     assert seeded.get("t", "a") is None, "nothing of a refused put_many is written"
 
 
