@@ -623,3 +623,34 @@ def test_a_wrong_or_missing_token_is_an_auth_error_not_a_silent_miss() -> None:
         cache = replikv.Cache([node.address], token="right", source=lambda t, k: 1)
         assert (cache.get("t", "k"), cache.get("t", "k")) == (1, 1)
         assert cache.stats().hits == 1
+
+
+def test_unfinished_requests_of_all_clients_are_bounded_together() -> None:
+    """Each client may hold one unfinished request of up to 96 MiB; three of them held
+    270 MiB of the node's memory, and 10,000 clients could hold 960 GiB. The client whose
+    bytes go past 256 MiB in all is answered an error and closed; the others go on."""
+    arg = 47 << 20
+    # An MSET of two 47 MiB values (one argument holds 64 MiB at most), sent up to 4 MiB
+    # before its end: 90 MiB unfinished.
+    start = b"*5\r\n$4\r\nMSET\r\n$2\r\nk1\r\n$%d\r\n" % arg
+    start += b"x" * arg + b"\r\n$2\r\nk2\r\n$%d\r\n" % arg + b"y" * (43 << 20)
+    with replikv.CacheNode(max_bytes=1 << 30) as node:
+        host, port = node.address.rsplit(":", 1)
+        clients = [socket.create_connection((host, int(port)), timeout=30) for _ in range(3)]
+        try:
+            for sock in clients[:2]:
+                sock.sendall(start)
+            refused = b""
+            with contextlib.suppress(OSError):  # the node closes it mid-send
+                clients[2].sendall(start)
+            with contextlib.suppress(OSError):
+                while piece := clients[2].recv(4096):
+                    refused += piece
+            assert refused.startswith(b"-ERR the node holds 256 MiB of unfinished"), refused
+            # The first clients' requests were within the bound: they finish.
+            clients[0].sendall(b"y" * (4 << 20) + b"\r\n")
+            assert clients[0].recv(64) == b"+OK\r\n"
+            assert node.stats().keys == 2
+        finally:
+            for sock in clients:
+                sock.close()

@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,11 @@ const UNAUTHENTICATED: Limits = Limits {
 /// unfinished command would make the node buffer all of it. Redis closes a client at 1 GiB
 /// (`client-query-buffer-limit`); a cache node's values are far smaller than that.
 const MAX_REQUEST_BYTES: usize = 96 << 20;
+/// The most bytes of unfinished requests all connections may hold at once: without it,
+/// each of the clients could hold [`MAX_REQUEST_BYTES`] (a few clients sending long
+/// commands they never finish held the node's memory by the GiB). The connection whose
+/// read goes past it is answered an error and closed, as one past its own bound is.
+const MAX_BUFFERED_BYTES: usize = 256 << 20;
 /// A client that reads none of its replies for this long is dropped.
 const WRITE_STALL: Duration = Duration::from_secs(30);
 /// Bytes read per read call, at most: what one read queues as parsed commands stays small.
@@ -65,6 +71,8 @@ pub struct Shared {
     /// the largest signed 64-bit count of Unix milliseconds).
     started_ms: u64,
     next_client: std::sync::atomic::AtomicU64,
+    /// Bytes of unfinished requests its connections hold (see [`MAX_BUFFERED_BYTES`]).
+    buffered: AtomicUsize,
 }
 
 impl Shared {
@@ -76,6 +84,7 @@ impl Shared {
             started: Instant::now(),
             started_ms: crate::replication::status::now_ms(),
             next_client: std::sync::atomic::AtomicU64::new(1),
+            buffered: AtomicUsize::new(0),
         })
     }
 
@@ -168,10 +177,12 @@ impl Drop for Server {
     }
 }
 
-/// Counts the connection as open, and its unsent replies as buffered, while alive.
+/// Counts the connection as open, and its unsent replies and unfinished requests as
+/// buffered, while alive.
 struct Open<'a> {
     shared: &'a Shared,
     unsent: u64,
+    buffered: usize,
 }
 
 impl<'a> Open<'a> {
@@ -179,7 +190,26 @@ impl<'a> Open<'a> {
         let mut node = shared.lock();
         node.clients.0 += 1;
         node.clients.1 += 1;
-        Self { shared, unsent: 0 }
+        Self {
+            shared,
+            unsent: 0,
+            buffered: 0,
+        }
+    }
+
+    /// The connection now holds `buffered` bytes of requests not read whole; `false` if
+    /// that grew the node's total past [`MAX_BUFFERED_BYTES`].
+    fn buffered(&mut self, buffered: usize) -> bool {
+        let total = &self.shared.buffered;
+        let within = if buffered > self.buffered {
+            let grown = buffered - self.buffered;
+            total.fetch_add(grown, Ordering::AcqRel) + grown <= MAX_BUFFERED_BYTES
+        } else {
+            total.fetch_sub(self.buffered - buffered, Ordering::AcqRel);
+            true
+        };
+        self.buffered = buffered;
+        within
     }
 
     /// The connection now has `unsent` reply bytes waiting.
@@ -197,6 +227,7 @@ impl<'a> Open<'a> {
 
 impl Drop for Open<'_> {
     fn drop(&mut self) {
+        self.buffered(0);
         let mut node = self.shared.lock();
         node.clients.0 -= 1;
         node.unsent.0 -= self.unsent;
@@ -280,6 +311,14 @@ async fn serve(shared: &Shared, incoming: Incoming) -> std::io::Result<()> {
                 let limit = MAX_REQUEST_BYTES >> 20;
                 requests.push_back(Err(format!(
                     "ERR Protocol error: a request of more than {limit} MiB"
+                )));
+                broken = true;
+            }
+            if !broken && !open.buffered(input.len()) {
+                let limit = MAX_BUFFERED_BYTES >> 20;
+                requests.push_back(Err(format!(
+                    "ERR the node holds {limit} MiB of unfinished requests from its clients: \
+                     send this one again later"
                 )));
                 broken = true;
             }
