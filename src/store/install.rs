@@ -194,15 +194,15 @@ impl Store {
         remove_dir(&staging)?;
         std::fs::create_dir(&staging).map_err(dir_io("cannot create", &staging))?;
         let cache_bytes = self.inner.options.cache_bytes;
+        // The directory stays the same store to its primary (a reconnection replaces).
         let (tables, _) = Tables::open(
             &staging.join("tables.redb"),
             true,
             cache_bytes,
             Arc::default(),
             self.inner.options.fsync,
+            Some(self.store_id()?),
         )?;
-        // The directory stays the same store to its primary (a reconnection replaces).
-        tables.set_store_id(self.store_id()?)?;
         Ok(Installer {
             store: self.clone(),
             staging,

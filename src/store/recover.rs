@@ -47,14 +47,26 @@ impl Parts {
         log_fs: Box<dyn LogFs>,
     ) -> Result<Self> {
         let mut log_options = options.log_options();
+        let owner_file = path.join("log").join(OWNER_FILE);
+        let owner = read_owner(&*log_fs).map_err(|source| StoreError::Io {
+            context: "cannot read the log's owner",
+            path: owner_file.clone(),
+            source,
+        })?;
+        // New tables (their file was missing) are rebuilt from this log alone: they take
+        // its store's id as they are made, so that no crash leaves them with another.
         let (tables, meta) = Tables::open(
             &path.join("tables.redb"),
             options.follower,
             options.cache_bytes,
             Arc::clone(&log_options.unsynced),
             options.fsync,
+            match owner {
+                Owner::Store(id) => Some(id),
+                Owner::Unknown | Owner::Damaged => None,
+            },
         )?;
-        claim_log(&*log_fs, &tables, meta.fresh, path)?;
+        claim_log(&*log_fs, &tables, owner, &owner_file)?;
         // A replica's log is appended without a sync per batch (see `Store::flush`).
         log_options.holes_are_torn = meta.follower;
         // A follower that holds back does not know which of its last entries its primary
@@ -141,35 +153,25 @@ impl Parts {
     }
 }
 
-/// Makes sure the log in `fs` is the tables' own (see [`Owner`]). A log that names no
-/// store is claimed. Tables made by this open (their file was missing) take the log's
-/// store as theirs: they are rebuilt from it alone. A log of another store is refused,
-/// before anything of it is replayed.
-fn claim_log(fs: &dyn LogFs, tables: &Tables, fresh: bool, path: &Path) -> Result<()> {
-    let file = path.join("log").join(OWNER_FILE);
-    let io = |context: &'static str| {
-        let path = file.clone();
-        move |source| StoreError::Io {
-            context,
-            path,
-            source,
-        }
-    };
+/// Makes sure the log in `fs`, whose owner's file `file` says `owner`, is the tables' own
+/// (see [`Owner`]). A log that names no store is claimed; a log of another store is
+/// refused, before anything of it is replayed.
+fn claim_log(fs: &dyn LogFs, tables: &Tables, owner: Owner, file: &Path) -> Result<()> {
     let store_id = tables.store_id()?;
-    let claim = match read_owner(fs).map_err(io("cannot read the log's owner"))? {
+    let claim = match owner {
         Owner::Store(id) if id == store_id => return Ok(()),
-        Owner::Store(id) if fresh => return tables.set_store_id(id),
         Owner::Store(id) => {
+            let log = file.parent().unwrap_or(file);
             return Err(StoreError::Corrupt {
                 reason: format!(
                     "the log in {} belongs to another store (id {id:016x}) than the tables \
                      beside it (id {store_id:016x}): replaying it would mix two histories. \
                      Put this store's own log back, or remove tables.redb to rebuild the \
                      store from this log alone",
-                    path.join("log").display()
+                    log.display()
                 ),
             }
-            .into())
+            .into());
         }
         Owner::Damaged => {
             tracing::warn!(file = %file.display(), "the log's owner file is damaged: it is written again");
@@ -177,7 +179,11 @@ fn claim_log(fs: &dyn LogFs, tables: &Tables, fresh: bool, path: &Path) -> Resul
         }
         Owner::Unknown => store_id,
     };
-    write_owner(fs, claim).map_err(io("cannot record the log's owner"))?;
+    write_owner(fs, claim).map_err(|source| StoreError::Io {
+        context: "cannot record the log's owner",
+        path: file.to_path_buf(),
+        source,
+    })?;
     Ok(())
 }
 

@@ -39,7 +39,7 @@ fn corrupt(reason: &str) -> crate::Error {
 }
 
 impl Tables {
-    pub(super) fn init_meta(&self, follower: bool) -> Result<Meta> {
+    pub(super) fn init_meta(&self, follower: bool, store_id: Option<u64>) -> Result<Meta> {
         let txn = self.db.begin_read()?;
         if let Some(meta) = missing_is_none(txn.open_table(META))? {
             let read = |key: &str| -> Result<Option<u64>> { Ok(meta.get(key)?.map(|v| v.value())) };
@@ -66,13 +66,12 @@ impl Tables {
                 }
             }
             if !has_id {
-                self.write_meta(&[(STORE_ID, random_id())])?;
+                self.write_meta(&[(STORE_ID, store_id.unwrap_or_else(random_id))])?;
             }
             return Ok(Meta {
                 applied_lsn,
                 epoch,
                 follower: marked,
-                fresh: false,
             });
         }
         if txn.list_tables()?.next().is_some() {
@@ -88,7 +87,7 @@ impl Tables {
             meta.insert("applied_lsn", 0)?;
             meta.insert("epoch", 1)?;
             meta.insert("lineage", random_id())?;
-            meta.insert(STORE_ID, random_id())?;
+            meta.insert(STORE_ID, store_id.unwrap_or_else(random_id))?;
             if follower {
                 meta.insert(FOLLOWER, 1)?;
             }
@@ -100,7 +99,6 @@ impl Tables {
             applied_lsn: 0,
             epoch: 1,
             follower,
-            fresh: true,
         })
     }
 
@@ -226,11 +224,6 @@ impl Tables {
     /// The store directory's own id (see [`STORE_ID`]).
     pub(crate) fn store_id(&self) -> Result<u64> {
         Ok(self.meta(STORE_ID)?.unwrap_or(0))
-    }
-
-    /// Durably gives these tables the id of the store directory they are installed into.
-    pub(crate) fn set_store_id(&self, id: u64) -> Result<()> {
-        self.write_meta(&[(STORE_ID, id)])
     }
 
     /// A metadata value, if set.

@@ -97,8 +97,6 @@ pub(crate) struct Meta {
     pub epoch: u64,
     /// The store belongs to a replica: only a follower may write to it.
     pub follower: bool,
-    /// The tables file was made by this open: there was none.
-    pub fresh: bool,
 }
 
 pub(crate) struct Tables {
@@ -145,13 +143,16 @@ impl Tables {
     /// marked by [`Tables::set_follower`] once it takes on a primary's history.
     /// `cache_bytes` bounds redb's page cache (read cache and write buffer together).
     /// Without `fsync` (a store opened with `fsync=False`) its durable commits sync
-    /// nothing: they survive a crash of the process, not a power loss.
+    /// nothing: they survive a crash of the process, not a power loss. New tables (or
+    /// tables of a release that gave none) take `store_id` as the id of their store
+    /// directory, in the transaction that writes it, or a random one if `None`.
     pub(crate) fn open(
         path: &Path,
         follower: bool,
         cache_bytes: usize,
         log: Arc<Unsynced>,
         fsync: bool,
+        store_id: Option<u64>,
     ) -> Result<(Self, Meta)> {
         let pace = Arc::new(Pace::default());
         let file = PacedFile::open(path, Arc::clone(&log), Arc::clone(&pace), fsync).map_err(
@@ -172,7 +173,7 @@ impl Tables {
             log,
             pace,
         };
-        let meta = tables.init_meta(follower)?;
+        let meta = tables.init_meta(follower, store_id)?;
         tables
             .applied_lsn
             .store(meta.applied_lsn, Ordering::Release);

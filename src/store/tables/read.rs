@@ -316,7 +316,7 @@ mod tests {
     fn a_table_whose_stats_count_rows_but_whose_tree_is_gone_is_damaged_not_empty() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tables.redb");
-        let (tables, _) = Tables::open(&path, false, 1 << 20, Arc::default(), false).unwrap();
+        let (tables, _) = Tables::open(&path, false, 1 << 20, Arc::default(), false, None).unwrap();
         let put = |table: &str| Op {
             table: table.to_owned(),
             key: b"k".to_vec(),
