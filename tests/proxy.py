@@ -31,6 +31,10 @@ class Proxy:
         self.stalled = False
         # When one side closes, the other is left open and silent, not shut down.
         self.half_open = False
+        # When forwarding one way fails because its receiver is gone, the other way still
+        # delivers what it holds before both close, as a peer that died after writing
+        # leaves its last bytes readable before the end of its stream.
+        self.drain = False
         self._threads = [threading.Thread(target=self._accept, daemon=True)]
         self._threads[0].start()
 
@@ -95,6 +99,7 @@ class Proxy:
                 self._threads.append(pump)
 
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        sink_gone = False
         with contextlib.suppress(OSError):
             source.settimeout(None)
             while chunk := source.recv(65536):
@@ -102,10 +107,12 @@ class Proxy:
                     time.sleep(self.delay)
                 while self.stalled:  # keep the sockets open, forward nothing
                     time.sleep(0.01)
+                sink_gone = True
                 sink.sendall(chunk)
+                sink_gone = False
                 if self.rate:
                     time.sleep(len(chunk) / self.rate)
-        if self.half_open:
+        if self.half_open or (sink_gone and self.drain):
             return
         for sock in (source, sink):
             with contextlib.suppress(OSError):

@@ -72,9 +72,9 @@ def test_what_a_replica_applied_before_its_primary_vanished_becomes_durable(
     """A stalled link delivers its backlog at once, then ends (the primary is gone): the
     replica applies the burst with its syncs running beside the appends, and its last
     appends came after its last sync began. Its flushed LSN stayed behind its applied one
-    for good (in 3 attempts of 5), as nothing synced them: the next session's sync never
-    came."""
-    for attempt in range(4):
+    for good, as nothing synced them: the next session's sync never came."""
+    delivered = 0
+    for attempt in range(8):
         store = replikv.Store(tmp_path / f"primary{attempt}")
         primary = replikv.Primary(store, token=TOKEN, ship_interval=0)
         with (
@@ -84,9 +84,17 @@ def test_what_a_replica_applied_before_its_primary_vanished_becomes_durable(
             ) as replica,
         ):
             assert replica.wait_for(store.put("t", "first", 0).lsn, timeout=30)
+            # The replica's acks meet a closed primary: its entries still arrive, then EOF.
+            proxy.drain = True
             proxy.stalled = True
             for i in range(3000):
-                store.put("t", i, {"n": i, "pad": "x" * 64}, durability="async")
+                store.put("t", i, {"n": i, "pad": "x" * 256}, durability="async")
+            # Shipped into the sockets before the primary goes: the stalled link holds it.
+            eventually(
+                "the backlog shipped",
+                lambda: primary.status().replicas[0].sent_lsn == store.last_lsn,
+                timeout=30,
+            )
             primary.close()
             proxy.stalled = False
             eventually(
@@ -94,14 +102,18 @@ def test_what_a_replica_applied_before_its_primary_vanished_becomes_durable(
                 lambda: replica.status().state in ("connecting", "disconnected"),
                 timeout=30,
             )
-            assert replica.status().applied_lsn > 1, "the backlog reached the replica"
 
             def settled(status: replikv.ReplicaStatus) -> bool:
                 return status.flushed_lsn == status.applied_lsn
 
-            eventually(
-                f"attempt {attempt}: what it applied to be durable",
-                lambda: settled(replica.status()),
-                timeout=10,
-            )
+            # A closing socket may reset the link before the backlog crosses it: such an
+            # attempt shows nothing.
+            if replica.status().applied_lsn > 1:
+                delivered += 1
+                eventually(
+                    f"attempt {attempt}: what it applied to be durable",
+                    lambda: settled(replica.status()),
+                    timeout=10,
+                )
         store.close()
+    assert delivered >= 2, f"the backlog reached the replica in {delivered} attempts of 8"

@@ -719,8 +719,10 @@ class Store:
     def close(self) -> None:
         """Closes this handle: its later use raises ``StoreClosed``, and the transactions
         opened through it that have not ended are aborted (their writer lock is released
-        at once). With the last handle the store is flushed, checkpointed and every file
-        released; closing twice is harmless.
+        at once). A write another thread made through it that was already committing
+        when ``close()`` was called may still commit and return its receipt (the other
+        handles' writes never fail for it). With the last handle the store is flushed,
+        checkpointed and every file released; closing twice is harmless.
 
         Raises:
             ReplicationError: this is the last handle of a store that a ``Primary`` serves

@@ -99,7 +99,7 @@ pub struct SyncWaiters {
     /// sync write never waits for the ship interval.
     wishes: SyncWishes,
     /// The newer epoch this primary learned of (0 while it is not deposed): every sync
-    /// write not acknowledged yet fails with [`ReplicationError::Fenced`].
+    /// write not acknowledged yet fails with [`ReplicationError::Deposed`].
     fenced: AtomicU64,
     /// Set once the primary stopped: no acknowledgement can come any more, so every sync
     /// writer still waiting fails at once rather than at its timeout.

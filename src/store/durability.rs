@@ -76,7 +76,7 @@ pub trait SyncReplication: Send + Sync {
     /// past `lsn`; returns those that did, or `None` if the quorum is not there yet.
     ///
     /// # Errors
-    /// [`ReplicationError::Fenced`] once the primary is deposed: no quorum can form.
+    /// [`ReplicationError::Deposed`] once the primary is deposed: no quorum can form.
     fn wait_quorum(&self, lsn: u64, patience: Duration) -> Result<Option<Vec<String>>>;
     /// The counting replicas that acked a flushed LSN at or past `lsn` so far.
     fn acked_by(&self, lsn: u64) -> Vec<String>;
@@ -171,7 +171,7 @@ impl Committed {
     ///
     /// # Errors
     /// [`ReplicationError::Timeout`] once the sync timeout passed without a quorum, if the
-    /// primary's `on_timeout` is [`OnTimeout::Raise`]; [`ReplicationError::Fenced`] if the
+    /// primary's `on_timeout` is [`OnTimeout::Raise`]; [`ReplicationError::Deposed`] if the
     /// primary was deposed first (whatever `on_timeout` says: a deposed primary's write is
     /// never reported as merely degraded).
     pub fn wait(&self, patience: Duration) -> Result<Option<Receipt>> {
