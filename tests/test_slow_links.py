@@ -66,54 +66,51 @@ def test_a_snapshot_whose_tail_and_install_outlast_the_stall_timeout_is_installe
     store.close()
 
 
+def delivered_then_lost(tmp_path: Path, attempt: int) -> bool:
+    """A replica whose stalled link delivers a backlog at once, then ends: the primary is
+    gone. Whether the backlog crossed (a closing socket may reset the link first); if it
+    did, waits for what the replica applied to be durable."""
+    store = replikv.Store(tmp_path / f"primary{attempt}")
+    primary = replikv.Primary(store, token=TOKEN, ship_interval=0)
+    with (
+        Proxy(primary.address) as proxy,
+        replikv.Replica(tmp_path / f"r{attempt}", primary=proxy.address, token=TOKEN) as replica,
+    ):
+        assert replica.wait_for(store.put("t", "first", 0).lsn, timeout=30)
+        # The replica's acks meet a closed primary: its entries still arrive, then EOF.
+        proxy.drain = True
+        proxy.stalled = True
+        for i in range(3000):
+            store.put("t", i, {"n": i, "pad": "x" * 256}, durability="async")
+        # Shipped into the sockets before the primary goes: the stalled link holds it.
+        eventually(
+            "the backlog shipped",
+            lambda: primary.status().replicas[0].sent_lsn == store.last_lsn,
+            timeout=30,
+        )
+        primary.close()
+        proxy.stalled = False
+        eventually(
+            "the replica to lose its primary",
+            lambda: replica.status().state in ("connecting", "disconnected"),
+            timeout=30,
+        )
+        delivered = replica.status().applied_lsn > 1
+        if delivered:
+            eventually(
+                f"attempt {attempt}: what it applied to be durable",
+                lambda: replica.status().flushed_lsn == replica.status().applied_lsn,
+                timeout=10,
+            )
+    store.close()
+    return delivered
+
+
 def test_what_a_replica_applied_before_its_primary_vanished_becomes_durable(
     tmp_path: Path,
 ) -> None:
-    """A stalled link delivers its backlog at once, then ends (the primary is gone): the
-    replica applies the burst with its syncs running beside the appends, and its last
-    appends came after its last sync began. Its flushed LSN stayed behind its applied one
-    for good, as nothing synced them: the next session's sync never came."""
-    delivered = 0
-    for attempt in range(8):
-        store = replikv.Store(tmp_path / f"primary{attempt}")
-        primary = replikv.Primary(store, token=TOKEN, ship_interval=0)
-        with (
-            Proxy(primary.address) as proxy,
-            replikv.Replica(
-                tmp_path / f"r{attempt}", primary=proxy.address, token=TOKEN
-            ) as replica,
-        ):
-            assert replica.wait_for(store.put("t", "first", 0).lsn, timeout=30)
-            # The replica's acks meet a closed primary: its entries still arrive, then EOF.
-            proxy.drain = True
-            proxy.stalled = True
-            for i in range(3000):
-                store.put("t", i, {"n": i, "pad": "x" * 256}, durability="async")
-            # Shipped into the sockets before the primary goes: the stalled link holds it.
-            eventually(
-                "the backlog shipped",
-                lambda: primary.status().replicas[0].sent_lsn == store.last_lsn,
-                timeout=30,
-            )
-            primary.close()
-            proxy.stalled = False
-            eventually(
-                "the replica to lose its primary",
-                lambda: replica.status().state in ("connecting", "disconnected"),
-                timeout=30,
-            )
-
-            def settled(status: replikv.ReplicaStatus) -> bool:
-                return status.flushed_lsn == status.applied_lsn
-
-            # A closing socket may reset the link before the backlog crosses it: such an
-            # attempt shows nothing.
-            if replica.status().applied_lsn > 1:
-                delivered += 1
-                eventually(
-                    f"attempt {attempt}: what it applied to be durable",
-                    lambda: settled(replica.status()),
-                    timeout=10,
-                )
-        store.close()
+    """The replica applies the burst with its syncs running beside the appends, and its
+    last appends came after its last sync began. Its flushed LSN stayed behind its applied
+    one for good, as nothing synced them: the next session's sync never came."""
+    delivered = sum(delivered_then_lost(tmp_path, attempt) for attempt in range(8))
     assert delivered >= 2, f"the backlog reached the replica in {delivered} attempts of 8"
