@@ -174,6 +174,34 @@ def test_memoize_caches_by_arguments_until_invalidated() -> None:
         assert calls == [(1, 2), (2, 0), (1, 2)]
 
 
+def test_a_value_a_store_cannot_hold_counts_against_max_bytes_by_its_size() -> None:
+    # Counted as 0 bytes, 50 sets of 100k ints were kept under max_bytes=100_000.
+    with replikv.Cache(capacity=1000, max_bytes=100_000) as cache:
+        with pytest.raises(replikv.ValueTooLarge):
+            cache.set("t", "big", set(range(100_000)))
+        for i in range(200):
+            cache.set("t", i, set(range(i, i + 1000)))  # about 32 KiB each by getsizeof
+        stats = cache.stats()
+        assert stats.keys <= 3 and stats.evictions >= 197, stats
+        assert cache.get("t", 199, read_through=False) == set(range(199, 1199))
+
+
+def test_memoize_returns_a_result_the_cache_cannot_hold_uncached() -> None:
+    calls: list[int] = []
+    with replikv.Cache(capacity=100, max_bytes=100_000) as cache:
+
+        @cache.memoize(ttl=60)
+        def members(n: int) -> set[int]:
+            calls.append(n)
+            return set(range(n))
+
+        assert members(100_000) == set(range(100_000))  # too large: returned, not cached
+        assert members(100_000) == set(range(100_000))
+        assert members(3) == {0, 1, 2}
+        assert members(3) == {0, 1, 2}
+        assert calls == [100_000, 100_000, 3]
+
+
 def test_memoize_keeps_each_functions_results_its_own() -> None:
     with replikv.Cache(capacity=100) as cache:
         double = cache.memoize(ttl=60)(lambda x: x * 2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import pickle
 import threading
 import types
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
 from ._core import Cache
+from .exceptions import ReplikvError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -22,6 +24,7 @@ _TABLE_PREFIX = "memo."
 _MAX_TABLE = 64
 _DIGEST_HEX = 16
 _PLAIN = (type(None), bool, int, float, complex, str, bytes)
+_log = logging.getLogger("replikv.cache")
 
 
 def _code(code: types.CodeType, digest: Any) -> None:
@@ -110,6 +113,15 @@ def _table(function: Callable[..., Any]) -> str:
     return f"{readable}.{_identity(function)}"
 
 
+def _keep(cache: Cache, table: str, call: str, result: Any, ttl: float | None) -> None:
+    """Caches a computed result if the cache can hold it: one it cannot is logged and left
+    out, as the call that computed it must not fail for it."""
+    try:
+        cache.set(table, call, result, ttl=ttl)
+    except (ReplikvError, TypeError, ValueError) as refused:
+        _log.debug("a result of %s is not cached: %s", table, refused)
+
+
 def memoize(cache: Cache, ttl: float | None) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """The decorator `Cache.memoize(ttl=...)` returns.
 
@@ -117,8 +129,9 @@ def memoize(cache: Cache, ttl: float | None) -> Callable[[Callable[P, R]], Calla
     else a digest of their pickle: a DataFrame or an array (whose repr shows a few rows)
     is keyed by its whole content. Each function's results are its own: two lambdas, or
     two closures of one factory over other values, never share them (see `_identity`). A
-    result of ``None`` is not cached.
-    ``wrapped.invalidate(*args, **kwargs)`` drops one call's result,
+    result of ``None`` is not cached, nor one the cache cannot hold (larger than its
+    bound, of a type a store cannot hold, or with no node answering): the call returns it
+    all the same. ``wrapped.invalidate(*args, **kwargs)`` drops one call's result,
     ``wrapped.invalidate_all()`` every result of the function; a call that was computing
     meanwhile returns its result without caching it.
     """
@@ -146,7 +159,7 @@ def memoize(cache: Cache, ttl: float | None) -> Callable[[Callable[P, R]], Calla
             if result is not None:
                 with storing:
                     if invalidations == before:
-                        cache.set(table, call, result, ttl=ttl)
+                        _keep(cache, table, call, result, ttl)
             return result
 
         def invalidate(*args: Any, **kwargs: Any) -> bool:

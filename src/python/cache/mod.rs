@@ -406,8 +406,7 @@ impl PyCache {
         let ttl = ttl_ms("ttl", ttl)?.or(self.ttl_ms);
         match &self.backend {
             Backend::Local(local) => {
-                let size = encode_py_value(value).map_or(0, |bytes| bytes.len());
-                let cached = PyValue::new(value.clone().unbind(), size);
+                let cached = PyValue::new(value.clone().unbind(), weight(value)?);
                 local
                     .set(Bytes::from(wire), cached, ttl)
                     .map(drop)
@@ -578,4 +577,16 @@ impl PyCache {
             }
         }
     }
+}
+
+/// The bytes `value` counts for against an in-process cache's `max_bytes`: what a store
+/// would hold of it, or, for a value a store cannot hold (a set, a DataFrame, a dict with
+/// int keys), what `sys.getsizeof` says of it. Counted as nothing, such values were kept
+/// past the bound without limit.
+fn weight(value: &Bound<'_, PyAny>) -> PyResult<usize> {
+    if let Ok(encoded) = encode_py_value(value) {
+        return Ok(encoded.len());
+    }
+    let sizeof = value.py().import("sys")?.getattr("getsizeof")?;
+    sizeof.call1((value, 0))?.extract()
 }
