@@ -179,3 +179,37 @@ def test_closing_a_cache_closes_its_connections_though_the_object_lives_on() -> 
             cache.close()
             kept.append(cache)  # still referred to, as a notebook's Out[] would
             eventually("the client's connection closed", lambda: node.stats().clients == 0)
+
+
+def test_a_node_that_missed_an_invalidation_is_flushed_before_it_serves_again() -> None:
+    """A node the client left out (it stopped answering) got none of the invalidations
+    sent meanwhile: once it answered again, the client used it again, and it served a
+    memoized result invalidated everywhere else, until its TTL ran out."""
+    from proxy import Proxy
+
+    with ExitStack() as stack:
+        nodes = [stack.enter_context(replikv.CacheNode()) for _ in range(2)]
+        links = [stack.enter_context(Proxy(node.address)) for node in nodes]
+        cache = stack.enter_context(replikv.Cache([link.address for link in links], timeout=0.3))
+        data = {"x": "v1"}
+
+        @cache.memoize(ttl=600)
+        def lookup(key: str) -> str:
+            return data[key]
+
+        assert lookup("x") == "v1"
+        [owner] = [link for link, node in zip(links, nodes) if node.stats().keys == 1]
+        owner.stalled = True
+        assert lookup("x") == "v1"  # the owner times out: left out, the other answers
+        states = {a: n["state"] for a, n in cache.stats().nodes.items()}
+        assert states[owner.address] == "down", states
+        data["x"] = "v2"
+        lookup.invalidate("x")  # type: ignore[attr-defined]
+        owner.stalled = False
+
+        def served_fresh_by_the_owner() -> bool:
+            fresh = lookup("x") == "v2"  # once due, this call probes the owner
+            return fresh and cache.stats().nodes[owner.address]["state"] == "up"
+
+        eventually("the owner to serve the new result", served_fresh_by_the_owner, timeout=30)
+        assert lookup("x") == "v2"

@@ -58,6 +58,11 @@ pub struct Health {
     retry_at: Option<Instant>,
     failures: u64,
     last_error: Option<String>,
+    /// Invalidations from this client that did not reach it (it was down, or failed
+    /// while they were sent): it may hold what they dropped everywhere else, so it is
+    /// flushed before this client uses it again. Counted, so that a flush clears only the
+    /// misses from before it.
+    missed: u64,
 }
 
 impl Default for Health {
@@ -68,6 +73,7 @@ impl Default for Health {
             retry_at: None,
             failures: 0,
             last_error: None,
+            missed: 0,
         }
     }
 }
@@ -101,8 +107,8 @@ impl Health {
         match self.standing {
             Standing::Up => Admission::Use,
             _ if !self.due(now) => Admission::Skip,
-            // Every position has reached LSN 0: nothing to ask.
-            _ if observed == 0 => {
+            // Every position has reached LSN 0: nothing to ask (unless it must be flushed).
+            _ if observed == 0 && self.missed == 0 => {
                 self.standing = Standing::Up;
                 self.retry_at = None;
                 Admission::Use
@@ -129,8 +135,26 @@ impl Health {
         self.last_error = Some(error);
     }
 
-    /// A probe's answer: up if it follows no log or has reached `observed`, else out for
-    /// another `retry_after`. Returns whether it is up.
+    /// An invalidation from this client did not reach it.
+    pub fn missed_invalidation(&mut self) {
+        self.missed += 1;
+    }
+
+    /// The invalidations it missed so far: a flush that begins now covers them.
+    #[must_use]
+    pub fn missed(&self) -> u64 {
+        self.missed
+    }
+
+    /// It was flushed after missing `missed` invalidations (those missed during the flush
+    /// still count).
+    pub fn flushed(&mut self, missed: u64) {
+        self.missed -= missed.min(self.missed);
+    }
+
+    /// A probe's answer: up if it follows no log or has reached `observed`, and missed no
+    /// invalidation it was not flushed for, else out for another `retry_after`. Returns
+    /// whether it is up.
     pub fn checked(
         &mut self,
         now: Instant,
@@ -138,7 +162,11 @@ impl Health {
         position: Position,
         observed: u64,
     ) -> bool {
-        if !position.follows_log || position.lsn >= observed {
+        if self.missed > 0 {
+            self.retry_at = Some(now + retry_after);
+            self.last_error = Some("missed an invalidation: to be flushed first".into());
+            false
+        } else if !position.follows_log || position.lsn >= observed {
             self.standing = Standing::Up;
             self.retry_at = None;
             true
@@ -186,6 +214,26 @@ mod tests {
         assert_eq!(health.admit(t0 + RETRY / 2, 10, RETRY), Admission::Skip);
         assert!(!health.reachable(t0 + RETRY / 2));
         assert!(health.reachable(t0 + RETRY));
+    }
+
+    #[test]
+    fn test_a_node_that_missed_an_invalidation_is_probed_and_kept_out_until_flushed() {
+        let t0 = Instant::now();
+        let mut health = failed_at(t0);
+        health.missed_invalidation();
+        let t1 = t0 + RETRY;
+        // Even with nothing observed (no log followed), it is probed, not simply used.
+        assert_eq!(health.admit(t1, 0, RETRY), Admission::Probe);
+        assert!(!health.checked(t1, RETRY, following(0), 0));
+        let before_flush = health.missed();
+        health.missed_invalidation(); // one more while the flush ran: still owed
+        health.flushed(before_flush);
+        assert_eq!(health.missed(), 1);
+        let t2 = t1 + RETRY;
+        assert_eq!(health.admit(t2, 0, RETRY), Admission::Probe);
+        health.flushed(health.missed());
+        assert!(health.checked(t2, RETRY, following(0), 0));
+        assert_eq!(health.admit(t2, 0, RETRY), Admission::Use);
     }
 
     #[test]

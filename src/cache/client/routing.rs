@@ -104,6 +104,26 @@ impl Cluster {
     /// this client has seen (or follows no log).
     fn probe(&self, node: usize) -> bool {
         let member = &self.members[node];
+        // A node that missed this client's invalidations is flushed before anything else:
+        // it may hold values they dropped everywhere else, and it is not used until then.
+        let missed = member.health().missed();
+        if missed > 0 {
+            match self.ask(node, &[["FLUSHALL"]]) {
+                Ok(Answer::Replies(replies)) if matches!(replies[0], Value::Status(_)) => {
+                    member.health().flushed(missed);
+                }
+                Ok(Answer::Failed) => return false,
+                Ok(Answer::Replies(replies)) => {
+                    let reason = format!("FLUSHALL answered {:?}", replies[0]);
+                    member.fail(self.options.retry_after, reason);
+                    return false;
+                }
+                Err(err) => {
+                    member.fail(self.options.retry_after, err.to_string());
+                    return false;
+                }
+            }
+        }
         let reason = match self.ask(node, &[["RKV.POSITION"]]) {
             Ok(Answer::Failed) => return false,
             Ok(Answer::Replies(replies)) => match position(&member.address, &replies[0]) {
@@ -157,8 +177,8 @@ impl Cluster {
         Ok(None)
     }
 
-    /// Sends `commands` to every node that is not down, and returns the replies of those
-    /// that answered.
+    /// Sends `commands` (invalidations) to every node that is not down, and returns the
+    /// replies of those that answered; the others count as having missed them.
     ///
     /// # Errors
     /// [`CacheError::Unavailable`] when none answered; a node refused the token.
@@ -175,6 +195,12 @@ impl Cluster {
         for ((node, _), answer) in errands.iter().zip(self.fan_out(&errands)) {
             if let Answer::Replies(replies) = answer? {
                 answered.push((*node, replies));
+            }
+        }
+        // The nodes skipped or failed are flushed before they are used again.
+        for (node, member) in self.members.iter().enumerate() {
+            if !answered.iter().any(|(reached, _)| *reached == node) {
+                member.health().missed_invalidation();
             }
         }
         if answered.is_empty() {
