@@ -198,7 +198,7 @@ def test_a_node_that_missed_an_invalidation_is_flushed_before_it_serves_again() 
             return data[key]
 
         assert lookup("x") == "v1"
-        [owner] = [link for link, node in zip(links, nodes) if node.stats().keys == 1]
+        [owner] = [link for link, node in zip(links, nodes, strict=True) if node.stats().keys == 1]
         owner.stalled = True
         assert lookup("x") == "v1"  # the owner times out: left out, the other answers
         states = {a: n["state"] for a, n in cache.stats().nodes.items()}
