@@ -114,3 +114,31 @@ def test_what_a_replica_applied_before_its_primary_vanished_becomes_durable(
     one for good, as nothing synced them: the next session's sync never came."""
     delivered = sum(delivered_then_lost(tmp_path, attempt) for attempt in range(8))
     assert delivered >= 2, f"the backlog reached the replica in {delivered} attempts of 8"
+
+
+def test_a_snapshot_cut_off_midway_no_longer_shows_as_arriving(tmp_path: Path) -> None:
+    """A link lost while a snapshot arrived left `snapshot_progress` at its last figure,
+    as if rows still came, for as long as the replica stayed disconnected."""
+    store = replikv.Store(tmp_path / "primary", segment_bytes=4096)
+    store.put_many("bulk", [(i, bytes([i % 256]) * 4096) for i in range(512)])
+    with replikv.Primary(store, token=TOKEN, retain_bytes=8192) as primary:
+        cut_behind_the_bulk(store, primary)
+        with (
+            Proxy(primary.address) as proxy,
+            replikv.Replica(tmp_path / "r", primary=proxy.address, token=TOKEN) as replica,
+        ):
+            proxy.rate = 0.25 * MiB
+            eventually(
+                "rows arriving",
+                lambda: (replica.status().snapshot_progress or (0, 0))[0] > 0,
+                timeout=60,
+            )
+            proxy.cut()
+            eventually(
+                "the link lost",
+                lambda: replica.status().state in ("connecting", "disconnected"),
+                timeout=30,
+            )
+            assert replica.status().snapshot_progress is None
+            assert replica.status().snapshots == 0
+    store.close()

@@ -55,7 +55,18 @@ pub(super) async fn receive_snapshot(
     accept: impl FnOnce(&SnapshotStart) -> Result<(), ReplicationError>,
 ) -> Result<(u64, u64), ReplicationError> {
     let alive = Alive(Mutex::new(Instant::now() + HANDSHAKE_TIMEOUT));
+    let _shown = Arriving(shared);
     keeping_alive(writer, &alive, receive(shared, reader, &alive, accept)).await
+}
+
+/// Shows no snapshot arriving once the receiving ends, however it ends (installed, failed,
+/// or dropped with its link): a failed one went on showing its last progress.
+struct Arriving<'a>(&'a Shared);
+
+impl Drop for Arriving<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.state).snapshot = None;
+    }
 }
 
 /// Runs `phase`, writing a keepalive to the primary every [`KEEPALIVE`] while `alive` says
@@ -154,8 +165,6 @@ async fn receive(
         .await
         .map_err(joined)?
         .map_err(failed)?;
-    let mut state = lock(&shared.state);
-    state.snapshot = None;
-    state.snapshots += 1;
+    lock(&shared.state).snapshots += 1;
     Ok((lsn, epoch))
 }
