@@ -9,6 +9,8 @@ from __future__ import annotations
 import random
 import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -130,16 +132,28 @@ def test_the_other_replica_re_pointed_at_the_promoted_one_follows_it(tmp_path: P
     new.store.close()
 
 
-def test_split_brain_the_cut_off_primary_never_acknowledges_and_is_fenced_when_the_link_returns(
-    tmp_path: Path,
-) -> None:
+@contextmanager
+def replica_behind_a_link(
+    tmp_path: Path, sync_timeout: float
+) -> Iterator[tuple[replikv.Store, replikv.Primary, Proxy, replikv.Replica]]:
+    """A primary taking sync writes (quorum 1) and its replica eu-1 over a proxy, the
+    replica registered and told the membership (the caller closes them)."""
     store = replikv.Store(tmp_path / "old")
-    old = replikv.Primary(store, token=TOKEN, quorum=1, sync_timeout=0.5, heartbeat_interval=0.02)
+    old = replikv.Primary(
+        store, token=TOKEN, quorum=1, sync_timeout=sync_timeout, heartbeat_interval=0.02
+    )
     with Proxy(old.address) as link:
         eu1 = replikv.Replica(tmp_path / "eu-1", primary=link.address, token=TOKEN, name="eu-1")
         eventually("eu-1", lambda: old.sync_state == "ok")
-        acked = [store.put("consent", f"c{i}", True, durability="sync") for i in range(5)]
         eventually("a heartbeat", lambda: eu1.status().primary_members == 1)
+        yield store, old, link, eu1
+
+
+def test_split_brain_the_cut_off_primary_never_acknowledges_and_is_fenced_when_the_link_returns(
+    tmp_path: Path,
+) -> None:
+    with replica_behind_a_link(tmp_path, sync_timeout=0.5) as (store, old, link, eu1):
+        acked = [store.put("consent", f"c{i}", True, durability="sync") for i in range(5)]
         link.cut()
         # Cut off, the old primary keeps running: no sync write of its succeeds.
         for i in range(3):
@@ -175,13 +189,8 @@ def test_split_brain_the_cut_off_primary_never_acknowledges_and_is_fenced_when_t
 def test_a_sync_writer_waiting_when_its_primary_is_deposed_is_told_the_lsn_it_committed(
     tmp_path: Path,
 ) -> None:
-    store = replikv.Store(tmp_path / "old")
-    old = replikv.Primary(store, token=TOKEN, quorum=1, sync_timeout=60, heartbeat_interval=0.02)
-    with Proxy(old.address) as link:
-        eu1 = replikv.Replica(tmp_path / "eu-1", primary=link.address, token=TOKEN, name="eu-1")
-        eventually("eu-1", lambda: old.sync_state == "ok")
+    with replica_behind_a_link(tmp_path, sync_timeout=60) as (store, old, link, eu1):
         store.put("consent", "c0", True, durability="sync")
-        eventually("a heartbeat", lambda: eu1.status().primary_members == 1)
         link.cut()
         errors: list[replikv.FencedError] = []
 
