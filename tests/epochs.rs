@@ -19,9 +19,13 @@ mod common;
 use common::{eventually, primary_options, put, replica_options, start_replica, TestResult};
 
 /// The epoch of a fencing refusal, if `result` is one.
+/// The newer epoch a write failed for: refused as fenced, or (a sync write that was
+/// waiting for its quorum) deposed.
 fn fenced<T>(result: Result<T, Error>) -> Option<u64> {
     match result.err()? {
-        Error::Replication(ReplicationError::Fenced { epoch, .. }) => Some(epoch),
+        Error::Replication(
+            ReplicationError::Fenced { epoch, .. } | ReplicationError::Deposed { epoch, .. },
+        ) => Some(epoch),
         _ => None,
     }
 }

@@ -90,7 +90,9 @@ fn a_member_that_granted_a_newer_epoch_appends_nothing_more_from_the_old_primary
         matches!(
             refused,
             Err(Error::Replication(
-                ReplicationError::Fenced { .. } | ReplicationError::Timeout { .. }
+                ReplicationError::Fenced { .. }
+                    | ReplicationError::Deposed { .. }
+                    | ReplicationError::Timeout { .. }
             ))
         ),
         "the deposed primary acknowledged a sync write: {refused:?}"

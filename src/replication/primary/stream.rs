@@ -109,6 +109,9 @@ pub(super) async fn stream_to(
                     turn.end();
                     continue;
                 }
+                if batch.last().is_some_and(|last| last.lsn < up_to_lsn) {
+                    shared.machine(|m| m.fell_short(id));
+                }
                 let epoch = shared.store.own_epoch();
                 send_entries(&mut writer, batch, epoch, durable_lsn).await?;
                 turn.end();

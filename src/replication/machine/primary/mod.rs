@@ -110,6 +110,10 @@ pub struct Peer {
     /// and acked (a scan of a catch-up's backlog on every ack was not).
     largest: VecDeque<Shipped>,
     last_ship: Option<Micros>,
+    /// Its last batch stopped short of what could be shipped when it was decided (the
+    /// batch's byte or entry bound): it is a batch or more behind, and is shipped again
+    /// without waiting for the interval, however few (and large) the entries left.
+    behind: bool,
     last_beat: Micros,
     /// Its last sign of life: an ack, or bytes taken (see [`PrimaryMachine::took_bytes`]).
     last_heard: Micros,
@@ -371,6 +375,7 @@ impl PrimaryMachine {
             in_flight_bytes: 0,
             largest: VecDeque::new(),
             last_ship: None,
+            behind: false,
             last_beat: now,
             last_heard: now,
         };

@@ -124,7 +124,7 @@ impl PrimaryMachine {
             let backlog = end - peer.sent_lsn;
             let urgent = peer.sent_lsn < self.wanted_of(peer);
             let ship_at = match peer.last_ship {
-                Some(at) if backlog < self.config.catch_up_entries && !urgent => {
+                Some(at) if backlog < self.config.catch_up_entries && !urgent && !peer.behind => {
                     at + self.config.ship_interval
                 }
                 _ => now,
@@ -191,6 +191,7 @@ impl PrimaryMachine {
         peer.sent_lsn = peer.sent_lsn.max(last.lsn);
         peer.told_durable = peer.told_durable.max(durable_lsn);
         peer.last_ship = Some(now);
+        peer.behind = false;
         for entry in entries {
             peer.push_in_flight(*entry);
         }
@@ -199,6 +200,17 @@ impl PrimaryMachine {
         } else {
             LinkState::CatchingUp
         };
+    }
+
+    /// The batch just shipped to `id` stopped short of the `up_to_lsn` its
+    /// [`LinkAction::Ship`] asked for (it filled the batch's bounds first): the peer is a
+    /// batch or more behind, and its next batch ships without waiting for the interval.
+    /// In entries alone a backlog of large ones never looked that far behind, and such a
+    /// peer took one batch per interval.
+    pub fn fell_short(&mut self, id: &LinkId) {
+        if let Some(peer) = self.live(id) {
+            peer.behind = true;
+        }
     }
 
     /// A heartbeat saying the log is durable up to `last_lsn` is about to be sent to `id`.

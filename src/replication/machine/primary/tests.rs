@@ -90,6 +90,28 @@ fn a_peer_that_keeps_up_is_paced_and_one_far_behind_is_not() {
 }
 
 #[test]
+fn a_peer_whose_batch_fell_short_of_its_backlog_is_not_paced_however_few_entries_are_left() {
+    let mut m = PrimaryMachine::new(config(), 0);
+    let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
+    // 800 large entries: far fewer than `catch_up_entries`, many batches of bytes.
+    m.visible(800);
+    assert!(matches!(
+        m.poll(&a, 0),
+        LinkAction::Ship { up_to_lsn: 800, .. }
+    ));
+    m.shipping(&a, &shipped(1..=200), 800, 0);
+    m.fell_short(&a);
+    assert!(matches!(
+        m.poll(&a, 10),
+        LinkAction::Ship { after_lsn: 200, .. }
+    ));
+    // A batch that reached its end paces the next one again.
+    m.shipping(&a, &shipped(201..=800), 800, 10);
+    m.visible(801);
+    assert_eq!(m.poll(&a, 20), LinkAction::WaitUntil(50_010));
+}
+
+#[test]
 fn a_sync_writer_is_shipped_to_counting_replicas_without_waiting_for_the_interval() {
     let mut m = PrimaryMachine::new(config(), 1);
     let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
