@@ -305,6 +305,7 @@ fn a_peer_applying_a_large_entry_has_longer_than_the_stall_timeout_to_ack_it() -
     peer.send(&Message::Ack {
         flushed_lsn: 1,
         applied_lsn: 1,
+        members_version: 0,
     })?;
     eventually("the ack to count", || {
         primary.status().replicas[0].acked_lsn == 1
@@ -405,6 +406,7 @@ fn a_heartbeat_reports_the_lag_of_entries_in_flight_even_after_the_log_was_cut()
             Message::Heartbeat { .. } => peer.send(&Message::Ack {
                 flushed_lsn: 0,
                 applied_lsn: 0,
+                members_version: 0,
             })?,
             other => panic!("unexpected {other:?}"),
         }
@@ -544,6 +546,7 @@ fn a_consumers_ack_never_counts_toward_wait_for_or_a_sync_quorum() -> TestResult
     consumer.send(&Message::Ack {
         flushed_lsn: lsn,
         applied_lsn: lsn,
+        members_version: 0,
     })?;
     eventually("the consumer's ack to be recorded", || {
         primary.status().replicas.iter().any(|r| r.acked_lsn == lsn)
@@ -616,6 +619,7 @@ fn a_switchover_whose_target_never_answers_leaves_the_store_fenced_not_paused() 
     silent.send(&Message::Ack {
         flushed_lsn: 1,
         applied_lsn: 1,
+        members_version: 0,
     })?;
     let err = primary
         .switchover("silent", "old", Duration::from_secs(1))

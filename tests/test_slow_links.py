@@ -71,7 +71,9 @@ def delivered_then_lost(tmp_path: Path, attempt: int) -> bool:
     gone. Whether the backlog crossed (a closing socket may reset the link first); if it
     did, waits for what the replica applied to be durable."""
     store = replikv.Store(tmp_path / f"primary{attempt}")
-    primary = replikv.Primary(store, token=TOKEN, ship_interval=0)
+    # The longest heartbeat interval, and so stall timeout (9 s): the burst must be in the
+    # sockets before the primary drops the stalled link.
+    primary = replikv.Primary(store, token=TOKEN, ship_interval=0, heartbeat_interval=2)
     with (
         Proxy(primary.address) as proxy,
         replikv.Replica(tmp_path / f"r{attempt}", primary=proxy.address, token=TOKEN) as replica,
@@ -80,8 +82,10 @@ def delivered_then_lost(tmp_path: Path, attempt: int) -> bool:
         # The replica's acks meet a closed primary: its entries still arrive, then EOF.
         proxy.drain = True
         proxy.stalled = True
-        for i in range(3000):
-            store.put("t", i, {"n": i, "pad": "x" * 256}, durability="async")
+        # 120 entries of 25 rows: as many single puts took longer than the stall timeout
+        # on a loaded machine, one fsync each.
+        for start in range(0, 3000, 25):
+            store.put_many("t", [(i, {"n": i, "pad": "x" * 256}) for i in range(start, start + 25)])
         # Shipped into the sockets before the primary goes: the stalled link holds it.
         eventually(
             "the backlog shipped",

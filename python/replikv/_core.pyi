@@ -801,7 +801,9 @@ class ReplicaInfo:
     @property
     def sync_state(self) -> str:
         """``'quorum'`` if its acks count toward sync writes (a replica that fsyncs),
-        ``'async'`` if they never do (``fsync=False``, or a consumer)."""
+        ``'async'`` if they never do (``fsync=False``, or a consumer), ``'joining'`` for a
+        replica that fsyncs and registered while this primary ran: its acks count once
+        every replica that fsyncs has recorded that it joined."""
     @property
     def kind(self) -> str:
         """``'replica'``, or ``'consumer'`` for a peer that keeps no copy of the data (a
@@ -1060,8 +1062,9 @@ class Primary:
     def wait_for(self, lsn: int, replicas: int = 1, timeout: float = 2.0) -> int:
         """Waits until ``replicas`` replicas acknowledged ``lsn`` as durable; returns how
         many did. Only replicas that count toward the quorum are counted (never
-        consumers or replicas with ``fsync=False``). With ``ship_ahead``, replicas may
-        acknowledge an entry before this primary's own fsync of it ends.
+        consumers or replicas with ``fsync=False``, nor a replica still ``'joining'``).
+        With ``ship_ahead``, replicas may acknowledge an entry before this primary's own
+        fsync of it ends.
 
         ``timeout`` is in seconds; ``float("inf")`` (or any timeout over a century) waits
         for ever, a negative or NaN one is a ``ValueError``.

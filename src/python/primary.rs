@@ -371,8 +371,9 @@ impl PyPrimary {
 
     /// Waits until ``replicas`` replicas acknowledged ``lsn`` as durable; returns how
     /// many did. Only replicas that count toward the quorum are counted (never
-    /// consumers or replicas with ``fsync=False``). With ``ship_ahead``, replicas may
-    /// acknowledge an entry before this primary's own fsync of it ends.
+    /// consumers or replicas with ``fsync=False``, nor a replica still ``'joining'``).
+    /// With ``ship_ahead``, replicas may acknowledge an entry before this primary's own
+    /// fsync of it ends.
     ///
     /// ``timeout`` is in seconds; ``float("inf")`` (or any timeout over a century) waits
     /// for ever, a negative or NaN one is a ``ValueError``.

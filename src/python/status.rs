@@ -38,7 +38,9 @@ pub(crate) struct PyReplicaInfo {
     /// clock, or a damaged report).
     last_seen: Py<PyAny>,
     /// ``'quorum'`` if its acks count toward sync writes (a replica that fsyncs),
-    /// ``'async'`` if they never do (``fsync=False``, or a consumer).
+    /// ``'async'`` if they never do (``fsync=False``, or a consumer), ``'joining'`` for a
+    /// replica that fsyncs and registered while this primary ran: its acks count once
+    /// every replica that fsyncs has recorded that it joined.
     sync_state: &'static str,
     /// ``'replica'``, or ``'consumer'`` for a peer that keeps no copy of the data (a
     /// cache node, a change-feed reader): it never counts toward the quorum.

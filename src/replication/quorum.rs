@@ -69,8 +69,13 @@ impl Default for SyncOptions {
 pub struct QuorumView {
     /// The highest LSN that a quorum of counting replicas holds durably.
     pub quorum_lsn: u64,
-    /// Every replica that counts (connected or not) and the LSN it acknowledged, by name.
+    /// Every replica whose acks count (connected or not) and the LSN it acknowledged, by
+    /// name.
     pub acked: Vec<(String, u64)>,
+    /// Replicas that fsync and joined while this primary served, whose acks count once
+    /// every member has recorded that they joined: registered, so a sync write waits for
+    /// them rather than being refused.
+    pub joining: usize,
 }
 
 impl QuorumView {
@@ -240,10 +245,12 @@ impl SyncWaiters {
         self.wishes.announce(lsn, wake);
     }
 
-    /// How many replicas that fsync are known (and so can count toward the quorum).
+    /// How many replicas that fsync are known (and so can count toward the quorum), the
+    /// ones still joining included.
     #[must_use]
     pub fn counting(&self) -> usize {
-        self.lock().acked.len()
+        let view = self.lock();
+        view.acked.len() + view.joining
     }
 
     /// Waits on `signal` until `done` holds for the view or `timeout` passes; returns the
@@ -407,6 +414,7 @@ mod tests {
                 .iter()
                 .map(|(n, lsn)| ((*n).to_owned(), *lsn))
                 .collect(),
+            joining: 0,
         }
     }
 

@@ -6,8 +6,9 @@
 //!
 //! ```text
 //! file = magic "RKVSLOTS" | version u8 (2) | len u32 BE | body | crc32c(everything before) u32 BE
-//! body = MessagePack array of [name, acked_lsn, created_ms]
+//! body = MessagePack array of [name, acked_lsn, created_ms, fsync, joining]
 //! ```
+//! Version 3 added `joining`; version 2 files (without it) are read as established slots.
 //! Files written before the checksum existed (a bare `MessagePack` array of slots) are still
 //! read, and rewritten in this format at once: refusing them would stop an upgraded primary
 //! from starting, and deleting them would drop the log that absent replicas still need.
@@ -26,7 +27,7 @@ use crate::error::{Result, StoreError};
 
 const FILE: &str = "replication-slots";
 const MAGIC: &[u8; 8] = b"RKVSLOTS";
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
 /// Magic, version and length before the body; the CRC after it.
 const HEADER_BYTES: usize = MAGIC.len() + 1 + 4;
 const CRC_BYTES: usize = 4;
@@ -46,6 +47,10 @@ pub struct Slot {
     pub pinned: bool,
     /// Whether the replica said it fsyncs (only then does it count toward a quorum).
     pub fsync: bool,
+    /// Whether it registered while the primary ran and does not count toward the quorum
+    /// yet (see the primary machine's `membership.rs`): a primary that restarts then
+    /// counts it only once every member has proved it knows it joined.
+    pub joining: bool,
 }
 
 /// A slot as the file stores it.
@@ -59,6 +64,10 @@ struct Record {
     /// ignore, so a file with it still opens there.
     #[serde(default)]
     fsync: bool,
+    /// See [`Slot::joining`]. Absent from version 2 files, whose primaries counted every
+    /// replica at once.
+    #[serde(default)]
+    joining: bool,
 }
 
 /// Encodes the slots file.
@@ -102,7 +111,7 @@ fn decode(bytes: &[u8]) -> Result<Decoded, String> {
         return Err("checksum mismatch".to_owned());
     }
     let version = content[MAGIC.len()];
-    if version != VERSION {
+    if !(2..=VERSION).contains(&version) {
         return Err(format!(
             "format version {version}, this build reads {VERSION}"
         ));
@@ -136,6 +145,7 @@ fn decode_legacy(bytes: &[u8]) -> Result<Vec<Record>, String> {
             acked_lsn: legacy.acked_lsn,
             created_ms: legacy.created_ms,
             fsync: false,
+            joining: false,
         })
         .collect();
     validate(records)
@@ -169,6 +179,7 @@ struct SlotState {
     acked_lsn: u64,
     created_ms: u64,
     fsync: bool,
+    joining: bool,
     /// The pin that holds the log for a snapshot, by its owner's id.
     pin: Option<u64>,
     /// The pin holds until an ack reaches this LSN: the snapshot's at least. An ack below
@@ -242,6 +253,7 @@ impl Slots {
                     acked_lsn: record.acked_lsn,
                     created_ms: record.created_ms,
                     fsync: record.fsync,
+                    joining: record.joining,
                     pin: None,
                     pinned_until: 0,
                 };
@@ -298,6 +310,7 @@ impl Slots {
                 acked_lsn,
                 created_ms: now_ms(),
                 fsync,
+                joining: false,
                 pin: None,
                 pinned_until: 0,
             });
@@ -323,6 +336,27 @@ impl Slots {
             if acked_lsn >= slot.pinned_until {
                 slot.pin = None;
             }
+            state.dirty = true;
+        }
+    }
+
+    /// Marks the slot of `name` (which must exist) as joining; on disk at the next
+    /// [`Slots::persist`], which the handshake runs before the replica is welcomed, and so
+    /// before any of its acks could count.
+    pub fn mark_joining(&self, name: &str) {
+        let mut state = lock(&self.state);
+        if let Some(slot) = state.slots.get_mut(name).filter(|s| !s.joining) {
+            slot.joining = true;
+            state.dirty = true;
+        }
+    }
+
+    /// The replica `name` counts toward the quorum now: its slot is no longer joining
+    /// (on disk at the next [`Slots::persist`]; until then a restart is only more careful).
+    pub fn settle(&self, name: &str) {
+        let mut state = lock(&self.state);
+        if let Some(slot) = state.slots.get_mut(name).filter(|s| s.joining) {
+            slot.joining = false;
             state.dirty = true;
         }
     }
@@ -353,6 +387,7 @@ impl Slots {
                 created_ms: slot.created_ms,
                 pinned: slot.pin.is_some(),
                 fsync: slot.fsync,
+                joining: slot.joining,
             })
             .collect()
     }
@@ -406,6 +441,7 @@ impl Slots {
                     acked_lsn: slot.acked_lsn,
                     created_ms: slot.created_ms,
                     fsync: slot.fsync,
+                    joining: slot.joining,
                 })
                 .collect()
         };
@@ -503,13 +539,14 @@ mod fuzz {
             "[A-Za-z0-9][A-Za-z0-9_.-]{0,63}",
             any::<u64>(),
             any::<u64>(),
-            any::<bool>(),
+            any::<(bool, bool)>(),
         )
-            .prop_map(|(name, acked_lsn, created_ms, fsync)| Record {
+            .prop_map(|(name, acked_lsn, created_ms, (fsync, joining))| Record {
                 name,
                 acked_lsn,
                 created_ms,
                 fsync,
+                joining,
             })
     }
 

@@ -159,42 +159,80 @@ fn concurrent_persists_each_land_whole_and_the_last_state_wins() {
 }
 
 #[test]
-fn the_fsync_flag_is_absent_from_older_files_and_ignored_by_older_builds() {
-    /// A record as builds before the flag wrote and read it.
+fn flags_absent_from_older_files_read_as_what_older_builds_did() {
+    /// A record as builds before the `fsync` flag wrote it.
     #[derive(Serialize, Deserialize)]
     struct Older {
         name: String,
         acked_lsn: u64,
         created_ms: u64,
-        #[serde(default, skip_serializing)]
-        pinned: bool,
     }
     let older = vec![Older {
         name: "eu-1".into(),
         acked_lsn: 7,
         created_ms: 1,
-        pinned: false,
     }];
     let read: Vec<Record> = rmp_serde::from_slice(&rmp_serde::to_vec(&older).unwrap()).unwrap();
     assert!(
         !read[0].fsync,
         "an older file says nothing: not counted until it reconnects"
     );
-    let newer = vec![Record {
+    assert!(
+        !read[0].joining,
+        "its primary counted every replica at once: so does a restart"
+    );
+}
+
+#[test]
+fn a_joining_slot_stays_joining_across_a_reload_until_it_settles() {
+    let dir = tempfile::tempdir().unwrap();
+    let slots = Slots::load(dir.path()).unwrap();
+    slots.ensure("eu-1", 5, true);
+    slots.ensure("ap-1", 5, true);
+    slots.mark_joining("ap-1");
+    slots.persist().unwrap();
+    let joining = |slots: &Slots| -> Vec<String> {
+        slots
+            .list()
+            .into_iter()
+            .filter(|s| s.joining)
+            .map(|s| s.name)
+            .collect()
+    };
+    let reloaded = Slots::load(dir.path()).unwrap();
+    assert_eq!(joining(&reloaded), ["ap-1"]);
+    reloaded.settle("ap-1");
+    reloaded.persist().unwrap();
+    assert!(joining(&Slots::load(dir.path()).unwrap()).is_empty());
+    // A version 2 file (no flag) still loads.
+    let records = vec![Older2 {
         name: "eu-1".into(),
-        acked_lsn: 7,
+        acked_lsn: 3,
         created_ms: 1,
         fsync: true,
     }];
-    let by_older: Vec<Older> = rmp_serde::from_slice(&rmp_serde::to_vec(&newer).unwrap()).unwrap();
+    let body = rmp_serde::to_vec(&records).unwrap();
+    let mut file = MAGIC.to_vec();
+    file.push(2);
+    file.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
+    file.extend_from_slice(&body);
+    let crc = crc32c::crc32c(&file);
+    file.extend_from_slice(&crc.to_be_bytes());
+    std::fs::write(dir.path().join(FILE), file).unwrap();
+    let slots = Slots::load(dir.path()).unwrap().list();
     assert_eq!(
-        by_older[0].acked_lsn, 7,
-        "an older build still reads the file"
+        (slots[0].acked_lsn, slots[0].fsync, slots[0].joining),
+        (3, true, false)
     );
-    assert!(
-        by_older[0].pinned,
-        "where it reads the flag as a pin, which it ignores"
-    );
+}
+
+/// A record as version 2 files hold it.
+#[derive(Serialize, Deserialize)]
+struct Older2 {
+    name: String,
+    acked_lsn: u64,
+    created_ms: u64,
+    fsync: bool,
 }
 
 #[test]

@@ -71,15 +71,20 @@ pub enum SyncRole {
     /// A replica with `fsync=False`, or a consumer: its acks never count.
     #[default]
     Async,
+    /// A replica that fsyncs and joined while this primary served: its acks count once
+    /// every counting replica has recorded that it joined (until then, a promotion that
+    /// had not heard of it could miss the writes it acknowledged).
+    Joining,
 }
 
 impl SyncRole {
-    /// The name shown to users: `"quorum"` or `"async"`.
+    /// The name shown to users: `"quorum"`, `"async"` or `"joining"`.
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             SyncRole::Quorum => "quorum",
             SyncRole::Async => "async",
+            SyncRole::Joining => "joining",
         }
     }
 }

@@ -45,4 +45,10 @@ pub(crate) enum Planted {
     /// A replica's store marks itself as holding unconfirmed entries whenever it connects,
     /// whatever its primary sends: a restart hides entries it showed, durable ones too.
     AlwaysMarkUnconfirmed,
+    /// The primary counts a replica's acks toward the quorum as soon as it registers,
+    /// before every member has recorded that it joined.
+    CountJoiners,
+    /// A primary that restarts counts every replica its slots name at once, those that
+    /// were still joining too.
+    ForgetJoining,
 }

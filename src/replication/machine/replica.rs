@@ -35,6 +35,9 @@ pub enum ReplicaAction {
         flushed_lsn: u64,
         /// Visible to readers up to here.
         applied_lsn: u64,
+        /// The newest membership version this connection's heartbeats carried, recorded
+        /// durably before the heartbeat reached the machine.
+        members_version: u64,
     },
 }
 
@@ -60,6 +63,9 @@ pub struct ReplicaMachine {
     /// The size the first part of the entry in `parts` announced.
     parts_total: usize,
     parts_lsn: u64,
+    /// See [`ReplicaAction::Ack`]: a machine lives for one connection, so a version of
+    /// another primary's (or of this one's before a restart) is never echoed.
+    members_version: u64,
     #[cfg(test)]
     pub(crate) planted: Planted,
 }
@@ -84,6 +90,7 @@ impl ReplicaMachine {
             parts: Vec::new(),
             parts_total: 0,
             parts_lsn: 0,
+            members_version: 0,
             #[cfg(test)]
             planted: Planted::default(),
         }
@@ -274,10 +281,15 @@ impl ReplicaMachine {
                 None => Ok(Vec::new()),
             },
             Message::Heartbeat {
-                last_lsn, epoch, ..
+                last_lsn,
+                epoch,
+                members_version,
+                ..
             } => {
                 self.check_sender(epoch)?;
                 self.primary_last_lsn = self.primary_last_lsn.max(last_lsn);
+                // Its caller recorded the membership it carries before handing it over.
+                self.members_version = self.members_version.max(members_version);
                 self.settle();
                 // An ack answers every heartbeat; one that releases entries is answered
                 // once they are shown, which is what the primary waits to hear.
@@ -363,6 +375,7 @@ impl ReplicaMachine {
         Message::Ack {
             flushed_lsn: 0,
             applied_lsn: 0,
+            members_version: 0,
         }
     }
 
@@ -379,6 +392,7 @@ impl ReplicaMachine {
         ReplicaAction::Ack {
             flushed_lsn: self.flushed_lsn,
             applied_lsn: self.applied_lsn,
+            members_version: self.members_version,
         }
     }
 
@@ -460,6 +474,7 @@ impl ReplicaMachine {
             let early = ReplicaAction::Ack {
                 flushed_lsn: self.appended_lsn,
                 applied_lsn: self.applied_lsn,
+                members_version: self.members_version,
             };
             return Ok(vec![ReplicaAction::Append(fresh), early]);
         }

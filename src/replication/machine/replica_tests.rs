@@ -32,14 +32,16 @@ fn acks_carry_only_what_is_durable() {
         m.receive(beat(3)).unwrap(),
         vec![ReplicaAction::Ack {
             flushed_lsn: 0,
-            applied_lsn: 0
+            applied_lsn: 0,
+            members_version: 0
         }]
     );
     assert_eq!(
         m.durable(3, 3),
         ReplicaAction::Ack {
             flushed_lsn: 3,
-            applied_lsn: 3
+            applied_lsn: 3,
+            members_version: 0
         }
     );
     assert_eq!(m.state(), LinkState::Streaming);
@@ -72,7 +74,8 @@ fn a_gap_or_epochs_going_back_are_refused_whole_and_repeats_are_skipped() {
         m.receive(entries(1..=2, 1)).unwrap(),
         vec![ReplicaAction::Ack {
             flushed_lsn: 2,
-            applied_lsn: 2
+            applied_lsn: 2,
+            members_version: 0
         }],
         "a batch of repeats only is acknowledged at once"
     );
@@ -245,6 +248,7 @@ fn beat(last_lsn: u64) -> Message {
         members: 0,
         peers: Vec::new(),
         settings: None,
+        members_version: 0,
     }
 }
 
@@ -271,7 +275,8 @@ fn a_replica_that_holds_back_shows_entries_only_once_the_primary_says_they_are_d
         m.durable(3, 3),
         ReplicaAction::Ack {
             flushed_lsn: 3,
-            applied_lsn: 3
+            applied_lsn: 3,
+            members_version: 0
         }
     );
     assert_eq!(m.confirmed_lsn(), 3);

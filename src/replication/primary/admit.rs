@@ -436,6 +436,11 @@ async fn welcome<'a>(
     };
     let snapshot = !matches!(start, Start::Log);
     if kind == PeerKind::Replica {
+        if shared.machine(|m| m.would_join(&name, store_id, kind, durable)) {
+            // Durable with the slot, before the welcome: a restart counts it only once
+            // every member knows it joined, as this run does.
+            shared.slots.mark_joining(&name);
+        }
         shared.members.learn(&name, durable, listen);
         // The slot is on disk before the replica is welcomed (an fsync: off the runtime).
         let persisting = Arc::clone(shared);

@@ -202,7 +202,7 @@ impl Primary {
         let (visible, _) = watch::channel(store.last_lsn());
         let mut machine = PrimaryMachine::new(options.machine_config(), store.last_lsn());
         for slot in slots.list() {
-            machine.remember(&slot.name, slot.fsync, 0);
+            machine.remember(&slot.name, slot.fsync, slot.joining, 0);
         }
         sync.publish(machine.quorum_view());
         let shared = Arc::new(Shared {
@@ -281,7 +281,7 @@ impl Primary {
         }
         let mut links = lock(&self.shared.links);
         for name in names {
-            links.machine.remember(name, true, now);
+            links.machine.remember(name, true, false, now);
         }
         self.shared.sync.publish(links.machine.quorum_view());
     }
@@ -361,6 +361,8 @@ impl Primary {
         {
             let mut links = lock(&self.shared.links);
             links.machine.forget(name);
+            // A replica that waited for the one forgotten to know it joined counts now.
+            self.shared.settle_slots(&links.machine);
             self.shared.sync.publish(links.machine.quorum_view());
         }
         self.shared.members.forget(name);

@@ -119,10 +119,10 @@ impl Shared {
                     lag_bytes: peer.in_flight_bytes,
                     lag_seconds: lag_seconds(oldest_missing, now),
                     last_seen_ms: wire.map_or(0, |w| w.last_seen_ms),
-                    sync_state: if peer.counts() {
-                        SyncRole::Quorum
-                    } else {
-                        SyncRole::Async
+                    sync_state: match (peer.counts(), peer.established()) {
+                        (true, true) => SyncRole::Quorum,
+                        (true, false) => SyncRole::Joining,
+                        (false, _) => SyncRole::Async,
                     },
                 }
             })
@@ -224,10 +224,18 @@ impl Shared {
 
     /// A cumulative ack from `id`: moves the machine, wakes whoever waits on acks, and
     /// moves a replica's slot.
-    pub(super) fn acknowledge(&self, id: &LinkId, flushed_lsn: u64, applied_lsn: u64) {
+    pub(super) fn acknowledge(
+        &self,
+        id: &LinkId,
+        flushed_lsn: u64,
+        applied_lsn: u64,
+        members_version: u64,
+    ) {
         let now = self.now_us();
         let mut links = lock(&self.links);
-        let outcome = links.machine.ack(id, flushed_lsn, applied_lsn, now);
+        let outcome = links
+            .machine
+            .ack(id, flushed_lsn, applied_lsn, members_version, now);
         if let Some(wire) = links.wires.get_mut(&id.name) {
             wire.last_seen_ms = now_ms();
         }
@@ -237,8 +245,18 @@ impl Shared {
         if let Some(lsn) = outcome.slot_lsn {
             self.slots.advance(&id.name, lsn);
         }
-        if outcome.quorum_lsn.is_some() || outcome.slot_lsn.is_some() {
+        if outcome.established {
+            self.settle_slots(&links.machine);
+        }
+        if outcome.quorum_lsn.is_some() || outcome.slot_lsn.is_some() || outcome.established {
             self.sync.publish(links.machine.quorum_view());
+        }
+    }
+
+    /// Marks the slots of the replicas that count toward the quorum as no longer joining.
+    pub(super) fn settle_slots(&self, machine: &PrimaryMachine) {
+        for peer in machine.peers().filter(|p| p.counts() && p.established()) {
+            self.slots.settle(&peer.id.name);
         }
     }
 

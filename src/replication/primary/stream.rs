@@ -72,16 +72,18 @@ pub(super) async fn stream_to(
             LinkAction::Heartbeat { last_lsn } => {
                 let turn = outbox.turn(&mut writer).await?;
                 let oldest_missing_ms = shared.oldest_missing_ms(id, last_lsn).unwrap_or(0);
-                shared.machine(|m| m.heartbeat_sent(id, last_lsn, now));
+                let (members, members_version) =
+                    shared.machine(|m| m.heartbeat_sent(id, last_lsn, now));
                 let beat = Message::Heartbeat {
                     last_lsn,
                     oldest_missing_ms,
                     now_ms: now_ms(),
                     epoch: shared.store.own_epoch(),
                     quorum: shared.sync.options().quorum as u64,
-                    members: shared.sync.counting() as u64,
+                    members,
                     peers: shared.members.addresses(),
                     settings: Some(Settings::of(&shared.options)),
+                    members_version,
                 };
                 write_frame(&mut writer, &beat).await?;
                 turn.end();
@@ -236,7 +238,8 @@ pub(super) async fn read_acks(
             Ok(Message::Ack {
                 flushed_lsn,
                 applied_lsn,
-            }) => shared.acknowledge(&id, flushed_lsn, applied_lsn),
+                members_version,
+            }) => shared.acknowledge(&id, flushed_lsn, applied_lsn, members_version),
             Ok(Message::Refused {
                 code: RefuseCode::Fenced,
                 epoch,

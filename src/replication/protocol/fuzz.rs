@@ -52,7 +52,11 @@ fn link() -> impl Strategy<Value = ReplicaLink> {
         any::<(u64, u64, u64, u64)>(),
         0.0..1e9f64,
         any::<u64>(),
-        prop_oneof![Just(SyncRole::Quorum), Just(SyncRole::Async)],
+        prop_oneof![
+            Just(SyncRole::Quorum),
+            Just(SyncRole::Async),
+            Just(SyncRole::Joining)
+        ],
     )
         .prop_map(
             |(
@@ -185,9 +189,12 @@ fn message() -> impl Strategy<Value = Message> {
             }
         ),
         entries(),
-        any::<(u64, u64)>().prop_map(|(flushed_lsn, applied_lsn)| Message::Ack {
-            flushed_lsn,
-            applied_lsn
+        any::<(u64, u64, u64)>().prop_map(|(flushed_lsn, applied_lsn, members_version)| {
+            Message::Ack {
+                flushed_lsn,
+                applied_lsn,
+                members_version,
+            }
         }),
         (
             any::<(u64, u64, u64, u64, (u64, u64))>(),
@@ -204,6 +211,7 @@ fn message() -> impl Strategy<Value = Message> {
                         members,
                         peers,
                         settings: None,
+                        members_version: quorum ^ members,
                     }
                 }
             ),

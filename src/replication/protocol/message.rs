@@ -214,6 +214,10 @@ pub enum Message {
         flushed_lsn: u64,
         /// Last LSN its readers see.
         applied_lsn: u64,
+        /// The newest `members_version` a heartbeat of this connection carried whose
+        /// membership the replica has recorded durably (0: none, or an older replica).
+        #[serde(default)]
+        members_version: u64,
     },
     /// Primary -> monitor: the primary's position and its replicas.
     Status {
@@ -261,6 +265,12 @@ pub enum Message {
         /// stay so after a failover.
         #[serde(default)]
         settings: Option<crate::replication::handover::Settings>,
+        /// The version of the membership `members` counts (0 from an older primary):
+        /// bumped whenever a counting replica joins or leaves. A replica echoes it in its
+        /// acks once it has recorded `quorum` and `members` durably, which is what lets a
+        /// joining replica count toward the quorum.
+        #[serde(default)]
+        members_version: u64,
     },
     /// Primary -> replica: send your recent per-table sums (answered once the entries
     /// received before it are applied).
@@ -353,6 +363,7 @@ impl Message {
             Message::Ack {
                 flushed_lsn,
                 applied_lsn,
+                ..
             } => return check_bounds(&[], &[*flushed_lsn, *applied_lsn]),
             _ => {}
         }

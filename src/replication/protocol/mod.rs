@@ -28,7 +28,9 @@ pub use message::{unexpected, Message, PeerKind, RefuseCode, FOLLOW_REQUEST, MAX
 /// `SnapshotBegin`, and the verification messages. A peer of version 1 cannot decode those
 /// longer messages (`MessagePack` arrays with more elements than it expects): the
 /// version byte makes the two refuse each other with a clear error instead.
-pub const PROTOCOL_VERSION: u8 = 2;
+/// Version 3 added `members_version` to `Heartbeat` and `Ack` (see the primary machine's
+/// `membership.rs`), for the same reason.
+pub const PROTOCOL_VERSION: u8 = 3;
 /// The largest frame accepted (after the length field). Entries larger than this travel in
 /// parts; a single snapshot row (key and value) must fit in one frame.
 pub const MAX_FRAME_BYTES: usize = 64 << 20;

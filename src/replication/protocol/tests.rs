@@ -72,6 +72,7 @@ fn samples() -> Vec<Message> {
         Message::Ack {
             flushed_lsn: 5,
             applied_lsn: 5,
+            members_version: 4,
         },
         Message::Heartbeat {
             last_lsn: 7,
@@ -84,6 +85,7 @@ fn samples() -> Vec<Message> {
             settings: Some(crate::replication::handover::Settings::of(
                 &crate::replication::primary::PrimaryOptions::default(),
             )),
+            members_version: 6,
         },
     ];
     all.extend(verify_and_failover_samples());
@@ -295,6 +297,7 @@ fn epochs_and_lsns_no_store_reaches_are_refused() {
         members: 0,
         peers: Vec::new(),
         settings: None,
+        members_version: 0,
     };
     let decoded = |message: &Message| {
         let frame = encode_frame(message).unwrap();

@@ -82,7 +82,7 @@ pub(super) async fn session(
             if !entries {
                 // Whatever comes after entries is answered once they are applied.
                 flush(shared, &mut machine, &mut writer, batch.take(), false).await?;
-                observe(shared, &machine, &message);
+                observe(shared, &machine, &message)?;
             }
             match message {
                 Message::VerifyRequest { id, since_lsn } => {
@@ -238,8 +238,15 @@ impl Syncs {
     }
 }
 
-/// Records what a heartbeat says about the primary, for status and lag.
-fn observe(shared: &Shared, machine: &ReplicaMachine, message: &Message) {
+/// Records what a heartbeat says about the primary, for status and lag, and its quorum
+/// and member count durably: the machine's acks say it holds them once it sees the
+/// heartbeat (which is what lets a joining replica count toward the quorum), so a failure
+/// to record them ends the session before it does.
+fn observe(
+    shared: &Shared,
+    machine: &ReplicaMachine,
+    message: &Message,
+) -> Result<(), ReplicationError> {
     if let Message::Heartbeat {
         last_lsn,
         oldest_missing_ms,
@@ -283,10 +290,14 @@ fn observe(shared: &Shared, machine: &ReplicaMachine, message: &Message) {
         if quorum > 0 && (quorum, members) != known {
             // On disk before it shows (a change is rare): a replica restarted after its
             // primary died can still promote.
-            let remembered = shared.consumer.remember_quorum(quorum, members);
-            if let Err(err) = remembered {
-                tracing::warn!(error = %err, "could not remember the primary's quorum");
-            }
+            shared
+                .consumer
+                .remember_quorum(quorum, members)
+                .map_err(|err| {
+                    ReplicationError::Protocol(format!(
+                        "could not record the primary's quorum and members: {err}"
+                    ))
+                })?;
         }
         let mut state = lock(&shared.state);
         state.primary_quorum = quorum;
@@ -302,6 +313,7 @@ fn observe(shared: &Shared, machine: &ReplicaMachine, message: &Message) {
         state.oldest_missing_ms = *oldest_missing_ms;
         state.state = machine.state();
     }
+    Ok(())
 }
 
 /// Tells a primary it is deposed (best effort: the link is dropped anyway), so that it
@@ -361,11 +373,13 @@ async fn send_ack(writer: &mut Writer, action: ReplicaAction) -> Result<(), Repl
     if let ReplicaAction::Ack {
         flushed_lsn,
         applied_lsn,
+        members_version,
     } = action
     {
         let ack = Message::Ack {
             flushed_lsn,
             applied_lsn,
+            members_version,
         };
         write_frame(writer, &ack).await?;
     }

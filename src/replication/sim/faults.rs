@@ -102,6 +102,7 @@ impl World {
             Frame::Wire(Message::Ack {
                 flushed_lsn,
                 applied_lsn,
+                members_version,
             }),
         ) = (to, link, frame)
         else {
@@ -117,7 +118,9 @@ impl World {
         self.report.faults.stale_acks += 1;
         let before = acked(self);
         let now = self.sim.timeline.now();
-        let outcome = self.primary.ack(&link, flushed_lsn, applied_lsn, now);
+        let outcome = self
+            .primary
+            .ack(&link, flushed_lsn, applied_lsn, members_version, now);
         if outcome != AckOutcome::default() || acked(self) != before {
             return Err(Violation::new(
                 Invariant::StaleFrameIgnored,

@@ -36,6 +36,10 @@ pub enum Invariant {
     /// A replica restarted after a crash shows at least the durable entries it showed
     /// before, unless its primary ships ahead (then it cannot know which were confirmed).
     ShownStaysShown,
+    /// Promise 3 across a promotion: a replica's acks count toward the quorum only once
+    /// every counting replica the primary knows has recorded a member count that counts
+    /// it (else a promotion by one that has not could miss the writes it acknowledged).
+    MembersKnowWhoCounts,
 }
 
 impl fmt::Display for Invariant {
@@ -50,6 +54,7 @@ impl fmt::Display for Invariant {
             Invariant::StaleFrameIgnored => "stale frames are ignored",
             Invariant::CatchUp => "every peer catches up after healing",
             Invariant::ShownStaysShown => "a restart hides nothing durable a replica showed",
+            Invariant::MembersKnowWhoCounts => "every member has recorded who counts",
         })
     }
 }
@@ -95,6 +100,9 @@ impl World {
                 ));
             }
         }
+        if self.primary_up {
+            self.members_know_who_counts()?;
+        }
         for node in &self.nodes {
             self.shows_only_durable(node)?;
             if let Some((showed, shows)) = node.hid.filter(|_| !self.sim.params.ship_ahead) {
@@ -120,6 +128,44 @@ impl World {
             }
         }
         Ok(())
+    }
+
+    /// Every replica whose acks count is counted by the member count that each counting
+    /// replica the primary knows has recorded.
+    fn members_know_who_counts(&self) -> Result<(), Violation> {
+        let view = self.primary.quorum_view();
+        let Some((name, rank)) = view
+            .acked
+            .iter()
+            .filter_map(|(name, _)| Some((name, *self.join_rank.get(name)?)))
+            .max_by_key(|(_, rank)| *rank)
+        else {
+            return Ok(());
+        };
+        // A replica that never recorded a membership cannot promote (its rule is unknown).
+        let known = |n: &&Node| {
+            n.recorded_members > 0
+                && self
+                    .primary
+                    .peers()
+                    .any(|p| p.counts() && p.id.name == n.name)
+        };
+        match self
+            .nodes
+            .iter()
+            .filter(known)
+            .find(|n| n.recorded_members < rank)
+        {
+            None => Ok(()),
+            Some(unaware) => Err(Violation::new(
+                Invariant::MembersKnowWhoCounts,
+                format!(
+                    "{name}'s acks count, and it joined as counting replica {rank}, but {} \
+                     recorded only {} members",
+                    unaware.name, unaware.recorded_members
+                ),
+            )),
+        }
     }
 
     /// A sync write returning at `lsn` is durably applied on at least `quorum` counting

@@ -37,6 +37,10 @@ pub(super) struct Node {
     pub disk: SimDisk,
     /// The highest LSN it showed its readers as far as its acks tell, in any incarnation.
     pub shown: u64,
+    /// The member count of the last heartbeat it received, recorded durably (as the
+    /// store glue does before the machine sees the heartbeat): what a promotion of it, or
+    /// its grant to another, would count on.
+    pub recorded_members: u64,
     /// Its end of its current connection, while it believes it is connected.
     pub conn: Option<u64>,
     /// False while crashed.
@@ -75,6 +79,7 @@ impl Node {
             },
             disk: SimDisk::default(),
             shown: 0,
+            recorded_members: 0,
             conn: None,
             up: true,
             partitioned_until: 0,
@@ -223,7 +228,12 @@ impl World {
                 last_lsn,
                 resume_at,
             } => return self.welcomed(node, last_lsn, resume_at),
-            Frame::Wire(message) => self.nodes[node].machine.receive(message),
+            Frame::Wire(message) => {
+                if let Message::Heartbeat { members, .. } = &message {
+                    self.nodes[node].recorded_members = *members;
+                }
+                self.nodes[node].machine.receive(message)
+            }
             Frame::Hello { .. } => unreachable!("the primary never says hello"),
         };
         match outcome {
@@ -332,6 +342,7 @@ impl World {
         let ReplicaAction::Ack {
             flushed_lsn,
             applied_lsn,
+            members_version,
         } = *ack
         else {
             unreachable!("only acks are sent")
@@ -359,6 +370,7 @@ impl World {
             let ack = Message::Ack {
                 flushed_lsn,
                 applied_lsn,
+                members_version,
             };
             self.send(generation, Side::Primary, Frame::Wire(ack));
         }

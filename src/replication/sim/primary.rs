@@ -11,7 +11,7 @@ use crate::replication::handshake::{resume_holding, shown_of, LogView};
 #[cfg(test)]
 use crate::replication::machine::Planted;
 use crate::replication::machine::{LinkAction, LinkId, PrimaryMachine, Shipped};
-use crate::replication::protocol::Message;
+use crate::replication::protocol::{Message, PeerKind};
 
 impl World {
     pub(super) fn drive_all(&mut self) {
@@ -39,16 +39,19 @@ impl World {
                     durable_lsn,
                 } => self.ship(generation, &link, (after_lsn, up_to_lsn), durable_lsn),
                 LinkAction::Heartbeat { last_lsn } => {
-                    self.primary.heartbeat_sent(&link, last_lsn, now);
+                    let (members, members_version) =
+                        self.primary.heartbeat_sent(&link, last_lsn, now);
+                    // A simulated peer records what a heartbeat says at once, and durably.
                     let beat = Message::Heartbeat {
                         last_lsn,
                         oldest_missing_ms: 0,
                         now_ms: now / 1_000,
                         epoch: EPOCH,
                         quorum: 0,
-                        members: 0,
+                        members,
                         peers: Vec::new(),
                         settings: None,
+                        members_version,
                     };
                     self.send(generation, Side::Peer, Frame::Wire(beat));
                 }
@@ -153,11 +156,21 @@ impl World {
                 Frame::Wire(Message::Ack {
                     flushed_lsn,
                     applied_lsn,
+                    members_version,
                 }),
                 Some(link),
             ) => {
                 let now = self.sim.timeline.now();
-                let outcome = self.primary.ack(&link, flushed_lsn, applied_lsn, now);
+                let outcome =
+                    self.primary
+                        .ack(&link, flushed_lsn, applied_lsn, members_version, now);
+                if outcome.established {
+                    for settled in self.primary.peers().filter(|p| p.established()) {
+                        if let Some(slot) = self.slots.get_mut(&settled.id.name) {
+                            slot.1 = false;
+                        }
+                    }
+                }
                 if outcome.quorum_lsn.is_some() {
                     self.release()?;
                 }
@@ -211,6 +224,14 @@ impl World {
                 return;
             }
         };
+        if peer.kind == PeerKind::Replica {
+            // On disk before the welcome, as the store glue's slot.
+            let joins = self
+                .primary
+                .would_join(&peer.name, peer.store_id, peer.kind, peer.fsync);
+            let slot = self.slots.entry(peer.name.clone()).or_default();
+            *slot = (peer.fsync, slot.1 || joins);
+        }
         let (link, replaced) = self.primary.connect(
             &peer.name,
             peer.store_id,
@@ -219,6 +240,10 @@ impl World {
             matched.min(flushed_lsn),
             self.sim.timeline.now(),
         );
+        if peer.counts() && !self.join_rank.contains_key(&peer.name) {
+            let rank = self.join_rank.len() as u64 + 1;
+            self.join_rank.insert(peer.name.clone(), rank);
+        }
         self.primary
             .showing(&link, shown_of(held).min(matched.min(flushed_lsn)));
         if holds_back && self.sim.params.ship_ahead {
@@ -263,7 +288,8 @@ impl World {
         self.sim.timeline.after(downtime, Event::PrimaryRestart);
     }
 
-    /// The primary starts again: a new machine over its durable log, knowing no peer.
+    /// The primary starts again: a new machine over its durable log, knowing its peers
+    /// from its slots.
     pub(super) fn primary_restart(&mut self) {
         let config = self.primary.config().clone();
         #[cfg(test)]
@@ -272,6 +298,12 @@ impl World {
         #[cfg(test)]
         {
             self.primary.planted = planted;
+        }
+        let now = self.sim.timeline.now();
+        for (name, &(fsync, joining)) in &self.slots {
+            #[cfg(test)]
+            let joining = joining && self.sim.config.planted != Planted::ForgetJoining;
+            self.primary.remember(name, fsync, joining, now);
         }
         self.primary_up = true;
     }

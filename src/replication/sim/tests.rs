@@ -121,6 +121,16 @@ fn a_replica_that_hides_what_it_showed_after_a_restart_is_caught() {
 }
 
 #[test]
+fn a_primary_that_counts_a_replica_before_every_member_knows_it_joined_is_caught() {
+    caught(Planted::CountJoiners, &[Invariant::MembersKnowWhoCounts]);
+}
+
+#[test]
+fn a_primary_that_restarts_forgetting_which_replicas_were_joining_is_caught() {
+    caught(Planted::ForgetJoining, &[Invariant::MembersKnowWhoCounts]);
+}
+
+#[test]
 fn a_seed_replays_exactly() {
     replays_exactly(&Config::default(), Simulation::run, |r| r.trace_hash);
 }

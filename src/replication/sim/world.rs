@@ -1,7 +1,7 @@
 //! The simulated world: its events, the run loop that checks the invariants after every
 //! step, the writers, and the primary's log with its group-committed fsyncs.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use super::disk::SimDisk;
 use super::invariants::{describe, Trace, Violation};
@@ -116,6 +116,12 @@ pub(super) struct World {
     /// The newest connection when the primary last lost power: frames of it and older
     /// ones belong to a process that is gone.
     pub primary_born_at: u64,
+    /// Each counting replica, by the number of counting replicas it made when it first
+    /// joined (no replica leaves in a run, so every membership since counts it).
+    pub join_rank: BTreeMap<String, u64>,
+    /// The primary's durable slots: `(fsync, joining)` by replica name, remembered when
+    /// it restarts.
+    pub slots: BTreeMap<String, (bool, bool)>,
 }
 
 impl World {
@@ -193,6 +199,8 @@ impl World {
             healed: false,
             primary_up: true,
             primary_born_at: 0,
+            join_rank: BTreeMap::new(),
+            slots: BTreeMap::new(),
         };
         world.start();
         world

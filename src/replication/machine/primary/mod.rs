@@ -15,7 +15,10 @@ use crate::replication::protocol::PeerKind;
 use crate::replication::quorum::{quorum_lsn, QuorumView};
 use crate::replication::status::LinkState;
 
+mod membership;
 mod ship;
+
+use membership::Membership;
 
 /// Time as the machine sees it: microseconds on the caller's monotonic clock.
 pub type Micros = u64;
@@ -117,6 +120,8 @@ pub struct Peer {
     last_beat: Micros,
     /// Its last sign of life: an ack, or bytes taken (see [`PrimaryMachine::took_bytes`]).
     last_heard: Micros,
+    /// Where it stands among the counting members (see `membership.rs`).
+    member: Membership,
 }
 
 impl Peer {
@@ -135,11 +140,20 @@ impl Peer {
         self.in_flight.push_back(entry);
     }
 
-    /// Whether its acks count toward the quorum: a replica that fsyncs, connected or not
-    /// (a replica that went away still holds what it acked).
+    /// Whether it is a counting member: a replica that fsyncs, connected or not (a
+    /// replica that went away still holds what it acked). Its acks count toward the
+    /// quorum once it is [established](Peer::established).
     #[must_use]
     pub fn counts(&self) -> bool {
         self.kind == PeerKind::Replica && self.durable
+    }
+
+    /// Whether its acks count toward the quorum yet: a member that joined while this
+    /// primary served counts once every counting member has recorded the membership it
+    /// joined (see `membership.rs`).
+    #[must_use]
+    pub fn established(&self) -> bool {
+        self.member.established
     }
 
     /// The last LSN it holds toward a sync write (DESIGN promise 3). A replica that does
@@ -194,6 +208,8 @@ pub struct AckOutcome {
     pub slot_lsn: Option<u64>,
     /// The quorum LSN rose to this: sync writers at or below it may return.
     pub quorum_lsn: Option<u64>,
+    /// A joining member's acks count from now on.
+    pub established: bool,
 }
 
 /// The whole primary side of the protocol.
@@ -217,6 +233,8 @@ pub struct PrimaryMachine {
     /// visible before them would cost a second batch, and the replica a second append,
     /// sync and ack, per sync write: each moves to `sync_wanted_lsn` once visible.
     sync_pending: VecDeque<u64>,
+    /// Bumped whenever a counting member joins or leaves (see `membership.rs`).
+    members_version: u64,
     #[cfg(test)]
     pub(crate) planted: Planted,
 }
@@ -235,6 +253,7 @@ impl PrimaryMachine {
             sync_wanted_lsn: 0,
             sync_written_lsn: 0,
             sync_pending: VecDeque::new(),
+            members_version: 0,
             #[cfg(test)]
             planted: Planted::default(),
         }
@@ -275,16 +294,17 @@ impl PrimaryMachine {
         self.peers.values().filter(|p| self.counts(p)).count()
     }
 
-    /// Counting replicas connected now.
+    /// Counting replicas connected now whose acks count (established).
     #[must_use]
     pub fn connected_counting_replicas(&self) -> usize {
         self.peers
             .values()
-            .filter(|p| self.counts(p) && is_connected(p.state))
+            .filter(|p| self.in_quorum(p) && is_connected(p.state))
             .count()
     }
 
-    /// The quorum as sync writers need it: the quorum LSN and every counting replica's ack.
+    /// The quorum as sync writers need it: the quorum LSN, every established counting
+    /// replica's ack, and how many members are still joining.
     #[must_use]
     pub fn quorum_view(&self) -> QuorumView {
         QuorumView {
@@ -292,18 +312,23 @@ impl PrimaryMachine {
             acked: self
                 .peers
                 .values()
-                .filter(|p| self.counts(p))
+                .filter(|p| self.in_quorum(p))
                 .map(|p| (p.id.name.clone(), p.counted_lsn()))
                 .collect(),
+            joining: self
+                .peers
+                .values()
+                .filter(|p| self.counts(p) && !self.in_quorum(p))
+                .count(),
         }
     }
 
-    /// Names of the counting replicas that acknowledged `lsn`, in name order.
+    /// Names of the established counting replicas that acknowledged `lsn`, in name order.
     #[must_use]
     pub fn acked_by(&self, lsn: u64) -> Vec<String> {
         self.peers
             .values()
-            .filter(|p| self.counts(p) && p.counted_lsn() >= lsn)
+            .filter(|p| self.in_quorum(p) && p.counted_lsn() >= lsn)
             .map(|p| p.id.name.clone())
             .collect()
     }
@@ -315,6 +340,15 @@ impl PrimaryMachine {
             return true;
         }
         peer.counts()
+    }
+
+    /// Whether `peer`'s acks count toward the quorum now.
+    fn in_quorum(&self, peer: &Peer) -> bool {
+        #[cfg(test)]
+        if self.planted == Planted::CountJoiners {
+            return self.counts(peer);
+        }
+        self.counts(peer) && peer.established()
     }
 
     /// Whether `name` belongs to a connected peer with another store than `store_id`: two
@@ -353,6 +387,7 @@ impl PrimaryMachine {
             .get(name)
             .filter(|p| is_connected(p.state))
             .map(|p| p.id.clone());
+        let member = self.member_on_connect(name, store_id, kind, durable);
         // A peer that holds everything visible streams at once (nothing would be shipped
         // to it to say so while the primary is idle).
         let state = if resumed_lsn >= self.visible_lsn {
@@ -378,8 +413,12 @@ impl PrimaryMachine {
             behind: false,
             last_beat: now,
             last_heard: now,
+            member,
         };
         self.peers.insert(name.to_owned(), peer);
+        // One that stopped fsyncing no longer holds up a joining member.
+        self.establish();
+        self.recount();
         (id, replaced)
     }
 
@@ -408,13 +447,17 @@ impl PrimaryMachine {
     /// A replica known from its durable slot, not connected since this primary started.
     /// It is registered (a sync write waits for it to come back rather than being refused,
     /// if it said it fsyncs) but holds nothing proven until it acks again: a slot's LSN may
-    /// be a snapshot's that was never acknowledged.
-    pub fn remember(&mut self, name: &str, durable: bool, now: Micros) {
+    /// be a snapshot's that was never acknowledged. It is one of the members this primary
+    /// starts with, established at once unless it was `joining` (see `membership.rs`).
+    pub fn remember(&mut self, name: &str, durable: bool, joining: bool, now: Micros) {
         if self.peers.contains_key(name) {
             return;
         }
         let (id, _) = self.connect(name, 0, PeerKind::Replica, durable, 0, now);
         self.disconnect(&id);
+        if let Some(peer) = self.peers.get_mut(name).filter(|_| !joining) {
+            peer.member = Membership::FOUNDING;
+        }
     }
 
     /// A snapshot at `lsn` is being sent to the peer: it streams after it.
@@ -457,7 +500,12 @@ impl PrimaryMachine {
 
     /// Forgets a peer (its slot was dropped); the quorum LSN never moves back.
     pub fn forget(&mut self, name: &str) {
-        self.peers.remove(name);
+        if self.peers.remove(name).is_some_and(|peer| peer.counts()) {
+            // One member fewer: one a joining member waited for, perhaps.
+            self.members_version += 1;
+            self.establish();
+            self.recount();
+        }
     }
 
     fn live(&mut self, id: &LinkId) -> Option<&mut Peer> {
@@ -475,14 +523,16 @@ impl PrimaryMachine {
         }
     }
 
-    /// A cumulative ack from `id`: its log is durable up to `flushed_lsn` and its readers
-    /// see up to `applied_lsn`. An ack beyond what was sent is a confused peer: it is held
-    /// to `sent_lsn`, which the transport records before it writes.
+    /// A cumulative ack from `id`: its log is durable up to `flushed_lsn`, its readers
+    /// see up to `applied_lsn`, and it holds the membership of version `members_version`
+    /// durably (see `membership.rs`). An ack beyond what was sent is a confused peer: it
+    /// is held to `sent_lsn`, which the transport records before it writes.
     pub fn ack(
         &mut self,
         id: &LinkId,
         flushed_lsn: u64,
         applied_lsn: u64,
+        members_version: u64,
         now: Micros,
     ) -> AckOutcome {
         let Some(peer) = self.live(id) else {
@@ -503,10 +553,13 @@ impl PrimaryMachine {
             }
         }
         let slot_lsn = (peer.kind == PeerKind::Replica && flushed_lsn > 0).then_some(flushed_lsn);
+        self.proved_members(&id.name, members_version);
+        let established = self.establish();
         let quorum = self.recount();
         AckOutcome {
             slot_lsn,
             quorum_lsn: quorum,
+            established,
         }
     }
 
@@ -515,7 +568,7 @@ impl PrimaryMachine {
         let acks = self
             .peers
             .values()
-            .filter(|p| self.counts(p))
+            .filter(|p| self.in_quorum(p))
             .map(Peer::counted_lsn);
         let lsn = quorum_lsn(acks, self.config.quorum);
         (lsn > self.quorum_lsn).then(|| {

@@ -111,8 +111,9 @@ impl PrimaryMachine {
         }
         let beat_at = peer.last_beat + self.config.heartbeat_interval;
         // Heartbeats go out on time even while entries flow: they carry the clock samples
-        // that lag is measured with, and a peer acks at least those.
-        if beat_at <= now {
+        // that lag is measured with, and a peer acks at least those. A member not told the
+        // current membership is told at once: a joining member counts once all know it.
+        if beat_at <= now || self.untold(peer) {
             return LinkAction::Heartbeat {
                 last_lsn: self.visible_lsn,
             };
@@ -213,11 +214,13 @@ impl PrimaryMachine {
         }
     }
 
-    /// A heartbeat saying the log is durable up to `last_lsn` is about to be sent to `id`.
-    pub fn heartbeat_sent(&mut self, id: &LinkId, last_lsn: u64, now: Micros) {
+    /// A heartbeat saying the log is durable up to `last_lsn` is about to be sent to `id`;
+    /// returns the membership it announces: `(counting members, version)`.
+    pub fn heartbeat_sent(&mut self, id: &LinkId, last_lsn: u64, now: Micros) -> (u64, u64) {
         if let Some(peer) = self.live(id) {
             peer.last_beat = now;
             peer.told_durable = peer.told_durable.max(last_lsn);
         }
+        self.announce_members(&id.name)
     }
 }

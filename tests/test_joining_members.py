@@ -1,0 +1,123 @@
+"""A replica that joins a running primary counts toward the quorum only once every member
+knows it joined (DESIGN §1, promise 3), with real replicas on 127.0.0.1: a promotion by
+members that were away when it joined counts one member too few, so a sync write that its
+ack alone completed would be lost by that promotion."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import replikv
+from polling import eventually
+
+TOKEN = "t0ken"
+
+
+def free_address() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{probe.getsockname()[1]}"
+
+
+def role(primary: replikv.Primary, name: str) -> str | None:
+    return next((r.sync_state for r in primary.status().replicas if r.name == name), None)
+
+
+@contextmanager
+def members_away_while_ap1_joins(
+    tmp_path: Path,
+) -> Iterator[tuple[replikv.Store, replikv.Primary, replikv.Replica, dict[str, str]]]:
+    """A primary (quorum 1) whose two members eu-1 and us-1 stopped after it told them
+    they are the members, and a third replica, ap-1, that registered with it since."""
+    listen = {name: free_address() for name in ("eu-1", "us-1", "ap-1")}
+    store = replikv.Store(tmp_path / "primary")
+    primary = replikv.Primary(
+        store, token=TOKEN, quorum=1, heartbeat_interval=0.02, sync_timeout=1.0
+    )
+    try:
+        members = [
+            replikv.Replica(
+                tmp_path / name, primary=primary.address, token=TOKEN, listen=listen[name]
+            )
+            for name in ("eu-1", "us-1")
+        ]
+        eventually("both members to count", lambda: primary.sync_state == "ok")
+        store.put("consent", "before", True, durability="sync")
+        for member in members:
+            eventually(
+                "a heartbeat naming both members",
+                lambda m=member: (  # type: ignore[misc]
+                    m.status().primary_members == 2 and len(m.status().primary_peers) == 2
+                ),
+            )
+            member.close()
+        ap1 = replikv.Replica(
+            tmp_path / "ap-1", primary=primary.address, token=TOKEN, listen=listen["ap-1"]
+        )
+        try:
+            eventually("ap-1 to register", lambda: role(primary, "ap-1") is not None)
+            yield store, primary, ap1, listen
+        finally:
+            ap1.close()
+    finally:
+        primary.close()
+        store.close()
+
+
+def test_a_replica_that_joined_while_the_members_were_away_completes_no_sync_write(
+    tmp_path: Path,
+) -> None:
+    with members_away_while_ap1_joins(tmp_path) as (store, primary, ap1, listen):
+        assert role(primary, "ap-1") == "joining"
+        with pytest.raises(replikv.ReplicationTimeout) as raised:
+            store.put("consent", "after", True, durability="sync")
+        lsn = raised.value.lsn
+        assert raised.value.acked_by == []
+        assert primary.wait_for(lsn, replicas=1, timeout=0.0) == 0
+        # ap-1 holds the write durably all the same: its ack just does not count.
+        assert ap1.wait_for(lsn, timeout=30)
+        assert ap1.store.get("consent", "after") is True
+    # Why it must not count: the primary is gone, and the two members that were away
+    # promote one of them by the rule they know (2 members, quorum 1: reach both).
+    eu1, us1 = (
+        replikv.Replica(tmp_path / n, primary=free_address(), token=TOKEN, listen=listen[n])
+        for n in ("eu-1", "us-1")
+    )
+    try:
+        new = eu1.promote()
+        assert new.promotion is not None and sorted(new.promotion.reached) == ["eu-1", "us-1"]
+        assert new.store.get("consent", "before") is True
+        assert new.store.get("consent", "after") is None, "the write nobody acknowledged"
+        new.close()
+        new.store.close()
+    finally:
+        us1.close()
+        eu1.close()
+
+
+def test_a_joining_replica_counts_once_the_members_are_back_and_know_it_joined(
+    tmp_path: Path,
+) -> None:
+    with members_away_while_ap1_joins(tmp_path) as (store, primary, ap1, listen):
+        eu1 = replikv.Replica(
+            tmp_path / "eu-1", primary=primary.address, token=TOKEN, listen=listen["eu-1"]
+        )
+        try:
+            eventually("eu-1 to reconnect", lambda: primary.sync_state == "ok")
+            assert role(primary, "ap-1") == "joining", "us-1 has not heard of ap-1 yet"
+            us1 = replikv.Replica(
+                tmp_path / "us-1", primary=primary.address, token=TOKEN, listen=listen["us-1"]
+            )
+            try:
+                eventually("ap-1 to count", lambda: role(primary, "ap-1") == "quorum")
+                assert us1.status().primary_members == 3
+                receipt = store.put("consent", "after", True, durability="sync")
+                assert primary.wait_for(receipt.lsn, replicas=3, timeout=30) == 3
+            finally:
+                us1.close()
+        finally:
+            eu1.close()
