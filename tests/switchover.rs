@@ -11,7 +11,7 @@ use replikv::error::{Error, ReplicationError, StoreError};
 use replikv::replication::monitor::request_switchover;
 use replikv::replication::primary::Primary;
 use replikv::replication::replica::{Replica, ReplicaOptions};
-use replikv::replication::status::LinkState;
+use replikv::replication::status::{LinkState, SyncRole};
 use replikv::store::{Durability, Store, StoreOptions};
 
 mod common;
@@ -216,7 +216,11 @@ fn a_switchover_request_that_changes_nothing_leaves_the_primary_serving() -> Tes
     let (store, primary) = fast_primary(dir.path(), 1)?;
     let eu1 = start_member(dir.path(), &primary, "eu-1")?;
     let us1 = start_replica(dir.path(), &primary, "us-1")?;
-    eventually("both to register", || primary.status().replicas.len() == 2);
+    // Both count: us-1 would not while eu-1, gone, had not recorded that it joined.
+    eventually("both to count", || {
+        let replicas = primary.status().replicas;
+        replicas.len() == 2 && replicas.iter().all(|r| r.sync_state == SyncRole::Quorum)
+    });
     // eu-1 stays a member the primary knows, but gone and behind: the request reaches the
     // primary's owner, whose switchover cannot go ahead.
     eu1.close()?;

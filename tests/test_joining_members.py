@@ -45,7 +45,10 @@ def members_away_while_ap1_joins(
             )
             for name in ("eu-1", "us-1")
         ]
-        eventually("both members to count", lambda: primary.sync_state == "ok")
+        eventually(
+            "both members to count",
+            lambda: role(primary, "eu-1") == role(primary, "us-1") == "quorum",
+        )
         store.put("consent", "before", True, durability="sync")
         for member in members:
             eventually(
@@ -76,6 +79,7 @@ def test_a_replica_that_joined_while_the_members_were_away_completes_no_sync_wri
         with pytest.raises(replikv.ReplicationTimeout) as raised:
             store.put("consent", "after", True, durability="sync")
         lsn = raised.value.lsn
+        assert lsn is not None
         assert raised.value.acked_by == []
         assert primary.wait_for(lsn, replicas=1, timeout=0.0) == 0
         # ap-1 holds the write durably all the same: its ack just does not count.
@@ -102,7 +106,7 @@ def test_a_replica_that_joined_while_the_members_were_away_completes_no_sync_wri
 def test_a_joining_replica_counts_once_the_members_are_back_and_know_it_joined(
     tmp_path: Path,
 ) -> None:
-    with members_away_while_ap1_joins(tmp_path) as (store, primary, ap1, listen):
+    with members_away_while_ap1_joins(tmp_path) as (store, primary, _ap1, listen):
         eu1 = replikv.Replica(
             tmp_path / "eu-1", primary=primary.address, token=TOKEN, listen=listen["eu-1"]
         )
@@ -121,3 +125,66 @@ def test_a_joining_replica_counts_once_the_members_are_back_and_know_it_joined(
                 us1.close()
         finally:
             eu1.close()
+
+
+def test_a_replica_still_joining_when_its_primary_restarts_is_joining_after_it(
+    tmp_path: Path,
+) -> None:
+    with members_away_while_ap1_joins(tmp_path) as (store, primary, ap1, _listen):
+        assert role(primary, "ap-1") == "joining"
+        path = store.path
+        ap1.close()
+        primary.close()
+        store.close()
+        # Its slot says it was joining: the restarted primary does not count it either.
+        with (
+            replikv.Store(path) as store,
+            replikv.Primary(store, token=TOKEN, quorum=1, sync_timeout=1.0) as primary,
+            replikv.Replica(tmp_path / "ap-1", primary=primary.address, token=TOKEN),
+        ):
+            eventually("ap-1 to reconnect", lambda: role(primary, "ap-1") is not None)
+            assert {r.name: r.sync_state for r in primary.status().replicas} == {
+                "eu-1": "quorum",
+                "us-1": "quorum",
+                "ap-1": "joining",
+            }
+            with pytest.raises(replikv.ReplicationTimeout):
+                store.put("consent", "after", True, durability="sync")
+
+
+def test_a_quorum_lowered_across_a_restart_counts_once_every_member_knows_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Members that recorded quorum 2 promote by it: `n - 2 + 1` of them. A write that
+    quorum 1 acknowledged on one member only could be missed by such a promotion."""
+    listen = {name: free_address() for name in ("eu-1", "us-1")}
+    path = tmp_path / "primary"
+
+    def member(name: str, primary: replikv.Primary) -> replikv.Replica:
+        return replikv.Replica(
+            tmp_path / name, primary=primary.address, token=TOKEN, listen=listen[name]
+        )
+
+    with (
+        replikv.Store(path) as store,
+        replikv.Primary(store, token=TOKEN, quorum=2, heartbeat_interval=0.02) as primary,
+        member("eu-1", primary) as eu1,
+        member("us-1", primary),
+    ):
+        eventually("both members to count", lambda: primary.sync_state == "ok")
+        store.put("consent", "before", True, durability="sync")
+        eventually("eu-1 to record quorum 2", lambda: eu1.status().primary_quorum == 2)
+    with (
+        replikv.Store(path) as store,
+        replikv.Primary(store, token=TOKEN, quorum=1, sync_timeout=1.0) as primary,
+    ):
+        assert "the quorum is lower than this primary last served with" in caplog.text
+        with member("eu-1", primary) as eu1:
+            eventually("eu-1 to reconnect", lambda: role(primary, "eu-1") is not None)
+            eventually("eu-1 to record quorum 1", lambda: eu1.status().primary_quorum == 1)
+            assert role(primary, "eu-1") == "joining", "us-1 still promotes by quorum 2"
+            with pytest.raises(replikv.ReplicationTimeout):
+                store.put("consent", "after", True, durability="sync")
+            with member("us-1", primary):
+                eventually("both to count", lambda: primary.sync_state == "ok")
+                assert store.put("consent", "after", True, durability="sync").acked_by

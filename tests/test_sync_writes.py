@@ -39,12 +39,19 @@ def serving(
             )
             for name in names
         }
-        eventually("every replica to connect", lambda: connected(primary) == set(names))
+        # Connected, and counted: a replica counts once every member recorded it joined.
+        eventually("every replica to count", lambda: counted(primary) == set(names))
         yield primary, replicas
 
 
 def connected(primary: replikv.Primary) -> set[str]:
     return {info.name for info in primary.status() if info.state in ("catching_up", "streaming")}
+
+
+def counted(primary: replikv.Primary) -> set[str]:
+    return {info.name for info in primary.status() if info.sync_state == "quorum"} & connected(
+        primary
+    )
 
 
 def disconnect(primary: replikv.Primary, replica: replikv.Replica) -> None:

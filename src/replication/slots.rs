@@ -6,9 +6,11 @@
 //!
 //! ```text
 //! file = magic "RKVSLOTS" | version u8 (2) | len u32 BE | body | crc32c(everything before) u32 BE
-//! body = MessagePack array of [name, acked_lsn, created_ms, fsync, joining]
+//! body = MessagePack [quorum, [[name, acked_lsn, created_ms, fsync, joining], ...]]
 //! ```
-//! Version 3 added `joining`; version 2 files (without it) are read as established slots.
+//! Version 3 added `quorum` (the quorum the primary last served with) and `joining`;
+//! version 2 files (a bare array of `[name, acked_lsn, created_ms, fsync]`) are read as
+//! established slots of an unknown quorum.
 //! Files written before the checksum existed (a bare `MessagePack` array of slots) are still
 //! read, and rewritten in this format at once: refusing them would stop an upgraded primary
 //! from starting, and deleting them would drop the log that absent replicas still need.
@@ -71,8 +73,8 @@ struct Record {
 }
 
 /// Encodes the slots file.
-fn encode(records: &[Record]) -> Vec<u8> {
-    let body = rmp_serde::to_vec(records)
+fn encode(quorum: u64, records: &[Record]) -> Vec<u8> {
+    let body = rmp_serde::to_vec(&(quorum, records))
         .expect("invariant: strings and integers always encode as MessagePack");
     let mut file = Vec::with_capacity(HEADER_BYTES + body.len() + CRC_BYTES);
     file.extend_from_slice(MAGIC);
@@ -91,8 +93,8 @@ fn encode(records: &[Record]) -> Vec<u8> {
 /// How a slots file decoded.
 #[derive(Debug, PartialEq, Eq)]
 enum Decoded {
-    /// The checksummed format.
-    Current(Vec<Record>),
+    /// The checksummed format, with the quorum it names (0: unknown, in version 2).
+    Current(u64, Vec<Record>),
     /// A file of the first format (no checksum): to be rewritten.
     Legacy(Vec<Record>),
 }
@@ -125,8 +127,13 @@ fn decode(bytes: &[u8]) -> Result<Decoded, String> {
             body.len()
         ));
     }
-    let records = rmp_serde::from_slice(body).map_err(|e| format!("does not decode: {e}"))?;
-    validate(records).map(Decoded::Current)
+    let undecodable = |e: rmp_serde::decode::Error| format!("does not decode: {e}");
+    let (quorum, records) = if version == 2 {
+        (0, rmp_serde::from_slice(body).map_err(undecodable)?)
+    } else {
+        rmp_serde::from_slice(body).map_err(undecodable)?
+    };
+    validate(records).map(|records| Decoded::Current(quorum, records))
 }
 
 /// The first format: a bare `MessagePack` array. With no checksum, the best check left is
@@ -190,6 +197,8 @@ struct SlotState {
 #[derive(Default)]
 struct State {
     slots: BTreeMap<String, SlotState>,
+    /// The quorum the primary last served with (0: unknown).
+    quorum: u64,
     dirty: bool,
     pins: u64,
 }
@@ -228,10 +237,10 @@ impl Slots {
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join(FILE);
         remove_temporaries(dir);
-        let (records, legacy) = match std::fs::read(&path) {
+        let (quorum, records, legacy) = match std::fs::read(&path) {
             Ok(bytes) => match decode(&bytes) {
-                Ok(Decoded::Current(records)) => (records, false),
-                Ok(Decoded::Legacy(records)) => (records, true),
+                Ok(Decoded::Current(quorum, records)) => (quorum, records, false),
+                Ok(Decoded::Legacy(records)) => (0, records, true),
                 Err(reason) => {
                     return Err(StoreError::Corrupt {
                         reason: format!(
@@ -243,7 +252,7 @@ impl Slots {
                     .into())
                 }
             },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Vec::new(), false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (0, Vec::new(), false),
             Err(e) => return Err(io("reading replication slots", &path)(e).into()),
         };
         let slots = records
@@ -264,6 +273,7 @@ impl Slots {
             path,
             state: Mutex::new(State {
                 slots,
+                quorum,
                 dirty: legacy,
                 pins: 0,
             }),
@@ -338,6 +348,33 @@ impl Slots {
             }
             state.dirty = true;
         }
+    }
+
+    /// The primary serves with `quorum` from now on (on disk before this returns). If it
+    /// is lower than the quorum it last served with, every replica that fsyncs joins
+    /// again: members that recorded the higher quorum would promote by it, reaching too
+    /// few for a write the lower one acknowledged, so none counts until all know it.
+    /// Returns whether it was lowered.
+    ///
+    /// # Errors
+    /// Persisting failed.
+    pub fn serve_with_quorum(&self, quorum: u64) -> Result<bool> {
+        let lowered = {
+            let mut state = lock(&self.state);
+            let lowered = quorum < state.quorum;
+            if lowered {
+                for slot in state.slots.values_mut().filter(|s| s.fsync) {
+                    slot.joining = true;
+                }
+            }
+            if quorum != state.quorum {
+                state.quorum = quorum;
+                state.dirty = true;
+            }
+            lowered
+        };
+        self.persist()?;
+        Ok(lowered)
     }
 
     /// Marks the slot of `name` (which must exist) as joining; on disk at the next
@@ -427,13 +464,13 @@ impl Slots {
     /// An I/O failure (the old file is left in place).
     pub fn persist(&self) -> Result<()> {
         let _writing = lock(&self.writing);
-        let records: Vec<Record> = {
+        let (quorum, records): (u64, Vec<Record>) = {
             let mut state = lock(&self.state);
             if !state.dirty {
                 return Ok(());
             }
             state.dirty = false;
-            state
+            let records = state
                 .slots
                 .iter()
                 .map(|(name, slot)| Record {
@@ -443,9 +480,10 @@ impl Slots {
                     fsync: slot.fsync,
                     joining: slot.joining,
                 })
-                .collect()
+                .collect();
+            (state.quorum, records)
         };
-        let bytes = encode(&records);
+        let bytes = encode(quorum, &records);
         let temporary = self.path.with_file_name(format!(
             "{FILE}.{}.{}.tmp",
             std::process::id(),
@@ -587,12 +625,13 @@ mod fuzz {
         /// Valid encodings round-trip, and any single flipped byte is refused.
         #[test]
         fn fuzz_slots_files_round_trip_and_refuse_any_flip(
+            quorum in any::<u64>(),
             records in records(),
             at in any::<prop::sample::Index>(),
             flip in 1u8..=255,
         ) {
-            let file = encode(&records);
-            prop_assert_eq!(decode(&file), Ok(Decoded::Current(records)));
+            let file = encode(quorum, &records);
+            prop_assert_eq!(decode(&file), Ok(Decoded::Current(quorum, records)));
             let mut bad = file.clone();
             bad[at.index(file.len())] ^= flip;
             prop_assert!(decode(&bad).is_err());

@@ -273,3 +273,36 @@ fn a_slots_file_of_the_first_format_loads_and_is_rewritten_with_a_checksum() {
     assert!(rewritten.starts_with(MAGIC), "rewritten in the new format");
     assert_eq!(Slots::load(dir.path()).unwrap().list(), slots.list());
 }
+
+#[test]
+fn a_lowered_quorum_makes_every_replica_that_fsyncs_join_again_durably() {
+    let dir = tempfile::tempdir().unwrap();
+    let slots = Slots::load(dir.path()).unwrap();
+    assert!(
+        !slots.serve_with_quorum(2).unwrap(),
+        "nothing to lower from"
+    );
+    slots.ensure("eu-1", 5, true);
+    slots.ensure("lazy", 5, false);
+    slots.persist().unwrap();
+    let reloaded = Slots::load(dir.path()).unwrap();
+    assert!(
+        !reloaded.serve_with_quorum(3).unwrap(),
+        "a higher quorum is no risk"
+    );
+    assert!(reloaded.list().iter().all(|s| !s.joining));
+    assert!(reloaded.serve_with_quorum(1).unwrap());
+    let joining = |slots: &Slots| -> Vec<(String, bool)> {
+        slots
+            .list()
+            .into_iter()
+            .map(|s| (s.name, s.joining))
+            .collect()
+    };
+    let expected = [("eu-1".to_owned(), true), ("lazy".to_owned(), false)];
+    assert_eq!(joining(&Slots::load(dir.path()).unwrap()), expected);
+    assert!(!Slots::load(dir.path())
+        .unwrap()
+        .serve_with_quorum(1)
+        .unwrap());
+}

@@ -199,6 +199,15 @@ impl Primary {
         let registration = store.serve_replication(Arc::clone(&sync) as _)?;
         let (listener, address) = runtime().block_on(bind(&options.listen))?;
         let slots = Slots::load(store.path())?;
+        let quorum = options.sync.quorum as u64;
+        if slots.serve_with_quorum(quorum)? {
+            tracing::warn!(
+                target: LOG_TARGET,
+                quorum,
+                "the quorum is lower than this primary last served with: its replicas count \
+                 toward sync writes again once every one has recorded the new quorum"
+            );
+        }
         let (visible, _) = watch::channel(store.last_lsn());
         let mut machine = PrimaryMachine::new(options.machine_config(), store.last_lsn());
         for slot in slots.list() {
