@@ -10,18 +10,9 @@ fn config() -> PrimaryConfig {
     }
 }
 
-/// Connects a peer and has every counting member prove the membership at once, as a
-/// heartbeat and its ack would: these tests are of other rules (see `membership.rs`).
-fn join(
-    m: &mut PrimaryMachine,
-    name: &str,
-    store_id: u64,
-    kind: PeerKind,
-    durable: bool,
-    resumed_lsn: u64,
-    now: Micros,
-) -> (LinkId, Option<LinkId>) {
-    let joined = m.connect(name, store_id, kind, durable, resumed_lsn, now);
+/// The connection `joined` made, once every counting member has proved the membership,
+/// as a heartbeat and its ack would: these tests are of other rules (see `membership.rs`).
+fn told(joined: (LinkId, Option<LinkId>), m: &mut PrimaryMachine) -> (LinkId, Option<LinkId>) {
     m.all_members_told();
     joined
 }
@@ -38,7 +29,7 @@ fn shipped(lsns: std::ops::RangeInclusive<u64>) -> Vec<Shipped> {
 #[test]
 fn a_fast_ack_is_never_clamped_below_what_was_handed_to_the_transport() {
     let mut m = PrimaryMachine::new(config(), 0);
-    let (a, _) = join(&mut m, "a", 0, PeerKind::Replica, true, 0, 0);
+    let (a, _) = told(m.connect("a", 0, PeerKind::Replica, true, 0, 0), &mut m);
     m.visible(3);
     assert_eq!(
         m.poll(&a, 0),
@@ -59,10 +50,16 @@ fn a_fast_ack_is_never_clamped_below_what_was_handed_to_the_transport() {
 #[test]
 fn the_quorum_counts_only_replicas_that_fsync_and_never_moves_back() {
     let mut m = PrimaryMachine::new(config(), 10);
-    let (a, _) = join(&mut m, "a", 0, PeerKind::Replica, true, 0, 0);
-    let (cache, _) = join(&mut m, "cache", 0, PeerKind::Consumer, false, 0, 0);
-    let (lazy, _) = join(&mut m, "nofsync", 0, PeerKind::Replica, false, 0, 0);
-    let (b, _) = join(&mut m, "b", 0, PeerKind::Replica, true, 0, 0);
+    let (a, _) = told(m.connect("a", 0, PeerKind::Replica, true, 0, 0), &mut m);
+    let (cache, _) = told(
+        m.connect("cache", 0, PeerKind::Consumer, false, 0, 0),
+        &mut m,
+    );
+    let (lazy, _) = told(
+        m.connect("nofsync", 0, PeerKind::Replica, false, 0, 0),
+        &mut m,
+    );
+    let (b, _) = told(m.connect("b", 0, PeerKind::Replica, true, 0, 0), &mut m);
     for id in [&a, &cache, &lazy, &b] {
         m.shipping(id, &shipped(1..=10), 10, 0);
     }
@@ -81,7 +78,7 @@ fn the_quorum_counts_only_replicas_that_fsync_and_never_moves_back() {
 #[test]
 fn what_a_lost_connection_had_sent_and_not_had_acked_counts_as_missing() {
     let mut m = PrimaryMachine::new(config(), 1);
-    let (a, _) = join(&mut m, "a", 0, PeerKind::Replica, true, 0, 0);
+    let (a, _) = told(m.connect("a", 0, PeerKind::Replica, true, 0, 0), &mut m);
     m.visible(10);
     m.shipping(&a, &shipped(1..=10), m.visible_lsn(), 0);
     m.ack(&a, 4, 4, 0, 1);
@@ -94,7 +91,7 @@ fn what_a_lost_connection_had_sent_and_not_had_acked_counts_as_missing() {
 #[test]
 fn a_peer_that_keeps_up_is_paced_and_one_far_behind_is_not() {
     let mut m = PrimaryMachine::new(config(), 1);
-    let (a, _) = join(&mut m, "a", 0, PeerKind::Replica, true, 0, 0);
+    let (a, _) = told(m.connect("a", 0, PeerKind::Replica, true, 0, 0), &mut m);
     m.shipping(&a, &shipped(1..=1), m.visible_lsn(), 0);
     assert!(m.caught_up(&a));
     m.visible(2);
@@ -108,7 +105,7 @@ fn a_peer_that_keeps_up_is_paced_and_one_far_behind_is_not() {
 #[test]
 fn a_peer_whose_batch_fell_short_of_its_backlog_is_not_paced_however_few_entries_are_left() {
     let mut m = PrimaryMachine::new(config(), 0);
-    let (a, _) = join(&mut m, "a", 0, PeerKind::Replica, true, 0, 0);
+    let (a, _) = told(m.connect("a", 0, PeerKind::Replica, true, 0, 0), &mut m);
     // 800 large entries: far fewer than `catch_up_entries`, many batches of bytes.
     m.visible(800);
     assert!(matches!(
@@ -130,8 +127,11 @@ fn a_peer_whose_batch_fell_short_of_its_backlog_is_not_paced_however_few_entries
 #[test]
 fn a_sync_writer_is_shipped_to_counting_replicas_without_waiting_for_the_interval() {
     let mut m = PrimaryMachine::new(config(), 1);
-    let (a, _) = join(&mut m, "a", 0, PeerKind::Replica, true, 0, 0);
-    let (cache, _) = join(&mut m, "cache", 0, PeerKind::Consumer, false, 0, 0);
+    let (a, _) = told(m.connect("a", 0, PeerKind::Replica, true, 0, 0), &mut m);
+    let (cache, _) = told(
+        m.connect("cache", 0, PeerKind::Consumer, false, 0, 0),
+        &mut m,
+    );
     m.shipping(&a, &shipped(1..=1), m.visible_lsn(), 0);
     m.shipping(&cache, &shipped(1..=1), m.visible_lsn(), 0);
     m.visible(2);
@@ -147,7 +147,7 @@ fn a_sync_writer_is_shipped_to_counting_replicas_without_waiting_for_the_interva
 #[test]
 fn a_sync_entry_not_yet_visible_ships_with_the_entries_before_it_once_it_is() {
     let mut m = PrimaryMachine::new(config(), 1);
-    let (a, _) = join(&mut m, "a", 0, PeerKind::Replica, true, 0, 0);
+    let (a, _) = told(m.connect("a", 0, PeerKind::Replica, true, 0, 0), &mut m);
     m.shipping(&a, &shipped(1..=1), m.visible_lsn(), 0);
     // The writer waits from its commit on; entry 2, another writer's, is visible first.
     m.sync_wanted(3);
@@ -173,7 +173,7 @@ fn a_sync_entry_not_yet_visible_ships_with_the_entries_before_it_once_it_is() {
 #[test]
 fn each_of_many_sync_writers_ships_once_its_own_entry_is_visible() {
     let mut m = PrimaryMachine::new(config(), 1);
-    let (a, _) = join(&mut m, "a", 0, PeerKind::Replica, true, 0, 0);
+    let (a, _) = told(m.connect("a", 0, PeerKind::Replica, true, 0, 0), &mut m);
     m.shipping(&a, &shipped(1..=1), m.visible_lsn(), 0);
     m.sync_wanted(3);
     m.sync_wanted(5);
@@ -197,7 +197,7 @@ fn each_of_many_sync_writers_ships_once_its_own_entry_is_visible() {
 #[test]
 fn a_peer_has_longer_to_ack_a_large_batch_in_proportion_to_its_bytes() {
     let mut m = PrimaryMachine::new(config(), 0);
-    let (a, _) = join(&mut m, "a", 0, PeerKind::Replica, true, 0, 0);
+    let (a, _) = told(m.connect("a", 0, PeerKind::Replica, true, 0, 0), &mut m);
     m.visible(1);
     let load = Shipped {
         lsn: 1,
@@ -230,7 +230,7 @@ fn a_peer_has_longer_to_ack_a_large_batch_in_proportion_to_its_bytes() {
 #[test]
 fn a_deep_backlog_in_flight_earns_no_more_time_than_one_batch_to_apply() {
     let mut m = PrimaryMachine::new(config(), 0);
-    let (a, _) = join(&mut m, "a", 0, PeerKind::Replica, true, 0, 0);
+    let (a, _) = told(m.connect("a", 0, PeerKind::Replica, true, 0, 0), &mut m);
     m.visible(200);
     let mib = 1 << 20;
     let backlog: Vec<Shipped> = (1..=200)
@@ -247,7 +247,7 @@ fn a_deep_backlog_in_flight_earns_no_more_time_than_one_batch_to_apply() {
     assert_eq!(m.poll(&a, 7_200_000), LinkAction::Drop);
     // Once the large entries are acked, the largest left is what counts.
     let mut m = PrimaryMachine::new(config(), 0);
-    let (a, _) = join(&mut m, "a", 0, PeerKind::Replica, true, 0, 0);
+    let (a, _) = told(m.connect("a", 0, PeerKind::Replica, true, 0, 0), &mut m);
     m.visible(2);
     let big = Shipped {
         lsn: 1,
@@ -273,7 +273,7 @@ fn a_deep_backlog_in_flight_earns_no_more_time_than_one_batch_to_apply() {
 #[test]
 fn the_largest_entry_in_flight_follows_shipping_and_acks() {
     let mut m = PrimaryMachine::new(config(), 0);
-    let (a, _) = join(&mut m, "a", 0, PeerKind::Replica, true, 0, 0);
+    let (a, _) = told(m.connect("a", 0, PeerKind::Replica, true, 0, 0), &mut m);
     m.visible(4);
     let sized = |lsn, bytes| Shipped {
         lsn,
@@ -299,7 +299,7 @@ fn the_largest_entry_in_flight_follows_shipping_and_acks() {
 #[test]
 fn a_peer_whose_socket_keeps_draining_is_not_stalled() {
     let mut m = PrimaryMachine::new(config(), 0);
-    let (a, _) = join(&mut m, "a", 0, PeerKind::Replica, true, 0, 0);
+    let (a, _) = told(m.connect("a", 0, PeerKind::Replica, true, 0, 0), &mut m);
     m.took_bytes(&a, 2_000_000);
     assert_ne!(
         m.poll(&a, 4_000_000),
@@ -317,7 +317,7 @@ fn a_peer_whose_socket_keeps_draining_is_not_stalled() {
 #[test]
 fn a_replica_installing_a_snapshot_keeps_its_link_with_acks_that_claim_nothing() {
     let mut m = PrimaryMachine::new(config(), 100);
-    let (a, _) = join(&mut m, "a", 0, PeerKind::Replica, true, 7, 0);
+    let (a, _) = told(m.connect("a", 0, PeerKind::Replica, true, 7, 0), &mut m);
     m.snapshot_started(&a, 100);
     m.snapshot_sent(&a, 1_000_000);
     assert_ne!(m.poll(&a, 3_900_000), LinkAction::Drop);
@@ -333,7 +333,7 @@ fn a_replica_installing_a_snapshot_keeps_its_link_with_acks_that_claim_nothing()
         "it proves nothing past what it held"
     );
     assert_eq!(m.poll(&a, 6_500_000), LinkAction::Drop, "silent since");
-    let (b, _) = join(&mut m, "b", 0, PeerKind::Replica, true, 7, 0);
+    let (b, _) = told(m.connect("b", 0, PeerKind::Replica, true, 7, 0), &mut m);
     assert_eq!(
         m.ack(&b, 9, 9, 0, 0).slot_lsn,
         Some(7),
@@ -344,7 +344,7 @@ fn a_replica_installing_a_snapshot_keeps_its_link_with_acks_that_claim_nothing()
 #[test]
 fn an_idle_link_gets_heartbeats_and_a_silent_one_is_dropped() {
     let mut m = PrimaryMachine::new(config(), 0);
-    let (a, _) = join(&mut m, "a", 0, PeerKind::Replica, true, 0, 0);
+    let (a, _) = told(m.connect("a", 0, PeerKind::Replica, true, 0, 0), &mut m);
     assert_eq!(m.poll(&a, 100), LinkAction::WaitUntil(500_000));
     assert_eq!(m.poll(&a, 500_000), LinkAction::Heartbeat { last_lsn: 0 });
     m.heartbeat_sent(&a, 0, 500_000);
@@ -360,7 +360,7 @@ fn an_idle_link_gets_heartbeats_and_a_silent_one_is_dropped() {
 #[test]
 fn heartbeats_go_out_on_time_while_a_backlog_ships() {
     let mut m = PrimaryMachine::new(config(), 100_000);
-    let (a, _) = join(&mut m, "a", 0, PeerKind::Replica, true, 0, 0);
+    let (a, _) = told(m.connect("a", 0, PeerKind::Replica, true, 0, 0), &mut m);
     m.shipping(&a, &shipped(1..=4096), m.visible_lsn(), 400_000);
     assert!(matches!(m.poll(&a, 499_999), LinkAction::Ship { .. }));
     assert!(matches!(m.poll(&a, 500_000), LinkAction::Heartbeat { .. }));
@@ -376,7 +376,7 @@ fn a_replica_remembered_from_its_slot_is_registered_but_proves_nothing_until_it_
     assert_eq!(m.counting_replicas(), 1);
     assert_eq!(m.connected_counting_replicas(), 0);
     assert!(m.acked_by(1).is_empty());
-    let (a, _) = join(&mut m, "a", 0, PeerKind::Replica, true, 40, 1);
+    let (a, _) = told(m.connect("a", 0, PeerKind::Replica, true, 40, 1), &mut m);
     m.shipping(&a, &shipped(41..=50), m.visible_lsn(), 1);
     m.ack(&a, 45, 45, 0, 2);
     assert_eq!(m.acked_by(45), vec!["a".to_owned()]);
@@ -385,7 +385,7 @@ fn a_replica_remembered_from_its_slot_is_registered_but_proves_nothing_until_it_
 #[test]
 fn a_name_held_by_another_store_is_told_apart_from_a_reconnection() {
     let mut m = PrimaryMachine::new(config(), 5);
-    let (a, _) = join(&mut m, "a", 7, PeerKind::Replica, true, 0, 0);
+    let (a, _) = told(m.connect("a", 7, PeerKind::Replica, true, 0, 0), &mut m);
     assert!(
         m.held_by_another("a", 8),
         "another store's replica under a live name"
@@ -404,9 +404,9 @@ fn a_name_held_by_another_store_is_told_apart_from_a_reconnection() {
         !m.held_by_another("a", 8),
         "the name is free once its link is gone"
     );
-    let (_, replaced) = join(&mut m, "a", 8, PeerKind::Replica, true, 0, 1);
+    let (_, replaced) = told(m.connect("a", 8, PeerKind::Replica, true, 0, 1), &mut m);
     assert_eq!(replaced, None);
-    join(&mut m, "old", 0, PeerKind::Replica, true, 0, 1);
+    told(m.connect("old", 0, PeerKind::Replica, true, 0, 1), &mut m);
     assert!(
         !m.held_by_another("old", 8),
         "an older peer's link says no store"
@@ -416,9 +416,9 @@ fn a_name_held_by_another_store_is_told_apart_from_a_reconnection() {
 #[test]
 fn events_of_a_replaced_connection_are_ignored() {
     let mut m = PrimaryMachine::new(config(), 5);
-    let (old, _) = join(&mut m, "a", 0, PeerKind::Replica, true, 0, 0);
+    let (old, _) = told(m.connect("a", 0, PeerKind::Replica, true, 0, 0), &mut m);
     m.shipping(&old, &shipped(1..=5), m.visible_lsn(), 0);
-    let (new, replaced) = join(&mut m, "a", 0, PeerKind::Replica, true, 2, 1);
+    let (new, replaced) = told(m.connect("a", 0, PeerKind::Replica, true, 2, 1), &mut m);
     assert_eq!(replaced, Some(old.clone()));
     assert_eq!(m.ack(&old, 5, 5, 0, 2), AckOutcome::default());
     assert_eq!(m.poll(&old, 2), LinkAction::Drop);
@@ -435,8 +435,8 @@ fn events_of_a_replaced_connection_are_ignored() {
 #[test]
 fn a_peer_that_holds_back_is_shipped_what_is_written_and_told_once_it_is_durable() {
     let mut m = PrimaryMachine::new(config(), 1);
-    let (a, _) = join(&mut m, "a", 0, PeerKind::Replica, true, 1, 0);
-    let (b, _) = join(&mut m, "b", 0, PeerKind::Replica, true, 1, 0);
+    let (a, _) = told(m.connect("a", 0, PeerKind::Replica, true, 1, 0), &mut m);
+    let (b, _) = told(m.connect("b", 0, PeerKind::Replica, true, 1, 0), &mut m);
     m.hold_back(&a);
     m.written(3);
     m.sync_wanted(3);
@@ -492,7 +492,7 @@ fn a_peer_that_holds_back_is_shipped_what_is_written_and_told_once_it_is_durable
 #[test]
 fn a_peer_that_holds_back_is_told_at_the_pace_entries_ship_when_no_sync_writer_waits() {
     let mut m = PrimaryMachine::new(config(), 1);
-    let (a, _) = join(&mut m, "a", 0, PeerKind::Replica, true, 1, 0);
+    let (a, _) = told(m.connect("a", 0, PeerKind::Replica, true, 1, 0), &mut m);
     m.hold_back(&a);
     m.written(3);
     m.shipping(&a, &shipped(2..=3), 1, 10);
@@ -519,9 +519,9 @@ fn what_a_reconnecting_replica_holds_but_does_not_show_counts_once_it_shows_it()
     m.visible(5);
     // Restarted, it holds entries 4 and 5 back until it is told they are durable here
     // (whether or not this primary ships ahead).
-    let (a, _) = join(&mut m, "a", 0, PeerKind::Replica, true, 5, 0);
+    let (a, _) = told(m.connect("a", 0, PeerKind::Replica, true, 5, 0), &mut m);
     m.showing(&a, 3);
-    join(&mut m, "b", 0, PeerKind::Replica, true, 5, 0);
+    told(m.connect("b", 0, PeerKind::Replica, true, 5, 0), &mut m);
     assert_eq!(m.acked_by(5), vec!["b".to_owned()], "a shows only 3");
     m.written(5);
     m.sync_wanted(5);
@@ -539,8 +539,11 @@ fn what_a_reconnecting_replica_holds_but_does_not_show_counts_once_it_shows_it()
 #[test]
 fn a_consumer_never_holds_back_and_a_wish_of_another_peer_never_hurries_it() {
     let mut m = PrimaryMachine::new(config(), 1);
-    let (cache, _) = join(&mut m, "cache", 0, PeerKind::Consumer, false, 1, 0);
-    let (lazy, _) = join(&mut m, "lazy", 0, PeerKind::Replica, false, 0, 0);
+    let (cache, _) = told(
+        m.connect("cache", 0, PeerKind::Consumer, false, 1, 0),
+        &mut m,
+    );
+    let (lazy, _) = told(m.connect("lazy", 0, PeerKind::Replica, false, 0, 0), &mut m);
     m.hold_back(&lazy);
     m.shipping(&lazy, &shipped(1..=1), 1, 0);
     m.written(2);
@@ -556,7 +559,10 @@ fn a_consumer_never_holds_back_and_a_wish_of_another_peer_never_hurries_it() {
 #[test]
 fn a_link_paced_behind_new_entries_does_not_have_all_though_it_waits() {
     let mut m = PrimaryMachine::new(config(), 0);
-    let (cache, _) = join(&mut m, "cache", 0, PeerKind::Consumer, false, 0, 0);
+    let (cache, _) = told(
+        m.connect("cache", 0, PeerKind::Consumer, false, 0, 0),
+        &mut m,
+    );
     m.visible(1);
     m.shipping(&cache, &shipped(1..=1), 1, 0);
     assert!(m.has_all(&cache));
@@ -575,8 +581,8 @@ fn a_link_paced_behind_new_entries_does_not_have_all_though_it_waits() {
 #[test]
 fn a_peer_sent_a_snapshot_of_everything_streams_at_once() {
     let mut m = PrimaryMachine::new(config(), 100);
-    let (a, _) = join(&mut m, "a", 0, PeerKind::Replica, true, 7, 0);
-    let (b, _) = join(&mut m, "b", 0, PeerKind::Replica, true, 8, 0);
+    let (a, _) = told(m.connect("a", 0, PeerKind::Replica, true, 7, 0), &mut m);
+    let (b, _) = told(m.connect("b", 0, PeerKind::Replica, true, 8, 0), &mut m);
     m.snapshot_started(&a, 100);
     m.snapshot_started(&b, 90);
     m.snapshot_sent(&a, 1_000_000);
