@@ -181,7 +181,10 @@ def test_a_quorum_lowered_across_a_restart_counts_once_every_member_knows_it(
         replikv.Store(path) as store,
         replikv.Primary(store, token=TOKEN, quorum=1, sync_timeout=1.0) as primary,
     ):
-        assert "the quorum is lower than this primary last served with" in caplog.text
+        eventually(
+            "the warning",  # logged from the core's thread, as it happens
+            lambda: "the quorum is lower than this primary last served with" in caplog.text,
+        )
         with member("eu-1", primary) as eu1:
             eventually("eu-1 to reconnect", lambda: role(primary, "eu-1") is not None)
             eventually("eu-1 to record quorum 1", lambda: eu1.status().primary_quorum == 1)
@@ -191,3 +194,41 @@ def test_a_quorum_lowered_across_a_restart_counts_once_every_member_knows_it(
             with member("us-1", primary):
                 eventually("both to count", lambda: primary.sync_state == "ok")
                 assert store.put("consent", "after", True, durability="sync").acked_by
+
+
+def test_a_replica_that_followed_without_fsync_does_not_count_itself_once_it_fsyncs(
+    tmp_path: Path,
+) -> None:
+    """ap-1 followed with fsync=False, so no sync write waited for it; restarted with
+    fsync=True after the primary and the one member holding the last write are gone, it
+    counted itself toward the two members a promotion must reach, and adopted a log
+    without that write."""
+    listen = {name: free_address() for name in ("eu-1", "us-1", "ap-1")}
+
+    def replica(name: str, primary: str, fsync: bool = True) -> replikv.Replica:
+        return replikv.Replica(
+            tmp_path / name, primary=primary, token=TOKEN, listen=listen[name], fsync=fsync
+        )
+
+    with (
+        replikv.Store(tmp_path / "primary") as store,
+        replikv.Primary(
+            store, token=TOKEN, quorum=1, heartbeat_interval=0.02, sync_timeout=1.0
+        ) as primary,
+    ):
+        eu1, us1 = replica("eu-1", primary.address), replica("us-1", primary.address)
+        ap1 = replica("ap-1", primary.address, fsync=False)
+        eventually("both members to count", lambda: primary.sync_state == "ok")
+        eventually("ap-1 to record the members", lambda: ap1.status().primary_members == 2)
+        us1.close()
+        ap1.close()
+        assert store.put("consent", "last", True, durability="sync").acked_by == ["eu-1"]
+        eu1.close()
+    dead = free_address()
+    us1, ap1 = replica("us-1", dead), replica("ap-1", dead, fsync=True)
+    try:
+        with pytest.raises(replikv.ReplicationError, match="only 1 of the 2 members"):
+            ap1.promote()
+    finally:
+        ap1.close()
+        us1.close()

@@ -135,6 +135,12 @@ pub trait LogConsumer: Send + Sync + 'static {
     fn role(&self) -> Role;
     /// Whether what [`LogConsumer::apply`] reports as flushed is fsynced.
     fn durable(&self) -> bool;
+    /// Whether it counts toward a promotion (its own, or as a member that grants one): it
+    /// fsyncs now, and did when it last recorded its primary's quorum, so that its primary
+    /// counted it among the members. None but a replica's store does.
+    fn counted_member(&self) -> bool {
+        false
+    }
     /// Where it stands now.
     ///
     /// # Errors

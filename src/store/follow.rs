@@ -316,6 +316,12 @@ impl LogConsumer for Store {
         self.options().fsync
     }
 
+    /// A replica that followed with `fsync=False` was no member of the quorum that
+    /// acknowledged a write, whatever it says once restarted with `fsync=True`.
+    fn counted_member(&self) -> bool {
+        self.options().fsync && self.was_counted().unwrap_or(false)
+    }
+
     /// A replica's store holds back (see [`Store::hold_back`]) from its first position on.
     fn position(&self) -> Result<Position> {
         // Where a resume starts: everything appended is made durable first, so that the

@@ -169,7 +169,7 @@ async fn answer(
         proof: ByteBuf::from(handshake::prove(token, Role::Primary, &their_nonce)),
         flushed_lsn,
         history,
-        counted: shared.consumer.durable(),
+        counted: shared.consumer.counted_member(),
     };
     write_frame(&mut writer, &grant).await?;
     serve_candidate(shared, store, epoch, &mut reader, &mut writer).await

@@ -241,7 +241,7 @@ impl Replica {
     pub fn promote(&self, options: PrimaryOptions, force: bool) -> Result<(Primary, Promotion)> {
         let state = self.state();
         let needed = needed(state.primary_quorum, state.primary_members);
-        let counted = self.shared().consumer.durable();
+        let counted = self.shared().consumer.counted_member();
         let peers: Vec<(String, String)> = state
             .primary_peers
             .iter()
