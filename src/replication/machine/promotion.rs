@@ -12,6 +12,8 @@
 
 use std::collections::BTreeMap;
 
+use serde_derive::{Deserialize, Serialize};
+
 use crate::store::{fork_lsn, EpochHistory};
 
 /// The furthest a grant moves a member's epoch: a candidate asks for one more than the
@@ -42,6 +44,18 @@ pub fn needed(quorum: u64, members: u64) -> Option<u64> {
     (quorum > 0 && members > 0).then(|| (members.saturating_sub(quorum) + 1).max(members / 2 + 1))
 }
 
+/// The membership a replica last recorded from its primary's heartbeats: what a
+/// promotion by it counts on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct View {
+    /// The primary's quorum (0: never heard).
+    pub quorum: u64,
+    /// Its counting members.
+    pub members: u64,
+    /// Those that listen for a promotion, by name.
+    pub names: Vec<String>,
+}
+
 /// A member's log as it reports it when it grants an epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberLog {
@@ -51,8 +65,12 @@ pub struct MemberLog {
     pub flushed_lsn: u64,
     /// The epochs its log went through.
     pub history: EpochHistory,
-    /// Whether it counts toward the quorum (it fsyncs).
+    /// Whether it counts toward the quorum (it fsyncs, and did when its primary last
+    /// counted it).
     pub counted: bool,
+    /// The membership it recorded (the default, unknown, for the candidate's own: the
+    /// candidate counts by `needed`).
+    pub view: View,
 }
 
 impl MemberLog {
@@ -125,6 +143,18 @@ pub enum Defeat {
         member: String,
         /// The first LSN at which their logs differ.
         fork_lsn: u64,
+    },
+    /// A member that granted recorded another membership than the candidate's (newer: a
+    /// replica joined or left since the candidate last heard, or a promotion changed the
+    /// quorum), by which too few of its members granted: a write that membership
+    /// acknowledged may be on none of them.
+    Unmet {
+        /// The member.
+        member: String,
+        /// Its members that granted.
+        counted: u64,
+        /// How many of them its membership asks for.
+        needed: u64,
     },
 }
 
@@ -207,6 +237,27 @@ impl Election {
         self.granted().filter(|log| log.counted).count() as u64
     }
 
+    /// The first member that granted whose recorded membership is not met: fewer of its
+    /// members granted than its rule asks. Every membership a member reports counts, not
+    /// only the candidate's: the candidate's may be older than a join, a departure or a
+    /// promotion it never heard of, and a write acknowledged since is on members of the
+    /// newer one only.
+    fn unmet(&self) -> Option<Defeat> {
+        self.granted().skip(1).find_map(|log| {
+            let view = &log.view;
+            let needed = needed(view.quorum, view.members)?;
+            let counted = self
+                .granted()
+                .filter(|g| g.counted && view.names.contains(&g.name))
+                .count() as u64;
+            (counted < needed).then(|| Defeat::Unmet {
+                member: log.name.clone(),
+                counted,
+                needed,
+            })
+        })
+    }
+
     /// Where it stands. `finished`: no more answers will come (all are in, or the caller
     /// stopped waiting). While enough members granted but answers are still out, it waits
     /// (a later answer may hold a longer log, which loses fewer async writes); `force`
@@ -227,6 +278,10 @@ impl Election {
         if !(all_in || finished) {
             return Outcome::Waiting;
         }
+        let unmet = self.unmet();
+        if let (Some(defeat), true, false) = (unmet.clone(), enough, force) {
+            return Outcome::Lost(defeat);
+        }
         if !enough && !force {
             return Outcome::Lost(Defeat::TooFew {
                 counted: self.counted(),
@@ -242,7 +297,7 @@ impl Election {
                     .collect(),
             });
         }
-        self.plan(!enough)
+        self.plan(!enough || unmet.is_some())
     }
 
     fn plan(&self, forced: bool) -> Outcome {
@@ -297,6 +352,7 @@ mod tests {
             flushed_lsn,
             history: EpochHistory::new(history.to_vec()).unwrap(),
             counted: true,
+            view: View::default(),
         }
     }
 
@@ -425,6 +481,54 @@ mod tests {
             e.outcome(true, true),
             Outcome::Lost(Defeat::Outbid { epoch: 2, .. })
         ));
+    }
+
+    fn viewing(mut log: MemberLog, quorum: u64, names: &[&str]) -> MemberLog {
+        log.view = View {
+            quorum,
+            members: names.len() as u64,
+            names: peers(names),
+        };
+        log
+    }
+
+    #[test]
+    fn a_membership_a_member_recorded_and_the_candidate_never_heard_of_must_be_met_too() {
+        // The candidate last heard of a, b and c with quorum 1 (it must reach all three).
+        // b and c since heard that c left and d joined: a write only d acknowledged may
+        // be on none of a, b and c.
+        let newer = |name: &str| viewing(log(name, 10, &[(1, 1)]), 1, &["a", "b", "d"]);
+        let mut e = Election::new(2, Some(3), log("c", 10, &[(1, 1)]), &peers(&["a", "b"]));
+        e.answer("a", Answer::Granted(newer("a")));
+        e.answer("b", Answer::Granted(newer("b")));
+        assert_eq!(
+            e.outcome(true, false),
+            Outcome::Lost(Defeat::Unmet {
+                member: "a".into(),
+                counted: 2,
+                needed: 3
+            })
+        );
+        let Outcome::Won(plan) = e.outcome(true, true) else {
+            panic!("force wins")
+        };
+        assert!(plan.forced, "and says it was forced");
+        // The same membership as the candidate's, or one never heard (quorum 0), is met.
+        let mut e = Election::new(2, Some(2), log("a", 10, &[(1, 1)]), &peers(&["b"]));
+        e.answer(
+            "b",
+            Answer::Granted(viewing(log("b", 10, &[(1, 1)]), 1, &["a", "b"])),
+        );
+        assert!(matches!(
+            e.outcome(true, false),
+            Outcome::Won(Plan { forced: false, .. })
+        ));
+        let mut e = Election::new(2, Some(2), log("a", 10, &[(1, 1)]), &peers(&["b"]));
+        e.answer(
+            "b",
+            Answer::Granted(viewing(log("b", 10, &[(1, 1)]), 0, &[])),
+        );
+        assert!(matches!(e.outcome(true, false), Outcome::Won(_)));
     }
 
     #[test]

@@ -224,6 +224,11 @@ fn message() -> impl Strategy<Value = Message> {
                 Message::Granted {
                     proof,
                     flushed_lsn,
+                    view: crate::replication::machine::promotion::View {
+                        quorum: flushed_lsn % 4,
+                        members: history.len() as u64,
+                        names: vec!["eu-1".into()],
+                    },
                     history,
                     counted,
                 }

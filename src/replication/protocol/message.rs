@@ -303,6 +303,10 @@ pub enum Message {
         history: Vec<(u64, u64)>,
         /// Whether it fsyncs its log (counts toward the quorum).
         counted: bool,
+        /// The membership it recorded from its primary: the candidate's promotion must
+        /// meet it too.
+        #[serde(default)]
+        view: crate::replication::machine::promotion::View,
     },
     /// Candidate -> member: send the entries after `after_lsn` up to `up_to_lsn` (as
     /// `Entries` and `EntryPart` frames).

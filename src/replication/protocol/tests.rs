@@ -119,6 +119,11 @@ fn verify_and_failover_samples() -> Vec<Message> {
             flushed_lsn: 40,
             history: vec![(1, 1), (2, 30)],
             counted: true,
+            view: crate::replication::machine::promotion::View {
+                quorum: 1,
+                members: 2,
+                names: vec!["eu-1".into(), "us-1".into()],
+            },
         },
         Message::Fetch {
             after_lsn: 38,

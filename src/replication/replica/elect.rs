@@ -120,6 +120,7 @@ async fn ask(
             flushed_lsn,
             history,
             counted,
+            view,
         } => {
             if !handshake::verify(token, Role::Primary, &my_nonce, &proof) {
                 return Err(ReplicationError::Auth(format!(
@@ -132,6 +133,7 @@ async fn ask(
                 flushed_lsn,
                 history,
                 counted,
+                view,
             };
             Ok((log, Link { reader, writer }))
         }

@@ -20,7 +20,7 @@ use crate::net::runtime;
 use crate::net::server::{accept_loop, Incoming};
 use crate::net::stall::StallWriter;
 use crate::replication::handshake::{self, Role};
-use crate::replication::machine::promotion::grants;
+use crate::replication::machine::promotion::{grants, View};
 use crate::replication::protocol::{
     read_frame_within, read_handshake_frame, write_frame, Message, PeerKind, RefuseCode,
     FOLLOW_REQUEST,
@@ -170,9 +170,25 @@ async fn answer(
         flushed_lsn,
         history,
         counted: shared.consumer.counted_member(),
+        view: recorded_view(shared),
     };
     write_frame(&mut writer, &grant).await?;
     serve_candidate(shared, store, epoch, &mut reader, &mut writer).await
+}
+
+/// The membership this replica recorded from its primary's heartbeats, which a candidate
+/// it grants must meet too.
+fn recorded_view(shared: &Shared) -> View {
+    let state = lock(&shared.state);
+    View {
+        quorum: state.primary_quorum,
+        members: state.primary_members,
+        names: state
+            .primary_peers
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect(),
+    }
 }
 
 /// Why a peer that is neither a candidate nor an operator is refused, for the person who

@@ -17,7 +17,9 @@ use super::{lock, remembered, Replica};
 use crate::error::{ReadOnlyReason, ReplicationError, Result};
 use crate::net::runtime;
 use crate::replication::handover::Settings;
-use crate::replication::machine::promotion::{needed, Defeat, Election, MemberLog, Outcome, Plan};
+use crate::replication::machine::promotion::{
+    needed, Defeat, Election, MemberLog, Outcome, Plan, View,
+};
 use crate::replication::primary::{Primary, PrimaryOptions};
 use crate::store::{Store, StoreOptions};
 
@@ -215,6 +217,16 @@ fn defeat_reason(outcome: &Outcome) -> String {
                 }
             )
         }
+        Outcome::Lost(Defeat::Unmet {
+            member,
+            counted,
+            needed,
+        }) => format!(
+            "member {member:?} recorded a membership this replica never heard of (a replica \
+             joined or left, or a promotion changed the quorum), by which only {counted} of \
+             the {needed} members a promotion must reach granted: promote {member:?} \
+             instead, or bring its members back"
+        ),
         Outcome::Lost(Defeat::Forked { member, fork_lsn }) => format!(
             "member {member:?} holds a newer log that forked from this replica's at LSN \
              {fork_lsn}: promote {member:?} instead, or resync this replica"
@@ -269,6 +281,8 @@ impl Replica {
             flushed_lsn: self.store().synced_lsn(),
             history: self.store().epoch_history(),
             counted,
+            // Its own membership is what `needed` counts by.
+            view: View::default(),
         };
         let names: Vec<String> = peers.iter().map(|(name, _)| name.clone()).collect();
         let election = Election::new(epoch, needed, own, &names);

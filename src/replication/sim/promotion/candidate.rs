@@ -147,7 +147,7 @@ impl World {
                         self.report.outbid += 1;
                         self.members[member].hear(seen);
                     }
-                    Defeat::TooFew { .. } => self.report.too_few += 1,
+                    Defeat::TooFew { .. } | Defeat::Unmet { .. } => self.report.too_few += 1,
                     Defeat::Forked { .. } => self.report.forked += 1,
                 }
                 self.members[member].role = Role::Follower;

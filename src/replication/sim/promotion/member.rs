@@ -6,7 +6,7 @@
 use super::super::disk::chain;
 use super::candidate::Candidacy;
 use super::primary::Leading;
-use crate::replication::machine::promotion::{grants, Answer, MemberLog};
+use crate::replication::machine::promotion::{grants, Answer, MemberLog, View};
 use crate::store::{fork_lsn, EpochHistory};
 
 /// One entry of a log: where it is, whose epoch wrote it, which write it carries, and a
@@ -109,6 +109,8 @@ impl Member {
             flushed_lsn: self.last_lsn(),
             history: self.history.clone(),
             counted: true,
+            // Its membership never changes: the candidate's rule is the only one.
+            view: View::default(),
         }
     }
 
