@@ -38,6 +38,28 @@ def wait_heard(replicas: list[replikv.Replica], count: int) -> None:
         )
 
 
+def refused_as_stale(
+    member: Callable[[str, str], replikv.Replica],
+    names: str,
+    candidate: str,
+    outbid_first: bool = False,
+) -> None:
+    """Opens members `names` once their primary is gone: `candidate`'s promotion is refused
+    for a membership it never heard of (after one refusal as outbid, if told: a member has
+    seen the epoch of the promotion it missed)."""
+    dead = free_address()
+    opened = {name: member(name, dead) for name in names}
+    try:
+        if outbid_first:
+            with pytest.raises(replikv.ReplicationError, match="got there first"):
+                opened[candidate].promote()
+        with pytest.raises(replikv.ReplicationError, match=STALE):
+            opened[candidate].promote()
+    finally:
+        for replica in opened.values():
+            replica.close()
+
+
 def test_a_member_dropped_before_another_joined_cannot_promote_past_the_newcomers_write(
     tmp_path: Path,
 ) -> None:
@@ -60,14 +82,7 @@ def test_a_member_dropped_before_another_joined_cannot_promote_past_the_newcomer
         assert store.put("consent", "w", True, durability="sync").acked_by == ["D"]
         d.close()
     # C still counts A, B and C with quorum 1; A and B recorded A, B and D since.
-    dead = free_address()
-    a, b, c = (member(n, dead) for n in "ABC")
-    try:
-        with pytest.raises(replikv.ReplicationError, match=STALE):
-            c.promote()
-    finally:
-        for replica in (a, b, c):
-            replica.close()
+    refused_as_stale(member, "ABC", "C")
 
 
 def test_a_member_away_when_a_promotion_lowered_the_quorum_cannot_promote_past_it(
@@ -96,13 +111,37 @@ def test_a_member_away_when_a_promotion_lowered_the_quorum_cannot_promote_past_i
         for replica in replicas.values():
             replica.close()
     # D still counts five members with quorum 3; C, which it reaches, recorded B and C.
-    dead = free_address()
-    c, d, e = member("C", dead), member("D", dead), member("E", dead)
-    try:
-        with pytest.raises(replikv.ReplicationError):
-            d.promote()  # C has seen the promotion's epoch: outbid
-        with pytest.raises(replikv.ReplicationError, match=STALE):
-            d.promote()
-    finally:
-        for replica in (c, d, e):
-            replica.close()
+    refused_as_stale(member, "CDE", "D", outbid_first=True)
+
+
+def test_a_raised_quorum_is_announced_once_it_holds_what_the_lower_one_acknowledged(
+    tmp_path: Path,
+) -> None:
+    """Quorum 1 of three members asks a promotion to reach all three; quorum 2 only two.
+    A write the lower quorum acknowledged on one member is missed by a promotion of two
+    others by the higher one: members are told the higher quorum only once two of them
+    hold everything written before it was raised."""
+    member = members(tmp_path, "ABC")
+    path = tmp_path / "primary"
+    with (
+        replikv.Store(path) as store,
+        replikv.Primary(store, token=TOKEN, quorum=1, heartbeat_interval=0.02) as primary,
+    ):
+        replicas = [member(n, primary.address) for n in "ABC"]
+        eventually("all three to count", lambda: {role(primary, n) for n in "ABC"} == {"quorum"})
+        wait_heard(replicas, 3)
+        replicas[1].close()
+        replicas[2].close()
+        assert store.put("consent", "w", True, durability="sync").acked_by == ["A"]
+        replicas[0].close()
+    with (
+        replikv.Store(path) as store,
+        replikv.Primary(store, token=TOKEN, quorum=2, heartbeat_interval=0.02) as primary,
+    ):
+        last = store.last_lsn
+        with member("B", primary.address) as b:
+            assert b.wait_for(last, timeout=30)
+            eventually("B to hear a heartbeat", lambda: b.status().primary_members == 3)
+            assert b.status().primary_quorum == 1, "only B holds the write besides A"
+            with member("C", primary.address):
+                eventually("B to hear quorum 2", lambda: b.status().primary_quorum == 2)

@@ -34,6 +34,21 @@ const VERSION: u8 = 3;
 const HEADER_BYTES: usize = MAGIC.len() + 1 + 4;
 const CRC_BYTES: usize = 4;
 
+/// How the quorum a primary starts with compares with the one it last served with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuorumChange {
+    /// The same, or none was known.
+    Same,
+    /// Lower: every replica joins again.
+    Lowered,
+    /// Higher: the lower one, `from`, is announced until the higher one holds everything
+    /// written before.
+    Raised {
+        /// The quorum it last served with.
+        from: u64,
+    },
+}
+
 /// One slot, as [`Slots::list`] reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Slot {
@@ -350,31 +365,52 @@ impl Slots {
         }
     }
 
-    /// The primary serves with `quorum` from now on (on disk before this returns). If it
-    /// is lower than the quorum it last served with, every replica that fsyncs joins
+    /// The primary serves with `quorum` from now on (on disk before this returns).
+    ///
+    /// If it is lower than the quorum it last served with, every replica that fsyncs joins
     /// again: members that recorded the higher quorum would promote by it, reaching too
     /// few for a write the lower one acknowledged, so none counts until all know it.
-    /// Returns whether it was lowered.
+    ///
+    /// If it is higher, the file keeps the lower one until [`Slots::settle_quorum`]: a
+    /// promotion by the higher quorum reaches fewer members, which may miss a write the
+    /// lower one acknowledged, so the primary announces the lower quorum until `quorum`
+    /// replicas hold everything written before.
     ///
     /// # Errors
     /// Persisting failed.
-    pub fn serve_with_quorum(&self, quorum: u64) -> Result<bool> {
-        let lowered = {
+    pub fn serve_with_quorum(&self, quorum: u64) -> Result<QuorumChange> {
+        let change = {
             let mut state = lock(&self.state);
-            let lowered = quorum < state.quorum;
-            if lowered {
+            let change = match state.quorum {
+                0 => QuorumChange::Same,
+                last if quorum < last => QuorumChange::Lowered,
+                last if quorum > last => QuorumChange::Raised { from: last },
+                _ => QuorumChange::Same,
+            };
+            if change == QuorumChange::Lowered {
                 for slot in state.slots.values_mut().filter(|s| s.fsync) {
                     slot.joining = true;
                 }
             }
-            if quorum != state.quorum {
+            if quorum != state.quorum && !matches!(change, QuorumChange::Raised { .. }) {
                 state.quorum = quorum;
                 state.dirty = true;
             }
-            lowered
+            change
         };
         self.persist()?;
-        Ok(lowered)
+        Ok(change)
+    }
+
+    /// A raised quorum holds everything written before it: it is the one to remember (on
+    /// disk at the next [`Slots::persist`]; until then a restart announces the lower one
+    /// again, which is only more careful).
+    pub fn settle_quorum(&self, quorum: u64) {
+        let mut state = lock(&self.state);
+        if state.quorum != quorum {
+            state.quorum = quorum;
+            state.dirty = true;
+        }
     }
 
     /// Marks the slot of `name` (which must exist) as joining; on disk at the next

@@ -278,20 +278,20 @@ fn a_slots_file_of_the_first_format_loads_and_is_rewritten_with_a_checksum() {
 fn a_lowered_quorum_makes_every_replica_that_fsyncs_join_again_durably() {
     let dir = tempfile::tempdir().unwrap();
     let slots = Slots::load(dir.path()).unwrap();
-    assert!(
-        !slots.serve_with_quorum(2).unwrap(),
-        "nothing to lower from"
+    let same = QuorumChange::Same;
+    assert_eq!(
+        slots.serve_with_quorum(2).unwrap(),
+        same,
+        "nothing known before"
     );
     slots.ensure("eu-1", 5, true);
     slots.ensure("lazy", 5, false);
     slots.persist().unwrap();
     let reloaded = Slots::load(dir.path()).unwrap();
-    assert!(
-        !reloaded.serve_with_quorum(3).unwrap(),
-        "a higher quorum is no risk"
+    assert_eq!(
+        reloaded.serve_with_quorum(1).unwrap(),
+        QuorumChange::Lowered
     );
-    assert!(reloaded.list().iter().all(|s| !s.joining));
-    assert!(reloaded.serve_with_quorum(1).unwrap());
     let joining = |slots: &Slots| -> Vec<(String, bool)> {
         slots
             .list()
@@ -301,8 +301,27 @@ fn a_lowered_quorum_makes_every_replica_that_fsyncs_join_again_durably() {
     };
     let expected = [("eu-1".to_owned(), true), ("lazy".to_owned(), false)];
     assert_eq!(joining(&Slots::load(dir.path()).unwrap()), expected);
-    assert!(!Slots::load(dir.path())
-        .unwrap()
-        .serve_with_quorum(1)
-        .unwrap());
+    let again = Slots::load(dir.path()).unwrap();
+    assert_eq!(again.serve_with_quorum(1).unwrap(), same);
+}
+
+#[test]
+fn a_raised_quorum_is_remembered_only_once_it_settles() {
+    let dir = tempfile::tempdir().unwrap();
+    let slots = Slots::load(dir.path()).unwrap();
+    slots.serve_with_quorum(1).unwrap();
+    let raised = QuorumChange::Raised { from: 1 };
+    let reloaded = Slots::load(dir.path()).unwrap();
+    assert_eq!(reloaded.serve_with_quorum(2).unwrap(), raised);
+    assert!(
+        reloaded.list().iter().all(|s| !s.joining),
+        "a higher quorum joins no one"
+    );
+    // Not settled: a restart is raised from the same lower quorum again.
+    let restarted = Slots::load(dir.path()).unwrap();
+    assert_eq!(restarted.serve_with_quorum(2).unwrap(), raised);
+    restarted.settle_quorum(2);
+    restarted.persist().unwrap();
+    let settled = Slots::load(dir.path()).unwrap();
+    assert_eq!(settled.serve_with_quorum(2).unwrap(), QuorumChange::Same);
 }

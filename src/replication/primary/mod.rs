@@ -32,7 +32,7 @@ use super::commit_times::CommitTimes;
 use super::machine::{LinkId, Peer, PrimaryMachine};
 use super::monitor::announce_epoch;
 use super::quorum::SyncWaiters;
-use super::slots::{Slot, Slots};
+use super::slots::{QuorumChange, Slot, Slots};
 use super::status::{now_ms, ReplicaLink, SyncState};
 use super::verify::VerifyReport;
 use crate::error::{Result, StoreError};
@@ -148,6 +148,13 @@ struct Shared {
     unreadable_below: AtomicU64,
     /// A switchover an operator asked for, until the owner carries it out.
     requested: Mutex<Option<switchover::Request>>,
+    /// The quorum heartbeats tell replicas (what they promote by): the configured one,
+    /// or while a raised quorum does not hold everything written before it was raised,
+    /// the lower one it was raised from.
+    announced_quorum: AtomicU64,
+    /// The last LSN written before this primary started: a raised quorum is announced once
+    /// it holds this.
+    raised_over: u64,
 }
 
 /// A running primary. [`Primary::close`] stops the server and waits for it; dropping it
@@ -200,14 +207,28 @@ impl Primary {
         let (listener, address) = runtime().block_on(bind(&options.listen))?;
         let slots = Slots::load(store.path())?;
         let quorum = options.sync.quorum as u64;
-        if slots.serve_with_quorum(quorum)? {
-            tracing::warn!(
-                target: LOG_TARGET,
-                quorum,
-                "the quorum is lower than this primary last served with: its replicas count \
-                 toward sync writes again once every one has recorded the new quorum"
-            );
-        }
+        let announced = match slots.serve_with_quorum(quorum)? {
+            QuorumChange::Same => quorum,
+            QuorumChange::Lowered => {
+                tracing::warn!(
+                    target: LOG_TARGET,
+                    quorum,
+                    "the quorum is lower than this primary last served with: its replicas \
+                     count toward sync writes again once every one has recorded the new quorum"
+                );
+                quorum
+            }
+            QuorumChange::Raised { from } => {
+                tracing::warn!(
+                    target: LOG_TARGET,
+                    quorum,
+                    from,
+                    "the quorum is higher than this primary last served with: replicas are told \
+                     the lower one until the higher one holds everything written before"
+                );
+                from
+            }
+        };
         let (visible, _) = watch::channel(store.last_lsn());
         let mut machine = PrimaryMachine::new(options.machine_config(), store.last_lsn());
         for slot in slots.list() {
@@ -215,6 +236,8 @@ impl Primary {
         }
         sync.publish(machine.quorum_view());
         let shared = Arc::new(Shared {
+            announced_quorum: AtomicU64::new(announced),
+            raised_over: store.last_lsn(),
             slots,
             commit_times: CommitTimes::new(store.last_lsn(), now_ms()),
             store,
@@ -240,6 +263,8 @@ impl Primary {
             unreadable_below: AtomicU64::new(0),
             requested: Mutex::new(None),
         });
+        // A raised quorum over an empty log holds everything written before at once.
+        shared.announce_raised_quorum(0);
         // Subscribed before any replica can connect. Weak: the store holds the listener,
         // and `Shared` holds the store.
         let subscriber = Arc::downgrade(&shared);

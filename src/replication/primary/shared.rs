@@ -248,8 +248,23 @@ impl Shared {
         if outcome.established {
             self.settle_slots(&links.machine);
         }
+        if let Some(lsn) = outcome.quorum_lsn {
+            self.announce_raised_quorum(lsn);
+        }
         if outcome.quorum_lsn.is_some() || outcome.slot_lsn.is_some() || outcome.established {
             self.sync.publish(links.machine.quorum_view());
+        }
+    }
+
+    /// The quorum LSN reached `quorum_lsn`: a raised quorum that now holds everything
+    /// written before this primary started is the one heartbeats tell from now on.
+    pub(super) fn announce_raised_quorum(&self, quorum_lsn: u64) {
+        let quorum = self.options.sync.quorum as u64;
+        if quorum_lsn >= self.raised_over
+            && self.announced_quorum.swap(quorum, Ordering::AcqRel) != quorum
+        {
+            self.slots.settle_quorum(quorum);
+            tracing::info!(target: super::LOG_TARGET, quorum, "the raised quorum holds everything written before it: replicas are told it now");
         }
     }
 

@@ -79,7 +79,7 @@ pub(super) async fn stream_to(
                     oldest_missing_ms,
                     now_ms: now_ms(),
                     epoch: shared.store.own_epoch(),
-                    quorum: shared.sync.options().quorum as u64,
+                    quorum: shared.announced_quorum.load(Ordering::Acquire),
                     members,
                     peers: shared.members.addresses(),
                     settings: Some(Settings::of(&shared.options)),
