@@ -332,8 +332,10 @@ impl PyReplica {
     /// without it: sync writes are then refused until one joins, or pass ``quorum=``.
     ///
     /// Raises ``ReplicationError`` when too few members can be reached (nothing changes
-    /// when that is known before asking), when another promotion got a member first, or
-    /// when a member holds a newer log that forked from this one; ``force=True``
+    /// when that is known before asking), when another promotion got a member first,
+    /// when a member that granted recorded a membership this replica never heard of and
+    /// too few of its members granted (promote that member instead), or when a member
+    /// holds a newer log that forked from this one; ``force=True``
     /// promotes with whoever granted and reports the possible loss. It also raises it,
     /// before anything changes, when the settings kept on disk are damaged and no heartbeat
     /// told them again, unless ``quorum``, ``table_modes`` and ``default_durability`` are
