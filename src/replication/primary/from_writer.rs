@@ -65,25 +65,26 @@ impl Shared {
         let Some(claim) = outbox.claim() else {
             return Served::Task;
         };
-        let (after_lsn, durable_lsn) = match self.machine(|m| (m.poll(id, now), m.has_all(id))) {
-            // Nothing new for it: it wakes at its time, as it would have.
-            (LinkAction::WaitUntil(_), true) => return Served::Done,
-            (
-                LinkAction::Ship {
-                    after_lsn,
-                    up_to_lsn,
-                    durable_lsn,
-                },
-                _,
-            ) if up_to_lsn - after_lsn <= INLINE_READ_ENTRIES
-                && up_to_lsn <= self.store.last_lsn() =>
-            {
-                (after_lsn, durable_lsn)
-            }
-            // Anything else (news it is to be sent later, at its pace: its task must look
-            // again) is its task's.
-            _ => return Served::Task,
-        };
+        let (after_lsn, up_to_lsn, durable_lsn) =
+            match self.machine(|m| (m.poll(id, now), m.has_all(id))) {
+                // Nothing new for it: it wakes at its time, as it would have.
+                (LinkAction::WaitUntil(_), true) => return Served::Done,
+                (
+                    LinkAction::Ship {
+                        after_lsn,
+                        up_to_lsn,
+                        durable_lsn,
+                    },
+                    _,
+                ) if up_to_lsn - after_lsn <= INLINE_READ_ENTRIES
+                    && up_to_lsn <= self.store.last_lsn() =>
+                {
+                    (after_lsn, up_to_lsn, durable_lsn)
+                }
+                // Anything else (news it is to be sent later, at its pace: its task must look
+                // again) is its task's.
+                _ => return Served::Task,
+            };
         let mut position = LogPosition::after(after_lsn);
         let limit = INLINE_READ_ENTRIES as usize;
         let batch = self
@@ -103,7 +104,7 @@ impl Shared {
         let Ok(frames) = frames else {
             return Served::Task;
         };
-        if !self.record_shipping(id, after_lsn, &shipped, durable_lsn, now) {
+        if !self.record_shipping(id, (after_lsn, up_to_lsn), &shipped, durable_lsn, now) {
             return Served::Task;
         }
         if claim.send(&frames.concat()) {
@@ -113,14 +114,16 @@ impl Shared {
         }
     }
 
-    /// Records that `shipped` (the entries after `after_lsn`) is about to leave for `id`,
-    /// by whoever holds its socket, if nobody shipped past `after_lsn` since that was
+    /// Records that `shipped` (the entries after `after_lsn`, of those its
+    /// [`LinkAction::Ship`] asked for up to `up_to_lsn`) is about to leave for `id`, by
+    /// whoever holds its socket, if nobody shipped past `after_lsn` since that was
     /// decided; `false`: drop the batch and ask the machine again. Recorded before the
-    /// frames leave, so that the fastest ack finds them sent.
+    /// frames leave, so that the fastest ack finds them sent. A batch that stopped short
+    /// of `up_to_lsn` (its bounds filled first) leaves the peer a batch behind.
     pub(super) fn record_shipping(
         &self,
         id: &LinkId,
-        after_lsn: u64,
+        (after_lsn, up_to_lsn): (u64, u64),
         shipped: &[Shipped],
         durable_lsn: u64,
         now: Micros,
@@ -129,6 +132,9 @@ impl Shared {
             let current = m.peer(id).is_some_and(|p| p.sent_lsn == after_lsn);
             if current {
                 m.shipping(id, shipped, durable_lsn, now);
+                if shipped.last().is_some_and(|last| last.lsn < up_to_lsn) {
+                    m.fell_short(id);
+                }
             }
             current
         })

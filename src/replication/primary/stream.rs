@@ -106,13 +106,11 @@ pub(super) async fn stream_to(
                 position = Some(moved);
                 let turn = outbox.turn(&mut writer).await?;
                 let shipped = shipped(&batch);
-                if !shared.record_shipping(id, after_lsn, &shipped, durable_lsn, now) {
+                let range = (after_lsn, up_to_lsn);
+                if !shared.record_shipping(id, range, &shipped, durable_lsn, now) {
                     // A writer's thread shipped them meanwhile.
                     turn.end();
                     continue;
-                }
-                if batch.last().is_some_and(|last| last.lsn < up_to_lsn) {
-                    shared.machine(|m| m.fell_short(id));
                 }
                 let epoch = shared.store.own_epoch();
                 send_entries(&mut writer, batch, epoch, durable_lsn).await?;
