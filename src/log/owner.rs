@@ -6,11 +6,11 @@
 use std::io;
 
 use super::fs::LogFs;
+use super::synced::{seal, unseal, MARK_BYTES as OWNER_BYTES};
 
-/// The owner's file, in the log directory: the id (8 bytes, little-endian) and the
-/// CRC-32C of those bytes.
+/// The owner's file, in the log directory: the id sealed as the synced mark is (8 bytes,
+/// little-endian, and the CRC-32C of those bytes).
 pub const OWNER_FILE: &str = "owner";
-const OWNER_BYTES: usize = 12;
 
 /// What the owner's file says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,16 +35,10 @@ pub fn read_owner(fs: &dyn LogFs) -> io::Result<Owner> {
     };
     let mut bytes = [0u8; OWNER_BYTES];
     let read = file.read_at(&mut bytes, 0)?;
-    let (id, crc) = bytes.split_at(8);
     if read != OWNER_BYTES || file.size()? != OWNER_BYTES as u64 {
         return Ok(Owner::Damaged);
     }
-    if crc32c::crc32c(id).to_le_bytes() != crc {
-        return Ok(Owner::Damaged);
-    }
-    Ok(Owner::Store(u64::from_le_bytes(
-        id.try_into().expect("invariant: eight bytes"),
-    )))
+    Ok(unseal(&bytes).map_or(Owner::Damaged, Owner::Store))
 }
 
 /// Durably records `store_id` as the owner of the log in `fs`.
@@ -52,13 +46,9 @@ pub fn read_owner(fs: &dyn LogFs) -> io::Result<Owner> {
 /// # Errors
 /// The file cannot be written or synced.
 pub fn write_owner(fs: &dyn LogFs, store_id: u64) -> io::Result<()> {
-    let id = store_id.to_le_bytes();
-    let mut bytes = [0u8; OWNER_BYTES];
-    bytes[..8].copy_from_slice(&id);
-    bytes[8..].copy_from_slice(&crc32c::crc32c(&id).to_le_bytes());
     let file = fs.open(OWNER_FILE, true)?;
     file.set_len(0)?;
-    file.write_at(&bytes, 0)?;
+    file.write_at(&seal(store_id), 0)?;
     file.sync_data()?;
     fs.sync_dir()
 }

@@ -23,7 +23,23 @@ use super::fs::{LogFs, SegmentFile};
 pub(super) const SYNCED_FILE: &str = "synced";
 
 /// The mark's bytes: the LSN, then the CRC-32C of its eight bytes, little-endian.
-const MARK_BYTES: usize = 12;
+pub(super) const MARK_BYTES: usize = 12;
+
+/// `value` as a mark: its 8 bytes (little-endian) and their CRC-32C (little-endian).
+pub(super) fn seal(value: u64) -> [u8; MARK_BYTES] {
+    let bytes = value.to_le_bytes();
+    let mut mark = [0u8; MARK_BYTES];
+    mark[..8].copy_from_slice(&bytes);
+    mark[8..].copy_from_slice(&crc32c::crc32c(&bytes).to_le_bytes());
+    mark
+}
+
+/// The value of a mark [`seal`] wrote, or `None` if its CRC does not match.
+pub(super) fn unseal(mark: &[u8; MARK_BYTES]) -> Option<u64> {
+    let (value, crc) = mark.split_at(8);
+    (crc32c::crc32c(value).to_le_bytes() == crc)
+        .then(|| u64::from_le_bytes(value.try_into().expect("invariant: eight bytes")))
+}
 
 /// The last LSN a completed sync covered, as recorded in the log directory.
 pub(super) struct SyncedMark {
@@ -88,11 +104,7 @@ impl SyncedMark {
             Some(file) => Arc::clone(file),
             none => Arc::clone(none.insert(self.fs.open(SYNCED_FILE, true)?)),
         };
-        let bytes = lsn.to_le_bytes();
-        let mut mark = [0u8; MARK_BYTES];
-        mark[..8].copy_from_slice(&bytes);
-        mark[8..].copy_from_slice(&crc32c::crc32c(&bytes).to_le_bytes());
-        file.write_at(&mark, 0)?;
+        file.write_at(&seal(lsn), 0)?;
         if sync {
             file.sync_data()?;
         }
@@ -105,12 +117,7 @@ impl SyncedMark {
 fn read_mark(file: &dyn SegmentFile) -> u64 {
     let mut mark = [0u8; MARK_BYTES];
     match file.read_at(&mut mark, 0) {
-        Ok(MARK_BYTES) => {}
-        _ => return 0,
+        Ok(MARK_BYTES) => unseal(&mark).unwrap_or(0),
+        _ => 0,
     }
-    let (lsn, crc) = mark.split_at(8);
-    if crc32c::crc32c(lsn).to_le_bytes() != crc {
-        return 0;
-    }
-    u64::from_le_bytes(lsn.try_into().expect("invariant: eight bytes"))
 }
