@@ -5,7 +5,7 @@
 //! The slots file (`replication-slots` in the store's directory) is framed and checksummed:
 //!
 //! ```text
-//! file = magic "RKVSLOTS" | version u8 (2) | len u32 BE | body | crc32c(everything before) u32 BE
+//! file = magic "RKVSLOTS" | version u8 (3) | len u32 BE | body | crc32c(everything before) u32 BE
 //! body = MessagePack [quorum, [[name, acked_lsn, created_ms, fsync, joining], ...]]
 //! ```
 //! Version 3 added `quorum` (the quorum the primary last served with) and `joining`;

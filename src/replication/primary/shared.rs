@@ -258,9 +258,11 @@ impl Shared {
 
     /// The quorum LSN reached `quorum_lsn`: a raised quorum that now holds everything
     /// written before this primary started is the one heartbeats tell from now on.
+    /// Called on every rise of the quorum LSN: once announced, it only reads.
     pub(super) fn announce_raised_quorum(&self, quorum_lsn: u64) {
         let quorum = self.options.sync.quorum as u64;
-        if quorum_lsn >= self.raised_over
+        if self.announced_quorum.load(Ordering::Acquire) != quorum
+            && quorum_lsn >= self.raised_over
             && self.announced_quorum.swap(quorum, Ordering::AcqRel) != quorum
         {
             self.slots.settle_quorum(quorum);

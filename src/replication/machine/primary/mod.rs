@@ -416,9 +416,10 @@ impl PrimaryMachine {
             member,
         };
         self.peers.insert(name.to_owned(), peer);
-        // One that stopped fsyncing no longer holds up a joining member.
+        // One that stopped fsyncing no longer holds up a joining member (its acks count
+        // from the next ack's recount: what a hello claims is not counted before the
+        // transport has said what the peer shows).
         self.establish();
-        self.recount();
         (id, replaced)
     }
 
