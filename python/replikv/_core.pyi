@@ -905,7 +905,9 @@ class ReplicaStatus:
     @property
     def lag_seconds(self) -> float:
         """Age of its oldest missing entry on the primary's clock; NaN while behind with
-        no heartbeat yet to say since when."""
+        no heartbeat yet to say since when. While its link is down, at least the time
+        since it last heard the primary (it cannot know what it missed meanwhile), NaN if
+        it never did."""
     @property
     def epoch(self) -> int:
         """The primary's epoch."""

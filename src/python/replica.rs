@@ -19,7 +19,7 @@ use super::status::PyReplicaStatus;
 use super::store::PyStore;
 use crate::fork::ParentOnly;
 use crate::replication::replica::{OnDiverge, Replica, ReplicaOptions};
-use crate::replication::status::{lag_seconds, LinkState};
+use crate::replication::status::LinkState;
 use crate::store::StoreOptions;
 
 /// How often `wait_for(progress=...)` reports: a few times a second.
@@ -252,16 +252,7 @@ impl PyReplica {
         let flushed = self.replica.store().synced_lsn();
         let applied = self.replica.store().readable_lsn();
         let lag_lsn = state.primary_last_lsn.saturating_sub(applied);
-        // On the primary's clock: the commit time of the oldest entry missing here (from
-        // its last heartbeat) against its clock now (that heartbeat plus what elapsed here).
-        let lag = match (lag_lsn, state.primary_now_ms()) {
-            (0, _) => 0.0,
-            (_, Some(now)) if state.oldest_missing_ms > 0 => {
-                lag_seconds(Some(state.oldest_missing_ms), now)
-            }
-            // Behind, but no heartbeat has said since when yet.
-            _ => f64::NAN,
-        };
+        let lag = state.lag_seconds(applied);
         let last_resync = match &state.last_resync {
             Some(resynced) => {
                 let last = account(py, &resynced.divergence)?;

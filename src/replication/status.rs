@@ -170,6 +170,42 @@ pub fn lag_seconds(oldest_missing_commit_ms: Option<u64>, now_ms: u64) -> f64 {
     })
 }
 
+/// What a replica last heard from its primary, for the lag it reports.
+#[derive(Debug, Clone, Copy)]
+pub struct LastHeard {
+    /// Entries the primary had (as last heard) that the replica has not applied.
+    pub lag_lsn: u64,
+    /// Commit time (primary's clock) of the oldest of them, 0 if not told.
+    pub oldest_missing_ms: u64,
+    /// The primary's clock now, estimated from its last heartbeat (`None`: none came).
+    pub primary_now_ms: Option<u64>,
+    /// How long ago that heartbeat came.
+    pub ago: Option<std::time::Duration>,
+}
+
+/// The lag in seconds a replica reports when its link is in `state`. While the link is
+/// up, the age of its oldest missing entry on the primary's clock (NaN while behind with no
+/// heartbeat yet to date it). While it is down, the replica cannot know what it misses: at
+/// least the time since it last heard the primary (NaN if it never did), so that a replica
+/// cut off never looks current. A promoted replica is the primary: 0.
+#[must_use]
+pub fn replica_lag_seconds(state: LinkState, heard: LastHeard) -> f64 {
+    let known = match (heard.lag_lsn, heard.primary_now_ms) {
+        (0, _) => 0.0,
+        (_, Some(now)) if heard.oldest_missing_ms > 0 => {
+            lag_seconds(Some(heard.oldest_missing_ms), now)
+        }
+        _ => f64::NAN,
+    };
+    match state {
+        LinkState::Promoted => 0.0,
+        up if up.is_connected() => known,
+        _ => heard
+            .ago
+            .map_or(f64::NAN, |ago| known.max(ago.as_secs_f64())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,5 +225,40 @@ mod tests {
             lag_seconds(Some(6_000), 5_000).abs() < f64::EPSILON,
             "never negative"
         );
+    }
+
+    fn heard(lag_lsn: u64, oldest_missing_ms: u64, ago_ms: Option<u64>) -> LastHeard {
+        LastHeard {
+            lag_lsn,
+            oldest_missing_ms,
+            primary_now_ms: ago_ms.map(|ago| 10_000 + ago),
+            ago: ago_ms.map(std::time::Duration::from_millis),
+        }
+    }
+
+    #[test]
+    fn a_connected_replica_reports_the_age_of_its_oldest_missing_entry() {
+        let caught_up = heard(0, 0, Some(3_000));
+        assert!(replica_lag_seconds(LinkState::Streaming, caught_up).abs() < f64::EPSILON);
+        let behind = heard(5, 9_000, Some(500));
+        assert!((replica_lag_seconds(LinkState::CatchingUp, behind) - 1.5).abs() < 1e-9);
+        assert!(replica_lag_seconds(LinkState::Streaming, heard(5, 0, None)).is_nan());
+    }
+
+    #[test]
+    fn a_replica_cut_off_reports_at_least_the_time_since_it_last_heard_its_primary() {
+        for down in [
+            LinkState::Connecting,
+            LinkState::Disconnected,
+            LinkState::Failed,
+        ] {
+            let caught_up = heard(0, 0, Some(4_000));
+            assert!((replica_lag_seconds(down, caught_up) - 4.0).abs() < 1e-9);
+            let far_behind = heard(5, 1_000, Some(2_000));
+            assert!((replica_lag_seconds(down, far_behind) - 11.0).abs() < 1e-9);
+            assert!(replica_lag_seconds(down, heard(0, 0, None)).is_nan());
+        }
+        let promoted = replica_lag_seconds(LinkState::Promoted, heard(3, 1_000, Some(9_000)));
+        assert!(promoted.abs() < f64::EPSILON);
     }
 }

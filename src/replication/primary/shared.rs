@@ -1,6 +1,7 @@
 //! What every task of a primary shares: acks in, entries made visible, peers admitted,
 //! status and retention out.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -101,21 +102,34 @@ impl Shared {
     pub(super) fn status(&self) -> PrimaryStatus {
         let last_lsn = self.store.last_lsn();
         let now = now_ms();
+        // A replica away since this primary started has acked nothing to it, but its slot
+        // says where it stands (and where it resumes): shown rather than 0.
+        let held: HashMap<String, u64> = self
+            .slots
+            .list()
+            .into_iter()
+            .map(|slot| (slot.name, slot.acked_lsn))
+            .collect();
         let links = lock(&self.links);
         let replicas = links
             .machine
             .peers()
             .map(|peer| {
                 let wire = links.wires.get(&peer.id.name);
-                let oldest_missing = oldest_missing_ms(peer, last_lsn, &self.commit_times);
+                let acked_lsn = match held.get(&peer.id.name) {
+                    Some(&slot) if !peer.state.is_connected() => peer.acked_lsn.max(slot),
+                    _ => peer.acked_lsn,
+                };
+                let oldest_missing = oldest_missing_ms(peer, last_lsn, &self.commit_times)
+                    .filter(|_| acked_lsn < last_lsn);
                 ReplicaLink {
                     name: peer.kind.peer_name(&peer.id.name).to_owned(),
                     kind: peer.kind.name().to_owned(),
                     address: wire.map(|w| w.address.clone()).unwrap_or_default(),
                     state: peer.state,
                     sent_lsn: peer.sent_lsn,
-                    acked_lsn: peer.acked_lsn,
-                    lag_lsn: last_lsn.saturating_sub(peer.acked_lsn),
+                    acked_lsn,
+                    lag_lsn: last_lsn.saturating_sub(acked_lsn),
                     lag_bytes: peer.in_flight_bytes,
                     lag_seconds: lag_seconds(oldest_missing, now),
                     last_seen_ms: wire.map_or(0, |w| w.last_seen_ms),

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use super::handover::Settings;
 use super::primary::Primary;
-use super::status::LinkState;
+use super::status::{replica_lag_seconds, LastHeard, LinkState};
 use crate::error::{ReplicationError, Result};
 use crate::follow::{Divergence, LogConsumer};
 use crate::net::runtime;
@@ -153,6 +153,18 @@ impl ReplicaState {
         self.heartbeat.map(|(at, received)| {
             at + u64::try_from(received.elapsed().as_millis()).unwrap_or(u64::MAX)
         })
+    }
+
+    /// Its lag in seconds with `applied` LSNs applied (see [`replica_lag_seconds`]).
+    #[must_use]
+    pub fn lag_seconds(&self, applied: u64) -> f64 {
+        let heard = LastHeard {
+            lag_lsn: self.primary_last_lsn.saturating_sub(applied),
+            oldest_missing_ms: self.oldest_missing_ms,
+            primary_now_ms: self.primary_now_ms(),
+            ago: self.heartbeat.map(|(_, received)| received.elapsed()),
+        };
+        replica_lag_seconds(self.state, heard)
     }
 }
 
