@@ -28,6 +28,10 @@ def role(primary: replikv.Primary, name: str) -> str | None:
     return next((r.sync_state for r in primary.status().replicas if r.name == name), None)
 
 
+def streaming(primary: replikv.Primary, name: str) -> bool:
+    return any(r.name == name and r.state == "streaming" for r in primary.status().replicas)
+
+
 @contextmanager
 def members_away_while_ap1_joins(
     tmp_path: Path,
@@ -152,6 +156,32 @@ def test_a_replica_still_joining_when_its_primary_restarts_is_joining_after_it(
             }
             with pytest.raises(replikv.ReplicationTimeout):
                 store.put("consent", "after", True, durability="sync")
+
+
+def test_a_directory_replaced_under_a_members_name_joins_anew_after_a_primary_restart(
+    tmp_path: Path,
+) -> None:
+    """The slot remembers which store directory held it: a new directory under the name
+    of a member that is away (its disk replaced) is a newcomer, not that member."""
+    store = replikv.Store(tmp_path / "primary")
+    first = replikv.Primary(store, token=TOKEN, quorum=1, heartbeat_interval=0.02)
+    with (
+        first,
+        replikv.Replica(tmp_path / "eu-1", primary=first.address, token=TOKEN),
+        replikv.Replica(tmp_path / "us-1", primary=first.address, token=TOKEN),
+    ):
+        eventually("both to count", lambda: role(first, "eu-1") == role(first, "us-1") == "quorum")
+    with replikv.Primary(store, token=TOKEN, quorum=1, sync_timeout=1.0) as primary:
+        # The member's own directory returns as itself, and counts at once.
+        with replikv.Replica(tmp_path / "eu-1", primary=primary.address, token=TOKEN):
+            eventually("eu-1 to return", lambda: role(primary, "eu-1") == "quorum")
+        replaced = tmp_path / "eu-1-new-disk"
+        with replikv.Replica(replaced, primary=primary.address, name="eu-1", token=TOKEN):
+            eventually("eu-1 to reconnect", lambda: streaming(primary, "eu-1"))
+            assert role(primary, "eu-1") == "joining", "us-1, away, has not heard of it"
+            with pytest.raises(replikv.ReplicationTimeout):
+                store.put("consent", "after", True, durability="sync")
+    store.close()
 
 
 def test_a_quorum_lowered_across_a_restart_counts_once_every_member_knows_it(

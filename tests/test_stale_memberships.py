@@ -85,6 +85,40 @@ def test_a_member_dropped_before_another_joined_cannot_promote_past_the_newcomer
     refused_as_stale(member, "ABC", "C")
 
 
+def test_an_old_directory_started_under_the_name_a_new_one_took_cannot_promote_past_it(
+    tmp_path: Path,
+) -> None:
+    """C's directory was replaced by a new one under the name C (a new disk, a new
+    address), which counted once A and B recorded it. The old directory, started again,
+    still counts A, B and itself, and reached all three; A and B name the new directory
+    under C, so the old one does not count for them."""
+    member = members(tmp_path, "ABC")
+    with (
+        replikv.Store(tmp_path / "primary") as store,
+        replikv.Primary(
+            store, token=TOKEN, quorum=1, heartbeat_interval=0.02, sync_timeout=1.0
+        ) as primary,
+    ):
+        a, b, c = (member(n, primary.address) for n in "ABC")
+        eventually("A, B and C to count", lambda: {role(primary, n) for n in "ABC"} == {"quorum"})
+        wait_heard([a, b, c], 3)
+        c.close()
+        new_disk = replikv.Replica(
+            tmp_path / "C-new-disk",
+            primary=primary.address,
+            token=TOKEN,
+            listen=free_address(),
+            name="C",
+        )
+        with new_disk:
+            eventually("the new C to count", lambda: new_disk.status().state == "streaming")
+            eventually("A and B to know it", lambda: role(primary, "C") == "quorum")
+            a.close()
+            b.close()
+            assert store.put("consent", "w", True, durability="sync").acked_by == ["C"]
+    refused_as_stale(member, "ABC", "C")
+
+
 def test_a_member_away_when_a_promotion_lowered_the_quorum_cannot_promote_past_it(
     tmp_path: Path,
 ) -> None:

@@ -53,6 +53,7 @@ __all__ = [
     "fetch_verify",
     "promote_stopped",
     "read_diverged_report",
+    "request_drop_slot",
     "request_follow",
     "request_switchover",
 ]
@@ -1401,6 +1402,18 @@ class Replica:
 
 def fetch_status(address: str, *, token: str | None = None, timeout: float = 5.0) -> PrimaryStatus:
     """Asks the primary at ``address`` for its status (as :meth:`Primary.status`)."""
+
+def request_drop_slot(
+    address: str, name: str, *, token: str | None = None, timeout: float = 5.0
+) -> PrimaryStatus:
+    """Asks the primary at ``address`` to drop the slot of its replica ``name``, gone for good
+    (what ``replikv drop-slot`` does): it no longer keeps log for that replica, nor counts
+    it among its members. Returns its status once the slot is dropped.
+
+    Raises:
+        ReplicationError: no slot has that name (the message lists those there are), or
+            that replica is connected (stop it first).
+    """
 
 def promote_stopped(path: str | os.PathLike[str], *, force: bool = False) -> Promotion:
     """Makes a stopped replica's store the primary of a new epoch, by the rule

@@ -1,6 +1,6 @@
 """An operator's instructions to running processes: ``replikv switchover`` (hand a
-primary's log to one of its replicas) and ``replikv follow`` (re-point a replica or a
-cache node)."""
+primary's log to one of its replicas), ``replikv follow`` (re-point a replica or a
+cache node) and ``replikv drop-slot`` (forget a replica that is gone for good)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from typing import Any
 
 from ._args import seconds
 from ._cache_cli import node_follow, speaks_first
-from ._core import request_follow, request_switchover
+from ._core import request_drop_slot, request_follow, request_switchover
 from ._failure import describe
 from ._serve import TOKEN_ENV
 from .exceptions import ReplikvError
 
 
 def add_operator_commands(commands: Any) -> None:
-    """Adds ``switchover`` and ``follow`` to the ``replikv`` parser."""
+    """Adds ``switchover``, ``follow`` and ``drop-slot`` to the ``replikv`` parser."""
     token_help = f"shared token (default: ${TOKEN_ENV})"
     switchover = commands.add_parser(
         "switchover",
@@ -61,6 +61,27 @@ def add_operator_commands(commands: Any) -> None:
     )
     follow.set_defaults(run=_run_follow)
 
+    drop = commands.add_parser(
+        "drop-slot",
+        help="make a running primary forget a replica that is gone for good",
+        description=(
+            "Ask the primary at ADDR to drop the slot of its replica NAME. The primary then "
+            "no longer keeps its log for NAME (a slot holds back retention), and no longer "
+            "counts NAME among the members that a sync write's quorum and a promotion are "
+            "counted from: replicas that joined while NAME was away count from now on. Sync "
+            "writes that only NAME acknowledged lose that guarantee. The replica must be "
+            "stopped; if it connects again, it registers as a new member. `replikv status "
+            "ADDR` lists the replicas a primary knows."
+        ),
+    )
+    drop.add_argument("address", metavar="ADDR", help="the primary's host:port")
+    drop.add_argument("name", metavar="NAME", help="the replica's name")
+    drop.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=token_help)
+    drop.add_argument(
+        "--timeout", type=seconds, default=5.0, metavar="S", help="seconds to wait for an answer"
+    )
+    drop.set_defaults(run=_run_drop_slot)
+
 
 def _run_switchover(args: argparse.Namespace) -> int:
     try:
@@ -85,4 +106,15 @@ def _run_follow(args: argparse.Namespace) -> int:
         print(f"replikv follow: error: {describe(failure)}", file=sys.stderr)
         return 1
     print(f"the {what} at {args.address} follows {args.primary} now")
+    return 0
+
+
+def _run_drop_slot(args: argparse.Namespace) -> int:
+    try:
+        status = request_drop_slot(args.address, args.name, token=args.token, timeout=args.timeout)
+    except (ReplikvError, OSError, ValueError) as failure:
+        print(f"replikv drop-slot: error: {describe(failure)}", file=sys.stderr)
+        return 1
+    left = ", ".join(info.name for info in status.replicas if info.kind == "replica") or "none"
+    print(f"dropped the slot of {args.name}; the primary's replicas now: {left}")
     return 0

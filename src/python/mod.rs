@@ -63,7 +63,7 @@ mod _core {
     #[pymodule_export]
     use super::replica::PyReplica;
     #[pymodule_export]
-    use super::replication::fetch_status;
+    use super::replication::{fetch_status, request_drop_slot};
     #[pymodule_export]
     use super::scrub::{PyDamage, PyScrubReport};
     #[pymodule_export]

@@ -1,5 +1,6 @@
 //! What the replication wrappers share: waits that notice Ctrl-C, the checked options of a
-//! `Primary`, and `fetch_status` (what `replikv status` asks).
+//! `Primary`, `fetch_status` (what `replikv status` asks) and `request_drop_slot` (what
+//! `replikv drop-slot` asks).
 
 use crate::python::display::quoted;
 use std::collections::HashMap;
@@ -168,6 +169,31 @@ pub(crate) fn fetch_status(
     let asked = address.to_owned();
     let report = run_detached(py, move || {
         crate::replication::monitor::fetch_status(&asked, token.as_deref(), timeout)
+            .map_err(crate::Error::from)
+    })?;
+    PyPrimaryStatus::new(py, address.to_owned(), report)
+}
+
+/// Asks the primary at ``address`` to drop the slot of its replica ``name``, gone for good
+/// (what ``replikv drop-slot`` does): it no longer keeps log for that replica, nor counts
+/// it among its members. Returns its status once the slot is dropped.
+///
+/// Raises:
+///     ReplicationError: no slot has that name (the message lists those there are), or
+///         that replica is connected (stop it first).
+#[pyfunction]
+#[pyo3(signature = (address, name, *, token = None, timeout = 5.0))]
+pub(crate) fn request_drop_slot(
+    py: Python<'_>,
+    address: &str,
+    name: &str,
+    token: Option<String>,
+    timeout: f64,
+) -> PyResult<PyPrimaryStatus> {
+    let timeout = seconds("timeout", timeout)?;
+    let (asked, slot) = (address.to_owned(), name.to_owned());
+    let report = run_detached(py, move || {
+        crate::replication::monitor::request_drop_slot(&asked, &slot, token.as_deref(), timeout)
             .map_err(crate::Error::from)
     })?;
     PyPrimaryStatus::new(py, address.to_owned(), report)

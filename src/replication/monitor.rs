@@ -10,7 +10,7 @@ use super::handshake::{self, Role};
 use super::primary::PrimaryStatus;
 use super::protocol::{
     read_frame_within, read_handshake_frame, unexpected, write_frame, Message, PeerKind,
-    FOLLOW_REQUEST,
+    DROP_SLOT_REQUEST, FOLLOW_REQUEST,
 };
 use super::verify::VerifyReport;
 use crate::error::{NetError, ReplicationError};
@@ -28,7 +28,18 @@ pub fn fetch_status(
     token: Option<&str>,
     timeout: Duration,
 ) -> Result<PrimaryStatus, ReplicationError> {
-    match ask(address, token, timeout, PeerKind::Monitor, "status report")? {
+    status_of(ask(
+        address,
+        token,
+        timeout,
+        PeerKind::Monitor,
+        "status report",
+    )?)
+}
+
+/// The status a primary reported in `report`.
+fn status_of(report: Message) -> Result<PrimaryStatus, ReplicationError> {
+    match report {
         Message::Status {
             last_lsn,
             epoch,
@@ -146,6 +157,29 @@ pub fn request_follow(
         Message::Lead { address } if address == primary => Ok(()),
         other => Err(unexpected(other, "an acknowledgement")),
     }
+}
+
+/// Asks the primary at `address` to drop the slot of its replica `name`, gone for good
+/// (`replikv drop-slot`); returns the primary's status once it is dropped.
+///
+/// # Errors
+/// As [`fetch_status`]; the primary's refusal: no slot has that name (the refusal lists
+/// those it has), or that replica is connected.
+pub fn request_drop_slot(
+    address: &str,
+    name: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<PrimaryStatus, ReplicationError> {
+    let hello = Ask {
+        kind: PeerKind::Operator,
+        name: DROP_SLOT_REQUEST,
+        instruction: Some(Message::DropSlot {
+            name: name.to_owned(),
+        }),
+    };
+    let report = ask(address, token, timeout, hello, "status report")?;
+    status_of(report)
 }
 
 /// Who asks, by what name, and an instruction sent after the hello, if any.

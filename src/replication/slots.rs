@@ -5,10 +5,11 @@
 //! The slots file (`replication-slots` in the store's directory) is framed and checksummed:
 //!
 //! ```text
-//! file = magic "RKVSLOTS" | version u8 (3) | len u32 BE | body | crc32c(everything before) u32 BE
-//! body = MessagePack [quorum, [[name, acked_lsn, created_ms, fsync, joining], ...]]
+//! file = magic "RKVSLOTS" | version u8 (4) | len u32 BE | body | crc32c(everything before) u32 BE
+//! body = MessagePack [quorum, [[name, acked_lsn, created_ms, fsync, joining, store_id], ...]]
 //! ```
-//! Version 3 added `quorum` (the quorum the primary last served with) and `joining`;
+//! Version 4 added `store_id` (read as 0, unknown, from version 3 files). Version 3 added
+//! `quorum` (the quorum the primary last served with) and `joining`;
 //! version 2 files (a bare array of `[name, acked_lsn, created_ms, fsync]`) are read as
 //! established slots of an unknown quorum.
 //! Files written before the checksum existed (a bare `MessagePack` array of slots) are still
@@ -29,7 +30,7 @@ use crate::error::{Result, StoreError};
 
 const FILE: &str = "replication-slots";
 const MAGIC: &[u8; 8] = b"RKVSLOTS";
-const VERSION: u8 = 3;
+const VERSION: u8 = 4;
 /// Magic, version and length before the body; the CRC after it.
 const HEADER_BYTES: usize = MAGIC.len() + 1 + 4;
 const CRC_BYTES: usize = 4;
@@ -68,6 +69,10 @@ pub struct Slot {
     /// yet (see the primary machine's `membership.rs`): a primary that restarts then
     /// counts it only once every member has proved it knows it joined.
     pub joining: bool,
+    /// The id of the store directory that last held it (0: unknown): a restarted primary
+    /// tells a replica that returns from another directory under this name, which joins
+    /// anew rather than counting at once.
+    pub store_id: u64,
 }
 
 /// A slot as the file stores it.
@@ -85,6 +90,9 @@ struct Record {
     /// replica at once.
     #[serde(default)]
     joining: bool,
+    /// See [`Slot::store_id`]. Absent from version 3 files.
+    #[serde(default)]
+    store_id: u64,
 }
 
 /// Encodes the slots file.
@@ -168,6 +176,7 @@ fn decode_legacy(bytes: &[u8]) -> Result<Vec<Record>, String> {
             created_ms: legacy.created_ms,
             fsync: false,
             joining: false,
+            store_id: 0,
         })
         .collect();
     validate(records)
@@ -202,6 +211,7 @@ struct SlotState {
     created_ms: u64,
     fsync: bool,
     joining: bool,
+    store_id: u64,
     /// The pin that holds the log for a snapshot, by its owner's id.
     pin: Option<u64>,
     /// The pin holds until an ack reaches this LSN: the snapshot's at least. An ack below
@@ -278,6 +288,7 @@ impl Slots {
                     created_ms: record.created_ms,
                     fsync: record.fsync,
                     joining: record.joining,
+                    store_id: record.store_id,
                     pin: None,
                     pinned_until: 0,
                 };
@@ -336,6 +347,7 @@ impl Slots {
                 created_ms: now_ms(),
                 fsync,
                 joining: false,
+                store_id: 0,
                 pin: None,
                 pinned_until: 0,
             });
@@ -413,6 +425,21 @@ impl Slots {
         }
     }
 
+    /// Records that the store `store_id` holds the slot of `name` (which must exist) now;
+    /// on disk at the next [`Slots::persist`], which the handshake runs before the replica
+    /// is welcomed. A store that does not say its id (0) changes nothing.
+    pub fn held_by(&self, name: &str, store_id: u64) {
+        let mut state = lock(&self.state);
+        if let Some(slot) = state
+            .slots
+            .get_mut(name)
+            .filter(|s| store_id != 0 && s.store_id != store_id)
+        {
+            slot.store_id = store_id;
+            state.dirty = true;
+        }
+    }
+
     /// Marks the slot of `name` (which must exist) as joining; on disk at the next
     /// [`Slots::persist`], which the handshake runs before the replica is welcomed, and so
     /// before any of its acks could count.
@@ -461,6 +488,7 @@ impl Slots {
                 pinned: slot.pin.is_some(),
                 fsync: slot.fsync,
                 joining: slot.joining,
+                store_id: slot.store_id,
             })
             .collect()
     }
@@ -515,6 +543,7 @@ impl Slots {
                     created_ms: slot.created_ms,
                     fsync: slot.fsync,
                     joining: slot.joining,
+                    store_id: slot.store_id,
                 })
                 .collect();
             (state.quorum, records)
@@ -613,15 +642,18 @@ mod fuzz {
             "[A-Za-z0-9][A-Za-z0-9_.-]{0,63}",
             any::<u64>(),
             any::<u64>(),
-            any::<(bool, bool)>(),
+            any::<(bool, bool, u64)>(),
         )
-            .prop_map(|(name, acked_lsn, created_ms, (fsync, joining))| Record {
-                name,
-                acked_lsn,
-                created_ms,
-                fsync,
-                joining,
-            })
+            .prop_map(
+                |(name, acked_lsn, created_ms, (fsync, joining, store_id))| Record {
+                    name,
+                    acked_lsn,
+                    created_ms,
+                    fsync,
+                    joining,
+                    store_id,
+                },
+            )
     }
 
     fn records() -> impl Strategy<Value = Vec<Record>> {

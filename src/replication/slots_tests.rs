@@ -211,18 +211,60 @@ fn a_joining_slot_stays_joining_across_a_reload_until_it_settles() {
         created_ms: 1,
         fsync: true,
     }];
-    let body = rmp_serde::to_vec(&records).unwrap();
-    let mut file = MAGIC.to_vec();
-    file.push(2);
-    file.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
-    file.extend_from_slice(&body);
-    let crc = crc32c::crc32c(&file);
-    file.extend_from_slice(&crc.to_be_bytes());
-    std::fs::write(dir.path().join(FILE), file).unwrap();
+    std::fs::write(dir.path().join(FILE), framed(2, &records)).unwrap();
     let slots = Slots::load(dir.path()).unwrap().list();
     assert_eq!(
         (slots[0].acked_lsn, slots[0].fsync, slots[0].joining),
         (3, true, false)
+    );
+}
+
+/// A slots file of format `version` whose body is `body`, checksummed.
+fn framed(version: u8, body: &impl serde::Serialize) -> Vec<u8> {
+    let body = rmp_serde::to_vec(body).unwrap();
+    let mut file = MAGIC.to_vec();
+    file.push(version);
+    file.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
+    file.extend_from_slice(&body);
+    let crc = crc32c::crc32c(&file);
+    file.extend_from_slice(&crc.to_be_bytes());
+    file
+}
+
+#[test]
+fn the_store_that_holds_a_slot_is_kept_across_a_reload_and_unknown_in_older_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let slots = Slots::load(dir.path()).unwrap();
+    slots.ensure("eu-1", 5, true);
+    slots.held_by("eu-1", 0xfeed);
+    slots.held_by("eu-1", 0);
+    slots.held_by("nobody", 7);
+    slots.persist().unwrap();
+    let ids = |slots: &Slots| -> Vec<(String, u64)> {
+        slots
+            .list()
+            .into_iter()
+            .map(|s| (s.name, s.store_id))
+            .collect()
+    };
+    assert_eq!(
+        ids(&Slots::load(dir.path()).unwrap()),
+        [("eu-1".to_owned(), 0xfeed)]
+    );
+    // Another directory under the name takes the slot over.
+    slots.held_by("eu-1", 0xbeef);
+    slots.persist().unwrap();
+    assert_eq!(
+        ids(&Slots::load(dir.path()).unwrap()),
+        [("eu-1".to_owned(), 0xbeef)]
+    );
+    // A version 3 file (no store id) still loads, with the id unknown.
+    let older = (2_u64, vec![("eu-1", 3_u64, 1_u64, true, false)]);
+    std::fs::write(dir.path().join(FILE), framed(3, &older)).unwrap();
+    let slots = Slots::load(dir.path()).unwrap().list();
+    assert_eq!(
+        (slots[0].acked_lsn, slots[0].fsync, slots[0].store_id),
+        (3, true, 0)
     );
 }
 

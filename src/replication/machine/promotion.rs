@@ -54,6 +54,23 @@ pub struct View {
     pub members: u64,
     /// Those that listen for a promotion, by name.
     pub names: Vec<String>,
+    /// The store directory of each member whose id it heard, `(name, store id)`: a
+    /// member counts toward this membership only from that directory.
+    #[serde(default)]
+    pub ids: Vec<(String, u64)>,
+}
+
+impl View {
+    /// Whether `name` from the store `store_id` is the member this view names so: an id
+    /// that is unknown on either side (0, or not heard) is not told apart.
+    #[must_use]
+    pub fn names_store(&self, name: &str, store_id: u64) -> bool {
+        store_id == 0
+            || self
+                .ids
+                .iter()
+                .all(|(named, id)| named != name || *id == 0 || *id == store_id)
+    }
 }
 
 /// A member's log as it reports it when it grants an epoch.
@@ -68,9 +85,12 @@ pub struct MemberLog {
     /// Whether it counts toward the quorum (it fsyncs, and did when its primary last
     /// counted it).
     pub counted: bool,
-    /// The membership it recorded (the default, unknown, for the candidate's own: the
-    /// candidate counts by `needed`).
+    /// The membership it recorded. For the candidate's own, only its `ids` count (the
+    /// candidate counts by `needed`): a member that answers from another directory than
+    /// they name is not counted.
     pub view: View,
+    /// The id of its store directory (0: unknown).
+    pub store_id: u64,
 }
 
 impl MemberLog {
@@ -218,8 +238,20 @@ impl Election {
     }
 
     /// Records `member`'s answer (answers from members not asked are ignored, as are
-    /// second answers).
+    /// second answers). A grant from another store directory than the one the
+    /// candidate's membership names under `member` is not that member's: it counts as
+    /// unreachable (the directory was replaced, and the old one started again).
     pub fn answer(&mut self, member: &str, answer: Answer) {
+        let answer = match answer {
+            Answer::Granted(log) if !self.own.view.names_store(member, log.store_id) => {
+                Answer::Unreachable(format!(
+                    "{member} answered from another store directory (id {:016x}) than the \
+                     one its primary counted under that name",
+                    log.store_id
+                ))
+            }
+            answer => answer,
+        };
         if let Some(slot @ None) = self.answers.get_mut(member) {
             *slot = Some(answer);
         }
@@ -248,7 +280,11 @@ impl Election {
             let needed = needed(view.quorum, view.members)?;
             let counted = self
                 .granted()
-                .filter(|g| g.counted && view.names.contains(&g.name))
+                .filter(|g| {
+                    g.counted
+                        && view.names.contains(&g.name)
+                        && view.names_store(&g.name, g.store_id)
+                })
                 .count() as u64;
             (counted < needed).then(|| Defeat::Unmet {
                 member: log.name.clone(),
@@ -353,6 +389,7 @@ mod tests {
             history: EpochHistory::new(history.to_vec()).unwrap(),
             counted: true,
             view: View::default(),
+            store_id: 0,
         }
     }
 
@@ -488,6 +525,7 @@ mod tests {
             quorum,
             members: names.len() as u64,
             names: peers(names),
+            ids: Vec::new(),
         };
         log
     }
@@ -528,6 +566,64 @@ mod tests {
             "b",
             Answer::Granted(viewing(log("b", 10, &[(1, 1)]), 0, &[])),
         );
+        assert!(matches!(e.outcome(true, false), Outcome::Won(_)));
+    }
+
+    /// `log` from the store directory `store_id`, naming each member's directory as `ids`.
+    fn from_store(mut log: MemberLog, store_id: u64, ids: &[(&str, u64)]) -> MemberLog {
+        log.store_id = store_id;
+        log.view.ids = ids.iter().map(|&(n, id)| (n.to_owned(), id)).collect();
+        log
+    }
+
+    #[test]
+    fn a_grant_from_another_directory_than_the_one_a_membership_names_does_not_count() {
+        // Members a, b, c (quorum 1: reach all three). c's directory was replaced by c2,
+        // and the old one, started again, answers as c.
+        let ids = [("a", 0xa), ("b", 0xb), ("c", 0xc2)];
+        let own = from_store(log("a", 10, &[(1, 1)]), 0xa, &ids);
+        let mut e = Election::new(2, Some(3), own, &peers(&["b", "c"]));
+        let member = |name, id| {
+            from_store(
+                viewing(log(name, 10, &[(1, 1)]), 1, &["a", "b", "c"]),
+                id,
+                &ids,
+            )
+        };
+        e.answer("b", Answer::Granted(member("b", 0xb)));
+        e.answer("c", Answer::Granted(member("c", 0xc)));
+        let Outcome::Lost(Defeat::TooFew {
+            counted,
+            unreachable,
+            ..
+        }) = e.outcome(true, false)
+        else {
+            panic!("the old directory is not c")
+        };
+        assert_eq!(counted, 2);
+        assert!(
+            unreachable[0].1.contains("another store directory"),
+            "{unreachable:?}"
+        );
+        // The old directory as the candidate: b's membership names c2 under c.
+        let stale = [("a", 0xa), ("b", 0xb), ("c", 0xc)];
+        let own = from_store(log("c", 10, &[(1, 1)]), 0xc, &stale);
+        let mut e = Election::new(2, Some(3), own, &peers(&["a", "b"]));
+        e.answer("a", Answer::Granted(member("a", 0xa)));
+        e.answer("b", Answer::Granted(member("b", 0xb)));
+        assert!(matches!(
+            e.outcome(true, false),
+            Outcome::Lost(Defeat::Unmet {
+                counted: 2,
+                needed: 3,
+                ..
+            })
+        ));
+        // Ids unknown on either side tell nothing apart (as before they were heard).
+        let own = from_store(log("c", 10, &[(1, 1)]), 0, &[]);
+        let mut e = Election::new(2, Some(3), own, &peers(&["a", "b"]));
+        e.answer("a", Answer::Granted(member("a", 0xa)));
+        e.answer("b", Answer::Granted(member("b", 0xb)));
         assert!(matches!(e.outcome(true, false), Outcome::Won(_)));
     }
 

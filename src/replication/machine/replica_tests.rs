@@ -249,6 +249,7 @@ fn beat(last_lsn: u64) -> Message {
         peers: Vec::new(),
         settings: None,
         members_version: 0,
+        member_ids: Vec::new(),
     }
 }
 

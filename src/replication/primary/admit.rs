@@ -10,6 +10,7 @@ use serde_bytes::ByteBuf;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::drop_slot::answer_drop;
 use super::snapshot::{send_header, send_snapshot};
 use super::stream::{read_acks, stream_to};
 use super::verify::VERIFIER_TIMEOUT;
@@ -23,7 +24,8 @@ use crate::net::AbortOnDrop;
 use crate::replication::handshake::{self, opening, Denied, LogView, Opening, Role};
 use crate::replication::machine::LinkId;
 use crate::replication::protocol::{
-    read_handshake_frame, write_frame, Message, PeerKind, RefuseCode, FOLLOW_REQUEST,
+    read_handshake_frame, write_frame, Message, PeerKind, RefuseCode, DROP_SLOT_REQUEST,
+    FOLLOW_REQUEST,
 };
 use crate::replication::slots::SlotPin;
 use crate::store::{fork_lsn, EpochHistory};
@@ -241,7 +243,7 @@ async fn handshake<'a>(
         )
         .into());
     };
-    Ok((welcome(shared, writer, peer, hello).await?, permit))
+    Ok((welcome(shared, reader, writer, peer, hello).await?, permit))
 }
 
 /// The unauthenticated part: a challenge, and a hello whose proof verifies.
@@ -306,7 +308,7 @@ async fn authenticate(
 /// connection ends. A candidate has none to ask a primary.
 async fn answer_once<'a>(
     shared: &Arc<Shared>,
-    writer: &mut Writer,
+    (reader, writer): (&mut OwnedReadHalf, &mut Writer),
     peer: &SocketAddr,
     kind: PeerKind,
     name: String,
@@ -327,6 +329,7 @@ async fn answer_once<'a>(
                  replica's member address (its listen=) or to a cache node",
             ))
         }
+        PeerKind::Operator if name == DROP_SLOT_REQUEST => answer_drop(shared, reader).await?,
         PeerKind::Operator => {
             super::switchover::answer_request(shared, writer, peer, name).await?;
             return Ok(Accepted::Monitor);
@@ -366,6 +369,7 @@ fn check_names(name: &str, listen: Option<&str>) -> Result<(), Denied> {
 /// resume decision (its slot created, or pinned for a snapshot) and a welcome.
 async fn welcome<'a>(
     shared: &'a Arc<Shared>,
+    reader: &mut OwnedReadHalf,
     writer: &mut Writer,
     peer: &SocketAddr,
     hello: Hello,
@@ -395,7 +399,7 @@ async fn welcome<'a>(
         ));
     }
     if !matches!(kind, PeerKind::Replica | PeerKind::Consumer) {
-        return answer_once(shared, writer, peer, kind, name).await;
+        return answer_once(shared, (reader, writer), peer, kind, name).await;
     }
     check_names(&name, listen.as_deref())?;
     // Before the slot is touched: another replica's slot must not move to this one's LSN.
@@ -436,6 +440,7 @@ async fn welcome<'a>(
     };
     let snapshot = !matches!(start, Start::Log);
     if kind == PeerKind::Replica {
+        shared.slots.held_by(&name, store_id);
         if shared.machine(|m| m.would_join(&name, store_id, kind, durable)) {
             // Durable with the slot, before the welcome: a restart counts it only once
             // every member knows it joined, as this run does.

@@ -2,6 +2,7 @@
 
 mod admit;
 mod ahead;
+mod drop_slot;
 mod from_writer;
 mod members;
 mod options;
@@ -232,7 +233,7 @@ impl Primary {
         let (visible, _) = watch::channel(store.last_lsn());
         let mut machine = PrimaryMachine::new(options.machine_config(), store.last_lsn());
         for slot in slots.list() {
-            machine.remember(&slot.name, slot.fsync, slot.joining, 0);
+            machine.remember(&slot.name, slot.fsync, slot.joining, slot.store_id, 0);
         }
         sync.publish(machine.quorum_view());
         let shared = Arc::new(Shared {
@@ -315,7 +316,7 @@ impl Primary {
         }
         let mut links = lock(&self.shared.links);
         for name in names {
-            links.machine.remember(name, true, false, now);
+            links.machine.remember(name, true, false, 0, now);
         }
         self.shared.sync.publish(links.machine.quorum_view());
     }
@@ -392,15 +393,7 @@ impl Primary {
     /// # Errors
     /// Persisting the change failed.
     pub fn drop_slot(&self, name: &str) -> Result<bool> {
-        {
-            let mut links = lock(&self.shared.links);
-            links.machine.forget(name);
-            // A replica that waited for the one forgotten to know it joined counts now.
-            self.shared.settle_slots(&links.machine);
-            self.shared.sync.publish(links.machine.quorum_view());
-        }
-        self.shared.members.forget(name);
-        self.shared.slots.drop_slot(name)
+        self.shared.drop_slot(name)
     }
 
     /// Checkpoints, persists the slots and drops the log segments no slot needs (within

@@ -72,8 +72,8 @@ pub(super) async fn stream_to(
             LinkAction::Heartbeat { last_lsn } => {
                 let turn = outbox.turn(&mut writer).await?;
                 let oldest_missing_ms = shared.oldest_missing_ms(id, last_lsn).unwrap_or(0);
-                let (members, members_version) =
-                    shared.machine(|m| m.heartbeat_sent(id, last_lsn, now));
+                let ((members, members_version), member_ids) =
+                    shared.machine(|m| (m.heartbeat_sent(id, last_lsn, now), m.member_ids()));
                 let beat = Message::Heartbeat {
                     last_lsn,
                     oldest_missing_ms,
@@ -84,6 +84,7 @@ pub(super) async fn stream_to(
                     peers: shared.members.addresses(),
                     settings: Some(Settings::of(&shared.options)),
                     members_version,
+                    member_ids,
                 };
                 write_frame(&mut writer, &beat).await?;
                 turn.end();

@@ -147,6 +147,30 @@ fn entries() -> impl Strategy<Value = Message> {
     ]
 }
 
+/// A member's grant of an epoch.
+fn granted() -> impl Strategy<Value = Message> {
+    (
+        bytes(40),
+        any::<(u64, bool, u64)>(),
+        vec(any::<(u64, u64)>(), 0..3),
+    )
+        .prop_map(
+            |(proof, (flushed_lsn, counted, store_id), history)| Message::Granted {
+                proof,
+                flushed_lsn,
+                view: crate::replication::machine::promotion::View {
+                    quorum: flushed_lsn % 4,
+                    members: history.len() as u64,
+                    names: vec!["eu-1".into()],
+                    ids: vec![("eu-1".into(), store_id)],
+                },
+                history,
+                counted,
+                store_id,
+            },
+        )
+}
+
 /// Every message, with arbitrary fields.
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
@@ -212,33 +236,18 @@ fn message() -> impl Strategy<Value = Message> {
                         peers,
                         settings: None,
                         members_version: quorum ^ members,
+                        member_ids: vec![("eu-1".into(), now_ms)],
                     }
                 }
             ),
-        (
-            bytes(40),
-            any::<(u64, bool)>(),
-            vec(any::<(u64, u64)>(), 0..3)
-        )
-            .prop_map(|(proof, (flushed_lsn, counted), history)| {
-                Message::Granted {
-                    proof,
-                    flushed_lsn,
-                    view: crate::replication::machine::promotion::View {
-                        quorum: flushed_lsn % 4,
-                        members: history.len() as u64,
-                        names: vec!["eu-1".into()],
-                    },
-                    history,
-                    counted,
-                }
-            }),
+        granted(),
         any::<(u64, u64)>().prop_map(|(after_lsn, up_to_lsn)| Message::Fetch {
             after_lsn,
             up_to_lsn
         }),
         prop_oneof![".{0,30}", "[a-z0-9.]{1,20}:[0-9]{1,5}"]
             .prop_map(|address| Message::Lead { address }),
+        ".{0,30}".prop_map(|name| Message::DropSlot { name }),
         (any::<(u64, u64, u64)>(), vec(link(), 0..3)).prop_map(
             |((last_lsn, epoch, rejected), replicas)| Message::Status {
                 last_lsn,

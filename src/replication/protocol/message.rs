@@ -24,7 +24,8 @@ pub enum PeerKind {
     /// the member to raise its epoch to the hello's `epoch` ([`Message::Granted`] answers).
     Candidate,
     /// An operator's one instruction: at a primary, a switchover to the replica its
-    /// `Hello` names (`replikv switchover`); at a replica's member address, a
+    /// `Hello` names (`replikv switchover`), or the [`Message::DropSlot`] that follows a
+    /// `Hello` named [`DROP_SLOT_REQUEST`]; at a replica's member address, a
     /// [`Message::Lead`] to follow (`replikv follow`), whose `Hello` is named
     /// [`FOLLOW_REQUEST`]. A `Lead` answers either.
     Operator,
@@ -33,6 +34,10 @@ pub enum PeerKind {
 /// The name an operator's `Hello` gives for a request to follow: reserved (no replica can
 /// be named so), so that a primary never takes it for a switchover to a replica.
 pub const FOLLOW_REQUEST: &str = "__follow";
+
+/// The name an operator's `Hello` gives for a request to drop a slot (a
+/// [`Message::DropSlot`] follows it): reserved, as [`FOLLOW_REQUEST`] is.
+pub const DROP_SLOT_REQUEST: &str = "__drop_slot";
 
 impl PeerKind {
     /// The name of a streaming peer's link: a replica's own name; another kind's name
@@ -271,6 +276,12 @@ pub enum Message {
         /// joining replica count toward the quorum.
         #[serde(default)]
         members_version: u64,
+        /// The store directory of each replica that counts, `(name, store id)` (those
+        /// whose id is known): a promotion counts a member only from the directory its
+        /// membership names, not from another one given that name (a directory replaced,
+        /// then the old one started again).
+        #[serde(default)]
+        member_ids: Vec<(String, u64)>,
     },
     /// Primary -> replica: send your recent per-table sums (answered once the entries
     /// received before it are applied).
@@ -307,6 +318,9 @@ pub enum Message {
         /// meet it too.
         #[serde(default)]
         view: crate::replication::machine::promotion::View,
+        /// The id of its store directory (0: unknown).
+        #[serde(default)]
+        store_id: u64,
     },
     /// Candidate -> member: send the entries after `after_lsn` up to `up_to_lsn` (as
     /// `Entries` and `EntryPart` frames).
@@ -336,6 +350,13 @@ pub enum Message {
         /// new primary expects them, so that a sync write waits for them rather than
         /// being refused before they reconnect.
         members: Vec<String>,
+    },
+    /// Operator -> primary, after a `Hello` named [`DROP_SLOT_REQUEST`]: drop the slot of
+    /// the replica `name`, which is gone for good (`replikv drop-slot`). A `Status` taken
+    /// after the drop answers it.
+    DropSlot {
+        /// The replica whose slot goes.
+        name: String,
     },
 }
 
@@ -547,6 +568,7 @@ impl Message {
             Message::Fetch { .. } => 17,
             Message::Lead { .. } => 18,
             Message::Handover { .. } => 19,
+            Message::DropSlot { .. } => 20,
         }
     }
 }

@@ -21,7 +21,10 @@ mod message;
 #[cfg(test)]
 mod tests;
 
-pub use message::{unexpected, Message, PeerKind, RefuseCode, FOLLOW_REQUEST, MAX_EPOCH, MAX_LSN};
+pub use message::{
+    unexpected, Message, PeerKind, RefuseCode, DROP_SLOT_REQUEST, FOLLOW_REQUEST, MAX_EPOCH,
+    MAX_LSN,
+};
 
 /// The protocol version this build speaks.
 /// Version 2 (issue 8) added fields to `Hello`, `Entries`, `Heartbeat`, `Refused` and
@@ -30,7 +33,9 @@ pub use message::{unexpected, Message, PeerKind, RefuseCode, FOLLOW_REQUEST, MAX
 /// version byte makes the two refuse each other with a clear error instead.
 /// Version 3 added `members_version` to `Heartbeat` and `Ack` (see the primary machine's
 /// `membership.rs`), for the same reason.
-pub const PROTOCOL_VERSION: u8 = 3;
+/// Version 4 added the members' store ids to `Heartbeat`, `Granted` and the view a grant
+/// carries, so that a promotion tells a member from another directory given its name.
+pub const PROTOCOL_VERSION: u8 = 4;
 /// The largest frame accepted (after the length field). Entries larger than this travel in
 /// parts; a single snapshot row (key and value) must fit in one frame.
 pub const MAX_FRAME_BYTES: usize = 64 << 20;

@@ -86,6 +86,7 @@ fn samples() -> Vec<Message> {
                 &crate::replication::primary::PrimaryOptions::default(),
             )),
             members_version: 6,
+            member_ids: vec![("eu-2".into(), 0x5eed)],
         },
     ];
     all.extend(verify_and_failover_samples());
@@ -123,7 +124,9 @@ fn verify_and_failover_samples() -> Vec<Message> {
                 quorum: 1,
                 members: 2,
                 names: vec!["eu-1".into(), "us-1".into()],
+                ids: vec![("eu-1".into(), 7), ("us-1".into(), 9)],
             },
+            store_id: 7,
         },
         Message::Fetch {
             after_lsn: 38,
@@ -131,6 +134,9 @@ fn verify_and_failover_samples() -> Vec<Message> {
         },
         Message::Lead {
             address: "127.0.0.1:7401".into(),
+        },
+        Message::DropSlot {
+            name: "eu-1".into(),
         },
         Message::Handover {
             epoch: 3,
@@ -303,6 +309,7 @@ fn epochs_and_lsns_no_store_reaches_are_refused() {
         peers: Vec::new(),
         settings: None,
         members_version: 0,
+        member_ids: Vec::new(),
     };
     let decoded = |message: &Message| {
         let frame = encode_frame(message).unwrap();

@@ -121,6 +121,7 @@ async fn ask(
             history,
             counted,
             view,
+            store_id,
         } => {
             if !handshake::verify(token, Role::Primary, &my_nonce, &proof) {
                 return Err(ReplicationError::Auth(format!(
@@ -134,6 +135,7 @@ async fn ask(
                 history,
                 counted,
                 view,
+                store_id,
             };
             Ok((log, Link { reader, writer }))
         }

@@ -171,6 +171,7 @@ async fn answer(
         history,
         counted: shared.consumer.counted_member(),
         view: recorded_view(shared),
+        store_id: store.store_id().unwrap_or(0),
     };
     write_frame(&mut writer, &grant).await?;
     serve_candidate(shared, store, epoch, &mut reader, &mut writer).await
@@ -188,6 +189,7 @@ fn recorded_view(shared: &Shared) -> View {
             .iter()
             .map(|(name, _)| name.clone())
             .collect(),
+        ids: state.primary_member_ids.clone(),
     }
 }
 

@@ -70,6 +70,9 @@ pub struct ReplicaState {
     /// The primary's members that listen, `(name, address)`, as last heard: whom a
     /// promotion of this replica asks.
     pub primary_peers: Vec<(String, String)>,
+    /// The store directory of each of the primary's counting members, `(name, store
+    /// id)`, as last heard (kept on disk): a promotion counts a member only from it.
+    pub primary_member_ids: Vec<(String, u64)>,
     /// The primary's settings, as last heard (kept on disk): what a promotion of this
     /// replica serves with unless told otherwise. `Err`: those kept on disk could not be
     /// read back (damaged), and no heartbeat told them since; a promotion then serves only
@@ -124,6 +127,7 @@ impl ReplicaState {
             primary_quorum,
             primary_members,
             primary_peers,
+            primary_member_ids: Vec::new(),
             primary_settings,
             heartbeat: None,
             oldest_missing_ms: 0,
@@ -302,12 +306,13 @@ impl Replica {
     pub fn attach(store: Store, options: ReplicaOptions) -> Result<Self> {
         crate::net::client::check_address(&options.primary)?;
         let (primary_quorum, primary_members) = store.primary_quorum()?;
-        let state = ReplicaState::connecting(
+        let mut state = ReplicaState::connecting(
             primary_quorum,
             primary_members,
             remembered::members(store.path()),
             remembered::settings(store.path()),
         );
+        state.primary_member_ids = remembered::member_ids(store.path());
         let listener = match &options.listen {
             Some(address) => Some(runtime().block_on(crate::net::server::bind(address))?),
             None => None,

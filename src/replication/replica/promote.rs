@@ -281,8 +281,13 @@ impl Replica {
             flushed_lsn: self.store().synced_lsn(),
             history: self.store().epoch_history(),
             counted,
-            // Its own membership is what `needed` counts by.
-            view: View::default(),
+            // Its own membership is what `needed` counts by; it names each member's
+            // directory.
+            view: View {
+                ids: state.primary_member_ids.clone(),
+                ..View::default()
+            },
+            store_id: self.store().store_id()?,
         };
         let names: Vec<String> = peers.iter().map(|(name, _)| name.clone()).collect();
         let election = Election::new(epoch, needed, own, &names);

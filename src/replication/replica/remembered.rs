@@ -1,7 +1,8 @@
 //! What a replica last heard from its primary's heartbeats and must still know once the
 //! primary is gone, kept in files of the replica's directory: the members that listen
-//! (`(name, address)`, whom a promotion asks) and the primary's settings (what a promotion
-//! serves with unless told otherwise). Each file starts with the CRC-32C of the rest, so
+//! (`(name, address)`, whom a promotion asks), their store directories' ids (which one
+//! counts under each name) and the primary's settings (what a promotion serves with
+//! unless told otherwise). Each file starts with the CRC-32C of the rest, so
 //! that damage is told apart from a file never saved.
 
 use std::fs::File;
@@ -15,6 +16,8 @@ use crate::replication::handover::Settings;
 
 /// The members' file, in the store's directory.
 const MEMBERS: &str = "members";
+/// The file of the members' store ids, in the store's directory.
+const MEMBER_IDS: &str = "member_ids";
 /// The settings' file, in the store's directory.
 const SETTINGS: &str = "primary_settings";
 
@@ -61,9 +64,15 @@ fn save<T: Serialize>(dir: &Path, file: &str, value: &T) -> std::io::Result<()> 
 /// asks only those that heartbeats name again, and counts toward its rule only those it
 /// reaches, so it is refused rather than unsafe).
 pub(super) fn members(dir: &Path) -> Vec<(String, String)> {
-    load(dir, MEMBERS)
+    load_or_forget(dir, MEMBERS, "the primary's members")
+}
+
+/// What `file` in `dir` holds, or nothing if it was never saved or is damaged (`what` it
+/// holds is then forgotten until heartbeats say it again, and a warning says so).
+fn load_or_forget<T: DeserializeOwned + Default>(dir: &Path, file: &str, what: &str) -> T {
+    load(dir, file)
         .unwrap_or_else(|damage| {
-            tracing::warn!(%damage, "the primary's members are forgotten until it names them again");
+            tracing::warn!(%damage, "{what} are forgotten until the primary names them again");
             None
         })
         .unwrap_or_default()
@@ -75,6 +84,20 @@ pub(super) fn members(dir: &Path) -> Vec<(String, String)> {
 /// An I/O failure (the old file stays).
 pub(super) fn save_members(dir: &Path, members: &[(String, String)]) -> std::io::Result<()> {
     save(dir, MEMBERS, &members)
+}
+
+/// The members' store ids last saved in `dir` (none if never saved, or damaged: a
+/// promotion then tells no directory apart, as before they were heard).
+pub(super) fn member_ids(dir: &Path) -> Vec<(String, u64)> {
+    load_or_forget(dir, MEMBER_IDS, "the members' store ids")
+}
+
+/// Saves the members' store `ids` in `dir`.
+///
+/// # Errors
+/// An I/O failure (the old file stays).
+pub(super) fn save_member_ids(dir: &Path, ids: &[(String, u64)]) -> std::io::Result<()> {
+    save(dir, MEMBER_IDS, &ids)
 }
 
 /// The primary's settings last saved in `dir`, if any were.

@@ -255,6 +255,7 @@ fn observe(
         members,
         peers,
         settings,
+        member_ids,
         ..
     } = message
     {
@@ -263,19 +264,29 @@ fn observe(
             let state = lock(&shared.state);
             (state.primary_quorum, state.primary_members)
         };
-        let (peers_changed, settings_changed) = {
+        let (peers_changed, settings_changed, ids_changed) = {
             let state = lock(&shared.state);
             (
                 quorum > 0 && *peers != state.primary_peers,
                 settings.as_ref().is_some_and(
                     |said| !matches!(&state.primary_settings, Ok(Some(known)) if known == said),
                 ),
+                quorum > 0 && *member_ids != state.primary_member_ids,
             )
         };
         if let Some(side) = &shared.store_side {
             // Kept on disk too: a replica restarted after its primary died asks the
             // members, and serves with the settings once promoted.
             let dir = side.store.path();
+            if ids_changed {
+                // Durable before the ack that says this membership is known: a
+                // promotion must tell a replaced member's directory from the new one.
+                remembered::save_member_ids(dir, member_ids).map_err(|err| {
+                    ReplicationError::Protocol(format!(
+                        "could not record the primary's members' store ids: {err}"
+                    ))
+                })?;
+            }
             if peers_changed {
                 if let Err(err) = remembered::save_members(dir, peers) {
                     tracing::warn!(error = %err, "could not remember the primary's members");
@@ -304,6 +315,7 @@ fn observe(
         state.primary_members = members;
         if quorum > 0 {
             state.primary_peers.clone_from(peers);
+            state.primary_member_ids.clone_from(member_ids);
         }
         if settings_changed {
             state.primary_settings = Ok(settings.clone());

@@ -52,6 +52,7 @@ impl World {
                         peers: Vec::new(),
                         settings: None,
                         members_version,
+                        member_ids: self.primary.member_ids(),
                     };
                     self.send(generation, Side::Peer, Frame::Wire(beat));
                 }
@@ -303,7 +304,7 @@ impl World {
         for (name, &(fsync, joining)) in &self.slots {
             #[cfg(test)]
             let joining = joining && self.sim.config.planted != Planted::ForgetJoining;
-            self.primary.remember(name, fsync, joining, now);
+            self.primary.remember(name, fsync, joining, 0, now);
         }
         self.primary_up = true;
     }

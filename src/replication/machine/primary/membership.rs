@@ -123,6 +123,17 @@ impl PrimaryMachine {
         (members, version)
     }
 
+    /// The store directory of each counting member whose id is known, `(name, store id)`:
+    /// heartbeats say them, so that a promotion counts each member only from its own.
+    #[must_use]
+    pub fn member_ids(&self) -> Vec<(String, u64)> {
+        self.peers
+            .values()
+            .filter(|p| p.counts() && p.store_id != 0)
+            .map(|p| (p.id.name.clone(), p.store_id))
+            .collect()
+    }
+
     /// Whether `peer` must be told the current membership: a counting member not told it
     /// on this connection.
     pub(super) fn untold(&self, peer: &Peer) -> bool {
@@ -218,7 +229,7 @@ mod tests {
     #[test]
     fn a_member_that_joins_while_another_is_away_does_not_count_until_it_is_back() {
         let mut m = machine(1);
-        m.remember("away", true, false, 0);
+        m.remember("away", true, false, 0, 0);
         let (old, _) = m.connect("old", 0, PeerKind::Replica, true, 0, 0);
         m.all_members_told();
         let (new, _) = m.connect("new", 0, PeerKind::Replica, true, 0, 0);
@@ -248,6 +259,28 @@ mod tests {
     }
 
     #[test]
+    fn a_remembered_member_returns_from_its_own_store_and_another_store_joins_anew() {
+        let mut m = machine(1);
+        m.remember("c", true, false, 0xc, 0);
+        m.remember("a", true, false, 0xa, 0);
+        let (own, _) = m.connect("c", 0xc, PeerKind::Replica, true, 0, 0);
+        assert!(m.peer(&own).unwrap().established(), "its own store returns");
+        m.disconnect(&own);
+        assert!(!m.would_join("c", 0xc, PeerKind::Replica, true));
+        // A directory replaced under the name, with "a" away: it waits to count.
+        assert!(m.would_join("c", 0xc2, PeerKind::Replica, true));
+        let (replaced, _) = m.connect("c", 0xc2, PeerKind::Replica, true, 0, 0);
+        let version = beat(&mut m, &replaced);
+        ship_and_ack(&mut m, &replaced, 2, version);
+        assert!(!m.peer(&replaced).unwrap().established());
+        assert_eq!(
+            m.quorum_lsn(),
+            0,
+            "its ack counts once \"a\" knows it joined"
+        );
+    }
+
+    #[test]
     fn a_version_never_announced_on_the_connection_proves_nothing() {
         let mut m = machine(1);
         let (a, _) = m.connect("a", 0, PeerKind::Replica, true, 0, 0);
@@ -268,7 +301,7 @@ mod tests {
     #[test]
     fn forgetting_the_member_that_held_up_a_joiner_establishes_it() {
         let mut m = machine(1);
-        m.remember("gone", true, false, 0);
+        m.remember("gone", true, false, 0, 0);
         let (new, _) = m.connect("new", 0, PeerKind::Replica, true, 0, 0);
         let version = beat(&mut m, &new);
         ship_and_ack(&mut m, &new, 4, version);

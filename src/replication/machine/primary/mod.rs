@@ -450,11 +450,20 @@ impl PrimaryMachine {
     /// if it said it fsyncs) but holds nothing proven until it acks again: a slot's LSN may
     /// be a snapshot's that was never acknowledged. It is one of the members this primary
     /// starts with, established at once unless it was `joining` (see `membership.rs`).
-    pub fn remember(&mut self, name: &str, durable: bool, joining: bool, now: Micros) {
+    /// `store_id` is the store its slot was last held by (0: unknown): another store that
+    /// connects under its name joins anew.
+    pub fn remember(
+        &mut self,
+        name: &str,
+        durable: bool,
+        joining: bool,
+        store_id: u64,
+        now: Micros,
+    ) {
         if self.peers.contains_key(name) {
             return;
         }
-        let (id, _) = self.connect(name, 0, PeerKind::Replica, durable, 0, now);
+        let (id, _) = self.connect(name, store_id, PeerKind::Replica, durable, 0, now);
         self.disconnect(&id);
         if let Some(peer) = self.peers.get_mut(name).filter(|_| !joining) {
             peer.member = Membership::FOUNDING;

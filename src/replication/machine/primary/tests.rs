@@ -371,8 +371,8 @@ fn heartbeats_go_out_on_time_while_a_backlog_ships() {
 #[test]
 fn a_replica_remembered_from_its_slot_is_registered_but_proves_nothing_until_it_acks() {
     let mut m = PrimaryMachine::new(config(), 50);
-    m.remember("a", true, false, 0);
-    m.remember("lazy", false, false, 0);
+    m.remember("a", true, false, 0, 0);
+    m.remember("lazy", false, false, 0, 0);
     assert_eq!(m.counting_replicas(), 1);
     assert_eq!(m.connected_counting_replicas(), 0);
     assert!(m.acked_by(1).is_empty());

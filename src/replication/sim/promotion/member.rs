@@ -111,6 +111,7 @@ impl Member {
             counted: true,
             // Its membership never changes: the candidate's rule is the only one.
             view: View::default(),
+            store_id: 0,
         }
     }
 
