@@ -5,7 +5,8 @@ counts by a rule that no longer covers the writes acknowledged since."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -60,19 +61,28 @@ def refused_as_stale(
             replica.close()
 
 
-def test_a_member_dropped_before_another_joined_cannot_promote_past_the_newcomers_write(
-    tmp_path: Path,
-) -> None:
-    member = members(tmp_path, "ABCD")
+@contextmanager
+def three_counting(
+    tmp_path: Path, member: Callable[[str, str], replikv.Replica]
+) -> Iterator[tuple[replikv.Store, replikv.Primary, tuple[replikv.Replica, ...]]]:
+    """A primary (quorum 1) whose members A, B and C count and recorded one another."""
     with (
         replikv.Store(tmp_path / "primary") as store,
         replikv.Primary(
             store, token=TOKEN, quorum=1, heartbeat_interval=0.02, sync_timeout=1.0
         ) as primary,
     ):
-        a, b, c = (member(n, primary.address) for n in "ABC")
+        replicas = tuple(member(n, primary.address) for n in "ABC")
         eventually("A, B and C to count", lambda: {role(primary, n) for n in "ABC"} == {"quorum"})
-        wait_heard([a, b, c], 3)
+        wait_heard(list(replicas), 3)
+        yield store, primary, replicas
+
+
+def test_a_member_dropped_before_another_joined_cannot_promote_past_the_newcomers_write(
+    tmp_path: Path,
+) -> None:
+    member = members(tmp_path, "ABCD")
+    with three_counting(tmp_path, member) as (store, primary, (a, b, c)):
         c.close()
         assert primary.drop_slot("C")
         d = member("D", primary.address)
@@ -93,15 +103,7 @@ def test_an_old_directory_started_under_the_name_a_new_one_took_cannot_promote_p
     still counts A, B and itself, and reached all three; A and B name the new directory
     under C, so the old one does not count for them."""
     member = members(tmp_path, "ABC")
-    with (
-        replikv.Store(tmp_path / "primary") as store,
-        replikv.Primary(
-            store, token=TOKEN, quorum=1, heartbeat_interval=0.02, sync_timeout=1.0
-        ) as primary,
-    ):
-        a, b, c = (member(n, primary.address) for n in "ABC")
-        eventually("A, B and C to count", lambda: {role(primary, n) for n in "ABC"} == {"quorum"})
-        wait_heard([a, b, c], 3)
+    with three_counting(tmp_path, member) as (store, primary, (a, b, c)):
         c.close()
         new_disk = replikv.Replica(
             tmp_path / "C-new-disk",

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from typing import Any
 
 from ._args import seconds
 from ._cache_cli import node_follow, speaks_first
 from ._core import request_drop_slot, request_follow, request_switchover
-from ._failure import describe
 from ._serve import TOKEN_ENV
-from .exceptions import ReplikvError
+from .cli.opening import run_command
 
 
 def add_operator_commands(commands: Any) -> None:
@@ -38,7 +36,7 @@ def add_operator_commands(commands: Any) -> None:
     switchover.add_argument(
         "--timeout", type=seconds, default=40.0, metavar="S", help="how long to wait in all"
     )
-    switchover.set_defaults(run=_run_switchover)
+    switchover.set_defaults(run=run_command("switchover", _run_switchover))
 
     follow = commands.add_parser(
         "follow",
@@ -59,7 +57,7 @@ def add_operator_commands(commands: Any) -> None:
     follow.add_argument(
         "--timeout", type=seconds, default=5.0, metavar="S", help="seconds to wait for an answer"
     )
-    follow.set_defaults(run=_run_follow)
+    follow.set_defaults(run=run_command("follow", _run_follow))
 
     drop = commands.add_parser(
         "drop-slot",
@@ -80,41 +78,29 @@ def add_operator_commands(commands: Any) -> None:
     drop.add_argument(
         "--timeout", type=seconds, default=5.0, metavar="S", help="seconds to wait for an answer"
     )
-    drop.set_defaults(run=_run_drop_slot)
+    drop.set_defaults(run=run_command("drop-slot", _run_drop_slot))
 
 
 def _run_switchover(args: argparse.Namespace) -> int:
-    try:
-        address = request_switchover(args.address, args.to, token=args.token, timeout=args.timeout)
-    except (ReplikvError, OSError, ValueError) as failure:
-        print(f"replikv switchover: error: {describe(failure)}", file=sys.stderr)
-        return 1
+    address = request_switchover(args.address, args.to, token=args.token, timeout=args.timeout)
     print(f"{args.to} is the primary now, at {address}")
     return 0
 
 
 def _run_follow(args: argparse.Namespace) -> int:
-    try:
-        # A replica's member port speaks first (a challenge); a cache node waits.
-        if speaks_first(args.address, args.timeout):
-            request_follow(args.address, args.primary, token=args.token, timeout=args.timeout)
-            what = "replica"
-        else:
-            node_follow(args.address, args.primary, args.token, args.timeout)
-            what = "cache node"
-    except (ReplikvError, OSError, ValueError) as failure:
-        print(f"replikv follow: error: {describe(failure)}", file=sys.stderr)
-        return 1
+    # A replica's member port speaks first (a challenge); a cache node waits.
+    if speaks_first(args.address, args.timeout):
+        request_follow(args.address, args.primary, token=args.token, timeout=args.timeout)
+        what = "replica"
+    else:
+        node_follow(args.address, args.primary, args.token, args.timeout)
+        what = "cache node"
     print(f"the {what} at {args.address} follows {args.primary} now")
     return 0
 
 
 def _run_drop_slot(args: argparse.Namespace) -> int:
-    try:
-        status = request_drop_slot(args.address, args.name, token=args.token, timeout=args.timeout)
-    except (ReplikvError, OSError, ValueError) as failure:
-        print(f"replikv drop-slot: error: {describe(failure)}", file=sys.stderr)
-        return 1
+    status = request_drop_slot(args.address, args.name, token=args.token, timeout=args.timeout)
     left = ", ".join(info.name for info in status.replicas if info.kind == "replica") or "none"
     print(f"dropped the slot of {args.name}; the primary's replicas now: {left}")
     return 0
