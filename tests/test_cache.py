@@ -299,6 +299,36 @@ with replikv.Cache([sys.argv[1]]) as cache:
 """
 
 
+@pytest.fixture(params=["in-process", "over a node"])
+def any_cache(request: pytest.FixtureRequest) -> Iterator[replikv.Cache]:
+    """A cache in this process, or one whose values live on a cache node."""
+    if request.param == "in-process":
+        with replikv.Cache(capacity=100) as cache:
+            yield cache
+        return
+    with replikv.CacheNode() as node, replikv.Cache(nodes=[node.address]) as cache:
+        yield cache
+
+
+def test_memoize_returns_tuples_as_tuples_from_a_hit(any_cache: replikv.Cache) -> None:
+    """A store holds tuples as lists, and so does a cache node: a hit there returned
+    `[1, 2]` where the call had returned `(1, 2)`, which compares unequal to it and is no
+    dict key."""
+    calls: list[int] = []
+
+    @any_cache.memoize(ttl=60)
+    def opens_and_clicks(campaign: int) -> Any:
+        calls.append(campaign)
+        return (campaign, [("opens", 3), ("clicks", (1, [2, (3,)]))], {"by_day": (4, 5)})
+
+    expected = opens_and_clicks(7)
+    hit = opens_and_clicks(7)
+    assert calls == [7], "the second call was a hit"
+    assert hit == expected
+    assert type(hit) is tuple and type(hit[1][1][1][1][1]) is tuple
+    assert {hit[2]["by_day"]: "a dict key"}[(4, 5)] == "a dict key"
+
+
 def test_memoize_shares_a_functions_results_between_processes_over_a_node(
     tmp_path: Path,
 ) -> None:

@@ -1746,6 +1746,10 @@ class Cache:
         """Its lookups, loads from the source and what its backend dropped, as a
         `CacheStats` (over nodes: their sums, and each node's own figures).
         """
+    @property
+    def nodes(self) -> list[str]:
+        """The addresses of the cache nodes that hold its values (empty for an in-process
+        cache, which holds the Python objects themselves)."""
     def memoize(self, ttl: float | None = None) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
         """A decorator that caches a function's results by its arguments (the ``repr`` of plain
         ones, a

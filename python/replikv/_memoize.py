@@ -24,6 +24,9 @@ _TABLE_PREFIX = "memo."
 _MAX_TABLE = 64
 _DIGEST_HEX = 16
 _PLAIN = (type(None), bool, int, float, complex, str, bytes)
+# How a result is stored (part of each function's identity, so that processes that store
+# results otherwise never read each other's): `[tuple paths, value]`, see `_packed`.
+_FORMAT = b"[tuple paths, value]"
 _log = logging.getLogger("replikv.cache")
 
 
@@ -50,6 +53,7 @@ def _identity(function: Callable[..., Any]) -> str:
     or a callable that is not a function gets a table of its own each time it is decorated:
     its results are never shared, rather than shared by mistake."""
     digest = hashlib.blake2b(digest_size=_DIGEST_HEX // 2)
+    digest.update(_FORMAT)
     digest.update(f"{function.__module__}.{function.__qualname__}".encode())
     code = getattr(function, "__code__", None)
     cells = getattr(function, "__closure__", None) or ()
@@ -113,6 +117,44 @@ def _table(function: Callable[..., Any]) -> str:
     return f"{readable}.{_identity(function)}"
 
 
+def _tuple_paths(value: Any, path: list[Any], found: list[list[Any]]) -> None:
+    """Adds to `found` the path (list indexes and dict keys) of every tuple in `value`, a
+    tuple's own before those inside it."""
+    if isinstance(value, tuple):
+        found.append(path)
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _tuple_paths(item, [*path, index], found)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _tuple_paths(item, [*path, key], found)
+
+
+def _packed(result: Any) -> list[Any]:
+    """`result` as memoize stores it: with the paths of its tuples, which cache nodes hold
+    as lists (a store has no tuple), so that a hit returns what the call returned, a tuple
+    where it was one (one that is a list breaks `==` against a tuple, and a dict key)."""
+    paths: list[list[Any]] = []
+    _tuple_paths(result, [], paths)
+    return [paths, result]
+
+
+def _unpacked(stored: list[Any]) -> Any:
+    """The result `_packed` stored: its lists at the tuples' paths made tuples again, the
+    innermost first."""
+    paths: list[list[Any]] = stored[0]
+    holder = [stored[1]]
+    for path in reversed(paths):
+        steps: list[Any] = [0, *path]
+        last = steps.pop()
+        parent: Any = holder
+        for step in steps:
+            parent = parent[step]
+        if isinstance(parent[last], list):
+            parent[last] = tuple(parent[last])
+    return holder[0]
+
+
 def _keep(cache: Cache, table: str, call: str, result: Any, ttl: float | None) -> None:
     """Caches a computed result if the cache can hold it: one it cannot is logged and left
     out, as the call that computed it must not fail for it."""
@@ -136,6 +178,10 @@ def memoize(cache: Cache, ttl: float | None) -> Callable[[Callable[P, R]], Calla
     meanwhile returns its result without caching it.
     """
 
+    # Cache nodes hold what a store holds, where a tuple is a list: results go there with
+    # the paths of their tuples. An in-process cache keeps the objects as they are.
+    packs = bool(cache.nodes)
+
     def decorate(function: Callable[P, R]) -> Callable[P, R]:
         table = _table(function)
         # Counts the invalidations in this process: a result computed across one may be of
@@ -153,13 +199,13 @@ def memoize(cache: Cache, ttl: float | None) -> Callable[[Callable[P, R]], Calla
             call = key(args, kwargs)
             found = cache.get(table, call, _MISSING, read_through=False)
             if found is not _MISSING:
-                return found  # type: ignore[no-any-return]
+                return _unpacked(found) if packs else found  # type: ignore[no-any-return]
             before = invalidations
             result = function(*args, **kwargs)
             if result is not None:
                 with storing:
                     if invalidations == before:
-                        _keep(cache, table, call, result, ttl)
+                        _keep(cache, table, call, _packed(result) if packs else result, ttl)
             return result
 
         def invalidate(*args: Any, **kwargs: Any) -> bool:

@@ -549,6 +549,16 @@ impl PyCache {
         false
     }
 
+    /// The addresses of the cache nodes that hold its values (empty for an in-process
+    /// cache, which holds the Python objects themselves).
+    #[getter]
+    fn nodes(&self) -> Vec<String> {
+        match &self.backend {
+            Backend::Local(_) => Vec::new(),
+            Backend::Remote(remote) => remote.addresses().to_vec(),
+        }
+    }
+
     fn __repr__(&self) -> String {
         let source = match &self.source {
             Source::Nothing => "no source".to_owned(),
