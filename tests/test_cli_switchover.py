@@ -82,7 +82,7 @@ def test_replikv_follow_at_a_primary_is_refused_and_switches_nothing_over(
         # And a switchover asked at a replica's member address is refused there.
         asked = command("switchover", str(replica.listen_address), "--to", "follow")
         assert asked.returncode == 1
-        assert "a switchover is asked of the primary" in asked.stderr
+        assert "a switchover is asked at the primary's own address" in asked.stderr
         assert replica.promoted is None and store.epoch == 1
 
 

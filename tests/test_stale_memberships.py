@@ -15,6 +15,7 @@ from polling import eventually
 from test_joining_members import TOKEN, free_address, role
 
 STALE = "recorded a membership this replica never heard of"
+REPLACED = "recorded another store directory under this replica's name"
 
 
 def members(tmp_path: Path, names: str) -> Callable[[str, str], replikv.Replica]:
@@ -44,6 +45,7 @@ def refused_as_stale(
     names: str,
     candidate: str,
     outbid_first: bool = False,
+    reason: str = STALE,
 ) -> None:
     """Opens members `names` once their primary is gone: `candidate`'s promotion is refused
     for a membership it never heard of (after one refusal as outbid, if told: a member has
@@ -54,7 +56,7 @@ def refused_as_stale(
         if outbid_first:
             with pytest.raises(replikv.ReplicationError, match="got there first"):
                 opened[candidate].promote()
-        with pytest.raises(replikv.ReplicationError, match=STALE):
+        with pytest.raises(replikv.ReplicationError, match=reason):
             opened[candidate].promote()
     finally:
         for replica in opened.values():
@@ -118,7 +120,7 @@ def test_an_old_directory_started_under_the_name_a_new_one_took_cannot_promote_p
             a.close()
             b.close()
             assert store.put("consent", "w", True, durability="sync").acked_by == ["C"]
-    refused_as_stale(member, "ABC", "C")
+    refused_as_stale(member, "ABC", "C", reason=REPLACED)
 
 
 def test_a_member_away_when_a_promotion_lowered_the_quorum_cannot_promote_past_it(

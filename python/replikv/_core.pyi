@@ -907,8 +907,8 @@ class ReplicaStatus:
     def lag_seconds(self) -> float:
         """Age of its oldest missing entry on the primary's clock; NaN while behind with
         no heartbeat yet to say since when. While its link is down, at least the time
-        since it last heard the primary (it cannot know what it missed meanwhile), NaN if
-        it never did."""
+        since it last heard the primary, or since it started if it has not heard it since (it
+        cannot know what it missed meanwhile)."""
     @property
     def epoch(self) -> int:
         """The primary's epoch."""

@@ -265,8 +265,8 @@ pub(crate) struct PyReplicaStatus {
     pub(super) lag_lsn: u64,
     /// Age of its oldest missing entry on the primary's clock; NaN while behind with
     /// no heartbeat yet to say since when. While its link is down, at least the time
-    /// since it last heard the primary (it cannot know what it missed meanwhile), NaN if
-    /// it never did.
+    /// since it last heard the primary, or since it started if it has not heard it since (it
+    /// cannot know what it missed meanwhile).
     pub(super) lag_seconds: f64,
     /// The primary's epoch.
     pub(super) epoch: u64,

@@ -466,13 +466,17 @@ impl Slots {
     /// # Errors
     /// Persisting the change failed.
     pub fn drop_slot(&self, name: &str) -> Result<bool> {
-        let existed = {
-            let mut state = lock(&self.state);
-            state.dirty = true;
-            state.slots.remove(name).is_some()
-        };
+        let existed = self.remove(name);
         self.persist()?;
         Ok(existed)
+    }
+
+    /// Removes a slot in memory (on disk at the next [`Slots::persist`]); returns whether
+    /// it existed.
+    pub fn remove(&self, name: &str) -> bool {
+        let mut state = lock(&self.state);
+        state.dirty = true;
+        state.slots.remove(name).is_some()
     }
 
     /// Every slot, by name.

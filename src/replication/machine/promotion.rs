@@ -175,6 +175,9 @@ pub enum Defeat {
         counted: u64,
         /// How many of them its membership asks for.
         needed: u64,
+        /// That membership names another store directory under the candidate's name: the
+        /// candidate's directory was replaced, and it does not count for that membership.
+        replaced: bool,
     },
 }
 
@@ -290,6 +293,7 @@ impl Election {
                 member: log.name.clone(),
                 counted,
                 needed,
+                replaced: !view.names_store(&self.own.name, self.own.store_id),
             })
         })
     }
@@ -544,7 +548,8 @@ mod tests {
             Outcome::Lost(Defeat::Unmet {
                 member: "a".into(),
                 counted: 2,
-                needed: 3
+                needed: 3,
+                replaced: false,
             })
         );
         let Outcome::Won(plan) = e.outcome(true, true) else {
@@ -616,6 +621,7 @@ mod tests {
             Outcome::Lost(Defeat::Unmet {
                 counted: 2,
                 needed: 3,
+                replaced: true,
                 ..
             })
         ));

@@ -103,11 +103,13 @@ impl Shared {
         let last_lsn = self.store.last_lsn();
         let now = now_ms();
         // A replica away since this primary started has acked nothing to it, but its slot
-        // says where it stands (and where it resumes): shown rather than 0.
+        // says where it stands (and where it resumes): shown rather than 0. Not a pinned
+        // slot's, which is a snapshot's the replica may never have received.
         let held: HashMap<String, u64> = self
             .slots
             .list()
             .into_iter()
+            .filter(|slot| !slot.pinned)
             .map(|slot| (slot.name, slot.acked_lsn))
             .collect();
         let links = lock(&self.links);

@@ -23,7 +23,7 @@ use crate::replication::handshake::{self, Role};
 use crate::replication::machine::promotion::{grants, View};
 use crate::replication::protocol::{
     read_frame_within, read_handshake_frame, write_frame, Message, PeerKind, RefuseCode,
-    FOLLOW_REQUEST,
+    DROP_SLOT_REQUEST, FOLLOW_REQUEST,
 };
 use crate::replication::ship::send_entries;
 use crate::store::Store;
@@ -140,10 +140,15 @@ async fn answer(
     };
     if kind == PeerKind::Operator {
         if name != FOLLOW_REQUEST {
-            // A switchover request, sent here rather than to the primary.
+            // A switchover or a slot's drop, asked here rather than of the primary.
+            let what = if name == DROP_SLOT_REQUEST {
+                "a slot is dropped"
+            } else {
+                "a switchover is asked"
+            };
             let reason = format!(
-                "this is the member address of replica {:?}: a switchover is asked of the \
-                 primary, at its own address",
+                "this is the member address of replica {:?}: {what} at the primary's own \
+                 address",
                 shared.options.name
             );
             return refuse(&mut writer, RefuseCode::Protocol, store.epoch(), &reason).await;

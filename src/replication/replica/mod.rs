@@ -81,6 +81,9 @@ pub struct ReplicaState {
     pub primary_settings: Result<Option<Settings>, String>,
     /// The primary's clock at the last heartbeat, and when it arrived here.
     heartbeat: Option<(u64, Instant)>,
+    /// When this replica (or follower) started: it has not heard its primary since then
+    /// at least, while no heartbeat came.
+    started: Instant,
     /// Commit time (primary's clock) of the oldest entry missing here, as of the last
     /// heartbeat (0 when none was missing).
     pub oldest_missing_ms: u64,
@@ -130,6 +133,7 @@ impl ReplicaState {
             primary_member_ids: Vec::new(),
             primary_settings,
             heartbeat: None,
+            started: Instant::now(),
             oldest_missing_ms: 0,
             last_error: None,
             connections: 0,
@@ -159,14 +163,19 @@ impl ReplicaState {
         })
     }
 
-    /// Its lag in seconds with `applied` LSNs applied (see [`replica_lag_seconds`]).
+    /// Its lag in seconds with `applied` LSNs applied (see [`replica_lag_seconds`]); while
+    /// no heartbeat came since it started, it has not heard its primary for that long.
     #[must_use]
     pub fn lag_seconds(&self, applied: u64) -> f64 {
         let heard = LastHeard {
             lag_lsn: self.primary_last_lsn.saturating_sub(applied),
             oldest_missing_ms: self.oldest_missing_ms,
             primary_now_ms: self.primary_now_ms(),
-            ago: self.heartbeat.map(|(_, received)| received.elapsed()),
+            ago: Some(
+                self.heartbeat
+                    .map_or(self.started, |(_, received)| received)
+                    .elapsed(),
+            ),
         };
         replica_lag_seconds(self.state, heard)
     }

@@ -219,8 +219,18 @@ fn defeat_reason(outcome: &Outcome) -> String {
         }
         Outcome::Lost(Defeat::Unmet {
             member,
+            replaced: true,
+            ..
+        }) => format!(
+            "member {member:?} recorded another store directory under this replica's name: \
+             this directory was replaced by another one since, which counts in its place; \
+             promote {member:?} instead"
+        ),
+        Outcome::Lost(Defeat::Unmet {
+            member,
             counted,
             needed,
+            replaced: false,
         }) => format!(
             "member {member:?} recorded a membership this replica never heard of (a replica \
              joined or left, or a promotion changed the quorum), by which only {counted} of \
