@@ -24,48 +24,89 @@ pub(super) fn get(call: &mut Call<'_>) -> Outcome {
     }
 }
 
+/// The Unix time in milliseconds a key ends at, `count` units of `unit_ms` after `base_ms`
+/// (now for `EXPIRE`, `PEXPIRE` and `SET … EX|PX`; 0 for their `…AT` forms), or `None`
+/// where Redis 7 finds it an "invalid expire time": past a signed 64-bit count of
+/// milliseconds either way.
+fn end_ms(count: i64, unit_ms: i64, base_ms: i64) -> Option<i64> {
+    count.checked_mul(unit_ms)?.checked_add(base_ms)
+}
+
 /// A TTL in milliseconds from a positive `count` of `unit_ms`, if the time it ends at
 /// (from `now_ms`) fits a signed 64-bit count of milliseconds, as Redis requires of
 /// `EXPIRE`, `PEXPIRE` and `SET … EX|PX` alike.
 pub(super) fn ttl_ms(count: i64, unit_ms: u64, now_ms: u64) -> Option<u64> {
-    u64::try_from(count)
-        .ok()
-        .filter(|&c| c > 0)
-        .and_then(|c| c.checked_mul(unit_ms))
-        .filter(|ms| {
-            ms.checked_add(now_ms)
-                .is_some_and(|end| i64::try_from(end).is_ok())
-        })
+    let now = i64::try_from(now_ms).ok()?;
+    let end = end_ms(count, i64::try_from(unit_ms).ok()?, now).filter(|_| count > 0)?;
+    u64::try_from(end.saturating_sub(now)).ok()
+}
+
+/// The unit and the base of an expiry option or command named `name` (upper case): `EX`,
+/// `PX`, `EXAT`, `PXAT`, or `EXPIRE`, `PEXPIRE`, `EXPIREAT`, `PEXPIREAT`.
+fn expiry_unit(name: &[u8], now_ms: i64) -> (i64, i64) {
+    let unit = if name.starts_with(b"P") { 1 } else { 1000 };
+    let base = if name.ends_with(b"AT") { 0 } else { now_ms };
+    (unit, base)
+}
+
+fn invalid_expire_time(command: &str) -> Outcome {
+    Reply::Error(format!("ERR invalid expire time in '{command}' command")).into()
+}
+
+/// How long a key `SET` stores lives, as its options say.
+enum Expiry {
+    /// As the node's default TTL says.
+    Default,
+    /// Until this Unix time in milliseconds (already past: stored and gone at once).
+    At(i64),
+    /// As long as the key it replaces had left (`KEEPTTL`).
+    Kept,
 }
 
 pub(super) fn set(call: &mut Call<'_>) -> Outcome {
+    let now = i64::try_from(call.now_ms).unwrap_or(i64::MAX);
     let mut condition = SetIf::Always;
-    let mut ttl = None;
+    let mut expiry = Expiry::Default;
     let mut options = call.args[3..].iter();
     while let Some(option) = options.next() {
-        match option.to_ascii_uppercase().as_slice() {
+        let option = option.to_ascii_uppercase();
+        match option.as_slice() {
             b"NX" if condition == SetIf::Always => condition = SetIf::Absent,
             b"XX" if condition == SetIf::Always => condition = SetIf::Present,
-            unit @ (b"EX" | b"PX") if ttl.is_none() => {
+            b"KEEPTTL" if matches!(expiry, Expiry::Default) => expiry = Expiry::Kept,
+            b"EX" | b"PX" | b"EXAT" | b"PXAT" if matches!(expiry, Expiry::Default) => {
                 let Some(count) = options.next() else {
                     return syntax_error();
                 };
-                let unit_ms = if unit == b"EX" { 1000 } else { 1 };
                 let Some(count) = integer(count) else {
                     return not_an_integer();
                 };
-                let Some(ms) = ttl_ms(count, unit_ms, call.now_ms) else {
-                    return Reply::Error("ERR invalid expire time in 'set' command".into()).into();
-                };
-                ttl = Some(ms);
+                let (unit_ms, base_ms) = expiry_unit(&option, now);
+                match end_ms(count, unit_ms, base_ms).filter(|_| count > 0) {
+                    Some(end) => expiry = Expiry::At(end),
+                    None => return invalid_expire_time("set"),
+                }
             }
             _ => return syntax_error(),
         }
     }
+    let ttl = match expiry {
+        Expiry::Default => None,
+        // An end already past stores the key for no time: it is gone at once, as in Redis.
+        Expiry::At(end) => Some(u64::try_from(end.saturating_sub(now)).unwrap_or(0)),
+        Expiry::Kept => call.node.lru.ttl_left(&call.args[1], call.now_ms).flatten(),
+    };
     let ttl = call.node.ttl_for(ttl);
     let (name, value) = (take(call, 1), take(call, 2));
+    let gone_at_once = ttl == Some(0);
+    let key = gone_at_once.then(|| name.clone());
     match call.node.lru.set(name, value, ttl, condition, call.now_ms) {
-        Ok(true) => Reply::Ok.into(),
+        Ok(true) => {
+            if let Some(key) = key {
+                call.node.lru.remove(&key);
+            }
+            Reply::Ok.into()
+        }
         Ok(false) => Reply::Nil.into(),
         Err(_) => too_large(),
     }
@@ -182,7 +223,7 @@ impl ExpireIf {
     }
 
     /// Whether a key that ends at `current` (`None`: never) may end at `new` instead.
-    fn allows(&self, current: Option<i128>, new: i128) -> bool {
+    fn allows(&self, current: Option<i64>, new: i64) -> bool {
         if self.has_ttl.is_some_and(|has| has != current.is_some()) {
             return false;
         }
@@ -194,12 +235,10 @@ impl ExpireIf {
     }
 }
 
+/// `EXPIRE`, `PEXPIRE`, `EXPIREAT` and `PEXPIREAT`.
 pub(super) fn expire(call: &mut Call<'_>) -> Outcome {
-    let unit_ms = if call.args[0].eq_ignore_ascii_case(b"EXPIRE") {
-        1000
-    } else {
-        1
-    };
+    let now = i64::try_from(call.now_ms).unwrap_or(i64::MAX);
+    let command = call.args[0].to_ascii_uppercase();
     let condition = match ExpireIf::parse(&call.args[3..]) {
         Ok(condition) => condition,
         Err(reply) => return reply.into(),
@@ -207,27 +246,21 @@ pub(super) fn expire(call: &mut Call<'_>) -> Outcome {
     let Some(count) = integer(&call.args[2]) else {
         return not_an_integer();
     };
-    // A TTL already passed (`None`): Redis deletes the key.
-    let ttl = if count <= 0 {
-        None
-    } else {
-        let Some(ms) = ttl_ms(count, unit_ms, call.now_ms) else {
-            let name = String::from_utf8_lossy(&call.args[0]).to_ascii_lowercase();
-            return Reply::Error(format!("ERR invalid expire time in '{name}' command")).into();
-        };
-        Some(ms)
+    let (unit_ms, base_ms) = expiry_unit(&command, now);
+    let Some(end) = end_ms(count, unit_ms, base_ms) else {
+        return invalid_expire_time(&String::from_utf8_lossy(&command).to_ascii_lowercase());
     };
     let Some(left) = call.node.lru.ttl_left(&call.args[1], call.now_ms) else {
         return Reply::Int(0).into();
     };
-    let now = i128::from(call.now_ms);
-    let new_end = now + i128::from(count) * i128::from(unit_ms);
-    if !condition.allows(left.map(|ms| now + i128::from(ms)), new_end) {
+    let current = left.map(|ms| now.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX)));
+    if !condition.allows(current, end) {
         return Reply::Int(0).into();
     }
-    let done = match ttl {
-        None => remove_live(call.node, &call.args[1], call.now_ms),
-        Some(ms) => call.node.lru.expire(&call.args[1], Some(ms), call.now_ms),
+    // An end already past: Redis deletes the key.
+    let done = match u64::try_from(end.saturating_sub(now)) {
+        Ok(ms) if ms > 0 => call.node.lru.expire(&call.args[1], Some(ms), call.now_ms),
+        _ => remove_live(call.node, &call.args[1], call.now_ms),
     };
     Reply::Int(i64::from(done)).into()
 }

@@ -106,6 +106,8 @@ const COMMANDS: &[(&str, i32, Handler)] = &[
     ("MSET", -3, keys::mset),
     ("EXPIRE", -3, keys::expire),
     ("PEXPIRE", -3, keys::expire),
+    ("EXPIREAT", -3, keys::expire),
+    ("PEXPIREAT", -3, keys::expire),
     ("TTL", 2, keys::ttl),
     ("PTTL", 2, keys::ttl),
     ("DBSIZE", 1, keys::dbsize),

@@ -129,6 +129,99 @@ fn expire_options_set_a_ttl_only_when_their_condition_holds_as_in_redis_7() {
 }
 
 #[test]
+fn expireat_and_the_at_options_of_set_end_keys_at_a_unix_time_as_in_redis_7() {
+    let mut c = Client::new(None);
+    c.now_ms = 1_000_000;
+    c.run("SET k v");
+    assert_eq!(c.run("EXPIREAT k 1100"), Reply::Int(1));
+    assert_eq!(c.run("PTTL k"), Reply::Int(100_000));
+    assert_eq!(c.run("PEXPIREAT k 1000500 LT"), Reply::Int(1));
+    assert_eq!(c.run("PTTL k"), Reply::Int(500));
+    assert_eq!(c.run("EXPIREAT k 1 GT"), Reply::Int(0));
+    // A time already past deletes the key.
+    assert_eq!(c.run("PEXPIREAT k 1000000"), Reply::Int(1));
+    assert_eq!(c.run("EXISTS k"), Reply::Int(0));
+    assert_eq!(c.run("EXPIREAT missing 99999"), Reply::Int(0));
+    assert_eq!(c.run("SET k v EXAT 1001"), Reply::Ok);
+    assert_eq!(c.run("PTTL k"), Reply::Int(1000));
+    assert_eq!(c.run("SET k w PXAT 1000250 XX"), Reply::Ok);
+    assert_eq!(c.run("PTTL k"), Reply::Int(250));
+    // KEEPTTL keeps what the replaced key had left; none for a new key.
+    assert_eq!(c.run("SET k x KEEPTTL"), Reply::Ok);
+    assert_eq!(
+        (c.run("GET k"), c.run("PTTL k")),
+        (bulk("x"), Reply::Int(250))
+    );
+    assert_eq!(c.run("SET fresh v KEEPTTL"), Reply::Ok);
+    assert_eq!(c.run("PTTL fresh"), Reply::Int(-1));
+    // Stored and gone at once when the time is past, as in Redis; NX still applies.
+    assert_eq!(c.run("SET k y PXAT 5"), Reply::Ok);
+    assert_eq!(c.run("EXISTS k"), Reply::Int(0));
+    assert_eq!(c.run("SET fresh y NX EXAT 5"), Reply::Nil);
+    assert_eq!(c.run("GET fresh"), bulk("v"));
+    for refused in [
+        "SET k v EX 5 PXAT 9",
+        "SET k v KEEPTTL EX 5",
+        "SET k v EXAT 9 KEEPTTL",
+    ] {
+        assert!(
+            error_starts(&c.run(refused), "ERR syntax error"),
+            "{refused}"
+        );
+    }
+    for invalid in ["SET k v EXAT 0", "SET k v PXAT -1"] {
+        assert!(
+            error_starts(&c.run(invalid), "ERR invalid expire time in 'set'"),
+            "{invalid}"
+        );
+    }
+    assert_eq!(c.run(&format!("SET k v PXAT {}", i64::MAX)), Reply::Ok);
+    assert!(error_starts(
+        &c.run(&format!("SET k v EXAT {}", i64::MAX)),
+        "ERR invalid expire time in 'set'"
+    ));
+}
+
+#[test]
+fn expire_times_past_a_signed_64_bit_millisecond_count_are_refused_as_in_redis_7() {
+    let mut c = Client::new(None);
+    c.now_ms = 1_000;
+    c.run("SET k v");
+    // Seconds whose milliseconds overflow either way; a base that overflows the sum.
+    for (command, count) in [
+        ("EXPIRE", i64::MIN),
+        ("EXPIRE", i64::MIN / 1000 - 1),
+        ("EXPIREAT", i64::MIN),
+        ("EXPIREAT", i64::MAX),
+        ("PEXPIRE", i64::MAX),
+    ] {
+        let name = command.to_lowercase();
+        assert!(
+            error_starts(
+                &c.run(&format!("{command} k {count}")),
+                &format!("ERR invalid expire time in '{name}'")
+            ),
+            "{command} {count}"
+        );
+    }
+    assert_eq!(
+        c.run("PTTL k"),
+        Reply::Int(-1),
+        "no refused command set a TTL"
+    );
+    // What fits deletes the key (a time long past) or sets a distant end.
+    assert_eq!(c.run(&format!("PEXPIREAT k {}", i64::MAX)), Reply::Int(1));
+    assert_eq!(
+        c.run(&format!("EXPIRE k {}", i64::MIN / 1000)),
+        Reply::Int(1)
+    );
+    assert_eq!(c.run("EXISTS k"), Reply::Int(0));
+    c.run("SET k v");
+    assert_eq!(c.run(&format!("PEXPIREAT k {}", i64::MIN)), Reply::Int(1));
+    assert_eq!(c.run("EXISTS k"), Reply::Int(0));
+}
+
+#[test]
 fn expire_ttl_and_persistent_keys() {
     let mut c = Client::new(None);
     c.run("SET k v");

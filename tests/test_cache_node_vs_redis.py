@@ -1,0 +1,96 @@
+"""A cache node's replies next to a real redis-server's (Debian's, which dev/check installs),
+command by command, where Redis leaves no room: the expiry commands at the edges of a
+signed 64-bit count of milliseconds, times already past, and their options."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+import replikv
+
+LIMITS = [-(2**63), -(2**63) // 1000 + 1, -(2**63) // 1000, 2**63 - 1, (2**63 - 1) // 1000, -1, 0]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def real_redis() -> Iterator[redis.Redis]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (dev/check installs Debian's redis-server)")
+    port = free_port()
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+        yield client
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.fixture
+def ours() -> Iterator[redis.Redis]:
+    with replikv.CacheNode(capacity=1000) as node:
+        host, port = node.address.rsplit(":", 1)
+        yield redis.Redis(host=host, port=int(port), socket_timeout=5)
+
+
+def replies(r: redis.Redis, key: str) -> list[tuple[Any, ...]]:
+    """What `r` answers to each probe, with whether the key exists after it."""
+    seen: list[tuple[Any, ...]] = []
+
+    def probe(*args: Any) -> None:
+        try:
+            answer: Any = r.execute_command(*args)  # type: ignore[no-untyped-call]
+        except redis.ResponseError as error:
+            answer = f"error: {error}"
+        seen.append((*args[:1], *args[2:], answer, r.exists(key)))
+
+    for command in ("EXPIRE", "PEXPIRE", "EXPIREAT", "PEXPIREAT"):
+        for count in LIMITS:
+            r.set(key, b"x")
+            probe(command, key, count)
+        r.set(key, b"x")
+        probe(command, key, 10**10, "NX")
+        probe(command, key, 10**10, "NX")
+        probe(command, key, 10**11, "GT")
+        probe(command, key, 10**9, "GT")
+        probe(command, key, 10**9, "LT")
+        probe(command, key, 10**9, "XX", "NX")
+    for option in ("EX", "PX", "EXAT", "PXAT"):
+        for count in LIMITS:
+            probe("SET", key, b"y", option, count)
+        probe("SET", key, b"y", option, 5, "KEEPTTL")
+        probe("SET", key, b"y", "NX", option, 10**10)
+    r.set(key, b"x")
+    probe("SET", key, b"z", "KEEPTTL")
+    probe("SET", key, b"z", "XX", "PXAT", 1)
+    return seen
+
+
+def test_expiry_commands_answer_as_redis_7_does(real_redis: redis.Redis, ours: redis.Redis) -> None:
+    theirs = replies(real_redis, "k")
+    mine = replies(ours, "t:s:k")
+    differences = [(a, b) for a, b in zip(theirs, mine, strict=True) if a != b]
+    assert differences == [], "\n".join(f"redis: {a}\nours:  {b}" for a, b in differences)
