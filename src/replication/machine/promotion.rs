@@ -130,6 +130,9 @@ pub struct Plan {
     /// them, so that a sync write right after the promotion waits for them to reconnect
     /// (it is refused when too few replicas are known).
     pub followers: Vec<(String, u64)>,
+    /// The store directory of each member that granted, `(name, store id)`: the new
+    /// primary's heartbeats name them from the start.
+    pub ids: Vec<(String, u64)>,
     /// Whether it was forced past the rule.
     pub forced: bool,
 }
@@ -377,6 +380,11 @@ impl Election {
                 .filter(|log| log.counted)
                 .map(|log| (log.name.clone(), shared_end(log, longest)))
                 .collect(),
+            ids: self
+                .granted()
+                .skip(1)
+                .map(|log| (log.name.clone(), log.store_id))
+                .collect(),
             forced,
         })
     }
@@ -454,7 +462,9 @@ mod tests {
             &peers(&["a", "b", "c"]),
         );
         assert_eq!(e.outcome(false, false), Outcome::Waiting);
-        e.answer("b", Answer::Granted(log("b", 12, &[(1, 1)])));
+        let mut b = log("b", 12, &[(1, 1)]);
+        b.store_id = 0xb;
+        e.answer("b", Answer::Granted(b));
         assert_eq!(e.outcome(false, false), Outcome::Waiting, "c may hold more");
         e.answer("c", Answer::Unreachable("refused".into()));
         let Outcome::Won(plan) = e.outcome(false, false) else {
@@ -464,6 +474,11 @@ mod tests {
         assert_eq!(plan.fetch_from.as_deref(), Some("b"));
         assert_eq!(plan.reached, peers(&["a", "b"]));
         assert_eq!(plan.followers, vec![("b".to_owned(), 12)]);
+        assert_eq!(
+            plan.ids,
+            vec![("b".to_owned(), 0xb)],
+            "the new primary names b's directory"
+        );
         assert!(!plan.forced);
     }
 

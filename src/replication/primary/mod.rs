@@ -305,18 +305,20 @@ impl Primary {
         self.address
     }
 
-    /// Expects the replicas `names`, which fsync and hold everything up to `lsn` (the
-    /// members of the primary a switchover took over from): their slots keep the log from
-    /// there, and a sync write waits for them (rather than being refused) until they
-    /// connect.
-    pub fn expect(&self, names: &[String], lsn: u64) {
+    /// Expects the replicas `members`, `(name, store id)` (0: unknown), which fsync and
+    /// hold everything up to `lsn` (the members of the primary a switchover or a
+    /// promotion took over from): their slots keep the log from there, a sync write waits
+    /// for them (rather than being refused) until they connect, and heartbeats name their
+    /// directories from the start.
+    pub fn expect(&self, members: &[(String, u64)], lsn: u64) {
         let now = self.shared.now_us();
-        for name in names {
+        for (name, store_id) in members {
             self.shared.slots.ensure(name, lsn, true);
+            self.shared.slots.held_by(name, *store_id);
         }
         let mut links = lock(&self.shared.links);
-        for name in names {
-            links.machine.remember(name, true, false, 0, now);
+        for (name, store_id) in members {
+            links.machine.remember(name, true, false, *store_id, now);
         }
         self.shared.sync.publish(links.machine.quorum_view());
     }
@@ -525,5 +527,22 @@ mod tests {
         assert_eq!(eager.machine_config().ship_interval, 1_000);
         let paced = PrimaryOptions::default();
         assert_eq!(paced.machine_config().ship_interval, 50_000);
+    }
+
+    #[test]
+    fn members_expected_from_a_handover_are_named_by_their_directories_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("p"), crate::store::StoreOptions::default());
+        let primary = Primary::start(store.unwrap(), PrimaryOptions::default()).unwrap();
+        primary.expect(&[("b".into(), 0xb), ("old".into(), 0)], 7);
+        // Heartbeats name b's directory before b reconnects; "old" said none.
+        let ids = lock(&primary.shared.links).machine.member_ids();
+        assert_eq!(ids, [("b".to_owned(), 0xb)]);
+        let slots = primary.slots();
+        let held: Vec<(&str, u64, u64)> = slots
+            .iter()
+            .map(|s| (s.name.as_str(), s.acked_lsn, s.store_id))
+            .collect();
+        assert_eq!(held, [("b", 7, 0xb), ("old", 7, 0)]);
     }
 }

@@ -231,14 +231,14 @@ impl Primary {
         shared.sync.ship_at_once(last_lsn);
         let epoch = shared.store.epoch() + 1;
         let settings = Settings::of(&shared.options);
-        let mut members: Vec<String> = shared
+        let mut members: Vec<(String, u64)> = shared
             .slots
             .list()
             .into_iter()
             .filter(|slot| slot.fsync && slot.name != to)
-            .map(|slot| slot.name)
+            .map(|slot| (slot.name, slot.store_id))
             .collect();
-        members.push(follow_as.to_owned());
+        members.push((follow_as.to_owned(), shared.store.store_id().unwrap_or(0)));
         let handover = Message::Handover {
             epoch,
             last_lsn,

@@ -144,7 +144,7 @@ fn verify_and_failover_samples() -> Vec<Message> {
             settings: crate::replication::handover::Settings::of(
                 &crate::replication::primary::PrimaryOptions::default(),
             ),
-            members: vec!["us-1".into(), "old".into()],
+            members: vec![("us-1".into(), 3), ("old".into(), 0)],
         },
     ]
 }

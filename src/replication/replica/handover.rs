@@ -20,7 +20,7 @@ pub(super) struct Handover {
     pub epoch: u64,
     pub last_lsn: u64,
     pub settings: Settings,
-    pub members: Vec<String>,
+    pub members: Vec<(String, u64)>,
 }
 
 /// Takes over from the primary that sent the handover; returns the address it serves at

@@ -277,6 +277,7 @@ impl Replica {
         // So is where it will serve: found out after the members granted, a bad address
         // left them and this store in the new epoch with no primary.
         crate::net::server::check_can_listen(&options.listen, self.listen_address())?;
+        let store_id = self.store().store_id()?;
         self.follower.pause();
         let epoch = self.store().epoch() + 1;
         if !self.grant_self(epoch)? {
@@ -297,7 +298,7 @@ impl Replica {
                 ids: state.primary_member_ids.clone(),
                 ..View::default()
             },
-            store_id: self.store().store_id()?,
+            store_id,
         };
         let names: Vec<String> = peers.iter().map(|(name, _)| name.clone()).collect();
         let election = Election::new(epoch, needed, own, &names);
@@ -394,7 +395,12 @@ impl Replica {
         let primary = Primary::start(self.store().clone(), options)?;
         lock(&self.shared().state).promoted();
         for (name, flushed_lsn) in &plan.followers {
-            primary.expect(std::slice::from_ref(name), *flushed_lsn);
+            let store_id = plan
+                .ids
+                .iter()
+                .find(|(id_of, _)| id_of == name)
+                .map_or(0, |(_, id)| *id);
+            primary.expect(&[(name.clone(), store_id)], *flushed_lsn);
         }
         let address = primary.address().to_string();
         runtime().block_on(async {
