@@ -10,6 +10,20 @@ use super::protocol::MAX_FRAME_BYTES;
 use super::quorum::SyncOptions;
 use crate::store::{validate_table_name, Durability, OnTimeout};
 
+/// A member of the old primary as a switchover hands it over in
+/// [`Message::Handover`](super::protocol::Message): the new primary expects it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandedMember {
+    /// Its name.
+    pub name: String,
+    /// The id of its store directory (0: unknown), which the new primary's heartbeats
+    /// name from the start.
+    pub store_id: u64,
+    /// Not every member had recorded that it joined: the new primary counts it only once
+    /// they have, as the old one would have.
+    pub joining: bool,
+}
+
 /// A primary's settings as they travel in [`Message::Handover`](super::protocol::Message).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settings {

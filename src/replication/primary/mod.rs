@@ -30,6 +30,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::watch;
 
 use super::commit_times::CommitTimes;
+use super::handover::HandedMember;
 use super::machine::{LinkId, Peer, PrimaryMachine};
 use super::monitor::announce_epoch;
 use super::quorum::SyncWaiters;
@@ -305,20 +306,28 @@ impl Primary {
         self.address
     }
 
-    /// Expects the replicas `members`, `(name, store id)` (0: unknown), which fsync and
-    /// hold everything up to `lsn` (the members of the primary a switchover or a
-    /// promotion took over from): their slots keep the log from there, a sync write waits
-    /// for them (rather than being refused) until they connect, and heartbeats name their
-    /// directories from the start.
-    pub fn expect(&self, members: &[(String, u64)], lsn: u64) {
+    /// Expects the replicas `members`, which fsync and hold everything up to `lsn` (the
+    /// members of the primary a switchover or a promotion took over from): their slots
+    /// keep the log from there, a sync write waits for them (rather than being refused)
+    /// until they connect, heartbeats name their directories from the start, and one
+    /// still joining counts once every member has recorded it.
+    pub fn expect(&self, members: &[HandedMember], lsn: u64) {
         let now = self.shared.now_us();
-        for (name, store_id) in members {
-            self.shared.slots.ensure(name, lsn, true);
-            self.shared.slots.held_by(name, *store_id);
+        for member in members {
+            self.shared.slots.ensure(&member.name, lsn, true);
+            self.shared.slots.held_by(&member.name, member.store_id);
+            if member.joining {
+                self.shared.slots.mark_joining(&member.name);
+            }
         }
         let mut links = lock(&self.shared.links);
-        for (name, store_id) in members {
-            links.machine.remember(name, true, false, *store_id, now);
+        for member in members {
+            let HandedMember {
+                name,
+                store_id,
+                joining,
+            } = member;
+            links.machine.remember(name, true, *joining, *store_id, now);
         }
         self.shared.sync.publish(links.machine.quorum_view());
     }
@@ -534,15 +543,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().join("p"), crate::store::StoreOptions::default());
         let primary = Primary::start(store.unwrap(), PrimaryOptions::default()).unwrap();
-        primary.expect(&[("b".into(), 0xb), ("old".into(), 0)], 7);
+        let member = |name: &str, store_id, joining| HandedMember {
+            name: name.into(),
+            store_id,
+            joining,
+        };
+        primary.expect(&[member("b", 0xb, false), member("old", 0, true)], 7);
         // Heartbeats name b's directory before b reconnects; "old" said none.
         let ids = lock(&primary.shared.links).machine.member_ids();
         assert_eq!(ids, [("b".to_owned(), 0xb)]);
+        // "old" was still joining: it counts once every member has recorded it.
+        assert_eq!(lock(&primary.shared.links).machine.quorum_view().joining, 1);
+        // Told again (a switchover back to a primary whose slots file is older), the
+        // newer directory is taken; an unknown one changes nothing.
+        primary.expect(&[member("b", 0xb2, false), member("old", 0, true)], 7);
+        let ids = lock(&primary.shared.links).machine.member_ids();
+        assert_eq!(ids, [("b".to_owned(), 0xb2)]);
         let slots = primary.slots();
-        let held: Vec<(&str, u64, u64)> = slots
+        let held: Vec<(&str, u64, u64, bool)> = slots
             .iter()
-            .map(|s| (s.name.as_str(), s.acked_lsn, s.store_id))
+            .map(|s| (s.name.as_str(), s.acked_lsn, s.store_id, s.joining))
             .collect();
-        assert_eq!(held, [("b", 7, 0xb), ("old", 7, 0)]);
+        assert_eq!(held, [("b", 7, 0xb2, false), ("old", 7, 0, true)]);
     }
 }

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use super::{lock, Primary, Shared};
 use crate::error::{Error, ReplicationError, Result};
 use crate::net::runtime;
-use crate::replication::handover::Settings;
+use crate::replication::handover::{HandedMember, Settings};
 use crate::replication::handshake::Denied;
 use crate::replication::protocol::{write_frame, Message, RefuseCode};
 
@@ -231,14 +231,22 @@ impl Primary {
         shared.sync.ship_at_once(last_lsn);
         let epoch = shared.store.epoch() + 1;
         let settings = Settings::of(&shared.options);
-        let mut members: Vec<(String, u64)> = shared
+        let mut members: Vec<HandedMember> = shared
             .slots
             .list()
             .into_iter()
             .filter(|slot| slot.fsync && slot.name != to)
-            .map(|slot| (slot.name, slot.store_id))
+            .map(|slot| HandedMember {
+                name: slot.name,
+                store_id: slot.store_id,
+                joining: slot.joining,
+            })
             .collect();
-        members.push((follow_as.to_owned(), shared.store.store_id().unwrap_or(0)));
+        members.push(HandedMember {
+            name: follow_as.to_owned(),
+            store_id: shared.store.store_id().unwrap_or(0),
+            joining: false,
+        });
         let handover = Message::Handover {
             epoch,
             last_lsn,

@@ -348,9 +348,9 @@ pub enum Message {
         /// The replicas that counted toward the old primary's quorum (the old primary
         /// itself among them, under the name it follows with, and not the receiver): the
         /// new primary expects them, so that a sync write waits for them rather than
-        /// being refused before they reconnect. Each with the id of its store directory
-        /// (0: unknown), which the new primary's heartbeats name from the start.
-        members: Vec<(String, u64)>,
+        /// being refused before they reconnect. Each with its store directory and whether
+        /// it was still joining.
+        members: Vec<crate::replication::handover::HandedMember>,
     },
     /// Operator -> primary, after a `Hello` named [`DROP_SLOT_REQUEST`]: drop the slot of
     /// the replica `name`, which is gone for good (`replikv drop-slot`). A `Status` taken

@@ -144,7 +144,11 @@ fn verify_and_failover_samples() -> Vec<Message> {
             settings: crate::replication::handover::Settings::of(
                 &crate::replication::primary::PrimaryOptions::default(),
             ),
-            members: vec![("us-1".into(), 3), ("old".into(), 0)],
+            members: vec![crate::replication::handover::HandedMember {
+                name: "us-1".into(),
+                store_id: 3,
+                joining: true,
+            }],
         },
     ]
 }

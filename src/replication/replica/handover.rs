@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{lock, Shared, StoreSide};
 use crate::error::ReplicationError;
-use crate::replication::handover::Settings;
+use crate::replication::handover::{HandedMember, Settings};
 use crate::replication::machine::ReplicaMachine;
 use crate::replication::monitor::request_follow;
 use crate::replication::primary::Primary;
@@ -20,7 +20,7 @@ pub(super) struct Handover {
     pub epoch: u64,
     pub last_lsn: u64,
     pub settings: Settings,
-    pub members: Vec<(String, u64)>,
+    pub members: Vec<HandedMember>,
 }
 
 /// Takes over from the primary that sent the handover; returns the address it serves at

@@ -16,6 +16,7 @@ use super::elect::{self, Ballot, Link};
 use super::{lock, remembered, Replica};
 use crate::error::{ReadOnlyReason, ReplicationError, Result};
 use crate::net::runtime;
+use crate::replication::handover::HandedMember;
 use crate::replication::handover::Settings;
 use crate::replication::machine::promotion::{
     needed, Defeat, Election, MemberLog, Outcome, Plan, View,
@@ -398,9 +399,15 @@ impl Replica {
             let store_id = plan
                 .ids
                 .iter()
-                .find(|(id_of, _)| id_of == name)
-                .map_or(0, |(_, id)| *id);
-            primary.expect(&[(name.clone(), store_id)], *flushed_lsn);
+                .find(|(of, _)| of == name)
+                .map(|(_, id)| *id);
+            // Every member a promotion reached granted it: none is still joining.
+            let member = HandedMember {
+                name: name.clone(),
+                store_id: store_id.unwrap_or(0),
+                joining: false,
+            };
+            primary.expect(&[member], *flushed_lsn);
         }
         let address = primary.address().to_string();
         runtime().block_on(async {

@@ -451,7 +451,9 @@ impl PrimaryMachine {
     /// be a snapshot's that was never acknowledged. It is one of the members this primary
     /// starts with, established at once unless it was `joining` (see `membership.rs`).
     /// `store_id` is the store its slot was last held by (0: unknown): another store that
-    /// connects under its name joins anew.
+    /// connects under its name joins anew. Told again of a member known from an older
+    /// slots file and not connected (a switchover back to a primary that served before),
+    /// the newer word on its directory is taken.
     pub fn remember(
         &mut self,
         name: &str,
@@ -460,7 +462,10 @@ impl PrimaryMachine {
         store_id: u64,
         now: Micros,
     ) {
-        if self.peers.contains_key(name) {
+        if let Some(peer) = self.peers.get_mut(name) {
+            if store_id != 0 && !is_connected(peer.state) {
+                peer.store_id = store_id;
+            }
             return;
         }
         let (id, _) = self.connect(name, store_id, PeerKind::Replica, durable, 0, now);
