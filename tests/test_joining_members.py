@@ -184,6 +184,48 @@ def test_a_directory_replaced_under_a_members_name_joins_anew_after_a_primary_re
     store.close()
 
 
+def test_a_replica_still_joining_at_a_switchover_is_joining_under_the_new_primary(
+    tmp_path: Path,
+) -> None:
+    store = replikv.Store(tmp_path / "a")
+    primary = replikv.Primary(store, token=TOKEN, quorum=1, heartbeat_interval=0.02)
+    opened: list[replikv.Replica] = []
+
+    def replica(name: str, listen: str | None = None) -> replikv.Replica:
+        opened.append(
+            replikv.Replica(tmp_path / name, primary=primary.address, token=TOKEN, listen=listen)
+        )
+        return opened[-1]
+
+    new_primary: replikv.Primary | None = None
+    try:
+        b = replica("b", listen="127.0.0.1:0")
+        away = replica("away")
+        eventually(
+            "b and away to count",
+            lambda: role(primary, "b") == role(primary, "away") == "quorum",
+        )
+        away.close()
+        replica("new")
+        eventually("new to register", lambda: role(primary, "new") == "joining")
+        switched = primary.switchover("b", timeout=30)
+        opened.append(switched.replica)
+        new_primary = b.promoted
+        assert new_primary is not None
+        promoted = new_primary
+        eventually("new to follow b", lambda: streaming(promoted, "new"))
+        # "away" has still not recorded that it joined: it counts no more under b.
+        assert role(promoted, "new") == "joining"
+    finally:
+        for follower in opened:
+            follower.close()
+        primary.close()
+        if new_primary is not None:
+            new_primary.close()
+            new_primary.store.close()
+        store.close()
+
+
 def test_a_quorum_lowered_across_a_restart_counts_once_every_member_knows_it(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
