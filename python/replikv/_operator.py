@@ -17,7 +17,6 @@ from .cli.opening import run_command
 
 def add_operator_commands(commands: Any) -> None:
     """Adds ``switchover``, ``follow`` and ``drop-slot`` to the ``replikv`` parser."""
-    token_help = f"shared token (default: ${TOKEN_ENV})"
     switchover = commands.add_parser(
         "switchover",
         help="hand a running primary's log to one of its replicas, with no loss",
@@ -32,10 +31,7 @@ def add_operator_commands(commands: Any) -> None:
     )
     switchover.add_argument("address", metavar="ADDR", help="the primary's host:port")
     switchover.add_argument("--to", required=True, metavar="NAME", help="the replica's name")
-    switchover.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=token_help)
-    switchover.add_argument(
-        "--timeout", type=seconds, default=40.0, metavar="S", help="how long to wait in all"
-    )
+    _asking(switchover, 40.0, "how long to wait in all")
     switchover.set_defaults(run=run_command("switchover", _run_switchover))
 
     follow = commands.add_parser(
@@ -53,10 +49,7 @@ def add_operator_commands(commands: Any) -> None:
         "address", metavar="ADDR", help="the replica's --listen host:port, or the cache node's"
     )
     follow.add_argument("--primary", required=True, metavar="PRIMARY", help="host:port")
-    follow.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=token_help)
-    follow.add_argument(
-        "--timeout", type=seconds, default=5.0, metavar="S", help="seconds to wait for an answer"
-    )
+    _asking(follow, 5.0, "seconds to wait for an answer")
     follow.set_defaults(run=run_command("follow", _run_follow))
 
     drop = commands.add_parser(
@@ -74,11 +67,15 @@ def add_operator_commands(commands: Any) -> None:
     )
     drop.add_argument("address", metavar="ADDR", help="the primary's host:port")
     drop.add_argument("name", metavar="NAME", help="the replica's name")
-    drop.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=token_help)
-    drop.add_argument(
-        "--timeout", type=seconds, default=5.0, metavar="S", help="seconds to wait for an answer"
-    )
+    _asking(drop, 5.0, "seconds to wait for an answer")
     drop.set_defaults(run=run_command("drop-slot", _run_drop_slot))
+
+
+def _asking(command: argparse.ArgumentParser, timeout: float, timeout_help: str) -> None:
+    """Adds what every request to a running process takes: the token, and a timeout."""
+    token_help = f"shared token (default: ${TOKEN_ENV})"
+    command.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=token_help)
+    command.add_argument("--timeout", type=seconds, default=timeout, metavar="S", help=timeout_help)
 
 
 def _run_switchover(args: argparse.Namespace) -> int:
