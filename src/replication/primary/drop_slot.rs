@@ -63,6 +63,11 @@ impl Shared {
 
     /// Why an operator may not drop the slot of `name` now, if it may not.
     fn refuse_drop(&self, name: &str, links: &Links) -> Option<String> {
+        if crate::store::validate_table_name(name).is_err() {
+            // Said back in part: the name came from the wire.
+            let said: String = name.chars().take(64).collect();
+            return Some(format!("invalid replica name {said:?}"));
+        }
         let slots: Vec<String> = self.slots.list().into_iter().map(|s| s.name).collect();
         if !slots.iter().any(|slot| slot == name) {
             let known = match slots.len() {
@@ -151,6 +156,14 @@ mod tests {
         let shared = &primary.shared;
         let none = shared.drop_slot_asked("eu-1").unwrap().unwrap();
         assert_eq!(none, "no slot is named \"eu-1\": this primary has none");
+        let long = shared
+            .drop_slot_asked(&"x".repeat(100_000))
+            .unwrap()
+            .unwrap();
+        assert!(
+            long.starts_with("invalid replica name") && long.len() < 100,
+            "{long}"
+        );
         for i in 0..25 {
             shared.slots.ensure(&format!("r{i:02}"), 0, true);
         }
