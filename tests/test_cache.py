@@ -329,6 +329,17 @@ def test_memoize_returns_tuples_as_tuples_from_a_hit(any_cache: replikv.Cache) -
     assert {hit[2]["by_day"]: "a dict key"}[(4, 5)] == "a dict key"
 
 
+def test_a_memoized_value_of_another_shape_on_a_node_reads_as_a_miss() -> None:
+    """Anyone may write to a node (redis-cli): a value memoize did not store there is
+    computed again, never a TypeError out of the memoized call."""
+    from replikv._memoize import _MISSING, _packed, _unpacked
+
+    stored = _packed((1, [2, (3,)], {"k": (4,)}))
+    assert _unpacked(stored) == (1, [2, (3,)], {"k": (4,)})
+    for foreign in (42, None, "text", [], [1], [[["nowhere", 9]], [1]], [[[0, 0, 0]], [1]]):
+        assert _unpacked(foreign) is _MISSING, foreign
+
+
 def test_memoize_shares_a_functions_results_between_processes_over_a_node(
     tmp_path: Path,
 ) -> None:

@@ -9,7 +9,7 @@ import pickle
 import threading
 import types
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, ParamSpec, TypeVar
 
 from ._core import Cache
@@ -122,12 +122,15 @@ def _tuple_paths(value: Any, path: list[Any], found: list[list[Any]]) -> None:
     tuple's own before those inside it."""
     if isinstance(value, tuple):
         found.append(path)
+    items: Iterable[tuple[Any, Any]] = ()
     if isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            _tuple_paths(item, [*path, index], found)
+        items = enumerate(value)
     elif isinstance(value, dict):
-        for key, item in value.items():
-            _tuple_paths(item, [*path, key], found)
+        items = value.items()
+    for step, item in items:
+        # Only containers can hold tuples: no path is built for the scalars of a long list.
+        if isinstance(item, (list, tuple, dict)):
+            _tuple_paths(item, [*path, step], found)
 
 
 def _packed(result: Any) -> list[Any]:
@@ -139,19 +142,23 @@ def _packed(result: Any) -> list[Any]:
     return [paths, result]
 
 
-def _unpacked(stored: list[Any]) -> Any:
+def _unpacked(stored: Any) -> Any:
     """The result `_packed` stored: its lists at the tuples' paths made tuples again, the
-    innermost first."""
-    paths: list[list[Any]] = stored[0]
-    holder = [stored[1]]
-    for path in reversed(paths):
-        steps: list[Any] = [0, *path]
-        last = steps.pop()
-        parent: Any = holder
-        for step in steps:
-            parent = parent[step]
-        if isinstance(parent[last], list):
-            parent[last] = tuple(parent[last])
+    innermost first; `_MISSING` for a value of another shape (anyone may write to a
+    node, with redis-cli say), which is then computed again rather than failing the call."""
+    try:
+        paths, result = stored
+        holder = [result]
+        for path in reversed(paths):
+            steps: list[Any] = [0, *path]
+            last = steps.pop()
+            parent: Any = holder
+            for step in steps:
+                parent = parent[step]
+            if isinstance(parent[last], list):
+                parent[last] = tuple(parent[last])
+    except (TypeError, ValueError, IndexError, KeyError):
+        return _MISSING
     return holder[0]
 
 
@@ -198,8 +205,10 @@ def memoize(cache: Cache, ttl: float | None) -> Callable[[Callable[P, R]], Calla
         def wrapped(*args: P.args, **kwargs: P.kwargs) -> R:
             call = key(args, kwargs)
             found = cache.get(table, call, _MISSING, read_through=False)
+            if packs and found is not _MISSING:
+                found = _unpacked(found)
             if found is not _MISSING:
-                return _unpacked(found) if packs else found  # type: ignore[no-any-return]
+                return found  # type: ignore[no-any-return]
             before = invalidations
             result = function(*args, **kwargs)
             if result is not None:
