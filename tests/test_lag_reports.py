@@ -1,6 +1,7 @@
-"""What the lag figures say when a link is down: a replica cut off from its primary never
-looks current, and a primary restarted while a replica is away shows where that replica
-stands from its slot, not 0."""
+"""What the lag figures say when a link is down or silent: a replica cut off from its
+primary, or whose primary went silent (frozen) before the link times out, never looks
+current, and a primary restarted while a replica is away shows where that replica stands
+from its slot, not 0."""
 
 from __future__ import annotations
 
@@ -32,6 +33,36 @@ def test_a_replica_cut_off_from_its_primary_reports_a_lag_that_grows(tmp_path: P
         later = replica.status().lag_seconds
         assert later >= first.lag_seconds + 0.4, (first, later)
         assert replica.status().to_dict()["lag_seconds"] >= later
+
+
+def test_a_replica_whose_primary_went_silent_reports_a_lag_before_the_link_times_out(
+    tmp_path: Path,
+) -> None:
+    """A frozen primary keeps its sockets open: the link stays up until the replica's idle
+    timeout (5 s). Its heartbeats (every 0.1 s here) stop, and from two intervals late on
+    the replica cannot vouch for being current."""
+    from proxy import Proxy
+
+    store = replikv.Store(tmp_path / "primary")
+    primary = replikv.Primary(store, token=TOKEN, ship_interval=0.01, heartbeat_interval=0.1)
+    with (
+        primary,
+        Proxy(primary.address) as proxy,
+        replikv.Replica(tmp_path / "r", primary=proxy.address, token=TOKEN) as replica,
+    ):
+        assert replica.wait_for(store.put("consent", "a@example.com", True).lsn, timeout=30)
+        eventually("a heartbeat", lambda: replica.status().lag_seconds == 0.0)
+        proxy.stalled = True
+        time.sleep(1.5)
+        silent = replica.status()
+        assert silent.state == "streaming", silent  # the link has not timed out yet
+        assert silent.lag_lsn == 0
+        assert silent.lag_seconds >= 1.0, silent
+        time.sleep(0.3)
+        assert replica.status().lag_seconds >= silent.lag_seconds + 0.25
+        proxy.stalled = False
+        eventually("the lag to return to zero", lambda: replica.status().lag_seconds == 0.0)
+    store.close()
 
 
 def test_a_replica_that_never_heard_its_primary_reports_the_time_since_it_started(

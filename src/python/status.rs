@@ -266,7 +266,9 @@ pub(crate) struct PyReplicaStatus {
     /// Age of its oldest missing entry on the primary's clock; NaN while behind with
     /// no heartbeat yet to say since when. While its link is down, at least the time
     /// since it last heard the primary, or since it started if it has not heard it since (it
-    /// cannot know what it missed meanwhile).
+    /// cannot know what it missed meanwhile). So too while the link is up but the primary's
+    /// heartbeats are two intervals late (a frozen primary, a link that stopped
+    /// forwarding), before the link times out.
     pub(super) lag_seconds: f64,
     /// The primary's epoch.
     pub(super) epoch: u64,

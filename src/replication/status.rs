@@ -181,13 +181,18 @@ pub struct LastHeard {
     pub primary_now_ms: Option<u64>,
     /// How long ago that heartbeat came.
     pub ago: Option<std::time::Duration>,
+    /// How often the primary sends heartbeats, as last heard (the longest interval a
+    /// primary is given, while not told).
+    pub beat_every: std::time::Duration,
 }
 
 /// The lag in seconds a replica reports when its link is in `state`. While the link is
 /// up, the age of its oldest missing entry on the primary's clock (NaN while behind with no
 /// heartbeat yet to date it). While it is down, the replica cannot know what it misses: at
 /// least the time since it last heard the primary (NaN if it never did), so that a replica
-/// cut off never looks current. A promoted replica is the primary: 0.
+/// cut off never looks current. So too while it is up but its heartbeats stopped coming
+/// (two intervals late: a primary frozen, a link that black-holes) before the link times
+/// out. A promoted replica is the primary: 0.
 #[must_use]
 pub fn replica_lag_seconds(state: LinkState, heard: LastHeard) -> f64 {
     let known = match (heard.lag_lsn, heard.primary_now_ms) {
@@ -199,7 +204,10 @@ pub fn replica_lag_seconds(state: LinkState, heard: LastHeard) -> f64 {
     };
     match state {
         LinkState::Promoted => 0.0,
-        up if up.is_connected() => known,
+        up if up.is_connected() => match heard.ago {
+            Some(ago) if ago > 2 * heard.beat_every => known.max(ago.as_secs_f64()),
+            _ => known,
+        },
         _ => heard
             .ago
             .map_or(f64::NAN, |ago| known.max(ago.as_secs_f64())),
@@ -233,6 +241,7 @@ mod tests {
             oldest_missing_ms,
             primary_now_ms: ago_ms.map(|ago| 10_000 + ago),
             ago: ago_ms.map(std::time::Duration::from_millis),
+            beat_every: std::time::Duration::from_secs(2),
         }
     }
 
@@ -243,6 +252,22 @@ mod tests {
         let behind = heard(5, 9_000, Some(500));
         assert!((replica_lag_seconds(LinkState::CatchingUp, behind) - 1.5).abs() < 1e-9);
         assert!(replica_lag_seconds(LinkState::Streaming, heard(5, 0, None)).is_nan());
+    }
+
+    #[test]
+    fn a_connected_replica_whose_heartbeats_stopped_reports_at_least_their_silence() {
+        let on_time = heard(0, 0, Some(4_000));
+        assert!(replica_lag_seconds(LinkState::Streaming, on_time).abs() < f64::EPSILON);
+        let late = LastHeard {
+            beat_every: std::time::Duration::from_millis(500),
+            ..on_time
+        };
+        assert!((replica_lag_seconds(LinkState::Streaming, late) - 4.0).abs() < 1e-9);
+        let behind_longer = LastHeard {
+            beat_every: std::time::Duration::from_millis(500),
+            ..heard(5, 1_000, Some(2_000))
+        };
+        assert!((replica_lag_seconds(LinkState::CatchingUp, behind_longer) - 11.0).abs() < 1e-9);
     }
 
     #[test]

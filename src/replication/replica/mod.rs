@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::handover::Settings;
-use super::primary::Primary;
+use super::primary::{Primary, MAX_HEARTBEAT};
 use super::status::{replica_lag_seconds, LastHeard, LinkState};
 use crate::error::{ReplicationError, Result};
 use crate::follow::{Divergence, LogConsumer};
@@ -176,6 +176,10 @@ impl ReplicaState {
                     .map_or(self.started, |(_, received)| received)
                     .elapsed(),
             ),
+            beat_every: match &self.primary_settings {
+                Ok(Some(settings)) => Duration::from_millis(settings.heartbeat_interval_ms),
+                _ => MAX_HEARTBEAT,
+            },
         };
         replica_lag_seconds(self.state, heard)
     }
