@@ -25,10 +25,13 @@ pub struct FeedRequest {
     pub last: u64,
     /// Only ops of these tables; an entry with none of them is skipped (`None`: all).
     pub tables: Option<HashSet<String>>,
-    /// Only entries committed at or after this time (microseconds since the Unix epoch).
-    pub since_micros: Option<i64>,
-    /// Only entries committed before this time (microseconds since the Unix epoch).
-    pub until_micros: Option<i64>,
+    /// Only entries committed at or after this millisecond (since the Unix epoch).
+    /// Commit times are kept to the millisecond: an instant given finer is taken as the
+    /// millisecond it falls in, so that an entry committed in that millisecond after the
+    /// instant is kept, and a `since_ms` and an `until_ms` of one instant split the log.
+    pub since_ms: Option<i64>,
+    /// Only entries committed before this millisecond (since the Unix epoch).
+    pub until_ms: Option<i64>,
     /// At most this many entries.
     pub limit: usize,
 }
@@ -41,18 +44,16 @@ impl FeedRequest {
             since,
             last,
             tables: None,
-            since_micros: None,
-            until_micros: None,
+            since_ms: None,
+            until_ms: None,
             limit: usize::MAX,
         }
     }
 
     fn keeps_time(&self, timestamp_ms: u64) -> bool {
-        let micros = i64::try_from(timestamp_ms)
-            .unwrap_or(i64::MAX)
-            .saturating_mul(1000);
-        self.since_micros.is_none_or(|since| micros >= since)
-            && self.until_micros.is_none_or(|until| micros < until)
+        let ms = i64::try_from(timestamp_ms).unwrap_or(i64::MAX);
+        self.since_ms.is_none_or(|since| ms >= since)
+            && self.until_ms.is_none_or(|until| ms < until)
     }
 
     fn keeps_table(&self, table: &str) -> bool {

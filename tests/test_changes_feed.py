@@ -40,6 +40,10 @@ def rows_of(changes: replikv.Changes) -> list[Row]:
     ]
 
 
+def to_millisecond(instant: dt.datetime) -> dt.datetime:
+    return instant.replace(microsecond=instant.microsecond // 1000 * 1000)
+
+
 def feed_model(
     full: list[replikv.Change],
     tables: list[str] | None,
@@ -47,12 +51,14 @@ def feed_model(
     until: dt.datetime | int | None,
     limit: int | None,
 ) -> list[tuple[int, list[replikv.Op]]]:
-    """What the filtered feed must give, computed from the full feed in Python."""
+    """What the filtered feed must give, computed from the full feed in Python. Times are
+    compared at the millisecond commit times are kept to: a bound stands for the
+    millisecond it falls in."""
     kept = []
     for change in full:
-        if since_time is not None and change.timestamp < since_time:
+        if since_time is not None and change.timestamp < to_millisecond(since_time):
             continue
-        if isinstance(until, dt.datetime) and change.timestamp >= until:
+        if isinstance(until, dt.datetime) and change.timestamp >= to_millisecond(until):
             continue
         if isinstance(until, int) and change.lsn > until:
             continue
@@ -94,22 +100,27 @@ def write_all(store: replikv.Store, planned: list[tuple[list[Any], bool]]) -> No
     planned=writes,
     tables=st.one_of(st.none(), st.lists(st.sampled_from(TABLES), max_size=2, unique=True)),
     cut=st.tuples(st.integers(0, 14), st.integers(0, 14), st.booleans()),
+    shift=st.tuples(st.integers(-1500, 1500), st.integers(-1500, 1500)),
     limit=st.one_of(st.none(), st.integers(0, 5)),
 )
 def test_filtered_feed_equals_a_filter_over_the_full_feed(
     planned: list[tuple[list[Any], bool]],
     tables: list[str] | None,
     cut: tuple[int, int, bool],
+    shift: tuple[int, int],
     limit: int | None,
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp, replikv.Store(Path(tmp) / "db") as store:
         write_all(store, planned)
         full = list(store.changes())
         assert [c.lsn for c in full] == list(range(1, len(planned) + 1))
-        # Bounds taken from the commit times themselves, so that ties and edges are hit.
+        # Bounds taken from the commit times themselves, so that ties and edges are hit,
+        # moved by up to 1.5 ms either way so that bounds within a millisecond are too.
         times = [c.timestamp for c in full] or [dt.datetime.now(UTC)]
-        since_time = times[min(cut[0], len(times) - 1)]
-        until: dt.datetime | int = times[min(cut[1], len(times) - 1)]
+        since_time = times[min(cut[0], len(times) - 1)] + dt.timedelta(microseconds=shift[0])
+        until: dt.datetime | int = times[min(cut[1], len(times) - 1)] + dt.timedelta(
+            microseconds=shift[1]
+        )
         if cut[2]:
             until = cut[1]
         got = store.changes(tables=tables, since_time=since_time, until=until, limit=limit)
@@ -231,6 +242,20 @@ def test_changes_below_the_retained_log_raise_log_truncated(tmp_path: Path) -> N
         with pytest.raises(replikv.LogTruncated, match=f"oldest retained LSN is {oldest}"):
             s.changes(since=oldest - 2, tables=["t"])
         assert next(iter(s.changes(since=oldest - 1))).lsn == oldest
+
+
+def test_a_write_made_just_after_an_instant_is_in_the_feed_since_it_even_within_its_millisecond(
+    tmp_path: Path,
+) -> None:
+    """ "Note the time, run the job, read what it wrote": commit times are kept to the
+    millisecond, and a write made within the millisecond of the instant noted, after it,
+    is kept by ``since_time`` and left out by ``until``."""
+    with replikv.Store(tmp_path / "db", fsync=False) as store:
+        for i in range(200):
+            noted = dt.datetime.now(UTC)
+            lsn = store.put("t", i, i).lsn
+            assert [c.lsn for c in store.changes(since=lsn - 1, since_time=noted)] == [lsn]
+            assert list(store.changes(since=lsn - 1, until=noted)) == []
 
 
 def test_a_since_time_after_the_retained_log_began_needs_none_of_the_dropped_entries(

@@ -669,10 +669,13 @@ class Store:
             since: entries after this LSN.
             limit: at most this many entries (after filtering).
             tables: only ops of these tables; an entry with none of them is skipped.
-            since_time: only entries committed at or after this aware datetime.
-            until: an aware datetime (entries committed before it) or an LSN (entries up to
-                and including it, so ``changes(since=a, until=b)`` and
-                ``changes(since=b)`` split the log with no overlap).
+            since_time: only entries committed at or after this aware datetime, compared at
+                the millisecond commit times are kept to (a write made just after it, in
+                the same millisecond, is kept).
+            until: an aware datetime (entries committed before its millisecond, so that
+                ``until=t`` and ``since_time=t`` split the log with no overlap) or an LSN
+                (entries up to and including it, so that ``changes(since=a, until=b)`` and
+                ``changes(since=b)`` do).
 
         Raises:
             LogTruncated: ``since`` is older than the retained log (unless ``since_time`` is

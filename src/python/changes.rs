@@ -19,8 +19,9 @@ use crate::arrow::{FeedPlan, FEED_BATCH_ROWS};
 use crate::feed::{Feed, FeedEntry, FeedRequest};
 use crate::store::Store;
 
-/// Microseconds since the Unix epoch of an aware datetime argument.
-pub(crate) fn instant_micros(name: &str, value: &Bound<'_, PyAny>) -> PyResult<i64> {
+/// The millisecond since the Unix epoch that an aware datetime argument falls in: commit
+/// times are kept to the millisecond, and compared at it (see [`FeedRequest::since_ms`]).
+pub(crate) fn instant_ms(name: &str, value: &Bound<'_, PyAny>) -> PyResult<i64> {
     if value.cast::<PyDateTime>().is_err() {
         return Err(PyTypeError::new_err(format!(
             "{name} must be an aware datetime, not {}",
@@ -35,17 +36,17 @@ pub(crate) fn instant_micros(name: &str, value: &Bound<'_, PyAny>) -> PyResult<i
     }
     let (secs, nanos) =
         datetime_to_unix(value, false).map_err(|r| r.into_err(value.py(), &Location::Value))?;
-    Ok(secs * 1_000_000 + i64::from(nanos / 1_000))
+    Ok(secs * 1_000 + i64::from(nanos / 1_000_000))
 }
 
 /// `until=`: an aware datetime (entries committed before it) or an LSN (entries up to and
-/// including it). Returns `(last LSN, until microseconds)`.
+/// including it). Returns `(last LSN, until millisecond)`.
 pub(crate) fn until_arg(until: Option<&Bound<'_, PyAny>>) -> PyResult<(u64, Option<i64>)> {
     let Some(until) = until else {
         return Ok((u64::MAX, None));
     };
     if until.cast::<PyDateTime>().is_ok() {
-        return Ok((u64::MAX, Some(instant_micros("until", until)?)));
+        return Ok((u64::MAX, Some(instant_ms("until", until)?)));
     }
     // An LSN is taken as `since=` takes one: an int or what stands for one (`__index__`:
     // a numpy int such as `df["lsn"].max()`), never a bool.
@@ -72,7 +73,7 @@ pub(crate) fn feed_request(
     until: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<FeedRequest> {
     let since = non_negative("since", since)?;
-    let (until_lsn, until_micros) = until_arg(until)?;
+    let (until_lsn, until_ms) = until_arg(until)?;
     // A replica applies before its fdatasync, and the log is read up to what is durable:
     // the feed waits for that sync, so that it holds every entry its readers see.
     let readable = if store.readable_lsn() > store.last_lsn() {
@@ -82,10 +83,10 @@ pub(crate) fn feed_request(
     };
     let mut request = FeedRequest::new(since, until_lsn.min(readable));
     request.limit = limit_arg(limit)?;
-    request.since_micros = since_time
-        .map(|t| instant_micros("since_time", t))
+    request.since_ms = since_time
+        .map(|t| instant_ms("since_time", t))
         .transpose()?;
-    request.until_micros = until_micros;
+    request.until_ms = until_ms;
     if let Some(tables) = tables {
         for table in &tables {
             crate::store::validate_table_name(table).map_err(|e| to_py(py, e))?;
@@ -97,11 +98,10 @@ pub(crate) fn feed_request(
         // Commit times never go back along the log: every dropped entry was committed no
         // later than the oldest kept one. If that one is older than `since_time`, the
         // filter would skip every dropped entry anyway, and the feed starts at the log.
-        if let Some(since_micros) = request.since_micros {
-            let oldest_micros = run(py, || store.commit_time_ms(oldest))?
-                .and_then(|ms| i64::try_from(ms).ok())
-                .map(|ms| ms.saturating_mul(1000));
-            if oldest_micros.is_some_and(|micros| micros < since_micros) {
+        if let Some(since_ms) = request.since_ms {
+            let oldest_ms =
+                run(py, || store.commit_time_ms(oldest))?.and_then(|ms| i64::try_from(ms).ok());
+            if oldest_ms.is_some_and(|ms| ms < since_ms) {
                 request.since = oldest - 1;
                 return Ok(request);
             }
@@ -216,7 +216,7 @@ impl PyChanges {
             names.sort_unstable();
             parts.push(format!("tables={}", quoted_list(names)));
         }
-        if self.request.since_micros.is_some() || self.request.until_micros.is_some() {
+        if self.request.since_ms.is_some() || self.request.until_ms.is_some() {
             parts.push("filtered by commit time".to_owned());
         }
         format!("<Changes {}>", parts.join(", "))
