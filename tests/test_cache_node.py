@@ -654,3 +654,34 @@ def test_unfinished_requests_of_all_clients_are_bounded_together() -> None:
         finally:
             for sock in clients:
                 sock.close()
+
+
+def resident_mib() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+def test_a_connection_gives_back_the_memory_of_a_large_request_once_it_ran() -> None:
+    """Each connection that once sent a 60 MiB command held its 60 MiB until it closed
+    (eight idle ones held 480 MiB of the node's memory); Redis frees such a buffer once the
+    command ran. Here the node runs in this process: its resident memory is this one's."""
+    size = 60 << 20
+    request = b"*2\r\n$6\r\nEXISTS\r\n$%d\r\n" % size + b"x" * size + b"\r\n"
+    with replikv.CacheNode(max_bytes=1 << 20) as node:
+        host, port = node.address.rsplit(":", 1)
+        before = resident_mib()
+        clients = [socket.create_connection((host, int(port)), timeout=30) for _ in range(8)]
+        try:
+            for sock in clients:
+                sock.sendall(request)
+                assert sock.recv(16) == b":0\r\n"
+                sock.sendall(b"PING\r\n")
+                assert sock.recv(16) == b"+PONG\r\n"
+            grown = resident_mib() - before
+            assert grown < 200, f"{grown:.0f} MiB held by 8 idle connections"
+        finally:
+            for sock in clients:
+                sock.close()

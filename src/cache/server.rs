@@ -17,7 +17,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use super::command::{execute, Session};
 use super::node::Node;
-use super::resp::{parse_from, Limits, Output, Parse, Progress, Reply};
+use super::resp::{give_back, parse_from, Limits, Output, Parse, Progress, Reply};
 use crate::error::NetError;
 use crate::net::admission::{Admission, Ticket};
 use crate::net::server::{accept_loop, bind, Incoming};
@@ -265,6 +265,8 @@ async fn serve(shared: &Shared, incoming: Incoming) -> std::io::Result<()> {
     let mut session = Session::new(id, &shared.lock());
     let mut place = Place::Waiting(ticket);
     let mut input = BytesMut::with_capacity(READ_CHUNK);
+    // The most `input` held since its allocation was made: given back once it is read.
+    let mut input_peak = 0;
     let mut requests = VecDeque::new();
     // How far the request at the front of `input` was read while incomplete.
     let mut progress = Progress::default();
@@ -306,6 +308,7 @@ async fn serve(shared: &Shared, incoming: Incoming) -> std::io::Result<()> {
             if read == 0 {
                 return Ok(());
             }
+            input_peak = input_peak.max(input.len());
             broken = read_requests(&mut input, &mut progress, &session, &mut requests);
             if !broken && input.len() > MAX_REQUEST_BYTES {
                 let limit = MAX_REQUEST_BYTES >> 20;
@@ -323,6 +326,7 @@ async fn serve(shared: &Shared, incoming: Incoming) -> std::io::Result<()> {
                 broken = true;
             }
         }
+        give_back(&mut input, &mut input_peak);
         let quit = answer(shared, &mut session, &mut requests, &mut output);
         if output.has_remaining() {
             open.unsent(output.remaining());

@@ -20,6 +20,6 @@ mod fuzz;
 #[cfg(test)]
 mod tests;
 
-pub use output::Output;
+pub use output::{give_back, Output};
 pub use parse::{parse, parse_from, Limits, Parse, Progress};
 pub use reply::{encode, Reply, Sink};

@@ -14,6 +14,25 @@ use super::reply::{encode, header, Reply, Sink};
 /// more than one more slice in a vectored write.
 const SHARE_FROM: usize = 16 * 1024;
 
+/// A buffer keeps an allocation of at most this many bytes once what it holds is consumed.
+const KEEP_BYTES: usize = 64 * 1024;
+
+/// Gives back the allocation of `buffer` once it holds little again, if it held more than
+/// [`KEEP_BYTES`] since the allocation was made (`peak`, kept by the caller as it fills
+/// it). A `BytesMut` reuses its allocation for good (and its `capacity` counts only the
+/// room past what was consumed): each connection that once took or sent a 60 MiB command
+/// held 60 MiB until it closed, so a few thousand idle connections could hold the node's
+/// memory many times over.
+pub fn give_back(buffer: &mut BytesMut, peak: &mut usize) {
+    *peak = (*peak).max(buffer.len());
+    if *peak > KEEP_BYTES && buffer.len() <= KEEP_BYTES / 4 {
+        let mut fresh = BytesMut::with_capacity(buffer.len());
+        fresh.extend_from_slice(buffer);
+        *buffer = fresh;
+        *peak = buffer.len();
+    }
+}
+
 /// A connection's unsent replies, in order, read out as a [`Buf`] (so a vectored write takes
 /// many at once).
 ///
@@ -29,6 +48,8 @@ pub struct Output {
     sealed: VecDeque<Bytes>,
     /// Copied bytes gathered after the last sealed piece.
     open: BytesMut,
+    /// The most `open` held since its allocation was made (see [`give_back`]).
+    open_peak: usize,
     /// Bytes encoded and not yet sent, over `sealed` and `open`.
     unsent: usize,
     /// The items of the last array reply not encoded yet (their values by reference).
@@ -54,6 +75,7 @@ impl Output {
         Self {
             sealed: VecDeque::new(),
             open: BytesMut::new(),
+            open_peak: 0,
             unsent: 0,
             deferred: VecDeque::new(),
             protocol: 2,
@@ -100,6 +122,7 @@ impl Output {
 impl Sink for Output {
     fn put(&mut self, bytes: &[u8]) {
         self.open.extend_from_slice(bytes);
+        self.open_peak = self.open_peak.max(self.open.len());
         self.unsent += bytes.len();
     }
 
@@ -154,6 +177,7 @@ impl Buf for Output {
             self.sealed.pop_front();
         }
         self.open.advance(sent);
+        give_back(&mut self.open, &mut self.open_peak);
         // What was sent makes room for the deferred items: a writer that drains this until
         // nothing remains sends the whole reply, holding at most the bound at once.
         self.encode_deferred();
@@ -229,6 +253,53 @@ mod tests {
         sent.extend_from_slice(output.chunk());
         assert_eq!(sent, copied);
         assert!(most < bound + 16_100, "{most} bytes encoded at once");
+    }
+
+    /// The allocation a buffer reuses once emptied: `reserve` takes the room back from
+    /// the start of the allocation it holds.
+    fn reused_allocation(buffer: &mut BytesMut) -> usize {
+        buffer.reserve(16);
+        buffer.capacity()
+    }
+
+    #[test]
+    fn a_buffer_that_held_much_gives_its_allocation_back_once_it_holds_little() {
+        let mut kept = BytesMut::from(&vec![5u8; 1 << 20][..]);
+        kept.advance(1 << 20);
+        assert!(
+            reused_allocation(&mut kept) >= 1 << 20,
+            "a BytesMut keeps it"
+        );
+        let mut buffer = BytesMut::from(&vec![5u8; 1 << 20][..]);
+        let mut peak = 0;
+        give_back(&mut buffer, &mut peak);
+        assert_eq!(buffer.len(), 1 << 20, "held while it holds much");
+        buffer.advance((1 << 20) - 10);
+        give_back(&mut buffer, &mut peak);
+        assert_eq!(&buffer[..], &[5u8; 10], "what it still holds is kept");
+        assert!(reused_allocation(&mut buffer) < KEEP_BYTES);
+        assert_eq!(peak, 10);
+    }
+
+    #[test]
+    fn output_gives_back_what_a_long_pipeline_of_small_replies_made_it_allocate() {
+        let mut output = Output::default();
+        for _ in 0..10_000 {
+            encode(
+                &Reply::Bulk(Bytes::from_static(b"a small value")),
+                2,
+                &mut output,
+            );
+        }
+        let most = output.remaining();
+        assert!(most > KEEP_BYTES);
+        while output.has_remaining() {
+            let take = output.chunk().len().min(4096);
+            output.advance(take);
+        }
+        assert!(reused_allocation(&mut output.open) < KEEP_BYTES);
+        encode(&Reply::Ok, 2, &mut output);
+        assert_eq!(output.chunk(), b"+OK\r\n");
     }
 
     #[test]
