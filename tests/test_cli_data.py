@@ -85,8 +85,24 @@ def test_ls_json_is_one_object_with_the_stats(store_dir: Path) -> None:
 def test_ls_of_a_directory_without_a_store_fails_clearly(tmp_path: Path) -> None:
     run = replikv_cli("ls", tmp_path)
     assert run.returncode == 1
-    assert run.stderr == f"replikv ls: error: {tmp_path} is not a replikv store\n"
+    said = f"{tmp_path} is not a replikv store (it has no tables.redb)"
+    assert run.stderr == f"replikv ls: error: {said}\n"
     assert not (tmp_path / "tables.redb").exists()
+
+
+def test_a_missing_directory_or_a_file_is_named_as_such_not_as_some_other_directory(
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "nonexistent"
+    for command in (("ls", missing), ("get", missing, "t", "k"), ("changes", missing)):
+        run = replikv_cli(*command)
+        assert run.returncode == 1
+        assert run.stderr == f"replikv {command[0]}: error: {missing} does not exist\n"
+    assert not missing.exists(), "nothing created"
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("hello")
+    run = replikv_cli("scan", a_file, "t")
+    assert run.stderr.endswith(f"{a_file} is not a directory, so not a replikv store\n")
 
 
 # --- get --------------------------------------------------------------------------------------

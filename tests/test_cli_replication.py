@@ -147,8 +147,13 @@ def test_primary_refuses_a_quorum_below_one_clearly(tmp_path: Path) -> None:
 
 def replikv_primary(data: Path, *options: str) -> subprocess.CompletedProcess[str]:
     """``replikv primary --data DATA OPTIONS`` run to its end (one that fails to start)."""
+    return replikv_cli_run("primary", "--data", data, *options)
+
+
+def replikv_cli_run(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """``replikv ARGS`` run to its end (a server that fails to start)."""
     return subprocess.run(
-        [sys.executable, "-m", "replikv", "primary", "--data", str(data), *options],
+        [sys.executable, "-m", "replikv", *map(str, args)],
         capture_output=True,
         text=True,
         env=ENV,
@@ -177,6 +182,27 @@ def test_a_primary_that_fails_to_start_leaves_no_new_store_behind(
     assert run.returncode == 1, run.stderr
     assert "replikv primary: error:" in run.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_replica_that_fails_to_start_leaves_no_new_store_behind_but_a_held_one_alone(
+    tmp_path: Path,
+) -> None:
+    mistyped = tmp_path / "mistyped" / "replica"
+    with port_in_use() as taken:
+        run = replikv_cli_run(
+            "replica", "--data", mistyped, "--primary", "127.0.0.1:9", "--listen", taken
+        )
+    assert run.returncode == 1, run.stderr
+    assert "replikv replica: error:" in run.stderr
+    assert list(tmp_path.iterdir()) == []
+    # A store another process holds is that process's, even one it just created.
+    with replikv.Store(tmp_path / "held") as held:
+        held.put("subscribers", "ana@example.com", {"name": "Ana"})
+        run = replikv_cli_run("replica", "--data", held.path, "--primary", "127.0.0.1:9")
+        assert run.returncode == 1, run.stderr
+        assert "replikv replica: error:" in run.stderr
+        assert held.get("subscribers", "ana@example.com") == {"name": "Ana"}
+    assert (tmp_path / "held" / "tables.redb").is_file()
 
 
 def test_a_primary_that_fails_to_start_leaves_a_given_store_or_empty_directory_as_it_was(

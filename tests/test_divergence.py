@@ -88,6 +88,9 @@ def test_a_diverged_replica_refuses_read_your_writes_even_at_an_lsn_it_holds(
             with pytest.raises(replikv.DivergedError, match="forks from the primary's") as raised:
                 read()
             assert (raised.value.fork_lsn, raised.value.entries) == (1, 3)
+            said = str(raised.value)
+            assert said.count("forks") == 1, said  # said once, not restated
+            assert "3 local-only entries (LSN 1 to 3)" in said, said
         # The store itself still reads what it holds, for a person to look at.
         assert replica.store.get("subscribers", "ana@example.com") == {"opted_in": False}
         # Promoted (forced: no heartbeat said who else holds what), its store is the new

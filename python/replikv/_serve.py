@@ -23,7 +23,7 @@ from ._core import (
 )
 from ._failure import describe
 from ._roles import run_roles, stops_on_sigterm
-from .exceptions import ReplikvError
+from .exceptions import ReplikvError, StoreLockedError
 
 TOKEN_ENV = "REPLIKV_TOKEN"
 #: The replica table's column widths under --status-every, where rows of later reports
@@ -82,7 +82,10 @@ def add_commands(commands: Any) -> None:
     replica = commands.add_parser(
         "replica",
         help="follow a primary into a local read-only store",
-        description="Follow a primary until interrupted; resumes where it stopped.",
+        description=(
+            "Follow a primary until interrupted; resumes where it stopped. A start that "
+            "fails (a bad option, a port in use) removes the store it created."
+        ),
     )
     replica.add_argument("--data", type=Path, required=True, metavar="DIR", help="store directory")
     replica.add_argument("--primary", required=True, metavar="ADDR", help="the primary's host:port")
@@ -246,15 +249,25 @@ def _replica_progress(replica: Replica) -> None:
 
 @stops_on_sigterm
 def _run_replica(args: argparse.Namespace) -> int:
+    undo_creating = _undo_creating(args.data)
     try:
-        with Replica(
+        replica = Replica(
             args.data,
             primary=args.primary,
             token=args.token,
             name=args.name,
             on_diverge="resync" if args.resync else "stop",
             listen=args.listen,
-        ) as replica:
+        )
+    except (ReplikvError, OSError, ValueError) as problem:
+        # A store another process holds is that process's; any other failed start (a bad
+        # option, a port in use) closed the store it opened: what it created goes.
+        if not isinstance(problem, StoreLockedError):
+            undo_creating()
+        print(f"replikv replica: error: {describe(problem)}", file=sys.stderr)
+        return 1
+    try:
+        with replica:
             print(f"replica {replica.name!r} following {args.primary} into {args.data}", flush=True)
             if replica.listen_address is not None:
                 print(f"answering other members at {replica.listen_address}", flush=True)

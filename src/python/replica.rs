@@ -532,14 +532,16 @@ impl PyReplica {
         }
         let state = replica.state();
         if let Some(divergence) = &state.diverged {
+            // Said once: the link's error (`last_error`) restates the fork twice more.
             let message = format!(
                 "replica {} stopped following {}: its history forks from the primary's at \
-                 LSN {}, and its store holds entries the primary does not, so no read of it \
-                 is the primary's: {}",
+                 LSN {}: its store holds {}, so no read of it is the primary's. Nothing was \
+                 merged: follow again with on_diverge=\"resync\" to keep them in a report \
+                 file and re-seed",
                 quoted(replica.name()),
                 replica.primary(),
                 divergence.fork_lsn,
-                state.last_error.unwrap_or_else(|| divergence.summary()),
+                divergence.summary(),
             );
             return Err(diverged_error(py, message, divergence));
         }

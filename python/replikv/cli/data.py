@@ -12,7 +12,7 @@ from .._args import lsn, positive, seconds
 from .._core import Change, LogTail, Store
 from .._html import size_text
 from .._store import Key
-from .opening import USAGE, CommandError, is_store, open_store, run_command
+from .opening import USAGE, CommandError, is_store, not_a_store, open_store, run_command
 from .render import RENDERING_HELP, to_json
 
 KEY_TYPES = ("str", "int", "hex")
@@ -207,7 +207,7 @@ def _run_changes(args: argparse.Namespace) -> int:
     # The log is read without opening the store: a store another process holds reads the
     # same as a closed one, and this command never changes a store (no lock, no recovery).
     if not is_store(args.dir):
-        raise CommandError(f"{args.dir} is not a replikv store")
+        raise not_a_store(args.dir)
     tail = LogTail(args.dir, since=args.since, tables=args.tables)
     left = args.limit
     try:

@@ -9,7 +9,7 @@ from typing import Any
 
 from .._core import Store
 from .._plain import tagged
-from .opening import CommandError, is_store, open_store, run_command
+from .opening import is_store, not_a_store, open_store, run_command
 
 
 def add_commands(commands: Any) -> None:
@@ -65,7 +65,7 @@ def _run_scrub(args: argparse.Namespace) -> int:
 
 def _run_detach(args: argparse.Namespace) -> int:
     if not is_store(args.dir):
-        raise CommandError(f"{args.dir} is not a replikv store")
+        raise not_a_store(args.dir)
     detached = Store.detach(args.dir)
     if detached:
         print(

@@ -36,12 +36,22 @@ def is_store(directory: Path) -> bool:
     return (directory / "tables.redb").is_file()
 
 
+def not_a_store(directory: Path) -> CommandError:
+    """The error for ``directory``, which holds no store: missing, a file, or another
+    directory."""
+    if not directory.exists():
+        return CommandError(f"{directory} does not exist")
+    if not directory.is_dir():
+        return CommandError(f"{directory} is not a directory, so not a replikv store")
+    return CommandError(f"{directory} is not a replikv store (it has no tables.redb)")
+
+
 @contextmanager
 def open_store(directory: Path, *, create: bool = False) -> Iterator[Store]:
     """The store in ``directory``, closed afterwards; a missing or held store is a
     ``CommandError`` that says so (``create`` makes a new store where none is)."""
     if not create and not is_store(directory):
-        raise CommandError(f"{directory} is not a replikv store")
+        raise not_a_store(directory)
     try:
         store = Store(directory)
     except StoreLockedError as locked:
