@@ -86,6 +86,24 @@ def replies(r: redis.Redis, key: str) -> list[tuple[Any, ...]]:
     r.set(key, b"x")
     probe("SET", key, b"z", "KEEPTTL")
     probe("SET", key, b"z", "XX", "PXAT", 1)
+    # Options repeated, in conflict, or with a count that a later one replaces.
+    for options in (
+        ("NX", "NX"),
+        ("XX", "XX"),
+        ("NX", "XX"),
+        ("KEEPTTL", "KEEPTTL"),
+        ("EX", 0, "EX", 100),
+        ("EX", "abc", "EX", 100),
+        ("EX", 100, "EX", 0),
+        ("EX", "abc", "NOPE"),
+        ("PX", 5, "EX", 5),
+        ("EXAT", 1, "KEEPTTL"),
+        ("KEEPTTL", "PXAT", 1),
+        ("PXAT", 1, "PXAT", 10**14),
+    ):
+        probe("SET", key, b"w", *options)
+        seen.append(("TTL after", *options, r.ttl(key)))
+        r.delete(key)
     return seen
 
 

@@ -66,30 +66,41 @@ enum Expiry {
 pub(super) fn set(call: &mut Call<'_>) -> Outcome {
     let now = i64::try_from(call.now_ms).unwrap_or(i64::MAX);
     let mut condition = SetIf::Always;
-    let mut expiry = Expiry::Default;
+    // As Redis parses them: an option may be repeated (the last count given counts), two
+    // that conflict are a syntax error, and a count is checked once every option is read.
+    let mut keep = false;
+    let mut timed: Option<(Vec<u8>, &[u8])> = None;
     let mut options = call.args[3..].iter();
     while let Some(option) = options.next() {
         let option = option.to_ascii_uppercase();
+        let unit = timed.as_ref().map(|(unit, _)| unit.as_slice());
         match option.as_slice() {
-            b"NX" if condition == SetIf::Always => condition = SetIf::Absent,
-            b"XX" if condition == SetIf::Always => condition = SetIf::Present,
-            b"KEEPTTL" if matches!(expiry, Expiry::Default) => expiry = Expiry::Kept,
-            b"EX" | b"PX" | b"EXAT" | b"PXAT" if matches!(expiry, Expiry::Default) => {
+            b"NX" if condition != SetIf::Present => condition = SetIf::Absent,
+            b"XX" if condition != SetIf::Absent => condition = SetIf::Present,
+            b"KEEPTTL" if unit.is_none() => keep = true,
+            b"EX" | b"PX" | b"EXAT" | b"PXAT" if !keep && unit.is_none_or(|u| u == option) => {
                 let Some(count) = options.next() else {
                     return syntax_error();
                 };
-                let Some(count) = integer(count) else {
-                    return not_an_integer();
-                };
-                let (unit_ms, base_ms) = expiry_unit(&option, now);
-                match end_ms(count, unit_ms, base_ms).filter(|_| count > 0) {
-                    Some(end) => expiry = Expiry::At(end),
-                    None => return invalid_expire_time("set"),
-                }
+                timed = Some((option, count));
             }
             _ => return syntax_error(),
         }
     }
+    let expiry = match timed {
+        Some((unit, count)) => {
+            let Some(count) = integer(count) else {
+                return not_an_integer();
+            };
+            let (unit_ms, base_ms) = expiry_unit(&unit, now);
+            match end_ms(count, unit_ms, base_ms).filter(|_| count > 0) {
+                Some(end) => Expiry::At(end),
+                None => return invalid_expire_time("set"),
+            }
+        }
+        None if keep => Expiry::Kept,
+        None => Expiry::Default,
+    };
     let ttl = match expiry {
         Expiry::Default => None,
         // An end already past stores the key for no time: it is gone at once, as in Redis.
