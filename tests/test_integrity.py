@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -130,7 +131,7 @@ def test_replikv_scrub_exits_nonzero_on_damage_and_zero_when_sound(
     assert json.loads(capsys.readouterr().out)["ok"] is False
 
     assert cli.main(["scrub", str(tmp_path / "missing")]) == 1
-    assert "not a replikv store" in capsys.readouterr().err
+    assert "missing does not exist" in capsys.readouterr().err
     assert not (tmp_path / "missing").exists(), "scrub never creates a store"
 
 
@@ -336,3 +337,42 @@ def test_a_tables_file_cut_short_is_a_corruption_error_not_an_os_error(tmp_path:
     with pytest.raises(replikv.CorruptionError) as raised:
         replikv.Store(base).close()
     assert not isinstance(raised.value, OSError), raised.value
+
+
+def test_damage_to_the_index_above_the_rows_never_reads_as_absent_unreported(
+    tmp_path: Path,
+) -> None:
+    """A byte flipped in a branch page of redb's B-tree (the pages that route a lookup to
+    a leaf) may send lookups of some keys to the wrong leaf: they read as absent while
+    every leaf, so every CRC and every scan, is sound. Whatever the damage does, a key a
+    read misses is one a scrub reports (or the store refuses it as corrupt)."""
+    sound = tmp_path / "sound"
+    rows = {f"user-{i:05}@example.com": {"n": i, "consent": i % 3 == 0} for i in range(3000)}
+    with replikv.Store(sound) as store:
+        store.put_many("subscribers", list(rows.items()))
+    data = (sound / "tables.redb").read_bytes()
+    page = 4096
+    branch_pages = [at for at in range(0, len(data), page) if data[at] == 2]
+    assert branch_pages, "a table of 3000 rows has branch pages"
+    rng = random.Random(7)
+    outcomes: dict[str, int] = {}
+    for trial in range(48):
+        damaged = shutil.copytree(sound, tmp_path / f"trial-{trial}")
+        copy = bytearray(data)
+        copy[rng.choice(branch_pages) + rng.randrange(1, page)] ^= 0x5A
+        (damaged / "tables.redb").write_bytes(bytes(copy))
+        try:
+            with replikv.Store(damaged) as store:
+                missed = [k for k, v in rows.items() if store.get("subscribers", k) != v]
+                report = store.scrub()
+        except replikv.CorruptionError:
+            outcome = "refused"
+        else:
+            if missed:
+                reported = {d.key for d in report.damaged}
+                assert not report.ok, f"trial {trial}: {len(missed)} keys missed, scrub ok"
+                assert set(missed) <= reported, f"trial {trial}: {missed[:3]} unreported"
+            outcome = "unchanged" if report.ok else "reported"
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        shutil.rmtree(damaged)
+    assert outcomes.get("reported", 0) > 0, outcomes

@@ -739,7 +739,8 @@ class Store:
     def read_only(self) -> bool:
         """Whether writes are refused: the store belongs to a replica (see :meth:`detach`)."""
     def scrub(self, *, progress: bool | Callable[[int], object] | None = None) -> ScrubReport:
-        """Checks every stored row's CRC, and each table's rows against its recorded stats.
+        """Checks every stored row's CRC, that a lookup of its key finds it (as a read
+        would), and each table's rows against its recorded stats.
 
         Pending writes move into the tables first; the check then runs on a read snapshot,
         so writers are not held while it reads.

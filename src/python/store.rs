@@ -732,7 +732,8 @@ impl PyStore {
         self.store.read_only_reason().is_some()
     }
 
-    /// Checks every stored row's CRC, and each table's rows against its recorded stats.
+    /// Checks every stored row's CRC, that a lookup of its key finds it (as a read
+    /// would), and each table's rows against its recorded stats.
     ///
     /// Pending writes move into the tables first; the check then runs on a read snapshot,
     /// so writers are not held while it reads.

@@ -147,8 +147,9 @@ impl Store {
         flushed
     }
 
-    /// Reads every row of every table, checks each row's CRC, and recomputes each table's
-    /// row count and checksum against the stats the store keeps. Writers (and replicated
+    /// Reads every row of every table, checks each row's CRC and that a lookup of its key
+    /// finds it, and recomputes each table's row count and checksum against the stats the
+    /// store keeps. Writers (and replicated
     /// appends) are held only while pending writes move into redb; the check runs on a
     /// read snapshot. `progress` gets the rows checked so far now and then; returning
     /// `false` stops early (the report is then incomplete).
