@@ -191,6 +191,15 @@ impl MemFs {
         }
     }
 
+    /// Cuts a file to `len` bytes, as damage or a careless hand would.
+    pub(super) fn truncate(&self, name: &str, len: usize) {
+        let state = self.state.lock().unwrap();
+        let file = &state.files[name];
+        for buf in [&file.data, &file.synced] {
+            buf.lock().unwrap().truncate(len);
+        }
+    }
+
     /// The current length of the data written to a file, ignoring trailing zeros.
     pub(super) fn written_len(&self, name: &str) -> usize {
         let state = self.state.lock().unwrap();

@@ -411,9 +411,7 @@ impl Log {
                 .sync_data()
                 .map_err(io_error(format!("fdatasync of {}", segment.name)))?;
             self.options.unsynced.count_sync();
-            if self.options.holes_are_torn {
-                self.synced.synced(written.last_lsn);
-            }
+            self.synced.synced(written.last_lsn);
         } else if self.options.fsync {
             self.options.unsynced.add(&segment.file, written.last_lsn);
         }

@@ -148,9 +148,7 @@ impl Log {
         }
         let fs: Arc<dyn LogFs> = Arc::from(fs);
         let synced = Arc::new(SyncedMark::open(Arc::clone(&fs)));
-        if options.holes_are_torn {
-            options.unsynced.record_in(Arc::clone(&synced));
-        }
+        options.unsynced.record_in(Arc::clone(&synced));
         let log = Self {
             cutter: Cutter::new(Arc::clone(&fs), options.segment_bytes),
             fs,
@@ -180,6 +178,14 @@ impl Log {
                 .map_err(io_error(format!("removing the empty {}", empty.name)))?;
         }
         if segments.is_empty() {
+            let synced = log.synced_floor();
+            if synced > checkpoint_lsn {
+                let reason = format!(
+                    "no segment holds the entries after LSN {checkpoint_lsn}, which the tables \
+                     have applied, but the log was synced up to LSN {synced}"
+                );
+                return Err(corrupt(&segment_name(checkpoint_lsn + 1), 0, reason).into());
+            }
             let first_bytes = log.options.first_segment_bytes;
             let segment = log.create_segment(checkpoint_lsn + 1, first_bytes, 0)?;
             segments.push(segment);
@@ -355,14 +361,10 @@ impl Log {
         Err(corrupt(&segment.name, offset, reason).into())
     }
 
-    /// The LSN up to which a follower's log is known to have been synced (0 for any other
-    /// log, whose every sync is its append's own).
+    /// The LSN up to which the log is known to have been synced: no record up to it can
+    /// be torn by a crash, and the log cannot end before it.
     fn synced_floor(&self) -> u64 {
-        if self.options.holes_are_torn {
-            self.synced.lsn()
-        } else {
-            0
-        }
+        self.synced.lsn()
     }
 
     /// Overwrites a torn tail with zeros so that later appends never sit before old garbage;

@@ -98,8 +98,8 @@ fn a_durable_batch_that_fills_its_segment_is_not_failed_by_the_next_segment() {
         let end = log.segments().unwrap()[0].bytes + batch.len() as u64;
         let fills = end >= 1024;
         if fills {
-            // Room for this batch, none for the segment after it.
-            fs.limit_space(Some(end.max(1024)));
+            // Room for this batch (and the synced mark), none for the segment after it.
+            fs.limit_space(Some(end.max(1024) + super::synced::MARK_BYTES as u64));
         }
         log.append(&batch, entries[filled].lsn)
             .expect("a batch with room is durable, whatever comes after it");

@@ -209,10 +209,13 @@ fn the_batch_that_fills_a_segment_starts_the_next_one() {
     let entries = big_entries(8);
     // Four entries of 1 MiB stay within the first 5 MiB; the fifth crosses its end.
     append_all(&log, &entries[..4]);
-    assert_eq!(fs.names(), [segment_name(1)]);
+    assert_eq!(fs.names(), [segment_name(1), "synced".to_owned()]);
     append_all(&log, &entries[4..5]);
     // The next segment exists before any write needs it, and the log reads on across it.
-    assert_eq!(fs.names(), [segment_name(1), segment_name(6)]);
+    assert_eq!(
+        fs.names(),
+        [segment_name(1), segment_name(6), "synced".to_owned()]
+    );
     append_all(&log, &entries[5..]);
     assert_eq!(log.segments.read().unwrap().len(), 2);
     let mut position = LogPosition::after(0);

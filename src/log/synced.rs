@@ -1,12 +1,17 @@
-//! How far a follower's log is known to be durable, kept beside its segments.
+//! How far the log is known to be durable, kept beside its segments.
 //!
 //! A follower appends without an `fdatasync` per batch, so after a power loss its last
 //! segment may keep a later page and lose an earlier one: recovery takes a bad record with
 //! valid ones after it for such a hole, and cuts there ([`super::LogOptions::holes_are_torn`]).
 //! Only records not synced yet can be torn that way, though: a bad record that a completed
 //! sync covered is damage, and cutting there silently dropped every entry after it,
-//! acknowledged ones too. So each sync of a follower's log records the last LSN it covered
-//! in the file `synced`, and recovery cuts a hole only past it.
+//! acknowledged ones too. So each sync of the log records the last LSN it covered in the
+//! file `synced`, and recovery cuts a hole only past it.
+//!
+//! A primary's log needs it too: its newest segment truncated at a record boundary, or
+//! removed, after a crash looked like a log that simply ended there (nothing after the
+//! tables' checkpoint is in the tables), and every acknowledged write after the cut was
+//! silently gone. A log that ends before the mark is damage.
 //!
 //! The mark is written after the sync it records has ended, without a sync of its own: a
 //! power loss may keep an older mark (recovery is then as lenient as without one), never

@@ -130,12 +130,20 @@ fn reading_from_any_lsn_crosses_segments_in_order() {
     );
 }
 
+/// Appends `entries`, the last one written but not synced (a crash may tear it).
+fn append_all_but_last_synced(log: &Log, entries: &[Entry]) {
+    let (last, synced) = entries.split_last().unwrap();
+    append_all(log, synced);
+    log.append_unsynced(&frame(std::slice::from_ref(last)), last.lsn)
+        .unwrap();
+}
+
 #[test]
 fn torn_tail_is_cut_and_the_log_continues() {
     let fs = MemFs::default();
     let entries = written(10, 3);
     let (log, _) = open(&fs, 1 << 20, 0).unwrap();
-    append_all(&log, &entries);
+    append_all_but_last_synced(&log, &entries);
     drop(log);
     let name = segment_name(1);
     let end = fs.written_len(&name);
@@ -657,11 +665,58 @@ fn the_last_entrys_identity_is_known_without_a_read_after_appends_and_reopens() 
 }
 
 #[test]
+fn a_bad_last_record_that_a_sync_covered_is_damage_not_a_torn_tail() {
+    let fs = MemFs::default();
+    let entries = written(10, 3);
+    let (log, _) = open(&fs, 1 << 20, 0).unwrap();
+    append_all(&log, &entries);
+    drop(log);
+    let name = segment_name(1);
+    fs.flip_byte(&name, fs.written_len(&name) - 1);
+    assert!(is_corrupt(&open(&fs, 1 << 20, 0)));
+}
+
+#[test]
+fn a_log_cut_short_before_what_a_sync_covered_is_damage() {
+    let fs = MemFs::default();
+    let entries = written(10, 3);
+    let (log, _) = open(&fs, 1 << 20, 0).unwrap();
+    append_all(&log, &entries[..6]);
+    let sixth_end = fs.written_len(&segment_name(1));
+    append_all(&log, &entries[6..]);
+    drop(log);
+    // Cut at a record boundary: what is left reads as a whole log that ends at LSN 6.
+    fs.truncate(&segment_name(1), sixth_end);
+    let Err(Error::Log(LogError::Corrupt { reason, .. })) = open(&fs, 1 << 20, 0) else {
+        panic!("a log that lost synced entries opened");
+    };
+    assert!(
+        reason.contains("ends at LSN 6 but was synced up to LSN 10"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_log_whose_only_segment_is_gone_after_synced_entries_is_damage() {
+    let fs = MemFs::default();
+    let (log, _) = open(&fs, 1 << 20, 0).unwrap();
+    append_all(&log, &written(4, 3));
+    drop(log);
+    fs.remove(&segment_name(1)).unwrap();
+    let Err(Error::Log(LogError::Corrupt { reason, .. })) = open(&fs, 1 << 20, 0) else {
+        panic!("a log that lost its only segment opened");
+    };
+    assert!(reason.contains("synced up to LSN 4"), "{reason}");
+    // Where the tables applied all of it, nothing is missing: the log starts anew.
+    assert!(open(&fs, 1 << 20, 4).is_ok());
+}
+
+#[test]
 fn a_torn_last_record_leaves_the_one_before_it_last() {
     let fs = MemFs::default();
     let entries = written(10, 5);
     let (log, _) = open(&fs, 1 << 20, 0).unwrap();
-    append_all(&log, &entries);
+    append_all_but_last_synced(&log, &entries);
     let ninth = read_id(&log, 9);
     drop(log);
     let name = segment_name(1);
