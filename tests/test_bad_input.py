@@ -362,8 +362,12 @@ def test_a_log_segment_damaged_before_its_tail_is_a_corruption_error(tmp_path: P
 def test_a_torn_tail_is_cut_on_open(tmp_path: Path) -> None:
     path = tmp_path / "db"
     s = replikv.Store(path, checkpoint_entries=1_000_000, checkpoint_seconds=3600)
-    for i in range(10):
+    for i in range(9):
         s.put("t", i, i)
+    # How far the log's syncs reached before the last write: a write torn by a crash never
+    # returned, so its sync never ended, and the mark never covered it.
+    synced_before = (path / "log" / "synced").read_bytes()
+    s.put("t", 9, 9)
     segment = next((path / "log").glob("*.seg"))
     data = bytearray(segment.read_bytes())
     end = len(data.rstrip(b"\0"))
@@ -372,6 +376,7 @@ def test_a_torn_tail_is_cut_on_open(tmp_path: Path) -> None:
     # tables that had only checkpointed up to a point before it (a fresh redb file).
     data[end - 3 : end] = b"\xde\xad\xbe"
     segment.write_bytes(bytes(data))
+    (path / "log" / "synced").write_bytes(synced_before)
     (path / "tables.redb").unlink()
     with replikv.Store(path) as reopened:
         assert reopened.last_lsn == 9
@@ -379,6 +384,24 @@ def test_a_torn_tail_is_cut_on_open(tmp_path: Path) -> None:
         assert reopened.put("t", "after", 1).lsn == 10
     with replikv.Store(path) as again:
         assert again.last_lsn == 10
+
+
+def test_a_bad_last_record_whose_write_returned_is_a_corruption_error_not_a_torn_tail(
+    tmp_path: Path,
+) -> None:
+    """Its sync ended before the write returned: no crash can have torn it since."""
+    path = tmp_path / "db"
+    with replikv.Store(path, checkpoint_entries=1_000_000, checkpoint_seconds=3600) as s:
+        for i in range(10):
+            s.put("t", i, i)
+    segment = next((path / "log").glob("*.seg"))
+    data = bytearray(segment.read_bytes())
+    end = len(data.rstrip(b"\0"))
+    data[end - 3 : end] = b"\xde\xad\xbe"
+    segment.write_bytes(bytes(data))
+    (path / "tables.redb").unlink()
+    with pytest.raises(replikv.CorruptionError, match="checksum"):
+        replikv.Store(path)
 
 
 def test_a_closed_store_is_refused_by_a_primary_before_it_listens(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import csv
 import datetime as dt
 import io
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -20,6 +21,7 @@ from typing import Any, cast
 import pytest
 import replikv
 from children import ctrl_c_as_from_a_terminal, into_a_closed_pipe, rest_of_output
+from polling import eventually
 from replikv import _serve, cli
 
 UTC = dt.timezone.utc
@@ -458,6 +460,35 @@ def test_an_interrupted_export_leaves_the_previous_file_whole(
     assert "interrupted" in run.stderr
     assert exported.read_text() == PREVIOUS_EXPORT
     assert list(exported.parent.iterdir()) == [exported]
+
+
+def test_an_export_removes_what_a_killed_export_to_the_same_file_left_and_no_live_ones(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "store"
+    with replikv.Store(path) as store:
+        store.put_many("events", [(i, {"type": "open", "pad": "x" * 200}) for i in range(200_000)])
+    exported = tmp_path / "out" / "events.jsonl"
+    exported.parent.mkdir()
+    argv = [sys.executable, "-m", "replikv", "export", str(path), "events", "-o", str(exported)]
+    with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as killed:
+        try:
+            eventually(
+                "the export to write",
+                lambda: any(p.stat().st_size > 0 for p in exported.parent.glob(".*.partial")),
+            )
+        finally:
+            killed.kill()
+    [left] = exported.parent.glob(".*.partial")
+    assert left.name.startswith(f".events.jsonl.{socket.gethostname()}.{killed.pid}."), left
+    # Another export to it, still running (this process stands for it), keeps its file.
+    running = exported.parent / f".events.jsonl.{socket.gethostname()}.{os.getpid()}.0.partial"
+    running.write_text("being written")
+    run = replikv_cli("export", path, "events", "-o", exported)
+    assert run.returncode == 0, run.stderr
+    assert not left.exists()
+    assert sorted(exported.parent.iterdir()) == sorted([exported, running])
+    assert len(lines(exported.read_text())) == 200_000
 
 
 def test_an_export_that_succeeds_replaces_the_file_and_keeps_its_mode(tmp_path: Path) -> None:

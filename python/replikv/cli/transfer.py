@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import glob
 import os
 import re
 import secrets
 import shutil
+import socket
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -155,6 +157,7 @@ def _replacing(path: Path) -> Iterator[Path]:
         yield path  # a device or a pipe (-o /dev/stdout) is written as it is, never replaced
         return
     target = Path(os.path.realpath(path))  # through a symlink: replace the file, keep the link
+    _remove_abandoned_beside(target)
     written = _new_file_beside(target)
     try:
         if target.exists():
@@ -166,11 +169,40 @@ def _replacing(path: Path) -> Iterator[Path]:
         raise
 
 
+def _partial_prefix(path: Path) -> str:
+    """How the names of the files written in ``path``'s stead begin on this host; the
+    writer's pid follows."""
+    return f".{path.name}.{socket.gethostname()}."
+
+
+def _remove_abandoned_beside(path: Path) -> None:
+    """Removes the files that exports to ``path`` by processes of this host that no longer
+    run left beside it: an export killed (kill -9, a power loss) never removes its own, and
+    each was as large as the export got."""
+    prefix = _partial_prefix(path)
+    for left in path.parent.glob(f"{glob.escape(prefix)}*.partial"):
+        pid = left.name[len(prefix) :].split(".", 1)[0]
+        if pid.isdigit() and not _runs(int(pid)):
+            left.unlink(missing_ok=True)
+
+
+def _runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def _new_file_beside(path: Path) -> Path:
     """A new, empty, hidden file in ``path``'s directory (a rename within one file system is
-    atomic), created as ``open()`` creates a file: its mode is what the umask allows."""
+    atomic), created as ``open()`` creates a file: its mode is what the umask allows. Its
+    name says which process on which host writes it (see ``_remove_abandoned_beside``)."""
     while True:
-        candidate = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
+        token = secrets.token_hex(4)
+        candidate = path.with_name(f"{_partial_prefix(path)}{os.getpid()}.{token}.partial")
         try:
             candidate.open("x").close()
         except FileExistsError:
