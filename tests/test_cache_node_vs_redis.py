@@ -104,6 +104,9 @@ def replies(r: redis.Redis, key: str) -> list[tuple[Any, ...]]:
         probe("SET", key, b"w", *options)
         seen.append(("TTL after", *options, r.ttl(key)))
         r.delete(key)
+    for name in ("ok-name", "with space", "new\nline", "caf\u00e9", ""):
+        probe("CLIENT", "SETNAME", name)
+        seen.append(("CLIENT GETNAME after", name, r.client_getname()))
     return seen
 
 

@@ -117,7 +117,10 @@ pub(super) fn hello(call: &mut Call<'_>) -> Outcome {
                 let Some(given) = rest.next() else {
                     return syntax_error();
                 };
-                name = Some(String::from_utf8_lossy(given).into_owned());
+                match client_name(given) {
+                    Ok(given) => name = Some(given),
+                    Err(refused) => return refused.into(),
+                }
             }
             _ => return syntax_error(),
         }
@@ -132,7 +135,7 @@ pub(super) fn hello(call: &mut Call<'_>) -> Outcome {
         .into();
     }
     call.session.protocol = protocol;
-    if name.is_some() {
+    if let Some(name) = name {
         call.session.name = name;
     }
     let fields = vec![
@@ -151,10 +154,13 @@ pub(super) fn client(call: &mut Call<'_>) -> Outcome {
     let sub = call.args[1].to_ascii_uppercase();
     match (sub.as_slice(), call.args.len()) {
         (b"SETINFO", 4) => Reply::Ok.into(),
-        (b"SETNAME", 3) => {
-            call.session.name = Some(String::from_utf8_lossy(&call.args[2]).into_owned());
-            Reply::Ok.into()
-        }
+        (b"SETNAME", 3) => match client_name(&call.args[2]) {
+            Ok(name) => {
+                call.session.name = name;
+                Reply::Ok.into()
+            }
+            Err(refused) => refused.into(),
+        },
         (b"GETNAME", 2) => match &call.session.name {
             Some(name) => text(name).into(),
             None => Reply::Nil.into(),
@@ -231,4 +237,16 @@ pub(super) fn command(_: &mut Call<'_>) -> Outcome {
 
 pub(super) fn info(call: &mut Call<'_>) -> Outcome {
     Reply::Bulk(Bytes::from(call.node.info())).into()
+}
+
+/// A client's name as `CLIENT SETNAME` and `HELLO ... SETNAME` take it, as Redis does:
+/// printable ASCII without spaces (a name with a newline would break every listing that
+/// shows it), and the empty name clears it.
+fn client_name(given: &[u8]) -> Result<Option<String>, Reply> {
+    if given.iter().any(|b| !(b'!'..=b'~').contains(b)) {
+        return Err(Reply::Error(
+            "ERR Client names cannot contain spaces, newlines or special characters.".to_owned(),
+        ));
+    }
+    Ok((!given.is_empty()).then(|| String::from_utf8_lossy(given).into_owned()))
 }
