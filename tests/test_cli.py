@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 import replikv
 from children import into_a_closed_pipe
 from replikv import cli
+from replikv._roles import Stop, stops_on_sigterm
 
 SUBSCRIBERS, EVENTS, BATCH = 300, 2_000, 500
 SMALL = ["--subscribers", f"{SUBSCRIBERS}", "--events", f"{EVENTS}", "--batch-size", f"{BATCH}"]
@@ -246,6 +248,24 @@ def test_a_cache_node_bound_beyond_64_bits_is_an_error_not_a_traceback(
     assert "error:" in err and "must fit in 64 bits" in err and "Traceback" not in err
     # The node's SIGTERM handler lasts as long as it runs: a process that forks later
     # (a multiprocessing pool) must not hand its workers a handler that only raises.
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_second_sigterm_while_a_server_stops_does_not_interrupt_its_cleanup() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+
+    @stops_on_sigterm
+    def serve() -> str:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises Stop here
+        except Stop:
+            os.kill(os.getpid(), signal.SIGTERM)  # a supervisor's second SIGTERM
+            time.sleep(0.05)  # where its handler would run
+            return "closed what was open"
+        return "not stopped"
+
+    assert serve() == "closed what was open"
     assert signal.getsignal(signal.SIGTERM) is before
 
 

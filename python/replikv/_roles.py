@@ -27,6 +27,9 @@ class Stop(Exception):
 
 
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    # The first SIGTERM stops the process; one more while it closes what is open (a
+    # supervisor that sends two) would raise out of that cleanup, as a traceback.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Stop
 
 
