@@ -390,6 +390,8 @@ def test_use_after_close_raises_store_closed(store: replikv.Store) -> None:
         list(store.scan("t"))
     with pytest.raises(replikv.StoreClosed):
         store.checksum()
+    with pytest.raises(replikv.StoreClosed), store:  # refused as the block begins
+        pytest.fail("a with block on a closed store ran")
 
 
 def test_a_second_process_gets_an_error_naming_the_owner_pid_and_command(

@@ -695,8 +695,14 @@ impl PyStore {
         })
     }
 
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
+    // A closed handle is refused at once: the block would only fail at its first use.
+    fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
+        let py = slf.py();
+        slf.get()
+            .store
+            .check_usable()
+            .map_err(|err| to_py(py, err))?;
+        Ok(slf)
     }
 
     #[pyo3(signature = (*_exc))]
