@@ -38,9 +38,11 @@ impl Log {
             }
             .into());
         };
-        // Entries appended after the cut must never count as synced ones.
-        self.synced
-            .lower(lsn)
+        // Entries appended after the cut must never count as synced ones, nor may a sync
+        // of entries written before it raise the mark past the cut again.
+        self.options
+            .unsynced
+            .cut_back(lsn, || self.synced.lower(lsn))
             .map_err(io_error("lowering the log's synced mark"))?;
         let mut segments = self
             .segments

@@ -80,3 +80,23 @@ fn a_cut_lowers_the_mark_so_a_hole_in_what_came_after_it_is_torn() {
     kept.push(others[5].clone());
     assert_eq!(replayed, kept, "entry 7 was never synced");
 }
+
+#[test]
+fn a_sync_after_a_cut_never_raises_the_mark_past_the_cut_entries() {
+    let fs = MemFs::default();
+    let entries = written(15, 7);
+    let (log, _) = open_with(&fs, follower(), 0).unwrap();
+    log.append_unsynced(&frame(&entries[..10]), 10).unwrap();
+    log.sync().unwrap();
+    // 11..=15 written, never synced, then cut off with 6..=10: another history from 6 on.
+    log.append_unsynced(&frame(&entries[10..]), 15).unwrap();
+    log.cut_after(5).unwrap();
+    let others = written(8, 8);
+    log.append_unsynced(&frame(&others[5..]), 8).unwrap();
+    log.sync().unwrap();
+    drop(log);
+    let (_, replayed) = open_with(&fs, follower(), 0).expect("a sound log after a cut");
+    let mut kept = entries[..5].to_vec();
+    kept.extend_from_slice(&others[5..]);
+    assert_eq!(replayed, kept);
+}

@@ -33,7 +33,7 @@ pub struct Unsynced {
     /// `fdatasync`s of the log so far, each of which flushed the disk's write cache: the
     /// tables' writeback reads it to know whether the disk was flushed lately.
     syncs: AtomicU64,
-    /// Where a follower's log records how far its syncs went (see [`SyncedMark`]).
+    /// Where the log records how far its syncs went (see [`SyncedMark`]).
     mark: OnceLock<Arc<SyncedMark>>,
 }
 
@@ -61,7 +61,18 @@ impl Unsynced {
         pending.last_lsn = pending.last_lsn.max(last_lsn);
     }
 
-    /// Each sync from now on records how far it went in `mark` (a follower's log).
+    /// The log is cut back to end at `lsn`: no sync may report anything past it any more
+    /// (what was written past it and not synced is gone). `lower` (the mark's own cut)
+    /// runs after any sync that took a higher LSN has ended, and before another starts.
+    pub(super) fn cut_back<T>(&self, lsn: u64, lower: impl FnOnce() -> T) -> T {
+        let _syncing = self.syncing.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        pending.last_lsn = pending.last_lsn.min(lsn);
+        drop(pending);
+        lower()
+    }
+
+    /// Each sync from now on records how far it went in `mark`.
     pub(super) fn record_in(&self, mark: Arc<SyncedMark>) {
         // A log is opened once per store: a second mark would be another log's.
         let _ = self.mark.set(mark);
