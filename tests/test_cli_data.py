@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -481,13 +482,22 @@ def test_an_export_removes_what_a_killed_export_to_the_same_file_left_and_no_liv
             killed.kill()
     [left] = exported.parent.glob(".*.partial")
     assert left.name.startswith(f".events.jsonl.{socket.gethostname()}.{killed.pid}."), left
-    # Another export to it, still running (this process stands for it), keeps its file.
-    running = exported.parent / f".events.jsonl.{socket.gethostname()}.{os.getpid()}.0.partial"
-    running.write_text("being written")
+    # Written to a moment ago, it may be another PID namespace's live export: kept.
+    run = replikv_cli("export", path, "events", "-o", exported)
+    assert run.returncode == 0, run.stderr
+    assert left.exists()
+    # Unwritten for two minutes, it is removed; another export to the file, still running
+    # (this process stands for it), keeps its own however old, and odd names are left.
+    host = socket.gethostname()
+    running = exported.parent / f".events.jsonl.{host}.{os.getpid()}.0123abcd.partial"
+    odd = exported.parent / f".events.jsonl.{host}.{'9' * 30}.0123abcd.partial"
+    for old in (left, running, odd):
+        old.touch()
+        os.utime(old, (time.time() - 120, time.time() - 120))
     run = replikv_cli("export", path, "events", "-o", exported)
     assert run.returncode == 0, run.stderr
     assert not left.exists()
-    assert sorted(exported.parent.iterdir()) == sorted([exported, running])
+    assert sorted(exported.parent.iterdir()) == sorted([exported, running, odd])
     assert len(lines(exported.read_text())) == 200_000
 
 

@@ -337,6 +337,9 @@ async fn serve(shared: &Shared, incoming: Incoming) -> std::io::Result<()> {
         if quit || (broken && requests.is_empty()) {
             return Ok(());
         }
+        if requests.is_empty() {
+            output.shrink_if_idle();
+        }
     }
 }
 

@@ -17,6 +17,7 @@ import secrets
 import shutil
 import socket
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -36,6 +37,8 @@ NON_DICT_COLUMN = "value"
 _DECIMAL = re.compile(r"-?[0-9]+")
 #: The largest CSV cell import reads: the largest value a store holds by default.
 CSV_CELL_LIMIT = 64 << 20
+#: Seconds a killed export's temporary file stays unwritten before another export removes it.
+ABANDONED_AFTER = 60.0
 
 
 def add_commands(commands: Any) -> None:
@@ -178,18 +181,21 @@ def _partial_prefix(path: Path) -> str:
 def _remove_abandoned_beside(path: Path) -> None:
     """Removes the files that exports to ``path`` by processes of this host that no longer
     run left beside it: an export killed (kill -9, a power loss) never removes its own, and
-    each was as large as the export got."""
-    prefix = _partial_prefix(path)
-    for left in path.parent.glob(f"{glob.escape(prefix)}*.partial"):
-        pid = left.name[len(prefix) :].split(".", 1)[0]
-        if pid.isdigit() and not _runs(int(pid)):
-            left.unlink(missing_ok=True)
+    each was as large as the export got. Only files unwritten for a minute: a process of
+    another PID namespace (a container with this host's name) may be writing one."""
+    named = re.compile(re.escape(_partial_prefix(path)) + r"([0-9]{1,10})\.[0-9a-f]{8}\.partial")
+    for left in path.parent.glob(f"{glob.escape(_partial_prefix(path))}*.partial"):
+        match = named.fullmatch(left.name)
+        with contextlib.suppress(FileNotFoundError):
+            idle = time.time() - left.stat().st_mtime > ABANDONED_AFTER
+            if match and idle and not _runs(int(match[1])):
+                left.unlink()
 
 
 def _runs(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # no such process (or pid)
         return False
     except PermissionError:  # another user's process
         return True

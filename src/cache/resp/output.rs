@@ -102,6 +102,16 @@ impl Output {
         }
     }
 
+    /// Gives back the room a long pipeline's replies made the queue allocate, once all is
+    /// sent (see [`give_back`]): for a connection about to wait for its next request. Not
+    /// on each drain: the next batch of a pipeline, or of a large array reply, would grow
+    /// it again from nothing (30% slower encoding of large `MGET` replies).
+    pub fn shrink_if_idle(&mut self) {
+        if self.unsent == 0 && self.deferred.is_empty() {
+            give_back(&mut self.open, &mut self.open_peak);
+        }
+    }
+
     /// Whether items of an array reply wait unencoded: no other reply may be queued yet.
     #[must_use]
     pub fn deferring(&self) -> bool {
@@ -177,7 +187,6 @@ impl Buf for Output {
             self.sealed.pop_front();
         }
         self.open.advance(sent);
-        give_back(&mut self.open, &mut self.open_peak);
         // What was sent makes room for the deferred items: a writer that drains this until
         // nothing remains sends the whole reply, holding at most the bound at once.
         self.encode_deferred();
@@ -297,6 +306,7 @@ mod tests {
             let take = output.chunk().len().min(4096);
             output.advance(take);
         }
+        output.shrink_if_idle();
         assert!(reused_allocation(&mut output.open) < KEEP_BYTES);
         encode(&Reply::Ok, 2, &mut output);
         assert_eq!(output.chunk(), b"+OK\r\n");
