@@ -210,7 +210,7 @@ pub struct Log {
     /// Held from taking segments off the list until they are queued to be cut, and while
     /// [`Log::reclaim_dropped`] waits: it never misses a drop under way.
     dropping: Mutex<()>,
-    /// How far a sync of a follower's log is known to have gone (see [`synced`]).
+    /// How far a sync of the log is known to have gone (see [`synced`]).
     synced: Arc<SyncedMark>,
     /// Bytes of records written since the disk's free space was last checked (see
     /// [`Log::check_free`]).

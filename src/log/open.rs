@@ -178,7 +178,7 @@ impl Log {
                 .map_err(io_error(format!("removing the empty {}", empty.name)))?;
         }
         if segments.is_empty() {
-            let synced = log.synced_floor();
+            let synced = log.synced.lsn();
             if synced > checkpoint_lsn {
                 let reason = format!(
                     "no segment holds the entries after LSN {checkpoint_lsn}, which the tables \
@@ -328,7 +328,7 @@ impl Log {
         // A hole (valid records after the bad one) is torn only in a follower's
         // records that no sync covered; a bad record a sync covered is damage.
         let torn = cut.last_segment
-            && expected > cut.checkpoint_lsn.max(self.synced_floor())
+            && expected > cut.checkpoint_lsn.max(self.synced.lsn())
             && (self.options.holes_are_torn || !scan::valid_record_after(&rest, 1, expected));
         if !torn {
             return Err(corrupt(&segment.name, offset, reason).into());
@@ -350,21 +350,15 @@ impl Log {
             format!(
                 "the log ends at LSN {last_lsn} but the tables have applied LSN {checkpoint_lsn}"
             )
-        } else if last_lsn < self.synced_floor() {
+        } else if last_lsn < self.synced.lsn() {
             format!(
                 "the log ends at LSN {last_lsn} but was synced up to LSN {}",
-                self.synced_floor()
+                self.synced.lsn()
             )
         } else {
             return Ok(());
         };
         Err(corrupt(&segment.name, offset, reason).into())
-    }
-
-    /// The LSN up to which the log is known to have been synced: no record up to it can
-    /// be torn by a crash, and the log cannot end before it.
-    fn synced_floor(&self) -> u64 {
-        self.synced.lsn()
     }
 
     /// Overwrites a torn tail with zeros so that later appends never sit before old garbage;
