@@ -183,8 +183,9 @@ def _remove_abandoned_beside(path: Path) -> None:
     run left beside it: an export killed (kill -9, a power loss) never removes its own, and
     each was as large as the export got. Only files unwritten for a minute: a process of
     another PID namespace (a container with this host's name) may be writing one."""
-    named = re.compile(re.escape(_partial_prefix(path)) + r"([0-9]{1,10})\.[0-9a-f]{8}\.partial")
-    for left in path.parent.glob(f"{glob.escape(_partial_prefix(path))}*.partial"):
+    prefix = _partial_prefix(path)
+    named = re.compile(re.escape(prefix) + r"([0-9]{1,10})\.[0-9a-f]{8}\.partial")
+    for left in path.parent.glob(f"{glob.escape(prefix)}*.partial"):
         match = named.fullmatch(left.name)
         with contextlib.suppress(FileNotFoundError):
             idle = time.time() - left.stat().st_mtime > ABANDONED_AFTER
@@ -197,8 +198,8 @@ def _runs(pid: int) -> bool:
         os.kill(pid, 0)
     except (ProcessLookupError, OverflowError):  # no such process (or pid)
         return False
-    except PermissionError:  # another user's process
-        return True
+    except PermissionError:  # another user's process: it runs
+        pass
     return True
 
 
