@@ -135,6 +135,20 @@ def test_replikv_scrub_exits_nonzero_on_damage_and_zero_when_sound(
     assert not (tmp_path / "missing").exists(), "scrub never creates a store"
 
 
+def test_replikv_scrub_reports_damage_once_without_the_cores_log_line(tmp_path: Path) -> None:
+    damaged_store(tmp_path / "db")
+    for flags in (["--quiet"], ["--json"]):
+        run = subprocess.run(
+            [sys.executable, "-m", "replikv", "scrub", *flags, str(tmp_path / "db")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 1, run.stderr
+        assert "ana@example.com" in run.stdout
+        assert "scrub found damage" not in run.stderr, "the report on stdout says it already"
+
+
 def test_a_replicas_directory_opened_as_a_store_is_read_only_until_detached(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,23 @@ def add_commands(commands: Any) -> None:
     detach.set_defaults(run=run_command("detach", _run_detach))
 
 
+class _ReportedBelow(logging.Filter):
+    """Drops the core's "scrub found damage" event for the store the command scrubs: the
+    command reports that damage itself, on stdout, and the same news on stderr read as a
+    second problem. It stays on the logger (the core hands its events to Python from a
+    thread of its own, after the scrub returns); only that store's event matches."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__()
+        self._event = f"scrub found damage (path={directory}, "
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self._event)
+
+
 def _run_scrub(args: argparse.Namespace) -> int:
     with open_store(args.dir) as store:
+        logging.getLogger("replikv.store.read").addFilter(_ReportedBelow(store.path))
         report = store.scrub(progress=not (args.quiet or args.json))
     if args.json:
         print(json.dumps(report.to_dict(), default=tagged, indent=2))  # a bytes key as $base64
