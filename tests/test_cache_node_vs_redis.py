@@ -61,10 +61,16 @@ def replies(r: redis.Redis, key: str) -> list[tuple[Any, ...]]:
     seen: list[tuple[Any, ...]] = []
 
     def probe(*args: Any) -> None:
+        # The reply as it came, without redis-py's per-command callbacks (its SET callback
+        # reads any reply but OK, an old value among them, as False).
+        connection = r.connection_pool.get_connection()
         try:
-            answer: Any = r.execute_command(*args)  # type: ignore[no-untyped-call]
+            connection.send_command(*args)  # type: ignore[no-untyped-call]
+            answer: Any = connection.read_response()
         except redis.ResponseError as error:
             answer = f"error: {error}"
+        finally:
+            r.connection_pool.release(connection)
         seen.append((*args[:1], *args[2:], answer, r.exists(key)))
 
     for command in ("EXPIRE", "PEXPIRE", "EXPIREAT", "PEXPIREAT"):
@@ -86,6 +92,10 @@ def replies(r: redis.Redis, key: str) -> list[tuple[Any, ...]]:
     r.set(key, b"x")
     probe("SET", key, b"z", "KEEPTTL")
     probe("SET", key, b"z", "XX", "PXAT", 1)
+    r.set(key, b"x")
+    probe("SET", key, b"z", "NX", "GET")
+    probe("SET", key, b"q", "GET", "XX")
+    probe("GET", key)
     # Options repeated, in conflict, or with a count that a later one replaces.
     for options in (
         ("NX", "NX"),
@@ -100,6 +110,11 @@ def replies(r: redis.Redis, key: str) -> list[tuple[Any, ...]]:
         ("EXAT", 1, "KEEPTTL"),
         ("KEEPTTL", "PXAT", 1),
         ("PXAT", 1, "PXAT", 10**14),
+        ("GET",),
+        ("GET", "GET", "EX", 5),
+        ("NX", "GET"),
+        ("XX", "GET", "KEEPTTL"),
+        ("GET", "EX"),
     ):
         probe("SET", key, b"w", *options)
         seen.append(("TTL after", *options, r.ttl(key)))

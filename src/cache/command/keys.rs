@@ -69,6 +69,8 @@ pub(super) fn set(call: &mut Call<'_>) -> Outcome {
     // As Redis parses them: an option may be repeated (the last count given counts), two
     // that conflict are a syntax error, and a count is checked once every option is read.
     let mut keep = false;
+    // `GET`: answer the value the key held before (or nil), whether it was set or not.
+    let mut get = false;
     let mut timed: Option<(Vec<u8>, &[u8])> = None;
     let mut options = call.args[3..].iter();
     while let Some(option) = options.next() {
@@ -78,6 +80,7 @@ pub(super) fn set(call: &mut Call<'_>) -> Outcome {
             b"NX" if condition != SetIf::Present => condition = SetIf::Absent,
             b"XX" if condition != SetIf::Absent => condition = SetIf::Present,
             b"KEEPTTL" if unit.is_none() => keep = true,
+            b"GET" => get = true,
             b"EX" | b"PX" | b"EXAT" | b"PXAT" if !keep && unit.is_none_or(|u| u == option) => {
                 let Some(count) = options.next() else {
                     return syntax_error();
@@ -108,17 +111,26 @@ pub(super) fn set(call: &mut Call<'_>) -> Outcome {
         Expiry::Kept => call.node.lru.ttl_left(&call.args[1], call.now_ms).flatten(),
     };
     let ttl = call.node.ttl_for(ttl);
+    let before = get.then(|| {
+        call.node
+            .lru
+            .get(&call.args[1], call.now_ms)
+            .map_or(Reply::Nil, |(value, _)| Reply::Bulk(value.clone()))
+    });
     let (name, value) = (take(call, 1), take(call, 2));
     let gone_at_once = ttl == Some(0);
     let key = gone_at_once.then(|| name.clone());
     match call.node.lru.set(name, value, ttl, condition, call.now_ms) {
-        Ok(true) => {
-            if let Some(key) = key {
+        Ok(set) => {
+            if let Some(key) = key.filter(|_| set) {
                 call.node.lru.remove(&key);
             }
-            Reply::Ok.into()
+            match before {
+                Some(before) => before.into(),
+                None if set => Reply::Ok.into(),
+                None => Reply::Nil.into(),
+            }
         }
-        Ok(false) => Reply::Nil.into(),
         Err(_) => too_large(),
     }
 }

@@ -58,6 +58,23 @@ fn set_get_del_exists_behave_as_in_redis() {
 }
 
 #[test]
+fn set_get_answers_the_value_before_whether_it_set_or_not() {
+    let mut c = Client::new(None);
+    assert_eq!(c.run("SET k v GET"), Reply::Nil);
+    assert_eq!(c.run("SET k w GET"), bulk("v"));
+    assert_eq!(c.run("GET k"), bulk("w"));
+    // Not set (NX on a present key), yet the old value is the answer, as in Redis 7.
+    assert_eq!(c.run("SET k x NX GET"), bulk("w"));
+    assert_eq!(c.run("GET k"), bulk("w"));
+    assert_eq!(c.run("SET gone x XX GET"), Reply::Nil);
+    assert_eq!(c.run("EXISTS gone"), Reply::Int(0));
+    assert_eq!(c.run("SET k y GET get EX 5"), bulk("w"));
+    assert_eq!(c.run("TTL k"), Reply::Int(5));
+    assert!(error_starts(&c.run("SET k z GET EX"), "ERR syntax error"));
+    assert_eq!(c.run("GET k"), bulk("y"));
+}
+
+#[test]
 fn set_nx_xx_and_expiry_options() {
     let mut c = Client::new(None);
     assert_eq!(c.run("SET k v XX"), Reply::Nil);
