@@ -173,16 +173,21 @@ fn decimal(text: &[u8]) -> Option<i64> {
     if digits.first().is_none_or(|&first| first == b'0') {
         return None;
     }
-    let mut value: i64 = 0;
+    // Unsigned first: the magnitude of `i64::MIN` fits no positive `i64`.
+    let mut value: u64 = 0;
     for &digit in digits {
         if !digit.is_ascii_digit() {
             return None;
         }
         value = value
             .checked_mul(10)?
-            .checked_add(i64::from(digit - b'0'))?;
+            .checked_add(u64::from(digit - b'0'))?;
     }
-    Some(if negative { -value } else { value })
+    if negative {
+        0i64.checked_sub_unsigned(value)
+    } else {
+        i64::try_from(value).ok()
+    }
 }
 
 /// Parses a command that starts with '*', going on from `progress`.

@@ -94,6 +94,15 @@ fn test_empty_multibulk_and_blank_lines_are_empty_commands() {
     assert_eq!(parse_default(b"*-1\r\n"), command(&[], 5));
     // Any count below 1, as Redis takes it.
     assert_eq!(parse_default(b"*-5\r\nPING\r\n"), command(&[], 5));
+    assert_eq!(
+        parse_default(b"*-9223372036854775808\r\n"),
+        command(&[], 23)
+    );
+    // One past it is no number: a broken header, as in Redis.
+    assert!(matches!(
+        parse_default(b"*-9223372036854775809\r\n"),
+        Parse::Invalid { .. }
+    ));
     assert_eq!(parse_default(b"\r\n"), command(&[], 2));
     assert_eq!(parse_default(b" \t \n"), command(&[], 4));
 }
