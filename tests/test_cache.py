@@ -50,6 +50,27 @@ def test_a_write_to_the_store_drops_the_cached_value_before_it_returns(
     assert cache.stats().invalidations == 2
 
 
+def test_a_cache_whose_source_closed_never_serves_what_it_held(tmp_path: Path) -> None:
+    """A notebook cell run again: the store closes and opens at the same path, then takes
+    writes the old cache never hears of; nothing it held may be served."""
+    store = replikv.Store(tmp_path / "db")
+    store.put("subscribers", "ana@example.com", "v1")
+    cache = replikv.Cache(capacity=100, source=store)
+    assert cache.get("subscribers", "ana@example.com") == "v1"
+    store.close()
+    with replikv.Store(tmp_path / "db") as reopened:
+        reopened.put("subscribers", "ana@example.com", "v2")
+        for _ in range(2):
+            with pytest.raises(replikv.StoreClosed):
+                cache.get("subscribers", "ana@example.com")
+        with pytest.raises(replikv.StoreClosed):
+            cache.set("subscribers", "bob@example.com", "b")
+        assert cache.stats().keys == 0, "what it held is dropped"
+        with replikv.Cache(capacity=100, source=reopened) as fresh:
+            assert fresh.get("subscribers", "ana@example.com") == "v2"
+    cache.close()
+
+
 def test_keys_of_different_types_never_collide(store: replikv.Store, cache: replikv.Cache) -> None:
     store.put("t", 42, "int")
     store.put("t", "42", "str")

@@ -528,6 +528,20 @@ impl Store {
         self.wait_visible(self.inner.pipeline.last_releasable())
     }
 
+    /// Refuses a handle that is closed, inherited, or whose store closed itself (a fatal
+    /// failure) or is closing: what a read would refuse, without reading.
+    ///
+    /// # Errors
+    /// [`StoreError::Closed`] (with the failure that closed it, if any) or
+    /// [`StoreError::Inherited`].
+    pub fn check_open(&self) -> Result<()> {
+        drop(self.open_state()?);
+        if self.is_closed() {
+            return Err(self.closed_error(self.inner.pipeline.failure()));
+        }
+        Ok(())
+    }
+
     /// Whether the store has been closed (on request or by a fatal failure).
     #[must_use]
     pub fn is_closed(&self) -> bool {

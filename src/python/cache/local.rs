@@ -140,6 +140,15 @@ impl Local {
         lru.get(key, now).and_then(|(value, _)| value.object(py))
     }
 
+    /// Drops every cached object (its source can no longer tell it of writes).
+    pub(super) fn drop_all(&self) {
+        let mut lru = self.lock();
+        if !lru.is_empty() {
+            let processed = lru.processed();
+            lru.flush(processed.lsn);
+        }
+    }
+
     /// A plain set (unversioned: any write of the key in the log drops it).
     pub(super) fn set(
         &self,

@@ -23,7 +23,7 @@ use self::remote::Remote;
 use self::stats::{hit_ratio, PyCacheStats};
 use super::args::{int, names, opt_int, seconds, size};
 use super::display::html;
-use super::errors::raise;
+use super::errors::{raise, run_detached};
 use super::value::{decode_py_value, encode_py_value, encode_row_value, with_py_key};
 use crate::cache::lru::{check_max_bytes, Fill, Version};
 use crate::cache::wire_key::{table_prefix, wire_key};
@@ -118,6 +118,19 @@ impl PyCache {
         Ok(())
     }
 
+    /// Refuses to answer from an in-process cache whose source store is closed: it no
+    /// longer hears of writes (one reopened at the same path takes them unseen), so what it
+    /// holds is dropped, and every call raises as a read of the source would.
+    fn check_source(&self, py: Python<'_>, local: &Local) -> PyResult<()> {
+        match self.source.store().filter(|store| store.is_closed()) {
+            Some(store) => {
+                local.drop_all();
+                run_detached(py, || store.check_open())
+            }
+            None => Ok(()),
+        }
+    }
+
     fn count(&self, hit: bool) {
         bump(if hit {
             &self.counters.hits
@@ -130,10 +143,13 @@ impl PyCache {
     /// log position a read through must reach.
     fn lookup(&self, py: Python<'_>, wire: &[u8]) -> PyResult<Result<Py<PyAny>, Floor>> {
         let found = match &self.backend {
-            Backend::Local(local) => match local.get(py, wire) {
-                Some(value) => Ok(value),
-                None => Err(Some(local.processed())),
-            },
+            Backend::Local(local) => {
+                self.check_source(py, local)?;
+                match local.get(py, wire) {
+                    Some(value) => Ok(value),
+                    None => Err(Some(local.processed())),
+                }
+            }
             Backend::Remote(remote) => remote.get(py, wire)?,
         };
         self.count(found.is_ok());
@@ -406,6 +422,7 @@ impl PyCache {
         let ttl = ttl_ms("ttl", ttl)?.or(self.ttl_ms);
         match &self.backend {
             Backend::Local(local) => {
+                self.check_source(py, local)?;
                 let cached = PyValue::new(value.clone().unbind(), weight(value)?);
                 local
                     .set(Bytes::from(wire), cached, ttl)
