@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 import replikv
@@ -180,6 +181,20 @@ def test_put_dataframe_stores_each_cell_as_put_many_does(
     assert stored.keys() == model.keys()
     for key, value in model.items():
         assert same(value, stored[key]), (key, value, stored[key])
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+def test_a_cell_of_durations_is_refused_as_put_refuses_a_duration(
+    tmp_path: Path, unit: str
+) -> None:
+    """How pandas reads a parquet list<duration> column: a timedelta64 array per cell,
+    whose tolist() gives bare ints in nanoseconds. Stored so, the unit would be lost."""
+    cell = np.array([1_000_000_000, 2_500_000_000], dtype=f"timedelta64[{unit}]")
+    frame = pd.DataFrame({"id": [1], "waits": [cell]})
+    with replikv.Store(tmp_path / "db") as store:
+        with pytest.raises(TypeError, match=r"^t\[1\]\['waits'\]\[0\]: .*timedelta"):
+            store.put_dataframe("t", frame, key="id")
+        assert store.tables() == []
 
 
 def test_a_frame_read_from_parquet_stores_its_list_and_struct_cells_as_put_arrow_does(

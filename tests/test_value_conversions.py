@@ -194,6 +194,12 @@ REFUSED: dict[str, tuple[Callable[[], Any], type[Exception], str]] = {
         "uint64 18446744073709551615",
     ),
     "unsupported type": (lambda: {1, 2}, TypeError, "cannot store a value of type set"),
+    # numpy's duration is an integer subclass: refused by type, not as an int too large.
+    "numpy timedelta64": (
+        lambda: np.timedelta64(1, "s"),
+        TypeError,
+        "cannot store a value of type timedelta64",
+    ),
     "int overflow": (lambda: 2**64, OverflowError, "int values must fit in 64 bits"),
     "nested depth": (lambda: deep(200), ValueError, "nested deeper than 128"),
 }

@@ -119,6 +119,8 @@ def _listed(value: Any, ndarray: type) -> Any:
         array: Any = value
         if array.dtype.kind == "M":  # datetime64: tolist() would give ints of nanoseconds
             array = array.astype("datetime64[us]")
+        elif array.dtype.kind == "m":  # timedelta64: the same ints, where put refuses a duration
+            array = array.astype("timedelta64[us]")
         if array.dtype == object:
             return [_listed(item, ndarray) for item in array.tolist()]
         return array.tolist()

@@ -26,6 +26,8 @@ pub(crate) enum Foreign {
 struct Numpy {
     bool_: Py<PyType>,
     integer: Py<PyType>,
+    /// A numpy integer subclass that is a duration, refused as `timedelta` is.
+    timedelta64: Py<PyType>,
     float16: Py<PyType>,
     float32: Py<PyType>,
 }
@@ -58,6 +60,7 @@ fn numpy(py: Python<'_>) -> Option<&Numpy> {
             Ok(Numpy {
                 bool_: type_of(&np, "bool_")?,
                 integer: type_of(&np, "integer")?,
+                timedelta64: type_of(&np, "timedelta64")?,
                 float16: type_of(&np, "float16")?,
                 float32: type_of(&np, "float32")?,
             })
@@ -112,7 +115,8 @@ pub(crate) fn classify(obj: &Bound<'_, PyAny>) -> Option<Foreign> {
             return Some(Foreign::Float);
         }
         if obj.is_instance(np.integer.bind(py)).unwrap_or(false) {
-            return Some(Foreign::Int);
+            // `numpy.timedelta64` is an integer subclass: no int, a duration.
+            return (!kind.is(np.timedelta64.bind(py))).then_some(Foreign::Int);
         }
     }
     if let Some(pd) = pandas(py) {
