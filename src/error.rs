@@ -207,6 +207,14 @@ pub enum StoreError {
         /// Why it was refused.
         reason: &'static str,
     },
+    /// A table whose rows cannot be exported as asked.
+    #[error("table {table:?} cannot be exported: {reason}")]
+    Unexportable {
+        /// The table.
+        table: String,
+        /// Why, and what to do instead.
+        reason: String,
+    },
     /// A store option outside its allowed range.
     #[error("invalid option {name}: {reason}")]
     InvalidOption {

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -449,6 +451,58 @@ def test_put_arrow_refuses_columns_that_share_a_name_and_writes_nothing(
     with pytest.raises(ValueError, match=f"must be unique.*'{repeated}'"):
         store.put_arrow("t", table, key="key")
     assert "t" not in store.tables()
+
+
+def test_a_field_name_with_a_nul_is_stored_whole_and_never_exported_cut_short(
+    store: Any,
+) -> None:
+    """Arrow's C interface passes column names as C strings: a name with a NUL would reach
+    a reader cut at it, or be refused there by a reader's own error naming nothing."""
+    store.put("t", 1, {"a\0b": 6, "ok": 1})
+    frame = pd.DataFrame({"id": [2], "a\0b": [7], "ok": [2]})
+    store.put_dataframe("t", frame, key="id")
+    assert store.get("t", 2) == {"a\0b": 7, "ok": 2}, "put_dataframe stores the name whole"
+    for export in (
+        lambda: store.table("t").to_arrow(),
+        lambda: store.table("t").to_pandas(),
+        lambda: pl.DataFrame(store.table("t").to_arrow_batches()),
+    ):
+        with pytest.raises(ValueError, match=r'field "a\\0b" has a NUL.*columns='):
+            export()
+    assert store.table("t").to_pandas(columns=["ok"])["ok"].tolist() == [1, 2]
+    # A source that shows its names: refused before pyarrow would pass "a" for "a\0b".
+    for source in (pa.table({"id": [3], "a\0b": [8]}), pl.DataFrame({"id": [3], "a\0b": [8]})):
+        with pytest.raises(ValueError, match=r"'a\\x00b' has a NUL character"):
+            store.put_arrow("t", source, key="id")
+    assert store.get("t", 3) is None
+
+
+def test_a_store_closed_while_an_export_reads_raises_store_closed(tmp_path: Path) -> None:
+    """The close may land before, during or after the read: whichever, the export either
+    ends whole or raises StoreClosed, never the storage engine's own error."""
+    path = tmp_path / "db"
+    with replikv.Store(path, fsync=False) as store:
+        keys = np.arange(300_000)
+        frame = pd.DataFrame({"id": keys, "bio": ["x" * 100] * len(keys)})
+        store.put_dataframe("t", frame, key="id")
+    for delay in (0.0, 0.02, 0.05, 0.1):
+        store = replikv.Store(path, fsync=False)
+        outcome: list[object] = []
+
+        def export(store: Any = store, outcome: list[object] = outcome) -> None:
+            try:
+                outcome.append(store.table("t").to_arrow().num_rows)
+            except Exception as err:  # reported by the assertion below
+                outcome.append(err)
+
+        reader = threading.Thread(target=export)
+        reader.start()
+        time.sleep(delay)
+        store.close()
+        reader.join(60)
+        assert outcome and (
+            outcome[0] == len(keys) or isinstance(outcome[0], replikv.StoreClosed)
+        ), repr(outcome)
 
 
 def nested_list(levels: int) -> Any:

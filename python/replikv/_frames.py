@@ -93,7 +93,9 @@ def dataframe_columns(
     objects: list[tuple[str, list[Any]]] = []
     for name in names:
         column = df[name]
-        array = _to_arrow(column, pd, pa)
+        # Arrow's C interface passes a column's name as a C string, cut at a NUL: such a
+        # column goes as Python objects, under its whole name, as put stores it.
+        array = None if "\0" in name else _to_arrow(column, pd, pa)
         if array is None:
             objects.append((name, _cells(column)))
         else:

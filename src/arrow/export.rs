@@ -127,6 +127,7 @@ impl Plan {
         sample: Option<u64>,
     ) -> Result<Self> {
         let shape = super::infer::shape(&view, &request, sample)?;
+        shape.check_names(&request.table)?;
         Ok(Self {
             schema: shape.schema(&request.key_name),
             sampled: sample.is_some_and(|rows| shape.rows() >= rows),

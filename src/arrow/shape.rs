@@ -16,7 +16,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::codec::msgpack::{Reader, Token, DATE_EXT, TIMESTAMP_EXT};
 use crate::codec::{decode_key, KeyRef};
-use crate::error::CodecError;
+use crate::error::{CodecError, StoreError};
 
 /// Field metadata key that marks a packed column.
 pub const ENCODING_KEY: &str = "replikv.encoding";
@@ -240,6 +240,26 @@ impl Shape {
             Layout::Fields(self.columns.clone())
         } else {
             Layout::Whole(self.whole)
+        }
+    }
+
+    /// Refuses a column whose field name holds a NUL character: Arrow's C interface passes
+    /// names as C strings, so every reader would see it cut short there (or refuse it).
+    ///
+    /// # Errors
+    /// [`StoreError::Unexportable`] naming the field.
+    pub fn check_names(&self, table: &str) -> crate::error::Result<()> {
+        match self.columns.iter().find(|(name, _)| name.contains('\0')) {
+            Some((name, _)) => Err(StoreError::Unexportable {
+                table: table.to_owned(),
+                reason: format!(
+                    "its field {name:?} has a NUL character, which Arrow cannot carry in a \
+                     column name: leave it out with columns=[...] (the other fields), or \
+                     rename it in the rows"
+                ),
+            }
+            .into()),
+            None => Ok(()),
         }
     }
 

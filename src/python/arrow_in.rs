@@ -278,6 +278,24 @@ fn readable<'py>(data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
 
 /// Writes every row of an Arrow stream (anything with `__arrow_c_stream__`) into `table`:
 /// one transaction, or one per `batch_rows` rows. Returns the last transaction's receipt.
+/// Arrow's C interface passes column names as C strings: a producer cuts a name at its
+/// NUL, and its fields would be stored under the shorter name. Refuses a source whose
+/// column names, as a pyarrow, polars or pandas object shows them, hold one.
+fn refuse_cut_names(data: &Bound<'_, PyAny>) -> PyResult<()> {
+    let listed = |names: PyResult<Bound<'_, PyAny>>| names.and_then(|n| n.extract::<Vec<String>>());
+    let names = listed(data.getattr("schema").and_then(|s| s.getattr("names")))
+        .or_else(|_| listed(data.getattr("columns")))
+        .unwrap_or_default();
+    match names.iter().find(|name| name.contains('\0')) {
+        Some(name) => Err(PyValueError::new_err(format!(
+            "column {} has a NUL character in its name, where Arrow's C interface cuts it \
+             short: rename the column (put and put_dataframe store such a name whole)",
+            quoted(name)
+        ))),
+        None => Ok(()),
+    }
+}
+
 pub(crate) fn put(
     py: Python<'_>,
     store: &Store,
@@ -285,6 +303,7 @@ pub(crate) fn put(
     load: &Load<'_>,
 ) -> PyResult<PyReceipt> {
     crate::store::validate_table_name(&load.table).map_err(|e| super::errors::to_py(py, e))?;
+    refuse_cut_names(data)?;
     let data = &readable(data)?;
     let reader = data.extract::<PyRecordBatchReader>()?.into_reader()?;
     let schema = reader.schema();

@@ -60,6 +60,12 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
     let message = err.to_string();
     match err {
         Error::Store(StoreError::Closed { .. }) => raise(py, "StoreClosed", (message,)),
+        // A read that ran on while its store was closed (an export's stream, a scan).
+        Error::Store(StoreError::Engine(redb::Error::DatabaseClosed)) => raise(
+            py,
+            "StoreClosed",
+            ("the store was closed while this read was running",),
+        ),
         Error::Store(StoreError::Locked {
             path,
             owner,
@@ -88,9 +94,6 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
             raise(py, "ReplicationError", (message,))
         }
         Error::Store(StoreError::TooLarge { .. }) => raise(py, "ValueTooLarge", (message,)),
-        Error::Store(StoreError::InvalidTable { .. } | StoreError::InvalidOption { .. }) => {
-            PyValueError::new_err(message)
-        }
         Error::Store(StoreError::WouldDeadlock(_)) => PyRuntimeError::new_err(message),
         Error::Store(StoreError::Corrupt { .. } | StoreError::DamagedRow { .. })
         | Error::Log(LogError::Corrupt { .. })
@@ -112,7 +115,12 @@ pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
         Error::Log(LogError::Truncated { .. } | LogError::Replaced { .. }) => {
             raise(py, "LogTruncated", (message,))
         }
-        Error::Replication(ReplicationError::Net(NetError::Address { .. }))
+        Error::Store(
+            StoreError::InvalidTable { .. }
+            | StoreError::InvalidOption { .. }
+            | StoreError::Unexportable { .. },
+        )
+        | Error::Replication(ReplicationError::Net(NetError::Address { .. }))
         | Error::Net(NetError::Address { .. })
         | Error::Cache(CacheError::Invalid(_)) => PyValueError::new_err(message),
         Error::Replication(ReplicationError::Net(err)) | Error::Net(err) => {
