@@ -247,6 +247,9 @@ pub enum StoreError {
     /// A call that would wait forever on a lock the calling thread holds.
     #[error("{0}")]
     WouldDeadlock(&'static str),
+    /// Long work that its caller stopped (Ctrl-C in Python) before it ended.
+    #[error("{0} was stopped before it ended")]
+    Stopped(&'static str),
     /// A stored row whose bytes are not what was written (its CRC does not match).
     #[error(
         "store is corrupt: table '{table}', key {}: {reason}; re-seed the store from a replica \

@@ -11,11 +11,13 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import replikv
+from polling import eventually
 
 CHILD = textwrap.dedent(
     """
@@ -129,3 +131,34 @@ def test_ctrl_c_during_a_commit_it_cannot_stop_says_the_write_is_stored(
     assert receipt.lsn == store.last_lsn == before + 1
     assert "already committed" in " ".join(getattr(interrupted.value, "__notes__", []))
     assert store.count("t") == (LARGE if prepare is commit_a_transaction else 0)
+
+
+def export_threads() -> int:
+    """Threads of this process running an export's pass over the rows."""
+    names = (task.read_text().strip() for task in Path("/proc/self/task").glob("*/comm"))
+    return sum(name == "replikv-export" for name in names)
+
+
+@pytest.mark.usefixtures("ctrl_c")
+def test_ctrl_c_during_an_export_stops_it_and_the_store_stays_usable(tmp_path: Path) -> None:
+    """A notebook's Ctrl-C reaches the export: it raises out of the call, the export's
+    threads end, and the store reads on. (That a stopped export ends at its next chunk,
+    rather than after the whole table, is tested in `src/arrow/parallel.rs`: here only
+    timing would show it.)"""
+    rows = 400_000
+    with replikv.Store(tmp_path / "db", fsync=False) as store:
+        store.put_many("t", ((i, {"bio": "x" * 100, "n": i}) for i in range(rows)))
+
+        def interrupt_once_it_reads() -> None:
+            deadline = time.monotonic() + 30
+            while export_threads() == 0 and time.monotonic() < deadline:
+                time.sleep(0.001)
+            os.kill(os.getpid(), signal.SIGINT)
+
+        threading.Thread(target=interrupt_once_it_reads).start()
+        with pytest.raises(KeyboardInterrupt):
+            store.table("t").to_arrow()
+            # Not reached unless the export ended before the signal came.
+            threading.Event().wait(5)
+        eventually("the export's threads to end", lambda: export_threads() == 0)
+        assert store.table("t").to_pandas()["n"].sum() == rows * (rows - 1) // 2

@@ -3,6 +3,7 @@
 //! larger than memory can be streamed.
 
 use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, RecordBatch, RecordBatchReader};
@@ -46,6 +47,31 @@ pub struct ExportRequest {
     pub key_name: String,
     /// Rows per batch (a batch also ends at [`BATCH_DATA_BYTES`] of strings and bytes).
     pub batch_rows: usize,
+    /// Ends the export early once set (from another thread).
+    pub stop: Stop,
+}
+
+/// A flag another thread sets to end an export early (Ctrl-C in Python): its next batch,
+/// or the next chunk of rows its schema is inferred from, fails with
+/// [`StoreError::Stopped`] instead.
+#[derive(Debug, Clone, Default)]
+pub struct Stop(Option<Arc<AtomicBool>>);
+
+impl Stop {
+    /// Ends the export once `flag` is set.
+    #[must_use]
+    pub fn when(flag: Arc<AtomicBool>) -> Self {
+        Self(Some(flag))
+    }
+
+    pub(super) fn check(&self) -> Result<()> {
+        match &self.0 {
+            Some(flag) if flag.load(Ordering::Relaxed) => {
+                Err(StoreError::Stopped("the export").into())
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 impl ExportRequest {
@@ -86,6 +112,8 @@ enum Source {
     },
     /// Ahead, on threads of the export's own.
     Threads(Parallel<RecordBatch>),
+    /// Nowhere: the export was stopped (see [`Stop`]).
+    Stopped,
 }
 
 /// The columns of the batch being built.
@@ -302,8 +330,17 @@ impl Export {
     }
 
     fn build_batch(&mut self) -> std::result::Result<Option<RecordBatch>, Failure> {
+        if let Err(stopped) = self.request.stop.check() {
+            // The stream ends at its first error: the threads building ahead (and the
+            // snapshot) are let go of now.
+            if !matches!(self.source, Source::Stopped) {
+                self.source = Source::Stopped;
+                return Err(Failure::Store(stopped));
+            }
+        }
         let (view, builders, next, done) = match &mut self.source {
             Source::Threads(threads) => return threads.next(),
+            Source::Stopped => return Ok(None),
             Source::Here {
                 view,
                 builders,

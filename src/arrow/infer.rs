@@ -44,11 +44,17 @@ pub(super) fn shape_here(
     view.visit(
         &request.table,
         bounds(&request.bounds),
-        &mut |key, value| match shape.observe(key, value) {
-            Ok(()) => sample.is_none_or(|rows| shape.rows() < rows),
-            Err(err) => {
-                failed = Some(unfit(&request.table, key, &err.into()));
-                false
+        &mut |key, value| {
+            if let Err(stopped) = request.stop.check() {
+                failed = Some(stopped);
+                return false;
+            }
+            match shape.observe(key, value) {
+                Ok(()) => sample.is_none_or(|rows| shape.rows() < rows),
+                Err(err) => {
+                    failed = Some(unfit(&request.table, key, &err.into()));
+                    false
+                }
             }
         },
     )?;
@@ -69,6 +75,9 @@ pub(super) fn shape_on_threads(
     let mut chunks = Parallel::start(view, request, workers, || Observe::new(request))?;
     let mut shape = Shape::new(request.columns.as_deref());
     loop {
+        if let Err(stopped) = request.stop.check() {
+            return Some(Err(stopped));
+        }
         match chunks.next() {
             Ok(Some(chunk)) => shape.merge(chunk),
             Ok(None) => return Some(Ok(shape)),

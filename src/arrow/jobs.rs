@@ -89,7 +89,7 @@ mod tests {
     use std::ops::Bound;
     use std::sync::Arc;
 
-    use super::super::export::ExportRequest;
+    use super::super::export::{ExportRequest, Stop};
     use super::super::infer::{shape_here, shape_on_threads};
     use super::super::test_key as key;
     use crate::codec::Op;
@@ -154,6 +154,7 @@ mod tests {
             columns,
             key_name: "key".into(),
             batch_rows,
+            stop: Stop::default(),
         }
     }
 

@@ -11,7 +11,7 @@ mod packed;
 mod parallel;
 mod shape;
 
-pub use export::{Collected, Export, ExportRequest, Plan};
+pub use export::{Collected, Export, ExportRequest, Plan, Stop};
 pub use feed::{FeedBatches, FeedPlan, FEED_BATCH_ROWS};
 pub use import::{field_part, unpack, CellWriter, KeyColumn, Naive, Refusal, RefusalKind};
 pub use shape::{Kind, Layout, Shape, ENCODING_KEY, PACKED, VALUE_COLUMN};

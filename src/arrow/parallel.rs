@@ -317,6 +317,8 @@ mod tests {
     use arrow_array::RecordBatch;
 
     use super::super::export::Plan;
+    use super::super::export::Stop;
+    use super::super::infer::{shape_here, shape_on_threads};
     use super::super::jobs::Decode;
     use super::super::test_key as key;
     use super::*;
@@ -361,6 +363,7 @@ mod tests {
             columns: None,
             key_name: "key".into(),
             batch_rows,
+            stop: Stop::default(),
         }
     }
 
@@ -475,5 +478,36 @@ mod tests {
         );
         drop(threads);
         let_go("the walk still runs");
+    }
+
+    #[test]
+    fn a_stopped_export_ends_at_its_next_batch_and_its_inference_at_its_next_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir, 5000, &[]);
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stoppable = ExportRequest {
+            stop: Stop::when(Arc::clone(&flag)),
+            ..request((Bound::Unbounded, Bound::Unbounded), 100)
+        };
+        let planned = plan(&store, stoppable.clone(), None);
+        let mut stream = planned.plan.stream();
+        assert_eq!(stream.next().unwrap().unwrap().num_rows(), 100);
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        let stopped = stream.next().unwrap().unwrap_err().to_string();
+        assert!(stopped.contains("was stopped"), "{stopped}");
+        assert!(
+            stream.next().is_none(),
+            "the stream ends at its first error"
+        );
+        let stopped = |shape: Result<_, crate::Error>| {
+            matches!(shape, Err(crate::Error::Store(StoreError::Stopped(_))))
+        };
+        assert!(stopped(shape_here(&planned.view, &stoppable, None)));
+        let on_threads = shape_on_threads(&planned.view, &stoppable, 2).unwrap();
+        assert!(stopped(on_threads));
+        assert!(matches!(
+            Plan::collect(&store, stoppable),
+            Err(crate::Error::Store(StoreError::Stopped(_)))
+        ));
     }
 }

@@ -10,8 +10,12 @@ use pyo3::types::{PyCapsule, PyList};
 use pyo3_arrow::ffi::to_schema_pycapsule;
 use pyo3_arrow::{PyArray, PyRecordBatchReader};
 
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use super::errors::run_stoppable;
 use super::value::decode_py_value;
-use crate::arrow::{Collected, ExportRequest, Plan};
+use crate::arrow::{Collected, ExportRequest, Plan, Stop};
 use crate::store::Store;
 
 /// A table's rows at one LSN as Arrow record batches, behind the Arrow `PyCapsule` interface:
@@ -170,7 +174,7 @@ pub(crate) fn packed(schema: &SchemaRef) -> Vec<String> {
 pub(crate) fn stream(
     py: Python<'_>,
     store: &Store,
-    request: ExportRequest,
+    mut request: ExportRequest,
     build: bool,
 ) -> PyResult<PyArrowStream> {
     let table = request.table.clone();
@@ -195,18 +199,19 @@ pub(crate) fn stream(
             quoted(&key_name)
         )));
     }
-    let rows = py
-        .detach(|| {
-            if build {
-                Ok(Rows::Built {
-                    table: table.clone(),
-                    built: Plan::collect(store, request)?,
-                })
-            } else {
-                Plan::new(store, request).map(|plan| Rows::Planned(Box::new(plan)))
-            }
-        })
-        .map_err(|e| super::errors::to_py(py, e))?;
+    // Ctrl-C ends the pass over the rows (a schema's, or every batch's) at its next chunk.
+    let stop = Arc::new(AtomicBool::new(false));
+    request.stop = Stop::when(Arc::clone(&stop));
+    let rows = run_stoppable(py, &stop, || {
+        if build {
+            Ok(Rows::Built {
+                table: table.clone(),
+                built: Plan::collect(store, request)?,
+            })
+        } else {
+            Plan::new(store, request).map(|plan| Rows::Planned(Box::new(plan)))
+        }
+    })?;
     if rows
         .schema()
         .fields()

@@ -4,6 +4,8 @@
 
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -191,6 +193,56 @@ pub(crate) fn run<T>(py: Python<'_>, f: impl FnOnce() -> crate::Result<T>) -> Py
             ),),
         )),
     }
+}
+
+/// Like [`run_detached`], for long work that setting `stop` ends early: it runs on a thread
+/// of its own while this one waits with the GIL released and looks for signals every
+/// 50 ms. On one (Ctrl-C) it sets `stop`, waits for the work to end, and raises the
+/// signal's exception.
+pub(crate) fn run_stoppable<T: Send>(
+    py: Python<'_>,
+    stop: &AtomicBool,
+    f: impl FnOnce() -> crate::Result<T> + Send,
+) -> PyResult<T> {
+    let waiter = std::thread::current();
+    let work = move || {
+        let outcome = catch_unwind(AssertUnwindSafe(f));
+        waiter.unpark();
+        outcome
+    };
+    std::thread::scope(|scope| {
+        let worker = match std::thread::Builder::new()
+            .name("replikv-export".into())
+            .spawn_scoped(scope, work)
+        {
+            Ok(worker) => worker,
+            Err(err) => {
+                return Err(pyo3::exceptions::PyOSError::new_err(format!(
+                    "cannot start a thread for this work: {err}"
+                )))
+            }
+        };
+        let mut interrupted = None;
+        while interrupted.is_none() && !worker.is_finished() {
+            py.detach(|| std::thread::park_timeout(Duration::from_millis(50)));
+            if worker.is_finished() {
+                break;
+            }
+            if let Err(signal) = py.check_signals() {
+                stop.store(true, Ordering::Relaxed);
+                interrupted = Some(signal);
+            }
+        }
+        let outcome = py.detach(|| worker.join());
+        match (interrupted, outcome) {
+            (Some(signal), _) => Err(signal),
+            (None, Ok(outcome)) => run(py, || match outcome {
+                Ok(result) => result,
+                Err(payload) => std::panic::resume_unwind(payload),
+            }),
+            (None, Err(payload)) => run(py, || std::panic::resume_unwind(payload)),
+        }
+    })
 }
 
 /// Like [`run`], with the GIL released: for waits (fsync, locks) and bulk work only.

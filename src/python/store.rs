@@ -29,7 +29,7 @@ use super::stats::PyStoreStats;
 use super::transaction::{OpenTransactions, PyTransaction};
 use super::types::{PyChecksum, PyReceipt};
 use super::value::{decode_py_value, encode_py_key};
-use crate::arrow::ExportRequest;
+use crate::arrow::{ExportRequest, Stop};
 use crate::codec::Op;
 use crate::store::{CompactionAttempts, Durability, Store, StoreOptions};
 
@@ -487,6 +487,7 @@ impl PyStore {
             columns: names("columns", columns)?,
             key_name: key_name.to_owned(),
             batch_rows: size("batch_rows", batch_rows)?,
+            stop: Stop::default(),
         };
         arrow_stream(py, &self.store, request, build)
     }
