@@ -223,6 +223,19 @@ def test_memoize_returns_a_result_the_cache_cannot_hold_uncached() -> None:
         assert calls == [100_000, 100_000, 3]
 
 
+def test_memoize_returns_an_int_past_64_bits_uncached(any_cache: replikv.Cache) -> None:
+    """A store holds no int past 64 bits (an OverflowError): the call returns it all the
+    same, as it returns any result the cache cannot hold."""
+
+    @any_cache.memoize()
+    def big(n: int) -> Any:
+        return [1, 2**n] if n > 64 else 2**n
+
+    assert big(64) == 2**64
+    assert big(70) == [1, 2**70]
+    assert big(10) == 1024
+
+
 def test_memoize_keeps_each_functions_results_its_own() -> None:
     with replikv.Cache(capacity=100) as cache:
         double = cache.memoize(ttl=60)(lambda x: x * 2)

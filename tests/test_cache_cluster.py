@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
+import pytest
 import redis
 import replikv
 from polling import eventually
@@ -213,3 +214,76 @@ def test_a_node_that_missed_an_invalidation_is_flushed_before_it_serves_again() 
 
         eventually("the owner to serve the new result", served_fresh_by_the_owner, timeout=30)
         assert lookup("x") == "v2"
+
+
+def test_a_key_longer_than_a_node_takes_is_left_to_the_source_and_harms_no_node() -> None:
+    """A node closes a connection whose argument passes 64 MiB (a malformed request to it):
+    sent such a key, the client took every node for down, and an invalidation meanwhile
+    made each one flush when it came back."""
+    huge = "x" * (65 << 20)
+    with ExitStack() as stack:
+        nodes = [stack.enter_context(replikv.CacheNode(capacity=1000)) for _ in range(2)]
+        cache = stack.enter_context(
+            replikv.Cache([n.address for n in nodes], source=lambda table, key: len(str(key)))
+        )
+        for i in range(50):
+            assert cache.get("t", str(i)) == len(str(i))
+        assert cache.get("t", huge) == len(huge), "the source answers, uncached"
+        assert cache.invalidate("t", huge) is False, "never cached"
+        with pytest.raises(ValueError, match="more than a cache node takes"):
+            cache.set("t", huge, 1)
+
+        @cache.memoize()
+        def length(text: str) -> int:
+            return len(text)
+
+        assert length(huge) == len(huge)
+        stats = cache.stats()
+        assert [node["state"] for node in stats.nodes.values()] == ["up", "up"], stats.nodes
+        assert stats.errors == 0, stats.last_error
+        hits = stats.hits
+        assert all(cache.get("t", str(i)) == len(str(i)) for i in range(50))
+        assert cache.stats().hits == hits + 50, "the nodes kept what they held"
+        assert all(node.stats().flushes == 0 for node in nodes)
+
+
+def test_bytes_another_client_put_on_a_node_read_as_a_miss_and_are_replaced() -> None:
+    """Any Redis client may write to a node: a value that does not decode is a miss (counted
+    as an error the source answered for), never a CorruptionError out of the read."""
+    with (
+        replikv.CacheNode(capacity=100) as node,
+        replikv.Cache([node.address], source=lambda table, key: {"from": "source"}) as cache,
+    ):
+        host, port = node.address.rsplit(":", 1)
+        other = redis.Redis(host=host, port=int(port), socket_timeout=5)
+        other.set("t:s:k", b"\xc1 not MessagePack")
+        assert cache.get("t", "k") == {"from": "source"}
+        assert cache.get_many("t", ["k"]) == {"k": {"from": "source"}}
+        stats = cache.stats()
+        assert stats.errors >= 1 and "does not decode" in (stats.last_error or ""), stats
+        assert cache.get("t", "k") == {"from": "source"}
+        assert cache.stats().hits == stats.hits + 1, "the read through's fill replaced them"
+
+        from replikv._memoize import _table
+
+        @cache.memoize()
+        def campaign(n: int) -> str:
+            return f"campaign {n}"
+
+        assert campaign(21) == "campaign 21"
+        # Where memoize keeps the call `campaign(21)` (its table, a str key: its arguments).
+        memoized = f"{_table(campaign.__wrapped__)}:s:{((21,), [])!r}"  # type: ignore[attr-defined]
+        assert other.exists(memoized)
+        other.set(memoized, b"\xc1")
+        assert campaign(21) == "campaign 21"
+
+
+def test_a_node_that_fails_is_counted_in_the_caches_errors() -> None:
+    node = replikv.CacheNode(capacity=100)
+    with replikv.Cache([node.address], source=lambda table, key: "v", timeout=0.3) as cache:
+        assert cache.get("t", 1) == "v"
+        node.close()
+        assert all(cache.get("t", i) == "v" for i in range(5)), "the source answers"
+        stats = cache.stats()
+        assert stats.errors >= 1 and stats.last_error, stats
+        assert stats.errors >= stats.nodes[node.address]["errors"] >= 1

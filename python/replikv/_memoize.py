@@ -167,7 +167,8 @@ def _keep(cache: Cache, table: str, call: str, result: Any, ttl: float | None) -
     out, as the call that computed it must not fail for it."""
     try:
         cache.set(table, call, result, ttl=ttl)
-    except (ReplikvError, TypeError, ValueError) as refused:
+    except (ReplikvError, TypeError, ValueError, OverflowError) as refused:
+        # OverflowError: an int past 64 bits, which a store cannot hold either.
         _log.debug("a result of %s is not cached: %s", table, refused)
 
 

@@ -39,7 +39,7 @@ const UNAUTHENTICATED: Limits = Limits {
 /// header may claim, not what a request adds up to: a client that sends one long
 /// unfinished command would make the node buffer all of it. Redis closes a client at 1 GiB
 /// (`client-query-buffer-limit`); a cache node's values are far smaller than that.
-const MAX_REQUEST_BYTES: usize = 96 << 20;
+pub(crate) const MAX_REQUEST_BYTES: usize = 96 << 20;
 /// The most bytes of unfinished requests all connections may hold at once: without it,
 /// each of the clients could hold [`MAX_REQUEST_BYTES`] (a few clients sending long
 /// commands they never finish held the node's memory by the GiB). The connection whose

@@ -14,6 +14,20 @@ use crate::error::{CacheError, Result};
 
 /// Keys per `RKV.INVALIDATE` command at most (a long list goes as several, pipelined).
 const KEYS_PER_INVALIDATE: usize = 1024;
+/// ...and bytes of keys, well inside what a node takes in one request.
+const INVALIDATE_BYTES: usize = 16 << 20;
+
+/// Whether a node takes `command` as a request at all: an argument longer than its bound,
+/// or a request past its bound on one request, is a malformed request to it, and it
+/// closes the connection (the client would take that node for down). A key or a value
+/// that long is never cached: it is left to the source.
+fn a_node_takes(command: &[&[u8]]) -> bool {
+    let max_bulk = crate::cache::resp::Limits::default().max_bulk;
+    // Each argument's header and line ends: `$` and up to 20 digits, two CRLFs.
+    let framed: usize = command.iter().map(|arg| arg.len() + 25).sum();
+    command.iter().all(|arg| arg.len() <= max_bulk)
+        && framed <= crate::cache::server::MAX_REQUEST_BYTES
+}
 /// The longest timeout and `retry_after` accepted.
 const MAX_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -137,7 +151,11 @@ impl Cluster {
     /// # Errors
     /// [`CacheError::Reply`]: the node refused the command or the token.
     pub fn get(&self, key: &[u8]) -> Result<Lookup> {
-        match self.on_owner(key, &[b"RKV.GET".as_slice(), key])? {
+        let command = [b"RKV.GET".as_slice(), key];
+        if !a_node_takes(&command) {
+            return Ok(Lookup::Unavailable);
+        }
+        match self.on_owner(key, &command)? {
             Some((node, reply)) => self.lookup(node, reply),
             None => Ok(Lookup::Unavailable),
         }
@@ -156,6 +174,9 @@ impl Cluster {
             // Per node, the indexes of the keys it takes.
             let mut taken: Vec<Vec<usize>> = vec![Vec::new(); self.members.len()];
             for index in pending.drain(..) {
+                if !a_node_takes(&[b"RKV.GET", &keys[index]]) {
+                    continue; // never cached: left unavailable, to the source
+                }
                 if let Some(node) = self.owner(&keys[index]) {
                     taken[node].push(index);
                 }
@@ -217,6 +238,9 @@ impl Cluster {
             ],
             ttl.as_ref(),
         );
+        if !a_node_takes(&command) {
+            return Ok(false);
+        }
         match self.on_owner(key, &command)? {
             Some((_, Value::Int(1))) => Ok(true),
             Some((_, Value::Int(0))) | None => Ok(false),
@@ -232,6 +256,15 @@ impl Cluster {
     pub fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
         let ttl = ttl.map(px);
         let command = with_ttl(vec![b"SET".as_slice(), key, value], ttl.as_ref());
+        if !a_node_takes(&command) {
+            return Err(CacheError::Invalid(format!(
+                "a key of {} bytes with a value of {} bytes is more than a cache node takes \
+                 in one request (arguments of 64 MiB, requests of 96 MiB)",
+                key.len(),
+                value.len()
+            ))
+            .into());
+        }
         match self.on_owner(key, &command)? {
             Some((_, Value::Status(_))) => Ok(()),
             Some((node, other)) => Err(self.refused(node, "SET", &other)),
@@ -247,18 +280,32 @@ impl Cluster {
     /// # Errors
     /// [`CacheError::Unavailable`] when no node answered; [`CacheError::Reply`].
     pub fn invalidate(&self, keys: &[Vec<u8>]) -> Result<u64> {
+        // A key no node takes was never cached.
+        let keys: Vec<&Vec<u8>> = keys
+            .iter()
+            .filter(|key| a_node_takes(&[b"RKV.INVALIDATE", key]))
+            .collect();
         if keys.is_empty() {
             return Ok(0);
         }
-        let commands: Vec<Vec<&[u8]>> = keys
-            .chunks(KEYS_PER_INVALIDATE)
-            .map(|chunk| {
-                let keys = chunk.iter().map(Vec::as_slice);
-                std::iter::once(b"RKV.INVALIDATE".as_slice())
-                    .chain(keys)
-                    .collect()
-            })
-            .collect();
+        // Commands of up to KEYS_PER_INVALIDATE keys and INVALIDATE_BYTES of them.
+        let mut commands: Vec<Vec<&[u8]>> = Vec::new();
+        let mut bytes = 0;
+        for key in keys {
+            match commands.last_mut() {
+                Some(command)
+                    if command.len() <= KEYS_PER_INVALIDATE
+                        && bytes + key.len() <= INVALIDATE_BYTES =>
+                {
+                    command.push(key);
+                    bytes += key.len();
+                }
+                _ => {
+                    commands.push(vec![b"RKV.INVALIDATE".as_slice(), key]);
+                    bytes = key.len();
+                }
+            }
+        }
         self.count_everywhere("RKV.INVALIDATE", &commands)
     }
 
@@ -269,6 +316,9 @@ impl Cluster {
     /// As [`Cluster::invalidate`].
     pub fn invalidate_prefix(&self, prefix: &[u8]) -> Result<u64> {
         let command = vec![b"RKV.INVALIDATEPREFIX".as_slice(), prefix];
+        if !a_node_takes(&command) {
+            return Ok(0); // no key that long was ever cached
+        }
         self.count_everywhere("RKV.INVALIDATEPREFIX", &[command])
     }
 

@@ -89,23 +89,35 @@ impl Remote {
 
     /// A hit decoded, or on a miss the position a read through must reach. A cache that
     /// cannot answer is a miss: the source answers instead (counted in `stats()`).
-    fn found(&self, py: Python<'_>, lookup: Lookup) -> PyResult<Result<Py<PyAny>, Floor>> {
+    fn found(&self, py: Python<'_>, lookup: Lookup) -> Result<Py<PyAny>, Floor> {
         match lookup {
             Lookup::Hit { value, version } => {
                 self.cluster.observe(version.lsn);
-                Ok(Ok(decode_py_value(py, &value)?.unbind()))
+                match decode_py_value(py, &value) {
+                    Ok(decoded) => Ok(decoded.unbind()),
+                    // Bytes another client put there (any Redis client may write to a
+                    // node): a miss, counted, and the read through's fill replaces them.
+                    Err(undecodable) => {
+                        let reason = format!(
+                            "a cached value does not decode (written by another client?): \
+                             {undecodable}"
+                        );
+                        self.failed(&CacheError::Invalid(reason).into());
+                        Err(Some(version))
+                    }
+                }
             }
             Lookup::Miss { at } => {
                 self.cluster.observe(at.lsn);
-                Ok(Err(Some(at)))
+                Err(Some(at))
             }
-            Lookup::Unavailable => Ok(Err(None)),
+            Lookup::Unavailable => Err(None),
         }
     }
 
     pub(super) fn get(&self, py: Python<'_>, wire: &[u8]) -> PyResult<Result<Py<PyAny>, Floor>> {
         match run_detached(py, || Ok(self.cluster.get(wire))) {
-            Ok(Ok(lookup)) => self.found(py, lookup),
+            Ok(Ok(lookup)) => Ok(self.found(py, lookup)),
             Ok(Err(err)) => {
                 self.survived(py, &err)?;
                 Ok(Err(None))
@@ -120,10 +132,10 @@ impl Remote {
         wires: &[Vec<u8>],
     ) -> PyResult<Vec<Result<Py<PyAny>, Floor>>> {
         match run_detached(py, || Ok(self.cluster.get_many(wires)))? {
-            Ok(lookups) => lookups
+            Ok(lookups) => Ok(lookups
                 .into_iter()
                 .map(|lookup| self.found(py, lookup))
-                .collect(),
+                .collect()),
             Err(err) => {
                 self.survived(py, &err)?;
                 Ok(wires.iter().map(|_| Err(None)).collect())
@@ -176,6 +188,8 @@ impl Remote {
         let nodes = PyDict::new(py);
         let mut totals = [0u64; SUMMED.len()];
         let mut keys = 0;
+        // What the nodes' connections failed with (a read or fill the source answered).
+        let (mut node_errors, mut node_error) = (0, None);
         for report in reports {
             let node = PyDict::new(py);
             node.set_item("state", report.standing.name())?;
@@ -194,14 +208,18 @@ impl Remote {
             }
             node.set_item("errors", report.failures)?;
             node.set_item("last_error", &report.last_error)?;
+            node_errors += report.failures;
+            node_error = node_error.or_else(|| report.last_error.clone());
             nodes.set_item(&report.address, node)?;
         }
         let [evictions, expirations, invalidations] = totals;
-        let (errors, last_error) = self
+        let (own_errors, own_error) = self
             .failures
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
+        let errors = own_errors + node_errors;
+        let last_error = own_error.or(node_error);
         Ok(BackendFigures {
             evictions,
             expirations,
