@@ -168,6 +168,10 @@ def test_malformed_input_gets_errors_and_the_node_serves_on(
     lines = raw_exchange(node, b"ECHO " + b"a" * (80 << 10) + b"SET smuggled yes\r\nQUIT\r\n")
     assert lines == [b"-ERR Protocol error: too big inline request"], lines[:3]
     assert client(node, 2).exists("smuggled") == 0
+    # So is a line with unbalanced quotes, as in Redis: what follows it never runs.
+    lines = raw_exchange(node, b'SET "k v\r\nSET smuggled yes\r\nQUIT\r\n')
+    assert lines == [b"-ERR Protocol error: unbalanced quotes in request"], lines
+    assert client(node, 2).exists("smuggled") == 0
     # A request that adds up past 96 MiB (each argument within bounds) is answered and
     # closed while it is still coming, not buffered whole: without the bound the node
     # waits for the rest of it and this read times out.

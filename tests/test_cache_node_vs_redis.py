@@ -130,3 +130,51 @@ def test_expiry_commands_answer_as_redis_7_does(real_redis: redis.Redis, ours: r
     mine = replies(ours, "t:s:k")
     differences = [(a, b) for a, b in zip(theirs, mine, strict=True) if a != b]
     assert differences == [], "\n".join(f"redis: {a}\nours:  {b}" for a, b in differences)
+
+
+def transaction_replies(r: redis.Redis, key: str) -> list[Any]:
+    """What `r` answers to MULTI/EXEC/DISCARD sequences, raw, on one connection of its own
+    (a pooled one would carry the MULTI state into other calls)."""
+    connection = redis.Connection(**r.connection_pool.connection_kwargs)
+    seen: list[Any] = []
+
+    def plain(answer: Any) -> Any:
+        if isinstance(answer, redis.ResponseError):
+            return f"error: {answer}"
+        if isinstance(answer, list):
+            return [plain(item) for item in answer]
+        return answer
+
+    sequences: list[list[tuple[Any, ...]]] = [
+        [("MULTI",), ("SET", key, "v"), ("GET", key), ("SET", key, "w", "EX", "abc"), ("EXEC",)],
+        [("GET", key)],
+        [("MULTI",), ("SET", key), ("GET", key), ("EXEC",)],  # refused while queued
+        [("MULTI",), ("NOPE",), ("EXEC",)],
+        [("EXEC",)],
+        [("DISCARD",)],
+        [("MULTI",), ("MULTI",), ("SET", key, "x"), ("DISCARD",), ("GET", key)],
+    ]
+    try:
+        for sequence in sequences:
+            for command in sequence:
+                connection.send_command(*command)  # type: ignore[no-untyped-call]
+                try:
+                    answer = connection.read_response()
+                except redis.ResponseError as error:
+                    answer = error
+                seen.append((command[0], plain(answer)))
+    finally:
+        connection.disconnect()
+    # redis-py's own pipeline: MULTI/EXEC unless told transaction=False.
+    pipe = r.pipeline()
+    pipe.set(key, "1")
+    pipe.get(key)
+    seen.append(("pipeline", pipe.execute()))
+    return seen
+
+
+def test_transactions_answer_as_redis_7_does(real_redis: redis.Redis, ours: redis.Redis) -> None:
+    theirs = transaction_replies(real_redis, "k")
+    mine = transaction_replies(ours, "t:s:k")
+    differences = [(a, b) for a, b in zip(theirs, mine, strict=True) if a != b]
+    assert differences == [], "\n".join(f"redis: {a}\nours:  {b}" for a, b in differences)

@@ -377,10 +377,10 @@ fn read_requests(
             Parse::Incomplete => break,
             Parse::Invalid { error, skip } => {
                 // After a malformed multibulk request, the bytes that follow may be the
-                // data it announced, which must never run as commands: like Redis, answer
-                // and close. A malformed inline line is only that line, unless it was too
-                // long to be read to its end: the rest of it must not run either.
-                broken = input[used] == b'*' || input[used + skip - 1] != b'\n';
+                // data it announced, and after a malformed inline line (unbalanced
+                // quotes, or too long to be read to its end) the rest of what the client
+                // meant: neither may run as commands. Like Redis, answer and close.
+                broken = true;
                 used += skip;
                 requests.push_back(Err(error));
             }

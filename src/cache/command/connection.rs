@@ -166,6 +166,25 @@ pub(super) fn client(call: &mut Call<'_>) -> Outcome {
             None => Reply::Nil.into(),
         },
         (b"ID", 2) => Reply::Int(call.session.id as i64).into(),
+        (b"HELP", 2) => Reply::Array(
+            [
+                "CLIENT <subcommand> [<arg> ...]. Subcommands are:",
+                "GETNAME",
+                "    Return the name of the current connection.",
+                "ID",
+                "    Return the ID of the current connection.",
+                "SETNAME <name>",
+                "    Assign the name <name> to the current connection.",
+                "SETINFO <LIB-NAME|LIB-VER> <value>",
+                "    Accepted and ignored (client libraries send it).",
+                "HELP",
+                "    Print this help.",
+            ]
+            .into_iter()
+            .map(Reply::Status)
+            .collect(),
+        )
+        .into(),
         (b"SETINFO" | b"SETNAME" | b"GETNAME" | b"ID", _) => super::wrong_arity(b"client").into(),
         _ => Reply::Error(format!(
             "ERR unknown subcommand '{}'. Try CLIENT HELP.",
@@ -231,12 +250,49 @@ pub(super) fn glob_matches(pattern: &[u8], name: &[u8]) -> bool {
 
 /// `COMMAND` (and `COMMAND DOCS`, which redis-cli sends on start): an empty list, so that
 /// clients fall back to their defaults.
-pub(super) fn command(_: &mut Call<'_>) -> Outcome {
-    Reply::Array(Vec::new()).into()
+/// `COMMAND COUNT` counts the commands a node runs; the other forms (the commands' docs)
+/// answer an empty list, which clients take for "no docs".
+pub(super) fn command(call: &mut Call<'_>) -> Outcome {
+    match call.args.get(1) {
+        Some(sub) if sub.eq_ignore_ascii_case(b"COUNT") => {
+            Reply::Int(super::COMMANDS.len() as i64).into()
+        }
+        _ => Reply::Array(Vec::new()).into(),
+    }
 }
 
+/// `INFO [section ...]`: the sections named (case-insensitive; `all`, `everything` and
+/// `default` name them all), or every one; a section the node has none of adds nothing.
 pub(super) fn info(call: &mut Call<'_>) -> Outcome {
-    Reply::Bulk(Bytes::from(call.node.info())).into()
+    let text = call.node.info();
+    let wanted: Vec<String> = call.args[1..]
+        .iter()
+        .map(|name| String::from_utf8_lossy(name).to_ascii_lowercase())
+        .collect();
+    let everything = ["all", "everything", "default"];
+    if wanted.is_empty()
+        || wanted
+            .iter()
+            .any(|name| everything.contains(&name.as_str()))
+    {
+        return Reply::Bulk(Bytes::from(text)).into();
+    }
+    let mut picked = String::new();
+    for section in text.split("\r\n\r\n") {
+        let name = section
+            .strip_prefix("# ")
+            .and_then(|s| s.split("\r\n").next())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if wanted.contains(&name) {
+            if !picked.is_empty() {
+                picked.push_str("\r\n");
+            }
+            picked.push_str(section.trim_end_matches("\r\n"));
+            picked.push_str("\r\n");
+        }
+    }
+    Reply::Bulk(Bytes::from(picked)).into()
 }
 
 /// A client's name as `CLIENT SETNAME` and `HELLO ... SETNAME` take it, as Redis does:

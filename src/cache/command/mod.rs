@@ -4,6 +4,7 @@
 
 mod connection;
 mod keys;
+mod multi;
 mod versioned;
 
 use std::fmt::Write as _;
@@ -22,6 +23,8 @@ pub struct Session {
     pub name: Option<String>,
     /// Its id, as `CLIENT ID` and `HELLO` report it.
     pub id: u64,
+    /// The commands queued since `MULTI`, if it is in one.
+    queued: Option<multi::Queued>,
 }
 
 impl Session {
@@ -33,6 +36,7 @@ impl Session {
             authenticated: node.options.token.is_none(),
             name: None,
             id,
+            queued: None,
         }
     }
 }
@@ -68,14 +72,29 @@ fn run(node: &mut Node, session: &mut Session, args: Vec<Vec<u8>>, now_ms: u64) 
     let found = COMMANDS
         .iter()
         .find(|(n, _, _)| n.as_bytes().eq_ignore_ascii_case(&args[0]));
-    let Some(&(name, arity, handler)) = found else {
-        return unknown(&args).into();
+    let refused = match found {
+        None => Some(unknown(&args)),
+        Some(&(name, arity, _)) if !arity_ok(arity, args.len()) => {
+            Some(wrong_arity(name.as_bytes()))
+        }
+        Some(&(name, ..))
+            if !session.authenticated && !matches!(name, "AUTH" | "HELLO" | "PING" | "QUIT") =>
+        {
+            Some(Reply::Error("NOAUTH Authentication required.".into()))
+        }
+        Some(_) => None,
     };
-    if !arity_ok(arity, args.len()) {
-        return wrong_arity(name.as_bytes()).into();
+    if let Some(refused) = refused {
+        if let Some(queued) = session.queued.as_mut() {
+            queued.spoil();
+        }
+        return refused.into();
     }
-    if !session.authenticated && !matches!(name, "AUTH" | "HELLO" | "PING" | "QUIT") {
-        return Reply::Error("NOAUTH Authentication required.".into()).into();
+    let &(name, _, handler) = found.expect("invariant: refused above if not found");
+    if let Some(queued) = session.queued.as_mut() {
+        if !matches!(name, "EXEC" | "DISCARD" | "MULTI" | "QUIT") {
+            return queued.push(args);
+        }
     }
     handler(&mut Call {
         node,
@@ -123,6 +142,9 @@ const COMMANDS: &[(&str, i32, Handler)] = &[
     ("COMMAND", -1, connection::command),
     ("SELECT", 2, connection::select),
     ("INFO", -1, connection::info),
+    ("MULTI", 1, multi::multi),
+    ("EXEC", 1, multi::exec),
+    ("DISCARD", 1, multi::discard),
     ("RKV.GET", 2, versioned::get),
     ("RKV.FILL", -5, versioned::fill),
     ("RKV.INVALIDATE", -2, versioned::invalidate),

@@ -526,3 +526,85 @@ fn config_glob_patterns_match_without_backtracking() {
 fn connection_glob(pattern: &str, name: &str) -> bool {
     connection::glob_matches(pattern.as_bytes(), name.as_bytes())
 }
+
+#[test]
+fn multi_queues_commands_and_exec_runs_them_in_a_row() {
+    let mut c = Client::new(None);
+    assert_eq!(c.run("MULTI"), Reply::Ok);
+    assert_eq!(c.run("SET k v"), Reply::Status("QUEUED"));
+    assert_eq!(c.run("GET k"), Reply::Status("QUEUED"));
+    assert_eq!(c.run("EXISTS k"), Reply::Status("QUEUED"));
+    assert_eq!(
+        c.run("EXEC"),
+        Reply::Array(vec![Reply::Ok, bulk("v"), Reply::Int(1)])
+    );
+    assert_eq!(c.run("EXEC"), Reply::Error("ERR EXEC without MULTI".into()));
+    // A command refused while queued discards them all at EXEC.
+    assert_eq!(c.run("MULTI"), Reply::Ok);
+    assert_eq!(c.run("DEL k"), Reply::Status("QUEUED"));
+    assert!(error_starts(&c.run("GET"), "ERR wrong number"));
+    assert!(error_starts(&c.run("EXEC"), "EXECABORT"));
+    assert_eq!(c.run("GET k"), bulk("v"), "nothing queued ran");
+    assert_eq!(c.run("MULTI"), Reply::Ok);
+    assert!(error_starts(
+        &c.run("MULTI"),
+        "ERR MULTI calls can not be nested"
+    ));
+    assert_eq!(c.run("DEL k"), Reply::Status("QUEUED"));
+    assert_eq!(c.run("DISCARD"), Reply::Ok);
+    assert_eq!(c.run("GET k"), bulk("v"));
+    assert!(error_starts(&c.run("DISCARD"), "ERR DISCARD without MULTI"));
+}
+
+#[test]
+fn a_transaction_past_its_byte_bound_is_refused_whole() {
+    let mut c = Client::new(None);
+    assert_eq!(c.run("MULTI"), Reply::Ok);
+    let big = vec![b"SET".to_vec(), b"k".to_vec(), vec![b'x'; 40 << 20]];
+    for _ in 0..2 {
+        let queued = execute(&mut c.node, &mut c.session, big.clone(), 0).reply;
+        assert_eq!(queued, Reply::Status("QUEUED"));
+    }
+    let refused = execute(&mut c.node, &mut c.session, big, 0).reply;
+    assert!(error_starts(
+        &refused,
+        "ERR the commands queued since MULTI"
+    ));
+    assert!(error_starts(&c.run("EXEC"), "EXECABORT"));
+    assert_eq!(c.run("EXISTS k"), Reply::Int(0));
+}
+
+#[test]
+fn command_count_client_help_and_info_sections_answer_as_redis_does() {
+    let mut c = Client::new(None);
+    assert_eq!(
+        c.run("COMMAND COUNT"),
+        Reply::Int(i64::try_from(COMMANDS.len()).unwrap())
+    );
+    let Reply::Array(help) = c.run("CLIENT HELP") else {
+        panic!("CLIENT HELP answers a list");
+    };
+    assert!(help.contains(&Reply::Status("SETNAME <name>")));
+    let text = |reply: Reply| match reply {
+        Reply::Bulk(bytes) => String::from_utf8(bytes.to_vec()).unwrap(),
+        other => panic!("not a bulk string: {other:?}"),
+    };
+    let keyspace = text(c.run("INFO keyspace"));
+    assert!(
+        keyspace.starts_with("# Keyspace\r\ndb0:keys="),
+        "{keyspace}"
+    );
+    assert!(!keyspace.contains("# Server"));
+    let two = text(c.run("INFO SERVER stats"));
+    assert!(two.starts_with("# Server\r\n") && two.contains("\r\n\r\n# Stats\r\n"));
+    assert!(
+        two.ends_with("\r\n") && !two.ends_with("\r\n\r\n"),
+        "{two:?}"
+    );
+    assert_eq!(text(c.run("INFO nosuchsection")), "");
+    let everything = text(c.run("INFO everything"));
+    assert!(
+        everything.starts_with("# Server\r\n")
+            && everything.ends_with("# Keyspace\r\ndb0:keys=0\r\n")
+    );
+}
