@@ -135,7 +135,7 @@ def test_expiry_commands_answer_as_redis_7_does(real_redis: redis.Redis, ours: r
 def transaction_replies(r: redis.Redis, key: str) -> list[Any]:
     """What `r` answers to MULTI/EXEC/DISCARD sequences, raw, on one connection of its own
     (a pooled one would carry the MULTI state into other calls)."""
-    connection = redis.Connection(**r.connection_pool.connection_kwargs)
+    connection = redis.Connection(**r.connection_pool.connection_kwargs)  # type: ignore[no-untyped-call]
     seen: list[Any] = []
 
     def plain(answer: Any) -> Any:
@@ -164,7 +164,7 @@ def transaction_replies(r: redis.Redis, key: str) -> list[Any]:
                     answer = error
                 seen.append((command[0], plain(answer)))
     finally:
-        connection.disconnect()
+        connection.disconnect()  # type: ignore[no-untyped-call]
     # redis-py's own pipeline: MULTI/EXEC unless told transaction=False.
     pipe = r.pipeline()
     pipe.set(key, "1")
