@@ -408,7 +408,20 @@ def test_a_deposed_primary_says_sync_writes_are_unavailable(tmp_path: Path) -> N
             # Told by the promotion: it is deposed, and says so rather than "degraded".
             eventually("deposed", lambda: primary.status().sync_state == "unavailable")
             assert primary.sync_state == "unavailable"
+            # The promoted replica's status names the primary it became, not the old one.
+            promoted = eu1.status()
+            assert promoted.state == "promoted"
+            assert (promoted.primary, promoted.epoch) == (new.address, new.status().epoch)
             with pytest.raises(replikv.FencedError):
                 store.put("consent", "c1", True)
         finally:
             new.close()
+    store.close()
+    # Served again after a restart, it is still deposed, and still says so.
+    with (
+        replikv.Store(tmp_path / "primary") as reopened,
+        replikv.Primary(reopened, quorum=1) as again,
+    ):
+        assert again.sync_state == again.status().sync_state == "unavailable"
+        with pytest.raises(replikv.FencedError):
+            reopened.put("consent", "c2", True, durability="async")

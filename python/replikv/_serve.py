@@ -123,9 +123,9 @@ def add_commands(commands: Any) -> None:
         description=(
             "Promote a stopped replica (its primary is gone). A stopped replica reaches no "
             "other member, so by the rule a live promotion follows it must alone hold every "
-            "acknowledged sync write (its primary's quorum equalled its number of replicas, "
-            "as the last heartbeats said); a running replica started with --listen can "
-            "reach the others (Replica.promote). Then serve it with "
+            "acknowledged sync write and be a majority of the members: only a primary's one "
+            "replica can (as the last heartbeats said). With more, start them with --listen "
+            "and promote one that reaches the others (Replica.promote). Then serve it with "
             "`replikv primary --data DIR` and the options it prints: its old primary's "
             "quorum, sync tables and timeouts, as the last heartbeats said."
         ),

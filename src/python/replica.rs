@@ -269,7 +269,11 @@ impl PyReplica {
         };
         Ok(PyReplicaStatus {
             name: self.replica.name().to_owned(),
-            primary: self.replica.primary(),
+            // Once promoted, the primary is its own store, where it serves.
+            primary: state
+                .serving_at
+                .clone()
+                .unwrap_or_else(|| self.replica.primary()),
             state: state.state.name(),
             // A follower applies each batch before its fdatasync (applied may be ahead), and
             // holds back what its primary shipped before its own (applied may be behind).

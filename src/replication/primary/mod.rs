@@ -205,6 +205,11 @@ impl Primary {
         // Replicas drop a link that stays silent for 5 s: heartbeat well within that.
         options.heartbeat_interval = options.heartbeat_interval.min(MAX_HEARTBEAT);
         let sync = Arc::new(SyncWaiters::new(options.sync.clone()));
+        // A store deposed before (a promotion elsewhere, recorded durably) serves as one:
+        // its status says sync writes are unavailable, as it did before the restart.
+        if store.epoch() > store.own_epoch() {
+            sync.fence(store.epoch());
+        }
         let registration = store.serve_replication(Arc::clone(&sync) as _)?;
         let (listener, address) = runtime().block_on(bind(&options.listen))?;
         let slots = Slots::load(store.path())?;

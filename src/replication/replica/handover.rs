@@ -58,7 +58,7 @@ pub(super) async fn take_over(
     tracing::info!(replica = %shared.options.name, epoch, from_lsn = last_lsn + 1, address = %primary.address(), "took over as the primary");
     let address = primary.address().to_string();
     *lock(&side.handed_over) = Some(primary);
-    lock(&shared.state).promoted();
+    shared.became_primary(epoch, &address);
     lead_members(shared, &address);
     Ok(address)
 }

@@ -58,6 +58,8 @@ pub struct ReplicaOptions {
 pub struct ReplicaState {
     /// The link's state.
     pub state: LinkState,
+    /// Where its store serves as the primary, once promoted (or handed over to).
+    pub serving_at: Option<String>,
     /// The primary's last LSN, as last heard.
     pub primary_last_lsn: u64,
     /// The primary's epoch, as last heard.
@@ -125,6 +127,7 @@ impl ReplicaState {
         }
         Self {
             state: LinkState::Connecting,
+            serving_at: None,
             primary_last_lsn: 0,
             primary_epoch: 0,
             primary_quorum,
@@ -146,11 +149,13 @@ impl ReplicaState {
         }
     }
 
-    /// Records that its store is the primary's now (promoted, or handed over to): every
-    /// LSN it holds is that primary's own, and what it said of the old primary's history
-    /// (a fork it stopped on, when forced) no longer holds.
-    fn promoted(&mut self) {
+    /// Records that its store is the primary's now (promoted, or handed over to), of
+    /// `epoch`, served at `address`: every LSN it holds is that primary's own, and what it said of the old
+    /// primary's history (a fork it stopped on, when forced) no longer holds.
+    fn promoted(&mut self, epoch: u64, address: &str) {
         self.state = LinkState::Promoted;
+        self.serving_at = Some(address.to_owned());
+        self.primary_epoch = epoch;
         self.diverged = None;
         self.matched = true;
     }
@@ -254,6 +259,12 @@ impl Shared {
     /// The address of the primary it follows now.
     fn primary(&self) -> String {
         lock(&self.primary).clone()
+    }
+
+    /// Its store became the primary of `epoch`, served at `address`: its status names
+    /// that primary, no longer the one it followed.
+    fn became_primary(&self, epoch: u64, address: &str) {
+        lock(&self.state).promoted(epoch, address);
     }
 
     /// Follows `address` from now on: the current link (if any) ends, and the next one

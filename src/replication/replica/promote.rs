@@ -394,7 +394,8 @@ impl Replica {
         self.store().begin_epoch(plan.epoch)?;
         self.promoted.store(true, Ordering::Release);
         let primary = Primary::start(self.store().clone(), options)?;
-        lock(&self.shared().state).promoted();
+        self.shared()
+            .became_primary(plan.epoch, &primary.address().to_string());
         for (name, flushed_lsn) in &plan.followers {
             let store_id = plan
                 .ids
