@@ -183,6 +183,25 @@ def test_put_dataframe_stores_each_cell_as_put_many_does(
         assert same(value, stored[key]), (key, value, stored[key])
 
 
+def test_a_parquet_list_of_timestamps_is_refused_naming_the_way_out(tmp_path: Path) -> None:
+    """pandas reads a parquet list<timestamp[UTC]> column as numpy datetime64 arrays, which
+    hold no time zone: refused as naive, the refusal says how to take them as UTC."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    pa = pytest.importorskip("pyarrow")
+    at = dt.datetime(2024, 1, 1, 12, tzinfo=dt.timezone.utc)
+    table = pa.table({"id": [1], "whens": pa.array([[at]], pa.list_(pa.timestamp("us", "UTC")))})
+    pq.write_table(table, tmp_path / "whens.parquet")
+    frame = pd.read_parquet(tmp_path / "whens.parquet")
+    with replikv.Store(tmp_path / "db") as store:
+        with pytest.raises(
+            TypeError, match=r"^t\[1\]\['whens'\]\[0\]: naive datetime.*naive=\"utc\""
+        ):
+            store.put_dataframe("t", frame, key="id")
+        store.put_dataframe("t", frame, key="id", naive="utc")
+        store.put_arrow("from_arrow", table, key="id")
+        assert store.get("t", 1) == store.get("from_arrow", 1) == {"whens": [at]}
+
+
 @pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
 def test_a_cell_of_durations_is_refused_as_put_refuses_a_duration(
     tmp_path: Path, unit: str

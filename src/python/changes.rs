@@ -34,8 +34,8 @@ pub(crate) fn instant_ms(name: &str, value: &Bound<'_, PyAny>) -> PyResult<i64> 
              timezone.utc)"
         )));
     }
-    let (secs, nanos) =
-        datetime_to_unix(value, false).map_err(|r| r.into_err(value.py(), &Location::Value))?;
+    let (secs, nanos) = datetime_to_unix(value, false, false)
+        .map_err(|r| r.into_err(value.py(), &Location::Value))?;
     Ok(secs * 1_000 + i64::from(nanos / 1_000_000))
 }
 

@@ -37,10 +37,12 @@ fn epoch(py: Python<'_>, aware: bool) -> PyResult<&Bound<'_, PyAny>> {
 
 /// Seconds and nanoseconds since the Unix epoch of a `datetime` (or a subclass such as
 /// `pandas.Timestamp`, whose nanoseconds are truncated to microseconds). A naive one is
-/// taken as UTC if `naive_utc`, else refused.
+/// taken as UTC if `naive_utc`, else refused; `in_frame`: the refusal names the
+/// DataFrame paths' `naive="utc"`.
 pub(crate) fn datetime_to_unix(
     dt: &Bound<'_, PyAny>,
     naive_utc: bool,
+    in_frame: bool,
 ) -> Result<(i64, u32), Refusal> {
     let py = dt.py();
     let naive = dt
@@ -48,10 +50,17 @@ pub(crate) fn datetime_to_unix(
         .map_err(Refusal::raised)?
         .is_none();
     if naive && !naive_utc {
-        return Err(Refusal::type_error(
+        let mut message = String::from(
             "naive datetime (it has no timezone, so the instant it means is ambiguous): give \
              it one, for example timezone.utc",
-        ));
+        );
+        if in_frame {
+            message.push_str(
+                ", or pass naive=\"utc\" if the frame's are UTC (a numpy array in a cell, as \
+                 pandas reads a parquet list of timestamps, holds none)",
+            );
+        }
+        return Err(Refusal::type_error(message));
     }
     let delta = epoch(py, !naive)
         .and_then(|epoch| dt.call_method1("__sub__", (epoch,)))

@@ -163,7 +163,8 @@ impl Encoder {
             return Ok(());
         }
         if obj.is_instance_of::<PyDateTime>() && !is_nat(obj) {
-            let (secs, nanos) = datetime_to_unix(obj, self.options.naive_utc)?;
+            let (secs, nanos) =
+                datetime_to_unix(obj, self.options.naive_utc, self.options.missing_as_none)?;
             self.ext(TIMESTAMP_EXT, &encode_timestamp(secs, nanos));
             return Ok(());
         }
