@@ -505,6 +505,25 @@ def test_a_store_closed_while_an_export_reads_raises_store_closed(tmp_path: Path
         ), repr(outcome)
 
 
+def test_a_categorical_inside_a_list_or_a_struct_is_stored_as_its_values(store: Any) -> None:
+    """A categorical at the top of a column is stored as str: so is one a list or a struct
+    holds (polars List(Categorical), a pyarrow list of dictionaries)."""
+    frame = pl.DataFrame(
+        {
+            "id": [1, 2],
+            "tags": pl.Series([["a", "b"], None], dtype=pl.List(pl.Categorical)),
+            "st": pl.Series([{"c": "x"}, {"c": None}], dtype=pl.Struct({"c": pl.Categorical})),
+        }
+    )
+    store.put_arrow("t", frame, key="id")
+    assert store.get("t", 1) == {"tags": ["a", "b"], "st": {"c": "x"}}
+    assert store.get("t", 2) == {"tags": None, "st": {"c": None}}
+    words = pa.array(["de", "fr", "de"]).dictionary_encode()
+    lists = pa.ListArray.from_arrays(pa.array([0, 2, 3]), words)
+    store.put_arrow("u", pa.table({"id": [1, 2], "langs": lists}), key="id")
+    assert dict(store.scan("u")) == {1: {"langs": ["de", "fr"]}, 2: {"langs": ["de"]}}
+
+
 def nested_list(levels: int) -> Any:
     value: Any = 7
     for _ in range(levels):

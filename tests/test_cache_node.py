@@ -217,13 +217,19 @@ def test_rejected_commands_never_exceed_the_commands_processed() -> None:
         assert stats == {b"total_commands_processed": b"1", b"rejected_commands": b"1"}
 
 
-def test_an_mget_naming_one_value_many_times_holds_a_bounded_reply_while_unread() -> None:
+@pytest.mark.parametrize("in_multi", [False, True], ids=["plain", "inside MULTI/EXEC"])
+def test_an_mget_naming_one_value_many_times_holds_a_bounded_reply_while_unread(
+    in_multi: bool,
+) -> None:
     with replikv.CacheNode(max_bytes=100_000) as bounded:
         r = client(bounded, 2)
         value = b"v" * 16_000  # under the size a reply holds by reference: copied
         assert r.set("k", value) is True
         names = 2_000  # 32 MB of reply, eight times the 4 MiB output bound
-        request = b"*%d\r\n$4\r\nMGET\r\n" % (names + 1) + b"$1\r\nk\r\n" * names
+        mget = b"*%d\r\n$4\r\nMGET\r\n" % (names + 1) + b"$1\r\nk\r\n" * names
+        # EXEC answers the MGET's reply as an item of its own array.
+        multi, exec_ = b"*1\r\n$5\r\nMULTI\r\n", b"*1\r\n$4\r\nEXEC\r\n"
+        request = multi + mget + exec_ if in_multi else mget
         host, port = bounded.address.rsplit(":", 1)
         with socket.create_connection((host, int(port)), timeout=30) as sock:
             sock.sendall(request)
@@ -236,6 +242,8 @@ def test_an_mget_naming_one_value_many_times_holds_a_bounded_reply_while_unread(
             held = stats()["max_unsent_reply_bytes"]
             assert held <= (4 << 20) + 16_100, f"{held} bytes of one reply held at once"
             expected = b"*%d\r\n" % names + (b"$16000\r\n" + value + b"\r\n") * names
+            if in_multi:
+                expected = b"+OK\r\n+QUEUED\r\n*1\r\n" + expected
             received = b""
             while len(received) < len(expected):
                 chunk = sock.recv(1 << 20)

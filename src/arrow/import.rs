@@ -11,6 +11,7 @@
 //! Values are refused beyond the depth every write path refuses ([`MAX_DEPTH`]).
 
 use std::fmt::{Debug, Write};
+use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
@@ -18,7 +19,7 @@ use arrow_array::types::{
     Int8Type, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
 };
 use arrow_array::{Array, ArrayRef, OffsetSizeTrait};
-use arrow_schema::{DataType, Field, TimeUnit};
+use arrow_schema::{DataType, Field, FieldRef, TimeUnit};
 
 use super::packed;
 use crate::codec::msgpack::{DATE_EXT, MAX_DEPTH, TIMESTAMP_EXT};
@@ -392,20 +393,41 @@ pub fn field_part(name: &str) -> String {
     format!("['{}']", name.escape_debug())
 }
 
-/// `array` with a dictionary (a pandas categorical) replaced by its values; other arrays
-/// as they are.
+/// `array` with every dictionary in it (a pandas or polars categorical, also inside a
+/// list or a struct) replaced by its values; other arrays as they are.
 ///
 /// # Errors
 /// A [`Refusal`] if the dictionary's values cannot be unpacked.
 pub fn unpack(array: ArrayRef) -> Result<ArrayRef, Refusal> {
-    match array.data_type() {
-        DataType::Dictionary(_, values) => arrow_cast::cast(&array, values).map_err(|e| {
-            Refusal::new(
-                RefusalKind::Type,
-                format!("cannot unpack a dictionary column: {e}"),
-            )
-        }),
-        _ => Ok(array),
+    let unpacked = without_dictionaries(array.data_type());
+    if &unpacked == array.data_type() {
+        return Ok(array);
+    }
+    arrow_cast::cast(&array, &unpacked).map_err(|e| {
+        Refusal::new(
+            RefusalKind::Type,
+            format!("cannot unpack a dictionary column: {e}"),
+        )
+    })
+}
+
+/// `data_type` with each dictionary type replaced by its values' type, at any depth.
+fn without_dictionaries(data_type: &DataType) -> DataType {
+    let field = |field: &FieldRef| -> FieldRef {
+        Arc::new(
+            field
+                .as_ref()
+                .clone()
+                .with_data_type(without_dictionaries(field.data_type())),
+        )
+    };
+    match data_type {
+        DataType::Dictionary(_, values) => without_dictionaries(values),
+        DataType::List(item) => DataType::List(field(item)),
+        DataType::LargeList(item) => DataType::LargeList(field(item)),
+        DataType::FixedSizeList(item, size) => DataType::FixedSizeList(field(item), *size),
+        DataType::Struct(fields) => DataType::Struct(fields.iter().map(field).collect()),
+        other => other.clone(),
     }
 }
 

@@ -317,7 +317,7 @@ async fn serve(shared: &Shared, incoming: Incoming) -> std::io::Result<()> {
                 )));
                 broken = true;
             }
-            if !broken && !open.buffered(input.len()) {
+            if !broken && !open.buffered(input.len() + session.queued_bytes()) {
                 let limit = MAX_BUFFERED_BYTES >> 20;
                 requests.push_back(Err(format!(
                     "ERR the node holds {limit} MiB of unfinished requests from its clients: \
@@ -328,6 +328,16 @@ async fn serve(shared: &Shared, incoming: Incoming) -> std::io::Result<()> {
         }
         give_back(&mut input, &mut input_peak);
         let quit = answer(shared, &mut session, &mut requests, &mut output);
+        // Commands queued since MULTI are requests not run yet: they count as those still
+        // arriving do, against the node's bound on all of them.
+        if !broken && !open.buffered(input.len() + session.queued_bytes()) {
+            let limit = MAX_BUFFERED_BYTES >> 20;
+            requests.push_back(Err(format!(
+                "ERR the node holds {limit} MiB of unfinished requests from its clients: send \
+                 this transaction again later"
+            )));
+            broken = true;
+        }
         if output.has_remaining() {
             open.unsent(output.remaining());
             let written = writer.write_all_buf(&mut output).await;

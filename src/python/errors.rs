@@ -205,8 +205,11 @@ pub(crate) fn run_stoppable<T: Send>(
     f: impl FnOnce() -> crate::Result<T> + Send,
 ) -> PyResult<T> {
     let waiter = std::thread::current();
-    let work = move || {
+    // Set before the waiter is woken: its thread may not have ended yet when it looks.
+    let done = AtomicBool::new(false);
+    let work = || {
         let outcome = catch_unwind(AssertUnwindSafe(f));
+        done.store(true, Ordering::Release);
         waiter.unpark();
         outcome
     };
@@ -223,9 +226,9 @@ pub(crate) fn run_stoppable<T: Send>(
             }
         };
         let mut interrupted = None;
-        while interrupted.is_none() && !worker.is_finished() {
+        while interrupted.is_none() && !done.load(Ordering::Acquire) {
             py.detach(|| std::thread::park_timeout(Duration::from_millis(50)));
-            if worker.is_finished() {
+            if done.load(Ordering::Acquire) {
                 break;
             }
             if let Err(signal) = py.check_signals() {

@@ -28,6 +28,13 @@ pub struct Session {
 }
 
 impl Session {
+    /// What the commands it queued since `MULTI` hold, in bytes: requests not run yet,
+    /// which the node counts with those still arriving.
+    #[must_use]
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.as_ref().map_or(0, multi::Queued::bytes)
+    }
+
     /// A new connection's session: RESP2, authenticated only if the node has no token.
     #[must_use]
     pub fn new(id: u64, node: &Node) -> Self {

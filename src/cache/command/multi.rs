@@ -8,9 +8,13 @@
 use super::{run, Call, Outcome};
 use crate::cache::resp::Reply;
 
-/// Bytes of queued arguments one connection may hold: a request's own bound (see
-/// `cache::server`), since a transaction is a request spread over several.
+/// Bytes one connection's queued commands may hold: a request's own bound (see
+/// `cache::server`), since a transaction is a request spread over several. Each command
+/// counts what holding it costs besides its arguments' bytes ([`COMMAND_COST`],
+/// [`ARGUMENT_COST`]): a queue of small commands costs far more than their bytes.
 const MAX_QUEUED_BYTES: usize = 96 << 20;
+const COMMAND_COST: usize = 96;
+const ARGUMENT_COST: usize = 48;
 
 /// Commands queued since `MULTI`.
 #[derive(Debug, Clone, Default)]
@@ -24,7 +28,11 @@ pub struct Queued {
 impl Queued {
     /// Queues `args`, or refuses them (spoiling the transaction) past the byte bound.
     pub(super) fn push(&mut self, args: Vec<Vec<u8>>) -> Outcome {
-        let bytes = args.iter().map(Vec::len).sum::<usize>();
+        let bytes = COMMAND_COST
+            + args
+                .iter()
+                .map(|arg| arg.len() + ARGUMENT_COST)
+                .sum::<usize>();
         if self.bytes + bytes > MAX_QUEUED_BYTES {
             self.spoiled = true;
             return Reply::Error(
@@ -40,6 +48,11 @@ impl Queued {
     /// A command was refused while queued.
     pub(super) fn spoil(&mut self) {
         self.spoiled = true;
+    }
+
+    /// What holding the queue costs, in bytes (see [`MAX_QUEUED_BYTES`]).
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
     }
 }
 

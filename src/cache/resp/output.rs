@@ -118,13 +118,22 @@ impl Output {
         !self.deferred.is_empty()
     }
 
-    /// Encodes deferred items until the bound is reached or none is left.
+    /// Encodes deferred items until the bound is reached or none is left. An item that is
+    /// an array itself (an `MGET` inside `EXEC`) is deferred item by item in its turn.
     fn encode_deferred(&mut self) {
         while self.unsent < self.bound {
             let Some(item) = self.deferred.pop_front() else {
                 return;
             };
-            encode(&item, self.protocol, self);
+            match item {
+                Reply::Array(items) => {
+                    header(self, b'*', items.len());
+                    for item in items.into_iter().rev() {
+                        self.deferred.push_front(item);
+                    }
+                }
+                other => encode(&other, self.protocol, self),
+            }
         }
     }
 }
@@ -269,6 +278,28 @@ mod tests {
     fn reused_allocation(buffer: &mut BytesMut) -> usize {
         buffer.reserve(16);
         buffer.capacity()
+    }
+
+    #[test]
+    fn an_array_inside_an_array_reply_is_held_to_the_bound_too() {
+        // EXEC answering an MGET that names one large value many times.
+        let value = Bytes::from(vec![3u8; 16_000]);
+        let mget = Reply::Array(vec![Reply::Bulk(value); 2_000]);
+        let reply = Reply::Array(vec![Reply::Ok, mget, Reply::Int(7)]);
+        let mut copied = Vec::new();
+        encode(&reply, 2, &mut copied);
+        let bound = 64 * 1024;
+        let mut output = Output::new(bound);
+        output.push(reply, 2);
+        let (mut sent, mut most) = (Vec::new(), 0);
+        while output.deferring() || output.has_remaining() {
+            most = most.max(output.remaining());
+            let take = output.chunk().len().min(5_000);
+            sent.extend_from_slice(&output.chunk()[..take]);
+            output.advance(take);
+        }
+        assert_eq!(sent, copied);
+        assert!(most < bound + 16_100, "{most} bytes encoded at once");
     }
 
     #[test]
