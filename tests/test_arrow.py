@@ -470,8 +470,17 @@ def test_a_field_name_with_a_nul_is_stored_whole_and_never_exported_cut_short(
         with pytest.raises(ValueError, match=r'field "a\\0b" has a NUL.*columns='):
             export()
     assert store.table("t").to_pandas(columns=["ok"])["ok"].tolist() == [1, 2]
-    # A source that shows its names: refused before pyarrow would pass "a" for "a\0b".
-    for source in (pa.table({"id": [3], "a\0b": [8]}), pl.DataFrame({"id": [3], "a\0b": [8]})):
+    # A source that shows its names: refused before pyarrow would pass "a" for "a\0b",
+    # also where a struct column holds it.
+    nested = pa.table({"id": [3], "s": pa.array([{"a\0b": 8}])})
+    listed = pa.table({"id": [3], "l": pa.array([[{"a\0b": 8}]])})
+    for source in (
+        pa.table({"id": [3], "a\0b": [8]}),
+        pl.DataFrame({"id": [3], "a\0b": [8]}),
+        nested,
+        listed,
+        nested.to_batches()[0],
+    ):
         with pytest.raises(ValueError, match=r"'a\\x00b' has a NUL character"):
             store.put_arrow("t", source, key="id")
     assert store.get("t", 3) is None

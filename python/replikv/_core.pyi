@@ -624,8 +624,11 @@ class Store:
             TypeError: a cell of a type that cannot be stored (the message names its key and
                 field).
             OverflowError: a number out of range (named the same way).
-            ValueError: two columns share a name, or a value nests deeper than 128 levels
-                (named the same way).
+            ValueError: two columns share a name, a value nests deeper than 128 levels
+                (named the same way), or a column's name, as a pyarrow, polars or pandas
+                source shows it, holds a NUL character (Arrow's C interface would cut it
+                short there; a source that shows no names is read as the interface gives
+                them).
         """
     def put_dataframe(
         self,
@@ -885,7 +888,9 @@ class ReplicaStatus:
         """Its name on the primary."""
     @property
     def primary(self) -> str:
-        """The primary's address it follows."""
+        """The primary's address it follows; once it is promoted (or handed over to), the
+        address its own store serves at as the primary.
+        """
     @property
     def state(self) -> str:
         """``'connecting'``, ``'snapshot'``, ``'catching_up'``, ``'streaming'``,
@@ -918,7 +923,7 @@ class ReplicaStatus:
         """
     @property
     def epoch(self) -> int:
-        """The primary's epoch."""
+        """The primary's epoch, as last heard; once it is promoted, the epoch it began."""
     @property
     def primary_quorum(self) -> int:
         """The primary's quorum, from its heartbeats."""
@@ -1734,6 +1739,8 @@ class Cache:
             ReplicationTimeout: the source (a replica) stayed behind the log position the
                 cache nodes have processed for the cache's ``timeout``: its value could be
                 older than one the cache already returned, so none is given.
+            StoreClosed: in-process, its source store was closed (what it held is dropped:
+                it no longer hears of the store's writes).
         """
     def get_many(self, table: str, keys: Iterable[_KeyArg]) -> dict[_Key, Any]:
         """The values of `keys` in `table`, as a dict holding the keys found (over nodes, one
@@ -1742,6 +1749,12 @@ class Cache:
     def set(self, table: str, key: _KeyArg, value: Any, ttl: float | None = None) -> None:
         """Caches `value` for `key` (until a write of the key in the source's log, its TTL or
         eviction). Over nodes the value must be one a store can hold.
+
+        Raises:
+            ValueTooLarge: in-process, the value is larger than ``max_bytes``.
+            ValueError: over nodes, the key and value are more than a node takes in one
+                request (arguments of 64 MiB, requests of 96 MiB).
+            StoreClosed: in-process, its source store was closed.
         """
     def invalidate(self, table: str, key: _KeyArg) -> bool:
         """Drops `key` from the cache; returns whether it was cached."""

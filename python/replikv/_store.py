@@ -164,8 +164,11 @@ class Table(MutableMapping[Key, Any]):
         batch, so a table larger than memory can be queried. No pyarrow is needed.
         The key is the first column (``key_name``); each dict field is a column (see the
         README for the type rule). ``columns`` keeps only these value columns, in this
-        order (``[]``: the key column alone); naming one twice is a ``ValueError``.
-        The rows are read as the stream is: if the store is closed first, the reader raises
+        order (``[]``: the key column alone); naming one twice is a ``ValueError``, and
+        so is a field whose name holds a NUL character (Arrow cannot name a column so:
+        leave it out with ``columns``). Ctrl-C stops the pass that finds the schema, and
+        ``to_arrow``/``to_pandas`` at their next chunk of rows. The rows are read as the
+        stream is: if the store is closed first, the reader raises
         an error of its own whose message gives the cause (pyarrow: ``ArrowInvalid:
         External error: ...``), where ``to_arrow`` and ``to_pandas`` raise ``StoreClosed``.
         """

@@ -280,12 +280,12 @@ fn readable<'py>(data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
 /// one transaction, or one per `batch_rows` rows. Returns the last transaction's receipt.
 /// Arrow's C interface passes column names as C strings: a producer cuts a name at its
 /// NUL, and its fields would be stored under the shorter name. Refuses a source whose
-/// column names, as a pyarrow, polars or pandas object shows them, hold one.
+/// column names, or the field names of its struct columns (at any depth), as a pyarrow,
+/// polars or pandas object shows them, hold one.
 fn refuse_cut_names(data: &Bound<'_, PyAny>) -> PyResult<()> {
-    let listed = |names: PyResult<Bound<'_, PyAny>>| names.and_then(|n| n.extract::<Vec<String>>());
-    let names = listed(data.getattr("schema").and_then(|s| s.getattr("names")))
-        .or_else(|_| listed(data.getattr("columns")))
-        .unwrap_or_default();
+    // A source that shows its names otherwise (or not at all) is read as the C interface
+    // gives them.
+    let names = shown_names(data).unwrap_or_default();
     match names.iter().find(|name| name.contains('\0')) {
         Some(name) => Err(PyValueError::new_err(format!(
             "column {} has a NUL character in its name, where Arrow's C interface cuts it \
@@ -293,6 +293,70 @@ fn refuse_cut_names(data: &Bound<'_, PyAny>) -> PyResult<()> {
             quoted(name)
         ))),
         None => Ok(()),
+    }
+}
+
+/// The column names of a pyarrow, polars or pandas `data`, and its struct fields' names.
+fn shown_names(data: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    let mut names = Vec::new();
+    match data.getattr("schema") {
+        // pyarrow: a schema of fields; polars: a mapping of names to types.
+        Ok(schema) if schema.hasattr("items")? => {
+            for item in schema.call_method0("items")?.try_iter()? {
+                let (name, dtype): (String, Bound<'_, PyAny>) = item?.extract()?;
+                names.push(name);
+                nested_names(&dtype, &mut names, 0);
+            }
+        }
+        Ok(schema) => {
+            for field in schema.try_iter()? {
+                let field = field?;
+                names.push(field.getattr("name")?.extract()?);
+                nested_names(&field.getattr("type")?, &mut names, 0);
+            }
+        }
+        Err(_) => names = data.getattr("columns")?.extract()?,
+    }
+    Ok(names)
+}
+
+/// Adds the field names inside the pyarrow or polars type `dtype` (a struct's, at any
+/// depth, through lists) to `names`; what it cannot read it leaves out.
+fn nested_names(dtype: &Bound<'_, PyAny>, names: &mut Vec<String>, depth: u32) {
+    if depth > crate::codec::msgpack::MAX_DEPTH {
+        return;
+    }
+    let mut children = Vec::new();
+    if let Ok(count) = dtype
+        .getattr("num_fields")
+        .and_then(|n| n.extract::<usize>())
+    {
+        // A pyarrow struct (a list's num_fields is 1, its item: read as value_type below).
+        if !dtype.hasattr("value_type").unwrap_or(true) {
+            for i in 0..count {
+                if let Ok(field) = dtype.call_method1("field", (i,)) {
+                    children.push((field.getattr("name"), field.getattr("type")));
+                }
+            }
+        }
+    } else if let Ok(fields) = dtype.getattr("fields").and_then(|f| f.try_iter()) {
+        // A polars struct.
+        for field in fields.flatten() {
+            children.push((field.getattr("name"), field.getattr("dtype")));
+        }
+    }
+    for (name, child) in children {
+        if let Ok(name) = name.and_then(|n| n.extract::<String>()) {
+            names.push(name);
+        }
+        if let Ok(child) = child {
+            nested_names(&child, names, depth + 1);
+        }
+    }
+    for item in ["value_type", "inner"] {
+        if let Ok(item) = dtype.getattr(item) {
+            nested_names(&item, names, depth + 1);
+        }
     }
 }
 

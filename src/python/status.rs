@@ -247,7 +247,8 @@ impl PySlot {
 pub(crate) struct PyReplicaStatus {
     /// Its name on the primary.
     pub(super) name: String,
-    /// The primary's address it follows.
+    /// The primary's address it follows; once it is promoted (or handed over to), the
+    /// address its own store serves at as the primary.
     pub(super) primary: String,
     /// ``'connecting'``, ``'snapshot'``, ``'catching_up'``, ``'streaming'``,
     /// ``'disconnected'``, ``'failed'`` (stopped for good: see ``last_error``),
@@ -270,7 +271,7 @@ pub(crate) struct PyReplicaStatus {
     /// heartbeats are two intervals late (a frozen primary, a link that stopped
     /// forwarding), before the link times out.
     pub(super) lag_seconds: f64,
-    /// The primary's epoch.
+    /// The primary's epoch, as last heard; once it is promoted, the epoch it began.
     pub(super) epoch: u64,
     /// The primary's quorum, from its heartbeats.
     pub(super) primary_quorum: u64,

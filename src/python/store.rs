@@ -511,8 +511,11 @@ impl PyStore {
     ///     TypeError: a cell of a type that cannot be stored (the message names its key and
     ///         field).
     ///     OverflowError: a number out of range (named the same way).
-    ///     ValueError: two columns share a name, or a value nests deeper than 128 levels
-    ///         (named the same way).
+    ///     ValueError: two columns share a name, a value nests deeper than 128 levels
+    ///         (named the same way), or a column's name, as a pyarrow, polars or pandas
+    ///         source shows it, holds a NUL character (Arrow's C interface would cut it
+    ///         short there; a source that shows no names is read as the interface gives
+    ///         them).
     #[allow(clippy::too_many_arguments)]
     fn put_arrow(
         &self,

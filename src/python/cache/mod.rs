@@ -344,6 +344,8 @@ impl PyCache {
     ///     ReplicationTimeout: the source (a replica) stayed behind the log position the
     ///         cache nodes have processed for the cache's ``timeout``: its value could be
     ///         older than one the cache already returned, so none is given.
+    ///     StoreClosed: in-process, its source store was closed (what it held is dropped:
+    ///         it no longer hears of the store's writes).
     #[pyo3(signature = (table, key, default = None, *, read_through = true))]
     fn get<'py>(
         &self,
@@ -408,6 +410,12 @@ impl PyCache {
 
     /// Caches `value` for `key` (until a write of the key in the source's log, its TTL or
     /// eviction). Over nodes the value must be one a store can hold.
+    ///
+    /// Raises:
+    ///     ValueTooLarge: in-process, the value is larger than ``max_bytes``.
+    ///     ValueError: over nodes, the key and value are more than a node takes in one
+    ///         request (arguments of 64 MiB, requests of 96 MiB).
+    ///     StoreClosed: in-process, its source store was closed.
     #[pyo3(signature = (table, key, value, ttl = None))]
     fn set(
         &self,

@@ -65,12 +65,16 @@ impl Remote {
     }
 
     fn failed(&self, err: &crate::error::Error) {
+        self.failed_because(err.to_string());
+    }
+
+    fn failed_because(&self, reason: String) {
         let mut failures = self
             .failures
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         failures.0 += 1;
-        failures.1 = Some(err.to_string());
+        failures.1 = Some(reason);
     }
 
     /// A failure the source answers for, except a node that refused the token: a wrong
@@ -98,11 +102,10 @@ impl Remote {
                     // Bytes another client put there (any Redis client may write to a
                     // node): a miss, counted, and the read through's fill replaces them.
                     Err(undecodable) => {
-                        let reason = format!(
+                        self.failed_because(format!(
                             "a cached value does not decode (written by another client?): \
                              {undecodable}"
-                        );
-                        self.failed(&CacheError::Invalid(reason).into());
+                        ));
                         Err(Some(version))
                     }
                 }
