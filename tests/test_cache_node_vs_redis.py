@@ -125,11 +125,14 @@ def replies(r: redis.Redis, key: str) -> list[tuple[Any, ...]]:
     return seen
 
 
-def test_expiry_commands_answer_as_redis_7_does(real_redis: redis.Redis, ours: redis.Redis) -> None:
-    theirs = replies(real_redis, "k")
-    mine = replies(ours, "t:s:k")
+def assert_answered_alike(theirs: list[Any], mine: list[Any]) -> None:
+    """Each probe's answer from redis-server next to ours, listed where they differ."""
     differences = [(a, b) for a, b in zip(theirs, mine, strict=True) if a != b]
     assert differences == [], "\n".join(f"redis: {a}\nours:  {b}" for a, b in differences)
+
+
+def test_expiry_commands_answer_as_redis_7_does(real_redis: redis.Redis, ours: redis.Redis) -> None:
+    assert_answered_alike(replies(real_redis, "k"), replies(ours, "t:s:k"))
 
 
 def transaction_replies(r: redis.Redis, key: str) -> list[Any]:
@@ -174,7 +177,4 @@ def transaction_replies(r: redis.Redis, key: str) -> list[Any]:
 
 
 def test_transactions_answer_as_redis_7_does(real_redis: redis.Redis, ours: redis.Redis) -> None:
-    theirs = transaction_replies(real_redis, "k")
-    mine = transaction_replies(ours, "t:s:k")
-    differences = [(a, b) for a, b in zip(theirs, mine, strict=True) if a != b]
-    assert differences == [], "\n".join(f"redis: {a}\nours:  {b}" for a, b in differences)
+    assert_answered_alike(transaction_replies(real_redis, "k"), transaction_replies(ours, "t:s:k"))

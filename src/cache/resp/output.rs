@@ -260,6 +260,16 @@ mod tests {
         let mut output = Output::new(bound);
         output.push(reply, 2);
         assert!(output.deferring());
+        let (mut sent, most) = drain(&mut output);
+        output.push(Reply::Ok, 2);
+        sent.extend_from_slice(output.chunk());
+        assert_eq!(sent, copied);
+        assert!(most < bound + 16_100, "{most} bytes encoded at once");
+    }
+
+    /// Everything `output` sends, taken 5,000 bytes at a time, and the most it held
+    /// encoded at once meanwhile.
+    fn drain(output: &mut Output) -> (Vec<u8>, usize) {
         let (mut sent, mut most) = (Vec::new(), 0);
         while output.deferring() || output.has_remaining() {
             most = most.max(output.remaining());
@@ -267,10 +277,7 @@ mod tests {
             sent.extend_from_slice(&output.chunk()[..take]);
             output.advance(take);
         }
-        output.push(Reply::Ok, 2);
-        sent.extend_from_slice(output.chunk());
-        assert_eq!(sent, copied);
-        assert!(most < bound + 16_100, "{most} bytes encoded at once");
+        (sent, most)
     }
 
     /// The allocation a buffer reuses once emptied: `reserve` takes the room back from
@@ -291,13 +298,7 @@ mod tests {
         let bound = 64 * 1024;
         let mut output = Output::new(bound);
         output.push(reply, 2);
-        let (mut sent, mut most) = (Vec::new(), 0);
-        while output.deferring() || output.has_remaining() {
-            most = most.max(output.remaining());
-            let take = output.chunk().len().min(5_000);
-            sent.extend_from_slice(&output.chunk()[..take]);
-            output.advance(take);
-        }
+        let (sent, most) = drain(&mut output);
         assert_eq!(sent, copied);
         assert!(most < bound + 16_100, "{most} bytes encoded at once");
     }
