@@ -50,15 +50,19 @@ class _ReportedBelow(logging.Filter):
 
     def __init__(self, directory: Path) -> None:
         super().__init__()
-        self._event = f"scrub found damage (path={directory}, "
+        self.event = f"scrub found damage (path={directory}, "
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(self._event)
+        return not record.getMessage().startswith(self.event)
 
 
 def _run_scrub(args: argparse.Namespace) -> int:
     with open_store(args.dir) as store:
-        logging.getLogger("replikv.store.read").addFilter(_ReportedBelow(store.path))
+        core = logging.getLogger("replikv.store.read")
+        reported = _ReportedBelow(store.path)
+        # Once per store: main() may run in one process many times (a program, the tests).
+        if not any(getattr(kept, "event", None) == reported.event for kept in core.filters):
+            core.addFilter(reported)
         report = store.scrub(progress=not (args.quiet or args.json))
     if args.json:
         print(json.dumps(report.to_dict(), default=tagged, indent=2))  # a bytes key as $base64
