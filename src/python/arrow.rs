@@ -13,7 +13,7 @@ use pyo3_arrow::{PyArray, PyRecordBatchReader};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use super::errors::run_stoppable;
+use super::errors::{run_detached, run_stoppable};
 use super::value::decode_py_value;
 use crate::arrow::{Collected, ExportRequest, Plan, Stop};
 use crate::store::Store;
@@ -169,6 +169,10 @@ pub(crate) fn packed(schema: &SchemaRef) -> Vec<String> {
         .collect()
 }
 
+/// Tables of more rows than this are exported on a thread of their own, so that Ctrl-C
+/// stops them (a pass over 65,536 rows takes tens of milliseconds).
+const INTERRUPTIBLE_FROM_ROWS: u64 = 65_536;
+
 /// Prepares an export (one pass over a snapshot, with the GIL released): planned, its
 /// batches are built as they are read; `build`, all are built now (see `Plan::collect`).
 pub(crate) fn stream(
@@ -199,10 +203,15 @@ pub(crate) fn stream(
             quoted(&key_name)
         )));
     }
-    // Ctrl-C ends the pass over the rows (a schema's, or every batch's) at its next chunk.
+    // Ctrl-C ends the pass over the rows (a schema's, or every batch's) at its next chunk,
+    // on a table large enough to make the wait felt; a small one's pass ends sooner than
+    // a thread to run it on would start.
     let stop = Arc::new(AtomicBool::new(false));
     request.stop = Stop::when(Arc::clone(&stop));
-    let rows = run_stoppable(py, &stop, || {
+    let small = store
+        .table_sum(&table)
+        .is_ok_and(|sum| sum.rows <= INTERRUPTIBLE_FROM_ROWS);
+    let pass = || {
         if build {
             Ok(Rows::Built {
                 table: table.clone(),
@@ -211,7 +220,12 @@ pub(crate) fn stream(
         } else {
             Plan::new(store, request).map(|plan| Rows::Planned(Box::new(plan)))
         }
-    })?;
+    };
+    let rows = if small {
+        run_detached(py, pass)?
+    } else {
+        run_stoppable(py, &stop, pass)?
+    };
     if rows
         .schema()
         .fields()
