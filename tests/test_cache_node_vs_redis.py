@@ -156,6 +156,9 @@ def transaction_replies(r: redis.Redis, key: str) -> list[Any]:
         [("EXEC",)],
         [("DISCARD",)],
         [("MULTI",), ("MULTI",), ("SET", key, "x"), ("DISCARD",), ("GET", key)],
+        [("MULTI",), ("SET", key, "y"), ("EXEC", "now"), ("GET", key), ("EXEC",)],
+        [("MULTI",), ("DISCARD", "now"), ("DISCARD",)],
+        [("COMMAND", "COUNT", "x"), ("CLIENT", "HELP", "x"), ("CLIENT", "ID", "x")],
     ]
     try:
         for sequence in sequences:

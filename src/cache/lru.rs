@@ -197,6 +197,12 @@ impl<V: Weigh> VersionedLru<V> {
         self.expiring > 0
     }
 
+    /// How many entries have a TTL (some may be past it, not dropped yet).
+    #[must_use]
+    pub fn expiring(&self) -> usize {
+        self.expiring
+    }
+
     /// Drops `key` if its TTL has passed; returns whether it did. Due once the clock is
     /// past the deadline, as in Redis: on a clock of whole milliseconds, rounded down, an
     /// entry never expires before its TTL has fully passed.

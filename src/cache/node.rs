@@ -172,7 +172,16 @@ impl Node {
         for (name, value) in self.stats() {
             let _ = write!(text, "{name}:{value}\r\n");
         }
-        let _ = write!(text, "\r\n# Keyspace\r\ndb0:keys={}\r\n", self.lru.len());
+        text.push_str("\r\n# Keyspace\r\n");
+        // As Redis: no line for an empty database.
+        if !self.lru.is_empty() {
+            let _ = write!(
+                text,
+                "db0:keys={},expires={},avg_ttl=0\r\n",
+                self.lru.len(),
+                self.lru.expiring()
+            );
+        }
         text
     }
 }

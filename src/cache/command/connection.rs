@@ -185,7 +185,10 @@ pub(super) fn client(call: &mut Call<'_>) -> Outcome {
             .collect(),
         )
         .into(),
-        (b"SETINFO" | b"SETNAME" | b"GETNAME" | b"ID", _) => super::wrong_arity(b"client").into(),
+        (b"SETINFO" | b"SETNAME" | b"GETNAME" | b"ID" | b"HELP", _) => {
+            let name = [b"client|".as_slice(), &sub].concat();
+            super::wrong_arity(&name).into()
+        }
         _ => Reply::Error(format!(
             "ERR unknown subcommand '{}'. Try CLIENT HELP.",
             String::from_utf8_lossy(&call.args[1])
@@ -254,9 +257,10 @@ pub(super) fn glob_matches(pattern: &[u8], name: &[u8]) -> bool {
 /// answer an empty list, which clients take for "no docs".
 pub(super) fn command(call: &mut Call<'_>) -> Outcome {
     match call.args.get(1) {
-        Some(sub) if sub.eq_ignore_ascii_case(b"COUNT") => {
-            Reply::Int(super::COMMANDS.len() as i64).into()
-        }
+        Some(sub) if sub.eq_ignore_ascii_case(b"COUNT") => match call.args.len() {
+            2 => Reply::Int(super::COMMANDS.len() as i64).into(),
+            _ => super::wrong_arity(b"command|count").into(),
+        },
         _ => Reply::Array(Vec::new()).into(),
     }
 }

@@ -92,6 +92,11 @@ fn run(node: &mut Node, session: &mut Session, args: Vec<Vec<u8>>, now_ms: u64) 
         Some(_) => None,
     };
     if let Some(refused) = refused {
+        // A refused EXEC discards the transaction, saying why, as Redis does.
+        if found.is_some_and(|&(name, ..)| name == "EXEC") {
+            session.queued = None;
+            return multi::aborted(&refused).into();
+        }
         if let Some(queued) = session.queued.as_mut() {
             queued.spoil();
         }

@@ -56,6 +56,15 @@ impl Queued {
     }
 }
 
+/// What a refused `EXEC` answers: the transaction is discarded, and the refusal says why.
+pub(super) fn aborted(refused: &Reply) -> Reply {
+    let why = match refused {
+        Reply::Error(text) => text.strip_prefix("ERR ").unwrap_or(text),
+        _ => "",
+    };
+    Reply::Error(format!("EXECABORT Transaction discarded because of: {why}"))
+}
+
 pub(super) fn multi(call: &mut Call<'_>) -> Outcome {
     if call.session.queued.is_some() {
         return Reply::Error("ERR MULTI calls can not be nested".into()).into();
